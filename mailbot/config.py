@@ -1,0 +1,271 @@
+"""The one validated configuration model, loaded from rules.yaml in one place.
+
+Every model forbids unknown keys: a typo in rules.yaml must be refused, not silently
+ignored, because an ignored key in an autoresponder's config means mail going where
+nobody expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailbot.errors import ConfigError, SecretError
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$"
+    ),
+]
+Security = Literal["tls", "starttls", "none"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(Model):
+    """Connection settings shared by IMAP and SMTP."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    security: Security = "tls"
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> ServerConfig:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(
+                "security 'none' is only allowed for a loopback test server "
+                f"(127.0.0.1, ::1, localhost), not {self.host!r}; use 'tls' or 'starttls'"
+            )
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+    def password(self) -> str | None:
+        """Read the secret at the last moment, so it never sits in the config object or logs."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise SecretError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SecretError(
+                    f"cannot read password file {self.password_file}: {exc.strerror}"
+                ) from None
+        return None
+
+
+class ImapConfig(ServerConfig):
+    port: int = Field(default=993, ge=1, le=65535)
+    folder: str = "INBOX"
+    sent_folder: str | None = None
+
+
+class SmtpConfig(ServerConfig):
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Security = "starttls"
+
+
+class ServiceConfig(Model):
+    """A service that handles mail: its contact details appear in ARs and signatures."""
+
+    name: str
+    addresses: list[Email] = Field(default_factory=list)
+    postal_address: str
+    phone: str
+    hours: str | None = None
+    website: str
+    email: Email | None = None
+
+
+class MailboxConfig(Model):
+    address: Email
+    aliases: list[Email] = Field(default_factory=list)
+    service: str
+    ar_template: str
+    require_addressed: bool = True
+    imap: ImapConfig
+
+    @property
+    def own_addresses(self) -> list[str]:
+        return [self.address, *self.aliases]
+
+
+class RateLimitConfig(Model):
+    max_per_sender: int = Field(default=3, ge=1)
+    window_hours: float = Field(default=24, gt=0)
+
+
+class PolicyConfig(Model):
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    extra_system_senders: list[str] = Field(default_factory=list)
+    contact_form_relays: list[Email] = Field(default_factory=list)
+
+
+class SenderConfig(Model):
+    """How outgoing mail is signed off: From, envelope sender, Message-ID domain."""
+
+    from_name: str = "Préfecture de la Seine-Maritime"
+    envelope_from: str = ""
+    message_id_domain: str = "mailbot.seine-maritime.gouv.fr"
+    loop_header_value: str = "mailbot@seine-maritime.gouv.fr"
+    reference_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,6}$")] = "SM"
+
+
+class PollingConfig(Model):
+    interval_seconds: float = Field(default=60, gt=0)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    use_idle: bool = True
+    idle_timeout_seconds: float = Field(default=1500, gt=0, le=1740)
+    max_backoff_seconds: float = Field(default=300, gt=0)
+
+
+class OutboxConfig(Model):
+    max_attempts: int = Field(default=10, ge=1)
+    retry_base_seconds: float = Field(default=30, gt=0)
+    retry_max_seconds: float = Field(default=3600, gt=0)
+
+
+class RetentionConfig(Model):
+    days: int = Field(default=730, ge=1)
+
+
+class PrefectureConfig(Model):
+    name: str
+    postal_address: str
+    phone: str
+    website: str
+
+
+class Config(Model):
+    prefecture: PrefectureConfig
+    timezone: str = "Europe/Paris"
+    services: dict[str, ServiceConfig]
+    mailboxes: dict[str, MailboxConfig]
+    smtp: SmtpConfig
+    database: str = "sqlite:///var/mailbot.db"
+    sender: SenderConfig = SenderConfig()
+    policy: PolicyConfig = PolicyConfig()
+    polling: PollingConfig = PollingConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _at_least_one_mailbox(cls, value: dict[str, MailboxConfig]) -> dict[str, MailboxConfig]:
+        if not value:
+            raise ValueError("at least one mailbox is required")
+        return value
+
+    @model_validator(mode="after")
+    def _mailbox_services_exist(self) -> Config:
+        for name, mailbox in self.mailboxes.items():
+            if mailbox.service not in self.services:
+                known = ", ".join(sorted(self.services))
+                raise ValueError(
+                    f"mailboxes.{name}.service: unknown service {mailbox.service!r}"
+                    f" (known: {known})"
+                )
+        return self
+
+    @property
+    def own_addresses(self) -> set[str]:
+        """Every address that is us: mail from these is never acknowledged."""
+        found: set[str] = set()
+        for mailbox in self.mailboxes.values():
+            found.update(mailbox.own_addresses)
+        return found
+
+    @property
+    def service_addresses(self) -> set[str]:
+        found: set[str] = set()
+        for service in self.services.values():
+            found.update(service.addresses)
+        return found
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (not allowed here; check its spelling)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    got = error.get("input")
+    if error["type"] not in {"value_error", "assertion_error"} and not isinstance(got, dict):
+        message += f" (got {got!r})"
+    return message
+
+
+def config_from_mapping(data: Any, source: str) -> Config:
+    """Validate already-parsed YAML; ``source`` names the file in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "expected a mapping at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _format_location(tuple(first["loc"]))
+        message = _describe(dict(first))
+        if message.startswith(("mailboxes.", "services.")) and ": " in message:
+            key, message = message.split(": ", 1)
+        raise ConfigError(source, key, message) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate rules.yaml. The one entry point to configuration."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), where, f"invalid YAML: {problem}") from None
+    return config_from_mapping(data, str(path))

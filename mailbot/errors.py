@@ -1,0 +1,61 @@
+"""The project's own exceptions: callers catch these, never a library's internals."""
+
+from __future__ import annotations
+
+
+class MailbotError(Exception):
+    """Base of every error mailbot raises on purpose."""
+
+
+class ConfigError(MailbotError):
+    """A configuration file is unreadable or does not match the expected shape.
+
+    The message always names the file, the key path and what was expected, so that
+    whoever edits rules.yaml can fix it without reading code.
+    """
+
+    def __init__(self, file: str, key: str, expected: str) -> None:
+        self.file = file
+        self.key = key
+        self.expected = expected
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {expected}")
+
+
+class SecretError(MailbotError):
+    """A secret could not be read. The message names where it was looked for, never its value."""
+
+
+class MessageError(MailbotError):
+    """A message could not be understood well enough to be processed."""
+
+
+class StoreError(MailbotError):
+    """The database refused an operation or is at an unexpected schema version."""
+
+
+class DeliveryError(MailbotError):
+    """Sending mail failed.
+
+    ``permanent`` tells a 5xx (do not retry) from a 4xx or network error (retry later).
+    """
+
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+
+class ForbiddenRecipientError(DeliveryError):
+    """An outgoing mail was addressed to someone mailbot may not write to."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"refusing to send to unauthorised recipient {address!r}", permanent=True)
+
+
+class MailboxError(MailbotError):
+    """The IMAP server could not be reached or refused an operation."""
+
+
+class TemplateError(MailbotError):
+    """A template is missing, broken, or was rendered without a required variable."""
