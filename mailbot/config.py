@@ -177,6 +177,7 @@ class Config(Model):
     mailboxes: dict[str, MailboxConfig]
     smtp: SmtpConfig
     database: str = "sqlite:///var/mailbot.db"
+    templates: str = "templates"
     sender: SenderConfig = SenderConfig()
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()

@@ -38,12 +38,17 @@ class DeliveryError(MailbotError):
     """Sending mail failed.
 
     ``permanent`` tells a 5xx (do not retry) from a 4xx or network error (retry later).
+    ``uncertain`` marks a connection lost after the message data was sent: the server
+    may have accepted it, so retrying could mean a second AR.
     """
 
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool, code: int | None = None, uncertain: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        self.uncertain = uncertain
 
 
 class ForbiddenRecipientError(DeliveryError):

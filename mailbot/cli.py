@@ -1,0 +1,157 @@
+"""Command line: the face of mailbot. Wiring only; the logic lives in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib.resources import files
+from pathlib import Path
+
+from mailbot.config import Config, load_config
+from mailbot.errors import MailbotError
+from mailbot.imap import ImapMailbox
+from mailbot.logs import setup_logging
+from mailbot.maildir import MaildirSource
+from mailbot.outbox import Outbox
+from mailbot.pipeline import Outcome, Pipeline
+from mailbot.poller import Source
+from mailbot.render import Renderer
+from mailbot.smtp import FileTransport, SmtpTransport, Transport
+from mailbot.store import Store, utcnow
+from mailbot.worker import Worker
+
+DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
+
+
+@dataclass
+class App:
+    config: Config
+    store: Store
+    renderer: Renderer
+    pipeline: Pipeline
+    outbox: Outbox
+
+
+def templates_dir(config_path: Path, config: Config) -> Path:
+    path = Path(config.templates)
+    return path if path.is_absolute() else config_path.parent / path
+
+
+def build_app(config_path: Path, transport: Transport | None = None, database: str | None = None) -> App:
+    config = load_config(config_path)
+    store = Store(database or config.database)
+    renderer = Renderer(templates_dir(config_path, config), timezone=config.timezone)
+    allowed = config.service_addresses
+    outbox = Outbox(store, transport or SmtpTransport(config.smtp), config.outbox, allowed)
+    return App(config, store, renderer, Pipeline(config, store, renderer), outbox)
+
+
+def imap_sources(config: Config) -> Mapping[str, Source]:
+    return {name: ImapMailbox(box.imap, name=name) for name, box in config.mailboxes.items()}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    Renderer(templates_dir(args.config, config), timezone=config.timezone)
+    print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
+    outcomes = worker.poll_once()
+    if not args.quiet:
+        print_outcomes(outcomes)
+    return 1 if worker.failures else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config)).run()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    outgoing = out / "outgoing"
+    database = f"sqlite:///{(out / 'demo.db').resolve()}"
+    for stale in [out / "demo.db", out / "demo.db-wal", out / "demo.db-shm"]:
+        stale.unlink(missing_ok=True)
+    for old in outgoing.glob("*.eml") if outgoing.exists() else []:
+        old.unlink()
+    app = build_app(args.config, FileTransport(outgoing), database=database)
+    first = next(iter(app.config.mailboxes))
+    sources: dict[str, Source] = {first: MaildirSource(args.maildir)}
+    outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
+    print_outcomes(outcomes)
+    acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
+    print(f"\n{acknowledged} acknowledgements written to {outgoing}/ (one .eml each)")
+    print(f"database: {out / 'demo.db'}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    days = args.days or config.retention.days
+    deleted = Store(config.database).purge(utcnow() - timedelta(days=days))
+    print(f"purged {deleted} messages received more than {days} days ago")
+    return 0
+
+
+def print_outcomes(outcomes: Sequence[Outcome]) -> None:
+    rows = [("UID", "MAILBOX", "DECISION", "REFERENCE", "REASON", "SUBJECT")]
+    for o in outcomes:
+        subject = o.subject if len(o.subject) <= 40 else o.subject[:39] + "…"
+        rows.append(
+            (str(o.uid), o.mailbox, o.decision, o.reference or "-", ",".join(o.reasons), subject)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mailbot", description=__doc__)
+    top.add_argument("--config", type=Path, default=Path("rules.yaml"), help="rules.yaml path")
+    top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("-q", "--quiet", action="store_true", help="warnings only, no table")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="validate the configuration and templates").set_defaults(
+        func=cmd_check
+    )
+    poll = commands.add_parser("poll", help="process new mail in every mailbox")
+    poll.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    poll.set_defaults(func=cmd_poll)
+    commands.add_parser("run", help="run forever (stops on SIGTERM/SIGINT)").set_defaults(
+        func=cmd_run
+    )
+    demo = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where ARs are written")
+    demo.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
+    demo.set_defaults(func=cmd_demo)
+    purge = commands.add_parser("purge", help="delete data older than the retention period")
+    purge.add_argument("--days", type=int, help="override retention.days")
+    purge.set_defaults(func=cmd_purge)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(
+        logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    )
+    try:
+        return int(args.func(args))
+    except MailbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Delivering queued mail at most once, with retries for temporary failures.
+
+Each mail is committed as 'sending' before it leaves and as 'sent' right after. A crash in
+between leaves it 'sending'; at the next start it becomes 'uncertain' and is never resent
+(see Store.recover_interrupted): one lost AR, flagged for an agent, is better than two.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailbot.config import OutboxConfig
+from mailbot.errors import DeliveryError, ForbiddenRecipientError
+from mailbot.smtp import Envelope, Transport
+from mailbot.store import OutboxItem, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    refused: int = 0
+    sent_ids: list[int] = field(default_factory=list)
+
+
+def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
+    """Exponential backoff: base, 2×base, 4×base… capped."""
+    seconds = min(config.retry_base_seconds * (2 ** max(attempts - 1, 0)), config.retry_max_seconds)
+    return timedelta(seconds=seconds)
+
+
+class Outbox:
+    def __init__(
+        self, store: Store, transport: Transport, config: OutboxConfig, allowed: set[str]
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.config = config
+        self.allowed = {address.lower() for address in allowed}
+
+    def is_allowed(self, item: OutboxItem) -> bool:
+        """Only the original sender of the message, or a configured address, may be mailed."""
+        recipient = item.recipient.lower()
+        if recipient in self.allowed:
+            return True
+        if item.message_pk is None:
+            return False
+        return (self.store.message_sender(item.message_pk) or "").lower() == recipient
+
+    def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
+        report = DeliveryReport()
+        items = {item.id: item for item in self.store.due_outbox(now or utcnow(), limit)}
+        if not items:
+            return report
+        envelopes = [
+            Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
+            for item in items.values()
+        ]
+
+        def before(envelope: Envelope) -> bool:
+            item = items[int(envelope.name)]
+            if not self.is_allowed(item):
+                self._fail(item, ForbiddenRecipientError(item.recipient), report, refused=True)
+                return False
+            with self.store.transaction() as tx:
+                return tx.claim_outbox(item.id, attempts=item.attempts + 1)
+
+        def after(envelope: Envelope, error: DeliveryError | None) -> None:
+            item = items[int(envelope.name)]
+            if error is None:
+                self._sent(item, report)
+            elif error.uncertain:
+                self._uncertain(item, error, report)
+            elif error.permanent or item.attempts + 1 >= self.config.max_attempts:
+                self._fail(item, error, report)
+            else:
+                self._retry(item, error, report, attempts=item.attempts + 1)
+
+        try:
+            self.transport.send_batch(envelopes, before, after)
+        except DeliveryError as error:
+            # No connection: nothing in the remaining items left, so they are safe to retry.
+            for item in list(items.values()):
+                if self.store.outbox_status(item.id) == "pending":
+                    self._retry(item, error, report, attempts=item.attempts + 1)
+        return report
+
+    def _sent(self, item: OutboxItem, report: DeliveryReport) -> None:
+        with self.store.transaction() as tx:
+            # The rendered mail holds the citizen's subject: keep it only while it is needed.
+            tx.set_outbox_status(item.id, "sent", sent_at=utcnow(), raw=None, last_error=None)
+            tx.add_event(item.message_pk, f"{item.kind}_sent", item.email_message_id)
+        report.sent += 1
+        report.sent_ids.append(item.id)
+        log.info("sent", extra={"outbox": item.id, "kind": item.kind})
+
+    def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
+        with self.store.transaction() as tx:
+            tx.set_outbox_status(item.id, "uncertain", last_error=str(error))
+            tx.add_event(item.message_pk, "send_uncertain", str(error))
+        report.failed += 1
+        log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
+
+    def _retry(
+        self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, attempts: int
+    ) -> None:
+        next_at = utcnow() + retry_delay(attempts, self.config)
+        with self.store.transaction() as tx:
+            tx.set_outbox_status(
+                item.id,
+                "pending",
+                attempts=attempts,
+                next_attempt_at=next_at,
+                last_error=str(error),
+            )
+            tx.add_event(item.message_pk, "send_deferred", str(error))
+        report.retried += 1
+        log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
+
+    def _fail(
+        self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, refused: bool = False
+    ) -> None:
+        with self.store.transaction() as tx:
+            tx.set_outbox_status(item.id, "failed", last_error=str(error))
+            tx.add_event(item.message_pk, "send_failed", str(error))
+        if refused:
+            report.refused += 1
+        else:
+            report.failed += 1
+        log.error("send failed", extra={"outbox": item.id, "error": str(error)})

@@ -1,0 +1,273 @@
+"""One incoming mail, end to end: parse, deduplicate, decide, record, queue the AR.
+
+Everything about a mail — its row, its events, the AR in the outbox and the folder's
+new high-water UID — commits in one transaction, so a crash can neither lose a mail
+nor acknowledge it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+from mailbot.config import Config, MailboxConfig
+from mailbot.message import ParsedMessage, parse_message
+from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
+from mailbot.render import Renderer, build_email
+from mailbot.store import NewMessage, Store, Transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IncomingMail:
+    """A mail as any source (IMAP, Maildir) hands it over."""
+
+    uid: int
+    internaldate: datetime
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one mail: the line the demo and the logs print."""
+
+    mailbox: str
+    uid: int
+    decision: str
+    reasons: tuple[str, ...]
+    reference: str | None
+    subject: str
+    message_pk: int | None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        renderer: Renderer,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.clock = clock
+
+    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
+        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start."""
+        with self.store.transaction() as tx:
+            state = tx.folder_state(mailbox, folder)
+            if state is not None and state.uidvalidity == uidvalidity:
+                return state.last_uid
+            if state is not None:
+                log.warning(
+                    "uidvalidity changed: re-syncing, known mail is deduplicated",
+                    extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
+                )
+                tx.add_event(None, "uidvalidity_changed", f"{mailbox}/{folder}: {uidvalidity}")
+            tx.save_folder_state(mailbox, folder, uidvalidity, 0)
+            return 0
+
+    def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
+        parsed = parse_message(mail.raw)
+        try:
+            with self.store.transaction() as tx:
+                outcome = self._record(tx, mailbox, folder, uidvalidity, mail, parsed)
+        except Exception as exc:  # quarantine, never lose the mail nor stop the worker
+            log.exception("quarantined", extra={"mailbox": mailbox, "uid": mail.uid})
+            outcome = self._quarantine(mailbox, folder, uidvalidity, mail, parsed, exc)
+        self._log(outcome)
+        return outcome
+
+    # -----------------------------------------------------------------------------------
+    def _record(
+        self,
+        tx: Transaction,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+    ) -> Outcome:
+        tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+        if tx.is_known(mailbox, parsed.message_id, parsed.content_hash):
+            return Outcome(mailbox, mail.uid, "duplicate", ("already-recorded",), None, "", None)
+        box = self.config.mailboxes[mailbox]
+        context, parent_pk = self._context(tx, mailbox, box, parsed)
+        decision = decide_ar(parsed, context)
+        reference = None
+        if decision.send:
+            reference = tx.next_reference(
+                self.config.sender.reference_prefix, mail.internaldate.year
+            )
+        ar = self._render_ar(box, parsed, decision, reference, mail) if reference else None
+        row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, ar)
+        message_pk = tx.insert_message(replace(row, parent_id=parent_pk))
+        tx.add_event(message_pk, "received", parsed.content_type)
+        kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
+            _decision_name(decision), "skipped"
+        )
+        tx.add_event(message_pk, kind, ",".join(decision.reasons))
+        if ar is not None and decision.recipient:
+            tx.enqueue(
+                message_pk,
+                "ar",
+                decision.recipient,
+                self.config.sender.envelope_from,
+                str(ar["Message-ID"]),
+                ar.as_bytes(),
+            )
+        return Outcome(
+            mailbox,
+            mail.uid,
+            _decision_name(decision),
+            decision.reasons,
+            reference or decision.follow_up_of,
+            parsed.subject,
+            message_pk,
+        )
+
+    def _context(
+        self, tx: Transaction, mailbox: str, box: MailboxConfig, parsed: ParsedMessage
+    ) -> tuple[PolicyContext, int | None]:
+        """The policy's facts about this mail that only the database knows."""
+        policy = self.config.policy
+        relays = frozenset(policy.contact_form_relays)
+        recipient = reply_address(parsed, relays)
+        window = timedelta(hours=policy.rate_limit.window_hours)
+        recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
+        subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
+        thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
+        context = PolicyContext(
+            mailbox_address=box.address,
+            mailbox_aliases=frozenset(box.aliases),
+            require_addressed=box.require_addressed,
+            own_addresses=frozenset(self.config.own_addresses),
+            message_id_domain=self.config.sender.message_id_domain,
+            loop_header_value=self.config.sender.loop_header_value,
+            contact_form_relays=relays,
+            extra_system_senders=tuple(policy.extra_system_senders),
+            recent_ars_to_recipient=recent,
+            max_ars_per_window=policy.rate_limit.max_per_sender,
+            known_thread_reference=thread[1] if thread else None,
+        )
+        return context, thread[0] if thread else None
+
+    def _render_ar(
+        self,
+        box: MailboxConfig,
+        parsed: ParsedMessage,
+        decision: ArDecision,
+        reference: str,
+        mail: IncomingMail,
+    ) -> EmailMessage:
+        service = self.config.services[box.service]
+        rendered = self.renderer.render(
+            box.ar_template,
+            {
+                "reference": reference,
+                "received_at": mail.internaldate,
+                "original_subject": parsed.subject,
+                "service": service.model_dump(),
+                "prefecture": self.config.prefecture.model_dump(),
+            },
+        )
+        return build_email(
+            rendered,
+            from_address=box.address,
+            from_name=self.config.sender.from_name,
+            to=decision.recipient or "",
+            message_id_domain=self.config.sender.message_id_domain,
+            in_reply_to=parsed.message_id,
+            references=parsed.references,
+            loop_header_value=self.config.sender.loop_header_value,
+        )
+
+    def _row(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        decision: ArDecision,
+        reference: str | None,
+        ar: EmailMessage | None,
+    ) -> NewMessage:
+        return NewMessage(
+            mailbox=mailbox,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=mail.uid,
+            message_id=parsed.message_id,
+            content_hash=parsed.content_hash,
+            received_at=mail.internaldate,
+            sender=decision.recipient,
+            subject=parsed.subject,
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
+            decision=_decision_name(decision),
+            reasons=decision.reasons,
+            size=parsed.size,
+            defects=parsed.defects,
+            reference=reference,
+            ar_status="pending" if ar is not None else "none",
+            ar_message_id=str(ar["Message-ID"]) if ar is not None else None,
+        )
+
+    def _quarantine(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        exc: Exception,
+    ) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        with self.store.transaction() as tx:
+            tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+            message_pk = tx.insert_message(
+                NewMessage(
+                    mailbox=mailbox,
+                    folder=folder,
+                    uidvalidity=uidvalidity,
+                    uid=mail.uid,
+                    message_id=parsed.message_id,
+                    content_hash=parsed.content_hash,
+                    received_at=mail.internaldate,
+                    sender=None,
+                    subject=parsed.subject,
+                    in_reply_to=None,
+                    decision="quarantine",
+                    reasons=(reason,),
+                    size=parsed.size,
+                    defects=parsed.defects,
+                )
+            )
+            tx.add_event(message_pk, "quarantined", reason)
+        return Outcome(mailbox, mail.uid, "quarantine", (reason,), None, parsed.subject, message_pk)
+
+    @staticmethod
+    def _log(outcome: Outcome) -> None:
+        log.info(
+            "message",
+            extra={
+                "mailbox": outcome.mailbox,
+                "uid": outcome.uid,
+                "reference": outcome.reference or "-",
+                "decision": outcome.decision,
+                "reason": ",".join(outcome.reasons),
+            },
+        )
+
+
+def _decision_name(decision: ArDecision) -> str:
+    if decision.send:
+        return "acknowledge"
+    if decision.follow_up_of:
+        return "follow-up"
+    return "skip"

@@ -1,0 +1,146 @@
+"""Reading one mailbox folder incrementally and feeding the pipeline.
+
+The source is anything with the ImapMailbox shape (IMAP, or a Maildir for the demo).
+Connection trouble is met with reconnection and exponential backoff; the stop event is
+checked between mails, so a shutdown finishes the current mail and nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from mailbot.config import PollingConfig
+from mailbot.errors import MailboxError
+from mailbot.outbox import Outbox
+from mailbot.pipeline import IncomingMail, Outcome, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Fetched(Protocol):
+    @property
+    def uid(self) -> int: ...
+    @property
+    def internaldate(self) -> datetime: ...
+    @property
+    def raw(self) -> bytes: ...
+
+
+class Source(Protocol):
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def select(self, folder: str) -> int: ...
+    def uids_after(self, last_uid: int) -> list[int]: ...
+    def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Fetched]: ...
+    def supports_idle(self) -> bool: ...
+    def wait_for_changes(self, timeout: float) -> bool: ...
+
+
+class Backoff:
+    """1 s, 2 s, 4 s… up to a ceiling; reset after a success."""
+
+    def __init__(self, ceiling: float, start: float = 1.0) -> None:
+        self.ceiling = ceiling
+        self.start = start
+        self.current = start
+
+    def next_delay(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.start
+
+
+class MailboxPoller:
+    def __init__(
+        self,
+        name: str,
+        folder: str,
+        source: Source,
+        pipeline: Pipeline,
+        outbox: Outbox,
+        polling: PollingConfig,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.folder = folder
+        self.source = source
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.polling = polling
+        self.stop = stop or threading.Event()
+        self.connected = False
+        self.backoff = Backoff(polling.max_backoff_seconds)
+
+    def _ensure_connected(self) -> None:
+        if not self.connected:
+            self.source.connect()
+            self.connected = True
+
+    def disconnect(self) -> None:
+        if self.connected:
+            self.source.close()
+            self.connected = False
+
+    def poll_once(self) -> list[Outcome]:
+        """Process everything new in the folder, then deliver what is queued."""
+        self._ensure_connected()
+        uidvalidity = self.source.select(self.folder)
+        last_uid = self.pipeline.start_folder(self.name, self.folder, uidvalidity)
+        outcomes: list[Outcome] = []
+        uids = self.source.uids_after(last_uid)
+        batch: list[Outcome] = []
+        for fetched in self.source.fetch(uids, self.polling.batch_size):
+            mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw)
+            batch.append(self.pipeline.process(self.name, self.folder, uidvalidity, mail))
+            if len(batch) >= self.polling.batch_size:
+                outcomes += batch
+                batch = []
+                self.outbox.deliver_due()
+            if self.stop.is_set():
+                break
+        outcomes += batch
+        self.outbox.deliver_due()
+        return outcomes
+
+    def cycle(self, budget: float) -> list[Outcome]:
+        """Poll, then wait for new mail (IDLE, or sleep) for up to ``budget`` seconds.
+
+        Returns what was processed. Connection errors end the cycle after a backoff delay;
+        the next cycle reconnects.
+        """
+        outcomes: list[Outcome] = []
+        deadline = time.monotonic() + budget
+        try:
+            outcomes += self.poll_once()
+            self.backoff.reset()
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                remaining = deadline - time.monotonic()
+                if self.polling.use_idle and self.source.supports_idle():
+                    arrived = self.source.wait_for_changes(min(remaining, 5.0))
+                else:
+                    arrived = self.stop.wait(remaining)
+                if arrived and not self.stop.is_set():
+                    outcomes += self.poll_once()
+        except MailboxError as exc:
+            delay = self.backoff.next_delay()
+            log.warning(
+                "mailbox unreachable, reconnecting later",
+                extra={"mailbox": self.name, "error": str(exc), "retry_in": delay},
+            )
+            self.disconnect_quietly()
+            self.stop.wait(delay)
+        return outcomes
+
+    def disconnect_quietly(self) -> None:
+        with contextlib.suppress(MailboxError):
+            self.disconnect()
+        self.connected = False

@@ -1,0 +1,485 @@
+"""Persistence: what mailbot saw, decided and sent.
+
+SQLite (WAL) by default, PostgreSQL by URL alone. The schema is versioned by Alembic
+migrations in ``mailbot/migrations``; the tables below mirror the latest revision and a
+test checks that they agree. Bodies are never stored: only what the indicators need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from mailbot.errors import StoreError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite would silently drop the offset)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise StoreError("naive datetime given to the store; use timezone-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+folders = sa.Table(
+    "folders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("folder", sa.String(255), nullable=False),
+    sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+    sa.Column("last_uid", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("mailbox", "folder", name="uq_folders_mailbox_folder"),
+)
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("folder", sa.String(255), nullable=False),
+    sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+    sa.Column("uid", sa.BigInteger, nullable=False),
+    sa.Column("message_id", sa.String(998)),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("reference", sa.String(32), unique=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("sender", sa.String(320)),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("in_reply_to", sa.String(998)),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("messages.id")),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("ar_status", sa.String(16), nullable=False),
+    sa.Column("ar_message_id", sa.String(998)),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("defects", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
+    sa.Index("ix_messages_message_id", "mailbox", "message_id"),
+    sa.Index("ix_messages_content_hash", "mailbox", "content_hash"),
+    sa.Index("ix_messages_ar_message_id", "ar_message_id"),
+    sa.Index("ix_messages_received_at", "received_at"),
+    sa.Index("ix_messages_sender", "mailbox", "sender"),
+)
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE")),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_events_message_pk", "message_pk"),
+    sa.Index("ix_events_kind_at", "kind", "at"),
+)
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE")),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("envelope_from", sa.String(320), nullable=False),
+    sa.Column("email_message_id", sa.String(998), nullable=False),
+    sa.Column("raw", sa.LargeBinary),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class FolderState:
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """Everything recorded about one incoming mail, in one row."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    content_hash: str
+    received_at: datetime
+    sender: str | None
+    subject: str
+    in_reply_to: str | None
+    decision: str
+    reasons: Sequence[str]
+    size: int
+    defects: Sequence[str]
+    reference: str | None = None
+    parent_id: int | None = None
+    ar_status: str = "none"
+    ar_message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    message_pk: int | None
+    kind: str
+    recipient: str
+    envelope_from: str
+    email_message_id: str
+    raw: bytes
+    attempts: int
+
+
+class Transaction:
+    """Operations that must commit together, e.g. a message, its decision and its AR intent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- folder sync state --------------------------------------------------------------
+    def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
+        row = self.conn.execute(
+            sa.select(folders.c.uidvalidity, folders.c.last_uid).where(
+                folders.c.mailbox == mailbox, folders.c.folder == folder
+            )
+        ).first()
+        return FolderState(int(row.uidvalidity), int(row.last_uid)) if row else None
+
+    def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": utcnow()}
+        updated = self.conn.execute(
+            folders.update()
+            .where(folders.c.mailbox == mailbox, folders.c.folder == folder)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(folders.insert().values(mailbox=mailbox, folder=folder, **values))
+
+    # -- messages -----------------------------------------------------------------------
+    def is_known(self, mailbox: str, message_id: str | None, content_hash: str) -> bool:
+        """Dedupe after a UIDVALIDITY change: by Message-ID, or by content hash without one."""
+        if message_id:
+            condition = messages.c.message_id == message_id
+        else:
+            condition = messages.c.content_hash == content_hash
+        query = sa.select(messages.c.id).where(messages.c.mailbox == mailbox, condition).limit(1)
+        return self.conn.execute(query).first() is not None
+
+    def acknowledged_in_thread(
+        self, mailbox: str, thread_ids: Sequence[str], reference: str | None
+    ) -> tuple[int, str] | None:
+        """The acknowledged message a follow-up belongs to: by threading, else by reference."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if thread_ids:
+            ids = list(thread_ids)
+            conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
+        if reference:
+            conditions.append(messages.c.reference == reference)
+        if not conditions:
+            return None
+        row = self.conn.execute(
+            sa.select(messages.c.id, messages.c.reference, messages.c.parent_id)
+            .where(messages.c.mailbox == mailbox, sa.or_(*conditions))
+            .where(messages.c.reference.is_not(None))
+            .order_by(messages.c.id)
+            .limit(1)
+        ).first()
+        return (int(row.id), str(row.reference)) if row else None
+
+    def count_recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(messages)
+            .where(
+                messages.c.mailbox == mailbox,
+                messages.c.sender == recipient,
+                messages.c.decision == "acknowledge",
+                messages.c.received_at >= since,
+            )
+        )
+        return int(self.conn.execute(query).scalar_one())
+
+    def next_reference(self, prefix: str, year: int) -> str:
+        """Allocate ``PREFIX-YYYY-NNNNNN`` atomically, inside the caller's transaction."""
+        name = f"reference-{prefix}-{year}"
+        bumped = self.conn.execute(
+            counters.update()
+            .where(counters.c.name == name)
+            .values(value=counters.c.value + 1)
+            .returning(counters.c.value)
+        ).first()
+        if bumped is None:
+            self.conn.execute(counters.insert().values(name=name, value=1))
+            number = 1
+        else:
+            number = int(bumped.value)
+        return f"{prefix}-{year}-{number:06d}"
+
+    def insert_message(self, new: NewMessage) -> int:
+        values = {
+            **new.__dict__,
+            "subject": new.subject[:300],
+            "reasons": json.dumps(list(new.reasons)),
+            "defects": json.dumps(list(new.defects)),
+            "created_at": utcnow(),
+        }
+        result = self.conn.execute(messages.insert().values(**values))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def add_event(self, message_pk: int | None, kind: str, detail: str = "") -> None:
+        self.conn.execute(
+            events.insert().values(message_pk=message_pk, kind=kind, detail=detail, at=utcnow())
+        )
+
+    # -- outbox -------------------------------------------------------------------------
+    def enqueue(
+        self,
+        message_pk: int | None,
+        kind: str,
+        recipient: str,
+        envelope_from: str,
+        email_message_id: str,
+        raw: bytes,
+    ) -> int:
+        now = utcnow()
+        result = self.conn.execute(
+            outbox.insert().values(
+                message_pk=message_pk,
+                kind=kind,
+                recipient=recipient,
+                envelope_from=envelope_from,
+                email_message_id=email_message_id,
+                raw=raw,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def claim_outbox(self, item_id: int, attempts: int) -> bool:
+        """Move a pending item to 'sending'; False if another worker got it first."""
+        claimed = self.conn.execute(
+            outbox.update()
+            .where(outbox.c.id == item_id, outbox.c.status == "pending")
+            .values(status="sending", attempts=attempts)
+        )
+        if claimed.rowcount != 1:
+            return False
+        self.set_outbox_status(item_id, "sending")
+        return True
+
+    def set_outbox_status(self, item_id: int, status: str, **values: Any) -> None:
+        self.conn.execute(
+            outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
+        )
+        if status in {"sent", "failed", "uncertain", "sending"}:
+            message_pk = self.conn.execute(
+                sa.select(outbox.c.message_pk, outbox.c.kind).where(outbox.c.id == item_id)
+            ).first()
+            if message_pk and message_pk.message_pk and message_pk.kind == "ar":
+                self.conn.execute(
+                    messages.update()
+                    .where(messages.c.id == message_pk.message_pk)
+                    .values(ar_status=status)
+                )
+
+
+class Store:
+    """Entry point to the database. Opening it brings the schema to the latest revision."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = self._create_engine(url)
+        self.migrate()
+
+    @staticmethod
+    def _create_engine(url: str) -> Engine:
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True)
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+
+    def _alembic_config(self, conn: Connection) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def migrate(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                command.upgrade(self._alembic_config(conn), "head")
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot open or migrate the database: {exc.__class__.__name__}"
+            ) from exc
+
+    def schema_version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    def head_version() -> str | None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as conn:
+            yield Transaction(conn)
+
+    # -- reads that need no transaction of their own ------------------------------------
+    def message(self, **where: Any) -> sa.Row[Any] | None:
+        query = sa.select(messages)
+        for column, value in where.items():
+            query = query.where(messages.c[column] == value)
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(messages.c.id).limit(1)).first()
+
+    def messages(self, mailbox: str | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(messages).order_by(messages.c.id)
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def events(self, message_pk: int | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(events).order_by(events.c.id)
+        if message_pk is not None:
+            query = query.where(events.c.message_pk == message_pk)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def outbox_items(self, status: str | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(outbox).order_by(outbox.c.id)
+        if status:
+            query = query.where(outbox.c.status == status)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def due_outbox(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
+        query = (
+            sa.select(outbox)
+            .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                OutboxItem(
+                    id=row.id,
+                    message_pk=row.message_pk,
+                    kind=row.kind,
+                    recipient=row.recipient,
+                    envelope_from=row.envelope_from,
+                    email_message_id=row.email_message_id,
+                    raw=row.raw or b"",
+                    attempts=row.attempts,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def outbox_status(self, item_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(outbox.c.status).where(outbox.c.id == item_id)
+            ).scalar_one_or_none()
+
+    def message_sender(self, message_pk: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(messages.c.sender).where(messages.c.id == message_pk)
+            ).scalar_one_or_none()
+
+    def recover_interrupted(self) -> list[int]:
+        """Outbox items left 'sending' by a crash: we cannot know whether they left.
+
+        mailbot guarantees never two ARs for one message, so an interrupted send is
+        marked 'uncertain' and never retried; the event lets an agent check by hand.
+        """
+        with self.transaction() as tx:
+            ids = [
+                int(row.id)
+                for row in tx.conn.execute(
+                    sa.select(outbox.c.id, outbox.c.message_pk).where(outbox.c.status == "sending")
+                )
+            ]
+            for item_id in ids:
+                tx.set_outbox_status(item_id, "uncertain", last_error="interrupted while sending")
+                pk = tx.conn.execute(
+                    sa.select(outbox.c.message_pk).where(outbox.c.id == item_id)
+                ).scalar_one()
+                tx.add_event(pk, "send_uncertain", f"outbox {item_id} interrupted while sending")
+        return ids
+
+    def purge(self, before: datetime) -> int:
+        """Delete everything about messages received before ``before`` (retention)."""
+        with self.transaction() as tx:
+            old = sa.select(messages.c.id).where(messages.c.received_at < before)
+            tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
+            tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
+            tx.conn.execute(
+                messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
+            )
+            deleted = tx.conn.execute(messages.delete().where(messages.c.received_at < before))
+            return int(deleted.rowcount)
+
+    def close(self) -> None:
+        self.engine.dispose()

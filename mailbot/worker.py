@@ -1,0 +1,116 @@
+"""Scheduling: one APScheduler job per mailbox, plus the outbox retry job.
+
+``poll_once`` is the cron/test entry point; ``run`` keeps going until SIGTERM/SIGINT,
+then lets each job finish the mail in hand before stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from mailbot.config import Config
+from mailbot.errors import MailboxError
+from mailbot.outbox import Outbox
+from mailbot.pipeline import Outcome, Pipeline
+from mailbot.poller import MailboxPoller, Source
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        pipeline: Pipeline,
+        outbox: Outbox,
+        sources: Mapping[str, Source],
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.stop = threading.Event()
+        self.pollers = {
+            name: MailboxPoller(
+                name,
+                config.mailboxes[name].imap.folder,
+                source,
+                pipeline,
+                outbox,
+                config.polling,
+                self.stop,
+            )
+            for name, source in sources.items()
+        }
+        self.failures: dict[str, str] = {}
+
+    def recover(self) -> None:
+        interrupted = self.pipeline.store.recover_interrupted()
+        if interrupted:
+            log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
+
+    def poll_once(self) -> list[Outcome]:
+        """Everything new in every mailbox, then the outbox. Failures are collected, not raised."""
+        self.recover()
+        outcomes: list[Outcome] = []
+        for name, poller in self.pollers.items():
+            try:
+                outcomes += poller.poll_once()
+            except MailboxError as exc:
+                self.failures[name] = str(exc)
+                log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
+            finally:
+                poller.disconnect_quietly()
+        self.outbox.deliver_due()
+        return outcomes
+
+    def build_scheduler(self) -> BackgroundScheduler:
+        scheduler = BackgroundScheduler(timezone=self.config.timezone)
+        interval = self.config.polling.interval_seconds
+        for name, poller in self.pollers.items():
+            scheduler.add_job(
+                poller.cycle,
+                "interval",
+                seconds=interval,
+                kwargs={"budget": interval * 0.95},
+                id=f"mailbox:{name}",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(UTC),
+            )
+        scheduler.add_job(
+            self.outbox.deliver_due,
+            "interval",
+            seconds=max(5.0, self.config.outbox.retry_base_seconds / 2),
+            id="outbox",
+            max_instances=1,
+            coalesce=True,
+        )
+        return scheduler
+
+    def run(self, install_signals: bool = True) -> None:
+        """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
+        self.recover()
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
+        scheduler = self.build_scheduler()
+        scheduler.start()
+        log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
+        try:
+            self.stop.wait()
+        finally:
+            scheduler.shutdown(wait=True)
+            for poller in self.pollers.values():
+                poller.disconnect_quietly()
+            log.info("worker stopped")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        self.stop.set()

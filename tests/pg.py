@@ -1,0 +1,66 @@
+"""A private PostgreSQL cluster for tests: initdb under a temp dir, loopback port."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def _bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {name} is missing: run scripts/setup-tests")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        # Its own top-level temp dir: pytest's are 0700 root, which the postgres user cannot enter.
+        self.root = Path(tempfile.mkdtemp(prefix="mailbot-pg-"))
+        self.root.chmod(0o755)
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+
+    def _run(self, *args: str) -> None:
+        command = list(args)
+        if self.user is not None:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def start(self) -> str:
+        if self.user is not None:
+            os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+        self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "mailbot", "-E", "UTF8")
+        self._run(
+            _bin("pg_ctl"),
+            "-D", str(self.data),
+            "-l", str(self.root / "log"),
+            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w", "start",
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return f"postgresql+psycopg://mailbot@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)

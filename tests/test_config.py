@@ -1,0 +1,133 @@
+"""Configuration: the shipped rules.yaml is valid, and every mistake is located."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mailbot.config import load_config
+from mailbot.errors import ConfigError, SecretError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, mutate: object) -> Path:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    assert callable(mutate)
+    mutate(data)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_shipped_rules_yaml_is_valid() -> None:
+    config = load_config(ROOT / "rules.yaml")
+    assert set(config.mailboxes) == {"general", "etrangers"}
+    assert config.mailboxes["general"].address == "pref-contact@seine-maritime.gouv.fr"
+    assert config.mailboxes["etrangers"].address == "pref-etrangers@seine-maritime.gouv.fr"
+    assert config.mailboxes["general"].imap.security == "tls"
+    assert config.mailboxes["general"].imap.verify_certificate is True
+    assert config.smtp.security == "starttls"
+    assert config.database == "sqlite:///var/mailbot.db"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "expected"),
+    [
+        (
+            lambda d: d["mailboxes"]["general"]["imap"].update(hots="x"),
+            "mailboxes.general.imap.hots",
+            "unknown key",
+        ),
+        (
+            lambda d: d["mailboxes"]["general"]["imap"].update(port="nine"),
+            "mailboxes.general.imap.port",
+            "integer",
+        ),
+        (
+            lambda d: d["smtp"].update(security="ssl"),
+            "smtp.security",
+            "'tls', 'starttls' or 'none'",
+        ),
+        (lambda d: d["mailboxes"]["etrangers"].pop("address"), "mailboxes.etrangers.address", "required"),
+        (lambda d: d.update(mailboxs={}), "mailboxs", "unknown key"),
+        (
+            lambda d: d["mailboxes"]["general"].update(service="nowhere"),
+            "mailboxes.general.service",
+            "unknown service 'nowhere'",
+        ),
+        (
+            lambda d: d["smtp"].update(security="none"),
+            "smtp",
+            "only allowed for a loopback",
+        ),
+        (
+            lambda d: d["mailboxes"]["general"].update(address="not-an-address"),
+            "mailboxes.general.address",
+            "should match pattern",
+        ),
+    ],
+)
+def test_errors_name_file_key_and_expectation(
+    tmp_path: Path, mutate: object, key: str, expected: str
+) -> None:
+    path = write_config(tmp_path, mutate)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message
+    assert info.value.key == key
+
+
+def test_plaintext_allowed_on_loopback(tmp_path: Path) -> None:
+    path = write_config(tmp_path, lambda d: d["smtp"].update(security="none", host="127.0.0.1"))
+    assert load_config(path).smtp.security == "none"
+
+
+def test_invalid_yaml_gives_line(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("mailboxes:\n  general: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "line " in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_secret_from_env_and_file_never_in_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_file = tmp_path / "smtp.pass"
+    secret_file.write_text("s3cret-file\n", encoding="utf-8")
+
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["smtp"].pop("password_env")
+        d["smtp"]["password_file"] = str(secret_file)
+
+    config = load_config(write_config(tmp_path, mutate))
+    assert config.smtp.password() == "s3cret-file"
+    assert "s3cret" not in repr(config)
+    monkeypatch.setenv("MAILBOT_GENERAL_PASSWORD", "s3cret-env")
+    general = load_config(ROOT / "rules.yaml").mailboxes["general"].imap
+    assert general.password() == "s3cret-env"
+    assert "s3cret" not in repr(general)
+
+
+def test_missing_secret_names_variable_not_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILBOT_SMTP_PASSWORD", raising=False)
+    config = load_config(ROOT / "rules.yaml")
+    with pytest.raises(SecretError, match="MAILBOT_SMTP_PASSWORD is not set"):
+        config.smtp.password()
+
+
+def test_both_secret_sources_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, lambda d: d["smtp"].update(password_file="/x"))
+    with pytest.raises(ConfigError, match="password_env or password_file, not both"):
+        load_config(path)

@@ -1,0 +1,195 @@
+"""The store on SQLite and on a real PostgreSQL: migrations, references, dedupe, outbox states."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from mailbot.store import NewMessage, Store, metadata
+from tests.pg import PostgresServer
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sub' / 'mailbot.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"t{abs(hash(request.node.nodeid)) % 10**9}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    opened = Store(url)
+    yield opened
+    opened.close()
+
+
+def new_message(**changes: object) -> NewMessage:
+    values: dict[str, object] = {
+        "mailbox": "general",
+        "folder": "INBOX",
+        "uidvalidity": 7,
+        "uid": 1,
+        "message_id": "<a@example.fr>",
+        "content_hash": "h1",
+        "received_at": datetime(2026, 11, 26, 23, 59, tzinfo=PARIS),
+        "sender": "citoyen@example.fr",
+        "subject": "Carte grise",
+        "in_reply_to": None,
+        "decision": "acknowledge",
+        "reasons": ["citizen-mail"],
+        "size": 1234,
+        "defects": [],
+        "reference": "SM-2026-000001",
+        "ar_status": "pending",
+        "ar_message_id": "<ar1@mailbot.test>",
+    }
+    values.update(changes)
+    return NewMessage(**values)  # type: ignore[arg-type]
+
+
+def test_migrated_schema_matches_the_tables(store: Store) -> None:
+    assert store.schema_version() == Store.head_version() == "0001"
+    with store.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diffs == []
+
+
+def test_reopening_keeps_data_and_version(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_message(new_message())
+    again = Store(store.url)
+    assert again.schema_version() == "0001"
+    assert len(again.messages()) == 1
+    again.close()
+
+
+def test_references_are_sequential_per_year(store: Store) -> None:
+    with store.transaction() as tx:
+        refs = [tx.next_reference("SM", 2026) for _ in range(3)]
+        other = tx.next_reference("SM", 2027)
+    assert refs == ["SM-2026-000001", "SM-2026-000002", "SM-2026-000003"]
+    assert other == "SM-2027-000001"
+
+
+def test_reference_not_consumed_when_transaction_rolls_back(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.next_reference("SM", 2026)
+        raise RuntimeError("crash")
+    with store.transaction() as tx:
+        assert tx.next_reference("SM", 2026) == "SM-2026-000001"
+
+
+def test_received_at_keeps_the_instant(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_message(new_message())
+    row = store.messages()[0]
+    assert row.received_at == datetime(2026, 11, 26, 22, 59, tzinfo=UTC)
+    assert row.received_at.tzinfo is not None
+
+
+def test_folder_state_roundtrip(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.folder_state("general", "INBOX") is None
+        tx.save_folder_state("general", "INBOX", 7, 10)
+        tx.save_folder_state("general", "INBOX", 7, 12)
+        state = tx.folder_state("general", "INBOX")
+    assert state is not None
+    assert (state.uidvalidity, state.last_uid) == (7, 12)
+
+
+def test_dedupe_by_message_id_then_by_hash(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert_message(new_message())
+        tx.insert_message(new_message(uid=2, message_id=None, content_hash="h2", reference=None))
+        assert tx.is_known("general", "<a@example.fr>", "other")
+        assert not tx.is_known("etrangers", "<a@example.fr>", "other")
+        assert tx.is_known("general", None, "h2")
+        assert not tx.is_known("general", None, "h3")
+        assert not tx.is_known("general", "<new@example.fr>", "h2")
+
+
+def test_thread_lookup_by_ids_and_reference(store: Store) -> None:
+    with store.transaction() as tx:
+        pk = tx.insert_message(new_message())
+        assert tx.acknowledged_in_thread("general", ["<a@example.fr>"], None) == (
+            pk,
+            "SM-2026-000001",
+        )
+        assert tx.acknowledged_in_thread("general", ["<ar1@mailbot.test>"], None) == (
+            pk,
+            "SM-2026-000001",
+        )
+        assert tx.acknowledged_in_thread("general", [], "SM-2026-000001") == (pk, "SM-2026-000001")
+        assert tx.acknowledged_in_thread("general", ["<zz@x>"], "SM-2026-000009") is None
+        assert tx.acknowledged_in_thread("etrangers", ["<a@example.fr>"], None) is None
+
+
+def test_recent_ar_count(store: Store) -> None:
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    with store.transaction() as tx:
+        for uid, hours_ago in enumerate([1, 5, 30], start=1):
+            tx.insert_message(
+                new_message(
+                    uid=uid,
+                    message_id=f"<{uid}@x>",
+                    reference=f"SM-2026-00000{uid}",
+                    received_at=now - timedelta(hours=hours_ago),
+                )
+            )
+        assert tx.count_recent_ars("general", "citoyen@example.fr", now - timedelta(hours=24)) == 2
+        assert tx.count_recent_ars("general", "autre@example.fr", now - timedelta(hours=24)) == 0
+
+
+def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Store) -> None:
+    with store.transaction() as tx:
+        pk = tx.insert_message(new_message())
+        first = tx.enqueue(pk, "ar", "citoyen@example.fr", "", "<ar1@mailbot.test>", b"raw")
+        second = tx.enqueue(pk, "ar", "citoyen@example.fr", "", "<ar2@mailbot.test>", b"raw")
+    with store.transaction() as tx:
+        assert tx.claim_outbox(first, attempts=1)
+    with store.transaction() as tx:
+        assert not tx.claim_outbox(first, attempts=1)
+    assert [i.id for i in store.due_outbox(datetime.now(UTC))] == [second]
+    assert store.recover_interrupted() == [first]
+    assert store.outbox_status(first) == "uncertain"
+    assert store.messages()[0].ar_status == "uncertain"
+    assert [e.kind for e in store.events(pk)] == ["send_uncertain"]
+
+
+def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
+    old = datetime(2020, 1, 2, tzinfo=UTC)
+    with store.transaction() as tx:
+        old_pk = tx.insert_message(new_message(received_at=old))
+        tx.add_event(old_pk, "received")
+        tx.enqueue(old_pk, "ar", "citoyen@example.fr", "", "<ar@x>", b"raw")
+        tx.insert_message(new_message(uid=2, message_id="<b@x>", reference="SM-2026-000002"))
+    assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)) == 1
+    assert [row.uid for row in store.messages()] == [2]
+    assert store.events(old_pk) == []
+    assert store.outbox_items() == []
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(sa.exc.StatementError), store.transaction() as tx:
+        tx.insert_message(new_message(received_at=datetime(2026, 1, 1)))
