@@ -1,0 +1,385 @@
+"""End to end against a real Dovecot and a real SMTP server (aiosmtpd): `mailbot poll --once`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from servers import DovecotServer, MailUser, SmtpServer
+
+from mailbot.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERAL = "pref-contact@seine-maritime.gouv.fr"
+ETRANGERS = "pref-etrangers@seine-maritime.gouv.fr"
+
+
+def citizen_mail(
+    n: int,
+    *,
+    sender: str = "marie.dupont@example.fr",
+    to: str = GENERAL,
+    subject: str = "Demande de carte grise",
+    extra: str = "",
+    message_id: str | None = "default",
+    body: str = "Bonjour,\nJe voudrais savoir où en est ma demande.\nCordialement,\nMarie Dupont\n",
+) -> bytes:
+    mid = f"<citizen-{n}@example.fr>" if message_id == "default" else message_id
+    headers = [
+        f"Return-Path: <{sender}>",
+        f"From: Marie Dupont <{sender}>",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: Thu, 26 Nov 2026 10:{n % 60:02d}:00 +0100",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    if mid:
+        headers.append(f"Message-ID: {mid}")
+    if extra:
+        headers.append(extra.strip())
+    return ("\r\n".join(headers) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode()
+
+
+BOUNCE = (
+    b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mx.example.fr>\r\n"
+    b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+    b"Message-ID: <bounce-1@mx.example.fr>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+    b"--b\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\n--b--\r\n"
+)
+LIST_MAIL = citizen_mail(
+    90,
+    sender="lettre-info@lists.example.org",
+    subject="Lettre d'information",
+    extra="List-Id: <info.lists.example.org>\r\nPrecedence: list",
+)
+OUT_OF_OFFICE = citizen_mail(
+    91,
+    sender="jean.martin@example.com",
+    subject="Réponse automatique : absent",
+    extra="Auto-Submitted: auto-replied",
+)
+
+
+@pytest.fixture
+def etrangers_user(dovecot: DovecotServer) -> MailUser:
+    return dovecot.new_user("etr")
+
+
+def write_config(
+    tmp_path: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer, **overrides: Any
+) -> Path:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    for name, user in (("general", general), ("etrangers", etrangers)):
+        imap = user.imap_config().model_dump(mode="json", exclude_none=True)
+        data["mailboxes"][name]["imap"] = imap
+    data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    data["templates"] = str(ROOT / "templates")
+    for key, value in overrides.items():
+        data[key] = value
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def setup(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> tuple[Path, MailUser, MailUser, SmtpServer]:
+    return write_config(tmp_path, imap_user, etrangers_user, smtp_server), imap_user, etrangers_user, smtp_server
+
+
+def poll(config: Path) -> int:
+    return main(["--config", str(config), "-q", "poll", "--once"])
+
+
+def db_rows(config: Path, query: str) -> list[tuple[Any, ...]]:
+    database = config.parent / "mailbot.db"
+    with sqlite3.connect(database) as conn:
+        return conn.execute(query).fetchall()
+
+
+def subject_of(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    return str(msg["Subject"])
+
+
+def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
+    config, general, etrangers, smtp = setup
+    general.append(citizen_mail(1), flags=["\\Seen"])
+    general.append(citizen_mail(2, sender="ali.benali@example.org", subject="Permis de conduire"))
+    general.append(BOUNCE)
+    general.append(LIST_MAIL)
+    general.append(OUT_OF_OFFICE)
+    etrangers.append(
+        citizen_mail(3, sender="olena@example.net", to=ETRANGERS, subject="Titre de séjour")
+    )
+    flags_before = {"general": general.flags(), "etrangers": etrangers.flags()}
+
+    assert poll(config) == 0
+
+    received = smtp.wait_for(3)
+    assert len(received) == 3
+    by_recipient = {r.rcpt_tos[0]: r for r in received}
+    assert set(by_recipient) == {
+        "marie.dupont@example.fr",
+        "ali.benali@example.org",
+        "olena@example.net",
+    }
+    for item in received:
+        assert item.mail_from == ""  # null envelope sender (RFC 3834)
+        msg = email.message_from_bytes(item.raw, policy=email.policy.default)
+        assert msg["Auto-Submitted"] == "auto-replied"
+        assert msg["X-Auto-Response-Suppress"] == "All"
+        assert msg["Message-ID"].endswith("@mailbot.seine-maritime.gouv.fr>")
+        assert msg["In-Reply-To"].startswith("<citizen-")
+        assert msg["In-Reply-To"] in msg["References"]
+        assert msg.get_content_type() == "multipart/alternative"
+    ar = email.message_from_bytes(
+        by_recipient["marie.dupont@example.fr"].raw, policy=email.policy.default
+    )
+    subject = str(ar["Subject"])
+    assert subject.startswith("Accusé de réception [SM-2026-")
+    assert subject.endswith("] : Demande de carte grise")
+    reference = subject.split("[", 1)[1].split("]", 1)[0]
+    text = ar.get_body(("plain",)).get_content()
+    assert reference in text
+    assert "5 jours ouvrés" in text
+    assert "02 32 76 50 00" in text
+    etr = email.message_from_bytes(by_recipient["olena@example.net"].raw, policy=email.policy.default)
+    assert str(etr["From"]).endswith(f"<{ETRANGERS}>")
+    assert "administration-etrangers-en-france.interieur.gouv.fr" in etr.get_body(("plain",)).get_content()
+
+    # nothing deleted, \Seen untouched, in both mailboxes
+    assert general.flags() == flags_before["general"]
+    assert etrangers.flags() == flags_before["etrangers"]
+    assert general.message_count() == 5
+
+    decisions = dict(db_rows(config, "SELECT subject, decision FROM messages"))
+    assert decisions["Undelivered Mail Returned to Sender"] == "skip"
+    assert decisions["Lettre d'information"] == "skip"
+    assert decisions["Réponse automatique : absent"] == "skip"
+    statuses = db_rows(config, "SELECT ar_status FROM messages WHERE decision='acknowledge'")
+    assert statuses == [("sent",)] * 3
+
+
+def test_second_run_sends_nothing(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    assert poll(config) == 0
+    smtp.wait_for(1)
+    general.append(citizen_mail(2, sender="paul@example.fr"))
+    assert poll(config) == 0
+    assert poll(config) == 0
+    received = smtp.wait_for(2)
+    assert [r.rcpt_tos for r in received] == [("marie.dupont@example.fr",), ("paul@example.fr",)]
+
+
+def test_uidvalidity_change_does_not_reacknowledge(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    general.append(citizen_mail(2, message_id=None, sender="sans.id@example.fr"))
+    assert poll(config) == 0
+    smtp.wait_for(2)
+    old = general.uid_validity()
+    assert general.reset_uidvalidity() != old
+    general.append(citizen_mail(3, sender="nouveau@example.fr"))
+    assert poll(config) == 0
+    received = smtp.wait_for(3)
+    assert len(received) == 3
+    assert received[-1].rcpt_tos == ("nouveau@example.fr",)
+    events = db_rows(config, "SELECT kind FROM events WHERE kind='uidvalidity_changed'")
+    assert events == [("uidvalidity_changed",)]
+
+
+def test_smtp_451_then_ok_gives_exactly_one_ar(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    smtp.fail_next(1, code=451)
+    assert poll(config) == 0
+    assert smtp.messages == []
+    assert db_rows(config, "SELECT status, attempts FROM outbox") == [("pending", 1)]
+    # make the retry due now, as the backoff would after its delay
+    db_rows(config, "UPDATE outbox SET next_attempt_at = '2000-01-01 00:00:00'")
+    assert poll(config) == 0
+    assert poll(config) == 0
+    assert len(smtp.wait_for(1)) == 1
+    assert db_rows(config, "SELECT status, attempts FROM outbox") == [("sent", 2)]
+    kinds = [k for (k,) in db_rows(config, "SELECT kind FROM events ORDER BY id")]
+    assert kinds.count("send_deferred") == 1
+    assert kinds.count("ar_sent") == 1
+
+
+def test_smtp_550_is_recorded_as_failed(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    smtp.reject_next(1, code=550)
+    assert poll(config) == 0
+    assert smtp.messages == []
+    assert db_rows(config, "SELECT status FROM outbox") == [("failed",)]
+    assert db_rows(config, "SELECT ar_status FROM messages") == [("failed",)]
+
+
+def test_crash_while_sending_never_resends(setup: Any) -> None:
+    """An AR left 'sending' by a crash is marked uncertain at the next start, never resent."""
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    smtp.fail_next(1)
+    assert poll(config) == 0
+    db_rows(config, "UPDATE outbox SET status='sending'")  # the state a crash mid-send leaves
+    db_rows(config, "UPDATE outbox SET next_attempt_at = '2000-01-01 00:00:00'")
+    assert poll(config) == 0
+    assert smtp.messages == []
+    assert db_rows(config, "SELECT status FROM outbox") == [("uncertain",)]
+    assert ("send_uncertain",) in db_rows(config, "SELECT kind FROM events")
+
+
+def test_malformed_mime_is_processed_and_the_worker_goes_on(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    broken = (
+        b"Return-Path: <casse@example.fr>\r\nFrom: =?utf-8?B?invalid base64?= <casse@example.fr>\r\n"
+        b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: =?x-unknown?Q?=E9t=E9?= \xff\xfe\r\n"
+        b"Message-ID: <broken@example.fr>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="never-closed"\r\n\r\n'
+        b"--never-closed\r\nContent-Type: text/plain; charset=bogus-charset\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n%%%not base64%%%\r\n"
+    )
+    general.append(broken)
+    general.append(citizen_mail(2, sender="suivant@example.fr"))
+    assert poll(config) == 0
+    received = smtp.wait_for(2)
+    assert {r.rcpt_tos[0] for r in received} == {"casse@example.fr", "suivant@example.fr"}
+    rows = db_rows(config, "SELECT decision, defects FROM messages ORDER BY uid")
+    assert rows[0][0] == "acknowledge"
+    assert "StartBoundaryNotFoundDefect" in rows[0][1] or "CloseBoundaryNotFoundDefect" in rows[0][1]
+    for item in received:
+        msg = email.message_from_bytes(item.raw, policy=email.policy.default)
+        assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
+
+
+def test_follow_up_in_thread_gets_no_second_ar(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    assert poll(config) == 0
+    ar = email.message_from_bytes(smtp.wait_for(1)[0].raw, policy=email.policy.default)
+    reference = str(ar["Subject"]).split("[", 1)[1].split("]", 1)[0]
+    reply_to_ar = citizen_mail(
+        2, subject=f"Re: {ar['Subject']}", extra=f"In-Reply-To: {ar['Message-ID']}"
+    )
+    by_reference = citizen_mail(3, subject=f"Relance dossier {reference}")
+    general.append(reply_to_ar)
+    general.append(by_reference)
+    assert poll(config) == 0
+    assert len(smtp.messages) == 1
+    rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
+    assert rows[1:] == [("follow-up", 1), ("follow-up", 1)]
+
+
+def test_rate_limit_per_sender(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    for n in range(1, 6):
+        general.append(citizen_mail(n, subject=f"Question {n}"))
+    assert poll(config) == 0
+    assert len(smtp.wait_for(3)) == 3
+    reasons = db_rows(config, "SELECT reasons FROM messages WHERE decision='skip'")
+    assert reasons == [('["rate-limited"]',), ('["rate-limited"]',)]
+
+
+def test_injected_recipients_are_never_mailed(setup: Any) -> None:
+    """Reply-To, Cc and CR/LF tricks in the subject cannot add a recipient."""
+    config, general, _etrangers, smtp = setup
+    general.append(
+        citizen_mail(
+            1,
+            subject="Bonjour =?utf-8?q?=0D=0ABcc:_victim@evil.example?=",
+            extra="Reply-To: victim@evil.example\r\nCc: other@evil.example",
+        )
+    )
+    assert poll(config) == 0
+    received = smtp.wait_for(1)
+    assert received[0].rcpt_tos == ("marie.dupont@example.fr",)
+    msg = email.message_from_bytes(received[0].raw, policy=email.policy.default)
+    assert msg["Bcc"] is None and msg["Cc"] is None
+    assert msg["To"].addresses[0].addr_spec == "marie.dupont@example.fr"
+    assert "victim" not in str(msg["To"])
+
+
+def test_contact_form_relay_replies_to_reply_to(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(
+        citizen_mail(
+            1,
+            sender="no-reply@seine-maritime.gouv.fr",
+            subject="[Formulaire de contact] Passeport",
+            extra="Reply-To: Lucie Bernard <lucie.bernard@example.fr>",
+        )
+    )
+    assert poll(config) == 0
+    assert smtp.wait_for(1)[0].rcpt_tos == ("lucie.bernard@example.fr",)
+
+
+def test_unreachable_mailbox_exits_nonzero_and_others_still_processed(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["mailboxes"]["etrangers"]["imap"]["port"] = 1  # nothing listens there
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    imap_user.append(citizen_mail(1))
+    assert poll(config) == 1
+    assert len(smtp_server.wait_for(1)) == 1
+
+
+def test_cli_check_reports_located_error(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["mailboxes"]["general"]["imap"]["port"] = "imap"
+    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(bad), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{bad}: mailboxes.general.imap.port:" in result.stderr
+    good = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(ROOT / "rules.yaml"), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert good.returncode == 0, good.stderr
+
+
+def test_received_at_is_internaldate(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    when = datetime(2026, 11, 20, 23, 59, 30, tzinfo=UTC)
+    general.append(citizen_mail(1), internaldate=when)
+    assert poll(config) == 0
+    smtp.wait_for(1)
+    (received_at,) = db_rows(config, "SELECT received_at FROM messages")[0]
+    assert received_at.startswith("2026-11-20 23:59:30")
+
+
+def test_decoded_subject_roundtrip_non_ascii(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1, subject="=?utf-8?q?Probl=C3=A8me_d=27acc=C3=A8s_=C3=A0_l=27ANTS?="))
+    assert poll(config) == 0
+    raw = smtp.wait_for(1)[0].raw
+    header_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]
+    assert header_line.isascii()  # RFC 2047 encoded on the wire
+    assert str(make_header(decode_header(subject_of(raw)))).endswith("Problème d'accès à l'ANTS")
