@@ -41,10 +41,13 @@ def templates_dir(config_path: Path, config: Config) -> Path:
     return path if path.is_absolute() else config_path.parent / path
 
 
-def build_app(config_path: Path, transport: Transport | None = None, database: str | None = None) -> App:
+def build_app(
+    config_path: Path, transport: Transport | None = None, database: str | None = None
+) -> App:
     config = load_config(config_path)
     store = Store(database or config.database)
     renderer = Renderer(templates_dir(config_path, config), timezone=config.timezone)
+    renderer.check_config(config)
     allowed = config.service_addresses
     outbox = Outbox(store, transport or SmtpTransport(config.smtp), config.outbox, allowed)
     return App(config, store, renderer, Pipeline(config, store, renderer), outbox)
@@ -56,7 +59,7 @@ def imap_sources(config: Config) -> Mapping[str, Source]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    Renderer(templates_dir(args.config, config), timezone=config.timezone)
+    Renderer(templates_dir(args.config, config), timezone=config.timezone).check_config(config)
     print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
     return 0
 
@@ -77,6 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.verbose:  # the table below is the demo's output
+        logging.getLogger("mailbot").setLevel(logging.WARNING)
     out: Path = args.out
     outgoing = out / "outgoing"
     database = f"sqlite:///{(out / 'demo.db').resolve()}"
@@ -85,8 +90,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for old in outgoing.glob("*.eml") if outgoing.exists() else []:
         old.unlink()
     app = build_app(args.config, FileTransport(outgoing), database=database)
-    first = next(iter(app.config.mailboxes))
-    sources: dict[str, Source] = {first: MaildirSource(args.maildir)}
+    sources: dict[str, Source] = {
+        name: MaildirSource(args.maildir / name)
+        for name in app.config.mailboxes
+        if (args.maildir / name).is_dir()
+    }
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
     acknowledged = sum(o.decision == "acknowledge" for o in outcomes)

@@ -36,13 +36,15 @@ def decode_header_value(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
     except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
-        chunks = []
-        for raw, charset in decode_header(value):
-            if isinstance(raw, bytes):
-                chunks.append(_decode_bytes(raw, charset))
-            else:
-                chunks.append(raw)
-        return "".join(chunks)
+        pass
+    try:
+        parts = decode_header(value)
+    except (ValueError, email.errors.HeaderParseError):
+        return value  # an undecodable encoded-word stays as written
+    chunks = []
+    for raw, charset in parts:
+        chunks.append(_decode_bytes(raw, charset) if isinstance(raw, bytes) else raw)
+    return "".join(chunks)
 
 
 def _decode_bytes(raw: bytes, charset: str | None) -> str:
@@ -54,6 +56,15 @@ def _decode_bytes(raw: bytes, charset: str | None) -> str:
         except (UnicodeDecodeError, LookupError):
             continue
     return raw.decode("utf-8", errors="replace")
+
+
+def _unescape_8bit(value: str) -> str:
+    """Raw 8-bit header bytes (RFC 6532 UTF-8, or legacy Latin-1) arrive as surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+    return value
 
 
 def normalize_address(address: str) -> str:
@@ -114,8 +125,8 @@ def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
 def _collect_headers(msg: email.message.Message) -> dict[str, tuple[str, ...]]:
     """Raw (still RFC 2047 encoded) header values by lower-case name."""
     headers: dict[str, list[str]] = {}
-    for name, value in msg.items():
-        headers.setdefault(name.strip().lower(), []).append(str(value))
+    for name, value in msg.raw_items():  # raw: items() would turn 8-bit bytes into U+FFFD
+        headers.setdefault(name.strip().lower(), []).append(_unescape_8bit(str(value)))
     return {name: tuple(values) for name, values in headers.items()}
 
 

@@ -97,7 +97,7 @@ class Outbox:
             tx.add_event(item.message_pk, f"{item.kind}_sent", item.email_message_id)
         report.sent += 1
         report.sent_ids.append(item.id)
-        log.info("sent", extra={"outbox": item.id, "kind": item.kind})
+        log.debug("sent", extra={"outbox": item.id, "kind": item.kind})
 
     def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
         with self.store.transaction() as tx:

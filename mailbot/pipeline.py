@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from mailbot.config import Config, MailboxConfig
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
-from mailbot.render import Renderer, build_email
+from mailbot.render import Renderer, ar_variables, build_email
 from mailbot.store import NewMessage, Store, Transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class Pipeline:
             reference = tx.next_reference(
                 self.config.sender.reference_prefix, mail.internaldate.year
             )
-        ar = self._render_ar(box, parsed, decision, reference, mail) if reference else None
+        ar = self._render_ar(mailbox, parsed, decision, reference, mail) if reference else None
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, ar)
         message_pk = tx.insert_message(replace(row, parent_id=parent_pk))
         tx.add_event(message_pk, "received", parsed.content_type)
@@ -159,23 +159,21 @@ class Pipeline:
 
     def _render_ar(
         self,
-        box: MailboxConfig,
+        mailbox: str,
         parsed: ParsedMessage,
         decision: ArDecision,
         reference: str,
         mail: IncomingMail,
     ) -> EmailMessage:
-        service = self.config.services[box.service]
-        rendered = self.renderer.render(
-            box.ar_template,
-            {
-                "reference": reference,
-                "received_at": mail.internaldate,
-                "original_subject": parsed.subject,
-                "service": service.model_dump(),
-                "prefecture": self.config.prefecture.model_dump(),
-            },
+        box = self.config.mailboxes[mailbox]
+        variables = ar_variables(
+            self.config,
+            mailbox,
+            reference=reference,
+            received_at=mail.internaldate,
+            original_subject=parsed.subject,
         )
+        rendered = self.renderer.render(box.ar_template, variables)
         return build_email(
             rendered,
             from_address=box.address,

@@ -1,0 +1,824 @@
+"""Mail templates: load, check and render them, then build the outgoing message.
+
+Layout of a template directory (the prefecture edits it; see ``templates/README.md``)::
+
+    templates/
+      _partials/              shared pieces, used with {% include %} / {% extends %}
+        layout.html.j2
+        service_contact.txt.j2
+        service_contact.html.j2
+      ar-general/             one directory per template; the directory name is its name
+        meta.yaml             name, title, description, scope, language, subject, variables
+        body.txt.j2           the text/plain part
+        body.html.j2          the text/html part
+
+Safety rules, because the people who edit the templates are not the people who write
+the mail they answer:
+
+* templates run in Jinja2's immutable sandbox;
+* a missing variable is an error that names it (``StrictUndefined``), never a blank;
+* HTML parts are always autoescaped, text parts and the subject never are;
+* what a citizen wrote (subject, name...) is only ever passed as *data*: ``{{ 7*7 }}`` in
+  a subject comes out as those seven characters, ``<script>`` comes out escaped in HTML;
+* the rendered subject is one line, capped in length, and goes into the header through
+  ``email.policy.SMTP``, which encodes it (RFC 2047) and refuses any line break.
+
+Everything is read and compiled once, in ``Renderer.__init__``; every template is then
+rendered with the examples of its ``meta.yaml`` so that a typo is reported at start-up,
+naming the file, instead of at the first citizen's mail.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+import yaml
+from jinja2 import meta as jinja_meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mailbot.errors import MessageError, TemplateError
+from mailbot.message import single_line
+
+if TYPE_CHECKING:
+    from mailbot.config import Config
+
+META_FILE = "meta.yaml"
+TEXT_FILE = "body.txt.j2"
+HTML_FILE = "body.html.j2"
+PARTIALS_DIR = "_partials"
+SUBJECT_MAX_CHARS = 200
+LANGUAGE = "fr"
+
+_TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_VARIABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Characters str.splitlines() breaks on that single_line() leaves alone.
+_UNICODE_BREAKS = re.compile(r"[\x85\u2028\u2029]")
+_SPACES = re.compile(r" {2,}")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+_HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+_ADDR_SPEC = re.compile(r"^[^@\s<>\"()\[\],;:\\]+@[^@\s<>\"()\[\],;:\\]+$")
+_MAX_REFERENCES = 20
+
+VarType = Literal["text", "datetime", "mapping", "list", "integer", "boolean"]
+
+_DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+_MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+
+# Headers build_email sets itself, or that would add recipients: extra_headers may not set them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "bcc",
+        "resent-from",
+        "resent-sender",
+        "resent-to",
+        "resent-cc",
+        "resent-bcc",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "auto-submitted",
+        "x-auto-response-suppress",
+        "x-mailbot-loop",
+        "content-language",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+
+
+# --------------------------------------------------------------------------- public data
+
+
+@dataclass(frozen=True)
+class VarSpec:
+    """One variable a template expects, as declared in its meta.yaml.
+
+    ``type`` is checked when rendering: ``text`` (str), ``datetime`` (timezone-aware),
+    ``mapping`` (a mapping or a pydantic model; ``fields`` lists keys that must be present
+    and non-empty), ``list``, ``integer``, ``boolean``.
+    """
+
+    description: str
+    example: object
+    type: VarType = "text"
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TemplateScope:
+    """Where a template may be used: mailbox and service names from rules.yaml.
+
+    An empty tuple means "any".
+    """
+
+    mailboxes: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+
+    def allows(self, *, mailbox: str | None = None, service: str | None = None) -> bool:
+        if mailbox is not None and self.mailboxes and mailbox not in self.mailboxes:
+            return False
+        return not (service is not None and self.services and service not in self.services)
+
+
+@dataclass(frozen=True)
+class TemplateMeta:
+    name: str
+    title: str
+    description: str
+    scope: TemplateScope
+    language: str
+    subject: str
+    required: Mapping[str, VarSpec]
+    optional: Mapping[str, VarSpec]
+
+    def examples(self, *, include_optional: bool = True) -> dict[str, object]:
+        """The example values of meta.yaml, ready to pass to Renderer.render()."""
+        found = {key: spec.example for key, spec in self.required.items()}
+        if include_optional:
+            found.update({key: spec.example for key, spec in self.optional.items()})
+        return found
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+
+
+# --------------------------------------------------------------------------- date formatting
+
+
+def date_fr(value: datetime | date, *, timezone: str = "Europe/Paris", style: str = "full") -> str:
+    """Format a date in French, in the given time zone, without any OS locale.
+
+    Styles: ``full`` "jeudi 26 novembre 2026 à 14 h 05", ``date`` "jeudi 26 novembre 2026",
+    ``time`` "14 h 05", ``numeric`` "26/11/2026 à 14 h 05". Whole hours read "14 h".
+    A naive datetime is refused: we never guess the zone a mail was received in.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("date_fr needs a timezone-aware datetime, got a naive one")
+        value = value.astimezone(ZoneInfo(timezone))
+    elif isinstance(value, date):
+        if style != "date":
+            raise ValueError(f"date_fr style {style!r} needs a datetime, got a date")
+    else:
+        raise ValueError(f"date_fr needs a datetime, got {type(value).__name__}")
+    day = "1er" if value.day == 1 else str(value.day)
+    long_date = f"{_DAYS[value.weekday()]} {day} {_MONTHS[value.month - 1]} {value.year}"
+    if style == "date":
+        return long_date
+    assert isinstance(value, datetime)
+    clock = f"{value.hour} h" if value.minute == 0 else f"{value.hour} h {value.minute:02d}"
+    if style == "full":
+        return f"{long_date} à {clock}"
+    if style == "time":
+        return clock
+    if style == "numeric":
+        return f"{value:%d/%m/%Y} à {clock}"
+    raise ValueError(f"unknown date_fr style {style!r} (full, date, time, numeric)")
+
+
+def _oneline(value: object) -> str:
+    """Template filter: text on one line, runs of spaces collapsed."""
+    return _SPACES.sub(" ", single_line(_UNICODE_BREAKS.sub(" ", str(value))))
+
+
+def _tel(value: object) -> str:
+    """Template filter: a French phone number as a tel: URI target (+33...)."""
+    digits = re.sub(r"[^\d+]", "", str(value))
+    if re.fullmatch(r"0\d{9}", digits):
+        return "+33" + digits[1:]
+    return digits
+
+
+def _url_label(value: object) -> str:
+    """Template filter: a URL as people read it (no scheme, no trailing slash)."""
+    return re.sub(r"^https?://", "", str(value)).rstrip("/")
+
+
+# --------------------------------------------------------------------------- meta.yaml model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _VarModel(_Strict):
+    description: str = Field(min_length=1)
+    example: Any
+    type: VarType = "text"
+    fields: list[str] = Field(default_factory=list)
+
+
+class _VariablesModel(_Strict):
+    required: dict[str, _VarModel] = Field(default_factory=dict)
+    optional: dict[str, _VarModel] = Field(default_factory=dict)
+
+
+class _ScopeModel(_Strict):
+    mailboxes: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+
+
+class _MetaModel(_Strict):
+    name: str
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    scope: _ScopeModel
+    language: str = Field(pattern=r"^[a-z]{2}$")
+    subject: str = Field(min_length=1)
+    variables: _VariablesModel
+
+
+def _pydantic_problem(exc: ValidationError) -> str:
+    # An unknown key is usually a misspelt one: report it before the "missing" it causes.
+    errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling)"
+    if first["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {first['msg']}"
+
+
+# --------------------------------------------------------------------------- variable checks
+
+
+def _as_mapping(value: object) -> Mapping[str, object] | None:
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, BaseModel):
+        dumped: dict[str, object] = value.model_dump()
+        return dumped
+    return None
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check_value(name: str, spec: VarSpec, value: object) -> object:
+    """Return the value as templates will see it, or raise ValueError saying what is wrong."""
+    if spec.type == "text":
+        if not isinstance(value, str):
+            raise ValueError(f"variable {name!r} must be text, got {type(value).__name__}")
+        return value
+    if spec.type == "datetime":
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"variable {name!r}: {value!r} is not an ISO 8601 date") from None
+        if not isinstance(value, datetime):
+            raise ValueError(f"variable {name!r} must be a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"variable {name!r} must be a timezone-aware datetime")
+        return value
+    if spec.type == "mapping":
+        mapping = _as_mapping(value)
+        if mapping is None:
+            raise ValueError(f"variable {name!r} must be a mapping, got {type(value).__name__}")
+        for field_name in spec.fields:
+            if _is_empty(mapping.get(field_name)):
+                raise ValueError(f"variable {name!r}: {name}.{field_name} is missing or empty")
+        return mapping
+    if spec.type == "list":
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise ValueError(f"variable {name!r} must be a list, got {type(value).__name__}")
+        return value
+    if spec.type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"variable {name!r} must be an integer, got {type(value).__name__}")
+        return value
+    if not isinstance(value, bool):
+        raise ValueError(f"variable {name!r} must be true or false, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- text clean-up
+
+
+def _clean_subject(subject: str) -> str:
+    """One line, no control characters, at most SUBJECT_MAX_CHARS, cut between words."""
+    subject = _oneline(subject)
+    if len(subject) <= SUBJECT_MAX_CHARS:
+        return subject
+    cut = subject[: SUBJECT_MAX_CHARS - 1]
+    space = cut.rfind(" ")
+    if space >= SUBJECT_MAX_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-–—") + "…"
+
+
+def _clean_text(text: str) -> str:
+    """Forgiving whitespace: LF line ends, no trailing spaces, at most one blank line in a row."""
+    lines = [
+        line if line == "-- " else line.rstrip()  # keep the signature delimiter "-- "
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    ]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    meta: TemplateMeta
+    subject: jinja2.Template
+    text: jinja2.Template
+    html: jinja2.Template
+    files: Mapping[str, Path]  # "subject" / "text" / "html" -> file to blame in errors
+
+
+class Renderer:
+    """All templates of one directory, read, compiled and checked once."""
+
+    def __init__(self, template_dir: Path, *, timezone: str = "Europe/Paris") -> None:
+        self.template_dir = Path(template_dir)
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TemplateError(f"unknown time zone {timezone!r}") from None
+        self.timezone = timezone
+        if not self.template_dir.is_dir():
+            raise TemplateError(f"{self.template_dir}: template directory not found")
+
+        # Every template source, by loader name ("ar-general/body.txt.j2"), read once.
+        self._sources: dict[str, tuple[str, Path]] = {}
+        self._load_partials()
+        metas = self._load_metas()
+
+        loader = jinja2.FunctionLoader(self._load_source)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+            # An {% include %} on its own line then behaves like pasting the partial's lines.
+            "keep_trailing_newline": True,
+            "auto_reload": False,
+            "cache_size": -1,
+        }
+        # Two environments rather than select_autoescape: a partial is escaped according
+        # to the part that includes it, so a .txt partial pulled into HTML is still escaped.
+        self._text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
+        self._html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
+        for env in (self._text_env, self._html_env):
+            env.filters["date_fr"] = self._date_filter
+            env.filters["oneline"] = _oneline
+            env.filters["tel"] = _tel
+            env.filters["url_label"] = _url_label
+
+        for key, (_, path) in self._sources.items():
+            if key.startswith(PARTIALS_DIR + "/"):
+                self._compile(key, path)
+
+        self._templates: dict[str, _Loaded] = {}
+        for name, meta in metas.items():
+            self._templates[name] = self._prepare(name, meta)
+        for name in self._templates:
+            self._trial_render(name)
+
+    # ---------------------------------------------------------------- public
+
+    def names(self) -> list[str]:
+        return sorted(self._templates)
+
+    def meta(self, name: str) -> TemplateMeta:
+        return self._get(name).meta
+
+    def render(self, name: str, variables: Mapping[str, object]) -> RenderedMail:
+        loaded = self._get(name)
+        context = self._context(loaded.meta, variables)
+        subject = self._run(loaded, "subject", context)
+        text = self._run(loaded, "text", context)
+        markup = self._run(loaded, "html", context)
+        return RenderedMail(
+            subject=_clean_subject(subject), text=_clean_text(text), html=markup.strip() + "\n"
+        )
+
+    def check_config(self, config: Config) -> None:
+        """Check rules.yaml against the templates: each mailbox's AR exists and fits its scope."""
+        for key, mailbox in config.mailboxes.items():
+            if mailbox.ar_template not in self._templates:
+                raise TemplateError(
+                    f"mailboxes.{key}.ar_template: no template {mailbox.ar_template!r} in "
+                    f"{self.template_dir} (known: {', '.join(self.names()) or 'none'})"
+                )
+            scope = self._templates[mailbox.ar_template].meta.scope
+            if not scope.allows(mailbox=key, service=mailbox.service):
+                raise TemplateError(
+                    f"mailboxes.{key}.ar_template: template {mailbox.ar_template!r} is not "
+                    f"meant for mailbox {key!r} / service {mailbox.service!r} (see its scope in "
+                    f"{self._templates[mailbox.ar_template].files['subject']})"
+                )
+        for name, loaded in self._templates.items():
+            for mailbox_name in loaded.meta.scope.mailboxes:
+                if mailbox_name not in config.mailboxes:
+                    raise TemplateError(
+                        f"{loaded.files['subject']}: scope.mailboxes: unknown mailbox "
+                        f"{mailbox_name!r} in template {name!r}"
+                    )
+            for service_name in loaded.meta.scope.services:
+                if service_name not in config.services:
+                    raise TemplateError(
+                        f"{loaded.files['subject']}: scope.services: unknown service "
+                        f"{service_name!r} in template {name!r}"
+                    )
+
+    # ---------------------------------------------------------------- loading
+
+    def _read(self, path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TemplateError(f"{path}: not valid UTF-8") from None
+        except OSError as exc:
+            raise TemplateError(f"{path}: cannot read file: {exc.strerror}") from None
+
+    def _load_partials(self) -> None:
+        partials = self.template_dir / PARTIALS_DIR
+        if not partials.is_dir():
+            return
+        for path in sorted(partials.iterdir()):
+            if path.is_file() and path.name.endswith(".j2"):
+                self._sources[f"{PARTIALS_DIR}/{path.name}"] = (self._read(path), path)
+
+    def _load_metas(self) -> dict[str, TemplateMeta]:
+        metas: dict[str, TemplateMeta] = {}
+        for directory in sorted(self.template_dir.iterdir()):
+            if not directory.is_dir() or directory.name.startswith((".", "_")):
+                continue
+            if not _TEMPLATE_NAME.match(directory.name):
+                raise TemplateError(
+                    f"{directory}: template directory names use lower-case letters, digits "
+                    "and hyphens (e.g. ar-general)"
+                )
+            for path in sorted(directory.iterdir()):
+                expected = path.name in {META_FILE, TEXT_FILE, HTML_FILE}
+                if not expected and path.name.endswith((".j2", ".yaml", ".yml")):
+                    raise TemplateError(
+                        f"{path}: unexpected file; a template directory holds "
+                        f"{META_FILE}, {TEXT_FILE} and {HTML_FILE}"
+                    )
+            for part in (META_FILE, TEXT_FILE, HTML_FILE):
+                if not (directory / part).is_file():
+                    raise TemplateError(f"{directory / part}: missing (every template needs it)")
+            metas[directory.name] = self._parse_meta(directory)
+            for part in (TEXT_FILE, HTML_FILE):
+                path = directory / part
+                self._sources[f"{directory.name}/{part}"] = (self._read(path), path)
+        return metas
+
+    def _parse_meta(self, directory: Path) -> TemplateMeta:
+        path = directory / META_FILE
+        try:
+            data = yaml.safe_load(self._read(path))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise TemplateError(f"{path}:{where} invalid YAML: {problem}") from None
+        if not isinstance(data, dict):
+            raise TemplateError(f"{path}: expected a mapping at the top level")
+        try:
+            model = _MetaModel.model_validate(data)
+        except ValidationError as exc:
+            raise TemplateError(f"{path}: {_pydantic_problem(exc)}") from None
+        if model.name != directory.name:
+            raise TemplateError(
+                f"{path}: name: {model.name!r} must match the directory name {directory.name!r}"
+            )
+        if model.language != LANGUAGE:
+            raise TemplateError(f"{path}: language: only {LANGUAGE!r} is supported for now")
+        both = set(model.variables.required) & set(model.variables.optional)
+        if both:
+            raise TemplateError(
+                f"{path}: variables: {', '.join(sorted(both))} both required and optional"
+            )
+        specs: dict[str, dict[str, VarSpec]] = {"required": {}, "optional": {}}
+        for kind, declared in (
+            ("required", model.variables.required),
+            ("optional", model.variables.optional),
+        ):
+            for var_name, var in declared.items():
+                if not _VARIABLE_NAME.match(var_name):
+                    raise TemplateError(
+                        f"{path}: variables.{kind}.{var_name}: variable names use lower-case "
+                        "letters, digits and underscores"
+                    )
+                if var.fields and var.type != "mapping":
+                    raise TemplateError(
+                        f"{path}: variables.{kind}.{var_name}: 'fields' only applies to mappings"
+                    )
+                spec = VarSpec(var.description, var.example, var.type, tuple(var.fields))
+                try:
+                    example = _check_value(var_name, spec, var.example)
+                except ValueError as exc:
+                    raise TemplateError(
+                        f"{path}: variables.{kind}.{var_name}: example: {exc}"
+                    ) from None
+                specs[kind][var_name] = VarSpec(var.description, example, var.type, spec.fields)
+        return TemplateMeta(
+            name=model.name,
+            title=model.title,
+            description=model.description,
+            scope=TemplateScope(tuple(model.scope.mailboxes), tuple(model.scope.services)),
+            language=model.language,
+            subject=model.subject,
+            required=MappingProxyType(specs["required"]),
+            optional=MappingProxyType(specs["optional"]),
+        )
+
+    def _load_source(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        found = self._sources.get(name)
+        if found is None:
+            return None
+        source, path = found
+        return source, str(path), lambda: True
+
+    def _env_for(self, key: str) -> ImmutableSandboxedEnvironment:
+        return self._html_env if key.endswith(".html.j2") else self._text_env
+
+    def _compile(self, key: str, path: Path) -> jinja2.Template:
+        env = self._env_for(key)
+        try:
+            template = env.get_template(key)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"{path}: line {exc.lineno}: syntax error: {exc.message}") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{path}: {exc.message or exc}") from None
+        # Static checks: included/extended templates exist.
+        source = self._sources[key][0]
+        for referenced in jinja_meta.find_referenced_templates(env.parse(source)):
+            if referenced is not None and referenced not in self._sources:
+                raise TemplateError(
+                    f"{path}: includes {referenced!r}, which is not a template file "
+                    f"(partials live in {self.template_dir / PARTIALS_DIR})"
+                )
+        return template
+
+    def _check_undeclared(self, meta: TemplateMeta, key: str, path: Path, source: str) -> None:
+        env = self._env_for(key)
+        used = jinja_meta.find_undeclared_variables(env.parse(source))
+        unknown = used - set(meta.required) - set(meta.optional) - set(env.globals)
+        if unknown:
+            raise TemplateError(
+                f"{path}: uses undeclared variable(s) {', '.join(sorted(unknown))}; declare "
+                f"them under variables in {path.parent / META_FILE}"
+            )
+
+    def _prepare(self, name: str, meta: TemplateMeta) -> _Loaded:
+        directory = self.template_dir / name
+        meta_path = directory / META_FILE
+        subject_key = f"{name}/{META_FILE}#subject"
+        self._sources[subject_key] = (meta.subject, meta_path)
+        files = {"subject": meta_path, "text": directory / TEXT_FILE, "html": directory / HTML_FILE}
+        compiled: dict[str, jinja2.Template] = {}
+        for part, key in (
+            ("subject", subject_key),
+            ("text", f"{name}/{TEXT_FILE}"),
+            ("html", f"{name}/{HTML_FILE}"),
+        ):
+            try:
+                compiled[part] = self._compile(key, files[part])
+            except TemplateError as exc:
+                if part == "subject":
+                    raise TemplateError(f"{exc} (in the subject)") from None
+                raise
+            self._check_undeclared(meta, key, files[part], self._sources[key][0])
+        return _Loaded(
+            meta,
+            compiled["subject"],
+            compiled["text"],
+            compiled["html"],
+            MappingProxyType(files),
+        )
+
+    def _trial_render(self, name: str) -> None:
+        meta = self._templates[name].meta
+        for include_optional in (True, False):
+            try:
+                self.render(name, meta.examples(include_optional=include_optional))
+            except TemplateError as exc:
+                which = "all examples" if include_optional else "only the required examples"
+                raise TemplateError(f"{exc} (while test-rendering {name!r} with {which})") from None
+
+    # ---------------------------------------------------------------- rendering
+
+    def _get(self, name: str) -> _Loaded:
+        try:
+            return self._templates[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "none"
+            raise TemplateError(f"unknown template {name!r} (known: {known})") from None
+
+    def _context(self, meta: TemplateMeta, variables: Mapping[str, object]) -> dict[str, object]:
+        """Only declared variables reach the template, each checked against its type."""
+        context: dict[str, object] = {}
+        missing = [key for key in meta.required if variables.get(key) is None]
+        if missing:
+            raise TemplateError(
+                f"template {meta.name!r}: missing required variable(s): {', '.join(missing)}"
+            )
+        for specs in (meta.required, meta.optional):
+            for key, spec in specs.items():
+                value = variables.get(key)
+                if value is None:
+                    continue
+                try:
+                    context[key] = _check_value(key, spec, value)
+                except ValueError as exc:
+                    raise TemplateError(f"template {meta.name!r}: {exc}") from None
+        return context
+
+    def _run(self, loaded: _Loaded, part: str, context: Mapping[str, object]) -> str:
+        template = getattr(loaded, part)
+        assert isinstance(template, jinja2.Template)
+        try:
+            return template.render(context)
+        except Exception as exc:
+            where = self._where(exc) or str(loaded.files[part])
+            if part == "subject":
+                where += " (subject)"
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            raise TemplateError(f"{where}: {message}") from None
+
+    def _where(self, exc: BaseException) -> str | None:
+        """The template file and line an exception was raised from, if it was one of ours."""
+        paths = {str(path) for _, path in self._sources.values()}
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if frame.filename in paths:
+                return f"{frame.filename}: line {frame.lineno}"
+        return None
+
+    def _date_filter(self, value: datetime | date, style: str = "full") -> str:
+        return date_fr(value, timezone=self.timezone, style=style)
+
+
+def ar_variables(
+    config: Config,
+    mailbox: str,
+    *,
+    reference: str,
+    received_at: datetime,
+    original_subject: str,
+) -> dict[str, object]:
+    """The variables an acknowledgement template expects, from rules.yaml.
+
+    The service's email falls back to the mailbox address: CRPA L112-11 wants it shown.
+    """
+    box = config.mailboxes[mailbox]
+    service = config.services[box.service]
+    return {
+        "reference": reference,
+        "received_at": received_at,
+        "original_subject": original_subject,
+        "service": {
+            "name": service.name,
+            "postal_address": service.postal_address,
+            "phone": service.phone,
+            "hours": service.hours,
+            "website": service.website,
+            "email": service.email or box.address,
+        },
+        "prefecture": config.prefecture.model_dump(),
+    }
+
+
+# --------------------------------------------------------------------------- the message
+
+
+def _has_break(value: str) -> bool:
+    return len(value.splitlines()) > 1 or "\r" in value or "\n" in value
+
+
+def _one_address(value: str, what: str) -> Address:
+    """Parse one mailbox ("a@b" or "Name <a@b>"), refusing anything that is not exactly that."""
+    if not isinstance(value, str) or not value.strip() or _has_break(value):
+        raise MessageError(f"{what}: {value!r} is not a single address on one line")
+    header = SMTP.header_factory("to", value.strip())
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    if len(addresses) != 1 or header.defects:
+        raise MessageError(f"{what}: {value!r} is not exactly one valid address")
+    address = addresses[0]
+    if not _ADDR_SPEC.match(address.addr_spec):
+        raise MessageError(f"{what}: {value!r} is not a valid address")
+    return Address(display_name=_oneline(address.display_name), addr_spec=address.addr_spec)
+
+
+def _message_ids(values: Sequence[str]) -> list[str]:
+    found: dict[str, None] = {}
+    for value in values:
+        for mid in _MSGID.findall(value or ""):
+            found.setdefault(mid, None)
+    ids = list(found)
+    if len(ids) > _MAX_REFERENCES:  # keep the thread root and the most recent ones
+        ids = [ids[0], *ids[-(_MAX_REFERENCES - 1) :]]
+    return ids
+
+
+def build_email(
+    rendered: RenderedMail,
+    *,
+    from_address: str,
+    from_name: str,
+    to: str,
+    message_id_domain: str,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    auto_submitted: bool = True,
+    loop_header_value: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """Build the outgoing multipart/alternative message (text/plain, then text/html).
+
+    Raises MessageError for an unusable address or header value: nothing a citizen sent
+    can add a header or a recipient. ``date`` defaults to now.
+    """
+    sender = _one_address(from_address, "from_address")
+    if sender.display_name:
+        raise MessageError("from_address: give the bare address; the name goes in from_name")
+    recipient = _one_address(to, "to")
+    if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", message_id_domain or ""):
+        raise MessageError(f"message_id_domain: {message_id_domain!r} is not a domain name")
+    if date is None:
+        date = datetime.now(UTC)
+    elif date.tzinfo is None or date.utcoffset() is None:
+        raise MessageError("date must be timezone-aware")
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(display_name=_oneline(from_name), addr_spec=sender.addr_spec)
+    msg["To"] = recipient
+    msg["Subject"] = _clean_subject(rendered.subject)
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = make_msgid(domain=message_id_domain)
+
+    parent = _message_ids([in_reply_to]) if in_reply_to else []
+    if in_reply_to and not parent:
+        raise MessageError(f"in_reply_to: {in_reply_to!r} is not a Message-ID")
+    thread = _message_ids([*references, *parent])
+    if parent:
+        msg["In-Reply-To"] = parent[0]
+    if thread:
+        msg["References"] = " ".join(thread)
+
+    if auto_submitted:
+        msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Auto-Response-Suppress"] = "All"
+    if loop_header_value is not None:
+        if _has_break(loop_header_value) or not loop_header_value.strip():
+            raise MessageError(f"loop_header_value: {loop_header_value!r} is not one line")
+        msg["X-Mailbot-Loop"] = loop_header_value.strip()
+    for name, value in (extra_headers or {}).items():
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+            raise MessageError(f"extra_headers: {name!r} may not be set here")
+        if not isinstance(value, str) or _has_break(value):
+            raise MessageError(f"extra_headers: the value of {name} must be one line of text")
+        msg[name] = value
+
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # After the parts: set_content() drops every Content-* header already present.
+    msg["Content-Language"] = LANGUAGE
+    return msg
