@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from mailbot.store import NewMessage, Store, metadata
-from tests.pg import PostgresServer
+from pg import PostgresServer
 
 PARIS = ZoneInfo("Europe/Paris")
 

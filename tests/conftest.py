@@ -1,0 +1,62 @@
+"""Shared fixtures: a real Dovecot for the whole session, a fresh IMAP user and SMTP server
+per test.
+
+Tests that need these servers are never skipped: a machine without Dovecot fails them with
+a message saying how to install it (scripts/setup-tests). A skipped test would hide that
+mailbot was never checked against a real IMAP server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
+
+SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real server with ``servers`` (``-m "not servers"``)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """One private Dovecot for the session (starts in well under a second)."""
+    server: DovecotServer | None = None
+    try:
+        server = DovecotServer()
+        server.start()
+    except ServerUnavailableError as exc:
+        if server is not None:
+            server.cleanup()
+        pytest.fail(f"cannot start the test Dovecot: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def imap_user(dovecot: DovecotServer) -> Iterator[MailUser]:
+    """A new user with an empty mailbox: tests never see each other's mail."""
+    if not dovecot.running:  # a previous test stopped it (restart tests)
+        dovecot.start()
+    user = dovecot.new_user()
+    yield user
+    if dovecot.running:
+        dovecot.drop_connections(user.name)  # sessions a test left open
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """An SMTP server recording what it accepts; script failures with fail_next()."""
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
