@@ -86,9 +86,7 @@ def find_reference(subject: str, prefix: str) -> str | None:
 
 
 def _is_relayed_form(msg: ParsedMessage, relays: frozenset[str]) -> bool:
-    return bool(msg.reply_to) and (
-        msg.from_address in relays or (msg.return_path or "") in relays
-    )
+    return bool(msg.reply_to) and (msg.from_address in relays or (msg.return_path or "") in relays)
 
 
 def reply_address(msg: ParsedMessage, contact_form_relays: frozenset[str]) -> str | None:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 
 def _bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is missing: run scripts/setup-tests")
     return found
@@ -44,13 +46,19 @@ class PostgresServer:
     def start(self) -> str:
         if self.user is not None:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
-        self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "mailbot", "-E", "UTF8")
+        self._run(
+            _bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "mailbot", "-E", "UTF8"
+        )
         self._run(
             _bin("pg_ctl"),
-            "-D", str(self.data),
-            "-l", str(self.root / "log"),
-            "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "-w", "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

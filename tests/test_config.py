@@ -51,7 +51,11 @@ def test_shipped_rules_yaml_is_valid() -> None:
             "smtp.security",
             "'tls', 'starttls' or 'none'",
         ),
-        (lambda d: d["mailboxes"]["etrangers"].pop("address"), "mailboxes.etrangers.address", "required"),
+        (
+            lambda d: d["mailboxes"]["etrangers"].pop("address"),
+            "mailboxes.etrangers.address",
+            "required",
+        ),
         (lambda d: d.update(mailboxs={}), "mailboxs", "unknown key"),
         (
             lambda d: d["mailboxes"]["general"].update(service="nowhere"),

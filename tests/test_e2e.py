@@ -99,7 +99,12 @@ def write_config(
 def setup(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> tuple[Path, MailUser, MailUser, SmtpServer]:
-    return write_config(tmp_path, imap_user, etrangers_user, smtp_server), imap_user, etrangers_user, smtp_server
+    return (
+        write_config(tmp_path, imap_user, etrangers_user, smtp_server),
+        imap_user,
+        etrangers_user,
+        smtp_server,
+    )
 
 
 def poll(config: Path) -> int:
@@ -159,9 +164,14 @@ def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
     assert reference in text
     assert "5 jours ouvrés" in text
     assert "02 32 76 50 00" in text
-    etr = email.message_from_bytes(by_recipient["olena@example.net"].raw, policy=email.policy.default)
+    etr = email.message_from_bytes(
+        by_recipient["olena@example.net"].raw, policy=email.policy.default
+    )
     assert str(etr["From"]).endswith(f"<{ETRANGERS}>")
-    assert "administration-etrangers-en-france.interieur.gouv.fr" in etr.get_body(("plain",)).get_content()
+    assert (
+        "administration-etrangers-en-france.interieur.gouv.fr"
+        in etr.get_body(("plain",)).get_content()
+    )
 
     # nothing deleted, \Seen untouched, in both mailboxes
     assert general.flags() == flags_before["general"]
@@ -264,7 +274,9 @@ def test_malformed_mime_is_processed_and_the_worker_goes_on(setup: Any) -> None:
     assert {r.rcpt_tos[0] for r in received} == {"casse@example.fr", "suivant@example.fr"}
     rows = db_rows(config, "SELECT decision, defects FROM messages ORDER BY uid")
     assert rows[0][0] == "acknowledge"
-    assert "StartBoundaryNotFoundDefect" in rows[0][1] or "CloseBoundaryNotFoundDefect" in rows[0][1]
+    assert (
+        "StartBoundaryNotFoundDefect" in rows[0][1] or "CloseBoundaryNotFoundDefect" in rows[0][1]
+    )
     for item in received:
         msg = email.message_from_bytes(item.raw, policy=email.policy.default)
         assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
@@ -377,7 +389,9 @@ def test_received_at_is_internaldate(setup: Any) -> None:
 
 def test_decoded_subject_roundtrip_non_ascii(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
-    general.append(citizen_mail(1, subject="=?utf-8?q?Probl=C3=A8me_d=27acc=C3=A8s_=C3=A0_l=27ANTS?="))
+    general.append(
+        citizen_mail(1, subject="=?utf-8?q?Probl=C3=A8me_d=27acc=C3=A8s_=C3=A0_l=27ANTS?=")
+    )
     assert poll(config) == 0
     raw = smtp.wait_for(1)[0].raw
     header_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]

@@ -124,7 +124,11 @@ CASES: list[tuple[str, bytes, bytes]] = [
         mail(Return_Path="<alertes-sms@infra.example.com>"),
         mail(Return_Path="<alertes@infra.example.com>"),
     ),
-    ("system-sender", mail(Return_Path="<LISTSERV@example.org>"), mail(Return_Path="<alistair@x.fr>")),
+    (
+        "system-sender",
+        mail(Return_Path="<LISTSERV@example.org>"),
+        mail(Return_Path="<alistair@x.fr>"),
+    ),
     (
         "own-address",
         mail(Return_Path=f"<{MAILBOX}>", From=MAILBOX),

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from pg import PostgresServer
 
 from mailbot.store import NewMessage, Store, metadata
-from pg import PostgresServer
 
 PARIS = ZoneInfo("Europe/Paris")
 
