@@ -48,9 +48,7 @@ class Outbox:
         recipient = item.recipient.lower()
         if recipient in self.allowed:
             return True
-        if item.message_pk is None:
-            return False
-        return (self.store.message_sender(item.message_pk) or "").lower() == recipient
+        return (item.message_sender or "").lower() == recipient
 
     def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
         report = DeliveryReport()

@@ -11,12 +11,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
 from mailbot.config import Config, MailboxConfig
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
-from mailbot.render import Renderer, ar_variables, build_email
+from mailbot.render import OutgoingMail, Renderer, ar_variables, build_email
 from mailbot.store import NewMessage, Store, Transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -107,11 +106,12 @@ class Pipeline:
         ar = self._render_ar(mailbox, parsed, decision, reference, mail) if reference else None
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, ar)
         message_pk = tx.insert_message(replace(row, parent_id=parent_pk))
-        tx.add_event(message_pk, "received", parsed.content_type)
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
         )
-        tx.add_event(message_pk, kind, ",".join(decision.reasons))
+        tx.add_events(
+            message_pk, ("received", parsed.content_type), (kind, ",".join(decision.reasons))
+        )
         if ar is not None and decision.recipient:
             tx.enqueue(
                 message_pk,
@@ -164,7 +164,7 @@ class Pipeline:
         decision: ArDecision,
         reference: str,
         mail: IncomingMail,
-    ) -> EmailMessage:
+    ) -> OutgoingMail:
         box = self.config.mailboxes[mailbox]
         variables = ar_variables(
             self.config,
@@ -194,7 +194,7 @@ class Pipeline:
         parsed: ParsedMessage,
         decision: ArDecision,
         reference: str | None,
-        ar: EmailMessage | None,
+        ar: OutgoingMail | None,
     ) -> NewMessage:
         return NewMessage(
             mailbox=mailbox,

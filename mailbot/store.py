@@ -169,6 +169,7 @@ class OutboxItem:
     email_message_id: str
     raw: bytes
     attempts: int
+    message_sender: str | None = None
 
 
 class Transaction:
@@ -306,25 +307,30 @@ class Transaction:
             .where(outbox.c.id == item_id, outbox.c.status == "pending")
             .values(status="sending", attempts=attempts)
         )
-        if claimed.rowcount != 1:
-            return False
-        self.set_outbox_status(item_id, "sending")
-        return True
+        return bool(claimed.rowcount == 1)
 
     def set_outbox_status(self, item_id: int, status: str, **values: Any) -> None:
+        """Change an outbox item's status, mirrored on its message's ar_status for ARs."""
         self.conn.execute(
             outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
         )
-        if status in {"sent", "failed", "uncertain", "sending"}:
-            message_pk = self.conn.execute(
-                sa.select(outbox.c.message_pk, outbox.c.kind).where(outbox.c.id == item_id)
-            ).first()
-            if message_pk and message_pk.message_pk and message_pk.kind == "ar":
-                self.conn.execute(
-                    messages.update()
-                    .where(messages.c.id == message_pk.message_pk)
-                    .values(ar_status=status)
-                )
+        self.conn.execute(
+            messages.update()
+            .where(
+                messages.c.id
+                == sa.select(outbox.c.message_pk)
+                .where(outbox.c.id == item_id, outbox.c.kind == "ar")
+                .scalar_subquery()
+            )
+            .values(ar_status=status)
+        )
+
+    def add_events(self, message_pk: int | None, *kinds: tuple[str, str]) -> None:
+        now = utcnow()
+        self.conn.execute(
+            events.insert(),
+            [{"message_pk": message_pk, "kind": k, "detail": d, "at": now} for k, d in kinds],
+        )
 
 
 class Store:
@@ -416,7 +422,8 @@ class Store:
 
     def due_outbox(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
         query = (
-            sa.select(outbox)
+            sa.select(outbox, messages.c.sender)
+            .outerjoin(messages, messages.c.id == outbox.c.message_pk)
             .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.id)
             .limit(limit)
@@ -432,6 +439,7 @@ class Store:
                     email_message_id=row.email_message_id,
                     raw=row.raw or b"",
                     attempts=row.attempts,
+                    message_sender=row.sender,
                 )
                 for row in conn.execute(query)
             ]
@@ -440,12 +448,6 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(
                 sa.select(outbox.c.status).where(outbox.c.id == item_id)
-            ).scalar_one_or_none()
-
-    def message_sender(self, message_pk: int) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(messages.c.sender).where(messages.c.id == message_pk)
             ).scalar_one_or_none()
 
     def recover_interrupted(self) -> list[int]:
