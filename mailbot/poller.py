@@ -114,30 +114,31 @@ class MailboxPoller:
     def cycle(self, budget: float) -> list[Outcome]:
         """Poll, then wait for new mail (IDLE, or sleep) for up to ``budget`` seconds.
 
-        Returns what was processed. Connection errors end the cycle after a backoff delay;
-        the next cycle reconnects.
+        A dropped connection is retried within the cycle after a growing backoff delay,
+        so a server restart costs seconds, not a polling interval.
         """
         outcomes: list[Outcome] = []
         deadline = time.monotonic() + budget
-        try:
-            outcomes += self.poll_once()
-            self.backoff.reset()
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                remaining = deadline - time.monotonic()
-                if self.polling.use_idle and self.source.supports_idle():
-                    arrived = self.source.wait_for_changes(min(remaining, 5.0))
-                else:
-                    arrived = self.stop.wait(remaining)
-                if arrived and not self.stop.is_set():
+        due = True
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                if due:
                     outcomes += self.poll_once()
-        except MailboxError as exc:
-            delay = self.backoff.next_delay()
-            log.warning(
-                "mailbox unreachable, reconnecting later",
-                extra={"mailbox": self.name, "error": str(exc), "retry_in": delay},
-            )
-            self.disconnect_quietly()
-            self.stop.wait(delay)
+                    self.backoff.reset()
+                if not (self.polling.use_idle and self.source.supports_idle()):
+                    self.stop.wait(remaining)
+                    break
+                due = self.source.wait_for_changes(min(remaining, 5.0))
+            except MailboxError as exc:
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "mailbox unreachable, reconnecting later",
+                    extra={"mailbox": self.name, "error": str(exc), "retry_in": delay},
+                )
+                self.disconnect_quietly()
+                self.stop.wait(min(delay, remaining))
+                due = True
         return outcomes
 
     def disconnect_quietly(self) -> None:
