@@ -54,7 +54,11 @@ def build_app(
 
 
 def imap_sources(config: Config) -> Mapping[str, Source]:
-    return {name: ImapMailbox(box.imap, name=name) for name, box in config.mailboxes.items()}
+    limit = config.polling.max_message_bytes
+    return {
+        name: ImapMailbox(box.imap, name=name, max_message_bytes=limit)
+        for name, box in config.mailboxes.items()
+    }
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -151,6 +151,8 @@ class PollingConfig(Model):
     use_idle: bool = True
     idle_timeout_seconds: float = Field(default=1500, gt=0, le=1740)
     max_backoff_seconds: float = Field(default=300, gt=0)
+    # Larger mails are read as header + first 256 KiB (bounded memory); never skipped.
+    max_message_bytes: int = Field(default=25_000_000, ge=100_000)
 
 
 class OutboxConfig(Model):

@@ -29,6 +29,8 @@ from imapclient import IMAPClient
 from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
 
+_HUGE_BODY_PREFIX = 262_144
+
 # What a broken connection or a refusing server can raise under imapclient.
 _IMAP_ERRORS: tuple[type[BaseException], ...] = (
     imaplib.IMAP4.error,  # IMAPClientError, LoginError, and IMAP4.abort (connection lost)
@@ -44,6 +46,11 @@ class FetchedMail:
     uid: int
     internaldate: datetime  # when the server received it; timezone-aware
     raw: bytes
+    size: int = 0  # the full size on the server; larger than len(raw) when truncated
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.raw)
 
 
 class ImapMailbox:
@@ -57,9 +64,12 @@ class ImapMailbox:
                 ...
     """
 
-    def __init__(self, config: ImapConfig, *, name: str) -> None:
+    def __init__(
+        self, config: ImapConfig, *, name: str, max_message_bytes: int = 25_000_000
+    ) -> None:
         self.config = config
         self.name = name
+        self.max_message_bytes = max_message_bytes
         self._client: Any = None  # IMAPClient once connected
 
     # -- connection -----------------------------------------------------------------------
@@ -184,7 +194,28 @@ class ImapMailbox:
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start : start + batch_size]
             with self._command(f"FETCH of {len(batch)} message(s) failed") as client:
-                response = client.fetch(batch, [b"BODY.PEEK[]", b"INTERNALDATE"])
+                sizes = {
+                    uid: int(item.get(b"RFC822.SIZE", 0))
+                    for uid, item in client.fetch(batch, [b"RFC822.SIZE"]).items()
+                }
+                small = [uid for uid in batch if sizes.get(uid, 0) <= self.max_message_bytes]
+                large = [uid for uid in batch if sizes.get(uid, 0) > self.max_message_bytes]
+                response = (
+                    dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
+                )
+                if large:
+                    # A huge mail (scans, videos) is read as its header and the start of its
+                    # body: enough to decide and acknowledge, without holding it in memory.
+                    partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
+                    for uid, item in client.fetch(
+                        large, [b"BODY.PEEK[HEADER]", partial, b"INTERNALDATE"]
+                    ).items():
+                        head = item.get(b"BODY[HEADER]") or b""
+                        text = item.get(b"BODY[TEXT]<0>") or b""
+                        response[uid] = {
+                            b"BODY[]": bytes(head) + bytes(text),
+                            b"INTERNALDATE": item.get(b"INTERNALDATE"),
+                        }
             for uid in batch:
                 item = response.get(uid)
                 if item is None or b"BODY[]" not in item:
@@ -192,7 +223,8 @@ class ImapMailbox:
                 internaldate = item.get(b"INTERNALDATE")
                 if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
                     raise MailboxError(f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}")
-                yield FetchedMail(uid=uid, internaldate=internaldate, raw=bytes(item[b"BODY[]"]))
+                raw = bytes(item[b"BODY[]"])
+                yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
 
     def list_folders(self) -> list[str]:
         """Names of all folders, e.g. to tell an operator which ones exist."""

@@ -28,6 +28,11 @@ class IncomingMail:
     uid: int
     internaldate: datetime
     raw: bytes
+    size: int = 0  # size on the server, when only the start of a huge mail was read
+
+    @property
+    def defects(self) -> tuple[str, ...]:
+        return (f"TruncatedHugeMessage:{self.size}",) if self.size > len(self.raw) else ()
 
 
 @dataclass(frozen=True)
@@ -209,8 +214,8 @@ class Pipeline:
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             decision=_decision_name(decision),
             reasons=decision.reasons,
-            size=parsed.size,
-            defects=parsed.defects,
+            size=max(parsed.size, mail.size),
+            defects=(*parsed.defects, *mail.defects),
             reference=reference,
             ar_status="pending" if ar is not None else "none",
             ar_message_id=str(ar["Message-ID"]) if ar is not None else None,

@@ -99,7 +99,8 @@ class MailboxPoller:
         uids = self.source.uids_after(last_uid)
         batch: list[Outcome] = []
         for fetched in self.source.fetch(uids, self.polling.batch_size):
-            mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw)
+            size = getattr(fetched, "size", 0)
+            mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw, size)
             batch.append(self.pipeline.process(self.name, self.folder, uidvalidity, mail))
             if len(batch) >= self.polling.batch_size:
                 outcomes += batch

@@ -397,3 +397,21 @@ def test_decoded_subject_roundtrip_non_ascii(setup: Any) -> None:
     header_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]
     assert header_line.isascii()  # RFC 2047 encoded on the wire
     assert str(make_header(decode_header(subject_of(raw)))).endswith("Problème d'accès à l'ANTS")
+
+
+def test_huge_message_is_acknowledged_with_bounded_read(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = write_config(
+        tmp_path,
+        imap_user,
+        etrangers_user,
+        smtp_server,
+        polling={"max_message_bytes": 100_000},
+    )
+    imap_user.append(citizen_mail(1, body="Pièce jointe scannée\n" + "A" * 2_000_000))
+    assert poll(config) == 0
+    assert len(smtp_server.wait_for(1)) == 1
+    ((size, defects),) = db_rows(config, "SELECT size, defects FROM messages")
+    assert size > 2_000_000
+    assert "TruncatedHugeMessage" in defects
