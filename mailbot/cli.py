@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,7 +13,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from mailbot.config import Config, load_config
-from mailbot.errors import MailbotError
+from mailbot.errors import ConfigError, MailbotError
+from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
 from mailbot.imap import ImapMailbox
 from mailbot.logs import setup_logging
 from mailbot.maildir import MaildirSource
@@ -107,6 +109,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    routing = compiled_routing(config)
+    target: Path = args.message
+    files = (
+        sorted(p for p in target.iterdir() if p.suffix == ".eml") if target.is_dir() else [target]
+    )
+    if not files:
+        raise ConfigError(str(target), "", "no .eml file here")
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+        mailbox = args.mailbox or guess_mailbox(config, raw)
+        if mailbox not in config.mailboxes:
+            raise ConfigError(str(args.config), "mailboxes", f"no mailbox named {mailbox!r}")
+        explanation = explain(config, routing, mailbox, raw)
+        if args.json:
+            print(json.dumps({"file": str(path), **explanation.as_dict()}, ensure_ascii=False))
+        else:
+            print(format_text(str(path), explanation))
+    return 0
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = args.days or config.retention.days
@@ -147,6 +174,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where ARs are written")
     demo.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
+    explain_cmd = commands.add_parser(
+        "explain", help="show the AR decision and routing of .eml files, sending nothing"
+    )
+    explain_cmd.add_argument("message", type=Path, help="an .eml file or a directory of them")
+    explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
+    explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
+    explain_cmd.set_defaults(func=cmd_explain)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -109,6 +110,105 @@ class ServiceConfig(Model):
     hours: str | None = None
     website: str
     email: Email | None = None
+    signature: str | None = None
+
+
+class FormField(Model):
+    """A field of the website contact form ("Objet : ..."), matched by keywords."""
+
+    name: str
+    keywords: list[str] = Field(min_length=1)
+
+
+class Condition(Model):
+    """One test on a message; exactly one kind per condition, combined with all/any/not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    keywords: list[str] | None = None
+    regex: str | None = None
+    in_: Literal["subject", "body", "both"] = Field(default="both", alias="in")
+    sender: list[str] | None = None
+    mailbox: list[str] | None = None
+    language: list[str] | None = None
+    has_attachment: bool | None = None
+    form_field: FormField | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Condition:
+        kinds = [
+            name
+            for name in CONDITION_KINDS
+            if getattr(self, "not_" if name == "not" else name) is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"a condition needs exactly one of {', '.join(CONDITION_KINDS)}"
+                f" (got {', '.join(kinds) or 'none'})"
+            )
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+
+CONDITION_KINDS = (
+    "keywords",
+    "regex",
+    "sender",
+    "mailbox",
+    "language",
+    "has_attachment",
+    "form_field",
+    "all",
+    "any",
+    "not",
+)
+
+
+class RoutingRule(Model):
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    description: str | None = None
+    when: Condition
+    service: str | None = None
+    category: str | None = None
+    score: int = Field(default=10, ge=1, le=1000)
+    priority: Literal["normal", "urgent"] | None = None
+    reorient: str | None = None
+    no_transfer: bool = False
+    stop: bool = False
+
+    @model_validator(mode="after")
+    def _does_something(self) -> RoutingRule:
+        if not (self.service or self.category or self.priority or self.reorient):
+            raise ValueError("a rule needs at least one of service, category, priority, reorient")
+        return self
+
+
+class ReorientTarget(Model):
+    """Another administration: where to turn instead (not a service that receives mail)."""
+
+    name: str
+    website: str
+    details: str
+
+
+class MailboxDefault(Model):
+    service: str
+    category: str
+
+
+class RoutingConfig(Model):
+    categories: list[str] = Field(min_length=1)
+    complaint_category: str = "reclamation"
+    defaults: dict[str, MailboxDefault]
+    reorientation: dict[str, ReorientTarget] = Field(default_factory=dict)
+    rules: list[RoutingRule] = Field(default_factory=list)
 
 
 class MailboxConfig(Model):
@@ -185,6 +285,7 @@ class Config(Model):
     polling: PollingConfig = PollingConfig()
     outbox: OutboxConfig = OutboxConfig()
     retention: RetentionConfig = RetentionConfig()
+    routing: RoutingConfig | None = None
 
     @field_validator("mailboxes")
     @classmethod
@@ -202,7 +303,31 @@ class Config(Model):
                     f"mailboxes.{name}.service: unknown service {mailbox.service!r}"
                     f" (known: {known})"
                 )
+        if self.routing is not None:
+            self._check_routing(self.routing)
         return self
+
+    def _check_routing(self, routing: RoutingConfig) -> None:
+        services = set(self.services) | {REORIENT_SERVICE}
+        categories = set(routing.categories)
+
+        def known(value: str | None, allowed: set[str], key: str, what: str) -> None:
+            if value is not None and value not in allowed:
+                raise ValueError(
+                    f"{key}: unknown {what} {value!r} (known: {', '.join(sorted(allowed))})"
+                )
+
+        for name, default in routing.defaults.items():
+            known(name, set(self.mailboxes), f"routing.defaults.{name}", "mailbox")
+            known(default.service, services, f"routing.defaults.{name}.service", "service")
+            known(default.category, categories, f"routing.defaults.{name}.category", "category")
+        for index, rule in enumerate(routing.rules):
+            where = f"routing.rules[{index}]"
+            known(rule.service, services, f"{where}.service", "service")
+            known(rule.category, categories, f"{where}.category", "category")
+            known(rule.reorient, set(routing.reorientation), f"{where}.reorient", "re-orientation")
+            for mailbox in _mailboxes_in(rule.when):
+                known(mailbox, set(self.mailboxes), f"{where}.when", "mailbox")
 
     @property
     def own_addresses(self) -> set[str]:
@@ -218,6 +343,18 @@ class Config(Model):
         for service in self.services.values():
             found.update(service.addresses)
         return found
+
+
+REORIENT_SERVICE = "autres-administrations"
+
+
+def _mailboxes_in(condition: Condition) -> list[str]:
+    found = list(condition.mailbox or [])
+    for child in [*(condition.all or []), *(condition.any or [])]:
+        found += _mailboxes_in(child)
+    if condition.not_ is not None:
+        found += _mailboxes_in(condition.not_)
+    return found
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
@@ -252,7 +389,7 @@ def config_from_mapping(data: Any, source: str) -> Config:
         first = exc.errors()[0]
         key = _format_location(tuple(first["loc"]))
         message = _describe(dict(first))
-        if message.startswith(("mailboxes.", "services.")) and ": " in message:
+        if message.startswith(("mailboxes.", "services.", "routing.")) and ": " in message:
             key, message = message.split(": ", 1)
         raise ConfigError(source, key, message) from None
 

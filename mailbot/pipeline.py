@@ -147,19 +147,7 @@ class Pipeline:
         recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
         thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
-        context = PolicyContext(
-            mailbox_address=box.address,
-            mailbox_aliases=frozenset(box.aliases),
-            require_addressed=box.require_addressed,
-            own_addresses=frozenset(self.config.own_addresses),
-            message_id_domain=self.config.sender.message_id_domain,
-            loop_header_value=self.config.sender.loop_header_value,
-            contact_form_relays=relays,
-            extra_system_senders=tuple(policy.extra_system_senders),
-            recent_ars_to_recipient=recent,
-            max_ars_per_window=policy.rate_limit.max_per_sender,
-            known_thread_reference=thread[1] if thread else None,
-        )
+        context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
         return context, thread[0] if thread else None
 
     def _render_ar(
@@ -266,6 +254,27 @@ class Pipeline:
                 "reason": ",".join(outcome.reasons),
             },
         )
+
+
+def policy_context(
+    config: Config, mailbox: str, recent_ars: int = 0, thread_reference: str | None = None
+) -> PolicyContext:
+    """The policy's view of the configuration, plus the facts the database supplied."""
+    box = config.mailboxes[mailbox]
+    policy = config.policy
+    return PolicyContext(
+        mailbox_address=box.address,
+        mailbox_aliases=frozenset(box.aliases),
+        require_addressed=box.require_addressed,
+        own_addresses=frozenset(config.own_addresses),
+        message_id_domain=config.sender.message_id_domain,
+        loop_header_value=config.sender.loop_header_value,
+        contact_form_relays=frozenset(policy.contact_form_relays),
+        extra_system_senders=tuple(policy.extra_system_senders),
+        recent_ars_to_recipient=recent_ars,
+        max_ars_per_window=policy.rate_limit.max_per_sender,
+        known_thread_reference=thread_reference,
+    )
 
 
 def _decision_name(decision: ArDecision) -> str:
