@@ -104,7 +104,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
     acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
-    print(f"\n{acknowledged} acknowledgements written to {outgoing}/ (one .eml each)")
+    transferred = sum(o.route.startswith("→") for o in outcomes)
+    print(
+        f"\n{acknowledged} replies to citizens (ARs; transfers and re-orientations say so)"
+        f" and {transferred} forwards to services, written to {outgoing}/ as .eml files"
+    )
     print(f"database: {out / 'demo.db'}")
     return 0
 
@@ -143,11 +147,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def print_outcomes(outcomes: Sequence[Outcome]) -> None:
-    rows = [("UID", "MAILBOX", "DECISION", "REFERENCE", "REASON", "SUBJECT")]
+    rows = [("UID", "MAILBOX", "DECISION", "REFERENCE", "ROUTE", "REASON", "SUBJECT")]
     for o in outcomes:
         subject = o.subject if len(o.subject) <= 40 else o.subject[:39] + "…"
+        reasons = ",".join(o.reasons)
+        route = o.route or "-"
         rows.append(
-            (str(o.uid), o.mailbox, o.decision, o.reference or "-", ",".join(o.reasons), subject)
+            (str(o.uid), o.mailbox, o.decision, o.reference or "-", route, reasons, subject)
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:

@@ -243,6 +243,8 @@ class SenderConfig(Model):
     message_id_domain: str = "mailbot.seine-maritime.gouv.fr"
     loop_header_value: str = "mailbot@seine-maritime.gouv.fr"
     reference_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,6}$")] = "SM"
+    # Services answering a transferred mail put this address in Bcc, so the answer is seen.
+    tracking_address: Email | None = None
 
 
 class PollingConfig(Model):

@@ -10,18 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailbot.config import Config
-from mailbot.language import detect_language
-from mailbot.message import ParsedMessage, parse_message
-from mailbot.pipeline import policy_context
-from mailbot.policy import ArDecision, decide_ar, reply_address
-from mailbot.routing import (
-    CompiledRouting,
-    RoutingDecision,
-    RoutingInput,
-    compile_routing,
-    decide,
-    form_fields,
-)
+from mailbot.message import parse_message
+from mailbot.pipeline import compiled_routing, policy_context, routing_input
+from mailbot.policy import ArDecision, decide_ar
+from mailbot.routing import CompiledRouting, RoutingDecision, decide
+
+__all__ = ["Explanation", "compiled_routing", "explain", "format_text", "guess_mailbox"]
 
 
 @dataclass(frozen=True)
@@ -51,27 +45,6 @@ class Explanation:
                 for hit in (routing.rule_hits if routing else ())
             ],
         }
-
-
-def compiled_routing(config: Config) -> CompiledRouting | None:
-    if config.routing is None:
-        return None
-    own = {name: box.service for name, box in config.mailboxes.items()}
-    return compile_routing(config.routing, own)
-
-
-def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
-    relays = frozenset(config.policy.contact_form_relays)
-    relayed = parsed.from_address in relays or (parsed.return_path or "") in relays
-    return RoutingInput(
-        mailbox=mailbox,
-        subject=parsed.subject,
-        body=parsed.body_text,
-        sender=reply_address(parsed, relays) or parsed.from_address,
-        language=detect_language(f"{parsed.subject}\n{parsed.body_text}"),
-        has_attachment=parsed.has_attachments,
-        form_fields=form_fields(parsed.body_text) if relayed else {},
-    )
 
 
 def explain(

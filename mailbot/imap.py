@@ -178,6 +178,10 @@ class ImapMailbox:
         filter: without it, the last message would come back on every poll.
         """
         with self._command("UID SEARCH failed") as client:
+            # Dovecot (like others) updates a session's view of the folder at the end of a
+            # command: without this NOOP, the SEARCH would not see mail that arrived since
+            # the previous command.
+            client.noop()
             found = client.search(["UID", f"{last_uid + 1}:*"])
         return sorted(uid for uid in (int(value) for value in found) if uid > last_uid)
 
@@ -246,9 +250,15 @@ class ImapMailbox:
         and call again.
         """
         with self._command("IDLE failed") as client:
-            # A message that arrived while the previous command ran was announced then
-            # (an untagged EXISTS kept by imaplib) and would not be announced again in IDLE.
+            # IDLE only announces changes made after it began. A message that arrived
+            # during the previous command was announced then (an untagged EXISTS that
+            # imaplib kept), one that arrived since is announced by a NOOP. What lands
+            # between this NOOP and the start of IDLE (one round trip) is only seen at
+            # the next wake-up: keep ``timeout`` to minutes, not hours.
             if _pop_new_mail_responses(client):
+                return True
+            _text, responses = client.noop()
+            if _announces_new_mail(responses):
                 return True
             deadline = time.monotonic() + timeout
             client.idle()

@@ -7,15 +7,26 @@ nor acknowledge it twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailbot.config import Config, MailboxConfig
+from mailbot.language import detect_language
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
-from mailbot.render import OutgoingMail, Renderer, ar_variables, build_email
+from mailbot.render import Renderer
+from mailbot.replies import Plan, Replies
+from mailbot.routing import (
+    CompiledRouting,
+    RoutingDecision,
+    RoutingInput,
+    compile_routing,
+    decide,
+    form_fields,
+)
 from mailbot.store import NewMessage, Store, Transaction, utcnow
 
 log = logging.getLogger(__name__)
@@ -46,6 +57,7 @@ class Outcome:
     reference: str | None
     subject: str
     message_pk: int | None
+    route: str = ""  # "→ service" when transferred, "↪ target" when re-oriented
 
 
 class Pipeline:
@@ -60,6 +72,8 @@ class Pipeline:
         self.store = store
         self.renderer = renderer
         self.clock = clock
+        self.routing = compiled_routing(config)
+        self.replies = Replies(config, renderer)
 
     def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
         """Return the UID to read after; a new UIDVALIDITY means re-reading from the start."""
@@ -103,28 +117,35 @@ class Pipeline:
         box = self.config.mailboxes[mailbox]
         context, parent_pk = self._context(tx, mailbox, box, parsed)
         decision = decide_ar(parsed, context)
-        reference = None
-        if decision.send:
+        reference, plan, routing = None, None, None
+        if decision.send and decision.recipient:
             reference = tx.next_reference(
                 self.config.sender.reference_prefix, mail.internaldate.year
             )
-        ar = self._render_ar(mailbox, parsed, decision, reference, mail) if reference else None
-        row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, ar)
-        message_pk = tx.insert_message(replace(row, parent_id=parent_pk))
+            if self.routing is not None:
+                routing = decide(routing_input(self.config, mailbox, parsed), self.routing)
+            plan = self.replies.plan(
+                mailbox, mail.raw, parsed, mail.internaldate, reference, decision.recipient, routing
+            )
+        row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
+        message_pk = tx.insert_message(_with_routing(replace(row, parent_id=parent_pk), routing))
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
         )
         tx.add_events(
-            message_pk, ("received", parsed.content_type), (kind, ",".join(decision.reasons))
+            message_pk,
+            ("received", parsed.content_type),
+            (kind, ",".join(decision.reasons)),
+            *_plan_events(plan),
         )
-        if ar is not None and decision.recipient:
+        for queued in plan.mails if plan else ():
             tx.enqueue(
                 message_pk,
-                "ar",
-                decision.recipient,
-                self.config.sender.envelope_from,
-                str(ar["Message-ID"]),
-                ar.as_bytes(),
+                queued.kind,
+                queued.recipient,
+                queued.envelope_from,
+                queued.message_id,
+                queued.raw,
             )
         return Outcome(
             mailbox,
@@ -134,6 +155,7 @@ class Pipeline:
             reference or decision.follow_up_of,
             parsed.subject,
             message_pk,
+            _route_label(plan, routing),
         )
 
     def _context(
@@ -150,34 +172,6 @@ class Pipeline:
         context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
         return context, thread[0] if thread else None
 
-    def _render_ar(
-        self,
-        mailbox: str,
-        parsed: ParsedMessage,
-        decision: ArDecision,
-        reference: str,
-        mail: IncomingMail,
-    ) -> OutgoingMail:
-        box = self.config.mailboxes[mailbox]
-        variables = ar_variables(
-            self.config,
-            mailbox,
-            reference=reference,
-            received_at=mail.internaldate,
-            original_subject=parsed.subject,
-        )
-        rendered = self.renderer.render(box.ar_template, variables)
-        return build_email(
-            rendered,
-            from_address=box.address,
-            from_name=self.config.sender.from_name,
-            to=decision.recipient or "",
-            message_id_domain=self.config.sender.message_id_domain,
-            in_reply_to=parsed.message_id,
-            references=parsed.references,
-            loop_header_value=self.config.sender.loop_header_value,
-        )
-
     def _row(
         self,
         mailbox: str,
@@ -187,7 +181,7 @@ class Pipeline:
         parsed: ParsedMessage,
         decision: ArDecision,
         reference: str | None,
-        ar: OutgoingMail | None,
+        plan: Plan | None,
     ) -> NewMessage:
         return NewMessage(
             mailbox=mailbox,
@@ -205,8 +199,8 @@ class Pipeline:
             size=max(parsed.size, mail.size),
             defects=(*parsed.defects, *mail.defects),
             reference=reference,
-            ar_status="pending" if ar is not None else "none",
-            ar_message_id=str(ar["Message-ID"]) if ar is not None else None,
+            ar_status="pending" if plan is not None else "none",
+            ar_message_id=plan.mails[0].message_id if plan is not None else None,
         )
 
     def _quarantine(
@@ -254,6 +248,62 @@ class Pipeline:
                 "reason": ",".join(outcome.reasons),
             },
         )
+
+
+def compiled_routing(config: Config) -> CompiledRouting | None:
+    if config.routing is None:
+        return None
+    own = {name: box.service for name, box in config.mailboxes.items()}
+    return compile_routing(config.routing, own)
+
+
+def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
+    """The facts rules test, from a parsed mail (language detected here, once)."""
+    relays = frozenset(config.policy.contact_form_relays)
+    relayed = parsed.from_address in relays or (parsed.return_path or "") in relays
+    return RoutingInput(
+        mailbox=mailbox,
+        subject=parsed.subject,
+        body=parsed.body_text,
+        sender=reply_address(parsed, relays) or parsed.from_address,
+        language=detect_language(f"{parsed.subject}\n{parsed.body_text}"),
+        has_attachment=parsed.has_attachments,
+        form_fields=form_fields(parsed.body_text) if relayed else {},
+    )
+
+
+def _with_routing(row: NewMessage, routing: RoutingDecision | None) -> NewMessage:
+    if routing is None:
+        return row
+    matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]
+    return replace(
+        row,
+        service=routing.service,
+        category=routing.category,
+        priority=routing.priority,
+        reorient=routing.reorient,
+        routing=json.dumps({"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False),
+    )
+
+
+def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:
+    if plan is not None and plan.transferred_to:
+        return f"→ {plan.transferred_to}"
+    if plan is not None and plan.reoriented_to:
+        return f"↪ {plan.reoriented_to}"
+    return routing.service if routing else ""
+
+
+def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
+    if plan is None:
+        return []
+    found = []
+    if plan.transferred_to:
+        found.append(("transferred", plan.transferred_to))
+    if plan.reoriented_to:
+        # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
+        found += [("reoriented", plan.reoriented_to), ("reply", "automatic:reorientation")]
+    return found
 
 
 def policy_context(

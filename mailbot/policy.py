@@ -1,8 +1,12 @@
-"""Whether an incoming mail gets an acknowledgement of receipt: pure rules, no I/O.
+"""Whether an incoming mail gets an acknowledgement of receipt (AR): pure rules, no I/O.
 
 The rules are the union of what RFC 3834, Dovecot Pigeonhole's vacation extension and
 helpdesk software check before auto-replying. Every rule is evaluated and every hit is
-returned, so that an agent (and `mailbot explain`) can see exactly why mailbot stayed silent.
+returned, in a fixed order, so that an agent (and ``mailbot explain``) can see exactly why
+mailbot stayed silent. Rules look at header *names and keywords*, never at free text that a
+citizen could write ("je n'ai pas de réponse", "alistair@..."), to keep false positives out:
+a missed AR to a citizen costs more than a rare extra AR to a robot, which the rate limit
+and our own Auto-Submitted header already contain.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from fnmatch import fnmatch
+from fnmatch import fnmatchcase
 
-from mailbot.message import ParsedMessage
+from mailbot.message import ParsedMessage, single_line
 
 LOOP_HEADER = "X-Mailbot-Loop"
 
@@ -28,9 +32,10 @@ LIST_HEADERS = (
     "x-mailing-list",
     "x-ml-name",
 )
-BULK_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
-SUPPRESS_TOKENS = {"all", "oof", "autoreply"}
-PRESENCE_MARKERS = (
+BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+SUPPRESS_TOKENS = frozenset({"all", "oof", "autoreply"})
+# Present with any value: these headers exist only on automatic replies or loops.
+VENDOR_MARKERS = (
     "x-autoreply",
     "x-autorespond",
     "x-autoresponder",
@@ -38,20 +43,33 @@ PRESENCE_MARKERS = (
     "x-loop",
     "x-fc-machinegenerated",
 )
+# Subjects of auto replies sent without any header. The colon is required so that a citizen's
+# "Absence du bureau des étrangers ?" is not taken for one; "Auto:" is matched only as
+# clients write it (exact case, no space) because "Auto : vente de mon véhicule" is a
+# plausible citizen subject at a prefecture.
 AUTOREPLY_SUBJECT = re.compile(
-    r"^\s*(automatic reply|auto(matic)?[- ]?response|réponse automatique|reponse automatique"
-    r"|auto|out of (the )?office|absence du bureau|absent\(e\)? du bureau|abwesenheitsnotiz"
-    r"|respuesta automática|risposta automatica)\s*:",
-    re.IGNORECASE,
+    r"^\s*(?:(?i:automatic reply|auto[- ]?reply|auto[- ]?response|r[ée]ponse automatique"
+    r"|out of (?:the )?office|absence du bureau|absent(?:\(e\))? du bureau"
+    r"|abwesenheitsnotiz|respuesta autom[áa]tica|risposta automatica)\s*:|Auto:)"
 )
-SYSTEM_LOCAL_PARTS = re.compile(
-    r"^(mailer-daemon|postmaster|listserv|majordomo|owner-.+|.+-request|.+-owner"
-    r"|no[-_.]?reply(-.*)?|.*[-_.]no[-_.]?reply|do[-_.]?not[-_.]?reply|ne[-_.]?pas[-_.]?repondre"
-    r"|bounces?([-+_.].*)?|.*[+]bounces?.*|.*[-.]bounces?|srs[01][=+-].*)$",
-    re.IGNORECASE,
+_SYSTEM_LOCAL = re.compile(
+    r"^(?:mailer-?daemon|postmaster|listserv|majordomo|owner-.+|.+-request|.+-owner)$", re.I
 )
-SYSTEM_DISPLAY_NAMES = re.compile(r"\b(mailer[- ]daemon|mail delivery (system|subsystem))\b", re.I)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\s]")
+_NO_REPLY = re.compile(
+    r"(?:^|[-_.+])(?:no|do[-_.]?not|ne[-_.]?pas)[-_.]?(?:reply|r[ée]pondre)(?:$|[-_.+0-9])", re.I
+)
+# Bounce handlers (VERP, Mailman "list-bounces+user=host", ESP "bounce-123-..."). SRS0/SRS1
+# addresses are deliberately absent: they are a citizen's address rewritten by a forwarder.
+_BOUNCE = re.compile(r"^bounce|\+bounce|bounces\+|bounce-|[-_.]bounces?$", re.I)
+_SYSTEM_DISPLAY_NAME = re.compile(
+    r"\b(?:mailer[- ]daemon|mail delivery (?:system|subsystem))\b", re.I
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KEYWORD = re.compile(r"\s*([^\s;,(]*)")
+
+# Hits that say nothing about the mail being automatic: with only these, a mail in an
+# acknowledged thread is a citizen writing again (a follow-up), not a robot answering our AR.
+HUMAN_HITS = frozenset({"follow-up", "rate-limited", "not-addressed"})
 
 
 @dataclass(frozen=True)
@@ -73,37 +91,66 @@ class PolicyContext:
 
 @dataclass(frozen=True)
 class ArDecision:
+    """The decision and every rule that led to it (``("citizen-mail",)`` when sending)."""
+
     send: bool
     reasons: tuple[str, ...]
     recipient: str | None
     follow_up_of: str | None = None
+    notes: tuple[str, ...] = ()  # facts explaining a hit that are not rule ids
 
 
 def find_reference(subject: str, prefix: str) -> str | None:
-    """Our tracking reference (``SM-2026-000123``) in a subject, if a user kept it."""
-    found = re.search(rf"(?<![A-Za-z0-9]){re.escape(prefix)}-(\d{{4}})-(\d{{6,}})(?!\d)", subject)
-    return found.group(0) if found else None
+    """Our tracking reference (``SM-2026-000123``) in a subject, if the citizen kept it.
+
+    Bounded on both sides so ``XSM-2026-000123`` or a longer number is not mistaken for
+    ours; case-insensitive because people retype it, returned in canonical form.
+    """
+    found = re.search(
+        rf"(?<![^\W_]){re.escape(prefix)}-(\d{{4}})-(\d{{6,}})(?!\d)", subject, re.IGNORECASE
+    )
+    return f"{prefix}-{found.group(1)}-{found.group(2)}" if found else None
 
 
-def _is_relayed_form(msg: ParsedMessage, relays: frozenset[str]) -> bool:
-    return bool(msg.reply_to) and (msg.from_address in relays or (msg.return_path or "") in relays)
+def _usable(address: str | None) -> bool:
+    """local@domain, no control characters; blanks only inside a quoted local part."""
+    local, _, domain = (address or "").rpartition("@")
+    if not (local and domain) or _CONTROL.search(local + domain) or " " in domain:
+        return False
+    return " " not in local or (len(local) > 1 and local[0] == local[-1] == '"')
+
+
+def _relayed(msg: ParsedMessage, relays: frozenset[str]) -> bool:
+    """A website form relay: the citizen is in Reply-To, the relay is only the transport."""
+    return bool(msg.reply_to) and (msg.from_address in relays or msg.return_path in relays)
 
 
 def reply_address(msg: ParsedMessage, contact_form_relays: frozenset[str]) -> str | None:
-    """RFC 3834 §4: the return path; Reply-To only for the website's contact-form relay."""
-    if _is_relayed_form(msg, contact_form_relays):
-        return msg.reply_to[0]
-    if msg.return_path:
-        return msg.return_path
-    return None
+    """RFC 3834 §4: the return path; Reply-To only for a configured contact-form relay.
+
+    Reply-To is otherwise ignored: anyone can set it, and answering it would let a sender
+    aim our ARs at a third party.
+    """
+    found = msg.reply_to[0] if _relayed(msg, contact_form_relays) else msg.return_path
+    return found if _usable(found) else None
 
 
-def _first_token(value: str) -> str:
-    return value.split(";", 1)[0].strip().lower()
+def _senders(msg: ParsedMessage, ctx: PolicyContext) -> set[str]:
+    """Addresses that speak for the sender; a relay's own address is replaced by the citizen's."""
+    found = {msg.from_address, msg.return_path or ""}
+    if _relayed(msg, ctx.contact_form_relays):
+        found = (found - ctx.contact_form_relays) | {msg.reply_to[0]}
+    return found - {""}
+
+
+def _keyword(value: str) -> str:
+    """The leading keyword of a structured value: ``"auto-replied; owner=x"`` → ``auto-replied``."""
+    match = _KEYWORD.match(value)
+    return match.group(1).lower() if match else ""
 
 
 def _auto_submitted(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    return any(_first_token(v) != "no" for v in msg.header("auto-submitted"))
+    return any(_keyword(v) != "no" for v in msg.header("auto-submitted"))
 
 
 def _mailing_list(msg: ParsedMessage, ctx: PolicyContext) -> bool:
@@ -112,23 +159,24 @@ def _mailing_list(msg: ParsedMessage, ctx: PolicyContext) -> bool:
 
 def _precedence(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     values = (*msg.header("precedence"), *msg.header("x-precedence"))
-    return any(_first_token(v) in BULK_PRECEDENCE for v in values)
+    return any(_keyword(v) in BULK_PRECEDENCE for v in values)
 
 
 def _auto_response_suppress(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    for value in msg.header("x-auto-response-suppress"):
-        tokens = {token.strip().lower() for token in value.split(",")}
-        if tokens & SUPPRESS_TOKENS:
-            return True
-    return False
+    tokens = {
+        token.lower()
+        for value in msg.header("x-auto-response-suppress")
+        for token in re.split(r"[\s,]+", value)
+    }
+    return bool(tokens & SUPPRESS_TOKENS)
 
 
 def _vendor_autoreply(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    if any(msg.has_header(name) for name in PRESENCE_MARKERS):
-        return True
-    if any(_first_token(v) == "reply" for v in msg.header("x-autogenerated")):
-        return True
-    return any(_first_token(v) == "vacation" for v in msg.header("x-apple-action"))
+    return (
+        any(msg.has_header(name) for name in VENDOR_MARKERS)
+        or any(_keyword(v) == "reply" for v in msg.header("x-autogenerated"))
+        or any(_keyword(v) == "vacation" for v in msg.header("x-apple-action"))
+    )
 
 
 def _autoreply_subject(msg: ParsedMessage, ctx: PolicyContext) -> bool:
@@ -139,32 +187,28 @@ def _delivery_report(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     return msg.content_type == "multipart/report" or msg.has_header("x-failed-recipients")
 
 
-def _is_system_address(address: str, extra: tuple[str, ...]) -> bool:
-    local = address.rsplit("@", 1)[0]
-    if SYSTEM_LOCAL_PARTS.match(local):
+def is_system_address(address: str, extra_patterns: tuple[str, ...] = ()) -> bool:
+    """MAILER-DAEMON, list robots, no-reply and bounce handlers: nobody reads what we send."""
+    local = address.rpartition("@")[0] or address  # "MAILER-DAEMON" may come without a domain
+    if _SYSTEM_LOCAL.match(local) or _NO_REPLY.search(local) or _BOUNCE.search(local):
         return True
-    return any(fnmatch(address, pattern.lower()) for pattern in extra)
+    return any(fnmatchcase(address.lower(), pattern.lower()) for pattern in extra_patterns)
 
 
 def _system_sender(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    relayed = _is_relayed_form(msg, ctx.contact_form_relays)
-    candidates = {msg.from_address, msg.return_path or ""} - {""}
-    if relayed:
-        candidates -= ctx.contact_form_relays
-    if any(_is_system_address(address, ctx.extra_system_senders) for address in candidates):
+    if any(is_system_address(a, ctx.extra_system_senders) for a in _senders(msg, ctx)):
         return True
-    return bool(SYSTEM_DISPLAY_NAMES.search(msg.from_name))
-
-
-def _ours(ctx: PolicyContext) -> frozenset[str]:
-    return ctx.own_addresses | ctx.mailbox_aliases | {ctx.mailbox_address}
+    if _relayed(msg, ctx.contact_form_relays) and msg.from_address in ctx.contact_form_relays:
+        return False  # the relay's display name ("Site internet") is not the sender's
+    # Bounces often come as "From: MAILER-DAEMON <>": only the display name is left.
+    name = msg.from_name.strip()
+    single_word = bool(name) and not re.search(r"\s", name)
+    return bool(_SYSTEM_DISPLAY_NAME.search(name)) or (single_word and is_system_address(name))
 
 
 def _own_address(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    senders = {msg.from_address, msg.return_path or ""}
-    if _is_relayed_form(msg, ctx.contact_form_relays):
-        senders = set(msg.reply_to[:1])
-    return bool(senders & _ours(ctx))
+    ours = {a.lower() for a in (*ctx.own_addresses, *ctx.mailbox_aliases, ctx.mailbox_address)}
+    return bool(_senders(msg, ctx) & ours)
 
 
 def _own_loop_header(msg: ParsedMessage, ctx: PolicyContext) -> bool:
@@ -172,15 +216,15 @@ def _own_loop_header(msg: ParsedMessage, ctx: PolicyContext) -> bool:
 
 
 def _own_message_id(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    domain = (msg.message_id or "").rstrip(">").rsplit("@", 1)[-1].lower()
-    return bool(msg.message_id) and domain == ctx.message_id_domain.lower()
+    _, at, domain = (msg.message_id or "").strip("<>").rpartition("@")
+    return bool(at) and domain.lower() == ctx.message_id_domain.lower()
 
 
 def _not_addressed(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     if not ctx.require_addressed:
         return False
-    addressed = {*msg.to, *msg.cc, *msg.resent_to}
-    return not addressed & (ctx.mailbox_aliases | {ctx.mailbox_address})
+    mailbox = {a.lower() for a in (*ctx.mailbox_aliases, ctx.mailbox_address)}
+    return not mailbox & {*msg.to, *msg.cc, *msg.resent_to}
 
 
 def _rate_limited(msg: ParsedMessage, ctx: PolicyContext) -> bool:
@@ -209,27 +253,37 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("rate-limited", _rate_limited),
     ("follow-up", _follow_up),
 )
+RULE_IDS = ("null-return-path", "no-return-path", *(rid for rid, _ in RULES), "no-recipient")
 
 
-def _usable(address: str | None) -> bool:
-    return bool(address) and "@" in (address or "") and not _CONTROL.search(address or "")
+def _loop_note(msg: ParsedMessage, ctx: PolicyContext) -> tuple[str, ...]:
+    """Whose loop header it is: ours, or another mailbot's (worth telling an agent)."""
+    values = msg.header(LOOP_HEADER)
+    if not values:
+        return ()
+    value = single_line(values[0])[:200]
+    whose = "ours" if value.lower() == ctx.loop_header_value.lower() else "foreign"
+    return (f"{LOOP_HEADER}: {value} ({whose})",)
 
 
 def decide_ar(msg: ParsedMessage, ctx: PolicyContext) -> ArDecision:
-    """Evaluate every rule; AR only when none fires."""
+    """Evaluate every rule; an AR goes out only when none fires.
+
+    ``follow_up_of`` is set only when the mail in an acknowledged thread looks human: an
+    out-of-office answering our AR is in the thread too, but it is not the citizen writing
+    again and must not be recorded as a follow-up.
+    """
     hits: list[str] = []
-    relayed = _is_relayed_form(msg, ctx.contact_form_relays)
-    if msg.return_path == "" and not relayed:
-        hits.append("null-return-path")
-    elif msg.return_path is None and not relayed:
+    if msg.return_path == "":
+        hits.append("null-return-path")  # a bounce or notification (RFC 3834 §2, RFC 5321)
+    elif msg.return_path is None:
         hits.append("no-return-path")
     hits += [rule_id for rule_id, rule in RULES if rule(msg, ctx)]
     recipient = reply_address(msg, ctx.contact_form_relays)
-    if not hits and not _usable(recipient):
+    if not hits and recipient is None:
         hits.append("no-recipient")
-    # A follow-up is a citizen writing again; an auto-reply quoting our AR is not.
-    automated = set(hits) - {"follow-up", "rate-limited"}
-    follow_up_of = None if automated else ctx.known_thread_reference
-    if hits:
-        return ArDecision(False, tuple(hits), recipient, follow_up_of)
-    return ArDecision(True, ("citizen-mail",), recipient, None)
+    if not hits:
+        return ArDecision(True, ("citizen-mail",), recipient)
+    human = set(hits) <= HUMAN_HITS
+    follow_up_of = ctx.known_thread_reference if human else None
+    return ArDecision(False, tuple(hits), recipient, follow_up_of, _loop_note(msg, ctx))

@@ -81,7 +81,14 @@ messages = sa.Table(
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("defects", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("service", sa.String(64)),
+    sa.Column("category", sa.String(64)),
+    sa.Column("priority", sa.String(16)),
+    sa.Column("reorient", sa.String(64)),
+    sa.Column("language", sa.String(8)),
+    sa.Column("routing", sa.Text),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
+    sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_message_id", "mailbox", "message_id"),
     sa.Index("ix_messages_content_hash", "mailbox", "content_hash"),
     sa.Index("ix_messages_ar_message_id", "ar_message_id"),
@@ -157,6 +164,12 @@ class NewMessage:
     parent_id: int | None = None
     ar_status: str = "none"
     ar_message_id: str | None = None
+    service: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    reorient: str | None = None
+    language: str | None = None
+    routing: str | None = None
 
 
 @dataclass(frozen=True)

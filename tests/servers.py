@@ -23,6 +23,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -214,6 +215,12 @@ userdb {{
   driver = static
   args = uid={self.mail_uid} gid={self.mail_gid} home={self.mail_root}/%u
 }}
+# Failed logins (tests of wrong passwords) must not slow down the next tests' logins.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service imap-login {{
   inet_listener imap {{
     address = {self.host}
@@ -271,18 +278,23 @@ service imap-login {{
         if process is None:
             return
         if process.poll() is None:
-            process.terminate()  # the master shuts its children down on SIGTERM
+            process.terminate()  # the master stops its services (about a second)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
-        # Belt and braces: nothing of this instance's process group may survive.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, 0)
-            time.sleep(0.2)
+        # An imap process whose client is still connected outlives the master: end it,
+        # and anything else left in the instance's process group (zombies waiting for
+        # init to reap them do not count: they are already dead).
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if not _live_group_members(process.pid):
+                return
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, sig)
+            deadline = time.monotonic() + grace
+            while _live_group_members(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def restart(self) -> None:
         """Stop and start again on the same port, keeping users and mail.
@@ -521,6 +533,20 @@ service imap-login {{
         if new_validity == old_validity:
             raise AssertionError(f"UIDVALIDITY of {user}/{folder} did not change")
         return new_validity
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are not zombies (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _clean_flags(flags: Sequence[Any]) -> frozenset[str]:

@@ -28,10 +28,10 @@ def citizen_mail(
     *,
     sender: str = "marie.dupont@example.fr",
     to: str = GENERAL,
-    subject: str = "Demande de carte grise",
+    subject: str = "Demande de renseignements",
     extra: str = "",
     message_id: str | None = "default",
-    body: str = "Bonjour,\nJe voudrais savoir où en est ma demande.\nCordialement,\nMarie Dupont\n",
+    body: str = "Bonjour,\nQuels sont les horaires d'ouverture ?\nCordialement,\nMarie Dupont\n",
 ) -> bytes:
     mid = f"<citizen-{n}@example.fr>" if message_id == "default" else message_id
     headers = [
@@ -125,7 +125,7 @@ def subject_of(raw: bytes) -> str:
 def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
     config, general, etrangers, smtp = setup
     general.append(citizen_mail(1), flags=["\\Seen"])
-    general.append(citizen_mail(2, sender="ali.benali@example.org", subject="Permis de conduire"))
+    general.append(citizen_mail(2, sender="ali.benali@example.org", subject="Horaires"))
     general.append(BOUNCE)
     general.append(LIST_MAIL)
     general.append(OUT_OF_OFFICE)
@@ -158,7 +158,7 @@ def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
     )
     subject = str(ar["Subject"])
     assert subject.startswith("Accusé de réception [SM-2026-")
-    assert subject.endswith("] : Demande de carte grise")
+    assert subject.endswith("] : Demande de renseignements")
     reference = subject.split("[", 1)[1].split("]", 1)[0]
     text = ar.get_body(("plain",)).get_content()
     assert reference in text

@@ -1,23 +1,36 @@
-"""The AR decision, rule by rule: each rule fires on its case and stays quiet on a near miss."""
+"""The AR decision, rule by rule: each rule fires on its case and stays quiet on a near miss.
+
+Messages are written as raw RFC 5322 bytes and go through ``parse_message``, as in production.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from mailbot.message import parse_message
-from mailbot.policy import PolicyContext, decide_ar, find_reference, reply_address
+from mailbot.policy import (
+    RULE_IDS,
+    ArDecision,
+    PolicyContext,
+    decide_ar,
+    find_reference,
+    reply_address,
+)
 
 MAILBOX = "pref-contact@seine-maritime.gouv.fr"
+ALIAS = "prefecture@seine-maritime.gouv.fr"
+RELAY = "no-reply@seine-maritime.gouv.fr"
 CTX = PolicyContext(
     mailbox_address=MAILBOX,
-    mailbox_aliases=frozenset({"prefecture@seine-maritime.gouv.fr"}),
+    mailbox_aliases=frozenset({ALIAS}),
     require_addressed=True,
-    own_addresses=frozenset({MAILBOX, "pref-etrangers@seine-maritime.gouv.fr"}),
+    own_addresses=frozenset({MAILBOX, ALIAS, "pref-etrangers@seine-maritime.gouv.fr"}),
     message_id_domain="mailbot.seine-maritime.gouv.fr",
     loop_header_value="mailbot@seine-maritime.gouv.fr",
-    contact_form_relays=frozenset({"no-reply@seine-maritime.gouv.fr"}),
+    contact_form_relays=frozenset({RELAY}),
     extra_system_senders=("alertes-*@*.example.com",),
 )
 
@@ -28,14 +41,14 @@ BASE = {
     "Subject": "Question sur ma carte grise",
     "Message-ID": "<abc123@example.fr>",
     "Date": "Thu, 26 Nov 2026 10:00:00 +0100",
+    "MIME-Version": "1.0",
     "Content-Type": "text/plain; charset=utf-8",
 }
+BODY = "Bonjour,\r\nje n'ai pas de réponse à ma demande de liste des pièces.\r\nCordialement"
 
 
-def mail(
-    drop: tuple[str, ...] = (), body: str = "Bonjour, je n'ai pas de réponse.", **headers: str
-) -> bytes:
-    """The baseline citizen mail, with headers replaced (``X_Foo`` → ``X-Foo``) or dropped."""
+def mail(drop: tuple[str, ...] = (), body: str = BODY, **headers: str) -> bytes:
+    """The baseline citizen mail; ``X_Foo="v"`` sets header ``X-Foo``, ``drop`` removes some."""
     fields = {k: v for k, v in BASE.items() if k not in drop}
     for key, value in headers.items():
         fields[key.replace("_", "-")] = value
@@ -43,191 +56,318 @@ def mail(
     return (head + "\r\n" + body + "\r\n").encode()
 
 
-def decide(raw: bytes, ctx: PolicyContext = CTX):  # type: ignore[no-untyped-def]
+def decide(raw: bytes, ctx: PolicyContext = CTX) -> ArDecision:
     return decide_ar(parse_message(raw), ctx)
+
+
+# Realistic automatic mail, as received at the prefecture.
+EXCHANGE_OOF = (
+    "Return-Path: <agent.martin@mairie-exemple.fr>\r\n"
+    "From: MARTIN Paul <agent.martin@mairie-exemple.fr>\r\n"
+    f"To: {MAILBOX}\r\n"
+    "Subject: =?iso-8859-1?Q?R=E9ponse_automatique=A0:_Question_sur_ma_carte_grise?=\r\n"
+    "Thread-Topic: Question sur ma carte grise\r\n"
+    "Message-ID: <4f2a9c@PR1P264MB.FRAP264.PROD.OUTLOOK.COM>\r\n"
+    "Date: Thu, 26 Nov 2026 10:01:00 +0000\r\n"
+    "Auto-Submitted: auto-generated\r\n"
+    "X-Auto-Response-Suppress: All\r\n"
+    "X-MS-Has-Attach:\r\n"
+    "Content-Type: text/plain; charset=iso-8859-1\r\n\r\n"
+    "Je suis absent jusqu'au 30 novembre.\r\n"
+).encode()
+GMAIL_VACATION = (
+    "Return-Path: <lucie.bernard@gmail.com>\r\n"
+    "From: Lucie Bernard <lucie.bernard@gmail.com>\r\n"
+    f"To: {MAILBOX}\r\n"
+    "Subject: Re: Question sur mon titre de séjour\r\n"
+    "Message-ID: <CAGx7vacation@mail.gmail.com>\r\n"
+    "Date: Thu, 26 Nov 2026 10:02:00 +0100\r\n"
+    "Auto-Submitted: auto-replied\r\n"
+    "Content-Type: text/plain; charset=UTF-8\r\n\r\n"
+    "Je suis en congés, je lirai votre message à mon retour.\r\n"
+).encode()
+POSTFIX_DSN = (
+    b"Return-Path: <>\r\n"
+    b"From: MAILER-DAEMON@mx1.example.fr (Mail Delivery System)\r\n"
+    b"To: pref-contact@seine-maritime.gouv.fr\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"Message-Id: <20261126100300.4B1A27@mx1.example.fr>\r\n"
+    b"Date: Thu, 26 Nov 2026 10:03:00 +0100 (CET)\r\n"
+    b"Auto-Submitted: auto-replied\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="4B1A27.1"\r\n\r\n'
+    b"--4B1A27.1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    b"This is the mail system at host mx1.example.fr.\r\n"
+    b"--4B1A27.1\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx1.example.fr\r\n\r\n"
+    b"Final-Recipient: rfc822; inconnu@example.fr\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    b"--4B1A27.1--\r\n"
+)
+MAILMAN_POST = (
+    b"Return-Path: <annonces-bounces+pref-contact=seine-maritime.gouv.fr@lists.example.org>\r\n"
+    b"From: Association des maires <contact@maires.example.org>\r\n"
+    b"To: annonces@lists.example.org\r\n"
+    b"Subject: [Annonces] Lettre d'information de novembre\r\n"
+    b"Message-ID: <lettre-2026-11@maires.example.org>\r\n"
+    b"Date: Thu, 26 Nov 2026 10:04:00 +0100\r\n"
+    b"Precedence: list\r\n"
+    b"List-Id: Annonces des maires <annonces.lists.example.org>\r\n"
+    b"List-Unsubscribe: <https://lists.example.org/mailman/options/annonces>\r\n"
+    b"List-Post: <mailto:annonces@lists.example.org>\r\n"
+    b"Sender: annonces-bounces@lists.example.org\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"Bonjour \xc3\xa0 tous.\r\n"
+)
+THUNDERBIRD_MDN = mail(
+    Subject="Accusé de lecture : Question sur ma carte grise",
+    Content_Type='multipart/report; report-type=disposition-notification; boundary="mdn"',
+    body="--mdn\r\nContent-Type: text/plain\r\n\r\nLu.\r\n--mdn--",
+)
+FORM_RELAY = mail(
+    Return_Path=f"<{RELAY}>",
+    From=f"Site internet - Préfecture <{RELAY}>",
+    Subject="[Formulaire de contact] Passeport",
+    Reply_To="Lucie Bernard <lucie.bernard@example.fr>",
+)
+
+
+def case(
+    rule: str,
+    positive: bytes,
+    negative: bytes = mail(),
+    ctx: PolicyContext = CTX,
+    negative_ctx: PolicyContext | None = None,
+    *,
+    id: str,
+) -> Any:
+    """One table row: ``positive`` must trigger ``rule``; ``negative`` is a near miss."""
+    return pytest.param(rule, positive, negative, ctx, negative_ctx or ctx, id=f"{rule}:{id}")
+
+
+# fmt: off
+CASES = [
+    case("null-return-path", mail(Return_Path="<>"), mail(Return_Path="<citoyen@example.fr>"), id="empty"),
+    case("null-return-path", POSTFIX_DSN, id="postfix-dsn"),
+    case("no-return-path", mail(drop=("Return-Path",)), mail(Return_Path="citoyen@example.fr"), id="missing"),
+    case("auto-submitted", mail(Auto_Submitted="auto-replied; owner-email=agent@example.fr"), mail(Auto_Submitted="no; reason=manual"), id="params"),
+    case("auto-submitted", mail(Auto_Submitted="auto-generated"), mail(Auto_Submitted="No"), id="generated"),
+    case("auto-submitted", mail(Auto_Submitted="Auto-Notified"), mail(Auto_Submitted="no (envoyé à la main)"), id="notified"),
+    case("auto-submitted", GMAIL_VACATION, mail(Subject="Re: Question sur mon titre de séjour"), id="gmail-vacation"),
+    case("mailing-list", mail(List_Id="<annonces.lists.example.org>"), mail(Subject="Liste des pièces pour la carte grise"), id="list-id"),
+    case("mailing-list", mail(List_Unsubscribe="<mailto:leave@lists.example.org>"), mail(Return_Path="<alistair@x.fr>", From="Alistair <alistair@x.fr>"), id="list-unsubscribe"),
+    case("mailing-list", mail(List_Owner="<mailto:owner@lists.example.org>"), mail(X_Mailer="Listes Webmail 2.0"), id="list-owner"),
+    case("mailing-list", mail(X_Mailing_List="annonces@example.org"), mail(X_Listing="annonces"), id="x-mailing-list"),
+    case("mailing-list", mail(Mailing_List="list annonces@example.org; contact owner@example.org"), id="mailing-list"),
+    case("mailing-list", mail(X_ML_Name="annonces"), id="x-ml-name"),
+    case("mailing-list", MAILMAN_POST, id="mailman"),
+    case("precedence", mail(Precedence="bulk"), mail(Precedence="first-class"), id="bulk"),
+    case("precedence", mail(Precedence=" Junk "), mail(Precedence="bulky"), id="junk-trimmed"),
+    case("precedence", mail(Precedence="list"), mail(Precedence="normal"), id="list"),
+    case("precedence", mail(X_Precedence="Auto_Reply"), mail(X_Precedence="normal"), id="x-precedence"),
+    case("auto-response-suppress", mail(X_Auto_Response_Suppress="DR, OOF"), mail(X_Auto_Response_Suppress="DR, RN, NRN"), id="oof"),
+    case("auto-response-suppress", mail(X_Auto_Response_Suppress="All"), mail(X_Auto_Response_Suppress="None"), id="all"),
+    case("auto-response-suppress", mail(X_Auto_Response_Suppress="autoreply"), mail(X_Auto_Response_Suppress="RN"), id="autoreply"),
+    case("vendor-autoreply", mail(X_Autoreply="yes"), mail(X_Autoreplied_Note="manual"), id="x-autoreply"),
+    case("vendor-autoreply", mail(X_Autorespond="Vacation"), id="x-autorespond"),
+    case("vendor-autoreply", mail(X_Autoresponder="1"), id="x-autoresponder"),
+    case("vendor-autoreply", mail(X_Apple_Action="VACATION"), mail(X_Apple_Action="forward"), id="apple"),
+    case("vendor-autoreply", mail(X_Autogenerated="Reply"), mail(X_Autogenerated="Forward"), id="x-autogenerated"),
+    case("vendor-autoreply", mail(X_MS_Exchange_Inbox_Rules_Loop="agent@mairie-exemple.fr"), mail(X_MS_Exchange_Organization_SCL="1"), id="exchange-loop"),
+    case("vendor-autoreply", mail(X_Loop="helpdesk@example.fr"), mail(X_Mailer="Loop Mail 3"), id="x-loop"),
+    case("vendor-autoreply", mail(X_FC_MachineGenerated="true"), id="firstclass"),
+    case("autoreply-subject", mail(Subject="Réponse automatique : Question sur ma carte grise"), mail(Subject="Je n'ai pas eu de réponse automatique"), id="outlook-fr"),
+    case("autoreply-subject", EXCHANGE_OOF, mail(Subject="Réponse à votre courrier"), id="exchange-encoded-nbsp"),
+    case("autoreply-subject", mail(Subject="Automatic reply: Question"), mail(Subject="Re: Question"), id="outlook-en"),
+    case("autoreply-subject", mail(Subject="Out of Office: Question"), mail(Subject="Out of office hours appointment?"), id="out-of-office"),
+    case("autoreply-subject", mail(Subject="Absence du bureau : Question"), mail(Subject="Absence du bureau des étrangers le 12 ?"), id="absence"),
+    case("autoreply-subject", mail(Subject="Auto: Question"), mail(Subject="Auto : vente de mon véhicule"), id="auto"),
+    case("autoreply-subject", mail(Subject="Auto: Question"), mail(Subject="AUTO: CERTIFICAT DE CESSION"), id="auto-case"),
+    case("delivery-report", POSTFIX_DSN, mail(Content_Type="multipart/mixed; boundary=x", body="--x\r\nContent-Type: text/plain\r\n\r\nci-joint\r\n--x--"), id="dsn"),
+    case("delivery-report", THUNDERBIRD_MDN, mail(Subject="Accusé de lecture de votre courrier"), id="mdn"),
+    case("delivery-report", mail(X_Failed_Recipients="inconnu@example.fr"), mail(body="X-Failed-Recipients: inconnu@example.fr"), id="x-failed-recipients"),
+    case("system-sender", mail(Return_Path="<MAILER-DAEMON@mx.example.fr>"), mail(Return_Path="<daemon.lover@example.fr>"), id="mailer-daemon"),
+    case("system-sender", mail(From="MAILER-DAEMON <>", drop=("Return-Path",)), mail(From="Daemon Tools Fan <citoyen@example.fr>"), id="display-name"),
+    case("system-sender", mail(From="Postmaster <>", drop=("Return-Path",)), mail(From="Jean Postmaster <citoyen@example.fr>"), id="display-name-word"),
+    case("system-sender", mail(From="Mail Delivery System <robot@mx.example.fr>"), mail(From="Système D <citoyen@example.fr>"), id="mail-delivery-system"),
+    case("system-sender", mail(Return_Path="<postmaster@example.fr>"), mail(Return_Path="<post.master.class@example.fr>"), id="postmaster"),
+    case("system-sender", mail(Return_Path="<LISTSERV@example.org>"), mail(Return_Path="<alistair@x.fr>"), id="listserv"),
+    case("system-sender", mail(From="Majordomo <majordomo@example.org>"), id="majordomo"),
+    case("system-sender", mail(Return_Path="<owner-annonces@lists.example.org>"), mail(Return_Path="<owner@example.fr>"), id="owner-star"),
+    case("system-sender", mail(Return_Path="<annonces-request@lists.example.org>"), mail(Return_Path="<request.annonces@example.org>"), id="star-request"),
+    case("system-sender", mail(Return_Path="<no-reply@impots.example.fr>"), mail(Return_Path="<noemie.replique@example.fr>"), id="no-reply"),
+    case("system-sender", mail(From="ANTS <noreply@ants.example.fr>"), mail(From="Nora Reply <nora.reply@example.fr>"), id="noreply"),
+    case("system-sender", mail(From="no_reply@example.fr"), id="no_reply"),
+    case("system-sender", mail(From="DoNotReply@banque.example.fr"), mail(From="donald@banque.example.fr"), id="donotreply"),
+    case("system-sender", mail(Return_Path="<do-not-reply@example.fr>"), id="do-not-reply"),
+    case("system-sender", mail(From="service.noreply@caf.example.fr"), mail(From="service.norbert@caf.example.fr"), id="suffix-noreply"),
+    case("system-sender", mail(Return_Path="<ne-pas-repondre@ameli.example.fr>"), id="ne-pas-repondre"),
+    case("system-sender", mail(Return_Path="<bounces+1234-abcd=example.fr@sendgrid.example.net>"), mail(Return_Path="<bountiful@example.fr>"), id="bounces-plus"),
+    case("system-sender", mail(Return_Path="<bounce-mc.us1_123.456-citoyen=example.fr@mail.example.com>"), mail(Return_Path="<rebond@example.fr>"), id="bounce-dash"),
+    case("system-sender", mail(Return_Path="<newsletter+bounce@example.fr>"), id="plus-bounce"),
+    case("system-sender", MAILMAN_POST, mail(Return_Path="<SRS0=HhY4=TT=example.fr=citoyen@forwarder.example.net>"), id="mailman-verp-vs-srs"),
+    case("system-sender", mail(Return_Path="<alertes-sms@infra.example.com>"), mail(Return_Path="<alertes@infra.example.com>"), id="extra-pattern"),
+    case("own-address", mail(Return_Path=f"<{MAILBOX}>", From=MAILBOX), mail(Return_Path="<pref-contact@autre-prefecture.example.fr>"), id="mailbox"),
+    case("own-address", mail(From="Préfecture <pref-etrangers@seine-maritime.gouv.fr>"), mail(From="pref-etrangers@seine-maritime.gouv.fr.example.fr"), id="other-mailbox"),
+    case("own-address", mail(Return_Path=f"<{ALIAS.upper()}>"), id="alias"),
+    case("own-loop-header", mail(X_Mailbot_Loop="mailbot@seine-maritime.gouv.fr"), mail(body="> X-Mailbot-Loop: mailbot@seine-maritime.gouv.fr"), id="ours"),
+    case("own-loop-header", mail(X_Mailbot_Loop="mailbot@autre-prefecture.example.fr"), mail(X_Mailbot_Note="x"), id="foreign"),
+    case("own-message-id", mail(Message_ID="<123.456@mailbot.seine-maritime.gouv.fr>"), mail(Message_ID="<123.456@seine-maritime.gouv.fr>"), id="ours"),
+    case("own-message-id", mail(Message_ID="<AR-1@MAILBOT.Seine-Maritime.gouv.fr>"), mail(Message_ID="<1@mailbot.seine-maritime.gouv.fr.example.fr>"), id="case"),
+    case("own-message-id", mail(Message_ID="<x@mailbot.seine-maritime.gouv.fr>"), mail(Message_ID="<mailbot.seine-maritime.gouv.fr>"), id="no-at"),
+    case("not-addressed", mail(To="quelquun@example.fr"), mail(To="quelquun@example.fr", Cc=f"Préfecture <{ALIAS}>"), id="alias-in-cc"),
+    case("not-addressed", mail(To="quelquun@example.fr"), mail(To="quelquun@example.fr", Resent_To=MAILBOX), id="resent-to"),
+    case("not-addressed", mail(To="pref-contact@seine-maritime.gouv.fr.example.fr"), mail(To="PREF-CONTACT@Seine-Maritime.gouv.fr, autre@example.fr"), id="case"),
+    case("not-addressed", mail(To="alias-inconnu@seine-maritime.gouv.fr"), mail(To="alias-inconnu@seine-maritime.gouv.fr"), CTX, replace(CTX, require_addressed=False), id="disabled"),
+    case("rate-limited", mail(), mail(), replace(CTX, recent_ars_to_recipient=3), replace(CTX, recent_ars_to_recipient=2), id="at-limit"),
+    case("rate-limited", mail(), mail(), replace(CTX, recent_ars_to_recipient=1, max_ars_per_window=1), replace(CTX, recent_ars_to_recipient=5, max_ars_per_window=10), id="configured"),
+    case("follow-up", mail(Subject="Re: Accusé de réception [SM-2026-000042]"), mail(Subject="Re: Accusé de réception [SM-2026-000042]"), replace(CTX, known_thread_reference="SM-2026-000042"), replace(CTX, known_thread_reference=None), id="thread"),
+    case("no-recipient", mail(Return_Path="<citoyen>"), mail(Return_Path="<citoyen@example.fr>"), id="no-at"),
+    case("no-recipient", mail(Return_Path="<jean dupont@example.fr>"), mail(Return_Path='<"jean dupont"@example.fr>'), id="blank"),
+    case("no-recipient", mail(Return_Path="<citoyen@>"), mail(Return_Path="<c@example.fr>"), id="no-domain"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("rule", "positive", "negative", "ctx", "negative_ctx"), CASES)
+def test_rule_fires_on_its_case_and_not_on_the_near_miss(
+    rule: str, positive: bytes, negative: bytes, ctx: PolicyContext, negative_ctx: PolicyContext
+) -> None:
+    hit = decide(positive, ctx)
+    assert hit.send is False
+    assert rule in hit.reasons
+    miss = decide(negative, negative_ctx)
+    assert rule not in miss.reasons
+    assert miss.send is True, miss.reasons  # a near miss is an ordinary citizen mail
+    assert miss.reasons == ("citizen-mail",)
+
+
+def test_every_rule_id_is_in_the_table() -> None:
+    assert {param.values[0] for param in CASES} == set(RULE_IDS)
 
 
 def test_baseline_citizen_mail_gets_an_ar() -> None:
     decision = decide(mail())
-    assert decision.send is True
-    assert decision.reasons == ("citizen-mail",)
-    assert decision.recipient == "citoyen@example.fr"
+    assert decision == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")
 
 
-DSN = (
-    b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@mx.example.fr>\r\n"
-    b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: Undelivered Mail\r\n"
-    b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-    b"--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--b--\r\n"
+def test_reply_to_is_ignored_for_an_ordinary_sender() -> None:
+    raw = mail(Reply_To="Victime <victime@example.net>")
+    assert decide(raw).recipient == "citoyen@example.fr"
+    assert reply_address(parse_message(raw), CTX.contact_form_relays) == "citoyen@example.fr"
+
+
+def test_contact_form_relay_is_answered_at_reply_to_and_is_not_a_system_sender() -> None:
+    decision = decide(FORM_RELAY)
+    assert decision == ArDecision(True, ("citizen-mail",), "lucie.bernard@example.fr")
+    assert reply_address(parse_message(FORM_RELAY), CTX.contact_form_relays) == (
+        "lucie.bernard@example.fr"
+    )
+
+
+def test_contact_form_relay_recognised_by_return_path_alone() -> None:
+    raw = mail(Return_Path=f"<{RELAY}>", Reply_To="lucie.bernard@example.fr")
+    assert decide(raw).recipient == "lucie.bernard@example.fr"
+
+
+def test_contact_form_relay_without_reply_to_is_a_no_reply_sender() -> None:
+    raw = mail(Return_Path=f"<{RELAY}>", From=f"Site internet <{RELAY}>")
+    decision = decide(raw)
+    assert decision.reasons == ("system-sender",)
+    assert decision.recipient == RELAY
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "rule"),
+    [
+        (MAILBOX, "own-address"),
+        ("noreply@robot.example.fr", "system-sender"),
+    ],
 )
-
-# (rule id, message that must trigger it, near miss that must not)
-CASES: list[tuple[str, bytes, bytes]] = [
-    ("null-return-path", mail(Return_Path="<>"), mail(Return_Path="<citoyen@example.fr>")),
-    ("no-return-path", mail(drop=("Return-Path",)), mail()),
-    (
-        "auto-submitted",
-        mail(Auto_Submitted="auto-replied; owner-email=x@example.fr"),
-        mail(Auto_Submitted="no; reason=manual"),
-    ),
-    ("auto-submitted", mail(Auto_Submitted="auto-generated"), mail(Auto_Submitted="No")),
-    ("mailing-list", mail(List_Id="<annonces.example.org>"), mail(X_List_Note="none")),
-    ("mailing-list", mail(List_Unsubscribe="<mailto:u@example.org>"), mail()),
-    ("mailing-list", mail(X_Mailing_List="annonces@example.org"), mail()),
-    ("precedence", mail(Precedence="bulk"), mail(Precedence="first-class")),
-    ("precedence", mail(X_Precedence="Auto_Reply"), mail(X_Precedence="normal")),
-    (
-        "auto-response-suppress",
-        mail(X_Auto_Response_Suppress="DR, OOF"),
-        mail(X_Auto_Response_Suppress="DR, RN"),
-    ),
-    ("auto-response-suppress", mail(X_Auto_Response_Suppress="All"), mail()),
-    ("vendor-autoreply", mail(X_Autoreply="yes"), mail(X_Autoreplied_Note="manual")),
-    ("vendor-autoreply", mail(X_Apple_Action="vacation"), mail(X_Apple_Action="forward")),
-    ("vendor-autoreply", mail(X_Autogenerated="Reply"), mail(X_Autogenerated="Forward")),
-    ("vendor-autoreply", mail(X_MS_Exchange_Inbox_Rules_Loop="x@example.fr"), mail()),
-    ("vendor-autoreply", mail(X_Loop="helpdesk@example.fr"), mail()),
-    ("vendor-autoreply", mail(X_FC_MachineGenerated="true"), mail()),
-    (
-        "autoreply-subject",
-        mail(Subject="Réponse automatique : Question sur ma carte grise"),
-        mail(Subject="Réponse à votre question automatique"),
-    ),
-    ("autoreply-subject", mail(Subject="Automatic reply: absent"), mail(Subject="Re: absent")),
-    ("delivery-report", DSN, mail(Content_Type="multipart/mixed; boundary=x")),
-    ("delivery-report", mail(X_Failed_Recipients="x@example.fr"), mail()),
-    (
-        "system-sender",
-        mail(Return_Path="<mailer-daemon@mx.example.fr>"),
-        mail(Return_Path="<daemon.lover@example.fr>"),
-    ),
-    (
-        "system-sender",
-        mail(From="MAILER-DAEMON <>", drop=("Return-Path",)),
-        mail(From="Daemon Tools Fan <fan@example.fr>"),
-    ),
-    ("system-sender", mail(Return_Path="<postmaster@example.fr>"), mail()),
-    ("system-sender", mail(Return_Path="<owner-annonces@lists.example.org>"), mail()),
-    (
-        "system-sender",
-        mail(Return_Path="<annonces-request@lists.example.org>"),
-        mail(Return_Path="<request.annonces@example.org>"),
-    ),
-    (
-        "system-sender",
-        mail(Return_Path="<no-reply@impots.example.fr>"),
-        mail(Return_Path="<noemie.replique@example.fr>"),
-    ),
-    ("system-sender", mail(Return_Path="<bounces+123@mail.example.com>"), mail()),
-    (
-        "system-sender",
-        mail(Return_Path="<alertes-sms@infra.example.com>"),
-        mail(Return_Path="<alertes@infra.example.com>"),
-    ),
-    (
-        "system-sender",
-        mail(Return_Path="<LISTSERV@example.org>"),
-        mail(Return_Path="<alistair@x.fr>"),
-    ),
-    (
-        "own-address",
-        mail(Return_Path=f"<{MAILBOX}>", From=MAILBOX),
-        mail(Return_Path="<pref-contact@autre-prefecture.example.fr>"),
-    ),
-    ("own-loop-header", mail(X_Mailbot_Loop="mailbot@seine-maritime.gouv.fr"), mail()),
-    (
-        "own-message-id",
-        mail(Message_ID="<123.456@mailbot.seine-maritime.gouv.fr>"),
-        mail(Message_ID="<123.456@seine-maritime.gouv.fr.example.fr>"),
-    ),
-    (
-        "not-addressed",
-        mail(To="quelquun@example.fr"),
-        mail(To="quelquun@example.fr", Cc="prefecture@seine-maritime.gouv.fr"),
-    ),
-]
+def test_contact_form_reply_to_is_checked_as_the_sender(reply_to: str, rule: str) -> None:
+    raw = mail(Return_Path=f"<{RELAY}>", From=RELAY, Reply_To=reply_to)
+    assert decide(raw).reasons == (rule,)
 
 
-@pytest.mark.parametrize(("rule", "positive", "negative"), CASES)
-def test_rule_fires_on_its_case_only(rule: str, positive: bytes, negative: bytes) -> None:
-    hit = decide(positive)
-    assert hit.send is False
-    assert rule in hit.reasons
-    miss = decide(negative)
-    assert rule not in miss.reasons
+def test_contact_form_relay_with_null_return_path_is_still_a_bounce() -> None:
+    raw = mail(Return_Path="<>", From=RELAY, Reply_To="lucie.bernard@example.fr")
+    assert decide(raw).reasons == ("null-return-path",)
 
 
-def test_resent_to_counts_as_addressed() -> None:
-    assert decide(mail(To="x@example.fr", Resent_To=MAILBOX)).send is True
+def test_mailer_daemon_bounce_without_return_path_is_caught_by_its_display_name() -> None:
+    raw = mail(drop=("Return-Path",), From="MAILER-DAEMON <>", Subject="Undelivered Mail")
+    decision = decide(raw)
+    assert decision.reasons == ("no-return-path", "system-sender")
+    assert decision.recipient is None
 
 
-def test_addressing_check_can_be_disabled() -> None:
-    ctx = replace(CTX, require_addressed=False)
-    assert decide(mail(To="alias-inconnu@seine-maritime.gouv.fr"), ctx).send is True
+def test_no_recipient_only_when_nothing_else_blocked() -> None:
+    assert decide(mail(Return_Path="<>")).reasons == ("null-return-path",)
+    assert decide(mail(Return_Path="<citoyen>", Precedence="bulk")).reasons == ("precedence",)
 
 
-def test_rate_limit() -> None:
-    assert "rate-limited" in decide(mail(), replace(CTX, recent_ars_to_recipient=3)).reasons
-    assert decide(mail(), replace(CTX, recent_ars_to_recipient=2)).send is True
-    assert decide(mail(), replace(CTX, recent_ars_to_recipient=5, max_ars_per_window=10)).send
+def test_control_characters_make_an_address_unusable() -> None:
+    parsed = replace(parse_message(mail()), return_path="citoyen\x00@example.fr")
+    decision = decide_ar(parsed, CTX)
+    assert decision.reasons == ("no-recipient",)
+    assert decision.recipient is None
 
 
-def test_follow_up_is_recorded_not_acknowledged() -> None:
-    decision = decide(mail(), replace(CTX, known_thread_reference="SM-2026-000042"))
+@pytest.mark.parametrize(
+    ("raw", "reasons"),
+    [
+        pytest.param(
+            EXCHANGE_OOF,
+            ("auto-submitted", "auto-response-suppress", "autoreply-subject"),
+            id="exchange-oof",
+        ),
+        pytest.param(GMAIL_VACATION, ("auto-submitted",), id="gmail-vacation"),
+        pytest.param(
+            POSTFIX_DSN,
+            ("null-return-path", "auto-submitted", "delivery-report", "system-sender"),
+            id="postfix-dsn",
+        ),
+        pytest.param(
+            MAILMAN_POST,
+            ("mailing-list", "precedence", "system-sender", "not-addressed"),
+            id="mailman",
+        ),
+    ],
+)
+def test_every_hit_is_reported_in_rule_order(raw: bytes, reasons: tuple[str, ...]) -> None:
+    decision = decide(raw)
     assert decision.send is False
-    assert decision.reasons == ("follow-up",)
+    assert decision.reasons == reasons
+    assert list(reasons) == sorted(reasons, key=RULE_IDS.index)
+
+
+def test_rate_limit_and_follow_up_together_keep_the_follow_up() -> None:
+    ctx = replace(CTX, recent_ars_to_recipient=3, known_thread_reference="SM-2026-000042")
+    decision = decide(mail(Subject="Re: Accusé de réception [SM-2026-000042]"), ctx)
+    assert decision.reasons == ("rate-limited", "follow-up")
     assert decision.follow_up_of == "SM-2026-000042"
 
 
-def test_auto_reply_quoting_our_ar_is_not_a_follow_up() -> None:
-    ctx = replace(CTX, known_thread_reference="SM-2026-000042")
-    decision = decide(mail(Auto_Submitted="auto-replied"), ctx)
-    assert decision.send is False
+def test_follow_up_of_a_citizen_is_recorded_not_acknowledged() -> None:
+    decision = decide(mail(), replace(CTX, known_thread_reference="SM-2026-000042"))
+    assert decision == ArDecision(False, ("follow-up",), "citoyen@example.fr", "SM-2026-000042")
+
+
+def test_auto_reply_in_an_acknowledged_thread_is_not_a_follow_up() -> None:
+    """The reason is reported, but an out-of-office answering our AR is not the citizen."""
+    decision = decide(GMAIL_VACATION, replace(CTX, known_thread_reference="SM-2026-000042"))
+    assert decision.reasons == ("auto-submitted", "follow-up")
     assert decision.follow_up_of is None
-    assert set(decision.reasons) == {"auto-submitted", "follow-up"}
 
 
-def test_every_hit_is_reported() -> None:
-    decision = decide(DSN)
-    assert decision.reasons == (
-        "null-return-path",
-        "delivery-report",
-        "system-sender",
-    )
-
-
-def test_reply_to_ignored_for_ordinary_senders() -> None:
-    decision = decide(mail(Reply_To="autre@example.net"))
-    assert decision.recipient == "citoyen@example.fr"
-
-
-def test_contact_form_relay_answers_reply_to_and_is_not_a_system_sender() -> None:
-    raw = mail(
-        Return_Path="<no-reply@seine-maritime.gouv.fr>",
-        From="Site internet <no-reply@seine-maritime.gouv.fr>",
-        Reply_To="Lucie Bernard <lucie.bernard@example.fr>",
-    )
-    decision = decide(raw)
-    assert decision.send is True
-    assert decision.recipient == "lucie.bernard@example.fr"
-    assert reply_address(parse_message(raw), CTX.contact_form_relays) == "lucie.bernard@example.fr"
-
-
-def test_contact_form_relay_without_reply_to_is_not_answered() -> None:
-    raw = mail(
-        Return_Path="<no-reply@seine-maritime.gouv.fr>",
-        From="Site internet <no-reply@seine-maritime.gouv.fr>",
-    )
-    assert "system-sender" in decide(raw).reasons
-
-
-def test_reply_to_own_address_through_relay_is_refused() -> None:
-    raw = mail(
-        Return_Path="<no-reply@seine-maritime.gouv.fr>",
-        From="no-reply@seine-maritime.gouv.fr",
-        Reply_To=MAILBOX,
-    )
-    assert "own-address" in decide(raw).reasons
+@pytest.mark.parametrize(
+    ("value", "note"),
+    [
+        ("mailbot@seine-maritime.gouv.fr", "X-Mailbot-Loop: mailbot@seine-maritime.gouv.fr (ours)"),
+        ("mailbot@autre.example.fr", "X-Mailbot-Loop: mailbot@autre.example.fr (foreign)"),
+    ],
+)
+def test_loop_header_value_is_noted(value: str, note: str) -> None:
+    assert decide(mail(X_Mailbot_Loop=value)).notes == (note,)
 
 
 @pytest.mark.parametrize(
@@ -235,11 +375,21 @@ def test_reply_to_own_address_through_relay_is_refused() -> None:
     [
         ("Re: Accusé de réception [SM-2026-000123] : carte grise", "SM-2026-000123"),
         ("relance SM-2026-0001234 svp", "SM-2026-0001234"),
+        ("RE: dossier sm-2026-000123", "SM-2026-000123"),
+        ("(SM-2026-000123)", "SM-2026-000123"),
         ("dossier XSM-2026-000123", None),
+        ("dossier 1SM-2026-000123", None),
         ("SM-2026-00012 trop court", None),
+        ("SM-2026-000123 et SM-2025-000001", "SM-2026-000123"),
+        ("SM-26-000123 année sur deux chiffres", None),
         ("AB-2026-000123 autre préfixe", None),
         ("pas de référence", None),
     ],
 )
 def test_find_reference(subject: str, expected: str | None) -> None:
     assert find_reference(subject, "SM") == expected
+
+
+def test_find_reference_with_another_prefix() -> None:
+    assert find_reference("Objet : ETR-2026-000007", "ETR") == "ETR-2026-000007"
+    assert find_reference("Objet : ETR-2026-000007", "SM") is None

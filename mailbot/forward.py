@@ -1,0 +1,124 @@
+"""The transfer of a citizen's mail to the competent service.
+
+The original is attached as message/rfc822 byte for byte: the service sees exactly what
+the citizen sent (attachments, headers, signatures), which re-serialising a parsed message
+would not guarantee. The cover note says how to answer so that the reply is tracked.
+"""
+
+from __future__ import annotations
+
+import quopri
+import uuid
+from datetime import datetime
+from email.charset import QP, Charset
+from email.header import Header
+from email.utils import format_datetime, formataddr, make_msgid
+
+from mailbot.errors import MessageError
+from mailbot.message import single_line
+
+_UTF8 = Charset("utf-8")
+_UTF8.header_encoding = QP
+
+
+def _header(value: str) -> str:
+    value = single_line(value)
+    return value if value.isascii() else Header(value, _UTF8).encode()
+
+
+def _crlf(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def cover_note(
+    *,
+    reference: str,
+    received_at: str,
+    service_name: str,
+    citizen: str,
+    mailbox_address: str,
+    category: str,
+    tracking_address: str | None,
+) -> str:
+    tracking = (
+        f"- mettez {tracking_address} en copie cachée (Cci) : la réponse est alors\n"
+        "  comptée dans les délais de réponse de la préfecture.\n"
+        if tracking_address
+        else ""
+    )
+    return (
+        f"Bonjour,\n\n"
+        f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève de\n"
+        f"{service_name}. Il vous est transmis par mailbot.\n\n"
+        f"Référence : {reference}\n"
+        f"Catégorie : {category}\n"
+        f"Usager : {citizen}\n\n"
+        "L'usager a été informé de cette transmission et attend votre réponse dans un\n"
+        "délai de 5 jours ouvrés à compter de la réception.\n\n"
+        "Pour répondre :\n"
+        f"- répondez directement à l'usager ({citizen}) ;\n"
+        f"- gardez la référence [{reference}] dans l'objet ;\n"
+        f"{tracking}"
+        "- signez avec votre prénom, nom, fonction, service et coordonnées.\n\n"
+        "Si ce message ne relève pas de votre service, renvoyez-le à "
+        f"{mailbox_address}\nen gardant la référence dans l'objet.\n"
+    )
+
+
+def build_forward(
+    original: bytes,
+    *,
+    reference: str,
+    subject: str,
+    note: str,
+    from_address: str,
+    from_name: str,
+    to: str,
+    reply_to: str,
+    message_id_domain: str,
+    loop_header_value: str,
+    date: datetime,
+) -> tuple[str, bytes]:
+    """Return (Message-ID, bytes) of the forward; the original is attached unaltered."""
+    for value in (to, reply_to, from_address):
+        if "\r" in value or "\n" in value or "@" not in value:
+            raise MessageError(f"not a single address: {value!r}")
+    boundary = f"=_mailbot_{uuid.uuid4().hex}"
+    original = _crlf(original)
+    if boundary.encode() in original:  # astronomically unlikely, but never ambiguous
+        raise MessageError("boundary collision")
+    message_id = make_msgid(domain=message_id_domain)
+    headers = [
+        ("From", formataddr((from_name, from_address), charset="utf-8")),
+        ("To", to),
+        ("Reply-To", reply_to),
+        ("Subject", _header(f"[{reference}] Transmis : {subject or 'message sans objet'}")),
+        ("Date", format_datetime(date)),
+        ("Message-ID", message_id),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Mailbot-Loop", loop_header_value),
+        ("X-Mailbot-Reference", reference),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    body = _crlf(quopri.encodestring(note.encode("utf-8")))
+    eight_bit = any(byte > 127 for byte in original)
+    parts = [
+        head,
+        b"\r\n",
+        f"--{boundary}\r\n".encode(),
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        body,
+        b"\r\n" if not body.endswith(b"\r\n") else b"",
+        f"--{boundary}\r\n".encode(),
+        b"Content-Type: message/rfc822\r\n",
+        f'Content-Disposition: attachment; filename="{reference}.eml"\r\n'.encode(),
+        b"Content-Transfer-Encoding: 8bit\r\n" if eight_bit else b"",
+        b"\r\n",
+        original,
+        b"\r\n" if not original.endswith(b"\r\n") else b"",
+        f"--{boundary}--\r\n".encode(),
+    ]
+    return message_id, b"".join(parts)
