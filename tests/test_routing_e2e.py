@@ -1,0 +1,144 @@
+"""Routing end to end against Dovecot and aiosmtpd: transfer, re-orientation, no stray mail."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from servers import MailUser, SmtpServer
+from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup, write_config
+
+__all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURED = {
+    address
+    for service in yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))[
+        "services"
+    ].values()
+    for address in service["addresses"]
+}
+
+
+def parsed(raw: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def test_routed_message_gives_one_notice_and_one_unaltered_forward(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    original = citizen_mail(
+        1,
+        subject="J'ai vendu ma voiture : déclaration de cession",
+        body="Bonjour,\nComment faire la déclaration de cession de mon véhicule ?\nMerci\n",
+    )
+    general.append(original)
+    assert poll(config) == 0
+    received = smtp.wait_for(2)
+    assert len(received) == 2
+    by_rcpt = {r.rcpt_tos: r for r in received}
+    notice = parsed(by_rcpt[("marie.dupont@example.fr",)].raw)
+    forward_item = by_rcpt[("pref-cartes-grises@seine-maritime.gouv.fr",)]
+    forward = parsed(forward_item.raw)
+
+    text = notice.get_body(("plain",)).get_content()
+    assert "Nous le lui avons transmis" in text
+    assert "Bureau des titres — cartes grises" in text
+    assert "pref-cartes-grises@seine-maritime.gouv.fr" in text  # how to contact that service
+    assert str(notice["Subject"]).startswith("Accusé de réception [SM-2026-")
+    assert notice["Auto-Submitted"] == "auto-replied"
+
+    reference = str(notice["Subject"]).split("[", 1)[1].split("]", 1)[0]
+    assert str(forward["Subject"]).startswith(f"[{reference}] Transmis :")
+    assert forward["Reply-To"] == "marie.dupont@example.fr"
+    assert forward_item.mail_from == GENERAL  # bounces of a forward come back to us
+    note = next(p for p in forward.iter_parts() if p.get_content_type() == "text/plain")
+    assert f"gardez la référence [{reference}]" in note.get_content()
+    attached = next(p for p in forward.iter_parts() if p.get_content_type() == "message/rfc822")
+    assert attached.get_filename() == f"{reference}.eml"
+    # byte for byte: the attachment is exactly what the citizen sent
+    start = forward_item.raw.index(b"Content-Disposition: attachment")
+    body_start = forward_item.raw.index(b"\r\n\r\n", start) + 4
+    assert forward_item.raw[body_start : body_start + len(original)] == original
+
+    rows = db_rows(config, "SELECT service, category, reference FROM messages")
+    assert rows == [("cartes-grises", "information", reference)]
+    kinds = [k for (k,) in db_rows(config, "SELECT kind FROM events ORDER BY id")]
+    assert "transferred" in kinds
+    assert sorted(k for (k,) in db_rows(config, "SELECT kind FROM outbox")) == ["ar", "forward"]
+
+
+def test_reoriented_message_gets_one_reply_and_no_forward(setup: Any) -> None:
+    config, general, _etrangers, smtp = setup
+    general.append(
+        citizen_mail(
+            1,
+            subject="Acte de naissance",
+            body="Bonjour, je voudrais un extrait d'acte de naissance pour mon fils.\n",
+        )
+    )
+    assert poll(config) == 0
+    received = smtp.wait_for(1)
+    assert len(received) == 1
+    reply = parsed(received[0].raw)
+    assert received[0].rcpt_tos == ("marie.dupont@example.fr",)
+    assert "à qui vous adresser" in str(reply["Subject"])
+    text = reply.get_body(("plain",)).get_content()
+    assert "votre mairie" in text
+    assert "https://www.service-public.fr" in text
+    assert db_rows(config, "SELECT service, reorient FROM messages") == [
+        ("autres-administrations", "mairie")
+    ]
+    events = [k for (k,) in db_rows(config, "SELECT kind FROM events ORDER BY id")]
+    assert "reoriented" in events and "reply" in events
+    assert db_rows(config, "SELECT detail FROM events WHERE kind='reply'") == [
+        ("automatic:reorientation",)
+    ]
+
+
+def test_no_mail_leaves_for_an_unconfigured_address(setup: Any) -> None:
+    """Headers that try to add recipients: Reply-To, Cc, Bcc, Resent-*, Disposition-Notification-To."""
+    config, general, _etrangers, smtp = setup
+    tricks = (
+        "Reply-To: pirate@evil.example\r\nCc: pirate2@evil.example\r\n"
+        "Bcc: pirate3@evil.example\r\nDisposition-Notification-To: pirate4@evil.example\r\n"
+        "Resent-To: pirate5@evil.example\r\nReturn-Receipt-To: pirate6@evil.example"
+    )
+    general.append(
+        citizen_mail(
+            1,
+            subject="Permis de conduire\r\n =?utf-8?q?=0ABcc:_pirate7@evil.example?=",
+            extra=tricks,
+        )
+    )
+    general.append(citizen_mail(2, sender="x@example.fr", subject="Carte grise", extra=tricks))
+    assert poll(config) == 0
+    received = smtp.wait_for(4)
+    recipients = {rcpt for item in received for rcpt in item.rcpt_tos}
+    assert recipients <= {"marie.dupont@example.fr", "x@example.fr"} | CONFIGURED
+    for item in received:
+        msg = parsed(item.raw)
+        assert msg["Cc"] is None and msg["Bcc"] is None
+        assert {a.addr_spec for a in msg["To"].addresses} == set(item.rcpt_tos)
+
+
+def test_forward_to_a_forged_service_address_is_refused(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """Even a tampered outbox row cannot reach an address that is not configured."""
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1, subject="Carte grise"))
+    smtp_server.fail_next(2)  # keep both mails queued
+    assert poll(config) == 0
+    db_rows(
+        config, "UPDATE outbox SET recipient='pirate@evil.example', next_attempt_at='2000-01-01'"
+    )
+    assert poll(config) == 0
+    assert smtp_server.messages == []
+    assert {s for (s,) in db_rows(config, "SELECT status FROM outbox")} == {"failed"}
+    errors = db_rows(config, "SELECT last_error FROM outbox")
+    assert all("unauthorised recipient" in e for (e,) in errors)
