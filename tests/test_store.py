@@ -193,3 +193,32 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(sa.exc.StatementError), store.transaction() as tx:
         tx.insert_message(new_message(received_at=datetime(2026, 1, 1)))
+
+
+def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from mailbot.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(
+            sa.text(
+                "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash, "
+                "received_at, subject, decision, reasons, ar_status, size, defects, created_at) "
+                "VALUES ('general', 'INBOX', 1, 1, 'h', '2026-01-05 10:00:00', 'old', "
+                "'acknowledge', '[]', 'sent', 10, '[]', '2026-01-05 10:00:00')"
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    assert store.schema_version() == Store.head_version()
+    (row,) = store.messages()
+    assert row.subject == "old" and row.service is None
+    store.close()
