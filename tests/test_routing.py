@@ -239,3 +239,28 @@ def test_explain_single_file_and_directory_text_and_json(tmp_path: Path) -> None
     assert json.loads(forced.stdout)["mailbox"] == "etrangers"
     directory_text = run_explain(str(tmp_path))
     assert directory_text.stdout.count("  AR:") == 2
+
+
+def test_contact_form_objet_field_routes() -> None:
+    assert ROUTING is not None
+    facts = RoutingInput(
+        "general",
+        "[Formulaire de contact] Nouveau message",
+        "Nom : Durand\nObjet : Permis de conduire\nMessage : je n'ai pas reçu mon titre\n",
+        "durand@example.fr",
+        "fr",
+        False,
+        form_fields("Nom : Durand\nObjet : Permis de conduire\nMessage : je n'ai pas reçu\n"),
+    )
+    decision = decide(facts, ROUTING)
+    assert decision.service == "permis"
+    assert any(h.rule == "formulaire-permis" and h.matched for h in decision.rule_hits)
+
+
+def test_urgent_priority_is_an_action() -> None:
+    decision = route(
+        "Passeport", "Je pars demain au Maroc et mon passeport a été volé, c'est urgent"
+    )
+    assert decision.priority == "urgent"
+    assert "priority:urgent" in decision.actions
+    assert route("Passeport", "Bonjour").priority == "normal"
