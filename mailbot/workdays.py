@@ -1,0 +1,75 @@
+"""Working days (jours ouvrés) in Europe/Paris: Monday to Friday minus public holidays.
+
+The delay of a reply is the number of working days d with date(received) < d <= date(replied),
+in local dates: the same day counts 0, Friday → Monday counts 1, Saturday → Monday counts 1.
+numpy's ``busday_count`` over a holiday array makes this O(1) per message and vectorised over
+years of history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import holidays
+import numpy as np
+import numpy.typing as npt
+
+DEADLINE = 5
+
+
+class WorkingCalendar:
+    def __init__(
+        self,
+        *,
+        timezone: str = "Europe/Paris",
+        subdivision: str | None = None,
+        closures: Iterable[date] = (),
+        years: range = range(2015, 2041),
+    ) -> None:
+        self.zone = ZoneInfo(timezone)
+        public = holidays.France(years=years, subdiv=subdivision)
+        self.holidays = np.array(sorted({*public.keys(), *closures}), dtype="datetime64[D]")
+        self._calendar = np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
+
+    def local_date(self, moment: datetime) -> date:
+        if moment.tzinfo is None:
+            raise ValueError("working-day arithmetic needs timezone-aware datetimes")
+        return moment.astimezone(self.zone).date()
+
+    def is_working_day(self, day: date) -> bool:
+        return bool(np.is_busday(np.datetime64(day, "D"), busdaycal=self._calendar))
+
+    def delay(self, received: datetime, replied: datetime) -> int:
+        """Working days d with date(received) < d <= date(replied)."""
+        start = np.datetime64(self.local_date(received), "D") + 1
+        end = np.datetime64(self.local_date(replied), "D") + 1
+        return int(np.busday_count(start, end, busdaycal=self._calendar))
+
+    def delays(
+        self, received: Sequence[datetime] | npt.NDArray[np.datetime64], replied: Sequence[datetime]
+    ) -> npt.NDArray[np.int64]:
+        """The same, vectorised: arrays of local dates in, working-day counts out."""
+        start = self.local_dates(received) + np.timedelta64(1, "D")
+        end = self.local_dates(replied) + np.timedelta64(1, "D")
+        return np.busday_count(start, end, busdaycal=self._calendar).astype(np.int64)
+
+    def local_dates(
+        self, moments: Sequence[datetime] | npt.NDArray[np.datetime64]
+    ) -> npt.NDArray[np.datetime64]:
+        if isinstance(moments, np.ndarray) and moments.dtype == np.dtype("datetime64[D]"):
+            return moments
+        return np.array([self.local_date(m) for m in moments], dtype="datetime64[D]")
+
+    def add_working_days(self, day: date, count: int) -> date:
+        """The working day ``count`` working days after ``day`` (the deadline of a message)."""
+        moved = np.busday_offset(
+            np.datetime64(day, "D"), count, roll="forward", busdaycal=self._calendar
+        )
+        return date.fromisoformat(str(moved))
+
+    def deadline(self, received: datetime, days: int = DEADLINE) -> date:
+        """Last local date on which a reply still counts as within ``days`` working days."""
+        start = self.local_date(received)
+        return self.add_working_days(start + timedelta(days=1), days - 1) if days > 0 else start

@@ -1,0 +1,109 @@
+"""Working days in Europe/Paris: French public holidays, weekends, DST, midnight edges."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailbot.workdays import WorkingCalendar
+
+PARIS = ZoneInfo("Europe/Paris")
+CAL = WorkingCalendar()
+
+
+def at(y: int, m: int, d: int, hh: int = 10, mm: int = 0) -> datetime:
+    return datetime(y, m, d, hh, mm, tzinfo=PARIS)
+
+
+@pytest.mark.parametrize(
+    ("day", "name"),
+    [
+        (date(2026, 1, 1), "Jour de l'an"),
+        (date(2026, 4, 6), "Lundi de Pâques"),
+        (date(2026, 5, 1), "Fête du travail (vendredi)"),
+        (date(2026, 5, 8), "Victoire 1945 (vendredi)"),
+        (date(2026, 5, 14), "Ascension"),
+        (date(2026, 5, 25), "Lundi de Pentecôte"),
+        (date(2026, 7, 14), "Fête nationale"),
+        (date(2026, 8, 15), "Assomption (samedi)"),
+        (date(2026, 11, 1), "Toussaint (dimanche)"),
+        (date(2026, 11, 11), "Armistice"),
+        (date(2026, 12, 25), "Noël"),
+        (date(2027, 5, 1), "1er mai un samedi"),
+        (date(2027, 5, 8), "8 mai un samedi"),
+    ],
+)
+def test_public_holidays_are_not_working_days(day: date, name: str) -> None:
+    assert not CAL.is_working_day(day), name
+
+
+def test_alsace_moselle_is_a_subdivision_not_the_default() -> None:
+    good_friday = date(2026, 4, 3)
+    assert CAL.is_working_day(good_friday)
+    assert not WorkingCalendar(subdivision="57").is_working_day(good_friday)
+    assert CAL.is_working_day(date(2026, 12, 28))
+
+
+def test_extra_closure_days() -> None:
+    closed = WorkingCalendar(closures=[date(2026, 11, 27)])
+    assert not closed.is_working_day(date(2026, 11, 27))
+    assert closed.delay(at(2026, 11, 26), at(2026, 11, 30)) == 1
+
+
+@pytest.mark.parametrize(
+    ("received", "replied", "expected"),
+    [
+        (at(2026, 11, 26, 9), at(2026, 11, 26, 17), 0),  # same day
+        (at(2026, 11, 27), at(2026, 11, 30), 1),  # Friday -> Monday
+        (at(2026, 11, 28), at(2026, 11, 30), 1),  # Saturday -> Monday
+        (at(2026, 11, 29), at(2026, 11, 30), 1),  # Sunday -> Monday
+        (at(2026, 11, 23), at(2026, 11, 30), 5),  # Monday -> next Monday
+        (at(2026, 11, 10), at(2026, 11, 12), 1),  # across 11 November
+        (at(2026, 4, 3), at(2026, 4, 7), 1),  # Good Friday (working) -> Tuesday over Easter Monday
+        (at(2026, 5, 13), at(2026, 5, 15), 1),  # across Ascension
+        (at(2026, 5, 22), at(2026, 5, 26), 1),  # across Whit Monday
+        (at(2026, 4, 30), at(2026, 5, 4), 1),  # 1 May on a Friday
+        (at(2026, 7, 13), at(2026, 7, 15), 1),  # 14 July
+        (at(2026, 12, 24), at(2026, 12, 28), 1),  # Christmas
+        (at(2026, 12, 31), at(2027, 1, 4), 1),  # New Year
+    ],
+)
+def test_delay_definition(received: datetime, replied: datetime, expected: int) -> None:
+    assert CAL.delay(received, replied) == expected
+
+
+def test_midnight_edges_use_local_dates() -> None:
+    assert CAL.delay(at(2026, 11, 24, 23, 59), at(2026, 11, 25, 0, 1)) == 1
+    # 23:30 UTC on 24 Nov is already 25 Nov in Paris
+    received = datetime(2026, 11, 24, 23, 30, tzinfo=UTC)
+    assert CAL.local_date(received) == date(2026, 11, 25)
+    assert CAL.delay(received, at(2026, 11, 25, 15)) == 0
+
+
+def test_dst_changes() -> None:
+    # 29 March 2026: clocks go forward; 25 October 2026: clocks go back.
+    assert CAL.delay(at(2026, 3, 27, 23, 30), at(2026, 3, 30, 0, 30)) == 1
+    assert CAL.delay(datetime(2026, 10, 24, 22, 30, tzinfo=UTC), at(2026, 10, 26, 8)) == 1
+    # 22:30 UTC on 24 Oct is 00:30 on Sunday 25 Oct in Paris (UTC+2 until 03:00)
+    assert CAL.local_date(datetime(2026, 10, 24, 22, 30, tzinfo=UTC)) == date(2026, 10, 25)
+
+
+def test_vectorised_matches_scalar() -> None:
+    received = [at(2026, 11, 27), at(2026, 11, 10), at(2026, 12, 24, 23, 59)]
+    replied = [at(2026, 11, 30), at(2026, 11, 20), at(2027, 1, 4)]
+    assert CAL.delays(received, replied).tolist() == [
+        CAL.delay(r, p) for r, p in zip(received, replied, strict=True)
+    ]
+
+
+def test_deadline_is_the_fifth_working_day() -> None:
+    assert CAL.deadline(at(2026, 11, 26)) == date(2026, 12, 3)  # Thu -> next Thu
+    assert CAL.deadline(at(2026, 11, 7)) == date(2026, 11, 16)  # Saturday, across 11 Nov
+    assert CAL.delay(at(2026, 11, 7), datetime(2026, 11, 16, 12, tzinfo=PARIS)) == 5
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        CAL.delay(datetime(2026, 1, 5), at(2026, 1, 6))
