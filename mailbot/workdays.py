@@ -29,7 +29,7 @@ class WorkingCalendar:
         years: range = range(2015, 2041),
     ) -> None:
         self.zone = ZoneInfo(timezone)
-        public = holidays.France(years=years, subdiv=subdivision)
+        public = holidays.country_holidays("FR", years=years, subdiv=subdivision)
         self.holidays = np.array(sorted({*public.keys(), *closures}), dtype="datetime64[D]")
         self._calendar = np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
 
