@@ -12,7 +12,8 @@ from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
 
-from mailbot.config import Config, load_config
+from mailbot.catalogue import agent_variables, check_all, listing
+from mailbot.config import Config, load_agents, load_config
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
 from mailbot.imap import ImapMailbox
@@ -38,9 +39,14 @@ class App:
     outbox: Outbox
 
 
-def templates_dir(config_path: Path, config: Config) -> Path:
-    path = Path(config.templates)
+def beside(config_path: Path, value: str) -> Path:
+    """A path from rules.yaml, relative to rules.yaml itself."""
+    path = Path(value)
     return path if path.is_absolute() else config_path.parent / path
+
+
+def templates_dir(config_path: Path, config: Config) -> Path:
+    return beside(config_path, config.templates)
 
 
 def build_app(
@@ -138,6 +144,74 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
+    config = load_config(args.config)
+    return config, Renderer(templates_dir(args.config, config), timezone=config.timezone)
+
+
+def _variables(pairs: Sequence[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError("--var", pair, "expected key=value")
+        found[key.strip()] = value
+    return found
+
+
+def cmd_templates_list(args: argparse.Namespace) -> int:
+    _config, renderer = _renderer(args)
+    rows = listing(renderer, args.service, args.lang)
+    table = [("NAME", "TITLE", "SCOPE", "VARIABLES ([optional])")]
+    table += [(r["name"], r["title"], r["scope"], ", ".join(r["variables"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]))
+    return 0
+
+
+def cmd_templates_show(args: argparse.Namespace) -> int:
+    _config, renderer = _renderer(args)
+    meta = renderer.meta(args.name)
+    print(f"{meta.name} — {meta.title} ({meta.language})\n\n{meta.description}\n")
+    print(f"Objet : {meta.subject}\n")
+    for kind, variables in (("required", meta.required), ("optional", meta.optional)):
+        for var, spec in variables.items():
+            print(f"  {var} ({kind}, {spec.type}): {spec.description}")
+            print(f"      e.g. {spec.example!r}")
+    return 0
+
+
+def cmd_templates_render(args: argparse.Namespace) -> int:
+    config, renderer = _renderer(args)
+    meta = renderer.meta(args.name)
+    variables: dict[str, object] = dict(meta.examples())
+    variables.update(_variables(args.var))
+    if args.agent:
+        agents = load_agents(beside(args.config, config.agents), config)
+        if args.agent not in agents:
+            raise ConfigError(config.agents, f"agents.{args.agent}", "no such agent")
+        variables["agent"] = agent_variables(agents[args.agent], config)
+    mail = renderer.render(args.name, variables)
+    print(f"Objet : {mail.subject}\n\n{mail.text}")
+    if args.html:
+        args.html.write_text(mail.html, encoding="utf-8")
+        print(f"\nHTML preview written to {args.html}")
+    return 0
+
+
+def cmd_templates_check(args: argparse.Namespace) -> int:
+    _config, renderer = _renderer(args)
+    report = check_all(renderer)
+    for name, problems in report.items():
+        print(f"{'FAIL' if problems else 'ok  '} {name}")
+        for problem in problems:
+            print(f"     - {problem}")
+    failed = sum(1 for problems in report.values() if problems)
+    print(f"\n{len(report) - failed} templates ok, {failed} with problems")
+    return 1 if failed else 0
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = args.days or config.retention.days
@@ -187,6 +261,26 @@ def parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
     explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
     explain_cmd.set_defaults(func=cmd_explain)
+    templates = commands.add_parser(
+        "templates", help="the standard replies: list, show, render, check"
+    )
+    sub = templates.add_subparsers(dest="templates_command", required=True)
+    t_list = sub.add_parser("list", help="table of templates")
+    t_list.add_argument("--service")
+    t_list.add_argument("--lang")
+    t_list.set_defaults(func=cmd_templates_list)
+    t_show = sub.add_parser("show", help="metadata and variables with examples")
+    t_show.add_argument("name")
+    t_show.set_defaults(func=cmd_templates_show)
+    t_render = sub.add_parser("render", help="preview a template (examples filled in)")
+    t_render.add_argument("name")
+    t_render.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
+    t_render.add_argument("--agent", help="agent id from agents.yaml (signature)")
+    t_render.add_argument("--html", type=Path, metavar="FILE", help="also write the HTML here")
+    t_render.set_defaults(func=cmd_templates_render)
+    sub.add_parser("check", help="render every template; fail on any problem").set_defaults(
+        func=cmd_templates_check
+    )
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)

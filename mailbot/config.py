@@ -282,6 +282,7 @@ class Config(Model):
     smtp: SmtpConfig
     database: str = "sqlite:///var/mailbot.db"
     templates: str = "templates"
+    agents: str = "agents.yaml"
     sender: SenderConfig = SenderConfig()
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()
@@ -396,18 +397,58 @@ def config_from_mapping(data: Any, source: str) -> Config:
         raise ConfigError(source, key, message) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Load and validate rules.yaml. The one entry point to configuration."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(path), where, f"invalid YAML: {problem}") from None
-    return config_from_mapping(data, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate rules.yaml. The one entry point to configuration."""
+    path = Path(path)
+    return config_from_mapping(_read_yaml(path), str(path))
+
+
+class Agent(Model):
+    """An agent's profile. Elements may be missing here: rendering a reply then refuses,
+    naming what is missing, so an incomplete signature is never sent."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    function: str | None = None
+    service: str
+    email: Email | None = None
+
+
+class AgentsFile(Model):
+    agents: dict[str, Agent]
+
+
+def load_agents(path: str | Path, config: Config) -> dict[str, Agent]:
+    """Load agents.yaml; each agent's service must be a configured service."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        agents = AgentsFile.model_validate(data if data is not None else {}).agents
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            str(path), _format_location(tuple(first["loc"])), _describe(dict(first))
+        ) from None
+    for agent_id, agent in agents.items():
+        if agent.service not in config.services:
+            known = ", ".join(sorted(config.services))
+            raise ConfigError(
+                str(path),
+                f"agents.{agent_id}.service",
+                f"unknown service {agent.service!r} (known: {known})",
+            )
+    return agents
