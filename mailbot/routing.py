@@ -61,7 +61,8 @@ class RoutingDecision:
         return done
 
 
-Test = Callable[[RoutingInput], str | None]  # the matched text, or None
+Test = Callable[[RoutingInput], tuple[str, ...] | None]  # the distinct matches, or None
+MAX_EVIDENCE = 3  # a rule's score counts once per distinct matched phrase, up to this
 
 
 def normalize(text: str) -> str:
@@ -94,31 +95,31 @@ def _compile_condition(cond: Condition) -> Test:
     if cond.keywords is not None:
         pattern, text = _keywords_regex(cond.keywords), _texts(cond.in_)
 
-        def keywords(msg: RoutingInput) -> str | None:
-            found = pattern.search(text(msg))
-            return found.group(0) if found else None
+        def keywords(msg: RoutingInput) -> tuple[str, ...] | None:
+            found = tuple(dict.fromkeys(pattern.findall(text(msg))))
+            return found or None
 
         return keywords
     if cond.regex is not None:
         regex, where = re.compile(cond.regex, re.IGNORECASE), cond.in_
 
-        def matches(msg: RoutingInput) -> str | None:
+        def matches(msg: RoutingInput) -> tuple[str, ...] | None:
             text = {"subject": msg.subject, "body": msg.body}.get(where)
             found = regex.search(text if text is not None else msg.subject + "\n" + msg.body)
-            return found.group(0) if found else None
+            return (found.group(0),) if found else None
 
         return matches
     if cond.sender is not None:
         return _sender_test(cond.sender)
     if cond.mailbox is not None:
         boxes = set(cond.mailbox)
-        return lambda msg: msg.mailbox if msg.mailbox in boxes else None
+        return lambda msg: (msg.mailbox,) if msg.mailbox in boxes else None
     if cond.language is not None:
         langs = set(cond.language)
-        return lambda msg: msg.language if msg.language in langs else None
+        return lambda msg: (msg.language,) if msg.language in langs else None
     if cond.has_attachment is not None:
         wanted = cond.has_attachment
-        return lambda msg: "attachment" if msg.has_attachment == wanted else None
+        return lambda msg: ("attachment",) if msg.has_attachment == wanted else None
     if cond.form_field is not None:
         return _form_field_test(cond.form_field.name, cond.form_field.keywords)
     return _combination(cond)
@@ -128,11 +129,11 @@ def _sender_test(patterns: Sequence[str]) -> Test:
     exact = {p.lower() for p in patterns if not p.startswith("@")}
     domains = {p.lower().lstrip("@") for p in patterns if p.startswith("@")}
 
-    def sender(msg: RoutingInput) -> str | None:
+    def sender(msg: RoutingInput) -> tuple[str, ...] | None:
         address = msg.sender.lower()
         domain = address.rsplit("@", 1)[-1]
         hit = address in exact or any(domain == d or domain.endswith("." + d) for d in domains)
-        return address if hit else None
+        return (address,) if hit else None
 
     return sender
 
@@ -140,10 +141,10 @@ def _sender_test(patterns: Sequence[str]) -> Test:
 def _form_field_test(name: str, phrases: Sequence[str]) -> Test:
     key, pattern = normalize(name), _keywords_regex(phrases)
 
-    def form_field(msg: RoutingInput) -> str | None:
+    def form_field(msg: RoutingInput) -> tuple[str, ...] | None:
         value = msg.form_fields.get(key)
         found = pattern.search(normalize(value)) if value else None
-        return f"{name}: {found.group(0)}" if found else None
+        return (f"{name}: {found.group(0)}",) if found else None
 
     return form_field
 
@@ -152,21 +153,23 @@ def _combination(cond: Condition) -> Test:
     if cond.all is not None:
         parts = [_compile_condition(c) for c in cond.all]
 
-        def all_of(msg: RoutingInput) -> str | None:
+        def all_of(msg: RoutingInput) -> tuple[str, ...] | None:
             found = [part(msg) for part in parts]
-            return " + ".join(f for f in found if f) if all(found) else None
+            if not all(found):
+                return None
+            return (" + ".join(", ".join(f) for f in found if f),)  # one piece of evidence
 
         return all_of
     if cond.any is not None:
         options = [_compile_condition(c) for c in cond.any]
 
-        def any_of(msg: RoutingInput) -> str | None:
+        def any_of(msg: RoutingInput) -> tuple[str, ...] | None:
             return next((f for option in options if (f := option(msg))), None)
 
         return any_of
     assert cond.not_ is not None
     inner = _compile_condition(cond.not_)
-    return lambda msg: None if inner(msg) else "not"
+    return lambda msg: None if inner(msg) else ("not",)
 
 
 @dataclass(frozen=True)
@@ -203,19 +206,22 @@ def decide(msg: RoutingInput, routing: CompiledRouting) -> RoutingDecision:
     reorient: dict[str, int] = {}
     for index, compiled in enumerate(routing.rules):
         rule = compiled.rule
-        detail = compiled.test(msg)
-        hits.append(RuleHit(rule.id, detail is not None, detail or ""))
-        if detail is None:
+        found = compiled.test(msg)
+        hits.append(RuleHit(rule.id, found is not None, ", ".join(dict.fromkeys(found or ()))))
+        if found is None:
             continue
+        weight = rule.score * min(len(found), MAX_EVIDENCE)
         target = REORIENT_SERVICE if rule.reorient else rule.service
-        if target:
-            services[target] = services.get(target, 0) + rule.score
-            first_seen.setdefault(target, index)
         if rule.reorient:
-            reorient.setdefault(rule.reorient, 0)
-            reorient[rule.reorient] += rule.score
+            # Several other administrations mentioned do not add up against a service.
+            reorient[rule.reorient] = reorient.get(rule.reorient, 0) + weight
+            services[REORIENT_SERVICE] = max(reorient.values())
+            first_seen.setdefault(REORIENT_SERVICE, index)
+        elif target:
+            services[target] = services.get(target, 0) + weight
+            first_seen.setdefault(target, index)
         if rule.category:
-            categories[rule.category] = categories.get(rule.category, 0) + rule.score
+            categories[rule.category] = categories.get(rule.category, 0) + weight
             first_seen.setdefault(rule.category, index)
         if rule.priority == "urgent":
             priority = "urgent"

@@ -114,7 +114,7 @@ def test_ambiguous_cases_resolve_sensibly(
 
 
 def test_decision_records_hits_and_misses_in_rule_order() -> None:
-    decision = route("Carte grise", "rendez-vous")
+    decision = route("Carte grise", "Je voudrais prendre rendez-vous.")
     assert [hit.rule for hit in decision.rule_hits] == [rule.id for rule in CONFIG.routing.rules]  # type: ignore[union-attr]
     matched = {hit.rule: hit.detail for hit in decision.rule_hits if hit.matched}
     assert matched["cartes-grises"] == "carte grise"
