@@ -17,7 +17,7 @@ from mailbot.config import Config, MailboxConfig
 from mailbot.language import detect_language
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
-from mailbot.render import Renderer
+from mailbot.render import TRANSLATIONS_DIR, Renderer
 from mailbot.replies import Plan, Replies
 from mailbot.routing import (
     CompiledRouting,
@@ -28,6 +28,7 @@ from mailbot.routing import (
     form_fields,
 )
 from mailbot.store import NewMessage, Store, Transaction, utcnow
+from mailbot.translations import load_translations
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Pipeline:
         self.renderer = renderer
         self.clock = clock
         self.routing = compiled_routing(config)
-        self.replies = Replies(config, renderer)
+        translations = load_translations(renderer.template_dir / TRANSLATIONS_DIR)
+        self.replies = Replies(config, renderer, translations)
 
     def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
         """Return the UID to read after; a new UIDVALIDITY means re-reading from the start."""
@@ -117,18 +119,28 @@ class Pipeline:
         box = self.config.mailboxes[mailbox]
         context, parent_pk = self._context(tx, mailbox, box, parsed)
         decision = decide_ar(parsed, context)
-        reference, plan, routing = None, None, None
+        reference, plan, routing, language = None, None, None, None
         if decision.send and decision.recipient:
             reference = tx.next_reference(
                 self.config.sender.reference_prefix, mail.internaldate.year
             )
+            facts = routing_input(self.config, mailbox, parsed)
+            language = facts.language
             if self.routing is not None:
-                routing = decide(routing_input(self.config, mailbox, parsed), self.routing)
+                routing = decide(facts, self.routing)
             plan = self.replies.plan(
-                mailbox, mail.raw, parsed, mail.internaldate, reference, decision.recipient, routing
+                mailbox,
+                mail.raw,
+                parsed,
+                mail.internaldate,
+                reference,
+                decision.recipient,
+                routing,
+                facts.language,
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
-        message_pk = tx.insert_message(_with_routing(replace(row, parent_id=parent_pk), routing))
+        row = replace(row, parent_id=parent_pk, language=language)
+        message_pk = tx.insert_message(_with_routing(row, routing))
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
         )

@@ -61,6 +61,7 @@ from mailbot.message import single_line
 if TYPE_CHECKING:
     from mailbot.config import Config
 
+TRANSLATIONS_DIR = "i18n"
 META_FILE = "meta.yaml"
 TEXT_FILE = "body.txt.j2"
 HTML_FILE = "body.html.j2"
@@ -487,6 +488,8 @@ class Renderer:
         metas: dict[str, TemplateMeta] = {}
         for directory in sorted(self.template_dir.iterdir()):
             if not directory.is_dir() or directory.name.startswith((".", "_")):
+                continue
+            if directory.name == TRANSLATIONS_DIR:  # data (translations), not a template
                 continue
             if not _TEMPLATE_NAME.match(directory.name):
                 raise TemplateError(

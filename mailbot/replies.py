@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from mailbot.forward import build_forward, cover_note
 from mailbot.message import ParsedMessage
 from mailbot.render import Renderer, ar_variables, build_email, date_fr
 from mailbot.routing import RoutingDecision
+from mailbot.translations import Translation, pick, section
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,36 @@ class Plan:
     reoriented_to: str | None
 
 
+REORIENTATION_PARTS = [
+    ("ar", "received"),
+    ("ar", "reference"),
+    ("reorientation", "not_prefecture"),
+    ("reorientation", "more"),
+    ("ar", "help"),
+    ("ar", "automatic"),
+]
+
+
+def ar_parts(transferred: bool, etrangers: bool) -> list[tuple[str, str]]:
+    """Which translated paragraphs an AR carries, in reading order."""
+    parts = [
+        ("ar", "received"),
+        ("ar", "reference"),
+        ("ar", "delay"),
+        ("ar", "transferred" if transferred else "handled_by"),
+        ("ar", "contact"),
+    ]
+    if etrangers:
+        parts += [("etrangers", "anef"), ("etrangers", "appointments")]
+    return [
+        *parts,
+        ("ar", "help"),
+        ("ar", "reply_hint"),
+        ("ar", "french_only"),
+        ("ar", "automatic"),
+    ]
+
+
 def _service_variables(service: ServiceConfig, fallback_email: str) -> dict[str, object]:
     return {
         "name": service.name,
@@ -46,9 +78,37 @@ def _service_variables(service: ServiceConfig, fallback_email: str) -> dict[str,
 
 
 class Replies:
-    def __init__(self, config: Config, renderer: Renderer) -> None:
+    def __init__(
+        self, config: Config, renderer: Renderer, translations: Mapping[str, Translation]
+    ) -> None:
         self.config = config
         self.renderer = renderer
+        self.translations = translations
+
+    def _translated(
+        self,
+        language: str | None,
+        parts: list[tuple[str, str]],
+        values: Mapping[str, str],
+    ) -> dict[str, object]:
+        """The ``translation`` variable when the user did not write in French, else nothing."""
+        translation = pick(self.translations, language)
+        return {"translation": section(translation, parts, values)} if translation else {}
+
+    def _values(
+        self, reference: str, received_at: datetime, service: Mapping[str, object]
+    ) -> dict[str, str]:
+        return {
+            "reference": reference,
+            "received_date": date_fr(received_at, timezone=self.config.timezone, style="numeric"),
+            "service_name": str(service.get("name") or ""),
+            "service_phone": str(service.get("phone") or ""),
+            "service_email": str(service.get("email") or ""),
+            "service_website": str(service.get("website") or ""),
+            "service_address": str(service.get("postal_address") or ""),
+            "target_name": "",
+            "target_website": "",
+        }
 
     def plan(
         self,
@@ -59,15 +119,19 @@ class Replies:
         reference: str,
         recipient: str,
         routing: RoutingDecision | None,
+        language: str | None = "fr",
     ) -> Plan:
         if routing is not None and routing.reorient and self.config.routing:
             target = self.config.routing.reorientation[routing.reorient]
+            values = self._values(reference, received_at, {})
+            values |= {"target_name": target.name, "target_website": target.website}
             variables = {
                 "reference": reference,
                 "received_at": received_at,
                 "original_subject": parsed.subject,
                 "target": target.model_dump(),
                 "prefecture": self.config.prefecture.model_dump(),
+                **self._translated(language, REORIENTATION_PARTS, values),
             }
             reply = self._citizen_mail(mailbox, parsed, recipient, "reorientation", variables)
             return Plan((reply,), None, routing.reorient)
@@ -80,12 +144,19 @@ class Replies:
         )
         service = self.config.services.get(routing.service) if routing else None
         transfer = routing is not None and routing.transfer_allowed and service is not None
-        if transfer and service is not None and service.addresses:
-            box = self.config.mailboxes[mailbox]
+        box = self.config.mailboxes[mailbox]
+        transferred = bool(transfer and service is not None and service.addresses)
+        if transferred and service is not None:
             variables["service"] = _service_variables(service, box.address)
             variables["transferred"] = True
-            template = box.ar_template
-            ar = self._citizen_mail(mailbox, parsed, recipient, template, variables)
+        contact = variables["service"]
+        assert isinstance(contact, Mapping)
+        parts = ar_parts(transferred, etrangers=box.service == "etrangers")
+        variables |= self._translated(
+            language, parts, self._values(reference, received_at, contact)
+        )
+        if transferred and service is not None:
+            ar = self._citizen_mail(mailbox, parsed, recipient, box.ar_template, variables)
             assert routing is not None
             forwards = tuple(
                 self._forward(mailbox, raw, parsed, received_at, reference, recipient, routing, to)

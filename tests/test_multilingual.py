@@ -1,0 +1,98 @@
+"""Bilingual ARs end to end (Dovecot + aiosmtpd), and the translation data files."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup
+
+from mailbot.errors import TemplateError
+from mailbot.translations import PLACEHOLDERS, SECTIONS, load_translations, pick
+
+__all__ = ["etrangers_user", "setup"]
+ROOT = Path(__file__).resolve().parent.parent
+I18N = ROOT / "templates" / "i18n"
+
+
+def ar_for(setup: Any, subject: str, body: str, to: str = GENERAL) -> email.message.EmailMessage:
+    config, general, etrangers, smtp = setup
+    box = etrangers if "etrangers" in to else general
+    box.append(citizen_mail(1, subject=subject, body=body, to=to, sender="usager@example.org"))
+    assert poll(config) == 0
+    (ar,) = [r for r in smtp.wait_for(1) if r.rcpt_tos == ("usager@example.org",)]
+    msg = email.message_from_bytes(ar.raw, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def parts(msg: email.message.EmailMessage) -> tuple[str, str]:
+    return msg.get_body(("plain",)).get_content(), msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+def test_english_message_gets_french_then_english(setup: Any) -> None:
+    msg = ar_for(
+        setup,
+        "Question about opening hours",
+        "Hello, could you tell me the opening hours of the prefecture on Fridays? Thank you.",
+    )
+    text, html = parts(msg)
+    assert text.index("Nous avons bien reçu") < text.index("IN ENGLISH")
+    assert "We will answer within 5 working days" in text
+    assert 'lang="en" dir="ltr"' in html
+    assert db_rows(setup[0], "SELECT language FROM messages") == [("en",)]
+
+
+def test_arabic_message_gets_french_then_arabic_rtl(setup: Any) -> None:
+    msg = ar_for(
+        setup,
+        "تجديد بطاقة الإقامة",
+        "السلام عليكم، أريد أن أعرف كيف أجدد بطاقة الإقامة الخاصة بي قبل انتهاء صلاحيتها. شكرا",
+        to="pref-etrangers@seine-maritime.gouv.fr",
+    )
+    text, html = parts(msg)
+    arabic = load_translations(I18N)["ar"]
+    assert text.index("Nous avons bien reçu") < text.index(arabic.heading.upper())
+    assert 'lang="ar" dir="rtl"' in html
+    assert "text-align:right" in html
+    assert "https://administration-etrangers-en-france.interieur.gouv.fr" in text
+
+
+def test_french_message_gets_french_only(setup: Any) -> None:
+    msg = ar_for(
+        setup, "Horaires", "Bonjour, quels sont vos horaires le vendredi ? Merci beaucoup."
+    )
+    text, html = parts(msg)
+    assert "IN ENGLISH" not in text and 'dir="ltr"' not in html and 'dir="rtl"' not in html
+
+
+def test_undetectable_language_gets_french_and_english(setup: Any) -> None:
+    msg = ar_for(setup, "???", "06 00 00 00 01 ?")
+    text, _html = parts(msg)
+    assert "IN ENGLISH" in text
+
+
+def test_every_translation_file_is_complete() -> None:
+    translations = load_translations(I18N)
+    assert {"en", "ar", "es", "uk"} <= set(translations)
+    for translation in translations.values():
+        for section, keys in SECTIONS.items():
+            assert set(translation.texts[section]) == set(keys)
+    assert translations["ar"].direction == "rtl"
+    assert pick(translations, "fr") is None
+    assert pick(translations, "xx") is translations["en"]
+    assert pick(translations, None) is translations["en"]
+    assert pick(translations, "uk") is translations["uk"]
+
+
+def test_broken_translation_is_refused_with_location(tmp_path: Path) -> None:
+    data = yaml.safe_load((I18N / "en.yaml").read_text(encoding="utf-8"))
+    data["ar"]["delay"] = "Answer on {deadline}"
+    (tmp_path / "en.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"en.yaml: ar.delay: unknown placeholder"):
+        load_translations(tmp_path)
+    assert "deadline" not in PLACEHOLDERS
