@@ -133,7 +133,7 @@ def write_template(
 
 
 def test_shipped_templates_are_found(renderer: Renderer) -> None:
-    assert renderer.names() == ["ar-etrangers", "ar-general", "reorientation"]
+    assert {"ar-etrangers", "ar-general", "reorientation"} <= set(renderer.names())
     meta = renderer.meta("ar-general")
     assert meta.language == "fr"
     assert meta.scope.mailboxes == ("general",)
