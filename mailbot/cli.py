@@ -22,7 +22,7 @@ from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import Source
-from mailbot.render import Renderer
+from mailbot.render import Renderer, build_email
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
 from mailbot.worker import Worker
@@ -212,6 +212,51 @@ def cmd_templates_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_reply(args: argparse.Namespace) -> int:
+    """A standard reply in the thread of a tracked message, previewed or sent."""
+    app = build_app(args.config)
+    config = app.config
+    row = app.store.message(reference=args.reference)
+    if row is None or not row.sender:
+        raise ConfigError("reference", args.reference, "no tracked message with a sender")
+    agents = load_agents(beside(args.config, config.agents), config)
+    if args.agent not in agents:
+        raise ConfigError(config.agents, f"agents.{args.agent}", "no such agent")
+    variables: dict[str, object] = {
+        "reference": row.reference,
+        "received_at": row.received_at,
+        "original_subject": row.subject,
+        "agent": agent_variables(agents[args.agent], config),
+        "prefecture": config.prefecture.model_dump(),
+    }
+    variables.update(_variables(args.var))
+    box = config.mailboxes[row.mailbox]
+    mail = build_email(
+        app.renderer.render(args.template, variables),
+        from_address=box.address,
+        from_name=config.sender.from_name,
+        to=row.sender,
+        message_id_domain=config.sender.message_id_domain,
+        in_reply_to=row.message_id,
+        references=[row.message_id] if row.message_id else [],
+        auto_submitted=False,
+    )
+    print(f"To: {row.sender}\nSubject: {mail.parsed()['Subject']}\n")
+    print(mail.parsed().get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    if not args.send:
+        print("(preview only: add --send to send it)")
+        return 0
+    detail = json.dumps({"agent": args.agent, "template": args.template}, ensure_ascii=False)
+    with app.store.transaction() as tx:
+        tx.enqueue(
+            row.id, "reply", row.sender, box.address, str(mail["Message-ID"]), mail.as_bytes()
+        )
+        tx.add_event(row.id, "reply_queued", detail)
+    report = app.outbox.deliver_due()
+    print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
+    return 0 if report.sent else 1
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = args.days or config.retention.days
@@ -281,6 +326,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="render every template; fail on any problem").set_defaults(
         func=cmd_templates_check
     )
+    reply = commands.add_parser("reply", help="a standard reply to a tracked message")
+    reply.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
+    reply.add_argument("--template", required=True)
+    reply.add_argument("--agent", required=True, help="agent id from agents.yaml (signature)")
+    reply.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
+    reply.add_argument("--send", action="store_true", help="send it (default: preview)")
+    reply.set_defaults(func=cmd_reply)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)

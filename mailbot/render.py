@@ -765,7 +765,7 @@ _UTF8_QP.header_encoding = QP
 _UTF8_QP.body_encoding = QP
 _UTF8_B64 = Charset("utf-8")  # bodies: base64 is encoded in C, QP in pure Python (5x slower)
 _UTF8_B64.body_encoding = BASE64
-_WIRE = compat32.clone(linesep="\r\n")
+_WIRE = compat32.clone(linesep="\r\n", max_line_length=998)  # never fold a Message-ID
 
 
 class OutgoingMail:

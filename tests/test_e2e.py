@@ -88,6 +88,7 @@ def write_config(
     data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True)
     data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
     data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
     for key, value in overrides.items():
         data[key] = value
     path = tmp_path / "rules.yaml"

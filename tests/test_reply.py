@@ -1,0 +1,114 @@
+"""`mailbot reply`: a standard reply in the thread, with a complete signature, recorded."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
+
+from mailbot.cli import main
+
+__all__ = ["etrangers_user", "setup"]
+
+
+def tracked_reference(setup: Any) -> tuple[Path, str]:
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1, subject="Horaires", message_id="<orig-1@example.fr>"))
+    assert poll(config) == 0
+    smtp.wait_for(1)
+    smtp.clear()
+    ((reference,),) = db_rows(config, "SELECT reference FROM messages")
+    return config, reference
+
+
+def test_reply_preview_sends_nothing(setup: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    config, reference = tracked_reference(setup)
+    args = ["--config", str(config), "reply", reference, "--template", "reponse-permis"]
+    assert main([*args, "--agent", "cdurand"]) == 0
+    out = capsys.readouterr().out
+    assert f"[{reference}]" in out and "Camille Durand" in out and "preview only" in out
+    assert setup[3].messages == []
+
+
+def test_reply_send_is_threaded_signed_and_recorded(setup: Any) -> None:
+    config, reference = tracked_reference(setup)
+    smtp = setup[3]
+    code = main(
+        [
+            "--config",
+            str(config),
+            "reply",
+            reference,
+            "--template",
+            "reponse-permis",
+            "--agent",
+            "cdurand",
+            "--var",
+            "usager_nom=Madame Dupont",
+            "--send",
+        ]
+    )
+    assert code == 0
+    (sent,) = smtp.wait_for(1)
+    assert sent.rcpt_tos == ("marie.dupont@example.fr",)
+    msg = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert msg["In-Reply-To"] == "<orig-1@example.fr>"
+    assert "<orig-1@example.fr>" in msg["References"]
+    assert msg["Auto-Submitted"] is None  # a person's answer, not an auto-reply
+    assert f"[{reference}]" in str(msg["Subject"])
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Bonjour Madame Dupont," in text
+    for element in (
+        "Camille Durand",
+        "Adjointe au chef du bureau des titres",
+        "Bureau des titres",
+        "Préfecture de la Seine-Maritime",
+        "7 place de la Madeleine, 76036 Rouen Cedex",
+        "02 32 76 50 00",
+    ):
+        assert element in text
+    events = dict(db_rows(config, "SELECT kind, detail FROM events WHERE kind LIKE 'reply%'"))
+    assert '"agent": "cdurand"' in events["reply_queued"]
+    assert '"template": "reponse-permis"' in events["reply_queued"]
+    assert events["reply_sent"] == msg["Message-ID"]
+
+
+def test_incomplete_agent_profile_is_refused(
+    setup: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, reference = tracked_reference(setup)
+    agents = tmp_path / "agents.yaml"
+    agents.write_text(
+        yaml.safe_dump(
+            {
+                "agents": {
+                    "jpetit": {"first_name": "Jean", "last_name": "Petit", "service": "permis"}
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["agents"] = str(agents)
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    code = main(
+        [
+            "--config",
+            str(config),
+            "reply",
+            reference,
+            "--template",
+            "reponse-permis",
+            "--agent",
+            "jpetit",
+            "--send",
+        ]
+    )
+    assert code == 2
+    assert "agent.function" in capsys.readouterr().err
+    assert setup[3].messages == []
