@@ -13,6 +13,7 @@ from typing import Any
 from mailbot.config import Agent, Config
 from mailbot.errors import TemplateError
 from mailbot.render import Renderer, TemplateMeta
+from mailbot.translations import SECTIONS, Translation, section
 
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
 LINK = re.compile(r"^(https?://[^\s\"'<>]+|mailto:[^\s\"'<>]+@[^\s\"'<>]+|tel:\+?[0-9]+)$")
@@ -140,9 +141,25 @@ def _escaped(value: str) -> str:
     )
 
 
-def check_all(renderer: Renderer) -> dict[str, list[str]]:
-    """Render every template with its examples (and required-only); collect every problem."""
+SAMPLE_VALUES = {
+    "reference": "SM-2026-000123",
+    "received_date": "26/11/2026 14:05",
+    "service_name": "Bureau des titres — permis de conduire",
+    "service_phone": "02 32 76 50 00",
+    "service_email": "pref-permis@seine-maritime.gouv.fr",
+    "service_website": "https://permisdeconduire.ants.gouv.fr",
+    "service_address": "7 place de la Madeleine, 76036 Rouen Cedex",
+    "target_name": "votre mairie",
+    "target_website": "https://www.service-public.fr",
+}
+
+
+def check_all(
+    renderer: Renderer, translations: Mapping[str, Translation] | None = None
+) -> dict[str, list[str]]:
+    """Render every template with its examples (required-only too) and in every language."""
     report: dict[str, list[str]] = {}
+    every_part = [(sec, key) for sec, keys in SECTIONS.items() for key in keys]
     for name in renderer.names():
         meta = renderer.meta(name)
         problems = check_template(renderer, name, meta.examples())
@@ -150,5 +167,10 @@ def check_all(renderer: Renderer) -> dict[str, list[str]]:
             f"(required only) {p}"
             for p in check_template(renderer, name, meta.examples(include_optional=False))
         ]
+        if "translation" in meta.optional:
+            for language, translation in (translations or {}).items():
+                examples = dict(meta.examples())
+                examples["translation"] = section(translation, every_part, SAMPLE_VALUES)
+                problems += [f"({language}) {p}" for p in check_template(renderer, name, examples)]
         report[name] = problems
     return report

@@ -22,9 +22,10 @@ from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import Source
-from mailbot.render import Renderer, build_email
+from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
+from mailbot.translations import load_translations
 from mailbot.worker import Worker
 
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
@@ -202,7 +203,7 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
-    report = check_all(renderer)
+    report = check_all(renderer, load_translations(renderer.template_dir / TRANSLATIONS_DIR))
     for name, problems in report.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")
         for problem in problems:
