@@ -230,6 +230,9 @@ def cmd_reply(args: argparse.Namespace) -> int:
         "agent": agent_variables(agents[args.agent], config),
         "prefecture": config.prefecture.model_dump(),
     }
+    meta = app.renderer.meta(args.template)
+    if row.sender_name and "usager_nom" in {*meta.required, *meta.optional}:
+        variables["usager_nom"] = row.sender_name
     variables.update(_variables(args.var))
     box = config.mailboxes[row.mailbox]
     mail = build_email(

@@ -81,6 +81,7 @@ class ParsedMessage:
     from_name: str
     return_path: str | None
     reply_to: tuple[str, ...]
+    reply_to_names: tuple[str, ...]
     to: tuple[str, ...]
     cc: tuple[str, ...]
     resent_to: tuple[str, ...]
@@ -120,6 +121,11 @@ def _message_ids(values: tuple[str, ...]) -> tuple[str, ...]:
 def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
     pairs = getaddresses([single_line(v) for v in values])
     return tuple(normalize_address(addr) for _, addr in pairs if "@" in addr)
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    pairs = getaddresses([single_line(v) for v in values])
+    return tuple(single_line(decode_header_value(name)) for name, addr in pairs if "@" in addr)
 
 
 def _collect_headers(msg: email.message.Message) -> dict[str, tuple[str, ...]]:
@@ -205,6 +211,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         from_name=single_line(decode_header_value(from_name)),
         return_path=_return_path(raw_headers),
         reply_to=_addresses(raw_headers.get("reply-to", ())),
+        reply_to_names=_names(raw_headers.get("reply-to", ())),
         to=_addresses(raw_headers.get("to", ())),
         cc=_addresses(raw_headers.get("cc", ())),
         resent_to=tuple(resent),

@@ -139,7 +139,8 @@ class Pipeline:
                 facts.language,
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
-        row = replace(row, parent_id=parent_pk, language=language)
+        name = sender_name(parsed, frozenset(self.config.policy.contact_form_relays))
+        row = replace(row, parent_id=parent_pk, language=language, sender_name=name)
         message_pk = tx.insert_message(_with_routing(row, routing))
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
@@ -316,6 +317,17 @@ def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
         # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
         found += [("reoriented", plan.reoriented_to), ("reply", "automatic:reorientation")]
     return found
+
+
+def sender_name(parsed: ParsedMessage, relays: frozenset[str]) -> str | None:
+    """The citizen's name as their mail client shows it, when it looks like a name."""
+    name = parsed.from_name
+    if parsed.from_address in relays:
+        name = parsed.reply_to_names[0] if parsed.reply_to_names else ""
+    name = name.strip().strip("\"'")
+    if not name or "@" in name or not any(c.isalpha() for c in name):
+        return None
+    return name
 
 
 def policy_context(

@@ -87,6 +87,7 @@ messages = sa.Table(
     sa.Column("reorient", sa.String(64)),
     sa.Column("language", sa.String(8)),
     sa.Column("routing", sa.Text),
+    sa.Column("sender_name", sa.String(200)),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_message_id", "mailbox", "message_id"),
@@ -170,6 +171,7 @@ class NewMessage:
     reorient: str | None = None
     language: str | None = None
     routing: str | None = None
+    sender_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,7 @@ class Transaction:
         values = {
             **new.__dict__,
             "subject": new.subject[:300],
+            "sender_name": new.sender_name[:200] if new.sender_name else None,
             "reasons": json.dumps(list(new.reasons)),
             "defects": json.dumps(list(new.defects)),
             "created_at": utcnow(),

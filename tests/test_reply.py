@@ -112,3 +112,12 @@ def test_incomplete_agent_profile_is_refused(
     assert code == 2
     assert "agent.function" in capsys.readouterr().err
     assert setup[3].messages == []
+
+
+def test_reply_greets_the_sender_by_the_name_their_mail_showed(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, reference = tracked_reference(setup)
+    args = ["--config", str(config), "reply", reference, "--template", "reponse-cni-passeport"]
+    assert main([*args, "--agent", "cdurand"]) == 0
+    assert "Bonjour Marie Dupont," in capsys.readouterr().out

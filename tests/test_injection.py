@@ -1,0 +1,41 @@
+"""A citizen's subject or name with CR/LF, Jinja syntax or <script> is inert in every template."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailbot.render import Renderer, build_email
+
+ROOT = Path(__file__).resolve().parent.parent
+RENDERER = Renderer(ROOT / "templates")
+HOSTILE = "Objet\r\nBcc: victim@evil.example {{ 7*7 }} {% for x in range(3) %}x{% endfor %} <script>alert(1)</script>"
+
+
+@pytest.mark.parametrize("name", RENDERER.names())
+def test_hostile_subject_and_name_are_inert(name: str) -> None:
+    meta = RENDERER.meta(name)
+    variables = dict(meta.examples())
+    variables["original_subject"] = HOSTILE
+    if "usager_nom" in {*meta.required, *meta.optional}:
+        variables["usager_nom"] = HOSTILE
+    mail = RENDERER.render(name, variables)
+    for text in (mail.subject, mail.text, mail.html):
+        assert "49" not in text.replace("SM-2026-", "")  # {{ 7*7 }} never evaluated
+        assert "xxx" not in text
+    assert "\r" not in mail.subject and "\n" not in mail.subject
+    assert "<script>" not in mail.html and "&lt;script&gt;" in mail.html
+    built = build_email(
+        mail,
+        from_address="pref-contact@seine-maritime.gouv.fr",
+        from_name="Préfecture de la Seine-Maritime",
+        to="citoyen@example.fr",
+        message_id_domain="mailbot.seine-maritime.gouv.fr",
+    )
+    parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
+    assert parsed["Bcc"] is None
+    assert [a.addr_spec for a in parsed["To"].addresses] == ["citoyen@example.fr"]
+    assert "{{ 7*7 }}" in str(parsed["Subject"]) or "{{ 7*7 }}" in mail.text
