@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from mailbot.config import Config, load_agents, load_config
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
 from mailbot.imap import ImapMailbox
+from mailbot.indicators import compute, facts_from_rows
 from mailbot.logs import setup_logging
 from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
@@ -26,6 +28,7 @@ from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
 from mailbot.translations import load_translations
+from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
@@ -261,6 +264,56 @@ def cmd_reply(args: argparse.Namespace) -> int:
     return 0 if report.sent else 1
 
 
+def cmd_indicators(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    calendar = WorkingCalendar(timezone=config.timezone)
+    zone = calendar.zone
+    since = datetime.combine(args.date_from, time.min, zone)
+    until = datetime.combine(args.date_to + timedelta(days=1), time.min, zone)
+    rows = Store(config.database).indicator_rows(since, until, args.mailbox, args.service)
+    complaint = config.routing.complaint_category if config.routing else "reclamation"
+    today = min(args.date_to, datetime.now(zone).date()) if args.as_of is None else args.as_of
+    result = compute(facts_from_rows(rows, calendar), today, calendar, complaint)
+    figures = result.figures()
+    if args.format == "json":
+        print(
+            json.dumps(
+                {f.name: f.value for f in figures}
+                | {
+                    "targets": {
+                        f.name: {"target": f.target, "met": f.met} for f in figures if f.target
+                    }
+                },
+                indent=2,
+            )
+        )
+    elif args.format == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(["indicator", "value", "target", "met"])
+        for f in figures:
+            out.writerow([f.name, "" if f.value is None else f.value, f.target or "", _mark(f.met)])
+    else:
+        for f in figures:
+            target = f"  target {f.target}: {_mark(f.met)}" if f.target else ""
+            print(f"{f.name:<26} {_format(f.name, f.value):>10}{target}")
+    return 0
+
+
+def _format(name: str, value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        ratio = name.startswith(("rate", "complaint_rate")) or name.endswith(
+            ("share", "completeness")
+        )
+        return f"{value:.2%}" if ratio else f"{value:.2f}"
+    return str(value)
+
+
+def _mark(met: bool | None) -> str:
+    return "met" if met else "NOT met" if met is not None else "n/a"
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = args.days or config.retention.days
@@ -337,6 +390,14 @@ def parser() -> argparse.ArgumentParser:
     reply.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
     reply.add_argument("--send", action="store_true", help="send it (default: preview)")
     reply.set_defaults(func=cmd_reply)
+    indicators = commands.add_parser("indicators", help="Qual-e-pref email indicators")
+    indicators.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
+    indicators.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)
+    indicators.add_argument("--mailbox")
+    indicators.add_argument("--service")
+    indicators.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    indicators.add_argument("--as-of", type=date.fromisoformat, help="pending vs overdue as of")
+    indicators.set_defaults(func=cmd_indicators)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)

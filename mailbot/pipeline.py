@@ -151,6 +151,9 @@ class Pipeline:
             (kind, ",".join(decision.reasons)),
             *_plan_events(plan),
         )
+        if plan is not None and plan.reoriented_to:
+            # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
+            tx.add_events(message_pk, ("reply", "automatic:reorientation"), at=mail.internaldate)
         for queued in plan.mails if plan else ():
             tx.enqueue(
                 message_pk,
@@ -315,7 +318,7 @@ def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
         found.append(("transferred", plan.transferred_to))
     if plan.reoriented_to:
         # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
-        found += [("reoriented", plan.reoriented_to), ("reply", "automatic:reorientation")]
+        found.append(("reoriented", plan.reoriented_to))
     return found
 
 

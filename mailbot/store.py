@@ -133,6 +133,19 @@ counters = sa.Table(
 )
 
 
+REPLY_EVENTS = ("reply", "reply_sent")
+
+
+def _signature_of(kind: str, detail: str) -> bool:
+    """mailbot's own replies are signed by construction; detected ones carry the check."""
+    if kind == "reply_sent" or detail.startswith("automatic:"):
+        return True
+    try:
+        return bool(json.loads(detail).get("signature_complete", False))
+    except (ValueError, AttributeError):
+        return False
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -341,8 +354,10 @@ class Transaction:
             .values(ar_status=status)
         )
 
-    def add_events(self, message_pk: int | None, *kinds: tuple[str, str]) -> None:
-        now = utcnow()
+    def add_events(
+        self, message_pk: int | None, *kinds: tuple[str, str], at: datetime | None = None
+    ) -> None:
+        now = at or utcnow()
         self.conn.execute(
             events.insert(),
             [{"message_pk": message_pk, "kind": k, "detail": d, "at": now} for k, d in kinds],
@@ -465,6 +480,88 @@ class Store:
             return conn.execute(
                 sa.select(outbox.c.status).where(outbox.c.id == item_id)
             ).scalar_one_or_none()
+
+    def indicator_rows(
+        self,
+        since: datetime,
+        until: datetime,
+        mailbox: str | None = None,
+        service: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Citizens' messages received in [since, until) with what the indicators need.
+
+        Citizens' messages are those acknowledged; auto-replies, bounces, lists and
+        follow-ups (which count as relances of their parent) are left out.
+        """
+        replies = (
+            sa.select(events.c.message_pk, sa.func.min(events.c.at).label("replied_at"))
+            .where(events.c.kind.in_(REPLY_EVENTS))
+            .group_by(events.c.message_pk)
+            .subquery()
+        )
+        transferred = (
+            sa.select(events.c.message_pk)
+            .where(events.c.kind == "transferred")
+            .distinct()
+            .subquery()
+        )
+        child = messages.alias("child")
+        relances = (
+            sa.select(child.c.parent_id, sa.func.count().label("relances"))
+            .where(child.c.decision == "follow-up")
+            .group_by(child.c.parent_id)
+            .subquery()
+        )
+        query = (
+            sa.select(
+                messages.c.id,
+                messages.c.reference,
+                messages.c.mailbox,
+                messages.c.service,
+                messages.c.category,
+                messages.c.received_at,
+                messages.c.ar_status,
+                replies.c.replied_at,
+                transferred.c.message_pk.label("transferred"),
+                relances.c.relances,
+            )
+            .outerjoin(replies, replies.c.message_pk == messages.c.id)
+            .outerjoin(transferred, transferred.c.message_pk == messages.c.id)
+            .outerjoin(relances, relances.c.parent_id == messages.c.id)
+            .where(
+                messages.c.decision == "acknowledge",
+                messages.c.received_at >= since,
+                messages.c.received_at < until,
+            )
+            .order_by(messages.c.received_at)
+        )
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        if service:
+            query = query.where(messages.c.service == service)
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+            signatures = self._first_reply_signatures(conn, [r["id"] for r in rows])
+        for row in rows:
+            row["signature_complete"] = signatures.get(row["id"])
+            row["automatic_reply"] = False
+        return rows
+
+    def _first_reply_signatures(self, conn: Connection, ids: list[int]) -> dict[int, bool]:
+        """Signature completeness of each message's first reply, when it was checked."""
+        found: dict[int, bool] = {}
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            query = (
+                sa.select(events.c.message_pk, events.c.kind, events.c.detail)
+                .where(events.c.kind.in_(REPLY_EVENTS), events.c.message_pk.in_(chunk))
+                .order_by(events.c.message_pk, events.c.at)
+            )
+            for row in conn.execute(query):
+                if row.message_pk in found:
+                    continue
+                found[row.message_pk] = _signature_of(row.kind, row.detail)
+        return found
 
     def recover_interrupted(self) -> list[int]:
         """Outbox items left 'sending' by a crash: we cannot know whether they left.

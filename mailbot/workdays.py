@@ -33,6 +33,10 @@ class WorkingCalendar:
         self.holidays = np.array(sorted({*public.keys(), *closures}), dtype="datetime64[D]")
         self._calendar = np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
 
+    @property
+    def busdaycal(self) -> np.busdaycalendar:
+        return self._calendar
+
     def local_date(self, moment: datetime) -> date:
         if moment.tzinfo is None:
             raise ValueError("working-day arithmetic needs timezone-aware datetimes")

@@ -1,0 +1,237 @@
+"""Indicators on a hand-computed scenario: 32 messages over 3 weeks of November 2026
+(11 November is a public holiday), complaints, transfers, relances, unanswered mail.
+
+Every expected figure below was computed by hand from the table (delays in working days,
+date(received) < d <= date(replied)), then checked against `mailbot indicators --format json`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from mailbot.store import NewMessage, Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PARIS = ZoneInfo("Europe/Paris")
+N = None
+# (n, received day, replied day or None, category, transferred, ar sent, how replied, relances)
+# how: "mailbot" = `mailbot reply` (signed), "sent-ok"/"sent-partial" = found in Sent with a
+# complete/partial signature, "auto" = re-orientation.
+SCENARIO = [
+    (1, 2, 2, "information", False, True, "mailbot", 0),  # 0
+    (2, 2, 3, "information", False, True, "sent-partial", 0),  # 1
+    (3, 3, 6, "information", True, True, "mailbot", 0),  # 3
+    (4, 4, 12, "information", False, True, "mailbot", 0),  # 5 (11 Nov off)
+    (5, 5, 13, "information", False, True, "sent-partial", 0),  # 5
+    (6, 6, 16, "information", False, True, "mailbot", 0),  # 5
+    (7, 6, 17, "etat-avancement", True, True, "mailbot", 1),  # 6 late
+    (8, 7, 9, "information", False, True, "mailbot", 0),  # 1 (Saturday receipt)
+    (9, 8, 10, "information", False, True, "mailbot", 0),  # 2 (Sunday receipt)
+    (10, 9, 12, "information", False, True, "sent-ok", 0),  # 2
+    (11, 10, 18, "information", False, True, "mailbot", 0),  # 5
+    (12, 10, 19, "information", False, True, "sent-partial", 0),  # 6 late
+    (13, 11, 12, "information", False, True, "mailbot", 0),  # 1 (received on the holiday)
+    (14, 12, 12, "information", False, True, "mailbot", 0),  # 0
+    (15, 13, 23, "information", False, True, "mailbot", 0),  # 6 late
+    (16, 16, 16, "information", False, True, "mailbot", 0),  # 0
+    (17, 16, 20, "information", True, True, "mailbot", 0),  # 4
+    (18, 17, 25, "information", False, True, "mailbot", 0),  # 6 late
+    (19, 18, 19, "information", False, True, "mailbot", 0),  # 1
+    (20, 19, 20, "information", False, True, "mailbot", 0),  # 1
+    (21, 20, 23, "information", False, True, "mailbot", 0),  # 1
+    (22, 21, 23, "information", False, True, "mailbot", 0),  # 1
+    (23, 16, N, "information", False, True, N, 0),  # overdue (7 as of 25 Nov)
+    (24, 17, N, "etat-avancement", True, False, N, 2),  # overdue (6)
+    (25, 20, N, "information", False, True, N, 0),  # pending (3)
+    (26, 22, N, "information", False, True, N, 0),  # pending (3)
+    (27, 19, N, "information", False, False, N, 0),  # pending (4)
+    (28, 2, 2, "information", False, True, "auto", 0),  # 0 (re-orientation)
+    (29, 3, 4, "reclamation", False, True, "mailbot", 0),  # 1
+    (30, 5, 16, "reclamation", False, True, "mailbot", 0),  # 6 late
+    (31, 9, 10, "reclamation", False, True, "mailbot", 0),  # 1
+    (32, 18, N, "reclamation", False, True, N, 0),  # pending (5)
+]
+EXPECTED = {
+    "received": 32,
+    "answered": 26,
+    "pending": 4,
+    "overdue": 2,
+    "rate_within_5": 21 / 28,  # 21 within / (26 answered + 2 overdue)
+    "mean_delay": 70 / 26,
+    "median_delay": 1.5,
+    "complaints": 4,
+    "complaint_rate_within_5": 2 / 3,
+    "complaint_mean_delay": 8 / 3,
+    "complaint_median_delay": 1.0,
+    "ars_sent": 30,
+    "transfers": 4,
+    "transfer_notice_share": 3 / 4,
+    "relances": 3,
+    "signature_completeness": 23 / 26,
+}
+
+
+def at(day: int, hour: int) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=PARIS)
+
+
+def load_scenario(store: Store) -> None:
+    with store.transaction() as tx:
+        for n, received, replied, category, transferred, ar_sent, how, relances in SCENARIO:
+            pk = tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=n,
+                    message_id=f"<m{n}@example.fr>",
+                    content_hash=f"h{n}",
+                    received_at=at(received, 10),
+                    sender=f"u{n}@example.fr",
+                    subject=f"message {n}",
+                    in_reply_to=None,
+                    decision="acknowledge",
+                    reasons=["citizen-mail"],
+                    size=100,
+                    defects=[],
+                    reference=f"SM-2026-{n:06d}",
+                    ar_status="sent" if ar_sent else "failed",
+                    service="cartes-grises" if transferred else "general",
+                    category=category,
+                )
+            )
+            if transferred:
+                tx.add_events(pk, ("transferred", "cartes-grises"), at=at(received, 10))
+            if how == "mailbot":
+                tx.add_events(pk, ("reply_sent", f"<r{n}@x>"), at=at(replied, 15))
+            elif how == "auto":
+                tx.add_events(pk, ("reply", "automatic:reorientation"), at=at(received, 10))
+            elif how in {"sent-ok", "sent-partial"}:
+                detail = json.dumps({"signature_complete": how == "sent-ok"})
+                tx.add_events(pk, ("reply", detail), at=at(replied, 15))
+            for r in range(relances):
+                tx.insert_message(
+                    NewMessage(
+                        mailbox="general",
+                        folder="INBOX",
+                        uidvalidity=1,
+                        uid=1000 + n * 10 + r,
+                        message_id=f"<f{n}-{r}@example.fr>",
+                        content_hash=f"f{n}{r}",
+                        received_at=at(received + 3, 9),
+                        sender=f"u{n}@example.fr",
+                        subject=f"Re: message {n}",
+                        in_reply_to=f"<m{n}@example.fr>",
+                        decision="follow-up",
+                        reasons=["follow-up"],
+                        size=100,
+                        defects=[],
+                        parent_id=pk,
+                    )
+                )
+        # noise that must not count: a bounce and a message outside the period
+        tx.insert_message(
+            NewMessage(
+                mailbox="general",
+                folder="INBOX",
+                uidvalidity=1,
+                uid=5000,
+                message_id="<b@x>",
+                content_hash="b",
+                received_at=at(10, 8),
+                sender=None,
+                subject="bounce",
+                in_reply_to=None,
+                decision="skip",
+                reasons=["null-return-path"],
+                size=1,
+                defects=[],
+            )
+        )
+        tx.insert_message(
+            NewMessage(
+                mailbox="general",
+                folder="INBOX",
+                uidvalidity=1,
+                uid=5001,
+                message_id="<o@x>",
+                content_hash="o",
+                received_at=at(23, 8),
+                sender="late@example.fr",
+                subject="outside",
+                in_reply_to=None,
+                decision="acknowledge",
+                reasons=["citizen-mail"],
+                size=1,
+                defects=[],
+                reference="SM-2026-009999",
+                ar_status="sent",
+                category="information",
+            )
+        )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'scenario.db'}"
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    store = Store(data["database"])
+    load_scenario(store)
+    store.close()
+    return path
+
+
+def run(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbot.cli",
+            "--config",
+            str(config),
+            "indicators",
+            "--from",
+            "2026-11-02",
+            "--to",
+            "2026-11-22",
+            "--as-of",
+            "2026-11-25",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def test_hand_computed_scenario_json(config: Path) -> None:
+    figures = json.loads(run(config, "--format", "json").stdout)
+    for name, expected in EXPECTED.items():
+        assert figures[name] == pytest.approx(expected), name
+    targets = figures["targets"]
+    assert targets["rate_within_5"] == {"target": "> 75 %", "met": False}  # exactly 75 %
+    assert targets["mean_delay"] == {"target": "< 5 j", "met": True}
+    assert targets["complaint_rate_within_5"]["met"] is False
+
+
+def test_table_and_csv_formats(config: Path) -> None:
+    table = run(config).stdout
+    assert "rate_within_5" in table and "75.00%" in table and "NOT met" in table
+    csv_out = run(config, "--format", "csv").stdout.splitlines()
+    assert csv_out[0] == "indicator,value,target,met"
+    assert "received,32,," in csv_out[1]
+
+
+def test_filters_by_service(config: Path) -> None:
+    figures = json.loads(run(config, "--format", "json", "--service", "cartes-grises").stdout)
+    assert figures["received"] == 4 and figures["transfers"] == 4
