@@ -13,18 +13,22 @@ from datetime import date, datetime, time, timedelta
 from importlib.resources import files
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mailbot.catalogue import agent_variables, check_all, listing
 from mailbot.config import Config, load_agents, load_config
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
 from mailbot.imap import ImapMailbox
-from mailbot.indicators import compute, facts_from_rows
+from mailbot.indicators import arrays_from_store, compute_arrays
+from mailbot.jobs import send_alerts
 from mailbot.logs import setup_logging
 from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
-from mailbot.pipeline import Outcome, Pipeline
-from mailbot.poller import Source
+from mailbot.pipeline import IncomingMail, Outcome, Pipeline
+from mailbot.poller import Processor, Source
 from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
+from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
 from mailbot.translations import load_translations
@@ -65,6 +69,84 @@ def build_app(
     return App(config, store, renderer, Pipeline(config, store, renderer), outbox)
 
 
+def sent_sources(config: Config) -> dict[str, tuple[str, Source]]:
+    """Each mailbox's Sent folder, and the tracking mailbox's inbox, on their own connections."""
+    limit = config.polling.max_message_bytes
+    found: dict[str, tuple[str, Source]] = {}
+    for name, box in config.mailboxes.items():
+        if box.imap.sent_folder:
+            source = ImapMailbox(box.imap, name=f"{name}-sent", max_message_bytes=limit)
+            found[name] = (box.imap.sent_folder, source)
+    if config.tracking is not None:
+        imap = config.tracking.imap
+        found["tracking"] = (
+            imap.folder,
+            ImapMailbox(imap, name="tracking", max_message_bytes=limit),
+        )
+    return found
+
+
+def make_worker(app: App) -> Worker:
+    sent = SentPipeline(app.config, app.store, signature_check)
+
+    def alerts() -> object:
+        today = datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
+        return send_alerts(app.config, app.store, app.renderer, app.outbox, today)
+
+    return Worker(
+        app.config,
+        app.pipeline,
+        app.outbox,
+        imap_sources(app.config),
+        sent_sources(app.config),
+        sent,
+        alerts,
+    )
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing."""
+    app = build_app(args.config)
+    history = Pipeline(app.config, app.store, app.renderer, send=False)
+    replies = SentPipeline(app.config, app.store, signature_check)
+    limit = app.config.polling.max_message_bytes
+    feeds: list[tuple[str, str, Processor]] = []
+    for name, box in app.config.mailboxes.items():
+        feeds.append((name, box.imap.folder, history))
+        if box.imap.sent_folder:
+            feeds.append((name, box.imap.sent_folder, replies))
+    for name, folder, processor in feeds:
+        source = ImapMailbox(app.config.mailboxes[name].imap, name=name, max_message_bytes=limit)
+        source.connect()
+        try:
+            uidvalidity = source.select(folder)
+            last = processor.start_folder(name, folder, uidvalidity)
+            uids = [uid for uid in source.uids_since(args.since) if uid > last]
+            with tqdm(
+                total=len(uids), desc=f"{name}/{folder}", unit="mail", disable=args.quiet
+            ) as bar:
+                for fetched in source.fetch(uids, app.config.polling.batch_size):
+                    mail = IncomingMail(
+                        fetched.uid, fetched.internaldate, fetched.raw, fetched.size
+                    )
+                    processor.process(name, folder, uidvalidity, mail)
+                    bar.update()
+        finally:
+            source.close()
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    today = args.date or datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
+    sent = send_alerts(app.config, app.store, app.renderer, app.outbox, today)
+    for service, count in sent.items():
+        print(f"{service}: digest of {count} message(s) sent")
+    if not sent:
+        print("nothing to send (no late, soon-due or relanced message, or a day off)")
+    return 0
+
+
 def imap_sources(config: Config) -> Mapping[str, Source]:
     limit = config.polling.max_message_bytes
     return {
@@ -82,7 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_poll(args: argparse.Namespace) -> int:
     app = build_app(args.config)
-    worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
+    worker = make_worker(app)
     outcomes = worker.poll_once()
     if not args.quiet:
         print_outcomes(outcomes)
@@ -91,7 +173,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     app = build_app(args.config)
-    Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config)).run()
+    make_worker(app).run()
     return 0
 
 
@@ -270,10 +352,11 @@ def cmd_indicators(args: argparse.Namespace) -> int:
     zone = calendar.zone
     since = datetime.combine(args.date_from, time.min, zone)
     until = datetime.combine(args.date_to + timedelta(days=1), time.min, zone)
-    rows = Store(config.database).indicator_rows(since, until, args.mailbox, args.service)
     complaint = config.routing.complaint_category if config.routing else "reclamation"
+    store = Store(config.database)
+    columns = store.indicator_arrays(since, until, complaint, args.mailbox, args.service)
     today = min(args.date_to, datetime.now(zone).date()) if args.as_of is None else args.as_of
-    result = compute(facts_from_rows(rows, calendar), today, calendar, complaint)
+    result = compute_arrays(arrays_from_store(columns, calendar), today, calendar)
     figures = result.figures()
     if args.format == "json":
         print(
@@ -390,6 +473,14 @@ def parser() -> argparse.ArgumentParser:
     reply.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
     reply.add_argument("--send", action="store_true", help="send it (default: preview)")
     reply.set_defaults(func=cmd_reply)
+    backfill = commands.add_parser(
+        "backfill", help="import history for the indicators, no mail sent"
+    )
+    backfill.add_argument("--since", type=date.fromisoformat, required=True)
+    backfill.set_defaults(func=cmd_backfill)
+    alerts = commands.add_parser("alerts", help="send today's deadline digests to services")
+    alerts.add_argument("--date", type=date.fromisoformat, help="as if on this day")
+    alerts.set_defaults(func=cmd_alerts)
     indicators = commands.add_parser("indicators", help="Qual-e-pref email indicators")
     indicators.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
     indicators.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)

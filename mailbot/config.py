@@ -267,6 +267,37 @@ class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
 
+SignatureElement = Literal["name", "function", "service", "prefecture", "postal_address", "contact"]
+SIGNATURE_ELEMENTS: tuple[SignatureElement, ...] = (
+    "name",
+    "function",
+    "service",
+    "prefecture",
+    "postal_address",
+    "contact",
+)
+
+
+class SignatureConfig(Model):
+    """What a reply's signature must show (CRPA L111-2, and the audit's expectations)."""
+
+    required: list[SignatureElement] = Field(default_factory=lambda: list(SIGNATURE_ELEMENTS))
+
+
+class AlertsConfig(Model):
+    """The daily deadline digest to services (working days only)."""
+
+    enabled: bool = True
+    time: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:30"
+
+
+class TrackingConfig(Model):
+    """A mailbox that services put in Bcc of their replies, so that they are counted."""
+
+    address: Email
+    imap: ImapConfig
+
+
 class PrefectureConfig(Model):
     name: str
     postal_address: str
@@ -289,6 +320,9 @@ class Config(Model):
     outbox: OutboxConfig = OutboxConfig()
     retention: RetentionConfig = RetentionConfig()
     routing: RoutingConfig | None = None
+    signature: SignatureConfig = SignatureConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    tracking: TrackingConfig | None = None
 
     @field_validator("mailboxes")
     @classmethod

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
@@ -184,6 +184,12 @@ class ImapMailbox:
             client.noop()
             found = client.search(["UID", f"{last_uid + 1}:*"])
         return sorted(uid for uid in (int(value) for value in found) if uid > last_uid)
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs of messages received (INTERNALDATE) on or after ``day``, for the backfill."""
+        with self._command("UID SEARCH SINCE failed") as client:
+            found = client.search(["SINCE", day])
+        return sorted(int(value) for value in found)
 
     def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[FetchedMail]:
         """Yield the given messages in UID order, fetching ``batch_size`` at a time.

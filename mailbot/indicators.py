@@ -138,45 +138,94 @@ def _delay_stats(
     return rate, float(answered_delays.mean()), float(np.median(answered_delays))
 
 
+@dataclass(frozen=True)
+class FactArrays:
+    """The same facts, one numpy array per field: how a year of history is computed."""
+
+    received: npt.NDArray[np.datetime64]  # local dates, datetime64[D]
+    replied: npt.NDArray[np.datetime64]  # local dates, NaT when unanswered
+    complaint: npt.NDArray[np.bool_]
+    transferred: npt.NDArray[np.bool_]
+    ar_sent: npt.NDArray[np.bool_]
+    relances: npt.NDArray[np.int64]
+    signature: npt.NDArray[np.int8]  # 1 complete, 0 incomplete, -1 not checked / no reply
+
+    @classmethod
+    def from_facts(cls, facts: Sequence[MessageFacts], complaint: str) -> FactArrays:
+        return cls(
+            received=np.array([f.received for f in facts], dtype="datetime64[D]"),
+            replied=np.array(
+                [f.replied if f.replied else "NaT" for f in facts], dtype="datetime64[D]"
+            ),
+            complaint=np.array([f.category == complaint for f in facts], dtype=bool),
+            transferred=np.array([f.transferred for f in facts], dtype=bool),
+            ar_sent=np.array([f.ar_sent for f in facts], dtype=bool),
+            relances=np.array([f.relances for f in facts], dtype=np.int64),
+            signature=np.array(
+                [-1 if f.signature_complete is None else int(f.signature_complete) for f in facts],
+                dtype=np.int8,
+            ),
+        )
+
+
+def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> FactArrays:
+    """Store.indicator_arrays (Unix times) → FactArrays (local dates)."""
+    replied = columns["replied"]
+    answered = replied >= 0
+    replied_dates = np.full(replied.size, np.datetime64("NaT"), dtype="datetime64[D]")
+    replied_dates[answered] = calendar.local_dates_from_epoch(replied[answered])
+    return FactArrays(
+        received=calendar.local_dates_from_epoch(columns["received"]),
+        replied=replied_dates,
+        complaint=columns["complaint"],
+        transferred=columns["transferred"],
+        ar_sent=columns["ar_sent"],
+        relances=columns["relances"],
+        signature=columns["signature"],
+    )
+
+
 def compute(
     facts: Sequence[MessageFacts], today: date, calendar: WorkingCalendar, complaint: str
 ) -> Indicators:
     """The indicators for these messages, as of ``today`` (for pending vs overdue)."""
-    n = len(facts)
-    received = np.array([f.received for f in facts], dtype="datetime64[D]")
-    replied = np.array([f.replied or date.max for f in facts], dtype="datetime64[D]")
-    answered = np.array([f.replied is not None for f in facts], dtype=bool)
-    today_d = np.datetime64(today, "D")
+    return compute_arrays(FactArrays.from_facts(facts, complaint), today, calendar)
+
+
+def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
+    received, answered = facts.received, ~np.isnat(facts.replied)
     one = np.timedelta64(1, "D")
-    ends = np.where(answered, replied, today_d) + one
+    ends = np.where(answered, facts.replied, np.datetime64(today, "D")) + one
     delays = np.busday_count(
         received + one, np.maximum(ends, received + one), busdaycal=calendar.busdaycal
     )
     late = ~answered & (delays > DEADLINE)
-    is_complaint = np.array([f.category == complaint for f in facts], dtype=bool)
+    complaint = facts.complaint
     rate, mean, median = _delay_stats(delays, answered, int(np.count_nonzero(late)))
     c_rate, c_mean, c_median = _delay_stats(
-        delays[is_complaint], answered[is_complaint], int(np.count_nonzero(late & is_complaint))
+        delays[complaint], answered[complaint], int(np.count_nonzero(late & complaint))
     )
-    transfers = sum(f.transferred for f in facts)
-    checked = [f.signature_complete for f in facts if f.signature_complete is not None]
+    transfers = int(np.count_nonzero(facts.transferred))
+    checked = facts.signature >= 0
     return Indicators(
-        received=n,
+        received=int(received.size),
         answered=int(np.count_nonzero(answered)),
         pending=int(np.count_nonzero(~answered & ~late)),
         overdue=int(np.count_nonzero(late)),
         rate_within_5=rate,
         mean_delay=mean,
         median_delay=median,
-        complaints=int(np.count_nonzero(is_complaint)),
+        complaints=int(np.count_nonzero(complaint)),
         complaint_rate_within_5=c_rate,
         complaint_mean_delay=c_mean,
         complaint_median_delay=c_median,
-        ars_sent=sum(f.ar_sent for f in facts),
+        ars_sent=int(np.count_nonzero(facts.ar_sent)),
         transfers=transfers,
         transfer_notice_share=_share(
-            sum(f.transferred and f.notice_sent for f in facts), transfers
+            int(np.count_nonzero(facts.transferred & facts.ar_sent)), transfers
         ),
-        relances=sum(f.relances for f in facts),
-        signature_completeness=_share(sum(checked), len(checked)),
+        relances=int(facts.relances.sum()),
+        signature_completeness=_share(
+            int(np.count_nonzero(facts.signature == 1)), int(np.count_nonzero(checked))
+        ),
     )

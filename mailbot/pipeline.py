@@ -16,7 +16,14 @@ from datetime import datetime, timedelta
 from mailbot.config import Config, MailboxConfig
 from mailbot.language import detect_language
 from mailbot.message import ParsedMessage, parse_message
-from mailbot.policy import ArDecision, PolicyContext, decide_ar, find_reference, reply_address
+from mailbot.policy import (
+    ArDecision,
+    PolicyContext,
+    decide_ar,
+    find_reference,
+    reply_address,
+    similar_subjects,
+)
 from mailbot.render import TRANSLATIONS_DIR, Renderer
 from mailbot.replies import Plan, Replies
 from mailbot.routing import (
@@ -29,8 +36,11 @@ from mailbot.routing import (
 )
 from mailbot.store import NewMessage, Store, Transaction, utcnow
 from mailbot.translations import load_translations
+from mailbot.workdays import WorkingCalendar
 
 log = logging.getLogger(__name__)
+RELANCE_WORKING_DAYS = 10
+RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,16 @@ class Pipeline:
         store: Store,
         renderer: Renderer,
         clock: Callable[[], datetime] = utcnow,
+        send: bool = True,
     ) -> None:
         self.config = config
         self.store = store
         self.renderer = renderer
         self.clock = clock
+        # send=False is the backfill of history: decide and route, record, never send.
+        self.send = send
         self.routing = compiled_routing(config)
+        self.calendar = WorkingCalendar(timezone=config.timezone)
         translations = load_translations(renderer.template_dir / TRANSLATIONS_DIR)
         self.replies = Replies(config, renderer, translations)
 
@@ -128,15 +142,19 @@ class Pipeline:
             language = facts.language
             if self.routing is not None:
                 routing = decide(facts, self.routing)
-            plan = self.replies.plan(
-                mailbox,
-                mail.raw,
-                parsed,
-                mail.internaldate,
-                reference,
-                decision.recipient,
-                routing,
-                facts.language,
+            plan = (
+                None
+                if not self.send
+                else self.replies.plan(
+                    mailbox,
+                    mail.raw,
+                    parsed,
+                    mail.internaldate,
+                    reference,
+                    decision.recipient,
+                    routing,
+                    facts.language,
+                )
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
         name = sender_name(parsed, frozenset(self.config.policy.contact_form_relays))
@@ -185,8 +203,22 @@ class Pipeline:
         recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
         thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
+        if thread is None and recipient:
+            thread = self._same_request(tx, mailbox, recipient, parsed.subject)
         context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
         return context, thread[0] if thread else None
+
+    def _same_request(
+        self, tx: Transaction, mailbox: str, sender: str, subject: str
+    ) -> tuple[int, str] | None:
+        """A relance without threading: same sender, similar subject, within 10 working days,
+        on a message still unanswered."""
+        since = self.clock() - timedelta(days=RELANCE_CALENDAR_DAYS)
+        for pk, reference, received_at, earlier in tx.unanswered_from(mailbox, sender, since):
+            recent = self.calendar.delay(received_at, self.clock()) <= RELANCE_WORKING_DAYS
+            if recent and similar_subjects(subject, earlier):
+                return pk, reference
+        return None
 
     def _row(
         self,
@@ -215,7 +247,7 @@ class Pipeline:
             size=max(parsed.size, mail.size),
             defects=(*parsed.defects, *mail.defects),
             reference=reference,
-            ar_status="pending" if plan is not None else "none",
+            ar_status=_ar_status(plan, decision, self.send),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
         )
 
@@ -352,6 +384,12 @@ def policy_context(
         max_ars_per_window=policy.rate_limit.max_per_sender,
         known_thread_reference=thread_reference,
     )
+
+
+def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> str:
+    if plan is not None:
+        return "pending"
+    return "backfill" if decision.send and not send else "none"
 
 
 def _decision_name(decision: ArDecision) -> str:

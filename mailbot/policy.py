@@ -12,6 +12,7 @@ and our own Auto-Submitted header already contain.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -287,3 +288,24 @@ def decide_ar(msg: ParsedMessage, ctx: PolicyContext) -> ArDecision:
     human = set(hits) <= HUMAN_HITS
     follow_up_of = ctx.known_thread_reference if human else None
     return ArDecision(False, tuple(hits), recipient, follow_up_of, _loop_note(msg, ctx))
+
+
+_SUBJECT_PREFIX = re.compile(r"^\s*((re|tr|fw|fwd|rep|ref|relance|rappel)\s*:\s*)+", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
+
+
+def _subject_words(subject: str) -> set[str]:
+    stripped = _SUBJECT_PREFIX.sub("", subject.casefold())
+    plain = "".join(
+        c for c in unicodedata.normalize("NFKD", stripped) if not unicodedata.combining(c)
+    )
+    return set(_WORD.findall(plain))
+
+
+def similar_subjects(a: str, b: str, threshold: float = 0.5) -> bool:
+    """Two subjects about the same request: most of their words shared (Jaccard ≥ 0.5),
+    prefixes like "Re:" or "Relance :" ignored; too-short subjects never match."""
+    words_a, words_b = _subject_words(a), _subject_words(b)
+    if len(words_a) < 2 or len(words_b) < 2:
+        return False
+    return len(words_a & words_b) / len(words_a | words_b) >= threshold

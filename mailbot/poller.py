@@ -18,7 +18,7 @@ from typing import Protocol
 from mailbot.config import PollingConfig
 from mailbot.errors import MailboxError
 from mailbot.outbox import Outbox
-from mailbot.pipeline import IncomingMail, Outcome, Pipeline
+from mailbot.pipeline import IncomingMail, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ class Source(Protocol):
     def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Fetched]: ...
     def supports_idle(self) -> bool: ...
     def wait_for_changes(self, timeout: float) -> bool: ...
+
+
+class Processor(Protocol):
+    """What reads a folder's mail: the inbox pipeline, or the Sent-folder reply detector."""
+
+    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int: ...
+    def process(
+        self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
+    ) -> Outcome: ...
 
 
 class Backoff:
@@ -65,7 +74,7 @@ class MailboxPoller:
         name: str,
         folder: str,
         source: Source,
-        pipeline: Pipeline,
+        pipeline: Processor,
         outbox: Outbox,
         polling: PollingConfig,
         stop: threading.Event | None = None,

@@ -19,6 +19,11 @@ import numpy.typing as npt
 DEADLINE = 5
 
 
+def _offset(moment: datetime) -> int:
+    offset = moment.utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
 class WorkingCalendar:
     def __init__(
         self,
@@ -51,6 +56,12 @@ class WorkingCalendar:
         end = np.datetime64(self.local_date(replied), "D") + 1
         return int(np.busday_count(start, end, busdaycal=self._calendar))
 
+    def delay_between(self, received: date, replied: date) -> int:
+        """The same on local dates already computed."""
+        start = np.datetime64(received, "D") + 1
+        end = np.datetime64(replied, "D") + 1
+        return int(np.busday_count(start, max(start, end), busdaycal=self._calendar))
+
     def delays(
         self, received: Sequence[datetime] | npt.NDArray[np.datetime64], replied: Sequence[datetime]
     ) -> npt.NDArray[np.int64]:
@@ -65,6 +76,19 @@ class WorkingCalendar:
         if isinstance(moments, np.ndarray) and moments.dtype == np.dtype("datetime64[D]"):
             return moments
         return np.array([self.local_date(m) for m in moments], dtype="datetime64[D]")
+
+    def local_dates_from_epoch(self, seconds: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
+        """Unix times → local dates, vectorised: the UTC offset is looked up per hour."""
+        if seconds.size == 0:
+            return np.array([], dtype="datetime64[D]")
+        first = int(seconds.min()) // 3600
+        hours = np.arange(first, int(seconds.max()) // 3600 + 1)
+        offsets = np.array(
+            [_offset(datetime.fromtimestamp(int(h) * 3600, self.zone)) for h in hours],
+            dtype=np.int64,
+        )
+        local = seconds + offsets[seconds // 3600 - first]
+        return (local // 86400).astype("datetime64[D]")
 
     def add_working_days(self, day: date, count: int) -> date:
         """The working day ``count`` working days after ``day`` (the deadline of a message)."""

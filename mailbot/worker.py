@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -19,7 +19,7 @@ from mailbot.config import Config
 from mailbot.errors import MailboxError
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
-from mailbot.poller import MailboxPoller, Source
+from mailbot.poller import MailboxPoller, Processor, Source
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,11 @@ class Worker:
         pipeline: Pipeline,
         outbox: Outbox,
         sources: Mapping[str, Source],
+        sent: Mapping[str, tuple[str, Source]] | None = None,
+        sent_pipeline: Processor | None = None,
+        alerts: Callable[[], object] | None = None,
     ) -> None:
+        self.alerts = alerts
         self.config = config
         self.pipeline = pipeline
         self.outbox = outbox
@@ -48,6 +52,12 @@ class Worker:
             )
             for name, source in sources.items()
         }
+        # Sent folders and the tracking mailbox: read like inboxes, by the reply detector.
+        for name, (folder, source) in (sent or {}).items():
+            assert sent_pipeline is not None
+            self.pollers[f"{name}:{folder}"] = MailboxPoller(
+                name, folder, source, sent_pipeline, outbox, config.polling, self.stop
+            )
         self.failures: dict[str, str] = {}
 
     def recover(self) -> None:
@@ -83,6 +93,18 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
                 next_run_time=datetime.now(UTC),
+            )
+        if self.alerts is not None and self.config.alerts.enabled:
+            hour, minute = self.config.alerts.time.split(":")
+            scheduler.add_job(
+                self.alerts,
+                "cron",
+                day_of_week="mon-fri",
+                hour=int(hour),
+                minute=int(minute),
+                id="alerts",
+                max_instances=1,
+                coalesce=True,
             )
         scheduler.add_job(
             self.outbox.deliver_due,

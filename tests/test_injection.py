@@ -12,16 +12,21 @@ from mailbot.render import Renderer, build_email
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERER = Renderer(ROOT / "templates")
-HOSTILE = "Objet\r\nBcc: victim@evil.example {{ 7*7 }} {% for x in range(3) %}x{% endfor %} <script>alert(1)</script>"
+HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@evil.example {{ 7*7 }} {% for x in range(3) %}x{% endfor %}"
 
 
 @pytest.mark.parametrize("name", RENDERER.names())
 def test_hostile_subject_and_name_are_inert(name: str) -> None:
     meta = RENDERER.meta(name)
     variables = dict(meta.examples())
-    variables["original_subject"] = HOSTILE
-    if "usager_nom" in {*meta.required, *meta.optional}:
+    declared = {*meta.required, *meta.optional}
+    if "original_subject" in declared:
+        variables["original_subject"] = HOSTILE
+    if "usager_nom" in declared:
         variables["usager_nom"] = HOSTILE
+    for key in ("overdue", "soon", "relanced"):  # the deadline digest lists citizens' subjects
+        if key in declared:
+            variables[key] = [{**row, "subject": HOSTILE} for row in variables[key]]
     mail = RENDERER.render(name, variables)
     for text in (mail.subject, mail.text, mail.html):
         assert "49" not in text.replace("SM-2026-", "")  # {{ 7*7 }} never evaluated

@@ -393,3 +393,20 @@ def test_find_reference(subject: str, expected: str | None) -> None:
 def test_find_reference_with_another_prefix() -> None:
     assert find_reference("Objet : ETR-2026-000007", "ETR") == "ETR-2026-000007"
     assert find_reference("Objet : ETR-2026-000007", "SM") is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "similar"),
+    [
+        ("Demande de carte grise", "RE: Relance : demande de carte grise", True),
+        ("Renouvellement titre de séjour", "renouvellement de mon titre de sejour", True),
+        ("Renouvellement titre de séjour", "Demande de naturalisation", False),
+        ("Renouvellement titre de séjour", "Relance renouvellement titre séjour", True),
+        ("Question", "Question", False),  # too short to tell
+        ("Carte grise", "Permis de conduire", False),
+    ],
+)
+def test_similar_subjects(a: str, b: str, similar: bool) -> None:
+    from mailbot.policy import similar_subjects
+
+    assert similar_subjects(a, b) is similar

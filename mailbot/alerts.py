@@ -1,0 +1,62 @@
+"""The daily deadline digest for each service: late, soon due and relanced messages.
+
+Pure: from the store's rows to one digest per service; empty digests are not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from mailbot.workdays import DEADLINE, WorkingCalendar
+
+SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
+
+
+@dataclass
+class Digest:
+    service: str
+    overdue: list[dict[str, Any]] = field(default_factory=list)
+    soon: list[dict[str, Any]] = field(default_factory=list)
+    relanced: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.overdue or self.soon or self.relanced)
+
+
+def digests(
+    rows: Sequence[Mapping[str, Any]],
+    today: date,
+    calendar: WorkingCalendar,
+    own_service: Mapping[str, str],
+) -> dict[str, Digest]:
+    """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances."""
+    found: dict[str, Digest] = {}
+    for row in rows:
+        if row["replied_at"] is not None:
+            continue
+        received = calendar.local_date(row["received_at"])
+        age = calendar.delay_between(received, today)
+        relances = int(row["relances"] or 0)
+        entry = {
+            "reference": row["reference"],
+            "subject": row.get("subject") or "",
+            "age": age,
+            "mailbox": row["mailbox"],
+            "relances": relances,
+        }
+        service = row["service"] or own_service.get(row["mailbox"], "general")
+        digest = found.setdefault(service, Digest(service))
+        if age > DEADLINE:
+            digest.overdue.append(entry)
+        elif age >= SOON:
+            digest.soon.append(entry)
+        elif relances:
+            digest.relanced.append(entry)
+    for digest in found.values():
+        for entries in (digest.overdue, digest.soon, digest.relanced):
+            entries.sort(key=lambda e: (-e["age"], e["reference"]))
+    return {name: digest for name, digest in found.items() if not digest.empty}

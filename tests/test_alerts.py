@@ -1,0 +1,133 @@
+"""The daily deadline digest: each service gets its late, soon-due and relanced messages."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+from servers import SmtpServer
+
+from mailbot.alerts import digests
+from mailbot.cli import main
+from mailbot.store import NewMessage, Store
+from mailbot.workdays import WorkingCalendar
+
+ROOT = Path(__file__).resolve().parent.parent
+PARIS = ZoneInfo("Europe/Paris")
+TODAY = date(2026, 11, 25)  # a Wednesday
+
+
+def message(n: int, day: int, service: str, *, answered: bool = False, relances: int = 0):  # type: ignore[no-untyped-def]
+    return n, datetime(2026, 11, day, 10, tzinfo=PARIS), service, answered, relances
+
+
+ROWS = [
+    message(1, 16, "permis"),  # 7 working days: overdue
+    message(2, 19, "permis"),  # 4: soon due
+    message(3, 20, "permis", answered=True),  # answered: nothing
+    message(4, 24, "permis", relances=1),  # 1, but relanced
+    message(5, 24, "permis"),  # 1: nothing yet
+    message(6, 20, "cartes-grises"),  # 3: soon due
+    message(7, 23, "cni-passeport"),  # 2: nothing -> no digest for that service
+]
+
+
+def fill(store: Store) -> None:
+    with store.transaction() as tx:
+        for n, received, service, answered, relances in ROWS:
+            pk = tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=n,
+                    message_id=f"<m{n}@x>",
+                    content_hash=f"h{n}",
+                    received_at=received,
+                    sender=f"u{n}@example.fr",
+                    subject=f"Sujet {n}",
+                    in_reply_to=None,
+                    decision="acknowledge",
+                    reasons=["citizen-mail"],
+                    size=1,
+                    defects=[],
+                    reference=f"SM-2026-{n:06d}",
+                    ar_status="sent",
+                    service=service,
+                    category="information",
+                )
+            )
+            if answered:
+                tx.add_events(pk, ("reply_sent", "<r@x>"), at=received)
+            for r in range(relances):
+                tx.insert_message(
+                    NewMessage(
+                        mailbox="general",
+                        folder="INBOX",
+                        uidvalidity=1,
+                        uid=100 + n + r,
+                        message_id=f"<f{n}{r}@x>",
+                        content_hash=f"f{n}{r}",
+                        received_at=received,
+                        sender=f"u{n}@example.fr",
+                        subject=f"Re: Sujet {n}",
+                        in_reply_to=None,
+                        decision="follow-up",
+                        reasons=["follow-up"],
+                        size=1,
+                        defects=[],
+                        parent_id=pk,
+                    )
+                )
+
+
+def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    fill(store)
+    rows = store.indicator_rows(
+        datetime(2026, 8, 1, tzinfo=PARIS), datetime(2026, 11, 26, tzinfo=PARIS)
+    )
+    found = digests(rows, TODAY, WorkingCalendar(), {"general": "general"})
+    assert set(found) == {"permis", "cartes-grises"}
+    permis = found["permis"]
+    assert [e["reference"] for e in permis.overdue] == ["SM-2026-000001"]
+    assert [e["reference"] for e in permis.soon] == ["SM-2026-000002"]
+    assert [e["reference"] for e in permis.relanced] == ["SM-2026-000004"]
+    assert permis.overdue[0]["age"] == 7 and permis.relanced[0]["relances"] == 1
+    assert [e["reference"] for e in found["cartes-grises"].soon] == ["SM-2026-000006"]
+
+
+def test_alerts_command_sends_one_digest_per_service(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["templates"] = str(ROOT / "templates")
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    fill(Store(data["database"]))
+
+    assert main(["--config", str(config), "alerts", "--date", "2026-11-28"]) == 0  # Saturday
+    assert smtp_server.messages == []
+    assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
+    received = smtp_server.wait_for(2)
+    assert len(received) == 2
+    by_rcpt = {r.rcpt_tos[0]: r for r in received}
+    assert set(by_rcpt) == {
+        "pref-permis@seine-maritime.gouv.fr",
+        "pref-cartes-grises@seine-maritime.gouv.fr",
+    }
+    digest = email.message_from_bytes(
+        by_rcpt["pref-permis@seine-maritime.gouv.fr"].raw, policy=email.policy.default
+    )
+    assert str(digest["Subject"]).startswith("Délais de réponse : 1 en retard, 1 à traiter")
+    text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "[SM-2026-000001] Sujet 1" in text and "7 jours ouvrés" in text
+    assert "[SM-2026-000002]" in text and "[SM-2026-000004]" in text
+    assert "SM-2026-000003" not in text and "SM-2026-000005" not in text
+    assert "@example.fr" not in text  # no citizen addresses in digests

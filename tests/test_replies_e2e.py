@@ -1,0 +1,203 @@
+"""Response times end to end: agents' replies found in Sent, their signatures, relances."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from servers import MailUser, SmtpServer
+from test_e2e import citizen_mail, db_rows, etrangers_user, poll, write_config
+
+__all__ = ["etrangers_user"]
+PARIS = ZoneInfo("Europe/Paris")
+SIGNED = (
+    "Cordialement,\r\n\r\n-- \r\nCamille Durand\r\nAdjointe au chef du bureau des titres\r\n"
+    "Bureau des titres - cartes grises\r\nPréfecture de la Seine-Maritime\r\n"
+    "7 place de la Madeleine, 76036 Rouen Cedex\r\nTél. : 02 32 76 50 12\r\n"
+)
+
+
+def agent_reply(to: str, in_reply_to: str, subject: str, signature: str) -> bytes:
+    return (
+        "From: Préfecture <pref-contact@seine-maritime.gouv.fr>\r\n"
+        f"To: {to}\r\nSubject: {subject}\r\nIn-Reply-To: {in_reply_to}\r\n"
+        f"References: {in_reply_to}\r\nMessage-ID: <agent-{abs(hash(subject))}@seine-maritime.gouv.fr>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+        "Bonjour,\r\nVotre demande est en cours d'instruction.\r\n" + signature
+    ).encode()
+
+
+def setup_with_sent(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
+    user.create_folder("Sent")
+    config = write_config(tmp_path, user, etrangers, smtp)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["mailboxes"]["general"]["imap"]["sent_folder"] = "Sent"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return config
+
+
+def indicators(config: Path) -> dict[str, Any]:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbot.cli",
+            "--config",
+            str(config),
+            "indicators",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--as-of",
+            "2026-11-30",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(run.stdout))
+
+
+def test_agent_replies_in_sent_are_detected_with_delay_and_signature(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    friday = datetime(2026, 11, 6, 16, 0, tzinfo=PARIS)
+    imap_user.append(citizen_mail(1, message_id="<c1@example.fr>"), internaldate=friday)
+    imap_user.append(
+        citizen_mail(2, sender="paul@example.fr", message_id="<c2@example.fr>"),
+        internaldate=friday,
+    )
+    assert poll(config) == 0
+    smtp_server.wait_for(2)
+    # Complete signature, sent Thursday 12 (11 November is a holiday): 3 working days.
+    imap_user.append(
+        agent_reply("marie.dupont@example.fr", "<c1@example.fr>", "Re: renseignements", SIGNED),
+        folder="Sent",
+        internaldate=datetime(2026, 11, 12, 9, 0, tzinfo=PARIS),
+    )
+    # Partial signature (no function, no address), sent Monday 16: 5 working days (9, 10, 12, 13, 16).
+    imap_user.append(
+        agent_reply(
+            "paul@example.fr",
+            "<c2@example.fr>",
+            "Re: votre demande",
+            "Cordialement,\r\nCamille Durand\r\nBureau des titres\r\n",
+        ),
+        folder="Sent",
+        internaldate=datetime(2026, 11, 16, 9, 0, tzinfo=PARIS),
+    )
+    # A forward to a colleague in the same thread is not a reply to the citizen.
+    imap_user.append(
+        agent_reply(
+            "collegue@seine-maritime.gouv.fr", "<c1@example.fr>", "Tr: renseignements", SIGNED
+        ),
+        folder="Sent",
+        internaldate=datetime(2026, 11, 9, 9, 0, tzinfo=PARIS),
+    )
+    assert poll(config) == 0
+    replies = db_rows(
+        config, "SELECT message_pk, at, detail FROM events WHERE kind='reply' ORDER BY message_pk"
+    )
+    assert len(replies) == 2
+    first, second = (json.loads(r[2]) for r in replies)
+    assert first["signature_complete"] is True and first["missing"] == []
+    assert second["signature_complete"] is False
+    assert {"function", "postal_address"} <= set(second["missing"])
+    figures = indicators(config)
+    assert figures["answered"] == 2
+    assert figures["mean_delay"] == 4.0  # (3 + 5) / 2
+    assert figures["signature_completeness"] == 0.5
+    assert poll(config) == 0  # a second pass records nothing new
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind='reply'")) == 2
+
+
+def test_relance_by_same_sender_and_similar_subject_is_counted(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1, subject="Renouvellement de mon titre de séjour"))
+    imap_user.append(
+        citizen_mail(
+            2, subject="RELANCE : renouvellement titre de sejour", message_id="<x2@example.fr>"
+        )
+    )
+    assert poll(config) == 0
+    smtp_server.wait_for(1)
+    to_citizen = [r for r in smtp_server.messages if r.rcpt_tos == ("marie.dupont@example.fr",)]
+    assert len(to_citizen) == 1  # the relance gets no second AR
+    rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
+    assert rows == [("acknowledge", None), ("follow-up", 1)]
+    assert indicators(config)["relances"] == 1
+
+
+def test_backfill_records_history_and_sends_nothing(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    old = datetime(2026, 10, 20, 10, 0, tzinfo=PARIS)
+    imap_user.append(
+        citizen_mail(1, subject="Ancien message", message_id="<old0@example.fr>"),
+        internaldate=datetime(2026, 9, 1, tzinfo=PARIS),
+    )  # before --since
+    imap_user.append(citizen_mail(2, message_id="<old1@example.fr>"), internaldate=old)
+    imap_user.append(
+        agent_reply("marie.dupont@example.fr", "<old1@example.fr>", "Re: renseignements", SIGNED),
+        folder="Sent",
+        internaldate=datetime(2026, 10, 21, 10, 0, tzinfo=PARIS),
+    )
+    from mailbot.cli import main
+
+    assert main(["--config", str(config), "-q", "backfill", "--since", "2026-10-01"]) == 0
+    assert smtp_server.messages == []
+    assert db_rows(config, "SELECT uid, decision, ar_status FROM messages") == [
+        (2, "acknowledge", "backfill")
+    ]
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind='reply'")) == 1
+    # going live afterwards: history is not acknowledged, new mail is
+    imap_user.append(citizen_mail(3, sender="nouveau@example.fr"))
+    assert poll(config) == 0
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [("nouveau@example.fr",)]
+
+
+def test_service_reply_seen_through_the_tracking_mailbox(
+    tmp_path: Path,
+    dovecot: Any,
+    imap_user: MailUser,
+    etrangers_user: MailUser,
+    smtp_server: SmtpServer,
+) -> None:
+    tracking = dovecot.new_user("track")
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["tracking"] = {
+        "address": "suivi-courriels@seine-maritime.gouv.fr",
+        "imap": tracking.imap_config().model_dump(mode="json", exclude_none=True),
+    }
+    data["sender"]["tracking_address"] = "suivi-courriels@seine-maritime.gouv.fr"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    imap_user.append(citizen_mail(1, subject="Carte grise", message_id="<cg1@example.fr>"))
+    assert poll(config) == 0
+    forward = next(r for r in smtp_server.wait_for(2) if r.rcpt_tos[0].startswith("pref-cartes"))
+    assert b"suivi-courriels@seine-maritime.gouv.fr" in forward.raw  # the note asks for the Bcc
+    ((reference,),) = db_rows(config, "SELECT reference FROM messages")
+    tracking.append(
+        agent_reply(
+            "marie.dupont@example.fr", "<cg1@example.fr>", f"Re: [{reference}] Carte grise", SIGNED
+        )
+    )
+    assert poll(config) == 0
+    (detail,) = [
+        json.loads(d) for (d,) in db_rows(config, "SELECT detail FROM events WHERE kind='reply'")
+    ]
+    assert detail["source"] == "tracking/INBOX" and detail["signature_complete"] is True
