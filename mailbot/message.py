@@ -94,6 +94,7 @@ class ParsedMessage:
     size: int
     headers: Mapping[str, tuple[str, ...]] = field(repr=False)
     defects: tuple[str, ...] = ()
+    body_html: str = field(default="", repr=False)  # the HTML part, when there is one
 
     def header(self, name: str) -> tuple[str, ...]:
         """All values of a header, decoded, by case-insensitive name."""
@@ -153,7 +154,7 @@ def html_to_text(markup: str) -> str:
     return "\n".join(_BLANKS.sub(" ", line).strip() for line in text.splitlines() if line.strip())
 
 
-def _body_and_attachments(msg: email.message.Message) -> tuple[str, bool]:
+def _body_and_attachments(msg: email.message.Message) -> tuple[str, str, bool]:
     plain: str | None = None
     markup: str | None = None
     has_attachments = False
@@ -172,7 +173,7 @@ def _body_and_attachments(msg: email.message.Message) -> tuple[str, bool]:
         elif not ctype.startswith("text/"):
             has_attachments = True
     body = plain if plain and plain.strip() else html_to_text(markup or "")
-    return body[:BODY_TEXT_LIMIT], has_attachments
+    return body[:BODY_TEXT_LIMIT], (markup or "")[:BODY_TEXT_LIMIT], has_attachments
 
 
 def _return_path(headers: Mapping[str, tuple[str, ...]]) -> str | None:
@@ -197,10 +198,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
     from_name, from_address = parseaddr(single_line(" ".join(raw_headers.get("from", ()))))
     message_ids = _message_ids(headers.get("message-id", ()))
     try:
-        body_text, has_attachments = _body_and_attachments(msg)
+        body_text, body_html, has_attachments = _body_and_attachments(msg)
     except Exception as exc:  # a broken MIME tree must not stop the pipeline
         defects.append(f"body: {type(exc).__name__}")
-        body_text, has_attachments = "", False
+        body_text, body_html, has_attachments = "", "", False
     resent: list[str] = []
     for name in ("resent-to", "resent-cc", "resent-bcc"):
         resent.extend(_addresses(raw_headers.get(name, ())))
@@ -224,4 +225,5 @@ def parse_message(raw: bytes) -> ParsedMessage:
         size=len(raw),
         headers=headers,
         defects=tuple(dict.fromkeys(defects)),
+        body_html=body_html,
     )

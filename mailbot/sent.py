@@ -16,11 +16,12 @@ from mailbot.config import Config
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.pipeline import IncomingMail, Outcome
 from mailbot.policy import LOOP_HEADER, find_reference
+from mailbot.signature import check_signature
 from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
-SignatureCheck = Callable[[str, Sequence[str]], tuple[bool, tuple[str, ...]]]
+SignatureCheck = Callable[[str, str, Sequence[str]], tuple[bool, tuple[str, ...]]]
 
 
 def ours(parsed: ParsedMessage, message_id_domain: str) -> bool:
@@ -30,10 +31,8 @@ def ours(parsed: ParsedMessage, message_id_domain: str) -> bool:
     return parsed.has_header(LOOP_HEADER) or auto or domain == message_id_domain.lower()
 
 
-def signature_check(text: str, required: Sequence[str]) -> tuple[bool, tuple[str, ...]]:
-    from mailbot.signature import check_signature
-
-    result = check_signature(text, None, required)
+def signature_check(text: str, html: str, required: Sequence[str]) -> tuple[bool, tuple[str, ...]]:
+    result = check_signature(text, html or None, required)
     return result.complete, tuple(result.missing)
 
 
@@ -70,7 +69,7 @@ class SentPipeline:
                 return self._outcome(mailbox, mail, "ignored", "not sent to the citizen", ref)
             if parsed.message_id and tx.has_event("reply", parsed.message_id):
                 return self._outcome(mailbox, mail, "duplicate", "already recorded", ref)
-            complete, missing = self.check(parsed.body_text, self.required)
+            complete, missing = self.check(parsed.body_text, parsed.body_html, self.required)
             detail = {
                 "source": f"{mailbox}/{folder}",
                 "message_id": parsed.message_id,

@@ -107,9 +107,9 @@ _HEADER_INLINE = re.compile(
 _ATTRIBUTION_EVIDENCE = re.compile(r"\d{4}|\d{1,2}\s*[:h]\s*\d{2}|@")
 
 
-def _followed_by_quote(text: str, position: int) -> bool:
-    """Is the first non-blank line after position a '>' line (inline or bottom posting)?"""
-    for line in _lines(text[position:])[1:]:
+def _followed_by_quote(text: str, end: int) -> bool:
+    """Is the first non-blank line after the attribution a '>' line (bottom posting)?"""
+    for line in _lines(text[end:])[1:]:
         if line.strip():
             return line.lstrip().startswith(">")
     return False
@@ -138,7 +138,7 @@ def strip_quoted(text: str) -> str:
             break
         if any(start < e and s < end for s, e in removed):
             continue  # the same attribution, found by both patterns
-        if _followed_by_quote(text, start):
+        if _followed_by_quote(text, end):
             removed.append((start, end))
         elif _ATTRIBUTION_EVIDENCE.search(text, start, end):
             cut = start
@@ -246,8 +246,8 @@ def _link_text(match: re.Match[str]) -> str:
     label = match.group(3)
     visible = _ANY_TAG.sub("", label)
     target = href[7:] if href.lower().startswith("mailto:") else href
-    if not re.match(r"(?i)https?://|mailto:", href) or not target:
-        return label
+    if not re.match(r"(?i)https?://|mailto:", href) or not target or not visible.strip():
+        return label  # not a web or mail link, or a linked logo
     short = re.sub(r"(?i)^https?://(www\.)?", "", target).rstrip("/")
     if short.lower() in visible.lower():
         return label
@@ -438,8 +438,7 @@ _FUNCTION = re.compile(
     r"|coordinatrice|coordonnateur|coordonnatrice|technicien|technicienne|controleur"
     r"|controleuse|inspecteur|inspectrice|delegue|deleguee|ingenieur|ingenieure|juriste"
     r"|mediateur|mediatrice|officier|greffier|greffiere|operateur|operatrice"
-    r"|teleconseiller|teleconseillere|commissaire|charge de mission|chargee de mission"
-    r"|head|officer|manager|deputy)\b"
+    r"|teleconseiller|teleconseillere|commissaire|head|officer|manager|deputy)\b"
     r"|(?<!\ben )(?<!\bprise en )\bchargee? (?:de|d'|des|du)\b"
 )
 # The préfet (sous-préfet) signing in person: the line starts with the title. Not the
