@@ -136,6 +136,30 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unanswered(args: argparse.Namespace) -> int:
+    """Every unanswered citizen's message with its age in working days, oldest first."""
+    config = load_config(args.config)
+    calendar = WorkingCalendar(timezone=config.timezone)
+    today = args.as_of or datetime.now(calendar.zone).date()
+    since = datetime.combine(today - timedelta(days=365), time.min, calendar.zone)
+    until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
+    rows = Store(config.database).indicator_rows(since, until, args.mailbox, args.service)
+    waiting = [
+        (calendar.delay_between(calendar.local_date(r["received_at"]), today), r)
+        for r in rows
+        if r["replied_at"] is None
+    ]
+    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
+    for age, row in sorted(waiting, key=lambda item: -item[0]):
+        subject = (row["subject"] or "")[:60]
+        print(
+            f"{age:>4}  {row['reference'] or '-':<15} {row['mailbox']:<10} "
+            f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
+        )
+    print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    return 0
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
     app = build_app(args.config)
     today = args.date or datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
@@ -478,6 +502,11 @@ def parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--since", type=date.fromisoformat, required=True)
     backfill.set_defaults(func=cmd_backfill)
+    unanswered = commands.add_parser("unanswered", help="messages with no reply and their age")
+    unanswered.add_argument("--mailbox")
+    unanswered.add_argument("--service")
+    unanswered.add_argument("--as-of", type=date.fromisoformat)
+    unanswered.set_defaults(func=cmd_unanswered)
     alerts = commands.add_parser("alerts", help="send today's deadline digests to services")
     alerts.add_argument("--date", type=date.fromisoformat, help="as if on this day")
     alerts.set_defaults(func=cmd_alerts)

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 from servers import SmtpServer
 
@@ -131,3 +132,25 @@ def test_alerts_command_sends_one_digest_per_service(
     assert "[SM-2026-000002]" in text and "[SM-2026-000004]" in text
     assert "SM-2026-000003" not in text and "SM-2026-000005" not in text
     assert "@example.fr" not in text  # no citizen addresses in digests
+
+
+def test_unanswered_lists_messages_with_their_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    fill(Store(data["database"]))
+    assert main(["--config", str(config), "unanswered", "--as-of", TODAY.isoformat()]) == 0
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines() if "SM-2026-" in line]
+    assert [(int(line[0]), line[1]) for line in lines] == [
+        (7, "SM-2026-000001"),
+        (4, "SM-2026-000002"),
+        (3, "SM-2026-000006"),
+        (2, "SM-2026-000007"),
+        (1, "SM-2026-000004"),
+        (1, "SM-2026-000005"),
+    ]
+    assert "6 unanswered" in out
