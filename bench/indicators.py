@@ -40,34 +40,18 @@ def build(path: Path, count: int) -> None:
         category = "reclamation" if rng.random() < 0.05 else "information"
         service = rng.choice(["general", "etrangers", "cartes-grises", "permis", "cni-passeport"])
         stamp = received.strftime("%Y-%m-%d %H:%M:%S.%f")
-        messages.append(
-            (
-                n,
-                "general",
-                "INBOX",
-                1,
-                n,
-                f"<m{n}@x>",
-                f"h{n}",
-                f"SM-2026-{n:07d}",
-                stamp,
-                f"u{n % 50000}@example.fr",
-                "Sujet",
-                "acknowledge",
-                "[]",
-                "sent",
-                1000,
-                "[]",
-                stamp,
-                service,
-                category,
-            )
-        )
+        first_reply, complete = None, None
         if rng.random() < 0.85:
             replied = received + timedelta(days=rng.choice([0, 1, 1, 2, 3, 4, 6, 8, 12]))
-            events.append((n, "reply_sent", "<r@x>", replied.strftime("%Y-%m-%d %H:%M:%S.%f")))
-        if rng.random() < 0.10:
+            first_reply = replied.strftime("%Y-%m-%d %H:%M:%S.%f")
+            complete = int(rng.random() < 0.9)
+            events.append((n, "reply_sent", "<r@x>", first_reply))
+        transferred = int(rng.random() < 0.10)
+        if transferred:
             events.append((n, "transferred", service, stamp))
+        row = (n, "general", "INBOX", 1, n, f"<m{n}@x>", f"h{n}", f"SM-2026-{n:07d}", stamp)
+        row += (f"u{n % 50000}@example.fr", "Sujet", "acknowledge", "[]", "sent", 1000, "[]")
+        messages.append((*row, stamp, service, category, first_reply, complete, transferred))
         if len(messages) >= 100_000:
             flush(conn, messages, events)
     flush(conn, messages, events)
@@ -82,7 +66,8 @@ def flush(
     conn.executemany(
         "INSERT INTO messages (id, mailbox, folder, uidvalidity, uid, message_id, content_hash, "
         "reference, received_at, sender, subject, decision, reasons, ar_status, size, defects, "
-        "created_at, service, category) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "created_at, service, category, first_reply_at, first_reply_complete, transferred) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         messages,
     )
     conn.executemany("INSERT INTO events (message_pk, kind, detail, at) VALUES (?,?,?,?)", events)

@@ -112,11 +112,15 @@ def facts_from_rows(
             received=calendar.local_date(row["received_at"]),
             replied=calendar.local_date(row["replied_at"]) if row["replied_at"] else None,
             automatic_reply=bool(row.get("automatic_reply")),
-            transferred=row["transferred"] is not None,
+            transferred=bool(row["transferred"]),
             notice_sent=row["ar_status"] == "sent",
             ar_sent=row["ar_status"] == "sent",
             relances=int(row["relances"] or 0),
-            signature_complete=row.get("signature_complete"),
+            signature_complete=(
+                None
+                if row.get("first_reply_complete") is None
+                else bool(row["first_reply_complete"])
+            ),
         )
         for row in rows
     ]

@@ -92,7 +92,13 @@ class Outbox:
         with self.store.transaction() as tx:
             # The rendered mail holds the citizen's subject: keep it only while it is needed.
             tx.set_outbox_status(item.id, "sent", sent_at=utcnow(), raw=None, last_error=None)
-            tx.add_event(item.message_pk, f"{item.kind}_sent", item.email_message_id)
+            if item.kind == "reply" and item.message_pk is not None:
+                # An agent's standard reply: signed by construction (rendering refuses otherwise).
+                tx.record_reply(
+                    item.message_pk, utcnow(), True, item.email_message_id, "reply_sent"
+                )
+            else:
+                tx.add_event(item.message_pk, f"{item.kind}_sent", item.email_message_id)
         report.sent += 1
         report.sent_ids.append(item.id)
         log.debug("sent", extra={"outbox": item.id, "kind": item.kind})

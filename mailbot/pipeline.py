@@ -158,7 +158,10 @@ class Pipeline:
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
         name = sender_name(parsed, frozenset(self.config.policy.contact_form_relays))
-        row = replace(row, parent_id=parent_pk, language=language, sender_name=name)
+        transferred = int(plan is not None and plan.transferred_to is not None)
+        row = replace(
+            row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
+        )
         message_pk = tx.insert_message(_with_routing(row, routing))
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
@@ -171,7 +174,7 @@ class Pipeline:
         )
         if plan is not None and plan.reoriented_to:
             # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
-            tx.add_events(message_pk, ("reply", "automatic:reorientation"), at=mail.internaldate)
+            tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
         for queued in plan.mails if plan else ():
             tx.enqueue(
                 message_pk,

@@ -76,7 +76,7 @@ class SentPipeline:
                 "signature_complete": complete,
                 "missing": list(missing),
             }
-            tx.add_events(message_pk, ("reply", json.dumps(detail)), at=mail.internaldate)
+            tx.record_reply(message_pk, mail.internaldate, complete, json.dumps(detail))
         reason = "complete signature" if complete else "signature lacks " + ", ".join(missing)
         return self._outcome(mailbox, mail, "reply", reason, ref)
 

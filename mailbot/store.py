@@ -90,6 +90,10 @@ messages = sa.Table(
     sa.Column("language", sa.String(8)),
     sa.Column("routing", sa.Text),
     sa.Column("sender_name", sa.String(200)),
+    sa.Column("first_reply_at", UTCDateTime),
+    sa.Column("first_reply_complete", sa.Integer),
+    sa.Column("transferred", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -139,16 +143,6 @@ counters = sa.Table(
 REPLY_EVENTS = ("reply", "reply_sent")
 
 
-def _signature_of(kind: str, detail: str) -> bool:
-    """mailbot's own replies are signed by construction; detected ones carry the check."""
-    if kind == "reply_sent" or detail.startswith("automatic:"):
-        return True
-    try:
-        return bool(json.loads(detail).get("signature_complete", False))
-    except (ValueError, AttributeError):
-        return False
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -188,6 +182,7 @@ class NewMessage:
     language: str | None = None
     routing: str | None = None
     sender_name: str | None = None
+    transferred: int = 0
 
 
 @dataclass(frozen=True)
@@ -331,7 +326,27 @@ class Transaction:
             "created_at": utcnow(),
         }
         result = self.conn.execute(messages.insert().values(**values))
+        if new.parent_id is not None and new.decision == "follow-up":
+            self.conn.execute(
+                messages.update()
+                .where(messages.c.id == new.parent_id)
+                .values(relances=messages.c.relances + 1)
+            )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def record_reply(
+        self, message_pk: int, at: datetime, complete: bool, detail: str, kind: str = "reply"
+    ) -> None:
+        """A reply to a citizen's message: the event, and the first reply kept on the row."""
+        self.add_events(message_pk, (kind, detail), at=at)
+        self.conn.execute(
+            messages.update()
+            .where(
+                messages.c.id == message_pk,
+                sa.or_(messages.c.first_reply_at.is_(None), messages.c.first_reply_at > at),
+            )
+            .values(first_reply_at=at, first_reply_complete=int(complete))
+        )
 
     def add_event(self, message_pk: int | None, kind: str, detail: str = "") -> None:
         self.conn.execute(
@@ -517,6 +532,13 @@ class Store:
                 sa.select(outbox.c.status).where(outbox.c.id == item_id)
             ).scalar_one_or_none()
 
+    def _citizens(self, since: datetime, until: datetime, long_period: bool) -> Any:
+        received: Any = messages.c.received_at
+        if long_period:
+            # Over months, reading the table straight through beats a million index lookups.
+            received = sa.func.coalesce(received, received)
+        return sa.and_(messages.c.decision == "acknowledge", received >= since, received < until)
+
     def indicator_rows(
         self,
         since: datetime,
@@ -524,30 +546,11 @@ class Store:
         mailbox: str | None = None,
         service: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Citizens' messages received in [since, until) with what the indicators need.
+        """Citizens' messages received in [since, until), one dict each (alerts, listings).
 
         Citizens' messages are those acknowledged; auto-replies, bounces, lists and
         follow-ups (which count as relances of their parent) are left out.
         """
-        replies = (
-            sa.select(events.c.message_pk, sa.func.min(events.c.at).label("replied_at"))
-            .where(events.c.kind.in_(REPLY_EVENTS))
-            .group_by(events.c.message_pk)
-            .subquery()
-        )
-        transferred = (
-            sa.select(events.c.message_pk)
-            .where(events.c.kind == "transferred")
-            .distinct()
-            .subquery()
-        )
-        child = messages.alias("child")
-        relances = (
-            sa.select(child.c.parent_id, sa.func.count().label("relances"))
-            .where(child.c.decision == "follow-up")
-            .group_by(child.c.parent_id)
-            .subquery()
-        )
         query = (
             sa.select(
                 messages.c.id,
@@ -558,31 +561,20 @@ class Store:
                 messages.c.category,
                 messages.c.received_at,
                 messages.c.ar_status,
-                replies.c.replied_at,
-                transferred.c.message_pk.label("transferred"),
-                relances.c.relances,
+                messages.c.first_reply_at.label("replied_at"),
+                messages.c.transferred,
+                messages.c.relances,
+                messages.c.first_reply_complete,
             )
-            .outerjoin(replies, replies.c.message_pk == messages.c.id)
-            .outerjoin(transferred, transferred.c.message_pk == messages.c.id)
-            .outerjoin(relances, relances.c.parent_id == messages.c.id)
-            .where(
-                messages.c.decision == "acknowledge",
-                messages.c.received_at >= since,
-                messages.c.received_at < until,
-            )
-            .order_by(messages.c.received_at)
+            .where(self._citizens(since, until, long_period=False))
+            .order_by(messages.c.received_at, messages.c.id)
         )
         if mailbox:
             query = query.where(messages.c.mailbox == mailbox)
         if service:
             query = query.where(messages.c.service == service)
         with self.engine.connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(query)]
-            signatures = self._first_reply_signatures(conn, [r["id"] for r in rows])
-        for row in rows:
-            row["signature_complete"] = signatures.get(row["id"])
-            row["automatic_reply"] = False
-        return rows
+            return [dict(row._mapping) for row in conn.execute(query)]
 
     def _instants(self, column: Any) -> Any:
         """A timestamp as Unix seconds computed by the database: a million datetime objects
@@ -599,96 +591,34 @@ class Store:
         mailbox: str | None = None,
         service: str | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
-        """The indicators' inputs as numpy arrays, from four flat queries: a year of
+        """The indicators' inputs as numpy arrays from one scan of the messages: a year of
         history is a million rows, so no Python object is made per message."""
-        received: Any = messages.c.received_at
-        replied_at: Any = events.c.at
-        if until - since > timedelta(days=62):
-            # Over months, reading the tables straight through beats a million index lookups.
-            received = sa.func.coalesce(received, received)
-            replied_at = sa.func.coalesce(replied_at, replied_at)
-        main = sa.select(
-            messages.c.id,
+        query = sa.select(
             self._instants(messages.c.received_at),
+            sa.func.coalesce(self._instants(messages.c.first_reply_at), -1),
             sa.case((messages.c.category == complaint, 1), else_=0),
             sa.case((messages.c.ar_status == "sent", 1), else_=0),
-        ).where(messages.c.decision == "acknowledge", received >= since, received < until)
+            messages.c.transferred,
+            messages.c.relances,
+            sa.func.coalesce(messages.c.first_reply_complete, -1),
+        ).where(self._citizens(since, until, long_period=until - since > timedelta(days=62)))
         if mailbox:
-            main = main.where(messages.c.mailbox == mailbox)
+            query = query.where(messages.c.mailbox == mailbox)
         if service:
-            main = main.where(messages.c.service == service)
-        complete = sa.or_(
-            events.c.kind == "reply_sent",
-            events.c.detail.startswith("automatic:"),
-            events.c.detail.contains('"signature_complete": true'),
-        )
-        replies = sa.select(
-            events.c.message_pk, self._instants(events.c.at), sa.case((complete, 1), else_=0)
-        ).where(events.c.kind.in_(REPLY_EVENTS), replied_at >= since)
-        transferred = sa.select(events.c.message_pk).where(
-            events.c.kind == "transferred", events.c.at >= since
-        )
-        relances = (
-            sa.select(messages.c.parent_id, sa.func.count())
-            .where(messages.c.parent_id.is_not(None), messages.c.decision == "follow-up")
-            .group_by(messages.c.parent_id)
-        )
-        # The DBAPI cursor's own fetchall: plain tuples, no Row object per message.
-        # (Reading the four queries in threads was measured slower: the GIL.)
-        rows, reply_rows, transfer_rows, relance_rows = (
-            self._fetch_all(query) for query in (main, replies, transferred, relances)
-        )
-        transferred_ids = np.array([r[0] for r in transfer_rows], dtype=np.int64)
-        table = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        table = table[np.argsort(table[:, 0], kind="stable")]
-        ids = table[:, 0]
-        replied = np.full(ids.size, -1, dtype=np.int64)
-        signature = np.full(ids.size, -1, dtype=np.int8)
-        if reply_rows:
-            reply_table = np.array(reply_rows, dtype=np.int64)
-            pks, at, ok = reply_table[:, 0], reply_table[:, 1], reply_table[:, 2]
-            first = np.lexsort((at, pks))  # by message, then time
-            pks, at, ok = pks[first], at[first], ok[first]
-            unique_pks, first_index = np.unique(pks, return_index=True)
-            wanted = np.isin(unique_pks, ids)
-            position = np.searchsorted(ids, unique_pks[wanted])
-            replied[position] = at[first_index[wanted]]
-            signature[position] = ok[first_index[wanted]]
-        relance_counts = np.zeros(ids.size, dtype=np.int64)
-        if relance_rows:
-            counted = np.array(relance_rows, dtype=np.int64)
-            wanted = np.isin(counted[:, 0], ids)
-            relance_counts[np.searchsorted(ids, counted[wanted, 0])] = counted[wanted, 1]
+            query = query.where(messages.c.service == service)
+        with self.engine.connect() as conn:
+            # The DBAPI cursor's own fetchall: plain tuples, no Row object per message.
+            rows = conn.execute(query).cursor.fetchall()
+        table = np.array(rows, dtype=np.int64).reshape(-1, 7)
         return {
-            "id": ids,
-            "received": table[:, 1],
-            "replied": replied,  # -1: no reply
+            "received": table[:, 0],
+            "replied": table[:, 1],  # -1: no reply
             "complaint": table[:, 2].astype(bool),
             "ar_sent": table[:, 3].astype(bool),
-            "transferred": np.isin(ids, transferred_ids),
-            "relances": relance_counts,
-            "signature": signature,
+            "transferred": table[:, 4].astype(bool),
+            "relances": table[:, 5],
+            "signature": table[:, 6].astype(np.int8),  # -1: no reply checked
         }
-
-    def _fetch_all(self, query: Any) -> list[Any]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).cursor.fetchall())
-
-    def _first_reply_signatures(self, conn: Connection, ids: list[int]) -> dict[int, bool]:
-        """Signature completeness of each message's first reply, when it was checked."""
-        found: dict[int, bool] = {}
-        for start in range(0, len(ids), 5000):
-            chunk = ids[start : start + 5000]
-            query = (
-                sa.select(events.c.message_pk, events.c.kind, events.c.detail)
-                .where(events.c.kind.in_(REPLY_EVENTS), events.c.message_pk.in_(chunk))
-                .order_by(events.c.message_pk, events.c.at)
-            )
-            for row in conn.execute(query):
-                if row.message_pk in found:
-                    continue
-                found[row.message_pk] = _signature_of(row.kind, row.detail)
-        return found
 
     def recover_interrupted(self) -> list[int]:
         """Outbox items left 'sending' by a crash: we cannot know whether they left.

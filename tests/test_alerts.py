@@ -63,7 +63,7 @@ def fill(store: Store) -> None:
                 )
             )
             if answered:
-                tx.add_events(pk, ("reply_sent", "<r@x>"), at=received)
+                tx.record_reply(pk, received, True, "<r@x>", "reply_sent")
             for r in range(relances):
                 tx.insert_message(
                     NewMessage(

@@ -106,17 +106,16 @@ def load_scenario(store: Store) -> None:
                     ar_status="sent" if ar_sent else "failed",
                     service="cartes-grises" if transferred else "general",
                     category=category,
+                    transferred=int(transferred),
                 )
             )
-            if transferred:
-                tx.add_events(pk, ("transferred", "cartes-grises"), at=at(received, 10))
             if how == "mailbot":
-                tx.add_events(pk, ("reply_sent", f"<r{n}@x>"), at=at(replied, 15))
+                tx.record_reply(pk, at(replied, 15), True, f"<r{n}@x>", "reply_sent")
             elif how == "auto":
-                tx.add_events(pk, ("reply", "automatic:reorientation"), at=at(received, 10))
+                tx.record_reply(pk, at(received, 10), True, "automatic:reorientation")
             elif how in {"sent-ok", "sent-partial"}:
                 detail = json.dumps({"signature_complete": how == "sent-ok"})
-                tx.add_events(pk, ("reply", detail), at=at(replied, 15))
+                tx.record_reply(pk, at(replied, 15), how == "sent-ok", detail)
             for r in range(relances):
                 tx.insert_message(
                     NewMessage(
