@@ -4,6 +4,8 @@ re-orientation through aiosmtpd, and `mailbot indicators --format json` gives th
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import yaml
 from servers import MailUser, SmtpServer
 from test_e2e import BOUNCE, citizen_mail, db_rows, etrangers_user, poll, write_config
 from test_indicators import EXPECTED, SCENARIO
+
+from mailbot.cli import main
 
 __all__ = ["etrangers_user"]
 PARIS = ZoneInfo("Europe/Paris")
@@ -53,6 +57,11 @@ def reply(n: int, signature: str) -> bytes:
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
         f"Bonjour,\r\nVoici la réponse à votre demande.\r\n{signature}"
     ).encode()
+
+
+def text_of(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    return msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 def test_scenario_through_the_servers(
@@ -125,3 +134,19 @@ def test_scenario_through_the_servers(
     expected = {**EXPECTED, "ars_sent": 32, "transfer_notice_share": 1.0}
     for name, value in expected.items():
         assert figures[name] == pytest.approx(value), name
+
+    # The deadline digest of 25 November, from the same mailboxes.
+    smtp_server.clear()
+    assert main(["--config", str(config), "-q", "alerts", "--date", "2026-11-25"]) == 0
+    digests = {r.rcpt_tos[0]: r.raw for r in smtp_server.wait_for(2)}
+    assert set(digests) == {
+        "pref-contact@seine-maritime.gouv.fr",
+        "pref-cartes-grises@seine-maritime.gouv.fr",
+    }
+
+    general = text_of(digests["pref-contact@seine-maritime.gouv.fr"])
+    cartes = text_of(digests["pref-cartes-grises@seine-maritime.gouv.fr"])
+    overdue, soon = general.split("À TRAITER")
+    assert "[SM-2026-" in overdue and "7 jours ouvrés" in overdue
+    assert soon.count("[SM-2026-") == 4  # 5, 4, 3 and 3 working days
+    assert "2 relances" in cartes and "6 jours ouvrés" in cartes
