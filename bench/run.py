@@ -51,7 +51,7 @@ def realistic_mail(n: int) -> bytes:
         "J'ai déposé ma demande il y a trois semaines sur le site de l'ANTS et je n'ai "
         "toujours pas de nouvelles. Pourriez-vous m'indiquer où en est son traitement ?\n\n"
     ) * 4 + "Je vous remercie par avance.\nCordialement,\nCamille Durand\n06 12 34 56 78\n"
-    sender = f"usager{n % 500}@example.fr"
+    sender = f"usager{n}@example.fr"  # a backlog is mostly different people
     head = (
         f"Return-Path: <{sender}>\r\nFrom: Camille Durand <{sender}>\r\n"
         "To: pref-contact@seine-maritime.gouv.fr\r\n"

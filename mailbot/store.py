@@ -140,7 +140,6 @@ counters = sa.Table(
 )
 
 
-REPLY_EVENTS = ("reply", "reply_sent")
 
 
 def utcnow() -> datetime:
@@ -259,7 +258,6 @@ class Transaction:
         self, mailbox: str, sender: str, since: datetime
     ) -> list[tuple[int, str, datetime, str]]:
         """Acknowledged messages of this sender since ``since`` with no reply yet, newest first."""
-        replied = sa.select(events.c.message_pk).where(events.c.kind.in_(REPLY_EVENTS))
         query = (
             sa.select(
                 messages.c.id, messages.c.reference, messages.c.received_at, messages.c.subject
@@ -269,7 +267,7 @@ class Transaction:
                 messages.c.sender == sender,
                 messages.c.decision == "acknowledge",
                 messages.c.received_at >= since,
-                messages.c.id.not_in(replied),
+                messages.c.first_reply_at.is_(None),
             )
             .order_by(messages.c.received_at.desc())
             .limit(20)
