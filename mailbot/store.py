@@ -140,8 +140,6 @@ counters = sa.Table(
 )
 
 
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
