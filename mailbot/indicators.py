@@ -7,7 +7,7 @@ numpy so a year of history is computed in one vectorised pass.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -19,24 +19,6 @@ from mailbot.workdays import DEADLINE, WorkingCalendar
 
 TARGET_RATE = 0.75  # answered within 5 working days: more than 75 %
 TARGET_MEAN = 5.0  # mean delay: less than 5 days
-
-
-@dataclass(frozen=True)
-class MessageFacts:
-    """One citizen's message, as the indicators need it (no body, no address)."""
-
-    reference: str
-    mailbox: str
-    service: str | None
-    category: str | None
-    received: date  # local date of receipt (Europe/Paris)
-    replied: date | None  # local date of the first substantive reply
-    automatic_reply: bool = False
-    transferred: bool = False
-    notice_sent: bool = False
-    ar_sent: bool = False
-    relances: int = 0
-    signature_complete: bool | None = None  # None: no checked reply
 
 
 @dataclass(frozen=True)
@@ -99,33 +81,6 @@ class Indicators:
         ]
 
 
-def facts_from_rows(
-    rows: Sequence[Mapping[str, Any]], calendar: WorkingCalendar
-) -> list[MessageFacts]:
-    """Rows of Store.indicator_rows → facts with local dates."""
-    return [
-        MessageFacts(
-            reference=row["reference"] or "",
-            mailbox=row["mailbox"],
-            service=row["service"],
-            category=row["category"],
-            received=calendar.local_date(row["received_at"]),
-            replied=calendar.local_date(row["replied_at"]) if row["replied_at"] else None,
-            automatic_reply=bool(row.get("automatic_reply")),
-            transferred=bool(row["transferred"]),
-            notice_sent=row["ar_status"] == "sent",
-            ar_sent=row["ar_status"] == "sent",
-            relances=int(row["relances"] or 0),
-            signature_complete=(
-                None
-                if row.get("first_reply_complete") is None
-                else bool(row["first_reply_complete"])
-            ),
-        )
-        for row in rows
-    ]
-
-
 def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
@@ -154,23 +109,6 @@ class FactArrays:
     relances: npt.NDArray[np.int64]
     signature: npt.NDArray[np.int8]  # 1 complete, 0 incomplete, -1 not checked / no reply
 
-    @classmethod
-    def from_facts(cls, facts: Sequence[MessageFacts], complaint: str) -> FactArrays:
-        return cls(
-            received=np.array([f.received for f in facts], dtype="datetime64[D]"),
-            replied=np.array(
-                [f.replied if f.replied else "NaT" for f in facts], dtype="datetime64[D]"
-            ),
-            complaint=np.array([f.category == complaint for f in facts], dtype=bool),
-            transferred=np.array([f.transferred for f in facts], dtype=bool),
-            ar_sent=np.array([f.ar_sent for f in facts], dtype=bool),
-            relances=np.array([f.relances for f in facts], dtype=np.int64),
-            signature=np.array(
-                [-1 if f.signature_complete is None else int(f.signature_complete) for f in facts],
-                dtype=np.int8,
-            ),
-        )
-
 
 def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> FactArrays:
     """Store.indicator_arrays (Unix times) → FactArrays (local dates)."""
@@ -187,13 +125,6 @@ def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> 
         relances=columns["relances"],
         signature=columns["signature"],
     )
-
-
-def compute(
-    facts: Sequence[MessageFacts], today: date, calendar: WorkingCalendar, complaint: str
-) -> Indicators:
-    """The indicators for these messages, as of ``today`` (for pending vs overdue)."""
-    return compute_arrays(FactArrays.from_facts(facts, complaint), today, calendar)
 
 
 def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
