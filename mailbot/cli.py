@@ -445,7 +445,11 @@ def print_outcomes(outcomes: Sequence[Outcome]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="mailbot", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="mailbot",
+        description="Acknowledgements, routing, standard replies and response-time indicators "
+        "for the shared mailboxes of the Préfecture de la Seine-Maritime.",
+    )
     top.add_argument("--config", type=Path, default=Path("rules.yaml"), help="rules.yaml path")
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     top.add_argument("-q", "--quiet", action="store_true", help="warnings only, no table")
