@@ -234,3 +234,30 @@ def test_table_and_csv_formats(config: Path) -> None:
 def test_filters_by_service(config: Path) -> None:
     figures = json.loads(run(config, "--format", "json", "--service", "cartes-grises").stdout)
     assert figures["received"] == 4 and figures["transfers"] == 4
+
+
+def test_same_figures_on_postgresql() -> None:
+    """The vectorised read works on PostgreSQL too (epoch seconds computed by the server)."""
+    from datetime import date
+
+    from pg import PostgresServer
+
+    from mailbot.indicators import arrays_from_store, compute_arrays
+    from mailbot.workdays import WorkingCalendar
+
+    server = PostgresServer()
+    store = Store(server.start())
+    try:
+        load_scenario(store)
+        calendar = WorkingCalendar()
+        columns = store.indicator_arrays(
+            datetime(2026, 11, 2, tzinfo=calendar.zone),
+            datetime(2026, 11, 23, tzinfo=calendar.zone),
+            "reclamation",
+        )
+        result = compute_arrays(arrays_from_store(columns, calendar), date(2026, 11, 25), calendar)
+        for name, expected in EXPECTED.items():
+            assert getattr(result, name) == pytest.approx(expected), name
+    finally:
+        store.close()
+        server.stop()
