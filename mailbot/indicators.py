@@ -127,13 +127,25 @@ def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> 
     )
 
 
-def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
-    received, answered = facts.received, ~np.isnat(facts.replied)
+def message_delays(
+    received: npt.NDArray[np.datetime64],
+    replied: npt.NDArray[np.datetime64],
+    today: date,
+    calendar: WorkingCalendar,
+) -> npt.NDArray[np.int64]:
+    """Per message: the reply's delay in working days, or the age so far when unanswered."""
+    answered = ~np.isnat(replied)
     one = np.timedelta64(1, "D")
-    ends = np.where(answered, facts.replied, np.datetime64(today, "D")) + one
-    delays = np.busday_count(
+    ends = np.where(answered, replied, np.datetime64(today, "D")) + one
+    counts = np.busday_count(
         received + one, np.maximum(ends, received + one), busdaycal=calendar.busdaycal
     )
+    return counts.astype(np.int64)
+
+
+def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
+    received, answered = facts.received, ~np.isnat(facts.replied)
+    delays = message_delays(received, facts.replied, today, calendar)
     late = ~answered & (delays > DEADLINE)
     complaint = facts.complaint
     rate, mean, median = _delay_stats(delays, answered, int(np.count_nonzero(late)))
