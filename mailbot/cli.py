@@ -28,6 +28,7 @@ from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
 from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
+from mailbot.report import ReportBuilder, month_period, parse_week, week_period
 from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
@@ -64,7 +65,7 @@ def build_app(
     store = Store(database or config.database)
     renderer = Renderer(templates_dir(config_path, config), timezone=config.timezone)
     renderer.check_config(config)
-    allowed = config.service_addresses
+    allowed = config.service_addresses | set(config.reports.weekly.to)
     outbox = Outbox(store, transport or SmtpTransport(config.smtp), config.outbox, allowed)
     return App(config, store, renderer, Pipeline(config, store, renderer), outbox)
 
@@ -157,6 +158,57 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
             f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
         )
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    builder = ReportBuilder(app.config, app.store, app.renderer)
+    today = args.as_of or datetime.now(builder.calendar.zone).date()
+    if args.kind == "weekly":
+        period = parse_week(args.week) if args.week else week_period(today - timedelta(days=7))
+    else:
+        period = (
+            month_period(date.fromisoformat(args.month + "-01"))
+            if args.month
+            else month_period(today.replace(day=1) - timedelta(days=1))
+        )
+    report = builder.build(period, min(today, period.end + timedelta(days=7)))
+    print(report.subject)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"rapport-{period.label}"
+        stem.with_suffix(".eml").write_bytes(report.mail.as_bytes())
+        stem.with_suffix(".html").write_text(report.html, encoding="utf-8")
+        stem.with_suffix(".png").write_bytes(report.png)
+        stem.with_suffix(".csv").write_bytes(report.csv)
+        print(f"written: {stem}.eml, .html, .png, .csv")
+    if args.send:
+        recipients = args.to or list(app.config.reports.weekly.to)
+        if not recipients:
+            raise ConfigError(str(args.config), "reports.weekly.to", "no recipient configured")
+        for recipient in recipients:
+            if recipient.lower() not in app.outbox.allowed:
+                raise ConfigError(
+                    str(args.config),
+                    "reports.weekly.to",
+                    f"{recipient} is not a configured address",
+                )
+        with app.store.transaction() as tx:
+            for recipient in recipients:
+                mail = report.mail
+                del mail.message["To"]
+                mail.message["To"] = recipient
+                tx.enqueue(
+                    None,
+                    "report",
+                    recipient,
+                    app.config.sender.envelope_from or "",
+                    str(mail["Message-ID"]),
+                    mail.as_bytes(),
+                )
+        sent = app.outbox.deliver_due()
+        print(f"sent: {sent.sent}, failed: {sent.failed}")
     return 0
 
 
@@ -511,6 +563,15 @@ def parser() -> argparse.ArgumentParser:
     unanswered.add_argument("--service")
     unanswered.add_argument("--as-of", type=date.fromisoformat)
     unanswered.set_defaults(func=cmd_unanswered)
+    report = commands.add_parser("report", help="the weekly or monthly delay report")
+    report.add_argument("kind", choices=["weekly", "monthly"])
+    report.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: last complete week)")
+    report.add_argument("--month", help="e.g. 2026-11 (default: last complete month)")
+    report.add_argument("--out", type=Path, help="write the .eml, HTML, PNG and CSV here")
+    report.add_argument("--send", action="store_true")
+    report.add_argument("--to", action="append", help="recipient (default: reports.weekly.to)")
+    report.add_argument("--as-of", type=date.fromisoformat, help=argparse.SUPPRESS)
+    report.set_defaults(func=cmd_report)
     alerts = commands.add_parser("alerts", help="send today's deadline digests to services")
     alerts.add_argument("--date", type=date.fromisoformat, help="as if on this day")
     alerts.set_defaults(func=cmd_alerts)

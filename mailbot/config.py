@@ -291,6 +291,15 @@ class AlertsConfig(Model):
     time: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:30"
 
 
+class WeeklyReportConfig(Model):
+    to: list[Email] = Field(default_factory=list)
+    cron: str = "mon 08:00"
+
+
+class ReportsConfig(Model):
+    weekly: WeeklyReportConfig = WeeklyReportConfig()
+
+
 class TrackingConfig(Model):
     """A mailbox that services put in Bcc of their replies, so that they are counted."""
 
@@ -322,6 +331,7 @@ class Config(Model):
     routing: RoutingConfig | None = None
     signature: SignatureConfig = SignatureConfig()
     alerts: AlertsConfig = AlertsConfig()
+    reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
 
     @field_validator("mailboxes")

@@ -561,6 +561,7 @@ class Store:
                 messages.c.transferred,
                 messages.c.relances,
                 messages.c.first_reply_complete,
+                messages.c.reorient,
             )
             .where(self._citizens(since, until, long_period=False))
             .order_by(messages.c.received_at, messages.c.id)
