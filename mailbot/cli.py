@@ -21,7 +21,7 @@ from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
 from mailbot.imap import ImapMailbox
 from mailbot.indicators import arrays_from_store, compute_arrays
-from mailbot.jobs import send_alerts
+from mailbot.jobs import send_alerts, send_weekly_report
 from mailbot.logs import setup_logging
 from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
@@ -94,6 +94,10 @@ def make_worker(app: App) -> Worker:
         today = datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
         return send_alerts(app.config, app.store, app.renderer, app.outbox, today)
 
+    def weekly_report() -> object:
+        now = datetime.now(WorkingCalendar(timezone=app.config.timezone).zone)
+        return send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
+
     return Worker(
         app.config,
         app.pipeline,
@@ -102,6 +106,7 @@ def make_worker(app: App) -> Worker:
         sent_sources(app.config),
         sent,
         alerts,
+        weekly_report,
     )
 
 

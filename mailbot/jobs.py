@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 from mailbot.alerts import digests
 from mailbot.config import Config
@@ -65,3 +66,49 @@ def send_alerts(
         sent[name] = len(digest.overdue) + len(digest.soon) + len(digest.relanced)
     outbox.deliver_due()
     return sent
+
+
+def report_due(now: datetime, cron: str, zone: Any) -> bool:
+    """Whether this week's report time ("mon 08:00") has passed: the week before is then due."""
+    day_name, clock = cron.split()
+    weekday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].index(day_name.lower())
+    hour, minute = (int(part) for part in clock.split(":"))
+    local = now.astimezone(zone)
+    monday = local.date() - timedelta(days=local.weekday())
+    scheduled = datetime.combine(monday + timedelta(days=weekday), time(hour, minute), zone)
+    return local >= scheduled
+
+
+def send_weekly_report(
+    config: Config, store: Store, renderer: Renderer, outbox: Outbox, now: datetime
+) -> str | None:
+    """Send the last complete week's report once, ever: the claim and the queued mails commit
+    together, so a restart neither skips nor repeats a week. Returns the week sent, if any."""
+    from mailbot.report import ReportBuilder, week_period
+
+    calendar = WorkingCalendar(timezone=config.timezone)
+    if not report_due(now, config.reports.weekly.cron, calendar.zone):
+        return None
+    today = now.astimezone(calendar.zone).date()
+    period = week_period(today - timedelta(days=7))
+    recipients = list(config.reports.weekly.to)
+    if not recipients:
+        return None
+    report = ReportBuilder(config, store, renderer).build(period, today)
+    with store.transaction() as tx:
+        if not tx.claim_once(f"report-weekly-{period.label}"):
+            return None
+        for recipient in recipients:
+            del report.mail.message["To"]
+            report.mail.message["To"] = recipient
+            tx.enqueue(
+                None,
+                "report",
+                recipient,
+                config.sender.envelope_from,
+                str(report.mail["Message-ID"]),
+                report.mail.as_bytes(),
+            )
+    outbox.deliver_due()
+    log.info("weekly report sent", extra={"week": period.label})
+    return period.label

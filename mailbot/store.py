@@ -312,6 +312,16 @@ class Transaction:
             number = int(bumped.value)
         return f"{prefix}-{year}-{number:06d}"
 
+    def claim_once(self, name: str) -> bool:
+        """Mark a one-time action (e.g. a week's report) as done; False if it already was."""
+        exists = self.conn.execute(
+            sa.select(counters.c.name).where(counters.c.name == name)
+        ).first()
+        if exists is not None:
+            return False
+        self.conn.execute(counters.insert().values(name=name, value=1))
+        return True
+
     def insert_message(self, new: NewMessage) -> int:
         values = {
             **new.__dict__,

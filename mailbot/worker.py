@@ -34,8 +34,10 @@ class Worker:
         sent: Mapping[str, tuple[str, Source]] | None = None,
         sent_pipeline: Processor | None = None,
         alerts: Callable[[], object] | None = None,
+        weekly_report: Callable[[], object] | None = None,
     ) -> None:
         self.alerts = alerts
+        self.weekly_report = weekly_report
         self.config = config
         self.pipeline = pipeline
         self.outbox = outbox
@@ -106,6 +108,21 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        if self.weekly_report is not None:
+            day, clock = self.config.reports.weekly.cron.split()
+            hour, minute = clock.split(":")
+            scheduler.add_job(
+                self.weekly_report,
+                "cron",
+                day_of_week=day,
+                hour=int(hour),
+                minute=int(minute),
+                id="weekly-report",
+                max_instances=1,
+                coalesce=True,
+            )
+            # A run missed while the worker was down is caught up at start (at most once).
+            scheduler.add_job(self.weekly_report, id="weekly-report-catch-up")
         scheduler.add_job(
             self.outbox.deliver_due,
             "interval",

@@ -92,3 +92,54 @@ def test_report_is_sent_to_configured_recipients_only(
         "mission-performance@seine-maritime.gouv.fr",
     }
     assert main([*base, "--send", "--to", "someone@example.com"]) == 2
+
+
+def test_weekly_report_once_per_week_across_restarts_with_catch_up(
+    config: Path, smtp_server: SmtpServer
+) -> None:
+    """A controlled clock: Monday 08:00 sends last week's report; again, or after a restart,
+    nothing; a worker started on Tuesday catches up a missed week; the next Monday sends."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from mailbot.cli import build_app
+    from mailbot.jobs import send_weekly_report
+
+    paris = ZoneInfo("Europe/Paris")
+
+    def run(now: datetime) -> str | None:
+        app = build_app(config)  # a fresh process each time: nothing kept in memory
+        try:
+            return send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
+        finally:
+            app.store.close()
+
+    assert run(datetime(2026, 11, 23, 7, 59, tzinfo=paris)) is None  # before Monday 08:00
+    assert run(datetime(2026, 11, 23, 8, 0, tzinfo=paris)) == "2026-W47"
+    assert run(datetime(2026, 11, 23, 8, 1, tzinfo=paris)) is None  # same week, again
+    assert run(datetime(2026, 11, 26, 9, 0, tzinfo=paris)) is None  # restart later that week
+    assert len(smtp_server.wait_for(2)) == 2  # one report, two recipients
+    # the worker was down on Monday 30 November: started on Tuesday, it catches up W48
+    assert run(datetime(2026, 12, 1, 10, 0, tzinfo=paris)) == "2026-W48"
+    assert run(datetime(2026, 12, 7, 8, 0, tzinfo=paris)) == "2026-W49"
+    subjects = [
+        str(email.message_from_bytes(r.raw, policy=email.policy.default)["Subject"])
+        for r in smtp_server.wait_for(6)
+    ]
+    assert len(subjects) == 6
+    assert sorted({s.split("semaine ")[1].split(" ")[0] for s in subjects}) == [
+        "2026-W47",
+        "2026-W48",
+        "2026-W49",
+    ]
+
+
+def test_worker_schedules_the_report_and_a_catch_up(config: Path) -> None:
+    from mailbot.cli import build_app, make_worker
+
+    app = build_app(config)
+    scheduler = make_worker(app).build_scheduler()
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert {"weekly-report", "weekly-report-catch-up", "alerts"} <= set(jobs)
+    assert "day_of_week='mon'" in str(jobs["weekly-report"].trigger)
+    assert "hour='8'" in str(jobs["weekly-report"].trigger)
