@@ -143,3 +143,119 @@ def test_worker_schedules_the_report_and_a_catch_up(config: Path) -> None:
     assert {"weekly-report", "weekly-report-catch-up", "alerts"} <= set(jobs)
     assert "day_of_week='mon'" in str(jobs["weekly-report"].trigger)
     assert "hour='8'" in str(jobs["weekly-report"].trigger)
+
+
+def table_rows(html: str) -> list[list[str]]:
+    """Cell texts of every table row of the report (tags stripped, spaces folded)."""
+    import re
+    from html import unescape
+
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)
+        rows.append([" ".join(unescape(re.sub(r"<[^>]+>", "", c)).split()) for c in cells])
+    return rows
+
+
+def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> None:
+    """Hand-computed from the scenario (see test_indicators): W47 = 16-22 Nov, W46 = 9-15 Nov,
+    month so far = 1-22 Nov, as of 25 Nov."""
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "-q",
+                "report",
+                "weekly",
+                "--week",
+                "2026-W47",
+                "--as-of",
+                "2026-11-25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = table_rows((out / "rapport-2026-W47.html").read_text(encoding="utf-8"))
+    expected = [
+        [
+            "Réponses dans les 5 jours ouvrés",
+            "> 75 %",
+            "66,7 %",
+            "71,4 %",
+            "75,0 %",
+            "✘ non atteint",
+        ],
+        ["Délai moyen de réponse", "< 5 j", "2,00 j", "3,00 j", "2,69 j", "✔ atteint"],
+        [
+            "Réclamations répondues dans les 5 jours ouvrés",
+            "> 75 %",
+            "-",
+            "100,0 %",
+            "66,7 %",
+            "– sans objet",
+        ],
+        [
+            "Délai moyen de réponse aux réclamations",
+            "< 5 j",
+            "-",
+            "1,00 j",
+            "2,67 j",
+            "– sans objet",
+        ],
+        ["Boîte general", "13", "7", "66,7 %", "2,00 j", "2", "2"],
+        ["Service cartes-grises", "2", "1", "50,0 %", "4,00 j", "1", "2"],
+        ["Service general", "11", "6", "71,4 %", "1,67 j", "1", "0"],
+        ["SM-2026-000023", "general", "7 (retard)", "message 23"],
+        ["SM-2026-000024", "cartes-grises", "6 (retard)", "message 24"],
+        ["SM-2026-000032", "general", "5", "message 32"],
+        ["SM-2026-000027", "general", "4", "message 27"],
+        ["SM-2026-000025", "general", "3", "message 25"],
+        ["SM-2026-000026", "general", "3", "message 26"],
+    ]
+    headers = {"Cible", "Reçus", "Âge (j. ouvrés)"}
+    body = [r for r in rows if len(r) >= 4 and not headers & set(r)]
+    assert body == expected
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    assert "signature complète&nbsp;: <strong>100,0 %</strong>" in html
+    assert "Accusés de réception envoyés&nbsp;: 11." in html
+    assert "Messages transmis à un service&nbsp;: 2 (avec avis à l'usager&nbsp;: 50,0 %)" in html
+    lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()
+    by_ref = {line.split(";")[0]: line.split(";") for line in lines[1:]}
+    assert by_ref["SM-2026-000018"][4:] == ["2026-11-17", "2026-11-25", "6", "non", "0", "oui"]
+    assert by_ref["SM-2026-000017"][1:4] == ["general", "cartes-grises", "information"]
+    assert by_ref["SM-2026-000017"][6:8] == ["4", "oui"]
+    assert by_ref["SM-2026-000024"][4:] == ["2026-11-17", "", "", "", "2", ""]
+    assert by_ref["SM-2026-000016"][6:8] == ["0", "oui"]
+    assert sorted(by_ref) == [
+        f"SM-2026-{n:06d}" for n in (16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 32)
+    ]
+
+
+def test_monthly_report(config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "-q",
+                "report",
+                "monthly",
+                "--month",
+                "2026-11",
+                "--as-of",
+                "2026-11-25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    html = (out / "rapport-2026-11.html").read_text(encoding="utf-8")
+    # the whole scenario, plus its message of 23 November (outside the weeks, inside the month)
+    assert "33 messages reçus, 26 répondus, 2 en retard" in html
+    assert "75,0 %" in html and "2,69 j" in html
