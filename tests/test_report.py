@@ -259,3 +259,46 @@ def test_monthly_report(config: Path, tmp_path: Path) -> None:
     # the whole scenario, plus its message of 23 November (outside the weeks, inside the month)
     assert "33 messages reçus, 26 répondus, 2 en retard" in html
     assert "75,0 %" in html and "2,69 j" in html
+
+
+def test_report_renders_in_chromium_with_its_chart(config: Path, tmp_path: Path) -> None:
+    """The HTML as a mail client shows it (cid: resolved to the attached PNG), in Chromium."""
+    import importlib.util
+    import struct
+
+    out = tmp_path / "shot"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "-q",
+                "report",
+                "weekly",
+                "--week",
+                "2026-W47",
+                "--as-of",
+                "2026-11-25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    page = out / "page.html"
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    page.write_text(html.replace("cid:chart@mailbot", "rapport-2026-W47.png"), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(
+        "screenshots", ROOT / "scripts" / "screenshots.py"
+    )
+    assert spec and spec.loader
+    screenshots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshots)
+    screenshots.shoot(page, height=2200)
+    png = page.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (800, 2200)
+    dom = page.with_suffix(".dom.html").read_text(encoding="utf-8")
+    assert 'src="rapport-2026-W47.png"' in dom and "Indicateurs Qual-e-pref" in dom
+    chart = (out / "rapport-2026-W47.png").read_bytes()
+    assert struct.unpack(">II", chart[16:24])[0] >= 700  # the chart itself, 7.2 in at 110 dpi
