@@ -89,6 +89,7 @@ def write_config(
     data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
+    data["reports"] = {"weekly": {"to": []}}  # no weekly report in these mailbox tests
     for key, value in overrides.items():
         data[key] = value
     path = tmp_path / "rules.yaml"

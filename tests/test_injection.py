@@ -24,7 +24,7 @@ def test_hostile_subject_and_name_are_inert(name: str) -> None:
         variables["original_subject"] = HOSTILE
     if "usager_nom" in declared:
         variables["usager_nom"] = HOSTILE
-    for key in ("overdue", "soon", "relanced"):  # the deadline digest lists citizens' subjects
+    for key in ("overdue", "soon", "relanced", "late", "unanswered"):  # lists of subjects
         if key in declared:
             variables[key] = [{**row, "subject": HOSTILE} for row in variables[key]]
     mail = RENDERER.render(name, variables)
