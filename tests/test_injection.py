@@ -43,4 +43,5 @@ def test_hostile_subject_and_name_are_inert(name: str) -> None:
     parsed = email.message_from_bytes(built.as_bytes(), policy=email.policy.default)
     assert parsed["Bcc"] is None
     assert [a.addr_spec for a in parsed["To"].addresses] == ["citoyen@example.fr"]
-    assert "{{ 7*7 }}" in str(parsed["Subject"]) or "{{ 7*7 }}" in mail.text
+    if "original_subject" in declared:  # shown in full there: the Jinja syntax stays literal
+        assert "{{ 7*7 }}" in str(parsed["Subject"]) or "{{ 7*7 }}" in mail.text
