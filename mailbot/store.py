@@ -243,7 +243,7 @@ class Transaction:
         if not conditions:
             return None
         row = self.conn.execute(
-            sa.select(messages.c.id, messages.c.reference, messages.c.parent_id)
+            sa.select(messages.c.id, messages.c.reference)
             .where(sa.or_(*conditions))
             .where(messages.c.reference.is_not(None))
             .where(messages.c.mailbox == mailbox if mailbox else sa.true())

@@ -7,8 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,7 +15,7 @@ import pytest
 import yaml
 from servers import MailUser, SmtpServer
 from test_e2e import BOUNCE, citizen_mail, db_rows, etrangers_user, poll, write_config
-from test_indicators import EXPECTED, SCENARIO
+from test_indicators import EXPECTED, SCENARIO, run
 
 from mailbot.cli import main
 
@@ -108,28 +106,7 @@ def test_scenario_through_the_servers(
 
     transfers = db_rows(config, "SELECT COUNT(*) FROM events WHERE kind='transferred'")
     assert transfers == [(4,)]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mailbot.cli",
-            "--config",
-            str(config),
-            "indicators",
-            "--from",
-            "2026-11-02",
-            "--to",
-            "2026-11-22",
-            "--as-of",
-            "2026-11-25",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    figures = json.loads(run.stdout)
+    figures = json.loads(run(config, "--format", "json").stdout)
     # Every AR left through aiosmtpd here (the store-level test covers failed ones).
     expected = {**EXPECTED, "ars_sent": 32, "transfer_notice_share": 1.0}
     for name, value in expected.items():

@@ -17,6 +17,12 @@ from mailbot.store import Store
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def week_47(config: Path, out: Path) -> None:
+    """`mailbot report weekly` for 16-22 Nov 2026, as of 25 Nov, written to ``out``."""
+    args = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    assert main([*args, "--as-of", "2026-11-25", "--out", str(out)]) == 0
+
+
 @pytest.fixture
 def config(tmp_path: Path, smtp_server: SmtpServer) -> Path:
     data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
@@ -33,20 +39,7 @@ def config(tmp_path: Path, smtp_server: SmtpServer) -> Path:
 
 def test_weekly_report_files_and_figures(config: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = [
-        "--config",
-        str(config),
-        "-q",
-        "report",
-        "weekly",
-        "--week",
-        "2026-W47",
-        "--as-of",
-        "2026-11-25",
-        "--out",
-        str(out),
-    ]
-    assert main(args) == 0
+    week_47(config, out)
     html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
     # W47 = 16-22 Nov: 13 messages, 7 answered (delays 0,4,6,1,1,1,1), 2 overdue, 4 pending
     assert "13 messages reçus, 7 répondus, 2 en retard" in html
@@ -74,17 +67,8 @@ def test_weekly_report_files_and_figures(config: Path, tmp_path: Path) -> None:
 def test_report_is_sent_to_configured_recipients_only(
     config: Path, smtp_server: SmtpServer
 ) -> None:
-    base = [
-        "--config",
-        str(config),
-        "-q",
-        "report",
-        "weekly",
-        "--week",
-        "2026-W47",
-        "--as-of",
-        "2026-11-25",
-    ]
+    base = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    base += ["--as-of", "2026-11-25"]
     assert main([*base, "--send"]) == 0
     received = smtp_server.wait_for(2)
     assert {r.rcpt_tos[0] for r in received} == {
@@ -161,24 +145,7 @@ def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> Non
     """Hand-computed from the scenario (see test_indicators): W47 = 16-22 Nov, W46 = 9-15 Nov,
     month so far = 1-22 Nov, as of 25 Nov."""
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "--config",
-                str(config),
-                "-q",
-                "report",
-                "weekly",
-                "--week",
-                "2026-W47",
-                "--as-of",
-                "2026-11-25",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    week_47(config, out)
     rows = table_rows((out / "rapport-2026-W47.html").read_text(encoding="utf-8"))
     expected = [
         [
@@ -310,24 +277,7 @@ def test_report_renders_in_chromium_with_its_chart(config: Path, tmp_path: Path)
     import struct
 
     out = tmp_path / "shot"
-    assert (
-        main(
-            [
-                "--config",
-                str(config),
-                "-q",
-                "report",
-                "weekly",
-                "--week",
-                "2026-W47",
-                "--as-of",
-                "2026-11-25",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    week_47(config, out)
     page = out / "page.html"
     html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
     page.write_text(html.replace("cid:chart@mailbot", "rapport-2026-W47.png"), encoding="utf-8")
