@@ -68,7 +68,7 @@ def require(
 
 
 def public(endpoint: Endpoint) -> Endpoint:
-    """Mark an endpoint that anyone may reach (login, logout, health)."""
+    """Mark an endpoint that anyone may reach, logged in or not (login, logout, health)."""
     setattr(endpoint, GUARD, "public")
     return endpoint
 

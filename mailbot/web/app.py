@@ -6,6 +6,7 @@ login/logout routes and the home page. Pages added later pass their routes to
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mailbot_session"
 LOGIN_PATH = "/connexion"
-PUBLIC_PATHS = ("/connexion", "/deconnexion", "/static/")
+STATIC_PATHS = re.compile(r"^/static/")
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,17 @@ def create_app(
         nav=[HOME, *nav],
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
+    public = [STATIC_PATHS]
     for route in [*routes.ROUTES, *pages]:
-        if isinstance(route, Route) and guard_of(route.endpoint) is None:
+        if not isinstance(route, Route):
+            continue
+        guard = guard_of(route.endpoint)
+        if guard is None:
             raise TypeError(
                 f"route {route.path} has no access check: decorate it with require(...) or public"
             )
+        if guard == "public":
+            public.append(route.path_regex)
     csp = content_security_policy([oidc.origin] if oidc else [])
     middleware = [
         Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
@@ -189,9 +196,7 @@ def create_app(
             https_only=web.secure_cookies,
         ),
         Middleware(Csrf, audit=settings.audit),
-        Middleware(
-            LoginRequired, lookup=console.principal, public=PUBLIC_PATHS, login_path=LOGIN_PATH
-        ),
+        Middleware(LoginRequired, lookup=console.principal, public=public, login_path=LOGIN_PATH),
     ]
     app = Starlette(
         routes=[

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -192,11 +193,16 @@ PrincipalLookup = Callable[[Mapping[str, Any]], Any]
 
 
 class LoginRequired:
-    """Every path but the public ones needs a logged-in agent still in agents.yaml; the
-    agent (a Principal) is put in ``request.state.principal`` for pages and the policy."""
+    """Every path but the public ones (routes marked ``public``, static files) needs a
+    logged-in agent still in agents.yaml; the agent (a Principal, or None on public paths)
+    is put in ``request.state.principal`` for pages and the policy."""
 
     def __init__(
-        self, app: ASGIApp, lookup: PrincipalLookup, public: Iterable[str], login_path: str
+        self,
+        app: ASGIApp,
+        lookup: PrincipalLookup,
+        public: Iterable[re.Pattern[str]],
+        login_path: str,
     ) -> None:
         self.app = app
         self.lookup = lookup
@@ -213,7 +219,7 @@ class LoginRequired:
             session.clear()  # the agent left agents.yaml: the session ends
         scope.setdefault("state", {})["principal"] = principal
         path: str = scope["path"]
-        if principal is not None or path == "/healthz" or path.startswith(self.public):
+        if principal is not None or any(p.match(path) for p in self.public):
             await self.app(scope, receive, send)
             return
         await self._to_login(scope)(scope, receive, send)

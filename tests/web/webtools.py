@@ -57,6 +57,20 @@ def base_config() -> Config:
     return load_config(ROOT / "rules.yaml")
 
 
+_HASHED: dict[tuple[str, ...], str] = {}
+
+
+def accounts_yaml(agents: tuple[str, ...]) -> str:
+    """An accounts file giving these agents PASSWORD (argon2 is slow on purpose: hash once)."""
+    if agents not in _HASHED:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = AccountsFile(Path(tmp) / "accounts.yaml")
+            for agent in agents:
+                store.set_password(agent, PASSWORD)
+            _HASHED[agents] = store.path.read_text(encoding="utf-8")
+    return _HASHED[agents]
+
+
 @dataclass
 class RunningConsole:
     url: str
@@ -102,9 +116,7 @@ def running_console(
         shutil.copy(ROOT / "agents.yaml", agents)
     config = config.model_copy(update={"agents": str(agents)})
     if local:
-        store = AccountsFile(workdir / "accounts.yaml")
-        for agent in accounts:
-            store.set_password(agent, PASSWORD)
+        (workdir / "accounts.yaml").write_text(accounts_yaml(accounts), encoding="utf-8")
     audit = Recorder()
     settings = settings_from_config(config, workdir / "rules.yaml", audit=audit)
     app = create_app(settings, pages=pages or [])
