@@ -7,7 +7,8 @@
 // settings.json: { "issuer": "http://127.0.0.1:PORT", "port": PORT,
 //   "client": { "client_id", "client_secret", "redirect_uris": [...],
 //               "post_logout_redirect_uris": [...] },
-//   "accounts": { "<login>": { "password", "sub", "email", "given_name", "usual_name" } } }
+//   "accounts": { "<login>": { "password", "sub", "email", "given_name", "usual_name" } },
+//   "unsigned_userinfo": false }
 // Prints "ready <issuer>" on stdout once it accepts connections.
 
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -54,7 +55,8 @@ const provider = new Provider(settings.issuer, {
       grant_types: ["authorization_code"],
       token_endpoint_auth_method: "client_secret_post",
       id_token_signed_response_alg: "RS256",
-      userinfo_signed_response_alg: "RS256",
+      // "unsigned_userinfo": true answers plain JSON, which the console must refuse.
+      ...(settings.unsigned_userinfo ? {} : { userinfo_signed_response_alg: "RS256" }),
     },
   ],
   jwks: { keys: [signingKey] },

@@ -177,7 +177,9 @@ def node_ready() -> None:
 
 
 @contextmanager
-def oidc_provider(console_port: int, accounts: dict[str, OidcAccount]) -> Iterator[OidcProvider]:
+def oidc_provider(
+    console_port: int, accounts: dict[str, OidcAccount], unsigned_userinfo: bool = False
+) -> Iterator[OidcProvider]:
     """node-oidc-provider on a free loopback port, its client registered for the console
     that will listen on ``console_port``."""
     node_ready()
@@ -207,6 +209,7 @@ def oidc_provider(console_port: int, accounts: dict[str, OidcAccount]) -> Iterat
             }
             for key, a in accounts.items()
         },
+        "unsigned_userinfo": unsigned_userinfo,
     }
     (work / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     (work / "client_secret").write_text(secret, encoding="utf-8")
