@@ -21,14 +21,14 @@ if TYPE_CHECKING:
 
 LOGGED_OUT = "/connexion?deconnecte=1"
 ACTION_LABELS = {
-    Action.VIEW_QUEUE: "consulter la file des courriels",
-    Action.VIEW_MESSAGE: "lire les courriels",
-    Action.REPLY: "répondre aux usagers",
-    Action.VIEW_INDICATORS: "consulter les indicateurs de délai",
-    Action.REASSIGN: "réaffecter un courriel à un autre service",
-    Action.VIEW_QUARANTINE: "consulter les courriels en quarantaine",
-    Action.RELEASE_QUARANTINE: "libérer un courriel de la quarantaine",
-    Action.CHECK_TEMPLATES: "contrôler les modèles de réponse",
+    Action.VIEW_QUEUE: "Consulter la file des courriels",
+    Action.VIEW_MESSAGE: "Lire les courriels",
+    Action.REPLY: "Répondre aux usagers",
+    Action.VIEW_INDICATORS: "Consulter les indicateurs de délai",
+    Action.REASSIGN: "Réaffecter un courriel à un autre service",
+    Action.VIEW_QUARANTINE: "Consulter les courriels en quarantaine",
+    Action.RELEASE_QUARANTINE: "Libérer un courriel de la quarantaine",
+    Action.CHECK_TEMPLATES: "Contrôler les modèles de réponse",
 }
 
 
