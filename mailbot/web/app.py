@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mailbot_session"
 LOGIN_PATH = "/connexion"
+MAX_SESSION_SECONDS = 12 * 3600
 STATIC_PATHS = re.compile(r"^/static/")
 
 
@@ -135,9 +137,14 @@ class Console:
         return self.settings.site
 
     def principal(self, session: Any) -> Principal | None:
+        """The session's agent, unless the session is older than MAX_SESSION_SECONDS (a
+        cap whatever the activity, like ProConnect's 12-hour session) or the agent left."""
         agent_id = session.get("agent")
         method = session.get("method", "local")
-        if not isinstance(agent_id, str):
+        since = session.get("since", "0")
+        if not isinstance(agent_id, str) or not str(since).isdigit():
+            return None
+        if time.time() - int(since) > MAX_SESSION_SECONDS:
             return None
         return self.directory.principal(agent_id, str(method))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -79,7 +80,8 @@ async def login_form(request: Request) -> Response:
 def _establish(request: Request, agent_id: str, method: str, **extra: str) -> None:
     """A fresh session for the agent (nothing kept from before: no fixation)."""
     request.session.clear()
-    request.session.update({"agent": agent_id, "method": method, **extra})
+    since = str(int(time.time()))
+    request.session.update({"agent": agent_id, "method": method, "since": since, **extra})
     csrf_token(request)
 
 

@@ -466,3 +466,24 @@ def test_demo_accounts_file_holds_the_documented_accounts() -> None:
     store = AccountsFile(DEMO_ACCOUNTS)
     assert set(store.hashes()) == {"cdurand", "lmoreau", "ngarnier", "tbernard"}
     assert all(store.verify(agent, DEMO_PASSWORD) for agent in store.hashes())
+
+
+def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path) -> None:
+    """A session cookie signed with the right key but older than 12 hours is not a login."""
+    from base64 import b64encode
+    from json import dumps
+    from time import time
+
+    from itsdangerous import TimestampSigner
+
+    with running_console(tmp_path) as console:
+        signer = TimestampSigner(console.settings.session_secret)
+
+        def cookie(age: float) -> str:
+            data = {"agent": "cdurand", "method": "local", "since": str(int(time() - age))}
+            return signer.sign(b64encode(dumps(data).encode())).decode()
+
+        for age, status in ((11 * 3600, 200), (12 * 3600 + 60, 303)):
+            with console.client() as client:
+                client.cookies.set("mailbot_session", cookie(age))
+                assert client.get("/").status_code == status, age
