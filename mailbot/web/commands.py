@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mailbot.config import load_agents, load_config
 from mailbot.errors import ConfigError
 
@@ -38,7 +40,11 @@ def cmd_web(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if changes:
-        web = config.web.model_validate(config.web.model_dump() | changes)
+        try:
+            web = config.web.model_validate(config.web.model_dump() | changes)
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ConfigError("--host/--port", "web", message) from None
         config = config.model_copy(update={"web": web})
     settings = settings_from_config(config, args.config)
     print(f"mailbot console: {config.web.base_url}/ (Ctrl-C to stop)", file=sys.stderr)
