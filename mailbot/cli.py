@@ -33,6 +33,7 @@ from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
 from mailbot.translations import load_translations
+from mailbot.web.commands import add_web_commands
 from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
@@ -591,6 +592,7 @@ def parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)
+    add_web_commands(commands)
     return top
 
 

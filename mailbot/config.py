@@ -314,6 +314,131 @@ class PrefectureConfig(Model):
     website: str
 
 
+def read_secret(env: str | None, file: Path | None, what: str) -> str | None:
+    """A secret named by an environment variable or a file, read when needed, never logged."""
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise SecretError(f"{what}: environment variable {env} is not set")
+        return value
+    if file:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"{what}: cannot read {file}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"{what}: {file} is empty")
+        return value
+    return None
+
+
+class OidcConfig(Model):
+    """The agents' identity provider: ProConnect (OpenID Connect, authorization code flow)."""
+
+    enabled: bool = True
+    # The button's brand; "ProConnect" shows the State's ProConnect button.
+    name: str = "ProConnect"
+    issuer: str
+    # Default: <issuer>/.well-known/openid-configuration
+    discovery_url: str | None = None
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "given_name", "usual_name"]
+    )
+    # e.g. "eidas1", or "https://proconnect.gouv.fr/assurance/self-asserted-2fa"
+    acr_values: str | None = None
+    token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic"] = (
+        "client_secret_post"
+    )
+    pkce: bool = True
+
+    @model_validator(mode="after")
+    def _secret_and_openid(self) -> OidcConfig:
+        if bool(self.client_secret_env) == bool(self.client_secret_file):
+            raise ValueError("give exactly one of client_secret_env or client_secret_file")
+        if "openid" not in self.scopes:
+            raise ValueError("scopes must include 'openid'")
+        return self
+
+    @property
+    def metadata_url(self) -> str:
+        return self.discovery_url or (self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+
+    def client_secret(self) -> str:
+        secret = read_secret(self.client_secret_env, self.client_secret_file, "web.oidc")
+        assert secret is not None  # the validator requires one source
+        return secret
+
+
+class LocalAccountsConfig(Model):
+    """Password accounts for small sites and the demo; hashes live in their own file."""
+
+    enabled: bool = False
+    # argon2 hashes, written by `mailbot web passwd AGENT`; relative to rules.yaml.
+    file: str = "accounts.yaml"
+
+
+class LoginRateLimitConfig(Model):
+    """Failed logins allowed per window, per account and per client address."""
+
+    per_account: int = Field(default=5, ge=1)
+    # Agents often share one address behind the prefecture's proxy: a higher ceiling.
+    per_ip: int = Field(default=20, ge=1)
+    window_minutes: float = Field(default=15, gt=0)
+
+
+class WebConfig(Model):
+    """The agents' web console (`mailbot web`, or inside `mailbot run` when enabled)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # The address agents type, e.g. https://mailbot.seine-maritime.gouv.fr
+    # (default: http://host:port, accepted only on loopback).
+    public_url: str | None = None
+    session_secret_env: str | None = None
+    session_secret_file: Path | None = None
+    session_max_age_minutes: int = Field(default=480, ge=5)
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (their addresses).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    oidc: OidcConfig | None = None
+    local_accounts: LocalAccountsConfig = LocalAccountsConfig()
+    login_rate_limit: LoginRateLimitConfig = LoginRateLimitConfig()
+
+    @model_validator(mode="after")
+    def _safe_public_url(self) -> WebConfig:
+        url = self.base_url
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        if scheme not in ("http", "https") or not host:
+            raise ValueError(f"public_url must be an http(s) URL, not {url!r}")
+        if scheme == "http" and not is_loopback(host):
+            raise ValueError(
+                f"public_url {url!r} is plain http on a non-loopback host: use https"
+                " (session cookies must be Secure)"
+            )
+        if self.session_secret_env and self.session_secret_file:
+            raise ValueError("give session_secret_env or session_secret_file, not both")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Secure cookies everywhere except plain http on loopback (development, demo)."""
+        return self.base_url.startswith("https://")
+
+    def session_secret(self) -> str | None:
+        return read_secret(self.session_secret_env, self.session_secret_file, "web.session")
+
+
 class Config(Model):
     prefecture: PrefectureConfig
     timezone: str = "Europe/Paris"
@@ -333,6 +458,7 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
+    web: WebConfig = WebConfig()
 
     @field_validator("mailboxes")
     @classmethod
@@ -461,6 +587,9 @@ def load_config(path: str | Path) -> Config:
     return config_from_mapping(_read_yaml(path), str(path))
 
 
+AgentRole = Literal["agent", "head", "quality", "admin"]
+
+
 class Agent(Model):
     """An agent's profile. Elements may be missing here: rendering a reply then refuses,
     naming what is missing, so an incomplete signature is never sent."""
@@ -470,6 +599,13 @@ class Agent(Model):
     function: str | None = None
     service: str
     email: Email | None = None
+    # The web console: what the agent may do, on which services (default: their service).
+    role: AgentRole = "agent"
+    services: list[str] | None = None
+
+    @property
+    def console_services(self) -> tuple[str, ...]:
+        return tuple(self.services) if self.services is not None else (self.service,)
 
 
 class AgentsFile(Model):
@@ -487,12 +623,20 @@ def load_agents(path: str | Path, config: Config) -> dict[str, Agent]:
         raise ConfigError(
             str(path), _format_location(tuple(first["loc"])), _describe(dict(first))
         ) from None
+    known = ", ".join(sorted(config.services))
+    owners: dict[str, str] = {}
     for agent_id, agent in agents.items():
-        if agent.service not in config.services:
-            known = ", ".join(sorted(config.services))
-            raise ConfigError(
-                str(path),
-                f"agents.{agent_id}.service",
-                f"unknown service {agent.service!r} (known: {known})",
-            )
+        for index, service in [(None, agent.service), *enumerate(agent.services or [])]:
+            if service not in config.services:
+                key = f"agents.{agent_id}.service" + ("" if index is None else f"s[{index}]")
+                raise ConfigError(str(path), key, f"unknown service {service!r} (known: {known})")
+        if agent.email is not None:
+            if agent.email in owners:
+                raise ConfigError(
+                    str(path),
+                    f"agents.{agent_id}.email",
+                    f"{agent.email} is already agent {owners[agent.email]}'s address"
+                    " (the console matches agents by e-mail)",
+                )
+            owners[agent.email] = agent_id
     return agents

@@ -406,10 +406,15 @@ def test_agents_yaml_is_complete() -> None:
     for key, agent in agents.items():
         assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", key), key
         assert {"first_name", "last_name", "function", "service"} <= set(agent), key
-        assert set(agent) <= {"first_name", "last_name", "function", "service", "email"}, key
+        allowed = {"first_name", "last_name", "function", "service", "email", "role", "services"}
+        assert set(agent) <= allowed, key
         for field, value in agent.items():
-            assert isinstance(value, str) and value.strip(), f"{key}.{field}"
+            if field == "services":  # the web console's services: a list of service ids
+                assert isinstance(value, list) and set(value) <= KNOWN_SERVICES, key
+            else:
+                assert isinstance(value, str) and value.strip(), f"{key}.{field}"
         assert agent["service"] in KNOWN_SERVICES, key
+        assert agent.get("role", "agent") in {"agent", "head", "quality", "admin"}, key
     assert agents["cdurand"] == {
         "first_name": "Camille",
         "last_name": "Durand",

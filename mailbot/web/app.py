@@ -1,0 +1,226 @@
+"""The console's ASGI application: settings from rules.yaml, the middleware stack, the
+login/logout routes and the home page. Pages added later pass their routes to
+``create_app(settings, pages=[...])`` and use ``require``/``render`` (see README).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from mailbot.config import Config, WebConfig, is_loopback
+from mailbot.errors import ConfigError
+from mailbot.web import routes
+from mailbot.web.access import guard_of
+from mailbot.web.accounts import AccountsFile
+from mailbot.web.audit import AuditSink, log_event
+from mailbot.web.identity import AgentDirectory, Principal
+from mailbot.web.oidc import OidcLogin
+from mailbot.web.pages import HOME, STATIC, NavItem, environment, error_page
+from mailbot.web.security import (
+    Csrf,
+    ErrorPages,
+    LoginRequired,
+    RateLimiter,
+    SecurityHeaders,
+    content_security_policy,
+)
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "mailbot_session"
+LOGIN_PATH = "/connexion"
+MAX_SESSION_SECONDS = 12 * 3600
+STATIC_PATHS = re.compile(r"^/static/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the console needs, resolved from rules.yaml (paths, secrets)."""
+
+    config: Config
+    agents_path: Path
+    accounts_path: Path | None  # None: local accounts disabled
+    session_secret: str
+    audit: AuditSink = log_event
+    site: dict[str, str] = field(
+        default_factory=lambda: {
+            "prefecture": "Préfecture de la Seine-Maritime",
+            "service": "mailbot — courriels des usagers",
+            "tagline": "Traitement des courriels des usagers",
+        }
+    )
+
+    @property
+    def web(self) -> WebConfig:
+        return self.config.web
+
+
+def settings_from_config(
+    config: Config, config_path: Path, audit: AuditSink = log_event
+) -> Settings:
+    """Resolve the web section: files beside rules.yaml, the session secret (env or file;
+    a random one, valid until restart, only for plain http on loopback)."""
+    web = config.web
+    oidc_on = web.oidc is not None and web.oidc.enabled
+    if not oidc_on and not web.local_accounts.enabled:
+        raise ConfigError(
+            str(config_path),
+            "web",
+            "no login method: configure web.oidc or enable web.local_accounts",
+        )
+    secret = web.session_secret()
+    if secret is None:
+        host = web.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        if web.secure_cookies or not is_loopback(host):
+            raise ConfigError(
+                str(config_path),
+                "web.session_secret_env",
+                "a session secret is required (session_secret_env or session_secret_file)",
+            )
+        secret = secrets.token_urlsafe(32)
+        log.info("web session secret generated for this run (loopback only)")
+    elif len(secret) < 32:
+        raise ConfigError(
+            str(config_path),
+            "web.session_secret_env",
+            "the session secret is too short (at least 32 characters)",
+        )
+    accounts = _beside(config_path, web.local_accounts.file) if web.local_accounts.enabled else None
+    return Settings(
+        config=config,
+        agents_path=_beside(config_path, config.agents),
+        accounts_path=accounts,
+        session_secret=secret,
+        audit=audit,
+    )
+
+
+def _beside(config_path: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else config_path.parent / path
+
+
+@dataclass
+class Console:
+    """Shared state of the running console, at ``request.app.state.console``."""
+
+    settings: Settings
+    env: ImmutableSandboxedEnvironment
+    directory: AgentDirectory
+    accounts: AccountsFile | None
+    oidc: OidcLogin | None
+    per_account: RateLimiter
+    per_ip: RateLimiter
+    audit: AuditSink
+    service_names: dict[str, str]
+    nav: list[NavItem]
+
+    @property
+    def site(self) -> dict[str, str]:
+        return self.settings.site
+
+    def principal(self, session: Any) -> Principal | None:
+        """The session's agent, unless the session is older than MAX_SESSION_SECONDS (a
+        cap whatever the activity, like ProConnect's 12-hour session) or the agent left."""
+        agent_id = session.get("agent")
+        method = session.get("method", "local")
+        since = session.get("since", "0")
+        if not isinstance(agent_id, str) or not str(since).isdigit():
+            return None
+        if time.time() - int(since) > MAX_SESSION_SECONDS:
+            return None
+        return self.directory.principal(agent_id, str(method))
+
+
+def create_app(
+    settings: Settings,
+    pages: Sequence[BaseRoute] = (),
+    templates: Path | None = None,
+    nav: Sequence[NavItem] = (),
+) -> Starlette:
+    """The console. ``pages`` are extra routes (queue, message...), each guarded by
+    ``require`` or marked ``public``; ``templates`` an extra template folder, searched before
+    the console's own; ``nav`` the main menu's links after "Accueil"."""
+    web = settings.web
+    base = web.base_url
+    oidc = None
+    if web.oidc is not None and web.oidc.enabled:
+        oidc = OidcLogin(
+            web.oidc, f"{base}/connexion/proconnect/retour", f"{base}/deconnexion/retour"
+        )
+    window = web.login_rate_limit.window_minutes * 60
+    console = Console(
+        settings=settings,
+        env=environment(templates),
+        directory=AgentDirectory(settings.agents_path, settings.config),
+        accounts=AccountsFile(settings.accounts_path) if settings.accounts_path else None,
+        oidc=oidc,
+        per_account=RateLimiter(web.login_rate_limit.per_account, window),
+        per_ip=RateLimiter(web.login_rate_limit.per_ip, window),
+        audit=settings.audit,
+        service_names={key: s.name for key, s in settings.config.services.items()},
+        nav=[HOME, *nav],
+    )
+    console.directory.agents()  # a broken agents.yaml stops the start, with its location
+    public = [STATIC_PATHS]
+    for route in [*routes.ROUTES, *pages]:
+        if not isinstance(route, Route):
+            continue
+        guard = guard_of(route.endpoint)
+        if guard is None:
+            raise TypeError(
+                f"route {route.path} has no access check: decorate it with require(...) or public"
+            )
+        if guard == "public":
+            public.append(route.path_regex)
+    csp = content_security_policy([oidc.origin] if oidc else [])
+    middleware = [
+        Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
+        Middleware(ErrorPages),
+        Middleware(
+            SessionMiddleware,
+            secret_key=settings.session_secret,
+            session_cookie=SESSION_COOKIE,
+            max_age=web.session_max_age_minutes * 60,
+            same_site="lax",
+            https_only=web.secure_cookies,
+        ),
+        Middleware(Csrf, audit=settings.audit),
+        Middleware(LoginRequired, lookup=console.principal, public=public, login_path=LOGIN_PATH),
+    ]
+    app = Starlette(
+        routes=[
+            *routes.ROUTES,
+            *pages,
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.console = console
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_page(request, exc.status_code, headers=exc.headers)
+
+
+__all__ = ["Console", "Route", "Settings", "create_app", "settings_from_config"]

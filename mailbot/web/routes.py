@@ -1,0 +1,203 @@
+"""The console's own routes: home, local login, ProConnect login, logout, health."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from mailbot.web.access import client_ip, public, require
+from mailbot.web.authz import SERVICE_SCOPED, Action
+from mailbot.web.oidc import LoginError
+from mailbot.web.pages import csrf_token, render
+from mailbot.web.security import safe_next
+
+if TYPE_CHECKING:
+    from mailbot.web.app import Console
+
+LOGGED_OUT = "/connexion?deconnecte=1"
+ACTION_LABELS = {
+    Action.VIEW_QUEUE: "Consulter la file des courriels",
+    Action.VIEW_MESSAGE: "Lire les courriels",
+    Action.REPLY: "Répondre aux usagers",
+    Action.VIEW_INDICATORS: "Consulter les indicateurs de délai",
+    Action.REASSIGN: "Réaffecter un courriel à un autre service",
+    Action.VIEW_QUARANTINE: "Consulter les courriels en quarantaine",
+    Action.RELEASE_QUARANTINE: "Libérer un courriel de la quarantaine",
+    Action.CHECK_TEMPLATES: "Contrôler les modèles de réponse",
+}
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+@require(Action.VIEW_HOME)
+async def home(request: Request) -> Response:
+    console = _console(request)
+    principal = request.state.principal
+    known = list(console.service_names)
+    rights: list[tuple[str, list[str]]] = []
+    for action, label in ACTION_LABELS.items():
+        if action in SERVICE_SCOPED:
+            names = [console.service_names[s] for s in principal.services_for(action, known)]
+            if names:
+                rights.append((label, names))
+        elif principal.can(action):
+            rights.append((label, []))
+    services = [console.service_names.get(s, s) for s in principal.services]
+    return render(request, "home.html.j2", {"services": services, "rights": rights})
+
+
+def _login_page(request: Request, status: int = 200, **context: Any) -> Response:
+    console = _console(request)
+    values = {
+        "oidc": console.oidc is not None,
+        "oidc_name": console.oidc.config.name if console.oidc else "",
+        "local": console.accounts is not None,
+        "suivant": safe_next(request.query_params.get("suivant")),
+        "logged_out": request.query_params.get("deconnecte") == "1",
+        "error": None,
+        "login": "",
+    }
+    values.update(context)
+    return render(request, "login.html.j2", values, status_code=status)
+
+
+@public
+async def login_form(request: Request) -> Response:
+    if request.state.principal is not None:
+        return RedirectResponse("/", status_code=303)
+    return _login_page(request)
+
+
+def _establish(request: Request, agent_id: str, method: str, **extra: str) -> None:
+    """A fresh session for the agent (nothing kept from before: no fixation)."""
+    request.session.clear()
+    since = str(int(time.time()))
+    request.session.update({"agent": agent_id, "method": method, "since": since, **extra})
+    csrf_token(request)
+
+
+@public
+async def login_local(request: Request) -> Response:
+    console = _console(request)
+    if console.accounts is None:
+        raise HTTPException(404)
+    async with request.form() as form:
+        login = str(form.get("identifiant") or "")[:200].strip()
+        password = str(form.get("mot_de_passe") or "")[:1024]
+        target = safe_next(str(form.get("suivant") or ""))
+    ip = client_ip(request)
+    agent_id = console.directory.find(login) if login else None
+    key = agent_id or login.lower()
+    if console.per_ip.blocked(ip) or console.per_account.blocked(key):
+        console.audit("login_rate_limited", agent=agent_id or "unknown", ip=ip)
+        message = (
+            "Trop de tentatives de connexion ont échoué. Pour protéger les comptes, la"
+            " connexion est bloquée quelques minutes : réessayez plus tard."
+        )
+        return _login_page(request, 429, error=message, login=login)
+    if not login or not password:
+        return _login_page(
+            request, 400, error="Saisissez votre identifiant et votre mot de passe.", login=login
+        )
+    if not await run_in_threadpool(console.accounts.verify, agent_id, password):
+        console.per_ip.hit(ip)
+        console.per_account.hit(key)
+        console.audit("login_failed", method="local", agent=agent_id or "unknown", ip=ip)
+        return _login_page(
+            request, 401, error="Identifiant ou mot de passe incorrect.", login=login
+        )
+    assert agent_id is not None
+    console.per_account.reset(key)
+    _establish(request, agent_id, "local")
+    console.audit("login", method="local", agent=agent_id, ip=ip)
+    return RedirectResponse(target, status_code=303)
+
+
+@public
+async def oidc_start(request: Request) -> Response:
+    console = _console(request)
+    if console.oidc is None:
+        raise HTTPException(404)
+    async with request.form() as form:
+        request.session["suivant"] = safe_next(str(form.get("suivant") or ""))
+    return await console.oidc.start(request)
+
+
+@public
+async def oidc_callback(request: Request) -> Response:
+    console = _console(request)
+    if console.oidc is None:
+        raise HTTPException(404)
+    ip = client_ip(request)
+    try:
+        identity = await console.oidc.finish(request)
+    except LoginError as exc:
+        console.audit("login_failed", method="oidc", reason=str(exc), ip=ip)
+        message = (
+            "La connexion avec ProConnect n'a pas abouti. Revenez à la page de connexion et"
+            " réessayez."
+        )
+        return render(
+            request,
+            "error.html.j2",
+            {"status": 400, "title": "Connexion impossible", "message": message},
+            status_code=400,
+        )
+    target = safe_next(request.session.pop("suivant", None))
+    agent_id = console.directory.by_email(identity.email)
+    if agent_id is None:
+        console.audit("denied", reason="unknown_email", email=identity.email, ip=ip)
+        request.session.clear()
+        request.session["id_token"] = identity.id_token  # to end the ProConnect session
+        context = {"email": identity.email, "given_name": identity.given_name or ""}
+        return render(request, "unknown_agent.html.j2", context, status_code=403)
+    _establish(request, agent_id, "oidc", id_token=identity.id_token)
+    console.audit("login", method="oidc", agent=agent_id, ip=ip)
+    return RedirectResponse(target, status_code=303)
+
+
+@public
+async def logout(request: Request) -> Response:
+    console = _console(request)
+    id_token = request.session.get("id_token")
+    agent_id = request.session.get("agent")
+    request.session.clear()
+    if agent_id:
+        console.audit("logout", agent=str(agent_id), ip=client_ip(request))
+    if console.oidc is not None and isinstance(id_token, str):
+        return await console.oidc.logout(request, id_token)
+    return RedirectResponse(LOGGED_OUT, status_code=303)
+
+
+@public
+async def logout_returned(request: Request) -> Response:
+    console = _console(request)
+    if console.oidc is not None:
+        await console.oidc.logout_returned(request)
+    return RedirectResponse(LOGGED_OUT, status_code=303)
+
+
+@public
+async def health(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+ROUTES = [
+    Route("/", home, name="home"),
+    Route("/connexion", login_form, methods=["GET"], name="login"),
+    Route("/connexion", login_local, methods=["POST"], name="login_local"),
+    Route("/connexion/proconnect", oidc_start, methods=["POST"], name="oidc_start"),
+    Route("/connexion/proconnect/retour", oidc_callback, methods=["GET"], name="oidc_callback"),
+    Route("/deconnexion", logout, methods=["POST"], name="logout"),
+    Route("/deconnexion/retour", logout_returned, methods=["GET"], name="logout_returned"),
+    Route("/healthz", health, methods=["GET"], name="health"),
+]

@@ -1,0 +1,69 @@
+"""Fixtures for the web console: Chromium (Debian's, through Playwright), a page that
+may only reach loopback, and the axe-core runner. Nothing downloads a browser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from webtools import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT, run_axe
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: {SETUP_HINT}", pytrace=False)
+    chromium = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    )
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile (no cookies) that can reach 127.0.0.1 only, in French."""
+    ctx = browser.new_context(locale="fr-FR", viewport={"width": 1280, "height": 900})
+    ctx.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(("http://127.0.0.1:", "data:"))
+            else route.abort()
+        ),
+    )
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A page that records Content-Security-Policy refusals and script errors."""
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    tab.problems = problems  # type: ignore[attr-defined]
+    yield tab
+
+
+@pytest.fixture
+def axe() -> Any:
+    """axe(page) -> the page's accessibility violations (axe-core, WCAG 2.1 A/AA)."""
+    return run_axe

@@ -1,0 +1,489 @@
+"""The console over real HTTP (uvicorn on loopback, httpx2): login wall, local login, CSRF,
+security headers, cookie flags, rate limit, authorisation, error pages, logout."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from webtools import (
+    PASSWORD,
+    ROOT,
+    base_config,
+    csrf_from,
+    local_login,
+    running_console,
+)
+
+from mailbot.cli import main
+from mailbot.config import LocalAccountsConfig, LoginRateLimitConfig, WebConfig
+from mailbot.errors import ConfigError
+from mailbot.logs import LogfmtFormatter
+from mailbot.web.access import check, public, require
+from mailbot.web.accounts import AccountsFile
+from mailbot.web.app import create_app, settings_from_config
+from mailbot.web.authz import Action
+from mailbot.web.security import RateLimiter, safe_next
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def session_cookie(response: object) -> str:
+    headers = response.headers.get_list("set-cookie")  # type: ignore[attr-defined]
+    found = [h for h in headers if h.startswith("mailbot_session=")]
+    assert found, headers
+    return str(found[-1])
+
+
+# --------------------------------------------------------------------------- login wall
+
+
+def test_every_page_needs_a_login(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        home = client.get("/")
+        assert home.status_code == 303 and home.headers["location"] == "/connexion"
+        deep = client.get("/file/permis?page=2")
+        assert deep.status_code == 303
+        assert deep.headers["location"] == "/connexion?suivant=%2Ffile%2Fpermis%3Fpage%3D2"
+        htmx = client.get("/file/permis", headers={"HX-Request": "true"})
+        assert htmx.status_code == 401 and htmx.headers["HX-Redirect"].startswith("/connexion")
+        login = client.get("/connexion")
+        assert login.status_code == 200
+        assert '<html lang="fr"' in login.text and "Connexion à la console mailbot" in login.text
+        assert client.get("/static/js/console.js").status_code == 200
+        assert client.get("/healthz").text == "ok"
+
+
+def test_local_login_shows_the_agent_and_starts_a_new_session(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        page = client.get("/connexion")
+        before = session_cookie(page)
+        old_token = csrf_from(page.text)
+        response = client.post(
+            "/connexion",
+            data={"identifiant": "LMoreau", "mot_de_passe": PASSWORD, "csrf_token": old_token},
+        )
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        assert session_cookie(response) != before
+        home = client.get("/")
+        assert home.status_code == 200
+        assert "Bonjour Léa Moreau" in home.text
+        assert re.search(r'id="role">Chef de service<', home.text)
+        assert "Direction des migrations" in home.text and "accueil général" in home.text
+        assert "Se déconnecter" in home.text
+        assert csrf_from(home.text) != old_token  # a fresh token with the new session
+        assert console.events("login") == [
+            {"method": "local", "agent": "lmoreau", "ip": "127.0.0.1"}
+        ]
+
+
+def test_login_by_email_and_wrong_password(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        wrong = local_login(client, "lmoreau", "not-the-password")
+        assert wrong.status_code == 401
+        assert "Identifiant ou mot de passe incorrect." in wrong.text
+        assert client.get("/").status_code == 303
+        unknown = local_login(client, "nobody", PASSWORD)
+        assert unknown.status_code == 401
+        assert "Identifiant ou mot de passe incorrect." in unknown.text
+        good = local_login(client, "lea.moreau@seine-maritime.gouv.fr")
+        assert good.status_code == 303
+        failed = console.events("login_failed")
+        assert [f["agent"] for f in failed] == ["lmoreau", "unknown"]
+        assert all("password" not in str(f).lower() for f in failed)
+
+
+def test_after_login_the_agent_goes_where_they_were_going(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        token = csrf_from(client.get("/connexion?suivant=/healthz").text)
+        response = client.post(
+            "/connexion",
+            data={
+                "identifiant": "cdurand",
+                "mot_de_passe": PASSWORD,
+                "csrf_token": token,
+                "suivant": "/healthz",
+            },
+        )
+        assert response.headers["location"] == "/healthz"
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example/", "https://evil.example/", "/\\evil.example", "evil", "", None],
+)
+def test_next_is_never_another_site(target: str | None) -> None:
+    assert safe_next(target) == "/"
+
+
+def test_safe_next_keeps_local_paths() -> None:
+    assert safe_next("/file/permis?page=2") == "/file/permis?page=2"
+
+
+# --------------------------------------------------------------------------- CSRF
+
+
+def test_state_changing_requests_need_the_csrf_token(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        form = {"identifiant": "cdurand", "mot_de_passe": PASSWORD}
+        assert client.post("/connexion", data=form).status_code == 403
+        client.get("/connexion")
+        refused = client.post("/connexion", data=form | {"csrf_token": "x" * 43})
+        assert refused.status_code == 403 and "Accès refusé" in refused.text
+        assert client.get("/").status_code == 303  # not logged in
+        assert local_login(client, "cdurand").status_code == 303
+        token = csrf_from(client.get("/").text)
+        for method in ("PUT", "DELETE", "PATCH"):
+            assert client.request(method, "/deconnexion").status_code == 403
+        # htmx sends the token in a header (static/js/console.js), not in the form
+        out = client.post("/deconnexion", headers={"X-CSRF-Token": token})
+        assert out.status_code == 303 and out.headers["location"] == "/connexion?deconnecte=1"
+        assert client.get("/").status_code == 303
+        denied = console.events("denied")
+        assert len(denied) == 5 and {d["reason"] for d in denied} == {"csrf"}
+
+
+def test_a_token_from_another_session_is_refused(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console:
+        with console.client() as other:
+            stolen = csrf_from(other.get("/connexion").text)
+        with console.client() as client:
+            client.get("/connexion")
+            response = client.post(
+                "/connexion",
+                data={"identifiant": "cdurand", "mot_de_passe": PASSWORD, "csrf_token": stolen},
+            )
+            assert response.status_code == 403
+
+
+# --------------------------------------------------------------------------- headers, cookies
+
+
+def test_security_headers_on_pages_errors_and_static_files(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        responses = {
+            "login": client.get("/connexion"),
+            "static": client.get("/static/vendor/dsfr/dsfr.min.css"),
+            "csrf 403": client.post("/connexion"),
+            "redirect": client.get("/"),
+        }
+        local_login(client, "cdurand")
+        responses["404"] = client.get("/nulle-part")
+        responses["home"] = client.get("/")
+        for name, response in responses.items():
+            headers = response.headers
+            assert headers["content-security-policy"] == CSP, name
+            assert headers["x-content-type-options"] == "nosniff", name
+            assert headers["referrer-policy"] == "same-origin", name
+            assert headers["x-frame-options"] == "DENY", name
+            assert "strict-transport-security" not in headers, name  # plain http on loopback
+        assert responses["home"].headers["cache-control"] == "no-store"
+        assert "no-store" not in responses["static"].headers.get("cache-control", "")
+
+
+def test_pages_have_no_inline_script_or_style(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        pages = [client.get("/connexion").text]
+        local_login(client, "tbernard")
+        pages += [client.get("/").text, client.get("/nulle-part").text]
+        for html in pages:
+            assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html)
+            assert "<style" not in html and " style=" not in html
+            assert not re.search(r"\son[a-z]+=", html)  # no inline event handlers
+
+
+def test_session_cookie_on_loopback_http(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        cookie = session_cookie(local_login(client, "cdurand")).lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+        assert "secure" not in cookie.replace("samesite", "")
+        assert "max-age=28800" in cookie
+
+
+def test_session_cookie_is_secure_behind_https(tmp_path: Path) -> None:
+    """public_url https (a reverse proxy in front): Secure cookie and HSTS."""
+    AccountsFile(tmp_path / "accounts.yaml").set_password("cdurand", PASSWORD)
+    (tmp_path / "secret").write_text("s" * 40, encoding="utf-8")
+    web = WebConfig(
+        public_url="https://mailbot.seine-maritime.gouv.fr",
+        session_secret_file=tmp_path / "secret",
+        local_accounts=LocalAccountsConfig(enabled=True, file=str(tmp_path / "accounts.yaml")),
+    )
+    config = base_config().model_copy(update={"web": web, "agents": str(ROOT / "agents.yaml")})
+    app = create_app(settings_from_config(config, tmp_path / "rules.yaml"))
+    with TestClient(app, base_url="https://mailbot.seine-maritime.gouv.fr") as client:
+        page = client.get("/connexion")
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        token = csrf_from(page.text)
+        response = client.post(
+            "/connexion",
+            data={"identifiant": "cdurand", "mot_de_passe": PASSWORD, "csrf_token": token},
+            follow_redirects=False,
+        )
+        cookie = session_cookie(response).lower()
+        assert "; secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="plain http on a non-loopback host"):
+        WebConfig(public_url="http://mailbot.seine-maritime.gouv.fr")
+    web = WebConfig(
+        host="0.0.0.0",
+        public_url="https://mailbot.seine-maritime.gouv.fr",
+        local_accounts=LocalAccountsConfig(enabled=True),
+    )
+    config = base_config().model_copy(update={"web": web})
+    with pytest.raises(ConfigError, match="a session secret is required"):
+        settings_from_config(config, tmp_path / "rules.yaml")
+    (tmp_path / "short").write_text("short", encoding="utf-8")
+    short = web.model_copy(update={"session_secret_file": tmp_path / "short"})
+    with pytest.raises(ConfigError, match="too short"):
+        settings_from_config(config.model_copy(update={"web": short}), tmp_path / "rules.yaml")
+    with pytest.raises(ConfigError, match="no login method"):
+        settings_from_config(base_config(), tmp_path / "rules.yaml")
+
+
+def test_rules_yaml_web_section_is_validated(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["web"] = {"port": 8443, "sesion_secret_env": "X"}
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    from mailbot.config import load_config
+
+    with pytest.raises(ConfigError, match=r"web\.sesion_secret_env: unknown key"):
+        load_config(path)
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+def test_login_attempts_are_rate_limited_per_account(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        for _ in range(5):
+            assert local_login(client, "cdurand", "wrong-password").status_code == 401
+        blocked = local_login(client, "cdurand")  # even the right password, for now
+        assert blocked.status_code == 429
+        assert "Trop de tentatives de connexion ont échoué" in blocked.text
+        assert client.get("/").status_code == 303
+        assert local_login(client, "lmoreau").status_code == 303  # other accounts are fine
+        assert console.events("login_rate_limited") == [{"agent": "cdurand", "ip": "127.0.0.1"}]
+
+
+def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
+    limit = LoginRateLimitConfig(per_account=5, per_ip=3)
+    with running_console(tmp_path, rate_limit=limit) as console, console.client() as client:
+        for agent in ("cdurand", "lmoreau", "ngarnier"):
+            assert local_login(client, agent, "wrong-password").status_code == 401
+        assert local_login(client, "tbernard").status_code == 429
+
+
+def test_rate_limiter_window_slides() -> None:
+    now = [1000.0]
+    limiter = RateLimiter(limit=2, window_seconds=900, clock=lambda: now[0])
+    limiter.hit("a")
+    now[0] += 600
+    limiter.hit("a")
+    assert limiter.blocked("a") and not limiter.blocked("b")
+    now[0] += 301  # the first failure is now older than 15 minutes
+    assert not limiter.blocked("a")
+    limiter.hit("a")
+    assert limiter.blocked("a")
+    limiter.reset("a")
+    assert not limiter.blocked("a")
+
+
+# --------------------------------------------------------------------------- authorisation
+
+
+@require(Action.VIEW_QUEUE, service=lambda request: request.path_params["service"])
+async def queue_page(request: Request) -> Response:
+    return PlainTextResponse(f"file {request.path_params['service']}")
+
+
+@require(Action.VIEW_HOME)
+async def message_page(request: Request) -> Response:
+    service = request.query_params["service"]  # known only once the message is loaded
+    check(request, Action.REPLY, service)
+    return PlainTextResponse("message")
+
+
+@require(Action.CHECK_TEMPLATES)
+async def broken_page(request: Request) -> Response:
+    raise RuntimeError("Objet : titre de séjour de Madame X")  # must not reach the log
+
+
+TEST_PAGES = [
+    Route("/test/file/{service}", queue_page),
+    Route("/test/message", message_page),
+    Route("/test/panne", broken_page),
+]
+
+
+def test_pages_are_authorised_on_every_request(tmp_path: Path) -> None:
+    with running_console(tmp_path, pages=TEST_PAGES) as console, console.client() as client:
+        local_login(client, "cdurand")  # agent, cartes-grises
+        assert client.get("/test/file/cartes-grises").text == "file cartes-grises"
+        denied = client.get("/test/file/etrangers")
+        assert denied.status_code == 403 and "Accès refusé" in denied.text
+        assert client.get("/test/message?service=cartes-grises").status_code == 200
+        assert client.get("/test/message?service=permis").status_code == 403
+        assert client.get("/test/panne").status_code == 403
+        assert console.events("denied") == [
+            {
+                "agent": "cdurand",
+                "action": action,
+                "service": service,
+                "path": path,
+                "ip": "127.0.0.1",
+            }
+            for action, service, path in [
+                ("view_queue", "etrangers", "/test/file/etrangers"),
+                ("reply", "permis", "/test/message"),
+                ("check_templates", "-", "/test/panne"),
+            ]
+        ]
+
+
+def test_quality_mission_reads_every_service_but_does_not_reply(tmp_path: Path) -> None:
+    with running_console(tmp_path, pages=TEST_PAGES) as console, console.client() as client:
+        local_login(client, "ngarnier")
+        for service in ("etrangers", "permis", "general"):
+            assert client.get(f"/test/file/{service}").status_code == 200
+        assert client.get("/test/message?service=permis").status_code == 403
+
+
+def test_an_agent_removed_from_agents_yaml_is_logged_out(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        local_login(client, "cdurand")
+        assert client.get("/").status_code == 200
+        agents_file = console.settings.agents_path
+        data = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
+        del data["agents"]["cdurand"]
+        agents_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        assert client.get("/").status_code == 303
+        assert local_login(client, "cdurand").status_code == 401
+
+
+def test_a_route_without_access_check_is_refused_at_start(tmp_path: Path) -> None:
+    async def naked(request: Request) -> Response:
+        return PlainTextResponse("no check")
+
+    with (
+        pytest.raises(TypeError, match="/naked has no access check"),
+        running_console(tmp_path, pages=[Route("/naked", naked)]),
+    ):
+        pass
+    opened = [Route("/open", public(naked))]
+    with running_console(tmp_path, pages=opened) as console, console.client() as client:
+        assert client.get("/open").text == "no check"
+
+
+# --------------------------------------------------------------------------- errors, logout
+
+
+def test_error_pages_are_french_and_quiet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with running_console(tmp_path, pages=TEST_PAGES) as console, console.client() as client:
+        local_login(client, "tbernard")  # admin: may check templates
+        missing = client.get("/nulle-part")
+        assert missing.status_code == 404 and "Page non trouvée" in missing.text
+        wrong_method = client.delete("/", headers={"X-CSRF-Token": csrf_from(client.get("/").text)})
+        assert wrong_method.status_code == 405 and "Méthode non autorisée" in wrong_method.text
+        with caplog.at_level("INFO", logger="mailbot"):
+            failed = client.get("/test/panne")
+        assert failed.status_code == 500 and "Erreur inattendue" in failed.text
+        assert failed.headers["content-security-policy"] == CSP
+        lines = "\n".join(LogfmtFormatter().format(r) for r in caplog.records)
+        assert "exception=RuntimeError" in lines and "titre de séjour" not in lines
+
+
+def test_logout_ends_the_session(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        local_login(client, "cdurand")
+        token = csrf_from(client.get("/").text)
+        out = client.post("/deconnexion", data={"csrf_token": token})
+        assert out.headers["location"] == "/connexion?deconnecte=1"
+        assert "Vous êtes déconnecté(e)." in client.get("/connexion?deconnecte=1").text
+        assert client.get("/").status_code == 303
+        assert console.events("logout") == [{"agent": "cdurand", "ip": "127.0.0.1"}]
+
+
+# --------------------------------------------------------------------------- passwd command
+
+
+def run_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = ""
+) -> tuple[int, str]:
+    """mailbot's CLI in this process (its imports are slow to repeat); (exit code, stderr)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--config", str(tmp_path / "rules.yaml"), *args])
+    return code, err.getvalue()
+
+
+def test_passwd_command_writes_an_argon2_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["agents"] = str(ROOT / "agents.yaml")
+    data["templates"] = str(ROOT / "templates")
+    data["web"] = {"local_accounts": {"enabled": True, "file": "secrets/accounts.yaml"}}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    passwd = ("web", "passwd", "cdurand", "--password-stdin")
+    code, err = run_cli(tmp_path, monkeypatch, *passwd, stdin=PASSWORD + "\n")
+    assert code == 0, err
+    accounts = tmp_path / "secrets" / "accounts.yaml"
+    assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
+    text = accounts.read_text(encoding="utf-8")
+    assert "cdurand: $argon2id$" in text and PASSWORD not in text
+    store = AccountsFile(accounts)
+    assert store.verify("cdurand", PASSWORD) and not store.verify("cdurand", "x" * 12)
+    code, err = run_cli(tmp_path, monkeypatch, *passwd, stdin="short\n")
+    assert code == 2 and "at least 12 characters" in err
+    unknown = ("web", "passwd", "jpetit", "--password-stdin")
+    code, err = run_cli(tmp_path, monkeypatch, *unknown, stdin=PASSWORD)
+    assert code == 2 and "agents.jpetit: no such agent" in err
+    assert store.verify("cdurand", PASSWORD)  # untouched by the refusals
+
+
+def test_demo_accounts_file_holds_the_documented_accounts() -> None:
+    from mailbot.web.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
+
+    store = AccountsFile(DEMO_ACCOUNTS)
+    assert set(store.hashes()) == {"cdurand", "lmoreau", "ngarnier", "tbernard"}
+    assert all(store.verify(agent, DEMO_PASSWORD) for agent in store.hashes())
+
+
+def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path) -> None:
+    """A session cookie signed with the right key but older than 12 hours is not a login."""
+    from base64 import b64encode
+    from json import dumps
+    from time import time
+
+    from itsdangerous import TimestampSigner
+
+    with running_console(tmp_path) as console:
+        signer = TimestampSigner(console.settings.session_secret)
+
+        def cookie(age: float) -> str:
+            data = {"agent": "cdurand", "method": "local", "since": str(int(time() - age))}
+            return signer.sign(b64encode(dumps(data).encode())).decode()
+
+        for age, status in ((11 * 3600, 200), (12 * 3600 + 60, 303)):
+            with console.client() as client:
+                client.cookies.set("mailbot_session", cookie(age))
+                assert client.get("/").status_code == status, age
