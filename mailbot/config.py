@@ -12,9 +12,11 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +27,7 @@ from pydantic import (
 )
 
 from mailbot.errors import ConfigError, SecretError
+from mailbot.schedule import parse_time, parse_weekly
 
 Email = Annotated[
     str,
@@ -284,16 +287,32 @@ class SignatureConfig(Model):
     required: list[SignatureElement] = Field(default_factory=lambda: list(SIGNATURE_ELEMENTS))
 
 
+def _valid_time(value: str) -> str:
+    parse_time(value)
+    return value
+
+
+def _valid_weekly(value: str) -> str:
+    parse_weekly(value)
+    return value
+
+
+# Checked here, at load, by the same parser the worker uses: a schedule that passes
+# `mailbot check` cannot crash the worker later.
+ClockTime = Annotated[str, AfterValidator(_valid_time)]
+WeeklySchedule = Annotated[str, AfterValidator(_valid_weekly)]
+
+
 class AlertsConfig(Model):
     """The daily deadline digest to services (working days only)."""
 
     enabled: bool = True
-    time: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:30"
+    time: ClockTime = "08:30"
 
 
 class WeeklyReportConfig(Model):
     to: list[Email] = Field(default_factory=list)
-    cron: str = "mon 08:00"
+    cron: WeeklySchedule = "mon 08:00"
 
 
 class ReportsConfig(Model):
@@ -333,6 +352,17 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: expected an IANA name such as 'Europe/Paris'"
+            ) from None
+        return value
 
     @field_validator("mailboxes")
     @classmethod

@@ -22,6 +22,13 @@ class ConfigError(MailbotError):
         super().__init__(f"{where}: {expected}")
 
 
+class ScheduleError(MailbotError, ValueError):
+    """A schedule in rules.yaml (a time, a weekly cron) cannot be understood.
+
+    Also a ValueError, so that configuration validation reports it at its key path.
+    """
+
+
 class SecretError(MailbotError):
     """A secret could not be read. The message names where it was looked for, never its value."""
 

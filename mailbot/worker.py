@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.config import Config
 from mailbot.errors import MailboxError
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import MailboxPoller, Processor, Source
+from mailbot.schedule import parse_time, parse_weekly
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +99,23 @@ class Worker:
                 next_run_time=datetime.now(UTC),
             )
         if self.alerts is not None and self.config.alerts.enabled:
-            hour, minute = self.config.alerts.time.split(":")
+            at = parse_time(self.config.alerts.time)
             scheduler.add_job(
                 self.alerts,
-                "cron",
-                day_of_week="mon-fri",
-                hour=int(hour),
-                minute=int(minute),
+                CronTrigger(
+                    day_of_week="mon-fri",
+                    hour=at.hour,
+                    minute=at.minute,
+                    timezone=self.config.timezone,
+                ),
                 id="alerts",
                 max_instances=1,
                 coalesce=True,
             )
         if self.weekly_report is not None:
-            day, clock = self.config.reports.weekly.cron.split()
-            hour, minute = clock.split(":")
             scheduler.add_job(
                 self.weekly_report,
-                "cron",
-                day_of_week=day,
-                hour=int(hour),
-                minute=int(minute),
+                parse_weekly(self.config.reports.weekly.cron).trigger(self.config.timezone),
                 id="weekly-report",
                 max_instances=1,
                 coalesce=True,
