@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from mailbot.imap import ImapMailbox
 from mailbot.indicators import arrays_from_store, compute_arrays
 from mailbot.jobs import send_alerts, send_weekly_report
 from mailbot.logs import setup_logging
-from mailbot.maildir import MaildirSource
+from mailbot.maildir import MaildirSource, mail_files
 from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
@@ -36,6 +38,7 @@ from mailbot.translations import load_translations
 from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
 
 
@@ -290,11 +293,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     routing = compiled_routing(config)
     target: Path = args.message
-    files = (
-        sorted(p for p in target.iterdir() if p.suffix == ".eml") if target.is_dir() else [target]
-    )
+    files = mail_files(target)
     if not files:
-        raise ConfigError(str(target), "", "no .eml file here")
+        raise ConfigError(
+            str(target), "", "no mail here (.eml files, Maildir files, or a Maildir with cur/)"
+        )
     for path in files:
         try:
             raw = path.read_bytes()
@@ -525,9 +528,11 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
     explain_cmd = commands.add_parser(
-        "explain", help="show the AR decision and routing of .eml files, sending nothing"
+        "explain", help="show the AR decision and routing of mail files, sending nothing"
     )
-    explain_cmd.add_argument("message", type=Path, help="an .eml file or a directory of them")
+    explain_cmd.add_argument(
+        "message", type=Path, help="a mail file (.eml or Maildir), a folder of them, or a Maildir"
+    )
     explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
     explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
     explain_cmd.set_defaults(func=cmd_explain)
@@ -600,10 +605,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     )
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone early (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except MailbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _reader_gone() -> int:
+    """The reader of our output closed the pipe (`mailbot explain x | head -5`): stop
+    quietly, as a command killed by SIGPIPE would (Python docs, "Note on SIGPIPE").
+
+    Whatever is still buffered goes to /dev/null, so that the flush at interpreter exit
+    does not raise a second BrokenPipeError.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":
