@@ -22,9 +22,12 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from mailbot.errors import ConfigError, SecretError
 from mailbot.schedule import parse_time, parse_weekly
@@ -40,6 +43,33 @@ Security = Literal["tls", "starttls", "none"]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _beside(value: Path, info: ValidationInfo) -> Path:
+    """A relative path from rules.yaml, made absolute against the folder of rules.yaml.
+
+    The one place where paths are resolved: load_config passes that folder as the
+    validation context, so the working directory (cron, systemd) never matters.
+    """
+    base = (info.context or {}).get("base")
+    return value if base is None or value.is_absolute() else Path(base) / value
+
+
+def _database_beside(url: str, info: ValidationInfo) -> str:
+    """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            f"expected a database URL such as 'sqlite:///var/mailbot.db' (got {url!r})"
+        ) from None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return url
+    if name.startswith("file:"):
+        raise ValueError("SQLite 'file:' URIs are not supported here; give a file path")
+    resolved = _beside(Path(name), info)
+    return parsed.set(database=str(resolved)).render_as_string(hide_password=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -63,6 +93,11 @@ class ServerConfig(Model):
     password_env: str | None = None
     password_file: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("ca_file", "password_file")
+    @classmethod
+    def _files_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> ServerConfig:
@@ -339,9 +374,10 @@ class Config(Model):
     services: dict[str, ServiceConfig]
     mailboxes: dict[str, MailboxConfig]
     smtp: SmtpConfig
-    database: str = "sqlite:///var/mailbot.db"
-    templates: str = "templates"
-    agents: str = "agents.yaml"
+    # Relative paths here and in password_file/ca_file are relative to rules.yaml itself.
+    database: str = Field(default="sqlite:///var/mailbot.db", validate_default=True)
+    templates: Path = Field(default=Path("templates"), validate_default=True)
+    agents: Path = Field(default=Path("agents.yaml"), validate_default=True)
     sender: SenderConfig = SenderConfig()
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()
@@ -352,6 +388,16 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
+
+    @field_validator("templates", "agents")
+    @classmethod
+    def _paths_beside_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _beside(value, info)
+
+    @field_validator("database")
+    @classmethod
+    def _database_beside_config(cls, value: str, info: ValidationInfo) -> str:
+        return _database_beside(value, info)
 
     @field_validator("timezone")
     @classmethod
@@ -456,12 +502,16 @@ def _describe(error: dict[str, Any]) -> str:
     return message
 
 
-def config_from_mapping(data: Any, source: str) -> Config:
-    """Validate already-parsed YAML; ``source`` names the file in errors."""
+def config_from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
+    """Validate already-parsed YAML; ``source`` names the file in errors.
+
+    Relative paths are resolved against ``base`` (load_config gives the folder of
+    rules.yaml); without one they are left as written.
+    """
     if not isinstance(data, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base": base})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = _format_location(tuple(first["loc"]))
@@ -488,7 +538,8 @@ def _read_yaml(path: Path) -> Any:
 def load_config(path: str | Path) -> Config:
     """Load and validate rules.yaml. The one entry point to configuration."""
     path = Path(path)
-    return config_from_mapping(_read_yaml(path), str(path))
+    folder = Path(os.path.abspath(path)).parent  # absolute, '..' folded, symlinks kept
+    return config_from_mapping(_read_yaml(path), str(path), base=folder)
 
 
 class Agent(Model):

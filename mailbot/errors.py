@@ -65,6 +65,11 @@ class ForbiddenRecipientError(DeliveryError):
         super().__init__(f"refusing to send to unauthorised recipient {address!r}", permanent=True)
 
 
+class FirstPollError(MailbotError):
+    """A folder the database has never seen already holds mail: acknowledging it all could
+    answer months-old mail (or a wrong, empty database is in use). Nothing was done."""
+
+
 class MailboxError(MailbotError):
     """The IMAP server could not be reached or refused an operation."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailbot.config import Config, MailboxConfig
+from mailbot.errors import FirstPollError
 from mailbot.language import detect_language
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import (
@@ -41,6 +42,22 @@ from mailbot.workdays import WorkingCalendar
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
 RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
+
+
+def _none() -> int:
+    return 0
+
+
+def first_poll_refusal(store: Store, mailbox: str, folder: str, count: int) -> str:
+    """What happened and what to do, for an operator reading a cron mail or the journal."""
+    return (
+        f"mailbox {mailbox}, folder {folder}: the database {store.where} holds no state for "
+        f"this folder, which already holds {count} mail(s); nothing was acknowledged. "
+        "If this is a first start, record the history without sending anything with "
+        "`mailbot backfill --since YYYY-MM-DD`, or acknowledge what is there with "
+        "`--acknowledge-existing` (poll/run). If mailbot ran before, this is the wrong "
+        "database: check `database:` in rules.yaml (`mailbot check` prints it)."
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,7 @@ class Pipeline:
         renderer: Renderer,
         clock: Callable[[], datetime] = utcnow,
         send: bool = True,
+        acknowledge_existing: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -86,15 +104,31 @@ class Pipeline:
         self.clock = clock
         # send=False is the backfill of history: decide and route, record, never send.
         self.send = send
+        # A first poll acknowledges the mail already there only when asked (demo, --flag).
+        self.acknowledge_existing = acknowledge_existing
         self.routing = compiled_routing(config)
         self.calendar = WorkingCalendar(timezone=config.timezone)
         translations = load_translations(renderer.template_dir / TRANSLATIONS_DIR)
         self.replies = Replies(config, renderer, translations)
 
-    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
-        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start."""
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = _none
+    ) -> int:
+        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start.
+
+        ``existing`` counts the mail already in the folder. A folder this database holds no
+        state for, with mail in it, is refused (FirstPollError) unless acknowledge_existing:
+        it is either a first start that would answer every old mail, or the wrong (empty)
+        database. Backfill (send=False) is how history is recorded instead.
+        """
         with self.store.transaction() as tx:
             state = tx.folder_state(mailbox, folder)
+            if self.send and tx.backfill_pending(mailbox, folder):
+                raise FirstPollError(
+                    f"mailbox {mailbox}, folder {folder}: a backfill of this folder started and"
+                    " did not finish; nothing was acknowledged. Run `mailbot backfill` again"
+                    " to finish it."
+                )
             if state is not None and state.uidvalidity == uidvalidity:
                 return state.last_uid
             if state is not None:
@@ -103,6 +137,10 @@ class Pipeline:
                     extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
                 )
                 tx.add_event(None, "uidvalidity_changed", f"{mailbox}/{folder}: {uidvalidity}")
+            elif self.send and not self.acknowledge_existing:
+                count = existing()
+                if count:
+                    raise FirstPollError(first_poll_refusal(self.store, mailbox, folder, count))
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
 

@@ -7,6 +7,7 @@ test checks that they agree. Bodies are never stored: only what the indicators n
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -138,6 +139,11 @@ counters = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+
+def _backfill_flag(mailbox: str, folder: str) -> str:
+    """A counters row name (64 characters at most) for a folder being backfilled."""
+    return "backfill:" + hashlib.sha256(f"{mailbox}/{folder}".encode()).hexdigest()[:40]
 
 
 def utcnow() -> datetime:
@@ -322,6 +328,18 @@ class Transaction:
         self.conn.execute(counters.insert().values(name=name, value=1))
         return True
 
+    def backfill_pending(self, mailbox: str, folder: str) -> bool:
+        """Whether a backfill of this folder started and has not finished."""
+        name = _backfill_flag(mailbox, folder)
+        query = sa.select(counters.c.name).where(counters.c.name == name)
+        return self.conn.execute(query).first() is not None
+
+    def set_backfill_pending(self, mailbox: str, folder: str, pending: bool) -> None:
+        name = _backfill_flag(mailbox, folder)
+        self.conn.execute(counters.delete().where(counters.c.name == name))
+        if pending:
+            self.conn.execute(counters.insert().values(name=name, value=1))
+
     def insert_message(self, new: NewMessage) -> int:
         values = {
             **new.__dict__,
@@ -497,7 +515,9 @@ class Store:
             if engine is not self.engine:
                 engine.dispose()
 
-    def _where(self) -> str:
+    @property
+    def where(self) -> str:
+        """The database URL as it may be shown: the password hidden."""
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
     def _refuse_unversioned(self, conn: Connection) -> None:
@@ -524,7 +544,7 @@ class Store:
             "changing anything (do not delete it)"
         )
         raise StoreError(
-            f"the database {self._where()} has mailbot's tables ({', '.join(sorted(ours))}) but "
+            f"the database {self.where} has mailbot's tables ({', '.join(sorted(ours))}) but "
             f"no schema version: a first migration by an older mailbot was interrupted; {state}"
         )
 
@@ -536,7 +556,7 @@ class Store:
         elif "unable to open" in detail:
             hint = " (check that the path exists and that mailbot may write there)"
         return (
-            f"cannot open or migrate the database {self._where()}: "
+            f"cannot open or migrate the database {self.where}: "
             f"{exc.__class__.__name__}: {detail}{hint}"
         )
 

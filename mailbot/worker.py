@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.config import Config
-from mailbot.errors import MailboxError
+from mailbot.errors import FirstPollError, MailboxError
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import MailboxPoller, Processor, Source
@@ -63,6 +63,7 @@ class Worker:
                 name, folder, source, sent_pipeline, outbox, config.polling, self.stop
             )
         self.failures: dict[str, str] = {}
+        self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
 
     def recover(self) -> None:
         interrupted = self.pipeline.store.recover_interrupted()
@@ -76,6 +77,9 @@ class Worker:
         for name, poller in self.pollers.items():
             try:
                 outcomes += poller.poll_once()
+            except FirstPollError as exc:
+                self.refused[name] = exc
+                log.error("first poll refused", extra={"mailbox": name, "error": str(exc)})
             except MailboxError as exc:
                 self.failures[name] = str(exc)
                 log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
@@ -148,6 +152,7 @@ class Worker:
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
             log.info("worker stopped")
+        self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})

@@ -102,7 +102,7 @@ def test_scenario_through_the_servers(
             signature = PARTIAL if how == "sent-partial" else FULL
             imap_user.append(reply(n, signature), folder="Sent", internaldate=at(replied, 15))
 
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
 
     transfers = db_rows(config, "SELECT COUNT(*) FROM events WHERE kind='transferred'")
     assert transfers == [(4,)]

@@ -13,9 +13,9 @@ from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 
 
-def start_worker(config: Path) -> subprocess.Popen[str]:
+def start_worker(config: Path, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -29,7 +29,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     etrangers = dovecot.new_user("etr")
     config = write_config(tmp_path, imap_user, etrangers, smtp_server)
     imap_user.append(citizen_mail(1))  # backlog, read at start
-    worker = start_worker(config)
+    worker = start_worker(config, "--acknowledge-existing")
     try:
         smtp_server.wait_for(1, timeout=20)
         etrangers.append(
