@@ -9,7 +9,16 @@ from typing import Any
 
 import yaml
 from servers import MailUser, SmtpServer
-from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup, write_config
+from test_e2e import (
+    GENERAL,
+    citizen_mail,
+    db_rows,
+    etrangers_user,
+    poll,
+    received_year,
+    setup,
+    write_config,
+)
 
 __all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
 
@@ -49,7 +58,8 @@ def test_routed_message_gives_one_notice_and_one_unaltered_forward(setup: Any) -
     assert "Nous le lui avons transmis" in text
     assert "Bureau des titres — cartes grises" in text
     assert "pref-cartes-grises@seine-maritime.gouv.fr" in text  # how to contact that service
-    assert str(notice["Subject"]).startswith("Accusé de réception [SM-2026-")
+    year = received_year(general, "<citizen-1@example.fr>")
+    assert str(notice["Subject"]).startswith(f"Accusé de réception [SM-{year}-")
     assert notice["Auto-Submitted"] == "auto-replied"
 
     reference = str(notice["Subject"]).split("[", 1)[1].split("]", 1)[0]
