@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "mailbot" / "demo_data" / "maildir" / "general"
 RULES = str(ROOT / "rules.yaml")
-HEAD_REPETITIONS = 10
+HEAD_REPETITIONS = 8
 SIGPIPE_EXIT = 141
 
 
