@@ -170,7 +170,8 @@ def run_mailbot(
     workdir: Path, user: MailUser, smtp: SmtpServer, routing: bool
 ) -> tuple[float, int]:
     workdir.mkdir()
-    app = build_app(write_config(workdir, {"general": user}, smtp, routing=routing))
+    config = write_config(workdir, {"general": user}, smtp, routing=routing)
+    app = build_app(config, acknowledge_existing=True)  # the backlog is there before the start
     worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
     start = time.perf_counter()
     outcomes = worker.poll_once()
@@ -232,7 +233,17 @@ def peak_rss_mb(dovecot: DovecotServer, backlog: int) -> float:
             "sys.exit(code)\n"
         )
         child = subprocess.run(
-            [sys.executable, "-c", probe, "--config", str(config), "-q", "poll", "--once"],
+            [
+                sys.executable,
+                "-c",
+                probe,
+                "--config",
+                str(config),
+                "-q",
+                "poll",
+                "--once",
+                "--acknowledge-existing",
+            ],
             capture_output=True,
             check=False,
         )

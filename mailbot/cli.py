@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from importlib.resources import files
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from mailbot.catalogue import agent_variables, check_all, listing
@@ -23,7 +26,7 @@ from mailbot.imap import ImapMailbox
 from mailbot.indicators import arrays_from_store, compute_arrays
 from mailbot.jobs import send_alerts, send_weekly_report
 from mailbot.logs import setup_logging
-from mailbot.maildir import MaildirSource
+from mailbot.maildir import MaildirSource, mail_files
 from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
@@ -37,6 +40,8 @@ from mailbot.web.commands import add_web_commands
 from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
+EXIT_FIRST_POLL_REFUSED = 3
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
 
 
@@ -49,26 +54,20 @@ class App:
     outbox: Outbox
 
 
-def beside(config_path: Path, value: str) -> Path:
-    """A path from rules.yaml, relative to rules.yaml itself."""
-    path = Path(value)
-    return path if path.is_absolute() else config_path.parent / path
-
-
-def templates_dir(config_path: Path, config: Config) -> Path:
-    return beside(config_path, config.templates)
-
-
 def build_app(
-    config_path: Path, transport: Transport | None = None, database: str | None = None
+    config_path: Path,
+    transport: Transport | None = None,
+    database: str | None = None,
+    acknowledge_existing: bool = False,
 ) -> App:
-    config = load_config(config_path)
+    config = load_config(config_path)  # every relative path already resolved beside it
     store = Store(database or config.database)
-    renderer = Renderer(templates_dir(config_path, config), timezone=config.timezone)
+    renderer = Renderer(config.templates, timezone=config.timezone)
     renderer.check_config(config)
     allowed = config.service_addresses | set(config.reports.weekly.to)
     outbox = Outbox(store, transport or SmtpTransport(config.smtp), config.outbox, allowed)
-    return App(config, store, renderer, Pipeline(config, store, renderer), outbox)
+    pipeline = Pipeline(config, store, renderer, acknowledge_existing=acknowledge_existing)
+    return App(config, store, renderer, pipeline, outbox)
 
 
 def sent_sources(config: Config) -> dict[str, tuple[str, Source]]:
@@ -112,35 +111,53 @@ def make_worker(app: App) -> Worker:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing."""
+    """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing.
+
+    Only folders the database does not follow yet: in a followed folder, what lies past the
+    last UID read is new mail that the next poll must acknowledge. Afterwards each folder
+    is marked read up to its newest UID, older-than-``--since`` mail included, so that
+    the next poll answers only mail that arrives from now on.
+    """
     app = build_app(args.config)
     history = Pipeline(app.config, app.store, app.renderer, send=False)
     replies = SentPipeline(app.config, app.store, signature_check)
-    limit = app.config.polling.max_message_bytes
     feeds: list[tuple[str, str, Processor]] = []
     for name, box in app.config.mailboxes.items():
         feeds.append((name, box.imap.folder, history))
         if box.imap.sent_folder:
             feeds.append((name, box.imap.sent_folder, replies))
     for name, folder, processor in feeds:
-        source = ImapMailbox(app.config.mailboxes[name].imap, name=name, max_message_bytes=limit)
-        source.connect()
-        try:
-            uidvalidity = source.select(folder)
-            last = processor.start_folder(name, folder, uidvalidity)
-            uids = [uid for uid in source.uids_since(args.since) if uid > last]
-            with tqdm(
-                total=len(uids), desc=f"{name}/{folder}", unit="mail", disable=args.quiet
-            ) as bar:
-                for fetched in source.fetch(uids, app.config.polling.batch_size):
-                    mail = IncomingMail(
-                        fetched.uid, fetched.internaldate, fetched.raw, fetched.size
-                    )
-                    processor.process(name, folder, uidvalidity, mail)
-                    bar.update()
-        finally:
-            source.close()
+        with app.store.transaction() as tx:
+            followed = tx.folder_state(name, folder) is not None
+            if followed and not tx.backfill_pending(name, folder):
+                print(f"{name}/{folder}: already followed, skipped (its new mail is for `poll`)")
+                continue
+            tx.set_backfill_pending(name, folder, True)  # polls refuse it until the end
+        _backfill_folder(app, args, name, folder, processor)
     return 0
+
+
+def _backfill_folder(
+    app: App, args: argparse.Namespace, name: str, folder: str, processor: Processor
+) -> None:
+    limit = app.config.polling.max_message_bytes
+    source = ImapMailbox(app.config.mailboxes[name].imap, name=name, max_message_bytes=limit)
+    source.connect()
+    try:
+        uidvalidity = source.select(folder)
+        last = processor.start_folder(name, folder, uidvalidity)  # resumes an interrupted one
+        newest = max(source.uids_after(0), default=0)
+        uids = [uid for uid in source.uids_since(args.since) if last < uid <= newest]
+        with tqdm(total=len(uids), desc=f"{name}/{folder}", unit="mail", disable=args.quiet) as bar:
+            for fetched in source.fetch(uids, app.config.polling.batch_size):
+                mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw, fetched.size)
+                processor.process(name, folder, uidvalidity, mail)
+                bar.update()
+        with app.store.transaction() as tx:
+            tx.save_folder_state(name, folder, uidvalidity, max(newest, last))
+            tx.set_backfill_pending(name, folder, False)
+    finally:
+        source.close()
 
 
 def cmd_unanswered(args: argparse.Namespace) -> int:
@@ -239,24 +256,35 @@ def imap_sources(config: Config) -> Mapping[str, Source]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    Renderer(templates_dir(args.config, config), timezone=config.timezone).check_config(config)
+    Renderer(config.templates, timezone=config.timezone).check_config(config)
     print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
+    print(f"database:  {make_url(config.database).render_as_string(hide_password=True)}")
+    print(f"templates: {config.templates}")
+    print(f"agents:    {config.agents}")
     return 0
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    app = build_app(args.config)
+    app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
     worker = make_worker(app)
     outcomes = worker.poll_once()
     if not args.quiet:
         print_outcomes(outcomes)
-    return 1 if worker.failures else 0
+    return _refused(worker) or (1 if worker.failures else 0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    app = build_app(args.config)
-    make_worker(app).run()
-    return 0
+    app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
+    worker = make_worker(app)
+    worker.run()
+    return _refused(worker)
+
+
+def _refused(worker: Worker) -> int:
+    """First polls refused because mail was already there: say so plainly, exit 3."""
+    for error in worker.refused.values():
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_FIRST_POLL_REFUSED if worker.refused else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -269,7 +297,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale.unlink(missing_ok=True)
     for old in outgoing.glob("*.eml") if outgoing.exists() else []:
         old.unlink()
-    app = build_app(args.config, FileTransport(outgoing), database=database)
+    # The bundled mail is there from the start: the demo acknowledges it on purpose.
+    app = build_app(
+        args.config, FileTransport(outgoing), database=database, acknowledge_existing=True
+    )
     sources: dict[str, Source] = {
         name: MaildirSource(args.maildir / name)
         for name in app.config.mailboxes
@@ -291,11 +322,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     routing = compiled_routing(config)
     target: Path = args.message
-    files = (
-        sorted(p for p in target.iterdir() if p.suffix == ".eml") if target.is_dir() else [target]
-    )
+    files = mail_files(target)
     if not files:
-        raise ConfigError(str(target), "", "no .eml file here")
+        raise ConfigError(
+            str(target), "", "no mail here (.eml files, Maildir files, or a Maildir with cur/)"
+        )
     for path in files:
         try:
             raw = path.read_bytes()
@@ -314,7 +345,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
     config = load_config(args.config)
-    return config, Renderer(templates_dir(args.config, config), timezone=config.timezone)
+    return config, Renderer(config.templates, timezone=config.timezone)
 
 
 def _variables(pairs: Sequence[str]) -> dict[str, str]:
@@ -356,9 +387,9 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
     variables: dict[str, object] = dict(meta.examples())
     variables.update(_variables(args.var))
     if args.agent:
-        agents = load_agents(beside(args.config, config.agents), config)
+        agents = load_agents(config.agents, config)
         if args.agent not in agents:
-            raise ConfigError(config.agents, f"agents.{args.agent}", "no such agent")
+            raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
         variables["agent"] = agent_variables(agents[args.agent], config)
     mail = renderer.render(args.name, variables)
     print(f"Objet : {mail.subject}\n\n{mail.text}")
@@ -387,9 +418,9 @@ def cmd_reply(args: argparse.Namespace) -> int:
     row = app.store.message(reference=args.reference)
     if row is None or not row.sender:
         raise ConfigError("reference", args.reference, "no tracked message with a sender")
-    agents = load_agents(beside(args.config, config.agents), config)
+    agents = load_agents(config.agents, config)
     if args.agent not in agents:
-        raise ConfigError(config.agents, f"agents.{args.agent}", "no such agent")
+        raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
     variables: dict[str, object] = {
         "reference": row.reference,
         "received_at": row.received_at,
@@ -502,6 +533,12 @@ def print_outcomes(outcomes: Sequence[Outcome]) -> None:
         print("  ".join([*cells, row[-1]]))
 
 
+ACK_EXISTING_HELP = (
+    "on the first poll of a folder the database does not know, acknowledge the mail already "
+    "there (default: refuse and stop; see `backfill`)"
+)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="mailbot",
@@ -517,18 +554,21 @@ def parser() -> argparse.ArgumentParser:
     )
     poll = commands.add_parser("poll", help="process new mail in every mailbox")
     poll.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
+    poll.add_argument("--acknowledge-existing", action="store_true", help=ACK_EXISTING_HELP)
     poll.set_defaults(func=cmd_poll)
-    commands.add_parser("run", help="run forever (stops on SIGTERM/SIGINT)").set_defaults(
-        func=cmd_run
-    )
+    run = commands.add_parser("run", help="run forever (stops on SIGTERM/SIGINT)")
+    run.add_argument("--acknowledge-existing", action="store_true", help=ACK_EXISTING_HELP)
+    run.set_defaults(func=cmd_run)
     demo = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where ARs are written")
     demo.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
     explain_cmd = commands.add_parser(
-        "explain", help="show the AR decision and routing of .eml files, sending nothing"
+        "explain", help="show the AR decision and routing of mail files, sending nothing"
     )
-    explain_cmd.add_argument("message", type=Path, help="an .eml file or a directory of them")
+    explain_cmd.add_argument(
+        "message", type=Path, help="a mail file (.eml or Maildir), a folder of them, or a Maildir"
+    )
     explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
     explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
     explain_cmd.set_defaults(func=cmd_explain)
@@ -602,10 +642,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     )
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader gone early (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except MailbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _reader_gone() -> int:
+    """The reader of our output closed the pipe (`mailbot explain x | head -5`): stop
+    quietly, as a command killed by SIGPIPE would (Python docs, "Note on SIGPIPE").
+
+    Whatever is still buffered goes to /dev/null, so that the flush at interpreter exit
+    does not raise a second BrokenPipeError.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":

@@ -12,19 +12,25 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from mailbot.errors import ConfigError, SecretError
+from mailbot.schedule import parse_time, parse_weekly
 
 Email = Annotated[
     str,
@@ -37,6 +43,33 @@ Security = Literal["tls", "starttls", "none"]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _beside(value: Path, info: ValidationInfo) -> Path:
+    """A relative path from rules.yaml, made absolute against the folder of rules.yaml.
+
+    The one place where paths are resolved: load_config passes that folder as the
+    validation context, so the working directory (cron, systemd) never matters.
+    """
+    base = (info.context or {}).get("base")
+    return value if base is None or value.is_absolute() else Path(base) / value
+
+
+def _database_beside(url: str, info: ValidationInfo) -> str:
+    """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            f"expected a database URL such as 'sqlite:///var/mailbot.db' (got {url!r})"
+        ) from None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return url
+    if name.startswith("file:"):
+        raise ValueError("SQLite 'file:' URIs are not supported here; give a file path")
+    resolved = _beside(Path(name), info)
+    return parsed.set(database=str(resolved)).render_as_string(hide_password=False)
 
 
 def is_loopback(host: str) -> bool:
@@ -60,6 +93,11 @@ class ServerConfig(Model):
     password_env: str | None = None
     password_file: Path | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("ca_file", "password_file")
+    @classmethod
+    def _files_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> ServerConfig:
@@ -229,10 +267,102 @@ class RateLimitConfig(Model):
     window_hours: float = Field(default=24, gt=0)
 
 
+RelayCheck = Literal["envelope", "token", "received", "dkim"]
+
+
+class ContactFormRelay(Model):
+    """The website's contact form: it sends from ``address`` with the citizen in Reply-To.
+
+    Anyone can write that From, so Reply-To is trusted only when the mail proves it came
+    from the relay, by every check in ``require``:
+
+    * ``envelope``: the envelope sender (Return-Path, written by the delivering server) is
+      ``envelope_sender`` (default: ``address``). Enough only if the MX refuses, from
+      outside, mail whose envelope sender is in the prefecture's domain (SPF enforced).
+    * ``token``: header ``token_header`` carries the secret the website adds, read from
+      ``token_env`` or ``token_file`` (never written in rules.yaml).
+    * ``received``: one of the ``received_within`` topmost Received headers (those the
+      prefecture's own servers write) records a connection from ``received_from``
+      (IP addresses, networks, or host names as the server resolved them).
+    * ``dkim``: a valid DKIM signature of ``dkim_domain`` (default: the domain of
+      ``address``); keys from DNS, or from ``dkim_keys`` (selector → file holding the
+      TXT record) for sites without DNS.
+    """
+
+    address: Email
+    require: tuple[RelayCheck, ...] = ("envelope",)
+    envelope_sender: Email | None = None
+    token_header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]+$")] = "X-Form-Token"
+    token_env: str | None = None
+    token_file: Path | None = None
+    received_from: tuple[str, ...] = ()
+    received_within: int = Field(default=2, ge=1, le=20)
+    dkim_domain: str | None = None
+    dkim_keys: dict[str, Path] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_address(cls, data: Any) -> Any:
+        """The former plain list of addresses: each is checked by its envelope sender."""
+        return {"address": data} if isinstance(data, str) else data
+
+    @field_validator("require", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
+
+    @field_validator("dkim_keys")
+    @classmethod
+    def _keys_beside_config(cls, value: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
+        return {selector: _beside(path, info) for selector, path in value.items()}
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContactFormRelay:
+        if not self.require:
+            raise ValueError("require needs at least one of envelope, token, received, dkim")
+        if "token" in self.require and bool(self.token_env) == bool(self.token_file):
+            raise ValueError("require: token needs token_env or token_file (one of them)")
+        if "received" in self.require and not self.received_from:
+            raise ValueError("require: received needs received_from (addresses or hosts)")
+        for entry in self.received_from:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"received_from: invalid network {entry!r}") from None
+        return self
+
+    @property
+    def envelope(self) -> str:
+        return self.envelope_sender or self.address
+
+    @property
+    def signing_domain(self) -> str:
+        return (self.dkim_domain or self.address.rpartition("@")[2]).lower()
+
+    def token(self) -> str:
+        """The shared secret, read at the last moment like passwords (never logged)."""
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if not value:
+                raise SecretError(f"environment variable {self.token_env} is not set")
+            return value
+        assert self.token_file is not None
+        try:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
+
+
 class PolicyConfig(Model):
     rate_limit: RateLimitConfig = RateLimitConfig()
     extra_system_senders: list[str] = Field(default_factory=list)
-    contact_form_relays: list[Email] = Field(default_factory=list)
+    contact_form_relays: tuple[ContactFormRelay, ...] = ()
 
 
 class SenderConfig(Model):
@@ -284,16 +414,32 @@ class SignatureConfig(Model):
     required: list[SignatureElement] = Field(default_factory=lambda: list(SIGNATURE_ELEMENTS))
 
 
+def _valid_time(value: str) -> str:
+    parse_time(value)
+    return value
+
+
+def _valid_weekly(value: str) -> str:
+    parse_weekly(value)
+    return value
+
+
+# Checked here, at load, by the same parser the worker uses: a schedule that passes
+# `mailbot check` cannot crash the worker later.
+ClockTime = Annotated[str, AfterValidator(_valid_time)]
+WeeklySchedule = Annotated[str, AfterValidator(_valid_weekly)]
+
+
 class AlertsConfig(Model):
     """The daily deadline digest to services (working days only)."""
 
     enabled: bool = True
-    time: Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:30"
+    time: ClockTime = "08:30"
 
 
 class WeeklyReportConfig(Model):
     to: list[Email] = Field(default_factory=list)
-    cron: str = "mon 08:00"
+    cron: WeeklySchedule = "mon 08:00"
 
 
 class ReportsConfig(Model):
@@ -354,6 +500,11 @@ class OidcConfig(Model):
     )
     pkce: bool = True
 
+    @field_validator("client_secret_file")
+    @classmethod
+    def _secret_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
+
     @model_validator(mode="after")
     def _secret_and_openid(self) -> OidcConfig:
         if bool(self.client_secret_env) == bool(self.client_secret_file):
@@ -377,7 +528,12 @@ class LocalAccountsConfig(Model):
 
     enabled: bool = False
     # argon2 hashes, written by `mailbot web passwd AGENT`; relative to rules.yaml.
-    file: str = "accounts.yaml"
+    file: Path = Field(default=Path("accounts.yaml"), validate_default=True)
+
+    @field_validator("file")
+    @classmethod
+    def _file_beside_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _beside(value, info)
 
 
 class LoginRateLimitConfig(Model):
@@ -406,6 +562,11 @@ class WebConfig(Model):
     oidc: OidcConfig | None = None
     local_accounts: LocalAccountsConfig = LocalAccountsConfig()
     login_rate_limit: LoginRateLimitConfig = LoginRateLimitConfig()
+
+    @field_validator("session_secret_file")
+    @classmethod
+    def _secret_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
 
     @model_validator(mode="after")
     def _safe_public_url(self) -> WebConfig:
@@ -445,9 +606,10 @@ class Config(Model):
     services: dict[str, ServiceConfig]
     mailboxes: dict[str, MailboxConfig]
     smtp: SmtpConfig
-    database: str = "sqlite:///var/mailbot.db"
-    templates: str = "templates"
-    agents: str = "agents.yaml"
+    # Relative paths here and in password_file/ca_file are relative to rules.yaml itself.
+    database: str = Field(default="sqlite:///var/mailbot.db", validate_default=True)
+    templates: Path = Field(default=Path("templates"), validate_default=True)
+    agents: Path = Field(default=Path("agents.yaml"), validate_default=True)
     sender: SenderConfig = SenderConfig()
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()
@@ -459,6 +621,27 @@ class Config(Model):
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
     web: WebConfig = WebConfig()
+
+    @field_validator("templates", "agents")
+    @classmethod
+    def _paths_beside_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _beside(value, info)
+
+    @field_validator("database")
+    @classmethod
+    def _database_beside_config(cls, value: str, info: ValidationInfo) -> str:
+        return _database_beside(value, info)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: expected an IANA name such as 'Europe/Paris'"
+            ) from None
+        return value
 
     @field_validator("mailboxes")
     @classmethod
@@ -552,12 +735,16 @@ def _describe(error: dict[str, Any]) -> str:
     return message
 
 
-def config_from_mapping(data: Any, source: str) -> Config:
-    """Validate already-parsed YAML; ``source`` names the file in errors."""
+def config_from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
+    """Validate already-parsed YAML; ``source`` names the file in errors.
+
+    Relative paths are resolved against ``base`` (load_config gives the folder of
+    rules.yaml); without one they are left as written.
+    """
     if not isinstance(data, dict):
         raise ConfigError(source, "", "expected a mapping at the top level")
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"base": base})
     except ValidationError as exc:
         first = exc.errors()[0]
         key = _format_location(tuple(first["loc"]))
@@ -584,7 +771,8 @@ def _read_yaml(path: Path) -> Any:
 def load_config(path: str | Path) -> Config:
     """Load and validate rules.yaml. The one entry point to configuration."""
     path = Path(path)
-    return config_from_mapping(_read_yaml(path), str(path))
+    folder = Path(os.path.abspath(path)).parent  # absolute, '..' folded, symlinks kept
+    return config_from_mapping(_read_yaml(path), str(path), base=folder)
 
 
 AgentRole = Literal["agent", "head", "quality", "admin"]

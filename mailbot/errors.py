@@ -22,6 +22,13 @@ class ConfigError(MailbotError):
         super().__init__(f"{where}: {expected}")
 
 
+class ScheduleError(MailbotError, ValueError):
+    """A schedule in rules.yaml (a time, a weekly cron) cannot be understood.
+
+    Also a ValueError, so that configuration validation reports it at its key path.
+    """
+
+
 class SecretError(MailbotError):
     """A secret could not be read. The message names where it was looked for, never its value."""
 
@@ -56,6 +63,11 @@ class ForbiddenRecipientError(DeliveryError):
 
     def __init__(self, address: str) -> None:
         super().__init__(f"refusing to send to unauthorised recipient {address!r}", permanent=True)
+
+
+class FirstPollError(MailbotError):
+    """A folder the database has never seen already holds mail: acknowledging it all could
+    answer months-old mail (or a wrong, empty database is in use). Nothing was done."""
 
 
 class MailboxError(MailbotError):

@@ -13,6 +13,7 @@ from mailbot.config import Config
 from mailbot.message import parse_message
 from mailbot.pipeline import compiled_routing, policy_context, routing_input
 from mailbot.policy import ArDecision, decide_ar
+from mailbot.relay_auth import RelayVerifier
 from mailbot.routing import CompiledRouting, RoutingDecision, decide
 
 __all__ = ["Explanation", "compiled_routing", "explain", "format_text", "guess_mailbox"]
@@ -34,6 +35,7 @@ class Explanation:
             "language": self.language,
             "ar": self.ar.send,
             "ar_reasons": list(self.ar.reasons),
+            "ar_notes": list(self.ar.notes),
             "service": routing.service if routing else None,
             "category": routing.category if routing else None,
             "priority": routing.priority if routing else None,
@@ -50,7 +52,8 @@ class Explanation:
 def explain(
     config: Config, routing: CompiledRouting | None, mailbox: str, raw: bytes
 ) -> Explanation:
-    parsed = parse_message(raw)
+    relays = config.policy.contact_form_relays
+    parsed = RelayVerifier(relays).verify(raw, parse_message(raw))
     ar = decide_ar(parsed, policy_context(config, mailbox))
     facts = routing_input(config, mailbox, parsed)
     decision = decide(facts, routing) if routing else None
@@ -73,6 +76,7 @@ def format_text(path: str, explanation: Explanation) -> str:
         f"{path}",
         f"  mailbox:  {e['mailbox']}   language: {e['language'] or '?'}",
         f"  AR:       {'yes' if e['ar'] else 'no'} ({', '.join(e['ar_reasons'])})",
+        *(f"            {note}" for note in e["ar_notes"]),
         f"  service:  {e['service']}   category: {e['category']}   priority: {e['priority']}",
         f"  actions:  {', '.join(e['actions'])}",
         f"  scores:   {', '.join(f'{k}={v}' for k, v in e['scores'].items()) or '-'}",

@@ -10,6 +10,7 @@ from mailbot.alerts import digests
 from mailbot.config import Config
 from mailbot.outbox import Outbox
 from mailbot.render import Renderer, build_email
+from mailbot.schedule import parse_weekly
 from mailbot.store import Store
 from mailbot.workdays import WorkingCalendar
 
@@ -69,14 +70,11 @@ def send_alerts(
 
 
 def report_due(now: datetime, cron: str, zone: Any) -> bool:
-    """Whether this week's report time ("mon 08:00") has passed: the week before is then due."""
-    day_name, clock = cron.split()
-    weekday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].index(day_name.lower())
-    hour, minute = (int(part) for part in clock.split(":"))
+    """Whether this week's report time (``"mon 08:00"``, or the first time a crontab names
+    in the week) has passed: the week before is then due."""
     local = now.astimezone(zone)
-    monday = local.date() - timedelta(days=local.weekday())
-    scheduled = datetime.combine(monday + timedelta(days=weekday), time(hour, minute), zone)
-    return local >= scheduled
+    scheduled = parse_weekly(cron).first_in_week(local.date(), zone)
+    return scheduled is not None and local >= scheduled
 
 
 def send_weekly_report(

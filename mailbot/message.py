@@ -72,6 +72,16 @@ def normalize_address(address: str) -> str:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """What cryptography or a shared secret proved about a mail, found outside parsing
+    (DKIM needs keys from DNS): the domains of valid DKIM signatures, and the contact-form
+    relays whose secret token the mail carries. Empty until a verifier fills it in."""
+
+    dkim_domains: frozenset[str] = frozenset()
+    token_relays: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class ParsedMessage:
     """What mailbot knows about one incoming mail. No I/O, no references to the raw bytes."""
 
@@ -95,6 +105,7 @@ class ParsedMessage:
     headers: Mapping[str, tuple[str, ...]] = field(repr=False)
     defects: tuple[str, ...] = ()
     body_html: str = field(default="", repr=False)  # the HTML part, when there is one
+    verified: Verified = Verified()
 
     def header(self, name: str) -> tuple[str, ...]:
         """All values of a header, decoded, by case-insensitive name."""

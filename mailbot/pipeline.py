@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from mailbot.config import Config, MailboxConfig
+from mailbot.config import Config, ContactFormRelay, MailboxConfig
+from mailbot.errors import FirstPollError
 from mailbot.language import detect_language
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.policy import (
@@ -24,6 +25,8 @@ from mailbot.policy import (
     reply_address,
     similar_subjects,
 )
+from mailbot.relay_auth import RelayVerifier
+from mailbot.relays import recognised_relay
 from mailbot.render import TRANSLATIONS_DIR, Renderer
 from mailbot.replies import Plan, Replies
 from mailbot.routing import (
@@ -41,6 +44,22 @@ from mailbot.workdays import WorkingCalendar
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
 RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
+
+
+def _none() -> int:
+    return 0
+
+
+def first_poll_refusal(store: Store, mailbox: str, folder: str, count: int) -> str:
+    """What happened and what to do, for an operator reading a cron mail or the journal."""
+    return (
+        f"mailbox {mailbox}, folder {folder}: the database {store.where} holds no state for "
+        f"this folder, which already holds {count} mail(s); nothing was acknowledged. "
+        "If this is a first start, record the history without sending anything with "
+        "`mailbot backfill --since YYYY-MM-DD`, or acknowledge what is there with "
+        "`--acknowledge-existing` (poll/run). If mailbot ran before, this is the wrong "
+        "database: check `database:` in rules.yaml (`mailbot check` prints it)."
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,7 @@ class Pipeline:
         renderer: Renderer,
         clock: Callable[[], datetime] = utcnow,
         send: bool = True,
+        acknowledge_existing: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -86,15 +106,33 @@ class Pipeline:
         self.clock = clock
         # send=False is the backfill of history: decide and route, record, never send.
         self.send = send
+        # A first poll acknowledges the mail already there only when asked (demo, --flag).
+        self.acknowledge_existing = acknowledge_existing
         self.routing = compiled_routing(config)
         self.calendar = WorkingCalendar(timezone=config.timezone)
         translations = load_translations(renderer.template_dir / TRANSLATIONS_DIR)
         self.replies = Replies(config, renderer, translations)
+        # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
+        self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)
 
-    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
-        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start."""
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = _none
+    ) -> int:
+        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start.
+
+        ``existing`` counts the mail already in the folder. A folder this database holds no
+        state for, with mail in it, is refused (FirstPollError) unless acknowledge_existing:
+        it is either a first start that would answer every old mail, or the wrong (empty)
+        database. Backfill (send=False) is how history is recorded instead.
+        """
         with self.store.transaction() as tx:
             state = tx.folder_state(mailbox, folder)
+            if self.send and tx.backfill_pending(mailbox, folder):
+                raise FirstPollError(
+                    f"mailbox {mailbox}, folder {folder}: a backfill of this folder started and"
+                    " did not finish; nothing was acknowledged. Run `mailbot backfill` again"
+                    " to finish it."
+                )
             if state is not None and state.uidvalidity == uidvalidity:
                 return state.last_uid
             if state is not None:
@@ -103,11 +141,15 @@ class Pipeline:
                     extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
                 )
                 tx.add_event(None, "uidvalidity_changed", f"{mailbox}/{folder}: {uidvalidity}")
+            elif self.send and not self.acknowledge_existing:
+                count = existing()
+                if count:
+                    raise FirstPollError(first_poll_refusal(self.store, mailbox, folder, count))
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
 
     def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
-        parsed = parse_message(mail.raw)
+        parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
         try:
             with self.store.transaction() as tx:
                 outcome = self._record(tx, mailbox, folder, uidvalidity, mail, parsed)
@@ -157,7 +199,7 @@ class Pipeline:
                 )
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
-        name = sender_name(parsed, frozenset(self.config.policy.contact_form_relays))
+        name = sender_name(parsed, self.config.policy.contact_form_relays)
         transferred = int(plan is not None and plan.transferred_to is not None)
         row = replace(
             row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
@@ -200,8 +242,7 @@ class Pipeline:
     ) -> tuple[PolicyContext, int | None]:
         """The policy's facts about this mail that only the database knows."""
         policy = self.config.policy
-        relays = frozenset(policy.contact_form_relays)
-        recipient = reply_address(parsed, relays)
+        recipient = reply_address(parsed, policy.contact_form_relays)
         window = timedelta(hours=policy.rate_limit.window_hours)
         recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
@@ -310,8 +351,8 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
     """The facts rules test, from a parsed mail (language detected here, once)."""
-    relays = frozenset(config.policy.contact_form_relays)
-    relayed = parsed.from_address in relays or (parsed.return_path or "") in relays
+    relays = config.policy.contact_form_relays
+    relayed = recognised_relay(parsed, relays) is not None
     return RoutingInput(
         mailbox=mailbox,
         subject=parsed.subject,
@@ -357,10 +398,11 @@ def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
     return found
 
 
-def sender_name(parsed: ParsedMessage, relays: frozenset[str]) -> str | None:
+def sender_name(parsed: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:
     """The citizen's name as their mail client shows it, when it looks like a name."""
     name = parsed.from_name
-    if parsed.from_address in relays:
+    relay = recognised_relay(parsed, relays)
+    if relay is not None and parsed.from_address == relay.address:
         name = parsed.reply_to_names[0] if parsed.reply_to_names else ""
     name = name.strip().strip("\"'")
     if not name or "@" in name or not any(c.isalpha() for c in name):
@@ -381,7 +423,7 @@ def policy_context(
         own_addresses=frozenset(config.own_addresses),
         message_id_domain=config.sender.message_id_domain,
         loop_header_value=config.sender.loop_header_value,
-        contact_form_relays=frozenset(policy.contact_form_relays),
+        contact_form_relays=policy.contact_form_relays,
         extra_system_senders=tuple(policy.extra_system_senders),
         recent_ars_to_recipient=recent_ars,
         max_ars_per_window=policy.rate_limit.max_per_sender,

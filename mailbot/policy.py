@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from mailbot.config import ContactFormRelay
 from mailbot.message import ParsedMessage, single_line
+from mailbot.relays import claimed_relays, recognised_relay, relay_notes
 
 LOOP_HEADER = "X-Mailbot-Loop"
 
@@ -83,7 +85,7 @@ class PolicyContext:
     own_addresses: frozenset[str]
     message_id_domain: str
     loop_header_value: str
-    contact_form_relays: frozenset[str]
+    contact_form_relays: tuple[ContactFormRelay, ...]
     extra_system_senders: tuple[str, ...] = ()
     recent_ars_to_recipient: int = 0
     max_ars_per_window: int = 3
@@ -121,26 +123,23 @@ def _usable(address: str | None) -> bool:
     return " " not in local or (len(local) > 1 and local[0] == local[-1] == '"')
 
 
-def _relayed(msg: ParsedMessage, relays: frozenset[str]) -> bool:
-    """A website form relay: the citizen is in Reply-To, the relay is only the transport."""
-    return bool(msg.reply_to) and (msg.from_address in relays or msg.return_path in relays)
-
-
-def reply_address(msg: ParsedMessage, contact_form_relays: frozenset[str]) -> str | None:
-    """RFC 3834 §4: the return path; Reply-To only for a configured contact-form relay.
+def reply_address(msg: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:
+    """RFC 3834 §4: the return path; Reply-To only for a recognised contact-form relay.
 
     Reply-To is otherwise ignored: anyone can set it, and answering it would let a sender
-    aim our ARs at a third party.
+    aim our ARs at a third party. A mail merely claiming to be the relay (a forged From)
+    is answered like any other, at its return path.
     """
-    found = msg.reply_to[0] if _relayed(msg, contact_form_relays) else msg.return_path
+    found = msg.reply_to[0] if recognised_relay(msg, relays) else msg.return_path
     return found if _usable(found) else None
 
 
 def _senders(msg: ParsedMessage, ctx: PolicyContext) -> set[str]:
     """Addresses that speak for the sender; a relay's own address is replaced by the citizen's."""
     found = {msg.from_address, msg.return_path or ""}
-    if _relayed(msg, ctx.contact_form_relays):
-        found = (found - ctx.contact_form_relays) | {msg.reply_to[0]}
+    relay = recognised_relay(msg, ctx.contact_form_relays)
+    if relay is not None:
+        found = (found - {relay.address, relay.envelope}) | {msg.reply_to[0]}
     return found - {""}
 
 
@@ -199,7 +198,8 @@ def is_system_address(address: str, extra_patterns: tuple[str, ...] = ()) -> boo
 def _system_sender(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     if any(is_system_address(a, ctx.extra_system_senders) for a in _senders(msg, ctx)):
         return True
-    if _relayed(msg, ctx.contact_form_relays) and msg.from_address in ctx.contact_form_relays:
+    relay = recognised_relay(msg, ctx.contact_form_relays)
+    if relay is not None and msg.from_address == relay.address:
         return False  # the relay's display name ("Site internet") is not the sender's
     # Bounces often come as "From: MAILER-DAEMON <>": only the display name is left.
     name = msg.from_name.strip()
@@ -228,6 +228,19 @@ def _not_addressed(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     return not mailbox & {*msg.to, *msg.cc, *msg.resent_to}
 
 
+def _unverified_relay(msg: ParsedMessage, ctx: PolicyContext) -> bool:
+    """Claims to be the form relay, names someone in Reply-To, fails the relay's checks and
+    would be answered at the relay itself: a forgery (or a misconfigured check), never a
+    citizen to answer. (With any other return path it is answered there, as usual.)"""
+    if not msg.reply_to or recognised_relay(msg, ctx.contact_form_relays):
+        return False
+    envelope = msg.return_path or ""
+    return any(
+        envelope in {relay.address, relay.envelope}
+        for relay in claimed_relays(msg, ctx.contact_form_relays)
+    )
+
+
 def _rate_limited(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     return ctx.recent_ars_to_recipient >= ctx.max_ars_per_window
 
@@ -251,6 +264,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("own-loop-header", _own_loop_header),
     ("own-message-id", _own_message_id),
     ("not-addressed", _not_addressed),
+    ("unverified-relay", _unverified_relay),
     ("rate-limited", _rate_limited),
     ("follow-up", _follow_up),
 )
@@ -284,10 +298,12 @@ def decide_ar(msg: ParsedMessage, ctx: PolicyContext) -> ArDecision:
     if not hits and recipient is None:
         hits.append("no-recipient")
     if not hits:
-        return ArDecision(True, ("citizen-mail",), recipient)
+        notes = relay_notes(msg, ctx.contact_form_relays)
+        return ArDecision(True, ("citizen-mail",), recipient, notes=notes)
     human = set(hits) <= HUMAN_HITS
     follow_up_of = ctx.known_thread_reference if human else None
-    return ArDecision(False, tuple(hits), recipient, follow_up_of, _loop_note(msg, ctx))
+    notes = (*_loop_note(msg, ctx), *relay_notes(msg, ctx.contact_form_relays))
+    return ArDecision(False, tuple(hits), recipient, follow_up_of, notes)
 
 
 _SUBJECT_PREFIX = re.compile(r"^\s*((re|tr|fw|fwd|rep|ref|relance|rappel)\s*:\s*)+", re.IGNORECASE)

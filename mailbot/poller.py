@@ -11,12 +11,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from mailbot.config import PollingConfig
-from mailbot.errors import MailboxError
+from mailbot.errors import FirstPollError, MailboxError
 from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome
 
@@ -45,7 +45,9 @@ class Source(Protocol):
 class Processor(Protocol):
     """What reads a folder's mail: the inbox pipeline, or the Sent-folder reply detector."""
 
-    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int: ...
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = ...
+    ) -> int: ...
     def process(
         self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
     ) -> Outcome: ...
@@ -88,6 +90,7 @@ class MailboxPoller:
         self.stop = stop or threading.Event()
         self.connected = False
         self.backoff = Backoff(polling.max_backoff_seconds)
+        self.refused: FirstPollError | None = None
 
     def _ensure_connected(self) -> None:
         if not self.connected:
@@ -103,7 +106,9 @@ class MailboxPoller:
         """Process everything new in the folder, then deliver what is queued."""
         self._ensure_connected()
         uidvalidity = self.source.select(self.folder)
-        last_uid = self.pipeline.start_folder(self.name, self.folder, uidvalidity)
+        last_uid = self.pipeline.start_folder(
+            self.name, self.folder, uidvalidity, lambda: len(self.source.uids_after(0))
+        )
         outcomes: list[Outcome] = []
         uids = self.source.uids_after(last_uid)
         batch: list[Outcome] = []
@@ -140,6 +145,11 @@ class MailboxPoller:
                     self.stop.wait(remaining)
                     break
                 due = self.source.wait_for_changes(min(remaining, 5.0))
+            except FirstPollError as exc:
+                log.error("first poll refused", extra={"mailbox": self.name, "error": str(exc)})
+                self.refused = exc
+                self.stop.set()  # the whole worker stops: someone must decide
+                break
             except MailboxError as exc:
                 delay = self.backoff.next_delay()
                 log.warning(

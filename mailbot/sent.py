@@ -45,7 +45,11 @@ class SentPipeline:
         self.check = check
         self.required = tuple(config.signature.required)
 
-    def start_folder(self, mailbox: str, folder: str, uidvalidity: int) -> int:
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = int
+    ) -> int:
+        """A first poll reads what the folder already holds: it sends nothing, and replies to
+        messages the database tracks are worth recording (as backfill does)."""
         with self.store.transaction() as tx:
             state = tx.folder_state(mailbox, folder)
             if state is not None and state.uidvalidity == uidvalidity:

@@ -7,6 +7,7 @@ test checks that they agree. Bodies are never stored: only what the indicators n
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -138,6 +139,11 @@ counters = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+
+def _backfill_flag(mailbox: str, folder: str) -> str:
+    """A counters row name (64 characters at most) for a folder being backfilled."""
+    return "backfill:" + hashlib.sha256(f"{mailbox}/{folder}".encode()).hexdigest()[:40]
 
 
 def utcnow() -> datetime:
@@ -322,6 +328,18 @@ class Transaction:
         self.conn.execute(counters.insert().values(name=name, value=1))
         return True
 
+    def backfill_pending(self, mailbox: str, folder: str) -> bool:
+        """Whether a backfill of this folder started and has not finished."""
+        name = _backfill_flag(mailbox, folder)
+        query = sa.select(counters.c.name).where(counters.c.name == name)
+        return self.conn.execute(query).first() is not None
+
+    def set_backfill_pending(self, mailbox: str, folder: str, pending: bool) -> None:
+        name = _backfill_flag(mailbox, folder)
+        self.conn.execute(counters.delete().where(counters.c.name == name))
+        if pending:
+            self.conn.execute(counters.insert().values(name=name, value=1))
+
     def insert_message(self, new: NewMessage) -> int:
         values = {
             **new.__dict__,
@@ -430,13 +448,19 @@ class Store:
         self.migrate()
 
     @staticmethod
-    def _create_engine(url: str) -> Engine:
+    def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() != "sqlite":
             return sa.create_engine(url, pool_pre_ping=True)
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder of the database {parsed.database}: {exc.strerror}"
+                ) from None
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool) if transactional_ddl else None
+        engine = engine or sa.create_engine(url)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -446,6 +470,19 @@ class Store:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
+            if transactional_ddl:
+                # pysqlite's legacy mode emits no BEGIN before DDL, so each CREATE TABLE
+                # would commit on its own: take over and BEGIN ourselves (SQLAlchemy's
+                # documented recipe for transactional DDL on pysqlite).
+                dbapi_conn.isolation_level = None
+
+        if transactional_ddl:
+
+            @sa.event.listens_for(engine, "begin")
+            def _begin_immediate(conn: Connection) -> None:
+                # IMMEDIATE: a second process starting at the same moment waits for the
+                # first migration to commit instead of racing it.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
@@ -456,13 +493,80 @@ class Store:
         return cfg
 
     def migrate(self) -> None:
+        """Bring the schema to the latest revision in ONE transaction, on every backend.
+
+        A process killed in the middle (kill -9, power cut) leaves the database as it was
+        before: SQLite and PostgreSQL both roll back DDL with the rest.
+        """
+        if self._at_head():
+            return  # the usual start: no write lock taken, nothing to wait for
+        memory = sa.make_url(self.url).database in (None, "", ":memory:")
+        sqlite = self.engine.dialect.name == "sqlite"
+        engine = (
+            self._create_engine(self.url, transactional_ddl=True)
+            if sqlite and not memory
+            else self.engine
+        )
         try:
-            with self.engine.begin() as conn:
+            with engine.begin() as conn:
+                self._refuse_unversioned(conn)
                 command.upgrade(self._alembic_config(conn), "head")
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(
-                f"cannot open or migrate the database: {exc.__class__.__name__}"
-            ) from exc
+            raise StoreError(self._describe_failure(exc)) from exc
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
+
+    def _at_head(self) -> bool:
+        try:
+            return self.schema_version() == self.head_version()
+        except sa.exc.SQLAlchemyError:
+            return False  # unreadable: the migration below says why
+
+    @property
+    def where(self) -> str:
+        """The database URL as it may be shown: the password hidden."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def _refuse_unversioned(self, conn: Connection) -> None:
+        """Tables but no schema version: an older mailbot's first migration was interrupted
+        (it did not migrate in one transaction). Say so, and what to do, rather than fail
+        on "table folders already exists"."""
+        present = set(sa.inspect(conn).get_table_names())
+        ours = present & set(metadata.tables)
+        if not ours or MigrationContext.configure(conn).get_current_revision() is not None:
+            return
+        rows = sum(
+            int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(metadata.tables[name])
+                ).scalar_one()
+            )
+            for name in sorted(ours)
+        )
+        state = (
+            "they are all empty, so nothing is lost: move the database file (and its -wal "
+            "and -shm files) aside and start mailbot again, it will create it afresh"
+            if rows == 0
+            else f"they hold {rows} rows: keep a copy of the file and ask for help before "
+            "changing anything (do not delete it)"
+        )
+        raise StoreError(
+            f"the database {self.where} has mailbot's tables ({', '.join(sorted(ours))}) but "
+            f"no schema version: a first migration by an older mailbot was interrupted; {state}"
+        )
+
+    def _describe_failure(self, exc: sa.exc.SQLAlchemyError) -> str:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        hint = ""
+        if "locked" in detail:
+            hint = " (another process holds it: is a migration or a long job running?)"
+        elif "unable to open" in detail:
+            hint = " (check that the path exists and that mailbot may write there)"
+        return (
+            f"cannot open or migrate the database {self.where}: "
+            f"{exc.__class__.__name__}: {detail}{hint}"
+        )
 
     def schema_version(self) -> str | None:
         with self.engine.connect() as conn:

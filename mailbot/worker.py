@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.config import Config
-from mailbot.errors import MailboxError
+from mailbot.errors import FirstPollError, MailboxError
 from mailbot.outbox import Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import MailboxPoller, Processor, Source
+from mailbot.schedule import parse_time, parse_weekly
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Worker:
                 name, folder, source, sent_pipeline, outbox, config.polling, self.stop
             )
         self.failures: dict[str, str] = {}
+        self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
 
     def recover(self) -> None:
         interrupted = self.pipeline.store.recover_interrupted()
@@ -74,6 +77,9 @@ class Worker:
         for name, poller in self.pollers.items():
             try:
                 outcomes += poller.poll_once()
+            except FirstPollError as exc:
+                self.refused[name] = exc
+                log.error("first poll refused", extra={"mailbox": name, "error": str(exc)})
             except MailboxError as exc:
                 self.failures[name] = str(exc)
                 log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
@@ -97,26 +103,23 @@ class Worker:
                 next_run_time=datetime.now(UTC),
             )
         if self.alerts is not None and self.config.alerts.enabled:
-            hour, minute = self.config.alerts.time.split(":")
+            at = parse_time(self.config.alerts.time)
             scheduler.add_job(
                 self.alerts,
-                "cron",
-                day_of_week="mon-fri",
-                hour=int(hour),
-                minute=int(minute),
+                CronTrigger(
+                    day_of_week="mon-fri",
+                    hour=at.hour,
+                    minute=at.minute,
+                    timezone=self.config.timezone,
+                ),
                 id="alerts",
                 max_instances=1,
                 coalesce=True,
             )
         if self.weekly_report is not None:
-            day, clock = self.config.reports.weekly.cron.split()
-            hour, minute = clock.split(":")
             scheduler.add_job(
                 self.weekly_report,
-                "cron",
-                day_of_week=day,
-                hour=int(hour),
-                minute=int(minute),
+                parse_weekly(self.config.reports.weekly.cron).trigger(self.config.timezone),
                 id="weekly-report",
                 max_instances=1,
                 coalesce=True,
@@ -149,6 +152,7 @@ class Worker:
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
             log.info("worker stopped")
+        self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})

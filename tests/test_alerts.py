@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -144,7 +145,7 @@ def test_unanswered_lists_messages_with_their_age(
     fill(Store(data["database"]))
     assert main(["--config", str(config), "unanswered", "--as-of", TODAY.isoformat()]) == 0
     out = capsys.readouterr().out
-    lines = [line.split() for line in out.splitlines() if "SM-2026-" in line]
+    lines = [line.split() for line in out.splitlines() if re.search(r" SM-\d{4}-\d{6} ", line)]
     assert [(int(line[0]), line[1]) for line in lines] == [
         (7, "SM-2026-000001"),
         (4, "SM-2026-000002"),

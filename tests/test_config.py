@@ -30,7 +30,7 @@ def test_shipped_rules_yaml_is_valid() -> None:
     assert config.mailboxes["general"].imap.security == "tls"
     assert config.mailboxes["general"].imap.verify_certificate is True
     assert config.smtp.security == "starttls"
-    assert config.database == "sqlite:///var/mailbot.db"
+    assert config.database == f"sqlite:///{ROOT / 'var' / 'mailbot.db'}"  # beside rules.yaml
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,18 @@ def setup(
     )
 
 
-def poll(config: Path) -> int:
-    return main(["--config", str(config), "-q", "poll", "--once"])
+def poll(config: Path, *, acknowledge_existing: bool = False) -> int:
+    """`mailbot poll --once`. A first poll finding mail already there refuses unless
+    ``acknowledge_existing`` (tests that start with a filled mailbox say so)."""
+    extra = ["--acknowledge-existing"] if acknowledge_existing else []
+    return main(["--config", str(config), "-q", "poll", "--once", *extra])
+
+
+def received_year(user: MailUser, message_id: str) -> int:
+    """The year of a mail's INTERNALDATE as the server gives it: the year mailbot puts in
+    its reference. Tests derive it instead of writing this year down."""
+    (stored,) = [m for m in user.messages() if message_id.encode() in m.raw]
+    return stored.internaldate.year
 
 
 def db_rows(config: Path, query: str) -> list[tuple[Any, ...]]:
@@ -136,7 +146,7 @@ def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
     )
     flags_before = {"general": general.flags(), "etrangers": etrangers.flags()}
 
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
 
     received = smtp.wait_for(3)
     assert len(received) == 3
@@ -159,7 +169,8 @@ def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
         by_recipient["marie.dupont@example.fr"].raw, policy=email.policy.default
     )
     subject = str(ar["Subject"])
-    assert subject.startswith("Accusé de réception [SM-2026-")
+    year = received_year(general, "<citizen-1@example.fr>")
+    assert subject.startswith(f"Accusé de réception [SM-{year}-")
     assert subject.endswith("] : Demande de renseignements")
     reference = subject.split("[", 1)[1].split("]", 1)[0]
     text = ar.get_body(("plain",)).get_content()
@@ -191,7 +202,7 @@ def test_ars_reach_citizens_only_with_the_right_headers(setup: Any) -> None:
 def test_second_run_sends_nothing(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp.wait_for(1)
     general.append(citizen_mail(2, sender="paul@example.fr"))
     assert poll(config) == 0
@@ -204,7 +215,7 @@ def test_uidvalidity_change_does_not_reacknowledge(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
     general.append(citizen_mail(2, message_id=None, sender="sans.id@example.fr"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp.wait_for(2)
     old = general.uid_validity()
     assert general.reset_uidvalidity() != old
@@ -221,7 +232,7 @@ def test_smtp_451_then_ok_gives_exactly_one_ar(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
     smtp.fail_next(1, code=451)
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     assert smtp.messages == []
     assert db_rows(config, "SELECT status, attempts FROM outbox") == [("pending", 1)]
     # make the retry due now, as the backoff would after its delay
@@ -239,7 +250,7 @@ def test_smtp_550_is_recorded_as_failed(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
     smtp.reject_next(1, code=550)
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     assert smtp.messages == []
     assert db_rows(config, "SELECT status FROM outbox") == [("failed",)]
     assert db_rows(config, "SELECT ar_status FROM messages") == [("failed",)]
@@ -250,7 +261,7 @@ def test_crash_while_sending_never_resends(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
     smtp.fail_next(1)
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     db_rows(config, "UPDATE outbox SET status='sending'")  # the state a crash mid-send leaves
     db_rows(config, "UPDATE outbox SET next_attempt_at = '2000-01-01 00:00:00'")
     assert poll(config) == 0
@@ -271,7 +282,7 @@ def test_malformed_mime_is_processed_and_the_worker_goes_on(setup: Any) -> None:
     )
     general.append(broken)
     general.append(citizen_mail(2, sender="suivant@example.fr"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     received = smtp.wait_for(2)
     assert {r.rcpt_tos[0] for r in received} == {"casse@example.fr", "suivant@example.fr"}
     rows = db_rows(config, "SELECT decision, defects FROM messages ORDER BY uid")
@@ -287,7 +298,7 @@ def test_malformed_mime_is_processed_and_the_worker_goes_on(setup: Any) -> None:
 def test_follow_up_in_thread_gets_no_second_ar(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     ar = email.message_from_bytes(smtp.wait_for(1)[0].raw, policy=email.policy.default)
     reference = str(ar["Subject"]).split("[", 1)[1].split("]", 1)[0]
     reply_to_ar = citizen_mail(
@@ -306,7 +317,7 @@ def test_rate_limit_per_sender(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     for n in range(1, 6):
         general.append(citizen_mail(n, subject=f"Question {n}"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     assert len(smtp.wait_for(3)) == 3
     reasons = db_rows(config, "SELECT reasons FROM messages WHERE decision='skip'")
     assert reasons == [('["rate-limited"]',), ('["rate-limited"]',)]
@@ -322,7 +333,7 @@ def test_injected_recipients_are_never_mailed(setup: Any) -> None:
             extra="Reply-To: victim@evil.example\r\nCc: other@evil.example",
         )
     )
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     received = smtp.wait_for(1)
     assert received[0].rcpt_tos == ("marie.dupont@example.fr",)
     msg = email.message_from_bytes(received[0].raw, policy=email.policy.default)
@@ -341,7 +352,7 @@ def test_contact_form_relay_replies_to_reply_to(setup: Any) -> None:
             extra="Reply-To: Lucie Bernard <lucie.bernard@example.fr>",
         )
     )
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     assert smtp.wait_for(1)[0].rcpt_tos == ("lucie.bernard@example.fr",)
 
 
@@ -353,7 +364,7 @@ def test_unreachable_mailbox_exits_nonzero_and_others_still_processed(
     data["mailboxes"]["etrangers"]["imap"]["port"] = 1  # nothing listens there
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     imap_user.append(citizen_mail(1))
-    assert poll(config) == 1
+    assert poll(config, acknowledge_existing=True) == 1
     assert len(smtp_server.wait_for(1)) == 1
 
 
@@ -383,7 +394,7 @@ def test_received_at_is_internaldate(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     when = datetime(2026, 11, 20, 23, 59, 30, tzinfo=UTC)
     general.append(citizen_mail(1), internaldate=when)
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp.wait_for(1)
     (received_at,) = db_rows(config, "SELECT received_at FROM messages")[0]
     assert received_at.startswith("2026-11-20 23:59:30")
@@ -394,7 +405,7 @@ def test_decoded_subject_roundtrip_non_ascii(setup: Any) -> None:
     general.append(
         citizen_mail(1, subject="=?utf-8?q?Probl=C3=A8me_d=27acc=C3=A8s_=C3=A0_l=27ANTS?=")
     )
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     raw = smtp.wait_for(1)[0].raw
     header_line = raw.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]
     assert header_line.isascii()  # RFC 2047 encoded on the wire
@@ -412,7 +423,7 @@ def test_huge_message_is_acknowledged_with_bounded_read(
         polling={"max_message_bytes": 100_000},
     )
     imap_user.append(citizen_mail(1, body="Pièce jointe scannée\n" + "A" * 2_000_000))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     assert len(smtp_server.wait_for(1)) == 1
     ((size, defects),) = db_rows(config, "SELECT size, defects FROM messages")
     assert size > 2_000_000

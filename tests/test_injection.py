@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_hostile_subject_and_name_are_inert(name: str) -> None:
             variables[key] = [{**row, "subject": HOSTILE} for row in variables[key]]
     mail = RENDERER.render(name, variables)
     for text in (mail.subject, mail.text, mail.html):
-        assert "49" not in text.replace("SM-2026-", "")  # {{ 7*7 }} never evaluated
+        assert "49" not in re.sub(r"SM-\d{4}-\d+", "", text)  # {{ 7*7 }} never evaluated
         assert "xxx" not in text
     assert "\r" not in mail.subject and "\n" not in mail.subject
     assert "<script>" not in mail.html and "&lt;script&gt;" in mail.html

@@ -23,7 +23,7 @@ def ar_for(setup: Any, subject: str, body: str, to: str = GENERAL) -> email.mess
     config, general, etrangers, smtp = setup
     box = etrangers if "etrangers" in to else general
     box.append(citizen_mail(1, subject=subject, body=body, to=to, sender="usager@example.org"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     (ar,) = [r for r in smtp.wait_for(1) if r.rcpt_tos == ("usager@example.org",)]
     msg = email.message_from_bytes(ar.raw, policy=email.policy.default)
     assert isinstance(msg, email.message.EmailMessage)

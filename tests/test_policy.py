@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mailbot.config import ContactFormRelay
 from mailbot.message import parse_message
 from mailbot.policy import (
     RULE_IDS,
@@ -30,7 +31,7 @@ CTX = PolicyContext(
     own_addresses=frozenset({MAILBOX, ALIAS, "pref-etrangers@seine-maritime.gouv.fr"}),
     message_id_domain="mailbot.seine-maritime.gouv.fr",
     loop_header_value="mailbot@seine-maritime.gouv.fr",
-    contact_form_relays=frozenset({RELAY}),
+    contact_form_relays=(ContactFormRelay(address=RELAY),),  # checked by its envelope sender
     extra_system_senders=("alertes-*@*.example.com",),
 )
 
@@ -122,6 +123,14 @@ THUNDERBIRD_MDN = mail(
     Subject="Accusé de lecture : Question sur ma carte grise",
     Content_Type='multipart/report; report-type=disposition-notification; boundary="mdn"',
     body="--mdn\r\nContent-Type: text/plain\r\n\r\nLu.\r\n--mdn--",
+)
+# A relay that must prove itself with the website's token (none of these mails has it).
+FORM = "formulaire@seine-maritime.gouv.fr"
+TOKEN_CTX = replace(
+    CTX,
+    contact_form_relays=(
+        ContactFormRelay(address=FORM, require=("token",), token_env="MAILBOT_TEST_FORM_TOKEN"),
+    ),
 )
 FORM_RELAY = mail(
     Return_Path=f"<{RELAY}>",
@@ -218,6 +227,7 @@ CASES = [
     case("not-addressed", mail(To="quelquun@example.fr"), mail(To="quelquun@example.fr", Resent_To=MAILBOX), id="resent-to"),
     case("not-addressed", mail(To="pref-contact@seine-maritime.gouv.fr.example.fr"), mail(To="PREF-CONTACT@Seine-Maritime.gouv.fr, autre@example.fr"), id="case"),
     case("not-addressed", mail(To="alias-inconnu@seine-maritime.gouv.fr"), mail(To="alias-inconnu@seine-maritime.gouv.fr"), CTX, replace(CTX, require_addressed=False), id="disabled"),
+    case("unverified-relay", mail(Return_Path=f"<{FORM}>", From=FORM, Reply_To="victime@tiers.example"), mail(Return_Path="<pirate@evil.example>", From=FORM, Reply_To="victime@tiers.example"), TOKEN_CTX, TOKEN_CTX, id="forged-token-relay"),
     case("rate-limited", mail(), mail(), replace(CTX, recent_ars_to_recipient=3), replace(CTX, recent_ars_to_recipient=2), id="at-limit"),
     case("rate-limited", mail(), mail(), replace(CTX, recent_ars_to_recipient=1, max_ars_per_window=1), replace(CTX, recent_ars_to_recipient=5, max_ars_per_window=10), id="configured"),
     case("follow-up", mail(Subject="Re: Accusé de réception [SM-2026-000042]"), mail(Subject="Re: Accusé de réception [SM-2026-000042]"), replace(CTX, known_thread_reference="SM-2026-000042"), replace(CTX, known_thread_reference=None), id="thread"),
@@ -258,7 +268,10 @@ def test_reply_to_is_ignored_for_an_ordinary_sender() -> None:
 
 def test_contact_form_relay_is_answered_at_reply_to_and_is_not_a_system_sender() -> None:
     decision = decide(FORM_RELAY)
-    assert decision == ArDecision(True, ("citizen-mail",), "lucie.bernard@example.fr")
+    note = f"contact-form relay {RELAY}: envelope ok"
+    assert decision == ArDecision(
+        True, ("citizen-mail",), "lucie.bernard@example.fr", notes=(note,)
+    )
     assert reply_address(parse_message(FORM_RELAY), CTX.contact_form_relays) == (
         "lucie.bernard@example.fr"
     )
@@ -290,7 +303,9 @@ def test_contact_form_reply_to_is_checked_as_the_sender(reply_to: str, rule: str
 
 def test_contact_form_relay_with_null_return_path_is_still_a_bounce() -> None:
     raw = mail(Return_Path="<>", From=RELAY, Reply_To="lucie.bernard@example.fr")
-    assert decide(raw).reasons == ("null-return-path",)
+    decision = decide(raw)  # not a recognised relay either: its no-reply From counts
+    assert decision.reasons == ("null-return-path", "system-sender")
+    assert decision.recipient is None
 
 
 def test_mailer_daemon_bounce_without_return_path_is_caught_by_its_display_name() -> None:

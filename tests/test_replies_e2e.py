@@ -78,7 +78,7 @@ def test_agent_replies_in_sent_are_detected_with_delay_and_signature(
         citizen_mail(2, sender="paul@example.fr", message_id="<c2@example.fr>"),
         internaldate=friday,
     )
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp_server.wait_for(2)
     # Complete signature, sent Thursday 12 (11 November is a holiday): 3 working days.
     imap_user.append(
@@ -132,7 +132,7 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
             2, subject="RELANCE : renouvellement titre de sejour", message_id="<x2@example.fr>"
         )
     )
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp_server.wait_for(1)
     to_citizen = [r for r in smtp_server.messages if r.rcpt_tos == ("marie.dupont@example.fr",)]
     assert len(to_citizen) == 1  # the relance gets no second AR
@@ -187,7 +187,7 @@ def test_service_reply_seen_through_the_tracking_mailbox(
     data["sender"]["tracking_address"] = "suivi-courriels@seine-maritime.gouv.fr"
     config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     imap_user.append(citizen_mail(1, subject="Carte grise", message_id="<cg1@example.fr>"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     forward = next(r for r in smtp_server.wait_for(2) if r.rcpt_tos[0].startswith("pref-cartes"))
     assert b"suivi-courriels@seine-maritime.gouv.fr" in forward.raw  # the note asks for the Bcc
     ((reference,),) = db_rows(config, "SELECT reference FROM messages")

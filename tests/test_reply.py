@@ -19,7 +19,7 @@ __all__ = ["etrangers_user", "setup"]
 def tracked_reference(setup: Any) -> tuple[Path, str]:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1, subject="Horaires", message_id="<orig-1@example.fr>"))
-    assert poll(config) == 0
+    assert poll(config, acknowledge_existing=True) == 0
     smtp.wait_for(1)
     smtp.clear()
     ((reference,),) = db_rows(config, "SELECT reference FROM messages")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +14,9 @@ from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 
 
-def start_worker(config: Path) -> subprocess.Popen[str]:
+def start_worker(config: Path, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -29,7 +30,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     etrangers = dovecot.new_user("etr")
     config = write_config(tmp_path, imap_user, etrangers, smtp_server)
     imap_user.append(citizen_mail(1))  # backlog, read at start
-    worker = start_worker(config)
+    worker = start_worker(config, "--acknowledge-existing")
     try:
         smtp_server.wait_for(1, timeout=20)
         etrangers.append(
@@ -53,7 +54,11 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     assert "mailbox unreachable, reconnecting later" in err
     lines = [line for line in err.splitlines() if "msg=message " in line]
     assert len(lines) == 3
-    assert all("decision=acknowledge" in line and "reference=SM-2026-" in line for line in lines)
+    years = {m.internaldate.year for m in [*imap_user.messages(), *etrangers.messages()]}
+    for line in lines:
+        assert "decision=acknowledge" in line
+        found = re.search(r"reference=SM-(\d{4})-\d{6}\b", line)
+        assert found and int(found.group(1)) in years  # the year of the mail's INTERNALDATE
     assert "Bonjour" not in err  # no bodies in the logs
     assert len(smtp_server.messages) == 3  # nothing sent twice across the reconnection
 

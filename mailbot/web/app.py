@@ -102,19 +102,14 @@ def settings_from_config(
             "web.session_secret_env",
             "the session secret is too short (at least 32 characters)",
         )
-    accounts = _beside(config_path, web.local_accounts.file) if web.local_accounts.enabled else None
+    accounts = web.local_accounts.file if web.local_accounts.enabled else None
     return Settings(
         config=config,
-        agents_path=_beside(config_path, config.agents),
+        agents_path=config.agents,
         accounts_path=accounts,
         session_secret=secret,
         audit=audit,
     )
-
-
-def _beside(config_path: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else config_path.parent / path
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,10 +55,10 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     from mailbot.web.accounts import AccountsFile, WeakPasswordError
 
     config = load_config(args.config)
-    agents = load_agents(_beside(args.config, config.agents), config)
+    agents = load_agents(config.agents, config)
     if args.agent not in agents:
-        raise ConfigError(config.agents, f"agents.{args.agent}", "no such agent")
-    path = _beside(args.config, config.web.local_accounts.file)
+        raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
+    path = config.web.local_accounts.file
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -76,8 +75,3 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     if not config.web.local_accounts.enabled:
         print("note: web.local_accounts.enabled is false in the configuration")
     return 0
-
-
-def _beside(config_path: Path, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else config_path.parent / path

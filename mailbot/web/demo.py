@@ -23,6 +23,6 @@ def demo_settings(config: Config, config_path: Path, port: int = 8080) -> Settin
     web = WebConfig(
         host="127.0.0.1",
         port=port,
-        local_accounts=LocalAccountsConfig(enabled=True, file=str(DEMO_ACCOUNTS)),
+        local_accounts=LocalAccountsConfig(enabled=True, file=DEMO_ACCOUNTS),
     )
     return settings_from_config(config.model_copy(update={"web": web}), config_path)

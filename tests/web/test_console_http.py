@@ -221,9 +221,9 @@ def test_session_cookie_is_secure_behind_https(tmp_path: Path) -> None:
     web = WebConfig(
         public_url="https://mailbot.seine-maritime.gouv.fr",
         session_secret_file=tmp_path / "secret",
-        local_accounts=LocalAccountsConfig(enabled=True, file=str(tmp_path / "accounts.yaml")),
+        local_accounts=LocalAccountsConfig(enabled=True, file=tmp_path / "accounts.yaml"),
     )
-    config = base_config().model_copy(update={"web": web, "agents": str(ROOT / "agents.yaml")})
+    config = base_config().model_copy(update={"web": web, "agents": ROOT / "agents.yaml"})
     app = create_app(settings_from_config(config, tmp_path / "rules.yaml"))
     with TestClient(app, base_url="https://mailbot.seine-maritime.gouv.fr") as client:
         page = client.get("/connexion")

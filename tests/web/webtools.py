@@ -106,7 +106,7 @@ def running_console(
         host=HOST,
         port=port,
         oidc=oidc,
-        local_accounts=LocalAccountsConfig(enabled=local, file=str(workdir / "accounts.yaml")),
+        local_accounts=LocalAccountsConfig(enabled=local, file=workdir / "accounts.yaml"),
         login_rate_limit=rate_limit or LoginRateLimitConfig(),
     )
     config = base_config()
@@ -114,7 +114,7 @@ def running_console(
     if agents is None:
         agents = workdir / "agents.yaml"
         shutil.copy(ROOT / "agents.yaml", agents)
-    config = config.model_copy(update={"agents": str(agents)})
+    config = config.model_copy(update={"agents": agents})
     if local:
         (workdir / "accounts.yaml").write_text(accounts_yaml(accounts), encoding="utf-8")
     audit = Recorder()

@@ -1,0 +1,148 @@
+"""A first migration killed at any point leaves a database that opens and migrates.
+
+The migration runs in a forked child that is killed with SIGKILL (nothing is flushed or
+cleaned up, as with ``kill -9`` or a power cut): once before every SQL statement of the
+migration, once after every one, and at random instants. The parent then opens the
+database as mailbot does and checks it reaches the latest schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from mailbot.errors import StoreError
+from mailbot.store import Store, metadata
+
+
+def _statement_count(url: str) -> int:
+    """How many SQL statements a first migration runs (the points where a kill can land)."""
+    seen: list[str] = []
+
+    def count(*_args: Any) -> None:
+        seen.append("x")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        Store(url).close()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def _child(url: str, hook: Callable[[int], None] | None) -> None:
+    """In the forked child: migrate, SIGKILLing ourselves from ``hook`` if it says so."""
+    try:
+        if hook is not None:
+            calls = [0]
+
+            def on_statement(*_args: Any) -> None:
+                calls[0] += 1
+                hook(calls[0])
+
+            sa.event.listen(sa.engine.Engine, "before_cursor_execute", on_statement)
+            sa.event.listen(sa.engine.Engine, "after_cursor_execute", on_statement)
+        Store(url)
+    except BaseException:
+        os._exit(3)
+    os._exit(0)
+
+
+def _fork_migration(url: str, hook: Callable[[int], None] | None, kill_after: float | None) -> str:
+    """Run a first migration in a child; returns how it ended: 'killed' or 'finished'."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        _child(url, hook)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        with contextlib.suppress(ProcessLookupError):  # it may have finished already
+            os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return "killed"
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    return "finished"
+
+
+def _kill_at(target: int) -> Callable[[int], None]:
+    def hook(call: int) -> None:
+        if call == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def _opens_at_head(url: str) -> bool:
+    try:
+        store = Store(url)
+    except StoreError:
+        return False
+    try:
+        with store.engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+        return store.schema_version() == Store.head_version() and diffs == []
+    finally:
+        store.close()
+
+
+def test_kill_during_first_migration_always_leaves_an_openable_database(tmp_path: Path) -> None:
+    statements = _statement_count(f"sqlite:///{tmp_path / 'probe.db'}")
+    assert statements > 10
+    # Each statement boundary: the hook runs before and after each statement (2 calls each).
+    plans: list[tuple[Callable[[int], None] | None, float | None]] = [
+        (_kill_at(call), None) for call in range(1, 2 * statements + 1)
+    ]
+    started = time.perf_counter()
+    _fork_migration(f"sqlite:///{tmp_path / 'timing.db'}", None, None)
+    duration = time.perf_counter() - started
+    chance = random.Random(20261127)
+    plans += [(None, chance.uniform(0, duration)) for _ in range(20)]
+
+    outcomes = {"killed": 0, "finished": 0}
+    failed: list[int] = []
+    for index, (hook, delay) in enumerate(plans):
+        url = f"sqlite:///{tmp_path / f'kill-{index}.db'}"
+        outcomes[_fork_migration(url, hook, delay)] += 1
+        if not _opens_at_head(url):
+            failed.append(index)
+    print(f"\n{len(plans)} runs, {outcomes}, unopenable: {failed}")
+    assert outcomes["killed"] >= 2 * statements  # every statement-boundary kill landed
+    assert failed == [], f"{len(failed)} of {len(plans)} killed migrations left a broken database"
+
+
+def test_an_interrupted_legacy_migration_is_explained(tmp_path: Path) -> None:
+    """A database left by an older mailbot (tables, no version) gets a message saying what
+    happened and what to do, not a bare OperationalError."""
+    path = tmp_path / "broken.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+    engine.dispose()
+    with pytest.raises(StoreError) as info:
+        Store(f"sqlite:///{path}")
+    message = str(info.value)
+    assert str(path) in message
+    assert "no schema version" in message
+    assert "interrupted" in message
+    assert "empty" in message  # it says the tables hold no data, so nothing is lost
+    assert "move" in message  # and what to do
+
+
+def test_unopenable_database_error_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(StoreError) as info:
+        Store(f"sqlite:///{tmp_path / 'file' / 'sub' / 'mailbot.db'}")
+    assert "mailbot.db" in str(info.value)

@@ -1,0 +1,174 @@
+"""Schedules (alerts.time, reports.weekly.cron): one parser, validated at load with the key
+path, and the worker and the weekly report's due test reading them the same way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from mailbot.config import load_config
+from mailbot.errors import ConfigError, ScheduleError
+from mailbot.jobs import report_due
+from mailbot.schedule import parse_time, parse_weekly
+
+ROOT = Path(__file__).resolve().parent.parent
+PARIS = ZoneInfo("Europe/Paris")
+WEEKLY_EXPECTED = (
+    'expected "<day> HH:MM" such as "mon 08:00", or a 5-field crontab such as "0 8 * * mon"'
+)
+
+
+def write_rules(tmp_path: Path, **changes: Any) -> Path:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "fields"),
+    [
+        ("mon 08:00", ("0", "8", "*", "*", "mon")),
+        ("MON 08:00", ("0", "8", "*", "*", "mon")),
+        ("fri 17:45", ("45", "17", "*", "*", "fri")),
+        ("mon-fri 07:30", ("30", "7", "*", "*", "mon-fri")),
+        ("mon,thu 09:05", ("5", "9", "*", "*", "mon,thu")),
+        ("0 8 * * mon", ("0", "8", "*", "*", "mon")),
+        ("30 7 * * mon-fri", ("30", "7", "*", "*", "mon-fri")),
+        ("0 8 * * *", ("0", "8", "*", "*", "*")),
+    ],
+)
+def test_weekly_schedules_accepted(text: str, fields: tuple[str, ...]) -> None:
+    parsed = parse_weekly(text)
+    assert (parsed.minute, parsed.hour, parsed.day, parsed.month, parsed.day_of_week) == fields
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lundi 8h", f"{WEEKLY_EXPECTED} (got 'lundi 8h')"),
+        ("lundi 08:00", f"{WEEKLY_EXPECTED} (got 'lundi 08:00')"),
+        ("mon 8h", f"{WEEKLY_EXPECTED} (got 'mon 8h')"),
+        ("mon 8:00", f"{WEEKLY_EXPECTED} (got 'mon 8:00')"),
+        ("mon 24:00", f"{WEEKLY_EXPECTED} (got 'mon 24:00')"),
+        ("monday", f"{WEEKLY_EXPECTED} (got 'monday')"),
+        ("", f"{WEEKLY_EXPECTED} (got '')"),
+        ("0 8 * * 1", "day-of-week must use day names"),
+        ("0 25 * * mon", "invalid crontab"),
+        ("0 8 * * lundi", "invalid crontab"),
+        ("0 8 1-7 * mon", "not both"),
+    ],
+)
+def test_weekly_schedules_refused_with_the_expected_form(text: str, expected: str) -> None:
+    with pytest.raises(ScheduleError) as info:
+        parse_weekly(text)
+    assert expected in str(info.value)
+    assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["8h30", "8:30", "08:60", "24:00", "08:30:00", "huit heures"])
+def test_clock_times_refused(text: str) -> None:
+    with pytest.raises(ScheduleError, match=r'expected "HH:MM" such as "08:30"'):
+        parse_time(text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"reports__weekly__cron": "lundi 8h"},
+            f"reports.weekly.cron: {WEEKLY_EXPECTED} (got 'lundi 8h')",
+        ),
+        (
+            {"reports__weekly__cron": "0 8 * * 1"},
+            "reports.weekly.cron: crontab day-of-week must use day names",
+        ),
+        ({"alerts__time": "8h30"}, 'alerts.time: expected "HH:MM" such as "08:30" (got \'8h30\')'),
+        ({"timezone": "Europe/Pariss"}, "timezone: unknown time zone 'Europe/Pariss'"),
+        (
+            {"polling__interval_seconds": 0},
+            "polling.interval_seconds: Input should be greater than 0",
+        ),
+    ],
+)
+def test_schedules_are_validated_at_load_with_their_key(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    path = write_rules(tmp_path, **changes)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+def test_mailbot_check_refuses_a_bad_cron(tmp_path: Path) -> None:
+    """The reported case: "lundi 8h" passed `mailbot check`, then crashed the worker."""
+    path = write_rules(tmp_path, reports__weekly__cron="lundi 8h")
+    result = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(path), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{path}: reports.weekly.cron: {WEEKLY_EXPECTED} (got 'lundi 8h')" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cron", "after", "expected"),
+    [
+        ("mon 08:00", datetime(2026, 11, 25, 12, 0), datetime(2026, 11, 30, 8, 0)),
+        ("tue 09:15", datetime(2026, 11, 25, 12, 0), datetime(2026, 12, 1, 9, 15)),
+        ("0 8 * * mon", datetime(2026, 11, 25, 12, 0), datetime(2026, 11, 30, 8, 0)),
+        ("30 6 * * wed,fri", datetime(2026, 11, 25, 12, 0), datetime(2026, 11, 27, 6, 30)),
+    ],
+)
+def test_the_worker_schedules_what_the_config_says(
+    tmp_path: Path, cron: str, after: datetime, expected: datetime
+) -> None:
+    from mailbot.cli import build_app, make_worker
+
+    path = write_rules(tmp_path, reports__weekly__cron=cron, alerts__time="07:45")
+    app = build_app(path)
+    try:
+        jobs = {job.id: job for job in make_worker(app).build_scheduler().get_jobs()}
+    finally:
+        app.store.close()
+    weekly = jobs["weekly-report"].trigger.get_next_fire_time(None, after.replace(tzinfo=PARIS))
+    assert weekly == expected.replace(tzinfo=PARIS)
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=PARIS)
+    alerts = jobs["alerts"].trigger.get_next_fire_time(None, saturday)
+    assert alerts == datetime(2026, 11, 30, 7, 45, tzinfo=PARIS)  # the next working day
+
+
+@pytest.mark.parametrize(
+    ("cron", "now", "due"),
+    [
+        ("mon 08:00", datetime(2026, 11, 23, 7, 59), False),
+        ("mon 08:00", datetime(2026, 11, 23, 8, 0), True),
+        ("mon 08:00", datetime(2026, 11, 29, 23, 59), True),
+        ("0 8 * * mon", datetime(2026, 11, 23, 7, 59), False),
+        ("0 8 * * mon", datetime(2026, 11, 23, 8, 0), True),
+        ("wed,fri 06:30", datetime(2026, 11, 24, 12, 0), False),
+        ("wed,fri 06:30", datetime(2026, 11, 25, 6, 30), True),
+        ("0 8 * * *", datetime(2026, 11, 23, 7, 0), False),  # every day: Monday's counts
+        ("0 8 * * *", datetime(2026, 11, 23, 8, 0), True),
+    ],
+)
+def test_report_due_reads_the_same_schedule(cron: str, now: datetime, due: bool) -> None:
+    assert report_due(now.replace(tzinfo=PARIS), cron, PARIS) is due
