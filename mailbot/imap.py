@@ -185,6 +185,13 @@ class ImapMailbox:
             found = client.search(["UID", f"{last_uid + 1}:*"])
         return sorted(uid for uid in (int(value) for value in found) if uid > last_uid)
 
+    def uids_with_message_id(self, message_id: str) -> list[int]:
+        """UIDs of the messages carrying this Message-ID (to find a mail again after a
+        UIDVALIDITY change, e.g. to process a quarantined mail once more)."""
+        with self._command("UID SEARCH HEADER failed") as client:
+            found = client.search(["HEADER", "Message-ID", message_id])
+        return sorted(int(value) for value in found)
+
     def uids_since(self, day: date) -> list[int]:
         """UIDs of messages received (INTERNALDATE) on or after ``day``, for the backfill."""
         with self._command("UID SEARCH SINCE failed") as client:
