@@ -30,6 +30,7 @@ from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
 
 _HUGE_BODY_PREFIX = 262_144
+_HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)
 
 # What a broken connection or a refusing server can raise under imapclient.
 _IMAP_ERRORS: tuple[type[BaseException], ...] = (
@@ -221,13 +222,17 @@ class ImapMailbox:
                     dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
                 )
                 if large:
-                    # A huge mail (scans, videos) is read as its header and the start of its
-                    # body: enough to decide and acknowledge, without holding it in memory.
+                    # A huge mail (scans, videos) is read as the start of its header and of
+                    # its body: enough to decide and acknowledge, without holding it in
+                    # memory — even when the header itself is the huge part.
                     partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
+                    header = f"BODY.PEEK[HEADER]<0.{_HUGE_HEADER_PREFIX}>".encode()
                     for uid, item in client.fetch(
-                        large, [b"BODY.PEEK[HEADER]", partial, b"INTERNALDATE"]
+                        large, [header, partial, b"INTERNALDATE"]
                     ).items():
-                        head = item.get(b"BODY[HEADER]") or b""
+                        head = bytes(item.get(b"BODY[HEADER]<0>") or b"")
+                        if not head.endswith((b"\r\n\r\n", b"\n\n")):
+                            head += b"\r\n\r\n"  # cut short: the body still starts after it
                         text = item.get(b"BODY[TEXT]<0>") or b""
                         response[uid] = {
                             b"BODY[]": bytes(head) + bytes(text),

@@ -11,6 +11,7 @@ Our own errors (``MailbotError``) are written to be safe and keep their message.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from mailbot.errors import MailbotError
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 MAX_FRAMES = 30  # per exception of a chain: the innermost ones, where it went wrong
 MAX_TRACEBACK = 12_000
+MAX_ERROR = 300
+_ADDRESS = re.compile(r"[^\s'\"<>(),;:\[\]]*@[^\s'\"<>(),;:\[\]]*")
 
 
 def _quote(value: object) -> str:
@@ -37,10 +40,12 @@ def _quote(value: object) -> str:
 
 
 def safe_error(exc: BaseException) -> str:
-    """What of an exception may be logged: its type; and its message only for our own."""
+    """What of an exception may be logged: its type; and its message only for our own,
+    with anything that looks like an address or a Message-ID masked (``MessageError``
+    names the address it refused)."""
     name = type(exc).__name__
     if isinstance(exc, MailbotError):
-        return f"{name}: {exc}"
+        return f"{name}: {_ADDRESS.sub('…@…', str(exc))}"[:MAX_ERROR]
     return name
 
 

@@ -45,7 +45,8 @@ _NOT_CHARSETS = frozenset(
 _IDENTITY_FIELDS = ("message-id", "from", "date", "subject", "to", "cc")
 _FEEDBACK_FIELD = re.compile(r"^feedback-type:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
 _CTL = re.compile(r"[\x00-\x1f\x7f]+")
-_MSGID = re.compile(r"<[^<>\s]+>")
+# Printable ASCII between angle brackets (RFC 5322 msg-id), as render.build_email accepts.
+_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _BLANKS = re.compile(r"[ \t\r\f\v]+")
 
@@ -251,9 +252,9 @@ def _walk(msg: email.message.Message, defects: list[str]) -> Iterator[email.mess
             defects.append("MimePartsLimit")
             return
         yield part
-        payload = part.get_payload()
-        if not isinstance(payload, list):
+        if not part.is_multipart():  # never get_payload() on a leaf: it decodes (and raises)
             continue
+        payload = part.get_payload()
         if depth >= MAX_MIME_DEPTH:
             defects.append("MimeDepthLimit")
             continue
@@ -318,7 +319,7 @@ def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
     for part in _walk(msg, defects):
         ctype = _content_type(part)
         body.parts.append(ctype)
-        if isinstance(part.get_payload(), list):
+        if part.is_multipart():
             continue
         try:
             _read_part(part, ctype, body)
@@ -361,8 +362,8 @@ def _fingerprint(raw_headers: Mapping[str, tuple[str, ...]], source: bytes) -> s
         for value in raw_headers.get(name, ()):
             unfolded = " ".join(value.split())
             digest.update(f"{name}:{unfolded}\n".encode("utf-8", "replace"))
-    ends = [i for i in (source.find(b"\r\n\r\n"), source.find(b"\n\n")) if i >= 0]
-    digest.update(b"\n" + (source[min(ends) :].lstrip(b"\r\n") if ends else b""))
+    start = _body_start(source)
+    digest.update(b"\n" + (source[start:] if start >= 0 else source))  # no body: all of it
     return digest.hexdigest()
 
 
