@@ -85,8 +85,11 @@ def decode_header_value(value: str) -> str:
         elif charset is None:  # the unencoded runs, which decode_header escaped
             decoded.append((raw.decode("raw-unicode-escape", "replace"), None))
         else:
-            ascii_word = _codec(charset) == "ascii"
-            decoded.append((_decode_bytes(raw, charset), "us-ascii" if ascii_word else "utf-8"))
+            label = "us-ascii" if _codec(charset) == "ascii" else "utf-8"
+            text = _decode_bytes(raw, charset)
+            if decoded and decoded[-1][1] == label:  # adjacent words: no blank between them
+                text = str(decoded.pop()[0]) + text
+            decoded.append((text, label))
     try:
         return clean_text(str(make_header(decoded)))
     except Exception:
