@@ -618,6 +618,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.owner.data_delay:
+            await asyncio.sleep(self.owner.data_delay)  # a real server's latency
         failure = self.owner._take_failure("data")
         if failure is not None:
             return failure
@@ -647,6 +649,7 @@ class SmtpServer:
         self._failures: dict[Stage, list[str]] = {"rcpt": [], "data": []}
         self._condition = threading.Condition()
         self._controller: Controller | None = None
+        self.data_delay = 0.0  # seconds before answering DATA
 
     def start(self) -> None:
         if self._controller is not None:
