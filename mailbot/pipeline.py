@@ -168,26 +168,8 @@ class Pipeline:
         decision = decide_ar(parsed, context)
         reference, plan, routing, language = None, None, None, None
         if decision.send and decision.recipient:
-            reference = tx.next_reference(
-                self.config.sender.reference_prefix, mail.internaldate.year
-            )
-            facts = routing_input(self.config, mailbox, parsed)
-            language = facts.language
-            if self.routing is not None:
-                routing = decide(facts, self.routing)
-            plan = (
-                None
-                if not self.send
-                else self.replies.plan(
-                    mailbox,
-                    mail.raw,
-                    parsed,
-                    mail.internaldate,
-                    reference,
-                    decision.recipient,
-                    routing,
-                    facts.language,
-                )
+            reference, plan, routing, language = self._acknowledge(
+                tx, mailbox, mail, parsed, decision.recipient
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
         name = sender_name(parsed, frozenset(self.config.policy.contact_form_relays))
@@ -205,18 +187,8 @@ class Pipeline:
             (kind, ",".join(decision.reasons)),
             *_plan_events(plan),
         )
-        if plan is not None and plan.reoriented_to:
-            # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
-            tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
-        for queued in plan.mails if plan else ():
-            tx.enqueue(
-                message_pk,
-                queued.kind,
-                queued.recipient,
-                queued.envelope_from,
-                queued.message_id,
-                queued.raw,
-            )
+        if plan is not None:
+            _queue(tx, message_pk, mail, plan)
         return Outcome(
             mailbox,
             mail.uid,
@@ -227,6 +199,32 @@ class Pipeline:
             message_pk,
             _route_label(plan, routing),
         )
+
+    def _acknowledge(
+        self,
+        tx: Transaction,
+        mailbox: str,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        recipient: str,
+    ) -> tuple[str, Plan | None, RoutingDecision | None, str | None]:
+        """A reference, the routing and what to send (nothing when backfilling)."""
+        reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
+        facts = routing_input(self.config, mailbox, parsed)
+        routing = decide(facts, self.routing) if self.routing is not None else None
+        if not self.send:
+            return reference, None, routing, facts.language
+        plan = self.replies.plan(
+            mailbox,
+            mail.raw,
+            parsed,
+            mail.internaldate,
+            reference,
+            recipient,
+            routing,
+            facts.language,
+        )
+        return reference, plan, routing, facts.language
 
     def _duplicate(
         self,
@@ -387,6 +385,21 @@ class Pipeline:
                 "decision": outcome.decision,
                 "reason": ",".join(outcome.reasons),
             },
+        )
+
+
+def _queue(tx: Transaction, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
+    if plan.reoriented_to:
+        # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
+        tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
+    for queued in plan.mails:
+        tx.enqueue(
+            message_pk,
+            queued.kind,
+            queued.recipient,
+            queued.envelope_from,
+            queued.message_id,
+            queued.raw,
         )
 
 

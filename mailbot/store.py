@@ -756,7 +756,7 @@ class Store:
         (missing, looked at). A site delivering without it gets no AR at all by default."""
         recent = (
             sa.select(messages.c.reasons)
-            .where(messages.c.mailbox == mailbox, messages.c.folder.is_not(None))
+            .where(messages.c.mailbox == mailbox)
             .where(messages.c.decision.in_(("acknowledge", "skip", "follow-up")))
             .order_by(messages.c.id.desc())
             .limit(last)
