@@ -35,6 +35,7 @@ MAX_HEADER_CHARS = 16 * 1024  # characters kept per header name, all its fields 
 SUBJECT_LIMIT = 998  # one RFC 5322 line: the stored, logged and routed subject is shorter
 MAX_MIME_DEPTH = 20  # nesting of multipart/message parts walked
 MAX_PARTS = 200  # MIME parts walked
+MAX_CONTAINERS = 500  # multipart boundaries declared: beyond, the tree is not parsed
 MAX_DEFECTS = 30
 # Codecs Python knows that are not character sets: never used to decode mail.
 _NOT_CHARSETS = frozenset(
@@ -43,6 +44,7 @@ _NOT_CHARSETS = frozenset(
 # What says who wrote what (not how it travelled): two copies of one mail agree on these
 # and on the body even when their trace headers (Received, Delivered-To...) differ.
 _IDENTITY_FIELDS = ("message-id", "from", "date", "subject", "to", "cc")
+_BOUNDARY = re.compile(rb"boundary\s*=")
 _FEEDBACK_FIELD = re.compile(r"^feedback-type:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
 _CTL = re.compile(r"[\x00-\x1f\x7f]+")
 # Printable ASCII between angle brackets (RFC 5322 msg-id), as render.build_email accepts.
@@ -372,12 +374,18 @@ def _fingerprint(raw_headers: Mapping[str, tuple[str, ...]], source: bytes) -> s
 
 def _parse_tree(source: bytes, defects: list[str]) -> email.message.Message:
     """compat32 parse; a MIME tree too deep for the (recursive) parser is read as headers
-    and an opaque body rather than not at all."""
+    and an opaque body rather than not at all. More multipart containers than MAX_PARTS
+    (each declares a boundary) are not even tried: the parser would only spend time on
+    a tree that the walk would then cut."""
+    headers_only = email.parser.BytesParser(policy=compat32)
+    if len(_BOUNDARY.findall(source.lower())) > MAX_CONTAINERS:
+        defects.append("MimePartsLimit")
+        return headers_only.parsebytes(source, headersonly=True)
     try:
         return email.message_from_bytes(source, policy=compat32)
     except RecursionError:
         defects.append("MimeDepthLimit")
-        return email.parser.BytesParser(policy=compat32).parsebytes(source, headersonly=True)
+        return headers_only.parsebytes(source, headersonly=True)
 
 
 def _subject(headers: Mapping[str, tuple[str, ...]], defects: list[str]) -> str:

@@ -77,9 +77,13 @@ def test_part_charsets_and_filenames_no_codec_reads() -> None:
 
 
 def test_mime_depth_is_bounded_and_recorded() -> None:
-    deep = parse_message(nested(2000))  # the recursive parser itself gives up
-    assert "MimeDepthLimit" in deep.defects
-    assert len(deep.parts) <= 1
+    deep = parse_message(nested(2000))  # 2,000 containers: not even handed to the parser
+    assert "MimePartsLimit" in deep.defects
+    assert len(deep.parts) == 1
+    wrapped = b"From: a@example.fr\r\n" + b"Content-Type: message/rfc822\r\n\r\n" * 3000
+    deepest = parse_message(wrapped + b"Subject: x\r\n\r\ntexte\r\n")
+    assert "MimeDepthLimit" in deepest.defects  # the recursive parser gave up (RecursionError)
+    assert len(deepest.parts) == 1
     medium = parse_message(nested(200))
     assert "MimeDepthLimit" in medium.defects
     assert len(medium.parts) == 21  # the root and 20 levels, not 200
