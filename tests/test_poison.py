@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +409,58 @@ def test_unacknowledged_mail_is_counted_listed_and_warned_about(
     assert ars_to(smtp_server, "usager2@example.fr") == 1  # at its From address
     assert ars_to(smtp_server, "usager1@example.fr") == 1
     assert query(database, "SELECT count(*) FROM messages")[0][0] == 13
+
+
+def test_an_unreadable_sent_mail_is_passed_over_with_an_event(tmp_path: Path) -> None:
+    """The Sent-folder reader never blocks its folder either: a mail it cannot record is
+    logged, its UID passed, and an event says so (here the database refuses the reply)."""
+    from mailbot.config import load_config
+    from mailbot.pipeline import IncomingMail
+    from mailbot.sent import SentPipeline, signature_check
+
+    root = Path(__file__).resolve().parent.parent
+    url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    store = Store(url)
+    with store.transaction() as tx:
+        tx.insert_message(_acknowledged())
+    query(
+        url,
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 'reply' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    sent = SentPipeline(load_config(root / "rules.yaml"), store, signature_check)
+    reply = (
+        "From: agent@seine-maritime.gouv.fr\r\nTo: usager1@example.fr\r\n"
+        "Subject: Re: votre demande [SM-2026-000001]\r\nIn-Reply-To: <poison-1@example.fr>\r\n"
+        "Message-ID: <reply-1@seine-maritime.gouv.fr>\r\n\r\nBonjour, voici la réponse.\r\n"
+    ).encode()
+    outcome = sent.process("general", "Sent", 7, IncomingMail(3, datetime.now(UTC), reply))
+    assert outcome.decision == "error"
+    with store.transaction() as tx:
+        state = tx.folder_state("general", "Sent")
+    assert state is not None and state.last_uid == 3
+    (event,) = [e for e in store.events() if e.kind == "sent_unreadable"]
+    assert event.detail.startswith("general/Sent UID 3: Traceback")
+    store.close()
+
+
+def _acknowledged() -> Any:
+    from mailbot.store import NewMessage
+
+    return NewMessage(
+        mailbox="general",
+        folder="INBOX",
+        uidvalidity=1,
+        uid=1,
+        message_id="<poison-1@example.fr>",
+        content_hash="h",
+        received_at=datetime.now(UTC),
+        sender="usager1@example.fr",
+        subject="Demande",
+        in_reply_to=None,
+        decision="acknowledge",
+        reasons=["citizen-mail"],
+        size=1,
+        defects=[],
+        reference="SM-2026-000001",
+    )
