@@ -1,4 +1,5 @@
-"""The daily deadline digest for each service: late, soon due and relanced messages.
+"""The daily deadline digest for each service: late, soon due and relanced messages, and
+the citizens' mail left without an AR (quarantined, or without a Return-Path).
 
 Pure: from the store's rows to one digest per service; empty digests are not sent.
 """
@@ -13,6 +14,10 @@ from typing import Any
 from mailbot.workdays import DEADLINE, WorkingCalendar
 
 SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
+WHY = {
+    "quarantine": "erreur de traitement (quarantaine)",
+    "no-return-path": "sans adresse de retour (Return-Path)",
+}
 
 
 @dataclass
@@ -21,10 +26,13 @@ class Digest:
     overdue: list[dict[str, Any]] = field(default_factory=list)
     soon: list[dict[str, Any]] = field(default_factory=list)
     relanced: list[dict[str, Any]] = field(default_factory=list)
+    # Mail nobody acknowledged (quarantined, no Return-Path): listed at any age, until
+    # answered or processed again.
+    unacknowledged: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.overdue or self.soon or self.relanced)
+        return not (self.overdue or self.soon or self.relanced or self.unacknowledged)
 
 
 def digests(
@@ -50,13 +58,16 @@ def digests(
         }
         service = row["service"] or own_service.get(row["mailbox"], "general")
         digest = found.setdefault(service, Digest(service))
-        if age > DEADLINE:
+        if row.get("attention"):
+            entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}
+            digest.unacknowledged.append(entry)
+        elif age > DEADLINE:
             digest.overdue.append(entry)
         elif age >= SOON:
             digest.soon.append(entry)
         elif relances:
             digest.relanced.append(entry)
     for digest in found.values():
-        for entries in (digest.overdue, digest.soon, digest.relanced):
+        for entries in (digest.overdue, digest.soon, digest.relanced, digest.unacknowledged):
             entries.sort(key=lambda e: (-e["age"], e["reference"]))
     return {name: digest for name, digest in found.items() if not digest.empty}

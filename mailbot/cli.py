@@ -25,11 +25,12 @@ from mailbot.explain import compiled_routing, explain, format_text, guess_mailbo
 from mailbot.imap import ImapMailbox
 from mailbot.indicators import arrays_from_store, compute_arrays
 from mailbot.jobs import send_alerts, send_weekly_report
-from mailbot.logs import setup_logging
+from mailbot.logs import safe_error, setup_logging
 from mailbot.maildir import MaildirSource, mail_files
 from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
+from mailbot.quarantine import parse_ref, retry, unhandled_row
 from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
 from mailbot.report import ReportBuilder, month_period, parse_week, week_period
 from mailbot.sent import SentPipeline, signature_check
@@ -42,6 +43,7 @@ from mailbot.worker import Worker
 
 EXIT_FIRST_POLL_REFUSED = 3
 EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
+log = logging.getLogger(__name__)
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
 
 
@@ -177,7 +179,7 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     for age, row in sorted(waiting, key=lambda item: -item[0]):
         subject = (row["subject"] or "")[:60]
         print(
-            f"{age:>4}  {row['reference'] or '-':<15} {row['mailbox']:<10} "
+            f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
             f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
         )
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
@@ -261,7 +263,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"database:  {make_url(config.database).render_as_string(hide_password=True)}")
     print(f"templates: {config.templates}")
     print(f"agents:    {config.agents}")
+    for warning in return_path_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+MISSING_RETURN_PATH_SHARE = 0.5
+MISSING_RETURN_PATH_SAMPLE = 10
+
+
+def return_path_warnings(config: Config) -> list[str]:
+    """Mailboxes whose recent mail mostly came without a Return-Path header: under the
+    default policy none of it is acknowledged, and only the records would show it."""
+    if config.policy.missing_return_path != "skip":
+        return []
+    url = make_url(config.database)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return []  # nothing recorded yet (and check must not create a database)
+    store = Store(config.database)
+    found = []
+    try:
+        for name in config.mailboxes:
+            missing, looked = store.missing_return_path_share(name)
+            if (
+                looked >= MISSING_RETURN_PATH_SAMPLE
+                and missing > looked * MISSING_RETURN_PATH_SHARE
+            ):
+                found.append(
+                    f"mailbox {name}: {missing} of its last {looked} mails had no Return-Path"
+                    " header and got no AR; if the server delivers without it, set"
+                    " policy.missing_return_path: use_from"
+                )
+    finally:
+        store.close()
+    return found
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -327,20 +362,82 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise ConfigError(
             str(target), "", "no mail here (.eml files, Maildir files, or a Maildir with cur/)"
         )
+    failed = 0
     for path in files:
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
-        mailbox = args.mailbox or guess_mailbox(config, raw)
-        if mailbox not in config.mailboxes:
-            raise ConfigError(str(args.config), "mailboxes", f"no mailbox named {mailbox!r}")
-        explanation = explain(config, routing, mailbox, raw)
+        if args.mailbox and args.mailbox not in config.mailboxes:
+            raise ConfigError(str(args.config), "mailboxes", f"no mailbox named {args.mailbox!r}")
+        try:  # one unreadable mail is a line of output, not a traceback
+            mailbox = args.mailbox or guess_mailbox(config, raw)
+            explanation = explain(config, routing, mailbox, raw)
+        except Exception as exc:
+            print(f"error: {path}: cannot explain this mail ({safe_error(exc)})", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             print(json.dumps({"file": str(path), **explanation.as_dict()}, ensure_ascii=False))
         else:
             print(format_text(str(path), explanation))
+    return 1 if failed else 0
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    rows = Store(config.database).unhandled_rows(args.mailbox)
+    print(f"{'ID':>7}  {'MAILBOX':<10} {'RECEIVED':<16} {'WHY':<15} {'REASON':<28} SUBJECT")
+    for row in rows:
+        reasons = ",".join(json.loads(row.reasons or "[]"))
+        subject = row.subject if len(row.subject) <= 50 else row.subject[:49] + "…"
+        print(
+            f"{'#' + str(row.id):>7}  {row.mailbox:<10} {row.received_at:%Y-%m-%d %H:%M} "
+            f"{row.attention:<15} {reasons[:28]:<28} {subject}"
+        )
+    print(
+        f"\n{len(rows)} mail(s) without an AR, awaiting a person (mailbot quarantine show|retry ID)"
+    )
     return 0
+
+
+def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = Store(config.database)
+    row = unhandled_row(store, parse_ref(args.id))
+    for name in ("id", "mailbox", "folder", "uidvalidity", "uid", "received_at", "message_id"):
+        print(f"{name + ':':<13} {getattr(row, name)}")
+    print(f"{'subject:':<13} {row.subject}")
+    print(f"{'decision:':<13} {row.decision} ({', '.join(json.loads(row.reasons or '[]'))})")
+    print(f"{'defects:':<13} {', '.join(json.loads(row.defects or '[]')) or '-'}")
+    for event in store.events(row.id):
+        print(f"\n{event.at:%Y-%m-%d %H:%M:%S} {event.kind}")
+        if event.detail:
+            print("  " + event.detail.replace("\n", "\n  "))
+    return 0
+
+
+def cmd_quarantine_retry(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    if args.all:
+        ids = [row.id for row in app.store.unhandled_rows()][::-1]
+    else:
+        ids = [parse_ref(text) for text in args.ids]
+    if not ids:
+        print("nothing to retry")
+        return 0
+    failed = 0
+    outcomes = []
+    for message_pk in ids:
+        try:
+            outcomes.append(retry(app.config, app.store, app.pipeline, app.outbox, message_pk))
+        except MailbotError as exc:
+            print(f"error: #{message_pk}: {exc}", file=sys.stderr)
+            failed += 1
+    print_outcomes(outcomes)
+    still = sum(o.decision == "quarantine" for o in outcomes)
+    print(f"\n{len(outcomes)} retried, {still} still quarantined, {failed} not found")
+    return 1 if failed or still else 0
 
 
 def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
@@ -629,6 +726,21 @@ def parser() -> argparse.ArgumentParser:
     indicators.add_argument("--format", choices=["table", "json", "csv"], default="table")
     indicators.add_argument("--as-of", type=date.fromisoformat, help="pending vs overdue as of")
     indicators.set_defaults(func=cmd_indicators)
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="mail left without an AR by an error (or no Return-Path): list, show, retry",
+    )
+    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_list = q_sub.add_parser("list", help="quarantined mail, newest first, with its id")
+    q_list.add_argument("--mailbox")
+    q_list.set_defaults(func=cmd_quarantine_list)
+    q_show = q_sub.add_parser("show", help="one quarantined mail: record, events, traceback")
+    q_show.add_argument("id", help="its id, as quarantine list prints it (42 or #42)")
+    q_show.set_defaults(func=cmd_quarantine_show)
+    q_retry = q_sub.add_parser("retry", help="fetch it again from IMAP and process it again")
+    q_retry.add_argument("ids", nargs="*", metavar="ID")
+    q_retry.add_argument("--all", action="store_true", help="every quarantined mail")
+    q_retry.set_defaults(func=cmd_quarantine_retry)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)
@@ -650,6 +762,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MailbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # a bug: the logged traceback has code locations, never mail content
+        log.critical("unexpected error", exc_info=True, extra={"command": args.command})
+        return 1
 
 
 def _reader_gone() -> int:

@@ -363,6 +363,9 @@ class PolicyConfig(Model):
     rate_limit: RateLimitConfig = RateLimitConfig()
     extra_system_senders: list[str] = Field(default_factory=list)
     contact_form_relays: tuple[ContactFormRelay, ...] = ()
+    # Mail delivered with no Return-Path header: skipped (and listed for agents), or
+    # answered at its From address, still subject to every robot rule.
+    missing_return_path: Literal["skip", "use_from"] = "skip"
 
 
 class SenderConfig(Model):

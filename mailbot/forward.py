@@ -103,7 +103,7 @@ def build_forward(
     ]
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
     body = _crlf(quopri.encodestring(note.encode("utf-8")))
-    eight_bit = any(byte > 127 for byte in original)
+    eight_bit = not original.isascii()  # in C: a byte-by-byte loop took 1 s per 10 MB
     parts = [
         head,
         b"\r\n",

@@ -30,6 +30,7 @@ from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
 
 _HUGE_BODY_PREFIX = 262_144
+_HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)
 
 # What a broken connection or a refusing server can raise under imapclient.
 _IMAP_ERRORS: tuple[type[BaseException], ...] = (
@@ -185,6 +186,13 @@ class ImapMailbox:
             found = client.search(["UID", f"{last_uid + 1}:*"])
         return sorted(uid for uid in (int(value) for value in found) if uid > last_uid)
 
+    def uids_with_message_id(self, message_id: str) -> list[int]:
+        """UIDs of the messages carrying this Message-ID (to find a mail again after a
+        UIDVALIDITY change, e.g. to process a quarantined mail once more)."""
+        with self._command("UID SEARCH HEADER failed") as client:
+            found = client.search(["HEADER", "Message-ID", message_id])
+        return sorted(int(value) for value in found)
+
     def uids_since(self, day: date) -> list[int]:
         """UIDs of messages received (INTERNALDATE) on or after ``day``, for the backfill."""
         with self._command("UID SEARCH SINCE failed") as client:
@@ -214,13 +222,17 @@ class ImapMailbox:
                     dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
                 )
                 if large:
-                    # A huge mail (scans, videos) is read as its header and the start of its
-                    # body: enough to decide and acknowledge, without holding it in memory.
+                    # A huge mail (scans, videos) is read as the start of its header and of
+                    # its body: enough to decide and acknowledge, without holding it in
+                    # memory — even when the header itself is the huge part.
                     partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
+                    header = f"BODY.PEEK[HEADER]<0.{_HUGE_HEADER_PREFIX}>".encode()
                     for uid, item in client.fetch(
-                        large, [b"BODY.PEEK[HEADER]", partial, b"INTERNALDATE"]
+                        large, [header, partial, b"INTERNALDATE"]
                     ).items():
-                        head = item.get(b"BODY[HEADER]") or b""
+                        head = bytes(item.get(b"BODY[HEADER]<0>") or b"")
+                        if not head.endswith((b"\r\n\r\n", b"\n\n")):
+                            head += b"\r\n\r\n"  # cut short: the body still starts after it
                         text = item.get(b"BODY[TEXT]<0>") or b""
                         response[uid] = {
                             b"BODY[]": bytes(head) + bytes(text),

@@ -49,6 +49,7 @@ def send_alerts(
                 "overdue": digest.overdue,
                 "soon": digest.soon,
                 "relanced": digest.relanced,
+                "unacknowledged": digest.unacknowledged,
             },
         )
         with store.transaction() as tx:

@@ -1,36 +1,114 @@
 """Structured, quiet logging: one logfmt line per event, library chatter at WARNING.
 
 Only what is passed in ``extra`` is printed beside the message, so nothing (bodies,
-passwords) reaches the log unless a caller names it on purpose.
+passwords) reaches the log unless a caller names it on purpose. An exception is printed as
+its type and a traceback of code locations (``traceback="..."``, newlines escaped), never
+with the message of a foreign exception: those quote data (a database driver's failing
+row, an ``email`` error's header, an address), and the log must not carry citizens' mail.
+Our own errors (``MailbotError``) are written to be safe and keep their message.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import traceback
 from datetime import UTC, datetime
 
+from mailbot.errors import MailbotError
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+MAX_FRAMES = 30  # per exception of a chain: the innermost ones, where it went wrong
+MAX_TRACEBACK = 12_000
+MAX_ERROR = 300
+_ADDRESS = re.compile(r"[^\s'\"<>(),;:\[\]]*@[^\s'\"<>(),;:\[\]]*")
 
 
 def _quote(value: object) -> str:
-    text = str(value).replace("\n", " ").replace("\r", " ")
-    if not text or any(c in text for c in ' ="'):
-        return '"' + text.replace('"', '\\"') + '"'
-    return text
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\r\t'):
+        return text
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
+
+
+def safe_error(exc: BaseException) -> str:
+    """What of an exception may be logged: its type; and its message only for our own,
+    with anything that looks like an address or a Message-ID masked (``MessageError``
+    names the address it refused)."""
+    name = type(exc).__name__
+    if isinstance(exc, MailbotError):
+        return f"{name}: {_ADDRESS.sub('…@…', str(exc))}"[:MAX_ERROR]
+    return name
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes/contexts, outermost last (as Python prints them)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in found):
+        found.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return found[::-1]
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """A traceback with code locations and exception types only (see the module docstring).
+
+    Deep recursions are folded as Python folds them, and only the innermost frames of
+    each exception are kept, so a RecursionError stays a readable line in the log.
+    """
+    blocks = []
+    for each in _chain(exc):
+        frames = traceback.extract_tb(each.__traceback__)
+        skipped = max(len(frames) - MAX_FRAMES, 0)
+        lines = ["Traceback (most recent call last):"]
+        if skipped:
+            lines.append(f"  ... {skipped} outer frames ...")
+        lines += [
+            line.rstrip("\n")
+            for line in traceback.StackSummary.from_list(frames[skipped:]).format()
+        ]
+        lines.append(safe_error(each))
+        blocks.append("\n".join(lines))
+    text = "\n\nDuring handling of the above exception:\n\n".join(blocks)
+    return text if len(text) <= MAX_TRACEBACK else "..." + text[-MAX_TRACEBACK:]
 
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:  # a log line must never become an exception of its own
+            return f"level={record.levelname.lower()} msg={_quote(record.msg)} " + (
+                f"format_error={type(exc).__name__}"
+            )
+
+    def _format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        fields = [f"ts={stamp}", f"level={record.levelname.lower()}", f"msg={_quote(record.msg)}"]
+        try:
+            message = record.getMessage()  # with its %-arguments (APScheduler's job names)
+        except Exception:
+            message = str(record.msg)
+        fields = [f"ts={stamp}", f"level={record.levelname.lower()}", f"msg={_quote(message)}"]
         fields += [
             f"{key}={_quote(value)}"
             for key, value in vars(record).items()
             if key not in _STANDARD and not key.startswith("_")
         ]
-        if record.exc_info and record.exc_info[0] is not None:
-            fields.append(f"error={_quote(record.exc_info[0].__name__)}")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            fields.append(f"error={_quote(type(exc).__name__)}")
+            fields.append(f"traceback={_quote(safe_traceback(exc))}")
         return " ".join(fields)
 
 

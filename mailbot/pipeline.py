@@ -3,10 +3,17 @@
 Everything about a mail — its row, its events, the AR in the outbox and the folder's
 new high-water UID — commits in one transaction, so a crash can neither lose a mail
 nor acknowledge it twice.
+
+Whatever goes wrong with one mail (a header no codec reads, a MIME tree too deep, a value
+the database refuses, a template error) rolls back that mail's transaction alone: the
+mail is then recorded as *quarantined* in a transaction of its own, with the traceback
+(code locations and exception types, no content) as an event, and the poll goes on with
+the next mail. ``mailbot quarantine retry`` processes it again later.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -14,9 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from mailbot.config import Config, ContactFormRelay, MailboxConfig
-from mailbot.errors import FirstPollError
+from mailbot.errors import FirstPollError, StoreError
 from mailbot.language import detect_language
-from mailbot.message import ParsedMessage, parse_message
+from mailbot.logs import safe_error, safe_traceback
+from mailbot.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage, parse_message
 from mailbot.policy import (
     ArDecision,
     PolicyContext,
@@ -44,6 +52,7 @@ from mailbot.workdays import WorkingCalendar
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
 RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
+ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
 
 
 def _none() -> int:
@@ -148,14 +157,28 @@ class Pipeline:
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
 
-    def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
-        parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
+    def process(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        existing: int | None = None,
+    ) -> Outcome:
+        """Record one mail and queue what it is owed; never raises for a bad mail.
+
+        ``existing`` is the row of a quarantined mail processed again: that row is
+        updated (never a second one) and the folder's high-water UID is left alone.
+        """
+        parsed: ParsedMessage | None = None
         try:
+            parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
             with self.store.transaction() as tx:
-                outcome = self._record(tx, mailbox, folder, uidvalidity, mail, parsed)
+                outcome = self._record(
+                    tx, mailbox, folder, uidvalidity, mail, parsed, existing=existing
+                )
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            log.exception("quarantined", extra={"mailbox": mailbox, "uid": mail.uid})
-            outcome = self._quarantine(mailbox, folder, uidvalidity, mail, parsed, exc)
+            outcome = self._quarantine(mailbox, folder, uidvalidity, mail, parsed, exc, existing)
         self._log(outcome)
         return outcome
 
@@ -168,35 +191,26 @@ class Pipeline:
         uidvalidity: int,
         mail: IncomingMail,
         parsed: ParsedMessage,
+        existing: int | None = None,
     ) -> Outcome:
-        tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
-        if tx.is_known(mailbox, parsed.message_id, parsed.content_hash):
-            return Outcome(mailbox, mail.uid, "duplicate", ("already-recorded",), None, "", None)
+        if existing is None:
+            tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+        else:
+            tx.add_event(existing, "retried", "")
+        original = tx.find_duplicate(
+            mailbox, parsed.message_id, parsed.fingerprint, parsed.content_hash, exclude=existing
+        )
+        if original is not None:
+            return self._duplicate(
+                tx, mailbox, folder, uidvalidity, mail, parsed, original, existing
+            )
         box = self.config.mailboxes[mailbox]
         context, parent_pk = self._context(tx, mailbox, box, parsed)
         decision = decide_ar(parsed, context)
         reference, plan, routing, language = None, None, None, None
         if decision.send and decision.recipient:
-            reference = tx.next_reference(
-                self.config.sender.reference_prefix, mail.internaldate.year
-            )
-            facts = routing_input(self.config, mailbox, parsed)
-            language = facts.language
-            if self.routing is not None:
-                routing = decide(facts, self.routing)
-            plan = (
-                None
-                if not self.send
-                else self.replies.plan(
-                    mailbox,
-                    mail.raw,
-                    parsed,
-                    mail.internaldate,
-                    reference,
-                    decision.recipient,
-                    routing,
-                    facts.language,
-                )
+            reference, plan, routing, language = self._acknowledge(
+                tx, mailbox, mail, parsed, decision.recipient
             )
         row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
         name = sender_name(parsed, self.config.policy.contact_form_relays)
@@ -204,7 +218,7 @@ class Pipeline:
         row = replace(
             row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
         )
-        message_pk = tx.insert_message(_with_routing(row, routing))
+        message_pk = _save(tx, _with_routing(row, routing), existing)
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
         )
@@ -214,18 +228,8 @@ class Pipeline:
             (kind, ",".join(decision.reasons)),
             *_plan_events(plan),
         )
-        if plan is not None and plan.reoriented_to:
-            # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
-            tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
-        for queued in plan.mails if plan else ():
-            tx.enqueue(
-                message_pk,
-                queued.kind,
-                queued.recipient,
-                queued.envelope_from,
-                queued.message_id,
-                queued.raw,
-            )
+        if plan is not None:
+            _queue(tx, message_pk, mail, plan)
         return Outcome(
             mailbox,
             mail.uid,
@@ -237,12 +241,71 @@ class Pipeline:
             _route_label(plan, routing),
         )
 
+    def _acknowledge(
+        self,
+        tx: Transaction,
+        mailbox: str,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        recipient: str,
+    ) -> tuple[str, Plan | None, RoutingDecision | None, str | None]:
+        """A reference, the routing and what to send (nothing when backfilling)."""
+        reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
+        facts = routing_input(self.config, mailbox, parsed)
+        routing = decide(facts, self.routing) if self.routing is not None else None
+        if not self.send:
+            return reference, None, routing, facts.language
+        plan = self.replies.plan(
+            mailbox,
+            mail.raw,
+            parsed,
+            mail.internaldate,
+            reference,
+            recipient,
+            routing,
+            facts.language,
+        )
+        return reference, plan, routing, facts.language
+
+    def _duplicate(
+        self,
+        tx: Transaction,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        original: int,
+        existing: int | None,
+    ) -> Outcome:
+        """A second copy of a recorded mail (same Message-ID and same content): recorded
+        as such, linked to the first, and never acknowledged again."""
+        row = replace(
+            self._base_row(mailbox, folder, uidvalidity, mail, parsed),
+            decision="duplicate",
+            reasons=("already-recorded",),
+            parent_id=original,
+        )
+        message_pk = _save(tx, row, existing)
+        tx.add_event(message_pk, "duplicate", f"copy of message {original}")
+        return Outcome(
+            mailbox,
+            mail.uid,
+            "duplicate",
+            ("already-recorded",),
+            None,
+            parsed.subject,
+            message_pk,
+        )
+
     def _context(
         self, tx: Transaction, mailbox: str, box: MailboxConfig, parsed: ParsedMessage
     ) -> tuple[PolicyContext, int | None]:
         """The policy's facts about this mail that only the database knows."""
         policy = self.config.policy
-        recipient = reply_address(parsed, policy.contact_form_relays)
+        recipient = reply_address(
+            parsed, policy.contact_form_relays, policy.missing_return_path == "use_from"
+        )
         window = timedelta(hours=policy.rate_limit.window_hours)
         recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
@@ -264,6 +327,29 @@ class Pipeline:
                 return pk, reference
         return None
 
+    @staticmethod
+    def _base_row(
+        mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail, parsed: ParsedMessage
+    ) -> NewMessage:
+        """What is recorded of any mail, whatever is decided about it."""
+        return NewMessage(
+            mailbox=mailbox,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=mail.uid,
+            message_id=parsed.message_id,
+            content_hash=parsed.content_hash,
+            fingerprint=parsed.fingerprint,
+            received_at=mail.internaldate,
+            sender=None,
+            subject=parsed.subject,
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
+            decision="skip",
+            reasons=(),
+            size=max(parsed.size, mail.size),
+            defects=(*parsed.defects, *mail.defects),
+        )
+
     def _row(
         self,
         mailbox: str,
@@ -275,21 +361,11 @@ class Pipeline:
         reference: str | None,
         plan: Plan | None,
     ) -> NewMessage:
-        return NewMessage(
-            mailbox=mailbox,
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=mail.uid,
-            message_id=parsed.message_id,
-            content_hash=parsed.content_hash,
-            received_at=mail.internaldate,
+        return replace(
+            self._base_row(mailbox, folder, uidvalidity, mail, parsed),
             sender=decision.recipient,
-            subject=parsed.subject,
-            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             decision=_decision_name(decision),
             reasons=decision.reasons,
-            size=max(parsed.size, mail.size),
-            defects=(*parsed.defects, *mail.defects),
             reference=reference,
             ar_status=_ar_status(plan, decision, self.send),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
@@ -301,32 +377,44 @@ class Pipeline:
         folder: str,
         uidvalidity: int,
         mail: IncomingMail,
-        parsed: ParsedMessage,
+        parsed: ParsedMessage | None,
         exc: Exception,
+        existing: int | None,
     ) -> Outcome:
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        with self.store.transaction() as tx:
-            tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
-            message_pk = tx.insert_message(
-                NewMessage(
-                    mailbox=mailbox,
-                    folder=folder,
-                    uidvalidity=uidvalidity,
-                    uid=mail.uid,
-                    message_id=parsed.message_id,
-                    content_hash=parsed.content_hash,
-                    received_at=mail.internaldate,
-                    sender=None,
-                    subject=parsed.subject,
-                    in_reply_to=None,
-                    decision="quarantine",
-                    reasons=(reason,),
-                    size=parsed.size,
-                    defects=parsed.defects,
+        """Record the mail as quarantined, in a transaction of its own.
+
+        The first attempt keeps what was parsed (Message-ID, subject) for the listings;
+        should the database refuse even that, a row with only the mail's location and
+        hash follows. If that fails too the database itself is unusable: StoreError,
+        and the folder's high-water mark stays below this mail, which is read again.
+        """
+        log.error(
+            "quarantined",
+            exc_info=exc,
+            extra={"mailbox": mailbox, "folder": folder, "uid": mail.uid},
+        )
+        reason = f"error:{safe_error(exc)}"[:300]
+        trace = safe_traceback(exc)
+        full = _quarantine_row(mailbox, folder, uidvalidity, mail, parsed, reason)
+        minimal = _quarantine_row(mailbox, folder, uidvalidity, mail, None, reason)
+        for row in (full, minimal) if parsed is not None else (minimal,):
+            try:
+                with self.store.transaction() as tx:
+                    if existing is None:
+                        tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+                    message_pk = _save(tx, row, existing)
+                    tx.add_event(message_pk, "quarantined", trace)
+            except Exception as refused:
+                log.error(
+                    "quarantine row refused",
+                    exc_info=refused,
+                    extra={"mailbox": mailbox, "folder": folder, "uid": mail.uid},
                 )
+                continue
+            return Outcome(
+                mailbox, mail.uid, "quarantine", (reason,), None, row.subject, message_pk
             )
-            tx.add_event(message_pk, "quarantined", reason)
-        return Outcome(mailbox, mail.uid, "quarantine", (reason,), None, parsed.subject, message_pk)
+        raise StoreError(f"mailbox {mailbox}: cannot record UID {mail.uid}, even quarantined")
 
     @staticmethod
     def _log(outcome: Outcome) -> None:
@@ -342,6 +430,55 @@ class Pipeline:
         )
 
 
+def _queue(tx: Transaction, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
+    if plan.reoriented_to:
+        # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
+        tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
+    for queued in plan.mails:
+        tx.enqueue(
+            message_pk,
+            queued.kind,
+            queued.recipient,
+            queued.envelope_from,
+            queued.message_id,
+            queued.raw,
+        )
+
+
+def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
+    if existing is None:
+        return tx.insert_message(row)
+    tx.update_message(existing, row)
+    return existing
+
+
+def _quarantine_row(
+    mailbox: str,
+    folder: str,
+    uidvalidity: int,
+    mail: IncomingMail,
+    parsed: ParsedMessage | None,
+    reason: str,
+) -> NewMessage:
+    return NewMessage(
+        mailbox=mailbox,
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=mail.uid,
+        message_id=parsed.message_id if parsed else None,
+        content_hash=hashlib.sha256(mail.raw).hexdigest(),
+        fingerprint=parsed.fingerprint if parsed else None,
+        received_at=mail.internaldate,
+        sender=None,
+        subject=parsed.subject if parsed else "",
+        in_reply_to=None,
+        decision="quarantine",
+        reasons=(reason,),
+        size=max(len(mail.raw), mail.size),
+        defects=(*(parsed.defects if parsed else ()), *mail.defects),
+    )
+
+
 def compiled_routing(config: Config) -> CompiledRouting | None:
     if config.routing is None:
         return None
@@ -350,15 +487,19 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
 
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
-    """The facts rules test, from a parsed mail (language detected here, once)."""
+    """The facts rules test, from a parsed mail (language detected here, once).
+
+    The text is bounded (the subject by the parser, the body here): routing and language
+    detection cost in proportion to what they read.
+    """
     relays = config.policy.contact_form_relays
     relayed = recognised_relay(parsed, relays) is not None
     return RoutingInput(
         mailbox=mailbox,
-        subject=parsed.subject,
-        body=parsed.body_text,
+        subject=parsed.subject[:SUBJECT_LIMIT],
+        body=parsed.body_text[:ROUTING_BODY_LIMIT],
         sender=reply_address(parsed, relays) or parsed.from_address,
-        language=detect_language(f"{parsed.subject}\n{parsed.body_text}"),
+        language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
         has_attachment=parsed.has_attachments,
         form_fields=form_fields(parsed.body_text) if relayed else {},
     )
@@ -428,6 +569,7 @@ def policy_context(
         recent_ars_to_recipient=recent_ars,
         max_ars_per_window=policy.rate_limit.max_per_sender,
         known_thread_reference=thread_reference,
+        from_without_return_path=policy.missing_return_path == "use_from",
     )
 
 

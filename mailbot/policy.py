@@ -34,6 +34,13 @@ LIST_HEADERS = (
     "mailing-list",
     "x-mailing-list",
     "x-ml-name",
+    # List servers that announce themselves without List-*: fml and other MLServers,
+    # Mailman's own markers, Ecartis.
+    "x-mlserver",
+    "x-ml-count",
+    "x-mailman-version",
+    "x-beenthere",
+    "x-ecartis-version",
 )
 BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 SUPPRESS_TOKENS = frozenset({"all", "oof", "autoreply"})
@@ -68,6 +75,16 @@ _SYSTEM_DISPLAY_NAME = re.compile(
     r"\b(?:mailer[- ]daemon|mail delivery (?:system|subsystem))\b", re.I
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: longer is no mailbox we can write to
+# Abuse and feedback-loop reports that are not multipart/report (ARF): a provider's report
+# with the reported mail attached. Markers are headers only such reports carry, an ARF
+# Feedback-Type field, or an abuse desk's own address; a citizen forwarding a suspicious
+# mail as an attachment has none of these.
+ATTACHED_MAIL = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
+FEEDBACK_HEADERS = ("x-feedback-type", "feedback-type", "x-hmxmroriginalrecipient", "x-arf")
+_ABUSE_DESK = re.compile(
+    r"^(?:abuse|fbl|feedback-?loop|arf|spam-?reports?|scomp)(?:[-_.+][^@]*)?$", re.IGNORECASE
+)
 _KEYWORD = re.compile(r"\s*([^\s;,(]*)")
 
 # Hits that say nothing about the mail being automatic: with only these, a mail in an
@@ -90,6 +107,9 @@ class PolicyContext:
     recent_ars_to_recipient: int = 0
     max_ars_per_window: int = 3
     known_thread_reference: str | None = None
+    # policy.missing_return_path: use_from — mail with no Return-Path header is answered
+    # at its From address (sites whose delivery drops the header), robot rules still apply.
+    from_without_return_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,19 +138,27 @@ def find_reference(subject: str, prefix: str) -> str | None:
 def _usable(address: str | None) -> bool:
     """local@domain, no control characters; blanks only inside a quoted local part."""
     local, _, domain = (address or "").rpartition("@")
+    if len(address or "") > MAX_ADDRESS:
+        return False
     if not (local and domain) or _CONTROL.search(local + domain) or " " in domain:
         return False
     return " " not in local or (len(local) > 1 and local[0] == local[-1] == '"')
 
 
-def reply_address(msg: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:
+def reply_address(
+    msg: ParsedMessage, relays: Sequence[ContactFormRelay], use_from: bool = False
+) -> str | None:
     """RFC 3834 §4: the return path; Reply-To only for a recognised contact-form relay.
 
     Reply-To is otherwise ignored: anyone can set it, and answering it would let a sender
     aim our ARs at a third party. A mail merely claiming to be the relay (a forged From)
-    is answered like any other, at its return path.
+    is answered like any other, at its return path. ``use_from``
+    (policy.missing_return_path: use_from) answers the From address of mail delivered
+    with no Return-Path header at all.
     """
     found = msg.reply_to[0] if recognised_relay(msg, relays) else msg.return_path
+    if found is None and use_from:
+        found = msg.from_address
     return found if _usable(found) else None
 
 
@@ -185,6 +213,15 @@ def _autoreply_subject(msg: ParsedMessage, ctx: PolicyContext) -> bool:
 
 def _delivery_report(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     return msg.content_type == "multipart/report" or msg.has_header("x-failed-recipients")
+
+
+def _feedback_report(msg: ParsedMessage, ctx: PolicyContext) -> bool:
+    """An abuse or feedback-loop report sent as multipart/mixed with the mail attached."""
+    if not ATTACHED_MAIL.intersection(msg.parts[1:]):
+        return False
+    if msg.feedback_type is not None or any(msg.has_header(h) for h in FEEDBACK_HEADERS):
+        return True
+    return any(_ABUSE_DESK.match(a.rpartition("@")[0]) for a in _senders(msg, ctx))
 
 
 def is_system_address(address: str, extra_patterns: tuple[str, ...] = ()) -> bool:
@@ -259,6 +296,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("vendor-autoreply", _vendor_autoreply),
     ("autoreply-subject", _autoreply_subject),
     ("delivery-report", _delivery_report),
+    ("feedback-report", _feedback_report),
     ("system-sender", _system_sender),
     ("own-address", _own_address),
     ("own-loop-header", _own_loop_header),
@@ -291,10 +329,10 @@ def decide_ar(msg: ParsedMessage, ctx: PolicyContext) -> ArDecision:
     hits: list[str] = []
     if msg.return_path == "":
         hits.append("null-return-path")  # a bounce or notification (RFC 3834 §2, RFC 5321)
-    elif msg.return_path is None:
+    elif msg.return_path is None and not ctx.from_without_return_path:
         hits.append("no-return-path")
     hits += [rule_id for rule_id, rule in RULES if rule(msg, ctx)]
-    recipient = reply_address(msg, ctx.contact_form_relays)
+    recipient = reply_address(msg, ctx.contact_form_relays, ctx.from_without_return_path)
     if not hits and recipient is None:
         hits.append("no-recipient")
     if not hits:

@@ -159,6 +159,16 @@ class MailboxPoller:
                 self.disconnect_quietly()
                 self.stop.wait(min(delay, remaining))
                 due = True
+            except Exception:  # not a bad mail (those are quarantined): the store, a bug
+                delay = self.backoff.next_delay()
+                log.error(
+                    "poll cycle failed, retrying later",
+                    exc_info=True,
+                    extra={"job": f"mailbox:{self.name}", "mailbox": self.name, "retry_in": delay},
+                )
+                self.disconnect_quietly()
+                self.stop.wait(min(delay, remaining))
+                due = True
         return outcomes
 
     def disconnect_quietly(self) -> None:

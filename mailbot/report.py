@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mailbot.alerts import WHY
 from mailbot.config import Config
 from mailbot.indicators import Indicators, arrays_from_store, compute_arrays, message_delays
 from mailbot.render import OutgoingMail, Renderer, build_email
@@ -110,6 +111,7 @@ class ReportBuilder:
         previous = self.figures(previous_period.start, previous_period.end, as_of)
         month = self.figures(period.end.replace(day=1), period.end, as_of)
         rows = self._messages(period, as_of)
+        tracked = [r for r in rows if not r["why"]]  # the others have their own section
         variables = {
             "period": {
                 "kind": period.kind,
@@ -120,8 +122,9 @@ class ReportBuilder:
             "summary": self._summary(current),
             "qualepref": self._qualepref(current, previous, month),
             "breakdown": self._breakdown(period, as_of),
-            "late": [r for r in rows if r["replied"] == "" and r["delay"] > DEADLINE],
-            "unanswered": [r for r in rows if r["replied"] == "" and r["delay"] <= DEADLINE],
+            "late": [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE],
+            "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
+            "unacknowledged": [r for r in rows if r["why"]],
             "signature": self._signatures(current, rows),
             "activity": {
                 "ars_sent": current.ars_sent,
@@ -171,7 +174,8 @@ class ReportBuilder:
         for row, got, answer, delay in zip(found, received, replied, delays, strict=True):
             rows.append(
                 {
-                    "reference": row["reference"] or "",
+                    "reference": row["reference"] or f"#{row['id']}",
+                    "why": WHY.get(row.get("attention") or "", ""),
                     "mailbox": row["mailbox"],
                     "service": row["service"] or "",
                     "category": row["category"] or "",

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from mailbot.config import Config
+from mailbot.logs import safe_error, safe_traceback
 from mailbot.message import ParsedMessage, parse_message
 from mailbot.pipeline import IncomingMail, Outcome
 from mailbot.policy import LOOP_HEADER, find_reference
@@ -58,6 +59,26 @@ class SentPipeline:
             return 0
 
     def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
+        """Record a reply if this Sent mail is one; a mail that cannot be read is logged and
+        passed over (with an event), so it never blocks the folder."""
+        try:
+            return self._process(mailbox, folder, uidvalidity, mail)
+        except Exception as exc:
+            log.error(
+                "sent mail unreadable, passed over",
+                exc_info=True,
+                extra={"mailbox": mailbox, "folder": folder, "uid": mail.uid},
+            )
+            with self.store.transaction() as tx:
+                tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+                tx.add_event(
+                    None,
+                    "sent_unreadable",
+                    f"{mailbox}/{folder} UID {mail.uid}: " + safe_traceback(exc),
+                )
+            return self._outcome(mailbox, mail, "error", safe_error(exc), None)
+
+    def _process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
         parsed = parse_message(mail.raw)
         with self.store.transaction() as tx:
             tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from mailbot.errors import StoreError
+from mailbot.message import clean_text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -95,6 +97,7 @@ messages = sa.Table(
     sa.Column("first_reply_complete", sa.Integer),
     sa.Column("transferred", sa.Integer, nullable=False, server_default="0"),
     sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fingerprint", sa.String(64)),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -103,6 +106,7 @@ messages = sa.Table(
     sa.Index("ix_messages_ar_message_id", "ar_message_id"),
     sa.Index("ix_messages_received_at", "received_at"),
     sa.Index("ix_messages_sender", "mailbox", "sender"),
+    sa.Index("ix_messages_fingerprint", "mailbox", "fingerprint"),
 )
 events = sa.Table(
     "events",
@@ -150,6 +154,62 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_STORED_ID = 250  # longer Message-IDs are stored (and looked up) as their hash
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
+# Citizens' mail nobody answered although mailbot did not acknowledge it: quarantined (an
+# error while processing it), or skipped only for lack of a Return-Path. They count as
+# received in the indicators and are listed in the alerts and the report.
+UNHANDLED_REASONS = '["no-return-path"]'
+
+
+def stored_id(value: str | None) -> str | None:
+    """A Message-ID as stored: as is, or ``sha256:<hex>`` when too long for a column and
+    its index or when it holds control characters. Lookups go through this too, so a long
+    Message-ID is found again by its hash."""
+    if value is None:
+        return None
+    if len(value.encode("utf-8", "surrogatepass")) <= MAX_STORED_ID and not _UNSTORABLE.search(
+        value
+    ):
+        return clean_text(value)
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Values any backend accepts: text cut to its column's length, no NUL, no lone
+    surrogate. One mail's odd header must not fail the insert (PostgreSQL checks lengths
+    and refuses NUL; SQLite refuses surrogates)."""
+    fitted = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            value = clean_text(value.replace("\x00", ""))
+            length = getattr(table.c[name].type, "length", None)
+            if length is not None and len(value) > length:
+                value = value[:length]
+        fitted[name] = value
+    return fitted
+
+
+def unhandled() -> sa.ColumnElement[bool]:
+    """Rows of citizens' mail left without an AR by an error or a missing Return-Path."""
+    return sa.or_(
+        messages.c.decision == "quarantine",
+        sa.and_(messages.c.decision == "skip", messages.c.reasons == UNHANDLED_REASONS),
+    )
+
+
+def attention() -> sa.ColumnElement[Any]:
+    """Why an unhandled row needs a person: 'quarantine', 'no-return-path', else NULL."""
+    return sa.case(
+        (messages.c.decision == "quarantine", "quarantine"),
+        (
+            sa.and_(messages.c.decision == "skip", messages.c.reasons == UNHANDLED_REASONS),
+            "no-return-path",
+        ),
+        else_=None,
+    )
+
+
 @dataclass(frozen=True)
 class FolderState:
     uidvalidity: int
@@ -186,6 +246,7 @@ class NewMessage:
     routing: str | None = None
     sender_name: str | None = None
     transferred: int = 0
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,14 +288,37 @@ class Transaction:
             self.conn.execute(folders.insert().values(mailbox=mailbox, folder=folder, **values))
 
     # -- messages -----------------------------------------------------------------------
-    def is_known(self, mailbox: str, message_id: str | None, content_hash: str) -> bool:
-        """Dedupe after a UIDVALIDITY change: by Message-ID, or by content hash without one."""
+    def find_duplicate(
+        self,
+        mailbox: str,
+        message_id: str | None,
+        fingerprint: str,
+        content_hash: str,
+        exclude: int | None = None,
+    ) -> int | None:
+        """The row of an earlier copy of this very mail, if any.
+
+        A copy has the same Message-ID *and* the same fingerprint (identity headers and
+        body): a different mail that reuses a Message-ID is not one. Rows recorded before
+        fingerprints existed are matched as they used to be: by Message-ID, or by content
+        hash for a mail without one.
+        """
+        legacy = messages.c.fingerprint.is_(None)
         if message_id:
-            condition = messages.c.message_id == message_id
+            condition = sa.and_(
+                messages.c.message_id == stored_id(message_id),
+                sa.or_(messages.c.fingerprint == fingerprint, legacy),
+            )
         else:
-            condition = messages.c.content_hash == content_hash
-        query = sa.select(messages.c.id).where(messages.c.mailbox == mailbox, condition).limit(1)
-        return self.conn.execute(query).first() is not None
+            condition = sa.or_(
+                messages.c.fingerprint == fingerprint,
+                sa.and_(legacy, messages.c.content_hash == content_hash),
+            )
+        query = sa.select(messages.c.id).where(messages.c.mailbox == mailbox, condition)
+        if exclude is not None:
+            query = query.where(messages.c.id != exclude)
+        found = self.conn.execute(query.order_by(messages.c.id).limit(1)).scalar()
+        return None if found is None else int(found)
 
     def acknowledged_in_thread(
         self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None
@@ -242,7 +326,7 @@ class Transaction:
         """The acknowledged message a follow-up belongs to: by threading, else by reference."""
         conditions: list[sa.ColumnElement[bool]] = []
         if thread_ids:
-            ids = list(thread_ids)
+            ids = [stored_id(mid) for mid in thread_ids]
             conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
         if reference:
             conditions.append(messages.c.reference == reference)
@@ -340,23 +424,42 @@ class Transaction:
         if pending:
             self.conn.execute(counters.insert().values(name=name, value=1))
 
+    @staticmethod
+    def _message_values(new: NewMessage) -> dict[str, Any]:
+        return _fit(
+            messages,
+            {
+                **new.__dict__,
+                "message_id": stored_id(new.message_id),
+                "in_reply_to": stored_id(new.in_reply_to),
+                "ar_message_id": stored_id(new.ar_message_id),
+                "reasons": json.dumps(list(new.reasons)),
+                "defects": json.dumps(list(new.defects)),
+                "created_at": utcnow(),
+            },
+        )
+
     def insert_message(self, new: NewMessage) -> int:
-        values = {
-            **new.__dict__,
-            "subject": new.subject[:300],
-            "sender_name": new.sender_name[:200] if new.sender_name else None,
-            "reasons": json.dumps(list(new.reasons)),
-            "defects": json.dumps(list(new.defects)),
-            "created_at": utcnow(),
-        }
-        result = self.conn.execute(messages.insert().values(**values))
+        result = self.conn.execute(messages.insert().values(**self._message_values(new)))
+        self._count_relance(new)
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def update_message(self, message_pk: int, new: NewMessage) -> None:
+        """Record a new decision on an existing row (a quarantined mail processed again):
+        the row is replaced, never duplicated; its id and location stay."""
+        values = self._message_values(new)
+        for kept in ("mailbox", "folder", "uidvalidity", "uid", "created_at"):
+            values.pop(kept)
+        self.conn.execute(messages.update().where(messages.c.id == message_pk).values(**values))
+        self._count_relance(new)
+
+    def _count_relance(self, new: NewMessage) -> None:
         if new.parent_id is not None and new.decision == "follow-up":
             self.conn.execute(
                 messages.update()
                 .where(messages.c.id == new.parent_id)
                 .values(relances=messages.c.relances + 1)
             )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def record_reply(
         self, message_pk: int, at: datetime, complete: bool, detail: str, kind: str = "reply"
@@ -373,9 +476,8 @@ class Transaction:
         )
 
     def add_event(self, message_pk: int | None, kind: str, detail: str = "") -> None:
-        self.conn.execute(
-            events.insert().values(message_pk=message_pk, kind=kind, detail=detail, at=utcnow())
-        )
+        values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
+        self.conn.execute(events.insert().values(**_fit(events, values)))
 
     # -- outbox -------------------------------------------------------------------------
     def enqueue(
@@ -435,7 +537,10 @@ class Transaction:
         now = at or utcnow()
         self.conn.execute(
             events.insert(),
-            [{"message_pk": message_pk, "kind": k, "detail": d, "at": now} for k, d in kinds],
+            [
+                _fit(events, {"message_pk": message_pk, "kind": k, "detail": d, "at": now})
+                for k, d in kinds
+            ],
         )
 
 
@@ -450,8 +555,10 @@ class Store:
     @staticmethod
     def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
         parsed = sa.make_url(url)
+        # hide_parameters: a failed statement's error must not carry a citizen's address
+        # or subject into a log or a traceback.
         if parsed.get_backend_name() != "sqlite":
-            return sa.create_engine(url, pool_pre_ping=True)
+            return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if parsed.database and parsed.database != ":memory:":
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -459,8 +566,11 @@ class Store:
                 raise StoreError(
                     f"cannot create the folder of the database {parsed.database}: {exc.strerror}"
                 ) from None
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool) if transactional_ddl else None
-        engine = engine or sa.create_engine(url)
+        engine = (
+            sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+            if transactional_ddl
+            else sa.create_engine(url, hide_parameters=True)
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -647,7 +757,8 @@ class Store:
         if long_period:
             # Over months, reading the table straight through beats a million index lookups.
             received = sa.func.coalesce(received, received)
-        return sa.and_(messages.c.decision == "acknowledge", received >= since, received < until)
+        citizens = sa.or_(messages.c.decision == "acknowledge", unhandled())
+        return sa.and_(citizens, received >= since, received < until)
 
     def indicator_rows(
         self,
@@ -658,12 +769,14 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Citizens' messages received in [since, until), one dict each (alerts, listings).
 
-        Citizens' messages are those acknowledged; auto-replies, bounces, lists and
-        follow-ups (which count as relances of their parent) are left out.
+        Citizens' messages are those acknowledged, plus those left unhandled (quarantined,
+        or without a Return-Path: ``attention`` says which); auto-replies, bounces, lists
+        and follow-ups (which count as relances of their parent) are left out.
         """
         query = (
             sa.select(
                 messages.c.id,
+                attention().label("attention"),
                 messages.c.reference,
                 messages.c.mailbox,
                 messages.c.subject,
@@ -730,6 +843,41 @@ class Store:
             "relances": table[:, 5],
             "signature": table[:, 6].astype(np.int8),  # -1: no reply checked
         }
+
+    def unhandled_rows(self, mailbox: str | None = None, limit: int = 1000) -> list[sa.Row[Any]]:
+        """Quarantined mail and mail skipped for lack of a Return-Path, newest first."""
+        query = (
+            sa.select(messages, attention().label("attention"))
+            .where(unhandled())
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def missing_return_path_share(self, mailbox: str, last: int = 100) -> tuple[int, int]:
+        """Of the mailbox's ``last`` recorded mails, how many had no Return-Path header:
+        (missing, looked at). A site delivering without it gets no AR at all by default."""
+        recent = (
+            sa.select(messages.c.reasons)
+            .where(messages.c.mailbox == mailbox)
+            .where(messages.c.decision.in_(("acknowledge", "skip", "follow-up")))
+            .order_by(messages.c.id.desc())
+            .limit(last)
+            .subquery()
+        )
+        query = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((recent.c.reasons.contains('"no-return-path"'), 1), else_=0)),
+                0,
+            ),
+        ).select_from(recent)
+        with self.engine.connect() as conn:
+            looked, missing = conn.execute(query).one()
+        return int(missing), int(looked)
 
     def recover_interrupted(self) -> list[int]:
         """Outbox items left 'sending' by a crash: we cannot know whether they left.

@@ -83,6 +83,9 @@ class Worker:
             except MailboxError as exc:
                 self.failures[name] = str(exc)
                 log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
+            except Exception as exc:  # e.g. the database refused even a quarantine row
+                self.failures[name] = type(exc).__name__
+                log.error("mailbox failed", exc_info=True, extra={"mailbox": name})
             finally:
                 poller.disconnect_quietly()
         self.outbox.deliver_due()
@@ -98,6 +101,7 @@ class Worker:
                 seconds=interval,
                 kwargs={"budget": interval * 0.95},
                 id=f"mailbox:{name}",
+                name=f"mailbox:{name}",  # what APScheduler's own log lines show
                 max_instances=1,
                 coalesce=True,
                 next_run_time=datetime.now(UTC),

@@ -6,6 +6,7 @@ Messages are written as raw RFC 5322 bytes and go through ``parse_message``, as 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,42 @@ TOKEN_CTX = replace(
         ContactFormRelay(address=FORM, require=("token",), token_env="MAILBOT_TEST_FORM_TOKEN"),
     ),
 )
+# fml's alert from a list server: nothing but X-MLServer and an -admin sender say "robot".
+FML_ALERT = (
+    b"Return-Path: <annonces-admin@ml.example.jp>\r\n"
+    b"From: annonces-admin@ml.example.jp\r\n"
+    b"To: pref-contact@seine-maritime.gouv.fr\r\n"
+    b"Subject: fml command status report (annonces ML)\r\n"
+    b"Message-ID: <200611261005.FMLAAB1234.annonces@ml.example.jp>\r\n"
+    b"Date: Thu, 26 Nov 2026 10:05:00 +0900\r\n"
+    b"X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]\r\n"
+    b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n"
+    b">>> help\r\nYour command was processed.\r\n"
+)
+
+
+def report_mail(sender: str, text: str, extra: str = "", attached: str = "message/rfc822") -> bytes:
+    """A multipart/mixed report with the reported mail attached (feedback-loop style)."""
+    return (
+        f"Return-Path: <{sender}>\r\nFrom: {sender}\r\nTo: {MAILBOX}\r\n"
+        "Subject: Complaint about message from 192.0.2.10\r\n"
+        "Message-ID: <fbl-77@feedback.example.net>\r\nDate: Thu, 26 Nov 2026 10:06:00 +0100\r\n"
+        f"{extra}MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="r"\r\n\r\n'
+        f"--r\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+        f"--r\r\nContent-Type: {attached}\r\nContent-Disposition: inline\r\n\r\n"
+        f"From: {MAILBOX}\r\nTo: someone@example.net\r\nSubject: Accusé de réception\r\n"
+        "Message-ID: <ar-9@mailbot.seine-maritime.gouv.fr>\r\n\r\nVotre message a été reçu.\r\n"
+        "--r--\r\n"
+    ).encode()
+
+
+ABUSE_TEXT = "This is an email abuse report for a message received from IP 192.0.2.10."
+# A citizen forwarding a suspicious mail as an attachment: the same shape, no marker.
+PHISHING_FORWARD = report_mail(
+    "citoyen@example.fr",
+    "Bonjour, j'ai reçu ce courriel frauduleux au nom de la préfecture (type : abus).",
+)
 FORM_RELAY = mail(
     Return_Path=f"<{RELAY}>",
     From=f"Site internet - Préfecture <{RELAY}>",
@@ -169,6 +206,11 @@ CASES = [
     case("mailing-list", mail(Mailing_List="list annonces@example.org; contact owner@example.org"), id="mailing-list"),
     case("mailing-list", mail(X_ML_Name="annonces"), id="x-ml-name"),
     case("mailing-list", MAILMAN_POST, id="mailman"),
+    case("mailing-list", FML_ALERT, mail(Return_Path="<jean-admin@example.fr>", X_Mailer="FML Mail 2"), id="x-mlserver"),
+    case("mailing-list", mail(X_Mailman_Version="2.1.39"), mail(X_Mailer="Mailman the postman 1.0"), id="x-mailman-version"),
+    case("mailing-list", mail(X_BeenThere="annonces@lists.example.org"), mail(X_Been="ici"), id="x-beenthere"),
+    case("mailing-list", mail(X_ML_Count="1234"), mail(X_ML="x"), id="x-ml-count"),
+    case("mailing-list", mail(X_Ecartis_Version="Ecartis v1.0.0"), id="x-ecartis-version"),
     case("precedence", mail(Precedence="bulk"), mail(Precedence="first-class"), id="bulk"),
     case("precedence", mail(Precedence=" Junk "), mail(Precedence="bulky"), id="junk-trimmed"),
     case("precedence", mail(Precedence="list"), mail(Precedence="normal"), id="list"),
@@ -194,6 +236,12 @@ CASES = [
     case("delivery-report", POSTFIX_DSN, mail(Content_Type="multipart/mixed; boundary=x", body="--x\r\nContent-Type: text/plain\r\n\r\nci-joint\r\n--x--"), id="dsn"),
     case("delivery-report", THUNDERBIRD_MDN, mail(Subject="Accusé de lecture de votre courrier"), id="mdn"),
     case("delivery-report", mail(X_Failed_Recipients="inconnu@example.fr"), mail(body="X-Failed-Recipients: inconnu@example.fr"), id="x-failed-recipients"),
+    case("feedback-report", report_mail("fbl@feedback.example.net", ABUSE_TEXT), PHISHING_FORWARD, id="fbl-sender"),
+    case("feedback-report", report_mail("abuse@isp.example.net", ABUSE_TEXT), mail(Return_Path="<abuse@isp.example.net>"), id="abuse-sender-needs-attachment"),
+    case("feedback-report", report_mail("staff@mail.example.com", ABUSE_TEXT, "X-HmXmrOriginalRecipient: <x@example.com>\r\n"), report_mail("staff@mail.example.com", ABUSE_TEXT.replace("abuse", "a"), "X-Mailer: Outlook\r\n", attached="text/plain"), id="jmrp-header"),
+    case("feedback-report", report_mail("reports@isp.example.net", ABUSE_TEXT, "X-Feedback-Type: abuse\r\n"), report_mail("reports@isp.example.net", ABUSE_TEXT, "X-Feedback-Note: abuse\r\n"), id="x-feedback-type"),
+    case("feedback-report", report_mail("reports@isp.example.net", "Feedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\nVersion: 1"), report_mail("citoyen@example.fr", "Mon retour (feedback-type: abus) sur votre accueil."), id="arf-field-in-text"),
+    case("feedback-report", report_mail("abuse-reports@isp.example.net", ABUSE_TEXT, attached="text/rfc822-headers"), mail(body="Feedback-Type: abuse\r\nsans message joint"), id="rfc822-headers"),
     case("system-sender", mail(Return_Path="<MAILER-DAEMON@mx.example.fr>"), mail(Return_Path="<daemon.lover@example.fr>"), id="mailer-daemon"),
     case("system-sender", mail(From="MAILER-DAEMON <>", drop=("Return-Path",)), mail(From="Daemon Tools Fan <citoyen@example.fr>"), id="display-name"),
     case("system-sender", mail(From="Postmaster <>", drop=("Return-Path",)), mail(From="Jean Postmaster <citoyen@example.fr>"), id="display-name-word"),
@@ -234,6 +282,7 @@ CASES = [
     case("no-recipient", mail(Return_Path="<citoyen>"), mail(Return_Path="<citoyen@example.fr>"), id="no-at"),
     case("no-recipient", mail(Return_Path="<jean dupont@example.fr>"), mail(Return_Path='<"jean dupont"@example.fr>'), id="blank"),
     case("no-recipient", mail(Return_Path="<citoyen@>"), mail(Return_Path="<c@example.fr>"), id="no-domain"),
+    case("no-recipient", mail(Return_Path=f"<{'c' * 250}@example.fr>"), mail(Return_Path=f"<{'c' * 64}@example.fr>"), id="too-long"),
 ]
 # fmt: on
 
@@ -425,3 +474,40 @@ def test_similar_subjects(a: str, b: str, similar: bool) -> None:
     from mailbot.policy import similar_subjects
 
     assert similar_subjects(a, b) is similar
+
+
+def test_missing_return_path_can_fall_back_to_from() -> None:
+    """policy.missing_return_path: use_from — answered at From, robots still caught."""
+    ctx = replace(CTX, from_without_return_path=True)
+    citizen = mail(drop=("Return-Path",))
+    assert decide(citizen).reasons == ("no-return-path",)
+    assert decide(citizen, ctx) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")
+    robot = mail(drop=("Return-Path",), Auto_Submitted="auto-replied")
+    assert decide(robot, ctx).reasons == ("auto-submitted",)
+    bounce = mail(drop=("Return-Path",), From="MAILER-DAEMON <>")
+    assert decide(bounce, ctx).reasons == ("system-sender",)
+    assert decide(mail(Return_Path="<>"), ctx).reasons == ("null-return-path",)
+    assert (
+        decide(FML_ALERT.replace(b"Return-Path: <annonces-admin@ml.example.jp>\r\n", b""), ctx).send
+        is False
+    )
+
+
+def test_new_robot_rules_keep_every_citizen_mail_acknowledged() -> None:
+    """False positives stay at zero: every mail of the routing set is still acknowledged,
+    the demo's 12 citizens too, and its 3 robots are caught by the rules that caught them
+    before (a List-* header for the list mail), not by the new ones."""
+    root = Path(__file__).resolve().parent.parent
+    routing = sorted((root / "tests" / "data" / "routing").glob("*.eml"))
+    demo = sorted((root / "mailbot" / "demo_data" / "maildir").glob("*/cur/*"))
+    assert len(routing) >= 100 and len(demo) == 15
+    ctx = replace(CTX, require_addressed=False)
+    for path in routing:
+        assert decide(path.read_bytes(), ctx).reasons == ("citizen-mail",), path.name
+    decided = [(path.read_bytes(), decide(path.read_bytes(), ctx).reasons) for path in demo]
+    assert sum(reasons == ("citizen-mail",) for _raw, reasons in decided) == 12
+    robots = [(raw, reasons) for raw, reasons in decided if reasons != ("citizen-mail",)]
+    assert all("feedback-report" not in reasons for _raw, reasons in robots)
+    for raw, reasons in robots:
+        if "mailing-list" in reasons:
+            assert b"\nList-" in raw

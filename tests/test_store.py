@@ -69,7 +69,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0005"
+    assert store.schema_version() == Store.head_version() == "0006"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -79,7 +79,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0005"
+    assert again.schema_version() == "0006"
     assert len(again.messages()) == 1
     again.close()
 
@@ -118,15 +118,55 @@ def test_folder_state_roundtrip(store: Store) -> None:
     assert (state.uidvalidity, state.last_uid) == (7, 12)
 
 
-def test_dedupe_by_message_id_then_by_hash(store: Store) -> None:
+def test_dedupe_by_message_id_and_fingerprint(store: Store) -> None:
     with store.transaction() as tx:
-        tx.insert_message(new_message())
-        tx.insert_message(new_message(uid=2, message_id=None, content_hash="h2", reference=None))
-        assert tx.is_known("general", "<a@example.fr>", "other")
-        assert not tx.is_known("etrangers", "<a@example.fr>", "other")
-        assert tx.is_known("general", None, "h2")
-        assert not tx.is_known("general", None, "h3")
-        assert not tx.is_known("general", "<new@example.fr>", "h2")
+        first = tx.insert_message(new_message(fingerprint="f1"))
+        second = tx.insert_message(
+            new_message(uid=2, message_id=None, content_hash="h2", fingerprint="f2", reference=None)
+        )
+        assert tx.find_duplicate("general", "<a@example.fr>", "f1", "other") == first
+        # the same Message-ID on a different mail (another fingerprint) is not a copy
+        assert tx.find_duplicate("general", "<a@example.fr>", "f9", "other") is None
+        assert tx.find_duplicate("etrangers", "<a@example.fr>", "f1", "other") is None
+        assert tx.find_duplicate("general", None, "f2", "zz") == second
+        assert tx.find_duplicate("general", None, "f3", "h2") is None
+        assert tx.find_duplicate("general", "<new@example.fr>", "f2", "h2") is None
+        assert tx.find_duplicate("general", "<a@example.fr>", "f1", "x", exclude=first) is None
+
+
+def test_rows_recorded_before_fingerprints_dedupe_as_before(store: Store) -> None:
+    """No fingerprint (rows of revision 0005): Message-ID alone, or the hash without one."""
+    with store.transaction() as tx:
+        old = tx.insert_message(new_message())
+        old_no_id = tx.insert_message(
+            new_message(uid=2, message_id=None, content_hash="h2", reference=None)
+        )
+        assert tx.find_duplicate("general", "<a@example.fr>", "any", "other") == old
+        assert tx.find_duplicate("general", None, "any", "h2") == old_no_id
+        assert tx.find_duplicate("general", None, "any", "h3") is None
+
+
+def test_long_and_odd_values_are_stored_bounded_and_found_again(store: Store) -> None:
+    """A 1,200-character Message-ID (PostgreSQL refused it: column length) is stored as its
+    hash and found again by it; text is cut to its column; NUL and lone surrogates go."""
+    long_id = "<" + "x" * 1200 + "@example.fr>"
+    with store.transaction() as tx:
+        pk = tx.insert_message(
+            new_message(
+                message_id=long_id,
+                in_reply_to="<" + "y" * 1200 + ">",
+                fingerprint="f1",
+                subject="Objet\x00 " + "é" * 400 + "\udce9",
+                sender_name="N" * 500,
+            )
+        )
+        tx.add_event(pk, "received", "detail with \x00 NUL and \udcff surrogate")
+        assert tx.find_duplicate("general", long_id, "f1", "h") == pk
+    row = store.messages()[0]
+    assert row.message_id.startswith("sha256:") and len(row.message_id) == 71
+    assert "\x00" not in row.subject and len(row.subject) == 300
+    assert len(row.sender_name) == 200
+    assert "\x00" not in store.events(pk)[0].detail
 
 
 def test_thread_lookup_by_ids_and_reference(store: Store) -> None:

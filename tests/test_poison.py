@@ -1,0 +1,476 @@
+"""Poison mail never stops a mailbox, and what cannot be processed is seen (issues 9 and 10).
+
+Real processes (`mailbot poll --once`, `mailbot run`), the real Dovecot and aiosmtpd, on
+SQLite and on PostgreSQL. Database failures are real too: a trigger makes the database
+refuse one mail's row, as a column limit or a constraint would.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from pg import PostgresServer
+from poison import citizen, poison_mails
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import write_config
+
+from mailbot.cli import main
+from mailbot.store import Store
+from mailbot.workdays import WorkingCalendar
+
+GOOD = citizen(99, "Demande de rendez-vous en préfecture")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailbot.db'}"
+    base: str = request.getfixturevalue("postgres")
+    name = f"p{abs(hash(request.node.nodeid)) % 10**9}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def etrangers(dovecot: DovecotServer) -> MailUser:
+    return dovecot.new_user("etr")
+
+
+def query(url: str, sql: str) -> list[Any]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(sql))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def inproc(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> Any:
+    """The same command in this process (quicker than a new interpreter), output captured."""
+    capsys.readouterr()
+    try:
+        code = main(["--config", str(config), *args])
+    finally:
+        logging.getLogger().handlers[:] = []  # setup_logging's handler writes to capsys
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:  # a file, not a pipe: a chatty worker never blocks on it
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mailbot.cli",
+                "--config",
+                str(config),
+                "run",
+                "--acknowledge-existing",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> int:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def wait_until(condition: Any, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def ars_to(smtp: SmtpServer, address: str) -> int:
+    return sum(r.rcpt_tos == (address,) for r in smtp.messages)
+
+
+def refuse_rows(url: str, uid: int, *, quarantine_too: bool) -> None:
+    """Make the database refuse the row of the mail with this UID, as a constraint would."""
+    Store(url).close()  # the schema first
+    which = "" if quarantine_too else " AND NEW.decision <> 'quarantine'"
+    if url.startswith("sqlite"):
+        query(
+            url,
+            f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid = {uid}{which} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        return
+    query(
+        url,
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.uid = {uid}{which} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(
+        url,
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+
+
+def allow_rows(url: str) -> None:
+    query(
+        url,
+        "DROP TRIGGER refuse" if url.startswith("sqlite") else "DROP TRIGGER refuse ON messages",
+    )
+
+
+def no_python_traceback(err: str) -> bool:
+    """Tracebacks only ever appear inside a logfmt field, never as Python prints them."""
+    return not any(line.startswith(("Traceback", "  File ")) for line in err.splitlines())
+
+
+# -- one crafted mail never stops a mailbox ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["poll", "run"])
+def test_poison_mail_never_stops_a_mailbox(
+    mode: str,
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+) -> None:
+    """Issue 9.1: the undefined charset, the 1,200-character Message-ID (PostgreSQL's
+    column), 2,000 nested parts... and a good mail after them, which gets its AR."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    mails = poison_mails()
+    imap_user.deliver([*mails.values(), GOOD])
+    if mode == "poll":
+        result = cli(config, "poll", "--once", "--acknowledge-existing")
+        assert result.returncode == 0, result.stderr
+        err = result.stderr
+    else:
+        log = tmp_path / "worker.log"
+        worker = start_worker(config, log)
+        try:
+            wait_until(lambda: ars_to(smtp_server, "usager99@example.fr") == 1, what="the AR")
+        finally:
+            assert stop_worker(worker) == 0, log.read_text()
+        err = log.read_text()
+    assert ars_to(smtp_server, "usager99@example.fr") == 1
+    rows = query(database, "SELECT uid, decision, message_id FROM messages ORDER BY uid")
+    assert len(rows) == len(mails) + 1  # every mail recorded, none left behind
+    decisions = dict(zip(mails, (row.decision for row in rows), strict=False))
+    assert decisions["undefined-charset-subject"] == "acknowledge"
+    assert decisions["message-id-1200"] == "acknowledge"
+    assert rows[list(mails).index("message-id-1200")].message_id.startswith("sha256:")
+    assert rows[-1].decision == "acknowledge"
+    assert no_python_traceback(err), err
+    assert "usager99@" not in err and "rendez-vous" not in err
+
+
+def test_explain_prints_a_result_for_every_poison_file(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for name, raw in poison_mails().items():
+        (tmp_path / f"{name}.eml").write_bytes(raw)
+    result = cli(root / "rules.yaml", "explain", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == len(poison_mails())
+    assert result.stderr == ""
+
+
+# -- a storage error of one mail quarantines that mail; the quarantine is recoverable -------
+
+
+def test_storage_error_quarantines_one_mail_and_retry_recovers_it(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    refuse_rows(database, 1, quarantine_too=False)
+    imap_user.deliver([citizen(1, "Titre de séjour urgent"), citizen(2, "Horaires")])
+    result = cli(config, "poll", "--once", "--acknowledge-existing")
+    assert result.returncode == 0, result.stderr
+    assert ars_to(smtp_server, "usager2@example.fr") == 1
+    assert ars_to(smtp_server, "usager1@example.fr") == 0
+    ((pk, decision, reasons),) = query(
+        database, "SELECT id, decision, reasons FROM messages WHERE uid = 1"
+    )
+    assert decision == "quarantine" and "error:" in reasons
+    (detail,) = query(
+        database, f"SELECT detail FROM events WHERE message_pk = {pk} AND kind = 'quarantined'"
+    )
+    assert detail[0].startswith("Traceback") and "refused by the test" not in detail[0]
+    # the log has the traceback (escaped, one line) and no address or subject
+    line = next(line for line in result.stderr.splitlines() if "msg=quarantined" in line)
+    assert "uid=1" in line and 'traceback="Traceback (most recent call last):\\n' in line
+    assert "usager1@" not in result.stderr and "séjour" not in result.stderr
+
+    listing = inproc(capsys, config, "quarantine", "list")
+    assert listing.returncode == 0 and f"#{pk}" in listing.stdout and "quarantine" in listing.stdout
+    shown = inproc(capsys, config, "quarantine", "show", str(pk))
+    assert shown.returncode == 0 and "quarantined" in shown.stdout and "Traceback" in shown.stdout
+
+    allow_rows(database)
+    retried = inproc(capsys, config, "quarantine", "retry", f"#{pk}")
+    assert retried.returncode == 0, retried.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    rows = query(database, "SELECT id, uid, decision, reference FROM messages ORDER BY id")
+    assert len(rows) == 2  # updated, never duplicated
+    assert (rows[0].id, rows[0].uid, rows[0].decision) == (pk, 1, "acknowledge")
+    assert rows[0].reference.startswith("SM-")
+    kinds = [
+        k
+        for (k,) in query(database, f"SELECT kind FROM events WHERE message_pk = {pk} ORDER BY id")
+    ]
+    assert kinds[:3] == ["quarantined", "retried", "received"] and "ar_sent" in kinds
+    assert (
+        inproc(capsys, config, "quarantine", "retry", str(pk)).returncode == 1
+    )  # no longer quarantined
+    assert "0 mail(s)" in inproc(capsys, config, "quarantine", "list").stdout
+
+
+def test_failed_insert_logs_no_address_or_subject(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 10.6: a database that refuses even the quarantine row. The mailbox fails
+    (exit 1, the mail is read again next time) and the log has the traceback, but neither
+    the citizen's address nor the subject (SQL parameters are hidden)."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    refuse_rows(database, 1, quarantine_too=True)
+    imap_user.deliver([citizen(1, "Titre de séjour urgent")])
+    result = cli(config, "poll", "--once", "--acknowledge-existing")
+    assert result.returncode == 1
+    assert 'msg="mailbox failed"' in result.stderr and "traceback=" in result.stderr
+    assert "StoreError" in result.stderr
+    assert "usager1@" not in result.stderr and "séjour" not in result.stderr
+    assert no_python_traceback(result.stderr), result.stderr
+    assert query(database, "SELECT count(*) FROM messages")[0][0] == 0
+    allow_rows(database)
+    assert (
+        inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    )  # read again, not lost
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_a_crash_in_a_scheduled_job_logs_job_mailbox_and_traceback(
+    tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    refuse_rows(database, 1, quarantine_too=True)
+    imap_user.deliver([citizen(1, "Titre de séjour urgent")])
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log)
+    try:
+        wait_until(lambda: "poll cycle failed" in log.read_text(), what="the failure")
+    finally:
+        assert stop_worker(worker) == 0
+    line = next(line for line in log.read_text().splitlines() if "poll cycle failed" in line)
+    assert "job=mailbox:general" in line and "mailbox=general" in line
+    assert 'traceback="Traceback (most recent call last):\\n' in line and "StoreError" in line
+    assert "usager1@" not in log.read_text() and "séjour" not in log.read_text()
+
+
+# -- deduplication (issue 10.2) ----------------------------------------------------------------
+
+
+def test_a_different_mail_reusing_a_message_id_is_answered_a_copy_is_recorded(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    first = citizen(1, "Carte grise", Message_ID="<shared@example.fr>")
+    other = citizen(2, "Permis de conduire", Message_ID="<shared@example.fr>")
+    imap_user.deliver([first, other])
+    assert inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    assert (
+        ars_to(smtp_server, "usager1@example.fr") == ars_to(smtp_server, "usager2@example.fr") == 1
+    )
+    imap_user.deliver([b"Received: from mx2.example.fr\r\n" + first])  # a second copy of it
+    assert inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    rows = query(database, "SELECT id, decision, parent_id FROM messages ORDER BY id")
+    assert [row.decision for row in rows] == ["acknowledge", "acknowledge", "duplicate"]
+    assert rows[2].parent_id == rows[0].id
+    events = query(
+        database,
+        f"SELECT detail FROM events WHERE kind = 'duplicate' AND message_pk = {rows[2].id}",
+    )
+    assert events == [(f"copy of message {rows[0].id}",)]
+
+
+# -- unacknowledged mail is counted and shown ----------------------------------------------
+
+
+def next_working_day(calendar: WorkingCalendar, day: date) -> date:
+    while not calendar.is_working_day(day):
+        day += timedelta(days=1)
+    return day
+
+
+def test_unacknowledged_mail_is_counted_listed_and_warned_about(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Quarantined mail and mail without Return-Path count as received, are listed in the
+    daily alert and the weekly report; `check` warns when most mail lacks a Return-Path;
+    policy.missing_return_path: use_from answers them at From on a retry."""
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    refuse_rows(database, 1, quarantine_too=False)
+    no_return_path = [citizen(n, f"Question numéro {n}", Return_Path=None) for n in range(2, 14)]
+    imap_user.deliver([citizen(1, "Titre de séjour urgent"), *no_return_path])
+    assert inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    assert smtp_server.messages == []
+    allow_rows(database)
+
+    calendar = WorkingCalendar()
+    today = datetime.now(calendar.zone).date()
+    figures = inproc(
+        capsys, config, "indicators", "--from", str(today), "--to", str(today), "--format", "json"
+    )
+    assert '"received": 13' in figures.stdout
+
+    day = next_working_day(calendar, today)
+    assert inproc(capsys, config, "alerts", "--date", str(day)).returncode == 0
+    (digest,) = smtp_server.messages  # one service has something to act on: general
+    message = email.message_from_bytes(digest.raw, policy=email.policy.default)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "SANS ACCUSÉ DE RÉCEPTION" in text
+    assert text.count("sans adresse de retour (Return-Path)") == 12
+    assert text.count("erreur de traitement (quarantaine)") == 1
+    assert "usager" not in text  # no addresses in digests
+
+    week = today.isocalendar()
+    out = tmp_path / "report"
+    report = inproc(
+        capsys, config, "report", "weekly", "--week", f"{week[0]}-W{week[1]:02d}", "--out", str(out)
+    )
+    assert report.returncode == 0, report.stderr
+    html = next(out.glob("*.html")).read_text(encoding="utf-8")
+    assert "Sans accusé de réception (13)" in html
+
+    check = inproc(capsys, config, "check")
+    assert check.returncode == 0
+    assert "mailbox general: 12 of its last 12 mails had no Return-Path" in check.stderr
+
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["policy"] = {"missing_return_path": "use_from"}
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    assert "warning" not in inproc(capsys, config, "check").stderr
+    retried = inproc(capsys, config, "quarantine", "retry", "--all")
+    assert retried.returncode == 0, retried.stderr
+    assert ars_to(smtp_server, "usager2@example.fr") == 1  # at its From address
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    assert query(database, "SELECT count(*) FROM messages")[0][0] == 13
+
+
+def test_an_unreadable_sent_mail_is_passed_over_with_an_event(tmp_path: Path) -> None:
+    """The Sent-folder reader never blocks its folder either: a mail it cannot record is
+    logged, its UID passed, and an event says so (here the database refuses the reply)."""
+    from mailbot.config import load_config
+    from mailbot.pipeline import IncomingMail
+    from mailbot.sent import SentPipeline, signature_check
+
+    root = Path(__file__).resolve().parent.parent
+    url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    store = Store(url)
+    with store.transaction() as tx:
+        tx.insert_message(_acknowledged())
+    query(
+        url,
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.kind = 'reply' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    sent = SentPipeline(load_config(root / "rules.yaml"), store, signature_check)
+    reply = (
+        "From: agent@seine-maritime.gouv.fr\r\nTo: usager1@example.fr\r\n"
+        "Subject: Re: votre demande [SM-2026-000001]\r\nIn-Reply-To: <poison-1@example.fr>\r\n"
+        "Message-ID: <reply-1@seine-maritime.gouv.fr>\r\n\r\nBonjour, voici la réponse.\r\n"
+    ).encode()
+    outcome = sent.process("general", "Sent", 7, IncomingMail(3, datetime.now(UTC), reply))
+    assert outcome.decision == "error"
+    with store.transaction() as tx:
+        state = tx.folder_state("general", "Sent")
+    assert state is not None and state.last_uid == 3
+    (event,) = [e for e in store.events() if e.kind == "sent_unreadable"]
+    assert event.detail.startswith("general/Sent UID 3: Traceback")
+    store.close()
+
+
+def _acknowledged() -> Any:
+    from mailbot.store import NewMessage
+
+    return NewMessage(
+        mailbox="general",
+        folder="INBOX",
+        uidvalidity=1,
+        uid=1,
+        message_id="<poison-1@example.fr>",
+        content_hash="h",
+        received_at=datetime.now(UTC),
+        sender="usager1@example.fr",
+        subject="Demande",
+        in_reply_to=None,
+        decision="acknowledge",
+        reasons=["citizen-mail"],
+        size=1,
+        defects=[],
+        reference="SM-2026-000001",
+    )
