@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from mailbot.errors import ConfigError, SecretError
+from mailbot.redact import register_secret
 
 Email = Annotated[
     str,
@@ -73,7 +74,16 @@ class ServerConfig(Model):
         return self
 
     def password(self) -> str | None:
-        """Read the secret at the last moment, so it never sits in the config object or logs."""
+        """Read the secret at the last moment, so it never sits in the config object or logs.
+
+        Every value read is registered for redaction (mailbot.redact): a server that echoes
+        it back cannot put it in a log line or a stored error.
+        """
+        value = self._read_password()
+        register_secret(value, username=self.username)
+        return value
+
+    def _read_password(self) -> str | None:
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:

@@ -10,6 +10,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from mailbot.redact import RedactingHandler
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -35,7 +37,7 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = RedactingHandler(sys.stderr)  # no password, even echoed by a server
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from imapclient import IMAPClient
@@ -47,6 +49,36 @@ SETUP_HINT = "run scripts/setup-tests to install the test dependencies (Dovecot,
 
 class ServerUnavailableError(RuntimeError):
     """A test server cannot be started: the tests must fail, loudly, never be skipped."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate and key issued by a private test CA, and that CA's certificate."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def issue_tls(directory: Path, *hosts: str, ca: trustme.CA | None = None) -> TlsFiles:
+    """A certificate for ``hosts`` (names or IP addresses) from ``ca`` (a new CA by default)."""
+    ca = ca or trustme.CA()
+    directory.mkdir(parents=True, exist_ok=True)
+    server = ca.issue_cert(*hosts)
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    server.cert_chain_pems[0].write_to_path(str(files.cert_file))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(files.cert_file), append=True)
+    server.private_key_pem.write_to_path(str(files.key_file))
+    for path in (files.ca_file, files.cert_file, files.key_file):
+        path.chmod(0o644)  # Dovecot reads them after dropping privileges
+    return files
 
 
 def free_port() -> int:
