@@ -619,6 +619,7 @@ class Received(NamedTuple):
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes
+    mail_options: tuple[str, ...] = ()  # e.g. SMTPUTF8, BODY=8BITMIME
 
 
 Stage = Literal["rcpt", "data"]
@@ -655,7 +656,8 @@ class _Handler:
         mail_from = envelope.mail_from or ""
         if mail_from == "<>":
             mail_from = ""
-        self.owner._record(Received(mail_from, tuple(envelope.rcpt_tos), raw))
+        options = tuple(envelope.mail_options)
+        self.owner._record(Received(mail_from, tuple(envelope.rcpt_tos), raw, options))
         return "250 2.0.0 OK: queued"
 
 
