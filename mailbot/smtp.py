@@ -133,28 +133,27 @@ class _Session:
         self.config = config
         self.stop = stop or threading.Event()
         self.stopping = False
-        self._stop_task: asyncio.Future[None] | None = None
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    async def _watch_stop(self) -> None:
+    async def _watch_stop(self, batch: asyncio.Task[Any]) -> None:
+        """Cancel the batch as soon as a shutdown is requested; ``step`` tells what it cut."""
         while not self.stop.is_set():
             await asyncio.sleep(_STOP_POLL)
+        self.stopping = True
+        batch.cancel()
 
     async def step(self, awaitable: Awaitable[T]) -> T:
-        """Await one network step, unless a shutdown is requested first (_Stopped)."""
-        task = asyncio.ensure_future(awaitable)
-        if self._stop_task is None:
-            self._stop_task = asyncio.ensure_future(self._watch_stop())
-        racers: set[asyncio.Future[Any]] = {task, self._stop_task}
-        await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        self.stopping = True
-        raise _Stopped("shutdown requested")
+        """Await one network step; a shutdown cancelling it comes out as _Stopped."""
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # handled here: the batch goes on to record and close
+            raise _Stopped("shutdown requested") from None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -325,6 +324,9 @@ class _Session:
         self, envelopes: Sequence[Envelope], before: BeforeSend, after: AfterSend
     ) -> None:
         client: aiosmtplib.SMTP | None = None
+        batch = asyncio.current_task()
+        assert batch is not None
+        watcher = asyncio.ensure_future(self._watch_stop(batch))
         try:
             for envelope in envelopes:
                 if self.stop.is_set():
@@ -338,12 +340,11 @@ class _Session:
         except _Stopped:
             pass
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             if client is not None:
                 await self.close(client)
-            if self._stop_task is not None:
-                self._stop_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._stop_task
 
 
 class SmtpTransport:
