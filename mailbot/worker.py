@@ -1,4 +1,4 @@
-"""Scheduling: one APScheduler job per mailbox, plus the outbox retry job.
+"""Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
 ``poll_once`` is the cron/test entry point: it returns once everything due was attempted.
 ``run`` keeps going until SIGTERM/SIGINT, delivering on a thread of its own so that a slow
