@@ -63,8 +63,3 @@ def check_mailbox(address: str) -> str:
         raise MessageError(f"the address is longer than {MAX_ADDRESS} octets")
     _check_domain(domain)
     return address
-
-
-def needs_smtputf8(address: str) -> bool:
-    """A non-ASCII address can only travel with SMTPUTF8 (RFC 6531)."""
-    return not address.isascii()
