@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mailbot.errors import ConfigError, SecretError
+from mailbot.redact import register_secret
 from mailbot.schedule import parse_time, parse_weekly
 
 Email = Annotated[
@@ -111,7 +112,16 @@ class ServerConfig(Model):
         return self
 
     def password(self) -> str | None:
-        """Read the secret at the last moment, so it never sits in the config object or logs."""
+        """Read the secret at the last moment, so it never sits in the config object or logs.
+
+        Every value read is registered for redaction (mailbot.redact): a server that echoes
+        it back cannot put it in a log line or a stored error.
+        """
+        value = self._read_password()
+        register_secret(value, username=self.username)
+        return value
+
+    def _read_password(self) -> str | None:
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mailbot.redact import redact
+
 
 class MailbotError(Exception):
     """Base of every error mailbot raises on purpose."""
@@ -45,17 +47,26 @@ class DeliveryError(MailbotError):
     """Sending mail failed.
 
     ``permanent`` tells a 5xx (do not retry) from a 4xx or network error (retry later).
-    ``uncertain`` marks a connection lost after the message data was sent: the server
-    may have accepted it, so retrying could mean a second AR.
+    ``uncertain`` marks a send that failed after the terminating "." of DATA had left: the
+    server may have accepted it, so retrying could mean a second AR. ``interrupted`` marks
+    a send stopped by a shutdown before that point: nothing left, it stays queued as is.
+    The message is redacted (mailbot.redact): it is logged and stored.
     """
 
     def __init__(
-        self, message: str, *, permanent: bool, code: int | None = None, uncertain: bool = False
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        uncertain: bool = False,
+        interrupted: bool = False,
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # a server's reply may echo a password
         self.permanent = permanent
         self.code = code
         self.uncertain = uncertain
+        self.interrupted = interrupted
 
 
 class ForbiddenRecipientError(DeliveryError):
@@ -71,7 +82,13 @@ class FirstPollError(MailbotError):
 
 
 class MailboxError(MailbotError):
-    """The IMAP server could not be reached or refused an operation."""
+    """The IMAP server could not be reached or refused an operation.
+
+    The message is redacted (mailbot.redact): a server's reply may echo the password.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class TemplateError(MailbotError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import imaplib
 import re
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -28,9 +29,11 @@ from imapclient import IMAPClient
 
 from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
+from mailbot.tls import client_context
 
 _HUGE_BODY_PREFIX = 262_144
 _HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)
+_IDLE_STOP_CHECK = 0.25  # seconds: how soon a shutdown ends an IDLE wait
 
 # What a broken connection or a refusing server can raise under imapclient.
 _IMAP_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,18 +78,6 @@ class ImapMailbox:
 
     # -- connection -----------------------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext:
-        """Verify the server's certificate and name unless the config explicitly says not to."""
-        cafile = str(self.config.ca_file) if self.config.ca_file else None
-        context = ssl.create_default_context(cafile=cafile)
-        if self.config.verify_certificate:
-            context.check_hostname = True
-            context.verify_mode = ssl.CERT_REQUIRED
-        else:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     def connect(self) -> None:
         """Connect, secure the connection as configured (TLS by default), and log in.
 
@@ -102,13 +93,13 @@ class ImapMailbox:
             raise MailboxError(f"mailbox {self.name}: no IMAP password configured")
         where = f"{config.host}:{config.port}"
         client: Any = None
-        with self._translated(f"cannot connect to {where} ({config.security})", password):
+        with self._translated(f"cannot connect to {where} ({config.security})"):
             if config.security == "tls":
                 client = IMAPClient(
                     config.host,
                     port=config.port,
                     ssl=True,
-                    ssl_context=self._tls_context(),
+                    ssl_context=client_context(config),
                     timeout=config.timeout_seconds,
                 )
             else:
@@ -119,10 +110,10 @@ class ImapMailbox:
         client.normalise_times = False
         try:
             if config.security == "starttls":
-                with self._translated(f"STARTTLS failed with {where}", password):
-                    client.starttls(self._tls_context())
+                with self._translated(f"STARTTLS failed with {where}"):
+                    client.starttls(client_context(config))
             refused = f"login refused by {where} for user {config.username!r}"
-            with self._translated(refused, password):
+            with self._translated(refused):
                 client.login(config.username, password)
         except MailboxError:
             _shutdown(client)
@@ -260,12 +251,13 @@ class ImapMailbox:
         with self._command("CAPABILITY failed") as client:
             return bool(client.has_capability("IDLE"))
 
-    def wait_for_changes(self, timeout: float) -> bool:
+    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Wait in IDLE until the selected folder gets new messages, or ``timeout`` seconds.
 
         Returns True when something arrived (the caller then runs ``uids_after``), False on
-        timeout. Servers drop IDLE after about 30 minutes, so keep ``timeout`` below that
-        and call again.
+        timeout or as soon as ``stop`` is set (a shutdown does not wait for the timeout).
+        Servers drop IDLE after about 30 minutes, so keep ``timeout`` below that and call
+        again.
         """
         with self._command("IDLE failed") as client:
             # IDLE only announces changes made after it began. A message that arrived
@@ -280,22 +272,23 @@ class ImapMailbox:
                 return True
             deadline = time.monotonic() + timeout
             client.idle()
-            changed = _idle_until(client, deadline)
+            changed = _idle_until(client, deadline, stop)
             _text, late = client.idle_done()
             return changed or _announces_new_mail(late)
 
     # -- error handling -------------------------------------------------------------------
 
     @contextmanager
-    def _translated(self, what: str, secret: str | None = None) -> Iterator[None]:
-        """Turn a library error into a MailboxError naming the mailbox, never the secret."""
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn a library error into a MailboxError naming the mailbox.
+
+        The password never shows: MailboxError redacts every registered secret, in every
+        form a server's echo of LOGIN can take (quoted, backslash-escaped).
+        """
         try:
             yield
         except _IMAP_ERRORS as exc:
-            text = self._describe(exc)
-            if secret:
-                text = text.replace(secret, "***")
-            raise MailboxError(f"mailbox {self.name}: {what}: {text}") from None
+            raise MailboxError(f"mailbox {self.name}: {what}: {self._describe(exc)}") from None
 
     @contextmanager
     def _command(self, what: str) -> Iterator[Any]:
@@ -331,18 +324,21 @@ class ImapMailbox:
         return text
 
 
-def _idle_until(client: Any, deadline: float) -> bool:
-    """Collect IDLE responses until new mail (True) or the deadline (False)."""
+def _idle_until(client: Any, deadline: float, stop: threading.Event | None = None) -> bool:
+    """Collect IDLE responses until new mail (True), the deadline or ``stop`` (False)."""
     while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or (stop is not None and stop.is_set()):
             return False
-        responses = client.idle_check(timeout=remaining)
+        # Short waits on the socket (no traffic) so that a shutdown is seen within them.
+        wait = min(remaining, _IDLE_STOP_CHECK)
+        started = time.monotonic()
+        responses = client.idle_check(timeout=wait)
         if any(isinstance(item, tuple) and item[:1] == (b"BYE",) for item in responses):
             raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
         if _announces_new_mail(responses):
             return True
-        if not responses and deadline - time.monotonic() > 0.05:
+        if not responses and time.monotonic() - started < wait - 0.05:
             # Woken up early with nothing to read: a connection closed without BYE
             # (imapclient swallows that EOF) or a partial line. Ending IDLE tells them
             # apart: DONE raises on a dead connection; otherwise IDLE again.

@@ -17,6 +17,7 @@ import traceback
 from datetime import UTC, datetime
 
 from mailbot.errors import MailbotError
+from mailbot.redact import RedactingHandler
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 MAX_FRAMES = 30  # per exception of a chain: the innermost ones, where it went wrong
@@ -113,7 +114,7 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = RedactingHandler(sys.stderr)  # no password, even echoed by a server
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

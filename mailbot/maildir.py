@@ -8,6 +8,7 @@ renamed, exactly as mailbot treats an IMAP mailbox.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +53,7 @@ class MaildirSource:
     def supports_idle(self) -> bool:
         return False
 
-    def wait_for_changes(self, timeout: float) -> bool:
+    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool:
         return False
 
 

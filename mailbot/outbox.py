@@ -8,6 +8,7 @@ between leaves it 'sending'; at the next start it becomes 'uncertain' and is nev
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,6 +43,8 @@ class Outbox:
         self.transport = transport
         self.config = config
         self.allowed = {address.lower() for address in allowed}
+        # Set by the worker on SIGTERM: a send in progress is interrupted, not waited for.
+        self.stop = threading.Event()
 
     def is_allowed(self, item: OutboxItem) -> bool:
         """Only the original sender of the message, or a configured address, may be mailed."""
@@ -51,17 +54,20 @@ class Outbox:
         return (item.message_sender or "").lower() == recipient
 
     def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
+        """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``."""
         report = DeliveryReport()
         items = {item.id: item for item in self.store.due_outbox(now or utcnow(), limit)}
-        if not items:
+        if not items or self.stop.is_set():
             return report
         envelopes = [
             Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
             for item in items.values()
         ]
+        handled: set[int] = set()
 
         def before(envelope: Envelope) -> bool:
             item = items[int(envelope.name)]
+            handled.add(item.id)
             if not self.is_allowed(item):
                 self._fail(item, ForbiddenRecipientError(item.recipient), report, refused=True)
                 return False
@@ -74,17 +80,19 @@ class Outbox:
                 self._sent(item, report)
             elif error.uncertain:
                 self._uncertain(item, error, report)
+            elif error.interrupted:  # a shutdown before the end of DATA: as if never tried
+                self._retry(item, error, report, attempts=item.attempts, delay=timedelta(0))
             elif error.permanent or item.attempts + 1 >= self.config.max_attempts:
                 self._fail(item, error, report)
             else:
                 self._retry(item, error, report, attempts=item.attempts + 1)
 
         try:
-            self.transport.send_batch(envelopes, before, after)
+            self.transport.send_batch(envelopes, before, after, self.stop)
         except DeliveryError as error:
-            # No connection: nothing in the remaining items left, so they are safe to retry.
-            for item in list(items.values()):
-                if self.store.outbox_status(item.id) == "pending":
+            # No connection: the mails not handed to the transport yet never left.
+            for item in items.values():
+                if item.id not in handled:
                     self._retry(item, error, report, attempts=item.attempts + 1)
         return report
 
@@ -111,9 +119,14 @@ class Outbox:
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
 
     def _retry(
-        self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, attempts: int
+        self,
+        item: OutboxItem,
+        error: DeliveryError,
+        report: DeliveryReport,
+        attempts: int,
+        delay: timedelta | None = None,
     ) -> None:
-        next_at = utcnow() + retry_delay(attempts, self.config)
+        next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
         with self.store.transaction() as tx:
             tx.set_outbox_status(
                 item.id,
@@ -137,3 +150,40 @@ class Outbox:
         else:
             report.failed += 1
         log.error("send failed", extra={"outbox": item.id, "error": str(error)})
+
+
+class DeliveryLoop:
+    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP.
+
+    The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
+    ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
+    flight (see Transport): a hung SMTP server cannot hold up a shutdown.
+    """
+
+    def __init__(self, outbox: Outbox, interval: float) -> None:
+        self.outbox = outbox
+        self.interval = interval
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stop = self.outbox.stop
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.outbox.deliver_due()
+            except Exception:  # a database hiccup must not end delivery for good
+                log.exception("delivery failed, trying again later")
+            if not stop.is_set():
+                self._wake.wait(self.interval)

@@ -39,7 +39,7 @@ class Source(Protocol):
     def uids_after(self, last_uid: int) -> list[int]: ...
     def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Fetched]: ...
     def supports_idle(self) -> bool: ...
-    def wait_for_changes(self, timeout: float) -> bool: ...
+    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
 
 
 class Processor(Protocol):
@@ -80,6 +80,7 @@ class MailboxPoller:
         outbox: Outbox,
         polling: PollingConfig,
         stop: threading.Event | None = None,
+        deliver: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self.folder = folder
@@ -88,6 +89,8 @@ class MailboxPoller:
         self.outbox = outbox
         self.polling = polling
         self.stop = stop or threading.Event()
+        # What to do once mail is queued: send it now, or wake the delivery thread (run).
+        self.deliver = deliver or outbox.deliver_due
         self.connected = False
         self.backoff = Backoff(polling.max_backoff_seconds)
         self.refused: FirstPollError | None = None
@@ -103,7 +106,7 @@ class MailboxPoller:
             self.connected = False
 
     def poll_once(self) -> list[Outcome]:
-        """Process everything new in the folder, then deliver what is queued."""
+        """Process everything new in the folder, then deliver (or have delivered) what is queued."""
         self._ensure_connected()
         uidvalidity = self.source.select(self.folder)
         last_uid = self.pipeline.start_folder(
@@ -119,11 +122,11 @@ class MailboxPoller:
             if len(batch) >= self.polling.batch_size:
                 outcomes += batch
                 batch = []
-                self.outbox.deliver_due()
+                self.deliver()
             if self.stop.is_set():
                 break
         outcomes += batch
-        self.outbox.deliver_due()
+        self.deliver()
         return outcomes
 
     def cycle(self, budget: float) -> list[Outcome]:
@@ -144,7 +147,7 @@ class MailboxPoller:
                 if not (self.polling.use_idle and self.source.supports_idle()):
                     self.stop.wait(remaining)
                     break
-                due = self.source.wait_for_changes(min(remaining, 5.0))
+                due = self.source.wait_for_changes(min(remaining, 5.0), self.stop)
             except FirstPollError as exc:
                 log.error("first poll refused", extra={"mailbox": self.name, "error": str(exc)})
                 self.refused = exc

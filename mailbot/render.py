@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import message_from_bytes
 from email.charset import BASE64, QP, Charset
+from email.errors import NonASCIILocalPartDefect
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
@@ -46,7 +47,7 @@ from email.policy import SMTP, compat32, default
 from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
@@ -55,6 +56,7 @@ from jinja2 import meta as jinja_meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mailbot.addresses import check_mailbox
 from mailbot.errors import MessageError, TemplateError
 from mailbot.message import single_line
 
@@ -77,7 +79,9 @@ _SPACES = re.compile(r" {2,}")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
-_ADDR_SPEC = re.compile(r"^[^@\s<>\"()\[\],;:\\]+@[^@\s<>\"()\[\],;:\\]+$")
+_MAX_DISPLAY_NAME = 100  # characters: an encoded name stays well within a header line
+_MAX_MESSAGE_ID = 900  # "In-Reply-To: <id>" within 998 octets
+_MAX_WORD = 900  # the longest run without a space an ASCII header value may hold
 _MAX_REFERENCES = 20
 
 VarType = Literal["text", "datetime", "mapping", "list", "integer", "boolean"]
@@ -735,25 +739,66 @@ def _has_break(value: str) -> bool:
     return len(value.splitlines()) > 1 or "\r" in value or "\n" in value
 
 
-def _one_address(value: str, what: str) -> Address:
+def _foldable(value: str) -> bool:
+    """One line that folds into lines of at most 998 octets (RFC 5322 §2.1.1).
+
+    ASCII text folds at spaces only; non-ASCII text is RFC 2047-encoded in short words.
+    """
+    if _has_break(value):
+        return False
+    return not value.isascii() or all(len(word) <= _MAX_WORD for word in value.split())
+
+
+class _Mailbox(NamedTuple):
+    display_name: str
+    addr_spec: str  # what an SMTP server accepts: quoted local parts, UTF-8 (SMTPUTF8)
+
+    def header(self) -> str:
+        """The header value; a UTF-8 address goes out as raw UTF-8 (RFC 6532), never encoded.
+
+        compat32 writes a str holding surrogate escapes back as the original bytes.
+        """
+        if self.addr_spec.isascii():
+            return formataddr((self.display_name, self.addr_spec), charset="utf-8")
+        name = formataddr((self.display_name, "x@x"), charset="utf-8")[: -len("<x@x>")]
+        raw = f"{name}<{self.addr_spec}>" if self.display_name else self.addr_spec
+        return raw.encode("utf-8").decode("ascii", "surrogateescape")
+
+
+# The parser flags a UTF-8 local part; SMTPUTF8 (RFC 6531) makes it legal, the transport
+# checks that the server offers it.
+_TOLERATED_DEFECTS = (NonASCIILocalPartDefect,)
+
+
+def _one_address(value: str, what: str) -> _Mailbox:
     """Parse one mailbox ("a@b" or "Name <a@b>"), refusing anything that is not exactly that."""
     if not isinstance(value, str) or not value.strip() or _has_break(value):
         raise MessageError(f"{what}: {value!r} is not a single address on one line")
     header = SMTP.header_factory("to", value.strip())
     addresses: tuple[Address, ...] = getattr(header, "addresses", ())
-    if len(addresses) != 1 or header.defects:
+    defects = [d for d in header.defects if not isinstance(d, _TOLERATED_DEFECTS)]
+    if len(addresses) != 1 or defects:
         raise MessageError(f"{what}: {value!r} is not exactly one valid address")
     address = addresses[0]
-    if not _ADDR_SPEC.match(address.addr_spec):
-        raise MessageError(f"{what}: {value!r} is not a valid address")
-    return Address(display_name=_oneline(address.display_name), addr_spec=address.addr_spec)
+    try:
+        check_mailbox(address.addr_spec)
+    except MessageError as exc:
+        raise MessageError(f"{what}: {value!r} is not a valid address: {exc}") from None
+    name = _oneline(address.display_name)[:_MAX_DISPLAY_NAME]
+    return _Mailbox(display_name=name, addr_spec=address.addr_spec)
 
 
 def _message_ids(values: Sequence[str]) -> list[str]:
+    """Message-IDs found in ``values``, in order, without duplicates or over-long ones.
+
+    An identifier that would not fit on a 998-octet header line is dropped: the mail then
+    threads a little less, which beats a line no server has to accept.
+    """
     found: dict[str, None] = {}
     for value in values:
         for mid in _MSGID.findall(value or ""):
-            found.setdefault(mid, None)
+            if len(mid) <= _MAX_MESSAGE_ID:
+                found.setdefault(mid, None)
     ids = list(found)
     if len(ids) > _MAX_REFERENCES:  # keep the thread root and the most recent ones
         ids = [ids[0], *ids[-(_MAX_REFERENCES - 1) :]]
@@ -788,9 +833,15 @@ class OutgoingMail:
         return parsed
 
 
-def _encoded(value: str) -> str | Header:
-    """RFC 2047 only when needed; Header folds between encoded words, never inside one."""
-    return value if value.isascii() else Header(value, _UTF8_QP)
+def _encoded(value: str, name: str) -> str:
+    """RFC 2047 only when needed, folded here into encoded words of at most 75 characters.
+
+    Left to the generator, Header would fold at 998 octets without counting the field name,
+    giving over-long lines and encoded words far beyond RFC 2047's limit.
+    """
+    if value.isascii():
+        return value
+    return Header(value, _UTF8_QP, header_name=name, maxlinelen=76).encode(linesep="\r\n")
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
@@ -832,15 +883,16 @@ def build_email(
     # Built with the compat32 MIME classes: the modern EmailMessage API parses and refolds
     # every header on the way out, which made it the slowest step of the whole pipeline.
     msg = MIMEMultipart("alternative")
-    msg["From"] = formataddr((_oneline(from_name), sender.addr_spec), charset="utf-8")
-    msg["To"] = formataddr((recipient.display_name, recipient.addr_spec), charset="utf-8")
-    msg["Subject"] = _encoded(_clean_subject(rendered.subject))  # type: ignore[assignment]  # compat32 takes Header
+    name = _oneline(from_name)[:_MAX_DISPLAY_NAME]
+    msg["From"] = formataddr((name, sender.addr_spec), charset="utf-8")
+    msg["To"] = recipient.header()
+    msg["Subject"] = _encoded(_clean_subject(rendered.subject), "Subject")
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = make_msgid(domain=message_id_domain)
 
-    parent = _message_ids([in_reply_to]) if in_reply_to else []
-    if in_reply_to and not parent:
+    if in_reply_to and not _MSGID.search(in_reply_to):
         raise MessageError(f"in_reply_to: {in_reply_to!r} is not a Message-ID")
+    parent = _message_ids([in_reply_to]) if in_reply_to else []
     thread = _message_ids([*references, *parent])
     if parent:
         msg["In-Reply-To"] = parent[0]
@@ -851,15 +903,15 @@ def build_email(
         msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
     if loop_header_value is not None:
-        if _has_break(loop_header_value) or not loop_header_value.strip():
+        if not _foldable(loop_header_value) or not loop_header_value.strip():
             raise MessageError(f"loop_header_value: {loop_header_value!r} is not one line")
         msg["X-Mailbot-Loop"] = loop_header_value.strip()
     for name, value in (extra_headers or {}).items():
         if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
             raise MessageError(f"extra_headers: {name!r} may not be set here")
-        if not isinstance(value, str) or _has_break(value):
+        if not isinstance(value, str) or not _foldable(value):
             raise MessageError(f"extra_headers: the value of {name} must be one line of text")
-        msg[name] = _encoded(value)  # type: ignore[assignment]
+        msg[name] = _encoded(value, name)
     msg["Content-Language"] = LANGUAGE
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))

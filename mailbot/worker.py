@@ -1,14 +1,15 @@
-"""Scheduling: one APScheduler job per mailbox, plus the outbox retry job.
+"""Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
-``poll_once`` is the cron/test entry point; ``run`` keeps going until SIGTERM/SIGINT,
-then lets each job finish the mail in hand before stopping.
+``poll_once`` is the cron/test entry point: it returns once everything due was attempted.
+``run`` keeps going until SIGTERM/SIGINT, delivering on a thread of its own so that a slow
+or hung SMTP server never holds up intake; on a signal each job finishes the mail in hand
+and the send in flight is interrupted (mail not yet sent stays queued).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
@@ -18,7 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from mailbot.config import Config
 from mailbot.errors import FirstPollError, MailboxError
-from mailbot.outbox import Outbox
+from mailbot.outbox import DeliveryLoop, Outbox
 from mailbot.pipeline import Outcome, Pipeline
 from mailbot.poller import MailboxPoller, Processor, Source
 from mailbot.schedule import parse_time, parse_weekly
@@ -43,7 +44,9 @@ class Worker:
         self.config = config
         self.pipeline = pipeline
         self.outbox = outbox
-        self.stop = threading.Event()
+        # One stop for intake and delivery: SIGTERM also interrupts a send in progress.
+        self.stop = outbox.stop
+        self.delivery: DeliveryLoop | None = None  # run(): delivery on its own thread
         self.pollers = {
             name: MailboxPoller(
                 name,
@@ -53,6 +56,7 @@ class Worker:
                 outbox,
                 config.polling,
                 self.stop,
+                deliver=self.deliver,
             )
             for name, source in sources.items()
         }
@@ -60,7 +64,14 @@ class Worker:
         for name, (folder, source) in (sent or {}).items():
             assert sent_pipeline is not None
             self.pollers[f"{name}:{folder}"] = MailboxPoller(
-                name, folder, source, sent_pipeline, outbox, config.polling, self.stop
+                name,
+                folder,
+                source,
+                sent_pipeline,
+                outbox,
+                config.polling,
+                self.stop,
+                deliver=self.deliver,
             )
         self.failures: dict[str, str] = {}
         self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
@@ -69,6 +80,13 @@ class Worker:
         interrupted = self.pipeline.store.recover_interrupted()
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
+
+    def deliver(self) -> None:
+        """After mail is queued: hand it to the delivery thread (run), or send it now (poll)."""
+        if self.delivery is not None:
+            self.delivery.wake()
+        else:
+            self.outbox.deliver_due()
 
     def poll_once(self) -> list[Outcome]:
         """Everything new in every mailbox, then the outbox. Failures are collected, not raised."""
@@ -130,14 +148,6 @@ class Worker:
             )
             # A run missed while the worker was down is caught up at start (at most once).
             scheduler.add_job(self.weekly_report, id="weekly-report-catch-up")
-        scheduler.add_job(
-            self.outbox.deliver_due,
-            "interval",
-            seconds=max(5.0, self.config.outbox.retry_base_seconds / 2),
-            id="outbox",
-            max_instances=1,
-            coalesce=True,
-        )
         return scheduler
 
     def run(self, install_signals: bool = True) -> None:
@@ -146,12 +156,17 @@ class Worker:
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
+        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
+        self.delivery = DeliveryLoop(self.outbox, interval)
+        self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()
         log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
         try:
             self.stop.wait()
         finally:
+            self.stop.set()
+            self.delivery.join()
             scheduler.shutdown(wait=True)
             for poller in self.pollers.values():
                 poller.disconnect_quietly()

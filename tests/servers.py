@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from imapclient import IMAPClient
@@ -48,6 +50,36 @@ SETUP_HINT = "run scripts/setup-tests to install the test dependencies (Dovecot,
 
 class ServerUnavailableError(RuntimeError):
     """A test server cannot be started: the tests must fail, loudly, never be skipped."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A server certificate and key issued by a private test CA, and that CA's certificate."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def issue_tls(directory: Path, *hosts: str, ca: trustme.CA | None = None) -> TlsFiles:
+    """A certificate for ``hosts`` (names or IP addresses) from ``ca`` (a new CA by default)."""
+    ca = ca or trustme.CA()
+    directory.mkdir(parents=True, exist_ok=True)
+    server = ca.issue_cert(*hosts)
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.ca_file))
+    server.cert_chain_pems[0].write_to_path(str(files.cert_file))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(files.cert_file), append=True)
+    server.private_key_pem.write_to_path(str(files.key_file))
+    for path in (files.ca_file, files.cert_file, files.key_file):
+        path.chmod(0o644)  # Dovecot reads them after dropping privileges
+    return files
 
 
 def free_port() -> int:
@@ -138,11 +170,18 @@ class MailUser:
 class DovecotServer:
     """A private Dovecot IMAP server on a free loopback port, in plaintext (``ssl = no``).
 
+    With ``tls`` (a certificate from a private CA, see ``issue_tls``) it has ``ssl = required``
+    instead: STARTTLS on ``port``, implicit TLS on ``tls_port``, no login in plaintext.
+
     Use as a context manager, or call ``start()`` / ``stop()``. Must run as root: Dovecot
     switches to the ``mail`` uid for mailboxes and to ``dovenull`` for the login processes.
     """
 
-    def __init__(self, root: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(
+        self, root: Path | None = None, *, port: int | None = None, tls: TlsFiles | None = None
+    ) -> None:
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else 0
         self.dovecot_path = find_dovecot()
         self.doveadm_path = _doveadm_for(self.dovecot_path)
         if os.geteuid() != 0:
@@ -199,7 +238,7 @@ log_path = {self.log_path}
 instance_name = mailbot-test-{self.port}
 protocols = imap
 listen = {self.host}
-ssl = no
+{self._ssl_settings()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -231,10 +270,16 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.tls_port}
   }}
 }}
 """
+
+    def _ssl_settings(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        return f"ssl = required\nssl_cert = <{self.tls.cert_file}\nssl_key = <{self.tls.key_file}"
 
     def start(self, timeout: float = 15.0) -> None:
         """Start Dovecot in the foreground (as a child process) and wait until LOGIN works."""
@@ -366,11 +411,16 @@ service imap-login {{
     def imap_config(
         self, user: str, folder: str = "INBOX", *, sent_folder: str | None = None
     ) -> ImapConfig:
-        """An ImapConfig for mailbot pointing at this server, password read from a file."""
+        """An ImapConfig for mailbot pointing at this server, password read from a file.
+
+        With TLS: implicit TLS on ``tls_port``, trusting the test CA.
+        """
+        secured: dict[str, Any] = {"port": self.port, "security": "none"}
+        if self.tls is not None:
+            secured = {"port": self.tls_port, "security": "tls", "ca_file": self.tls.ca_file}
         return ImapConfig(
             host=self.host,
-            port=self.port,
-            security="none",
+            **secured,
             username=user,
             password_file=self.secrets_dir / user,
             timeout_seconds=10,
@@ -382,7 +432,13 @@ service imap-login {{
 
     def connect(self, user: str, *, timeout: float = 10.0) -> IMAPClient:
         """A logged-in IMAPClient for ``user``; the caller closes it (use ``with``)."""
-        client = IMAPClient(self.host, port=self.port, ssl=False, timeout=timeout)
+        if self.tls is None:
+            client = IMAPClient(self.host, port=self.port, ssl=False, timeout=timeout)
+        else:
+            context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+            client = IMAPClient(
+                self.host, port=self.tls_port, ssl=True, ssl_context=context, timeout=timeout
+            )
         client.normalise_times = False
         try:
             client.login(user, self._users[user])
@@ -592,6 +648,7 @@ class Received(NamedTuple):
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes
+    mail_options: tuple[str, ...] = ()  # e.g. SMTPUTF8, BODY=8BITMIME
 
 
 Stage = Literal["rcpt", "data"]
@@ -630,21 +687,28 @@ class _Handler:
         mail_from = envelope.mail_from or ""
         if mail_from == "<>":
             mail_from = ""
-        self.owner._record(Received(mail_from, tuple(envelope.rcpt_tos), raw))
+        options = tuple(envelope.mail_options)
+        self.owner._record(Received(mail_from, tuple(envelope.rcpt_tos), raw, options))
         return "250 2.0.0 OK: queued"
 
 
 class SmtpServer:
     """An aiosmtpd SMTP server on a free loopback port, recording every accepted message.
 
+    With ``tls``: STARTTLS required before MAIL (or, ``implicit_tls``, TLS from the start).
+
     Failures can be scripted: ``fail_next(2)`` makes the next two DATA commands answer
     ``451 4.3.0 Try again later``; ``reject_next(1)`` a permanent ``550``; ``stage="rcpt"``
     applies them to RCPT commands instead (one per recipient).
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, tls: TlsFiles | None = None, implicit_tls: bool = False
+    ) -> None:
         self.host = HOST
         self.port = port or free_port()
+        self.tls = tls
+        self.implicit_tls = implicit_tls
         self._received: list[Received] = []
         self._failures: dict[Stage, list[str]] = {"rcpt": [], "data": []}
         self._condition = threading.Condition()
@@ -654,8 +718,17 @@ class SmtpServer:
     def start(self) -> None:
         if self._controller is not None:
             return
+        tls: dict[str, Any] = {}
+        if self.tls is not None and self.implicit_tls:
+            tls = {"ssl_context": self.tls.server_context()}
+        elif self.tls is not None:
+            tls = {"tls_context": self.tls.server_context(), "require_starttls": True}
         controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, loop=asyncio.new_event_loop()
+            _Handler(self),
+            hostname=self.host,
+            port=self.port,
+            loop=asyncio.new_event_loop(),
+            **tls,
         )
         controller.start()
         self._controller = controller
@@ -673,7 +746,15 @@ class SmtpServer:
         self.stop()
 
     def smtp_config(self) -> SmtpConfig:
-        return SmtpConfig(host=self.host, port=self.port, security="none", timeout_seconds=10)
+        if self.tls is None:
+            return SmtpConfig(host=self.host, port=self.port, security="none", timeout_seconds=10)
+        return SmtpConfig(
+            host=self.host,
+            port=self.port,
+            security="tls" if self.implicit_tls else "starttls",
+            ca_file=self.tls.ca_file,
+            timeout_seconds=10,
+        )
 
     # -- scripted failures ----------------------------------------------------------------
 

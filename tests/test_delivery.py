@@ -1,0 +1,233 @@
+"""SMTP delivery against a scripted server failing at each point of the exchange.
+
+The rule under test: a send that fails before the terminating "." of DATA has left is
+retried (the server cannot have accepted it); one that fails after it, with no reply, is
+'uncertain' and never retried (it may have been accepted: a second AR is worse than none).
+A reply is an answer either way: 4xx retried, 5xx failed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from scripted import Action, Point, ScriptedSmtpServer
+from servers import TlsFiles, issue_tls
+
+from mailbot.config import OutboxConfig, SmtpConfig
+from mailbot.outbox import Outbox
+from mailbot.smtp import SmtpTransport
+from mailbot.store import Store, utcnow
+
+CITIZEN = "marie.dupont@example.fr"
+AR = (
+    b"From: pref-contact@seine-maritime.gouv.fr\r\nTo: marie.dupont@example.fr\r\n"
+    b"Subject: =?utf-8?q?Accus=C3=A9_de_r=C3=A9ception?=\r\nMessage-ID: <ar-1@example.test>\r\n"
+    b"\r\nBonjour,\r\n.une ligne qui commence par un point\r\nCordialement\r\n"
+)
+# Larger than what the socket buffers hold: a server that stops reading or hangs up
+# mid-body is noticed while the body is still being written, before the ".".
+BIG = AR + (b"x" * 76 + b"\r\n") * 220_000  # 17 MB
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    database = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return issue_tls(tmp_path_factory.mktemp("tls"), "127.0.0.1")
+
+
+def outbox_for(store: Store, server: ScriptedSmtpServer, **settings: object) -> Outbox:
+    config = SmtpConfig(
+        **{"host": server.host, "port": server.port, "security": "none", "timeout_seconds": 1.0}
+        | settings  # type: ignore[arg-type]
+    )
+    return Outbox(store, SmtpTransport(config), OutboxConfig(max_attempts=5), {CITIZEN})
+
+
+def queue(store: Store, raw: bytes = AR, n: int = 1) -> list[int]:
+    with store.transaction() as tx:
+        return [
+            tx.enqueue(None, "ar", CITIZEN, "", f"<ar-{i}@example.test>", raw) for i in range(n)
+        ]
+
+
+def rows(store: Store) -> list[tuple[str, int]]:
+    return [(row.status, row.attempts) for row in store.outbox_items()]
+
+
+def later() -> object:
+    return utcnow() + timedelta(days=1)
+
+
+def server_for(point: Point, tls: TlsFiles, tmp_path: Path) -> tuple[ScriptedSmtpServer, dict]:
+    """A scripted server, and the client settings, that reach ``point``."""
+    if point == "starttls":
+        server = ScriptedSmtpServer(tls=tls.server_context())
+        return server, {"security": "starttls", "ca_file": tls.ca_file}
+    if point == "auth":
+        secret = tmp_path / "smtp-password"
+        secret.write_text("Smtp-S3cr3t-pw")
+        server = ScriptedSmtpServer(username="mailbot", password="Smtp-S3cr3t-pw")
+        return server, {"username": "mailbot", "password_file": secret}
+    return ScriptedSmtpServer(), {}
+
+
+BEFORE_THE_DOT: list[tuple[Point, Action]] = [
+    (point, action)
+    for point in ("greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "body")
+    for action in ("hang", "drop", "temp")
+]
+
+
+@pytest.mark.parametrize(("point", "action"), BEFORE_THE_DOT)
+def test_failure_before_the_final_dot_is_retried(
+    store: Store, tls: TlsFiles, tmp_path: Path, point: Point, action: Action
+) -> None:
+    server, settings = server_for(point, tls, tmp_path)
+    with server:
+        outbox = outbox_for(store, server, **settings)
+        raw = BIG if point == "body" else AR
+        queue(store, raw)
+        server.fail(point, action)
+        report = outbox.deliver_due()
+        assert report.retried == 1 and report.sent == 0
+        assert rows(store) == [("pending", 1)]
+        assert server.deliveries == []
+        assert "uncertain" not in (store.outbox_items()[0].last_error or "")
+
+        report = outbox.deliver_due(now=later())  # the retry, once due: exactly one mail
+        assert report.sent == 1
+        assert rows(store) == [("sent", 2)]
+        assert len(server.deliveries) == 1
+        assert server.deliveries[0].data == raw
+
+
+@pytest.mark.parametrize("action", ["hang", "drop"])
+def test_no_reply_after_the_final_dot_is_uncertain_and_never_resent(
+    store: Store, action: Action
+) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store)
+        server.fail("end", action)
+        report = outbox.deliver_due()
+        assert report.sent == 0 and report.failed == 1
+        assert rows(store) == [("uncertain", 1)]
+        assert len(server.deliveries) == 1  # the server did take it
+        outbox.deliver_due(now=later())
+        assert rows(store) == [("uncertain", 1)]
+        assert len(server.deliveries) == 1
+        kinds = [event.kind for event in store.events()]
+        assert kinds == ["send_uncertain"]
+
+
+def test_a_reply_after_the_final_dot_is_an_answer(store: Store) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store, n=2)
+        server.fail("end", "temp")
+        server.fail("end", "perm")
+        outbox.deliver_due()
+        assert rows(store) == [("pending", 1), ("failed", 1)]
+        assert server.deliveries == []
+        outbox.deliver_due(now=later())
+        assert rows(store) == [("sent", 2), ("failed", 1)]
+        assert len(server.deliveries) == 1
+
+
+@pytest.mark.parametrize("point", ["mail", "rcpt", "data"])
+def test_a_5xx_before_data_ends_is_a_permanent_failure(store: Store, point: Point) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store, n=2)
+        server.fail(point, "perm")
+        outbox.deliver_due()
+        # The refusal is for that mail; the connection (RSET) serves the next one.
+        assert rows(store) == [("failed", 1), ("sent", 1)]
+        assert server.connections == 1
+
+
+def test_a_server_dropping_every_connection_mid_data_leaves_nothing_uncertain(
+    store: Store,
+) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store, BIG, n=3)
+        server.fail("body", "drop", times=3)
+        outbox.deliver_due()
+        assert rows(store) == [("pending", 1)] * 3
+        outbox.deliver_due(now=later())
+        assert rows(store) == [("sent", 2)] * 3
+        assert len(server.deliveries) == 3
+
+
+def test_after_an_uncertain_send_the_batch_goes_on_with_a_new_connection(store: Store) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store, n=3)
+        server.fail("end", "drop")
+        outbox.deliver_due()
+        assert rows(store) == [("uncertain", 1), ("sent", 1), ("sent", 1)]
+        assert server.connections == 2
+        assert len(server.deliveries) == 3
+
+
+def test_dot_stuffing_and_line_endings_survive_the_low_level_data(store: Store) -> None:
+    raw = b"Subject: x\nTo: a@b\n\n.\n..two\nbare\rcr\r\n.end"
+    with ScriptedSmtpServer() as server:
+        queue(store, raw)
+        outbox_for(store, server).deliver_due()
+        assert (
+            server.deliveries[0].data
+            == b"Subject: x\r\nTo: a@b\r\n\r\n.\r\n..two\r\nbare\r\ncr\r\n.end\r\n"
+        )
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+def deliver_then_stop(outbox: Outbox, after: float) -> float:
+    """deliver_due with a SIGTERM-like stop after ``after`` seconds; returns the time taken."""
+    timer = threading.Timer(after, outbox.stop.set)
+    started = time.monotonic()
+    timer.start()
+    try:
+        outbox.deliver_due()
+    finally:
+        timer.cancel()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(("point", "raw"), [("mail", AR), ("data", AR), ("body", BIG)])
+def test_stop_before_the_final_dot_leaves_the_mail_queued(
+    store: Store, point: Point, raw: bytes
+) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server, timeout_seconds=60)
+        queue(store, raw, n=2)
+        server.fail(point, "hang")
+        took = deliver_then_stop(outbox, 0.5)
+        assert took < 3, took
+        # As if never tried: pending, attempt not counted, due at once.
+        assert rows(store) == [("pending", 0), ("pending", 0)]
+        assert store.due_outbox(utcnow()) != []
+
+
+def test_stop_after_the_final_dot_is_uncertain(store: Store) -> None:
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server, timeout_seconds=60)
+        queue(store, n=2)
+        server.fail("end", "hang")
+        took = deliver_then_stop(outbox, 0.5)
+        assert took < 3, took
+        assert rows(store) == [("uncertain", 1), ("pending", 0)]

@@ -1,0 +1,132 @@
+"""Forwards keep every line within 998 octets and the original byte for byte (once decoded).
+
+RFC 2046 allows message/rfc822 only in 7bit, 8bit or binary: an original with longer lines
+goes as message/global in base64 (RFC 6532 §3.7), still the same bytes once decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from test_e2e import citizen_mail, etrangers_user, poll, setup
+
+from mailbot.forward import build_forward
+
+__all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
+
+SERVICE = "pref-cartes-grises@seine-maritime.gouv.fr"
+LONG_SUBJECT = "Demande concernant ma carte grise " + "et encore des détails " * 90  # 2,000+
+
+
+def forward(original: bytes, subject: str = "Carte grise", reply_to: str = "a@example.fr") -> bytes:
+    _mid, raw = build_forward(
+        original,
+        reference="SM-2026-000123",
+        subject=subject,
+        note="Bonjour,\nLe message ci-joint vous est transmis.\n",
+        from_address="pref-contact@seine-maritime.gouv.fr",
+        from_name="Préfecture de la Seine-Maritime",
+        to=SERVICE,
+        reply_to=reply_to,
+        message_id_domain="mailbot.seine-maritime.gouv.fr",
+        loop_header_value="mailbot@seine-maritime.gouv.fr",
+        date=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+    )
+    return raw
+
+
+def longest_line(raw: bytes) -> int:
+    return max(len(line) for line in raw.split(b"\r\n"))
+
+
+def attachment(raw: bytes) -> tuple[str, bytes]:
+    """The attached part's type and its decoded bytes, cut out of the forward by hand."""
+    boundary = re.search(rb'boundary="([^"]+)"', raw)
+    assert boundary is not None
+    parts = raw.split(b"\r\n--" + boundary.group(1))
+    part = next(p for p in parts if b"Content-Disposition: attachment" in p)
+    head, body = part.split(b"\r\n\r\n", 1)
+    content_type = re.search(rb"Content-Type: (\S+)", head)
+    assert content_type is not None
+    if b"Content-Transfer-Encoding: base64" in head:
+        body = base64.b64decode(body)
+    return content_type.group(1).decode(), body
+
+
+def mail_with(body: bytes, subject: bytes = b"Carte grise") -> bytes:
+    return (
+        b"From: Marie Dupont <marie.dupont@example.fr>\r\nTo: pref-contact@example.fr\r\n"
+        b"Subject: " + subject + b"\r\nMessage-ID: <m-1@example.fr>\r\n\r\n" + body
+    )
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [LONG_SUBJECT, "x" * 3000, "é" * 2000, "ascii " * 400],
+    ids=["long-french", "unbreakable", "long-utf8", "long-ascii"],
+)
+def test_the_subject_is_folded_and_reads_back_whole(subject: str) -> None:
+    raw = forward(mail_with(b"Bonjour\r\n"), subject=subject)
+    assert longest_line(raw) <= 998
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(parsed["Subject"]) == f"[SM-2026-000123] Transmis : {subject.strip()}"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "encoding"),
+    [
+        (b"Bonjour\r\nUne ligne.\r\n", "message/rfc822", None),
+        ("Bonjour, réponse à côté\r\n".encode(), "message/rfc822", b"8bit"),
+        (b"x" * 998 + b"\r\n", "message/rfc822", None),  # exactly the limit: still legal
+        (b"x" * 999 + b"\r\n", "message/global", b"base64"),
+        (("é" * 1500).encode() + b"\r\nfin\r\n", "message/global", b"base64"),
+        (b"<html>" + b"a" * 5000 + b"</html>", "message/global", b"base64"),  # no final CRLF
+    ],
+    ids=["7bit", "8bit", "998", "999", "utf8-long-line", "long-no-final-crlf"],
+)
+def test_the_original_is_attached_legally_and_unaltered(
+    body: bytes, content_type: str, encoding: bytes | None
+) -> None:
+    original = mail_with(body)
+    raw = forward(original)
+    assert longest_line(raw) <= 998
+    found_type, decoded = attachment(raw)
+    assert found_type == content_type
+    assert decoded == original
+    part_head = raw[raw.index(b"Content-Disposition: attachment") :].split(b"\r\n\r\n")[0]
+    if encoding is None:
+        assert b"Content-Transfer-Encoding" not in part_head
+    else:
+        assert b"Content-Transfer-Encoding: " + encoding in part_head
+    assert b'filename="SM-2026-000123.eml"' in part_head
+
+
+def test_a_utf8_citizen_address_in_reply_to_is_raw_utf8() -> None:
+    raw = forward(mail_with(b"Bonjour\r\n"), reply_to="fuzz149÷@example.fr")
+    assert "\r\nReply-To: fuzz149÷@example.fr\r\n".encode() in raw
+
+
+def test_forwards_through_the_servers_keep_lines_legal(setup: Any) -> None:
+    """A long subject and a 3,000-octet line, routed to another service, end to end."""
+    config, general, _etrangers, smtp = setup
+    original = citizen_mail(
+        1,
+        subject="Déclaration de cession de mon véhicule " + "avec beaucoup de détails " * 80,
+        body="Bonjour,\n" + "cession " * 400 + "\nMerci\n",
+    )
+    assert max(len(line) for line in original.split(b"\r\n")) > 998
+    general.append(original)
+    assert poll(config, acknowledge_existing=True) == 0
+    received = smtp.wait_for(2)
+    forwarded = next(r for r in received if r.rcpt_tos == (SERVICE,))
+    for message in received:
+        assert longest_line(message.raw) <= 998
+    found_type, decoded = attachment(forwarded.raw)
+    assert found_type == "message/global"
+    assert decoded == original
