@@ -1,0 +1,112 @@
+"""Mixed-direction text: values isolated from the sentence around them, links made links.
+
+An Arabic sentence holding "7 place de la Madeleine, 76036 Rouen Cedex" or "02 32 76 50 00"
+is displayed wrong by the Unicode bidirectional algorithm unless the value is *isolated*:
+the street number ends up after "Cedex", the phone number's groups in reverse order.
+In HTML each value gets its own element with an explicit ``dir`` (browsers isolate such
+elements); in plain text it goes between a Unicode isolate initiator (LRI/RLI) and PDI.
+URLs and e-mail addresses are links in HTML; in plain text they are left bare, because a
+reader that turns them into links would take an invisible PDI as part of the link.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+from markupsafe import Markup, escape
+
+from mailbot.plaintext import LRI, PDI, RLI
+
+Kind = Literal["url", "email", "phone", "text"]
+Direction = Literal["ltr", "rtl"]
+
+URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)]")
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 .()-]{5,}$")
+
+
+def direction(text: str) -> Direction | None:
+    """The direction of the first strong character (the rule of dir="auto"), if any."""
+    for char in text:
+        kind = unicodedata.bidirectional(char)
+        if kind == "L":
+            return "ltr"
+        if kind in {"R", "AL"}:
+            return "rtl"
+    return None
+
+
+def has_rtl(text: str) -> bool:
+    return any(unicodedata.bidirectional(char) in {"R", "AL"} for char in text)
+
+
+def kind(value: str) -> Kind:
+    if URL.fullmatch(value):
+        return "url"
+    if _EMAIL.match(value):
+        return "email"
+    if _PHONE.match(value) and sum(char.isdigit() for char in value) >= 6:
+        return "phone"
+    return "text"
+
+
+def tel_target(value: str) -> str:
+    """A French phone number as a tel: URI target (02 32 76 50 00 → +33232765000)."""
+    digits = re.sub(r"[^\d+]", "", value)
+    if re.fullmatch(r"0\d{9}", digits):
+        return "+33" + digits[1:]
+    return digits
+
+
+def url_label(url: str) -> str:
+    """A URL as people read it (no scheme, no trailing slash)."""
+    return re.sub(r"^https?://", "", url).rstrip("/")
+
+
+def html_value(value: str) -> Markup:
+    """A substituted value as HTML: a link, or a span with its own direction."""
+    found = kind(value)
+    if found == "url":
+        return Markup('<a href="{0}" dir="ltr">{1}</a>').format(value, url_label(value))
+    if found == "email":
+        return Markup('<a href="mailto:{0}" dir="ltr">{0}</a>').format(value)
+    if found == "phone":
+        return Markup('<a href="tel:{0}" dir="ltr" class="nowrap">{1}</a>').format(
+            tel_target(value), value
+        )
+    return Markup('<span dir="{0}">{1}</span>').format(direction(value) or "ltr", value)
+
+
+def text_value(value: str, context: Direction) -> str:
+    """A substituted value in plain text: isolated when it could be reordered."""
+    if kind(value) in {"url", "email"}:
+        return value
+    own = direction(value) or "ltr"
+    if context == "ltr" and own == "ltr":
+        return value
+    return f"{RLI if own == 'rtl' else LRI}{value}{PDI}"
+
+
+def html_literal(text: str) -> Markup:
+    """Trusted text (a translation) as HTML: escaped, its URLs made links."""
+    out: list[Markup] = []
+    last = 0
+    for match in URL.finditer(text):
+        out.append(escape(text[last : match.start()]))
+        out.append(html_value(match.group(0)))
+        last = match.end()
+    out.append(escape(text[last:]))
+    return Markup("").join(out)
+
+
+def html_isolate(value: object) -> Markup:
+    """Template filter (HTML): user text such as a subject, isolated with <bdi>."""
+    return Markup("<bdi>{0}</bdi>").format(value)
+
+
+def text_isolate(value: object) -> str:
+    """Template filter (text): right-to-left user text between FSI and PDI, else unchanged."""
+    text = str(value)
+    return f"\u2068{text}{PDI}" if has_rtl(text) else text
