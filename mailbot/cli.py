@@ -27,12 +27,11 @@ from mailbot.maildir import MaildirSource
 from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
-from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
+from mailbot.render import Renderer, build_email
 from mailbot.report import ReportBuilder, month_period, parse_week, week_period
 from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
-from mailbot.translations import load_translations
 from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
@@ -369,7 +368,7 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
-    report = check_all(renderer, load_translations(renderer.template_dir / TRANSLATIONS_DIR))
+    report = check_all(renderer)
     for name, problems in report.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")
         for problem in problems:
