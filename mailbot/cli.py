@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mailbot.catalogue import agent_variables, check_all, listing
+from mailbot import demo
+from mailbot.catalogue import agent_variables, check_all, languages, listing
 from mailbot.config import Config, load_agents, load_config
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
@@ -267,7 +268,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale.unlink(missing_ok=True)
     for old in outgoing.glob("*.eml") if outgoing.exists() else []:
         old.unlink()
-    app = build_app(args.config, FileTransport(outgoing), database=database)
+    stores: list[Store] = []  # the namer reads the outbox rows of the app built below
+    transport = FileTransport(outgoing, lambda envelope: demo.outgoing_name(stores[0], envelope))
+    app = build_app(args.config, transport, database=database)
+    stores.append(app.store)
     sources: dict[str, Source] = {
         name: MaildirSource(args.maildir / name)
         for name in app.config.mailboxes
@@ -275,13 +279,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
+    print(demo.LEGEND)
     acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
     transferred = sum(o.route.startswith("→") for o in outcomes)
     print(
         f"\n{acknowledged} replies to citizens (ARs; transfers and re-orientations say so)"
         f" and {transferred} forwards to services, written to {outgoing}/ as .eml files"
+        " named <reference>-ar, -reorientation or -forward-<service>"
     )
     print(f"database: {out / 'demo.db'}")
+    config = demo.write_config(args.config, out, database)
+    print(f"explore it: mailbot --config {config} indicators|unanswered|report weekly …")
     return 0
 
 
@@ -328,11 +336,27 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 def cmd_templates_list(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
     rows = listing(renderer, args.service, args.lang)
-    table = [("NAME", "TITLE", "SCOPE", "VARIABLES ([optional])")]
-    table += [(r["name"], r["title"], r["scope"], ", ".join(r["variables"])) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    others = "+".join(t["language"] for t in languages(renderer))
+    table = [("NAME", "TITLE", "SCOPE", "LANGUAGES", "VARIABLES ([optional])")]
+    table += [
+        (
+            r["name"],
+            r["title"],
+            r["scope"],
+            f"fr+{others}" if r["translated"] and others else "fr",
+            ", ".join(r["variables"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
-        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]))
+        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[4]]))
+    print("\nTranslations (templates/i18n/):")
+    for t in languages(renderer):
+        review = (
+            f"reviewed by {t['reviewer']}" if t["reviewed"] else "NOT reviewed by a native speaker"
+        )
+        print(f"  {t['language']}  {t['name']} ({t['direction']}): {review}")
     return 0
 
 
