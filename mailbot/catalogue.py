@@ -129,7 +129,7 @@ def check_template(
     renderer: Renderer,
     name: str,
     examples: Mapping[str, object],
-    language: str | None = None,
+    language: str | None = "fr",
 ) -> list[str]:
     """Everything wrong with one rendering: empty parts, HTML, links, incomplete signature,
     text lines over 78 characters, and text and HTML parts that do not say the same."""

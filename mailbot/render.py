@@ -472,14 +472,14 @@ class Renderer:
         name: str,
         variables: Mapping[str, object],
         *,
-        language: str | None = None,
+        language: str | None = LANGUAGE,
         inline: bool = True,
     ) -> RenderedMail:
         """Render one mail. ``language`` is the citizen's: when it is not French, the
         paragraphs the template declares under ``translated:`` follow the French text in that
-        language (English when mailbot has no translation for it). ``inline=False`` leaves
-        the HTML as the template wrote it (no stylesheet applied, nothing re-serialised):
-        for checks of the template itself."""
+        language (English when mailbot has no translation for it, or None: not detected).
+        ``inline=False`` leaves the HTML as the template wrote it (no stylesheet applied,
+        nothing re-serialised): for checks of the template itself."""
         loaded = self._get(name)
         context = self._context(loaded.meta, variables)
         text_context, html_context = context, context
