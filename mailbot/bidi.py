@@ -89,16 +89,65 @@ def text_value(value: str, context: Direction) -> str:
     return f"{RLI if own == 'rtl' else LRI}{value}{PDI}"
 
 
-def html_literal(text: str) -> Markup:
-    """Trusted text (a translation) as HTML: escaped, its URLs made links."""
+# A run of left-to-right words in right-to-left text: "titre de séjour", "point d'accueil".
+_LATIN = "A-Za-zÀ-ÖØ-öø-ɏ"
+_WORD = f"[{_LATIN}](?:[{_LATIN}0-9'’.-]*[{_LATIN}0-9])?"
+LTR_RUN = re.compile(f"{_WORD}(?: {_WORD})*")
+
+
+def _ltr_runs(text: str) -> list[tuple[bool, str]]:
+    """Split right-to-left text into (is a left-to-right run, piece)."""
+    pieces: list[tuple[bool, str]] = []
+    last = 0
+    for match in LTR_RUN.finditer(text):
+        if direction(match.group(0)) != "ltr":
+            continue
+        pieces.append((False, text[last : match.start()]))
+        pieces.append((True, match.group(0)))
+        last = match.end()
+    pieces.append((False, text[last:]))
+    return [piece for piece in pieces if piece[1]]
+
+
+def _isolated_words(piece: str) -> Markup:
+    # Kept on one line when short: a break inside "rendez-vous" splits the isolate in two,
+    # and the parentheses around it then pair up wrongly on each line.
+    nowrap = Markup(' class="nowrap"') if len(piece) <= 30 else Markup("")
+    return Markup('<span dir="ltr"{0}>{1}</span>').format(nowrap, piece)
+
+
+def html_literal(text: str, context: Direction = "ltr") -> Markup:
+    """Trusted text (a translation) as HTML: escaped, its URLs made links and, in
+    right-to-left text, its left-to-right words isolated (French names in Arabic)."""
     out: list[Markup] = []
     last = 0
-    for match in URL.finditer(text):
-        out.append(escape(text[last : match.start()]))
-        out.append(html_value(match.group(0)))
-        last = match.end()
-    out.append(escape(text[last:]))
+    for match in [*URL.finditer(text), None]:
+        end = match.start() if match else len(text)
+        for isolated, piece in (
+            _ltr_runs(text[last:end]) if context == "rtl" else [(False, text[last:end])]
+        ):
+            out.append(_isolated_words(piece) if isolated else escape(piece))
+        if match:
+            out.append(html_value(match.group(0)))
+            last = match.end()
     return Markup("").join(out)
+
+
+def text_literal(text: str, context: Direction = "ltr") -> str:
+    """Trusted text in plain text: in right-to-left text, left-to-right words isolated
+    (URLs left bare, see the module's docstring)."""
+    if context != "rtl":
+        return text
+    out: list[str] = []
+    last = 0
+    for match in [*URL.finditer(text), None]:
+        end = match.start() if match else len(text)
+        for isolated, piece in _ltr_runs(text[last:end]):
+            out.append(f"{LRI}{piece}{PDI}" if isolated else piece)
+        if match:
+            out.append(match.group(0))
+            last = match.end()
+    return "".join(out)
 
 
 def html_isolate(value: object) -> Markup:

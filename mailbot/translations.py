@@ -15,7 +15,7 @@ Each file says whether a native speaker has reviewed it (``reviewed``, ``reviewe
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from mailbot.bidi import Direction, html_literal, html_value, text_value
+from mailbot.bidi import Direction, html_literal, html_value, text_literal, text_value
 from mailbot.dates import check_language, format_date, format_number
 from mailbot.errors import TemplateError
 from mailbot.plaintext import RLM, WIDTH, wrap
@@ -184,14 +184,14 @@ def _nest(flat: Mapping[str, object]) -> dict[str, object]:
     return nested
 
 
-def _html_source(text: str) -> str:
-    """The text as an HTML template: literal parts escaped and linked, placeholders kept."""
+def _source(text: str, literal: Callable[[str], str]) -> str:
+    """The text as a template: ``literal`` applied between placeholders, placeholders kept."""
     out, last = [], 0
     for match in PLACEHOLDER.finditer(text):
-        out.append(str(html_literal(text[last : match.start()])))
+        out.append(literal(text[last : match.start()]))
         out.append(match.group(0))
         last = match.end()
-    out.append(str(html_literal(text[last:])))
+    out.append(literal(text[last:]))
     return "".join(out)
 
 
@@ -215,11 +215,16 @@ class Paragraphs:
         cache_key = (translation.language, key, part)
         if cache_key not in self._compiled:
             text = translation.texts[key]
+            context: Direction = "rtl" if translation.direction == "rtl" else "ltr"
             try:
                 self._compiled[cache_key] = (
-                    self._html_env.from_string(_html_source(text))
+                    self._html_env.from_string(
+                        _source(text, lambda piece: str(html_literal(piece, context)))
+                    )
                     if part == "html"
-                    else self._text_env.from_string(text)
+                    else self._text_env.from_string(
+                        _source(text, lambda piece: text_literal(piece, context))
+                    )
                 )
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(f"{translation.path}: {key}: {exc.message}") from None
