@@ -76,7 +76,9 @@ def html_value(value: str) -> Markup:
         return Markup('<a href="tel:{0}" dir="ltr" class="nowrap">{1}</a>').format(
             tel_target(value), value
         )
-    return Markup('<span dir="{0}">{1}</span>').format(direction(value) or "ltr", value)
+    # A short value (reference, date, name) is not broken across lines: "SM-2026-" / "000123".
+    nowrap = Markup(' class="nowrap"') if len(value) <= 30 else Markup("")
+    return Markup('<span dir="{0}"{1}>{2}</span>').format(direction(value) or "ltr", nowrap, value)
 
 
 def text_value(value: str, context: Direction) -> str:
