@@ -12,12 +12,14 @@ from typing import Any
 
 from mailbot.config import Agent, Config
 from mailbot.errors import TemplateError
-from mailbot.render import Renderer, TemplateMeta
-from mailbot.translations import SECTIONS, Translation, section
+from mailbot.parity import differences
+from mailbot.plaintext import WIDTH
+from mailbot.render import HTML_FILE, PARTIALS_DIR, TEXT_FILE, Renderer, TemplateMeta
 
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
 LINK = re.compile(r"^(https?://[^\s\"'<>]+|mailto:[^\s\"'<>]+@[^\s\"'<>]+|tel:\+?[0-9]+)$")
 SIGNATURE_FIELDS = ("first_name", "last_name", "function", "service", "postal_address", "phone")
+INLINE_STYLE = re.compile(r"\sstyle\s*=", re.IGNORECASE)
 
 
 def agent_variables(agent: Agent, config: Config) -> dict[str, object]:
@@ -65,10 +67,25 @@ def listing(
                     "title": meta.title,
                     "scope": scope,
                     "language": meta.language,
+                    "translated": bool(meta.translated),
                     "variables": [*meta.required, *(f"[{v}]" for v in meta.optional)],
                 }
             )
     return rows
+
+
+def languages(renderer: Renderer) -> list[dict[str, Any]]:
+    """The translations, and whether a native speaker has reviewed each one."""
+    return [
+        {
+            "language": t.language,
+            "name": t.name,
+            "direction": t.direction,
+            "reviewed": t.reviewed,
+            "reviewer": t.reviewer,
+        }
+        for t in renderer.translations.values()
+    ]
 
 
 class _HtmlChecker(HTMLParser):
@@ -108,10 +125,17 @@ def html_problems(markup: str) -> list[str]:
     return problems
 
 
-def check_template(renderer: Renderer, name: str, examples: Mapping[str, object]) -> list[str]:
-    """Everything wrong with one rendering: empty parts, HTML, links, incomplete signature."""
+def check_template(
+    renderer: Renderer,
+    name: str,
+    examples: Mapping[str, object],
+    language: str | None = "fr",
+) -> list[str]:
+    """Everything wrong with one rendering: empty parts, HTML, links, incomplete signature,
+    text lines over 78 characters, and text and HTML parts that do not say the same."""
     try:
-        mail = renderer.render(name, examples)
+        mail = renderer.render(name, examples, language=language)
+        written = renderer.render(name, examples, language=language, inline=False).html
     except TemplateError as exc:
         return [str(exc)]
     problems = []
@@ -119,12 +143,26 @@ def check_template(renderer: Renderer, name: str, examples: Mapping[str, object]
         problems.append("empty text part")
     if not mail.html.strip():
         problems.append("empty HTML part")
-    problems += [f"HTML: {p}" for p in html_problems(mail.html)]
+    problems += [f"HTML: {p}" for p in html_problems(written)]
     problems += [
         f"text: broken link {url!r}"
         for url in re.findall(r"\bhttps?:\S*", mail.text)
         if not LINK.match(url.rstrip(".,;:)"))
     ]
+    problems += [
+        f"text: line {number} has {len(line)} characters (at most {WIDTH})"
+        for number, line in enumerate(mail.text.split("\n"), 1)
+        if len(line) > WIDTH
+    ]
+    if renderer.meta(name).text_matches_html:
+        problems += differences(mail.text, mail.html)
+    reference = examples.get("reference")
+    if isinstance(reference, str):
+        problems += [
+            f"{part}: lacks the reference {reference}"
+            for part, body in (("text", mail.text), ("HTML", mail.html))
+            if reference not in body
+        ]
     agent = examples.get("agent")
     if isinstance(agent, Mapping):
         for key in SIGNATURE_FIELDS:
@@ -141,36 +179,42 @@ def _escaped(value: str) -> str:
     )
 
 
-SAMPLE_VALUES = {
-    "reference": "SM-2026-000123",
-    "received_date": "26/11/2026 14:05",
-    "service_name": "Bureau des titres — permis de conduire",
-    "service_phone": "02 32 76 50 00",
-    "service_email": "pref-permis@seine-maritime.gouv.fr",
-    "service_website": "https://permisdeconduire.ants.gouv.fr",
-    "service_address": "7 place de la Madeleine, 76036 Rouen Cedex",
-    "target_name": "votre mairie",
-    "target_website": "https://www.service-public.fr",
-}
+def style_problems(renderer: Renderer, name: str) -> list[str]:
+    """HTML sources style through classes of _partials/mail.css, never style=""."""
+    directory = renderer.template_dir / name
+    files = [directory / HTML_FILE, directory / TEXT_FILE]
+    if name == PARTIALS_DIR:
+        files = sorted(directory.glob("*.html.j2"))
+    return [
+        f'{path.name}: line {number}: style="…": use a class of {PARTIALS_DIR}/mail.css'
+        for path in files
+        if path.is_file()
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1)
+        if INLINE_STYLE.search(line)
+    ]
 
 
-def check_all(
-    renderer: Renderer, translations: Mapping[str, Translation] | None = None
-) -> dict[str, list[str]]:
+def check_all(renderer: Renderer) -> dict[str, list[str]]:
     """Render every template with its examples (required-only too) and in every language."""
     report: dict[str, list[str]] = {}
-    every_part = [(sec, key) for sec, keys in SECTIONS.items() for key in keys]
+    partials = style_problems(renderer, PARTIALS_DIR)
+    if partials:
+        report[PARTIALS_DIR] = partials
     for name in renderer.names():
         meta = renderer.meta(name)
-        problems = check_template(renderer, name, meta.examples())
+        problems = style_problems(renderer, name)
+        problems += check_template(renderer, name, meta.examples())
         problems += [
             f"(required only) {p}"
             for p in check_template(renderer, name, meta.examples(include_optional=False))
         ]
-        if "translation" in meta.optional:
-            for language, translation in (translations or {}).items():
-                examples = dict(meta.examples())
-                examples["translation"] = section(translation, every_part, SAMPLE_VALUES)
-                problems += [f"({language}) {p}" for p in check_template(renderer, name, examples)]
-        report[name] = problems
+        if meta.translated:
+            for language in renderer.translations:
+                for optional in (True, False):
+                    examples = meta.examples(include_optional=optional)
+                    problems += [
+                        f"({language}) {p}"
+                        for p in check_template(renderer, name, examples, language)
+                    ]
+        report[name] = list(dict.fromkeys(problems))
     return report

@@ -18,7 +18,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from mailbot.catalogue import agent_variables, check_all, listing
+from mailbot import demo
+from mailbot.catalogue import agent_variables, check_all, languages, listing
 from mailbot.config import Config, load_agents, load_config
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
@@ -31,12 +32,11 @@ from mailbot.outbox import Outbox
 from mailbot.pipeline import IncomingMail, Outcome, Pipeline
 from mailbot.poller import Processor, Source
 from mailbot.quarantine import parse_ref, retry, unhandled_row
-from mailbot.render import TRANSLATIONS_DIR, Renderer, build_email
+from mailbot.render import Renderer, build_email
 from mailbot.report import ReportBuilder, month_period, parse_week, week_period
 from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
-from mailbot.translations import load_translations
 from mailbot.web.commands import add_web_commands
 from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
@@ -332,10 +332,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale.unlink(missing_ok=True)
     for old in outgoing.glob("*.eml") if outgoing.exists() else []:
         old.unlink()
+    stores: list[Store] = []  # the namer reads the outbox rows of the app built below
+    transport = FileTransport(outgoing, lambda envelope: demo.outgoing_name(stores[0], envelope))
     # The bundled mail is there from the start: the demo acknowledges it on purpose.
-    app = build_app(
-        args.config, FileTransport(outgoing), database=database, acknowledge_existing=True
-    )
+    app = build_app(args.config, transport, database=database, acknowledge_existing=True)
+    stores.append(app.store)
     sources: dict[str, Source] = {
         name: MaildirSource(args.maildir / name)
         for name in app.config.mailboxes
@@ -343,13 +344,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
+    print(demo.LEGEND)
     acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
     transferred = sum(o.route.startswith("→") for o in outcomes)
     print(
         f"\n{acknowledged} replies to citizens (ARs; transfers and re-orientations say so)"
         f" and {transferred} forwards to services, written to {outgoing}/ as .eml files"
+        " named <reference>-ar, -reorientation or -forward-<service>"
     )
     print(f"database: {out / 'demo.db'}")
+    config = demo.write_config(args.config, out, database)
+    print(f"explore it: mailbot --config {config} indicators|unanswered|report weekly …")
     return 0
 
 
@@ -458,11 +463,27 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 def cmd_templates_list(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
     rows = listing(renderer, args.service, args.lang)
-    table = [("NAME", "TITLE", "SCOPE", "VARIABLES ([optional])")]
-    table += [(r["name"], r["title"], r["scope"], ", ".join(r["variables"])) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    others = "+".join(t["language"] for t in languages(renderer))
+    table = [("NAME", "TITLE", "SCOPE", "LANGUAGES", "VARIABLES ([optional])")]
+    table += [
+        (
+            r["name"],
+            r["title"],
+            r["scope"],
+            f"fr+{others}" if r["translated"] and others else "fr",
+            ", ".join(r["variables"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
-        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]))
+        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[4]]))
+    print("\nTranslations (templates/i18n/):")
+    for t in languages(renderer):
+        review = (
+            f"reviewed by {t['reviewer']}" if t["reviewed"] else "NOT reviewed by a native speaker"
+        )
+        print(f"  {t['language']}  {t['name']} ({t['direction']}): {review}")
     return 0
 
 
@@ -498,7 +519,7 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
-    report = check_all(renderer, load_translations(renderer.template_dir / TRANSLATIONS_DIR))
+    report = check_all(renderer)
     for name, problems in report.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")
         for problem in problems:

@@ -26,6 +26,7 @@ from email.utils import format_datetime, formataddr, make_msgid
 from mailbot.addresses import check_mailbox
 from mailbot.errors import MessageError
 from mailbot.message import single_line
+from mailbot.plaintext import WIDTH, wrap
 
 _UTF8 = Charset("utf-8")
 _UTF8.header_encoding = QP
@@ -77,30 +78,48 @@ def cover_note(
     mailbox_address: str,
     category: str,
     tracking_address: str | None,
+    deadline: str | None = None,
 ) -> str:
-    tracking = (
-        f"- mettez {tracking_address} en copie cachée (Cci) : la réponse est alors\n"
-        "  comptée dans les délais de réponse de la préfecture.\n"
-        if tracking_address
-        else ""
-    )
-    return (
-        f"Bonjour,\n\n"
-        f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève de\n"
-        f"{service_name}. Il vous est transmis par mailbot.\n\n"
-        f"Référence : {reference}\n"
-        f"Catégorie : {category}\n"
-        f"Usager : {citizen}\n\n"
-        "L'usager a été informé de cette transmission et attend votre réponse dans un\n"
-        "délai de 5 jours ouvrés à compter de la réception.\n\n"
-        "Pour répondre :\n"
-        f"- répondez directement à l'usager ({citizen}) ;\n"
-        f"- gardez la référence [{reference}] dans l'objet ;\n"
-        f"{tracking}"
-        "- signez avec votre prénom, nom, fonction, service et coordonnées.\n\n"
-        "Si ce message ne relève pas de votre service, renvoyez-le à "
-        f"{mailbox_address}\nen gardant la référence dans l'objet.\n"
-    )
+    """The note to the service, in lines of at most 78 characters (addresses kept whole)."""
+    by = f", au plus tard le {deadline}" if deadline else ""
+    dates = (received_at, deadline or "")
+    steps = [
+        f"- répondez directement à l'usager ({citizen}) ;",
+        f"- gardez la référence [{reference}] dans l'objet ;",
+        *(
+            [
+                f"- mettez {tracking_address} en copie cachée (Cci) : la réponse est alors "
+                "comptée dans les délais de réponse de la préfecture ;"
+            ]
+            if tracking_address
+            else []
+        ),
+        "- signez avec votre prénom, nom, fonction, service et coordonnées.",
+    ]
+    blocks = [
+        ["Bonjour,"],
+        _paragraph(
+            f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève de "
+            f"{service_name}. Il vous est transmis par mailbot.",
+            keep=dates,
+        ),
+        [f"Référence : {reference}", f"Catégorie : {category}", f"Usager : {citizen}"],
+        _paragraph(
+            "L'usager a été informé de cette transmission et attend votre réponse dans un "
+            f"délai de 5 jours ouvrés à compter de la réception{by}.",
+            keep=dates,
+        ),
+        ["Pour répondre :", *(line for step in steps for line in _paragraph(step, "  "))],
+        _paragraph(
+            f"Si ce message ne relève pas de votre service, renvoyez-le à {mailbox_address} "
+            "en gardant la référence dans l'objet."
+        ),
+    ]
+    return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+
+
+def _paragraph(text: str, hanging: str = "", keep: tuple[str, ...] = ()) -> list[str]:
+    return wrap(text, WIDTH, subsequent_indent=hanging, keep=keep)
 
 
 def build_forward(

@@ -30,6 +30,7 @@ naming the file, instead of at the first citizen's mail.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import css_inline
 import jinja2
 import yaml
 from jinja2 import meta as jinja_meta
@@ -57,8 +59,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mailbot.addresses import check_mailbox
+from mailbot.bidi import html_isolate, tel_target, text_isolate, url_label
+from mailbot.dates import format_date
 from mailbot.errors import MessageError, TemplateError
 from mailbot.message import single_line
+from mailbot.plaintext import wrap, wrap_long_lines
+from mailbot.translations import Paragraphs, load_translations, pick
+from mailbot.workdays import WorkingCalendar
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -68,6 +75,7 @@ META_FILE = "meta.yaml"
 TEXT_FILE = "body.txt.j2"
 HTML_FILE = "body.html.j2"
 PARTIALS_DIR = "_partials"
+STYLESHEET = "mail.css"  # in PARTIALS_DIR
 SUBJECT_MAX_CHARS = 200
 LANGUAGE = "fr"
 
@@ -84,23 +92,7 @@ _MAX_MESSAGE_ID = 900  # "In-Reply-To: <id>" within 998 octets
 _MAX_WORD = 900  # the longest run without a space an ASCII header value may hold
 _MAX_REFERENCES = 20
 
-VarType = Literal["text", "datetime", "mapping", "list", "integer", "boolean"]
-
-_DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
-_MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
+VarType = Literal["text", "datetime", "date", "mapping", "list", "integer", "boolean"]
 
 # Headers build_email sets itself, or that would add recipients: extra_headers may not set them.
 _RESERVED_HEADERS = frozenset(
@@ -139,7 +131,7 @@ class VarSpec:
     """One variable a template expects, as declared in its meta.yaml.
 
     ``type`` is checked when rendering: ``text`` (str), ``datetime`` (timezone-aware),
-    ``mapping`` (a mapping or a pydantic model; ``fields`` lists keys that must be present
+    ``date``, ``mapping`` (a mapping or a pydantic model; ``fields`` lists keys that must be present
     and non-empty), ``list``, ``integer``, ``boolean``.
     """
 
@@ -166,6 +158,24 @@ class TemplateScope:
 
 
 @dataclass(frozen=True)
+class TranslatedPart:
+    """One translated paragraph of a template (meta.yaml ``translated:``), with its condition.
+
+    ``text`` is a key of templates/i18n/<lang>.yaml ("ar.received"); the paragraph is shown
+    when the variable ``when`` is true / ``unless`` is false (or absent).
+    """
+
+    text: str
+    when: str | None = None
+    unless: str | None = None
+
+    def shown(self, context: Mapping[str, object]) -> bool:
+        if self.when is not None and not context.get(self.when):
+            return False
+        return not (self.unless is not None and context.get(self.unless))
+
+
+@dataclass(frozen=True)
 class TemplateMeta:
     name: str
     title: str
@@ -175,6 +185,8 @@ class TemplateMeta:
     subject: str
     required: Mapping[str, VarSpec]
     optional: Mapping[str, VarSpec]
+    translated: tuple[TranslatedPart, ...] = ()
+    text_matches_html: bool = True
 
     def examples(self, *, include_optional: bool = True) -> dict[str, object]:
         """The example values of meta.yaml, ready to pass to Renderer.render()."""
@@ -189,58 +201,28 @@ class RenderedMail:
     subject: str
     text: str
     html: str
+    languages: tuple[str, ...] = (LANGUAGE,)  # French, then the translation's language if any
 
 
 # --------------------------------------------------------------------------- date formatting
 
 
 def date_fr(value: datetime | date, *, timezone: str = "Europe/Paris", style: str = "full") -> str:
-    """Format a date in French, in the given time zone, without any OS locale.
+    """Format a date in French, in the given time zone (see ``mailbot.dates``).
 
     Styles: ``full`` "jeudi 26 novembre 2026 à 14 h 05", ``date`` "jeudi 26 novembre 2026",
     ``time`` "14 h 05", ``numeric`` "26/11/2026 à 14 h 05". Whole hours read "14 h".
     A naive datetime is refused: we never guess the zone a mail was received in.
     """
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("date_fr needs a timezone-aware datetime, got a naive one")
-        value = value.astimezone(ZoneInfo(timezone))
-    elif isinstance(value, date):
-        if style != "date":
-            raise ValueError(f"date_fr style {style!r} needs a datetime, got a date")
-    else:
-        raise ValueError(f"date_fr needs a datetime, got {type(value).__name__}")
-    day = "1er" if value.day == 1 else str(value.day)
-    long_date = f"{_DAYS[value.weekday()]} {day} {_MONTHS[value.month - 1]} {value.year}"
-    if style == "date":
-        return long_date
-    assert isinstance(value, datetime)
-    clock = f"{value.hour} h" if value.minute == 0 else f"{value.hour} h {value.minute:02d}"
-    if style == "full":
-        return f"{long_date} à {clock}"
-    if style == "time":
-        return clock
-    if style == "numeric":
-        return f"{value:%d/%m/%Y} à {clock}"
-    raise ValueError(f"unknown date_fr style {style!r} (full, date, time, numeric)")
+    try:
+        return format_date(value, "fr", timezone=timezone, style=style)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("dates need", "date_fr needs")) from None
 
 
 def _oneline(value: object) -> str:
     """Template filter: text on one line, runs of spaces collapsed."""
     return _SPACES.sub(" ", single_line(_UNICODE_BREAKS.sub(" ", str(value))))
-
-
-def _tel(value: object) -> str:
-    """Template filter: a French phone number as a tel: URI target (+33...)."""
-    digits = re.sub(r"[^\d+]", "", str(value))
-    if re.fullmatch(r"0\d{9}", digits):
-        return "+33" + digits[1:]
-    return digits
-
-
-def _url_label(value: object) -> str:
-    """Template filter: a URL as people read it (no scheme, no trailing slash)."""
-    return re.sub(r"^https?://", "", str(value)).rstrip("/")
 
 
 # --------------------------------------------------------------------------- meta.yaml model
@@ -267,6 +249,13 @@ class _ScopeModel(_Strict):
     services: list[str] = Field(default_factory=list)
 
 
+class _TranslatedModel(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    text: str
+    when: str | None = Field(default=None, alias="if")
+    unless: str | None = None
+
+
 class _MetaModel(_Strict):
     name: str
     title: str = Field(min_length=1)
@@ -275,6 +264,35 @@ class _MetaModel(_Strict):
     language: str = Field(pattern=r"^[a-z]{2}$")
     subject: str = Field(min_length=1)
     variables: _VariablesModel
+    translated: list[str | _TranslatedModel] = Field(default_factory=list)
+    text_matches_html: bool = True
+
+
+def _translated_parts(
+    path: Path, model: _MetaModel, specs: Mapping[str, Mapping[str, VarSpec]]
+) -> tuple[TranslatedPart, ...]:
+    """The ``translated:`` list of a meta.yaml; its conditions name declared variables."""
+    if "translation" in specs["required"] or "translation" in specs["optional"]:
+        raise TemplateError(
+            f"{path}: variables: 'translation' is provided by mailbot; list the translated "
+            "paragraphs under 'translated:' instead"
+        )
+    parts = []
+    for index, item in enumerate(model.translated):
+        part = (
+            TranslatedPart(item)
+            if isinstance(item, str)
+            else TranslatedPart(item.text, item.when, item.unless)
+        )
+        for condition in (part.when, part.unless):
+            if condition is not None and not (
+                condition in specs["required"] or condition in specs["optional"]
+            ):
+                raise TemplateError(
+                    f"{path}: translated[{index}]: condition on undeclared variable {condition!r}"
+                )
+        parts.append(part)
+    return tuple(parts)
 
 
 def _pydantic_problem(exc: ValidationError) -> str:
@@ -321,6 +339,15 @@ def _check_value(name: str, spec: VarSpec, value: object) -> object:
             raise ValueError(f"variable {name!r} must be a datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"variable {name!r} must be a timezone-aware datetime")
+        return value
+    if spec.type == "date":
+        if isinstance(value, str):
+            try:
+                value = date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"variable {name!r}: {value!r} is not an ISO 8601 date") from None
+        if not isinstance(value, date) or isinstance(value, datetime):
+            raise ValueError(f"variable {name!r} must be a date, got {type(value).__name__}")
         return value
     if spec.type == "mapping":
         mapping = _as_mapping(value)
@@ -396,6 +423,10 @@ class Renderer:
         self._sources: dict[str, tuple[str, Path]] = {}
         self._load_partials()
         metas = self._load_metas()
+        self._inliner = self._load_stylesheet()
+        i18n = self.template_dir / TRANSLATIONS_DIR
+        self.translations = load_translations(i18n) if i18n.is_dir() else {}
+        self._paragraphs = Paragraphs(self.translations, timezone)
 
         loader = jinja2.FunctionLoader(self._load_source)
         common: dict[str, Any] = {
@@ -415,8 +446,11 @@ class Renderer:
         for env in (self._text_env, self._html_env):
             env.filters["date_fr"] = self._date_filter
             env.filters["oneline"] = _oneline
-            env.filters["tel"] = _tel
-            env.filters["url_label"] = _url_label
+            env.filters["tel"] = tel_target
+            env.filters["url_label"] = url_label
+        self._text_env.filters["isolate"] = text_isolate
+        self._html_env.filters["isolate"] = html_isolate
+        self._text_env.filters["wrap"] = _wrap_filter
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -425,6 +459,7 @@ class Renderer:
         self._templates: dict[str, _Loaded] = {}
         for name, meta in metas.items():
             self._templates[name] = self._prepare(name, meta)
+            self._check_translated(meta)
         for name in self._templates:
             self._trial_render(name)
 
@@ -436,15 +471,42 @@ class Renderer:
     def meta(self, name: str) -> TemplateMeta:
         return self._get(name).meta
 
-    def render(self, name: str, variables: Mapping[str, object]) -> RenderedMail:
+    def render(
+        self,
+        name: str,
+        variables: Mapping[str, object],
+        *,
+        language: str | None = LANGUAGE,
+        inline: bool = True,
+    ) -> RenderedMail:
+        """Render one mail. ``language`` is the citizen's: when it is not French, the
+        paragraphs the template declares under ``translated:`` follow the French text in that
+        language (English when mailbot has no translation for it, or None: not detected).
+        ``inline=False`` leaves the HTML as the template wrote it (no stylesheet applied,
+        nothing re-serialised): for checks of the template itself."""
         loaded = self._get(name)
         context = self._context(loaded.meta, variables)
+        text_context, html_context = context, context
+        translation = pick(self.translations, language) if loaded.meta.translated else None
+        if translation is not None:
+            keys = [part.text for part in loaded.meta.translated if part.shown(context)]
+            text_section, html_section = self._paragraphs.section(translation, keys, context)
+            text_context = {**context, "translation": text_section}
+            html_context = {**context, "translation": html_section}
         subject = self._run(loaded, "subject", context)
-        text = self._run(loaded, "text", context)
-        markup = self._run(loaded, "html", context)
+        text = self._run(loaded, "text", text_context)
+        markup = self._run(loaded, "html", html_context)
         return RenderedMail(
-            subject=_clean_subject(subject), text=_clean_text(text), html=markup.strip() + "\n"
+            subject=_clean_subject(subject),
+            text=wrap_long_lines(_clean_text(text)),
+            html=(self._inline(markup) if inline else markup).strip() + "\n",
+            languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
         )
+
+    def language_of(self, language: str | None) -> str:
+        """The language the translated paragraphs of a mail would be in ("fr": none)."""
+        translation = pick(self.translations, language)
+        return translation.language if translation else LANGUAGE
 
     def check_config(self, config: Config) -> None:
         """Check rules.yaml against the templates: each mailbox's AR exists and fits its scope."""
@@ -574,6 +636,8 @@ class Renderer:
             subject=model.subject,
             required=MappingProxyType(specs["required"]),
             optional=MappingProxyType(specs["optional"]),
+            translated=_translated_parts(path, model, specs),
+            text_matches_html=model.text_matches_html,
         )
 
     def _load_source(self, name: str) -> tuple[str, str, Callable[[], bool]] | None:
@@ -608,6 +672,8 @@ class Renderer:
         env = self._env_for(key)
         used = jinja_meta.find_undeclared_variables(env.parse(source))
         unknown = used - set(meta.required) - set(meta.optional) - set(env.globals)
+        if meta.translated:
+            unknown.discard("translation")  # provided by the renderer
         if unknown:
             raise TemplateError(
                 f"{path}: uses undeclared variable(s) {', '.join(sorted(unknown))}; declare "
@@ -640,6 +706,46 @@ class Renderer:
             compiled["html"],
             MappingProxyType(files),
         )
+
+    def _load_stylesheet(self) -> css_inline.CSSInliner | None:
+        """The one stylesheet of every HTML part, inlined into style attributes at render
+        time (Outlook and most webmails ignore <style>); @media rules stay in a <style>."""
+        path = self.template_dir / PARTIALS_DIR / STYLESHEET
+        if not path.is_file():
+            return None
+        css = self._read(path)
+        inliner = css_inline.CSSInliner(
+            extra_css=css, keep_at_rules=True, load_remote_stylesheets=False, minify_css=True
+        )
+        try:
+            inliner.inline("<p></p>")
+        except (css_inline.InlineError, ValueError) as exc:
+            raise TemplateError(f"{path}: invalid stylesheet: {exc}") from None
+        return inliner
+
+    def _inline(self, markup: str) -> str:
+        if self._inliner is None:
+            return markup
+        try:
+            return self._inliner.inline(markup)
+        except (css_inline.InlineError, ValueError) as exc:
+            raise TemplateError(f"cannot apply the stylesheet: {exc}") from None
+
+    def _check_translated(self, meta: TemplateMeta) -> None:
+        """Every translated paragraph exists and uses only variables this template has."""
+        path = self.template_dir / meta.name / META_FILE
+        if meta.translated and not self.translations:
+            raise TemplateError(f"{path}: translated: no translations in {TRANSLATIONS_DIR}/")
+        for index, part in enumerate(meta.translated):
+            for translation in self.translations.values():
+                if part.text not in translation.texts:
+                    raise TemplateError(
+                        f"{path}: translated[{index}]: no text {part.text!r} in {translation.path}"
+                    )
+                for placeholder in translation.placeholders(part.text):
+                    problem = _placeholder_problem(meta, part, placeholder)
+                    if problem:
+                        raise TemplateError(f"{translation.path}: {part.text}: {problem}")
 
     def _trial_render(self, name: str) -> None:
         meta = self._templates[name].meta
@@ -702,6 +808,38 @@ class Renderer:
         return date_fr(value, timezone=self.timezone, style=style)
 
 
+def _placeholder_problem(meta: TemplateMeta, part: TranslatedPart, placeholder: str) -> str | None:
+    """Why ``{{ placeholder }}`` could be missing when ``meta``'s template shows ``part``."""
+    root, _, attribute = placeholder.partition(".")
+    spec = meta.required.get(root) or (meta.optional.get(root) if root == part.when else None)
+    if spec is None:
+        return f"{{{{ {placeholder} }}}}: template {meta.name!r} has no required variable {root!r}"
+    if attribute and spec.type != "mapping":
+        return f"{{{{ {placeholder} }}}}: {root!r} is not a mapping"
+    if attribute and spec.fields and attribute not in spec.fields:
+        return (
+            f"{{{{ {placeholder} }}}}: {root}.{attribute} may be empty in template "
+            f"{meta.name!r} (always there: {', '.join(spec.fields)})"
+        )
+    return None
+
+
+def _wrap_filter(value: object, width: int = 76, indent: int = 0) -> str:
+    """Template filter (text): a paragraph wrapped at ``width``, never inside a URL, an
+    address, a phone number or a reference; continuation lines indented by ``indent``."""
+    return "\n".join(wrap(str(value), width, subsequent_indent=" " * indent))
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar(timezone: str) -> WorkingCalendar:
+    return WorkingCalendar(timezone=timezone)
+
+
+def answer_deadline(received_at: datetime, timezone: str = "Europe/Paris") -> date:
+    """The last day of the 5-working-day answer commitment, holidays included."""
+    return _calendar(timezone).deadline(received_at)
+
+
 def ar_variables(
     config: Config,
     mailbox: str,
@@ -713,12 +851,15 @@ def ar_variables(
     """The variables an acknowledgement template expects, from rules.yaml.
 
     The service's email falls back to the mailbox address: CRPA L112-11 wants it shown.
+    ``deadline`` is the date by which the citizen gets an answer: the 5th working day after
+    receipt (README, "Working days").
     """
     box = config.mailboxes[mailbox]
     service = config.services[box.service]
     return {
         "reference": reference,
         "received_at": received_at,
+        "deadline": answer_deadline(received_at, config.timezone),
         "original_subject": original_subject,
         "service": {
             "name": service.name,

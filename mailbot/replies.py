@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from mailbot.config import Config, ServiceConfig
 from mailbot.forward import build_forward, cover_note
 from mailbot.message import ParsedMessage
-from mailbot.render import Renderer, ar_variables, build_email, date_fr
+from mailbot.render import Renderer, answer_deadline, ar_variables, build_email, date_fr
 from mailbot.routing import RoutingDecision
-from mailbot.translations import Translation, pick, section
+from mailbot.translations import Translation
 
 
 @dataclass(frozen=True)
@@ -36,36 +36,6 @@ class Plan:
     reoriented_to: str | None
 
 
-REORIENTATION_PARTS = [
-    ("ar", "received"),
-    ("ar", "reference"),
-    ("reorientation", "not_prefecture"),
-    ("reorientation", "more"),
-    ("ar", "help"),
-    ("ar", "automatic"),
-]
-
-
-def ar_parts(transferred: bool, etrangers: bool) -> list[tuple[str, str]]:
-    """Which translated paragraphs an AR carries, in reading order."""
-    parts = [
-        ("ar", "received"),
-        ("ar", "reference"),
-        ("ar", "delay"),
-        ("ar", "transferred" if transferred else "handled_by"),
-        ("ar", "contact"),
-    ]
-    if etrangers:
-        parts += [("etrangers", "anef"), ("etrangers", "appointments")]
-    return [
-        *parts,
-        ("ar", "help"),
-        ("ar", "reply_hint"),
-        ("ar", "french_only"),
-        ("ar", "automatic"),
-    ]
-
-
 def _service_variables(service: ServiceConfig, fallback_email: str) -> dict[str, object]:
     return {
         "name": service.name,
@@ -78,37 +48,21 @@ def _service_variables(service: ServiceConfig, fallback_email: str) -> dict[str,
 
 
 class Replies:
+    """Plans the mails about one acknowledged message.
+
+    Which paragraphs are translated, and how, is the templates' business (their meta.yaml
+    and templates/i18n/): the renderer is given the citizen's language and does the rest.
+    ``translations`` is accepted for callers that load them; the renderer has its own.
+    """
+
     def __init__(
-        self, config: Config, renderer: Renderer, translations: Mapping[str, Translation]
+        self,
+        config: Config,
+        renderer: Renderer,
+        translations: Mapping[str, Translation] | None = None,
     ) -> None:
         self.config = config
         self.renderer = renderer
-        self.translations = translations
-
-    def _translated(
-        self,
-        language: str | None,
-        parts: list[tuple[str, str]],
-        values: Mapping[str, str],
-    ) -> dict[str, object]:
-        """The ``translation`` variable when the user did not write in French, else nothing."""
-        translation = pick(self.translations, language)
-        return {"translation": section(translation, parts, values)} if translation else {}
-
-    def _values(
-        self, reference: str, received_at: datetime, service: Mapping[str, object]
-    ) -> dict[str, str]:
-        return {
-            "reference": reference,
-            "received_date": date_fr(received_at, timezone=self.config.timezone, style="numeric"),
-            "service_name": str(service.get("name") or ""),
-            "service_phone": str(service.get("phone") or ""),
-            "service_email": str(service.get("email") or ""),
-            "service_website": str(service.get("website") or ""),
-            "service_address": str(service.get("postal_address") or ""),
-            "target_name": "",
-            "target_website": "",
-        }
 
     def plan(
         self,
@@ -123,17 +77,16 @@ class Replies:
     ) -> Plan:
         if routing is not None and routing.reorient and self.config.routing:
             target = self.config.routing.reorientation[routing.reorient]
-            values = self._values(reference, received_at, {})
-            values |= {"target_name": target.name, "target_website": target.website}
-            variables = {
+            variables: dict[str, object] = {
                 "reference": reference,
                 "received_at": received_at,
                 "original_subject": parsed.subject,
                 "target": target.model_dump(),
                 "prefecture": self.config.prefecture.model_dump(),
-                **self._translated(language, REORIENTATION_PARTS, values),
             }
-            reply = self._citizen_mail(mailbox, parsed, recipient, "reorientation", variables)
+            reply = self._citizen_mail(
+                mailbox, parsed, recipient, "reorientation", variables, language
+            )
             return Plan((reply,), None, routing.reorient)
         variables = ar_variables(
             self.config,
@@ -149,14 +102,10 @@ class Replies:
         if transferred and service is not None:
             variables["service"] = _service_variables(service, box.address)
             variables["transferred"] = True
-        contact = variables["service"]
-        assert isinstance(contact, Mapping)
-        parts = ar_parts(transferred, etrangers=box.service == "etrangers")
-        variables |= self._translated(
-            language, parts, self._values(reference, received_at, contact)
-        )
         if transferred and service is not None:
-            ar = self._citizen_mail(mailbox, parsed, recipient, box.ar_template, variables)
+            ar = self._citizen_mail(
+                mailbox, parsed, recipient, box.ar_template, variables, language
+            )
             assert routing is not None
             forwards = tuple(
                 self._forward(mailbox, raw, parsed, received_at, reference, recipient, routing, to)
@@ -165,7 +114,9 @@ class Replies:
             return Plan((ar, *forwards), routing.service, None)
         template = self.config.mailboxes[mailbox].ar_template
         return Plan(
-            (self._citizen_mail(mailbox, parsed, recipient, template, variables),), None, None
+            (self._citizen_mail(mailbox, parsed, recipient, template, variables, language),),
+            None,
+            None,
         )
 
     def _citizen_mail(
@@ -175,11 +126,12 @@ class Replies:
         recipient: str,
         template: str,
         variables: dict[str, object],
+        language: str | None,
     ) -> Queued:
         box = self.config.mailboxes[mailbox]
         sender = self.config.sender
         mail = build_email(
-            self.renderer.render(template, variables),
+            self.renderer.render(template, variables, language=language),
             from_address=box.address,
             from_name=sender.from_name,
             to=recipient,
@@ -208,6 +160,11 @@ class Replies:
         note = cover_note(
             reference=reference,
             received_at=date_fr(received_at, timezone=self.config.timezone),
+            deadline=date_fr(
+                answer_deadline(received_at, self.config.timezone),
+                timezone=self.config.timezone,
+                style="date",
+            ),
             service_name=self.config.services[routing.service].name,
             citizen=citizen,
             mailbox_address=box.address,

@@ -365,11 +365,24 @@ class SmtpTransport:
 
 
 class FileTransport:
-    """Writes each mail as an .eml file: the demo's outbox, and a safe dry-run."""
+    """Writes each mail as an .eml file: the demo's outbox, and a safe dry-run.
 
-    def __init__(self, directory: Path) -> None:
+    ``name`` gives a file's name (without .eml) from its envelope (default: the envelope's
+    name); a name already taken gets -2, -3…
+    """
+
+    def __init__(self, directory: Path, name: Callable[[Envelope], str] | None = None) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name or (lambda envelope: envelope.name)
+
+    def _path(self, envelope: Envelope) -> Path:
+        stem = self.name(envelope)
+        path, count = self.directory / f"{stem}.eml", 1
+        while path.exists():
+            count += 1
+            path = self.directory / f"{stem}-{count}.eml"
+        return path
 
     def send_batch(
         self,
@@ -382,5 +395,5 @@ class FileTransport:
             if stop is not None and stop.is_set():
                 break
             if before(envelope):
-                (self.directory / f"{envelope.name}.eml").write_bytes(envelope.raw)
+                self._path(envelope).write_bytes(envelope.raw)
                 after(envelope, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import yaml
 from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup
 
 from mailbot.errors import TemplateError
-from mailbot.translations import PLACEHOLDERS, SECTIONS, load_translations, pick
+from mailbot.render import Renderer
+from mailbot.translations import load_translations, pick
 
 __all__ = ["etrangers_user", "setup"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +43,9 @@ def test_english_message_gets_french_then_english(setup: Any) -> None:
         "Hello, could you tell me the opening hours of the prefecture on Fridays? Thank you.",
     )
     text, html = parts(msg)
-    assert text.index("Nous avons bien reçu") < text.index("IN ENGLISH")
+    assert text.index("Nous l'avons reçu") < text.index("IN ENGLISH")
     assert "We will answer within 5 working days" in text
-    assert 'lang="en" dir="ltr"' in html
+    assert 'dir="ltr" lang="en"' in html
     assert db_rows(setup[0], "SELECT language FROM messages") == [("en",)]
 
 
@@ -56,8 +58,8 @@ def test_arabic_message_gets_french_then_arabic_rtl(setup: Any) -> None:
     )
     text, html = parts(msg)
     arabic = load_translations(I18N)["ar"]
-    assert text.index("Nous avons bien reçu") < text.index(arabic.heading.upper())
-    assert 'lang="ar" dir="rtl"' in html
+    assert text.index("Nous l'avons reçu") < text.index(arabic.heading.upper())
+    assert 'dir="rtl" lang="ar"' in html
     assert "text-align:right" in html
     assert "https://administration-etrangers-en-france.interieur.gouv.fr" in text
 
@@ -80,8 +82,10 @@ def test_every_translation_file_is_complete() -> None:
     translations = load_translations(I18N)
     assert {"en", "ar", "es", "uk"} <= set(translations)
     for translation in translations.values():
-        for section, keys in SECTIONS.items():
-            assert set(translation.texts[section]) == set(keys)
+        assert set(translation.texts) == set(translations["en"].texts)
+        # Honest about review: a reviewed file names its reviewer.
+        assert isinstance(translation.reviewed, bool)
+        assert bool(translation.reviewer) == translation.reviewed
     assert translations["ar"].direction == "rtl"
     assert pick(translations, "fr") is None
     assert pick(translations, "xx") is translations["en"]
@@ -91,8 +95,54 @@ def test_every_translation_file_is_complete() -> None:
 
 def test_broken_translation_is_refused_with_location(tmp_path: Path) -> None:
     data = yaml.safe_load((I18N / "en.yaml").read_text(encoding="utf-8"))
-    data["ar"]["delay"] = "Answer on {deadline}"
+    data["ar"]["deadline"] = "Answer {% if x %}soon{% endif %}"
     (tmp_path / "en.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    with pytest.raises(TemplateError, match=r"en.yaml: ar.delay: unknown placeholder"):
+    with pytest.raises(TemplateError, match=r"en.yaml: ar.deadline: only placeholders"):
         load_translations(tmp_path)
-    assert "deadline" not in PLACEHOLDERS
+    data["ar"]["deadline"] = "Answer by {{ deadline }}"
+    del data["ar"]["help"]
+    (tmp_path / "en.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    (tmp_path / "es.yaml").write_text((I18N / "es.yaml").read_text(encoding="utf-8"))
+    with pytest.raises(TemplateError, match=r"es.yaml: ar.help: not in en.yaml"):
+        load_translations(tmp_path)
+    data["reviewed"] = True
+    (tmp_path / "en.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"en.yaml: reviewer: name who reviewed"):
+        load_translations(tmp_path)
+
+
+def test_placeholder_the_template_lacks_is_refused_at_load(tmp_path: Path) -> None:
+    """reorientation has no deadline: a translation promising one is refused, naming both."""
+    root = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", root)
+    path = root / "i18n" / "es.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('  more: "', '  more: "{{ deadline }} ', 1), encoding="utf-8")
+    with pytest.raises(
+        TemplateError, match=r"es.yaml: reorientation.more: .*no required variable 'deadline'"
+    ):
+        Renderer(root)
+
+
+def test_translated_paragraphs_are_declared_in_meta(tmp_path: Path) -> None:
+    """Adding a paragraph is data: a new text in every file and a line in meta.yaml."""
+    root = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", root)
+    for path in (root / "i18n").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(
+            text.replace("\nar:\n", f'\nar:\n  parking: "P-{path.stem} {{{{ reference }}}}"\n', 1),
+            encoding="utf-8",
+        )
+    meta = root / "ar-general" / "meta.yaml"
+    meta.write_text(
+        meta.read_text(encoding="utf-8").replace(
+            "  - ar.help\n", "  - ar.help\n  - ar.parking\n", 1
+        ),
+        encoding="utf-8",
+    )
+    renderer = Renderer(root)
+    examples = renderer.meta("ar-general").examples()
+    mail = renderer.render("ar-general", examples, language="tr")
+    assert "P-tr SM-2026-000123" in mail.text and "P-tr" in mail.html
+    assert "P-tr" not in renderer.render("ar-etrangers", examples, language="tr").text

@@ -18,6 +18,7 @@ from mailbot.render import (
     SUBJECT_MAX_CHARS,
     RenderedMail,
     Renderer,
+    answer_deadline,
     ar_variables,
     build_email,
     date_fr,
@@ -62,6 +63,7 @@ def ar_vars(subject: str = "Demande de carte grise", **extra: object) -> dict[st
     return {
         "reference": "SM-2026-000123",
         "received_at": RECEIVED,
+        "deadline": answer_deadline(RECEIVED),
         "original_subject": subject,
         "service": SERVICE,
         "prefecture": PREFECTURE,
@@ -140,11 +142,13 @@ def test_shipped_templates_are_found(renderer: Renderer) -> None:
     assert set(meta.required) == {
         "reference",
         "received_at",
+        "deadline",
         "original_subject",
         "service",
         "prefecture",
     }
     assert meta.required["received_at"].type == "datetime"
+    assert meta.required["deadline"].type == "date"
 
 
 @pytest.mark.parametrize("name", ["ar-general", "ar-etrangers"])

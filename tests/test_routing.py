@@ -264,3 +264,15 @@ def test_urgent_priority_is_an_action() -> None:
     assert decision.priority == "urgent"
     assert "priority:urgent" in decision.actions
     assert route("Passeport", "Bonjour").priority == "normal"
+
+
+@pytest.mark.parametrize("phrase", ["سند الإقامة", "بطاقة الإقامة", "تصريح الإقامة"])
+def test_arabic_residence_permit_terms_route_to_etrangers(phrase: str) -> None:
+    """Arabic names of the titre de séjour (Maghreb and Mashriq usage) reach the DMI."""
+    decision = route(f"سؤال عن {phrase}", f"أريد تجديد {phrase} الخاص بي.", language="ar")
+    assert decision.service == "etrangers"
+
+
+def test_no_arabic_keyword_means_a_club() -> None:
+    """A former keyword read « نادي الإقامة » (“residence club”): not a residence permit."""
+    assert "نادي" not in (ROOT / "rules.yaml").read_text(encoding="utf-8")

@@ -82,15 +82,27 @@ def flat(body: str) -> str:
 
 
 def text_signature(mail: RenderedMail) -> str:
+    """The agent's signature: after "-- ", up to the prefecture's footer (a blank line)."""
     head, delimiter, signature = mail.text.rpartition("\n-- \n")
     assert delimiter, "the text part has no '-- ' signature delimiter"
     assert "Cordialement," in head
-    return signature
+    signature, _, footer = signature.partition("\n\n")
+    assert footer.startswith("Préfecture de la Seine-Maritime\n")  # as in the HTML footer
+    return signature + "\n"
+
+
+def escaped(value: object) -> str:
+    """A value as it appears in a text node of the HTML part.
+
+    The stylesheet is inlined by an HTML5 serialiser, which escapes &, < and > in text
+    (quotes need no escaping there); attribute values stay quoted and escaped.
+    """
+    return str(escape(value)).replace("&#39;", "'").replace("&#34;", '"')
 
 
 def html_signature(mail: RenderedMail, agent: dict[str, object]) -> str:
     """The signature table: from the agent's name to the end of its table."""
-    name = str(escape(f"{agent['first_name']} {agent['last_name']}"))
+    name = escaped(f"{agent['first_name']} {agent['last_name']}")
     assert mail.html.count(name) == 1, "the agent's name should appear once, in the signature"
     rest = mail.html[mail.html.index(name) :]
     return rest[: rest.index("</table>")]
@@ -184,11 +196,13 @@ def test_subject_falls_back_to_a_title(renderer: Renderer, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_greeting(renderer: Renderer, name: str) -> None:
     mail = renderer.render(name, examples(renderer, name, usager_nom="Madame Dupont"))
-    assert mail.text.startswith("Bonjour Madame Dupont,\n")
+    # The text part opens with the HTML part's title, then the greeting.
+    title, greeting = mail.text.split("\n\n")[:2]
+    assert title.isupper() and greeting == "Bonjour Madame Dupont,"
     assert ">Bonjour Madame Dupont,</p>" in mail.html
     for absent in ({"usager_nom": None}, {"usager_nom": ""}, {"usager_nom": "  "}):
         mail = renderer.render(name, examples(renderer, name, **absent))
-        assert mail.text.startswith("Bonjour,\n")
+        assert mail.text.split("\n\n")[1] == "Bonjour,"
         assert ">Bonjour,</p>" in mail.html
 
 
@@ -214,7 +228,7 @@ def test_signature_shows_what_crpa_l111_2_requires(renderer: Renderer, name: str
     html_sig = html_signature(mail, agent)
     for element in elements:
         assert str(element) in text_sig, element
-        assert str(escape(element)) in html_sig, element
+        assert escaped(element) in html_sig, element
     assert text_sig.startswith(f"{agent['first_name']} {agent['last_name']}\n")
     assert 'href="tel:+33232765000"' in html_sig
     assert f'href="{agent["website"]}"' in html_sig
@@ -268,8 +282,8 @@ def test_usager_nom_is_escaped_in_html(renderer: Renderer, name: str) -> None:
     evil = '<script>alert("x")</script> & <b>Dupont</b>'
     mail = renderer.render(name, examples(renderer, name, usager_nom=evil))
     assert "<script>" not in mail.html and "<b>Dupont" not in mail.html
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;Dupont" in mail.html
-    assert mail.text.startswith(f"Bonjour {evil},\n")  # text is never interpreted
+    assert '&lt;script&gt;alert("x")&lt;/script&gt; &amp; &lt;b&gt;Dupont' in mail.html
+    assert f"\n\nBonjour {evil},\n" in mail.text  # text is never interpreted
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -315,7 +329,7 @@ def test_statut_dossier(renderer: Renderer) -> None:
     status = "Votre dossier est complet. Il est en cours d'examen."
     mail = renderer.render(name, examples(renderer, name, statut_dossier=status))
     assert "OÙ EN EST VOTRE DOSSIER ?" in mail.text and status in mail.text
-    assert str(escape(status)) in mail.html
+    assert escaped(status) in mail.html
     mail = renderer.render(name, examples(renderer, name, statut_dossier=None))
     assert "OÙ EN EST VOTRE DOSSIER" not in mail.text
     assert "Où en est votre dossier" not in mail.html
@@ -368,7 +382,7 @@ def test_elements_manquants_are_bullets(renderer: Renderer) -> None:
     assert "\n- Une copie de votre titre de séjour <recto & verso>.\n" in mail.text
     assert "\n-  \n" not in mail.text and "\n-\n" not in mail.text  # blank items are skipped
     assert re.search(r"\n- Une phrase assez longue.*\n  \S", mail.text)
-    assert '<li style="margin:0 0 8px 0;">Votre numéro de dossier.</li>' in mail.html
+    assert '<li style="margin:0 0 8px 0">Votre numéro de dossier.</li>' in mail.html
     assert "Une copie de votre titre de séjour &lt;recto &amp; verso&gt;." in mail.html
 
 
@@ -440,7 +454,7 @@ def test_every_agent_can_sign(renderer: Renderer, name: str) -> None:
         service = config.services[agent.service]
         for value in (service.name, service.postal_address, service.phone, service.website):
             assert value in signature
-            assert str(escape(value)) in html_signature(mail, variables)
+            assert escaped(value) in html_signature(mail, variables)
 
 
 def test_agent_without_function_is_refused(renderer: Renderer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -98,3 +99,96 @@ def test_html_checker_itself() -> None:
         "broken link 'javascript:alert(1)'"
     ]
     assert html_problems("<div>") == ["unclosed <div>"]
+
+
+# --------------------------------------------------------------------------- text = HTML
+
+
+def test_text_and_html_saying_different_things_fail(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path)
+    edit(
+        root / "reponse-permis" / "body.txt.j2",
+        "votre permis vous est envoyé à votre\ndomicile, par courrier.",
+        "votre permis vous est remis au guichet.",
+    )
+    report = check_all(Renderer(root))
+    problems = report["reponse-permis"]
+    assert any(
+        p.startswith("text part lacks: « quand votre demande est acceptée") for p in problems
+    ), problems
+    assert any(
+        p.startswith("HTML part lacks: « quand votre demande est acceptée") for p in problems
+    )
+    assert not any(p for name, p in report.items() if name != "reponse-permis")
+
+
+def test_link_missing_from_the_text_part_fails(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path)
+    edit(
+        root / "ar-general" / "body.txt.j2",
+        "- Permis de conduire : https://permisdeconduire.ants.gouv.fr",
+        "- Permis de conduire : sur le site officiel",
+    )
+    problems = check_all(Renderer(root))["ar-general"]
+    assert (
+        "text part lacks the link https://permisdeconduire.ants.gouv.fr (whole, on one line)"
+        in problems
+    )
+
+
+def test_reference_missing_from_a_part_fails(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path)
+    edit(
+        root / "_partials" / "reference.html.j2",
+        '<strong class="ref">{{ reference }}</strong>',
+        '<strong class="ref">votre numéro</strong>',
+    )
+    problems = check_all(Renderer(root))["reponse-permis"]
+    assert any(
+        p.startswith("HTML part lacks: « votre référence sm-2026-000245") for p in problems
+    ), problems
+
+
+def test_templates_use_the_stylesheet_not_inline_styles() -> None:
+    sources = [*ROOT.glob("templates/*/*.html.j2"), *ROOT.glob("templates/_partials/*.j2")]
+    assert len(sources) > 15
+    for path in sources:
+        assert "style=" not in path.read_text(encoding="utf-8"), path
+    # The stylesheet is applied at render time: every heading carries the same rules.
+    renderer = Renderer(ROOT / "templates")
+    html = renderer.render("ar-etrangers", renderer.meta("ar-etrangers").examples()).html
+    h2 = re.findall(r"<h2 style=\"([^\"]*)\"", html)
+    assert len(h2) >= 5 and len(set(h2)) == 1 and "color:#000091" in h2[0]
+    assert "@media (max-width: 480px)" in html  # small screens: kept in a <style>
+
+
+def test_inline_style_is_reported(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path)
+    edit(
+        root / "reponse-permis" / "body.html.j2",
+        "<h2>Votre démarche</h2>",
+        '<h2 style="color:red">Votre démarche</h2>',
+    )
+    problems = check_all(Renderer(root))["reponse-permis"]
+    assert any("style=" in p and "mail.css" in p for p in problems), problems
+
+
+def test_templates_list_shows_the_translations_and_their_review() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbot.cli",
+            "--config",
+            str(ROOT / "rules.yaml"),
+            "templates",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    ar_row = next(line for line in lines if line.startswith("ar-general "))
+    assert "fr+ar+en+es+pt+ro+ru+tr+uk" in ar_row
+    assert "  ar  العربية (rtl): NOT reviewed by a native speaker" in lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -63,6 +64,9 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     assert len(smtp_server.messages) == 3  # nothing sent twice across the reconnection
 
 
+DECISIONS = (["acknowledge"], ["skip"])  # the third column of a row of the demo's table
+
+
 def test_demo_acknowledges_citizens_only(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
@@ -93,5 +97,57 @@ def test_demo_acknowledges_citizens_only(tmp_path: Path) -> None:
     to_citizens = [raw for raw in outgoing if b"Auto-Submitted: auto-replied" in raw]
     forwards = [raw for raw in outgoing if b"Content-Type: message/rfc822" in raw]
     assert len(to_citizens) == 12
-    assert len(forwards) == result.stdout.count(" → ") >= 5
+    table = [line for line in result.stdout.splitlines() if line.split()[2:3] in DECISIONS]
+    assert len(forwards) == sum(" → " in line for line in table) >= 5
     assert len(outgoing) == len(to_citizens) + len(forwards)
+    # The legend explains the route arrows, right under the table.
+    legend = result.stdout.splitlines()[len(table) + 1]
+    assert legend.startswith("ROUTE: → transferred") and "↪ re-oriented" in legend
+
+
+def test_demo_names_files_and_leaves_a_config_for_its_data(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "mailbot.cli"]
+    demo = subprocess.run(
+        [*cli, "--config", str(root / "rules.yaml"), "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [line.split() for line in demo.stdout.splitlines() if line.split()[2:3] in DECISIONS]
+    references = {row[3] for row in rows if row[3] != "-"}
+    year = sorted(references)[0].split("-")[1]  # from the data, not the calendar
+    names = {path.name for path in (out / "outgoing").glob("*.eml")}
+    for row in rows:
+        reference, route = row[3], row[4]
+        if reference == "-":
+            continue
+        assert reference.startswith(f"SM-{year}-")
+        if route.startswith("↪"):
+            assert f"{reference}-reorientation.eml" in names
+        else:
+            assert f"{reference}-ar.eml" in names
+        if route == "→":
+            assert f"{reference}-forward-{row[5]}.eml" in names
+    forward = (out / "outgoing" / f"SM-{year}-000002-forward-permis.eml").read_bytes()
+    assert b"Content-Type: message/rfc822" in forward
+    ar = (out / "outgoing" / f"SM-{year}-000002-ar.eml").read_bytes()
+    assert b"Auto-Submitted: auto-replied" in ar
+    # demo-out/rules.yaml reads the demo's database, from any working directory.
+    config = out / "rules.yaml"
+    for command in (
+        ["indicators", "--from", f"{year}-01-01", "--to", f"{year}-12-31", "--format", "json"],
+        ["unanswered"],
+    ):
+        result = subprocess.run(
+            [*cli, "--config", str(config), *command],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        )
+        if command[0] == "indicators":
+            assert json.loads(result.stdout)["received"] == len(references)
+        else:
+            assert f"SM-{year}-000001" in result.stdout

@@ -1,0 +1,68 @@
+"""What the demo leaves behind: outgoing mails named for people, and a config to explore them.
+
+``mailbot demo`` writes every outgoing mail as an .eml file named by tracking reference and
+kind (``SM-2026-000001-ar.eml``, ``SM-2026-000001-forward-permis.eml``), and a copy of the
+configuration, ``demo-out/rules.yaml``, whose database is the demo's and whose paths are
+absolute, so that ``mailbot --config demo-out/rules.yaml indicators …`` reads the demo's data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailbot.smtp import Envelope
+from mailbot.store import Store
+
+LEGEND = (
+    "ROUTE: → transferred to that service (the citizen gets one AR that says so, the service "
+    "a forward); ↪ re-oriented to another administration (one reply saying where to turn); "
+    "a plain name: handled by the mailbox's own service."
+)
+PATH_KEYS = {"password_file", "ca_file"}
+
+
+def outgoing_name(store: Store, envelope: Envelope) -> str:
+    """``<reference>-ar``, ``<reference>-reorientation`` or ``<reference>-forward-<service>``."""
+    item = next((row for row in store.outbox_items() if str(row.id) == envelope.name), None)
+    message = store.message(id=item.message_pk) if item and item.message_pk else None
+    if item is None or message is None or not message.reference:
+        return envelope.name
+    if item.kind == "forward":
+        return f"{message.reference}-forward-{message.service}"
+    return f"{message.reference}-{'reorientation' if message.reorient else 'ar'}"
+
+
+def _absolute(node: Any, base: Path) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: str((base / value).resolve())
+            if key in PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute()
+            else _absolute(value, base)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_absolute(value, base) for value in node]
+    return node
+
+
+def write_config(source: Path, out: Path, database: str) -> Path:
+    """``out/rules.yaml``: ``source`` with the demo's database and absolute paths."""
+    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    base = source.resolve().parent
+    data = _absolute(data, base)
+    data["database"] = database
+    for key, default in (("templates", "templates"), ("agents", "agents.yaml")):
+        value = Path(data.get(key) or default)
+        data[key] = str(value if value.is_absolute() else (base / value).resolve())
+    target = out / "rules.yaml"
+    header = (
+        f"# Written by `mailbot demo` from {source.resolve()}: the demo's database and\n"
+        "# absolute paths. Try: mailbot --config " + str(target) + " indicators --from … --to …\n"
+    )
+    target.write_text(
+        header + yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    return target

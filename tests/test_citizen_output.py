@@ -1,0 +1,236 @@
+"""What citizens receive, read as they would: the demo's outgoing mails and every template in
+every language. Text parts: lines of at most 78 characters, and every link, address and phone
+number of the HTML part whole in the text part. ARs: the deadline date, in each language."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import subprocess
+import sys
+from datetime import date, datetime
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from babel.dates import format_date as babel_date
+from babel.dates import get_month_names
+
+from mailbot.forward import cover_note
+from mailbot.render import Renderer
+from mailbot.workdays import WorkingCalendar
+
+ROOT = Path(__file__).resolve().parent.parent
+PARIS = ZoneInfo("Europe/Paris")
+FRENCH_MONTHS = {name: number for number, name in get_month_names("wide", locale="fr").items()}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> list[EmailMessage]:
+    out = tmp_path_factory.mktemp("demo")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailbot.cli",
+            "--config",
+            str(ROOT / "rules.yaml"),
+            "demo",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    mails = []
+    for path in sorted((out / "outgoing").glob("*.eml")):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        mails.append(parsed)
+    return mails
+
+
+def body(msg: EmailMessage, kind: str) -> str:
+    part = msg.get_body((kind,))
+    assert part is not None, f"no text/{kind} part"
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def to_citizens(mails: list[EmailMessage]) -> list[EmailMessage]:
+    return [m for m in mails if m["Auto-Submitted"] == "auto-replied"]
+
+
+class Links(HTMLParser):
+    """Link targets of an HTML part, and the label of each tel: link."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._label: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href, self._label = dict(attrs).get("href") or "", []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._label.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.found.append((self._href, "".join(self._label).strip()))
+            self._href = None
+
+
+def unbreakable_items(html: str) -> list[str]:
+    """What a reader of the text part must find whole: URLs, addresses, phone numbers."""
+    parser = Links()
+    parser.feed(html)
+    items = []
+    for href, label in parser.found:
+        if href.startswith(("http://", "https://")):
+            items.append(href)
+        elif href.startswith("mailto:"):
+            items.append(href.removeprefix("mailto:"))
+        elif href.startswith("tel:"):
+            items.append(label)
+    return items
+
+
+def text_problems(text: str, html: str) -> list[str]:
+    problems = [f"{len(line)} characters: {line!r}" for line in text.splitlines() if len(line) > 78]
+    for item in unbreakable_items(html):
+        # Whole: present, and not followed by more of itself on the next line.
+        if not re.search(re.escape(item) + r"(?![\w/%.-]*[\w/])", text):
+            problems.append(f"not whole in the text part: {item}")
+    return problems
+
+
+# --------------------------------------------------------------------------- text layout
+
+
+def test_demo_text_parts_are_78_columns_and_keep_links_whole(demo: list[EmailMessage]) -> None:
+    citizens = to_citizens(demo)
+    assert len(citizens) == 12
+    for msg in citizens:
+        problems = text_problems(body(msg, "plain"), body(msg, "html"))
+        assert not problems, (msg["Subject"], problems)
+
+
+def test_demo_forward_notes_are_78_columns(demo: list[EmailMessage]) -> None:
+    forwards = [m for m in demo if m["Auto-Submitted"] == "auto-generated"]
+    assert forwards
+    for msg in forwards:
+        note = body(msg, "plain")
+        assert max(len(line) for line in note.splitlines()) <= 78, note
+
+
+@pytest.mark.parametrize("language", ["fr", "en", "ar", "es", "pt", "ro", "ru", "tr", "uk"])
+def test_every_template_in_every_language_keeps_links_whole(language: str) -> None:
+    renderer = Renderer(ROOT / "templates")
+    checked = 0
+    for name in renderer.names():
+        meta = renderer.meta(name)
+        for optional in (True, False):
+            mail = renderer.render(
+                name, meta.examples(include_optional=optional), language=language
+            )
+            problems = text_problems(mail.text, mail.html)
+            assert not problems, (name, language, optional, problems)
+            checked += len(unbreakable_items(mail.html))
+    assert checked > 100
+
+
+def test_cover_note_with_long_values_stays_within_78_columns() -> None:
+    note = cover_note(
+        reference="SM-2026-000123",
+        received_at="dimanche 22 novembre 2026 à 21 h 40",
+        service_name="Bureau des titres — cartes grises (certificats d'immatriculation)",
+        citizen="jean-christophe.de-la-fontaine-martel@exemple-fournisseur.example.org",
+        mailbox_address="pref-contact@seine-maritime.gouv.fr",
+        category="etat-avancement",
+        tracking_address="pref-suivi-des-delais-de-reponse@seine-maritime.gouv.fr",
+        deadline="vendredi 27 novembre 2026",
+    )
+    lines = note.splitlines()
+    assert max(len(line) for line in lines) <= 78
+    for whole in (
+        "jean-christophe.de-la-fontaine-martel@exemple-fournisseur.example.org",
+        "pref-suivi-des-delais-de-reponse@seine-maritime.gouv.fr",
+        "dimanche 22 novembre 2026 à 21 h 40",
+        "vendredi 27 novembre 2026",
+    ):
+        assert whole in note, whole
+    assert "au plus tard le vendredi 27 novembre 2026" in " ".join(lines)
+
+
+# --------------------------------------------------------------------------- the deadline
+
+
+def received_on(msg: EmailMessage) -> datetime:
+    """The date of receipt the AR states in French (what the citizen reads)."""
+    found = re.search(
+        r"reçu(?: votre message)? le \w+ (\d+)(?:er)? (\w+) (\d{4}) à (\d+) h(?: (\d\d))?",
+        body(msg, "plain"),
+    )
+    assert found, "no date of receipt in the French text"
+    day, month, year, hour, minute = found.groups()
+    return datetime(
+        int(year), FRENCH_MONTHS[month], int(day), int(hour), int(minute or 0), tzinfo=PARIS
+    )
+
+
+def test_every_ar_states_its_deadline_in_french_and_in_the_translation(
+    demo: list[EmailMessage],
+) -> None:
+    calendar = WorkingCalendar()
+    ars = [m for m in to_citizens(demo) if "Accusé de réception" in str(m["Subject"])]
+    assert len(ars) == 11
+    languages = set()
+    for msg in ars:
+        deadline = calendar.deadline(received_on(msg))
+        assert (
+            calendar.delay(received_on(msg), datetime.combine(deadline, datetime.min.time(), PARIS))
+            == 5
+        )
+        french = f"au plus tard le {babel_date(deadline, 'EEEE d MMMM y', locale='fr')}"
+        if deadline.day == 1:
+            french = french.replace(" 1 ", " 1er ")
+        text, html = body(msg, "plain"), body(msg, "html")
+        assert french in " ".join(text.split()), msg["Subject"]
+        assert french in html.replace("\xa0", " "), msg["Subject"]
+        language = re.search(r'class="translation"[^>]* lang="(\w+)"', html)
+        if language:
+            languages.add(language.group(1))
+            translated = babel_date(deadline, "full", locale=language.group(1))
+            assert translated in text and translated in html, (language.group(1), translated)
+    assert {"en", "ar"} <= languages
+
+
+def test_deadline_counts_holidays() -> None:
+    """Received on the eve of Christmas: the 25th and the weekend do not count."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("ar-general").examples()
+    received = datetime(2026, 12, 23, 10, 0, tzinfo=PARIS)
+    from mailbot.render import answer_deadline
+
+    assert answer_deadline(received) == date(2026, 12, 31)
+    examples |= {"received_at": received, "deadline": answer_deadline(received)}
+    mail = renderer.render("ar-general", examples, language="es")
+    assert "au plus tard le jeudi 31 décembre 2026" in " ".join(mail.text.split())
+    assert "jueves, 31 de diciembre de 2026" in mail.text
+
+
+def test_transfer_notice_states_the_deadline() -> None:
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("notification-transfert").examples()
+    mail = renderer.render("notification-transfert", examples, language="uk")
+    assert "au plus tard le jeudi 3 décembre 2026" in " ".join(mail.text.split())
+    ukrainian = babel_date(date(2026, 12, 3), "full", locale="uk")  # четвер, 3 грудня 2026 р.
+    assert ukrainian in mail.text and ukrainian in mail.html
