@@ -1,6 +1,6 @@
 """Check the writers' .eml files against plan.csv and the rules of WRITING.md.
 
-``python tests/data/corpus/check_mails.py [--plan plan.csv] [--mails mails/]``: one line per
+``python tests/data/corpus/check_mails.py [--plan plan.csv] [--mails DIR ...]``: one line per
 problem (exit status 1), or a one-line summary. It checks the form of each mail only (name,
 headers, addresses, MIME structure required by the row's format); whether the text fits the
 row's labels is for a human reader with docs/routing-guide.md, never for mailbot's own rules.
@@ -124,14 +124,14 @@ def mail_problems(row: dict[str, str], data: bytes) -> list[str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, default=HERE / "plan.csv")
-    parser.add_argument("--mails", type=Path, default=HERE / "mails")
+    parser.add_argument("--mails", type=Path, nargs="+", default=[HERE / "dev", HERE / "test"])
     args = parser.parse_args(argv)
     with args.plan.open(encoding="utf-8", newline="") as handle:
         plan = {row["id"]: row for row in csv.DictReader(handle)}
     problems: list[str] = []
     seen: Counter[str] = Counter()
     message_ids: Counter[str] = Counter()
-    files = sorted(args.mails.glob("*.eml")) if args.mails.is_dir() else []
+    files = sorted(f for folder in args.mails if folder.is_dir() for f in folder.glob("*.eml"))
     for path in files:
         match = NAME.match(path.name)
         if not match or match.group(1) not in plan:
