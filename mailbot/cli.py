@@ -19,26 +19,28 @@ from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from mailbot import demo
-from mailbot.catalogue import agent_variables, check_all, languages, listing
+from mailbot.app.delivery import Outbox
+from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
+from mailbot.app.intake import Pipeline
+from mailbot.app.quarantine import parse_ref, retry, unhandled_row
+from mailbot.app.report import ReportBuilder, month_period, parse_week, week_period
+from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config, load_agents, load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.indicators import arrays_from_store, compute_arrays
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import ConfigError, MailbotError
-from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
-from mailbot.imap import ImapMailbox
-from mailbot.indicators import arrays_from_store, compute_arrays
 from mailbot.jobs import send_alerts, send_weekly_report
 from mailbot.logs import safe_error, setup_logging
-from mailbot.maildir import MaildirSource, mail_files
-from mailbot.outbox import Outbox
-from mailbot.pipeline import IncomingMail, Outcome, Pipeline
-from mailbot.poller import Processor, Source
-from mailbot.quarantine import parse_ref, retry, unhandled_row
-from mailbot.render import Renderer, build_email
-from mailbot.report import ReportBuilder, month_period, parse_week, week_period
-from mailbot.sent import SentPipeline, signature_check
-from mailbot.smtp import FileTransport, SmtpTransport, Transport
-from mailbot.store import Store, utcnow
+from mailbot.mail.imap import ImapMailbox
+from mailbot.mail.maildir import MaildirSource, mail_files
+from mailbot.mail.poller import Processor, Source
+from mailbot.mail.smtp import FileTransport, SmtpTransport, Transport
+from mailbot.render.checks import agent_variables, check_all, languages, listing
+from mailbot.render.templates import Renderer, build_email
+from mailbot.store import Store
 from mailbot.web.commands import add_web_commands
-from mailbot.workdays import WorkingCalendar
 from mailbot.worker import Worker
 
 EXIT_FIRST_POLL_REFUSED = 3

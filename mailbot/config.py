@@ -29,9 +29,9 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.errors import ConfigError, SecretError
 from mailbot.redact import register_secret
-from mailbot.schedule import parse_time, parse_weekly
 
 Email = Annotated[
     str,

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from mailbot.smtp import Envelope
+from mailbot.mail.smtp import Envelope
 from mailbot.store import Store
 
 LEGEND = (

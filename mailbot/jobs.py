@@ -6,13 +6,13 @@ import logging
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from mailbot.alerts import digests
+from mailbot.app.delivery import Outbox
 from mailbot.config import Config
-from mailbot.outbox import Outbox
-from mailbot.render import Renderer, build_email
-from mailbot.schedule import parse_weekly
+from mailbot.core.digests import digests
+from mailbot.core.schedule import parse_weekly
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.render.templates import Renderer, build_email
 from mailbot.store import Store
-from mailbot.workdays import WorkingCalendar
 
 log = logging.getLogger(__name__)
 ALERTS_TEMPLATE = "alertes-delais"
@@ -83,7 +83,7 @@ def send_weekly_report(
 ) -> str | None:
     """Send the last complete week's report once, ever: the claim and the queued mails commit
     together, so a restart neither skips nor repeats a week. Returns the week sent, if any."""
-    from mailbot.report import ReportBuilder, week_period
+    from mailbot.app.report import ReportBuilder, week_period
 
     calendar = WorkingCalendar(timezone=config.timezone)
     if not report_due(now, config.reports.weekly.cron, calendar.zone):

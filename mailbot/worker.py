@@ -17,12 +17,13 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from mailbot.app.delivery import DeliveryLoop, Outbox
+from mailbot.app.intake import Pipeline
 from mailbot.config import Config
+from mailbot.core.incoming import Outcome
+from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.errors import FirstPollError, MailboxError
-from mailbot.outbox import DeliveryLoop, Outbox
-from mailbot.pipeline import Outcome, Pipeline
-from mailbot.poller import MailboxPoller, Processor, Source
-from mailbot.schedule import parse_time, parse_weekly
+from mailbot.mail.poller import MailboxPoller, Processor, Source
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from servers import SmtpServer
 
-from mailbot.alerts import digests
 from mailbot.cli import main
+from mailbot.core.digests import digests
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import NewMessage, Store
-from mailbot.workdays import WorkingCalendar
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")

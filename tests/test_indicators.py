@@ -242,8 +242,8 @@ def test_same_figures_on_postgresql() -> None:
 
     from pg import PostgresServer
 
-    from mailbot.indicators import arrays_from_store, compute_arrays
-    from mailbot.workdays import WorkingCalendar
+    from mailbot.core.indicators import arrays_from_store, compute_arrays
+    from mailbot.core.workdays import WorkingCalendar
 
     server = PostgresServer()
     store = Store(server.start())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.render import Renderer, build_email
+from mailbot.render.templates import Renderer, build_email
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERER = Renderer(ROOT / "templates")

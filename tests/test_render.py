@@ -14,7 +14,7 @@ import pytest
 
 from mailbot.config import load_config
 from mailbot.errors import MessageError, TemplateError
-from mailbot.render import (
+from mailbot.render.templates import (
     SUBJECT_MAX_CHARS,
     RenderedMail,
     Renderer,
@@ -657,7 +657,7 @@ def test_templates_are_read_once(tmp_path: Path) -> None:
 def test_demo_maildir_is_well_formed() -> None:
     from email.utils import parsedate_to_datetime
 
-    from mailbot.message import parse_message
+    from mailbot.core.message import parse_message
 
     maildir = ROOT / "mailbot" / "demo_data" / "maildir"
     files: list[Path] = []

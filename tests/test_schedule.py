@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from mailbot.config import load_config
+from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.errors import ConfigError, ScheduleError
 from mailbot.jobs import report_due
-from mailbot.schedule import parse_time, parse_weekly
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")

@@ -1,6 +1,6 @@
 """Quarantined mail made visible and recoverable: list, show, process again.
 
-A mail is quarantined when processing it raised (see ``mailbot.pipeline``). It has no
+A mail is quarantined when processing it raised (see ``mailbot.app.intake``). It has no
 tracking reference — references are given to acknowledged mail only, and a quarantined
 mail may turn out to be a robot's — so it is identified by its **row id** in the database,
 which ``mailbot quarantine list`` prints as ``#42``. Mail skipped only because it had no
@@ -20,11 +20,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.delivery import Outbox
+from mailbot.app.intake import Pipeline
 from mailbot.config import Config
+from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.errors import MailboxError, MessageError
-from mailbot.imap import FetchedMail, ImapMailbox
-from mailbot.outbox import Outbox
-from mailbot.pipeline import IncomingMail, Outcome, Pipeline
+from mailbot.mail.imap import FetchedMail, ImapMailbox
 from mailbot.store import UNHANDLED_REASONS, Store
 
 _REF = re.compile(r"^#?(\d{1,12})$")

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailbot.config import OutboxConfig
+from mailbot.core.clock import utcnow
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
-from mailbot.smtp import Envelope, Transport
-from mailbot.store import OutboxItem, Store, utcnow
+from mailbot.mail.smtp import Envelope, Transport
+from mailbot.store import OutboxItem, Store
 
 log = logging.getLogger(__name__)
 

@@ -58,14 +58,14 @@ from jinja2 import meta as jinja_meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mailbot.addresses import check_mailbox
-from mailbot.bidi import html_isolate, tel_target, text_isolate, url_label
-from mailbot.dates import format_date
+from mailbot.core.addresses import check_mailbox
+from mailbot.core.bidi import html_isolate, tel_target, text_isolate, url_label
+from mailbot.core.dates import format_date
+from mailbot.core.message import single_line
+from mailbot.core.plaintext import wrap, wrap_long_lines
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import MessageError, TemplateError
-from mailbot.message import single_line
-from mailbot.plaintext import wrap, wrap_long_lines
-from mailbot.translations import Paragraphs, load_translations, pick
-from mailbot.workdays import WorkingCalendar
+from mailbot.render.translations import Paragraphs, load_translations, pick
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -208,7 +208,7 @@ class RenderedMail:
 
 
 def date_fr(value: datetime | date, *, timezone: str = "Europe/Paris", style: str = "full") -> str:
-    """Format a date in French, in the given time zone (see ``mailbot.dates``).
+    """Format a date in French, in the given time zone (see ``mailbot.core.dates``).
 
     Styles: ``full`` "jeudi 26 novembre 2026 à 14 h 05", ``date`` "jeudi 26 novembre 2026",
     ``time`` "14 h 05", ``numeric`` "26/11/2026 à 14 h 05". Whole hours read "14 h".

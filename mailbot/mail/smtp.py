@@ -27,7 +27,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_li
 
 from mailbot.config import SmtpConfig
 from mailbot.errors import DeliveryError, MailbotError
-from mailbot.tls import client_context
+from mailbot.mail.tls import client_context
 
 T = TypeVar("T")
 

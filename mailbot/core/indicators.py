@@ -1,7 +1,7 @@
 """The Qual-e-pref email indicators, as pure functions over per-message facts.
 
 Every figure is defined here once (and in the README); the weekly report and the CLI only
-present what this module computes. Delays are working days (mailbot.workdays), arrays are
+present what this module computes. Delays are working days (mailbot.core.workdays), arrays are
 numpy so a year of history is computed in one vectorised pass.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mailbot.workdays import DEADLINE, WorkingCalendar
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
 
 TARGET_RATE = 0.75  # answered within 5 working days: more than 75 %
 TARGET_MEAN = 5.0  # mean delay: less than 5 days

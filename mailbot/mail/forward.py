@@ -23,10 +23,10 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid
 
-from mailbot.addresses import check_mailbox
+from mailbot.core.addresses import check_mailbox
+from mailbot.core.message import single_line
+from mailbot.core.plaintext import WIDTH, wrap
 from mailbot.errors import MessageError
-from mailbot.message import single_line
-from mailbot.plaintext import WIDTH, wrap
 
 _UTF8 = Charset("utf-8")
 _UTF8.header_encoding = QP

@@ -16,16 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from mailbot.config import Config, ContactFormRelay, MailboxConfig
-from mailbot.errors import FirstPollError, StoreError
-from mailbot.language import detect_language
-from mailbot.logs import safe_error, safe_traceback
-from mailbot.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage, parse_message
-from mailbot.policy import (
+from mailbot.app.acknowledge import Plan, Replies
+from mailbot.config import Config, MailboxConfig
+from mailbot.core.clock import utcnow
+from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
+from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.message import ParsedMessage, parse_message
+from mailbot.core.policy import (
     ArDecision,
     PolicyContext,
     decide_ar,
@@ -33,26 +34,18 @@ from mailbot.policy import (
     reply_address,
     similar_subjects,
 )
-from mailbot.relay_auth import RelayVerifier
-from mailbot.relays import recognised_relay
-from mailbot.render import TRANSLATIONS_DIR, Renderer
-from mailbot.replies import Plan, Replies
-from mailbot.routing import (
-    CompiledRouting,
-    RoutingDecision,
-    RoutingInput,
-    compile_routing,
-    decide,
-    form_fields,
-)
-from mailbot.store import NewMessage, Store, Transaction, utcnow
-from mailbot.translations import load_translations
-from mailbot.workdays import WorkingCalendar
+from mailbot.core.routing import RoutingDecision, decide
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.errors import FirstPollError, StoreError
+from mailbot.logs import safe_error, safe_traceback
+from mailbot.mail.relay_auth import RelayVerifier
+from mailbot.render.templates import TRANSLATIONS_DIR, Renderer
+from mailbot.render.translations import load_translations
+from mailbot.store import NewMessage, Store, Transaction
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
 RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
-ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
 
 
 def _none() -> int:
@@ -69,34 +62,6 @@ def first_poll_refusal(store: Store, mailbox: str, folder: str, count: int) -> s
         "`--acknowledge-existing` (poll/run). If mailbot ran before, this is the wrong "
         "database: check `database:` in rules.yaml (`mailbot check` prints it)."
     )
-
-
-@dataclass(frozen=True)
-class IncomingMail:
-    """A mail as any source (IMAP, Maildir) hands it over."""
-
-    uid: int
-    internaldate: datetime
-    raw: bytes
-    size: int = 0  # size on the server, when only the start of a huge mail was read
-
-    @property
-    def defects(self) -> tuple[str, ...]:
-        return (f"TruncatedHugeMessage:{self.size}",) if self.size > len(self.raw) else ()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one mail: the line the demo and the logs print."""
-
-    mailbox: str
-    uid: int
-    decision: str
-    reasons: tuple[str, ...]
-    reference: str | None
-    subject: str
-    message_pk: int | None
-    route: str = ""  # "→ service" when transferred, "↪ target" when re-oriented
 
 
 class Pipeline:
@@ -479,32 +444,6 @@ def _quarantine_row(
     )
 
 
-def compiled_routing(config: Config) -> CompiledRouting | None:
-    if config.routing is None:
-        return None
-    own = {name: box.service for name, box in config.mailboxes.items()}
-    return compile_routing(config.routing, own)
-
-
-def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
-    """The facts rules test, from a parsed mail (language detected here, once).
-
-    The text is bounded (the subject by the parser, the body here): routing and language
-    detection cost in proportion to what they read.
-    """
-    relays = config.policy.contact_form_relays
-    relayed = recognised_relay(parsed, relays) is not None
-    return RoutingInput(
-        mailbox=mailbox,
-        subject=parsed.subject[:SUBJECT_LIMIT],
-        body=parsed.body_text[:ROUTING_BODY_LIMIT],
-        sender=reply_address(parsed, relays) or parsed.from_address,
-        language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
-        has_attachment=parsed.has_attachments,
-        form_fields=form_fields(parsed.body_text) if relayed else {},
-    )
-
-
 def _with_routing(row: NewMessage, routing: RoutingDecision | None) -> NewMessage:
     if routing is None:
         return row
@@ -537,40 +476,6 @@ def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
         # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
         found.append(("reoriented", plan.reoriented_to))
     return found
-
-
-def sender_name(parsed: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:
-    """The citizen's name as their mail client shows it, when it looks like a name."""
-    name = parsed.from_name
-    relay = recognised_relay(parsed, relays)
-    if relay is not None and parsed.from_address == relay.address:
-        name = parsed.reply_to_names[0] if parsed.reply_to_names else ""
-    name = name.strip().strip("\"'")
-    if not name or "@" in name or not any(c.isalpha() for c in name):
-        return None
-    return name
-
-
-def policy_context(
-    config: Config, mailbox: str, recent_ars: int = 0, thread_reference: str | None = None
-) -> PolicyContext:
-    """The policy's view of the configuration, plus the facts the database supplied."""
-    box = config.mailboxes[mailbox]
-    policy = config.policy
-    return PolicyContext(
-        mailbox_address=box.address,
-        mailbox_aliases=frozenset(box.aliases),
-        require_addressed=box.require_addressed,
-        own_addresses=frozenset(config.own_addresses),
-        message_id_domain=config.sender.message_id_domain,
-        loop_header_value=config.sender.loop_header_value,
-        contact_form_relays=policy.contact_form_relays,
-        extra_system_senders=tuple(policy.extra_system_senders),
-        recent_ars_to_recipient=recent_ars,
-        max_ars_per_window=policy.rate_limit.max_per_sender,
-        known_thread_reference=thread_reference,
-        from_without_return_path=policy.missing_return_path == "use_from",
-    )
 
 
 def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> str:

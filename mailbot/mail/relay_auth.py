@@ -19,9 +19,9 @@ import dkim
 import dkim.dnsplug
 
 from mailbot.config import ContactFormRelay
+from mailbot.core.message import ParsedMessage, Verified
+from mailbot.core.relays import claimed_relays
 from mailbot.errors import SecretError
-from mailbot.message import ParsedMessage, Verified
-from mailbot.relays import claimed_relays
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ recognised relay does mailbot answer Reply-To. A forger can write any From and R
 what a forger cannot write: the envelope sender the delivering server records, a secret
 token, a Received header written by the prefecture's own servers, a DKIM signature. The
 token and DKIM results are facts found before the decision (``ParsedMessage.verified``,
-filled by ``mailbot.relay_auth``); the envelope and Received checks are made here.
+filled by ``mailbot.mail.relay_auth``); the envelope and Received checks are made here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from mailbot.config import ContactFormRelay
-from mailbot.message import ParsedMessage
+from mailbot.core.message import ParsedMessage
 
 # "from helo (rdns.example [192.0.2.1])": the parenthesised part is what the receiving
 # server saw and resolved; the HELO name before it is whatever the client said.

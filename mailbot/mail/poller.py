@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from mailbot.app.delivery import Outbox
 from mailbot.config import PollingConfig
+from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.errors import FirstPollError, MailboxError
-from mailbot.outbox import Outbox
-from mailbot.pipeline import IncomingMail, Outcome
 
 log = logging.getLogger(__name__)
 

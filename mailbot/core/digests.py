@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from mailbot.workdays import DEADLINE, WorkingCalendar
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
 
 SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
 WHY = {

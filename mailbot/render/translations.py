@@ -6,8 +6,8 @@ it in the ``translated:`` list of the templates that carry it (their meta.yaml).
 A text may hold placeholders in the templates' own syntax, ``{{ reference }}`` or
 ``{{ service.phone }}``, naming variables of the template; nothing else (no tags, no
 filters): the files are trusted, and the values substituted stay data. The renderer
-compiles the texts in its sandbox, formats dates in the language (``mailbot.dates``) and
-isolates each value from the surrounding text (``mailbot.render``).
+compiles the texts in its sandbox, formats dates in the language (``mailbot.core.dates``) and
+isolates each value from the surrounding text (``mailbot.render.templates``).
 
 Each file says whether a native speaker has reviewed it (``reviewed``, ``reviewer``).
 """
@@ -25,10 +25,10 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from mailbot.bidi import Direction, html_literal, html_value, text_literal, text_value
-from mailbot.dates import check_language, format_date, format_number
+from mailbot.core.bidi import Direction, html_literal, html_value, text_literal, text_value
+from mailbot.core.dates import check_language, format_date, format_number
+from mailbot.core.plaintext import RLM, WIDTH, wrap
 from mailbot.errors import TemplateError
-from mailbot.plaintext import RLM, WIDTH, wrap
 
 FALLBACK = "en"  # undetectable or unsupported language: French + English
 HEADER_KEYS = ("language", "name", "direction", "heading", "reviewed", "reviewer")

@@ -11,10 +11,10 @@ from html.parser import HTMLParser
 from typing import Any
 
 from mailbot.config import Agent, Config
+from mailbot.core.parity import differences
+from mailbot.core.plaintext import WIDTH
 from mailbot.errors import TemplateError
-from mailbot.parity import differences
-from mailbot.plaintext import WIDTH
-from mailbot.render import HTML_FILE, PARTIALS_DIR, TEXT_FILE, Renderer, TemplateMeta
+from mailbot.render.templates import HTML_FILE, PARTIALS_DIR, TEXT_FILE, Renderer, TemplateMeta
 
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
 LINK = re.compile(r"^(https?://[^\s\"'<>]+|mailto:[^\s\"'<>]+@[^\s\"'<>]+|tel:\+?[0-9]+)$")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailbot.config import Config, ServiceConfig
-from mailbot.forward import build_forward, cover_note
-from mailbot.message import ParsedMessage
-from mailbot.render import Renderer, answer_deadline, ar_variables, build_email, date_fr
-from mailbot.routing import RoutingDecision
-from mailbot.translations import Translation
+from mailbot.core.message import ParsedMessage
+from mailbot.core.routing import RoutingDecision
+from mailbot.mail.forward import build_forward, cover_note
+from mailbot.render.templates import Renderer, answer_deadline, ar_variables, build_email, date_fr
+from mailbot.render.translations import Translation
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailbot.config import Config
-from mailbot.message import parse_message
-from mailbot.pipeline import compiled_routing, policy_context, routing_input
-from mailbot.policy import ArDecision, decide_ar
-from mailbot.relay_auth import RelayVerifier
-from mailbot.routing import CompiledRouting, RoutingDecision, decide
+from mailbot.core.facts import compiled_routing, policy_context, routing_input
+from mailbot.core.message import parse_message
+from mailbot.core.policy import ArDecision, decide_ar
+from mailbot.core.routing import CompiledRouting, RoutingDecision, decide
+from mailbot.mail.relay_auth import RelayVerifier
 
 __all__ = ["Explanation", "compiled_routing", "explain", "format_text", "guess_mailbox"]
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from mailbot.message import html_to_text
+from mailbot.core.message import html_to_text
 
 ELEMENTS: tuple[str, ...] = (
     "name",

@@ -29,7 +29,7 @@ from imapclient import IMAPClient
 
 from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
-from mailbot.tls import client_context
+from mailbot.mail.tls import client_context
 
 _HUGE_BODY_PREFIX = 262_144
 _HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)

@@ -17,7 +17,7 @@ from typing import Literal
 
 from markupsafe import Markup, escape
 
-from mailbot.plaintext import LRI, PDI, RLI
+from mailbot.core.plaintext import LRI, PDI, RLI
 
 Kind = Literal["url", "email", "phone", "text"]
 Direction = Literal["ltr", "rtl"]

@@ -1,6 +1,6 @@
 """The weekly (or monthly) delay report to management: tables, a chart and a CSV.
 
-Presentation only: every figure comes from mailbot.indicators (compute_arrays and
+Presentation only: every figure comes from mailbot.core.indicators (compute_arrays and
 message_delays); this module chooses periods, lays them out and builds the email.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from mailbot.alerts import WHY
 from mailbot.config import Config
-from mailbot.indicators import Indicators, arrays_from_store, compute_arrays, message_delays
-from mailbot.render import OutgoingMail, Renderer, build_email
+from mailbot.core.digests import WHY
+from mailbot.core.indicators import Indicators, arrays_from_store, compute_arrays, message_delays
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.render.templates import OutgoingMail, Renderer, build_email
 from mailbot.store import Store
-from mailbot.workdays import DEADLINE, WorkingCalendar
 
 TEMPLATE = "rapport-delais"
 CSV_COLUMNS = (

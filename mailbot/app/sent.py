@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 from mailbot.config import Config
+from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.message import ParsedMessage, parse_message
+from mailbot.core.policy import LOOP_HEADER, find_reference
+from mailbot.core.signature import check_signature
 from mailbot.logs import safe_error, safe_traceback
-from mailbot.message import ParsedMessage, parse_message
-from mailbot.pipeline import IncomingMail, Outcome
-from mailbot.policy import LOOP_HEADER, find_reference
-from mailbot.signature import check_signature
 from mailbot.store import Store
 
 log = logging.getLogger(__name__)

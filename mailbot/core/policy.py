@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from mailbot.config import ContactFormRelay
-from mailbot.message import ParsedMessage, single_line
-from mailbot.relays import claimed_relays, recognised_relay, relay_notes
+from mailbot.core.message import ParsedMessage, single_line
+from mailbot.core.relays import claimed_relays, recognised_relay, relay_notes
 
 LOOP_HEADER = "X-Mailbot-Loop"
 

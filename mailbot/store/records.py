@@ -1,0 +1,59 @@
+"""What the store reads and writes, as plain records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class FolderState:
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """Everything recorded about one incoming mail, in one row."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    content_hash: str
+    received_at: datetime
+    sender: str | None
+    subject: str
+    in_reply_to: str | None
+    decision: str
+    reasons: Sequence[str]
+    size: int
+    defects: Sequence[str]
+    reference: str | None = None
+    parent_id: int | None = None
+    ar_status: str = "none"
+    ar_message_id: str | None = None
+    service: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    reorient: str | None = None
+    language: str | None = None
+    routing: str | None = None
+    sender_name: str | None = None
+    transferred: int = 0
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    message_pk: int | None
+    kind: str
+    recipient: str
+    envelope_from: str
+    email_message_id: str
+    raw: bytes
+    attempts: int
+    message_sender: str | None = None
