@@ -29,6 +29,7 @@ from mailbot.config import Config, load_agents, load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.indicators import arrays_from_store, compute_arrays
+from mailbot.core.statuses import Decision, EventKind, OutboxKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.jobs import send_alerts, send_weekly_report
@@ -228,7 +229,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 mail.message["To"] = recipient
                 tx.enqueue(
                     None,
-                    "report",
+                    OutboxKind.REPORT,
                     recipient,
                     app.config.sender.envelope_from or "",
                     str(mail["Message-ID"]),
@@ -277,7 +278,7 @@ MISSING_RETURN_PATH_SAMPLE = 10
 def return_path_warnings(config: Config) -> list[str]:
     """Mailboxes whose recent mail mostly came without a Return-Path header: under the
     default policy none of it is acknowledged, and only the records would show it."""
-    if config.policy.missing_return_path != "skip":
+    if config.policy.answers_from:
         return []
     url = make_url(config.database)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
@@ -347,7 +348,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
     print(demo.LEGEND)
-    acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
+    acknowledged = sum(o.decision == Decision.ACKNOWLEDGE for o in outcomes)
     transferred = sum(o.route.startswith("→") for o in outcomes)
     print(
         f"\n{acknowledged} replies to citizens (ARs; transfers and re-orientations say so)"
@@ -442,7 +443,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             print(f"error: #{message_pk}: {exc}", file=sys.stderr)
             failed += 1
     print_outcomes(outcomes)
-    still = sum(o.decision == "quarantine" for o in outcomes)
+    still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
     print(f"\n{len(outcomes)} retried, {still} still quarantined, {failed} not found")
     return 1 if failed or still else 0
 
@@ -571,9 +572,14 @@ def cmd_reply(args: argparse.Namespace) -> int:
     detail = json.dumps({"agent": args.agent, "template": args.template}, ensure_ascii=False)
     with app.store.transaction() as tx:
         tx.enqueue(
-            row.id, "reply", row.sender, box.address, str(mail["Message-ID"]), mail.as_bytes()
+            row.id,
+            OutboxKind.REPLY,
+            row.sender,
+            box.address,
+            str(mail["Message-ID"]),
+            mail.as_bytes(),
         )
-        tx.add_event(row.id, "reply_queued", detail)
+        tx.add_event(row.id, EventKind.REPLY_QUEUED, detail)
     report = app.outbox.deliver_due()
     print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
     return 0 if report.sent else 1

@@ -377,6 +377,11 @@ class PolicyConfig(Model):
     # answered at its From address, still subject to every robot rule.
     missing_return_path: Literal["skip", "use_from"] = "skip"
 
+    @property
+    def answers_from(self) -> bool:
+        """Whether mail without a Return-Path header is answered at its From address."""
+        return self.missing_return_path == "use_from"
+
 
 class SenderConfig(Model):
     """How outgoing mail is signed off: From, envelope sender, Message-ID domain."""

@@ -10,6 +10,7 @@ from mailbot.app.delivery import Outbox
 from mailbot.config import Config
 from mailbot.core.digests import digests
 from mailbot.core.schedule import parse_weekly
+from mailbot.core.statuses import OutboxKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.render.templates import Renderer, build_email
 from mailbot.store import Store
@@ -63,7 +64,12 @@ def send_alerts(
                     loop_header_value=config.sender.loop_header_value,
                 )
                 tx.enqueue(
-                    None, "digest", address, sender, str(built["Message-ID"]), built.as_bytes()
+                    None,
+                    OutboxKind.DIGEST,
+                    address,
+                    sender,
+                    str(built["Message-ID"]),
+                    built.as_bytes(),
                 )
         sent[name] = len(digest.overdue) + len(digest.soon) + len(digest.relanced)
     outbox.deliver_due()
@@ -102,7 +108,7 @@ def send_weekly_report(
             report.mail.message["To"] = recipient
             tx.enqueue(
                 None,
-                "report",
+                OutboxKind.REPORT,
                 recipient,
                 config.sender.envelope_from,
                 str(report.mail["Message-ID"]),

@@ -72,3 +72,125 @@ def test_the_year_check_catches_what_it_should() -> None:
     assert not year_prefixes(f'assert ref == "SM-{year}-000123"')
     assert not year_prefixes(f'rows = [f"SM-{year}-{{n:06d}}" for n in range(3)]')
     assert not year_prefixes('assert subject.startswith(f"[SM-{received.year}-")')
+
+
+# --------------------------------------------------------------------------- statuses
+
+MAILBOT = ROOT / "mailbot"
+STATUSES = MAILBOT / "core" / "statuses.py"
+MIGRATIONS = MAILBOT / "store" / "migrations"
+LOG_METHODS = {"debug", "info", "warning", "error", "critical", "exception"}
+# Calls whose first argument names something else: a column, a mail header.
+NAMING_CALLS = {"Column", "header", "has_header"}
+# "none" is ArStatus.NONE, and the English word in many messages ("known: none").
+NOT_CHECKED = {"none"}
+# Words that are statuses *and* something else here: a policy rule id, a language code, a
+# CLI command, an indicator's name. Allowed only in these modules, for that other meaning.
+OTHER_MEANINGS = {
+    "core/policy.py": {"follow-up", "no-return-path", "reply"},  # rule ids, header keyword
+    "core/language.py": {"ar"},  # Arabic
+    "core/indicators.py": {"received", "pending", "transferred"},  # figure and column names
+    "config.py": {"skip", "received"},  # missing_return_path: skip; a relay check
+    "cli.py": {"reply", "report", "backfill", "quarantine", "transfer", "answered"},  # commands
+    "core/workdays.py": {"forward"},  # numpy's roll="forward"
+}
+
+
+def status_values() -> set[str]:
+    from enum import StrEnum
+
+    from mailbot.core import statuses
+
+    return {
+        member.value
+        for value in vars(statuses).values()
+        if isinstance(value, type) and issubclass(value, StrEnum) and value is not StrEnum
+        for member in value
+    } - NOT_CHECKED
+
+
+def _not_status_positions(tree: ast.AST) -> set[int]:
+    """ids of string constants that cannot be statuses: docstrings, other enums' values,
+    Literal[...] types, dict keys and subscripts (field names), log messages."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                skipped.add(id(body[0].value))
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(base, ast.Name) and base.id == "StrEnum" for base in node.bases
+        ):
+            skipped.update(id(n) for n in ast.walk(node))
+        elif isinstance(node, ast.Subscript):
+            skipped.update(id(n) for n in ast.walk(node.slice))
+        elif isinstance(node, ast.Dict):
+            skipped.update(id(key) for key in node.keys if key is not None)
+        elif (
+            isinstance(node, ast.Call) and node.args and _callee(node) in LOG_METHODS | NAMING_CALLS
+        ):
+            skipped.add(id(node.args[0]))
+    return skipped
+
+
+def _callee(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def status_literals(path: Path, values: set[str]) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _not_status_positions(tree)
+    allowed = OTHER_MEANINGS.get(path.relative_to(MAILBOT).as_posix(), set())
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in values - allowed
+        and id(node) not in skipped
+    ]
+
+
+def test_no_status_literal_outside_the_enums() -> None:
+    """Statuses, decisions, outbox kinds and event kinds are written once, in
+    mailbot/core/statuses.py; everywhere else they are the enums' members."""
+    values = status_values()
+    offenders = [
+        line
+        for path in sorted(MAILBOT.rglob("*.py"))
+        if path != STATUSES and MIGRATIONS not in path.parents
+        for line in status_literals(path, values)
+    ]
+    assert offenders == [], "a status written as a bare string:\n" + "\n".join(offenders)
+
+
+def test_the_status_check_catches_what_it_should(tmp_path: Path) -> None:
+    values = status_values()
+    sample = MAILBOT / "app" / "sample.py"  # never written: only its relative name is used
+    for code in (
+        'if row.decision == "acknowledge": pass',
+        'tx.enqueue(None, "reply", to, sender, mid, raw)',
+        'x = {"a": "pending"}',
+        'kind = "follow_up"',
+    ):
+        tree_path = tmp_path / "sample.py"
+        tree_path.write_text(code, encoding="utf-8")
+        assert _literals_of(tree_path, sample, values), code
+    for code in ('log.info("sent", extra={"error": 1})', 'row["received"]', '"""pending"""'):
+        tree_path = tmp_path / "sample.py"
+        tree_path.write_text(code, encoding="utf-8")
+        assert not _literals_of(tree_path, sample, values), code
+
+
+def _literals_of(source: Path, as_path: Path, values: set[str]) -> list[str]:
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    skipped = _not_status_positions(tree)
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in values
+        and id(node) not in skipped
+    ]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from mailbot.config import Config, ServiceConfig
 from mailbot.core.message import ParsedMessage
 from mailbot.core.routing import RoutingDecision
+from mailbot.core.statuses import OutboxKind
 from mailbot.mail.forward import build_forward, cover_note
 from mailbot.render.templates import Renderer, answer_deadline, ar_variables, build_email, date_fr
 from mailbot.render.translations import Translation
@@ -22,7 +23,7 @@ from mailbot.render.translations import Translation
 
 @dataclass(frozen=True)
 class Queued:
-    kind: str  # "ar" (AR, AR + transfer notice, or re-orientation) or "forward"
+    kind: OutboxKind  # AR (AR, AR + transfer notice, or re-orientation) or FORWARD
     recipient: str
     envelope_from: str
     message_id: str
@@ -141,7 +142,11 @@ class Replies:
             loop_header_value=sender.loop_header_value,
         )
         return Queued(
-            "ar", recipient, sender.envelope_from, str(mail["Message-ID"]), mail.as_bytes()
+            OutboxKind.AR,
+            recipient,
+            sender.envelope_from,
+            str(mail["Message-ID"]),
+            mail.as_bytes(),
         )
 
     def _forward(
@@ -184,4 +189,4 @@ class Replies:
             loop_header_value=sender.loop_header_value,
             date=datetime.now(UTC),
         )
-        return Queued("forward", to, box.address, message_id, forward)
+        return Queued(OutboxKind.FORWARD, to, box.address, message_id, forward)

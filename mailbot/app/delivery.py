@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from mailbot.config import OutboxConfig
 from mailbot.core.clock import utcnow
+from mailbot.core.statuses import EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
 from mailbot.mail.smtp import Envelope, Transport
 from mailbot.store import OutboxItem, Store
@@ -100,22 +101,24 @@ class Outbox:
     def _sent(self, item: OutboxItem, report: DeliveryReport) -> None:
         with self.store.transaction() as tx:
             # The rendered mail holds the citizen's subject: keep it only while it is needed.
-            tx.set_outbox_status(item.id, "sent", sent_at=utcnow(), raw=None, last_error=None)
-            if item.kind == "reply" and item.message_pk is not None:
+            tx.set_outbox_status(
+                item.id, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None
+            )
+            if item.kind == OutboxKind.REPLY and item.message_pk is not None:
                 # An agent's standard reply: signed by construction (rendering refuses otherwise).
                 tx.record_reply(
-                    item.message_pk, utcnow(), True, item.email_message_id, "reply_sent"
+                    item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
                 )
             else:
-                tx.add_event(item.message_pk, f"{item.kind}_sent", item.email_message_id)
+                tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
         report.sent += 1
         report.sent_ids.append(item.id)
         log.debug("sent", extra={"outbox": item.id, "kind": item.kind})
 
     def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
         with self.store.transaction() as tx:
-            tx.set_outbox_status(item.id, "uncertain", last_error=str(error))
-            tx.add_event(item.message_pk, "send_uncertain", str(error))
+            tx.set_outbox_status(item.id, OutboxStatus.UNCERTAIN, last_error=str(error))
+            tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
         report.failed += 1
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
 
@@ -131,12 +134,12 @@ class Outbox:
         with self.store.transaction() as tx:
             tx.set_outbox_status(
                 item.id,
-                "pending",
+                OutboxStatus.PENDING,
                 attempts=attempts,
                 next_attempt_at=next_at,
                 last_error=str(error),
             )
-            tx.add_event(item.message_pk, "send_deferred", str(error))
+            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
         report.retried += 1
         log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
 
@@ -144,8 +147,8 @@ class Outbox:
         self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, refused: bool = False
     ) -> None:
         with self.store.transaction() as tx:
-            tx.set_outbox_status(item.id, "failed", last_error=str(error))
-            tx.add_event(item.message_pk, "send_failed", str(error))
+            tx.set_outbox_status(item.id, OutboxStatus.FAILED, last_error=str(error))
+            tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         if refused:
             report.refused += 1
         else:

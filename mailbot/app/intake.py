@@ -35,6 +35,7 @@ from mailbot.core.policy import (
     similar_subjects,
 )
 from mailbot.core.routing import RoutingDecision, decide
+from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, StoreError
 from mailbot.logs import safe_error, safe_traceback
@@ -46,6 +47,12 @@ from mailbot.store import NewMessage, Store, Transaction
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
 RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
+# The event that records each decision about a citizen's mail.
+DECISION_EVENTS = {
+    Decision.ACKNOWLEDGE: EventKind.AR_QUEUED,
+    Decision.FOLLOW_UP: EventKind.FOLLOW_UP,
+    Decision.SKIP: EventKind.SKIPPED,
+}
 
 
 def _none() -> int:
@@ -114,7 +121,9 @@ class Pipeline:
                     "uidvalidity changed: re-syncing, known mail is deduplicated",
                     extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
                 )
-                tx.add_event(None, "uidvalidity_changed", f"{mailbox}/{folder}: {uidvalidity}")
+                tx.add_event(
+                    None, EventKind.UIDVALIDITY_CHANGED, f"{mailbox}/{folder}: {uidvalidity}"
+                )
             elif self.send and not self.acknowledge_existing:
                 count = existing()
                 if count:
@@ -161,7 +170,7 @@ class Pipeline:
         if existing is None:
             tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
         else:
-            tx.add_event(existing, "retried", "")
+            tx.add_event(existing, EventKind.RETRIED, "")
         original = tx.find_duplicate(
             mailbox, parsed.message_id, parsed.fingerprint, parsed.content_hash, exclude=existing
         )
@@ -184,12 +193,10 @@ class Pipeline:
             row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
         )
         message_pk = _save(tx, _with_routing(row, routing), existing)
-        kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
-            _decision_name(decision), "skipped"
-        )
+        kind = DECISION_EVENTS[_decision_name(decision)]
         tx.add_events(
             message_pk,
-            ("received", parsed.content_type),
+            (EventKind.RECEIVED, parsed.content_type),
             (kind, ",".join(decision.reasons)),
             *_plan_events(plan),
         )
@@ -247,17 +254,17 @@ class Pipeline:
         as such, linked to the first, and never acknowledged again."""
         row = replace(
             self._base_row(mailbox, folder, uidvalidity, mail, parsed),
-            decision="duplicate",
-            reasons=("already-recorded",),
+            decision=Decision.DUPLICATE,
+            reasons=(DUPLICATE_REASON,),
             parent_id=original,
         )
         message_pk = _save(tx, row, existing)
-        tx.add_event(message_pk, "duplicate", f"copy of message {original}")
+        tx.add_event(message_pk, EventKind.DUPLICATE, f"copy of message {original}")
         return Outcome(
             mailbox,
             mail.uid,
-            "duplicate",
-            ("already-recorded",),
+            Decision.DUPLICATE,
+            (DUPLICATE_REASON,),
             None,
             parsed.subject,
             message_pk,
@@ -268,9 +275,7 @@ class Pipeline:
     ) -> tuple[PolicyContext, int | None]:
         """The policy's facts about this mail that only the database knows."""
         policy = self.config.policy
-        recipient = reply_address(
-            parsed, policy.contact_form_relays, policy.missing_return_path == "use_from"
-        )
+        recipient = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
         window = timedelta(hours=policy.rate_limit.window_hours)
         recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
@@ -309,7 +314,7 @@ class Pipeline:
             sender=None,
             subject=parsed.subject,
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
-            decision="skip",
+            decision=Decision.SKIP,
             reasons=(),
             size=max(parsed.size, mail.size),
             defects=(*parsed.defects, *mail.defects),
@@ -368,7 +373,7 @@ class Pipeline:
                     if existing is None:
                         tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
                     message_pk = _save(tx, row, existing)
-                    tx.add_event(message_pk, "quarantined", trace)
+                    tx.add_event(message_pk, EventKind.QUARANTINED, trace)
             except Exception as refused:
                 log.error(
                     "quarantine row refused",
@@ -377,7 +382,7 @@ class Pipeline:
                 )
                 continue
             return Outcome(
-                mailbox, mail.uid, "quarantine", (reason,), None, row.subject, message_pk
+                mailbox, mail.uid, Decision.QUARANTINE, (reason,), None, row.subject, message_pk
             )
         raise StoreError(f"mailbox {mailbox}: cannot record UID {mail.uid}, even quarantined")
 
@@ -437,7 +442,7 @@ def _quarantine_row(
         sender=None,
         subject=parsed.subject if parsed else "",
         in_reply_to=None,
-        decision="quarantine",
+        decision=Decision.QUARANTINE,
         reasons=(reason,),
         size=max(len(mail.raw), mail.size),
         defects=(*(parsed.defects if parsed else ()), *mail.defects),
@@ -466,27 +471,27 @@ def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:
     return routing.service if routing else ""
 
 
-def _plan_events(plan: Plan | None) -> list[tuple[str, str]]:
+def _plan_events(plan: Plan | None) -> list[tuple[EventKind, str]]:
     if plan is None:
         return []
     found = []
     if plan.transferred_to:
-        found.append(("transferred", plan.transferred_to))
+        found.append((EventKind.TRANSFERRED, plan.transferred_to))
     if plan.reoriented_to:
         # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
-        found.append(("reoriented", plan.reoriented_to))
+        found.append((EventKind.REORIENTED, plan.reoriented_to))
     return found
 
 
-def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> str:
+def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> ArStatus:
     if plan is not None:
-        return "pending"
-    return "backfill" if decision.send and not send else "none"
+        return ArStatus.PENDING
+    return ArStatus.BACKFILL if decision.send and not send else ArStatus.NONE
 
 
-def _decision_name(decision: ArDecision) -> str:
+def _decision_name(decision: ArDecision) -> Decision:
     if decision.send:
-        return "acknowledge"
+        return Decision.ACKNOWLEDGE
     if decision.follow_up_of:
-        return "follow-up"
-    return "skip"
+        return Decision.FOLLOW_UP
+    return Decision.SKIP

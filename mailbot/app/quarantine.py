@@ -24,6 +24,7 @@ from mailbot.app.delivery import Outbox
 from mailbot.app.intake import Pipeline
 from mailbot.config import Config
 from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.statuses import Decision
 from mailbot.errors import MailboxError, MessageError
 from mailbot.mail.imap import FetchedMail, ImapMailbox
 from mailbot.store import UNHANDLED_REASONS, Store
@@ -45,8 +46,8 @@ def unhandled_row(store: Store, message_pk: int) -> sa.Row[Any]:
     if row is None:
         raise MessageError(f"no recorded mail #{message_pk}")
     if not (
-        row.decision == "quarantine"
-        or (row.decision == "skip" and row.reasons == UNHANDLED_REASONS)
+        row.decision == Decision.QUARANTINE
+        or (row.decision == Decision.SKIP and row.reasons == UNHANDLED_REASONS)
     ):
         raise MessageError(f"mail #{message_pk} is not quarantined (decision: {row.decision})")
     return row

@@ -17,12 +17,15 @@ from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import LOOP_HEADER, find_reference
 from mailbot.core.signature import check_signature
+from mailbot.core.statuses import EventKind, SentVerdict
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
-SignatureCheck = Callable[[str, str, Sequence[str]], tuple[bool, tuple[str, ...]]]
+# (text, html, required elements) → (complete, missing elements): see signature_check.
+CheckSignature = Callable[[str, str, Sequence[str]], tuple[bool, tuple[str, ...]]]
+IGNORED = SentVerdict.IGNORED
 
 
 def ours(parsed: ParsedMessage, message_id_domain: str) -> bool:
@@ -40,7 +43,7 @@ def signature_check(text: str, html: str, required: Sequence[str]) -> tuple[bool
 class SentPipeline:
     """Same shape as Pipeline (start_folder, process), so MailboxPoller drives it too."""
 
-    def __init__(self, config: Config, store: Store, check: SignatureCheck) -> None:
+    def __init__(self, config: Config, store: Store, check: CheckSignature) -> None:
         self.config = config
         self.store = store
         self.check = check
@@ -73,27 +76,27 @@ class SentPipeline:
                 tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
                 tx.add_event(
                     None,
-                    "sent_unreadable",
+                    EventKind.SENT_UNREADABLE,
                     f"{mailbox}/{folder} UID {mail.uid}: " + safe_traceback(exc),
                 )
-            return self._outcome(mailbox, mail, "error", safe_error(exc), None)
+            return self._outcome(mailbox, mail, SentVerdict.ERROR, safe_error(exc), None)
 
     def _process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
         parsed = parse_message(mail.raw)
         with self.store.transaction() as tx:
             tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
             if ours(parsed, self.config.sender.message_id_domain):
-                return self._outcome(mailbox, mail, "ignored", "mailbot's own mail", None)
+                return self._outcome(mailbox, mail, IGNORED, "mailbot's own mail", None)
             reference = find_reference(parsed.subject, self.config.sender.reference_prefix)
             thread = tx.acknowledged_in_thread(None, parsed.thread_ids, reference)
             if thread is None:
-                return self._outcome(mailbox, mail, "ignored", "not a tracked thread", None)
+                return self._outcome(mailbox, mail, IGNORED, "not a tracked thread", None)
             message_pk, ref = thread
             citizen = (tx.sender_of(message_pk) or "").lower()
             if citizen not in {*parsed.to, *parsed.cc}:
-                return self._outcome(mailbox, mail, "ignored", "not sent to the citizen", ref)
-            if parsed.message_id and tx.has_event("reply", parsed.message_id):
-                return self._outcome(mailbox, mail, "duplicate", "already recorded", ref)
+                return self._outcome(mailbox, mail, IGNORED, "not sent to the citizen", ref)
+            if parsed.message_id and tx.has_event(EventKind.REPLY, parsed.message_id):
+                return self._outcome(mailbox, mail, SentVerdict.DUPLICATE, "already recorded", ref)
             complete, missing = self.check(parsed.body_text, parsed.body_html, self.required)
             detail = {
                 "source": f"{mailbox}/{folder}",
@@ -103,11 +106,11 @@ class SentPipeline:
             }
             tx.record_reply(message_pk, mail.internaldate, complete, json.dumps(detail))
         reason = "complete signature" if complete else "signature lacks " + ", ".join(missing)
-        return self._outcome(mailbox, mail, "reply", reason, ref)
+        return self._outcome(mailbox, mail, SentVerdict.REPLY, reason, ref)
 
     @staticmethod
     def _outcome(
-        mailbox: str, mail: IncomingMail, decision: str, reason: str, reference: str | None
+        mailbox: str, mail: IncomingMail, decision: SentVerdict, reason: str, reference: str | None
     ) -> Outcome:
         log.info(
             "sent",

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from mailbot.core.statuses import Attention
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 
 SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
-WHY = {
-    "quarantine": "erreur de traitement (quarantaine)",
-    "no-return-path": "sans adresse de retour (Return-Path)",
+WHY: dict[str, str] = {
+    Attention.QUARANTINE: "erreur de traitement (quarantaine)",
+    Attention.NO_RETURN_PATH: "sans adresse de retour (Return-Path)",
 }
 
 

@@ -72,5 +72,5 @@ def policy_context(
         recent_ars_to_recipient=recent_ars,
         max_ars_per_window=policy.rate_limit.max_per_sender,
         known_thread_reference=thread_reference,
-        from_without_return_path=policy.missing_return_path == "use_from",
+        from_without_return_path=policy.answers_from,
     )

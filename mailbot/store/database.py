@@ -21,12 +21,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.core.statuses import ArStatus, Attention, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import StoreError
 from mailbot.store.records import OutboxItem
 from mailbot.store.schema import attention, events, messages, metadata, outbox, unhandled
 from mailbot.store.transaction import Transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
+RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
 
 
 class Store:
@@ -200,7 +203,7 @@ class Store:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
-    def outbox_items(self, status: str | None = None) -> list[sa.Row[Any]]:
+    def outbox_items(self, status: OutboxStatus | None = None) -> list[sa.Row[Any]]:
         query = sa.select(outbox).order_by(outbox.c.id)
         if status:
             query = query.where(outbox.c.status == status)
@@ -211,7 +214,7 @@ class Store:
         query = (
             sa.select(outbox, messages.c.sender)
             .outerjoin(messages, messages.c.id == outbox.c.message_pk)
-            .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+            .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.id)
             .limit(limit)
         )
@@ -220,7 +223,7 @@ class Store:
                 OutboxItem(
                     id=row.id,
                     message_pk=row.message_pk,
-                    kind=row.kind,
+                    kind=OutboxKind(row.kind),
                     recipient=row.recipient,
                     envelope_from=row.envelope_from,
                     email_message_id=row.email_message_id,
@@ -242,7 +245,7 @@ class Store:
         if long_period:
             # Over months, reading the table straight through beats a million index lookups.
             received = sa.func.coalesce(received, received)
-        citizens = sa.or_(messages.c.decision == "acknowledge", unhandled())
+        citizens = sa.or_(messages.c.decision == Decision.ACKNOWLEDGE, unhandled())
         return sa.and_(citizens, received >= since, received < until)
 
     def indicator_rows(
@@ -306,7 +309,7 @@ class Store:
             self._instants(messages.c.received_at),
             sa.func.coalesce(self._instants(messages.c.first_reply_at), -1),
             sa.case((messages.c.category == complaint, 1), else_=0),
-            sa.case((messages.c.ar_status == "sent", 1), else_=0),
+            sa.case((messages.c.ar_status == ArStatus.SENT, 1), else_=0),
             messages.c.transferred,
             messages.c.relances,
             sa.func.coalesce(messages.c.first_reply_complete, -1),
@@ -348,7 +351,7 @@ class Store:
         recent = (
             sa.select(messages.c.reasons)
             .where(messages.c.mailbox == mailbox)
-            .where(messages.c.decision.in_(("acknowledge", "skip", "follow-up")))
+            .where(messages.c.decision.in_(RECORDED_DECISIONS))
             .order_by(messages.c.id.desc())
             .limit(last)
             .subquery()
@@ -356,7 +359,7 @@ class Store:
         query = sa.select(
             sa.func.count(),
             sa.func.coalesce(
-                sa.func.sum(sa.case((recent.c.reasons.contains('"no-return-path"'), 1), else_=0)),
+                sa.func.sum(sa.case((recent.c.reasons.contains(NO_RETURN_PATH), 1), else_=0)),
                 0,
             ),
         ).select_from(recent)
@@ -374,15 +377,19 @@ class Store:
             ids = [
                 int(row.id)
                 for row in tx.conn.execute(
-                    sa.select(outbox.c.id, outbox.c.message_pk).where(outbox.c.status == "sending")
+                    sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.SENDING)
                 )
             ]
             for item_id in ids:
-                tx.set_outbox_status(item_id, "uncertain", last_error="interrupted while sending")
+                tx.set_outbox_status(
+                    item_id, OutboxStatus.UNCERTAIN, last_error="interrupted while sending"
+                )
                 pk = tx.conn.execute(
                     sa.select(outbox.c.message_pk).where(outbox.c.id == item_id)
                 ).scalar_one()
-                tx.add_event(pk, "send_uncertain", f"outbox {item_id} interrupted while sending")
+                tx.add_event(
+                    pk, EventKind.SEND_UNCERTAIN, f"outbox {item_id} interrupted while sending"
+                )
         return ids
 
     def purge(self, before: datetime) -> int:

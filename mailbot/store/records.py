@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailbot.core.statuses import ArStatus, Decision, OutboxKind
+
 
 @dataclass(frozen=True)
 class FolderState:
@@ -27,13 +29,13 @@ class NewMessage:
     sender: str | None
     subject: str
     in_reply_to: str | None
-    decision: str
+    decision: Decision
     reasons: Sequence[str]
     size: int
     defects: Sequence[str]
     reference: str | None = None
     parent_id: int | None = None
-    ar_status: str = "none"
+    ar_status: ArStatus = ArStatus.NONE
     ar_message_id: str | None = None
     service: str | None = None
     category: str | None = None
@@ -50,7 +52,7 @@ class NewMessage:
 class OutboxItem:
     id: int
     message_pk: int | None
-    kind: str
+    kind: OutboxKind
     recipient: str
     envelope_from: str
     email_message_id: str

@@ -8,6 +8,7 @@ stored: only what the indicators need.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.core.message import clean_text
+from mailbot.core.statuses import Attention, Decision
 from mailbot.errors import StoreError
 
 
@@ -141,7 +143,7 @@ _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
 # Citizens' mail nobody answered although mailbot did not acknowledge it: quarantined (an
 # error while processing it), or skipped only for lack of a Return-Path. They count as
 # received in the indicators and are listed in the alerts and the report.
-UNHANDLED_REASONS = '["no-return-path"]'
+UNHANDLED_REASONS = json.dumps([Attention.NO_RETURN_PATH.value])
 
 
 def stored_id(value: str | None) -> str | None:
@@ -175,18 +177,18 @@ def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
 def unhandled() -> sa.ColumnElement[bool]:
     """Rows of citizens' mail left without an AR by an error or a missing Return-Path."""
     return sa.or_(
-        messages.c.decision == "quarantine",
-        sa.and_(messages.c.decision == "skip", messages.c.reasons == UNHANDLED_REASONS),
+        messages.c.decision == Decision.QUARANTINE,
+        sa.and_(messages.c.decision == Decision.SKIP, messages.c.reasons == UNHANDLED_REASONS),
     )
 
 
 def attention() -> sa.ColumnElement[Any]:
     """Why an unhandled row needs a person: 'quarantine', 'no-return-path', else NULL."""
     return sa.case(
-        (messages.c.decision == "quarantine", "quarantine"),
+        (messages.c.decision == Decision.QUARANTINE, Attention.QUARANTINE.value),
         (
-            sa.and_(messages.c.decision == "skip", messages.c.reasons == UNHANDLED_REASONS),
-            "no-return-path",
+            sa.and_(messages.c.decision == Decision.SKIP, messages.c.reasons == UNHANDLED_REASONS),
+            Attention.NO_RETURN_PATH.value,
         ),
         else_=None,
     )

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
+from mailbot.core.statuses import Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.store.records import FolderState, NewMessage
 from mailbot.store.schema import (
     backfill_flag,
@@ -115,7 +116,7 @@ class Transaction:
             .where(
                 messages.c.mailbox == mailbox,
                 messages.c.sender == sender,
-                messages.c.decision == "acknowledge",
+                messages.c.decision == Decision.ACKNOWLEDGE,
                 messages.c.received_at >= since,
                 messages.c.first_reply_at.is_(None),
             )
@@ -129,7 +130,7 @@ class Transaction:
             sa.select(messages.c.sender).where(messages.c.id == message_pk)
         ).scalar_one_or_none()
 
-    def has_event(self, kind: str, detail_contains: str) -> bool:
+    def has_event(self, kind: EventKind, detail_contains: str) -> bool:
         query = sa.select(events.c.id).where(
             events.c.kind == kind, events.c.detail.contains(detail_contains, autoescape=True)
         )
@@ -142,7 +143,7 @@ class Transaction:
             .where(
                 messages.c.mailbox == mailbox,
                 messages.c.sender == recipient,
-                messages.c.decision == "acknowledge",
+                messages.c.decision == Decision.ACKNOWLEDGE,
                 messages.c.received_at >= since,
             )
         )
@@ -216,7 +217,7 @@ class Transaction:
         self._count_relance(new)
 
     def _count_relance(self, new: NewMessage) -> None:
-        if new.parent_id is not None and new.decision == "follow-up":
+        if new.parent_id is not None and new.decision == Decision.FOLLOW_UP:
             self.conn.execute(
                 messages.update()
                 .where(messages.c.id == new.parent_id)
@@ -224,7 +225,12 @@ class Transaction:
             )
 
     def record_reply(
-        self, message_pk: int, at: datetime, complete: bool, detail: str, kind: str = "reply"
+        self,
+        message_pk: int,
+        at: datetime,
+        complete: bool,
+        detail: str,
+        kind: EventKind = EventKind.REPLY,
     ) -> None:
         """A reply to a citizen's message: the event, and the first reply kept on the row."""
         self.add_events(message_pk, (kind, detail), at=at)
@@ -237,7 +243,7 @@ class Transaction:
             .values(first_reply_at=at, first_reply_complete=int(complete))
         )
 
-    def add_event(self, message_pk: int | None, kind: str, detail: str = "") -> None:
+    def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
         values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
         self.conn.execute(events.insert().values(**fit(events, values)))
 
@@ -245,7 +251,7 @@ class Transaction:
     def enqueue(
         self,
         message_pk: int | None,
-        kind: str,
+        kind: OutboxKind,
         recipient: str,
         envelope_from: str,
         email_message_id: str,
@@ -260,7 +266,7 @@ class Transaction:
                 envelope_from=envelope_from,
                 email_message_id=email_message_id,
                 raw=raw,
-                status="pending",
+                status=OutboxStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
@@ -272,12 +278,12 @@ class Transaction:
         """Move a pending item to 'sending'; False if another worker got it first."""
         claimed = self.conn.execute(
             outbox.update()
-            .where(outbox.c.id == item_id, outbox.c.status == "pending")
-            .values(status="sending", attempts=attempts)
+            .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENDING, attempts=attempts)
         )
         return bool(claimed.rowcount == 1)
 
-    def set_outbox_status(self, item_id: int, status: str, **values: Any) -> None:
+    def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         """Change an outbox item's status, mirrored on its message's ar_status for ARs."""
         self.conn.execute(
             outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
@@ -287,14 +293,14 @@ class Transaction:
             .where(
                 messages.c.id
                 == sa.select(outbox.c.message_pk)
-                .where(outbox.c.id == item_id, outbox.c.kind == "ar")
+                .where(outbox.c.id == item_id, outbox.c.kind == OutboxKind.AR)
                 .scalar_subquery()
             )
             .values(ar_status=status)
         )
 
     def add_events(
-        self, message_pk: int | None, *kinds: tuple[str, str], at: datetime | None = None
+        self, message_pk: int | None, *kinds: tuple[EventKind, str], at: datetime | None = None
     ) -> None:
         now = at or utcnow()
         self.conn.execute(
