@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mailbot.config import load_agents, load_config  # noqa: E402
-from mailbot.render.checks import agent_variables  # noqa: E402
 from mailbot.render.templates import Renderer  # noqa: E402
+from mailbot.render.variables import agent_variables  # noqa: E402
 
 DEFAULT = ["ar-general", "ar-etrangers", "reponse-permis", "reorientation"]
 FLAGS = [

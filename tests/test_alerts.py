@@ -85,6 +85,7 @@ def fill(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
+                tx.count_relance(pk)  # what the intake does for a follow-up
 
 
 def test_digest_lists_the_right_messages(tmp_path: Path) -> None:

@@ -218,7 +218,7 @@ def test_deadline_counts_holidays() -> None:
     renderer = Renderer(ROOT / "templates")
     examples = renderer.meta("ar-general").examples()
     received = datetime(2026, 12, 23, 10, 0, tzinfo=PARIS)
-    from mailbot.render.templates import answer_deadline
+    from mailbot.render.variables import answer_deadline
 
     assert answer_deadline(received) == date(2026, 12, 31)
     examples |= {"received_at": received, "deadline": answer_deadline(received)}

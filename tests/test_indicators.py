@@ -136,6 +136,7 @@ def load_scenario(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
+                tx.count_relance(pk)  # what the intake does for a follow-up
         # noise that must not count: a bounce and a message outside the period
         tx.insert_message(
             NewMessage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,7 +43,7 @@ def setup_with_sent(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: S
     return config
 
 
-def indicators(config: Path) -> dict[str, Any]:
+def indicators(config: Path, start: str = "2026-11-01", end: str = "2026-11-30") -> dict[str, Any]:
     run = subprocess.run(
         [
             sys.executable,
@@ -53,11 +53,11 @@ def indicators(config: Path) -> dict[str, Any]:
             str(config),
             "indicators",
             "--from",
-            "2026-11-01",
+            start,
             "--to",
-            "2026-11-30",
+            end,
             "--as-of",
-            "2026-11-30",
+            end,
             "--format",
             "json",
         ],
@@ -138,7 +138,8 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
     assert len(to_citizen) == 1  # the relance gets no second AR
     rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
     assert rows == [("acknowledge", None), ("follow-up", 1)]
-    assert indicators(config)["relances"] == 1
+    today = datetime.now(PARIS).date()  # the mails arrived now: count them where they fall
+    assert indicators(config, str(today - timedelta(days=1)), str(today))["relances"] == 1
 
 
 def test_backfill_records_history_and_sends_nothing(

@@ -28,8 +28,8 @@ from mailbot.core.signature import (
     signature_block,
     strip_quoted,
 )
-from mailbot.render.checks import agent_variables
 from mailbot.render.templates import Renderer
+from mailbot.render.variables import agent_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "signatures"

@@ -11,8 +11,8 @@ from markupsafe import escape
 
 from mailbot.config import Agent, load_agents, load_config
 from mailbot.errors import TemplateError
-from mailbot.render.checks import agent_variables
 from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.variables import agent_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"

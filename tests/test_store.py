@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pg import PostgresServer
 
+from mailbot.app.delivery import recover_interrupted
 from mailbot.store import NewMessage, Store, metadata
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -211,7 +212,7 @@ def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Sto
     with store.transaction() as tx:
         assert not tx.claim_outbox(first, attempts=1)
     assert [i.id for i in store.due_outbox(datetime.now(UTC))] == [second]
-    assert store.recover_interrupted() == [first]
+    assert recover_interrupted(store) == [first]
     assert store.outbox_status(first) == "uncertain"
     assert store.messages()[0].ar_status == "uncertain"
     assert [e.kind for e in store.events(pk)] == ["send_uncertain"]

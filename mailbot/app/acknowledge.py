@@ -4,189 +4,110 @@
 * routed to another service: **one** mail to the citizen that is both the AR and the
   transfer notice, plus a forward of the original to the service's configured addresses;
 * for another administration: one re-orientation reply (it acknowledges receipt too).
+
+Which paragraphs are translated, and how, is the templates' business (their meta.yaml and
+templates/i18n/): the renderer is given the citizen's language and does the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from mailbot.config import Config, ServiceConfig
+from mailbot.app.outgoing import Queued, Transfer, forwards
+from mailbot.config import Config
 from mailbot.core.message import ParsedMessage
 from mailbot.core.routing import RoutingDecision
 from mailbot.core.statuses import OutboxKind
-from mailbot.mail.forward import build_forward, cover_note
-from mailbot.render.templates import Renderer, answer_deadline, ar_variables, build_email, date_fr
-from mailbot.render.translations import Translation
+from mailbot.mail.compose import Composer
+from mailbot.render.templates import Renderer
+from mailbot.render.variables import message_variables
 
-
-@dataclass(frozen=True)
-class Queued:
-    kind: OutboxKind  # AR (AR, AR + transfer notice, or re-orientation) or FORWARD
-    recipient: str
-    envelope_from: str
-    message_id: str
-    raw: bytes
+REORIENTATION_TEMPLATE = "reorientation"
 
 
 @dataclass(frozen=True)
 class Plan:
-    mails: tuple[Queued, ...]
+    mails: tuple[Queued, ...]  # the mail to the citizen first
     transferred_to: str | None
     reoriented_to: str | None
 
 
-def _service_variables(service: ServiceConfig, fallback_email: str) -> dict[str, object]:
-    return {
-        "name": service.name,
-        "postal_address": service.postal_address,
-        "phone": service.phone,
-        "hours": service.hours,
-        "website": service.website,
-        "email": service.email or (service.addresses[0] if service.addresses else fallback_email),
-    }
+@dataclass(frozen=True)
+class Received:
+    """The acknowledged mail, as the plan needs it."""
+
+    mailbox: str
+    raw: bytes
+    parsed: ParsedMessage
+    received_at: datetime
+    reference: str
+    recipient: str  # the citizen's address, as the policy chose it
+    language: str | None
 
 
-class Replies:
-    """Plans the mails about one acknowledged message.
+class Planner:
+    """Plans the mails about one acknowledged message."""
 
-    Which paragraphs are translated, and how, is the templates' business (their meta.yaml
-    and templates/i18n/): the renderer is given the citizen's language and does the rest.
-    ``translations`` is accepted for callers that load them; the renderer has its own.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        renderer: Renderer,
-        translations: Mapping[str, Translation] | None = None,
-    ) -> None:
+    def __init__(self, config: Config, renderer: Renderer, composer: Composer) -> None:
         self.config = config
         self.renderer = renderer
+        self.composer = composer
 
-    def plan(
-        self,
-        mailbox: str,
-        raw: bytes,
-        parsed: ParsedMessage,
-        received_at: datetime,
-        reference: str,
-        recipient: str,
-        routing: RoutingDecision | None,
-        language: str | None = "fr",
-    ) -> Plan:
+    def plan(self, mail: Received, routing: RoutingDecision | None) -> Plan:
         if routing is not None and routing.reorient and self.config.routing:
-            target = self.config.routing.reorientation[routing.reorient]
-            variables: dict[str, object] = {
-                "reference": reference,
-                "received_at": received_at,
-                "original_subject": parsed.subject,
-                "target": target.model_dump(),
-                "prefecture": self.config.prefecture.model_dump(),
-            }
-            reply = self._citizen_mail(
-                mailbox, parsed, recipient, "reorientation", variables, language
-            )
-            return Plan((reply,), None, routing.reorient)
-        variables = ar_variables(
-            self.config,
-            mailbox,
-            reference=reference,
-            received_at=received_at,
-            original_subject=parsed.subject,
-        )
+            return self._reorientation(mail, routing.reorient)
         service = self.config.services.get(routing.service) if routing else None
-        transfer = routing is not None and routing.transfer_allowed and service is not None
-        box = self.config.mailboxes[mailbox]
-        transferred = bool(transfer and service is not None and service.addresses)
-        if transferred and service is not None:
-            variables["service"] = _service_variables(service, box.address)
+        transferred = bool(
+            routing is not None and routing.transfer_allowed and service and service.addresses
+        )
+        handled_by = routing.service if transferred and routing is not None else None
+        variables = message_variables(
+            self.config,
+            mail.mailbox,
+            reference=mail.reference,
+            received_at=mail.received_at,
+            original_subject=mail.parsed.subject,
+            service=handled_by,
+        )
+        if handled_by is not None:
             variables["transferred"] = True
-        if transferred and service is not None:
-            ar = self._citizen_mail(
-                mailbox, parsed, recipient, box.ar_template, variables, language
-            )
-            assert routing is not None
-            forwards = tuple(
-                self._forward(mailbox, raw, parsed, received_at, reference, recipient, routing, to)
-                for to in service.addresses
-            )
-            return Plan((ar, *forwards), routing.service, None)
-        template = self.config.mailboxes[mailbox].ar_template
+        template = self.config.mailboxes[mail.mailbox].ar_template
+        ar = self._citizen_mail(mail, template, variables)
+        if handled_by is None or routing is None:
+            return Plan((ar,), None, None)
+        transfer = Transfer(
+            mail.mailbox,
+            mail.reference,
+            mail.parsed.subject,
+            mail.received_at,
+            mail.recipient,
+            handled_by,
+            routing.category,
+        )
         return Plan(
-            (self._citizen_mail(mailbox, parsed, recipient, template, variables, language),),
-            None,
-            None,
+            (ar, *forwards(self.config, self.composer, transfer, mail.raw)), handled_by, None
         )
 
-    def _citizen_mail(
-        self,
-        mailbox: str,
-        parsed: ParsedMessage,
-        recipient: str,
-        template: str,
-        variables: dict[str, object],
-        language: str | None,
-    ) -> Queued:
-        box = self.config.mailboxes[mailbox]
-        sender = self.config.sender
-        mail = build_email(
-            self.renderer.render(template, variables, language=language),
-            from_address=box.address,
-            from_name=sender.from_name,
-            to=recipient,
-            message_id_domain=sender.message_id_domain,
-            in_reply_to=parsed.message_id,
-            references=parsed.references,
-            loop_header_value=sender.loop_header_value,
+    def _reorientation(self, mail: Received, target: str) -> Plan:
+        assert self.config.routing is not None
+        variables = message_variables(
+            self.config,
+            mail.mailbox,
+            reference=mail.reference,
+            received_at=mail.received_at,
+            original_subject=mail.parsed.subject,
         )
-        return Queued(
-            OutboxKind.AR,
-            recipient,
-            sender.envelope_from,
-            str(mail["Message-ID"]),
-            mail.as_bytes(),
-        )
+        variables["target"] = self.config.routing.reorientation[target].model_dump()
+        reply = self._citizen_mail(mail, REORIENTATION_TEMPLATE, variables)
+        return Plan((reply,), None, target)
 
-    def _forward(
-        self,
-        mailbox: str,
-        raw: bytes,
-        parsed: ParsedMessage,
-        received_at: datetime,
-        reference: str,
-        citizen: str,
-        routing: RoutingDecision,
-        to: str,
-    ) -> Queued:
-        box = self.config.mailboxes[mailbox]
-        sender = self.config.sender
-        note = cover_note(
-            reference=reference,
-            received_at=date_fr(received_at, timezone=self.config.timezone),
-            deadline=date_fr(
-                answer_deadline(received_at, self.config.timezone),
-                timezone=self.config.timezone,
-                style="date",
-            ),
-            service_name=self.config.services[routing.service].name,
-            citizen=citizen,
-            mailbox_address=box.address,
-            category=routing.category,
-            tracking_address=sender.tracking_address,
+    def _citizen_mail(self, mail: Received, template: str, variables: dict[str, object]) -> Queued:
+        built = self.composer.to_citizen(
+            self.renderer.render(template, variables, language=mail.language),
+            mailbox_address=self.config.mailboxes[mail.mailbox].address,
+            to=mail.recipient,
+            in_reply_to=mail.parsed.message_id,
+            references=mail.parsed.references,
         )
-        message_id, forward = build_forward(
-            raw,
-            reference=reference,
-            subject=parsed.subject,
-            note=note,
-            from_address=box.address,
-            from_name=sender.from_name,
-            to=to,
-            reply_to=citizen,
-            message_id_domain=sender.message_id_domain,
-            loop_header_value=sender.loop_header_value,
-            date=datetime.now(UTC),
-        )
-        return Queued(OutboxKind.FORWARD, to, box.address, message_id, forward)
+        return Queued.of(OutboxKind.AR, built, mail.recipient, self.config.sender.envelope_from)

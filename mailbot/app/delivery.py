@@ -2,7 +2,12 @@
 
 Each mail is committed as 'sending' before it leaves and as 'sent' right after. A crash in
 between leaves it 'sending'; at the next start it becomes 'uncertain' and is never resent
-(see Store.recover_interrupted): one lost AR, flagged for an agent, is better than two.
+(``recover_interrupted``): one lost AR, flagged for an agent, is better than two.
+
+What an outbox status means beyond the outbox is decided here: an AR's status is its
+message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
+server is the reply to the citizen. The use cases only queue; when to deliver is the
+faces' decision (``deliver_due`` at once from the CLI, or the worker's delivery thread).
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ from datetime import datetime, timedelta
 
 from mailbot.config import OutboxConfig
 from mailbot.core.clock import utcnow
-from mailbot.core.statuses import EventKind, OutboxKind, OutboxStatus
+from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
 from mailbot.mail.smtp import Envelope, Transport
-from mailbot.store import OutboxItem, Store
+from mailbot.store import OutboxItem, Store, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,31 @@ def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
     """Exponential backoff: base, 2×base, 4×base… capped."""
     seconds = min(config.retry_base_seconds * (2 ** max(attempts - 1, 0)), config.retry_max_seconds)
     return timedelta(seconds=seconds)
+
+
+def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values: object) -> None:
+    """Change a queued mail's status; an AR's is also its message's AR status."""
+    tx.set_outbox_status(item.id, status, **values)
+    if item.kind == OutboxKind.AR and item.message_pk is not None:
+        tx.set_ar_status(item.message_pk, ArStatus(status.value))
+
+
+def recover_interrupted(store: Store) -> list[int]:
+    """Outbox items left 'sending' by a crash: we cannot know whether they left.
+
+    mailbot guarantees never two ARs for one message, so an interrupted send is marked
+    'uncertain' and never retried; the event lets an agent check by hand.
+    """
+    with store.transaction() as tx:
+        found = tx.interrupted_sends()
+        for item in found:
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="interrupted while sending")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id} interrupted while sending",
+            )
+    return [item.id for item in found]
 
 
 class Outbox:
@@ -101,9 +131,7 @@ class Outbox:
     def _sent(self, item: OutboxItem, report: DeliveryReport) -> None:
         with self.store.transaction() as tx:
             # The rendered mail holds the citizen's subject: keep it only while it is needed.
-            tx.set_outbox_status(
-                item.id, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None
-            )
+            set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
             if item.kind == OutboxKind.REPLY and item.message_pk is not None:
                 # An agent's standard reply: signed by construction (rendering refuses otherwise).
                 tx.record_reply(
@@ -117,7 +145,7 @@ class Outbox:
 
     def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
         with self.store.transaction() as tx:
-            tx.set_outbox_status(item.id, OutboxStatus.UNCERTAIN, last_error=str(error))
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
             tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
         report.failed += 1
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
@@ -132,8 +160,9 @@ class Outbox:
     ) -> None:
         next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
         with self.store.transaction() as tx:
-            tx.set_outbox_status(
-                item.id,
+            set_status(
+                tx,
+                item,
                 OutboxStatus.PENDING,
                 attempts=attempts,
                 next_attempt_at=next_at,
@@ -147,7 +176,7 @@ class Outbox:
         self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, refused: bool = False
     ) -> None:
         with self.store.transaction() as tx:
-            tx.set_outbox_status(item.id, OutboxStatus.FAILED, last_error=str(error))
+            set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
             tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         if refused:
             report.refused += 1

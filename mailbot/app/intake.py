@@ -1,4 +1,4 @@
-"""One incoming mail, end to end: parse, deduplicate, decide, record, queue the AR.
+"""Processing an incoming mail, end to end: parse, deduplicate, decide, record, queue the AR.
 
 Everything about a mail — its row, its events, the AR in the outbox and the folder's
 new high-water UID — commits in one transaction, so a crash can neither lose a mail
@@ -17,12 +17,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from mailbot.app.acknowledge import Plan, Replies
-from mailbot.config import Config, MailboxConfig
-from mailbot.core.clock import utcnow
+from mailbot.app.acknowledge import Plan, Planner, Received
+from mailbot.app.outgoing import enqueue
+from mailbot.config import Config
+from mailbot.core.clock import Clock, utcnow
 from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message
@@ -39,9 +41,9 @@ from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKin
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, StoreError
 from mailbot.logs import safe_error, safe_traceback
+from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
-from mailbot.render.templates import TRANSLATIONS_DIR, Renderer
-from mailbot.render.translations import load_translations
+from mailbot.render.templates import Renderer
 from mailbot.store import NewMessage, Store, Transaction
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ DECISION_EVENTS = {
     Decision.FOLLOW_UP: EventKind.FOLLOW_UP,
     Decision.SKIP: EventKind.SKIPPED,
 }
+REORIENTATION_REPLY = "automatic:reorientation"  # the detail of its reply event
 
 
 def _none() -> int:
@@ -71,19 +74,42 @@ def first_poll_refusal(store: Store, mailbox: str, folder: str, count: int) -> s
     )
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a mail was read: mailbox, folder and the folder's UIDVALIDITY."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+
+    @property
+    def folder_key(self) -> tuple[str, str, int]:
+        return self.mailbox, self.folder, self.uidvalidity
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What acknowledging a mail gave: its reference, routing, language, and the mails
+    to send (none when a backfill records history)."""
+
+    reference: str | None = None
+    routing: RoutingDecision | None = None
+    language: str | None = None
+    plan: Plan | None = None
+
+
 class Pipeline:
     def __init__(
         self,
         config: Config,
         store: Store,
         renderer: Renderer,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
         send: bool = True,
         acknowledge_existing: bool = False,
     ) -> None:
         self.config = config
         self.store = store
-        self.renderer = renderer
         self.clock = clock
         # send=False is the backfill of history: decide and route, record, never send.
         self.send = send
@@ -91,8 +117,7 @@ class Pipeline:
         self.acknowledge_existing = acknowledge_existing
         self.routing = compiled_routing(config)
         self.calendar = WorkingCalendar(timezone=config.timezone)
-        translations = load_translations(renderer.template_dir / TRANSLATIONS_DIR)
-        self.replies = Replies(config, renderer, translations)
+        self.planner = Planner(config, renderer, Composer.from_config(config))
         # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
         self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)
 
@@ -144,73 +169,93 @@ class Pipeline:
         ``existing`` is the row of a quarantined mail processed again: that row is
         updated (never a second one) and the folder's high-water UID is left alone.
         """
+        where = Where(mailbox, folder, uidvalidity)
         parsed: ParsedMessage | None = None
         try:
             parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
             with self.store.transaction() as tx:
-                outcome = self._record(
-                    tx, mailbox, folder, uidvalidity, mail, parsed, existing=existing
-                )
+                outcome = self._record(tx, where, mail, parsed, existing)
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            outcome = self._quarantine(mailbox, folder, uidvalidity, mail, parsed, exc, existing)
-        self._log(outcome)
+            outcome = self._quarantine(where, mail, parsed, exc, existing)
+        _log(outcome)
         return outcome
 
     # -----------------------------------------------------------------------------------
     def _record(
         self,
         tx: Transaction,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
+        where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage,
-        existing: int | None = None,
+        existing: int | None,
     ) -> Outcome:
         if existing is None:
-            tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+            tx.save_folder_state(*where.folder_key, mail.uid)
         else:
             tx.add_event(existing, EventKind.RETRIED, "")
         original = tx.find_duplicate(
-            mailbox, parsed.message_id, parsed.fingerprint, parsed.content_hash, exclude=existing
+            where.mailbox,
+            parsed.message_id,
+            parsed.fingerprint,
+            parsed.content_hash,
+            exclude=existing,
         )
         if original is not None:
-            return self._duplicate(
-                tx, mailbox, folder, uidvalidity, mail, parsed, original, existing
-            )
-        box = self.config.mailboxes[mailbox]
-        context, parent_pk = self._context(tx, mailbox, box, parsed)
+            return self._duplicate(tx, where, mail, parsed, original, existing)
+        return self._decide(tx, where, mail, parsed, existing)
+
+    def _decide(
+        self,
+        tx: Transaction,
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        existing: int | None,
+    ) -> Outcome:
+        """The AR decision, and what follows from it: a reference, the routing, the mails."""
+        context, parent_pk = self._context(tx, where.mailbox, parsed)
         decision = decide_ar(parsed, context)
-        reference, plan, routing, language = None, None, None, None
+        handling = Handling()
         if decision.send and decision.recipient:
-            reference, plan, routing, language = self._acknowledge(
-                tx, mailbox, mail, parsed, decision.recipient
-            )
-        row = self._row(mailbox, folder, uidvalidity, mail, parsed, decision, reference, plan)
-        name = sender_name(parsed, self.config.policy.contact_form_relays)
-        transferred = int(plan is not None and plan.transferred_to is not None)
-        row = replace(
-            row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
+            handling = self._acknowledge(tx, where.mailbox, mail, parsed, decision.recipient)
+        plan = handling.plan
+        row = new_message(
+            where,
+            mail,
+            parsed,
+            _decision_name(decision),
+            decision.reasons,
+            sender=decision.recipient,
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
+            reference=handling.reference,
+            parent_id=parent_pk,
+            ar_status=_ar_status(plan, decision, self.send),
+            ar_message_id=plan.mails[0].message_id if plan is not None else None,
+            language=handling.language,
+            sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
+            transferred=int(plan is not None and plan.transferred_to is not None),
+            **_routing_columns(handling.routing),
         )
-        message_pk = _save(tx, _with_routing(row, routing), existing)
-        kind = DECISION_EVENTS[_decision_name(decision)]
+        message_pk = _save(tx, row, existing)
+        if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
+            tx.count_relance(parent_pk)  # the citizen writing again about that message
         tx.add_events(
             message_pk,
             (EventKind.RECEIVED, parsed.content_type),
-            (kind, ",".join(decision.reasons)),
+            (DECISION_EVENTS[row.decision], ",".join(decision.reasons)),
             *_plan_events(plan),
         )
         if plan is not None:
             _queue(tx, message_pk, mail, plan)
         return Outcome(
-            mailbox,
+            where.mailbox,
             mail.uid,
-            _decision_name(decision),
+            row.decision,
             decision.reasons,
-            reference or decision.follow_up_of,
+            handling.reference or decision.follow_up_of,
             parsed.subject,
             message_pk,
-            _route_label(plan, routing),
+            _route_label(plan, handling.routing),
         )
 
     def _acknowledge(
@@ -220,31 +265,22 @@ class Pipeline:
         mail: IncomingMail,
         parsed: ParsedMessage,
         recipient: str,
-    ) -> tuple[str, Plan | None, RoutingDecision | None, str | None]:
+    ) -> Handling:
         """A reference, the routing and what to send (nothing when backfilling)."""
         reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
         facts = routing_input(self.config, mailbox, parsed)
         routing = decide(facts, self.routing) if self.routing is not None else None
         if not self.send:
-            return reference, None, routing, facts.language
-        plan = self.replies.plan(
-            mailbox,
-            mail.raw,
-            parsed,
-            mail.internaldate,
-            reference,
-            recipient,
-            routing,
-            facts.language,
+            return Handling(reference, routing, facts.language)
+        received = Received(
+            mailbox, mail.raw, parsed, mail.internaldate, reference, recipient, facts.language
         )
-        return reference, plan, routing, facts.language
+        return Handling(reference, routing, facts.language, self.planner.plan(received, routing))
 
     def _duplicate(
         self,
         tx: Transaction,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
+        where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage,
         original: int,
@@ -252,16 +288,19 @@ class Pipeline:
     ) -> Outcome:
         """A second copy of a recorded mail (same Message-ID and same content): recorded
         as such, linked to the first, and never acknowledged again."""
-        row = replace(
-            self._base_row(mailbox, folder, uidvalidity, mail, parsed),
-            decision=Decision.DUPLICATE,
-            reasons=(DUPLICATE_REASON,),
+        row = new_message(
+            where,
+            mail,
+            parsed,
+            Decision.DUPLICATE,
+            (DUPLICATE_REASON,),
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             parent_id=original,
         )
         message_pk = _save(tx, row, existing)
         tx.add_event(message_pk, EventKind.DUPLICATE, f"copy of message {original}")
         return Outcome(
-            mailbox,
+            where.mailbox,
             mail.uid,
             Decision.DUPLICATE,
             (DUPLICATE_REASON,),
@@ -271,7 +310,7 @@ class Pipeline:
         )
 
     def _context(
-        self, tx: Transaction, mailbox: str, box: MailboxConfig, parsed: ParsedMessage
+        self, tx: Transaction, mailbox: str, parsed: ParsedMessage
     ) -> tuple[PolicyContext, int | None]:
         """The policy's facts about this mail that only the database knows."""
         policy = self.config.policy
@@ -297,55 +336,9 @@ class Pipeline:
                 return pk, reference
         return None
 
-    @staticmethod
-    def _base_row(
-        mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail, parsed: ParsedMessage
-    ) -> NewMessage:
-        """What is recorded of any mail, whatever is decided about it."""
-        return NewMessage(
-            mailbox=mailbox,
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=mail.uid,
-            message_id=parsed.message_id,
-            content_hash=parsed.content_hash,
-            fingerprint=parsed.fingerprint,
-            received_at=mail.internaldate,
-            sender=None,
-            subject=parsed.subject,
-            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
-            decision=Decision.SKIP,
-            reasons=(),
-            size=max(parsed.size, mail.size),
-            defects=(*parsed.defects, *mail.defects),
-        )
-
-    def _row(
-        self,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
-        mail: IncomingMail,
-        parsed: ParsedMessage,
-        decision: ArDecision,
-        reference: str | None,
-        plan: Plan | None,
-    ) -> NewMessage:
-        return replace(
-            self._base_row(mailbox, folder, uidvalidity, mail, parsed),
-            sender=decision.recipient,
-            decision=_decision_name(decision),
-            reasons=decision.reasons,
-            reference=reference,
-            ar_status=_ar_status(plan, decision, self.send),
-            ar_message_id=plan.mails[0].message_id if plan is not None else None,
-        )
-
     def _quarantine(
         self,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
+        where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage | None,
         exc: Exception,
@@ -358,61 +351,84 @@ class Pipeline:
         hash follows. If that fails too the database itself is unusable: StoreError,
         and the folder's high-water mark stays below this mail, which is read again.
         """
-        log.error(
-            "quarantined",
-            exc_info=exc,
-            extra={"mailbox": mailbox, "folder": folder, "uid": mail.uid},
-        )
+        located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
+        log.error("quarantined", exc_info=exc, extra=located)
         reason = f"error:{safe_error(exc)}"[:300]
         trace = safe_traceback(exc)
-        full = _quarantine_row(mailbox, folder, uidvalidity, mail, parsed, reason)
-        minimal = _quarantine_row(mailbox, folder, uidvalidity, mail, None, reason)
-        for row in (full, minimal) if parsed is not None else (minimal,):
+        attempts = (parsed, None) if parsed is not None else (None,)
+        for known in attempts:
+            row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
             try:
                 with self.store.transaction() as tx:
                     if existing is None:
-                        tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)
+                        tx.save_folder_state(
+                            where.mailbox, where.folder, where.uidvalidity, mail.uid
+                        )
                     message_pk = _save(tx, row, existing)
                     tx.add_event(message_pk, EventKind.QUARANTINED, trace)
             except Exception as refused:
-                log.error(
-                    "quarantine row refused",
-                    exc_info=refused,
-                    extra={"mailbox": mailbox, "folder": folder, "uid": mail.uid},
-                )
+                log.error("quarantine row refused", exc_info=refused, extra=located)
                 continue
             return Outcome(
-                mailbox, mail.uid, Decision.QUARANTINE, (reason,), None, row.subject, message_pk
+                where.mailbox,
+                mail.uid,
+                Decision.QUARANTINE,
+                (reason,),
+                None,
+                row.subject,
+                message_pk,
             )
-        raise StoreError(f"mailbox {mailbox}: cannot record UID {mail.uid}, even quarantined")
+        raise StoreError(f"mailbox {where.mailbox}: cannot record UID {mail.uid}, even quarantined")
 
-    @staticmethod
-    def _log(outcome: Outcome) -> None:
-        log.info(
-            "message",
-            extra={
-                "mailbox": outcome.mailbox,
-                "uid": outcome.uid,
-                "reference": outcome.reference or "-",
-                "decision": outcome.decision,
-                "reason": ",".join(outcome.reasons),
-            },
-        )
+
+def new_message(
+    where: Where,
+    mail: IncomingMail,
+    parsed: ParsedMessage | None,
+    decision: Decision,
+    reasons: tuple[str, ...],
+    **decided: Any,
+) -> NewMessage:
+    """The one row recorded about a mail, whatever was decided (``decided``: the columns a
+    decision fills). ``parsed`` is None when even parsing failed (quarantine)."""
+    return NewMessage(
+        mailbox=where.mailbox,
+        folder=where.folder,
+        uidvalidity=where.uidvalidity,
+        uid=mail.uid,
+        message_id=parsed.message_id if parsed else None,
+        content_hash=parsed.content_hash if parsed else hashlib.sha256(mail.raw).hexdigest(),
+        fingerprint=parsed.fingerprint if parsed else None,
+        received_at=mail.internaldate,
+        sender=decided.pop("sender", None),
+        subject=parsed.subject if parsed else "",
+        in_reply_to=decided.pop("in_reply_to", None),
+        decision=decision,
+        reasons=reasons,
+        size=max(len(mail.raw), mail.size),
+        defects=(*(parsed.defects if parsed else ()), *mail.defects),
+        **decided,
+    )
+
+
+def _log(outcome: Outcome) -> None:
+    log.info(
+        "message",
+        extra={
+            "mailbox": outcome.mailbox,
+            "uid": outcome.uid,
+            "reference": outcome.reference or "-",
+            "decision": outcome.decision,
+            "reason": ",".join(outcome.reasons),
+        },
+    )
 
 
 def _queue(tx: Transaction, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
     if plan.reoriented_to:
         # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
-        tx.record_reply(message_pk, mail.internaldate, True, "automatic:reorientation")
-    for queued in plan.mails:
-        tx.enqueue(
-            message_pk,
-            queued.kind,
-            queued.recipient,
-            queued.envelope_from,
-            queued.message_id,
-            queued.raw,
-        )
+        tx.record_reply(message_pk, mail.internaldate, True, REORIENTATION_REPLY)
+    enqueue(tx, message_pk, plan.mails)
 
 
 def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
@@ -422,45 +438,19 @@ def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
     return existing
 
 
-def _quarantine_row(
-    mailbox: str,
-    folder: str,
-    uidvalidity: int,
-    mail: IncomingMail,
-    parsed: ParsedMessage | None,
-    reason: str,
-) -> NewMessage:
-    return NewMessage(
-        mailbox=mailbox,
-        folder=folder,
-        uidvalidity=uidvalidity,
-        uid=mail.uid,
-        message_id=parsed.message_id if parsed else None,
-        content_hash=hashlib.sha256(mail.raw).hexdigest(),
-        fingerprint=parsed.fingerprint if parsed else None,
-        received_at=mail.internaldate,
-        sender=None,
-        subject=parsed.subject if parsed else "",
-        in_reply_to=None,
-        decision=Decision.QUARANTINE,
-        reasons=(reason,),
-        size=max(len(mail.raw), mail.size),
-        defects=(*(parsed.defects if parsed else ()), *mail.defects),
-    )
-
-
-def _with_routing(row: NewMessage, routing: RoutingDecision | None) -> NewMessage:
+def _routing_columns(routing: RoutingDecision | None) -> dict[str, Any]:
     if routing is None:
-        return row
+        return {}
     matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]
-    return replace(
-        row,
-        service=routing.service,
-        category=routing.category,
-        priority=routing.priority,
-        reorient=routing.reorient,
-        routing=json.dumps({"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False),
-    )
+    return {
+        "service": routing.service,
+        "category": routing.category,
+        "priority": routing.priority,
+        "reorient": routing.reorient,
+        "routing": json.dumps(
+            {"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False
+        ),
+    }
 
 
 def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:

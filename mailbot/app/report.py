@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from email.mime.application import MIMEApplication
-from email.mime.image import MIMEImage
-from email.mime.multipart import MIMEMultipart
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from mailbot.app import indicators
+from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
 from mailbot.core.digests import WHY
-from mailbot.core.indicators import Indicators, arrays_from_store, compute_arrays, message_delays
+from mailbot.core.indicators import Indicators, message_delays
+from mailbot.core.periods import Period, week_period
+from mailbot.core.schedule import parse_weekly
+from mailbot.core.statuses import OutboxKind
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
-from mailbot.render.templates import OutgoingMail, Renderer, build_email
-from mailbot.store import Store
+from mailbot.errors import ConfigError
+from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.render.chart import weekly_chart
+from mailbot.render.templates import Renderer
+from mailbot.store import Store, Transaction
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = "rapport-delais"
 CSV_COLUMNS = (
@@ -40,36 +49,6 @@ CSV_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class Period:
-    kind: str  # "semaine" or "mois"
-    label: str  # 2026-W47 or 2026-11
-    start: date
-    end: date  # inclusive
-
-    def previous(self) -> Period:
-        if self.kind == "semaine":
-            return week_period(self.start - timedelta(days=7))
-        return month_period(self.start - timedelta(days=1))
-
-
-def week_period(day: date) -> Period:
-    year, number, _ = day.isocalendar()
-    start = date.fromisocalendar(year, number, 1)
-    return Period("semaine", f"{year}-W{number:02d}", start, start + timedelta(days=6))
-
-
-def parse_week(label: str) -> Period:
-    year, number = label.split("-W")
-    return week_period(date.fromisocalendar(int(year), int(number), 1))
-
-
-def month_period(day: date) -> Period:
-    start = day.replace(day=1)
-    following = (start + timedelta(days=32)).replace(day=1)
-    return Period("mois", f"{start:%Y-%m}", start, following - timedelta(days=1))
-
-
-@dataclass(frozen=True)
 class Report:
     period: Period
     subject: str
@@ -84,14 +63,8 @@ class ReportBuilder:
         self.config = config
         self.store = store
         self.renderer = renderer
+        self.composer = Composer.from_config(config)
         self.calendar = WorkingCalendar(timezone=config.timezone)
-        self.complaint = config.routing.complaint_category if config.routing else "reclamation"
-
-    def _bounds(self, start: date, end: date) -> tuple[datetime, datetime]:
-        zone = self.calendar.zone
-        return datetime.combine(start, time.min, zone), datetime.combine(
-            end + timedelta(days=1), time.min, zone
-        )
 
     def figures(
         self,
@@ -101,9 +74,7 @@ class ReportBuilder:
         mailbox: str | None = None,
         service: str | None = None,
     ) -> Indicators:
-        since, until = self._bounds(start, end)
-        columns = self.store.indicator_arrays(since, until, self.complaint, mailbox, service)
-        return compute_arrays(arrays_from_store(columns, self.calendar), as_of, self.calendar)
+        return indicators.figures(self.config, self.store, start, end, as_of, mailbox, service)
 
     def build(self, period: Period, as_of: date) -> Report:
         current = self.figures(period.start, period.end, as_of)
@@ -137,27 +108,12 @@ class ReportBuilder:
         rendered = self.renderer.render(TEMPLATE, variables)
         png = self._chart(period, as_of)
         data = self._csv(rows)
-        sender = next(iter(self.config.mailboxes.values())).address
-        alternative = build_email(
-            rendered,
-            from_address=sender,
-            from_name="mailbot — Préfecture de la Seine-Maritime",
-            to=sender,
-            message_id_domain=self.config.sender.message_id_domain,
-            auto_submitted=True,
-        )
-        return Report(
-            period,
-            rendered.subject,
-            self._package(alternative, png, data, period),
-            rendered.html,
-            png,
-            data,
-        )
+        mail = self.composer.report(rendered, png, data, f"delais-{period.label}.csv")
+        return Report(period, rendered.subject, mail, rendered.html, png, data)
 
     # -- parts ----------------------------------------------------------------------------
     def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
-        since, until = self._bounds(period.start, period.end)
+        since, until = indicators.period_bounds(self.calendar, period.start, period.end)
         found = self.store.indicator_rows(since, until)
         received = np.array(
             [self.calendar.local_date(r["received_at"]) for r in found], dtype="datetime64[D]"
@@ -263,36 +219,13 @@ class ReportBuilder:
         }
 
     def _chart(self, period: Period, as_of: date) -> bytes:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         weeks = [week_period(period.end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
-        labels = [w.label.split("-")[1] for w in weeks]
         figures = [self.figures(w.start, w.end, as_of) for w in weeks]
-        rates = [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for f in figures]
-        means = [np.nan if f.mean_delay is None else f.mean_delay for f in figures]
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.2, 5.0), dpi=110, sharex=True)
-        top.plot(labels, rates, marker="o", color="#000091", label="Réponses ≤ 5 j. ouvrés")
-        top.axhline(75, color="#c9191e", linestyle="--", linewidth=1, label="Objectif 75 %")
-        top.set_ylim(0, 100)
-        top.set_ylabel("%")
-        top.set_title("Réponses dans les 5 jours ouvrés (par semaine)", fontsize=10)
-        top.legend(loc="lower left", fontsize=8, frameon=False)
-        bottom.bar(labels, means, color="#6a6af4", label="Délai moyen")
-        bottom.axhline(5, color="#c9191e", linestyle="--", linewidth=1, label="Objectif 5 jours")
-        bottom.set_ylabel("jours ouvrés")
-        bottom.set_title("Délai moyen de réponse (par semaine)", fontsize=10)
-        bottom.legend(loc="upper left", fontsize=8, frameon=False)
-        for axis in (top, bottom):
-            axis.spines[["top", "right"]].set_visible(False)
-            axis.grid(axis="y", color="#dddddd", linewidth=0.6)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        return buffer.getvalue()
+        return weekly_chart(
+            [w.label.split("-")[1] for w in weeks],
+            [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for f in figures],
+            [np.nan if f.mean_delay is None else f.mean_delay for f in figures],
+        )
 
     @staticmethod
     def _csv(rows: list[dict[str, Any]]) -> bytes:
@@ -316,36 +249,6 @@ class ReportBuilder:
             )
         return buffer.getvalue().encode("utf-8-sig")  # BOM: Excel opens the accents right
 
-    @staticmethod
-    def _package(
-        alternative: OutgoingMail, png: bytes, data: bytes, period: Period
-    ) -> OutgoingMail:
-        """mixed[ related[ alternative[text, html], chart.png ], report.csv ]"""
-        inner = alternative.message
-        related = MIMEMultipart("related")
-        related.attach(inner)
-        image = MIMEImage(png, "png")
-        image.add_header("Content-ID", "<chart@mailbot>")
-        image.add_header("Content-Disposition", "inline", filename="graphique.png")
-        related.attach(image)
-        outer = MIMEMultipart("mixed")
-        for name, value in inner.items():
-            if not name.lower().startswith(("content-", "mime-version")):
-                outer[name] = value
-        for name in list(inner.keys()):
-            if not name.lower().startswith(("content-", "mime-version")):
-                del inner[name]
-        outer.attach(related)
-        attachment = MIMEApplication(data, "csv", name=f"delais-{period.label}.csv")
-        attachment.replace_header(
-            "Content-Type", f'text/csv; charset=utf-8; name="delais-{period.label}.csv"'
-        )
-        attachment.add_header(
-            "Content-Disposition", "attachment", filename=f"delais-{period.label}.csv"
-        )
-        outer.attach(attachment)
-        return OutgoingMail(outer)
-
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %".replace(".", ",")
@@ -357,3 +260,70 @@ def _format(value: float | int | None, kind: str) -> str:
     if kind == "rate":
         return _percent(float(value))
     return f"{float(value):.2f} j".replace(".", ",")
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def check_recipients(config: Config, source: str, recipients: Sequence[str] = ()) -> list[str]:
+    """The report's recipients (default: reports.weekly.to); each must be a configured
+    address, since a report is mailbot writing to the prefecture's staff."""
+    found = list(recipients) or list(config.reports.weekly.to)
+    if not found:
+        raise ConfigError(source, "reports.weekly.to", "no recipient configured")
+    for recipient in found:
+        if recipient.lower() not in config.configured_recipients:
+            raise ConfigError(
+                source, "reports.weekly.to", f"{recipient} is not a configured address"
+            )
+    return found
+
+
+def queue_report(
+    tx: Transaction, config: Config, report: Report, recipients: Sequence[str]
+) -> list[int]:
+    """One copy of the report for each recipient; their outbox ids."""
+    queued = []
+    for recipient in recipients:
+        report.mail.readdress(recipient)
+        mail = Queued.of(OutboxKind.REPORT, report.mail, recipient, config.sender.envelope_from)
+        queued += enqueue(tx, None, [mail])
+    return queued
+
+
+def send_report(
+    config: Config, store: Store, report: Report, recipients: Sequence[str]
+) -> list[int]:
+    """Queue a report built on demand (``mailbot report --send``)."""
+    with store.transaction() as tx:
+        return queue_report(tx, config, report, recipients)
+
+
+def report_due(now: datetime, cron: str, zone: Any) -> bool:
+    """Whether this week's report time (``"mon 08:00"``, or the first time a crontab names
+    in the week) has passed: the week before is then due."""
+    local = now.astimezone(zone)
+    scheduled = parse_weekly(cron).first_in_week(local.date(), zone)
+    return scheduled is not None and local >= scheduled
+
+
+def send_weekly_report(
+    config: Config, store: Store, renderer: Renderer, now: datetime
+) -> str | None:
+    """Queue the last complete week's report once, ever: the claim and the queued mails
+    commit together, so a restart neither skips nor repeats a week. Returns the week queued."""
+    calendar = WorkingCalendar(timezone=config.timezone)
+    if not report_due(now, config.reports.weekly.cron, calendar.zone):
+        return None
+    today = now.astimezone(calendar.zone).date()
+    period = week_period(today - timedelta(days=7))
+    recipients = list(config.reports.weekly.to)
+    if not recipients:
+        return None
+    report = ReportBuilder(config, store, renderer).build(period, today)
+    with store.transaction() as tx:
+        if not tx.claim_once(f"report-weekly-{period.label}"):
+            return None
+        queue_report(tx, config, report, recipients)
+    log.info("weekly report queued", extra={"week": period.label})
+    return period.label

@@ -89,3 +89,16 @@ def check_language(language: str) -> None:
         Locale.parse(language)
     except (UnknownLocaleError, ValueError):
         raise ValueError(f"unknown language code {language!r}") from None
+
+
+def date_fr(value: datetime | date, *, timezone: str = "Europe/Paris", style: str = "full") -> str:
+    """Format a date in French, in the given time zone: the templates' ``date_fr`` filter.
+
+    Styles: ``full`` "jeudi 26 novembre 2026 à 14 h 05", ``date`` "jeudi 26 novembre 2026",
+    ``time`` "14 h 05", ``numeric`` "26/11/2026 à 14 h 05". Whole hours read "14 h".
+    A naive datetime is refused: we never guess the zone a mail was received in.
+    """
+    try:
+        return format_date(value, FRENCH, timezone=timezone, style=style)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("dates need", "date_fr needs")) from None

@@ -41,8 +41,14 @@ def digests(
     today: date,
     calendar: WorkingCalendar,
     own_service: Mapping[str, str],
+    general_service: str | None = None,
 ) -> dict[str, Digest]:
-    """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances."""
+    """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances.
+
+    A message without a service goes to its mailbox's (``own_service``); the mailbox no
+    longer configured, to ``general_service`` (rules.yaml: organisation.general_service),
+    else to a digest named after the mailbox.
+    """
     found: dict[str, Digest] = {}
     for row in rows:
         if row["replied_at"] is not None:
@@ -57,7 +63,9 @@ def digests(
             "mailbox": row["mailbox"],
             "relances": relances,
         }
-        service = row["service"] or own_service.get(row["mailbox"], "general")
+        service = (
+            row["service"] or own_service.get(row["mailbox"]) or general_service or row["mailbox"]
+        )
         digest = found.setdefault(service, Digest(service))
         if row.get("attention"):
             entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}

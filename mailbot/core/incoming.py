@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+
+class Fetched(Protocol):
+    """One mail as a source fetched it (``FetchedMail`` from IMAP, a Maildir file)."""
+
+    @property
+    def uid(self) -> int: ...
+    @property
+    def internaldate(self) -> datetime: ...
+    @property
+    def raw(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -15,6 +27,12 @@ class IncomingMail:
     internaldate: datetime
     raw: bytes
     size: int = 0  # size on the server, when only the start of a huge mail was read
+
+    @classmethod
+    def of(cls, fetched: Fetched) -> IncomingMail:
+        """What a source fetched; ``size`` when the source knows the mail was cut short."""
+        size = getattr(fetched, "size", 0)
+        return cls(fetched.uid, fetched.internaldate, fetched.raw, size)
 
     @property
     def defects(self) -> tuple[str, ...]:

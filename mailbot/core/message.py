@@ -21,7 +21,7 @@ import email.parser
 import hashlib
 import html
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.policy import compat32
@@ -47,8 +47,8 @@ _IDENTITY_FIELDS = ("message-id", "from", "date", "subject", "to", "cc")
 _BOUNDARY = re.compile(rb"boundary\s*=")
 _FEEDBACK_FIELD = re.compile(r"^feedback-type:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
 _CTL = re.compile(r"[\x00-\x1f\x7f]+")
-# Printable ASCII between angle brackets (RFC 5322 msg-id), as render.build_email accepts.
-_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+# Printable ASCII between angle brackets (RFC 5322 msg-id), as compose.build_email accepts.
+MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _BLANKS = re.compile(r"[ \t\r\f\v]+")
 
@@ -192,10 +192,11 @@ class ParsedMessage:
         return tuple(seen)
 
 
-def _message_ids(values: tuple[str, ...]) -> tuple[str, ...]:
+def message_ids(values: Iterable[str | None]) -> tuple[str, ...]:
+    """Every Message-ID (``<...>``) written in ``values``, in order."""
     found: list[str] = []
     for value in values:
-        found.extend(_MSGID.findall(value))
+        found.extend(MSGID.findall(value or ""))
     return tuple(found)
 
 
@@ -420,13 +421,13 @@ def parse_message(raw: bytes) -> ParsedMessage:
         defects.extend(type(d).__name__ for d in part.defects)
     body = _read_parts(msg, defects)
     from_name, from_address = _first_address(raw_headers.get("from", ()))
-    message_ids = _message_ids(headers.get("message-id", ()))
+    own_ids = message_ids(headers.get("message-id", ()))
     resent: list[str] = []
     for name in ("resent-to", "resent-cc", "resent-bcc"):
         resent.extend(_addresses(raw_headers.get(name, ())))
     plain = body.plain if body.plain and body.plain.strip() else None
     return ParsedMessage(
-        message_id=message_ids[0] if message_ids else None,
+        message_id=own_ids[0] if own_ids else None,
         subject=_subject(headers, defects),
         from_address=normalize_address(from_address),
         from_name=single_line(decode_header_value(from_name)),
@@ -436,8 +437,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
         to=_addresses(raw_headers.get("to", ())),
         cc=_addresses(raw_headers.get("cc", ())),
         resent_to=tuple(resent),
-        in_reply_to=_message_ids(headers.get("in-reply-to", ())),
-        references=_message_ids(headers.get("references", ())),
+        in_reply_to=message_ids(headers.get("in-reply-to", ())),
+        references=message_ids(headers.get("references", ())),
         content_type=body.parts[0] if body.parts else "text/plain",
         has_attachments=body.has_attachments,
         body_text=(plain or html_to_text(body.markup or ""))[:BODY_TEXT_LIMIT],

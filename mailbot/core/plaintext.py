@@ -17,6 +17,8 @@ import re
 import textwrap
 from collections.abc import Iterable
 
+from mailbot.core.message import single_line
+
 WIDTH = 78
 
 # Isolates (FSI/LRI/RLI … PDI) and marks: invisible, but they count in the line length.
@@ -34,6 +36,15 @@ _ATOMS = re.compile(
 )
 _SPACES = re.compile(r"[ \t\r\n]+")
 _LIST_MARKER = re.compile(r"^(\s*)([-•.*] |\d+[.)] )")
+# Characters str.splitlines() breaks on that single_line() leaves alone.
+_UNICODE_BREAKS = re.compile(r"[\x85\u2028\u2029]")
+_RUNS_OF_SPACES = re.compile(r" {2,}")
+
+
+def one_line(value: object) -> str:
+    """Text on one line, runs of spaces collapsed: a subject, a display name, the
+    templates' ``oneline`` filter."""
+    return _RUNS_OF_SPACES.sub(" ", single_line(_UNICODE_BREAKS.sub(" ", str(value))))
 
 
 def _glue(match: re.Match[str]) -> str:

@@ -12,24 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
 from typing import Protocol
 
-from mailbot.app.delivery import Outbox
 from mailbot.config import PollingConfig
-from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.incoming import Fetched, IncomingMail, Outcome
 from mailbot.errors import FirstPollError, MailboxError
 
 log = logging.getLogger(__name__)
-
-
-class Fetched(Protocol):
-    @property
-    def uid(self) -> int: ...
-    @property
-    def internaldate(self) -> datetime: ...
-    @property
-    def raw(self) -> bytes: ...
 
 
 class Source(Protocol):
@@ -51,6 +40,12 @@ class Processor(Protocol):
     def process(
         self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
     ) -> Outcome: ...
+
+
+def incoming(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[IncomingMail]:
+    """The mail of ``uids``, fetched ``batch_size`` at a time, as the processors take it."""
+    for fetched in source.fetch(uids, batch_size):
+        yield IncomingMail.of(fetched)
 
 
 class Backoff:
@@ -77,20 +72,18 @@ class MailboxPoller:
         folder: str,
         source: Source,
         pipeline: Processor,
-        outbox: Outbox,
         polling: PollingConfig,
+        deliver: Callable[[], object],
         stop: threading.Event | None = None,
-        deliver: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self.folder = folder
         self.source = source
         self.pipeline = pipeline
-        self.outbox = outbox
         self.polling = polling
         self.stop = stop or threading.Event()
         # What to do once mail is queued: send it now, or wake the delivery thread (run).
-        self.deliver = deliver or outbox.deliver_due
+        self.deliver = deliver
         self.connected = False
         self.backoff = Backoff(polling.max_backoff_seconds)
         self.refused: FirstPollError | None = None
@@ -115,9 +108,7 @@ class MailboxPoller:
         outcomes: list[Outcome] = []
         uids = self.source.uids_after(last_uid)
         batch: list[Outcome] = []
-        for fetched in self.source.fetch(uids, self.polling.batch_size):
-            size = getattr(fetched, "size", 0)
-            mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw, size)
+        for mail in incoming(self.source, uids, self.polling.batch_size):
             batch.append(self.pipeline.process(self.name, self.folder, uidvalidity, mail))
             if len(batch) >= self.polling.batch_size:
                 outcomes += batch

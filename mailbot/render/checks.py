@@ -1,91 +1,23 @@
-"""The agents' side of the templates: list, show, preview, check, and the variables of a reply.
-
-Kept apart from the CLI so that the future web console calls the same functions.
-"""
+"""Checks of the templates as a reader gets them: balanced HTML, working links, 78-column
+text, text and HTML that say the same, a complete signature, no ``style=""``
+(``mailbot templates check``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from html.parser import HTMLParser
-from typing import Any
 
-from mailbot.config import Agent, Config
 from mailbot.core.parity import differences
 from mailbot.core.plaintext import WIDTH
 from mailbot.errors import TemplateError
-from mailbot.render.templates import HTML_FILE, PARTIALS_DIR, TEXT_FILE, Renderer, TemplateMeta
+from mailbot.render.catalogue import HTML_FILE, PARTIALS_DIR, TEXT_FILE
+from mailbot.render.templates import Renderer
 
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
 LINK = re.compile(r"^(https?://[^\s\"'<>]+|mailto:[^\s\"'<>]+@[^\s\"'<>]+|tel:\+?[0-9]+)$")
 SIGNATURE_FIELDS = ("first_name", "last_name", "function", "service", "postal_address", "phone")
 INLINE_STYLE = re.compile(r"\sstyle\s*=", re.IGNORECASE)
-
-
-def agent_variables(agent: Agent, config: Config) -> dict[str, object]:
-    """The ``agent`` mapping of a standard reply: the profile plus its service's contacts."""
-    service = config.services[agent.service]
-    return {
-        "first_name": agent.first_name,
-        "last_name": agent.last_name,
-        "function": agent.function,
-        "service": service.name,
-        "postal_address": service.postal_address,
-        "phone": service.phone,
-        "website": service.website,
-        "email": agent.email or service.email,
-    }
-
-
-def matches(meta: TemplateMeta, service: str | None, language: str | None) -> bool:
-    if language and meta.language != language:
-        return False
-    return not service or not meta.scope.services or service in meta.scope.services
-
-
-def listing(
-    renderer: Renderer, service: str | None = None, language: str | None = None
-) -> list[dict[str, Any]]:
-    rows = []
-    for name in renderer.names():
-        meta = renderer.meta(name)
-        if matches(meta, service, language):
-            scope = (
-                "; ".join(
-                    part
-                    for part in (
-                        "boîtes " + ", ".join(meta.scope.mailboxes) if meta.scope.mailboxes else "",
-                        "services " + ", ".join(meta.scope.services) if meta.scope.services else "",
-                    )
-                    if part
-                )
-                or "tous"
-            )
-            rows.append(
-                {
-                    "name": name,
-                    "title": meta.title,
-                    "scope": scope,
-                    "language": meta.language,
-                    "translated": bool(meta.translated),
-                    "variables": [*meta.required, *(f"[{v}]" for v in meta.optional)],
-                }
-            )
-    return rows
-
-
-def languages(renderer: Renderer) -> list[dict[str, Any]]:
-    """The translations, and whether a native speaker has reviewed each one."""
-    return [
-        {
-            "language": t.language,
-            "name": t.name,
-            "direction": t.direction,
-            "reviewed": t.reviewed,
-            "reviewer": t.reviewer,
-        }
-        for t in renderer.translations.values()
-    ]
 
 
 class _HtmlChecker(HTMLParser):

@@ -21,9 +21,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from mailbot.core.statuses import ArStatus, Attention, Decision, EventKind, OutboxKind, OutboxStatus
+from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
 from mailbot.errors import StoreError
-from mailbot.store.records import OutboxItem
+from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import attention, events, messages, metadata, outbox, unhandled
 from mailbot.store.transaction import Transaction
 
@@ -219,20 +219,7 @@ class Store:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [
-                OutboxItem(
-                    id=row.id,
-                    message_pk=row.message_pk,
-                    kind=OutboxKind(row.kind),
-                    recipient=row.recipient,
-                    envelope_from=row.envelope_from,
-                    email_message_id=row.email_message_id,
-                    raw=row.raw or b"",
-                    attempts=row.attempts,
-                    message_sender=row.sender,
-                )
-                for row in conn.execute(query)
-            ]
+            return [outbox_item(row, message_sender=row.sender) for row in conn.execute(query)]
 
     def outbox_status(self, item_id: int) -> str | None:
         with self.engine.connect() as conn:
@@ -366,31 +353,6 @@ class Store:
         with self.engine.connect() as conn:
             looked, missing = conn.execute(query).one()
         return int(missing), int(looked)
-
-    def recover_interrupted(self) -> list[int]:
-        """Outbox items left 'sending' by a crash: we cannot know whether they left.
-
-        mailbot guarantees never two ARs for one message, so an interrupted send is
-        marked 'uncertain' and never retried; the event lets an agent check by hand.
-        """
-        with self.transaction() as tx:
-            ids = [
-                int(row.id)
-                for row in tx.conn.execute(
-                    sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.SENDING)
-                )
-            ]
-            for item_id in ids:
-                tx.set_outbox_status(
-                    item_id, OutboxStatus.UNCERTAIN, last_error="interrupted while sending"
-                )
-                pk = tx.conn.execute(
-                    sa.select(outbox.c.message_pk).where(outbox.c.id == item_id)
-                ).scalar_one()
-                tx.add_event(
-                    pk, EventKind.SEND_UNCERTAIN, f"outbox {item_id} interrupted while sending"
-                )
-        return ids
 
     def purge(self, before: datetime) -> int:
         """Delete everything about messages received before ``before`` (retention)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from mailbot.core.statuses import ArStatus, Decision, OutboxKind
 
@@ -59,3 +60,18 @@ class OutboxItem:
     raw: bytes
     attempts: int
     message_sender: str | None = None
+
+
+def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None) -> OutboxItem:
+    """An outbox row as an OutboxItem (``raw=False``: without its bytes)."""
+    return OutboxItem(
+        id=row.id,
+        message_pk=row.message_pk,
+        kind=OutboxKind(row.kind),
+        recipient=row.recipient,
+        envelope_from=row.envelope_from,
+        email_message_id=row.email_message_id,
+        raw=(row.raw or b"") if raw else b"",
+        attempts=row.attempts,
+        message_sender=message_sender,
+    )

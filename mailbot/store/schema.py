@@ -133,6 +133,11 @@ counters = sa.Table(
 )
 
 
+def request_flag(key: str) -> str:
+    """A counters row name (64 characters at most) for an agent's request done once."""
+    return "request:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:48]
+
+
 def backfill_flag(mailbox: str, folder: str) -> str:
     """A counters row name (64 characters at most) for a folder being backfilled."""
     return "backfill:" + hashlib.sha256(f"{mailbox}/{folder}".encode()).hexdigest()[:40]

@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
-from mailbot.core.statuses import Decision, EventKind, OutboxKind, OutboxStatus
-from mailbot.store.records import FolderState, NewMessage
+from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
+from mailbot.errors import RepeatedRequestError
+from mailbot.store.records import FolderState, NewMessage, OutboxItem, outbox_item
 from mailbot.store.schema import (
     backfill_flag,
     counters,
@@ -21,6 +22,7 @@ from mailbot.store.schema import (
     folders,
     messages,
     outbox,
+    request_flag,
     stored_id,
 )
 
@@ -204,7 +206,6 @@ class Transaction:
 
     def insert_message(self, new: NewMessage) -> int:
         result = self.conn.execute(messages.insert().values(**self._message_values(new)))
-        self._count_relance(new)
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:
@@ -214,25 +215,25 @@ class Transaction:
         for kept in ("mailbox", "folder", "uidvalidity", "uid", "created_at"):
             values.pop(kept)
         self.conn.execute(messages.update().where(messages.c.id == message_pk).values(**values))
-        self._count_relance(new)
 
-    def _count_relance(self, new: NewMessage) -> None:
-        if new.parent_id is not None and new.decision == Decision.FOLLOW_UP:
-            self.conn.execute(
-                messages.update()
-                .where(messages.c.id == new.parent_id)
-                .values(relances=messages.c.relances + 1)
-            )
+    def count_relance(self, message_pk: int) -> None:
+        """One more relance (the citizen writing again) of a message."""
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk)
+            .values(relances=messages.c.relances + 1)
+        )
 
     def record_reply(
         self,
         message_pk: int,
         at: datetime,
-        complete: bool,
+        complete: bool | None,
         detail: str,
         kind: EventKind = EventKind.REPLY,
     ) -> None:
-        """A reply to a citizen's message: the event, and the first reply kept on the row."""
+        """A reply to a citizen's message: the event, and the first reply kept on the row
+        (``complete``: its signature; None when there was none to check, e.g. a phone call)."""
         self.add_events(message_pk, (kind, detail), at=at)
         self.conn.execute(
             messages.update()
@@ -240,7 +241,38 @@ class Transaction:
                 messages.c.id == message_pk,
                 sa.or_(messages.c.first_reply_at.is_(None), messages.c.first_reply_at > at),
             )
-            .values(first_reply_at=at, first_reply_complete=int(complete))
+            .values(
+                first_reply_at=at,
+                first_reply_complete=None if complete is None else int(complete),
+            )
+        )
+
+    def set_service(self, message_pk: int, service: str) -> None:
+        """A message transferred to ``service``: it is that service's from now on."""
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk)
+            .values(service=service, transferred=1)
+        )
+
+    # -- requests done once -------------------------------------------------------------
+    def claim_request(self, key: str) -> None:
+        """Record an agent's request by its idempotency key; RepeatedRequestError if it was
+        recorded before, even by a transaction committing at this very moment."""
+        try:
+            self.conn.execute(counters.insert().values(name=request_flag(key), value=0))
+        except sa.exc.IntegrityError:
+            raise RepeatedRequestError("this request was already done") from None
+
+    def request_outcome(self, key: str) -> int | None:
+        """The outbox id a request recorded (0: it queued nothing), None if never done."""
+        query = sa.select(counters.c.value).where(counters.c.name == request_flag(key))
+        value = self.conn.execute(query).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def set_request_outcome(self, key: str, outbox_id: int) -> None:
+        self.conn.execute(
+            counters.update().where(counters.c.name == request_flag(key)).values(value=outbox_id)
         )
 
     def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
@@ -284,20 +316,21 @@ class Transaction:
         return bool(claimed.rowcount == 1)
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
-        """Change an outbox item's status, mirrored on its message's ar_status for ARs."""
         self.conn.execute(
             outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
         )
+
+    def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
         self.conn.execute(
-            messages.update()
-            .where(
-                messages.c.id
-                == sa.select(outbox.c.message_pk)
-                .where(outbox.c.id == item_id, outbox.c.kind == OutboxKind.AR)
-                .scalar_subquery()
-            )
-            .values(ar_status=status)
+            messages.update().where(messages.c.id == message_pk).values(ar_status=status)
         )
+
+    def interrupted_sends(self) -> list[OutboxItem]:
+        """The outbox items left 'sending' (by a crash), without their bytes."""
+        query = (
+            sa.select(outbox).where(outbox.c.status == OutboxStatus.SENDING).order_by(outbox.c.id)
+        )
+        return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
 
     def add_events(
         self, message_pk: int | None, *kinds: tuple[EventKind, str], at: datetime | None = None
