@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mailbot.core.schedule import parse_time, parse_weekly
+from mailbot.core.signature import ELEMENTS, SignatureElement
 from mailbot.errors import ConfigError, SecretError
 from mailbot.redact import register_secret
 
@@ -431,21 +432,10 @@ class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
 
-SignatureElement = Literal["name", "function", "service", "prefecture", "postal_address", "contact"]
-SIGNATURE_ELEMENTS: tuple[SignatureElement, ...] = (
-    "name",
-    "function",
-    "service",
-    "prefecture",
-    "postal_address",
-    "contact",
-)
-
-
 class SignatureConfig(Model):
     """What a reply's signature must show (CRPA L111-2, and the audit's expectations)."""
 
-    required: list[SignatureElement] = Field(default_factory=lambda: list(SIGNATURE_ELEMENTS))
+    required: list[SignatureElement] = Field(default_factory=lambda: list(ELEMENTS))
 
 
 def _valid_time(value: str) -> str:

@@ -194,3 +194,191 @@ def _literals_of(source: Path, as_path: Path, values: set[str]) -> list[str]:
         and node.value in values
         and id(node) not in skipped
     ]
+
+
+# --------------------------------------------------------------------------- short functions
+
+MAX_FUNCTION_LINES = 60
+# Declarative tables may be long: the argument parser is a list of commands and options.
+LONG_BY_DESIGN = {"mailbot/cli.py:parser"}
+
+
+def function_lengths() -> list[tuple[int, str]]:
+    found = []
+    for path in sorted(MAILBOT.rglob("*.py")):
+        if MIGRATIONS in path.parents:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                where = f"{path.relative_to(ROOT).as_posix()}:{node.name}"
+                found.append((node.end_lineno - node.lineno + 1, where))
+    return found
+
+
+def test_no_function_over_60_lines() -> None:
+    """Short functions (the project's standard), the argument parser's table aside."""
+    offenders = [
+        f"{where} ({lines} lines)"
+        for lines, where in function_lengths()
+        if lines > MAX_FUNCTION_LINES and where not in LONG_BY_DESIGN
+    ]
+    assert offenders == [], "functions over 60 lines:\n" + "\n".join(offenders)
+    assert {where for _lines, where in function_lengths()} >= LONG_BY_DESIGN  # still there
+
+
+# --------------------------------------------------------------------------- the import graph
+
+# Libraries that talk to the world: the pure core imports none of them.
+IO_LIBRARIES = {
+    "imapclient",
+    "imaplib",
+    "aiosmtplib",
+    "aiosmtpd",
+    "smtplib",
+    "socket",
+    "ssl",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "sqlite3",
+    "starlette",
+    "uvicorn",
+    "authlib",
+    "httpx",
+    "dkim",
+    "argon2",
+    "subprocess",
+}
+# mailbot's layers, lowest first: a module imports its own layer and those below. The
+# shared modules (configuration, errors, logs, redaction) are the core's layer.
+LAYERS = {
+    "core": 1,
+    "store": 2,
+    "render": 2,
+    "mail": 2,
+    "app": 3,
+    "cli": 4,
+    "web": 4,
+    "worker": 4,
+    "jobs": 4,
+    "demo": 4,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (no import at run time)."""
+    return {
+        id(child)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for child in ast.walk(node)
+    }
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """What a module imports at run time (at the top or in a function): mailbot modules by
+    their full name (``from mailbot.app import report`` → mailbot.app.report), others by
+    their top-level package."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _type_checking_only(tree)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            named = {f"{node.module}.{alias.name}" for alias in node.names}
+            found.update(named & modules or {node.module})
+    return {name if name.startswith("mailbot") else name.split(".")[0] for name in found}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = [p for p in MAILBOT.rglob("*.py") if MIGRATIONS not in p.parents]
+    modules = {module_name(path) for path in paths}
+    return {module_name(path): imports_of(path, modules) for path in paths}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.get(parts[1], 1) if len(parts) > 1 else 1
+
+
+def test_the_core_is_pure() -> None:
+    """mailbot.core imports no I/O module of mailbot's (mail, store, render, app, faces)
+    and no library that does I/O."""
+    offenders = [
+        f"{module} imports {name}"
+        for module, imported in sorted(import_graph().items())
+        if module.startswith("mailbot.core")
+        for name in sorted(imported)
+        if (name.startswith("mailbot.") and layer(name) > 1) or name in IO_LIBRARIES
+    ]
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_each_layer_imports_only_itself_and_below() -> None:
+    """core < store, render, mail < app < faces (cli, worker, jobs, demo, web)."""
+    offenders = [
+        f"{module} imports {name}"
+        for module, imported in sorted(import_graph().items())
+        for name in sorted(imported)
+        if name.startswith("mailbot.") and layer(name) > layer(module)
+    ]
+    assert offenders == [], "\n".join(offenders)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles between mailbot modules, found by a depth-first search."""
+    found: list[list[str]] = []
+    state: dict[str, str] = {}  # "open" while on the path, "done" after
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for name in sorted(graph.get(module, ())):
+            if name not in graph:
+                continue
+            if state.get(name) == "open":
+                found.append([*path[path.index(name) :], name])
+            elif name not in state:
+                visit(name, [*path, name])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_search_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# --------------------------------------------------------------------------- faces
+
+FACES = [MAILBOT / "cli.py", *sorted((MAILBOT / "web").rglob("*.py"))]
+NOT_IN_FACES = ("sqlalchemy", "tx.enqueue", "build_email", "email.message")
+
+
+def test_the_faces_hold_no_sql_mime_or_enqueueing() -> None:
+    """The CLI and the web console call use cases: no SQL, no mail building, no queueing."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {token}"
+        for path in FACES
+        for token in NOT_IN_FACES
+        if token in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == [], "\n".join(offenders)

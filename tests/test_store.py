@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -263,3 +264,34 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
     (row,) = store.messages()
     assert row.subject == "old" and row.service is None
     store.close()
+
+
+def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: Store) -> None:
+    """The web console's double submit: the second transaction waits for the first, then
+    finds the key taken (RepeatedRequestError) and reads what the first recorded."""
+    import threading
+
+    from mailbot.app.requests import once
+
+    started = threading.Event()
+    results: list[tuple[int, bool]] = []
+
+    def work(tx: Any) -> int:
+        started.set()
+        threading.Event().wait(0.5)
+        return int(tx.enqueue(None, "digest", "a@seine-maritime.gouv.fr", "", "<m@x>", b"x"))
+
+    def request() -> None:
+        results.append(once(store, "reply_queued", "form-token", work))
+
+    first = threading.Thread(target=request)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=request)
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert sorted(repeated for _id, repeated in results) == [False, True]
+    assert len({outbox_id for outbox_id, _ in results}) == 1
+    assert len(store.outbox_items()) == 1
+    assert once(store, "reply_queued", "other-token", work)[1] is False  # another key: done

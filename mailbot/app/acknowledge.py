@@ -62,14 +62,7 @@ class Planner:
             routing is not None and routing.transfer_allowed and service and service.addresses
         )
         handled_by = routing.service if transferred and routing is not None else None
-        variables = message_variables(
-            self.config,
-            mail.mailbox,
-            reference=mail.reference,
-            received_at=mail.received_at,
-            original_subject=mail.parsed.subject,
-            service=handled_by,
-        )
+        variables = self._variables(mail, handled_by)
         if handled_by is not None:
             variables["transferred"] = True
         template = self.config.mailboxes[mail.mailbox].ar_template
@@ -91,16 +84,20 @@ class Planner:
 
     def _reorientation(self, mail: Received, target: str) -> Plan:
         assert self.config.routing is not None
-        variables = message_variables(
+        variables = self._variables(mail)
+        variables["target"] = self.config.routing.reorientation[target].model_dump()
+        reply = self._citizen_mail(mail, REORIENTATION_TEMPLATE, variables)
+        return Plan((reply,), None, target)
+
+    def _variables(self, mail: Received, service: str | None = None) -> dict[str, object]:
+        return message_variables(
             self.config,
             mail.mailbox,
             reference=mail.reference,
             received_at=mail.received_at,
             original_subject=mail.parsed.subject,
+            service=service,
         )
-        variables["target"] = self.config.routing.reorientation[target].model_dump()
-        reply = self._citizen_mail(mail, REORIENTATION_TEMPLATE, variables)
-        return Plan((reply,), None, target)
 
     def _citizen_mail(self, mail: Received, template: str, variables: dict[str, object]) -> Queued:
         built = self.composer.to_citizen(

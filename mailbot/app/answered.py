@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from mailbot.app.requests import AgentLookup, MessageRef, find_agent, find_message, once
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    find_message,
+    once,
+    previous,
+)
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import Decision, EventKind
@@ -51,10 +58,12 @@ def mark_answered(
     (default: now), with the reason; once per ``key``."""
     find_agent(config, agents, agent_id)
     row = find_message(store, message)
+    name = row.reference or f"#{row.id}"
+    if previous(store, EventKind.ANSWERED_ELSEWHERE, key) is not None:
+        return Answered(name, first=False, repeated=True)
     unhandled = row.decision == Decision.QUARANTINE or (
         row.decision == Decision.SKIP and row.reasons == UNHANDLED_REASONS
     )
-    name = row.reference or f"#{row.id}"
     if row.decision != Decision.ACKNOWLEDGE and not unhandled:
         raise RequestError("reference", name, "not a citizen's message (nothing to answer)")
     if not reason.strip():

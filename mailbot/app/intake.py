@@ -174,36 +174,22 @@ class Pipeline:
         try:
             parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
             with self.store.transaction() as tx:
-                outcome = self._record(tx, where, mail, parsed, existing)
+                if existing is None:
+                    tx.save_folder_state(*where.folder_key, mail.uid)
+                else:
+                    tx.add_event(existing, EventKind.RETRIED, "")
+                found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
+                original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
+                if original is not None:
+                    outcome = self._duplicate(tx, where, mail, parsed, original, existing)
+                else:
+                    outcome = self._decide(tx, where, mail, parsed, existing)
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
             outcome = self._quarantine(where, mail, parsed, exc, existing)
         _log(outcome)
         return outcome
 
     # -----------------------------------------------------------------------------------
-    def _record(
-        self,
-        tx: Transaction,
-        where: Where,
-        mail: IncomingMail,
-        parsed: ParsedMessage,
-        existing: int | None,
-    ) -> Outcome:
-        if existing is None:
-            tx.save_folder_state(*where.folder_key, mail.uid)
-        else:
-            tx.add_event(existing, EventKind.RETRIED, "")
-        original = tx.find_duplicate(
-            where.mailbox,
-            parsed.message_id,
-            parsed.fingerprint,
-            parsed.content_hash,
-            exclude=existing,
-        )
-        if original is not None:
-            return self._duplicate(tx, where, mail, parsed, original, existing)
-        return self._decide(tx, where, mail, parsed, existing)
-
     def _decide(
         self,
         tx: Transaction,

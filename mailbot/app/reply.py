@@ -20,7 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.app.outgoing import Queued, enqueue
-from mailbot.app.requests import AgentLookup, MessageRef, find_agent, once, tracked_message
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    once,
+    previous,
+    tracked_message,
+)
 from mailbot.config import Agent, Config
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.errors import RequestError
@@ -115,6 +122,9 @@ class Replies:
     ) -> Sent:
         """Queue the reply (once per ``key``), with a ``reply_queued`` event naming the
         agent and the template."""
+        done = previous(self.store, EventKind.REPLY_QUEUED, key)
+        if done is not None:
+            return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
         mail = self._build(agent_id, row, draft)
         box = self.config.mailboxes[row.mailbox]

@@ -27,21 +27,25 @@ AgentLookup = Callable[[str], Agent | None]  # agents.yaml, as the face reads it
 _ROW_ID = re.compile(r"^#?(\d{1,12})$")
 
 
-def find_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
-    """The recorded message ``ref`` names; RequestError when there is none."""
+def _lookup(store: Store, ref: MessageRef) -> sa.Row[Any] | None:
     text = str(ref).strip()
     row_id = _ROW_ID.match(text)
-    row = store.message(id=int(row_id.group(1))) if row_id else store.message(reference=text)
+    return store.message(id=int(row_id.group(1))) if row_id else store.message(reference=text)
+
+
+def find_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
+    """The recorded message ``ref`` names; RequestError when there is none."""
+    row = _lookup(store, ref)
     if row is None:
-        raise RequestError("reference", text, "no such message")
+        raise RequestError("reference", str(ref).strip(), "no such message")
     return row
 
 
 def tracked_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
     """A citizen's acknowledged message, which mail can be sent about."""
-    row = find_message(store, ref)
-    if row.decision != Decision.ACKNOWLEDGE or not row.sender or not row.reference:
-        raise RequestError("reference", str(ref), "no tracked message with a sender")
+    row = _lookup(store, ref)
+    if row is None or row.decision != Decision.ACKNOWLEDGE or not row.sender:
+        raise RequestError("reference", str(ref).strip(), "no tracked message with a sender")
     return row
 
 
@@ -58,16 +62,27 @@ def agent_label(agent_id: str, agent: Agent) -> str:
     return f"{name} ({agent_id})" if name else agent_id
 
 
+def previous(store: Store, kind: str, key: str | None) -> int | None:
+    """What a request done before under ``key`` returned (an outbox id, 0 for none), or
+    None: checked first, so that a repeated request gets its first answer even when the
+    first one changed what would now be checked (a message already transferred)."""
+    if key is None:
+        return None
+    with store.transaction() as tx:
+        return tx.request_outcome(_scoped(kind, key))
+
+
 def once(
     store: Store, kind: str, key: str | None, work: Callable[[Transaction], int]
 ) -> tuple[int, bool]:
     """Run ``work`` in one transaction, once per ``key``: (what it returned — an outbox id,
     0 for none — and whether the request had been done before, in which case ``work`` did
-    not run and the first run's outbox id is returned)."""
+    not run and the first run's outbox id is returned). Two requests with one key at the
+    same moment: the second waits for the first's transaction, then finds it done."""
     if key is None:
         with store.transaction() as tx:
             return work(tx), False
-    scoped = f"{kind}\0{key}"
+    scoped = _scoped(kind, key)
     try:
         with store.transaction() as tx:
             tx.claim_request(scoped)
@@ -77,3 +92,7 @@ def once(
     except RepeatedRequestError:
         with store.transaction() as tx:
             return tx.request_outcome(scoped) or 0, True
+
+
+def _scoped(kind: str, key: str) -> str:
+    return f"{kind}\0{key}"

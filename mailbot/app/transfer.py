@@ -23,6 +23,7 @@ from mailbot.app.requests import (
     agent_label,
     find_agent,
     once,
+    previous,
     tracked_message,
 )
 from mailbot.config import Config
@@ -83,6 +84,9 @@ class Transfers:
     ) -> Sent:
         """Queue the notice and the forwards, make the message the service's, record who
         and why — all in one transaction, once per ``key``."""
+        done = previous(self.store, EventKind.TRANSFERRED, key)
+        if done is not None:
+            return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
         agent = self._check(agent_id, row, service, reason)
         notice = Queued.of(

@@ -20,7 +20,7 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
     if config.routing is None:
         return None
     own = {name: box.service for name, box in config.mailboxes.items()}
-    return compile_routing(config.routing, own)
+    return compile_routing(config.routing, own, config.organisation.general_service)
 
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:

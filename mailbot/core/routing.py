@@ -183,11 +183,14 @@ class CompiledRouting:
     config: RoutingConfig
     rules: tuple[CompiledRule, ...]
     own_service: Mapping[str, str]  # mailbox -> the service that owns it
+    general_service: str  # when no rule matches and the mailbox has no default
 
 
-def compile_routing(config: RoutingConfig, own_service: Mapping[str, str]) -> CompiledRouting:
+def compile_routing(
+    config: RoutingConfig, own_service: Mapping[str, str], general_service: str
+) -> CompiledRouting:
     rules = tuple(CompiledRule(rule, _compile_condition(rule.when)) for rule in config.rules)
-    return CompiledRouting(config, rules, dict(own_service))
+    return CompiledRouting(config, rules, dict(own_service), general_service)
 
 
 def _best(scores: Mapping[str, int], order: Mapping[str, int]) -> str | None:
@@ -229,7 +232,9 @@ def decide(msg: RoutingInput, routing: CompiledRouting) -> RoutingDecision:
         if rule.stop:
             break
     default = routing.config.defaults.get(msg.mailbox)
-    service = _best(services, first_seen) or (default.service if default else "general")
+    service = _best(services, first_seen) or (
+        default.service if default else routing.general_service
+    )
     category = _best(categories, first_seen) or (default.category if default else "autre")
     target = max(reorient, key=lambda k: reorient[k]) if service == REORIENT_SERVICE else None
     own = routing.own_service.get(msg.mailbox)

@@ -22,17 +22,13 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal, get_args
 
 from mailbot.core.message import html_to_text
 
-ELEMENTS: tuple[str, ...] = (
-    "name",
-    "function",
-    "service",
-    "prefecture",
-    "postal_address",
-    "contact",
-)
+# What a signature shows, in order: the configuration's `signature.required` names these.
+SignatureElement = Literal["name", "function", "service", "prefecture", "postal_address", "contact"]
+ELEMENTS: tuple[SignatureElement, ...] = get_args(SignatureElement)
 # Without a "-- " separator or a closing formula, the signature is looked for in the last
 # lines of the reply; after a closing formula, in the lines that follow it.
 BLOCK_LINES = 15

@@ -202,6 +202,35 @@ def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     return part
 
 
+def _thread(msg: Message, in_reply_to: str | None, references: Sequence[str]) -> None:
+    """In-Reply-To and References: the mail threads with the one it answers."""
+    if in_reply_to and not MSGID.search(in_reply_to):
+        raise MessageError(f"in_reply_to: {in_reply_to!r} is not a Message-ID")
+    parent = _thread_ids([in_reply_to]) if in_reply_to else []
+    thread = _thread_ids([*references, *parent])
+    if parent:
+        msg["In-Reply-To"] = parent[0]
+    if thread:
+        msg["References"] = Header(" ".join(thread), header_name="References")  # type: ignore[assignment]
+
+
+def _more_headers(
+    msg: Message, loop_header_value: str | None, extra_headers: Mapping[str, str]
+) -> None:
+    """Our loop header, and headers a caller adds: one line each, none that would set a
+    recipient or one of the headers built here."""
+    if loop_header_value is not None:
+        if not _foldable(loop_header_value) or not loop_header_value.strip():
+            raise MessageError(f"loop_header_value: {loop_header_value!r} is not one line")
+        msg[LOOP_HEADER] = loop_header_value.strip()
+    for name, value in extra_headers.items():
+        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+            raise MessageError(f"extra_headers: {name!r} may not be set here")
+        if not isinstance(value, str) or not _foldable(value):
+            raise MessageError(f"extra_headers: the value of {name} must be one line of text")
+        msg[name] = _encoded(value, name)
+
+
 def build_email(
     rendered: RenderedMail,
     *,
@@ -242,28 +271,11 @@ def build_email(
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = new_message_id(message_id_domain)
 
-    if in_reply_to and not MSGID.search(in_reply_to):
-        raise MessageError(f"in_reply_to: {in_reply_to!r} is not a Message-ID")
-    parent = _thread_ids([in_reply_to]) if in_reply_to else []
-    thread = _thread_ids([*references, *parent])
-    if parent:
-        msg["In-Reply-To"] = parent[0]
-    if thread:
-        msg["References"] = Header(" ".join(thread), header_name="References")  # type: ignore[assignment]
-
+    _thread(msg, in_reply_to, references)
     if auto_submitted:
         msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
-    if loop_header_value is not None:
-        if not _foldable(loop_header_value) or not loop_header_value.strip():
-            raise MessageError(f"loop_header_value: {loop_header_value!r} is not one line")
-        msg[LOOP_HEADER] = loop_header_value.strip()
-    for name, value in (extra_headers or {}).items():
-        if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
-            raise MessageError(f"extra_headers: {name!r} may not be set here")
-        if not isinstance(value, str) or not _foldable(value):
-            raise MessageError(f"extra_headers: the value of {name} must be one line of text")
-        msg[name] = _encoded(value, name)
+    _more_headers(msg, loop_header_value, extra_headers or {})
     msg["Content-Language"] = LANGUAGE
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))

@@ -17,7 +17,7 @@ Layout of a template directory (the prefecture edits it; see ``templates/README.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -276,6 +276,16 @@ def _is_empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _from_iso(name: str, value: object, parse: Callable[[str], object]) -> object:
+    """A date or datetime written in ISO 8601 (meta.yaml examples, ``--var``), parsed."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except ValueError:
+        raise ValueError(f"variable {name!r}: {value!r} is not an ISO 8601 date") from None
+
+
 def check_value(name: str, spec: VarSpec, value: object) -> object:
     """Return the value as templates will see it, or raise ValueError saying what is wrong."""
     if spec.type == "text":
@@ -283,22 +293,14 @@ def check_value(name: str, spec: VarSpec, value: object) -> object:
             raise ValueError(f"variable {name!r} must be text, got {type(value).__name__}")
         return value
     if spec.type == "datetime":
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"variable {name!r}: {value!r} is not an ISO 8601 date") from None
+        value = _from_iso(name, value, datetime.fromisoformat)
         if not isinstance(value, datetime):
             raise ValueError(f"variable {name!r} must be a datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"variable {name!r} must be a timezone-aware datetime")
         return value
     if spec.type == "date":
-        if isinstance(value, str):
-            try:
-                value = date.fromisoformat(value)
-            except ValueError:
-                raise ValueError(f"variable {name!r}: {value!r} is not an ISO 8601 date") from None
+        value = _from_iso(name, value, date.fromisoformat)
         if not isinstance(value, date) or isinstance(value, datetime):
             raise ValueError(f"variable {name!r} must be a date, got {type(value).__name__}")
         return value
