@@ -113,8 +113,8 @@ def main() -> None:
             f"run {attempt}: indicators for one year in {elapsed:.2f} s (target <= 2 s), "
             f"whole command including Python start-up"
         )
-    from mailbot.indicators import arrays_from_store, compute_arrays
-    from mailbot.workdays import WorkingCalendar
+    from mailbot.core.indicators import arrays_from_store, compute_arrays
+    from mailbot.core.workdays import WorkingCalendar
 
     store = Store(data["database"])
     calendar = WorkingCalendar()

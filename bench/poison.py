@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from poison import attachment, citizen, huge_subject, nested  # noqa: E402
 
-from mailbot.cli import build_app  # noqa: E402
-from mailbot.pipeline import IncomingMail  # noqa: E402
-from mailbot.smtp import FileTransport  # noqa: E402
+from mailbot.app.context import build_app  # noqa: E402
+from mailbot.core.incoming import IncomingMail  # noqa: E402
+from mailbot.mail.smtp import FileTransport  # noqa: E402
 
 _NUMBERS = itertools.count(1000)
 

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import DovecotServer, MailUser, SmtpServer  # noqa: E402
 
-from mailbot.cli import build_app, imap_sources  # noqa: E402
-from mailbot.worker import Worker  # noqa: E402
+from mailbot.app.context import build_app  # noqa: E402
+from mailbot.worker import Worker, imap_sources  # noqa: E402
 
 SUBJECTS = [
     "Demande de carte grise suite à un achat",

@@ -1,4 +1,5 @@
-"""Command line: the face of mailbot. Wiring only; the logic lives in the modules it calls."""
+"""Command line: one face of mailbot. Each command turns its arguments into a call to a use
+case of ``mailbot.app`` and its result into lines of output; nothing else happens here."""
 
 from __future__ import annotations
 
@@ -9,37 +10,36 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
 from mailbot import demo
-from mailbot.catalogue import agent_variables, check_all, languages, listing
+from mailbot.app import alerts, indicators, maintenance, quarantine, report, template_catalogue
+from mailbot.app.answered import AnsweredHow, mark_answered
+from mailbot.app.backfill import backfill
+from mailbot.app.context import App, build_app
+from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
+from mailbot.app.reply import Draft, Preview, Replies
+from mailbot.app.transfer import Transfers
 from mailbot.config import Config, load_agents, load_config
+from mailbot.core.incoming import Outcome
+from mailbot.core.periods import default_period
+from mailbot.core.statuses import Decision
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import ConfigError, MailbotError
-from mailbot.explain import compiled_routing, explain, format_text, guess_mailbox
-from mailbot.imap import ImapMailbox
-from mailbot.indicators import arrays_from_store, compute_arrays
-from mailbot.jobs import send_alerts, send_weekly_report
 from mailbot.logs import safe_error, setup_logging
-from mailbot.maildir import MaildirSource, mail_files
-from mailbot.outbox import Outbox
-from mailbot.pipeline import IncomingMail, Outcome, Pipeline
-from mailbot.poller import Processor, Source
-from mailbot.quarantine import parse_ref, retry, unhandled_row
-from mailbot.render import Renderer, build_email
-from mailbot.report import ReportBuilder, month_period, parse_week, week_period
-from mailbot.sent import SentPipeline, signature_check
-from mailbot.smtp import FileTransport, SmtpTransport, Transport
-from mailbot.store import Store, utcnow
+from mailbot.mail.maildir import MaildirSource, mail_files
+from mailbot.mail.originals import ImapOriginals
+from mailbot.mail.poller import Source
+from mailbot.mail.smtp import FileTransport
+from mailbot.render.templates import Renderer
+from mailbot.store import Store
 from mailbot.web.commands import add_web_commands
-from mailbot.workdays import WorkingCalendar
-from mailbot.worker import Worker
+from mailbot.worker import Worker, make_worker
 
 EXIT_FIRST_POLL_REFUSED = 3
 EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
@@ -47,256 +47,23 @@ log = logging.getLogger(__name__)
 DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
 
 
-@dataclass
-class App:
-    config: Config
-    store: Store
-    renderer: Renderer
-    pipeline: Pipeline
-    outbox: Outbox
+def _today(config: Config) -> date:
+    return datetime.now(WorkingCalendar(timezone=config.timezone).zone).date()
 
 
-def build_app(
-    config_path: Path,
-    transport: Transport | None = None,
-    database: str | None = None,
-    acknowledge_existing: bool = False,
-) -> App:
-    config = load_config(config_path)  # every relative path already resolved beside it
-    store = Store(database or config.database)
-    renderer = Renderer(config.templates, timezone=config.timezone)
-    renderer.check_config(config)
-    allowed = config.service_addresses | set(config.reports.weekly.to)
-    outbox = Outbox(store, transport or SmtpTransport(config.smtp), config.outbox, allowed)
-    pipeline = Pipeline(config, store, renderer, acknowledge_existing=acknowledge_existing)
-    return App(config, store, renderer, pipeline, outbox)
-
-
-def sent_sources(config: Config) -> dict[str, tuple[str, Source]]:
-    """Each mailbox's Sent folder, and the tracking mailbox's inbox, on their own connections."""
-    limit = config.polling.max_message_bytes
-    found: dict[str, tuple[str, Source]] = {}
-    for name, box in config.mailboxes.items():
-        if box.imap.sent_folder:
-            source = ImapMailbox(box.imap, name=f"{name}-sent", max_message_bytes=limit)
-            found[name] = (box.imap.sent_folder, source)
-    if config.tracking is not None:
-        imap = config.tracking.imap
-        found["tracking"] = (
-            imap.folder,
-            ImapMailbox(imap, name="tracking", max_message_bytes=limit),
-        )
-    return found
-
-
-def make_worker(app: App) -> Worker:
-    sent = SentPipeline(app.config, app.store, signature_check)
-
-    def alerts() -> object:
-        today = datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
-        return send_alerts(app.config, app.store, app.renderer, app.outbox, today)
-
-    def weekly_report() -> object:
-        now = datetime.now(WorkingCalendar(timezone=app.config.timezone).zone)
-        return send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
-
-    return Worker(
-        app.config,
-        app.pipeline,
-        app.outbox,
-        imap_sources(app.config),
-        sent_sources(app.config),
-        sent,
-        alerts,
-        weekly_report,
-    )
-
-
-def cmd_backfill(args: argparse.Namespace) -> int:
-    """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing.
-
-    Only folders the database does not follow yet: in a followed folder, what lies past the
-    last UID read is new mail that the next poll must acknowledge. Afterwards each folder
-    is marked read up to its newest UID, older-than-``--since`` mail included, so that
-    the next poll answers only mail that arrives from now on.
-    """
-    app = build_app(args.config)
-    history = Pipeline(app.config, app.store, app.renderer, send=False)
-    replies = SentPipeline(app.config, app.store, signature_check)
-    feeds: list[tuple[str, str, Processor]] = []
-    for name, box in app.config.mailboxes.items():
-        feeds.append((name, box.imap.folder, history))
-        if box.imap.sent_folder:
-            feeds.append((name, box.imap.sent_folder, replies))
-    for name, folder, processor in feeds:
-        with app.store.transaction() as tx:
-            followed = tx.folder_state(name, folder) is not None
-            if followed and not tx.backfill_pending(name, folder):
-                print(f"{name}/{folder}: already followed, skipped (its new mail is for `poll`)")
-                continue
-            tx.set_backfill_pending(name, folder, True)  # polls refuse it until the end
-        _backfill_folder(app, args, name, folder, processor)
-    return 0
-
-
-def _backfill_folder(
-    app: App, args: argparse.Namespace, name: str, folder: str, processor: Processor
-) -> None:
-    limit = app.config.polling.max_message_bytes
-    source = ImapMailbox(app.config.mailboxes[name].imap, name=name, max_message_bytes=limit)
-    source.connect()
-    try:
-        uidvalidity = source.select(folder)
-        last = processor.start_folder(name, folder, uidvalidity)  # resumes an interrupted one
-        newest = max(source.uids_after(0), default=0)
-        uids = [uid for uid in source.uids_since(args.since) if last < uid <= newest]
-        with tqdm(total=len(uids), desc=f"{name}/{folder}", unit="mail", disable=args.quiet) as bar:
-            for fetched in source.fetch(uids, app.config.polling.batch_size):
-                mail = IncomingMail(fetched.uid, fetched.internaldate, fetched.raw, fetched.size)
-                processor.process(name, folder, uidvalidity, mail)
-                bar.update()
-        with app.store.transaction() as tx:
-            tx.save_folder_state(name, folder, uidvalidity, max(newest, last))
-            tx.set_backfill_pending(name, folder, False)
-    finally:
-        source.close()
-
-
-def cmd_unanswered(args: argparse.Namespace) -> int:
-    """Every unanswered citizen's message with its age in working days, oldest first."""
-    config = load_config(args.config)
-    calendar = WorkingCalendar(timezone=config.timezone)
-    today = args.as_of or datetime.now(calendar.zone).date()
-    since = datetime.combine(today - timedelta(days=365), time.min, calendar.zone)
-    until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
-    rows = Store(config.database).indicator_rows(since, until, args.mailbox, args.service)
-    waiting = [
-        (calendar.delay_between(calendar.local_date(r["received_at"]), today), r)
-        for r in rows
-        if r["replied_at"] is None
-    ]
-    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
-    for age, row in sorted(waiting, key=lambda item: -item[0]):
-        subject = (row["subject"] or "")[:60]
-        print(
-            f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
-            f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
-        )
-    print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    app = build_app(args.config)
-    builder = ReportBuilder(app.config, app.store, app.renderer)
-    today = args.as_of or datetime.now(builder.calendar.zone).date()
-    if args.kind == "weekly":
-        period = parse_week(args.week) if args.week else week_period(today - timedelta(days=7))
-    else:
-        period = (
-            month_period(date.fromisoformat(args.month + "-01"))
-            if args.month
-            else month_period(today.replace(day=1) - timedelta(days=1))
-        )
-    report = builder.build(period, min(today, period.end + timedelta(days=7)))
-    print(report.subject)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = args.out / f"rapport-{period.label}"
-        stem.with_suffix(".eml").write_bytes(report.mail.as_bytes())
-        stem.with_suffix(".html").write_text(report.html, encoding="utf-8")
-        stem.with_suffix(".png").write_bytes(report.png)
-        stem.with_suffix(".csv").write_bytes(report.csv)
-        print(f"written: {stem}.eml, .html, .png, .csv")
-    if args.send:
-        recipients = args.to or list(app.config.reports.weekly.to)
-        if not recipients:
-            raise ConfigError(str(args.config), "reports.weekly.to", "no recipient configured")
-        for recipient in recipients:
-            if recipient.lower() not in app.outbox.allowed:
-                raise ConfigError(
-                    str(args.config),
-                    "reports.weekly.to",
-                    f"{recipient} is not a configured address",
-                )
-        with app.store.transaction() as tx:
-            for recipient in recipients:
-                mail = report.mail
-                del mail.message["To"]
-                mail.message["To"] = recipient
-                tx.enqueue(
-                    None,
-                    "report",
-                    recipient,
-                    app.config.sender.envelope_from or "",
-                    str(mail["Message-ID"]),
-                    mail.as_bytes(),
-                )
-        sent = app.outbox.deliver_due()
-        print(f"sent: {sent.sent}, failed: {sent.failed}")
-    return 0
-
-
-def cmd_alerts(args: argparse.Namespace) -> int:
-    app = build_app(args.config)
-    today = args.date or datetime.now(WorkingCalendar(timezone=app.config.timezone).zone).date()
-    sent = send_alerts(app.config, app.store, app.renderer, app.outbox, today)
-    for service, count in sent.items():
-        print(f"{service}: digest of {count} message(s) sent")
-    if not sent:
-        print("nothing to send (no late, soon-due or relanced message, or a day off)")
-    return 0
-
-
-def imap_sources(config: Config) -> Mapping[str, Source]:
-    limit = config.polling.max_message_bytes
-    return {
-        name: ImapMailbox(box.imap, name=name, max_message_bytes=limit)
-        for name, box in config.mailboxes.items()
-    }
+# --------------------------------------------------------------------------- mailboxes
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    Renderer(config.templates, timezone=config.timezone).check_config(config)
+    maintenance.check(config)
     print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
-    print(f"database:  {make_url(config.database).render_as_string(hide_password=True)}")
+    print(f"database:  {maintenance.database_shown(config)}")
     print(f"templates: {config.templates}")
     print(f"agents:    {config.agents}")
-    for warning in return_path_warnings(config):
+    for warning in maintenance.return_path_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
-
-
-MISSING_RETURN_PATH_SHARE = 0.5
-MISSING_RETURN_PATH_SAMPLE = 10
-
-
-def return_path_warnings(config: Config) -> list[str]:
-    """Mailboxes whose recent mail mostly came without a Return-Path header: under the
-    default policy none of it is acknowledged, and only the records would show it."""
-    if config.policy.missing_return_path != "skip":
-        return []
-    url = make_url(config.database)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-        return []  # nothing recorded yet (and check must not create a database)
-    store = Store(config.database)
-    found = []
-    try:
-        for name in config.mailboxes:
-            missing, looked = store.missing_return_path_share(name)
-            if (
-                looked >= MISSING_RETURN_PATH_SAMPLE
-                and missing > looked * MISSING_RETURN_PATH_SHARE
-            ):
-                found.append(
-                    f"mailbox {name}: {missing} of its last {looked} mails had no Return-Path"
-                    " header and got no AR; if the server delivers without it, set"
-                    " policy.missing_return_path: use_from"
-                )
-    finally:
-        store.close()
-    return found
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -322,6 +89,32 @@ def _refused(worker: Worker) -> int:
     return EXIT_FIRST_POLL_REFUSED if worker.refused else 0
 
 
+class _Bars:
+    """The backfill's progress, one bar per folder (none with -q)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def skipped(self, mailbox: str, folder: str) -> None:
+        print(f"{mailbox}/{folder}: already followed, skipped (its new mail is for `poll`)")
+
+    @contextlib.contextmanager
+    def folder(self, mailbox: str, folder: str, total: int) -> Iterator[Callable[[], None]]:
+        with tqdm(total=total, desc=f"{mailbox}/{folder}", unit="mail", disable=self.quiet) as bar:
+
+            def advance() -> None:
+                bar.update()
+
+            yield advance
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing."""
+    app = build_app(args.config)
+    backfill(app.config, app.store, app.renderer, args.since, _Bars(args.quiet))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.verbose:  # the table below is the demo's output
         logging.getLogger("mailbot").setLevel(logging.WARNING)
@@ -345,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcomes = Worker(app.config, app.pipeline, app.outbox, sources).poll_once()
     print_outcomes(outcomes)
     print(demo.LEGEND)
-    acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
+    acknowledged = sum(o.decision == Decision.ACKNOWLEDGE for o in outcomes)
     transferred = sum(o.route.startswith("→") for o in outcomes)
     print(
         f"\n{acknowledged} replies to citizens (ARs; transfers and re-orientations say so)"
@@ -362,13 +155,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     routing = compiled_routing(config)
     target: Path = args.message
-    files = mail_files(target)
-    if not files:
+    found = mail_files(target)
+    if not found:
         raise ConfigError(
             str(target), "", "no mail here (.eml files, Maildir files, or a Maildir with cur/)"
         )
     failed = 0
-    for path in files:
+    for path in found:
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -389,9 +182,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- quarantine
+
+
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    rows = Store(config.database).unhandled_rows(args.mailbox)
+    rows = quarantine.waiting(Store(config.database), args.mailbox)
     print(f"{'ID':>7}  {'MAILBOX':<10} {'RECEIVED':<16} {'WHY':<15} {'REASON':<28} SUBJECT")
     for row in rows:
         reasons = ",".join(json.loads(row.reasons or "[]"))
@@ -408,14 +204,13 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 
 def cmd_quarantine_show(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    store = Store(config.database)
-    row = unhandled_row(store, parse_ref(args.id))
+    row, events = quarantine.details(Store(config.database), quarantine.parse_ref(args.id))
     for name in ("id", "mailbox", "folder", "uidvalidity", "uid", "received_at", "message_id"):
         print(f"{name + ':':<13} {getattr(row, name)}")
     print(f"{'subject:':<13} {row.subject}")
     print(f"{'decision:':<13} {row.decision} ({', '.join(json.loads(row.reasons or '[]'))})")
     print(f"{'defects:':<13} {', '.join(json.loads(row.defects or '[]')) or '-'}")
-    for event in store.events(row.id):
+    for event in events:
         print(f"\n{event.at:%Y-%m-%d %H:%M:%S} {event.kind}")
         if event.detail:
             print("  " + event.detail.replace("\n", "\n  "))
@@ -425,24 +220,29 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
 def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     app = build_app(args.config)
     if args.all:
-        ids = [row.id for row in app.store.unhandled_rows()][::-1]
+        ids = [row.id for row in quarantine.waiting(app.store)][::-1]
     else:
-        ids = [parse_ref(text) for text in args.ids]
+        ids = [quarantine.parse_ref(text) for text in args.ids]
     if not ids:
         print("nothing to retry")
         return 0
     failed = 0
     outcomes = []
+    originals = ImapOriginals(app.config)
     for message_pk in ids:
         try:
-            outcomes.append(retry(app.config, app.store, app.pipeline, app.outbox, message_pk))
+            outcomes.append(quarantine.retry(app.store, app.pipeline, originals, message_pk))
         except MailbotError as exc:
             print(f"error: #{message_pk}: {exc}", file=sys.stderr)
             failed += 1
+        app.outbox.deliver_due()
     print_outcomes(outcomes)
-    still = sum(o.decision == "quarantine" for o in outcomes)
+    still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
     print(f"\n{len(outcomes)} retried, {still} still quarantined, {failed} not found")
     return 1 if failed or still else 0
+
+
+# --------------------------------------------------------------------------- templates
 
 
 def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
@@ -462,8 +262,9 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 
 def cmd_templates_list(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
-    rows = listing(renderer, args.service, args.lang)
-    others = "+".join(t["language"] for t in languages(renderer))
+    rows = template_catalogue.listing(renderer, args.service, args.lang)
+    translations = template_catalogue.languages(renderer)
+    others = "+".join(t["language"] for t in translations)
     table = [("NAME", "TITLE", "SCOPE", "LANGUAGES", "VARIABLES ([optional])")]
     table += [
         (
@@ -479,7 +280,7 @@ def cmd_templates_list(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[4]]))
     print("\nTranslations (templates/i18n/):")
-    for t in languages(renderer):
+    for t in translations:
         review = (
             f"reviewed by {t['reviewer']}" if t["reviewed"] else "NOT reviewed by a native speaker"
         )
@@ -501,15 +302,10 @@ def cmd_templates_show(args: argparse.Namespace) -> int:
 
 def cmd_templates_render(args: argparse.Namespace) -> int:
     config, renderer = _renderer(args)
-    meta = renderer.meta(args.name)
-    variables: dict[str, object] = dict(meta.examples())
-    variables.update(_variables(args.var))
+    agent = None
     if args.agent:
-        agents = load_agents(config.agents, config)
-        if args.agent not in agents:
-            raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
-        variables["agent"] = agent_variables(agents[args.agent], config)
-    mail = renderer.render(args.name, variables)
+        agent = (args.agent, load_agents(config.agents, config).get(args.agent))
+    mail = template_catalogue.preview(config, renderer, args.name, _variables(args.var), agent)
     print(f"Objet : {mail.subject}\n\n{mail.text}")
     if args.html:
         args.html.write_text(mail.html, encoding="utf-8")
@@ -519,88 +315,163 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
     _config, renderer = _renderer(args)
-    report = check_all(renderer)
-    for name, problems in report.items():
+    found = template_catalogue.check_all(renderer)
+    for name, problems in found.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")
         for problem in problems:
             print(f"     - {problem}")
-    failed = sum(1 for problems in report.values() if problems)
-    print(f"\n{len(report) - failed} templates ok, {failed} with problems")
+    failed = sum(1 for problems in found.values() if problems)
+    print(f"\n{len(found) - failed} templates ok, {failed} with problems")
     return 1 if failed else 0
 
 
-def cmd_reply(args: argparse.Namespace) -> int:
-    """A standard reply in the thread of a tracked message, previewed or sent."""
-    app = build_app(args.config)
-    config = app.config
-    row = app.store.message(reference=args.reference)
-    if row is None or not row.sender:
-        raise ConfigError("reference", args.reference, "no tracked message with a sender")
-    agents = load_agents(config.agents, config)
-    if args.agent not in agents:
-        raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
-    variables: dict[str, object] = {
-        "reference": row.reference,
-        "received_at": row.received_at,
-        "original_subject": row.subject,
-        "agent": agent_variables(agents[args.agent], config),
-        "prefecture": config.prefecture.model_dump(),
-    }
-    meta = app.renderer.meta(args.template)
-    if row.sender_name and "usager_nom" in {*meta.required, *meta.optional}:
-        variables["usager_nom"] = row.sender_name
-    variables.update(_variables(args.var))
-    box = config.mailboxes[row.mailbox]
-    mail = build_email(
-        app.renderer.render(args.template, variables),
-        from_address=box.address,
-        from_name=config.sender.from_name,
-        to=row.sender,
-        message_id_domain=config.sender.message_id_domain,
-        in_reply_to=row.message_id,
-        references=[row.message_id] if row.message_id else [],
-        auto_submitted=False,
-    )
-    print(f"To: {row.sender}\nSubject: {mail.parsed()['Subject']}\n")
-    print(mail.parsed().get_body(("plain",)).get_content())  # type: ignore[union-attr]
-    if not args.send:
-        print("(preview only: add --send to send it)")
-        return 0
-    detail = json.dumps({"agent": args.agent, "template": args.template}, ensure_ascii=False)
-    with app.store.transaction() as tx:
-        tx.enqueue(
-            row.id, "reply", row.sender, box.address, str(mail["Message-ID"]), mail.as_bytes()
-        )
-        tx.add_event(row.id, "reply_queued", detail)
+# --------------------------------------------------------------------------- agents' requests
+
+
+def _print_preview(preview: Preview) -> None:
+    print(f"To: {', '.join(preview.recipients)}\nSubject: {preview.subject}\n")
+    print(preview.text)
+
+
+def _delivered(app: App) -> int:
     report = app.outbox.deliver_due()
     print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
     return 0 if report.sent else 1
 
 
+def cmd_reply(args: argparse.Namespace) -> int:
+    """A standard reply, or a free one (--text/--text-file), in the thread of a tracked
+    message: previewed, or sent with --send."""
+    app = build_app(args.config)
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    if args.template:
+        draft = Draft.standard(args.template, _variables(args.var))
+    else:
+        draft = Draft.free(_free_text(args))
+    if not args.send:
+        _print_preview(replies.preview(args.agent, args.reference, draft))
+        print("(preview only: add --send to send it)")
+        return 0
+    replies.send(args.agent, args.reference, draft)
+    return _delivered(app)
+
+
+def _free_text(args: argparse.Namespace) -> str:
+    if args.text_file is None:
+        return str(args.text or "")
+    if str(args.text_file) == "-":
+        return sys.stdin.read()
+    try:
+        return Path(args.text_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(args.text_file), "", f"cannot read the reply's text: {exc}") from None
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Transfer a tracked message to another service: previewed, or done with --send."""
+    app = build_app(args.config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    if not args.send:
+        preview = transfers.preview(args.agent, args.reference, args.service, args.reason)
+        _print_preview(preview.notice)
+        print(
+            f"(preview only: add --send to send it; the forward goes to "
+            f"{', '.join(preview.forward_to)})"
+        )
+        return 0
+    transfers.transfer(args.agent, args.reference, args.service, args.reason)
+    return _delivered(app)
+
+
+def cmd_answered(args: argparse.Namespace) -> int:
+    """Record that a citizen was answered by phone, at the counter or by letter."""
+    app = build_app(args.config)
+    done = mark_answered(
+        app.config,
+        app.store,
+        app.agent,
+        args.agent,
+        args.reference,
+        AnsweredHow(args.how),
+        args.reason,
+        at=args.at,
+    )
+    counted = "counts as its reply" if done.first else "an earlier reply still counts"
+    print(f"{done.reference}: answered by {args.how}, recorded ({counted})")
+    return 0
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def cmd_unanswered(args: argparse.Namespace) -> int:
+    """Every unanswered citizen's message with its age in working days, oldest first."""
+    config = load_config(args.config)
+    today = args.as_of or _today(config)
+    waiting = indicators.unanswered(
+        config, Store(config.database), today, args.mailbox, args.service
+    )
+    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
+    for age, row in waiting:
+        subject = (row["subject"] or "")[:60]
+        print(
+            f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
+            f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
+        )
+    print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    builder = report.ReportBuilder(app.config, app.store, app.renderer)
+    today = args.as_of or datetime.now(builder.calendar.zone).date()
+    period = default_period(args.kind, today, args.week, args.month)
+    built = builder.build(period, min(today, period.end + timedelta(days=7)))
+    print(built.subject)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stem = args.out / f"rapport-{period.label}"
+        stem.with_suffix(".eml").write_bytes(built.mail.as_bytes())
+        stem.with_suffix(".html").write_text(built.html, encoding="utf-8")
+        stem.with_suffix(".png").write_bytes(built.png)
+        stem.with_suffix(".csv").write_bytes(built.csv)
+        print(f"written: {stem}.eml, .html, .png, .csv")
+    if args.send:
+        recipients = report.check_recipients(app.config, str(args.config), args.to or ())
+        report.send_report(app.config, app.store, built, recipients)
+        sent = app.outbox.deliver_due()
+        print(f"sent: {sent.sent}, failed: {sent.failed}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    app = build_app(args.config)
+    sent = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
+    app.outbox.deliver_due()
+    for service, count in sent.items():
+        print(f"{service}: digest of {count} message(s) sent")
+    if not sent:
+        print("nothing to send (no late, soon-due or relanced message, or a day off)")
+    return 0
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    calendar = WorkingCalendar(timezone=config.timezone)
-    zone = calendar.zone
-    since = datetime.combine(args.date_from, time.min, zone)
-    until = datetime.combine(args.date_to + timedelta(days=1), time.min, zone)
-    complaint = config.routing.complaint_category if config.routing else "reclamation"
-    store = Store(config.database)
-    columns = store.indicator_arrays(since, until, complaint, args.mailbox, args.service)
-    today = min(args.date_to, datetime.now(zone).date()) if args.as_of is None else args.as_of
-    result = compute_arrays(arrays_from_store(columns, calendar), today, calendar)
+    today = min(args.date_to, _today(config)) if args.as_of is None else args.as_of
+    result = indicators.figures(
+        config,
+        Store(config.database),
+        args.date_from,
+        args.date_to,
+        today,
+        args.mailbox,
+        args.service,
+    )
     figures = result.figures()
     if args.format == "json":
-        print(
-            json.dumps(
-                {f.name: f.value for f in figures}
-                | {
-                    "targets": {
-                        f.name: {"target": f.target, "met": f.met} for f in figures if f.target
-                    }
-                },
-                indent=2,
-            )
-        )
+        targets = {f.name: {"target": f.target, "met": f.met} for f in figures if f.target}
+        print(json.dumps({f.name: f.value for f in figures} | {"targets": targets}, indent=2))
     elif args.format == "csv":
         out = csv.writer(sys.stdout)
         out.writerow(["indicator", "value", "target", "met"])
@@ -631,7 +502,7 @@ def _mark(met: bool | None) -> str:
 def cmd_purge(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     days = args.days or config.retention.days
-    deleted = Store(config.database).purge(utcnow() - timedelta(days=days))
+    deleted = maintenance.purge(config, Store(config.database), days)
     print(f"purged {deleted} messages received more than {days} days ago")
     return 0
 
@@ -649,6 +520,9 @@ def print_outcomes(outcomes: Sequence[Outcome]) -> None:
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]))
+
+
+# --------------------------------------------------------------------------- arguments
 
 
 ACK_EXISTING_HELP = (
@@ -677,10 +551,12 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run forever (stops on SIGTERM/SIGINT)")
     run.add_argument("--acknowledge-existing", action="store_true", help=ACK_EXISTING_HELP)
     run.set_defaults(func=cmd_run)
-    demo = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
-    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where ARs are written")
-    demo.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
-    demo.set_defaults(func=cmd_demo)
+    demo_cmd = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
+    demo_cmd.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="where ARs are written"
+    )
+    demo_cmd.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
+    demo_cmd.set_defaults(func=cmd_demo)
     explain_cmd = commands.add_parser(
         "explain", help="show the AR decision and routing of mail files, sending nothing"
     )
@@ -710,48 +586,73 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="render every template; fail on any problem").set_defaults(
         func=cmd_templates_check
     )
-    reply = commands.add_parser("reply", help="a standard reply to a tracked message")
+    reply = commands.add_parser(
+        "reply", help="a standard (--template) or free (--text) reply to a tracked message"
+    )
     reply.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
-    reply.add_argument("--template", required=True)
+    what = reply.add_mutually_exclusive_group(required=True)
+    what.add_argument("--template", help="a standard reply (mailbot templates list)")
+    what.add_argument("--text", help="a free reply: the agent's own text")
+    what.add_argument("--text-file", type=Path, help="a free reply's text from a file (- : stdin)")
     reply.add_argument("--agent", required=True, help="agent id from agents.yaml (signature)")
     reply.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
     reply.add_argument("--send", action="store_true", help="send it (default: preview)")
     reply.set_defaults(func=cmd_reply)
-    backfill = commands.add_parser(
+    transfer = commands.add_parser(
+        "transfer", help="transfer a tracked message to another service (notice + forward)"
+    )
+    transfer.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
+    transfer.add_argument("--service", required=True, help="the service it goes to")
+    transfer.add_argument("--agent", required=True, help="agent id from agents.yaml")
+    transfer.add_argument("--reason", required=True, help="why (shown to the service)")
+    transfer.add_argument("--send", action="store_true", help="do it (default: preview)")
+    transfer.set_defaults(func=cmd_transfer)
+    answered = commands.add_parser(
+        "answered", help="record a reply given by phone, at the counter or by letter"
+    )
+    answered.add_argument("reference", help="tracking reference (or #id of unacknowledged mail)")
+    answered.add_argument("--agent", required=True, help="agent id from agents.yaml")
+    answered.add_argument("--how", required=True, choices=[h.value for h in AnsweredHow])
+    answered.add_argument("--reason", required=True, help="what was settled, in a few words")
+    answered.add_argument(
+        "--at", type=datetime.fromisoformat, help="when, with its zone (default: now)"
+    )
+    answered.set_defaults(func=cmd_answered)
+    backfill_cmd = commands.add_parser(
         "backfill", help="import history for the indicators, no mail sent"
     )
-    backfill.add_argument("--since", type=date.fromisoformat, required=True)
-    backfill.set_defaults(func=cmd_backfill)
+    backfill_cmd.add_argument("--since", type=date.fromisoformat, required=True)
+    backfill_cmd.set_defaults(func=cmd_backfill)
     unanswered = commands.add_parser("unanswered", help="messages with no reply and their age")
     unanswered.add_argument("--mailbox")
     unanswered.add_argument("--service")
     unanswered.add_argument("--as-of", type=date.fromisoformat)
     unanswered.set_defaults(func=cmd_unanswered)
-    report = commands.add_parser("report", help="the weekly or monthly delay report")
-    report.add_argument("kind", choices=["weekly", "monthly"])
-    report.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: last complete week)")
-    report.add_argument("--month", help="e.g. 2026-11 (default: last complete month)")
-    report.add_argument("--out", type=Path, help="write the .eml, HTML, PNG and CSV here")
-    report.add_argument("--send", action="store_true")
-    report.add_argument("--to", action="append", help="recipient (default: reports.weekly.to)")
-    report.add_argument("--as-of", type=date.fromisoformat, help=argparse.SUPPRESS)
-    report.set_defaults(func=cmd_report)
-    alerts = commands.add_parser("alerts", help="send today's deadline digests to services")
-    alerts.add_argument("--date", type=date.fromisoformat, help="as if on this day")
-    alerts.set_defaults(func=cmd_alerts)
-    indicators = commands.add_parser("indicators", help="Qual-e-pref email indicators")
-    indicators.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
-    indicators.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)
-    indicators.add_argument("--mailbox")
-    indicators.add_argument("--service")
-    indicators.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    indicators.add_argument("--as-of", type=date.fromisoformat, help="pending vs overdue as of")
-    indicators.set_defaults(func=cmd_indicators)
-    quarantine = commands.add_parser(
+    report_cmd = commands.add_parser("report", help="the weekly or monthly delay report")
+    report_cmd.add_argument("kind", choices=["weekly", "monthly"])
+    report_cmd.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: last complete week)")
+    report_cmd.add_argument("--month", help="e.g. 2026-11 (default: last complete month)")
+    report_cmd.add_argument("--out", type=Path, help="write the .eml, HTML, PNG and CSV here")
+    report_cmd.add_argument("--send", action="store_true")
+    report_cmd.add_argument("--to", action="append", help="recipient (default: reports.weekly.to)")
+    report_cmd.add_argument("--as-of", type=date.fromisoformat, help=argparse.SUPPRESS)
+    report_cmd.set_defaults(func=cmd_report)
+    alerts_cmd = commands.add_parser("alerts", help="send today's deadline digests to services")
+    alerts_cmd.add_argument("--date", type=date.fromisoformat, help="as if on this day")
+    alerts_cmd.set_defaults(func=cmd_alerts)
+    indicators_cmd = commands.add_parser("indicators", help="Qual-e-pref email indicators")
+    indicators_cmd.add_argument("--from", dest="date_from", type=date.fromisoformat, required=True)
+    indicators_cmd.add_argument("--to", dest="date_to", type=date.fromisoformat, required=True)
+    indicators_cmd.add_argument("--mailbox")
+    indicators_cmd.add_argument("--service")
+    indicators_cmd.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    indicators_cmd.add_argument("--as-of", type=date.fromisoformat, help="pending vs overdue as of")
+    indicators_cmd.set_defaults(func=cmd_indicators)
+    quarantine_cmd = commands.add_parser(
         "quarantine",
         help="mail left without an AR by an error (or no Return-Path): list, show, retry",
     )
-    q_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_sub = quarantine_cmd.add_subparsers(dest="quarantine_command", required=True)
     q_list = q_sub.add_parser("list", help="quarantined mail, newest first, with its id")
     q_list.add_argument("--mailbox")
     q_list.set_defaults(func=cmd_quarantine_list)

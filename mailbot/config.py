@@ -29,9 +29,10 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mailbot.core.schedule import parse_time, parse_weekly
+from mailbot.core.signature import ELEMENTS, SignatureElement
 from mailbot.errors import ConfigError, SecretError
 from mailbot.redact import register_secret
-from mailbot.schedule import parse_time, parse_weekly
 
 Email = Annotated[
     str,
@@ -377,6 +378,11 @@ class PolicyConfig(Model):
     # answered at its From address, still subject to every robot rule.
     missing_return_path: Literal["skip", "use_from"] = "skip"
 
+    @property
+    def answers_from(self) -> bool:
+        """Whether mail without a Return-Path header is answered at its From address."""
+        return self.missing_return_path == "use_from"
+
 
 class SenderConfig(Model):
     """How outgoing mail is signed off: From, envelope sender, Message-ID domain."""
@@ -388,6 +394,22 @@ class SenderConfig(Model):
     reference_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z]{1,6}$")] = "SM"
     # Services answering a transferred mail put this address in Bcc, so the answer is seen.
     tracking_address: Email | None = None
+
+
+class InternalSenderConfig(Model):
+    """The From of what mailbot writes to the prefecture's own staff: alerts and reports."""
+
+    name: str = "mailbot — Préfecture de la Seine-Maritime"
+    address: Email | None = None  # default: the first mailbox's address
+
+
+class OrganisationConfig(Model):
+    """Facts about the prefecture's organisation that the code must not guess."""
+
+    # The service that handles what no routing rule and no mailbox default assigns, and
+    # whose alerts list the mail of a mailbox without a service.
+    general_service: str = "general"
+    internal_sender: InternalSenderConfig = InternalSenderConfig()
 
 
 class PollingConfig(Model):
@@ -410,21 +432,10 @@ class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
 
-SignatureElement = Literal["name", "function", "service", "prefecture", "postal_address", "contact"]
-SIGNATURE_ELEMENTS: tuple[SignatureElement, ...] = (
-    "name",
-    "function",
-    "service",
-    "prefecture",
-    "postal_address",
-    "contact",
-)
-
-
 class SignatureConfig(Model):
     """What a reply's signature must show (CRPA L111-2, and the audit's expectations)."""
 
-    required: list[SignatureElement] = Field(default_factory=lambda: list(SIGNATURE_ELEMENTS))
+    required: list[SignatureElement] = Field(default_factory=lambda: list(ELEMENTS))
 
 
 def _valid_time(value: str) -> str:
@@ -634,6 +645,7 @@ class Config(Model):
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
     web: WebConfig = WebConfig()
+    organisation: OrganisationConfig = OrganisationConfig()
 
     @field_validator("templates", "agents")
     @classmethod
@@ -674,6 +686,14 @@ class Config(Model):
                 )
         if self.routing is not None:
             self._check_routing(self.routing)
+        general = self.organisation.general_service
+        # The default names a service every shipped configuration has; one written down
+        # must exist.
+        if "general_service" in self.organisation.model_fields_set and general not in self.services:
+            raise ValueError(
+                f"organisation.general_service: unknown service {general!r}"
+                f" (known: {', '.join(sorted(self.services))})"
+            )
         return self
 
     def _check_routing(self, routing: RoutingConfig) -> None:
@@ -707,6 +727,26 @@ class Config(Model):
         return found
 
     @property
+    def complaint_category(self) -> str:
+        """The category whose messages are complaints (the complaint indicators)."""
+        if self.routing is not None:
+            return self.routing.complaint_category
+        return str(RoutingConfig.model_fields["complaint_category"].default)
+
+    @property
+    def internal_sender(self) -> tuple[str, str]:
+        """(name, address) of the mail to the prefecture's staff: alerts, reports."""
+        sender = self.organisation.internal_sender
+        return sender.name, sender.address or next(iter(self.mailboxes.values())).address
+
+    @property
+    def configured_recipients(self) -> set[str]:
+        """The addresses mailbot may write to besides a citizen answering their own mail:
+        the services' and the reports' recipients (lower case)."""
+        found = self.service_addresses | set(self.reports.weekly.to)
+        return {address.lower() for address in found}
+
+    @property
     def service_addresses(self) -> set[str]:
         found: set[str] = set()
         for service in self.services.values():
@@ -715,6 +755,8 @@ class Config(Model):
 
 
 REORIENT_SERVICE = "autres-administrations"
+# Validators of the whole configuration name the key they refuse at the start of their message.
+PREFIXED = ("mailboxes.", "services.", "routing.", "organisation.")
 
 
 def _mailboxes_in(condition: Condition) -> list[str]:
@@ -724,6 +766,14 @@ def _mailboxes_in(condition: Condition) -> list[str]:
     if condition.not_ is not None:
         found += _mailboxes_in(condition.not_)
     return found
+
+
+def validation_problem(exc: ValidationError) -> tuple[str, str]:
+    """The first problem pydantic found, as (key path, what was expected), for rules.yaml,
+    agents.yaml and meta.yaml alike. An unknown key comes first: it is usually a misspelt
+    one, and the "missing" it causes would hide it."""
+    errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+    return _format_location(tuple(errors[0]["loc"])), _describe(dict(errors[0]))
 
 
 def _format_location(loc: tuple[int | str, ...]) -> str:
@@ -759,10 +809,8 @@ def config_from_mapping(data: Any, source: str, base: Path | None = None) -> Con
     try:
         return Config.model_validate(data, context={"base": base})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = _format_location(tuple(first["loc"]))
-        message = _describe(dict(first))
-        if message.startswith(("mailboxes.", "services.", "routing.")) and ": " in message:
+        key, message = validation_problem(exc)
+        if message.startswith(PREFIXED) and ": " in message:
             key, message = message.split(": ", 1)
         raise ConfigError(source, key, message) from None
 
@@ -820,10 +868,7 @@ def load_agents(path: str | Path, config: Config) -> dict[str, Agent]:
     try:
         agents = AgentsFile.model_validate(data if data is not None else {}).agents
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(
-            str(path), _format_location(tuple(first["loc"])), _describe(dict(first))
-        ) from None
+        raise ConfigError(str(path), *validation_problem(exc)) from None
     known = ", ".join(sorted(config.services))
     owners: dict[str, str] = {}
     for agent_id, agent in agents.items():

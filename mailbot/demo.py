@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from mailbot.smtp import Envelope
+from mailbot.core.statuses import OutboxKind
+from mailbot.mail.smtp import Envelope
 from mailbot.store import Store
 
 LEGEND = (
@@ -30,9 +31,9 @@ def outgoing_name(store: Store, envelope: Envelope) -> str:
     message = store.message(id=item.message_pk) if item and item.message_pk else None
     if item is None or message is None or not message.reference:
         return envelope.name
-    if item.kind == "forward":
+    if item.kind == OutboxKind.FORWARD:
         return f"{message.reference}-forward-{message.service}"
-    return f"{message.reference}-{'reorientation' if message.reorient else 'ar'}"
+    return f"{message.reference}-{'reorientation' if message.reorient else OutboxKind.AR.value}"
 
 
 def _absolute(node: Any, base: Path) -> Any:

@@ -93,3 +93,18 @@ class MailboxError(MailbotError):
 
 class TemplateError(MailbotError):
     """A template is missing, broken, or was rendered without a required variable."""
+
+
+class RequestError(MailbotError):
+    """An agent's request (a reply, a transfer, a message answered elsewhere) cannot be done
+    as asked: an unknown message or service, an incomplete signature, a missing reason.
+    Nothing was queued or recorded; the message says what to change."""
+
+    def __init__(self, what: str, value: str, problem: str) -> None:
+        self.what = what
+        self.value = value
+        super().__init__(f"{what}: {value}: {problem}")
+
+
+class RepeatedRequestError(MailbotError):
+    """A request with this idempotency key was already done (a double submit): nothing new."""

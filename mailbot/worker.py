@@ -17,12 +17,18 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from mailbot import jobs
+from mailbot.app.context import App
+from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
+from mailbot.app.intake import Pipeline
+from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
+from mailbot.core.incoming import Outcome
+from mailbot.core.schedule import parse_time, parse_weekly
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
-from mailbot.outbox import DeliveryLoop, Outbox
-from mailbot.pipeline import Outcome, Pipeline
-from mailbot.poller import MailboxPoller, Processor, Source
-from mailbot.schedule import parse_time, parse_weekly
+from mailbot.mail.imap import ImapMailbox
+from mailbot.mail.poller import MailboxPoller, Processor, Source
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +59,9 @@ class Worker:
                 config.mailboxes[name].imap.folder,
                 source,
                 pipeline,
-                outbox,
                 config.polling,
+                self.deliver,
                 self.stop,
-                deliver=self.deliver,
             )
             for name, source in sources.items()
         }
@@ -68,16 +73,15 @@ class Worker:
                 folder,
                 source,
                 sent_pipeline,
-                outbox,
                 config.polling,
+                self.deliver,
                 self.stop,
-                deliver=self.deliver,
             )
         self.failures: dict[str, str] = {}
         self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
 
     def recover(self) -> None:
-        interrupted = self.pipeline.store.recover_interrupted()
+        interrupted = recover_interrupted(self.pipeline.store)
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
 
@@ -176,3 +180,57 @@ class Worker:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         self.stop.set()
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def imap_sources(config: Config) -> dict[str, Source]:
+    """Each mailbox's inbox, on a connection of its own."""
+    limit = config.polling.max_message_bytes
+    return {
+        name: ImapMailbox(box.imap, name=name, max_message_bytes=limit)
+        for name, box in config.mailboxes.items()
+    }
+
+
+def sent_sources(config: Config) -> dict[str, tuple[str, Source]]:
+    """Each mailbox's Sent folder, and the tracking mailbox's inbox, on their own connections."""
+    limit = config.polling.max_message_bytes
+    found: dict[str, tuple[str, Source]] = {}
+    for name, box in config.mailboxes.items():
+        if box.imap.sent_folder:
+            source = ImapMailbox(box.imap, name=f"{name}-sent", max_message_bytes=limit)
+            found[name] = (box.imap.sent_folder, source)
+    if config.tracking is not None:
+        imap = config.tracking.imap
+        found["tracking"] = (
+            imap.folder,
+            ImapMailbox(imap, name="tracking", max_message_bytes=limit),
+        )
+    return found
+
+
+def make_worker(app: App) -> Worker:
+    """The worker of ``mailbot run`` and ``poll``: every mailbox, Sent folder and tracking
+    mailbox, the daily alerts and the weekly report, on the configuration's schedules."""
+    zone = WorkingCalendar(timezone=app.config.timezone).zone
+
+    def alerts() -> object:
+        today = datetime.now(zone).date()
+        return jobs.send_alerts(app.config, app.store, app.renderer, app.outbox, today)
+
+    def weekly_report() -> object:
+        now = datetime.now(zone)
+        return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
+
+    return Worker(
+        app.config,
+        app.pipeline,
+        app.outbox,
+        imap_sources(app.config),
+        sent_sources(app.config),
+        SentPipeline(app.config, app.store, signature_check),
+        alerts,
+        weekly_report,
+    )

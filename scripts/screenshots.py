@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbot.catalogue import agent_variables  # noqa: E402
 from mailbot.config import load_agents, load_config  # noqa: E402
-from mailbot.render import Renderer  # noqa: E402
+from mailbot.render.templates import Renderer  # noqa: E402
+from mailbot.render.variables import agent_variables  # noqa: E402
 
 DEFAULT = ["ar-general", "ar-etrangers", "reponse-permis", "reorientation"]
 FLAGS = [

@@ -16,9 +16,10 @@ import yaml
 from scripted import ScriptedSmtpServer
 from test_e2e import db_rows, etrangers_user, poll, setup
 
-from mailbot.addresses import check_mailbox
+from mailbot.core.addresses import check_mailbox
 from mailbot.errors import MessageError
-from mailbot.render import Renderer, build_email
+from mailbot.mail.compose import build_email
+from mailbot.render.templates import Renderer
 
 __all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from servers import SmtpServer
 
-from mailbot.alerts import digests
 from mailbot.cli import main
+from mailbot.core.digests import digests
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import NewMessage, Store
-from mailbot.workdays import WorkingCalendar
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -85,6 +85,7 @@ def fill(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
+                tx.count_relance(pk)  # what the intake does for a follow-up
 
 
 def test_digest_lists_the_right_messages(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ import pytest
 from babel.dates import format_date as babel_date
 from babel.dates import get_month_names
 
-from mailbot.forward import cover_note
-from mailbot.render import Renderer
-from mailbot.workdays import WorkingCalendar
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.mail.forward import cover_note
+from mailbot.render.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -218,7 +218,7 @@ def test_deadline_counts_holidays() -> None:
     renderer = Renderer(ROOT / "templates")
     examples = renderer.meta("ar-general").examples()
     received = datetime(2026, 12, 23, 10, 0, tzinfo=PARIS)
-    from mailbot.render import answer_deadline
+    from mailbot.render.variables import answer_deadline
 
     assert answer_deadline(received) == date(2026, 12, 31)
     examples |= {"received_at": received, "deadline": answer_deadline(received)}

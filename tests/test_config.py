@@ -135,3 +135,63 @@ def test_both_secret_sources_refused(tmp_path: Path) -> None:
     path = write_config(tmp_path, lambda d: d["smtp"].update(password_file="/x"))
     with pytest.raises(ConfigError, match="password_env or password_file, not both"):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- organisation
+
+
+def test_organisation_facts_come_from_rules_yaml(tmp_path: Path) -> None:
+    config = load_config(ROOT / "rules.yaml")
+    assert config.organisation.general_service == "general"
+    assert config.internal_sender == (
+        "mailbot — Préfecture de la Seine-Maritime",
+        "pref-contact@seine-maritime.gouv.fr",
+    )
+    assert config.complaint_category == "reclamation"
+
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["organisation"] = {
+            "general_service": "cabinet",
+            "internal_sender": {"name": "Suivi des délais", "address": "delais@example.fr"},
+        }
+        d["routing"]["complaint_category"] = "suggestion"
+
+    changed = load_config(write_config(tmp_path, mutate))
+    assert changed.organisation.general_service == "cabinet"
+    assert changed.internal_sender == ("Suivi des délais", "delais@example.fr")
+    assert changed.complaint_category == "suggestion"
+
+
+def test_organisation_defaults_keep_older_configurations_loading(tmp_path: Path) -> None:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d.pop("organisation")
+        d.pop("routing")
+        d["mailboxes"] = {"etrangers": d["mailboxes"]["etrangers"]}
+
+    config = load_config(write_config(tmp_path, mutate))
+    assert config.organisation.general_service == "general"
+    assert config.internal_sender[1] == "pref-etrangers@seine-maritime.gouv.fr"  # 1st mailbox
+    assert config.complaint_category == "reclamation"
+
+
+def test_an_unknown_general_service_is_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path, lambda d: d["organisation"].update(general_service="accueil"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "organisation.general_service"
+    assert "unknown service 'accueil'" in str(info.value)
+
+
+def test_what_no_rule_nor_default_claims_goes_to_the_general_service(tmp_path: Path) -> None:
+    from mailbot.core.facts import compiled_routing
+    from mailbot.core.routing import RoutingInput, decide
+
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["organisation"]["general_service"] = "cabinet"
+        d["routing"]["defaults"].pop("etrangers")
+
+    config = load_config(write_config(tmp_path, mutate))
+    routing = compiled_routing(config)
+    assert routing is not None
+    facts = RoutingInput("etrangers", "Bonjour", "Une question.", "a@example.fr", "fr", False)
+    assert decide(facts, routing).service == "cabinet"

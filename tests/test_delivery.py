@@ -18,9 +18,9 @@ import pytest
 from scripted import Action, Point, ScriptedSmtpServer
 from servers import TlsFiles, issue_tls
 
+from mailbot.app.delivery import Outbox
 from mailbot.config import OutboxConfig, SmtpConfig
-from mailbot.outbox import Outbox
-from mailbot.smtp import SmtpTransport
+from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
 
 CITIZEN = "marie.dupont@example.fr"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from test_e2e import citizen_mail, etrangers_user, poll, setup
 
-from mailbot.forward import build_forward
+from mailbot.mail.compose import build_forward
 
 __all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
 

@@ -1,4 +1,4 @@
-"""mailbot.imap against a real Dovecot: incremental reads, batches, dates, flags left alone,
+"""mailbot.mail.imap against a real Dovecot: incremental reads, batches, dates, flags left alone,
 UIDVALIDITY, IDLE, and failures that must surface as MailboxError."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from servers import DovecotServer, MailUser, free_port
 
 from mailbot.config import ImapConfig
 from mailbot.errors import MailboxError
-from mailbot.imap import FetchedMail, ImapMailbox
+from mailbot.mail.imap import FetchedMail, ImapMailbox
 
 
 def mail(n: int) -> bytes:
@@ -365,7 +365,7 @@ def test_starttls_is_not_optional(imap_user: MailUser) -> None:
 
 def test_source_never_alters_the_mailbox() -> None:
     """Guard: no flag store, expunge, delete, move or \\Seen-setting fetch in mailbot.imap."""
-    source = Path(__file__).parents[1].joinpath("mailbot", "imap.py").read_text()
+    source = Path(__file__).parents[1].joinpath("mailbot", "mail", "imap.py").read_text()
     code = re.sub(r'"""[\s\S]*?"""', "", source)  # docstrings may talk about these
     code = "\n".join(line.split("#", 1)[0] for line in code.splitlines())
     forbidden = [
@@ -380,7 +380,7 @@ def test_source_never_alters_the_mailbox() -> None:
     for pattern in forbidden:
         assert not re.search(pattern, code), pattern
     fetches = re.findall(r"\.fetch\(([^)]*)\)", code)
-    assert fetches, "mailbot.imap no longer fetches?"
+    assert fetches, "mailbot.mail.imap no longer fetches?"
     assert any("BODY.PEEK[]" in arguments for arguments in fetches)
     for arguments in fetches:
         # BODY[...] and RFC822 / RFC822.TEXT set \Seen; BODY.PEEK[...] and RFC822.SIZE do not.

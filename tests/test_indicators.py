@@ -136,6 +136,7 @@ def load_scenario(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
+                tx.count_relance(pk)  # what the intake does for a follow-up
         # noise that must not count: a bounce and a message outside the period
         tx.insert_message(
             NewMessage(
@@ -242,8 +243,8 @@ def test_same_figures_on_postgresql() -> None:
 
     from pg import PostgresServer
 
-    from mailbot.indicators import arrays_from_store, compute_arrays
-    from mailbot.workdays import WorkingCalendar
+    from mailbot.core.indicators import arrays_from_store, compute_arrays
+    from mailbot.core.workdays import WorkingCalendar
 
     server = PostgresServer()
     store = Store(server.start())

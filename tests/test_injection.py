@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.render import Renderer, build_email
+from mailbot.mail.compose import build_email
+from mailbot.render.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 RENDERER = Renderer(ROOT / "templates")

@@ -6,7 +6,7 @@ import csv
 import time
 from pathlib import Path
 
-from mailbot.language import detect_language
+from mailbot.core.language import detect_language
 
 DATA = Path(__file__).resolve().parent / "data" / "languages.tsv"
 

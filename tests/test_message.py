@@ -13,7 +13,8 @@ import pytest
 from poison import attachment, citizen, huge_subject, nested, poison_mails
 
 from mailbot.config import load_config
-from mailbot.message import (
+from mailbot.core.facts import routing_input
+from mailbot.core.message import (
     BODY_TEXT_LIMIT,
     MAX_HEADER_CHARS,
     MAX_HEADER_FIELDS,
@@ -21,7 +22,6 @@ from mailbot.message import (
     decode_header_value,
     parse_message,
 )
-from mailbot.pipeline import routing_input
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ import yaml
 from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup
 
 from mailbot.errors import TemplateError
-from mailbot.render import Renderer
-from mailbot.translations import load_translations, pick
+from mailbot.render.templates import Renderer
+from mailbot.render.translations import load_translations, pick
 
 __all__ = ["etrangers_user", "setup"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,8 +29,8 @@ from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import write_config
 
 from mailbot.cli import main
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import Store
-from mailbot.workdays import WorkingCalendar
 
 GOOD = citizen(99, "Demande de rendez-vous en préfecture")
 
@@ -424,9 +424,9 @@ def test_unacknowledged_mail_is_counted_listed_and_warned_about(
 def test_an_unreadable_sent_mail_is_passed_over_with_an_event(tmp_path: Path) -> None:
     """The Sent-folder reader never blocks its folder either: a mail it cannot record is
     logged, its UID passed, and an event says so (here the database refuses the reply)."""
+    from mailbot.app.sent import SentPipeline, signature_check
     from mailbot.config import load_config
-    from mailbot.pipeline import IncomingMail
-    from mailbot.sent import SentPipeline, signature_check
+    from mailbot.core.incoming import IncomingMail
 
     root = Path(__file__).resolve().parent.parent
     url = f"sqlite:///{tmp_path / 'mailbot.db'}"

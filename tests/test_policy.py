@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from mailbot.config import ContactFormRelay
-from mailbot.message import parse_message
-from mailbot.policy import (
+from mailbot.core.message import parse_message
+from mailbot.core.policy import (
     RULE_IDS,
     ArDecision,
     PolicyContext,
@@ -471,7 +471,7 @@ def test_find_reference_with_another_prefix() -> None:
     ],
 )
 def test_similar_subjects(a: str, b: str, similar: bool) -> None:
-    from mailbot.policy import similar_subjects
+    from mailbot.core.policy import similar_subjects
 
     assert similar_subjects(a, b) is similar
 

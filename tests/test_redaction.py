@@ -22,7 +22,7 @@ from test_e2e import citizen_mail, write_config
 from mailbot.cli import main
 from mailbot.config import ImapConfig
 from mailbot.errors import DeliveryError, MailboxError
-from mailbot.imap import ImapMailbox
+from mailbot.mail.imap import ImapMailbox
 from mailbot.redact import forget_secrets, redact, register_secret
 
 # Quotes and a backslash: the IMAP quoted-string and repr() forms differ from the plain one.

@@ -21,11 +21,11 @@ from servers import MailUser, SmtpServer
 from test_e2e import GENERAL, db_rows, etrangers_user, poll, write_config
 
 from mailbot.config import ContactFormRelay, config_from_mapping
+from mailbot.core.facts import policy_context
+from mailbot.core.message import parse_message
+from mailbot.core.policy import ArDecision, decide_ar
 from mailbot.errors import ConfigError
-from mailbot.message import parse_message
-from mailbot.pipeline import policy_context
-from mailbot.policy import ArDecision, decide_ar
-from mailbot.relay_auth import RelayVerifier
+from mailbot.mail.relay_auth import RelayVerifier
 
 __all__ = ["etrangers_user"]
 ROOT = Path(__file__).resolve().parent.parent

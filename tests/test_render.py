@@ -13,16 +13,11 @@ from pathlib import Path
 import pytest
 
 from mailbot.config import load_config
+from mailbot.core.dates import date_fr
 from mailbot.errors import MessageError, TemplateError
-from mailbot.render import (
-    SUBJECT_MAX_CHARS,
-    RenderedMail,
-    Renderer,
-    answer_deadline,
-    ar_variables,
-    build_email,
-    date_fr,
-)
+from mailbot.mail.compose import build_email
+from mailbot.render.templates import SUBJECT_MAX_CHARS, RenderedMail, Renderer
+from mailbot.render.variables import answer_deadline, message_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -239,7 +234,7 @@ def test_config_and_ar_variables(renderer: Renderer) -> None:
     config = load_config(ROOT / "rules.yaml")
     renderer.check_config(config)
     for mailbox in config.mailboxes:
-        variables = ar_variables(
+        variables = message_variables(
             config,
             mailbox,
             reference="SM-2026-000042",
@@ -657,7 +652,7 @@ def test_templates_are_read_once(tmp_path: Path) -> None:
 def test_demo_maildir_is_well_formed() -> None:
     from email.utils import parsedate_to_datetime
 
-    from mailbot.message import parse_message
+    from mailbot.core.message import parse_message
 
     maildir = ROOT / "mailbot" / "demo_data" / "maildir"
     files: list[Path] = []

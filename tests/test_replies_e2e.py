@@ -44,7 +44,6 @@ def setup_with_sent(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: S
 
 
 def indicators(config: Path, start: str = "2026-11-01", end: str = "2026-11-30") -> dict[str, Any]:
-    """`mailbot indicators --format json` over [start, end], as of ``end``."""
     run = subprocess.run(
         [
             sys.executable,
@@ -139,10 +138,8 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
     assert len(to_citizen) == 1  # the relance gets no second AR
     rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
     assert rows == [("acknowledge", None), ("follow-up", 1)]
-    # The mails arrived now (their INTERNALDATE): the period is the days around today.
-    today = datetime.now(PARIS).date()
-    period = (str(today - timedelta(days=7)), str(today + timedelta(days=1)))
-    assert indicators(config, *period)["relances"] == 1
+    today = datetime.now(PARIS).date()  # the mails arrived now: count them where they fall
+    assert indicators(config, str(today - timedelta(days=1)), str(today))["relances"] == 1
 
 
 def test_backfill_records_history_and_sends_nothing(

@@ -86,7 +86,7 @@ def test_weekly_report_once_per_week_across_restarts_with_catch_up(
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from mailbot.cli import build_app
+    from mailbot.app.context import build_app
     from mailbot.jobs import send_weekly_report
 
     paris = ZoneInfo("Europe/Paris")
@@ -119,7 +119,8 @@ def test_weekly_report_once_per_week_across_restarts_with_catch_up(
 
 
 def test_worker_schedules_the_report_and_a_catch_up(config: Path) -> None:
-    from mailbot.cli import build_app, make_worker
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
 
     app = build_app(config)
     scheduler = make_worker(app).build_scheduler()

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from mailbot.config import config_from_mapping, load_config
+from mailbot.core.facts import compiled_routing
+from mailbot.core.routing import RoutingInput, decide, form_fields, normalize
 from mailbot.errors import ConfigError
-from mailbot.pipeline import compiled_routing
-from mailbot.routing import RoutingInput, decide, form_fields, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "rules.yaml")

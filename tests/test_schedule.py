@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from mailbot.app.report import report_due
 from mailbot.config import load_config
+from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.errors import ConfigError, ScheduleError
-from mailbot.jobs import report_due
-from mailbot.schedule import parse_time, parse_weekly
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -141,7 +141,8 @@ def test_mailbot_check_refuses_a_bad_cron(tmp_path: Path) -> None:
 def test_the_worker_schedules_what_the_config_says(
     tmp_path: Path, cron: str, after: datetime, expected: datetime
 ) -> None:
-    from mailbot.cli import build_app, make_worker
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
 
     path = write_rules(tmp_path, reports__weekly__cron=cron, alerts__time="07:45")
     app = build_app(path)

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.catalogue import agent_variables
+from mailbot.app.sent import signature_check
 from mailbot.config import load_agents, load_config
-from mailbot.message import parse_message
-from mailbot.render import Renderer
-from mailbot.sent import signature_check
-from mailbot.signature import (
+from mailbot.core.message import parse_message
+from mailbot.core.signature import (
     ELEMENTS,
     SignatureCheck,
     check_signature,
@@ -30,6 +28,8 @@ from mailbot.signature import (
     signature_block,
     strip_quoted,
 )
+from mailbot.render.templates import Renderer
+from mailbot.render.variables import agent_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "signatures"
@@ -544,13 +544,13 @@ def test_required_elements_are_configurable() -> None:
 
 
 def test_sent_pipeline_adapter() -> None:
-    """mailbot.sent records replies through this adapter."""
+    """mailbot.app.sent records replies through this adapter."""
     assert signature_check(reply(*FULL), "", list(ELEMENTS)) == (True, ())
     assert signature_check(reply(*FULL[:2]), "", ["name", "contact"]) == (False, ("contact",))
 
 
 def test_pure_and_standard_library_only() -> None:
-    tree = ast.parse((ROOT / "mailbot" / "signature.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "mailbot" / "core" / "signature.py").read_text(encoding="utf-8"))
     modules = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -559,7 +559,7 @@ def test_pure_and_standard_library_only() -> None:
             modules.add(node.module)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id != "open"
-    for module in modules - {"mailbot.message"}:
+    for module in modules - {"mailbot.core.message"}:
         assert module.split(".")[0] in sys.stdlib_module_names, module
     assert not modules & {"os", "io", "pathlib", "socket", "subprocess", "logging"}
 

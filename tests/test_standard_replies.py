@@ -9,10 +9,10 @@ import pytest
 import yaml
 from markupsafe import escape
 
-from mailbot.catalogue import agent_variables
 from mailbot.config import Agent, load_agents, load_config
 from mailbot.errors import TemplateError
-from mailbot.render import RenderedMail, Renderer
+from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.variables import agent_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pg import PostgresServer
 
+from mailbot.app.delivery import recover_interrupted
 from mailbot.store import NewMessage, Store, metadata
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -211,7 +213,7 @@ def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Sto
     with store.transaction() as tx:
         assert not tx.claim_outbox(first, attempts=1)
     assert [i.id for i in store.due_outbox(datetime.now(UTC))] == [second]
-    assert store.recover_interrupted() == [first]
+    assert recover_interrupted(store) == [first]
     assert store.outbox_status(first) == "uncertain"
     assert store.messages()[0].ar_status == "uncertain"
     assert [e.kind for e in store.events(pk)] == ["send_uncertain"]
@@ -262,3 +264,34 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
     (row,) = store.messages()
     assert row.subject == "old" and row.service is None
     store.close()
+
+
+def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: Store) -> None:
+    """The web console's double submit: the second transaction waits for the first, then
+    finds the key taken (RepeatedRequestError) and reads what the first recorded."""
+    import threading
+
+    from mailbot.app.requests import once
+
+    started = threading.Event()
+    results: list[tuple[int, bool]] = []
+
+    def work(tx: Any) -> int:
+        started.set()
+        threading.Event().wait(0.5)
+        return int(tx.enqueue(None, "digest", "a@seine-maritime.gouv.fr", "", "<m@x>", b"x"))
+
+    def request() -> None:
+        results.append(once(store, "reply_queued", "form-token", work))
+
+    first = threading.Thread(target=request)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=request)
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert sorted(repeated for _id, repeated in results) == [False, True]
+    assert len({outbox_id for outbox_id, _ in results}) == 1
+    assert len(store.outbox_items()) == 1
+    assert once(store, "reply_queued", "other-token", work)[1] is False  # another key: done

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.catalogue import check_all, html_problems
 from mailbot.errors import TemplateError
-from mailbot.render import Renderer
+from mailbot.render.checks import check_all, html_problems
+from mailbot.render.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 

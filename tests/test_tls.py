@@ -14,13 +14,13 @@ import pytest
 import trustme
 from servers import DovecotServer, SmtpServer, TlsFiles, issue_tls
 
+from mailbot.app.delivery import Outbox
 from mailbot.config import ImapConfig, OutboxConfig, SmtpConfig
 from mailbot.errors import MailboxError
-from mailbot.imap import ImapMailbox
-from mailbot.outbox import Outbox
-from mailbot.smtp import SmtpTransport
+from mailbot.mail.imap import ImapMailbox
+from mailbot.mail.smtp import SmtpTransport
+from mailbot.mail.tls import client_context
 from mailbot.store import Store
-from mailbot.tls import client_context
 
 pytestmark = pytest.mark.servers
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailbot.workdays import WorkingCalendar
+from mailbot.core.workdays import WorkingCalendar
 
 PARIS = ZoneInfo("Europe/Paris")
 CAL = WorkingCalendar()

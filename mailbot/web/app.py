@@ -59,13 +59,16 @@ class Settings:
     accounts_path: Path | None  # None: local accounts disabled
     session_secret: str
     audit: AuditSink = log_event
-    site: dict[str, str] = field(
-        default_factory=lambda: {
-            "prefecture": "Préfecture de la Seine-Maritime",
+    site: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The header's texts (frozen: set once, here); the prefecture's name is rules.yaml's.
+        defaults = {
+            "prefecture": self.config.prefecture.name,
             "service": "mailbot — courriels des usagers",
             "tagline": "Traitement des courriels des usagers",
         }
-    )
+        object.__setattr__(self, "site", defaults | self.site)
 
     @property
     def web(self) -> WebConfig:
@@ -174,17 +177,7 @@ def create_app(
         nav=[HOME, *nav],
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
-    public = [STATIC_PATHS]
-    for route in [*routes.ROUTES, *pages]:
-        if not isinstance(route, Route):
-            continue
-        guard = guard_of(route.endpoint)
-        if guard is None:
-            raise TypeError(
-                f"route {route.path} has no access check: decorate it with require(...) or public"
-            )
-        if guard == "public":
-            public.append(route.path_regex)
+    public = _public_paths([*routes.ROUTES, *pages])
     csp = content_security_policy([oidc.origin] if oidc else [])
     middleware = [
         Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
@@ -211,6 +204,22 @@ def create_app(
     )
     app.state.console = console
     return app
+
+
+def _public_paths(pages: Sequence[BaseRoute]) -> list[re.Pattern[str]]:
+    """The paths anyone may reach; a page route with no access check stops the start."""
+    public = [STATIC_PATHS]
+    for route in pages:
+        if not isinstance(route, Route):
+            continue
+        guard = guard_of(route.endpoint)
+        if guard is None:
+            raise TypeError(
+                f"route {route.path} has no access check: decorate it with require(...) or public"
+            )
+        if guard == "public":
+            public.append(route.path_regex)
+    return public
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mailbot.config import load_agents, load_config
+from mailbot.config import load_agents, load_config, validation_problem
 from mailbot.errors import ConfigError
 
 
@@ -42,8 +42,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         try:
             web = config.web.model_validate(config.web.model_dump() | changes)
         except ValidationError as exc:
-            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise ConfigError("--host/--port", "web", message) from None
+            raise ConfigError("--host/--port", "web", validation_problem(exc)[1]) from None
         config = config.model_copy(update={"web": web})
     settings = settings_from_config(config, args.config)
     print(f"mailbot console: {config.web.base_url}/ (Ctrl-C to stop)", file=sys.stderr)

@@ -1,0 +1,75 @@
+"""The daily deadline alerts: one digest per service that has something to act on (late,
+soon due and relanced messages, and the mail left without an AR), queued in one go."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta
+
+from mailbot.app.outgoing import Queued, enqueue
+from mailbot.config import Config
+from mailbot.core.digests import Digest, digests
+from mailbot.core.statuses import OutboxKind
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.mail.compose import Composer
+from mailbot.render.templates import Renderer
+from mailbot.store import Store
+
+log = logging.getLogger(__name__)
+ALERTS_TEMPLATE = "alertes-delais"
+LOOKBACK_DAYS = 120
+DIGEST_TIME = time(8, 30)  # the hour the digest says it was made (its "day" variable)
+
+
+def send_alerts(config: Config, store: Store, renderer: Renderer, today: date) -> dict[str, int]:
+    """Queue one digest per service with something to act on; nothing on a day off.
+
+    Returns the number of entries of each digest queued, by service.
+    """
+    calendar = WorkingCalendar(timezone=config.timezone)
+    if not calendar.is_working_day(today):
+        return {}
+    since = datetime.combine(today - timedelta(days=LOOKBACK_DAYS), time.min, calendar.zone)
+    until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
+    own = {name: box.service for name, box in config.mailboxes.items()}
+    rows = store.indicator_rows(since, until)
+    found = digests(rows, today, calendar, own, config.organisation.general_service)
+    composer = Composer.from_config(config)
+    sent: dict[str, int] = {}
+    for name, digest in found.items():
+        service = config.services.get(name)
+        if service is None or not service.addresses:
+            log.warning("no address for the alerts of a service", extra={"service": name})
+            continue
+        mails = _digest_mails(config, renderer, composer, today, digest, service.addresses)
+        with store.transaction() as tx:
+            enqueue(tx, None, mails)
+        sent[name] = len(digest.overdue) + len(digest.soon) + len(digest.relanced)
+    return sent
+
+
+def _digest_mails(
+    config: Config,
+    renderer: Renderer,
+    composer: Composer,
+    today: date,
+    digest: Digest,
+    addresses: list[str],
+) -> list[Queued]:
+    zone = WorkingCalendar(timezone=config.timezone).zone
+    rendered = renderer.render(
+        ALERTS_TEMPLATE,
+        {
+            "service": {"name": config.services[digest.service].name},
+            "day": datetime.combine(today, DIGEST_TIME, zone),
+            "overdue": digest.overdue,
+            "soon": digest.soon,
+            "relanced": digest.relanced,
+            "unacknowledged": digest.unacknowledged,
+        },
+    )
+    sender = composer.internal_address
+    return [
+        Queued.of(OutboxKind.DIGEST, composer.internal(rendered, to=to), to, sender)
+        for to in addresses
+    ]

@@ -1,0 +1,87 @@
+"""A citizen's message answered outside mail — by phone, at the counter, by letter — marked
+so by an agent, with the reason: it counts as the reply at that time (the delay and the
+"answered" figures), with no signature to check."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    find_message,
+    once,
+    previous,
+)
+from mailbot.config import Config
+from mailbot.core.clock import Clock, utcnow
+from mailbot.core.statuses import Decision, EventKind
+from mailbot.errors import RequestError
+from mailbot.store import UNHANDLED_REASONS, Store, Transaction
+
+
+class AnsweredHow(StrEnum):
+    """How the citizen was answered (``mailbot answered --how``)."""
+
+    PHONE = "phone"
+    COUNTER = "counter"
+    LETTER = "letter"
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The answer recorded; ``first``: it is now the message's first reply (an earlier
+    reply keeps counting otherwise). ``repeated``: the same request was done before."""
+
+    reference: str
+    first: bool
+    repeated: bool = False
+
+
+def mark_answered(
+    config: Config,
+    store: Store,
+    agents: AgentLookup,
+    agent_id: str,
+    message: MessageRef,
+    how: AnsweredHow,
+    reason: str,
+    at: datetime | None = None,
+    key: str | None = None,
+    clock: Clock = utcnow,
+) -> Answered:
+    """Record that ``agent_id`` answered the citizen's ``message`` by ``how`` at ``at``
+    (default: now), with the reason; once per ``key``."""
+    find_agent(config, agents, agent_id)
+    row = find_message(store, message)
+    name = row.reference or f"#{row.id}"
+    if previous(store, EventKind.ANSWERED_ELSEWHERE, key) is not None:
+        return Answered(name, first=False, repeated=True)
+    unhandled = row.decision == Decision.QUARANTINE or (
+        row.decision == Decision.SKIP and row.reasons == UNHANDLED_REASONS
+    )
+    if row.decision != Decision.ACKNOWLEDGE and not unhandled:
+        raise RequestError("reference", name, "not a citizen's message (nothing to answer)")
+    if not reason.strip():
+        raise RequestError("reason", "''", "say how the question was settled")
+    when = at or clock()
+    if when.tzinfo is None or when < row.received_at or when > clock():
+        raise RequestError(
+            "at", when.isoformat(), "between the message's receipt and now, with a zone"
+        )
+    detail = json.dumps(
+        {"how": AnsweredHow(how).value, "agent": agent_id, "reason": reason.strip()},
+        ensure_ascii=False,
+    )
+
+    def record(tx: Transaction) -> int:
+        tx.record_reply(row.id, when, None, detail, EventKind.ANSWERED_ELSEWHERE)
+        return 0
+
+    _, repeated = once(store, EventKind.ANSWERED_ELSEWHERE, key, record)
+    first = row.first_reply_at is None or row.first_reply_at > when
+    return Answered(name, first and not repeated, repeated)

@@ -1,0 +1,222 @@
+"""Delivering queued mail at most once, with retries for temporary failures.
+
+Each mail is committed as 'sending' before it leaves and as 'sent' right after. A crash in
+between leaves it 'sending'; at the next start it becomes 'uncertain' and is never resent
+(``recover_interrupted``): one lost AR, flagged for an agent, is better than two.
+
+What an outbox status means beyond the outbox is decided here: an AR's status is its
+message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
+server is the reply to the citizen. The use cases only queue; when to deliver is the
+faces' decision (``deliver_due`` at once from the CLI, or the worker's delivery thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mailbot.config import OutboxConfig
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
+from mailbot.errors import DeliveryError, ForbiddenRecipientError
+from mailbot.mail.smtp import Envelope, Transport
+from mailbot.store import OutboxItem, Store, Transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    refused: int = 0
+    sent_ids: list[int] = field(default_factory=list)
+
+
+def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
+    """Exponential backoff: base, 2×base, 4×base… capped."""
+    seconds = min(config.retry_base_seconds * (2 ** max(attempts - 1, 0)), config.retry_max_seconds)
+    return timedelta(seconds=seconds)
+
+
+def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values: object) -> None:
+    """Change a queued mail's status; an AR's is also its message's AR status."""
+    tx.set_outbox_status(item.id, status, **values)
+    if item.kind == OutboxKind.AR and item.message_pk is not None:
+        tx.set_ar_status(item.message_pk, ArStatus(status.value))
+
+
+def recover_interrupted(store: Store) -> list[int]:
+    """Outbox items left 'sending' by a crash: we cannot know whether they left.
+
+    mailbot guarantees never two ARs for one message, so an interrupted send is marked
+    'uncertain' and never retried; the event lets an agent check by hand.
+    """
+    with store.transaction() as tx:
+        found = tx.interrupted_sends()
+        for item in found:
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="interrupted while sending")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id} interrupted while sending",
+            )
+    return [item.id for item in found]
+
+
+class Outbox:
+    def __init__(
+        self, store: Store, transport: Transport, config: OutboxConfig, allowed: set[str]
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.config = config
+        self.allowed = {address.lower() for address in allowed}
+        # Set by the worker on SIGTERM: a send in progress is interrupted, not waited for.
+        self.stop = threading.Event()
+
+    def is_allowed(self, item: OutboxItem) -> bool:
+        """Only the original sender of the message, or a configured address, may be mailed."""
+        recipient = item.recipient.lower()
+        if recipient in self.allowed:
+            return True
+        return (item.message_sender or "").lower() == recipient
+
+    def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
+        """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``."""
+        report = DeliveryReport()
+        items = {item.id: item for item in self.store.due_outbox(now or utcnow(), limit)}
+        if not items or self.stop.is_set():
+            return report
+        envelopes = [
+            Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
+            for item in items.values()
+        ]
+        handled: set[int] = set()
+
+        def before(envelope: Envelope) -> bool:
+            item = items[int(envelope.name)]
+            handled.add(item.id)
+            if not self.is_allowed(item):
+                self._fail(item, ForbiddenRecipientError(item.recipient), report, refused=True)
+                return False
+            with self.store.transaction() as tx:
+                return tx.claim_outbox(item.id, attempts=item.attempts + 1)
+
+        def after(envelope: Envelope, error: DeliveryError | None) -> None:
+            item = items[int(envelope.name)]
+            if error is None:
+                self._sent(item, report)
+            elif error.uncertain:
+                self._uncertain(item, error, report)
+            elif error.interrupted:  # a shutdown before the end of DATA: as if never tried
+                self._retry(item, error, report, attempts=item.attempts, delay=timedelta(0))
+            elif error.permanent or item.attempts + 1 >= self.config.max_attempts:
+                self._fail(item, error, report)
+            else:
+                self._retry(item, error, report, attempts=item.attempts + 1)
+
+        try:
+            self.transport.send_batch(envelopes, before, after, self.stop)
+        except DeliveryError as error:
+            # No connection: the mails not handed to the transport yet never left.
+            for item in items.values():
+                if item.id not in handled:
+                    self._retry(item, error, report, attempts=item.attempts + 1)
+        return report
+
+    def _sent(self, item: OutboxItem, report: DeliveryReport) -> None:
+        with self.store.transaction() as tx:
+            # The rendered mail holds the citizen's subject: keep it only while it is needed.
+            set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
+            if item.kind == OutboxKind.REPLY and item.message_pk is not None:
+                # An agent's standard reply: signed by construction (rendering refuses otherwise).
+                tx.record_reply(
+                    item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
+                )
+            else:
+                tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
+        report.sent += 1
+        report.sent_ids.append(item.id)
+        log.debug("sent", extra={"outbox": item.id, "kind": item.kind})
+
+    def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
+        with self.store.transaction() as tx:
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
+            tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
+        report.failed += 1
+        log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
+
+    def _retry(
+        self,
+        item: OutboxItem,
+        error: DeliveryError,
+        report: DeliveryReport,
+        attempts: int,
+        delay: timedelta | None = None,
+    ) -> None:
+        next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
+        with self.store.transaction() as tx:
+            set_status(
+                tx,
+                item,
+                OutboxStatus.PENDING,
+                attempts=attempts,
+                next_attempt_at=next_at,
+                last_error=str(error),
+            )
+            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
+        report.retried += 1
+        log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
+
+    def _fail(
+        self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, refused: bool = False
+    ) -> None:
+        with self.store.transaction() as tx:
+            set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
+            tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
+        if refused:
+            report.refused += 1
+        else:
+            report.failed += 1
+        log.error("send failed", extra={"outbox": item.id, "error": str(error)})
+
+
+class DeliveryLoop:
+    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP.
+
+    The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
+    ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
+    flight (see Transport): a hung SMTP server cannot hold up a shutdown.
+    """
+
+    def __init__(self, outbox: Outbox, interval: float) -> None:
+        self.outbox = outbox
+        self.interval = interval
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stop = self.outbox.stop
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.outbox.deliver_due()
+            except Exception:  # a database hiccup must not end delivery for good
+                log.exception("delivery failed, trying again later")
+            if not stop.is_set():
+                self._wake.wait(self.interval)

@@ -1,0 +1,89 @@
+"""Why mailbot would do what it does with a message: AR decision and routing, no side effect.
+
+Used by `mailbot explain` and by the routing accuracy test, so that what is measured is
+exactly what agents see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mailbot.config import Config
+from mailbot.core.facts import compiled_routing, policy_context, routing_input
+from mailbot.core.message import parse_message
+from mailbot.core.policy import ArDecision, decide_ar
+from mailbot.core.routing import CompiledRouting, RoutingDecision, decide
+from mailbot.mail.relay_auth import RelayVerifier
+
+__all__ = ["Explanation", "compiled_routing", "explain", "format_text", "guess_mailbox"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    mailbox: str
+    subject: str
+    language: str | None
+    ar: ArDecision
+    routing: RoutingDecision | None
+
+    def as_dict(self) -> dict[str, Any]:
+        routing = self.routing
+        return {
+            "mailbox": self.mailbox,
+            "subject": self.subject,
+            "language": self.language,
+            "ar": self.ar.send,
+            "ar_reasons": list(self.ar.reasons),
+            "ar_notes": list(self.ar.notes),
+            "service": routing.service if routing else None,
+            "category": routing.category if routing else None,
+            "priority": routing.priority if routing else None,
+            "reorient": routing.reorient if routing else None,
+            "actions": routing.actions if routing else [],
+            "scores": dict(routing.scores) if routing else {},
+            "rule_hits": [
+                {"rule": hit.rule, "matched": hit.matched, "detail": hit.detail}
+                for hit in (routing.rule_hits if routing else ())
+            ],
+        }
+
+
+def explain(
+    config: Config, routing: CompiledRouting | None, mailbox: str, raw: bytes
+) -> Explanation:
+    relays = config.policy.contact_form_relays
+    parsed = RelayVerifier(relays).verify(raw, parse_message(raw))
+    ar = decide_ar(parsed, policy_context(config, mailbox))
+    facts = routing_input(config, mailbox, parsed)
+    decision = decide(facts, routing) if routing else None
+    return Explanation(mailbox, parsed.subject, facts.language, ar, decision)
+
+
+def guess_mailbox(config: Config, raw: bytes) -> str:
+    """The mailbox a stray .eml was sent to, from its To/Cc; the first mailbox otherwise."""
+    parsed = parse_message(raw)
+    addressed = {*parsed.to, *parsed.cc, *parsed.resent_to}
+    for name, box in config.mailboxes.items():
+        if addressed & set(box.own_addresses):
+            return name
+    return next(iter(config.mailboxes))
+
+
+def format_text(path: str, explanation: Explanation) -> str:
+    e = explanation.as_dict()
+    lines = [
+        f"{path}",
+        f"  mailbox:  {e['mailbox']}   language: {e['language'] or '?'}",
+        f"  AR:       {'yes' if e['ar'] else 'no'} ({', '.join(e['ar_reasons'])})",
+        *(f"            {note}" for note in e["ar_notes"]),
+        f"  service:  {e['service']}   category: {e['category']}   priority: {e['priority']}",
+        f"  actions:  {', '.join(e['actions'])}",
+        f"  scores:   {', '.join(f'{k}={v}' for k, v in e['scores'].items()) or '-'}",
+        "  rules:",
+    ]
+    for hit in e["rule_hits"]:
+        mark = "✔" if hit["matched"] else "·"
+        detail = f"  ({hit['detail']})" if hit["detail"] else ""
+        lines.append(f"    {mark} {hit['rule']}{detail}")
+    return "\n".join(lines)

@@ -1,0 +1,473 @@
+"""Processing an incoming mail, end to end: parse, deduplicate, decide, record, queue the AR.
+
+Everything about a mail — its row, its events, the AR in the outbox and the folder's
+new high-water UID — commits in one transaction, so a crash can neither lose a mail
+nor acknowledge it twice.
+
+Whatever goes wrong with one mail (a header no codec reads, a MIME tree too deep, a value
+the database refuses, a template error) rolls back that mail's transaction alone: the
+mail is then recorded as *quarantined* in a transaction of its own, with the traceback
+(code locations and exception types, no content) as an event, and the poll goes on with
+the next mail. ``mailbot quarantine retry`` processes it again later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from mailbot.app.acknowledge import Plan, Planner, Received
+from mailbot.app.outgoing import enqueue
+from mailbot.config import Config
+from mailbot.core.clock import Clock, utcnow
+from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
+from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.message import ParsedMessage, parse_message
+from mailbot.core.policy import (
+    ArDecision,
+    PolicyContext,
+    decide_ar,
+    find_reference,
+    reply_address,
+    similar_subjects,
+)
+from mailbot.core.routing import RoutingDecision, decide
+from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.errors import FirstPollError, StoreError
+from mailbot.logs import safe_error, safe_traceback
+from mailbot.mail.compose import Composer
+from mailbot.mail.relay_auth import RelayVerifier
+from mailbot.render.templates import Renderer
+from mailbot.store import NewMessage, Store, Transaction
+
+log = logging.getLogger(__name__)
+RELANCE_WORKING_DAYS = 10
+RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
+# The event that records each decision about a citizen's mail.
+DECISION_EVENTS = {
+    Decision.ACKNOWLEDGE: EventKind.AR_QUEUED,
+    Decision.FOLLOW_UP: EventKind.FOLLOW_UP,
+    Decision.SKIP: EventKind.SKIPPED,
+}
+REORIENTATION_REPLY = "automatic:reorientation"  # the detail of its reply event
+
+
+def _none() -> int:
+    return 0
+
+
+def first_poll_refusal(store: Store, mailbox: str, folder: str, count: int) -> str:
+    """What happened and what to do, for an operator reading a cron mail or the journal."""
+    return (
+        f"mailbox {mailbox}, folder {folder}: the database {store.where} holds no state for "
+        f"this folder, which already holds {count} mail(s); nothing was acknowledged. "
+        "If this is a first start, record the history without sending anything with "
+        "`mailbot backfill --since YYYY-MM-DD`, or acknowledge what is there with "
+        "`--acknowledge-existing` (poll/run). If mailbot ran before, this is the wrong "
+        "database: check `database:` in rules.yaml (`mailbot check` prints it)."
+    )
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a mail was read: mailbox, folder and the folder's UIDVALIDITY."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+
+    @property
+    def folder_key(self) -> tuple[str, str, int]:
+        return self.mailbox, self.folder, self.uidvalidity
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What acknowledging a mail gave: its reference, routing, language, and the mails
+    to send (none when a backfill records history)."""
+
+    reference: str | None = None
+    routing: RoutingDecision | None = None
+    language: str | None = None
+    plan: Plan | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        renderer: Renderer,
+        clock: Clock = utcnow,
+        send: bool = True,
+        acknowledge_existing: bool = False,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        # send=False is the backfill of history: decide and route, record, never send.
+        self.send = send
+        # A first poll acknowledges the mail already there only when asked (demo, --flag).
+        self.acknowledge_existing = acknowledge_existing
+        self.routing = compiled_routing(config)
+        self.calendar = WorkingCalendar(timezone=config.timezone)
+        self.planner = Planner(config, renderer, Composer.from_config(config))
+        # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
+        self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)
+
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = _none
+    ) -> int:
+        """Return the UID to read after; a new UIDVALIDITY means re-reading from the start.
+
+        ``existing`` counts the mail already in the folder. A folder this database holds no
+        state for, with mail in it, is refused (FirstPollError) unless acknowledge_existing:
+        it is either a first start that would answer every old mail, or the wrong (empty)
+        database. Backfill (send=False) is how history is recorded instead.
+        """
+        with self.store.transaction() as tx:
+            state = tx.folder_state(mailbox, folder)
+            if self.send and tx.backfill_pending(mailbox, folder):
+                raise FirstPollError(
+                    f"mailbox {mailbox}, folder {folder}: a backfill of this folder started and"
+                    " did not finish; nothing was acknowledged. Run `mailbot backfill` again"
+                    " to finish it."
+                )
+            if state is not None and state.uidvalidity == uidvalidity:
+                return state.last_uid
+            if state is not None:
+                log.warning(
+                    "uidvalidity changed: re-syncing, known mail is deduplicated",
+                    extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
+                )
+                tx.add_event(
+                    None, EventKind.UIDVALIDITY_CHANGED, f"{mailbox}/{folder}: {uidvalidity}"
+                )
+            elif self.send and not self.acknowledge_existing:
+                count = existing()
+                if count:
+                    raise FirstPollError(first_poll_refusal(self.store, mailbox, folder, count))
+            tx.save_folder_state(mailbox, folder, uidvalidity, 0)
+            return 0
+
+    def process(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        mail: IncomingMail,
+        existing: int | None = None,
+    ) -> Outcome:
+        """Record one mail and queue what it is owed; never raises for a bad mail.
+
+        ``existing`` is the row of a quarantined mail processed again: that row is
+        updated (never a second one) and the folder's high-water UID is left alone.
+        """
+        where = Where(mailbox, folder, uidvalidity)
+        parsed: ParsedMessage | None = None
+        try:
+            parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
+            with self.store.transaction() as tx:
+                if existing is None:
+                    tx.save_folder_state(*where.folder_key, mail.uid)
+                else:
+                    tx.add_event(existing, EventKind.RETRIED, "")
+                found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
+                original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
+                if original is not None:
+                    outcome = self._duplicate(tx, where, mail, parsed, original, existing)
+                else:
+                    outcome = self._decide(tx, where, mail, parsed, existing)
+        except Exception as exc:  # quarantine, never lose the mail nor stop the worker
+            outcome = self._quarantine(where, mail, parsed, exc, existing)
+        _log(outcome)
+        return outcome
+
+    # -----------------------------------------------------------------------------------
+    def _decide(
+        self,
+        tx: Transaction,
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        existing: int | None,
+    ) -> Outcome:
+        """The AR decision, and what follows from it: a reference, the routing, the mails."""
+        context, parent_pk = self._context(tx, where.mailbox, parsed)
+        decision = decide_ar(parsed, context)
+        handling = Handling()
+        if decision.send and decision.recipient:
+            handling = self._acknowledge(tx, where.mailbox, mail, parsed, decision.recipient)
+        plan = handling.plan
+        row = new_message(
+            where,
+            mail,
+            parsed,
+            _decision_name(decision),
+            decision.reasons,
+            sender=decision.recipient,
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
+            reference=handling.reference,
+            parent_id=parent_pk,
+            ar_status=_ar_status(plan, decision, self.send),
+            ar_message_id=plan.mails[0].message_id if plan is not None else None,
+            language=handling.language,
+            sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
+            transferred=int(plan is not None and plan.transferred_to is not None),
+            **_routing_columns(handling.routing),
+        )
+        message_pk = _save(tx, row, existing)
+        if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
+            tx.count_relance(parent_pk)  # the citizen writing again about that message
+        tx.add_events(
+            message_pk,
+            (EventKind.RECEIVED, parsed.content_type),
+            (DECISION_EVENTS[row.decision], ",".join(decision.reasons)),
+            *_plan_events(plan),
+        )
+        if plan is not None:
+            _queue(tx, message_pk, mail, plan)
+        return Outcome(
+            where.mailbox,
+            mail.uid,
+            row.decision,
+            decision.reasons,
+            handling.reference or decision.follow_up_of,
+            parsed.subject,
+            message_pk,
+            _route_label(plan, handling.routing),
+        )
+
+    def _acknowledge(
+        self,
+        tx: Transaction,
+        mailbox: str,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        recipient: str,
+    ) -> Handling:
+        """A reference, the routing and what to send (nothing when backfilling)."""
+        reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
+        facts = routing_input(self.config, mailbox, parsed)
+        routing = decide(facts, self.routing) if self.routing is not None else None
+        if not self.send:
+            return Handling(reference, routing, facts.language)
+        received = Received(
+            mailbox, mail.raw, parsed, mail.internaldate, reference, recipient, facts.language
+        )
+        return Handling(reference, routing, facts.language, self.planner.plan(received, routing))
+
+    def _duplicate(
+        self,
+        tx: Transaction,
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        original: int,
+        existing: int | None,
+    ) -> Outcome:
+        """A second copy of a recorded mail (same Message-ID and same content): recorded
+        as such, linked to the first, and never acknowledged again."""
+        row = new_message(
+            where,
+            mail,
+            parsed,
+            Decision.DUPLICATE,
+            (DUPLICATE_REASON,),
+            in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
+            parent_id=original,
+        )
+        message_pk = _save(tx, row, existing)
+        tx.add_event(message_pk, EventKind.DUPLICATE, f"copy of message {original}")
+        return Outcome(
+            where.mailbox,
+            mail.uid,
+            Decision.DUPLICATE,
+            (DUPLICATE_REASON,),
+            None,
+            parsed.subject,
+            message_pk,
+        )
+
+    def _context(
+        self, tx: Transaction, mailbox: str, parsed: ParsedMessage
+    ) -> tuple[PolicyContext, int | None]:
+        """The policy's facts about this mail that only the database knows."""
+        policy = self.config.policy
+        recipient = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
+        window = timedelta(hours=policy.rate_limit.window_hours)
+        recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
+        subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
+        thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
+        if thread is None and recipient:
+            thread = self._same_request(tx, mailbox, recipient, parsed.subject)
+        context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
+        return context, thread[0] if thread else None
+
+    def _same_request(
+        self, tx: Transaction, mailbox: str, sender: str, subject: str
+    ) -> tuple[int, str] | None:
+        """A relance without threading: same sender, similar subject, within 10 working days,
+        on a message still unanswered."""
+        since = self.clock() - timedelta(days=RELANCE_CALENDAR_DAYS)
+        for pk, reference, received_at, earlier in tx.unanswered_from(mailbox, sender, since):
+            recent = self.calendar.delay(received_at, self.clock()) <= RELANCE_WORKING_DAYS
+            if recent and similar_subjects(subject, earlier):
+                return pk, reference
+        return None
+
+    def _quarantine(
+        self,
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage | None,
+        exc: Exception,
+        existing: int | None,
+    ) -> Outcome:
+        """Record the mail as quarantined, in a transaction of its own.
+
+        The first attempt keeps what was parsed (Message-ID, subject) for the listings;
+        should the database refuse even that, a row with only the mail's location and
+        hash follows. If that fails too the database itself is unusable: StoreError,
+        and the folder's high-water mark stays below this mail, which is read again.
+        """
+        located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
+        log.error("quarantined", exc_info=exc, extra=located)
+        reason = f"error:{safe_error(exc)}"[:300]
+        trace = safe_traceback(exc)
+        attempts = (parsed, None) if parsed is not None else (None,)
+        for known in attempts:
+            row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
+            try:
+                with self.store.transaction() as tx:
+                    if existing is None:
+                        tx.save_folder_state(
+                            where.mailbox, where.folder, where.uidvalidity, mail.uid
+                        )
+                    message_pk = _save(tx, row, existing)
+                    tx.add_event(message_pk, EventKind.QUARANTINED, trace)
+            except Exception as refused:
+                log.error("quarantine row refused", exc_info=refused, extra=located)
+                continue
+            return Outcome(
+                where.mailbox,
+                mail.uid,
+                Decision.QUARANTINE,
+                (reason,),
+                None,
+                row.subject,
+                message_pk,
+            )
+        raise StoreError(f"mailbox {where.mailbox}: cannot record UID {mail.uid}, even quarantined")
+
+
+def new_message(
+    where: Where,
+    mail: IncomingMail,
+    parsed: ParsedMessage | None,
+    decision: Decision,
+    reasons: tuple[str, ...],
+    **decided: Any,
+) -> NewMessage:
+    """The one row recorded about a mail, whatever was decided (``decided``: the columns a
+    decision fills). ``parsed`` is None when even parsing failed (quarantine)."""
+    return NewMessage(
+        mailbox=where.mailbox,
+        folder=where.folder,
+        uidvalidity=where.uidvalidity,
+        uid=mail.uid,
+        message_id=parsed.message_id if parsed else None,
+        content_hash=parsed.content_hash if parsed else hashlib.sha256(mail.raw).hexdigest(),
+        fingerprint=parsed.fingerprint if parsed else None,
+        received_at=mail.internaldate,
+        sender=decided.pop("sender", None),
+        subject=parsed.subject if parsed else "",
+        in_reply_to=decided.pop("in_reply_to", None),
+        decision=decision,
+        reasons=reasons,
+        size=max(len(mail.raw), mail.size),
+        defects=(*(parsed.defects if parsed else ()), *mail.defects),
+        **decided,
+    )
+
+
+def _log(outcome: Outcome) -> None:
+    log.info(
+        "message",
+        extra={
+            "mailbox": outcome.mailbox,
+            "uid": outcome.uid,
+            "reference": outcome.reference or "-",
+            "decision": outcome.decision,
+            "reason": ",".join(outcome.reasons),
+        },
+    )
+
+
+def _queue(tx: Transaction, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
+    if plan.reoriented_to:
+        # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
+        tx.record_reply(message_pk, mail.internaldate, True, REORIENTATION_REPLY)
+    enqueue(tx, message_pk, plan.mails)
+
+
+def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
+    if existing is None:
+        return tx.insert_message(row)
+    tx.update_message(existing, row)
+    return existing
+
+
+def _routing_columns(routing: RoutingDecision | None) -> dict[str, Any]:
+    if routing is None:
+        return {}
+    matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]
+    return {
+        "service": routing.service,
+        "category": routing.category,
+        "priority": routing.priority,
+        "reorient": routing.reorient,
+        "routing": json.dumps(
+            {"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False
+        ),
+    }
+
+
+def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:
+    if plan is not None and plan.transferred_to:
+        return f"→ {plan.transferred_to}"
+    if plan is not None and plan.reoriented_to:
+        return f"↪ {plan.reoriented_to}"
+    return routing.service if routing else ""
+
+
+def _plan_events(plan: Plan | None) -> list[tuple[EventKind, str]]:
+    if plan is None:
+        return []
+    found = []
+    if plan.transferred_to:
+        found.append((EventKind.TRANSFERRED, plan.transferred_to))
+    if plan.reoriented_to:
+        # Answered at once by mailbot: counted as an automatic reply with a 0-day delay.
+        found.append((EventKind.REORIENTED, plan.reoriented_to))
+    return found
+
+
+def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> ArStatus:
+    if plan is not None:
+        return ArStatus.PENDING
+    return ArStatus.BACKFILL if decision.send and not send else ArStatus.NONE
+
+
+def _decision_name(decision: ArDecision) -> Decision:
+    if decision.send:
+        return Decision.ACKNOWLEDGE
+    if decision.follow_up_of:
+        return Decision.FOLLOW_UP
+    return Decision.SKIP

@@ -1,0 +1,62 @@
+"""Looking after the installation: the configuration and templates checked together, the
+mailboxes whose mail comes without Return-Path, and the retention of citizens' data."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from mailbot.config import Config
+from mailbot.core.clock import Clock, utcnow
+from mailbot.render.templates import Renderer
+from mailbot.store import Store
+
+MISSING_RETURN_PATH_SHARE = 0.5
+MISSING_RETURN_PATH_SAMPLE = 10
+
+
+def check(config: Config) -> Renderer:
+    """Every template loaded and test-rendered, and each mailbox's AR template fits it."""
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    renderer.check_config(config)
+    return renderer
+
+
+def database_shown(config: Config) -> str:
+    """The database URL as it may be printed: the password hidden."""
+    return make_url(config.database).render_as_string(hide_password=True)
+
+
+def return_path_warnings(config: Config) -> list[str]:
+    """Mailboxes whose recent mail mostly came without a Return-Path header: under the
+    default policy none of it is acknowledged, and only the records would show it."""
+    if config.policy.answers_from:
+        return []
+    url = make_url(config.database)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return []  # nothing recorded yet (and check must not create a database)
+    store = Store(config.database)
+    found = []
+    try:
+        for name in config.mailboxes:
+            missing, looked = store.missing_return_path_share(name)
+            if (
+                looked >= MISSING_RETURN_PATH_SAMPLE
+                and missing > looked * MISSING_RETURN_PATH_SHARE
+            ):
+                found.append(
+                    f"mailbox {name}: {missing} of its last {looked} mails had no Return-Path"
+                    " header and got no AR; if the server delivers without it, set"
+                    " policy.missing_return_path: use_from"
+                )
+    finally:
+        store.close()
+    return found
+
+
+def purge(config: Config, store: Store, days: int | None = None, clock: Clock = utcnow) -> int:
+    """Delete what is known of messages received more than ``days`` (default:
+    retention.days) ago; the number of messages deleted."""
+    return store.purge(clock() - timedelta(days=days or config.retention.days))

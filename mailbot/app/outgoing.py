@@ -1,0 +1,92 @@
+"""What the use cases queue: mails built by the Composer, put in the outbox in the caller's
+transaction (so that a mail is queued if and only if what it is about was recorded). The
+outbox delivers them later: when, is the face's decision (``mailbot.app.delivery``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailbot.config import Config
+from mailbot.core.dates import date_fr
+from mailbot.core.statuses import OutboxKind
+from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.mail.forward import cover_note
+from mailbot.render.variables import answer_deadline
+from mailbot.store import Transaction
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One mail to queue: its kind, envelope and bytes."""
+
+    kind: OutboxKind
+    recipient: str
+    envelope_from: str
+    message_id: str
+    raw: bytes
+
+    @classmethod
+    def of(cls, kind: OutboxKind, mail: OutgoingMail, recipient: str, envelope_from: str) -> Queued:
+        return cls(kind, recipient, envelope_from, str(mail["Message-ID"]), mail.as_bytes())
+
+
+def enqueue(tx: Transaction, message_pk: int | None, mails: Iterable[Queued]) -> list[int]:
+    """Queue the mails about ``message_pk`` (None: about no message); their outbox ids."""
+    return [
+        tx.enqueue(message_pk, q.kind, q.recipient, q.envelope_from, q.message_id, q.raw)
+        for q in mails
+    ]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A citizen's mail on its way to a service: what the cover note says about it."""
+
+    mailbox: str
+    reference: str
+    subject: str
+    received_at: datetime
+    citizen: str
+    service: str
+    category: str
+    by: str | None = None  # the agent who transferred it, when not the routing
+    reason: str | None = None
+
+
+def forwards(
+    config: Config, composer: Composer, transfer: Transfer, original: bytes
+) -> tuple[Queued, ...]:
+    """The original, attached unaltered, to each address of the service, with the note
+    that says by when the citizen expects an answer and how to answer so it is tracked."""
+    box = config.mailboxes[transfer.mailbox]
+    note = cover_note(
+        reference=transfer.reference,
+        received_at=date_fr(transfer.received_at, timezone=config.timezone),
+        deadline=date_fr(
+            answer_deadline(transfer.received_at, config.timezone),
+            timezone=config.timezone,
+            style="date",
+        ),
+        service_name=config.services[transfer.service].name,
+        citizen=transfer.citizen,
+        mailbox_address=box.address,
+        category=transfer.category,
+        tracking_address=config.sender.tracking_address,
+        transferred_by=transfer.by,
+        reason=transfer.reason,
+    )
+    found = []
+    for to in config.services[transfer.service].addresses:
+        message_id, raw = composer.forward(
+            original,
+            mailbox_address=box.address,
+            reference=transfer.reference,
+            subject=transfer.subject,
+            note=note,
+            to=to,
+            citizen=transfer.citizen,
+        )
+        found.append(Queued(OutboxKind.FORWARD, to, box.address, message_id, raw))
+    return tuple(found)

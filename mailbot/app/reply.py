@@ -1,0 +1,184 @@
+"""An agent's reply to a tracked message: a standard reply (a template the agent fills) or
+a free reply (the agent's own text), previewed, then sent.
+
+Both are signed and threaded the same way: the agent's signature (CRPA L111-2: first and
+last name, function, administrative address) is checked first and a reply whose
+signature would lack an element is refused, naming it; the reply goes from the mailbox
+the citizen wrote to, in the thread of their message (In-Reply-To/References, ``[REF]``
+in the subject), to the address the AR went to. Sending queues it with a ``reply_queued``
+event; once the server accepts it, it is the reply the indicators count (``reply_sent``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailbot.app.outgoing import Queued, enqueue
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    once,
+    previous,
+    tracked_message,
+)
+from mailbot.config import Agent, Config
+from mailbot.core.statuses import EventKind, OutboxKind
+from mailbot.errors import RequestError
+from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.render.catalogue import TemplateMeta
+from mailbot.render.templates import Renderer
+from mailbot.render.variables import agent_variables
+from mailbot.store import Store, Transaction
+
+FREE_TEMPLATE = "reponse-libre"  # the free reply: the agent's text in the standard frame
+FREE_TEXT = "texte"  # ... and the variable that holds that text
+GREETING_NAME = "usager_nom"  # filled with the name the citizen's mail showed
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+SIGNATURE = ("first_name", "last_name", "function", "service", "postal_address", "phone")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the agent wants to send: a template and the variables they fill in, or, for a
+    free reply, their own text (it goes into the ``reponse-libre`` template)."""
+
+    template: str = FREE_TEMPLATE
+    variables: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def standard(cls, template: str, variables: Mapping[str, object] | None = None) -> Draft:
+        return cls(template, dict(variables or {}))
+
+    @classmethod
+    def free(cls, text: str) -> Draft:
+        """The agent's text as paragraphs the template lays out: LF line ends, no trailing
+        spaces, one blank line between paragraphs."""
+        lines = [
+            line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        ]
+        return cls(
+            FREE_TEMPLATE, {FREE_TEXT: _PARAGRAPH_BREAK.sub("\n\n", "\n".join(lines)).strip()}
+        )
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A mail as it would leave: its subject, text and HTML parts, and who would get it."""
+
+    subject: str
+    text: str
+    html: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A request done: the outbox ids of what it queued (delivery follows), and whether
+    it had been done before under the same idempotency key (then nothing new was queued,
+    and ``outbox_ids`` holds the first mail the first request queued, if any)."""
+
+    outbox_ids: tuple[int, ...]
+    repeated: bool = False
+
+
+def preview_of(mail: OutgoingMail, recipients: tuple[str, ...]) -> Preview:
+    parsed = mail.parsed()
+    text = parsed.get_body(("plain",))
+    html = parsed.get_body(("html",))
+    return Preview(
+        subject=str(parsed["Subject"]),
+        text=text.get_content() if text is not None else "",
+        html=html.get_content() if html is not None else "",
+        recipients=recipients,
+    )
+
+
+class Replies:
+    """Standard and free replies to tracked messages, for the CLI and the web console."""
+
+    def __init__(
+        self, config: Config, store: Store, renderer: Renderer, agents: AgentLookup
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.agents = agents
+        self.composer = Composer.from_config(config)
+
+    def preview(self, agent_id: str, message: MessageRef, draft: Draft) -> Preview:
+        """The reply as the citizen would get it; nothing is queued or recorded."""
+        row = tracked_message(self.store, message)
+        return preview_of(self._build(agent_id, row, draft), (row.sender,))
+
+    def send(
+        self, agent_id: str, message: MessageRef, draft: Draft, key: str | None = None
+    ) -> Sent:
+        """Queue the reply (once per ``key``), with a ``reply_queued`` event naming the
+        agent and the template."""
+        done = previous(self.store, EventKind.REPLY_QUEUED, key)
+        if done is not None:
+            return Sent((done,) if done else (), repeated=True)
+        row = tracked_message(self.store, message)
+        mail = self._build(agent_id, row, draft)
+        box = self.config.mailboxes[row.mailbox]
+        queued = Queued.of(OutboxKind.REPLY, mail, row.sender, box.address)
+        detail = json.dumps({"agent": agent_id, "template": draft.template}, ensure_ascii=False)
+
+        def record(tx: Transaction) -> int:
+            (outbox_id,) = enqueue(tx, row.id, [queued])
+            tx.add_event(row.id, EventKind.REPLY_QUEUED, detail)
+            return outbox_id
+
+        outbox_id, repeated = once(self.store, EventKind.REPLY_QUEUED, key, record)
+        return Sent((outbox_id,) if outbox_id else (), repeated)
+
+    def _build(self, agent_id: str, row: sa.Row[Any], draft: Draft) -> OutgoingMail:
+        agent = find_agent(self.config, self.agents, agent_id)
+        meta = self.renderer.meta(draft.template)
+        signature = agent_variables(agent, self.config)
+        _check_signature(agent_id, agent, signature, meta)
+        if draft.template == FREE_TEMPLATE and not str(draft.variables.get(FREE_TEXT, "")).strip():
+            raise RequestError("text", "''", "a free reply needs its text")
+        variables: dict[str, object] = {
+            "reference": row.reference,
+            "received_at": row.received_at,
+            "original_subject": row.subject,
+            "agent": signature,
+            "prefecture": self.config.prefecture.model_dump(),
+        }
+        if row.sender_name and GREETING_NAME in {*meta.required, *meta.optional}:
+            variables[GREETING_NAME] = row.sender_name
+        variables.update(draft.variables)
+        return self.composer.to_citizen(
+            self.renderer.render(draft.template, variables),
+            mailbox_address=self.config.mailboxes[row.mailbox].address,
+            to=row.sender,
+            in_reply_to=row.message_id,
+            references=[row.message_id] if row.message_id else [],
+            automatic=False,
+        )
+
+
+def _check_signature(
+    agent_id: str, agent: Agent, signature: Mapping[str, object], meta: TemplateMeta
+) -> None:
+    """Refuse a reply whose signature would lack an element, naming it (and where to add
+    it): mailbot never sends an incomplete signature."""
+    spec = meta.required.get("agent") or meta.optional.get("agent")
+    wanted = spec.fields if spec is not None and spec.fields else SIGNATURE
+    missing = [name for name in wanted if not str(signature.get(name) or "").strip()]
+    if missing:
+        where = ", ".join(f"agent.{name}" for name in missing)
+        raise RequestError(
+            "agent",
+            agent_id,
+            f"the signature lacks {where} (agents.yaml for the agent, rules.yaml for the "
+            f"service {agent.service}): a reply is never sent without it",
+        )

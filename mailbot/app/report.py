@@ -1,0 +1,322 @@
+"""The weekly (or monthly) delay report to management: tables, a chart and a CSV.
+
+Presentation only: every figure comes from mailbot.core.indicators (compute_arrays and
+message_delays); this module chooses periods, lays them out and builds the email.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from mailbot.app import indicators
+from mailbot.app.outgoing import Queued, enqueue
+from mailbot.config import Config
+from mailbot.core.digests import WHY
+from mailbot.core.indicators import Indicators, message_delays
+from mailbot.core.periods import Period, week_period
+from mailbot.core.schedule import parse_weekly
+from mailbot.core.statuses import OutboxKind
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.errors import ConfigError
+from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.render.chart import weekly_chart
+from mailbot.render.templates import Renderer
+from mailbot.store import Store, Transaction
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "rapport-delais"
+CSV_COLUMNS = (
+    "Référence",
+    "Boîte",
+    "Service",
+    "Catégorie",
+    "Reçu le",
+    "Répondu le",
+    "Délai (jours ouvrés)",
+    "Dans les 5 jours ouvrés",
+    "Relances",
+    "Signature complète",
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    period: Period
+    subject: str
+    mail: OutgoingMail
+    html: str
+    png: bytes
+    csv: bytes
+
+
+class ReportBuilder:
+    def __init__(self, config: Config, store: Store, renderer: Renderer) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.composer = Composer.from_config(config)
+        self.calendar = WorkingCalendar(timezone=config.timezone)
+        # figures(start, end, as_of, mailbox=None, service=None): the indicators' own.
+        self.figures = functools.partial(indicators.figures, config, store)
+
+    def build(self, period: Period, as_of: date) -> Report:
+        current = self.figures(period.start, period.end, as_of)
+        previous_period = period.previous()
+        previous = self.figures(previous_period.start, previous_period.end, as_of)
+        month = self.figures(period.end.replace(day=1), period.end, as_of)
+        rows = self._messages(period, as_of)
+        tracked = [r for r in rows if not r["why"]]  # the others have their own section
+        variables = {
+            "period": {
+                "kind": period.kind,
+                "label": period.label,
+                "start": period.start.isoformat(),
+                "end": period.end.isoformat(),
+            },
+            "summary": self._summary(current),
+            "qualepref": self._qualepref(current, previous, month),
+            "breakdown": self._breakdown(period, as_of),
+            "late": [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE],
+            "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
+            "unacknowledged": [r for r in rows if r["why"]],
+            "signature": self._signatures(current, rows),
+            "activity": {
+                "ars_sent": current.ars_sent,
+                "transfers": current.transfers,
+                "notice_share": _percent(current.transfer_notice_share),
+                "reorientations": sum(1 for r in rows if r["reorient"]),
+            },
+            "prefecture": self.config.prefecture.model_dump(),
+        }
+        rendered = self.renderer.render(TEMPLATE, variables)
+        png = self._chart(period, as_of)
+        data = self._csv(rows)
+        mail = self.composer.report(rendered, png, data, f"delais-{period.label}.csv")
+        return Report(period, rendered.subject, mail, rendered.html, png, data)
+
+    # -- parts ----------------------------------------------------------------------------
+    def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
+        since, until = indicators.period_bounds(self.calendar, period.start, period.end)
+        found = self.store.indicator_rows(since, until)
+        received = np.array(
+            [self.calendar.local_date(r["received_at"]) for r in found], dtype="datetime64[D]"
+        )
+        replied = np.array(
+            [
+                self.calendar.local_date(r["replied_at"]) if r["replied_at"] else "NaT"
+                for r in found
+            ],
+            dtype="datetime64[D]",
+        )
+        delays = message_delays(received, replied, as_of, self.calendar)
+        rows = []
+        for row, got, answer, delay in zip(found, received, replied, delays, strict=True):
+            rows.append(
+                {
+                    "reference": row["reference"] or f"#{row['id']}",
+                    "why": WHY.get(row.get("attention") or "", ""),
+                    "mailbox": row["mailbox"],
+                    "service": row["service"] or "",
+                    "category": row["category"] or "",
+                    "subject": row["subject"] or "",
+                    "received": str(got),
+                    "replied": "" if np.isnat(answer) else str(answer),
+                    "delay": int(delay),
+                    "within": (not np.isnat(answer)) and int(delay) <= DEADLINE,
+                    "relances": int(row["relances"] or 0),
+                    "signature": row["first_reply_complete"],
+                    "reorient": row.get("reorient"),
+                }
+            )
+        return rows
+
+    def _summary(self, current: Indicators) -> str:
+        rate = _percent(current.rate_within_5)
+        mean = "-" if current.mean_delay is None else f"{current.mean_delay:.2f}".replace(".", ",")
+        return (
+            f"{current.received} messages reçus, {current.answered} répondus, "
+            f"{current.overdue} en retard. Réponses dans les 5 jours ouvrés : {rate} "
+            f"(objectif > 75 %). Délai moyen : {mean} jours ouvrés (objectif < 5 jours)."
+        )
+
+    @staticmethod
+    def _qualepref(
+        current: Indicators, previous: Indicators, month: Indicators
+    ) -> list[dict[str, str]]:
+        table = []
+        for name, label, kind in (
+            ("rate_within_5", "Réponses dans les 5 jours ouvrés", "rate"),
+            ("mean_delay", "Délai moyen de réponse", "days"),
+            ("complaint_rate_within_5", "Réclamations répondues dans les 5 jours ouvrés", "rate"),
+            ("complaint_mean_delay", "Délai moyen de réponse aux réclamations", "days"),
+        ):
+            figure = next(f for f in current.figures() if f.name == name)
+            table.append(
+                {
+                    "label": label,
+                    "target": figure.target or "",
+                    "current": _format(getattr(current, name), kind),
+                    "previous": _format(getattr(previous, name), kind),
+                    "month": _format(getattr(month, name), kind),
+                    "mark": "✔ atteint"
+                    if figure.met
+                    else "✘ non atteint"
+                    if figure.met is not None
+                    else "– sans objet",
+                    "met": "yes" if figure.met else "no" if figure.met is not None else "n/a",
+                }
+            )
+        return table
+
+    def _breakdown(self, period: Period, as_of: date) -> list[dict[str, str]]:
+        table = []
+        groups = [("Boîte", name, {"mailbox": name}) for name in self.config.mailboxes]
+        groups += [("Service", name, {"service": name}) for name in self.config.services]
+        for kind, name, where in groups:
+            figures = self.figures(period.start, period.end, as_of, **where)
+            if figures.received == 0:
+                continue
+            table.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "received": str(figures.received),
+                    "answered": str(figures.answered),
+                    "within": _format(figures.rate_within_5, "rate"),
+                    "mean": _format(figures.mean_delay, "days"),
+                    "overdue": str(figures.overdue),
+                    "relances": str(figures.relances),
+                }
+            )
+        return table
+
+    @staticmethod
+    def _signatures(current: Indicators, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        incomplete: dict[str, int] = {}
+        for row in rows:
+            if row["signature"] == 0:
+                incomplete[row["service"] or "-"] = incomplete.get(row["service"] or "-", 0) + 1
+        return {
+            "rate": _percent(current.signature_completeness),
+            "incomplete": [{"service": k, "count": v} for k, v in sorted(incomplete.items())],
+        }
+
+    def _chart(self, period: Period, as_of: date) -> bytes:
+        weeks = [week_period(period.end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
+        figures = [self.figures(w.start, w.end, as_of) for w in weeks]
+        return weekly_chart(
+            [w.label.split("-")[1] for w in weeks],
+            [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for f in figures],
+            [np.nan if f.mean_delay is None else f.mean_delay for f in figures],
+        )
+
+    @staticmethod
+    def _csv(rows: list[dict[str, Any]]) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=";")
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(
+                [
+                    row["reference"],
+                    row["mailbox"],
+                    row["service"],
+                    row["category"],
+                    row["received"],
+                    row["replied"],
+                    row["delay"] if row["replied"] else "",
+                    ("oui" if row["within"] else "non") if row["replied"] else "",
+                    row["relances"],
+                    "" if row["signature"] is None else ("oui" if row["signature"] else "non"),
+                ]
+            )
+        return buffer.getvalue().encode("utf-8-sig")  # BOM: Excel opens the accents right
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %".replace(".", ",")
+
+
+def _format(value: float | int | None, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "rate":
+        return _percent(float(value))
+    return f"{float(value):.2f} j".replace(".", ",")
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def check_recipients(config: Config, source: str, recipients: Sequence[str] = ()) -> list[str]:
+    """The report's recipients (default: reports.weekly.to); each must be a configured
+    address, since a report is mailbot writing to the prefecture's staff."""
+    found = list(recipients) or list(config.reports.weekly.to)
+    if not found:
+        raise ConfigError(source, "reports.weekly.to", "no recipient configured")
+    for recipient in found:
+        if recipient.lower() not in config.configured_recipients:
+            raise ConfigError(
+                source, "reports.weekly.to", f"{recipient} is not a configured address"
+            )
+    return found
+
+
+def queue_report(
+    tx: Transaction, config: Config, report: Report, recipients: Sequence[str]
+) -> list[int]:
+    """One copy of the report for each recipient; their outbox ids."""
+    queued = []
+    for recipient in recipients:
+        report.mail.readdress(recipient)
+        mail = Queued.of(OutboxKind.REPORT, report.mail, recipient, config.sender.envelope_from)
+        queued += enqueue(tx, None, [mail])
+    return queued
+
+
+def send_report(
+    config: Config, store: Store, report: Report, recipients: Sequence[str]
+) -> list[int]:
+    """Queue a report built on demand (``mailbot report --send``)."""
+    with store.transaction() as tx:
+        return queue_report(tx, config, report, recipients)
+
+
+def report_due(now: datetime, cron: str, zone: Any) -> bool:
+    """Whether this week's report time (``"mon 08:00"``, or the first time a crontab names
+    in the week) has passed: the week before is then due."""
+    local = now.astimezone(zone)
+    scheduled = parse_weekly(cron).first_in_week(local.date(), zone)
+    return scheduled is not None and local >= scheduled
+
+
+def send_weekly_report(
+    config: Config, store: Store, renderer: Renderer, now: datetime
+) -> str | None:
+    """Queue the last complete week's report once, ever: the claim and the queued mails
+    commit together, so a restart neither skips nor repeats a week. Returns the week queued."""
+    calendar = WorkingCalendar(timezone=config.timezone)
+    if not report_due(now, config.reports.weekly.cron, calendar.zone):
+        return None
+    today = now.astimezone(calendar.zone).date()
+    period = week_period(today - timedelta(days=7))
+    recipients = list(config.reports.weekly.to)
+    if not recipients:
+        return None
+    report = ReportBuilder(config, store, renderer).build(period, today)
+    with store.transaction() as tx:
+        if not tx.claim_once(f"report-weekly-{period.label}"):
+            return None
+        queue_report(tx, config, report, recipients)
+    log.info("weekly report queued", extra={"week": period.label})
+    return period.label

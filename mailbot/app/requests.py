@@ -1,0 +1,98 @@
+"""What every agent's request (a reply, a transfer, a message answered elsewhere) needs:
+the message it is about, the agent making it, and the guarantee that it is done once.
+
+The CLI and the web console name a message by its tracking reference (``SM-2026-000123``)
+or its row id (``42`` or ``#42``, for mail without a reference). A request may carry an
+idempotency key — the web console's form token — stored with what the request did: a
+double click, or the same form sent from two tabs, queues one mail and records one event.
+A key made from the message's state when the form was shown (its id and its last event)
+is shared by two tabs opened on the same message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailbot.config import Agent, Config
+from mailbot.core.statuses import Decision
+from mailbot.errors import ConfigError, RepeatedRequestError, RequestError
+from mailbot.store import Store, Transaction
+
+MessageRef = str | int  # a tracking reference, or a row id (42, "42", "#42")
+AgentLookup = Callable[[str], Agent | None]  # agents.yaml, as the face reads it
+_ROW_ID = re.compile(r"^#?(\d{1,12})$")
+
+
+def _lookup(store: Store, ref: MessageRef) -> sa.Row[Any] | None:
+    text = str(ref).strip()
+    row_id = _ROW_ID.match(text)
+    return store.message(id=int(row_id.group(1))) if row_id else store.message(reference=text)
+
+
+def find_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
+    """The recorded message ``ref`` names; RequestError when there is none."""
+    row = _lookup(store, ref)
+    if row is None:
+        raise RequestError("reference", str(ref).strip(), "no such message")
+    return row
+
+
+def tracked_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
+    """A citizen's acknowledged message, which mail can be sent about."""
+    row = _lookup(store, ref)
+    if row is None or row.decision != Decision.ACKNOWLEDGE or not row.sender:
+        raise RequestError("reference", str(ref).strip(), "no tracked message with a sender")
+    return row
+
+
+def find_agent(config: Config, agents: AgentLookup, agent_id: str) -> Agent:
+    agent = agents(agent_id)
+    if agent is None:
+        raise ConfigError(str(config.agents), f"agents.{agent_id}", "no such agent")
+    return agent
+
+
+def agent_label(agent_id: str, agent: Agent) -> str:
+    """How an agent is named to a colleague: "Camille Durand (cdurand)"."""
+    name = f"{agent.first_name or ''} {agent.last_name or ''}".strip()
+    return f"{name} ({agent_id})" if name else agent_id
+
+
+def previous(store: Store, kind: str, key: str | None) -> int | None:
+    """What a request done before under ``key`` returned (an outbox id, 0 for none), or
+    None: checked first, so that a repeated request gets its first answer even when the
+    first one changed what would now be checked (a message already transferred)."""
+    if key is None:
+        return None
+    with store.transaction() as tx:
+        return tx.request_outcome(_scoped(kind, key))
+
+
+def once(
+    store: Store, kind: str, key: str | None, work: Callable[[Transaction], int]
+) -> tuple[int, bool]:
+    """Run ``work`` in one transaction, once per ``key``: (what it returned — an outbox id,
+    0 for none — and whether the request had been done before, in which case ``work`` did
+    not run and the first run's outbox id is returned). Two requests with one key at the
+    same moment: the second waits for the first's transaction, then finds it done."""
+    if key is None:
+        with store.transaction() as tx:
+            return work(tx), False
+    scoped = _scoped(kind, key)
+    try:
+        with store.transaction() as tx:
+            tx.claim_request(scoped)
+            outcome = work(tx)
+            tx.set_request_outcome(scoped, outcome)
+            return outcome, False
+    except RepeatedRequestError:
+        with store.transaction() as tx:
+            return tx.request_outcome(scoped) or 0, True
+
+
+def _scoped(kind: str, key: str) -> str:
+    return f"{kind}\0{key}"

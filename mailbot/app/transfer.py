@@ -1,0 +1,162 @@
+"""An agent transfers a tracked message to another service.
+
+The citizen gets the transfer notice (``notification-transfert``: which service now
+handles the request, its contact details, and the same deadline — the clock keeps running
+from receipt); the service gets the original, attached unaltered, with a note saying who
+sent it on and why. The message becomes the service's (its queue, its indicators) and the
+transfer is recorded with the agent and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
+from mailbot.app.reply import Preview, Sent, preview_of
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    agent_label,
+    find_agent,
+    once,
+    previous,
+    tracked_message,
+)
+from mailbot.config import Config
+from mailbot.core.statuses import EventKind, OutboxKind
+from mailbot.errors import RequestError
+from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.mail.originals import Originals
+from mailbot.render.templates import Renderer
+from mailbot.render.variables import message_variables
+from mailbot.store import Store, Transaction
+
+NOTICE_TEMPLATE = "notification-transfert"
+UNCLASSIFIED = "-"  # the category the note shows for a message the routing never classed
+
+
+@dataclass(frozen=True)
+class TransferPreview:
+    """What a transfer would send: the notice to the citizen, and where the forward goes."""
+
+    notice: Preview
+    forward_to: tuple[str, ...]
+
+
+class Transfers:
+    """Transfers of tracked messages between services, for the CLI and the web console."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        renderer: Renderer,
+        agents: AgentLookup,
+        originals: Originals,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.renderer = renderer
+        self.agents = agents
+        self.originals = originals
+        self.composer = Composer.from_config(config)
+
+    def preview(
+        self, agent_id: str, message: MessageRef, service: str, reason: str
+    ) -> TransferPreview:
+        """The notice as the citizen would get it; nothing is fetched, queued or recorded."""
+        row = tracked_message(self.store, message)
+        self._check(agent_id, row, service, reason)
+        addresses = tuple(self.config.services[service].addresses)
+        return TransferPreview(preview_of(self._notice(row, service), (row.sender,)), addresses)
+
+    def transfer(
+        self,
+        agent_id: str,
+        message: MessageRef,
+        service: str,
+        reason: str,
+        key: str | None = None,
+    ) -> Sent:
+        """Queue the notice and the forwards, make the message the service's, record who
+        and why — all in one transaction, once per ``key``."""
+        done = previous(self.store, EventKind.TRANSFERRED, key)
+        if done is not None:
+            return Sent((done,) if done else (), repeated=True)
+        row = tracked_message(self.store, message)
+        agent = self._check(agent_id, row, service, reason)
+        notice = Queued.of(
+            OutboxKind.NOTICE,
+            self._notice(row, service),
+            row.sender,
+            self.config.sender.envelope_from,
+        )
+        original = self.originals.fetch(row).raw
+        transfer = Transfer(
+            row.mailbox,
+            row.reference,
+            row.subject,
+            row.received_at,
+            row.sender,
+            service,
+            row.category or UNCLASSIFIED,
+            by=agent,
+            reason=reason.strip(),
+        )
+        mails = [notice, *forwards(self.config, self.composer, transfer, original)]
+        detail = {
+            "service": service,
+            "from": self._current_service(row),
+            "agent": agent_id,
+            "reason": reason.strip(),
+        }
+
+        def record(tx: Transaction) -> int:
+            ids = enqueue(tx, row.id, mails)
+            tx.set_service(row.id, service)
+            tx.add_event(row.id, EventKind.TRANSFERRED, json.dumps(detail, ensure_ascii=False))
+            return ids[0]
+
+        outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
+        return Sent((outbox_id,) if outbox_id else (), repeated)
+
+    def _check(self, agent_id: str, row: sa.Row[Any], service: str, reason: str) -> str:
+        """The agent's name for the note; RequestError for a transfer that cannot be."""
+        agent = find_agent(self.config, self.agents, agent_id)
+        target = self.config.services.get(service)
+        if target is None:
+            known = ", ".join(self.config.services)
+            raise RequestError("service", service, f"no such service (known: {known})")
+        if not target.addresses:
+            raise RequestError("service", service, "it has no address to transfer mail to")
+        if service == self._current_service(row):
+            raise RequestError("service", service, f"{row.reference} is already this service's")
+        if not reason.strip():
+            raise RequestError("reason", "''", "say why the message is transferred")
+        return agent_label(agent_id, agent)
+
+    def _current_service(self, row: sa.Row[Any]) -> str:
+        return str(row.service or self.config.mailboxes[row.mailbox].service)
+
+    def _notice(self, row: sa.Row[Any], service: str) -> OutgoingMail:
+        variables = message_variables(
+            self.config,
+            row.mailbox,
+            reference=row.reference,
+            received_at=row.received_at,
+            original_subject=row.subject,
+            service=service,
+        )
+        variables["transferred"] = True
+        rendered = self.renderer.render(NOTICE_TEMPLATE, variables, language=row.language)
+        return self.composer.to_citizen(
+            rendered,
+            mailbox_address=self.config.mailboxes[row.mailbox].address,
+            to=row.sender,
+            in_reply_to=row.message_id,
+            references=[row.message_id] if row.message_id else [],
+        )

@@ -1,0 +1,82 @@
+"""The daily deadline digest for each service: late, soon due and relanced messages, and
+the citizens' mail left without an AR (quarantined, or without a Return-Path).
+
+Pure: from the store's rows to one digest per service; empty digests are not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from mailbot.core.statuses import Attention
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
+
+SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
+WHY: dict[str, str] = {
+    Attention.QUARANTINE: "erreur de traitement (quarantaine)",
+    Attention.NO_RETURN_PATH: "sans adresse de retour (Return-Path)",
+}
+
+
+@dataclass
+class Digest:
+    service: str
+    overdue: list[dict[str, Any]] = field(default_factory=list)
+    soon: list[dict[str, Any]] = field(default_factory=list)
+    relanced: list[dict[str, Any]] = field(default_factory=list)
+    # Mail nobody acknowledged (quarantined, no Return-Path): listed at any age, until
+    # answered or processed again.
+    unacknowledged: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.overdue or self.soon or self.relanced or self.unacknowledged)
+
+
+def digests(
+    rows: Sequence[Mapping[str, Any]],
+    today: date,
+    calendar: WorkingCalendar,
+    own_service: Mapping[str, str],
+    general_service: str | None = None,
+) -> dict[str, Digest]:
+    """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances.
+
+    A message without a service goes to its mailbox's (``own_service``); the mailbox no
+    longer configured, to ``general_service`` (rules.yaml: organisation.general_service),
+    else to a digest named after the mailbox.
+    """
+    found: dict[str, Digest] = {}
+    for row in rows:
+        if row["replied_at"] is not None:
+            continue
+        received = calendar.local_date(row["received_at"])
+        age = calendar.delay_between(received, today)
+        relances = int(row["relances"] or 0)
+        entry = {
+            "reference": row["reference"],
+            "subject": row.get("subject") or "",
+            "age": age,
+            "mailbox": row["mailbox"],
+            "relances": relances,
+        }
+        service = (
+            row["service"] or own_service.get(row["mailbox"]) or general_service or row["mailbox"]
+        )
+        digest = found.setdefault(service, Digest(service))
+        if row.get("attention"):
+            entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}
+            digest.unacknowledged.append(entry)
+        elif age > DEADLINE:
+            digest.overdue.append(entry)
+        elif age >= SOON:
+            digest.soon.append(entry)
+        elif relances:
+            digest.relanced.append(entry)
+    for digest in found.values():
+        for entries in (digest.overdue, digest.soon, digest.relanced, digest.unacknowledged):
+            entries.sort(key=lambda e: (-e["age"], e["reference"]))
+    return {name: digest for name, digest in found.items() if not digest.empty}

@@ -1,0 +1,76 @@
+"""The pure modules' inputs, from the configuration and a parsed mail: the policy's
+context, the routing's facts, the citizen's name. Shared by the intake and ``explain``,
+so that what ``mailbot explain`` shows is what the intake decides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mailbot.config import Config, ContactFormRelay
+from mailbot.core.language import detect_language
+from mailbot.core.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage
+from mailbot.core.policy import PolicyContext, reply_address
+from mailbot.core.relays import recognised_relay
+from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing, form_fields
+
+ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
+
+
+def compiled_routing(config: Config) -> CompiledRouting | None:
+    if config.routing is None:
+        return None
+    own = {name: box.service for name, box in config.mailboxes.items()}
+    return compile_routing(config.routing, own, config.organisation.general_service)
+
+
+def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
+    """The facts rules test, from a parsed mail (language detected here, once).
+
+    The text is bounded (the subject by the parser, the body here): routing and language
+    detection cost in proportion to what they read.
+    """
+    relays = config.policy.contact_form_relays
+    relayed = recognised_relay(parsed, relays) is not None
+    return RoutingInput(
+        mailbox=mailbox,
+        subject=parsed.subject[:SUBJECT_LIMIT],
+        body=parsed.body_text[:ROUTING_BODY_LIMIT],
+        sender=reply_address(parsed, relays) or parsed.from_address,
+        language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
+        has_attachment=parsed.has_attachments,
+        form_fields=form_fields(parsed.body_text) if relayed else {},
+    )
+
+
+def sender_name(parsed: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:
+    """The citizen's name as their mail client shows it, when it looks like a name."""
+    name = parsed.from_name
+    relay = recognised_relay(parsed, relays)
+    if relay is not None and parsed.from_address == relay.address:
+        name = parsed.reply_to_names[0] if parsed.reply_to_names else ""
+    name = name.strip().strip("\"'")
+    if not name or "@" in name or not any(c.isalpha() for c in name):
+        return None
+    return name
+
+
+def policy_context(
+    config: Config, mailbox: str, recent_ars: int = 0, thread_reference: str | None = None
+) -> PolicyContext:
+    """The policy's view of the configuration, plus the facts the database supplied."""
+    box = config.mailboxes[mailbox]
+    policy = config.policy
+    return PolicyContext(
+        mailbox_address=box.address,
+        mailbox_aliases=frozenset(box.aliases),
+        require_addressed=box.require_addressed,
+        own_addresses=frozenset(config.own_addresses),
+        message_id_domain=config.sender.message_id_domain,
+        loop_header_value=config.sender.loop_header_value,
+        contact_form_relays=policy.contact_form_relays,
+        extra_system_senders=tuple(policy.extra_system_senders),
+        recent_ars_to_recipient=recent_ars,
+        max_ars_per_window=policy.rate_limit.max_per_sender,
+        known_thread_reference=thread_reference,
+        from_without_return_path=policy.answers_from,
+    )

@@ -1,0 +1,458 @@
+"""Parse raw mail into a plain, immutable record that the pure modules can reason about.
+
+Parsing never raises on bad input: a citizen's malformed mail must still be recorded
+(and usually acknowledged). Whatever could not be understood is listed in ``defects``.
+We parse with the ``compat32`` policy because it never throws while reading headers;
+decoding is then done by hand with ``errors="replace"``.
+
+Parsing is also *bounded*: one crafted mail must not cost minutes or gigabytes. The header
+block, the number of header fields, the length of each header, the subject, the MIME depth
+and the number of parts all have a ceiling; whatever lies beyond is not read and the
+limit that was hit is recorded as a defect (``HeaderFieldsLimit``, ``MimeDepthLimit``...).
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import email.errors
+import email.message
+import email.parser
+import hashlib
+import html
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+
+BODY_TEXT_LIMIT = 100_000
+# Ceilings of what is read from one mail (see the module docstring).
+MAX_HEADER_BLOCK = 256 * 1024  # bytes of header block parsed
+MAX_HEADER_FIELDS = 500  # header fields kept, in order
+MAX_HEADER_CHARS = 16 * 1024  # characters kept per header name, all its fields together
+SUBJECT_LIMIT = 998  # one RFC 5322 line: the stored, logged and routed subject is shorter
+MAX_MIME_DEPTH = 20  # nesting of multipart/message parts walked
+MAX_PARTS = 200  # MIME parts walked
+MAX_CONTAINERS = 500  # multipart boundaries declared: beyond, the tree is not parsed
+MAX_DEFECTS = 30
+# Codecs Python knows that are not character sets: never used to decode mail.
+_NOT_CHARSETS = frozenset(
+    {"undefined", "punycode", "idna", "unicode-escape", "raw-unicode-escape", "mbcs", "oem"}
+)
+# What says who wrote what (not how it travelled): two copies of one mail agree on these
+# and on the body even when their trace headers (Received, Delivered-To...) differ.
+_IDENTITY_FIELDS = ("message-id", "from", "date", "subject", "to", "cc")
+_BOUNDARY = re.compile(rb"boundary\s*=")
+_FEEDBACK_FIELD = re.compile(r"^feedback-type:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
+_CTL = re.compile(r"[\x00-\x1f\x7f]+")
+# Printable ASCII between angle brackets (RFC 5322 msg-id), as compose.build_email accepts.
+MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.IGNORECASE | re.DOTALL)
+_BLANKS = re.compile(r"[ \t\r\f\v]+")
+
+
+def single_line(text: str) -> str:
+    """Collapse control characters (CR, LF, TAB, NUL...) so text is safe in one header line."""
+    return _CTL.sub(" ", text).strip()
+
+
+def clean_text(text: str) -> str:
+    """Text any database, terminal or log accepts: lone surrogates (from 8-bit bytes or
+    exotic codecs) become U+FFFD instead of an encoding error further down."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def decode_header_value(value: str) -> str:
+    """Decode RFC 2047 words; undecodable bytes become U+FFFD instead of an exception.
+
+    Every word is decoded by ``_decode_bytes``: an encoded word may name any codec Python
+    knows (``undefined``, ``punycode``, a name with an 8-bit byte...) and the ``email``
+    package raises on several of them. ``make_header`` then only joins decoded text, with
+    the RFC 2047 rules for the blanks between words.
+    """
+    try:
+        parts = decode_header(value)
+    except Exception:  # HeaderParseError, ValueError, or worse on hostile input
+        return clean_text(value)  # an undecodable encoded-word stays as written
+    decoded: list[tuple[bytes | str, str | None]] = []
+    for raw, charset in parts:
+        if isinstance(raw, str):
+            decoded.append((raw, None))
+        elif charset is None:  # the unencoded runs, which decode_header escaped
+            decoded.append((raw.decode("raw-unicode-escape", "replace"), None))
+        else:
+            label = "us-ascii" if _codec(charset) == "ascii" else "utf-8"
+            text = _decode_bytes(raw, charset)
+            if decoded and decoded[-1][1] == label:  # adjacent words: no blank between them
+                text = str(decoded.pop()[0]) + text
+            decoded.append((text, label))
+    try:
+        return clean_text(str(make_header(decoded)))
+    except Exception:
+        return clean_text("".join(str(text) for text, _charset in decoded))
+
+
+def _codec(charset: str | None) -> str | None:
+    """The codec for a MIME charset name, or None when it is unknown or not a charset."""
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset.strip().strip('"'))
+    except Exception:  # LookupError, or a name with NUL or 8-bit bytes
+        return None
+    if not info._is_text_encoding or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def _decode_bytes(raw: bytes, charset: str | None) -> str:
+    for candidate in (_codec(charset), "utf-8", "cp1252"):
+        if not candidate:
+            continue
+        try:
+            return clean_text(raw.decode(candidate))
+        except Exception:  # UnicodeError, or a codec that fails in its own way
+            continue
+    return raw.decode("utf-8", errors="replace")
+
+
+def _unescape_8bit(value: str) -> str:
+    """Raw 8-bit header bytes (RFC 6532 UTF-8, or legacy Latin-1) arrive as surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _decode_bytes(value.encode("utf-8", "surrogateescape"), None)
+    return value
+
+
+def normalize_address(address: str) -> str:
+    return address.strip().strip("<>").strip().lower()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What cryptography or a shared secret proved about a mail, found outside parsing
+    (DKIM needs keys from DNS): the domains of valid DKIM signatures, and the contact-form
+    relays whose secret token the mail carries. Empty until a verifier fills it in."""
+
+    dkim_domains: frozenset[str] = frozenset()
+    token_relays: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """What mailbot knows about one incoming mail. No I/O, no references to the raw bytes."""
+
+    message_id: str | None
+    subject: str
+    from_address: str
+    from_name: str
+    return_path: str | None
+    reply_to: tuple[str, ...]
+    reply_to_names: tuple[str, ...]
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    resent_to: tuple[str, ...]
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    content_type: str
+    has_attachments: bool
+    body_text: str
+    content_hash: str
+    size: int
+    headers: Mapping[str, tuple[str, ...]] = field(repr=False)
+    defects: tuple[str, ...] = ()
+    body_html: str = field(default="", repr=False)  # the HTML part, when there is one
+    verified: Verified = Verified()
+    # Same for two copies of one mail (trace headers aside), different for two mails
+    # that share a Message-ID: what deduplication compares.
+    fingerprint: str = ""
+    parts: tuple[str, ...] = ()  # content types of the MIME parts walked, in order
+    feedback_type: str | None = None  # an abuse/feedback report's Feedback-Type, if any
+
+    def header(self, name: str) -> tuple[str, ...]:
+        """All values of a header, decoded, by case-insensitive name."""
+        return self.headers.get(name.lower(), ())
+
+    def has_header(self, name: str) -> bool:
+        return name.lower() in self.headers
+
+    @property
+    def thread_ids(self) -> tuple[str, ...]:
+        """Message-IDs this mail answers or follows, most direct first."""
+        seen: dict[str, None] = {}
+        for mid in (*self.in_reply_to, *reversed(self.references)):
+            seen.setdefault(mid, None)
+        return tuple(seen)
+
+
+def message_ids(values: Iterable[str | None]) -> tuple[str, ...]:
+    """Every Message-ID (``<...>``) written in ``values``, in order."""
+    found: list[str] = []
+    for value in values:
+        found.extend(MSGID.findall(value or ""))
+    return tuple(found)
+
+
+def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
+    pairs = getaddresses([single_line(v) for v in values])
+    return tuple(normalize_address(addr) for _, addr in pairs if "@" in addr)
+
+
+def _names(values: tuple[str, ...]) -> tuple[str, ...]:
+    pairs = getaddresses([single_line(v) for v in values])
+    return tuple(single_line(decode_header_value(name)) for name, addr in pairs if "@" in addr)
+
+
+def _body_start(raw: bytes, start: int = 0, stop: int | None = None) -> int:
+    """Where the body begins (after the first blank line), or -1 when there is none."""
+    found = [
+        (i, i + len(sep))
+        for sep in (b"\r\n\r\n", b"\n\n")
+        if (i := raw.find(sep, start, stop)) >= 0
+    ]
+    return min(found)[1] if found else -1
+
+
+def _bounded_source(raw: bytes, defects: list[str]) -> bytes:
+    """The mail as the parser sees it: the header block cut at MAX_HEADER_BLOCK bytes.
+
+    The parser reads every header line into memory and the rest of this module decodes
+    them: a mail of duplicated headers (a 100 MB subject) is cut here, before any work.
+    """
+    if len(raw) <= MAX_HEADER_BLOCK or _body_start(raw, 0, MAX_HEADER_BLOCK) >= 0:
+        return raw
+    head = raw[:MAX_HEADER_BLOCK]
+    head = head[: head.rfind(b"\n") + 1] or head
+    body = _body_start(raw, MAX_HEADER_BLOCK)
+    defects.append("HeaderBlockLimit")
+    return head + b"\r\n" + (raw[body:] if body >= 0 else b"")
+
+
+def _collect_headers(msg: email.message.Message, defects: list[str]) -> dict[str, tuple[str, ...]]:
+    """Raw (still RFC 2047 encoded) header values by lower-case name, within the limits."""
+    headers: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    items = msg.raw_items()  # raw: items() would turn 8-bit bytes into U+FFFD
+    for count, (name, value) in enumerate(items):
+        if count >= MAX_HEADER_FIELDS:
+            defects.append("HeaderFieldsLimit")
+            break
+        key = single_line(clean_text(name)).lower()[:100]
+        text = str(value)
+        room = MAX_HEADER_CHARS - sizes.get(key, 0)
+        if len(text) > room:
+            defects.append(f"HeaderLengthLimit:{key}")
+            text = text[: max(room, 0)]
+            if not text and key in headers:
+                continue
+        sizes[key] = sizes.get(key, 0) + len(text)
+        headers.setdefault(key, []).append(_unescape_8bit(text))
+    return {name: tuple(values) for name, values in headers.items()}
+
+
+def _walk(msg: email.message.Message, defects: list[str]) -> Iterator[email.message.Message]:
+    """Every part, depth first, as Message.walk() — but iterative and bounded in depth and
+    count, so a mail of a thousand nested parts costs no more than MAX_PARTS parts."""
+    stack = [(msg, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PARTS:
+            defects.append("MimePartsLimit")
+            return
+        yield part
+        if not part.is_multipart():  # never get_payload() on a leaf: it decodes (and raises)
+            continue
+        payload = part.get_payload()
+        if depth >= MAX_MIME_DEPTH:
+            defects.append("MimeDepthLimit")
+            continue
+        children = [child for child in payload if isinstance(child, email.message.Message)]
+        stack.extend((child, depth + 1) for child in reversed(children[:MAX_PARTS]))
+
+
+def _part_text(part: email.message.Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a broken transfer encoding: the part is unreadable, not the mail
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    return _decode_bytes(payload, _content_charset(part))
+
+
+def _content_charset(part: email.message.Message) -> str | None:
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        return None
+    return charset if isinstance(charset, str) else None
+
+
+def _content_type(part: email.message.Message) -> str:
+    try:
+        return clean_text(part.get_content_type())[:100]
+    except Exception:
+        return "text/plain"
+
+
+def _is_attachment(part: email.message.Message, ctype: str) -> bool:
+    disposition = clean_text(str(part.get("Content-Disposition") or "")).lower()
+    if "attachment" in disposition:
+        return True
+    try:
+        named = bool(part.get_filename())
+    except Exception:  # RFC 2231 filename in an unknown charset: still a named part
+        named = True
+    return (named and "inline" not in disposition) or not ctype.startswith("text/")
+
+
+def html_to_text(markup: str) -> str:
+    """Crude but safe HTML-to-text: enough for language detection and keyword routing."""
+    text = _TAG.sub(" ", markup)
+    text = html.unescape(text)
+    return "\n".join(_BLANKS.sub(" ", line).strip() for line in text.splitlines() if line.strip())
+
+
+@dataclass
+class _Body:
+    plain: str | None = None
+    markup: str | None = None
+    has_attachments: bool = False
+    parts: list[str] = field(default_factory=list)
+    feedback_type: str | None = None
+
+
+def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
+    body = _Body()
+    for part in _walk(msg, defects):
+        ctype = _content_type(part)
+        body.parts.append(ctype)
+        if part.is_multipart():
+            continue
+        try:
+            _read_part(part, ctype, body)
+        except Exception as exc:  # one unreadable part; the others still count
+            defects.append(f"part: {type(exc).__name__}")
+    return body
+
+
+def _read_part(part: email.message.Message, ctype: str, body: _Body) -> None:
+    if ctype == "message/feedback-report":
+        _note_feedback(_part_text(part), body)
+    if _is_attachment(part, ctype):
+        body.has_attachments = True
+    elif ctype == "text/plain":
+        text = _part_text(part)[:BODY_TEXT_LIMIT]
+        _note_feedback(text, body)  # abuse reports sent as plain multipart/mixed say it here
+        body.plain = text if body.plain is None else body.plain
+    elif ctype == "text/html" and body.markup is None:
+        body.markup = _part_text(part)[:BODY_TEXT_LIMIT]
+
+
+def _note_feedback(text: str, body: _Body) -> None:
+    """An ARF ``Feedback-Type:`` field at the start of a line (RFC 5965 §3.1)."""
+    if body.feedback_type is None:
+        found = _FEEDBACK_FIELD.search(text[:10_000])
+        body.feedback_type = found.group(1).lower() if found else None
+
+
+def _return_path(headers: Mapping[str, tuple[str, ...]]) -> str | None:
+    values = headers.get("return-path")
+    if not values:
+        return None
+    # The delivering server prepends Return-Path: the first one is the envelope sender.
+    return normalize_address(parseaddr(single_line(values[0]))[1] or values[0])
+
+
+def _fingerprint(raw_headers: Mapping[str, tuple[str, ...]], source: bytes) -> str:
+    digest = hashlib.sha256()
+    for name in _IDENTITY_FIELDS:
+        for value in raw_headers.get(name, ()):
+            unfolded = " ".join(value.split())
+            digest.update(f"{name}:{unfolded}\n".encode("utf-8", "replace"))
+    start = _body_start(source)
+    digest.update(b"\n" + (source[start:] if start >= 0 else source))  # no body: all of it
+    return digest.hexdigest()
+
+
+def _parse_tree(source: bytes, defects: list[str]) -> email.message.Message:
+    """compat32 parse; a MIME tree too deep for the (recursive) parser is read as headers
+    and an opaque body rather than not at all. More multipart containers than MAX_PARTS
+    (each declares a boundary) are not even tried: the parser would only spend time on
+    a tree that the walk would then cut."""
+    headers_only = email.parser.BytesParser(policy=compat32)
+    if len(_BOUNDARY.findall(source.lower())) > MAX_CONTAINERS:
+        defects.append("MimePartsLimit")
+        return headers_only.parsebytes(source, headersonly=True)
+    try:
+        return email.message_from_bytes(source, policy=compat32)
+    except RecursionError:
+        defects.append("MimeDepthLimit")
+        return headers_only.parsebytes(source, headersonly=True)
+
+
+def _subject(headers: Mapping[str, tuple[str, ...]], defects: list[str]) -> str:
+    subject = single_line(" ".join(headers.get("subject", ())))
+    if len(subject) > SUBJECT_LIMIT:
+        defects.append("SubjectLengthLimit")
+        subject = subject[:SUBJECT_LIMIT]
+    return subject
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Turn raw RFC 5322 bytes into a ParsedMessage. Never raises on malformed input."""
+    defects: list[str] = []
+    source = _bounded_source(raw, defects)
+    msg = _parse_tree(source, defects)
+    raw_headers = _collect_headers(msg, defects)
+    headers = {
+        name: tuple(decode_header_value(v) for v in values) for name, values in raw_headers.items()
+    }
+    for part in _walk(msg, []):
+        defects.extend(type(d).__name__ for d in part.defects)
+    body = _read_parts(msg, defects)
+    from_name, from_address = _first_address(raw_headers.get("from", ()))
+    own_ids = message_ids(headers.get("message-id", ()))
+    resent: list[str] = []
+    for name in ("resent-to", "resent-cc", "resent-bcc"):
+        resent.extend(_addresses(raw_headers.get(name, ())))
+    plain = body.plain if body.plain and body.plain.strip() else None
+    return ParsedMessage(
+        message_id=own_ids[0] if own_ids else None,
+        subject=_subject(headers, defects),
+        from_address=normalize_address(from_address),
+        from_name=single_line(decode_header_value(from_name)),
+        return_path=_return_path(raw_headers),
+        reply_to=_addresses(raw_headers.get("reply-to", ())),
+        reply_to_names=_names(raw_headers.get("reply-to", ())),
+        to=_addresses(raw_headers.get("to", ())),
+        cc=_addresses(raw_headers.get("cc", ())),
+        resent_to=tuple(resent),
+        in_reply_to=message_ids(headers.get("in-reply-to", ())),
+        references=message_ids(headers.get("references", ())),
+        content_type=body.parts[0] if body.parts else "text/plain",
+        has_attachments=body.has_attachments,
+        body_text=(plain or html_to_text(body.markup or ""))[:BODY_TEXT_LIMIT],
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        size=len(raw),
+        headers=headers,
+        defects=tuple(dict.fromkeys(d[:100] for d in defects))[:MAX_DEFECTS],
+        body_html=(body.markup or "")[:BODY_TEXT_LIMIT],
+        fingerprint=_fingerprint(raw_headers, source),
+        parts=tuple(body.parts),
+        feedback_type=body.feedback_type,
+    )
+
+
+def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
+    name, address = parseaddr(single_line(" ".join(values)))
+    return clean_text(name), clean_text(address)

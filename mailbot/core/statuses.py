@@ -1,0 +1,104 @@
+"""Every status mailbot stores or reports, as enums: the one place where their words are
+written. The database holds the values (plain text columns), so a value here is never
+renamed without a migration; a test (tests/test_quality.py) refuses these words as bare
+string literals anywhere else in ``mailbot/``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Decision(StrEnum):
+    """What was decided about an incoming mail (``messages.decision``)."""
+
+    ACKNOWLEDGE = "acknowledge"  # a citizen's mail: an AR (or a re-orientation) is owed
+    FOLLOW_UP = "follow-up"  # the citizen writing again in an acknowledged thread: no AR
+    SKIP = "skip"  # a robot, a list, a bounce, our own mail...: nothing sent
+    DUPLICATE = "duplicate"  # a second copy of a recorded mail
+    QUARANTINE = "quarantine"  # processing it raised: a person must look at it
+
+
+class SentVerdict(StrEnum):
+    """What the reader of Sent folders (and of the tracking mailbox) made of a mail."""
+
+    REPLY = "reply"  # a reply to a tracked message, recorded
+    IGNORED = "ignored"  # not a reply to a citizen's tracked message
+    DUPLICATE = "duplicate"  # a reply already recorded
+    ERROR = "error"  # unreadable, passed over
+
+
+class OutboxStatus(StrEnum):
+    """Where a queued mail is (``outbox.status``); see the delivery guarantees."""
+
+    PENDING = "pending"  # waiting for its (next) attempt
+    SENDING = "sending"  # committed as leaving: after a crash, it becomes UNCERTAIN
+    SENT = "sent"
+    UNCERTAIN = "uncertain"  # may have left: never sent again
+    FAILED = "failed"  # refused for good (5xx, too many attempts, forbidden recipient)
+
+
+class ArStatus(StrEnum):
+    """Where a message's AR is (``messages.ar_status``): its outbox status, or why none."""
+
+    NONE = "none"  # no AR is owed
+    BACKFILL = "backfill"  # owed once, but recorded by a backfill of history: never sent
+    PENDING = OutboxStatus.PENDING.value
+    SENDING = OutboxStatus.SENDING.value
+    SENT = OutboxStatus.SENT.value
+    UNCERTAIN = OutboxStatus.UNCERTAIN.value
+    FAILED = OutboxStatus.FAILED.value
+
+
+class OutboxKind(StrEnum):
+    """What a queued mail is (``outbox.kind``)."""
+
+    AR = "ar"  # the AR (or AR + transfer notice, or re-orientation): its status is the AR's
+    FORWARD = "forward"  # a citizen's mail transferred to a service
+    NOTICE = "notice"  # the transfer notice to the citizen after an agent's transfer
+    REPLY = "reply"  # an agent's reply (standard or free)
+    DIGEST = "digest"  # the daily deadline alerts to a service
+    REPORT = "report"  # the weekly or monthly report to management
+
+
+class EventKind(StrEnum):
+    """What an event records (``events.kind``)."""
+
+    RECEIVED = "received"
+    AR_QUEUED = "ar_queued"
+    FOLLOW_UP = "follow_up"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
+    RETRIED = "retried"
+    TRANSFERRED = "transferred"  # to a service: by the routing at receipt, or by an agent
+    REORIENTED = "reoriented"
+    REPLY = "reply"  # the first substantive answer to the citizen (Sent, tracking, mailbot)
+    REPLY_QUEUED = "reply_queued"  # an agent's reply, queued
+    REPLY_SENT = "reply_sent"  # ... and accepted by the SMTP server: it counts as the reply
+    ANSWERED_ELSEWHERE = "answered_elsewhere"  # by phone, at the counter, by letter
+    AR_SENT = "ar_sent"
+    FORWARD_SENT = "forward_sent"
+    NOTICE_SENT = "notice_sent"
+    DIGEST_SENT = "digest_sent"
+    REPORT_SENT = "report_sent"
+    SEND_DEFERRED = "send_deferred"
+    SEND_FAILED = "send_failed"
+    SEND_UNCERTAIN = "send_uncertain"
+    UIDVALIDITY_CHANGED = "uidvalidity_changed"
+    SENT_UNREADABLE = "sent_unreadable"
+
+    @classmethod
+    def sent(cls, kind: OutboxKind) -> EventKind:
+        """The event recorded when a mail of this kind was accepted (``ar`` → ``ar_sent``)."""
+        return cls(f"{kind.value}_sent")
+
+
+class Attention(StrEnum):
+    """Why a citizen's mail left without an AR needs a person (quarantine list, alerts)."""
+
+    QUARANTINE = Decision.QUARANTINE.value  # processing it raised
+    NO_RETURN_PATH = "no-return-path"  # no Return-Path header, under missing_return_path: skip
+
+
+DUPLICATE_REASON = "already-recorded"  # the reason recorded with a DUPLICATE decision

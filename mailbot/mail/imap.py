@@ -1,0 +1,380 @@
+"""Read-only access to one IMAP mailbox: the only module that talks IMAP.
+
+mailbot reads shared mailboxes that people also work in, so it must leave no trace there:
+folders are opened with EXAMINE (read-only) and bodies are fetched with ``BODY.PEEK[]``,
+so a message an agent has not read yet still shows as unread. Nothing here deletes,
+expunges, moves or changes the flags of a message, and nothing should ever be added that
+does.
+
+Every failure (network, TLS, IMAP protocol, login) comes out as a ``MailboxError`` whose
+message names the mailbox and never contains the password, so the poller has one
+exception to catch and log.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mailbot.config import ImapConfig
+from mailbot.errors import MailboxError
+from mailbot.mail.tls import client_context
+
+_HUGE_BODY_PREFIX = 262_144
+_HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)
+_IDLE_STOP_CHECK = 0.25  # seconds: how soon a shutdown ends an IDLE wait
+
+# What a broken connection or a refusing server can raise under imapclient.
+_IMAP_ERRORS: tuple[type[BaseException], ...] = (
+    imaplib.IMAP4.error,  # IMAPClientError, LoginError, and IMAP4.abort (connection lost)
+    OSError,  # socket errors, timeouts and ssl.SSLError
+    ValueError,  # imapclient's parser on a garbled response
+)
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    """One message as stored on the server, untouched."""
+
+    uid: int
+    internaldate: datetime  # when the server received it; timezone-aware
+    raw: bytes
+    size: int = 0  # the full size on the server; larger than len(raw) when truncated
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.raw)
+
+
+class ImapMailbox:
+    """A connection to one mailbox, opened read-only.
+
+    Typical use::
+
+        with ImapMailbox(config, name="accueil") as box:
+            validity = box.select(config.folder)
+            for mail in box.fetch(box.uids_after(last_uid), batch_size=200):
+                ...
+    """
+
+    def __init__(
+        self, config: ImapConfig, *, name: str, max_message_bytes: int = 25_000_000
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.max_message_bytes = max_message_bytes
+        self._client: Any = None  # IMAPClient once connected
+
+    # -- connection -----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, secure the connection as configured (TLS by default), and log in.
+
+        ``security: tls`` never falls back to plaintext: a server that does not speak TLS
+        is a MailboxError, not a silently unencrypted session.
+        """
+        self.close()
+        config = self.config
+        if not config.username:
+            raise MailboxError(f"mailbox {self.name}: no IMAP username configured")
+        password = config.password()  # SecretError (names the source, not the value)
+        if password is None:
+            raise MailboxError(f"mailbox {self.name}: no IMAP password configured")
+        where = f"{config.host}:{config.port}"
+        client: Any = None
+        with self._translated(f"cannot connect to {where} ({config.security})"):
+            if config.security == "tls":
+                client = IMAPClient(
+                    config.host,
+                    port=config.port,
+                    ssl=True,
+                    ssl_context=client_context(config),
+                    timeout=config.timeout_seconds,
+                )
+            else:
+                client = IMAPClient(
+                    config.host, port=config.port, ssl=False, timeout=config.timeout_seconds
+                )
+        # Aware datetimes: INTERNALDATE keeps the server's offset instead of local time.
+        client.normalise_times = False
+        try:
+            if config.security == "starttls":
+                with self._translated(f"STARTTLS failed with {where}"):
+                    client.starttls(client_context(config))
+            refused = f"login refused by {where} for user {config.username!r}"
+            with self._translated(refused):
+                client.login(config.username, password)
+        except MailboxError:
+            _shutdown(client)
+            raise
+        self._client = client
+
+    def close(self) -> None:
+        """Log out; a connection that is already dead is simply dropped."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            _shutdown(client)
+
+    def __enter__(self) -> ImapMailbox:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def select(self, folder: str) -> int:
+        """Open ``folder`` read-only (EXAMINE) and return its UIDVALIDITY.
+
+        Read-only is what guarantees we never alter ``\\Seen``, whatever we fetch. A
+        UIDVALIDITY different from the saved one means every saved UID is meaningless.
+        """
+        with self._command(f"cannot open folder {folder!r}") as client:
+            response = client.select_folder(folder, readonly=True)
+            _pop_new_mail_responses(client)  # the counts of the folder as opened: not news
+        validity = response.get(b"UIDVALIDITY")
+        if validity is None:
+            raise MailboxError(f"mailbox {self.name}: server gave no UIDVALIDITY for {folder!r}")
+        return int(validity)
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """UIDs greater than ``last_uid`` in the selected folder, ascending.
+
+        ``UID SEARCH UID n:*`` always matches the highest UID, even when it is below n
+        (``*`` is the last message, and ``n:*`` is the same range as ``*:n``), hence the
+        filter: without it, the last message would come back on every poll.
+        """
+        with self._command("UID SEARCH failed") as client:
+            # Dovecot (like others) updates a session's view of the folder at the end of a
+            # command: without this NOOP, the SEARCH would not see mail that arrived since
+            # the previous command.
+            client.noop()
+            found = client.search(["UID", f"{last_uid + 1}:*"])
+        return sorted(uid for uid in (int(value) for value in found) if uid > last_uid)
+
+    def uids_with_message_id(self, message_id: str) -> list[int]:
+        """UIDs of the messages carrying this Message-ID (to find a mail again after a
+        UIDVALIDITY change, e.g. to process a quarantined mail once more)."""
+        with self._command("UID SEARCH HEADER failed") as client:
+            found = client.search(["HEADER", "Message-ID", message_id])
+        return sorted(int(value) for value in found)
+
+    def uids_since(self, day: date) -> list[int]:
+        """UIDs of messages received (INTERNALDATE) on or after ``day``, for the backfill."""
+        with self._command("UID SEARCH SINCE failed") as client:
+            found = client.search(["SINCE", day])
+        return sorted(int(value) for value in found)
+
+    def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[FetchedMail]:
+        """Yield the given messages in UID order, fetching ``batch_size`` at a time.
+
+        ``BODY.PEEK[]`` and never ``BODY[]`` or ``RFC822``, which would set ``\\Seen``.
+        Batches bound memory for a mailbox with a large backlog. A UID that no longer
+        exists (deleted meanwhile by someone) is skipped.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        ordered = sorted(set(uids))
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start : start + batch_size]
+            with self._command(f"FETCH of {len(batch)} message(s) failed") as client:
+                sizes = {
+                    uid: int(item.get(b"RFC822.SIZE", 0))
+                    for uid, item in client.fetch(batch, [b"RFC822.SIZE"]).items()
+                }
+                small = [uid for uid in batch if sizes.get(uid, 0) <= self.max_message_bytes]
+                large = [uid for uid in batch if sizes.get(uid, 0) > self.max_message_bytes]
+                response = (
+                    dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
+                )
+                if large:
+                    # A huge mail (scans, videos) is read as the start of its header and of
+                    # its body: enough to decide and acknowledge, without holding it in
+                    # memory — even when the header itself is the huge part.
+                    partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
+                    header = f"BODY.PEEK[HEADER]<0.{_HUGE_HEADER_PREFIX}>".encode()
+                    for uid, item in client.fetch(
+                        large, [header, partial, b"INTERNALDATE"]
+                    ).items():
+                        head = bytes(item.get(b"BODY[HEADER]<0>") or b"")
+                        if not head.endswith((b"\r\n\r\n", b"\n\n")):
+                            head += b"\r\n\r\n"  # cut short: the body still starts after it
+                        text = item.get(b"BODY[TEXT]<0>") or b""
+                        response[uid] = {
+                            b"BODY[]": bytes(head) + bytes(text),
+                            b"INTERNALDATE": item.get(b"INTERNALDATE"),
+                        }
+            for uid in batch:
+                item = response.get(uid)
+                if item is None or b"BODY[]" not in item:
+                    continue
+                internaldate = item.get(b"INTERNALDATE")
+                if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
+                    raise MailboxError(f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}")
+                raw = bytes(item[b"BODY[]"])
+                yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
+
+    def list_folders(self) -> list[str]:
+        """Names of all folders, e.g. to tell an operator which ones exist."""
+        with self._command("LIST failed") as client:
+            folders = client.list_folders()
+        return [str(name) for _flags, _delimiter, name in folders]
+
+    # -- waiting for new mail -------------------------------------------------------------
+
+    def supports_idle(self) -> bool:
+        with self._command("CAPABILITY failed") as client:
+            return bool(client.has_capability("IDLE"))
+
+    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Wait in IDLE until the selected folder gets new messages, or ``timeout`` seconds.
+
+        Returns True when something arrived (the caller then runs ``uids_after``), False on
+        timeout or as soon as ``stop`` is set (a shutdown does not wait for the timeout).
+        Servers drop IDLE after about 30 minutes, so keep ``timeout`` below that and call
+        again.
+        """
+        with self._command("IDLE failed") as client:
+            # IDLE only announces changes made after it began. A message that arrived
+            # during the previous command was announced then (an untagged EXISTS that
+            # imaplib kept), one that arrived since is announced by a NOOP. What lands
+            # between this NOOP and the start of IDLE (one round trip) is only seen at
+            # the next wake-up: keep ``timeout`` to minutes, not hours.
+            if _pop_new_mail_responses(client):
+                return True
+            _text, responses = client.noop()
+            if _announces_new_mail(responses):
+                return True
+            deadline = time.monotonic() + timeout
+            client.idle()
+            changed = _idle_until(client, deadline, stop)
+            _text, late = client.idle_done()
+            return changed or _announces_new_mail(late)
+
+    # -- error handling -------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn a library error into a MailboxError naming the mailbox.
+
+        The password never shows: MailboxError redacts every registered secret, in every
+        form a server's echo of LOGIN can take (quoted, backslash-escaped).
+        """
+        try:
+            yield
+        except _IMAP_ERRORS as exc:
+            raise MailboxError(f"mailbox {self.name}: {what}: {self._describe(exc)}") from None
+
+    @contextmanager
+    def _command(self, what: str) -> Iterator[Any]:
+        """Run a command on the open connection, translating errors.
+
+        After any failure the connection is in an unknown state (mid-IDLE, half-read
+        response...): it is dropped, and every later call says "not connected" until
+        ``connect()`` is called again.
+        """
+        client = self._client
+        if client is None:
+            raise MailboxError(f"mailbox {self.name}: not connected")
+        try:
+            with self._translated(what):
+                yield client
+        except BaseException:
+            if self._client is client:
+                self._client = None
+                _shutdown(client)
+            raise
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            text = f"certificate verification failed ({exc.verify_message})"
+        elif isinstance(exc, ssl.SSLError):
+            text = f"TLS error ({exc.reason or exc})"
+        elif isinstance(exc, TimeoutError):
+            text = f"timed out after {self.config.timeout_seconds:g} s"
+        elif isinstance(exc, imaplib.IMAP4.abort):
+            text = f"connection lost ({_text_of(exc)})"
+        else:
+            text = _text_of(exc) or type(exc).__name__
+        return text
+
+
+def _idle_until(client: Any, deadline: float, stop: threading.Event | None = None) -> bool:
+    """Collect IDLE responses until new mail (True), the deadline or ``stop`` (False)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (stop is not None and stop.is_set()):
+            return False
+        # Short waits on the socket (no traffic) so that a shutdown is seen within them.
+        wait = min(remaining, _IDLE_STOP_CHECK)
+        started = time.monotonic()
+        responses = client.idle_check(timeout=wait)
+        if any(isinstance(item, tuple) and item[:1] == (b"BYE",) for item in responses):
+            raise imaplib.IMAP4.abort("the server closed the connection during IDLE")
+        if _announces_new_mail(responses):
+            return True
+        if not responses and time.monotonic() - started < wait - 0.05:
+            # Woken up early with nothing to read: a connection closed without BYE
+            # (imapclient swallows that EOF) or a partial line. Ending IDLE tells them
+            # apart: DONE raises on a dead connection; otherwise IDLE again.
+            _text, late = client.idle_done()
+            if _announces_new_mail(late):
+                return True
+            client.idle()
+
+
+def _text_of(exc: BaseException) -> str:
+    parts = [
+        arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg) for arg in exc.args
+    ]
+    text = " ".join(part for part in parts if part)
+    quoted = re.fullmatch(r"b(['\"])(.*)\1", text)  # imapclient str()s the server's bytes
+    return quoted.group(2) if quoted else text
+
+
+def _shutdown(client: Any) -> None:
+    """Close the socket without a word to the server; never raises."""
+    with suppress(Exception):
+        client.shutdown()
+
+
+def _pop_new_mail_responses(client: Any) -> bool:
+    """True if an EXISTS/RECENT arrived outside IDLE since the last call (and forget it)."""
+    imap = client._imap  # imaplib keeps unclaimed untagged responses; imapclient has no API
+    pending = False
+    for name in ("EXISTS", "RECENT"):
+        _typ, data = imap.response(name)
+        pending = pending or any(item is not None for item in data)
+    return pending
+
+
+def _announces_new_mail(responses: Sequence[Any]) -> bool:
+    return any(
+        isinstance(item, tuple) and len(item) >= 2 and item[1] in (b"EXISTS", b"RECENT")
+        for item in responses
+    )

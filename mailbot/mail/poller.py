@@ -1,0 +1,171 @@
+"""Reading one mailbox folder incrementally and feeding the pipeline.
+
+The source is anything with the ImapMailbox shape (IMAP, or a Maildir for the demo).
+Connection trouble is met with reconnection and exponential backoff; the stop event is
+checked between mails, so a shutdown finishes the current mail and nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+from mailbot.config import PollingConfig
+from mailbot.core.incoming import Fetched, IncomingMail, Outcome
+from mailbot.errors import FirstPollError, MailboxError
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def select(self, folder: str) -> int: ...
+    def uids_after(self, last_uid: int) -> list[int]: ...
+    def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Fetched]: ...
+    def supports_idle(self) -> bool: ...
+    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
+
+
+class Processor(Protocol):
+    """What reads a folder's mail: the inbox pipeline, or the Sent-folder reply detector."""
+
+    def start_folder(
+        self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = ...
+    ) -> int: ...
+    def process(
+        self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
+    ) -> Outcome: ...
+
+
+def incoming(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[IncomingMail]:
+    """The mail of ``uids``, fetched ``batch_size`` at a time, as the processors take it."""
+    for fetched in source.fetch(uids, batch_size):
+        yield IncomingMail.of(fetched)
+
+
+class Backoff:
+    """1 s, 2 s, 4 s… up to a ceiling; reset after a success."""
+
+    def __init__(self, ceiling: float, start: float = 1.0) -> None:
+        self.ceiling = ceiling
+        self.start = start
+        self.current = start
+
+    def next_delay(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.start
+
+
+class MailboxPoller:
+    def __init__(
+        self,
+        name: str,
+        folder: str,
+        source: Source,
+        pipeline: Processor,
+        polling: PollingConfig,
+        deliver: Callable[[], object],
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.folder = folder
+        self.source = source
+        self.pipeline = pipeline
+        self.polling = polling
+        self.stop = stop or threading.Event()
+        # What to do once mail is queued: send it now, or wake the delivery thread (run).
+        self.deliver = deliver
+        self.connected = False
+        self.backoff = Backoff(polling.max_backoff_seconds)
+        self.refused: FirstPollError | None = None
+
+    def _ensure_connected(self) -> None:
+        if not self.connected:
+            self.source.connect()
+            self.connected = True
+
+    def disconnect(self) -> None:
+        if self.connected:
+            self.source.close()
+            self.connected = False
+
+    def poll_once(self) -> list[Outcome]:
+        """Process everything new in the folder, then deliver (or have delivered) what is queued."""
+        self._ensure_connected()
+        uidvalidity = self.source.select(self.folder)
+        last_uid = self.pipeline.start_folder(
+            self.name, self.folder, uidvalidity, lambda: len(self.source.uids_after(0))
+        )
+        outcomes: list[Outcome] = []
+        uids = self.source.uids_after(last_uid)
+        batch: list[Outcome] = []
+        for mail in incoming(self.source, uids, self.polling.batch_size):
+            batch.append(self.pipeline.process(self.name, self.folder, uidvalidity, mail))
+            if len(batch) >= self.polling.batch_size:
+                outcomes += batch
+                batch = []
+                self.deliver()
+            if self.stop.is_set():
+                break
+        outcomes += batch
+        self.deliver()
+        return outcomes
+
+    def cycle(self, budget: float) -> list[Outcome]:
+        """Poll, then wait for new mail (IDLE, or sleep) for up to ``budget`` seconds.
+
+        A dropped connection is retried within the cycle after a growing backoff delay,
+        so a server restart costs seconds, not a polling interval.
+        """
+        outcomes: list[Outcome] = []
+        deadline = time.monotonic() + budget
+        due = True
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                if due:
+                    outcomes += self.poll_once()
+                    self.backoff.reset()
+                if not (self.polling.use_idle and self.source.supports_idle()):
+                    self.stop.wait(remaining)
+                    break
+                due = self.source.wait_for_changes(min(remaining, 5.0), self.stop)
+            except FirstPollError as exc:
+                log.error("first poll refused", extra={"mailbox": self.name, "error": str(exc)})
+                self.refused = exc
+                self.stop.set()  # the whole worker stops: someone must decide
+                break
+            except MailboxError as exc:
+                delay = self.backoff.next_delay()
+                log.warning(
+                    "mailbox unreachable, reconnecting later",
+                    extra={"mailbox": self.name, "error": str(exc), "retry_in": delay},
+                )
+                self.disconnect_quietly()
+                self.stop.wait(min(delay, remaining))
+                due = True
+            except Exception:  # not a bad mail (those are quarantined): the store, a bug
+                delay = self.backoff.next_delay()
+                log.error(
+                    "poll cycle failed, retrying later",
+                    exc_info=True,
+                    extra={"job": f"mailbox:{self.name}", "mailbox": self.name, "retry_in": delay},
+                )
+                self.disconnect_quietly()
+                self.stop.wait(min(delay, remaining))
+                due = True
+        return outcomes
+
+    def disconnect_quietly(self) -> None:
+        with contextlib.suppress(MailboxError):
+            self.disconnect()
+        self.connected = False

@@ -1,0 +1,1 @@
+"""Templates: the catalogue and its Jinja environment, the variables they are given, checks."""

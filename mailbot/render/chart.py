@@ -1,0 +1,36 @@
+"""The report's chart: the rate of replies within 5 working days and the mean delay, week
+by week, against their targets (matplotlib, drawn off-screen into a PNG)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+
+def weekly_chart(labels: Sequence[str], rates: Sequence[float], means: Sequence[float]) -> bytes:
+    """PNG bytes; ``rates`` in percent and ``means`` in working days, NaN for no data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.2, 5.0), dpi=110, sharex=True)
+    top.plot(labels, rates, marker="o", color="#000091", label="Réponses ≤ 5 j. ouvrés")
+    top.axhline(75, color="#c9191e", linestyle="--", linewidth=1, label="Objectif 75 %")
+    top.set_ylim(0, 100)
+    top.set_ylabel("%")
+    top.set_title("Réponses dans les 5 jours ouvrés (par semaine)", fontsize=10)
+    top.legend(loc="lower left", fontsize=8, frameon=False)
+    bottom.bar(labels, means, color="#6a6af4", label="Délai moyen")
+    bottom.axhline(5, color="#c9191e", linestyle="--", linewidth=1, label="Objectif 5 jours")
+    bottom.set_ylabel("jours ouvrés")
+    bottom.set_title("Délai moyen de réponse (par semaine)", fontsize=10)
+    bottom.legend(loc="upper left", fontsize=8, frameon=False)
+    for axis in (top, bottom):
+        axis.spines[["top", "right"]].set_visible(False)
+        axis.grid(axis="y", color="#dddddd", linewidth=0.6)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

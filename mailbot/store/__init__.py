@@ -1,0 +1,24 @@
+"""Persistence: the schema and its migrations, the records, the transaction, the Store.
+
+``store`` persists; what a decision means (a follow-up counts as a relance of its parent,
+an AR's outbox status is its AR status) is decided by the use cases in ``mailbot.app``.
+"""
+
+from mailbot.core.clock import utcnow
+from mailbot.store.database import MIGRATIONS, Store
+from mailbot.store.records import FolderState, NewMessage, OutboxItem
+from mailbot.store.schema import UNHANDLED_REASONS, metadata, stored_id
+from mailbot.store.transaction import Transaction
+
+__all__ = [
+    "MIGRATIONS",
+    "UNHANDLED_REASONS",
+    "FolderState",
+    "NewMessage",
+    "OutboxItem",
+    "Store",
+    "Transaction",
+    "metadata",
+    "stored_id",
+    "utcnow",
+]

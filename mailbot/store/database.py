@@ -1,0 +1,370 @@
+"""Persistence: what mailbot saw, decided and sent.
+
+SQLite (WAL) by default, PostgreSQL by URL alone. Opening a Store brings the schema to the
+latest Alembic revision (``mailbot/store/migrations``) in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
+from mailbot.errors import StoreError
+from mailbot.store.records import OutboxItem, outbox_item
+from mailbot.store.schema import attention, events, messages, metadata, outbox, unhandled
+from mailbot.store.transaction import Transaction
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
+RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
+
+
+class Store:
+    """Entry point to the database. Opening it brings the schema to the latest revision."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = self._create_engine(url)
+        self.migrate()
+
+    @staticmethod
+    def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
+        parsed = sa.make_url(url)
+        # hide_parameters: a failed statement's error must not carry a citizen's address
+        # or subject into a log or a traceback.
+        if parsed.get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        if parsed.database and parsed.database != ":memory:":
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder of the database {parsed.database}: {exc.strerror}"
+                ) from None
+        engine = (
+            sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+            if transactional_ddl
+            else sa.create_engine(url, hide_parameters=True)
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+            if transactional_ddl:
+                # pysqlite's legacy mode emits no BEGIN before DDL, so each CREATE TABLE
+                # would commit on its own: take over and BEGIN ourselves (SQLAlchemy's
+                # documented recipe for transactional DDL on pysqlite).
+                dbapi_conn.isolation_level = None
+
+        if transactional_ddl:
+
+            @sa.event.listens_for(engine, "begin")
+            def _begin_immediate(conn: Connection) -> None:
+                # IMMEDIATE: a second process starting at the same moment waits for the
+                # first migration to commit instead of racing it.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def _alembic_config(self, conn: Connection) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest revision in ONE transaction, on every backend.
+
+        A process killed in the middle (kill -9, power cut) leaves the database as it was
+        before: SQLite and PostgreSQL both roll back DDL with the rest.
+        """
+        if self._at_head():
+            return  # the usual start: no write lock taken, nothing to wait for
+        memory = sa.make_url(self.url).database in (None, "", ":memory:")
+        sqlite = self.engine.dialect.name == "sqlite"
+        engine = (
+            self._create_engine(self.url, transactional_ddl=True)
+            if sqlite and not memory
+            else self.engine
+        )
+        try:
+            with engine.begin() as conn:
+                self._refuse_unversioned(conn)
+                command.upgrade(self._alembic_config(conn), "head")
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(self._describe_failure(exc)) from exc
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
+
+    def _at_head(self) -> bool:
+        try:
+            return self.schema_version() == self.head_version()
+        except sa.exc.SQLAlchemyError:
+            return False  # unreadable: the migration below says why
+
+    @property
+    def where(self) -> str:
+        """The database URL as it may be shown: the password hidden."""
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    def _refuse_unversioned(self, conn: Connection) -> None:
+        """Tables but no schema version: an older mailbot's first migration was interrupted
+        (it did not migrate in one transaction). Say so, and what to do, rather than fail
+        on "table folders already exists"."""
+        present = set(sa.inspect(conn).get_table_names())
+        ours = present & set(metadata.tables)
+        if not ours or MigrationContext.configure(conn).get_current_revision() is not None:
+            return
+        rows = sum(
+            int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(metadata.tables[name])
+                ).scalar_one()
+            )
+            for name in sorted(ours)
+        )
+        state = (
+            "they are all empty, so nothing is lost: move the database file (and its -wal "
+            "and -shm files) aside and start mailbot again, it will create it afresh"
+            if rows == 0
+            else f"they hold {rows} rows: keep a copy of the file and ask for help before "
+            "changing anything (do not delete it)"
+        )
+        raise StoreError(
+            f"the database {self.where} has mailbot's tables ({', '.join(sorted(ours))}) but "
+            f"no schema version: a first migration by an older mailbot was interrupted; {state}"
+        )
+
+    def _describe_failure(self, exc: sa.exc.SQLAlchemyError) -> str:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        hint = ""
+        if "locked" in detail:
+            hint = " (another process holds it: is a migration or a long job running?)"
+        elif "unable to open" in detail:
+            hint = " (check that the path exists and that mailbot may write there)"
+        return (
+            f"cannot open or migrate the database {self.where}: "
+            f"{exc.__class__.__name__}: {detail}{hint}"
+        )
+
+    def schema_version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    def head_version() -> str | None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.engine.begin() as conn:
+            yield Transaction(conn)
+
+    # -- reads that need no transaction of their own ------------------------------------
+    def message(self, **where: Any) -> sa.Row[Any] | None:
+        query = sa.select(messages)
+        for column, value in where.items():
+            query = query.where(messages.c[column] == value)
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(messages.c.id).limit(1)).first()
+
+    def messages(self, mailbox: str | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(messages).order_by(messages.c.id)
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def events(self, message_pk: int | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(events).order_by(events.c.id)
+        if message_pk is not None:
+            query = query.where(events.c.message_pk == message_pk)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def outbox_items(self, status: OutboxStatus | None = None) -> list[sa.Row[Any]]:
+        query = sa.select(outbox).order_by(outbox.c.id)
+        if status:
+            query = query.where(outbox.c.status == status)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def due_outbox(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
+        query = (
+            sa.select(outbox, messages.c.sender)
+            .outerjoin(messages, messages.c.id == outbox.c.message_pk)
+            .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [outbox_item(row, message_sender=row.sender) for row in conn.execute(query)]
+
+    def outbox_status(self, item_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(outbox.c.status).where(outbox.c.id == item_id)
+            ).scalar_one_or_none()
+
+    def _citizens(self, since: datetime, until: datetime, long_period: bool) -> Any:
+        received: Any = messages.c.received_at
+        if long_period:
+            # Over months, reading the table straight through beats a million index lookups.
+            received = sa.func.coalesce(received, received)
+        citizens = sa.or_(messages.c.decision == Decision.ACKNOWLEDGE, unhandled())
+        return sa.and_(citizens, received >= since, received < until)
+
+    def indicator_rows(
+        self,
+        since: datetime,
+        until: datetime,
+        mailbox: str | None = None,
+        service: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Citizens' messages received in [since, until), one dict each (alerts, listings).
+
+        Citizens' messages are those acknowledged, plus those left unhandled (quarantined,
+        or without a Return-Path: ``attention`` says which); auto-replies, bounces, lists
+        and follow-ups (which count as relances of their parent) are left out.
+        """
+        query = (
+            sa.select(
+                messages.c.id,
+                attention().label("attention"),
+                messages.c.reference,
+                messages.c.mailbox,
+                messages.c.subject,
+                messages.c.service,
+                messages.c.category,
+                messages.c.received_at,
+                messages.c.ar_status,
+                messages.c.first_reply_at.label("replied_at"),
+                messages.c.transferred,
+                messages.c.relances,
+                messages.c.first_reply_complete,
+                messages.c.reorient,
+            )
+            .where(self._citizens(since, until, long_period=False))
+            .order_by(messages.c.received_at, messages.c.id)
+        )
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        if service:
+            query = query.where(messages.c.service == service)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def _instants(self, column: Any) -> Any:
+        """A timestamp as Unix seconds computed by the database: a million datetime objects
+        would cost more than the whole computation."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.cast(sa.func.strftime("%s", column), sa.BigInteger)
+        return sa.cast(sa.extract("epoch", column), sa.BigInteger)
+
+    def indicator_arrays(
+        self,
+        since: datetime,
+        until: datetime,
+        complaint: str,
+        mailbox: str | None = None,
+        service: str | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The indicators' inputs as numpy arrays from one scan of the messages: a year of
+        history is a million rows, so no Python object is made per message."""
+        query = sa.select(
+            self._instants(messages.c.received_at),
+            sa.func.coalesce(self._instants(messages.c.first_reply_at), -1),
+            sa.case((messages.c.category == complaint, 1), else_=0),
+            sa.case((messages.c.ar_status == ArStatus.SENT, 1), else_=0),
+            messages.c.transferred,
+            messages.c.relances,
+            sa.func.coalesce(messages.c.first_reply_complete, -1),
+        ).where(self._citizens(since, until, long_period=until - since > timedelta(days=62)))
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        if service:
+            query = query.where(messages.c.service == service)
+        with self.engine.connect() as conn:
+            # The DBAPI cursor's own fetchall: plain tuples, no Row object per message.
+            rows = conn.execute(query).cursor.fetchall()
+        table = np.array(rows, dtype=np.int64).reshape(-1, 7)
+        return {
+            "received": table[:, 0],
+            "replied": table[:, 1],  # -1: no reply
+            "complaint": table[:, 2].astype(bool),
+            "ar_sent": table[:, 3].astype(bool),
+            "transferred": table[:, 4].astype(bool),
+            "relances": table[:, 5],
+            "signature": table[:, 6].astype(np.int8),  # -1: no reply checked
+        }
+
+    def unhandled_rows(self, mailbox: str | None = None, limit: int = 1000) -> list[sa.Row[Any]]:
+        """Quarantined mail and mail skipped for lack of a Return-Path, newest first."""
+        query = (
+            sa.select(messages, attention().label("attention"))
+            .where(unhandled())
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        )
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def missing_return_path_share(self, mailbox: str, last: int = 100) -> tuple[int, int]:
+        """Of the mailbox's ``last`` recorded mails, how many had no Return-Path header:
+        (missing, looked at). A site delivering without it gets no AR at all by default."""
+        recent = (
+            sa.select(messages.c.reasons)
+            .where(messages.c.mailbox == mailbox)
+            .where(messages.c.decision.in_(RECORDED_DECISIONS))
+            .order_by(messages.c.id.desc())
+            .limit(last)
+            .subquery()
+        )
+        query = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((recent.c.reasons.contains(NO_RETURN_PATH), 1), else_=0)),
+                0,
+            ),
+        ).select_from(recent)
+        with self.engine.connect() as conn:
+            looked, missing = conn.execute(query).one()
+        return int(missing), int(looked)
+
+    def purge(self, before: datetime) -> int:
+        """Delete everything about messages received before ``before`` (retention)."""
+        with self.transaction() as tx:
+            old = sa.select(messages.c.id).where(messages.c.received_at < before)
+            tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
+            tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
+            tx.conn.execute(
+                messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
+            )
+            deleted = tx.conn.execute(messages.delete().where(messages.c.received_at < before))
+            return int(deleted.rowcount)
+
+    def close(self) -> None:
+        self.engine.dispose()

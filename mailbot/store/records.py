@@ -1,0 +1,77 @@
+"""What the store reads and writes, as plain records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailbot.core.statuses import ArStatus, Decision, OutboxKind
+
+
+@dataclass(frozen=True)
+class FolderState:
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """Everything recorded about one incoming mail, in one row."""
+
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    message_id: str | None
+    content_hash: str
+    received_at: datetime
+    sender: str | None
+    subject: str
+    in_reply_to: str | None
+    decision: Decision
+    reasons: Sequence[str]
+    size: int
+    defects: Sequence[str]
+    reference: str | None = None
+    parent_id: int | None = None
+    ar_status: ArStatus = ArStatus.NONE
+    ar_message_id: str | None = None
+    service: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    reorient: str | None = None
+    language: str | None = None
+    routing: str | None = None
+    sender_name: str | None = None
+    transferred: int = 0
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    message_pk: int | None
+    kind: OutboxKind
+    recipient: str
+    envelope_from: str
+    email_message_id: str
+    raw: bytes
+    attempts: int
+    message_sender: str | None = None
+
+
+def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None) -> OutboxItem:
+    """An outbox row as an OutboxItem (``raw=False``: without its bytes)."""
+    return OutboxItem(
+        id=row.id,
+        message_pk=row.message_pk,
+        kind=OutboxKind(row.kind),
+        recipient=row.recipient,
+        envelope_from=row.envelope_from,
+        email_message_id=row.email_message_id,
+        raw=(row.raw or b"") if raw else b"",
+        attempts=row.attempts,
+        message_sender=message_sender,
+    )

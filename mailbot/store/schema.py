@@ -1,0 +1,199 @@
+"""The database schema: tables as the latest migration leaves them, and how values fit them.
+
+The schema is versioned by Alembic migrations in ``mailbot/store/migrations``; the tables
+below mirror the latest revision and a test checks that they agree. Bodies are never
+stored: only what the indicators need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailbot.core.message import clean_text
+from mailbot.core.statuses import Attention, Decision
+from mailbot.errors import StoreError
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite would silently drop the offset)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise StoreError("naive datetime given to the store; use timezone-aware datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+folders = sa.Table(
+    "folders",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("folder", sa.String(255), nullable=False),
+    sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+    sa.Column("last_uid", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("mailbox", "folder", name="uq_folders_mailbox_folder"),
+)
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("folder", sa.String(255), nullable=False),
+    sa.Column("uidvalidity", sa.BigInteger, nullable=False),
+    sa.Column("uid", sa.BigInteger, nullable=False),
+    sa.Column("message_id", sa.String(998)),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("reference", sa.String(32), unique=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("sender", sa.String(320)),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("in_reply_to", sa.String(998)),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("messages.id")),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("ar_status", sa.String(16), nullable=False),
+    sa.Column("ar_message_id", sa.String(998)),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("defects", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("service", sa.String(64)),
+    sa.Column("category", sa.String(64)),
+    sa.Column("priority", sa.String(16)),
+    sa.Column("reorient", sa.String(64)),
+    sa.Column("language", sa.String(8)),
+    sa.Column("routing", sa.Text),
+    sa.Column("sender_name", sa.String(200)),
+    sa.Column("first_reply_at", UTCDateTime),
+    sa.Column("first_reply_complete", sa.Integer),
+    sa.Column("transferred", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
+    sa.Index("ix_messages_service", "service", "received_at"),
+    sa.Index("ix_messages_parent_id", "parent_id"),
+    sa.Index("ix_messages_message_id", "mailbox", "message_id"),
+    sa.Index("ix_messages_content_hash", "mailbox", "content_hash"),
+    sa.Index("ix_messages_ar_message_id", "ar_message_id"),
+    sa.Index("ix_messages_received_at", "received_at"),
+    sa.Index("ix_messages_sender", "mailbox", "sender"),
+    sa.Index("ix_messages_fingerprint", "mailbox", "fingerprint"),
+)
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE")),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Index("ix_events_message_pk", "message_pk"),
+    sa.Index("ix_events_kind_at", "kind", "at"),
+)
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE")),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("envelope_from", sa.String(320), nullable=False),
+    sa.Column("email_message_id", sa.String(998), nullable=False),
+    sa.Column("raw", sa.LargeBinary),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+
+def request_flag(key: str) -> str:
+    """A counters row name (64 characters at most) for an agent's request done once."""
+    return "request:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:48]
+
+
+def backfill_flag(mailbox: str, folder: str) -> str:
+    """A counters row name (64 characters at most) for a folder being backfilled."""
+    return "backfill:" + hashlib.sha256(f"{mailbox}/{folder}".encode()).hexdigest()[:40]
+
+
+MAX_STORED_ID = 250  # longer Message-IDs are stored (and looked up) as their hash
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
+# Citizens' mail nobody answered although mailbot did not acknowledge it: quarantined (an
+# error while processing it), or skipped only for lack of a Return-Path. They count as
+# received in the indicators and are listed in the alerts and the report.
+UNHANDLED_REASONS = json.dumps([Attention.NO_RETURN_PATH.value])
+
+
+def stored_id(value: str | None) -> str | None:
+    """A Message-ID as stored: as is, or ``sha256:<hex>`` when too long for a column and
+    its index or when it holds control characters. Lookups go through this too, so a long
+    Message-ID is found again by its hash."""
+    if value is None:
+        return None
+    if len(value.encode("utf-8", "surrogatepass")) <= MAX_STORED_ID and not _UNSTORABLE.search(
+        value
+    ):
+        return clean_text(value)
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Values any backend accepts: text cut to its column's length, no NUL, no lone
+    surrogate. One mail's odd header must not fail the insert (PostgreSQL checks lengths
+    and refuses NUL; SQLite refuses surrogates)."""
+    fitted = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            value = clean_text(value.replace("\x00", ""))
+            length = getattr(table.c[name].type, "length", None)
+            if length is not None and len(value) > length:
+                value = value[:length]
+        fitted[name] = value
+    return fitted
+
+
+def unhandled() -> sa.ColumnElement[bool]:
+    """Rows of citizens' mail left without an AR by an error or a missing Return-Path."""
+    return sa.or_(
+        messages.c.decision == Decision.QUARANTINE,
+        sa.and_(messages.c.decision == Decision.SKIP, messages.c.reasons == UNHANDLED_REASONS),
+    )
+
+
+def attention() -> sa.ColumnElement[Any]:
+    """Why an unhandled row needs a person: 'quarantine', 'no-return-path', else NULL."""
+    return sa.case(
+        (messages.c.decision == Decision.QUARANTINE, Attention.QUARANTINE.value),
+        (
+            sa.and_(messages.c.decision == Decision.SKIP, messages.c.reasons == UNHANDLED_REASONS),
+            Attention.NO_RETURN_PATH.value,
+        ),
+        else_=None,
+    )

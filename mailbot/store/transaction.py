@@ -1,0 +1,345 @@
+"""Operations that commit together: a mail's row, its events, its outbox mail, its folder state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
+from mailbot.errors import RepeatedRequestError
+from mailbot.store.records import FolderState, NewMessage, OutboxItem, outbox_item
+from mailbot.store.schema import (
+    backfill_flag,
+    counters,
+    events,
+    fit,
+    folders,
+    messages,
+    outbox,
+    request_flag,
+    stored_id,
+)
+
+
+class Transaction:
+    """Operations that must commit together, e.g. a message, its decision and its AR intent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- folder sync state --------------------------------------------------------------
+    def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
+        row = self.conn.execute(
+            sa.select(folders.c.uidvalidity, folders.c.last_uid).where(
+                folders.c.mailbox == mailbox, folders.c.folder == folder
+            )
+        ).first()
+        return FolderState(int(row.uidvalidity), int(row.last_uid)) if row else None
+
+    def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": utcnow()}
+        updated = self.conn.execute(
+            folders.update()
+            .where(folders.c.mailbox == mailbox, folders.c.folder == folder)
+            .values(**values)
+        )
+        if updated.rowcount == 0:
+            self.conn.execute(folders.insert().values(mailbox=mailbox, folder=folder, **values))
+
+    # -- messages -----------------------------------------------------------------------
+    def find_duplicate(
+        self,
+        mailbox: str,
+        message_id: str | None,
+        fingerprint: str,
+        content_hash: str,
+        exclude: int | None = None,
+    ) -> int | None:
+        """The row of an earlier copy of this very mail, if any.
+
+        A copy has the same Message-ID *and* the same fingerprint (identity headers and
+        body): a different mail that reuses a Message-ID is not one. Rows recorded before
+        fingerprints existed are matched as they used to be: by Message-ID, or by content
+        hash for a mail without one.
+        """
+        legacy = messages.c.fingerprint.is_(None)
+        if message_id:
+            condition = sa.and_(
+                messages.c.message_id == stored_id(message_id),
+                sa.or_(messages.c.fingerprint == fingerprint, legacy),
+            )
+        else:
+            condition = sa.or_(
+                messages.c.fingerprint == fingerprint,
+                sa.and_(legacy, messages.c.content_hash == content_hash),
+            )
+        query = sa.select(messages.c.id).where(messages.c.mailbox == mailbox, condition)
+        if exclude is not None:
+            query = query.where(messages.c.id != exclude)
+        found = self.conn.execute(query.order_by(messages.c.id).limit(1)).scalar()
+        return None if found is None else int(found)
+
+    def acknowledged_in_thread(
+        self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None
+    ) -> tuple[int, str] | None:
+        """The acknowledged message a follow-up belongs to: by threading, else by reference."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if thread_ids:
+            ids = [stored_id(mid) for mid in thread_ids]
+            conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
+        if reference:
+            conditions.append(messages.c.reference == reference)
+        if not conditions:
+            return None
+        row = self.conn.execute(
+            sa.select(messages.c.id, messages.c.reference)
+            .where(sa.or_(*conditions))
+            .where(messages.c.reference.is_not(None))
+            .where(messages.c.mailbox == mailbox if mailbox else sa.true())
+            .order_by(messages.c.id)
+            .limit(1)
+        ).first()
+        return (int(row.id), str(row.reference)) if row else None
+
+    def unanswered_from(
+        self, mailbox: str, sender: str, since: datetime
+    ) -> list[tuple[int, str, datetime, str]]:
+        """Acknowledged messages of this sender since ``since`` with no reply yet, newest first."""
+        query = (
+            sa.select(
+                messages.c.id, messages.c.reference, messages.c.received_at, messages.c.subject
+            )
+            .where(
+                messages.c.mailbox == mailbox,
+                messages.c.sender == sender,
+                messages.c.decision == Decision.ACKNOWLEDGE,
+                messages.c.received_at >= since,
+                messages.c.first_reply_at.is_(None),
+            )
+            .order_by(messages.c.received_at.desc())
+            .limit(20)
+        )
+        return [(r.id, r.reference, r.received_at, r.subject) for r in self.conn.execute(query)]
+
+    def sender_of(self, message_pk: int) -> str | None:
+        return self.conn.execute(
+            sa.select(messages.c.sender).where(messages.c.id == message_pk)
+        ).scalar_one_or_none()
+
+    def has_event(self, kind: EventKind, detail_contains: str) -> bool:
+        query = sa.select(events.c.id).where(
+            events.c.kind == kind, events.c.detail.contains(detail_contains, autoescape=True)
+        )
+        return self.conn.execute(query.limit(1)).first() is not None
+
+    def count_recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(messages)
+            .where(
+                messages.c.mailbox == mailbox,
+                messages.c.sender == recipient,
+                messages.c.decision == Decision.ACKNOWLEDGE,
+                messages.c.received_at >= since,
+            )
+        )
+        return int(self.conn.execute(query).scalar_one())
+
+    def next_reference(self, prefix: str, year: int) -> str:
+        """Allocate ``PREFIX-YYYY-NNNNNN`` atomically, inside the caller's transaction."""
+        name = f"reference-{prefix}-{year}"
+        bumped = self.conn.execute(
+            counters.update()
+            .where(counters.c.name == name)
+            .values(value=counters.c.value + 1)
+            .returning(counters.c.value)
+        ).first()
+        if bumped is None:
+            self.conn.execute(counters.insert().values(name=name, value=1))
+            number = 1
+        else:
+            number = int(bumped.value)
+        return f"{prefix}-{year}-{number:06d}"
+
+    def claim_once(self, name: str) -> bool:
+        """Mark a one-time action (e.g. a week's report) as done; False if it already was."""
+        exists = self.conn.execute(
+            sa.select(counters.c.name).where(counters.c.name == name)
+        ).first()
+        if exists is not None:
+            return False
+        self.conn.execute(counters.insert().values(name=name, value=1))
+        return True
+
+    def backfill_pending(self, mailbox: str, folder: str) -> bool:
+        """Whether a backfill of this folder started and has not finished."""
+        name = backfill_flag(mailbox, folder)
+        query = sa.select(counters.c.name).where(counters.c.name == name)
+        return self.conn.execute(query).first() is not None
+
+    def set_backfill_pending(self, mailbox: str, folder: str, pending: bool) -> None:
+        name = backfill_flag(mailbox, folder)
+        self.conn.execute(counters.delete().where(counters.c.name == name))
+        if pending:
+            self.conn.execute(counters.insert().values(name=name, value=1))
+
+    @staticmethod
+    def _message_values(new: NewMessage) -> dict[str, Any]:
+        return fit(
+            messages,
+            {
+                **new.__dict__,
+                "message_id": stored_id(new.message_id),
+                "in_reply_to": stored_id(new.in_reply_to),
+                "ar_message_id": stored_id(new.ar_message_id),
+                "reasons": json.dumps(list(new.reasons)),
+                "defects": json.dumps(list(new.defects)),
+                "created_at": utcnow(),
+            },
+        )
+
+    def insert_message(self, new: NewMessage) -> int:
+        result = self.conn.execute(messages.insert().values(**self._message_values(new)))
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def update_message(self, message_pk: int, new: NewMessage) -> None:
+        """Record a new decision on an existing row (a quarantined mail processed again):
+        the row is replaced, never duplicated; its id and location stay."""
+        values = self._message_values(new)
+        for kept in ("mailbox", "folder", "uidvalidity", "uid", "created_at"):
+            values.pop(kept)
+        self.conn.execute(messages.update().where(messages.c.id == message_pk).values(**values))
+
+    def count_relance(self, message_pk: int) -> None:
+        """One more relance (the citizen writing again) of a message."""
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk)
+            .values(relances=messages.c.relances + 1)
+        )
+
+    def record_reply(
+        self,
+        message_pk: int,
+        at: datetime,
+        complete: bool | None,
+        detail: str,
+        kind: EventKind = EventKind.REPLY,
+    ) -> None:
+        """A reply to a citizen's message: the event, and the first reply kept on the row
+        (``complete``: its signature; None when there was none to check, e.g. a phone call)."""
+        self.add_events(message_pk, (kind, detail), at=at)
+        self.conn.execute(
+            messages.update()
+            .where(
+                messages.c.id == message_pk,
+                sa.or_(messages.c.first_reply_at.is_(None), messages.c.first_reply_at > at),
+            )
+            .values(
+                first_reply_at=at,
+                first_reply_complete=None if complete is None else int(complete),
+            )
+        )
+
+    def set_service(self, message_pk: int, service: str) -> None:
+        """A message transferred to ``service``: it is that service's from now on."""
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk)
+            .values(service=service, transferred=1)
+        )
+
+    # -- requests done once -------------------------------------------------------------
+    def claim_request(self, key: str) -> None:
+        """Record an agent's request by its idempotency key; RepeatedRequestError if it was
+        recorded before, even by a transaction committing at this very moment."""
+        try:
+            self.conn.execute(counters.insert().values(name=request_flag(key), value=0))
+        except sa.exc.IntegrityError:
+            raise RepeatedRequestError("this request was already done") from None
+
+    def request_outcome(self, key: str) -> int | None:
+        """The outbox id a request recorded (0: it queued nothing), None if never done."""
+        query = sa.select(counters.c.value).where(counters.c.name == request_flag(key))
+        value = self.conn.execute(query).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def set_request_outcome(self, key: str, outbox_id: int) -> None:
+        self.conn.execute(
+            counters.update().where(counters.c.name == request_flag(key)).values(value=outbox_id)
+        )
+
+    def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
+        values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
+        self.conn.execute(events.insert().values(**fit(events, values)))
+
+    # -- outbox -------------------------------------------------------------------------
+    def enqueue(
+        self,
+        message_pk: int | None,
+        kind: OutboxKind,
+        recipient: str,
+        envelope_from: str,
+        email_message_id: str,
+        raw: bytes,
+    ) -> int:
+        now = utcnow()
+        result = self.conn.execute(
+            outbox.insert().values(
+                message_pk=message_pk,
+                kind=kind,
+                recipient=recipient,
+                envelope_from=envelope_from,
+                email_message_id=email_message_id,
+                raw=raw,
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def claim_outbox(self, item_id: int, attempts: int) -> bool:
+        """Move a pending item to 'sending'; False if another worker got it first."""
+        claimed = self.conn.execute(
+            outbox.update()
+            .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENDING, attempts=attempts)
+        )
+        return bool(claimed.rowcount == 1)
+
+    def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
+        self.conn.execute(
+            outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
+        )
+
+    def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
+        self.conn.execute(
+            messages.update().where(messages.c.id == message_pk).values(ar_status=status)
+        )
+
+    def interrupted_sends(self) -> list[OutboxItem]:
+        """The outbox items left 'sending' (by a crash), without their bytes."""
+        query = (
+            sa.select(outbox).where(outbox.c.status == OutboxStatus.SENDING).order_by(outbox.c.id)
+        )
+        return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
+
+    def add_events(
+        self, message_pk: int | None, *kinds: tuple[EventKind, str], at: datetime | None = None
+    ) -> None:
+        now = at or utcnow()
+        self.conn.execute(
+            events.insert(),
+            [
+                fit(events, {"message_pk": message_pk, "kind": k, "detail": d, "at": now})
+                for k, d in kinds
+            ],
+        )

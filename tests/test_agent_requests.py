@@ -1,0 +1,289 @@
+"""What the CLI and the web console ask of mailbot for an agent: a free reply, a transfer to
+another service, a message answered elsewhere — each done once, however often it is asked.
+
+Real Dovecot and SMTP servers (tests/servers.py); the use cases are called as the console
+will call them, and through `mailbot` as the CLI does.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
+
+from mailbot.app.answered import AnsweredHow, mark_answered
+from mailbot.app.context import App, build_app
+from mailbot.app.reply import Draft, Replies
+from mailbot.app.requests import once
+from mailbot.app.transfer import Transfers
+from mailbot.cli import main
+from mailbot.errors import RequestError
+from mailbot.mail.originals import ImapOriginals
+from mailbot.render.variables import answer_deadline
+
+__all__ = ["etrangers_user", "setup"]
+PARIS = ZoneInfo("Europe/Paris")
+CARTES_GRISES = "pref-cartes-grises@seine-maritime.gouv.fr"
+FREE_TEXT = (
+    "Votre dossier est complet. Il est en cours d'instruction.\r\n\r\n\r\n"
+    "Vous recevrez votre titre par courrier.   \r\nRien d'autre à faire."
+)
+
+
+def tracked(setup: Any) -> tuple[Path, str, datetime]:
+    """One citizen's mail, acknowledged: (config, its reference, its INTERNALDATE)."""
+    config, general, _etrangers, smtp = setup
+    received = datetime.now(PARIS) - timedelta(hours=2)
+    general.append(
+        citizen_mail(1, subject="Horaires", message_id="<orig-1@example.fr>"),
+        internaldate=received,
+    )
+    assert poll(config, acknowledge_existing=True) == 0
+    smtp.wait_for(1)
+    smtp.clear()
+    ((reference,),) = db_rows(config, "SELECT reference FROM messages")
+    return config, reference, received
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def plain(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+# --------------------------------------------------------------------------- free reply
+
+
+def test_free_reply_is_the_agents_text_signed_and_threaded(setup: Any) -> None:
+    config, reference, _received = tracked(setup)
+    smtp = setup[3]
+    args = ["--config", str(config), "reply", reference, "--text", FREE_TEXT]
+    assert main([*args, "--agent", "cdurand", "--send"]) == 0
+    (sent,) = smtp.wait_for(1)
+    msg = parsed(sent.raw)
+    assert sent.rcpt_tos == ("marie.dupont@example.fr",)
+    assert msg["In-Reply-To"] == "<orig-1@example.fr>"
+    assert msg["Auto-Submitted"] is None  # an agent's answer, not an automatic one
+    assert f"[{reference}]" in str(msg["Subject"])
+    text = plain(msg)
+    assert "Votre dossier est complet. Il est en cours d'instruction.\n\nVous recevrez" in text
+    assert "par courrier.\nRien d'autre à faire." in text  # line kept, trailing spaces gone
+    assert "Camille Durand" in text and "Adjointe au chef du bureau des titres" in text
+    events = dict(db_rows(config, "SELECT kind, detail FROM events WHERE kind LIKE 'reply%'"))
+    assert json.loads(events["reply_queued"]) == {"agent": "cdurand", "template": "reponse-libre"}
+    assert events["reply_sent"] == msg["Message-ID"]
+
+
+def test_free_reply_preview_shows_the_text_and_sends_nothing(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "reply", reference, "--text", "Bien reçu."]
+    assert main([*args, "--agent", "cdurand"]) == 0
+    out = capsys.readouterr().out
+    assert "To: marie.dupont@example.fr" in out and "Bien reçu." in out
+    assert "preview only" in out
+    assert setup[3].messages == []
+
+
+def test_empty_free_reply_is_refused(setup: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "reply", reference, "--text", " \n ", "--agent", "cdurand"]
+    assert main([*args, "--send"]) == 2
+    assert "a free reply needs its text" in capsys.readouterr().err
+    assert setup[3].messages == []
+
+
+def test_reply_api_for_the_console(setup: Any) -> None:
+    """Preview (subject, text, html, recipients), then send twice with one form token:
+    one mail leaves."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    draft = Draft.standard("reponse-permis", {"usager_nom": "Madame Dupont"})
+    preview = replies.preview("cdurand", reference, draft)
+    assert preview.recipients == ("marie.dupont@example.fr",)
+    assert f"[{reference}]" in preview.subject
+    assert "Bonjour Madame Dupont," in preview.text and "Camille Durand" in preview.html
+    first = replies.send("cdurand", reference, draft, key="form-7f3a")
+    again = replies.send("cdurand", reference, draft, key="form-7f3a")
+    assert not first.repeated and again.repeated and again.outbox_ids == first.outbox_ids
+    app.outbox.deliver_due()
+    assert len(setup[3].wait_for(1)) == 1
+    assert len(db_rows(config, "SELECT id FROM outbox WHERE kind = 'reply'")) == 1
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'reply_queued'")) == 1
+    other = replies.send("cdurand", reference, draft, key="form-8b21")  # a new form: a new mail
+    assert not other.repeated and other.outbox_ids != first.outbox_ids
+
+
+def test_reply_by_row_id_and_unknown_message(setup: Any) -> None:
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    ((row_id,),) = db_rows(config, "SELECT id FROM messages")
+    draft = Draft.free("Bien reçu.")
+    assert f"[{reference}]" in replies.preview("cdurand", f"#{row_id}", draft).subject
+    with pytest.raises(RequestError, match="no tracked message with a sender"):
+        replies.preview("cdurand", "SM-1999-000001", draft)
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> None:
+    config, reference, received = tracked(setup)
+    smtp = setup[3]
+    code = main(
+        [
+            "--config",
+            str(config),
+            "transfer",
+            reference,
+            "--service",
+            "cartes-grises",
+            "--agent",
+            "cdurand",
+            "--reason",
+            "question de carte grise",
+            "--send",
+        ]
+    )
+    assert code == 0
+    mails = {r.rcpt_tos[0]: r.raw for r in smtp.wait_for(2)}
+    assert set(mails) == {"marie.dupont@example.fr", CARTES_GRISES}
+    notice = parsed(mails["marie.dupont@example.fr"])
+    assert "a été transmis" in str(notice["Subject"]) and f"[{reference}]" in str(notice["Subject"])
+    assert notice["In-Reply-To"] == "<orig-1@example.fr>"
+    text = " ".join(plain(notice).split())
+    assert "Bureau des titres — cartes grises" in text
+    deadline = answer_deadline(received)  # counted from receipt, not from the transfer
+    assert f"{deadline.day} " in text and str(deadline.year) in text
+    forward = parsed(mails[CARTES_GRISES])
+    note = " ".join(plain(forward).split())
+    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    attached = [p for p in forward.walk() if p.get_content_type() == "message/rfc822"]
+    assert attached and b"<orig-1@example.fr>" in attached[0].as_bytes()
+    row = db_rows(config, "SELECT service, transferred, received_at FROM messages")
+    assert row[0][:2] == ("cartes-grises", 1)
+    ((detail,),) = db_rows(config, "SELECT detail FROM events WHERE kind = 'transferred'")
+    assert json.loads(detail) == {
+        "service": "cartes-grises",
+        "from": "general",
+        "agent": "cdurand",
+        "reason": "question de carte grise",
+    }
+
+
+def test_transfer_is_refused_without_reason_or_to_the_same_service(setup: Any) -> None:
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    with pytest.raises(RequestError, match="say why"):
+        transfers.transfer("cdurand", reference, "cartes-grises", "  ")
+    with pytest.raises(RequestError, match="already this service's"):
+        transfers.transfer("cdurand", reference, "general", "erreur")
+    with pytest.raises(RequestError, match="no such service"):
+        transfers.transfer("cdurand", reference, "nulle-part", "erreur")
+    assert db_rows(config, "SELECT id FROM outbox WHERE kind != 'ar'") == []
+
+
+def test_transfer_twice_with_one_key_sends_once(setup: Any) -> None:
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    preview = transfers.preview("cdurand", reference, "permis", "permis de conduire")
+    assert preview.forward_to == ("pref-permis@seine-maritime.gouv.fr",)
+    assert preview.notice.recipients == ("marie.dupont@example.fr",)
+    first = transfers.transfer("cdurand", reference, "permis", "permis de conduire", key="k1")
+    again = transfers.transfer("cdurand", reference, "permis", "permis de conduire", key="k1")
+    assert again.repeated and again.outbox_ids == first.outbox_ids
+    app.outbox.deliver_due()
+    assert len(setup[3].wait_for(2)) == 2
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'")) == 1
+
+
+# --------------------------------------------------------------------------- answered elsewhere
+
+
+def test_answered_by_phone_counts_as_the_reply_at_that_time(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, reference, received = tracked(setup)
+    at = received + timedelta(hours=1)
+    args = ["--config", str(config), "answered", reference, "--agent", "cdurand"]
+    args += ["--how", "phone", "--reason", "horaires donnés", "--at", at.isoformat()]
+    assert main(args) == 0
+    assert "counts as its reply" in capsys.readouterr().out
+    ((first_reply_at, complete),) = db_rows(
+        config, "SELECT first_reply_at, first_reply_complete FROM messages"
+    )
+    assert datetime.fromisoformat(first_reply_at).replace(tzinfo=ZoneInfo("UTC")) == at
+    assert complete is None  # nothing to check: no signature on a phone call
+    ((detail,),) = db_rows(config, "SELECT detail FROM events WHERE kind = 'answered_elsewhere'")
+    assert json.loads(detail) == {"how": "phone", "agent": "cdurand", "reason": "horaires donnés"}
+    assert setup[3].messages == []  # nothing is sent
+
+
+def test_answered_elsewhere_is_checked_and_done_once(setup: Any) -> None:
+    config, reference, received = tracked(setup)
+    app: App = build_app(config)
+
+    def answer(**changes: Any) -> Any:
+        values: dict[str, Any] = {"how": AnsweredHow.COUNTER, "reason": "vu au guichet"}
+        values |= changes
+        return mark_answered(app.config, app.store, app.agent, "cdurand", reference, **values)
+
+    with pytest.raises(RequestError, match="between the message's receipt and now"):
+        answer(at=received - timedelta(days=1))
+    with pytest.raises(RequestError, match="say how"):
+        answer(reason="")
+    first = answer(key="t1")
+    again = answer(key="t1")
+    assert first.first and not first.repeated and again.repeated
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'answered_elsewhere'")) == 1
+
+
+# --------------------------------------------------------------------------- two tabs at once
+
+
+def test_one_key_from_two_tabs_at_the_same_moment_queues_one_mail(setup: Any) -> None:
+    """Two requests with one key, the second arriving while the first is still in its
+    transaction: the second waits, then returns the first one's result."""
+    config, _reference, _received = tracked(setup)
+    app = build_app(config)
+    started = threading.Event()
+    results: list[tuple[int, bool]] = []
+
+    def work(tx: Any) -> int:
+        started.set()
+        threading.Event().wait(0.5)  # still in the transaction when the other tab comes
+        return int(tx.enqueue(None, "digest", CARTES_GRISES, "", "<x@mailbot.test>", b"x"))
+
+    def tab() -> None:
+        results.append(once(app.store, "test", "form-1", work))
+
+    first = threading.Thread(target=tab)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=tab)
+    second.start()
+    first.join(15)
+    second.join(15)
+    assert sorted(repeated for _id, repeated in results) == [False, True]
+    assert len({outbox_id for outbox_id, _repeated in results}) == 1
+    assert len(db_rows(config, "SELECT id FROM outbox WHERE kind = 'digest'")) == 1
