@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from mailbot.classifier import load as load_model
 from mailbot.config import Config, ContactFormRelay, MailboxConfig
 from mailbot.errors import FirstPollError, StoreError
 from mailbot.language import detect_language
@@ -45,6 +46,7 @@ from mailbot.routing import (
     decide,
     form_fields,
 )
+from mailbot.routing_text import routing_text
 from mailbot.store import NewMessage, Store, Transaction, utcnow
 from mailbot.translations import load_translations
 from mailbot.workdays import WorkingCalendar
@@ -483,7 +485,8 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
     if config.routing is None:
         return None
     own = {name: box.service for name, box in config.mailboxes.items()}
-    return compile_routing(config.routing, own)
+    model = load_model(config.routing.model.file) if config.routing.model else None
+    return compile_routing(config.routing, own, model)
 
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
@@ -494,14 +497,19 @@ def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> Routin
     """
     relays = config.policy.contact_form_relays
     relayed = recognised_relay(parsed, relays) is not None
+    fields = form_fields(parsed.body_text) if relayed else {}
+    # Routing reads the citizen's own text; the form's Objet only through form_field rules.
+    text = routing_text(parsed.body_text[:ROUTING_BODY_LIMIT], relayed_form=relayed)
+    subject = "" if text.from_form else parsed.subject[:SUBJECT_LIMIT]
     return RoutingInput(
         mailbox=mailbox,
-        subject=parsed.subject[:SUBJECT_LIMIT],
-        body=parsed.body_text[:ROUTING_BODY_LIMIT],
+        subject=subject,
+        body=text.own,
         sender=reply_address(parsed, relays) or parsed.from_address,
         language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
         has_attachment=parsed.has_attachments,
-        form_fields=form_fields(parsed.body_text) if relayed else {},
+        form_fields=fields,
+        quoted=text.quoted,
     )
 
 
