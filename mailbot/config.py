@@ -287,6 +287,8 @@ class RoutingConfig(Model):
     reorientation: dict[str, ReorientTarget] = Field(default_factory=dict)
     rules: list[RoutingRule] = Field(default_factory=list)
     model: RoutingModelConfig | None = None
+    # service → the categories it may have (guide § 3); a service not listed allows all.
+    combinations: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class MailboxConfig(Model):
@@ -720,6 +722,10 @@ class Config(Model):
             known(name, set(self.mailboxes), f"routing.defaults.{name}", "mailbox")
             known(default.service, services, f"routing.defaults.{name}.service", "service")
             known(default.category, categories, f"routing.defaults.{name}.category", "category")
+        for name, allowed in routing.combinations.items():
+            known(name, services, f"routing.combinations.{name}", "service")
+            for value in allowed:
+                known(value, categories, f"routing.combinations.{name}", "category")
         for index, rule in enumerate(routing.rules):
             where = f"routing.rules[{index}]"
             known(rule.service, services, f"{where}.service", "service")

@@ -299,7 +299,23 @@ def decide(msg: RoutingInput, routing: CompiledRouting) -> RoutingDecision:
     if tally.strong_service is not None:
         service = tally.strong_service[0]
     category = tally.strong_category or category
+    category = allowed_category(routing.config, service, category, tally.categories)
     return _decision(tally, service, category, _target(tally, service), own)
+
+
+def allowed_category(
+    config: RoutingConfig, service: str, category: str, scores: Mapping[str, float]
+) -> str:
+    """``category`` if the guide allows it for ``service`` (routing.combinations), else the
+    best-scored allowed one, else information, else autre: a re-oriented mail is never
+    counted as a complaint against the prefecture, a reception mail never as a question."""
+    allowed = config.combinations.get(service)
+    if not allowed or category in allowed:
+        return category
+    scored = [c for c in allowed if scores.get(c, 0) > 0]
+    if scored:
+        return max(scored, key=lambda c: scores[c])
+    return next((c for c in ("information", "autre") if c in allowed), allowed[0])
 
 
 def _target(tally: _Tally, service: str) -> str | None:
@@ -361,6 +377,9 @@ def _with_model(
     chosen_category, category_confidence = category.label, category.confidence
     if tally.strong_category is not None:
         chosen_category, category_confidence = tally.strong_category, 1.0
+    chosen_category = allowed_category(
+        routing.config, chosen_service, chosen_category, category.scores
+    )
     target = _target(tally, chosen_service)
     if chosen_service == REORIENT_SERVICE and target is None and "reorient" in said:
         target = said["reorient"].classes[0]
