@@ -220,7 +220,7 @@ class Pipeline:
         row = replace(
             row, parent_id=parent_pk, language=language, sender_name=name, transferred=transferred
         )
-        message_pk = _save(tx, _with_routing(row, routing), existing)
+        message_pk = _save(tx, _with_routing(row, routing, box.service), existing)
         kind = {"acknowledge": "ar_queued", "follow-up": "follow_up"}.get(
             _decision_name(decision), "skipped"
         )
@@ -513,17 +513,26 @@ def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> Routin
     )
 
 
-def _with_routing(row: NewMessage, routing: RoutingDecision | None) -> NewMessage:
+def _with_routing(row: NewMessage, routing: RoutingDecision | None, own: str) -> NewMessage:
     if routing is None:
         return row
     matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]
+    recorded: dict[str, object] = {"hits": matched, "scores": dict(routing.scores)}
+    if routing.model:  # issue 13: the model's view, and a weak decision held "to check"
+        recorded |= {"model": routing.model, "confidence": dict(routing.confidence)}
+    if routing.to_check:  # kept at the mailbox's own service; the suggestion is recorded
+        recorded |= {
+            "to_check": True,
+            "suggested": {"service": routing.service, "reorient": routing.reorient},
+        }
     return replace(
         row,
-        service=routing.service,
+        service=own if routing.to_check else routing.service,
         category=routing.category,
         priority=routing.priority,
-        reorient=routing.reorient,
-        routing=json.dumps({"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False),
+        reorient=None if routing.to_check else routing.reorient,
+        routing=json.dumps(recorded, ensure_ascii=False),
+        to_check=int(routing.to_check),
     )
 
 
@@ -532,6 +541,8 @@ def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:
         return f"→ {plan.transferred_to}"
     if plan is not None and plan.reoriented_to:
         return f"↪ {plan.reoriented_to}"
+    if routing is not None and routing.to_check:
+        return f"? {routing.service} (to check)"
     return routing.service if routing else ""
 
 

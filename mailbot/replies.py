@@ -75,7 +75,12 @@ class Replies:
         routing: RoutingDecision | None,
         language: str | None = "fr",
     ) -> Plan:
-        if routing is not None and routing.reorient and self.config.routing:
+        if (
+            routing is not None
+            and routing.reorient
+            and not routing.to_check
+            and self.config.routing
+        ):
             target = self.config.routing.reorientation[routing.reorient]
             variables: dict[str, object] = {
                 "reference": reference,

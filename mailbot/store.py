@@ -98,6 +98,7 @@ messages = sa.Table(
     sa.Column("transferred", sa.Integer, nullable=False, server_default="0"),
     sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
     sa.Column("fingerprint", sa.String(64)),
+    sa.Column("to_check", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -137,6 +138,25 @@ outbox = sa.Table(
     sa.Column("sent_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
 )
+# -- routing corrections (issue 13): see mailbot/corrections.py -----------------------------
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("agent", sa.String(64)),
+    sa.Column("old_service", sa.String(64)),
+    sa.Column("old_category", sa.String(64)),
+    sa.Column("old_reorient", sa.String(64)),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("reorient", sa.String(64)),
+    sa.Index("ix_corrections_message_pk", "message_pk"),
+)
+# -- end of routing corrections --------------------------------------------------------------
 counters = sa.Table(
     "counters",
     metadata,
@@ -247,6 +267,7 @@ class NewMessage:
     sender_name: str | None = None
     transferred: int = 0
     fingerprint: str | None = None
+    to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
 
 
 @dataclass(frozen=True)
@@ -906,6 +927,7 @@ class Store:
             old = sa.select(messages.c.id).where(messages.c.received_at < before)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
+            tx.conn.execute(corrections.delete().where(corrections.c.message_pk.in_(old)))
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )
