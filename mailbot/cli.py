@@ -34,6 +34,7 @@ from mailbot.poller import Processor, Source
 from mailbot.quarantine import parse_ref, retry, unhandled_row
 from mailbot.render import Renderer, build_email
 from mailbot.report import ReportBuilder, month_period, parse_week, week_period
+from mailbot.routing_commands import add_routing_commands  # issue 13
 from mailbot.sent import SentPipeline, signature_check
 from mailbot.smtp import FileTransport, SmtpTransport, Transport
 from mailbot.store import Store, utcnow
@@ -766,6 +767,7 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)
     add_web_commands(commands)
+    add_routing_commands(commands)  # issue 13: correct, routing train|evaluate
     return top
 
 
