@@ -139,6 +139,11 @@ def test_weak_decision_is_held_to_check_with_a_plain_ar(setup: Any) -> None:
     assert "reoriented" not in events and "transferred" not in events
 
 
+# Clear requests: routing transfers them with confidence (not "to check").
+PERMIS = "Bonjour, comment faire l'échange de mon permis de conduire marocain ?\n"
+CARTE = "Bonjour, j'ai vendu ma voiture : comment déclarer la cession de la carte grise ?\n"
+
+
 def test_no_mail_leaves_for_an_unconfigured_address(setup: Any) -> None:
     """Headers that try to add recipients: Reply-To, Cc, Bcc, Resent-*, Disposition-Notification-To."""
     config, general, _etrangers, smtp = setup
@@ -151,10 +156,13 @@ def test_no_mail_leaves_for_an_unconfigured_address(setup: Any) -> None:
         citizen_mail(
             1,
             subject="Permis de conduire\r\n =?utf-8?q?=0ABcc:_pirate7@evil.example?=",
+            body=PERMIS,
             extra=tricks,
         )
     )
-    general.append(citizen_mail(2, sender="x@example.fr", subject="Carte grise", extra=tricks))
+    general.append(
+        citizen_mail(2, sender="x@example.fr", subject="Carte grise", body=CARTE, extra=tricks)
+    )
     assert poll(config, acknowledge_existing=True) == 0
     received = smtp.wait_for(4)
     recipients = {rcpt for item in received for rcpt in item.rcpt_tos}
