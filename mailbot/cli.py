@@ -37,6 +37,7 @@ from mailbot.mail.originals import ImapOriginals
 from mailbot.mail.poller import Source
 from mailbot.mail.smtp import FileTransport
 from mailbot.render.templates import Renderer
+from mailbot.routing_commands import add_routing_commands
 from mailbot.store import Store
 from mailbot.web.commands import add_web_commands
 from mailbot.worker import Worker, make_worker
@@ -667,6 +668,7 @@ def parser() -> argparse.ArgumentParser:
     purge.add_argument("--days", type=int, help="override retention.days")
     purge.set_defaults(func=cmd_purge)
     add_web_commands(commands)
+    add_routing_commands(commands)  # issue 13: correct, routing train|evaluate
     return top
 
 

@@ -57,6 +57,18 @@ def _beside(value: Path, info: ValidationInfo) -> Path:
     return value if base is None or value.is_absolute() else Path(base) / value
 
 
+SHIPPED_MODELS = Path(__file__).parent / "models"
+
+
+def _model_file(value: Path, info: ValidationInfo) -> Path:
+    """A routing model named in rules.yaml: beside rules.yaml when it is there, else the
+    one shipped in the package (mailbot/models/), so a copied rules.yaml still finds it."""
+    beside = _beside(value, info)
+    if beside.is_file() or value.is_absolute() or not (SHIPPED_MODELS / value.name).is_file():
+        return beside
+    return SHIPPED_MODELS / value.name
+
+
 def _database_beside(url: str, info: ValidationInfo) -> str:
     """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
     try:
@@ -176,7 +188,7 @@ class Condition(Model):
 
     keywords: list[str] | None = None
     regex: str | None = None
-    in_: Literal["subject", "body", "both"] = Field(default="both", alias="in")
+    in_: Literal["subject", "body", "both", "quoted"] = Field(default="both", alias="in")
     sender: list[str] | None = None
     mailbox: list[str] | None = None
     language: list[str] | None = None
@@ -226,11 +238,12 @@ class RoutingRule(Model):
     when: Condition
     service: str | None = None
     category: str | None = None
-    score: int = Field(default=10, ge=1, le=1000)
+    score: int = Field(default=10, ge=-1000, le=1000)  # negative: evidence against
     priority: Literal["normal", "urgent"] | None = None
     reorient: str | None = None
     no_transfer: bool = False
     stop: bool = False
+    strong: bool = False  # decides its service/category alone (the first strong match)
 
     @model_validator(mode="after")
     def _does_something(self) -> RoutingRule:
@@ -252,12 +265,31 @@ class MailboxDefault(Model):
     category: str
 
 
+class RoutingModelConfig(Model):
+    """The learned classifier beside the rules, and how its probabilities combine with them
+    (README, "Routing"; mailbot/combine.py)."""
+
+    file: Path
+    rule_weight: float = Field(default=0.5, ge=0, le=1)
+    rule_damping: float = Field(default=10, ge=0)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+    complaint_min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("file")
+    @classmethod
+    def _file_beside_config(cls, value: Path, info: ValidationInfo) -> Path:
+        return _model_file(value, info)
+
+
 class RoutingConfig(Model):
     categories: list[str] = Field(min_length=1)
     complaint_category: str = "reclamation"
     defaults: dict[str, MailboxDefault]
     reorientation: dict[str, ReorientTarget] = Field(default_factory=dict)
     rules: list[RoutingRule] = Field(default_factory=list)
+    model: RoutingModelConfig | None = None
+    # service → the categories it may have (guide § 3); a service not listed allows all.
+    combinations: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class MailboxConfig(Model):
@@ -710,6 +742,10 @@ class Config(Model):
             known(name, set(self.mailboxes), f"routing.defaults.{name}", "mailbox")
             known(default.service, services, f"routing.defaults.{name}.service", "service")
             known(default.category, categories, f"routing.defaults.{name}.category", "category")
+        for name, allowed in routing.combinations.items():
+            known(name, services, f"routing.combinations.{name}", "service")
+            for value in allowed:
+                known(value, categories, f"routing.combinations.{name}", "category")
         for index, rule in enumerate(routing.rules):
             where = f"routing.rules[{index}]"
             known(rule.service, services, f"{where}.service", "service")

@@ -189,6 +189,7 @@ def test_what_no_rule_nor_default_claims_goes_to_the_general_service(tmp_path: P
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
         d["organisation"]["general_service"] = "cabinet"
         d["routing"]["defaults"].pop("etrangers")
+        d["routing"].pop("model", None)  # rules alone: with a model, the model claims it
 
     config = load_config(write_config(tmp_path, mutate))
     routing = compiled_routing(config)

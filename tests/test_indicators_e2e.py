@@ -36,7 +36,12 @@ def at(day: int, hour: int) -> datetime:
 def wording(category: str, transferred: bool, how: str | None) -> tuple[str, str]:
     """Subjects and bodies that the default rules route as the scenario says."""
     if how == "auto":
-        return "Acte de naissance", "Bonjour, je voudrais un extrait d'acte de naissance.\n"
+        # Several mairie matters named: a confident re-orientation (a single weak hit in a
+        # one-line mail would be held "to check", README "Routing").
+        return "Acte de naissance", (
+            "Bonjour, je voudrais un extrait d'acte de naissance et une copie de mon livret"
+            " de famille (état civil).\n"
+        )
     if category == "reclamation":
         return "Réclamation", "Bonjour, il y a une erreur sur le courrier reçu, je conteste.\n"
     topic = "Carte grise" if transferred else "Horaires"

@@ -126,7 +126,13 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:
     config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
-    imap_user.append(citizen_mail(1, subject="Renouvellement de mon titre de séjour"))
+    imap_user.append(
+        citizen_mail(
+            1,
+            subject="Renouvellement de mon titre de séjour",
+            body="Bonjour, mon titre de séjour expire bientôt : comment le renouveler ?\n",
+        )
+    )
     imap_user.append(
         citizen_mail(
             2, subject="RELANCE : renouvellement titre de sejour", message_id="<x2@example.fr>"
@@ -187,7 +193,14 @@ def test_service_reply_seen_through_the_tracking_mailbox(
     }
     data["sender"]["tracking_address"] = "suivi-courriels@seine-maritime.gouv.fr"
     config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    imap_user.append(citizen_mail(1, subject="Carte grise", message_id="<cg1@example.fr>"))
+    imap_user.append(
+        citizen_mail(
+            1,
+            subject="Carte grise",
+            body="Bonjour, j'ai vendu ma voiture : comment déclarer la cession de la carte grise ?\n",
+            message_id="<cg1@example.fr>",
+        )
+    )
     assert poll(config, acknowledge_existing=True) == 0
     forward = next(r for r in smtp_server.wait_for(2) if r.rcpt_tos[0].startswith("pref-cartes"))
     assert b"suivi-courriels@seine-maritime.gouv.fr" in forward.raw  # the note asks for the Bcc

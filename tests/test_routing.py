@@ -86,7 +86,7 @@ def test_normalize() -> None:
             "Bruit",
             "Nuisances sonores toutes les nuits à cause d'un bar, je demande l'intervention du préfet.",
             "general",
-            "cabinet",
+            "general",  # guide R11: bars are the préfet's police, not public order (cabinet)
             "plainte-riverain",
         ),
         (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def test_reoriented_message_gets_one_reply_and_no_forward(setup: Any) -> None:
         citizen_mail(
             1,
             subject="Acte de naissance",
-            body="Bonjour, je voudrais un extrait d'acte de naissance pour mon fils.\n",
+            body="Bonjour, je voudrais un extrait d'acte de naissance pour mon fils et une copie"
+            " de notre livret de famille (état civil).\n",
         )
     )
     assert poll(config, acknowledge_existing=True) == 0
@@ -110,6 +112,38 @@ def test_reoriented_message_gets_one_reply_and_no_forward(setup: Any) -> None:
     ]
 
 
+def test_weak_decision_is_held_to_check_with_a_plain_ar(setup: Any) -> None:
+    """One line, one weak hint of another administration: no re-orientation is sent; the
+    mail stays with the mailbox's own service, marked to check (issue 13)."""
+    config, general, _etrangers, smtp = setup
+    general.append(
+        citizen_mail(
+            1,
+            subject="Acte de naissance",
+            body="Bonjour, je voudrais un extrait d'acte de naissance pour mon fils.\n",
+        )
+    )
+    assert poll(config, acknowledge_existing=True) == 0
+    received = smtp.wait_for(1)
+    assert len(received) == 1
+    assert "à qui vous adresser" not in str(parsed(received[0].raw)["Subject"])
+    assert db_rows(config, "SELECT service, reorient, to_check FROM messages") == [
+        ("general", None, 1)
+    ]
+    (recorded,) = db_rows(config, "SELECT routing FROM messages")[0]
+    assert json.loads(recorded)["suggested"] == {
+        "service": "autres-administrations",
+        "reorient": "mairie",
+    }
+    events = [k for (k,) in db_rows(config, "SELECT kind FROM events ORDER BY id")]
+    assert "reoriented" not in events and "transferred" not in events
+
+
+# Clear requests: routing transfers them with confidence (not "to check").
+PERMIS = "Bonjour, comment faire l'échange de mon permis de conduire marocain ?\n"
+CARTE = "Bonjour, j'ai vendu ma voiture : comment déclarer la cession de la carte grise ?\n"
+
+
 def test_no_mail_leaves_for_an_unconfigured_address(setup: Any) -> None:
     """Headers that try to add recipients: Reply-To, Cc, Bcc, Resent-*, Disposition-Notification-To."""
     config, general, _etrangers, smtp = setup
@@ -122,10 +156,13 @@ def test_no_mail_leaves_for_an_unconfigured_address(setup: Any) -> None:
         citizen_mail(
             1,
             subject="Permis de conduire\r\n =?utf-8?q?=0ABcc:_pirate7@evil.example?=",
+            body=PERMIS,
             extra=tricks,
         )
     )
-    general.append(citizen_mail(2, sender="x@example.fr", subject="Carte grise", extra=tricks))
+    general.append(
+        citizen_mail(2, sender="x@example.fr", subject="Carte grise", body=CARTE, extra=tricks)
+    )
     assert poll(config, acknowledge_existing=True) == 0
     received = smtp.wait_for(4)
     recipients = {rcpt for item in received for rcpt in item.rcpt_tos}

@@ -55,7 +55,12 @@ class Planner:
         self.composer = composer
 
     def plan(self, mail: Received, routing: RoutingDecision | None) -> Plan:
-        if routing is not None and routing.reorient and self.config.routing:
+        if (
+            routing is not None
+            and routing.reorient
+            and not routing.to_check
+            and self.config.routing
+        ):
             return self._reorientation(mail, routing.reorient)
         service = self.config.services.get(routing.service) if routing else None
         transferred = bool(

@@ -46,7 +46,20 @@ class Explanation:
                 {"rule": hit.rule, "matched": hit.matched, "detail": hit.detail}
                 for hit in (routing.rule_hits if routing else ())
             ],
+            # issue 13: the model's top three per head, how sure, and a weak decision held
+            "model": _model_part(routing),
+            "to_check": routing.to_check if routing else False,
         }
+
+
+def _model_part(routing: RoutingDecision | None) -> dict[str, Any] | None:
+    if routing is None or not routing.model:
+        return None
+    return {
+        **{head: [[label, p] for label, p in top] for head, top in routing.model.items()},
+        "confidence": dict(routing.confidence),
+        "strong": list(routing.strong),
+    }
 
 
 def explain(
@@ -70,6 +83,28 @@ def guess_mailbox(config: Config, raw: bytes) -> str:
     return next(iter(config.mailboxes))
 
 
+def _model_lines(e: dict[str, Any]) -> list[str]:
+    model = e["model"]
+    if not model:
+        return []
+    lines = []
+    for head in ("service", "category", "reorient"):
+        if head in model:
+            top = ", ".join(f"{label} {p:.0%}" for label, p in model[head])
+            lines.append(f"  model:    {head}: {top}")
+    sure = model["confidence"]
+    lines.append(
+        f"  combined: service {sure.get('service', 0):.0%}, category {sure.get('category', 0):.0%}"
+        + (f"   strong rule: {', '.join(model['strong'])}" if model["strong"] else "")
+    )
+    if e["to_check"]:
+        lines.append(
+            "  TO CHECK: the decision is weak; the mail stays with the mailbox's own service"
+            " (no transfer, no re-orientation) for an agent to check"
+        )
+    return lines
+
+
 def format_text(path: str, explanation: Explanation) -> str:
     e = explanation.as_dict()
     lines = [
@@ -80,6 +115,7 @@ def format_text(path: str, explanation: Explanation) -> str:
         f"  service:  {e['service']}   category: {e['category']}   priority: {e['priority']}",
         f"  actions:  {', '.join(e['actions'])}",
         f"  scores:   {', '.join(f'{k}={v}' for k, v in e['scores'].items()) or '-'}",
+        *_model_lines(e),
         "  rules:",
     ]
     for hit in e["rule_hits"]:

@@ -220,7 +220,7 @@ class Pipeline:
             language=handling.language,
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
             transferred=int(plan is not None and plan.transferred_to is not None),
-            **_routing_columns(handling.routing),
+            **_routing_columns(handling.routing, self.config.mailboxes[where.mailbox].service),
         )
         message_pk = _save(tx, row, existing)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
@@ -424,18 +424,27 @@ def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
     return existing
 
 
-def _routing_columns(routing: RoutingDecision | None) -> dict[str, Any]:
+def _routing_columns(routing: RoutingDecision | None, own: str) -> dict[str, Any]:
+    """The row's routing columns. A weak decision ("to check") keeps the mail at its
+    mailbox's own service; the suggestion is kept in the routing JSON."""
     if routing is None:
         return {}
     matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]
+    recorded: dict[str, object] = {"hits": matched, "scores": dict(routing.scores)}
+    if routing.model:  # the model's view, and its combination with the rules
+        recorded |= {"model": routing.model, "confidence": dict(routing.confidence)}
+    if routing.to_check:
+        recorded |= {
+            "to_check": True,
+            "suggested": {"service": routing.service, "reorient": routing.reorient},
+        }
     return {
-        "service": routing.service,
+        "service": own if routing.to_check else routing.service,
         "category": routing.category,
         "priority": routing.priority,
-        "reorient": routing.reorient,
-        "routing": json.dumps(
-            {"hits": matched, "scores": dict(routing.scores)}, ensure_ascii=False
-        ),
+        "reorient": None if routing.to_check else routing.reorient,
+        "routing": json.dumps(recorded, ensure_ascii=False),
+        "to_check": int(routing.to_check),
     }
 
 
@@ -444,6 +453,8 @@ def _route_label(plan: Plan | None, routing: RoutingDecision | None) -> str:
         return f"→ {plan.transferred_to}"
     if plan is not None and plan.reoriented_to:
         return f"↪ {plan.reoriented_to}"
+    if routing is not None and routing.to_check:
+        return f"? {routing.service} (to check)"
     return routing.service if routing else ""
 
 

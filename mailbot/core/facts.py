@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mailbot.config import Config, ContactFormRelay
+from mailbot.core.classifier import load as load_model
 from mailbot.core.language import detect_language
 from mailbot.core.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage
 from mailbot.core.policy import PolicyContext, reply_address
 from mailbot.core.relays import recognised_relay
 from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing, form_fields
+from mailbot.core.routing_text import routing_text
 
 ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
 
@@ -20,7 +22,10 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
     if config.routing is None:
         return None
     own = {name: box.service for name, box in config.mailboxes.items()}
-    return compile_routing(config.routing, own, config.organisation.general_service)
+    # The classifier is a static file of numbers (no pickle), loaded once like the
+    # language models.
+    model = load_model(config.routing.model.file) if config.routing.model else None
+    return compile_routing(config.routing, own, config.organisation.general_service, model)
 
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:
@@ -31,14 +36,19 @@ def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> Routin
     """
     relays = config.policy.contact_form_relays
     relayed = recognised_relay(parsed, relays) is not None
+    fields = form_fields(parsed.body_text) if relayed else {}
+    # Routing reads the citizen's own text; the form's Objet only through form_field rules.
+    text = routing_text(parsed.body_text[:ROUTING_BODY_LIMIT], relayed_form=relayed)
+    subject = "" if text.from_form else parsed.subject[:SUBJECT_LIMIT]
     return RoutingInput(
         mailbox=mailbox,
-        subject=parsed.subject[:SUBJECT_LIMIT],
-        body=parsed.body_text[:ROUTING_BODY_LIMIT],
+        subject=subject,
+        body=text.own,
         sender=reply_address(parsed, relays) or parsed.from_address,
         language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
         has_attachment=parsed.has_attachments,
-        form_fields=form_fields(parsed.body_text) if relayed else {},
+        form_fields=fields,
+        quoted=text.quoted,
     )
 
 

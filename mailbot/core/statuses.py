@@ -85,6 +85,7 @@ class EventKind(StrEnum):
     SEND_DEFERRED = "send_deferred"
     SEND_FAILED = "send_failed"
     SEND_UNCERTAIN = "send_uncertain"
+    ROUTING_CORRECTED = "routing_corrected"  # an agent changed the service or category
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
     SENT_UNREADABLE = "sent_unreadable"
 

@@ -24,7 +24,15 @@ from sqlalchemy.engine import Connection, Engine
 from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
 from mailbot.errors import StoreError
 from mailbot.store.records import OutboxItem, outbox_item
-from mailbot.store.schema import attention, events, messages, metadata, outbox, unhandled
+from mailbot.store.schema import (
+    attention,
+    corrections,
+    events,
+    messages,
+    metadata,
+    outbox,
+    unhandled,
+)
 from mailbot.store.transaction import Transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -360,6 +368,7 @@ class Store:
             old = sa.select(messages.c.id).where(messages.c.received_at < before)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
+            tx.conn.execute(corrections.delete().where(corrections.c.message_pk.in_(old)))
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )

@@ -47,6 +47,7 @@ class NewMessage:
     sender_name: str | None = None
     transferred: int = 0
     fingerprint: str | None = None
+    to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ messages = sa.Table(
     sa.Column("transferred", sa.Integer, nullable=False, server_default="0"),
     sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
     sa.Column("fingerprint", sa.String(64)),
+    sa.Column("to_check", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -124,6 +125,25 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+# An agent's correction of a message's routing (issue 13): the original decision stays on
+# the row's history, the classifier learns from these.
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("agent", sa.String(64)),
+    sa.Column("old_service", sa.String(64)),
+    sa.Column("old_category", sa.String(64)),
+    sa.Column("old_reorient", sa.String(64)),
+    sa.Column("service", sa.String(64), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("reorient", sa.String(64)),
+    sa.Index("ix_corrections_message_pk", "message_pk"),
 )
 counters = sa.Table(
     "counters",

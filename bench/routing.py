@@ -1,0 +1,92 @@
+"""Routing speed: model load time, and classification time per mail once loaded.
+
+    python bench/routing.py [--repeat 5]
+
+Reads the labelled mails (the dev half of the corpus and the regression set; parsing is not
+timed), then times, each ``--repeat`` times and keeping the median:
+
+* loading the configured model file (numpy, no scikit-learn), in this process and in a
+  fresh ``python -c`` (import included) — target ≤ 1 s;
+* the model alone on each mail (features + the linear heads);
+* the whole routing decision (every rule, the model, the combination) — target ≤ 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mailbot.app.training import load_labelled  # noqa: E402
+from mailbot.config import load_config  # noqa: E402
+from mailbot.core.classifier import load  # noqa: E402
+from mailbot.core.facts import compiled_routing  # noqa: E402
+from mailbot.core.routing import decide  # noqa: E402
+from mailbot.core.routing_text import RoutingText  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    config = load_config(ROOT / "rules.yaml")
+    assert config.routing is not None and config.routing.model is not None
+    path = config.routing.model.file
+    loads = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        model = load(path)
+        loads.append(time.perf_counter() - start)
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import time; t=time.perf_counter(); from mailbot.core.classifier "
+            f"import load; load(__import__('pathlib').Path({str(path)!r})); "
+            f"print(time.perf_counter()-t)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+    samples = [
+        *load_labelled(config, ROOT / "tests/data/corpus/dev"),
+        *load_labelled(config, ROOT / "tests/data/routing"),
+    ]
+    routing = compiled_routing(config)
+    assert routing is not None
+    for sample in samples:  # warm-up: regex compilation is done, caches filled once
+        decide(sample.facts, routing)
+    model_runs, decide_runs = [], []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        for s in samples:
+            model.classify(s.facts.subject, RoutingText(s.facts.body, s.facts.quoted))
+        model_runs.append((time.perf_counter() - start) / len(samples))
+        start = time.perf_counter()
+        for s in samples:
+            decide(s.facts, routing)
+        decide_runs.append((time.perf_counter() - start) / len(samples))
+    size = path.stat().st_size / 1024
+    print(f"model {path.name}: {size:.0f} KiB, {len(model.features)} features")
+    print(f"load (in process, median of {args.repeat}): {statistics.median(loads) * 1000:.1f} ms")
+    print(f"load (fresh interpreter, imports included): {float(fresh.stdout) * 1000:.1f} ms")
+    print(
+        f"model alone per mail ({len(samples)} mails): "
+        f"{statistics.median(model_runs) * 1000:.3f} ms"
+    )
+    print(
+        f"whole decision per mail (rules + model + combination): "
+        f"{statistics.median(decide_runs) * 1000:.3f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The agents' routing corrections: a re-route or a re-categorisation of a tracked mail.
+
+A correction is recorded beside the decision it replaces (who, when, the old and the new
+service, category and re-orientation target); the message row then carries the corrected
+values, so the indicators count the mail where it belongs, and its "to check" mark is
+cleared. Nothing is sent: the citizen already has the AR, and moving the mail between
+services is the agents' business. Only acknowledged citizens' mail can be corrected —
+robots, quarantined and skipped mail never are — and ``mailbot routing train`` learns from
+these corrections (fetching the mails again from IMAP: bodies are never stored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailbot.config import REORIENT_SERVICE, Config
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import Decision, EventKind
+from mailbot.errors import MessageError
+from mailbot.store import Store
+from mailbot.store import corrections as stored
+
+
+@dataclass(frozen=True)
+class Correction:
+    reference: str
+    old: tuple[str | None, str | None, str | None]
+    new: tuple[str, str, str | None]
+    agent: str | None
+    at: datetime
+
+
+def _check(config: Config, service: str, category: str, reorient: str | None) -> None:
+    routing = config.routing
+    if routing is None:
+        raise MessageError("routing is not configured (rules.yaml has no routing section)")
+    services = {*config.services, REORIENT_SERVICE}
+    if service not in services:
+        raise MessageError(f"unknown service {service!r} (known: {', '.join(sorted(services))})")
+    if category not in routing.categories:
+        known = ", ".join(routing.categories)
+        raise MessageError(f"unknown category {category!r} (known: {known})")
+    allowed = routing.combinations.get(service)
+    if allowed and category not in allowed:
+        raise MessageError(
+            f"category {category!r} is not allowed for service {service!r} (guide § 3:"
+            f" {', '.join(allowed)})"
+        )
+    if (service == REORIENT_SERVICE) != (reorient is not None):
+        raise MessageError(
+            f"--reorient is required with service {REORIENT_SERVICE}, and only with it"
+        )
+    if reorient is not None and reorient not in routing.reorientation:
+        known = ", ".join(sorted(routing.reorientation))
+        raise MessageError(f"unknown re-orientation target {reorient!r} (known: {known})")
+
+
+def correct(
+    config: Config,
+    store: Store,
+    reference: str,
+    service: str,
+    category: str,
+    reorient: str | None = None,
+    agent: str | None = None,
+) -> Correction:
+    """Record an agent's correction of a tracked mail's routing; sends nothing."""
+    _check(config, service, category, reorient)
+    with store.transaction() as tx:
+        row = stored.message_by_reference(tx.conn, reference)
+        if row is None:
+            raise MessageError(f"no tracked mail with reference {reference!r}")
+        if row.decision != Decision.ACKNOWLEDGE:
+            raise MessageError(
+                f"{reference} was not acknowledged as a citizen's mail (decision:"
+                f" {row.decision}); only acknowledged mail is routed and corrected"
+            )
+        now = utcnow()
+        stored.add_correction(tx.conn, row, (service, category, reorient), agent, now)
+        detail = f"{row.service}/{row.category} -> {service}/{category}"
+        tx.add_event(
+            row.id, EventKind.ROUTING_CORRECTED, detail + (f" by {agent}" if agent else "")
+        )
+    return Correction(
+        reference,
+        (row.service, row.category, row.reorient),
+        (service, category, reorient),
+        agent,
+        now,
+    )
+
+
+def corrected_messages(store: Store) -> list[Any]:
+    """Each corrected acknowledged mail once, with its latest correction and its location."""
+    return stored.corrected_messages(store.engine)
+
+
+def history(store: Store, reference: str) -> list[Any]:
+    """The corrections of one mail, oldest first."""
+    return stored.corrections_of(store.engine, reference)

@@ -1,0 +1,266 @@
+"""Training and evaluating the routing model (``mailbot routing train|evaluate``).
+
+scikit-learn is needed here only (the ``train`` extra): it fits one multinomial logistic
+regression per head on the TF-IDF matrix that ``mailbot.core.classifier`` computes, and the
+fitted numbers are exported to the numpy-only model file production reads.
+
+Evaluation always measures what ``mailbot explain`` would say — rules and model combined
+by ``mailbot.routing.decide`` — never the model alone; ``train`` refuses a model that does
+worse than the rules alone in k-fold cross-validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mailbot.config import REORIENT_SERVICE, Config, RoutingModelConfig
+from mailbot.core.classifier import (
+    Classifier,
+    Head,
+    data_hash,
+    model_text,
+    raw_counts,
+    smooth_idf,
+    tfidf,
+)
+from mailbot.core.facts import compiled_routing, routing_input
+from mailbot.core.message import parse_message
+from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
+from mailbot.errors import ConfigError
+
+DEFAULT_C = 20.0
+MIN_DF = 2  # a feature seen in one training mail only (a name, a phone number) is dropped
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled mail, as routing sees it."""
+
+    name: str
+    facts: RoutingInput
+    service: str
+    category: str
+    reorient: str = ""
+    source: str = "labelled"
+
+    @property
+    def words(self) -> tuple[list[str], list[str]]:
+        return model_text(self.facts.subject, _text(self.facts))
+
+
+def _text(facts: RoutingInput) -> Any:
+    from mailbot.core.routing_text import RoutingText
+
+    return RoutingText(facts.body, facts.quoted)
+
+
+def load_labelled(config: Config, folder: Path, source: str = "labelled") -> list[Sample]:
+    """The mails of a folder with a labels.csv (file, mailbox, service, category[, reorient])."""
+    labels = folder / "labels.csv"
+    try:
+        with labels.open(encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise ConfigError(str(labels), "", f"cannot read labels: {exc.strerror}") from None
+    samples = []
+    for row in rows:
+        raw = (folder / row["file"]).read_bytes()
+        facts = routing_input(config, row["mailbox"], parse_message(raw))
+        samples.append(
+            Sample(
+                row["file"],
+                facts,
+                row["service"],
+                row["category"],
+                row.get("reorient") or "",
+                source,
+            )
+        )
+    return samples
+
+
+# -- fitting -----------------------------------------------------------------------------
+def _vocabulary(
+    counts: Sequence[Counter[int]], min_df: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    df: Counter[int] = Counter()
+    for doc in counts:
+        df.update(doc.keys())
+    kept = sorted(f for f, n in df.items() if n >= min_df)
+    features = np.array(kept, dtype=np.int64)
+    idf = smooth_idf(np.array([df[f] for f in kept], dtype=np.float64), len(counts))
+    return features, idf
+
+
+def _matrix(
+    counts: Sequence[Counter[int]], features: npt.NDArray[np.int64], idf: npt.NDArray[np.float32]
+) -> Any:
+    from scipy.sparse import csr_matrix
+
+    indptr, indices, values = [0], [], []
+    for doc in counts:
+        rows, vals = tfidf(doc, features, idf)
+        indices.extend(rows.tolist())
+        values.extend(vals.tolist())
+        indptr.append(len(indices))
+    return csr_matrix((values, indices, indptr), shape=(len(counts), len(features)))
+
+
+def _head(matrix: Any, labels: Sequence[str], c: float) -> Head | None:
+    from sklearn.linear_model import LogisticRegression
+
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        return None
+    fitted = LogisticRegression(C=c, solver="newton-cg", max_iter=500).fit(matrix, list(labels))
+    coef = np.asarray(fitted.coef_, dtype=np.float32)
+    intercept = np.asarray(fitted.intercept_, dtype=np.float32)
+    if len(fitted.classes_) == 2:  # binary: scikit-learn keeps one row, for classes_[1]
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
+    return Head(tuple(str(x) for x in fitted.classes_), coef.T.copy(), intercept)
+
+
+def fit(samples: Sequence[Sample], c: float = DEFAULT_C, min_df: int = MIN_DF) -> Classifier:
+    """A model trained on ``samples``: service, category and re-orientation target heads."""
+    counts = [raw_counts(*s.words) for s in samples]
+    features, idf = _vocabulary(counts, min_df)
+    matrix = _matrix(counts, features, idf)
+    heads: dict[str, Head] = {}
+    for name in ("service", "category"):
+        head = _head(matrix, [getattr(s, name) for s in samples], c)
+        if head is None:
+            raise ConfigError("training data", name, "needs at least two different labels")
+        heads[name] = head
+    reoriented = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
+    target = _head(matrix[reoriented], [samples[i].reorient for i in reoriented], c)
+    if target is not None:
+        heads["reorient"] = target
+    meta = {
+        "data_hash": training_hash(samples),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "samples": len(samples),
+        "sources": dict(Counter(s.source for s in samples)),
+        "c": c,
+        "min_df": min_df,
+        "features": len(features),
+    }
+    return Classifier(features, idf, heads, meta)
+
+
+def training_hash(samples: Iterable[Sample]) -> str:
+    return data_hash(
+        (f"{s.facts.subject}\n{s.facts.body}\n{s.facts.quoted}", s.service, s.category)
+        for s in samples
+    )
+
+
+# -- evaluation --------------------------------------------------------------------------
+@dataclass
+class Scored:
+    """Expected and decided labels of a set of mails, and what was done with them."""
+
+    services: list[tuple[str, str]] = field(default_factory=list)
+    categories: list[tuple[str, str]] = field(default_factory=list)
+    moved: list[bool] = field(default_factory=list)  # transferred or re-oriented
+    to_check: list[bool] = field(default_factory=list)
+    mailboxes: list[str] = field(default_factory=list)
+
+    def add(self, sample: Sample, decision: RoutingDecision, own: str | None) -> None:
+        self.services.append((sample.service, decision.service))
+        self.categories.append((sample.category, decision.category))
+        self.moved.append(decision.service != own and not decision.to_check)
+        self.to_check.append(decision.to_check)
+        self.mailboxes.append(sample.facts.mailbox)
+
+    @property
+    def count(self) -> int:
+        return len(self.services)
+
+    def accuracy(self, which: str) -> float:
+        pairs = self.services if which == "service" else self.categories
+        return sum(e == g for e, g in pairs) / len(pairs) if pairs else 0.0
+
+    @property
+    def wrong_transfers(self) -> int:
+        """Mails moved automatically (transfer or re-orientation) to the wrong place."""
+        return sum(m and e != g for m, (e, g) in zip(self.moved, self.services, strict=True))
+
+    def precision_recall(self, label: str, which: str = "category") -> tuple[float, float]:
+        pairs = self.categories if which == "category" else self.services
+        tp = sum(e == g == label for e, g in pairs)
+        decided = sum(g == label for _, g in pairs)
+        expected = sum(e == label for e, _ in pairs)
+        return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
+
+
+def with_model(
+    routing: CompiledRouting, model: Classifier | None, settings: RoutingModelConfig | None
+) -> CompiledRouting:
+    """The same rules with another model (or none: the rules alone)."""
+    config = routing.config.model_copy(update={"model": settings if model else None})
+    return replace(routing, config=config, model=model)
+
+
+def score(samples: Iterable[Sample], routing: CompiledRouting) -> Scored:
+    scored = Scored()
+    for sample in samples:
+        decision = decide(sample.facts, routing)
+        scored.add(sample, decision, routing.own_service.get(sample.facts.mailbox))
+    return scored
+
+
+def folds(count: int, k: int, seed: int = 13) -> list[list[int]]:
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    return [order[i::k] for i in range(k)]
+
+
+def cross_validate(
+    samples: Sequence[Sample],
+    routing: CompiledRouting,
+    settings: RoutingModelConfig,
+    k: int = 5,
+    extra: Sequence[Sample] = (),
+    train: Callable[[Sequence[Sample]], Classifier] = fit,
+) -> tuple[Scored, Scored]:
+    """(rules and model, rules alone) on every sample, each fold's model trained on the
+    other folds (plus ``extra``, e.g. the agents' corrections, never scored)."""
+    combined, alone = Scored(), Scored()
+    rules = with_model(routing, None, None)
+    for held in folds(len(samples), k):
+        held_set = set(held)
+        model = train([s for i, s in enumerate(samples) if i not in held_set] + list(extra))
+        fold = with_model(routing, model, settings)
+        for i in held:
+            own = routing.own_service.get(samples[i].facts.mailbox)
+            combined.add(samples[i], decide(samples[i].facts, fold), own)
+            alone.add(samples[i], decide(samples[i].facts, rules), own)
+    return combined, alone
+
+
+def settings_for(config: Config) -> RoutingModelConfig:
+    """The combination settings of rules.yaml, or the defaults when no model is named yet."""
+    if config.routing is not None and config.routing.model is not None:
+        return config.routing.model
+    return RoutingModelConfig(file=Path("unused.npz"))
+
+
+def base_routing(config: Config) -> CompiledRouting:
+    """The compiled rules without loading the configured model (training makes its own)."""
+    if config.routing is None:
+        raise ConfigError("rules.yaml", "routing", "no routing section to train for")
+    bare = config.model_copy(update={"routing": config.routing.model_copy(update={"model": None})})
+    routing = compiled_routing(bare)
+    assert routing is not None
+    return replace(routing, config=config.routing)

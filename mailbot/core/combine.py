@@ -1,0 +1,71 @@
+"""Rules and model together, in one stated rule, and how sure the result is.
+
+For services and categories alike: a strong rule that matched decides alone; otherwise each
+label's score is ``w × its rule points / (all positive rule points + d) + (1 − w) × the
+model's probability`` (w = ``rule_weight``, d = ``rule_damping``: a single weak rule hit
+is not certainty), and the highest score wins. The winning score is the decision's
+confidence. A service decision below ``min_confidence`` that would move the mail (a
+transfer or a re-orientation) is not carried out: the mail stays with its mailbox's own
+service, marked *to check*. The complaint category, which feeds the Qual-e-pref
+indicators, is given only at ``complaint_min_confidence`` or above, else the next category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mailbot.config import RoutingModelConfig
+from mailbot.core.classifier import Prediction
+
+
+@dataclass(frozen=True)
+class Combined:
+    label: str
+    confidence: float
+    scores: Mapping[str, float]
+
+
+def rule_shares(points: Mapping[str, int], damping: float) -> dict[str, float]:
+    """Each label's positive rule points as a share of all of them plus the damping."""
+    positive = {label: float(p) for label, p in points.items() if p > 0}
+    total = sum(positive.values()) + damping
+    return {label: p / total for label, p in positive.items()} if total > 0 else {}
+
+
+def combine(
+    points: Mapping[str, int],
+    model: Prediction | None,
+    settings: RoutingModelConfig,
+    fallback: str,
+    refused: frozenset[str] = frozenset(),
+) -> Combined:
+    """The best label by the stated rule; ``refused`` labels (below their own bar) skipped."""
+    shares = rule_shares(points, settings.rule_damping)
+    if not shares and fallback:
+        shares = {fallback: 1.0}  # no rule at all: the mailbox's default is the rules' word
+    probabilities = model.as_dict() if model is not None else {}
+    weight = settings.rule_weight if model is not None else 1.0
+    labels = set(shares) | set(probabilities)
+    scores = {
+        label: weight * shares.get(label, 0.0) + (1 - weight) * probabilities.get(label, 0.0)
+        for label in labels
+    }
+    ranked = sorted(scores, key=lambda label: (-scores[label], label))
+    best = next((label for label in ranked if label not in refused), ranked[0])
+    return Combined(best, round(scores[best], 4), {k: round(scores[k], 4) for k in ranked})
+
+
+def category(
+    points: Mapping[str, int],
+    model: Prediction | None,
+    settings: RoutingModelConfig,
+    fallback: str,
+    complaint: str,
+) -> Combined:
+    """The category, the complaint one only when sure enough (a question counted as a
+    complaint distorts the audit more than a complaint left as a question)."""
+    first = combine(points, model, settings, fallback)
+    if first.label == complaint and first.confidence < settings.complaint_min_confidence:
+        return combine(points, model, settings, fallback, frozenset({complaint}))
+    return first

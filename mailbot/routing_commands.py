@@ -1,0 +1,218 @@
+"""``mailbot correct`` and ``mailbot routing train|evaluate``: the learned side of routing.
+
+Only argparse and light imports at the top: scikit-learn is imported when a command that
+trains runs, so the other commands start as fast as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from mailbot.config import Config, load_config
+from mailbot.errors import ConfigError, MailbotError
+
+DEFAULT_LABELLED = ("tests/data/corpus/dev", "tests/data/routing")
+DEFAULT_TEST = "tests/data/corpus/test"
+
+
+def add_routing_commands(commands: Any) -> None:
+    """Register ``correct`` and ``routing`` on the top-level subparsers of mailbot's CLI."""
+    correct = commands.add_parser(
+        "correct", help="record an agent's re-route or re-categorisation of a tracked mail"
+    )
+    correct.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
+    correct.add_argument("--service", required=True)
+    correct.add_argument("--category", required=True)
+    correct.add_argument("--reorient", help="target, with service autres-administrations")
+    correct.add_argument("--agent", help="agent id from agents.yaml (who corrected)")
+    correct.set_defaults(func=cmd_correct)
+    routing = commands.add_parser("routing", help="the routing model: train, evaluate")
+    sub = routing.add_subparsers(dest="routing_command", required=True)
+    train = sub.add_parser("train", help="train a model on labelled mail and corrections")
+    _data_options(train)
+    train.add_argument("--out", type=Path, help="model file (default: models/routing-<hash>.npz)")
+    train.add_argument(
+        "--no-corrections", action="store_true", help="ignore the agents' corrections"
+    )
+    train.set_defaults(func=cmd_train)
+    evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
+    _data_options(evaluate)
+    evaluate.add_argument(
+        "--test", type=Path, help=f"held-out labelled folder (default: {DEFAULT_TEST})"
+    )
+    evaluate.add_argument("--json", action="store_true", help="figures as one JSON object")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--labelled",
+        type=Path,
+        action="append",
+        help="a folder of .eml files with labels.csv (repeatable; default: "
+        + ", ".join(DEFAULT_LABELLED)
+        + " beside rules.yaml)",
+    )
+    parser.add_argument("--folds", type=int, default=5, help="k of the k-fold (default 5)")
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    from mailbot.app.corrections import correct
+    from mailbot.config import load_agents
+    from mailbot.store import Store
+
+    config = load_config(args.config)
+    if args.agent and args.agent not in load_agents(config.agents, config):
+        raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
+    done = correct(
+        config,
+        Store(config.database),
+        args.reference,
+        args.service,
+        args.category,
+        args.reorient,
+        args.agent,
+    )
+    old = "/".join(x or "-" for x in done.old)
+    new = "/".join(x or "-" for x in done.new)
+    print(f"{done.reference}: {old} -> {new} (recorded; nothing sent)")
+    return 0
+
+
+def _labelled(config: Config, args: argparse.Namespace) -> list[Any]:
+    from mailbot.app.training import load_labelled
+
+    base = Path(args.config).resolve().parent
+    folders = args.labelled or [base / name for name in DEFAULT_LABELLED]
+    samples = []
+    for folder in folders:
+        if not (folder / "labels.csv").is_file():
+            raise ConfigError(str(folder), "", "no labels.csv here (give --labelled FOLDER)")
+        samples += load_labelled(config, folder, folder.name)
+    return samples
+
+
+def corrections_samples(config: Config) -> tuple[list[Any], int]:
+    """The corrected mails, fetched again from IMAP; how many could not be fetched."""
+    from mailbot.app.corrections import corrected_messages
+    from mailbot.app.training import Sample
+    from mailbot.core.facts import routing_input
+    from mailbot.core.message import parse_message
+    from mailbot.mail.imap import ImapMailbox
+    from mailbot.mail.originals import refetch
+    from mailbot.store import Store
+
+    rows = corrected_messages(Store(config.database))
+    samples, missing = [], 0
+    for mailbox in sorted({row.mailbox for row in rows}):
+        box = config.mailboxes.get(mailbox)
+        mine = [row for row in rows if row.mailbox == mailbox]
+        if box is None:
+            missing += len(mine)
+            continue
+        source = ImapMailbox(box.imap, name=mailbox)
+        source.connect()
+        try:
+            for row in mine:
+                try:
+                    raw = refetch(source, row).raw
+                except MailbotError:
+                    missing += 1
+                    continue
+                facts = routing_input(config, mailbox, parse_message(raw))
+                samples.append(
+                    Sample(
+                        row.reference or f"#{row.id}",
+                        facts,
+                        row.service,
+                        row.category,
+                        row.reorient or "",
+                        "corrections",
+                    )
+                )
+        finally:
+            source.close()
+    return samples, missing
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mailbot.app import training
+    from mailbot.core import classifier
+
+    config = load_config(args.config)
+    samples = _labelled(config, args)
+    extra, missing = ([], 0) if args.no_corrections else corrections_samples(config)
+    print(f"training data: {len(samples)} labelled mails, {len(extra)} corrections", end="")
+    print(f" ({missing} corrected mails no longer on the server)" if missing else "")
+    routing = training.base_routing(config)
+    settings = training.settings_for(config)
+    combined, alone = training.cross_validate(samples, routing, settings, args.folds, extra)
+    print(f"{args.folds}-fold on the labelled mail (corrections always in training):")
+    print(_line("rules + model", combined))
+    print(_line("rules alone  ", alone))
+    worse = [
+        which
+        for which in ("service", "category")
+        if combined.accuracy(which) < alone.accuracy(which)
+    ]
+    if worse:
+        print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
+        return 1
+    model = training.fit([*samples, *extra])
+    out = args.out or (
+        Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
+    )
+    classifier.save(out, model.features, model.idf, model.heads, model.meta)
+    print(f"model written: {out} ({out.stat().st_size // 1024} KiB, data {model.version})")
+    print(f"to use it, set in rules.yaml:  routing.model.file: {out.name}")
+    return 0
+
+
+def _line(label: str, scored: Any) -> str:
+    precision, recall = scored.precision_recall("reclamation")
+    return (
+        f"  {label}  service {scored.accuracy('service'):.1%}  category"
+        f" {scored.accuracy('category'):.1%}  wrong transfers {scored.wrong_transfers}"
+        f" ({scored.wrong_transfers / max(scored.count, 1):.1%})  to check"
+        f" {sum(scored.to_check)}  complaint precision {precision:.1%} recall {recall:.1%}"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mailbot.app import training
+    from mailbot.app.routing_figures import figures, format_figures
+    from mailbot.core.facts import compiled_routing
+
+    config = load_config(args.config)
+    samples = _labelled(config, args)
+    routing = compiled_routing(config)
+    if routing is None:
+        raise ConfigError(str(args.config), "routing", "no routing section")
+    settings = training.settings_for(config)
+    base = training.base_routing(config)
+    combined, alone = training.cross_validate(samples, base, settings, args.folds)
+    test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
+    held = training.load_labelled(config, test, test.name)
+    on_test = training.score(held, routing)
+    rules_test = training.score(held, training.with_model(routing, None, None))
+    result = {
+        "kfold": figures(combined),
+        "kfold_rules_alone": figures(alone),
+        "test": figures(on_test),
+        "test_rules_alone": figures(rules_test),
+        "model": str(routing.model.path) if routing.model else None,
+    }
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    print(f"model: {result['model'] or 'none (rules alone)'}")
+    print(f"\n== {args.folds}-fold on {len(samples)} labelled mails (rules + model) ==")
+    print(format_figures(combined))
+    print(_line("rules alone", alone))
+    print(f"\n== held-out {test} ({len(held)} mails, configured model) ==")
+    print(format_figures(on_test))
+    print(_line("rules alone", rules_test))
+    return 0

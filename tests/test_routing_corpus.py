@@ -1,0 +1,80 @@
+"""Regression guard on the frozen test half of the routing corpus (issue 13).
+
+`mailbot explain DIR --json` on tests/data/corpus/test/, exactly as an agent would run it,
+compared with the labels. The floors sit a little under the figures measured when the model
+was shipped (README, "Routing"; tests/data/corpus/PLAN.md): they catch a regression, they
+are not the targets. The confusion tables are printed (`pytest -s`). Nothing here is used to
+tune anything: the test half is for reporting only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from mailbot.app.routing_figures import confusion, per_class
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST = ROOT / "tests" / "data" / "corpus" / "test"
+CONFIG = ROOT / "rules.yaml"
+ARGS = (str(TEST), "--json")
+OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own service
+
+# Measured at shipping (model routing-cb27057d73e9): service 82.0 %, category 80.1 %,
+# wrong transfers 2.4 %, complaint precision 81.0 %, recall 73.9 %.
+SERVICE_FLOOR = 0.80
+CATEGORY_FLOOR = 0.78
+WRONG_TRANSFER_CEILING = 0.03
+COMPLAINT_PRECISION_FLOOR = 0.78
+COMPLAINT_RECALL_FLOOR = 0.70
+
+
+@lru_cache(maxsize=1)
+def decided() -> tuple[list[dict[str, str]], dict[str, dict[str, object]]]:
+    with (TEST / "labels.csv").open(encoding="utf-8") as handle:
+        labels = list(csv.DictReader(handle))
+    run = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(CONFIG), "explain", *ARGS],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    explained = {Path(o["file"]).name: o for o in map(json.loads, run.stdout.splitlines())}
+    return labels, explained
+
+
+def test_test_half_regression_guard() -> None:
+    labels, explained = decided()
+    services = [(row["service"], str(explained[row["file"]]["service"])) for row in labels]
+    categories = [(row["category"], str(explained[row["file"]]["category"])) for row in labels]
+    wrong = 0
+    for row in labels:
+        got = explained[row["file"]]
+        moved = got["service"] != OWN[row["mailbox"]] and not got["to_check"]
+        wrong += moved and got["service"] != row["service"]
+        assert set(got) >= {"ar", "ar_reasons", "service", "category", "actions", "rule_hits"}
+        assert got["model"] is not None  # the shipped configuration names a model
+    service_rate = sum(e == g for e, g in services) / len(labels)
+    category_rate = sum(e == g for e, g in categories) / len(labels)
+    print(
+        f"\ntest half: service {service_rate:.1%}, category {category_rate:.1%}, wrong transfers"
+        f" {wrong} ({wrong / len(labels):.1%}) on {len(labels)} mails"
+        f"\nservices:\n{confusion(services)}\ncategories:\n{confusion(categories)}"
+    )
+    assert service_rate >= SERVICE_FLOOR
+    assert category_rate >= CATEGORY_FLOOR
+    assert wrong / len(labels) <= WRONG_TRANSFER_CEILING
+
+
+def test_test_half_complaint_precision() -> None:
+    """A question counted as a complaint distorts the Qual-e-pref audit: precision first."""
+    labels, explained = decided()
+    pairs = [(row["category"], str(explained[row["file"]]["category"])) for row in labels]
+    complaint = per_class(pairs)["reclamation"]
+    print(f"\nreclamation: {complaint}")
+    assert complaint["precision"] >= COMPLAINT_PRECISION_FLOOR
+    assert complaint["recall"] >= COMPLAINT_RECALL_FLOOR

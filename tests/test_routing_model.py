@@ -1,0 +1,199 @@
+"""The learned half of routing (issue 13): text preparation, numpy inference equal to
+scikit-learn's, the stated combination, strong rules, "to check", corrections, training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.linear_model import LogisticRegression
+
+from mailbot.app import training
+from mailbot.config import RoutingModelConfig, load_config
+from mailbot.core.classifier import load, raw_counts, save
+from mailbot.core.facts import compiled_routing
+from mailbot.core.routing import RoutingInput, decide
+from mailbot.core.routing_text import routing_text, split_quoted
+from mailbot.store import NewMessage, Store
+from mailbot.store.schema import corrections, messages, outbox
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = load_config(ROOT / "rules.yaml")
+
+
+def facts(body: str, subject: str = "", mailbox: str = "general") -> RoutingInput:
+    return RoutingInput(mailbox, subject, body, "usager@example.fr", "fr", False)
+
+
+def test_quoted_text_is_set_apart() -> None:
+    body = (
+        "Je me permets de vous relancer.\n\n"
+        "Le jeu. 2 avr. 2026 à 10:14, Ousmane <o@example.com> a écrit :\n"
+        "> Mon échange de permis est en cours.\n"
+    )
+    text = split_quoted(body)
+    assert text.own == "Je me permets de vous relancer."
+    assert "échange de permis" in text.quoted
+    outlook = "Merci de me répondre.\n\nDe : pref@example.fr\nEnvoyé : mardi\nObjet : carte grise"
+    assert split_quoted(outlook).own == "Merci de me répondre."
+
+
+def test_contact_form_reads_the_message_field_only() -> None:
+    body = (
+        "Objet : Cartes grises\nNom : Leclerc\nCourriel : m@example.fr\nMessage :\n"
+        "Merci au jeune homme du point numérique.\n\n--\nCe message a été envoyé par un internaute."
+    )
+    text = routing_text(body, relayed_form=True)
+    assert text.from_form and text.own == "Merci au jeune homme du point numérique."
+    assert not routing_text(body, relayed_form=False).from_form
+
+
+def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    model = training.fit(samples)
+    path = tmp_path / "m.npz"
+    save(path, model.features, model.idf, model.heads, model.meta)
+    loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
+    counts = [raw_counts(*s.words) for s in samples]
+    matrix = training._matrix(counts, loaded.features, loaded.idf)
+    reference = LogisticRegression(C=training.DEFAULT_C, solver="newton-cg", max_iter=500)
+    reference.fit(matrix, [s.service for s in samples])
+    for i, sample in enumerate(samples[:20]):
+        ours = loaded.classify(sample.facts.subject, replace_text(sample)).get("service")
+        assert ours is not None
+        theirs = dict(zip(reference.classes_, reference.predict_proba(matrix[i])[0], strict=True))
+        for label, p in ours.as_dict().items():
+            assert p == pytest.approx(theirs[label], abs=0.02)  # float16 coefficients
+    assert loaded.meta["data_hash"] == training.training_hash(samples)
+
+
+def replace_text(sample: training.Sample):  # type: ignore[no-untyped-def]
+    from mailbot.core.routing_text import RoutingText
+
+    return RoutingText(sample.facts.body, sample.facts.quoted)
+
+
+def routing_with(**settings: float):  # type: ignore[no-untyped-def]
+    routing = compiled_routing(CONFIG)
+    assert routing is not None and CONFIG.routing is not None and CONFIG.routing.model
+    model = CONFIG.routing.model.model_copy(update=settings)
+    return replace(routing, config=routing.config.model_copy(update={"model": model}))
+
+
+def test_weak_decision_is_held_to_check() -> None:
+    mail = facts("Comment faire la carte grise de ma voiture achetée d'occasion ?")
+    sure = decide(mail, routing_with(min_confidence=0.0))
+    assert sure.service == "cartes-grises" and sure.transfer_allowed and not sure.to_check
+    held = decide(mail, routing_with(min_confidence=0.99))
+    assert held.service == "cartes-grises" and held.to_check and not held.transfer_allowed
+    assert "to-check" in held.actions
+    assert held.model["service"][0][0] == "cartes-grises" and len(held.model["service"]) == 3
+
+
+def test_strong_rule_decides_alone() -> None:
+    mail = facts(
+        "La mairie refuse l'attestation d'accueil pour mes parents, la préfecture doit "
+        "valider mon titre de séjour et ma carte de résident.",
+        mailbox="etrangers",
+    )
+    decision = decide(mail, routing_with())
+    assert (decision.service, decision.reorient) == ("autres-administrations", "mairie")
+    assert decision.strong == ("attestation-accueil",)
+    assert decision.confidence["service"] == 1.0
+
+
+def test_re_oriented_mail_is_never_a_complaint() -> None:
+    mail = facts("Je conteste la décision de la CAF : c'est inadmissible, une erreur sur mon APL.")
+    decision = decide(mail, routing_with())
+    if decision.service == "autres-administrations":
+        assert decision.category != "reclamation"
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+    )
+
+
+def message(**changes: object) -> NewMessage:
+    values: dict[str, object] = {
+        "mailbox": "general",
+        "folder": "INBOX",
+        "uidvalidity": 7,
+        "uid": 1,
+        "message_id": "<a@example.fr>",
+        "content_hash": "h1",
+        "received_at": datetime(2026, 11, 26, 9, 0, tzinfo=UTC),
+        "sender": "citoyen@example.fr",
+        "subject": "Carte grise",
+        "in_reply_to": None,
+        "decision": "acknowledge",
+        "reasons": ["citizen-mail"],
+        "size": 1234,
+        "defects": [],
+        "reference": "SM-2026-000001",
+        "service": "general",
+        "category": "information",
+        "to_check": 1,
+    }
+    values.update(changes)
+    return NewMessage(**values)  # type: ignore[arg-type]
+
+
+def test_correct_keeps_the_original_decision_and_sends_nothing(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    store = Store(data["database"])
+    with store.transaction() as tx:
+        tx.insert_message(message())
+        tx.insert_message(message(uid=2, reference=None, decision="skip", content_hash="h2"))
+    done = cli(config, "correct", "SM-2026-000001", "--service", "cartes-grises",
+               "--category", "etat-avancement")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "general/information/- -> cartes-grises/etat-avancement/-" in done.stdout
+    with store.engine.connect() as conn:
+        kept = conn.execute(corrections.select()).one()
+        row = conn.execute(messages.select().where(messages.c.uid == 1)).one()
+        assert conn.execute(outbox.select()).first() is None
+    assert (kept.old_service, kept.old_category) == ("general", "information")
+    assert (kept.service, kept.category, kept.agent) == ("cartes-grises", "etat-avancement", None)
+    assert (row.service, row.category, row.to_check) == ("cartes-grises", "etat-avancement", 0)
+    wrong = cli(config, "correct", "SM-2026-000001", "--service", "qualite-accueil",
+                "--category", "information")  # fmt: skip
+    assert wrong.returncode == 2 and "not allowed for service" in wrong.stderr
+    reorient = cli(config, "correct", "SM-2026-000001", "--service", "autres-administrations",
+                   "--category", "information")  # fmt: skip
+    assert reorient.returncode == 2 and "--reorient is required" in reorient.stderr
+
+
+def test_train_writes_a_model_named_by_its_data(tmp_path: Path) -> None:
+    out = tmp_path / "model.npz"
+    done = cli(ROOT / "rules.yaml", "routing", "train", "--no-corrections", "--folds", "3",
+               "--labelled", str(ROOT / "tests/data/routing"), "--out", str(out))  # fmt: skip
+    assert "rules alone" in done.stdout
+    if done.returncode == 0:
+        model = load(out)
+        samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+        assert model.meta["data_hash"] == training.training_hash(samples)
+        assert set(model.heads) >= {"service", "category"}
+        assert np.all(np.diff(model.features) > 0)
+    else:  # refused: never written
+        assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
+
+
+def test_model_settings_refuse_a_missing_file(tmp_path: Path) -> None:
+    assert RoutingModelConfig(file=tmp_path / "x.npz").rule_weight == 0.5
+    with pytest.raises(Exception, match="routing model"):
+        load(tmp_path / "absent.npz")
