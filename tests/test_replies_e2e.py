@@ -148,6 +148,27 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
     assert indicators(config, str(today - timedelta(days=1)), str(today))["relances"] == 1
 
 
+def test_a_relance_read_later_is_still_a_relance(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """Two mails three days apart, read weeks later (a backlog): the window of 10 working
+    days is measured between their arrivals, not from today."""
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    first = datetime.now(PARIS).replace(microsecond=0) - timedelta(days=60)
+    imap_user.append(
+        citizen_mail(1, subject="Renouvellement de mon titre de séjour"), internaldate=first
+    )
+    imap_user.append(
+        citizen_mail(
+            2, subject="RELANCE : renouvellement titre de sejour", message_id="<x2@example.fr>"
+        ),
+        internaldate=first + timedelta(days=3),
+    )
+    assert poll(config, acknowledge_existing=True) == 0
+    rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
+    assert rows == [("acknowledge", None), ("follow-up", 1)]
+
+
 def test_backfill_records_history_and_sends_nothing(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:

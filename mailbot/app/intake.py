@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from mailbot.app.acknowledge import Plan, Planner, Received
@@ -199,7 +199,7 @@ class Pipeline:
         existing: int | None,
     ) -> Outcome:
         """The AR decision, and what follows from it: a reference, the routing, the mails."""
-        context, parent_pk = self._context(tx, where.mailbox, parsed)
+        context, parent_pk = self._context(tx, where.mailbox, parsed, mail.internaldate)
         decision = decide_ar(parsed, context)
         handling = Handling()
         if decision.send and decision.recipient:
@@ -296,7 +296,7 @@ class Pipeline:
         )
 
     def _context(
-        self, tx: Transaction, mailbox: str, parsed: ParsedMessage
+        self, tx: Transaction, mailbox: str, parsed: ParsedMessage, received: datetime
     ) -> tuple[PolicyContext, int | None]:
         """The policy's facts about this mail that only the database knows."""
         policy = self.config.policy
@@ -306,18 +306,20 @@ class Pipeline:
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
         thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
         if thread is None and recipient:
-            thread = self._same_request(tx, mailbox, recipient, parsed.subject)
+            thread = self._same_request(tx, mailbox, recipient, parsed.subject, received)
         context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
         return context, thread[0] if thread else None
 
     def _same_request(
-        self, tx: Transaction, mailbox: str, sender: str, subject: str
+        self, tx: Transaction, mailbox: str, sender: str, subject: str, received: datetime
     ) -> tuple[int, str] | None:
         """A relance without threading: same sender, similar subject, within 10 working days,
         on a message still unanswered."""
-        since = self.clock() - timedelta(days=RELANCE_CALENDAR_DAYS)
+        # Measured between the two mails' arrivals, not to now: a backlog or a backfill read
+        # later finds the same relances as a live poll.
+        since = received - timedelta(days=RELANCE_CALENDAR_DAYS)
         for pk, reference, received_at, earlier in tx.unanswered_from(mailbox, sender, since):
-            recent = self.calendar.delay(received_at, self.clock()) <= RELANCE_WORKING_DAYS
+            recent = self.calendar.delay(received_at, received) <= RELANCE_WORKING_DAYS
             if recent and similar_subjects(subject, earlier):
                 return pk, reference
         return None
