@@ -8,12 +8,23 @@ mailbot was never checked against a real IMAP server.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server"}
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) -> str | None:
+    """Long parameters (whole mails, megabytes of padding) get a short, stable id, so that
+    test names stay readable in reports."""
+    if isinstance(val, str | bytes) and len(val) > 60:
+        data = val.encode("utf-8", "surrogatepass") if isinstance(val, str) else val
+        return f"{argname}-{len(data)}B-{hashlib.sha256(data).hexdigest()[:8]}"
+    return None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -208,7 +208,9 @@ def deliver_then_stop(outbox: Outbox, after: float) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize(("point", "raw"), [("mail", AR), ("data", AR), ("body", BIG)])
+@pytest.mark.parametrize(
+    ("point", "raw"), [("mail", AR), ("data", AR), ("body", BIG)], ids=["mail", "data", "body"]
+)
 def test_stop_before_the_final_dot_leaves_the_mail_queued(
     store: Store, point: Point, raw: bytes
 ) -> None:
@@ -217,7 +219,7 @@ def test_stop_before_the_final_dot_leaves_the_mail_queued(
         queue(store, raw, n=2)
         server.fail(point, "hang")
         took = deliver_then_stop(outbox, 0.5)
-        assert took < 3, took
+        assert took < 5, took  # the bound for a stop; ~0.6 s on an idle machine
         # As if never tried: pending, attempt not counted, due at once.
         assert rows(store) == [("pending", 0), ("pending", 0)]
         assert store.due_outbox(utcnow()) != []
