@@ -33,8 +33,9 @@ def add_web_commands(commands: Any) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mailbot.web.app import create_app, settings_from_config
+    from mailbot.web.app import settings_from_config
     from mailbot.web.server import serve
+    from mailbot.web.site import console_app
 
     config = load_config(args.config)
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -46,7 +47,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"web": web})
     settings = settings_from_config(config, args.config)
     print(f"mailbot console: {config.web.base_url}/ (Ctrl-C to stop)", file=sys.stderr)
-    serve(create_app(settings), config.web)
+    serve(console_app(settings), config.web)
     return 0
 
 
