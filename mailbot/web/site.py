@@ -10,16 +10,18 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from mailbot.app.context import App
-from mailbot.web import indicators_pages
+from mailbot.web import admin_pages, indicators_pages
 from mailbot.web.app import Settings, create_app
 from mailbot.web.backend import attach
 from mailbot.web.pages import NavItem
 
 PAGES: list[BaseRoute] = [
     *indicators_pages.ROUTES,
+    *admin_pages.ROUTES,
 ]
 NAV: list[NavItem] = [
     *indicators_pages.NAV,
+    *admin_pages.NAV,
 ]
 
 
