@@ -128,7 +128,7 @@ async def templates_check(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/admin/quarantaine", quarantine_list, methods=["GET"], name="quarantine"),
+    Route("/admin/quarantaine", quarantine_list, methods=["GET"], name="quarantine_list"),
     Route("/admin/quarantaine/{id:int}", quarantine_show, methods=["GET"], name="quarantine_mail"),
     Route(
         "/admin/quarantaine/{id:int}/retraiter",
