@@ -39,6 +39,7 @@ def add_web_commands(commands: Any) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    from mailbot.app.context import app_from_config
     from mailbot.web.app import settings_from_config
     from mailbot.web.server import serve
     from mailbot.web.site import console_app
@@ -52,8 +53,9 @@ def cmd_web(args: argparse.Namespace) -> int:
             raise ConfigError("--host/--port", "web", validation_problem(exc)[1]) from None
         config = config.model_copy(update={"web": web})
     settings = settings_from_config(config, args.config)
+    app = app_from_config(config)  # the store migrated, the templates checked: before serving
     print(f"mailbot console: {config.web.base_url}/ (Ctrl-C to stop)", file=sys.stderr)
-    serve(console_app(settings), config.web)
+    serve(console_app(settings, app), config.web)
     return 0
 
 

@@ -16,8 +16,10 @@ import httpx2 as httpx
 import yaml
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
+from test_indicators import load_scenario
 from webtools import HOST, PASSWORD, ROOT, accounts_yaml, local_login
 
+from mailbot.store import Store
 from mailbot.web.demo import DEMO_PASSWORD
 from mailbot.web.server import bind
 
@@ -124,3 +126,35 @@ def test_run_serves_the_console_when_web_is_enabled(
         raise AssertionError("the console still answers after the worker stopped")
     except httpx.HTTPError:
         pass
+
+
+def test_web_serves_every_page_on_the_configured_database(tmp_path: Path) -> None:
+    """`mailbot web`: the console alone, on rules.yaml's database (the indicators' scenario)."""
+
+    sock = bind(HOST, 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    (tmp_path / "accounts.yaml").write_text(accounts_yaml(("lmoreau",)), encoding="utf-8")
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'web.db'}"
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    data["web"] = {"local_accounts": {"enabled": True, "file": str(tmp_path / "accounts.yaml")}}
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    store = Store(data["database"])
+    load_scenario(store)
+    store.close()
+    web = mailbot("--config", str(config), "web", "--port", str(port))
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_until_up(url, web)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            assert local_login(client, "lmoreau", PASSWORD).status_code == 303
+            page = client.get("/indicateurs?service=general&periode=2026-W47")
+            assert page.status_code == 200 and "Indicateurs Qual-e-pref" in page.text
+            found = re.search(r"(\d+) reçus, (\d+) répondus", page.text)
+            assert found and int(found.group(1)) > 0
+    finally:
+        code, _, err = stop(web, signal.SIGINT)
+    assert code == 0, err[-2000:]
