@@ -64,7 +64,7 @@ def _board() -> dashboard.Dashboard:
         transfer_notice_share=1.0, relances=3, signature_completeness=0.5,
     )  # fmt: skip
     period = Period("semaine", "2026-W47", date(2026, 11, 16), date(2026, 11, 22))
-    return dashboard.Dashboard(period, "permis", date(2026, 11, 25), figures, [], [])
+    return dashboard.Dashboard(period, "permis", date(2026, 11, 25), figures, [], [], [])
 
 
 def test_csv_has_the_cli_names_and_exact_values() -> None:

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 from mailbot.app import indicators
 from mailbot.app.report import (
+    breakdown_table,
     chart_png,
     format_value,
     qualepref_table,
@@ -74,6 +75,7 @@ class Dashboard:
     current: Indicators
     qualepref: list[dict[str, str]]
     weeks: list[Week]
+    per_service: list[dict[str, str]]  # the report's rows per service, with mail
 
     def figures(self) -> list[Figure]:
         return self.current.figures()
@@ -117,9 +119,15 @@ def offered_periods(today: date) -> list[Period]:
 
 
 def build(
-    config: Config, store: Store, period: Period, today: date, service: str | None
+    config: Config,
+    store: Store,
+    period: Period,
+    today: date,
+    service: str | None,
+    breakdown: Sequence[str] = (),
 ) -> Dashboard:
-    """The figures of ``period`` for ``service``, as of the report's day (``report_as_of``)."""
+    """The figures of ``period`` for ``service``, as of the report's day (``report_as_of``),
+    and the report's row for each service of ``breakdown`` that received mail."""
     figures = functools.partial(indicators.figures, config, store)
     where = {} if service is None else {"service": service}
     as_of = report_as_of(period, today)
@@ -131,9 +139,10 @@ def build(
         Week(week.label, week.start, week.end, f.received, f.rate_within_5, f.mean_delay)
         for week, f in twelve_weeks(figures, period.end, as_of, service)
     ]
-    return Dashboard(
-        period, service, as_of, current, qualepref_table(current, previous, month), weeks
-    )
+    groups = [("Service", name, {"service": name}) for name in breakdown]
+    per_service = breakdown_table(figures, groups, period, as_of)
+    table = qualepref_table(current, previous, month)
+    return Dashboard(period, service, as_of, current, table, weeks, per_service)
 
 
 def chart(config: Config, store: Store, period: Period, today: date, service: str | None) -> bytes:

@@ -150,26 +150,9 @@ class ReportBuilder:
         )
 
     def _breakdown(self, period: Period, as_of: date) -> list[dict[str, str]]:
-        table = []
         groups = [("Boîte", name, {"mailbox": name}) for name in self.config.mailboxes]
         groups += [("Service", name, {"service": name}) for name in self.config.services]
-        for kind, name, where in groups:
-            figures = self.figures(period.start, period.end, as_of, **where)
-            if figures.received == 0:
-                continue
-            table.append(
-                {
-                    "kind": kind,
-                    "name": name,
-                    "received": str(figures.received),
-                    "answered": str(figures.answered),
-                    "within": format_value(figures.rate_within_5, "rate"),
-                    "mean": format_value(figures.mean_delay, "days"),
-                    "overdue": str(figures.overdue),
-                    "relances": str(figures.relances),
-                }
-            )
-        return table
+        return breakdown_table(self.figures, groups, period, as_of)
 
     @staticmethod
     def _signatures(current: Indicators, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,6 +217,35 @@ def qualepref_table(
                 if figure.met is not None
                 else "– sans objet",
                 "met": "yes" if figure.met else "no" if figure.met is not None else "n/a",
+            }
+        )
+    return table
+
+
+def breakdown_table(
+    figures: Callable[..., Indicators],
+    groups: Sequence[tuple[str, str, dict[str, str]]],
+    period: Period,
+    as_of: date,
+) -> list[dict[str, str]]:
+    """One row per group (kind, name, filter: ``{"service": "permis"}``) that received mail
+    in the period: received, answered, within 5 wd, mean delay, overdue, relances. The
+    report's table per mailbox and per service, and the console's per service."""
+    table = []
+    for kind, name, where in groups:
+        found = figures(period.start, period.end, as_of, **where)
+        if found.received == 0:
+            continue
+        table.append(
+            {
+                "kind": kind,
+                "name": name,
+                "received": str(found.received),
+                "answered": str(found.answered),
+                "within": format_value(found.rate_within_5, "rate"),
+                "mean": format_value(found.mean_delay, "days"),
+                "overdue": str(found.overdue),
+                "relances": str(found.relances),
             }
         )
     return table

@@ -115,8 +115,15 @@ async def indicators_page(request: Request) -> Response:
     scope: Scope = request.state.scope
     app = mailbot_app(request)
     day = today(app)
+    every = [value for value, _ in scope.choices if value != ALL]  # all checked: "tous"
     board = await run_in_threadpool(
-        dashboard.build, app.config, app.store, scope.period, day, scope.service
+        dashboard.build,
+        app.config,
+        app.store,
+        scope.period,
+        day,
+        scope.service,
+        every if scope.service is None else (),
     )
     periods = dashboard.offered_periods(day)
     if scope.period not in periods:

@@ -209,6 +209,29 @@ def test_per_service_figures_equal_the_report_breakdown_and_the_cli(
             assert rows["Messages transférés à un service"] == str(cli_values["transfers"])
 
 
+def test_every_service_view_has_the_reports_rows_per_service(
+    scenario: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    cli(scenario, "-q", "report", "weekly", "--week", WEEK, "--as-of", AS_OF, "--out", str(out))
+    html = (out / f"rapport-{WEEK}.html").read_text(encoding="utf-8")
+    report_rows = [
+        row[1:]
+        for rows in tables(html).values()
+        for row in rows
+        if len(row) == 7 and row[0].startswith("Service ")
+    ]
+    with console_on(scenario, tmp_path / "console") as console, console.client() as client:  # type: ignore[attr-defined]
+        local_login(client, "ngarnier")
+        every = client.get(f"/indicateurs?service=tous&periode={WEEK}")
+        one = client.get(f"/indicateurs?service=general&periode={WEEK}")
+    rows = tables(every.text)["par-service"][1:]
+    assert [row[1:] for row in rows] == report_rows and len(rows) == 2  # general, cartes-grises
+    assert rows[0][0].startswith("Préfecture de la Seine-Maritime")  # the service's name
+    assert 'href="/indicateurs?service=cartes-grises&amp;periode=2026-W47"' in every.text
+    assert "par-service" not in one.text  # one service: no breakdown
+
+
 def test_chart_has_a_text_alternative_and_its_data_table(scenario: Path, tmp_path: Path) -> None:
     with console_on(scenario, tmp_path) as console, console.client() as client:  # type: ignore[attr-defined]
         local_login(client, "lmoreau")  # head of service: etrangers and general
