@@ -39,7 +39,7 @@ from mailbot.mail.smtp import FileTransport
 from mailbot.render.templates import Renderer
 from mailbot.routing_commands import add_routing_commands
 from mailbot.store import Store
-from mailbot.web.commands import add_web_commands
+from mailbot.web.commands import add_web_commands, console_beside, serve_demo
 from mailbot.worker import Worker, make_worker
 
 EXIT_FIRST_POLL_REFUSED = 3
@@ -79,7 +79,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
     worker = make_worker(app)
-    worker.run()
+    with console_beside(app, args.config):  # when web.enabled
+        worker.run()
     return _refused(worker)
 
 
@@ -149,6 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"database: {out / 'demo.db'}")
     config = demo.write_config(args.config, out, database)
     print(f"explore it: mailbot --config {config} indicators|unanswered|report weekly …")
+    if args.web:
+        return serve_demo(app, config, args.port)
     return 0
 
 
@@ -557,6 +560,12 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("demo-out"), help="where ARs are written"
     )
     demo_cmd.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
+    demo_cmd.add_argument(
+        "--web", action="store_true", help="then serve the web console on the demo data"
+    )
+    demo_cmd.add_argument(
+        "--port", type=int, default=8080, help="the console's port with --web (0: any free one)"
+    )
     demo_cmd.set_defaults(func=cmd_demo)
     explain_cmd = commands.add_parser(
         "explain", help="show the AR decision and routing of mail files, sending nothing"

@@ -10,7 +10,7 @@ import csv
 import functools
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -84,7 +84,7 @@ class ReportBuilder:
                 "end": period.end.isoformat(),
             },
             "summary": self._summary(current),
-            "qualepref": self._qualepref(current, previous, month),
+            "qualepref": qualepref_table(current, previous, month),
             "breakdown": self._breakdown(period, as_of),
             "late": [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE],
             "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
@@ -149,56 +149,10 @@ class ReportBuilder:
             f"(objectif > 75 %). Délai moyen : {mean} jours ouvrés (objectif < 5 jours)."
         )
 
-    @staticmethod
-    def _qualepref(
-        current: Indicators, previous: Indicators, month: Indicators
-    ) -> list[dict[str, str]]:
-        table = []
-        for name, label, kind in (
-            ("rate_within_5", "Réponses dans les 5 jours ouvrés", "rate"),
-            ("mean_delay", "Délai moyen de réponse", "days"),
-            ("complaint_rate_within_5", "Réclamations répondues dans les 5 jours ouvrés", "rate"),
-            ("complaint_mean_delay", "Délai moyen de réponse aux réclamations", "days"),
-        ):
-            figure = next(f for f in current.figures() if f.name == name)
-            table.append(
-                {
-                    "label": label,
-                    "target": figure.target or "",
-                    "current": _format(getattr(current, name), kind),
-                    "previous": _format(getattr(previous, name), kind),
-                    "month": _format(getattr(month, name), kind),
-                    "mark": "✔ atteint"
-                    if figure.met
-                    else "✘ non atteint"
-                    if figure.met is not None
-                    else "– sans objet",
-                    "met": "yes" if figure.met else "no" if figure.met is not None else "n/a",
-                }
-            )
-        return table
-
     def _breakdown(self, period: Period, as_of: date) -> list[dict[str, str]]:
-        table = []
         groups = [("Boîte", name, {"mailbox": name}) for name in self.config.mailboxes]
         groups += [("Service", name, {"service": name}) for name in self.config.services]
-        for kind, name, where in groups:
-            figures = self.figures(period.start, period.end, as_of, **where)
-            if figures.received == 0:
-                continue
-            table.append(
-                {
-                    "kind": kind,
-                    "name": name,
-                    "received": str(figures.received),
-                    "answered": str(figures.answered),
-                    "within": _format(figures.rate_within_5, "rate"),
-                    "mean": _format(figures.mean_delay, "days"),
-                    "overdue": str(figures.overdue),
-                    "relances": str(figures.relances),
-                }
-            )
-        return table
+        return breakdown_table(self.figures, groups, period, as_of)
 
     @staticmethod
     def _signatures(current: Indicators, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -212,13 +166,7 @@ class ReportBuilder:
         }
 
     def _chart(self, period: Period, as_of: date) -> bytes:
-        weeks = [week_period(period.end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
-        figures = [self.figures(w.start, w.end, as_of) for w in weeks]
-        return weekly_chart(
-            [w.label.split("-")[1] for w in weeks],
-            [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for f in figures],
-            [np.nan if f.mean_delay is None else f.mean_delay for f in figures],
-        )
+        return chart_png(twelve_weeks(self.figures, period.end, as_of))
 
     @staticmethod
     def _csv(rows: list[dict[str, Any]]) -> bytes:
@@ -243,11 +191,96 @@ class ReportBuilder:
         return buffer.getvalue().encode("utf-8-sig")  # BOM: Excel opens the accents right
 
 
+def qualepref_table(
+    current: Indicators, previous: Indicators, month: Indicators
+) -> list[dict[str, str]]:
+    """The Qual-e-pref rows (label, target, this period, the previous one, the month so far,
+    a mark): the report's table, which the console's indicators page shows as it is."""
+    table = []
+    for name, label, kind in (
+        ("rate_within_5", "Réponses dans les 5 jours ouvrés", "rate"),
+        ("mean_delay", "Délai moyen de réponse", "days"),
+        ("complaint_rate_within_5", "Réclamations répondues dans les 5 jours ouvrés", "rate"),
+        ("complaint_mean_delay", "Délai moyen de réponse aux réclamations", "days"),
+    ):
+        figure = next(f for f in current.figures() if f.name == name)
+        table.append(
+            {
+                "label": label,
+                "target": figure.target or "",
+                "current": format_value(getattr(current, name), kind),
+                "previous": format_value(getattr(previous, name), kind),
+                "month": format_value(getattr(month, name), kind),
+                "mark": "✔ atteint"
+                if figure.met
+                else "✘ non atteint"
+                if figure.met is not None
+                else "– sans objet",
+                "met": "yes" if figure.met else "no" if figure.met is not None else "n/a",
+            }
+        )
+    return table
+
+
+def breakdown_table(
+    figures: Callable[..., Indicators],
+    groups: Sequence[tuple[str, str, dict[str, str]]],
+    period: Period,
+    as_of: date,
+) -> list[dict[str, str]]:
+    """One row per group (kind, name, filter: ``{"service": "permis"}``) that received mail
+    in the period: received, answered, within 5 wd, mean delay, overdue, relances. The
+    report's table per mailbox and per service, and the console's per service."""
+    table = []
+    for kind, name, where in groups:
+        found = figures(period.start, period.end, as_of, **where)
+        if found.received == 0:
+            continue
+        table.append(
+            {
+                "kind": kind,
+                "name": name,
+                "received": str(found.received),
+                "answered": str(found.answered),
+                "within": format_value(found.rate_within_5, "rate"),
+                "mean": format_value(found.mean_delay, "days"),
+                "overdue": str(found.overdue),
+                "relances": str(found.relances),
+            }
+        )
+    return table
+
+
+def report_as_of(period: Period, today: date) -> date:
+    """The day a period's figures are taken as of: a week after its end (replies to its
+    last mails can still come in time), or today if sooner."""
+    return min(today, period.end + timedelta(days=7))
+
+
+def twelve_weeks(
+    figures: Callable[..., Indicators], end: date, as_of: date, service: str | None = None
+) -> list[tuple[Period, Indicators]]:
+    """The 12 ISO weeks up to the one holding ``end``, oldest first, with their figures
+    (``figures(start, end, as_of, service=...)``, the indicators' own): the report's chart."""
+    weeks = [week_period(end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
+    where = {} if service is None else {"service": service}
+    return [(week, figures(week.start, week.end, as_of, **where)) for week in weeks]
+
+
+def chart_png(weeks: Sequence[tuple[Period, Indicators]]) -> bytes:
+    """The chart of the rate within 5 working days and the mean delay, week by week."""
+    return weekly_chart(
+        [week.label.split("-")[1] for week, _ in weeks],
+        [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for _, f in weeks],
+        [np.nan if f.mean_delay is None else f.mean_delay for _, f in weeks],
+    )
+
+
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %".replace(".", ",")
 
 
-def _format(value: float | int | None, kind: str) -> str:
+def format_value(value: float | int | None, kind: str) -> str:
     if value is None:
         return "-"
     if kind == "rate":

@@ -84,3 +84,9 @@ def preview(
             raise ConfigError(str(config.agents), f"agents.{agent_id}", "no such agent")
         values["agent"] = agent_variables(profile, config)
     return renderer.render(name, values)
+
+
+def check_directory(config: Config) -> dict[str, list[str]]:
+    """``mailbot templates check`` on the template directory as it is on disk now (a fresh
+    renderer: an edit made since the start is seen): template name -> its problems."""
+    return check_all(Renderer(config.templates, timezone=config.timezone))

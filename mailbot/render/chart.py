@@ -26,6 +26,9 @@ def weekly_chart(labels: Sequence[str], rates: Sequence[float], means: Sequence[
     bottom.set_ylabel("jours ouvrés")
     bottom.set_title("Délai moyen de réponse (par semaine)", fontsize=10)
     bottom.legend(loc="upper left", fontsize=8, frameon=False)
+    # Every week on the axis, those without data too (autoscaling would drop them).
+    bottom.set_xticks(range(len(labels)), list(labels))
+    bottom.set_xlim(-0.5, len(labels) - 0.5)
     for axis in (top, bottom):
         axis.spines[["top", "right"]].set_visible(False)
         axis.grid(axis="y", color="#dddddd", linewidth=0.6)

@@ -7,14 +7,20 @@ start as fast as before.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import sys
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from mailbot.config import load_agents, load_config, validation_problem
 from mailbot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mailbot.app.context import App
 
 
 def add_web_commands(commands: Any) -> None:
@@ -33,8 +39,10 @@ def add_web_commands(commands: Any) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from mailbot.web.app import create_app, settings_from_config
+    from mailbot.app.context import app_from_config
+    from mailbot.web.app import settings_from_config
     from mailbot.web.server import serve
+    from mailbot.web.site import console_app
 
     config = load_config(args.config)
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -45,8 +53,9 @@ def cmd_web(args: argparse.Namespace) -> int:
             raise ConfigError("--host/--port", "web", validation_problem(exc)[1]) from None
         config = config.model_copy(update={"web": web})
     settings = settings_from_config(config, args.config)
+    app = app_from_config(config)  # the store migrated, the templates checked: before serving
     print(f"mailbot console: {config.web.base_url}/ (Ctrl-C to stop)", file=sys.stderr)
-    serve(create_app(settings), config.web)
+    serve(console_app(settings, app), config.web)
     return 0
 
 
@@ -74,3 +83,41 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     if not config.web.local_accounts.enabled:
         print("note: web.local_accounts.enabled is false in the configuration")
     return 0
+
+
+def serve_demo(app: App, config_path: Path, port: int) -> int:
+    """``mailbot demo --web``: the console on the demo's App (its database; replies written
+    as .eml files like the demo's ARs), local demo accounts, on 127.0.0.1 until Ctrl-C."""
+    from mailbot.web.demo import DEMO_ACCOUNTS, DEMO_LOGINS, DEMO_PASSWORD, demo_settings
+    from mailbot.web.server import bind, serve
+    from mailbot.web.site import console_app
+
+    sock = bind("127.0.0.1", port)
+    settings = demo_settings(app.config, config_path, sock.getsockname()[1])
+    web_app = console_app(settings, app)
+    print(f"\nweb console on the demo data: {settings.web.base_url}/ (Ctrl-C to stop)")
+    print(f"demo accounts ({DEMO_ACCOUNTS.name}), password for each: {DEMO_PASSWORD}")
+    for login, what in DEMO_LOGINS.items():
+        print(f"  {login:<9} {what}")
+    sys.stdout.flush()
+    serve(web_app, settings.web, sock)
+    return 0
+
+
+@contextlib.contextmanager
+def console_beside(app: App, config_path: Path) -> Iterator[None]:
+    """``mailbot run``: the console in a thread of the worker's process, on its App, when
+    rules.yaml's ``web.enabled`` is true; stopped when the worker stops."""
+    if not app.config.web.enabled:
+        yield
+        return
+    from mailbot.web.app import settings_from_config
+    from mailbot.web.server import start_in_thread
+    from mailbot.web.site import console_app
+
+    settings = settings_from_config(app.config, config_path)
+    server = start_in_thread(console_app(settings, app), app.config.web)
+    try:
+        yield
+    finally:
+        server.stop()

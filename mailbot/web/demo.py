@@ -15,6 +15,12 @@ from mailbot.web.app import Settings, settings_from_config
 
 DEMO_ACCOUNTS = Path(str(files("mailbot") / "demo_data" / "accounts.yaml"))
 DEMO_PASSWORD = "demonstration"
+DEMO_LOGINS = {
+    "cdurand": "agent, cartes grises",
+    "lmoreau": "head of service, étrangers and accueil général (indicators)",
+    "ngarnier": "quality mission (every service's indicators)",
+    "tbernard": "admin (quarantine, templates check)",
+}
 
 
 def demo_settings(config: Config, config_path: Path, port: int = 8080) -> Settings:

@@ -3,6 +3,7 @@ beside the worker (``mailbot run`` with ``web.enabled``, ``mailbot demo --web``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -47,11 +48,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: ASGIApp, web: WebConfig) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles the signals in the main thread)."""
-    sock = bind(web.host, web.port)
+def serve(app: ASGIApp, web: WebConfig, sock: socket.socket | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles the signals in the main thread), on
+    ``sock`` if given (bound beforehand, e.g. on port 0)."""
+    sock = sock or bind(web.host, web.port)
     log.info("web console listening", extra={"url": web.base_url})
-    uvicorn.Server(uvicorn_config(app, web)).run(sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+        uvicorn.Server(uvicorn_config(app, web)).run(sockets=[sock])
 
 
 class BackgroundServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import subprocess
@@ -9,6 +10,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def script_pages() -> list[str]:
+    """The console pages the script shoots (its PAGES: one line per page)."""
+    spec = importlib.util.spec_from_file_location(
+        "web_screenshots", ROOT / "scripts" / "web_screenshots.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [name for name, _agent, _path in module.PAGES]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -29,6 +41,7 @@ def test_console_screenshots(tmp_path: Path) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stderr
+    assert {"indicators", "indicators-head", "quarantine", "templates-check"} <= set(script_pages())
     for name, width in (
         ("login", 1280),
         ("login-error", 1280),
@@ -37,6 +50,7 @@ def test_console_screenshots(tmp_path: Path) -> None:
         ("not-found", 1280),
         ("login-mobile", 390),
         ("home-mobile", 390),
+        *((name, 1280) for name in script_pages()),
     ):
         png = tmp_path / f"{name}.png"
         size = png_size(png)

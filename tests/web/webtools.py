@@ -32,6 +32,7 @@ from mailbot.web.accounts import AccountsFile
 from mailbot.web.app import Settings, create_app, settings_from_config
 from mailbot.web.audit import Recorder
 from mailbot.web.server import BackgroundServer, bind
+from mailbot.web.site import console_app
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -98,8 +99,12 @@ def running_console(
     agents: Path | None = None,
     pages: list[Any] | None = None,
     sock: Any = None,
+    config: Config | None = None,
+    site: bool = False,
+    mailbot_app: Any = None,
 ) -> Iterator[RunningConsole]:
-    """A console serving on a free loopback port until the block ends."""
+    """A console serving on a free loopback port until the block ends: with ``site``, every
+    page of the console (mailbot.web.site), on ``mailbot_app`` (an App) if given."""
     sock = sock or bind(HOST, 0)
     port = sock.getsockname()[1]
     web = WebConfig(
@@ -109,8 +114,7 @@ def running_console(
         local_accounts=LocalAccountsConfig(enabled=local, file=workdir / "accounts.yaml"),
         login_rate_limit=rate_limit or LoginRateLimitConfig(),
     )
-    config = base_config()
-    config = config.model_copy(update={"web": web})
+    config = (config or base_config()).model_copy(update={"web": web})
     if agents is None:
         agents = workdir / "agents.yaml"
         shutil.copy(ROOT / "agents.yaml", agents)
@@ -119,7 +123,7 @@ def running_console(
         (workdir / "accounts.yaml").write_text(accounts_yaml(accounts), encoding="utf-8")
     audit = Recorder()
     settings = settings_from_config(config, workdir / "rules.yaml", audit=audit)
-    app = create_app(settings, pages=pages or [])
+    app = console_app(settings, mailbot_app) if site else create_app(settings, pages=pages or [])
     server = BackgroundServer(app, web, sock).start()
     try:
         yield RunningConsole(f"http://{HOST}:{port}", settings, audit, server, workdir, app)

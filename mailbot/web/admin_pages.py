@@ -1,0 +1,140 @@
+"""The administrator's pages: mail left without an AR (quarantined, or without a
+Return-Path) — list, one mail with its events, process it again — and the templates check.
+They call ``app/quarantine`` and ``app/template_catalogue`` as ``mailbot quarantine`` and
+``mailbot templates check`` do; no citizen's address is shown.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mailbot.app import quarantine, template_catalogue
+from mailbot.app.context import App
+from mailbot.core.digests import WHY
+from mailbot.core.incoming import Outcome
+from mailbot.core.statuses import Attention, Decision
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.errors import MailbotError, MessageError
+from mailbot.mail.originals import ImapOriginals
+from mailbot.web.access import require
+from mailbot.web.authz import Action
+from mailbot.web.backend import mailbot_app
+from mailbot.web.pages import NavItem, render
+
+NAV = [
+    NavItem("Quarantaine", "/admin/quarantaine", Action.VIEW_QUARANTINE),
+    NavItem("Modèles", "/admin/modeles", Action.CHECK_TEMPLATES),
+]
+
+
+def _local(app: App, moment: datetime) -> str:
+    zone = WorkingCalendar(timezone=app.config.timezone).zone
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return f"{aware.astimezone(zone):%d/%m/%Y %H:%M}"
+
+
+def _row(app: App, row: Any) -> dict[str, str]:
+    """A row of ``waiting`` (which says why, ``attention``) or of ``details`` (which does not:
+    a quarantined decision, else a missing Return-Path)."""
+    why = getattr(row, "attention", None) or (
+        Attention.QUARANTINE if row.decision == Decision.QUARANTINE else Attention.NO_RETURN_PATH
+    )
+    return {
+        "id": str(row.id),
+        "mailbox": row.mailbox,
+        "received": _local(app, row.received_at),
+        "why": WHY.get(why, why),
+        "reasons": ", ".join(json.loads(row.reasons or "[]")),
+        "subject": row.subject or "",
+    }
+
+
+@require(Action.VIEW_QUARANTINE)
+async def quarantine_list(request: Request) -> Response:
+    app = mailbot_app(request)
+    rows = await run_in_threadpool(quarantine.waiting, app.store)
+    done = request.query_params.get("traite", "")
+    context = {"rows": [_row(app, r) for r in rows], "request_done": done if done.isdigit() else ""}
+    return render(request, "quarantine.html.j2", context)
+
+
+@require(Action.VIEW_QUARANTINE)
+async def quarantine_show(request: Request) -> Response:
+    app = mailbot_app(request)
+    message_pk: int = request.path_params["id"]
+    try:
+        row, events = await run_in_threadpool(quarantine.details, app.store, message_pk)
+    except MessageError:
+        raise HTTPException(404) from None
+    context = {
+        "mail": _row(app, row) | {"folder": row.folder, "uid": str(row.uid)},
+        "defects": ", ".join(json.loads(row.defects or "[]")),
+        "events": [(_local(app, e.at), e.kind, e.detail or "") for e in events],
+        "result": request.query_params.get("resultat"),
+    }
+    return render(request, "quarantine_mail.html.j2", context)
+
+
+def _retry(app: App, message_pk: int) -> Outcome | None:
+    """None when there is no such mail left without an AR (a 404)."""
+    try:
+        quarantine.unhandled_row(app.store, message_pk)
+    except MessageError:
+        return None
+    outcome = quarantine.retry(app.store, app.pipeline, ImapOriginals(app.config), message_pk)
+    app.outbox.deliver_due()
+    return outcome
+
+
+@require(Action.RELEASE_QUARANTINE)
+async def quarantine_retry(request: Request) -> Response:
+    """Process the mail again (its row is updated, never duplicated); the page then says
+    whether it left the quarantine, or why it could not be fetched."""
+    app = mailbot_app(request)
+    message_pk: int = request.path_params["id"]
+    console = request.app.state.console
+    agent = request.state.principal.agent_id
+    try:
+        outcome = await run_in_threadpool(_retry, app, message_pk)
+    except MessageError:  # no longer in its folder, nor found by Message-ID
+        result = "introuvable"
+    except MailbotError:  # the mailbox could not be reached
+        result = "echec"
+    else:
+        if outcome is None:
+            raise HTTPException(404)
+        result = "reste" if outcome.decision == Decision.QUARANTINE else "traite"
+    console.audit("quarantine_retry", agent=agent, message=str(message_pk), result=result)
+    if result == "traite":
+        return RedirectResponse(f"/admin/quarantaine?traite={message_pk}", status_code=303)
+    return RedirectResponse(f"/admin/quarantaine/{message_pk}?resultat={result}", status_code=303)
+
+
+@require(Action.CHECK_TEMPLATES)
+async def templates_check(request: Request) -> Response:
+    app = mailbot_app(request)
+    found = await run_in_threadpool(template_catalogue.check_directory, app.config)
+    failed = sum(1 for problems in found.values() if problems)
+    context = {"checks": sorted(found.items()), "failed": failed, "total": len(found)}
+    return render(request, "templates_check.html.j2", context)
+
+
+ROUTES = [
+    Route("/admin/quarantaine", quarantine_list, methods=["GET"], name="quarantine_list"),
+    Route("/admin/quarantaine/{id:int}", quarantine_show, methods=["GET"], name="quarantine_mail"),
+    Route(
+        "/admin/quarantaine/{id:int}/retraiter",
+        quarantine_retry,
+        methods=["POST"],
+        name="quarantine_retry",
+    ),
+    Route("/admin/modeles", templates_check, methods=["GET"], name="templates_check"),
+]

@@ -1,0 +1,87 @@
+"""The indicators page's use case (app/dashboard): periods a picker offers and accepts,
+the figures shown as the report writes them, the CSV as the CLI's values; and the weekly
+report unchanged by sharing its table and chart with the page."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from datetime import date, timedelta
+
+import pytest
+
+from mailbot.app import dashboard
+from mailbot.core.indicators import Figure, Indicators
+from mailbot.core.periods import Period, month_period, week_period
+from mailbot.errors import RequestError
+
+
+def test_parse_period_takes_a_week_or_a_month() -> None:
+    year = date.today().year  # any year: nothing here depends on the calendar's
+    week = dashboard.parse_period(f"{year}-W10")
+    assert week.kind == "semaine" and week.start == date.fromisocalendar(year, 10, 1)
+    assert week.end - week.start == timedelta(days=6)
+    month = dashboard.parse_period(f"{year}-02")
+    assert (month.kind, month.start, month.end) == ("mois", date(year, 2, 1), month.end)
+    assert month.end == date(year, 3, 1) - timedelta(days=1)
+
+
+@pytest.mark.parametrize("text", ["", "2026", "2026-W54", "2026-13", "2026-W1", "x-11", "2026-00"])
+def test_parse_period_refuses_anything_else(text: str) -> None:
+    with pytest.raises(RequestError):
+        dashboard.parse_period(text)
+
+
+def test_default_and_offered_periods() -> None:
+    today = date.today()
+    assert dashboard.default_period(today) == week_period(today - timedelta(days=7))
+    offered = dashboard.offered_periods(today)
+    weeks = [p for p in offered if p.kind == "semaine"]
+    months = [p for p in offered if p.kind == "mois"]
+    assert len(weeks) == dashboard.WEEKS_OFFERED and weeks[0] == week_period(today)
+    assert len(months) == dashboard.MONTHS_OFFERED and months[0] == month_period(today)
+    assert all(a.start - b.start == timedelta(days=7) for a, b in itertools.pairwise(weeks))
+    assert all(a.start > b.end for a, b in itertools.pairwise(months))
+
+
+def test_shown_writes_figures_as_the_report() -> None:
+    assert dashboard.shown(Figure("rate_within_5", 2 / 3)) == (
+        "Réponses dans les 5 jours ouvrés",
+        "66,7 %",
+    )
+    assert dashboard.shown(Figure("mean_delay", 2.0))[1] == "2,00 j"
+    assert dashboard.shown(Figure("received", 13))[1] == "13"
+    assert dashboard.shown(Figure("median_delay", None))[1] == "-"
+    assert set(dashboard.LABELS) == {f.name for f in _board().figures()}
+
+
+def _board() -> dashboard.Dashboard:
+    figures = Indicators(
+        received=13, answered=7, pending=4, overdue=2, rate_within_5=2 / 3, mean_delay=2.0,
+        median_delay=1.0, complaints=0, complaint_rate_within_5=None,
+        complaint_mean_delay=None, complaint_median_delay=None, ars_sent=12, transfers=1,
+        transfer_notice_share=1.0, relances=3, signature_completeness=0.5,
+    )  # fmt: skip
+    period = Period("semaine", "2026-W47", date(2026, 11, 16), date(2026, 11, 22))
+    return dashboard.Dashboard(period, "permis", date(2026, 11, 25), figures, [], [], [])
+
+
+def test_csv_has_the_cli_names_and_exact_values() -> None:
+    body = dashboard.figures_csv(_board())
+    assert body.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
+    assert rows[:6] == [
+        ["indicateur", "valeur", "objectif", "atteint"],
+        ["periode", "2026-W47", "", ""],
+        ["du", "2026-11-16", "", ""],
+        ["au", "2026-11-22", "", ""],
+        ["situation_au", "2026-11-25", "", ""],
+        ["service", "permis", "", ""],
+    ]
+    values = {r[0]: r[1:] for r in rows[6:]}
+    assert values["received"] == ["13", "", ""]
+    assert float(values["rate_within_5"][0]) == 2 / 3  # repr: exact round trip
+    assert values["rate_within_5"][1:] == ["> 75 %", "non"]
+    assert values["mean_delay"] == ["2.0", "< 5 j", "oui"]
+    assert values["complaint_rate_within_5"] == ["", "> 75 %", ""]

@@ -1,0 +1,172 @@
+"""Authorisation on every route of the console, over real HTTP: each role (and an anonymous
+visitor) against each route, 200 (or the route's own answer) vs 403 vs the login page.
+
+One line of ROUTES per route and resource: a new page adds its line (the roles allowed, and
+the status an allowed agent gets). The demo agents: cdurand (agent, cartes-grises),
+lmoreau (head of service, etrangers and general), ngarnier (quality mission), tbernard
+(admin). A 403 is also an audit event naming the agent and the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx2 as httpx
+import pytest
+import yaml
+from test_indicators import load_scenario
+from webtools import ROOT, RunningConsole, csrf_from, local_login, running_console
+
+from mailbot.app.context import build_app
+from mailbot.core.statuses import Decision, EventKind
+from mailbot.store import NewMessage, Store
+
+AGENT, HEAD, QUALITY, ADMIN, ANONYMOUS = "agent", "head", "quality", "admin", "anonymous"
+LOGINS = {AGENT: "cdurand", HEAD: "lmoreau", QUALITY: "ngarnier", ADMIN: "tbernard"}
+EVERYONE = frozenset(LOGINS)
+QUARANTINED = "{quarantined}"  # replaced by the id of a quarantined mail of the fixture
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    method: str
+    path: str
+    allowed: frozenset[str]
+    status: int = 200  # what an allowed agent gets
+
+
+W47 = "periode=2026-W47"
+ROUTES = [
+    Case("home", "GET", "/", EVERYONE),
+    Case("indicators-default", "GET", "/indicateurs", frozenset({HEAD, QUALITY})),
+    Case("indicators-own", "GET", f"/indicateurs?service=general&{W47}", frozenset({HEAD, QUALITY})),
+    Case("indicators-agents-own", "GET", f"/indicateurs?service=cartes-grises&{W47}", frozenset({QUALITY})),
+    Case("indicators-other", "GET", f"/indicateurs?service=permis&{W47}", frozenset({QUALITY})),
+    Case("indicators-all", "GET", f"/indicateurs?service=tous&{W47}", frozenset({QUALITY})),
+    Case("indicators-unknown-service", "GET", "/indicateurs?service=nulle-part", EVERYONE, 404),
+    Case("csv-own", "GET", f"/indicateurs/export.csv?service=general&{W47}", frozenset({HEAD, QUALITY})),
+    Case("csv-other", "GET", f"/indicateurs/export.csv?service=permis&{W47}", frozenset({QUALITY})),
+    Case("csv-all", "GET", f"/indicateurs/export.csv?service=tous&{W47}", frozenset({QUALITY})),
+    Case("chart-own", "GET", f"/indicateurs/graphique.png?service=etrangers&{W47}", frozenset({HEAD, QUALITY})),
+    Case("chart-other", "GET", f"/indicateurs/graphique.png?service=cabinet&{W47}", frozenset({QUALITY})),
+    Case("quarantine-list", "GET", "/admin/quarantaine", frozenset({ADMIN})),
+    Case("quarantine-mail", "GET", f"/admin/quarantaine/{QUARANTINED}", frozenset({ADMIN})),
+    Case("quarantine-no-such-mail", "GET", "/admin/quarantaine/999999", frozenset({ADMIN}), 404),
+    Case("quarantine-retry", "POST", "/admin/quarantaine/999999/retraiter", frozenset({ADMIN}), 404),
+    Case("templates-check", "GET", "/admin/modeles", frozenset({ADMIN})),
+]  # fmt: skip
+ROLES = [AGENT, HEAD, QUALITY, ADMIN, ANONYMOUS]
+CELLS = [(case, role) for case in ROUTES for role in ROLES]
+
+
+@dataclass
+class Site:
+    console: RunningConsole
+    clients: dict[str, httpx.Client]
+    quarantined: int
+
+
+def add_quarantined(store: Store) -> int:
+    with store.transaction() as tx:
+        pk = tx.insert_message(
+            NewMessage(
+                mailbox="general",
+                folder="INBOX",
+                uidvalidity=1,
+                uid=7000,
+                message_id="<q@example.fr>",
+                content_hash="q",
+                received_at=datetime(2026, 11, 20, 9, tzinfo=UTC),
+                sender="someone@example.fr",
+                subject="Demande de titre de séjour",
+                in_reply_to=None,
+                decision=Decision.QUARANTINE,
+                reasons=["error"],
+                size=10,
+                defects=[],
+            )
+        )
+        tx.add_event(pk, EventKind.QUARANTINED, "Traceback: ValueError")
+    return pk
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    work = tmp_path_factory.mktemp("roles")
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{work / 'roles.db'}"
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    config = work / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    store = Store(data["database"])
+    load_scenario(store)
+    quarantined = add_quarantined(store)
+    store.close()
+    app = build_app(config)
+    (work / "console").mkdir()
+    with running_console(work / "console", config=app.config, site=True, mailbot_app=app) as c:
+        clients = {role: c.client() for role in ROLES}
+        for role, login in LOGINS.items():
+            assert local_login(clients[role], login).status_code == 303, role
+        csrf_from(clients[ANONYMOUS].get("/connexion").text)  # an anonymous session
+        yield Site(c, clients, quarantined)
+        for client in clients.values():
+            client.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "role"), CELLS, ids=[f"{case.name}-{role}" for case, role in CELLS]
+)
+def test_route_by_role(site: Site, case: Case, role: str) -> None:
+    client = site.clients[role]
+    path = case.path.replace(QUARANTINED, str(site.quarantined))
+    if case.method == "POST":
+        page = client.get("/connexion" if role == ANONYMOUS else "/")
+        response = client.post(path, data={"csrf_token": csrf_from(page.text)})
+    else:
+        response = client.get(path)
+    if role == ANONYMOUS:
+        assert response.status_code == 303, response.text[:300]
+        assert response.headers["location"].startswith("/connexion")
+    elif role in case.allowed:
+        assert response.status_code == case.status, response.text[:300]
+    else:
+        assert response.status_code == 403, response.text[:300]
+        assert "Accès refusé" in response.text
+        denied = site.console.events("denied")[-1]
+        assert denied["agent"] == LOGINS[role] and denied["path"] == path.split("?")[0]
+
+
+def test_the_table_names_every_route_of_the_console(site: Site) -> None:
+    """A route added to the console without a line here fails this test."""
+    from starlette.routing import Route
+
+    from mailbot.web import routes
+    from mailbot.web.site import PAGES
+
+    login_routes = {r.path for r in routes.ROUTES if isinstance(r, Route)} - {"/"}
+    tested = {case.path.split("?")[0] for case in ROUTES}
+    tested = {p.replace(QUARANTINED, "{id:int}").replace("999999", "{id:int}") for p in tested}
+    pages = {r.path for r in PAGES if isinstance(r, Route)} | {"/"}
+    assert pages - tested == set(), "routes without a line in ROUTES"
+    assert login_routes.isdisjoint(tested)  # login, logout, health: tested elsewhere
+
+
+def test_quarantined_mail_page_shows_no_address(site: Site) -> None:
+    page = site.clients[ADMIN].get(f"/admin/quarantaine/{site.quarantined}")
+    assert "Demande de titre de séjour" in page.text and "Traceback: ValueError" in page.text
+    assert "someone@example.fr" not in page.text
+    listing = site.clients[ADMIN].get("/admin/quarantaine")
+    assert f'href="/admin/quarantaine/{site.quarantined}"' in listing.text
+    assert "someone@example.fr" not in listing.text
+
+
+def test_templates_check_page_lists_every_template(site: Site) -> None:
+    page = site.clients[ADMIN].get("/admin/modeles")
+    names = sorted(p.name for p in (ROOT / "templates").iterdir() if (p / "meta.yaml").is_file())
+    assert names and all(f'<th scope="row">{name}</th>' in page.text for name in names)
+    assert f"Les {len(names)} modèles sont corrects." in page.text
