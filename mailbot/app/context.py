@@ -39,6 +39,16 @@ def build_app(
     """Everything from rules.yaml: the store opened (and migrated), the templates loaded
     and checked against the configuration, SMTP as the transport unless one is given."""
     config = load_config(config_path)  # every relative path already resolved beside it
+    return app_from_config(config, transport, database, acknowledge_existing)
+
+
+def app_from_config(
+    config: Config,
+    transport: Transport | None = None,
+    database: str | None = None,
+    acknowledge_existing: bool = False,
+) -> App:
+    """``build_app`` for a configuration already loaded (the web console has one)."""
     store = Store(database or config.database)
     renderer = Renderer(config.templates, timezone=config.timezone)
     renderer.check_config(config)

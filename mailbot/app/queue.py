@@ -6,7 +6,7 @@ services shown (``app.indicators``, the same as ``mailbot indicators``)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any
@@ -15,7 +15,7 @@ import numpy as np
 
 from mailbot.app import indicators
 from mailbot.config import Config
-from mailbot.core.indicators import Indicators
+from mailbot.core.indicators import TARGET_RATE, Indicators
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 from mailbot.store import Store
 from mailbot.store import console as stored
@@ -181,6 +181,42 @@ def month_figures(
         )
         for s in services
     ]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The queue's header for one service: this month's rate within 5 working days
+    (the audited figure, against TARGET_RATE) and its open messages, how many overdue."""
+
+    service: str
+    rate: float | None  # None: nothing received this month yet
+    received: int
+    open: int
+    overdue: int
+
+    @property
+    def on_target(self) -> bool | None:
+        return None if self.rate is None else self.rate > TARGET_RATE
+
+
+def header(config: Config, store: Store, services: tuple[str, ...], today: date) -> list[Header]:
+    """Each service's header: the month's figures and its open and overdue messages."""
+    calendar = _calendar(config)
+    cutoff = overdue_cutoff(calendar, today)
+    found = []
+    for figures in month_figures(config, store, services, today):
+        where = _filter(config, QueueQuery(services=(figures.service,)), calendar, today)
+        late = replace(where, received_before=cutoff)
+        found.append(
+            Header(
+                figures.service,
+                figures.month.rate_within_5,
+                figures.month.received,
+                stored.count_open(store.engine, where),
+                stored.count_open(store.engine, late),
+            )
+        )
+    return found
 
 
 def _calendar(config: Config) -> WorkingCalendar:

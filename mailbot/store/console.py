@@ -112,6 +112,13 @@ def open_messages(
         return list(conn.execute(page)), int(conn.execute(total).scalar_one())
 
 
+def count_open(engine: Engine, where: OpenFilter) -> int:
+    """How many open messages match."""
+    total = sa.select(sa.func.count()).select_from(messages).where(*_open_where(where))
+    with engine.connect() as conn:
+        return int(conn.execute(total).scalar_one())
+
+
 def follow_ups(engine: Engine, message_pk: int) -> list[sa.Row[Any]]:
     """The citizen's later mails in the thread (relances), oldest first."""
     query = (

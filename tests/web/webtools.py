@@ -4,6 +4,7 @@ Playwright, and axe-core (tests/web/node_modules, installed by scripts/setup-tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -98,8 +99,12 @@ def running_console(
     agents: Path | None = None,
     pages: list[Any] | None = None,
     sock: Any = None,
+    config: Config | None = None,
+    backend: Any = None,
+    originals: Any = None,
 ) -> Iterator[RunningConsole]:
-    """A console serving on a free loopback port until the block ends."""
+    """A console serving on a free loopback port until the block ends; ``config`` (else
+    rules.yaml), ``backend`` (an App) and ``originals`` serve the desk's pages."""
     sock = sock or bind(HOST, 0)
     port = sock.getsockname()[1]
     web = WebConfig(
@@ -109,8 +114,7 @@ def running_console(
         local_accounts=LocalAccountsConfig(enabled=local, file=workdir / "accounts.yaml"),
         login_rate_limit=rate_limit or LoginRateLimitConfig(),
     )
-    config = base_config()
-    config = config.model_copy(update={"web": web})
+    config = (config or base_config()).model_copy(update={"web": web})
     if agents is None:
         agents = workdir / "agents.yaml"
         shutil.copy(ROOT / "agents.yaml", agents)
@@ -119,6 +123,7 @@ def running_console(
         (workdir / "accounts.yaml").write_text(accounts_yaml(accounts), encoding="utf-8")
     audit = Recorder()
     settings = settings_from_config(config, workdir / "rules.yaml", audit=audit)
+    settings = dataclasses.replace(settings, backend=backend, originals=originals)
     app = create_app(settings, pages=pages or [])
     server = BackgroundServer(app, web, sock).start()
     try:
