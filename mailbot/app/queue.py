@@ -138,6 +138,11 @@ def listing(config: Config, store: Store, query: QueueQuery, today: date) -> Que
     return QueuePage(rows, total, min(page, pages), pages)
 
 
+def standing(config: Config, row: Any, today: date) -> QueueRow:
+    """A message as the queue would show it today (its age, deadline and badge)."""
+    return _row(config, _calendar(config), row, today)
+
+
 def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> QueueRow:
     """A message as the queue shows it. Overdue as the indicators count it: more than
     DEADLINE working days since receipt."""
