@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.requests import MessageRef, tracked_message
+from mailbot.core.statuses import EventKind
 from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail import display
 from mailbot.mail.originals import Originals
@@ -18,6 +19,13 @@ from mailbot.render import safe_html
 from mailbot.store import Store
 from mailbot.store import console as stored
 
+ANSWERS = {
+    EventKind.REPLY_QUEUED,
+    EventKind.REPLY_SENT,
+    EventKind.REPLY,
+    EventKind.ANSWERED_ELSEWHERE,
+    EventKind.NO_REPLY_NEEDED,
+}
 PEOPLE_KEYS = ("agent", "assignee", "service", "template", "reason", "how", "note", "to")
 
 
@@ -103,8 +111,7 @@ def attachment(originals: Originals, row: Any, index: int) -> tuple[display.Atta
 def replies_since(store: Store, row: Any, state: int) -> list[ThreadEvent]:
     """Replies recorded on the message after the event ``state`` (what a page saw): another
     agent answered meanwhile, and sending must stop and show it (collision)."""
-    answered = {"reply_queued", "reply_sent", "reply", "answered_elsewhere", "no_reply_needed"}
-    return [_event(e) for e in store.events(row.id) if e.id > state and str(e.kind) in answered]
+    return [_event(e) for e in store.events(row.id) if e.id > state and e.kind in ANSWERS]
 
 
 def _json(text: str | None) -> dict[str, Any]:
