@@ -18,6 +18,7 @@ from mailbot.app import message_view, presence, queue
 from mailbot.errors import MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
 from mailbot.web.access import check, current_agent, require
+from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals, today
 from mailbot.web.pages import render
@@ -107,6 +108,8 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
             queue.Urgency.OVERDUE: ("En retard", "fr-badge--error"),
         },
     }
+    values = extra.pop("values", None)
+    context.update(answer_context(request, row, view.service, view.state, values))
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
 

@@ -95,6 +95,7 @@ async def queue_page(request: Request) -> Response:
         "show_labels": SHOW_LABELS,
         "urgency": URGENCY_LABELS,
         "assignees": _assignees(request, listed),
+        "sent": request.query_params.get("envoye", "")[:40],
         "profile_services": [console.service_names.get(s, s) for s in principal.services],
     }
     if is_htmx(request):
