@@ -3,6 +3,6 @@ list of routes, registered by ``create_app`` before the console's own (the queue
 
 from __future__ import annotations
 
-from mailbot.web import message_pages, queue_pages, reply_pages
+from mailbot.web import action_pages, message_pages, queue_pages, reply_pages
 
-ROUTES = [*queue_pages.ROUTES, *message_pages.ROUTES, *reply_pages.ROUTES]
+ROUTES = [*queue_pages.ROUTES, *message_pages.ROUTES, *reply_pages.ROUTES, *action_pages.ROUTES]

@@ -15,6 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mailbot.app import message_view, presence, queue
+from mailbot.app.answered import AnsweredHow
+from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
 from mailbot.web.access import check, current_agent, require
@@ -108,10 +110,49 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
             queue.Urgency.OVERDUE: ("En retard", "fr-badge--error"),
         },
     }
+    context.update(_actions(request, row, view.service))
     values = extra.pop("values", None)
     context.update(answer_context(request, row, view.service, view.state, values))
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
+
+
+ACTION_NOTICES = {
+    "attribuer": "L'attribution est enregistrée.",
+    "corriger": "La correction de l'orientation est enregistrée.",
+}
+NO_REPLY_LABELS = {
+    NoReplyReason.SPAM: "Indésirable (spam, message abusif)",
+    NoReplyReason.DUPLICATE: "Doublon d'une demande traitée par ailleurs",
+    NoReplyReason.NO_QUESTION: "Aucune question (remerciements, information)",
+    NoReplyReason.OTHER: "Autre motif (à préciser)",
+}
+HOW_LABELS = {
+    AnsweredHow.PHONE: "Par téléphone",
+    AnsweredHow.COUNTER: "Au guichet",
+    AnsweredHow.LETTER: "Par courrier",
+}
+
+
+def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:
+    """The other actions' forms: who may be given the message, where it may go."""
+    principal = current_agent(request)
+    app = backend(request)
+    directory = request.app.state.console.directory.agents()
+    routing = app.config.routing
+    return {
+        "can_act": principal.can(Action.REPLY, service),
+        "can_reassign": principal.can(Action.REASSIGN, service),
+        "colleagues": sorted(
+            agent_id for agent_id, agent in directory.items() if service in agent.console_services
+        ),
+        "me": principal.agent_id,
+        "transfer_services": [s for s in app.config.services if s != service],
+        "categories": list(routing.categories) if routing else [],
+        "no_reply_labels": NO_REPLY_LABELS,
+        "how_labels": HOW_LABELS,
+        "notice": ACTION_NOTICES.get(request.query_params.get("fait", ""), ""),
+    }
 
 
 @require(Action.VIEW_HOME)  # the message's service is checked once it is loaded

@@ -27,6 +27,11 @@ SHOW_LABELS = {
     queue.Show.UNASSIGNED: "Non attribués",
     queue.Show.TO_CHECK: "Orientation à vérifier",
 }
+DONE = {
+    "transferer": "Le courriel est transféré ; l'usager reçoit l'avis de transmission.",
+    "repondu-ailleurs": "La réponse donnée par un autre moyen est enregistrée.",
+    "sans-reponse": "Le courriel est clos sans réponse : il sort de la file et des indicateurs.",
+}
 URGENCY_LABELS = {
     queue.Urgency.ON_TIME: ("Dans les délais", "fr-badge--success"),
     queue.Urgency.DUE_TODAY: ("Échéance aujourd'hui", "fr-badge--warning"),
@@ -96,6 +101,7 @@ async def queue_page(request: Request) -> Response:
         "urgency": URGENCY_LABELS,
         "assignees": _assignees(request, listed),
         "sent": request.query_params.get("envoye", "")[:40],
+        "done": DONE.get(request.query_params.get("fait", ""), ""),
         "profile_services": [console.service_names.get(s, s) for s in principal.services],
     }
     if is_htmx(request):
