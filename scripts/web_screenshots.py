@@ -80,7 +80,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    settings = demo_settings(load_config(ROOT / "rules.yaml"), ROOT / "rules.yaml", port)
+    scratch = tempfile.TemporaryDirectory()  # the queue's database: never the checkout's
+    config = load_config(ROOT / "rules.yaml")
+    config = config.model_copy(update={"database": f"sqlite:///{scratch.name}/console.db"})
+    settings = demo_settings(config, ROOT / "rules.yaml", port)
     server = BackgroundServer(create_app(settings), settings.web, sock).start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -105,6 +108,7 @@ def main() -> None:
             browser.close()
     finally:
         server.stop()
+        scratch.cleanup()
     for png in sorted(out.glob("*.png")):
         print(png)
 

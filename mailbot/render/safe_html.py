@@ -11,7 +11,7 @@ tracking pixel): its ``src`` is removed and the count is shown instead. The cons
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import nh3
@@ -54,7 +54,24 @@ def clean(markup: str, images: Mapping[str, str] | None = None) -> CleanHtml:
             return value if value.lower().startswith(_LINKS) else None
         return value
 
-    html = nh3.clean(
+    html = _nh3(markup, keep)
+    # An image left without its source is dropped, one without a text alternative gets an
+    # empty one (decorative for screen readers); cleaned again, so this edit stays safe.
+    return CleanHtml(_nh3(_IMAGE.sub(_fix_image, html)), blocked)
+
+
+_IMAGE = re.compile(r"<img\b[^>]*>")
+
+
+def _fix_image(found: re.Match[str]) -> str:
+    tag = found.group(0)
+    if " src=" not in tag:
+        return ""
+    return tag if " alt=" in tag else tag[:-1].rstrip("/ ") + ' alt="">'
+
+
+def _nh3(markup: str, keep: Callable[[str, str, str], str | None] | None = None) -> str:
+    return nh3.clean(
         markup,
         tags=_TAGS,
         attributes=_ATTRIBUTES,
@@ -64,4 +81,3 @@ def clean(markup: str, images: Mapping[str, str] | None = None) -> CleanHtml:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
-    return CleanHtml(html, blocked)

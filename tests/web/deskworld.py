@@ -4,10 +4,12 @@ and the App the console's pages use (``backend``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from servers import MailUser, SmtpServer
@@ -19,6 +21,7 @@ from mailbot.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
 ETRANGERS = "pref-etrangers@seine-maritime.gouv.fr"
+T = TypeVar("T")
 HOSTILE_HOST = "tracker.invalid"
 HOSTILE_HTML = (
     "<html><body><p>Bonjour, je joins mon dossier.</p>"
@@ -70,6 +73,13 @@ def citizen_mail(
     return ("\r\n".join(head) + "\r\n\r\n" + "\r\n".join(parts) + "\r\n").encode()
 
 
+def in_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread of its own: the CLI and the outbox run asyncio loops, which
+    cannot start in a thread where Playwright's loop runs."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
 def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
     data: dict[str, Any] = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
     for name, user in (("general", general), ("etrangers", etrangers)):
@@ -98,8 +108,8 @@ class Desk:
         return self.app.store.message(message_id=message_id)
 
     def poll(self) -> None:
-        assert main(["--config", str(self.path), "-q", "poll", "--once"]) == 0
-        self.app.outbox.deliver_due()
+        assert in_thread(lambda: main(["--config", str(self.path), "-q", "poll", "--once"])) == 0
+        in_thread(self.app.outbox.deliver_due)
 
 
 def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Desk:
@@ -113,10 +123,11 @@ def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServ
         internaldate=now - timedelta(hours=2),
     )
     path = write_config(tmp, general, etrangers, smtp)
-    assert main(["--config", str(path), "-q", "poll", "--once", "--acknowledge-existing"]) == 0
+    command = ["--config", str(path), "-q", "poll", "--once", "--acknowledge-existing"]
+    assert in_thread(lambda: main(command)) == 0
     config = load_config(path)
     app = app_from_config(config)
-    app.outbox.deliver_due()
+    in_thread(app.outbox.deliver_due)
     smtp.wait_for(3)
     smtp.clear()
     return Desk(path, config, app, general, etrangers, smtp)

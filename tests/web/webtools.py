@@ -114,7 +114,10 @@ def running_console(
         local_accounts=LocalAccountsConfig(enabled=local, file=workdir / "accounts.yaml"),
         login_rate_limit=rate_limit or LoginRateLimitConfig(),
     )
-    config = (config or base_config()).model_copy(update={"web": web})
+    if config is None:  # rules.yaml, with a database of the test's own
+        database = f"sqlite:///{workdir / 'console.db'}"
+        config = base_config().model_copy(update={"database": database})
+    config = config.model_copy(update={"web": web})
     if agents is None:
         agents = workdir / "agents.yaml"
         shutil.copy(ROOT / "agents.yaml", agents)
