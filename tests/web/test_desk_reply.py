@@ -6,6 +6,7 @@ enforced, and authorisation on the message's service for every POST."""
 from __future__ import annotations
 
 import email
+import html
 import email.policy
 import re
 import time
@@ -88,6 +89,8 @@ def test_suggested_template_preview_and_one_mail_on_a_double_click(
         assert f"[{row.reference}]" in mail["Subject"] and mail["To"] == "usager1@example.fr"
         text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert "en cours d'instruction" in text
+        previewed = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+        assert previewed and html.unescape(previewed.group(1)) == text  # seen is sent
         for element in ("Karim Haddad", "Instructeur, section du séjour", "Rouen"):
             assert element in text
         queue = client.get("/")
