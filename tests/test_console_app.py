@@ -13,13 +13,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailbot.app import assignment, no_reply, presence, queue
+from mailbot.app.report import ReportBuilder
 from mailbot.config import Agent, Config, load_agents, load_config
+from mailbot.core.periods import week_period
 from mailbot.core.statuses import Decision, NoReplyReason
 from mailbot.errors import MailGoneError, RequestError
 from mailbot.mail import display
 from mailbot.mail.maildir import maildir_files
 from mailbot.mail.originals import MaildirOriginals
 from mailbot.render import safe_html
+from mailbot.render.templates import Renderer
 from mailbot.store import NewMessage, Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,3 +238,20 @@ def test_maildir_originals_find_a_mail_by_uid_or_message_id_or_say_gone() -> Non
     assert moved.raw == first
     with pytest.raises(MailGoneError, match="no longer"):
         originals.fetch(Row(**base, uidvalidity=999, uid=5000, content_hash="0" * 64))
+
+
+def test_weekly_report_lists_the_messages_closed_without_a_reply(
+    config: Config, store: Store
+) -> None:
+    ids = seeded(store)
+    agents = agents_of(config)
+    no_reply.close_without_reply(
+        config, store, agents.get, "cdurand", ids["today"], NoReplyReason.DUPLICATE, "vu SM-9"
+    )
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    period = week_period(date(2026, 11, 23))  # the week "today" was received in
+    report = ReportBuilder(config, store, renderer).build(period, TODAY)
+    text = report.mail.parsed().get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "CLOS SANS RÉPONSE (1)" in text
+    assert "[SM-2026-000003] cartes-grises, reçu le 2026-11-23, doublon : vu SM-9" in text
+    assert "Clos sans réponse (1)" in report.html

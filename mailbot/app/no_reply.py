@@ -27,6 +27,13 @@ from mailbot.errors import RequestError
 from mailbot.store import Store, Transaction
 from mailbot.store import console as stored
 
+REASON_LABELS = {  # as the weekly report names them
+    NoReplyReason.SPAM: "indésirable",
+    NoReplyReason.DUPLICATE: "doublon",
+    NoReplyReason.NO_QUESTION: "aucune question",
+    NoReplyReason.OTHER: "autre motif",
+}
+
 
 @dataclass(frozen=True)
 class Closed:
@@ -74,3 +81,26 @@ def close_without_reply(
 def closed_in(store: Store, since: datetime, until: datetime) -> list[sa.Row[Any]]:
     """Messages received in [since, until) closed without a reply (the report's list)."""
     return stored.closed_without_reply(store.engine, since, until)
+
+
+def excluded_rows(
+    store: Store, since: datetime, until: datetime, zone: Any
+) -> list[dict[str, str]]:
+    """The report's list of messages closed without a reply, with the agents' notes."""
+    rows = []
+    for row in closed_in(store, since, until):
+        notes = [
+            json.loads(e.detail)
+            for e in store.events(row.id)
+            if e.kind == EventKind.NO_REPLY_NEEDED and e.detail.startswith("{")
+        ]
+        rows.append(
+            {
+                "reference": row.reference or f"#{row.id}",
+                "service": row.service or row.mailbox,
+                "received": row.received_at.astimezone(zone).date().isoformat(),
+                "reason": REASON_LABELS.get(NoReplyReason(row.no_reply), str(row.no_reply)),
+                "note": str(notes[-1].get("note", "")) if notes else "",
+            }
+        )
+    return rows

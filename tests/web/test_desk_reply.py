@@ -6,8 +6,8 @@ enforced, and authorisation on the message's service for every POST."""
 from __future__ import annotations
 
 import email
-import html
 import email.policy
+import html
 import re
 import time
 from collections.abc import Iterator
