@@ -11,6 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
+from pg import PostgresServer
 
 from mailbot.app import assignment, no_reply, presence, queue
 from mailbot.app.report import ReportBuilder
@@ -35,9 +37,29 @@ def config() -> Config:
     return load_config(ROOT / "rules.yaml")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The store on SQLite and on a real PostgreSQL (the queue's SQL, upserts)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"c{abs(hash(request.node.nodeid)) % 10**9}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    opened = Store(url)
     yield opened
     opened.close()
 
