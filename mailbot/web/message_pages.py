@@ -117,6 +117,21 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     return render(request, "message.html.j2", context, status_code=status)
 
 
+@require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
+async def presence_fragment(request: Request) -> Response:
+    """The page's periodic refresh (htmx, every 45 s): the agent still has it open; who
+    else has."""
+    row = await run_in_threadpool(message_of, request)
+    principal = current_agent(request)
+    app = backend(request)
+    await run_in_threadpool(presence.opened, app.store, principal.agent_id, row.id, app.clock)
+    others = await run_in_threadpool(
+        presence.others, app.store, principal.agent_id, row.id, app.clock
+    )
+    context = {"others": others, "names": agent_names(request), "view": {"row": row}}
+    return render(request, "_presence.html.j2", context)
+
+
 ACTION_NOTICES = {
     "attribuer": "L'attribution est enregistrée.",
     "corriger": "La correction de l'orientation est enregistrée.",
@@ -175,6 +190,7 @@ async def download(request: Request) -> Response:
 
 ROUTES = [
     Route("/courriel/{message:int}", message_page, methods=["GET"], name="message"),
+    Route("/courriel/{message:int}/presence", presence_fragment, methods=["GET"], name="presence"),
     Route(
         "/courriel/{message:int}/piece-jointe/{index:int}",
         download,

@@ -176,3 +176,17 @@ def test_colleagues_with_the_message_open_are_shown(desk: Desk, console: Running
         first.get(f"/courriel/{row.id}")
         page = second.get(f"/courriel/{row.id}")
         assert re.search(r"Également ouvert par : Karim Haddad", page.text)
+
+
+def test_the_page_refreshes_who_has_the_message_open(desk: Desk, console: RunningConsole) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as first, console.client() as second:
+        local_login(first, "khaddad")
+        local_login(second, "lmoreau")
+        assert 'hx-trigger="every 45s"' in first.get(f"/courriel/{row.id}").text
+        fragment = second.get(f"/courriel/{row.id}/presence", headers={"HX-Request": "true"})
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        assert "Également ouvert par : Karim Haddad" in fragment.text
+    with console.client() as outsider:
+        local_login(outsider, "mlefebvre")
+        assert outsider.get(f"/courriel/{row.id}/presence").status_code == 403
