@@ -151,7 +151,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = demo.write_config(args.config, out, database)
     print(f"explore it: mailbot --config {config} indicators|unanswered|report weekly …")
     if args.web:
-        return serve_demo(app, config, args.port)
+        maildirs = {name: args.maildir / name for name in sources}
+        return serve_demo(app, config, args.port, maildirs)
     return 0
 
 

@@ -91,6 +91,11 @@ class MailboxError(MailbotError):
         super().__init__(redact(message))
 
 
+class MailGoneError(MailboxError):
+    """A recorded mail is no longer in its mailbox (deleted, or moved where mailbot does
+    not look): it cannot be shown, transferred or processed again."""
+
+
 class TemplateError(MailbotError):
     """A template is missing, broken, or was rendered without a required variable."""
 

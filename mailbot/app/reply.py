@@ -166,6 +166,14 @@ class Replies:
         )
 
 
+def missing_signature(config: Config, agent: Agent, meta: TemplateMeta) -> list[str]:
+    """The signature's elements the template needs and the agent's profile lacks."""
+    signature = agent_variables(agent, config)
+    spec = meta.required.get("agent") or meta.optional.get("agent")
+    wanted = spec.fields if spec is not None and spec.fields else SIGNATURE
+    return [name for name in wanted if not str(signature.get(name) or "").strip()]
+
+
 def _check_signature(
     agent_id: str, agent: Agent, signature: Mapping[str, object], meta: TemplateMeta
 ) -> None:

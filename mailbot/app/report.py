@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mailbot.app import indicators
+from mailbot.app import indicators, no_reply
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
 from mailbot.core.digests import WHY
@@ -89,6 +89,11 @@ class ReportBuilder:
             "late": [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE],
             "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
             "unacknowledged": [r for r in rows if r["why"]],
+            "excluded": no_reply.excluded_rows(
+                self.store,
+                *indicators.period_bounds(self.calendar, period.start, period.end),
+                self.calendar.zone,
+            ),
             "signature": self._signatures(current, rows),
             "activity": {
                 "ars_sent": current.ars_sent,

@@ -456,3 +456,23 @@ def parse_message(raw: bytes) -> ParsedMessage:
 def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
     name, address = parseaddr(single_line(" ".join(values)))
     return clean_text(name), clean_text(address)
+
+
+# --------------------------------------------------------------------------- display
+
+
+def mime_leaves(raw: bytes) -> Iterator[tuple[email.message.Message, str, bool]]:
+    """The mail's leaf parts as a reader sees them (the console shows a mail): each with
+    its content type and whether it is an attachment, within the same bounds as
+    ``parse_message`` (header block, MIME depth, number of parts)."""
+    defects: list[str] = []
+    msg = _parse_tree(_bounded_source(raw, defects), defects)
+    for part in _walk(msg, defects):
+        if not part.is_multipart():
+            ctype = _content_type(part)
+            yield part, ctype, _is_attachment(part, ctype)
+
+
+def part_text(part: email.message.Message) -> str:
+    """A text part decoded (its charset, else UTF-8, else cp1252); "" when unreadable."""
+    return _part_text(part)

@@ -88,6 +88,8 @@ class EventKind(StrEnum):
     ROUTING_CORRECTED = "routing_corrected"  # an agent changed the service or category
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
     SENT_UNREADABLE = "sent_unreadable"
+    ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
+    NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
 
     @classmethod
     def sent(cls, kind: OutboxKind) -> EventKind:
@@ -100,6 +102,16 @@ class Attention(StrEnum):
 
     QUARANTINE = Decision.QUARANTINE.value  # processing it raised
     NO_RETURN_PATH = "no-return-path"  # no Return-Path header, under missing_return_path: skip
+
+
+class NoReplyReason(StrEnum):
+    """Why a citizen's message needs no reply (``messages.no_reply``): it then leaves the
+    queue and the indicators, and the weekly report lists it."""
+
+    SPAM = "spam"  # unsolicited or abusive mail
+    DUPLICATE = "duplicate"  # the same request sent again, answered in the other thread
+    NO_QUESTION = "no-question"  # thanks, information only: nothing is asked
+    OTHER = "other"  # said in the reason
 
 
 DUPLICATE_REASON = "already-recorded"  # the reason recorded with a DUPLICATE decision

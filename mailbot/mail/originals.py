@@ -1,16 +1,26 @@
 """Finding a recorded mail again on its server: mailbot keeps no bodies, so a quarantined
-mail processed again, or a mail an agent transfers to a service, is fetched once more
-from its mailbox — by UID while the folder keeps its UIDVALIDITY, else by Message-ID (the
-copy with the same content hash when there are several)."""
+mail processed again, a mail an agent transfers to a service, or a mail the console shows,
+is fetched once more from its mailbox — by UID while the folder keeps its UIDVALIDITY,
+else by Message-ID (the copy with the same content hash when there are several), in its
+folder and then in the mailbox's other folders (an agent may have filed it away).
+
+Reading is read-only (EXAMINE, ``BODY.PEEK[]``): \\Seen never changes. The demo, which has
+no server, finds its mail in the bundled Maildir the same way (``MaildirOriginals``).
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from mailbot.config import Config
-from mailbot.errors import MailboxError, MessageError
+from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail.imap import FetchedMail, ImapMailbox
+from mailbot.mail.maildir import MaildirSource, maildir_files
+
+MAX_FOLDERS = 200  # folders searched by Message-ID, beyond the recorded one
 
 
 class Originals(Protocol):
@@ -19,20 +29,45 @@ class Originals(Protocol):
     def fetch(self, row: Any) -> FetchedMail: ...
 
 
+def _searchable(row: Any) -> bool:
+    return bool(row.message_id) and not str(row.message_id).startswith("sha256:")
+
+
+def _by_message_id(source: ImapMailbox, row: Any) -> list[FetchedMail]:
+    copies = list(source.fetch(source.uids_with_message_id(row.message_id), 20))
+    same = [c for c in copies if hashlib.sha256(c.raw).hexdigest() == row.content_hash]
+    return same or copies[:1]
+
+
+def _gone(row: Any) -> MailGoneError:
+    return MailGoneError(
+        f"mailbox {row.mailbox}: mail #{row.id} is no longer in {row.folder!r}"
+        " nor, by its Message-ID, in the mailbox's other folders (deleted or moved)"
+    )
+
+
 def refetch(source: ImapMailbox, row: Any) -> FetchedMail:
     """The mail of a recorded row (mailbox, folder, uidvalidity, uid, message_id,
     content_hash), from a connected source."""
     validity = source.select(row.folder)
     found = list(source.fetch([row.uid], 1)) if validity == row.uidvalidity else []
-    if not found and row.message_id and not row.message_id.startswith("sha256:"):
-        copies = list(source.fetch(source.uids_with_message_id(row.message_id), 20))
-        same = [c for c in copies if hashlib.sha256(c.raw).hexdigest() == row.content_hash]
-        found = same or copies[:1]
+    if not found and _searchable(row):
+        found = _by_message_id(source, row)
+    if not found and _searchable(row):
+        for folder in source.list_folders()[:MAX_FOLDERS]:
+            if folder == row.folder:
+                continue
+            try:
+                source.select(folder)
+            except MailboxError:  # a \\Noselect folder, or one we may not read
+                if not source.connected:
+                    source.connect()
+                continue
+            found = _by_message_id(source, row)
+            if found:
+                break
     if not found:
-        raise MailboxError(
-            f"mailbox {row.mailbox}: mail #{row.id} is no longer in {row.folder!r}"
-            " (deleted or moved)"
-        )
+        raise _gone(row)
     return found[0]
 
 
@@ -54,3 +89,31 @@ class ImapOriginals:
             return refetch(source, row)
         finally:
             source.close()
+
+
+class MaildirOriginals:
+    """The demo's mail, found again in its Maildirs (one per mailbox, as ``mailbot demo``
+    read them): by UID (the position in delivery order), else by Message-ID."""
+
+    def __init__(self, maildirs: Mapping[str, Path]) -> None:
+        self.maildirs = dict(maildirs)
+
+    def fetch(self, row: Any) -> FetchedMail:
+        path = self.maildirs.get(row.mailbox)
+        if path is None:
+            raise MessageError(f"mail #{row.id}: mailbox {row.mailbox!r} has no Maildir")
+        source = MaildirSource(path)
+        source.connect()
+        if source.select(row.folder) == row.uidvalidity and 0 < row.uid <= len(source.files):
+            (mail,) = source.fetch([row.uid], 1)
+            if hashlib.sha256(mail.raw).hexdigest() == row.content_hash:
+                return FetchedMail(mail.uid, mail.internaldate, mail.raw, len(mail.raw))
+        wanted = str(row.message_id or "").encode()
+        for uid, file in enumerate(maildir_files(path), start=1):
+            raw = file.read_bytes()
+            if hashlib.sha256(raw).hexdigest() == row.content_hash or (
+                _searchable(row) and wanted in raw
+            ):
+                (mail,) = source.fetch([uid], 1)
+                return FetchedMail(mail.uid, mail.internaldate, mail.raw, len(mail.raw))
+        raise _gone(row)

@@ -241,7 +241,10 @@ class Store:
             # Over months, reading the table straight through beats a million index lookups.
             received = sa.func.coalesce(received, received)
         citizens = sa.or_(messages.c.decision == Decision.ACKNOWLEDGE, unhandled())
-        return sa.and_(citizens, received >= since, received < until)
+        # A message closed without a reply (spam, a duplicate...) is not the service's to
+        # answer: it leaves the indicators (the report lists it apart).
+        answerable = messages.c.no_reply.is_(None)
+        return sa.and_(citizens, answerable, received >= since, received < until)
 
     def indicator_rows(
         self,
@@ -253,8 +256,9 @@ class Store:
         """Citizens' messages received in [since, until), one dict each (alerts, listings).
 
         Citizens' messages are those acknowledged, plus those left unhandled (quarantined,
-        or without a Return-Path: ``attention`` says which); auto-replies, bounces, lists
-        and follow-ups (which count as relances of their parent) are left out.
+        or without a Return-Path: ``attention`` says which); auto-replies, bounces, lists,
+        follow-ups (which count as relances of their parent) and messages an agent closed
+        as needing no reply are left out.
         """
         query = (
             sa.select(

@@ -87,6 +87,8 @@ messages = sa.Table(
     sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
     sa.Column("fingerprint", sa.String(64)),
     sa.Column("to_check", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("assignee", sa.String(64)),  # the agent handling it (console)
+    sa.Column("no_reply", sa.String(16)),  # NoReplyReason: closed without a reply
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -96,6 +98,14 @@ messages = sa.Table(
     sa.Index("ix_messages_received_at", "received_at"),
     sa.Index("ix_messages_sender", "mailbox", "sender"),
     sa.Index("ix_messages_fingerprint", "mailbox", "fingerprint"),
+    # The console's queue: a service's unanswered messages, oldest first.
+    sa.Index(
+        "ix_messages_open",
+        "service",
+        "received_at",
+        sqlite_where=sa.text("first_reply_at IS NULL"),
+        postgresql_where=sa.text("first_reply_at IS NULL"),
+    ),
 )
 events = sa.Table(
     "events",
@@ -125,6 +135,7 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    sa.Index("ix_outbox_message_pk", "message_pk"),
 )
 # An agent's correction of a message's routing (issue 13): the original decision stays on
 # the row's history, the classifier learns from these.
@@ -144,6 +155,20 @@ corrections = sa.Table(
     sa.Column("category", sa.String(64), nullable=False),
     sa.Column("reorient", sa.String(64)),
     sa.Index("ix_corrections_message_pk", "message_pk"),
+)
+# Who has a message open in the console, until when (a lightweight, expiring record: the
+# page shows colleagues working on the same mail).
+viewings = sa.Table(
+    "viewings",
+    metadata,
+    sa.Column(
+        "message_pk",
+        sa.Integer,
+        sa.ForeignKey("messages.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("agent", sa.String(64), primary_key=True),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
 )
 counters = sa.Table(
     "counters",

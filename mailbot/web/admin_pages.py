@@ -26,7 +26,7 @@ from mailbot.errors import MailbotError, MessageError
 from mailbot.mail.originals import ImapOriginals
 from mailbot.web.access import require
 from mailbot.web.authz import Action
-from mailbot.web.backend import mailbot_app
+from mailbot.web.backend import backend
 from mailbot.web.pages import NavItem, render
 
 NAV = [
@@ -59,7 +59,7 @@ def _row(app: App, row: Any) -> dict[str, str]:
 
 @require(Action.VIEW_QUARANTINE)
 async def quarantine_list(request: Request) -> Response:
-    app = mailbot_app(request)
+    app = backend(request)
     rows = await run_in_threadpool(quarantine.waiting, app.store)
     done = request.query_params.get("traite", "")
     context = {"rows": [_row(app, r) for r in rows], "request_done": done if done.isdigit() else ""}
@@ -68,7 +68,7 @@ async def quarantine_list(request: Request) -> Response:
 
 @require(Action.VIEW_QUARANTINE)
 async def quarantine_show(request: Request) -> Response:
-    app = mailbot_app(request)
+    app = backend(request)
     message_pk: int = request.path_params["id"]
     try:
         row, events = await run_in_threadpool(quarantine.details, app.store, message_pk)
@@ -98,7 +98,7 @@ def _retry(app: App, message_pk: int) -> Outcome | None:
 async def quarantine_retry(request: Request) -> Response:
     """Process the mail again (its row is updated, never duplicated); the page then says
     whether it left the quarantine, or why it could not be fetched."""
-    app = mailbot_app(request)
+    app = backend(request)
     message_pk: int = request.path_params["id"]
     console = request.app.state.console
     agent = request.state.principal.agent_id
@@ -120,7 +120,7 @@ async def quarantine_retry(request: Request) -> Response:
 
 @require(Action.CHECK_TEMPLATES)
 async def templates_check(request: Request) -> Response:
-    app = mailbot_app(request)
+    app = backend(request)
     found = await run_in_threadpool(template_catalogue.check_directory, app.config)
     failed = sum(1 for problems in found.values() if problems)
     context = {"checks": sorted(found.items()), "failed": failed, "total": len(found)}

@@ -24,9 +24,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mailbot.app.context import App
 from mailbot.config import Config, WebConfig, is_loopback
 from mailbot.errors import ConfigError
-from mailbot.web import routes
+from mailbot.mail.originals import Originals
+from mailbot.web import desk, routes
 from mailbot.web.access import guard_of
 from mailbot.web.accounts import AccountsFile
 from mailbot.web.audit import AuditSink, log_event
@@ -60,6 +62,11 @@ class Settings:
     session_secret: str
     audit: AuditSink = log_event
     site: dict[str, str] = field(default_factory=dict)
+    # The use cases' collaborators (store, renderer, outbox): built from ``config`` on
+    # first use unless given (tests, the demo); ``originals`` finds a citizen's mail again
+    # (IMAP by default; the demo's Maildir).
+    backend: App | None = None
+    originals: Originals | None = None
 
     def __post_init__(self) -> None:
         # The header's texts (frozen: set once, here); the prefecture's name is rules.yaml's.
@@ -177,7 +184,8 @@ def create_app(
         nav=[HOME, *nav],
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
-    public = _public_paths([*routes.ROUTES, *pages])
+    own = [*desk.ROUTES, *routes.ROUTES]  # desk first: its queue is the home page
+    public = _public_paths([*own, *pages])
     csp = content_security_policy([oidc.origin] if oidc else [])
     middleware = [
         Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
@@ -195,7 +203,7 @@ def create_app(
     ]
     app = Starlette(
         routes=[
-            *routes.ROUTES,
+            *own,
             *pages,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import getpass
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,15 +86,18 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_demo(app: App, config_path: Path, port: int) -> int:
+def serve_demo(app: App, config_path: Path, port: int, maildirs: Mapping[str, Path]) -> int:
     """``mailbot demo --web``: the console on the demo's App (its database; replies written
-    as .eml files like the demo's ARs), local demo accounts, on 127.0.0.1 until Ctrl-C."""
+    as .eml files like the demo's ARs; citizens' mail read again from the demo's Maildirs),
+    local demo accounts, on 127.0.0.1 until Ctrl-C."""
+    from mailbot.mail.originals import MaildirOriginals
     from mailbot.web.demo import DEMO_ACCOUNTS, DEMO_LOGINS, DEMO_PASSWORD, demo_settings
     from mailbot.web.server import bind, serve
     from mailbot.web.site import console_app
 
     sock = bind("127.0.0.1", port)
     settings = demo_settings(app.config, config_path, sock.getsockname()[1])
+    settings = dataclasses.replace(settings, originals=MaildirOriginals(maildirs))
     web_app = console_app(settings, app)
     print(f"\nweb console on the demo data: {settings.web.base_url}/ (Ctrl-C to stop)")
     print(f"demo accounts ({DEMO_ACCOUNTS.name}), password for each: {DEMO_PASSWORD}")

@@ -26,7 +26,7 @@ from mailbot.core.periods import Period
 from mailbot.errors import RequestError
 from mailbot.web.access import GUARD, Endpoint, check, current_agent
 from mailbot.web.authz import Action
-from mailbot.web.backend import mailbot_app, today
+from mailbot.web.backend import backend, today
 from mailbot.web.pages import NavItem, render
 
 ALL = "tous"
@@ -86,7 +86,7 @@ def _scope(request: Request) -> Scope:
         period = dashboard.parse_period(text) if text else None
     except RequestError:
         raise HTTPException(400) from None
-    period = period or dashboard.default_period(today(mailbot_app(request)))
+    period = period or dashboard.default_period(today(request))
     return Scope(None if wanted == ALL else wanted, period, choices)
 
 
@@ -113,8 +113,8 @@ def period_label(period: Period) -> str:
 @scoped
 async def indicators_page(request: Request) -> Response:
     scope: Scope = request.state.scope
-    app = mailbot_app(request)
-    day = today(app)
+    app = backend(request)
+    day = today(request)
     every = [value for value, _ in scope.choices if value != ALL]  # all checked: "tous"
     board = await run_in_threadpool(
         dashboard.build,
@@ -147,9 +147,9 @@ async def indicators_page(request: Request) -> Response:
 @scoped
 async def indicators_csv(request: Request) -> Response:
     scope: Scope = request.state.scope
-    app = mailbot_app(request)
+    app = backend(request)
     board = await run_in_threadpool(
-        dashboard.build, app.config, app.store, scope.period, today(app), scope.service
+        dashboard.build, app.config, app.store, scope.period, today(request), scope.service
     )
     name = f"indicateurs-{scope.service or ALL}-{scope.period.label}.csv"
     return Response(
@@ -162,9 +162,9 @@ async def indicators_csv(request: Request) -> Response:
 @scoped
 async def indicators_chart(request: Request) -> Response:
     scope: Scope = request.state.scope
-    app = mailbot_app(request)
+    app = backend(request)
     png = await run_in_threadpool(
-        dashboard.chart, app.config, app.store, scope.period, today(app), scope.service
+        dashboard.chart, app.config, app.store, scope.period, today(request), scope.service
     )
     return Response(png, media_type="image/png")
 

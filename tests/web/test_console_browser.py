@@ -81,7 +81,7 @@ def test_proconnect_login_and_logout_in_chromium(
 
     provider_login(page, LEA)
     expect(page).to_have_url(console.url + "/")
-    expect(page.locator("h1")).to_have_text("Bonjour Léa Moreau")
+    expect(page.locator("#profil")).to_contain_text("Bonjour Léa Moreau")
     expect(page.locator("#role")).to_have_text("Chef de service")
     expect(page.locator("#agent-connecte")).to_contain_text("Léa Moreau")
     expect(page.locator("main")).to_contain_text("ProConnect")
@@ -145,9 +145,11 @@ def test_local_login_in_chromium_with_accessible_pages(
         page.fill("#identifiant", "ngarnier")
         page.fill("#mot_de_passe", PASSWORD)
         page.click("#bouton-connexion")
-        expect(page.locator("h1")).to_have_text("Bonjour Nathalie Garnier")
+        # The home page is the queue of the agent's services (every one, for quality).
+        expect(page.locator("h1")).to_have_text("File des courriels")
+        expect(page.locator("#profil")).to_contain_text("Bonjour Nathalie Garnier")
         expect(page.locator("#role")).to_have_text("Mission qualité")
-        expect(page.locator("#droits")).to_contain_text("Direction des migrations")
+        expect(page.locator("#filtre-service")).to_contain_text("Direction des migrations")
         home_violations = axe(page)
         assert serious(home_violations) == []
         # Skip link, main landmark, header and footer of the DSFR layout.

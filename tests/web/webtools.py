@@ -4,6 +4,7 @@ Playwright, and axe-core (tests/web/node_modules, installed by scripts/setup-tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -102,9 +103,13 @@ def running_console(
     config: Config | None = None,
     site: bool = False,
     mailbot_app: Any = None,
+    backend: Any = None,
+    originals: Any = None,
 ) -> Iterator[RunningConsole]:
-    """A console serving on a free loopback port until the block ends: with ``site``, every
-    page of the console (mailbot.web.site), on ``mailbot_app`` (an App) if given."""
+    """A console serving on a free loopback port until the block ends: ``config`` (else
+    rules.yaml with a database of the test's own); with ``site``, every page of the console
+    (mailbot.web.site); ``backend`` or ``mailbot_app`` (an App) and ``originals`` serve the
+    pages that read the store and the citizens' mail."""
     sock = sock or bind(HOST, 0)
     port = sock.getsockname()[1]
     web = WebConfig(
@@ -114,7 +119,10 @@ def running_console(
         local_accounts=LocalAccountsConfig(enabled=local, file=workdir / "accounts.yaml"),
         login_rate_limit=rate_limit or LoginRateLimitConfig(),
     )
-    config = (config or base_config()).model_copy(update={"web": web})
+    if config is None:  # rules.yaml, with a database of the test's own
+        database = f"sqlite:///{workdir / 'console.db'}"
+        config = base_config().model_copy(update={"database": database})
+    config = config.model_copy(update={"web": web})
     if agents is None:
         agents = workdir / "agents.yaml"
         shutil.copy(ROOT / "agents.yaml", agents)
@@ -123,7 +131,8 @@ def running_console(
         (workdir / "accounts.yaml").write_text(accounts_yaml(accounts), encoding="utf-8")
     audit = Recorder()
     settings = settings_from_config(config, workdir / "rules.yaml", audit=audit)
-    app = console_app(settings, mailbot_app) if site else create_app(settings, pages=pages or [])
+    settings = dataclasses.replace(settings, backend=backend or mailbot_app, originals=originals)
+    app = console_app(settings) if site else create_app(settings, pages=pages or [])
     server = BackgroundServer(app, web, sock).start()
     try:
         yield RunningConsole(f"http://{HOST}:{port}", settings, audit, server, workdir, app)

@@ -1,0 +1,145 @@
+"""The console's answer form: which standard replies fit a message (the suggested one
+first), the variables an agent fills (required ones marked, pre-filled from the message),
+and sending exactly once — a double click or two tabs share one idempotency key derived
+from the message's state when the form was shown, and a reply recorded since then (by a
+colleague) stops the sending and is shown instead (collision detection)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mailbot.app.message_view import ThreadEvent, replies_since
+from mailbot.app.reply import FREE_TEMPLATE, FREE_TEXT, GREETING_NAME, Draft, Replies, Sent
+from mailbot.app.requests import previous
+from mailbot.core.statuses import EventKind
+from mailbot.errors import RequestError
+from mailbot.render.catalogue import TemplateMeta
+from mailbot.render.templates import Renderer
+from mailbot.store import Store
+
+FILLED_BY_MAILBOT = frozenset(
+    {"reference", "received_at", "original_subject", "agent", "prefecture"}
+)
+MAX_VALUE = 5000  # characters of one variable
+
+
+@dataclass(frozen=True)
+class Field:
+    """A variable the agent fills: its name, what it is, whether it is required."""
+
+    name: str
+    description: str
+    required: bool
+    multiline: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    title: str
+    description: str
+    suggested: bool
+
+
+def is_reply_template(meta: TemplateMeta) -> bool:
+    """A template an agent signs (it takes ``agent``), other than the free reply."""
+    return meta.name != FREE_TEMPLATE and "agent" in meta.required
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def choices(
+    renderer: Renderer, mailbox: str, service: str, category: str | None, search: str = ""
+) -> list[Choice]:
+    """The standard replies that fit the message, the suggested one first: the one for
+    its service whose name or title names its category, else the first for its service.
+    ``search`` keeps those whose title, name or description hold every word."""
+    fitting = [
+        renderer.meta(name)
+        for name in renderer.names()
+        if is_reply_template(renderer.meta(name))
+        and renderer.meta(name).scope.allows(mailbox=mailbox, service=service)
+    ]
+    own = [m for m in fitting if service in m.scope.services]
+    named = [m for m in own if category and category in f"{m.name} {m.title.lower()}"]
+    best: TemplateMeta | None = next(iter(named or own), None)
+    ordered = sorted(fitting, key=lambda m: (m is not best, m not in own, m.title))
+    wanted = _words(search)[:6]
+    return [
+        Choice(m.name, m.title, m.description, m is best)
+        for m in ordered
+        if all(w in " ".join(_words(f"{m.name} {m.title} {m.description}")) for w in wanted)
+    ]
+
+
+def fields(meta: TemplateMeta) -> list[Field]:
+    """The variables the agent fills, required first."""
+    found = [
+        Field(name, spec.description, required, spec.type == "text" and name == FREE_TEXT)
+        for required, specs in ((True, meta.required), (False, meta.optional))
+        for name, spec in specs.items()
+        if name not in FILLED_BY_MAILBOT and spec.type in ("text", "integer")
+    ]
+    return found
+
+
+def prefilled(meta: TemplateMeta, row: Any) -> dict[str, str]:
+    """What the form shows before the agent types: the citizen's name for the greeting."""
+    names = {*meta.required, *meta.optional}
+    return {GREETING_NAME: row.sender_name} if GREETING_NAME in names and row.sender_name else {}
+
+
+def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
+    """The agent's values as a Draft; RequestError naming a required variable left empty
+    (the form marks them; this is the server's own check)."""
+    values = {f.name: str(form.get(f.name, "")).strip()[:MAX_VALUE] for f in fields(meta)}
+    empty = [f.name for f in fields(meta) if f.required and not values[f.name]]
+    if empty:
+        raise RequestError("variables", ", ".join(empty), "required, still empty")
+    filled = {k: v for k, v in values.items() if v}
+    if meta.name == FREE_TEMPLATE:
+        return Draft.free(filled.get(FREE_TEXT, ""))
+    return Draft.standard(meta.name, filled)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a send did: ``sent`` (None when stopped), and the replies recorded since the
+    form was shown — a colleague's (collision: nothing was sent) or this very request's
+    first run (a double click: nothing more was sent)."""
+
+    sent: Sent | None
+    since: list[ThreadEvent]
+
+    @property
+    def collision(self) -> bool:
+        return self.sent is None
+
+
+def form_key(row: Any, state: int) -> str:
+    return f"console-reply:{row.id}:{state}"
+
+
+def send_once(
+    replies: Replies, store: Store, agent_id: str, row: Any, draft: Draft, state: int
+) -> Outcome:
+    """Send the reply unless one was recorded since the form was shown (``state``). The
+    key is the message's and the state's: two tabs, a double click, or two agents at the
+    same instant queue one mail; a colleague's reply is reported as a collision."""
+    key = form_key(row, state)
+    done_before = previous(store, EventKind.REPLY_QUEUED, key) is not None
+    since = replies_since(store, row, state)
+    if since and not done_before:
+        return Outcome(None, since)
+    sent = replies.send(agent_id, row.id, draft, key=key)
+    if not sent.repeated:
+        return Outcome(sent, [])
+    since = replies_since(store, row, state)
+    if any(event.agent != agent_id for event in since):
+        return Outcome(None, since)
+    return Outcome(sent, since)

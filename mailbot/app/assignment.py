@@ -1,0 +1,65 @@
+"""Who handles a message: an agent takes it, or a head of service gives it to a colleague
+of the service (or takes it back from anyone). Recorded on the message (the queue shows
+and filters it) and as an ``assigned`` event with who did it; nothing is sent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from mailbot.app.requests import (
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    once,
+    previous,
+    tracked_message,
+)
+from mailbot.config import Config
+from mailbot.core.statuses import EventKind
+from mailbot.errors import RequestError
+from mailbot.store import Store, Transaction
+from mailbot.store import console as stored
+
+
+@dataclass(frozen=True)
+class Assigned:
+    reference: str
+    assignee: str | None
+    previous: str | None
+    repeated: bool = False
+
+
+def assign(
+    config: Config,
+    store: Store,
+    agents: AgentLookup,
+    agent_id: str,
+    message: MessageRef,
+    assignee: str | None,
+    key: str | None = None,
+) -> Assigned:
+    """Give ``message`` to ``assignee`` (None: to nobody), as ``agent_id``; once per ``key``.
+    The assignee must be an agent who handles the message's service."""
+    find_agent(config, agents, agent_id)
+    row = tracked_message(store, message)
+    if previous(store, EventKind.ASSIGNED, key) is not None:
+        return Assigned(row.reference, row.assignee, row.assignee, repeated=True)
+    service = row.service or config.mailboxes[row.mailbox].service
+    if assignee is not None:
+        profile = agents(assignee)
+        if profile is None:
+            raise RequestError("assignee", assignee, "no such agent")
+        if service not in profile.console_services:
+            raise RequestError("assignee", assignee, f"does not handle the service {service}")
+    detail = json.dumps(
+        {"agent": agent_id, "assignee": assignee, "previous": row.assignee}, ensure_ascii=False
+    )
+
+    def record(tx: Transaction) -> int:
+        stored.set_assignee(tx.conn, row.id, assignee)
+        tx.add_event(row.id, EventKind.ASSIGNED, detail)
+        return 0
+
+    _, repeated = once(store, EventKind.ASSIGNED, key, record)
+    return Assigned(row.reference, assignee, row.assignee, repeated)

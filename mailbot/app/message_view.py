@@ -1,0 +1,131 @@
+"""One citizen's message as the console's message page shows it: the mail itself, read
+again from its mailbox when the page opens (bodies are never stored; a mail moved is
+found by its Message-ID, a mail gone is said plainly), its HTML made inert, its thread of
+events with who and when, its relances, and why it was routed where it is."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailbot.app.requests import MessageRef, tracked_message
+from mailbot.core.statuses import EventKind
+from mailbot.errors import MailboxError, MailGoneError, MessageError
+from mailbot.mail import display
+from mailbot.mail.originals import Originals
+from mailbot.render import safe_html
+from mailbot.store import Store
+from mailbot.store import console as stored
+
+ANSWERS = {
+    EventKind.REPLY_QUEUED,
+    EventKind.REPLY_SENT,
+    EventKind.REPLY,
+    EventKind.ANSWERED_ELSEWHERE,
+    EventKind.NO_REPLY_NEEDED,
+}
+PEOPLE_KEYS = ("agent", "assignee", "service", "template", "reason", "how", "note", "to")
+
+
+@dataclass(frozen=True)
+class ThreadEvent:
+    """An event of the message's thread: what, when, who (an agent id, or "" for mailbot)
+    and the details an agent may read (never a mail body)."""
+
+    at: datetime
+    kind: str
+    agent: str
+    details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    row: Any  # the message's row
+    service: str
+    mail: display.ShownMail | None  # None: not readable now (``unavailable`` says why)
+    html: safe_html.CleanHtml | None
+    unavailable: str  # "" or "gone" or "unreachable"
+    thread: list[ThreadEvent]
+    follow_ups: list[Any]
+    hits: list[Hit]
+    suggested: dict[str, Any]  # a weak routing decision's suggestion ({} when none)
+    state: int  # the latest event's id: what the page saw (collision, idempotency keys)
+
+
+def service_of(config: Any, row: Any) -> str:
+    """The service a message belongs to: its own, else its mailbox's."""
+    return str(row.service or config.mailboxes[row.mailbox].service)
+
+
+def find(store: Store, ref: MessageRef) -> Any:
+    """A tracked message (RequestError when none): its row, for the face's access check."""
+    return tracked_message(store, ref)
+
+
+def read_mail(originals: Originals, row: Any) -> tuple[display.ShownMail | None, str]:
+    """The mail as shown, or None with why: "gone" (deleted or moved out of reach) or
+    "unreachable" (the server did not answer)."""
+    try:
+        fetched = originals.fetch(row)
+    except MailGoneError:
+        return None, "gone"
+    except (MailboxError, MessageError, OSError):
+        return None, "unreachable"
+    return display.show(fetched.raw, truncated=fetched.size > len(fetched.raw)), ""
+
+
+def open_message(config: Any, store: Store, originals: Originals, row: Any) -> MessageView:
+    """Everything the message page shows about ``row`` (a tracked message)."""
+    mail, unavailable = read_mail(originals, row)
+    html = safe_html.clean(mail.html, mail.images) if mail and mail.html else None
+    thread = [_event(e) for e in store.events(row.id)]
+    routing = _json(row.routing)
+    hits = [Hit(str(h.get("rule", "")), str(h.get("detail", ""))) for h in routing.get("hits", [])]
+    return MessageView(
+        row=row,
+        service=service_of(config, row),
+        mail=mail,
+        html=html,
+        unavailable=unavailable,
+        thread=thread,
+        follow_ups=stored.follow_ups(store.engine, row.id),
+        hits=hits,
+        suggested=dict(routing.get("suggested") or {}),
+        state=stored.last_event_id(store.engine, row.id),
+    )
+
+
+def attachment(originals: Originals, row: Any, index: int) -> tuple[display.Attachment, bytes]:
+    """An attachment of the message's mail, read again (MailGoneError when gone)."""
+    return display.attachment(originals.fetch(row).raw, index)
+
+
+def replies_since(store: Store, row: Any, state: int) -> list[ThreadEvent]:
+    """Replies recorded on the message after the event ``state`` (what a page saw): another
+    agent answered meanwhile, and sending must stop and show it (collision)."""
+    return [_event(e) for e in store.events(row.id) if e.id > state and e.kind in ANSWERS]
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    if not text or not text.startswith("{"):
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _event(row: Any) -> ThreadEvent:
+    detail = _json(row.detail)
+    shown = {k: str(detail[k]) for k in PEOPLE_KEYS if detail.get(k) not in (None, "")}
+    agent = shown.pop("agent", "")
+    return ThreadEvent(row.at, str(row.kind), agent, shown)

@@ -1,0 +1,231 @@
+"""The agents' queue: a service's open messages — acknowledged, unanswered, not closed
+without a reply, no reply on its way — in the order of their deadlines, each with its age
+and its deadline in working days (``core.workdays``), and the month's figures of the
+services shown (``app.indicators``, the same as ``mailbot indicators``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from mailbot.app import indicators
+from mailbot.config import Config
+from mailbot.core.indicators import TARGET_RATE, Indicators
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.store import Store
+from mailbot.store import console as stored
+
+PAGE_SIZE = 50
+MAX_WORDS = 6
+_WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*", re.UNICODE)
+
+
+class Show(StrEnum):
+    """Which open messages a queue shows (the console's "état" filter)."""
+
+    OPEN = "ouverts"  # every open message
+    OVERDUE = "en-retard"  # past the 5th working day
+    RELANCED = "relances"  # the citizen wrote again
+    MINE = "mes-courriels"  # assigned to the agent
+    UNASSIGNED = "non-attribues"
+    TO_CHECK = "a-verifier"  # routing was unsure: the service or category needs a look
+
+
+class Urgency(StrEnum):
+    """Where a message stands against its deadline (shown in words, not colour alone)."""
+
+    ON_TIME = "on_time"
+    DUE_TODAY = "due_today"
+    OVERDUE = "overdue"
+
+
+@dataclass(frozen=True)
+class QueueQuery:
+    services: tuple[str, ...]  # the services the agent may see (after any service filter)
+    show: Show = Show.OPEN
+    category: str | None = None
+    search: str = ""
+    agent: str | None = None  # for Show.MINE
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    id: int
+    reference: str
+    subject: str
+    citizen: str  # the name the citizen's mail showed ("" when none): never the address
+    mailbox: str
+    service: str
+    category: str | None
+    received_at: datetime  # local time
+    age: int  # working days since receipt
+    deadline: date  # the 5th working day
+    days_left: int  # working days until the deadline (0: due today; negative: overdue)
+    urgency: Urgency
+    relances: int
+    assignee: str | None
+    to_check: bool
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    total: int
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class ServiceFigures:
+    """A service's figures for the month so far: what the queue's header shows."""
+
+    service: str
+    month: Indicators
+    start: date
+    end: date
+
+
+def search_words(text: str) -> list[str]:
+    """The words of a search (a reference is one word): at most MAX_WORDS."""
+    return _WORD.findall(text.strip())[:MAX_WORDS]
+
+
+def overdue_cutoff(calendar: WorkingCalendar, today: date) -> datetime:
+    """Messages received before this instant are past their deadline today.
+
+    A message is overdue when more than DEADLINE working days passed since its local day
+    of receipt: received before the DEADLINE-th working day before today (today itself
+    counting when it is a working day)."""
+    day = np.busday_offset(
+        np.datetime64(today, "D"), -DEADLINE, roll="backward", busdaycal=calendar.busdaycal
+    )
+    return datetime.combine(date.fromisoformat(str(day)), time.min, calendar.zone)
+
+
+def _filter(
+    config: Config, query: QueueQuery, calendar: WorkingCalendar, today: date
+) -> stored.OpenFilter:
+    own = [name for name, box in config.mailboxes.items() if box.service in query.services]
+    return stored.OpenFilter(
+        services=query.services,
+        mailbox_services=own,
+        category=query.category,
+        received_before=overdue_cutoff(calendar, today) if query.show is Show.OVERDUE else None,
+        relanced=query.show is Show.RELANCED,
+        assignee=query.agent if query.show is Show.MINE else None,
+        unassigned=query.show is Show.UNASSIGNED,
+        to_check=query.show is Show.TO_CHECK,
+        words=search_words(query.search),
+    )
+
+
+def listing(config: Config, store: Store, query: QueueQuery, today: date) -> QueuePage:
+    """One page of the queue (PAGE_SIZE messages), earliest deadline first."""
+    calendar = _calendar(config)
+    if not query.services:
+        return QueuePage([], 0, 1, 1)
+    where = _filter(config, query, calendar, today)
+    page = max(1, query.page)
+    found, total = stored.open_messages(store.engine, where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    pages = max(1, -(-total // PAGE_SIZE))
+    rows = [_row(config, calendar, row, today) for row in found]
+    return QueuePage(rows, total, min(page, pages), pages)
+
+
+def standing(config: Config, row: Any, today: date) -> QueueRow:
+    """A message as the queue would show it today (its age, deadline and badge)."""
+    return _row(config, _calendar(config), row, today)
+
+
+def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> QueueRow:
+    """A message as the queue shows it. Overdue as the indicators count it: more than
+    DEADLINE working days since receipt."""
+    local: datetime = row.received_at.astimezone(calendar.zone)
+    deadline = calendar.deadline(row.received_at)
+    age = calendar.delay_between(local.date(), today)
+    if age > DEADLINE:
+        urgency, left = Urgency.OVERDUE, DEADLINE - age
+    elif deadline <= today:
+        urgency, left = Urgency.DUE_TODAY, 0
+    else:
+        urgency, left = Urgency.ON_TIME, calendar.delay_between(today, deadline)
+    return QueueRow(
+        id=int(row.id),
+        reference=row.reference or "",
+        subject=row.subject or "",
+        citizen=row.sender_name or "",
+        mailbox=row.mailbox,
+        service=row.service or config.mailboxes[row.mailbox].service,
+        category=row.category,
+        received_at=local,
+        age=age,
+        deadline=deadline,
+        days_left=left,
+        urgency=urgency,
+        relances=int(row.relances or 0),
+        assignee=row.assignee,
+        to_check=bool(row.to_check),
+    )
+
+
+def month_figures(
+    config: Config, store: Store, services: tuple[str, ...], today: date
+) -> list[ServiceFigures]:
+    """This month's indicators (1st to today) of each service: the figure the prefecture
+    is audited on (within 5 working days, target 75 %) and the overdue count."""
+    start = today.replace(day=1)
+    return [
+        ServiceFigures(
+            s, indicators.figures(config, store, start, today, today, service=s), start, today
+        )
+        for s in services
+    ]
+
+
+@dataclass(frozen=True)
+class Header:
+    """The queue's header for one service: this month's rate within 5 working days
+    (the audited figure, against TARGET_RATE) and its open messages, how many overdue."""
+
+    service: str
+    rate: float | None  # None: nothing received this month yet
+    received: int
+    open: int
+    overdue: int
+
+    @property
+    def on_target(self) -> bool | None:
+        return None if self.rate is None else self.rate > TARGET_RATE
+
+
+def header(config: Config, store: Store, services: tuple[str, ...], today: date) -> list[Header]:
+    """Each service's header: the month's figures and its open and overdue messages."""
+    calendar = _calendar(config)
+    cutoff = overdue_cutoff(calendar, today)
+    found = []
+    for figures in month_figures(config, store, services, today):
+        where = _filter(config, QueueQuery(services=(figures.service,)), calendar, today)
+        late = replace(where, received_before=cutoff)
+        found.append(
+            Header(
+                figures.service,
+                figures.month.rate_within_5,
+                figures.month.received,
+                stored.count_open(store.engine, where),
+                stored.count_open(store.engine, late),
+            )
+        )
+    return found
+
+
+def _calendar(config: Config) -> WorkingCalendar:
+    return _CALENDARS.setdefault(config.timezone, WorkingCalendar(timezone=config.timezone))
+
+
+_CALENDARS: dict[str, WorkingCalendar] = {}

@@ -1,0 +1,83 @@
+"""A citizen's HTML made safe to show in the console, with nh3 (the Rust sanitiser
+ammonia): no script, no event handler, no style, no form, no frame, no link but http(s)
+and mailto, no relative URL, and no remote image — an image is shown only when the mail
+carries it (``cid:`` parts, turned into ``data:`` URIs) or as a ``data:`` URI itself.
+
+A remote image would tell the sender when, and from where, the agent read the mail (a
+tracking pixel): its ``src`` is removed and the count is shown instead. The console's CSP
+(``img-src 'self' data:``) forbids remote images anyway: two locks on one door.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import nh3
+
+_TAGS = nh3.ALLOWED_TAGS - {"area", "map"}
+_ATTRIBUTES: dict[str, set[str]] = {
+    **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    "a": {"href", "title"},
+    "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan", "align"},
+    "th": {"colspan", "rowspan", "align", "scope"},
+}
+_SCHEMES = {"http", "https", "mailto", "data", "cid"}
+_LINKS = ("http://", "https://", "mailto:")
+_IMAGE_DATA = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]+$")
+MAX_DATA_URI = 3_000_000
+
+
+@dataclass(frozen=True)
+class CleanHtml:
+    html: str
+    blocked_images: int  # remote images removed
+
+
+def clean(markup: str, images: Mapping[str, str] | None = None) -> CleanHtml:
+    """``markup`` with only inert HTML left; ``images`` maps Content-IDs to data: URIs."""
+    inline = images or {}
+    blocked = 0
+
+    def keep(tag: str, attribute: str, value: str) -> str | None:
+        nonlocal blocked
+        if tag == "img" and attribute == "src":
+            if value.lower().startswith("cid:"):
+                value = inline.get(value[4:].strip("<>"), "")
+            if len(value) <= MAX_DATA_URI and _IMAGE_DATA.match(value):
+                return value
+            blocked += 1
+            return None
+        if attribute == "href":
+            return value if value.lower().startswith(_LINKS) else None
+        return value
+
+    html = _nh3(markup, keep)
+    # An image left without its source is dropped, one without a text alternative gets an
+    # empty one (decorative for screen readers); cleaned again, so this edit stays safe.
+    return CleanHtml(_nh3(_IMAGE.sub(_fix_image, html)), blocked)
+
+
+_IMAGE = re.compile(r"<img\b[^>]*>")
+
+
+def _fix_image(found: re.Match[str]) -> str:
+    tag = found.group(0)
+    if " src=" not in tag:
+        return ""
+    return tag if " alt=" in tag else tag[:-1].rstrip("/ ") + ' alt="">'
+
+
+def _nh3(markup: str, keep: Callable[[str, str, str], str | None] | None = None) -> str:
+    return nh3.clean(
+        markup,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        attribute_filter=keep,
+        url_schemes=_SCHEMES,
+        url_relative="deny",
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )

@@ -1,0 +1,200 @@
+"""What the agents' console reads and writes beyond the pipeline: the queue of open
+messages, who handles a message, messages closed without a reply, and who has a message
+open. The use cases (``mailbot.app.queue``, ``assignment``, ``no_reply``, ``presence``)
+decide; this module only runs the SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from mailbot.core.statuses import Decision, NoReplyReason, OutboxKind, OutboxStatus
+from mailbot.store.schema import events, messages, outbox, viewings
+
+QUEUE_COLUMNS = (
+    messages.c.id,
+    messages.c.reference,
+    messages.c.subject,
+    messages.c.sender_name,
+    messages.c.mailbox,
+    messages.c.service,
+    messages.c.category,
+    messages.c.received_at,
+    messages.c.relances,
+    messages.c.assignee,
+    messages.c.to_check,
+)
+
+
+@dataclass(frozen=True)
+class OpenFilter:
+    """Which open messages a queue page lists. ``services``: the services shown (a mailbox
+    whose messages carry no service counts as its own service: ``mailbox_services``)."""
+
+    services: Sequence[str]
+    mailbox_services: Sequence[str] = ()  # mailboxes whose own service is listed
+    category: str | None = None
+    received_before: datetime | None = None  # overdue: received before this instant
+    relanced: bool = False
+    assignee: str | None = None
+    unassigned: bool = False
+    to_check: bool = False
+    words: Sequence[str] = ()  # each in the subject or the reference
+
+
+def _reply_in_flight() -> sa.ColumnElement[bool]:
+    """A reply queued and not yet accepted by the server: the message has left the queue
+    (a failed reply brings it back)."""
+    return sa.exists(
+        sa.select(outbox.c.id).where(
+            outbox.c.message_pk == messages.c.id,
+            outbox.c.kind == OutboxKind.REPLY,
+            outbox.c.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)),
+        )
+    )
+
+
+def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
+    service = sa.or_(
+        messages.c.service.in_(list(where.services)),
+        sa.and_(messages.c.service.is_(None), messages.c.mailbox.in_(list(where.mailbox_services))),
+    )
+    conditions = [
+        messages.c.first_reply_at.is_(None),
+        messages.c.decision == Decision.ACKNOWLEDGE,
+        messages.c.no_reply.is_(None),
+        service,
+        sa.not_(_reply_in_flight()),
+    ]
+    if where.category:
+        conditions.append(messages.c.category == where.category)
+    if where.received_before is not None:
+        conditions.append(messages.c.received_at < where.received_before)
+    if where.relanced:
+        conditions.append(messages.c.relances > 0)
+    if where.assignee:
+        conditions.append(messages.c.assignee == where.assignee)
+    if where.unassigned:
+        conditions.append(messages.c.assignee.is_(None))
+    if where.to_check:
+        conditions.append(messages.c.to_check == 1)
+    for word in where.words:
+        conditions.append(
+            sa.or_(
+                sa.func.lower(messages.c.subject).contains(word.lower(), autoescape=True),
+                messages.c.reference.contains(word.upper(), autoescape=True),
+            )
+        )
+    return conditions
+
+
+def open_messages(
+    engine: Engine, where: OpenFilter, offset: int, limit: int
+) -> tuple[list[sa.Row[Any]], int]:
+    """One page of open messages, oldest first (the earliest deadline first), and how many
+    match in all."""
+    conditions = _open_where(where)
+    page = (
+        sa.select(*QUEUE_COLUMNS)
+        .where(*conditions)
+        .order_by(messages.c.received_at, messages.c.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    total = sa.select(sa.func.count()).select_from(messages).where(*conditions)
+    with engine.connect() as conn:
+        return list(conn.execute(page)), int(conn.execute(total).scalar_one())
+
+
+def count_open(engine: Engine, where: OpenFilter) -> int:
+    """How many open messages match."""
+    total = sa.select(sa.func.count()).select_from(messages).where(*_open_where(where))
+    with engine.connect() as conn:
+        return int(conn.execute(total).scalar_one())
+
+
+def follow_ups(engine: Engine, message_pk: int) -> list[sa.Row[Any]]:
+    """The citizen's later mails in the thread (relances), oldest first."""
+    query = (
+        sa.select(messages.c.id, messages.c.received_at, messages.c.subject)
+        .where(messages.c.parent_id == message_pk, messages.c.decision == Decision.FOLLOW_UP)
+        .order_by(messages.c.received_at, messages.c.id)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def last_event_id(engine: Engine, message_pk: int) -> int:
+    """The id of the message's latest event (0 for none): its state, as a form saw it."""
+    query = sa.select(sa.func.max(events.c.id)).where(events.c.message_pk == message_pk)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one_or_none() or 0)
+
+
+def set_assignee(conn: Connection, message_pk: int, agent: str | None) -> None:
+    conn.execute(messages.update().where(messages.c.id == message_pk).values(assignee=agent))
+
+
+def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> None:
+    conn.execute(messages.update().where(messages.c.id == message_pk).values(no_reply=reason))
+
+
+def closed_without_reply(engine: Engine, since: datetime, until: datetime) -> list[sa.Row[Any]]:
+    """Messages received in [since, until) closed without a reply, oldest first."""
+    query = (
+        sa.select(
+            messages.c.id,
+            messages.c.reference,
+            messages.c.mailbox,
+            messages.c.service,
+            messages.c.received_at,
+            messages.c.no_reply,
+        )
+        .where(
+            messages.c.no_reply.is_not(None),
+            messages.c.received_at >= since,
+            messages.c.received_at < until,
+        )
+        .order_by(messages.c.received_at, messages.c.id)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def touch_viewing(conn: Connection, message_pk: int, agent: str, now: datetime) -> None:
+    """Record that ``agent`` has the message open now (one row per agent and message)."""
+    values = {"message_pk": message_pk, "agent": agent, "seen_at": now}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(viewings).values(**values)
+        conn.execute(
+            pg.on_conflict_do_update(index_elements=["message_pk", "agent"], set_={"seen_at": now})
+        )
+    else:
+        lite = sqlite.insert(viewings).values(**values)
+        conn.execute(
+            lite.on_conflict_do_update(
+                index_elements=["message_pk", "agent"], set_={"seen_at": now}
+            )
+        )
+
+
+def forget_viewings(conn: Connection, before: datetime) -> None:
+    conn.execute(viewings.delete().where(viewings.c.seen_at < before))
+
+
+def viewers(engine: Engine, message_pk: int, since: datetime) -> list[sa.Row[Any]]:
+    """Who has had the message open since ``since``, latest first."""
+    query = (
+        sa.select(viewings.c.agent, viewings.c.seen_at)
+        .where(viewings.c.message_pk == message_pk, viewings.c.seen_at >= since)
+        .order_by(viewings.c.seen_at.desc())
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query))

@@ -1,0 +1,200 @@
+"""The message page: the citizen's mail read again from its mailbox (inert HTML, remote
+images blocked, attachments to download), the thread with who and when, why it was routed
+here, and who else has it open. Authorised on the message's service, on every request."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mailbot.app import message_view, presence, queue
+from mailbot.app.answered import AnsweredHow
+from mailbot.core.statuses import NoReplyReason
+from mailbot.errors import MailboxError, MessageError, RequestError
+from mailbot.mail.display import safe_filename
+from mailbot.web.access import check, current_agent, require
+from mailbot.web.answer import answer_context
+from mailbot.web.authz import Action
+from mailbot.web.backend import agents, backend, originals, today
+from mailbot.web.pages import render
+
+EVENT_LABELS = {
+    "received": "Courriel reçu",
+    "ar_queued": "Accusé de réception préparé",
+    "ar_sent": "Accusé de réception envoyé",
+    "follow_up": "Relance de l'usager",
+    "transferred": "Transmis à un service",
+    "reoriented": "Réorienté",
+    "notice_sent": "Avis de transmission envoyé à l'usager",
+    "forward_sent": "Courriel transmis au service",
+    "reply": "Réponse à l'usager",
+    "reply_queued": "Réponse préparée",
+    "reply_sent": "Réponse envoyée",
+    "answered_elsewhere": "Répondu par un autre moyen",
+    "routing_corrected": "Orientation corrigée",
+    "assigned": "Attribution",
+    "no_reply_needed": "Clos sans réponse",
+    "send_deferred": "Envoi différé",
+    "send_failed": "Échec d'envoi",
+}
+DETAIL_LABELS = {
+    "assignee": "attribué à",
+    "service": "service",
+    "template": "modèle",
+    "reason": "motif",
+    "how": "moyen",
+    "note": "précision",
+    "to": "destinataire",
+}
+INERT_TYPES = ("html", "xml", "javascript", "svg")
+
+
+def message_of(request: Request, action: Action = Action.VIEW_MESSAGE) -> Any:
+    """The message of the path, if the agent may do ``action`` on its service (403 else;
+    404 when there is no such tracked message)."""
+    app = backend(request)
+    try:
+        row = message_view.find(app.store, request.path_params["message"])
+    except RequestError as exc:
+        raise HTTPException(404) from exc
+    check(request, action, message_view.service_of(app.config, row))
+    return row
+
+
+def agent_names(request: Request) -> dict[str, str]:
+    lookup = agents(request)
+    names = {}
+    for agent_id in request.app.state.console.directory.agents():
+        agent = lookup(agent_id)
+        if agent is not None:
+            names[agent_id] = f"{agent.first_name or ''} {agent.last_name or ''}".strip()
+    return names
+
+
+@require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
+async def message_page(request: Request) -> Response:
+    row = await run_in_threadpool(message_of, request)
+    return await show_message(request, row)
+
+
+async def show_message(request: Request, row: Any, status: int = 200, **extra: Any) -> Response:
+    """The message page (also shown again, with ``extra``, after a refused action)."""
+    principal = current_agent(request)
+    app = backend(request)
+    view = await run_in_threadpool(
+        message_view.open_message, app.config, app.store, originals(request), row
+    )
+    await run_in_threadpool(presence.opened, app.store, principal.agent_id, row.id, app.clock)
+    others = await run_in_threadpool(
+        presence.others, app.store, principal.agent_id, row.id, app.clock
+    )
+    context = {
+        "view": view,
+        "standing": queue.standing(app.config, row, today(request)),
+        "mail_html": Markup(view.html.html) if view.html else None,
+        "others": others,
+        "names": agent_names(request),
+        "event_labels": EVENT_LABELS,
+        "detail_labels": DETAIL_LABELS,
+        "can_reply": principal.can(Action.REPLY, view.service),
+        "urgency": {
+            queue.Urgency.ON_TIME: ("Dans les délais", "fr-badge--success"),
+            queue.Urgency.DUE_TODAY: ("Échéance aujourd'hui", "fr-badge--warning"),
+            queue.Urgency.OVERDUE: ("En retard", "fr-badge--error"),
+        },
+    }
+    context.update(_actions(request, row, view.service))
+    values = extra.pop("values", None)
+    context.update(answer_context(request, row, view.service, view.state, values))
+    context.update(extra)
+    return render(request, "message.html.j2", context, status_code=status)
+
+
+@require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
+async def presence_fragment(request: Request) -> Response:
+    """The page's periodic refresh (htmx, every 45 s): the agent still has it open; who
+    else has."""
+    row = await run_in_threadpool(message_of, request)
+    principal = current_agent(request)
+    app = backend(request)
+    await run_in_threadpool(presence.opened, app.store, principal.agent_id, row.id, app.clock)
+    others = await run_in_threadpool(
+        presence.others, app.store, principal.agent_id, row.id, app.clock
+    )
+    context = {"others": others, "names": agent_names(request), "view": {"row": row}}
+    return render(request, "_presence.html.j2", context)
+
+
+ACTION_NOTICES = {
+    "attribuer": "L'attribution est enregistrée.",
+    "corriger": "La correction de l'orientation est enregistrée.",
+}
+NO_REPLY_LABELS = {
+    NoReplyReason.SPAM: "Indésirable (spam, message abusif)",
+    NoReplyReason.DUPLICATE: "Doublon d'une demande traitée par ailleurs",
+    NoReplyReason.NO_QUESTION: "Aucune question (remerciements, information)",
+    NoReplyReason.OTHER: "Autre motif (à préciser)",
+}
+HOW_LABELS = {
+    AnsweredHow.PHONE: "Par téléphone",
+    AnsweredHow.COUNTER: "Au guichet",
+    AnsweredHow.LETTER: "Par courrier",
+}
+
+
+def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:
+    """The other actions' forms: who may be given the message, where it may go."""
+    principal = current_agent(request)
+    app = backend(request)
+    directory = request.app.state.console.directory.agents()
+    routing = app.config.routing
+    return {
+        "can_act": principal.can(Action.REPLY, service),
+        "can_reassign": principal.can(Action.REASSIGN, service),
+        "colleagues": sorted(
+            agent_id for agent_id, agent in directory.items() if service in agent.console_services
+        ),
+        "me": principal.agent_id,
+        "transfer_services": [s for s in app.config.services if s != service],
+        "categories": list(routing.categories) if routing else [],
+        "no_reply_labels": NO_REPLY_LABELS,
+        "how_labels": HOW_LABELS,
+        "notice": ACTION_NOTICES.get(request.query_params.get("fait", ""), ""),
+    }
+
+
+@require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
+async def download(request: Request) -> Response:
+    row = await run_in_threadpool(message_of, request)
+    index = int(request.path_params["index"])
+    try:
+        meta, data = await run_in_threadpool(
+            message_view.attachment, originals(request), row, index
+        )
+    except (MessageError, MailboxError) as exc:
+        raise HTTPException(404) from exc
+    ctype = meta.content_type
+    if any(word in ctype for word in INERT_TYPES):
+        ctype = "application/octet-stream"  # never rendered by the browser as a page
+    name = safe_filename(meta.filename, f"piece-jointe-{index}")
+    disposition = "attachment; filename*=utf-8''" + quote(name, safe="")
+    return Response(data, media_type=ctype, headers={"content-disposition": disposition})
+
+
+ROUTES = [
+    Route("/courriel/{message:int}", message_page, methods=["GET"], name="message"),
+    Route("/courriel/{message:int}/presence", presence_fragment, methods=["GET"], name="presence"),
+    Route(
+        "/courriel/{message:int}/piece-jointe/{index:int}",
+        download,
+        methods=["GET"],
+        name="attachment",
+    ),
+]

@@ -1,0 +1,111 @@
+"""Answering from the message page: the live preview (htmx; rendered by the very code
+that sends) and sending — a standard reply or a free one — through ``app.reply`` once per
+form (a double click or two tabs send one mail), stopped when a colleague answered since
+the page was opened. Authorised on the message's service; CSRF checked by the middleware."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mailbot.app import answer_form, message_view
+from mailbot.app.reply import Replies
+from mailbot.errors import MailbotError, RequestError
+from mailbot.render import safe_html
+from mailbot.web.access import current_agent, require
+from mailbot.web.answer import allowed_templates, signature_gaps
+from mailbot.web.authz import Action
+from mailbot.web.backend import agents, backend
+from mailbot.web.message_pages import message_of, show_message
+from mailbot.web.pages import render
+
+
+async def _form(request: Request) -> dict[str, str]:
+    async with request.form() as form:
+        return {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+
+
+def _draft_parts(request: Request, row: Any, values: dict[str, str]) -> tuple[Any, Any]:
+    """The chosen template's meta (one this message may use: else 400) and the service."""
+    app = backend(request)
+    service = message_view.service_of(app.config, row)
+    meta = allowed_templates(request, row, service).get(values.get("modele", ""))
+    if meta is None:
+        raise HTTPException(400)
+    return meta, service
+
+
+def _refusal(request: Request, meta: Any, values: dict[str, str]) -> str:
+    """Why this form cannot be sent yet, in French ("" when it can)."""
+    gaps = signature_gaps(request, meta)
+    if gaps:
+        return (
+            "Envoi impossible : votre signature est incomplète (article L111-2 du code des"
+            f" relations entre le public et l'administration). Il manque : {', '.join(gaps)}."
+            " Demandez à l'administrateur de compléter votre profil."
+        )
+    fields = answer_form.fields(meta)
+    empty = [f.name for f in fields if f.required and not values.get(f.name, "").strip()]
+    if empty:
+        return f"Envoi impossible : champ obligatoire vide : {', '.join(empty)}."
+    return ""
+
+
+@require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded
+async def preview(request: Request) -> Response:
+    row = await run_in_threadpool(message_of, request, Action.REPLY)
+    values = await _form(request)
+    meta, _ = _draft_parts(request, row, values)
+    problem = _refusal(request, meta, values)
+    context: dict[str, Any] = {"problem": problem, "preview": None, "html": None}
+    if not problem:
+        app = backend(request)
+        replies = Replies(app.config, app.store, app.renderer, agents(request))
+        agent_id = current_agent(request).agent_id
+        try:
+            draft = answer_form.draft_of(meta, values)
+            shown = await run_in_threadpool(replies.preview, agent_id, row.id, draft)
+        except MailbotError as exc:
+            context["problem"] = f"Aperçu impossible : {exc}"
+        else:
+            context["preview"] = shown
+            context["html"] = Markup(safe_html.clean(shown.html).html) if shown.html else None
+    return render(request, "_preview.html.j2", context)
+
+
+@require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded
+async def send(request: Request) -> Response:
+    row = await run_in_threadpool(message_of, request, Action.REPLY)
+    values = await _form(request)
+    meta, _ = _draft_parts(request, row, values)
+    state = int(values["etat"]) if values.get("etat", "").isdigit() else -1
+    problem = _refusal(request, meta, values)
+    if problem or state < 0:
+        return await show_message(request, row, 400, problem=problem or "Formulaire incomplet.")
+    app = backend(request)
+    replies = Replies(app.config, app.store, app.renderer, agents(request))
+    agent_id = current_agent(request).agent_id
+    try:
+        draft = answer_form.draft_of(meta, values)
+        outcome = await run_in_threadpool(
+            answer_form.send_once, replies, app.store, agent_id, row, draft, state
+        )
+    except RequestError as exc:
+        return await show_message(request, row, 400, problem=f"Envoi impossible : {exc}")
+    if outcome.collision:
+        return await show_message(request, row, 409, collision=outcome.since)
+    target = f"/?envoye={row.reference}"
+    return RedirectResponse(target, 303, background=BackgroundTask(app.outbox.deliver_due))
+
+
+ROUTES = [
+    Route("/courriel/{message:int}/apercu", preview, methods=["POST"], name="preview"),
+    Route("/courriel/{message:int}/reponse", send, methods=["POST"], name="send"),
+]

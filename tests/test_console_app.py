@@ -1,0 +1,279 @@
+"""The console's application layer, on a real SQLite store and the demo's Maildir: the
+queue (order, badges, filters, search), assignment, "no reply needed", presence, the
+citizen's mail shown (parts, attachments) and made inert (nh3), a mail found again."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from pg import PostgresServer
+
+from mailbot.app import assignment, no_reply, presence, queue
+from mailbot.app.report import ReportBuilder
+from mailbot.config import Agent, Config, load_agents, load_config
+from mailbot.core.periods import week_period
+from mailbot.core.statuses import Decision, NoReplyReason
+from mailbot.errors import MailGoneError, RequestError
+from mailbot.mail import display
+from mailbot.mail.maildir import maildir_files
+from mailbot.mail.originals import MaildirOriginals
+from mailbot.render import safe_html
+from mailbot.render.templates import Renderer
+from mailbot.store import NewMessage, Store
+
+ROOT = Path(__file__).resolve().parents[1]
+PARIS = ZoneInfo("Europe/Paris")
+TODAY = date(2026, 11, 30)  # a Monday; the working days before it are fixed by the calendar
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config(ROOT / "rules.yaml")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The store on SQLite and on a real PostgreSQL (the queue's SQL, upserts)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"c{abs(hash(request.node.nodeid)) % 10**9}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    opened = Store(url)
+    yield opened
+    opened.close()
+
+
+def agents_of(config: Config) -> dict[str, Agent]:
+    return load_agents(ROOT / "agents.yaml", config)
+
+
+def record(store: Store, n: int, received: datetime, **changes: object) -> int:
+    values: dict[str, object] = {
+        "mailbox": "general",
+        "folder": "INBOX",
+        "uidvalidity": 7,
+        "uid": n,
+        "message_id": f"<m{n}@example.fr>",
+        "content_hash": f"h{n}",
+        "received_at": received,
+        "sender": f"citoyen{n}@example.fr",
+        "sender_name": f"Usager {n}",
+        "subject": f"Demande numéro {n}",
+        "in_reply_to": None,
+        "decision": Decision.ACKNOWLEDGE,
+        "reasons": ["citizen-mail"],
+        "size": 100,
+        "defects": [],
+        "reference": f"SM-2026-{n:06d}",
+        "service": "cartes-grises",
+        "category": "immatriculation",
+    }
+    values.update(changes)
+    with store.transaction() as tx:
+        return tx.insert_message(NewMessage(**values))  # type: ignore[arg-type]
+
+
+def local(day: date, hour: int = 10) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=PARIS)
+
+
+def seeded(store: Store) -> dict[str, int]:
+    return {
+        "recent": record(store, 1, local(TODAY)),
+        "old": record(store, 2, local(TODAY - timedelta(days=14))),
+        "today": record(store, 3, local(date(2026, 11, 23))),  # 5th working day: today
+        "other": record(store, 4, local(TODAY - timedelta(days=20)), service="permis"),
+        "ignored": record(store, 5, local(TODAY), decision=Decision.SKIP, reference=None),
+    }
+
+
+def page(config: Config, store: Store, **query: object) -> queue.QueuePage:
+    values: dict[str, object] = {"services": ("cartes-grises",)}
+    values.update(query)
+    return queue.listing(config, store, queue.QueueQuery(**values), TODAY)  # type: ignore[arg-type]
+
+
+def test_queue_lists_a_services_open_messages_earliest_deadline_first(
+    config: Config, store: Store
+) -> None:
+    ids = seeded(store)
+    listed = page(config, store)
+    assert [r.id for r in listed.rows] == [ids["old"], ids["today"], ids["recent"]]
+    assert listed.total == 3
+    old, due, recent = listed.rows
+    assert old.urgency is queue.Urgency.OVERDUE and old.days_left < 0
+    assert due.urgency is queue.Urgency.DUE_TODAY and due.deadline == TODAY
+    assert recent.urgency is queue.Urgency.ON_TIME and recent.days_left == 5
+    assert recent.citizen == "Usager 1" and "@" not in recent.citizen
+    assert recent.received_at.tzinfo == PARIS
+
+
+def test_queue_filters_and_search(config: Config, store: Store) -> None:
+    ids = seeded(store)
+    overdue = page(config, store, show=queue.Show.OVERDUE)
+    assert [r.id for r in overdue.rows] == [ids["old"]]
+    assert [r.id for r in page(config, store, search="numéro 3").rows] == [ids["today"]]
+    assert [r.id for r in page(config, store, search="sm-2026-000002").rows] == [ids["old"]]
+    assert page(config, store, category="autre").rows == []
+    both = page(config, store, services=("cartes-grises", "permis"))
+    assert ids["other"] in [r.id for r in both.rows]
+
+
+def test_assignment_and_the_mine_unassigned_filters(config: Config, store: Store) -> None:
+    ids = seeded(store)
+    agents = agents_of(config)
+    done = assignment.assign(config, store, agents.get, "cdurand", ids["old"], "cdurand", key="k1")
+    again = assignment.assign(config, store, agents.get, "cdurand", ids["old"], "cdurand", key="k1")
+    assert done.assignee == "cdurand" and not done.repeated and again.repeated
+    mine = page(config, store, show=queue.Show.MINE, agent="cdurand")
+    assert [r.id for r in mine.rows] == [ids["old"]]
+    assert mine.rows[0].assignee == "cdurand"
+    free = page(config, store, show=queue.Show.UNASSIGNED)
+    assert ids["old"] not in [r.id for r in free.rows] and len(free.rows) == 2
+    with pytest.raises(RequestError, match="does not handle"):
+        assignment.assign(config, store, agents.get, "cdurand", ids["old"], "mlefebvre")
+    events = [e for e in store.events() if e.kind == "assigned"]
+    assert len(events) == 1 and '"agent": "cdurand"' in events[0].detail
+
+
+def test_no_reply_needed_leaves_queue_and_indicators(config: Config, store: Store) -> None:
+    ids = seeded(store)
+    agents = agents_of(config)
+    before = queue.month_figures(config, store, ("cartes-grises",), TODAY)[0].month
+    closed = no_reply.close_without_reply(
+        config, store, agents.get, "cdurand", ids["recent"], NoReplyReason.SPAM, "", key="n1"
+    )
+    assert closed.reason is NoReplyReason.SPAM
+    assert ids["recent"] not in [r.id for r in page(config, store).rows]
+    after = queue.month_figures(config, store, ("cartes-grises",), TODAY)[0].month
+    assert after.received == before.received - 1
+    with pytest.raises(RequestError, match="already closed"):
+        no_reply.close_without_reply(
+            config, store, agents.get, "cdurand", ids["recent"], NoReplyReason.SPAM, ""
+        )
+    with pytest.raises(RequestError, match="say why"):
+        no_reply.close_without_reply(
+            config, store, agents.get, "cdurand", ids["old"], NoReplyReason.OTHER, " "
+        )
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    listed = no_reply.closed_in(store, since, datetime(2026, 12, 1, tzinfo=UTC))
+    assert [row.id for row in listed] == [ids["recent"]]
+
+
+def test_presence_shows_colleagues_for_two_minutes(store: Store) -> None:
+    pk = record(store, 1, local(TODAY))
+    now = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    presence.opened(store, "cdurand", pk, clock=lambda: now)
+    presence.opened(store, "aleroux", pk, clock=lambda: now)
+    assert [v.agent for v in presence.others(store, "aleroux", pk, clock=lambda: now)] == [
+        "cdurand"
+    ]
+    later = now + timedelta(seconds=presence.VIEWING_SECONDS + 1)
+    assert presence.others(store, "aleroux", pk, clock=lambda: later) == []
+
+
+HOSTILE = (
+    "<p onclick='x()'>Bonjour <b>madame</b></p><script>alert(1)</script>"
+    '<img src="https://tracker.example/pixel.gif" onerror="alert(2)">'
+    '<a href="javascript:alert(3)">lien</a><a href="https://service-public.fr/x">ok</a>'
+    '<img src="cid:logo@x"><iframe src="https://evil.example"></iframe>'
+    "<style>body{display:none}</style><form action=/x><input name=a></form>"
+)
+
+
+def test_safe_html_leaves_only_inert_markup() -> None:
+    logo = "data:image/png;base64,iVBORw0KGgo="
+    cleaned = safe_html.clean(HOSTILE, {"logo@x": logo})
+    html = cleaned.html.lower()
+    for bad in ("<script", "onerror", "onclick", "javascript:", "tracker.example", "<iframe"):
+        assert bad not in html
+    assert "<style" not in html and "<form" not in html and "<input" not in html
+    assert cleaned.blocked_images == 1
+    assert f'src="{logo}"'.lower() in html
+    assert 'href="https://service-public.fr/x"' in html and "noopener" in html
+    assert "<b>madame</b>" in html
+
+
+MIXED = (
+    b"From: =?utf-8?q?Jos=C3=A9?= <jose@example.fr>\r\nTo: pref@example.fr\r\n"
+    b"Subject: =?utf-8?q?Dossier_r=C3=A9c=C3=A9piss=C3=A9?=\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b'--b\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+    b"--a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBonjour, voici mon dossier.\r\n"
+    b"--a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Bonjour <script>x</script></p>\r\n"
+    b"--a--\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''..%2F..%2Fetc%2Fre%C3%A7u.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+)
+
+
+def test_display_reads_parts_and_attachments() -> None:
+    shown = display.show(MIXED)
+    assert shown.subject == "Dossier récépissé" and "José" in shown.sender
+    assert shown.text.startswith("Bonjour, voici mon dossier.")
+    assert "<script>" in shown.html  # raw here: the page shows safe_html.clean(...) only
+    (pdf,) = shown.attachments
+    assert pdf.content_type == "application/pdf" and "/" not in pdf.filename
+    assert pdf.filename.endswith("reçu.pdf")
+    meta, data = display.attachment(MIXED, pdf.index)
+    assert data == b"%PDF-1.4\n" and meta.size == len(data)
+    with pytest.raises(Exception, match="no attachment"):
+        display.attachment(MIXED, 1)  # the text part is no attachment
+
+
+class Row:
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
+
+
+def test_maildir_originals_find_a_mail_by_uid_or_message_id_or_say_gone() -> None:
+    maildir = ROOT / "mailbot" / "demo_data" / "maildir" / "general"
+    first = maildir_files(maildir)[0].read_bytes()
+    digest = hashlib.sha256(first).hexdigest()
+    originals = MaildirOriginals({"general": maildir})
+    base = {"id": 1, "mailbox": "general", "folder": "INBOX", "message_id": None}
+    found = originals.fetch(Row(**base, uidvalidity=1, uid=1, content_hash=digest))
+    assert found.raw == first
+    moved = originals.fetch(Row(**base, uidvalidity=999, uid=5000, content_hash=digest))
+    assert moved.raw == first
+    with pytest.raises(MailGoneError, match="no longer"):
+        originals.fetch(Row(**base, uidvalidity=999, uid=5000, content_hash="0" * 64))
+
+
+def test_weekly_report_lists_the_messages_closed_without_a_reply(
+    config: Config, store: Store
+) -> None:
+    ids = seeded(store)
+    agents = agents_of(config)
+    no_reply.close_without_reply(
+        config, store, agents.get, "cdurand", ids["today"], NoReplyReason.DUPLICATE, "vu SM-9"
+    )
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    period = week_period(date(2026, 11, 23))  # the week "today" was received in
+    report = ReportBuilder(config, store, renderer).build(period, TODAY)
+    text = report.mail.parsed().get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "CLOS SANS RÉPONSE (1)" in text
+    assert "[SM-2026-000003] cartes-grises, reçu le 2026-11-23, doublon : vu SM-9" in text
+    assert "Clos sans réponse (1)" in report.html

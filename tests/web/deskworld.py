@@ -1,0 +1,133 @@
+"""A small world for the desk's pages: two Dovecot mailboxes holding citizens' mails, read
+by the real pipeline (``mailbot poll --once``) into SQLite, the aiosmtpd server as SMTP,
+and the App the console's pages use (``backend``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from servers import MailUser, SmtpServer
+
+from mailbot.app.context import App, app_from_config
+from mailbot.cli import main
+from mailbot.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERAL = "pref-contact@seine-maritime.gouv.fr"
+ETRANGERS = "pref-etrangers@seine-maritime.gouv.fr"
+T = TypeVar("T")
+HOSTILE_HOST = "tracker.invalid"
+HOSTILE_HTML = (
+    "<html><body><p>Bonjour, je joins mon dossier.</p>"
+    "<script>window.mbPwned = 1; document.title = 'pwned';</script>"
+    f'<img src="http://{HOSTILE_HOST}/pixel.gif" alt="suivi">'
+    '<img src=x onerror="window.mbPwned = 2">'
+    '<a id="piege" href="javascript:window.mbPwned=3">cliquez ici</a>'
+    "<p>Cordialement, Jean Petit</p></body></html>"
+)
+
+
+def citizen_mail(
+    n: int,
+    *,
+    to: str = ETRANGERS,
+    subject: str = "Renouvellement de mon titre de séjour",
+    name: str = "Marie Dupont",
+    html: str | None = None,
+    attachment: bool = False,
+) -> bytes:
+    sender = f"usager{n}@example.fr"
+    head = [
+        f"Return-Path: <{sender}>",
+        f"From: {name} <{sender}>",
+        f"To: {to}",
+        f"Subject: {subject}",
+        "Date: Thu, 26 Nov 2026 10:00:00 +0100",
+        f"Message-ID: <citizen-{n}@example.fr>",
+        "MIME-Version: 1.0",
+    ]
+    text = "Bonjour,\r\nMon titre de séjour expire bientôt. Que dois-je faire ?\r\nMerci.\r\n"
+    if html is None and not attachment:
+        head += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+        return ("\r\n".join(head) + "\r\n\r\n" + text).encode()
+    head.append('Content-Type: multipart/mixed; boundary="mix"')
+    parts = ["--mix", "Content-Type: text/plain; charset=utf-8", "", text]
+    if html is not None:
+        parts += ["--mix", "Content-Type: text/html; charset=utf-8", "", html]
+    if attachment:
+        parts += [
+            "--mix",
+            "Content-Type: application/pdf",
+            'Content-Disposition: attachment; filename="passeport.pdf"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            "JVBERi0xLjQK",
+        ]
+    parts.append("--mix--")
+    return ("\r\n".join(head) + "\r\n\r\n" + "\r\n".join(parts) + "\r\n").encode()
+
+
+def in_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread of its own: the CLI and the outbox run asyncio loops, which
+    cannot start in a thread where Playwright's loop runs."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
+def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    for name, user in (("general", general), ("etrangers", etrangers)):
+        imap = user.imap_config().model_dump(mode="json", exclude_none=True)
+        data["mailboxes"][name]["imap"] = imap
+    data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["database"] = f"sqlite:///{tmp / 'mailbot.db'}"
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    data["reports"] = {"weekly": {"to": []}}
+    path = tmp / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Desk:
+    path: Path
+    config: Config
+    app: App
+    general: MailUser
+    etrangers: MailUser
+    smtp: SmtpServer
+
+    def row(self, message_id: str) -> Any:
+        return self.app.store.message(message_id=message_id)
+
+    def poll(self) -> None:
+        assert in_thread(lambda: main(["--config", str(self.path), "-q", "poll", "--once"])) == 0
+        in_thread(self.app.outbox.deliver_due)
+
+
+def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Desk:
+    """Three mails to etrangers (one three weeks old: overdue; one in HTML with hostile
+    markup and an attachment), read by the pipeline; their ARs delivered and forgotten."""
+    now = datetime.now(UTC)
+    etrangers.append(citizen_mail(1), internaldate=now - timedelta(days=21))
+    etrangers.append(citizen_mail(2, name="Ali Ben", subject="Récépissé de demande de titre"))
+    etrangers.append(
+        citizen_mail(3, name="Jean Petit", html=HOSTILE_HTML, attachment=True),
+        internaldate=now - timedelta(hours=2),
+    )
+    path = write_config(tmp, general, etrangers, smtp)
+    command = ["--config", str(path), "-q", "poll", "--once", "--acknowledge-existing"]
+    assert in_thread(lambda: main(command)) == 0
+    config = load_config(path)
+    app = app_from_config(config)
+    in_thread(app.outbox.deliver_due)
+    smtp.wait_for(3)
+    smtp.clear()
+    return Desk(path, config, app, general, etrangers, smtp)

@@ -1,0 +1,166 @@
+"""The message page's other actions over HTTP, on mail the pipeline read from Dovecot:
+each allowed for the roles the policy names and refused (403) for the others, recorded
+with who and why, and effective (the queue, the mails the citizen and service receive)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from deskworld import Desk, desk_world
+from servers import DovecotServer, MailUser, SmtpServer
+from webtools import RunningConsole, csrf_from, local_login, running_console
+
+ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
+OVERDUE = "<citizen-1@example.fr>"
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> Desk:
+    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+
+
+@pytest.fixture
+def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    web = tmp_path / "web"
+    web.mkdir()
+    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+        yield running
+
+
+def act(client: httpx.Client, desk: Desk, action: str, **fields: str) -> httpx.Response:
+    row = desk.row(OVERDUE)
+    page = client.get(f"/courriel/{row.id}")
+    token = csrf_from(page.text) if page.status_code == 200 else csrf_from(client.get("/").text)
+    state = re.search(r'name="etat" value="(\d+)"', page.text)
+    data = {"csrf_token": token, "etat": state.group(1) if state else "0", **fields}
+    return client.post(f"/courriel/{row.id}/action/{action}", data=data)
+
+
+def queued(client: httpx.Client) -> list[str]:
+    return re.findall(r'data-reference="([^"]+)"', client.get("/").text)
+
+
+def details(desk: Desk, kind: str) -> list[dict[str, str]]:
+    row = desk.row(OVERDUE)
+    return [json.loads(e.detail) for e in desk.app.store.events(row.id) if e.kind == kind]
+
+
+ACTIONS = {
+    "attribuer-moi": ("attribuer", {"a": "khaddad"}),
+    "attribuer-collegue": ("attribuer", {"a": "khaddad"}),
+    "transferer": ("transferer", {"service": "cartes-grises", "motif": "Question de carte grise"}),
+    "repondu-ailleurs": ("repondu-ailleurs", {"moyen": "phone", "motif": "Rappelée le matin"}),
+    "corriger": ("corriger", {"service": "etrangers", "categorie": "rendez-vous"}),
+    "sans-reponse": ("sans-reponse", {"motif": "spam", "precision": ""}),
+}
+# Who is refused what, on a message of etrangers (the allowed side is tested below).
+REFUSED = [
+    ("mlefebvre", "attribuer-moi"),  # permis: not their service
+    ("mlefebvre", "transferer"),
+    ("mlefebvre", "repondu-ailleurs"),
+    ("mlefebvre", "corriger"),
+    ("mlefebvre", "sans-reponse"),
+    ("ngarnier", "attribuer-moi"),  # quality mission: reads, acts on nothing
+    ("ngarnier", "repondu-ailleurs"),
+    ("ngarnier", "sans-reponse"),
+    ("khaddad", "transferer"),  # an agent: no reassignment (heads of service do it)
+    ("khaddad", "corriger"),
+]
+
+
+@pytest.mark.parametrize(("agent", "action"), REFUSED)
+def test_actions_are_refused_outside_the_policy(
+    desk: Desk, console: RunningConsole, agent: str, action: str
+) -> None:
+    name, fields = ACTIONS[action]
+    if agent != "khaddad" and action == "attribuer-moi":
+        fields = {"a": agent}
+    with console.client() as client:
+        local_login(client, agent)
+        assert act(client, desk, name, **fields).status_code == 403
+    assert desk.app.store.events(desk.row(OVERDUE).id)[-1].kind != "assigned"
+    assert details(desk, "transferred") == [] and details(desk, "no_reply_needed") == []
+    assert details(desk, "answered_elsewhere") == []
+
+
+def test_an_action_without_the_csrf_token_is_refused(desk: Desk, console: RunningConsole) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        refused = client.post(f"/courriel/{row.id}/action/attribuer", data={"a": "khaddad"})
+        assert refused.status_code == 403
+    assert details(desk, "assigned") == []
+
+
+def test_assign_to_me_and_to_a_colleague(desk: Desk, console: RunningConsole) -> None:
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert act(karim, desk, "attribuer", a="khaddad").status_code == 303
+        assert act(karim, desk, "attribuer", a="lmoreau").status_code == 403  # heads only
+        mine = karim.get("/?etat=mes-courriels").text
+        assert "Karim Haddad" in mine and desk.row(OVERDUE).reference in mine
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "attribuer", a="lmoreau").status_code == 303
+    who = details(desk, "assigned")
+    assert [(d["agent"], d["assignee"]) for d in who] == [
+        ("khaddad", "khaddad"),
+        ("lmoreau", "lmoreau"),
+    ]
+
+
+def test_transfer_with_a_reason_sends_the_notice_and_leaves_the_queue(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        empty = act(lea, desk, "transferer", service="cartes-grises", motif=" ")
+        assert empty.status_code == 400 and "Action impossible" in empty.text
+        done = act(lea, desk, "transferer", service="cartes-grises", motif="Carte grise")
+        assert done.status_code == 303 and done.headers["location"] == "/?fait=transferer"
+        assert row.reference not in queued(lea)
+    received = desk.smtp.wait_for(2, timeout=10)
+    assert any("usager1@example.fr" in r.rcpt_tos for r in received)  # the citizen's notice
+    (detail,) = details(desk, "transferred")
+    assert detail["agent"] == "lmoreau" and detail["reason"] == "Carte grise"
+
+
+def test_answered_elsewhere_and_no_reply_needed_close_the_message(
+    desk: Desk, console: RunningConsole
+) -> None:
+    other = desk.row("<citizen-2@example.fr>")
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        missing = act(karim, desk, "repondu-ailleurs", moyen="phone", motif="")
+        assert missing.status_code == 400
+        assert (
+            act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
+        )
+        assert desk.row(OVERDUE).reference not in queued(karim)
+        page = karim.get(f"/courriel/{other.id}")
+        data = {"csrf_token": csrf_from(page.text), "motif": "spam", "precision": "publicité"}
+        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        closed = karim.post(f"/courriel/{other.id}/action/sans-reponse", data=data)
+        assert closed.status_code == 303 and other.reference not in queued(karim)
+    (answered,) = details(desk, "answered_elsewhere")
+    assert answered == {"how": "phone", "agent": "khaddad", "reason": "Rappel"}
+    (event,) = [e for e in desk.app.store.events(other.id) if e.kind == "no_reply_needed"]
+    assert json.loads(event.detail) == {"agent": "khaddad", "reason": "spam", "note": "publicité"}
+
+
+def test_a_head_corrects_the_category(desk: Desk, console: RunningConsole) -> None:
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        done = act(lea, desk, "corriger", service="etrangers", categorie="rendez-vous")
+        assert done.status_code == 303
+        page = lea.get(done.headers["location"])
+        assert "La correction de l" in page.text
+        assert "Orientation corrigée" in page.text

@@ -1,0 +1,122 @@
+"""The desk in Debian's headless Chromium, on mail the pipeline read from Dovecot, with
+aiosmtpd as SMTP: the issue's scenario (log in, the overdue message first, open it, the
+suggested template preselected, fill a variable, the preview shows it, send: exactly one
+threaded reply with the agent's complete signature, the message leaves the queue), an
+agent without the service refused, a hostile HTML mail shown inert, and axe-core on the
+queue and message pages. The browser may only reach 127.0.0.1 (see conftest)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deskworld import HOSTILE_HOST, Desk, desk_world
+from playwright.sync_api import Page, Request, expect
+from servers import DovecotServer, MailUser, SmtpServer
+from webtools import PASSWORD, RunningConsole, running_console, serious
+
+ACCOUNTS = ("khaddad", "mlefebvre")
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> Desk:
+    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+
+
+@pytest.fixture
+def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    web = tmp_path / "web"
+    web.mkdir()
+    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+        yield running
+
+
+def login(page: Page, console: RunningConsole, agent: str) -> None:
+    page.goto(console.url + "/")
+    page.fill("#identifiant", agent)
+    page.fill("#mot_de_passe", PASSWORD)
+    page.click("#bouton-connexion")
+    expect(page.locator("h1")).to_have_text("File des courriels")
+
+
+def test_answer_the_overdue_message_with_the_suggested_template(
+    page: Page, axe: Any, desk: Desk, console: RunningConsole
+) -> None:
+    overdue = desk.row("<citizen-1@example.fr>")
+    login(page, console, "khaddad")
+    first = page.locator("tbody tr.mb-row").first
+    expect(first).to_have_attribute("data-reference", overdue.reference)
+    expect(first).to_have_attribute("data-urgency", "overdue")
+    expect(first.locator(".fr-badge")).to_have_text("En retard")
+    queue_violations = axe(page)
+    assert serious(queue_violations) == []
+
+    first.locator("a").click()
+    expect(page.locator("h1")).to_have_text(overdue.subject)
+    selected = page.locator("#modele option:checked")
+    expect(selected).to_contain_text("(suggérée)")
+    expect(page.locator("#var-usager_nom")).to_have_value("Marie Dupont")
+    page.fill("#var-statut_dossier", "en cours d'instruction")
+    expect(page.locator("#apercu-texte")).to_contain_text("en cours d'instruction")
+    expect(page.locator("#apercu-texte")).to_contain_text("Karim Haddad")
+    message_violations = axe(page)
+    assert serious(message_violations) == []
+
+    page.click("#envoyer")
+    expect(page).to_have_url(f"{console.url}/?envoye={overdue.reference}")
+    expect(page.locator("#avis")).to_contain_text(overdue.reference)
+    expect(page.locator(f'tr[data-reference="{overdue.reference}"]')).to_have_count(0)
+    desk.smtp.wait_for(1, timeout=10)
+    time.sleep(0.5)
+    (received,) = desk.smtp.messages
+    mail = email.message_from_bytes(received.raw, policy=email.policy.default)
+    assert received.rcpt_tos == ("usager1@example.fr",)
+    assert mail["In-Reply-To"] == "<citizen-1@example.fr>"
+    assert f"[{overdue.reference}]" in str(mail["Subject"])
+    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "en cours d'instruction" in text
+    for element in ("Karim", "Haddad", "Instructeur, section du séjour", "7 place de la Madeleine"):
+        assert element in text
+    assert page.problems == []  # type: ignore[attr-defined]
+    print(
+        f"axe: queue {len(queue_violations)} violations, message {len(message_violations)}"
+        " (none serious or critical)"
+    )
+
+
+def test_an_agent_without_the_service_is_refused(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    login(page, console, "mlefebvre")
+    expect(page.locator(f'tr[data-reference="{row.reference}"]')).to_have_count(0)
+    response = page.goto(f"{console.url}/courriel/{row.id}")
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_have_text("Accès refusé")
+
+
+def test_a_hostile_html_mail_is_shown_inert(
+    page: Page, axe: Any, desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row("<citizen-3@example.fr>")
+    seen: list[Request] = []
+    page.on("request", lambda request: seen.append(request))
+    login(page, console, "khaddad")
+    page.goto(f"{console.url}/courriel/{row.id}")
+    body = page.locator("#corps-html")
+    expect(body).to_contain_text("Bonjour, je joins mon dossier.")
+    expect(page.locator("#images-bloquees")).to_contain_text("1 image distante bloquée")
+    page.locator("#corps-html a", has_text="cliquez ici").click()
+    page.wait_for_timeout(300)
+    assert page.evaluate("typeof window.mbPwned") == "undefined"
+    assert page.title() != "pwned"
+    assert body.locator("script").count() == 0
+    assert [r.url for r in seen if HOSTILE_HOST in r.url] == []
+    assert serious(axe(page)) == []

@@ -1,0 +1,192 @@
+"""The desk's pages over HTTP, on mail read by the real pipeline from Dovecot: the queue
+(order, badges, filters, search, the month's header), per-request authorisation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deskworld import Desk, desk_world
+from servers import DovecotServer, MailUser, SmtpServer
+from webtools import RunningConsole, local_login, running_console
+
+ACCOUNTS = ("cdurand", "lmoreau", "khaddad", "mlefebvre", "ngarnier", "tbernard")
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> Desk:
+    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+
+
+@pytest.fixture
+def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    web = tmp_path / "web"
+    web.mkdir()
+    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+        yield running
+
+
+def references(html: str) -> list[str]:
+    return re.findall(r'data-reference="([^"]+)"', html)
+
+
+def test_queue_is_the_home_page_earliest_deadline_first(
+    desk: Desk, console: RunningConsole
+) -> None:
+    old, recent, hostile = (desk.row(f"<citizen-{n}@example.fr>") for n in (1, 2, 3))
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get("/")
+        assert page.status_code == 200
+        assert references(page.text) == [old.reference, hostile.reference, recent.reference]
+        assert 'data-urgency="overdue"' in page.text.split(hostile.reference)[0]
+        assert "En retard" in page.text and "Dans les délais" in page.text
+        assert "Marie Dupont" in page.text and "usager1@example.fr" not in page.text
+        assert re.search(r"3 ouverts, dont <strong>1 en retard</strong>", page.text)
+        assert "objectif : plus de 75 %" in page.text
+        assert 'id="role">Agent<' in page.text
+
+
+def test_queue_filters_search_and_htmx_fragment(desk: Desk, console: RunningConsole) -> None:
+    old, recent = desk.row("<citizen-1@example.fr>"), desk.row("<citizen-2@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        assert references(client.get("/?etat=en-retard").text) == [old.reference]
+        assert references(client.get("/", params={"q": "récépissé"}).text) == [recent.reference]
+        assert references(client.get("/", params={"q": recent.reference.lower()}).text) == [
+            recent.reference
+        ]
+        assert references(client.get("/?etat=mes-courriels").text) == []
+        assert len(references(client.get("/?etat=non-attribues").text)) == 3
+        assert references(client.get("/?categorie=reclamation").text) == []
+        fragment = client.get("/?etat=en-retard", headers={"HX-Request": "true"})
+        assert "<html" not in fragment.text and references(fragment.text) == [old.reference]
+        assert len(references(client.get("/?etat=nimporte&service=permis").text)) == 3
+
+
+def test_queue_shows_only_the_agents_services(desk: Desk, console: RunningConsole) -> None:
+    with console.client() as client:
+        local_login(client, "mlefebvre")  # permis: none of these mails
+        page = client.get("/")
+        assert references(page.text) == [] and "Aucun courriel ouvert" in page.text
+        assert references(client.get("/?service=etrangers").text) == []
+    with console.client() as client:
+        local_login(client, "ngarnier")  # quality mission: every service
+        assert len(references(client.get("/").text)) == 3
+    with console.client() as client:
+        local_login(client, "tbernard")  # admin: no citizen mail, the profile page
+        page = client.get("/")
+        assert page.status_code == 200 and "Ce que vous pouvez faire" in page.text
+        assert references(page.text) == []
+
+
+def move_mail(user: MailUser, message_id: str, folder: str | None) -> None:
+    """What an agent does in their mail client: file the mail away, or delete it."""
+    client = user.connect()
+    try:
+        if folder is not None:
+            client.create_folder(folder)
+        client.select_folder("INBOX")
+        uids = client.search(["HEADER", "Message-ID", message_id])
+        if folder is None:
+            client.delete_messages(uids)
+            client.expunge()
+        else:
+            client.move(uids, folder)
+    finally:
+        client.logout()
+
+
+def test_message_page_reads_the_mail_without_marking_it_seen(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    flags_before = desk.etrangers.flags()
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+        assert page.status_code == 200
+        assert "Mon titre de séjour expire bientôt" in page.text
+        assert row.reference in page.text and "Marie Dupont" in page.text
+        assert "Accusé de réception envoyé" in page.text and "par mailbot" in page.text
+        assert 'id="orientation"' in page.text
+    assert desk.etrangers.flags() == flags_before
+    assert all("\\Seen" not in flags for flags in desk.etrangers.flags().values())
+
+
+def test_message_page_is_refused_outside_the_agents_services(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as client:
+        local_login(client, "mlefebvre")  # permis
+        assert client.get(f"/courriel/{row.id}").status_code == 403
+        assert client.get(f"/courriel/{row.id}/piece-jointe/1").status_code == 403
+        assert client.get("/courriel/999999").status_code == 404
+    denied = console.events("denied")
+    assert denied and denied[0]["agent"] == "mlefebvre" and denied[0]["service"] == "etrangers"
+
+
+def test_hostile_html_is_shown_inert_with_its_attachment(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row("<citizen-3@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+        body = page.text.split('id="corps-html"', 1)[1].split("</section>", 1)[0]
+        assert "Bonjour, je joins mon dossier." in body
+        for bad in ("<script", "onerror", "javascript:", "tracker.invalid", "mbPwned"):
+            assert bad not in body
+        assert "1 image distante bloquée" in page.text
+        link = re.search(r'href="(/courriel/\d+/piece-jointe/\d+)"', page.text)
+        assert link and "passeport.pdf" in page.text
+        pdf = client.get(link.group(1))
+        assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
+        assert pdf.headers["content-type"] == "application/pdf"
+        assert pdf.headers["content-disposition"] == "attachment; filename*=utf-8''passeport.pdf"
+
+
+def test_a_moved_mail_is_found_again_and_a_deleted_one_said_gone(
+    desk: Desk, console: RunningConsole
+) -> None:
+    moved, deleted = desk.row("<citizen-2@example.fr>"), desk.row("<citizen-1@example.fr>")
+    move_mail(desk.etrangers, "<citizen-2@example.fr>", "Classement")
+    move_mail(desk.etrangers, "<citizen-1@example.fr>", None)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        found = client.get(f"/courriel/{moved.id}")
+        assert "Mon titre de séjour expire bientôt" in found.text
+        assert 'id="courriel-absent"' not in found.text
+        gone = client.get(f"/courriel/{deleted.id}")
+        assert gone.status_code == 200 and 'id="courriel-absent"' in gone.text
+        assert "est plus dans la boîte" in gone.text
+        assert "Accusé de réception envoyé" in gone.text  # the thread is still there
+
+
+def test_colleagues_with_the_message_open_are_shown(desk: Desk, console: RunningConsole) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as first, console.client() as second:
+        local_login(first, "khaddad")
+        local_login(second, "lmoreau")
+        first.get(f"/courriel/{row.id}")
+        page = second.get(f"/courriel/{row.id}")
+        assert re.search(r"Également ouvert par : Karim Haddad", page.text)
+
+
+def test_the_page_refreshes_who_has_the_message_open(desk: Desk, console: RunningConsole) -> None:
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as first, console.client() as second:
+        local_login(first, "khaddad")
+        local_login(second, "lmoreau")
+        assert 'hx-trigger="every 45s"' in first.get(f"/courriel/{row.id}").text
+        fragment = second.get(f"/courriel/{row.id}/presence", headers={"HX-Request": "true"})
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        assert "Également ouvert par : Karim Haddad" in fragment.text
+    with console.client() as outsider:
+        local_login(outsider, "mlefebvre")
+        assert outsider.get(f"/courriel/{row.id}/presence").status_code == 403

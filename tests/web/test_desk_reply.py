@@ -1,0 +1,156 @@
+"""Answering from the console over HTTP, against Dovecot, the pipeline and aiosmtpd: the
+suggested template, the preview rendered by the sending code, exactly one mail on a
+double click, collision with a colleague's reply, required variables and the signature
+enforced, and authorisation on the message's service for every POST."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+import yaml
+from deskworld import Desk, desk_world
+from servers import DovecotServer, MailUser, SmtpServer
+from webtools import RunningConsole, csrf_from, local_login, running_console
+
+ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre")
+OVERDUE = "<citizen-1@example.fr>"
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> Desk:
+    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+
+
+@pytest.fixture
+def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    web = tmp_path / "web"
+    web.mkdir()
+    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+        yield running
+
+
+def form_of(page: str, form_id: str) -> dict[str, str]:
+    """The hidden and text inputs of one form of the page, as a browser would send them."""
+    block = page.split(f'id="{form_id}"', 1)[1].split("</form>", 1)[0]
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', block))
+    return {k: v.replace("&#39;", "'") for k, v in fields.items()}
+
+
+def open_page(client: httpx.Client, desk: Desk, message_id: str = OVERDUE) -> str:
+    row = desk.row(message_id)
+    page = client.get(f"/courriel/{row.id}")
+    assert page.status_code == 200
+    return page.text
+
+
+def replies(desk: Desk, expected: int) -> list[email.message.EmailMessage]:
+    if expected:
+        desk.smtp.wait_for(expected, timeout=10)
+    time.sleep(0.5)  # anything more would have arrived by now
+    received = desk.smtp.messages
+    assert len(received) == expected
+    return [
+        email.message_from_bytes(r.raw, policy=email.policy.default)  # type: ignore[misc]
+        for r in received
+    ]
+
+
+def test_suggested_template_preview_and_one_mail_on_a_double_click(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = open_page(client, desk)
+        assert re.search(r'<option value="reponse-[a-z-]+" selected>[^<]*\(suggérée\)', page)
+        fields = form_of(page, "formulaire-reponse")
+        assert fields["usager_nom"] == "Marie Dupont"  # pre-filled from the message
+        fields["statut_dossier"] = "en cours d'instruction"
+        shown = client.post(f"/courriel/{row.id}/apercu", data=fields)
+        assert shown.status_code == 200 and "<html" not in shown.text
+        assert "en cours d&#39;instruction" in shown.text
+        assert f"[{row.reference}]" in shown.text and "Karim Haddad" in shown.text
+        first = client.post(f"/courriel/{row.id}/reponse", data=fields)
+        second = client.post(f"/courriel/{row.id}/reponse", data=fields)  # a double click
+        assert first.status_code == second.status_code == 303
+        assert first.headers["location"] == f"/?envoye={row.reference}"
+        (mail,) = replies(desk, 1)
+        assert mail["In-Reply-To"] == OVERDUE and OVERDUE in mail["References"]
+        assert f"[{row.reference}]" in mail["Subject"] and mail["To"] == "usager1@example.fr"
+        text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert "en cours d'instruction" in text
+        previewed = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+        assert previewed and html.unescape(previewed.group(1)) == text  # seen is sent
+        for element in ("Karim Haddad", "Instructeur, section du séjour", "Rouen"):
+            assert element in text
+        queue = client.get("/")
+        assert row.reference not in re.findall(r'data-reference="([^"]+)"', queue.text)
+    events = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
+    assert len(events) == 1 and '"agent": "khaddad"' in events[0].detail
+
+
+def test_a_colleagues_reply_since_the_page_opened_stops_the_sending(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as lea, console.client() as karim:
+        local_login(lea, "lmoreau")
+        local_login(karim, "khaddad")
+        stale = form_of(open_page(lea, desk), "formulaire-reponse")
+        mine = form_of(open_page(karim, desk), "formulaire-reponse")
+        assert karim.post(f"/courriel/{row.id}/reponse", data=mine).status_code == 303
+        stopped = lea.post(f"/courriel/{row.id}/reponse", data=stale)
+        assert stopped.status_code == 409 and 'id="collision"' in stopped.text
+        assert "Réponse préparée par Karim Haddad" in stopped.text
+    replies(desk, 1)
+
+
+def test_required_variable_and_incomplete_signature_refuse_sending(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        free = form_of(open_page(client, desk), "formulaire-libre")
+        free["texte"] = "  "
+        refused = client.post(f"/courriel/{row.id}/reponse", data=free)
+        assert refused.status_code == 400 and "champ obligatoire vide : texte" in refused.text
+        agents_file = console.settings.agents_path
+        data = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
+        del data["agents"]["khaddad"]["function"]
+        agents_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        page = open_page(client, desk)
+        assert 'id="signature-incomplete"' in page and "il manque fonction" in page
+        fields = form_of(page, "formulaire-reponse")
+        refused = client.post(f"/courriel/{row.id}/reponse", data=fields)
+        assert refused.status_code == 400 and "Il manque : fonction" in refused.text
+        free["texte"] = "Votre dossier est complet."
+        assert client.post(f"/courriel/{row.id}/reponse", data=free).status_code == 400
+    replies(desk, 0)
+
+
+def test_replying_is_authorised_on_the_messages_service(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        fields = form_of(open_page(client, desk), "formulaire-reponse")
+    with console.client() as client:
+        local_login(client, "mlefebvre")  # permis
+        fields["csrf_token"] = csrf_from(client.get("/").text)
+        assert client.post(f"/courriel/{row.id}/apercu", data=fields).status_code == 403
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 403
+        del fields["csrf_token"]
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 403
+    replies(desk, 0)
