@@ -460,6 +460,14 @@ class OutboxConfig(Model):
     retry_max_seconds: float = Field(default=3600, gt=0)
 
 
+class ClusterConfig(Model):
+    """Several workers on one PostgreSQL database (issue 16): how long a worker's lease on
+    a mailbox folder lasts without renewal. A killed worker's folders are taken over after
+    about ``lease_seconds`` and a quarter more; shorter leases mean more database writes."""
+
+    lease_seconds: float = Field(default=15, ge=2, le=120)
+
+
 class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
@@ -670,6 +678,7 @@ class Config(Model):
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()
     outbox: OutboxConfig = OutboxConfig()
+    cluster: ClusterConfig = ClusterConfig()
     retention: RetentionConfig = RetentionConfig()
     routing: RoutingConfig | None = None
     signature: SignatureConfig = SignatureConfig()

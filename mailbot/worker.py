@@ -8,6 +8,7 @@ and the send in flight is interrupted (mail not yet sent stays queued).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Callable, Mapping
@@ -18,12 +19,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot import jobs
+from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import App
 from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
 from mailbot.app.intake import Pipeline
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.core.incoming import Outcome
+from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
@@ -44,6 +47,7 @@ class Worker:
         sent_pipeline: Processor | None = None,
         alerts: Callable[[], object] | None = None,
         weekly_report: Callable[[], object] | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         self.alerts = alerts
         self.weekly_report = weekly_report
@@ -79,11 +83,43 @@ class Worker:
             )
         self.failures: dict[str, str] = {}
         self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
+        # Leases (issue 16): a folder is read, and the scheduled jobs run, by one worker.
+        self.keeper: Keeper | None = None
+        if lease_seconds is not None:
+            self._share(lease_seconds)
+
+    def _share(self, lease_seconds: float) -> None:
+        store = self.pipeline.store
+        names = {name: folder_lease(p.name, p.folder) for name, p in self.pollers.items()}
+        keeper = Keeper(
+            store,
+            this_worker(self.outbox.holder, store),
+            [*names.values(), SCHEDULER_LEASE],
+            lease_seconds,
+            self.stop,
+        )
+        for name, poller in self.pollers.items():
+            poller.may_work = functools.partial(keeper.holds, names[name])
+        self.keeper = keeper
 
     def recover(self) -> None:
+        """Sends a crash left half done become uncertain. Alone on the database (SQLite, or
+        no leases) all of them are; sharing it, only a dead worker's (the keeper's job)."""
+        if self.keeper is not None and self.pipeline.store.engine.dialect.name != "sqlite":
+            return
         interrupted = recover_interrupted(self.pipeline.store)
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
+
+    def _scheduled(self, job: Callable[[], object]) -> Callable[[], object]:
+        """A scheduled job runs on the one worker holding the scheduler's lease."""
+
+        def run_if_ours() -> object:
+            if self.keeper is not None and not self.keeper.holds(SCHEDULER_LEASE):
+                return None
+            return job()
+
+        return run_if_ours
 
     def deliver(self) -> None:
         """After mail is queued: hand it to the delivery thread (run), or send it now (poll)."""
@@ -94,9 +130,21 @@ class Worker:
 
     def poll_once(self) -> list[Outcome]:
         """Everything new in every mailbox, then the outbox. Failures are collected, not raised."""
+        if self.keeper is not None:
+            self.keeper.start(background=False)
+        try:
+            return self._poll_all()
+        finally:
+            if self.keeper is not None:
+                self.keeper.close()
+
+    def _poll_all(self) -> list[Outcome]:
         self.recover()
         outcomes: list[Outcome] = []
         for name, poller in self.pollers.items():
+            if not poller.may_work():
+                log.info("folder held by another worker, skipped", extra={"mailbox": name})
+                continue
             try:
                 outcomes += poller.poll_once()
             except FirstPollError as exc:
@@ -131,7 +179,7 @@ class Worker:
         if self.alerts is not None and self.config.alerts.enabled:
             at = parse_time(self.config.alerts.time)
             scheduler.add_job(
-                self.alerts,
+                self._scheduled(self.alerts),
                 CronTrigger(
                     day_of_week="mon-fri",
                     hour=at.hour,
@@ -144,18 +192,27 @@ class Worker:
             )
         if self.weekly_report is not None:
             scheduler.add_job(
-                self.weekly_report,
+                self._scheduled(self.weekly_report),
                 parse_weekly(self.config.reports.weekly.cron).trigger(self.config.timezone),
                 id="weekly-report",
                 max_instances=1,
                 coalesce=True,
             )
             # A run missed while the worker was down is caught up at start (at most once).
-            scheduler.add_job(self.weekly_report, id="weekly-report-catch-up")
+            scheduler.add_job(self._scheduled(self.weekly_report), id="weekly-report-catch-up")
         return scheduler
 
     def run(self, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
+        if self.keeper is not None:
+            self.keeper.start()
+        try:
+            self._run(install_signals)
+        finally:
+            if self.keeper is not None:
+                self.keeper.close()
+
+    def _run(self, install_signals: bool) -> None:
         self.recover()
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -233,4 +290,5 @@ def make_worker(app: App) -> Worker:
         SentPipeline(app.config, app.store, signature_check),
         alerts,
         weekly_report,
+        lease_seconds=app.config.cluster.lease_seconds,
     )

@@ -39,7 +39,7 @@ from mailbot.core.policy import (
 from mailbot.core.routing import RoutingDecision, decide
 from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import FirstPollError, StoreError
+from mailbot.errors import FirstPollError, LeaseLostError, StoreError
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
@@ -184,6 +184,8 @@ class Pipeline:
                     outcome = self._duplicate(tx, where, mail, parsed, original, existing)
                 else:
                     outcome = self._decide(tx, where, mail, parsed, existing)
+        except LeaseLostError:
+            raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
             outcome = self._quarantine(where, mail, parsed, exc, existing)
         _log(outcome)

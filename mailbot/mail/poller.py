@@ -16,7 +16,7 @@ from typing import Protocol
 
 from mailbot.config import PollingConfig
 from mailbot.core.incoming import Fetched, IncomingMail, Outcome
-from mailbot.errors import FirstPollError, MailboxError
+from mailbot.errors import FirstPollError, LeaseLostError, MailboxError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class Backoff:
         self.current = self.start
 
 
+def _always() -> bool:
+    return True
+
+
 class MailboxPoller:
     def __init__(
         self,
@@ -87,6 +91,8 @@ class MailboxPoller:
         self.connected = False
         self.backoff = Backoff(polling.max_backoff_seconds)
         self.refused: FirstPollError | None = None
+        # Whether this worker holds the folder's lease (always, for a worker alone).
+        self.may_work: Callable[[], bool] = _always
 
     def _ensure_connected(self) -> None:
         if not self.connected:
@@ -131,6 +137,11 @@ class MailboxPoller:
         due = True
         while not self.stop.is_set() and time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
+            if not self.may_work():  # another worker's folder: wait for its lease to run out
+                self.disconnect_quietly()
+                self.stop.wait(min(1.0, remaining))
+                due = True
+                continue
             try:
                 if due:
                     outcomes += self.poll_once()
@@ -144,6 +155,11 @@ class MailboxPoller:
                 self.refused = exc
                 self.stop.set()  # the whole worker stops: someone must decide
                 break
+            except LeaseLostError:
+                log.warning("folder taken over by another worker", extra={"mailbox": self.name})
+                self.disconnect_quietly()
+                self.stop.wait(min(1.0, remaining))
+                due = True
             except MailboxError as exc:
                 delay = self.backoff.next_delay()
                 log.warning(

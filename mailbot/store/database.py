@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.core.leases import Fence
 from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
 from mailbot.errors import StoreError
 from mailbot.store.records import OutboxItem, outbox_item
@@ -37,6 +38,7 @@ from mailbot.store.transaction import Transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
+MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
 RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
 
 
@@ -46,6 +48,8 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = self._create_engine(url)
+        # A worker sharing the database sets it: folder writes then check its leases.
+        self.fence: Fence | None = None
         self.migrate()
 
     @staticmethod
@@ -115,6 +119,14 @@ class Store:
         )
         try:
             with engine.begin() as conn:
+                if not sqlite:
+                    # Workers starting together: one migrates, the others wait, then find
+                    # the schema at head (SQLite's BEGIN IMMEDIATE does the same).
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+                    if MigrationContext.configure(conn).get_current_revision() == (
+                        self.head_version()
+                    ):
+                        return
                 self._refuse_unversioned(conn)
                 command.upgrade(self._alembic_config(conn), "head")
         except sa.exc.SQLAlchemyError as exc:
@@ -187,7 +199,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as conn:
-            yield Transaction(conn)
+            yield Transaction(conn, self.fence)
 
     # -- reads that need no transaction of their own ------------------------------------
     def message(self, **where: Any) -> sa.Row[Any] | None:
