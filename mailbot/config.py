@@ -468,6 +468,40 @@ class ClusterConfig(Model):
     lease_seconds: float = Field(default=15, ge=2, le=120)
 
 
+class Limits(Model):
+    """A figure's WARNING and CRITICAL thresholds (reached at or above)."""
+
+    warning: float = Field(ge=0)
+    critical: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.critical < self.warning:
+            raise ValueError(
+                f"critical ({self.critical:g}) must not be below warning ({self.warning:g})"
+            )
+        return self
+
+
+def _limits(warning: float, critical: float) -> Any:
+    return Field(default_factory=lambda: Limits(warning=warning, critical=critical))
+
+
+class StatusConfig(Model):
+    """Thresholds of `mailbot status` (Nagios/Centreon exit codes) and of the metrics."""
+
+    lag_seconds: Limits = _limits(300, 900)  # since a folder's last successful poll
+    imap_errors: Limits = _limits(1, 5)  # failed polls in a row
+    outbox_depth: Limits = _limits(50, 200)  # mail waiting to be sent
+    deferred: Limits = _limits(1, 20)  # mail the SMTP server refused for now
+    failed: Limits = _limits(1, 10)  # sends that failed for good, last 24 hours
+    uncertain: Limits = _limits(1, 5)  # sends interrupted, last 7 days
+    quarantined: Limits = _limits(1, 10)  # mail waiting for a person
+    overdue: Limits = _limits(1, 20)  # messages unanswered past 5 working days
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # None: no endpoint
+
+
 class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
@@ -679,6 +713,7 @@ class Config(Model):
     polling: PollingConfig = PollingConfig()
     outbox: OutboxConfig = OutboxConfig()
     cluster: ClusterConfig = ClusterConfig()
+    status: StatusConfig = StatusConfig()
     retention: RetentionConfig = RetentionConfig()
     routing: RoutingConfig | None = None
     signature: SignatureConfig = SignatureConfig()

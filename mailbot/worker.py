@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot import jobs
+from mailbot.app import supervision
 from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import App
 from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
@@ -31,7 +32,8 @@ from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
 from mailbot.mail.imap import ImapMailbox
-from mailbot.mail.poller import MailboxPoller, Processor, Source
+from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
+from mailbot.metrics import Endpoint, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,10 @@ class Worker:
             )
         self.failures: dict[str, str] = {}
         self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
+        for poller in self.pollers.values():
+            poller.observer = self._observed
+        self.metrics: Metrics | None = None  # serve_metrics(): the Prometheus endpoint
+        self.endpoint: Endpoint | None = None
         # Leases (issue 16): a folder is read, and the scheduled jobs run, by one worker.
         self.keeper: Keeper | None = None
         if lease_seconds is not None:
@@ -101,6 +107,33 @@ class Worker:
         for name, poller in self.pollers.items():
             poller.may_work = functools.partial(keeper.holds, names[name])
         self.keeper = keeper
+
+    def _observed(self, record: PollRecord) -> None:
+        """Each poll's end: recorded for `mailbot status`, counted for the metrics."""
+        supervision.record_poll(
+            self.pipeline.store,
+            record.mailbox,
+            record.folder,
+            self.outbox.holder,
+            record.started_at,
+            record.seconds,
+            record.error,
+        )
+        if self.metrics is not None:
+            self.metrics.observe(record)
+
+    def serve_metrics(self, host: str, port: int) -> None:
+        """Serve /metrics, /healthz and /readyz while ``run`` runs."""
+        store = self.pipeline.store
+        self.metrics = Metrics(self.config, store, self.pollers)
+        self.endpoint = Endpoint(self.metrics, host, port, self.alive, self.ready)
+
+    def alive(self) -> bool:
+        return not self.stop.is_set()
+
+    def ready(self) -> bool:
+        shared = self.keeper is None or self.keeper.current
+        return shared and supervision.reachable(self.pipeline.store)
 
     def recover(self) -> None:
         """Sends a crash left half done become uncertain. Alone on the database (SQLite, or
@@ -206,9 +239,13 @@ class Worker:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
         if self.keeper is not None:
             self.keeper.start()
+        if self.endpoint is not None:
+            self.endpoint.start()
         try:
             self._run(install_signals)
         finally:
+            if self.endpoint is not None:
+                self.endpoint.stop()
             if self.keeper is not None:
                 self.keeper.close()
 
@@ -281,7 +318,7 @@ def make_worker(app: App) -> Worker:
         now = datetime.now(zone)
         return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
 
-    return Worker(
+    worker = Worker(
         app.config,
         app.pipeline,
         app.outbox,
@@ -292,3 +329,6 @@ def make_worker(app: App) -> Worker:
         weekly_report,
         lease_seconds=app.config.cluster.lease_seconds,
     )
+    if app.config.status.metrics_port is not None:
+        worker.serve_metrics(app.config.status.metrics_host, app.config.status.metrics_port)
+    return worker

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 
 from mailbot import __version__
@@ -57,6 +58,7 @@ class Keeper:
         self.cluster = Cluster(store, holder, lease_seconds)
         self.stop = stop
         self.held: set[str] = set()
+        self.renewed_at = 0.0  # monotonic time of the last tick that reached the database
         self._lock = sole_worker_lock(store)
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
 
@@ -73,8 +75,14 @@ class Keeper:
     def holds(self, name: str) -> bool:
         return name in self.held
 
+    @property
+    def current(self) -> bool:
+        """Whether this worker's row was renewed within its lease (readiness)."""
+        return time.monotonic() - self.renewed_at < self.timing.lease
+
     def tick(self) -> None:
         self.cluster.register()
+        self.renewed_at = time.monotonic()
         for name in sorted(self.held):
             if not self.cluster.renew(name):
                 self.held.discard(name)

@@ -45,12 +45,13 @@ RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
 class Store:
     """Entry point to the database. Opening it brings the schema to the latest revision."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, migrate: bool = True) -> None:
         self.url = url
         self.engine = self._create_engine(url)
         # A worker sharing the database sets it: folder writes then check its leases.
         self.fence: Fence | None = None
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     @staticmethod
     def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:

@@ -1,0 +1,106 @@
+"""``mailbot status`` (and the other operators' commands): running mailbot as a service.
+
+`status` follows the Nagios/Centreon plugin convention: one headline (state, the checks
+in that state, performance data after ``|``), details below, exit 0 OK, 1 WARNING,
+2 CRITICAL, 3 UNKNOWN. Whatever keeps it from knowing (a configuration it cannot read, a
+database that does not answer or has another schema) is UNKNOWN, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailbot.app import supervision
+from mailbot.config import load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.health import Check, Figures
+from mailbot.core.statuses import Health
+from mailbot.errors import MailbotError
+from mailbot.logs import safe_error
+from mailbot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def add_ops_commands(commands: Any) -> None:
+    """Register the operators' commands on the top-level subparsers of mailbot's CLI."""
+    status = commands.add_parser(
+        "status", help="supervision: each mailbox's state, Nagios/Centreon exit codes (0-3)"
+    )
+    status.set_defaults(func=cmd_status)
+
+
+def _open_store(config_path: Path) -> tuple[Any, Store]:
+    config = load_config(config_path)
+    store = Store(config.database, migrate=False)
+    version, head = store.schema_version(), Store.head_version()
+    if version != head:
+        store.close()
+        raise MailbotError(
+            f"the database {store.where} is at schema {version}, this mailbot expects {head}"
+            " (run `mailbot migrate`)"
+        )
+    return config, store
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        config, store = _open_store(args.config)
+        try:
+            result = supervision.status(config, store)
+        finally:
+            store.close()
+    except Exception as exc:  # the plugin's state is UNKNOWN, whatever the reason
+        detail = str(exc) if isinstance(exc, MailbotError) else safe_error(exc)
+        print(f"MAILBOT {Health.UNKNOWN.value} - cannot tell: {detail}")
+        return Health.UNKNOWN.exit_code
+    print(f"{result.headline} | {perfdata(result.checks)}")
+    for line in details(result.figures, utcnow()):
+        print(line)
+    for check in result.checks:
+        if check.state is not Health.OK:
+            print(f"{check.state.value}: {check.text}")
+    return result.state.exit_code
+
+
+def perfdata(checks: list[Check]) -> str:
+    """``'label'=value;warn;crit`` for each numeric check (the thresholds are in the text)."""
+    return " ".join(
+        f"'{c.what}'={c.value:g}" for c in checks if c.value is not None and "probe" not in c.what
+    )
+
+
+def _when(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC ({(now - at).total_seconds():.0f} s ago)"
+
+
+def details(figures: Figures, now: datetime) -> list[str]:
+    lines = []
+    for folder in figures.folders:
+        where = f"{folder.mailbox}/{folder.folder}"
+        line = (
+            f"{where}: last successful poll {_when(folder.success_at, now)},"
+            f" {folder.errors} IMAP errors in a row"
+        )
+        if folder.errors and folder.last_error:
+            line += f" (last: {folder.last_error})"
+        lines.append(line)
+    oldest = figures.oldest_pending_seconds
+    lines.append(
+        f"outbox: {figures.outbox_depth} pending"
+        + (f" (oldest {oldest:.0f} s)" if oldest is not None else "")
+        + f", {figures.deferred} deferred (SMTP), {figures.failed} failed (24 h),"
+        f" {figures.uncertain} uncertain (7 days)"
+    )
+    for mailbox in figures.quarantined:
+        lines.append(
+            f"{mailbox}: {figures.quarantined[mailbox]} quarantined,"
+            f" {figures.overdue.get(mailbox, 0)} overdue"
+        )
+    return lines
