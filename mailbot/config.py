@@ -551,6 +551,37 @@ class TrackingConfig(Model):
     imap: ImapConfig
 
 
+class ProbeConfig(Model):
+    """The mystery e-mail (issue 16): a test mail from this mailbox to each watched one,
+    whose AR must come back here, on time and complete. Marked with an HMAC of its
+    Message-ID (``secret_env``/``secret_file``): only mailbot's own probes are kept out of
+    the indicators and of routing."""
+
+    address: Email
+    imap: ImapConfig
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    mailboxes: list[str] = Field(default_factory=list)  # default: every mailbox
+    every_minutes: int = Field(default=60, ge=0)  # the worker's schedule; 0: never
+    wait_seconds: float = Field(default=600, gt=0)  # no AR by then: missing
+    late_seconds: float = Field(default=300, gt=0)  # an AR after this long: late
+    alert_to: list[Email] = Field(default_factory=list)
+
+    @field_validator("secret_file")
+    @classmethod
+    def _secret_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ProbeConfig:
+        if bool(self.secret_env) == bool(self.secret_file):
+            raise ValueError("give secret_env or secret_file (one of them)")
+        return self
+
+    def secret(self) -> str:
+        return read_secret(self.secret_env, self.secret_file, "probe") or ""
+
+
 class PrefectureConfig(Model):
     name: str
     postal_address: str
@@ -720,6 +751,7 @@ class Config(Model):
     alerts: AlertsConfig = AlertsConfig()
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
+    probe: ProbeConfig | None = None
     web: WebConfig = WebConfig()
     organisation: OrganisationConfig = OrganisationConfig()
 
@@ -750,6 +782,20 @@ class Config(Model):
         if not value:
             raise ValueError("at least one mailbox is required")
         return value
+
+    @model_validator(mode="after")
+    def _probed_mailboxes_exist(self) -> Config:
+        for name in self.probe.mailboxes if self.probe is not None else ():
+            if name not in self.mailboxes:
+                raise ValueError(f"probe.mailboxes: unknown mailbox {name!r}")
+        return self
+
+    @property
+    def probed(self) -> list[str]:
+        """The mailboxes the probe writes to (none without a probe)."""
+        if self.probe is None:
+            return []
+        return list(self.probe.mailboxes or self.mailboxes)
 
     @model_validator(mode="after")
     def _mailbox_services_exist(self) -> Config:
@@ -824,6 +870,8 @@ class Config(Model):
         """The addresses mailbot may write to besides a citizen answering their own mail:
         the services' and the reports' recipients (lower case)."""
         found = self.service_addresses | set(self.reports.weekly.to)
+        if self.probe is not None:  # its test mails, and its alerts to operators
+            found |= {m.address for m in self.mailboxes.values()} | set(self.probe.alert_to)
         return {address.lower() for address in found}
 
     @property

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mailbot.app import supervision
+from mailbot.app.context import build_app
+from mailbot.app.probe import Prober
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.health import Check, Figures
@@ -32,6 +34,11 @@ def add_ops_commands(commands: Any) -> None:
         "status", help="supervision: each mailbox's state, Nagios/Centreon exit codes (0-3)"
     )
     status.set_defaults(func=cmd_status)
+    probe = commands.add_parser(
+        "probe", help="mystery e-mail: a test mail to each mailbox, its AR checked (exit 0/2)"
+    )
+    probe.add_argument("--wait", type=float, help="seconds to wait for ARs (probe.wait_seconds)")
+    probe.set_defaults(func=cmd_probe)
 
 
 def _open_store(config_path: Path) -> tuple[Any, Store]:
@@ -104,3 +111,17 @@ def details(figures: Figures, now: datetime) -> list[str]:
             f" {figures.overdue.get(mailbox, 0)} overdue"
         )
     return lines
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Exit 0 when every AR came on time and complete, 2 (CRITICAL) otherwise."""
+    app = build_app(args.config)
+    if app.config.probe is None:
+        raise MailbotError(f"{args.config}: no probe: section (see docs/deploy.md)")
+    results = Prober(app.config, app.store, app.outbox.transport, app.outbox).run(args.wait)
+    for result in sorted(results, key=lambda r: r.mailbox):
+        latency = "" if result.latency is None else f" after {result.latency:.1f} s"
+        detail = f": {'; '.join(result.problems)}" if result.problems else ""
+        print(f"{result.mailbox}: {result.status}{latency}{detail}")
+    failed = any(r.status.failed for r in results)
+    return Health.CRITICAL.exit_code if failed else Health.OK.exit_code

@@ -24,6 +24,7 @@ from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import App
 from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
 from mailbot.app.intake import Pipeline
+from mailbot.app.probe import Prober
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.core.incoming import Outcome
@@ -50,7 +51,9 @@ class Worker:
         alerts: Callable[[], object] | None = None,
         weekly_report: Callable[[], object] | None = None,
         lease_seconds: float | None = None,
+        probe: Callable[[], object] | None = None,
     ) -> None:
+        self.probe = probe
         self.alerts = alerts
         self.weekly_report = weekly_report
         self.config = config
@@ -223,6 +226,15 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
+            scheduler.add_job(
+                self._scheduled(self.probe),
+                "interval",
+                minutes=self.config.probe.every_minutes,
+                id="probe",
+                max_instances=1,
+                coalesce=True,
+            )
         if self.weekly_report is not None:
             scheduler.add_job(
                 self._scheduled(self.weekly_report),
@@ -318,6 +330,9 @@ def make_worker(app: App) -> Worker:
         now = datetime.now(zone)
         return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
 
+    def probe() -> object:
+        return Prober(app.config, app.store, app.outbox.transport, app.outbox).run()
+
     worker = Worker(
         app.config,
         app.pipeline,
@@ -328,6 +343,7 @@ def make_worker(app: App) -> Worker:
         alerts,
         weekly_report,
         lease_seconds=app.config.cluster.lease_seconds,
+        probe=probe if app.config.probe is not None else None,
     )
     if app.config.status.metrics_port is not None:
         worker.serve_metrics(app.config.status.metrics_host, app.config.status.metrics_port)

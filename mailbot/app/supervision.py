@@ -18,9 +18,9 @@ from mailbot.config import Limits as ConfigLimits
 from mailbot.core import health
 from mailbot.core.clock import utcnow
 from mailbot.core.health import Check, Figures, FolderFigures, Limits
-from mailbot.core.statuses import Health
+from mailbot.core.statuses import Health, ProbeStatus
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
-from mailbot.store import Store
+from mailbot.store import Store, probes
 from mailbot.store import supervision as sql
 
 # Open (unanswered) citizens' messages by age in working days, for the metrics.
@@ -111,8 +111,35 @@ class Status:
     checks: list[Check]
 
 
+def probe_checks(config: Config, store: Store, now: datetime) -> tuple[Check, ...]:
+    """The latest probe of each probed mailbox: CRITICAL when its AR was missing, late or
+    wrong; WARNING when no probe ran for three of its periods (the schedule stopped)."""
+    if config.probe is None:
+        return ()
+    latest = probes.latest(store)
+    checks = []
+    period = config.probe.every_minutes * 60
+    for mailbox in config.probed:
+        row = latest.get(mailbox)
+        what = f"{mailbox} probe"
+        if row is None:
+            checks.append(Check(what, None, Health.OK, f"{what}: none yet"))
+            continue
+        state = ProbeStatus(row.status)
+        age = (now - row.sent_at).total_seconds()
+        if state.failed:
+            checks.append(Check(what, None, Health.CRITICAL, f"{what} {state}: {row.problems}"))
+        elif period and age > 3 * period + config.probe.wait_seconds:
+            checks.append(Check(what, None, Health.WARNING, f"{what}: last ran {age:.0f} s ago"))
+        else:
+            latency = "" if row.latency_seconds is None else f" in {row.latency_seconds:.1f} s"
+            checks.append(Check(what, None, Health.OK, f"{what} {state}{latency}"))
+    return tuple(checks)
+
+
 def status(config: Config, store: Store, now: datetime | None = None) -> Status:
     """Every figure, graded; the worst state is the plugin's state."""
-    found = figures(config, store, now or utcnow())
+    now = now or utcnow()
+    found = figures(config, store, now, probe_checks(config, store, now))
     checks = health.evaluate(found, limits(config))
     return Status(health.overall(checks), health.headline(checks), found, checks)
