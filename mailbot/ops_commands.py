@@ -24,6 +24,7 @@ from mailbot.core.statuses import Health
 from mailbot.errors import MailbotError
 from mailbot.logs import safe_error
 from mailbot.store import Store
+from mailbot.store.backup import backup
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ def add_ops_commands(commands: Any) -> None:
     )
     probe.add_argument("--wait", type=float, help="seconds to wait for ARs (probe.wait_seconds)")
     probe.set_defaults(func=cmd_probe)
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database while workers run (PostgreSQL: pg_dump)"
+    )
+    backup.add_argument("destination", type=Path, help="the copy's file (must not exist)")
+    backup.set_defaults(func=cmd_backup)
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database schema (refused while older workers run)"
+    )
+    migrate.set_defaults(func=cmd_migrate)
 
 
 def _open_store(config_path: Path) -> tuple[Any, Store]:
@@ -125,3 +135,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"{result.mailbox}: {result.status}{latency}{detail}")
     failed = any(r.status.failed for r in results)
     return Health.CRITICAL.exit_code if failed else Health.OK.exit_code
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = Store(config.database, migrate=False)
+    try:
+        size = backup(store, args.destination)
+    finally:
+        store.close()
+    print(f"{store.where} copied to {args.destination} ({size} bytes)")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the schema to this mailbot's revision, unless an older worker holds a lease."""
+    config = load_config(args.config)
+    store = Store(config.database, migrate=False)
+    try:
+        before, head = store.schema_version(), Store.head_version()
+        if before == head:
+            print(f"{store.where}: schema {head}, nothing to do")
+            return 0
+        store.migrate()
+    finally:
+        store.close()
+    print(f"{store.where}: schema {before or 'none'} -> {head}")
+    return 0

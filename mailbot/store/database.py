@@ -21,18 +21,21 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
 from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
-from mailbot.errors import StoreError
+from mailbot.errors import ClusterError, StoreError
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     attention,
     corrections,
     events,
+    leases,
     messages,
     metadata,
     outbox,
     unhandled,
+    workers,
 )
 from mailbot.store.transaction import Transaction
 
@@ -129,6 +132,7 @@ class Store:
                     ):
                         return
                 self._refuse_unversioned(conn)
+                self._refuse_under_older_workers(conn)
                 command.upgrade(self._alembic_config(conn), "head")
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(self._describe_failure(exc)) from exc
@@ -173,6 +177,32 @@ class Store:
         raise StoreError(
             f"the database {self.where} has mailbot's tables ({', '.join(sorted(ours))}) but "
             f"no schema version: a first migration by an older mailbot was interrupted; {state}"
+        )
+
+    def _refuse_under_older_workers(self, conn: Connection) -> None:
+        """A worker of an older version still holding a lease would write with the old
+        schema's idea of the tables: the upgrade waits until it stopped (its leases are
+        given back at a clean stop, or expire a few seconds after a crash)."""
+        if "leases" not in sa.inspect(conn).get_table_names():
+            return
+        head = self.head_version()
+        row = conn.execute(
+            sa.select(
+                leases.c.name, leases.c.version, leases.c.schema, workers.c.host, workers.c.pid
+            )
+            .outerjoin(workers, workers.c.id == leases.c.holder)
+            .where(leases.c.expires_at > utcnow(), leases.c.schema != head)
+            .order_by(leases.c.name)
+            .limit(1)
+        ).first()
+        if row is None:
+            return
+        who = f"{row.host or 'a host'} pid {row.pid or '?'}"
+        who += f" (mailbot {row.version}, schema {row.schema})"
+        raise ClusterError(
+            f"cannot migrate the database {self.where} to schema {head}: a worker of an older"
+            f" version, {who}, holds the lease {row.name}. Stop the old workers first"
+            " (`systemctl stop mailbot` on each host), then run `mailbot migrate` again."
         )
 
     def _describe_failure(self, exc: sa.exc.SQLAlchemyError) -> str:
