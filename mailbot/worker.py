@@ -271,6 +271,8 @@ class Worker:
         self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()
+        if self.keeper is not None:
+            self.keeper.on_taken = functools.partial(self._taken, scheduler)
         log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
         try:
             self.stop.wait()
@@ -282,6 +284,13 @@ class Worker:
                 poller.disconnect_quietly()
             log.info("worker stopped")
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
+
+    def _taken(self, scheduler: BackgroundScheduler, lease: str) -> None:
+        """Taking the jobs over from a dead worker: a weekly report it missed, now (sent
+        once per week whoever sends it)."""
+        if lease == SCHEDULER_LEASE and self.weekly_report is not None:
+            job = self._scheduled(self.weekly_report)
+            scheduler.add_job(job, id="weekly-report-takeover", replace_existing=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -330,8 +339,11 @@ def make_worker(app: App) -> Worker:
         now = datetime.now(zone)
         return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
 
+    stop = app.outbox.stop  # the worker's stop (see Worker.__init__)
+
     def probe() -> object:
-        return Prober(app.config, app.store, app.outbox.transport, app.outbox).run()
+        prober = Prober(app.config, app.store, app.outbox.transport, app.outbox, stop=stop)
+        return prober.run()
 
     worker = Worker(
         app.config,

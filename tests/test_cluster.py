@@ -4,6 +4,7 @@ real PostgreSQL killed with -9 again and again (tests/cluster_run.py)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -146,9 +147,17 @@ def test_scheduled_jobs_run_on_the_one_worker_holding_the_scheduler_lease(
     holders = [w for w in workers if w.keeper is not None and w.keeper.holds(SCHEDULER_LEASE)]
     assert len(holders) == 1
     assert runs == ["alerts 0", "report 0"]  # the first worker took the lease; once each
-    for worker in workers:
-        assert worker.keeper is not None
-        worker.keeper.close()
+    # The first worker stops: the second takes the jobs over and catches up the report.
+    first, second = (w.keeper for w in workers)
+    assert first is not None and second is not None
+    first.close()
+    scheduler = workers[1].build_scheduler()
+    second.on_taken = functools.partial(workers[1]._taken, scheduler)
+    second.tick()
+    assert second.holds(SCHEDULER_LEASE)
+    scheduler.get_job("weekly-report-takeover").func()
+    assert runs[2:] == ["report 1"]
+    second.close()
 
 
 def test_a_second_worker_on_sqlite_is_refused_with_a_clear_message(

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mailbot import __version__
 from mailbot.app.delivery import recover_orphans
@@ -41,6 +41,10 @@ def this_worker(holder_id: str, store: Store, role: WorkerRole = WorkerRole.WORK
     )
 
 
+def _nothing(_name: str) -> None:
+    return None
+
+
 class Keeper:
     """Takes, renews and gives back this worker's leases; see the module docstring."""
 
@@ -59,6 +63,8 @@ class Keeper:
         self.stop = stop
         self.held: set[str] = set()
         self.renewed_at = 0.0  # monotonic time of the last tick that reached the database
+        # Told of each lease taken (the worker catches up a report a dead holder missed).
+        self.on_taken: Callable[[str], object] = _nothing
         self._lock = sole_worker_lock(store)
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
 
@@ -97,6 +103,7 @@ class Keeper:
             if name not in self.held and self.cluster.acquire(name):
                 self.held.add(name)
                 log.info("lease taken", extra={"lease": name})
+                self.on_taken(name)
 
     def _run(self) -> None:
         while not self.stop.wait(self.timing.tick):

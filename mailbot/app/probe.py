@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class Prober:
         outbox: Outbox,
         clock: Clock = utcnow,
         reader: Callable[[], ImapMailbox] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         assert config.probe is not None, "no probe: section in rules.yaml"
         self.config = config
@@ -74,6 +76,8 @@ class Prober:
         self.reader = reader or (lambda: ImapMailbox(self.probe.imap, name="probe"))
         self.composer = Composer.from_config(config)
         self.waited = self.probe.wait_seconds
+        # The worker's stop: a shutdown does not wait for the ARs (the round is missing).
+        self.stop = stop or threading.Event()
 
     def run(self, wait: float | None = None) -> list[Result]:
         """One round: send, wait for the ARs (``wait`` seconds, default the config's),
@@ -139,10 +143,11 @@ class Prober:
                     result = self._judge(fetched.raw, fetched.internaldate, waiting)
                     if result is not None:
                         results.append(result)
-            if not waiting or time.monotonic() >= end:
+            if not waiting or time.monotonic() >= end or self.stop.wait(CHECK_EVERY):
                 break
-            time.sleep(CHECK_EVERY)
             inbox.select(self.probe.imap.folder)  # a fresh look at the folder
+        if self.stop.is_set():
+            return results  # a shutdown, not a missing AR: the rest stay awaiting
         for probe in waiting.values():
             results.append(self._settle(probe, None, ()))
         return results
