@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pg import PostgresServer
 from prometheus_client.parser import text_string_to_metric_families
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
@@ -74,3 +75,32 @@ def test_a_live_scrape_shows_what_the_worker_did(
     assert found[("mailbot_imap_reconnects_total", inbox)] == 0
     names = sorted({name for name, _labels in found if name.startswith("mailbot_")})
     print("\nmetrics scraped:", " ".join(names))
+
+
+def test_readiness_follows_the_database_and_liveness_the_process(
+    tmp_path: Path, imap_user: MailUser, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    server = PostgresServer()
+    url = server.start()
+    port = free_port()
+    config = write_config(
+        tmp_path,
+        imap_user,
+        dovecot.new_user("etr"),
+        smtp_server,
+        database=url,
+        status={"metrics_port": port},
+    )
+    worker = start_worker(config, tmp_path / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    stopped = False
+    try:
+        wait_until(lambda: get(base + "/readyz")[0] == 200, 60, "readiness")
+        server.stop()  # the database goes away
+        stopped = True
+        wait_until(lambda: get(base + "/readyz") == (503, "not ready\n"), 60, "not ready")
+        assert get(base + "/healthz") == (200, "ok\n")  # alive: no restart would help
+    finally:
+        stop_worker(worker)
+        if not stopped:
+            server.stop()
