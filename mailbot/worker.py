@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -286,11 +287,18 @@ class Worker:
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 
     def _taken(self, scheduler: BackgroundScheduler, lease: str) -> None:
-        """Taking the jobs over from a dead worker: a weekly report it missed, now (sent
-        once per week whoever sends it)."""
-        if lease == SCHEDULER_LEASE and self.weekly_report is not None:
+        """Taking the jobs over from a dead worker: a weekly report or today's alerts it
+        missed, now (each is claimed once in the database, whoever sends it)."""
+        if lease != SCHEDULER_LEASE:
+            return
+        if self.weekly_report is not None:
             job = self._scheduled(self.weekly_report)
             scheduler.add_job(job, id="weekly-report-takeover", replace_existing=True)
+        alerts = self.config.alerts
+        now = datetime.now(ZoneInfo(self.config.timezone))
+        if self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time):
+            job = self._scheduled(self.alerts)
+            scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})

@@ -13,18 +13,23 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from cluster_run import run_scenario
 from pg import PostgresServer
 from servers import DovecotServer, MailUser, SmtpServer
+from test_alerts import ROOT, TODAY, fill
 from test_e2e import write_config
 from test_poison import cli, start_worker, stop_worker, wait_until
 
+from mailbot.app import alerts
 from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import build_app
+from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.statuses import OutboxKind, OutboxStatus
 from mailbot.errors import LeaseLostError
+from mailbot.render.templates import Renderer
 from mailbot.store import FolderState, Store
 from mailbot.store.cluster import Cluster
 from mailbot.worker import make_worker
@@ -196,3 +201,21 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
     assert figures.unflagged == []  # a mail without its AR is always flagged uncertain
     assert figures.ars + figures.uncertain >= figures.mails
     assert max(figures.takeovers) < 30
+
+
+def test_the_scheduled_alerts_are_queued_once_a_day_whoever_sends_them(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["templates"] = str(ROOT / "templates")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config = load_config(path)
+    store = Store(config.database)
+    fill(store)
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    first = alerts.send_alerts(config, store, renderer, TODAY, once=True)
+    again = alerts.send_alerts(config, store, renderer, TODAY, once=True)  # a takeover
+    assert sum(first.values()) > 0 and again == {}
+    assert len(store.outbox_items()) == 2  # the two services' digests, once
+    assert alerts.send_alerts(config, store, renderer, TODAY) != {}  # by hand: on demand
+    store.close()
