@@ -28,6 +28,7 @@ from mailbot.store.schema import leases, outbox, workers
 # A send claimed by a process that never registered as a worker (a CLI command, the
 # console) is recovered as uncertain only after this long: it may still be in SMTP.
 UNREGISTERED_GRACE = timedelta(minutes=10)
+FORGET_AFTER = timedelta(days=1)
 
 
 class SoleWorkerLock:
@@ -81,9 +82,11 @@ class Cluster:
         self.lease = timedelta(seconds=lease_seconds)
 
     def register(self) -> None:
-        """Record (or renew) this worker as alive until now + lease."""
+        """Record (or renew) this worker as alive until now + lease; forget the workers
+        dead for a day (each start is a new row)."""
         now = utcnow()
         with self.store.transaction() as tx:
+            tx.conn.execute(workers.delete().where(workers.c.expires_at < now - FORGET_AFTER))
             renewed = tx.conn.execute(
                 workers.update()
                 .where(workers.c.id == self.holder.id)
