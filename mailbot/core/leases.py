@@ -72,10 +72,6 @@ class Timing:
     def tick(self) -> float:
         return min(max(self.lease / 4, 0.5), 5.0)
 
-    @property
-    def takeover_bound(self) -> float:
-        return self.lease + self.tick
-
 
 def fair_share(leases: int, live_workers: int) -> int:
     """How many leases one worker takes while others are alive: an even split, rounded

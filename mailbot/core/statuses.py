@@ -108,7 +108,6 @@ class WorkerRole(StrEnum):
     """What kind of process a ``workers`` row is (issue 16: several workers, one database)."""
 
     WORKER = "worker"  # `mailbot run` or `poll --once`: takes mailbox leases
-    ONE_SHOT = "one-shot"  # a command or the console that only delivers what it queued
 
 
 class ProbeStatus(StrEnum):
