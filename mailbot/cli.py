@@ -36,6 +36,7 @@ from mailbot.mail.maildir import MaildirSource, mail_files
 from mailbot.mail.originals import ImapOriginals
 from mailbot.mail.poller import Source
 from mailbot.mail.smtp import FileTransport
+from mailbot.ops_commands import add_ops_commands
 from mailbot.render.templates import Renderer
 from mailbot.routing_commands import add_routing_commands
 from mailbot.store import Store
@@ -679,6 +680,7 @@ def parser() -> argparse.ArgumentParser:
     purge.set_defaults(func=cmd_purge)
     add_web_commands(commands)
     add_routing_commands(commands)  # issue 13: correct, routing train|evaluate
+    add_ops_commands(commands)  # issue 16: status, probe, backup, migrate
     return top
 
 

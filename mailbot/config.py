@@ -460,6 +460,48 @@ class OutboxConfig(Model):
     retry_max_seconds: float = Field(default=3600, gt=0)
 
 
+class ClusterConfig(Model):
+    """Several workers on one PostgreSQL database (issue 16): how long a worker's lease on
+    a mailbox folder lasts without renewal. A killed worker's folders are taken over after
+    about ``lease_seconds`` and a quarter more; shorter leases mean more database writes."""
+
+    lease_seconds: float = Field(default=15, ge=2, le=120)
+
+
+class Limits(Model):
+    """A figure's WARNING and CRITICAL thresholds (reached at or above)."""
+
+    warning: float = Field(ge=0)
+    critical: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.critical < self.warning:
+            raise ValueError(
+                f"critical ({self.critical:g}) must not be below warning ({self.warning:g})"
+            )
+        return self
+
+
+def _limits(warning: float, critical: float) -> Any:
+    return Field(default_factory=lambda: Limits(warning=warning, critical=critical))
+
+
+class StatusConfig(Model):
+    """Thresholds of `mailbot status` (Nagios/Centreon exit codes) and of the metrics."""
+
+    lag_seconds: Limits = _limits(300, 900)  # since a folder's last successful poll
+    imap_errors: Limits = _limits(1, 5)  # failed polls in a row
+    outbox_depth: Limits = _limits(50, 200)  # mail waiting to be sent
+    deferred: Limits = _limits(1, 20)  # mail the SMTP server refused for now
+    failed: Limits = _limits(1, 10)  # sends that failed for good, last 24 hours
+    uncertain: Limits = _limits(1, 5)  # sends interrupted, last 7 days
+    quarantined: Limits = _limits(1, 10)  # mail waiting for a person
+    overdue: Limits = _limits(1, 20)  # messages unanswered past 5 working days
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # None: no endpoint
+
+
 class RetentionConfig(Model):
     days: int = Field(default=730, ge=1)
 
@@ -507,6 +549,37 @@ class TrackingConfig(Model):
 
     address: Email
     imap: ImapConfig
+
+
+class ProbeConfig(Model):
+    """The mystery e-mail (issue 16): a test mail from this mailbox to each watched one,
+    whose AR must come back here, on time and complete. Marked with an HMAC of its
+    Message-ID (``secret_env``/``secret_file``): only mailbot's own probes are kept out of
+    the indicators and of routing."""
+
+    address: Email
+    imap: ImapConfig
+    secret_env: str | None = None
+    secret_file: Path | None = None
+    mailboxes: list[str] = Field(default_factory=list)  # default: every mailbox
+    every_minutes: int = Field(default=60, ge=0)  # the worker's schedule; 0: never
+    wait_seconds: float = Field(default=600, gt=0)  # no AR by then: missing
+    late_seconds: float = Field(default=300, gt=0)  # an AR after this long: late
+    alert_to: list[Email] = Field(default_factory=list)
+
+    @field_validator("secret_file")
+    @classmethod
+    def _secret_beside_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _beside(value, info)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ProbeConfig:
+        if bool(self.secret_env) == bool(self.secret_file):
+            raise ValueError("give secret_env or secret_file (one of them)")
+        return self
+
+    def secret(self) -> str:
+        return read_secret(self.secret_env, self.secret_file, "probe") or ""
 
 
 class PrefectureConfig(Model):
@@ -670,12 +743,15 @@ class Config(Model):
     policy: PolicyConfig = PolicyConfig()
     polling: PollingConfig = PollingConfig()
     outbox: OutboxConfig = OutboxConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    status: StatusConfig = StatusConfig()
     retention: RetentionConfig = RetentionConfig()
     routing: RoutingConfig | None = None
     signature: SignatureConfig = SignatureConfig()
     alerts: AlertsConfig = AlertsConfig()
     reports: ReportsConfig = ReportsConfig()
     tracking: TrackingConfig | None = None
+    probe: ProbeConfig | None = None
     web: WebConfig = WebConfig()
     organisation: OrganisationConfig = OrganisationConfig()
 
@@ -706,6 +782,20 @@ class Config(Model):
         if not value:
             raise ValueError("at least one mailbox is required")
         return value
+
+    @model_validator(mode="after")
+    def _probed_mailboxes_exist(self) -> Config:
+        for name in self.probe.mailboxes if self.probe is not None else ():
+            if name not in self.mailboxes:
+                raise ValueError(f"probe.mailboxes: unknown mailbox {name!r}")
+        return self
+
+    @property
+    def probed(self) -> list[str]:
+        """The mailboxes the probe writes to (none without a probe)."""
+        if self.probe is None:
+            return []
+        return list(self.probe.mailboxes or self.mailboxes)
 
     @model_validator(mode="after")
     def _mailbox_services_exist(self) -> Config:
@@ -780,6 +870,8 @@ class Config(Model):
         """The addresses mailbot may write to besides a citizen answering their own mail:
         the services' and the reports' recipients (lower case)."""
         found = self.service_addresses | set(self.reports.weekly.to)
+        if self.probe is not None:  # its test mails, and its alerts to operators
+            found |= {m.address for m in self.mailboxes.values()} | set(self.probe.alert_to)
         return {address.lower() for address in found}
 
     @property

@@ -113,3 +113,14 @@ class RequestError(MailbotError):
 
 class RepeatedRequestError(MailbotError):
     """A request with this idempotency key was already done (a double submit): nothing new."""
+
+
+class LeaseLostError(MailbotError):
+    """This worker no longer holds the lease of a mailbox folder (it expired while the
+    process was paused, or another worker took it over): what it was doing is rolled back,
+    and the folder is the new holder's."""
+
+
+class ClusterError(MailbotError):
+    """Running several workers is not possible as configured: a second worker on SQLite, or
+    a schema migration while a worker of an older version holds a lease."""

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 def send_alerts(
     config: Config, store: Store, renderer: Renderer, outbox: Outbox, today: date
 ) -> dict[str, int]:
-    """Today's deadline digests, queued and delivered; entries per service digest sent."""
-    sent = alerts.send_alerts(config, store, renderer, today)
+    """Today's deadline digests, queued and delivered, once a day across workers;
+    entries per service digest sent."""
+    sent = alerts.send_alerts(config, store, renderer, today, once=True)
     outbox.deliver_due()
     return sent
 

@@ -8,27 +8,34 @@ and the send in flight is interrupted (mail not yet sent stays queued).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mailbot import jobs
+from mailbot.app import supervision
+from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import App
 from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
 from mailbot.app.intake import Pipeline
+from mailbot.app.probe import Prober
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.core.incoming import Outcome
+from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
 from mailbot.mail.imap import ImapMailbox
-from mailbot.mail.poller import MailboxPoller, Processor, Source
+from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
+from mailbot.metrics import Endpoint, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,10 @@ class Worker:
         sent_pipeline: Processor | None = None,
         alerts: Callable[[], object] | None = None,
         weekly_report: Callable[[], object] | None = None,
+        lease_seconds: float | None = None,
+        probe: Callable[[], object] | None = None,
     ) -> None:
+        self.probe = probe
         self.alerts = alerts
         self.weekly_report = weekly_report
         self.config = config
@@ -79,11 +89,74 @@ class Worker:
             )
         self.failures: dict[str, str] = {}
         self.refused: dict[str, FirstPollError] = {}  # first polls refused (mail already there)
+        for poller in self.pollers.values():
+            poller.observer = self._observed
+        self.metrics: Metrics | None = None  # serve_metrics(): the Prometheus endpoint
+        self.endpoint: Endpoint | None = None
+        # Leases (issue 16): a folder is read, and the scheduled jobs run, by one worker.
+        self.keeper: Keeper | None = None
+        if lease_seconds is not None:
+            self._share(lease_seconds)
+
+    def _share(self, lease_seconds: float) -> None:
+        store = self.pipeline.store
+        names = {name: folder_lease(p.name, p.folder) for name, p in self.pollers.items()}
+        keeper = Keeper(
+            store,
+            this_worker(self.outbox.holder, store),
+            [*names.values(), SCHEDULER_LEASE],
+            lease_seconds,
+            self.stop,
+        )
+        for name, poller in self.pollers.items():
+            poller.may_work = functools.partial(keeper.holds, names[name])
+        self.keeper = keeper
+
+    def _observed(self, record: PollRecord) -> None:
+        """Each poll's end: recorded for `mailbot status`, counted for the metrics."""
+        supervision.record_poll(
+            self.pipeline.store,
+            record.mailbox,
+            record.folder,
+            self.outbox.holder,
+            record.started_at,
+            record.seconds,
+            record.error,
+        )
+        if self.metrics is not None:
+            self.metrics.observe(record)
+
+    def serve_metrics(self, host: str, port: int) -> None:
+        """Serve /metrics, /healthz and /readyz while ``run`` runs."""
+        store = self.pipeline.store
+        self.metrics = Metrics(self.config, store, self.pollers)
+        self.endpoint = Endpoint(self.metrics, host, port, self.alive, self.ready)
+
+    def alive(self) -> bool:
+        return not self.stop.is_set()
+
+    def ready(self) -> bool:
+        shared = self.keeper is None or self.keeper.current
+        return shared and supervision.reachable(self.pipeline.store)
 
     def recover(self) -> None:
+        """Sends a crash left half done become uncertain. Alone on the database (SQLite, or
+        no leases) all of them are; sharing it, only a dead worker's (the keeper's job)."""
+        if self.keeper is not None and self.pipeline.store.engine.dialect.name != "sqlite":
+            return
         interrupted = recover_interrupted(self.pipeline.store)
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
+
+    def _scheduled(self, job: Callable[[], object]) -> Callable[[], object]:
+        """A scheduled job runs on the one worker holding the scheduler's lease."""
+
+        def run_if_ours() -> object:
+            if self.keeper is not None and not self.keeper.holds(SCHEDULER_LEASE):
+                return None
+            return job()
+
+        return run_if_ours
 
     def deliver(self) -> None:
         """After mail is queued: hand it to the delivery thread (run), or send it now (poll)."""
@@ -94,9 +167,21 @@ class Worker:
 
     def poll_once(self) -> list[Outcome]:
         """Everything new in every mailbox, then the outbox. Failures are collected, not raised."""
+        if self.keeper is not None:
+            self.keeper.start(background=False)
+        try:
+            return self._poll_all()
+        finally:
+            if self.keeper is not None:
+                self.keeper.close()
+
+    def _poll_all(self) -> list[Outcome]:
         self.recover()
         outcomes: list[Outcome] = []
         for name, poller in self.pollers.items():
+            if not poller.may_work():
+                log.info("folder held by another worker, skipped", extra={"mailbox": name})
+                continue
             try:
                 outcomes += poller.poll_once()
             except FirstPollError as exc:
@@ -131,7 +216,7 @@ class Worker:
         if self.alerts is not None and self.config.alerts.enabled:
             at = parse_time(self.config.alerts.time)
             scheduler.add_job(
-                self.alerts,
+                self._scheduled(self.alerts),
                 CronTrigger(
                     day_of_week="mon-fri",
                     hour=at.hour,
@@ -142,20 +227,42 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
+            scheduler.add_job(
+                self._scheduled(self.probe),
+                "interval",
+                minutes=self.config.probe.every_minutes,
+                id="probe",
+                max_instances=1,
+                coalesce=True,
+            )
         if self.weekly_report is not None:
             scheduler.add_job(
-                self.weekly_report,
+                self._scheduled(self.weekly_report),
                 parse_weekly(self.config.reports.weekly.cron).trigger(self.config.timezone),
                 id="weekly-report",
                 max_instances=1,
                 coalesce=True,
             )
             # A run missed while the worker was down is caught up at start (at most once).
-            scheduler.add_job(self.weekly_report, id="weekly-report-catch-up")
+            scheduler.add_job(self._scheduled(self.weekly_report), id="weekly-report-catch-up")
         return scheduler
 
     def run(self, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
+        if self.keeper is not None:
+            self.keeper.start()
+        if self.endpoint is not None:
+            self.endpoint.start()
+        try:
+            self._run(install_signals)
+        finally:
+            if self.endpoint is not None:
+                self.endpoint.stop()
+            if self.keeper is not None:
+                self.keeper.close()
+
+    def _run(self, install_signals: bool) -> None:
         self.recover()
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -165,6 +272,8 @@ class Worker:
         self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()
+        if self.keeper is not None:
+            self.keeper.on_taken = functools.partial(self._taken, scheduler)
         log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
         try:
             self.stop.wait()
@@ -176,6 +285,20 @@ class Worker:
                 poller.disconnect_quietly()
             log.info("worker stopped")
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
+
+    def _taken(self, scheduler: BackgroundScheduler, lease: str) -> None:
+        """Taking the jobs over from a dead worker: a weekly report or today's alerts it
+        missed, now (each is claimed once in the database, whoever sends it)."""
+        if lease != SCHEDULER_LEASE:
+            return
+        if self.weekly_report is not None:
+            job = self._scheduled(self.weekly_report)
+            scheduler.add_job(job, id="weekly-report-takeover", replace_existing=True)
+        alerts = self.config.alerts
+        now = datetime.now(ZoneInfo(self.config.timezone))
+        if self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time):
+            job = self._scheduled(self.alerts)
+            scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -224,7 +347,13 @@ def make_worker(app: App) -> Worker:
         now = datetime.now(zone)
         return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
 
-    return Worker(
+    stop = app.outbox.stop  # the worker's stop (see Worker.__init__)
+
+    def probe() -> object:
+        prober = Prober(app.config, app.store, app.outbox.transport, app.outbox, stop=stop)
+        return prober.run()
+
+    worker = Worker(
         app.config,
         app.pipeline,
         app.outbox,
@@ -233,4 +362,9 @@ def make_worker(app: App) -> Worker:
         SentPipeline(app.config, app.store, signature_check),
         alerts,
         weekly_report,
+        lease_seconds=app.config.cluster.lease_seconds,
+        probe=probe if app.config.probe is not None else None,
     )
+    if app.config.status.metrics_port is not None:
+        worker.serve_metrics(app.config.status.metrics_host, app.config.status.metrics_port)
+    return worker

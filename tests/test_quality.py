@@ -265,6 +265,8 @@ LAYERS = {
     "jobs": 4,
     "demo": 4,
     "routing_commands": 4,
+    "ops_commands": 4,
+    "metrics": 4,
 }
 
 
@@ -373,6 +375,8 @@ def test_the_cycle_search_finds_cycles() -> None:
 FACES = [
     MAILBOT / "cli.py",
     MAILBOT / "routing_commands.py",
+    MAILBOT / "ops_commands.py",
+    MAILBOT / "metrics.py",
     *sorted((MAILBOT / "web").rglob("*.py")),
 ]
 NOT_IN_FACES = ("sqlalchemy", "tx.enqueue", "build_email", "email.message")

@@ -21,10 +21,14 @@ LOOKBACK_DAYS = 120
 DIGEST_TIME = time(8, 30)  # the hour the digest says it was made (its "day" variable)
 
 
-def send_alerts(config: Config, store: Store, renderer: Renderer, today: date) -> dict[str, int]:
+def send_alerts(
+    config: Config, store: Store, renderer: Renderer, today: date, once: bool = False
+) -> dict[str, int]:
     """Queue one digest per service with something to act on; nothing on a day off.
 
-    Returns the number of entries of each digest queued, by service.
+    Returns the number of entries of each digest queued, by service. ``once`` (the
+    worker's schedule): the day's digests are claimed in the transaction that queues them,
+    so that several workers, or a worker catching up after a takeover, send them once.
     """
     calendar = WorkingCalendar(timezone=config.timezone)
     if not calendar.is_working_day(today):
@@ -36,15 +40,18 @@ def send_alerts(config: Config, store: Store, renderer: Renderer, today: date) -
     found = digests(rows, today, calendar, own, config.organisation.general_service)
     composer = Composer.from_config(config)
     sent: dict[str, int] = {}
+    mails: list[Queued] = []
     for name, digest in found.items():
         service = config.services.get(name)
         if service is None or not service.addresses:
             log.warning("no address for the alerts of a service", extra={"service": name})
             continue
-        mails = _digest_mails(config, renderer, composer, today, digest, service.addresses)
-        with store.transaction() as tx:
-            enqueue(tx, None, mails)
+        mails += _digest_mails(config, renderer, composer, today, digest, service.addresses)
         sent[name] = len(digest.overdue) + len(digest.soon) + len(digest.relanced)
+    with store.transaction() as tx:
+        if once and not tx.claim_once(f"alerts-{today.isoformat()}"):
+            return {}  # another worker sent today's
+        enqueue(tx, None, mails)
     return sent
 
 

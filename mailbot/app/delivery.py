@@ -13,6 +13,9 @@ faces' decision (``deliver_due`` at once from the CLI, or the worker's delivery 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +28,9 @@ from mailbot.mail.smtp import Envelope, Transport
 from mailbot.store import OutboxItem, Store, Transaction
 
 log = logging.getLogger(__name__)
+# Mail a live worker took but has not sent after this long is free for another to take
+# (the send itself stays at most once: 'pending' to 'sending' is one conditional update).
+CLAIM_STALE = timedelta(minutes=5)
 
 
 @dataclass
@@ -49,6 +55,24 @@ def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values
         tx.set_ar_status(item.message_pk, ArStatus(status.value))
 
 
+def recover_orphans(store: Store, found: list[OutboxItem]) -> list[int]:
+    """Items a dead worker left 'sending' (``Cluster.orphaned_sends``), as at a restart:
+    uncertain, never resent; one still sending when looked at again under lock only."""
+    recovered: list[int] = []
+    with store.transaction() as tx:
+        for item in found:
+            if not tx.still_sending(item.id):
+                continue
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="worker died while sending")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id}: its worker died while sending",
+            )
+            recovered.append(item.id)
+    return recovered
+
+
 def recover_interrupted(store: Store) -> list[int]:
     """Outbox items left 'sending' by a crash: we cannot know whether they left.
 
@@ -69,9 +93,16 @@ def recover_interrupted(store: Store) -> list[int]:
 
 class Outbox:
     def __init__(
-        self, store: Store, transport: Transport, config: OutboxConfig, allowed: set[str]
+        self,
+        store: Store,
+        transport: Transport,
+        config: OutboxConfig,
+        allowed: set[str],
+        holder: str | None = None,
     ) -> None:
         self.store = store
+        # Who claims the mail it sends: this process, unique even after a restart.
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.transport = transport
         self.config = config
         self.allowed = {address.lower() for address in allowed}
@@ -88,8 +119,12 @@ class Outbox:
     def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
         """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``."""
         report = DeliveryReport()
-        items = {item.id: item for item in self.store.due_outbox(now or utcnow(), limit)}
-        if not items or self.stop.is_set():
+        if self.stop.is_set():
+            return report
+        with self.store.transaction() as tx:
+            due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
+        items = {item.id: item for item in due}
+        if not items:
             return report
         envelopes = [
             Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
@@ -104,7 +139,7 @@ class Outbox:
                 self._fail(item, ForbiddenRecipientError(item.recipient), report, refused=True)
                 return False
             with self.store.transaction() as tx:
-                return tx.claim_outbox(item.id, attempts=item.attempts + 1)
+                return tx.claim_outbox(item.id, item.attempts + 1, self.holder)
 
         def after(envelope: Envelope, error: DeliveryError | None) -> None:
             item = items[int(envelope.name)]
@@ -167,6 +202,7 @@ class Outbox:
                 attempts=attempts,
                 next_attempt_at=next_at,
                 last_error=str(error),
+                claimed_by=None,  # any worker may retry it
             )
             tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
         report.retried += 1

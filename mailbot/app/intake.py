@@ -36,10 +36,11 @@ from mailbot.core.policy import (
     reply_address,
     similar_subjects,
 )
+from mailbot.core.probe import is_probe
 from mailbot.core.routing import RoutingDecision, decide
 from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import FirstPollError, StoreError
+from mailbot.errors import FirstPollError, LeaseLostError, StoreError
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
@@ -120,6 +121,8 @@ class Pipeline:
         self.planner = Planner(config, renderer, Composer.from_config(config))
         # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
         self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)
+        # The probe's test mails (issue 16): acknowledged, never routed nor counted.
+        self.probe = (config.probe.address, config.probe.secret()) if config.probe else None
 
     def start_folder(
         self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = _none
@@ -184,6 +187,8 @@ class Pipeline:
                     outcome = self._duplicate(tx, where, mail, parsed, original, existing)
                 else:
                     outcome = self._decide(tx, where, mail, parsed, existing)
+        except LeaseLostError:
+            raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
             outcome = self._quarantine(where, mail, parsed, exc, existing)
         _log(outcome)
@@ -199,11 +204,12 @@ class Pipeline:
         existing: int | None,
     ) -> Outcome:
         """The AR decision, and what follows from it: a reference, the routing, the mails."""
-        context, parent_pk = self._context(tx, where.mailbox, parsed, mail.internaldate)
+        probe = self.probe is not None and is_probe(parsed, *self.probe)
+        context, parent_pk = self._context(tx, where.mailbox, parsed, mail.internaldate, probe)
         decision = decide_ar(parsed, context)
         handling = Handling()
         if decision.send and decision.recipient:
-            handling = self._acknowledge(tx, where.mailbox, mail, parsed, decision.recipient)
+            handling = self._acknowledge(tx, where.mailbox, mail, parsed, decision.recipient, probe)
         plan = handling.plan
         row = new_message(
             where,
@@ -220,7 +226,8 @@ class Pipeline:
             language=handling.language,
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
             transferred=int(plan is not None and plan.transferred_to is not None),
-            **_routing_columns(handling.routing, self.config.mailboxes[where.mailbox].service),
+            probe=int(probe),
+            **_routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
         message_pk = _save(tx, row, existing)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
@@ -244,6 +251,9 @@ class Pipeline:
             _route_label(plan, handling.routing),
         )
 
+    def _own(self, mailbox: str) -> str:
+        return self.config.mailboxes[mailbox].service
+
     def _acknowledge(
         self,
         tx: Transaction,
@@ -251,11 +261,14 @@ class Pipeline:
         mail: IncomingMail,
         parsed: ParsedMessage,
         recipient: str,
+        probe: bool = False,
     ) -> Handling:
-        """A reference, the routing and what to send (nothing when backfilling)."""
+        """A reference, the routing and what to send (nothing when backfilling). A probe
+        is the mailbox's own service's: never routed, never forwarded."""
         reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
         facts = routing_input(self.config, mailbox, parsed)
-        routing = decide(facts, self.routing) if self.routing is not None else None
+        routed = self.routing is not None and not probe
+        routing = decide(facts, self.routing) if routed and self.routing else None
         if not self.send:
             return Handling(reference, routing, facts.language)
         received = Received(
@@ -296,9 +309,17 @@ class Pipeline:
         )
 
     def _context(
-        self, tx: Transaction, mailbox: str, parsed: ParsedMessage, received: datetime
+        self,
+        tx: Transaction,
+        mailbox: str,
+        parsed: ParsedMessage,
+        received: datetime,
+        probe: bool = False,
     ) -> tuple[PolicyContext, int | None]:
-        """The policy's facts about this mail that only the database knows."""
+        """The policy's facts about this mail that only the database knows. A probe is
+        never rate-limited nor a relance: every one of them must get its AR."""
+        if probe:
+            return policy_context(self.config, mailbox, 0, None), None
         policy = self.config.policy
         recipient = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
         window = timedelta(hours=policy.rate_limit.window_hours)
@@ -426,9 +447,14 @@ def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
     return existing
 
 
-def _routing_columns(routing: RoutingDecision | None, own: str) -> dict[str, Any]:
+def _routing_columns(
+    routing: RoutingDecision | None, own: str, probe: bool = False
+) -> dict[str, Any]:
     """The row's routing columns. A weak decision ("to check") keeps the mail at its
-    mailbox's own service; the suggestion is kept in the routing JSON."""
+    mailbox's own service; the suggestion is kept in the routing JSON. A probe is the
+    mailbox's own service's."""
+    if probe:
+        return {"service": own}
     if routing is None:
         return {}
     matched = [{"rule": hit.rule, "detail": hit.detail} for hit in routing.rule_hits if hit.matched]

@@ -18,6 +18,7 @@ from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import LOOP_HEADER, find_reference
 from mailbot.core.signature import check_signature
 from mailbot.core.statuses import EventKind, SentVerdict
+from mailbot.errors import LeaseLostError
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.store import Store
 
@@ -66,6 +67,8 @@ class SentPipeline:
         passed over (with an event), so it never blocks the folder."""
         try:
             return self._process(mailbox, folder, uidvalidity, mail)
+        except LeaseLostError:
+            raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:
             log.error(
                 "sent mail unreadable, passed over",

@@ -59,6 +59,7 @@ class OutboxKind(StrEnum):
     REPLY = "reply"  # an agent's reply (standard or free)
     DIGEST = "digest"  # the daily deadline alerts to a service
     REPORT = "report"  # the weekly or monthly report to management
+    PROBE_ALERT = "probe_alert"  # the probe found an AR missing, late or wrong: to operators
 
 
 class EventKind(StrEnum):
@@ -90,6 +91,7 @@ class EventKind(StrEnum):
     SENT_UNREADABLE = "sent_unreadable"
     ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
     NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
+    PROBE_ALERT_SENT = "probe_alert_sent"
 
     @classmethod
     def sent(cls, kind: OutboxKind) -> EventKind:
@@ -112,6 +114,46 @@ class NoReplyReason(StrEnum):
     DUPLICATE = "duplicate"  # the same request sent again, answered in the other thread
     NO_QUESTION = "no-question"  # thanks, information only: nothing is asked
     OTHER = "other"  # said in the reason
+
+
+class WorkerRole(StrEnum):
+    """What kind of process a ``workers`` row is (issue 16: several workers, one database)."""
+
+    WORKER = "worker"  # `mailbot run` or `poll --once`: takes mailbox leases
+
+
+class ProbeStatus(StrEnum):
+    """The outcome of one probe mail (``probes.status``): did its AR come, on time, right?"""
+
+    AWAITING = "awaiting"  # sent, the AR not checked yet
+    PASSED = "passed"  # the AR came within the deadline and says what it must
+    LATE = "ar-late"  # the AR came after the deadline
+    MISSING = "ar-missing"  # no AR by the time the probe stopped waiting
+    WRONG = "ar-wrong"  # an AR came, but lacks the reference, a date, a contact, a header
+    NOT_SENT = "not-sent"  # the probe mail itself could not be sent
+
+    @property
+    def failed(self) -> bool:
+        return self not in (ProbeStatus.AWAITING, ProbeStatus.PASSED)
+
+
+class Health(StrEnum):
+    """A supervision state, as Nagios/Centreon plugins name them (exit codes 0 to 3)."""
+
+    OK = "OK"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def exit_code(self) -> int:
+        return list(Health).index(self)
+
+    @classmethod
+    def worst(cls, *states: Health) -> Health:
+        """CRITICAL beats WARNING beats UNKNOWN beats OK (a known problem is reported first)."""
+        order = (cls.OK, cls.UNKNOWN, cls.WARNING, cls.CRITICAL)
+        return max(states, key=order.index, default=cls.OK)
 
 
 DUPLICATE_REASON = "already-recorded"  # the reason recorded with a DUPLICATE decision

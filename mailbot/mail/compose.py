@@ -41,6 +41,7 @@ from mailbot.core.addresses import check_mailbox
 from mailbot.core.message import MSGID, message_ids, single_line
 from mailbot.core.plaintext import one_line
 from mailbot.core.policy import LOOP_HEADER
+from mailbot.core.probe import PROBE_HEADER, mark
 from mailbot.errors import MessageError
 from mailbot.render.templates import LANGUAGE, RenderedMail, clean_subject
 
@@ -452,6 +453,25 @@ class Composer:
             message_id_domain=self.sender.message_id_domain,
             loop_header_value=self.sender.loop_header_value if loop else None,
         )
+
+    def probe(
+        self, rendered: RenderedMail, *, from_address: str, to: str, secret: str
+    ) -> OutgoingMail:
+        """The mystery e-mail to a watched mailbox: a person's mail as far as the policy
+        can tell (no Auto-Submitted, no X-Auto-Response-Suppress, no loop header, a
+        Message-ID of the probe's own domain), marked with the HMAC of its Message-ID."""
+        domain = from_address.rpartition("@")[2]
+        mail = build_email(
+            rendered,
+            from_address=from_address,
+            from_name="Sonde mailbot",
+            to=to,
+            message_id_domain=domain,
+            auto_submitted=False,
+        )
+        del mail.message["X-Auto-Response-Suppress"]  # it asks for no automatic answer
+        mail.message[PROBE_HEADER] = mark(secret, str(mail["Message-ID"]))
+        return mail
 
     def report(
         self, rendered: RenderedMail, chart: bytes, table: bytes, table_name: str

@@ -12,11 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from mailbot.config import PollingConfig
+from mailbot.core.clock import utcnow
 from mailbot.core.incoming import Fetched, IncomingMail, Outcome
-from mailbot.errors import FirstPollError, MailboxError
+from mailbot.errors import FirstPollError, LeaseLostError, MailboxError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,26 @@ class Backoff:
         self.current = self.start
 
 
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """One poll of a folder, as supervision records it (``Worker`` passes it on)."""
+
+    mailbox: str
+    folder: str
+    started_at: datetime
+    seconds: float
+    error: str | None  # None: a success
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def _ignore(_record: PollRecord) -> None:
+    return None
+
+
 class MailboxPoller:
     def __init__(
         self,
@@ -87,11 +110,19 @@ class MailboxPoller:
         self.connected = False
         self.backoff = Backoff(polling.max_backoff_seconds)
         self.refused: FirstPollError | None = None
+        # Whether this worker holds the folder's lease (always, for a worker alone).
+        self.may_work: Callable[[], bool] = _always
+        # Told of every poll's end (supervision: heartbeats, metrics), never fails it.
+        self.observer: Callable[[PollRecord], None] = _ignore
+        self.reconnects = 0  # connections made after the first (a dropped server)
+        self._connections = 0
 
     def _ensure_connected(self) -> None:
         if not self.connected:
             self.source.connect()
             self.connected = True
+            self._connections += 1
+            self.reconnects = self._connections - 1
 
     def disconnect(self) -> None:
         if self.connected:
@@ -99,7 +130,28 @@ class MailboxPoller:
             self.connected = False
 
     def poll_once(self) -> list[Outcome]:
-        """Process everything new in the folder, then deliver (or have delivered) what is queued."""
+        """Process everything new in the folder, then deliver (or have delivered) what is
+        queued; the observer hears how it went."""
+        started, clock = utcnow(), time.monotonic()
+        try:
+            outcomes = self._poll_once()
+        except (FirstPollError, LeaseLostError):
+            raise  # neither is the folder's failure
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, MailboxError) else type(exc).__name__
+            self._observe(PollRecord(self.name, self.folder, started, 0.0, error))
+            raise
+        seconds = time.monotonic() - clock
+        self._observe(PollRecord(self.name, self.folder, started, seconds, None, outcomes))
+        return outcomes
+
+    def _observe(self, record: PollRecord) -> None:
+        try:
+            self.observer(record)
+        except Exception:  # supervision must never stop the reading of mail
+            log.warning("poll not recorded", exc_info=True, extra={"mailbox": self.name})
+
+    def _poll_once(self) -> list[Outcome]:
         self._ensure_connected()
         uidvalidity = self.source.select(self.folder)
         last_uid = self.pipeline.start_folder(
@@ -131,6 +183,11 @@ class MailboxPoller:
         due = True
         while not self.stop.is_set() and time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
+            if not self.may_work():  # another worker's folder: wait for its lease to run out
+                self.disconnect_quietly()
+                self.stop.wait(min(1.0, remaining))
+                due = True
+                continue
             try:
                 if due:
                     outcomes += self.poll_once()
@@ -144,6 +201,11 @@ class MailboxPoller:
                 self.refused = exc
                 self.stop.set()  # the whole worker stops: someone must decide
                 break
+            except LeaseLostError:
+                log.warning("folder taken over by another worker", extra={"mailbox": self.name})
+                self.disconnect_quietly()
+                self.stop.wait(min(1.0, remaining))
+                due = True
             except MailboxError as exc:
                 delay = self.backoff.next_delay()
                 log.warning(

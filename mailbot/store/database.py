@@ -21,32 +21,40 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.core.clock import utcnow
+from mailbot.core.leases import Fence
 from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
-from mailbot.errors import StoreError
+from mailbot.errors import ClusterError, StoreError
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     attention,
     corrections,
     events,
+    leases,
     messages,
     metadata,
     outbox,
     unhandled,
+    workers,
 )
 from mailbot.store.transaction import Transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
+MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
 RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
 
 
 class Store:
     """Entry point to the database. Opening it brings the schema to the latest revision."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, migrate: bool = True) -> None:
         self.url = url
         self.engine = self._create_engine(url)
-        self.migrate()
+        # A worker sharing the database sets it: folder writes then check its leases.
+        self.fence: Fence | None = None
+        if migrate:
+            self.migrate()
 
     @staticmethod
     def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
@@ -115,7 +123,16 @@ class Store:
         )
         try:
             with engine.begin() as conn:
+                if not sqlite:
+                    # Workers starting together: one migrates, the others wait, then find
+                    # the schema at head (SQLite's BEGIN IMMEDIATE does the same).
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+                    if MigrationContext.configure(conn).get_current_revision() == (
+                        self.head_version()
+                    ):
+                        return
                 self._refuse_unversioned(conn)
+                self._refuse_under_older_workers(conn)
                 command.upgrade(self._alembic_config(conn), "head")
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(self._describe_failure(exc)) from exc
@@ -162,6 +179,32 @@ class Store:
             f"no schema version: a first migration by an older mailbot was interrupted; {state}"
         )
 
+    def _refuse_under_older_workers(self, conn: Connection) -> None:
+        """A worker of an older version still holding a lease would write with the old
+        schema's idea of the tables: the upgrade waits until it stopped (its leases are
+        given back at a clean stop, or expire a few seconds after a crash)."""
+        if "leases" not in sa.inspect(conn).get_table_names():
+            return
+        head = self.head_version()
+        row = conn.execute(
+            sa.select(
+                leases.c.name, leases.c.version, leases.c.schema, workers.c.host, workers.c.pid
+            )
+            .outerjoin(workers, workers.c.id == leases.c.holder)
+            .where(leases.c.expires_at > utcnow(), leases.c.schema != head)
+            .order_by(leases.c.name)
+            .limit(1)
+        ).first()
+        if row is None:
+            return
+        who = f"{row.host or 'a host'} pid {row.pid or '?'}"
+        who += f" (mailbot {row.version}, schema {row.schema})"
+        raise ClusterError(
+            f"cannot migrate the database {self.where} to schema {head}: a worker of an older"
+            f" version, {who}, holds the lease {row.name}. Stop the old workers first"
+            " (`systemctl stop mailbot` on each host), then run `mailbot migrate` again."
+        )
+
     def _describe_failure(self, exc: sa.exc.SQLAlchemyError) -> str:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         hint = ""
@@ -187,7 +230,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as conn:
-            yield Transaction(conn)
+            yield Transaction(conn, self.fence)
 
     # -- reads that need no transaction of their own ------------------------------------
     def message(self, **where: Any) -> sa.Row[Any] | None:
@@ -242,8 +285,9 @@ class Store:
             received = sa.func.coalesce(received, received)
         citizens = sa.or_(messages.c.decision == Decision.ACKNOWLEDGE, unhandled())
         # A message closed without a reply (spam, a duplicate...) is not the service's to
-        # answer: it leaves the indicators (the report lists it apart).
-        answerable = messages.c.no_reply.is_(None)
+        # answer: it leaves the indicators (the report lists it apart). The probe's test
+        # mails are no citizen's: never counted (issue 16).
+        answerable = sa.and_(messages.c.no_reply.is_(None), messages.c.probe == 0)
         return sa.and_(citizens, answerable, received >= since, received < until)
 
     def indicator_rows(

@@ -48,6 +48,7 @@ class NewMessage:
     transferred: int = 0
     fingerprint: str | None = None
     to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
+    probe: int = 0  # mailbot's own test mail (issue 16): out of the indicators
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ messages = sa.Table(
     sa.Column("to_check", sa.Integer, nullable=False, server_default="0"),
     sa.Column("assignee", sa.String(64)),  # the agent handling it (console)
     sa.Column("no_reply", sa.String(16)),  # NoReplyReason: closed without a reply
+    sa.Column("probe", sa.Integer, nullable=False, server_default="0"),  # a verified probe mail
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -134,6 +135,9 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
+    # Who took it to send it (a worker's id): recovered as uncertain only once it is dead.
+    sa.Column("claimed_by", sa.String(128)),
+    sa.Column("claimed_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_message_pk", "message_pk"),
 )
@@ -169,6 +173,63 @@ viewings = sa.Table(
     ),
     sa.Column("agent", sa.String(64), primary_key=True),
     sa.Column("seen_at", UTCDateTime, nullable=False),
+)
+# Several workers on one database (issue 16): mailbot.core.leases, mailbot.store.cluster.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(340), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("schema", sa.String(16), nullable=False),
+    sa.Column("fence", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("schema", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+heartbeats = sa.Table(
+    "heartbeats",
+    metadata,
+    sa.Column("name", sa.String(340), primary_key=True),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("folder", sa.String(255), nullable=False),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("success_at", UTCDateTime),
+    sa.Column("error_at", UTCDateTime),
+    sa.Column("error", sa.Text),
+    sa.Column("errors", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("duration_ms", sa.Integer),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+probes = sa.Table(
+    "probes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run", sa.String(64), nullable=False),
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(998), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+    sa.Column("deadline_at", UTCDateTime, nullable=False),
+    sa.Column("received_at", UTCDateTime),
+    sa.Column("ar_at", UTCDateTime),
+    sa.Column("latency_seconds", sa.Float),
+    sa.Column("problems", sa.Text, nullable=False, server_default=""),
+    sa.Column("checked_at", UTCDateTime),
+    sa.UniqueConstraint("run", "mailbox", name="uq_probes_run_mailbox"),
+    sa.Index("ix_probes_mailbox_sent", "mailbox", "sent_at"),
 )
 counters = sa.Table(
     "counters",

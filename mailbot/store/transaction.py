@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
+from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
-from mailbot.errors import RepeatedRequestError
+from mailbot.errors import LeaseLostError, RepeatedRequestError
 from mailbot.store.records import FolderState, NewMessage, OutboxItem, outbox_item
 from mailbot.store.schema import (
     backfill_flag,
@@ -20,18 +21,22 @@ from mailbot.store.schema import (
     events,
     fit,
     folders,
+    leases,
     messages,
     outbox,
     request_flag,
     stored_id,
+    workers,
 )
 
 
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
         self.conn = conn
+        # Set for a worker that shares the database: whose lease a folder's writes need.
+        self.fence = fence
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
@@ -43,6 +48,11 @@ class Transaction:
         return FolderState(int(row.uidvalidity), int(row.last_uid)) if row else None
 
     def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
+        """Move a folder's high-water UID. A worker sharing the database first renews its
+        lease on the folder in this very transaction: if another worker took the folder
+        over (this one was paused past its lease), LeaseLostError rolls everything back."""
+        if self.fence is not None:
+            self._check_fence(folder_lease(mailbox, folder), self.fence)
         values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": utcnow()}
         updated = self.conn.execute(
             folders.update()
@@ -51,6 +61,15 @@ class Transaction:
         )
         if updated.rowcount == 0:
             self.conn.execute(folders.insert().values(mailbox=mailbox, folder=folder, **values))
+
+    def _check_fence(self, name: str, fence: Fence) -> None:
+        renewed = self.conn.execute(
+            leases.update()
+            .where(leases.c.name == name, leases.c.holder == fence.holder)
+            .values(expires_at=utcnow() + timedelta(seconds=fence.seconds))
+        )
+        if renewed.rowcount != 1:
+            raise LeaseLostError(f"the lease of {name} is no longer this worker's")
 
     # -- messages -----------------------------------------------------------------------
     def find_duplicate(
@@ -306,14 +325,62 @@ class Transaction:
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
-    def claim_outbox(self, item_id: int, attempts: int) -> bool:
-        """Move a pending item to 'sending'; False if another worker got it first."""
+    def take_due(
+        self, now: datetime, limit: int, holder: str, stale: timedelta
+    ) -> list[OutboxItem]:
+        """Due mail for ``holder`` to send: pending items nobody else took, or taken by a
+        dead worker, or long ago. ``FOR UPDATE SKIP LOCKED``: two workers asking at the
+        same moment get different items and never wait on each other (SQLite, which
+        serves one worker, ignores it)."""
+        alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
+        free = sa.or_(
+            outbox.c.claimed_by.is_(None),
+            outbox.c.claimed_by == holder,
+            outbox.c.claimed_by.not_in(alive),
+            outbox.c.claimed_at < now - stale,
+        )
+        ids = list(
+            self.conn.execute(
+                sa.select(outbox.c.id)
+                .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
+                .where(free)
+                .order_by(outbox.c.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not ids:
+            return []
+        self.conn.execute(
+            outbox.update().where(outbox.c.id.in_(ids)).values(claimed_by=holder, claimed_at=now)
+        )
+        query = (
+            sa.select(outbox, messages.c.sender)
+            .outerjoin(messages, messages.c.id == outbox.c.message_pk)
+            .where(outbox.c.id.in_(ids))
+            .order_by(outbox.c.id)
+        )
+        return [outbox_item(row, message_sender=row.sender) for row in self.conn.execute(query)]
+
+    def claim_outbox(self, item_id: int, attempts: int, holder: str | None = None) -> bool:
+        """Move a pending item to 'sending'; False if another worker got it first. The
+        claimer is recorded: its send is recovered as uncertain only once it is dead."""
         claimed = self.conn.execute(
             outbox.update()
             .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.PENDING)
-            .values(status=OutboxStatus.SENDING, attempts=attempts)
+            .values(
+                status=OutboxStatus.SENDING,
+                attempts=attempts,
+                claimed_by=holder,
+                claimed_at=utcnow(),
+            )
         )
         return bool(claimed.rowcount == 1)
+
+    def still_sending(self, item_id: int) -> bool:
+        """Whether an item is still 'sending' (locked until the transaction ends)."""
+        query = sa.select(outbox.c.status).where(outbox.c.id == item_id).with_for_update()
+        return bool(self.conn.execute(query).scalar_one_or_none() == OutboxStatus.SENDING)
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         self.conn.execute(

@@ -1,0 +1,145 @@
+"""What supervision reads (issue 16): `mailbot status`, the worker's metrics and readiness.
+
+Every worker records each poll of a folder (``record_poll``), so the figures are the
+same whichever process reads them: a folder's last success and lag, its IMAP errors in a
+row, the outbox, uncertain sends, quarantined and overdue mail. ``status`` grades them
+against ``status:`` of rules.yaml (``mailbot.core.health``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailbot.app import indicators
+from mailbot.config import Config
+from mailbot.config import Limits as ConfigLimits
+from mailbot.core import health
+from mailbot.core.clock import utcnow
+from mailbot.core.health import Check, Figures, FolderFigures, Limits
+from mailbot.core.statuses import Health, ProbeStatus
+from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.store import Store, probes
+from mailbot.store import supervision as sql
+
+# Open (unanswered) citizens' messages by age in working days, for the metrics.
+AGE_BANDS = ((0, 2, "0-2"), (3, DEADLINE, f"3-{DEADLINE}"), (DEADLINE + 1, 10, "6-10"))
+OLDEST_BAND = "over-10"
+
+record_poll = sql.record_poll
+reachable = sql.reachable
+ar_counts = sql.ar_counts
+
+
+def watched_folders(config: Config) -> list[tuple[str, str]]:
+    """(mailbox, folder) of every folder a worker reads: inboxes, Sent folders, tracking."""
+    found = []
+    for name, box in config.mailboxes.items():
+        found.append((name, box.imap.folder))
+        if box.imap.sent_folder:
+            found.append((name, box.imap.sent_folder))
+    if config.tracking is not None:
+        found.append(("tracking", config.tracking.imap.folder))
+    return found
+
+
+def age_band(days: int) -> str:
+    for low, high, label in AGE_BANDS:
+        if low <= days <= high:
+            return label
+    return OLDEST_BAND
+
+
+def open_messages(config: Config, store: Store, now: datetime) -> dict[str, Counter[str]]:
+    """Unanswered citizens' messages per mailbox, counted by age band."""
+    today = WorkingCalendar(timezone=config.timezone).local_date(now)
+    found: dict[str, Counter[str]] = {name: Counter() for name in config.mailboxes}
+    for age, row in indicators.unanswered(config, store, today):
+        found.setdefault(str(row["mailbox"]), Counter())[age_band(age)] += 1
+    return found
+
+
+def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...] = ()) -> Figures:
+    beats = sql.folder_beats(store)
+    folders = []
+    for mailbox, folder in watched_folders(config):
+        beat = beats.get((mailbox, folder))
+        success = beat.success_at if beat is not None else None
+        folders.append(
+            FolderFigures(
+                mailbox,
+                folder,
+                success,
+                None if success is None else (now - success).total_seconds(),
+                int(beat.errors) if beat is not None else 0,
+                beat.error if beat is not None else None,
+            )
+        )
+    box = sql.outbox_counts(store, now)
+    oldest = box["oldest"]
+    quarantined = sql.quarantined(store)
+    bands = open_messages(config, store, now)
+    late = {label for low, _h, label in AGE_BANDS if low > DEADLINE} | {OLDEST_BAND}
+    return Figures(
+        folders=folders,
+        outbox_depth=box["depth"],
+        oldest_pending_seconds=None if oldest is None else (now - oldest).total_seconds(),
+        deferred=box["deferred"],
+        failed=box["failed"],
+        uncertain=box["uncertain"],
+        quarantined={name: quarantined.get(name, 0) for name in config.mailboxes},
+        overdue={name: sum(n for b, n in c.items() if b in late) for name, c in bands.items()},
+        extra=extra,
+    )
+
+
+def limits(config: Config) -> dict[str, Limits]:
+    """The thresholds of ``status:`` by field name (``lag_seconds``, ``outbox_depth``…)."""
+    return {
+        name: Limits(value.warning, value.critical)
+        for name, value in config.status
+        if isinstance(value, ConfigLimits)
+    }
+
+
+@dataclass(frozen=True)
+class Status:
+    state: Health
+    headline: str
+    figures: Figures
+    checks: list[Check]
+
+
+def probe_checks(config: Config, store: Store, now: datetime) -> tuple[Check, ...]:
+    """The latest probe of each probed mailbox: CRITICAL when its AR was missing, late or
+    wrong; WARNING when no probe ran for three of its periods (the schedule stopped)."""
+    if config.probe is None:
+        return ()
+    latest = probes.latest(store)
+    checks = []
+    period = config.probe.every_minutes * 60
+    for mailbox in config.probed:
+        row = latest.get(mailbox)
+        what = f"{mailbox} probe"
+        if row is None:
+            checks.append(Check(what, None, Health.OK, f"{what}: none yet"))
+            continue
+        state = ProbeStatus(row.status)
+        age = (now - row.sent_at).total_seconds()
+        if state.failed:
+            checks.append(Check(what, None, Health.CRITICAL, f"{what} {state}: {row.problems}"))
+        elif period and age > 3 * period + config.probe.wait_seconds:
+            checks.append(Check(what, None, Health.WARNING, f"{what}: last ran {age:.0f} s ago"))
+        else:
+            latency = "" if row.latency_seconds is None else f" in {row.latency_seconds:.1f} s"
+            checks.append(Check(what, None, Health.OK, f"{what} {state}{latency}"))
+    return tuple(checks)
+
+
+def status(config: Config, store: Store, now: datetime | None = None) -> Status:
+    """Every figure, graded; the worst state is the plugin's state."""
+    now = now or utcnow()
+    found = figures(config, store, now, probe_checks(config, store, now))
+    checks = health.evaluate(found, limits(config))
+    return Status(health.overall(checks), health.headline(checks), found, checks)

@@ -1,0 +1,164 @@
+"""``mailbot status`` (and the other operators' commands): running mailbot as a service.
+
+`status` follows the Nagios/Centreon plugin convention: one headline (state, the checks
+in that state, performance data after ``|``), details below, exit 0 OK, 1 WARNING,
+2 CRITICAL, 3 UNKNOWN. Whatever keeps it from knowing (a configuration it cannot read, a
+database that does not answer or has another schema) is UNKNOWN, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailbot.app import supervision
+from mailbot.app.context import build_app
+from mailbot.app.probe import Prober
+from mailbot.config import load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.health import Check, Figures
+from mailbot.core.statuses import Health
+from mailbot.errors import MailbotError
+from mailbot.logs import safe_error
+from mailbot.store import Store
+from mailbot.store.backup import backup
+
+log = logging.getLogger(__name__)
+
+
+def add_ops_commands(commands: Any) -> None:
+    """Register the operators' commands on the top-level subparsers of mailbot's CLI."""
+    status = commands.add_parser(
+        "status", help="supervision: each mailbox's state, Nagios/Centreon exit codes (0-3)"
+    )
+    status.set_defaults(func=cmd_status)
+    probe = commands.add_parser(
+        "probe", help="mystery e-mail: a test mail to each mailbox, its AR checked (exit 0/2)"
+    )
+    probe.add_argument("--wait", type=float, help="seconds to wait for ARs (probe.wait_seconds)")
+    probe.set_defaults(func=cmd_probe)
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite database while workers run (PostgreSQL: pg_dump)"
+    )
+    backup.add_argument("destination", type=Path, help="the copy's file (must not exist)")
+    backup.set_defaults(func=cmd_backup)
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the database schema (refused while older workers run)"
+    )
+    migrate.set_defaults(func=cmd_migrate)
+
+
+def _open_store(config_path: Path) -> tuple[Any, Store]:
+    config = load_config(config_path)
+    store = Store(config.database, migrate=False)
+    version, head = store.schema_version(), Store.head_version()
+    if version != head:
+        store.close()
+        raise MailbotError(
+            f"the database {store.where} is at schema {version}, this mailbot expects {head}"
+            " (run `mailbot migrate`)"
+        )
+    return config, store
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        config, store = _open_store(args.config)
+        try:
+            result = supervision.status(config, store)
+        finally:
+            store.close()
+    except Exception as exc:  # the plugin's state is UNKNOWN, whatever the reason
+        detail = str(exc) if isinstance(exc, MailbotError) else safe_error(exc)
+        print(f"MAILBOT {Health.UNKNOWN.value} - cannot tell: {detail}")
+        return Health.UNKNOWN.exit_code
+    print(f"{result.headline} | {perfdata(result.checks)}")
+    for line in details(result.figures, utcnow()):
+        print(line)
+    for check in result.checks:
+        if check.state is not Health.OK:
+            print(f"{check.state.value}: {check.text}")
+    return result.state.exit_code
+
+
+def perfdata(checks: list[Check]) -> str:
+    """``'label'=value;warn;crit`` for each numeric check (the thresholds are in the text)."""
+    return " ".join(
+        f"'{c.what}'={c.value:g}" for c in checks if c.value is not None and "probe" not in c.what
+    )
+
+
+def _when(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC ({(now - at).total_seconds():.0f} s ago)"
+
+
+def details(figures: Figures, now: datetime) -> list[str]:
+    lines = []
+    for folder in figures.folders:
+        where = f"{folder.mailbox}/{folder.folder}"
+        line = (
+            f"{where}: last successful poll {_when(folder.success_at, now)},"
+            f" {folder.errors} IMAP errors in a row"
+        )
+        if folder.errors and folder.last_error:
+            line += f" (last: {folder.last_error})"
+        lines.append(line)
+    oldest = figures.oldest_pending_seconds
+    lines.append(
+        f"outbox: {figures.outbox_depth} pending"
+        + (f" (oldest {oldest:.0f} s)" if oldest is not None else "")
+        + f", {figures.deferred} deferred (SMTP), {figures.failed} failed (24 h),"
+        f" {figures.uncertain} uncertain (7 days)"
+    )
+    for mailbox in figures.quarantined:
+        lines.append(
+            f"{mailbox}: {figures.quarantined[mailbox]} quarantined,"
+            f" {figures.overdue.get(mailbox, 0)} overdue"
+        )
+    return lines
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Exit 0 when every AR came on time and complete, 2 (CRITICAL) otherwise."""
+    app = build_app(args.config)
+    if app.config.probe is None:
+        raise MailbotError(f"{args.config}: no probe: section (see docs/deploy.md)")
+    results = Prober(app.config, app.store, app.outbox.transport, app.outbox).run(args.wait)
+    for result in sorted(results, key=lambda r: r.mailbox):
+        latency = "" if result.latency is None else f" after {result.latency:.1f} s"
+        detail = f": {'; '.join(result.problems)}" if result.problems else ""
+        print(f"{result.mailbox}: {result.status}{latency}{detail}")
+    failed = any(r.status.failed for r in results)
+    return Health.CRITICAL.exit_code if failed else Health.OK.exit_code
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = Store(config.database, migrate=False)
+    try:
+        size = backup(store, args.destination)
+    finally:
+        store.close()
+    print(f"{store.where} copied to {args.destination} ({size} bytes)")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the schema to this mailbot's revision, unless an older worker holds a lease."""
+    config = load_config(args.config)
+    store = Store(config.database, migrate=False)
+    try:
+        before, head = store.schema_version(), Store.head_version()
+        if before == head:
+            print(f"{store.where}: schema {head}, nothing to do")
+            return 0
+        store.migrate()
+    finally:
+        store.close()
+    print(f"{store.where}: schema {before or 'none'} -> {head}")
+    return 0

@@ -1,0 +1,114 @@
+"""The SQL of supervision (issue 16): each folder's last polls (``heartbeats``) and the
+counts `mailbot status` and the metrics read. Graded by ``mailbot.core.health``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import ArStatus, Decision, OutboxStatus
+from mailbot.store.database import Store
+from mailbot.store.schema import fit, heartbeats, messages, outbox
+
+
+def record_poll(
+    store: Store,
+    mailbox: str,
+    folder: str,
+    holder: str,
+    started_at: datetime,
+    seconds: float,
+    error: str | None,
+) -> None:
+    """A poll of a folder ended: a success resets its error count, a failure adds one."""
+    name = f"{mailbox}:{folder}"
+    now = utcnow()
+    values: dict[str, Any] = {
+        "holder": holder,
+        "started_at": started_at,
+        "duration_ms": int(seconds * 1000),
+        "updated_at": now,
+    }
+    if error is None:
+        values |= {"success_at": now, "errors": 0}
+    else:
+        values |= {"error_at": now, "error": error, "errors": heartbeats.c.errors + 1}
+    with store.engine.begin() as conn:
+        updated = conn.execute(heartbeats.update().where(heartbeats.c.name == name).values(values))
+        if updated.rowcount == 0:
+            values["errors"] = 0 if error is None else 1
+            row = {"name": name, "mailbox": mailbox, "folder": folder, **values}
+            conn.execute(heartbeats.insert().values(fit(heartbeats, row)))
+
+
+def folder_beats(store: Store) -> dict[tuple[str, str], sa.Row[Any]]:
+    with store.engine.connect() as conn:
+        return {(r.mailbox, r.folder): r for r in conn.execute(sa.select(heartbeats))}
+
+
+def outbox_counts(store: Store, now: datetime) -> dict[str, Any]:
+    """Pending mail and its oldest, deferred, failed (24 h) and uncertain (7 days) sends."""
+    pending = outbox.c.status == OutboxStatus.PENDING
+
+    def count(*where: Any) -> Any:
+        return sa.select(sa.func.count()).select_from(outbox).where(*where).scalar_subquery()
+
+    query = sa.select(
+        count(pending),
+        sa.select(sa.func.min(outbox.c.created_at)).where(pending).scalar_subquery(),
+        count(pending, outbox.c.attempts > 0),
+        count(
+            outbox.c.status == OutboxStatus.FAILED, outbox.c.created_at >= now - timedelta(days=1)
+        ),
+        count(
+            outbox.c.status == OutboxStatus.UNCERTAIN,
+            outbox.c.created_at >= now - timedelta(days=7),
+        ),
+    )
+    with store.engine.connect() as conn:
+        depth, oldest, deferred, failed, uncertain = conn.execute(query).one()
+    if isinstance(oldest, str):  # SQLite's min() returns the stored text
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    return {
+        "depth": int(depth),
+        "oldest": oldest,
+        "deferred": int(deferred),
+        "failed": int(failed),
+        "uncertain": int(uncertain),
+    }
+
+
+def quarantined(store: Store) -> dict[str, int]:
+    query = (
+        sa.select(messages.c.mailbox, sa.func.count())
+        .where(messages.c.decision == Decision.QUARANTINE)
+        .group_by(messages.c.mailbox)
+    )
+    with store.engine.connect() as conn:
+        return {str(m): int(n) for m, n in conn.execute(query)}
+
+
+def ar_counts(store: Store) -> dict[str, int]:
+    """Messages by AR status (sent, failed, uncertain…), as far as retention keeps them."""
+    query = (
+        sa.select(messages.c.ar_status, sa.func.count())
+        .where(messages.c.ar_status.in_([s.value for s in ArStatus]))
+        .group_by(messages.c.ar_status)
+    )
+    with store.engine.connect() as conn:
+        return {str(s): int(n) for s, n in conn.execute(query)}
+
+
+def reachable(store: Store) -> bool:
+    """Whether the database answers (the worker's readiness)."""
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(sa.select(1))
+    except sa.exc.SQLAlchemyError:
+        return False
+    return True

@@ -1,0 +1,221 @@
+"""Several workers on one database (issue 16): leases, fencing, the shared outbox, the
+scheduled jobs run once, SQLite refusing a second worker, and two real workers on the
+real PostgreSQL killed with -9 again and again (tests/cluster_run.py)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from cluster_run import run_scenario
+from pg import PostgresServer
+from servers import DovecotServer, MailUser, SmtpServer
+from test_alerts import ROOT, TODAY, fill
+from test_e2e import write_config
+from test_poison import cli, start_worker, stop_worker, wait_until
+
+from mailbot.app import alerts
+from mailbot.app.cluster import Keeper, this_worker
+from mailbot.app.context import build_app
+from mailbot.config import load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
+from mailbot.core.statuses import OutboxKind, OutboxStatus
+from mailbot.errors import LeaseLostError
+from mailbot.render.templates import Renderer
+from mailbot.store import FolderState, Store
+from mailbot.store.cluster import Cluster
+from mailbot.worker import make_worker
+
+INBOX = folder_lease("general", "INBOX")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: str, request: pytest.FixtureRequest) -> str:
+    name = f"c{abs(hash(request.node.nodeid)) % 10**9}"
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+def keeper(store: Store, name: str, stop: threading.Event, lease: float = 2.0) -> Keeper:
+    holder = this_worker(f"test:{name}", store)
+    return Keeper(store, holder, [INBOX, SCHEDULER_LEASE], lease, stop)
+
+
+def test_one_worker_holds_a_folder_and_another_takes_it_over_once_it_stops_renewing(
+    pg_url: str,
+) -> None:
+    first_store, second_store = Store(pg_url), Store(pg_url)
+    stop = threading.Event()
+    first, second = keeper(first_store, "a", stop), keeper(second_store, "b", stop)
+    first.start(background=False)
+    second.start(background=False)
+    assert first.held == {INBOX, SCHEDULER_LEASE} and second.held == set()
+    second.tick()  # the holder renews nothing here, but its lease has not run out
+    assert second.held == set()
+    time.sleep(2.2)  # the first holder is "dead": it stopped renewing
+    second.tick()
+    assert second.held == {INBOX, SCHEDULER_LEASE}
+    first.tick()  # it wakes up: its renewals fail, it knows it lost them
+    assert first.held == set()
+    for store in (first_store, second_store):
+        store.close()
+
+
+def test_a_paused_holder_records_nothing_once_its_folder_was_taken_over(pg_url: str) -> None:
+    paused_store, other_store = Store(pg_url), Store(pg_url)
+    stop = threading.Event()
+    paused, other = keeper(paused_store, "a", stop), keeper(other_store, "b", stop)
+    paused.start(background=False)
+    with paused_store.transaction() as tx:  # while it holds the lease, it records
+        tx.save_folder_state("general", "INBOX", 7, 1)
+    time.sleep(2.2)
+    other.start(background=False)
+    assert other.holds(INBOX)
+    with pytest.raises(LeaseLostError), paused_store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 2)
+    with other_store.transaction() as tx:
+        assert tx.folder_state("general", "INBOX") == FolderState(7, 1)  # rolled back
+        tx.save_folder_state("general", "INBOX", 7, 2)
+    for store in (paused_store, other_store):
+        store.close()
+
+
+def test_two_workers_taking_due_mail_at_once_get_different_items(pg_url: str) -> None:
+    store = Store(pg_url)
+    with store.transaction() as tx:
+        ids = [
+            tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", f"<{n}@x>", b"x")
+            for n in range(5)
+        ]
+    stale = 60
+    for name in ("worker-a", "worker-b"):  # two live workers
+        Cluster(store, this_worker(name, store), lease_seconds=60).register()
+    with store.transaction() as first:
+        taken = first.take_due(utcnow(), 2, "worker-a", timedelta(seconds=stale))
+        # The first transaction still holds its rows: the second skips them, never waits.
+        with store.transaction() as second:
+            others = second.take_due(utcnow(), 10, "worker-b", timedelta(seconds=stale))
+    assert [i.id for i in taken] == ids[:2]
+    assert [i.id for i in others] == ids[2:]
+    with store.transaction() as tx:  # a live claimer's items stay its own
+        assert tx.take_due(utcnow(), 10, "worker-c", timedelta(seconds=stale)) == []
+        assert tx.claim_outbox(ids[0], 1, "worker-a")
+        assert not tx.claim_outbox(ids[0], 1, "worker-b")  # 'sending' already: never twice
+    assert store.outbox_status(ids[0]) == OutboxStatus.SENDING
+    with store.transaction() as tx:  # an unregistered (or dead) claimer's items are free
+        assert [i.id for i in tx.take_due(utcnow(), 10, "worker-c", timedelta(0))] == ids[1:]
+    store.close()
+
+
+def test_scheduled_jobs_run_on_the_one_worker_holding_the_scheduler_lease(
+    tmp_path: Path,
+    pg_url: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+) -> None:
+    config = write_config(
+        tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, database=pg_url
+    )
+    runs: list[str] = []
+    workers = [make_worker(build_app(config)) for _ in range(2)]
+    jobs = []
+    for n, worker in enumerate(workers):
+        assert worker.keeper is not None
+        worker.alerts = lambda n=n: runs.append(f"alerts {n}")
+        worker.weekly_report = lambda n=n: runs.append(f"report {n}")
+        worker.keeper.start(background=False)
+        scheduler = worker.build_scheduler()
+        jobs += [scheduler.get_job(i) for i in ("alerts", "weekly-report")]
+    for job in jobs:
+        job.func()
+    holders = [w for w in workers if w.keeper is not None and w.keeper.holds(SCHEDULER_LEASE)]
+    assert len(holders) == 1
+    assert runs == ["alerts 0", "report 0"]  # the first worker took the lease; once each
+    # The first worker stops: the second takes the jobs over and catches up the report.
+    first, second = (w.keeper for w in workers)
+    assert first is not None and second is not None
+    first.close()
+    scheduler = workers[1].build_scheduler()
+    second.on_taken = functools.partial(workers[1]._taken, scheduler)
+    second.tick()
+    assert second.holds(SCHEDULER_LEASE)
+    scheduler.get_job("weekly-report-takeover").func()
+    assert runs[2:] == ["report 1"]
+    second.close()
+
+
+def test_a_second_worker_on_sqlite_is_refused_with_a_clear_message(
+    tmp_path: Path, imap_user: MailUser, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    lock = tmp_path / "mailbot.db.worker-lock"
+    first = start_worker(config, tmp_path / "first.log")
+    try:
+        wait_until(lambda: lock.exists() and "pid" in lock.read_text(), 60, "the first worker")
+        second = cli(config, "run")
+        assert second.returncode == 2
+        assert f"another mailbot worker (pid {first.pid})" in second.stderr
+        assert "SQLite serves one worker only" in second.stderr
+        assert "use PostgreSQL" in second.stderr
+    finally:
+        assert stop_worker(first) == 0
+    # The lock went with the first worker: the next one starts.
+    assert cli(config, "-q", "poll", "--once").returncode == 0
+
+
+def test_two_workers_killed_again_and_again_answer_each_mail_once(
+    tmp_path: Path,
+    pg_url: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+) -> None:
+    figures = run_scenario(
+        tmp_path, pg_url, imap_user, dovecot.new_user("etr"), smtp_server, mails=200, kills=3
+    )
+    print(f"\ntwo workers, kill -9: {figures.line()}")
+    assert figures.kills == 3
+    assert figures.duplicates == 0
+    assert figures.lost == 0 and figures.not_acknowledged == 0
+    assert figures.unflagged == []  # a mail without its AR is always flagged uncertain
+    assert figures.ars + figures.uncertain >= figures.mails
+    assert max(figures.takeovers) < 30
+
+
+def test_the_scheduled_alerts_are_queued_once_a_day_whoever_sends_them(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["templates"] = str(ROOT / "templates")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config = load_config(path)
+    store = Store(config.database)
+    fill(store)
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    first = alerts.send_alerts(config, store, renderer, TODAY, once=True)
+    again = alerts.send_alerts(config, store, renderer, TODAY, once=True)  # a takeover
+    assert sum(first.values()) > 0 and again == {}
+    assert len(store.outbox_items()) == 2  # the two services' digests, once
+    assert alerts.send_alerts(config, store, renderer, TODAY) != {}  # by hand: on demand
+    store.close()

@@ -1,0 +1,201 @@
+"""Packaging and operations (issue 16): the systemd unit checked by systemd-analyze, the
+Containerfile, `mailbot backup` (SQLite's online backup API) and `mailbot migrate`
+refused while a worker of an older version holds a lease."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import subprocess
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from test_e2e import ROOT
+from test_poison import inproc
+from test_status import offline_config
+
+from mailbot.config import load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import OutboxKind
+from mailbot.store import Store
+from mailbot.store import database as store_database
+from mailbot.store.schema import leases, workers
+
+UNIT = ROOT / "deploy" / "mailbot.service"
+
+
+def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """systemd-analyze verify on the unit, its ExecStart pointing to an executable here
+    (verify checks that the command exists; /opt/mailbot is where it is installed)."""
+    binary = tmp_path / "mailbot"
+    binary.write_text('#!/bin/sh\nexec python -m mailbot.cli "$@"\n', encoding="utf-8")
+    binary.chmod(0o755)
+    unit = tmp_path / "mailbot.service"
+    unit.write_text(text.replace("/opt/mailbot/venv/bin/mailbot", str(binary)), encoding="utf-8")
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is missing: scripts/setup-tests installs Debian's systemd"
+    return subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_systemd_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8")
+    result = verify(tmp_path, text)
+    print(f"\nsystemd-analyze verify: exit {result.returncode}, output {result.stderr!r}")
+    assert result.returncode == 0
+    assert result.stdout == result.stderr == ""
+    for line in (
+        "User=mailbot",
+        "ProtectSystem=strict",
+        "StateDirectory=mailbot",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "LoadCredential=smtp:/etc/mailbot/secrets/smtp",
+    ):
+        assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
+
+
+def test_systemd_analyze_does_catch_a_mistake_in_the_unit(tmp_path: Path) -> None:
+    text = UNIT.read_text(encoding="utf-8").replace("ProtectSystem=strict", "ProtectSystem=strct")
+    result = verify(tmp_path, text)
+    assert "Failed to parse protect system value" in result.stderr
+
+
+def test_the_containerfile_runs_as_non_root_with_what_the_repository_has() -> None:
+    text = (ROOT / "Containerfile").read_text(encoding="utf-8")
+    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
+    assert text.rindex("USER 10001") > text.rindex("RUN ")  # nothing runs as root after it
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
+        for name in source.split():
+            assert (ROOT / name).exists(), name
+    assert "PASSWORD" not in text.upper().replace("PASSWORD_FILE", "")  # secrets are mounted
+
+
+def test_backup_copies_a_database_being_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    store = Store(load_config(config).database)
+    stop = threading.Event()
+
+    def write() -> None:  # a worker queueing mail all along
+        n = 0
+        while not stop.is_set():
+            with store.transaction() as tx:
+                tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", f"<{n}@x>", b"x" * 500)
+            n += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        result = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
+    finally:
+        stop.set()
+        writer.join()
+    assert result.returncode == 0, result.stderr
+    assert "copied to" in result.stdout
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        copied = copy.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert 0 < copied <= len(store.outbox_items())
+    assert Store(f"sqlite:///{tmp_path / 'copy.db'}", migrate=False).schema_version() == HEAD
+    store.close()
+    again = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert not (tmp_path / "copy.db.partial").exists()
+
+
+def test_backup_of_postgresql_points_to_pg_dump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path, database="postgresql+psycopg://mailbot@127.0.0.1:1/none")
+    result = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
+    assert result.returncode == 2
+    assert "pg_dump --format=custom" in result.stderr
+
+
+HEAD = Store.head_version()
+AFTER = f"{int(HEAD) + 1:04d}"
+NEXT = f'''"""A revision after this mailbot's (a test's stand-in for the next release).
+
+Revision ID: {AFTER}
+Revises: {HEAD}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{AFTER}"
+down_revision = "{HEAD}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("workers") as batch:
+        batch.add_column(sa.Column("note", sa.Text))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("workers") as batch:
+        batch.drop_column("note")
+'''
+
+
+def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = offline_config(tmp_path)
+    store = Store(load_config(config).database)  # schema HEAD, as the running workers'
+    now = utcnow()
+    with store.transaction() as tx:
+        tx.conn.execute(
+            workers.insert().values(
+                id="old",
+                role="worker",
+                host="mailbot-1",
+                pid=4242,
+                version="0.1.0",
+                schema=HEAD,
+                started_at=now,
+                expires_at=now + timedelta(seconds=30),
+            )
+        )
+        tx.conn.execute(
+            leases.insert().values(
+                name="folder:general:INBOX",
+                holder="old",
+                version="0.1.0",
+                schema=HEAD,
+                fence=1,
+                acquired_at=now,
+                expires_at=now + timedelta(seconds=30),
+            )
+        )
+    # The next release: the same migrations and one more.
+    migrations = tmp_path / "migrations"
+    shutil.copytree(store_database.MIGRATIONS, migrations)
+    (migrations / "versions" / f"{AFTER}_next.py").write_text(NEXT, encoding="utf-8")
+    monkeypatch.setattr(store_database, "MIGRATIONS", migrations)
+
+    refused = inproc(capsys, config, "migrate")
+    assert refused.returncode == 2
+    assert (
+        f"a worker of an older version, mailbot-1 pid 4242 (mailbot 0.1.0, schema {HEAD})"
+        in refused.stderr
+    )
+    assert "holds the lease folder:general:INBOX" in refused.stderr
+    assert store.schema_version() == HEAD  # untouched
+
+    with store.transaction() as tx:  # the old worker stopped: its lease is given back
+        tx.conn.execute(leases.delete())
+    done = inproc(capsys, config, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert f"schema {HEAD} -> {AFTER}" in done.stdout
+    assert store.schema_version() == AFTER
+    store.close()

@@ -1,0 +1,144 @@
+"""`mailbot status` (issue 16): one test per Nagios/Centreon state, the thresholds of
+rules.yaml validated, and the figures a real poll leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import ROOT, citizen_mail, poll, write_config
+from test_poison import inproc
+
+from mailbot.app import supervision
+from mailbot.config import load_config
+from mailbot.core.clock import utcnow
+from mailbot.core.statuses import OutboxKind
+from mailbot.errors import ConfigError
+from mailbot.store import Store
+
+
+def offline_config(tmp_path: Path, **overrides: Any) -> Path:
+    """rules.yaml with its database here: status reads the database, never a server."""
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    data["templates"] = str(ROOT / "templates")
+    data["agents"] = str(ROOT / "agents.yaml")
+    data.update(overrides)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def all_polled(config_path: Path, errors: dict[str, int] | None = None) -> Store:
+    """Every watched folder polled just now, as a worker records it."""
+    config = load_config(config_path)
+    store = Store(config.database)
+    for mailbox, folder in supervision.watched_folders(config):
+        supervision.record_poll(store, mailbox, folder, "w1", utcnow(), 0.2, None)
+        for _ in range((errors or {}).get(mailbox, 0)):
+            supervision.record_poll(store, mailbox, folder, "w1", utcnow(), 0.0, "LOGIN refused")
+    return store
+
+
+def test_all_well_is_ok_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = offline_config(tmp_path)
+    all_polled(config).close()
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 0, result.stdout
+    headline = result.stdout.splitlines()[0]
+    assert headline.startswith("MAILBOT OK - all checks OK | ")
+    assert "'outbox depth'=0" in headline
+    assert "general/INBOX: last successful poll" in result.stdout
+    assert "outbox: 0 pending, 0 deferred (SMTP), 0 failed (24 h), 0 uncertain" in result.stdout
+
+
+def test_an_outbox_over_its_warning_threshold_is_warning_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path, status={"outbox_depth": {"warning": 2, "critical": 10}})
+    store = all_polled(config)
+    with store.transaction() as tx:
+        for n in range(3):
+            tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", f"<{n}@x>", b"x")
+    store.close()
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.startswith("MAILBOT WARNING - outbox depth 3 (warning at 2) | ")
+    assert "outbox: 3 pending (oldest" in result.stdout
+
+
+def test_imap_failing_again_and_again_is_critical_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    all_polled(config, errors={"etrangers": 5}).close()
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 2, result.stdout
+    assert result.stdout.startswith("MAILBOT CRITICAL - etrangers/INBOX imap errors 5 (critical")
+    assert "5 IMAP errors in a row (last: LOGIN refused)" in result.stdout
+
+
+def test_a_folder_never_polled_is_unknown_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    Store(load_config(config).database).close()  # migrated, but no worker ever polled
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 3, result.stdout
+    headline = result.stdout.splitlines()[0]
+    assert headline.startswith("MAILBOT UNKNOWN - ")
+    assert "general/INBOX never polled" in headline
+
+
+def test_a_database_that_does_not_answer_is_unknown_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path, database="postgresql+psycopg://mailbot@127.0.0.1:1/none")
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 3
+    assert result.stdout.startswith("MAILBOT UNKNOWN - cannot tell: OperationalError")
+
+
+def test_critical_beats_warning_and_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path, status={"outbox_depth": {"warning": 1, "critical": 10}})
+    store = Store(load_config(config).database)
+    supervision.record_poll(store, "general", "INBOX", "w1", utcnow(), 0.0, "timeout")
+    for _ in range(4):
+        supervision.record_poll(store, "general", "INBOX", "w1", utcnow(), 0.0, "timeout")
+    with store.transaction() as tx:
+        tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", "<1@x>", b"x")
+    store.close()
+    result = inproc(capsys, config, "status")
+    assert result.returncode == 2
+    assert "WARNING: outbox depth 1 (warning at 1)" in result.stdout
+    assert "UNKNOWN: etrangers/INBOX never polled" in result.stdout
+
+
+def test_thresholds_are_validated(tmp_path: Path) -> None:
+    config = offline_config(tmp_path, status={"lag_seconds": {"warning": 600, "critical": 60}})
+    with pytest.raises(
+        ConfigError, match=r"status\.lag_seconds.*critical \(60\) must not be below"
+    ):
+        load_config(config)
+
+
+def test_after_a_real_poll_the_inboxes_show_their_last_success(
+    tmp_path: Path,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    imap_user.append(citizen_mail(1))
+    assert poll(config, acknowledge_existing=True) == 0
+    result = inproc(capsys, config, "status")
+    beats = {line.split(":")[0]: line for line in result.stdout.splitlines()[1:5]}
+    assert "0 IMAP errors in a row" in beats["general/INBOX"]
+    assert "last successful poll never" not in beats["general/INBOX"]
+    assert result.stdout.startswith("MAILBOT OK"), result.stdout
