@@ -105,6 +105,8 @@ def seeded(store: Store) -> dict[str, int]:
         "today": record(store, 3, local(date(2026, 11, 23))),  # 5th working day: today
         "other": record(store, 4, local(TODAY - timedelta(days=20)), service="permis"),
         "ignored": record(store, 5, local(TODAY), decision=Decision.SKIP, reference=None),
+        # mailbot's own probe mail (issue 16): acknowledged, never an agent's to answer
+        "probe": record(store, 6, local(TODAY - timedelta(days=20)), probe=1),
     }
 
 

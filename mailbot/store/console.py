@@ -69,6 +69,7 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
         messages.c.first_reply_at.is_(None),
         messages.c.decision == Decision.ACKNOWLEDGE,
         messages.c.no_reply.is_(None),
+        messages.c.probe == 0,  # the supervision's test mails are nobody's to answer
         service,
         sa.not_(_reply_in_flight()),
     ]
