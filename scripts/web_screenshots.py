@@ -28,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 from mailbot.app.context import App, build_app  # noqa: E402
+from mailbot.cli import DEMO_MAILDIR  # noqa: E402
 from mailbot.cli import main as mailbot  # noqa: E402
 from mailbot.config import OidcConfig, load_config  # noqa: E402
+from mailbot.mail.originals import MaildirOriginals  # noqa: E402
 from mailbot.web.app import create_app  # noqa: E402
 from mailbot.web.demo import DEMO_PASSWORD, demo_settings  # noqa: E402
 from mailbot.web.server import BackgroundServer, bind  # noqa: E402
@@ -50,7 +52,12 @@ DESKTOP = {"width": 1280, "height": 800}
 MOBILE = {"width": 390, "height": 844}
 DEMO_MONTH = "2026-11"  # the demo's mail (mailbot/demo_data) arrives in November 2026
 # (file name, demo agent, path): one line per console page
+# FIRST: the first message of the agent's queue; "#id" after a path: the window scrolled there
+FIRST = "@first"
 PAGES = [
+    ("queue", "cdurand", "/"),
+    ("message", "cdurand", FIRST),
+    ("answer-form", "cdurand", FIRST + "#repondre"),
     ("indicators", "ngarnier", f"/indicateurs?service=tous&periode={DEMO_MONTH}"),
     ("indicators-head", "lmoreau", f"/indicateurs?service=general&periode={DEMO_MONTH}"),
     ("quarantine", "tbernard", "/admin/quarantaine"),
@@ -111,8 +118,16 @@ def pages(browser: Browser, url: str, out: Path) -> None:
             login(page, url, agent, DEMO_PASSWORD)
             page.wait_for_selector("#agent-connecte")
         page = contexts[agent].pages[0]
+        path, _, part = path.partition("#")
+        if path == FIRST:
+            page.goto(url + "/", wait_until="networkidle")
+            path = page.locator('a[href^="/courriel/"]').first.get_attribute("href") or "/"
         page.goto(url + path, wait_until="networkidle")  # the chart image too
-        page.screenshot(path=out / f"{name}.png", full_page=True)
+        if part:  # the window scrolled to that part
+            page.locator(f"#{part}").evaluate("element => element.scrollIntoView()")
+            page.screenshot(path=out / f"{name}.png")
+        else:
+            page.screenshot(path=out / f"{name}.png", full_page=True)
     for context in contexts.values():
         context.close()
 
@@ -125,6 +140,8 @@ def main() -> None:
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     settings = demo_settings(load_config(ROOT / "rules.yaml"), ROOT / "rules.yaml", port)
+    maildirs = {name: DEMO_MAILDIR / name for name in app.config.mailboxes}
+    settings = dataclasses.replace(settings, originals=MaildirOriginals(maildirs))
     server = BackgroundServer(console_app(settings, app), settings.web, sock).start()
     url = f"http://127.0.0.1:{port}"
     try:

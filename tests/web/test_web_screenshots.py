@@ -41,7 +41,10 @@ def test_console_screenshots(tmp_path: Path) -> None:
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert {"indicators", "indicators-head", "quarantine", "templates-check"} <= set(script_pages())
+    assert {"queue", "message", "answer-form", "indicators", "indicators-head"} <= set(
+        script_pages()
+    )
+    assert {"quarantine", "templates-check"} <= set(script_pages())
     for name, width in (
         ("login", 1280),
         ("login-error", 1280),
