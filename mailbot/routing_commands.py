@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailbot.config import Config, load_config
 from mailbot.errors import ConfigError, MailbotError
+
+if TYPE_CHECKING:
+    from mailbot.config import Config
 
 DEFAULT_LABELLED = ("tests/data/corpus/dev", "tests/data/routing")
 DEFAULT_TEST = "tests/data/corpus/test"
@@ -61,7 +63,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from mailbot.app.corrections import correct
-    from mailbot.config import load_agents
+    from mailbot.config import load_agents, load_config
     from mailbot.store import Store
 
     config = load_config(args.config)
@@ -140,6 +142,7 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mailbot.app import training
+    from mailbot.config import load_config
     from mailbot.core import classifier
 
     config = load_config(args.config)
@@ -184,6 +187,7 @@ def _line(label: str, scored: Any) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mailbot.app import training
     from mailbot.app.routing_figures import figures, format_figures
+    from mailbot.config import load_config
     from mailbot.core.facts import compiled_routing
 
     config = load_config(args.config)

@@ -11,9 +11,6 @@ import getpass
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-
-from mailbot.config import load_agents, load_config, validation_problem
 from mailbot.errors import ConfigError
 
 
@@ -33,6 +30,9 @@ def add_web_commands(commands: Any) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mailbot.config import load_config, validation_problem
     from mailbot.web.app import create_app, settings_from_config
     from mailbot.web.server import serve
 
@@ -51,6 +51,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_web_passwd(args: argparse.Namespace) -> int:
+    from mailbot.config import load_agents, load_config
     from mailbot.web.accounts import AccountsFile, WeakPasswordError
 
     config = load_config(args.config)
