@@ -23,6 +23,7 @@ from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
 from mailbot.app.intake import Pipeline
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
+from mailbot.core import language
 from mailbot.core.incoming import Outcome
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
@@ -157,6 +158,7 @@ class Worker:
     def run(self, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
         self.recover()
+        language.warm_up()  # the models load now, not while the first mail waits
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
