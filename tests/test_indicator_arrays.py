@@ -113,3 +113,25 @@ def test_packed_read_equals_the_column_read_on_random_messages(tmp_path: Path) -
             compute_arrays(arrays_from_store(before, calendar), as_of, calendar)
         )
     store.close()
+
+
+def test_the_reports_weeks_from_one_read_equal_one_read_per_week(tmp_path: Path) -> None:
+    """The report's chart: twelve weeks' figures from one read of the store, split by local
+    date of receipt, equal the figures of each week read on its own (DST weeks included)."""
+    from mailbot.app.indicators import figures, figures_of_periods
+    from mailbot.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "rules.yaml")
+    path = tmp_path / "weeks.db"
+    store = Store(f"sqlite:///{path}")
+    fill(path, 20_000, seed=5)
+    for last in (date(2026, 4, 5), date(2026, 11, 29), date(2027, 1, 10)):
+        weeks = [
+            (last - timedelta(days=7 * k + 6), last - timedelta(days=7 * k)) for k in range(12)
+        ]
+        as_of = last + timedelta(days=1)
+        together = figures_of_periods(config, store, weeks[::-1], as_of)
+        apart = [figures(config, store, start, end, as_of) for start, end in weeks[::-1]]
+        assert together == apart
+        assert sum(f.received for f in together) > 1000
+    store.close()

@@ -213,7 +213,8 @@ class ReportBuilder:
 
     def _chart(self, period: Period, as_of: date) -> bytes:
         weeks = [week_period(period.end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
-        figures = [self.figures(w.start, w.end, as_of) for w in weeks]
+        spans = [(w.start, w.end) for w in weeks]
+        figures = indicators.figures_of_periods(self.config, self.store, spans, as_of)
         return weekly_chart(
             [w.label.split("-")[1] for w in weeks],
             [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for f in figures],
