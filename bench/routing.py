@@ -8,7 +8,11 @@ timed), then times, each ``--repeat`` times and keeping the median:
 * loading the configured model file (numpy, no scikit-learn), in this process and in a
   fresh ``python -c`` (import included) — target ≤ 1 s;
 * the model alone on each mail (features + the linear heads);
-* the whole routing decision (every rule, the model, the combination) — target ≤ 2 ms.
+* the whole routing decision (every rule, the model, the combination) — target ≤ 2 ms;
+* before/after the one-pass keyword matcher (issue 14, point 5): the rules as they were
+  (``tests/routing_reference.py``) and as they are, alone and with the model, on short
+  bodies (each mail cut to 300 characters) and on 3 KB bodies (mails run together), in
+  the same run.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import routing_reference  # noqa: E402
 
 from mailbot.app.training import load_labelled  # noqa: E402
 from mailbot.config import load_config  # noqa: E402
 from mailbot.core.classifier import load  # noqa: E402
 from mailbot.core.facts import compiled_routing  # noqa: E402
-from mailbot.core.routing import decide  # noqa: E402
+from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing, decide  # noqa: E402
 from mailbot.core.routing_text import RoutingText  # noqa: E402
 
 
@@ -86,6 +95,49 @@ def main() -> None:
         f"whole decision per mail (rules + model + combination): "
         f"{statistics.median(decide_runs) * 1000:.3f} ms"
     )
+    compare(config, routing, [s.facts for s in samples], args.repeat)
+
+
+def sized(mails: list[RoutingInput], size: int) -> list[RoutingInput]:
+    """Each mail with a body of ``size`` characters: cut, or run on with the next mails'."""
+    bodies = [m.body for m in mails]
+    out = []
+    for i, mail in enumerate(mails):
+        body, j = mail.body, i
+        while len(body) < size:
+            j += 1
+            body += "\n\n" + bodies[j % len(bodies)]
+        out.append(replace(mail, body=body[:size]))
+    return out
+
+
+def per_mail(run: Any, mails: list[RoutingInput], routing: Any, repeat: int) -> float:
+    for mail in mails[:20]:
+        run(mail, routing)  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for mail in mails:
+            run(mail, routing)
+        times.append((time.perf_counter() - start) / len(mails))
+    return statistics.median(times) * 1000
+
+
+def compare(config: Any, new: CompiledRouting, mails: list[RoutingInput], repeat: int) -> None:
+    assert config.routing is not None
+    parts = (config.routing, new.own_service, new.general_service)
+    print("routing decision per mail, before (regex per rule) / after (one-pass matcher):")
+    for model_name, model in (("rules + model", new.model), ("rules alone", None)):
+        old_routing = routing_reference.compile_routing(*parts, model)
+        new_routing = compile_routing(*parts, model)
+        for label, size in (("short (300 chars)", 300), ("3 KB", 3000)):
+            batch = sized(mails, size)
+            before = per_mail(routing_reference.decide, batch, old_routing, repeat)
+            after = per_mail(decide, batch, new_routing, repeat)
+            print(
+                f"  {model_name:13} {label:17} before {before:6.3f} ms  after {after:6.3f} ms"
+                f"  ({before / after:4.1f}× faster)"
+            )
 
 
 if __name__ == "__main__":

@@ -5,51 +5,41 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from mailbot import demo
-from mailbot.app import alerts, indicators, maintenance, quarantine, report, template_catalogue
-from mailbot.app.answered import AnsweredHow, mark_answered
-from mailbot.app.backfill import backfill
-from mailbot.app.context import App, build_app
-from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
-from mailbot.app.reply import Draft, Preview, Replies
-from mailbot.app.transfer import Transfers
-from mailbot.config import Config, load_agents, load_config
-from mailbot.core.incoming import Outcome
-from mailbot.core.periods import default_period
-from mailbot.core.statuses import Decision
-from mailbot.core.workdays import WorkingCalendar
+from mailbot.core.answers import AnsweredHow
 from mailbot.errors import ConfigError, MailbotError
 from mailbot.logs import safe_error, setup_logging
-from mailbot.mail.maildir import MaildirSource, mail_files
-from mailbot.mail.originals import ImapOriginals
-from mailbot.mail.poller import Source
-from mailbot.mail.smtp import FileTransport
 from mailbot.ops_commands import add_ops_commands
-from mailbot.render.templates import Renderer
 from mailbot.routing_commands import add_routing_commands
-from mailbot.store import Store
 from mailbot.web.commands import add_web_commands, console_beside, serve_demo
-from mailbot.worker import Worker, make_worker
+
+if TYPE_CHECKING:
+    from mailbot.app.context import App
+    from mailbot.app.reply import Preview
+    from mailbot.config import Config
+    from mailbot.core.incoming import Outcome
+    from mailbot.mail.poller import Source
+    from mailbot.render.templates import Renderer
+    from mailbot.store import Store
+    from mailbot.worker import Worker
 
 EXIT_FIRST_POLL_REFUSED = 3
 EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 log = logging.getLogger(__name__)
-DEMO_MAILDIR = Path(str(files("mailbot") / "demo_data" / "maildir"))
+DEMO_MAILDIR = Path(__file__).parent / "demo_data" / "maildir"
 
 
 def _today(config: Config) -> date:
+    from mailbot.core.workdays import WorkingCalendar
+
     return datetime.now(WorkingCalendar(timezone=config.timezone).zone).date()
 
 
@@ -57,6 +47,9 @@ def _today(config: Config) -> date:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from mailbot.app import maintenance
+    from mailbot.config import load_config
+
     config = load_config(args.config)
     maintenance.check(config)
     print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
@@ -69,6 +62,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
     app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
     worker = make_worker(app)
     outcomes = worker.poll_once()
@@ -78,6 +74,9 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
     app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
     worker = make_worker(app)
     with console_beside(app, args.config):  # when web.enabled
@@ -103,6 +102,8 @@ class _Bars:
 
     @contextlib.contextmanager
     def folder(self, mailbox: str, folder: str, total: int) -> Iterator[Callable[[], None]]:
+        from tqdm import tqdm
+
         with tqdm(total=total, desc=f"{mailbox}/{folder}", unit="mail", disable=self.quiet) as bar:
 
             def advance() -> None:
@@ -113,12 +114,22 @@ class _Bars:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Record a mailbox's history (INBOX and Sent) for the indicators, sending nothing."""
+    from mailbot.app.backfill import backfill
+    from mailbot.app.context import build_app
+
     app = build_app(args.config)
     backfill(app.config, app.store, app.renderer, args.since, _Bars(args.quiet))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from mailbot import demo
+    from mailbot.app.context import build_app
+    from mailbot.core.statuses import Decision
+    from mailbot.mail.maildir import MaildirSource
+    from mailbot.mail.smtp import FileTransport
+    from mailbot.worker import Worker
+
     if not args.verbose:  # the table below is the demo's output
         logging.getLogger("mailbot").setLevel(logging.WARNING)
     out: Path = args.out
@@ -158,6 +169,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
+    from mailbot.config import load_config
+    from mailbot.mail.maildir import mail_files
+
     config = load_config(args.config)
     routing = compiled_routing(config)
     target: Path = args.message
@@ -192,6 +207,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    from mailbot.app import quarantine
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     rows = quarantine.waiting(Store(config.database), args.mailbox)
     print(f"{'ID':>7}  {'MAILBOX':<10} {'RECEIVED':<16} {'WHY':<15} {'REASON':<28} SUBJECT")
@@ -209,6 +228,10 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_show(args: argparse.Namespace) -> int:
+    from mailbot.app import quarantine
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     row, events = quarantine.details(Store(config.database), quarantine.parse_ref(args.id))
     for name in ("id", "mailbox", "folder", "uidvalidity", "uid", "received_at", "message_id"):
@@ -224,6 +247,11 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_retry(args: argparse.Namespace) -> int:
+    from mailbot.app import quarantine
+    from mailbot.app.context import build_app
+    from mailbot.core.statuses import Decision
+    from mailbot.mail.originals import ImapOriginals
+
     app = build_app(args.config)
     if args.all:
         ids = [row.id for row in quarantine.waiting(app.store)][::-1]
@@ -252,6 +280,9 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
 
 
 def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
+    from mailbot.config import load_config
+    from mailbot.render.templates import Renderer
+
     config = load_config(args.config)
     return config, Renderer(config.templates, timezone=config.timezone)
 
@@ -267,6 +298,8 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_templates_list(args: argparse.Namespace) -> int:
+    from mailbot.app import template_catalogue
+
     _config, renderer = _renderer(args)
     rows = template_catalogue.listing(renderer, args.service, args.lang)
     translations = template_catalogue.languages(renderer)
@@ -307,9 +340,13 @@ def cmd_templates_show(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_render(args: argparse.Namespace) -> int:
+    from mailbot.app import template_catalogue
+
     config, renderer = _renderer(args)
     agent = None
     if args.agent:
+        from mailbot.config import load_agents
+
         agent = (args.agent, load_agents(config.agents, config).get(args.agent))
     mail = template_catalogue.preview(config, renderer, args.name, _variables(args.var), agent)
     print(f"Objet : {mail.subject}\n\n{mail.text}")
@@ -320,6 +357,8 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
+    from mailbot.app import template_catalogue
+
     _config, renderer = _renderer(args)
     found = template_catalogue.check_all(renderer)
     for name, problems in found.items():
@@ -348,6 +387,9 @@ def _delivered(app: App) -> int:
 def cmd_reply(args: argparse.Namespace) -> int:
     """A standard reply, or a free one (--text/--text-file), in the thread of a tracked
     message: previewed, or sent with --send."""
+    from mailbot.app.context import build_app
+    from mailbot.app.reply import Draft, Replies
+
     app = build_app(args.config)
     replies = Replies(app.config, app.store, app.renderer, app.agent)
     if args.template:
@@ -375,6 +417,10 @@ def _free_text(args: argparse.Namespace) -> str:
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     """Transfer a tracked message to another service: previewed, or done with --send."""
+    from mailbot.app.context import build_app
+    from mailbot.app.transfer import Transfers
+    from mailbot.mail.originals import ImapOriginals
+
     app = build_app(args.config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     if not args.send:
@@ -391,6 +437,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 def cmd_answered(args: argparse.Namespace) -> int:
     """Record that a citizen was answered by phone, at the counter or by letter."""
+    from mailbot.app.answered import mark_answered
+    from mailbot.app.context import build_app
+
     app = build_app(args.config)
     done = mark_answered(
         app.config,
@@ -412,6 +461,10 @@ def cmd_answered(args: argparse.Namespace) -> int:
 
 def cmd_unanswered(args: argparse.Namespace) -> int:
     """Every unanswered citizen's message with its age in working days, oldest first."""
+    from mailbot.app import indicators
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     today = args.as_of or _today(config)
     waiting = indicators.unanswered(
@@ -429,6 +482,10 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from mailbot.app import report
+    from mailbot.app.context import build_app
+    from mailbot.core.periods import default_period
+
     app = build_app(args.config)
     builder = report.ReportBuilder(app.config, app.store, app.renderer)
     today = args.as_of or datetime.now(builder.calendar.zone).date()
@@ -452,6 +509,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
+    from mailbot.app import alerts
+    from mailbot.app.context import build_app
+
     app = build_app(args.config)
     sent = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
     app.outbox.deliver_due()
@@ -463,6 +523,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:
+    from mailbot.app import indicators
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     today = min(args.date_to, _today(config)) if args.as_of is None else args.as_of
     result = indicators.figures(
@@ -479,6 +543,8 @@ def cmd_indicators(args: argparse.Namespace) -> int:
         targets = {f.name: {"target": f.target, "met": f.met} for f in figures if f.target}
         print(json.dumps({f.name: f.value for f in figures} | {"targets": targets}, indent=2))
     elif args.format == "csv":
+        import csv
+
         out = csv.writer(sys.stdout)
         out.writerow(["indicator", "value", "target", "met"])
         for f in figures:
@@ -506,6 +572,10 @@ def _mark(met: bool | None) -> str:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    from mailbot.app import maintenance
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     days = args.days or config.retention.days
     deleted = maintenance.purge(config, Store(config.database), days)

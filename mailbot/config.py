@@ -29,6 +29,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from mailbot import yamlfile
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.signature import ELEMENTS, SignatureElement
 from mailbot.errors import ConfigError, SecretError
@@ -949,7 +950,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return yamlfile.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

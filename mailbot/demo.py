@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from mailbot import yamlfile
 from mailbot.core.statuses import OutboxKind
 from mailbot.mail.smtp import Envelope
 from mailbot.store import Store
@@ -51,7 +52,7 @@ def _absolute(node: Any, base: Path) -> Any:
 
 def write_config(source: Path, out: Path, database: str) -> Path:
     """``out/rules.yaml``: ``source`` with the demo's database and absolute paths."""
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    data = yamlfile.safe_load(source.read_text(encoding="utf-8"))
     base = source.resolve().parent
     data = _absolute(data, base)
     data["database"] = database

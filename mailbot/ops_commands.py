@@ -12,19 +12,16 @@ import argparse
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailbot.app import supervision
-from mailbot.app.context import build_app
-from mailbot.app.probe import Prober
-from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.health import Check, Figures
 from mailbot.core.statuses import Health
 from mailbot.errors import MailbotError
 from mailbot.logs import safe_error
-from mailbot.store import Store
-from mailbot.store.backup import backup
+
+if TYPE_CHECKING:  # the commands import what they use: `mailbot --help` stays instant
+    from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +49,9 @@ def add_ops_commands(commands: Any) -> None:
 
 
 def _open_store(config_path: Path) -> tuple[Any, Store]:
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(config_path)
     store = Store(config.database, migrate=False)
     version, head = store.schema_version(), Store.head_version()
@@ -65,6 +65,8 @@ def _open_store(config_path: Path) -> tuple[Any, Store]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from mailbot.app import supervision
+
     try:
         config, store = _open_store(args.config)
         try:
@@ -125,6 +127,9 @@ def details(figures: Figures, now: datetime) -> list[str]:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     """Exit 0 when every AR came on time and complete, 2 (CRITICAL) otherwise."""
+    from mailbot.app.context import build_app
+    from mailbot.app.probe import Prober
+
     app = build_app(args.config)
     if app.config.probe is None:
         raise MailbotError(f"{args.config}: no probe: section (see docs/deploy.md)")
@@ -138,6 +143,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from mailbot.config import load_config
+    from mailbot.store import Store
+    from mailbot.store.backup import backup
+
     config = load_config(args.config)
     store = Store(config.database, migrate=False)
     try:
@@ -150,6 +159,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the schema to this mailbot's revision, unless an older worker holds a lease."""
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
     config = load_config(args.config)
     store = Store(config.database, migrate=False)
     try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailbot.config import Config, load_config
 from mailbot.errors import ConfigError, MailbotError
 
-DEFAULT_LABELLED = ("tests/data/corpus/dev", "tests/data/routing")
+if TYPE_CHECKING:
+    from mailbot.config import Config
+
+DEFAULT_LABELLED = ("tests/data/corpus/dev", "tests/data/routing", "tests/data/corpus/train")
 DEFAULT_TEST = "tests/data/corpus/test"
 
 
@@ -36,6 +38,12 @@ def add_routing_commands(commands: Any) -> None:
     train.add_argument("--out", type=Path, help="model file (default: models/routing-<hash>.npz)")
     train.add_argument(
         "--no-corrections", action="store_true", help="ignore the agents' corrections"
+    )
+    train.add_argument(
+        "--c", type=float, help="inverse regularisation of the logistic regressions (default 100)"
+    )
+    train.add_argument(
+        "--min-df", type=int, help="drop features seen in fewer training mails (default 2)"
     )
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
@@ -61,7 +69,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_correct(args: argparse.Namespace) -> int:
     from mailbot.app.corrections import correct
-    from mailbot.config import load_agents
+    from mailbot.config import load_agents, load_config
     from mailbot.store import Store
 
     config = load_config(args.config)
@@ -140,6 +148,7 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mailbot.app import training
+    from mailbot.config import load_config
     from mailbot.core import classifier
 
     config = load_config(args.config)
@@ -149,7 +158,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f" ({missing} corrected mails no longer on the server)" if missing else "")
     routing = training.base_routing(config)
     settings = training.settings_for(config)
-    combined, alone = training.cross_validate(samples, routing, settings, args.folds, extra)
+    c = training.DEFAULT_C if args.c is None else args.c
+    min_df = training.MIN_DF if args.min_df is None else args.min_df
+
+    def fit(chosen: Any) -> Any:
+        return training.fit(chosen, c=c, min_df=min_df)
+
+    combined, alone = training.cross_validate(
+        samples, routing, settings, args.folds, extra, train=fit
+    )
     print(f"{args.folds}-fold on the labelled mail (corrections always in training):")
     print(_line("rules + model", combined))
     print(_line("rules alone  ", alone))
@@ -161,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if worse:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
-    model = training.fit([*samples, *extra])
+    model = fit([*samples, *extra])
     out = args.out or (
         Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
     )
@@ -184,6 +201,7 @@ def _line(label: str, scored: Any) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mailbot.app import training
     from mailbot.app.routing_figures import figures, format_figures
+    from mailbot.config import load_config
     from mailbot.core.facts import compiled_routing
 
     config = load_config(args.config)

@@ -28,6 +28,7 @@ from mailbot.app.intake import Pipeline
 from mailbot.app.probe import Prober
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
+from mailbot.core import language
 from mailbot.core.incoming import Outcome
 from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
@@ -264,6 +265,7 @@ class Worker:
 
     def _run(self, install_signals: bool) -> None:
         self.recover()
+        language.warm_up()  # the models load now, not while the first mail waits
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)

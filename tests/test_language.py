@@ -6,7 +6,7 @@ import csv
 import time
 from pathlib import Path
 
-from mailbot.core.language import detect_language
+from mailbot.core.language import SAMPLE, clearly_french, detect_language, lingua_language
 
 DATA = Path(__file__).resolve().parent / "data" / "languages.tsv"
 
@@ -34,3 +34,44 @@ def test_accuracy_on_short_messages() -> None:
 def test_too_short_or_unclear_is_none() -> None:
     assert detect_language("?? 06 00 00 00 01") is None
     assert detect_language("") is None
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def every_text() -> list[tuple[str, str]]:
+    """Every mail the project holds, read as routing reads it, and the labelled lines."""
+    from mailbot.core.facts import SUBJECT_LIMIT
+    from mailbot.core.message import parse_message
+
+    files = [
+        *(ROOT / "mailbot" / "demo_data" / "maildir").glob("*/cur/*"),
+        *(ROOT / "tests" / "data").rglob("*.eml"),
+    ]
+    found = []
+    for path in sorted(files):
+        parsed = parse_message(path.read_bytes())
+        found.append((path.name, f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"))
+    with DATA.open(encoding="utf-8") as handle:
+        found += [(r["text"][:30], r["text"]) for r in csv.DictReader(handle, delimiter="\t")]
+    return found
+
+
+def test_the_french_fast_path_agrees_with_lingua_wherever_it_answers() -> None:
+    """Issue 14, point 4: the fast path answers "fr" only where lingua, on the whole text
+    as before, says French too — on all 1,250 texts; and it answers for most French mail."""
+    texts = every_text()
+    assert len(texts) >= 1200
+    fast = [(name, text) for name, text in texts if clearly_french(text[:SAMPLE])]
+    disagree = [name for name, text in fast if lingua_language(text[:2000]) != "fr"]
+    assert disagree == []
+    french = sum(lingua_language(text[:2000]) == "fr" for _, text in texts)
+    assert len(fast) >= 0.6 * french
+
+
+def test_other_languages_are_left_to_lingua() -> None:
+    with DATA.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert not any(clearly_french(r["text"]) for r in rows if r["lang"] != "fr")
+    assert not clearly_french("Bonjour, je suis pour vous avec les mes ces — Здравствуйте")
+    assert detect_language("Здравствуйте, я хочу продлить вид на жительство") == "ru"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +131,30 @@ def test_setup_logging_writes_logfmt_to_stderr(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert 'msg="failed here"' in err and "error=OSError" in err and "x@y.fr" not in err
     assert sys.stderr is not None
+
+
+CLI = (sys.executable, "-m", "mailbot.cli")
+
+
+def test_one_debug_line_per_mail_and_one_info_line_per_batch(tmp_path: Path) -> None:
+    """Issue 14, point 8: at INFO a batch is one line (mails, decisions, seconds); the line
+    per mail (mailbox, uid, reference, decision, reason) is DEBUG."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [*CLI, "--config", str(root / "rules.yaml"), "-v", "demo", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    )
+    lines = result.stderr.splitlines()
+    per_mail = [line for line in lines if " msg=message " in line]
+    batches = [line for line in lines if " msg=batch " in line]
+    assert per_mail and all(" level=debug " in line for line in per_mail)
+    assert all(re.search(r" decision=\S+ reason=", line) for line in per_mail)
+    assert batches and all(" level=info " in line for line in batches)
+    counted = sum(int(re.search(r" mails=(\d+) ", line).group(1)) for line in batches)  # type: ignore[union-attr]
+    assert counted == len(per_mail)
+    for line in batches:
+        decisions = re.findall(r" (acknowledge|skip|duplicate|follow_up|quarantine)=(\d+)", line)
+        assert sum(int(n) for _, n in decisions) == int(re.search(r" mails=(\d+) ", line).group(1))  # type: ignore[union-attr]

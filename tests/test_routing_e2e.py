@@ -113,16 +113,16 @@ def test_reoriented_message_gets_one_reply_and_no_forward(setup: Any) -> None:
 
 
 def test_weak_decision_is_held_to_check_with_a_plain_ar(setup: Any) -> None:
-    """One line, one weak hint of another administration: no re-orientation is sent; the
-    mail stays with the mailbox's own service, marked to check (issue 13)."""
+    """One line, a hint of another administration and one of a service (the mairie's birth
+    certificate, a residence permit): a weak decision, so no re-orientation is sent; the mail
+    stays with the mailbox's own service, marked to check (issue 13). (With the model of
+    issue 13's second round, the birth certificate alone is re-oriented with confidence.)"""
     config, general, _etrangers, smtp = setup
-    general.append(
-        citizen_mail(
-            1,
-            subject="Acte de naissance",
-            body="Bonjour, je voudrais un extrait d'acte de naissance pour mon fils.\n",
-        )
+    body = (
+        "Bonjour, je voudrais un extrait d'acte de naissance pour mon fils "
+        "et savoir pour son titre de séjour.\n"
     )
+    general.append(citizen_mail(1, subject="Acte de naissance", body=body))
     assert poll(config, acknowledge_existing=True) == 0
     received = smtp.wait_for(1)
     assert len(received) == 1

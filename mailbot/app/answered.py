@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from mailbot.app.requests import (
     AgentLookup,
@@ -18,18 +17,13 @@ from mailbot.app.requests import (
     previous,
 )
 from mailbot.config import Config
+from mailbot.core.answers import AnsweredHow
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.errors import RequestError
 from mailbot.store import UNHANDLED_REASONS, Store, Transaction
 
-
-class AnsweredHow(StrEnum):
-    """How the citizen was answered (``mailbot answered --how``)."""
-
-    PHONE = "phone"
-    COUNTER = "counter"
-    LETTER = "letter"
+__all__ = ["Answered", "AnsweredHow", "mark_answered"]  # AnsweredHow: where it always was
 
 
 @dataclass(frozen=True)

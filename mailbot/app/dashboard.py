@@ -137,7 +137,7 @@ def build(
     month = figures(period.end.replace(day=1), period.end, as_of, **where)
     weeks = [
         Week(week.label, week.start, week.end, f.received, f.rate_within_5, f.mean_delay)
-        for week, f in twelve_weeks(figures, period.end, as_of, service)
+        for week, f in twelve_weeks(config, store, period.end, as_of, service)
     ]
     groups = [("Service", name, {"service": name}) for name in breakdown]
     per_service = breakdown_table(figures, groups, period, as_of)
@@ -147,8 +147,8 @@ def build(
 
 def chart(config: Config, store: Store, period: Period, today: date, service: str | None) -> bytes:
     """The PNG chart of the 12 weeks up to ``period``'s end (the report's chart)."""
-    figures = functools.partial(indicators.figures, config, store)
-    return chart_png(twelve_weeks(figures, period.end, report_as_of(period, today), service))
+    as_of = report_as_of(period, today)
+    return chart_png(twelve_weeks(config, store, period.end, as_of, service))
 
 
 def figures_csv(dashboard: Dashboard) -> bytes:

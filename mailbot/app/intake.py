@@ -421,7 +421,8 @@ def new_message(
 
 
 def _log(outcome: Outcome) -> None:
-    log.info(
+    """One line per mail, at DEBUG: the poller logs one summary per batch at INFO."""
+    log.debug(
         "message",
         extra={
             "mailbox": outcome.mailbox,

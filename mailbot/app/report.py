@@ -171,7 +171,7 @@ class ReportBuilder:
         }
 
     def _chart(self, period: Period, as_of: date) -> bytes:
-        return chart_png(twelve_weeks(self.figures, period.end, as_of))
+        return chart_png(twelve_weeks(self.config, self.store, period.end, as_of))
 
     @staticmethod
     def _csv(rows: list[dict[str, Any]]) -> bytes:
@@ -263,13 +263,14 @@ def report_as_of(period: Period, today: date) -> date:
 
 
 def twelve_weeks(
-    figures: Callable[..., Indicators], end: date, as_of: date, service: str | None = None
+    config: Config, store: Store, end: date, as_of: date, service: str | None = None
 ) -> list[tuple[Period, Indicators]]:
-    """The 12 ISO weeks up to the one holding ``end``, oldest first, with their figures
-    (``figures(start, end, as_of, service=...)``, the indicators' own): the report's chart."""
+    """The 12 ISO weeks up to the one holding ``end``, oldest first, with their figures (the
+    indicators' own, from one read of the messages): the report's chart."""
     weeks = [week_period(end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
-    where = {} if service is None else {"service": service}
-    return [(week, figures(week.start, week.end, as_of, **where)) for week in weeks]
+    spans = [(week.start, week.end) for week in weeks]
+    figures = indicators.figures_of_periods(config, store, spans, as_of, service)
+    return list(zip(weeks, figures, strict=True))
 
 
 def chart_png(weeks: Sequence[tuple[Period, Indicators]]) -> bytes:

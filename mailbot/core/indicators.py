@@ -8,7 +8,7 @@ numpy so a year of history is computed in one vectorised pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
@@ -108,6 +108,13 @@ class FactArrays:
     ar_sent: npt.NDArray[np.bool_]
     relances: npt.NDArray[np.int64]
     signature: npt.NDArray[np.int8]  # 1 complete, 0 incomplete, -1 not checked / no reply
+
+    def received_between(self, start: date, end: date) -> FactArrays:
+        """The messages received from ``start`` to ``end`` (local dates, inclusive)."""
+        inside = (self.received >= np.datetime64(start, "D")) & (
+            self.received <= np.datetime64(end, "D")
+        )
+        return FactArrays(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
 
 
 def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> FactArrays:

@@ -2,17 +2,153 @@
 
 lingua is chosen over py3langid for accuracy on short texts (a subject line, three
 sentences): restricted to a dozen languages it tells Spanish from Italian and Portuguese
-on a line, where py3langid hesitates. The model loads lazily, once per process.
+on a line, where py3langid hesitates. It reads the first ``SAMPLE`` characters: a few
+sentences decide, and its cost grows with the text.
+
+Most mail is French, and says so in its first words: a text in Latin script whose words
+are many French function words ("je", "vous", "pour"...) and hardly any of another
+language's is French without asking lingua (issue 14, point 4: lingua was a tenth of the
+time per mail). tests/test_language.py checks that lingua agrees wherever this fast path
+answers, on every mail the project holds.
+
+The models load lazily, once per process; ``warm_up`` loads them all before a worker's
+first poll (a first short text would otherwise load them while a citizen waits).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
 LANGUAGES = ("fr", "en", "ar", "es", "uk", "ru", "pt", "ro", "it", "de", "tr", "zh")
 MIN_CONFIDENCE = 0.5
 MIN_LETTERS = 3
+SAMPLE = 400  # characters lingua reads
+
+# Words of French and of no other expected language (or rare in them), and words of the
+# other Latin-script languages that French does not use.
+_FRENCH = frozenset(
+    [
+        "je",
+        "vous",
+        "nous",
+        "est",
+        "les",
+        "une",
+        "pour",
+        "dans",
+        "avec",
+        "bonjour",
+        "merci",
+        "suis",
+        "votre",
+        "vos",
+        "cette",
+        "sont",
+        "madame",
+        "monsieur",
+        "cordialement",
+        "été",
+        "être",
+        "avoir",
+        "aux",
+        "mon",
+        "mes",
+        "ces",
+        "sur",
+        "pas",
+        "qui",
+        "ne",
+        "leur",
+        "depuis",
+        "demande",
+        "j",
+        "ai",
+    ]
+)
+_OTHER = frozenset(
+    [
+        "the",
+        "and",
+        "to",
+        "of",
+        "is",
+        "are",
+        "you",
+        "your",
+        "my",
+        "this",
+        "that",
+        "with",
+        "hello",
+        "dear",
+        "thank",
+        "thanks",
+        "please",
+        "have",
+        "el",
+        "los",
+        "las",
+        "y",
+        "una",
+        "por",
+        "para",
+        "con",
+        "usted",
+        "gracias",
+        "hola",
+        "estoy",
+        "tengo",
+        "mi",
+        "il",
+        "gli",
+        "della",
+        "sono",
+        "grazie",
+        "buongiorno",
+        "ho",
+        "os",
+        "uma",
+        "não",
+        "obrigado",
+        "você",
+        "olá",
+        "tenho",
+        "meu",
+        "minha",
+        "und",
+        "der",
+        "die",
+        "das",
+        "ist",
+        "ich",
+        "nicht",
+        "mit",
+        "guten",
+        "tag",
+        "danke",
+        "bitte",
+        "habe",
+        "și",
+        "este",
+        "pentru",
+        "cu",
+        "mulțumesc",
+        "bună",
+        "am",
+        "ve",
+        "bir",
+        "bu",
+        "için",
+        "teşekkür",
+        "merhaba",
+    ]
+)
+_WORD = re.compile(r"[^\W\d_]+")
+_FAST_WORDS = 4  # at least this many French words...
+_FAST_SHARE = 0.1  # ...a tenth of all words or more...
+_FAST_OTHER = 0.1  # ...and another language's words at most a tenth as many
 
 
 @lru_cache(maxsize=1)
@@ -23,12 +159,36 @@ def _detector() -> Any:
     return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
 
 
+def clearly_french(sample: str) -> bool:
+    """French by its function words alone, in Latin script only (the fast path)."""
+    words = _WORD.findall(sample.lower())
+    if any(not ("a" <= c <= "z" or "\u00c0" <= c <= "\u024f") for w in words for c in w):
+        return False  # another script: lingua decides
+    french = sum(word in _FRENCH for word in words)
+    other = sum(word in _OTHER for word in words)
+    enough = french >= _FAST_WORDS and french >= _FAST_SHARE * len(words)
+    return enough and other <= _FAST_OTHER * french
+
+
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code, or None when the text is too short or the guess too uncertain."""
-    sample = text[:2000]
+    sample = text[:SAMPLE]
     if sum(c.isalpha() for c in sample) < MIN_LETTERS:
         return None
+    if clearly_french(sample):
+        return "fr"
+    return lingua_language(sample)
+
+
+def lingua_language(sample: str) -> str | None:
+    """lingua's answer alone, or None below ``MIN_CONFIDENCE``."""
     values = _detector().compute_language_confidence_values(sample)
     if not values or values[0].value < MIN_CONFIDENCE:
         return None
     return str(values[0].language.iso_code_639_1.name.lower())
+
+
+def warm_up() -> None:
+    """Load every model now: a text under 120 characters makes lingua load them all
+    (about a second), which must not happen on a worker's first mail."""
+    lingua_language("Bonjour")

@@ -11,10 +11,8 @@ order hundreds of rules perfectly. With no match, the mailbox's default applies.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from mailbot.config import (
@@ -27,6 +25,7 @@ from mailbot.config import (
 from mailbot.core.classifier import Classifier
 from mailbot.core.combine import category as combine_category
 from mailbot.core.combine import combine
+from mailbot.core.keywords import KeywordMatcher, Words, normalize, phrase_pattern
 from mailbot.core.routing_text import RoutingText
 
 
@@ -82,73 +81,50 @@ class RoutingDecision:
         return done
 
 
-Test = Callable[[RoutingInput], tuple[str, ...] | None]  # the distinct matches, or None
+Test = Callable[["Reading"], tuple[str, ...] | None]  # the distinct matches, or None
 MAX_EVIDENCE = 3  # a rule's score counts once per distinct matched phrase, up to this
-
-
-@lru_cache(maxsize=64)  # every rule reads the same few texts of the mail in hand
-def normalize(text: str) -> str:
-    """Lower case, no accents, punctuation as spaces: "Carte GRISE !" → "carte grise"."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^\w]+", " ", stripped).split())
-
-
-def _phrase_pattern(phrase: str) -> str:
-    """Words in order, each tolerating a plural ending (s, x) — "carte grise" ~ "cartes grises"."""
-    words = normalize(phrase).split()
-    return r"\s+".join(re.escape(word) + r"(?:s|x|es)?" for word in words)
+WHERE = ("subject", "body", "quoted", "both")  # the texts a keyword list reads
 
 
 def _keywords_regex(phrases: Sequence[str]) -> re.Pattern[str]:
-    alternatives = sorted({_phrase_pattern(p) for p in phrases if normalize(p)}, key=len)
+    alternatives = sorted({phrase_pattern(p) for p in phrases if normalize(p)}, key=len)
     return re.compile(r"(?<!\w)(?:" + "|".join(reversed(alternatives)) + r")(?!\w)")
 
 
-def _texts(where: str) -> Callable[[RoutingInput], str]:
-    if where == "subject":
-        return lambda msg: normalize(msg.subject)
-    if where == "body":
-        return lambda msg: normalize(msg.body)
-    if where == "quoted":
-        return lambda msg: normalize(msg.quoted)
-    return lambda msg: _both(msg.subject, msg.body)
+class Reading:
+    """One mail as the rules read it: each text normalised once, and every keyword list
+    on a text found in one scan (mailbot.core.keywords), when a rule first asks."""
+
+    def __init__(self, msg: RoutingInput, matchers: Mapping[str, KeywordMatcher]) -> None:
+        self.msg = msg
+        self._matchers = matchers
+        self._words: dict[str, Words] = {}
+        self._found: dict[str, dict[int, tuple[str, ...]]] = {}
+
+    def words(self, where: str) -> Words:
+        if where not in self._words:
+            if where == "both":
+                self._words[where] = self.words("subject").joined(self.words("body"))
+            else:
+                self._words[where] = Words.of(normalize(getattr(self.msg, where)))
+        return self._words[where]
+
+    def keywords(self, where: str, list_id: int) -> tuple[str, ...] | None:
+        if where not in self._found:
+            self._found[where] = self._matchers[where].scan(self.words(where))
+        return self._found[where].get(list_id)
 
 
-@lru_cache(maxsize=16)
-def _stems(normalized: str) -> frozenset[str]:
-    """Every word of a text, also without a plural ending: the words a keyword may start
-    with (a cheap test that spares most keyword regexes most mails)."""
-    words = set(normalized.split())
-    for word in list(words):
-        for ending in ("es", "s", "x"):
-            if word.endswith(ending):
-                words.add(word[: -len(ending)])
-    return frozenset(words)
-
-
-@lru_cache(maxsize=16)
-def _both(subject: str, body: str) -> str:
-    return normalize(subject) + " \n " + normalize(body)
-
-
-def _compile_condition(cond: Condition) -> Test:
+def _compile_condition(cond: Condition, matchers: Mapping[str, KeywordMatcher]) -> Test:
     if cond.keywords is not None:
-        pattern, text = _keywords_regex(cond.keywords), _texts(cond.in_)
-        firsts = frozenset(normalize(p).split()[0] for p in cond.keywords if normalize(p))
-
-        def keywords(msg: RoutingInput) -> tuple[str, ...] | None:
-            normalized = text(msg)
-            if firsts.isdisjoint(_stems(normalized)):  # no phrase can start here: skip
-                return None
-            found = tuple(dict.fromkeys(pattern.findall(normalized)))
-            return found or None
-
-        return keywords
+        where = cond.in_
+        list_id = matchers[where].add(cond.keywords)
+        return lambda reading: reading.keywords(where, list_id)
     if cond.regex is not None:
         regex, where = re.compile(cond.regex, re.IGNORECASE), cond.in_
 
-        def matches(msg: RoutingInput) -> tuple[str, ...] | None:
+        def matches(reading: Reading) -> tuple[str, ...] | None:
+            msg = reading.msg
             text = {"subject": msg.subject, "body": msg.body, "quoted": msg.quoted}.get(where)
             found = regex.search(text if text is not None else msg.subject + "\n" + msg.body)
             return (found.group(0),) if found else None
@@ -158,24 +134,24 @@ def _compile_condition(cond: Condition) -> Test:
         return _sender_test(cond.sender)
     if cond.mailbox is not None:
         boxes = set(cond.mailbox)
-        return lambda msg: (msg.mailbox,) if msg.mailbox in boxes else None
+        return lambda r: (r.msg.mailbox,) if r.msg.mailbox in boxes else None
     if cond.language is not None:
         langs = set(cond.language)
-        return lambda msg: (msg.language,) if msg.language in langs else None
+        return lambda r: (r.msg.language,) if r.msg.language in langs else None
     if cond.has_attachment is not None:
         wanted = cond.has_attachment
-        return lambda msg: ("attachment",) if msg.has_attachment == wanted else None
+        return lambda r: ("attachment",) if r.msg.has_attachment == wanted else None
     if cond.form_field is not None:
         return _form_field_test(cond.form_field.name, cond.form_field.keywords)
-    return _combination(cond)
+    return _combination(cond, matchers)
 
 
 def _sender_test(patterns: Sequence[str]) -> Test:
     exact = {p.lower() for p in patterns if not p.startswith("@")}
     domains = {p.lower().lstrip("@") for p in patterns if p.startswith("@")}
 
-    def sender(msg: RoutingInput) -> tuple[str, ...] | None:
-        address = msg.sender.lower()
+    def sender(reading: Reading) -> tuple[str, ...] | None:
+        address = reading.msg.sender.lower()
         domain = address.rsplit("@", 1)[-1]
         hit = address in exact or any(domain == d or domain.endswith("." + d) for d in domains)
         return (address,) if hit else None
@@ -186,35 +162,35 @@ def _sender_test(patterns: Sequence[str]) -> Test:
 def _form_field_test(name: str, phrases: Sequence[str]) -> Test:
     key, pattern = normalize(name), _keywords_regex(phrases)
 
-    def form_field(msg: RoutingInput) -> tuple[str, ...] | None:
-        value = msg.form_fields.get(key)
+    def form_field(reading: Reading) -> tuple[str, ...] | None:
+        value = reading.msg.form_fields.get(key)
         found = pattern.search(normalize(value)) if value else None
         return (f"{name}: {found.group(0)}",) if found else None
 
     return form_field
 
 
-def _combination(cond: Condition) -> Test:
+def _combination(cond: Condition, matchers: Mapping[str, KeywordMatcher]) -> Test:
     if cond.all is not None:
-        parts = [_compile_condition(c) for c in cond.all]
+        parts = [_compile_condition(c, matchers) for c in cond.all]
 
-        def all_of(msg: RoutingInput) -> tuple[str, ...] | None:
-            found = [part(msg) for part in parts]
+        def all_of(reading: Reading) -> tuple[str, ...] | None:
+            found = [part(reading) for part in parts]
             if not all(found):
                 return None
             return (" + ".join(", ".join(f) for f in found if f),)  # one piece of evidence
 
         return all_of
     if cond.any is not None:
-        options = [_compile_condition(c) for c in cond.any]
+        options = [_compile_condition(c, matchers) for c in cond.any]
 
-        def any_of(msg: RoutingInput) -> tuple[str, ...] | None:
-            return next((f for option in options if (f := option(msg))), None)
+        def any_of(reading: Reading) -> tuple[str, ...] | None:
+            return next((f for option in options if (f := option(reading))), None)
 
         return any_of
     assert cond.not_ is not None
-    inner = _compile_condition(cond.not_)
-    return lambda msg: None if inner(msg) else ("not",)
+    inner = _compile_condition(cond.not_, matchers)
+    return lambda reading: None if inner(reading) else ("not",)
 
 
 @dataclass(frozen=True)
@@ -230,6 +206,7 @@ class CompiledRouting:
     own_service: Mapping[str, str]  # mailbox -> the service that owns it
     general_service: str  # when no rule matches and the mailbox has no default
     model: Classifier | None = None
+    matchers: Mapping[str, KeywordMatcher] = field(default_factory=dict)
 
 
 def compile_routing(
@@ -238,8 +215,11 @@ def compile_routing(
     general_service: str,
     model: Classifier | None = None,
 ) -> CompiledRouting:
-    rules = tuple(CompiledRule(rule, _compile_condition(rule.when)) for rule in config.rules)
-    return CompiledRouting(config, rules, dict(own_service), general_service, model)
+    matchers = {where: KeywordMatcher() for where in WHERE}
+    rules = tuple(
+        CompiledRule(rule, _compile_condition(rule.when, matchers)) for rule in config.rules
+    )
+    return CompiledRouting(config, rules, dict(own_service), general_service, model, matchers)
 
 
 def _best(scores: Mapping[str, int], order: Mapping[str, int]) -> str | None:
@@ -294,10 +274,10 @@ class _Tally:
 
 
 def _tally(msg: RoutingInput, routing: CompiledRouting) -> _Tally:
-    tally = _Tally()
+    tally, reading = _Tally(), Reading(msg, routing.matchers)
     for index, compiled in enumerate(routing.rules):
         rule = compiled.rule
-        found = compiled.test(msg)
+        found = compiled.test(reading)
         detail = ", ".join(dict.fromkeys(found or ()))
         tally.hits.append(RuleHit(rule.id, found is not None, detail))
         if found is None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mailbot import yamlfile
 from mailbot.config import validation_problem
 from mailbot.errors import TemplateError
 
@@ -193,7 +194,7 @@ def _translated_parts(
 def parse_meta(path: Path, text: str, directory_name: str) -> TemplateMeta:
     """A template's meta.yaml, validated: TemplateError naming the file and the key."""
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""

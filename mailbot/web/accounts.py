@@ -18,6 +18,7 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from mailbot import yamlfile
 from mailbot.errors import ConfigError
 
 MIN_PASSWORD_LENGTH = 12
@@ -83,7 +84,7 @@ class AccountsFile:
 
 def _parse(path: Path) -> dict[str, str]:
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: Any = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
     except yaml.YAMLError:

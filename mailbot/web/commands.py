@@ -15,9 +15,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from mailbot.config import load_agents, load_config, validation_problem
 from mailbot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -40,7 +37,10 @@ def add_web_commands(commands: Any) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from mailbot.app.context import app_from_config
+    from mailbot.config import load_config, validation_problem
     from mailbot.web.app import settings_from_config
     from mailbot.web.server import serve
     from mailbot.web.site import console_app
@@ -61,6 +61,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_web_passwd(args: argparse.Namespace) -> int:
+    from mailbot.config import load_agents, load_config
     from mailbot.web.accounts import AccountsFile, WeakPasswordError
 
     config = load_config(args.config)

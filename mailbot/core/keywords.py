@@ -1,0 +1,147 @@
+"""Every keyword list of the routing rules in one matcher, so a mail's text is read once.
+
+A keyword phrase matches whole words in order, each word also with a plural ending
+(s, x, es): "carte grise" ~ "Cartes grises !". Texts are normalised first (lower case, no
+accents, punctuation as spaces), which makes a normalised text a sequence of words and a
+match a run of them. So instead of one regex per list run over the whole text (the cost grew
+with rules × body length: issue 14), every list's phrases go into one index keyed by the
+forms of their first word, and a text is scanned once, word by word, for all lists.
+
+Each list's result is the one a regex alternation of its phrases, longest pattern first,
+gives with ``findall``: at each word, the first phrase of that order that matches; then on
+after the match (tests/test_routing_speed.py checks this against that regex code on every
+labelled mail).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+class _Marks(dict[int, int | None]):
+    """str.translate table: combining marks (accents once decomposed) deleted, the rest
+    kept; filled on demand, as a mail's characters come."""
+
+    def __missing__(self, code: int) -> int | None:
+        kept = None if unicodedata.combining(chr(code)) else code
+        self[code] = kept
+        return kept
+
+
+_MARKS = _Marks()
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: casefold, NFKD, combining marks dropped."""
+    if text.isascii():  # casefold is lower and NFKD changes nothing on ASCII
+        return text.lower()
+    return unicodedata.normalize("NFKD", text.casefold()).translate(_MARKS)
+
+
+@lru_cache(maxsize=64)
+def normalize(text: str) -> str:
+    """Lower case, no accents, punctuation as spaces: "Carte GRISE !" → "carte grise"."""
+    return _NOT_WORD.sub(" ", fold(text)).strip()
+
+
+def phrase_pattern(phrase: str) -> str:
+    """The regex of a phrase: words in order, each tolerating a plural ending. Its length
+    orders a list's phrases (the longest first), as the rules always have."""
+    words = normalize(phrase).split()
+    return r"\s+".join(re.escape(word) + r"(?:s|x|es)?" for word in words)
+
+
+def forms(word: str) -> frozenset[str]:
+    return frozenset((word, *(word + ending for ending in ENDINGS)))
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    list_id: int
+    rank: int  # its place in its list's order: at one word, the lowest rank wins
+    rest: tuple[frozenset[str], ...]  # the accepted forms of each following word
+
+
+@dataclass(frozen=True)
+class Words:
+    """A normalised text as words; ``cut`` is where a second text joined to it starts
+    (" \\n " between subject and body), for the matched text to read as it did."""
+
+    tokens: tuple[str, ...]
+    cut: int = 0
+
+    @classmethod
+    def of(cls, normalized: str) -> Words:
+        return cls(tuple(normalized.split()))
+
+    def joined(self, other: Words) -> Words:
+        return Words(self.tokens + other.tokens, len(self.tokens))
+
+    def text(self, start: int, end: int) -> str:
+        if start < self.cut < end:
+            return self.text(start, self.cut) + " \n " + self.text(self.cut, end)
+        return " ".join(self.tokens[start:end])
+
+
+class KeywordMatcher:
+    """Many keyword lists, one scan: ``add`` each list, then ``scan`` a text.
+
+    One-word phrases are indexed by the forms of their word, longer ones by the forms of
+    their first two words, so a word of the text costs two dictionary look-ups whatever
+    the number of lists, and only phrases whose first two words are there get checked."""
+
+    def __init__(self) -> None:
+        self._single: dict[str, list[_Phrase]] = {}
+        self._pairs: dict[tuple[str, str], list[_Phrase]] = {}
+        self._lists = 0
+
+    def add(self, phrases: Iterable[str]) -> int:
+        """A list's id, its phrases ranked as the regex alternation ranked them."""
+        list_id, self._lists = self._lists, self._lists + 1
+        patterns = {phrase_pattern(p): normalize(p).split() for p in phrases if normalize(p)}
+        ordered = list(reversed(sorted(patterns, key=len)))
+        for rank, pattern in enumerate(ordered):
+            first, *rest = patterns[pattern]
+            if not rest:
+                for form in forms(first):
+                    self._single.setdefault(form, []).append(_Phrase(list_id, rank, ()))
+                continue
+            phrase = _Phrase(list_id, rank, tuple(forms(word) for word in rest[1:]))
+            for pair in itertools.product(forms(first), forms(rest[0])):
+                self._pairs.setdefault(pair, []).append(phrase)
+        return list_id
+
+    def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
+        """Each list that matched: its distinct matched texts, in order of appearance."""
+        tokens = words.tokens
+        found: dict[int, list[tuple[int, int, int]]] = {}
+        for start, token in enumerate(tokens):
+            for phrase in self._single.get(token, ()):
+                found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
+        for start, pair in enumerate(itertools.pairwise(tokens)):
+            for phrase in self._pairs.get(pair, ()):
+                end = start + 2 + len(phrase.rest)
+                if end <= len(tokens) and all(
+                    tokens[start + 2 + k] in accepted for k, accepted in enumerate(phrase.rest)
+                ):
+                    found.setdefault(phrase.list_id, []).append((start, phrase.rank, end))
+        return {list_id: _leftmost(words, spans) for list_id, spans in sorted(found.items())}
+
+
+def _leftmost(words: Words, found: Sequence[tuple[int, int, int]]) -> tuple[str, ...]:
+    """What ``findall`` keeps: at each start the best-ranked match, none overlapping."""
+    texts: dict[str, None] = {}
+    after = 0
+    for start, _rank, end in sorted(found):
+        if start >= after:
+            texts.setdefault(words.text(start, end))
+            after = end
+    return tuple(texts)

@@ -1,0 +1,63 @@
+"""The command line starts without the heavy libraries (issue 14, point 9).
+
+`mailbot --help` must be instant: importing ``mailbot.cli`` loads argparse and mailbot's light
+modules only; each command imports what it needs when it runs. Checked in a fresh
+interpreter, on the modules it has loaded (a behaviour, not a timing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("sqlalchemy", "jinja2", "numpy", "pydantic", "alembic", "lingua", "yaml", "tqdm")
+
+
+def loaded_after(code: str) -> set[str]:
+    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    return {name.split(".")[0] for name in json.loads(run.stdout.splitlines()[-1])}
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    assert loaded_after("import mailbot.cli") & set(HEAVY) == set()
+
+
+def test_help_loads_no_heavy_library_and_lists_every_command() -> None:
+    code = (
+        "import contextlib, io\nfrom mailbot.cli import main\nout = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\nprint(out.getvalue(), file=sys.stderr)"
+    )
+    assert loaded_after(code) & set(HEAVY) == set()
+    run = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    for command in ("poll", "run", "explain", "indicators", "report", "web", "routing"):
+        assert command in run.stdout
+
+
+def test_a_command_still_loads_what_it_needs() -> None:
+    """The probe sees a heavy library once a command has run: the check above is not blind."""
+    code = (
+        "import contextlib, io\nfrom mailbot.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--config', 'rules.yaml', 'templates', 'list'])"
+    )
+    assert {"pydantic", "jinja2", "yaml"} <= loaded_after(code)

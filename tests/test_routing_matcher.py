@@ -1,0 +1,116 @@
+"""The one-pass keyword matcher decides exactly as the per-rule regexes did (issue 14, 5).
+
+`routing_reference.py` is the routing module as it was before; both run here on every
+labelled mail of the project (the corpus's dev, test and train folders and the regression
+set), with the shipped rules and model, with the rules alone, and on variants that move
+text between subject, body and quoted part. Every field of the decision must be the same:
+service, category, to-check, each rule's hit and matched text, scores, confidence.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import routing_reference as reference
+
+from mailbot.app.training import Sample, load_labelled
+from mailbot.config import load_config
+from mailbot.core import routing
+from mailbot.core.facts import compiled_routing
+from mailbot.core.keywords import KeywordMatcher, Words, fold, normalize
+from mailbot.core.routing import RoutingInput
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = load_config(ROOT / "rules.yaml")
+FOLDERS = ["corpus/dev", "corpus/test", "corpus/train", "routing"]
+
+
+@lru_cache(maxsize=1)
+def samples() -> list[Sample]:
+    return [s for f in FOLDERS for s in load_labelled(CONFIG, ROOT / "tests" / "data" / f)]
+
+
+@lru_cache(maxsize=2)
+def routings(with_model: bool) -> tuple[Any, Any]:
+    new = compiled_routing(CONFIG)
+    assert new is not None and CONFIG.routing is not None
+    model = new.model if with_model else None
+    new = routing.compile_routing(CONFIG.routing, new.own_service, new.general_service, model)
+    old = reference.compile_routing(CONFIG.routing, new.own_service, new.general_service, model)
+    return old, new
+
+
+def as_plain(decision: Any) -> dict[str, Any]:
+    plain = {f.name: getattr(decision, f.name) for f in fields(decision)}
+    plain["rule_hits"] = [(h.rule, h.matched, h.detail) for h in decision.rule_hits]
+    return plain
+
+
+def variants(facts: RoutingInput) -> list[RoutingInput]:
+    """The mail, and its texts moved about: a phrase across the subject/body join, quoted
+    rules on a body, a body in capitals, another mailbox."""
+    return [
+        facts,
+        replace(facts, subject=facts.body[:300], body=facts.quoted, quoted=facts.body),
+        replace(facts, subject=facts.subject.upper(), body=facts.body.upper() * 3),
+        replace(facts, mailbox="etrangers" if facts.mailbox == "general" else "general"),
+    ]
+
+
+def test_every_labelled_mail_is_read() -> None:
+    assert len(samples()) >= 1100
+
+
+@pytest.mark.parametrize("with_model", [True, False], ids=["rules+model", "rules-alone"])
+def test_decisions_identical_to_the_regex_rules(with_model: bool) -> None:
+    old, new = routings(with_model)
+    differing = []
+    for sample in samples():
+        for facts in variants(sample.facts) if not with_model else [sample.facts]:
+            before = as_plain(reference.decide(facts, old))
+            after = as_plain(routing.decide(facts, new))
+            if before != after:
+                differing.append((sample.name, before, after))
+    assert differing == []
+
+
+def test_decisions_identical_on_varied_mails_with_the_model() -> None:
+    old, new = routings(True)
+    for sample in samples()[::7]:
+        for facts in variants(sample.facts)[1:]:
+            assert as_plain(routing.decide(facts, new)) == as_plain(reference.decide(facts, old))
+
+
+def old_fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def test_fold_and_normalize_identical_to_the_character_loop() -> None:
+    texts = [s.facts.subject + "\n" + s.facts.body + s.facts.quoted for s in samples()]
+    texts.append("".join(chr(c) for c in range(0x20, 0x3000)))  # Latin to CJK punctuation
+    texts += ["ÉTÉ ﬁn Straße İstanbul ǅ ㎏ Å", "plain ascii, Mixed CASE_words 42", ""]
+    for text in texts:
+        assert fold(text) == old_fold(text)
+        assert normalize(text) == reference.normalize(text)
+
+
+def test_a_list_keeps_the_leftmost_then_longest_phrase() -> None:
+    matcher = KeywordMatcher()
+    first = matcher.add(["carte", "carte grise", "grise"])
+    other = matcher.add(["grise", "carte grise de"])
+    found = matcher.scan(Words.of("mes cartes grises de la carte grise"))
+    assert found[first] == ("cartes grises", "carte grise")
+    assert found[other] == ("cartes grises de", "grise")
+
+
+def test_a_phrase_across_subject_and_body_reads_as_before() -> None:
+    words = Words.of("ma carte").joined(Words.of("grise"))
+    matcher = KeywordMatcher()
+    wanted = matcher.add(["carte grise"])
+    assert matcher.scan(words) == {wanted: ("carte \n grise",)}
