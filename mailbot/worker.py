@@ -250,25 +250,26 @@ class Worker:
         return scheduler
 
     def run(self, install_signals: bool = True) -> None:
-        """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller)."""
+        """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller). The signals are
+        taken first: a SIGTERM while the models load still ends in a clean stop."""
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
         if self.keeper is not None:
             self.keeper.start()
         if self.endpoint is not None:
             self.endpoint.start()
         try:
-            self._run(install_signals)
+            self._run()
         finally:
             if self.endpoint is not None:
                 self.endpoint.stop()
             if self.keeper is not None:
                 self.keeper.close()
 
-    def _run(self, install_signals: bool) -> None:
+    def _run(self) -> None:
         self.recover()
         language.warm_up()  # the models load now, not while the first mail waits
-        if install_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, self._on_signal)
         interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
         self.delivery = DeliveryLoop(self.outbox, interval)
         self.delivery.start()
