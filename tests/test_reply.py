@@ -121,3 +121,21 @@ def test_reply_greets_the_sender_by_the_name_their_mail_showed(
     args = ["--config", str(config), "reply", reference, "--template", "reponse-cni-passeport"]
     assert main([*args, "--agent", "cdurand"]) == 0
     assert "Bonjour Marie Dupont," in capsys.readouterr().out
+
+
+def test_a_templates_attachment_arrives_byte_identical_with_its_name(setup: Any) -> None:
+    config, reference = tracked_reference(setup)
+    smtp = setup[3]
+    args = ["--config", str(config), "reply", reference, "--template", "reponse-dossier-etranger"]
+    assert main([*args, "--agent", "cdurand", "--send"]) == 0
+    (sent,) = smtp.wait_for(1)
+    msg = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg["In-Reply-To"] == "<orig-1@example.fr>"
+    (attached,) = list(msg.iter_attachments())  # type: ignore[attr-defined]
+    folder = Path(__file__).resolve().parent.parent / "templates" / "reponse-dossier-etranger"
+    assert attached.get_content_type() == "text/plain"
+    assert attached.get_filename() == "pièces-à-préparer.txt"
+    assert b"filename*=utf-8''pi%C3%A8ces-%C3%A0-pr%C3%A9parer.txt" in sent.raw  # RFC 2231
+    assert attached.get_payload(decode=True) == (folder / "pièces-à-préparer.txt").read_bytes()
+    assert "Camille Durand" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
