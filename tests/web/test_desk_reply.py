@@ -11,7 +11,9 @@ import html
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
@@ -35,7 +37,9 @@ def desk(
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
     web = tmp_path / "web"
     web.mkdir()
-    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+    with running_console(
+        web, accounts=ACCOUNTS, config=desk.config, backend=desk.app, site=True
+    ) as running:
         yield running
 
 
@@ -212,6 +216,12 @@ def test_the_agent_edits_the_text_the_edit_is_sent_escaped_and_recorded_as_edite
         assert "texte modifié par l&#39;agent : oui" in thread
     (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert '"edited": true' in event.detail
+    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    with console.client() as head:
+        local_login(head, "lmoreau")  # head of etrangers: the indicators count it
+        board = head.get(f"/indicateurs?service=etrangers&periode={month}")
+    assert board.status_code == 200
+    assert "préparées dans la période : 1, dont 1 au texte modifié" in board.text
 
 
 def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
@@ -235,3 +245,8 @@ def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
     assert attached.get_payload(decode=True) == (folder / "pièces-à-préparer.txt").read_bytes()
     (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert '"edited": false' in event.detail
+    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    with console.client() as head:
+        local_login(head, "lmoreau")
+        board = head.get(f"/indicateurs?service=etrangers&periode={month}")
+    assert "préparées dans la période : 1, dont 0 au texte modifié" in board.text
