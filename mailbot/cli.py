@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailbot.core.answers import AnsweredHow
-from mailbot.errors import ConfigError, MailbotError
+from mailbot.errors import ConfigError, MailbotError, RequestError
 from mailbot.logs import safe_error, setup_logging
 from mailbot.ops_commands import add_ops_commands
 from mailbot.routing_commands import add_routing_commands
@@ -374,7 +374,12 @@ def cmd_templates_check(args: argparse.Namespace) -> int:
 
 
 def _print_preview(preview: Preview) -> None:
-    print(f"To: {', '.join(preview.recipients)}\nSubject: {preview.subject}\n")
+    print(f"To: {', '.join(preview.recipients)}\nSubject: {preview.subject}")
+    if preview.attachments:
+        print(f"Attachments: {', '.join(preview.attachments)}")
+    if preview.edited:
+        print("(the template's text, as edited)")
+    print()
     print(preview.text)
 
 
@@ -392,10 +397,13 @@ def cmd_reply(args: argparse.Namespace) -> int:
 
     app = build_app(args.config)
     replies = Replies(app.config, app.store, app.renderer, app.agent)
-    if args.template:
-        draft = Draft.standard(args.template, _variables(args.var))
-    else:
+    if args.template:  # --text-file with it: the agent's edit of the rendered text
+        edit = _free_text(args) if args.text_file is not None else None
+        draft = Draft.standard(args.template, _variables(args.var), edit)
+    elif args.text is not None or args.text_file is not None:
         draft = Draft.free(_free_text(args))
+    else:
+        raise RequestError("reply", args.reference, "give --template, --text or --text-file")
     if not args.send:
         _print_preview(replies.preview(args.agent, args.reference, draft))
         print("(preview only: add --send to send it)")
@@ -672,10 +680,15 @@ def parser() -> argparse.ArgumentParser:
         "reply", help="a standard (--template) or free (--text) reply to a tracked message"
     )
     reply.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
-    what = reply.add_mutually_exclusive_group(required=True)
+    what = reply.add_mutually_exclusive_group()
     what.add_argument("--template", help="a standard reply (mailbot templates list)")
     what.add_argument("--text", help="a free reply: the agent's own text")
-    what.add_argument("--text-file", type=Path, help="a free reply's text from a file (- : stdin)")
+    reply.add_argument(
+        "--text-file",
+        type=Path,
+        help="a free reply's text from a file (- : stdin); with --template, the agent's edit "
+        "of the standard reply's text (sent instead of it, signature checked, recorded edited)",
+    )
     reply.add_argument("--agent", required=True, help="agent id from agents.yaml (signature)")
     reply.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
     reply.add_argument("--send", action="store_true", help="send it (default: preview)")

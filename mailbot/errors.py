@@ -111,6 +111,16 @@ class RequestError(MailbotError):
         super().__init__(f"{what}: {value}: {problem}")
 
 
+class SignatureLostError(RequestError):
+    """An agent's edit of a standard reply removed elements of their signature (CRPA
+    L111-2): the reply is refused, naming them (``missing``: agent.<field> names)."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        where = ", ".join(f"agent.{name}" for name in missing)
+        super().__init__("text", where, "the edited text no longer holds the signature")
+
+
 class RepeatedRequestError(MailbotError):
     """A request with this idempotency key was already done (a double submit): nothing new."""
 

@@ -121,3 +121,47 @@ def test_reply_greets_the_sender_by_the_name_their_mail_showed(
     args = ["--config", str(config), "reply", reference, "--template", "reponse-cni-passeport"]
     assert main([*args, "--agent", "cdurand"]) == 0
     assert "Bonjour Marie Dupont," in capsys.readouterr().out
+
+
+def test_a_templates_attachment_arrives_byte_identical_with_its_name(setup: Any) -> None:
+    config, reference = tracked_reference(setup)
+    smtp = setup[3]
+    args = ["--config", str(config), "reply", reference, "--template", "reponse-dossier-etranger"]
+    assert main([*args, "--agent", "cdurand", "--send"]) == 0
+    (sent,) = smtp.wait_for(1)
+    msg = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg["In-Reply-To"] == "<orig-1@example.fr>"
+    (attached,) = list(msg.iter_attachments())  # type: ignore[attr-defined]
+    folder = Path(__file__).resolve().parent.parent / "templates" / "reponse-dossier-etranger"
+    assert attached.get_content_type() == "text/plain"
+    assert attached.get_filename() == "pièces-à-préparer.txt"
+    assert b"filename*=utf-8''pi%C3%A8ces-%C3%A0-pr%C3%A9parer.txt" in sent.raw  # RFC 2231
+    assert attached.get_payload(decode=True) == (folder / "pièces-à-préparer.txt").read_bytes()
+    assert "Camille Durand" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_standard_reply_sent_with_the_agents_edit_of_its_text(
+    setup: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, reference = tracked_reference(setup)
+    args = ["--config", str(config), "reply", reference, "--template", "reponse-permis"]
+    args += ["--agent", "cdurand"]
+    assert main(args) == 0
+    rendered = capsys.readouterr().out.split("\n\n", 1)[1].rsplit("(preview only", 1)[0]
+    edit = tmp_path / "edit.txt"
+    edit.write_text(rendered.replace("Cordialement,", "{{ 6*7 }} <i>vu</i>\n\nCordialement,"))
+    unsigned = tmp_path / "unsigned.txt"
+    unsigned.write_text(rendered.replace("Adjointe au chef du bureau des titres", ""))
+    assert main([*args, "--text-file", str(unsigned), "--send"]) == 2
+    assert "agent.function" in capsys.readouterr().err
+    assert main([*args, "--text-file", str(edit), "--send"]) == 0
+    (sent,) = setup[3].wait_for(1)
+    msg = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "{{ 6*7 }} <i>vu</i>" in text and "Camille Durand" in text
+    markup = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "{{ 6*7 }} &lt;i&gt;vu&lt;/i&gt;" in markup
+    assert msg["In-Reply-To"] == "<orig-1@example.fr>"
+    events = dict(db_rows(config, "SELECT kind, detail FROM events WHERE kind LIKE 'reply%'"))
+    assert '"edited": true' in events["reply_queued"]

@@ -192,3 +192,24 @@ def test_templates_list_shows_the_translations_and_their_review() -> None:
     ar_row = next(line for line in lines if line.startswith("ar-general "))
     assert "fr+ar+en+es+pt+ro+ru+tr+uk" in ar_row
     assert "  ar  العربية (rtl): NOT reviewed by a native speaker" in lines
+
+
+def test_a_declared_attachment_is_loaded_with_its_type(tmp_path: Path) -> None:
+    meta = Renderer(copy_catalogue(tmp_path)).meta("reponse-dossier-etranger")
+    (attached,) = meta.attachments
+    file = ROOT / "templates" / "reponse-dossier-etranger" / "pièces-à-préparer.txt"
+    assert attached.filename == "pièces-à-préparer.txt" and attached.content_type == "text/plain"
+    assert attached.data == file.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["formulaire-absent.pdf", "../reponse-permis/meta.yaml"])
+def test_a_missing_or_outside_attachment_fails_naming_the_template_and_the_key(
+    tmp_path: Path, name: str
+) -> None:
+    root = copy_catalogue(tmp_path)
+    meta = root / "reponse-dossier-etranger" / "meta.yaml"
+    edit(meta, "  - pièces-à-préparer.txt", f"  - pièces-à-préparer.txt\n  - {name}")
+    with pytest.raises(TemplateError) as caught:
+        Renderer(root)
+    message = str(caught.value)
+    assert str(meta) in message and "attachments[1]" in message and name in message

@@ -17,6 +17,7 @@ from mailbot.app.requests import previous
 from mailbot.core.statuses import EventKind
 from mailbot.errors import RequestError
 from mailbot.render.catalogue import TemplateMeta
+from mailbot.render.edited import normalised
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
 
@@ -24,6 +25,9 @@ FILLED_BY_MAILBOT = frozenset(
     {"reference", "received_at", "original_subject", "agent", "prefecture"}
 )
 MAX_VALUE = 5000  # characters of one variable
+MAX_TEXT = 50_000  # characters of an edited reply
+EDITED = "texte_modifie"  # the form's textarea: the rendered text, which the agent may edit
+BASE = "texte_base"  # the text that textarea was filled with (unchanged: not edited)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,16 @@ def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
     filled = {k: v for k, v in values.items() if v}
     if meta.name == FREE_TEMPLATE:
         return Draft.free(filled.get(FREE_TEXT, ""))
-    return Draft.standard(meta.name, filled)
+    return Draft.standard(meta.name, filled, edited_text(form))
+
+
+def edited_text(form: Mapping[str, str]) -> str | None:
+    """The agent's edit of the rendered text, None when they left the textarea as it was
+    filled (then the text rendered from the variables goes, even if they changed since)."""
+    text = str(form.get(EDITED, ""))[:MAX_TEXT]
+    if EDITED not in form or normalised(text) == normalised(str(form.get(BASE, ""))):
+        return None
+    return text
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,7 @@ def send_once(
     if not sent.repeated:
         return Outcome(sent, [])
     since = replies_since(store, row, state)
-    if any(event.agent != agent_id for event in since):
+    # mailbot's own events ("" : the delivery of this very reply) are no colleague's answer
+    if any(event.agent not in ("", agent_id) for event in since):
         return Outcome(None, since)
     return Outcome(sent, since)

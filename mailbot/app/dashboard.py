@@ -26,8 +26,10 @@ from mailbot.app.report import (
 from mailbot.config import Config
 from mailbot.core.indicators import Figure, Indicators
 from mailbot.core.periods import Period, month_period, parse_week, week_period
+from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import RequestError
 from mailbot.store import Store
+from mailbot.store import console as stored
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -76,6 +78,7 @@ class Dashboard:
     qualepref: list[dict[str, str]]
     weeks: list[Week]
     per_service: list[dict[str, str]]  # the report's rows per service, with mail
+    replies: tuple[int, int] = (0, 0)  # agents' replies queued in the period, edited ones
 
     def figures(self) -> list[Figure]:
         return self.current.figures()
@@ -142,7 +145,12 @@ def build(
     groups = [("Service", name, {"service": name}) for name in breakdown]
     per_service = breakdown_table(figures, groups, period, as_of)
     table = qualepref_table(current, previous, month)
-    return Dashboard(period, service, as_of, current, table, weeks, per_service)
+    since, until = indicators.period_bounds(
+        WorkingCalendar(timezone=config.timezone), period.start, period.end
+    )
+    scope = [service] if service is not None else list(breakdown)
+    replies = stored.agent_replies(store.engine, since, until, scope)
+    return Dashboard(period, service, as_of, current, table, weeks, per_service, replies)
 
 
 def chart(config: Config, store: Store, period: Period, today: date, service: str | None) -> bytes:

@@ -127,5 +127,7 @@ def _json(text: str | None) -> dict[str, Any]:
 def _event(row: Any) -> ThreadEvent:
     detail = _json(row.detail)
     shown = {k: str(detail[k]) for k in PEOPLE_KEYS if detail.get(k) not in (None, "")}
+    if detail.get("edited") is True:  # an agent's reply whose text they changed
+        shown["edited"] = "oui"
     agent = shown.pop("agent", "")
     return ThreadEvent(row.at, str(row.kind), agent, shown)

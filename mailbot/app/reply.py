@@ -30,10 +30,11 @@ from mailbot.app.requests import (
 )
 from mailbot.config import Agent, Config
 from mailbot.core.statuses import EventKind, OutboxKind
-from mailbot.errors import RequestError
+from mailbot.errors import RequestError, SignatureLostError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.catalogue import TemplateMeta
-from mailbot.render.templates import Renderer
+from mailbot.render.edited import edited_mail, lost_elements, normalised
+from mailbot.render.templates import RenderedMail, Renderer
 from mailbot.render.variables import agent_variables
 from mailbot.store import Store, Transaction
 
@@ -51,10 +52,13 @@ class Draft:
 
     template: str = FREE_TEMPLATE
     variables: Mapping[str, object] = field(default_factory=dict)
+    text: str | None = None  # the agent's edit of the rendered text (None: not edited)
 
     @classmethod
-    def standard(cls, template: str, variables: Mapping[str, object] | None = None) -> Draft:
-        return cls(template, dict(variables or {}))
+    def standard(
+        cls, template: str, variables: Mapping[str, object] | None = None, text: str | None = None
+    ) -> Draft:
+        return cls(template, dict(variables or {}), text)
 
     @classmethod
     def free(cls, text: str) -> Draft:
@@ -76,6 +80,8 @@ class Preview:
     text: str
     html: str
     recipients: tuple[str, ...]
+    edited: bool = False  # the agent changed the template's text
+    attachments: tuple[str, ...] = ()  # file names, as the citizen will see them
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ class Sent:
     repeated: bool = False
 
 
-def preview_of(mail: OutgoingMail, recipients: tuple[str, ...]) -> Preview:
+def preview_of(mail: OutgoingMail, recipients: tuple[str, ...], edited: bool = False) -> Preview:
+    """What the mail shows, read back from its bytes (what is seen is what is sent)."""
     parsed = mail.parsed()
     text = parsed.get_body(("plain",))
     html = parsed.get_body(("html",))
@@ -97,6 +104,8 @@ def preview_of(mail: OutgoingMail, recipients: tuple[str, ...]) -> Preview:
         text=text.get_content() if text is not None else "",
         html=html.get_content() if html is not None else "",
         recipients=recipients,
+        edited=edited,
+        attachments=tuple(part.get_filename() or "" for part in parsed.iter_attachments()),
     )
 
 
@@ -115,7 +124,8 @@ class Replies:
     def preview(self, agent_id: str, message: MessageRef, draft: Draft) -> Preview:
         """The reply as the citizen would get it; nothing is queued or recorded."""
         row = tracked_message(self.store, message)
-        return preview_of(self._build(agent_id, row, draft), (row.sender,))
+        mail, edited = self._build(agent_id, row, draft)
+        return preview_of(mail, (row.sender,), edited)
 
     def send(
         self, agent_id: str, message: MessageRef, draft: Draft, key: str | None = None
@@ -126,10 +136,12 @@ class Replies:
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
-        mail = self._build(agent_id, row, draft)
+        mail, edited = self._build(agent_id, row, draft)
         box = self.config.mailboxes[row.mailbox]
         queued = Queued.of(OutboxKind.REPLY, mail, row.sender, box.address)
-        detail = json.dumps({"agent": agent_id, "template": draft.template}, ensure_ascii=False)
+        detail = json.dumps(
+            {"agent": agent_id, "template": draft.template, "edited": edited}, ensure_ascii=False
+        )
 
         def record(tx: Transaction) -> int:
             (outbox_id,) = enqueue(tx, row.id, [queued])
@@ -139,7 +151,8 @@ class Replies:
         outbox_id, repeated = once(self.store, EventKind.REPLY_QUEUED, key, record)
         return Sent((outbox_id,) if outbox_id else (), repeated)
 
-    def _build(self, agent_id: str, row: sa.Row[Any], draft: Draft) -> OutgoingMail:
+    def _build(self, agent_id: str, row: sa.Row[Any], draft: Draft) -> tuple[OutgoingMail, bool]:
+        """The mail, and whether it carries the agent's edit of the template's text."""
         agent = find_agent(self.config, self.agents, agent_id)
         meta = self.renderer.meta(draft.template)
         signature = agent_variables(agent, self.config)
@@ -156,14 +169,39 @@ class Replies:
         if row.sender_name and GREETING_NAME in {*meta.required, *meta.optional}:
             variables[GREETING_NAME] = row.sender_name
         variables.update(draft.variables)
-        return self.composer.to_citizen(
-            self.renderer.render(draft.template, variables),
+        rendered, edited = _with_edit(
+            self.renderer.render(draft.template, variables), draft.text, signature, meta
+        )
+        mail = self.composer.to_citizen(
+            rendered,
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
             in_reply_to=row.message_id,
             references=[row.message_id] if row.message_id else [],
             automatic=False,
+            attachments=meta.attachments,
         )
+        return mail, edited
+
+
+def _with_edit(
+    rendered: RenderedMail, text: str | None, signature: Mapping[str, object], meta: TemplateMeta
+) -> tuple[RenderedMail, bool]:
+    """The agent's edit in place of the rendered text, if they changed it (whether they
+    did is part of the record). Refused when it is empty or lost part of the signature the
+    rendered text held (SignatureLostError naming the elements): the agent's text is data,
+    never a template."""
+    if text is None or normalised(text) == normalised(rendered.text):
+        return rendered, False
+    if not normalised(text).strip():
+        raise RequestError("text", "''", "the edited text is empty")
+    spec = meta.required.get("agent") or meta.optional.get("agent")
+    wanted = spec.fields if spec is not None and spec.fields else SIGNATURE
+    elements = {name: str(signature.get(name) or "") for name in wanted}
+    lost = lost_elements(rendered.text, text, elements)
+    if lost:
+        raise SignatureLostError(lost)
+    return edited_mail(rendered, text), True
 
 
 def missing_signature(config: Config, agent: Agent, meta: TemplateMeta) -> list[str]:

@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.charset import BASE64, QP, Charset
+from email.encoders import encode_base64
 from email.errors import NonASCIILocalPartDefect
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
+from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
@@ -43,6 +45,7 @@ from mailbot.core.plaintext import one_line
 from mailbot.core.policy import LOOP_HEADER
 from mailbot.core.probe import PROBE_HEADER, mark
 from mailbot.errors import MessageError
+from mailbot.render.catalogue import TemplateAttachment
 from mailbot.render.templates import LANGUAGE, RenderedMail, clean_subject
 
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
@@ -377,6 +380,45 @@ def build_forward(
     return message_id, b"".join(parts)
 
 
+def _mixed(inner: Message) -> MIMEMultipart:
+    """A multipart/mixed that takes over ``inner``'s mail headers (From, Subject...)."""
+    outer = MIMEMultipart("mixed")
+    for header, value in inner.items():
+        if not header.lower().startswith(("content-", "mime-version")):
+            outer[header] = value
+    for header in list(inner.keys()):
+        if not header.lower().startswith(("content-", "mime-version")):
+            del inner[header]
+    return outer
+
+
+def _file_part(file: TemplateAttachment) -> MIMEBase:
+    """One attached file in base64; a non-ASCII name RFC 2231-encoded (filename*=utf-8'')."""
+    maintype, _, subtype = file.content_type.partition("/")
+    part = MIMEBase(maintype, subtype or "octet-stream")
+    part.set_payload(file.data)
+    encode_base64(part)
+    name: str | tuple[str, str, str] = (
+        file.filename if file.filename.isascii() else ("utf-8", "", file.filename)
+    )
+    if maintype == "text":
+        part.set_param("charset", "utf-8")
+    part.set_param("name", file.filename, charset=None if file.filename.isascii() else "utf-8")
+    part.add_header("Content-Disposition", "attachment", filename=name)
+    return part
+
+
+def _with_files(alternative: OutgoingMail, files: Sequence[TemplateAttachment]) -> OutgoingMail:
+    """mixed[ alternative[text, html], file, ... ] (the mail itself when no file)."""
+    if not files:
+        return alternative
+    outer = _mixed(alternative.message)
+    outer.attach(alternative.message)
+    for file in files:
+        outer.attach(_file_part(file))
+    return OutgoingMail(outer)
+
+
 def _with_chart_and_table(
     alternative: OutgoingMail, png: bytes, data: bytes, name: str
 ) -> OutgoingMail:
@@ -388,13 +430,7 @@ def _with_chart_and_table(
     image.add_header("Content-ID", "<chart@mailbot>")
     image.add_header("Content-Disposition", "inline", filename="graphique.png")
     related.attach(image)
-    outer = MIMEMultipart("mixed")
-    for header, value in inner.items():
-        if not header.lower().startswith(("content-", "mime-version")):
-            outer[header] = value
-    for header in list(inner.keys()):
-        if not header.lower().startswith(("content-", "mime-version")):
-            del inner[header]
+    outer = _mixed(inner)
     outer.attach(related)
     attachment = MIMEApplication(data, "csv", name=name)
     attachment.replace_header("Content-Type", f'text/csv; charset=utf-8; name="{name}"')
@@ -427,11 +463,13 @@ class Composer:
         in_reply_to: str | None,
         references: Sequence[str],
         automatic: bool = True,
+        attachments: Sequence[TemplateAttachment] = (),
     ) -> OutgoingMail:
         """A mail to a citizen in the thread of their message, from the mailbox they wrote
         to. ``automatic`` (ARs, notices) marks it ``Auto-Submitted`` with our loop header;
-        an agent's reply is a person's answer and carries neither."""
-        return build_email(
+        an agent's reply is a person's answer and carries neither. ``attachments``: the
+        files its template declares."""
+        mail = build_email(
             rendered,
             from_address=mailbox_address,
             from_name=self.sender.from_name,
@@ -442,6 +480,7 @@ class Composer:
             auto_submitted=automatic,
             loop_header_value=self.sender.loop_header_value if automatic else None,
         )
+        return _with_files(mail, attachments)
 
     def internal(self, rendered: RenderedMail, *, to: str, loop: bool = True) -> OutgoingMail:
         """A mail to the prefecture's staff (alerts, reports), from the internal sender."""

@@ -12,10 +12,12 @@ Layout of a template directory (the prefecture edits it; see ``templates/README.
         meta.yaml             name, title, description, scope, language, subject, variables
         body.txt.j2           the text/plain part
         body.html.j2          the text/html part
+        liste-des-pièces.txt  files meta.yaml lists under ``attachments:`` (sent with it)
 """
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ PARTIALS_DIR = "_partials"
 STYLESHEET = "mail.css"  # in PARTIALS_DIR
 LANGUAGE = "fr"
 
+MAX_ATTACHMENT = 2 * 1024 * 1024  # octets: a form or a list of documents, not a dossier
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _VARIABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -98,6 +101,16 @@ class TranslatedPart:
 
 
 @dataclass(frozen=True)
+class TemplateAttachment:
+    """A file a template declares (meta.yaml ``attachments:``), read once at start-up: it
+    goes with every mail of the template."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class TemplateMeta:
     name: str
     title: str
@@ -109,6 +122,7 @@ class TemplateMeta:
     optional: Mapping[str, VarSpec]
     translated: tuple[TranslatedPart, ...] = ()
     text_matches_html: bool = True
+    attachments: tuple[TemplateAttachment, ...] = ()
 
     def examples(self, *, include_optional: bool = True) -> dict[str, object]:
         """The example values of meta.yaml, ready to pass to Renderer.render()."""
@@ -159,6 +173,7 @@ class _MetaModel(_Strict):
     variables: _VariablesModel
     translated: list[str | _TranslatedModel] = Field(default_factory=list)
     text_matches_html: bool = True
+    attachments: list[str] = Field(default_factory=list)
 
 
 def _translated_parts(
@@ -225,7 +240,27 @@ def parse_meta(path: Path, text: str, directory_name: str) -> TemplateMeta:
         optional=MappingProxyType(specs["optional"]),
         translated=_translated_parts(path, model, specs),
         text_matches_html=model.text_matches_html,
+        attachments=tuple(
+            _attachment(path, f"attachments[{i}]", name) for i, name in enumerate(model.attachments)
+        ),
     )
+
+
+def _attachment(meta_path: Path, key: str, name: str) -> TemplateAttachment:
+    """One declared file, inside the template's folder: TemplateError naming the template's
+    meta.yaml and the key when it is missing, outside, empty or too big."""
+    folder = meta_path.parent
+    file = folder / name
+    where = f"{meta_path}: {key}: {name!r}"
+    if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise TemplateError(f"{where}: give a file name relative to the template's folder")
+    if not file.is_file():
+        raise TemplateError(f"{where}: no such file in {folder}")
+    data = file.read_bytes()
+    if not data or len(data) > MAX_ATTACHMENT:
+        raise TemplateError(f"{where}: {len(data)} octets (1 to {MAX_ATTACHMENT} allowed)")
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return TemplateAttachment(file.name, content_type, data)
 
 
 def _variable_specs(path: Path, model: _MetaModel) -> dict[str, dict[str, VarSpec]]:

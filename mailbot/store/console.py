@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from mailbot.core.statuses import Decision, NoReplyReason, OutboxKind, OutboxStatus
+from mailbot.core.statuses import Decision, EventKind, NoReplyReason, OutboxKind, OutboxStatus
 from mailbot.store.schema import events, messages, outbox, viewings
 
 QUEUE_COLUMNS = (
@@ -199,3 +199,22 @@ def viewers(engine: Engine, message_pk: int, since: datetime) -> list[sa.Row[Any
     )
     with engine.connect() as conn:
         return list(conn.execute(query))
+
+
+def agent_replies(
+    engine: Engine, since: datetime, until: datetime, services: Sequence[str] = ()
+) -> tuple[int, int]:
+    """Agents' replies queued in [since, until) (of ``services``' messages; () : all), and
+    how many of them went with a text the agent edited (``"edited": true`` in the event)."""
+    edited = sa.case((events.c.detail.like('%"edited": true%'), 1), else_=0)
+    query = (
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(edited), 0))
+        .select_from(events.join(messages, messages.c.id == events.c.message_pk))
+        .where(events.c.kind == EventKind.REPLY_QUEUED, events.c.at >= since)
+        .where(events.c.at < until)
+    )
+    if services:
+        query = query.where(messages.c.service.in_(list(services)))
+    with engine.connect() as conn:
+        total, changed = conn.execute(query).one()
+    return int(total), int(changed)

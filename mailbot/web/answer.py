@@ -9,7 +9,8 @@ from typing import Any
 from starlette.requests import Request
 
 from mailbot.app import answer_form
-from mailbot.app.reply import FREE_TEMPLATE, missing_signature
+from mailbot.app.reply import FREE_TEMPLATE, Replies, missing_signature
+from mailbot.errors import MailbotError
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.web.access import current_agent
 from mailbot.web.authz import Action
@@ -43,6 +44,18 @@ def allowed_templates(request: Request, row: Any, service: str) -> dict[str, Tem
     return {name: app.renderer.meta(name) for name in [*names, FREE_TEMPLATE]}
 
 
+def rendered_text(request: Request, row: Any, meta: TemplateMeta, filled: dict[str, str]) -> str:
+    """The text the form's values give, rendered by the sending code, to fill the textarea
+    the agent may edit ("" while it cannot be rendered: a required variable is empty)."""
+    app = backend(request)
+    replies = Replies(app.config, app.store, app.renderer, agents(request))
+    try:
+        draft = answer_form.draft_of(meta, filled)
+        return replies.preview(current_agent(request).agent_id, row.id, draft).text
+    except MailbotError:
+        return ""
+
+
 def answer_context(
     request: Request, row: Any, service: str, state: int, values: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -62,6 +75,9 @@ def answer_context(
     free = every[FREE_TEMPLATE]
     filled = answer_form.prefilled(meta, row) if meta else {}
     filled.update({k: v for k, v in (values or {}).items() if k != "modele"})
+    if meta is not None and answer_form.EDITED not in filled:
+        text = rendered_text(request, row, meta, filled)
+        filled.update({answer_form.EDITED: text, answer_form.BASE: text})
     return {
         "answer": {
             "options": options,

@@ -52,6 +52,7 @@ DETAIL_LABELS = {
     "how": "moyen",
     "note": "précision",
     "to": "destinataire",
+    "edited": "texte modifié par l'agent",
 }
 INERT_TYPES = ("html", "xml", "javascript", "svg")
 
@@ -112,7 +113,9 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     }
     context.update(_actions(request, row, view.service))
     values = extra.pop("values", None)
-    context.update(answer_context(request, row, view.service, view.state, values))
+    context.update(
+        await run_in_threadpool(answer_context, request, row, view.service, view.state, values)
+    )
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
 

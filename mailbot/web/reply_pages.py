@@ -17,10 +17,10 @@ from starlette.routing import Route
 
 from mailbot.app import answer_form, message_view
 from mailbot.app.reply import Replies
-from mailbot.errors import MailbotError, RequestError
+from mailbot.errors import MailbotError, RequestError, SignatureLostError
 from mailbot.render import safe_html
 from mailbot.web.access import current_agent, require
-from mailbot.web.answer import allowed_templates, signature_gaps
+from mailbot.web.answer import SIGNATURE_LABELS, allowed_templates, signature_gaps
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend
 from mailbot.web.message_pages import message_of, show_message
@@ -73,11 +73,27 @@ async def preview(request: Request) -> Response:
             draft = answer_form.draft_of(meta, values)
             shown = await run_in_threadpool(replies.preview, agent_id, row.id, draft)
         except MailbotError as exc:
-            context["problem"] = f"Aperçu impossible : {exc}"
+            context["problem"] = f"Aperçu impossible : {_why(exc)}"
         else:
             context["preview"] = shown
             context["html"] = Markup(safe_html.clean(shown.html).html) if shown.html else None
+            if not shown.edited and answer_form.EDITED in values:  # keep the textarea in step
+                context["refresh"] = shown.text
     return render(request, "_preview.html.j2", context)
+
+
+def _why(exc: MailbotError) -> str:
+    """A refusal in French where the agent can act on it."""
+    if isinstance(exc, SignatureLostError):
+        lost = ", ".join(SIGNATURE_LABELS.get(name, name) for name in exc.missing)
+        return (
+            f"le texte modifié ne contient plus votre signature complète (il manque : {lost}) ;"
+            " une réponse est toujours signée (article L111-2 du code des relations entre le"
+            " public et l'administration)."
+        )
+    if isinstance(exc, RequestError) and exc.what == "text":
+        return "le texte de la réponse est vide."
+    return str(exc)
 
 
 @require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded
@@ -98,7 +114,8 @@ async def send(request: Request) -> Response:
             answer_form.send_once, replies, app.store, agent_id, row, draft, state
         )
     except RequestError as exc:
-        return await show_message(request, row, 400, problem=f"Envoi impossible : {exc}")
+        problem = f"Envoi impossible : {_why(exc)}"
+        return await show_message(request, row, 400, problem=problem, values=values)
     if outcome.collision:
         return await show_message(request, row, 409, collision=outcome.since)
     target = f"/?envoye={row.reference}"

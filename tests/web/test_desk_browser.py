@@ -91,6 +91,45 @@ def test_answer_the_overdue_message_with_the_suggested_template(
     )
 
 
+def test_the_text_follows_the_variables_until_the_agent_edits_it(
+    page: Page, axe: Any, desk: Desk, console: RunningConsole
+) -> None:
+    overdue = desk.row("<citizen-1@example.fr>")
+    login(page, console, "khaddad")
+    page.goto(f"{console.url}/courriel/{overdue.id}")
+    text = page.locator("#texte-modifie")
+    expect(text).to_have_value(page.locator("#apercu-texte").inner_text(), timeout=10_000)
+    expect(page.locator("#pieces-jointes-modele")).to_contain_text("pièces-à-préparer.txt")
+    expect(page.locator("#apercu-pieces")).to_contain_text("pièces-à-préparer.txt")
+    page.fill("#var-statut_dossier", "en cours d'instruction")
+    expect(page.locator("#texte-modifie")).to_have_value(  # swapped out of band
+        page.locator("#apercu-texte").inner_text()
+    )
+    expect(page.locator("#texte-modifie")).to_contain_text("en cours d'instruction")
+    page.wait_for_load_state("networkidle")  # no preview still on its way
+    edited = (
+        page.locator("#texte-modifie")
+        .input_value()
+        .replace("Cordialement,", "Votre récépissé est prêt.\n\nCordialement,")
+    )
+    page.fill("#texte-modifie", edited)
+    expect(page.locator("#apercu-modifie")).to_be_visible()
+    expect(page.locator("#apercu-texte")).to_contain_text("Votre récépissé est prêt.")
+    assert serious(axe(page)) == []
+    page.click("#envoyer")
+    expect(page).to_have_url(f"{console.url}/?envoye={overdue.reference}")
+    desk.smtp.wait_for(1, timeout=10)
+    time.sleep(0.5)
+    (received,) = desk.smtp.messages
+    mail = email.message_from_bytes(received.raw, policy=email.policy.default)
+    text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Votre récépissé est prêt." in text_part and "en cours d'instruction" in text_part
+    assert [a.get_filename() for a in mail.iter_attachments()] == ["pièces-à-préparer.txt"]
+    (event,) = [e for e in desk.app.store.events(overdue.id) if e.kind == "reply_queued"]
+    assert '"edited": true' in event.detail
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
 def test_an_agent_without_the_service_is_refused(
     page: Page, desk: Desk, console: RunningConsole
 ) -> None:

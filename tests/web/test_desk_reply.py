@@ -11,7 +11,9 @@ import html
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
@@ -35,7 +37,9 @@ def desk(
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
     web = tmp_path / "web"
     web.mkdir()
-    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+    with running_console(
+        web, accounts=ACCOUNTS, config=desk.config, backend=desk.app, site=True
+    ) as running:
         yield running
 
 
@@ -154,3 +158,93 @@ def test_replying_is_authorised_on_the_messages_service(
         del fields["csrf_token"]
         assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 403
     replies(desk, 0)
+
+
+def textarea_of(page: str) -> tuple[str, str]:
+    """The editable text of the answer form and the text it was filled with."""
+    text = re.search(r'<textarea[^>]*id="texte-modifie"[^>]*>(.*?)</textarea>', page, re.S)
+    base = re.search(
+        r'<input type="hidden" id="texte-base" name="texte_base" value="([^"]*)"', page
+    )
+    assert text and base
+    return html.unescape(text.group(1)), html.unescape(base.group(1))
+
+
+def test_the_agent_edits_the_text_the_edit_is_sent_escaped_and_recorded_as_edited(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = open_page(client, desk)
+        text, base = textarea_of(page)
+        assert text == base and "Bonjour Marie Dupont," in text and "Karim Haddad" in text
+        fields = form_of(page, "formulaire-reponse")
+        fields["statut_dossier"] = "Votre dossier est complet."
+        untouched = client.post(
+            f"/courriel/{row.id}/apercu", data={**fields, "texte_modifie": text, "texte_base": base}
+        )
+        refreshed, _ = textarea_of(untouched.text)  # the textarea follows the variables
+        assert 'hx-swap-oob="true"' in untouched.text and "Votre dossier est complet." in refreshed
+        assert 'id="apercu-modifie"' not in untouched.text
+        mine = refreshed.replace(
+            "Bonjour Marie Dupont,", "Bonjour Madame Dupont,\n\nVu au guichet : <b>{{ 7*7 }}</b>."
+        ).replace("\n", "\r\n")  # as a browser sends a textarea
+        edited = {**fields, "texte_modifie": mine, "texte_base": refreshed}
+        unsigned = {**edited, "texte_modifie": mine.replace("Instructeur, section du séjour", "")}
+        shown = client.post(f"/courriel/{row.id}/apercu", data=unsigned)
+        assert "il manque : fonction" in shown.text
+        refused = client.post(f"/courriel/{row.id}/reponse", data=unsigned)
+        assert refused.status_code == 400 and "il manque : fonction" in refused.text
+        shown = client.post(f"/courriel/{row.id}/apercu", data=edited)
+        assert 'id="apercu-modifie"' in shown.text and "hx-swap-oob" not in shown.text
+        assert "&lt;b&gt;{{ 7*7 }}&lt;/b&gt;" in shown.text
+        first = client.post(f"/courriel/{row.id}/reponse", data=edited)
+        second = client.post(f"/courriel/{row.id}/reponse", data=edited)  # a double click
+        assert first.status_code == second.status_code == 303
+        (mail,) = replies(desk, 1)
+        sent = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert sent == mine.replace("\r\n", "\n").strip("\n") + "\n"
+        previewed = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+        assert previewed and html.unescape(previewed.group(1)) == sent  # seen is sent
+        markup = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert "&lt;b&gt;{{ 7*7 }}&lt;/b&gt;" in markup and "<b>" not in markup
+        assert mail["In-Reply-To"] == OVERDUE and f"[{row.reference}]" in mail["Subject"]
+        thread = open_page(client, desk)
+        assert "texte modifié par l&#39;agent : oui" in thread
+    (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
+    assert '"edited": true' in event.detail
+    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    with console.client() as head:
+        local_login(head, "lmoreau")  # head of etrangers: the indicators count it
+        board = head.get(f"/indicateurs?service=etrangers&periode={month}")
+    assert board.status_code == 200
+    assert "préparées dans la période : 1, dont 1 au texte modifié" in board.text
+
+
+def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    folder = Path(__file__).resolve().parents[2] / "templates" / "reponse-dossier-etranger"
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = open_page(client, desk)
+        assert 'id="pieces-jointes-modele"' in page and "pièces-à-préparer.txt" in page
+        text, base = textarea_of(page)
+        fields = {**form_of(page, "formulaire-reponse"), "texte_modifie": text, "texte_base": base}
+        shown = client.post(f"/courriel/{row.id}/apercu", data=fields)
+        assert re.search(r'id="apercu-pieces"><li>pièces-à-préparer\.txt</li>', shown.text)
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 303
+        (mail,) = replies(desk, 1)
+    assert mail.get_body(("plain",)).get_content() == text  # type: ignore[union-attr]
+    (attached,) = list(mail.iter_attachments())
+    assert attached.get_filename() == "pièces-à-préparer.txt"
+    assert attached.get_payload(decode=True) == (folder / "pièces-à-préparer.txt").read_bytes()
+    (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
+    assert '"edited": false' in event.detail
+    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    with console.client() as head:
+        local_login(head, "lmoreau")
+        board = head.get(f"/indicateurs?service=etrangers&periode={month}")
+    assert "préparées dans la période : 1, dont 0 au texte modifié" in board.text

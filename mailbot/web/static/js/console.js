@@ -7,4 +7,15 @@
   document.addEventListener("htmx:configRequest", function (event) {
     event.detail.headers["X-CSRF-Token"] = token;
   });
+  // The answer form's text follows the variables (each preview sends it again, out of
+  // band) until the agent edits it or is in it: their text is never replaced.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || target.id !== "groupe-texte-modifie") return;
+    var text = target.querySelector("#texte-modifie");
+    var base = target.querySelector("#texte-base");
+    if (!text || !base) return;
+    var edited = text.value.replace(/\r\n/g, "\n") !== base.value.replace(/\r\n/g, "\n");
+    if (edited || document.activeElement === text) event.detail.shouldSwap = false;
+  });
 })();
