@@ -24,6 +24,7 @@ from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals, today
 from mailbot.web.pages import render
+from mailbot.web.queue_pages import URGENCY_LABELS
 
 EVENT_LABELS = {
     "received": "Courriel reçu",
@@ -105,11 +106,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "event_labels": EVENT_LABELS,
         "detail_labels": DETAIL_LABELS,
         "can_reply": principal.can(Action.REPLY, view.service),
-        "urgency": {
-            queue.Urgency.ON_TIME: ("Dans les délais", "fr-badge--success"),
-            queue.Urgency.DUE_TODAY: ("Échéance aujourd'hui", "fr-badge--warning"),
-            queue.Urgency.OVERDUE: ("En retard", "fr-badge--error"),
-        },
+        "urgency": URGENCY_LABELS,
     }
     context.update(_actions(request, row, view.service))
     values = extra.pop("values", None)

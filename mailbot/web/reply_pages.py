@@ -104,7 +104,8 @@ async def send(request: Request) -> Response:
     state = int(values["etat"]) if values.get("etat", "").isdigit() else -1
     problem = _refusal(request, meta, values)
     if problem or state < 0:
-        return await show_message(request, row, 400, problem=problem or "Formulaire incomplet.")
+        problem = problem or "Formulaire incomplet."
+        return await show_message(request, row, 400, problem=problem, values=values)
     app = backend(request)
     replies = Replies(app.config, app.store, app.renderer, agents(request))
     agent_id = current_agent(request).agent_id
@@ -117,7 +118,7 @@ async def send(request: Request) -> Response:
         problem = f"Envoi impossible : {_why(exc)}"
         return await show_message(request, row, 400, problem=problem, values=values)
     if outcome.collision:
-        return await show_message(request, row, 409, collision=outcome.since)
+        return await show_message(request, row, 409, collision=outcome.since, values=values)
     target = f"/?envoye={row.reference}"
     return RedirectResponse(target, 303, background=BackgroundTask(app.outbox.deliver_due))
 

@@ -136,8 +136,10 @@ def test_required_variable_and_incomplete_signature_refuse_sending(
         page = open_page(client, desk)
         assert 'id="signature-incomplete"' in page and "il manque fonction" in page
         fields = form_of(page, "formulaire-reponse")
+        fields["usager_nom"] = "Madame Valeur-Gardée"
         refused = client.post(f"/courriel/{row.id}/reponse", data=fields)
         assert refused.status_code == 400 and "Il manque : fonction" in refused.text
+        assert "Madame Valeur-Gardée" in refused.text  # what the agent typed is kept
         free["texte"] = "Votre dossier est complet."
         assert client.post(f"/courriel/{row.id}/reponse", data=free).status_code == 400
     replies(desk, 0)
