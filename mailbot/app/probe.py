@@ -164,7 +164,7 @@ class Prober:
             probe.message_id,
             box.address,
             self.config.sender.reference_prefix,
-            (service.name, service.phone),
+            (service.name, service.phone, *([service.email] if service.email else [])),
         )
         return self._settle(probe, arrived, tuple(problems(ar, expected)))
 
