@@ -1,5 +1,5 @@
 """The routing rules as they were before the one-pass keyword matcher (issue 14, point 5),
-kept verbatim as the reference that tests/test_routing_speed.py compares the new code with.
+kept verbatim as the reference that tests/test_routing_matcher.py compares the new code with.
 
 Not used by mailbot. Only the module docstring differs from mailbot/core/routing.py at
 commit 4fdfaf1.

@@ -9,7 +9,7 @@ forms of their first word, and a text is scanned once, word by word, for all lis
 
 Each list's result is the one a regex alternation of its phrases, longest pattern first,
 gives with ``findall``: at each word, the first phrase of that order that matches; then on
-after the match (tests/test_routing_speed.py checks this against that regex code on every
+after the match (tests/test_routing_matcher.py checks this against that regex code on every
 labelled mail).
 """
 

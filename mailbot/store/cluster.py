@@ -196,12 +196,3 @@ class Cluster:
         )
         with self.store.engine.connect() as conn:
             return [outbox_item(row, raw=False) for row in conn.execute(query)]
-
-
-def lease_holders(store: Store) -> list[tuple[str, str, str, str, datetime]]:
-    """Every lease: name, holder, its mailbot version, its schema revision, expiry."""
-    query = sa.select(
-        leases.c.name, leases.c.holder, leases.c.version, leases.c.schema, leases.c.expires_at
-    ).order_by(leases.c.name)
-    with store.engine.connect() as conn:
-        return [(r.name, r.holder, r.version, r.schema, r.expires_at) for r in conn.execute(query)]
