@@ -4,6 +4,7 @@ earliest deadline first, with filters, search and the month's figures. It reads 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -32,6 +33,14 @@ DONE = {
     "repondu-ailleurs": "La réponse donnée par un autre moyen est enregistrée.",
     "sans-reponse": "Le courriel est clos sans réponse : il sort de la file et des indicateurs.",
 }
+SENT_REFERENCE = re.compile(r"[A-Z]{1,10}-\d{4}-\d{6}")
+
+
+def _reference_only(value: str) -> str:
+    """The banner after a reply names its reference; a crafted link can put nothing else."""
+    return value if SENT_REFERENCE.fullmatch(value) else ""
+
+
 URGENCY_LABELS = {
     queue.Urgency.ON_TIME: ("Dans les délais", "fr-badge--success"),
     queue.Urgency.DUE_TODAY: ("Échéance aujourd'hui", "fr-badge--warning"),
@@ -100,7 +109,7 @@ async def queue_page(request: Request) -> Response:
         "show_labels": SHOW_LABELS,
         "urgency": URGENCY_LABELS,
         "assignees": _assignees(request, listed),
-        "sent": request.query_params.get("envoye", "")[:40],
+        "sent": _reference_only(request.query_params.get("envoye", "")),
         "done": DONE.get(request.query_params.get("fait", ""), ""),
         "profile_services": [console.service_names.get(s, s) for s in principal.services],
     }

@@ -66,6 +66,10 @@ def test_queue_filters_search_and_htmx_fragment(desk: Desk, console: RunningCons
         fragment = client.get("/?etat=en-retard", headers={"HX-Request": "true"})
         assert "<html" not in fragment.text and references(fragment.text) == [old.reference]
         assert len(references(client.get("/?etat=nimporte&service=permis").text)) == 3
+        crafted = client.get("/", params={"envoye": "Appelez le 08 99 00 00 00"}).text
+        assert 'id="avis"' not in crafted and "08 99" not in crafted  # only a reference shows
+        banner = client.get("/", params={"envoye": old.reference}).text
+        assert 'id="avis"' in banner and old.reference in banner
 
 
 def test_queue_shows_only_the_agents_services(desk: Desk, console: RunningConsole) -> None:
