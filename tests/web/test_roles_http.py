@@ -9,6 +9,7 @@ lmoreau (head of service, etrangers and general), ngarnier (quality mission), tb
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +22,15 @@ from webtools import ROOT, RunningConsole, csrf_from, local_login, running_conso
 
 from mailbot.app.context import build_app
 from mailbot.core.statuses import Decision, EventKind
+from mailbot.mail.originals import MaildirOriginals
 from mailbot.store import NewMessage, Store
 
 AGENT, HEAD, QUALITY, ADMIN, ANONYMOUS = "agent", "head", "quality", "admin", "anonymous"
 LOGINS = {AGENT: "cdurand", HEAD: "lmoreau", QUALITY: "ngarnier", ADMIN: "tbernard"}
 EVERYONE = frozenset(LOGINS)
 QUARANTINED = "{quarantined}"  # replaced by the id of a quarantined mail of the fixture
+CARTES = "{cartes}"  # an open message of cartes-grises (the agent's service)
+ETRANGERS = "{etrangers}"  # an open message of etrangers (one of the head's services)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,16 @@ ROUTES = [
     Case("quarantine-no-such-mail", "GET", "/admin/quarantaine/999999", frozenset({ADMIN}), 404),
     Case("quarantine-retry", "POST", "/admin/quarantaine/999999/retraiter", frozenset({ADMIN}), 404),
     Case("templates-check", "GET", "/admin/modeles", frozenset({ADMIN})),
+    # the agents' desk: on the message's own service (quality reads all, acts on none)
+    Case("message-agents-own", "GET", f"/courriel/{CARTES}", frozenset({AGENT, QUALITY})),
+    Case("message-heads-own", "GET", f"/courriel/{ETRANGERS}", frozenset({HEAD, QUALITY})),
+    Case("message-no-such", "GET", "/courriel/999999", EVERYONE, 404),
+    Case("presence", "GET", f"/courriel/{CARTES}/presence", frozenset({AGENT, QUALITY})),
+    Case("attachment", "GET", f"/courriel/{ETRANGERS}/piece-jointe/1", frozenset({HEAD, QUALITY}), 404),
+    Case("preview", "POST", f"/courriel/{CARTES}/apercu", frozenset({AGENT}), 400),
+    Case("reply", "POST", f"/courriel/{ETRANGERS}/reponse", frozenset({HEAD}), 400),
+    Case("action", "POST", f"/courriel/{CARTES}/action/sans-reponse", frozenset({AGENT}), 400),
+    Case("action-reassign", "POST", f"/courriel/{ETRANGERS}/action/transferer", frozenset({HEAD}), 400),
 ]  # fmt: skip
 ROLES = [AGENT, HEAD, QUALITY, ADMIN, ANONYMOUS]
 CELLS = [(case, role) for case in ROUTES for role in ROLES]
@@ -67,6 +81,42 @@ class Site:
     console: RunningConsole
     clients: dict[str, httpx.Client]
     quarantined: int
+    cartes: int
+    etrangers: int
+
+    def path(self, case: Case) -> str:
+        ids = {QUARANTINED: self.quarantined, CARTES: self.cartes, ETRANGERS: self.etrangers}
+        path = case.path
+        for mark, pk in ids.items():
+            path = path.replace(mark, str(pk))
+        return path
+
+
+def add_open(store: Store, uid: int, mailbox: str, service: str) -> int:
+    """An acknowledged message waiting for its service's answer (its mail is not readable
+    here: the page says so, which is all an authorisation test needs)."""
+    with store.transaction() as tx:
+        return tx.insert_message(
+            NewMessage(
+                mailbox=mailbox,
+                folder="INBOX",
+                uidvalidity=1,
+                uid=uid,
+                message_id=f"<open-{uid}@example.fr>",
+                content_hash=f"open-{uid}",
+                received_at=datetime(2026, 11, 20, 9, tzinfo=UTC),
+                sender=f"usager{uid}@example.fr",
+                subject="Ma demande",
+                in_reply_to=None,
+                decision=Decision.ACKNOWLEDGE,
+                reasons=["citizen-mail"],
+                size=10,
+                defects=[],
+                reference=f"SM-2026-{uid:06d}",
+                service=service,
+                category="information",
+            )
+        )
 
 
 def add_quarantined(store: Store) -> int:
@@ -105,15 +155,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = Store(data["database"])
     load_scenario(store)
     quarantined = add_quarantined(store)
+    cartes = add_open(store, 7001, "general", "cartes-grises")
+    etrangers = add_open(store, 7002, "etrangers", "etrangers")
     store.close()
     app = build_app(config)
     (work / "console").mkdir()
-    with running_console(work / "console", config=app.config, site=True, mailbot_app=app) as c:
+    no_mail = MaildirOriginals({})  # the messages' mail is nowhere: the page says so
+    with running_console(
+        work / "console", config=app.config, site=True, mailbot_app=app, originals=no_mail
+    ) as c:
         clients = {role: c.client() for role in ROLES}
         for role, login in LOGINS.items():
             assert local_login(clients[role], login).status_code == 303, role
         csrf_from(clients[ANONYMOUS].get("/connexion").text)  # an anonymous session
-        yield Site(c, clients, quarantined)
+        yield Site(c, clients, quarantined, cartes, etrangers)
         for client in clients.values():
             client.close()
 
@@ -123,7 +178,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 )
 def test_route_by_role(site: Site, case: Case, role: str) -> None:
     client = site.clients[role]
-    path = case.path.replace(QUARANTINED, str(site.quarantined))
+    path = site.path(case)
     if case.method == "POST":
         page = client.get("/connexion" if role == ANONYMOUS else "/")
         response = client.post(path, data={"csrf_token": csrf_from(page.text)})
@@ -145,13 +200,19 @@ def test_the_table_names_every_route_of_the_console(site: Site) -> None:
     """A route added to the console without a line here fails this test."""
     from starlette.routing import Route
 
-    from mailbot.web import routes
+    from mailbot.web import desk, routes
     from mailbot.web.site import PAGES
 
     login_routes = {r.path for r in routes.ROUTES if isinstance(r, Route)} - {"/"}
     tested = {case.path.split("?")[0] for case in ROUTES}
     tested = {p.replace(QUARANTINED, "{id:int}").replace("999999", "{id:int}") for p in tested}
-    pages = {r.path for r in PAGES if isinstance(r, Route)} | {"/"}
+    tested = {p.replace("/courriel/{id:int}", "/courriel/{message:int}") for p in tested}
+    tested = {
+        p.replace(CARTES, "{message:int}").replace(ETRANGERS, "{message:int}") for p in tested
+    }
+    tested = {p.replace("/piece-jointe/1", "/piece-jointe/{index:int}") for p in tested}
+    tested = {re.sub(r"/action/[a-z-]+$", "/action/{action}", p) for p in tested}
+    pages = {r.path for r in [*PAGES, *desk.ROUTES] if isinstance(r, Route)} | {"/"}
     assert pages - tested == set(), "routes without a line in ROUTES"
     assert login_routes.isdisjoint(tested)  # login, logout, health: tested elsewhere
 
