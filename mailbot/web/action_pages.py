@@ -30,9 +30,13 @@ from mailbot.web.message_pages import message_of, show_message
 Handler = Callable[[Request, Any, dict[str, str], str], Awaitable[str]]
 
 
-def _key(name: str, row: Any, form: dict[str, str]) -> str | None:
+def _key(name: str, row: Any, form: dict[str, str]) -> str:
+    """The form's idempotency key (one per message state): a form without its state is
+    refused (400) rather than done without a key, which a double click would do twice."""
     state = form.get("etat", "")
-    return f"console-{name}:{row.id}:{state}" if state.isdigit() else None
+    if not state.isdigit():
+        raise HTTPException(400, "Formulaire incomplet.")
+    return f"console-{name}:{row.id}:{state}"
 
 
 async def _assign(request: Request, row: Any, form: dict[str, str], service: str) -> str:

@@ -7,16 +7,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
+import sqlalchemy as sa
 from deskworld import Desk, desk_world
 from servers import DovecotServer, MailUser, SmtpServer
 from webtools import RunningConsole, csrf_from, local_login, running_console
 
+from mailbot.core.statuses import OutboxKind
+from mailbot.store.schema import outbox
+
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
 OVERDUE = "<citizen-1@example.fr>"
+CARTES_GRISES = "pref-cartes-grises@seine-maritime.gouv.fr"
 
 
 @pytest.fixture
@@ -41,6 +48,15 @@ def act(client: httpx.Client, desk: Desk, action: str, **fields: str) -> httpx.R
     state = re.search(r'name="etat" value="(\d+)"', page.text)
     data = {"csrf_token": token, "etat": state.group(1) if state else "0", **fields}
     return client.post(f"/courriel/{row.id}/action/{action}", data=data)
+
+
+def sent_after(desk: Desk, message_pk: int) -> list[Any]:
+    """What the outbox queued for a message besides its AR (notices, forwards)."""
+    query = sa.select(outbox).where(
+        outbox.c.message_pk == message_pk, outbox.c.kind != OutboxKind.AR
+    )
+    with desk.app.store.engine.connect() as conn:
+        return list(conn.execute(query))
 
 
 def queued(client: httpx.Client) -> list[str]:
@@ -164,3 +180,34 @@ def test_a_head_corrects_the_category(desk: Desk, console: RunningConsole) -> No
         page = lea.get(done.headers["location"])
         assert "La correction de l" in page.text
         assert "Orientation corrigée" in page.text
+
+
+def test_a_transfer_posted_twice_is_done_once(desk: Desk, console: RunningConsole) -> None:
+    """A double click on « Transférer » (the same form state twice, at once): one notice
+    to the citizen, one forward to the service; a form without its state is refused."""
+    row = desk.row(OVERDUE)
+    with console.client() as lea, console.client() as again:
+        local_login(lea, "lmoreau")
+        local_login(again, "lmoreau")
+        page = lea.get(f"/courriel/{row.id}")
+        data = {"csrf_token": csrf_from(page.text), "service": "cartes-grises", "motif": "CG"}
+        url = f"/courriel/{row.id}/action/transferer"
+        assert lea.post(url, data=data).status_code == 400  # no etat: no key, not done
+        assert lea.post(url, data=data | {"etat": "x"}).status_code == 400
+        assert details(desk, "transferred") == []
+        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
+        with ThreadPoolExecutor(2) as pool:
+            clicks = [
+                pool.submit(lea.post, url, data=data),
+                pool.submit(again.post, url, data=second),
+            ]
+            codes = sorted(c.result().status_code for c in clicks)
+    assert codes[0] == 303 and codes[1] in (303, 400, 403)
+    queued_mail = sent_after(desk, row.id)
+    assert sorted(r.recipient for r in queued_mail) == sorted(["usager1@example.fr", CARTES_GRISES])
+    received = desk.smtp.wait_for(2, timeout=10)  # all the outbox holds: no third can come
+    assert sum("usager1@example.fr" in r.rcpt_tos for r in received) == 1
+    assert sum(CARTES_GRISES in r.rcpt_tos for r in received) == 1
+    assert len(received) == 2
+    assert len(details(desk, "transferred")) == 1
