@@ -95,19 +95,21 @@ async def _answered(request: Request, row: Any, form: dict[str, str], service: s
 
 
 async def _correct(request: Request, row: Any, form: dict[str, str], service: str) -> str:
+    """A new service is a transfer too (notice, forward, reason); a category alone is only
+    recorded. Both teach the routing."""
     check(request, Action.REASSIGN, service)
     app = backend(request)
-    await run_in_threadpool(
-        lambda: corrections.correct(
-            app.config,
-            app.store,
-            row.reference,
-            form.get("service", ""),
-            form.get("categorie", ""),
-            agent=current_agent(request).agent_id,
-        )
+    transfers = Transfers(app.config, app.store, app.renderer, agents(request), originals(request))
+    moved = await run_in_threadpool(
+        corrections.correct_in_console,
+        transfers,
+        current_agent(request).agent_id,
+        row.id,
+        (form.get("service", ""), form.get("categorie", "")),
+        form.get("motif", ""),
+        _key("corriger", row, form),
     )
-    return f"/courriel/{row.id}?fait=corriger"
+    return "/?fait=transferer" if moved else f"/courriel/{row.id}?fait=corriger"
 
 
 async def _no_reply(request: Request, row: Any, form: dict[str, str], service: str) -> str:

@@ -19,7 +19,7 @@ from servers import DovecotServer, MailUser, SmtpServer
 from webtools import RunningConsole, csrf_from, local_login, running_console
 
 from mailbot.core.statuses import OutboxKind
-from mailbot.store.schema import outbox
+from mailbot.store.schema import corrections, outbox
 
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
 OVERDUE = "<citizen-1@example.fr>"
@@ -211,3 +211,44 @@ def test_a_transfer_posted_twice_is_done_once(desk: Desk, console: RunningConsol
     assert sum(CARTES_GRISES in r.rcpt_tos for r in received) == 1
     assert len(received) == 2
     assert len(details(desk, "transferred")) == 1
+
+
+def test_a_correction_of_the_service_transfers_the_mail_once(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« Corriger » to another service moves the mail: the citizen gets the transfer
+    notice, the service the forward, the reason is the default one, and the correction is
+    recorded for the routing; a double click does all this once."""
+    row = desk.row(OVERDUE)
+    with console.client() as lea, console.client() as again:
+        local_login(lea, "lmoreau")
+        local_login(again, "lmoreau")
+        page = lea.get(f"/courriel/{row.id}")
+        assert 'id="motif-correction"' in page.text
+        url = f"/courriel/{row.id}/action/corriger"
+        data = {"csrf_token": csrf_from(page.text), "service": "cartes-grises"}
+        data |= {"categorie": "information", "motif": ""}
+        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
+        with ThreadPoolExecutor(2) as pool:
+            clicks = [
+                pool.submit(lea.post, url, data=data),
+                pool.submit(again.post, url, data=second),
+            ]
+            answers = sorted((c.result() for c in clicks), key=lambda r: r.status_code)
+    assert answers[0].status_code == 303 and answers[0].headers["location"] == "/?fait=transferer"
+    assert answers[1].status_code in (303, 400, 403)
+    queued_mail = sent_after(desk, row.id)
+    assert sorted(r.recipient for r in queued_mail) == sorted(["usager1@example.fr", CARTES_GRISES])
+    received = desk.smtp.wait_for(2, timeout=10)  # all the outbox holds: no third can come
+    assert sum("usager1@example.fr" in r.rcpt_tos for r in received) == 1
+    assert sum(CARTES_GRISES in r.rcpt_tos for r in received) == 1
+    (detail,) = details(desk, "transferred")
+    assert detail["reason"] == "correction de l'orientation" and detail["agent"] == "lmoreau"
+    query = sa.select(corrections).where(corrections.c.message_pk == row.id)
+    with desk.app.store.engine.connect() as conn:
+        (correction,) = conn.execute(query)
+    assert (correction.old_service, correction.service) == (row.service, "cartes-grises")
+    assert correction.category == "information" and correction.agent == "lmoreau"
+    moved = desk.row(OVERDUE)
+    assert (moved.service, moved.category, moved.transferred) == ("cartes-grises", "information", 1)
