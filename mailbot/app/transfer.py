@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
 from mailbot.app.reply import Preview, Sent, preview_of
 from mailbot.app.requests import (
@@ -145,7 +146,7 @@ class Transfers:
         return agent_label(agent_id, agent)
 
     def _current_service(self, row: sa.Row[Any]) -> str:
-        return str(row.service or self.config.mailboxes[row.mailbox].service)
+        return service_of(self.config, row)
 
     def _notice(self, row: sa.Row[Any], service: str) -> OutgoingMail:
         variables = message_variables(
