@@ -70,7 +70,7 @@ def details(desk: Desk, kind: str) -> list[dict[str, str]]:
 
 ACTIONS = {
     "attribuer-moi": ("attribuer", {"a": "khaddad"}),
-    "attribuer-collegue": ("attribuer", {"a": "khaddad"}),
+    "attribuer-collegue": ("attribuer", {"a": "lmoreau"}),  # to a colleague of etrangers
     "transferer": ("transferer", {"service": "cartes-grises", "motif": "Question de carte grise"}),
     "repondu-ailleurs": ("repondu-ailleurs", {"moyen": "phone", "motif": "Rappelée le matin"}),
     "corriger": ("corriger", {"service": "etrangers", "categorie": "rendez-vous"}),
@@ -79,13 +79,16 @@ ACTIONS = {
 # Who is refused what, on a message of etrangers (the allowed side is tested below).
 REFUSED = [
     ("mlefebvre", "attribuer-moi"),  # permis: not their service
+    ("mlefebvre", "attribuer-collegue"),
     ("mlefebvre", "transferer"),
     ("mlefebvre", "repondu-ailleurs"),
     ("mlefebvre", "corriger"),
     ("mlefebvre", "sans-reponse"),
     ("ngarnier", "attribuer-moi"),  # quality mission: reads, acts on nothing
+    ("ngarnier", "attribuer-collegue"),
     ("ngarnier", "repondu-ailleurs"),
     ("ngarnier", "sans-reponse"),
+    ("khaddad", "attribuer-collegue"),  # an agent: gives nothing to others (heads do)
     ("khaddad", "transferer"),  # an agent: no reassignment (heads of service do it)
     ("khaddad", "corriger"),
 ]
@@ -125,11 +128,14 @@ def test_assign_to_me_and_to_a_colleague(desk: Desk, console: RunningConsole) ->
     with console.client() as lea:
         local_login(lea, "lmoreau")
         assert act(lea, desk, "attribuer", a="lmoreau").status_code == 303
+        assert act(lea, desk, "attribuer", a="khaddad").status_code == 303  # a colleague
     who = details(desk, "assigned")
     assert [(d["agent"], d["assignee"]) for d in who] == [
         ("khaddad", "khaddad"),
         ("lmoreau", "lmoreau"),
+        ("lmoreau", "khaddad"),
     ]
+    assert desk.row(OVERDUE).assignee == "khaddad"
 
 
 def test_transfer_with_a_reason_sends_the_notice_and_leaves_the_queue(
