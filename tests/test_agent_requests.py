@@ -20,12 +20,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
 
+from mailbot.app import no_reply
 from mailbot.app.answered import AnsweredHow, mark_answered
 from mailbot.app.context import App, build_app
 from mailbot.app.reply import Draft, Replies
 from mailbot.app.requests import once
 from mailbot.app.transfer import Transfers
 from mailbot.cli import main
+from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import RequestError
 from mailbot.mail.originals import ImapOriginals
 from mailbot.render.variables import answer_deadline
@@ -85,7 +87,11 @@ def test_free_reply_is_the_agents_text_signed_and_threaded(setup: Any) -> None:
     assert "par courrier.\nRien d'autre à faire." in text  # line kept, trailing spaces gone
     assert "Camille Durand" in text and "Adjointe au chef du bureau des titres" in text
     events = dict(db_rows(config, "SELECT kind, detail FROM events WHERE kind LIKE 'reply%'"))
-    assert json.loads(events["reply_queued"]) == {"agent": "cdurand", "template": "reponse-libre"}
+    assert json.loads(events["reply_queued"]) == {
+        "agent": "cdurand",
+        "template": "reponse-libre",
+        "edited": False,
+    }
     assert events["reply_sent"] == msg["Message-ID"]
 
 
@@ -287,3 +293,27 @@ def test_one_key_from_two_tabs_at_the_same_moment_queues_one_mail(setup: Any) ->
     assert sorted(repeated for _id, repeated in results) == [False, True]
     assert len({outbox_id for outbox_id, _repeated in results}) == 1
     assert len(db_rows(config, "SELECT id FROM outbox WHERE kind = 'digest'")) == 1
+
+
+def test_a_message_whose_reply_is_on_its_way_cannot_be_closed_without_reply(
+    setup: Any,
+) -> None:
+    """A reply queued (not yet sent) answers the message: « aucune réponse nécessaire » is
+    refused then, and once the reply has left; the message is never closed."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies.send("cdurand", reference, Draft.free("Bien reçu."), key="form-1")
+
+    def close() -> None:
+        no_reply.close_without_reply(
+            app.config, app.store, app.agent, "cdurand", reference, NoReplyReason.SPAM, ""
+        )
+
+    with pytest.raises(RequestError, match="a reply is on its way"):
+        close()
+    app.outbox.deliver_due()
+    assert len(setup[3].wait_for(1)) == 1
+    with pytest.raises(RequestError, match="already answered"):
+        close()
+    assert db_rows(config, "SELECT no_reply FROM messages") == [(None,)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
     AgentLookup,
     MessageRef,
@@ -45,7 +46,7 @@ def assign(
     row = tracked_message(store, message)
     if previous(store, EventKind.ASSIGNED, key) is not None:
         return Assigned(row.reference, row.assignee, row.assignee, repeated=True)
-    service = row.service or config.mailboxes[row.mailbox].service
+    service = service_of(config, row)
     if assignee is not None:
         profile = agents(assignee)
         if profile is None:

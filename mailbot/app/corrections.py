@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mailbot.app.message_view import service_of
+from mailbot.app.requests import once, previous, tracked_message
+from mailbot.app.transfer import Transfers
 from mailbot.config import REORIENT_SERVICE, Config
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.errors import MessageError
-from mailbot.store import Store
+from mailbot.store import Store, Transaction
 from mailbot.store import corrections as stored
+
+CORRECTION_REASON = "correction de l'orientation"
 
 
 @dataclass(frozen=True)
@@ -66,23 +71,12 @@ def correct(
     reorient: str | None = None,
     agent: str | None = None,
 ) -> Correction:
-    """Record an agent's correction of a tracked mail's routing; sends nothing."""
+    """Record an agent's correction of a tracked mail's routing; sends nothing (the CLI's
+    ``mailbot routing correct``; the console's goes through ``correct_in_console``)."""
     _check(config, service, category, reorient)
+    now = utcnow()
     with store.transaction() as tx:
-        row = stored.message_by_reference(tx.conn, reference)
-        if row is None:
-            raise MessageError(f"no tracked mail with reference {reference!r}")
-        if row.decision != Decision.ACKNOWLEDGE:
-            raise MessageError(
-                f"{reference} was not acknowledged as a citizen's mail (decision:"
-                f" {row.decision}); only acknowledged mail is routed and corrected"
-            )
-        now = utcnow()
-        stored.add_correction(tx.conn, row, (service, category, reorient), agent, now)
-        detail = f"{row.service}/{row.category} -> {service}/{category}"
-        tx.add_event(
-            row.id, EventKind.ROUTING_CORRECTED, detail + (f" by {agent}" if agent else "")
-        )
+        row = _record(tx, reference, (service, category, reorient), agent, now)
     return Correction(
         reference,
         (row.service, row.category, row.reorient),
@@ -90,6 +84,61 @@ def correct(
         agent,
         now,
     )
+
+
+def _record(
+    tx: Transaction,
+    reference: str,
+    routed: tuple[str, str, str | None],
+    agent: str | None,
+    now: datetime,
+) -> Any:
+    """The correction beside the decision it replaces (read in this transaction)."""
+    row = stored.message_by_reference(tx.conn, reference)
+    if row is None:
+        raise MessageError(f"no tracked mail with reference {reference!r}")
+    if row.decision != Decision.ACKNOWLEDGE:
+        raise MessageError(
+            f"{reference} was not acknowledged as a citizen's mail (decision:"
+            f" {row.decision}); only acknowledged mail is routed and corrected"
+        )
+    stored.add_correction(tx.conn, row, routed, agent, now)
+    detail = f"{row.service}/{row.category} -> {routed[0]}/{routed[1]}"
+    tx.add_event(row.id, EventKind.ROUTING_CORRECTED, detail + (f" by {agent}" if agent else ""))
+    return row
+
+
+def correct_in_console(
+    transfers: Transfers,
+    agent: str,
+    message_pk: int,
+    routed: tuple[str, str],
+    reason: str,
+    key: str,
+) -> bool:
+    """An agent's correction from the console, once per ``key`` (the form's state). A new
+    service moves the mail, so it is a transfer — the citizen's notice, the forward to the
+    service, the reason (the agent's, else ``CORRECTION_REASON``) — with the correction
+    recorded in the same transaction (the routing learns from it); a category alone is
+    only recorded. True when the mail changed service."""
+    service, category = routed
+    config, store = transfers.config, transfers.store
+    if previous(store, EventKind.TRANSFERRED, key) is not None:
+        return True  # a double click on a correction that moved the mail: done already
+    _check(config, service, category, None)
+    row = tracked_message(store, message_pk)
+
+    def record(tx: Transaction) -> int:
+        _record(tx, row.reference, (service, category, None), agent, utcnow())
+        return 0
+
+    if service == service_of(config, row):
+        once(store, EventKind.ROUTING_CORRECTED, key, record)
+        return False
+    transfers.transfer(
+        agent, row.id, service, reason.strip() or CORRECTION_REASON, key, also=record
+    )
+    return True
 
 
 def corrected_messages(store: Store) -> list[Any]:

@@ -40,7 +40,7 @@ from mailbot.core.probe import is_probe
 from mailbot.core.routing import RoutingDecision, decide
 from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import FirstPollError, LeaseLostError, StoreError
+from mailbot.errors import FirstPollError, LeaseLostError, RepeatedRequestError, StoreError
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
@@ -180,6 +180,7 @@ class Pipeline:
                 if existing is None:
                     tx.save_folder_state(*where.folder_key, mail.uid)
                 else:
+                    tx.claim_unhandled(existing)
                     tx.add_event(existing, EventKind.RETRIED, "")
                 found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
                 original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
@@ -189,6 +190,8 @@ class Pipeline:
                     outcome = self._decide(tx, where, mail, parsed, existing)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
+        except RepeatedRequestError:
+            raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
             outcome = self._quarantine(where, mail, parsed, exc, existing)
         _log(outcome)

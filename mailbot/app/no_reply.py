@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
     AgentLookup,
     MessageRef,
@@ -58,8 +59,8 @@ def close_without_reply(
     row = tracked_message(store, message)
     if previous(store, EventKind.NO_REPLY_NEEDED, key) is not None:
         return Closed(row.reference, reason, repeated=True)
-    if row.first_reply_at is not None:
-        raise RequestError("reference", row.reference, "already answered: nothing to close")
+    with store.transaction() as tx:
+        _refuse_if_answered(tx, row.id, row.reference)
     if row.no_reply is not None:
         raise RequestError("reference", row.reference, "already closed without a reply")
     if reason is NoReplyReason.OTHER and not note.strip():
@@ -70,6 +71,7 @@ def close_without_reply(
     )
 
     def record(tx: Transaction) -> int:
+        _refuse_if_answered(tx, row.id, row.reference)  # again, where the closing is written
         stored.set_no_reply(tx.conn, row.id, reason)
         tx.add_event(row.id, EventKind.NO_REPLY_NEEDED, detail)
         return 0
@@ -78,13 +80,23 @@ def close_without_reply(
     return Closed(row.reference, reason, repeated)
 
 
+def _refuse_if_answered(tx: Transaction, message_pk: int, reference: str) -> None:
+    """RequestError when the message was answered, or has a reply queued or being sent (a
+    reply on its way answers it: closing it as needing none would misstate the figures)."""
+    answered, in_flight = stored.reply_state(tx.conn, message_pk)
+    if answered:
+        raise RequestError("reference", reference, "already answered: nothing to close")
+    if in_flight:
+        raise RequestError("reference", reference, "a reply is on its way: nothing to close")
+
+
 def closed_in(store: Store, since: datetime, until: datetime) -> list[sa.Row[Any]]:
     """Messages received in [since, until) closed without a reply (the report's list)."""
     return stored.closed_without_reply(store.engine, since, until)
 
 
 def excluded_rows(
-    store: Store, since: datetime, until: datetime, zone: Any
+    config: Config, store: Store, since: datetime, until: datetime, zone: Any
 ) -> list[dict[str, str]]:
     """The report's list of messages closed without a reply, with the agents' notes."""
     rows = []
@@ -97,7 +109,7 @@ def excluded_rows(
         rows.append(
             {
                 "reference": row.reference or f"#{row.id}",
-                "service": row.service or row.mailbox,
+                "service": service_of(config, row),
                 "received": row.received_at.astimezone(zone).date().isoformat(),
                 "reason": REASON_LABELS.get(NoReplyReason(row.no_reply), str(row.no_reply)),
                 "note": str(notes[-1].get("note", "")) if notes else "",

@@ -63,7 +63,9 @@ def details(store: Store, message_pk: int) -> tuple[sa.Row[Any], list[sa.Row[Any
 
 def retry(store: Store, pipeline: Pipeline, originals: Originals, message_pk: int) -> Outcome:
     """Process a quarantined mail again; its row is updated, never duplicated. Whatever it
-    now owes is queued (delivery follows)."""
+    now owes is queued (delivery follows). Two retries at once (a double click): the
+    pipeline checks the row again inside the transaction that records the new outcome, so
+    the second raises RepeatedRequestError and queues nothing — one AR, never two."""
     row = unhandled_row(store, message_pk)
     mail = IncomingMail.of(originals.fetch(row))
     return pipeline.process(row.mailbox, row.folder, row.uidvalidity, mail, existing=row.id)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mailbot.app import indicators
+from mailbot.app.message_view import service_of
 from mailbot.config import Config
 from mailbot.core.indicators import TARGET_RATE, Indicators
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
@@ -161,7 +162,7 @@ def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> Qu
         subject=row.subject or "",
         citizen=row.sender_name or "",
         mailbox=row.mailbox,
-        service=row.service or config.mailboxes[row.mailbox].service,
+        service=service_of(config, row),
         category=row.category,
         received_at=local,
         age=age,

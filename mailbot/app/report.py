@@ -90,6 +90,7 @@ class ReportBuilder:
             "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
             "unacknowledged": [r for r in rows if r["why"]],
             "excluded": no_reply.excluded_rows(
+                self.config,
                 self.store,
                 *indicators.period_bounds(self.calendar, period.start, period.end),
                 self.calendar.zone,

@@ -10,11 +10,13 @@ transfer is recorded with the agent and the reason.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
 from mailbot.app.reply import Preview, Sent, preview_of
 from mailbot.app.requests import (
@@ -81,9 +83,11 @@ class Transfers:
         service: str,
         reason: str,
         key: str | None = None,
+        also: Callable[[Transaction], object] | None = None,
     ) -> Sent:
         """Queue the notice and the forwards, make the message the service's, record who
-        and why — all in one transaction, once per ``key``."""
+        and why — all in one transaction, once per ``key``. ``also`` records more in that
+        transaction (a routing correction that moves the message: ``app/corrections``)."""
         done = previous(self.store, EventKind.TRANSFERRED, key)
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
@@ -116,6 +120,8 @@ class Transfers:
         }
 
         def record(tx: Transaction) -> int:
+            if also is not None:
+                also(tx)
             ids = enqueue(tx, row.id, mails)
             tx.set_service(row.id, service)
             tx.add_event(row.id, EventKind.TRANSFERRED, json.dumps(detail, ensure_ascii=False))
@@ -140,7 +146,7 @@ class Transfers:
         return agent_label(agent_id, agent)
 
     def _current_service(self, row: sa.Row[Any]) -> str:
-        return str(row.service or self.config.mailboxes[row.mailbox].service)
+        return service_of(self.config, row)
 
     def _notice(self, row: sa.Row[Any], service: str) -> OutgoingMail:
         variables = message_variables(

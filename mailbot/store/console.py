@@ -142,6 +142,15 @@ def set_assignee(conn: Connection, message_pk: int, agent: str | None) -> None:
     conn.execute(messages.update().where(messages.c.id == message_pk).values(assignee=agent))
 
 
+def reply_state(conn: Connection, message_pk: int) -> tuple[bool, bool]:
+    """(answered, a reply queued or being sent) for one message."""
+    query = sa.select(messages.c.first_reply_at.is_not(None), _reply_in_flight()).where(
+        messages.c.id == message_pk
+    )
+    found = conn.execute(query).first()
+    return (bool(found[0]), bool(found[1])) if found is not None else (False, False)
+
+
 def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> None:
     conn.execute(messages.update().where(messages.c.id == message_pk).values(no_reply=reason))
 

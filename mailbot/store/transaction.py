@@ -26,6 +26,7 @@ from mailbot.store.schema import (
     outbox,
     request_flag,
     stored_id,
+    unhandled,
     workers,
 )
 
@@ -234,6 +235,18 @@ class Transaction:
         for kept in ("mailbox", "folder", "uidvalidity", "uid", "created_at"):
             values.pop(kept)
         self.conn.execute(messages.update().where(messages.c.id == message_pk).values(**values))
+
+    def claim_unhandled(self, message_pk: int) -> None:
+        """Lock a mail left without an AR before processing it again; RepeatedRequestError
+        if it no longer is one (another retry committed first). The guarded UPDATE waits
+        for a concurrent retry's transaction and re-reads the row once it commits."""
+        claimed = self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, unhandled())
+            .values(decision=messages.c.decision)
+        )
+        if claimed.rowcount != 1:
+            raise RepeatedRequestError(f"mail #{message_pk} was already processed again")
 
     def count_relance(self, message_pk: int) -> None:
         """One more relance (the citizen writing again) of a message."""

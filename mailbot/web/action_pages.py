@@ -30,9 +30,13 @@ from mailbot.web.message_pages import message_of, show_message
 Handler = Callable[[Request, Any, dict[str, str], str], Awaitable[str]]
 
 
-def _key(name: str, row: Any, form: dict[str, str]) -> str | None:
+def _key(name: str, row: Any, form: dict[str, str]) -> str:
+    """The form's idempotency key (one per message state): a form without its state is
+    refused (400) rather than done without a key, which a double click would do twice."""
     state = form.get("etat", "")
-    return f"console-{name}:{row.id}:{state}" if state.isdigit() else None
+    if not state.isdigit():
+        raise HTTPException(400, "Formulaire incomplet.")
+    return f"console-{name}:{row.id}:{state}"
 
 
 async def _assign(request: Request, row: Any, form: dict[str, str], service: str) -> str:
@@ -91,19 +95,21 @@ async def _answered(request: Request, row: Any, form: dict[str, str], service: s
 
 
 async def _correct(request: Request, row: Any, form: dict[str, str], service: str) -> str:
+    """A new service is a transfer too (notice, forward, reason); a category alone is only
+    recorded. Both teach the routing."""
     check(request, Action.REASSIGN, service)
     app = backend(request)
-    await run_in_threadpool(
-        lambda: corrections.correct(
-            app.config,
-            app.store,
-            row.reference,
-            form.get("service", ""),
-            form.get("categorie", ""),
-            agent=current_agent(request).agent_id,
-        )
+    transfers = Transfers(app.config, app.store, app.renderer, agents(request), originals(request))
+    moved = await run_in_threadpool(
+        corrections.correct_in_console,
+        transfers,
+        current_agent(request).agent_id,
+        row.id,
+        (form.get("service", ""), form.get("categorie", "")),
+        form.get("motif", ""),
+        _key("corriger", row, form),
     )
-    return f"/courriel/{row.id}?fait=corriger"
+    return "/?fait=transferer" if moved else f"/courriel/{row.id}?fait=corriger"
 
 
 async def _no_reply(request: Request, row: Any, form: dict[str, str], service: str) -> str:

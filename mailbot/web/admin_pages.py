@@ -22,11 +22,11 @@ from mailbot.core.digests import WHY
 from mailbot.core.incoming import Outcome
 from mailbot.core.statuses import Attention, Decision
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import MailbotError, MessageError
-from mailbot.mail.originals import ImapOriginals
+from mailbot.errors import MailbotError, MessageError, RepeatedRequestError
+from mailbot.mail.originals import Originals
 from mailbot.web.access import require
 from mailbot.web.authz import Action
-from mailbot.web.backend import backend
+from mailbot.web.backend import backend, originals
 from mailbot.web.pages import NavItem, render
 
 NAV = [
@@ -83,13 +83,17 @@ async def quarantine_show(request: Request) -> Response:
     return render(request, "quarantine_mail.html.j2", context)
 
 
-def _retry(app: App, message_pk: int) -> Outcome | None:
-    """None when there is no such mail left without an AR (a 404)."""
+def _retry(app: App, originals: Originals, message_pk: int) -> Outcome | None:
+    """None when there is no such mail left without an AR (a 404), or when a concurrent
+    retry of the same mail (a double click) processed it first."""
     try:
         quarantine.unhandled_row(app.store, message_pk)
     except MessageError:
         return None
-    outcome = quarantine.retry(app.store, app.pipeline, ImapOriginals(app.config), message_pk)
+    try:
+        outcome = quarantine.retry(app.store, app.pipeline, originals, message_pk)
+    except RepeatedRequestError:
+        return None
     app.outbox.deliver_due()
     return outcome
 
@@ -103,7 +107,7 @@ async def quarantine_retry(request: Request) -> Response:
     console = request.app.state.console
     agent = request.state.principal.agent_id
     try:
-        outcome = await run_in_threadpool(_retry, app, message_pk)
+        outcome = await run_in_threadpool(_retry, app, originals(request), message_pk)
     except MessageError:  # no longer in its folder, nor found by Message-ID
         result = "introuvable"
     except MailbotError:  # the mailbox could not be reached

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from poison import citizen
@@ -16,6 +17,7 @@ from test_poison import allow_rows, ars_to, query, refuse_rows
 from webtools import csrf_from, local_login, running_console
 
 from mailbot.config import load_config
+from mailbot.mail.originals import ImapOriginals
 
 
 @pytest.fixture
@@ -73,3 +75,65 @@ def test_admin_retries_a_quarantined_mail_from_the_console(
     rows = query(database, "SELECT id, decision FROM messages ORDER BY id")
     assert len(rows) == 2 and (rows[0].id, rows[0].decision) == (pk, "acknowledge")
     assert retries == [{"agent": "tbernard", "message": str(pk), "result": "traite"}]
+
+
+def _quarantined(
+    tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> tuple[Path, str, int]:
+    """A real quarantine: the database refused the first mail's row during `mailbot poll`."""
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    refuse_rows(database, 1, quarantine_too=False)
+    imap_user.deliver([citizen(1, "Titre de séjour urgent")])
+    poll = [sys.executable, "-m", "mailbot.cli", "--config", str(config), "poll", "--once"]
+    result = subprocess.run(
+        [*poll, "--acknowledge-existing"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    ((pk,),) = query(database, "SELECT id FROM messages WHERE decision = 'quarantine'")
+    allow_rows(database)
+    return config, database, pk
+
+
+def test_two_retries_at_once_send_one_ar(
+    tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A double click on « Traiter à nouveau »: the second POST arrives while the first one
+    fetches the mail from Dovecot (both passed the "still quarantined?" check). The mail is
+    read through the console's own originals, and the citizen gets one AR, not two."""
+    config, database, pk = _quarantined(tmp_path, imap_user, etrangers, smtp_server)
+    imap = ImapOriginals(load_config(config))
+    fetched: list[int] = []
+    second: list[int] = []
+
+    class DoubleClick:
+        """The real IMAP originals; during the first fetch, the admin clicks again."""
+
+        def fetch(self, row: Any) -> Any:
+            fetched.append(row.id)
+            mail = imap.fetch(row)
+            if len(fetched) == 1:
+                again = other.post(f"/admin/quarantaine/{pk}/retraiter", data={"csrf_token": token})
+                second.append(again.status_code)
+            return mail
+
+    (tmp_path / "console").mkdir()
+    with (
+        running_console(
+            tmp_path / "console", config=load_config(config), site=True, originals=DoubleClick()
+        ) as console,
+        console.client() as admin,
+        console.client() as other,
+    ):
+        local_login(admin, "tbernard")
+        local_login(other, "tbernard")
+        token = csrf_from(other.get(f"/admin/quarantaine/{pk}").text)
+        page = admin.get(f"/admin/quarantaine/{pk}")
+        first = admin.post(
+            f"/admin/quarantaine/{pk}/retraiter", data={"csrf_token": csrf_from(page.text)}
+        )
+    assert fetched == [pk, pk]  # the console's originals, both clicks past the first check
+    assert second == [303]  # the inner click processed it
+    assert first.status_code == 404  # the outer one found it done: nothing queued
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    assert query(database, "SELECT decision FROM messages") == [("acknowledge",)]

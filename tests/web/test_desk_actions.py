@@ -7,16 +7,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
+import sqlalchemy as sa
 from deskworld import Desk, desk_world
 from servers import DovecotServer, MailUser, SmtpServer
 from webtools import RunningConsole, csrf_from, local_login, running_console
 
+from mailbot.core.statuses import OutboxKind
+from mailbot.store.schema import corrections, outbox
+
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
 OVERDUE = "<citizen-1@example.fr>"
+CARTES_GRISES = "pref-cartes-grises@seine-maritime.gouv.fr"
 
 
 @pytest.fixture
@@ -43,6 +50,15 @@ def act(client: httpx.Client, desk: Desk, action: str, **fields: str) -> httpx.R
     return client.post(f"/courriel/{row.id}/action/{action}", data=data)
 
 
+def sent_after(desk: Desk, message_pk: int) -> list[Any]:
+    """What the outbox queued for a message besides its AR (notices, forwards)."""
+    query = sa.select(outbox).where(
+        outbox.c.message_pk == message_pk, outbox.c.kind != OutboxKind.AR
+    )
+    with desk.app.store.engine.connect() as conn:
+        return list(conn.execute(query))
+
+
 def queued(client: httpx.Client) -> list[str]:
     return re.findall(r'data-reference="([^"]+)"', client.get("/").text)
 
@@ -54,7 +70,7 @@ def details(desk: Desk, kind: str) -> list[dict[str, str]]:
 
 ACTIONS = {
     "attribuer-moi": ("attribuer", {"a": "khaddad"}),
-    "attribuer-collegue": ("attribuer", {"a": "khaddad"}),
+    "attribuer-collegue": ("attribuer", {"a": "lmoreau"}),  # to a colleague of etrangers
     "transferer": ("transferer", {"service": "cartes-grises", "motif": "Question de carte grise"}),
     "repondu-ailleurs": ("repondu-ailleurs", {"moyen": "phone", "motif": "Rappelée le matin"}),
     "corriger": ("corriger", {"service": "etrangers", "categorie": "rendez-vous"}),
@@ -63,13 +79,16 @@ ACTIONS = {
 # Who is refused what, on a message of etrangers (the allowed side is tested below).
 REFUSED = [
     ("mlefebvre", "attribuer-moi"),  # permis: not their service
+    ("mlefebvre", "attribuer-collegue"),
     ("mlefebvre", "transferer"),
     ("mlefebvre", "repondu-ailleurs"),
     ("mlefebvre", "corriger"),
     ("mlefebvre", "sans-reponse"),
     ("ngarnier", "attribuer-moi"),  # quality mission: reads, acts on nothing
+    ("ngarnier", "attribuer-collegue"),
     ("ngarnier", "repondu-ailleurs"),
     ("ngarnier", "sans-reponse"),
+    ("khaddad", "attribuer-collegue"),  # an agent: gives nothing to others (heads do)
     ("khaddad", "transferer"),  # an agent: no reassignment (heads of service do it)
     ("khaddad", "corriger"),
 ]
@@ -109,11 +128,14 @@ def test_assign_to_me_and_to_a_colleague(desk: Desk, console: RunningConsole) ->
     with console.client() as lea:
         local_login(lea, "lmoreau")
         assert act(lea, desk, "attribuer", a="lmoreau").status_code == 303
+        assert act(lea, desk, "attribuer", a="khaddad").status_code == 303  # a colleague
     who = details(desk, "assigned")
     assert [(d["agent"], d["assignee"]) for d in who] == [
         ("khaddad", "khaddad"),
         ("lmoreau", "lmoreau"),
+        ("lmoreau", "khaddad"),
     ]
+    assert desk.row(OVERDUE).assignee == "khaddad"
 
 
 def test_transfer_with_a_reason_sends_the_notice_and_leaves_the_queue(
@@ -164,3 +186,75 @@ def test_a_head_corrects_the_category(desk: Desk, console: RunningConsole) -> No
         page = lea.get(done.headers["location"])
         assert "La correction de l" in page.text
         assert "Orientation corrigée" in page.text
+
+
+def test_a_transfer_posted_twice_is_done_once(desk: Desk, console: RunningConsole) -> None:
+    """A double click on « Transférer » (the same form state twice, at once): one notice
+    to the citizen, one forward to the service; a form without its state is refused."""
+    row = desk.row(OVERDUE)
+    with console.client() as lea, console.client() as again:
+        local_login(lea, "lmoreau")
+        local_login(again, "lmoreau")
+        page = lea.get(f"/courriel/{row.id}")
+        data = {"csrf_token": csrf_from(page.text), "service": "cartes-grises", "motif": "CG"}
+        url = f"/courriel/{row.id}/action/transferer"
+        assert lea.post(url, data=data).status_code == 400  # no etat: no key, not done
+        assert lea.post(url, data=data | {"etat": "x"}).status_code == 400
+        assert details(desk, "transferred") == []
+        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
+        with ThreadPoolExecutor(2) as pool:
+            clicks = [
+                pool.submit(lea.post, url, data=data),
+                pool.submit(again.post, url, data=second),
+            ]
+            codes = sorted(c.result().status_code for c in clicks)
+    assert codes[0] == 303 and codes[1] in (303, 400, 403)
+    queued_mail = sent_after(desk, row.id)
+    assert sorted(r.recipient for r in queued_mail) == sorted(["usager1@example.fr", CARTES_GRISES])
+    received = desk.smtp.wait_for(2, timeout=10)  # all the outbox holds: no third can come
+    assert sum("usager1@example.fr" in r.rcpt_tos for r in received) == 1
+    assert sum(CARTES_GRISES in r.rcpt_tos for r in received) == 1
+    assert len(received) == 2
+    assert len(details(desk, "transferred")) == 1
+
+
+def test_a_correction_of_the_service_transfers_the_mail_once(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« Corriger » to another service moves the mail: the citizen gets the transfer
+    notice, the service the forward, the reason is the default one, and the correction is
+    recorded for the routing; a double click does all this once."""
+    row = desk.row(OVERDUE)
+    with console.client() as lea, console.client() as again:
+        local_login(lea, "lmoreau")
+        local_login(again, "lmoreau")
+        page = lea.get(f"/courriel/{row.id}")
+        assert 'id="motif-correction"' in page.text
+        url = f"/courriel/{row.id}/action/corriger"
+        data = {"csrf_token": csrf_from(page.text), "service": "cartes-grises"}
+        data |= {"categorie": "information", "motif": ""}
+        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
+        with ThreadPoolExecutor(2) as pool:
+            clicks = [
+                pool.submit(lea.post, url, data=data),
+                pool.submit(again.post, url, data=second),
+            ]
+            answers = sorted((c.result() for c in clicks), key=lambda r: r.status_code)
+    assert answers[0].status_code == 303 and answers[0].headers["location"] == "/?fait=transferer"
+    assert answers[1].status_code in (303, 400, 403)
+    queued_mail = sent_after(desk, row.id)
+    assert sorted(r.recipient for r in queued_mail) == sorted(["usager1@example.fr", CARTES_GRISES])
+    received = desk.smtp.wait_for(2, timeout=10)  # all the outbox holds: no third can come
+    assert sum("usager1@example.fr" in r.rcpt_tos for r in received) == 1
+    assert sum(CARTES_GRISES in r.rcpt_tos for r in received) == 1
+    (detail,) = details(desk, "transferred")
+    assert detail["reason"] == "correction de l'orientation" and detail["agent"] == "lmoreau"
+    query = sa.select(corrections).where(corrections.c.message_pk == row.id)
+    with desk.app.store.engine.connect() as conn:
+        (correction,) = conn.execute(query)
+    assert (correction.old_service, correction.service) == (row.service, "cartes-grises")
+    assert correction.category == "information" and correction.agent == "lmoreau"
+    moved = desk.row(OVERDUE)
+    assert (moved.service, moved.category, moved.transferred) == ("cartes-grises", "information", 1)
