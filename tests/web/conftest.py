@@ -12,13 +12,16 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from webtools import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT, run_axe
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+# thread while it lives, and a later test of the same xdist worker that sends mail in-process
+# (asyncio.run) would then fail. Closed at the end of each browser module, it never outlives it.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: {SETUP_HINT}", pytrace=False)
