@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deskworld import Desk, desk_world
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from servers import DovecotServer, MailUser, SmtpServer
 from webtools import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT, run_axe
 
 
@@ -70,3 +72,11 @@ def page(context: BrowserContext) -> Iterator[Page]:
 def axe() -> Any:
     """axe(page) -> the page's accessibility violations (axe-core, WCAG 2.1 A/AA)."""
     return run_axe
+
+
+@pytest.fixture
+def desk(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> Desk:
+    """The desk's world: mail read from Dovecot by the pipeline, replies to aiosmtpd."""
+    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)

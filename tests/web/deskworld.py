@@ -4,8 +4,9 @@ and the App the console's pages use (``backend``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 from servers import MailUser, SmtpServer
+from webtools import RunningConsole, running_console
 
 from mailbot.app.context import App, app_from_config
 from mailbot.cli import main
@@ -131,3 +133,17 @@ def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServ
     smtp.wait_for(3)
     smtp.clear()
     return Desk(path, config, app, general, etrangers, smtp)
+
+
+@contextmanager
+def desk_console(
+    desk: Desk, tmp: Path, accounts: tuple[str, ...], **options: Any
+) -> Iterator[RunningConsole]:
+    """The console on the desk's App and configuration, with these accounts logged by
+    password (``options``: running_console's, e.g. ``site=True`` for every page)."""
+    web = tmp / "web"
+    web.mkdir()
+    with running_console(
+        web, accounts=accounts, config=desk.config, backend=desk.app, **options
+    ) as running:
+        yield running

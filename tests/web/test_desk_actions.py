@@ -14,9 +14,8 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, desk_world
-from servers import DovecotServer, MailUser, SmtpServer
-from webtools import RunningConsole, csrf_from, local_login, running_console
+from deskworld import Desk, desk_console
+from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import corrections, outbox
@@ -27,17 +26,8 @@ CARTES_GRISES = "pref-cartes-grises@seine-maritime.gouv.fr"
 
 
 @pytest.fixture
-def desk(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> Desk:
-    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-
-
-@pytest.fixture
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
-    web = tmp_path / "web"
-    web.mkdir()
-    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+    with desk_console(desk, tmp_path, ACCOUNTS) as running:
         yield running
 
 

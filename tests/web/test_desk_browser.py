@@ -15,26 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deskworld import HOSTILE_HOST, Desk, desk_world
+from deskworld import HOSTILE_HOST, Desk, desk_console
 from playwright.sync_api import Page, Request, expect
-from servers import DovecotServer, MailUser, SmtpServer
-from webtools import PASSWORD, RunningConsole, running_console, serious
+from webtools import PASSWORD, RunningConsole, serious
 
 ACCOUNTS = ("khaddad", "mlefebvre")
 
 
 @pytest.fixture
-def desk(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> Desk:
-    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-
-
-@pytest.fixture
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
-    web = tmp_path / "web"
-    web.mkdir()
-    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+    with desk_console(desk, tmp_path, ACCOUNTS) as running:
         yield running
 
 

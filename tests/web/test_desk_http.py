@@ -8,25 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, desk_world
-from servers import DovecotServer, MailUser, SmtpServer
-from webtools import RunningConsole, local_login, running_console
+from deskworld import Desk, desk_console
+from servers import MailUser
+from webtools import RunningConsole, local_login
 
 ACCOUNTS = ("cdurand", "lmoreau", "khaddad", "mlefebvre", "ngarnier", "tbernard")
 
 
 @pytest.fixture
-def desk(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> Desk:
-    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-
-
-@pytest.fixture
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
-    web = tmp_path / "web"
-    web.mkdir()
-    with running_console(web, accounts=ACCOUNTS, config=desk.config, backend=desk.app) as running:
+    with desk_console(desk, tmp_path, ACCOUNTS) as running:
         yield running
 
 

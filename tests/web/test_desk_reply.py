@@ -18,28 +18,16 @@ from zoneinfo import ZoneInfo
 import httpx2 as httpx
 import pytest
 import yaml
-from deskworld import Desk, desk_world
-from servers import DovecotServer, MailUser, SmtpServer
-from webtools import RunningConsole, csrf_from, local_login, running_console
+from deskworld import Desk, desk_console
+from webtools import RunningConsole, csrf_from, local_login
 
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre")
 OVERDUE = "<citizen-1@example.fr>"
 
 
 @pytest.fixture
-def desk(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> Desk:
-    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-
-
-@pytest.fixture
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
-    web = tmp_path / "web"
-    web.mkdir()
-    with running_console(
-        web, accounts=ACCOUNTS, config=desk.config, backend=desk.app, site=True
-    ) as running:
+    with desk_console(desk, tmp_path, ACCOUNTS, site=True) as running:
         yield running
 
 
