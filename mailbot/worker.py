@@ -41,6 +41,9 @@ from mailbot.metrics import Endpoint, Metrics
 log = logging.getLogger(__name__)
 
 
+SIGNAL_CHECK_SECONDS = 1.0
+
+
 class Worker:
     def __init__(
         self,
@@ -279,7 +282,11 @@ class Worker:
             self.keeper.on_taken = functools.partial(self._taken, scheduler)
         log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
         try:
-            self.stop.wait()
+            # Woken each second: the kernel may deliver SIGTERM to any of the worker's threads,
+            # and Python runs its handler only when the main thread runs again; a wait without
+            # timeout could then miss the signal for good.
+            while not self.stop.wait(SIGNAL_CHECK_SECONDS):
+                pass
         finally:
             self.stop.set()
             self.delivery.join()
