@@ -49,6 +49,13 @@ def sent_after(desk: Desk, message_pk: int) -> list[Any]:
         return list(conn.execute(query))
 
 
+def clicked_twice(url: str, *clicks: tuple[httpx.Client, dict[str, str]]) -> list[httpx.Response]:
+    """The same form posted from two tabs at the same moment, answers by status code."""
+    with ThreadPoolExecutor(len(clicks)) as pool:
+        posted = [pool.submit(client.post, url, data=data) for client, data in clicks]
+        return sorted((p.result() for p in posted), key=lambda r: r.status_code)
+
+
 def queued(client: httpx.Client) -> list[str]:
     return re.findall(r'data-reference="([^"]+)"', client.get("/").text)
 
@@ -193,12 +200,7 @@ def test_a_transfer_posted_twice_is_done_once(desk: Desk, console: RunningConsol
         assert details(desk, "transferred") == []
         data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
         second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
-        with ThreadPoolExecutor(2) as pool:
-            clicks = [
-                pool.submit(lea.post, url, data=data),
-                pool.submit(again.post, url, data=second),
-            ]
-            codes = sorted(c.result().status_code for c in clicks)
+        codes = [r.status_code for r in clicked_twice(url, (lea, data), (again, second))]
     assert codes[0] == 303 and codes[1] in (303, 400, 403)
     queued_mail = sent_after(desk, row.id)
     assert sorted(r.recipient for r in queued_mail) == sorted(["usager1@example.fr", CARTES_GRISES])
@@ -226,12 +228,7 @@ def test_a_correction_of_the_service_transfers_the_mail_once(
         data |= {"categorie": "information", "motif": ""}
         data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
         second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
-        with ThreadPoolExecutor(2) as pool:
-            clicks = [
-                pool.submit(lea.post, url, data=data),
-                pool.submit(again.post, url, data=second),
-            ]
-            answers = sorted((c.result() for c in clicks), key=lambda r: r.status_code)
+        answers = clicked_twice(url, (lea, data), (again, second))
     assert answers[0].status_code == 303 and answers[0].headers["location"] == "/?fait=transferer"
     assert answers[1].status_code in (303, 400, 403)
     queued_mail = sent_after(desk, row.id)
