@@ -62,7 +62,12 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
     counts = [raw_counts(*s.words) for s in samples]
     matrix = training._matrix(counts, loaded.features, loaded.idf)
-    reference = LogisticRegression(C=training.DEFAULT_C, solver="newton-cg", max_iter=500)
+    reference = LogisticRegression(
+        C=training.DEFAULT_C,
+        solver="newton-cg",
+        max_iter=500,
+        class_weight=training.CLASS_WEIGHT,
+    )
     reference.fit(matrix, [s.service for s in samples])
     for i, sample in enumerate(samples[:20]):
         ours = loaded.classify(sample.facts.subject, replace_text(sample)).get("service")

@@ -26,6 +26,8 @@ class Explanation:
     language: str | None
     ar: ArDecision
     routing: RoutingDecision | None
+    # The bar the model's complaint head must reach for the complaint category (issue 13).
+    complaint_model_min: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         routing = self.routing
@@ -47,17 +49,20 @@ class Explanation:
                 for hit in (routing.rule_hits if routing else ())
             ],
             # issue 13: the model's top three per head, how sure, and a weak decision held
-            "model": _model_part(routing),
+            "model": _model_part(routing, self.complaint_model_min),
             "to_check": routing.to_check if routing else False,
         }
 
 
-def _model_part(routing: RoutingDecision | None) -> dict[str, Any] | None:
+def _model_part(
+    routing: RoutingDecision | None, complaint_min: float | None
+) -> dict[str, Any] | None:
     if routing is None or not routing.model:
         return None
     return {
         **{head: [[label, p] for label, p in top] for head, top in routing.model.items()},
         "confidence": dict(routing.confidence),
+        "complaint_model_min": complaint_min if "complaint" in routing.confidence else None,
         "strong": list(routing.strong),
     }
 
@@ -70,7 +75,9 @@ def explain(
     ar = decide_ar(parsed, policy_context(config, mailbox))
     facts = routing_input(config, mailbox, parsed)
     decision = decide(facts, routing) if routing else None
-    return Explanation(mailbox, parsed.subject, facts.language, ar, decision)
+    settings = routing.config.model if routing else None
+    gate = settings.complaint_model_min if settings else None
+    return Explanation(mailbox, parsed.subject, facts.language, ar, decision, gate)
 
 
 def guess_mailbox(config: Config, raw: bytes) -> str:
@@ -93,6 +100,13 @@ def _model_lines(e: dict[str, Any]) -> list[str]:
             top = ", ".join(f"{label} {p:.0%}" for label, p in model[head])
             lines.append(f"  model:    {head}: {top}")
     sure = model["confidence"]
+    if "complaint" in sure:
+        bar = model["complaint_model_min"]
+        verdict = "may be" if sure["complaint"] >= bar else "is not"
+        lines.append(
+            f"  model:    complaint: {sure['complaint']:.0%} (at least {bar:.0%} needed:"
+            f" the category {verdict} reclamation)"
+        )
     lines.append(
         f"  combined: service {sure.get('service', 0):.0%}, category {sure.get('category', 0):.0%}"
         + (f"   strong rule: {', '.join(model['strong'])}" if model["strong"] else "")
