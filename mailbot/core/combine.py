@@ -9,7 +9,9 @@ transfer or a re-orientation) is not carried out: the mail stays with its mailbo
 service, marked *to check*. The complaint category, which feeds the Qual-e-pref
 indicators, is given only at ``complaint_min_confidence`` or above **and** when the model's
 binary complaint head says "complaint" with a probability of ``complaint_model_min`` or
-above; else the next category.
+above, else the next category; and it is given whatever the other scores when that head says
+"complaint" at ``complaint_model_sure`` or above (the rules read words, and a complaint is
+often written in the words of a question).
 """
 
 from __future__ import annotations
@@ -75,8 +77,16 @@ def category(
 ) -> Combined:
     """The category, the complaint one only when sure enough (a question counted as a
     complaint distorts the audit more than a complaint left as a question): its combined
-    score and, with a complaint head in the model, that head's probability both pass."""
+    score and, with a complaint head in the model, that head's probability both pass — or
+    that head alone is very sure (``complaint_model_sure``)."""
     first = combine(points, model, settings, fallback)
+    sure = settings.complaint_model_sure
+    if complaint_probability is not None and sure is not None and complaint_probability >= sure:
+        return (
+            first
+            if first.label == complaint
+            else Combined(complaint, complaint_probability, first.scores)
+        )
     gated = complaint_probability is not None and (
         complaint_probability < settings.complaint_model_min
     )
