@@ -45,6 +45,9 @@ MIN_DF = 2  # a feature seen in one training mail only (a name, a phone number) 
 # "balanced": each class weighs as much in the loss as the others, whatever its count — the
 # rare services and categories (cabinet, thanks, complaints) are exactly the costly errors.
 CLASS_WEIGHT: str | None = "balanced"
+# The service head's own weighting, chosen apart by scripts/tune_routing.py: weighting up the
+# small title services makes one word ("passeport") outweigh a longer phrase on a short mail.
+SERVICE_WEIGHT: str | None = "balanced"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def fit(
     min_df: int = MIN_DF,
     class_weight: str | None = CLASS_WEIGHT,
     complaint: str = "reclamation",
+    service_weight: str | None = SERVICE_WEIGHT,
 ) -> Classifier:
     """A model trained on ``samples``: service, category, re-orientation target and
     complaint heads. The complaint head is a binary regression (``complaint`` or not) of
@@ -155,7 +159,8 @@ def fit(
     matrix = _matrix(counts, features, idf)
     heads: dict[str, Head] = {}
     for name in ("service", "category"):
-        head = _head(matrix, [getattr(s, name) for s in samples], c, class_weight)
+        weight = service_weight if name == "service" else class_weight
+        head = _head(matrix, [getattr(s, name) for s in samples], c, weight)
         if head is None:
             raise ConfigError("training data", name, "needs at least two different labels")
         heads[name] = head
