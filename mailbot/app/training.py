@@ -180,6 +180,7 @@ def fit(
         "c": c,
         "min_df": min_df,
         "class_weight": class_weight,
+        "service_weight": service_weight,
         "features": len(features),
     }
     return Classifier(features, idf, heads, meta)
