@@ -47,7 +47,7 @@ MIN_DF = 2  # a feature seen in one training mail only (a name, a phone number) 
 CLASS_WEIGHT: str | None = "balanced"
 # The service head's own weighting, chosen apart by scripts/tune_routing.py: weighting up the
 # small title services makes one word ("passeport") outweigh a longer phrase on a short mail.
-SERVICE_WEIGHT: str | None = "balanced"
+SERVICE_WEIGHT: str | None = None
 
 
 @dataclass(frozen=True)
