@@ -6,8 +6,9 @@ Training data only: by default the dev half of the corpus, the regression set an
 training mails (tests/data/corpus/{dev,train}, tests/data/routing). The frozen test half
 (tests/data/corpus/test) is never read here.
 
-Step 1: for each regularisation C and minimum document frequency (class weights balanced,
-as shipped), one model per fold (trained on the other folds).
+Step 1: for each regularisation C, minimum document frequency and weighting of the service
+head's classes (balanced or none; the other heads are balanced), one model per fold (trained
+on the other folds). ``--service-weight`` runs one weighting: two processes use both cores.
 Step 2: for each of them, the combination settings (rule_weight, rule_damping,
 min_confidence, complaint_min_confidence, complaint_model_min) on a grid, reusing each fold's
 model answers and each mail's rule tally (the rules do not change with the settings).

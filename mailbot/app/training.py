@@ -45,8 +45,8 @@ MIN_DF = 2  # a feature seen in one training mail only (a name, a phone number) 
 # "balanced": each class weighs as much in the loss as the others, whatever its count — the
 # rare services and categories (cabinet, thanks, complaints) are exactly the costly errors.
 CLASS_WEIGHT: str | None = "balanced"
-# The service head's own weighting, chosen apart by scripts/tune_routing.py: weighting up the
-# small title services makes one word ("passeport") outweigh a longer phrase on a short mail.
+# The service head's own weighting, chosen apart by scripts/tune_routing.py (none scored better
+# than balanced in 5-fold, with the guide's ambiguous cases decided as written).
 SERVICE_WEIGHT: str | None = None
 
 
