@@ -34,6 +34,7 @@ WRONG_TRANSFER_CEILING = 0.02
 COMPLAINT_PRECISION_FLOOR = 0.9
 COMPLAINT_RECALL_FLOOR = 0.85
 
+
 @lru_cache(maxsize=1)
 def decided() -> tuple[list[dict[str, str]], dict[str, dict[str, object]]]:
     with (TEST / "labels.csv").open(encoding="utf-8") as handle:
