@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,13 @@ class Transaction:
         self.conn = conn
         # Set for a worker that shares the database: whose lease a folder's writes need.
         self.fence = fence
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Transaction]:
+        """A SAVEPOINT: if the block raises, its writes alone are undone (and the exception
+        goes on), the transaction stays usable. One mail of a batch fails alone this way."""
+        with self.conn.begin_nested():
+            yield self
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
@@ -423,3 +431,18 @@ class Transaction:
                 for k, d in kinds
             ],
         )
+
+
+class Session:
+    """One connection for a run of short transactions (``Store.session``)."""
+
+    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+        self.conn = conn
+        self.fence = fence
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction on the session's connection: committed on leaving, rolled back on
+        an exception (the connection stays usable for the next one)."""
+        with self.conn.begin():
+            yield Transaction(self.conn, self.fence)
