@@ -45,6 +45,21 @@ class DeliveryReport:
     sent_ids: list[int] = field(default_factory=list)
 
 
+Tally = Callable[[DeliveryReport], None]  # counts an outcome in the report
+
+
+def _failed(report: DeliveryReport) -> None:
+    report.failed += 1
+
+
+def _retried(report: DeliveryReport) -> None:
+    report.retried += 1
+
+
+def _refused(report: DeliveryReport) -> None:
+    report.refused += 1
+
+
 def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
     """Exponential backoff: base, 2×base, 4×base… capped."""
     seconds = min(config.retry_base_seconds * (2 ** max(attempts - 1, 0)), config.retry_max_seconds)
@@ -157,11 +172,11 @@ class Outbox:
         else:
             tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
 
-    def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> str:
+    def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
         set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
         tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
-        return "failed"
+        return _failed
 
     def _retry(
         self,
@@ -170,7 +185,7 @@ class Outbox:
         error: DeliveryError,
         attempts: int,
         delay: timedelta | None = None,
-    ) -> str:
+    ) -> Tally:
         next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
         set_status(
             tx,
@@ -183,23 +198,25 @@ class Outbox:
         )
         tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
         log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
-        return "retried"
+        return _retried
 
-    def _retry_later(self, item: OutboxItem, error: DeliveryError) -> Callable[[Transaction], str]:
-        def write(tx: Transaction) -> str:
+    def _retry_later(
+        self, item: OutboxItem, error: DeliveryError
+    ) -> Callable[[Transaction], Tally]:
+        def write(tx: Transaction) -> Tally:
             return self._retry(tx, item, error, item.attempts + 1)
 
         return write
 
     def _fail(
         self, tx: Transaction, item: OutboxItem, error: DeliveryError, refused: bool = False
-    ) -> str:
+    ) -> Tally:
         set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
         tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         log.error("send failed", extra={"outbox": item.id, "error": str(error)})
-        return "refused" if refused else "failed"
+        return _refused if refused else _failed
 
-    def _after_error(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> str:
+    def _after_error(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
         """What a failed send leaves: uncertain, retried at once or later, or failed."""
         if error.uncertain:
             return self._uncertain(tx, item, error)
@@ -249,13 +266,13 @@ class _Run:
         else:
             self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
 
-    def record(self, item: OutboxItem, write: Callable[[Transaction], str]) -> None:
+    def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
         """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
         with self.session.transaction() as tx:
             sent = self._record_sent(tx)
-            outcome = write(tx)
+            tally = write(tx)
         self._count_sent(sent)
-        setattr(self.report, outcome, getattr(self.report, outcome) + 1)
+        tally(self.report)
 
     def flush(self) -> None:
         """Commit the 'sent' still unrecorded: the batch is over."""
