@@ -55,7 +55,7 @@ class Store:
         self.engine = self._create_engine(url)
         # A worker sharing the database sets it: folder writes then check its leases.
         self.fence: Fence | None = None
-        self._writer: Engine | None = None  # batch() and session(): made on first use
+        self.writer = self._writer_engine()  # batch() and session()
         if migrate:
             self.migrate()
 
@@ -239,8 +239,7 @@ class Store:
         with self.engine.begin() as conn:
             yield Transaction(conn, self.fence)
 
-    @property
-    def writer(self) -> Engine:
+    def _writer_engine(self) -> Engine:
         """The engine of the hot writers (a FETCH batch, the outbox's claims).
 
         On SQLite: BEGIN IMMEDIATE, so savepoints work and a batch takes the write lock
@@ -250,15 +249,10 @@ class Store:
         every commit before it durable. PostgreSQL's commits are durable by default: its
         engine serves. An in-memory SQLite database is one connection's: the same engine.
         """
-        if self._writer is None:
-            memory = sa.make_url(self.url).database in (None, "", ":memory:")
-            sqlite = self.engine.dialect.name == "sqlite"
-            self._writer = (
-                self._create_engine(self.url, immediate=True)
-                if sqlite and not memory
-                else self.engine
-            )
-        return self._writer
+        memory = sa.make_url(self.url).database in (None, "", ":memory:")
+        if self.engine.dialect.name == "sqlite" and not memory:
+            return self._create_engine(self.url, immediate=True)
+        return self.engine
 
     @contextmanager
     def batch(self) -> Iterator[Transaction]:
@@ -475,6 +469,6 @@ class Store:
             return int(deleted.rowcount)
 
     def close(self) -> None:
-        if self._writer is not None and self._writer is not self.engine:
-            self._writer.dispose()
+        if self.writer is not self.engine:
+            self.writer.dispose()
         self.engine.dispose()
