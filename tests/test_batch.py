@@ -237,3 +237,55 @@ def test_a_crash_mid_batch_commits_nothing_and_the_batch_is_read_again(
     app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
     assert [uid for uid, *_ in recorded(database)] == [1, 2, 3, 4, 5]
     assert app.outbox.deliver_due().sent == 5
+
+
+# -- the outbox: a committed claim before each DATA, "sent" with the next claim -------------
+
+
+class Watching:
+    """A transport that accepts every mail and notes, at each step, each mail's status as
+    another connection sees it (what a crash at that moment would leave)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[tuple[str, int, dict[int, str]]] = []
+
+    def statuses(self) -> dict[int, str]:
+        return dict(query(self.url, "SELECT id, status FROM outbox ORDER BY id"))
+
+    def send_batch(self, envelopes: Any, before: Any, after: Any, stop: Any = None) -> None:
+        for envelope in envelopes:
+            if before(envelope):
+                self.seen.append(("DATA", int(envelope.name), self.statuses()))
+                after(envelope, None)
+                self.seen.append(("accepted", int(envelope.name), self.statuses()))
+
+
+def test_each_claim_commits_before_its_data_and_sent_rides_on_the_next_claim(
+    app: App, database: str
+) -> None:
+    app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+    watching = Watching(database)
+    app.outbox.transport = watching
+    commits: list[int | None] = []
+    sa.event.listen(app.store.writer, "commit", lambda _conn: commits.append(None))
+    assert app.outbox.deliver_due().sent == 3
+    sending, pending, sent = "sending", "pending", "sent"
+    assert watching.seen == [
+        ("DATA", 1, {1: sending, 2: pending, 3: pending}),
+        ("accepted", 1, {1: sending, 2: pending, 3: pending}),  # a crash: 1 uncertain
+        ("DATA", 2, {1: sent, 2: sending, 3: pending}),  # one commit: 1 sent, 2 claimed
+        ("accepted", 2, {1: sent, 2: sending, 3: pending}),
+        ("DATA", 3, {1: sent, 2: sent, 3: sending}),
+        ("accepted", 3, {1: sent, 2: sent, 3: sending}),
+    ]
+    assert watching.statuses() == {1: sent, 2: sent, 3: sent}
+    assert len(commits) == 1 + 3 + 1  # taking the due mail, a claim each, the last "sent"
+
+
+def test_the_writers_commit_with_synchronous_full_on_sqlite(app: App, database: str) -> None:
+    with app.store.session() as session, session.transaction() as tx:
+        if database.startswith("sqlite"):
+            assert tx.conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        else:  # PostgreSQL: a commit waits for its WAL flush unless told otherwise
+            assert tx.conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
