@@ -145,10 +145,8 @@ def expected(store: Store) -> Facts:
         signature = -1 if m.first_reply_complete is None else m.first_reply_complete
         flags = (m.ar_status == ArStatus.SENT) + 2 * (m.transferred != 0)
         flags += 4 * (signature + 1) + 16 * m.relances
-        found.add(
-            (epoch(m.received_at), m.id, epoch(m.first_reply_at), flags, m.mailbox)
-            + (m.service, m.category)
-        )
+        times = (epoch(m.received_at), m.id, epoch(m.first_reply_at))
+        found.add((*times, flags, m.mailbox, m.service, m.category))
     return found
 
 
@@ -193,3 +191,41 @@ def test_downgrade_drops_the_facts_and_upgrade_rebuilds_them(store: Store) -> No
     assert stored(store) == expected(store) != set()
     update_randomly(store, rng)  # the triggers are back
     assert stored(store) == expected(store)
+
+
+def test_the_indicators_read_gives_the_facts_back(store: Store) -> None:
+    """``Store.indicator_arrays`` unpacks what it reads into the facts, on both backends."""
+    insert_random(store, random.Random(16), 600)
+    since, until = START, START + timedelta(days=401)
+    arrays = store.indicator_arrays(since, until, "reclamation", service="permis")
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(indicator_facts, messages.c.category)
+            .join(messages, messages.c.id == indicator_facts.c.message_pk)
+            .where(indicator_facts.c.service == "permis")
+        ).all()
+    assert len(rows) > 50
+    read = sorted(
+        zip(
+            arrays["received"].tolist(),
+            arrays["replied"].tolist(),
+            arrays["complaint"].tolist(),
+            arrays["ar_sent"].tolist(),
+            arrays["transferred"].tolist(),
+            arrays["signature"].tolist(),
+            arrays["relances"].tolist(),
+            strict=True,
+        )
+    )
+    assert read == sorted(
+        (
+            row.received,
+            -1 if row.replied is None else row.replied,
+            row.category == "reclamation",
+            bool(row.flags & 1),
+            bool(row.flags & 2),
+            (row.flags >> 2 & 3) - 1,
+            row.flags >> 4,
+        )
+        for row in rows
+    )
