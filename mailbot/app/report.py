@@ -25,7 +25,7 @@ from mailbot.core.indicators import Indicators, message_delays
 from mailbot.core.periods import Period, week_period
 from mailbot.core.schedule import parse_weekly
 from mailbot.core.statuses import OutboxKind
-from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.core.workdays import DEADLINE, calendar_for
 from mailbot.errors import ConfigError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.chart import weekly_chart
@@ -65,7 +65,7 @@ class ReportBuilder:
         self.store = store
         self.renderer = renderer
         self.composer = Composer.from_config(config)
-        self.calendar = WorkingCalendar(timezone=config.timezone)
+        self.calendar = calendar_for(config.timezone)
         # figures(start, end, as_of, mailbox=None, service=None): the indicators' own.
         self.figures = functools.partial(indicators.figures, config, store)
 
@@ -345,7 +345,7 @@ def send_weekly_report(
 ) -> str | None:
     """Queue the last complete week's report once, ever: the claim and the queued mails
     commit together, so a restart neither skips nor repeats a week. Returns the week queued."""
-    calendar = WorkingCalendar(timezone=config.timezone)
+    calendar = calendar_for(config.timezone)
     if not report_due(now, config.reports.weekly.cron, calendar.zone):
         return None
     today = now.astimezone(calendar.zone).date()
