@@ -350,8 +350,10 @@ class Store:
         # bit 0 saying a complaint (the category the configuration names).
         complaint_bit = sa.case((facts.category == complaint, 1), else_=0)
         flags = sa.cast(facts.flags, sa.BigInteger) * 2 + complaint_bit
-        packed = facts.received + flags * sa.literal(2**32, sa.BigInteger)
-        columns = [packed, sa.func.coalesce(facts.replied, -1)]
+        columns = [
+            facts.received + flags * sa.literal(2**32, sa.BigInteger),
+            sa.func.coalesce(facts.replied, -1),
+        ]
         query = sa.select(*(self._joined(c) for c in columns)).where(
             facts.received >= int(since.timestamp()), facts.received < int(until.timestamp())
         )
@@ -362,15 +364,15 @@ class Store:
         with self.engine.connect() as conn:
             joined = conn.execute(query).one()
         packed, replied = (np.fromstring(text or "", dtype=np.int64, sep=",") for text in joined)
-        flags = packed >> 32
+        bits = packed >> 32
         return {
             "received": packed & 0xFFFFFFFF,
             "replied": replied,  # -1: no reply
-            "complaint": (flags & 1).astype(bool),
-            "ar_sent": (flags & 2).astype(bool),
-            "transferred": (flags & 4).astype(bool),
-            "relances": flags >> 5,
-            "signature": ((flags >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
+            "complaint": (bits & 1).astype(bool),
+            "ar_sent": (bits & 2).astype(bool),
+            "transferred": (bits & 4).astype(bool),
+            "relances": bits >> 5,
+            "signature": ((bits >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
         }
 
     def _joined(self, column: Any) -> Any:
