@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from functools import cache
+from functools import cache, cached_property
 from zoneinfo import ZoneInfo
 
-import holidays
 import numpy as np
 import numpy.typing as npt
 
@@ -26,6 +25,10 @@ def _offset(moment: datetime) -> int:
 
 
 class WorkingCalendar:
+    """Working days of one time zone. The public holidays (26 years, from the ``holidays``
+    package: a tenth of a second with its import) are computed on first use only, so a
+    calendar asked only for its zone or local dates costs nothing."""
+
     def __init__(
         self,
         *,
@@ -35,14 +38,31 @@ class WorkingCalendar:
         years: range = range(2015, 2041),
     ) -> None:
         self.zone = ZoneInfo(timezone)
-        public = holidays.country_holidays("FR", years=years, subdiv=subdivision)
-        self.holidays = np.array(sorted({*public.keys(), *closures}), dtype="datetime64[D]")
-        self._calendar = np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
-        # The running count of working days over the years the holidays cover: entry i is
-        # the number of working days from the first day to the i-th, both included.
-        self._first = np.datetime64(f"{years.start:04d}-01-01", "D")
-        days = np.arange(self._first, np.datetime64(f"{years.stop:04d}-01-01", "D"))
-        self._running = np.cumsum(np.is_busday(days, busdaycal=self._calendar), dtype=np.int64)
+        self._subdivision = subdivision
+        self._closures = tuple(closures)
+        self._years = years
+
+    @cached_property
+    def holidays(self) -> npt.NDArray[np.datetime64]:
+        import holidays
+
+        public = holidays.country_holidays("FR", years=self._years, subdiv=self._subdivision)
+        return np.array(sorted({*public.keys(), *self._closures}), dtype="datetime64[D]")
+
+    @cached_property
+    def _calendar(self) -> np.busdaycalendar:
+        return np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
+
+    @cached_property
+    def _first(self) -> np.datetime64:
+        return np.datetime64(f"{self._years.start:04d}-01-01", "D")
+
+    @cached_property
+    def _running(self) -> npt.NDArray[np.int64]:
+        """The running count of working days over the holidays' years: entry i is the
+        number of working days from the first day to the i-th, both included."""
+        days = np.arange(self._first, np.datetime64(f"{self._years.stop:04d}-01-01", "D"))
+        return np.cumsum(np.is_busday(days, busdaycal=self._calendar), dtype=np.int64)
 
     @property
     def busdaycal(self) -> np.busdaycalendar:

@@ -37,7 +37,8 @@ def weekly_chart(labels: Sequence[str], rates: Sequence[float], means: Sequence[
     for axis in (top, bottom):
         axis.spines[["top", "right"]].set_visible(False)
         axis.grid(axis="y", color="#dddddd", linewidth=0.6)
-    fig.tight_layout()
+    # Fixed margins (tight_layout would draw the figure twice to measure it).
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.07, hspace=0.3)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

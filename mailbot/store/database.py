@@ -375,6 +375,37 @@ class Store:
             "signature": ((bits >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
         }
 
+    def indicator_listing(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """``indicator_rows`` for the report's listing of a period: the same messages, with
+        ``received`` and ``replied`` (None: no reply) as Unix seconds from
+        ``indicator_facts``, so that twenty thousand rows cost no datetime each."""
+        facts = indicator_facts.c
+        query = (
+            sa.select(
+                messages.c.id,
+                attention().label("attention"),
+                messages.c.reference,
+                messages.c.mailbox,
+                messages.c.subject,
+                messages.c.service,
+                messages.c.category,
+                messages.c.relances,
+                messages.c.first_reply_complete,
+                messages.c.reorient,
+                facts.received,
+                facts.replied,
+            )
+            .join(messages, messages.c.id == facts.message_pk)
+            .where(
+                facts.received >= int(since.timestamp()), facts.received < int(until.timestamp())
+            )
+            .order_by(facts.received, facts.message_pk)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            keys = list(result.keys())
+            return [dict(zip(keys, row, strict=True)) for row in result.cursor.fetchall()]
+
     def _joined(self, column: Any) -> Any:
         """A column's values as one comma-separated string (in the same row order for every
         column of one query, on both backends)."""

@@ -58,8 +58,9 @@ FLAGS = (
     " + {r}.relances * 16"
 )
 COLUMNS = "received, message_pk, replied, flags, mailbox, service, category"
-# Unix seconds, floored (a reply at 23:59:59.7 stays on its day).
-SQLITE_EPOCH = "CAST(strftime('%s', {}) AS INTEGER)"
+# Unix seconds, floored (a reply at 23:59:59.9997 stays on its day): SQLite's date functions
+# round to the millisecond, so the fraction is cut from the stored text first.
+SQLITE_EPOCH = "CAST(strftime('%s', substr({}, 1, 19)) AS INTEGER)"
 PG_EPOCH = "floor(extract(epoch FROM {}))::bigint"
 
 
