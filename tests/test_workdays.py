@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from mailbot.core.workdays import WorkingCalendar
@@ -107,3 +108,18 @@ def test_deadline_is_the_fifth_working_day() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         CAL.delay(datetime(2026, 1, 5), at(2026, 1, 6))
+
+
+def test_running_count_equals_busday_count_inside_and_outside_the_years() -> None:
+    """``working_days_after`` (lookups in a running count) counts what ``busday_count``
+    counts, on random pairs, answered or not, some beyond the holidays' years."""
+    rng = np.random.default_rng(3)
+    received = np.datetime64("2013-06-01") + rng.integers(0, 365 * 30, 20_000).astype("m8[D]")
+    ends = received + rng.integers(-5, 60, received.size).astype("m8[D]")
+    one = np.timedelta64(1, "D")
+    expected = np.busday_count(
+        received + one, np.maximum(ends, received) + one, busdaycal=CAL.busdaycal
+    )
+    assert (received < np.datetime64("2015-01-01")).any()
+    assert (ends > np.datetime64("2040-12-31")).any()
+    assert CAL.working_days_after(received, ends).tolist() == expected.tolist()
