@@ -493,13 +493,15 @@ def _header(name: str, value: str) -> str:
     """One header value, folded into lines of at most 78 characters where it can be."""
     value = single_line(value)
     if value.isascii() and all(len(word) <= _MAX_WORD for word in value.split()):
+        if len(name) + 2 + len(value) <= 78 and value.isprintable() and value.strip() == value:
+            return value  # what Header writes back when there is nothing to fold
         return Header(value, "us-ascii", header_name=name, maxlinelen=78).encode(linesep="\r\n")
-    return Header(value, _UTF8_QP, header_name=name, maxlinelen=76).encode(linesep="\r\n")
+    return _qp_header(value, name, 76)
 
 
 def _lines_fit(raw: bytes) -> bool:
     """Whether every CRLF-delimited line of ``raw`` has at most 998 octets."""
-    return all(len(line) <= _MAX_LINE for line in raw.split(b"\r\n"))
+    return max(map(len, raw.split(b"\r\n"))) <= _MAX_LINE
 
 
 def _attachment(original: bytes, reference: str) -> list[bytes]:
@@ -516,6 +518,12 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
         b"\r\n",
         encoded,
     ]
+
+
+@lru_cache(maxsize=256)
+def _forward_from(from_name: str, from_address: str) -> str:
+    """A forward's From: the mailbox's, encoded once."""
+    return formataddr((single_line(from_name)[:100], from_address), charset="utf-8")
 
 
 def _crlf(raw: bytes) -> bytes:
@@ -548,7 +556,7 @@ def build_forward(
     message_id = new_message_id(message_id_domain)
     subject = f"[{reference}] Transmis : {subject or 'message sans objet'}"
     headers = [
-        ("From", formataddr((single_line(from_name)[:100], from_address), charset="utf-8")),
+        ("From", _forward_from(from_name, from_address)),
         ("To", to),
         ("Reply-To", reply_to),  # the citizen; raw UTF-8 for a UTF-8 address (RFC 6532)
         ("Subject", _header("Subject", subject)),
