@@ -225,7 +225,7 @@ def _continuation(line: str) -> bool:
 
 
 # How many characters each octet takes in a "Q" encoded word (RFC 2047 §4.2).
-_QP_SIZES = [len(quoprimime._QUOPRI_HEADER_MAP[octet]) for octet in range(256)]
+_QP_SIZES = [quoprimime.header_length(bytes([octet])) for octet in range(256)]
 _RFC2047_CHROME = len("=?utf-8?q??=")
 
 
@@ -260,7 +260,8 @@ def _qp_header(value: str, name: str, maxlinelen: int) -> str:
     words = None
     try:
         value.encode("utf-8")
-        words = _qp_words(value, maxlinelen - len(name) - 2, maxlinelen - 1)
+        if value.splitlines() == [value]:  # Header cuts lines apart first
+            words = _qp_words(value, maxlinelen - len(name) - 2, maxlinelen - 1)
     except UnicodeEncodeError:
         pass
     if words is None:
