@@ -265,7 +265,7 @@ class _Session:
         left, sent once more on a new one. Returns the connection to go on with."""
         data = _Data()
         error = await self.send(client, envelope, data)
-        if error is None or fresh or not data.dropped or self.stopping:
+        if error is None or fresh or data.committed or not data.dropped or self.stopping:
             return client, error
         try:
             client = await self.connect()
