@@ -412,7 +412,7 @@ class _Session:
                 if self.stop.is_set():
                     break
                 fresh = client is None or not client.is_connected
-                if client is None or fresh:
+                if fresh or client is None:
                     client = await self.connect()
                 if before(envelope):
                     client, error = await self.deliver(client, envelope, fresh)
@@ -500,6 +500,16 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
     client.close()
 
 
+def _shut_unless_busy(kept: _Kept) -> None:
+    """The transport is gone (or the interpreter exits): close what it kept, unless a
+    thread left in the middle of a batch still holds it (then exit closes the socket)."""
+    if kept.lock.acquire(timeout=1.0):
+        try:
+            kept.shut()
+        finally:
+            kept.lock.release()
+
+
 def _close_when_idle(kept: _Kept, idle_close: float) -> None:
     """The idle timer: QUIT the kept connection if no batch used it for ``idle_close``."""
     if not kept.lock.acquire(blocking=False):
@@ -528,7 +538,7 @@ class SmtpTransport:
         self.check_after = check_after
         self._kept = _Kept()
         self._timer: threading.Timer | None = None
-        weakref.finalize(self, _Kept.shut, self._kept)  # at exit too: a polite QUIT
+        weakref.finalize(self, _shut_unless_busy, self._kept)  # at exit too: a polite QUIT
 
     def send_batch(
         self,
@@ -546,10 +556,11 @@ class SmtpTransport:
         try:
             self._kept.run(session, envelopes, before=before, after=after)
         finally:
-            self._kept.lock.release()
             self._idle_timer()
+            self._kept.lock.release()
 
     def _idle_timer(self) -> None:
+        """A new idle timer for the kept connection, if there is one (the lock held)."""
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
