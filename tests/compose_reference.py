@@ -1,4 +1,8 @@
-"""Every outgoing mail is built here: ARs, replies, transfer notices, forwards, reports and
+"""FROZEN COPY of mailbot/mail/compose.py as it was at 458db69 (the standard library's MIME
+classes and generator), used only by tests/test_compose_bytes.py and bench/compose.py as the
+reference the mails written directly must equal byte for byte. Do not change it.
+
+Every outgoing mail is built here: ARs, replies, transfer notices, forwards, reports and
 alerts. One place makes the Message-IDs, writes the loop header and encodes the headers.
 
 Nothing a citizen sent can add a header or a recipient: addresses are parsed strictly,
