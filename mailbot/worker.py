@@ -293,6 +293,7 @@ class Worker:
             scheduler.shutdown(wait=True)
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
+            self.outbox.transport.close()  # the SMTP connection kept between batches
             log.info("worker stopped")
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 
