@@ -143,33 +143,7 @@ class Renderer:
         self.translations = load_translations(i18n) if i18n.is_dir() else {}
         self._paragraphs = Paragraphs(self.translations, timezone)
 
-        loader = jinja2.FunctionLoader(self._load_source)
-        common: dict[str, Any] = {
-            "loader": loader,
-            "undefined": jinja2.StrictUndefined,
-            "trim_blocks": True,
-            "lstrip_blocks": True,
-            # An {% include %} on its own line then behaves like pasting the partial's lines.
-            "keep_trailing_newline": True,
-            "auto_reload": False,
-            "cache_size": -1,
-        }
-        # Two environments rather than select_autoescape: a partial is escaped according
-        # to the part that includes it, so a .txt partial pulled into HTML is still escaped.
-        self._text_env = ImmutableSandboxedEnvironment(
-            autoescape=False, bytecode_cache=self._bytecode("text", common), **common
-        )
-        self._html_env = ImmutableSandboxedEnvironment(
-            autoescape=True, bytecode_cache=self._bytecode("html", common), **common
-        )
-        for env in (self._text_env, self._html_env):
-            env.filters["date_fr"] = self._date_filter
-            env.filters["oneline"] = one_line
-            env.filters["tel"] = tel_target
-            env.filters["url_label"] = url_label
-        self._text_env.filters["isolate"] = text_isolate
-        self._html_env.filters["isolate"] = html_isolate
-        self._text_env.filters["wrap"] = _wrap_filter
+        self._text_env, self._html_env = self._environments()
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -370,6 +344,39 @@ class Renderer:
             compiled["html"],
             MappingProxyType(files),
         )
+
+    def _environments(
+        self,
+    ) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment]:
+        """The text and the HTML environments: the same sandbox, loader and filters."""
+        loader = jinja2.FunctionLoader(self._load_source)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+            # An {% include %} on its own line then behaves like pasting the partial's lines.
+            "keep_trailing_newline": True,
+            "auto_reload": False,
+            "cache_size": -1,
+        }
+        # Two environments rather than select_autoescape: a partial is escaped according
+        # to the part that includes it, so a .txt partial pulled into HTML is still escaped.
+        text_env = ImmutableSandboxedEnvironment(
+            autoescape=False, bytecode_cache=self._bytecode("text", common), **common
+        )
+        html_env = ImmutableSandboxedEnvironment(
+            autoescape=True, bytecode_cache=self._bytecode("html", common), **common
+        )
+        for env in (text_env, html_env):
+            env.filters["date_fr"] = self._date_filter
+            env.filters["oneline"] = one_line
+            env.filters["tel"] = tel_target
+            env.filters["url_label"] = url_label
+        text_env.filters["isolate"] = text_isolate
+        html_env.filters["isolate"] = html_isolate
+        text_env.filters["wrap"] = _wrap_filter
+        return text_env, html_env
 
     def _passed_before(self) -> bool:
         return bool(self._cache and self._fingerprint and self._cache.passed(self._fingerprint))
