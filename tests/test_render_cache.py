@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from mailbot.errors import TemplateError
@@ -176,3 +177,19 @@ def test_where_the_cache_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert default_directory() == tmp_path / "systemd"
     monkeypatch.setenv("MAILBOT_CACHE_DIR", str(tmp_path / "explicit"))
     assert default_directory() == tmp_path / "explicit"
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(
+    small: Path, cache: RenderCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk or a read-only directory: the templates compile and render as without
+    a cache, and the next start checks them again."""
+
+    def refuse(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jinja2.FileSystemBytecodeCache, "dump_bytecode", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
+    renderer = Renderer(small, cache=cache)
+    assert "Nom : Jeanne" in renderer.render("demo", {"name": "Jeanne"}).text
+    assert Renderer(small, cache=cache).checks_run

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import jinja2
+import jinja2.bccache
 
 import mailbot
 
@@ -72,19 +73,35 @@ def unsafe_reason(directory: Path) -> str | None:
     return None
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's file cache, where a file that cannot be read or written (disk full, a
+    directory made read-only) only means compiling the template again."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except OSError as exc:
+            log.warning("compiled template not read from %s: %s", self.directory, exc)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.warning("compiled template not kept in %s: %s", self.directory, exc)
+
+
 class RenderCache:
     """One cache directory, already checked: safe to load compiled templates from."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def bytecode(self, flavour: str) -> jinja2.FileSystemBytecodeCache:
+    def bytecode(self, flavour: str) -> jinja2.BytecodeCache:
         """Jinja's bytecode cache for one kind of environment. Jinja keys an entry by the
         template's name and file only, so environments that compile the same file
         differently (autoescaped or not) need their own ``flavour``."""
-        directory = self._subdirectory(BYTECODE_DIR)
         digest = hashlib.sha256(f"{flavour}|{jinja2.__version__}".encode()).hexdigest()[:16]
-        return jinja2.FileSystemBytecodeCache(str(directory), f"{digest}-%s.cache")
+        return _BytecodeCache(str(self.directory / BYTECODE_DIR), f"{digest}-%s.cache")
 
     def passed(self, fingerprint: str) -> bool:
         """True when a directory with this fingerprint passed every check before."""
@@ -92,18 +109,13 @@ class RenderCache:
 
     def record_pass(self, fingerprint: str) -> None:
         """Remember that this fingerprint passed; a failure to write only costs a check."""
+        folder = self.directory / CHECKS_DIR
         try:
-            folder = self._subdirectory(CHECKS_DIR)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".", delete=False) as tmp:
                 tmp.write(b"passed\n")
             os.replace(tmp.name, folder / fingerprint)
         except OSError as exc:
-            log.warning("cannot record the template checks in %s: %s", self.directory, exc)
-
-    def _subdirectory(self, name: str) -> Path:
-        path = self.directory / name
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path
+            log.warning("cannot record the template checks in %s: %s", folder, exc)
 
 
 def open_cache(directory: Path | None = None) -> RenderCache | None:
@@ -114,13 +126,19 @@ def open_cache(directory: Path | None = None) -> RenderCache | None:
         return None
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        reason = unsafe_reason(directory)
+        for name in (BYTECODE_DIR, CHECKS_DIR):  # made by mailbot's user: checked anyway
+            if reason is None:
+                (directory / name).mkdir(mode=0o700, exist_ok=True)
+                reason = unsafe_reason(directory / name)
     except OSError as exc:
         log.warning("no template cache: cannot create %s: %s", directory, exc.strerror)
         return None
-    reason = unsafe_reason(directory)
     if reason is not None:
         log.warning(
-            "template cache %s refused: %s; templates are compiled at each start", directory, reason
+            "template cache %s refused: %s; templates are compiled at each start",
+            directory,
+            reason,
         )
         return None
     return RenderCache(directory)
