@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import holidays
+import numpy as np
 import pytest
 
 from mailbot.core.workdays import WorkingCalendar, public_holidays
@@ -126,7 +127,7 @@ def test_france_loaded_alone_gives_the_librarys_holidays(subdivision: str | None
 def test_a_calendar_does_not_import_every_country() -> None:
     root = Path(__file__).resolve().parent.parent
     probe = (
-        "import sys\nfrom mailbot.core.workdays import WorkingCalendar\nWorkingCalendar()\n"
+        "import sys\nfrom mailbot.core.workdays import WorkingCalendar\nWorkingCalendar().holidays\n"
         "print(sorted(m for m in sys.modules if m.startswith('holidays.countries')))"
     )
     run = subprocess.run(
@@ -137,3 +138,18 @@ def test_a_calendar_does_not_import_every_country() -> None:
         env=dict(os.environ, PYTHONPATH=str(root)),
     )
     assert run.stdout.strip() == "[]"
+
+
+def test_running_count_equals_busday_count_inside_and_outside_the_years() -> None:
+    """``working_days_after`` (lookups in a running count) counts what ``busday_count``
+    counts, on random pairs, answered or not, some beyond the holidays' years."""
+    rng = np.random.default_rng(3)
+    received = np.datetime64("2013-06-01") + rng.integers(0, 365 * 30, 20_000).astype("m8[D]")
+    ends = received + rng.integers(-5, 60, received.size).astype("m8[D]")
+    one = np.timedelta64(1, "D")
+    expected = np.busday_count(
+        received + one, np.maximum(ends, received) + one, busdaycal=CAL.busdaycal
+    )
+    assert (received < np.datetime64("2015-01-01")).any()
+    assert (ends > np.datetime64("2040-12-31")).any()
+    assert CAL.working_days_after(received, ends).tolist() == expected.tolist()
