@@ -8,15 +8,51 @@ years of history.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
 DEADLINE = 5
+
+
+@lru_cache(maxsize=8)
+def public_holidays(subdivision: str | None, years: range) -> frozenset[date]:
+    """France's public holidays (the ``holidays`` library), computed once per process for
+    every calendar that needs them."""
+    public = _france()(years=years, subdiv=subdivision)
+    return frozenset(public.keys())
+
+
+def _france() -> Any:
+    """holidays' ``France`` class, without the rest of the world. The library's top level
+    loads countries lazily, but ``holidays.countries``' ``__init__`` imports all 250 of
+    them, so ``from holidays.countries.france import France`` or ``country_holidays("FR")``
+    cost ~150 ms of a start (measured; this: ~60 ms). France's module is run alone from
+    holidays' own file (it imports only the library's base modules); through the package
+    when that file is not where it was, or does not load."""
+    import holidays  # countries are lazy at this level
+
+    loaded = sys.modules.get("holidays.countries.france")
+    path = Path(holidays.__file__).parent / "countries" / "france.py"
+    spec = importlib.util.spec_from_file_location("holidays.countries.france", path)
+    if loaded is None and spec is not None and spec.loader is not None and path.is_file():
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            return module.France
+        except Exception:  # a layout this code does not know: the library's own import
+            pass
+    from holidays.countries.france import France
+
+    return France
 
 
 def _offset(moment: datetime) -> int:
@@ -44,10 +80,8 @@ class WorkingCalendar:
 
     @cached_property
     def holidays(self) -> npt.NDArray[np.datetime64]:
-        import holidays
-
-        public = holidays.country_holidays("FR", years=self._years, subdiv=self._subdivision)
-        return np.array(sorted({*public.keys(), *self._closures}), dtype="datetime64[D]")
+        public = public_holidays(self._subdivision, self._years)
+        return np.array(sorted({*public, *self._closures}), dtype="datetime64[D]")
 
     @cached_property
     def _calendar(self) -> np.busdaycalendar:

@@ -6,19 +6,17 @@ latest Alembic revision (``mailbot/store/migrations``) in one transaction.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from mailbot.core.clock import utcnow
@@ -40,10 +38,15 @@ from mailbot.store.schema import (
 )
 from mailbot.store.transaction import Transaction
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
 RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
+# `revision = "0010"` / `down_revision = "0008"` at the top of a migration file.
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
 
 
 class Store:
@@ -107,6 +110,8 @@ class Store:
         return engine
 
     def _alembic_config(self, conn: Connection) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = conn
@@ -119,7 +124,10 @@ class Store:
         before: SQLite and PostgreSQL both roll back DDL with the rest.
         """
         if self._at_head():
-            return  # the usual start: no write lock taken, nothing to wait for
+            return  # the usual start: no write lock taken, nothing to wait for, no Alembic
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
         memory = sa.make_url(self.url).database in (None, "", ":memory:")
         sqlite = self.engine.dialect.name == "sqlite"
         engine = (
@@ -161,6 +169,8 @@ class Store:
         """Tables but no schema version: an older mailbot's first migration was interrupted
         (it did not migrate in one transaction). Say so, and what to do, rather than fail
         on "table folders already exists"."""
+        from alembic.runtime.migration import MigrationContext
+
         present = set(sa.inspect(conn).get_table_names())
         ours = present & set(metadata.tables)
         if not ours or MigrationContext.configure(conn).get_current_revision() is not None:
@@ -224,11 +234,30 @@ class Store:
         )
 
     def schema_version(self) -> str | None:
+        """The revision the database is at (None: not versioned), read as Alembic stores it
+        in ``alembic_version``: a start at head imports no Alembic."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        if len(rows) > 1:  # branches: only Alembic knows what that means
+            from alembic.runtime.migration import MigrationContext
+
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        return str(rows[0][0]) if rows else None
 
     @staticmethod
     def head_version() -> str | None:
+        """The newest revision of ``migrations/versions``: read from the files' revision
+        ids without importing Alembic (the revision no other revises), or by Alembic when
+        they do not give exactly one."""
+        head = _head_from_files(MIGRATIONS / "versions")
+        if head is not None:
+            return head
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         return ScriptDirectory.from_config(cfg).get_current_head()
@@ -468,3 +497,24 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _head_from_files(versions: Path) -> str | None:
+    """The one revision id of the migration files that no file revises; None when the
+    files do not say it plainly (a merge, several heads, an id that is not a literal)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in versions.glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            down = ast.literal_eval(found.get("down_revision", "None"))
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)):
+            return None
+        revisions.add(revision)
+        if down is not None:
+            revised.add(down)
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None
