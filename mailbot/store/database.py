@@ -36,7 +36,7 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import Transaction
+from mailbot.store.transaction import Session, Transaction
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -57,11 +57,16 @@ class Store:
         self.engine = self._create_engine(url)
         # A worker sharing the database sets it: folder writes then check its leases.
         self.fence: Fence | None = None
+        self.writer = self._writer_engine()  # batch() and session()
         if migrate:
             self.migrate()
 
     @staticmethod
-    def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
+    def _create_engine(url: str, *, immediate: bool = False, pooled: bool = True) -> Engine:
+        """The engine of ``url``. On SQLite, ``immediate`` is the writers' engine: each
+        transaction starts with BEGIN IMMEDIATE (a writer waits for the lock at its start,
+        never half-way through) and commits with ``synchronous=FULL`` (see ``batch``);
+        ``pooled=False`` gives a fresh connection each time (migrations)."""
         parsed = sa.make_url(url)
         # hide_parameters: a failed statement's error must not carry a citizen's address
         # or subject into a log or a traceback.
@@ -75,16 +80,16 @@ class Store:
                     f"cannot create the folder of the database {parsed.database}: {exc.strerror}"
                 ) from None
         engine = (
-            sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
-            if transactional_ddl
-            else sa.create_engine(url, hide_parameters=True)
+            sa.create_engine(url, hide_parameters=True)
+            if pooled
+            else sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
         )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={'FULL' if immediate else 'NORMAL'}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
             # A statement that fires a trigger (indicator_facts) or runs in a savepoint keeps
@@ -93,18 +98,18 @@ class Store:
             # statement changes again within its transaction.
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
-            if transactional_ddl:
-                # pysqlite's legacy mode emits no BEGIN before DDL, so each CREATE TABLE
-                # would commit on its own: take over and BEGIN ourselves (SQLAlchemy's
-                # documented recipe for transactional DDL on pysqlite).
+            if immediate:
+                # pysqlite's legacy mode emits no BEGIN before a SELECT, a SAVEPOINT or DDL
+                # (a savepoint would then be the transaction, and its release a commit):
+                # take over and BEGIN ourselves (SQLAlchemy's documented pysqlite recipe).
                 dbapi_conn.isolation_level = None
 
-        if transactional_ddl:
+        if immediate:
 
             @sa.event.listens_for(engine, "begin")
             def _begin_immediate(conn: Connection) -> None:
-                # IMMEDIATE: a second process starting at the same moment waits for the
-                # first migration to commit instead of racing it.
+                # IMMEDIATE: a second writer (a migration, a worker's batch) waits for the
+                # first to commit instead of racing it and failing on a lock upgrade.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -131,7 +136,7 @@ class Store:
         memory = sa.make_url(self.url).database in (None, "", ":memory:")
         sqlite = self.engine.dialect.name == "sqlite"
         engine = (
-            self._create_engine(self.url, transactional_ddl=True)
+            self._create_engine(self.url, immediate=True, pooled=False)
             if sqlite and not memory
             else self.engine
         )
@@ -266,6 +271,35 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as conn:
             yield Transaction(conn, self.fence)
+
+    def _writer_engine(self) -> Engine:
+        """The engine of the hot writers (a FETCH batch, the outbox's claims).
+
+        On SQLite: BEGIN IMMEDIATE, so savepoints work and a batch takes the write lock
+        once, at its start; and ``synchronous=FULL``, so each commit is on disk before it
+        returns (with NORMAL a power failure can undo a claim whose mail then left: a
+        second AR). The WAL is written and synced in order, so a FULL commit also makes
+        every commit before it durable. PostgreSQL's commits are durable by default: its
+        engine serves. An in-memory SQLite database is one connection's: the same engine.
+        """
+        memory = sa.make_url(self.url).database in (None, "", ":memory:")
+        if self.engine.dialect.name == "sqlite" and not memory:
+            return self._create_engine(self.url, immediate=True)
+        return self.engine
+
+    @contextmanager
+    def batch(self) -> Iterator[Transaction]:
+        """One transaction for many mails (a FETCH batch): ``Transaction.savepoint`` keeps
+        each mail's writes undoable alone. Commits on leaving, rolls back on an exception."""
+        with self.writer.begin() as conn:
+            yield Transaction(conn, self.fence)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One connection kept for a run of short transactions (the outbox's claims, one
+        per mail): no pool checkout, no PRAGMAs, no reconnection between them."""
+        with self.writer.connect() as conn:
+            yield Session(conn, self.fence)
 
     # -- reads that need no transaction of their own ------------------------------------
     def message(self, **where: Any) -> sa.Row[Any] | None:
@@ -496,6 +530,8 @@ class Store:
             return int(deleted.rowcount)
 
     def close(self) -> None:
+        if self.writer is not self.engine:
+            self.writer.dispose()
         self.engine.dispose()
 
 
