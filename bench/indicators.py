@@ -1,20 +1,27 @@
-"""Indicators over one year of 1,000,000 stored messages (SQLite), target ≤ 2 s.
+"""Indicators over one year of 1,000,000 stored messages (SQLite): targets ≤ 1 s for
+`mailbot indicators` as a command, ≤ 2 s for the weekly report.
 
-    python bench/indicators.py [--messages 1000000] [--db PATH] [--trees DIR,DIR]
+    python bench/indicators.py [--messages 1000000] [--db PATH] [--trees DIR,DIR] [--repeat 3]
 
-Builds (or reuses) a database of realistic shape: 1M acknowledged messages over 2026,
-~85 % answered 0-9 working days later, 5 % complaints, 10 % transferred, some relances;
-then times `mailbot indicators` for the whole year as a command (target ≤ 1 s) and
-in-process (query + computation), and the weekly report as a command (target ≤ 2 s).
-``--trees`` times the commands of other checkouts too (an older commit exported with
-``git archive``), in the same run, on the same database.
+Builds (or reuses) a database of realistic shape at schema BASE (the revision before the
+indicators' own table): 1M acknowledged messages over 2026 in the order they arrive, ~85 %
+answered 0-12 days later, 5 % complaints, 10 % transferred. Each tree in ``--trees`` (this
+one, and e.g. main exported with ``git archive`` into /tmp) gets its own copy of it, brought
+to that tree's head by its own ``mailbot migrate`` (timed apart: the backfill of the
+facts), so old and new run in the same run on the same data. Then, per tree: the year as a
+command (wall and CPU of the child, Python start-up included), the year in-process (query +
+computation, CPU), the weekly report as a command; the figures must be equal everywhere.
+Last, the cost of the triggers per insert and per reply recorded (SQLite, plain SQL).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -24,24 +31,52 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 import yaml
+from alembic import command
+from alembic.config import Config as AlembicConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbot.store import Store  # noqa: E402
+from mailbot.store import MIGRATIONS, Store  # noqa: E402
+
+BASE = "0010"  # the schema the database is built at: every tree compared migrates from it
+IN_PROCESS = """
+import sys, time
+from datetime import datetime
+from mailbot.core.indicators import arrays_from_store, compute_arrays
+from mailbot.core.workdays import WorkingCalendar
+from mailbot.store import Store
+store, calendar = Store(sys.argv[1]), WorkingCalendar()
+since = datetime(2026, 1, 1, tzinfo=calendar.zone)
+until = datetime(2027, 1, 1, tzinfo=calendar.zone)
+for _ in range(int(sys.argv[2])):
+    started = time.process_time()
+    columns = store.indicator_arrays(since, until, "reclamation")
+    compute_arrays(arrays_from_store(columns, calendar), until.date(), calendar)
+    print(time.process_time() - started)
+"""
 
 
-def build(path: Path, count: int) -> None:
-    Store(f"sqlite:///{path}").close()  # schema via the migrations
-    rng = random.Random(7)
+def create_base(path: Path) -> None:
+    """An empty database at schema BASE, whatever this tree's head is."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, BASE)
+    engine.dispose()
+
+
+def message_rows(count: int, seed: int = 7) -> list[tuple[object, ...]]:
+    """``count`` messages over 2026, in the order they arrive (ids follow time)."""
+    rng = random.Random(seed)
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")
-    messages, events = [], []
-    for n in range(1, count + 1):
-        received = start + timedelta(seconds=rng.randrange(365 * 86400))
+    instants = sorted(start + timedelta(seconds=rng.randrange(365 * 86400)) for _ in range(count))
+    rows: list[tuple[object, ...]] = []
+    for n, received in enumerate(instants, start=1):
         category = "reclamation" if rng.random() < 0.05 else "information"
         service = rng.choice(["general", "etrangers", "cartes-grises", "permis", "cni-passeport"])
         stamp = received.strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -50,128 +85,150 @@ def build(path: Path, count: int) -> None:
             replied = received + timedelta(days=rng.choice([0, 1, 1, 2, 3, 4, 6, 8, 12]))
             first_reply = replied.strftime("%Y-%m-%d %H:%M:%S.%f")
             complete = int(rng.random() < 0.9)
-            events.append((n, "reply_sent", "<r@x>", first_reply))
         transferred = int(rng.random() < 0.10)
-        if transferred:
-            events.append((n, "transferred", service, stamp))
-        row = (n, "general", "INBOX", 1, n, f"<m{n}@x>", f"h{n}", f"SM-2026-{n:07d}", stamp)
+        row: tuple[object, ...] = (n, "general", "INBOX", 1, n, f"<m{n}@x>", f"h{n}")
+        row += (f"SM-2026-{n:07d}", stamp)
         row += (f"u{n % 50000}@example.fr", "Sujet", "acknowledge", "[]", "sent", 1000, "[]")
-        messages.append((*row, stamp, service, category, first_reply, complete, transferred))
-        if len(messages) >= 100_000:
-            flush(conn, messages, events)
-    flush(conn, messages, events)
-    conn.execute("ANALYZE")
-    conn.commit()
-    conn.close()
+        rows.append((*row, stamp, service, category, first_reply, complete, transferred))
+    return rows
 
 
-def flush(
-    conn: sqlite3.Connection, messages: list[tuple[object, ...]], events: list[tuple[object, ...]]
-) -> None:
+def insert(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     conn.executemany(
         "INSERT INTO messages (id, mailbox, folder, uidvalidity, uid, message_id, content_hash, "
         "reference, received_at, sender, subject, decision, reasons, ar_status, size, defects, "
         "created_at, service, category, first_reply_at, first_reply_complete, transferred) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        messages,
+        rows,
     )
-    conn.executemany("INSERT INTO events (message_pk, kind, detail, at) VALUES (?,?,?,?)", events)
     conn.commit()
-    messages.clear()
-    events.clear()
 
 
-def timed(command: list[str], tree: Path) -> tuple[float, str]:
-    """Median of three runs of ``command`` with ``tree``'s mailbot, and its output."""
+def build(path: Path, count: int) -> None:
+    create_base(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    rows = message_rows(count)
+    for first in range(0, count, 100_000):
+        insert(conn, rows[first : first + 100_000])
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+
+
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], tree: Path, repeat: int) -> tuple[float, float, str]:
+    """Medians of ``repeat`` runs of ``command`` with ``tree``'s mailbot (wall, CPU of the
+    child), and its output."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    times, out = [], ""
-    for _ in range(3):
-        started = time.perf_counter()
+    walls, cpus, out = [], [], ""
+    for _ in range(repeat):
+        cpu, started = child_cpu(), time.perf_counter()
         out = subprocess.run(
             command, capture_output=True, text=True, check=True, env=env, cwd=tree
         ).stdout
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), out
+        walls.append(time.perf_counter() - started)
+        cpus.append(child_cpu() - cpu)
+    return statistics.median(walls), statistics.median(cpus), out
+
+
+def prepare(tree: Path, base: Path, workdir: Path, n: int) -> Path:
+    """A copy of the base database, migrated by ``tree``'s own mailbot; its config."""
+    db = workdir / f"tree{n}.db"
+    shutil.copyfile(base, db)
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{db}"
+    data["templates"] = str(ROOT / "templates")
+    config = workdir / f"rules{n}.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    cli = [sys.executable, "-m", "mailbot.cli", "--config", str(config), "-q", "migrate"]
+    started = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    subprocess.run(cli, capture_output=True, check=True, env=env, cwd=tree)
+    print(f"{tree}: migrated from {BASE} in {time.perf_counter() - started:.1f} s")
+    return config
+
+
+def trigger_cost(workdir: Path, count: int = 50_000) -> None:
+    """CPU µs per inserted message and per reply recorded, at BASE (no trigger) and at this
+    tree's head, plain SQL through sqlite3 (WAL, synchronous=NORMAL, temp_store=MEMORY,
+    one transaction)."""
+    rows = message_rows(count, seed=8)
+    replies = [(row[8], row[0]) for row in rows]
+    for label, head in (("no trigger (schema BASE)", False), ("with triggers (head)", True)):
+        path = workdir / f"cost-{head}.db"
+        create_base(path)
+        if head:
+            Store(f"sqlite:///{path}").close()
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")  # as mailbot's connections (Store)
+        started = time.process_time()
+        insert(conn, rows)
+        inserted = time.process_time() - started
+        started = time.process_time()
+        conn.executemany("UPDATE messages SET first_reply_at = ? WHERE id = ?", replies)
+        conn.commit()
+        updated = time.process_time() - started
+        conn.close()
+        print(
+            f"{label}: {1e6 * inserted / count:.1f} µs CPU per insert, "
+            f"{1e6 * updated / count:.1f} µs per reply recorded (UPDATE first_reply_at)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--db", type=Path)
+    parser.add_argument("--db", type=Path, help="the base database (built when missing)")
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
-    db = args.db or workdir / "year.db"
-    if not db.exists():
+    base = args.db or workdir / "base.db"
+    if not base.exists():
         started = time.perf_counter()
-        build(db, args.messages)
-        print(f"built {args.messages:,} messages in {time.perf_counter() - started:.0f} s: {db}")
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
-    data["database"] = f"sqlite:///{db}"
-    config = workdir / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "mailbot.cli",
-        "--config",
-        str(config),
-        "indicators",
-        "--from",
-        "2026-01-01",
-        "--to",
-        "2026-12-31",
-        "--format",
-        "json",
-    ]
+        build(base, args.messages)
+        print(f"built {args.messages:,} messages in {time.perf_counter() - started:.0f} s: {base}")
     trees = [Path(t).resolve() for t in args.trees.split(",")]
+    configs = [prepare(tree, base, workdir, n) for n, tree in enumerate(trees)]
+    year = ["indicators", "--from", "2026-01-01", "--to", "2026-12-31", "--format", "json"]
+    report = ["-q", "report", "weekly", "--week", "2026-W47", "--as-of", "2026-11-30"]
     outputs = set()
-    for tree in trees:
-        seconds, out = timed(command, tree)
+    for n, (tree, config) in enumerate(zip(trees, configs, strict=True)):
+        cli = [sys.executable, "-m", "mailbot.cli", "--config", str(config)]
+        wall, cpu, out = timed([*cli, *year], tree, args.repeat)
         outputs.add(out)
         print(
-            f"{tree}: indicators for one year as a command: median {seconds:.2f} s of 3 "
-            f"(target <= 1 s, Python start-up included)"
+            f"{tree}: indicators for one year as a command: median of {args.repeat} "
+            f"{wall:.2f} s wall, {cpu:.2f} s CPU (target <= 1 s, Python start-up included)"
         )
-    print(f"same figures from every tree: {len(outputs) == 1}")
-    from mailbot.core.indicators import arrays_from_store, compute_arrays
-    from mailbot.core.workdays import WorkingCalendar
-
-    store = Store(data["database"])
-    calendar = WorkingCalendar()
-    since = datetime(2026, 1, 1, tzinfo=calendar.zone)
-    until = datetime(2027, 1, 1, tzinfo=calendar.zone)
-    for attempt in (1, 2):
-        started = time.perf_counter()
-        columns = store.indicator_arrays(since, until, "reclamation")
-        compute_arrays(arrays_from_store(columns, calendar), until.date(), calendar)
-        elapsed = time.perf_counter() - started
-        print(f"in-process {attempt}: query + computation in {elapsed:.2f} s")
-    report = [
-        sys.executable,
-        "-m",
-        "mailbot.cli",
-        "--config",
-        str(config),
-        "-q",
-        "report",
-        "weekly",
-        "--week",
-        "2026-W47",
-        "--as-of",
-        "2026-11-30",
-        "--out",
-        str(workdir),
-    ]
-    data["templates"] = str(ROOT / "templates")
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    for tree in trees:
-        seconds, _ = timed(report, tree)
+        database = yaml.safe_load(config.read_text(encoding="utf-8"))["database"]
+        found = subprocess.run(
+            [sys.executable, "-c", IN_PROCESS, database, str(args.repeat)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, PYTHONPATH=str(tree)),
+            cwd=tree,
+        ).stdout.split()
+        seconds = ", ".join(f"{float(s):.2f}" for s in found)
+        print(f"{tree}: in-process query + computation, CPU s: {seconds}")
+        out_dir = workdir / f"report{n}"
+        wall, cpu, _ = timed([*cli, *report, "--out", str(out_dir)], tree, args.repeat)
         print(
             f"{tree}: weekly report (week 47 of a year of 1M messages, 12-week chart, CSV): "
-            f"median {seconds:.2f} s of 3 (target <= 2 s)"
+            f"median of {args.repeat} {wall:.2f} s wall, {cpu:.2f} s CPU (target <= 2 s)"
         )
-    print(out)
+    print(f"same figures from every tree: {len(outputs) == 1}")
+    print(json.dumps({k: v for k, v in json.loads(out).items() if k != "targets"}))
+    trigger_cost(workdir)
 
 
 if __name__ == "__main__":

@@ -2,26 +2,35 @@
 
     python bench/startup.py [--repeat 7] [--trees DIR,DIR]
 
-For each source tree (default: this one; give an older checkout too to compare in one
-run), each ``--repeat`` times, median and minimum:
+For each source tree (default: this one; give an older checkout too, e.g. a ``git archive
+main`` export, to compare in one run), ``--repeat`` times, the trees taking turns so that a
+change in the machine's load hits them alike; wall time (median, minimum) and the child's
+CPU time (median, user + system):
 
 * ``mailbot --help``, as the console script runs it (``from mailbot.cli import main``) in a
   fresh interpreter — target ≤ 0.15 s; a bare ``python -c pass`` is printed beside it;
 * time to first mail: one mail waiting in a real Dovecot INBOX, ``mailbot poll --once`` with
   the shipped rules (routing on, as in production) in a fresh interpreter, until it exits
-  with the AR delivered to the aiosmtpd sink — target ≤ 0.6 s.
+  with the AR delivered to the aiosmtpd sink — target ≤ 0.6 s. Twice: on a new database
+  (the very first start: it creates the schema) and on a database already at the schema's
+  head (every later start; created beforehand by ``mailbot migrate``, untimed).
+
+Every tree shares one render cache directory of this run (``MAILBOT_CACHE_DIR``), warmed by
+an untimed ``mailbot templates check`` first, as a deployment runs it before starting the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,13 +43,29 @@ from servers import DovecotServer, SmtpServer  # noqa: E402
 CONSOLE_SCRIPT = "import sys; from mailbot.cli import main; sys.exit(main())"
 
 
-def timed(run: Callable[[], None], repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
+@dataclass
+class Times:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"wall median {statistics.median(self.wall) * 1000:.0f} ms "
+            f"(min {min(self.wall) * 1000:.0f}), "
+            f"CPU median {statistics.median(self.cpu) * 1000:.0f} ms"
+        )
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(run: Callable[[], object], into: Times) -> None:
+    cpu, start = children_cpu(), time.perf_counter()
+    run()
+    into.wall.append(time.perf_counter() - start)
+    into.cpu.append(children_cpu() - cpu)
 
 
 def child(tree: Path, *args: str) -> Callable[[], None]:
@@ -58,24 +83,25 @@ def child(tree: Path, *args: str) -> Callable[[], None]:
     return run
 
 
-def first_mail(dovecot: DovecotServer, smtp: SmtpServer, tree: Path, repeat: int) -> list[float]:
-    times = []
-    for n in range(repeat):
-        user = dovecot.new_user(f"first{tree.name}{n}")
-        with user.connect() as client:
-            client.append("INBOX", realistic_mail(n))
-        with tempfile.TemporaryDirectory() as tmp:
-            config = write_config(Path(tmp), {"general": user}, smtp, routing=True)
-            smtp.clear()
-            # The mail is there before the first poll: --acknowledge-existing.
-            run = child(
-                tree, "--config", str(config), "-q", "poll", "--once", "--acknowledge-existing"
-            )
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-            smtp.wait_for(1)
-    return times
+def first_mail(
+    dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, at_head: bool, into: Times
+) -> None:
+    """One mail waiting, one `poll --once` timed until it exits with the AR sent."""
+    kind = "head" if at_head else "new"
+    user = dovecot.new_user(f"first{kind}{tree.name}{n}")
+    with user.connect() as client:
+        client.append("INBOX", realistic_mail(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), {"general": user}, smtp, routing=True)
+        if at_head:
+            child(tree, "--config", str(config), "migrate")()
+        smtp.clear()
+        # The mail is there before the first poll: --acknowledge-existing.
+        measure(
+            child(tree, "--config", str(config), "-q", "poll", "--once", "--acknowledge-existing"),
+            into,
+        )
+        smtp.wait_for(1)
 
 
 def main() -> None:
@@ -86,18 +112,47 @@ def main() -> None:
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.trees.split(",")]
-    bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.repeat)
-    print(f"python -c pass: median {bare[0] * 1000:.0f} ms, min {bare[1] * 1000:.0f} ms")
-    for tree in trees:
-        median, least = timed(child(tree, "--help"), args.repeat)
-        print(f"{tree}: mailbot --help median {median * 1000:.0f} ms, min {least * 1000:.0f} ms")
-    with DovecotServer() as dovecot, SmtpServer() as smtp:
+    cache = tempfile.TemporaryDirectory(prefix="mailbot-bench-cache-")
+    os.environ["MAILBOT_CACHE_DIR"] = cache.name
+    bare = Times()
+    helps = {tree: Times() for tree in trees}
+    new_db = {tree: Times() for tree in trees}
+    at_head = {tree: Times() for tree in trees}
+    for _ in range(args.repeat):
+        measure(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), bare)
         for tree in trees:
-            times = first_mail(dovecot, smtp, tree, args.repeat)
+            measure(child(tree, "--help"), helps[tree])
+    print(f"python -c pass: {bare}")
+    for tree in trees:
+        print(f"{tree}: mailbot --help: {helps[tree]}")
+    with DovecotServer() as dovecot, SmtpServer() as smtp:
+        for tree in trees:  # the render cache, as after `mailbot check` at deployment
+            child(tree, "--config", str(ROOT / "rules.yaml"), "templates", "check")()
+        for n in range(args.repeat):
+            for tree in trees:
+                first_mail(dovecot, smtp, tree, n, False, new_db[tree])
+                first_mail(dovecot, smtp, tree, n, True, at_head[tree])
+    for tree in trees:
+        print(f"{tree}: time to first mail (poll --once, 1 mail, routing on)")
+        print(f"    new database:       {new_db[tree]}")
+        print(f"    database at head:   {at_head[tree]}")
+    if len(trees) == 2:
+        old, new = trees
+
+        def ratio(times: dict[Path, Times], attr: str) -> str:
+            value = statistics.median(getattr(times[new], attr))
+            return f"{value / statistics.median(getattr(times[old], attr)):.2f}×"
+
+        for label, times in (("--help", helps), ("first mail, new db", new_db)):
             print(
-                f"{tree}: time to first mail (poll --once, 1 mail, routing on) median "
-                f"{statistics.median(times) * 1000:.0f} ms, min {min(times) * 1000:.0f} ms"
+                f"{new.name} / {old.name}, {label}: wall {ratio(times, 'wall')}, "
+                f"CPU {ratio(times, 'cpu')}"
             )
+        print(
+            f"{new.name} / {old.name}, first mail, db at head: "
+            f"wall {ratio(at_head, 'wall')}, CPU {ratio(at_head, 'cpu')}"
+        )
+    cache.cleanup()
 
 
 if __name__ == "__main__":

@@ -279,12 +279,12 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- templates
 
 
-def _renderer(args: argparse.Namespace) -> tuple[Config, Renderer]:
+def _renderer(args: argparse.Namespace, full_check: bool = False) -> tuple[Config, Renderer]:
     from mailbot.config import load_config
     from mailbot.render.templates import Renderer
 
     config = load_config(args.config)
-    return config, Renderer(config.templates, timezone=config.timezone)
+    return config, Renderer(config.templates, timezone=config.timezone, full_check=full_check)
 
 
 def _variables(pairs: Sequence[str]) -> dict[str, str]:
@@ -359,7 +359,7 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 def cmd_templates_check(args: argparse.Namespace) -> int:
     from mailbot.app import template_catalogue
 
-    _config, renderer = _renderer(args)
+    _config, renderer = _renderer(args, full_check=True)
     found = template_catalogue.check_all(renderer)
     for name, problems in found.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")

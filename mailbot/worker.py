@@ -14,18 +14,13 @@ import signal
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
-
-from mailbot import jobs
 from mailbot.app import supervision
-from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.context import App
 from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
 from mailbot.app.intake import Pipeline
-from mailbot.app.probe import Prober
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.core import language
@@ -36,7 +31,14 @@ from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
 from mailbot.mail.imap import ImapMailbox
 from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
-from mailbot.metrics import Endpoint, Metrics
+
+# What only `run` uses (the scheduler and its jobs, the leases' keeper, the probe, the
+# metrics endpoint) is imported when used: `poll --once` starts without it.
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from mailbot.app.cluster import Keeper
+    from mailbot.metrics import Endpoint, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ class Worker:
             self._share(lease_seconds)
 
     def _share(self, lease_seconds: float) -> None:
+        from mailbot.app.cluster import Keeper, this_worker
+
         store = self.pipeline.store
         names = {name: folder_lease(p.name, p.folder) for name, p in self.pollers.items()}
         keeper = Keeper(
@@ -132,6 +136,8 @@ class Worker:
 
     def serve_metrics(self, host: str, port: int) -> None:
         """Serve /metrics, /healthz and /readyz while ``run`` runs."""
+        from mailbot.metrics import Endpoint, Metrics
+
         store = self.pipeline.store
         self.metrics = Metrics(self.config, store, self.pollers)
         self.endpoint = Endpoint(self.metrics, host, port, self.alive, self.ready)
@@ -203,6 +209,9 @@ class Worker:
         return outcomes
 
     def build_scheduler(self) -> BackgroundScheduler:
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+
         scheduler = BackgroundScheduler(timezone=self.config.timezone)
         interval = self.config.polling.interval_seconds
         for name, poller in self.pollers.items():
@@ -293,6 +302,7 @@ class Worker:
             scheduler.shutdown(wait=True)
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
+            self.outbox.transport.close()  # the SMTP connection kept between batches
             log.info("worker stopped")
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 
@@ -350,16 +360,22 @@ def make_worker(app: App) -> Worker:
     zone = WorkingCalendar(timezone=app.config.timezone).zone
 
     def alerts() -> object:
+        from mailbot import jobs
+
         today = datetime.now(zone).date()
         return jobs.send_alerts(app.config, app.store, app.renderer, app.outbox, today)
 
     def weekly_report() -> object:
+        from mailbot import jobs
+
         now = datetime.now(zone)
         return jobs.send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
 
     stop = app.outbox.stop  # the worker's stop (see Worker.__init__)
 
     def probe() -> object:
+        from mailbot.app.probe import Prober
+
         prober = Prober(app.config, app.store, app.outbox.transport, app.outbox, stop=stop)
         return prober.run()
 

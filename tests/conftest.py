@@ -9,6 +9,9 @@ mailbot was never checked against a real IMAP server.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +19,22 @@ import pytest
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server"}
+_CACHE_DIR = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The render cache (compiled templates, passed checks) in a directory of this run, not
+    in the user's ~/.cache: set before collection, since modules build renderers on import;
+    the mailbot processes tests start inherit it."""
+    directory = tempfile.mkdtemp(prefix="mailbot-test-cache-")
+    config.stash[_CACHE_DIR] = directory
+    os.environ["MAILBOT_CACHE_DIR"] = directory
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = config.stash.get(_CACHE_DIR, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) -> str | None:

@@ -649,6 +649,7 @@ class Received(NamedTuple):
     rcpt_tos: tuple[str, ...]
     raw: bytes
     mail_options: tuple[str, ...] = ()  # e.g. SMTPUTF8, BODY=8BITMIME
+    peer: tuple[str, int] | None = None  # the client's address and port: one per connection
 
 
 Stage = Literal["rcpt", "data"]
@@ -688,8 +689,19 @@ class _Handler:
         if mail_from == "<>":
             mail_from = ""
         options = tuple(envelope.mail_options)
-        self.owner._record(Received(mail_from, tuple(envelope.rcpt_tos), raw, options))
+        received = Received(mail_from, tuple(envelope.rcpt_tos), raw, options, session.peer)
+        self.owner._record(received)
         return "250 2.0.0 OK: queued"
+
+    async def handle_NOOP(
+        self, server: SMTP, session: Session, envelope: Envelope, arg: str
+    ) -> str:
+        self.owner._note("NOOP", session.peer)
+        return "250 OK"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.owner._note("QUIT", session.peer)
+        return "221 Bye"
 
 
 class SmtpServer:
@@ -710,6 +722,7 @@ class SmtpServer:
         self.tls = tls
         self.implicit_tls = implicit_tls
         self._received: list[Received] = []
+        self._commands: list[tuple[str, tuple[str, int]]] = []  # NOOP and QUIT, with the peer
         self._failures: dict[Stage, list[str]] = {"rcpt": [], "data": []}
         self._condition = threading.Condition()
         self._controller: Controller | None = None
@@ -782,6 +795,24 @@ class SmtpServer:
             self._received.append(message)
             self._condition.notify_all()
 
+    def _note(self, command: str, peer: tuple[str, int]) -> None:
+        with self._condition:
+            self._commands.append((command, peer))
+            self._condition.notify_all()
+
+    def commands(self, command: str) -> list[tuple[str, int]]:
+        """The peers (connections) that sent ``command`` (NOOP or QUIT), in order."""
+        with self._condition:
+            return [peer for name, peer in self._commands if name == command]
+
+    def wait_for_command(self, command: str, count: int, timeout: float = 5.0) -> None:
+        with self._condition:
+            if not self._condition.wait_for(
+                lambda: len([1 for name, _ in self._commands if name == command]) >= count,
+                timeout,
+            ):
+                raise AssertionError(f"expected {count} {command} within {timeout} s")
+
     @property
     def messages(self) -> list[Received]:
         with self._condition:
@@ -800,5 +831,6 @@ class SmtpServer:
         """Forget received messages and pending scripted failures."""
         with self._condition:
             self._received.clear()
+            self._commands.clear()
             for queue in self._failures.values():
                 queue.clear()

@@ -52,6 +52,7 @@ def test_the_systemd_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None
         "User=mailbot",
         "ProtectSystem=strict",
         "StateDirectory=mailbot",
+        "CacheDirectory=mailbot",
         "Restart=on-failure",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",

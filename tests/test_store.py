@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,11 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from pg import PostgresServer
 
 from mailbot.app.delivery import recover_interrupted
 from mailbot.store import NewMessage, Store, metadata
+from mailbot.store.database import MIGRATIONS
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -71,17 +77,45 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0010"
+    assert store.schema_version() == Store.head_version() == "0011"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
+
+
+def test_the_head_read_from_the_files_is_alembics(store: Store) -> None:
+    """The start reads the head from the migration files, and the version from the table,
+    without Alembic: both as Alembic itself finds them."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert Store.head_version() == ScriptDirectory.from_config(cfg).get_current_head()
+    with store.engine.connect() as conn:
+        assert store.schema_version() == MigrationContext.configure(conn).get_current_revision()
+
+
+def test_a_start_at_head_imports_no_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    Store(url).close()  # created and migrated
+    probe = (
+        "import sys\nfrom mailbot.store import Store\n"
+        f"Store({url!r}).close()\nprint('alembic' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    assert run.stdout.strip() == "False"
 
 
 def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0010"
+    assert again.schema_version() == "0011"
     assert len(again.messages()) == 1
     again.close()
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import holidays
+import numpy as np
 import pytest
 
-from mailbot.core.workdays import WorkingCalendar
+from mailbot.core.workdays import WorkingCalendar, public_holidays
 
 PARIS = ZoneInfo("Europe/Paris")
 CAL = WorkingCalendar()
@@ -107,3 +113,43 @@ def test_deadline_is_the_fifth_working_day() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         CAL.delay(datetime(2026, 1, 5), at(2026, 1, 6))
+
+
+@pytest.mark.parametrize("subdivision", [None, "57", "971"])
+def test_france_loaded_alone_gives_the_librarys_holidays(subdivision: str | None) -> None:
+    """France's module is run without holidays' list of every country (a start-up cost):
+    the same dates as the library's public entry point."""
+    years = range(2015, 2041)
+    expected = holidays.country_holidays("FR", years=years, subdiv=subdivision)
+    assert public_holidays(subdivision, years) == frozenset(expected.keys())
+
+
+def test_a_calendar_does_not_import_every_country() -> None:
+    root = Path(__file__).resolve().parent.parent
+    probe = (
+        "import sys\nfrom mailbot.core.workdays import WorkingCalendar\nWorkingCalendar().holidays\n"
+        "print(sorted(m for m in sys.modules if m.startswith('holidays.countries')))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    assert run.stdout.strip() == "[]"
+
+
+def test_running_count_equals_busday_count_inside_and_outside_the_years() -> None:
+    """``working_days_after`` (lookups in a running count) counts what ``busday_count``
+    counts, on random pairs, answered or not, some beyond the holidays' years."""
+    rng = np.random.default_rng(3)
+    received = np.datetime64("2013-06-01") + rng.integers(0, 365 * 30, 20_000).astype("m8[D]")
+    ends = received + rng.integers(-5, 60, received.size).astype("m8[D]")
+    one = np.timedelta64(1, "D")
+    expected = np.busday_count(
+        received + one, np.maximum(ends, received) + one, busdaycal=CAL.busdaycal
+    )
+    assert (received < np.datetime64("2015-01-01")).any()
+    assert (ends > np.datetime64("2040-12-31")).any()
+    assert CAL.working_days_after(received, ends).tolist() == expected.tolist()

@@ -18,7 +18,7 @@ from mailbot.app.intake import Pipeline
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.mail.imap import ImapMailbox
-from mailbot.mail.poller import Processor, Source, incoming
+from mailbot.mail.poller import Processor, Source, batches
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
 
@@ -95,9 +95,10 @@ def _backfill_folder(
         newest = max(source.uids_after(0), default=0)
         uids: Sequence[int] = [uid for uid in source.uids_since(since) if last < uid <= newest]
         with progress.folder(name, folder, len(uids)) as advance:
-            for mail in incoming(source, uids, config.polling.batch_size):
-                processor.process(name, folder, uidvalidity, mail)
-                advance()
+            for mails in batches(source, uids, config.polling.batch_size):
+                processor.process_batch(name, folder, uidvalidity, mails)
+                for _mail in mails:
+                    advance()
         with store.transaction() as tx:
             tx.save_folder_state(name, folder, uidvalidity, max(newest, last))
             tx.set_backfill_pending(name, folder, False)

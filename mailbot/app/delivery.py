@@ -1,8 +1,10 @@
 """Delivering queued mail at most once, with retries for temporary failures.
 
-Each mail is committed as 'sending' before it leaves and as 'sent' right after. A crash in
-between leaves it 'sending'; at the next start it becomes 'uncertain' and is never resent
-(``recover_interrupted``): one lost AR, flagged for an agent, is better than two.
+Each mail is committed as 'sending' before it leaves (on SQLite with ``synchronous=FULL``:
+on disk, even through a power failure) and as 'sent' once it left, in the same commit as
+the next mail's 'sending'. A crash in between leaves it 'sending'; at the next start it
+becomes 'uncertain' and is never resent (``recover_interrupted``): one lost AR, flagged
+for an agent, is better than two.
 
 What an outbox status means beyond the outbox is decided here: an AR's status is its
 message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
@@ -17,6 +19,7 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,7 +28,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
 from mailbot.mail.smtp import Envelope, Transport
-from mailbot.store import OutboxItem, Store, Transaction
+from mailbot.store import OutboxItem, Session, Store, Transaction
 
 log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
@@ -40,6 +43,21 @@ class DeliveryReport:
     failed: int = 0
     refused: int = 0
     sent_ids: list[int] = field(default_factory=list)
+
+
+Tally = Callable[[DeliveryReport], None]  # counts an outcome in the report
+
+
+def _failed(report: DeliveryReport) -> None:
+    report.failed += 1
+
+
+def _retried(report: DeliveryReport) -> None:
+    report.retried += 1
+
+
+def _refused(report: DeliveryReport) -> None:
+    report.refused += 1
 
 
 def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
@@ -121,104 +139,159 @@ class Outbox:
         report = DeliveryReport()
         if self.stop.is_set():
             return report
-        with self.store.transaction() as tx:
-            due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
-        items = {item.id: item for item in due}
-        if not items:
-            return report
-        envelopes = [
-            Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
-            for item in items.values()
-        ]
-        handled: set[int] = set()
-
-        def before(envelope: Envelope) -> bool:
-            item = items[int(envelope.name)]
-            handled.add(item.id)
-            if not self.is_allowed(item):
-                self._fail(item, ForbiddenRecipientError(item.recipient), report, refused=True)
-                return False
-            with self.store.transaction() as tx:
-                return tx.claim_outbox(item.id, item.attempts + 1, self.holder)
-
-        def after(envelope: Envelope, error: DeliveryError | None) -> None:
-            item = items[int(envelope.name)]
-            if error is None:
-                self._sent(item, report)
-            elif error.uncertain:
-                self._uncertain(item, error, report)
-            elif error.interrupted:  # a shutdown before the end of DATA: as if never tried
-                self._retry(item, error, report, attempts=item.attempts, delay=timedelta(0))
-            elif error.permanent or item.attempts + 1 >= self.config.max_attempts:
-                self._fail(item, error, report)
-            else:
-                self._retry(item, error, report, attempts=item.attempts + 1)
-
-        try:
-            self.transport.send_batch(envelopes, before, after, self.stop)
-        except DeliveryError as error:
-            # No connection: the mails not handed to the transport yet never left.
-            for item in items.values():
-                if item.id not in handled:
-                    self._retry(item, error, report, attempts=item.attempts + 1)
+        with self.store.session() as session:
+            with session.transaction() as tx:
+                due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
+            if due:
+                self._send(_Run(self, session, {item.id: item for item in due}, report))
         return report
 
-    def _sent(self, item: OutboxItem, report: DeliveryReport) -> None:
-        with self.store.transaction() as tx:
-            # The rendered mail holds the citizen's subject: keep it only while it is needed.
-            set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
-            if item.kind == OutboxKind.REPLY and item.message_pk is not None:
-                # An agent's standard reply: signed by construction (rendering refuses otherwise).
-                tx.record_reply(
-                    item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
-                )
-            else:
-                tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
-        report.sent += 1
-        report.sent_ids.append(item.id)
-        log.debug("sent", extra={"outbox": item.id, "kind": item.kind})
+    def _send(self, run: _Run) -> None:
+        envelopes = [
+            Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
+            for item in run.items.values()
+        ]
+        try:
+            self.transport.send_batch(envelopes, run.before, run.after, self.stop)
+        except DeliveryError as error:
+            # No connection: the mails not handed to the transport yet never left.
+            for item in run.items.values():
+                if item.id not in run.handled:
+                    run.record(item, self._retry_later(item, error))
+        finally:
+            run.flush()
 
-    def _uncertain(self, item: OutboxItem, error: DeliveryError, report: DeliveryReport) -> None:
-        with self.store.transaction() as tx:
-            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
-            tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
-        report.failed += 1
+    def _sent(self, tx: Transaction, item: OutboxItem) -> None:
+        # The rendered mail holds the citizen's subject: keep it only while it is needed.
+        set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
+        if item.kind == OutboxKind.REPLY and item.message_pk is not None:
+            # An agent's standard reply: signed by construction (rendering refuses otherwise).
+            tx.record_reply(
+                item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
+            )
+        else:
+            tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
+
+    def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
+        set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
+        tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
+        return _failed
 
     def _retry(
         self,
+        tx: Transaction,
         item: OutboxItem,
         error: DeliveryError,
-        report: DeliveryReport,
         attempts: int,
         delay: timedelta | None = None,
-    ) -> None:
+    ) -> Tally:
         next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
-        with self.store.transaction() as tx:
-            set_status(
-                tx,
-                item,
-                OutboxStatus.PENDING,
-                attempts=attempts,
-                next_attempt_at=next_at,
-                last_error=str(error),
-                claimed_by=None,  # any worker may retry it
-            )
-            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
-        report.retried += 1
+        set_status(
+            tx,
+            item,
+            OutboxStatus.PENDING,
+            attempts=attempts,
+            next_attempt_at=next_at,
+            last_error=str(error),
+            claimed_by=None,  # any worker may retry it
+        )
+        tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
         log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
+        return _retried
+
+    def _retry_later(
+        self, item: OutboxItem, error: DeliveryError
+    ) -> Callable[[Transaction], Tally]:
+        def write(tx: Transaction) -> Tally:
+            return self._retry(tx, item, error, item.attempts + 1)
+
+        return write
 
     def _fail(
-        self, item: OutboxItem, error: DeliveryError, report: DeliveryReport, refused: bool = False
-    ) -> None:
-        with self.store.transaction() as tx:
-            set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
-            tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
-        if refused:
-            report.refused += 1
-        else:
-            report.failed += 1
+        self, tx: Transaction, item: OutboxItem, error: DeliveryError, refused: bool = False
+    ) -> Tally:
+        set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
+        tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         log.error("send failed", extra={"outbox": item.id, "error": str(error)})
+        return _refused if refused else _failed
+
+    def _after_error(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
+        """What a failed send leaves: uncertain, retried at once or later, or failed."""
+        if error.uncertain:
+            return self._uncertain(tx, item, error)
+        if error.interrupted:  # a shutdown before the end of DATA: as if never tried
+            return self._retry(tx, item, error, attempts=item.attempts, delay=timedelta(0))
+        if error.permanent or item.attempts + 1 >= self.config.max_attempts:
+            return self._fail(tx, item, error)
+        return self._retry(tx, item, error, attempts=item.attempts + 1)
+
+
+class _Run:
+    """One ``deliver_due``: its session, its items, and the 'sent' not committed yet.
+
+    A committed claim ('sending') precedes each mail's DATA. The 'sent' of a mail commits
+    with the claim of the next one (one commit per mail, not two); the last one's, at the
+    end of the batch. A crash in between leaves a mail that left 'sending': recovered as
+    uncertain, flagged, never sent again.
+    """
+
+    def __init__(
+        self, outbox: Outbox, session: Session, items: dict[int, OutboxItem], report: DeliveryReport
+    ) -> None:
+        self.outbox = outbox
+        self.session = session
+        self.items = items
+        self.report = report
+        self.handled: set[int] = set()
+        self.unrecorded: list[OutboxItem] = []  # sent, their 'sent' not committed yet
+
+    def before(self, envelope: Envelope) -> bool:
+        item = self.items[int(envelope.name)]
+        self.handled.add(item.id)
+        if not self.outbox.is_allowed(item):
+            error = ForbiddenRecipientError(item.recipient)
+            self.record(item, lambda tx: self.outbox._fail(tx, item, error, refused=True))
+            return False
+        with self.session.transaction() as tx:
+            sent = self._record_sent(tx)
+            claimed = tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+        self._count_sent(sent)
+        return claimed
+
+    def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
+        item = self.items[int(envelope.name)]
+        if error is None:
+            self.unrecorded.append(item)  # committed with the next claim, or by flush()
+        else:
+            self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
+
+    def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
+        """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
+        with self.session.transaction() as tx:
+            sent = self._record_sent(tx)
+            tally = write(tx)
+        self._count_sent(sent)
+        tally(self.report)
+
+    def flush(self) -> None:
+        """Commit the 'sent' still unrecorded: the batch is over."""
+        if self.unrecorded:
+            with self.session.transaction() as tx:
+                sent = self._record_sent(tx)
+            self._count_sent(sent)
+
+    def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
+        sent, self.unrecorded = self.unrecorded, []
+        for item in sent:
+            self.outbox._sent(tx, item)
+        return sent
+
+    def _count_sent(self, sent: list[OutboxItem]) -> None:
+        for item in sent:
+            self.report.sent += 1
+            self.report.sent_ids.append(item.id)
+            log.debug("sent", extra={"outbox": item.id, "kind": item.kind})
 
 
 class DeliveryLoop:

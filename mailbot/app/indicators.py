@@ -9,7 +9,7 @@ from typing import Any
 
 from mailbot.config import Config
 from mailbot.core.indicators import Indicators, arrays_from_store, compute_arrays
-from mailbot.core.workdays import WorkingCalendar
+from mailbot.core.workdays import WorkingCalendar, calendar_for
 from mailbot.store import Store
 
 UNANSWERED_LOOKBACK_DAYS = 365
@@ -33,7 +33,7 @@ def figures(
 ) -> Indicators:
     """The indicators of the citizens' messages received from ``start`` to ``end``
     (local dates, inclusive), pending and overdue as of ``as_of``."""
-    calendar = WorkingCalendar(timezone=config.timezone)
+    calendar = calendar_for(config.timezone)
     since, until = period_bounds(calendar, start, end)
     columns = store.indicator_arrays(since, until, config.complaint_category, mailbox, service)
     return compute_arrays(arrays_from_store(columns, calendar), as_of, calendar)
@@ -48,7 +48,7 @@ def figures_of_periods(
 ) -> list[Indicators]:
     """``figures`` of several periods (the report's twelve weeks) from one read of the
     messages, split by local date of receipt: the same figures, one scan instead of many."""
-    calendar = WorkingCalendar(timezone=config.timezone)
+    calendar = calendar_for(config.timezone)
     first, last = min(start for start, _ in periods), max(end for _, end in periods)
     since, until = period_bounds(calendar, first, last)
     columns = store.indicator_arrays(since, until, config.complaint_category, None, service)
@@ -68,7 +68,7 @@ def unanswered(
 ) -> list[tuple[int, dict[str, Any]]]:
     """The citizens' messages of the last year with no reply, with their age in working
     days, oldest first."""
-    calendar = WorkingCalendar(timezone=config.timezone)
+    calendar = calendar_for(config.timezone)
     since, until = period_bounds(calendar, today - timedelta(days=UNANSWERED_LOOKBACK_DAYS), today)
     rows = store.indicator_rows(since, until, mailbox, service)
     waiting = [

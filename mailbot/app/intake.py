@@ -1,14 +1,15 @@
 """Processing an incoming mail, end to end: parse, deduplicate, decide, record, queue the AR.
 
-Everything about a mail — its row, its events, the AR in the outbox and the folder's
-new high-water UID — commits in one transaction, so a crash can neither lose a mail
-nor acknowledge it twice.
+A FETCH batch of mails — their rows, their events, their ARs in the outbox and the
+folder's new high-water UID — commits in one transaction (in parts of about a second for
+a huge batch), before any of its ARs can leave: a crash can neither lose a mail nor
+acknowledge it twice (nothing of the batch is left, and the batch is read again).
 
 Whatever goes wrong with one mail (a header no codec reads, a MIME tree too deep, a value
-the database refuses, a template error) rolls back that mail's transaction alone: the
-mail is then recorded as *quarantined* in a transaction of its own, with the traceback
-(code locations and exception types, no content) as an event, and the poll goes on with
-the next mail. ``mailbot quarantine retry`` processes it again later.
+the database refuses, a template error) rolls back that mail's SAVEPOINT alone: the
+mail is then recorded as *quarantined* in the same batch, with the traceback (code
+locations and exception types, no content) as an event, and the batch goes on with the
+next mail. ``mailbot quarantine retry`` processes it again later, in its own transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +60,9 @@ DECISION_EVENTS = {
     Decision.SKIP: EventKind.SKIPPED,
 }
 REORIENTATION_REPLY = "automatic:reorientation"  # the detail of its reply event
+# A batch commits in parts of about this long: SQLite's writers (the outbox's claims, the
+# console) wait for the write lock no longer than that.
+MAX_TRANSACTION_SECONDS = 1.0
 
 
 def _none() -> int:
@@ -172,30 +178,98 @@ class Pipeline:
         ``existing`` is the row of a quarantined mail processed again: that row is
         updated (never a second one) and the folder's high-water UID is left alone.
         """
+        if existing is None:
+            return self.process_batch(mailbox, folder, uidvalidity, [mail])[0]
         where = Where(mailbox, folder, uidvalidity)
         parsed: ParsedMessage | None = None
         try:
             parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
             with self.store.transaction() as tx:
-                if existing is None:
-                    tx.save_folder_state(*where.folder_key, mail.uid)
-                else:
-                    tx.claim_unhandled(existing)
-                    tx.add_event(existing, EventKind.RETRIED, "")
-                found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
-                original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
-                if original is not None:
-                    outcome = self._duplicate(tx, where, mail, parsed, original, existing)
-                else:
-                    outcome = self._decide(tx, where, mail, parsed, existing)
-        except LeaseLostError:
-            raise  # another worker's folder now: nothing recorded, it reads this mail again
+                tx.claim_unhandled(existing)
+                tx.add_event(existing, EventKind.RETRIED, "")
+                outcome = self._record(tx, where, mail, parsed, existing)
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
-        except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            outcome = self._quarantine(where, mail, parsed, exc, existing)
+        except Exception as exc:  # quarantine again, never lose the mail
+            quarantined = self._quarantine(
+                self.store.transaction, where, mail, parsed, exc, existing
+            )
+            if quarantined is None:
+                raise StoreError(f"mailbox {mailbox}: cannot record row #{existing}") from exc
+            outcome = quarantined
         _log(outcome)
         return outcome
+
+    def process_batch(
+        self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]
+    ) -> list[Outcome]:
+        """Record a FETCH batch and queue what each mail is owed; never raises for a bad mail.
+
+        One transaction per batch, cut in parts of about MAX_TRANSACTION_SECONDS so that a
+        huge batch never holds SQLite's write lock for long. Each mail is recorded under a
+        SAVEPOINT: one that raises is rolled back alone and recorded as quarantined, the
+        others go on. The folder's high-water UID is written once per part, in it: a crash
+        before its commit leaves nothing of the part, which is read again.
+        """
+        where = Where(mailbox, folder, uidvalidity)
+        outcomes: list[Outcome] = []
+        while len(outcomes) < len(mails):
+            outcomes += self._record_part(where, mails[len(outcomes) :])
+        for outcome in outcomes:
+            _log(outcome)
+        return outcomes
+
+    def _record_part(self, where: Where, mails: Sequence[IncomingMail]) -> list[Outcome]:
+        """Record mails in one transaction until the time is up; the UID mark moves with
+        them. A mail whose quarantine the database refuses too ends the part: what came
+        before it commits, the mark stays below it, and StoreError says so."""
+        done: list[Outcome] = []
+        deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
+        refused: IncomingMail | None = None
+        with self.store.batch() as tx:
+            for mail in mails:
+                outcome = self._record_one(tx, where, mail)
+                if outcome is None:
+                    refused = mail
+                    break
+                done.append(outcome)
+                if time.monotonic() >= deadline:
+                    break
+            if done:
+                tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
+        if refused is not None:
+            raise StoreError(
+                f"mailbox {where.mailbox}: cannot record UID {refused.uid}, even quarantined"
+            )
+        return done
+
+    def _record_one(self, tx: Transaction, where: Where, mail: IncomingMail) -> Outcome | None:
+        """One mail of a batch under its savepoint; quarantined (under another) if anything
+        raises. None: even the quarantine row was refused."""
+        parsed: ParsedMessage | None = None
+        try:
+            with tx.savepoint():
+                parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
+                return self._record(tx, where, mail, parsed, None)
+        except LeaseLostError:
+            raise  # another worker's folder now: nothing recorded, it reads this mail again
+        except Exception as exc:  # quarantine, never lose the mail nor stop the worker
+            return self._quarantine(tx.savepoint, where, mail, parsed, exc, None)
+
+    def _record(
+        self,
+        tx: Transaction,
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+        existing: int | None,
+    ) -> Outcome:
+        """A copy of a recorded mail, or the AR decision and what follows from it."""
+        found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
+        original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
+        if original is not None:
+            return self._duplicate(tx, where, mail, parsed, original, existing)
+        return self._decide(tx, where, mail, parsed, existing)
 
     # -----------------------------------------------------------------------------------
     def _decide(
@@ -350,18 +424,20 @@ class Pipeline:
 
     def _quarantine(
         self,
+        scope: Callable[[], AbstractContextManager[Transaction]],
         where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage | None,
         exc: Exception,
         existing: int | None,
-    ) -> Outcome:
-        """Record the mail as quarantined, in a transaction of its own.
+    ) -> Outcome | None:
+        """Record the mail as quarantined, in ``scope``: a savepoint of the batch, or a
+        transaction of its own (a retry).
 
         The first attempt keeps what was parsed (Message-ID, subject) for the listings;
         should the database refuse even that, a row with only the mail's location and
-        hash follows. If that fails too the database itself is unusable: StoreError,
-        and the folder's high-water mark stays below this mail, which is read again.
+        hash follows. None if that fails too: the database itself is unusable, and the
+        folder's high-water mark stays below this mail, which is read again.
         """
         located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
         log.error("quarantined", exc_info=exc, extra=located)
@@ -371,11 +447,7 @@ class Pipeline:
         for known in attempts:
             row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
             try:
-                with self.store.transaction() as tx:
-                    if existing is None:
-                        tx.save_folder_state(
-                            where.mailbox, where.folder, where.uidvalidity, mail.uid
-                        )
+                with scope() as tx:
                     message_pk = _save(tx, row, existing)
                     tx.add_event(message_pk, EventKind.QUARANTINED, trace)
             except Exception as refused:
@@ -390,7 +462,7 @@ class Pipeline:
                 row.subject,
                 message_pk,
             )
-        raise StoreError(f"mailbox {where.mailbox}: cannot record UID {mail.uid}, even quarantined")
+        return None
 
 
 def new_message(

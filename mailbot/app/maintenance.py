@@ -19,7 +19,7 @@ MISSING_RETURN_PATH_SAMPLE = 10
 
 def check(config: Config) -> Renderer:
     """Every template loaded and test-rendered, and each mailbox's AR template fits it."""
-    renderer = Renderer(config.templates, timezone=config.timezone)
+    renderer = Renderer(config.templates, timezone=config.timezone, full_check=True)
     renderer.check_config(config)
     return renderer
 

@@ -25,7 +25,7 @@ from mailbot.core.indicators import Indicators, message_delays
 from mailbot.core.periods import Period, week_period
 from mailbot.core.schedule import parse_weekly
 from mailbot.core.statuses import OutboxKind
-from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.core.workdays import DEADLINE, calendar_for
 from mailbot.errors import ConfigError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.chart import weekly_chart
@@ -65,7 +65,7 @@ class ReportBuilder:
         self.store = store
         self.renderer = renderer
         self.composer = Composer.from_config(config)
-        self.calendar = WorkingCalendar(timezone=config.timezone)
+        self.calendar = calendar_for(config.timezone)
         # figures(start, end, as_of, mailbox=None, service=None): the indicators' own.
         self.figures = functools.partial(indicators.figures, config, store)
 
@@ -113,35 +113,35 @@ class ReportBuilder:
     # -- parts ----------------------------------------------------------------------------
     def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
         since, until = indicators.period_bounds(self.calendar, period.start, period.end)
-        found = self.store.indicator_rows(since, until)
-        received = np.array(
-            [self.calendar.local_date(r["received_at"]) for r in found], dtype="datetime64[D]"
-        )
-        replied = np.array(
-            [
-                self.calendar.local_date(r["replied_at"]) if r["replied_at"] else "NaT"
-                for r in found
-            ],
-            dtype="datetime64[D]",
-        )
-        delays = message_delays(received, replied, as_of, self.calendar)
+        found = self.store.indicator_listing(since, until)
+        seconds = np.array([r["received"] for r in found], dtype=np.int64)
+        answers = np.array([-1 if r["replied"] is None else r["replied"] for r in found])
+        received = self.calendar.local_dates_from_epoch(seconds)
+        replied = np.full(len(found), np.datetime64("NaT"), dtype="datetime64[D]")
+        answered = answers >= 0
+        replied[answered] = self.calendar.local_dates_from_epoch(answers[answered])
+        delays = message_delays(received, replied, as_of, self.calendar).tolist()
+        # Plain Python values from here on: a numpy scalar per row and field is slow.
+        days, answers_on = received.astype(str).tolist(), replied.astype(str).tolist()
         rows = []
-        for row, got, answer, delay in zip(found, received, replied, delays, strict=True):
+        for row, got, answer, is_answered, delay in zip(
+            found, days, answers_on, answered.tolist(), delays, strict=True
+        ):
             rows.append(
                 {
                     "reference": row["reference"] or f"#{row['id']}",
-                    "why": WHY.get(row.get("attention") or "", ""),
+                    "why": WHY.get(row["attention"] or "", ""),
                     "mailbox": row["mailbox"],
                     "service": row["service"] or "",
                     "category": row["category"] or "",
                     "subject": row["subject"] or "",
-                    "received": str(got),
-                    "replied": "" if np.isnat(answer) else str(answer),
-                    "delay": int(delay),
-                    "within": (not np.isnat(answer)) and int(delay) <= DEADLINE,
+                    "received": got,
+                    "replied": answer if is_answered else "",
+                    "delay": delay,
+                    "within": is_answered and delay <= DEADLINE,
                     "relances": int(row["relances"] or 0),
                     "signature": row["first_reply_complete"],
-                    "reorient": row.get("reorient"),
+                    "reorient": row["reorient"],
                 }
             )
         return rows
@@ -345,7 +345,7 @@ def send_weekly_report(
 ) -> str | None:
     """Queue the last complete week's report once, ever: the claim and the queued mails
     commit together, so a restart neither skips nor repeats a week. Returns the week queued."""
-    calendar = WorkingCalendar(timezone=config.timezone)
+    calendar = calendar_for(config.timezone)
     if not report_due(now, config.reports.weekly.cron, calendar.zone):
         return None
     today = now.astimezone(calendar.zone).date()

@@ -42,7 +42,7 @@ def signature_check(text: str, html: str, required: Sequence[str]) -> tuple[bool
 
 
 class SentPipeline:
-    """Same shape as Pipeline (start_folder, process), so MailboxPoller drives it too."""
+    """Same shape as Pipeline (start_folder, process_batch), so MailboxPoller drives it too."""
 
     def __init__(self, config: Config, store: Store, check: CheckSignature) -> None:
         self.config = config
@@ -61,6 +61,12 @@ class SentPipeline:
                 return state.last_uid
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
+
+    def process_batch(
+        self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]
+    ) -> list[Outcome]:
+        """Each mail in its own transaction: a Sent folder holds few mails a minute."""
+        return [self.process(mailbox, folder, uidvalidity, mail) for mail in mails]
 
     def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
         """Record a reply if this Sent mail is one; a mail that cannot be read is logged and

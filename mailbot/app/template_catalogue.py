@@ -89,4 +89,4 @@ def preview(
 def check_directory(config: Config) -> dict[str, list[str]]:
     """``mailbot templates check`` on the template directory as it is on disk now (a fresh
     renderer: an edit made since the start is seen): template name -> its problems."""
-    return check_all(Renderer(config.templates, timezone=config.timezone))
+    return check_all(Renderer(config.templates, timezone=config.timezone, full_check=True))

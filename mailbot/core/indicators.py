@@ -141,13 +141,8 @@ def message_delays(
     calendar: WorkingCalendar,
 ) -> npt.NDArray[np.int64]:
     """Per message: the reply's delay in working days, or the age so far when unanswered."""
-    answered = ~np.isnat(replied)
-    one = np.timedelta64(1, "D")
-    ends = np.where(answered, replied, np.datetime64(today, "D")) + one
-    counts = np.busday_count(
-        received + one, np.maximum(ends, received + one), busdaycal=calendar.busdaycal
-    )
-    return counts.astype(np.int64)
+    ends = np.where(np.isnat(replied), np.datetime64(today, "D"), replied)
+    return calendar.working_days_after(received, ends)
 
 
 def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:

@@ -188,7 +188,15 @@ def lingua_language(sample: str) -> str | None:
     return str(values[0].language.iso_code_639_1.name.lower())
 
 
+# One short text per script whose languages lingua tells apart with models: Latin (fr, en,
+# es, pt, ro, it, de, tr) and Cyrillic (ru, uk). Arabic and Chinese are the only languages
+# of their scripts here: lingua names them without a model.
+_WARM_UP_TEXTS = ("Bonjour", "Здравствуйте")
+
+
 def warm_up() -> None:
-    """Load every model now: a text under 120 characters makes lingua load them all
-    (about a second), which must not happen on a worker's first mail."""
-    lingua_language("Bonjour")
+    """Load every model now: lingua loads a script's models on the first text in it (all
+    of them for a text under 120 characters: about a second), which must not happen on a
+    worker's first mail, in French or in Russian."""
+    for text in _WARM_UP_TEXTS:
+        lingua_language(text)

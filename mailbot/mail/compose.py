@@ -17,12 +17,15 @@ is still the original, byte for byte.
 from __future__ import annotations
 
 import base64
+import binascii
 import quopri
+import random
 import re
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email import message_from_bytes
+from email import message_from_bytes, quoprimime
 from email.charset import BASE64, QP, Charset
 from email.encoders import encode_base64
 from email.errors import NonASCIILocalPartDefect
@@ -36,6 +39,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import SMTP, compat32, default
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import lru_cache
 from typing import NamedTuple
 
 from mailbot.config import Config, SenderConfig
@@ -124,8 +128,26 @@ class _Mailbox(NamedTuple):
 _TOLERATED_DEFECTS = (NonASCIILocalPartDefect,)
 
 
+# A bare address every parser reads the same way: dot-atom "@" dot-atom, ASCII (RFC 5322
+# §3.4.1). The header parser finds no defect in it and gives it back unchanged, so the
+# strict parse below is needed only for anything else (a name, quotes, UTF-8, literals).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*")
+
+
 def _one_address(value: str, what: str) -> _Mailbox:
     """Parse one mailbox ("a@b" or "Name <a@b>"), refusing anything that is not exactly that."""
+    if isinstance(value, str) and _PLAIN_ADDRESS.fullmatch(value):
+        try:
+            check_mailbox(value)
+        except MessageError as exc:
+            raise MessageError(f"{what}: {value!r} is not a valid address: {exc}") from None
+        return _Mailbox(display_name="", addr_spec=value)
+    return _parsed_address(value, what)
+
+
+def _parsed_address(value: str, what: str) -> _Mailbox:
+    """The strict parse (the standard library's address parser, then the SMTP grammar)."""
     if not isinstance(value, str) or not value.strip() or _has_break(value):
         raise MessageError(f"{what}: {value!r} is not a single address on one line")
     header = SMTP.header_factory("to", value.strip())
@@ -162,19 +184,181 @@ _UTF8_B64 = Charset("utf-8")  # bodies: base64 is encoded in C, QP in pure Pytho
 _UTF8_B64.body_encoding = BASE64
 _WIRE = compat32.clone(linesep="\r\n", max_line_length=998)  # never fold a Message-ID
 
+# ----------------------------------------------------------------- writing the bytes directly
+#
+# The standard library's generator re-parses and re-folds every header and re-encodes each
+# part on the way out: most of an AR's cost. The mails below are written directly, byte for
+# byte what that generator wrote (tests/test_compose_bytes.py compares them with the
+# builder this replaced, tests/compose_reference.py); anything outside the simple cases
+# handled here goes through the standard library's own code (``_WIRE.fold_binary``).
+
+
+def _header_line(name: str, value: str) -> bytes:
+    """``name: value`` and CRLF, as compat32 folds it within 998 octets.
+
+    A value of printable ASCII lines (the first after "name: ", the others folded with one
+    space), none over 998 octets nor with spaces at its ends, comes out unchanged; the
+    standard library folds anything else.
+    """
+    if value.isascii():
+        lines = value.split("\r\n")
+        first, rest = lines[0], lines[1:]
+        if (
+            len(name) + 2 + len(first) <= _MAX_LINE
+            and first.isprintable()
+            and first.strip() == first
+            and all(_continuation(line) for line in rest)
+        ):
+            return f"{name}: {value}\r\n".encode("ascii")
+    return _WIRE.fold_binary(name, value)
+
+
+def _continuation(line: str) -> bool:
+    """A folded line the standard library writes back as it is: " " then printable words."""
+    return (
+        len(line) <= _MAX_LINE
+        and line[:1] == " "
+        and line.isprintable()
+        and line[1:].strip() == line[1:]
+        and bool(line[1:])
+    )
+
+
+# How many characters each octet takes in a "Q" encoded word (RFC 2047 §4.2).
+_QP_SIZES = [quoprimime.header_length(bytes([octet])) for octet in range(256)]
+_RFC2047_CHROME = len("=?utf-8?q??=")
+
+
+@lru_cache(maxsize=4096)
+def _qp_size(char: str) -> int:
+    return sum(_QP_SIZES[octet] for octet in char.encode("utf-8"))
+
+
+def _qp_words(value: str, first: int, rest: int) -> list[str] | None:
+    """``value`` cut into "Q" encoded words as ``Header.encode`` cuts it (greedily, never
+    inside a character): at most ``first`` encoded characters in the first word, ``rest``
+    in the others. None where Header would do something else (a first word with no room)."""
+    words: list[str] = []
+    current: list[str] = []
+    used, limit = 0, first - _RFC2047_CHROME
+    for char in value:
+        size = _qp_size(char)
+        if used + size > limit:
+            if not current:
+                return None
+            words.append(quoprimime.header_encode("".join(current).encode("utf-8"), "utf-8"))
+            current, used, limit = [], 0, rest - _RFC2047_CHROME
+        current.append(char)
+        used += size
+    words.append(quoprimime.header_encode("".join(current).encode("utf-8"), "utf-8"))
+    return words
+
+
+def _qp_header(value: str, name: str, maxlinelen: int) -> str:
+    """``Header(value, utf-8 QP, header_name=name, maxlinelen=…).encode(linesep=CRLF)``,
+    computed directly; the standard library's own call where its result could differ."""
+    words = None
+    try:
+        value.encode("utf-8")
+        if value.splitlines() == [value]:  # Header cuts lines apart first
+            words = _qp_words(value, maxlinelen - len(name) - 2, maxlinelen - 1)
+    except UnicodeEncodeError:
+        pass
+    if words is None:
+        header = Header(value, _UTF8_QP, header_name=name, maxlinelen=maxlinelen)
+        return header.encode(linesep="\r\n")
+    return "\r\n ".join(words)
+
+
+def _base64_lines(text: str) -> bytes:
+    """The UTF-8 text in base64, lines of 76 characters ending in CRLF (as base64mime)."""
+    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
+    lines = [encoded[start : start + 76] for start in range(0, len(encoded), 76)]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+_PART_HEAD = (
+    'MIME-Version: 1.0\r\nContent-Type: text/{}; charset="utf-8"\r\n'
+    "Content-Transfer-Encoding: base64\r\n\r\n"
+)
+_PLAIN_HEAD = _PART_HEAD.format("plain").encode("ascii")
+_HTML_HEAD = _PART_HEAD.format("html").encode("ascii")
+_BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
+
+
+def _new_boundary() -> str:
+    """A boundary as the standard library's generator draws it (``Generator._make_boundary``).
+
+    It never needs checking against the parts: they are base64, whose lines never start
+    with "--".
+    """
+    token = random.randrange(sys.maxsize)
+    return "=" * 15 + str(token).zfill(_BOUNDARY_WIDTH) + "=="
+
 
 class OutgoingMail:
-    """A built mail: its headers, and its bytes with CRLF line ends, ready for SMTP."""
+    """A built mail: its headers, and its bytes with CRLF line ends, ready for SMTP.
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
+    An AR is written directly from its headers and two texts; ``message`` (a compat32
+    Message, built from the same values on first use) is there for what changes a mail
+    after it was built: attachments, a report's copies, a probe's mark.
+    """
+
+    def __init__(
+        self,
+        message: Message | None = None,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        texts: tuple[str, str] = ("", ""),
+        boundary: str = "",
+    ) -> None:
+        self._message = message
+        self._headers = list(headers)
+        self._texts = texts
+        self._boundary = boundary
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            msg = MIMEMultipart("alternative")
+            for name, value in self._headers:
+                msg[name] = value
+            if self._boundary:  # else the generator draws one, when it writes the mail
+                msg.set_boundary(self._boundary)
+            msg.attach(_text_part(self._texts[0], "plain"))
+            msg.attach(_text_part(self._texts[1], "html"))
+            self._message = msg
+        return self._message
 
     def __getitem__(self, name: str) -> str | None:
-        value = self.message[name]
-        return None if value is None else str(value)
+        if self._message is not None:
+            value = self._message[name]
+            return None if value is None else str(value)
+        key = name.lower()
+        for header, found in self._headers:
+            if header.lower() == key:
+                return str(compat32.header_fetch_parse(header, found))
+        return None
 
     def as_bytes(self) -> bytes:
-        return self.message.as_bytes(policy=_WIRE)
+        if self._message is not None:
+            return self._message.as_bytes(policy=_WIRE)
+        boundary = self._boundary.encode("ascii")
+        text, html = self._texts
+        return b"".join(
+            [
+                f'Content-Type: multipart/alternative; boundary="{self._boundary}"\r\n'
+                "MIME-Version: 1.0\r\n".encode("ascii"),
+                *(_header_line(name, value) for name, value in self._headers),
+                b"\r\n--%s\r\n" % boundary,
+                _PLAIN_HEAD,
+                _base64_lines(text),
+                b"\r\n--%s\r\n" % boundary,
+                _HTML_HEAD,
+                _base64_lines(html),
+                b"\r\n--%s--\r\n" % boundary,
+            ]
+        )
 
     def readdress(self, to: str) -> None:
         """The same mail to another recipient (one copy of a report each): ``to`` is a
@@ -197,7 +381,7 @@ def _encoded(value: str, name: str) -> str:
     """
     if value.isascii():
         return value
-    return Header(value, _UTF8_QP, header_name=name, maxlinelen=76).encode(linesep="\r\n")
+    return _qp_header(value, name, 76)
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
@@ -206,33 +390,54 @@ def _text_part(text: str, subtype: str) -> MIMENonMultipart:
     return part
 
 
-def _thread(msg: Message, in_reply_to: str | None, references: Sequence[str]) -> None:
+def _thread(in_reply_to: str | None, references: Sequence[str]) -> list[tuple[str, str]]:
     """In-Reply-To and References: the mail threads with the one it answers."""
     if in_reply_to and not MSGID.search(in_reply_to):
         raise MessageError(f"in_reply_to: {in_reply_to!r} is not a Message-ID")
     parent = _thread_ids([in_reply_to]) if in_reply_to else []
     thread = _thread_ids([*references, *parent])
+    headers = []
     if parent:
-        msg["In-Reply-To"] = parent[0]
+        headers.append(("In-Reply-To", parent[0]))
     if thread:
-        msg["References"] = Header(" ".join(thread), header_name="References")  # type: ignore[assignment]
+        headers.append(("References", " ".join(thread)))
+    return headers
 
 
 def _more_headers(
-    msg: Message, loop_header_value: str | None, extra_headers: Mapping[str, str]
-) -> None:
+    loop_header_value: str | None, extra_headers: Mapping[str, str]
+) -> list[tuple[str, str]]:
     """Our loop header, and headers a caller adds: one line each, none that would set a
     recipient or one of the headers built here."""
+    headers = []
     if loop_header_value is not None:
         if not _foldable(loop_header_value) or not loop_header_value.strip():
             raise MessageError(f"loop_header_value: {loop_header_value!r} is not one line")
-        msg[LOOP_HEADER] = loop_header_value.strip()
+        headers.append((LOOP_HEADER, loop_header_value.strip()))
     for name, value in extra_headers.items():
         if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
             raise MessageError(f"extra_headers: {name!r} may not be set here")
         if not isinstance(value, str) or not _foldable(value):
             raise MessageError(f"extra_headers: the value of {name} must be one line of text")
-        msg[name] = _encoded(value, name)
+        headers.append((name, _encoded(value, name)))
+    return headers
+
+
+@lru_cache(maxsize=256)
+def _from_header(from_address: str, from_name: str) -> str:
+    """The From header of a configured sender, checked and encoded once (a few per config)."""
+    sender = _one_address(from_address, "from_address")
+    if sender.display_name:
+        raise MessageError("from_address: give the bare address; the name goes in from_name")
+    name = one_line(from_name)[:_MAX_DISPLAY_NAME]
+    return formataddr((name, sender.addr_spec), charset="utf-8")
+
+
+@lru_cache(maxsize=256)
+def _checked_domain(domain: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", domain or ""):
+        raise MessageError(f"message_id_domain: {domain!r} is not a domain name")
+    return domain
 
 
 def build_email(
@@ -254,36 +459,32 @@ def build_email(
     Raises MessageError for an unusable address or header value: nothing a citizen sent
     can add a header or a recipient. ``date`` defaults to now.
     """
-    sender = _one_address(from_address, "from_address")
-    if sender.display_name:
-        raise MessageError("from_address: give the bare address; the name goes in from_name")
+    sender = _from_header(from_address, from_name)
     recipient = _one_address(to, "to")
-    if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}", message_id_domain or ""):
-        raise MessageError(f"message_id_domain: {message_id_domain!r} is not a domain name")
+    _checked_domain(message_id_domain)
     if date is None:
         date = datetime.now(UTC)
     elif date.tzinfo is None or date.utcoffset() is None:
         raise MessageError("date must be timezone-aware")
-
-    # Built with the compat32 MIME classes: the modern EmailMessage API parses and refolds
-    # every header on the way out, which made it the slowest step of the whole pipeline.
-    msg = MIMEMultipart("alternative")
-    name = one_line(from_name)[:_MAX_DISPLAY_NAME]
-    msg["From"] = formataddr((name, sender.addr_spec), charset="utf-8")
-    msg["To"] = recipient.header()
-    msg["Subject"] = _encoded(clean_subject(rendered.subject), "Subject")
-    msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = new_message_id(message_id_domain)
-
-    _thread(msg, in_reply_to, references)
+    headers = [
+        ("From", sender),
+        ("To", recipient.header()),
+        ("Subject", _encoded(clean_subject(rendered.subject), "Subject")),
+        ("Date", format_datetime(date)),
+        ("Message-ID", new_message_id(message_id_domain)),
+        *_thread(in_reply_to, references),
+    ]
     if auto_submitted:
-        msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    _more_headers(msg, loop_header_value, extra_headers or {})
-    msg["Content-Language"] = LANGUAGE
-    msg.attach(_text_part(rendered.text, "plain"))
-    msg.attach(_text_part(rendered.html, "html"))
-    return OutgoingMail(msg)
+        headers.append(("Auto-Submitted", "auto-replied"))
+    headers.append(("X-Auto-Response-Suppress", "All"))
+    headers += _more_headers(loop_header_value, extra_headers or {})
+    headers.append(("Content-Language", LANGUAGE))
+    texts = (rendered.text, rendered.html)
+    if not all(texts):  # an empty part: written by the standard library, as before
+        mail = OutgoingMail(headers=headers, texts=texts)
+        assert mail.message is not None
+        return mail
+    return OutgoingMail(headers=headers, texts=texts, boundary=_new_boundary())
 
 
 # --------------------------------------------------------------------------- forwards
@@ -293,13 +494,15 @@ def _header(name: str, value: str) -> str:
     """One header value, folded into lines of at most 78 characters where it can be."""
     value = single_line(value)
     if value.isascii() and all(len(word) <= _MAX_WORD for word in value.split()):
+        if len(name) + 2 + len(value) <= 78 and value.isprintable() and value.strip() == value:
+            return value  # what Header writes back when there is nothing to fold
         return Header(value, "us-ascii", header_name=name, maxlinelen=78).encode(linesep="\r\n")
-    return Header(value, _UTF8_QP, header_name=name, maxlinelen=76).encode(linesep="\r\n")
+    return _qp_header(value, name, 76)
 
 
 def _lines_fit(raw: bytes) -> bool:
     """Whether every CRLF-delimited line of ``raw`` has at most 998 octets."""
-    return all(len(line) <= _MAX_LINE for line in raw.split(b"\r\n"))
+    return max(map(len, raw.split(b"\r\n"))) <= _MAX_LINE
 
 
 def _attachment(original: bytes, reference: str) -> list[bytes]:
@@ -316,6 +519,12 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
         b"\r\n",
         encoded,
     ]
+
+
+@lru_cache(maxsize=256)
+def _forward_from(from_name: str, from_address: str) -> str:
+    """A forward's From: the mailbox's, encoded once."""
+    return formataddr((single_line(from_name)[:100], from_address), charset="utf-8")
 
 
 def _crlf(raw: bytes) -> bytes:
@@ -348,7 +557,7 @@ def build_forward(
     message_id = new_message_id(message_id_domain)
     subject = f"[{reference}] Transmis : {subject or 'message sans objet'}"
     headers = [
-        ("From", formataddr((single_line(from_name)[:100], from_address), charset="utf-8")),
+        ("From", _forward_from(from_name, from_address)),
         ("To", to),
         ("Reply-To", reply_to),  # the citizen; raw UTF-8 for a UTF-8 address (RFC 6532)
         ("Subject", _header("Subject", subject)),

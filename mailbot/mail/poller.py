@@ -1,8 +1,9 @@
 """Reading one mailbox folder incrementally and feeding the pipeline.
 
 The source is anything with the ImapMailbox shape (IMAP, or a Maildir for the demo).
-Connection trouble is met with reconnection and exponential backoff; the stop event is
-checked between mails, so a shutdown finishes the current mail and nothing more.
+Connection trouble is met with reconnection and exponential backoff. Mail is handed to the
+processor one FETCH batch at a time (it records a batch in one transaction); the stop
+event is checked between batches, so a shutdown finishes the current batch and no more.
 """
 
 from __future__ import annotations
@@ -41,15 +42,27 @@ class Processor(Protocol):
     def start_folder(
         self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = ...
     ) -> int: ...
-    def process(
-        self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
-    ) -> Outcome: ...
+    def process_batch(
+        self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]
+    ) -> list[Outcome]: ...
 
 
 def incoming(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[IncomingMail]:
     """The mail of ``uids``, fetched ``batch_size`` at a time, as the processors take it."""
     for fetched in source.fetch(uids, batch_size):
         yield IncomingMail.of(fetched)
+
+
+def batches(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[list[IncomingMail]]:
+    """The mail of ``uids`` in lists of ``batch_size``: what one FETCH brings."""
+    batch: list[IncomingMail] = []
+    for mail in incoming(source, uids, batch_size):
+        batch.append(mail)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class Backoff:
@@ -160,21 +173,15 @@ class MailboxPoller:
         )
         outcomes: list[Outcome] = []
         uids = self.source.uids_after(last_uid)
-        batch: list[Outcome] = []
         started = time.monotonic()
-        for mail in incoming(self.source, uids, self.polling.batch_size):
-            batch.append(self.pipeline.process(self.name, self.folder, uidvalidity, mail))
-            if len(batch) >= self.polling.batch_size:
-                self._summary(batch, started)
-                outcomes += batch
-                batch = []
-                self.deliver()
-                started = time.monotonic()
+        for mails in batches(self.source, uids, self.polling.batch_size):
+            batch = self.pipeline.process_batch(self.name, self.folder, uidvalidity, mails)
+            self._summary(batch, started)
+            outcomes += batch
+            self.deliver()  # the batch committed: its ARs may leave
+            started = time.monotonic()
             if self.stop.is_set():
                 break
-        if batch:
-            self._summary(batch, started)
-        outcomes += batch
         self.deliver()
         return outcomes
 

@@ -4,7 +4,8 @@ to the pure policy as ``ParsedMessage.verified``.
 
 Nothing here runs for a mail that does not claim to be a relay (no DNS query per mail).
 DKIM keys come from the relay's ``dkim_keys`` files when configured (sites without DNS,
-tests), else from DNS through dkimpy; the lookup can also be injected.
+tests), else from DNS through dkimpy; the lookup can also be injected. dkimpy is imported
+when a signature is checked (most mail claims no relay; a start need not load it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import dkim
-import dkim.dnsplug
 
 from mailbot.config import ContactFormRelay
 from mailbot.core.message import ParsedMessage, Verified
@@ -31,6 +29,8 @@ DNS_TIMEOUT_SECONDS = 5
 
 
 def dns_lookup(name: str) -> str | None:
+    import dkim.dnsplug
+
     found = dkim.dnsplug.get_txt(name.encode(), timeout=DNS_TIMEOUT_SECONDS)
     if found is None:
         return None
@@ -82,6 +82,8 @@ class RelayVerifier:
                 return None  # a domain with configured keys uses those only
             found = self.lookup(text)
             return found.encode() if found is not None else None
+
+        import dkim
 
         verified: set[str] = set()
         for index in range(len(parsed.header("dkim-signature"))):

@@ -1,4 +1,5 @@
-"""Outgoing mail: one SMTP connection per batch (aiosmtplib), or .eml files for the demo.
+"""Outgoing mail over SMTP (aiosmtplib), one connection kept from batch to batch; or .eml
+files for the demo.
 
 What the outbox needs to know about a failed send is whether the server can have accepted
 the mail. It cannot before the terminating "." of DATA has been handed to the network: a
@@ -10,6 +11,18 @@ A reply (4xx, 5xx) is an answer either way: retried or failed.
 To know when the "." leaves, DATA is driven here rather than by ``SMTP.data()``: the DATA
 command through aiosmtplib, then the body (aiosmtplib's own line-ending normalisation and
 dot-stuffing) written under flow control, then the terminator on its own.
+
+The connection outlives a batch (``SmtpTransport``): the next batch reuses it, after a NOOP
+if it sat idle for a while; one idle for ``IDLE_CLOSE`` seconds is closed (QUIT), and
+``close()`` ends it at shutdown. A kept connection the server dropped in the meantime is
+found out at the latest at the next mail's MAIL FROM: that mail is sent again at once on a
+new connection, which is safe, for the server cannot have accepted a mail whose "." never
+left.
+
+No PIPELINING (RFC 2920): aiosmtplib waits for each command's reply before the next one can
+be sent (its protocol keeps one reply outstanding and drops data that arrives without one),
+so MAIL, RCPT and DATA cost a round trip each. Batching them would mean writing our own SMTP
+client; on loopback or a LAN relay the round trips are short.
 """
 
 from __future__ import annotations
@@ -17,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +50,8 @@ _CHUNK = 64 * 1024  # body bytes written at a time
 _POLL = 0.005  # how often a stalled write is looked at, seconds
 _STOP_POLL = 0.05  # how often a shutdown request is looked at, seconds
 _QUIT_SECONDS = 2.0  # a polite QUIT, but not a long wait for it
+CHECK_AFTER = 5.0  # seconds: a kept connection idle longer than this is checked (NOOP) first
+IDLE_CLOSE = 30.0  # seconds: a kept connection idle this long is closed (QUIT)
 
 
 @dataclass(frozen=True)
@@ -69,16 +86,28 @@ class Transport(Protocol):
         stop: threading.Event | None = None,
     ) -> None: ...
 
+    def close(self) -> None:
+        """End what the transport keeps open between batches (a connection), at shutdown."""
+
 
 class _Stopped(MailbotError):
     """A shutdown was requested while a network step was in progress."""
 
 
 class _Data:
-    """Where one mail's exchange is; ``committed`` once the terminating "." was handed over."""
+    """Where one mail's exchange is; ``committed`` once the terminating "." was handed over;
+    ``dropped`` when the connection was gone (closed, or a 421) before that."""
 
     stage = "MAIL FROM"
     committed = False
+    dropped = False
+
+
+def _is_drop(exc: BaseException) -> bool:
+    """The connection went away (closed, reset, or the server's 421 "closing channel")."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return exc.code == 421
+    return isinstance(exc, ConnectionError)
 
 
 def needs_smtputf8(envelope: Envelope) -> bool:
@@ -127,12 +156,16 @@ async def _flushed(protocol: SMTPProtocol, limit: int, timeout: float) -> None:
 
 
 class _Session:
-    """One batch on one connection (reconnecting once a mail's failure closed it)."""
+    """One batch, on the connection kept from the last one or a new one (reconnecting once
+    a mail's failure closed it)."""
 
-    def __init__(self, config: SmtpConfig, stop: threading.Event | None) -> None:
+    def __init__(
+        self, config: SmtpConfig, stop: threading.Event | None, check_after: float = CHECK_AFTER
+    ) -> None:
         self.config = config
         self.stop = stop or threading.Event()
         self.stopping = False
+        self.check_after = check_after
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -204,11 +237,46 @@ class _Session:
                 await self.step(client.quit(timeout=_QUIT_SECONDS))
         client.close()
 
+    async def revive(self, client: aiosmtplib.SMTP, idle: float) -> aiosmtplib.SMTP | None:
+        """The connection kept from the last batch if it still serves, else None (closed).
+
+        What arrived while no event loop ran (the server's EOF, a 421) is taken in first;
+        after ``check_after`` seconds idle, a NOOP asks the server (a NAT or a firewall may
+        have forgotten the connection without a word).
+        """
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if client.is_connected and idle >= self.check_after:
+            try:
+                await self.step(client.noop())
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+        if not client.is_connected:
+            client.close()
+            return None
+        return client
+
     # -- one mail ---------------------------------------------------------------------------
 
-    async def send(self, client: aiosmtplib.SMTP, envelope: Envelope) -> DeliveryError | None:
-        """MAIL, RCPT, DATA; the error says whether the server can have accepted the mail."""
+    async def deliver(
+        self, client: aiosmtplib.SMTP, envelope: Envelope, fresh: bool
+    ) -> tuple[aiosmtplib.SMTP, DeliveryError | None]:
+        """One mail; on a connection from before (not ``fresh``) found gone before its "."
+        left, sent once more on a new one. Returns the connection to go on with."""
         data = _Data()
+        error = await self.send(client, envelope, data)
+        if error is None or fresh or data.committed or not data.dropped or self.stopping:
+            return client, error
+        try:
+            client = await self.connect()
+        except DeliveryError as failed:
+            return client, failed
+        return client, await self.send(client, envelope, _Data())
+
+    async def send(
+        self, client: aiosmtplib.SMTP, envelope: Envelope, data: _Data
+    ) -> DeliveryError | None:
+        """MAIL, RCPT, DATA; the error says whether the server can have accepted the mail."""
         try:
             options = self._mail_options(client, envelope)
             encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
@@ -248,6 +316,7 @@ class _Session:
                 permanent=False,
                 uncertain=True,
             )
+        data.dropped = _is_drop(exc)
         error = _classify(exc, f"at {data.stage}")
         if answered and client.is_connected:
             await self._reset(client)
@@ -321,37 +390,155 @@ class _Session:
     # -- the batch --------------------------------------------------------------------------
 
     async def run(
-        self, envelopes: Sequence[Envelope], before: BeforeSend, after: AfterSend
-    ) -> None:
-        client: aiosmtplib.SMTP | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        before: BeforeSend,
+        after: AfterSend,
+        kept: aiosmtplib.SMTP | None = None,
+        idle: float = 0.0,
+        keep: bool = True,
+    ) -> aiosmtplib.SMTP | None:
+        """Send the batch. With ``keep``, return the connection still open for the next
+        batch (None when there is none, or on shutdown); else close it."""
+        client = kept
         batch = asyncio.current_task()
         assert batch is not None
         watcher = asyncio.ensure_future(self._watch_stop(batch))
+        done = False
         try:
+            if client is not None:
+                client = await self.revive(client, idle)
             for envelope in envelopes:
                 if self.stop.is_set():
                     break
-                if client is None or not client.is_connected:
+                fresh = client is None or not client.is_connected
+                if fresh or client is None:
                     client = await self.connect()
                 if before(envelope):
-                    after(envelope, await self.send(client, envelope))
+                    client, error = await self.deliver(client, envelope, fresh)
+                    after(envelope, error)
                 if self.stopping:
                     break
+            done = True
         except _Stopped:
             pass
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            if client is not None:
+            kept_open = done and keep and not self.stopping
+            if client is not None and not (kept_open and client.is_connected):
                 await self.close(client)
+                client = None
+        return client
+
+
+class _Kept:
+    """The connection kept between batches, the event loop it belongs to, and the lock of
+    whoever uses them (one batch at a time; the idle timer; ``close``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.client: aiosmtplib.SMTP | None = None
+        self.last_used = time.monotonic()
+
+    def run(self, session: _Session, envelopes: Sequence[Envelope], **callbacks: Any) -> None:
+        """The batch on the kept loop, run by the calling thread (the lock held)."""
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        client, self.client = self.client, None
+        idle = time.monotonic() - self.last_used
+        try:
+            self.client = self.loop.run_until_complete(
+                session.run(envelopes, kept=client, idle=idle, **callbacks)
+            )
+        except BaseException as exc:
+            # An error: the session closed its connection, the loop is fine. An interrupt
+            # (KeyboardInterrupt) may have left the batch half-way: start afresh next time.
+            if not isinstance(exc, Exception):
+                self.abandon()
+            raise
+        finally:
+            self.last_used = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_used
+
+    def shut(self) -> None:
+        """QUIT the kept connection and close its loop (the lock held, or no one else left).
+
+        Where another event loop runs in this thread (a finalizer called from async code),
+        the loop cannot run: the connection is only closed.
+        """
+        loop, client, self.loop, self.client = self.loop, self.client, None, None
+        if loop is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            with contextlib.suppress(Exception):
+                if client is not None:
+                    loop.run_until_complete(_quit(client))
+                loop.run_until_complete(loop.shutdown_default_executor())
+        if client is not None:
+            client.close()
+        loop.close()
+
+    def abandon(self) -> None:
+        loop, client, self.loop, self.client = self.loop, self.client, None, None
+        if client is not None:
+            client.close()
+        if loop is not None and not loop.is_running():
+            loop.close()
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit(timeout=_QUIT_SECONDS)
+    client.close()
+
+
+def _shut_unless_busy(kept: _Kept) -> None:
+    """The transport is gone (or the interpreter exits): close what it kept, unless a
+    thread left in the middle of a batch still holds it (then exit closes the socket)."""
+    if kept.lock.acquire(timeout=1.0):
+        try:
+            kept.shut()
+        finally:
+            kept.lock.release()
+
+
+def _close_when_idle(kept: _Kept, idle_close: float) -> None:
+    """The idle timer: QUIT the kept connection if no batch used it for ``idle_close``."""
+    if not kept.lock.acquire(blocking=False):
+        return  # a batch is using it; it sets a new timer when done
+    try:
+        if kept.client is not None and kept.idle_for() >= idle_close * 0.99:
+            kept.shut()
+    finally:
+        kept.lock.release()
 
 
 class SmtpTransport:
-    """aiosmtplib client reusing one connection for a whole batch."""
+    """aiosmtplib client keeping one connection from batch to batch (see the module's
+    docstring). Two batches at once (the delivery thread and a probe, say) do not wait for
+    each other: the second one gets a connection of its own for its batch, as before."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        idle_close: float = IDLE_CLOSE,
+        check_after: float = CHECK_AFTER,
+    ) -> None:
         self.config = config
+        self.idle_close = idle_close
+        self.check_after = check_after
+        self._kept = _Kept()
+        self._timer: threading.Timer | None = None
+        weakref.finalize(self, _shut_unless_busy, self._kept)  # at exit too: a polite QUIT
 
     def send_batch(
         self,
@@ -360,8 +547,37 @@ class SmtpTransport:
         after: AfterSend,
         stop: threading.Event | None = None,
     ) -> None:
-        if envelopes:
-            asyncio.run(_Session(self.config, stop).run(envelopes, before, after))
+        if not envelopes:
+            return
+        session = _Session(self.config, stop, self.check_after)
+        if not self._kept.lock.acquire(blocking=False):
+            asyncio.run(session.run(envelopes, before, after, keep=False))
+            return
+        try:
+            self._kept.run(session, envelopes, before=before, after=after)
+        finally:
+            self._idle_timer()
+            self._kept.lock.release()
+
+    def _idle_timer(self) -> None:
+        """A new idle timer for the kept connection, if there is one (the lock held)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        if self._kept.client is None:
+            return
+        self._timer = threading.Timer(
+            self.idle_close, _close_when_idle, args=(self._kept, self.idle_close)
+        )
+        self._timer.daemon = True
+        self._timer.start()
+
+    def close(self) -> None:
+        """QUIT the kept connection (at shutdown); a later batch opens a new one."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._kept.lock:
+            self._kept.shut()
 
 
 class FileTransport:
@@ -397,3 +613,6 @@ class FileTransport:
             if before(envelope):
                 self._path(envelope).write_bytes(envelope.raw)
                 after(envelope, None)
+
+    def close(self) -> None:
+        """Nothing is kept open."""

@@ -13,8 +13,10 @@ the mail they answer:
 
 Everything is read and compiled once, in ``Renderer.__init__``; every template is then
 rendered with the examples of its ``meta.yaml`` so that a typo is reported at start-up,
-naming the file, instead of at the first citizen's mail. The directory's layout and the
-meta.yaml model are ``mailbot.render.catalogue``'s.
+naming the file, instead of at the first citizen's mail. Those checks run again only when
+the directory changed since they last passed (``mailbot.render.cache`` keeps that record,
+and Jinja's compiled templates), or when asked (``full_check``: ``mailbot check``). The
+directory's layout and the meta.yaml model are ``mailbot.render.catalogue``'s.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mailbot.core.bidi import html_isolate, tel_target, text_isolate, url_label
 from mailbot.core.dates import date_fr
 from mailbot.core.plaintext import one_line, wrap, wrap_long_lines
 from mailbot.errors import TemplateError
+from mailbot.render.cache import RenderCache, fingerprint, open_cache
 from mailbot.render.catalogue import (
     HTML_FILE,
     LANGUAGE,
@@ -107,7 +110,16 @@ class _Loaded:
 class Renderer:
     """All templates of one directory, read, compiled and checked once."""
 
-    def __init__(self, template_dir: Path, *, timezone: str = "Europe/Paris") -> None:
+    def __init__(
+        self,
+        template_dir: Path,
+        *,
+        timezone: str = "Europe/Paris",
+        full_check: bool = False,
+        cache: RenderCache | bool = True,
+    ) -> None:
+        """``cache``: True for the default cache directory (``mailbot.render.cache``), False
+        for none. ``full_check``: check every template even if this directory passed before."""
         self.template_dir = Path(template_dir)
         try:
             ZoneInfo(timezone)
@@ -116,6 +128,11 @@ class Renderer:
         self.timezone = timezone
         if not self.template_dir.is_dir():
             raise TemplateError(f"{self.template_dir}: template directory not found")
+
+        self._cache = open_cache() if cache is True else cache or None
+        # Static checks and trial renders: skipped when this very directory passed them.
+        self._fingerprint = fingerprint(self.template_dir, timezone) if self._cache else None
+        self.checks_run = full_check or not self._passed_before()
 
         # Every template source, by loader name ("ar-general/body.txt.j2"), read once.
         self._sources: dict[str, tuple[str, Path]] = {}
@@ -126,29 +143,7 @@ class Renderer:
         self.translations = load_translations(i18n) if i18n.is_dir() else {}
         self._paragraphs = Paragraphs(self.translations, timezone)
 
-        loader = jinja2.FunctionLoader(self._load_source)
-        common: dict[str, Any] = {
-            "loader": loader,
-            "undefined": jinja2.StrictUndefined,
-            "trim_blocks": True,
-            "lstrip_blocks": True,
-            # An {% include %} on its own line then behaves like pasting the partial's lines.
-            "keep_trailing_newline": True,
-            "auto_reload": False,
-            "cache_size": -1,
-        }
-        # Two environments rather than select_autoescape: a partial is escaped according
-        # to the part that includes it, so a .txt partial pulled into HTML is still escaped.
-        self._text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
-        self._html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
-        for env in (self._text_env, self._html_env):
-            env.filters["date_fr"] = self._date_filter
-            env.filters["oneline"] = one_line
-            env.filters["tel"] = tel_target
-            env.filters["url_label"] = url_label
-        self._text_env.filters["isolate"] = text_isolate
-        self._html_env.filters["isolate"] = html_isolate
-        self._text_env.filters["wrap"] = _wrap_filter
+        self._text_env, self._html_env = self._environments()
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -158,8 +153,11 @@ class Renderer:
         for name, meta in metas.items():
             self._templates[name] = self._prepare(name, meta)
             self._check_translated(meta)
-        for name in self._templates:
-            self._trial_render(name)
+        if self.checks_run:
+            for name in self._templates:
+                self._trial_render(name)
+            if self._cache and self._fingerprint:
+                self._cache.record_pass(self._fingerprint)
 
     # ---------------------------------------------------------------- public
 
@@ -295,6 +293,8 @@ class Renderer:
             raise TemplateError(f"{path}: line {exc.lineno}: syntax error: {exc.message}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{path}: {exc.message or exc}") from None
+        if not self.checks_run:
+            return template
         # Static checks: included/extended templates exist.
         source = self._sources[key][0]
         for referenced in jinja_meta.find_referenced_templates(env.parse(source)):
@@ -335,7 +335,8 @@ class Renderer:
                 if part == "subject":
                     raise TemplateError(f"{exc} (in the subject)") from None
                 raise
-            self._check_undeclared(meta, key, files[part], self._sources[key][0])
+            if self.checks_run:
+                self._check_undeclared(meta, key, files[part], self._sources[key][0])
         return _Loaded(
             meta,
             compiled["subject"],
@@ -343,6 +344,50 @@ class Renderer:
             compiled["html"],
             MappingProxyType(files),
         )
+
+    def _environments(
+        self,
+    ) -> tuple[ImmutableSandboxedEnvironment, ImmutableSandboxedEnvironment]:
+        """The text and the HTML environments: the same sandbox, loader and filters."""
+        loader = jinja2.FunctionLoader(self._load_source)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+            # An {% include %} on its own line then behaves like pasting the partial's lines.
+            "keep_trailing_newline": True,
+            "auto_reload": False,
+            "cache_size": -1,
+        }
+        # Two environments rather than select_autoescape: a partial is escaped according
+        # to the part that includes it, so a .txt partial pulled into HTML is still escaped.
+        text_env = ImmutableSandboxedEnvironment(
+            autoescape=False, bytecode_cache=self._bytecode("text", common), **common
+        )
+        html_env = ImmutableSandboxedEnvironment(
+            autoescape=True, bytecode_cache=self._bytecode("html", common), **common
+        )
+        for env in (text_env, html_env):
+            env.filters["date_fr"] = self._date_filter
+            env.filters["oneline"] = one_line
+            env.filters["tel"] = tel_target
+            env.filters["url_label"] = url_label
+        text_env.filters["isolate"] = text_isolate
+        html_env.filters["isolate"] = html_isolate
+        text_env.filters["wrap"] = _wrap_filter
+        return text_env, html_env
+
+    def _passed_before(self) -> bool:
+        return bool(self._cache and self._fingerprint and self._cache.passed(self._fingerprint))
+
+    def _bytecode(self, kind: str, options: Mapping[str, Any]) -> jinja2.BytecodeCache | None:
+        """The cache of compiled templates for one environment: its own entries, since the
+        same partial compiles differently with and without autoescaping."""
+        if self._cache is None:
+            return None
+        settings = {key: value for key, value in options.items() if key != "loader"}
+        return self._cache.bytecode(f"sandboxed-{kind}-{sorted(settings.items())}")
 
     def _load_stylesheet(self) -> css_inline.CSSInliner | None:
         """The one stylesheet of every HTML part, inlined into style attributes at render

@@ -8,7 +8,7 @@ from mailbot.core.clock import utcnow
 from mailbot.store.database import MIGRATIONS, Store
 from mailbot.store.records import FolderState, NewMessage, OutboxItem
 from mailbot.store.schema import UNHANDLED_REASONS, metadata, stored_id
-from mailbot.store.transaction import Transaction
+from mailbot.store.transaction import Session, Transaction
 
 __all__ = [
     "MIGRATIONS",
@@ -16,6 +16,7 @@ __all__ = [
     "FolderState",
     "NewMessage",
     "OutboxItem",
+    "Session",
     "Store",
     "Transaction",
     "metadata",

@@ -6,32 +6,29 @@ latest Alembic revision (``mailbot/store/migrations``) in one transaction.
 
 from __future__ import annotations
 
-import itertools
-import sqlite3
+import ast
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
-from mailbot.core.statuses import ArStatus, Attention, Decision, OutboxStatus
+from mailbot.core.statuses import Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     attention,
     corrections,
     events,
+    indicator_facts,
     leases,
     messages,
     metadata,
@@ -39,12 +36,17 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import Transaction
+from mailbot.store.transaction import Session, Transaction
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
 RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
+# `revision = "0010"` / `down_revision = "0008"` at the top of a migration file.
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
 
 
 class Store:
@@ -55,11 +57,16 @@ class Store:
         self.engine = self._create_engine(url)
         # A worker sharing the database sets it: folder writes then check its leases.
         self.fence: Fence | None = None
+        self.writer = self._writer_engine()  # batch() and session()
         if migrate:
             self.migrate()
 
     @staticmethod
-    def _create_engine(url: str, *, transactional_ddl: bool = False) -> Engine:
+    def _create_engine(url: str, *, immediate: bool = False, pooled: bool = True) -> Engine:
+        """The engine of ``url``. On SQLite, ``immediate`` is the writers' engine: each
+        transaction starts with BEGIN IMMEDIATE (a writer waits for the lock at its start,
+        never half-way through) and commits with ``synchronous=FULL`` (see ``batch``);
+        ``pooled=False`` gives a fresh connection each time (migrations)."""
         parsed = sa.make_url(url)
         # hide_parameters: a failed statement's error must not carry a citizen's address
         # or subject into a log or a traceback.
@@ -73,36 +80,43 @@ class Store:
                     f"cannot create the folder of the database {parsed.database}: {exc.strerror}"
                 ) from None
         engine = (
-            sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
-            if transactional_ddl
-            else sa.create_engine(url, hide_parameters=True)
+            sa.create_engine(url, hide_parameters=True)
+            if pooled
+            else sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
         )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={'FULL' if immediate else 'NORMAL'}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            # A statement that fires a trigger (indicator_facts) or runs in a savepoint keeps
+            # a statement journal: in a temp FILE by default, opened per statement (+40 µs
+            # per message inserted, bench/indicators.py); in memory it holds only the pages a
+            # statement changes again within its transaction.
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
-            if transactional_ddl:
-                # pysqlite's legacy mode emits no BEGIN before DDL, so each CREATE TABLE
-                # would commit on its own: take over and BEGIN ourselves (SQLAlchemy's
-                # documented recipe for transactional DDL on pysqlite).
+            if immediate:
+                # pysqlite's legacy mode emits no BEGIN before a SELECT, a SAVEPOINT or DDL
+                # (a savepoint would then be the transaction, and its release a commit):
+                # take over and BEGIN ourselves (SQLAlchemy's documented pysqlite recipe).
                 dbapi_conn.isolation_level = None
 
-        if transactional_ddl:
+        if immediate:
 
             @sa.event.listens_for(engine, "begin")
             def _begin_immediate(conn: Connection) -> None:
-                # IMMEDIATE: a second process starting at the same moment waits for the
-                # first migration to commit instead of racing it.
+                # IMMEDIATE: a second writer (a migration, a worker's batch) waits for the
+                # first to commit instead of racing it and failing on a lock upgrade.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 
     def _alembic_config(self, conn: Connection) -> AlembicConfig:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = conn
@@ -115,11 +129,14 @@ class Store:
         before: SQLite and PostgreSQL both roll back DDL with the rest.
         """
         if self._at_head():
-            return  # the usual start: no write lock taken, nothing to wait for
+            return  # the usual start: no write lock taken, nothing to wait for, no Alembic
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
         memory = sa.make_url(self.url).database in (None, "", ":memory:")
         sqlite = self.engine.dialect.name == "sqlite"
         engine = (
-            self._create_engine(self.url, transactional_ddl=True)
+            self._create_engine(self.url, immediate=True, pooled=False)
             if sqlite and not memory
             else self.engine
         )
@@ -157,6 +174,8 @@ class Store:
         """Tables but no schema version: an older mailbot's first migration was interrupted
         (it did not migrate in one transaction). Say so, and what to do, rather than fail
         on "table folders already exists"."""
+        from alembic.runtime.migration import MigrationContext
+
         present = set(sa.inspect(conn).get_table_names())
         ours = present & set(metadata.tables)
         if not ours or MigrationContext.configure(conn).get_current_revision() is not None:
@@ -220,11 +239,30 @@ class Store:
         )
 
     def schema_version(self) -> str | None:
+        """The revision the database is at (None: not versioned), read as Alembic stores it
+        in ``alembic_version``: a start at head imports no Alembic."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        if len(rows) > 1:  # branches: only Alembic knows what that means
+            from alembic.runtime.migration import MigrationContext
+
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        return str(rows[0][0]) if rows else None
 
     @staticmethod
     def head_version() -> str | None:
+        """The newest revision of ``migrations/versions``: read from the files' revision
+        ids without importing Alembic (the revision no other revises), or by Alembic when
+        they do not give exactly one."""
+        head = _head_from_files(MIGRATIONS / "versions")
+        if head is not None:
+            return head
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         return ScriptDirectory.from_config(cfg).get_current_head()
@@ -233,6 +271,35 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         with self.engine.begin() as conn:
             yield Transaction(conn, self.fence)
+
+    def _writer_engine(self) -> Engine:
+        """The engine of the hot writers (a FETCH batch, the outbox's claims).
+
+        On SQLite: BEGIN IMMEDIATE, so savepoints work and a batch takes the write lock
+        once, at its start; and ``synchronous=FULL``, so each commit is on disk before it
+        returns (with NORMAL a power failure can undo a claim whose mail then left: a
+        second AR). The WAL is written and synced in order, so a FULL commit also makes
+        every commit before it durable. PostgreSQL's commits are durable by default: its
+        engine serves. An in-memory SQLite database is one connection's: the same engine.
+        """
+        memory = sa.make_url(self.url).database in (None, "", ":memory:")
+        if self.engine.dialect.name == "sqlite" and not memory:
+            return self._create_engine(self.url, immediate=True)
+        return self.engine
+
+    @contextmanager
+    def batch(self) -> Iterator[Transaction]:
+        """One transaction for many mails (a FETCH batch): ``Transaction.savepoint`` keeps
+        each mail's writes undoable alone. Commits on leaving, rolls back on an exception."""
+        with self.writer.begin() as conn:
+            yield Transaction(conn, self.fence)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One connection kept for a run of short transactions (the outbox's claims, one
+        per mail): no pool checkout, no PRAGMAs, no reconnection between them."""
+        with self.writer.connect() as conn:
+            yield Session(conn, self.fence)
 
     # -- reads that need no transaction of their own ------------------------------------
     def message(self, **where: Any) -> sa.Row[Any] | None:
@@ -333,16 +400,6 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def _instants(self, column: Any) -> Any:
-        """A timestamp as Unix seconds computed by the database: a million datetime objects
-        would cost more than the whole computation. SQLite's ``unixepoch`` (3.38+) gives
-        the integer ``strftime('%s')`` gives, without formatting it as text first."""
-        if self.engine.dialect.name == "sqlite":
-            if sqlite3.sqlite_version_info >= (3, 38):
-                return sa.func.unixepoch(column)
-            return sa.cast(sa.func.strftime("%s", column), sa.BigInteger)
-        return sa.cast(sa.extract("epoch", column), sa.BigInteger)
-
     def indicator_arrays(
         self,
         since: datetime,
@@ -351,40 +408,78 @@ class Store:
         mailbox: str | None = None,
         service: str | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
-        """The indicators' inputs as numpy arrays from one scan of the messages: a year of
-        history is a million rows, so three integers per message (the flags packed into
-        one by the database) go straight from the cursor into numpy."""
-        flags = (
-            sa.case((messages.c.category == complaint, 1), else_=0)
-            + sa.case((messages.c.ar_status == ArStatus.SENT, 2), else_=0)
-            + sa.case((messages.c.transferred != 0, 4), else_=0)
-            + (sa.func.coalesce(messages.c.first_reply_complete, -1) + 1) * 8
-            + messages.c.relances * 32
+        """The indicators' inputs as numpy arrays, from ``indicator_facts`` (kept by triggers
+        on the messages, migration 0011): a year is a million rows, so each column comes
+        back as ONE string the database joins (``group_concat``/``string_agg``), which numpy
+        parses, rather than a million Python tuples. [since, until) to the second."""
+        facts = indicator_facts.c
+        # Two numbers per message, the fewer the faster: the received time in the low 32
+        # bits (Unix seconds fit until 2106) and above it the stored flags shifted by one,
+        # bit 0 saying a complaint (the category the configuration names).
+        complaint_bit = sa.case((facts.category == complaint, 1), else_=0)
+        flags = sa.cast(facts.flags, sa.BigInteger) * 2 + complaint_bit
+        columns = [
+            facts.received + flags * sa.literal(2**32, sa.BigInteger),
+            sa.func.coalesce(facts.replied, -1),
+        ]
+        query = sa.select(*(self._joined(c) for c in columns)).where(
+            facts.received >= int(since.timestamp()), facts.received < int(until.timestamp())
         )
-        query = sa.select(
-            self._instants(messages.c.received_at),
-            sa.func.coalesce(self._instants(messages.c.first_reply_at), -1),
-            flags,
-        ).where(self._citizens(since, until, long_period=until - since > timedelta(days=62)))
         if mailbox:
-            query = query.where(messages.c.mailbox == mailbox)
+            query = query.where(facts.mailbox == mailbox)
         if service:
-            query = query.where(messages.c.service == service)
+            query = query.where(facts.service == service)
         with self.engine.connect() as conn:
-            # The DBAPI cursor's own fetchall: plain tuples, no Row object per message.
-            rows = conn.execute(query).cursor.fetchall()
-        values = itertools.chain.from_iterable(rows)
-        table = np.fromiter(values, dtype=np.int64, count=3 * len(rows)).reshape(-1, 3)
-        packed = table[:, 2]
+            joined = conn.execute(query).one()
+        packed, replied = (np.fromstring(text or "", dtype=np.int64, sep=",") for text in joined)
+        bits = packed >> 32
         return {
-            "received": table[:, 0],
-            "replied": table[:, 1],  # -1: no reply
-            "complaint": (packed & 1).astype(bool),
-            "ar_sent": (packed & 2).astype(bool),
-            "transferred": (packed & 4).astype(bool),
-            "relances": packed >> 5,
-            "signature": ((packed >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
+            "received": packed & 0xFFFFFFFF,
+            "replied": replied,  # -1: no reply
+            "complaint": (bits & 1).astype(bool),
+            "ar_sent": (bits & 2).astype(bool),
+            "transferred": (bits & 4).astype(bool),
+            "relances": bits >> 5,
+            "signature": ((bits >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
         }
+
+    def indicator_listing(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """``indicator_rows`` for the report's listing of a period: the same messages, with
+        ``received`` and ``replied`` (None: no reply) as Unix seconds from
+        ``indicator_facts``, so that twenty thousand rows cost no datetime each."""
+        facts = indicator_facts.c
+        query = (
+            sa.select(
+                messages.c.id,
+                attention().label("attention"),
+                messages.c.reference,
+                messages.c.mailbox,
+                messages.c.subject,
+                messages.c.service,
+                messages.c.category,
+                messages.c.relances,
+                messages.c.first_reply_complete,
+                messages.c.reorient,
+                facts.received,
+                facts.replied,
+            )
+            .join(messages, messages.c.id == facts.message_pk)
+            .where(
+                facts.received >= int(since.timestamp()), facts.received < int(until.timestamp())
+            )
+            .order_by(facts.received, facts.message_pk)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            keys = list(result.keys())
+            return [dict(zip(keys, row, strict=True)) for row in result.cursor.fetchall()]
+
+    def _joined(self, column: Any) -> Any:
+        """A column's values as one comma-separated string (in the same row order for every
+        column of one query, on both backends)."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.func.group_concat(column)
+        return sa.func.string_agg(sa.cast(column, sa.Text), ",")
 
     def unhandled_rows(self, mailbox: str | None = None, limit: int = 1000) -> list[sa.Row[Any]]:
         """Quarantined mail and mail skipped for lack of a Return-Path, newest first."""
@@ -435,4 +530,27 @@ class Store:
             return int(deleted.rowcount)
 
     def close(self) -> None:
+        if self.writer is not self.engine:
+            self.writer.dispose()
         self.engine.dispose()
+
+
+def _head_from_files(versions: Path) -> str | None:
+    """The one revision id of the migration files that no file revises; None when the
+    files do not say it plainly (a merge, several heads, an id that is not a literal)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for path in versions.glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            down = ast.literal_eval(found.get("down_revision", "None"))
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not (down is None or isinstance(down, str)):
+            return None
+        revisions.add(revision)
+        if down is not None:
+            revised.add(down)
+    heads = revisions - revised
+    return heads.pop() if len(heads) == 1 else None

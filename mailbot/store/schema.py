@@ -231,6 +231,20 @@ probes = sa.Table(
     sa.UniqueConstraint("run", "mailbox", name="uq_probes_run_mailbox"),
     sa.Index("ix_probes_mailbox_sent", "mailbox", "sent_at"),
 )
+# The indicators' inputs, one row per citizen's message (issue 14): maintained by triggers on
+# messages (migration 0011, which says what the columns hold); only Store reads it.
+indicator_facts = sa.Table(
+    "indicator_facts",
+    metadata,
+    sa.Column("received", sa.BigInteger, primary_key=True, autoincrement=False),  # Unix s
+    sa.Column("message_pk", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("replied", sa.BigInteger),  # Unix seconds of the first reply, NULL: none
+    sa.Column("flags", sa.Integer, nullable=False),  # AR sent, transferred, signature, relances
+    sa.Column("mailbox", sa.String(64), nullable=False),
+    sa.Column("service", sa.String(64)),
+    sa.Column("category", sa.String(64)),
+    sqlite_with_rowid=False,
+)
 counters = sa.Table(
     "counters",
     metadata,

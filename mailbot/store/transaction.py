@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +32,85 @@ from mailbot.store.schema import (
     workers,
 )
 
+# -- hot statements, built once ------------------------------------------------------------
+# Each mail runs about a dozen statements. Built per call, a statement and its cache key
+# cost more than running it; built once with bound parameters, SQLAlchemy finds each one
+# compiled in its cache at once.
+_param = sa.bindparam
+
+
+@functools.cache
+def _duplicate_query(with_id: bool, excluding: bool) -> sa.Select[Any]:
+    legacy = messages.c.fingerprint.is_(None)
+    if with_id:
+        condition = sa.and_(
+            messages.c.message_id == _param("message_id"),
+            sa.or_(messages.c.fingerprint == _param("fingerprint"), legacy),
+        )
+    else:
+        condition = sa.or_(
+            messages.c.fingerprint == _param("fingerprint"),
+            sa.and_(legacy, messages.c.content_hash == _param("content_hash")),
+        )
+    query = sa.select(messages.c.id).where(messages.c.mailbox == _param("mailbox"), condition)
+    if excluding:
+        query = query.where(messages.c.id != _param("exclude"))
+    return query.order_by(messages.c.id).limit(1)
+
+
+@functools.cache
+def _thread_query(by_ids: bool, by_reference: bool, in_mailbox: bool) -> sa.Select[Any]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    if by_ids:
+        ids: sa.BindParameter[Any] = _param("ids", expanding=True)
+        conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
+    if by_reference:
+        conditions.append(messages.c.reference == _param("reference"))
+    return (
+        sa.select(messages.c.id, messages.c.reference)
+        .where(sa.or_(*conditions))
+        .where(messages.c.reference.is_not(None))
+        .where(messages.c.mailbox == _param("mailbox") if in_mailbox else sa.true())
+        .order_by(messages.c.id)
+        .limit(1)
+    )
+
+
+_RECENT_ARS = (
+    sa.select(sa.func.count())
+    .select_from(messages)
+    .where(
+        messages.c.mailbox == _param("mailbox"),
+        messages.c.sender == _param("recipient"),
+        messages.c.decision == Decision.ACKNOWLEDGE,
+        messages.c.received_at >= _param("since"),
+    )
+)
+_UNANSWERED = (
+    sa.select(messages.c.id, messages.c.reference, messages.c.received_at, messages.c.subject)
+    .where(
+        messages.c.mailbox == _param("mailbox"),
+        messages.c.sender == _param("sender"),
+        messages.c.decision == Decision.ACKNOWLEDGE,
+        messages.c.received_at >= _param("since"),
+        messages.c.first_reply_at.is_(None),
+    )
+    .order_by(messages.c.received_at.desc())
+    .limit(20)
+)
+_BUMP_COUNTER = (
+    counters.update()
+    .where(counters.c.name == _param("counter"))
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+# The SET clause of these comes from the parameters' keys (the columns to change).
+_UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
+_CLAIM_OUTBOX = outbox.update().where(
+    outbox.c.id == _param("item_id"), outbox.c.status == OutboxStatus.PENDING
+)
+_UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
+
 
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
@@ -38,6 +119,13 @@ class Transaction:
         self.conn = conn
         # Set for a worker that shares the database: whose lease a folder's writes need.
         self.fence = fence
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Transaction]:
+        """A SAVEPOINT: if the block raises, its writes alone are undone (and the exception
+        goes on), the transaction stays usable. One mail of a batch fails alone this way."""
+        with self.conn.begin_nested():
+            yield self
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
@@ -88,64 +176,39 @@ class Transaction:
         fingerprints existed are matched as they used to be: by Message-ID, or by content
         hash for a mail without one.
         """
-        legacy = messages.c.fingerprint.is_(None)
+        query = _duplicate_query(bool(message_id), exclude is not None)
+        params = {"mailbox": mailbox, "fingerprint": fingerprint, "exclude": exclude}
         if message_id:
-            condition = sa.and_(
-                messages.c.message_id == stored_id(message_id),
-                sa.or_(messages.c.fingerprint == fingerprint, legacy),
-            )
+            params["message_id"] = stored_id(message_id)
         else:
-            condition = sa.or_(
-                messages.c.fingerprint == fingerprint,
-                sa.and_(legacy, messages.c.content_hash == content_hash),
-            )
-        query = sa.select(messages.c.id).where(messages.c.mailbox == mailbox, condition)
-        if exclude is not None:
-            query = query.where(messages.c.id != exclude)
-        found = self.conn.execute(query.order_by(messages.c.id).limit(1)).scalar()
+            params["content_hash"] = content_hash
+        found = self.conn.execute(query, params).scalar()
         return None if found is None else int(found)
 
     def acknowledged_in_thread(
         self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None
     ) -> tuple[int, str] | None:
         """The acknowledged message a follow-up belongs to: by threading, else by reference."""
-        conditions: list[sa.ColumnElement[bool]] = []
-        if thread_ids:
-            ids = [stored_id(mid) for mid in thread_ids]
-            conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
-        if reference:
-            conditions.append(messages.c.reference == reference)
-        if not conditions:
+        if not thread_ids and not reference:
             return None
-        row = self.conn.execute(
-            sa.select(messages.c.id, messages.c.reference)
-            .where(sa.or_(*conditions))
-            .where(messages.c.reference.is_not(None))
-            .where(messages.c.mailbox == mailbox if mailbox else sa.true())
-            .order_by(messages.c.id)
-            .limit(1)
-        ).first()
+        query = _thread_query(bool(thread_ids), bool(reference), bool(mailbox))
+        params = {
+            "ids": [stored_id(mid) for mid in thread_ids],
+            "reference": reference,
+            "mailbox": mailbox,
+        }
+        row = self.conn.execute(query, params).first()
         return (int(row.id), str(row.reference)) if row else None
 
     def unanswered_from(
         self, mailbox: str, sender: str, since: datetime
     ) -> list[tuple[int, str, datetime, str]]:
         """Acknowledged messages of this sender since ``since`` with no reply yet, newest first."""
-        query = (
-            sa.select(
-                messages.c.id, messages.c.reference, messages.c.received_at, messages.c.subject
-            )
-            .where(
-                messages.c.mailbox == mailbox,
-                messages.c.sender == sender,
-                messages.c.decision == Decision.ACKNOWLEDGE,
-                messages.c.received_at >= since,
-                messages.c.first_reply_at.is_(None),
-            )
-            .order_by(messages.c.received_at.desc())
-            .limit(20)
-        )
-        return [(r.id, r.reference, r.received_at, r.subject) for r in self.conn.execute(query)]
+        params = {"mailbox": mailbox, "sender": sender, "since": since}
+        return [
+            (r.id, r.reference, r.received_at, r.subject)
+            for r in self.conn.execute(_UNANSWERED, params)
+        ]
 
     def sender_of(self, message_pk: int) -> str | None:
         return self.conn.execute(
@@ -159,29 +222,15 @@ class Transaction:
         return self.conn.execute(query.limit(1)).first() is not None
 
     def count_recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
-        query = (
-            sa.select(sa.func.count())
-            .select_from(messages)
-            .where(
-                messages.c.mailbox == mailbox,
-                messages.c.sender == recipient,
-                messages.c.decision == Decision.ACKNOWLEDGE,
-                messages.c.received_at >= since,
-            )
-        )
-        return int(self.conn.execute(query).scalar_one())
+        params = {"mailbox": mailbox, "recipient": recipient, "since": since}
+        return int(self.conn.execute(_RECENT_ARS, params).scalar_one())
 
     def next_reference(self, prefix: str, year: int) -> str:
         """Allocate ``PREFIX-YYYY-NNNNNN`` atomically, inside the caller's transaction."""
         name = f"reference-{prefix}-{year}"
-        bumped = self.conn.execute(
-            counters.update()
-            .where(counters.c.name == name)
-            .values(value=counters.c.value + 1)
-            .returning(counters.c.value)
-        ).first()
+        bumped = self.conn.execute(_BUMP_COUNTER, {"counter": name}).first()
         if bumped is None:
-            self.conn.execute(counters.insert().values(name=name, value=1))
+            self.conn.execute(counters.insert(), {"name": name, "value": 1})
             number = 1
         else:
             number = int(bumped.value)
@@ -225,7 +274,7 @@ class Transaction:
         )
 
     def insert_message(self, new: NewMessage) -> int:
-        result = self.conn.execute(messages.insert().values(**self._message_values(new)))
+        result = self.conn.execute(messages.insert(), self._message_values(new))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:
@@ -309,7 +358,7 @@ class Transaction:
 
     def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
         values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
-        self.conn.execute(events.insert().values(**fit(events, values)))
+        self.conn.execute(events.insert(), fit(events, values))
 
     # -- outbox -------------------------------------------------------------------------
     def enqueue(
@@ -323,18 +372,19 @@ class Transaction:
     ) -> int:
         now = utcnow()
         result = self.conn.execute(
-            outbox.insert().values(
-                message_pk=message_pk,
-                kind=kind,
-                recipient=recipient,
-                envelope_from=envelope_from,
-                email_message_id=email_message_id,
-                raw=raw,
-                status=OutboxStatus.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
+            outbox.insert(),
+            {
+                "message_pk": message_pk,
+                "kind": kind,
+                "recipient": recipient,
+                "envelope_from": envelope_from,
+                "email_message_id": email_message_id,
+                "raw": raw,
+                "status": OutboxStatus.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
         )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
@@ -379,14 +429,14 @@ class Transaction:
         """Move a pending item to 'sending'; False if another worker got it first. The
         claimer is recorded: its send is recovered as uncertain only once it is dead."""
         claimed = self.conn.execute(
-            outbox.update()
-            .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.PENDING)
-            .values(
-                status=OutboxStatus.SENDING,
-                attempts=attempts,
-                claimed_by=holder,
-                claimed_at=utcnow(),
-            )
+            _CLAIM_OUTBOX,
+            {
+                "item_id": item_id,
+                "status": OutboxStatus.SENDING,
+                "attempts": attempts,
+                "claimed_by": holder,
+                "claimed_at": utcnow(),
+            },
         )
         return bool(claimed.rowcount == 1)
 
@@ -396,14 +446,10 @@ class Transaction:
         return bool(self.conn.execute(query).scalar_one_or_none() == OutboxStatus.SENDING)
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
-        self.conn.execute(
-            outbox.update().where(outbox.c.id == item_id).values(status=status, **values)
-        )
+        self.conn.execute(_UPDATE_OUTBOX, {"item_id": item_id, "status": status, **values})
 
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
-        self.conn.execute(
-            messages.update().where(messages.c.id == message_pk).values(ar_status=status)
-        )
+        self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "ar_status": status})
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
@@ -423,3 +469,18 @@ class Transaction:
                 for k, d in kinds
             ],
         )
+
+
+class Session:
+    """One connection for a run of short transactions (``Store.session``)."""
+
+    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+        self.conn = conn
+        self.fence = fence
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction on the session's connection: committed on leaving, rolled back on
+        an exception (the connection stays usable for the next one)."""
+        with self.conn.begin():
+            yield Transaction(self.conn, self.fence)

@@ -1,0 +1,138 @@
+"""Building the outgoing mails (issue 14, point 3): the builder before (the standard
+library's MIME classes and generator, frozen in tests/compose_reference.py) and the bytes
+written directly (mailbot.mail.compose), side by side in one run.
+
+    python bench/compose.py [--repeat 5] [--mails 300]
+
+For an AR (ar-general in French, ar-etrangers with an Arabic translation), a transfer
+notice and a forward of a 3 KB mail: CPU milliseconds per mail (time.process_time), the
+best of ``--repeat`` runs of ``--mails`` mails each, and the ratio. The rendering is done
+once, outside the clock; the outputs are checked byte for byte equal first
+(tests/test_compose_bytes.py does so for every template and language).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import compose_reference as reference  # noqa: E402
+from run import scenario_mail  # noqa: E402
+
+from mailbot.config import load_config  # noqa: E402
+from mailbot.mail import compose  # noqa: E402
+from mailbot.render.templates import RenderedMail, Renderer  # noqa: E402
+
+NOW = datetime(2026, 3, 9, 10, 30, tzinfo=UTC)
+
+
+def cases(renderer: Renderer) -> dict[str, Callable[[ModuleType, int], bytes]]:
+    """What each case builds, with either builder module."""
+    config = load_config(ROOT / "rules.yaml")
+
+    def rendered(name: str, language: str, **extra: object) -> RenderedMail:
+        variables = {**renderer.meta(name).examples(include_optional=True), **extra}
+        return renderer.render(name, variables, language=language)
+
+    ar_fr = rendered("ar-general", "fr")
+    ar_ar = rendered("ar-etrangers", "ar")
+    notice = rendered("ar-general", "fr", transferred=True)
+    original = scenario_mail("transfer-3k", 1)
+
+    def to_citizen(mail: RenderedMail) -> Callable[[ModuleType, int], bytes]:
+        def build(module: ModuleType, n: int) -> bytes:
+            composer = module.Composer.from_config(config)
+            built = composer.to_citizen(
+                mail,
+                mailbox_address="pref-contact@seine-maritime.gouv.fr",
+                to=f"usager{n}@example.fr",
+                in_reply_to=f"<bench-{n}@example.fr>",
+                references=(),
+            )
+            return bytes(built.as_bytes())
+
+        return build
+
+    def forward(module: ModuleType, n: int) -> bytes:
+        composer = module.Composer.from_config(config)
+        _mid, raw = composer.forward(
+            original,
+            mailbox_address="pref-contact@seine-maritime.gouv.fr",
+            reference=f"SM-2026-{n:06d}",
+            subject="Demande de carte grise suite à un achat",
+            note="Bonjour,\nVoici le message d'un usager, transmis par mailbot.\n" * 6,
+            to="pref-cartes-grises@seine-maritime.gouv.fr",
+            citizen=f"usager{n}@example.fr",
+        )
+        return bytes(raw)
+
+    return {
+        "AR ar-general (fr)": to_citizen(ar_fr),
+        "AR ar-etrangers (ar)": to_citizen(ar_ar),
+        "AR + transfer notice": to_citizen(notice),
+        "forward (3 KB original)": forward,
+    }
+
+
+def same_bytes(build: Callable[[ModuleType, int], bytes]) -> bool:
+    """Both builders give the same bytes once Message-ID, boundary and date are fixed."""
+    saved = [(m, m.new_message_id, m.datetime) for m in (compose, reference)]  # type: ignore[attr-defined]
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Frozen:  # type: ignore[override]
+            return cls.fromtimestamp(NOW.timestamp(), UTC)
+
+    outputs = []
+    fresh_uuid = uuid.uuid4
+    uuid.uuid4 = lambda: uuid.UUID(int=7)  # a forward's boundary
+    try:
+        for module in (compose, reference):
+            module.new_message_id = lambda domain: f"<fixed@{domain}>"  # type: ignore[attr-defined]
+            module.datetime = Frozen  # type: ignore[attr-defined]
+            random.seed(3)
+            outputs.append(build(module, 1))
+    finally:
+        uuid.uuid4 = fresh_uuid
+        for module, message_id, clock in saved:
+            module.new_message_id = message_id  # type: ignore[attr-defined]
+            module.datetime = clock  # type: ignore[attr-defined]
+    return outputs[0] == outputs[1]
+
+
+def cpu_ms(build: Callable[[ModuleType, int], bytes], module: ModuleType, mails: int) -> float:
+    start = time.process_time()
+    for n in range(mails):
+        build(module, n)
+    return (time.process_time() - start) / mails * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--mails", type=int, default=300)
+    args = parser.parse_args()
+    renderer = Renderer(ROOT / "templates")
+    print(f"CPU ms per mail, best of {args.repeat} x {args.mails} (before -> now)")
+    for name, build in cases(renderer).items():
+        assert same_bytes(build), f"{name}: the two builders differ"
+        before = min(cpu_ms(build, reference, args.mails) for _ in range(args.repeat))
+        now = min(cpu_ms(build, compose, args.mails) for _ in range(args.repeat))
+        print(f"  {name:<26} {before:6.3f} -> {now:6.3f} ms  ({before / now:4.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Intake and outbox bookkeeping, old tree against new, in one run (issue 14, points 1-2).
+
+    python bench/intake.py [--mails 2000] [--old DIR] [--repeat 3]
+
+For each tree (``--old``: a checkout or a ``git archive`` export; by default this
+repository's ``main`` is exported to a temporary directory), a child process with that tree
+on PYTHONPATH builds the application from the tree's own ``rules.yaml`` (routing on) on a
+fresh SQLite database, warms up on 50 mails, then records ``--mails`` citizens' mails in
+FETCH batches of 200 (``process_batch`` where the tree has it, else ``process`` per mail)
+and delivers each batch's ARs as the poller does, through a transport that accepts every
+mail without a network. It prints, per mail: CPU time (``time.process_time``, intake and
+delivery), transaction commits (SQLAlchemy's ``commit`` event on every engine), and, from
+a second run of the child under ``strace -f``, fsync/fdatasync calls per ``--mails``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, os, sys, time, tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+import sqlalchemy as sa
+sys.path.insert(0, sys.argv[2])  # the tests of the bench's tree: the same mails for both
+from poison import citizen
+import mailbot
+from mailbot.app.context import build_app
+from mailbot.core.incoming import IncomingMail
+
+class Accepting:
+    '''Every mail accepted at once: the outbox's bookkeeping without a network.'''
+    def send_batch(self, envelopes, before, after, stop=None):
+        for envelope in envelopes:
+            if before(envelope):
+                after(envelope, None)
+
+tree, mails = Path(sys.argv[1]), int(sys.argv[3])
+tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-intake-"))
+app = build_app(tree / "rules.yaml", Accepting(), database=f"sqlite:///{tmp / 'b.db'}")
+commits = [0]
+sa.event.listen(sa.engine.Engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+start = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+batched = hasattr(app.pipeline, "process_batch")
+
+def run(first, count):
+    cpu = {"intake": 0.0, "delivery": 0.0}
+    for low in range(first, first + count, 200):
+        batch = [
+            IncomingMail(n, start + timedelta(seconds=n), citizen(n, f"Demande numéro {n}"))
+            for n in range(low, min(low + 200, first + count))
+        ]
+        began = time.process_time()
+        if batched:
+            app.pipeline.process_batch("general", "INBOX", 1, batch)
+        else:
+            for mail in batch:
+                app.pipeline.process("general", "INBOX", 1, mail)
+        middle = time.process_time()
+        report = app.outbox.deliver_due(now=start + timedelta(days=30))
+        assert report.sent == len(batch), report
+        cpu["intake"] += middle - began
+        cpu["delivery"] += time.process_time() - middle
+    return cpu
+
+app.pipeline.start_folder("general", "INBOX", 1)
+run(1, 50)  # warm-up: models loaded, statements compiled
+commits[0] = 0
+os.getppid()  # a marker for strace: the measured part starts
+cpu = run(51, mails)
+os.getppid()  # and ends
+print(json.dumps({
+    "mailbot": mailbot.__file__,
+    "batched": batched,
+    "intake_ms": cpu["intake"] * 1000 / mails,
+    "delivery_ms": cpu["delivery"] * 1000 / mails,
+    "commits": commits[0] / mails,
+}))
+"""
+
+
+def child(tree: Path, mails: int, strace: Path | None = None) -> dict[str, float]:
+    command = [sys.executable, "-c", CHILD, str(tree), str(ROOT / "tests"), str(mails)]
+    if strace is not None:
+        command = ["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,getppid", "-o", str(strace)]
+        command += [sys.executable, "-c", CHILD, str(tree), str(ROOT / "tests"), str(mails)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # cwd: ``python -c`` puts it first on sys.path, before PYTHONPATH.
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: {done.stderr[-3000:]}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def syncs(trace: Path) -> int:
+    """fsync/fdatasync calls between the two getppid markers (any thread)."""
+    lines = trace.read_text().splitlines()
+    marks = [i for i, line in enumerate(lines) if "getppid(" in line]
+    inside = lines[marks[0] : marks[-1]] if len(marks) >= 2 else lines
+    return sum(bool(re.search(r"\b(fsync|fdatasync)\(", line)) for line in inside)
+
+
+def export_main() -> Path:
+    target = Path(tempfile.mkdtemp(prefix="mailbot-main-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "main"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mails", type=int, default=2000)
+    parser.add_argument("--old", type=Path, help="the old tree (default: main, exported)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tree")
+    args = parser.parse_args()
+    old = args.old or export_main()
+    trees = {"old": old.resolve(), "new": ROOT}
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, tree in trees.items():
+            runs = [child(tree, args.mails) for _ in range(args.repeat)]
+            traced = Path(tmp) / f"{name}.strace"
+            child(tree, args.mails, strace=traced)
+            results[name] = {
+                "intake": statistics.median(r["intake_ms"] for r in runs),
+                "delivery": statistics.median(r["delivery_ms"] for r in runs),
+                "commits": runs[0]["commits"],
+                "syncs": syncs(traced),
+                "batched": runs[0]["batched"],
+            }
+            print(f"{name}: {tree} (mailbot from {runs[0]['mailbot']})", file=sys.stderr)
+    if args.old is None:
+        shutil.rmtree(old, ignore_errors=True)
+    print(f"{args.mails} mails, routing on, no network; median of {args.repeat} (CPU ms/mail)")
+    print(f"{'':<5} {'intake':>8} {'delivery':>9} {'total':>8} {'commits':>8} {'fsync':>7}")
+    for name, r in results.items():
+        total = r["intake"] + r["delivery"]
+        print(
+            f"{name:<5} {r['intake']:>8.2f} {r['delivery']:>9.2f} {total:>8.2f} "
+            f"{r['commits']:>8.2f} {int(r['syncs']):>7}"
+        )
+
+
+if __name__ == "__main__":
+    main()

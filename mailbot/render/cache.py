@@ -1,0 +1,162 @@
+"""What the renderer keeps between runs so that mailbot starts fast (issue 14, point 9).
+
+Two things, in one directory private to mailbot's user:
+
+* Jinja's compiled templates (its bytecode cache): a start loads them instead of parsing
+  and compiling every template again. Jinja checks each entry against its template's
+  source, so an edited template is compiled afresh;
+* a record that a template directory passed the renderer's checks (every template
+  test-rendered with its examples): a start skips those trial renders while the directory,
+  and the code that renders it, is exactly what passed. ``mailbot check`` and ``mailbot
+  templates check`` always run them.
+
+The directory is ``$MAILBOT_CACHE_DIR``, else systemd's ``$CACHE_DIRECTORY``
+(``CacheDirectory=mailbot`` in the unit), else ``$XDG_CACHE_HOME/mailbot`` or
+``~/.cache/mailbot``. It is created 0700; one that another user owns or may write to is
+refused (loading compiled templates from it would run their code, outside the sandbox):
+mailbot then compiles and checks everything at each start, as without a cache, and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import jinja2
+import jinja2.bccache
+
+import mailbot
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "MAILBOT_CACHE_DIR"
+CHECKS_DIR = "template-checks"
+BYTECODE_DIR = "jinja"
+# Code whose change may change what the checks find: the renderer and the pure helpers its
+# filters call. A new mailbot install (new files) means checking again.
+_CODE_DIRS = (Path(__file__).parent, Path(mailbot.__file__).parent / "core")
+
+
+def default_directory() -> Path | None:
+    """Where the cache lives when nobody said otherwise (None: no home to put it in)."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    systemd = os.environ.get("CACHE_DIRECTORY")  # systemd may list several, ':'-separated
+    if systemd:
+        return Path(systemd.split(":")[0])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "mailbot"
+    try:
+        return Path.home() / ".cache" / "mailbot"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None
+
+
+def unsafe_reason(directory: Path) -> str | None:
+    """Why this directory must not be trusted with code to run, or None if it may."""
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror}"
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    if info.st_uid != os.getuid():
+        return f"owned by uid {info.st_uid}, not by mailbot's user (uid {os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"other users may write to it (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's file cache, where a file that cannot be read or written (disk full, a
+    directory made read-only) only means compiling the template again."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except OSError as exc:
+            log.warning("compiled template not read from %s: %s", self.directory, exc)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.warning("compiled template not kept in %s: %s", self.directory, exc)
+
+
+class RenderCache:
+    """One cache directory, already checked: safe to load compiled templates from."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def bytecode(self, flavour: str) -> jinja2.BytecodeCache:
+        """Jinja's bytecode cache for one kind of environment. Jinja keys an entry by the
+        template's name and file only, so environments that compile the same file
+        differently (autoescaped or not) need their own ``flavour``."""
+        digest = hashlib.sha256(f"{flavour}|{jinja2.__version__}".encode()).hexdigest()[:16]
+        return _BytecodeCache(str(self.directory / BYTECODE_DIR), f"{digest}-%s.cache")
+
+    def passed(self, fingerprint: str) -> bool:
+        """True when a directory with this fingerprint passed every check before."""
+        return (self.directory / CHECKS_DIR / fingerprint).is_file()
+
+    def record_pass(self, fingerprint: str) -> None:
+        """Remember that this fingerprint passed; a failure to write only costs a check."""
+        folder = self.directory / CHECKS_DIR
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".", delete=False) as tmp:
+                tmp.write(b"passed\n")
+            os.replace(tmp.name, folder / fingerprint)
+        except OSError as exc:
+            log.warning("cannot record the template checks in %s: %s", folder, exc)
+
+
+def open_cache(directory: Path | None = None) -> RenderCache | None:
+    """The cache directory (``default_directory()`` unless given), created 0700 if missing;
+    None, with a warning, when it cannot be created or is not safe."""
+    directory = directory if directory is not None else default_directory()
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        reason = unsafe_reason(directory)
+        for name in (BYTECODE_DIR, CHECKS_DIR):  # made by mailbot's user: checked anyway
+            if reason is None:
+                (directory / name).mkdir(mode=0o700, exist_ok=True)
+                reason = unsafe_reason(directory / name)
+    except OSError as exc:
+        log.warning("no template cache: cannot create %s: %s", directory, exc.strerror)
+        return None
+    if reason is not None:
+        log.warning(
+            "template cache %s refused: %s; templates are compiled at each start",
+            directory,
+            reason,
+        )
+        return None
+    return RenderCache(directory)
+
+
+def fingerprint(template_dir: Path, *settings: str) -> str:
+    """Everything the renderer's checks depend on, hashed: every file of the template
+    directory (name and content), the settings given (time zone…), the versions of
+    mailbot and Jinja, and the files of the rendering code (size and modification time)."""
+    digest = hashlib.sha256()
+    for part in (mailbot.__version__, jinja2.__version__, *settings):
+        digest.update(f"{part}\0".encode())
+    for code_dir in _CODE_DIRS:
+        for path in sorted(code_dir.glob("*.py")):
+            info = path.stat()
+            digest.update(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    for path in sorted(template_dir.rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(template_dir)}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

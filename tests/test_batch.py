@@ -1,0 +1,291 @@
+"""A FETCH batch in one transaction (issue 14.1), on SQLite and on a real PostgreSQL.
+
+Each mail is recorded under a SAVEPOINT: one the database refuses is rolled back alone and
+quarantined in the same batch, the others are recorded and answered. The folder's UID mark
+is written with the batch, so a crash before the commit leaves nothing of the batch and
+it is read again from the start. Failures are real: a trigger makes the database refuse
+one mail's row; the crash is a child process ending with ``os._exit`` in mid-batch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pg import PostgresServer
+from poison import citizen
+
+from mailbot.app import intake
+from mailbot.app.context import App, build_app
+from mailbot.core.incoming import IncomingMail
+from mailbot.errors import StoreError
+from mailbot.mail.smtp import FileTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+WHERE = ("general", "INBOX", 1)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    server = PostgresServer()
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailbot.db'}"
+    base: str = request.getfixturevalue("postgres")
+    name = f"b{abs(hash(request.node.nodeid)) % 10**9}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def app(database: str, tmp_path: Path) -> Iterator[App]:
+    built = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    yield built
+    built.store.close()
+
+
+def query(url: str, sql: str) -> list[Any]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(sql))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def refuse(url: str, uid: int, *, quarantine_too: bool = False) -> None:
+    """Make the database refuse the row of the mail with this UID, as a constraint would."""
+    which = "" if quarantine_too else " AND NEW.decision <> 'quarantine'"
+    if url.startswith("sqlite"):
+        query(
+            url,
+            f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid = {uid}{which} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        return
+    query(
+        url,
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.uid = {uid}{which} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(
+        url,
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+
+
+def allow(url: str) -> None:
+    query(
+        url,
+        "DROP TRIGGER refuse" if url.startswith("sqlite") else "DROP TRIGGER refuse ON messages",
+    )
+
+
+def mails(uids: range) -> list[IncomingMail]:
+    return [IncomingMail(uid, RECEIVED, citizen(uid, f"Demande numéro {uid}")) for uid in uids]
+
+
+def last_uid(url: str) -> int | None:
+    rows = query(url, "SELECT last_uid FROM folders WHERE mailbox = 'general'")
+    return int(rows[0][0]) if rows else None
+
+
+def recorded(url: str) -> list[tuple[int, str, str | None]]:
+    return [
+        tuple(r) for r in query(url, "SELECT uid, decision, reference FROM messages ORDER BY uid")
+    ]
+
+
+def test_a_refused_mail_in_the_middle_is_quarantined_alone(app: App, database: str) -> None:
+    refuse(database, 3)
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert [o.decision for o in outcomes] == ["acknowledge"] * 2 + ["quarantine"] + [
+        "acknowledge"
+    ] * 2
+    rows = recorded(database)
+    assert [(uid, decision) for uid, decision, _ in rows] == [
+        (1, "acknowledge"),
+        (2, "acknowledge"),
+        (3, "quarantine"),
+        (4, "acknowledge"),
+        (5, "acknowledge"),
+    ]
+    # The savepoint undid mail 3's reference too: no number lost, none given twice.
+    numbers = [int(ref.rsplit("-", 1)[1]) for _, _, ref in rows if ref]
+    assert numbers == [1, 2, 3, 4]
+    ars = query(database, "SELECT m.uid FROM outbox o JOIN messages m ON m.id = o.message_pk")
+    assert sorted(uid for (uid,) in ars) == [1, 2, 4, 5]
+    assert last_uid(database) == 5
+    (kind,) = query(
+        database,
+        "SELECT e.kind FROM events e JOIN messages m ON m.id = e.message_pk WHERE m.uid = 3",
+    )
+    assert kind == ("quarantined",)
+    assert app.outbox.deliver_due().sent == 4
+
+
+def test_a_mail_even_its_quarantine_refused_ends_the_batch_below_it(
+    app: App, database: str
+) -> None:
+    refuse(database, 3, quarantine_too=True)
+    with pytest.raises(StoreError, match="UID 3"):
+        app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert [uid for uid, *_ in recorded(database)] == [1, 2]  # what came before commits
+    assert last_uid(database) == 2  # mail 3 is read again, never skipped
+    allow(database)
+    start = app.pipeline.start_folder(*WHERE)
+    assert start == 2
+    app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+    assert [decision for _, decision, _ in recorded(database)] == ["acknowledge"] * 5
+    assert last_uid(database) == 5
+
+
+def test_the_uid_mark_moves_with_the_batch_not_with_each_mail(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.pipeline.start_folder(*WHERE)  # the folder's state: UID 0
+    seen: list[tuple[int | None, int]] = []
+    decide = app.pipeline._decide
+
+    def looking(*args: Any) -> Any:
+        # Another connection, during the batch: it sees what was committed before it.
+        seen.append((last_uid(database), len(recorded(database))))
+        return decide(*args)
+
+    monkeypatch.setattr(app.pipeline, "_decide", looking)
+    app.pipeline.process_batch(*WHERE, mails(range(1, 5)))
+    assert seen == [(0, 0)] * 4
+    assert last_uid(database) == 4 and len(recorded(database)) == 4
+
+
+def test_a_long_batch_commits_in_parts_each_with_its_mark(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits: list[int | None] = []
+    sa.event.listen(app.store.writer, "commit", lambda _conn: commits.append(None))
+    app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+    assert len(commits) == 1  # three mails, one commit
+    monkeypatch.setattr(intake, "MAX_TRANSACTION_SECONDS", 0.0)  # every part is over at once
+    marks: list[int | None] = []
+    sa.event.listen(app.store.writer, "commit", lambda _conn: marks.append(None))
+    app.pipeline.process_batch(*WHERE, mails(range(4, 7)))
+    assert len(marks) == 3 and last_uid(database) == 6
+    assert [decision for _, decision, _ in recorded(database)] == ["acknowledge"] * 6
+
+
+CRASH = """
+import os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from poison import citizen
+from mailbot.app.context import build_app
+from mailbot.core.incoming import IncomingMail
+from mailbot.mail.smtp import FileTransport
+
+app = build_app(Path({rules!r}), FileTransport(Path({out!r})), database={url!r})
+app.pipeline.start_folder("general", "INBOX", 1)
+decide = app.pipeline._decide
+def crashing(tx, where, mail, *rest):
+    if mail.uid == {crash_at}:
+        os._exit(9)  # as kill -9 would: no rollback, no cleanup, mid-transaction
+    return decide(tx, where, mail, *rest)
+app.pipeline._decide = crashing
+received = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+batch = [IncomingMail(n, received, citizen(n, f"Demande numéro {{n}}")) for n in range(1, 6)]
+app.pipeline.process_batch("general", "INBOX", 1, batch)
+"""
+
+
+def test_a_crash_mid_batch_commits_nothing_and_the_batch_is_read_again(
+    app: App, database: str, tmp_path: Path
+) -> None:
+    script = CRASH.format(
+        tests=str(ROOT / "tests"),
+        rules=str(ROOT / "rules.yaml"),
+        out=str(tmp_path / "out"),
+        url=database,
+        crash_at=4,
+    )
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True)
+    assert child.returncode == 9, child.stderr.decode()[-2000:]
+    assert recorded(database) == []  # mails 1-3 were processed, none committed
+    assert query(database, "SELECT count(*) FROM outbox") == [(0,)]
+    assert last_uid(database) == 0
+    start = app.pipeline.start_folder(*WHERE)
+    assert start == 0  # the batch is read again, from its first mail
+    app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+    assert [uid for uid, *_ in recorded(database)] == [1, 2, 3, 4, 5]
+    assert app.outbox.deliver_due().sent == 5
+
+
+# -- the outbox: a committed claim before each DATA, "sent" with the next claim -------------
+
+
+class Watching:
+    """A transport that accepts every mail and notes, at each step, each mail's status as
+    another connection sees it (what a crash at that moment would leave)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: list[tuple[str, int, dict[int, str]]] = []
+
+    def statuses(self) -> dict[int, str]:
+        return dict(query(self.url, "SELECT id, status FROM outbox ORDER BY id"))
+
+    def send_batch(self, envelopes: Any, before: Any, after: Any, stop: Any = None) -> None:
+        for envelope in envelopes:
+            if before(envelope):
+                self.seen.append(("DATA", int(envelope.name), self.statuses()))
+                after(envelope, None)
+                self.seen.append(("accepted", int(envelope.name), self.statuses()))
+
+
+def test_each_claim_commits_before_its_data_and_sent_rides_on_the_next_claim(
+    app: App, database: str
+) -> None:
+    app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+    watching = Watching(database)
+    app.outbox.transport = watching
+    commits: list[int | None] = []
+    sa.event.listen(app.store.writer, "commit", lambda _conn: commits.append(None))
+    assert app.outbox.deliver_due().sent == 3
+    sending, pending, sent = "sending", "pending", "sent"
+    assert watching.seen == [
+        ("DATA", 1, {1: sending, 2: pending, 3: pending}),
+        ("accepted", 1, {1: sending, 2: pending, 3: pending}),  # a crash: 1 uncertain
+        ("DATA", 2, {1: sent, 2: sending, 3: pending}),  # one commit: 1 sent, 2 claimed
+        ("accepted", 2, {1: sent, 2: sending, 3: pending}),
+        ("DATA", 3, {1: sent, 2: sent, 3: sending}),
+        ("accepted", 3, {1: sent, 2: sent, 3: sending}),
+    ]
+    assert watching.statuses() == {1: sent, 2: sent, 3: sent}
+    assert len(commits) == 1 + 3 + 1  # taking the due mail, a claim each, the last "sent"
+
+
+def test_the_writers_commit_with_synchronous_full_on_sqlite(app: App, database: str) -> None:
+    with app.store.session() as session, session.transaction() as tx:
+        if database.startswith("sqlite"):
+            assert tx.conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        else:  # PostgreSQL: a commit waits for its WAL flush unless told otherwise
+            assert tx.conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"

@@ -1,0 +1,256 @@
+"""``indicator_facts`` always holds what the messages say (issue 14, point 10).
+
+The table is kept by database triggers (migration 0011), so any write to the messages —
+the store's own, an agent's, plain SQL, a purge — keeps it right. On 1,500 random messages
+(every decision, reasons, AR status, closed or probe, reply or not, relances...), after
+inserts, random updates of every watched column and of others, deletes and a purge, the
+table equals the facts computed here in Python from the messages themselves, on SQLite and
+on a real PostgreSQL; a downgrade drops it and an upgrade rebuilds it from the messages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from pg import PostgresServer
+
+from mailbot.core.statuses import ArStatus, Attention, Decision
+from mailbot.store import MIGRATIONS, Store
+from mailbot.store.schema import indicator_facts, messages
+
+START = datetime(2025, 12, 1, tzinfo=UTC)
+DECISIONS = [*Decision]
+REASONS = ["[]", json.dumps([Attention.NO_RETURN_PATH.value]), '["citizen-mail"]']
+SERVICES = [None, "general", "permis"]
+CATEGORIES = [None, "information", "reclamation"]
+Facts = set[tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    server = PostgresServer()
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'facts.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        name = f"f{abs(hash(request.node.nodeid)) % 10**9}"
+        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + f"/{name}"
+    opened = Store(url)
+    yield opened
+    opened.close()
+
+
+def instant(rng: random.Random) -> datetime:
+    """A moment, often a microsecond before a whole second (SQLite's date functions round
+    to the millisecond: the facts must floor)."""
+    fraction = rng.choice([0, 999_999, 999_700, rng.randrange(10**6)])
+    return START + timedelta(seconds=rng.randrange(400 * 86400), microseconds=fraction)
+
+
+def random_state(rng: random.Random) -> dict[str, Any]:
+    """The columns the facts depend on, at random (a reply sometimes set, sometimes not)."""
+    replied = None
+    if rng.random() < 0.6:
+        replied = instant(rng)
+    return {
+        "decision": rng.choice(DECISIONS),
+        "reasons": rng.choice(REASONS),
+        "no_reply": rng.choice([None, None, None, "spam"]),
+        "probe": int(rng.random() < 0.1),
+        "ar_status": rng.choice([*ArStatus]),
+        "transferred": int(rng.random() < 0.2),
+        "first_reply_at": replied,
+        "first_reply_complete": rng.choice([None, 0, 1]) if replied else None,
+        "relances": rng.choice([0, 0, 1, 3, 40]),
+        "service": rng.choice(SERVICES),
+        "category": rng.choice(CATEGORIES),
+    }
+
+
+def insert_random(store: Store, rng: random.Random, count: int) -> None:
+    rows = []
+    for n in range(count):
+        received = instant(rng)
+        rows.append(
+            {
+                "mailbox": rng.choice(["general", "etrangers"]),
+                "folder": "INBOX",
+                "uidvalidity": 1,
+                "uid": n + 1,
+                "content_hash": f"h{n}",
+                "received_at": received,
+                "subject": "Sujet",
+                "size": 100,
+                "defects": "[]",
+                "created_at": received,
+                **random_state(rng),
+            }
+        )
+    with store.engine.begin() as conn:
+        conn.execute(messages.insert(), rows)
+
+
+def update_randomly(store: Store, rng: random.Random) -> None:
+    """Each message: left alone, one watched column changed, all of them, or another
+    column only (which fires no trigger and must change nothing)."""
+    with store.engine.begin() as conn:
+        ids = [row.id for row in conn.execute(sa.select(messages.c.id))]
+        for message_pk in ids:
+            draw = rng.random()
+            if draw < 0.3:
+                continue
+            state = random_state(rng)
+            if draw < 0.6:
+                name = rng.choice(sorted(state))
+                values: dict[str, Any] = {name: state[name]}
+            elif draw < 0.8:
+                values = state | {"received_at": instant(rng), "mailbox": "etrangers"}
+            else:
+                values = {"assignee": "agent", "to_check": 1}
+            conn.execute(messages.update().where(messages.c.id == message_pk).values(**values))
+
+
+def epoch(moment: datetime | None) -> int | None:
+    return None if moment is None else math.floor(moment.timestamp())
+
+
+def expected(store: Store) -> Facts:
+    """The facts, computed in Python from the messages as the indicators define them."""
+    found = set()
+    for m in store.messages():
+        unhandled = m.decision == Decision.QUARANTINE or (
+            m.decision == Decision.SKIP and m.reasons == REASONS[1]
+        )
+        citizen = m.decision == Decision.ACKNOWLEDGE or unhandled
+        if not citizen or m.no_reply is not None or m.probe:
+            continue
+        signature = -1 if m.first_reply_complete is None else m.first_reply_complete
+        flags = (m.ar_status == ArStatus.SENT) + 2 * (m.transferred != 0)
+        flags += 4 * (signature + 1) + 16 * m.relances
+        times = (epoch(m.received_at), m.id, epoch(m.first_reply_at))
+        found.add((*times, flags, m.mailbox, m.service, m.category))
+    return found
+
+
+def stored(store: Store) -> Facts:
+    with store.engine.connect() as conn:
+        return {tuple(row) for row in conn.execute(sa.select(indicator_facts))}
+
+
+def test_the_facts_follow_inserts_updates_deletes_and_a_purge(store: Store) -> None:
+    rng = random.Random(14)
+    insert_random(store, rng, 1500)
+    assert stored(store) == expected(store)
+    assert len(stored(store)) > 300
+    update_randomly(store, rng)
+    assert stored(store) == expected(store)
+    with store.engine.begin() as conn:
+        conn.execute(messages.delete().where(messages.c.id % 7 == 0))
+    assert stored(store) == expected(store)
+    purged = store.purge(START + timedelta(days=200))
+    assert purged > 300
+    facts = stored(store)
+    assert facts == expected(store)
+    assert facts and min(received for received, *_ in facts) >= epoch(START + timedelta(days=200))
+
+
+def alembic(store: Store, action: str, revision: str) -> None:
+    with store.engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        getattr(command, action)(cfg, revision)
+
+
+def test_downgrade_drops_the_facts_and_upgrade_rebuilds_them(store: Store) -> None:
+    rng = random.Random(15)
+    insert_random(store, rng, 400)
+    alembic(store, "downgrade", "0010")
+    assert "indicator_facts" not in sa.inspect(store.engine).get_table_names()
+    update_randomly(store, rng)  # no trigger left to fail
+    alembic(store, "upgrade", "head")
+    assert store.schema_version() == Store.head_version()
+    assert stored(store) == expected(store) != set()
+    update_randomly(store, rng)  # the triggers are back
+    assert stored(store) == expected(store)
+
+
+def test_the_indicators_read_gives_the_facts_back(store: Store) -> None:
+    """``Store.indicator_arrays`` unpacks what it reads into the facts, on both backends."""
+    insert_random(store, random.Random(16), 600)
+    since, until = START, START + timedelta(days=401)
+    arrays = store.indicator_arrays(since, until, "reclamation", service="permis")
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(indicator_facts, messages.c.category)
+            .join(messages, messages.c.id == indicator_facts.c.message_pk)
+            .where(indicator_facts.c.service == "permis")
+        ).all()
+    assert len(rows) > 50
+    read = sorted(
+        zip(
+            arrays["received"].tolist(),
+            arrays["replied"].tolist(),
+            arrays["complaint"].tolist(),
+            arrays["ar_sent"].tolist(),
+            arrays["transferred"].tolist(),
+            arrays["signature"].tolist(),
+            arrays["relances"].tolist(),
+            strict=True,
+        )
+    )
+    assert read == sorted(
+        (
+            row.received,
+            -1 if row.replied is None else row.replied,
+            row.category == "reclamation",
+            bool(row.flags & 1),
+            bool(row.flags & 2),
+            (row.flags >> 2 & 3) - 1,
+            row.flags >> 4,
+        )
+        for row in rows
+    )
+
+
+def test_the_reports_listing_is_indicator_rows_with_unix_seconds(store: Store) -> None:
+    """The report's listing (from the facts) holds the messages ``indicator_rows`` gives,
+    their times as Unix seconds, in order of receipt."""
+    insert_random(store, random.Random(17), 500)
+    since, until = START + timedelta(days=30), START + timedelta(days=300)
+    listing = store.indicator_listing(since, until)
+    rows = store.indicator_rows(since, until)
+    assert len(listing) == len(rows) > 100
+    assert [(r["received"], r["id"]) for r in listing] == sorted(
+        (r["received"], r["id"]) for r in listing
+    )
+    by_id = {r["id"]: r for r in rows}
+    for found in listing:
+        row = by_id[found["id"]]
+        assert found["received"] == epoch(row["received_at"])
+        assert found["replied"] == epoch(row["replied_at"])
+        for name in ("attention", "reference", "mailbox", "subject", "service", "category"):
+            assert found[name] == row[name], name
+        for name in ("relances", "first_reply_complete", "reorient"):
+            assert found[name] == row[name], name
