@@ -275,6 +275,12 @@ class RoutingModelConfig(Model):
     rule_damping: float = Field(default=10, ge=0)
     min_confidence: float = Field(default=0.5, ge=0, le=1)
     complaint_min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # The model's binary complaint head must say "complaint" with at least this probability
+    # for the complaint category to be given (a model without that head: no such gate).
+    complaint_model_min: float = Field(default=0.5, ge=0, le=1)
+    # At this probability or above, the complaint head gives the complaint category even
+    # against the rules' points (no strong rule, a service that may have it); None: never.
+    complaint_model_sure: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("file")
     @classmethod

@@ -3,6 +3,7 @@ scikit-learn's, the stated combination, strong rules, "to check", corrections, t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,9 +17,10 @@ from sklearn.linear_model import LogisticRegression
 
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
-from mailbot.core.classifier import load, raw_counts, save
+from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
+from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
-from mailbot.core.routing import RoutingInput, decide
+from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import routing_text, split_quoted
 from mailbot.store import NewMessage, Store
 from mailbot.store.schema import corrections, messages, outbox
@@ -62,7 +64,12 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
     counts = [raw_counts(*s.words) for s in samples]
     matrix = training._matrix(counts, loaded.features, loaded.idf)
-    reference = LogisticRegression(C=training.DEFAULT_C, solver="newton-cg", max_iter=500)
+    reference = LogisticRegression(
+        C=training.DEFAULT_C,
+        solver="newton-cg",
+        max_iter=500,
+        class_weight=training.SERVICE_WEIGHT,  # the service head is compared
+    )
     reference.fit(matrix, [s.service for s in samples])
     for i, sample in enumerate(samples[:20]):
         ours = loaded.classify(sample.facts.subject, replace_text(sample)).get("service")
@@ -197,3 +204,84 @@ def test_model_settings_refuse_a_missing_file(tmp_path: Path) -> None:
     assert RoutingModelConfig(file=tmp_path / "x.npz").rule_weight == 0.5
     with pytest.raises(Exception, match="routing model"):
         load(tmp_path / "absent.npz")
+
+
+def complaint_settings(**bars: float | None) -> RoutingModelConfig:
+    values = {"rule_weight": 0.5, "rule_damping": 10.0, "complaint_min_confidence": 0.3, **bars}
+    return RoutingModelConfig(file=Path("unused.npz"), **values)  # type: ignore[arg-type]
+
+
+CATEGORY_SAID = Prediction(("reclamation", "information"), (0.8, 0.2))
+
+
+@pytest.mark.parametrize(
+    ("probability", "bars", "expected"),
+    [
+        (None, {}, "reclamation"),  # a model without the head: no gate
+        (0.7, {"complaint_model_min": 0.5}, "reclamation"),
+        (0.4, {"complaint_model_min": 0.5}, "information"),  # the head says no: gated
+        (0.4, {"complaint_model_min": 0.5, "complaint_model_sure": 0.9}, "information"),
+    ],
+)
+def test_complaint_head_gates_the_complaint_category(
+    probability: float | None, bars: dict[str, float], expected: str
+) -> None:
+    settings = complaint_settings(**bars)
+    decided = combine_category({}, CATEGORY_SAID, settings, "", "reclamation", probability)
+    assert decided.label == expected
+
+
+def test_a_sure_complaint_head_gives_the_category_against_the_rules() -> None:
+    """Rules read a question's words; the head, very sure, makes it a complaint."""
+    said = Prediction(("information", "reclamation"), (0.9, 0.1))
+    points = {"information": 30}
+    sure = complaint_settings(complaint_model_min=0.5, complaint_model_sure=0.8)
+    assert combine_category(points, said, sure, "", "reclamation", 0.85).label == "reclamation"
+    assert combine_category(points, said, sure, "", "reclamation", 0.75).label == "information"
+    never = complaint_settings(complaint_model_min=0.5)  # complaint_model_sure: None
+    assert combine_category(points, said, never, "", "reclamation", 0.99).label == "information"
+
+
+def test_a_gated_complaint_does_not_come_back_through_the_allowed_categories() -> None:
+    """qualite-accueil may not have `information`: the next allowed category is chosen,
+    never the complaint the gate refused."""
+    settings = complaint_settings(complaint_model_min=0.5)
+    said = Prediction(("information", "reclamation", "autre"), (0.6, 0.3, 0.1))
+    decided = combine_category({}, said, settings, "", "reclamation", 0.2)
+    assert decided.label == "information" and "reclamation" in decided.refused
+    assert CONFIG.routing is not None
+    chosen = allowed_category(
+        CONFIG.routing, "qualite-accueil", "information", decided.allowed_scores
+    )
+    assert chosen != "reclamation"
+
+
+def test_trained_model_has_a_binary_complaint_head_with_balanced_weights(tmp_path: Path) -> None:
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    model = training.fit(samples, c=20.0)
+    assert model.meta["class_weight"] == "balanced"
+    head = model.heads["complaint"]
+    assert sorted(head.classes) == sorted((COMPLAINT_YES, COMPLAINT_NO))
+    path = tmp_path / "m.npz"
+    save(path, model.features, model.idf, model.heads, model.meta)
+    loaded = load(path)
+    complaint = next(s for s in samples if s.category == "reclamation")
+    said = loaded.classify(complaint.facts.subject, replace_text(complaint))["complaint"]
+    assert said.probability(COMPLAINT_YES) + said.probability(COMPLAINT_NO) == pytest.approx(
+        1, abs=1e-3
+    )
+    decision = decide(complaint.facts, replace(compiled_routing(CONFIG), model=loaded))  # type: ignore[arg-type]
+    assert decision.confidence["complaint"] == said.probability(COMPLAINT_YES)
+    assert decision.model["complaint"][0][0] in (COMPLAINT_YES, COMPLAINT_NO)
+
+
+def test_explain_shows_the_complaint_head_and_its_bars() -> None:
+    mail = ROOT / "tests" / "data" / "corpus" / "dev"
+    first = sorted(mail.glob("*.eml"))[0]
+    done = cli(ROOT / "rules.yaml", "explain", str(first), "--json")
+    model = json.loads(done.stdout)["model"]
+    assert CONFIG.routing is not None and CONFIG.routing.model is not None
+    assert model["complaint_model_min"] == CONFIG.routing.model.complaint_model_min
+    assert 0 <= model["confidence"]["complaint"] <= 1
+    text = cli(ROOT / "rules.yaml", "explain", str(first)).stdout
+    assert "model:    complaint: " in text

@@ -26,6 +26,10 @@ class Explanation:
     language: str | None
     ar: ArDecision
     routing: RoutingDecision | None
+    # The model's complaint head: the bar it must reach for the complaint category, and the
+    # one at which it gives that category alone (issue 13); None without a model.
+    complaint_model_min: float | None = None
+    complaint_model_sure: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         routing = self.routing
@@ -47,17 +51,22 @@ class Explanation:
                 for hit in (routing.rule_hits if routing else ())
             ],
             # issue 13: the model's top three per head, how sure, and a weak decision held
-            "model": _model_part(routing),
+            "model": _model_part(routing, self.complaint_model_min, self.complaint_model_sure),
             "to_check": routing.to_check if routing else False,
         }
 
 
-def _model_part(routing: RoutingDecision | None) -> dict[str, Any] | None:
+def _model_part(
+    routing: RoutingDecision | None, complaint_min: float | None, complaint_sure: float | None
+) -> dict[str, Any] | None:
     if routing is None or not routing.model:
         return None
+    gated = "complaint" in routing.confidence
     return {
         **{head: [[label, p] for label, p in top] for head, top in routing.model.items()},
         "confidence": dict(routing.confidence),
+        "complaint_model_min": complaint_min if gated else None,
+        "complaint_model_sure": complaint_sure if gated else None,
         "strong": list(routing.strong),
     }
 
@@ -70,7 +79,11 @@ def explain(
     ar = decide_ar(parsed, policy_context(config, mailbox))
     facts = routing_input(config, mailbox, parsed)
     decision = decide(facts, routing) if routing else None
-    return Explanation(mailbox, parsed.subject, facts.language, ar, decision)
+    settings = routing.config.model if routing else None
+    low, sure = (
+        (settings.complaint_model_min, settings.complaint_model_sure) if settings else (None, None)
+    )
+    return Explanation(mailbox, parsed.subject, facts.language, ar, decision, low, sure)
 
 
 def guess_mailbox(config: Config, raw: bytes) -> str:
@@ -93,6 +106,8 @@ def _model_lines(e: dict[str, Any]) -> list[str]:
             top = ", ".join(f"{label} {p:.0%}" for label, p in model[head])
             lines.append(f"  model:    {head}: {top}")
     sure = model["confidence"]
+    if "complaint" in sure:
+        lines.append(_complaint_line(sure["complaint"], model))
     lines.append(
         f"  combined: service {sure.get('service', 0):.0%}, category {sure.get('category', 0):.0%}"
         + (f"   strong rule: {', '.join(model['strong'])}" if model["strong"] else "")
@@ -103,6 +118,18 @@ def _model_lines(e: dict[str, Any]) -> list[str]:
             " (no transfer, no re-orientation) for an agent to check"
         )
     return lines
+
+
+def _complaint_line(probability: float, model: dict[str, Any]) -> str:
+    """What the complaint head's probability allows: the category, or not, or alone."""
+    low, high = model["complaint_model_min"], model["complaint_model_sure"]
+    if high is not None and probability >= high:
+        verdict = f"at least {high:.0%}: the category is reclamation"
+    elif probability >= low:
+        verdict = f"at least {low:.0%}: the category may be reclamation"
+    else:
+        verdict = f"below {low:.0%}: the category cannot be reclamation"
+    return f"  model:    complaint: {probability:.0%} ({verdict})"
 
 
 def format_text(path: str, explanation: Explanation) -> str:

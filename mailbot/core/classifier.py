@@ -8,8 +8,9 @@ gives scikit-learn the matrix built here) and in production, so the two can neve
 apart. Hashing means the model file holds numbers only, never a word of a citizen's mail.
 
 The model is a ``.npz`` file read with ``allow_pickle=False``: the hashed ids of the
-features seen in training, their IDF, and for each head (service, category) the
-coefficients, intercepts and class names of a multinomial logistic regression, plus a
+features seen in training, their IDF, and for each head (service, category, re-orientation
+target, and the binary complaint head) the coefficients, intercepts and class names of a
+logistic regression, plus a
 JSON header (format version, hash of the training data, date, counts). Loading it takes a
 few milliseconds; classifying a mail, a fraction of a millisecond.
 """
@@ -40,7 +41,9 @@ TEXT_LIMIT = 6000  # characters of own text the model reads (the request is near
 QUOTED_LIMIT = 1500
 _WORD = re.compile(r"\w+")
 _MASK = (1 << HASH_BITS) - 1
-HEADS = ("service", "category", "reorient")  # reorient: the target, when re-oriented
+# reorient: the target, when re-oriented; complaint: a binary head, complaint or not
+HEADS = ("service", "category", "reorient", "complaint")
+COMPLAINT_YES, COMPLAINT_NO = "complaint", "not-complaint"  # the complaint head's classes
 
 
 def _h(feature: str) -> int:
@@ -87,6 +90,9 @@ class Prediction:
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.classes, self.probabilities, strict=True))
+
+    def probability(self, label: str) -> float:
+        return self.as_dict().get(label, 0.0)
 
 
 @dataclass(frozen=True)

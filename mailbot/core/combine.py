@@ -7,7 +7,11 @@ is not certainty), and the highest score wins. The winning score is the decision
 confidence. A service decision below ``min_confidence`` that would move the mail (a
 transfer or a re-orientation) is not carried out: the mail stays with its mailbox's own
 service, marked *to check*. The complaint category, which feeds the Qual-e-pref
-indicators, is given only at ``complaint_min_confidence`` or above, else the next category.
+indicators, is given only at ``complaint_min_confidence`` or above **and** when the model's
+binary complaint head says "complaint" with a probability of ``complaint_model_min`` or
+above, else the next category; and it is given whatever the other scores when that head says
+"complaint" at ``complaint_model_sure`` or above (the rules read words, and a complaint is
+often written in the words of a question).
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ class Combined:
     label: str
     confidence: float
     scores: Mapping[str, float]
+    refused: frozenset[str] = frozenset()  # labels below their own bar, never to be chosen
+
+    @property
+    def allowed_scores(self) -> dict[str, float]:
+        """The scores of the labels that may still be chosen (for routing.allowed_category)."""
+        return {k: v for k, v in self.scores.items() if k not in self.refused}
 
 
 def rule_shares(points: Mapping[str, int], damping: float) -> dict[str, float]:
@@ -53,7 +63,8 @@ def combine(
     }
     ranked = sorted(scores, key=lambda label: (-scores[label], label))
     best = next((label for label in ranked if label not in refused), ranked[0])
-    return Combined(best, round(scores[best], 4), {k: round(scores[k], 4) for k in ranked})
+    rounded = {k: round(scores[k], 4) for k in ranked}
+    return Combined(best, round(scores[best], 4), rounded, refused)
 
 
 def category(
@@ -62,10 +73,25 @@ def category(
     settings: RoutingModelConfig,
     fallback: str,
     complaint: str,
+    complaint_probability: float | None = None,
 ) -> Combined:
     """The category, the complaint one only when sure enough (a question counted as a
-    complaint distorts the audit more than a complaint left as a question)."""
+    complaint distorts the audit more than a complaint left as a question): its combined
+    score and, with a complaint head in the model, that head's probability both pass — or
+    that head alone is very sure (``complaint_model_sure``)."""
     first = combine(points, model, settings, fallback)
+    sure = settings.complaint_model_sure
+    if complaint_probability is not None and sure is not None and complaint_probability >= sure:
+        return (
+            first
+            if first.label == complaint
+            else Combined(complaint, complaint_probability, first.scores)
+        )
+    gated = complaint_probability is not None and (
+        complaint_probability < settings.complaint_model_min
+    )
     if first.label == complaint and first.confidence < settings.complaint_min_confidence:
+        gated = True
+    if gated:
         return combine(points, model, settings, fallback, frozenset({complaint}))
     return first

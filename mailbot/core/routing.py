@@ -22,7 +22,7 @@ from mailbot.config import (
     RoutingModelConfig,
     RoutingRule,
 )
-from mailbot.core.classifier import Classifier
+from mailbot.core.classifier import COMPLAINT_YES, Classifier
 from mailbot.core.combine import category as combine_category
 from mailbot.core.combine import combine
 from mailbot.core.keywords import KeywordMatcher, Words, normalize, phrase_pattern
@@ -371,12 +371,14 @@ def _with_model(
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
     service = combine(tally.services, said["service"], settings, default.service if default else "")
+    gate = said.get("complaint")
     category = combine_category(
         tally.categories,
         said["category"],
         settings,
         default.category if default else "",
         routing.config.complaint_category,
+        gate.probability(COMPLAINT_YES) if gate is not None else None,
     )
     chosen_service, service_confidence = service.label, service.confidence
     if tally.strong_service is not None:
@@ -385,7 +387,7 @@ def _with_model(
     if tally.strong_category is not None:
         chosen_category, category_confidence = tally.strong_category, 1.0
     chosen_category = allowed_category(
-        routing.config, chosen_service, chosen_category, category.scores
+        routing.config, chosen_service, chosen_category, category.allowed_scores
     )
     target = _target(tally, chosen_service)
     if chosen_service == REORIENT_SERVICE and target is None and "reorient" in said:
@@ -399,7 +401,11 @@ def _with_model(
         target,
         own,
         to_check=moves and (weak or (chosen_service == REORIENT_SERVICE and target is None)),
-        confidence={"service": service_confidence, "category": category_confidence},
+        confidence={
+            "service": service_confidence,
+            "category": category_confidence,
+            **({"complaint": gate.probability(COMPLAINT_YES)} if gate is not None else {}),
+        },
         model={name: prediction.top(3) for name, prediction in said.items()},
     )
 
