@@ -141,9 +141,9 @@ def prepare(tree: Path, base: Path, workdir: Path, n: int) -> Path:
     """A copy of the base database, migrated by ``tree``'s own mailbot; its config."""
     db = workdir / f"tree{n}.db"
     shutil.copyfile(base, db)
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((tree / "rules.yaml").read_text(encoding="utf-8"))  # its own keys
     data["database"] = f"sqlite:///{db}"
-    data["templates"] = str(ROOT / "templates")
+    data["templates"] = str(tree / "templates")
     config = workdir / f"rules{n}.yaml"
     config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     cli = [sys.executable, "-m", "mailbot.cli", "--config", str(config), "-q", "migrate"]

@@ -160,10 +160,15 @@ def fill(user: MailUser, count: int, mail: Callable[[int], bytes] = realistic_ma
 
 
 def write_config(
-    workdir: Path, users: dict[str, MailUser], smtp: Any, routing: bool = False
+    workdir: Path,
+    users: dict[str, MailUser],
+    smtp: Any,
+    routing: bool = False,
+    tree: Path = ROOT,
 ) -> Path:
-    """The shipped rules.yaml on the test servers; routing off unless asked."""
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    """A tree's shipped rules.yaml on the test servers; routing off unless asked. Each tree
+    reads its own rules, templates and model: an older tree may not know a newer key."""
+    data = yaml.safe_load((tree / "rules.yaml").read_text(encoding="utf-8"))
     if not routing:
         data.pop("routing", None)
     else:
@@ -178,7 +183,7 @@ def write_config(
     }
     data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True)
     data["database"] = f"sqlite:///{workdir / 'bench.db'}"
-    data["templates"] = str(ROOT / "templates")
+    data["templates"] = str(tree / "templates")
     data["policy"] = {"rate_limit": {"max_per_sender": 1000, "window_hours": 24}}
     data["polling"] = {"interval_seconds": 3600, "batch_size": 200, "use_idle": True}
     path = workdir / "rules.yaml"
@@ -275,7 +280,7 @@ def bench_scenario(
     for tree, user in zip(trees, users, strict=True):
         sink.clear()
         with tempfile.TemporaryDirectory() as tmp:
-            config = write_config(Path(tmp), {"general": user}, sink, routing=True)
+            config = write_config(Path(tmp), {"general": user}, sink, routing=True, tree=tree)
             result = run_mailbot(tree, config)
         expected = int(result["acknowledged"]) * (1 + FORWARDS[scenario])
         received = sink.wait_for(expected)

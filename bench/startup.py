@@ -92,7 +92,7 @@ def first_mail(
     with user.connect() as client:
         client.append("INBOX", realistic_mail(n))
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), {"general": user}, smtp, routing=True)
+        config = write_config(Path(tmp), {"general": user}, smtp, routing=True, tree=tree)
         if at_head:
             child(tree, "--config", str(config), "migrate")()
         smtp.clear()
@@ -127,7 +127,7 @@ def main() -> None:
         print(f"{tree}: mailbot --help: {helps[tree]}")
     with DovecotServer() as dovecot, SmtpServer() as smtp:
         for tree in trees:  # the render cache, as after `mailbot check` at deployment
-            child(tree, "--config", str(ROOT / "rules.yaml"), "templates", "check")()
+            child(tree, "--config", str(tree / "rules.yaml"), "templates", "check")()
         for n in range(args.repeat):
             for tree in trees:
                 first_mail(dovecot, smtp, tree, n, False, new_db[tree])
