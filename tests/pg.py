@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 
 def _bin(name: str) -> str:
     found = shutil.which(name) or next(
@@ -72,3 +74,15 @@ class PostgresServer:
     def stop(self) -> None:
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def fresh_database(server_url: str, prefix: str, test_id: str) -> str:
+    """A new, empty database on a running test cluster for one test (named from its id, so
+    parametrised runs and xdist workers never share one); its URL."""
+    name = f"{prefix}{abs(hash(test_id)) % 10**9}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 from poison import citizen
 
 from mailbot.app import intake
@@ -46,13 +46,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mailbot.db'}"
     base: str = request.getfixturevalue("postgres")
-    name = f"b{abs(hash(request.node.nodeid)) % 10**9}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return base.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(base, "b", request.node.nodeid)
 
 
 @pytest.fixture

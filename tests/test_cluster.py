@@ -12,10 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from cluster_run import run_scenario
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
 from test_alerts import ROOT, TODAY, fill
 from test_e2e import write_config
@@ -47,13 +46,7 @@ def postgres() -> Iterator[str]:
 
 @pytest.fixture
 def pg_url(postgres: str, request: pytest.FixtureRequest) -> str:
-    name = f"c{abs(hash(request.node.nodeid)) % 10**9}"
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return postgres.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(postgres, "c", request.node.nodeid)
 
 
 def keeper(store: Store, name: str, stop: threading.Event, lease: float = 2.0) -> Keeper:

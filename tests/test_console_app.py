@@ -11,8 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlalchemy as sa
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 
 from mailbot.app import assignment, no_reply, presence, queue
 from mailbot.app.report import ReportBuilder
@@ -52,13 +51,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = f"sqlite:///{tmp_path / 'mailbot.db'}"
     else:
         base = request.getfixturevalue("postgres_url")
-        name = f"c{abs(hash(request.node.nodeid)) % 10**9}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+        url = fresh_database(base, "c", request.node.nodeid)
     opened = Store(url)
     yield opened
     opened.close()

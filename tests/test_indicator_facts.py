@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 
 from mailbot.core.statuses import ArStatus, Attention, Decision
 from mailbot.store import MIGRATIONS, Store
@@ -49,13 +49,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = f"sqlite:///{tmp_path / 'facts.db'}"
     else:
         base = request.getfixturevalue("postgres_url")
-        name = f"f{abs(hash(request.node.nodeid)) % 10**9}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+        url = fresh_database(base, "f", request.node.nodeid)
     opened = Store(url)
     yield opened
     opened.close()

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 from poison import citizen, poison_mails
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import write_config
@@ -48,13 +48,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mailbot.db'}"
     base: str = request.getfixturevalue("postgres")
-    name = f"p{abs(hash(request.node.nodeid)) % 10**9}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return base.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(base, "p", request.node.nodeid)
 
 
 @pytest.fixture

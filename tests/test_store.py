@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pg import PostgresServer
+from pg import PostgresServer, fresh_database
 
 from mailbot.app.delivery import recover_interrupted
 from mailbot.store import NewMessage, Store, metadata
@@ -40,13 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         url = f"sqlite:///{tmp_path / 'sub' / 'mailbot.db'}"
     else:
         base = request.getfixturevalue("postgres_url")
-        name = f"t{abs(hash(request.node.nodeid)) % 10**9}"
-        admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        admin.dispose()
-        url = base.rsplit("/", 1)[0] + f"/{name}"
+        url = fresh_database(base, "t", request.node.nodeid)
     opened = Store(url)
     yield opened
     opened.close()
