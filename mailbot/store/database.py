@@ -375,20 +375,11 @@ class Store:
         """
         query = (
             sa.select(
-                messages.c.id,
-                attention().label("attention"),
-                messages.c.reference,
-                messages.c.mailbox,
-                messages.c.subject,
-                messages.c.service,
-                messages.c.category,
+                *_listed(),
                 messages.c.received_at,
                 messages.c.ar_status,
                 messages.c.first_reply_at.label("replied_at"),
                 messages.c.transferred,
-                messages.c.relances,
-                messages.c.first_reply_complete,
-                messages.c.reorient,
             )
             .where(self._citizens(since, until, long_period=False))
             .order_by(messages.c.received_at, messages.c.id)
@@ -449,20 +440,7 @@ class Store:
         ``indicator_facts``, so that twenty thousand rows cost no datetime each."""
         facts = indicator_facts.c
         query = (
-            sa.select(
-                messages.c.id,
-                attention().label("attention"),
-                messages.c.reference,
-                messages.c.mailbox,
-                messages.c.subject,
-                messages.c.service,
-                messages.c.category,
-                messages.c.relances,
-                messages.c.first_reply_complete,
-                messages.c.reorient,
-                facts.received,
-                facts.replied,
-            )
+            sa.select(*_listed(), facts.received, facts.replied)
             .join(messages, messages.c.id == facts.message_pk)
             .where(
                 facts.received >= int(since.timestamp()), facts.received < int(until.timestamp())
@@ -554,3 +532,21 @@ def _head_from_files(versions: Path) -> str | None:
             revised.add(down)
     heads = revisions - revised
     return heads.pop() if len(heads) == 1 else None
+
+
+def _listed() -> tuple[Any, ...]:
+    """The columns every listing of citizens' messages shows (alerts, the unanswered list,
+    the report), whichever table its times come from."""
+    c = messages.c
+    return (
+        c.id,
+        attention().label("attention"),
+        c.reference,
+        c.mailbox,
+        c.subject,
+        c.service,
+        c.category,
+        c.relances,
+        c.first_reply_complete,
+        c.reorient,
+    )
