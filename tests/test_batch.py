@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from pg import PostgresServer, fresh_database
 from poison import citizen
+from refusals import allow_rows, query, refuse_rows
 
 from mailbot.app import intake
 from mailbot.app.context import App, build_app
@@ -56,45 +57,6 @@ def app(database: str, tmp_path: Path) -> Iterator[App]:
     built.store.close()
 
 
-def query(url: str, sql: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(sql))
-            return list(result) if result.returns_rows else []
-    finally:
-        engine.dispose()
-
-
-def refuse(url: str, uid: int, *, quarantine_too: bool = False) -> None:
-    """Make the database refuse the row of the mail with this UID, as a constraint would."""
-    which = "" if quarantine_too else " AND NEW.decision <> 'quarantine'"
-    if url.startswith("sqlite"):
-        query(
-            url,
-            f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid = {uid}{which} "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        )
-        return
-    query(
-        url,
-        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-        f"IF NEW.uid = {uid}{which} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
-        "RETURN NEW; END $$ LANGUAGE plpgsql",
-    )
-    query(
-        url,
-        "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
-
-
-def allow(url: str) -> None:
-    query(
-        url,
-        "DROP TRIGGER refuse" if url.startswith("sqlite") else "DROP TRIGGER refuse ON messages",
-    )
-
-
 def mails(uids: range) -> list[IncomingMail]:
     return [IncomingMail(uid, RECEIVED, citizen(uid, f"Demande numéro {uid}")) for uid in uids]
 
@@ -111,7 +73,7 @@ def recorded(url: str) -> list[tuple[int, str, str | None]]:
 
 
 def test_a_refused_mail_in_the_middle_is_quarantined_alone(app: App, database: str) -> None:
-    refuse(database, 3)
+    refuse_rows(database, 3)
     outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
     assert [o.decision for o in outcomes] == ["acknowledge"] * 2 + ["quarantine"] + [
         "acknowledge"
@@ -141,12 +103,12 @@ def test_a_refused_mail_in_the_middle_is_quarantined_alone(app: App, database: s
 def test_a_mail_even_its_quarantine_refused_ends_the_batch_below_it(
     app: App, database: str
 ) -> None:
-    refuse(database, 3, quarantine_too=True)
+    refuse_rows(database, 3, quarantine_too=True)
     with pytest.raises(StoreError, match="UID 3"):
         app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
     assert [uid for uid, *_ in recorded(database)] == [1, 2]  # what came before commits
     assert last_uid(database) == 2  # mail 3 is read again, never skipped
-    allow(database)
+    allow_rows(database)
     start = app.pipeline.start_folder(*WHERE)
     assert start == 2
     app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from pg import PostgresServer, fresh_database
 from poison import citizen, poison_mails
+from refusals import allow_rows, query, refuse_rows
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import write_config
 
@@ -54,16 +54,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def etrangers(dovecot: DovecotServer) -> MailUser:
     return dovecot.new_user("etr")
-
-
-def query(url: str, sql: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(sql))
-            return list(result) if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -124,36 +114,6 @@ def wait_until(condition: Any, timeout: float = 60, what: str = "") -> None:
 
 def ars_to(smtp: SmtpServer, address: str) -> int:
     return sum(r.rcpt_tos == (address,) for r in smtp.messages)
-
-
-def refuse_rows(url: str, uid: int, *, quarantine_too: bool) -> None:
-    """Make the database refuse the row of the mail with this UID, as a constraint would."""
-    Store(url).close()  # the schema first
-    which = "" if quarantine_too else " AND NEW.decision <> 'quarantine'"
-    if url.startswith("sqlite"):
-        query(
-            url,
-            f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid = {uid}{which} "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        )
-        return
-    query(
-        url,
-        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-        f"IF NEW.uid = {uid}{which} THEN RAISE EXCEPTION 'refused by the test'; END IF; "
-        "RETURN NEW; END $$ LANGUAGE plpgsql",
-    )
-    query(
-        url,
-        "CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()",
-    )
-
-
-def allow_rows(url: str) -> None:
-    query(
-        url,
-        "DROP TRIGGER refuse" if url.startswith("sqlite") else "DROP TRIGGER refuse ON messages",
-    )
 
 
 def no_python_traceback(err: str) -> bool:
