@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pg import PostgresServer, fresh_database
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
-SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server"}
+SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server", "postgres", "database"}
 _CACHE_DIR = pytest.StashKey[str]()
 
 
@@ -90,3 +91,22 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """One private PostgreSQL cluster per test process; each test takes a database of its own
+    in it (``pg.fresh_database``), so tests never see each other's rows."""
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A new database's URL for one test, on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailbot.db'}"
+    return fresh_database(request.getfixturevalue("postgres"), "d", request.node.nodeid)

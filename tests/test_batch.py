@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pg import PostgresServer, fresh_database
 from poison import citizen
 from refusals import allow_rows, query, refuse_rows
 
@@ -32,22 +31,6 @@ from mailbot.mail.smtp import FileTransport
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 WHERE = ("general", "INBOX", 1)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    server = PostgresServer()
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailbot.db'}"
-    base: str = request.getfixturevalue("postgres")
-    return fresh_database(base, "b", request.node.nodeid)
 
 
 @pytest.fixture

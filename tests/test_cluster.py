@@ -7,14 +7,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from cluster_run import run_scenario
-from pg import PostgresServer, fresh_database
+from pg import fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
 from test_alerts import ROOT, TODAY, fill
 from test_e2e import write_config
@@ -34,14 +33,6 @@ from mailbot.store.cluster import Cluster
 from mailbot.worker import make_worker
 
 INBOX = folder_lease("general", "INBOX")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    server = PostgresServer()
-    url = server.start()
-    yield url
-    server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from pg import PostgresServer, fresh_database
 
 from mailbot.app import assignment, no_reply, presence, queue
 from mailbot.app.report import ReportBuilder
@@ -36,23 +35,10 @@ def config() -> Config:
     return load_config(ROOT / "rules.yaml")
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    server = PostgresServer()
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
     """The store on SQLite and on a real PostgreSQL (the queue's SQL, upserts)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailbot.db'}"
-    else:
-        base = request.getfixturevalue("postgres_url")
-        url = fresh_database(base, "c", request.node.nodeid)
-    opened = Store(url)
+    opened = Store(database)
     yield opened
     opened.close()
 

@@ -15,14 +15,12 @@ import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from pg import PostgresServer, fresh_database
 
 from mailbot.core.statuses import ArStatus, Attention, Decision
 from mailbot.store import MIGRATIONS, Store
@@ -36,21 +34,9 @@ CATEGORIES = [None, "information", "reclamation"]
 Facts = set[tuple[Any, ...]]
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    server = PostgresServer()
-    yield server.start()
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'facts.db'}"
-    else:
-        base = request.getfixturevalue("postgres_url")
-        url = fresh_database(base, "f", request.node.nodeid)
-    opened = Store(url)
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    opened = Store(database)
     yield opened
     opened.close()
 

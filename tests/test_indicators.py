@@ -237,17 +237,16 @@ def test_filters_by_service(config: Path) -> None:
     assert figures["received"] == 4 and figures["transfers"] == 4
 
 
-def test_same_figures_on_postgresql() -> None:
+def test_same_figures_on_postgresql(postgres: str, request: pytest.FixtureRequest) -> None:
     """The vectorised read works on PostgreSQL too (epoch seconds computed by the server)."""
     from datetime import date
 
-    from pg import PostgresServer
+    from pg import fresh_database
 
     from mailbot.core.indicators import arrays_from_store, compute_arrays
     from mailbot.core.workdays import WorkingCalendar
 
-    server = PostgresServer()
-    store = Store(server.start())
+    store = Store(fresh_database(postgres, "i", request.node.nodeid))
     try:
         load_scenario(store)
         calendar = WorkingCalendar()
@@ -261,4 +260,3 @@ def test_same_figures_on_postgresql() -> None:
             assert getattr(result, name) == pytest.approx(expected), name
     finally:
         store.close()
-        server.stop()

@@ -15,14 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pg import PostgresServer, fresh_database
 from poison import citizen, poison_mails
 from refusals import allow_rows, query, refuse_rows
 from servers import DovecotServer, MailUser, SmtpServer
@@ -33,22 +31,6 @@ from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import Store
 
 GOOD = citizen(99, "Demande de rendez-vous en préfecture")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    server = PostgresServer()
-    url = server.start()
-    yield url
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailbot.db'}"
-    base: str = request.getfixturevalue("postgres")
-    return fresh_database(base, "p", request.node.nodeid)
 
 
 @pytest.fixture

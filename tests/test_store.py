@@ -17,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pg import PostgresServer, fresh_database
+from pg import fresh_database
 
 from mailbot.app.delivery import recover_interrupted
 from mailbot.store import NewMessage, Store, metadata
@@ -26,20 +26,12 @@ from mailbot.store.database import MIGRATIONS
 PARIS = ZoneInfo("Europe/Paris")
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    server = PostgresServer()
-    url = server.start()
-    yield url
-    server.stop()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'sub' / 'mailbot.db'}"
     else:
-        base = request.getfixturevalue("postgres_url")
+        base = request.getfixturevalue("postgres")
         url = fresh_database(base, "t", request.node.nodeid)
     opened = Store(url)
     yield opened
