@@ -7,27 +7,20 @@ interpreter, on the modules it has loaded (a behaviour, not a timing).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from fresh_imports import modules_after
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("sqlalchemy", "jinja2", "numpy", "pydantic", "alembic", "lingua", "yaml", "tqdm")
 
 
 def loaded_after(code: str) -> set[str]:
-    probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
-    run = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    return {name.split(".")[0] for name in json.loads(run.stdout.splitlines()[-1])}
+    """The top-level packages a fresh interpreter loaded after ``code``."""
+    return {name.split(".")[0] for name in modules_after(code)}
 
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from fresh_imports import modules_after
 from pg import fresh_database
 
 from mailbot.app.delivery import recover_interrupted
@@ -82,19 +80,9 @@ def test_the_head_read_from_the_files_is_alembics(store: Store) -> None:
 def test_a_start_at_head_imports_no_alembic(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'mailbot.db'}"
     Store(url).close()  # created and migrated
-    probe = (
-        "import sys\nfrom mailbot.store import Store\n"
-        f"Store({url!r}).close()\nprint('alembic' in sys.modules)"
+    assert "alembic" not in modules_after(
+        f"from mailbot.store import Store\nStore({url!r}).close()"
     )
-    root = Path(__file__).resolve().parent.parent
-    run = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PYTHONPATH=str(root)),
-    )
-    assert run.stdout.strip() == "False"
 
 
 def test_reopening_keeps_data_and_version(store: Store) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import holidays
 import numpy as np
 import pytest
+from fresh_imports import modules_after
 
 from mailbot.core.workdays import WorkingCalendar, public_holidays
 
@@ -125,19 +122,10 @@ def test_france_loaded_alone_gives_the_librarys_holidays(subdivision: str | None
 
 
 def test_a_calendar_does_not_import_every_country() -> None:
-    root = Path(__file__).resolve().parent.parent
-    probe = (
-        "import sys\nfrom mailbot.core.workdays import WorkingCalendar\nWorkingCalendar().holidays\n"
-        "print(sorted(m for m in sys.modules if m.startswith('holidays.countries')))"
+    loaded = modules_after(
+        "from mailbot.core.workdays import WorkingCalendar\nWorkingCalendar().holidays"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PYTHONPATH=str(root)),
-    )
-    assert run.stdout.strip() == "[]"
+    assert sorted(m for m in loaded if m.startswith("holidays.countries")) == []
 
 
 def test_running_count_equals_busday_count_inside_and_outside_the_years() -> None:
