@@ -82,7 +82,7 @@ def test_backup_copies_a_database_being_written(
 ) -> None:
     config = offline_config(tmp_path)
     store = Store(load_config(config).database)
-    stop = threading.Event()
+    stop, writing = threading.Event(), threading.Event()
 
     def write() -> None:  # a worker queueing mail all along
         n = 0
@@ -90,10 +90,14 @@ def test_backup_copies_a_database_being_written(
             with store.transaction() as tx:
                 tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", f"<{n}@x>", b"x" * 500)
             n += 1
+            writing.set()
 
     writer = threading.Thread(target=write)
     writer.start()
+    # The backup starts once rows are being written (a quick start could otherwise copy an
+    # empty outbox before the writer's first commit).
     try:
+        assert writing.wait(timeout=30)
         result = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
     finally:
         stop.set()
