@@ -45,7 +45,7 @@ Security = Literal["tls", "starttls", "none"]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _beside(value: Path, info: ValidationInfo) -> Path:
