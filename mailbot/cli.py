@@ -491,11 +491,26 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mailbot.app import report
-    from mailbot.app.context import build_app
     from mailbot.core.periods import default_period
+    from mailbot.store import Store
 
-    app = build_app(args.config)
-    builder = report.ReportBuilder(app.config, app.store, app.renderer)
+    # Only --send needs the whole App (its outbox); a report written or shown needs no
+    # intake pipeline nor SMTP: their routing, models and imports are a second of start-up.
+    app = None
+    if args.send:
+        from mailbot.app.context import build_app
+
+        app = build_app(args.config)
+        config, store, renderer = app.config, app.store, app.renderer
+    else:
+        from mailbot.config import load_config
+        from mailbot.render.templates import Renderer
+
+        config = load_config(args.config)
+        store = Store(config.database)  # as build_app does, in its order: the same errors
+        renderer = Renderer(config.templates, timezone=config.timezone)
+        renderer.check_config(config)
+    builder = report.ReportBuilder(config, store, renderer)
     today = args.as_of or datetime.now(builder.calendar.zone).date()
     period = default_period(args.kind, today, args.week, args.month)
     built = builder.build(period, min(today, period.end + timedelta(days=7)))
@@ -508,9 +523,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         stem.with_suffix(".png").write_bytes(built.png)
         stem.with_suffix(".csv").write_bytes(built.csv)
         print(f"written: {stem}.eml, .html, .png, .csv")
-    if args.send:
-        recipients = report.check_recipients(app.config, str(args.config), args.to or ())
-        report.send_report(app.config, app.store, built, recipients)
+    if app is not None:
+        recipients = report.check_recipients(config, str(args.config), args.to or ())
+        report.send_report(config, store, built, recipients)
         sent = app.outbox.deliver_due()
         print(f"sent: {sent.sent}, failed: {sent.failed}")
     return 0

@@ -54,3 +54,26 @@ def test_a_command_still_loads_what_it_needs() -> None:
         "    main(['--config', 'rules.yaml', 'templates', 'list'])"
     )
     assert {"pydantic", "jinja2", "yaml"} <= loaded_after(code)
+
+
+def test_a_report_written_loads_neither_matplotlib_nor_the_intake(tmp_path: Path) -> None:
+    """`report weekly --out` draws its chart with Pillow and builds no intake pipeline (its
+    routing, language models, SMTP client): only `--send` needs the whole application."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'r.db'}"
+    data["templates"] = str(ROOT / "templates")
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    args = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    args += ["--as-of", "2026-11-25", "--out", str(tmp_path / "out")]
+    code = (
+        "import contextlib, io\nfrom mailbot.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main({args!r}) == 0"
+    )
+    loaded = modules_after(code)
+    assert (tmp_path / "out" / "rapport-2026-W47.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"PIL", "jinja2"} <= {name.split(".")[0] for name in loaded}
+    heavy = {"matplotlib", "lingua", "aiosmtplib", "mailbot.app.intake", "mailbot.core.routing"}
+    assert loaded & heavy == set()
