@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailbot.core.clock import utcnow
-from mailbot.core.health import Check, Figures
-from mailbot.core.statuses import Health
 from mailbot.errors import MailbotError
 from mailbot.logs import safe_error
 
 if TYPE_CHECKING:  # the commands import what they use: `mailbot --help` stays instant
+    from mailbot.core.health import Check, Figures
     from mailbot.store import Store
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,7 @@ def _open_store(config_path: Path) -> tuple[Any, Store]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from mailbot.app import supervision
+    from mailbot.core.statuses import Health
 
     try:
         config, store = _open_store(args.config)
@@ -129,6 +129,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Exit 0 when every AR came on time and complete, 2 (CRITICAL) otherwise."""
     from mailbot.app.context import build_app
     from mailbot.app.probe import Prober
+    from mailbot.core.statuses import Health
 
     app = build_app(args.config)
     if app.config.probe is None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import getpass
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -72,6 +70,8 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
+        import getpass
+
         password = getpass.getpass(f"New password for {args.agent}: ")
         if getpass.getpass("Again: ") != password:
             print("error: the two passwords differ", file=sys.stderr)
@@ -98,6 +98,8 @@ def serve_demo(app: App, config_path: Path, port: int, maildirs: Mapping[str, Pa
 
     sock = bind("127.0.0.1", port)
     settings = demo_settings(app.config, config_path, sock.getsockname()[1])
+    import dataclasses
+
     settings = dataclasses.replace(settings, originals=MaildirOriginals(maildirs))
     web_app = console_app(settings, app)
     print(f"\nweb console on the demo data: {settings.web.base_url}/ (Ctrl-C to stop)")
