@@ -8,7 +8,8 @@ indicators' own table): 1M acknowledged messages over 2026 in the order they arr
 answered 0-12 days later, 5 % complaints, 10 % transferred. Each tree in ``--trees`` (this
 one, and e.g. main exported with ``git archive`` into /tmp) gets its own copy of it, brought
 to that tree's head by its own ``mailbot migrate`` (timed apart: the backfill of the
-facts), so old and new run in the same run on the same data. Then, per tree: the year as a
+facts), so old and new run in the same run on the same data, the trees taking turns at each
+repeat (a change in the machine's load hits them alike). Then, per tree: the year as a
 command (wall and CPU of the child, Python start-up included), the year in-process (query +
 computation, CPU), the weekly report as a command; the figures must be equal everywhere.
 Last, the cost of the triggers per insert and per reply recorded (SQLite, plain SQL).
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,19 +124,40 @@ def child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(command: list[str], tree: Path, repeat: int) -> tuple[float, float, str]:
-    """Medians of ``repeat`` runs of ``command`` with ``tree``'s mailbot (wall, CPU of the
-    child), and its output."""
+@dataclass
+class Runs:
+    """One command's runs with one tree: wall and CPU of the child, its last output."""
+
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    out: str = ""
+
+    def __str__(self) -> str:
+        return (
+            f"median of {len(self.walls)} {statistics.median(self.walls):.2f} s wall, "
+            f"{statistics.median(self.cpus):.2f} s CPU"
+        )
+
+
+def run_once(command: list[str], tree: Path, into: Runs) -> None:
+    """``command`` once with ``tree``'s mailbot, timed into ``into``."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    walls, cpus, out = [], [], ""
+    cpu, started = child_cpu(), time.perf_counter()
+    into.out = subprocess.run(
+        command, capture_output=True, text=True, check=True, env=env, cwd=tree
+    ).stdout
+    into.walls.append(time.perf_counter() - started)
+    into.cpus.append(child_cpu() - cpu)
+
+
+def in_turns(commands: dict[Path, list[str]], repeat: int) -> dict[Path, Runs]:
+    """``repeat`` runs of each tree's command, the trees taking turns: a change in the
+    machine's load hits them alike, so their ratio holds even on a busy machine."""
+    runs = {tree: Runs() for tree in commands}
     for _ in range(repeat):
-        cpu, started = child_cpu(), time.perf_counter()
-        out = subprocess.run(
-            command, capture_output=True, text=True, check=True, env=env, cwd=tree
-        ).stdout
-        walls.append(time.perf_counter() - started)
-        cpus.append(child_cpu() - cpu)
-    return statistics.median(walls), statistics.median(cpus), out
+        for tree, cli in commands.items():
+            run_once(cli, tree, runs[tree])
+    return runs
 
 
 def prepare(tree: Path, base: Path, workdir: Path, n: int) -> Path:
@@ -200,14 +223,22 @@ def main() -> None:
     configs = [prepare(tree, base, workdir, n) for n, tree in enumerate(trees)]
     year = ["indicators", "--from", "2026-01-01", "--to", "2026-12-31", "--format", "json"]
     report = ["-q", "report", "weekly", "--week", "2026-W47", "--as-of", "2026-11-30"]
-    outputs = set()
-    for n, (tree, config) in enumerate(zip(trees, configs, strict=True)):
-        cli = [sys.executable, "-m", "mailbot.cli", "--config", str(config)]
-        wall, cpu, out = timed([*cli, *year], tree, args.repeat)
-        outputs.add(out)
+    clis = {
+        tree: [sys.executable, "-m", "mailbot.cli", "--config", str(config)]
+        for tree, config in zip(trees, configs, strict=True)
+    }
+    years = in_turns({tree: [*cli, *year] for tree, cli in clis.items()}, args.repeat)
+    reports = in_turns(
+        {
+            tree: [*cli, *report, "--out", str(workdir / f"report{n}")]
+            for n, (tree, cli) in enumerate(clis.items())
+        },
+        args.repeat,
+    )
+    for tree, config in zip(trees, configs, strict=True):
         print(
-            f"{tree}: indicators for one year as a command: median of {args.repeat} "
-            f"{wall:.2f} s wall, {cpu:.2f} s CPU (target <= 1 s, Python start-up included)"
+            f"{tree}: indicators for one year as a command: {years[tree]} "
+            "(target <= 1 s, Python start-up included)"
         )
         database = yaml.safe_load(config.read_text(encoding="utf-8"))["database"]
         found = subprocess.run(
@@ -220,12 +251,18 @@ def main() -> None:
         ).stdout.split()
         seconds = ", ".join(f"{float(s):.2f}" for s in found)
         print(f"{tree}: in-process query + computation, CPU s: {seconds}")
-        out_dir = workdir / f"report{n}"
-        wall, cpu, _ = timed([*cli, *report, "--out", str(out_dir)], tree, args.repeat)
         print(
             f"{tree}: weekly report (week 47 of a year of 1M messages, 12-week chart, CSV): "
-            f"median of {args.repeat} {wall:.2f} s wall, {cpu:.2f} s CPU (target <= 2 s)"
+            f"{reports[tree]} (target <= 2 s)"
         )
+    if len(trees) == 2:
+        old, new = trees
+        for label, runs in (("indicators", years), ("weekly report", reports)):
+            wall = statistics.median(runs[new].walls) / statistics.median(runs[old].walls)
+            cpu = statistics.median(runs[new].cpus) / statistics.median(runs[old].cpus)
+            print(f"{new.name} / {old.name}, {label}: wall {wall:.2f}×, CPU {cpu:.2f}×")
+    outputs = {runs.out for runs in years.values()}
+    out = years[trees[-1]].out
     print(f"same figures from every tree: {len(outputs) == 1}")
     print(json.dumps({k: v for k, v in json.loads(out).items() if k != "targets"}))
     trigger_cost(workdir)
