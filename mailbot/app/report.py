@@ -70,10 +70,16 @@ class ReportBuilder:
         self.figures = functools.partial(indicators.figures, config, store)
 
     def build(self, period: Period, as_of: date) -> Report:
-        current = self.figures(period.start, period.end, as_of)
-        previous_period = period.previous()
-        previous = self.figures(previous_period.start, previous_period.end, as_of)
-        month = self.figures(period.end.replace(day=1), period.end, as_of)
+        # The period, the one before, the month so far and the chart's twelve weeks: the
+        # figures of each from ONE read of the messages (figures_of_periods).
+        before = period.previous()
+        weeks = weeks_to(period.end)
+        spans = [(period.start, period.end), (before.start, before.end)]
+        spans += [(period.end.replace(day=1), period.end)]
+        found = indicators.figures_of_periods(
+            self.config, self.store, spans + [(w.start, w.end) for w in weeks], as_of
+        )
+        current, previous, month = found[:3]
         rows = self._messages(period, as_of)
         tracked = [r for r in rows if not r["why"]]  # the others have their own section
         variables = {
@@ -105,7 +111,7 @@ class ReportBuilder:
             "prefecture": self.config.prefecture.model_dump(),
         }
         rendered = self.renderer.render(TEMPLATE, variables)
-        png = self._chart(period, as_of)
+        png = chart_png(list(zip(weeks, found[3:], strict=True)))
         data = self._csv(rows)
         mail = self.composer.report(rendered, png, data, f"delais-{period.label}.csv")
         return Report(period, rendered.subject, mail, rendered.html, png, data)
@@ -170,9 +176,6 @@ class ReportBuilder:
             "rate": _percent(current.signature_completeness),
             "incomplete": [{"service": k, "count": v} for k, v in sorted(incomplete.items())],
         }
-
-    def _chart(self, period: Period, as_of: date) -> bytes:
-        return chart_png(twelve_weeks(self.config, self.store, period.end, as_of))
 
     @staticmethod
     def _csv(rows: list[dict[str, Any]]) -> bytes:
@@ -263,12 +266,17 @@ def report_as_of(period: Period, today: date) -> date:
     return min(today, period.end + timedelta(days=7))
 
 
+def weeks_to(end: date) -> list[Period]:
+    """The 12 ISO weeks up to the one holding ``end``, oldest first: the chart's."""
+    return [week_period(end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
+
+
 def twelve_weeks(
     config: Config, store: Store, end: date, as_of: date, service: str | None = None
 ) -> list[tuple[Period, Indicators]]:
     """The 12 ISO weeks up to the one holding ``end``, oldest first, with their figures (the
     indicators' own, from one read of the messages): the report's chart."""
-    weeks = [week_period(end - timedelta(days=7 * k)) for k in range(11, -1, -1)]
+    weeks = weeks_to(end)
     spans = [(week.start, week.end) for week in weeks]
     figures = indicators.figures_of_periods(config, store, spans, as_of, service)
     return list(zip(weeks, figures, strict=True))
