@@ -21,6 +21,7 @@ directory's layout and the meta.yaml model are ``mailbot.render.catalogue``'s.
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -55,12 +56,15 @@ from mailbot.render.catalogue import (
     parse_meta,
     placeholder_problem,
 )
+from mailbot.render.once import Draft, Skeletons, deferring
 from mailbot.render.translations import Paragraphs, load_translations, pick
 
 if TYPE_CHECKING:
     from mailbot.config import Config
 
 __all__ = ["LANGUAGE", "TRANSLATIONS_DIR", "RenderedMail", "Renderer"]
+
+log = logging.getLogger(__name__)
 
 SUBJECT_MAX_CHARS = 200
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -144,6 +148,8 @@ class Renderer:
         self._paragraphs = Paragraphs(self.translations, timezone)
 
         self._text_env, self._html_env = self._environments()
+        self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
+        self._skeletons = Skeletons(self._draft, self._inline, self._trees, log.warning)
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -198,6 +204,31 @@ class Renderer:
             html=(self._inline(markup) if inline else markup).strip() + "\n",
             languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
         )
+
+    def render_once(
+        self, name: str, variables: Mapping[str, object], *, language: str | None = LANGUAGE
+    ) -> RenderedMail:
+        """``render()``'s very result, from a skeleton rendered once per template and
+        settings and filled with this mail's reference, dates and subject
+        (``mailbot.render.once``): for the many ARs of a backlog. A mail with translated
+        paragraphs, a template or a value the skeleton cannot reproduce: ``render()``."""
+        loaded = self._get(name)
+        if loaded.meta.translated and pick(self.translations, language) is not None:
+            return self.render(name, variables, language=language)
+        context = self._context(loaded.meta, variables)
+        draft, check = self._skeletons.draft(name, context)
+        if draft is None:
+            return self.render(name, variables, language=language)
+        subject, text, html = draft
+        mail = RenderedMail(
+            subject=clean_subject(subject),
+            text=wrap_long_lines(_clean_text(text)),
+            html=html.strip() + "\n",
+        )
+        if check and mail != self.render(name, variables, language=language):
+            self._skeletons.mismatch(name, context)
+            return self.render(name, variables, language=language)
+        return mail
 
     def language_of(self, language: str | None) -> str:
         """The language the translated paragraphs of a mail would be in ("fr": none)."""
@@ -412,6 +443,41 @@ class Renderer:
             return self._inliner.inline(markup)
         except (css_inline.InlineError, ValueError) as exc:
             raise TemplateError(f"cannot apply the stylesheet: {exc}") from None
+
+    def _skeleton_env(self, html: bool) -> ImmutableSandboxedEnvironment:
+        """The environment of skeleton renders: the same, its filters recording their calls
+        on per-mail values (``once.deferring``)."""
+        if html not in self._skeleton_envs:
+            env = (self._html_env if html else self._text_env).overlay()
+            env.filters = {key: deferring(value) for key, value in env.filters.items()}
+            self._skeleton_envs[html] = env
+        return self._skeleton_envs[html]
+
+    def _draft(self, name: str, context: Mapping[str, object]) -> Draft:
+        """A template's subject, text and HTML (before the stylesheet), rendered in the
+        skeleton environments; errors propagate (the caller renders in full)."""
+        text_env, html_env = self._skeleton_env(False), self._skeleton_env(True)
+        return (
+            text_env.get_template(f"{name}/{META_FILE}#subject").render(context),
+            text_env.get_template(f"{name}/{TEXT_FILE}").render(context),
+            html_env.get_template(f"{name}/{HTML_FILE}").render(context),
+        )
+
+    def _trees(self, name: str) -> list[tuple[str, jinja2.nodes.Template]]:
+        """The syntax trees of every file a template uses (its partials too), by file."""
+        todo = [f"{name}/{META_FILE}#subject", f"{name}/{TEXT_FILE}", f"{name}/{HTML_FILE}"]
+        trees: list[tuple[str, jinja2.nodes.Template]] = []
+        seen: set[str] = set()
+        while todo:
+            key = todo.pop()
+            if key in seen or key not in self._sources:
+                continue
+            seen.add(key)
+            source, path = self._sources[key]
+            tree = self._env_for(key).parse(source)
+            trees.append((str(path), tree))
+            todo += [ref for ref in jinja_meta.find_referenced_templates(tree) if ref]
+        return trees
 
     def _check_translated(self, meta: TemplateMeta) -> None:
         """Every translated paragraph exists and uses only variables this template has."""

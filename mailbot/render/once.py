@@ -1,0 +1,534 @@
+"""Render a mail once per key, then fill in each mail's own values (issue 14, point 6).
+
+An AR differs from the next one of the same template, service and transfer only by a few
+values: the reference, the dates, the citizen's subject (``PER_MAIL``). Rendering the whole
+template and applying the stylesheet (css_inline) for every mail costs ~1 ms; rendering it
+once with *slots* in place of those values and filling the slots per mail costs a few
+string operations. That is only right where the output depends on those values in ways the
+fill reproduces exactly, so three safeguards stand between a skeleton and a citizen:
+
+1. **The syntax tree** (``problems``): a per-mail value may only be printed (``{{ }}``),
+   possibly through filters whose other arguments are constants, tested in an ``if`` (or
+   ``or``/``and``/``not``), or printed inside a ``{% filter %}`` block. Any other use (an
+   assignment, a comparison, an attribute, a concatenation, a loop, a macro or a ``set``
+   block around it) keeps that template on full rendering.
+2. **The trace** (``Trace``): the skeleton render gives the template ``Slot`` objects. A
+   filter applied to a slot, or to text holding one, is recorded and replayed on each
+   mail's values; printing a slot writes a unique marker; the truth of a slot (an ``if``)
+   is recorded as a *guard* that each later mail must meet (another truth value: another
+   skeleton). Anything else done to a slot raises ``Unsupported``: full rendering.
+3. **Verification**: the first mails of each key are rendered both ways and compared; any
+   difference sends the key to full rendering for good, logged once.
+
+Escaping is reproduced exactly: a marker records how many times the text around it was
+HTML-escaped, and the value is escaped as many times with markupsafe, as Jinja does. The
+stylesheet is applied to the skeleton, so a value in the HTML must also come out of
+css_inline's parser and serializer as it went in; ``html_value`` does what they do to
+escaped text (``'``, ``"``, no-break space) and refuses, for that mail only (full
+rendering), anything else (tags but ``<bdi>``, control characters, ...). The filled
+text is never evaluated again: a ``{{ 7*7 }}`` in a subject stays seven characters.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from jinja2 import nodes
+from jinja2.utils import _PassArg
+from markupsafe import Markup, escape
+
+# The variables that change from one mail to the next (render.variables.message_variables).
+PER_MAIL = ("reference", "received_at", "deadline", "original_subject")
+
+OPEN, CLOSE = "\ue000", "\ue001"  # private-use characters: a marker's ends
+# A marker: "&", the escapes applied since it was written ("amp;" each), its form (s: the
+# value as str(), h: as escape()), its occurrence number.
+_MARK = re.compile("\ue000&((?:amp;)*)([sh])(\\d+)\ue001")
+_T = TypeVar("_T")
+_CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("trace", default=None)
+
+
+class Unsupported(Exception):
+    """The template does something with a per-mail value that a skeleton cannot replay."""
+
+
+# --------------------------------------------------------------------------- syntax tree
+
+_PASS_THROUGH = (nodes.Filter, nodes.Or, nodes.And, nodes.Not, nodes.CondExpr)
+_WRITES_TO_VARIABLE = (nodes.AssignBlock, nodes.Macro, nodes.CallBlock)
+
+
+def _parents(tree: nodes.Node) -> dict[int, nodes.Node]:
+    parents: dict[int, nodes.Node] = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for child in node.iter_child_nodes():
+            parents[id(child)] = node
+            stack.append(child)
+    return parents
+
+
+def _allowed_use(node: nodes.Node, parents: Mapping[int, nodes.Node]) -> bool:
+    """True when this per-mail name only flows to output, an ``if`` test or a filter."""
+    child, parent = node, parents.get(id(node))
+    while parent is not None:
+        if isinstance(parent, nodes.Filter) and parent.node is not child:
+            return False  # a per-mail value as a filter's argument
+        if isinstance(parent, nodes.Test):
+            if parent.node is not child or parent.name not in {"defined", "undefined"}:
+                return False
+        elif isinstance(parent, nodes.Output):
+            break
+        elif isinstance(parent, nodes.If) and parent.test is child:
+            break
+        elif isinstance(parent, nodes.CondExpr) and parent.test is child:
+            pass
+        elif not isinstance(parent, _PASS_THROUGH):
+            return False
+        child, parent = parent, parents.get(id(parent))
+    while parent is not None:  # printed into a variable, a macro: it could flow anywhere
+        if isinstance(parent, _WRITES_TO_VARIABLE):
+            return False
+        parent = parents.get(id(parent))
+    return True
+
+
+def problems(tree: nodes.Template, per_mail: Sequence[str] = PER_MAIL) -> list[str]:
+    """Why a skeleton of this template could differ from a full render (empty: it cannot,
+    given the trace's own checks)."""
+    parents = _parents(tree)
+    found: list[str] = []
+    for name in tree.find_all(nodes.Name):
+        if name.name == "self":
+            found.append(f"line {name.lineno}: self")
+        elif name.name in per_mail and (name.ctx != "load" or not _allowed_use(name, parents)):
+            kind = type(parents.get(id(name), name)).__name__
+            found.append(f"line {name.lineno}: {name.name} used in {kind}")
+    return found
+
+
+# --------------------------------------------------------------------------- the trace
+
+
+class Slot:
+    """A per-mail value during a skeleton render: it prints as a marker, and refuses
+    anything whose result would depend on the value but its truth (recorded as a guard)."""
+
+    __slots__ = ("_index", "_trace")
+
+    def __init__(self, trace: Trace, index: int) -> None:
+        self._trace = trace
+        self._index = index
+
+    def __str__(self) -> str:
+        return self._trace.mark(self._index, "s")
+
+    def __html__(self) -> str:
+        return self._trace.mark(self._index, "h")
+
+    def __bool__(self) -> bool:
+        return self._trace.guard(self._index)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise Unsupported(f"attribute {name!r} of a per-mail value")
+
+    def _refuse(self, *args: object) -> Any:
+        raise Unsupported("a per-mail value used in an expression")
+
+    __len__ = __iter__ = __contains__ = __getitem__ = __call__ = _refuse
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse  # type: ignore[assignment]
+    __add__ = __radd__ = __mul__ = __rmul__ = __mod__ = __rmod__ = _refuse
+    __format__ = __int__ = __float__ = __index__ = _refuse  # type: ignore[assignment]
+    __hash__ = object.__hash__
+
+
+# A skeleton's text cut at its markers: literal, marker number, literal, ...
+Parts = tuple[str | int, ...]
+
+# One step of a trace: a root value, a filter call, or a guard on a value's truth.
+Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A filter's input that is text holding markers: filled before the filter runs."""
+
+    parts: Parts
+    times: Mapping[int, int]
+    markup: bool
+
+
+class Trace:
+    """What a skeleton render did with the per-mail values, replayable on another mail's.
+
+    ``values`` are the first mail's own values, computed along: guards need them, and the
+    skeleton filled with them must equal that mail's full render."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.values: list[object] = []
+        self.occurrences: list[tuple[int, str]] = []  # marker number -> (value, form)
+
+    def root(self, name: str, value: object) -> Slot:
+        self.ops.append(("root", name))
+        self.values.append(value)
+        return Slot(self, len(self.values) - 1)
+
+    def mark(self, index: int, form: str) -> str:
+        self.occurrences.append((index, form))
+        return f"{OPEN}&{form}{len(self.occurrences) - 1}{CLOSE}"
+
+    def guard(self, index: int) -> bool:
+        expected = bool(self.values[index])
+        self.ops.append(("guard", index, expected))
+        return expected
+
+    def call(self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any],
+             position: int) -> Slot:
+        value = args[position]
+        source: object
+        if isinstance(value, Slot):
+            source = value._index
+        else:
+            text = str(value)
+            source = _Text(split(text), escapes(text), isinstance(value, Markup))
+        op = ("call", func, args[:position], args[position + 1 :], kwargs, source)
+        self.values.append(_apply(op, self.values, self.occurrences))
+        self.ops.append(op)
+        return Slot(self, len(self.values) - 1)
+
+    def involves(self, value: object) -> bool:
+        return isinstance(value, Slot) or (isinstance(value, str) and OPEN in value)
+
+    def replay(self, roots: Mapping[str, object]) -> list[object] | None:
+        """Another mail's values, step by step; None when a guard fails (another skeleton)."""
+        values: list[object] = []
+        for op in self.ops:
+            if op[0] == "root":
+                values.append(roots[op[1]])
+            elif op[0] == "guard":
+                if bool(values[op[1]]) is not op[2]:
+                    return None
+            else:
+                values.append(_apply(op, values, self.occurrences))
+        return values
+
+
+def _apply(op: Op, values: Sequence[object], occurrences: Sequence[tuple[int, str]]) -> object:
+    _, func, before, after, kwargs, source = op
+    if isinstance(source, _Text):
+        filled = fill_text(source.parts, occurrences, values, source.times)
+        value: object = Markup(filled) if source.markup else filled
+    else:
+        value = values[source]
+    return func(*before, value, *after, **kwargs)
+
+
+def deferring(func: Callable[..., object]) -> Callable[..., object]:
+    """A filter that, during a skeleton render, records its calls on per-mail values
+    instead of running them; outside one it is the filter itself."""
+    pass_arg = _PassArg.from_obj(func)
+    position = 1 if pass_arg is not None else 0
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> object:
+        trace = _CURRENT.get()
+        if trace is None or len(args) <= position:
+            return func(*args, **kwargs)
+        others = (*args[:position], *args[position + 1 :], *kwargs.values())
+        if any(trace.involves(other) for other in others):
+            raise Unsupported(f"a per-mail value as an argument of {func.__name__}")
+        if not trace.involves(args[position]):
+            return func(*args, **kwargs)
+        if pass_arg not in (None, _PassArg.environment):
+            raise Unsupported(f"filter {func.__name__} reads the template's context")
+        slot = trace.call(func, args, kwargs, position)
+        # Text holding markers comes from a {% filter %} block, whose result Jinja writes
+        # out as it is (no escaping): the value's str(), written where the block was.
+        return slot if isinstance(args[position], Slot) else str(slot)
+
+    return wrapper
+
+
+def traced(trace: Trace, run: Callable[[], _T]) -> _T:
+    """``run`` (a skeleton render) with ``trace`` as the one its filters record into."""
+    token = _CURRENT.set(trace)
+    try:
+        return run()
+    finally:
+        _CURRENT.reset(token)
+
+
+# --------------------------------------------------------------------------- filling
+
+def split(text: str) -> Parts:
+    parts: list[str | int] = []
+    last = 0
+    for match in _MARK.finditer(text):
+        parts += [text[last : match.start()], int(match.group(3))]
+        last = match.end()
+    parts.append(text[last:])
+    if sum(part.count(OPEN) + part.count(CLOSE) for part in parts if isinstance(part, str)):
+        raise Unsupported("a template or a setting holds a marker character")
+    return tuple(parts)
+
+
+def escapes(text: str) -> dict[int, int]:
+    """How many times each marker of ``text`` was escaped since it was written."""
+    found: dict[int, int] = {}
+    for match in _MARK.finditer(text):
+        count = match.group(1).count("amp;")
+        if found.setdefault(int(match.group(3)), count) != count:
+            raise Unsupported("a per-mail value printed twice, escaped differently")
+    return found
+
+
+def shown(value: object, form: str, times: int) -> str:
+    """The value as the template wrote it: str() or escape(), then escaped ``times``."""
+    text = str(value) if form == "s" else str(escape(value))
+    for _ in range(times):
+        text = str(escape(text))
+    return text
+
+
+def fill_text(parts: Parts, occurrences: Sequence[tuple[int, str]], values: Sequence[object],
+              times: Mapping[int, int] | None = None) -> str:
+    """A skeleton filled with one mail's values (text as Jinja wrote it, not serialized)."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            index, form = occurrences[part]
+            count = times.get(part, 0) if times is not None else 0
+            out.append(shown(values[index], form, count))
+    return "".join(out)
+
+
+# What css_inline's serializer writes for escaped text, and what it would not give back.
+_ENTITY = re.compile("&(?:amp|lt|gt|#39|#34);")
+_SERIALIZED_TEXT = {"&#39;": "'", "&#34;": '"', "\xa0": "&nbsp;"}
+_SERIALIZED_ATTR = {"&#39;": "'", "&#34;": "&quot;", "\xa0": "&nbsp;"}
+_REFUSED = re.compile("[<>\"'&\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_KEPT_TAGS = re.compile("</?bdi>")
+
+
+def html_value(text: str, attribute: bool) -> str | None:
+    """Escaped text as css_inline re-serializes it (None: not sure, render in full)."""
+    if attribute and "<" in text:
+        return None
+    rest = _ENTITY.sub("", text)
+    rest = rest if attribute else _KEPT_TAGS.sub("", rest)
+    if _REFUSED.search(rest):
+        return None
+    table = _SERIALIZED_ATTR if attribute else _SERIALIZED_TEXT
+    for before, after in table.items():
+        if before in text:
+            text = text.replace(before, after)
+    return text
+
+
+def _in_tag(text: str, position: int) -> bool:
+    return text.rfind("<", 0, position) > text.rfind(">", 0, position)
+
+
+def html_contexts(text: str) -> dict[int, bool]:
+    """Each marker of inlined HTML: True inside a tag (an attribute's value)."""
+    found: dict[int, bool] = {}
+    lowered = text.lower()
+    for match in _MARK.finditer(text):
+        start = match.start()
+        for raw in ("<style", "<script"):
+            opened = lowered.rfind(raw, 0, start)
+            if opened >= 0 and lowered.rfind(f"</{raw[1:]}", opened, start) < 0:
+                raise Unsupported(f"a per-mail value inside {raw}>")
+        found[int(match.group(3))] = _in_tag(text, start)
+    return found
+
+
+def fill_html(parts: Parts, occurrences: Sequence[tuple[int, str]], values: Sequence[object],
+              times: Mapping[int, int], attribute: Mapping[int, bool]) -> str | None:
+    """Inlined HTML filled with one mail's values; None when one of them could come out
+    of css_inline otherwise than ``html_value`` says."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        index, form = occurrences[part]
+        text = html_value(shown(values[index], form, times.get(part, 0)), attribute[part])
+        if text is None:
+            return None
+        out.append(text)
+    return "".join(out)
+
+
+def walk_ops(ops: Sequence[Op]) -> Iterator[str]:
+    """The steps of a trace, readable (for logs and tests)."""
+    for op in ops:
+        if op[0] == "call":
+            yield f"call {getattr(op[1], '__name__', op[1])}"
+        else:
+            yield " ".join(str(item) for item in op)
+
+
+# --------------------------------------------------------------------------- skeletons
+
+CHECKED_MAILS = 3  # the first mails of each key are also rendered in full and compared
+MAX_KEYS = 512  # beyond (settings that change per mail?), new keys render in full
+MAX_VARIANTS = 8  # skeletons per key (one per combination of guards met)
+# A skeleton render's raw parts: subject, text, HTML (before the stylesheet).
+Draft = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """One key's render with markers, and how to fill it for a mail whose guards agree."""
+
+    trace: Trace
+    subject: Parts
+    subject_times: Mapping[int, int]
+    text: Parts
+    text_times: Mapping[int, int]
+    html: Parts  # after the stylesheet
+    html_times: Mapping[int, int]
+    html_attribute: Mapping[int, bool]
+
+    def fill(self, roots: Mapping[str, object]) -> Draft | bool:
+        """This mail's subject, raw text and inlined HTML; False when a guard differs
+        (another skeleton), True when a value must be rendered in full."""
+        values = self.trace.replay(roots)
+        if values is None:
+            return False
+        occurrences = self.trace.occurrences
+        html = fill_html(self.html, occurrences, values, self.html_times, self.html_attribute)
+        if html is None:
+            return True
+        subject = fill_text(self.subject, occurrences, values, self.subject_times)
+        return subject, fill_text(self.text, occurrences, values, self.text_times), html
+
+
+@dataclass
+class _Key:
+    variants: list[Skeleton]
+    checks_left: int = CHECKED_MAILS
+    full: bool = False  # skeletons refused for this key: always a full render
+
+
+class Skeletons:
+    """Skeletons by key, built on first use, checked against full renders.
+
+    ``draft(name, context)`` renders a template's three parts in the skeleton
+    environments (filters wrapped with ``deferring``); ``inline`` applies the stylesheet;
+    ``full(name, context)`` is the ordinary render, as the caller finishes it;
+    ``finish(draft)`` turns raw parts into that same result; ``trees(name)`` gives the
+    syntax trees of every file the template uses."""
+
+    def __init__(
+        self,
+        draft: Callable[[str, Mapping[str, object]], Draft],
+        inline: Callable[[str], str],
+        trees: Callable[[str], Sequence[tuple[str, nodes.Template]]],
+        log: Callable[[str], None],
+    ) -> None:
+        self._draft = draft
+        self._inline = inline
+        self._trees = trees
+        self._log = log
+        self._keys: dict[tuple[str, str], _Key] = {}
+        self._refused: dict[str, list[str]] = {}
+
+    def refusals(self, name: str) -> list[str]:
+        """Why this template always renders in full (empty: it may use skeletons)."""
+        if name not in self._refused:
+            self._refused[name] = [
+                f"{where}: {problem}"
+                for where, tree in self._trees(name)
+                for problem in problems(tree)
+            ]
+            if self._refused[name]:
+                self._log(f"template {name!r} renders in full: {self._refused[name][0]}")
+        return self._refused[name]
+
+    def draft(self, name: str, context: Mapping[str, object]) -> tuple[Draft | None, bool]:
+        """This mail's raw subject, text and inlined HTML from a skeleton (None: render it
+        in full), and whether the caller must compare them with a full render."""
+        if self.refusals(name):
+            return None, False
+        key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
+        entry = self._keys.get(key)
+        if entry is None:
+            if len(self._keys) >= MAX_KEYS:
+                return None, False
+            entry = self._keys[key] = _Key([])
+        if entry.full:
+            return None, False
+        roots = {k: v for k, v in context.items() if k in PER_MAIL}
+        for skeleton in entry.variants:
+            filled = skeleton.fill(roots)
+            if filled is True:
+                return None, False
+            if filled is not False:
+                return self._checked(entry, filled)
+        if len(entry.variants) >= MAX_VARIANTS:
+            return None, False
+        try:
+            skeleton = self._build(name, context, roots)
+        except Unsupported as exc:
+            entry.full = True
+            self._log(f"template {name!r} renders in full for these settings: {exc}")
+            return None, False
+        entry.variants.append(skeleton)
+        filled = skeleton.fill(roots)
+        if not isinstance(filled, tuple):
+            return None, False
+        return self._checked(entry, filled)
+
+    def mismatch(self, name: str, context: Mapping[str, object]) -> None:
+        """A skeleton's result differed from the full render: never again for this key."""
+        key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
+        if key in self._keys and not self._keys[key].full:
+            self._keys[key].full = True
+            self._log(f"template {name!r}: a skeleton differed from the full render; "
+                      "these settings now render in full")
+
+    def _checked(self, entry: _Key, filled: Draft) -> tuple[Draft, bool]:
+        if entry.checks_left > 0:
+            entry.checks_left -= 1
+            return filled, True
+        return filled, False
+
+    def _build(self, name: str, context: Mapping[str, object],
+               roots: Mapping[str, object]) -> Skeleton:
+        trace = Trace()
+        slots = {key: trace.root(key, value) for key, value in roots.items()}
+        try:
+            subject, text, markup = traced(trace, lambda: self._draft(name, {**context, **slots}))
+        except Unsupported:
+            raise
+        except Exception as exc:  # an error about a slot, not about the template
+            raise Unsupported(f"{type(exc).__name__}: {exc}") from None
+        inlined = self._inline(markup)
+        html = split(inlined)
+        if sorted(part for part in html if isinstance(part, int)) != sorted(
+            part for part in split(markup) if isinstance(part, int)
+        ):
+            raise Unsupported("the stylesheet moved or dropped a per-mail value")
+        return Skeleton(
+            trace,
+            split(subject),
+            escapes(subject),
+            split(text),
+            escapes(text),
+            html,
+            escapes(markup),
+            html_contexts(inlined),
+        )
