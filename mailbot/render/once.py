@@ -157,7 +157,7 @@ Parts = tuple[str | int, ...]
 Op = tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class _Text:
     """A filter's input that is text holding markers: filled before the filter runs."""
 
@@ -176,6 +176,7 @@ class Trace:
         self.ops: list[Op] = []
         self.values: list[object] = []
         self.occurrences: list[tuple[int, str]] = []  # marker number -> (value, form)
+        self._calls: dict[object, int] = {}
 
     def root(self, name: str, value: object) -> Slot:
         self.ops.append(("root", name))
@@ -201,6 +202,13 @@ class Trace:
             text = str(value)
             source = _Text(split(text), escapes(text), isinstance(value, Markup))
         op = ("call", func, args[:position], args[position + 1 :], kwargs, source)
+        try:  # the same filter on the same value again (filters are pure): the same slot
+            seen = (func, args[:position], args[position + 1 :], tuple(kwargs.items()), source)
+            if seen in self._calls:
+                return Slot(self, self._calls[seen])
+            self._calls[seen] = len(self.values)
+        except TypeError:  # an unhashable argument: computed again
+            pass
         self.values.append(_apply(op, self.values, self.occurrences))
         self.ops.append(op)
         return Slot(self, len(self.values) - 1)

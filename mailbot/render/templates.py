@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 SUBJECT_MAX_CHARS = 200
 _BLANK_LINES = re.compile(r"\n{3,}")
+_DATES_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Renderer:
 
         self._text_env, self._html_env = self._environments()
         self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
+        self._dates: dict[tuple[datetime | date, str], str] = {}
         self._skeletons = Skeletons(self._draft, self._inline, self._trees, log.warning)
 
         for key, (_, path) in self._sources.items():
@@ -553,7 +555,17 @@ class Renderer:
         return None
 
     def _date_filter(self, value: datetime | date, style: str = "full") -> str:
-        return date_fr(value, timezone=self.timezone, style=style)
+        """``date_fr`` in the renderer's zone; the last results kept, since a backlog's
+        mails share their deadline and often their minute of receipt (Babel's formatting
+        is most of a skeleton's fill)."""
+        key = (value, style)
+        found = self._dates.get(key)
+        if found is None:
+            found = date_fr(value, timezone=self.timezone, style=style)
+            if len(self._dates) >= _DATES_KEPT:
+                self._dates.clear()
+            self._dates[key] = found
+        return found
 
 
 def _wrap_filter(value: object, width: int = 76, indent: int = 0) -> str:
