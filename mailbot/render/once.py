@@ -36,6 +36,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from jinja2 import nodes
@@ -177,6 +178,7 @@ class Trace:
         self.values: list[object] = []
         self.occurrences: list[tuple[int, str]] = []  # marker number -> (value, form)
         self._calls: dict[object, int] = {}
+        self._memo: dict[tuple[object, ...], object] = {}
 
     def root(self, name: str, value: object) -> Slot:
         self.ops.append(("root", name))
@@ -226,18 +228,52 @@ class Trace:
                 if bool(values[op[1]]) is not op[2]:
                     return None
             else:
-                values.append(_apply(op, values, self.occurrences))
+                values.append(self._call(op, values))
         return values
+
+    def _call(self, op: Op, values: Sequence[object]) -> object:
+        """A filter's result on this mail's value; the last results of each step are
+        kept (a backlog's mails share a deadline, so its paragraph is wrapped once)."""
+        value = _input(op, values, self.occurrences)
+        key = (id(op), *exact_key(value))
+        if key[1] is None:
+            return op[1](*op[2], value, *op[3], **op[4])
+        found = self._memo.get(key, _MISSING)
+        if found is _MISSING:
+            found = op[1](*op[2], value, *op[3], **op[4])
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+
+_MISSING = object()
+MEMO_SIZE = 4096
+
+
+def exact_key(value: object) -> tuple[object, ...]:
+    """A value as a cache key that tells apart what ``==`` does not: ``Markup`` from
+    ``str``, and datetimes of one zone at one wall time (``fold``); (None,) when the
+    value is of a type not kept."""
+    kind = type(value)
+    if kind is datetime:
+        assert isinstance(value, datetime)
+        return kind, value, value.tzinfo, value.fold
+    if kind in (str, Markup, date, int, bool):
+        return kind, value
+    return (None,)
+
+
+def _input(op: Op, values: Sequence[object], occurrences: Sequence[tuple[int, str]]) -> object:
+    source = op[5]
+    if isinstance(source, _Text):
+        filled = fill_text(source.parts, occurrences, values, source.times)
+        return Markup(filled) if source.markup else filled
+    return values[source]
 
 
 def _apply(op: Op, values: Sequence[object], occurrences: Sequence[tuple[int, str]]) -> object:
-    _, func, before, after, kwargs, source = op
-    if isinstance(source, _Text):
-        filled = fill_text(source.parts, occurrences, values, source.times)
-        value: object = Markup(filled) if source.markup else filled
-    else:
-        value = values[source]
-    return func(*before, value, *after, **kwargs)
+    return op[1](*op[2], _input(op, values, occurrences), *op[3], **op[4])
 
 
 def deferring(func: Callable[..., object]) -> Callable[..., object]:
@@ -331,6 +367,8 @@ _KEPT_TAGS = re.compile("</?bdi>")
 
 def html_value(text: str, attribute: bool) -> str | None:
     """Escaped text as css_inline re-serializes it (None: not sure, render in full)."""
+    if not _REFUSED.search(text):
+        return text.replace("\xa0", "&nbsp;") if "\xa0" in text else text
     if attribute and "<" in text:
         return None
     rest = _ENTITY.sub("", text)

@@ -56,7 +56,7 @@ from mailbot.render.catalogue import (
     parse_meta,
     placeholder_problem,
 )
-from mailbot.render.once import Draft, Skeletons, deferring
+from mailbot.render.once import Draft, Skeletons, deferring, exact_key
 from mailbot.render.translations import Paragraphs, load_translations, pick
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Renderer:
 
         self._text_env, self._html_env = self._environments()
         self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
-        self._dates: dict[tuple[datetime | date, str], str] = {}
+        self._dates: dict[tuple[object, ...], str] = {}
         self._skeletons = Skeletons(self._draft, self._inline, self._trees, log.warning)
 
         for key, (_, path) in self._sources.items():
@@ -558,7 +558,9 @@ class Renderer:
         """``date_fr`` in the renderer's zone; the last results kept, since a backlog's
         mails share their deadline and often their minute of receipt (Babel's formatting
         is most of a skeleton's fill)."""
-        key = (value, style)
+        key = (*exact_key(value), style)
+        if key[0] is None:  # a type not kept (a datetime subclass...): formatted each time
+            return date_fr(value, timezone=self.timezone, style=style)
         found = self._dates.get(key)
         if found is None:
             found = date_fr(value, timezone=self.timezone, style=style)
