@@ -436,20 +436,75 @@ Draft = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
+class TextPlan:
+    """The text part of a skeleton: raw, and cleaned and wrapped once where only the lines
+    that hold a value are finished per mail. ``finish`` is the renderer's clean-up of a
+    whole text (blank lines, trailing spaces, then long lines re-wrapped), ``wrap`` the
+    re-wrapping alone: both work line by line, so the lines without a value come out the
+    same whatever the values, provided each value keeps its line non-blank and its end
+    unchanged (``_line_safe``); otherwise the whole text is finished again."""
+
+    raw: Parts
+    times: Mapping[int, int]
+    chunks: tuple[str | Parts, ...]  # finished lines without values, or one line's parts
+    finish: Callable[[str], str]
+    wrap: Callable[[str], str]
+
+    @classmethod
+    def of(cls, raw: str, finish: Callable[[str], str], clean: Callable[[str], str],
+           wrap: Callable[[str], str]) -> TextPlan:
+        chunks: list[str | Parts] = []
+        static: list[str] = []
+        for line in clean(raw).split("\n"):
+            if OPEN not in line:
+                static.append(line)
+                continue
+            if static:
+                chunks.append(wrap("\n".join(static)))
+                static = []
+            chunks.append(split(line))
+        chunks.append(wrap("\n".join(static)))
+        return cls(split(raw), escapes(raw), tuple(chunks), finish, wrap)
+
+    def fill(self, occurrences: Sequence[tuple[int, str]], values: Sequence[object]) -> str:
+        out: list[str] = []
+        for chunk in self.chunks:
+            if isinstance(chunk, str):
+                out.append(chunk)
+                continue
+            pieces: list[str] = []
+            for part in chunk:
+                if isinstance(part, str):
+                    pieces.append(part)
+                    continue
+                index, form = occurrences[part]
+                text = shown(values[index], form, self.times.get(part, 0))
+                if not _line_safe(text):
+                    return self.finish(fill_text(self.raw, occurrences, values, self.times))
+                pieces.append(text)
+            out.append(self.wrap("".join(pieces)))
+        return "\n".join(out)
+
+
+def _line_safe(text: str) -> bool:
+    """A value that cannot make its line blank, end it otherwise, or cut it."""
+    return bool(text.strip()) and not text[-1].isspace() and "\n" not in text and "\r" not in text
+
+
+@dataclass(frozen=True)
 class Skeleton:
     """One key's render with markers, and how to fill it for a mail whose guards agree."""
 
     trace: Trace
     subject: Parts
     subject_times: Mapping[int, int]
-    text: Parts
-    text_times: Mapping[int, int]
+    text: TextPlan
     html: Parts  # after the stylesheet
     html_times: Mapping[int, int]
     html_attribute: Mapping[int, bool]
 
     def fill(self, roots: Mapping[str, object]) -> Draft | bool:
-        """This mail's subject, raw text and inlined HTML; False when a guard differs
+        """This mail's raw subject, finished text and inlined HTML; False when a guard differs
         (another skeleton), True when a value must be rendered in full."""
         values = self.trace.replay(roots)
         if values is None:
@@ -459,7 +514,7 @@ class Skeleton:
         if html is None:
             return True
         subject = fill_text(self.subject, occurrences, values, self.subject_times)
-        return subject, fill_text(self.text, occurrences, values, self.text_times), html
+        return subject, self.text.fill(occurrences, values), html
 
 
 @dataclass
@@ -474,23 +529,27 @@ class Skeletons:
 
     ``draft(name, context)`` renders a template's three parts in the skeleton
     environments (filters wrapped with ``deferring``); ``inline`` applies the stylesheet;
-    ``full(name, context)`` is the ordinary render, as the caller finishes it;
-    ``finish(draft)`` turns raw parts into that same result; ``trees(name)`` gives the
-    syntax trees of every file the template uses."""
+    ``trees(name)`` gives the syntax trees of every file the template uses; ``text`` is
+    the renderer's clean-up of a text part and its re-wrapping of long lines."""
 
     def __init__(
         self,
         draft: Callable[[str, Mapping[str, object]], Draft],
         inline: Callable[[str], str],
         trees: Callable[[str], Sequence[tuple[str, nodes.Template]]],
+        text: tuple[Callable[[str], str], Callable[[str], str]],
         log: Callable[[str], None],
     ) -> None:
         self._draft = draft
+        self._clean, self._wrap = text
         self._inline = inline
         self._trees = trees
         self._log = log
         self._keys: dict[tuple[str, str], _Key] = {}
         self._refused: dict[str, list[str]] = {}
+
+    def _finish(self, text: str) -> str:
+        return self._wrap(self._clean(text))
 
     def refusals(self, name: str) -> list[str]:
         """Why this template always renders in full (empty: it may use skeletons)."""
@@ -572,8 +631,7 @@ class Skeletons:
             trace,
             split(subject),
             escapes(subject),
-            split(text),
-            escapes(text),
+            TextPlan.of(text, self._finish, self._clean, self._wrap),
             html,
             escapes(markup),
             html_contexts(inlined),

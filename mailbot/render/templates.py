@@ -56,7 +56,7 @@ from mailbot.render.catalogue import (
     parse_meta,
     placeholder_problem,
 )
-from mailbot.render.once import Draft, Skeletons, deferring, exact_key
+from mailbot.render.once import Draft, Skeletons, deferring
 from mailbot.render.translations import Paragraphs, load_translations, pick
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 SUBJECT_MAX_CHARS = 200
 _BLANK_LINES = re.compile(r"\n{3,}")
 _DATES_KEPT = 4096
+_MINUTE_STYLES = frozenset({"full", "date", "time", "numeric"})  # date_fr's, to the minute
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Renderer:
         except (ZoneInfoNotFoundError, ValueError):
             raise TemplateError(f"unknown time zone {timezone!r}") from None
         self.timezone = timezone
+        self._zone = ZoneInfo(timezone)
         if not self.template_dir.is_dir():
             raise TemplateError(f"{self.template_dir}: template directory not found")
 
@@ -151,7 +153,9 @@ class Renderer:
         self._text_env, self._html_env = self._environments()
         self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
         self._dates: dict[tuple[object, ...], str] = {}
-        self._skeletons = Skeletons(self._draft, self._inline, self._trees, log.warning)
+        self._skeletons = Skeletons(
+            self._draft, self._inline, self._trees, (_clean_text, wrap_long_lines), log.warning
+        )
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -224,7 +228,7 @@ class Renderer:
         subject, text, html = draft
         mail = RenderedMail(
             subject=clean_subject(subject),
-            text=wrap_long_lines(_clean_text(text)),
+            text=text,
             html=html.strip() + "\n",
         )
         if check and mail != self.render(name, variables, language=language):
@@ -555,11 +559,12 @@ class Renderer:
         return None
 
     def _date_filter(self, value: datetime | date, style: str = "full") -> str:
-        """``date_fr`` in the renderer's zone; the last results kept, since a backlog's
-        mails share their deadline and often their minute of receipt (Babel's formatting
-        is most of a skeleton's fill)."""
-        key = (*exact_key(value), style)
-        if key[0] is None:  # a type not kept (a datetime subclass...): formatted each time
+        """``date_fr`` in the renderer's zone, its last results kept: a backlog's mails
+        share their deadline and often their minute of receipt, and Babel's formatting is
+        most of a skeleton's fill (``render_once``). The styles show at most the local
+        minute (``date_fr``), so that is the key; a style this does not know is not kept."""
+        key = self._date_key(value, style)
+        if key is None:
             return date_fr(value, timezone=self.timezone, style=style)
         found = self._dates.get(key)
         if found is None:
@@ -568,6 +573,18 @@ class Renderer:
                 self._dates.clear()
             self._dates[key] = found
         return found
+
+    def _date_key(self, value: object, style: str) -> tuple[object, ...] | None:
+        if style not in _MINUTE_STYLES:
+            return None
+        if type(value) is date:
+            return style, value
+        if type(value) is not datetime or value.utcoffset() is None:
+            return None  # naive: date_fr refuses it, each time
+        local = value.astimezone(self._zone)
+        if style == "date":
+            return style, local.date()
+        return style, local.replace(tzinfo=None, second=0, microsecond=0)
 
 
 def _wrap_filter(value: object, width: int = 76, indent: int = 0) -> str:
