@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -75,25 +76,33 @@ def _parents(tree: nodes.Node) -> dict[int, nodes.Node]:
     return parents
 
 
+def _ends_use(parent: nodes.Node, child: nodes.Node) -> bool:
+    """Printed, or tested by an ``if``: where a slot's way through a template ends."""
+    if isinstance(parent, nodes.If):
+        return parent.test is child
+    return isinstance(parent, nodes.Output)
+
+
+def _passes(parent: nodes.Node, child: nodes.Node) -> bool:
+    """A node that hands a slot on (filtered, or as it is) without reading it."""
+    if isinstance(parent, nodes.Filter):
+        return parent.node is child  # a per-mail value as a filter's argument: no
+    if isinstance(parent, nodes.Test):
+        return parent.node is child and parent.name in {"defined", "undefined"}
+    return isinstance(parent, _PASS_THROUGH)
+
+
 def _allowed_use(node: nodes.Node, parents: Mapping[int, nodes.Node]) -> bool:
-    """True when this per-mail name only flows to output, an ``if`` test or a filter."""
+    """True when this per-mail name only flows to output or an ``if`` test, through
+    filters, and is not printed into a variable or a macro (it could flow anywhere)."""
     child, parent = node, parents.get(id(node))
-    while parent is not None:
-        if isinstance(parent, nodes.Filter) and parent.node is not child:
-            return False  # a per-mail value as a filter's argument
-        if isinstance(parent, nodes.Test):
-            if parent.node is not child or parent.name not in {"defined", "undefined"}:
-                return False
-        elif isinstance(parent, nodes.Output):
-            break
-        elif isinstance(parent, nodes.If) and parent.test is child:
-            break
-        elif isinstance(parent, nodes.CondExpr) and parent.test is child:
-            pass
-        elif not isinstance(parent, _PASS_THROUGH):
+    while parent is not None and not _ends_use(parent, child):
+        if not _passes(parent, child):
             return False
         child, parent = parent, parents.get(id(parent))
-    while parent is not None:  # printed into a variable, a macro: it could flow anywhere
+    if parent is None:
+        return False
+    while parent is not None:
         if isinstance(parent, _WRITES_TO_VARIABLE):
             return False
         parent = parents.get(id(parent))
@@ -145,9 +154,9 @@ class Slot:
         raise Unsupported("a per-mail value used in an expression")
 
     __len__ = __iter__ = __contains__ = __getitem__ = __call__ = _refuse
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse  # type: ignore[assignment]
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _refuse
     __add__ = __radd__ = __mul__ = __rmul__ = __mod__ = __rmod__ = _refuse
-    __format__ = __int__ = __float__ = __index__ = _refuse  # type: ignore[assignment]
+    __format__ = __int__ = __float__ = __index__ = _refuse
     __hash__ = object.__hash__
 
 
@@ -194,8 +203,13 @@ class Trace:
         self.ops.append(("guard", index, expected))
         return expected
 
-    def call(self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any],
-             position: int) -> Slot:
+    def call(
+        self,
+        func: Callable[..., object],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        position: int,
+    ) -> Slot:
         value = args[position]
         source: object
         if isinstance(value, Slot):
@@ -313,6 +327,7 @@ def traced(trace: Trace, run: Callable[[], _T]) -> _T:
 
 # --------------------------------------------------------------------------- filling
 
+
 def split(text: str) -> Parts:
     parts: list[str | int] = []
     last = 0
@@ -343,8 +358,12 @@ def shown(value: object, form: str, times: int) -> str:
     return text
 
 
-def fill_text(parts: Parts, occurrences: Sequence[tuple[int, str]], values: Sequence[object],
-              times: Mapping[int, int] | None = None) -> str:
+def fill_text(
+    parts: Parts,
+    occurrences: Sequence[tuple[int, str]],
+    values: Sequence[object],
+    times: Mapping[int, int] | None = None,
+) -> str:
     """A skeleton filled with one mail's values (text as Jinja wrote it, not serialized)."""
     out: list[str] = []
     for part in parts:
@@ -400,8 +419,13 @@ def html_contexts(text: str) -> dict[int, bool]:
     return found
 
 
-def fill_html(parts: Parts, occurrences: Sequence[tuple[int, str]], values: Sequence[object],
-              times: Mapping[int, int], attribute: Mapping[int, bool]) -> str | None:
+def fill_html(
+    parts: Parts,
+    occurrences: Sequence[tuple[int, str]],
+    values: Sequence[object],
+    times: Mapping[int, int],
+    attribute: Mapping[int, bool],
+) -> str | None:
     """Inlined HTML filled with one mail's values; None when one of them could come out
     of css_inline otherwise than ``html_value`` says."""
     out: list[str] = []
@@ -439,10 +463,10 @@ Draft = tuple[str, str, str]
 class TextPlan:
     """The text part of a skeleton: raw, and cleaned and wrapped once where only the lines
     that hold a value are finished per mail. ``finish`` is the renderer's clean-up of a
-    whole text (blank lines, trailing spaces, then long lines re-wrapped), ``wrap`` the
-    re-wrapping alone: both work line by line, so the lines without a value come out the
-    same whatever the values, provided each value keeps its line non-blank and its end
-    unchanged (``_line_safe``); otherwise the whole text is finished again."""
+    whole text (line ends, trailing spaces, blank lines, then long lines re-wrapped),
+    ``wrap`` the re-wrapping alone: both work line by line, so the lines without a value
+    come out the same whatever the values, provided no value leaves a line blank
+    (``_clean_lines``); otherwise the whole text is finished again."""
 
     raw: Parts
     times: Mapping[int, int]
@@ -451,8 +475,13 @@ class TextPlan:
     wrap: Callable[[str], str]
 
     @classmethod
-    def of(cls, raw: str, finish: Callable[[str], str], clean: Callable[[str], str],
-           wrap: Callable[[str], str]) -> TextPlan:
+    def of(
+        cls,
+        raw: str,
+        finish: Callable[[str], str],
+        clean: Callable[[str], str],
+        wrap: Callable[[str], str],
+    ) -> TextPlan:
         chunks: list[str | Parts] = []
         static: list[str] = []
         for line in clean(raw).split("\n"):
@@ -472,23 +501,28 @@ class TextPlan:
             if isinstance(chunk, str):
                 out.append(chunk)
                 continue
-            pieces: list[str] = []
-            for part in chunk:
-                if isinstance(part, str):
-                    pieces.append(part)
-                    continue
-                index, form = occurrences[part]
-                text = shown(values[index], form, self.times.get(part, 0))
-                if not _line_safe(text):
-                    return self.finish(fill_text(self.raw, occurrences, values, self.times))
-                pieces.append(text)
-            out.append(self.wrap("".join(pieces)))
+            line = fill_text(chunk, occurrences, values, self.times)
+            lines = _clean_lines(line)
+            if lines is None:
+                return self.finish(fill_text(self.raw, occurrences, values, self.times))
+            out.append(self.wrap(lines))
         return "\n".join(out)
 
 
-def _line_safe(text: str) -> bool:
-    """A value that cannot make its line blank, end it otherwise, or cut it."""
-    return bool(text.strip()) and not text[-1].isspace() and "\n" not in text and "\r" not in text
+def _clean_lines(text: str) -> str | None:
+    """A skeleton's line once filled, as the clean-up of the whole text leaves it (line
+    ends, trailing spaces); None when it is not sure to: a line left blank (blank lines
+    are collapsed across lines) or a signature delimiter ("-- ") that the skeleton's own
+    clean-up could have cut."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if line != "-- ":
+            line = lines[number] = line.rstrip()
+            if not line or line == "--":
+                return None
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -547,6 +581,7 @@ class Skeletons:
         self._log = log
         self._keys: dict[tuple[str, str], _Key] = {}
         self._refused: dict[str, list[str]] = {}
+        self.counts: Counter[str] = Counter()  # mails from a skeleton, in full, checked
 
     def _finish(self, text: str) -> str:
         return self._wrap(self._clean(text))
@@ -564,8 +599,14 @@ class Skeletons:
         return self._refused[name]
 
     def draft(self, name: str, context: Mapping[str, object]) -> tuple[Draft | None, bool]:
-        """This mail's raw subject, text and inlined HTML from a skeleton (None: render it
-        in full), and whether the caller must compare them with a full render."""
+        """This mail's raw subject, finished text and inlined HTML from a skeleton (None:
+        render it in full), and whether the caller must compare them with a full render."""
+        found, check = self._find(name, context)
+        self.counts["skeleton" if found else "full"] += 1
+        self.counts["checked"] += check
+        return found, check
+
+    def _find(self, name: str, context: Mapping[str, object]) -> tuple[Draft | None, bool]:
         if self.refusals(name):
             return None, False
         key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
@@ -602,8 +643,10 @@ class Skeletons:
         key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
         if key in self._keys and not self._keys[key].full:
             self._keys[key].full = True
-            self._log(f"template {name!r}: a skeleton differed from the full render; "
-                      "these settings now render in full")
+            self._log(
+                f"template {name!r}: a skeleton differed from the full render; "
+                "these settings now render in full"
+            )
 
     def _checked(self, entry: _Key, filled: Draft) -> tuple[Draft, bool]:
         if entry.checks_left > 0:
@@ -611,8 +654,9 @@ class Skeletons:
             return filled, True
         return filled, False
 
-    def _build(self, name: str, context: Mapping[str, object],
-               roots: Mapping[str, object]) -> Skeleton:
+    def _build(
+        self, name: str, context: Mapping[str, object], roots: Mapping[str, object]
+    ) -> Skeleton:
         trace = Trace()
         slots = {key: trace.root(key, value) for key, value in roots.items()}
         try:
