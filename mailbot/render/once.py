@@ -379,7 +379,7 @@ def fill_text(
 # What css_inline's serializer writes for escaped text, and what it would not give back.
 _ENTITY = re.compile("&(?:amp|lt|gt|#39|#34);")
 _SERIALIZED_TEXT = {"&#39;": "'", "&#34;": '"', "\xa0": "&nbsp;"}
-_SERIALIZED_ATTR = {"&#39;": "'", "&#34;": "&quot;", "\xa0": "&nbsp;"}
+_SERIALIZED_ATTR = {"&#39;": "'", "&#34;": "&quot;", "&lt;": "<", "&gt;": ">", "\xa0": "&nbsp;"}
 _REFUSED = re.compile("[<>\"'&\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _KEPT_TAGS = re.compile("</?bdi>")
 
@@ -424,7 +424,7 @@ def fill_html(
     occurrences: Sequence[tuple[int, str]],
     values: Sequence[object],
     times: Mapping[int, int],
-    attribute: Mapping[int, bool],
+    attribute: Mapping[int, bool] | None,
 ) -> str | None:
     """Inlined HTML filled with one mail's values; None when one of them could come out
     of css_inline otherwise than ``html_value`` says."""
@@ -434,7 +434,8 @@ def fill_html(
             out.append(part)
             continue
         index, form = occurrences[part]
-        text = html_value(shown(values[index], form, times.get(part, 0)), attribute[part])
+        written = shown(values[index], form, times.get(part, 0))
+        text = written if attribute is None else html_value(written, attribute[part])
         if text is None:
             return None
         out.append(text)
@@ -535,7 +536,7 @@ class Skeleton:
     text: TextPlan
     html: Parts  # after the stylesheet
     html_times: Mapping[int, int]
-    html_attribute: Mapping[int, bool]
+    html_attribute: Mapping[int, bool] | None  # None: no stylesheet, the HTML as written
 
     def fill(self, roots: Mapping[str, object]) -> Draft | bool:
         """This mail's raw subject, finished text and inlined HTML; False when a guard differs
@@ -562,14 +563,15 @@ class Skeletons:
     """Skeletons by key, built on first use, checked against full renders.
 
     ``draft(name, context)`` renders a template's three parts in the skeleton
-    environments (filters wrapped with ``deferring``); ``inline`` applies the stylesheet;
+    environments (filters wrapped with ``deferring``); ``inline`` applies the stylesheet
+    (None: there is none, the HTML stays as Jinja wrote it);
     ``trees(name)`` gives the syntax trees of every file the template uses; ``text`` is
     the renderer's clean-up of a text part and its re-wrapping of long lines."""
 
     def __init__(
         self,
         draft: Callable[[str, Mapping[str, object]], Draft],
-        inline: Callable[[str], str],
+        inline: Callable[[str], str] | None,
         trees: Callable[[str], Sequence[tuple[str, nodes.Template]]],
         text: tuple[Callable[[str], str], Callable[[str], str]],
         log: Callable[[str], None],
@@ -665,7 +667,7 @@ class Skeletons:
             raise
         except Exception as exc:  # an error about a slot, not about the template
             raise Unsupported(f"{type(exc).__name__}: {exc}") from None
-        inlined = self._inline(markup)
+        inlined = self._inline(markup) if self._inline else markup
         html = split(inlined)
         if sorted(part for part in html if isinstance(part, int)) != sorted(
             part for part in split(markup) if isinstance(part, int)
@@ -678,5 +680,5 @@ class Skeletons:
             TextPlan.of(text, self._finish, self._clean, self._wrap),
             html,
             escapes(markup),
-            html_contexts(inlined),
+            html_contexts(inlined) if self._inline else None,
         )

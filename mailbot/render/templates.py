@@ -154,7 +154,11 @@ class Renderer:
         self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
         self._dates: dict[tuple[object, ...], str] = {}
         self._skeletons = Skeletons(
-            self._draft, self._inline, self._trees, (_clean_text, wrap_long_lines), log.warning
+            self._draft,
+            self._inline if self._inliner is not None else None,
+            self._trees,
+            (_clean_text, wrap_long_lines),
+            log.warning,
         )
 
         for key, (_, path) in self._sources.items():
