@@ -112,10 +112,10 @@ def test_planned_mails_are_identical_to_full_renders(
         for variables_of_one in mails(variables):
             same(renderer, name, variables_of_one, language)
     used = renderer._skeletons.counts - before
-    if language == "fr":
-        # French mails come from skeletons (others add translated paragraphs); a value
-        # that css_inline would change (a CR in the HTML) is rendered in full.
-        assert used["skeleton"] > used["full"] > 0
+    # Every planned mail comes from a skeleton; translated paragraphs carry classes, so
+    # their HTML gets the stylesheet per mail, as does a value css_inline would change (CR).
+    assert used["skeleton"] > 0 and used["full"] == 0
+    assert 0 < used["inlined"] < used["skeleton"] or language != "fr"
 
 
 def test_every_template_with_its_examples(renderer: Renderer) -> None:

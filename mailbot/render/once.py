@@ -123,6 +123,22 @@ def problems(tree: nodes.Template, per_mail: Sequence[str] = PER_MAIL) -> list[s
     return found
 
 
+_BUILDERS = (nodes.AssignBlock, nodes.Macro, nodes.CallBlock, nodes.Concat)
+
+
+def builders(tree: nodes.Template) -> list[str]:
+    """Where a template builds a string it could then read (``{% set %}`` blocks, macros,
+    ``~``, ``super()``, ``caller()``). ``problems`` follows PER_MAIL's names through the
+    tree; a value reached otherwise (a translated paragraph, an item of a list) is only
+    followed by the trace, which sees what is done to a slot but not to a string holding
+    its marker: such values need a template that never builds one."""
+    found = [f"line {node.lineno}: {type(node).__name__}" for node in tree.find_all(_BUILDERS)]
+    for name in tree.find_all(nodes.Name):
+        if name.name in {"super", "caller", "self", "varargs", "kwargs"}:
+            found.append(f"line {name.lineno}: {name.name}")
+    return found
+
+
 # --------------------------------------------------------------------------- the trace
 
 
@@ -534,22 +550,41 @@ class Skeleton:
     subject: Parts
     subject_times: Mapping[int, int]
     text: TextPlan
-    html: Parts  # after the stylesheet
+    markup: Parts  # the HTML before the stylesheet
     html_times: Mapping[int, int]
+    html: Parts | None  # after the stylesheet; None: filled before it, then inlined
     html_attribute: Mapping[int, bool] | None  # None: no stylesheet, the HTML as written
+    inline: Callable[[str], str] | None
+    counts: Counter[str]  # the Skeletons' own: how many mails' HTML was inlined each
 
-    def fill(self, roots: Mapping[str, object]) -> Draft | bool:
-        """This mail's raw subject, finished text and inlined HTML; False when a guard differs
-        (another skeleton), True when a value must be rendered in full."""
+    def fill(self, roots: Mapping[str, object]) -> Draft | None:
+        """This mail's raw subject, finished text and inlined HTML; None when a guard
+        differs (another skeleton)."""
         values = self.trace.replay(roots)
         if values is None:
-            return False
+            return None
         occurrences = self.trace.occurrences
-        html = fill_html(self.html, occurrences, values, self.html_times, self.html_attribute)
-        if html is None:
-            return True
+        html = None
+        if self.html is not None:
+            html = fill_html(self.html, occurrences, values, self.html_times, self.html_attribute)
+        if html is None:  # the stylesheet applied to this mail's HTML: exact, but slower
+            self.counts["inlined"] += 1
+            html = fill_text(self.markup, occurrences, values, self.html_times)
+            html = self.inline(html) if self.inline else html
         subject = fill_text(self.subject, occurrences, values, self.subject_times)
         return subject, self.text.fill(occurrences, values), html
+
+
+@dataclass(frozen=True)
+class Request:
+    """One mail to draft from a skeleton."""
+
+    name: str  # the template
+    settings: str  # everything but the per-mail values, as a key
+    roots: Mapping[str, object]  # the per-mail values, by name
+    render: Callable[[Mapping[str, Slot]], Draft]  # the three parts, slots for the roots
+    inline_each: bool = False  # the HTML's values need the stylesheet: filled, then inlined
+    beyond_names: bool = False  # values that are not PER_MAIL's names: see ``builders``
 
 
 @dataclass
@@ -562,31 +597,41 @@ class _Key:
 class Skeletons:
     """Skeletons by key, built on first use, checked against full renders.
 
-    ``draft(name, context)`` renders a template's three parts in the skeleton
-    environments (filters wrapped with ``deferring``); ``inline`` applies the stylesheet
+    A ``Request`` renders a template's three parts in the skeleton environments (filters
+    wrapped with ``deferring``); ``inline`` applies the stylesheet
     (None: there is none, the HTML stays as Jinja wrote it);
     ``trees(name)`` gives the syntax trees of every file the template uses; ``text`` is
     the renderer's clean-up of a text part and its re-wrapping of long lines."""
 
     def __init__(
         self,
-        draft: Callable[[str, Mapping[str, object]], Draft],
         inline: Callable[[str], str] | None,
         trees: Callable[[str], Sequence[tuple[str, nodes.Template]]],
         text: tuple[Callable[[str], str], Callable[[str], str]],
         log: Callable[[str], None],
     ) -> None:
-        self._draft = draft
         self._clean, self._wrap = text
         self._inline = inline
         self._trees = trees
         self._log = log
         self._keys: dict[tuple[str, str], _Key] = {}
         self._refused: dict[str, list[str]] = {}
-        self.counts: Counter[str] = Counter()  # mails from a skeleton, in full, checked
+        self._builders: dict[str, list[str]] = {}
+        # Mails from a skeleton, in full, checked against a full render, their HTML inlined.
+        self.counts: Counter[str] = Counter()
 
     def _finish(self, text: str) -> str:
         return self._wrap(self._clean(text))
+
+    def builders(self, name: str) -> list[str]:
+        """Where this template builds text it could read again (see ``builders``)."""
+        if name not in self._builders:
+            self._builders[name] = [
+                f"{where}: {problem}"
+                for where, tree in self._trees(name)
+                for problem in builders(tree)
+            ]
+        return self._builders[name]
 
     def refusals(self, name: str) -> list[str]:
         """Why this template always renders in full (empty: it may use skeletons)."""
@@ -600,18 +645,18 @@ class Skeletons:
                 self._log(f"template {name!r} renders in full: {self._refused[name][0]}")
         return self._refused[name]
 
-    def draft(self, name: str, context: Mapping[str, object]) -> tuple[Draft | None, bool]:
+    def draft(self, request: Request) -> tuple[Draft | None, bool]:
         """This mail's raw subject, finished text and inlined HTML from a skeleton (None:
         render it in full), and whether the caller must compare them with a full render."""
-        found, check = self._find(name, context)
+        found, check = self._find(request)
         self.counts["skeleton" if found else "full"] += 1
         self.counts["checked"] += check
         return found, check
 
-    def _find(self, name: str, context: Mapping[str, object]) -> tuple[Draft | None, bool]:
-        if self.refusals(name):
+    def _find(self, request: Request) -> tuple[Draft | None, bool]:
+        if self.refusals(request.name) or (request.beyond_names and self.builders(request.name)):
             return None, False
-        key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
+        key = (request.name, request.settings)
         entry = self._keys.get(key)
         if entry is None:
             if len(self._keys) >= MAX_KEYS:
@@ -619,34 +664,29 @@ class Skeletons:
             entry = self._keys[key] = _Key([])
         if entry.full:
             return None, False
-        roots = {k: v for k, v in context.items() if k in PER_MAIL}
         for skeleton in entry.variants:
-            filled = skeleton.fill(roots)
-            if filled is True:
-                return None, False
-            if filled is not False:
+            filled = skeleton.fill(request.roots)
+            if filled is not None:
                 return self._checked(entry, filled)
         if len(entry.variants) >= MAX_VARIANTS:
             return None, False
         try:
-            skeleton = self._build(name, context, roots)
+            skeleton = self._build(request)
         except Unsupported as exc:
             entry.full = True
-            self._log(f"template {name!r} renders in full for these settings: {exc}")
+            self._log(f"template {request.name!r} renders in full for these settings: {exc}")
             return None, False
         entry.variants.append(skeleton)
-        filled = skeleton.fill(roots)
-        if not isinstance(filled, tuple):
-            return None, False
-        return self._checked(entry, filled)
+        filled = skeleton.fill(request.roots)
+        return (None, False) if filled is None else self._checked(entry, filled)
 
-    def mismatch(self, name: str, context: Mapping[str, object]) -> None:
+    def mismatch(self, request: Request) -> None:
         """A skeleton's result differed from the full render: never again for this key."""
-        key = (name, repr([(k, v) for k, v in context.items() if k not in PER_MAIL]))
-        if key in self._keys and not self._keys[key].full:
-            self._keys[key].full = True
+        entry = self._keys.get((request.name, request.settings))
+        if entry is not None and not entry.full:
+            entry.full = True
             self._log(
-                f"template {name!r}: a skeleton differed from the full render; "
+                f"template {request.name!r}: a skeleton differed from the full render; "
                 "these settings now render in full"
             )
 
@@ -656,29 +696,33 @@ class Skeletons:
             return filled, True
         return filled, False
 
-    def _build(
-        self, name: str, context: Mapping[str, object], roots: Mapping[str, object]
-    ) -> Skeleton:
+    def _build(self, request: Request) -> Skeleton:
         trace = Trace()
-        slots = {key: trace.root(key, value) for key, value in roots.items()}
+        slots = {key: trace.root(key, value) for key, value in request.roots.items()}
         try:
-            subject, text, markup = traced(trace, lambda: self._draft(name, {**context, **slots}))
+            subject, text, markup = traced(trace, lambda: request.render(slots))
         except Unsupported:
             raise
         except Exception as exc:  # an error about a slot, not about the template
             raise Unsupported(f"{type(exc).__name__}: {exc}") from None
-        inlined = self._inline(markup) if self._inline else markup
-        html = split(inlined)
-        if sorted(part for part in html if isinstance(part, int)) != sorted(
-            part for part in split(markup) if isinstance(part, int)
-        ):
-            raise Unsupported("the stylesheet moved or dropped a per-mail value")
+        html, attribute = None, None
+        if not request.inline_each:
+            inlined = self._inline(markup) if self._inline else markup
+            html = split(inlined)
+            if sorted(part for part in html if isinstance(part, int)) != sorted(
+                part for part in split(markup) if isinstance(part, int)
+            ):
+                raise Unsupported("the stylesheet moved or dropped a per-mail value")
+            attribute = html_contexts(inlined) if self._inline else None
         return Skeleton(
             trace,
             split(subject),
             escapes(subject),
             TextPlan.of(text, self._finish, self._clean, self._wrap),
-            html,
+            split(markup),
             escapes(markup),
-            html_contexts(inlined) if self._inline else None,
+            html,
+            attribute,
+            self._inline,
+            self.counts,
         )

@@ -56,8 +56,16 @@ from mailbot.render.catalogue import (
     parse_meta,
     placeholder_problem,
 )
-from mailbot.render.once import Draft, Skeletons, deferring
-from mailbot.render.translations import Paragraphs, load_translations, pick
+from mailbot.render.once import (
+    PER_MAIL,
+    Draft,
+    Request,
+    Skeletons,
+    Slot,
+    deferring,
+    exact_key,
+)
+from mailbot.render.translations import Paragraphs, Translation, load_translations, pick
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -153,8 +161,8 @@ class Renderer:
         self._text_env, self._html_env = self._environments()
         self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
         self._dates: dict[tuple[object, ...], str] = {}
+        self._paragraph_memo: dict[tuple[object, ...], tuple[object, object]] = {}
         self._skeletons = Skeletons(
-            self._draft,
             self._inline if self._inliner is not None else None,
             self._trees,
             (_clean_text, wrap_long_lines),
@@ -220,13 +228,13 @@ class Renderer:
     ) -> RenderedMail:
         """``render()``'s very result, from a skeleton rendered once per template and
         settings and filled with this mail's reference, dates and subject
-        (``mailbot.render.once``): for the many ARs of a backlog. A mail with translated
-        paragraphs, a template or a value the skeleton cannot reproduce: ``render()``."""
+        (``mailbot.render.once``): for the many ARs of a backlog. A template or settings
+        the skeleton cannot reproduce: ``render()``."""
         loaded = self._get(name)
-        if loaded.meta.translated and pick(self.translations, language) is not None:
-            return self.render(name, variables, language=language)
         context = self._context(loaded.meta, variables)
-        draft, check = self._skeletons.draft(name, context)
+        translation = pick(self.translations, language) if loaded.meta.translated else None
+        request = self._request(loaded.meta, context, translation)
+        draft, check = self._skeletons.draft(request) if request else (None, False)
         if draft is None:
             return self.render(name, variables, language=language)
         subject, text, html = draft
@@ -234,9 +242,10 @@ class Renderer:
             subject=clean_subject(subject),
             text=text,
             html=html.strip() + "\n",
+            languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
         )
-        if check and mail != self.render(name, variables, language=language):
-            self._skeletons.mismatch(name, context)
+        if check and request and mail != self.render(name, variables, language=language):
+            self._skeletons.mismatch(request)
             return self.render(name, variables, language=language)
         return mail
 
@@ -463,14 +472,98 @@ class Renderer:
             self._skeleton_envs[html] = env
         return self._skeleton_envs[html]
 
-    def _draft(self, name: str, context: Mapping[str, object]) -> Draft:
+    def _request(
+        self,
+        meta: TemplateMeta,
+        context: Mapping[str, object],
+        translation: Translation | None,
+    ) -> Request | None:
+        """What ``render_once`` asks the skeletons for this mail. Translated paragraphs
+        that show a per-mail value are per-mail values themselves (rendered for each mail,
+        the last ones kept); their HTML carries classes, so the stylesheet is applied to
+        each mail's HTML (``inline_each``)."""
+        name = meta.name
+        settings = [(key, value) for key, value in context.items() if key not in PER_MAIL]
+        roots = {key: value for key, value in context.items() if key in PER_MAIL}
+        if translation is None:
+            return Request(
+                name, repr(settings), roots, lambda slots: self._draft(name, {**context, **slots})
+            )
+        keys = [part.text for part in meta.translated if part.shown(context)]
+        moving = [
+            key
+            for key in keys
+            if any(path.partition(".")[0] in PER_MAIL for path in translation.placeholders(key))
+        ]
+        for key in moving:
+            paragraph = self._paragraph(translation, key, context)
+            if paragraph is None:
+                return None
+            roots[f"{key}:text"], roots[f"{key}:html"] = paragraph
+
+        def render(slots: Mapping[str, Slot]) -> Draft:
+            text_section, html_section = self._paragraphs.section(translation, keys, context)
+            for part, section in (("text", text_section), ("html", html_section)):
+                paragraphs = section["paragraphs"]
+                assert isinstance(paragraphs, list)
+                section["paragraphs"] = [
+                    slots[f"{key}:{part}"] if key in moving else paragraph
+                    for key, paragraph in zip(keys, paragraphs, strict=True)
+                ]
+            mail = {**context, **{key: slots[key] for key in context if key in PER_MAIL}}
+            return self._draft(
+                name,
+                mail,
+                {**mail, "translation": text_section},
+                {**mail, "translation": html_section},
+            )
+
+        settings_key = repr((translation.language, keys, settings))
+        return Request(name, settings_key, roots, render, inline_each=True, beyond_names=True)
+
+    def _paragraph(
+        self, translation: Translation, key: str, context: Mapping[str, object]
+    ) -> tuple[object, object] | None:
+        """One translated paragraph (text, HTML) for this mail, the last ones kept (a
+        backlog's mails share a deadline); None when it cannot be rendered alone."""
+        values: list[object] = [translation.language, key]
+        for path in translation.placeholders(key):
+            root, _, attribute = path.partition(".")
+            value = context.get(root)
+            if attribute:
+                value = value.get(attribute) if isinstance(value, Mapping) else None
+            values += exact_key(value)
+        memo = tuple(values) if None not in values else None
+        found = self._paragraph_memo.get(memo) if memo else None
+        if found is None:
+            try:
+                text, html = self._paragraphs.section(translation, [key], context)
+            except Exception:  # the full render reports it
+                return None
+            texts, markups = text["paragraphs"], html["paragraphs"]
+            assert isinstance(texts, list) and isinstance(markups, list)
+            found = (texts[0], markups[0])
+            if memo:
+                if len(self._paragraph_memo) >= _DATES_KEPT:
+                    self._paragraph_memo.clear()
+                self._paragraph_memo[memo] = found
+        return found
+
+    def _draft(
+        self,
+        name: str,
+        subject: Mapping[str, object],
+        text: Mapping[str, object] | None = None,
+        html: Mapping[str, object] | None = None,
+    ) -> Draft:
         """A template's subject, text and HTML (before the stylesheet), rendered in the
-        skeleton environments; errors propagate (the caller renders in full)."""
+        skeleton environments, each with its context (the subject's, unless given);
+        errors propagate (the caller renders in full)."""
         text_env, html_env = self._skeleton_env(False), self._skeleton_env(True)
         return (
-            text_env.get_template(f"{name}/{META_FILE}#subject").render(context),
-            text_env.get_template(f"{name}/{TEXT_FILE}").render(context),
-            html_env.get_template(f"{name}/{HTML_FILE}").render(context),
+            text_env.get_template(f"{name}/{META_FILE}#subject").render(subject),
+            text_env.get_template(f"{name}/{TEXT_FILE}").render(text or subject),
+            html_env.get_template(f"{name}/{HTML_FILE}").render(html or subject),
         )
 
     def _trees(self, name: str) -> list[tuple[str, jinja2.nodes.Template]]:
