@@ -24,9 +24,14 @@ Escaping is reproduced exactly: a marker records how many times the text around 
 HTML-escaped, and the value is escaped as many times with markupsafe, as Jinja does. The
 stylesheet is applied to the skeleton, so a value in the HTML must also come out of
 css_inline's parser and serializer as it went in; ``html_value`` does what they do to
-escaped text (``'``, ``"``, no-break space) and refuses, for that mail only (full
-rendering), anything else (tags but ``<bdi>``, control characters, ...). The filled
-text is never evaluated again: a ``{{ 7*7 }}`` in a subject stays seven characters.
+escaped text (``'``, ``"``, ``<`` in attributes, no-break space) and refuses anything
+else (tags but ``<bdi>``, control characters, ...): that mail's HTML is then filled
+before the stylesheet and inlined (exact, ~0.3 ms more). The same goes for every mail
+whose values are not the four names of ``PER_MAIL`` (translated paragraphs: their HTML has
+classes the stylesheet styles); those need a template that builds no string it could read
+again (``builders``). The filled text is never evaluated again: a ``{{ 7*7 }}`` in a
+subject stays seven characters; the text part is cleaned and wrapped as ``render()``
+does it (``TextPlan``); filters are assumed pure (the shipped ones are).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import contextvars
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -456,15 +461,6 @@ def fill_html(
             return None
         out.append(text)
     return "".join(out)
-
-
-def walk_ops(ops: Sequence[Op]) -> Iterator[str]:
-    """The steps of a trace, readable (for logs and tests)."""
-    for op in ops:
-        if op[0] == "call":
-            yield f"call {getattr(op[1], '__name__', op[1])}"
-        else:
-            yield " ".join(str(item) for item in op)
 
 
 # --------------------------------------------------------------------------- skeletons
