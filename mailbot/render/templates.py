@@ -17,6 +17,9 @@ naming the file, instead of at the first citizen's mail. Those checks run again 
 the directory changed since they last passed (``mailbot.render.cache`` keeps that record,
 and Jinja's compiled templates), or when asked (``full_check``: ``mailbot check``). The
 directory's layout and the meta.yaml model are ``mailbot.render.catalogue``'s.
+
+``Renderer.render_once`` gives ``render``'s very result for the mails of a backlog from a
+skeleton per template and settings, filled with each mail's values (``mailbot.render.once``).
 """
 
 from __future__ import annotations
@@ -478,10 +481,10 @@ class Renderer:
         context: Mapping[str, object],
         translation: Translation | None,
     ) -> Request | None:
-        """What ``render_once`` asks the skeletons for this mail. Translated paragraphs
-        that show a per-mail value are per-mail values themselves (rendered for each mail,
-        the last ones kept); their HTML carries classes, so the stylesheet is applied to
-        each mail's HTML (``inline_each``)."""
+        """What ``render_once`` asks the skeletons for this mail: its settings (the key),
+        its per-mail values, and how to render the skeleton. With translated paragraphs,
+        whose HTML carries classes, the stylesheet is applied to each mail's HTML
+        (``inline_each``)."""
         name = meta.name
         settings = [(key, value) for key, value in context.items() if key not in PER_MAIL]
         roots = {key: value for key, value in context.items() if key in PER_MAIL}
@@ -489,6 +492,19 @@ class Renderer:
             return Request(
                 name, repr(settings), roots, lambda slots: self._draft(name, {**context, **slots})
             )
+        return self._translated(meta, context, translation, repr(settings), roots)
+
+    def _translated(
+        self,
+        meta: TemplateMeta,
+        context: Mapping[str, object],
+        translation: Translation,
+        settings: str,
+        roots: dict[str, object],
+    ) -> Request | None:
+        """The request of a mail with translated paragraphs: those that show a per-mail
+        value are values of the mail (``"ar.reference:text"``...), the others part of
+        the skeleton."""
         keys = [part.text for part in meta.translated if part.shown(context)]
         moving = [
             key
@@ -511,15 +527,14 @@ class Renderer:
                     for key, paragraph in zip(keys, paragraphs, strict=True)
                 ]
             mail = {**context, **{key: slots[key] for key in context if key in PER_MAIL}}
-            return self._draft(
-                name,
-                mail,
+            text, html = (
                 {**mail, "translation": text_section},
                 {**mail, "translation": html_section},
             )
+            return self._draft(meta.name, mail, text, html)
 
-        settings_key = repr((translation.language, keys, settings))
-        return Request(name, settings_key, roots, render, inline_each=True, beyond_names=True)
+        key = repr((translation.language, keys, settings))
+        return Request(meta.name, key, roots, render, inline_each=True, beyond_names=True)
 
     def _paragraph(
         self, translation: Translation, key: str, context: Mapping[str, object]
