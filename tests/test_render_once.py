@@ -149,6 +149,7 @@ def test_empty_and_given_subjects_are_two_skeletons(renderer: Renderer) -> None:
     (entry,) = fresh._skeletons._keys.values()
     assert len(entry.variants) == 2
     assert fresh._skeletons.counts["skeleton"] == 4
+    assert fresh._skeletons.counts["checked"] == 4  # each skeleton's first mails
 
 
 def test_user_text_is_never_a_template(renderer: Renderer) -> None:

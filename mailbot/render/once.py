@@ -17,8 +17,8 @@ fill reproduces exactly, so three safeguards stand between a skeleton and a citi
    mail's values; printing a slot writes a unique marker; the truth of a slot (an ``if``)
    is recorded as a *guard* that each later mail must meet (another truth value: another
    skeleton). Anything else done to a slot raises ``Unsupported``: full rendering.
-3. **Verification**: the first mails of each key are rendered both ways and compared; any
-   difference sends the key to full rendering for good, logged once.
+3. **Verification**: the first mails of each skeleton are rendered both ways and
+   compared; any difference sends its key to full rendering for good, logged once.
 
 Escaping is reproduced exactly: a marker records how many times the text around it was
 HTML-escaped, and the value is escaped as many times with markupsafe, as Jinja does. The
@@ -465,7 +465,7 @@ def fill_html(
 
 # --------------------------------------------------------------------------- skeletons
 
-CHECKED_MAILS = 3  # the first mails of each key are also rendered in full and compared
+CHECKED_MAILS = 3  # the first mails of each skeleton are also rendered in full, compared
 MAX_KEYS = 512  # beyond (settings that change per mail?), new keys render in full
 MAX_VARIANTS = 8  # skeletons per key (one per combination of guards met)
 # A skeleton render's raw parts: subject, text, HTML (before the stylesheet).
@@ -586,7 +586,7 @@ class Request:
 @dataclass
 class _Key:
     variants: list[Skeleton]
-    checks_left: int = CHECKED_MAILS
+    checks_left: list[int]  # per variant: its first mails are checked
     full: bool = False  # skeletons refused for this key: always a full render
 
 
@@ -657,13 +657,13 @@ class Skeletons:
         if entry is None:
             if len(self._keys) >= MAX_KEYS:
                 return None, False
-            entry = self._keys[key] = _Key([])
+            entry = self._keys[key] = _Key([], [])
         if entry.full:
             return None, False
-        for skeleton in entry.variants:
+        for number, skeleton in enumerate(entry.variants):
             filled = skeleton.fill(request.roots)
             if filled is not None:
-                return self._checked(entry, filled)
+                return self._checked(entry, number, filled)
         if len(entry.variants) >= MAX_VARIANTS:
             return None, False
         try:
@@ -673,8 +673,11 @@ class Skeletons:
             self._log(f"template {request.name!r} renders in full for these settings: {exc}")
             return None, False
         entry.variants.append(skeleton)
+        entry.checks_left.append(CHECKED_MAILS)
         filled = skeleton.fill(request.roots)
-        return (None, False) if filled is None else self._checked(entry, filled)
+        if filled is None:
+            return None, False
+        return self._checked(entry, len(entry.variants) - 1, filled)
 
     def mismatch(self, request: Request) -> None:
         """A skeleton's result differed from the full render: never again for this key."""
@@ -686,9 +689,9 @@ class Skeletons:
                 "these settings now render in full"
             )
 
-    def _checked(self, entry: _Key, filled: Draft) -> tuple[Draft, bool]:
-        if entry.checks_left > 0:
-            entry.checks_left -= 1
+    def _checked(self, entry: _Key, variant: int, filled: Draft) -> tuple[Draft, bool]:
+        if entry.checks_left[variant] > 0:
+            entry.checks_left[variant] -= 1
             return filled, True
         return filled, False
 
