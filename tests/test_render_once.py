@@ -49,12 +49,12 @@ HOSTILE_DATES = [
     datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
     datetime(2026, 3, 29, 1, 0, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
 ]
-LANGUAGES = ["fr", "ar", "en", None, "zz"]
+LANGUAGES = ["fr", "ar", None]  # None: not detected, English paragraphs (as for "zz")
 
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    return Renderer(TEMPLATES, cache=False)
+    return Renderer(TEMPLATES)
 
 
 def settings() -> list[tuple[str, str, dict[str, object]]]:
@@ -123,7 +123,7 @@ def test_every_template_with_its_examples(renderer: Renderer) -> None:
         for optional in (True, False):
             base = renderer.meta(name).examples(include_optional=optional)
             same(renderer, name, base, "ar")  # translated paragraphs: a full render
-            for variables in mails(base) if "reference" in base else [base]:
+            for variables in mails(base)[::3] if "reference" in base else [base]:
                 variables = {k: v for k, v in variables.items() if k in base}
                 same(renderer, name, variables, "fr")
 
@@ -131,7 +131,7 @@ def test_every_template_with_its_examples(renderer: Renderer) -> None:
 def test_skeletons_are_used_for_the_ars(renderer: Renderer) -> None:
     for name in ("ar-general", "ar-etrangers", "reorientation", "notification-transfert"):
         assert renderer._skeletons.refusals(name) == []
-    fresh = Renderer(TEMPLATES, cache=False)
+    fresh = Renderer(TEMPLATES)
     base = fresh.meta("ar-general").examples(include_optional=False)
     for number in range(10):
         variables = {**base, "reference": f"SM-2026-{number:06d}"}
@@ -142,7 +142,7 @@ def test_skeletons_are_used_for_the_ars(renderer: Renderer) -> None:
 
 
 def test_empty_and_given_subjects_are_two_skeletons(renderer: Renderer) -> None:
-    fresh = Renderer(TEMPLATES, cache=False)
+    fresh = Renderer(TEMPLATES)
     base = fresh.meta("ar-general").examples(include_optional=False)
     for subject in ("Objet", "", "Autre objet", ""):
         same(fresh, "ar-general", {**base, "original_subject": subject}, "fr")
@@ -241,7 +241,7 @@ def test_a_value_in_an_attribute(tmp_path: Path, css: bool) -> None:
 def test_a_difference_sends_the_settings_to_full_renders(
     renderer: Renderer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fresh = Renderer(TEMPLATES, cache=False)
+    fresh = Renderer(TEMPLATES)
     base = fresh.meta("ar-general").examples(include_optional=False)
     monkeypatch.setattr(once, "html_value", lambda text, attribute: text + "!")
     with caplog.at_level(logging.WARNING, logger="mailbot.render.templates"):
