@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from html.parser import HTMLParser
 from typing import Any, TypeVar
 
 from jinja2 import nodes
@@ -422,22 +423,44 @@ def html_value(text: str, attribute: bool) -> str | None:
     return text
 
 
-def _in_tag(text: str, position: int) -> bool:
-    return text.rfind("<", 0, position) > text.rfind(">", 0, position)
+class _Contexts(HTMLParser):
+    """Where each marker of inlined HTML stands: in an attribute's value, or in text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: dict[int, bool] = {}
+
+    def _note(self, text: str | None, attribute: bool) -> None:
+        for match in _MARK.finditer(text or ""):
+            if self.found.setdefault(int(match.group(3)), attribute) != attribute:
+                raise Unsupported("a per-mail value printed twice, in text and attribute")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if OPEN in name:
+                raise Unsupported("a per-mail value as an attribute's name")
+            self._note(value, True)
+
+    handle_startendtag = handle_starttag
+
+    def handle_data(self, data: str) -> None:
+        if OPEN in data and self.cdata_elem is not None:
+            raise Unsupported("a per-mail value in a <style> or <script>")
+        self._note(data, False)
+
+    def handle_comment(self, data: str) -> None:
+        if OPEN in data:
+            raise Unsupported("a per-mail value in a comment")
 
 
 def html_contexts(text: str) -> dict[int, bool]:
-    """Each marker of inlined HTML: True inside a tag (an attribute's value)."""
-    found: dict[int, bool] = {}
-    lowered = text.lower()
-    for match in _MARK.finditer(text):
-        start = match.start()
-        for raw in ("<style", "<script"):
-            opened = lowered.rfind(raw, 0, start)
-            if opened >= 0 and lowered.rfind(f"</{raw[1:]}", opened, start) < 0:
-                raise Unsupported(f"a per-mail value inside {raw}>")
-        found[int(match.group(3))] = _in_tag(text, start)
-    return found
+    """Each marker of inlined HTML: True in an attribute's value, False in text."""
+    parser = _Contexts()
+    parser.feed(text)
+    parser.close()
+    if set(parser.found) != {part for part in split(text) if isinstance(part, int)}:
+        raise Unsupported("a per-mail value neither in text nor in an attribute")
+    return parser.found
 
 
 def fill_html(
