@@ -319,14 +319,16 @@ def test_random_values_in_text_and_attributes(tmp_path: Path) -> None:
     """Values drawn from what HTML parsers and serializers treat specially, in text, in
     attributes and through the stylesheet: the same as a full render, every one."""
     html = (
+        "<!DOCTYPE html><html><head><title>Réf. {{ reference }}</title></head><body>"
         '<p class="lead" title="{{ original_subject }}">{{ original_subject }}</p>'
-        '<table class="box"><tr><td><span class="ref">{{ reference }}</span></td></tr></table>\n'
+        '<table class="box"><tr><td><span class="ref">{{ reference }}</span></td></tr></table>'
+        '<a href="mailto:{{ reference }}@x.fr">{{ original_subject|upper }}</a></body></html>\n'
     )
     write_template(tmp_path, "Objet : {{ original_subject }}\n{{ reference }}\n", html)
     renderer = Renderer(tmp_path, cache=False)
     alphabet = "ab é<>&\"'\xa0\t\n\r\x00\x0c\x85\u2028\u200f\u2068\ue000\ue001;#=/-–🚗"
     pick = random.Random(6)
-    for _ in range(300):
+    for _ in range(600):
         subject = "".join(pick.choice(alphabet) for _ in range(pick.randrange(12)))
         reference = "".join(pick.choice(alphabet) for _ in range(pick.randrange(1, 6)))
         variables = {"reference": reference, "original_subject": subject}
