@@ -1,14 +1,19 @@
 """Building the outgoing mails (issue 14, point 3): the builder before (the standard
 library's MIME classes and generator, frozen in tests/compose_reference.py) and the bytes
-written directly (mailbot.mail.compose), side by side in one run.
+written directly (mailbot.mail.compose), side by side in one run; and rendering them
+(point 6): ``Renderer.render`` (Jinja and css_inline for every mail) against
+``Renderer.render_once`` (a skeleton per template and settings, filled per mail).
 
     python bench/compose.py [--repeat 5] [--mails 300]
 
 For an AR (ar-general in French, ar-etrangers with an Arabic translation), a transfer
 notice and a forward of a 3 KB mail: CPU milliseconds per mail (time.process_time), the
-best of ``--repeat`` runs of ``--mails`` mails each, and the ratio. The rendering is done
-once, outside the clock; the outputs are checked byte for byte equal first
-(tests/test_compose_bytes.py does so for every template and language).
+best of ``--repeat`` runs of ``--mails`` mails each, and the ratio. For the builders the
+rendering is done once, outside the clock; the outputs are checked byte for byte equal
+first (tests/test_compose_bytes.py does so for every template and language). The render
+lines give each mail its own reference, time of receipt (23 s apart) and subject, and
+check both renders equal for every mail first (tests/test_render_once.py does so for
+every template, setting and hostile value).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -35,6 +40,7 @@ from mailbot.mail import compose  # noqa: E402
 from mailbot.render.templates import RenderedMail, Renderer  # noqa: E402
 
 NOW = datetime(2026, 3, 9, 10, 30, tzinfo=UTC)
+Variables = dict[str, object]
 
 
 def cases(renderer: Renderer) -> dict[str, Callable[[ModuleType, int], bytes]]:
@@ -118,6 +124,57 @@ def cpu_ms(build: Callable[[ModuleType, int], bytes], module: ModuleType, mails:
     return (time.process_time() - start) / mails * 1000
 
 
+def render_cases(renderer: Renderer, count: int) -> dict[str, tuple[str, str, list[Variables]]]:
+    """Template, language and the variables of ``count`` distinct mails, per case."""
+    subjects = ["Demande de carte grise", "Renouvellement titre de séjour", "Permis B"]
+
+    def mails(name: str, **extra: object) -> list[Variables]:
+        base = {**renderer.meta(name).examples(include_optional=False), **extra}
+        received = base["received_at"]
+        assert isinstance(received, datetime)
+        return [
+            {
+                **base,
+                "reference": f"SM-2026-{n:06d}",
+                "received_at": received + timedelta(seconds=23 * n),
+                "original_subject": f"{subjects[n % 3]} n° {n}" if n % 10 else "",
+            }
+            for n in range(count)
+        ]
+
+    return {
+        "AR ar-general (fr)": ("ar-general", "fr", mails("ar-general")),
+        "AR ar-etrangers (ar)": ("ar-etrangers", "ar", mails("ar-etrangers")),
+        "AR + transfer notice": ("ar-general", "fr", mails("ar-general", transferred=True)),
+        "re-orientation (fr)": ("reorientation", "fr", mails("reorientation")),
+    }
+
+
+def render_ms(renderer: Renderer, method: str, case: tuple[str, str, list[Variables]]) -> float:
+    name, language, mails = case
+    render = getattr(renderer, method)
+    start = time.process_time()
+    for variables in mails:
+        render(name, variables, language=language)
+    return (time.process_time() - start) / len(mails) * 1000
+
+
+def bench_render(repeat: int, count: int) -> None:
+    """render() against render_once() per mail, each mail with values of its own; a fresh
+    renderer, whose skeletons are built and checked on a first pass outside the clock."""
+    renderer = Renderer(ROOT / "templates")
+    print(f"Render CPU ms per mail, best of {repeat} x {count} (render -> render_once)")
+    for label, case in render_cases(renderer, count).items():
+        name, language, mails = case
+        for variables in mails:
+            once = renderer.render_once(name, variables, language=language)
+            assert once == renderer.render(name, variables, language=language), label
+        before = min(render_ms(renderer, "render", case) for _ in range(repeat))
+        now = min(render_ms(renderer, "render_once", case) for _ in range(repeat))
+        print(f"  {label:<26} {before:6.3f} -> {now:6.3f} ms  ({before / now:4.1f}x)")
+    print(f"  ({dict(renderer._skeletons.counts)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +189,7 @@ def main() -> None:
         before = min(cpu_ms(build, reference, args.mails) for _ in range(args.repeat))
         now = min(cpu_ms(build, compose, args.mails) for _ in range(args.repeat))
         print(f"  {name:<26} {before:6.3f} -> {now:6.3f} ms  ({before / now:4.1f}x)")
+    bench_render(args.repeat, args.mails)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ class Planner:
 
     def _citizen_mail(self, mail: Received, template: str, variables: dict[str, object]) -> Queued:
         built = self.composer.to_citizen(
-            self.renderer.render(template, variables, language=mail.language),
+            self.renderer.render_once(template, variables, language=mail.language),
             mailbox_address=self.config.mailboxes[mail.mailbox].address,
             to=mail.recipient,
             in_reply_to=mail.parsed.message_id,

@@ -17,10 +17,14 @@ naming the file, instead of at the first citizen's mail. Those checks run again 
 the directory changed since they last passed (``mailbot.render.cache`` keeps that record,
 and Jinja's compiled templates), or when asked (``full_check``: ``mailbot check``). The
 directory's layout and the meta.yaml model are ``mailbot.render.catalogue``'s.
+
+``Renderer.render_once`` gives ``render``'s very result for the mails of a backlog from a
+skeleton per template and settings, filled with each mail's values (``mailbot.render.once``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -55,15 +59,28 @@ from mailbot.render.catalogue import (
     parse_meta,
     placeholder_problem,
 )
-from mailbot.render.translations import Paragraphs, load_translations, pick
+from mailbot.render.once import (
+    PER_MAIL,
+    Draft,
+    Request,
+    Skeletons,
+    Slot,
+    deferring,
+    exact_key,
+)
+from mailbot.render.translations import Paragraphs, Translation, load_translations, pick
 
 if TYPE_CHECKING:
     from mailbot.config import Config
 
 __all__ = ["LANGUAGE", "TRANSLATIONS_DIR", "RenderedMail", "Renderer"]
 
+log = logging.getLogger(__name__)
+
 SUBJECT_MAX_CHARS = 200
 _BLANK_LINES = re.compile(r"\n{3,}")
+_DATES_KEPT = 4096
+_MINUTE_STYLES = frozenset({"full", "date", "time", "numeric"})  # date_fr's, to the minute
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class Renderer:
         except (ZoneInfoNotFoundError, ValueError):
             raise TemplateError(f"unknown time zone {timezone!r}") from None
         self.timezone = timezone
+        self._zone = ZoneInfo(timezone)
         if not self.template_dir.is_dir():
             raise TemplateError(f"{self.template_dir}: template directory not found")
 
@@ -144,6 +162,15 @@ class Renderer:
         self._paragraphs = Paragraphs(self.translations, timezone)
 
         self._text_env, self._html_env = self._environments()
+        self._skeleton_envs: dict[bool, ImmutableSandboxedEnvironment] = {}
+        self._dates: dict[tuple[object, ...], str] = {}
+        self._paragraph_memo: dict[tuple[object, ...], tuple[object, object]] = {}
+        self._skeletons = Skeletons(
+            self._inline if self._inliner is not None else None,
+            self._trees,
+            (_clean_text, wrap_long_lines),
+            log.warning,
+        )
 
         for key, (_, path) in self._sources.items():
             if key.startswith(PARTIALS_DIR + "/"):
@@ -198,6 +225,32 @@ class Renderer:
             html=(self._inline(markup) if inline else markup).strip() + "\n",
             languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
         )
+
+    def render_once(
+        self, name: str, variables: Mapping[str, object], *, language: str | None = LANGUAGE
+    ) -> RenderedMail:
+        """``render()``'s very result, from a skeleton rendered once per template and
+        settings and filled with this mail's reference, dates and subject
+        (``mailbot.render.once``): for the many ARs of a backlog. A template or settings
+        the skeleton cannot reproduce: ``render()``."""
+        loaded = self._get(name)
+        context = self._context(loaded.meta, variables)
+        translation = pick(self.translations, language) if loaded.meta.translated else None
+        request = self._request(loaded.meta, context, translation)
+        draft, check = self._skeletons.draft(request) if request else (None, False)
+        if draft is None:
+            return self.render(name, variables, language=language)
+        subject, text, html = draft
+        mail = RenderedMail(
+            subject=clean_subject(subject),
+            text=text,
+            html=html.strip() + "\n",
+            languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
+        )
+        if check and request and mail != self.render(name, variables, language=language):
+            self._skeletons.mismatch(request)
+            return self.render(name, variables, language=language)
+        return mail
 
     def language_of(self, language: str | None) -> str:
         """The language the translated paragraphs of a mail would be in ("fr": none)."""
@@ -413,6 +466,137 @@ class Renderer:
         except (css_inline.InlineError, ValueError) as exc:
             raise TemplateError(f"cannot apply the stylesheet: {exc}") from None
 
+    def _skeleton_env(self, html: bool) -> ImmutableSandboxedEnvironment:
+        """The environment of skeleton renders: the same, its filters recording their calls
+        on per-mail values (``once.deferring``)."""
+        if html not in self._skeleton_envs:
+            env = (self._html_env if html else self._text_env).overlay()
+            env.filters = {key: deferring(value) for key, value in env.filters.items()}
+            self._skeleton_envs[html] = env
+        return self._skeleton_envs[html]
+
+    def _request(
+        self,
+        meta: TemplateMeta,
+        context: Mapping[str, object],
+        translation: Translation | None,
+    ) -> Request | None:
+        """What ``render_once`` asks the skeletons for this mail: its settings (the key),
+        its per-mail values, and how to render the skeleton. With translated paragraphs,
+        whose HTML carries classes, the stylesheet is applied to each mail's HTML
+        (``inline_each``)."""
+        name = meta.name
+        settings = [(key, value) for key, value in context.items() if key not in PER_MAIL]
+        roots = {key: value for key, value in context.items() if key in PER_MAIL}
+        if translation is None:
+            return Request(
+                name, repr(settings), roots, lambda slots: self._draft(name, {**context, **slots})
+            )
+        return self._translated(meta, context, translation, repr(settings), roots)
+
+    def _translated(
+        self,
+        meta: TemplateMeta,
+        context: Mapping[str, object],
+        translation: Translation,
+        settings: str,
+        roots: dict[str, object],
+    ) -> Request | None:
+        """The request of a mail with translated paragraphs: those that show a per-mail
+        value are values of the mail (``"ar.reference:text"``...), the others part of
+        the skeleton."""
+        keys = [part.text for part in meta.translated if part.shown(context)]
+        moving = [
+            key
+            for key in keys
+            if any(path.partition(".")[0] in PER_MAIL for path in translation.placeholders(key))
+        ]
+        for key in moving:
+            paragraph = self._paragraph(translation, key, context)
+            if paragraph is None:
+                return None
+            roots[f"{key}:text"], roots[f"{key}:html"] = paragraph
+
+        def render(slots: Mapping[str, Slot]) -> Draft:
+            text_section, html_section = self._paragraphs.section(translation, keys, context)
+            for part, section in (("text", text_section), ("html", html_section)):
+                paragraphs = section["paragraphs"]
+                assert isinstance(paragraphs, list)
+                section["paragraphs"] = [
+                    slots[f"{key}:{part}"] if key in moving else paragraph
+                    for key, paragraph in zip(keys, paragraphs, strict=True)
+                ]
+            mail = {**context, **{key: slots[key] for key in context if key in PER_MAIL}}
+            text, html = (
+                {**mail, "translation": text_section},
+                {**mail, "translation": html_section},
+            )
+            return self._draft(meta.name, mail, text, html)
+
+        key = repr((translation.language, keys, settings))
+        return Request(meta.name, key, roots, render, inline_each=True, beyond_names=True)
+
+    def _paragraph(
+        self, translation: Translation, key: str, context: Mapping[str, object]
+    ) -> tuple[object, object] | None:
+        """One translated paragraph (text, HTML) for this mail, the last ones kept (a
+        backlog's mails share a deadline); None when it cannot be rendered alone."""
+        values: list[object] = [translation.language, key]
+        for path in translation.placeholders(key):
+            root, _, attribute = path.partition(".")
+            value = context.get(root)
+            if attribute:
+                value = value.get(attribute) if isinstance(value, Mapping) else None
+            values += exact_key(value)
+        memo = tuple(values) if None not in values else None
+        found = self._paragraph_memo.get(memo) if memo else None
+        if found is None:
+            try:
+                text, html = self._paragraphs.section(translation, [key], context)
+            except Exception:  # the full render reports it
+                return None
+            texts, markups = text["paragraphs"], html["paragraphs"]
+            assert isinstance(texts, list) and isinstance(markups, list)
+            found = (texts[0], markups[0])
+            if memo:
+                if len(self._paragraph_memo) >= _DATES_KEPT:
+                    self._paragraph_memo.clear()
+                self._paragraph_memo[memo] = found
+        return found
+
+    def _draft(
+        self,
+        name: str,
+        subject: Mapping[str, object],
+        text: Mapping[str, object] | None = None,
+        html: Mapping[str, object] | None = None,
+    ) -> Draft:
+        """A template's subject, text and HTML (before the stylesheet), rendered in the
+        skeleton environments, each with its context (the subject's, unless given);
+        errors propagate (the caller renders in full)."""
+        text_env, html_env = self._skeleton_env(False), self._skeleton_env(True)
+        return (
+            text_env.get_template(f"{name}/{META_FILE}#subject").render(subject),
+            text_env.get_template(f"{name}/{TEXT_FILE}").render(text or subject),
+            html_env.get_template(f"{name}/{HTML_FILE}").render(html or subject),
+        )
+
+    def _trees(self, name: str) -> list[tuple[str, jinja2.nodes.Template]]:
+        """The syntax trees of every file a template uses (its partials too), by file."""
+        todo = [f"{name}/{META_FILE}#subject", f"{name}/{TEXT_FILE}", f"{name}/{HTML_FILE}"]
+        trees: list[tuple[str, jinja2.nodes.Template]] = []
+        seen: set[str] = set()
+        while todo:
+            key = todo.pop()
+            if key in seen or key not in self._sources:
+                continue
+            seen.add(key)
+            source, path = self._sources[key]
+            tree = self._env_for(key).parse(source)
+            trees.append((str(path), tree))
+            todo += [ref for ref in jinja_meta.find_referenced_templates(tree) if ref]
+        return trees
+
     def _check_translated(self, meta: TemplateMeta) -> None:
         """Every translated paragraph exists and uses only variables this template has."""
         path = self.template_dir / meta.name / META_FILE
@@ -487,7 +671,32 @@ class Renderer:
         return None
 
     def _date_filter(self, value: datetime | date, style: str = "full") -> str:
-        return date_fr(value, timezone=self.timezone, style=style)
+        """``date_fr`` in the renderer's zone, its last results kept: a backlog's mails
+        share their deadline and often their minute of receipt, and Babel's formatting is
+        most of a skeleton's fill (``render_once``). The styles show at most the local
+        minute (``date_fr``), so that is the key; a style this does not know is not kept."""
+        key = self._date_key(value, style)
+        if key is None:
+            return date_fr(value, timezone=self.timezone, style=style)
+        found = self._dates.get(key)
+        if found is None:
+            found = date_fr(value, timezone=self.timezone, style=style)
+            if len(self._dates) >= _DATES_KEPT:
+                self._dates.clear()
+            self._dates[key] = found
+        return found
+
+    def _date_key(self, value: object, style: str) -> tuple[object, ...] | None:
+        if style not in _MINUTE_STYLES:
+            return None
+        if type(value) is date:
+            return style, value
+        if type(value) is not datetime or value.utcoffset() is None:
+            return None  # naive: date_fr refuses it, each time
+        local = value.astimezone(self._zone)
+        if style == "date":
+            return style, local.date()
+        return style, local.replace(tzinfo=None, second=0, microsecond=0)
 
 
 def _wrap_filter(value: object, width: int = 76, indent: int = 0) -> str:
