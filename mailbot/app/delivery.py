@@ -4,7 +4,10 @@ Each mail is committed as 'sending' before it leaves (on SQLite with ``synchrono
 on disk, even through a power failure) and as 'sent' once it left, in the same commit as
 the next mail's 'sending'. A crash in between leaves it 'sending'; at the next start it
 becomes 'uncertain' and is never resent (``recover_interrupted``): one lost AR, flagged
-for an agent, is better than two.
+for an agent, is better than two. What a sent mail means elsewhere (its message's AR
+status, its event, the purge of its bytes) is written once per delivery batch
+(``finish_sent``); a crash before that leaves it 'sent' with its bytes, and the next
+delivery writes it (``finish_unfinished``).
 
 What an outbox status means beyond the outbox is decided here: an AR's status is its
 message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
@@ -19,7 +22,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -71,6 +74,33 @@ def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values
     tx.set_outbox_status(item.id, status, **values)
     if item.kind == OutboxKind.AR and item.message_pk is not None:
         tx.set_ar_status(item.message_pk, ArStatus(status.value))
+
+
+def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) -> None:
+    """The bookkeeping of mails the server accepted (and already committed 'sent'), for a
+    whole delivery batch in a few statements: the bytes purged (the rendered mail holds the
+    citizen's subject: kept only while needed), an AR's status mirrored on its message, the
+    events. Only for the items this call purged: never twice for one mail."""
+    mine = tx.finish_sent([item.id for item, _ in left])
+    done = [(item, at) for item, at in left if item.id in mine]
+    ars = [i.message_pk for i, _ in done if i.kind == OutboxKind.AR and i.message_pk is not None]
+    tx.set_ar_statuses(ars, ArStatus.SENT)
+    events: list[tuple[int | None, EventKind, str, datetime]] = []
+    for item, at in done:
+        if item.kind == OutboxKind.REPLY and item.message_pk is not None:
+            # An agent's standard reply: signed by construction (rendering refuses otherwise).
+            tx.record_reply(item.message_pk, at, True, item.email_message_id, EventKind.REPLY_SENT)
+        else:
+            events.append((item.message_pk, EventKind.sent(item.kind), item.email_message_id, at))
+    tx.add_event_rows(events)
+
+
+def finish_unfinished(store: Store) -> int:
+    """Sent mails whose bookkeeping a crash left undone: written now; how many."""
+    with store.transaction() as tx:
+        left = tx.unfinished_sent()
+        finish_sent(tx, left)
+    return len(left)
 
 
 def recover_orphans(store: Store, found: list[OutboxItem]) -> list[int]:
@@ -141,6 +171,7 @@ class Outbox:
             return report
         with self.store.session() as session:
             with session.transaction() as tx:
+                finish_sent(tx, tx.unfinished_sent())
                 due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
             if due:
                 self._send(_Run(self, session, {item.id: item for item in due}, report))
@@ -160,17 +191,6 @@ class Outbox:
                     run.record(item, self._retry_later(item, error))
         finally:
             run.flush()
-
-    def _sent(self, tx: Transaction, item: OutboxItem) -> None:
-        # The rendered mail holds the citizen's subject: keep it only while it is needed.
-        set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
-        if item.kind == OutboxKind.REPLY and item.message_pk is not None:
-            # An agent's standard reply: signed by construction (rendering refuses otherwise).
-            tx.record_reply(
-                item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
-            )
-        else:
-            tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
 
     def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
         set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
@@ -232,8 +252,9 @@ class _Run:
 
     A committed claim ('sending') precedes each mail's DATA. The 'sent' of a mail commits
     with the claim of the next one (one commit per mail, not two); the last one's, at the
-    end of the batch. A crash in between leaves a mail that left 'sending': recovered as
-    uncertain, flagged, never sent again.
+    end of the batch, with the bookkeeping of all of them (``finish_sent``). A crash in
+    between leaves a mail that left 'sending': recovered as uncertain, flagged, never sent
+    again.
     """
 
     def __init__(
@@ -244,7 +265,8 @@ class _Run:
         self.items = items
         self.report = report
         self.handled: set[int] = set()
-        self.unrecorded: list[OutboxItem] = []  # sent, their 'sent' not committed yet
+        self.unrecorded: list[tuple[OutboxItem, datetime]] = []  # left, 'sent' not committed
+        self.unfinished: list[tuple[OutboxItem, datetime]] = []  # 'sent', bookkeeping not yet
 
     def before(self, envelope: Envelope) -> bool:
         item = self.items[int(envelope.name)]
@@ -262,7 +284,7 @@ class _Run:
     def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
         item = self.items[int(envelope.name)]
         if error is None:
-            self.unrecorded.append(item)  # committed with the next claim, or by flush()
+            self.unrecorded.append((item, utcnow()))  # committed with the next claim, or flush()
         else:
             self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
 
@@ -275,17 +297,20 @@ class _Run:
         tally(self.report)
 
     def flush(self) -> None:
-        """Commit the 'sent' still unrecorded: the batch is over."""
-        if self.unrecorded:
+        """The batch is over: commit the 'sent' still unrecorded, and the bookkeeping of
+        every mail that left (status mirror, events, purge) in the same transaction."""
+        if self.unrecorded or self.unfinished:
             with self.session.transaction() as tx:
                 sent = self._record_sent(tx)
+                finish_sent(tx, self.unfinished)
+            self.unfinished = []
             self._count_sent(sent)
 
     def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
-        sent, self.unrecorded = self.unrecorded, []
-        for item in sent:
-            self.outbox._sent(tx, item)
-        return sent
+        left, self.unrecorded = self.unrecorded, []
+        tx.mark_sent([(item.id, at) for item, at in left])
+        self.unfinished += left
+        return [item for item, _ in left]
 
     def _count_sent(self, sent: list[OutboxItem]) -> None:
         for item in sent:

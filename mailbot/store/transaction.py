@@ -110,6 +110,14 @@ _CLAIM_OUTBOX = outbox.update().where(
     outbox.c.id == _param("item_id"), outbox.c.status == OutboxStatus.PENDING
 )
 _UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
+# A mail the server accepted: committed with the next mail's claim. Its bytes stay until
+# the delivery batch's bookkeeping (``finish_sent``), which they mark as not done yet.
+_MARK_SENT = (
+    outbox.update()
+    .where(outbox.c.id == _param("item_id"))
+    .values(status=OutboxStatus.SENT, sent_at=_param("at"), last_error=None)
+)
+_SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(None)
 
 
 class Transaction:
@@ -450,6 +458,47 @@ class Transaction:
 
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
         self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "ar_status": status})
+
+    def set_ar_statuses(self, message_pks: Sequence[int], status: ArStatus) -> None:
+        """``set_ar_status`` for many messages in one executemany (a delivery batch)."""
+        if message_pks:
+            rows = [{"message_pk": pk, "ar_status": status} for pk in message_pks]
+            self.conn.execute(_UPDATE_MESSAGE, rows)
+
+    def mark_sent(self, sent: Sequence[tuple[int, datetime]]) -> None:
+        """Outbox items the server accepted (id, when): 'sent', their bytes kept until
+        ``finish_sent`` (a crash in between leaves them for ``unfinished_sent``)."""
+        if sent:
+            self.conn.execute(_MARK_SENT, [{"item_id": i, "at": at} for i, at in sent])
+
+    def finish_sent(self, item_ids: Sequence[int]) -> set[int]:
+        """Purge the bytes of sent items whose bookkeeping is being written; the ids this
+        call purged. An item another call finished first is not among them, so its status
+        mirror and events are never written twice (the UPDATE locks the row until commit)."""
+        if not item_ids:
+            return set()
+        query = (
+            outbox.update()
+            .where(outbox.c.id.in_(_param("ids", expanding=True)), *_SENT_UNFINISHED)
+            .values(raw=None)
+            .returning(outbox.c.id)
+        )
+        return {int(i) for i in self.conn.execute(query, {"ids": list(item_ids)}).scalars()}
+
+    def unfinished_sent(self, limit: int = 1000) -> list[tuple[OutboxItem, datetime]]:
+        """Sent items whose bookkeeping a crash (or a failed commit) left undone, with
+        when they left (a partial index holds the few rows that still have their bytes)."""
+        query = sa.select(outbox).where(*_SENT_UNFINISHED).order_by(outbox.c.id).limit(limit)
+        return [(outbox_item(r, raw=False), r.sent_at) for r in self.conn.execute(query)]
+
+    def add_event_rows(self, rows: Sequence[tuple[int | None, EventKind, str, datetime]]) -> None:
+        """Events of many messages in one executemany: (message, kind, detail, at)."""
+        if rows:
+            values = [
+                fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
+                for pk, k, d, at in rows
+            ]
+            self.conn.execute(events.insert(), values)
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
