@@ -186,7 +186,20 @@ class Worker:
                 self.keeper.close()
 
     def _poll_all(self) -> list[Outcome]:
+        """Each folder in turn, sending on a thread of its own meanwhile: a batch's ARs
+        leave while the next batch is fetched and recorded. Returns once all due is sent."""
         self.recover()
+        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
+        self.delivery = DeliveryLoop(self.outbox, interval)
+        self.delivery.start()
+        try:
+            outcomes = self._poll_folders()
+        finally:
+            delivery, self.delivery = self.delivery, None
+            delivery.finish()
+        return outcomes
+
+    def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for name, poller in self.pollers.items():
             if not poller.may_work():
@@ -205,7 +218,6 @@ class Worker:
                 log.error("mailbox failed", exc_info=True, extra={"mailbox": name})
             finally:
                 poller.disconnect_quietly()
-        self.outbox.deliver_due()
         return outcomes
 
     def build_scheduler(self) -> BackgroundScheduler:

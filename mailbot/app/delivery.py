@@ -41,6 +41,7 @@ CLAIM_STALE = timedelta(minutes=5)
 
 @dataclass
 class DeliveryReport:
+    taken: int = 0  # due mails this delivery took to send
     sent: int = 0
     retried: int = 0
     failed: int = 0
@@ -170,12 +171,16 @@ class Outbox:
         if self.stop.is_set():
             return report
         with self.store.session() as session:
-            with session.transaction() as tx:
-                finish_sent(tx, tx.unfinished_sent())
-                due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
+            due = session.write(lambda tx: self._take(tx, now or utcnow(), limit))
+            report.taken = len(due)
             if due:
                 self._send(_Run(self, session, {item.id: item for item in due}, report))
         return report
+
+    def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
+        """The due mail, taken; first the bookkeeping a crash left undone."""
+        finish_sent(tx, tx.unfinished_sent())
+        return tx.take_due(now, limit, self.holder, CLAIM_STALE)
 
     def _send(self, run: _Run) -> None:
         envelopes = [
@@ -275,9 +280,13 @@ class _Run:
             error = ForbiddenRecipientError(item.recipient)
             self.record(item, lambda tx: self.outbox._fail(tx, item, error, refused=True))
             return False
-        with self.session.transaction() as tx:
+
+        def claim(tx: Transaction) -> tuple[list[OutboxItem], bool]:
             sent = self._record_sent(tx)
-            claimed = tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+            return sent, tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+
+        # Committed before the DATA: alone, or with the intake part open meanwhile.
+        sent, claimed = self.session.write(claim)
         self._count_sent(sent)
         return claimed
 
@@ -290,9 +299,11 @@ class _Run:
 
     def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
         """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
-        with self.session.transaction() as tx:
-            sent = self._record_sent(tx)
-            tally = write(tx)
+
+        def work(tx: Transaction) -> tuple[list[OutboxItem], Tally]:
+            return self._record_sent(tx), write(tx)
+
+        sent, tally = self.session.write(work)
         self._count_sent(sent)
         tally(self.report)
 
@@ -300,11 +311,14 @@ class _Run:
         """The batch is over: commit the 'sent' still unrecorded, and the bookkeeping of
         every mail that left (status mirror, events, purge) in the same transaction."""
         if self.unrecorded or self.unfinished:
-            with self.session.transaction() as tx:
-                sent = self._record_sent(tx)
-                finish_sent(tx, self.unfinished)
+            sent = self.session.write(self._finish)
             self.unfinished = []
             self._count_sent(sent)
+
+    def _finish(self, tx: Transaction) -> list[OutboxItem]:
+        sent = self._record_sent(tx)
+        finish_sent(tx, self.unfinished)
+        return sent
 
     def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
         left, self.unrecorded = self.unrecorded, []
@@ -332,6 +346,8 @@ class DeliveryLoop:
         self.interval = interval
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self._draining = False  # finish(): deliver until nothing is due, then end
+        self._failure: Exception | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -344,13 +360,28 @@ class DeliveryLoop:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def finish(self) -> None:
+        """Deliver everything due, then end the thread (``poll --once``: it returns only
+        when the mail it queued has been sent). Raises what the last delivery raised."""
+        self._draining = True
+        self.join()
+        if self._failure is not None:
+            raise self._failure
+
     def _run(self) -> None:
         stop = self.outbox.stop
         while not stop.is_set():
             self._wake.clear()
+            draining = self._draining
             try:
-                self.outbox.deliver_due()
-            except Exception:  # a database hiccup must not end delivery for good
+                taken = self.outbox.deliver_due().taken
+            except Exception as exc:  # a database hiccup must not end delivery for good
+                if draining:
+                    self._failure = exc
+                    return
                 log.exception("delivery failed, trying again later")
-            if not stop.is_set():
+                taken = 0
+            if draining and not taken:
+                return  # nothing was due after the last wake: all sent
+            if not stop.is_set() and not taken:
                 self._wake.wait(self.interval)

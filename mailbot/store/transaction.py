@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,6 +31,11 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
+
+if TYPE_CHECKING:
+    from mailbot.store.desk import Part, WriteDesk
+
+T = TypeVar("T")
 
 # -- hot statements, built once ------------------------------------------------------------
 # Each mail runs about a dozen statements. Built per call, a statement and its cache key
@@ -123,10 +128,19 @@ _SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(Non
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
-    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+    def __init__(
+        self, conn: Connection, fence: Fence | None = None, part: Part | None = None
+    ) -> None:
         self.conn = conn
         # Set for a worker that shares the database: whose lease a folder's writes need.
         self.fence = fence
+        # An intake part on SQLite (``Store.batch``): other writes of the process wait for it.
+        self.part = part
+
+    def writes_waiting(self) -> bool:
+        """Whether another write of this process waits for this transaction's commit (an
+        outbox claim before its DATA): a batch should then commit at its next mail."""
+        return self.part is not None and self.part.wanted()
 
     @contextmanager
     def savepoint(self) -> Iterator[Transaction]:
@@ -523,9 +537,23 @@ class Transaction:
 class Session:
     """One connection for a run of short transactions (``Store.session``)."""
 
-    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+    def __init__(
+        self, conn: Connection, fence: Fence | None = None, desk: WriteDesk | None = None
+    ) -> None:
         self.conn = conn
         self.fence = fence
+        self.desk = desk
+
+    def write(self, work: Callable[[Transaction], T]) -> T:
+        """``work`` in a committed transaction: this session's, or on SQLite the open
+        intake part's if there is one (see ``store/desk``); returns what it returns."""
+        if self.desk is None:
+            return self._alone(work)
+        return self.desk.submit(work, self._alone)
+
+    def _alone(self, work: Callable[[Transaction], T]) -> T:
+        with self.transaction() as tx:
+            return work(tx)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
