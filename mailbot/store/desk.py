@@ -43,6 +43,7 @@ class Part:
     def __init__(self, desk: WriteDesk) -> None:
         self.desk = desk
         self.served: list[_Request[Any]] = []
+        self.thread = threading.current_thread()
 
     def wanted(self) -> bool:
         """Whether a write waits for this part's commit (the part should end soon)."""
@@ -108,6 +109,9 @@ class WriteDesk:
         an error if the transaction that carried it did not commit."""
         request: _Request[T] = _Request(work)
         with self._mutex:
+            if self._open is not None and self._open.thread is threading.current_thread():
+                # It would wait for its own part: a use case must not deliver mid-batch.
+                raise RuntimeError("a write submitted from inside an intake part")
             if self._open is not None:
                 self._queue.append(request)
                 while request.state in (_WAITING, _SERVED):
