@@ -192,11 +192,16 @@ class Worker:
         interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
         self.delivery = DeliveryLoop(self.outbox, interval)
         self.delivery.start()
+        delivery = self.delivery
         try:
             outcomes = self._poll_folders()
+        except BaseException:  # an interrupt: the send in flight too, the rest stays queued
+            self.stop.set()
+            delivery.join()
+            raise
         finally:
-            delivery, self.delivery = self.delivery, None
-            delivery.finish()
+            self.delivery = None
+        delivery.finish()
         return outcomes
 
     def _poll_folders(self) -> list[Outcome]:
