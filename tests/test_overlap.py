@@ -156,3 +156,24 @@ def test_a_claim_submitted_during_a_batch_commits_with_it_at_the_next_mail(
     assert marks == [2, 5]  # the part ended after mail 2, carrying the claim
     assert len(commits) == 2  # the claim took no commit of its own
     assert query(app.store.url, "SELECT value FROM counters WHERE name = 'a claim'") == [(1,)]
+
+
+def test_a_stop_during_poll_once_leaves_unsent_mail_queued_and_nothing_half_sent(
+    app: App, tmp_path: Path
+) -> None:
+    record = app.pipeline.process_batch
+    worker = Worker(app.config, app.pipeline, app.outbox, {"general": Folder(9)})
+
+    def process_batch(mailbox: str, folder: str, validity: int, mails: Any) -> Any:
+        outcomes = record(mailbox, folder, validity, mails)
+        if mails[0].uid == 4:
+            worker.stop.set()  # SIGTERM while the second batch is recorded
+        return outcomes
+
+    app.pipeline.process_batch = process_batch  # type: ignore[method-assign]
+    outcomes = worker.poll_once()
+    assert len(outcomes) == 6  # the batch in hand finished, no further one read
+    statuses = dict(query(app.store.url, "SELECT status, count(*) FROM outbox GROUP BY 1"))
+    assert sum(statuses.values()) == 6 and set(statuses) <= {"sent", "pending"}
+    assert len(list((tmp_path / "out").iterdir())) == statuses.get("sent", 0)
+    assert worker.delivery is None
