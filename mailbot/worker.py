@@ -1,8 +1,9 @@
 """Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
 ``poll_once`` is the cron/test entry point: it returns once everything due was attempted.
-``run`` keeps going until SIGTERM/SIGINT, delivering on a thread of its own so that a slow
-or hung SMTP server never holds up intake; on a signal each job finishes the mail in hand
+Both it and ``run`` deliver on a thread of their own, so that a batch's mail leaves while
+the next batch is fetched and recorded and a slow or hung SMTP server never holds up intake;
+``run`` keeps going until SIGTERM/SIGINT; on a signal each job finishes the mail in hand
 and the send in flight is interrupted (mail not yet sent stays queued).
 """
 

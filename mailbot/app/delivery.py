@@ -334,7 +334,8 @@ class _Run:
 
 
 class DeliveryLoop:
-    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP.
+    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP
+    (``run``; ``poll --once`` too, then ``finish`` drains what is due).
 
     The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
