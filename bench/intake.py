@@ -130,9 +130,15 @@ def main() -> None:
     old = args.old or export_main()
     trees = {"old": old.resolve(), "new": ROOT}
     results: dict[str, dict[str, float]] = {}
+    # The trees' runs alternate (old, new, old, new...): a machine shared with other work
+    # slows down and speeds up over minutes, and would favour whichever tree ran first.
+    every: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    for _ in range(args.repeat):
+        for name, tree in trees.items():
+            every[name].append(child(tree, args.mails))
     with tempfile.TemporaryDirectory() as tmp:
         for name, tree in trees.items():
-            runs = [child(tree, args.mails) for _ in range(args.repeat)]
+            runs = every[name]
             traced = Path(tmp) / f"{name}.strace"
             child(tree, args.mails, strace=traced)
             results[name] = {

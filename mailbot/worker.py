@@ -1,8 +1,9 @@
 """Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
 ``poll_once`` is the cron/test entry point: it returns once everything due was attempted.
-``run`` keeps going until SIGTERM/SIGINT, delivering on a thread of its own so that a slow
-or hung SMTP server never holds up intake; on a signal each job finishes the mail in hand
+Both it and ``run`` deliver on a thread of their own, so that a batch's mail leaves while
+the next batch is fetched and recorded and a slow or hung SMTP server never holds up intake;
+``run`` keeps going until SIGTERM/SIGINT; on a signal each job finishes the mail in hand
 and the send in flight is interrupted (mail not yet sent stays queued).
 """
 
@@ -186,7 +187,25 @@ class Worker:
                 self.keeper.close()
 
     def _poll_all(self) -> list[Outcome]:
+        """Each folder in turn, sending on a thread of its own meanwhile: a batch's ARs
+        leave while the next batch is fetched and recorded. Returns once all due is sent."""
         self.recover()
+        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
+        self.delivery = DeliveryLoop(self.outbox, interval)
+        self.delivery.start()
+        delivery = self.delivery
+        try:
+            outcomes = self._poll_folders()
+        except BaseException:  # an interrupt: the send in flight too, the rest stays queued
+            self.stop.set()
+            delivery.join()
+            raise
+        finally:
+            self.delivery = None
+        delivery.finish()
+        return outcomes
+
+    def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for name, poller in self.pollers.items():
             if not poller.may_work():
@@ -205,7 +224,6 @@ class Worker:
                 log.error("mailbox failed", exc_info=True, extra={"mailbox": name})
             finally:
                 poller.disconnect_quietly()
-        self.outbox.deliver_due()
         return outcomes
 
     def build_scheduler(self) -> BackgroundScheduler:

@@ -4,7 +4,10 @@ Each mail is committed as 'sending' before it leaves (on SQLite with ``synchrono
 on disk, even through a power failure) and as 'sent' once it left, in the same commit as
 the next mail's 'sending'. A crash in between leaves it 'sending'; at the next start it
 becomes 'uncertain' and is never resent (``recover_interrupted``): one lost AR, flagged
-for an agent, is better than two.
+for an agent, is better than two. What a sent mail means elsewhere (its message's AR
+status, its event, the purge of its bytes) is written once per delivery batch
+(``finish_sent``); a crash before that leaves it 'sent' with its bytes, and the next
+delivery writes it (``finish_unfinished``).
 
 What an outbox status means beyond the outbox is decided here: an AR's status is its
 message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
@@ -19,7 +22,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -38,6 +41,7 @@ CLAIM_STALE = timedelta(minutes=5)
 
 @dataclass
 class DeliveryReport:
+    taken: int = 0  # due mails this delivery took to send
     sent: int = 0
     retried: int = 0
     failed: int = 0
@@ -71,6 +75,33 @@ def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values
     tx.set_outbox_status(item.id, status, **values)
     if item.kind == OutboxKind.AR and item.message_pk is not None:
         tx.set_ar_status(item.message_pk, ArStatus(status.value))
+
+
+def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) -> None:
+    """The bookkeeping of mails the server accepted (and already committed 'sent'), for a
+    whole delivery batch in a few statements: the bytes purged (the rendered mail holds the
+    citizen's subject: kept only while needed), an AR's status mirrored on its message, the
+    events. Only for the items this call purged: never twice for one mail."""
+    mine = tx.finish_sent([item.id for item, _ in left])
+    done = [(item, at) for item, at in left if item.id in mine]
+    ars = [i.message_pk for i, _ in done if i.kind == OutboxKind.AR and i.message_pk is not None]
+    tx.set_ar_statuses(ars, ArStatus.SENT)
+    events: list[tuple[int | None, EventKind, str, datetime]] = []
+    for item, at in done:
+        if item.kind == OutboxKind.REPLY and item.message_pk is not None:
+            # An agent's standard reply: signed by construction (rendering refuses otherwise).
+            tx.record_reply(item.message_pk, at, True, item.email_message_id, EventKind.REPLY_SENT)
+        else:
+            events.append((item.message_pk, EventKind.sent(item.kind), item.email_message_id, at))
+    tx.add_event_rows(events)
+
+
+def finish_unfinished(store: Store) -> int:
+    """Sent mails whose bookkeeping a crash left undone: written now; how many."""
+    with store.transaction() as tx:
+        left = tx.unfinished_sent()
+        finish_sent(tx, left)
+    return len(left)
 
 
 def recover_orphans(store: Store, found: list[OutboxItem]) -> list[int]:
@@ -140,11 +171,16 @@ class Outbox:
         if self.stop.is_set():
             return report
         with self.store.session() as session:
-            with session.transaction() as tx:
-                due = tx.take_due(now or utcnow(), limit, self.holder, CLAIM_STALE)
+            due = session.write(lambda tx: self._take(tx, now or utcnow(), limit))
+            report.taken = len(due)
             if due:
                 self._send(_Run(self, session, {item.id: item for item in due}, report))
         return report
+
+    def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
+        """The due mail, taken; first the bookkeeping a crash left undone."""
+        finish_sent(tx, tx.unfinished_sent())
+        return tx.take_due(now, limit, self.holder, CLAIM_STALE)
 
     def _send(self, run: _Run) -> None:
         envelopes = [
@@ -160,17 +196,6 @@ class Outbox:
                     run.record(item, self._retry_later(item, error))
         finally:
             run.flush()
-
-    def _sent(self, tx: Transaction, item: OutboxItem) -> None:
-        # The rendered mail holds the citizen's subject: keep it only while it is needed.
-        set_status(tx, item, OutboxStatus.SENT, sent_at=utcnow(), raw=None, last_error=None)
-        if item.kind == OutboxKind.REPLY and item.message_pk is not None:
-            # An agent's standard reply: signed by construction (rendering refuses otherwise).
-            tx.record_reply(
-                item.message_pk, utcnow(), True, item.email_message_id, EventKind.REPLY_SENT
-            )
-        else:
-            tx.add_event(item.message_pk, EventKind.sent(item.kind), item.email_message_id)
 
     def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
         set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
@@ -232,8 +257,9 @@ class _Run:
 
     A committed claim ('sending') precedes each mail's DATA. The 'sent' of a mail commits
     with the claim of the next one (one commit per mail, not two); the last one's, at the
-    end of the batch. A crash in between leaves a mail that left 'sending': recovered as
-    uncertain, flagged, never sent again.
+    end of the batch, with the bookkeeping of all of them (``finish_sent``). A crash in
+    between leaves a mail that left 'sending': recovered as uncertain, flagged, never sent
+    again.
     """
 
     def __init__(
@@ -244,7 +270,8 @@ class _Run:
         self.items = items
         self.report = report
         self.handled: set[int] = set()
-        self.unrecorded: list[OutboxItem] = []  # sent, their 'sent' not committed yet
+        self.unrecorded: list[tuple[OutboxItem, datetime]] = []  # left, 'sent' not committed
+        self.unfinished: list[tuple[OutboxItem, datetime]] = []  # 'sent', bookkeeping not yet
 
     def before(self, envelope: Envelope) -> bool:
         item = self.items[int(envelope.name)]
@@ -253,39 +280,51 @@ class _Run:
             error = ForbiddenRecipientError(item.recipient)
             self.record(item, lambda tx: self.outbox._fail(tx, item, error, refused=True))
             return False
-        with self.session.transaction() as tx:
+
+        def claim(tx: Transaction) -> tuple[list[OutboxItem], bool]:
             sent = self._record_sent(tx)
-            claimed = tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+            return sent, tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+
+        # Committed before the DATA: alone, or with the intake part open meanwhile.
+        sent, claimed = self.session.write(claim)
         self._count_sent(sent)
         return claimed
 
     def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
         item = self.items[int(envelope.name)]
         if error is None:
-            self.unrecorded.append(item)  # committed with the next claim, or by flush()
+            self.unrecorded.append((item, utcnow()))  # committed with the next claim, or flush()
         else:
             self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
 
     def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
         """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
-        with self.session.transaction() as tx:
-            sent = self._record_sent(tx)
-            tally = write(tx)
+
+        def work(tx: Transaction) -> tuple[list[OutboxItem], Tally]:
+            return self._record_sent(tx), write(tx)
+
+        sent, tally = self.session.write(work)
         self._count_sent(sent)
         tally(self.report)
 
     def flush(self) -> None:
-        """Commit the 'sent' still unrecorded: the batch is over."""
-        if self.unrecorded:
-            with self.session.transaction() as tx:
-                sent = self._record_sent(tx)
+        """The batch is over: commit the 'sent' still unrecorded, and the bookkeeping of
+        every mail that left (status mirror, events, purge) in the same transaction."""
+        if self.unrecorded or self.unfinished:
+            sent = self.session.write(self._finish)
+            self.unfinished = []
             self._count_sent(sent)
 
-    def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
-        sent, self.unrecorded = self.unrecorded, []
-        for item in sent:
-            self.outbox._sent(tx, item)
+    def _finish(self, tx: Transaction) -> list[OutboxItem]:
+        sent = self._record_sent(tx)
+        finish_sent(tx, self.unfinished)
         return sent
+
+    def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
+        left, self.unrecorded = self.unrecorded, []
+        tx.mark_sent([(item.id, at) for item, at in left])
+        self.unfinished += left
+        return [item for item, _ in left]
 
     def _count_sent(self, sent: list[OutboxItem]) -> None:
         for item in sent:
@@ -295,7 +334,8 @@ class _Run:
 
 
 class DeliveryLoop:
-    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP.
+    """Delivers the outbox on a thread of its own, so that intake never waits on SMTP
+    (``run``; ``poll --once`` too, then ``finish`` drains what is due).
 
     The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
@@ -307,6 +347,8 @@ class DeliveryLoop:
         self.interval = interval
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self._draining = False  # finish(): deliver until nothing is due, then end
+        self._failure: Exception | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -319,13 +361,28 @@ class DeliveryLoop:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def finish(self) -> None:
+        """Deliver everything due, then end the thread (``poll --once``: it returns only
+        when the mail it queued has been sent). Raises what the last delivery raised."""
+        self._draining = True
+        self.join()
+        if self._failure is not None:
+            raise self._failure
+
     def _run(self) -> None:
         stop = self.outbox.stop
         while not stop.is_set():
             self._wake.clear()
+            draining = self._draining
             try:
-                self.outbox.deliver_due()
-            except Exception:  # a database hiccup must not end delivery for good
+                taken = self.outbox.deliver_due().taken
+            except Exception as exc:  # a database hiccup must not end delivery for good
+                if draining:
+                    self._failure = exc
+                    return
                 log.exception("delivery failed, trying again later")
-            if not stop.is_set():
+                taken = 0
+            if draining and not taken:
+                return  # nothing was due after the last wake: all sent
+            if not stop.is_set() and not taken:
                 self._wake.wait(self.interval)

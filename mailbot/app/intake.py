@@ -233,7 +233,9 @@ class Pipeline:
                     refused = mail
                     break
                 done.append(outcome)
-                if time.monotonic() >= deadline:
+                # An outbox claim waiting for the write lock (SQLite) commits with the part:
+                # it waits one mail, not a whole part (store/desk).
+                if time.monotonic() >= deadline or tx.writes_waiting():
                     break
             if done:
                 tx.save_folder_state(*where.folder_key, max(o.uid for o in done))

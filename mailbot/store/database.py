@@ -23,6 +23,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
 from mailbot.core.statuses import Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
+from mailbot.store.desk import WriteDesk
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     attention,
@@ -58,6 +59,8 @@ class Store:
         # A worker sharing the database sets it: folder writes then check its leases.
         self.fence: Fence | None = None
         self.writer = self._writer_engine()  # batch() and session()
+        # SQLite: the process's writers take turns, claims ride on intake parts (store/desk).
+        self.desk = WriteDesk() if self.writer.dialect.name == "sqlite" else None
         if migrate:
             self.migrate()
 
@@ -291,15 +294,23 @@ class Store:
     def batch(self) -> Iterator[Transaction]:
         """One transaction for many mails (a FETCH batch): ``Transaction.savepoint`` keeps
         each mail's writes undoable alone. Commits on leaving, rolls back on an exception."""
-        with self.writer.begin() as conn:
-            yield Transaction(conn, self.fence)
+        if self.desk is None:
+            with self.writer.begin() as conn:
+                yield Transaction(conn, self.fence)
+            return
+        # On SQLite, the part holds the process's turn; the writes that wait for it (the
+        # outbox's claims) commit with it: ``Transaction.writes_waiting`` ends it early.
+        with self.desk.part() as part, self.writer.begin() as conn:
+            tx = Transaction(conn, self.fence, part)
+            yield tx
+            part.serve(tx)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One connection kept for a run of short transactions (the outbox's claims, one
         per mail): no pool checkout, no PRAGMAs, no reconnection between them."""
         with self.writer.connect() as conn:
-            yield Session(conn, self.fence)
+            yield Session(conn, self.fence, self.desk)
 
     # -- reads that need no transaction of their own ------------------------------------
     def message(self, **where: Any) -> sa.Row[Any] | None:

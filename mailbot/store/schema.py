@@ -141,6 +141,15 @@ outbox = sa.Table(
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_message_pk", "message_pk"),
 )
+# The few rows that still hold their bytes (pending, sending, failed, uncertain, and sent
+# items whose delivery batch's bookkeeping is not done yet, see Transaction.finish_sent):
+# found at each delivery without reading the many sent ones (migration 0012).
+sa.Index(
+    "ix_outbox_unpurged",
+    outbox.c.status,
+    sqlite_where=outbox.c.raw.is_not(None),
+    postgresql_where=outbox.c.raw.is_not(None),
+)
 # An agent's correction of a message's routing (issue 13): the original decision stays on
 # the row's history, the classifier learns from these.
 corrections = sa.Table(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,6 +31,11 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
+
+if TYPE_CHECKING:
+    from mailbot.store.desk import Part, WriteDesk
+
+T = TypeVar("T")
 
 # -- hot statements, built once ------------------------------------------------------------
 # Each mail runs about a dozen statements. Built per call, a statement and its cache key
@@ -110,15 +115,32 @@ _CLAIM_OUTBOX = outbox.update().where(
     outbox.c.id == _param("item_id"), outbox.c.status == OutboxStatus.PENDING
 )
 _UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
+# A mail the server accepted: committed with the next mail's claim. Its bytes stay until
+# the delivery batch's bookkeeping (``finish_sent``), which they mark as not done yet.
+_MARK_SENT = (
+    outbox.update()
+    .where(outbox.c.id == _param("item_id"))
+    .values(status=OutboxStatus.SENT, sent_at=_param("at"), last_error=None)
+)
+_SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(None)
 
 
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
-    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+    def __init__(
+        self, conn: Connection, fence: Fence | None = None, part: Part | None = None
+    ) -> None:
         self.conn = conn
         # Set for a worker that shares the database: whose lease a folder's writes need.
         self.fence = fence
+        # An intake part on SQLite (``Store.batch``): other writes of the process wait for it.
+        self.part = part
+
+    def writes_waiting(self) -> bool:
+        """Whether another write of this process waits for this transaction's commit (an
+        outbox claim before its DATA): a batch should then commit at its next mail."""
+        return self.part is not None and self.part.wanted()
 
     @contextmanager
     def savepoint(self) -> Iterator[Transaction]:
@@ -451,6 +473,47 @@ class Transaction:
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
         self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "ar_status": status})
 
+    def set_ar_statuses(self, message_pks: Sequence[int], status: ArStatus) -> None:
+        """``set_ar_status`` for many messages in one executemany (a delivery batch)."""
+        if message_pks:
+            rows = [{"message_pk": pk, "ar_status": status} for pk in message_pks]
+            self.conn.execute(_UPDATE_MESSAGE, rows)
+
+    def mark_sent(self, sent: Sequence[tuple[int, datetime]]) -> None:
+        """Outbox items the server accepted (id, when): 'sent', their bytes kept until
+        ``finish_sent`` (a crash in between leaves them for ``unfinished_sent``)."""
+        if sent:
+            self.conn.execute(_MARK_SENT, [{"item_id": i, "at": at} for i, at in sent])
+
+    def finish_sent(self, item_ids: Sequence[int]) -> set[int]:
+        """Purge the bytes of sent items whose bookkeeping is being written; the ids this
+        call purged. An item another call finished first is not among them, so its status
+        mirror and events are never written twice (the UPDATE locks the row until commit)."""
+        if not item_ids:
+            return set()
+        query = (
+            outbox.update()
+            .where(outbox.c.id.in_(_param("ids", expanding=True)), *_SENT_UNFINISHED)
+            .values(raw=None)
+            .returning(outbox.c.id)
+        )
+        return {int(i) for i in self.conn.execute(query, {"ids": list(item_ids)}).scalars()}
+
+    def unfinished_sent(self, limit: int = 1000) -> list[tuple[OutboxItem, datetime]]:
+        """Sent items whose bookkeeping a crash (or a failed commit) left undone, with
+        when they left (a partial index holds the few rows that still have their bytes)."""
+        query = sa.select(outbox).where(*_SENT_UNFINISHED).order_by(outbox.c.id).limit(limit)
+        return [(outbox_item(r, raw=False), r.sent_at) for r in self.conn.execute(query)]
+
+    def add_event_rows(self, rows: Sequence[tuple[int | None, EventKind, str, datetime]]) -> None:
+        """Events of many messages in one executemany: (message, kind, detail, at)."""
+        if rows:
+            values = [
+                fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
+                for pk, k, d, at in rows
+            ]
+            self.conn.execute(events.insert(), values)
+
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
         query = (
@@ -474,9 +537,23 @@ class Transaction:
 class Session:
     """One connection for a run of short transactions (``Store.session``)."""
 
-    def __init__(self, conn: Connection, fence: Fence | None = None) -> None:
+    def __init__(
+        self, conn: Connection, fence: Fence | None = None, desk: WriteDesk | None = None
+    ) -> None:
         self.conn = conn
         self.fence = fence
+        self.desk = desk
+
+    def write(self, work: Callable[[Transaction], T]) -> T:
+        """``work`` in a committed transaction: this session's, or on SQLite the open
+        intake part's if there is one (see ``store/desk``); returns what it returns."""
+        if self.desk is None:
+            return self._alone(work)
+        return self.desk.submit(work, self._alone)
+
+    def _alone(self, work: Callable[[Transaction], T]) -> T:
+        with self.transaction() as tx:
+            return work(tx)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
