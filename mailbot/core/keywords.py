@@ -24,6 +24,7 @@ from functools import lru_cache
 
 ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
 _NOT_WORD = re.compile(r"[^\w]+")
+_WORD = re.compile(r"\w+")
 
 
 class _Marks(dict[int, int | None]):
@@ -44,6 +45,14 @@ def fold(text: str) -> str:
     if text.isascii():  # casefold is lower and NFKD changes nothing on ASCII
         return text.lower()
     return unicodedata.normalize("NFKD", text.casefold()).translate(_MARKS)
+
+
+@lru_cache(maxsize=64)
+def words(text: str) -> tuple[str, ...]:
+    """The words of a folded text, ``normalize(text).split()`` in one pass. Cached: the
+    rules and the model read the same subject, body and quoted part of a mail, and fold
+    them once between them (the model once folded each text again: issue 14, point 5)."""
+    return tuple(_WORD.findall(fold(text)))
 
 
 @lru_cache(maxsize=64)
@@ -81,6 +90,11 @@ class Words:
     @classmethod
     def of(cls, normalized: str) -> Words:
         return cls(tuple(normalized.split()))
+
+    @classmethod
+    def read(cls, text: str) -> Words:
+        """The words of a text not yet normalised (the same as ``of(normalize(text))``)."""
+        return cls(words(text))
 
     def joined(self, other: Words) -> Words:
         return Words(self.tokens + other.tokens, len(self.tokens))
