@@ -23,7 +23,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mailbot.core.keywords import fold
+from mailbot.core.keywords import fold, words
 from mailbot.core.routing_text import RoutingText
 from mailbot.errors import ConfigError
 
@@ -59,10 +59,13 @@ def _word_features(word: str) -> tuple[int, ...]:
 
 
 def model_text(subject: str, text: RoutingText) -> tuple[list[str], list[str]]:
-    """The words the model reads: subject and own text; the quoted part apart."""
-    own = _WORD.findall(fold(f"{subject}\n{text.own[:TEXT_LIMIT]}"))
-    quoted = _WORD.findall(fold(text.quoted[:QUOTED_LIMIT]))
-    return own, quoted
+    """The words the model reads: subject and own text; the quoted part apart.
+
+    The words of "subject, newline, own text" folded together are the subject's words then
+    the own text's (folding is character by character, a newline is no word), so each part
+    is read through ``keywords.words``, whose cache the rules filled for this mail."""
+    own = [*words(subject), *words(text.own[:TEXT_LIMIT])]
+    return own, list(words(text.quoted[:QUOTED_LIMIT]))
 
 
 def raw_counts(own: list[str], quoted: list[str]) -> Counter[int]:
@@ -112,6 +115,59 @@ class Head:
         )
 
 
+CACHE_LIMIT = 200_000  # words (and word pairs) whose rows are kept; then the cache restarts
+
+
+class _Rows:
+    """Where a word's features sit in the vocabulary, remembered per word: a mail's
+    features then cost a dictionary look-up per word rather than a CRC-32 per n-gram
+    and a binary search per feature (issue 14, point 5). Features unknown to the model
+    are dropped here, as ``tfidf`` drops them."""
+
+    def __init__(self, features: npt.NDArray[np.int64]) -> None:
+        self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
+        self._words: dict[str, npt.NDArray[np.intp]] = {}
+        self._pairs: dict[tuple[str, str], int] = {}
+        self._quoted: dict[str, int] = {}
+
+    def word(self, word: str) -> npt.NDArray[np.intp]:
+        """The rows of a word's own feature and character n-grams, in ``raw_counts`` order."""
+        rows = self._words.get(word)
+        if rows is None:
+            if len(self._words) >= CACHE_LIMIT:
+                self._words.clear()
+            found = (self._row.get(f, -1) for f in _word_features(word))
+            rows = np.array([r for r in found if r >= 0], dtype=np.intp)
+            self._words[word] = rows
+        return rows
+
+    def pairs(self, own: list[str]) -> list[int]:
+        """The known rows of the bigrams of ``own``, in order."""
+        cache, rows = self._pairs, []
+        for pair in itertools.pairwise(own):
+            row = cache.get(pair)
+            if row is None:
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
+                row = cache[pair] = self._row.get(_h(f"b:{pair[0]} {pair[1]}"), -1)
+            if row >= 0:
+                rows.append(row)
+        return rows
+
+    def quoted(self, quoted: list[str]) -> list[int]:
+        """The known rows of the quoted part's words, in order."""
+        cache, rows = self._quoted, []
+        for word in quoted:
+            row = cache.get(word)
+            if row is None:
+                if len(cache) >= CACHE_LIMIT:
+                    cache.clear()
+                row = cache[word] = self._row.get(_h("q:" + word), -1)
+            if row >= 0:
+                rows.append(row)
+        return rows
+
+
 @dataclass(frozen=True)
 class Classifier:
     """A trained model in memory: hashed vocabulary, IDF and one linear head per label."""
@@ -121,6 +177,10 @@ class Classifier:
     heads: Mapping[str, Head]
     meta: Mapping[str, Any]
     path: Path | None = None
+    _rows: _Rows = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rows", _Rows(self.features))
 
     @property
     def version(self) -> str:
@@ -129,8 +189,28 @@ class Classifier:
     def vector(
         self, own: list[str], quoted: list[str]
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-        """The TF-IDF vector as (row indices into the vocabulary, L2-normalised values)."""
-        return tfidf(raw_counts(own, quoted), self.features, self.idf)
+        """The TF-IDF vector as (row indices into the vocabulary, L2-normalised values):
+        ``tfidf(raw_counts(own, quoted), …)`` to the bit, rows in the same order, without
+        hashing each n-gram or counting them one by one in Python."""
+        counted = Counter(own)  # distinct words in order of appearance, as raw_counts
+        parts = [self._rows.word(w) for w in counted]
+        tail = self._rows.pairs(own) + self._rows.quoted(quoted)
+        sequence = np.concatenate([*parts, np.array(tail, dtype=np.intp)])
+        if not len(sequence):
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
+        times = np.fromiter(counted.values(), dtype=np.int64, count=len(counted))
+        weights = np.concatenate(
+            [np.repeat(times, [len(p) for p in parts]), np.ones(len(tail), dtype=np.int64)]
+        )
+        # Each row once, in order of first appearance (the order of raw_counts's keys,
+        # hence the same sums in the same order below), with its count.
+        unique, first, inverse = np.unique(sequence, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rows = unique[order]
+        tf = np.bincount(inverse, weights=weights)[order].astype(np.float32)
+        values = (1.0 + np.log(tf)) * self.idf[rows]
+        norm = float(np.sqrt((values * values).sum())) or 1.0
+        return rows, (values / norm).astype(np.float32)
 
     def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:
         rows, values = self.vector(*model_text(subject, text))
