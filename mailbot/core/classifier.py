@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mailbot.core.keywords import fold, words
+from mailbot.core.keywords import words
 from mailbot.core.routing_text import RoutingText
 from mailbot.errors import ConfigError
 
@@ -39,7 +38,6 @@ FORMAT = "mailbot-routing-model/1"
 HASH_BITS = 24
 TEXT_LIMIT = 6000  # characters of own text the model reads (the request is near the top)
 QUOTED_LIMIT = 1500
-_WORD = re.compile(r"\w+")
 _MASK = (1 << HASH_BITS) - 1
 # reorient: the target, when re-oriented; complaint: a binary head, complaint or not
 HEADS = ("service", "category", "reorient", "complaint")
