@@ -115,6 +115,7 @@ class KeywordMatcher:
     def __init__(self) -> None:
         self._single: dict[str, list[_Phrase]] = {}
         self._pairs: dict[tuple[str, str], list[_Phrase]] = {}
+        self._firsts: set[str] = set()  # the first words of the pairs
         self._lists = 0
 
     def add(self, phrases: Iterable[str]) -> int:
@@ -131,17 +132,21 @@ class KeywordMatcher:
             phrase = _Phrase(list_id, rank, tuple(forms(word) for word in rest[1:]))
             for pair in itertools.product(forms(first), forms(rest[0])):
                 self._pairs.setdefault(pair, []).append(phrase)
+                self._firsts.add(pair[0])
         return list_id
 
     def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
         """Each list that matched: its distinct matched texts, in order of appearance."""
-        tokens = words.tokens
+        tokens, single, pairs = words.tokens, self._single, self._pairs
         found: dict[int, list[tuple[int, int, int]]] = {}
-        for start, token in enumerate(tokens):
-            for phrase in self._single.get(token, ()):
+        # Most words start no phrase: find those that do in one comprehension each.
+        for start in [i for i, token in enumerate(tokens) if token in single]:
+            for phrase in single[tokens[start]]:
                 found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
-        for start, pair in enumerate(itertools.pairwise(tokens)):
-            for phrase in self._pairs.get(pair, ()):
+        firsts = self._firsts
+        starts = [i for i, token in enumerate(tokens[:-1]) if token in firsts]
+        for start in [i for i in starts if (tokens[i], tokens[i + 1]) in pairs]:
+            for phrase in pairs[tokens[start], tokens[start + 1]]:
                 end = start + 2 + len(phrase.rest)
                 if end <= len(tokens) and all(
                     tokens[start + 2 + k] in accepted for k, accepted in enumerate(phrase.rest)
