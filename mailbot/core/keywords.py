@@ -25,6 +25,7 @@ from functools import lru_cache
 ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
 _NOT_WORD = re.compile(r"[^\w]+")
 _WORD = re.compile(r"\w+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class _Marks(dict[int, int | None]):
@@ -44,7 +45,13 @@ def fold(text: str) -> str:
     """Lower case without accents: casefold, NFKD, combining marks dropped."""
     if text.isascii():  # casefold is lower and NFKD changes nothing on ASCII
         return text.lower()
-    return unicodedata.normalize("NFKD", text.casefold()).translate(_MARKS)
+    # Only the non-ASCII runs go through the table (ASCII holds no combining mark): a
+    # French text is mostly ASCII, and the per-character table look-up was most of it.
+    return _NON_ASCII.sub(_strip_marks, unicodedata.normalize("NFKD", text.casefold()))
+
+
+def _strip_marks(run: re.Match[str]) -> str:
+    return run.group().translate(_MARKS)
 
 
 @lru_cache(maxsize=64)
