@@ -116,7 +116,9 @@ class Head:
         )
 
 
-CACHE_LIMIT = 200_000  # words (and word pairs) whose rows are kept; then the cache restarts
+# Words (word pairs, quoted words) whose rows are kept, as many as the n-gram hashes
+# ``_word_features`` keeps; when full, a cache starts again (bounded memory in a worker).
+CACHE_LIMIT = 50_000
 
 
 class _Rows:
@@ -128,11 +130,11 @@ class _Rows:
 
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
         self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
-        self._words: dict[str, npt.NDArray[np.intp]] = {}
+        self._words: dict[str, npt.NDArray[np.int32]] = {}
         self._pairs: dict[tuple[str, str], int] = {}
         self._quoted: dict[str, int] = {}
 
-    def words(self, own: list[str]) -> list[npt.NDArray[np.intp]]:
+    def words(self, own: list[str]) -> list[npt.NDArray[np.int32]]:
         """For each word of ``own``, the rows of its own feature and character n-grams."""
         found = [*map(self._words.get, own)]
         for i in [i for i, rows in enumerate(found) if rows is None]:
@@ -140,11 +142,13 @@ class _Rows:
             found[i] = self._word(own[i]) if rows is None else rows
         return found  # type: ignore[return-value]  # no None left
 
-    def _word(self, word: str) -> npt.NDArray[np.intp]:
+    def _word(self, word: str) -> npt.NDArray[np.int32]:
         if len(self._words) >= CACHE_LIMIT:
             self._words.clear()
-        found = (self._row.get(f, -1) for f in _word_features(word))
-        rows = self._words[word] = np.array([r for r in found if r >= 0], dtype=np.intp)
+        # The hashes themselves are not kept (``__wrapped__``: past _word_features's cache,
+        # which training uses): the rows, as 32-bit integers, are all a mail needs.
+        found = (self._row.get(f, -1) for f in _word_features.__wrapped__(word))
+        rows = self._words[word] = np.array([r for r in found if r >= 0], dtype=np.int32)
         return rows
 
     def pairs(self, own: list[str]) -> list[int]:
@@ -205,7 +209,7 @@ class Classifier:
         hashing each n-gram, searching each feature or counting them one by one in Python."""
         # A word's rows once per occurrence: raw_counts's counts, and its order of first
         # appearance (a word's later occurrences come after its first).
-        tail = np.array(self._rows.pairs(own) + self._rows.quoted(quoted), dtype=np.intp)
+        tail = np.array(self._rows.pairs(own) + self._rows.quoted(quoted), dtype=np.int32)
         sequence = np.concatenate([*self._rows.words(own), tail[tail >= 0]])
         if not len(sequence):
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
@@ -238,7 +242,7 @@ class Classifier:
 
 
 def _first_order_counts(
-    sequence: npt.NDArray[np.intp],
+    sequence: npt.NDArray[np.int32],
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
     """Each distinct value of ``sequence`` in order of first appearance, with its count:
     ``Counter(sequence)``'s items, by one sort of (value, position) pairs."""
