@@ -24,6 +24,8 @@ from functools import lru_cache
 
 ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
 _NOT_WORD = re.compile(r"[^\w]+")
+_WORD = re.compile(r"\w+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class _Marks(dict[int, int | None]):
@@ -43,7 +45,21 @@ def fold(text: str) -> str:
     """Lower case without accents: casefold, NFKD, combining marks dropped."""
     if text.isascii():  # casefold is lower and NFKD changes nothing on ASCII
         return text.lower()
-    return unicodedata.normalize("NFKD", text.casefold()).translate(_MARKS)
+    # Only the non-ASCII runs go through the table (ASCII holds no combining mark): a
+    # French text is mostly ASCII, and the per-character table look-up was most of it.
+    return _NON_ASCII.sub(_strip_marks, unicodedata.normalize("NFKD", text.casefold()))
+
+
+def _strip_marks(run: re.Match[str]) -> str:
+    return run.group().translate(_MARKS)
+
+
+@lru_cache(maxsize=64)
+def words(text: str) -> tuple[str, ...]:
+    """The words of a folded text, ``normalize(text).split()`` in one pass. Cached: the
+    rules and the model read the same subject, body and quoted part of a mail, and fold
+    them once between them (the model once folded each text again: issue 14, point 5)."""
+    return tuple(_WORD.findall(fold(text)))
 
 
 @lru_cache(maxsize=64)
@@ -82,6 +98,11 @@ class Words:
     def of(cls, normalized: str) -> Words:
         return cls(tuple(normalized.split()))
 
+    @classmethod
+    def read(cls, text: str) -> Words:
+        """The words of a text not yet normalised (the same as ``of(normalize(text))``)."""
+        return cls(words(text))
+
     def joined(self, other: Words) -> Words:
         return Words(self.tokens + other.tokens, len(self.tokens))
 
@@ -101,6 +122,7 @@ class KeywordMatcher:
     def __init__(self) -> None:
         self._single: dict[str, list[_Phrase]] = {}
         self._pairs: dict[tuple[str, str], list[_Phrase]] = {}
+        self._firsts: set[str] = set()  # the first words of the pairs
         self._lists = 0
 
     def add(self, phrases: Iterable[str]) -> int:
@@ -117,17 +139,21 @@ class KeywordMatcher:
             phrase = _Phrase(list_id, rank, tuple(forms(word) for word in rest[1:]))
             for pair in itertools.product(forms(first), forms(rest[0])):
                 self._pairs.setdefault(pair, []).append(phrase)
+                self._firsts.add(pair[0])
         return list_id
 
     def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
         """Each list that matched: its distinct matched texts, in order of appearance."""
-        tokens = words.tokens
+        tokens, single, pairs = words.tokens, self._single, self._pairs
         found: dict[int, list[tuple[int, int, int]]] = {}
-        for start, token in enumerate(tokens):
-            for phrase in self._single.get(token, ()):
+        # Most words start no phrase: find those that do in one comprehension each.
+        for start in [i for i, token in enumerate(tokens) if token in single]:
+            for phrase in single[tokens[start]]:
                 found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
-        for start, pair in enumerate(itertools.pairwise(tokens)):
-            for phrase in self._pairs.get(pair, ()):
+        firsts = self._firsts
+        starts = [i for i, token in enumerate(tokens[:-1]) if token in firsts]
+        for start in [i for i in starts if (tokens[i], tokens[i + 1]) in pairs]:
+            for phrase in pairs[tokens[start], tokens[start + 1]]:
                 end = start + 2 + len(phrase.rest)
                 if end <= len(tokens) and all(
                     tokens[start + 2 + k] in accepted for k, accepted in enumerate(phrase.rest)

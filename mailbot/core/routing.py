@@ -106,7 +106,7 @@ class Reading:
             if where == "both":
                 self._words[where] = self.words("subject").joined(self.words("body"))
             else:
-                self._words[where] = Words.of(normalize(getattr(self.msg, where)))
+                self._words[where] = Words.read(getattr(self.msg, where))
         return self._words[where]
 
     def keywords(self, where: str, list_id: int) -> tuple[str, ...] | None:
