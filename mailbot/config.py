@@ -282,6 +282,7 @@ class RoutingModelConfig(Model):
     # against the rules' points (no strong rule, a service that may have it); None: never.
     complaint_model_sure: float | None = Field(default=None, ge=0, le=1)
     default_share: float = Field(default=1.0, ge=0, le=1)  # no rule: the mailbox's service's share
+    min_confidence_by_service: dict[str, float] = Field(default_factory=dict)  # combine.hold_bar
 
     @field_validator("file")
     @classmethod

@@ -244,6 +244,91 @@ def frontier(samples: Sequence[Any], models: list[Any], routing: Any, chosen: An
         print(Result(f"min_confidence={bar}", kfold(samples, models, routing, settings)).line())
 
 
+BAR_GRID = [x / 100 for x in range(40, 100, 2)]  # per-service hold bars tried
+
+
+def moves(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any) -> list[Any]:
+    """Per mail the service decides moves it to: (fold, service, confidence, right, own right);
+    the mails it keeps at their mailbox's service are counted apart (None)."""
+    unheld = settings.model_copy(update={"min_confidence": 0.0, "min_confidence_by_service": {}})
+    found: list[Any] = []
+    for index, (held, model) in enumerate(
+        zip(training.folds(len(samples), len(models)), models, strict=True)
+    ):
+        fold = training.with_model(routing, model, unheld)
+        for i in held:
+            sample = samples[i]
+            decision = decide(sample.facts, fold)
+            own = routing.own_service.get(sample.facts.mailbox)
+            right = sample.service == decision.service
+            moved = decision.service != own
+            found.append(
+                (
+                    index,
+                    decision.service,
+                    decision.confidence["service"],
+                    right,
+                    moved,
+                    sample.service == own,
+                )
+            )
+    return found
+
+
+def held_outcome(rows: Sequence[Any], bars: dict[str, float], default: float) -> tuple[int, int]:
+    """(mails at the right service, wrong transfers) with these bars."""
+    right = wrong = 0
+    for _, service, confidence, good, moved, own_good in rows:
+        if moved and confidence < bars.get(service, default):
+            right += own_good
+        else:
+            right += good
+            wrong += moved and not good
+    return right, wrong
+
+
+def best_bar(rows: Sequence[Any], price: float) -> float:
+    """The bar with the most right mails less ``price`` per wrong transfer."""
+
+    def value(bar: float) -> float:
+        right, wrong = held_outcome(rows, {}, bar)
+        return right - price * wrong
+
+    return max(BAR_GRID, key=value)
+
+
+def choose_bars(rows: Sequence[Any], budget: float) -> dict[str, float]:
+    """Per-service bars with at most ``budget`` wrong transfers: for each price of a wrong
+    transfer (in right mails), each service's bar that pays best; the best price in budget."""
+    services = sorted({row[1] for row in rows})
+    best: tuple[int, dict[str, float]] | None = None
+    for price in [x / 2 for x in range(2, 40)]:
+        bars = {s: best_bar([row for row in rows if row[1] == s], price) for s in services}
+        right, wrong = held_outcome(rows, bars, 0.0)
+        if wrong <= budget and (best is None or right > best[0]):
+            best = (right, bars)
+    return best[1] if best else {}
+
+
+def service_bars(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any) -> None:
+    """Per-service hold bars: chosen on all folds, and checked by choosing them on four
+    folds' answers and applying them to the fifth (the figure to trust)."""
+    rows, n, k = moves(samples, models, routing, settings), len(samples), len(models)
+    nested_right = nested_wrong = 0
+    for fold in range(k):
+        bars = choose_bars([r for r in rows if r[0] != fold], MAX_WRONG * n * (k - 1) / k)
+        right, wrong = held_outcome([r for r in rows if r[0] == fold], bars, 0.0)
+        nested_right, nested_wrong = nested_right + right, nested_wrong + wrong
+    bars = choose_bars(rows, MAX_WRONG * n)
+    right, wrong = held_outcome(rows, bars, 0.0)
+    print(f"\nper-service hold bars: {bars}")
+    print(f"  on all folds: service {right / n:.1%}, wrong transfers {wrong / n:.1%}")
+    print(
+        f"  nested (bars from {k - 1} folds): service {nested_right / n:.1%},"
+        f" wrong {nested_wrong / n:.1%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -293,6 +378,7 @@ def main() -> None:
     print(f"\nchosen: {chosen_fit} {chosen.label}\n{chosen.line()}")
     print(f"reclamation precision/recall: {chosen.scored.precision_recall('reclamation')}")
     frontier(samples, chosen_models, routing, chosen.settings)
+    service_bars(samples, chosen_models, routing, chosen.settings)
 
 
 if __name__ == "__main__":

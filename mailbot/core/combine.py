@@ -8,7 +8,8 @@ own service stands for the rules with a share of ``default_share`` (the citizen 
 mailbox; a full share outweighed any model and kept every mail no rule recognised there),
 and the category is the model's alone. The decision's confidence is the winning score's
 share of all the labels' scores (how far it stands above the others). A service decision
-below ``min_confidence`` that would move the mail (a transfer or a re-orientation) is not
+below its bar (``min_confidence_by_service`` for the service moved to, else
+``min_confidence``) that would move the mail (a transfer or a re-orientation) is not
 carried out: the mail stays with its mailbox's own service, marked *to check*. The complaint
 category, which feeds the Qual-e-pref indicators, is given only when its score is
 ``complaint_min_confidence`` or above **and** the model's binary complaint head says
@@ -76,6 +77,12 @@ def combine(
     best = next((label for label in ranked if label not in refused), ranked[0])
     rounded = {k: round(scores[k], 4) for k in ranked}
     return Combined(best, round(share_of(scores, best), 4), rounded, refused)
+
+
+def hold_bar(settings: RoutingModelConfig, service: str) -> float:
+    """The confidence below which a move to ``service`` is held "to check": per service,
+    since a service's wrong guesses are not as sure as another's (chosen by k-fold)."""
+    return settings.min_confidence_by_service.get(service, settings.min_confidence)
 
 
 def share_of(scores: Mapping[str, float], label: str) -> float:
