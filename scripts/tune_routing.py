@@ -15,7 +15,11 @@ complaint_model_sure) on a grid, reusing each fold's model answers and each mail
 (the rules do not change with the settings). The service part of the figures depends on
 rule_weight, rule_damping, default_share and min_confidence only, the category part on
 rule_weight, rule_damping and the complaint bars: each part is scored once per value and the
-two are paired.
+two are paired (nearly exact: the service decided also restricts the categories allowed, so
+the chosen line's category can differ by a few tenths from the frontier's, which is exact).
+Step 3: the hold bar's trade with one bar (the frontier), then one bar per service
+(``min_confidence_by_service``), chosen on all folds' answers and checked nested (bars chosen
+on four folds' answers, applied to the fifth).
 
 "Best" is stated in one line: the highest service accuracy *as recorded* (a mail held "to
 check" stays at its mailbox's service: a right guess held counts as a wrong service) +
