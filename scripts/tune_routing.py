@@ -77,6 +77,9 @@ SERVICE_PART = ("default_share", "min_confidence")
 CATEGORY_PART = ("complaint_min_confidence", "complaint_model_min", "complaint_model_sure")
 MAX_WRONG = 0.02  # wrong transfers, share of all mail (the issue's target)
 MIN_PRECISION = 0.95  # the complaint category's precision (the issue's target)
+# Per-service bars chosen on all folds' answers overfit: chosen for 2 % wrong transfers, they
+# gave 2.2 % nested (round 4); chosen for 1.4 %, 1.9 % nested — within the target.
+BAR_BUDGET = 0.014
 RECALL_WEIGHT = 0.25  # the complaint recall's part in the objective
 
 
@@ -320,10 +323,10 @@ def service_bars(samples: Sequence[Any], models: list[Any], routing: Any, settin
     rows, n, k = moves(samples, models, routing, settings), len(samples), len(models)
     nested_right = nested_wrong = 0
     for fold in range(k):
-        bars = choose_bars([r for r in rows if r[0] != fold], MAX_WRONG * n * (k - 1) / k)
+        bars = choose_bars([r for r in rows if r[0] != fold], BAR_BUDGET * n * (k - 1) / k)
         right, wrong = held_outcome([r for r in rows if r[0] == fold], bars, 0.0)
         nested_right, nested_wrong = nested_right + right, nested_wrong + wrong
-    bars = choose_bars(rows, MAX_WRONG * n)
+    bars = choose_bars(rows, BAR_BUDGET * n)
     right, wrong = held_outcome(rows, bars, 0.0)
     print(f"\nper-service hold bars: {bars}")
     print(f"  on all folds: service {right / n:.1%}, wrong transfers {wrong / n:.1%}")
