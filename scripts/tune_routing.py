@@ -354,7 +354,8 @@ def main() -> None:
     config = load_config(ROOT / "rules.yaml")
     samples = [s for f in folders for s in training.load_labelled(config, ROOT / f, f)]
     routing = training.base_routing(config)
-    current = training.settings_for(config)
+    # one bar for all in steps 1-2 (else the configured per-service bars hide min_confidence)
+    current = training.settings_for(config).model_copy(update={"min_confidence_by_service": {}})
     print(f"{len(samples)} training mails from {', '.join(folders)}; {args.folds}-fold")
     remember_tallies()
     reference = current.model_copy(update=REFERENCE)
