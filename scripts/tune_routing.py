@@ -360,9 +360,8 @@ def main() -> None:
     remember_tallies()
     reference = current.model_copy(update=REFERENCE)
     ref_models = fold_models(samples, args.folds, **REFERENCE_FIT)  # type: ignore[arg-type]
-    print(
-        Result("round 3's fit and settings", kfold(samples, ref_models, routing, reference)).line()
-    )
+    before = kfold(samples, ref_models, routing, reference)
+    print(Result("round 3's fit and bars, round 4's combination", before).line())
     chosen: Result | None = None
     chosen_fit, chosen_models = "", ref_models
     weights = [None if w == "none" else w for w in args.service_weight or []]
