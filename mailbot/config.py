@@ -281,6 +281,8 @@ class RoutingModelConfig(Model):
     # At this probability or above, the complaint head gives the complaint category even
     # against the rules' points (no strong rule, a service that may have it); None: never.
     complaint_model_sure: float | None = Field(default=None, ge=0, le=1)
+    default_share: float = Field(default=1.0, ge=0, le=1)  # no rule: the mailbox's service's share
+    min_confidence_by_service: dict[str, float] = Field(default_factory=dict)  # combine.hold_bar
 
     @field_validator("file")
     @classmethod

@@ -25,7 +25,7 @@ from mailbot.config import (
 )
 from mailbot.core.classifier import COMPLAINT_YES, Classifier
 from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import combine
+from mailbot.core.combine import combine, hold_bar
 from mailbot.core.routing_text import RoutingText
 
 
@@ -412,7 +412,7 @@ def _with_model(
     if chosen_service == REORIENT_SERVICE and target is None and "reorient" in said:
         target = said["reorient"].classes[0]
     moves = chosen_service != own
-    weak = service_confidence < settings.min_confidence
+    weak = service_confidence < hold_bar(settings, chosen_service)
     return _decision(
         tally,
         chosen_service,

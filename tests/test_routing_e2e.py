@@ -113,14 +113,14 @@ def test_reoriented_message_gets_one_reply_and_no_forward(setup: Any) -> None:
 
 
 def test_weak_decision_is_held_to_check_with_a_plain_ar(setup: Any) -> None:
-    """One line, a hint of another administration and one of a service (the mairie's birth
-    certificate, a residence permit): a weak decision, so no re-orientation is sent; the mail
+    """One line, a hint of another administration and two of services (the mairie's birth
+    certificate, a residence permit, a carte grise): a weak decision, so no re-orientation is sent; the mail
     stays with the mailbox's own service, marked to check (issue 13). (With the model of
     issue 13's second round, the birth certificate alone is re-oriented with confidence.)"""
     config, general, _etrangers, smtp = setup
     body = (
         "Bonjour, je voudrais un extrait d'acte de naissance pour mon fils "
-        "et savoir pour son titre de séjour.\n"
+        "et savoir pour son titre de séjour et sa carte grise.\n"
     )
     general.append(citizen_mail(1, subject="Acte de naissance", body=body))
     assert poll(config, acknowledge_existing=True) == 0

@@ -86,7 +86,7 @@ def replace_text(sample: training.Sample):  # type: ignore[no-untyped-def]
     return RoutingText(sample.facts.body, sample.facts.quoted)
 
 
-def routing_with(**settings: float):  # type: ignore[no-untyped-def]
+def routing_with(**settings: object):  # type: ignore[no-untyped-def]
     routing = compiled_routing(CONFIG)
     assert routing is not None and CONFIG.routing is not None and CONFIG.routing.model
     model = CONFIG.routing.model.model_copy(update=settings)
@@ -95,9 +95,9 @@ def routing_with(**settings: float):  # type: ignore[no-untyped-def]
 
 def test_weak_decision_is_held_to_check() -> None:
     mail = facts("Comment faire la carte grise de ma voiture achetée d'occasion ?")
-    sure = decide(mail, routing_with(min_confidence=0.0))
+    sure = decide(mail, routing_with(min_confidence=0.0, min_confidence_by_service={}))
     assert sure.service == "cartes-grises" and sure.transfer_allowed and not sure.to_check
-    held = decide(mail, routing_with(min_confidence=0.99))
+    held = decide(mail, routing_with(min_confidence=1.0, min_confidence_by_service={}))
     assert held.service == "cartes-grises" and held.to_check and not held.transfer_allowed
     assert "to-check" in held.actions
     assert held.model["service"][0][0] == "cartes-grises" and len(held.model["service"]) == 3

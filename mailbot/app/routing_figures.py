@@ -42,6 +42,7 @@ def figures(scored: Scored) -> dict[str, Any]:
     return {
         "mails": scored.count,
         "service_accuracy": round(scored.accuracy("service"), 4),
+        "service_landed_accuracy": round(scored.accuracy("landed"), 4),  # held: own service
         "category_accuracy": round(scored.accuracy("category"), 4),
         "wrong_transfers": scored.wrong_transfers,
         "wrong_transfer_rate": round(scored.wrong_transfers / max(scored.count, 1), 4),
@@ -67,7 +68,8 @@ def format_figures(scored: Scored) -> str:
     f = figures(scored)
     return "\n".join(
         [
-            f"service {f['service_accuracy']:.1%}, category {f['category_accuracy']:.1%}"
+            f"service {f['service_accuracy']:.1%} (as recorded, held mail at its mailbox's:"
+            f" {f['service_landed_accuracy']:.1%}), category {f['category_accuracy']:.1%}"
             f" on {f['mails']} mails; wrong transfers {f['wrong_transfers']}"
             f" ({f['wrong_transfer_rate']:.1%}), moved {f['moved']}, held to check"
             f" {f['to_check']}; complaint precision {f['complaint_precision']:.1%}, recall"

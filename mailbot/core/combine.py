@@ -3,15 +3,20 @@
 For services and categories alike: a strong rule that matched decides alone; otherwise each
 label's score is ``w × its rule points / (all positive rule points + d) + (1 − w) × the
 model's probability`` (w = ``rule_weight``, d = ``rule_damping``: a single weak rule hit
-is not certainty), and the highest score wins. The winning score is the decision's
-confidence. A service decision below ``min_confidence`` that would move the mail (a
-transfer or a re-orientation) is not carried out: the mail stays with its mailbox's own
-service, marked *to check*. The complaint category, which feeds the Qual-e-pref
-indicators, is given only at ``complaint_min_confidence`` or above **and** when the model's
-binary complaint head says "complaint" with a probability of ``complaint_model_min`` or
-above, else the next category; and it is given whatever the other scores when that head says
-"complaint" at ``complaint_model_sure`` or above (the rules read words, and a complaint is
-often written in the words of a question).
+is not certainty), and the highest score wins. When no rule fired at all, the mailbox's
+own service stands for the rules with a share of ``default_share`` (the citizen chose that
+mailbox; a full share outweighed any model and kept every mail no rule recognised there),
+and the category is the model's alone. The decision's confidence is the winning score's
+share of all the labels' scores (how far it stands above the others). A service decision
+below its bar (``min_confidence_by_service`` for the service moved to, else
+``min_confidence``) that would move the mail (a transfer or a re-orientation) is not
+carried out: the mail stays with its mailbox's own service, marked *to check*. The complaint
+category, which feeds the Qual-e-pref indicators, is given only when its score is
+``complaint_min_confidence`` or above **and** the model's binary complaint head says
+"complaint" with a probability of ``complaint_model_min`` or above, else the next category;
+and it is given whatever the other scores when that head says "complaint" at
+``complaint_model_sure`` or above (the rules read words, and a complaint is often written in
+the words of a question).
 """
 
 from __future__ import annotations
@@ -49,13 +54,20 @@ def combine(
     settings: RoutingModelConfig,
     fallback: str,
     refused: frozenset[str] = frozenset(),
+    fallback_share: float | None = None,
 ) -> Combined:
-    """The best label by the stated rule; ``refused`` labels (below their own bar) skipped."""
+    """The best label by the stated rule; ``refused`` labels (below their own bar) skipped.
+    ``fallback_share``: the default's share when no rule fired (None: ``default_share``)."""
     shares = rule_shares(points, settings.rule_damping)
-    if not shares and fallback:
-        shares = {fallback: 1.0}  # no rule at all: the mailbox's default is the rules' word
     probabilities = model.as_dict() if model is not None else {}
     weight = settings.rule_weight if model is not None else 1.0
+    share = settings.default_share if fallback_share is None else fallback_share
+    if not shares and model is None and fallback:
+        shares = {fallback: 1.0}  # no rule and no model: the mailbox's default
+    elif not shares and share > 0 and fallback:
+        shares = {fallback: share}
+    elif not shares:
+        weight = 0.0  # no rule at all: the model decides alone
     labels = set(shares) | set(probabilities)
     scores = {
         label: weight * shares.get(label, 0.0) + (1 - weight) * probabilities.get(label, 0.0)
@@ -64,7 +76,19 @@ def combine(
     ranked = sorted(scores, key=lambda label: (-scores[label], label))
     best = next((label for label in ranked if label not in refused), ranked[0])
     rounded = {k: round(scores[k], 4) for k in ranked}
-    return Combined(best, round(scores[best], 4), rounded, refused)
+    return Combined(best, round(share_of(scores, best), 4), rounded, refused)
+
+
+def hold_bar(settings: RoutingModelConfig, service: str) -> float:
+    """The confidence below which a move to ``service`` is held "to check": per service,
+    since a service's wrong guesses are not as sure as another's (chosen by k-fold)."""
+    return settings.min_confidence_by_service.get(service, settings.min_confidence)
+
+
+def share_of(scores: Mapping[str, float], label: str) -> float:
+    """``label``'s score as a share of all the positive scores: the decision's confidence."""
+    total = sum(v for v in scores.values() if v > 0)
+    return scores[label] / total if total > 0 else 0.0
 
 
 def category(
@@ -79,7 +103,7 @@ def category(
     complaint distorts the audit more than a complaint left as a question): its combined
     score and, with a complaint head in the model, that head's probability both pass — or
     that head alone is very sure (``complaint_model_sure``)."""
-    first = combine(points, model, settings, fallback)
+    first = combine(points, model, settings, fallback, fallback_share=0.0)
     sure = settings.complaint_model_sure
     if complaint_probability is not None and sure is not None and complaint_probability >= sure:
         return (
@@ -90,8 +114,8 @@ def category(
     gated = complaint_probability is not None and (
         complaint_probability < settings.complaint_model_min
     )
-    if first.label == complaint and first.confidence < settings.complaint_min_confidence:
+    if first.label == complaint and first.scores[complaint] < settings.complaint_min_confidence:
         gated = True
     if gated:
-        return combine(points, model, settings, fallback, frozenset({complaint}))
+        return combine(points, model, settings, fallback, frozenset({complaint}), 0.0)
     return first
