@@ -1,7 +1,7 @@
 """The vectorised routing model decides as today's did (issue 14, point 5).
 
 ``classifier_reference.py`` is the model's feature function and inference as they were
-(tests/test_routing_matcher.py compares the rules with theirs). Every labelled mail of the
+(tests/test_routing_matcher.py compares the rules with theirs). The labelled mails of the
 project (the corpus's dev, test and train folders and the regression set, read by code
 only), one in two, and one in eight run on to 3 KB, go through both: the TF-IDF vector and each
 head's logits must be the same to the bit (the sums are taken in the same order: else a
