@@ -118,7 +118,8 @@ def test_forwards_through_the_servers_keep_lines_legal(setup: Any) -> None:
     original = citizen_mail(
         1,
         subject="Déclaration de cession de mon véhicule " + "avec beaucoup de détails " * 80,
-        body="Bonjour,\n" + "cession " * 400 + "\nMerci\n",
+        body="Bonjour,\nJ'ai vendu ma voiture : voici ma déclaration de cession pour la "
+        "carte grise.\n" + "cession " * 400 + "\nMerci\n",
     )
     assert max(len(line) for line in original.split(b"\r\n")) > 998
     general.append(original)

@@ -35,7 +35,12 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     try:
         smtp_server.wait_for(1, timeout=20)
         etrangers.append(
-            citizen_mail(2, sender="idle@example.fr", to="pref-etrangers@seine-maritime.gouv.fr")
+            citizen_mail(
+                2,
+                sender="idle@example.fr",
+                to="pref-etrangers@seine-maritime.gouv.fr",
+                body="Bonjour,\nOù en est ma demande de renouvellement de titre de séjour ?\n",
+            )  # a question for the mailbox's own service: one AR, no forward
         )
         smtp_server.wait_for(2, timeout=10)  # seen through IDLE, well before the 60 s poll
 
