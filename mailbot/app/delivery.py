@@ -7,7 +7,7 @@ becomes 'uncertain' and is never resent (``recover_interrupted``): one lost AR, 
 for an agent, is better than two. What a sent mail means elsewhere (its message's AR
 status, its event, the purge of its bytes) is written once per delivery batch
 (``finish_sent``); a crash before that leaves it 'sent' with its bytes, and the next
-delivery writes it (``finish_unfinished``).
+delivery writes it first (``Transaction.unfinished_sent``).
 
 What an outbox status means beyond the outbox is decided here: an AR's status is its
 message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
@@ -94,14 +94,6 @@ def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) ->
         else:
             events.append((item.message_pk, EventKind.sent(item.kind), item.email_message_id, at))
     tx.add_event_rows(events)
-
-
-def finish_unfinished(store: Store) -> int:
-    """Sent mails whose bookkeeping a crash left undone: written now; how many."""
-    with store.transaction() as tx:
-        left = tx.unfinished_sent()
-        finish_sent(tx, left)
-    return len(left)
 
 
 def recover_orphans(store: Store, found: list[OutboxItem]) -> list[int]:

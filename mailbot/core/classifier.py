@@ -102,9 +102,6 @@ class Head:
     coef: npt.NDArray[np.float32]  # (features, classes)
     intercept: npt.NDArray[np.float32]
 
-    def predict(self, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float32]) -> Prediction:
-        return self.prediction(self.intercept + values @ self.coef[rows])
-
     def prediction(self, logits: npt.NDArray[np.float32]) -> Prediction:
         """The softmax of this head's logits, best class first."""
         logits = logits - logits.max()
@@ -228,7 +225,8 @@ class Classifier:
         """Each head's logits for a TF-IDF vector."""
         # All heads' coefficients side by side: one gather of the mail's rows (four cost
         # twice as much on a 3 KB mail); each head's product on its own contiguous copy,
-        # as ``Head.predict`` computes it, so that the sums are the same to the bit.
+        # as one head alone computes it (tests/classifier_reference.py), so that the sums
+        # are the same to the bit.
         gathered = self._coefs[rows]
         bounds = zip(self._bounds, self._bounds[1:], strict=False)
         return {
