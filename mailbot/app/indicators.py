@@ -3,6 +3,7 @@ what ``mailbot indicators``, ``mailbot unanswered``, the report and the console 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from mailbot.core.indicators import (
 from mailbot.core.workdays import WorkingCalendar, calendar_for
 from mailbot.store import Store, indicator_days
 
+log = logging.getLogger(__name__)
 UNANSWERED_LOOKBACK_DAYS = 365
 
 
@@ -69,7 +71,14 @@ def _buckets(
         mailbox,
         service,
     )
-    return None if columns is None else buckets_from_store(columns)
+    if columns is None:
+        log.warning(
+            "the indicators' daily buckets are not in %s: reading every message instead"
+            " (run `mailbot rebuild-indicators` once)",
+            config.timezone,
+        )
+        return None
+    return buckets_from_store(columns)
 
 
 def rebuild(config: Config, store: Store) -> None:

@@ -112,7 +112,7 @@ def read(
     with store.engine.connect() as conn:
         if zone_of(conn) != zone:
             return None
-        rows: list[Any] = conn.execute(query).all()
+        rows = list(conn.execute(query).tuples())
     names = ("received", "replied", "complaint", *SUMS)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return {name: [int(v) for v in column] for name, column in zip(names, columns, strict=True)}
