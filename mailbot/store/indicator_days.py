@@ -11,9 +11,11 @@ back on the facts when the buckets are in another zone than the configuration's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -89,12 +91,14 @@ def read(
     complaint: str,
     mailbox: str | None = None,
     service: str | None = None,
-) -> dict[str, list[int]] | None:
+) -> dict[str, npt.NDArray[np.int64]] | None:
     """The buckets of messages received from day ``first_day`` to ``last_day`` (day
-    numbers, inclusive), summed per (received day, replied day, complaint): one list per
-    field. None when the buckets are not in ``zone`` (the caller reads the facts)."""
+    numbers, inclusive), summed per (received day, replied day, complaint): one array per
+    field, ``complaint`` 1 for the category named. None when the buckets are not in
+    ``zone`` (the caller reads the facts). A year is some 7,000 rows, fetched as plain
+    tuples (no Row object) straight into numpy."""
     days = indicator_days.c
-    is_complaint = sa.case((days.category == complaint, 1), else_=0).label("complaint")
+    is_complaint = sa.case((days.category == complaint, 1), else_=0)
     query = (
         sa.select(
             days.received_day,
@@ -112,7 +116,7 @@ def read(
     with store.engine.connect() as conn:
         if zone_of(conn) != zone:
             return None
-        rows = list(conn.execute(query).tuples())
+        rows = conn.execute(query).cursor.fetchall()
+    table = np.array(rows, dtype=np.int64).reshape(len(rows), 3 + len(SUMS))
     names = ("received", "replied", "complaint", *SUMS)
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return {name: [int(v) for v in column] for name, column in zip(names, columns, strict=True)}
+    return {name: table[:, n] for n, name in enumerate(names)}
