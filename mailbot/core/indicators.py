@@ -250,7 +250,7 @@ class DayBuckets:
 
 def buckets_from_store(columns: Mapping[str, Any]) -> DayBuckets:
     """Store.indicator_days (day numbers, -1: no reply) → DayBuckets (local dates)."""
-    replied = np.asarray(columns["replied"], dtype=np.int64)
+    replied = np.asarray(columns["replied_day"], dtype=np.int64)
     replied_dates = replied.astype("datetime64[D]")
     replied_dates[replied < 0] = np.datetime64("NaT")
     counts = {
@@ -258,7 +258,7 @@ def buckets_from_store(columns: Mapping[str, Any]) -> DayBuckets:
         for name in ("mails", "ars_sent", "transfers", "notices", "relances", "complete")
     }
     return DayBuckets(
-        received=np.asarray(columns["received"], dtype=np.int64).astype("datetime64[D]"),
+        received=np.asarray(columns["received_day"], dtype=np.int64).astype("datetime64[D]"),
         replied=replied_dates,
         complaint=np.asarray(columns["complaint"], dtype=bool),
         checked=np.asarray(columns["checked"], dtype=np.int64),

@@ -118,5 +118,5 @@ def read(
             return None
         rows = conn.execute(query).cursor.fetchall()
     table = np.array(rows, dtype=np.int64).reshape(len(rows), 3 + len(SUMS))
-    names = ("received", "replied", "complaint", *SUMS)
+    names = ("received_day", "replied_day", "complaint", *SUMS)
     return {name: table[:, n] for n, name in enumerate(names)}
