@@ -299,7 +299,9 @@ def main() -> None:
         for tree, config in zip(trees, configs, strict=True):
             env = dict(os.environ, PYTHONPATH=str(tree))
             cli = [sys.executable, "-c", PHASES, str(config)]
-            table = subprocess.run(cli, capture_output=True, text=True, check=True, env=env)
+            table = subprocess.run(
+                cli, capture_output=True, text=True, check=True, env=env, cwd=tree
+            )
             print(f"{tree}: CPU ms per phase\n| phase | ms |\n|---|---|\n{table.stdout}")
     year = ["indicators", "--from", "2026-01-01", "--to", "2026-12-31", "--format", "json"]
     report = ["-q", "report", "weekly", "--week", "2026-W47", "--as-of", "2026-11-30"]
