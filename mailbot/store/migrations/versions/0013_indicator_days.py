@@ -12,8 +12,10 @@ Local days are in the zone whose UTC offsets ``indicator_zone`` lists (filled he
 Europe/Paris, the configuration's default; ``mailbot indicators --rebuild`` fills both
 tables again for the configured zone, and the indicators read the facts meanwhile).
 
-On PostgreSQL two transactions recording a message of the same bucket (same days, mailbox,
-service and category) take turns on its row until the first commits.
+On PostgreSQL the buckets' triggers are deferred to the commit (constraint triggers): two
+transactions changing the same bucket (same days, mailbox, service and category: a worker's
+batch and an agent's reply to a mail of that day) take turns on its row during their commits
+only, and a bucket's lock is never held while a transaction waits for a message's row.
 
 Revision ID: 0013
 Revises: 0012
@@ -71,11 +73,13 @@ BEGIN
     RETURN NULL;
 END
 $$"""
-    run = "FOR EACH ROW EXECUTE PROCEDURE indicator_days_sync()"
+    # Deferred to the commit: a bucket's row is locked for the commit only, not for the
+    # rest of a worker's batch (see above).
+    run = "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE PROCEDURE indicator_days_sync()"
     return [
         function,
-        f"CREATE TRIGGER indicator_days_insert AFTER INSERT ON indicator_facts {run}",
-        f"CREATE TRIGGER indicator_days_delete AFTER DELETE ON indicator_facts {run}",
+        f"CREATE CONSTRAINT TRIGGER indicator_days_insert AFTER INSERT ON indicator_facts {run}",
+        f"CREATE CONSTRAINT TRIGGER indicator_days_delete AFTER DELETE ON indicator_facts {run}",
     ]
 
 
