@@ -5,7 +5,7 @@ category, the number of citizens' messages and the sums the figures need; databa
 on ``indicator_facts`` keep it (migration 0013), in the zone whose UTC offsets
 ``indicator_zone`` lists. A year is a few thousand buckets: read in milliseconds where the
 facts are a million rows. ``refill`` computes the whole table again from the facts (the
-migration, and ``mailbot indicators --rebuild`` for another time zone); the indicators fall
+migration, and ``mailbot rebuild-indicators`` for another time zone); the indicators fall
 back on the facts when the buckets are in another zone than the configuration's.
 """
 

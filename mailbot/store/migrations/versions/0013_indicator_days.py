@@ -9,7 +9,7 @@ Kept by triggers on ``indicator_facts`` (itself kept by triggers on the messages
 each fact inserted adds its contribution to its bucket, each fact deleted takes it away
 (an update of a message deletes and inserts its fact), and a bucket left empty is deleted.
 Local days are in the zone whose UTC offsets ``indicator_zone`` lists (filled here for
-Europe/Paris, the configuration's default; ``mailbot indicators --rebuild`` fills both
+Europe/Paris, the configuration's default; ``mailbot rebuild-indicators`` fills both
 tables again for the configured zone, and the indicators read the facts meanwhile).
 
 On PostgreSQL the buckets' triggers are deferred to the commit (constraint triggers): two
