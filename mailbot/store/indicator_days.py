@@ -57,7 +57,11 @@ def bucket_key(row: str) -> list[str]:
 
 def refill(conn: Connection, zone: str) -> None:
     """The buckets computed again from ``indicator_facts``, in ``zone``: its offsets
-    written to ``indicator_zone`` first (what the triggers then use)."""
+    written to ``indicator_zone`` first (what the triggers then use). On PostgreSQL the
+    facts are locked against writes until the commit, so that no message recorded
+    meanwhile is counted in the old zone's days (SQLite has one writer at a time)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("LOCK TABLE indicator_facts IN SHARE MODE"))
     conn.execute(indicator_zone.delete())
     rows = zone_offsets(ZoneInfo(zone))
     conn.execute(
