@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 import yaml
+from pg import fresh_database
 
 from mailbot.app import indicators
 from mailbot.cli import main
@@ -286,3 +287,55 @@ def test_the_rebuild_command_puts_the_buckets_in_the_configured_zone(
     assert capsys.readouterr().out == from_facts
     assert '"received": 0' not in from_facts
     opened.close()
+
+
+def test_postgresql_locks_a_bucket_only_while_committing(postgres: str) -> None:
+    """A worker's open batch that recorded a mail of some bucket does not hold that bucket:
+    an agent's reply to another mail of the same bucket commits meanwhile (it would wait
+    for the batch's end, and could deadlock with it, were the triggers not deferred)."""
+    store = Store(fresh_database(postgres, "b", "bucket-locks"))
+    received = datetime(FIRST_YEAR, 3, 4, 9, tzinfo=UTC)
+    same = {"mailbox": "general", "service": "permis", "category": "information"}
+    insert_rows(store, [(received, same), (received, same)])
+    replied = received + timedelta(days=1)
+    with store.engine.connect() as batch, batch.begin():
+        insert_rows_on(batch, [(received, same)])  # the batch stays open
+        with store.engine.connect() as agent, agent.begin():
+            agent.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
+            agent.execute(
+                messages.update().where(messages.c.uid == 1).values(first_reply_at=replied)
+            )
+    assert buckets(store) == expected(store)
+    assert sum(sums[0] for sums in buckets(store).values()) == 3
+    store.close()
+
+
+def insert_rows(store: Store, rows: list[tuple[datetime, dict[str, str]]]) -> None:
+    with store.engine.begin() as conn:
+        insert_rows_on(conn, rows)
+
+
+def insert_rows_on(conn: Any, rows: list[tuple[datetime, dict[str, str]]]) -> None:
+    """Acknowledged mails received at these instants, in these buckets; uids follow."""
+    first = conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one()
+    conn.execute(
+        messages.insert(),
+        [
+            {
+                "folder": "INBOX",
+                "uidvalidity": 1,
+                "uid": first + n + 1,
+                "content_hash": f"lock{first + n}",
+                "received_at": received,
+                "subject": "Sujet",
+                "size": 100,
+                "defects": "[]",
+                "created_at": received,
+                "decision": "acknowledge",
+                "reasons": "[]",
+                "ar_status": "sent",
+                **where,
+            }
+            for n, (received, where) in enumerate(rows)
+        ],
+    )
