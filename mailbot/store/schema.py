@@ -254,6 +254,34 @@ indicator_facts = sa.Table(
     sa.Column("category", sa.String(64)),
     sqlite_with_rowid=False,
 )
+# The indicators' daily buckets (issue 14): per local day of receipt and of first reply (-1:
+# none), mailbox, service and category ('': none), the messages and the sums the figures need;
+# kept by triggers on indicator_facts, in the zone of indicator_zone (migration 0013).
+indicator_days = sa.Table(
+    "indicator_days",
+    metadata,
+    sa.Column("received_day", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("replied_day", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("mailbox", sa.String(64), primary_key=True),
+    sa.Column("service", sa.String(64), primary_key=True),
+    sa.Column("category", sa.String(64), primary_key=True),
+    sa.Column("mails", sa.BigInteger, nullable=False),
+    sa.Column("ars_sent", sa.BigInteger, nullable=False),
+    sa.Column("transfers", sa.BigInteger, nullable=False),
+    sa.Column("notices", sa.BigInteger, nullable=False),
+    sa.Column("relances", sa.BigInteger, nullable=False),
+    sa.Column("complete", sa.BigInteger, nullable=False),
+    sa.Column("checked", sa.BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+# The UTC offsets of the zone the buckets' days are in, from each instant on.
+indicator_zone = sa.Table(
+    "indicator_zone",
+    metadata,
+    sa.Column("since", sa.BigInteger, primary_key=True, autoincrement=False),  # Unix s
+    sa.Column("utc_offset", sa.Integer, nullable=False),  # seconds
+    sa.Column("zone", sa.String(64), nullable=False),
+)
 counters = sa.Table(
     "counters",
     metadata,
