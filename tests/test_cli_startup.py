@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from fresh_imports import modules_after
+from servers import MailUser, SmtpServer
+from test_e2e import citizen_mail, etrangers_user, write_config
+
+__all__ = ["etrangers_user"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("sqlalchemy", "jinja2", "numpy", "pydantic", "alembic", "lingua", "yaml", "tqdm")
@@ -77,3 +81,49 @@ def test_a_report_written_builds_no_intake(tmp_path: Path) -> None:
     assert {"matplotlib", "jinja2"} <= {name.split(".")[0] for name in loaded}
     heavy = {"lingua", "aiosmtplib", "mailbot.app.intake", "mailbot.core.routing"}
     assert loaded & heavy == set()
+
+
+# What `poll --once` must not load for a French mail on a database at the schema's head:
+# migrations (Alembic), the scheduler of `run`, lingua (the French fast path decides), the
+# console's web stack, the indicators' and reports' code, the metrics endpoint.
+POLL_NEVER = {
+    "alembic",
+    "apscheduler",
+    "lingua",
+    "matplotlib",
+    "tqdm",
+    "starlette",
+    "uvicorn",
+    "authlib",
+    "prometheus_client",
+    "mailbot.app.indicators",
+    "mailbot.app.report",
+    "mailbot.metrics",
+}
+
+
+def _poll_code(config: Path, *extra: str) -> str:
+    args = ["--config", str(config), "-q", "poll", "--once", *extra]
+    return f"from mailbot.cli import main\nassert main({args!r}) == 0"
+
+
+def test_poll_once_loads_only_what_a_first_mail_needs(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """Real Dovecot and aiosmtpd, a fresh interpreter per poll: the first poll creates the
+    database (Alembic loaded: the probe sees it), the second one finds it at head and
+    answers a French mail without loading any of ``POLL_NEVER``."""
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1))
+    created = modules_after(_poll_code(config, "--acknowledge-existing"))
+    assert "alembic" in {name.split(".")[0] for name in created}
+    imap_user.append(citizen_mail(2, sender="paul.martin@example.fr"))
+    loaded = modules_after(_poll_code(config))
+    received = smtp_server.wait_for(2)
+    assert sorted(r.rcpt_tos[0] for r in received) == [
+        "marie.dupont@example.fr",
+        "paul.martin@example.fr",
+    ]
+    found = loaded | {name.split(".")[0] for name in loaded}
+    assert found & POLL_NEVER == set()
+    assert {"sqlalchemy", "jinja2", "aiosmtplib", "imapclient"} <= found  # it did the work
