@@ -183,12 +183,7 @@ class Renderer:
         for meta in metas.values():
             self._check_translated(meta)
         if self.checks_run:
-            for name in metas:
-                self._get(name)
-            for name in metas:
-                self._trial_render(name)
-            if self._cache and self._fingerprint:
-                self._cache.record_pass(self._fingerprint)
+            self._check_all()
 
     # ---------------------------------------------------------------- public
 
@@ -616,6 +611,15 @@ class Renderer:
                     problem = placeholder_problem(meta, part, placeholder)
                     if problem:
                         raise TemplateError(f"{translation.path}: {part.text}: {problem}")
+
+    def _check_all(self) -> None:
+        """Every template compiled (its static checks) and test-rendered; the pass recorded."""
+        for name in self._metas:
+            self._get(name)
+        for name in self._metas:
+            self._trial_render(name)
+        if self._cache and self._fingerprint:
+            self._cache.record_pass(self._fingerprint)
 
     def _trial_render(self, name: str) -> None:
         meta = self._metas[name]
