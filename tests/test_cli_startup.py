@@ -127,3 +127,22 @@ def test_poll_once_loads_only_what_a_first_mail_needs(
     found = loaded | {name.split(".")[0] for name in loaded}
     assert found & POLL_NEVER == set()
     assert {"sqlalchemy", "jinja2", "aiosmtplib", "imapclient"} <= found  # it did the work
+
+
+def test_sqlite_loads_no_postgresql_dialect_and_postgresql_keeps_its_partial_indexes() -> None:
+    """The partial indexes' PostgreSQL WHERE is set when a PostgreSQL engine is made, so
+    that a start on SQLite does not import SQLAlchemy's PostgreSQL dialect."""
+    from sqlalchemy.schema import CreateIndex
+
+    from mailbot.store import Store, metadata
+
+    assert "sqlalchemy.dialects.postgresql" not in modules_after("import mailbot.store")
+    engine = Store._create_engine("postgresql+psycopg://mailbot@localhost/mailbot")
+    indexes = {index.name: index for table in metadata.tables.values() for index in table.indexes}
+    ddl = {
+        name: str(CreateIndex(indexes[name]).compile(dialect=engine.dialect))
+        for name in ("ix_messages_open", "ix_outbox_unpurged")
+    }
+    assert ddl["ix_messages_open"].endswith("WHERE first_reply_at IS NULL")
+    assert ddl["ix_outbox_unpurged"].endswith("WHERE raw IS NOT NULL")
+    engine.dispose()
