@@ -146,3 +146,21 @@ def test_sqlite_loads_no_postgresql_dialect_and_postgresql_keeps_its_partial_ind
     assert ddl["ix_messages_open"].endswith("WHERE first_reply_at IS NULL")
     assert ddl["ix_outbox_unpurged"].endswith("WHERE raw IS NOT NULL")
     engine.dispose()
+
+
+def test_the_console_exits_quickly_with_all_its_output_and_its_code(tmp_path: Path) -> None:
+    """`console` skips the interpreter's teardown: the output, to a pipe, is still whole,
+    the exit code the command's, the error on stderr (``os._exit`` flushes nothing itself)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered output, as in production
+    args = [sys.executable, "-m", "mailbot.cli", "--config", "rules.yaml", "templates", "list"]
+    listed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert listed.returncode == 0, listed.stderr
+    names = sorted(path.parent.name for path in (ROOT / "templates").glob("*/meta.yaml"))
+    assert names and all(f"\n{name} " in listed.stdout for name in names)
+    assert listed.stdout.rstrip().splitlines()[-1].startswith("  ")  # the last translation line
+    missing = tmp_path / "absent.yaml"
+    args = [sys.executable, "-m", "mailbot.cli", "--config", str(missing), "check"]
+    failed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error: ") and str(missing) in failed.stderr
