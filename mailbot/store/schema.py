@@ -40,6 +40,28 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 
 metadata = sa.MetaData()
+# Partial indexes (a WHERE), the same on SQLite and PostgreSQL. PostgreSQL's option is set
+# when a PostgreSQL engine is made (``add_postgresql_options``): named in the tables, it
+# imports SQLAlchemy's PostgreSQL dialect at every start on SQLite too (~40 ms).
+_PARTIAL: list[tuple[sa.Index, sa.ColumnElement[bool] | sa.TextClause]] = []
+
+
+def _partial(
+    name: str, *columns: str | sa.Column[Any], where: str | sa.ColumnElement[bool]
+) -> sa.Index:
+    """An index over the rows where ``where`` holds."""
+    condition = sa.text(where) if isinstance(where, str) else where
+    index = sa.Index(name, *columns, sqlite_where=condition)
+    _PARTIAL.append((index, condition))
+    return index
+
+
+def add_postgresql_options() -> None:
+    """The partial indexes' WHERE for PostgreSQL, before its first DDL or comparison."""
+    for index, condition in _PARTIAL:
+        index.dialect_options["postgresql"]["where"] = condition
+
+
 folders = sa.Table(
     "folders",
     metadata,
@@ -100,13 +122,7 @@ messages = sa.Table(
     sa.Index("ix_messages_sender", "mailbox", "sender"),
     sa.Index("ix_messages_fingerprint", "mailbox", "fingerprint"),
     # The console's queue: a service's unanswered messages, oldest first.
-    sa.Index(
-        "ix_messages_open",
-        "service",
-        "received_at",
-        sqlite_where=sa.text("first_reply_at IS NULL"),
-        postgresql_where=sa.text("first_reply_at IS NULL"),
-    ),
+    _partial("ix_messages_open", "service", "received_at", where="first_reply_at IS NULL"),
 )
 events = sa.Table(
     "events",
@@ -144,12 +160,7 @@ outbox = sa.Table(
 # The few rows that still hold their bytes (pending, sending, failed, uncertain, and sent
 # items whose delivery batch's bookkeeping is not done yet, see Transaction.finish_sent):
 # found at each delivery without reading the many sent ones (migration 0012).
-sa.Index(
-    "ix_outbox_unpurged",
-    outbox.c.status,
-    sqlite_where=outbox.c.raw.is_not(None),
-    postgresql_where=outbox.c.raw.is_not(None),
-)
+_partial("ix_outbox_unpurged", outbox.c.status, where=outbox.c.raw.is_not(None))
 # An agent's correction of a message's routing (issue 13): the original decision stays on
 # the row's history, the classifier learns from these.
 corrections = sa.Table(
