@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,38 +21,12 @@ from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server", "postgres", "database"}
 _CACHE_DIR = pytest.StashKey[str]()
-RAM_DIR = Path("/dev/shm")
-RAM_DIR_MIN_FREE = 4 * 2**30  # bytes: a run writes a few hundred MB (the fuzz test's maildir)
-
-
-def use_ram_for_temporary_files() -> None:
-    """Temporary files (tmp_path, SQLite databases, the private Dovecot's maildirs and
-    PostgreSQL's cluster, the workers the tests start) in a tmpfs when the machine has one
-    with room, unless TMPDIR says where they go.
-
-    Why: SQLite fsyncs at every commit of a migration or a batch, and an fsync on disk costs
-    milliseconds (about 5 ms each on the CI machine) where a tmpfs answers at once. A test
-    about crashes loses nothing by it: after a kill -9 the kernel's page cache holds the
-    same bytes on either. Set once in the controller process, inherited by xdist's workers
-    and every subprocess."""
-    if "TMPDIR" in os.environ or not RAM_DIR.is_dir():
-        return
-    stats = os.statvfs(RAM_DIR)
-    if stats.f_bavail * stats.f_frsize < RAM_DIR_MIN_FREE:
-        return
-    directory = RAM_DIR / f"mailbot-tests-{os.geteuid()}"
-    directory.mkdir(exist_ok=True)
-    directory.chmod(0o755)  # Dovecot's mail user and postgres reach their own dirs in it
-    os.environ["TMPDIR"] = str(directory)
-    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Temporary files in RAM if possible (``use_ram_for_temporary_files``). The render
-    cache (compiled templates, passed checks) in a directory of this run, not in the user's
-    ~/.cache: set before collection, since modules build renderers on import; the mailbot
-    processes tests start inherit it."""
-    use_ram_for_temporary_files()
+    """The render cache (compiled templates, passed checks) in a directory of this run, not
+    in the user's ~/.cache: set before collection, since modules build renderers on import;
+    the mailbot processes tests start inherit it."""
     directory = tempfile.mkdtemp(prefix="mailbot-test-cache-")
     config.stash[_CACHE_DIR] = directory
     os.environ["MAILBOT_CACHE_DIR"] = directory
