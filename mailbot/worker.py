@@ -3,8 +3,9 @@
 ``poll_once`` is the cron/test entry point: it sends each batch's mail once the batch is
 committed and returns once everything due was attempted. ``run`` delivers on a thread of its
 own, so that a batch's mail leaves while the next batch is fetched and recorded and a slow
-or hung SMTP server never holds up intake; it keeps going until SIGTERM/SIGINT; on a signal each job finishes the mail in hand
-and the send in flight is interrupted (mail not yet sent stays queued).
+or hung SMTP server never holds up intake; it keeps going until SIGTERM/SIGINT; on a signal
+each job finishes the mail in hand and the send in flight is interrupted (mail not yet sent
+stays queued).
 """
 
 from __future__ import annotations
