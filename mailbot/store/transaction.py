@@ -136,6 +136,7 @@ class Transaction:
         self.fence = fence
         # An intake part on SQLite (``Store.batch``): other writes of the process wait for it.
         self.part = part
+        self._depth = 0  # savepoints open
 
     def writes_waiting(self) -> bool:
         """Whether another write of this process waits for this transaction's commit (an
@@ -145,9 +146,24 @@ class Transaction:
     @contextmanager
     def savepoint(self) -> Iterator[Transaction]:
         """A SAVEPOINT: if the block raises, its writes alone are undone (and the exception
-        goes on), the transaction stays usable. One mail of a batch fails alone this way."""
-        with self.conn.begin_nested():
+        goes on), the transaction stays usable. One mail of a batch fails alone this way.
+
+        Plain SQL rather than ``Connection.begin_nested``, which compiles its SAVEPOINT and
+        RELEASE anew each time: 0.19 ms a mail against 0.03 (issue 14). Nothing here asks
+        SQLAlchemy about its nested transactions; the names follow the nesting depth."""
+        self._depth += 1
+        name = f"mailbot_{self._depth}"
+        self.conn.exec_driver_sql(f"SAVEPOINT {name}")
+        try:
             yield self
+        except BaseException:
+            self.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
