@@ -109,6 +109,10 @@ _BUMP_COUNTER = (
     .values(value=counters.c.value + 1)
     .returning(counters.c.value)
 )
+# The columns of an INSERT come from the parameters' keys; built once, their cache key is.
+_INSERT_MESSAGE = messages.insert()
+_INSERT_EVENT = events.insert()
+_INSERT_OUTBOX = outbox.insert()
 # The SET clause of these comes from the parameters' keys (the columns to change).
 _UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
 _CLAIM_OUTBOX = outbox.update().where(
@@ -312,7 +316,7 @@ class Transaction:
         )
 
     def insert_message(self, new: NewMessage) -> int:
-        result = self.conn.execute(messages.insert(), self._message_values(new))
+        result = self.conn.execute(_INSERT_MESSAGE, self._message_values(new))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:
@@ -396,7 +400,7 @@ class Transaction:
 
     def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
         values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
-        self.conn.execute(events.insert(), fit(events, values))
+        self.conn.execute(_INSERT_EVENT, fit(events, values))
 
     # -- outbox -------------------------------------------------------------------------
     def enqueue(
@@ -410,7 +414,7 @@ class Transaction:
     ) -> int:
         now = utcnow()
         result = self.conn.execute(
-            outbox.insert(),
+            _INSERT_OUTBOX,
             {
                 "message_pk": message_pk,
                 "kind": kind,
@@ -528,7 +532,7 @@ class Transaction:
                 fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
                 for pk, k, d, at in rows
             ]
-            self.conn.execute(events.insert(), values)
+            self.conn.execute(_INSERT_EVENT, values)
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
@@ -542,7 +546,7 @@ class Transaction:
     ) -> None:
         now = at or utcnow()
         self.conn.execute(
-            events.insert(),
+            _INSERT_EVENT,
             [
                 fit(events, {"message_pk": message_pk, "kind": k, "detail": d, "at": now})
                 for k, d in kinds
