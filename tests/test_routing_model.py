@@ -19,6 +19,7 @@ from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
 from mailbot.core.combine import category as combine_category
+from mailbot.core.combine import complaint_probability
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import routing_text, split_quoted
@@ -58,7 +59,7 @@ def test_contact_form_reads_the_message_field_only() -> None:
 
 def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
-    model = training.fit(samples)
+    model = training.fit(samples, temperature=1.0)  # scikit-learn's own probabilities
     path = tmp_path / "m.npz"
     save(path, model.features, model.idf, model.heads, model.meta)
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
@@ -78,6 +79,19 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
         for label, p in ours.as_dict().items():
             assert p == pytest.approx(theirs[label], abs=0.02)  # float16 coefficients
     assert loaded.meta["data_hash"] == training.training_hash(samples)
+
+
+def test_the_temperature_divides_the_calibrated_heads_logits() -> None:
+    """Temperature scaling: the softmax of logits / T, exported as a linear head still."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:40]
+    plain = training.fit(samples, c=20.0, temperature=1.0)
+    sharp = training.fit(samples, c=20.0, temperature=0.5)
+    assert sharp.meta["temperature"] == 0.5
+    text = replace_text(samples[0])
+    before, after = plain.logits("", text), sharp.logits("", text)
+    for head in ("service", "category"):
+        assert after[head] == pytest.approx(before[head] / 0.5, rel=1e-4, abs=1e-4)
+    assert after["complaint"] == pytest.approx(before["complaint"], rel=1e-5, abs=1e-6)
 
 
 def replace_text(sample: training.Sample):  # type: ignore[no-untyped-def]
@@ -271,7 +285,11 @@ def test_trained_model_has_a_binary_complaint_head_with_balanced_weights(tmp_pat
         1, abs=1e-3
     )
     decision = decide(complaint.facts, replace(compiled_routing(CONFIG), model=loaded))  # type: ignore[arg-type]
-    assert decision.confidence["complaint"] == said.probability(COMPLAINT_YES)
+    every = loaded.classify(complaint.facts.subject, replace_text(complaint))
+    assert CONFIG.routing is not None
+    # the probability of a complaint against the prefecture (mailbot/core/combine.py)
+    assert decision.confidence["complaint"] == complaint_probability(every, CONFIG.routing)
+    assert decision.confidence["complaint"] <= said.probability(COMPLAINT_YES)
     assert decision.model["complaint"][0][0] in (COMPLAINT_YES, COMPLAINT_NO)
 
 
