@@ -78,7 +78,7 @@ GRID_MIN_DF = [2]  # 1: five times slower to fit; 3: no better than 2 in a first
 GRID_SERVICE_WEIGHT = ["balanced", None]  # the service head's class weights (others: balanced)
 SHARED = ("rule_weight", "rule_damping")  # both parts of the figures depend on these
 GRID_SETTINGS: dict[str, list[Any]] = {
-    "rule_weight": [0.6, 0.7, 0.8],  # 0.5: below 0.6 in a first run
+    "rule_weight": [0.5, 0.6, 0.7, 0.8],  # round 5 (calibrated heads): 0.5 and 0.6 on a par
     "rule_damping": [20.0],  # 10 and 40: below 20 in round 4 (one value: a third of the time)
     # the confidence is the winner's share of all scores (mailbot/core/combine.py)
     "default_share": [0.1, 0.2, 0.3],  # the mailbox's service when no rule fired
@@ -92,8 +92,9 @@ CATEGORY_PART = ("complaint_min_confidence", "complaint_model_min", "complaint_m
 MAX_WRONG = 0.02  # wrong transfers, share of all mail (the issue's target)
 MIN_PRECISION = 0.95  # the complaint category's precision (the issue's target)
 # Per-service bars chosen on all folds' answers overfit: chosen for 2 % wrong transfers, they
-# gave 2.2 % nested (round 4); chosen for 1.4 %, 1.9 % nested — within the target.
-BAR_BUDGET = 0.014
+# gave 2.2 % nested (round 4); chosen for 1.4 %, 1.9 % nested (round 4) and 2.0 % (round 5,
+# 1517 mails); chosen for 1.2 %, 1.8 % nested (round 5) — within the target with a margin.
+BAR_BUDGET = 0.012
 RECALL_WEIGHT = 0.25  # the complaint recall's part in the objective
 # Round 4's complaint bars, chosen for 95 % on all folds, gave 91.7 % on unseen mail: chosen
 # for 97 % on four folds, they must give at least 95 % on the fifth (step 4).
