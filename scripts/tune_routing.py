@@ -265,7 +265,7 @@ def temperature(samples: Sequence[Any], models: list[Any]) -> float:
         before = statistics.mean(log_loss(by_fold[g], 1.0) for g in range(k))
         after = statistics.mean(log_loss(by_fold[g], chosen[g]) for g in range(k))
         print(
-            f"  {head}: T from four folds {', '.join(f'{x:.2f}' for x in chosen)};"
+            f"  {head}: T from the other folds {', '.join(f'{x:.2f}' for x in chosen)};"
             f" nested log-loss {before:.3f} (T = 1) -> {after:.3f}"
         )
     every = [r for head in training.CALIBRATED for rows in folds[head] for r in rows]
