@@ -20,9 +20,8 @@ import routing_reference as reference
 
 from mailbot.app.training import Sample, load_labelled
 from mailbot.config import load_config
-from mailbot.core import routing
+from mailbot.core import keywords, routing
 from mailbot.core.facts import compiled_routing
-from mailbot.core import keywords
 from mailbot.core.keywords import KeywordMatcher, Words, fold, normalize, phrase_pattern
 from mailbot.core.routing import RoutingInput
 
