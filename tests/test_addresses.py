@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from scripted import ScriptedSmtpServer
 from test_e2e import db_rows, etrangers_user, poll, setup
 
+from mailbot.core import addresses
 from mailbot.core.addresses import check_mailbox
 from mailbot.errors import MessageError
 from mailbot.mail.compose import build_email
@@ -70,6 +72,26 @@ def test_addresses_a_server_accepts(address: str) -> None:
 def test_addresses_no_server_accepts(address: str) -> None:
     with pytest.raises(MessageError):
         check_mailbox(address)
+
+
+EVERY_CHARACTER = "".join(map(chr, range(0x110000)))
+
+
+@pytest.mark.parametrize(
+    ("regex", "grammar"),
+    [
+        # atext (RFC 5322 §3.2.3) and any non-ASCII character (RFC 6531 §3.3)
+        (addresses._DOT_STRING, r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"),
+        # qtextSMTP (RFC 5321 §4.1.2) and any non-ASCII character
+        (addresses._QUOTED_STRING, r"[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]"),
+    ],
+)
+def test_the_character_classes_are_the_grammars(regex: re.Pattern[str], grammar: str) -> None:
+    """The classes are written as what they exclude (they compile 15 times faster at
+    start-up, issue 14 point 9): on every code point they accept what the grammar does."""
+    written = re.search(r"\[\^.*?[^\\]\]", regex.pattern)
+    assert written is not None
+    assert re.sub(written.group(), "", EVERY_CHARACTER) == re.sub(grammar, "", EVERY_CHARACTER)
 
 
 def ar(to: str, **options: Any) -> bytes:

@@ -20,9 +20,9 @@ import routing_reference as reference
 
 from mailbot.app.training import Sample, load_labelled
 from mailbot.config import load_config
-from mailbot.core import routing
+from mailbot.core import keywords, routing
 from mailbot.core.facts import compiled_routing
-from mailbot.core.keywords import KeywordMatcher, Words, fold, normalize
+from mailbot.core.keywords import KeywordMatcher, Words, fold, normalize, phrase_pattern
 from mailbot.core.routing import RoutingInput
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,3 +114,25 @@ def test_a_phrase_across_subject_and_body_reads_as_before() -> None:
     matcher = KeywordMatcher()
     wanted = matcher.add(["carte grise"])
     assert matcher.scan(words) == {wanted: ("carte \n grise",)}
+
+
+@pytest.mark.parametrize(
+    "phrase", ["carte", "Carte GRISE !", "titre de séjour", "ŒUVRE d'art", "n°_42 x", "ﬁn 3ᵉ"]
+)
+def test_phrases_are_ranked_by_their_pattern_length_without_building_it(phrase: str) -> None:
+    """The matcher orders a list's phrases by the length of their regex, computed from the
+    words (start-up, issue 14 point 9): the same as the regex's own length."""
+    words = tuple(normalize(phrase).split())
+    assert keywords._pattern_length(words) == len(phrase_pattern(phrase))
+
+
+def test_equal_length_phrases_keep_the_regex_alternation_order() -> None:
+    """Phrases of one pattern length: the later one in the list is tried first, as in
+    ``reversed(sorted(patterns, key=len))``; a repeated phrase keeps its first place."""
+    matcher = KeywordMatcher()
+    wanted = matcher.add(["ab", "cd", "ab", "abcd"])
+    found = matcher.scan(Words.of("ab cd abcd"))
+    assert found[wanted] == ("ab", "cd", "abcd")
+    assert [p.rank for p in matcher._single["cd"]] == [1]
+    assert [p.rank for p in matcher._single["ab"]] == [2]
+    assert [p.rank for p in matcher._single["abcd"]] == [0]

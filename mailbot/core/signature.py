@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache, partial
 from types import MappingProxyType
 from typing import Literal, get_args
 
@@ -52,6 +53,14 @@ class SignatureCheck:
 # --------------------------------------------------------------------------- text helpers
 
 
+def _lazy(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
+    """A regular expression compiled on its first use, then kept. This module's ~30
+    expressions took ~20 ms to compile at import, and every start imports it (the
+    configuration names the signature's elements) while only the Sent pipeline runs them
+    (issue 14, point 9)."""
+    return cache(partial(re.compile, pattern, flags))
+
+
 def _fold(text: str) -> str:
     """Without accents (é -> e, Œ kept), typographic apostrophes made plain; case kept."""
     decomposed = unicodedata.normalize("NFKD", text.replace("’", "'").replace("\xa0", " "))
@@ -71,36 +80,36 @@ def _lines(text: str) -> list[str]:
 # "Le lun. 23 nov. 2026 à 09:14, Jean Dupont <jean@example.fr> a écrit :" (Gmail, Apple Mail,
 # Thunderbird; may wrap before "écrit"), and its English form. Also found in the middle of a
 # line, where a crude HTML-to-text conversion put it.
-_ATTRIBUTION = re.compile(
+_ATTRIBUTION = _lazy(
     r"(?:(?<=\s)|^)(?:Le|On)\s+(?:lun|mar|mer|jeu|ven|sam|dim|mon|tue|wed|thu|fri|sat|sun|\d)"
     r"[^\n]{0,250}?\s(?:a\s+[ée]crit|wrote)\s*:",
     re.IGNORECASE | re.MULTILINE,
 )
 # "Jean Dupont a écrit :" alone on its line.
-_ATTRIBUTION_LINE = re.compile(
+_ATTRIBUTION_LINE = _lazy(
     r"^[^\S\n]*[^\s>][^\n]{0,250}?\s(?:a\s+[ée]crit|wrote)\s*:[^\S\n]*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_ORIGINAL_MESSAGE = re.compile(
+_ORIGINAL_MESSAGE = _lazy(
     r"^[^\S\n]*-{2,}[^\S\n]*(?:original message|message d'origine|message original|"
     r"courriel original|forwarded message|message transf[ée]r[ée]|message transmis)"
     r"[^\S\n]*-{2,}|^[^\S\n]*D[ée]but du message r[ée]exp[ée]di[ée]\s*:",
     re.IGNORECASE | re.MULTILINE,
 )
 # Outlook: "De : X" then, within a few lines, "Envoyé : ..." (or "Date :", "Sent:").
-_HEADER_BLOCK = re.compile(
+_HEADER_BLOCK = _lazy(
     r"^[^\S\n]*\*?(?:De|DE|From|FROM)\*?[^\S\n]*:[^\n]*\n(?:[^\n]*\n){0,3}?"
     r"[^\S\n]*\*?(?:Envoy[ée](?: le)?|ENVOY[ÉE]|Sent|SENT|Date|DATE)\*?[^\S\n]*:",
     re.MULTILINE,
 )
 # The same header block flattened on one line.
-_HEADER_INLINE = re.compile(
+_HEADER_INLINE = _lazy(
     r"(?:(?<=\s)|^)(?:De|From)\s*:\s*[^\n]{1,250}?\s(?:Envoy[ée]|Sent)\s*:",
     re.MULTILINE,
 )
 
 
-_ATTRIBUTION_EVIDENCE = re.compile(r"\d{4}|\d{1,2}\s*[:h]\s*\d{2}|@")
+_ATTRIBUTION_EVIDENCE = _lazy(r"\d{4}|\d{1,2}\s*[:h]\s*\d{2}|@")
 
 
 def _followed_by_quote(text: str, end: int) -> bool:
@@ -122,12 +131,16 @@ def strip_quoted(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     cut = len(text)
     for pattern in (_ORIGINAL_MESSAGE, _HEADER_BLOCK, _HEADER_INLINE):
-        match = pattern.search(text)
+        match = pattern().search(text)
         if match:
             cut = min(cut, match.start())
     removed: list[tuple[int, int]] = []
     attributions = sorted(
-        {(m.start(), m.end()) for p in (_ATTRIBUTION, _ATTRIBUTION_LINE) for m in p.finditer(text)}
+        {
+            (m.start(), m.end())
+            for p in (_ATTRIBUTION(), _ATTRIBUTION_LINE())
+            for m in p.finditer(text)
+        }
     )
     for start, end in attributions:
         if start >= cut:
@@ -136,7 +149,7 @@ def strip_quoted(text: str) -> str:
             continue  # the same attribution, found by both patterns
         if _followed_by_quote(text, end):
             removed.append((start, end))
-        elif _ATTRIBUTION_EVIDENCE.search(text, start, end):
+        elif _ATTRIBUTION_EVIDENCE().search(text, start, end):
             cut = start
             break
         # else: "votre conseiller vous a écrit :" in a sentence of the reply
@@ -150,7 +163,7 @@ def strip_quoted(text: str) -> str:
 
 # --------------------------------------------------------------------------- signature block
 
-_CLOSING = re.compile(
+_CLOSING = _lazy(
     r"^(?:merci(?:\s+beaucoup)?[\s,.!]+(?:et\s+)?)?(?:"
     r"(?:(?:tres|bien|tres bien)\s+)?(?:cordialement|cdlt|cdt)"
     r"|bien\s+a\s+vous"
@@ -162,11 +175,11 @@ _CLOSING = re.compile(
     r")\b[\s,.;!]*",
 )
 # Letter-style closings that take a sentence: the whole sentence is the formula.
-_FORMAL_CLOSING = re.compile(
+_FORMAL_CLOSING = _lazy(
     r"^(?:veuillez|je vous prie|nous vous prions|recevez|je vous remercie de croire)\b"
     r".*\b(?:agreer|salutations|expression|consideration|sentiments)\b",
 )
-_SEPARATOR = re.compile(r"^-- ?$")
+_SEPARATOR = _lazy(r"^-- ?$")
 
 
 def _closing_at(lines: list[str]) -> tuple[int, str] | None:
@@ -174,7 +187,7 @@ def _closing_at(lines: list[str]) -> tuple[int, str] | None:
     for index in range(len(lines) - 1, -1, -1):
         low = _low(lines[index])
         following = _low(lines[index + 1]) if index + 1 < len(lines) else ""
-        if _FORMAL_CLOSING.match(low) or _FORMAL_CLOSING.match(f"{low} {following}"):
+        if _FORMAL_CLOSING().match(low) or _FORMAL_CLOSING().match(f"{low} {following}"):
             end = index  # the sentence may go on over the next lines
             while (
                 not lines[end].rstrip().endswith((".", "!"))
@@ -183,7 +196,7 @@ def _closing_at(lines: list[str]) -> tuple[int, str] | None:
             ):
                 end += 1
             return end, ""
-        match = _CLOSING.match(low)
+        match = _CLOSING().match(low)
         if match:
             rest = lines[index][match.end() :].strip(" ,;.:!")
             return index, rest
@@ -193,11 +206,11 @@ def _closing_at(lines: list[str]) -> tuple[int, str] | None:
 def _block_lines(text: str) -> list[str]:
     lines = [line.strip() for line in _lines(strip_quoted(text))]
     lines = [line for line in lines if line]
-    separators = [i for i, line in enumerate(lines) if _SEPARATOR.match(line)]
+    separators = [i for i, line in enumerate(lines) if _SEPARATOR().match(line)]
     closing = _closing_at(lines)
     if closing is not None:
         index, rest = closing
-        after = [line for line in lines[index + 1 :] if not _SEPARATOR.match(line)]
+        after = [line for line in lines[index + 1 :] if not _SEPARATOR().match(line)]
         return ([rest] if rest else []) + after[:AFTER_CLOSING_LINES]
     if separators:
         return lines[separators[-1] + 1 :]
@@ -217,22 +230,22 @@ def signature_block(text: str) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
-_HTML_DROP = re.compile(
+_HTML_DROP = _lazy(
     r"<!--.*?-->|<(head|style|script|title|xml)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL
 )
-_HTML_LINK = re.compile(
+_HTML_LINK = _lazy(
     r"""<a\b[^>]*?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)')[^>]*>(.*?)</a\s*>""",
     re.IGNORECASE | re.DOTALL,
 )
-_HTML_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_HTML_ALT = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-_HTML_BREAK = re.compile(
+_HTML_IMG = _lazy(r"<img\b[^>]*>", re.IGNORECASE)
+_HTML_ALT = _lazy(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_HTML_BREAK = _lazy(
     r"<br\b[^>]*>|</?(?:p|div|tr|td|th|li|ul|ol|table|tbody|thead|tfoot|caption|h[1-6]|hr|dd|dt|"
     r"dl|pre|center|section|article|header|footer|address)\b[^>]*>",
     re.IGNORECASE,
 )
-_HTML_QUOTE = re.compile(r"<(/?)blockquote\b[^>]*>", re.IGNORECASE)
-_ANY_TAG = re.compile(r"<[^>]+>")
+_HTML_QUOTE = _lazy(r"<(/?)blockquote\b[^>]*>", re.IGNORECASE)
+_ANY_TAG = _lazy(r"<[^>]+>")
 _QUOTE_OPEN = "\u2063quote-open\u2063"
 _QUOTE_CLOSE = "\u2063quote-close\u2063"
 
@@ -240,7 +253,7 @@ _QUOTE_CLOSE = "\u2063quote-close\u2063"
 def _link_text(match: re.Match[str]) -> str:
     href = (match.group(1) or match.group(2) or "").strip()
     label = match.group(3)
-    visible = _ANY_TAG.sub("", label)
+    visible = _ANY_TAG().sub("", label)
     target = href[7:] if href.lower().startswith("mailto:") else href
     if not re.match(r"(?i)https?://|mailto:", href) or not target or not visible.strip():
         return label  # not a web or mail link, or a linked logo
@@ -251,21 +264,25 @@ def _link_text(match: re.Match[str]) -> str:
 
 
 def _img_text(match: re.Match[str]) -> str:
-    alt = _HTML_ALT.search(match.group(0))
+    alt = _HTML_ALT().search(match.group(0))
     text = (alt.group(1) or alt.group(2) or "") if alt else ""
     return f"\n{text}\n" if text.strip() else " "
+
+
+def _quote_mark(match: re.Match[str]) -> str:
+    return f"\n{_QUOTE_CLOSE if match.group(1) else _QUOTE_OPEN}\n"
 
 
 def html_text(markup: str) -> str:
     """HTML to text for signatures: one line per paragraph, ``<br>``, table cell or row;
     an image becomes its alt text (a logo may be the only mention of the prefecture), a link
     keeps its address, and ``<blockquote>`` content becomes ``>`` lines (quoted)."""
-    markup = _HTML_DROP.sub(" ", markup)
+    markup = _HTML_DROP().sub(" ", markup)
     markup = re.sub(r"\s+", " ", markup)  # source line breaks mean nothing in HTML
-    markup = _HTML_LINK.sub(_link_text, markup)
-    markup = _HTML_IMG.sub(_img_text, markup)
-    markup = _HTML_QUOTE.sub(lambda m: f"\n{_QUOTE_CLOSE if m.group(1) else _QUOTE_OPEN}\n", markup)
-    markup = _HTML_BREAK.sub("\n", markup)
+    markup = _HTML_LINK().sub(_link_text, markup)
+    markup = _HTML_IMG().sub(_img_text, markup)
+    markup = _HTML_QUOTE().sub(_quote_mark, markup)
+    markup = _HTML_BREAK().sub("\n", markup)
     out: list[str] = []
     depth = 0
     for line in html_to_text(markup).split("\n"):
@@ -299,13 +316,13 @@ def _is_prose(line: str) -> bool:
     """A sentence of the reply, not a signature line: pronouns or verbs in four words or
     more ("vous pouvez joindre le bureau au 02 32 76 50 00"), or a full stop after six words.
     Short link labels ("Nous écrire", "Prendre rendez-vous", "Contactez-nous") are not."""
-    low = _LINK.sub(" ", _EMAIL.sub(" ", _low(line)))
+    low = _LINK().sub(" ", _EMAIL().sub(" ", _low(line)))
     low = re.sub(r"\b[a-z]+-(?:vous|nous)\b", " ", low)
     words = re.findall(r"[a-z]+", low)
     if len(words) >= 4 and any(word in _PROSE_WORDS for word in words):
         return True
     sentence = line.rstrip().endswith((".", "!", "?")) and len(words) >= 6 and "|" not in line
-    return sentence and not (_PHONE.search(line) or _POSTCODE_CITY.search(_fold(line)))
+    return sentence and not (_PHONE().search(line) or _POSTCODE_CITY().search(_fold(line)))
 
 
 def _clean(line: str) -> str:
@@ -313,16 +330,16 @@ def _clean(line: str) -> str:
     return line.strip().strip("*_~").strip(" \t*_•·>").rstrip(" ,;").strip()
 
 
-_SEGMENT_SPLIT = re.compile(r"\s+[|•·–—-]\s+|\s*\|\s*|\t+|\s{3,}|\s*[,;]\s*|\s*:\s+")
+_SEGMENT_SPLIT = _lazy(r"\s+[|•·–—-]\s+|\s*\|\s*|\t+|\s{3,}|\s*[,;]\s*|\s*:\s+")
 
 
 def _segments(line: str) -> list[str]:
-    return [s.strip(" *_") for s in _SEGMENT_SPLIT.split(line) if s.strip(" *_")]
+    return [s.strip(" *_") for s in _SEGMENT_SPLIT().split(line) if s.strip(" *_")]
 
 
 # ---- name
 
-_CIVILITY = re.compile(
+_CIVILITY = _lazy(
     r"^(?:M\.|Mme\.?|Mlle\.?|Mr\.?|Mrs\.?|Ms\.?|Dr\.?|Me|Madame|Monsieur|Mademoiselle|Docteur)\s+"
 )
 _PARTICLES = _wordset("de du des d' la le van von der den di da dos das del della el al ben")
@@ -354,7 +371,7 @@ _NOT_NAME = _wordset(
 )
 
 
-_INITIAL = re.compile(r"[A-Z]\.(?:-[A-Z]\.)?")
+_INITIAL = _lazy(r"[A-Z]\.(?:-[A-Z]\.)?")
 
 
 def _word_parts(token: str) -> list[str]:
@@ -387,7 +404,7 @@ def _is_last_name(tokens: list[str]) -> bool:
     if not (_is_title(last) or _is_caps(last) or (_is_particle(last) and "'" in last)):
         return False
     return all(
-        _is_title(t) or _is_caps(t) or _is_particle(t) or _INITIAL.fullmatch(t) for t in tokens
+        _is_title(t) or _is_caps(t) or _is_particle(t) or _INITIAL().fullmatch(t) for t in tokens
     )
 
 
@@ -398,7 +415,7 @@ def _is_name(segment: str) -> bool:
     text = re.sub(r"\([^)]*\)", " ", segment).strip(" *_,;:-–—")
     if re.search(r"[\d@:/=+#&]", text):
         return False
-    text = _CIVILITY.sub("", text).strip()
+    text = _CIVILITY().sub("", text).strip()
     tokens = text.split()
     if not 2 <= len(tokens) <= 5 or len(text) > 50:
         return False
@@ -427,7 +444,7 @@ def _is_name(segment: str) -> bool:
 
 # ---- function
 
-_FUNCTION = re.compile(
+_FUNCTION = _lazy(
     r"\b(?:chef|cheffe|adjoint|adjointe|responsable|gestionnaire|instructeur|instructrice"
     r"|agent|agente|secretaire|directeur|directrice|attache|attachee|assistant|assistante"
     r"|conseiller|conseillere|referent|referente|redacteur|redactrice|coordinateur"
@@ -439,14 +456,14 @@ _FUNCTION = re.compile(
 )
 # The préfet (sous-préfet) signing in person: the line starts with the title. Not the
 # bloc-marque "PRÉFET DE LA SEINE-MARITIME" of a logo, and not "Pour le préfet".
-_PREFET_FUNCTION = re.compile(r"^(?:(?:le|la|madame la|monsieur le)\s+)?(?:sous-)?prefete?\b")
+_PREFET_FUNCTION = _lazy(r"^(?:(?:le|la|madame la|monsieur le)\s+)?(?:sous-)?prefete?\b")
 
 
 def _function(line: str, low: str, segments: list[str]) -> str | None:
-    if _FUNCTION.search(low):
+    if _FUNCTION().search(low):
         return line
     for segment in segments:
-        if _PREFET_FUNCTION.match(_low(segment)) and not segment.isupper():
+        if _PREFET_FUNCTION().match(_low(segment)) and not segment.isupper():
             return segment
     return None
 
@@ -457,13 +474,13 @@ _STOP_AFTER = (
     r"(?!(?:et|ou|le|la|les|a|au|aux|en|pour|par|est|sur|qui|que|votre|vos|son|sa|ses|de|du|"
     r"des|d)\b)"
 )
-_SERVICE = re.compile(
+_SERVICE = _lazy(
     r"\b(bureau|service|direction|sous-direction|pole|mission|cellule|cabinet|section"
     r"|departement|division|unite|secretariat|plateforme|guichet|antenne)\s+"
     r"(?:(?:de\s+la|de\s+l'|des|du|de|d')\s*)?" + _STOP_AFTER + r"([a-z][\w'-]*)"
 )
 # "Préfecture de la Seine-Maritime — accueil général": a unit named after the prefecture.
-_PREFECTURE_UNIT = re.compile(
+_PREFECTURE_UNIT = _lazy(
     r"prefecture\b[^|]*?\s[-–—]\s+(?:accueil|standard|titres|etrangers|sejour|naturalisation"
     r"|permis|immatriculation|reglementation|elections|associations|securite|communication"
     r"|courrier|circulation|cartes)\b"
@@ -471,14 +488,14 @@ _PREFECTURE_UNIT = re.compile(
 
 
 def _service(line: str, low: str, segments: list[str]) -> str | None:
-    for match in _SERVICE.finditer(low):
+    for match in _SERVICE().finditer(low):
         before = low[: match.start()]
         if match.group(1) == "mission" and re.search(r"\bchargee? de\s*$", before):
             continue  # "chargé de mission" is a function
         if match.group(1) == "departement" and match.group(2).startswith("seine"):
             continue  # "département de la Seine-Maritime" is the territory
         return line
-    if _PREFECTURE_UNIT.search(low):
+    if _PREFECTURE_UNIT().search(low):
         return line
     return None
 
@@ -491,55 +508,53 @@ _PLACE = (
     r"(?:[a-z][a-z'-]+|\d{2,3}\b)"
 )
 _REGION = r"(?:de\s+la\s+region\s+[a-z-]+\s*[,-]?\s*(?:(?:prefecture|prefete?)\s+)?)?"
-_PREFECTURE = re.compile(r"\b(?:sous-)?prefecture\s+" + _REGION + _PLACE)
+_PREFECTURE = _lazy(r"\b(?:sous-)?prefecture\s+" + _REGION + _PLACE)
 # The bloc-marque of the State's services: "PRÉFET DE LA SEINE-MARITIME".
-_PREFET_BRAND = re.compile(
+_PREFET_BRAND = _lazy(
     r"^(?:le\s+|la\s+)?(?:sous-)?prefete?\s+" + _REGION + r"(?:de\s+la|de\s+l'|de|du|des|d')\s*"
     r"(?!(?:votre|vos|son|sa)\b)[a-z][a-z'-]+"
 )
 
 
 def _prefecture(line: str, low: str, segments: list[str]) -> str | None:
-    if _PREFECTURE.search(low):
+    if _PREFECTURE().search(low):
         return line
     for segment in segments:
-        if _PREFET_BRAND.match(_low(segment)):
+        if _PREFET_BRAND().match(_low(segment)):
             return segment
     return None
 
 
 # ---- postal address
 
-_STREET = re.compile(
+_STREET = _lazy(
     r"\b\d{1,4}\s*(?:bis|ter)?\s*,?\s+(?:rue|place|pl\.|avenue|av\.|boulevard|bd|quai|allee"
     r"|chemin|impasse|route|cours|square|esplanade|rond-point|parvis|passage|promenade"
     r"|residence|voie|sente|rampe|cite|hameau)\b"
     r"|^(?:rue|place|avenue|boulevard|quai|allee|esplanade|parvis|square|impasse)\s+"
     r"(?:de\s+la|de\s+l'|des|du|de|d')?\s*[a-z]"
 )
-_POSTBOX = re.compile(r"\b(?:cs|bp|tsa)\s*\d{2,6}\b|\bcedex\b|\b76\d{3}\b")
-_POSTCODE_CITY = re.compile(r"\b\d{5}\s+[A-Z]")
+_POSTBOX = _lazy(r"\b(?:cs|bp|tsa)\s*\d{2,6}\b|\bcedex\b|\b76\d{3}\b")
+_POSTCODE_CITY = _lazy(r"\b\d{5}\s+[A-Z]")
 
 
 def _postal_address(line: str, low: str, segments: list[str]) -> str | None:
-    if _POSTBOX.search(low) or _POSTCODE_CITY.search(_fold(line)):
+    if _POSTBOX().search(low) or _POSTCODE_CITY().search(_fold(line)):
         return line
-    if _STREET.search(low) or any(_STREET.search(_low(s)) for s in segments):
+    if _STREET().search(low) or any(_STREET().search(_low(s)) for s in segments):
         return line
     return None
 
 
 # ---- contact
 
-_PHONE = re.compile(
-    r"(?<![\d])(?:(?:\+|00)\s?33\s?(?:\(0\)\s?)?[1-9]|0[1-9])(?:[\s.-]?\d{2}){4}(?!\d)"
-)
-_LINK = re.compile(r"\bhttps?://[^\s()<>\"]+|\bwww\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
-_EMAIL = re.compile(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+_PHONE = _lazy(r"(?<![\d])(?:(?:\+|00)\s?33\s?(?:\(0\)\s?)?[1-9]|0[1-9])(?:[\s.-]?\d{2}){4}(?!\d)")
+_LINK = _lazy(r"\bhttps?://[^\s()<>\"]+|\bwww\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+_EMAIL = _lazy(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 
 
 def _contact(line: str, low: str, segments: list[str]) -> str | None:
-    if _PHONE.search(low) or _LINK.search(low) or _EMAIL.search(low):
+    if _PHONE().search(low) or _LINK().search(low) or _EMAIL().search(low):
         return line
     return None
 
