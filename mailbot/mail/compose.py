@@ -529,6 +529,14 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
     ]
 
 
+@lru_cache(maxsize=1024)
+def _forward_address(value: str) -> None:
+    """A forward's address checked (the configured ones once, not on every forward)."""
+    if "\r" in value or "\n" in value or "@" not in value:
+        raise MessageError(f"not a single address: {value!r}")
+    check_mailbox(value)
+
+
 @lru_cache(maxsize=256)
 def _forward_from(from_name: str, from_address: str) -> str:
     """A forward's From: the mailbox's, encoded once."""
@@ -555,9 +563,7 @@ def build_forward(
 ) -> tuple[str, bytes]:
     """Return (Message-ID, bytes) of the forward; the original is attached unaltered."""
     for value in (to, reply_to, from_address):
-        if "\r" in value or "\n" in value or "@" not in value:
-            raise MessageError(f"not a single address: {value!r}")
-        check_mailbox(value)
+        _forward_address(value)
     boundary = f"=_mailbot_{uuid.uuid4().hex}"
     original = _crlf(original)
     if boundary.encode() in original:  # astronomically unlikely, but never ambiguous
