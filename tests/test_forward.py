@@ -145,7 +145,17 @@ def test_the_note_is_the_one_wrapped_paragraph_by_paragraph() -> None:
     from mailbot.mail.forward import cover_note
 
     rng = random.Random(78)
-    words = ["a", "service", "des cartes grises", "x" * 40, "é", "\u00a0", "  ", "\n", "Jean Dupont"]
+    words = [
+        "a",
+        "service",
+        "des cartes grises",
+        "x" * 40,
+        "é",
+        "\u00a0",
+        "  ",
+        "\n",
+        "Jean Dupont",
+    ]
 
     def text(most: int) -> str:
         return " ".join(rng.choice(words) for _ in range(rng.randrange(1, most)))

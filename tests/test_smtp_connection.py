@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scripted import ScriptedSmtpServer

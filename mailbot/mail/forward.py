@@ -72,9 +72,9 @@ def _paragraph(text: str, hanging: str = "", keep: tuple[str, ...] = ()) -> list
     its ends) is that line: what ``wrap`` gives, without its tenth of a millisecond. The
     others are mostly the same from mail to mail (the steps, the deadline of the day, the
     last paragraph): wrapped once."""
-    if text and len(text) <= WIDTH and text.isprintable() and "  " not in text:
-        if text.strip(" ") == text:
-            return [text]
+    fits = text and len(text) <= WIDTH and text.isprintable() and "  " not in text
+    if fits and text.strip(" ") == text:
+        return [text]
     return list(_wrapped(text, hanging, keep))
 
 
