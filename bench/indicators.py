@@ -10,8 +10,10 @@ one, and e.g. main exported with ``git archive`` into /tmp) gets its own copy of
 to that tree's head by its own ``mailbot migrate`` (timed apart: the backfill of the
 facts), so old and new run in the same run on the same data, the trees taking turns at each
 repeat (a change in the machine's load hits them alike). Then, per tree: the year as a
-command (wall and CPU of the child, Python start-up included), the year in-process (query +
-computation, CPU), the weekly report as a command; the figures must be equal everywhere.
+command (wall and CPU of the child, Python start-up included), the year in-process
+(``app.indicators.figures``: query + computation, CPU), the weekly report as a command; the
+figures must be equal everywhere. ``--phases`` prints, for this tree, the CPU time of each
+phase of both commands in-process (imports, store, query, calendar, rendering, chart...).
 Last, the cost of the triggers per insert and per reply recorded (SQLite, plain SQL).
 """
 
@@ -46,18 +48,89 @@ from mailbot.store import MIGRATIONS, Store  # noqa: E402
 BASE = "0010"  # the schema the database is built at: every tree compared migrates from it
 IN_PROCESS = """
 import sys, time
-from datetime import datetime
-from mailbot.core.indicators import arrays_from_store, compute_arrays
-from mailbot.core.workdays import WorkingCalendar
+from datetime import date
+from mailbot.app.indicators import figures
+from mailbot.config import load_config
 from mailbot.store import Store
-store, calendar = Store(sys.argv[1]), WorkingCalendar()
-since = datetime(2026, 1, 1, tzinfo=calendar.zone)
-until = datetime(2027, 1, 1, tzinfo=calendar.zone)
+config = load_config(sys.argv[1])
+store = Store(config.database)
 for _ in range(int(sys.argv[2])):
     started = time.process_time()
-    columns = store.indicator_arrays(since, until, "reclamation")
-    compute_arrays(arrays_from_store(columns, calendar), until.date(), calendar)
+    figures(config, store, date(2026, 1, 1), date(2026, 12, 31), date(2026, 12, 31))
     print(time.process_time() - started)
+"""
+
+
+# The phases of both commands, in one fresh interpreter, CPU time each (the report's parts in
+# the order ReportBuilder.build runs them; its first chart pays matplotlib's import).
+PHASES = """
+import sys, time
+clock, marks = [time.process_time()], []
+def mark(name):
+    now = time.process_time()
+    marks.append((name, now - clock[0]))
+    clock[0] = now
+from datetime import date
+import mailbot.cli
+mark("indicators: import mailbot.cli")
+from mailbot.config import load_config
+mark("indicators: import mailbot.config (pydantic, yaml, sqlalchemy)")
+from mailbot.app import indicators
+mark("indicators: import app.indicators (store, numpy)")
+config = load_config(sys.argv[1])
+mark("indicators: load_config")
+from mailbot.store import Store
+store = Store(config.database)
+mark("indicators: open the store (schema at head?)")
+from mailbot.core.workdays import calendar_for
+calendar = calendar_for(config.timezone)
+calendar.holidays, calendar._running
+mark("indicators: working-day calendar (holidays)")
+found = indicators.figures(config, store, date(2026, 1, 1), date(2026, 12, 31), date(2026, 12, 31))
+mark("indicators: query + computation (figures)")
+import json
+json.dumps({f.name: f.value for f in found.figures()})
+mark("indicators: output")
+from mailbot.app import no_reply, report
+from mailbot.core.periods import default_period
+from mailbot.render.templates import Renderer
+mark("report: import app.report, render (jinja, compose)")
+renderer = Renderer(config.templates, timezone=config.timezone)
+renderer.check_config(config)
+builder = report.ReportBuilder(config, store, renderer)
+mark("report: renderer, builder")
+period, as_of = default_period("weekly", date(2026, 11, 30), "2026-W47", None), date(2026, 11, 30)
+weeks, before = report.weeks_to(period.end), period.previous()
+spans = [(period.start, period.end), (before.start, before.end), (period.end.replace(day=1), period.end)]
+figures = indicators.figures_of_periods(config, store, spans + [(w.start, w.end) for w in weeks], as_of)
+mark("report: figures of its 15 periods")
+rows = builder._messages(period, as_of)
+mark(f"report: listing of the week ({len(rows)} messages)")
+breakdown = builder._breakdown(period, as_of)
+mark("report: table per mailbox and service")
+excluded = no_reply.excluded_rows(config, store, *indicators.period_bounds(calendar, period.start, period.end), calendar.zone)
+mark("report: excluded messages")
+late = [r for r in rows if not r["why"] and r["replied"] == "" and r["delay"] > 5]
+variables = {"period": {"kind": period.kind, "label": period.label,
+    "start": period.start.isoformat(), "end": period.end.isoformat()},
+    "summary": builder._summary(figures[0]), "qualepref": report.qualepref_table(*figures[:3]),
+    "breakdown": breakdown, "late": late, "unanswered": [], "unacknowledged": [],
+    "excluded": excluded, "signature": builder._signatures(figures[0], rows),
+    "activity": {"ars_sent": 0, "transfers": 0, "notice_share": "-", "reorientations": 0},
+    "prefecture": config.prefecture.model_dump()}
+rendered = renderer.render(report.TEMPLATE, variables)
+mark(f"report: HTML and text ({len(late)} late messages listed)")
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+mark("report: import matplotlib (Figure, Agg)")
+png = report.chart_png(list(zip(weeks, figures[3:])))
+mark("report: chart (first drawing)")
+data = builder._csv(rows)
+mark("report: CSV")
+builder.composer.report(rendered, png, data, "x.csv").as_bytes()
+mark("report: MIME message")
+for name, seconds in marks:
+    print(f"| {name} | {1000 * seconds:.0f} |")
 """
 
 
@@ -212,6 +285,7 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="the base database (built when missing)")
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--phases", action="store_true", help="CPU per phase, this tree")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
     base = args.db or workdir / "base.db"
@@ -221,6 +295,14 @@ def main() -> None:
         print(f"built {args.messages:,} messages in {time.perf_counter() - started:.0f} s: {base}")
     trees = [Path(t).resolve() for t in args.trees.split(",")]
     configs = [prepare(tree, base, workdir, n) for n, tree in enumerate(trees)]
+    if args.phases:
+        for tree, config in zip(trees, configs, strict=True):
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            cli = [sys.executable, "-c", PHASES, str(config)]
+            table = subprocess.run(
+                cli, capture_output=True, text=True, check=True, env=env, cwd=tree
+            )
+            print(f"{tree}: CPU ms per phase\n| phase | ms |\n|---|---|\n{table.stdout}")
     year = ["indicators", "--from", "2026-01-01", "--to", "2026-12-31", "--format", "json"]
     report = ["-q", "report", "weekly", "--week", "2026-W47", "--as-of", "2026-11-30"]
     clis = {
@@ -240,9 +322,8 @@ def main() -> None:
             f"{tree}: indicators for one year as a command: {years[tree]} "
             "(target <= 1 s, Python start-up included)"
         )
-        database = yaml.safe_load(config.read_text(encoding="utf-8"))["database"]
         found = subprocess.run(
-            [sys.executable, "-c", IN_PROCESS, database, str(args.repeat)],
+            [sys.executable, "-c", IN_PROCESS, str(config), str(args.repeat)],
             capture_output=True,
             text=True,
             check=True,

@@ -2,7 +2,7 @@
 
     python bench/run.py [--backlog 2000] [--scenarios stay-short,stay-3k,transfer-short,transfer-3k]
                         [--repeat 3] [--trees DIR,DIR] [--parts throughput,idle,rss]
-                        [--burst 1000] [--latency 50] [--rss 1000,20000]
+                        [--burst 1000] [--latency 50] [--rss 1000,20000] [--profile DIR]
 
 (a) throughput on a backlog, per scenario, side by side with a raw pipe (imapclient batch
     FETCH + email parse + one aiosmtplib send per message, no logic) on the same mails, and
@@ -17,6 +17,10 @@
 (b) with the worker on IDLE: a burst appended at once, time from the last append to the
     last AR; then single-mail arrival-to-AR latency p50/p95;
 (c) peak RSS of `mailbot poll --once` (a child process) on two backlog sizes.
+
+``--profile DIR``: each `poll --once` of (a) runs under py-spy (samples holding the GIL, 100
+a second: a few per cent slower), its stacks kept in DIR and its CPU by phase printed
+(bench/phases.py).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import phases  # noqa: E402
 from servers import DovecotServer, MailUser  # noqa: E402
 from sink import SinkProcess  # noqa: E402
 
@@ -238,9 +243,13 @@ print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": 
 """
 
 
-def run_mailbot(tree: Path, config: Path) -> dict[str, float]:
+def run_mailbot(tree: Path, config: Path, profile: Path | None = None) -> dict[str, float]:
+    command = [sys.executable, "-c", POLL_CHILD, str(config)]
+    if profile is not None:
+        command = ["py-spy", "record", "-g", "-t", "-r", "100", "--format", "raw"]
+        command += ["-o", str(profile), "--", sys.executable, "-c", POLL_CHILD, str(config)]
     child = subprocess.run(
-        [sys.executable, "-c", POLL_CHILD, str(config)],
+        command,
         env=dict(os.environ, PYTHONPATH=str(tree)),
         cwd=tree,  # `python -c` puts the working directory first on sys.path
         capture_output=True,
@@ -249,7 +258,9 @@ def run_mailbot(tree: Path, config: Path) -> dict[str, float]:
     )
     if child.returncode != 0:
         raise SystemExit(child.stderr[-3000:])
-    result: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+    # py-spy writes its own lines on stdout: the child's is the JSON one.
+    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, float] = json.loads(lines[-1])
     return result
 
 
@@ -260,6 +271,7 @@ def bench_scenario(
     backlog: int,
     trees: list[Path],
     label: str,
+    profiles: Path | None = None,
 ) -> dict[str, float]:
     """The raw pipe, then mailbot of each tree, on the same backlog; one line each."""
     mail = SCENARIOS[scenario]
@@ -281,7 +293,8 @@ def bench_scenario(
         sink.clear()
         with tempfile.TemporaryDirectory() as tmp:
             config = write_config(Path(tmp), {"general": user}, sink, routing=True, tree=tree)
-            result = run_mailbot(tree, config)
+            profile = profiles / f"{scenario}-{label}-{tree.name}.raw" if profiles else None
+            result = run_mailbot(tree, config, profile)
         expected = int(result["acknowledged"]) * (1 + FORWARDS[scenario])
         received = sink.wait_for(expected)
         rate = result["mails"] / result["wall"]
@@ -292,11 +305,19 @@ def bench_scenario(
             f"ratio {rate / raw_rate:.2f}x  ({int(result['acknowledged'])} ARs, "
             f"{received - sink.to_citizens} forwards)  {tree.name}"
         )
+        if profile is not None:
+            cpu_ms = result["cpu"] / result["mails"] * 1000
+            print(f"    profile {profile}\n" + phases.table(phases.phases(profile), cpu_ms))
     return ratios
 
 
 def bench_throughput(
-    dovecot: DovecotServer, scenarios: list[str], backlog: int, repeat: int, trees: list[Path]
+    dovecot: DovecotServer,
+    scenarios: list[str],
+    backlog: int,
+    repeat: int,
+    trees: list[Path],
+    profiles: Path | None = None,
 ) -> None:
     targets = {"stay": 0.8, "transfer": 0.6}
     found: dict[tuple[str, str], list[float]] = {}
@@ -304,7 +325,9 @@ def bench_throughput(
         for round_ in range(repeat):
             print(f"(a) backlog {backlog}, repeat {round_ + 1}/{repeat}")
             for scenario in scenarios:
-                ratios = bench_scenario(dovecot, sink, scenario, backlog, trees, f"r{round_}")
+                ratios = bench_scenario(
+                    dovecot, sink, scenario, backlog, trees, f"r{round_}", profiles
+                )
                 for tree, ratio in ratios.items():
                     found.setdefault((scenario, tree), []).append(ratio)
     print("    ratios mailbot / raw pipe, each repeat (target: stay >= 0.80x, transfer >= 0.60x)")
@@ -404,6 +427,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--rss", default="1000,20000")
+    parser.add_argument("--profile", type=Path, help="py-spy each poll of (a), stacks here")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
     unknown = set(scenarios) - set(SCENARIOS)
@@ -413,7 +437,9 @@ def main() -> None:
     parts = args.parts.split(",")
     with DovecotServer() as dovecot:
         if "throughput" in parts:
-            bench_throughput(dovecot, scenarios, args.backlog, args.repeat, trees)
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            bench_throughput(dovecot, scenarios, args.backlog, args.repeat, trees, args.profile)
         if "idle" in parts:
             bench_idle(dovecot, args.burst, args.latency)
         if "rss" in parts:

@@ -45,6 +45,21 @@ def add_ops_commands(commands: Any) -> None:
         "migrate", help="upgrade the database schema (refused while older workers run)"
     )
     migrate.set_defaults(func=cmd_migrate)
+    rebuild = commands.add_parser(
+        "rebuild-indicators",
+        help="compute the indicators' daily buckets again from the messages (configured zone)",
+    )
+    rebuild.set_defaults(func=cmd_rebuild_indicators)
+
+
+def cmd_rebuild_indicators(args: argparse.Namespace) -> int:
+    """After a change of ``timezone``: the indicators read every message until this runs."""
+    from mailbot.app import indicators
+
+    config, store = _open_store(args.config)
+    indicators.rebuild(config, store)
+    print(f"indicators' daily buckets computed again in {config.timezone}")
+    return 0
 
 
 def _open_store(config_path: Path) -> tuple[Any, Store]:

@@ -16,7 +16,14 @@ from mailbot.errors import ConfigError, MailbotError
 if TYPE_CHECKING:
     from mailbot.config import Config
 
-DEFAULT_LABELLED = ("tests/data/corpus/dev", "tests/data/routing", "tests/data/corpus/train")
+DEFAULT_LABELLED = (
+    "tests/data/corpus/dev",
+    "tests/data/routing",
+    "tests/data/corpus/train",
+    "tests/data/corpus/train-2a",
+    "tests/data/corpus/train-2b",
+    "tests/data/corpus/train-2c",
+)
 DEFAULT_TEST = "tests/data/corpus/test"
 
 

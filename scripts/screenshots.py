@@ -123,17 +123,20 @@ def shoot_full(page: Path, width: int) -> Path:
 
 
 def shoot(page: Path, width: int = 800, height: int = 1800) -> None:
+    """The PNG and the DOM Chromium built (<page>.dom.html), from one start of Chromium:
+    with both --screenshot and --dump-dom it writes the one and prints the other."""
     browser = chromium()
     with tempfile.TemporaryDirectory() as profile:
-        common = [browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"]
-        subprocess.run(
-            [*common, f"--screenshot={page.with_suffix('.png')}", page.as_uri()],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
         dom = subprocess.run(
-            [*common, "--dump-dom", page.as_uri()],
+            [
+                browser,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={page.with_suffix('.png')}",
+                "--dump-dom",
+                page.as_uri(),
+            ],
             check=True,
             capture_output=True,
             timeout=60,

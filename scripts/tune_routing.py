@@ -2,9 +2,9 @@
 
     python scripts/tune_routing.py [--folds 5] [--labelled DIR ...]
 
-Training data only: by default the dev half of the corpus, the regression set and the 600
-training mails (tests/data/corpus/{dev,train}, tests/data/routing). The frozen test half
-(tests/data/corpus/test) is never read here.
+Training data only: by default the dev half of the corpus, the regression set and the
+training mails (tests/data/corpus/{dev,train,train-2a,train-2b,train-2c}, tests/data/routing).
+The frozen test half (tests/data/corpus/test) is never read here.
 
 Step 1: for each regularisation C, minimum document frequency and weighting of the service
 head's classes (balanced or none; the other heads are balanced), one model per fold (trained
@@ -20,6 +20,12 @@ the chosen line's category can differ by a few tenths from the frontier's, which
 Step 3: the hold bar's trade with one bar (the frontier), then one bar per service
 (``min_confidence_by_service``), chosen on all folds' answers and checked nested (bars chosen
 on four folds' answers, applied to the fifth).
+Step 4 (round 5): the complaint bars (complaint_min_confidence, complaint_model_min,
+complaint_model_sure) by nested k-fold with a margin: for each fold, the bars with the best
+complaint recall among those with a precision of at least ``COMPLAINT_CHOICE_PRECISION``
+(97 %) on the four other folds' answers, applied to it; the pooled figure is the one to trust
+(the target is 95 %). The shipped bars are chosen the same way on all five folds. The chosen
+line's per-fold spread is printed too (a change smaller than it is noise).
 
 "Best" is stated in one line: the highest service accuracy *as recorded* (a mail held "to
 check" stays at its mailbox's service: a right guess held counts as a wrong service) +
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -48,7 +55,14 @@ from mailbot.config import load_config  # noqa: E402
 from mailbot.core import routing as routing_module  # noqa: E402
 from mailbot.core.routing import decide  # noqa: E402
 
-DEFAULT = ["tests/data/corpus/dev", "tests/data/routing", "tests/data/corpus/train"]
+DEFAULT = [
+    "tests/data/corpus/dev",
+    "tests/data/routing",
+    "tests/data/corpus/train",
+    "tests/data/corpus/train-2a",  # round 5: 450 mails by three more writers, guide only
+    "tests/data/corpus/train-2b",
+    "tests/data/corpus/train-2c",
+]
 # The configuration shipped in round 3 (model routing-a39c715d46c1), for comparison.
 REFERENCE_FIT = {"c": 100.0, "min_df": 2, "class_weight": "balanced", "service_weight": None}
 REFERENCE = {
@@ -64,8 +78,8 @@ GRID_MIN_DF = [2]  # 1: five times slower to fit; 3: no better than 2 in a first
 GRID_SERVICE_WEIGHT = ["balanced", None]  # the service head's class weights (others: balanced)
 SHARED = ("rule_weight", "rule_damping")  # both parts of the figures depend on these
 GRID_SETTINGS: dict[str, list[Any]] = {
-    "rule_weight": [0.6, 0.7, 0.8],  # 0.5: below 0.6 in a first run
-    "rule_damping": [10.0, 20.0, 40.0],
+    "rule_weight": [0.5, 0.6, 0.7, 0.8],  # round 5 (calibrated heads): 0.5 and 0.6 on a par
+    "rule_damping": [20.0],  # 10 and 40: below 20 in round 4 (one value: a third of the time)
     # the confidence is the winner's share of all scores (mailbot/core/combine.py)
     "default_share": [0.1, 0.2, 0.3],  # the mailbox's service when no rule fired
     "min_confidence": [0.55, 0.6, 0.62, 0.64, 0.66, 0.68, 0.7],
@@ -78,9 +92,18 @@ CATEGORY_PART = ("complaint_min_confidence", "complaint_model_min", "complaint_m
 MAX_WRONG = 0.02  # wrong transfers, share of all mail (the issue's target)
 MIN_PRECISION = 0.95  # the complaint category's precision (the issue's target)
 # Per-service bars chosen on all folds' answers overfit: chosen for 2 % wrong transfers, they
-# gave 2.2 % nested (round 4); chosen for 1.4 %, 1.9 % nested — within the target.
-BAR_BUDGET = 0.014
+# gave 2.2 % nested (round 4); chosen for 1.4 %, 1.9 % nested (round 4) and 2.0 % (round 5,
+# 1517 mails, a candidate setting); chosen for 1.2 %, 1.8 % nested (round 5, shipped).
+BAR_BUDGET = 0.012
 RECALL_WEIGHT = 0.25  # the complaint recall's part in the objective
+# Round 4's complaint bars, chosen for 95 % on all folds, gave 91.7 % on unseen mail: chosen
+# for 97 % on four folds, they must give at least 95 % on the fifth (step 4).
+COMPLAINT_CHOICE_PRECISION = 0.97
+COMPLAINT_GRID: dict[str, list[Any]] = {
+    "complaint_min_confidence": [0.2, 0.3, 0.4, 0.5],
+    "complaint_model_min": [0.2, 0.3, 0.4, 0.5, 0.6],
+    "complaint_model_sure": [0.5, 0.6, 0.7, 0.8, 0.9, None],
+}
 
 
 def remember_tallies() -> None:
@@ -180,16 +203,90 @@ def fold_models(
     min_df: int,
     class_weight: Any = "balanced",
     service_weight: Any = "balanced",
+    temperature: float = 1.0,
 ) -> list[Any]:
     models = []
     for held in training.folds(len(samples), k):
         held_set = set(held)
         kept = [s for i, s in enumerate(samples) if i not in held_set]
         fitted = training.fit(
-            kept, c=c, min_df=min_df, class_weight=class_weight, service_weight=service_weight
+            kept,
+            c=c,
+            min_df=min_df,
+            class_weight=class_weight,
+            service_weight=service_weight,
+            temperature=temperature,
         )
         models.append(Remembered(fitted))
     return models
+
+
+def held_logits(samples: Sequence[Any], models: list[Any], head: str) -> list[list[Any]]:
+    """Per fold, (logits, index of the right class or None) of ``head`` for its held mails."""
+    found = []
+    for held, model in zip(training.folds(len(samples), len(models)), models, strict=True):
+        classes = model.heads[head].classes
+        rows = []
+        for i in held:
+            facts = samples[i].facts
+            logits = model.logits(facts.subject, training._text(facts))[head]
+            label = getattr(samples[i], head)
+            rows.append((logits, classes.index(label) if label in classes else None))
+        found.append(rows)
+    return found
+
+
+def log_loss(rows: Sequence[Any], temperature: float) -> float:
+    import numpy as np
+
+    total = 0.0
+    for logits, right in rows:
+        z = logits / temperature
+        z = z - z.max()
+        total -= float(z[right] - np.log(np.exp(z).sum())) if right is not None else 0.0
+    return total / len(rows)
+
+
+def temperature(samples: Sequence[Any], models: list[Any]) -> float:
+    """The calibrated heads' temperature (``training.CALIBRATED``; the service head's is printed
+    too): the value minimising the held-out log-loss, chosen on four folds and measured on the
+    fifth, then on all folds."""
+    from scipy.optimize import minimize_scalar
+
+    def best(rows: Sequence[Any]) -> float:
+        found = minimize_scalar(lambda x: log_loss(rows, x), bounds=(0.2, 5.0), method="bounded")
+        return float(found.x)
+
+    folds = {head: held_logits(samples, models, head) for head in ("service", "category")}
+    k = len(models)
+    print("temperature of the service and category heads (held-out log-loss):")
+    for head, by_fold in folds.items():
+        chosen = [best([r for f in range(k) if f != g for r in by_fold[f]]) for g in range(k)]
+        before = statistics.mean(log_loss(by_fold[g], 1.0) for g in range(k))
+        after = statistics.mean(log_loss(by_fold[g], chosen[g]) for g in range(k))
+        print(
+            f"  {head}: T from the other folds {', '.join(f'{x:.2f}' for x in chosen)};"
+            f" nested log-loss {before:.3f} (T = 1) -> {after:.3f}"
+        )
+    every = [r for head in training.CALIBRATED for rows in folds[head] for r in rows]
+    chosen_t = round(best(every), 2)
+    print(f"  {', '.join(training.CALIBRATED)}, all folds: T = {chosen_t}")
+    return chosen_t
+
+
+def rescaled(models: list[Any], temperature: float) -> list[Any]:
+    """The fold models with the calibrated heads' logits divided by ``temperature``."""
+    return [
+        Remembered(
+            training.Classifier(
+                m.model.features,
+                m.model.idf,
+                training.calibrated(dict(m.model.heads), temperature),
+                m.model.meta,
+            )
+        )
+        for m in models
+    ]
 
 
 def grid(names: Sequence[str]) -> list[dict[str, Any]]:
@@ -336,6 +433,98 @@ def service_bars(samples: Sequence[Any], models: list[Any], routing: Any, settin
     )
 
 
+def per_fold(samples: Sequence[Any], k: int, scored: Any) -> str:
+    """The spread over the folds of a k-fold's figures (mean ± standard deviation); ``scored``
+    as ``kfold`` gives it, fold after fold."""
+    by_fold: list[list[float]] = []
+    start = 0
+    for held in training.folds(len(samples), k):
+        part = training.Scored()
+        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+            getattr(part, name).extend(getattr(scored, name)[start : start + len(held)])
+        start += len(held)
+        precision, recall = part.precision_recall("reclamation")
+        wrong = part.wrong_transfers / part.count
+        by_fold.append([part.accuracy(w) for w in ("service", "landed", "category")])
+        by_fold[-1] += [wrong, precision, recall]
+    names = ("decided", "as recorded", "category", "wrong", "complaint P", "complaint R")
+    columns = list(zip(*by_fold, strict=True))
+    return "per fold (mean ± sd): " + ", ".join(
+        f"{name} {100 * statistics.mean(c):.1f} ± {100 * statistics.pstdev(c):.1f}"
+        for name, c in zip(names, columns, strict=True)
+    )
+
+
+def complaint_counts(
+    samples: Sequence[Any], models: list[Any], routing: Any, settings: Any
+) -> list[tuple[dict[str, Any], list[tuple[int, int, int]]]]:
+    """For each complaint bars of the grid: per fold (right complaints, complaints decided,
+    complaints expected)."""
+    k, found = len(models), []
+    folds = training.folds(len(samples), k)
+    for values in [
+        dict(zip(COMPLAINT_GRID, combo, strict=True))
+        for combo in itertools.product(*COMPLAINT_GRID.values())
+    ]:
+        if values["complaint_model_sure"] is not None and (
+            values["complaint_model_sure"] <= values["complaint_model_min"]
+        ):
+            continue
+        scored = kfold(samples, models, routing, settings.model_copy(update=values))
+        counts, start = [], 0
+        for held in folds:
+            pairs = scored.categories[start : start + len(held)]
+            start += len(held)
+            tp = sum(e == g == "reclamation" for e, g in pairs)
+            decided = sum(g == "reclamation" for _, g in pairs)
+            counts.append((tp, decided, sum(e == "reclamation" for e, _ in pairs)))
+        found.append((values, counts))
+    return found
+
+
+def choose_complaint(
+    table: Sequence[tuple[dict[str, Any], list[tuple[int, int, int]]]], kept: Sequence[int]
+) -> int:
+    """The bars with the best recall among those at ``COMPLAINT_CHOICE_PRECISION`` or more on
+    the folds ``kept`` (ties: the better precision; none: the most precise)."""
+
+    def figures(index: int) -> tuple[float, float]:
+        tp, decided, expected = (sum(table[index][1][f][j] for f in kept) for j in range(3))
+        return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
+
+    indices = range(len(table))
+    precise = [i for i in indices if figures(i)[0] >= COMPLAINT_CHOICE_PRECISION]
+    if not precise:
+        top = max(figures(i)[0] for i in indices)
+        precise = [i for i in indices if figures(i)[0] >= top]
+    return max(precise, key=lambda i: (figures(i)[1], figures(i)[0]))
+
+
+def complaint_bars(
+    samples: Sequence[Any], models: list[Any], routing: Any, settings: Any
+) -> dict[str, Any]:
+    """Step 4: the complaint bars chosen nested (four folds choose, the fifth measures),
+    then on all folds (shipped). Returns the bars chosen on all folds."""
+    table, k = complaint_counts(samples, models, routing, settings), len(models)
+    print(f"\ncomplaint bars chosen for precision >= {COMPLAINT_CHOICE_PRECISION:.0%}:")
+    total = [0, 0, 0]
+    for fold in range(k):
+        chosen = choose_complaint(table, [f for f in range(k) if f != fold])
+        tp, decided, expected = table[chosen][1][fold]
+        total = [total[0] + tp, total[1] + decided, total[2] + expected]
+        bars = tuple(table[chosen][0].values())
+        print(f"  fold {fold}: bars {bars} from the others -> P {tp}/{decided} R {tp}/{expected}")
+    print(
+        f"  nested: precision {total[0] / max(total[1], 1):.1%}, recall "
+        f"{total[0] / max(total[2], 1):.1%} ({total[0]} right of {total[1]} decided, "
+        f"{total[2]} expected)"
+    )
+    chosen = choose_complaint(table, range(k))
+    tp, decided, expected = (sum(c[j] for c in table[chosen][1]) for j in range(3))
+    print(f"  on all folds: {table[chosen][0]} -> P {tp / decided:.1%} R {tp / expected:.1%}")
+    return table[chosen][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -348,6 +537,18 @@ def main() -> None:
         action="append",
         help="the service head's class weights (default: both)",
     )
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="keep the heads' temperature at 1 (default: estimated on the folds)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip round 3's fit, scored first for comparison (five fits fewer)",
+    )
     args = parser.parse_args()
     folders = args.labelled or DEFAULT
     assert not any("corpus/test" in f for f in folders), "the test half is never for tuning"
@@ -358,19 +559,22 @@ def main() -> None:
     current = training.settings_for(config).model_copy(update={"min_confidence_by_service": {}})
     print(f"{len(samples)} training mails from {', '.join(folders)}; {args.folds}-fold")
     remember_tallies()
-    reference = current.model_copy(update=REFERENCE)
-    ref_models = fold_models(samples, args.folds, **REFERENCE_FIT)  # type: ignore[arg-type]
-    before = kfold(samples, ref_models, routing, reference)
-    print(Result("round 3's fit and bars, round 4's combination", before).line())
+    if args.reference:
+        reference = current.model_copy(update=REFERENCE)
+        ref_models = fold_models(samples, args.folds, **REFERENCE_FIT)  # type: ignore[arg-type]
+        before = kfold(samples, ref_models, routing, reference)
+        print(Result("round 3's fit and bars, today's combination", before).line())
     chosen: Result | None = None
-    chosen_fit, chosen_models = "", ref_models
+    chosen_fit, chosen_models = "", []
     weights = [None if w == "none" else w for w in args.service_weight or []]
     fits = itertools.product(
         args.c or GRID_C, args.min_df or GRID_MIN_DF, weights or GRID_SERVICE_WEIGHT
     )
     for c, min_df, weight in fits:
         fitted = fold_models(samples, args.folds, c, min_df, service_weight=weight)
-        whole = training.fit(samples, c=c, min_df=min_df, service_weight=weight)
+        scale = temperature(samples, fitted) if args.calibrate else 1.0
+        fitted = rescaled(fitted, scale)
+        whole = training.fit(samples, c=c, min_df=min_df, service_weight=weight, temperature=scale)
         fit_label = f"C={c:g} min_df={min_df} service_weight={weight}"
         print(f"{fit_label}:", flush=True)
         best = best_for_fit(samples, fitted, whole, routing, current)
@@ -384,8 +588,11 @@ def main() -> None:
         return
     print(f"\nchosen: {chosen_fit} {chosen.label}\n{chosen.line()}")
     print(f"reclamation precision/recall: {chosen.scored.precision_recall('reclamation')}")
+    spread = kfold(samples, chosen_models, routing, chosen.settings)
+    print(per_fold(samples, args.folds, spread))
     frontier(samples, chosen_models, routing, chosen.settings)
     service_bars(samples, chosen_models, routing, chosen.settings)
+    complaint_bars(samples, chosen_models, routing, chosen.settings)
 
 
 if __name__ == "__main__":

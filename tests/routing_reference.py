@@ -3,8 +3,9 @@ kept verbatim as the reference that tests/test_routing_matcher.py compares the n
 
 Not used by mailbot. Only the module docstring differs from mailbot/core/routing.py at
 commit 4fdfaf1, and ``_with_model`` follows the combination of today's routing (issue 13
-round 3: the complaint head's gate, refused labels kept out of allowed_category) so that
-the matcher is the only difference under test.
+round 3: the complaint head's gate, refused labels kept out of allowed_category; round 5:
+the probability of a complaint against the prefecture) so that the matcher is the only
+difference under test.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from mailbot.config import (
     RoutingModelConfig,
     RoutingRule,
 )
-from mailbot.core.classifier import COMPLAINT_YES, Classifier
+from mailbot.core.classifier import Classifier
 from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import combine, hold_bar
+from mailbot.core.combine import combine, complaint_probability, hold_bar
 from mailbot.core.routing_text import RoutingText
 
 
@@ -390,14 +391,14 @@ def _with_model(
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
     service = combine(tally.services, said["service"], settings, default.service if default else "")
-    gate = said.get("complaint")  # the combination as it is now: only the matcher differs
+    gate = complaint_probability(said, routing.config)  # as now: only the matcher differs
     category = combine_category(
         tally.categories,
         said["category"],
         settings,
         default.category if default else "",
         routing.config.complaint_category,
-        gate.probability(COMPLAINT_YES) if gate is not None else None,
+        gate,
     )
     chosen_service, service_confidence = service.label, service.confidence
     if tally.strong_service is not None:
@@ -423,7 +424,7 @@ def _with_model(
         confidence={
             "service": service_confidence,
             "category": category_confidence,
-            **({"complaint": gate.probability(COMPLAINT_YES)} if gate is not None else {}),
+            **({"complaint": gate} if gate is not None else {}),
         },
         model={name: prediction.top(3) for name, prediction in said.items()},
     )

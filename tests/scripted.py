@@ -175,7 +175,9 @@ class ScriptedSmtpServer(_ThreadedServer):
         self.connections = 0
         self._script = _Script()
         self._lock = threading.Lock()
-        self._hang = threading.Event()
+        # Set once a scripted "hang" began: the client now waits on a silent server (for
+        # "body": once the body began to arrive, so the client is past preparing it).
+        self.hanging = threading.Event()
 
     def start(self) -> ScriptedSmtpServer:
         self._listen(self._session)
@@ -203,6 +205,7 @@ class ScriptedSmtpServer(_ThreadedServer):
         if action is None:
             return False
         if action == "hang":
+            self.hanging.set()
             await asyncio.Event().wait()  # until the server stops
         if action == "drop":
             _reset(writer)
@@ -326,6 +329,7 @@ class ScriptedSmtpServer(_ThreadedServer):
             await reader.readexactly(1)  # the body has begun to arrive
             if body_action == "hang":
                 writer.transport.pause_reading()  # the server stops reading, for good
+                self.hanging.set()
                 await asyncio.Event().wait()
             if body_action == "temp":  # a server-side data timeout: 421, then hang up
                 await self._reply(writer, "421 4.4.2 Data timeout")
@@ -349,6 +353,7 @@ class ScriptedSmtpServer(_ThreadedServer):
         with self._lock:  # taken: whether the client hears so is another matter
             self.deliveries.append(delivery)
         if action == "hang":
+            self.hanging.set()
             await asyncio.Event().wait()
         if action == "drop":
             _reset(writer)

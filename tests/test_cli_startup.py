@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from fresh_imports import modules_after
+from servers import MailUser, SmtpServer
+from test_e2e import citizen_mail, etrangers_user, write_config
+
+__all__ = ["etrangers_user"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("sqlalchemy", "jinja2", "numpy", "pydantic", "alembic", "lingua", "yaml", "tqdm")
@@ -77,3 +81,86 @@ def test_a_report_written_builds_no_intake(tmp_path: Path) -> None:
     assert {"matplotlib", "jinja2"} <= {name.split(".")[0] for name in loaded}
     heavy = {"lingua", "aiosmtplib", "mailbot.app.intake", "mailbot.core.routing"}
     assert loaded & heavy == set()
+
+
+# What `poll --once` must not load for a French mail on a database at the schema's head:
+# migrations (Alembic), the scheduler of `run`, lingua (the French fast path decides), the
+# console's web stack, the indicators' and reports' code, the metrics endpoint.
+POLL_NEVER = {
+    "alembic",
+    "apscheduler",
+    "lingua",
+    "matplotlib",
+    "tqdm",
+    "starlette",
+    "uvicorn",
+    "authlib",
+    "prometheus_client",
+    "mailbot.app.indicators",
+    "mailbot.app.report",
+    "mailbot.metrics",
+}
+
+
+def _poll_code(config: Path, *extra: str) -> str:
+    args = ["--config", str(config), "-q", "poll", "--once", *extra]
+    return f"from mailbot.cli import main\nassert main({args!r}) == 0"
+
+
+def test_poll_once_loads_only_what_a_first_mail_needs(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """Real Dovecot and aiosmtpd, a fresh interpreter per poll: the first poll creates the
+    database (Alembic loaded: the probe sees it), the second one finds it at head and
+    answers a French mail without loading any of ``POLL_NEVER``."""
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1))
+    created = modules_after(_poll_code(config, "--acknowledge-existing"))
+    assert "alembic" in {name.split(".")[0] for name in created}
+    imap_user.append(citizen_mail(2, sender="paul.martin@example.fr"))
+    loaded = modules_after(_poll_code(config))
+    received = smtp_server.wait_for(2)
+    assert sorted(r.rcpt_tos[0] for r in received) == [
+        "marie.dupont@example.fr",
+        "paul.martin@example.fr",
+    ]
+    found = loaded | {name.split(".")[0] for name in loaded}
+    assert found & POLL_NEVER == set()
+    assert {"sqlalchemy", "jinja2", "aiosmtplib", "imapclient"} <= found  # it did the work
+
+
+def test_sqlite_loads_no_postgresql_dialect_and_postgresql_keeps_its_partial_indexes() -> None:
+    """The partial indexes' PostgreSQL WHERE is set when a PostgreSQL engine is made, so
+    that a start on SQLite does not import SQLAlchemy's PostgreSQL dialect."""
+    from sqlalchemy.schema import CreateIndex
+
+    from mailbot.store import Store, metadata
+
+    assert "sqlalchemy.dialects.postgresql" not in modules_after("import mailbot.store")
+    engine = Store._create_engine("postgresql+psycopg://mailbot@localhost/mailbot")
+    indexes = {index.name: index for table in metadata.tables.values() for index in table.indexes}
+    ddl = {
+        name: str(CreateIndex(indexes[name]).compile(dialect=engine.dialect))
+        for name in ("ix_messages_open", "ix_outbox_unpurged")
+    }
+    assert ddl["ix_messages_open"].endswith("WHERE first_reply_at IS NULL")
+    assert ddl["ix_outbox_unpurged"].endswith("WHERE raw IS NOT NULL")
+    engine.dispose()
+
+
+def test_the_console_exits_quickly_with_all_its_output_and_its_code(tmp_path: Path) -> None:
+    """`console` skips the interpreter's teardown: the output, to a pipe, is still whole,
+    the exit code the command's, the error on stderr (``os._exit`` flushes nothing itself)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered output, as in production
+    args = [sys.executable, "-m", "mailbot.cli", "--config", "rules.yaml", "templates", "list"]
+    listed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert listed.returncode == 0, listed.stderr
+    names = sorted(path.parent.name for path in (ROOT / "templates").glob("*/meta.yaml"))
+    assert names and all(f"\n{name} " in listed.stdout for name in names)
+    assert listed.stdout.rstrip().splitlines()[-1].startswith("  ")  # the last translation line
+    missing = tmp_path / "absent.yaml"
+    args = [sys.executable, "-m", "mailbot.cli", "--config", str(missing), "check"]
+    failed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error: ") and str(missing) in failed.stderr

@@ -176,7 +176,14 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
     smtp_server: SmtpServer,
 ) -> None:
     figures = run_scenario(
-        tmp_path, pg_url, imap_user, dovecot.new_user("etr"), smtp_server, mails=200, kills=3
+        tmp_path,
+        pg_url,
+        imap_user,
+        dovecot.new_user("etr"),
+        smtp_server,
+        mails=200,
+        kills=3,
+        lease_seconds=3,
     )
     print(f"\ntwo workers, kill -9: {figures.line()}")
     assert figures.kills == 3

@@ -1,5 +1,6 @@
 """The stated combination of rules and model (mailbot/core/combine.py, issue 13 round 4):
-the model's word when no rule fired, the confidence as the winner's share, per-service bars."""
+the model's word when no rule fired, the confidence as the winner's share, per-service bars;
+round 5: the complaint probability is that of a complaint against the prefecture."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from mailbot.app import training
-from mailbot.config import RoutingModelConfig
-from mailbot.core.classifier import Prediction
-from mailbot.core.combine import category, combine, hold_bar
+from mailbot.config import RoutingConfig, RoutingModelConfig
+from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction
+from mailbot.core.combine import category, combine, complaint_probability, hold_bar
 from mailbot.core.routing import RoutingDecision, RoutingInput
 
 SAID = Prediction(("cabinet", "general", "etrangers"), (0.7, 0.2, 0.1))
@@ -72,3 +73,29 @@ def test_a_held_mail_is_scored_at_its_mailbox_service() -> None:
     assert scored.accuracy("service") == 1.0  # what was decided
     assert scored.accuracy("landed") == 0.5  # where the mails are
     assert scored.wrong_transfers == 0
+
+
+def routing_config() -> RoutingConfig:
+    return RoutingConfig(
+        categories=["information", "reclamation", "autre", "intervention-prefet"],
+        defaults={},
+        combinations={
+            "permis": ["information", "reclamation"],
+            "autres-administrations": ["information", "autre"],
+            "cabinet": ["intervention-prefet", "autre"],
+        },
+    )
+
+
+def test_a_complaint_about_another_administration_is_not_one_against_the_prefecture() -> None:
+    """The complaint head reads a complaint's words; the service head says where it goes:
+    the share of services that may not take a complaint (re-orientation, cabinet) is out."""
+    head = Prediction((COMPLAINT_YES, COMPLAINT_NO), (0.8, 0.2))
+    elsewhere = Prediction(("autres-administrations", "permis", "cabinet"), (0.6, 0.3, 0.1))
+    said = {"service": elsewhere, "complaint": head}
+    assert complaint_probability(said, routing_config()) == pytest.approx(0.8 * 0.3)
+    here = Prediction(("permis", "autres-administrations"), (0.9, 0.1))
+    assert complaint_probability({"service": here, "complaint": head}, routing_config()) == (
+        pytest.approx(0.72)
+    )
+    assert complaint_probability({"service": here}, routing_config()) is None

@@ -19,6 +19,7 @@ from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
 from mailbot.core.combine import category as combine_category
+from mailbot.core.combine import complaint_probability
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import routing_text, split_quoted
@@ -58,7 +59,7 @@ def test_contact_form_reads_the_message_field_only() -> None:
 
 def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
-    model = training.fit(samples)
+    model = training.fit(samples, temperature=1.0)  # scikit-learn's own probabilities
     path = tmp_path / "m.npz"
     save(path, model.features, model.idf, model.heads, model.meta)
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
@@ -80,6 +81,20 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     assert loaded.meta["data_hash"] == training.training_hash(samples)
 
 
+def test_the_temperature_divides_the_calibrated_heads_logits() -> None:
+    """Temperature scaling: the softmax of logits / T, exported as a linear head still;
+    the category head only."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:40]
+    plain = training.fit(samples, c=20.0, temperature=1.0)
+    sharp = training.fit(samples, c=20.0, temperature=0.5)
+    assert sharp.meta["temperature"] == 0.5
+    text = replace_text(samples[0])
+    before, after = plain.logits("", text), sharp.logits("", text)
+    assert after["category"] == pytest.approx(before["category"] / 0.5, rel=1e-4, abs=1e-4)
+    for head in ("service", "complaint"):  # not calibrated (training.CALIBRATED)
+        assert after[head] == pytest.approx(before[head], rel=1e-5, abs=1e-6)
+
+
 def replace_text(sample: training.Sample):  # type: ignore[no-untyped-def]
     from mailbot.core.routing_text import RoutingText
 
@@ -94,7 +109,11 @@ def routing_with(**settings: object):  # type: ignore[no-untyped-def]
 
 
 def test_weak_decision_is_held_to_check() -> None:
-    mail = facts("Comment faire la carte grise de ma voiture achetée d'occasion ?")
+    # two services named: the decision is not certain (a share of 1.0 passes any bar)
+    mail = facts(
+        "Comment faire la carte grise de ma voiture achetée d'occasion ? J'ai aussi une"
+        " question sur mon permis de conduire."
+    )
     sure = decide(mail, routing_with(min_confidence=0.0, min_confidence_by_service={}))
     assert sure.service == "cartes-grises" and sure.transfer_allowed and not sure.to_check
     held = decide(mail, routing_with(min_confidence=1.0, min_confidence_by_service={}))
@@ -271,7 +290,11 @@ def test_trained_model_has_a_binary_complaint_head_with_balanced_weights(tmp_pat
         1, abs=1e-3
     )
     decision = decide(complaint.facts, replace(compiled_routing(CONFIG), model=loaded))  # type: ignore[arg-type]
-    assert decision.confidence["complaint"] == said.probability(COMPLAINT_YES)
+    every = loaded.classify(complaint.facts.subject, replace_text(complaint))
+    assert CONFIG.routing is not None
+    # the probability of a complaint against the prefecture (mailbot/core/combine.py)
+    assert decision.confidence["complaint"] == complaint_probability(every, CONFIG.routing)
+    assert decision.confidence["complaint"] <= said.probability(COMPLAINT_YES)
     assert decision.model["complaint"][0][0] in (COMPLAINT_YES, COMPLAINT_NO)
 
 

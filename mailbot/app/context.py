@@ -29,6 +29,12 @@ class App:
         """An agent of agents.yaml, read afresh (the console re-reads it when it changes)."""
         return load_agents(self.config.agents, self.config).get(agent_id)
 
+    def close(self) -> None:
+        """The end of a command: QUIT the SMTP connection kept between batches, close the
+        database's connections (SQLite checkpoints its WAL on the last one)."""
+        self.outbox.transport.close()
+        self.store.close()
+
 
 def build_app(
     config_path: Path,

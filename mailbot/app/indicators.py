@@ -3,15 +3,25 @@ what ``mailbot indicators``, ``mailbot unanswered``, the report and the console 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from mailbot.config import Config
-from mailbot.core.indicators import Indicators, arrays_from_store, compute_arrays
+from mailbot.core.indicators import (
+    DayBuckets,
+    Indicators,
+    arrays_from_store,
+    buckets_from_store,
+    compute_arrays,
+    compute_buckets,
+    day_number,
+)
 from mailbot.core.workdays import WorkingCalendar, calendar_for
-from mailbot.store import Store
+from mailbot.store import Store, indicator_days
 
+log = logging.getLogger(__name__)
 UNANSWERED_LOOKBACK_DAYS = 365
 
 
@@ -34,9 +44,48 @@ def figures(
     """The indicators of the citizens' messages received from ``start`` to ``end``
     (local dates, inclusive), pending and overdue as of ``as_of``."""
     calendar = calendar_for(config.timezone)
+    buckets = _buckets(config, store, start, end, mailbox, service)
+    if buckets is not None:
+        return compute_buckets(buckets, as_of, calendar)
     since, until = period_bounds(calendar, start, end)
     columns = store.indicator_arrays(since, until, config.complaint_category, mailbox, service)
     return compute_arrays(arrays_from_store(columns, calendar), as_of, calendar)
+
+
+def _buckets(
+    config: Config,
+    store: Store,
+    start: date,
+    end: date,
+    mailbox: str | None = None,
+    service: str | None = None,
+) -> DayBuckets | None:
+    """The daily buckets of [start, end]; None when they are kept in another time zone than
+    the configuration's (``rebuild`` puts them in it; the facts give the figures meanwhile)."""
+    columns = indicator_days.read(
+        store,
+        config.timezone,
+        day_number(start),
+        day_number(end),
+        config.complaint_category,
+        mailbox,
+        service,
+    )
+    if columns is None:
+        log.warning(
+            "the indicators' daily buckets are not in %s: reading every message instead"
+            " (run `mailbot rebuild-indicators` once)",
+            config.timezone,
+        )
+        return None
+    return buckets_from_store(columns)
+
+
+def rebuild(config: Config, store: Store) -> None:
+    """The daily buckets computed again from the facts, in the configuration's time zone:
+    after a change of ``timezone`` (or of the zone's rules), in one transaction."""
+    with store.engine.begin() as conn:
+        indicator_days.refill(conn, config.timezone)
 
 
 def figures_of_periods(
@@ -50,6 +99,12 @@ def figures_of_periods(
     messages, split by local date of receipt: the same figures, one scan instead of many."""
     calendar = calendar_for(config.timezone)
     first, last = min(start for start, _ in periods), max(end for _, end in periods)
+    buckets = _buckets(config, store, first, last, None, service)
+    if buckets is not None:
+        return [
+            compute_buckets(buckets.received_between(start, end), as_of, calendar)
+            for start, end in periods
+        ]
     since, until = period_bounds(calendar, first, last)
     columns = store.indicator_arrays(since, until, config.complaint_category, None, service)
     facts = arrays_from_store(columns, calendar)

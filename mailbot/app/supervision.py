@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailbot.app import indicators
 from mailbot.config import Config
 from mailbot.config import Limits as ConfigLimits
 from mailbot.core import health
@@ -53,6 +52,8 @@ def age_band(days: int) -> str:
 
 def open_messages(config: Config, store: Store, now: datetime) -> dict[str, Counter[str]]:
     """Unanswered citizens' messages per mailbox, counted by age band."""
+    from mailbot.app import indicators  # not imported by `poll --once`, which records beats
+
     today = WorkingCalendar(timezone=config.timezone).local_date(now)
     found: dict[str, Counter[str]] = {name: Counter() for name in config.mailboxes}
     for age, row in indicators.unanswered(config, store, today):

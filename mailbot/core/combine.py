@@ -12,11 +12,14 @@ below its bar (``min_confidence_by_service`` for the service moved to, else
 ``min_confidence``) that would move the mail (a transfer or a re-orientation) is not
 carried out: the mail stays with its mailbox's own service, marked *to check*. The complaint
 category, which feeds the Qual-e-pref indicators, is given only when its score is
-``complaint_min_confidence`` or above **and** the model's binary complaint head says
-"complaint" with a probability of ``complaint_model_min`` or above, else the next category;
-and it is given whatever the other scores when that head says "complaint" at
-``complaint_model_sure`` or above (the rules read words, and a complaint is often written in
-the words of a question).
+``complaint_min_confidence`` or above **and** the model says "a complaint against the
+prefecture" with a probability of ``complaint_model_min`` or above, else the next category;
+and it is given whatever the other scores when the model says so at ``complaint_model_sure``
+or above (the rules read words, and a complaint is often written in the words of a
+question). That probability is the binary complaint head's times the service head's
+probability that the mail belongs to a service that may take a complaint (guide § 3: a
+complaint about another administration is re-oriented as ``autre``, a plea to the préfet is
+the cabinet's): the look-alikes that cost precision are written in a complaint's words.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mailbot.config import RoutingModelConfig
-from mailbot.core.classifier import Prediction
+from mailbot.config import RoutingConfig, RoutingModelConfig
+from mailbot.core.classifier import COMPLAINT_YES, Prediction
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,24 @@ def hold_bar(settings: RoutingModelConfig, service: str) -> float:
     """The confidence below which a move to ``service`` is held "to check": per service,
     since a service's wrong guesses are not as sure as another's (chosen by k-fold)."""
     return settings.min_confidence_by_service.get(service, settings.min_confidence)
+
+
+def complaint_probability(said: Mapping[str, Prediction], config: RoutingConfig) -> float | None:
+    """The model's probability that a mail is a complaint against the prefecture: the
+    complaint head's "complaint" times the service head's share for the services whose
+    allowed categories (``routing.combinations``) include the complaint category. A mail
+    complaining about a mairie or the CAF reads like a complaint; only the service head
+    knows it goes elsewhere. None: the model has no complaint head."""
+    gate = said.get("complaint")
+    if gate is None:
+        return None
+    service = said["service"]
+    elsewhere = sum(
+        service.probability(name)
+        for name, allowed in config.combinations.items()
+        if config.complaint_category not in allowed
+    )
+    return round(gate.probability(COMPLAINT_YES) * max(0.0, 1.0 - elsewhere), 4)
 
 
 def share_of(scores: Mapping[str, float], label: str) -> float:

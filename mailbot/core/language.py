@@ -27,7 +27,9 @@ MIN_LETTERS = 3
 SAMPLE = 400  # characters lingua reads
 
 # Words of French and of no other expected language (or rare in them), and words of the
-# other Latin-script languages that French does not use.
+# other Latin-script languages that French does not use. Not "il" (Italian's article) nor
+# "y" (Spanish "and"): French says "il y a", "s'il vous plaît", and one of them in a French
+# mail sent one French mail in seven to lingua (issue 14: about 1 ms each there).
 _FRENCH = frozenset(
     [
         "je",
@@ -90,7 +92,6 @@ _OTHER = frozenset(
         "el",
         "los",
         "las",
-        "y",
         "una",
         "por",
         "para",
@@ -101,7 +102,6 @@ _OTHER = frozenset(
         "estoy",
         "tengo",
         "mi",
-        "il",
         "gli",
         "della",
         "sono",

@@ -22,9 +22,9 @@ from mailbot.config import (
     RoutingModelConfig,
     RoutingRule,
 )
-from mailbot.core.classifier import COMPLAINT_YES, Classifier
+from mailbot.core.classifier import Classifier
 from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import combine, hold_bar
+from mailbot.core.combine import combine, complaint_probability, hold_bar
 from mailbot.core.keywords import KeywordMatcher, Words, normalize, phrase_pattern
 from mailbot.core.routing_text import RoutingText
 
@@ -371,14 +371,14 @@ def _with_model(
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
     service = combine(tally.services, said["service"], settings, default.service if default else "")
-    gate = said.get("complaint")
+    gate = complaint_probability(said, routing.config)
     category = combine_category(
         tally.categories,
         said["category"],
         settings,
         default.category if default else "",
         routing.config.complaint_category,
-        gate.probability(COMPLAINT_YES) if gate is not None else None,
+        gate,
     )
     chosen_service, service_confidence = service.label, service.confidence
     if tally.strong_service is not None:
@@ -404,7 +404,7 @@ def _with_model(
         confidence={
             "service": service_confidence,
             "category": category_confidence,
-            **({"complaint": gate.probability(COMPLAINT_YES)} if gate is not None else {}),
+            **({"complaint": gate} if gate is not None else {}),
         },
         model={name: prediction.top(3) for name, prediction in said.items()},
     )

@@ -20,10 +20,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
-
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from mailbot.errors import ScheduleError
+
+if TYPE_CHECKING:  # APScheduler is imported when a trigger is built: not by `poll --once`
+    from apscheduler.triggers.cron import CronTrigger
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAYS = r"(?:mon|tue|wed|thu|fri|sat|sun)"
@@ -54,6 +56,8 @@ class Schedule:
     day_of_week: str
 
     def trigger(self, timezone: tzinfo | str) -> CronTrigger:
+        from apscheduler.triggers.cron import CronTrigger
+
         return CronTrigger(
             minute=self.minute,
             hour=self.hour,

@@ -176,20 +176,19 @@ class Renderer:
             if key.startswith(PARTIALS_DIR + "/"):
                 self._compile(key, path)
 
+        # A template is compiled when first used (from the bytecode cache): a start that
+        # sends one AR loads one template, not all of them. Checks compile them all now.
+        self._metas = metas
         self._templates: dict[str, _Loaded] = {}
-        for name, meta in metas.items():
-            self._templates[name] = self._prepare(name, meta)
+        for meta in metas.values():
             self._check_translated(meta)
         if self.checks_run:
-            for name in self._templates:
-                self._trial_render(name)
-            if self._cache and self._fingerprint:
-                self._cache.record_pass(self._fingerprint)
+            self._check_all()
 
     # ---------------------------------------------------------------- public
 
     def names(self) -> list[str]:
-        return sorted(self._templates)
+        return sorted(self._metas)
 
     def meta(self, name: str) -> TemplateMeta:
         return self._get(name).meta
@@ -260,25 +259,25 @@ class Renderer:
     def check_config(self, config: Config) -> None:
         """Check rules.yaml against the templates: each mailbox's AR exists and fits its scope."""
         for key, mailbox in config.mailboxes.items():
-            if mailbox.ar_template not in self._templates:
+            if mailbox.ar_template not in self._metas:
                 raise TemplateError(
                     f"mailboxes.{key}.ar_template: no template {mailbox.ar_template!r} in "
                     f"{self.template_dir} (known: {', '.join(self.names()) or 'none'})"
                 )
-            scope = self._templates[mailbox.ar_template].meta.scope
+            scope = self._metas[mailbox.ar_template].scope
             if not scope.allows(mailbox=key, service=mailbox.service):
                 raise TemplateError(
                     f"mailboxes.{key}.ar_template: template {mailbox.ar_template!r} is not "
                     f"meant for mailbox {key!r} / service {mailbox.service!r} (see its scope in "
-                    f"{self._templates[mailbox.ar_template].files['subject']})"
+                    f"{self.template_dir / mailbox.ar_template / META_FILE})"
                 )
         # A template may name a mailbox this deployment does not run; a service it must know.
-        for name, loaded in self._templates.items():
-            for service_name in loaded.meta.scope.services:
+        for name, meta in self._metas.items():
+            for service_name in meta.scope.services:
                 if service_name not in config.services:
                     raise TemplateError(
-                        f"{loaded.files['subject']}: scope.services: unknown service "
-                        f"{service_name!r} in template {name!r}"
+                        f"{self.template_dir / name / META_FILE}: scope.services: unknown "
+                        f"service {service_name!r} in template {name!r}"
                     )
 
     # ---------------------------------------------------------------- loading
@@ -613,8 +612,17 @@ class Renderer:
                     if problem:
                         raise TemplateError(f"{translation.path}: {part.text}: {problem}")
 
+    def _check_all(self) -> None:
+        """Every template compiled (its static checks) and test-rendered; the pass recorded."""
+        for name in self._metas:
+            self._get(name)
+        for name in self._metas:
+            self._trial_render(name)
+        if self._cache and self._fingerprint:
+            self._cache.record_pass(self._fingerprint)
+
     def _trial_render(self, name: str) -> None:
-        meta = self._templates[name].meta
+        meta = self._metas[name]
         for include_optional in (True, False):
             try:
                 self.render(name, meta.examples(include_optional=include_optional))
@@ -625,11 +633,16 @@ class Renderer:
     # ---------------------------------------------------------------- rendering
 
     def _get(self, name: str) -> _Loaded:
-        try:
-            return self._templates[name]
-        except KeyError:
+        """A template, compiled on first use (two threads may both compile it: the same)."""
+        loaded = self._templates.get(name)
+        if loaded is not None:
+            return loaded
+        meta = self._metas.get(name)
+        if meta is None:
             known = ", ".join(self.names()) or "none"
-            raise TemplateError(f"unknown template {name!r} (known: {known})") from None
+            raise TemplateError(f"unknown template {name!r} (known: {known})")
+        loaded = self._templates[name] = self._prepare(name, meta)
+        return loaded
 
     def _context(self, meta: TemplateMeta, variables: Mapping[str, object]) -> dict[str, object]:
         """Only declared variables reach the template, each checked against its type."""

@@ -26,6 +26,7 @@ from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
+    add_postgresql_options,
     attention,
     corrections,
     events,
@@ -74,6 +75,8 @@ class Store:
         # hide_parameters: a failed statement's error must not carry a citizen's address
         # or subject into a log or a traceback.
         if parsed.get_backend_name() != "sqlite":
+            if parsed.get_backend_name() == "postgresql":
+                add_postgresql_options()
             return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
         if parsed.database and parsed.database != ":memory:":
             try:

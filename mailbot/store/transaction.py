@@ -109,6 +109,10 @@ _BUMP_COUNTER = (
     .values(value=counters.c.value + 1)
     .returning(counters.c.value)
 )
+# The columns of an INSERT come from the parameters' keys; built once, their cache key is.
+_INSERT_MESSAGE = messages.insert()
+_INSERT_EVENT = events.insert()
+_INSERT_OUTBOX = outbox.insert()
 # The SET clause of these comes from the parameters' keys (the columns to change).
 _UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
 _CLAIM_OUTBOX = outbox.update().where(
@@ -136,6 +140,7 @@ class Transaction:
         self.fence = fence
         # An intake part on SQLite (``Store.batch``): other writes of the process wait for it.
         self.part = part
+        self._depth = 0  # savepoints open
 
     def writes_waiting(self) -> bool:
         """Whether another write of this process waits for this transaction's commit (an
@@ -145,9 +150,24 @@ class Transaction:
     @contextmanager
     def savepoint(self) -> Iterator[Transaction]:
         """A SAVEPOINT: if the block raises, its writes alone are undone (and the exception
-        goes on), the transaction stays usable. One mail of a batch fails alone this way."""
-        with self.conn.begin_nested():
+        goes on), the transaction stays usable. One mail of a batch fails alone this way.
+
+        Plain SQL rather than ``Connection.begin_nested``, which compiles its SAVEPOINT and
+        RELEASE anew each time: 0.19 ms a mail against 0.03 (issue 14). Nothing here asks
+        SQLAlchemy about its nested transactions; the names follow the nesting depth."""
+        self._depth += 1
+        name = f"mailbot_{self._depth}"
+        self.conn.exec_driver_sql(f"SAVEPOINT {name}")
+        try:
             yield self
+        except BaseException:
+            self.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
@@ -296,7 +316,7 @@ class Transaction:
         )
 
     def insert_message(self, new: NewMessage) -> int:
-        result = self.conn.execute(messages.insert(), self._message_values(new))
+        result = self.conn.execute(_INSERT_MESSAGE, self._message_values(new))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:
@@ -380,7 +400,7 @@ class Transaction:
 
     def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
         values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}
-        self.conn.execute(events.insert(), fit(events, values))
+        self.conn.execute(_INSERT_EVENT, fit(events, values))
 
     # -- outbox -------------------------------------------------------------------------
     def enqueue(
@@ -394,7 +414,7 @@ class Transaction:
     ) -> int:
         now = utcnow()
         result = self.conn.execute(
-            outbox.insert(),
+            _INSERT_OUTBOX,
             {
                 "message_pk": message_pk,
                 "kind": kind,
@@ -512,7 +532,7 @@ class Transaction:
                 fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
                 for pk, k, d, at in rows
             ]
-            self.conn.execute(events.insert(), values)
+            self.conn.execute(_INSERT_EVENT, values)
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
@@ -526,7 +546,7 @@ class Transaction:
     ) -> None:
         now = at or utcnow()
         self.conn.execute(
-            events.insert(),
+            _INSERT_EVENT,
             [
                 fit(events, {"message_pk": message_pk, "kind": k, "detail": d, "at": now})
                 for k, d in kinds
