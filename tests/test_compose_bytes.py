@@ -325,3 +325,16 @@ def test_plain_addresses_read_as_the_parser_reads_them() -> None:
         assert outcome(compose._one_address, value, "to") == expected, value
         plain += bool(compose._PLAIN_ADDRESS.fullmatch(value))
     assert plain > 100  # the shortcut was taken often
+
+
+def test_encoded_words_are_cut_where_header_cuts_them() -> None:
+    """The Q words cut in the encoded text (never inside "=XX" nor inside a character)
+    against ``Header.encode`` on values dense in multi-octet characters, at many widths."""
+    rng = random.Random(2920)
+    alphabet = "ab =?_éàü€😀ىЖ\u00a0"
+    for _ in range(1500):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 60)))
+        width = rng.randrange(24, 80)
+        header = Header(value, compose._UTF8_QP, header_name="Subject", maxlinelen=width)
+        expected = outcome(header.encode, ";, \t", None, "\r\n")
+        assert outcome(compose._qp_header, value, "Subject", width) == expected, (value, width)

@@ -131,3 +131,49 @@ def test_forwards_through_the_servers_keep_lines_legal(setup: Any) -> None:
     found_type, decoded = attachment(forwarded.raw)
     assert found_type == "message/global"
     assert decoded == original
+
+
+def test_the_note_is_the_one_wrapped_paragraph_by_paragraph() -> None:
+    """The note's shortcuts (a paragraph that fits kept as it is, the others wrapped once)
+    give the note every paragraph wrapped gave (tests/note_reference.py), whatever the
+    lengths of the values: short and long names, addresses, dates, an agent and a reason
+    with runs of spaces, line breaks and non-breaking spaces."""
+    import random
+
+    import note_reference
+
+    from mailbot.mail.forward import cover_note
+
+    rng = random.Random(78)
+    words = [
+        "a",
+        "service",
+        "des cartes grises",
+        "x" * 40,
+        "é",
+        "\u00a0",
+        "  ",
+        "\n",
+        "Jean Dupont",
+    ]
+
+    def text(most: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randrange(1, most)))
+
+    def address() -> str:
+        return f"{'u' * rng.randrange(1, 60)}@{rng.choice(['x.fr', 'seine-maritime.gouv.fr'])}"
+
+    for _ in range(400):
+        values: dict[str, Any] = {
+            "reference": f"SM-2026-{rng.randrange(10**6):06d}",
+            "received_at": f"lundi {rng.randrange(1, 31)} novembre 2026 à {rng.randrange(24)} h 05",
+            "service_name": text(8),
+            "citizen": address(),
+            "mailbox_address": address(),
+            "category": text(4),
+            "tracking_address": rng.choice([None, address()]),
+            "deadline": rng.choice([None, f"mardi {rng.randrange(1, 31)} décembre 2026"]),
+        }
+        if rng.random() < 0.3:
+            values |= {"transferred_by": text(4), "reason": text(30)}
+        assert cover_note(**values) == note_reference.cover_note(**values), values

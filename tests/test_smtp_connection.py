@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scripted import ScriptedSmtpServer
@@ -223,3 +224,39 @@ def test_the_worker_closes_the_connection_at_shutdown(
             worker.kill()
     assert worker.returncode == 0, err
     assert smtp_server.commands("QUIT") == [ar.peer]
+
+
+def test_envelope_addresses_and_body_as_aiosmtplib_writes_them() -> None:
+    """The shortcuts (a bare address quoted without parsing it, a body already fit for DATA
+    left alone) give what aiosmtplib's ``quote_address`` and its line-end normalisation and
+    dot-stuffing give, or refuse the same."""
+    import random
+
+    from aiosmtplib.email import quote_address
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    from mailbot.mail import smtp
+
+    def outcome(function: Any, *args: object) -> object:
+        try:
+            return function(*args)
+        except Exception as exc:
+            return type(exc), str(exc)
+
+    rng = random.Random(5321)
+    alphabets = ["ab.@-_+!#{}~'=?", "ab.@-_+'\"é ()<>,;:[]\\\t", "a.@-"]
+    bare = 0
+    for _ in range(3000):
+        alphabet = rng.choice(alphabets)
+        address = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 16)))
+        if rng.random() < 0.4:  # mostly well formed: local@domain, with atext and dots
+            address = address.replace("@", "") + "@" + rng.choice(["x.fr", "a-b.example.org"])
+        expected = outcome(lambda a=address: quote_address(a).encode("utf-8"))
+        assert outcome(smtp._quoted, address, "utf-8") == expected, address
+        bare += bool(smtp._BARE_ADDRESS.fullmatch(address))
+    assert bare > 100  # the shortcut was taken often
+    pieces = [b"a", b".", b"\r\n", b"\n", b"\r", b"..", b" ", b"\r\n."]
+    for _ in range(3000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+        expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw))
+        assert smtp._wire_body(raw) == expected, raw

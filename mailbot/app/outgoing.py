@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 
 from mailbot.config import Config
 from mailbot.core.dates import date_fr
@@ -55,6 +56,13 @@ class Transfer:
     reason: str | None = None
 
 
+@lru_cache(maxsize=64)
+def _day(day: date, timezone: str) -> str:
+    """A deadline in words ("lundi 9 novembre 2026"), formatted once a day (Babel's
+    formatting is a tenth of a millisecond)."""
+    return date_fr(day, timezone=timezone, style="date")
+
+
 def forwards(
     config: Config, composer: Composer, transfer: Transfer, original: bytes
 ) -> tuple[Queued, ...]:
@@ -64,11 +72,7 @@ def forwards(
     note = cover_note(
         reference=transfer.reference,
         received_at=date_fr(transfer.received_at, timezone=config.timezone),
-        deadline=date_fr(
-            answer_deadline(transfer.received_at, config.timezone),
-            timezone=config.timezone,
-            style="date",
-        ),
+        deadline=_day(answer_deadline(transfer.received_at, config.timezone), config.timezone),
         service_name=config.services[transfer.service].name,
         citizen=transfer.citizen,
         mailbox_address=box.address,

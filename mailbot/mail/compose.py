@@ -224,34 +224,42 @@ def _continuation(line: str) -> bool:
     )
 
 
-# How many characters each octet takes in a "Q" encoded word (RFC 2047 §4.2).
-_QP_SIZES = [quoprimime.header_length(bytes([octet])) for octet in range(256)]
 _RFC2047_CHROME = len("=?utf-8?q??=")
 
 
-@lru_cache(maxsize=4096)
-def _qp_size(char: str) -> int:
-    return sum(_QP_SIZES[octet] for octet in char.encode("utf-8"))
+_Q_PREFIX = len("=?utf-8?q?")
 
 
 def _qp_words(value: str, first: int, rest: int) -> list[str] | None:
     """``value`` cut into "Q" encoded words as ``Header.encode`` cuts it (greedily, never
     inside a character): at most ``first`` encoded characters in the first word, ``rest``
-    in the others. None where Header would do something else (a first word with no room)."""
+    in the others. None where Header would do something else (a word with no room).
+
+    The whole value is encoded at once (the standard library's translation table, in C) and
+    cut in the encoded text: each word ends at the last place within its limit that is
+    neither inside an "=XX" nor before a UTF-8 continuation octet (=80 to =BF), which is
+    where the greedy character-by-character cut ends it too (tests/test_compose_bytes.py
+    checks them against each other)."""
+    encoded = quoprimime.header_encode(value.encode("utf-8"), "utf-8")[_Q_PREFIX:-2]
     words: list[str] = []
-    current: list[str] = []
-    used, limit = 0, first - _RFC2047_CHROME
-    for char in value:
-        size = _qp_size(char)
-        if used + size > limit:
-            if not current:
-                return None
-            words.append(quoprimime.header_encode("".join(current).encode("utf-8"), "utf-8"))
-            current, used, limit = [], 0, rest - _RFC2047_CHROME
-        current.append(char)
-        used += size
-    words.append(quoprimime.header_encode("".join(current).encode("utf-8"), "utf-8"))
+    start, limit = 0, first - _RFC2047_CHROME
+    while len(encoded) - start > limit:
+        cut = start + limit
+        while cut > start and not _boundary(encoded, cut):
+            cut -= 1
+        if cut == start:
+            return None
+        words.append(f"=?utf-8?q?{encoded[start:cut]}?=")
+        start, limit = cut, rest - _RFC2047_CHROME
+    words.append(f"=?utf-8?q?{encoded[start:]}?=" if encoded else "")
     return words
+
+
+def _boundary(encoded: str, at: int) -> bool:
+    """Whether a "Q" encoded text may be cut at ``at``: between two characters."""
+    if "=" in encoded[max(at - 2, 0) : at]:
+        return False  # inside an "=XX"
+    return not (encoded[at : at + 1] == "=" and encoded[at + 1 : at + 2] in "89AB")
 
 
 def _qp_header(value: str, name: str, maxlinelen: int) -> str:
@@ -521,6 +529,14 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
     ]
 
 
+@lru_cache(maxsize=1024)
+def _forward_address(value: str) -> None:
+    """A forward's address checked (the configured ones once, not on every forward)."""
+    if "\r" in value or "\n" in value or "@" not in value:
+        raise MessageError(f"not a single address: {value!r}")
+    check_mailbox(value)
+
+
 @lru_cache(maxsize=256)
 def _forward_from(from_name: str, from_address: str) -> str:
     """A forward's From: the mailbox's, encoded once."""
@@ -547,9 +563,7 @@ def build_forward(
 ) -> tuple[str, bytes]:
     """Return (Message-ID, bytes) of the forward; the original is attached unaltered."""
     for value in (to, reply_to, from_address):
-        if "\r" in value or "\n" in value or "@" not in value:
-            raise MessageError(f"not a single address: {value!r}")
-        check_mailbox(value)
+        _forward_address(value)
     boundary = f"=_mailbot_{uuid.uuid4().hex}"
     original = _crlf(original)
     if boundary.encode() in original:  # astronomically unlikely, but never ambiguous

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 
 from mailbot.config import SmtpConfig
@@ -116,6 +118,50 @@ def needs_smtputf8(envelope: Envelope) -> bool:
     return not (
         envelope.envelope_from.isascii() and envelope.recipient.isascii() and head.isascii()
     )
+
+
+# A bare ASCII address (dot-atom "@" dot-atom): aiosmtplib's ``quote_address`` (through
+# ``email.utils.parseaddr``, a tenth of a millisecond) gives back "<address>" for it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_BARE_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _quoted(address: str, encoding: str) -> bytes:
+    """``<address>`` for MAIL FROM or RCPT TO, as aiosmtplib's ``mail``/``rcpt`` write it."""
+    if not address:
+        return b"<>"  # the null sender
+    if _BARE_ADDRESS.fullmatch(address):
+        return f"<{address}>".encode(encoding)
+    return quote_address(address).encode(encoding)
+
+
+def _wire_body(raw: bytes) -> bytes:
+    """The body as DATA carries it: CRLF line ends, ending in CRLF, lines starting with "."
+    doubled (aiosmtplib's own functions); the regular expressions only where the body is not
+    already so (a mail built by mailbot always has CRLF line ends and seldom a leading ".")."""
+    crlf = raw.count(b"\r\n")
+    if not (raw.count(b"\r") == crlf == raw.count(b"\n") and raw.endswith(b"\r\n")):
+        raw = normalize_message_line_endings(raw)
+    if raw.startswith(b".") or b"\n." in raw:
+        raw = PERIOD_REGEX.sub(b"..", raw)
+    return raw
+
+
+async def _mail_from(
+    client: aiosmtplib.SMTP, sender: str, options: Sequence[str], encoding: str
+) -> None:
+    """``client.mail(...)`` without its address parser (the greeting is done at connect)."""
+    words = [b"FROM:" + _quoted(sender, encoding), *(option.encode("ascii") for option in options)]
+    response = await client.execute_command(b"MAIL", *words)
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt_to(client: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    """``client.rcpt(...)`` without its address parser."""
+    response = await client.execute_command(b"RCPT", b"TO:" + _quoted(recipient, encoding))
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
 
 def _reply_error(exc: aiosmtplib.SMTPResponseException, what: str) -> DeliveryError:
@@ -280,9 +326,9 @@ class _Session:
         try:
             options = self._mail_options(client, envelope)
             encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-            await self.step(client.mail(envelope.envelope_from, options=options, encoding=encoding))
+            await self.step(_mail_from(client, envelope.envelope_from, options, encoding))
             data.stage = "RCPT TO"
-            await self.step(client.rcpt(envelope.recipient, encoding=encoding))
+            await self.step(_rcpt_to(client, envelope.recipient, encoding))
             data.stage = "DATA"
             await self.step(self._data(client, envelope.raw, data))
         except DeliveryError as refused:  # nothing was sent
@@ -357,7 +403,7 @@ class _Session:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost after DATA")
         data.stage = "the message body"
-        body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw))
+        body = _wire_body(raw)
         for start in range(0, len(body), _CHUNK):
             protocol.write(body[start : start + _CHUNK])
             await _flushed(protocol, _CHUNK, timeout)
