@@ -327,7 +327,8 @@ class _Run:
 
 class DeliveryLoop:
     """Delivers the outbox on a thread of its own, so that intake never waits on SMTP
-    (``run``; ``poll --once`` too, then ``finish`` drains what is due).
+    (``run``; ``poll --once`` delivers each committed batch itself: on one process the thread
+    cost CPU and gained nothing, see bench/README.md).
 
     The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
@@ -354,8 +355,8 @@ class DeliveryLoop:
             self._thread.join(timeout)
 
     def finish(self) -> None:
-        """Deliver everything due, then end the thread (``poll --once``: it returns only
-        when the mail it queued has been sent). Raises what the last delivery raised."""
+        """Deliver everything due, then end the thread: a drain that returns only when the
+        mail queued so far has been sent. Raises what the last delivery raised."""
         self._draining = True
         self.join()
         if self._failure is not None:
