@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mailbot.cli import main
 from mailbot.config import config_from_mapping, load_config
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, decide, form_fields, normalize
@@ -214,7 +216,22 @@ def run_explain(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_explain_single_file_and_directory_text_and_json(tmp_path: Path) -> None:
+def explain_here(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (a new interpreter per call cost seconds each)."""
+    capsys.readouterr()
+    try:
+        code = main(["--config", str(ROOT / "rules.yaml"), "explain", *args])
+    finally:
+        logging.getLogger().handlers[:] = []  # setup_logging's handler writes to capsys
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_explain_single_file_and_directory_text_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "a.eml").write_bytes(
         b"Return-Path: <a@example.fr>\r\nFrom: a@example.fr\r\n"
         b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: Carte grise\r\n\r\nBonjour\r\n"
@@ -223,21 +240,21 @@ def test_explain_single_file_and_directory_text_and_json(tmp_path: Path) -> None
         b"Return-Path: <>\r\nFrom: MAILER-DAEMON <>\r\nTo: pref-etrangers@seine-maritime.gouv.fr\r\n"
         b"Subject: Undelivered\r\nContent-Type: multipart/report; boundary=x\r\n\r\n--x--\r\n"
     )
-    text = run_explain(str(tmp_path / "a.eml"))
+    text = run_explain(str(tmp_path / "a.eml"))  # the real command, once
     assert text.returncode == 0, text.stderr
     assert "service:  cartes-grises" in text.stdout and "✔ cartes-grises" in text.stdout
-    single = run_explain(str(tmp_path / "a.eml"), "--json")
+    single = explain_here(capsys, str(tmp_path / "a.eml"), "--json")
     obj = json.loads(single.stdout)
     assert {"ar", "ar_reasons", "service", "category", "actions", "rule_hits"} <= set(obj)
     assert obj["ar"] is True and obj["service"] == "cartes-grises"
-    many = run_explain(str(tmp_path), "--json")
+    many = explain_here(capsys, str(tmp_path), "--json")
     objects = [json.loads(line) for line in many.stdout.splitlines()]
     assert [Path(o["file"]).name for o in objects] == ["a.eml", "b.eml"]
     assert objects[1]["ar"] is False and "null-return-path" in objects[1]["ar_reasons"]
     assert objects[1]["mailbox"] == "etrangers"
-    forced = run_explain(str(tmp_path / "a.eml"), "--json", "--mailbox", "etrangers")
+    forced = explain_here(capsys, str(tmp_path / "a.eml"), "--json", "--mailbox", "etrangers")
     assert json.loads(forced.stdout)["mailbox"] == "etrangers"
-    directory_text = run_explain(str(tmp_path))
+    directory_text = explain_here(capsys, str(tmp_path))
     assert directory_text.stdout.count("  AR:") == 2
 
 
