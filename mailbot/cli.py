@@ -858,6 +858,10 @@ def console() -> int:
     # (~300 collections, ~0.15 s of `poll --once`, issue 14 point 9); start-up makes
     # little garbage. Off until the command has loaded what it needs (``_started``).
     gc.disable()
+    # pydantic looks for plugins among the entry points of every installed distribution
+    # the first time it builds a validator (~10-15 ms of a start); mailbot uses none. An
+    # operator who installs one may still turn plugins on by setting the variable.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     code = main()
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return code  # a thread the interpreter must join: let it exit the slow way
