@@ -9,6 +9,9 @@ Two things, in one directory private to mailbot's user:
   test-rendered with its examples): a start skips those trial renders while the directory,
   and the code that renders it, is exactly what passed. ``mailbot check`` and ``mailbot
   templates check`` always run them;
+* what the syntax trees of each template say about rendering it from a skeleton
+  (``once.Skeletons``): parsing them again is ~25 ms of a first AR. Keyed by the same
+  fingerprint as the checks (every template file, the rendering code, Jinja's version);
 * the public holidays an AR's deadline counts with, as the ``holidays`` package computed
   them: loading that package is ~40 ms of a start. An entry is keyed by the package's files
   (an upgrade computes them again), the subdivision and the years.
@@ -44,6 +47,7 @@ CACHE_ENV = "MAILBOT_CACHE_DIR"
 CHECKS_DIR = "template-checks"
 BYTECODE_DIR = "jinja"
 HOLIDAYS_DIR = "holidays"
+ANALYSES_DIR = "skeletons"
 # The files of the `holidays` package whose change may change France's holidays.
 _HOLIDAYS_FILES = ("version.py", "holiday_base.py", "countries/france.py")
 # Code whose change may change what the checks find: the renderer and the pure helpers its
@@ -131,6 +135,10 @@ class RenderCache:
             self._write(path, json.dumps(sorted(map(date.isoformat, found))).encode())
         return found
 
+    def analyses(self, fingerprint: str) -> TemplateAnalyses:
+        """The skeletons' analyses of the templates of a directory with this fingerprint."""
+        return TemplateAnalyses(self, fingerprint)
+
     def _write(self, path: Path, data: bytes) -> None:
         """Write a file whole (a reader never sees half of it); a failure only costs time."""
         try:
@@ -155,6 +163,31 @@ class RenderCache:
             log.warning("cannot record the template checks in %s: %s", folder, exc)
 
 
+class TemplateAnalyses:
+    """``once.Memo`` in the cache: one JSON file per template and fingerprint. A file that
+    cannot be read, or is not two lists of strings, is an analysis to make again."""
+
+    def __init__(self, cache: RenderCache, fingerprint: str) -> None:
+        self._cache = cache
+        self._fingerprint = fingerprint
+
+    def _path(self, name: str) -> Path:
+        return self._cache.directory / ANALYSES_DIR / f"{self._fingerprint}-{name}.json"
+
+    def recall(self, name: str) -> tuple[list[str], list[str]] | None:
+        try:
+            refusals, builders = json.loads(self._path(name).read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+        lists = [refusals, builders]
+        if all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in lists):
+            return refusals, builders
+        return None
+
+    def keep(self, name: str, analysis: tuple[list[str], list[str]]) -> None:
+        self._cache._write(self._path(name), json.dumps(analysis).encode())
+
+
 def open_cache(directory: Path | None = None) -> RenderCache | None:
     """The cache directory (``default_directory()`` unless given), created 0700 if missing;
     None, with a warning, when it cannot be created or is not safe."""
@@ -164,7 +197,7 @@ def open_cache(directory: Path | None = None) -> RenderCache | None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         reason = unsafe_reason(directory)
-        for name in (BYTECODE_DIR, CHECKS_DIR, HOLIDAYS_DIR):  # mailbot's: checked anyway
+        for name in (BYTECODE_DIR, CHECKS_DIR, HOLIDAYS_DIR, ANALYSES_DIR):  # checked anyway
             if reason is None:
                 (directory / name).mkdir(mode=0o700, exist_ok=True)
                 reason = unsafe_reason(directory / name)
