@@ -132,7 +132,6 @@ def mark(name):
     now = time.process_time(); rows[name] = (now - T[0]) * 1000; T[0] = now
 import gc, os, sys
 gc.disable()
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as `console` does now
 import mailbot.cli
 mark("import mailbot.cli")
 import mailbot.config
@@ -190,9 +189,12 @@ def phases(
         config = write_config(Path(tmp), {"general": user}, smtp, routing=True, tree=tree)
         child(tree, "--config", str(config), "migrate")()
         smtp.clear()
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        if "PYDANTIC_DISABLE_PLUGINS" in (tree / "mailbot" / "cli.py").read_text("utf-8"):
+            env.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as that tree's console
         run = subprocess.run(
             [sys.executable, "-c", PHASES, str(config)],
-            env=dict(os.environ, PYTHONPATH=str(tree)),
+            env=env,
             cwd=tree,
             capture_output=True,
             text=True,
