@@ -15,6 +15,10 @@ CPU time (median, user + system):
   (the very first start: it creates the schema) and on a database already at the schema's
   head (every later start; created beforehand by ``mailbot migrate``, untimed).
 
+``--phases``: where the time to first mail goes, per tree — the same start, in one fresh
+interpreter per run, timed in-process by a copy of ``cmd_poll`` (CPU ms of each phase,
+median over the repeats; database at head, bytecode compiled, render cache warm).
+
 Every tree shares one render cache directory of this run (``MAILBOT_CACHE_DIR``), warmed by
 an untimed ``mailbot templates check`` first, as a deployment runs it before starting the service.
 Each tree's modules are compiled to bytecode first (``compileall``), as ``pip install`` does
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import json
 import os
 import resource
 import shutil
@@ -118,6 +123,95 @@ def first_mail(
         smtp.wait_for(1)
 
 
+# A copy of `console` + `cmd_poll` (garbage collector off until the worker is built), CPU
+# time at each step; the figures as one JSON line on stdout.
+PHASES = """
+import time
+T, rows = [time.process_time()], {}
+def mark(name):
+    now = time.process_time(); rows[name] = (now - T[0]) * 1000; T[0] = now
+import gc, os, sys
+gc.disable()
+import mailbot.cli
+mark("import mailbot.cli")
+import mailbot.config
+mark("import config (pydantic, SQLAlchemy, YAML)")
+import mailbot.store
+mark("import store (numpy)")
+import mailbot.render.templates
+mark("import render (Jinja)")
+import mailbot.app.context, mailbot.worker
+mark("import the rest (intake, routing, mail)")
+from mailbot.app.context import App
+from mailbot.app.delivery import Outbox
+from mailbot.app.intake import Pipeline
+from mailbot.config import load_config
+from mailbot.mail.smtp import SmtpTransport
+from mailbot.render.templates import Renderer
+from mailbot.store import Store
+config = load_config(sys.argv[1])
+mark("load_config")
+store = Store(config.database)
+mark("Store()")
+renderer = Renderer(config.templates, timezone=config.timezone)
+renderer.check_config(config)
+mark("Renderer()")
+outbox = Outbox(store, SmtpTransport(config.smtp), config.outbox, config.configured_recipients)
+pipeline = Pipeline(config, store, renderer, acknowledge_existing=True)
+mark("Pipeline (routing rules, model)")
+worker = mailbot.worker.make_worker(App(config, store, renderer, pipeline, outbox))
+gc.freeze()
+gc.enable()
+mark("make_worker")
+worker.poll_once()
+mark("poll_once")
+outbox.transport.close()
+store.close()
+mark("close")
+import resource
+usage = resource.getrusage(resource.RUSAGE_SELF)
+rows["process (user + system)"] = (usage.ru_utime + usage.ru_stime) * 1000
+import json
+print(json.dumps(rows))
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def phases(
+    dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, into: dict[str, list[float]]
+) -> None:
+    """One mail waiting, a database at head, the phases of one `poll --once` start."""
+    user = dovecot.new_user(f"phases{tree.name}{n}")
+    with user.connect() as client:
+        client.append("INBOX", realistic_mail(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), {"general": user}, smtp, routing=True, tree=tree)
+        child(tree, "--config", str(config), "migrate")()
+        smtp.clear()
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        if "PYDANTIC_DISABLE_PLUGINS" in (tree / "mailbot" / "cli.py").read_text("utf-8"):
+            env.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as that tree's console
+        run = subprocess.run(
+            [sys.executable, "-c", PHASES, str(config)],
+            env=env,
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        smtp.wait_for(1)
+    for name, value in json.loads(run.stdout.splitlines()[-1]).items():
+        into.setdefault(name, []).append(value)
+
+
+def print_phases(trees: list[Path], found: dict[Path, dict[str, list[float]]]) -> None:
+    print("CPU ms per phase of `poll --once` (median), " + " | ".join(t.name for t in trees))
+    for name in found[trees[0]]:
+        cells = [statistics.median(found[t].get(name, [0.0])) for t in trees]
+        print(f"    {name:45s} " + " | ".join(f"{c:7.0f}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,6 +220,9 @@ def main() -> None:
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
     parser.add_argument(
         "--no-compile", action="store_true", help="leave the trees without bytecode"
+    )
+    parser.add_argument(
+        "--phases", action="store_true", help="only the CPU time of each phase of a first mail"
     )
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.trees.split(",")]
@@ -137,6 +234,17 @@ def main() -> None:
         else:
             compileall.compile_dir(tree / "mailbot", quiet=1)
     os.environ["MAILBOT_CACHE_DIR"] = cache.name
+    if args.phases:
+        found: dict[Path, dict[str, list[float]]] = {tree: {} for tree in trees}
+        with DovecotServer() as dovecot, SmtpServer() as smtp:
+            for tree in trees:
+                child(tree, "--config", str(tree / "rules.yaml"), "templates", "check")()
+            for n in range(args.repeat):
+                for tree in trees:
+                    phases(dovecot, smtp, tree, n, found[tree])
+        print_phases(trees, found)
+        cache.cleanup()
+        return
     bare = Times()
     helps = {tree: Times() for tree in trees}
     new_db = {tree: Times() for tree in trees}

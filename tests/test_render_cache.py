@@ -193,3 +193,56 @@ def test_a_cache_that_cannot_be_written_costs_only_time(
     renderer = Renderer(small, cache=cache)
     assert "Nom : Jeanne" in renderer.render("demo", {"name": "Jeanne"}).text
     assert Renderer(small, cache=cache).checks_run
+
+
+def test_the_deadlines_holidays_are_kept_and_read_back(
+    cache: RenderCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start computes France's holidays with the library and keeps them; the next
+    one reads the same dates without asking the library; a damaged file is computed again."""
+    from mailbot.core import workdays
+
+    years = range(2024, 2028)
+    expected = workdays.public_holidays(None, years)
+    assert cache.public_holidays(None, years) == expected
+    (kept,) = (cache.directory / "holidays").glob("*.json")
+
+    def library(*_args: object) -> frozenset[object]:
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(workdays, "public_holidays", library)
+    assert cache.public_holidays(None, years) == expected
+    with pytest.raises(AssertionError, match="computed again"):
+        cache.public_holidays("57", years)  # Alsace-Moselle: another entry
+    kept.write_text("[not json", encoding="utf-8")
+    monkeypatch.undo()
+    assert cache.public_holidays(None, years) == expected
+    assert cache.public_holidays(None, years) == expected  # kept again, read back
+
+
+def test_a_second_start_reads_what_the_syntax_trees_said(
+    small: Path, cache: RenderCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The skeletons' analysis of a template (parsing every file it uses) is kept with the
+    directory's fingerprint: the next start renders the same mail without parsing; an
+    edited partial, or a damaged entry, is analysed again."""
+    variables = {"name": "Jeanne"}
+    first = Renderer(small, cache=cache)
+    expected = first.render_once("demo", variables)
+    assert expected == first.render("demo", variables)
+
+    def parse(*_args: object) -> None:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(Renderer, "_trees", parse)
+    assert Renderer(small, cache=cache).render_once("demo", variables) == expected
+    (entry,) = (cache.directory / "skeletons").glob("*-demo.json")
+    entry.write_text('[["a", 1], []]', encoding="utf-8")
+    with pytest.raises(AssertionError, match="parsed again"):
+        Renderer(small, cache=cache).render_once("demo", variables)
+    monkeypatch.undo()
+    Renderer(small, cache=cache).render_once("demo", variables)  # kept again
+    edit(small / "_partials" / "name.txt.j2", "Nom :", "Nom complet :")
+    monkeypatch.setattr(Renderer, "_trees", parse)
+    with pytest.raises(AssertionError, match="parsed again"):
+        Renderer(small, cache=cache).render_once("demo", variables)

@@ -128,6 +128,21 @@ def test_a_calendar_does_not_import_every_country() -> None:
     assert sorted(m for m in loaded if m.startswith("holidays.countries")) == []
 
 
+def test_holidays_given_spare_the_library_and_count_the_same() -> None:
+    """A calendar given the public holidays (the render cache's) loads no ``holidays``
+    package and counts what a calendar asking the library counts."""
+    years = range(2015, 2041)
+    given = WorkingCalendar(public=public_holidays(None, years), closures=[date(2026, 11, 27)])
+    asked = WorkingCalendar(closures=[date(2026, 11, 27)])
+    assert np.array_equal(given.holidays, asked.holidays)
+    assert given.deadline(at(2026, 4, 30)) == asked.deadline(at(2026, 4, 30))
+    loaded = modules_after(
+        "from datetime import date\nfrom mailbot.core.workdays import WorkingCalendar\n"
+        "WorkingCalendar(public=[date(2026, 5, 1)]).is_working_day(date(2026, 5, 1))"
+    )
+    assert "holidays" not in loaded
+
+
 def test_running_count_equals_busday_count_inside_and_outside_the_years() -> None:
     """``working_days_after`` (lookups in a running count) counts what ``busday_count``
     counts, on random pairs, answered or not, some beyond the holidays' years."""

@@ -8,7 +8,13 @@ Two things, in one directory private to mailbot's user:
 * a record that a template directory passed the renderer's checks (every template
   test-rendered with its examples): a start skips those trial renders while the directory,
   and the code that renders it, is exactly what passed. ``mailbot check`` and ``mailbot
-  templates check`` always run them.
+  templates check`` always run them;
+* what the syntax trees of each template say about rendering it from a skeleton
+  (``once.Skeletons``): parsing them again is ~25 ms of a first AR. Keyed by the same
+  fingerprint as the checks (every template file, the rendering code, Jinja's version);
+* the public holidays an AR's deadline counts with, as the ``holidays`` package computed
+  them: loading that package is ~40 ms of a start. An entry is keyed by the package's files
+  (an upgrade computes them again), the subdivision and the years.
 
 The directory is ``$MAILBOT_CACHE_DIR``, else systemd's ``$CACHE_DIRECTORY``
 (``CacheDirectory=mailbot`` in the unit), else ``$XDG_CACHE_HOME/mailbot`` or
@@ -20,10 +26,14 @@ mailbot then compiles and checks everything at each start, as without a cache, a
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 
 import jinja2
@@ -36,6 +46,10 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "MAILBOT_CACHE_DIR"
 CHECKS_DIR = "template-checks"
 BYTECODE_DIR = "jinja"
+HOLIDAYS_DIR = "holidays"
+ANALYSES_DIR = "skeletons"
+# The files of the `holidays` package whose change may change France's holidays.
+_HOLIDAYS_FILES = ("version.py", "holiday_base.py", "countries/france.py")
 # Code whose change may change what the checks find: the renderer and the pure helpers its
 # filters call. A new mailbot install (new files) means checking again.
 _CODE_DIRS = (Path(__file__).parent, Path(mailbot.__file__).parent / "core")
@@ -103,6 +117,37 @@ class RenderCache:
         digest = hashlib.sha256(f"{flavour}|{jinja2.__version__}".encode()).hexdigest()[:16]
         return _BytecodeCache(str(self.directory / BYTECODE_DIR), f"{digest}-%s.cache")
 
+    def public_holidays(self, subdivision: str | None, years: range) -> frozenset[date]:
+        """France's public holidays (``core.workdays.public_holidays``), read from the cache
+        when the installed ``holidays`` package computed them before; computed, and kept,
+        otherwise. A file that cannot be read or written only means computing them."""
+        key = _holidays_key(subdivision, years)
+        path = self.directory / HOLIDAYS_DIR / f"{key}.json"
+        if key is not None:
+            try:
+                return frozenset(map(date.fromisoformat, json.loads(path.read_bytes())))
+            except (OSError, ValueError, TypeError):
+                pass  # not there yet (or damaged): computed below, then kept
+        from mailbot.core.workdays import public_holidays
+
+        found = public_holidays(subdivision, years)
+        if key is not None:
+            self._write(path, json.dumps(sorted(map(date.isoformat, found))).encode())
+        return found
+
+    def analyses(self, fingerprint: str) -> TemplateAnalyses:
+        """The skeletons' analyses of the templates of a directory with this fingerprint."""
+        return TemplateAnalyses(self, fingerprint)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Write a file whole (a reader never sees half of it); a failure only costs time."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
+        except OSError as exc:
+            log.warning("cannot keep %s in the cache: %s", path.name, exc)
+
     def passed(self, fingerprint: str) -> bool:
         """True when a directory with this fingerprint passed every check before."""
         return (self.directory / CHECKS_DIR / fingerprint).is_file()
@@ -118,6 +163,31 @@ class RenderCache:
             log.warning("cannot record the template checks in %s: %s", folder, exc)
 
 
+class TemplateAnalyses:
+    """``once.Memo`` in the cache: one JSON file per template and fingerprint. A file that
+    cannot be read, or is not two lists of strings, is an analysis to make again."""
+
+    def __init__(self, cache: RenderCache, fingerprint: str) -> None:
+        self._cache = cache
+        self._fingerprint = fingerprint
+
+    def _path(self, name: str) -> Path:
+        return self._cache.directory / ANALYSES_DIR / f"{self._fingerprint}-{name}.json"
+
+    def recall(self, name: str) -> tuple[list[str], list[str]] | None:
+        try:
+            refusals, builders = json.loads(self._path(name).read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+        lists = [refusals, builders]
+        if all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in lists):
+            return refusals, builders
+        return None
+
+    def keep(self, name: str, analysis: tuple[list[str], list[str]]) -> None:
+        self._cache._write(self._path(name), json.dumps(analysis).encode())
+
+
 def open_cache(directory: Path | None = None) -> RenderCache | None:
     """The cache directory (``default_directory()`` unless given), created 0700 if missing;
     None, with a warning, when it cannot be created or is not safe."""
@@ -127,7 +197,7 @@ def open_cache(directory: Path | None = None) -> RenderCache | None:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         reason = unsafe_reason(directory)
-        for name in (BYTECODE_DIR, CHECKS_DIR):  # made by mailbot's user: checked anyway
+        for name in (BYTECODE_DIR, CHECKS_DIR, HOLIDAYS_DIR, ANALYSES_DIR):  # checked anyway
             if reason is None:
                 (directory / name).mkdir(mode=0o700, exist_ok=True)
                 reason = unsafe_reason(directory / name)
@@ -160,3 +230,27 @@ def fingerprint(template_dir: Path, *settings: str) -> str:
             digest.update(f"{path.relative_to(template_dir)}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _holidays_key(subdivision: str | None, years: range) -> str | None:
+    """What France's holidays depend on, hashed: the ``holidays`` package's files (name,
+    size, modification time; found without importing it), the subdivision, the years.
+    None when the package cannot be found that way (nothing is cached then)."""
+    spec = importlib.util.find_spec("holidays")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return _file_digest(
+        (package / name for name in _HOLIDAYS_FILES), f"{subdivision}|{years.start}-{years.stop}"
+    )
+
+
+def _file_digest(paths: Iterable[Path], *parts: str) -> str | None:
+    digest = hashlib.sha256("\0".join(parts).encode())
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:32]

@@ -170,6 +170,7 @@ class Renderer:
             self._trees,
             (_clean_text, wrap_long_lines),
             log.warning,
+            self._cache.analyses(self._fingerprint) if self._cache and self._fingerprint else None,
         )
 
         for key, (_, path) in self._sources.items():

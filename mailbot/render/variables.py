@@ -12,7 +12,8 @@ import functools
 from datetime import date, datetime
 
 from mailbot.config import Agent, Config, ServiceConfig
-from mailbot.core.workdays import WorkingCalendar
+from mailbot.core.workdays import YEARS, WorkingCalendar
+from mailbot.render.cache import open_cache
 
 
 def service_email(service: ServiceConfig, fallback: str | None = None) -> str | None:
@@ -36,7 +37,11 @@ def service_variables(service: ServiceConfig, fallback_email: str | None) -> dic
 
 @functools.lru_cache(maxsize=4)
 def _calendar(timezone: str) -> WorkingCalendar:
-    return WorkingCalendar(timezone=timezone)
+    """The deadline's calendar, its public holidays from the render cache when it has them
+    (a start then does not load the ``holidays`` package: issue 14 point 9)."""
+    cache = open_cache()
+    public = cache.public_holidays(None, YEARS) if cache is not None else None
+    return WorkingCalendar(timezone=timezone, public=public)
 
 
 def answer_deadline(received_at: datetime, timezone: str = "Europe/Paris") -> date:
