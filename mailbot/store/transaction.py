@@ -16,7 +16,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import LeaseLostError, RepeatedRequestError
-from mailbot.store.records import FolderState, NewMessage, OutboxItem, outbox_item
+from mailbot.store.records import FolderState, KnownRow, NewMessage, OutboxItem, outbox_item
 from mailbot.store.schema import (
     backfill_flag,
     counters,
@@ -103,6 +103,48 @@ _UNANSWERED = (
     .order_by(messages.c.received_at.desc())
     .limit(20)
 )
+# A batch's references (``reserve_numbers``): the counter read and locked (PostgreSQL: the
+# row, until the commit) at the first, its final value written once at the end.
+_LOCK_COUNTER = (
+    counters.update()
+    .where(counters.c.name == _param("counter"))
+    .values(value=counters.c.value)
+    .returning(counters.c.value)
+)
+_SET_COUNTER = counters.update().where(counters.c.name == _param("counter"))
+# What the intake's lookups read of a recorded message (``Transaction.known``).
+_KNOWN = (
+    messages.c.id,
+    messages.c.message_id,
+    messages.c.fingerprint,
+    messages.c.content_hash,
+    messages.c.sender,
+    messages.c.decision,
+    messages.c.received_at,
+    messages.c.reference,
+    messages.c.ar_message_id,
+    messages.c.subject,
+    messages.c.first_reply_at,
+)
+# Values per IN list: far below SQLite's and PostgreSQL's limits on parameters.
+_IN_CHUNK = 500
+
+
+@functools.cache
+def _known_query(column: str) -> sa.Select[Any]:
+    """A mailbox's messages whose ``column`` is among the values; by sender, only its
+    acknowledged messages since a date (the rate limit's and the relances' rows)."""
+    values: sa.BindParameter[Any] = _param("values", expanding=True)
+    query = sa.select(*_KNOWN).where(
+        messages.c.mailbox == _param("mailbox"), messages.c[column].in_(values)
+    )
+    if column == "sender":
+        query = query.where(
+            messages.c.decision == Decision.ACKNOWLEDGE, messages.c.received_at >= _param("since")
+        )
+    return query
+
+
 _BUMP_COUNTER = (
     counters.update()
     .where(counters.c.name == _param("counter"))
@@ -278,6 +320,44 @@ class Transaction:
             number = int(bumped.value)
         return f"{prefix}-{year}-{number:06d}"
 
+    def reserve_numbers(self, prefix: str, year: int) -> tuple[str, int | None]:
+        """The reference counter of ``prefix`` and ``year``: its name and value (None: no
+        row yet), locked until this transaction ends, so that a batch numbers its mails in
+        memory and writes the last number once (``set_numbers``)."""
+        name = f"reference-{prefix}-{year}"
+        value = self.conn.execute(_LOCK_COUNTER, {"counter": name}).scalar()
+        return name, None if value is None else int(value)
+
+    def set_numbers(self, name: str, value: int, new: bool) -> None:
+        """Write a counter's last number taken (``new``: the counter's first row)."""
+        if new:
+            self.conn.execute(counters.insert(), {"name": name, "value": value})
+        else:
+            self.conn.execute(_SET_COUNTER, {"counter": name, "value": value})
+
+    def known(
+        self,
+        mailbox: str,
+        keys: dict[str, set[str]],
+        senders: set[str],
+        since: datetime,
+    ) -> list[KnownRow]:
+        """A mailbox's messages an intake batch may look up, in id order: those whose
+        column named in ``keys`` (message_id, ar_message_id, fingerprint, content_hash,
+        reference) holds one of its values (Message-IDs as given: stored here), and the
+        acknowledged messages of ``senders`` received since ``since``."""
+        found: dict[int, KnownRow] = {}
+        wanted = {**keys, "sender": senders}
+        for column, values in wanted.items():
+            if column in ("message_id", "ar_message_id"):
+                values = {stored_id(v) or "" for v in values}
+            ordered = sorted(v for v in values if v)
+            for low in range(0, len(ordered), _IN_CHUNK):
+                params = {"mailbox": mailbox, "values": ordered[low : low + _IN_CHUNK]}
+                for row in self.conn.execute(_known_query(column), {**params, "since": since}):
+                    found[row.id] = KnownRow(*row)
+        return [found[pk] for pk in sorted(found)]
+
     def claim_once(self, name: str) -> bool:
         """Mark a one-time action (e.g. a week's report) as done; False if it already was."""
         exists = self.conn.execute(
@@ -318,6 +398,14 @@ class Transaction:
     def insert_message(self, new: NewMessage) -> int:
         result = self.conn.execute(_INSERT_MESSAGE, self._message_values(new))
         return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    def record_message(self, new: NewMessage) -> KnownRow:
+        """``insert_message``, returning the row as the intake's lookups see it (the values
+        as written: a batch finds it again without reading it back)."""
+        values = self._message_values(new)
+        result = self.conn.execute(_INSERT_MESSAGE, values)
+        pk = int(result.inserted_primary_key[0])  # type: ignore[index]
+        return KnownRow(pk, *(values.get(c.name) for c in _KNOWN[1:]))  # type: ignore[arg-type]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:
         """Record a new decision on an existing row (a quarantined mail processed again):
@@ -552,6 +640,30 @@ class Transaction:
                 for k, d in kinds
             ],
         )
+
+    # -- an intake batch's rows, written at its end ---------------------------------------
+    def queue_rows(
+        self, rows: Sequence[tuple[int, OutboxKind, str, str, str, bytes, datetime]]
+    ) -> None:
+        """Outbox mails of many messages in one executemany, as ``enqueue`` writes each:
+        (message, kind, recipient, envelope from, Message-ID, bytes, when queued)."""
+        if rows:
+            values = [
+                {
+                    "message_pk": pk,
+                    "kind": kind,
+                    "recipient": recipient,
+                    "envelope_from": envelope_from,
+                    "email_message_id": message_id,
+                    "raw": raw,
+                    "status": OutboxStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                }
+                for pk, kind, recipient, envelope_from, message_id, raw, at in rows
+            ]
+            self.conn.execute(_INSERT_OUTBOX, values)
 
 
 class Session:
