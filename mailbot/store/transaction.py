@@ -242,22 +242,31 @@ class Transaction:
         """A SAVEPOINT: if the block raises, its writes alone are undone (and the exception
         goes on), the transaction stays usable. One mail of a batch fails alone this way.
 
-        Plain SQL rather than ``Connection.begin_nested``, which compiles its SAVEPOINT and
-        RELEASE anew each time: 0.19 ms a mail against 0.03 (issue 14). Nothing here asks
-        SQLAlchemy about its nested transactions; the names follow the nesting depth."""
+        Plain SQL on the driver's cursor rather than ``Connection.begin_nested``, which
+        compiles its SAVEPOINT and RELEASE anew each time: 0.19 ms a mail against 0.03 with
+        ``exec_driver_sql``, 0.005 on the cursor (issue 14). Nothing here asks SQLAlchemy
+        about its nested transactions; the names follow the nesting depth."""
         self._depth += 1
         name = f"mailbot_{self._depth}"
-        self.conn.exec_driver_sql(f"SAVEPOINT {name}")
+        self._driver_sql(f"SAVEPOINT {name}")
         try:
             yield self
         except BaseException:
-            self.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
-            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            self._driver_sql(f"ROLLBACK TO SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}")
             raise
         else:
-            self.conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            self._driver_sql(f"RELEASE SAVEPOINT {name}")
         finally:
             self._depth -= 1
+
+    def _driver_sql(self, *statements: str) -> None:
+        """Statements without parameters nor results, on the driver's cursor."""
+        cursor = self.conn.connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
