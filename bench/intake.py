@@ -50,7 +50,7 @@ class Accepting:
 tree, mails = Path(sys.argv[1]), int(sys.argv[3])
 tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-intake-"))
 # Statements sent to the driver (an executemany counts once): SQLAlchemy's cursor events,
-# plus the INSERTs a tree runs on the driver's cursor itself (store.transaction).
+# plus what a tree runs on the driver's cursor itself (store.transaction).
 statements = {"intake": 0, "delivery": 0, "phase": None}
 def sent(*_args):
     if statements["phase"]:
@@ -63,6 +63,13 @@ if hasattr(_transaction, "_DriverInsert"):
         sent()
         return _run(self, conn, values)
     _transaction._DriverInsert.run = _counted
+if hasattr(_transaction.Transaction, "_driver_sql"):  # SAVEPOINT, RELEASE...
+    _plain = _transaction.Transaction._driver_sql
+    def _counted_plain(self, *sql):
+        for _ in sql:
+            sent()
+        return _plain(self, *sql)
+    _transaction.Transaction._driver_sql = _counted_plain
 app = build_app(tree / "rules.yaml", Accepting(), database=f"sqlite:///{tmp / 'b.db'}")
 commits = [0]
 sa.event.listen(sa.engine.Engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))

@@ -49,6 +49,7 @@ from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
 from mailbot.render.templates import Renderer
 from mailbot.store import NewMessage, Store, Transaction
+from mailbot.store.records import KnownRow
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
@@ -63,6 +64,10 @@ REORIENTATION_REPLY = "automatic:reorientation"  # the detail of its reply event
 # A batch commits in parts of about this long: SQLite's writers (the outbox's claims, the
 # console) wait for the write lock no longer than that.
 MAX_TRANSACTION_SECONDS = 1.0
+# A part reads what its mails look up for the next 16 mails, then as many as it recorded,
+# up to 64 at a time: a part cut after a mail or two (an outbox claim waiting, store/desk)
+# reads little, a long one a few statements for hundreds of mails.
+READ_AHEAD = (16, 64)
 
 
 def _none() -> int:
@@ -254,8 +259,12 @@ class Pipeline:
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
         refused: IncomingMail | None = None
         with self.store.batch() as tx:
-            rec = self._batched(tx, where.mailbox, mails) if batched else Direct(tx)
-            for prepared in mails:
+            rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
+            read_to = 0
+            for n, prepared in enumerate(mails):
+                if isinstance(rec, Batched) and n == read_to:
+                    read_to = n + max(READ_AHEAD[0], min(READ_AHEAD[1], n))
+                    rec.extend(self._known(tx, where.mailbox, mails[n:read_to]))
                 outcome = self._record_one(tx, rec, where, prepared)
                 if outcome is None:
                     refused = prepared.mail
@@ -274,8 +283,8 @@ class Pipeline:
             )
         return done
 
-    def _batched(self, tx: Transaction, mailbox: str, mails: Sequence[Prepared]) -> Batched:
-        """What the part's mails may look up, read in a few statements: rows sharing a
+    def _known(self, tx: Transaction, mailbox: str, mails: Sequence[Prepared]) -> list[KnownRow]:
+        """What the next mails of a part may look up, read in one statement: rows sharing a
         Message-ID, fingerprint or hash (copies), a thread's Message-IDs or a reference
         (follow-ups), and the senders' ARs since the rate limit's window or the relances'
         days before the oldest mail, whichever is earlier."""
@@ -298,7 +307,7 @@ class Pipeline:
             sender = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
             senders.update((sender,) if sender else ())
             since = min(since, received - timedelta(days=RELANCE_CALENDAR_DAYS))
-        return Batched.read(tx, mailbox, keys, senders, since)
+        return tx.known(mailbox, keys, senders, since)
 
     def _record_one(
         self, tx: Transaction, rec: Direct, where: Where, prepared: Prepared

@@ -118,26 +118,22 @@ class Batched(Direct):
         self._index: dict[str, dict[str | None, list[KnownRow]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for row in known:
-            self._add(row)
+        self._seen: set[int] = set()
+        self.extend(known)
         self._done = _Staged()
         self._mail: _Staged | None = None
         # counter name -> [last number taken, whether the counter has no row yet]
         self._numbers: dict[str, tuple[int, bool]] = {}
 
-    @classmethod
-    def read(
-        cls,
-        tx: Transaction,
-        mailbox: str,
-        keys: dict[str, set[str]],
-        senders: set[str],
-        since: datetime,
-    ) -> Batched:
-        """The part's lookups read at once (``Transaction.known``)."""
-        return cls(tx, mailbox, tx.known(mailbox, keys, senders, since))
+    def extend(self, known: Iterable[KnownRow]) -> None:
+        """More rows read (for the part's next mails): those not known yet. Called between
+        mails, when what the part recorded is both in the database and in memory."""
+        for row in known:
+            if row.id not in self._seen:
+                self._add(row)
 
     def _add(self, row: KnownRow) -> None:
+        self._seen.add(row.id)
         for column in ("message_id", "ar_message_id", "fingerprint", "content_hash", "reference"):
             self._index[column][getattr(row, column)].append(row)
         if row.decision == Decision.ACKNOWLEDGE:

@@ -126,23 +126,41 @@ _KNOWN = (
     messages.c.subject,
     messages.c.first_reply_at,
 )
-# Values per IN list: far below SQLite's and PostgreSQL's limits on parameters.
+# Values per statement: far below SQLite's and PostgreSQL's limits on parameters.
 _IN_CHUNK = 500
+_KEYS = ("message_id", "ar_message_id", "fingerprint", "content_hash", "reference", "sender")
+
+
+def _known_condition(column: str, values: sa.BindParameter[Any]) -> sa.ColumnElement[bool]:
+    """Rows whose ``column`` is among the values; by sender, only its acknowledged
+    messages since a date (the rate limit's and the relances' rows)."""
+    found = messages.c[column].in_(values)
+    if column != "sender":
+        return found
+    return sa.and_(
+        found,
+        messages.c.decision == Decision.ACKNOWLEDGE,
+        messages.c.received_at >= _param("since"),
+    )
 
 
 @functools.cache
-def _known_query(column: str) -> sa.Select[Any]:
-    """A mailbox's messages whose ``column`` is among the values; by sender, only its
-    acknowledged messages since a date (the rate limit's and the relances' rows)."""
-    values: sa.BindParameter[Any] = _param("values", expanding=True)
-    query = sa.select(*_KNOWN).where(
-        messages.c.mailbox == _param("mailbox"), messages.c[column].in_(values)
-    )
-    if column == "sender":
-        query = query.where(
-            messages.c.decision == Decision.ACKNOWLEDGE, messages.c.received_at >= _param("since")
+def _known_query(column: str | None) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """A mailbox's messages matching one key column's values, or (None) any of them: one
+    statement, a UNION ALL of one SELECT per column, each served by that column's index
+    (an OR of them all made SQLite read the whole mailbox)."""
+    columns = _KEYS if column is None else (column,)
+    # The AR's Message-ID has an index of its own, without the mailbox: compared as is,
+    # the mailbox made SQLite prefer an index holding it and read the whole mailbox.
+    unindexed = sa.func.coalesce(messages.c.mailbox, "") == _param("mailbox")
+    selects = [
+        sa.select(*_KNOWN).where(
+            unindexed if c == "ar_message_id" else messages.c.mailbox == _param("mailbox"),
+            _known_condition(c, _param(c, expanding=True)),
         )
-    return query
+        for c in columns
+    ]
+    return selects[0] if len(selects) == 1 else sa.union_all(*selects)
 
 
 _BUMP_COUNTER = (
@@ -403,14 +421,20 @@ class Transaction:
         column named in ``keys`` (message_id, ar_message_id, fingerprint, content_hash,
         reference) holds one of its values (Message-IDs as given: stored here), and the
         acknowledged messages of ``senders`` received since ``since``."""
-        found: dict[int, KnownRow] = {}
-        wanted = {**keys, "sender": senders}
-        for column, values in wanted.items():
-            if column in ("message_id", "ar_message_id"):
-                values = {stored_id(v) or "" for v in values}
-            ordered = sorted(v for v in values if v)
+        wanted = {column: set(keys.get(column, ())) for column in _KEYS} | {"sender": senders}
+        for column in ("message_id", "ar_message_id"):
+            wanted[column] = {stored_id(v) or "" for v in wanted[column]}
+        values = {column: sorted(v for v in wanted[column] if v) for column in _KEYS}
+        if sum(map(len, values.values())) <= _IN_CHUNK:
+            rows = self.conn.execute(
+                _known_query(None), {**values, "mailbox": mailbox, "since": since}
+            )
+            found = {int(row.id): KnownRow(*row) for row in rows}
+            return [found[pk] for pk in sorted(found)]
+        found = {}
+        for column, ordered in values.items():  # a huge batch, or hostile References
             for low in range(0, len(ordered), _IN_CHUNK):
-                params = {"mailbox": mailbox, "values": ordered[low : low + _IN_CHUNK]}
+                params = {column: ordered[low : low + _IN_CHUNK], "mailbox": mailbox}
                 for row in self.conn.execute(_known_query(column), {**params, "since": since}):
                     found[row.id] = KnownRow(*row)
         return [found[pk] for pk in sorted(found)]
