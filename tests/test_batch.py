@@ -344,8 +344,12 @@ def decisions(url: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_batch_decides_as_the_same_mails_one_batch_each(
-    app: App, database: str, tmp_path: Path
+    app: App, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Lookups read 2, 2, 4, 4 mails ahead: the copy, the reply and the relance are read in
+    # other statements than their originals, recorded by the part.
+    monkeypatch.setattr(intake, "READ_AHEAD", (2, 4))
+    monkeypatch.setattr(intake, "MAX_TRANSACTION_SECONDS", 3600.0)  # one part
     # The rate limit's window ends now: the mails arrived a few minutes ago.
     received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     batch = varied(received)
