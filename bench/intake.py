@@ -9,7 +9,8 @@ fresh SQLite database, warms up on 50 mails, then records ``--mails`` citizens' 
 FETCH batches of 200 (``process_batch`` where the tree has it, else ``process`` per mail)
 and delivers each batch's ARs as the poller does, through a transport that accepts every
 mail without a network. It prints, per mail: CPU time (``time.process_time``, intake and
-delivery), transaction commits (SQLAlchemy's ``commit`` event on every engine), and, from
+delivery), transaction commits (SQLAlchemy's ``commit`` event on every engine), SQL
+statements sent to the driver (an executemany counts once), and, from
 a second run of the child under ``strace -f``, fsync/fdatasync calls per ``--mails``.
 """
 
@@ -48,6 +49,27 @@ class Accepting:
 
 tree, mails = Path(sys.argv[1]), int(sys.argv[3])
 tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-intake-"))
+# Statements sent to the driver (an executemany counts once): SQLAlchemy's cursor events,
+# plus what a tree runs on the driver's cursor itself (store.transaction).
+statements = {"intake": 0, "delivery": 0, "phase": None}
+def sent(*_args):
+    if statements["phase"]:
+        statements[statements["phase"]] += 1
+sa.event.listen(sa.engine.Engine, "before_cursor_execute", sent)
+from mailbot.store import transaction as _transaction
+if hasattr(_transaction, "_DriverInsert"):
+    _run = _transaction._DriverInsert.run
+    def _counted(self, conn, values):
+        sent()
+        return _run(self, conn, values)
+    _transaction._DriverInsert.run = _counted
+if hasattr(_transaction.Transaction, "_driver_sql"):  # SAVEPOINT, RELEASE...
+    _plain = _transaction.Transaction._driver_sql
+    def _counted_plain(self, *sql):
+        for _ in sql:
+            sent()
+        return _plain(self, *sql)
+    _transaction.Transaction._driver_sql = _counted_plain
 app = build_app(tree / "rules.yaml", Accepting(), database=f"sqlite:///{tmp / 'b.db'}")
 commits = [0]
 sa.event.listen(sa.engine.Engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
@@ -62,13 +84,16 @@ def run(first, count):
             for n in range(low, min(low + 200, first + count))
         ]
         began = time.process_time()
+        statements["phase"] = "intake"
         if batched:
             app.pipeline.process_batch("general", "INBOX", 1, batch)
         else:
             for mail in batch:
                 app.pipeline.process("general", "INBOX", 1, mail)
         middle = time.process_time()
+        statements["phase"] = "delivery"
         report = app.outbox.deliver_due(now=start + timedelta(days=30))
+        statements["phase"] = None
         assert report.sent == len(batch), report
         cpu["intake"] += middle - began
         cpu["delivery"] += time.process_time() - middle
@@ -76,7 +101,7 @@ def run(first, count):
 
 app.pipeline.start_folder("general", "INBOX", 1)
 run(1, 50)  # warm-up: models loaded, statements compiled
-commits[0] = 0
+commits[0] = statements["intake"] = statements["delivery"] = 0
 os.getppid()  # a marker for strace: the measured part starts
 cpu = run(51, mails)
 os.getppid()  # and ends
@@ -86,6 +111,8 @@ print(json.dumps({
     "intake_ms": cpu["intake"] * 1000 / mails,
     "delivery_ms": cpu["delivery"] * 1000 / mails,
     "commits": commits[0] / mails,
+    "statements": statements["intake"] / mails,
+    "delivery_statements": statements["delivery"] / mails,
 }))
 """
 
@@ -145,6 +172,8 @@ def main() -> None:
                 "intake": statistics.median(r["intake_ms"] for r in runs),
                 "delivery": statistics.median(r["delivery_ms"] for r in runs),
                 "commits": runs[0]["commits"],
+                "statements": runs[0]["statements"],
+                "delivery_statements": runs[0]["delivery_statements"],
                 "syncs": syncs(traced),
                 "batched": runs[0]["batched"],
             }
@@ -152,12 +181,17 @@ def main() -> None:
     if args.old is None:
         shutil.rmtree(old, ignore_errors=True)
     print(f"{args.mails} mails, routing on, no network; median of {args.repeat} (CPU ms/mail)")
-    print(f"{'':<5} {'intake':>8} {'delivery':>9} {'total':>8} {'commits':>8} {'fsync':>7}")
+    print("stmts: SQL statements sent per mail, intake / delivery (an executemany is one)")
+    print(
+        f"{'':<5} {'intake':>8} {'delivery':>9} {'total':>8} {'commits':>8} {'fsync':>7} "
+        f"{'stmts':>11}"
+    )
     for name, r in results.items():
         total = r["intake"] + r["delivery"]
         print(
             f"{name:<5} {r['intake']:>8.2f} {r['delivery']:>9.2f} {total:>8.2f} "
-            f"{r['commits']:>8.2f} {int(r['syncs']):>7}"
+            f"{r['commits']:>8.2f} {int(r['syncs']):>7} "
+            f"{r['statements']:>5.2f} / {r['delivery_statements']:.2f}"
         )
 
 

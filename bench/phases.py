@@ -37,6 +37,8 @@ MARKERS = [
     ("decide_ar", "policy"),
     ("is_probe", "policy"),
     ("Transaction.next_reference", "SQL: reference"),
+    ("Pipeline._batched", "SQL: a part's lookups, read once"),
+    ("Batched.flush", "SQL: a part's events, outbox, references"),
     ("routing_input", "routing facts"),
     ("detect_language", "language"),
     ("decide (mailbot/core/routing", "routing rules and combination"),

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ from refusals import allow_rows, query, refuse_rows
 from mailbot.app import intake
 from mailbot.app.context import App, build_app
 from mailbot.core.incoming import IncomingMail
+from mailbot.core.statuses import Decision
 from mailbot.errors import StoreError
 from mailbot.mail.smtp import FileTransport
+from mailbot.store import Transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -307,3 +309,85 @@ def test_a_crash_before_the_bookkeeping_leaves_sent_mails_finished_by_the_next_d
     assert bookkeeping(database) == after
     app.outbox.deliver_due()  # and never written twice
     assert bookkeeping(database) == after
+
+
+# -- lookups read once per part, rows written at its end (issue 14, fourth session) ---------
+
+
+def varied(received: datetime) -> list[IncomingMail]:
+    """Mails whose decisions depend on the mails before them IN THE SAME batch: five from
+    one sender (rate limit 3 a day), a copy of mail 1, a reply quoting mail 1's reference,
+    a relance of mail 7 (same sender, similar subject), and two ordinary mails."""
+    same = "usager1@example.fr"
+    one = {"Return_Path": f"<{same}>", "From": f"Usager <{same}>"}
+    raws = [citizen(1, "Carte grise", Message_ID="<m1@example.fr>", **one)]
+    topics = ("Permis de conduire", "Naturalisation", "Passeport perdu", "Associations")
+    raws += [citizen(n, topic, **one) for n, topic in enumerate(topics, start=2)]
+    raws.append(raws[0])  # the very same mail again: a duplicate
+    raws.append(citizen(7, "Titre de séjour : rendez-vous"))
+    raws.append(citizen(8, f"Re: Carte grise [SM-{received.year}-000001]"))  # its reference
+    raws.append(citizen(7, "Titre de séjour : rendez-vous", Message_ID="<relance@example.fr>"))
+    raws += [citizen(n, f"Demande numéro {n}") for n in (10, 11)]
+    return [IncomingMail(uid, received, raw) for uid, raw in enumerate(raws, start=1)]
+
+
+def decisions(url: str) -> list[tuple[Any, ...]]:
+    """Each row's decision, reasons, reference and parent's UID, in UID order."""
+    return [
+        tuple(r)
+        for r in query(
+            url,
+            "SELECT m.uid, m.decision, m.reasons, m.reference, p.uid FROM messages m"
+            " LEFT JOIN messages p ON p.id = m.parent_id ORDER BY m.uid",
+        )
+    ]
+
+
+def test_a_batch_decides_on_what_it_recorded_itself(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lookups read 2, 2, 4, 4 mails ahead: the copy, the reply and the relance are read in
+    # other statements than their originals, recorded by the part.
+    monkeypatch.setattr(intake, "READ_AHEAD", (2, 4))
+    monkeypatch.setattr(intake, "MAX_TRANSACTION_SECONDS", 3600.0)  # one part
+    # The rate limit's window ends now: the mails arrived a few minutes ago.
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    app.pipeline.process_batch(*WHERE, varied(received))
+    rows = decisions(database)
+    by_uid = {uid: (decision, parent) for uid, decision, _, _, parent in rows}
+    # 3 ARs a day for one sender, the mails decided earlier in the batch counted.
+    ack, skip, follow_up = Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP
+    assert [by_uid[uid][0] for uid in (1, 2, 3, 4, 5)] == [ack] * 3 + [skip] * 2
+    assert by_uid[6] == (Decision.DUPLICATE, 1)  # a copy of a mail recorded in this batch
+    assert by_uid[8] == (follow_up, 1)  # the reference of an AR numbered in this batch
+    assert by_uid[9] == (follow_up, 7)  # a relance of mail 7, unanswered
+    numbers = [int(ref.rsplit("-", 1)[1]) for *_, ref, _ in rows if ref]
+    assert numbers == list(range(1, len(numbers) + 1))  # no number lost, none twice
+    outbox = query(database, "SELECT m.uid FROM outbox o JOIN messages m ON m.id = o.message_pk")
+    assert sorted(uid for (uid,) in outbox) == [uid for uid, d, *_ in rows if d == ack]
+
+
+def test_refused_batch_rows_are_written_again_mail_by_mail(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake, "MAX_TRANSACTION_SECONDS", 3600.0)  # one part, however slow
+    queue_rows = Transaction.queue_rows
+    calls: list[int] = []
+
+    def refusing(tx: Transaction, rows: Any) -> None:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("INSERT INTO outbox", {}, Exception("refused"))
+        queue_rows(tx, rows)
+
+    monkeypatch.setattr(Transaction, "queue_rows", refusing)
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 5)))
+    assert calls == [4]  # the batch's four ARs at once, refused; then mail by mail
+    assert [o.decision for o in outcomes] == [Decision.ACKNOWLEDGE] * 4
+    rows = recorded(database)
+    assert [(uid, ref) for uid, _, ref in rows] == [
+        (n, f"SM-{RECEIVED.year}-{n:06d}") for n in range(1, 5)
+    ]
+    assert query(database, "SELECT count(*) FROM events") == [(8,)]  # received, ar_queued
+    assert last_uid(database) == 4
+    assert app.outbox.deliver_due().sent == 4

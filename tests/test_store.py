@@ -211,6 +211,29 @@ def test_recent_ar_count(store: Store) -> None:
         assert tx.count_recent_ars("general", "autre@example.fr", now - timedelta(hours=24)) == 0
 
 
+def test_an_intake_part_reads_its_lookups_in_one_statement_or_in_chunks(store: Store) -> None:
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    other = {"reference": None, "ar_message_id": None}
+    rows = [
+        new_message(),  # found by its AR's Message-ID (a thread)
+        new_message(uid=2, message_id="<b@x>", fingerprint="f2", **other),  # a copy's
+        new_message(
+            uid=3, message_id="<c@x>", reference="SM-2026-000003", sender="s@x", ar_message_id=None
+        ),
+        new_message(uid=4, message_id="<d@x>", sender="s@x", decision="skip", **other),
+        new_message(uid=5, message_id="<e@x>", mailbox="etrangers", **other),
+    ]
+    with store.transaction() as tx:
+        first, copied, by_sender, _skipped, _elsewhere = (tx.insert_message(r) for r in rows)
+        keys = {"ar_message_id": {"<ar1@mailbot.test>"}, "fingerprint": {"f2", "f9"}}
+        found = tx.known("general", keys, {"s@x"}, now - timedelta(days=30))
+        assert [row.id for row in found] == [first, copied, by_sender]
+        # Hostile References: more values than one statement takes, read in chunks.
+        many = {f"<{n}@x>" for n in range(1200)} | {"<ar1@mailbot.test>"}
+        chunked = tx.known("general", {**keys, "ar_message_id": many}, {"s@x"}, now)
+        assert [row.id for row in chunked] == [first, copied]  # s@x's AR is older than now
+
+
 def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Store) -> None:
     with store.transaction() as tx:
         pk = tx.insert_message(new_message())

@@ -18,14 +18,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from mailbot.app.acknowledge import Plan, Planner, Received
-from mailbot.app.outgoing import enqueue
+from mailbot.app.recording import Batched, BatchWriteError, Direct
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
@@ -49,6 +49,7 @@ from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
 from mailbot.render.templates import Renderer
 from mailbot.store import NewMessage, Store, Transaction
+from mailbot.store.records import KnownRow
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
@@ -63,6 +64,10 @@ REORIENTATION_REPLY = "automatic:reorientation"  # the detail of its reply event
 # A batch commits in parts of about this long: SQLite's writers (the outbox's claims, the
 # console) wait for the write lock no longer than that.
 MAX_TRANSACTION_SECONDS = 1.0
+# A part reads what its mails look up for the next 16 mails, then as many as it recorded,
+# up to 64 at a time: a part cut after a mail or two (an outbox claim waiting, store/desk)
+# reads little, a long one a few statements for hundreds of mails.
+READ_AHEAD = (16, 64)
 
 
 def _none() -> int:
@@ -103,6 +108,16 @@ class Handling:
     routing: RoutingDecision | None = None
     language: str | None = None
     plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A mail of a batch, parsed (and its relay's proof checked) before its part's
+    transaction: ``parsed`` None and ``error`` what stopped it (the mail is quarantined)."""
+
+    mail: IncomingMail
+    parsed: ParsedMessage | None
+    error: Exception | None = None
 
 
 class Pipeline:
@@ -187,13 +202,11 @@ class Pipeline:
             with self.store.transaction() as tx:
                 tx.claim_unhandled(existing)
                 tx.add_event(existing, EventKind.RETRIED, "")
-                outcome = self._record(tx, where, mail, parsed, existing)
+                outcome = self._record(Direct(tx), where, mail, parsed, existing)
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine again, never lose the mail
-            quarantined = self._quarantine(
-                self.store.transaction, where, mail, parsed, exc, existing
-            )
+            quarantined = self._quarantine(self._alone, where, mail, parsed, exc, existing)
             if quarantined is None:
                 raise StoreError(f"mailbox {mailbox}: cannot record row #{existing}") from exc
             outcome = quarantined
@@ -212,14 +225,33 @@ class Pipeline:
         before its commit leaves nothing of the part, which is read again.
         """
         where = Where(mailbox, folder, uidvalidity)
+        prepared = [self._prepare(mail) for mail in mails]
         outcomes: list[Outcome] = []
         while len(outcomes) < len(mails):
-            outcomes += self._record_part(where, mails[len(outcomes) :])
+            outcomes += self._record_part(where, prepared[len(outcomes) :])
         for outcome in outcomes:
             _log(outcome)
         return outcomes
 
-    def _record_part(self, where: Where, mails: Sequence[IncomingMail]) -> list[Outcome]:
+    def _prepare(self, mail: IncomingMail) -> Prepared:
+        """Parse a mail and check its relay's proof, before the transaction (pure work:
+        the write lock is not held meanwhile); what raises quarantines the mail."""
+        try:
+            return Prepared(mail, self.relay_verifier.verify(mail.raw, parse_message(mail.raw)))
+        except Exception as exc:
+            return Prepared(mail, None, exc)
+
+    def _record_part(self, where: Where, mails: Sequence[Prepared]) -> list[Outcome]:
+        """Record mails in one transaction until the time is up (``_write_part``), their
+        lookups and bulk rows by batch; if the database refuses the bulk rows, the part is
+        rolled back and written again mail by mail, where a bad mail fails alone."""
+        try:
+            return self._write_part(where, mails, batched=True)
+        except BatchWriteError as exc:
+            log.warning("batch rows refused, recording mail by mail", exc_info=exc)
+            return self._write_part(where, mails, batched=False)
+
+    def _write_part(self, where: Where, mails: Sequence[Prepared], batched: bool) -> list[Outcome]:
         """Record mails in one transaction until the time is up; the UID mark moves with
         them. A mail whose quarantine the database refuses too ends the part: what came
         before it commits, the mark stays below it, and StoreError says so."""
@@ -227,16 +259,22 @@ class Pipeline:
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
         refused: IncomingMail | None = None
         with self.store.batch() as tx:
-            for mail in mails:
-                outcome = self._record_one(tx, where, mail)
+            rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
+            read_to = 0
+            for n, prepared in enumerate(mails):
+                if isinstance(rec, Batched) and n == read_to:
+                    read_to = n + max(READ_AHEAD[0], min(READ_AHEAD[1], n))
+                    rec.extend(self._known(tx, where.mailbox, mails[n:read_to]))
+                outcome = self._record_one(tx, rec, where, prepared)
                 if outcome is None:
-                    refused = mail
+                    refused = prepared.mail
                     break
                 done.append(outcome)
                 # An outbox claim waiting for the write lock (SQLite) commits with the part:
                 # it waits one mail, not a whole part (store/desk).
                 if time.monotonic() >= deadline or tx.writes_waiting():
                     break
+            rec.flush()
             if done:
                 tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
         if refused is not None:
@@ -245,22 +283,57 @@ class Pipeline:
             )
         return done
 
-    def _record_one(self, tx: Transaction, where: Where, mail: IncomingMail) -> Outcome | None:
+    def _known(self, tx: Transaction, mailbox: str, mails: Sequence[Prepared]) -> list[KnownRow]:
+        """What the next mails of a part may look up, read in one statement: rows sharing a
+        Message-ID, fingerprint or hash (copies), a thread's Message-IDs or a reference
+        (follow-ups), and the senders' ARs since the rate limit's window or the relances'
+        days before the oldest mail, whichever is earlier."""
+        policy = self.config.policy
+        keys: dict[str, set[str]] = {
+            k: set() for k in ("message_id", "ar_message_id", "fingerprint", "content_hash")
+        }
+        keys["reference"] = set()
+        senders: set[str] = set()
+        since = self.clock() - timedelta(hours=policy.rate_limit.window_hours)
+        for parsed, received in ((m.parsed, m.mail.internaldate) for m in mails):
+            if parsed is None:
+                continue
+            keys["message_id"].update((parsed.message_id or "", *parsed.thread_ids))
+            keys["ar_message_id"].update(parsed.thread_ids)
+            keys["fingerprint"].add(parsed.fingerprint)
+            keys["content_hash"].add(parsed.content_hash)
+            found = find_reference(parsed.subject, self.config.sender.reference_prefix)
+            keys["reference"].update((found,) if found else ())
+            sender = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
+            senders.update((sender,) if sender else ())
+            since = min(since, received - timedelta(days=RELANCE_CALENDAR_DAYS))
+        return tx.known(mailbox, keys, senders, since)
+
+    def _record_one(
+        self, tx: Transaction, rec: Direct, where: Where, prepared: Prepared
+    ) -> Outcome | None:
         """One mail of a batch under its savepoint; quarantined (under another) if anything
         raises. None: even the quarantine row was refused."""
-        parsed: ParsedMessage | None = None
+        mail, parsed = prepared.mail, prepared.parsed
         try:
-            with tx.savepoint():
-                parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
-                return self._record(tx, where, mail, parsed, None)
+            with rec.mail(), tx.savepoint():
+                if parsed is None:
+                    raise prepared.error or ValueError("unparsed mail")
+                return self._record(rec, where, mail, parsed, None)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            return self._quarantine(tx.savepoint, where, mail, parsed, exc, None)
+            return self._quarantine(lambda: _staged(rec, tx), where, mail, parsed, exc, None)
+
+    @contextmanager
+    def _alone(self) -> Iterator[Direct]:
+        """A transaction of its own (a retried mail's quarantine)."""
+        with self.store.transaction() as tx:
+            yield Direct(tx)
 
     def _record(
         self,
-        tx: Transaction,
+        rec: Direct,
         where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage,
@@ -268,15 +341,15 @@ class Pipeline:
     ) -> Outcome:
         """A copy of a recorded mail, or the AR decision and what follows from it."""
         found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
-        original = tx.find_duplicate(where.mailbox, *found, exclude=existing)
+        original = rec.duplicate(where.mailbox, *found, exclude=existing)
         if original is not None:
-            return self._duplicate(tx, where, mail, parsed, original, existing)
-        return self._decide(tx, where, mail, parsed, existing)
+            return self._duplicate(rec, where, mail, parsed, original, existing)
+        return self._decide(rec, where, mail, parsed, existing)
 
     # -----------------------------------------------------------------------------------
     def _decide(
         self,
-        tx: Transaction,
+        rec: Direct,
         where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage,
@@ -284,11 +357,13 @@ class Pipeline:
     ) -> Outcome:
         """The AR decision, and what follows from it: a reference, the routing, the mails."""
         probe = self.probe is not None and is_probe(parsed, *self.probe)
-        context, parent_pk = self._context(tx, where.mailbox, parsed, mail.internaldate, probe)
+        context, parent_pk = self._context(rec, where.mailbox, parsed, mail.internaldate, probe)
         decision = decide_ar(parsed, context)
         handling = Handling()
         if decision.send and decision.recipient:
-            handling = self._acknowledge(tx, where.mailbox, mail, parsed, decision.recipient, probe)
+            handling = self._acknowledge(
+                rec, where.mailbox, mail, parsed, decision.recipient, probe
+            )
         plan = handling.plan
         row = new_message(
             where,
@@ -308,17 +383,17 @@ class Pipeline:
             probe=int(probe),
             **_routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
-        message_pk = _save(tx, row, existing)
+        message_pk = _save(rec, row, existing)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
-            tx.count_relance(parent_pk)  # the citizen writing again about that message
-        tx.add_events(
+            rec.tx.count_relance(parent_pk)  # the citizen writing again about that message
+        rec.events(
             message_pk,
             (EventKind.RECEIVED, parsed.content_type),
             (DECISION_EVENTS[row.decision], ",".join(decision.reasons)),
             *_plan_events(plan),
         )
         if plan is not None:
-            _queue(tx, message_pk, mail, plan)
+            _queue(rec, message_pk, mail, plan)
         return Outcome(
             where.mailbox,
             mail.uid,
@@ -335,7 +410,7 @@ class Pipeline:
 
     def _acknowledge(
         self,
-        tx: Transaction,
+        rec: Direct,
         mailbox: str,
         mail: IncomingMail,
         parsed: ParsedMessage,
@@ -344,7 +419,7 @@ class Pipeline:
     ) -> Handling:
         """A reference, the routing and what to send (nothing when backfilling). A probe
         is the mailbox's own service's: never routed, never forwarded."""
-        reference = tx.next_reference(self.config.sender.reference_prefix, mail.internaldate.year)
+        reference = rec.reference(self.config.sender.reference_prefix, mail.internaldate.year)
         facts = routing_input(self.config, mailbox, parsed)
         routed = self.routing is not None and not probe
         routing = decide(facts, self.routing) if routed and self.routing else None
@@ -357,7 +432,7 @@ class Pipeline:
 
     def _duplicate(
         self,
-        tx: Transaction,
+        rec: Direct,
         where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage,
@@ -375,8 +450,8 @@ class Pipeline:
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             parent_id=original,
         )
-        message_pk = _save(tx, row, existing)
-        tx.add_event(message_pk, EventKind.DUPLICATE, f"copy of message {original}")
+        message_pk = _save(rec, row, existing)
+        rec.events(message_pk, (EventKind.DUPLICATE, f"copy of message {original}"))
         return Outcome(
             where.mailbox,
             mail.uid,
@@ -389,7 +464,7 @@ class Pipeline:
 
     def _context(
         self,
-        tx: Transaction,
+        rec: Direct,
         mailbox: str,
         parsed: ParsedMessage,
         received: datetime,
@@ -402,23 +477,23 @@ class Pipeline:
         policy = self.config.policy
         recipient = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
         window = timedelta(hours=policy.rate_limit.window_hours)
-        recent = tx.count_recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
+        recent = rec.recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
-        thread = tx.acknowledged_in_thread(mailbox, parsed.thread_ids, subject_ref)
+        thread = rec.thread(mailbox, parsed.thread_ids, subject_ref)
         if thread is None and recipient:
-            thread = self._same_request(tx, mailbox, recipient, parsed.subject, received)
+            thread = self._same_request(rec, mailbox, recipient, parsed.subject, received)
         context = policy_context(self.config, mailbox, recent, thread[1] if thread else None)
         return context, thread[0] if thread else None
 
     def _same_request(
-        self, tx: Transaction, mailbox: str, sender: str, subject: str, received: datetime
+        self, rec: Direct, mailbox: str, sender: str, subject: str, received: datetime
     ) -> tuple[int, str] | None:
         """A relance without threading: same sender, similar subject, within 10 working days,
         on a message still unanswered."""
         # Measured between the two mails' arrivals, not to now: a backlog or a backfill read
         # later finds the same relances as a live poll.
         since = received - timedelta(days=RELANCE_CALENDAR_DAYS)
-        for pk, reference, received_at, earlier in tx.unanswered_from(mailbox, sender, since):
+        for pk, reference, received_at, earlier in rec.unanswered(mailbox, sender, since):
             recent = self.calendar.delay(received_at, received) <= RELANCE_WORKING_DAYS
             if recent and similar_subjects(subject, earlier):
                 return pk, reference
@@ -426,7 +501,7 @@ class Pipeline:
 
     def _quarantine(
         self,
-        scope: Callable[[], AbstractContextManager[Transaction]],
+        scope: Callable[[], AbstractContextManager[Direct]],
         where: Where,
         mail: IncomingMail,
         parsed: ParsedMessage | None,
@@ -449,9 +524,9 @@ class Pipeline:
         for known in attempts:
             row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
             try:
-                with scope() as tx:
-                    message_pk = _save(tx, row, existing)
-                    tx.add_event(message_pk, EventKind.QUARANTINED, trace)
+                with scope() as rec:
+                    message_pk = _save(rec, row, existing)
+                    rec.events(message_pk, (EventKind.QUARANTINED, trace))
             except Exception as refused:
                 log.error("quarantine row refused", exc_info=refused, extra=located)
                 continue
@@ -511,18 +586,25 @@ def _log(outcome: Outcome) -> None:
     )
 
 
-def _queue(tx: Transaction, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
+def _queue(rec: Direct, message_pk: int, mail: IncomingMail, plan: Plan) -> None:
     if plan.reoriented_to:
         # Answered by mailbot on receipt: a 0-day delay, whenever the mail is processed.
-        tx.record_reply(message_pk, mail.internaldate, True, REORIENTATION_REPLY)
-    enqueue(tx, message_pk, plan.mails)
+        rec.replied(message_pk, mail.internaldate, REORIENTATION_REPLY)
+    rec.queue(message_pk, plan.mails)
 
 
-def _save(tx: Transaction, row: NewMessage, existing: int | None) -> int:
+def _save(rec: Direct, row: NewMessage, existing: int | None) -> int:
     if existing is None:
-        return tx.insert_message(row)
-    tx.update_message(existing, row)
+        return rec.record(row)
+    rec.tx.update_message(existing, row)
     return existing
+
+
+@contextmanager
+def _staged(rec: Direct, tx: Transaction) -> Iterator[Direct]:
+    """A mail's own savepoint in the batch, its writes staged with it (a quarantine)."""
+    with rec.mail(), tx.savepoint():
+        yield rec
 
 
 def _routing_columns(

@@ -77,3 +77,21 @@ def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None
         attempts=row.attempts,
         message_sender=message_sender,
     )
+
+
+@dataclass(frozen=True)
+class KnownRow:
+    """A recorded message as the intake's lookups see it (duplicates, rate limit, threads,
+    relances): read once per batch, or recorded by the batch itself (``Transaction.known``)."""
+
+    id: int
+    message_id: str | None
+    fingerprint: str | None
+    content_hash: str
+    sender: str | None
+    decision: str
+    received_at: datetime
+    reference: str | None
+    ar_message_id: str | None
+    subject: str
+    first_reply_at: datetime | None

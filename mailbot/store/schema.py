@@ -7,6 +7,7 @@ stored: only what the indicators need.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -336,15 +337,23 @@ def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     """Values any backend accepts: text cut to its column's length, no NUL, no lone
     surrogate. One mail's odd header must not fail the insert (PostgreSQL checks lengths
     and refuses NUL; SQLite refuses surrogates)."""
+    lengths = _lengths(table)
     fitted = {}
     for name, value in values.items():
         if isinstance(value, str):
             value = clean_text(value.replace("\x00", ""))
-            length = getattr(table.c[name].type, "length", None)
+            length = lengths[name]
             if length is not None and len(value) > length:
                 value = value[:length]
         fitted[name] = value
     return fitted
+
+
+@functools.cache
+def _lengths(table: sa.Table) -> dict[str, int | None]:
+    """The longest text each column of ``table`` takes (None: no limit), looked up once:
+    ``fit`` runs on every row the intake writes."""
+    return {column.name: getattr(column.type, "length", None) for column in table.c}
 
 
 def unhandled() -> sa.ColumnElement[bool]:
