@@ -661,6 +661,21 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO, plus PIPELINING when the server offers it (aiosmtpd reads the
+        commands in order, so pipelined input works; it does not say so itself)."""
+        session.host_name = hostname
+        if self.owner.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -708,6 +723,7 @@ class SmtpServer:
     """An aiosmtpd SMTP server on a free loopback port, recording every accepted message.
 
     With ``tls``: STARTTLS required before MAIL (or, ``implicit_tls``, TLS from the start).
+    It offers PIPELINING (RFC 2920) unless ``pipelining=False``.
 
     Failures can be scripted: ``fail_next(2)`` makes the next two DATA commands answer
     ``451 4.3.0 Try again later``; ``reject_next(1)`` a permanent ``550``; ``stage="rcpt"``
@@ -715,9 +731,15 @@ class SmtpServer:
     """
 
     def __init__(
-        self, port: int | None = None, *, tls: TlsFiles | None = None, implicit_tls: bool = False
+        self,
+        port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        implicit_tls: bool = False,
+        pipelining: bool = True,
     ) -> None:
         self.host = HOST
+        self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does
         self.port = port or free_port()
         self.tls = tls
         self.implicit_tls = implicit_tls
