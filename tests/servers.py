@@ -684,6 +684,8 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if address in self.owner.refused:
+            return "550 5.1.1 No such user"
         failure = self.owner._take_failure("rcpt")
         if failure is not None:
             return failure
@@ -706,6 +708,9 @@ class _Handler:
         options = tuple(envelope.mail_options)
         received = Received(mail_from, tuple(envelope.rcpt_tos), raw, options, session.peer)
         self.owner._record(received)
+        if self.owner._drop_now():
+            server.transport.close()  # taken, and the reply never comes
+            return "421 4.3.0 (never read: the connection is closed)"
         return "250 2.0.0 OK: queued"
 
     async def handle_NOOP(
@@ -737,9 +742,13 @@ class SmtpServer:
         tls: TlsFiles | None = None,
         implicit_tls: bool = False,
         pipelining: bool = True,
+        smtputf8: bool = False,
     ) -> None:
         self.host = HOST
         self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does
+        self.smtputf8 = smtputf8
+        self.refused: set[str] = set()  # recipients refused at RCPT (550), whatever the script
+        self._drops: list[int] = []  # drop the connection after taking the n-th mail
         self.port = port or free_port()
         self.tls = tls
         self.implicit_tls = implicit_tls
@@ -763,6 +772,7 @@ class SmtpServer:
             hostname=self.host,
             port=self.port,
             loop=asyncio.new_event_loop(),
+            enable_SMTPUTF8=self.smtputf8,
             **tls,
         )
         controller.start()
@@ -800,6 +810,19 @@ class SmtpServer:
     def reject_next(self, n: int = 1, code: int = 550, *, stage: Stage = "data") -> None:
         """The next ``n`` commands of ``stage`` get a permanent refusal."""
         self._script(n, f"{code} 5.7.1 Message rejected", stage)
+
+    def drop_after(self, count: int) -> None:
+        """Once ``count`` mails (in all) were taken, the next one taken is followed by a
+        hang-up instead of its reply (the client cannot know it was taken)."""
+        with self._condition:
+            self._drops.append(count)
+
+    def _drop_now(self) -> bool:
+        with self._condition:
+            if self._drops and len(self._received) > self._drops[0]:
+                self._drops.pop(0)
+                return True
+            return False
 
     def _script(self, n: int, reply: str, stage: Stage) -> None:
         with self._condition:
