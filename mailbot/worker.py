@@ -1,9 +1,9 @@
 """Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
-``poll_once`` is the cron/test entry point: it sends each batch's mail once the batch is
-committed and returns once everything due was attempted. ``run`` delivers on a thread of its
-own, so that a batch's mail leaves while the next batch is fetched and recorded and a slow
-or hung SMTP server never holds up intake; it keeps going until SIGTERM/SIGINT; on a signal
+``poll_once`` is the cron/test entry point and ``run`` the service; both deliver on a thread
+of their own, so that a batch's mail leaves while the next batch is fetched and recorded (and
+in ``run`` a slow or hung SMTP server never holds up intake). ``poll_once`` returns once
+everything due was attempted; ``run`` keeps going until SIGTERM/SIGINT; on a signal
 each job finishes the mail in hand and the send in flight is interrupted (mail not yet sent
 stays queued).
 """
@@ -70,7 +70,7 @@ class Worker:
         self.outbox = outbox
         # One stop for intake and delivery: SIGTERM also interrupts a send in progress.
         self.stop = outbox.stop
-        self.delivery: DeliveryLoop | None = None  # run(): delivery on its own thread
+        self.delivery: DeliveryLoop | None = None  # delivery on its own thread, when running
         self.pollers = {
             name: MailboxPoller(
                 name,
@@ -171,7 +171,7 @@ class Worker:
         return run_if_ours
 
     def deliver(self) -> None:
-        """After mail is queued: hand it to the delivery thread (run), or send it now (poll)."""
+        """After mail is queued: hand it to the delivery thread, or (none running) send it now."""
         if self.delivery is not None:
             self.delivery.wake()
         else:
