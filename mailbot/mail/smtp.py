@@ -691,8 +691,8 @@ class _Pipelined:
         else:
             error = aiosmtplib.SMTPDataError(response.code, response.message)
             self.after(job.envelope, _classify(error, "at the end of DATA"))
-        if response.code == 421:
-            transport.close()
+        if response.code == 421:  # the server is closing the connection
+            self.client.close()
             return False
         return True
 
