@@ -158,3 +158,15 @@ def test_without_pipelining_the_same_batch_goes_one_command_at_a_time(
         assert results.told == {"m0": None, "m2": None}
         assert [r.raw for r in server.wait_for(2)] == [batch[0].raw, batch[2].raw]
     assert pipelined == []
+
+
+def test_an_address_aiosmtplib_refuses_to_write_fails_that_mail_only(
+    smtp_server: SmtpServer,
+) -> None:
+    batch = [mail(0), mail(1, '"x\ny"@example.org'), mail(2)]
+    results = send(smtp_server, batch)
+    refused = results.told.pop("m1")
+    assert refused is not None and "not permitted in an SMTP mailbox" in str(refused)
+    assert results.told == {"m0": None, "m2": None}
+    received = smtp_server.wait_for(2)
+    assert [r.rcpt_tos for r in received] == [("usager@example.org",)] * 2

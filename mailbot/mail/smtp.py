@@ -643,20 +643,20 @@ class _Pipelined:
     async def _one(self, job: _Job, jobs: deque[_Job], transport: asyncio.Transport) -> bool:
         """One mail; False once the connection is gone."""
         envelope = job.envelope
-        if not (job.approved or self.before(envelope)):
-            return True
+        try:
+            if not (job.approved or self.before(envelope)):
+                return True
+        except BaseException:  # the claim failed: the mail before is told first
+            with contextlib.suppress(Exception):
+                await self._closing(transport)
+            raise
         job.approved = True
         try:
-            options = _Session._mail_options(self.client, envelope)
+            commands = self._commands(envelope)
         except DeliveryError as refused:
             self.after(envelope, refused)
             return True
         self.current = job  # told nothing yet: a shutdown now interrupts it
-        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        words = [b"FROM:" + _quoted(envelope.envelope_from, encoding)]
-        words += [option.encode("ascii") for option in options]
-        rcpt = b"RCPT TO:" + _quoted(envelope.recipient, encoding)
-        commands = b"MAIL " + b" ".join(words) + b"\r\n" + rcpt + b"\r\nDATA\r\n"
         self.sent += 1
         try:
             self._write(transport, commands)
@@ -665,6 +665,22 @@ class _Pipelined:
         if not await self._closing(transport):
             return self._dropped(job, jobs, self.replies.lost, "MAIL FROM")
         return await self._data(job, jobs, transport)
+
+    def _commands(self, envelope: Envelope) -> bytes:
+        """MAIL, RCPT and DATA for ``envelope``; DeliveryError if it cannot be sent here
+        (SMTPUTF8 not offered: permanent; a line end in an address: as aiosmtplib refuses
+        it, a ValueError, retried)."""
+        options = _Session._mail_options(self.client, envelope)
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        try:
+            words = [b"FROM:" + _quoted(envelope.envelope_from, encoding)]
+            words += [option.encode("ascii") for option in options]
+            rcpt = b"TO:" + _quoted(envelope.recipient, encoding)
+            if any(b"\r" in word or b"\n" in word for word in (*words, rcpt)):
+                raise ValueError("Command arg contains a prohibited control character")
+        except ValueError as error:  # an address aiosmtplib refuses to write
+            raise _network_error(error, "at MAIL FROM") from None
+        return b"MAIL " + b" ".join(words) + b"\r\nRCPT " + rcpt + b"\r\nDATA\r\n"
 
     def _write(self, transport: asyncio.Transport, data: bytes) -> None:
         if transport.is_closing() or self.replies.lost is not None:
