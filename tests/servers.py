@@ -728,7 +728,8 @@ class SmtpServer:
     """An aiosmtpd SMTP server on a free loopback port, recording every accepted message.
 
     With ``tls``: STARTTLS required before MAIL (or, ``implicit_tls``, TLS from the start).
-    It offers PIPELINING (RFC 2920) unless ``pipelining=False``.
+    It offers PIPELINING (RFC 2920) unless ``pipelining=False``, SMTPUTF8 unless
+    ``smtputf8=False``.
 
     Failures can be scripted: ``fail_next(2)`` makes the next two DATA commands answer
     ``451 4.3.0 Try again later``; ``reject_next(1)`` a permanent ``550``; ``stage="rcpt"``
@@ -742,7 +743,7 @@ class SmtpServer:
         tls: TlsFiles | None = None,
         implicit_tls: bool = False,
         pipelining: bool = True,
-        smtputf8: bool = False,
+        smtputf8: bool = True,
     ) -> None:
         self.host = HOST
         self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does

@@ -68,8 +68,9 @@ def pipelined(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.fixture
-def utf8_server() -> Iterator[SmtpServer]:
-    server = SmtpServer(smtputf8=True)
+def plain_server() -> Iterator[SmtpServer]:
+    """An aiosmtpd server without SMTPUTF8."""
+    server = SmtpServer(smtputf8=False)
     server.start()
     try:
         yield server
@@ -123,12 +124,12 @@ def test_dot_stuffing_and_line_ends_arrive_as_given(smtp_server: SmtpServer) -> 
     assert received[2].raw == batch[2].raw
 
 
-def test_smtputf8_per_mail_in_a_pipelined_batch(utf8_server: SmtpServer) -> None:
+def test_smtputf8_per_mail_in_a_pipelined_batch(smtp_server: SmtpServer) -> None:
     utf8 = mail(1, "usagère@example.org", body="Réponse à Zoé\r\n".encode())
     batch = [mail(0), utf8, mail(2)]
-    results = send(utf8_server, batch)
+    results = send(smtp_server, batch)
     assert results.told == {"m0": None, "m1": None, "m2": None}
-    received = utf8_server.wait_for(3)
+    received = smtp_server.wait_for(3)
     assert received[1].rcpt_tos == ("usagère@example.org",)
     assert "SMTPUTF8" in received[1].mail_options
     assert "SMTPUTF8" not in received[0].mail_options
@@ -136,14 +137,14 @@ def test_smtputf8_per_mail_in_a_pipelined_batch(utf8_server: SmtpServer) -> None
 
 
 def test_a_utf8_mail_facing_a_server_without_smtputf8_fails_alone(
-    smtp_server: SmtpServer,
+    plain_server: SmtpServer,
 ) -> None:
     batch = [mail(0), mail(1, "usagère@example.org"), mail(2)]
-    results = send(smtp_server, batch)
+    results = send(plain_server, batch)
     refused = results.told.pop("m1")
     assert refused is not None and refused.permanent and "SMTPUTF8" in str(refused)
     assert results.told == {"m0": None, "m2": None}
-    assert [r.raw for r in smtp_server.wait_for(2)] == [batch[0].raw, batch[2].raw]
+    assert [r.raw for r in plain_server.wait_for(2)] == [batch[0].raw, batch[2].raw]
 
 
 def test_without_pipelining_the_same_batch_goes_one_command_at_a_time(
