@@ -565,17 +565,20 @@ class _Replies(asyncio.Protocol):
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
         """The next reply in order; SMTPServerDisconnected or a timeout if none comes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not self.replies:
-            if self.lost is not None:
-                raise self.lost
-            self._waiter = loop.create_future()
-            try:
-                await asyncio.wait_for(self._waiter, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise aiosmtplib.SMTPReadTimeoutError("no reply from the server") from None
-            finally:
-                self._waiter = None
+        try:
+            # Not ``wait_for``: it returns normally when the cancel of a shutdown meets a
+            # waiter just woken, and the shutdown would then wait for the next timeout.
+            async with asyncio.timeout(timeout):
+                while not self.replies:
+                    if self.lost is not None:
+                        raise self.lost
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+        except TimeoutError:
+            raise aiosmtplib.SMTPReadTimeoutError("no reply from the server") from None
         return self.replies.popleft()
 
 
