@@ -27,6 +27,14 @@ class _Counting:
         self.total = total
         self.citizens = citizens
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """PIPELINING offered (RFC 2920), as Postfix does: aiosmtpd reads commands in order,
+        so pipelined input works, but it does not say so itself."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.total.get_lock():
             self.total.value += 1

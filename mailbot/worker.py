@@ -1,9 +1,9 @@
 """Scheduling: one APScheduler job per mailbox (and the digests, the report); a delivery thread.
 
-``poll_once`` is the cron/test entry point: it sends each batch's mail once the batch is
-committed and returns once everything due was attempted. ``run`` delivers on a thread of its
-own, so that a batch's mail leaves while the next batch is fetched and recorded and a slow
-or hung SMTP server never holds up intake; it keeps going until SIGTERM/SIGINT; on a signal
+``poll_once`` is the cron/test entry point and ``run`` the service; both deliver on a thread
+of their own, so that a batch's mail leaves while the next batch is fetched and recorded (and
+in ``run`` a slow or hung SMTP server never holds up intake). ``poll_once`` returns once
+everything due was attempted; ``run`` keeps going until SIGTERM/SIGINT; on a signal
 each job finishes the mail in hand and the send in flight is interrupted (mail not yet sent
 stays queued).
 """
@@ -70,7 +70,7 @@ class Worker:
         self.outbox = outbox
         # One stop for intake and delivery: SIGTERM also interrupts a send in progress.
         self.stop = outbox.stop
-        self.delivery: DeliveryLoop | None = None  # run(): delivery on its own thread
+        self.delivery: DeliveryLoop | None = None  # delivery on its own thread, when running
         self.pollers = {
             name: MailboxPoller(
                 name,
@@ -171,7 +171,7 @@ class Worker:
         return run_if_ours
 
     def deliver(self) -> None:
-        """After mail is queued: hand it to the delivery thread (run), or send it now (poll)."""
+        """After mail is queued: hand it to the delivery thread, or (none running) send it now."""
         if self.delivery is not None:
             self.delivery.wake()
         else:
@@ -188,22 +188,28 @@ class Worker:
                 self.keeper.close()
 
     def _poll_all(self) -> list[Outcome]:
-        """Each folder in turn, each batch's ARs sent as soon as it is committed (the
-        poller's ``deliver``), then whatever is still due. Returns once all due is sent.
+        """Each folder in turn, each batch's mail sent by the delivery thread while the next
+        batch is fetched and recorded; returns once all that is due was attempted.
 
-        No delivery thread here, unlike ``run``: measured on a 2,000-mail backlog with the
-        SMTP server on loopback (bench/run.py, issue 14), the thread gained no wall time
-        and cost 1-2 ms of CPU per mail: two threads on one GIL, and on SQLite each claim
-        riding on the intake's part cut the part at every mail (a commit, an fsync and the
-        folder's mark per mail instead of per batch). ``run`` keeps the thread: there a
-        slow SMTP server must never hold up intake."""
+        The thread only sends and claims: its claims come a group at a time
+        (``Outbox.claim_group``), and on SQLite one that meets an open intake part rides on
+        it (store/desk), cutting the part once per group rather than once per mail."""
         self.recover()
-        outcomes = self._poll_folders()
-        # More than one delivery's worth may be due (retries now due, a backlog): on while
-        # mail leaves; a delivery that sent nothing (the server refuses) ends it.
-        while not self.stop.is_set() and self.outbox.deliver_due().sent:
-            pass
+        delivery = DeliveryLoop(self.outbox, self._retry_interval())
+        self.delivery = delivery
+        delivery.start()
+        try:
+            outcomes = self._poll_folders()
+        finally:
+            self.delivery = None
+            # More than one delivery's worth may be due (retries now due, a backlog): on
+            # until a delivery takes nothing.
+            delivery.finish()
         return outcomes
+
+    def _retry_interval(self) -> float:
+        """How often the delivery thread looks for due retries when nobody wakes it."""
+        return max(5.0, self.config.outbox.retry_base_seconds / 2)
 
     def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -300,8 +306,7 @@ class Worker:
     def _run(self) -> None:
         self.recover()
         language.warm_up()  # the models load now, not while the first mail waits
-        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
-        self.delivery = DeliveryLoop(self.outbox, interval)
+        self.delivery = DeliveryLoop(self.outbox, self._retry_interval())
         self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()

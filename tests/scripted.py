@@ -254,19 +254,25 @@ class ScriptedSmtpServer(_ThreadedServer):
             elif verb == "AUTH":
                 await self._auth(line, reader, writer)
             elif verb == "MAIL":
+                envelope = {}
                 if not await self._act("mail", writer):
                     found = _PATH.match(line)
                     address, options = (found[1], found[2].split()) if found else ("?", [])
                     envelope = {"from": address, "to": [], "options": options}
                     await self._reply(writer, "250 2.1.0 OK")
+            elif verb == "RCPT" and "from" not in envelope:  # as real servers do (pipelining)
+                await self._reply(writer, "503 5.5.1 Error: need MAIL command")
             elif verb == "RCPT":
                 if not await self._act("rcpt", writer):
                     found = _PATH.match(line)
                     envelope.setdefault("to", []).append(found[1] if found else "?")
                     await self._reply(writer, "250 2.1.5 OK")
+            elif verb == "DATA" and not envelope.get("to"):
+                await self._reply(writer, "503 5.5.1 Error: need RCPT command")
             elif verb == "DATA":
                 if not await self._act("data", writer):
                     await self._data(reader, writer, envelope)
+                    envelope = {}
             elif verb == "RSET":
                 envelope = {}
                 await self._reply(writer, "250 2.0.0 OK")

@@ -661,6 +661,21 @@ class _Handler:
     def __init__(self, owner: SmtpServer) -> None:
         self.owner = owner
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO, plus PIPELINING when the server offers it (aiosmtpd reads the
+        commands in order, so pipelined input works; it does not say so itself)."""
+        session.host_name = hostname
+        if self.owner.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -669,6 +684,8 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if address in self.owner.refused:
+            return "550 5.1.1 No such user"
         failure = self.owner._take_failure("rcpt")
         if failure is not None:
             return failure
@@ -691,6 +708,9 @@ class _Handler:
         options = tuple(envelope.mail_options)
         received = Received(mail_from, tuple(envelope.rcpt_tos), raw, options, session.peer)
         self.owner._record(received)
+        if self.owner._drop_now():
+            server.transport.close()  # taken, and the reply never comes
+            return "421 4.3.0 (never read: the connection is closed)"
         return "250 2.0.0 OK: queued"
 
     async def handle_NOOP(
@@ -708,6 +728,8 @@ class SmtpServer:
     """An aiosmtpd SMTP server on a free loopback port, recording every accepted message.
 
     With ``tls``: STARTTLS required before MAIL (or, ``implicit_tls``, TLS from the start).
+    It offers PIPELINING (RFC 2920) unless ``pipelining=False``, SMTPUTF8 unless
+    ``smtputf8=False``.
 
     Failures can be scripted: ``fail_next(2)`` makes the next two DATA commands answer
     ``451 4.3.0 Try again later``; ``reject_next(1)`` a permanent ``550``; ``stage="rcpt"``
@@ -715,9 +737,19 @@ class SmtpServer:
     """
 
     def __init__(
-        self, port: int | None = None, *, tls: TlsFiles | None = None, implicit_tls: bool = False
+        self,
+        port: int | None = None,
+        *,
+        tls: TlsFiles | None = None,
+        implicit_tls: bool = False,
+        pipelining: bool = True,
+        smtputf8: bool = True,
     ) -> None:
         self.host = HOST
+        self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does
+        self.smtputf8 = smtputf8
+        self.refused: set[str] = set()  # recipients refused at RCPT (550), whatever the script
+        self._drops: list[int] = []  # drop the connection after taking the n-th mail
         self.port = port or free_port()
         self.tls = tls
         self.implicit_tls = implicit_tls
@@ -741,6 +773,7 @@ class SmtpServer:
             hostname=self.host,
             port=self.port,
             loop=asyncio.new_event_loop(),
+            enable_SMTPUTF8=self.smtputf8,
             **tls,
         )
         controller.start()
@@ -778,6 +811,19 @@ class SmtpServer:
     def reject_next(self, n: int = 1, code: int = 550, *, stage: Stage = "data") -> None:
         """The next ``n`` commands of ``stage`` get a permanent refusal."""
         self._script(n, f"{code} 5.7.1 Message rejected", stage)
+
+    def drop_after(self, count: int) -> None:
+        """Once ``count`` mails (in all) were taken, the next one taken is followed by a
+        hang-up instead of its reply (the client cannot know it was taken)."""
+        with self._condition:
+            self._drops.append(count)
+
+    def _drop_now(self) -> bool:
+        with self._condition:
+            if self._drops and len(self._received) > self._drops[0]:
+                self._drops.pop(0)
+                return True
+            return False
 
     def _script(self, n: int, reply: str, stage: Stage) -> None:
         with self._condition:

@@ -245,3 +245,61 @@ def test_stop_after_the_final_dot_is_uncertain(store: Store) -> None:
         took = deliver_then_stop(outbox, server)
         assert took < 2.5, took
         assert rows(store) == [("uncertain", 1), ("pending", 0)]
+
+
+class Observing:
+    """A transport that sends nothing and looks at the outbox's statuses as each mail
+    would leave; ``stop_after`` sets the outbox's stop after that many mails."""
+
+    def __init__(self, store: Store, stop: threading.Event, stop_after: int | None = None) -> None:
+        self.store = store
+        self.stop = stop
+        self.stop_after = stop_after
+        self.seen: list[list[str]] = []
+
+    def send_batch(self, envelopes, before, after, stop=None) -> None:  # type: ignore[no-untyped-def]
+        for n, envelope in enumerate(envelopes):
+            if stop is not None and stop.is_set():
+                return
+            if before(envelope):
+                self.seen.append([row.status for row in self.store.outbox_items()])
+                after(envelope, None)
+            if self.stop_after is not None and n + 1 >= self.stop_after:
+                self.stop.set()
+
+    def close(self) -> None:
+        return None
+
+
+def observed_outbox(store: Store, group: int, stop_after: int | None = None) -> Outbox:
+    outbox = Outbox(store, SmtpTransport(SmtpConfig(host="unused")), OutboxConfig(), {CITIZEN})
+    outbox.claim_group = group
+    outbox.transport = Observing(store, outbox.stop, stop_after)
+    return outbox
+
+
+def test_mails_are_claimed_a_group_at_a_time(store: Store) -> None:
+    queue(store, n=7)
+    outbox = observed_outbox(store, group=3)
+    report = outbox.deliver_due()
+    seen = outbox.transport.seen  # type: ignore[attr-defined]
+    # The first mail leaves with its group claimed, the rest still pending; the group's
+    # 'sent' commit with the next group's claim: never more than a group 'sending'.
+    assert seen[0] == ["sending"] * 3 + ["pending"] * 4
+    assert seen[3] == ["sent"] * 3 + ["sending"] * 3 + ["pending"]
+    assert seen[6] == ["sent"] * 6 + ["sending"]
+    assert report.sent == 7
+    assert rows(store) == [("sent", 1)] * 7
+
+
+def test_a_shutdown_mid_group_gives_back_the_claimed_mails_not_sent(store: Store) -> None:
+    queue(store, n=5)
+    outbox = observed_outbox(store, group=4, stop_after=2)
+    report = outbox.deliver_due()
+    assert report.sent == 2
+    # Claimed with the group but never handed over: pending again, as if never tried.
+    assert rows(store) == [("sent", 1)] * 2 + [("pending", 0)] * 3
+    outbox.stop.clear()
+    outbox.transport.stop_after = None  # type: ignore[attr-defined]
+    assert outbox.deliver_due().sent == 3
+    assert rows(store) == [("sent", 1)] * 5

@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
 # (the send itself stays at most once: 'pending' to 'sending' is one conditional update).
 CLAIM_STALE = timedelta(minutes=5)
+# Mails claimed ('sending') in one commit before the first of them leaves. A crash leaves
+# at most this many 'sending' (plus the last mail of the group before, whose 'sent' commits
+# with this group's claim): recovered as uncertain, for an agent to check. One commit (one
+# fsync) per group instead of one per mail; on SQLite one cut of an open intake part per
+# group instead of one per mail (store/desk). Measured (bench/run.py, bench/kill.py): 8 and
+# 32 gave the same throughput; 8 bounds what a crash leaves to check.
+CLAIM_GROUP = 8
 
 
 @dataclass
@@ -140,8 +147,10 @@ class Outbox:
         config: OutboxConfig,
         allowed: set[str],
         holder: str | None = None,
+        claim_group: int = CLAIM_GROUP,
     ) -> None:
         self.store = store
+        self.claim_group = max(1, claim_group)
         # Who claims the mail it sends: this process, unique even after a restart.
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.transport = transport
@@ -184,7 +193,8 @@ class Outbox:
         except DeliveryError as error:
             # No connection: the mails not handed to the transport yet never left.
             for item in run.items.values():
-                if item.id not in run.handled:
+                if item.id not in run.handled and run.claimed.get(item.id, True):
+                    run.handled.add(item.id)
                     run.record(item, self._retry_later(item, error))
         finally:
             run.flush()
@@ -225,6 +235,19 @@ class Outbox:
 
         return write
 
+    @staticmethod
+    def _release(tx: Transaction, item: OutboxItem) -> None:
+        """A mail claimed with its group that never reached the transport (a shutdown):
+        back to pending as it was, due at once, for any worker."""
+        set_status(
+            tx,
+            item,
+            OutboxStatus.PENDING,
+            attempts=item.attempts,
+            next_attempt_at=utcnow(),
+            claimed_by=None,
+        )
+
     def _fail(
         self, tx: Transaction, item: OutboxItem, error: DeliveryError, refused: bool = False
     ) -> Tally:
@@ -247,11 +270,13 @@ class Outbox:
 class _Run:
     """One ``deliver_due``: its session, its items, and the 'sent' not committed yet.
 
-    A committed claim ('sending') precedes each mail's DATA. The 'sent' of a mail commits
-    with the claim of the next one (one commit per mail, not two); the last one's, at the
-    end of the batch, with the bookkeeping of all of them (``finish_sent``). A crash in
-    between leaves a mail that left 'sending': recovered as uncertain, flagged, never sent
-    again.
+    A committed claim ('sending') precedes each mail's DATA: the mails are claimed in groups
+    of ``Outbox.claim_group``, in one commit, when the transport reaches the first of a
+    group. The 'sent' of a group's mails commit with the next group's claim; the last
+    ones', at the end of the batch, with the bookkeeping of all of them (``finish_sent``).
+    A crash in between leaves the group's mails 'sending' (those that left and those not yet
+    sent alike): recovered as uncertain, flagged, never sent again. A mail of a claimed
+    group that the transport never reached (a shutdown, no connection) goes back to pending.
     """
 
     def __init__(
@@ -261,6 +286,9 @@ class _Run:
         self.session = session
         self.items = items
         self.report = report
+        self.order = list(items)  # the transport sends in this order
+        self.position = {item_id: n for n, item_id in enumerate(self.order)}
+        self.claimed: dict[int, bool] = {}  # claimed with a group: may it leave?
         self.handled: set[int] = set()
         self.unrecorded: list[tuple[OutboxItem, datetime]] = []  # left, 'sent' not committed
         self.unfinished: list[tuple[OutboxItem, datetime]] = []  # 'sent', bookkeeping not yet
@@ -268,19 +296,37 @@ class _Run:
     def before(self, envelope: Envelope) -> bool:
         item = self.items[int(envelope.name)]
         self.handled.add(item.id)
-        if not self.outbox.is_allowed(item):
-            error = ForbiddenRecipientError(item.recipient)
-            self.record(item, lambda tx: self.outbox._fail(tx, item, error, refused=True))
-            return False
+        if item.id not in self.claimed:
+            self._claim_group(item.id)
+        return self.claimed[item.id]
 
-        def claim(tx: Transaction) -> tuple[list[OutboxItem], bool]:
-            sent = self._record_sent(tx)
-            return sent, tx.claim_outbox(item.id, item.attempts + 1, self.outbox.holder)
+    def _claim_group(self, first: int) -> None:
+        """Claim ``first`` and the mails after it, up to a group, in one commit (alone, or
+        with the intake part open meanwhile); a forbidden recipient fails there."""
+        start = self.position[first]
+        group = [
+            self.items[i]
+            for i in self.order[start : start + self.outbox.claim_group]
+            if i not in self.claimed
+        ]
+        holder = self.outbox.holder
 
-        # Committed before the DATA: alone, or with the intake part open meanwhile.
-        sent, claimed = self.session.write(claim)
+        def claim(tx: Transaction) -> tuple[list[OutboxItem], dict[int, bool], list[Tally]]:
+            sent, claimed, tallies = self._record_sent(tx), {}, []
+            for item in group:
+                if not self.outbox.is_allowed(item):
+                    error = ForbiddenRecipientError(item.recipient)
+                    tallies.append(self.outbox._fail(tx, item, error, refused=True))
+                    claimed[item.id] = False
+                else:
+                    claimed[item.id] = tx.claim_outbox(item.id, item.attempts + 1, holder)
+            return sent, claimed, tallies
+
+        sent, claimed, tallies = self.session.write(claim)
+        self.claimed.update(claimed)
         self._count_sent(sent)
-        return claimed
+        for tally in tallies:
+            tally(self.report)
 
     def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
         item = self.items[int(envelope.name)]
@@ -300,15 +346,19 @@ class _Run:
         tally(self.report)
 
     def flush(self) -> None:
-        """The batch is over: commit the 'sent' still unrecorded, and the bookkeeping of
-        every mail that left (status mirror, events, purge) in the same transaction."""
-        if self.unrecorded or self.unfinished:
-            sent = self.session.write(self._finish)
+        """The batch is over: commit the 'sent' still unrecorded, the mails claimed but never
+        handed to the transport released, and the bookkeeping of every mail that left
+        (status mirror, events, purge), in one transaction."""
+        idle = [self.items[i] for i, ok in self.claimed.items() if ok and i not in self.handled]
+        if self.unrecorded or self.unfinished or idle:
+            sent = self.session.write(lambda tx: self._finish(tx, idle))
             self.unfinished = []
             self._count_sent(sent)
 
-    def _finish(self, tx: Transaction) -> list[OutboxItem]:
+    def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> list[OutboxItem]:
         sent = self._record_sent(tx)
+        for item in idle:
+            self.outbox._release(tx, item)
         finish_sent(tx, self.unfinished)
         return sent
 
@@ -327,8 +377,9 @@ class _Run:
 
 class DeliveryLoop:
     """Delivers the outbox on a thread of its own, so that intake never waits on SMTP
-    (``run``; ``poll --once`` delivers each committed batch itself: on one process the thread
-    cost CPU and gained nothing, see bench/README.md).
+    (``run`` and ``poll --once``). Its claims come a group at a time (``Outbox.claim_group``):
+    on SQLite one that meets an open intake part rides on it (store/desk), which cuts the part
+    once per group, not once per mail as when each mail was claimed alone.
 
     The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in

@@ -1,0 +1,173 @@
+"""PIPELINING (RFC 2920, issue 14 point 7) against the real aiosmtpd server, which reads
+pipelined commands in order (the fixture offers PIPELINING in its EHLO, as Postfix does).
+
+Each mail of a pipelined batch keeps its own result: a refused recipient fails that mail
+only, a drop after a "." leaves that mail uncertain and the next one is sent again on a new
+connection, and the bytes arrive as they were given (dot-stuffing, SMTPUTF8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from servers import SmtpServer
+
+from mailbot.errors import DeliveryError
+from mailbot.mail import smtp
+from mailbot.mail.smtp import Envelope, SmtpTransport
+
+pytestmark = pytest.mark.servers
+
+
+def mail(n: int, recipient: str = "usager@example.org", body: bytes = b"Bonjour\r\n") -> Envelope:
+    head = f"Message-ID: <p-{n}@example.org>\r\nSubject: pipelined {n}\r\n\r\n".encode()
+    return Envelope("mailbot@example.org", recipient, head + body, name=f"m{n}")
+
+
+class Results:
+    """What ``before`` and ``after`` were told, in order; each mail reported once."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.told: dict[str, DeliveryError | None] = {}
+
+    def before(self, envelope: Envelope) -> bool:
+        assert envelope.name not in self.asked  # a mail sent again is not asked twice
+        self.asked.append(envelope.name)
+        return True
+
+    def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
+        assert envelope.name in self.asked
+        assert envelope.name not in self.told
+        self.told[envelope.name] = error
+
+
+def send(server: SmtpServer, batch: Sequence[Envelope]) -> Results:
+    results = Results()
+    transport = SmtpTransport(server.smtp_config())
+    try:
+        transport.send_batch(batch, results.before, results.after)
+    finally:
+        transport.close()
+    return results
+
+
+@pytest.fixture(autouse=True)
+def pipelined(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the mails sent on the pipelined path (``_Pipelined``): the tests say which."""
+    counted: list[int] = []
+    original = smtp._Pipelined._one
+
+    async def one(self: smtp._Pipelined, job: smtp._Job, *args: object) -> bool:
+        counted.append(1)
+        return await original(self, job, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smtp._Pipelined, "_one", one)
+    return counted
+
+
+@pytest.fixture
+def plain_server() -> Iterator[SmtpServer]:
+    """An aiosmtpd server without SMTPUTF8."""
+    server = SmtpServer(smtputf8=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_refused_recipient_mid_batch_fails_that_mail_only(
+    smtp_server: SmtpServer, pipelined: list[int]
+) -> None:
+    smtp_server.refused.add("nobody@example.org")
+    batch = [mail(n) for n in range(3)]
+    batch += [mail(3, "nobody@example.org"), *(mail(n) for n in range(4, 7))]
+    results = send(smtp_server, batch)
+    assert results.asked == [f"m{n}" for n in range(7)]
+    refused = results.told.pop("m3")
+    assert refused is not None and refused.permanent and refused.code == 550
+    assert "RCPT TO" in str(refused)
+    assert results.told == {f"m{n}": None for n in (0, 1, 2, 4, 5, 6)}
+    received = smtp_server.wait_for(6)
+    assert [r.raw for r in received] == [e.raw for e in batch if e.name != "m3"]
+    assert len({r.peer for r in received}) == 1  # RSET, and the same connection goes on
+    assert len(pipelined) == 7
+
+
+def test_a_drop_mid_batch_leaves_one_mail_uncertain_and_sends_the_rest_once(
+    smtp_server: SmtpServer, pipelined: list[int]
+) -> None:
+    smtp_server.drop_after(2)  # the third mail is taken, then the connection cut
+    batch = [mail(n) for n in range(6)]
+    results = send(smtp_server, batch)
+    uncertain = results.told.pop("m2")
+    assert uncertain is not None and uncertain.uncertain
+    # The fourth mail's commands were in flight, its "." never left: sent again at once.
+    assert results.told == {f"m{n}": None for n in (0, 1, 3, 4, 5)}
+    received = smtp_server.wait_for(6)
+    assert sorted(r.raw for r in received) == sorted(e.raw for e in batch)  # each once
+    assert len({r.peer for r in received}) == 2
+    assert len(pipelined) == 7  # six mails, one of them twice
+
+
+def test_dot_stuffing_and_line_ends_arrive_as_given(smtp_server: SmtpServer) -> None:
+    tricky = b".leading dot\r\n..two dots\r\n.\r\nbetween\r\n. \r\nlast line without CRLF"
+    bare = b"bare\nLF line ends\n.dot after LF\n"
+    batch = [mail(0, body=tricky), mail(1, body=bare), mail(2)]
+    results = send(smtp_server, batch)
+    assert results.told == {"m0": None, "m1": None, "m2": None}
+    received = smtp_server.wait_for(3)
+    assert received[0].raw == batch[0].raw + b"\r\n"  # ended with CRLF, nothing else
+    assert received[1].raw == batch[1].raw.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    assert received[2].raw == batch[2].raw
+
+
+def test_smtputf8_per_mail_in_a_pipelined_batch(smtp_server: SmtpServer) -> None:
+    utf8 = mail(1, "usagère@example.org", body="Réponse à Zoé\r\n".encode())
+    batch = [mail(0), utf8, mail(2)]
+    results = send(smtp_server, batch)
+    assert results.told == {"m0": None, "m1": None, "m2": None}
+    received = smtp_server.wait_for(3)
+    assert received[1].rcpt_tos == ("usagère@example.org",)
+    assert "SMTPUTF8" in received[1].mail_options
+    assert "SMTPUTF8" not in received[0].mail_options
+    assert [r.raw for r in received] == [e.raw for e in batch]
+
+
+def test_a_utf8_mail_facing_a_server_without_smtputf8_fails_alone(
+    plain_server: SmtpServer,
+) -> None:
+    batch = [mail(0), mail(1, "usagère@example.org"), mail(2)]
+    results = send(plain_server, batch)
+    refused = results.told.pop("m1")
+    assert refused is not None and refused.permanent and "SMTPUTF8" in str(refused)
+    assert results.told == {"m0": None, "m2": None}
+    assert [r.raw for r in plain_server.wait_for(2)] == [batch[0].raw, batch[2].raw]
+
+
+def test_without_pipelining_the_same_batch_goes_one_command_at_a_time(
+    pipelined: list[int],
+) -> None:
+    with SmtpServer(pipelining=False) as server:
+        server.refused.add("nobody@example.org")
+        batch = [mail(0), mail(1, "nobody@example.org"), mail(2)]
+        results = send(server, batch)
+        refused = results.told.pop("m1")
+        assert refused is not None and refused.permanent
+        assert results.told == {"m0": None, "m2": None}
+        assert [r.raw for r in server.wait_for(2)] == [batch[0].raw, batch[2].raw]
+    assert pipelined == []
+
+
+def test_an_address_aiosmtplib_refuses_to_write_fails_that_mail_only(
+    smtp_server: SmtpServer,
+) -> None:
+    batch = [mail(0), mail(1, '"x\ny"@example.org'), mail(2)]
+    results = send(smtp_server, batch)
+    refused = results.told.pop("m1")
+    assert refused is not None and "not permitted in an SMTP mailbox" in str(refused)
+    assert results.told == {"m0": None, "m2": None}
+    received = smtp_server.wait_for(2)
+    assert [r.rcpt_tos for r in received] == [("usager@example.org",)] * 2
