@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress
 
 ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
 _NOT_WORD = re.compile(r"[^\w]+")
@@ -158,12 +159,12 @@ class KeywordMatcher:
         """Each list that matched: its distinct matched texts, in order of appearance."""
         tokens, single, pairs = words.tokens, self._single, self._pairs
         found: dict[int, list[tuple[int, int, int]]] = {}
-        # Most words start no phrase: find those that do in one comprehension each.
-        for start in [i for i, token in enumerate(tokens) if token in single]:
+        # Most words start no phrase: find those that do with C-level iteration alone
+        # (``compress`` over a set's ``__contains__``), no Python step per word.
+        for start in compress(range(len(tokens)), map(single.__contains__, tokens)):
             for phrase in single[tokens[start]]:
                 found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
-        firsts = self._firsts
-        starts = [i for i, token in enumerate(tokens[:-1]) if token in firsts]
+        starts = compress(range(len(tokens) - 1), map(self._firsts.__contains__, tokens))
         for start in [i for i in starts if (tokens[i], tokens[i + 1]) in pairs]:
             for phrase in pairs[tokens[start], tokens[start + 1]]:
                 end = start + 2 + len(phrase.rest)
