@@ -137,6 +137,18 @@ def test_long_accented_and_foreign_words_hash_as_their_text() -> None:
     assert values.tobytes() == old_values.tobytes()
 
 
+def test_a_mail_without_a_known_feature_has_an_empty_vector() -> None:
+    """No word, or only quoted words the model never saw: no feature, as before (and a
+    made-up word: its character n-grams alone)."""
+    loaded = model()
+    for own, quoted in (([], []), (["zzqxw"], []), ([], ["zzqxw", "qqzzv"])):
+        rows, values = loaded.vector(own, quoted)
+        old_rows, old_values = old_model.tfidf(
+            old_model.raw_counts(own, quoted), loaded.features, loaded.idf
+        )
+        assert rows.tolist() == old_rows.tolist() and values.tolist() == old_values.tolist()
+
+
 def test_the_word_table_starting_again_changes_nothing(monkeypatch: Any) -> None:
     """A worker's word table is bounded: when full it starts again, and the vectors of the
     mails read across that reset are the same."""

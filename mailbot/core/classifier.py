@@ -276,6 +276,8 @@ def _first_order(
     """Each distinct value of ``sequence`` in order of first appearance with the sum of its
     weights (a Counter's items): one sort of (value, position) pairs finds each value's
     first position and sum; they are put back at those positions, read in order."""
+    if not len(sequence):  # no feature the model knows
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
     keys = np.sort((sequence.astype(np.int64) << 32) | np.arange(len(sequence)))
     values = keys >> 32
     starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
