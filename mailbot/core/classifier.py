@@ -117,7 +117,8 @@ class Head:
         )
 
 
-# Words whose rows are kept; when full, the table starts again (bounded memory in a worker).
+# Words (and word pairs) whose rows are kept; when full, they start again (bounded memory
+# in a worker).
 CACHE_LIMIT = 50_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
 _SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
@@ -251,7 +252,7 @@ class _Rows:
         keys = ((ids[:-1] << 32) | ids[1:]).tolist()
         found = [*map(table.pairs.get, keys)]
         if None in found:
-            if len(table.pairs) >= 4 * CACHE_LIMIT:
+            if len(table.pairs) >= CACHE_LIMIT:  # bounded, as the words are
                 table.pairs.clear()
             new = np.array([i for i, row in enumerate(found) if row is None], dtype=np.intp)
             first, second = ids[new], ids[new + 1]
