@@ -1,6 +1,7 @@
 """Routing speed: model load time, and classification time per mail once loaded.
 
     python bench/routing.py [--repeat 5]
+    python bench/routing.py --trees OLD,NEW [--repeat 5]
 
 Reads the labelled mails (the dev half of the corpus and the regression set; parsing is not
 timed), then times, each ``--repeat`` times and keeping the median:
@@ -19,11 +20,20 @@ timed), then times, each ``--repeat`` times and keeping the median:
   whole decision, short and 3 KB, in the same run.
 
 Times are CPU time (``time.process_time``), the median of ``--repeat`` runs.
+
+With ``--trees`` (source trees, e.g. a ``git archive`` export of main and this checkout),
+each tree runs in a child process with that tree on PYTHONPATH and its own rules.yaml and
+model, on this tree's labelled mails, the trees taking turns ``--repeat`` times (a shared
+machine speeds up and slows down over minutes): load, the model alone and the whole
+decision on the labelled mails, short (300 characters) and 3 KB bodies; medians per tree
+and the new/old ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,11 +56,84 @@ from mailbot.core.facts import compiled_routing  # noqa: E402
 from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing, decide  # noqa: E402
 from mailbot.core.routing_text import RoutingText  # noqa: E402
 
+CHILD = r"""
+import json, statistics, sys, time
+from dataclasses import replace
+from pathlib import Path
+tree, data, repeat = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+from mailbot.app.training import load_labelled
+from mailbot.config import load_config
+from mailbot.core.classifier import load
+from mailbot.core.facts import compiled_routing
+from mailbot.core.routing import decide
+from mailbot.core.routing_text import RoutingText
+config = load_config(tree / "rules.yaml")
+routing = compiled_routing(config)
+start = time.process_time()
+for _ in range(repeat):
+    load(config.routing.model.file)
+out = {"load": (time.process_time() - start) / repeat * 1000}
+mails = [s.facts for f in ("corpus/dev", "routing") for s in load_labelled(config, data / f)]
+
+def sized(size):
+    bodies, out = [m.body for m in mails], []
+    for i, mail in enumerate(mails):
+        body, j = mail.body, i
+        while len(body) < size:
+            j += 1
+            body += "\n\n" + bodies[j % len(bodies)]
+        out.append(replace(mail, body=body[:size]))
+    return out
+
+def per_mail(run, batch):
+    for mail in batch:
+        run(mail)  # warm-up: caches filled once, as in a worker
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        for mail in batch:
+            run(mail)
+        times.append((time.process_time() - start) / len(batch) * 1000)
+    return statistics.median(times)
+
+model = routing.model
+alone = lambda m: model.classify(m.subject, RoutingText(m.body, m.quoted))
+whole = lambda m: decide(m, routing)
+for label, batch in (("labelled", mails), ("short", sized(300)), ("3k", sized(3000))):
+    out[f"model {label}"] = per_mail(alone, batch)
+    out[f"decision {label}"] = per_mail(whole, batch)
+print(json.dumps(out))
+"""
+
+
+def trees(paths: list[Path], repeat: int) -> None:
+    """Each tree in a child process, the trees taking turns; medians and new/old ratio."""
+    runs: dict[Path, list[dict[str, float]]] = {tree: [] for tree in paths}
+    for _ in range(repeat):
+        for tree in paths:
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            argv = [sys.executable, "-c", CHILD, str(tree), str(ROOT / "tests/data"), "3"]
+            done = subprocess.run(
+                argv, capture_output=True, text=True, check=True, env=env, cwd=tree
+            )
+            runs[tree].append(json.loads(done.stdout))
+    keys = list(runs[paths[0]][0])
+    print(f"CPU ms ({repeat} turns per tree, median; each turn the median of 3 passes)")
+    print(f"{'':22}" + "".join(f"{tree.name[-14:]:>15}" for tree in paths) + "    new/old")
+    for key in keys:
+        figures = [statistics.median(run[key] for run in runs[tree]) for tree in paths]
+        ratio = f"{figures[-1] / figures[0]:10.2f}" if len(paths) > 1 else ""
+        print(f"{key:22}" + "".join(f"{x:15.3f}" for x in figures) + ratio)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--trees", help="source trees, comma-separated (old first)")
     args = parser.parse_args()
+    if args.trees:
+        trees([Path(t).resolve() for t in args.trees.split(",")], args.repeat)
+        return
     config = load_config(ROOT / "rules.yaml")
     assert config.routing is not None and config.routing.model is not None
     path = config.routing.model.file

@@ -94,7 +94,11 @@ def logits(head: Head, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float3
 
 
 def predict(head: Head, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float32]) -> Prediction:
-    logits = head.intercept + values @ head.coef[rows]
+    return softmax(head, head.intercept + values @ head.coef[rows])
+
+
+def softmax(head: Head, logits: npt.NDArray[np.float32]) -> Prediction:
+    """``predict`` from the logits on (the same code, split for the test to reuse)."""
     logits = logits - logits.max()
     exp = np.exp(logits)
     probs = exp / exp.sum()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -103,68 +104,188 @@ class Head:
     intercept: npt.NDArray[np.float32]
 
     def prediction(self, logits: npt.NDArray[np.float32]) -> Prediction:
-        """The softmax of this head's logits, best class first."""
-        logits = logits - logits.max()
-        exp = np.exp(logits)
-        probs = exp / exp.sum()
-        order = np.argsort(-probs, kind="stable")
+        """The softmax of this head's logits, best class first: numpy's float32 ``max``,
+        ``exp``, ``sum`` and division, as ``tests/classifier_reference.py`` has them, the
+        ufuncs called directly and the few classes ordered in Python (stable, as
+        ``argsort(-probs, kind="stable")``): the same numbers in a third of the time."""
+        exp = np.exp(logits - np.maximum.reduce(logits))
+        probs = (exp / np.add.reduce(exp)).tolist()
+        order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
+        classes = self.classes
         return Prediction(
-            tuple(self.classes[i] for i in order), tuple(round(float(probs[i]), 4) for i in order)
+            tuple([classes[i] for i in order]), tuple([round(probs[i], 4) for i in order])
         )
 
 
-# Words (word pairs, quoted words) whose rows are kept, as many as the n-gram hashes
-# ``_word_features`` keeps; when full, a cache starts again (bounded memory in a worker).
+# Words (and word pairs) whose rows are kept; when full, they start again (bounded memory
+# in a worker).
 CACHE_LIMIT = 50_000
+_CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
+_SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
+
+
+@lru_cache(maxsize=1)
+def _shift_tables() -> npt.NDArray[np.uint32]:
+    """CRC-32 is linear: ``crc32(a + b) == shift(crc32(a), len(b)) ^ crc32(b)``, where
+    ``shift`` runs the register over ``len(b)`` zero bytes. For each length up to
+    ``_SHIFT_MAX``, the shift of each byte value in each of the register's four bytes:
+    the shift of a word is then four look-ups, for every bigram of a mail at once."""
+    byte = np.arange(256, dtype=np.uint32)
+    table = byte.copy()
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0xEDB88320), table >> 1)
+    lanes = [byte << np.uint32(8 * k) for k in range(4)]  # the register, byte by byte
+    tables = [np.concatenate(lanes)]
+    for _ in range(_SHIFT_MAX):
+        last = tables[-1]
+        tables.append(table[last & 0xFF] ^ (last >> np.uint32(8)))  # one zero byte more
+    return np.concatenate(tables).astype(np.uint32)
+
+
+def _shift(
+    crc: npt.NDArray[np.uint32], size: npt.NDArray[np.int64], tables: npt.NDArray[np.uint32]
+) -> npt.NDArray[np.uint32]:
+    """Each ``crc`` as if ``size`` zero bytes had followed: ``_shift_tables``'s map."""
+    while (size > _SHIFT_MAX).any():  # a word of more than 64 bytes: rare
+        longer = size > _SHIFT_MAX
+        crc, size = crc.copy(), size.copy()
+        crc[longer] = _shift(crc[longer], np.full(longer.sum(), _SHIFT_MAX), tables)
+        size[longer] -= _SHIFT_MAX
+    base = size * 1024
+    return (
+        tables[base + (crc & 0xFF)]
+        ^ tables[base + 256 + ((crc >> np.uint32(8)) & 0xFF)]
+        ^ tables[base + 512 + ((crc >> np.uint32(16)) & 0xFF)]
+        ^ tables[base + 768 + (crc >> np.uint32(24))]
+    )
+
+
+class _Table:
+    """What the model needs of each word seen, by word id: where its character n-grams
+    sit in the vocabulary (rows in ``flat``), the row of its quoted feature, and the
+    CRC-32 pieces from which a bigram's hash is found without building its text."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.crc = np.zeros(1024, dtype=np.uint32)  # crc32 of the word's UTF-8 bytes
+        self.size = np.zeros(1024, dtype=np.int64)  # their number
+        self.prefix = np.zeros(1024, dtype=np.uint32)  # crc32 of "b:word "
+        self.quoted = np.zeros(1024, dtype=np.int32)  # the row of "q:word", or -1
+        self.start = np.zeros(1024, dtype=np.int64)  # its n-grams' rows: flat[start:+count]
+        self.count = np.zeros(1024, dtype=np.int64)
+        self.flat = np.zeros(16384, dtype=np.int32)
+        self.used = 0
+        self.pairs: dict[int, int] = {}  # (first id << 32 | second id) -> row, or -1
+
+    def add(self, word: str, row: Mapping[int, int]) -> int:
+        """A new word's id, its features hashed once (``_word_features``, uncached)."""
+        index = len(self.ids)
+        if index == len(self.crc):
+            for name in ("crc", "size", "prefix", "quoted", "start", "count"):
+                setattr(self, name, np.resize(getattr(self, name), 2 * index))
+        data = word.encode("utf-8", "surrogatepass")
+        found = (row.get(f, -1) for f in _word_features.__wrapped__(word))
+        rows = [r for r in found if r >= 0]
+        if self.used + len(rows) > len(self.flat):
+            self.flat = np.resize(self.flat, 2 * (self.used + len(rows)))
+        self.flat[self.used : self.used + len(rows)] = rows
+        self.crc[index], self.size[index] = zlib.crc32(data), len(data)
+        self.prefix[index] = zlib.crc32(b" ", zlib.crc32(data, _CRC_PAIR))
+        self.quoted[index] = row.get(zlib.crc32(data, _CRC_QUOTED) & _MASK, -1)
+        self.start[index], self.count[index] = self.used, len(rows)
+        self.used += len(rows)
+        self.ids[word] = index
+        return index
 
 
 class _Rows:
-    """Where a word's features sit in the vocabulary, remembered per word: a mail's
-    features then cost a dictionary look-up per word rather than a CRC-32 per n-gram
-    and a binary search per feature (issue 14, point 5). Features unknown to the model
-    are dropped here, as ``tfidf`` drops them; -1 stands for an unknown bigram or quoted
-    word."""
+    """Where a mail's features sit in the vocabulary, from each word's id: a dictionary
+    look-up per word, then numpy for the whole mail — the n-grams' rows of each distinct
+    word, every bigram's CRC-32 from its two words' (no text built, no hash called), the
+    quoted words' rows (issue 14, point 5). Features unknown to the model are dropped
+    here, as ``tfidf`` drops them. A lock keeps the table whole between threads."""
 
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
+        self._features = features
         self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
-        self._words: dict[str, npt.NDArray[np.int32]] = {}
-        self._pairs: dict[tuple[str, str], int] = {}
-        self._quoted: dict[str, int] = {}
+        self._table = _Table()
+        self._lock = threading.Lock()
+        self._shifts = _shift_tables()
 
-    def words(self, own: list[str]) -> list[npt.NDArray[np.int32]]:
-        """For each word of ``own``, the rows of its own feature and character n-grams."""
-        found = [*map(self._words.get, own)]
-        for i in [i for i, rows in enumerate(found) if rows is None]:
-            rows = self._words.get(own[i])  # a new word seen earlier in this mail
-            found[i] = self._word(own[i]) if rows is None else rows
-        return found  # type: ignore[return-value]  # no None left
+    def counts(
+        self, own: list[str], quoted: list[str]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+        """``raw_counts``'s features the model knows, as (rows, counts) in its order of
+        first appearance: the n-grams of each distinct word (counted as often as the word),
+        then the bigrams, then the quoted words."""
+        with self._lock:
+            if len(self._table.ids) >= CACHE_LIMIT:
+                self._table = _Table()
+            table, distinct = self._table, Counter(own)
+            ids = self._ids(table, [*distinct, *own, *quoted])
+            words, own_ids = ids[: len(distinct)], ids[len(distinct) : len(distinct) + len(own)]
+            sizes = table.count[words]
+            ends = np.cumsum(sizes)
+            gather = np.arange(ends[-1] if len(ends) else 0) + np.repeat(
+                table.start[words] - ends + sizes, sizes
+            )
+            quoted_rows = table.quoted[ids[len(distinct) + len(own) :]]
+            sequence = np.concatenate(
+                [table.flat[gather], self._pairs(table, own_ids), quoted_rows]
+            )
+            sequence = sequence[sequence >= 0]
+            weights = np.ones(len(sequence), dtype=np.int64)
+            weights[: len(gather)] = np.repeat(np.fromiter(distinct.values(), np.int64), sizes)
+        return _first_order(sequence, weights)
 
-    def _word(self, word: str) -> npt.NDArray[np.int32]:
-        if len(self._words) >= CACHE_LIMIT:
-            self._words.clear()
-        # The hashes themselves are not kept (``__wrapped__``: past _word_features's cache,
-        # which training uses): the rows, as 32-bit integers, are all a mail needs.
-        found = (self._row.get(f, -1) for f in _word_features.__wrapped__(word))
-        rows = self._words[word] = np.array([r for r in found if r >= 0], dtype=np.int32)
+    def _ids(self, table: _Table, words: list[str]) -> npt.NDArray[np.intp]:
+        found = [*map(table.ids.get, words)]
+        if None in found:
+            for i in [i for i, index in enumerate(found) if index is None]:
+                index = table.ids.get(words[i])  # a new word seen earlier in this mail
+                found[i] = table.add(words[i], self._row) if index is None else index
+        return np.array(found, dtype=np.intp)
+
+    def _pairs(self, table: _Table, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
+        """The row of each bigram of the words ``ids`` (-1: unknown to the model), kept by
+        pair of ids; the new ones hashed all at once from their words' CRC-32s."""
+        keys = ((ids[:-1] << 32) | ids[1:]).tolist()
+        found = [*map(table.pairs.get, keys)]
+        if None in found:
+            if len(table.pairs) >= CACHE_LIMIT:  # bounded, as the words are
+                table.pairs.clear()
+            new = np.array([i for i, row in enumerate(found) if row is None], dtype=np.intp)
+            first, second = ids[new], ids[new + 1]
+            crcs = _shift(table.prefix[first], table.size[second], self._shifts)
+            rows = self._rows_of(crcs ^ table.crc[second]).tolist()
+            for i, row in zip(new.tolist(), rows, strict=True):
+                found[i] = table.pairs[keys[i]] = row
+        return np.array(found, dtype=np.int32)
+
+    def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+        """The row of each hashed feature ``crcs & _MASK`` (-1: unknown to the model)."""
+        hashed = (crcs & _MASK).astype(np.int64)
+        rows = np.searchsorted(self._features, hashed)
+        rows[rows >= len(self._features)] = 0
+        rows[self._features[rows] != hashed] = -1
         return rows
 
-    def pairs(self, own: list[str]) -> list[int]:
-        """The row of each bigram of ``own``, in order (-1: unknown to the model)."""
-        return self._each(self._pairs, list(itertools.pairwise(own)), lambda p: f"b:{p[0]} {p[1]}")
 
-    def quoted(self, quoted: list[str]) -> list[int]:
-        """The row of each word of the quoted part, in order (-1: unknown to the model)."""
-        return self._each(self._quoted, quoted, lambda word: "q:" + word)
-
-    def _each(self, cache: dict[Any, int], keys: list[Any], feature: Any) -> list[int]:
-        found = [*map(cache.get, keys)]
-        if None in found:
-            if len(cache) >= CACHE_LIMIT:
-                cache.clear()
-            for i, key in enumerate(keys):
-                if found[i] is None:
-                    found[i] = cache[key] = self._row.get(_h(feature(key)), -1)
-        return found  # type: ignore[return-value]  # no None left
+def _first_order(
+    sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """Each distinct value of ``sequence`` in order of first appearance with the sum of its
+    weights (a Counter's items): one sort of (value, position) pairs finds each value's
+    first position and sum; they are put back at those positions, read in order."""
+    if not len(sequence):  # no feature the model knows
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
+    keys = np.sort((sequence.astype(np.int64) << 32) | np.arange(len(sequence)))
+    values = keys >> 32
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    at = np.zeros(len(sequence), dtype=np.int64)  # a sum where a value first appears
+    at[keys[starts] & 0xFFFFFFFF] = np.add.reduceat(weights[keys & 0xFFFFFFFF], starts)
+    positions = np.flatnonzero(at)  # every weight is positive
+    return sequence[positions].astype(np.intp), at[positions]
 
 
 @dataclass(frozen=True)
@@ -179,18 +300,18 @@ class Classifier:
     _rows: _Rows = field(init=False, repr=False, compare=False)
     _coefs: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
     _intercepts: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
-    _bounds: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _bounds: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        heads = list(self.heads.values())
+        heads = self.heads.values()
         coefs = np.concatenate([h.coef for h in heads], axis=1) if heads else np.zeros((0, 0))
         intercepts = np.concatenate([h.intercept for h in heads]) if heads else np.zeros(0)
         bounds = tuple(itertools.accumulate((len(h.classes) for h in heads), initial=0))
         for name, value in (
             ("_rows", _Rows(self.features)),
-            ("_coefs", np.ascontiguousarray(coefs, dtype=np.float32)),
-            ("_intercepts", intercepts.astype(np.float32)),
-            ("_bounds", bounds),
+            ("_coefs", np.ascontiguousarray(coefs)),
+            ("_intercepts", intercepts),
+            ("_bounds", tuple(zip(self.heads, bounds, bounds[1:], strict=False))),
         ):
             object.__setattr__(self, name, value)
 
@@ -204,16 +325,12 @@ class Classifier:
         """The TF-IDF vector as (row indices into the vocabulary, L2-normalised values):
         ``tfidf(raw_counts(own, quoted), …)`` to the bit, rows in the same order, without
         hashing each n-gram, searching each feature or counting them one by one in Python."""
-        # A word's rows once per occurrence: raw_counts's counts, and its order of first
-        # appearance (a word's later occurrences come after its first).
-        tail = np.array(self._rows.pairs(own) + self._rows.quoted(quoted), dtype=np.int32)
-        sequence = np.concatenate([*self._rows.words(own), tail[tail >= 0]])
-        if not len(sequence):
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32)
-        rows, tf = _first_order_counts(sequence)
+        rows, tf = self._rows.counts(own, quoted)
+        if not len(rows):
+            return rows, np.zeros(0, dtype=np.float32)
         values = (1.0 + np.log(tf.astype(np.float32))) * self.idf[rows]
         norm = float(np.sqrt((values * values).sum())) or 1.0
-        return rows, (values / norm).astype(np.float32)
+        return rows, (values / norm).astype(np.float32, copy=False)
 
     def logits(self, subject: str, text: RoutingText) -> dict[str, npt.NDArray[np.float32]]:
         """Each head's logits for a mail, before the softmax."""
@@ -223,34 +340,19 @@ class Classifier:
         self, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float32]
     ) -> dict[str, npt.NDArray[np.float32]]:
         """Each head's logits for a TF-IDF vector."""
-        # All heads' coefficients side by side: one gather of the mail's rows (four cost
-        # twice as much on a 3 KB mail); each head's product on its own contiguous copy,
-        # as one head alone computes it (tests/classifier_reference.py), so that the sums
-        # are the same to the bit.
-        gathered = self._coefs[rows]
-        bounds = zip(self._bounds, self._bounds[1:], strict=False)
-        return {
-            name: head.intercept + values @ np.ascontiguousarray(gathered[:, start:end])
-            for (name, head), (start, end) in zip(self.heads.items(), bounds, strict=True)
-        }
+        # All heads' coefficients side by side: one gather of the mail's rows (``np.take``,
+        # faster than ``coef[rows]``; four cost more, a row's cache lines read four times);
+        # each head's product on its own contiguous copy, as one head alone computes it
+        # (tests/classifier_reference.py), so that the sums are the same to the bit; the
+        # intercepts added to all the heads at once.
+        gathered = np.take(self._coefs, rows, axis=0)
+        products = [values @ gathered[:, start:end].copy() for _, start, end in self._bounds]
+        said = np.concatenate(products) + self._intercepts
+        return {name: said[start:end] for name, start, end in self._bounds}
 
     def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:
         said = self.logits(subject, text).items()
         return {name: self.heads[name].prediction(logits) for name, logits in said}
-
-
-def _first_order_counts(
-    sequence: npt.NDArray[np.int32],
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """Each distinct value of ``sequence`` in order of first appearance, with its count:
-    ``Counter(sequence)``'s items, by one sort of (value, position) pairs."""
-    positions = np.arange(len(sequence), dtype=np.int64)
-    keys = np.sort((sequence.astype(np.int64) << 32) | positions)
-    values = keys >> 32
-    starts = np.flatnonzero(np.diff(values, prepend=-1))
-    order = np.argsort(keys[starts] & 0xFFFFFFFF)
-    counts = np.diff(starts, append=len(keys))
-    return values[starts][order].astype(np.intp), counts[order]
 
 
 def tfidf(

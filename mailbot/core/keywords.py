@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import compress
 
 ENDINGS = ("s", "x", "es")  # a word of a phrase also matches with one of these added
 _NOT_WORD = re.compile(r"[^\w]+")
@@ -130,7 +131,6 @@ class KeywordMatcher:
     def __init__(self) -> None:
         self._single: dict[str, list[_Phrase]] = {}
         self._pairs: dict[tuple[str, str], list[_Phrase]] = {}
-        self._firsts: set[str] = set()  # the first words of the pairs
         self._lists = 0
 
     def add(self, phrases: Iterable[str]) -> int:
@@ -151,20 +151,19 @@ class KeywordMatcher:
             second = known.get(rest[0]) or known.setdefault(rest[0], forms(rest[0]))
             for pair in itertools.product(first_forms, second):
                 self._pairs.setdefault(pair, []).append(phrase)
-                self._firsts.add(pair[0])
         return list_id
 
     def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
         """Each list that matched: its distinct matched texts, in order of appearance."""
         tokens, single, pairs = words.tokens, self._single, self._pairs
         found: dict[int, list[tuple[int, int, int]]] = {}
-        # Most words start no phrase: find those that do in one comprehension each.
-        for start in [i for i, token in enumerate(tokens) if token in single]:
+        # Most words start no phrase: find those that do with C-level iteration alone
+        # (``compress`` over a dict's ``__contains__``), no Python step per word or pair.
+        for start in compress(range(len(tokens)), map(single.__contains__, tokens)):
             for phrase in single[tokens[start]]:
                 found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
-        firsts = self._firsts
-        starts = [i for i, token in enumerate(tokens[:-1]) if token in firsts]
-        for start in [i for i in starts if (tokens[i], tokens[i + 1]) in pairs]:
+        pairs_at = map(pairs.__contains__, itertools.pairwise(tokens))
+        for start in compress(range(len(tokens) - 1), pairs_at):
             for phrase in pairs[tokens[start], tokens[start + 1]]:
                 end = start + 2 + len(phrase.rest)
                 if end <= len(tokens) and all(

@@ -197,6 +197,7 @@ def _combination(cond: Condition, matchers: Mapping[str, KeywordMatcher]) -> Tes
 class CompiledRule:
     rule: RoutingRule
     test: Test
+    missed: RuleHit  # the hit of a mail it does not match, made once (most rules, most mails)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ def compile_routing(
 ) -> CompiledRouting:
     matchers = {where: KeywordMatcher() for where in WHERE}
     rules = tuple(
-        CompiledRule(rule, _compile_condition(rule.when, matchers)) for rule in config.rules
+        CompiledRule(rule, _compile_condition(rule.when, matchers), RuleHit(rule.id, False))
+        for rule in config.rules
     )
     return CompiledRouting(config, rules, dict(own_service), general_service, model, matchers)
 
@@ -276,12 +278,12 @@ class _Tally:
 def _tally(msg: RoutingInput, routing: CompiledRouting) -> _Tally:
     tally, reading = _Tally(), Reading(msg, routing.matchers)
     for index, compiled in enumerate(routing.rules):
-        rule = compiled.rule
         found = compiled.test(reading)
-        detail = ", ".join(dict.fromkeys(found or ()))
-        tally.hits.append(RuleHit(rule.id, found is not None, detail))
         if found is None:
+            tally.hits.append(compiled.missed)
             continue
+        rule = compiled.rule
+        tally.hits.append(RuleHit(rule.id, True, ", ".join(dict.fromkeys(found))))
         tally.add(index, rule, rule.score * min(len(found), MAX_EVIDENCE))
         if rule.stop:
             break
