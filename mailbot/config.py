@@ -464,9 +464,15 @@ class PollingConfig(Model):
 
 
 class OutboxConfig(Model):
+    """How the outbox retries, and how many mails one durable claim covers. A claim commits
+    before a group's first DATA: a crash mid-group leaves up to ``claim_group`` mails
+    'uncertain' (never resent, flagged for an agent). 1 is the strictest; on SQLite each
+    claim also cuts the intake's transaction, so 1 is slower on a backlog."""
+
     max_attempts: int = Field(default=10, ge=1)
     retry_base_seconds: float = Field(default=30, gt=0)
     retry_max_seconds: float = Field(default=3600, gt=0)
+    claim_group: int = Field(default=8, ge=1, le=256)
 
 
 class ClusterConfig(Model):

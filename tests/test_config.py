@@ -196,3 +196,15 @@ def test_what_no_rule_nor_default_claims_goes_to_the_general_service(tmp_path: P
     assert routing is not None
     facts = RoutingInput("etrangers", "Bonjour", "Une question.", "a@example.fr", "fr", False)
     assert decide(facts, routing).service == "cabinet"
+
+
+def test_outbox_claim_group_reaches_the_outbox_and_is_bounded(tmp_path: Path) -> None:
+    from mailbot.app.delivery import Outbox
+    from mailbot.mail.smtp import FileTransport
+
+    config = load_config(write_config(tmp_path, lambda d: d["outbox"].update(claim_group=1)))
+    outbox = Outbox(None, FileTransport(tmp_path), config.outbox, set())  # type: ignore[arg-type]
+    assert outbox.claim_group == 1
+    assert load_config(ROOT / "rules.yaml").outbox.claim_group == 8
+    with pytest.raises(ConfigError, match=r"outbox\.claim_group"):
+        load_config(write_config(tmp_path, lambda d: d["outbox"].update(claim_group=0)))

@@ -37,13 +37,6 @@ log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
 # (the send itself stays at most once: 'pending' to 'sending' is one conditional update).
 CLAIM_STALE = timedelta(minutes=5)
-# Mails claimed ('sending') in one commit before the first of them leaves. A crash leaves
-# at most this many 'sending' (plus the last mail of the group before, whose 'sent' commits
-# with this group's claim): recovered as uncertain, for an agent to check. One commit (one
-# fsync) per group instead of one per mail; on SQLite one cut of an open intake part per
-# group instead of one per mail (store/desk). Measured (bench/run.py, bench/kill.py): 8 and
-# 32 gave the same throughput; 8 bounds what a crash leaves to check.
-CLAIM_GROUP = 8
 
 
 @dataclass
@@ -147,10 +140,17 @@ class Outbox:
         config: OutboxConfig,
         allowed: set[str],
         holder: str | None = None,
-        claim_group: int = CLAIM_GROUP,
+        claim_group: int | None = None,
     ) -> None:
         self.store = store
-        self.claim_group = max(1, claim_group)
+        # Mails claimed ('sending') in one commit before the first of them leaves
+        # (``outbox.claim_group``, 8 by default). A crash leaves at most this many 'sending'
+        # (plus the last mail of the group before, whose 'sent' commits with this group's
+        # claim): recovered as uncertain, for an agent to check. One commit (one fsync) per
+        # group instead of one per mail; on SQLite one cut of an open intake part per group
+        # (store/desk). Measured (bench/run.py, bench/kill.py): 8 and 32 gave the same
+        # throughput; 8 bounds what a crash leaves to check.
+        self.claim_group = max(1, config.claim_group if claim_group is None else claim_group)
         # Who claims the mail it sends: this process, unique even after a restart.
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.transport = transport
