@@ -4,6 +4,7 @@ scikit-learn's, the stated combination, strong rules, "to check", corrections, t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,11 +19,11 @@ from sklearn.linear_model import LogisticRegression
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
+from mailbot.core.combine import Evidence, Stacked, complaint_probability, heads, stack_inputs
 from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import complaint_probability
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
-from mailbot.core.routing_text import routing_text, split_quoted
+from mailbot.core.routing_text import RoutingText, routing_text, split_quoted
 from mailbot.store import NewMessage, Store
 from mailbot.store.schema import corrections, messages, outbox
 
@@ -308,3 +309,89 @@ def test_explain_shows_the_complaint_head_and_its_bars() -> None:
     assert 0 <= model["confidence"]["complaint"] <= 1
     text = cli(ROOT / "rules.yaml", "explain", str(first)).stdout
     assert "model:    complaint: " in text
+
+
+# -- round 6: the stacked combiner ----------------------------------------------------------
+STACK = {
+    "service": {  # the rules' points for cabinet against the mailbox's own service
+        "classes": ["cabinet", "general"],
+        "inputs": [["service_points", "cabinet"], ["mailbox", "general"]],
+        "coef": [[1.0, 0.0], [0.0, 1.0]],
+        "intercept": [0.0, 0.0],
+    },
+    "category": {
+        "classes": ["information", "reclamation"],
+        "inputs": [["category", "reclamation"]],
+        "coef": [[0.0], [1.0]],
+        "intercept": [0.0, 1.0],
+    },
+    "complaint": {  # binary: one row, for classes[1]
+        "classes": [COMPLAINT_YES, COMPLAINT_NO],
+        "inputs": [["complaint", ""]],
+        "coef": [[-1.0]],
+        "intercept": [0.0],
+    },
+}
+STACK_SAID = {
+    "service": Prediction(("general", "cabinet"), (0.9, 0.1)),
+    "category": Prediction(("reclamation", "information"), (0.5, 0.5)),
+    "complaint": Prediction((COMPLAINT_YES, COMPLAINT_NO), (0.8, 0.2)),
+}
+
+
+def test_stack_inputs_are_log_probabilities_log_points_and_the_mailbox() -> None:
+    seen = Evidence(STACK_SAID, {"cabinet": 6}, {}, "general")
+    columns = [("service", "cabinet"), ("service", "permis"), ("complaint", ""),
+               ("service_points", "cabinet"), ("category_points", "autre"),
+               ("mailbox", "general"), ("mailbox", "etrangers")]  # fmt: skip
+    expected = [math.log(0.1), math.log(1e-4), math.log(4), math.log(7), 0.0, 1.0, 0.0]
+    assert stack_inputs(columns, seen) == pytest.approx(expected)
+
+
+def test_the_stacked_regressions_decide_when_the_model_has_them() -> None:
+    """Without a rule the mailbox wins (e^1 against e^0); 3 points for cabinet outweigh it
+    (log 4 > 1); the complaint probability is the binary regression's sigmoid."""
+    settings = complaint_settings(complaint_model_min=0.5)
+    assert CONFIG.routing is not None
+    meta = {"stack": STACK}
+    alone = Evidence(STACK_SAID, {}, {}, "general")
+    service, category, gate = heads(
+        alone, meta, settings, CONFIG.routing, ("general", "information")
+    )
+    assert service.label == "general"
+    assert service.confidence == pytest.approx(math.e / (1 + math.e), abs=1e-4)
+    assert gate == pytest.approx(0.8, abs=1e-4)  # sigmoid(log-odds of 0.8)
+    assert category.label == "reclamation"
+    ruled = Evidence(STACK_SAID, {"cabinet": 3}, {}, "general")
+    assert (
+        heads(ruled, meta, settings, CONFIG.routing, ("general", "information"))[0].label
+        == "cabinet"
+    )
+    doubtful = {**STACK_SAID, "complaint": Prediction((COMPLAINT_NO, COMPLAINT_YES), (0.7, 0.3))}
+    seen = Evidence(doubtful, {}, {}, "general")
+    _, category, gate = heads(seen, meta, settings, CONFIG.routing, ("general", "information"))
+    assert gate == pytest.approx(0.3, abs=1e-4) and category.label == "information"
+
+
+def test_stacked_regressions_are_saved_in_the_header_and_decide(tmp_path: Path) -> None:
+    """The stacked regressions (fitted here on the model's own answers, for speed; ``routing
+    train`` fits them on out-of-fold answers) are saved in the model's header and read
+    back: the decision's confidence is theirs."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:60]
+    routing = training.base_routing(CONFIG)
+    fitted = training.fit(samples, c=20.0)
+    said = {i: fitted.classify(s.facts.subject, replace_text(s)) for i, s in enumerate(samples)}
+    model = training.stacked(fitted, training.fit_stacks(samples, said, routing))
+    path = tmp_path / "m.npz"
+    save(path, model.features, model.idf, model.heads, model.meta)
+    loaded = load(path)
+    assert set(loaded.meta["stack"]) == {"service", "category", "complaint"}
+    mail = facts("Bonjour, je voudrais savoir où en est mon dossier.")
+    decision = decide(mail, replace(compiled_routing(CONFIG), model=loaded))  # type: ignore[arg-type]
+    answers = loaded.classify(mail.subject, RoutingText(mail.body, mail.quoted))
+    evidence, tally = training.evidence(training.Sample("m", mail, "", ""), answers, routing)
+    probabilities = Stacked.from_json(loaded.meta["stack"]["service"]).probabilities(evidence)
+    assert tally.strong_service is None
+    assert decision.confidence["service"] == pytest.approx(
+        probabilities[decision.service], abs=1e-4
+    )
