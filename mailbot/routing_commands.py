@@ -23,6 +23,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-2a",
     "tests/data/corpus/train-2b",
     "tests/data/corpus/train-2c",
+    "tests/data/corpus/train-3a",
+    "tests/data/corpus/train-3b",
+    "tests/data/corpus/train-3c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 

@@ -84,9 +84,9 @@ def all_answers(
 
 MIN_INNER_PRECISION = 0.98  # the complaint bars are chosen for this precision on inner answers
 COMPLAINT_GRID: dict[str, list[Any]] = {
-    "complaint_min_confidence": [0.0, 0.3, 0.4, 0.5, 0.6],
-    "complaint_model_min": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
-    "complaint_model_sure": [0.6, 0.7, 0.8, 0.9, None],
+    "complaint_min_confidence": [0.0, 0.4],
+    "complaint_model_min": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+    "complaint_model_sure": [0.7, 0.8, 0.9, 0.95, None],
 }
 
 
@@ -246,7 +246,9 @@ def main() -> None:
     parser.add_argument("--labelled", action="append", default=None)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/mailbot-stacking"))
     parser.add_argument("--answers-only", action="store_true")
-    parser.add_argument("--stack-c", type=float, action="append", help="(default: a grid)")
+    parser.add_argument(
+        "--stack-c", type=float, action="append", help="0: the hand-set rule (default: a grid)"
+    )
     args = parser.parse_args()
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
     fit = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
@@ -266,7 +268,8 @@ def main() -> None:
         shipped,
     )
     report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
-    for stack_c in args.stack_c or [None, 0.1, 1.0, 10.0]:
+    for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
+        stack_c = value if value > 0 else None  # 0: the hand-set combination
         scored, chosen = nested(samples, k, outer, inner, routing, shipped, stack_c)
         report(f"nested, stack C={stack_c}", samples, k, scored)
         for picked in chosen:
