@@ -240,6 +240,54 @@ def load_samples(folders: Sequence[str]) -> tuple[Any, list[Any]]:
     return config, [s for f in folders for s in training.load_labelled(config, ROOT / f, f)]
 
 
+# Round 5's shipped settings (model routing-467593fb7a3f), the hand-set rule's reference.
+ROUND5 = {
+    "rule_weight": 0.7,
+    "rule_damping": 20.0,
+    "default_share": 0.3,
+    "min_confidence": 0.64,
+    "min_confidence_by_service": {
+        "autres-administrations": 0.54,
+        "cabinet": 0.48,
+        "cartes-grises": 0.64,
+        "cni-passeport": 0.64,
+        "etrangers": 0.74,
+        "general": 0.4,
+        "permis": 0.62,
+        "qualite-accueil": 0.68,
+    },
+    "complaint_min_confidence": 0.2,
+    "complaint_model_min": 0.3,
+    "complaint_model_sure": 0.7,
+}
+
+
+def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -> None:
+    """The figures of the mails of ``old`` folders and of the others, apart."""
+    order = [i for held in training.folds(len(samples), k) for i in held]
+    for name, keep in (("round-5 folders", True), ("new folders", False)):
+        part = training.Scored()
+        for position, i in enumerate(order):
+            if (samples[i].source in old) == keep:
+                for field in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+                    getattr(part, field).append(getattr(scored, field)[position])
+        if part.count:
+            print(tune_routing.Result(f"  {name} ({part.count})", part).line())
+
+
+def shipped_bars(
+    samples: Sequence[Any], k: int, outer: dict[int, Any], routing: Any, settings: Any, c: float
+) -> None:
+    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside."""
+    folds = training.folds(len(samples), k)
+    groups = dict(enumerate(folds))
+    answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
+    picked = choose(samples, groups, answers_of, routing, settings, c)
+    print("\nshipped bars (chosen on all folds):")
+    print(f"  min_confidence_by_service: {picked.min_confidence_by_service}")
+    print("  " + str({n: getattr(picked, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5)
@@ -249,29 +297,40 @@ def main() -> None:
     parser.add_argument(
         "--stack-c", type=float, action="append", help="0: the hand-set rule (default: a grid)"
     )
+    parser.add_argument(
+        "--cross",
+        action="store_true",
+        help="outer models only: inner answers are the other folds' out-of-fold answers",
+    )
+    parser.add_argument("--ship", type=float, help="print the bars to ship for this stack C")
     args = parser.parse_args()
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
     fit = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
-    outer, inner = all_answers(samples, args.folds, fit, args.cache)
+    outer, inner = all_answers(samples, args.folds, fit, args.cache, nested=not args.cross)
     if args.answers_only:
         return
     routing = training.base_routing(config)
     tune_routing.remember_tallies()
-    shipped = training.settings_for(config)
+    base = training.settings_for(config).model_copy(update=ROUND5)
     k = args.folds
     folds = training.folds(len(samples), k)
-    as_shipped = tune_routing.kfold(
-        samples,
-        [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds],
-        routing,
-        shipped,
-    )
+    if args.cross:
+        inner = {(f, g): {i: outer[i] for i in folds[g]} for f in range(k) for g in range(k)}
+    if args.ship is not None:
+        shipped_bars(samples, k, outer, routing, base, args.ship)
+        return
+    replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
+    as_shipped = tune_routing.kfold(samples, replayed, routing, base)
     report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
+    by_source(samples, k, as_shipped, tune_routing.ROUND5)
     for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
         stack_c = value if value > 0 else None  # 0: the hand-set combination
-        scored, chosen = nested(samples, k, outer, inner, routing, shipped, stack_c)
-        report(f"nested, stack C={stack_c}", samples, k, scored)
+        scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
+        report(
+            f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
+        )
+        by_source(samples, k, scored, tune_routing.ROUND5)
         for picked in chosen:
             print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
 

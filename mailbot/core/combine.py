@@ -20,6 +20,15 @@ question). That probability is the binary complaint head's times the service hea
 probability that the mail belongs to a service that may take a complaint (guide § 3: a
 complaint about another administration is re-oriented as ``autre``, a plea to the préfet is
 the cabinet's): the look-alikes that cost precision are written in a complaint's words.
+
+Round 6, a learned combiner (stacking): when the model's header holds them, **strong rules
+decide; otherwise a logistic regression over the model's log-probabilities, the rules' points
+and the mailbox decides** — one regression for the service, one for the category and a
+binary one for "a complaint against the prefecture", trained on out-of-fold answers (models
+that had not seen the mail) by ``mailbot routing train``. The confidence is the regression's
+probability of the label chosen; the hold bars and the complaint bars above apply to it and
+to the complaint regression's probability unchanged. A model without them keeps the
+hand-set rule.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -194,13 +204,17 @@ class Evidence:
     category_points: Mapping[str, int]
     own: str
 
+    @cached_property
+    def answers(self) -> dict[str, dict[str, float]]:
+        """Each head's probabilities by label (read by the three regressions)."""
+        return {name: prediction.as_dict() for name, prediction in self.said.items()}
+
 
 def stack_inputs(inputs: Sequence[tuple[str, str]], evidence: Evidence) -> npt.NDArray[np.float64]:
     """The regression's input vector: log-probabilities of the heads' classes (floored), the
     complaint head's log-odds, log(1 + rule points) and the mailbox's service as 0/1. The same
     function builds the training rows (mailbot.app.training) and production's."""
-    said = evidence.said
-    answers = {name: prediction.as_dict() for name, prediction in said.items()}
+    answers = evidence.answers
     values = []
     for kind, label in inputs:
         if kind in ("service", "category"):
