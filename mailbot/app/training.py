@@ -368,6 +368,10 @@ STACK_INPUTS: dict[str, tuple[str, ...]] = {
     "complaint": ("complaint", "category", "category_points", "service", "mailbox"),
 }
 STACK_C = 1.0  # the stacked regressions' inverse regularisation (scripts/tune_stacking.py)
+# The decisions stacked in the shipped model: the service only. Stacked, the category and the
+# complaint bar did no better than the hand-set rule beyond the folds' noise (the complaint
+# regression lost recall at the same precision): tests/data/corpus/PLAN.md, round 6.
+STACKED = ("service",)
 
 
 @dataclass(frozen=True)
@@ -428,6 +432,7 @@ def fit_stacks(
     routing: CompiledRouting,
     c: float = STACK_C,
     complaint: str = "reclamation",
+    names: Sequence[str] = STACKED,
 ) -> dict[str, Any]:
     """The stacked regressions (JSON, for the model's header) trained on out-of-fold answers
     ``said`` (sample index → answers): the service one on the mails no strong rule sends, the
@@ -438,7 +443,7 @@ def fit_stacks(
 
     first = next(iter(said.values()))
     found: dict[str, Any] = {}
-    for name in ("service", "category", "complaint"):
+    for name in names:
         if name == "complaint" and "complaint" not in first:
             continue
         columns = stack_columns(name, first, routing.own_service.values())

@@ -21,14 +21,15 @@ probability that the mail belongs to a service that may take a complaint (guide 
 complaint about another administration is re-oriented as ``autre``, a plea to the préfet is
 the cabinet's): the look-alikes that cost precision are written in a complaint's words.
 
-Round 6, a learned combiner (stacking): when the model's header holds them, **strong rules
+Round 6, a learned combiner (stacking): when the model's header holds it, **strong rules
 decide; otherwise a logistic regression over the model's log-probabilities, the rules' points
-and the mailbox decides** — one regression for the service, one for the category and a
-binary one for "a complaint against the prefecture", trained on out-of-fold answers (models
-that had not seen the mail) by ``mailbot routing train``. The confidence is the regression's
-probability of the label chosen; the hold bars and the complaint bars above apply to it and
-to the complaint regression's probability unchanged. A model without them keeps the
-hand-set rule.
+and the mailbox decides the service when it is at least as sure as that service's hold bar,
+and the hand-set rule above decides when it is not** (a move it makes below its bar is held
+to check, as before). The regression is trained on out-of-fold answers (models that had not
+seen the mail) by ``mailbot routing train``; its confidence is its probability of the service
+chosen. Regressions for the category and for "a complaint against the prefecture" are read
+the same way when a header holds them (``heads``); the shipped model has the service's only
+(``training.STACKED``).
 """
 
 from __future__ import annotations
@@ -290,9 +291,10 @@ def heads(
     stacked regressions when the model has them, else the hand-set combination above."""
     found = stacks(meta)
     said, (fallback, default_category) = evidence.said, defaults
-    if "service" in found:
-        service = stacked(found["service"], evidence)
-    else:
+    service = stacked(found["service"], evidence) if "service" in found else None
+    weak = service is not None and service.confidence < hold_bar(settings, service.label)
+    if service is None or (weak and service.label != evidence.own):
+        # not sure enough to move the mail by itself: the hand-set rule, held if it moves it
         service = combine(evidence.service_points, said["service"], settings, fallback)
     if "complaint" in found:
         gate: float | None = round(found["complaint"].probabilities(evidence)[COMPLAINT_YES], 4)
