@@ -303,7 +303,14 @@ def main() -> None:
         help="outer models only: inner answers are the other folds' out-of-fold answers",
     )
     parser.add_argument("--ship", type=float, help="print the bars to ship for this stack C")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help=f"wrong transfers the hold bars allow ({tune_routing.BAR_BUDGET})",
+    )
     args = parser.parse_args()
+    if args.budget is not None:
+        tune_routing.BAR_BUDGET = args.budget
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
     fit = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
