@@ -115,12 +115,13 @@ def test_weak_decision_is_held_to_check() -> None:
         "Comment faire la carte grise de ma voiture achetée d'occasion ? J'ai aussi une"
         " question sur mon permis de conduire."
     )
+    named = ("cartes-grises", "permis")  # which of the two is the model's and rules' call
     sure = decide(mail, routing_with(min_confidence=0.0, min_confidence_by_service={}))
-    assert sure.service == "cartes-grises" and sure.transfer_allowed and not sure.to_check
+    assert sure.service in named and sure.transfer_allowed and not sure.to_check
     held = decide(mail, routing_with(min_confidence=1.0, min_confidence_by_service={}))
-    assert held.service == "cartes-grises" and held.to_check and not held.transfer_allowed
+    assert held.service in named and held.to_check and not held.transfer_allowed
     assert "to-check" in held.actions
-    assert held.model["service"][0][0] == "cartes-grises" and len(held.model["service"]) == 3
+    assert held.model["service"][0][0] in named and len(held.model["service"]) == 3
 
 
 def test_strong_rule_decides_alone() -> None:
@@ -385,9 +386,10 @@ def test_stacked_regressions_are_saved_in_the_header_and_decide(tmp_path: Path) 
     path = tmp_path / "m.npz"
     save(path, model.features, model.idf, model.heads, model.meta)
     loaded = load(path)
-    assert set(loaded.meta["stack"]) == {"service", "category", "complaint"}
+    assert set(loaded.meta["stack"]) == set(training.STACKED) == {"service"}
     mail = facts("Bonjour, je voudrais savoir où en est mon dossier.")
-    decision = decide(mail, replace(compiled_routing(CONFIG), model=loaded))  # type: ignore[arg-type]
+    unheld = routing_with(min_confidence=0.0, min_confidence_by_service={})  # it always decides
+    decision = decide(mail, replace(unheld, model=loaded))
     answers = loaded.classify(mail.subject, RoutingText(mail.body, mail.quoted))
     evidence, tally = training.evidence(training.Sample("m", mail, "", ""), answers, routing)
     probabilities = Stacked.from_json(loaded.meta["stack"]["service"]).probabilities(evidence)
@@ -395,3 +397,19 @@ def test_stacked_regressions_are_saved_in_the_header_and_decide(tmp_path: Path) 
     assert decision.confidence["service"] == pytest.approx(
         probabilities[decision.service], abs=1e-4
     )
+
+
+def test_below_its_bar_the_stacked_service_gives_way_to_the_hand_set_rule() -> None:
+    """3 points for cabinet: the regression says cabinet at 0.60 (4 against e). Under a bar
+    of 0.5 that moves the mail; under 0.9 the hand-set rule decides, and its rule share
+    (0.5 × 3/13 + 0.5 × 0.1) loses to the service head's 0.9 for the mailbox's general."""
+    assert CONFIG.routing is not None
+    ruled = Evidence(STACK_SAID, {"cabinet": 3}, {}, "general")
+    defaults = ("general", "information")
+    low, high = complaint_settings(min_confidence=0.5), complaint_settings(min_confidence=0.9)
+    moved = heads(ruled, {"stack": STACK}, low, CONFIG.routing, defaults)[0]
+    assert moved.label == "cabinet" and moved.confidence == pytest.approx(4 / (4 + math.e), 1e-3)
+    kept = heads(ruled, {"stack": STACK}, high, CONFIG.routing, defaults)[0]
+    assert kept.label == "general" and kept.scores["cabinet"] == pytest.approx(0.1654, abs=1e-3)
+    alone = Evidence(STACK_SAID, {}, {}, "general")  # the regression keeps it: it stands
+    assert heads(alone, {"stack": STACK}, high, CONFIG.routing, defaults)[0].confidence < 0.9
