@@ -12,6 +12,11 @@ folds (pair {f, g} on fold g) and scored on the outer model's answers on f; ever
 (hold to check per service, complaint) is chosen on those inner answers too. Nothing of
 fold f chooses anything that is scored on fold f. The answers are cached on disk
 (``--cache``): a fold model is fitted once per training set and fit settings.
+
+``--cross``: no pair models (five fits instead of fifteen): each fold's out-of-fold answers
+stand for the inner ones. ``--ship C``: the hold and complaint bars to put in rules.yaml,
+chosen the same way on all folds. ``--stack-c 0`` scores the hand-set rule the same way.
+Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
 from __future__ import annotations
