@@ -23,6 +23,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-2a",
     "tests/data/corpus/train-2b",
     "tests/data/corpus/train-2c",
+    "tests/data/corpus/train-3a",
+    "tests/data/corpus/train-3b",
+    "tests/data/corpus/train-3c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
@@ -171,9 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def fit(chosen: Any) -> Any:
         return training.fit(chosen, c=c, min_df=min_df)
 
-    combined, alone = training.cross_validate(
-        samples, routing, settings, args.folds, extra, train=fit
-    )
+    said = training.out_of_fold(samples, args.folds, extra, train=fit)
+    combined, alone = training.cross_scores(samples, said, routing, settings, args.folds)
     print(f"{args.folds}-fold on the labelled mail (corrections always in training):")
     print(_line("rules + model", combined))
     print(_line("rules alone  ", alone))
@@ -185,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if worse:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
-    model = fit([*samples, *extra])
+    model = training.stacked(fit([*samples, *extra]), training.fit_stacks(samples, said, routing))
     out = args.out or (
         Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
     )

@@ -4,8 +4,8 @@ kept verbatim as the reference that tests/test_routing_matcher.py compares the n
 Not used by mailbot. Only the module docstring differs from mailbot/core/routing.py at
 commit 4fdfaf1, and ``_with_model`` follows the combination of today's routing (issue 13
 round 3: the complaint head's gate, refused labels kept out of allowed_category; round 5:
-the probability of a complaint against the prefecture) so that the matcher is the only
-difference under test.
+the probability of a complaint against the prefecture; round 6: the stacked regressions,
+``combine.heads``) so that the matcher is the only difference under test.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from mailbot.config import (
     RoutingRule,
 )
 from mailbot.core.classifier import Classifier
-from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import combine, complaint_probability, hold_bar
+from mailbot.core.combine import Evidence, heads, hold_bar
 from mailbot.core.routing_text import RoutingText
 
 
@@ -390,16 +389,9 @@ def _with_model(
     default = routing.config.defaults.get(msg.mailbox)
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
-    service = combine(tally.services, said["service"], settings, default.service if default else "")
-    gate = complaint_probability(said, routing.config)  # as now: only the matcher differs
-    category = combine_category(
-        tally.categories,
-        said["category"],
-        settings,
-        default.category if default else "",
-        routing.config.complaint_category,
-        gate,
-    )
+    evidence = Evidence(said, tally.services, tally.categories, own or "")  # as now (round 6)
+    defaults = (default.service, default.category) if default else ("", "")
+    service, category, gate = heads(evidence, model.meta, settings, routing.config, defaults)
     chosen_service, service_confidence = service.label, service.confidence
     if tally.strong_service is not None:
         chosen_service, service_confidence = tally.strong_service[0], 1.0

@@ -30,6 +30,9 @@ OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own se
 # service 89.6 % as decided (78.2 % as recorded), category 90.5 %, wrong transfers 0.5 %,
 # complaint precision 85.2 % (23 of 27; below target), recall 100 %. Round 4
 # (routing-a39c715d46c1-c200): 89.6 %, 89.6 %, 0.9 %, 91.7 %, 95.7 %.
+# Round 6 (routing-c71afe90bcce: 1967 training mails, a stacked regression for the service)
+# was not scored on this half before shipping (k-fold figures only: PLAN.md): the floors stay
+# round 5's until the lead's one scoring of it.
 SERVICE_FLOOR = 0.88
 CATEGORY_FLOOR = 0.88
 WRONG_TRANSFER_CEILING = 0.02

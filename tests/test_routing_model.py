@@ -4,6 +4,7 @@ scikit-learn's, the stated combination, strong rules, "to check", corrections, t
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,11 +19,11 @@ from sklearn.linear_model import LogisticRegression
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
+from mailbot.core.combine import Evidence, Stacked, complaint_probability, heads, stack_inputs
 from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import complaint_probability
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
-from mailbot.core.routing_text import routing_text, split_quoted
+from mailbot.core.routing_text import RoutingText, routing_text, split_quoted
 from mailbot.store import NewMessage, Store
 from mailbot.store.schema import corrections, messages, outbox
 
@@ -114,12 +115,13 @@ def test_weak_decision_is_held_to_check() -> None:
         "Comment faire la carte grise de ma voiture achetée d'occasion ? J'ai aussi une"
         " question sur mon permis de conduire."
     )
+    named = ("cartes-grises", "permis")  # which of the two is the model's and rules' call
     sure = decide(mail, routing_with(min_confidence=0.0, min_confidence_by_service={}))
-    assert sure.service == "cartes-grises" and sure.transfer_allowed and not sure.to_check
+    assert sure.service in named and sure.transfer_allowed and not sure.to_check
     held = decide(mail, routing_with(min_confidence=1.0, min_confidence_by_service={}))
-    assert held.service == "cartes-grises" and held.to_check and not held.transfer_allowed
+    assert held.service in named and held.to_check and not held.transfer_allowed
     assert "to-check" in held.actions
-    assert held.model["service"][0][0] == "cartes-grises" and len(held.model["service"]) == 3
+    assert held.model["service"][0][0] in named and len(held.model["service"]) == 3
 
 
 def test_strong_rule_decides_alone() -> None:
@@ -308,3 +310,106 @@ def test_explain_shows_the_complaint_head_and_its_bars() -> None:
     assert 0 <= model["confidence"]["complaint"] <= 1
     text = cli(ROOT / "rules.yaml", "explain", str(first)).stdout
     assert "model:    complaint: " in text
+
+
+# -- round 6: the stacked combiner ----------------------------------------------------------
+STACK = {
+    "service": {  # the rules' points for cabinet against the mailbox's own service
+        "classes": ["cabinet", "general"],
+        "inputs": [["service_points", "cabinet"], ["mailbox", "general"]],
+        "coef": [[1.0, 0.0], [0.0, 1.0]],
+        "intercept": [0.0, 0.0],
+    },
+    "category": {
+        "classes": ["information", "reclamation"],
+        "inputs": [["category", "reclamation"]],
+        "coef": [[0.0], [1.0]],
+        "intercept": [0.0, 1.0],
+    },
+    "complaint": {  # binary: one row, for classes[1]
+        "classes": [COMPLAINT_YES, COMPLAINT_NO],
+        "inputs": [["complaint", ""]],
+        "coef": [[-1.0]],
+        "intercept": [0.0],
+    },
+}
+STACK_SAID = {
+    "service": Prediction(("general", "cabinet"), (0.9, 0.1)),
+    "category": Prediction(("reclamation", "information"), (0.5, 0.5)),
+    "complaint": Prediction((COMPLAINT_YES, COMPLAINT_NO), (0.8, 0.2)),
+}
+
+
+def test_stack_inputs_are_log_probabilities_log_points_and_the_mailbox() -> None:
+    seen = Evidence(STACK_SAID, {"cabinet": 6}, {}, "general")
+    columns = [("service", "cabinet"), ("service", "permis"), ("complaint", ""),
+               ("service_points", "cabinet"), ("category_points", "autre"),
+               ("mailbox", "general"), ("mailbox", "etrangers")]  # fmt: skip
+    expected = [math.log(0.1), math.log(1e-4), math.log(4), math.log(7), 0.0, 1.0, 0.0]
+    assert stack_inputs(columns, seen) == pytest.approx(expected)
+
+
+def test_the_stacked_regressions_decide_when_the_model_has_them() -> None:
+    """Without a rule the mailbox wins (e^1 against e^0); 3 points for cabinet outweigh it
+    (log 4 > 1); the complaint probability is the binary regression's sigmoid."""
+    settings = complaint_settings(complaint_model_min=0.5)
+    assert CONFIG.routing is not None
+    meta = {"stack": STACK}
+    alone = Evidence(STACK_SAID, {}, {}, "general")
+    service, category, gate = heads(
+        alone, meta, settings, CONFIG.routing, ("general", "information")
+    )
+    assert service.label == "general"
+    assert service.confidence == pytest.approx(math.e / (1 + math.e), abs=1e-4)
+    assert gate == pytest.approx(0.8, abs=1e-4)  # sigmoid(log-odds of 0.8)
+    assert category.label == "reclamation"
+    ruled = Evidence(STACK_SAID, {"cabinet": 3}, {}, "general")
+    assert (
+        heads(ruled, meta, settings, CONFIG.routing, ("general", "information"))[0].label
+        == "cabinet"
+    )
+    doubtful = {**STACK_SAID, "complaint": Prediction((COMPLAINT_NO, COMPLAINT_YES), (0.7, 0.3))}
+    seen = Evidence(doubtful, {}, {}, "general")
+    _, category, gate = heads(seen, meta, settings, CONFIG.routing, ("general", "information"))
+    assert gate == pytest.approx(0.3, abs=1e-4) and category.label == "information"
+
+
+def test_stacked_regressions_are_saved_in_the_header_and_decide(tmp_path: Path) -> None:
+    """The stacked regressions (fitted here on the model's own answers, for speed; ``routing
+    train`` fits them on out-of-fold answers) are saved in the model's header and read
+    back: the decision's confidence is theirs."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:60]
+    routing = training.base_routing(CONFIG)
+    fitted = training.fit(samples, c=20.0)
+    said = {i: fitted.classify(s.facts.subject, replace_text(s)) for i, s in enumerate(samples)}
+    model = training.stacked(fitted, training.fit_stacks(samples, said, routing))
+    path = tmp_path / "m.npz"
+    save(path, model.features, model.idf, model.heads, model.meta)
+    loaded = load(path)
+    assert set(loaded.meta["stack"]) == set(training.STACKED) == {"service"}
+    mail = facts("Bonjour, je voudrais savoir où en est mon dossier.")
+    unheld = routing_with(min_confidence=0.0, min_confidence_by_service={})  # it always decides
+    decision = decide(mail, replace(unheld, model=loaded))
+    answers = loaded.classify(mail.subject, RoutingText(mail.body, mail.quoted))
+    evidence, tally = training.evidence(training.Sample("m", mail, "", ""), answers, routing)
+    probabilities = Stacked.from_json(loaded.meta["stack"]["service"]).probabilities(evidence)
+    assert tally.strong_service is None
+    assert decision.confidence["service"] == pytest.approx(
+        probabilities[decision.service], abs=1e-4
+    )
+
+
+def test_below_its_bar_the_stacked_service_gives_way_to_the_hand_set_rule() -> None:
+    """3 points for cabinet: the regression says cabinet at 0.60 (4 against e). Under a bar
+    of 0.5 that moves the mail; under 0.9 the hand-set rule decides, and its rule share
+    (0.5 × 3/13 + 0.5 × 0.1) loses to the service head's 0.9 for the mailbox's general."""
+    assert CONFIG.routing is not None
+    ruled = Evidence(STACK_SAID, {"cabinet": 3}, {}, "general")
+    defaults = ("general", "information")
+    low, high = complaint_settings(min_confidence=0.5), complaint_settings(min_confidence=0.9)
+    moved = heads(ruled, {"stack": STACK}, low, CONFIG.routing, defaults)[0]
+    assert moved.label == "cabinet" and moved.confidence == pytest.approx(4 / (4 + math.e), 1e-3)
+    kept = heads(ruled, {"stack": STACK}, high, CONFIG.routing, defaults)[0]
+    assert kept.label == "general" and kept.scores["cabinet"] == pytest.approx(0.1654, abs=1e-3)
+    alone = Evidence(STACK_SAID, {}, {}, "general")  # the regression keeps it: it stands
+    assert heads(alone, {"stack": STACK}, high, CONFIG.routing, defaults)[0].confidence < 0.9

@@ -60,6 +60,7 @@ class OldModel:
 
     def __init__(self, model: Classifier) -> None:
         self.model = model
+        self.meta = model.meta  # its header (round 6: the stacked service regression)
         self.vector: Any = None  # the last mail's, for the test to compare
 
     def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:

@@ -20,12 +20,28 @@ question). That probability is the binary complaint head's times the service hea
 probability that the mail belongs to a service that may take a complaint (guide § 3: a
 complaint about another administration is re-oriented as ``autre``, a plea to the préfet is
 the cabinet's): the look-alikes that cost precision are written in a complaint's words.
+
+Round 6, a learned combiner (stacking): when the model's header holds it, **strong rules
+decide; otherwise a logistic regression over the model's log-probabilities, the rules' points
+and the mailbox decides the service when it is at least as sure as that service's hold bar,
+and the hand-set rule above decides when it is not** (a move it makes below its bar is held
+to check, as before). The regression is trained on out-of-fold answers (models that had not
+seen the mail) by ``mailbot routing train``; its confidence is its probability of the service
+chosen. Regressions for the category and for "a complaint against the prefecture" are read
+the same way when a header holds them (``heads``); the shipped model has the service's only
+(``training.STACKED``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from mailbot.config import RoutingConfig, RoutingModelConfig
 from mailbot.core.classifier import COMPLAINT_YES, Prediction
@@ -140,3 +156,161 @@ def category(
     if gated:
         return combine(points, model, settings, fallback, frozenset({complaint}), 0.0)
     return first
+
+
+# -- round 6: the learned combiner (stacking) ------------------------------------------------
+# The model file's JSON header may hold, under "stack", one small logistic regression per
+# decision (service, category, complaint), trained by mailbot.app.training on out-of-fold
+# answers: its inputs are the model heads' log-probabilities, the rules' points (log1p) and
+# the mailbox, named one by one as (kind, label) pairs so that the order is the file's.
+FLOOR = 1e-4  # a probability's floor before its log (the heads' answers are rounded to 1e-4)
+INPUT_KINDS = ("service", "category", "complaint", "service_points", "category_points", "mailbox")
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """One decision's logistic regression over the heads' answers, the rules and the mailbox."""
+
+    classes: tuple[str, ...]
+    inputs: tuple[tuple[str, str], ...]  # (kind, label) per column
+    coef: npt.NDArray[np.float64]  # (classes, inputs); binary: one row, for classes[1]
+    intercept: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stacked:
+        return cls(
+            tuple(data["classes"]),
+            tuple((str(kind), str(label)) for kind, label in data["inputs"]),
+            np.asarray(data["coef"], dtype=np.float64),
+            np.asarray(data["intercept"], dtype=np.float64),
+        )
+
+    def probabilities(self, evidence: Evidence) -> dict[str, float]:
+        """Each class's probability (softmax; a binary regression's sigmoid)."""
+        z = self.coef @ stack_inputs(self.inputs, evidence) + self.intercept
+        if len(self.classes) == 2 and len(z) == 1:
+            z = np.array([0.0, z[0]])
+        z = np.exp(z - z.max())
+        probs = z / z.sum()
+        return {label: float(p) for label, p in zip(self.classes, probs, strict=True)}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a mail's stacked decisions read: the heads' answers, the rules' points per service
+    and per category, and the service that owns the mailbox it came to."""
+
+    said: Mapping[str, Prediction]
+    service_points: Mapping[str, int]
+    category_points: Mapping[str, int]
+    own: str
+
+    @cached_property
+    def answers(self) -> dict[str, dict[str, float]]:
+        """Each head's probabilities by label (read by the three regressions)."""
+        return {name: prediction.as_dict() for name, prediction in self.said.items()}
+
+
+def stack_inputs(inputs: Sequence[tuple[str, str]], evidence: Evidence) -> npt.NDArray[np.float64]:
+    """The regression's input vector: log-probabilities of the heads' classes (floored), the
+    complaint head's log-odds, log(1 + rule points) and the mailbox's service as 0/1. The same
+    function builds the training rows (mailbot.app.training) and production's."""
+    answers = evidence.answers
+    values = []
+    for kind, label in inputs:
+        if kind in ("service", "category"):
+            values.append(math.log(max(answers[kind].get(label, 0.0), FLOOR)))
+        elif kind == "complaint":
+            p = min(max(answers.get(kind, {}).get(COMPLAINT_YES, 0.0), FLOOR), 1 - FLOOR)
+            values.append(math.log(p / (1 - p)))
+        elif kind in ("service_points", "category_points"):
+            service = kind == "service_points"
+            points = evidence.service_points if service else evidence.category_points
+            values.append(math.log1p(max(points.get(label, 0), 0)))
+        else:  # mailbox
+            values.append(1.0 if evidence.own == label else 0.0)
+    return np.array(values, dtype=np.float64)
+
+
+_STACKS: dict[int, tuple[Mapping[str, Any], dict[str, Stacked]]] = {}
+
+
+def stacks(meta: Mapping[str, Any]) -> dict[str, Stacked]:
+    """The stacked regressions of a model's header (none: the hand-set combination), read
+    once per model (the header is kept with them, so its id is not reused)."""
+    found = _STACKS.get(id(meta))
+    if found is None or found[0] is not meta:
+        if len(_STACKS) > 8:
+            _STACKS.clear()
+        parsed = {name: Stacked.from_json(data) for name, data in meta.get("stack", {}).items()}
+        found = _STACKS[id(meta)] = (meta, parsed)
+    return found[1]
+
+
+def stacked(
+    regression: Stacked, evidence: Evidence, refused: frozenset[str] = frozenset()
+) -> Combined:
+    """The regression's most probable label not ``refused``; its probability is the confidence."""
+    probs = regression.probabilities(evidence)
+    ranked = sorted(probs, key=lambda label: (-probs[label], label))
+    best = next((label for label in ranked if label not in refused), ranked[0])
+    rounded = {k: round(probs[k], 4) for k in ranked}
+    return Combined(best, round(probs[best], 4), rounded, refused)
+
+
+def stacked_category(
+    regression: Stacked,
+    evidence: Evidence,
+    settings: RoutingModelConfig,
+    complaint: str,
+    complaint_probability: float | None,
+) -> Combined:
+    """The stacked category under the complaint bars of ``category``: the complaint category
+    only when the complaint probability reaches ``complaint_model_min`` and the category
+    regression ranks it first with ``complaint_min_confidence``, or the complaint probability
+    alone reaches ``complaint_model_sure``."""
+    first = stacked(regression, evidence)
+    sure = settings.complaint_model_sure
+    p = complaint_probability
+    if p is not None and sure is not None and p >= sure:
+        return first if first.label == complaint else Combined(complaint, p, first.scores)
+    gated = p is not None and p < settings.complaint_model_min
+    if first.label == complaint and first.confidence < settings.complaint_min_confidence:
+        gated = True
+    return stacked(regression, evidence, frozenset({complaint})) if gated else first
+
+
+def heads(
+    evidence: Evidence,
+    meta: Mapping[str, Any],
+    settings: RoutingModelConfig,
+    config: RoutingConfig,
+    defaults: tuple[str, str],
+) -> tuple[Combined, Combined, float | None]:
+    """(service, category, complaint probability) for a mail, before strong rules: the
+    stacked regressions when the model has them, else the hand-set combination above."""
+    found = stacks(meta)
+    said, (fallback, default_category) = evidence.said, defaults
+    service = stacked(found["service"], evidence) if "service" in found else None
+    weak = service is not None and service.confidence < hold_bar(settings, service.label)
+    if service is None or (weak and service.label != evidence.own):
+        # not sure enough to move the mail by itself: the hand-set rule, held if it moves it
+        service = combine(evidence.service_points, said["service"], settings, fallback)
+    if "complaint" in found:
+        gate: float | None = round(found["complaint"].probabilities(evidence)[COMPLAINT_YES], 4)
+    else:
+        gate = complaint_probability(said, config)
+    if "category" in found:
+        category_ = stacked_category(
+            found["category"], evidence, settings, config.complaint_category, gate
+        )
+    else:
+        category_ = category(
+            evidence.category_points,
+            said["category"],
+            settings,
+            default_category,
+            config.complaint_category,
+            gate,
+        )
+    return service, category_, gate

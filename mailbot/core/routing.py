@@ -23,8 +23,7 @@ from mailbot.config import (
     RoutingRule,
 )
 from mailbot.core.classifier import Classifier
-from mailbot.core.combine import category as combine_category
-from mailbot.core.combine import combine, complaint_probability, hold_bar
+from mailbot.core.combine import Evidence, heads, hold_bar
 from mailbot.core.keywords import KeywordMatcher, Words, normalize, phrase_pattern
 from mailbot.core.routing_text import RoutingText
 
@@ -372,16 +371,9 @@ def _with_model(
     default = routing.config.defaults.get(msg.mailbox)
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
-    service = combine(tally.services, said["service"], settings, default.service if default else "")
-    gate = complaint_probability(said, routing.config)
-    category = combine_category(
-        tally.categories,
-        said["category"],
-        settings,
-        default.category if default else "",
-        routing.config.complaint_category,
-        gate,
-    )
+    evidence = Evidence(said, tally.services, tally.categories, own or "")
+    defaults = (default.service, default.category) if default else ("", "")
+    service, category, gate = heads(evidence, model.meta, settings, routing.config, defaults)
     chosen_service, service_confidence = service.label, service.confidence
     if tally.strong_service is not None:
         chosen_service, service_confidence = tally.strong_service[0], 1.0

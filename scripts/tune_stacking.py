@@ -1,0 +1,351 @@
+"""Round 6: the learned combiner (stacking) and the complaint regression, by nested k-fold.
+
+    python scripts/tune_stacking.py [--folds 5] [--labelled DIR ...] [--cache DIR]
+
+Training data only (``tune_routing.DEFAULT``); the frozen test half is never read.
+
+Base models: one per outer fold f (trained on the other folds: its answers on f are the
+out-of-fold answers) and one per pair of folds {f, g} (trained on the three others: its
+answers on f and on g are the inner out-of-fold answers of the outer folds g and f). For
+outer fold f, the combiner's regressions are trained on the inner answers of the other
+folds (pair {f, g} on fold g) and scored on the outer model's answers on f; every bar
+(hold to check per service, complaint) is chosen on those inner answers too. Nothing of
+fold f chooses anything that is scored on fold f. The answers are cached on disk
+(``--cache``): a fold model is fitted once per training set and fit settings.
+
+``--cross``: no pair models (five fits instead of fifteen): each fold's out-of-fold answers
+stand for the inner ones. ``--ship C``: the hold and complaint bars to put in rules.yaml,
+chosen the same way on all folds. ``--stack-c 0`` scores the hand-set rule the same way.
+Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import tune_routing  # noqa: E402
+
+from mailbot.app import training  # noqa: E402
+from mailbot.config import load_config  # noqa: E402
+from mailbot.core.routing import decide  # noqa: E402
+
+
+def _key(samples: Sequence[Any], held: Sequence[int], fit: dict[str, Any]) -> str:
+    digest = hashlib.sha256(repr(sorted(fit.items())).encode())
+    digest.update(training.training_hash(samples).encode())
+    digest.update(repr(sorted(held)).encode())
+    return digest.hexdigest()[:16]
+
+
+def answers(
+    samples: Sequence[Any], held: Sequence[int], fit: dict[str, Any], cache: Path
+) -> dict[int, Any]:
+    """The answers (head → Prediction) on ``held`` of a model trained on all the others."""
+    path = cache / f"answers-{_key(samples, held, fit)}.pkl"
+    if path.exists():
+        with path.open("rb") as handle:
+            found: dict[int, Any] = pickle.load(handle)
+        return found
+    held_set = set(held)
+    model = training.fit([s for i, s in enumerate(samples) if i not in held_set], **fit)
+    found = {
+        i: model.classify(samples[i].facts.subject, training._text(samples[i].facts)) for i in held
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(found, handle)
+    print(f"  fitted without {len(held)} mails -> {path.name}", flush=True)
+    return found
+
+
+def all_answers(
+    samples: Sequence[Any], k: int, fit: dict[str, Any], cache: Path, nested: bool = True
+) -> tuple[dict[int, Any], dict[tuple[int, int], dict[int, Any]]]:
+    """(outer: each mail's answer by its fold's model; inner: per (f, g), the answers on
+    fold g of the model trained without folds f and g)."""
+    folds = training.folds(len(samples), k)
+    outer: dict[int, Any] = {}
+    for held in folds:
+        outer.update(answers(samples, held, fit, cache))
+    inner: dict[tuple[int, int], dict[int, Any]] = {}
+    if nested:
+        for f, g in itertools.combinations(range(k), 2):
+            both = answers(samples, folds[f] + folds[g], fit, cache)
+            inner[f, g] = {i: both[i] for i in folds[g]}
+            inner[g, f] = {i: both[i] for i in folds[f]}
+    return outer, inner
+
+
+MIN_INNER_PRECISION = 0.98  # the complaint bars are chosen for this precision on inner answers
+COMPLAINT_GRID: dict[str, list[Any]] = {
+    "complaint_min_confidence": [0.0, 0.4],
+    "complaint_model_min": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+    "complaint_model_sure": [0.7, 0.8, 0.9, 0.95, None],
+}
+
+
+def scored_parts(
+    samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
+) -> Any:
+    """The decisions on each part's mails with its model (``training.Answers``)."""
+    scored = training.Scored()
+    for held, model in parts:
+        fold = training.with_model(routing, model, settings)
+        for i in held:
+            own = routing.own_service.get(samples[i].facts.mailbox)
+            scored.add(samples[i], decide(samples[i].facts, fold), own)
+    return scored
+
+
+def move_rows(
+    samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
+) -> list[Any]:
+    """``tune_routing.moves``'s rows (fold, service, confidence, right, moved, own right)."""
+    unheld = settings.model_copy(update={"min_confidence": 0.0, "min_confidence_by_service": {}})
+    rows = []
+    for index, (held, model) in enumerate(parts):
+        fold = training.with_model(routing, model, unheld)
+        for i in held:
+            decision = decide(samples[i].facts, fold)
+            own = routing.own_service.get(samples[i].facts.mailbox)
+            right = samples[i].service == decision.service
+            moved = decision.service != own
+            confidence = decision.confidence["service"]
+            rows.append(
+                (index, decision.service, confidence, right, moved, samples[i].service == own)
+            )
+    return rows
+
+
+def complaint_choice(
+    samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
+) -> dict[str, Any]:
+    """The complaint bars with the best recall at ``MIN_INNER_PRECISION`` or more (none: the
+    most precise)."""
+    best: tuple[Any, ...] | None = None
+    for combo in itertools.product(*COMPLAINT_GRID.values()):
+        values = dict(zip(COMPLAINT_GRID, combo, strict=True))
+        sure, low = values["complaint_model_sure"], values["complaint_model_min"]
+        if sure is not None and sure <= low:
+            continue
+        scored = scored_parts(samples, parts, routing, settings.model_copy(update=values))
+        precision, recall = scored.precision_recall("reclamation")
+        key = (
+            precision >= MIN_INNER_PRECISION,
+            recall if precision >= MIN_INNER_PRECISION else precision,
+            precision,
+        )
+        if best is None or key > best[0]:
+            best = (key, values)
+    assert best is not None
+    return best[1]
+
+
+def with_stacks(
+    samples: Sequence[Any],
+    said: dict[int, Any],
+    routing: Any,
+    stack_c: float | None,
+) -> dict[str, Any]:
+    """A header: the stacked regressions trained on ``said`` (None: the hand-set rule)."""
+    if stack_c is None:
+        return {}
+    return {"stack": training.fit_stacks(samples, said, routing, c=stack_c)}
+
+
+def choose(
+    samples: Sequence[Any],
+    groups: dict[int, list[int]],
+    answers_of: dict[int, dict[int, Any]],
+    routing: Any,
+    settings: Any,
+    stack_c: float | None,
+) -> Any:
+    """Hold and complaint bars chosen on the groups' answers, each group's stacked regressions
+    trained on the other groups' answers (cross-fitted): the settings to apply elsewhere."""
+    parts = []
+    for g, held in groups.items():
+        others = {i: a for h, said in answers_of.items() if h != g for i, a in said.items()}
+        parts.append(
+            (
+                held,
+                training.answered(
+                    samples, answers_of[g], with_stacks(samples, others, routing, stack_c)
+                ),
+            )
+        )
+    rows = move_rows(samples, parts, routing, settings)
+    n = sum(len(h) for h in groups.values())
+    bars = tune_routing.choose_bars(rows, tune_routing.BAR_BUDGET * n)
+    chosen = settings.model_copy(update={"min_confidence_by_service": bars, "min_confidence": 0.5})
+    return chosen.model_copy(update=complaint_choice(samples, parts, routing, chosen))
+
+
+def nested(
+    samples: Sequence[Any],
+    k: int,
+    outer: dict[int, Any],
+    inner: dict[tuple[int, int], dict[int, Any]],
+    routing: Any,
+    settings: Any,
+    stack_c: float | None,
+) -> tuple[Any, list[Any]]:
+    """The nested k-fold: per outer fold, regressions and bars from the inner answers only."""
+    folds = training.folds(len(samples), k)
+    parts, chosen = [], []
+    for f in range(k):
+        groups = {g: folds[g] for g in range(k) if g != f}
+        answers_of = {g: inner[f, g] for g in groups}
+        picked = choose(samples, groups, answers_of, routing, settings, stack_c)
+        everything = {i: a for said in answers_of.values() for i, a in said.items()}
+        meta = with_stacks(samples, everything, routing, stack_c)
+        model = training.answered(samples, {i: outer[i] for i in folds[f]}, meta)
+        parts.append((f, model, picked))
+        chosen.append(picked)
+    scored = training.Scored()
+    for f, model, picked in parts:
+        part = scored_parts(samples, [(folds[f], model)], routing, picked)
+        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+            getattr(scored, name).extend(getattr(part, name))
+    return scored, chosen
+
+
+def report(label: str, samples: Sequence[Any], k: int, scored: Any) -> None:
+    print(tune_routing.Result(label, scored).line())
+    print("  " + tune_routing.per_fold(samples, k, scored), flush=True)
+    worst = min_fold_precision(samples, k, scored)
+    print(f"  complaint precision, worst fold {worst:.1%}", flush=True)
+
+
+def min_fold_precision(samples: Sequence[Any], k: int, scored: Any) -> float:
+    start, worst = 0, 1.0
+    for held in training.folds(len(samples), k):
+        pairs = scored.categories[start : start + len(held)]
+        start += len(held)
+        tp = sum(e == g == "reclamation" for e, g in pairs)
+        decided = sum(g == "reclamation" for _, g in pairs)
+        worst = min(worst, tp / decided if decided else 1.0)
+    return worst
+
+
+def load_samples(folders: Sequence[str]) -> tuple[Any, list[Any]]:
+    config = load_config(ROOT / "rules.yaml")
+    assert not any("corpus/test" in f for f in folders), "the test half is never for tuning"
+    return config, [s for f in folders for s in training.load_labelled(config, ROOT / f, f)]
+
+
+# Round 5's shipped settings (model routing-467593fb7a3f), the hand-set rule's reference.
+ROUND5 = {
+    "rule_weight": 0.7,
+    "rule_damping": 20.0,
+    "default_share": 0.3,
+    "min_confidence": 0.64,
+    "min_confidence_by_service": {
+        "autres-administrations": 0.54,
+        "cabinet": 0.48,
+        "cartes-grises": 0.64,
+        "cni-passeport": 0.64,
+        "etrangers": 0.74,
+        "general": 0.4,
+        "permis": 0.62,
+        "qualite-accueil": 0.68,
+    },
+    "complaint_min_confidence": 0.2,
+    "complaint_model_min": 0.3,
+    "complaint_model_sure": 0.7,
+}
+
+
+def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -> None:
+    """The figures of the mails of ``old`` folders and of the others, apart."""
+    order = [i for held in training.folds(len(samples), k) for i in held]
+    for name, keep in (("round-5 folders", True), ("new folders", False)):
+        part = training.Scored()
+        for position, i in enumerate(order):
+            if (samples[i].source in old) == keep:
+                for field in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+                    getattr(part, field).append(getattr(scored, field)[position])
+        if part.count:
+            print(tune_routing.Result(f"  {name} ({part.count})", part).line())
+
+
+def shipped_bars(
+    samples: Sequence[Any], k: int, outer: dict[int, Any], routing: Any, settings: Any, c: float
+) -> None:
+    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside."""
+    folds = training.folds(len(samples), k)
+    groups = dict(enumerate(folds))
+    answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
+    picked = choose(samples, groups, answers_of, routing, settings, c)
+    print("\nshipped bars (chosen on all folds):")
+    print(f"  min_confidence_by_service: {picked.min_confidence_by_service}")
+    print("  " + str({n: getattr(picked, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--labelled", action="append", default=None)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/mailbot-stacking"))
+    parser.add_argument("--answers-only", action="store_true")
+    parser.add_argument(
+        "--stack-c", type=float, action="append", help="0: the hand-set rule (default: a grid)"
+    )
+    parser.add_argument(
+        "--cross",
+        action="store_true",
+        help="outer models only: inner answers are the other folds' out-of-fold answers",
+    )
+    parser.add_argument("--ship", type=float, help="print the bars to ship for this stack C")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        help=f"wrong transfers the hold bars allow ({tune_routing.BAR_BUDGET})",
+    )
+    args = parser.parse_args()
+    if args.budget is not None:
+        tune_routing.BAR_BUDGET = args.budget
+    config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
+    fit = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
+    print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
+    outer, inner = all_answers(samples, args.folds, fit, args.cache, nested=not args.cross)
+    if args.answers_only:
+        return
+    routing = training.base_routing(config)
+    tune_routing.remember_tallies()
+    base = training.settings_for(config).model_copy(update=ROUND5)
+    k = args.folds
+    folds = training.folds(len(samples), k)
+    if args.cross:
+        inner = {(f, g): {i: outer[i] for i in folds[g]} for f in range(k) for g in range(k)}
+    if args.ship is not None:
+        shipped_bars(samples, k, outer, routing, base, args.ship)
+        return
+    replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
+    as_shipped = tune_routing.kfold(samples, replayed, routing, base)
+    report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
+    by_source(samples, k, as_shipped, tune_routing.ROUND5)
+    for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
+        stack_c = value if value > 0 else None  # 0: the hand-set combination
+        scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
+        report(
+            f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
+        )
+        by_source(samples, k, scored, tune_routing.ROUND5)
+        for picked in chosen:
+            print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
+
+
+if __name__ == "__main__":
+    main()
