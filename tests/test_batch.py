@@ -209,6 +209,9 @@ class Watching:
 def test_each_claim_commits_before_its_data_and_sent_rides_on_the_next_claim(
     app: App, database: str
 ) -> None:
+    app.outbox.claim_group = (
+        1  # one claim per mail (`outbox.claim_group: 1`); groups: test_delivery
+    )
     app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
     watching = Watching(database)
     app.outbox.transport = watching
@@ -256,6 +259,9 @@ def bookkeeping(url: str) -> list[tuple[Any, ...]]:
 def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
     app: App, database: str
 ) -> None:
+    app.outbox.claim_group = (
+        1  # one claim per mail (`outbox.claim_group: 1`); groups: test_delivery
+    )
     app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
     statements: list[str] = []
     sa.event.listen(
@@ -287,6 +293,7 @@ def crashing(tx, left):
     finish(tx, left)
 delivery.finish_sent = crashing
 app = build_app(Path({rules!r}), FileTransport(Path({out!r})), database={url!r})
+app.outbox.claim_group = 1  # one claim per mail, as outbox.claim_group: 1 configures
 app.outbox.deliver_due()
 """
 

@@ -4,8 +4,8 @@
 On SQLite, one writer at a time: an outbox claim submitted while an intake part holds the
 write lock rides on that part (the part ends at its next mail and commits the claim with
 it), so the sender waits one mail, not a part, and never sleeps in SQLite's busy handler.
-`poll --once` sends each batch once it is committed, with no thread (no gain measured
-on a backlog, 1-2 ms of CPU per mail less), and returns once everything due is sent.
+`poll --once` does the same with a thread of its own (claims a group at a time, so a part
+is cut once per group) and returns once everything due is sent.
 """
 
 from __future__ import annotations
@@ -127,21 +127,24 @@ def test_run_sends_a_batch_while_it_records_the_next(app: App, tmp_path: Path) -
     outcomes = worker.pollers["general"].poll_once()  # one cycle of `run`'s mailbox job
     worker.delivery.finish()
     assert [o.decision for o in outcomes] == ["acknowledge"] * 9
-    assert sends[0] == (True, 2)  # on the thread, while batch 2 was recorded
+    on_thread, begun = sends[0]
+    assert on_thread and begun >= 2  # on the thread, once batch 2 was being recorded
     assert all_sent(app, tmp_path, 9)
 
 
-def test_poll_once_sends_each_batch_once_committed_and_returns_all_sent(
+def test_poll_once_sends_on_its_delivery_thread_and_returns_all_sent(
     app: App, tmp_path: Path
 ) -> None:
     _recording, sends = instrument(app)
     worker = Worker(app.config, app.pipeline, app.outbox, {"general": Folder(9)})
     outcomes = worker.poll_once()
     assert [o.decision for o in outcomes] == ["acknowledge"] * 9
-    # Each batch's ARs left on the poll's own thread, before the next batch was read.
-    assert sends == [(False, 1), (False, 2), (False, 3)]
+    # The first batch's ARs left on the delivery thread while batch 2 was recorded (the
+    # instrumented send waits for it: a poll sending then recording would time out there).
+    assert all(on_thread for on_thread, _ in sends)
+    assert sends[0][1] >= 2
     assert all_sent(app, tmp_path, 9)  # poll --once returned with every AR sent
-    assert worker.delivery is None
+    assert worker.delivery is None  # its thread finished
 
 
 def test_a_claim_submitted_during_a_batch_commits_with_it_at_the_next_mail(
@@ -167,13 +170,13 @@ def test_a_claim_submitted_during_a_batch_commits_with_it_at_the_next_mail(
     sender = threading.Thread(target=claim)
     decide = app.pipeline._decide
 
-    def deciding(tx: Transaction, where: Any, mail: IncomingMail, *rest: Any) -> Any:
+    def deciding(rec: Any, where: Any, mail: IncomingMail, *rest: Any) -> Any:
         if mail.uid == 2:  # a claim arrives while mail 2 is recorded, and waits
             sender.start()
             deadline = time.monotonic() + WAIT
-            while not tx.writes_waiting() and time.monotonic() < deadline:
+            while not rec.tx.writes_waiting() and time.monotonic() < deadline:
                 time.sleep(0.001)
-        return decide(tx, where, mail, *rest)
+        return decide(rec, where, mail, *rest)
 
     app.pipeline._decide = deciding  # type: ignore[method-assign]
     monkeypatch.setattr(Transaction, "save_folder_state", save_folder_state)
