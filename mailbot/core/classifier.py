@@ -118,8 +118,10 @@ class Head:
 
 
 # Words (and word pairs) whose rows are kept; when full, they start again (bounded memory
-# in a worker).
-CACHE_LIMIT = 50_000
+# in a worker). About 350 bytes a word and its pairs, by estimate. bench/run.py --parts rss
+# (20,000 vs 1,000 mails of numbered files): 50,000 -> 1.16x (+17.9 MB), 10,000 -> 1.13x
+# (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
+CACHE_LIMIT = 10_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
 _SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
 
