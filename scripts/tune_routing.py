@@ -191,8 +191,16 @@ class Result:
 
 
 def kfold(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any) -> Any:
+    parts = zip(training.folds(len(samples), len(models)), models, strict=True)
+    return scored_parts(samples, list(parts), routing, settings)
+
+
+def scored_parts(
+    samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
+) -> Any:
+    """The decisions on each part's held mails with its model (``training.Scored``)."""
     scored = training.Scored()
-    for held, model in zip(training.folds(len(samples), len(models)), models, strict=True):
+    for held, model in parts:
         fold = training.with_model(routing, model, settings)
         for i in held:
             own = routing.own_service.get(samples[i].facts.mailbox)

@@ -95,19 +95,6 @@ COMPLAINT_GRID: dict[str, list[Any]] = {
 }
 
 
-def scored_parts(
-    samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
-) -> Any:
-    """The decisions on each part's mails with its model (``training.Answers``)."""
-    scored = training.Scored()
-    for held, model in parts:
-        fold = training.with_model(routing, model, settings)
-        for i in held:
-            own = routing.own_service.get(samples[i].facts.mailbox)
-            scored.add(samples[i], decide(samples[i].facts, fold), own)
-    return scored
-
-
 def move_rows(
     samples: Sequence[Any], parts: Sequence[tuple[Sequence[int], Any]], routing: Any, settings: Any
 ) -> list[Any]:
@@ -139,7 +126,9 @@ def complaint_choice(
         sure, low = values["complaint_model_sure"], values["complaint_model_min"]
         if sure is not None and sure <= low:
             continue
-        scored = scored_parts(samples, parts, routing, settings.model_copy(update=values))
+        scored = tune_routing.scored_parts(
+            samples, parts, routing, settings.model_copy(update=values)
+        )
         precision, recall = scored.precision_recall("reclamation")
         key = (
             precision >= MIN_INNER_PRECISION,
@@ -215,7 +204,7 @@ def nested(
         chosen.append(picked)
     scored = training.Scored()
     for f, model, picked in parts:
-        part = scored_parts(samples, [(folds[f], model)], routing, picked)
+        part = tune_routing.scored_parts(samples, [(folds[f], model)], routing, picked)
         for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
             getattr(scored, name).extend(getattr(part, name))
     return scored, chosen
