@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -82,15 +83,28 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    early_stop = _take_stop_signals()  # before loading: systemd may stop a worker starting
     from mailbot.app.context import build_app
     from mailbot.worker import make_worker
 
     app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
     worker = make_worker(app)
+    if early_stop:
+        worker.stop.set()  # asked to stop while loading: recover, then stop cleanly
     _started(collect=True)
     with console_beside(app, args.config):  # when web.enabled
         worker.run()
     return _refused(worker)
+
+
+def _take_stop_signals() -> list[int]:
+    """Take SIGTERM/SIGINT while the application loads (a second or so), so that a stop
+    asked during start-up ends in a clean exit rather than a death by signal; the worker
+    installs its own handlers when it runs. Returns the list the signals are noted in."""
+    noted: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: noted.append(number))
+    return noted
 
 
 # Commands whose start-up runs with the cyclic garbage collector off (see ``console``).

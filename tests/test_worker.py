@@ -71,6 +71,34 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     assert len(smtp_server.messages) == 3  # nothing sent twice across the reconnection
 
 
+def _loading_the_application(pid: int) -> bool:
+    """Whether `run` has begun loading the application: its configuration model's
+    compiled core (pydantic_core) is mapped; `mailbot.cli` itself never imports it."""
+    return "_pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_sigterm_while_the_worker_loads_ends_in_a_clean_stop(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """systemd may stop a worker that is still starting: the stop must be clean (exit 0,
+    the worker's own stop), not a death by signal. SIGTERM is sent as soon as `run`
+    begins loading the configuration, long before the worker runs."""
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    imap_user.append(citizen_mail(1))
+    worker = start_worker(config, "--acknowledge-existing")
+    try:
+        deadline = time.monotonic() + 20
+        while not _loading_the_application(worker.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert 'msg="worker stopped"' in err
+
+
 DECISIONS = (["acknowledge"], ["skip"])  # the third column of a row of the demo's table
 
 
