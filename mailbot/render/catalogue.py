@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mailbot import yamlfile
+from mailbot import yamlcache
 from mailbot.config import validation_problem
 from mailbot.errors import TemplateError
 
@@ -209,7 +209,7 @@ def _translated_parts(
 def parse_meta(path: Path, text: str, directory_name: str) -> TemplateMeta:
     """A template's meta.yaml, validated: TemplateError naming the file and the key."""
     try:
-        data = yamlfile.safe_load(text)
+        data = yamlcache.safe_load(text)  # parsed once per version of the file
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
