@@ -55,6 +55,8 @@ def private_subdirectory(name: str) -> Path | None:
     base = default_directory()
     if base is None:
         return None
+    if unsafe_reason(base) is None and unsafe_reason(base / name) is None:
+        return base / name  # the usual case: two stat calls, nothing to create
     try:
         base.mkdir(mode=0o700, parents=True, exist_ok=True)
         if unsafe_reason(base) is not None:
