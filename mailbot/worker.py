@@ -201,7 +201,7 @@ class Worker:
         (``Outbox.claim_group``), and on SQLite one that meets an open intake part rides on
         it (store/desk), cutting the part once per group rather than once per mail."""
         self.recover()
-        delivery = DeliveryLoop(self.outbox, self._retry_interval())
+        delivery = self._delivery_loop()
         self.delivery = delivery
         delivery.start()
         try:
@@ -213,9 +213,11 @@ class Worker:
             delivery.finish()
         return outcomes
 
-    def _retry_interval(self) -> float:
-        """How often the delivery thread looks for due retries when nobody wakes it."""
-        return max(5.0, self.config.outbox.retry_base_seconds / 2)
+    def _delivery_loop(self) -> DeliveryLoop:
+        """The delivery thread: it looks for due retries every half retry delay (5 s at
+        least) when nobody wakes it, and takes a FETCH batch's worth of mail at a time."""
+        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
+        return DeliveryLoop(self.outbox, interval, limit=self.config.polling.batch_size)
 
     def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -314,7 +316,7 @@ class Worker:
         for poller in self.pollers.values():
             poller.keep = False  # nobody reads a cycle's outcomes: counts only (metrics)
         language.warm_up()  # the models load now, not while the first mail waits
-        self.delivery = DeliveryLoop(self.outbox, self._retry_interval())
+        self.delivery = self._delivery_loop()
         self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()
