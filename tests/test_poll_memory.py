@@ -2,7 +2,9 @@
 `poll --once -q` on 20,000 mails within 1.1x of 1,000).
 
 Each mail's ``Outcome`` (its subject, reference, reasons: ~0.5 KB) was kept for the whole
-poll: 10 MB on a backlog of 20,000. A quiet poll, and `run`, now keep counts only.
+poll: 10 MB on a backlog of 20,000. A quiet poll, and `run`, now keep counts only. The
+delivery thread takes a FETCH batch's worth of mail at a time (their bytes in memory until
+it ends), not 500, when intake runs ahead of sending.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from mailbot.app.context import App, app_from_config
 from mailbot.config import load_config
 from mailbot.core.incoming import Outcome
 from mailbot.mail.poller import PollRecord
-from mailbot.mail.smtp import FileTransport
+from mailbot.mail.smtp import Envelope, FileTransport
 from mailbot.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +71,20 @@ def make_app(tmp_path: Path) -> App:
     return app_from_config(config, FileTransport(tmp_path / "out"), database, True)
 
 
+def watch_sends(app: App) -> list[int]:
+    """How many mails each delivery hands to the transport."""
+    sizes: list[int] = []
+    transport = app.outbox.transport
+    send = transport.send_batch
+
+    def send_batch(envelopes: Sequence[Envelope], *rest: Any) -> None:
+        sizes.append(len(envelopes))
+        send(envelopes, *rest)
+
+    transport.send_batch = send_batch  # type: ignore[method-assign]
+    return sizes
+
+
 def watch_outcomes(app: App) -> list[int]:
     """Before each batch is recorded: how many outcomes of the batches before are alive."""
     refs: list[weakref.ref[Outcome]] = []
@@ -85,13 +101,16 @@ def watch_outcomes(app: App) -> list[int]:
     return alive
 
 
-def test_a_quiet_poll_holds_one_batch_of_outcomes_and_counts_the_rest(tmp_path: Path) -> None:
+def test_a_quiet_poll_holds_one_batch_of_outcomes_and_sends_a_batch_at_a_time(
+    tmp_path: Path,
+) -> None:
     app = make_app(tmp_path)
     try:
         worker = Worker(app.config, app.pipeline, app.outbox, {"general": Folder(12)})
         records: list[PollRecord] = []
         worker.pollers["general"].observer = records.append
         alive = watch_outcomes(app)
+        sends = watch_sends(app)
         assert worker.poll_once(keep=False) == []
         # Four batches of 3: at most the batch before is still referenced (by the loop's
         # variable while the next is recorded); kept (``keep=True``, the default, what a
@@ -100,5 +119,6 @@ def test_a_quiet_poll_holds_one_batch_of_outcomes_and_counts_the_rest(tmp_path: 
         assert records[-1].decisions == {"acknowledge": 12}
         sent = query(app.store.url, "SELECT count(*) FROM outbox WHERE status = 'sent'")
         assert sent == [(12,)]
+        assert sum(sends) == 12 and max(sends) <= 3  # a batch's worth per delivery
     finally:
         app.store.close()
