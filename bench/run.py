@@ -2,7 +2,8 @@
 
     python bench/run.py [--backlog 2000] [--scenarios stay-short,stay-3k,transfer-short,transfer-3k]
                         [--repeat 3] [--trees DIR,DIR] [--parts throughput,idle,rss]
-                        [--burst 1000] [--latency 50] [--rss 1000,20000] [--profile DIR]
+                        [--burst 1000] [--latency 50] [--rss 1000,20000] [--rss-repeat 1]
+                        [--profile DIR]
 
 (a) throughput on a backlog, per scenario, side by side with a raw pipe (imapclient batch
     FETCH + email parse + one aiosmtplib send per message, no logic) on the same mails, and
@@ -16,7 +17,9 @@
       transfer-short / transfer-3k: mails routed to another service (an AR and a forward).
 (b) with the worker on IDLE: a burst appended at once, time from the last append to the
     last AR; then single-mail arrival-to-AR latency p50/p95;
-(c) peak RSS of `mailbot poll --once` (a child process) on two backlog sizes.
+(c) peak RSS of `mailbot -q poll --once` (a child process of each tree, as cron runs it) on
+    two backlog sizes: each size is filled once and read by each tree in turn, on a database
+    of its own; the ratio of the sizes per tree and repeat.
 
 ``--profile DIR``: each `poll --once` of (a) runs under py-spy (samples holding the GIL, 100
 a second: a few per cent slower), its stacks kept in DIR and its CPU by phase printed
@@ -376,43 +379,64 @@ def bench_idle(dovecot: DovecotServer, burst: int, singles: int) -> None:
     )
 
 
-def peak_rss_mb(dovecot: DovecotServer, backlog: int) -> float:
-    user = dovecot.new_user(f"rss{backlog}")
-    fill(user, backlog)
-    with SinkProcess() as smtp, tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), {"general": user}, smtp)
-        # VmHWM, the child's own peak: ru_maxrss survives execve on Linux, so a child forked
-        # from this (large) bench process would report the bench's size.
-        probe = (
-            "import re, resource, sys\n"
-            "from mailbot.cli import main\n"
-            "code = main(sys.argv[1:])\n"
-            "status = open('/proc/self/status').read()\n"
-            "hwm = re.search(r'VmHWM:\\s+(\\d+)', status)\n"
-            "peak = int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "print(peak, file=sys.stderr)\n"
-            "sys.exit(code)\n"
-        )
+# The child of (c): `mailbot poll --once -q` as cron runs it, then its own peak. VmHWM: ru_maxrss
+# survives execve on Linux, so a child forked from this (large) bench process would report
+# the bench's size.
+RSS_CHILD = """
+import re, resource, sys
+from mailbot.cli import main
+code = main(sys.argv[1:])
+status = open('/proc/self/status').read()
+hwm = re.search(r'VmHWM:\\s+(\\d+)', status)
+peak = int(hwm.group(1)) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(peak, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def peak_rss_mb(user: MailUser, smtp: SinkProcess, backlog: int, tree: Path) -> float:
+    """Peak RSS of one tree's `poll --once` over ``user``'s INBOX, on a database of its own
+    (the mail is only read: each tree reads the same backlog)."""
+    smtp.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), {"general": user}, smtp, tree=tree)
+        command = [sys.executable, "-c", RSS_CHILD, "--config", str(config), "-q"]
         child = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                probe,
-                "--config",
-                str(config),
-                "-q",
-                "poll",
-                "--once",
-                "--acknowledge-existing",
-            ],
+            [*command, "poll", "--once", "--acknowledge-existing"],
+            env=dict(os.environ, PYTHONPATH=str(tree)),
+            cwd=tree,  # `python -c` puts the working directory first on sys.path
             capture_output=True,
             check=False,
         )
         if child.returncode != 0:
-            raise SystemExit(child.stderr.decode())
+            raise SystemExit(child.stderr.decode()[-3000:])
         smtp.wait_for(backlog, timeout=120)
         usage = int(child.stderr.decode().strip().splitlines()[-1])
     return usage / 1024
+
+
+def bench_rss(dovecot: DovecotServer, sizes: list[int], trees: list[Path], repeat: int) -> None:
+    """(c) each backlog size filled once, then each tree's poll in turn, ``repeat`` times;
+    the ratio of the largest to the smallest size per tree and repeat (same run)."""
+    found: dict[tuple[Path, int], list[float]] = {}
+    with SinkProcess() as smtp:
+        for size in sizes:
+            user = dovecot.new_user(f"rss{size}-")
+            fill(user, size)
+            for round_ in range(repeat):
+                for tree in trees:
+                    peak = peak_rss_mb(user, smtp, size, tree)
+                    found.setdefault((tree, size), []).append(peak)
+                    print(
+                        f"(c) peak RSS, backlog {size}, repeat {round_ + 1}: {peak:.1f} MB  {tree}"
+                    )
+    if len(sizes) < 2:
+        return
+    small, large = min(sizes), max(sizes)
+    for tree in trees:
+        ratios = [b / a for a, b in zip(found[tree, small], found[tree, large], strict=True)]
+        shown = ", ".join(f"{r:.2f}x" for r in ratios)
+        print(f"    {large} vs {small}: {shown} (target <= 1.10x)  {tree}")
 
 
 def main() -> None:
@@ -427,6 +451,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--rss", default="1000,20000")
+    parser.add_argument("--rss-repeat", type=int, default=1, help="repeats of (c), each tree")
     parser.add_argument("--profile", type=Path, help="py-spy each poll of (a), stacks here")
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
@@ -444,13 +469,7 @@ def main() -> None:
             bench_idle(dovecot, args.burst, args.latency)
         if "rss" in parts:
             sizes = [int(s) for s in args.rss.split(",")]
-            results: dict[int, float] = {}
-            for size in sizes:
-                results[size] = peak_rss_mb(dovecot, size)
-                print(f"(c) peak RSS, backlog {size}: {results[size]:.1f} MB")
-            if len(sizes) == 2:
-                small, large = results[sizes[0]], results[sizes[1]]
-                print(f"    {sizes[1]} vs {sizes[0]}: {large / small:.2f}x (target <= 1.10x)")
+            bench_rss(dovecot, sizes, trees, args.rss_repeat)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     worker = make_worker(app)
     _started(collect=False)
     try:
-        outcomes = worker.poll_once()
+        outcomes = worker.poll_once(keep=not args.quiet)
     finally:
         app.close()
     if not args.quiet:

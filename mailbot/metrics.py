@@ -119,8 +119,8 @@ class Metrics:
         self.registry.register(Shared(config, store, pollers))
 
     def observe(self, record: PollRecord) -> None:
-        for outcome in record.outcomes:
-            self.processed.labels(record.mailbox, str(outcome.decision)).inc()
+        for decision, count in record.decisions.items():
+            self.processed.labels(record.mailbox, decision).inc(count)
         if record.error is None:
             self.poll_seconds.labels(record.mailbox, record.folder).observe(record.seconds)
 

@@ -177,8 +177,14 @@ class Worker:
         else:
             self.outbox.deliver_due()
 
-    def poll_once(self) -> list[Outcome]:
-        """Everything new in every mailbox, then the outbox. Failures are collected, not raised."""
+    def poll_once(self, keep: bool = True) -> list[Outcome]:
+        """Everything new in every mailbox, then the outbox. Failures are collected, not raised.
+
+        ``keep=False`` (``poll --once -q``: nothing printed) returns no outcomes: each batch's
+        are counted in its log line and dropped, so that the poll's memory is bounded by the
+        batch, not the backlog (issue 14: peak RSS 20,000 vs 1,000 mails)."""
+        for poller in self.pollers.values():
+            poller.keep = keep
         if self.keeper is not None:
             self.keeper.start(background=False)
         try:
@@ -195,7 +201,7 @@ class Worker:
         (``Outbox.claim_group``), and on SQLite one that meets an open intake part rides on
         it (store/desk), cutting the part once per group rather than once per mail."""
         self.recover()
-        delivery = DeliveryLoop(self.outbox, self._retry_interval())
+        delivery = self._delivery_loop()
         self.delivery = delivery
         delivery.start()
         try:
@@ -207,9 +213,11 @@ class Worker:
             delivery.finish()
         return outcomes
 
-    def _retry_interval(self) -> float:
-        """How often the delivery thread looks for due retries when nobody wakes it."""
-        return max(5.0, self.config.outbox.retry_base_seconds / 2)
+    def _delivery_loop(self) -> DeliveryLoop:
+        """The delivery thread: it looks for due retries every half retry delay (5 s at
+        least) when nobody wakes it, and takes a FETCH batch's worth of mail at a time."""
+        interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
+        return DeliveryLoop(self.outbox, interval, limit=self.config.polling.batch_size)
 
     def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -305,8 +313,10 @@ class Worker:
 
     def _run(self) -> None:
         self.recover()
+        for poller in self.pollers.values():
+            poller.keep = False  # nobody reads a cycle's outcomes: counts only (metrics)
         language.warm_up()  # the models load now, not while the first mail waits
-        self.delivery = DeliveryLoop(self.outbox, self._retry_interval())
+        self.delivery = self._delivery_loop()
         self.delivery.start()
         scheduler = self.build_scheduler()
         scheduler.start()

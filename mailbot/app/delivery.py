@@ -384,11 +384,16 @@ class DeliveryLoop:
     The pollers ``wake()`` it when they queue mail; otherwise it looks for due retries every
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
     flight (see Transport): a hung SMTP server cannot hold up a shutdown.
+
+    Each delivery takes at most ``limit`` mails (the worker passes its FETCH batch size):
+    their bytes are in memory until the delivery ends (an AR is ~13 KB: 500 of them, 6.5 MB),
+    so when intake runs ahead of sending, memory stays bounded by a batch (issue 14).
     """
 
-    def __init__(self, outbox: Outbox, interval: float) -> None:
+    def __init__(self, outbox: Outbox, interval: float, limit: int = 500) -> None:
         self.outbox = outbox
         self.interval = interval
+        self.limit = limit
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._draining = False  # finish(): deliver until nothing is due, then end
@@ -419,7 +424,7 @@ class DeliveryLoop:
             self._wake.clear()
             draining = self._draining
             try:
-                taken = self.outbox.deliver_due().taken
+                taken = self.outbox.deliver_due(limit=self.limit).taken
             except Exception as exc:  # a database hiccup must not end delivery for good
                 if draining:
                     self._failure = exc
