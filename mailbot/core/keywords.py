@@ -198,9 +198,11 @@ class KeywordMatcher:
         pairs_at = map(pairs.__contains__, itertools.pairwise(tokens))
         for start in compress(range(len(tokens) - 1), pairs_at):
             for phrase in pairs[tokens[start], tokens[start + 1]]:
-                end = start + 2 + len(phrase.rest)
-                if end <= len(tokens) and all(
-                    tokens[start + 2 + k] in accepted for k, accepted in enumerate(phrase.rest)
+                rest = phrase.rest  # most phrases are two words: nothing more to check
+                end = start + 2 + len(rest)
+                if not rest or (
+                    end <= len(tokens)
+                    and all(map(frozenset.__contains__, rest, tokens[start + 2 : end]))
                 ):
                     found.setdefault(phrase.list_id, []).append((start, phrase.rank, end))
         return {list_id: _leftmost(words, spans) for list_id, spans in sorted(found.items())}
