@@ -108,7 +108,7 @@ def run(first, count):
         statements["phase"] = "delivery"
         report = app.outbox.deliver_due(now=start + timedelta(days=30))
         statements["phase"] = None
-        assert report.sent == len(batch), report
+        assert report.sent == report.taken >= len(batch), report  # ARs, and forwards
         cpu["intake"] += middle - began
         cpu["delivery"] += time.process_time() - middle
     return cpu
