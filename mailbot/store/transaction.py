@@ -189,36 +189,40 @@ _MARK_SENT = (
 _SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(None)
 
 
-class _DriverInsert:
-    """The messages' INSERT with a given set of columns, compiled once per dialect and run
-    on the driver's cursor (issue 14): SQLAlchemy's execution of a single-row INSERT (its
-    cache lookup, execution context and result) cost twice the insert itself on SQLite
-    (~115 µs a mail). Types are bound as SQLAlchemy binds them (``bind_processor``); an
-    error comes back as SQLAlchemy's, its parameters hidden like the engines'."""
+class _Driver:
+    """A hot statement compiled once per dialect and run on the driver's cursor (issue 14):
+    SQLAlchemy's execution of a one-row statement (its cache lookup, execution context and
+    result) cost about twice the statement itself on SQLite. Values are bound as SQLAlchemy
+    binds them (``bind_processor``; values written into the statement, such as a status it
+    tests, as compiled); an error comes back as SQLAlchemy's, its parameters hidden like
+    the engines'."""
 
-    def __init__(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> None:
-        statement = messages.insert()
-        self.returning = dialect.name != "sqlite"  # SQLite gives the cursor's lastrowid
-        if self.returning:
-            statement = statement.returning(messages.c.id)
+    def __init__(self, dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         self.dialect = dialect
         self.sql = str(compiled)
         self.order = compiled.positiontup if compiled.positional else None
+        binds = {compiled.bind_names[bind]: bind for bind in compiled.bind_names}
+        self.fixed = {
+            name: bind.effective_value for name, bind in binds.items() if not bind.required
+        }
         self.processors = {
-            key: found
-            for key in keys
-            if (found := messages.c[key].type.bind_processor(dialect)) is not None
+            name: found
+            for name, bind in binds.items()
+            if (found := bind.type.bind_processor(dialect)) is not None
         }
 
-    def run(self, conn: Connection, values: dict[str, Any]) -> int:
+    def params(self, values: dict[str, Any]) -> Any:
+        values = {**self.fixed, **values}
         for key, process in self.processors.items():
             values[key] = process(values[key])
-        params: Any = values if self.order is None else [values[k] for k in self.order]
+        return values if self.order is None else [values[k] for k in self.order]
+
+    @contextmanager
+    def cursor(self, conn: Connection) -> Iterator[Any]:
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(self.sql, params)
-            return int(cursor.fetchone()[0] if self.returning else cursor.lastrowid)  # type: ignore[index]
+            yield cursor
         except self.dialect.loaded_dbapi.Error as exc:
             raise sa.exc.DBAPIError.instance(
                 self.sql,
@@ -232,9 +236,42 @@ class _DriverInsert:
             cursor.close()
 
 
+class _DriverInsert(_Driver):
+    """The messages' INSERT with a given set of columns (~115 µs a mail saved on SQLite)."""
+
+    def __init__(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> None:
+        self.returning = dialect.name != "sqlite"  # SQLite gives the cursor's lastrowid
+        statement = messages.insert()
+        if self.returning:
+            statement = statement.returning(messages.c.id)
+        super().__init__(dialect, statement, keys)
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> int:
+        with self.cursor(conn) as cursor:
+            cursor.execute(self.sql, self.params(values))
+            return int(cursor.fetchone()[0] if self.returning else cursor.lastrowid)
+
+
+class _DriverUpdate(_Driver):
+    """An UPDATE of one row, its rowcount returned (an outbox claim: one per mail)."""
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> int:
+        with self.cursor(conn) as cursor:
+            cursor.execute(self.sql, self.params(values))
+            return int(cursor.rowcount)
+
+
 @functools.cache
 def _driver_insert(dialect: sa.Dialect, keys: tuple[str, ...]) -> _DriverInsert:
     return _DriverInsert(dialect, keys)
+
+
+_CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
+
+
+@functools.cache
+def _driver_claim(dialect: sa.Dialect) -> _DriverUpdate:
+    return _DriverUpdate(dialect, _CLAIM_OUTBOX, _CLAIM_KEYS)
 
 
 class Transaction:
@@ -639,17 +676,14 @@ class Transaction:
     def claim_outbox(self, item_id: int, attempts: int, holder: str | None = None) -> bool:
         """Move a pending item to 'sending'; False if another worker got it first. The
         claimer is recorded: its send is recovered as uncertain only once it is dead."""
-        claimed = self.conn.execute(
-            _CLAIM_OUTBOX,
-            {
-                "item_id": item_id,
-                "status": OutboxStatus.SENDING,
-                "attempts": attempts,
-                "claimed_by": holder,
-                "claimed_at": utcnow(),
-            },
-        )
-        return bool(claimed.rowcount == 1)
+        values = {
+            "item_id": item_id,
+            "status": OutboxStatus.SENDING,
+            "attempts": attempts,
+            "claimed_by": holder,
+            "claimed_at": utcnow(),
+        }
+        return _driver_claim(self.conn.dialect).run(self.conn, values) == 1
 
     def still_sending(self, item_id: int) -> bool:
         """Whether an item is still 'sending' (locked until the transaction ends)."""

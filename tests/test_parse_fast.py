@@ -1,0 +1,125 @@
+"""The parser's shortcuts give what the email package gives (issue 14: CPU per mail).
+
+Header values without an encoded word skip ``decode_header``/``make_header``; addresses of
+the common forms are read by a regex instead of ``email.utils``' character-by-character
+parser. Both are checked here against the standard library, on crafted values and on
+every address header of the test mails (the frozen test half of the corpus aside).
+"""
+
+from __future__ import annotations
+
+import email
+from email.header import decode_header, make_header
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+from pathlib import Path
+
+import pytest
+
+from mailbot.core.message import (
+    clean_text,
+    decode_header_value,
+    parse_address,
+    parse_addresses,
+    single_line,
+)
+
+DATA = Path(__file__).resolve().parent / "data"
+ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "return-path", "sender")
+
+CRAFTED_ADDRESSES = [
+    "Camille Durand <usager1@example.fr>",
+    "Camille  Durand <a@b.fr>",
+    " Camille Durand  <a@b.fr> ",
+    "x<a@b.c>",
+    "<a@b.fr>",
+    "a@b.fr",
+    "A.B <a@b.fr>",
+    '"Durand, Camille" <a@b.fr>',
+    "Usager 12 <usager12@example.fr>",
+    "x <a..b@c.fr>",
+    "x <a@b..c>",
+    "x <a@-b.c>",
+    "x <a.@b.c>",
+    "x <.a@b.c>",
+    "x <A+tag@B-C.example.FR>",
+    "a@b.fr, c@d.fr",
+    "a@b.fr (Camille)",
+    "Camille <a@b.fr> (commentaire)",
+    "Élodie <e@b.fr>",
+    "\u00a0a@b.fr",
+    "a@b.fr\u00a0",
+    "\ta@b.fr",
+    "<>",
+    "",
+    "undisclosed-recipients:;",
+    "a @ b.fr",
+    "a@[192.0.2.1]",
+    "=?utf-8?q?=C3=89lodie?= <e@b.fr>",
+    "x <a@b.fr",
+    "x a@b.fr>",
+    "<a@b.fr> x",
+]
+CRAFTED_HEADERS = [
+    "Demande de carte grise",
+    "  espaces  en  trop  ",
+    "tab\tinside",
+    "folded\r\n continuation",
+    "accentué, déjà",
+    "8-bit \udce9 byte",
+    "",
+    "=?",
+    "a =? b",
+    "=?utf-8?q?caf=C3=A9?=",
+    "=?utf-8?b?w6k=?= suite",
+]
+
+
+def _stdlib_header(value: str) -> str:
+    """What ``decode_header_value`` gave before its shortcut, for a value without "=?"."""
+    try:
+        return clean_text(str(make_header(decode_header(value))))
+    except Exception:
+        return clean_text(value)
+
+
+def _mail_headers() -> list[tuple[str, str]]:
+    """Every header field of the test mails, raw (RFC 2047 words still encoded)."""
+    found: list[tuple[str, str]] = []
+    for path in sorted(DATA.rglob("*.eml")):
+        if "test" in path.relative_to(DATA).parts[:2]:
+            continue  # the corpus's frozen test half is read by no test but its own
+        msg = email.message_from_bytes(path.read_bytes(), policy=compat32)
+        found += [(name.lower(), str(value)) for name, value in msg.raw_items()]
+    return found
+
+
+MAIL_HEADERS = _mail_headers()
+
+
+@pytest.mark.parametrize("value", CRAFTED_HEADERS)
+def test_header_value_as_the_email_package_decodes_it(value: str) -> None:
+    if "=?" not in value:
+        assert decode_header_value(value) == _stdlib_header(value)
+    else:
+        assert decode_header_value(value)  # decoded by the email package itself
+
+
+def test_every_header_of_the_test_mails_decodes_as_before() -> None:
+    raw_values = [v for _, v in MAIL_HEADERS if "=?" not in v]
+    assert len(raw_values) > 1000
+    assert [decode_header_value(v) for v in raw_values] == [_stdlib_header(v) for v in raw_values]
+
+
+@pytest.mark.parametrize("value", CRAFTED_ADDRESSES)
+def test_address_as_the_email_package_reads_it(value: str) -> None:
+    line = single_line(value)
+    assert parse_address(line) == parseaddr(line)
+    assert parse_addresses([line]) == getaddresses([line])
+
+
+def test_every_address_of_the_test_mails_reads_as_before() -> None:
+    values = [single_line(v) for name, v in MAIL_HEADERS if name in ADDRESS_HEADERS]
+    assert len(values) > 1000
+    assert [parse_address(v) for v in values] == [parseaddr(v) for v in values]
+    assert [parse_addresses([v]) for v in values] == [getaddresses([v]) for v in values]
