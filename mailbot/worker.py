@@ -315,7 +315,10 @@ class Worker:
         self.recover()
         for poller in self.pollers.values():
             poller.keep = False  # nobody reads a cycle's outcomes: counts only (metrics)
-        language.warm_up()  # the models load now, not while the first mail waits
+        language.warm_up(stopping=self.stop.is_set)  # now, not while the first mail waits
+        if self.stop.is_set():  # a stop asked while starting: nothing was started yet
+            self._stopped_before_start()
+            return
         self.delivery = self._delivery_loop()
         self.delivery.start()
         scheduler = self.build_scheduler()
@@ -352,6 +355,13 @@ class Worker:
         if self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time):
             job = self._scheduled(self.alerts)
             scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
+
+    def _stopped_before_start(self) -> None:
+        """Stop before the delivery thread and the scheduler start: a scheduled catch-up
+        (the weekly report) must not begin only to be waited for by the stop."""
+        for poller in self.pollers.values():
+            poller.disconnect_quietly()
+        log.info("worker stopped", extra={"before_start": True})
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})

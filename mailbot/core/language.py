@@ -18,6 +18,7 @@ first poll (a first short text would otherwise load them while a citizen waits).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -197,9 +198,12 @@ def lingua_language(sample: str) -> str | None:
 _WARM_UP_TEXTS = ("Bonjour", "Здравствуйте")
 
 
-def warm_up() -> None:
+def warm_up(stopping: Callable[[], bool] = lambda: False) -> None:
     """Load every model now: lingua loads a script's models on the first text in it (all
     of them for a text under 120 characters: about a second), which must not happen on a
-    worker's first mail, in French or in Russian."""
+    worker's first mail, in French or in Russian. ``stopping``: checked between texts, so
+    a worker asked to stop while it warms up does not finish loading first."""
     for text in _WARM_UP_TEXTS:
+        if stopping():
+            return
         lingua_language(text)
