@@ -10,9 +10,9 @@ AR is one flagged uncertain.
 
 Two kills and three waves of ~67 mails (three FETCH batches each): a worker's start
 (lingua's models: ~3 s of CPU) costs more than 100 mails, so the test kills twice where
-bench/kill.py kills five times. Each kill lands while its wave is still being recorded
-and its first ARs sent (the printed figures say how many rows and 'sending' items each
-left).
+bench/kill.py kills five times. The printed figures say where each kill landed (rows
+recorded of the mails delivered, items left 'sending'): in the runs measured, both while
+their wave was still being recorded and ARs sent.
 """
 
 from __future__ import annotations
