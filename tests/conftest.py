@@ -30,6 +30,16 @@ def pytest_configure(config: pytest.Config) -> None:
     directory = tempfile.mkdtemp(prefix="mailbot-test-cache-")
     config.stash[_CACHE_DIR] = directory
     os.environ["MAILBOT_CACHE_DIR"] = directory
+    keep_bytecode()
+
+
+def keep_bytecode() -> None:
+    """Let the processes the tests start (xdist's workers, hundreds of `mailbot` commands
+    and workers) write their bytecode: under ``PYTHONDONTWRITEBYTECODE`` (set on the CI
+    machine) each of them compiled mailbot's ~150 modules again, ~0.3 s of CPU per start.
+    The .pyc files go to the usual ``__pycache__`` folders (ignored by git), and Python
+    checks each against its source's mtime and size: an edited module is compiled anew."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -47,11 +57,57 @@ def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) ->
     return None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a real server with ``servers`` (``-m "not servers"``)."""
+# The longest tests, longest first (--durations of a full run, 2026-12-01; a name that no
+# longer matches only loses its place at the front). Parametrised tests match by prefix.
+LONG_TESTS = (
+    "tests/test_migration_kill.py::test_kill_during_first_migration_always_leaves_an_openable",
+    "tests/test_cluster.py::test_two_workers_killed_again_and_again_answer_each_mail_once",
+    "tests/test_quality.py::test_mypy_strict",
+    "tests/test_routing_model.py::test_train_writes_a_model_named_by_its_data",
+    "tests/test_kill.py::test_kill_9_at_random_moments_loses_nothing_and_never_answers_twice",
+    "tests/web/test_web_screenshots.py::test_console_screenshots",
+    "tests/test_routing_matcher.py::test_decisions_identical_to_the_regex_rules",
+    "tests/test_cluster.py::test_a_second_worker_on_sqlite_is_refused_with_a_clear_message",
+    "tests/test_routing_speed.py::test_same_vectors_and_logits_to_the_bit_and_same_decisions",
+    "tests/test_fuzz.py::test_fuzzed_mail_is_all_recorded_and_memory_stays_bounded",
+    "tests/test_routing_model.py::test_correct_keeps_the_original_decision_and_sends_nothing",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real server with ``servers`` (``-m "not servers"``), and
+    under xdist start each worker with its share of the longest tests."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
+    if workers > 1:
+        items[:] = long_tests_first(items, workers)
+
+
+def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The collection with the longest tests dealt in turn to the front of each worker's
+    share. xdist's worksteal gives each worker a contiguous share of the collection (the
+    first n/3, the next...) and idle workers steal from the END of a busy one's queue: a
+    long test late in a share starts late and runs alone at the end (test_migration_kill
+    started at 79 % of a full run). At the front of the shares, they all start at once."""
+
+    def rank(item: pytest.Item) -> int:
+        return next((n for n, name in enumerate(LONG_TESTS) if item.nodeid.startswith(name)), -1)
+
+    long = sorted((item for item in items if rank(item) >= 0), key=rank)
+    rest = [item for item in items if rank(item) < 0]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for worker in range(workers):  # the shares as worksteal cuts them
+        share = left // (workers - worker)
+        own = long[worker::workers]
+        ordered += own
+        fill = max(share - len(own), 0)
+        ordered += rest[:fill]
+        del rest[:fill]
+        left -= share
+    return ordered + rest
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """One `mailbot run` on SQLite killed with SIGKILL at random moments while it works through
-batches: the scenario of tests/test_kill.py (300 mails, 3 kills) and bench/kill.py (1,000
+batches: the scenario of tests/test_kill.py (200 mails, 2 kills) and bench/kill.py (1,000
 mails, 5 kills). Real processes, the real Dovecot and aiosmtpd.
 
 Mail arrives in waves, one per worker started. Each killed worker is given a new wave,

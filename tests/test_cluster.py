@@ -181,12 +181,12 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
         imap_user,
         dovecot.new_user("etr"),
         smtp_server,
-        mails=200,
-        kills=3,
+        mails=150,
+        kills=2,  # each restart costs a worker's start (~3 s of CPU): bench/cluster.py kills more
         lease_seconds=3,
     )
     print(f"\ntwo workers, kill -9: {figures.line()}")
-    assert figures.kills == 3
+    assert figures.kills == 2
     assert figures.duplicates == 0
     assert figures.lost == 0 and figures.not_acknowledged == 0
     assert figures.unflagged == []  # a mail without its AR is always flagged uncertain
