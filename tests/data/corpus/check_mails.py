@@ -20,7 +20,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NAME = re.compile(r"^(\d{3})-[a-z0-9]+(?:-[a-z0-9]+)*\.eml$")
+NAME = re.compile(r"^(\d{3,4})-[a-z0-9]+(?:-[a-z0-9]+)*\.eml$")
 ADDRESS = re.compile(r"[\w.+'-]+@([\w-]+(?:\.[\w-]+)+)")
 ALLOWED_DOMAIN = re.compile(r"(?:^|\.)(?:example\.(?:fr|com|net)|seine-maritime\.gouv\.fr)$", re.I)
 MAILBOX_ADDRESSES = {
