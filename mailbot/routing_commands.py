@@ -26,6 +26,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-3a",
     "tests/data/corpus/train-3b",
     "tests/data/corpus/train-3c",
+    "tests/data/corpus/train-4a",
+    "tests/data/corpus/train-4b",
+    "tests/data/corpus/train-4c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 

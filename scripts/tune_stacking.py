@@ -268,7 +268,7 @@ def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -
     """The figures of the mails of ``old`` folders and of the others, apart."""
     order = [i for held in training.folds(len(samples), k) for i in held]
     groups: list[tuple[str, Any]] = [
-        ("round-5 folders", lambda source: source in old),
+        ("older folders", lambda source: source in old),
         ("new folders", lambda source: source not in old),
         ("dev half", lambda source: source.endswith("corpus/dev")),
     ]
@@ -381,14 +381,14 @@ def main() -> None:
         replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
         as_shipped = tune_routing.kfold(samples, replayed, routing, base)
         report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
-        by_source(samples, k, as_shipped, tune_routing.ROUND5)
+        by_source(samples, k, as_shipped, tune_routing.ROUND6)
     for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
         stack_c = value if value > 0 else None  # 0: the hand-set combination
         scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
         report(
             f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
         )
-        by_source(samples, k, scored, tune_routing.ROUND5)
+        by_source(samples, k, scored, tune_routing.ROUND6)
         for picked in chosen:
             print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
 
