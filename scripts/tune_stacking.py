@@ -355,6 +355,8 @@ def main() -> None:
         STACK_KINDS = {**training.STACK_INPUTS, "service": service}
     STACK_WEIGHTS, WORST_INNER_PRECISION = args.stack_weights, args.worst
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
+    # the figures of the folders of the round before and of the new ones, apart
+    old = tune_routing.ROUND6 if len(samples) > 2000 else tune_routing.ROUND5
     fit: dict[str, Any] = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
@@ -381,14 +383,14 @@ def main() -> None:
         replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
         as_shipped = tune_routing.kfold(samples, replayed, routing, base)
         report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
-        by_source(samples, k, as_shipped, tune_routing.ROUND6)
+        by_source(samples, k, as_shipped, old)
     for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
         stack_c = value if value > 0 else None  # 0: the hand-set combination
         scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
         report(
             f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
         )
-        by_source(samples, k, scored, tune_routing.ROUND6)
+        by_source(samples, k, scored, old)
         for picked in chosen:
             print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
 
