@@ -413,3 +413,36 @@ def test_below_its_bar_the_stacked_service_gives_way_to_the_hand_set_rule() -> N
     assert kept.label == "general" and kept.scores["cabinet"] == pytest.approx(0.1654, abs=1e-3)
     alone = Evidence(STACK_SAID, {}, {}, "general")  # the regression keeps it: it stands
     assert heads(alone, {"stack": STACK}, high, CONFIG.routing, defaults)[0].confidence < 0.9
+
+
+# -- round 7 ---------------------------------------------------------------------------------
+def test_fold_answers_are_kept_and_read_back_without_refitting(tmp_path: Path) -> None:
+    """``routing train --cache`` and scripts/tune_stacking.py share each fold model's answers:
+    the same training set, held mails and settings are never fitted twice."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:40]
+    fits: list[int] = []
+
+    def train(kept: list[training.Sample]) -> training.Classifier:
+        fits.append(len(kept))
+        return training.fit(kept, c=20.0)
+
+    key = {"c": 20.0}
+    first = training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    again = training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    assert fits == [20, 20] and len(list(tmp_path.glob("answers-*.pkl"))) == 2
+    assert {i: a["service"].as_dict() for i, a in again.items()} == {
+        i: a["service"].as_dict() for i, a in first.items()
+    }
+    training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key={"c": 10.0})
+    assert len(fits) == 4  # other settings: fitted anew
+
+
+def test_sample_weights_follow_the_source_folder() -> None:
+    """A folder's weight counts for each of its mails; a folder not named weighs one."""
+    mail = facts("Bonjour")
+    samples = [
+        training.Sample("a", mail, "general", "information", source="tests/data/corpus/dev"),
+        training.Sample("b", mail, "general", "information", source="train-3a"),
+    ]
+    weights = training.sample_weights(samples, {"dev": 2.0, "routing": 0.5})
+    assert weights.tolist() == [2.0, 1.0]
