@@ -19,7 +19,15 @@ from sklearn.linear_model import LogisticRegression
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
-from mailbot.core.combine import Evidence, Stacked, complaint_probability, heads, stack_inputs
+from mailbot.core.combine import (
+    Combined,
+    Evidence,
+    Stacked,
+    complaint_probability,
+    heads,
+    over_mailbox,
+    stack_inputs,
+)
 from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
@@ -446,3 +454,21 @@ def test_sample_weights_follow_the_source_folder() -> None:
     ]
     weights = training.sample_weights(samples, {"dev": 2.0, "routing": 0.5})
     assert weights.tolist() == [2.0, 1.0]
+
+
+def test_the_language_inputs_are_zero_for_french_and_unknown() -> None:
+    """Tried in round 7 (not shipped): a foreign-language flag and the service head's
+    log-probabilities again for a foreign mail only."""
+    columns = [("language", "foreign"), ("foreign_service", "cabinet")]
+    for language, expected in (("", [0.0, 0.0]), ("fr", [0.0, 0.0]), ("uk", [1.0, math.log(0.1)])):
+        seen = Evidence(STACK_SAID, {}, {}, "general", language)
+        assert stack_inputs(columns, seen) == pytest.approx(expected)
+
+
+def test_a_move_measured_over_the_mailbox_is_its_lead() -> None:
+    """Tried in round 7 (not shipped): with ``hold_on: margin`` in the header, a move's
+    confidence is its probability less the mailbox's service's; staying keeps its own."""
+    moved = Combined("cabinet", 0.6, {"cabinet": 0.6, "general": 0.3, "permis": 0.1})
+    assert over_mailbox(moved, "general").confidence == pytest.approx(0.3)
+    assert over_mailbox(moved, "etrangers").confidence == pytest.approx(0.6)
+    assert over_mailbox(moved, "cabinet") is moved
