@@ -127,9 +127,11 @@ def first_mail(
 # time at each step; the figures as one JSON line on stdout.
 PHASES = """
 import time
-T, rows = [time.process_time()], {}
+T, rows = [time.process_time(), time.perf_counter()], {}
 def mark(name):
-    now = time.process_time(); rows[name] = (now - T[0]) * 1000; T[0] = now
+    now, wall = time.process_time(), time.perf_counter()
+    rows[name] = ((now - T[0]) * 1000, (wall - T[1]) * 1000)
+    T[0], T[1] = now, wall
 import gc, os, sys
 gc.disable()
 import mailbot.cli
@@ -170,7 +172,7 @@ store.close()
 mark("close")
 import resource
 usage = resource.getrusage(resource.RUSAGE_SELF)
-rows["process (user + system)"] = (usage.ru_utime + usage.ru_stime) * 1000
+rows["process (user + system)"] = ((usage.ru_utime + usage.ru_stime) * 1000, 0.0)
 import json
 print(json.dumps(rows))
 sys.stdout.flush()
@@ -178,9 +180,10 @@ os._exit(0)
 """
 
 
-def phases(
-    dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, into: dict[str, list[float]]
-) -> None:
+Found = dict[str, list[tuple[float, float]]]  # phase -> (CPU ms, wall ms) of each run
+
+
+def phases(dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, into: Found) -> None:
     """One mail waiting, a database at head, the phases of one `poll --once` start."""
     user = dovecot.new_user(f"phases{tree.name}{n}")
     with user.connect() as client:
@@ -202,14 +205,22 @@ def phases(
         )
         smtp.wait_for(1)
     for name, value in json.loads(run.stdout.splitlines()[-1]).items():
-        into.setdefault(name, []).append(value)
+        into.setdefault(name, []).append((value[0], value[1]))
 
 
-def print_phases(trees: list[Path], found: dict[Path, dict[str, list[float]]]) -> None:
-    print("CPU ms per phase of `poll --once` (median), " + " | ".join(t.name for t in trees))
+def print_phases(trees: list[Path], found: dict[Path, Found]) -> None:
+    """CPU ms (wall ms) of each phase, median over the runs, one column per tree."""
+    print(
+        "CPU ms (wall ms) per phase of `poll --once` (median), " + " | ".join(t.name for t in trees)
+    )
     for name in found[trees[0]]:
-        cells = [statistics.median(found[t].get(name, [0.0])) for t in trees]
-        print(f"    {name:45s} " + " | ".join(f"{c:7.0f}" for c in cells))
+        cells = []
+        for tree in trees:
+            runs = found[tree].get(name, [(0.0, 0.0)])
+            cpu = statistics.median(r[0] for r in runs)
+            wall = statistics.median(r[1] for r in runs)
+            cells.append(f"{cpu:5.0f} ({wall:5.0f})")
+        print(f"    {name:45s} " + " | ".join(cells))
 
 
 def main() -> None:
@@ -235,7 +246,7 @@ def main() -> None:
             compileall.compile_dir(tree / "mailbot", quiet=1)
     os.environ["MAILBOT_CACHE_DIR"] = cache.name
     if args.phases:
-        found: dict[Path, dict[str, list[float]]] = {tree: {} for tree in trees}
+        found: dict[Path, Found] = {tree: {} for tree in trees}
         with DovecotServer() as dovecot, SmtpServer() as smtp:
             for tree in trees:
                 child(tree, "--config", str(tree / "rules.yaml"), "templates", "check")()

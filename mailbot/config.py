@@ -29,7 +29,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from mailbot import yamlfile
+from mailbot import yamlcache
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.signature import ELEMENTS, SignatureElement
 from mailbot.errors import ConfigError, SecretError
@@ -964,7 +964,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
     try:
-        return yamlfile.safe_load(text)
+        return yamlcache.safe_load(text)  # parsed once per version of the file
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

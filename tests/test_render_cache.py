@@ -246,3 +246,29 @@ def test_a_second_start_reads_what_the_syntax_trees_said(
     monkeypatch.setattr(Renderer, "_trees", parse)
     with pytest.raises(AssertionError, match="parsed again"):
         Renderer(small, cache=cache).render_once("demo", variables)
+
+
+def test_the_checks_leave_what_a_first_ar_needs_in_the_cache(
+    catalogue: Path, cache: RenderCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mailbot check` (a start whose checks run) keeps every template's analysis and the
+    deadline's holidays: the first poll after it parses no template tree and does not
+    compute holidays."""
+    from mailbot.core import workdays
+    from mailbot.core.workdays import YEARS
+
+    Renderer(catalogue, cache=cache, full_check=True)
+    names = Renderer(catalogue, cache=cache).names()
+    assert {p.name.split("-", 1)[1] for p in (cache.directory / "skeletons").glob("*.json")} == {
+        f"{name}.json" for name in names
+    }
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("worked out again")
+
+    monkeypatch.setattr(Renderer, "_trees", refuse)
+    monkeypatch.setattr(workdays, "public_holidays", refuse)
+    assert cache.public_holidays(None, YEARS)
+    second = Renderer(catalogue, cache=cache)
+    examples = second.meta("ar-general").examples(include_optional=True)
+    assert second.render_once("ar-general", examples).text

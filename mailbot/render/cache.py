@@ -18,9 +18,10 @@ Two things, in one directory private to mailbot's user:
 
 The directory is ``$MAILBOT_CACHE_DIR``, else systemd's ``$CACHE_DIRECTORY``
 (``CacheDirectory=mailbot`` in the unit), else ``$XDG_CACHE_HOME/mailbot`` or
-``~/.cache/mailbot``. It is created 0700; one that another user owns or may write to is
-refused (loading compiled templates from it would run their code, outside the sandbox):
-mailbot then compiles and checks everything at each start, as without a cache, and says so.
+``~/.cache/mailbot`` (``mailbot.cachedir``). It is created 0700; one that another user
+owns or may write to is refused (loading compiled templates from it would run their code,
+outside the sandbox): mailbot then compiles and checks everything at each start, as
+without a cache, and says so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import importlib.util
 import json
 import logging
 import os
-import stat
 import tempfile
 from collections.abc import Iterable
 from datetime import date
@@ -40,10 +40,12 @@ import jinja2
 import jinja2.bccache
 
 import mailbot
+from mailbot.cachedir import CACHE_ENV, default_directory, unsafe_reason
+
+__all__ = ["CACHE_ENV", "RenderCache", "default_directory", "fingerprint", "open_cache"]
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "MAILBOT_CACHE_DIR"
 CHECKS_DIR = "template-checks"
 BYTECODE_DIR = "jinja"
 HOLIDAYS_DIR = "holidays"
@@ -53,38 +55,6 @@ _HOLIDAYS_FILES = ("version.py", "holiday_base.py", "countries/france.py")
 # Code whose change may change what the checks find: the renderer and the pure helpers its
 # filters call. A new mailbot install (new files) means checking again.
 _CODE_DIRS = (Path(__file__).parent, Path(mailbot.__file__).parent / "core")
-
-
-def default_directory() -> Path | None:
-    """Where the cache lives when nobody said otherwise (None: no home to put it in)."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit)
-    systemd = os.environ.get("CACHE_DIRECTORY")  # systemd may list several, ':'-separated
-    if systemd:
-        return Path(systemd.split(":")[0])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "mailbot"
-    try:
-        return Path.home() / ".cache" / "mailbot"
-    except (RuntimeError, KeyError):  # no HOME and no passwd entry
-        return None
-
-
-def unsafe_reason(directory: Path) -> str | None:
-    """Why this directory must not be trusted with code to run, or None if it may."""
-    try:
-        info = os.stat(directory)
-    except OSError as exc:
-        return f"cannot read it: {exc.strerror}"
-    if not stat.S_ISDIR(info.st_mode):
-        return "not a directory"
-    if info.st_uid != os.getuid():
-        return f"owned by uid {info.st_uid}, not by mailbot's user (uid {os.getuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"other users may write to it (mode {stat.S_IMODE(info.st_mode):o})"
-    return None
 
 
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):

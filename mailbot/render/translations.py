@@ -25,7 +25,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from mailbot import yamlfile
+from mailbot import yamlcache
 from mailbot.core.bidi import Direction, html_literal, html_value, text_literal, text_value
 from mailbot.core.dates import check_language, format_date, format_number
 from mailbot.core.plaintext import RLM, WIDTH, wrap
@@ -119,7 +119,7 @@ def load_translations(directory: Path) -> dict[str, Translation]:
     found: dict[str, Translation] = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
-            data = yamlfile.safe_load(path.read_text(encoding="utf-8"))
+            data = yamlcache.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise TemplateError(f"{path}: cannot read: {exc}") from None
         found[path.stem] = _check(path, data)
