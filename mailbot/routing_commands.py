@@ -29,6 +29,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-4a",
     "tests/data/corpus/train-4b",
     "tests/data/corpus/train-4c",
+    "tests/data/corpus/train-5a",
+    "tests/data/corpus/train-5b",
+    "tests/data/corpus/train-5c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
