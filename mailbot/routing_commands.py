@@ -26,6 +26,12 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-3a",
     "tests/data/corpus/train-3b",
     "tests/data/corpus/train-3c",
+    "tests/data/corpus/train-4a",
+    "tests/data/corpus/train-4b",
+    "tests/data/corpus/train-4c",
+    "tests/data/corpus/train-5a",
+    "tests/data/corpus/train-5b",
+    "tests/data/corpus/train-5c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
@@ -54,6 +60,12 @@ def add_routing_commands(commands: Any) -> None:
     )
     train.add_argument(
         "--min-df", type=int, help="drop features seen in fewer training mails (default 2)"
+    )
+    train.add_argument(
+        "--cache",
+        type=Path,
+        help="folder keeping each fold model's answers: a second run with the same data and"
+        " settings refits only the final model (scripts/tune_stacking.py shares it)",
     )
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
@@ -174,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     def fit(chosen: Any) -> Any:
         return training.fit(chosen, c=c, min_df=min_df)
 
-    said = training.out_of_fold(samples, args.folds, extra, train=fit)
+    key = {"c": c, "min_df": min_df}
+    said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key)
     combined, alone = training.cross_scores(samples, said, routing, settings, args.folds)
     print(f"{args.folds}-fold on the labelled mail (corrections always in training):")
     print(_line("rules + model", combined))

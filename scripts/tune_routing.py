@@ -65,8 +65,16 @@ DEFAULT = [
     "tests/data/corpus/train-3a",  # round 6: 450 mails by three more writers, guide only
     "tests/data/corpus/train-3b",
     "tests/data/corpus/train-3c",
+    "tests/data/corpus/train-4a",  # round 7: 450 mails by three more writers, guide only
+    "tests/data/corpus/train-4b",
+    "tests/data/corpus/train-4c",
+    "tests/data/corpus/train-5a",  # round 7 too: 450 more mails that reached main meanwhile
+    "tests/data/corpus/train-5b",
+    "tests/data/corpus/train-5c",
 ]
 ROUND5 = DEFAULT[:6]  # the 1517 mails of round 5 (figures with and without the new ones)
+ROUND6 = DEFAULT[:9]  # the 1967 mails of round 6
+ROUND7A = DEFAULT[:12]  # the 2417 mails of round 7 before train-5a/5b/5c
 # The configuration shipped in round 3 (model routing-a39c715d46c1), for comparison.
 REFERENCE_FIT = {"c": 100.0, "min_df": 2, "class_weight": "balanced", "service_weight": None}
 REFERENCE = {

@@ -19,7 +19,15 @@ from sklearn.linear_model import LogisticRegression
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
-from mailbot.core.combine import Evidence, Stacked, complaint_probability, heads, stack_inputs
+from mailbot.core.combine import (
+    Combined,
+    Evidence,
+    Stacked,
+    complaint_probability,
+    heads,
+    over_mailbox,
+    stack_inputs,
+)
 from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
@@ -413,3 +421,60 @@ def test_below_its_bar_the_stacked_service_gives_way_to_the_hand_set_rule() -> N
     assert kept.label == "general" and kept.scores["cabinet"] == pytest.approx(0.1654, abs=1e-3)
     alone = Evidence(STACK_SAID, {}, {}, "general")  # the regression keeps it: it stands
     assert heads(alone, {"stack": STACK}, high, CONFIG.routing, defaults)[0].confidence < 0.9
+
+
+# -- round 7 ---------------------------------------------------------------------------------
+def test_fold_answers_are_kept_and_read_back_without_refitting(tmp_path: Path) -> None:
+    """``routing train --cache`` and scripts/tune_stacking.py share each fold model's answers:
+    the same training set, held mails and settings are never fitted twice."""
+    texts = [("Ma carte grise n'arrive pas", "cartes-grises", "etat-avancement"),
+             ("Je veux un rendez-vous pour mon titre de séjour", "etrangers", "rendez-vous")]  # fmt: skip
+    samples = [
+        training.Sample(f"{n}-{i}", facts(f"{body} ({i})"), service, category)
+        for i in range(4)
+        for n, (body, service, category) in enumerate(texts)
+    ]
+    fits: list[int] = []
+
+    def train(kept: list[training.Sample]) -> training.Classifier:
+        fits.append(len(kept))
+        return training.fit(kept, c=20.0, min_df=1)
+
+    key = {"c": 20.0}
+    first = training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    again = training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    assert fits == [4, 4] and len(list(tmp_path.glob("answers-*.pkl"))) == 2
+    assert {i: a["service"].as_dict() for i, a in again.items()} == {
+        i: a["service"].as_dict() for i, a in first.items()
+    }
+    training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key={"c": 10.0})
+    assert len(fits) == 4  # other settings: fitted anew
+
+
+def test_sample_weights_follow_the_source_folder() -> None:
+    """A folder's weight counts for each of its mails; a folder not named weighs one."""
+    mail = facts("Bonjour")
+    samples = [
+        training.Sample("a", mail, "general", "information", source="tests/data/corpus/dev"),
+        training.Sample("b", mail, "general", "information", source="train-3a"),
+    ]
+    weights = training.sample_weights(samples, {"dev": 2.0, "routing": 0.5})
+    assert weights.tolist() == [2.0, 1.0]
+
+
+def test_the_language_inputs_are_zero_for_french_and_unknown() -> None:
+    """Tried in round 7 (not shipped): a foreign-language flag and the service head's
+    log-probabilities again for a foreign mail only."""
+    columns = [("language", "foreign"), ("foreign_service", "cabinet")]
+    for language, expected in (("", [0.0, 0.0]), ("fr", [0.0, 0.0]), ("uk", [1.0, math.log(0.1)])):
+        seen = Evidence(STACK_SAID, {}, {}, "general", language)
+        assert stack_inputs(columns, seen) == pytest.approx(expected)
+
+
+def test_a_move_measured_over_the_mailbox_is_its_lead() -> None:
+    """Tried in round 7 (not shipped): with ``hold_on: margin`` in the header, a move's
+    confidence is its probability less the mailbox's service's; staying keeps its own."""
+    moved = Combined("cabinet", 0.6, {"cabinet": 0.6, "general": 0.3, "permis": 0.1})
+    assert over_mailbox(moved, "general").confidence == pytest.approx(0.3)
+    assert over_mailbox(moved, "etrangers").confidence == pytest.approx(0.6)
+    assert over_mailbox(moved, "cabinet") is moved

@@ -12,9 +12,11 @@ worse than the rules alone in k-fold cross-validation.
 from __future__ import annotations
 
 import csv
+import hashlib
+import pickle
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,7 +138,11 @@ def _matrix(
 
 
 def _head(
-    matrix: Any, labels: Sequence[str], c: float, class_weight: str | None = CLASS_WEIGHT
+    matrix: Any,
+    labels: Sequence[str],
+    c: float,
+    class_weight: str | None = CLASS_WEIGHT,
+    sample_weight: npt.NDArray[np.float64] | None = None,
 ) -> Head | None:
     from sklearn.linear_model import LogisticRegression
 
@@ -145,7 +151,7 @@ def _head(
         return None
     fitted = LogisticRegression(
         C=c, solver="newton-cg", max_iter=500, class_weight=class_weight
-    ).fit(matrix, list(labels))
+    ).fit(matrix, list(labels), sample_weight=sample_weight)
     coef = np.asarray(fitted.coef_, dtype=np.float32)
     intercept = np.asarray(fitted.intercept_, dtype=np.float32)
     if len(fitted.classes_) == 2:  # binary: scikit-learn keeps one row, for classes_[1]
@@ -162,27 +168,36 @@ def fit(
     complaint: str = "reclamation",
     service_weight: str | None = SERVICE_WEIGHT,
     temperature: float = TEMPERATURE,
+    source_weights: Mapping[str, float] | None = None,
 ) -> Classifier:
     """A model trained on ``samples``: service, category, re-orientation target and
     complaint heads. The complaint head is a binary regression (``complaint`` or not) of
     its own: one question asked of all the data gates the category that feeds the audit.
-    The service and category heads are calibrated by ``temperature``."""
+    The service and category heads are calibrated by ``temperature``. ``source_weights``:
+    a weight per source folder (``sample_weights``), else every mail weighs one."""
     counts = [raw_counts(*s.words) for s in samples]
     features, idf = _vocabulary(counts, min_df)
     matrix = _matrix(counts, features, idf)
+    weights = sample_weights(samples, source_weights) if source_weights else None
     heads: dict[str, Head] = {}
     for name in ("service", "category"):
         weight = service_weight if name == "service" else class_weight
-        head = _head(matrix, [getattr(s, name) for s in samples], c, weight)
+        head = _head(matrix, [getattr(s, name) for s in samples], c, weight, weights)
         if head is None:
             raise ConfigError("training data", name, "needs at least two different labels")
         heads[name] = head
     reoriented = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
-    target = _head(matrix[reoriented], [samples[i].reorient for i in reoriented], c, class_weight)
+    target = _head(
+        matrix[reoriented],
+        [samples[i].reorient for i in reoriented],
+        c,
+        class_weight,
+        weights[reoriented] if weights is not None else None,
+    )
     if target is not None:
         heads["reorient"] = target
     said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
-    gate = _head(matrix, said, c, class_weight)
+    gate = _head(matrix, said, c, class_weight, weights)
     if gate is not None:
         heads["complaint"] = gate
     heads = calibrated(heads, temperature)
@@ -197,8 +212,18 @@ def fit(
         "service_weight": service_weight,
         "temperature": temperature,
         "features": len(features),
+        **({"source_weights": dict(source_weights)} if source_weights else {}),
     }
     return Classifier(features, idf, heads, meta)
+
+
+def sample_weights(
+    samples: Sequence[Sample], by_source: Mapping[str, float]
+) -> npt.NDArray[np.float64]:
+    """Each mail's weight in the loss: its source folder's (the folder's last name, e.g.
+    ``dev`` or ``train-3a``; 1 when not named), so that a set written apart from the guide
+    (the regression mails) or one writer's habits can count less than the rest."""
+    return np.array([by_source.get(Path(s.source).name, 1.0) for s in samples], dtype=np.float64)
 
 
 def calibrated(heads: dict[str, Head], temperature: float) -> dict[str, Head]:
@@ -294,16 +319,49 @@ def out_of_fold(
     k: int = 5,
     extra: Sequence[Sample] = (),
     train: Callable[[Sequence[Sample]], Classifier] = fit,
+    cache: Path | None = None,
+    fit_key: Mapping[str, Any] | None = None,
 ) -> dict[int, dict[str, Prediction]]:
     """Each sample's answers by the model of its fold, trained on the other folds (plus
-    ``extra``, e.g. the agents' corrections, never answered)."""
+    ``extra``, e.g. the agents' corrections, never answered). ``cache``: a folder where each
+    fold's answers are kept (``held_answers``), ``fit_key`` naming ``train``'s settings."""
     said: dict[int, dict[str, Prediction]] = {}
     for held in folds(len(samples), k):
-        held_set = set(held)
-        model = train([s for i, s in enumerate(samples) if i not in held_set] + list(extra))
-        for i in held:
-            said[i] = model.classify(samples[i].facts.subject, _text(samples[i].facts))
+        said.update(held_answers(samples, held, train, extra, cache, fit_key or {}))
     return said
+
+
+def held_answers(
+    samples: Sequence[Sample],
+    held: Sequence[int],
+    train: Callable[[Sequence[Sample]], Classifier],
+    extra: Sequence[Sample] = (),
+    cache: Path | None = None,
+    fit_key: Mapping[str, Any] | None = None,
+) -> dict[int, dict[str, Prediction]]:
+    """The answers on ``held`` of a model trained on the other samples and ``extra``. With a
+    ``cache`` folder they are read from it when the same training set, held mails and fit
+    settings (``fit_key``) were answered before (tuning refits nothing twice), else written."""
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256(repr(sorted((fit_key or {}).items())).encode())
+        digest.update(training_hash(samples).encode())
+        digest.update(repr(sorted(held)).encode())
+        if extra:
+            digest.update(training_hash(extra).encode())
+        path = cache / f"answers-{digest.hexdigest()[:16]}.pkl"
+        if path.exists():
+            with path.open("rb") as handle:
+                found: dict[int, dict[str, Prediction]] = pickle.load(handle)
+            return found
+    held_set = set(held)
+    model = train([s for i, s in enumerate(samples) if i not in held_set] + list(extra))
+    found = {i: model.classify(samples[i].facts.subject, _text(samples[i].facts)) for i in held}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            pickle.dump(found, handle)
+    return found
 
 
 def cross_scores(
@@ -405,10 +463,15 @@ def evidence(sample: Sample, said: dict[str, Prediction], routing: CompiledRouti
 
     tally = _tally(sample.facts, routing)
     own = routing.own_service.get(sample.facts.mailbox, "")
-    return Evidence(said, tally.services, tally.categories, own), tally
+    return Evidence(said, tally.services, tally.categories, own, sample.facts.language or ""), tally
 
 
-def stack_columns(name: str, said: dict[str, Prediction], owners: Iterable[str]) -> list[Any]:
+def stack_columns(
+    name: str,
+    said: dict[str, Prediction],
+    owners: Iterable[str],
+    kinds: Mapping[str, Sequence[str]] | None = None,
+) -> list[Any]:
     """The (kind, label) inputs of the stacked decision ``name``, in a fixed order."""
     labels = {
         "service": sorted(said["service"].classes),
@@ -417,10 +480,12 @@ def stack_columns(name: str, said: dict[str, Prediction], owners: Iterable[str])
         "service_points": sorted(said["service"].classes),
         "category_points": sorted(said["category"].classes),
         "mailbox": sorted(set(owners)),
+        "language": ["foreign"],
+        "foreign_service": sorted(said["service"].classes),
     }
     return [
         (kind, label)
-        for kind in STACK_INPUTS[name]
+        for kind in (kinds or STACK_INPUTS)[name]
         if kind != "complaint" or "complaint" in said
         for label in labels[kind]
     ]
@@ -433,10 +498,13 @@ def fit_stacks(
     c: float = STACK_C,
     complaint: str = "reclamation",
     names: Sequence[str] = STACKED,
+    kinds: Mapping[str, Sequence[str]] | None = None,
+    source_weights: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The stacked regressions (JSON, for the model's header) trained on out-of-fold answers
     ``said`` (sample index → answers): the service one on the mails no strong rule sends, the
-    category and complaint ones on those no strong rule categorises."""
+    category and complaint ones on those no strong rule categorises. ``kinds``: the inputs
+    (default ``STACK_INPUTS``); ``source_weights``: as ``fit``'s."""
     from sklearn.linear_model import LogisticRegression
 
     from mailbot.core.combine import stack_inputs
@@ -446,18 +514,22 @@ def fit_stacks(
     for name in names:
         if name == "complaint" and "complaint" not in first:
             continue
-        columns = stack_columns(name, first, routing.own_service.values())
-        rows, labels = [], []
+        columns = stack_columns(name, first, routing.own_service.values(), kinds)
+        rows, labels, kept = [], [], []
         for i, answer in said.items():
             seen, tally = evidence(samples[i], answer, routing)
             if tally.strong_service if name == "service" else tally.strong_category:
                 continue
             rows.append(stack_inputs(columns, seen))
+            kept.append(samples[i])
             label = samples[i].category if name != "service" else samples[i].service
             if name == "complaint":
                 label = COMPLAINT_YES if label == complaint else COMPLAINT_NO
             labels.append(label)
-        fitted = LogisticRegression(C=c, max_iter=2000).fit(np.vstack(rows), labels)
+        weights = sample_weights(kept, source_weights) if source_weights else None
+        fitted = LogisticRegression(C=c, max_iter=2000).fit(
+            np.vstack(rows), labels, sample_weight=weights
+        )
         found[name] = {
             "classes": [str(x) for x in fitted.classes_],
             "inputs": [list(column) for column in columns],

@@ -164,7 +164,16 @@ def category(
 # answers: its inputs are the model heads' log-probabilities, the rules' points (log1p) and
 # the mailbox, named one by one as (kind, label) pairs so that the order is the file's.
 FLOOR = 1e-4  # a probability's floor before its log (the heads' answers are rounded to 1e-4)
-INPUT_KINDS = ("service", "category", "complaint", "service_points", "category_points", "mailbox")
+INPUT_KINDS = (
+    "service",
+    "category",
+    "complaint",
+    "service_points",
+    "category_points",
+    "mailbox",
+    "language",
+    "foreign_service",
+)
 
 
 @dataclass(frozen=True)
@@ -198,12 +207,20 @@ class Stacked:
 @dataclass(frozen=True)
 class Evidence:
     """What a mail's stacked decisions read: the heads' answers, the rules' points per service
-    and per category, and the service that owns the mailbox it came to."""
+    and per category, the service that owns the mailbox it came to, and the mail's language
+    (the model learned from far fewer mails in other languages than in French)."""
 
     said: Mapping[str, Prediction]
     service_points: Mapping[str, int]
     category_points: Mapping[str, int]
     own: str
+    language: str = ""
+
+    @property
+    def foreign(self) -> bool:
+        """Written in a language other than French (an unknown language counts as French:
+        most mails too short to tell are)."""
+        return self.language not in ("", "fr")
 
     @cached_property
     def answers(self) -> dict[str, dict[str, float]]:
@@ -213,8 +230,10 @@ class Evidence:
 
 def stack_inputs(inputs: Sequence[tuple[str, str]], evidence: Evidence) -> npt.NDArray[np.float64]:
     """The regression's input vector: log-probabilities of the heads' classes (floored), the
-    complaint head's log-odds, log(1 + rule points) and the mailbox's service as 0/1. The same
-    function builds the training rows (mailbot.app.training) and production's."""
+    complaint head's log-odds, log(1 + rule points), the mailbox's service as 0/1, a foreign
+    language as 0/1 and the service head's log-probabilities again for a foreign mail only
+    (0 for French: the regression may trust the head less there). The same function builds
+    the training rows (mailbot.app.training) and production's."""
     answers = evidence.answers
     values = []
     for kind, label in inputs:
@@ -223,6 +242,11 @@ def stack_inputs(inputs: Sequence[tuple[str, str]], evidence: Evidence) -> npt.N
         elif kind == "complaint":
             p = min(max(answers.get(kind, {}).get(COMPLAINT_YES, 0.0), FLOOR), 1 - FLOOR)
             values.append(math.log(p / (1 - p)))
+        elif kind == "language":
+            values.append(1.0 if evidence.foreign else 0.0)
+        elif kind == "foreign_service":
+            p = max(answers["service"].get(label, 0.0), FLOOR)
+            values.append(math.log(p) if evidence.foreign else 0.0)
         elif kind in ("service_points", "category_points"):
             service = kind == "service_points"
             points = evidence.service_points if service else evidence.category_points
@@ -256,6 +280,17 @@ def stacked(
     best = next((label for label in ranked if label not in refused), ranked[0])
     rounded = {k: round(probs[k], 4) for k in ranked}
     return Combined(best, round(probs[best], 4), rounded, refused)
+
+
+def over_mailbox(service: Combined, own: str) -> Combined:
+    """A move's confidence as its lead over staying: the probability of the service moved to
+    less that of the mailbox's own service (holding a mail keeps it there, so a move is worth
+    what it gains over that; a mail the mailbox's service surely does not own is moved on a
+    smaller probability than one it may well own). A mail kept at its mailbox: unchanged."""
+    if service.label == own:
+        return service
+    lead = service.scores[service.label] - service.scores.get(own, 0.0)
+    return Combined(service.label, round(max(lead, 0.0), 4), service.scores, service.refused)
 
 
 def stacked_category(
@@ -292,6 +327,8 @@ def heads(
     found = stacks(meta)
     said, (fallback, default_category) = evidence.said, defaults
     service = stacked(found["service"], evidence) if "service" in found else None
+    if service is not None and meta.get("hold_on") == "margin":
+        service = over_mailbox(service, evidence.own)
     weak = service is not None and service.confidence < hold_bar(settings, service.label)
     if service is None or (weak and service.label != evidence.own):
         # not sure enough to move the mail by itself: the hand-set rule, held if it moves it

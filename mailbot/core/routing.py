@@ -371,7 +371,7 @@ def _with_model(
     default = routing.config.defaults.get(msg.mailbox)
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))
-    evidence = Evidence(said, tally.services, tally.categories, own or "")
+    evidence = Evidence(said, tally.services, tally.categories, own or "", msg.language or "")
     defaults = (default.service, default.category) if default else ("", "")
     service, category, gate = heads(evidence, model.meta, settings, routing.config, defaults)
     chosen_service, service_confidence = service.label, service.confidence
