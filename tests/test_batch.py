@@ -29,6 +29,7 @@ from mailbot.core.statuses import Decision
 from mailbot.errors import StoreError
 from mailbot.mail.smtp import FileTransport
 from mailbot.store import Transaction
+from mailbot.store import transaction as store_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -257,7 +258,7 @@ def bookkeeping(url: str) -> list[tuple[Any, ...]]:
 
 
 def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
-    app: App, database: str
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app.outbox.claim_group = (
         1  # one claim per mail (`outbox.claim_group: 1`); groups: test_delivery
@@ -269,6 +270,13 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
         "before_cursor_execute",
         lambda _c, _cur, sql, _p, _ctx, many: statements.append(sql.split()[0] + str(many)),
     )
+    claim = store_transaction._DriverUpdate.run  # claims run on the driver's cursor (issue 14)
+
+    def counted_claim(driver: Any, conn: Any, values: dict[str, Any]) -> int:
+        statements.append(driver.sql.split()[0] + "False")
+        return claim(driver, conn, values)
+
+    monkeypatch.setattr(store_transaction._DriverUpdate, "run", counted_claim)
     assert app.outbox.deliver_due().sent == 5
     assert bookkeeping(database) == [("sent", False, "sent", 1)] * 5
     # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end).
