@@ -9,16 +9,13 @@ it ends), not 500, when intake runs ahead of sending.
 
 from __future__ import annotations
 
-import threading
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from poison import citizen
 from refusals import query
+from test_overlap import Folder
 
 from mailbot.app.context import App, app_from_config
 from mailbot.config import load_config
@@ -28,38 +25,6 @@ from mailbot.mail.smtp import Envelope, FileTransport
 from mailbot.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
-RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Listed:
-    uid: int
-    internaldate: datetime
-    raw: bytes
-
-
-class Folder:
-    """A folder held in memory, with the shape of a Source."""
-
-    def __init__(self, count: int) -> None:
-        self.mails = [Listed(n, RECEIVED, citizen(n, f"Demande {n}")) for n in range(1, count + 1)]
-
-    def connect(self) -> None: ...
-    def close(self) -> None: ...
-    def select(self, folder: str) -> int:
-        return 1
-
-    def uids_after(self, last_uid: int) -> list[int]:
-        return [m.uid for m in self.mails if m.uid > last_uid]
-
-    def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Listed]:
-        return iter([m for m in self.mails if m.uid in uids])
-
-    def supports_idle(self) -> bool:
-        return False
-
-    def wait_for_changes(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        return False
 
 
 def make_app(tmp_path: Path) -> App:

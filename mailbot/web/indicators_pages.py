@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from mailbot.app import dashboard
 from mailbot.app.report import format_value
+from mailbot.core.dates import FRENCH_MONTHS
 from mailbot.core.periods import Period
 from mailbot.errors import RequestError
 from mailbot.web.access import GUARD, Endpoint, check, current_agent
@@ -30,20 +31,7 @@ from mailbot.web.backend import backend, today
 from mailbot.web.pages import NavItem, render
 
 ALL = "tous"
-MONTHS = [
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-]
+MONTHS = list(FRENCH_MONTHS)
 NAV = [NavItem("Indicateurs", "/indicateurs", Action.VIEW_INDICATORS)]
 
 
