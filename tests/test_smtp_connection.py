@@ -8,7 +8,6 @@ mail's ``after`` is told the truth.
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from scripted import ScriptedSmtpServer
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
-from test_worker import start_worker
+from test_worker import start_worker, stop_by_sigterm
 
 from mailbot.config import SmtpConfig
 from mailbot.errors import DeliveryError
@@ -217,11 +216,8 @@ def test_the_worker_closes_the_connection_at_shutdown(
     try:
         (ar,) = smtp_server.wait_for(1, timeout=30)
         assert smtp_server.commands("QUIT") == []  # kept open for the next mails
-        worker.send_signal(signal.SIGTERM)
-        _out, err = worker.communicate(timeout=30)
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        err = stop_by_sigterm(worker)
     assert worker.returncode == 0, err
     assert smtp_server.commands("QUIT") == [ar.peer]
 

@@ -25,6 +25,16 @@ def start_worker(config: Path, *options: str) -> subprocess.Popen[str]:
     )
 
 
+def stop_by_sigterm(worker: subprocess.Popen[str], timeout: float = 30) -> str:
+    """SIGTERM, then the worker's stderr once it has exited (killed if it has not)."""
+    try:
+        worker.send_signal(signal.SIGTERM)
+        return worker.communicate(timeout=timeout)[1]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
 def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
 ) -> None:
@@ -50,8 +60,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
         received = smtp_server.wait_for(3, timeout=30)
         assert received[-1].rcpt_tos == ("after.drop@example.fr",)
 
-        worker.send_signal(signal.SIGTERM)
-        _out, err = worker.communicate(timeout=30)
+        err = stop_by_sigterm(worker)
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -90,11 +99,8 @@ def test_a_sigterm_while_the_worker_loads_ends_in_a_clean_stop(
         deadline = time.monotonic() + 20
         while not _loading_the_application(worker.pid) and time.monotonic() < deadline:
             time.sleep(0.001)
-        worker.send_signal(signal.SIGTERM)
-        _out, err = worker.communicate(timeout=60)
     finally:
-        if worker.poll() is None:
-            worker.kill()
+        err = stop_by_sigterm(worker, timeout=60)
     assert worker.returncode == 0, err
     assert 'msg="worker stopped"' in err
 
