@@ -108,12 +108,12 @@ def test_deadline_is_the_fifth_working_day() -> None:
 
 
 def test_remembered_deadlines_are_the_computed_ones() -> None:
-    """Deadlines are remembered per local date and number of days: every fifth hour of
+    """Deadlines are remembered per local date and number of days: every seventh hour of
     400 days (DST changes, holidays, local midnight in UTC), asked twice, gives what
     ``add_working_days`` computes; the memory stays bounded."""
     cal = WorkingCalendar()
     first = datetime(2026, 1, 1, tzinfo=UTC)
-    for hour in range(0, 400 * 24, 5):
+    for hour in range(0, 400 * 24, 7):
         moment = first + timedelta(hours=hour)
         for days in (0, 1, 5):
             start = cal.local_date(moment)

@@ -261,6 +261,36 @@ class _DriverUpdate(_Driver):
             return int(cursor.rowcount)
 
 
+class _DriverRows(_Driver):
+    """An INSERT of many rows in one executemany on the driver's cursor (a part's events
+    and outbox mails): SQLAlchemy's executemany builds an execution context and runs its
+    processors per row through more layers (~0.1 ms a mail, issue 14)."""
+
+    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        with self.cursor(conn) as cursor:
+            cursor.executemany(self.sql, [self.params(row) for row in rows])
+
+
+@functools.cache
+def _driver_rows(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> _DriverRows:
+    return _DriverRows(dialect, table.insert(), keys)
+
+
+_EVENT_KEYS = ("message_pk", "kind", "detail", "at")
+_OUTBOX_KEYS = (
+    "message_pk",
+    "kind",
+    "recipient",
+    "envelope_from",
+    "email_message_id",
+    "raw",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+
+
 @functools.cache
 def _driver_insert(dialect: sa.Dialect, keys: tuple[str, ...]) -> _DriverInsert:
     return _DriverInsert(dialect, keys)
@@ -735,7 +765,7 @@ class Transaction:
                 fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
                 for pk, k, d, at in rows
             ]
-            self.conn.execute(_INSERT_EVENT, values)
+            _driver_rows(self.conn.dialect, events, _EVENT_KEYS).run(self.conn, values)
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""
@@ -778,7 +808,7 @@ class Transaction:
                 }
                 for pk, kind, recipient, envelope_from, message_id, raw, at in rows
             ]
-            self.conn.execute(_INSERT_OUTBOX, values)
+            _driver_rows(self.conn.dialect, outbox, _OUTBOX_KEYS).run(self.conn, values)
 
 
 class Session:
