@@ -18,6 +18,7 @@ import email
 import email.errors
 import email.message
 import email.parser
+import functools
 import hashlib
 import html
 import re
@@ -267,6 +268,12 @@ def _bounded_source(raw: bytes, defects: list[str]) -> bytes:
     return head + b"\r\n" + (raw[body:] if body >= 0 else b"")
 
 
+@functools.lru_cache(maxsize=1024)
+def _header_key(name: str) -> str:
+    """A field name as the parsed headers key it: the same few names in every mail."""
+    return single_line(clean_text(name)).lower()[:100]
+
+
 def _collect_headers(msg: email.message.Message, defects: list[str]) -> dict[str, tuple[str, ...]]:
     """Raw (still RFC 2047 encoded) header values by lower-case name, within the limits."""
     headers: dict[str, list[str]] = {}
@@ -276,7 +283,7 @@ def _collect_headers(msg: email.message.Message, defects: list[str]) -> dict[str
         if count >= MAX_HEADER_FIELDS:
             defects.append("HeaderFieldsLimit")
             break
-        key = single_line(clean_text(name)).lower()[:100]
+        key = _header_key(name)
         text = str(value)
         room = MAX_HEADER_CHARS - sizes.get(key, 0)
         if len(text) > room:
