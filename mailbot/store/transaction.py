@@ -221,10 +221,14 @@ class _Driver:
         self.fixed = {
             name: bind.effective_value for name, bind in binds.items() if not bind.required
         }
+        # The dialect's own type: its processor writes a time as SQLAlchemy's statements
+        # do ("2026-11-02 08:00:01.000000" on SQLite); the generic type's left a datetime
+        # to sqlite3's default adapter ("...08:00:01+00:00": another text, and a Python
+        # call per value).
         self.processors = {
             name: found
             for name, bind in binds.items()
-            if (found := bind.type.bind_processor(dialect)) is not None
+            if (found := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
 
     def params(self, values: dict[str, Any]) -> Any:
