@@ -19,9 +19,11 @@ from fresh_imports import modules_after
 from pg import fresh_database
 
 from mailbot.app.delivery import recover_interrupted
+from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.store import NewMessage, Store, metadata
 from mailbot.store.database import MIGRATIONS
+from mailbot.store.schema import fit, messages
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -142,6 +144,17 @@ def test_the_drivers_statements_write_times_as_sqlalchemy_does(store: Store) -> 
             )
         ).scalars()
         assert len(set(texts)) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Carte grise", "a\x00b", "déjà vu", "8-bit \udce9 byte", "\x00\udce9é", "x" * 400, ""],
+)
+def test_fit_cleans_and_cuts_every_text(value: str) -> None:
+    """``fit`` checks only non-ASCII text for surrogates (a copy per value spared): the
+    same result as cleaning every text."""
+    expected = clean_text(value.replace("\x00", ""))[:300]
+    assert fit(messages, {"subject": value}) == {"subject": expected}
 
 
 def test_folder_state_roundtrip(store: Store) -> None:
