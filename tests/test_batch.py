@@ -277,6 +277,13 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
         return claim(driver, conn, values)
 
     monkeypatch.setattr(store_transaction._DriverUpdate, "run", counted_claim)
+    rows = store_transaction._DriverRows.run  # so do the events' executemany
+
+    def counted_rows(driver: Any, conn: Any, values: list[dict[str, Any]]) -> None:
+        statements.append(driver.sql.split()[0] + "True")
+        rows(driver, conn, values)
+
+    monkeypatch.setattr(store_transaction._DriverRows, "run", counted_rows)
     assert app.outbox.deliver_due().sent == 5
     assert bookkeeping(database) == [("sent", False, "sent", 1)] * 5
     # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end).

@@ -2,8 +2,10 @@
 
 Header values without an encoded word skip ``decode_header``/``make_header``; addresses of
 the common forms are read by a regex instead of ``email.utils``' character-by-character
-parser. Both are checked here against the standard library, on crafted values and on
-every address header of the test mails (the frozen test half of the corpus aside).
+parser; a part's charset and whether it has a file name skip the parameters' parser when
+its Content-Type is simple. All are checked here against the standard library, on crafted
+values and on every header or part of the test mails (the frozen test half of the corpus
+aside).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from mailbot.core.message import (
+    _content_charset,
+    _named,
     clean_text,
     decode_header_value,
     parse_address,
@@ -83,18 +87,21 @@ def _stdlib_header(value: str) -> str:
         return clean_text(value)
 
 
-def _mail_headers() -> list[tuple[str, str]]:
-    """Every header field of the test mails, raw (RFC 2047 words still encoded)."""
+def _test_mails() -> tuple[list[tuple[str, str]], list[email.message.Message]]:
+    """Every header field of the test mails, raw (RFC 2047 words still encoded), and
+    every MIME part of them."""
     found: list[tuple[str, str]] = []
+    parts: list[email.message.Message] = []
     for path in sorted(DATA.rglob("*.eml")):
         if "test" in path.relative_to(DATA).parts[:2]:
             continue  # the corpus's frozen test half is read by no test but its own
         msg = email.message_from_bytes(path.read_bytes(), policy=compat32)
         found += [(name.lower(), str(value)) for name, value in msg.raw_items()]
-    return found
+        parts += msg.walk()
+    return found, parts
 
 
-MAIL_HEADERS = _mail_headers()
+MAIL_HEADERS, MAIL_PARTS = _test_mails()
 
 
 @pytest.mark.parametrize("value", CRAFTED_HEADERS)
@@ -123,3 +130,63 @@ def test_every_address_of_the_test_mails_reads_as_before() -> None:
     assert len(values) > 1000
     assert [parse_address(v) for v in values] == [parseaddr(v) for v in values]
     assert [parse_addresses([v]) for v in values] == [getaddresses([v]) for v in values]
+
+
+CRAFTED_CONTENT_TYPES = [
+    "text/plain; charset=utf-8",
+    'text/plain; charset="UTF-8"',
+    "text/plain;charset=ISO-8859-1",
+    "  text/html ;  charset = windows-1252  ",
+    "TEXT/PLAIN; CHARSET=US-ASCII",
+    'text/plain; charset="utf-8',
+    "text/plain; charset=utf-8; format=flowed",
+    "text/plain; format=flowed; charset=utf-8",
+    "charset; charset=utf-8",
+    "charset=latin1; charset=utf-8",
+    "text/plain; charset*=utf-8''x",
+    "text/plain; charset=",
+    "text/plain; charset=\u00e9t\u00e9",
+    "text/plain; name=a.txt",
+    "text/plain; NAME*0=a; name*1=b.txt",
+    'text/plain; name="=?utf-8?q?caf=C3=A9?=.txt"',
+    "text/plain; charset=utf-8\r\n name=x",
+    "text/plain",
+    "",
+]
+
+
+def _parts_of(raw: bytes) -> list[email.message.Message]:
+    return list(email.message_from_bytes(raw, policy=compat32).walk())
+
+
+def _crafted_parts() -> list[email.message.Message]:
+    parts = []
+    for value in CRAFTED_CONTENT_TYPES:
+        for disposition in ("", "Content-Disposition: inline\r\n"):
+            raw = f"Content-Type: {value}\r\n{disposition}\r\nbody\r\n".encode()
+            parts += _parts_of(raw)
+    return parts
+
+
+def _stdlib_named(part: email.message.Message) -> bool:
+    try:
+        return bool(part.get_filename())
+    except Exception:
+        return True
+
+
+def _stdlib_charset(part: email.message.Message) -> str | None:
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        return None
+    return charset if isinstance(charset, str) else None
+
+
+def test_charset_and_file_name_as_the_email_package_reads_them() -> None:
+    parts = _crafted_parts() + MAIL_PARTS
+    assert len(parts) > 1000
+    for part in parts:
+        given = part.get("Content-Disposition")
+        assert _content_charset(part) == _stdlib_charset(part), part.get("content-type")
+        assert _named(part, given) == _stdlib_named(part), part.get("content-type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +19,11 @@ from fresh_imports import modules_after
 from pg import fresh_database
 
 from mailbot.app.delivery import recover_interrupted
+from mailbot.core.message import clean_text
+from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.store import NewMessage, Store, metadata
 from mailbot.store.database import MIGRATIONS
+from mailbot.store.schema import fit, messages
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -116,6 +120,41 @@ def test_received_at_keeps_the_instant(store: Store) -> None:
     row = store.messages()[0]
     assert row.received_at == datetime(2026, 11, 26, 22, 59, tzinfo=UTC)
     assert row.received_at.tzinfo is not None
+
+
+def test_the_drivers_statements_write_times_as_sqlalchemy_does(store: Store) -> None:
+    """The hot statements run on the driver's cursor (a message's INSERT, a part's events
+    and outbox rows) store a time as the same text as SQLAlchemy's statements: SQL that
+    compares or sorts times holds across rows written either way."""
+    at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=PARIS)
+    with store.batch() as tx:
+        driven = tx.record_message(new_message(received_at=at)).id
+        tx.add_event_rows([(driven, EventKind.RECEIVED, "driver", at)])
+        tx.queue_rows([(driven, OutboxKind.AR, "a@b.fr", "m@b.fr", "<q@b.fr>", b"x", at)])
+    with store.transaction() as tx:
+        other = new_message(uid=2, message_id="<b@example.fr>", reference="SM-2026-000002")
+        plain = tx.insert_message(dataclasses.replace(other, ar_message_id=None, received_at=at))
+        tx.add_events(plain, (EventKind.RECEIVED, "sqlalchemy"), at=at)
+    with store.engine.connect() as conn:
+        texts = conn.execute(
+            sa.text(
+                "SELECT CAST(received_at AS TEXT) FROM messages UNION ALL "
+                "SELECT CAST(at AS TEXT) FROM events WHERE kind = 'received' UNION ALL "
+                "SELECT CAST(next_attempt_at AS TEXT) FROM outbox"
+            )
+        ).scalars()
+        assert len(set(texts)) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Carte grise", "a\x00b", "déjà vu", "8-bit \udce9 byte", "\x00\udce9é", "x" * 400, ""],
+)
+def test_fit_cleans_and_cuts_every_text(value: str) -> None:
+    """``fit`` checks only non-ASCII text for surrogates (a copy per value spared): the
+    same result as cleaning every text."""
+    expected = clean_text(value.replace("\x00", ""))[:300]
+    assert fit(messages, {"subject": value}) == {"subject": expected}
 
 
 def test_folder_state_roundtrip(store: Store) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fresh_imports import modules_after
 
-from mailbot.core.workdays import WorkingCalendar, public_holidays
+from mailbot.core.workdays import DEADLINES_KEPT, WorkingCalendar, public_holidays
 
 PARIS = ZoneInfo("Europe/Paris")
 CAL = WorkingCalendar()
@@ -105,6 +105,22 @@ def test_deadline_is_the_fifth_working_day() -> None:
     assert CAL.deadline(at(2026, 11, 26)) == date(2026, 12, 3)  # Thu -> next Thu
     assert CAL.deadline(at(2026, 11, 7)) == date(2026, 11, 16)  # Saturday, across 11 Nov
     assert CAL.delay(at(2026, 11, 7), datetime(2026, 11, 16, 12, tzinfo=PARIS)) == 5
+
+
+def test_remembered_deadlines_are_the_computed_ones() -> None:
+    """Deadlines are remembered per local date and number of days: every seventh hour of
+    400 days (DST changes, holidays, local midnight in UTC), asked twice, gives what
+    ``add_working_days`` computes; the memory stays bounded."""
+    cal = WorkingCalendar()
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    for hour in range(0, 400 * 24, 7):
+        moment = first + timedelta(hours=hour)
+        for days in (0, 1, 5):
+            start = cal.local_date(moment)
+            computed = cal.add_working_days(start + timedelta(days=1), days - 1)
+            expected = computed if days > 0 else start
+            assert cal.deadline(moment, days) == cal.deadline(moment, days) == expected
+    assert len(cal._deadlines) <= DEADLINES_KEPT
 
 
 def test_naive_datetimes_are_refused() -> None:

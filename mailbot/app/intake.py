@@ -607,6 +607,10 @@ def _staged(rec: Direct, tx: Transaction) -> Iterator[Direct]:
         yield rec
 
 
+# One encoder for every row: ``json.dumps`` with an option builds one per call (~7 µs).
+_ROUTING_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _routing_columns(
     routing: RoutingDecision | None, own: str, probe: bool = False
 ) -> dict[str, Any]:
@@ -631,7 +635,7 @@ def _routing_columns(
         "category": routing.category,
         "priority": routing.priority,
         "reorient": None if routing.to_check else routing.reorient,
-        "routing": json.dumps(recorded, ensure_ascii=False),
+        "routing": _ROUTING_JSON.encode(recorded),
         "to_check": int(routing.to_check),
     }
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 DEADLINE = 5
+DEADLINES_KEPT = 4096  # deadlines a calendar remembers (~11 years of days)
 YEARS = range(2015, 2041)  # the years a calendar knows the public holidays of
 
 
@@ -84,6 +85,9 @@ class WorkingCalendar:
         self._closures = tuple(closures)
         self._years = years
         self._public = public
+        # Deadlines by (local date received, days): one per day of mail, not per mail
+        # (``busday_offset`` and its date conversions were ~2 % of a poll, issue 14).
+        self._deadlines: dict[tuple[date, int], date] = {}
 
     @cached_property
     def holidays(self) -> npt.NDArray[np.datetime64]:
@@ -190,8 +194,20 @@ class WorkingCalendar:
         return date.fromisoformat(str(moved))
 
     def deadline(self, received: datetime, days: int = DEADLINE) -> date:
-        """Last local date on which a reply still counts as within ``days`` working days."""
+        """Last local date on which a reply still counts as within ``days`` working days.
+        Computed once per (local date, days): a calendar never changes, and every mail of
+        a day shares its deadline."""
         start = self.local_date(received)
+        key = (start, days)
+        found = self._deadlines.get(key)
+        if found is None:
+            if len(self._deadlines) >= DEADLINES_KEPT:  # a backfill over years: stay bounded
+                self._deadlines.clear()
+            found = self._deadline(start, days)
+            self._deadlines[key] = found
+        return found
+
+    def _deadline(self, start: date, days: int) -> date:
         return self.add_working_days(start + timedelta(days=1), days - 1) if days > 0 else start
 
 

@@ -341,7 +341,10 @@ def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     fitted = {}
     for name, value in values.items():
         if isinstance(value, str):
-            value = clean_text(value.replace("\x00", ""))
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+            if not value.isascii():  # an ASCII text holds no surrogate: no copy to check
+                value = clean_text(value)
             length = lengths[name]
             if length is not None and len(value) > length:
                 value = value[:length]
