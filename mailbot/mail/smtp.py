@@ -624,6 +624,8 @@ class _Replies(asyncio.Protocol):
 
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
         """The next reply in order; SMTPServerDisconnected or a timeout if none comes."""
+        if self.replies:  # came with the one before (a pipelined group): no wait, no timer
+            return self.replies.popleft()
         loop = asyncio.get_running_loop()
         try:
             # Not ``wait_for``: it returns normally when the cancel of a shutdown meets a
