@@ -25,6 +25,14 @@ together, one round trip per mail instead of four (``_Pipelined``, a protocol of
 aiosmtplib's connection for the batch: aiosmtplib's keeps one reply outstanding and drops
 the others). Each mail keeps its own result; the rules above hold unchanged. Without the
 extension, one command at a time as before.
+
+A pipelined batch of ``SHARED_FROM`` mails or more is shared with a second connection
+(``_Session._helper``), opened for the batch and closed after it: both take mails from the
+same queue, in order (each mail's ``before``, its claim, is still called in the batch's
+order), so their round trips overlap. A transferred mail sends two mails (the AR and the
+forward): on one connection, delivery lagged behind intake (issue 14; bench/lag.py). The
+helper's failures follow the rules above; a mail whose "." never left goes back to the
+queue for the first connection.
 """
 
 from __future__ import annotations
