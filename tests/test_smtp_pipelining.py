@@ -171,3 +171,74 @@ def test_an_address_aiosmtplib_refuses_to_write_fails_that_mail_only(
     assert results.told == {"m0": None, "m2": None}
     received = smtp_server.wait_for(2)
     assert [r.rcpt_tos for r in received] == [("usager@example.org",)] * 2
+
+
+def test_a_large_batch_is_shared_by_two_connections_each_mail_once(
+    smtp_server: SmtpServer, pipelined: list[int]
+) -> None:
+    """From ``SHARED_FROM`` mails on, a second connection takes mails from the same queue:
+    the round trips overlap. Each mail is still asked for in order (its claim), sent once
+    and told once."""
+    count = smtp.SHARED_FROM * 2
+    batch = [mail(n) for n in range(count)]
+    results = send(smtp_server, batch)
+    assert results.asked == [f"m{n}" for n in range(count)]
+    assert results.told == {f"m{n}": None for n in range(count)}
+    received = smtp_server.wait_for(count)
+    assert sorted(r.raw for r in received) == sorted(e.raw for e in batch)  # each once
+    assert len({r.peer for r in received}) == 2
+    assert len(pipelined) == count
+    assert len(smtp_server.commands("QUIT")) == 2  # both closed politely
+
+
+def test_a_small_batch_keeps_to_one_connection(smtp_server: SmtpServer) -> None:
+    batch = [mail(n) for n in range(smtp.SHARED_FROM - 1)]
+    send(smtp_server, batch)
+    received = smtp_server.wait_for(len(batch))
+    assert len({r.peer for r in received}) == 1
+
+
+def test_a_drop_in_a_shared_batch_leaves_one_mail_uncertain_and_sends_the_rest_once(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.drop_after(7)  # one of the two connections is cut after the eighth mail
+    count = smtp.SHARED_FROM * 2
+    batch = [mail(n) for n in range(count)]
+    results = send(smtp_server, batch)
+    uncertain = [name for name, error in results.told.items() if error is not None]
+    assert len(uncertain) == 1 and results.told[uncertain[0]].uncertain  # type: ignore[union-attr]
+    assert set(results.told) == {f"m{n}" for n in range(count)}
+    received = smtp_server.wait_for(count)
+    assert sorted(r.raw for r in received) == sorted(e.raw for e in batch)  # each once
+
+
+def test_a_shutdown_mid_shared_batch_tells_every_mail_once(smtp_server: SmtpServer) -> None:
+    """The stop cuts both connections: each mail let go is told once (sent, interrupted or
+    uncertain), none is sent after the stop, none twice; the rest were never asked for."""
+    import threading
+
+    stop = threading.Event()
+    results = Results()
+
+    def before(envelope: Envelope) -> bool:
+        if len(results.asked) == 10:
+            stop.set()
+        return results.before(envelope)
+
+    count = smtp.SHARED_FROM * 3
+    batch = [mail(n) for n in range(count)]
+    transport = SmtpTransport(smtp_server.smtp_config())
+    try:
+        transport.send_batch(batch, before, results.after, stop)
+    finally:
+        transport.close()
+    assert set(results.told) == set(results.asked)
+    assert len(results.asked) < count
+    sent = {name for name, error in results.told.items() if error is None}
+    cut = [e for e in results.told.values() if e is not None]
+    assert all(e.interrupted or e.uncertain for e in cut)
+    messages = list(smtp_server.messages)
+    received = {r.raw for r in messages}
+    by_name = {e.name: e.raw for e in batch}
+    assert {by_name[name] for name in sent} <= received
+    assert len(messages) == len(received)  # none twice

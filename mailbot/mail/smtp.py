@@ -25,6 +25,14 @@ together, one round trip per mail instead of four (``_Pipelined``, a protocol of
 aiosmtplib's connection for the batch: aiosmtplib's keeps one reply outstanding and drops
 the others). Each mail keeps its own result; the rules above hold unchanged. Without the
 extension, one command at a time as before.
+
+A pipelined batch of ``SHARED_FROM`` mails or more is shared with a second connection
+(``_Session._helper``), opened for the batch and closed after it: both take mails from the
+same queue, in order (each mail's ``before``, its claim, is still called in the batch's
+order), so their round trips overlap. A transferred mail sends two mails (the AR and the
+forward): on one connection, delivery lagged behind intake (issue 14; bench/lag.py). The
+helper's failures follow the rules above; a mail whose "." never left goes back to the
+queue for the first connection.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ _STOP_POLL = 0.05  # how often a shutdown request is looked at, seconds
 _QUIT_SECONDS = 2.0  # a polite QUIT, but not a long wait for it
 CHECK_AFTER = 5.0  # seconds: a kept connection idle longer than this is checked (NOOP) first
 IDLE_CLOSE = 30.0  # seconds: a kept connection idle this long is closed (QUIT)
+# A pipelined batch of at least this many mails is shared with a second connection: each
+# mail costs a round trip (its "." reply), and two connections overlap them (issue 14,
+# point 7). Smaller batches (a mail or a few under IDLE) keep to one connection.
+SHARED_FROM = 16
 
 
 @dataclass(frozen=True)
@@ -215,15 +227,17 @@ class _Session:
         self.stop = stop or threading.Event()
         self.stopping = False
         self.check_after = check_after
+        self.tasks: list[asyncio.Task[Any]] = []  # the batch's tasks, cut by a shutdown
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    async def _watch_stop(self, batch: asyncio.Task[Any]) -> None:
+    async def _watch_stop(self) -> None:
         """Cancel the batch as soon as a shutdown is requested; ``step`` tells what it cut."""
         while not self.stop.is_set():
             await asyncio.sleep(_STOP_POLL)
         self.stopping = True
-        batch.cancel()
+        for task in self.tasks:
+            task.cancel()
 
     async def step(self, awaitable: Awaitable[T]) -> T:
         """Await one network step; a shutdown cancelling it comes out as _Stopped."""
@@ -462,31 +476,27 @@ class _Session:
         client = kept
         batch = asyncio.current_task()
         assert batch is not None
-        watcher = asyncio.ensure_future(self._watch_stop(batch))
+        self.tasks.append(batch)
+        watcher = asyncio.ensure_future(self._watch_stop())
         done = False
         jobs = deque(_Job(envelope) for envelope in envelopes)
+        helper: asyncio.Task[None] | None = None
         try:
             if client is not None:
                 client = await self.revive(client, idle)
-            while jobs and not self.stop.is_set():
-                fresh = client is None or not client.is_connected
-                if fresh or client is None:
-                    client = await self._connect_for(jobs, after)
-                if client.supports_extension("pipelining"):
-                    pipe = _Pipelined(self, client, fresh, before, after)
-                    client = await pipe.run(jobs)
-                else:
-                    job = jobs.popleft()
-                    if job.approved or before(job.envelope):
-                        client, error = await self.deliver(client, job.envelope, fresh)
-                        after(job.envelope, error)
-                if self.stopping:
+            while True:
+                client, helper = await self._drain(client, jobs, before, after, helper)
+                if helper is not None:  # its last mail may be back in ``jobs``, to send again
+                    await self.step(asyncio.shield(helper))
+                if not jobs or self.stopping or self.stop.is_set():
                     break
             done = True
             _left_behind(jobs, after)
         except _Stopped:
+            await _ended(helper)
             _left_behind(jobs, after)
         finally:
+            await _ended(helper)  # a failure here: the helper sends what is left
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -495,6 +505,64 @@ class _Session:
                 await self.close(client)
                 client = None
         return client
+
+    async def _drain(
+        self,
+        client: aiosmtplib.SMTP | None,
+        jobs: deque[_Job],
+        before: BeforeSend,
+        after: AfterSend,
+        helper: asyncio.Task[None] | None,
+    ) -> tuple[aiosmtplib.SMTP | None, asyncio.Task[None] | None]:
+        """Send from ``jobs`` on ``client`` (reconnecting) until none is left; a pipelined
+        batch of ``SHARED_FROM`` mails or more is shared with a helper connection."""
+        while jobs and not self.stop.is_set():
+            fresh = client is None or not client.is_connected
+            if fresh or client is None:
+                client = await self._connect_for(jobs, after)
+            if client.supports_extension("pipelining"):
+                if helper is None and len(jobs) >= SHARED_FROM:
+                    helper = asyncio.ensure_future(self._helper(jobs, before, after))
+                    self.tasks.append(helper)
+                pipe = _Pipelined(self, client, fresh, before, after)
+                client = await pipe.run(jobs)
+            else:
+                job = jobs.popleft()
+                if job.approved or before(job.envelope):
+                    client, error = await self.deliver(client, job.envelope, fresh)
+                    after(job.envelope, error)
+            if self.stopping:
+                break
+        return client, helper
+
+    async def _helper(self, jobs: deque[_Job], before: BeforeSend, after: AfterSend) -> None:
+        """A second connection taking mails from the same queue, in the same order (their
+        claims too: ``before`` is called as each is taken). It sends while it can: if it
+        cannot connect, or its connection fails, the first one sends the rest (a mail whose
+        "." never left goes back to the queue, as on the first connection)."""
+        try:
+            client: aiosmtplib.SMTP | None = await self.connect()
+        except (DeliveryError, _Stopped):
+            return
+        try:
+            while client is not None and jobs and not self.stop.is_set():
+                if not client.supports_extension("pipelining"):
+                    break
+                client = await _Pipelined(self, client, True, before, after).run(jobs)
+        except _Stopped:
+            client = None  # closed by _Pipelined
+        finally:
+            if client is not None:
+                await self.close(client)
+
+
+async def _ended(helper: asyncio.Task[None] | None) -> None:
+    """Wait for the helper connection to end; what it raised was raised to the batch
+    already, or comes second to what the batch raises."""
+    if helper is not None:
+        await asyncio.wait([helper])
+        if not helper.cancelled():
+            helper.exception()  # retrieved: no "never retrieved" warning
 
 
 @dataclass
@@ -564,6 +632,8 @@ class _Replies(asyncio.Protocol):
 
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
         """The next reply in order; SMTPServerDisconnected or a timeout if none comes."""
+        if self.replies:  # came with the one before (a pipelined group): no wait, no timer
+            return self.replies.popleft()
         loop = asyncio.get_running_loop()
         try:
             # Not ``wait_for``: it returns normally when the cancel of a shutdown meets a
