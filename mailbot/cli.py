@@ -94,20 +94,21 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
     IMAP handshakes and logins (network and authentication waits) overlap the loading of
     the store, the templates and the routing model (issue 14, point 9)."""
     from mailbot.config import load_config
-    from mailbot.mail.imap import inboxes
+    from mailbot.mail.imap import inboxes, sent_folders
 
     config = load_config(args.config)
-    sources = inboxes(config)
-    for source in sources.values():
+    sources, sent = inboxes(config), sent_folders(config)
+    opened = [*sources.values(), *(source for _folder, source in sent.values())]
+    for source in opened:
         source.connect_early()
     try:
         from mailbot.app.context import app_from_config
         from mailbot.worker import make_worker
 
         app = app_from_config(config, acknowledge_existing=args.acknowledge_existing)
-        return app, make_worker(app, sources)
+        return app, make_worker(app, sources, sent)
     except BaseException:
-        for source in sources.values():
+        for source in opened:
             source.close()
         raise
 

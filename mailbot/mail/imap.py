@@ -392,6 +392,24 @@ def inboxes(config: Config) -> dict[str, ImapMailbox]:
     }
 
 
+def sent_folders(config: Config) -> dict[str, tuple[str, ImapMailbox]]:
+    """Each mailbox's Sent folder, and the tracking mailbox's inbox, on their own
+    connections (not opened yet): the folder to read and its source."""
+    limit = config.polling.max_message_bytes
+    found: dict[str, tuple[str, ImapMailbox]] = {}
+    for name, box in config.mailboxes.items():
+        if box.imap.sent_folder:
+            source = ImapMailbox(box.imap, name=f"{name}-sent", max_message_bytes=limit)
+            found[name] = (box.imap.sent_folder, source)
+    if config.tracking is not None:
+        imap = config.tracking.imap
+        found["tracking"] = (
+            imap.folder,
+            ImapMailbox(imap, name="tracking", max_message_bytes=limit),
+        )
+    return found
+
+
 def _logout(client: Any) -> None:
     """LOGOUT; a connection that is already dead is simply dropped."""
     try:
