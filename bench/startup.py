@@ -138,6 +138,17 @@ import mailbot.cli
 mark("import mailbot.cli")
 import mailbot.config
 mark("import config (pydantic, SQLAlchemy, YAML)")
+from mailbot.config import load_config
+config = load_config(sys.argv[1])
+mark("load_config")
+import mailbot.mail.imap
+sources = sent = None
+if hasattr(mailbot.mail.imap, "sent_folders"):  # a tree that connects early
+    sources = mailbot.mail.imap.inboxes(config)
+    sent = mailbot.mail.imap.sent_folders(config)
+    for source in [*sources.values(), *(box for _folder, box in sent.values())]:
+        source.connect_early()
+mark("IMAP connections started (early)")
 import mailbot.store
 mark("import store (numpy)")
 import mailbot.render.templates
@@ -147,12 +158,9 @@ mark("import the rest (intake, routing, mail)")
 from mailbot.app.context import App
 from mailbot.app.delivery import Outbox
 from mailbot.app.intake import Pipeline
-from mailbot.config import load_config
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
-config = load_config(sys.argv[1])
-mark("load_config")
 store = Store(config.database)
 mark("Store()")
 renderer = Renderer(config.templates, timezone=config.timezone)
@@ -161,7 +169,8 @@ mark("Renderer()")
 outbox = Outbox(store, SmtpTransport(config.smtp), config.outbox, config.configured_recipients)
 pipeline = Pipeline(config, store, renderer, acknowledge_existing=True)
 mark("Pipeline (routing rules, model)")
-worker = mailbot.worker.make_worker(App(config, store, renderer, pipeline, outbox))
+app = App(config, store, renderer, pipeline, outbox)
+worker = mailbot.worker.make_worker(app, sources, sent) if sent is not None else mailbot.worker.make_worker(app)
 gc.freeze()
 gc.enable()
 mark("make_worker")

@@ -67,11 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    from mailbot.app.context import build_app
-    from mailbot.worker import make_worker
-
-    app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
-    worker = make_worker(app)
+    app, worker = _worker(args)
     _started(collect=False)
     try:
         outcomes = worker.poll_once(keep=not args.quiet)
@@ -84,17 +80,37 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     early_stop = _take_stop_signals()  # before loading: systemd may stop a worker starting
-    from mailbot.app.context import build_app
-    from mailbot.worker import make_worker
-
-    app = build_app(args.config, acknowledge_existing=args.acknowledge_existing)
-    worker = make_worker(app)
+    app, worker = _worker(args)
     if early_stop:
         worker.stop.set()  # asked to stop while loading: recover, then stop cleanly
     _started(collect=True)
     with console_beside(app, args.config):  # when web.enabled
         worker.run()
     return _refused(worker)
+
+
+def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
+    """The application and its worker, the mailboxes' connections opened meanwhile: the
+    IMAP handshakes and logins (network and authentication waits) overlap the loading of
+    the store, the templates and the routing model (issue 14, point 9)."""
+    from mailbot.config import load_config
+    from mailbot.mail.imap import inboxes, sent_folders
+
+    config = load_config(args.config)
+    sources, sent = inboxes(config), sent_folders(config)
+    opened = [*sources.values(), *(source for _folder, source in sent.values())]
+    for source in opened:
+        source.connect_early()
+    try:
+        from mailbot.app.context import app_from_config
+        from mailbot.worker import make_worker
+
+        app = app_from_config(config, acknowledge_existing=args.acknowledge_existing)
+        return app, make_worker(app, sources, sent)
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
 
 
 def _take_stop_signals() -> list[int]:

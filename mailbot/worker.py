@@ -31,7 +31,7 @@ from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError
-from mailbot.mail.imap import ImapMailbox
+from mailbot.mail.imap import inboxes, sent_folders
 from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
 
 # What only `run` uses (the scheduler and its jobs, the leases' keeper, the probe, the
@@ -224,6 +224,7 @@ class Worker:
         for name, poller in self.pollers.items():
             if not poller.may_work():
                 log.info("folder held by another worker, skipped", extra={"mailbox": name})
+                poller.disconnect_quietly()
                 continue
             try:
                 outcomes += poller.poll_once()
@@ -373,33 +374,23 @@ class Worker:
 
 def imap_sources(config: Config) -> dict[str, Source]:
     """Each mailbox's inbox, on a connection of its own."""
-    limit = config.polling.max_message_bytes
-    return {
-        name: ImapMailbox(box.imap, name=name, max_message_bytes=limit)
-        for name, box in config.mailboxes.items()
-    }
+    return dict(inboxes(config))
 
 
 def sent_sources(config: Config) -> dict[str, tuple[str, Source]]:
     """Each mailbox's Sent folder, and the tracking mailbox's inbox, on their own connections."""
-    limit = config.polling.max_message_bytes
-    found: dict[str, tuple[str, Source]] = {}
-    for name, box in config.mailboxes.items():
-        if box.imap.sent_folder:
-            source = ImapMailbox(box.imap, name=f"{name}-sent", max_message_bytes=limit)
-            found[name] = (box.imap.sent_folder, source)
-    if config.tracking is not None:
-        imap = config.tracking.imap
-        found["tracking"] = (
-            imap.folder,
-            ImapMailbox(imap, name="tracking", max_message_bytes=limit),
-        )
-    return found
+    return dict(sent_folders(config))
 
 
-def make_worker(app: App) -> Worker:
+def make_worker(
+    app: App,
+    sources: Mapping[str, Source] | None = None,
+    sent: Mapping[str, tuple[str, Source]] | None = None,
+) -> Worker:
     """The worker of ``mailbot run`` and ``poll``: every mailbox, Sent folder and tracking
-    mailbox, the daily alerts and the weekly report, on the configuration's schedules."""
+    mailbox, the daily alerts and the weekly report, on the configuration's schedules.
+    ``sources`` and ``sent``: the inboxes and the Sent folders, when the command made them
+    already (``imap.inboxes``, ``imap.sent_folders``: connecting early)."""
     zone = WorkingCalendar(timezone=app.config.timezone).zone
 
     def alerts() -> object:
@@ -426,8 +417,8 @@ def make_worker(app: App) -> Worker:
         app.config,
         app.pipeline,
         app.outbox,
-        imap_sources(app.config),
-        sent_sources(app.config),
+        dict(sources) if sources is not None else imap_sources(app.config),
+        dict(sent) if sent is not None else sent_sources(app.config),
         SentPipeline(app.config, app.store, signature_check),
         alerts,
         weekly_report,

@@ -64,6 +64,33 @@ def test_the_tls_context_verifies_by_default(tls: TlsFiles) -> None:
     assert not relaxed.check_hostname and relaxed.verify_mode.name == "CERT_NONE"
 
 
+def test_one_context_per_ca_file_and_verification_until_the_file_changes(
+    tls: TlsFiles, other_ca: Path, tmp_path: Path
+) -> None:
+    """Loading a CA store costs ~30 ms: IMAP and SMTP share one context per (ca_file,
+    verify_certificate); a CA file rewritten on disk (a renewed CA) is read again."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(tls.ca_file).read_bytes())
+    smtp = SmtpConfig(host="127.0.0.1", ca_file=ca)
+    imap = ImapConfig(host="127.0.0.1", username="u", ca_file=ca)
+    first = client_context(smtp)
+    assert client_context(imap) is first
+    relaxed = client_context(smtp.model_copy(update={"verify_certificate": False}))
+    assert relaxed is not first and relaxed.verify_mode.name == "CERT_NONE"
+    assert first.verify_mode.name == "CERT_REQUIRED"  # the relaxed one changed nothing shared
+    ca.write_bytes(other_ca.read_bytes() + b"\n")
+    renewed = client_context(smtp)
+    assert renewed is not first
+    subjects = [cert["subject"] for cert in renewed.get_ca_certs()]
+    assert subjects == [cert["subject"] for cert in _loaded(other_ca)]
+
+
+def _loaded(ca_file: Path) -> list[dict[str, object]]:
+    import ssl
+
+    return ssl.create_default_context(cafile=str(ca_file)).get_ca_certs()  # type: ignore[return-value]
+
+
 # -- IMAP: Dovecot with ssl = required -------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class Source(Protocol):
     def connect(self) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None: ...  # called when not connected too (see MailboxPoller.disconnect)
     def select(self, folder: str) -> int: ...
     def uids_after(self, last_uid: int) -> list[int]: ...
     def fetch(self, uids: Sequence[int], batch_size: int) -> Iterator[Fetched]: ...
@@ -145,9 +145,10 @@ class MailboxPoller:
             self.reconnects = self._connections - 1
 
     def disconnect(self) -> None:
-        if self.connected:
-            self.source.close()
-            self.connected = False
+        """Close the source, connected or not: a connection it was still opening early
+        (``ImapMailbox.connect_early``) is closed too, when this worker does not poll."""
+        self.connected = False
+        self.source.close()
 
     def poll_once(self) -> list[Outcome]:
         """Process everything new in the folder, then deliver (or have delivered) what is
