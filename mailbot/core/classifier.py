@@ -117,12 +117,13 @@ class Head:
         )
 
 
-# Words (and word pairs) whose rows are kept; when full, they start again (bounded memory
-# in a worker). About 350 bytes a word and its pairs, by estimate. bench/run.py --parts rss
+# Words whose rows are kept; when full, they start again (bounded memory in a worker).
+# About 350 bytes a word, by estimate (the figures below still kept the word pairs too). bench/run.py --parts rss
 # (20,000 vs 1,000 mails of numbered files): 50,000 -> 1.16x (+17.9 MB), 10,000 -> 1.13x
 # (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
 CACHE_LIMIT = 10_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
+_UNSEEN = np.iinfo(np.int32).max  # _Rows._first between mails: no position yet
 _SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
 
 
@@ -177,7 +178,6 @@ class _Table:
         self.count = np.zeros(1024, dtype=np.int64)
         self.flat = np.zeros(16384, dtype=np.int32)
         self.used = 0
-        self.pairs: dict[int, int] = {}  # (first id << 32 | second id) -> row, or -1
 
     def add(self, word: str, row: Mapping[int, int]) -> int:
         """A new word's id, its features hashed once (``_word_features``, uncached)."""
@@ -205,18 +205,23 @@ class _Rows:
     look-up per word, then numpy for the whole mail — the n-grams' rows of each distinct
     word, every bigram's CRC-32 from its two words' (no text built, no hash called), the
     quoted words' rows (issue 14, point 5). Features unknown to the model are dropped
-    here, as ``tfidf`` drops them. A lock keeps the table whole between threads."""
+    here, as ``tfidf`` drops them. A lock keeps the table (and the scratch array of
+    ``_first_order``) whole between threads."""
 
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
         self._features = features
         self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
+        # The hashed ids as int32 with a sentinel past the last (no id reaches 2**24): a
+        # binary search's answer is always a valid index, its equality the only check.
+        self._keys = np.append(features, 1 << HASH_BITS).astype(np.int32)
         self._table = _Table()
         self._lock = threading.Lock()
         self._shifts = _shift_tables()
+        self._first = np.full(len(features) + 1, _UNSEEN, dtype=np.int32)
 
     def counts(
         self, own: list[str], quoted: list[str]
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """``raw_counts``'s features the model knows, as (rows, counts) in its order of
         first appearance: the n-grams of each distinct word (counted as often as the word),
         then the bigrams, then the quoted words."""
@@ -235,10 +240,10 @@ class _Rows:
             sequence = np.concatenate(
                 [table.flat[gather], self._pairs(table, own_ids), quoted_rows]
             )
-            sequence = sequence[sequence >= 0]
-            weights = np.ones(len(sequence), dtype=np.int64)
-            weights[: len(gather)] = np.repeat(np.fromiter(distinct.values(), np.int64), sizes)
-        return _first_order(sequence, weights)
+            weights = np.ones(len(sequence), dtype=np.float64)
+            weights[: len(gather)] = np.repeat(np.fromiter(distinct.values(), np.float64), sizes)
+            known = sequence >= 0
+            return self._first_order(sequence[known], weights[known])
 
     def _ids(self, table: _Table, words: list[str]) -> npt.NDArray[np.intp]:
         found = [*map(table.ids.get, words)]
@@ -249,45 +254,34 @@ class _Rows:
         return np.array(found, dtype=np.intp)
 
     def _pairs(self, table: _Table, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
-        """The row of each bigram of the words ``ids`` (-1: unknown to the model), kept by
-        pair of ids; the new ones hashed all at once from their words' CRC-32s."""
-        keys = ((ids[:-1] << 32) | ids[1:]).tolist()
-        found = [*map(table.pairs.get, keys)]
-        if None in found:
-            if len(table.pairs) >= CACHE_LIMIT:  # bounded, as the words are
-                table.pairs.clear()
-            new = np.array([i for i, row in enumerate(found) if row is None], dtype=np.intp)
-            first, second = ids[new], ids[new + 1]
-            crcs = _shift(table.prefix[first], table.size[second], self._shifts)
-            rows = self._rows_of(crcs ^ table.crc[second]).tolist()
-            for i, row in zip(new.tolist(), rows, strict=True):
-                found[i] = table.pairs[keys[i]] = row
-        return np.array(found, dtype=np.int32)
+        """The row of each bigram of the words ``ids`` (-1: unknown to the model), all
+        hashed at once from their words' CRC-32s: a vector operation per step, cheaper than
+        a dictionary of the pairs seen (a 3 KB mail brings hundreds of new ones)."""
+        first, second = ids[:-1], ids[1:]
+        crcs = _shift(table.prefix[first], table.size[second], self._shifts)
+        return self._rows_of(crcs ^ table.crc[second])
 
-    def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+    def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int32]:
         """The row of each hashed feature ``crcs & _MASK`` (-1: unknown to the model)."""
-        hashed = (crcs & _MASK).astype(np.int64)
-        rows = np.searchsorted(self._features, hashed)
-        rows[rows >= len(self._features)] = 0
-        rows[self._features[rows] != hashed] = -1
-        return rows
+        hashed = (crcs & _MASK).astype(np.int32)
+        rows = np.searchsorted(self._keys, hashed).astype(np.int32)
+        return np.where(self._keys[rows] == hashed, rows, np.int32(-1))
 
-
-def _first_order(
-    sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """Each distinct value of ``sequence`` in order of first appearance with the sum of its
-    weights (a Counter's items): one sort of (value, position) pairs finds each value's
-    first position and sum; they are put back at those positions, read in order."""
-    if not len(sequence):  # no feature the model knows
-        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
-    keys = np.sort((sequence.astype(np.int64) << 32) | np.arange(len(sequence)))
-    values = keys >> 32
-    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
-    at = np.zeros(len(sequence), dtype=np.int64)  # a sum where a value first appears
-    at[keys[starts] & 0xFFFFFFFF] = np.add.reduceat(weights[keys & 0xFFFFFFFF], starts)
-    positions = np.flatnonzero(at)  # every weight is positive
-    return sequence[positions].astype(np.intp), at[positions]
+    def _first_order(
+        self, sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Each distinct row of ``sequence`` in order of first appearance with the sum of
+        its weights (a Counter's items), without a sort: the scratch array ``_first``
+        (one slot per row of the vocabulary, ``_UNSEEN`` between mails) takes the lowest
+        position of each row (``np.minimum.at``); a position that is its row's first keeps
+        the row and the weights summed over its row (``bincount`` by first position)."""
+        positions = np.arange(len(sequence), dtype=np.int32)
+        np.minimum.at(self._first, sequence, positions)
+        first = self._first[sequence]
+        self._first[sequence] = _UNSEEN
+        leads = first == positions
+        sums = np.bincount(first, weights, minlength=len(sequence))
+        return sequence[leads].astype(np.intp), sums[leads]
 
 
 @dataclass(frozen=True)
