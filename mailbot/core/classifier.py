@@ -118,9 +118,9 @@ class Head:
 
 
 # Words whose rows are kept; when full, they start again (bounded memory in a worker).
-# About 350 bytes a word, by estimate (the figures below still kept the word pairs too). bench/run.py --parts rss
-# (20,000 vs 1,000 mails of numbered files): 50,000 -> 1.16x (+17.9 MB), 10,000 -> 1.13x
-# (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
+# About 350 bytes a word, by estimate. bench/run.py --parts rss (20,000 vs 1,000 mails of
+# numbered files, when word pairs were kept too): 50,000 -> 1.16x (+17.9 MB), 10,000 ->
+# 1.13x (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
 CACHE_LIMIT = 10_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
 _UNSEEN = np.iinfo(np.int32).max  # _Rows._first between mails: no position yet
