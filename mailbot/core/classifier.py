@@ -125,6 +125,7 @@ CACHE_LIMIT = 10_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
 _UNSEEN = np.iinfo(np.int32).max  # _Rows._first between mails: no position yet
 _SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
+_LANES = np.array([0, 256, 512, 768])  # where each byte of the register's tables start
 
 
 @lru_cache(maxsize=1)
@@ -172,7 +173,11 @@ class _Table:
         self.ids: dict[str, int] = {}
         self.crc = np.zeros(1024, dtype=np.uint32)  # crc32 of the word's UTF-8 bytes
         self.size = np.zeros(1024, dtype=np.int64)  # their number
-        self.prefix = np.zeros(1024, dtype=np.uint32)  # crc32 of "b:word "
+        self.prefix = np.zeros(1024, dtype="<u4")  # crc32 of "b:word ", bytes low first
+        # The offsets in _shift_tables of a shift by the word's size, for each of the
+        # register's four bytes (the lanes): size * 1024 + 0, 256, 512, 768.
+        self.lanes = np.zeros((1024, 4), dtype=np.int64)
+        self.longest = 0  # the most bytes of a word: over _SHIFT_MAX, _shift chains
         self.quoted = np.zeros(1024, dtype=np.int32)  # the row of "q:word", or -1
         self.start = np.zeros(1024, dtype=np.int64)  # its n-grams' rows: flat[start:+count]
         self.count = np.zeros(1024, dtype=np.int64)
@@ -185,6 +190,7 @@ class _Table:
         if index == len(self.crc):
             for name in ("crc", "size", "prefix", "quoted", "start", "count"):
                 setattr(self, name, np.resize(getattr(self, name), 2 * index))
+            self.lanes = np.resize(self.lanes, (2 * index, 4))
         data = word.encode("utf-8", "surrogatepass")
         found = (row.get(f, -1) for f in _word_features.__wrapped__(word))
         rows = [r for r in found if r >= 0]
@@ -192,6 +198,8 @@ class _Table:
             self.flat = np.resize(self.flat, 2 * (self.used + len(rows)))
         self.flat[self.used : self.used + len(rows)] = rows
         self.crc[index], self.size[index] = zlib.crc32(data), len(data)
+        self.lanes[index] = _LANES + 1024 * min(len(data), _SHIFT_MAX)
+        self.longest = max(self.longest, len(data))
         self.prefix[index] = zlib.crc32(b" ", zlib.crc32(data, _CRC_PAIR))
         self.quoted[index] = row.get(zlib.crc32(data, _CRC_QUOTED) & _MASK, -1)
         self.start[index], self.count[index] = self.used, len(rows)
@@ -211,9 +219,9 @@ class _Rows:
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
         self._features = features
         self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
-        # The hashed ids as int32 with a sentinel past the last (no id reaches 2**24): a
-        # binary search's answer is always a valid index, its equality the only check.
-        self._keys = np.append(features, 1 << HASH_BITS).astype(np.int32)
+        # The hashed ids as uint32 (a CRC's type) with a sentinel past the last (no id
+        # reaches 2**24): a binary search's answer is always an index, equality the check.
+        self._keys = np.append(features, 1 << HASH_BITS).astype(np.uint32)
         self._table = _Table()
         self._lock = threading.Lock()
         self._shifts = _shift_tables()
@@ -258,14 +266,18 @@ class _Rows:
         hashed at once from their words' CRC-32s: a vector operation per step, cheaper than
         a dictionary of the pairs seen (a 3 KB mail brings hundreds of new ones)."""
         first, second = ids[:-1], ids[1:]
-        crcs = _shift(table.prefix[first], table.size[second], self._shifts)
-        return self._rows_of(crcs ^ table.crc[second])
+        if table.longest > _SHIFT_MAX:  # a word of more than 64 bytes: chained, rare
+            shifted = _shift(table.prefix[first], table.size[second], self._shifts)
+        else:  # the four look-ups of each pair at once, its register's bytes as a view
+            lanes = table.prefix[first].view(np.uint8).reshape(-1, 4)
+            shifted = np.bitwise_xor.reduce(self._shifts[table.lanes[second] + lanes], axis=1)
+        return self._rows_of(shifted ^ table.crc[second])
 
     def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int32]:
         """The row of each hashed feature ``crcs & _MASK`` (-1: unknown to the model)."""
-        hashed = (crcs & _MASK).astype(np.int32)
-        rows = np.searchsorted(self._keys, hashed).astype(np.int32)
-        return np.where(self._keys[rows] == hashed, rows, np.int32(-1))
+        hashed = crcs & np.uint32(_MASK)
+        rows = self._keys.searchsorted(hashed)
+        return np.where(self._keys[rows] == hashed, rows, -1).astype(np.int32)
 
     def _first_order(
         self, sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.float64]
