@@ -306,18 +306,17 @@ class Classifier:
     meta: Mapping[str, Any]
     path: Path | None = None
     _rows: _Rows = field(init=False, repr=False, compare=False)
-    _coefs: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    _coefs: tuple[npt.NDArray[np.float32], ...] = field(init=False, repr=False, compare=False)
     _intercepts: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
     _bounds: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         heads = self.heads.values()
-        coefs = np.concatenate([h.coef for h in heads], axis=1) if heads else np.zeros((0, 0))
         intercepts = np.concatenate([h.intercept for h in heads]) if heads else np.zeros(0)
         bounds = tuple(itertools.accumulate((len(h.classes) for h in heads), initial=0))
         for name, value in (
             ("_rows", _Rows(self.features)),
-            ("_coefs", np.ascontiguousarray(coefs)),
+            ("_coefs", tuple(np.ascontiguousarray(h.coef) for h in heads)),  # no copy
             ("_intercepts", intercepts),
             ("_bounds", tuple(zip(self.heads, bounds, bounds[1:], strict=False))),
         ):
@@ -348,13 +347,13 @@ class Classifier:
         self, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float32]
     ) -> dict[str, npt.NDArray[np.float32]]:
         """Each head's logits for a TF-IDF vector."""
-        # All heads' coefficients side by side: one gather of the mail's rows (``np.take``,
-        # faster than ``coef[rows]``; four cost more, a row's cache lines read four times);
-        # each head's product on its own contiguous copy, as one head alone computes it
-        # (tests/classifier_reference.py), so that the sums are the same to the bit; the
-        # intercepts added to all the heads at once.
-        gathered = np.take(self._coefs, rows, axis=0)
-        products = [values @ gathered[:, start:end].copy() for _, start, end in self._bounds]
+        # Each head's rows gathered from its own coefficients (``take``, no bounds check:
+        # the rows come from the vocabulary), contiguous as ``coef[rows]`` is, so that its
+        # product is the one tests/classifier_reference.py computes, to the bit; the
+        # intercepts added to all the heads at once. One gather from all heads side by side
+        # then a copy of each head's columns cost 1.7x more on 3 KB mails (the narrow strided
+        # copies), bench/README.md "Issue 14, sixth session".
+        products = [values @ coef.take(rows, axis=0, mode="clip") for coef in self._coefs]
         said = np.concatenate(products) + self._intercepts
         return {name: said[start:end] for name, start, end in self._bounds}
 
