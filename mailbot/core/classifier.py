@@ -266,8 +266,9 @@ class _Rows:
         hashed at once from their words' CRC-32s: a vector operation per step, cheaper than
         a dictionary of the pairs seen (a 3 KB mail brings hundreds of new ones)."""
         first, second = ids[:-1], ids[1:]
-        if table.longest > _SHIFT_MAX:  # a word of more than 64 bytes: chained, rare
-            shifted = _shift(table.prefix[first], table.size[second], self._shifts)
+        sizes = table.size[second] if table.longest > _SHIFT_MAX else None
+        if sizes is not None and len(sizes) and sizes.max() > _SHIFT_MAX:  # over 64 bytes
+            shifted = _shift(table.prefix[first], sizes, self._shifts)  # chained
         else:  # the four look-ups of each pair at once, its register's bytes as a view
             lanes = table.prefix[first].view(np.uint8).reshape(-1, 4)
             shifted = np.bitwise_xor.reduce(self._shifts[table.lanes[second] + lanes], axis=1)
