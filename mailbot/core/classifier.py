@@ -289,9 +289,11 @@ class _Rows:
         position of each row (``np.minimum.at``); a position that is its row's first keeps
         the row and the weights summed over its row (``bincount`` by first position)."""
         positions = np.arange(len(sequence), dtype=np.int32)
-        np.minimum.at(self._first, sequence, positions)
-        first = self._first[sequence]
-        self._first[sequence] = _UNSEEN
+        try:
+            np.minimum.at(self._first, sequence, positions)
+            first = self._first[sequence]
+        finally:  # clean for the next mail whatever happens (a stale slot: a wrong order)
+            self._first[sequence] = _UNSEEN
         leads = first == positions
         sums = np.bincount(first, weights, minlength=len(sequence))
         return sequence[leads].astype(np.intp), sums[leads]
