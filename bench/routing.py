@@ -25,8 +25,9 @@ With ``--trees`` (source trees, e.g. a ``git archive`` export of main and this c
 each tree runs in a child process with that tree on PYTHONPATH and its own rules.yaml and
 model, on this tree's labelled mails, the trees taking turns ``--repeat`` times (a shared
 machine speeds up and slows down over minutes): load, the model alone and the whole
-decision on the labelled mails, short (300 characters) and 3 KB bodies; medians per tree
-and the new/old ratio.
+decision on the labelled mails, short (300 characters) and 3 KB bodies, and on the short
+and 3 KB bodies the decision's parts (the rules alone, the model's TF-IDF vector from the
+words, the heads' logits from the vector); medians per tree and the last/first ratio.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from pathlib import Path
 tree, data, repeat = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 from mailbot.app.training import load_labelled
 from mailbot.config import load_config
-from mailbot.core.classifier import load
+from mailbot.core.classifier import load, model_text
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import decide
 from mailbot.core.routing_text import RoutingText
@@ -99,9 +100,19 @@ def per_mail(run, batch):
 model = routing.model
 alone = lambda m: model.classify(m.subject, RoutingText(m.body, m.quoted))
 whole = lambda m: decide(m, routing)
+rules = replace(routing, model=None)
 for label, batch in (("labelled", mails), ("short", sized(300)), ("3k", sized(3000))):
     out[f"model {label}"] = per_mail(alone, batch)
     out[f"decision {label}"] = per_mail(whole, batch)
+    if label == "labelled":
+        continue
+    # the decision's parts, each on inputs made before: the rules alone (no model), the
+    # model's TF-IDF vector from the words, the heads' logits from the vector
+    out[f"  rules {label}"] = per_mail(lambda m: decide(m, rules), batch)
+    words = {id(m): model_text(m.subject, RoutingText(m.body, m.quoted)) for m in batch}
+    out[f"  vector {label}"] = per_mail(lambda m: model.vector(*words[id(m)]), batch)
+    vectors = {id(m): model.vector(*words[id(m)]) for m in batch}
+    out[f"  heads {label}"] = per_mail(lambda m: model.heads_logits(*vectors[id(m)]), batch)
 print(json.dumps(out))
 """
 

@@ -117,13 +117,15 @@ class Head:
         )
 
 
-# Words (and word pairs) whose rows are kept; when full, they start again (bounded memory
-# in a worker). About 350 bytes a word and its pairs, by estimate. bench/run.py --parts rss
-# (20,000 vs 1,000 mails of numbered files): 50,000 -> 1.16x (+17.9 MB), 10,000 -> 1.13x
-# (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
+# Words whose rows are kept; when full, they start again (bounded memory in a worker).
+# About 350 bytes a word, by estimate. bench/run.py --parts rss (20,000 vs 1,000 mails of
+# numbered files, when word pairs were kept too): 50,000 -> 1.16x (+17.9 MB), 10,000 ->
+# 1.13x (+14.9 MB), one run each; a reset costs one hashing of the words seen again.
 CACHE_LIMIT = 10_000
 _CRC_PAIR, _CRC_QUOTED = zlib.crc32(b"b:"), zlib.crc32(b"q:")
+_UNSEEN = np.iinfo(np.int32).max  # _Rows._first between mails: no position yet
 _SHIFT_MAX = 64  # the longest shift (in bytes) the tables hold; longer ones are chained
+_LANES = np.array([0, 256, 512, 768])  # where each byte of the register's tables start
 
 
 @lru_cache(maxsize=1)
@@ -171,13 +173,16 @@ class _Table:
         self.ids: dict[str, int] = {}
         self.crc = np.zeros(1024, dtype=np.uint32)  # crc32 of the word's UTF-8 bytes
         self.size = np.zeros(1024, dtype=np.int64)  # their number
-        self.prefix = np.zeros(1024, dtype=np.uint32)  # crc32 of "b:word "
+        self.prefix = np.zeros(1024, dtype="<u4")  # crc32 of "b:word ", bytes low first
+        # The offsets in _shift_tables of a shift by the word's size, for each of the
+        # register's four bytes (the lanes): size * 1024 + 0, 256, 512, 768.
+        self.lanes = np.zeros((1024, 4), dtype=np.int64)
+        self.longest = 0  # the most bytes of a word: over _SHIFT_MAX, _shift chains
         self.quoted = np.zeros(1024, dtype=np.int32)  # the row of "q:word", or -1
         self.start = np.zeros(1024, dtype=np.int64)  # its n-grams' rows: flat[start:+count]
         self.count = np.zeros(1024, dtype=np.int64)
         self.flat = np.zeros(16384, dtype=np.int32)
         self.used = 0
-        self.pairs: dict[int, int] = {}  # (first id << 32 | second id) -> row, or -1
 
     def add(self, word: str, row: Mapping[int, int]) -> int:
         """A new word's id, its features hashed once (``_word_features``, uncached)."""
@@ -185,6 +190,7 @@ class _Table:
         if index == len(self.crc):
             for name in ("crc", "size", "prefix", "quoted", "start", "count"):
                 setattr(self, name, np.resize(getattr(self, name), 2 * index))
+            self.lanes = np.resize(self.lanes, (2 * index, 4))
         data = word.encode("utf-8", "surrogatepass")
         found = (row.get(f, -1) for f in _word_features.__wrapped__(word))
         rows = [r for r in found if r >= 0]
@@ -192,6 +198,8 @@ class _Table:
             self.flat = np.resize(self.flat, 2 * (self.used + len(rows)))
         self.flat[self.used : self.used + len(rows)] = rows
         self.crc[index], self.size[index] = zlib.crc32(data), len(data)
+        self.lanes[index] = _LANES + 1024 * min(len(data), _SHIFT_MAX)
+        self.longest = max(self.longest, len(data))
         self.prefix[index] = zlib.crc32(b" ", zlib.crc32(data, _CRC_PAIR))
         self.quoted[index] = row.get(zlib.crc32(data, _CRC_QUOTED) & _MASK, -1)
         self.start[index], self.count[index] = self.used, len(rows)
@@ -205,18 +213,23 @@ class _Rows:
     look-up per word, then numpy for the whole mail — the n-grams' rows of each distinct
     word, every bigram's CRC-32 from its two words' (no text built, no hash called), the
     quoted words' rows (issue 14, point 5). Features unknown to the model are dropped
-    here, as ``tfidf`` drops them. A lock keeps the table whole between threads."""
+    here, as ``tfidf`` drops them. A lock keeps the table (and the scratch array of
+    ``_first_order``) whole between threads."""
 
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
         self._features = features
         self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
+        # The hashed ids as uint32 (a CRC's type) with a sentinel past the last (no id
+        # reaches 2**24): a binary search's answer is always an index, equality the check.
+        self._keys = np.append(features, 1 << HASH_BITS).astype(np.uint32)
         self._table = _Table()
         self._lock = threading.Lock()
         self._shifts = _shift_tables()
+        self._first = np.full(len(features) + 1, _UNSEEN, dtype=np.int32)
 
     def counts(
         self, own: list[str], quoted: list[str]
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
         """``raw_counts``'s features the model knows, as (rows, counts) in its order of
         first appearance: the n-grams of each distinct word (counted as often as the word),
         then the bigrams, then the quoted words."""
@@ -235,10 +248,10 @@ class _Rows:
             sequence = np.concatenate(
                 [table.flat[gather], self._pairs(table, own_ids), quoted_rows]
             )
-            sequence = sequence[sequence >= 0]
-            weights = np.ones(len(sequence), dtype=np.int64)
-            weights[: len(gather)] = np.repeat(np.fromiter(distinct.values(), np.int64), sizes)
-        return _first_order(sequence, weights)
+            weights = np.ones(len(sequence), dtype=np.float64)
+            weights[: len(gather)] = np.repeat(np.fromiter(distinct.values(), np.float64), sizes)
+            known = sequence >= 0
+            return self._first_order(sequence[known], weights[known])
 
     def _ids(self, table: _Table, words: list[str]) -> npt.NDArray[np.intp]:
         found = [*map(table.ids.get, words)]
@@ -249,45 +262,41 @@ class _Rows:
         return np.array(found, dtype=np.intp)
 
     def _pairs(self, table: _Table, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
-        """The row of each bigram of the words ``ids`` (-1: unknown to the model), kept by
-        pair of ids; the new ones hashed all at once from their words' CRC-32s."""
-        keys = ((ids[:-1] << 32) | ids[1:]).tolist()
-        found = [*map(table.pairs.get, keys)]
-        if None in found:
-            if len(table.pairs) >= CACHE_LIMIT:  # bounded, as the words are
-                table.pairs.clear()
-            new = np.array([i for i, row in enumerate(found) if row is None], dtype=np.intp)
-            first, second = ids[new], ids[new + 1]
-            crcs = _shift(table.prefix[first], table.size[second], self._shifts)
-            rows = self._rows_of(crcs ^ table.crc[second]).tolist()
-            for i, row in zip(new.tolist(), rows, strict=True):
-                found[i] = table.pairs[keys[i]] = row
-        return np.array(found, dtype=np.int32)
+        """The row of each bigram of the words ``ids`` (-1: unknown to the model), all
+        hashed at once from their words' CRC-32s: a vector operation per step, cheaper than
+        a dictionary of the pairs seen (a 3 KB mail brings hundreds of new ones)."""
+        first, second = ids[:-1], ids[1:]
+        sizes = table.size[second] if table.longest > _SHIFT_MAX else None
+        if sizes is not None and len(sizes) and sizes.max() > _SHIFT_MAX:  # over 64 bytes
+            shifted = _shift(table.prefix[first], sizes, self._shifts)  # chained
+        else:  # the four look-ups of each pair at once, its register's bytes as a view
+            lanes = table.prefix[first].view(np.uint8).reshape(-1, 4)
+            shifted = np.bitwise_xor.reduce(self._shifts[table.lanes[second] + lanes], axis=1)
+        return self._rows_of(shifted ^ table.crc[second])
 
-    def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+    def _rows_of(self, crcs: npt.NDArray[np.uint32]) -> npt.NDArray[np.int32]:
         """The row of each hashed feature ``crcs & _MASK`` (-1: unknown to the model)."""
-        hashed = (crcs & _MASK).astype(np.int64)
-        rows = np.searchsorted(self._features, hashed)
-        rows[rows >= len(self._features)] = 0
-        rows[self._features[rows] != hashed] = -1
-        return rows
+        hashed = crcs & np.uint32(_MASK)
+        rows = self._keys.searchsorted(hashed)
+        return np.where(self._keys[rows] == hashed, rows, -1).astype(np.int32)
 
-
-def _first_order(
-    sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
-    """Each distinct value of ``sequence`` in order of first appearance with the sum of its
-    weights (a Counter's items): one sort of (value, position) pairs finds each value's
-    first position and sum; they are put back at those positions, read in order."""
-    if not len(sequence):  # no feature the model knows
-        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
-    keys = np.sort((sequence.astype(np.int64) << 32) | np.arange(len(sequence)))
-    values = keys >> 32
-    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
-    at = np.zeros(len(sequence), dtype=np.int64)  # a sum where a value first appears
-    at[keys[starts] & 0xFFFFFFFF] = np.add.reduceat(weights[keys & 0xFFFFFFFF], starts)
-    positions = np.flatnonzero(at)  # every weight is positive
-    return sequence[positions].astype(np.intp), at[positions]
+    def _first_order(
+        self, sequence: npt.NDArray[np.int32], weights: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """Each distinct row of ``sequence`` in order of first appearance with the sum of
+        its weights (a Counter's items), without a sort: the scratch array ``_first``
+        (one slot per row of the vocabulary, ``_UNSEEN`` between mails) takes the lowest
+        position of each row (``np.minimum.at``); a position that is its row's first keeps
+        the row and the weights summed over its row (``bincount`` by first position)."""
+        positions = np.arange(len(sequence), dtype=np.int32)
+        try:
+            np.minimum.at(self._first, sequence, positions)
+            first = self._first[sequence]
+        finally:  # clean for the next mail whatever happens (a stale slot: a wrong order)
+            self._first[sequence] = _UNSEEN
+        leads = first == positions
+        sums = np.bincount(first, weights, minlength=len(sequence))
+        return sequence[leads].astype(np.intp), sums[leads]
 
 
 @dataclass(frozen=True)
@@ -300,18 +309,17 @@ class Classifier:
     meta: Mapping[str, Any]
     path: Path | None = None
     _rows: _Rows = field(init=False, repr=False, compare=False)
-    _coefs: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
+    _coefs: tuple[npt.NDArray[np.float32], ...] = field(init=False, repr=False, compare=False)
     _intercepts: npt.NDArray[np.float32] = field(init=False, repr=False, compare=False)
     _bounds: tuple[tuple[str, int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         heads = self.heads.values()
-        coefs = np.concatenate([h.coef for h in heads], axis=1) if heads else np.zeros((0, 0))
         intercepts = np.concatenate([h.intercept for h in heads]) if heads else np.zeros(0)
         bounds = tuple(itertools.accumulate((len(h.classes) for h in heads), initial=0))
         for name, value in (
             ("_rows", _Rows(self.features)),
-            ("_coefs", np.ascontiguousarray(coefs)),
+            ("_coefs", tuple(np.ascontiguousarray(h.coef) for h in heads)),  # no copy
             ("_intercepts", intercepts),
             ("_bounds", tuple(zip(self.heads, bounds, bounds[1:], strict=False))),
         ):
@@ -342,13 +350,13 @@ class Classifier:
         self, rows: npt.NDArray[np.intp], values: npt.NDArray[np.float32]
     ) -> dict[str, npt.NDArray[np.float32]]:
         """Each head's logits for a TF-IDF vector."""
-        # All heads' coefficients side by side: one gather of the mail's rows (``np.take``,
-        # faster than ``coef[rows]``; four cost more, a row's cache lines read four times);
-        # each head's product on its own contiguous copy, as one head alone computes it
-        # (tests/classifier_reference.py), so that the sums are the same to the bit; the
-        # intercepts added to all the heads at once.
-        gathered = np.take(self._coefs, rows, axis=0)
-        products = [values @ gathered[:, start:end].copy() for _, start, end in self._bounds]
+        # Each head's rows gathered from its own coefficients (``take``, no bounds check:
+        # the rows come from the vocabulary), contiguous as ``coef[rows]`` is, so that its
+        # product is the one tests/classifier_reference.py computes, to the bit; the
+        # intercepts added to all the heads at once. One gather from all heads side by side
+        # then a copy of each head's columns cost 1.7x more on 3 KB mails (the narrow strided
+        # copies), bench/README.md "Issue 14, sixth session".
+        products = [values @ coef.take(rows, axis=0, mode="clip") for coef in self._coefs]
         said = np.concatenate(products) + self._intercepts
         return {name: said[start:end] for name, start, end in self._bounds}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import compress
@@ -189,12 +189,11 @@ class KeywordMatcher:
     def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
         """Each list that matched: its distinct matched texts, in order of appearance."""
         tokens, single, pairs = words.tokens, self._single, self._pairs
-        found: dict[int, list[tuple[int, int, int]]] = {}
+        found: list[tuple[int, int, int, int]] = []  # (list, start, rank, end) of each match
         # Most words start no phrase: find those that do with C-level iteration alone
         # (``compress`` over a dict's ``__contains__``), no Python step per word or pair.
         for start in compress(range(len(tokens)), map(single.__contains__, tokens)):
-            for phrase in single[tokens[start]]:
-                found.setdefault(phrase.list_id, []).append((start, phrase.rank, start + 1))
+            found += [(p.list_id, start, p.rank, start + 1) for p in single[tokens[start]]]
         pairs_at = map(pairs.__contains__, itertools.pairwise(tokens))
         for start in compress(range(len(tokens) - 1), pairs_at):
             for phrase in pairs[tokens[start], tokens[start + 1]]:
@@ -204,16 +203,24 @@ class KeywordMatcher:
                     end <= len(tokens)
                     and all(map(frozenset.__contains__, rest, tokens[start + 2 : end]))
                 ):
-                    found.setdefault(phrase.list_id, []).append((start, phrase.rank, end))
-        return {list_id: _leftmost(words, spans) for list_id, spans in sorted(found.items())}
+                    found.append((phrase.list_id, start, phrase.rank, end))
+        return _leftmost(words, found)
 
 
-def _leftmost(words: Words, found: Sequence[tuple[int, int, int]]) -> tuple[str, ...]:
-    """What ``findall`` keeps: at each start the best-ranked match, none overlapping."""
+def _leftmost(words: Words, found: list[tuple[int, int, int, int]]) -> dict[int, tuple[str, ...]]:
+    """What ``findall`` keeps of each list: at each start the best-ranked match, none
+    overlapping; every list's matches in one sort, by list, start and rank."""
+    lists: dict[int, tuple[str, ...]] = {}
     texts: dict[str, None] = {}
-    after = 0
-    for start, _rank, end in sorted(found):
+    current, after = -1, 0
+    for list_id, start, _rank, end in sorted(found):
+        if list_id != current:
+            if texts:
+                lists[current] = tuple(texts)
+            current, after, texts = list_id, 0, {}
         if start >= after:
             texts.setdefault(words.text(start, end))
             after = end
-    return tuple(texts)
+    if texts:
+        lists[current] = tuple(texts)
+    return lists
