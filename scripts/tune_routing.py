@@ -118,6 +118,16 @@ COMPLAINT_GRID: dict[str, list[Any]] = {
 }
 
 
+# How the folds are cut (``training.groups_of``): None or "random", mails shuffled; "source",
+# each labelled folder (one writer) held out whole (``--folds-by source``, round 8).
+FOLDS_BY: str | None = None
+
+
+def fold_plan(samples: Sequence[Any], k: int) -> list[list[int]]:
+    """The k folds of ``samples`` as ``FOLDS_BY`` cuts them (``training.folds``)."""
+    return training.folds(len(samples), k, groups=training.groups_of(samples, FOLDS_BY))
+
+
 def remember_tallies() -> None:
     """The rules' tally of a mail does not depend on the settings: computed once per mail.
     (The mail is kept in the cache with its tally, so its id cannot be reused.)"""
@@ -199,7 +209,7 @@ class Result:
 
 
 def kfold(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any) -> Any:
-    parts = zip(training.folds(len(samples), len(models)), models, strict=True)
+    parts = zip(fold_plan(samples, len(models)), models, strict=True)
     return scored_parts(samples, list(parts), routing, settings)
 
 
@@ -226,7 +236,7 @@ def fold_models(
     temperature: float = 1.0,
 ) -> list[Any]:
     models = []
-    for held in training.folds(len(samples), k):
+    for held in fold_plan(samples, k):
         held_set = set(held)
         kept = [s for i, s in enumerate(samples) if i not in held_set]
         fitted = training.fit(
@@ -244,7 +254,7 @@ def fold_models(
 def held_logits(samples: Sequence[Any], models: list[Any], head: str) -> list[list[Any]]:
     """Per fold, (logits, index of the right class or None) of ``head`` for its held mails."""
     found = []
-    for held, model in zip(training.folds(len(samples), len(models)), models, strict=True):
+    for held, model in zip(fold_plan(samples, len(models)), models, strict=True):
         classes = model.heads[head].classes
         rows = []
         for i in held:
@@ -377,7 +387,7 @@ def moves(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any
     unheld = settings.model_copy(update={"min_confidence": 0.0, "min_confidence_by_service": {}})
     found: list[Any] = []
     for index, (held, model) in enumerate(
-        zip(training.folds(len(samples), len(models)), models, strict=True)
+        zip(fold_plan(samples, len(models)), models, strict=True)
     ):
         fold = training.with_model(routing, model, unheld)
         for i in held:
@@ -458,9 +468,9 @@ def per_fold(samples: Sequence[Any], k: int, scored: Any) -> str:
     as ``kfold`` gives it, fold after fold."""
     by_fold: list[list[float]] = []
     start = 0
-    for held in training.folds(len(samples), k):
+    for held in fold_plan(samples, k):
         part = training.Scored()
-        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+        for name in training.SCORED_FIELDS:
             getattr(part, name).extend(getattr(scored, name)[start : start + len(held)])
         start += len(held)
         precision, recall = part.precision_recall("reclamation")
@@ -481,7 +491,7 @@ def complaint_counts(
     """For each complaint bars of the grid: per fold (right complaints, complaints decided,
     complaints expected)."""
     k, found = len(models), []
-    folds = training.folds(len(samples), k)
+    folds = fold_plan(samples, k)
     for values in [
         dict(zip(COMPLAINT_GRID, combo, strict=True))
         for combo in itertools.product(*COMPLAINT_GRID.values())

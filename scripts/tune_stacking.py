@@ -59,7 +59,7 @@ def all_answers(
 ) -> tuple[dict[int, Any], dict[tuple[int, int], dict[int, Any]]]:
     """(outer: each mail's answer by its fold's model; inner: per (f, g), the answers on
     fold g of the model trained without folds f and g)."""
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     outer: dict[int, Any] = {}
     for held in folds:
         outer.update(answers(samples, held, fit, cache))
@@ -203,7 +203,7 @@ def nested(
     stack_c: float | None,
 ) -> tuple[Any, list[Any]]:
     """The nested k-fold: per outer fold, regressions and bars from the inner answers only."""
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     parts, chosen = [], []
     for f in range(k):
         groups = {g: folds[g] for g in range(k) if g != f}
@@ -217,7 +217,7 @@ def nested(
     scored = training.Scored()
     for f, model, picked in parts:
         part = tune_routing.scored_parts(samples, [(folds[f], model)], routing, picked)
-        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+        for name in training.SCORED_FIELDS:
             getattr(scored, name).extend(getattr(part, name))
     return scored, chosen
 
@@ -231,7 +231,7 @@ def report(label: str, samples: Sequence[Any], k: int, scored: Any) -> None:
 
 def min_fold_precision(samples: Sequence[Any], k: int, scored: Any) -> float:
     start, worst = 0, 1.0
-    for held in training.folds(len(samples), k):
+    for held in tune_routing.fold_plan(samples, k):
         pairs = scored.categories[start : start + len(held)]
         start += len(held)
         tp = sum(e == g == "reclamation" for e, g in pairs)
@@ -270,7 +270,7 @@ ROUND5 = {
 
 def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -> None:
     """The figures of the mails of ``old`` folders and of the others, apart."""
-    order = [i for held in training.folds(len(samples), k) for i in held]
+    order = [i for held in tune_routing.fold_plan(samples, k) for i in held]
     groups: list[tuple[str, Any]] = [
         ("older folders", lambda source: source in old),
         ("new folders", lambda source: source not in old),
@@ -280,7 +280,7 @@ def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -
         part = training.Scored()
         for position, i in enumerate(order):
             if keep(samples[i].source):
-                for field in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+                for field in training.SCORED_FIELDS:
                     getattr(part, field).append(getattr(scored, field)[position])
         if part.count:
             print(tune_routing.Result(f"  {name} ({part.count})", part).line())
@@ -290,7 +290,7 @@ def shipped_bars(
     samples: Sequence[Any], k: int, outer: dict[int, Any], routing: Any, settings: Any, c: float
 ) -> None:
     """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside."""
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     groups = dict(enumerate(folds))
     answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
     picked = choose(samples, groups, answers_of, routing, settings, c)
@@ -349,7 +349,14 @@ def main() -> None:
         help="no complaint bars chosen: these (complaint_model_min=0.4,...) for every fold",
     )
     parser.add_argument("--skip-round5", action="store_true", help="skip round 5's line")
+    parser.add_argument(
+        "--folds-by",
+        choices=["random", "source"],
+        default="random",
+        help="source: each labelled folder (one writer) held out whole (round 8)",
+    )
     args = parser.parse_args()
+    tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT
     MARGIN, TUNE_COMPLAINT = args.margin, args.complaint_as is None
     if args.budget is not None:
@@ -380,7 +387,7 @@ def main() -> None:
             update={**args.complaint_as, "complaint_model_sure": None if sure < 0 else sure}
         )
     k = args.folds
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     if args.cross:
         inner = {(f, g): {i: outer[i] for i in folds[g]} for f in range(k) for g in range(k)}
     if args.ship is not None:

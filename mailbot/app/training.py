@@ -254,6 +254,7 @@ class Scored:
     moved: list[bool] = field(default_factory=list)  # transferred or re-oriented
     to_check: list[bool] = field(default_factory=list)
     mailboxes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # each mail's folder (``by_source``)
     # (expected, the service the mail is recorded at): a held mail stays at its mailbox's own
     # service (app/intake), so a right guess held "to check" is not yet a right routing.
     landed: list[tuple[str, str]] = field(default_factory=list)
@@ -266,6 +267,7 @@ class Scored:
         self.moved.append(decision.service != own and not decision.to_check)
         self.to_check.append(decision.to_check)
         self.mailboxes.append(sample.facts.mailbox)
+        self.sources.append(Path(sample.source).name)
 
     @property
     def count(self) -> int:
@@ -282,12 +284,29 @@ class Scored:
         """Mails moved automatically (transfer or re-orientation) to the wrong place."""
         return sum(m and e != g for m, (e, g) in zip(self.moved, self.services, strict=True))
 
+    def part(self, keep: Sequence[bool]) -> Scored:
+        """The same figures for the mails ``keep`` marks (in the order they were added)."""
+        found = Scored()
+        for name in SCORED_FIELDS:
+            mine = getattr(self, name)
+            getattr(found, name).extend(x for x, kept in zip(mine, keep, strict=True) if kept)
+        return found
+
+    def by_source(self) -> dict[str, Scored]:
+        """The figures of each source folder apart (a writer's mails under grouped folds)."""
+        return {
+            name: self.part([s == name for s in self.sources]) for name in sorted(set(self.sources))
+        }
+
     def precision_recall(self, label: str, which: str = "category") -> tuple[float, float]:
         pairs = self.categories if which == "category" else self.services
         tp = sum(e == g == label for e, g in pairs)
         decided = sum(g == label for _, g in pairs)
         expected = sum(e == label for e, _ in pairs)
         return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
+
+
+SCORED_FIELDS = ("services", "categories", "moved", "to_check", "mailboxes", "sources", "landed")
 
 
 def with_model(
@@ -308,10 +327,46 @@ def score(samples: Iterable[Sample], routing: CompiledRouting) -> Scored:
     return scored
 
 
-def folds(count: int, k: int, seed: int = 13) -> list[list[int]]:
+def folds(
+    count: int, k: int, seed: int = 13, groups: Sequence[str] | None = None
+) -> list[list[int]]:
+    """The k folds of ``count`` samples (their indices): shuffled at random, or with
+    ``groups`` (one name per sample) whole groups held out together (``grouped_folds``)."""
+    if groups is not None:
+        return grouped_folds(groups, k)
     order = list(range(count))
     random.Random(seed).shuffle(order)
     return [order[i::k] for i in range(k)]
+
+
+FOLDS_BY = ("random", "source")  # the ways ``routing evaluate|train --folds-by`` cut the folds
+
+
+def grouped_folds(groups: Sequence[str], k: int) -> list[list[int]]:
+    """Folds that never split a group (a writer's folder): a random k-fold puts some of each
+    writer's mails in every fold, so the models learn the writer's habits and the k-fold
+    overstates what mail from another hand gets. The largest group first goes to the fold with
+    the fewest mails so far (the counts balanced); with ``k`` at least the number of groups,
+    one group per fold (leave one group out). Deterministic: the same data, the same folds."""
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(groups):
+        members.setdefault(name, []).append(i)
+    order = sorted(members, key=lambda name: (-len(members[name]), name))
+    found: list[list[int]] = [[] for _ in range(min(k, len(order)))]
+    for name in order:
+        smallest = min(range(len(found)), key=lambda f: (len(found[f]), f))
+        found[smallest].extend(members[name])
+    return found
+
+
+def groups_of(samples: Sequence[Sample], by: str | None) -> list[str] | None:
+    """Each sample's group for ``folds`` (``source``: its folder's last name), or None for a
+    random k-fold (``random`` or None)."""
+    if by in (None, "random"):
+        return None
+    if by != "source":
+        raise ConfigError("--folds-by", str(by), f"one of {', '.join(FOLDS_BY)}")
+    return [Path(s.source).name for s in samples]
 
 
 def out_of_fold(
@@ -321,12 +376,14 @@ def out_of_fold(
     train: Callable[[Sequence[Sample]], Classifier] = fit,
     cache: Path | None = None,
     fit_key: Mapping[str, Any] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[int, dict[str, Prediction]]:
     """Each sample's answers by the model of its fold, trained on the other folds (plus
     ``extra``, e.g. the agents' corrections, never answered). ``cache``: a folder where each
-    fold's answers are kept (``held_answers``), ``fit_key`` naming ``train``'s settings."""
+    fold's answers are kept (``held_answers``), ``fit_key`` naming ``train``'s settings.
+    ``groups``: whole groups held out together (``folds``)."""
     said: dict[int, dict[str, Prediction]] = {}
-    for held in folds(len(samples), k):
+    for held in folds(len(samples), k, groups=groups):
         said.update(held_answers(samples, held, train, extra, cache, fit_key or {}))
     return said
 
@@ -371,12 +428,14 @@ def cross_scores(
     settings: RoutingModelConfig,
     k: int = 5,
     stack: bool = True,
+    groups: Sequence[str] | None = None,
 ) -> tuple[Scored, Scored]:
     """(rules and model, rules alone) on every sample from its out-of-fold answers, each
-    fold's stacked regressions trained on the other folds' answers (``stack``)."""
+    fold's stacked regressions trained on the other folds' answers (``stack``); ``groups``
+    as ``out_of_fold``'s (the same folds)."""
     combined, alone = Scored(), Scored()
     rules = with_model(routing, None, None)
-    for held in folds(len(samples), k):
+    for held in folds(len(samples), k, groups=groups):
         held_set = set(held)
         others = {i: answer for i, answer in said.items() if i not in held_set}
         meta = {"stack": fit_stacks(samples, others, routing)} if stack else {}
@@ -395,9 +454,13 @@ def cross_validate(
     k: int = 5,
     extra: Sequence[Sample] = (),
     train: Callable[[Sequence[Sample]], Classifier] = fit,
+    groups: Sequence[str] | None = None,
+    cache: Path | None = None,
+    fit_key: Mapping[str, Any] | None = None,
 ) -> tuple[Scored, Scored]:
     """(rules and model, rules alone) by k-fold: ``out_of_fold`` then ``cross_scores``."""
-    return cross_scores(samples, out_of_fold(samples, k, extra, train), routing, settings, k)
+    said = out_of_fold(samples, k, extra, train, cache, fit_key, groups)
+    return cross_scores(samples, said, routing, settings, k, groups=groups)
 
 
 def settings_for(config: Config) -> RoutingModelConfig:
