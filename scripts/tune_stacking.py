@@ -24,6 +24,7 @@ Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ import tune_routing  # noqa: E402
 
 from mailbot.app import training  # noqa: E402
 from mailbot.config import load_config  # noqa: E402
+from mailbot.core import classifier, combine  # noqa: E402
 from mailbot.core.routing import decide  # noqa: E402
 
 
@@ -81,6 +83,7 @@ STACK_KINDS: dict[str, tuple[str, ...]] | None = None  # the stacked inputs (Non
 STACK_WEIGHTS: dict[str, float] | None = None  # per-source weights of the stacked regressions
 TUNE_COMPLAINT = True  # False: the complaint bars as given (service experiments, faster)
 MARGIN = False  # a move's confidence: its probability's lead over the mailbox's service
+PER_SOURCE = False  # the figures of each source folder printed too (``--per-source``)
 # Round 7: a third of round 6's grid (the machine is shared); round 6 chose
 # complaint_min_confidence 0 on every fold, complaint_model_min 0.3-0.5, sure 0.7-0.8.
 COMPLAINT_GRID: dict[str, list[Any]] = {
@@ -268,35 +271,112 @@ ROUND5 = {
 }
 
 
-def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -> None:
-    """The figures of the mails of ``old`` folders and of the others, apart."""
-    order = [i for held in tune_routing.fold_plan(samples, k) for i in held]
-    groups: list[tuple[str, Any]] = [
-        ("older folders", lambda source: source in old),
-        ("new folders", lambda source: source not in old),
-        ("dev half", lambda source: source.endswith("corpus/dev")),
+def by_source(scored: Any, old: Sequence[str]) -> None:
+    """The figures of the mails of ``old`` folders and of the others apart, then (``--per-source``)
+    of each source folder."""
+    olds = {Path(name).name for name in old}
+    groups = [
+        ("older folders", [s in olds for s in scored.sources]),
+        ("new folders", [s not in olds for s in scored.sources]),
+        ("dev half", [s == "dev" for s in scored.sources]),
     ]
+    if PER_SOURCE:
+        names = sorted(set(scored.sources))
+        groups += [(name, [s == name for s in scored.sources]) for name in names]
     for name, keep in groups:
-        part = training.Scored()
-        for position, i in enumerate(order):
-            if keep(samples[i].source):
-                for field in training.SCORED_FIELDS:
-                    getattr(part, field).append(getattr(scored, field)[position])
+        part = scored.part(keep)
         if part.count:
             print(tune_routing.Result(f"  {name} ({part.count})", part).line())
 
 
 def shipped_bars(
-    samples: Sequence[Any], k: int, outer: dict[int, Any], routing: Any, settings: Any, c: float
-) -> None:
-    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside."""
+    samples: Sequence[Any],
+    k: int,
+    outer: dict[int, Any],
+    routing: Any,
+    settings: Any,
+    c: float,
+    model: Any,
+) -> bool:
+    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside,
+    then raised where they would move one of the guide's cases (``guarded``, with ``model``,
+    the one to ship). False: a guide case no bar can keep (refused)."""
     folds = tune_routing.fold_plan(samples, k)
     groups = dict(enumerate(folds))
     answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
     picked = choose(samples, groups, answers_of, routing, settings, c)
-    print("\nshipped bars (chosen on all folds):")
+    print("\nbars chosen on all folds:")
     print(f"  min_confidence_by_service: {picked.min_confidence_by_service}")
-    print("  " + str({n: getattr(picked, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+    kept = guarded(routing, model, picked, tune_routing.guide_cases())
+    if kept is None:
+        return False
+    print("\nshipped bars (the guide's cases of tests/test_routing.py decided as written):")
+    print(f"  min_confidence_by_service: {kept.min_confidence_by_service}")
+    print("  " + str({n: getattr(kept, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+    return True
+
+
+def guarded(routing: Any, model: Any, settings: Any, cases: Sequence[Any]) -> Any:
+    """``settings`` with the hold bars raised until ``model`` decides every guide case as
+    written: a case moved to the wrong service by a sure decision gets that service's bar
+    raised to the least step of ``tune_routing.BAR_GRID`` above its confidence (below the
+    bar, the hand-set rule decides and holds a move to check). None, and the cases printed,
+    when a case stays wrong whatever the bars (a category, or a move no bar holds)."""
+    for _ in range(len(cases) + 1):
+        shipped = training.with_model(routing, model, settings)
+        wrong = [
+            (facts, want, decision)
+            for facts, *want in cases
+            for decision in [decide(facts, shipped)]
+            if [decision.service, decision.category] != want
+        ]
+        bars = dict(settings.min_confidence_by_service)
+        for facts, want, decision in wrong:
+            confidence = decision.confidence["service"]
+            if decision.service != want[0] and confidence >= combine.hold_bar(
+                settings, decision.service
+            ):
+                bars[decision.service] = raised_bar(confidence)
+                print(
+                    f"  raised {decision.service} to {bars[decision.service]}: a guide case"
+                    f" ({facts.mailbox}: {facts.subject!r}) moved there at {confidence}"
+                )
+        if not wrong:
+            return settings
+        if bars == settings.min_confidence_by_service:
+            for facts, want, decision in wrong:
+                print(
+                    f"refused: guide case ({facts.mailbox}: {facts.subject!r}) decided"
+                    f" {decision.service}/{decision.category}, expected {'/'.join(want)}"
+                )
+            return None
+        settings = settings.model_copy(update={"min_confidence_by_service": bars})
+    return None
+
+
+def raised_bar(confidence: float) -> float:
+    """The least bar of the grid above ``confidence`` (1.01 above the grid: never moved)."""
+    return next((bar for bar in tune_routing.BAR_GRID if bar > confidence), 1.01)
+
+
+def final_model(
+    samples: Sequence[Any], fit: dict[str, Any], outer: dict[int, Any], routing: Any, cache: Path
+) -> Any:
+    """The model ``routing train`` ships for these samples: fitted on all of them (kept in
+    ``cache``), with the stacked regressions trained on the folds' answers ``outer``."""
+    import pickle
+
+    key = training.training_hash(samples) + repr(sorted(fit.items()))
+    path = cache / f"final-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if path.exists():
+        with path.open("rb") as handle:
+            base = pickle.load(handle)
+    else:
+        print("  fitting the final model on all mails", flush=True)
+        base = training.fit(samples, **fit)
+        with path.open("wb") as handle:
+            pickle.dump(base, handle)
+    return training.stacked(base, training.fit_stacks(samples, outer, routing))
 
 
 def weights_of(text: str) -> dict[str, float]:
@@ -320,6 +400,12 @@ def main() -> None:
         help="outer models only: inner answers are the other folds' out-of-fold answers",
     )
     parser.add_argument("--ship", type=float, help="print the bars to ship for this stack C")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="with --ship: the model file to ship, which decides the guide's cases (default:"
+        " fitted on all mails, its stacked regressions on the folds' answers)",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -355,9 +441,11 @@ def main() -> None:
         default="random",
         help="source: each labelled folder (one writer) held out whole (round 8)",
     )
+    parser.add_argument("--per-source", action="store_true", help="figures per source folder")
     args = parser.parse_args()
     tune_routing.FOLDS_BY = args.folds_by
-    global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT
+    global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
+    PER_SOURCE = args.per_source
     MARGIN, TUNE_COMPLAINT = args.margin, args.complaint_as is None
     if args.budget is not None:
         tune_routing.BAR_BUDGET = args.budget
@@ -370,7 +458,8 @@ def main() -> None:
         WORST_INNER_PRECISION = args.worst or None
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
     # the figures of the folders of the round before and of the new ones, apart
-    old = tune_routing.ROUND6 if len(samples) > 2000 else tune_routing.ROUND5
+    old = tune_routing.ROUND5 if len(samples) < 2000 else tune_routing.ROUND6
+    old = tune_routing.ROUND7 if len(samples) > 2867 else old
     fit: dict[str, Any] = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
@@ -391,20 +480,25 @@ def main() -> None:
     if args.cross:
         inner = {(f, g): {i: outer[i] for i in folds[g]} for f in range(k) for g in range(k)}
     if args.ship is not None:
-        shipped_bars(samples, k, outer, routing, base, args.ship)
+        if args.model:
+            model = classifier.load(args.model)
+        else:
+            model = final_model(samples, fit, outer, routing, args.cache)
+        if not shipped_bars(samples, k, outer, routing, base, args.ship, model):
+            sys.exit(1)
         return
     if not args.skip_round5:
         replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
         as_shipped = tune_routing.kfold(samples, replayed, routing, base)
         report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
-        by_source(samples, k, as_shipped, old)
+        by_source(as_shipped, old)
     for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
         stack_c = value if value > 0 else None  # 0: the hand-set combination
         scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
         report(
             f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
         )
-        by_source(samples, k, scored, old)
+        by_source(scored, old)
         for picked in chosen:
             print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
 
