@@ -379,6 +379,25 @@ def final_model(
     return training.stacked(base, training.fit_stacks(samples, outer, routing))
 
 
+def with_complaint_head(
+    samples: Sequence[Any], args: Any, fit: dict[str, Any], outer: dict[int, Any]
+) -> dict[int, Any]:
+    """The folds' answers with the complaint head refitted alone (round 8: its own C, or its
+    negatives of some categories weighing more), the other heads' answers as they were."""
+    head_fit = {
+        **fit,
+        "complaint_c": args.complaint_c,
+        "complaint_negatives": args.complaint_negatives,
+        "only": ("complaint",),
+    }
+    found = dict(outer)
+    for held in tune_routing.fold_plan(samples, args.folds):
+        said = answers(samples, held, head_fit, args.cache)
+        for i in held:
+            found[i] = {**outer[i], "complaint": said[i]["complaint"]}
+    return found
+
+
 def weights_of(text: str) -> dict[str, float]:
     """``dev=2,routing=0.5`` → {"dev": 2.0, "routing": 0.5} (a source folder's last name)."""
     pairs = (item.split("=") for item in text.split(",") if item)
@@ -442,6 +461,13 @@ def main() -> None:
         help="source: each labelled folder (one writer) held out whole (round 8)",
     )
     parser.add_argument("--per-source", action="store_true", help="figures per source folder")
+    parser.add_argument("--complaint-c", type=float, help="the complaint head's own C")
+    parser.add_argument(
+        "--complaint-negatives",
+        type=weights_of,
+        help="the complaint head's negatives of these categories weigh more:"
+        " etat-avancement=2,rendez-vous=2",
+    )
     args = parser.parse_args()
     tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
@@ -465,6 +491,8 @@ def main() -> None:
         fit["source_weights"] = args.weights
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
     outer, inner = all_answers(samples, args.folds, fit, args.cache, nested=not args.cross)
+    if args.complaint_c or args.complaint_negatives:
+        outer = with_complaint_head(samples, args, fit, outer)
     if args.answers_only:
         return
     routing = training.base_routing(config)

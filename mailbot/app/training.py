@@ -169,18 +169,24 @@ def fit(
     service_weight: str | None = SERVICE_WEIGHT,
     temperature: float = TEMPERATURE,
     source_weights: Mapping[str, float] | None = None,
+    complaint_c: float | None = None,
+    complaint_negatives: Mapping[str, float] | None = None,
+    only: Sequence[str] | None = None,
 ) -> Classifier:
     """A model trained on ``samples``: service, category, re-orientation target and
     complaint heads. The complaint head is a binary regression (``complaint`` or not) of
     its own: one question asked of all the data gates the category that feeds the audit.
     The service and category heads are calibrated by ``temperature``. ``source_weights``:
-    a weight per source folder (``sample_weights``), else every mail weighs one."""
+    a weight per source folder (``sample_weights``), else every mail weighs one.
+    ``complaint_c``: the complaint head's own C (None: ``c``); ``complaint_negatives``: a
+    weight per category for the complaint head's negatives (the look-alikes: relances,
+    slot requests); ``only``: these heads alone (tuning one head without refitting all)."""
     counts = [raw_counts(*s.words) for s in samples]
     features, idf = _vocabulary(counts, min_df)
     matrix = _matrix(counts, features, idf)
     weights = sample_weights(samples, source_weights) if source_weights else None
     heads: dict[str, Head] = {}
-    for name in ("service", "category"):
+    for name in ("service", "category") if only is None else ():
         weight = service_weight if name == "service" else class_weight
         head = _head(matrix, [getattr(s, name) for s in samples], c, weight, weights)
         if head is None:
@@ -196,9 +202,18 @@ def fit(
     )
     if target is not None:
         heads["reorient"] = target
+    if only is not None:
+        heads = {}
     said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
-    gate = _head(matrix, said, c, class_weight, weights)
-    if gate is not None:
+    if complaint_negatives:
+        negatives = np.array(
+            [complaint_negatives.get(s.category, 1.0) for s in samples], dtype=np.float64
+        )
+        weights_c = negatives if weights is None else weights * negatives
+    else:
+        weights_c = weights
+    gate = _head(matrix, said, complaint_c or c, class_weight, weights_c)
+    if gate is not None and (only is None or "complaint" in only):
         heads["complaint"] = gate
     heads = calibrated(heads, temperature)
     meta = {
@@ -213,6 +228,8 @@ def fit(
         "temperature": temperature,
         "features": len(features),
         **({"source_weights": dict(source_weights)} if source_weights else {}),
+        **({"complaint_c": complaint_c} if complaint_c else {}),
+        **({"complaint_negatives": dict(complaint_negatives)} if complaint_negatives else {}),
     }
     return Classifier(features, idf, heads, meta)
 
