@@ -1,6 +1,7 @@
 """Round 6: the learned combiner (stacking) and the complaint regression, by nested k-fold.
 
-    python scripts/tune_stacking.py [--folds 5] [--labelled DIR ...] [--cache DIR]
+    python scripts/tune_stacking.py [--folds 5] [--folds-by source] [--labelled DIR ...]
+        [--cache DIR] [--cross] [--ship 1 [--model FILE]]
 
 Training data only (``tune_routing.DEFAULT``); the frozen test half is never read.
 
@@ -18,6 +19,13 @@ stand for the inner ones. ``--ship C``: the hold and complaint bars to put in ru
 chosen the same way on all folds. ``--stack-c 0`` scores the hand-set rule the same way.
 Round 7: the complaint bars are chosen for 97 % precision on *each* inner group (``--worst``);
 ``--weights``, ``--stack-weights``, ``--language``, ``--margin``: the variants tried (PLAN.md).
+Round 8: ``--folds-by source`` holds each labelled folder (one writer) out whole, so that
+every figure and every bar is chosen as for mail from a hand the models have never read (a
+random k-fold puts each writer's mails in every fold); ``--per-source`` prints each folder's
+figures; ``--complaint-c``, ``--complaint-negatives``: the complaint head refitted alone (its own
+C; its negatives of some categories weighing more). ``--ship`` checks the guide's cases of
+tests/test_routing.py with the model to ship (``--model``, else fitted here) and raises a hold
+bar that would move one to the wrong service (``guarded``); it refuses (exit 1) when no bar can.
 Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
@@ -462,6 +470,7 @@ def main() -> None:
     )
     parser.add_argument("--per-source", action="store_true", help="figures per source folder")
     parser.add_argument("--complaint-c", type=float, help="the complaint head's own C")
+    parser.add_argument("--c", type=float, help=f"the heads' C (default {training.DEFAULT_C})")
     parser.add_argument(
         "--complaint-negatives",
         type=weights_of,
@@ -486,7 +495,7 @@ def main() -> None:
     # the figures of the folders of the round before and of the new ones, apart
     old = tune_routing.ROUND5 if len(samples) < 2000 else tune_routing.ROUND6
     old = tune_routing.ROUND7 if len(samples) > 2867 else old
-    fit: dict[str, Any] = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
+    fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
