@@ -61,6 +61,9 @@ def add_routing_commands(commands: Any) -> None:
     train.add_argument(
         "--min-df", type=int, help="drop features seen in fewer training mails (default 2)"
     )
+    train.add_argument(
+        "--complaint-c", type=float, help="the complaint head's own C (default: --c's)"
+    )
     _cache_option(train)
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
@@ -198,10 +201,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     c = training.DEFAULT_C if args.c is None else args.c
     min_df = training.MIN_DF if args.min_df is None else args.min_df
 
-    def fit(chosen: Any) -> Any:
-        return training.fit(chosen, c=c, min_df=min_df)
+    key: dict[str, Any] = {"c": c, "min_df": min_df}
+    if args.complaint_c:
+        key["complaint_c"] = args.complaint_c
 
-    key = {"c": c, "min_df": min_df}
+    def fit(chosen: Any) -> Any:
+        return training.fit(chosen, **key)
+
     groups = training.groups_of(samples, args.folds_by)
     said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key, groups)
     combined, alone = training.cross_scores(

@@ -205,13 +205,12 @@ def fit(
     if only is not None:
         heads = {}
     said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
+    weights_c = weights
     if complaint_negatives:
         negatives = np.array(
             [complaint_negatives.get(s.category, 1.0) for s in samples], dtype=np.float64
         )
         weights_c = negatives if weights is None else weights * negatives
-    else:
-        weights_c = weights
     gate = _head(matrix, said, complaint_c or c, class_weight, weights_c)
     if gate is not None and (only is None or "complaint" in only):
         heads["complaint"] = gate
