@@ -32,6 +32,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-5a",
     "tests/data/corpus/train-5b",
     "tests/data/corpus/train-5c",
+    "tests/data/corpus/train-6a",
+    "tests/data/corpus/train-6b",
+    "tests/data/corpus/train-6c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 

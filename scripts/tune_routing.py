@@ -71,6 +71,9 @@ DEFAULT = [
     "tests/data/corpus/train-5a",  # round 7 too: 450 more mails that reached main meanwhile
     "tests/data/corpus/train-5b",
     "tests/data/corpus/train-5c",
+    "tests/data/corpus/train-6a",  # round 8: 450 mails by three writers in other voices (phone-
+    "tests/data/corpus/train-6b",  # typed, written for someone else, non-native French and
+    "tests/data/corpus/train-6c",  # mixed languages)
 ]
 ROUND5 = DEFAULT[:6]  # the 1517 mails of round 5 (figures with and without the new ones)
 ROUND6 = DEFAULT[:9]  # the 1967 mails of round 6

@@ -344,7 +344,9 @@ def guarded(routing: Any, model: Any, settings: Any, cases: Sequence[Any]) -> An
             if decision.service != want[0] and confidence >= combine.hold_bar(
                 settings, decision.service
             ):
-                bars[decision.service] = raised_bar(confidence)
+                bar = bars.get(decision.service, settings.min_confidence)
+                bar = max(bar, raised_bar(confidence))
+                bars[decision.service] = bar
                 print(
                     f"  raised {decision.service} to {bars[decision.service]}: a guide case"
                     f" ({facts.mailbox}: {facts.subject!r}) moved there at {confidence}"
