@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
     model = training.stacked(fit([*samples, *extra]), training.fit_stacks(samples, said, routing))
+    model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
     out = args.out or (
         Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
     )
