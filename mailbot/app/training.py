@@ -192,45 +192,75 @@ def fit(
         if head is None:
             raise ConfigError("training data", name, "needs at least two different labels")
         heads[name] = head
-    reoriented = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
-    target = _head(
-        matrix[reoriented],
-        [samples[i].reorient for i in reoriented],
-        c,
-        class_weight,
-        weights[reoriented] if weights is not None else None,
-    )
+    target = _reorient_head(matrix, samples, c, class_weight, weights) if only is None else None
     if target is not None:
         heads["reorient"] = target
-    if only is not None:
-        heads = {}
-    said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
-    weights_c = weights
-    if complaint_negatives:
-        negatives = np.array(
-            [complaint_negatives.get(s.category, 1.0) for s in samples], dtype=np.float64
+    if only is None or "complaint" in only:
+        gate = _complaint_head(
+            matrix, samples, complaint, complaint_c or c, class_weight, weights, complaint_negatives
         )
-        weights_c = negatives if weights is None else weights * negatives
-    gate = _head(matrix, said, complaint_c or c, class_weight, weights_c)
-    if gate is not None and (only is None or "complaint" in only):
-        heads["complaint"] = gate
+        if gate is not None:
+            heads["complaint"] = gate
     heads = calibrated(heads, temperature)
-    meta = {
-        "data_hash": training_hash(samples),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "samples": len(samples),
-        "sources": dict(Counter(s.source for s in samples)),
+    settings = {
         "c": c,
         "min_df": min_df,
         "class_weight": class_weight,
         "service_weight": service_weight,
         "temperature": temperature,
         "features": len(features),
-        **({"source_weights": dict(source_weights)} if source_weights else {}),
-        **({"complaint_c": complaint_c} if complaint_c else {}),
-        **({"complaint_negatives": dict(complaint_negatives)} if complaint_negatives else {}),
+        "source_weights": dict(source_weights or {}),
+        "complaint_c": complaint_c,
+        "complaint_negatives": dict(complaint_negatives or {}),
     }
-    return Classifier(features, idf, heads, meta)
+    return Classifier(features, idf, heads, _meta(samples, settings))
+
+
+def _meta(samples: Sequence[Sample], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's header: its data (hash, count, sources) and the fit's settings (those
+    left at their default of none are not written)."""
+    return {
+        "data_hash": training_hash(samples),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "samples": len(samples),
+        "sources": dict(Counter(s.source for s in samples)),
+        **{
+            name: value
+            for name, value in settings.items()
+            if value or name in ("class_weight", "service_weight")
+        },
+    }
+
+
+def _reorient_head(
+    matrix: Any,
+    samples: Sequence[Sample],
+    c: float,
+    class_weight: str | None,
+    weights: npt.NDArray[np.float64] | None,
+) -> Head | None:
+    """Where a re-oriented mail goes (mairie, CAF…), learned from the re-oriented mails."""
+    kept = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
+    picked = weights[kept] if weights is not None else None
+    return _head(matrix[kept], [samples[i].reorient for i in kept], c, class_weight, picked)
+
+
+def _complaint_head(
+    matrix: Any,
+    samples: Sequence[Sample],
+    complaint: str,
+    c: float,
+    class_weight: str | None,
+    weights: npt.NDArray[np.float64] | None,
+    negatives: Mapping[str, float] | None,
+) -> Head | None:
+    """The binary complaint head; ``negatives``: a weight per category of the non-complaints
+    (the look-alikes written in a complaint's words may count more)."""
+    said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
+    if negatives:
+        extra = np.array([negatives.get(s.category, 1.0) for s in samples], dtype=np.float64)
+        weights = extra if weights is None else weights * extra
+    return _head(matrix, said, c, class_weight, weights)
 
 
 def sample_weights(
