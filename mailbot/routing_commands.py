@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-5a",
     "tests/data/corpus/train-5b",
     "tests/data/corpus/train-5c",
+    "tests/data/corpus/train-6a",
+    "tests/data/corpus/train-6b",
+    "tests/data/corpus/train-6c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
@@ -62,19 +66,30 @@ def add_routing_commands(commands: Any) -> None:
         "--min-df", type=int, help="drop features seen in fewer training mails (default 2)"
     )
     train.add_argument(
-        "--cache",
-        type=Path,
-        help="folder keeping each fold model's answers: a second run with the same data and"
-        " settings refits only the final model (scripts/tune_stacking.py shares it)",
+        "--complaint-c", type=float, help="the complaint head's own C (default: --c's)"
     )
+    _cache_option(train)
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
     _data_options(evaluate)
     evaluate.add_argument(
         "--test", type=Path, help=f"held-out labelled folder (default: {DEFAULT_TEST})"
     )
+    evaluate.add_argument(
+        "--no-test", action="store_true", help="the k-fold only (the held-out half not read)"
+    )
     evaluate.add_argument("--json", action="store_true", help="figures as one JSON object")
+    _cache_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+
+def _cache_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="folder keeping each fold model's answers: a second run with the same data and"
+        " settings refits only the final model (scripts/tune_stacking.py shares it)",
+    )
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +102,13 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         + " beside rules.yaml)",
     )
     parser.add_argument("--folds", type=int, default=5, help="k of the k-fold (default 5)")
+    parser.add_argument(
+        "--folds-by",
+        choices=["random", "source"],
+        default="random",
+        help="random: mails shuffled into the folds (default); source: each labelled folder"
+        " (one writer) held out whole, as mail from a hand the model has never read",
+    )
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
@@ -183,13 +205,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     c = training.DEFAULT_C if args.c is None else args.c
     min_df = training.MIN_DF if args.min_df is None else args.min_df
 
-    def fit(chosen: Any) -> Any:
-        return training.fit(chosen, c=c, min_df=min_df)
+    key: dict[str, Any] = {"c": c, "min_df": min_df}
+    if args.complaint_c:
+        key["complaint_c"] = args.complaint_c
 
-    key = {"c": c, "min_df": min_df}
-    said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key)
-    combined, alone = training.cross_scores(samples, said, routing, settings, args.folds)
-    print(f"{args.folds}-fold on the labelled mail (corrections always in training):")
+    def fit(chosen: Any) -> Any:
+        return training.fit(chosen, **key)
+
+    groups = training.groups_of(samples, args.folds_by)
+    said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key, groups)
+    combined, alone = training.cross_scores(
+        samples, said, routing, settings, args.folds, groups=groups
+    )
+    print(
+        f"{args.folds}-fold ({args.folds_by}) on the labelled mail"
+        " (corrections always in training):"
+    )
     print(_line("rules + model", combined))
     print(_line("rules alone  ", alone))
     worse = [
@@ -201,6 +232,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
     model = training.stacked(fit([*samples, *extra]), training.fit_stacks(samples, said, routing))
+    model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
     out = args.out or (
         Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
     )
@@ -233,25 +265,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(str(args.config), "routing", "no routing section")
     settings = training.settings_for(config)
     base = training.base_routing(config)
-    combined, alone = training.cross_validate(samples, base, settings, args.folds)
-    test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
-    held = training.load_labelled(config, test, test.name)
-    on_test = training.score(held, routing)
-    rules_test = training.score(held, training.with_model(routing, None, None))
-    result = {
+    groups = training.groups_of(samples, args.folds_by)
+    key = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}  # routing train's, for --cache
+    combined, alone = training.cross_validate(
+        samples, base, settings, args.folds, groups=groups, cache=args.cache, fit_key=key
+    )
+    result: dict[str, Any] = {
+        "folds_by": args.folds_by,
         "kfold": figures(combined),
         "kfold_rules_alone": figures(alone),
-        "test": figures(on_test),
-        "test_rules_alone": figures(rules_test),
+        "kfold_by_source": {name: figures(part) for name, part in combined.by_source().items()},
         "model": str(routing.model.path) if routing.model else None,
     }
+    if not args.no_test:
+        test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
+        held = training.load_labelled(config, test, test.name)
+        on_test = training.score(held, routing)
+        rules_test = training.score(held, training.with_model(routing, None, None))
+        result.update(test=figures(on_test), test_rules_alone=figures(rules_test))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
     print(f"model: {result['model'] or 'none (rules alone)'}")
-    print(f"\n== {args.folds}-fold on {len(samples)} labelled mails (rules + model) ==")
+    print(
+        f"\n== {args.folds}-fold ({args.folds_by}) on {len(samples)} labelled mails"
+        " (rules + model) =="
+    )
     print(format_figures(combined))
     print(_line("rules alone", alone))
+    for name, part in combined.by_source().items():
+        print(_line(f"{name:<11} ({part.count:>3})", part))
+    if args.no_test:
+        return 0
     print(f"\n== held-out {test} ({len(held)} mails, configured model) ==")
     print(format_figures(on_test))
     print(_line("rules alone", rules_test))

@@ -71,10 +71,14 @@ DEFAULT = [
     "tests/data/corpus/train-5a",  # round 7 too: 450 more mails that reached main meanwhile
     "tests/data/corpus/train-5b",
     "tests/data/corpus/train-5c",
+    "tests/data/corpus/train-6a",  # round 8: 450 mails by three writers in other voices (phone-
+    "tests/data/corpus/train-6b",  # typed, written for someone else, non-native French and
+    "tests/data/corpus/train-6c",  # mixed languages)
 ]
 ROUND5 = DEFAULT[:6]  # the 1517 mails of round 5 (figures with and without the new ones)
 ROUND6 = DEFAULT[:9]  # the 1967 mails of round 6
 ROUND7A = DEFAULT[:12]  # the 2417 mails of round 7 before train-5a/5b/5c
+ROUND7 = DEFAULT[:15]  # the 2867 mails of round 7
 # The configuration shipped in round 3 (model routing-a39c715d46c1), for comparison.
 REFERENCE_FIT = {"c": 100.0, "min_df": 2, "class_weight": "balanced", "service_weight": None}
 REFERENCE = {
@@ -116,6 +120,16 @@ COMPLAINT_GRID: dict[str, list[Any]] = {
     "complaint_model_min": [0.2, 0.3, 0.4, 0.5, 0.6],
     "complaint_model_sure": [0.5, 0.6, 0.7, 0.8, 0.9, None],
 }
+
+
+# How the folds are cut (``training.groups_of``): None or "random", mails shuffled; "source",
+# each labelled folder (one writer) held out whole (``--folds-by source``, round 8).
+FOLDS_BY: str | None = None
+
+
+def fold_plan(samples: Sequence[Any], k: int) -> list[list[int]]:
+    """The k folds of ``samples`` as ``FOLDS_BY`` cuts them (``training.folds``)."""
+    return training.folds(len(samples), k, groups=training.groups_of(samples, FOLDS_BY))
 
 
 def remember_tallies() -> None:
@@ -199,7 +213,7 @@ class Result:
 
 
 def kfold(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any) -> Any:
-    parts = zip(training.folds(len(samples), len(models)), models, strict=True)
+    parts = zip(fold_plan(samples, len(models)), models, strict=True)
     return scored_parts(samples, list(parts), routing, settings)
 
 
@@ -226,7 +240,7 @@ def fold_models(
     temperature: float = 1.0,
 ) -> list[Any]:
     models = []
-    for held in training.folds(len(samples), k):
+    for held in fold_plan(samples, k):
         held_set = set(held)
         kept = [s for i, s in enumerate(samples) if i not in held_set]
         fitted = training.fit(
@@ -244,7 +258,7 @@ def fold_models(
 def held_logits(samples: Sequence[Any], models: list[Any], head: str) -> list[list[Any]]:
     """Per fold, (logits, index of the right class or None) of ``head`` for its held mails."""
     found = []
-    for held, model in zip(training.folds(len(samples), len(models)), models, strict=True):
+    for held, model in zip(fold_plan(samples, len(models)), models, strict=True):
         classes = model.heads[head].classes
         rows = []
         for i in held:
@@ -377,7 +391,7 @@ def moves(samples: Sequence[Any], models: list[Any], routing: Any, settings: Any
     unheld = settings.model_copy(update={"min_confidence": 0.0, "min_confidence_by_service": {}})
     found: list[Any] = []
     for index, (held, model) in enumerate(
-        zip(training.folds(len(samples), len(models)), models, strict=True)
+        zip(fold_plan(samples, len(models)), models, strict=True)
     ):
         fold = training.with_model(routing, model, unheld)
         for i in held:
@@ -458,9 +472,9 @@ def per_fold(samples: Sequence[Any], k: int, scored: Any) -> str:
     as ``kfold`` gives it, fold after fold."""
     by_fold: list[list[float]] = []
     start = 0
-    for held in training.folds(len(samples), k):
+    for held in fold_plan(samples, k):
         part = training.Scored()
-        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+        for name in training.SCORED_FIELDS:
             getattr(part, name).extend(getattr(scored, name)[start : start + len(held)])
         start += len(held)
         precision, recall = part.precision_recall("reclamation")
@@ -481,7 +495,7 @@ def complaint_counts(
     """For each complaint bars of the grid: per fold (right complaints, complaints decided,
     complaints expected)."""
     k, found = len(models), []
-    folds = training.folds(len(samples), k)
+    folds = fold_plan(samples, k)
     for values in [
         dict(zip(COMPLAINT_GRID, combo, strict=True))
         for combo in itertools.product(*COMPLAINT_GRID.values())

@@ -1,6 +1,7 @@
 """Round 6: the learned combiner (stacking) and the complaint regression, by nested k-fold.
 
-    python scripts/tune_stacking.py [--folds 5] [--labelled DIR ...] [--cache DIR]
+    python scripts/tune_stacking.py [--folds 5] [--folds-by source] [--labelled DIR ...]
+        [--cache DIR] [--cross] [--ship 1 [--model FILE]]
 
 Training data only (``tune_routing.DEFAULT``); the frozen test half is never read.
 
@@ -18,12 +19,20 @@ stand for the inner ones. ``--ship C``: the hold and complaint bars to put in ru
 chosen the same way on all folds. ``--stack-c 0`` scores the hand-set rule the same way.
 Round 7: the complaint bars are chosen for 97 % precision on *each* inner group (``--worst``);
 ``--weights``, ``--stack-weights``, ``--language``, ``--margin``: the variants tried (PLAN.md).
+Round 8: ``--folds-by source`` holds each labelled folder (one writer) out whole, so that
+every figure and every bar is chosen as for mail from a hand the models have never read (a
+random k-fold puts each writer's mails in every fold); ``--per-source`` prints each folder's
+figures; ``--complaint-c``, ``--complaint-negatives``: the complaint head refitted alone (its own
+C; its negatives of some categories weighing more). ``--ship`` checks the guide's cases of
+tests/test_routing.py with the model to ship (``--model``, else fitted here) and raises a hold
+bar that would move one to the wrong service (``guarded``); it refuses (exit 1) when no bar can.
 Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 from collections.abc import Sequence
@@ -38,6 +47,7 @@ import tune_routing  # noqa: E402
 
 from mailbot.app import training  # noqa: E402
 from mailbot.config import load_config  # noqa: E402
+from mailbot.core import classifier, combine  # noqa: E402
 from mailbot.core.routing import decide  # noqa: E402
 
 
@@ -59,7 +69,7 @@ def all_answers(
 ) -> tuple[dict[int, Any], dict[tuple[int, int], dict[int, Any]]]:
     """(outer: each mail's answer by its fold's model; inner: per (f, g), the answers on
     fold g of the model trained without folds f and g)."""
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     outer: dict[int, Any] = {}
     for held in folds:
         outer.update(answers(samples, held, fit, cache))
@@ -81,6 +91,7 @@ STACK_KINDS: dict[str, tuple[str, ...]] | None = None  # the stacked inputs (Non
 STACK_WEIGHTS: dict[str, float] | None = None  # per-source weights of the stacked regressions
 TUNE_COMPLAINT = True  # False: the complaint bars as given (service experiments, faster)
 MARGIN = False  # a move's confidence: its probability's lead over the mailbox's service
+PER_SOURCE = False  # the figures of each source folder printed too (``--per-source``)
 # Round 7: a third of round 6's grid (the machine is shared); round 6 chose
 # complaint_min_confidence 0 on every fold, complaint_model_min 0.3-0.5, sure 0.7-0.8.
 COMPLAINT_GRID: dict[str, list[Any]] = {
@@ -203,7 +214,7 @@ def nested(
     stack_c: float | None,
 ) -> tuple[Any, list[Any]]:
     """The nested k-fold: per outer fold, regressions and bars from the inner answers only."""
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     parts, chosen = [], []
     for f in range(k):
         groups = {g: folds[g] for g in range(k) if g != f}
@@ -217,7 +228,7 @@ def nested(
     scored = training.Scored()
     for f, model, picked in parts:
         part = tune_routing.scored_parts(samples, [(folds[f], model)], routing, picked)
-        for name in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
+        for name in training.SCORED_FIELDS:
             getattr(scored, name).extend(getattr(part, name))
     return scored, chosen
 
@@ -231,7 +242,7 @@ def report(label: str, samples: Sequence[Any], k: int, scored: Any) -> None:
 
 def min_fold_precision(samples: Sequence[Any], k: int, scored: Any) -> float:
     start, worst = 0, 1.0
-    for held in training.folds(len(samples), k):
+    for held in tune_routing.fold_plan(samples, k):
         pairs = scored.categories[start : start + len(held)]
         start += len(held)
         tp = sum(e == g == "reclamation" for e, g in pairs)
@@ -268,35 +279,133 @@ ROUND5 = {
 }
 
 
-def by_source(samples: Sequence[Any], k: int, scored: Any, old: Sequence[str]) -> None:
-    """The figures of the mails of ``old`` folders and of the others, apart."""
-    order = [i for held in training.folds(len(samples), k) for i in held]
-    groups: list[tuple[str, Any]] = [
-        ("older folders", lambda source: source in old),
-        ("new folders", lambda source: source not in old),
-        ("dev half", lambda source: source.endswith("corpus/dev")),
+def by_source(scored: Any, old: Sequence[str]) -> None:
+    """The figures of the mails of ``old`` folders and of the others apart, then (``--per-source``)
+    of each source folder."""
+    olds = {Path(name).name for name in old}
+    groups = [
+        ("older folders", [s in olds for s in scored.sources]),
+        ("new folders", [s not in olds for s in scored.sources]),
+        ("dev half", [s == "dev" for s in scored.sources]),
     ]
+    if PER_SOURCE:
+        names = sorted(set(scored.sources))
+        groups += [(name, [s == name for s in scored.sources]) for name in names]
     for name, keep in groups:
-        part = training.Scored()
-        for position, i in enumerate(order):
-            if keep(samples[i].source):
-                for field in ("services", "categories", "moved", "to_check", "mailboxes", "landed"):
-                    getattr(part, field).append(getattr(scored, field)[position])
+        part = scored.part(keep)
         if part.count:
             print(tune_routing.Result(f"  {name} ({part.count})", part).line())
 
 
 def shipped_bars(
-    samples: Sequence[Any], k: int, outer: dict[int, Any], routing: Any, settings: Any, c: float
-) -> None:
-    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside."""
-    folds = training.folds(len(samples), k)
+    samples: Sequence[Any],
+    k: int,
+    outer: dict[int, Any],
+    routing: Any,
+    settings: Any,
+    c: float,
+    model: Any,
+) -> bool:
+    """The bars to ship: chosen on all folds' cross-fitted answers, as ``nested`` does inside,
+    then raised where they would move one of the guide's cases (``guarded``, with ``model``,
+    the one to ship). False: a guide case no bar can keep (refused)."""
+    folds = tune_routing.fold_plan(samples, k)
     groups = dict(enumerate(folds))
     answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
     picked = choose(samples, groups, answers_of, routing, settings, c)
-    print("\nshipped bars (chosen on all folds):")
+    print("\nbars chosen on all folds:")
     print(f"  min_confidence_by_service: {picked.min_confidence_by_service}")
-    print("  " + str({n: getattr(picked, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+    kept = guarded(routing, model, picked, tune_routing.guide_cases())
+    if kept is None:
+        return False
+    print("\nshipped bars (the guide's cases of tests/test_routing.py decided as written):")
+    print(f"  min_confidence_by_service: {kept.min_confidence_by_service}")
+    print("  " + str({n: getattr(kept, n) for n in tune_routing.CATEGORY_PART}), flush=True)
+    return True
+
+
+def guarded(routing: Any, model: Any, settings: Any, cases: Sequence[Any]) -> Any:
+    """``settings`` with the hold bars raised until ``model`` decides every guide case as
+    written: a case moved to the wrong service by a sure decision gets that service's bar
+    raised to the least step of ``tune_routing.BAR_GRID`` above its confidence (below the
+    bar, the hand-set rule decides and holds a move to check). None, and the cases printed,
+    when a case stays wrong whatever the bars (a category, or a move no bar holds)."""
+    for _ in range(len(cases) + 1):
+        shipped = training.with_model(routing, model, settings)
+        wrong = [
+            (facts, want, decision)
+            for facts, *want in cases
+            for decision in [decide(facts, shipped)]
+            if [decision.service, decision.category] != want
+        ]
+        bars = dict(settings.min_confidence_by_service)
+        for facts, want, decision in wrong:
+            confidence = decision.confidence["service"]
+            if decision.service != want[0] and confidence >= combine.hold_bar(
+                settings, decision.service
+            ):
+                bar = bars.get(decision.service, settings.min_confidence)
+                bar = max(bar, raised_bar(confidence))
+                bars[decision.service] = bar
+                print(
+                    f"  raised {decision.service} to {bars[decision.service]}: a guide case"
+                    f" ({facts.mailbox}: {facts.subject!r}) moved there at {confidence}"
+                )
+        if not wrong:
+            return settings
+        if bars == settings.min_confidence_by_service:
+            for facts, want, decision in wrong:
+                print(
+                    f"refused: guide case ({facts.mailbox}: {facts.subject!r}) decided"
+                    f" {decision.service}/{decision.category}, expected {'/'.join(want)}"
+                )
+            return None
+        settings = settings.model_copy(update={"min_confidence_by_service": bars})
+    return None
+
+
+def raised_bar(confidence: float) -> float:
+    """The least bar of the grid above ``confidence`` (1.01 above the grid: never moved)."""
+    return next((bar for bar in tune_routing.BAR_GRID if bar > confidence), 1.01)
+
+
+def final_model(
+    samples: Sequence[Any], fit: dict[str, Any], outer: dict[int, Any], routing: Any, cache: Path
+) -> Any:
+    """The model ``routing train`` ships for these samples: fitted on all of them (kept in
+    ``cache``), with the stacked regressions trained on the folds' answers ``outer``."""
+    import pickle
+
+    key = training.training_hash(samples) + repr(sorted(fit.items()))
+    path = cache / f"final-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    if path.exists():
+        with path.open("rb") as handle:
+            base = pickle.load(handle)
+    else:
+        print("  fitting the final model on all mails", flush=True)
+        base = training.fit(samples, **fit)
+        with path.open("wb") as handle:
+            pickle.dump(base, handle)
+    return training.stacked(base, training.fit_stacks(samples, outer, routing))
+
+
+def with_complaint_head(
+    samples: Sequence[Any], args: Any, fit: dict[str, Any], outer: dict[int, Any]
+) -> dict[int, Any]:
+    """The folds' answers with the complaint head refitted alone (round 8: its own C, or its
+    negatives of some categories weighing more), the other heads' answers as they were."""
+    head_fit = {
+        **fit,
+        "complaint_c": args.complaint_c,
+        "complaint_negatives": args.complaint_negatives,
+        "only": ("complaint",),
+    }
+    found = dict(outer)
+    for held in tune_routing.fold_plan(samples, args.folds):
+        said = answers(samples, held, head_fit, args.cache)
+        for i in held:
+            found[i] = {**outer[i], "complaint": said[i]["complaint"]}
+    return found
 
 
 def weights_of(text: str) -> dict[str, float]:
@@ -320,6 +429,12 @@ def main() -> None:
         help="outer models only: inner answers are the other folds' out-of-fold answers",
     )
     parser.add_argument("--ship", type=float, help="print the bars to ship for this stack C")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="with --ship: the model file to ship, which decides the guide's cases (default:"
+        " fitted on all mails, its stacked regressions on the folds' answers)",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -349,8 +464,25 @@ def main() -> None:
         help="no complaint bars chosen: these (complaint_model_min=0.4,...) for every fold",
     )
     parser.add_argument("--skip-round5", action="store_true", help="skip round 5's line")
+    parser.add_argument(
+        "--folds-by",
+        choices=["random", "source"],
+        default="random",
+        help="source: each labelled folder (one writer) held out whole (round 8)",
+    )
+    parser.add_argument("--per-source", action="store_true", help="figures per source folder")
+    parser.add_argument("--complaint-c", type=float, help="the complaint head's own C")
+    parser.add_argument("--c", type=float, help=f"the heads' C (default {training.DEFAULT_C})")
+    parser.add_argument(
+        "--complaint-negatives",
+        type=weights_of,
+        help="the complaint head's negatives of these categories weigh more:"
+        " etat-avancement=2,rendez-vous=2",
+    )
     args = parser.parse_args()
-    global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT
+    tune_routing.FOLDS_BY = args.folds_by
+    global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
+    PER_SOURCE = args.per_source
     MARGIN, TUNE_COMPLAINT = args.margin, args.complaint_as is None
     if args.budget is not None:
         tune_routing.BAR_BUDGET = args.budget
@@ -363,12 +495,15 @@ def main() -> None:
         WORST_INNER_PRECISION = args.worst or None
     config, samples = load_samples(args.labelled or tune_routing.DEFAULT)
     # the figures of the folders of the round before and of the new ones, apart
-    old = tune_routing.ROUND6 if len(samples) > 2000 else tune_routing.ROUND5
-    fit: dict[str, Any] = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}
+    old = tune_routing.ROUND5 if len(samples) < 2000 else tune_routing.ROUND6
+    old = tune_routing.ROUND7 if len(samples) > 2867 else old
+    fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
     outer, inner = all_answers(samples, args.folds, fit, args.cache, nested=not args.cross)
+    if args.complaint_c or args.complaint_negatives:
+        outer = with_complaint_head(samples, args, fit, outer)
     if args.answers_only:
         return
     routing = training.base_routing(config)
@@ -380,24 +515,29 @@ def main() -> None:
             update={**args.complaint_as, "complaint_model_sure": None if sure < 0 else sure}
         )
     k = args.folds
-    folds = training.folds(len(samples), k)
+    folds = tune_routing.fold_plan(samples, k)
     if args.cross:
         inner = {(f, g): {i: outer[i] for i in folds[g]} for f in range(k) for g in range(k)}
     if args.ship is not None:
-        shipped_bars(samples, k, outer, routing, base, args.ship)
+        if args.model:
+            model = classifier.load(args.model)
+        else:
+            model = final_model(samples, fit, outer, routing, args.cache)
+        if not shipped_bars(samples, k, outer, routing, base, args.ship, model):
+            sys.exit(1)
         return
     if not args.skip_round5:
         replayed = [training.answered(samples, {i: outer[i] for i in h}, {}) for h in folds]
         as_shipped = tune_routing.kfold(samples, replayed, routing, base)
         report("round 5 as shipped (bars chosen on all folds)", samples, k, as_shipped)
-        by_source(samples, k, as_shipped, old)
+        by_source(as_shipped, old)
     for value in args.stack_c or [0.0, 0.1, 1.0, 10.0]:
         stack_c = value if value > 0 else None  # 0: the hand-set combination
         scored, chosen = nested(samples, k, outer, inner, routing, base, stack_c)
         report(
             f"{'cross-fitted' if args.cross else 'nested'}, stack C={stack_c}", samples, k, scored
         )
-        by_source(samples, k, scored, old)
+        by_source(scored, old)
         for picked in chosen:
             print("   ", {n: getattr(picked, n) for n in tune_routing.CATEGORY_PART})
 

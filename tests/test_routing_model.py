@@ -478,3 +478,37 @@ def test_a_move_measured_over_the_mailbox_is_its_lead() -> None:
     assert over_mailbox(moved, "general").confidence == pytest.approx(0.3)
     assert over_mailbox(moved, "etrangers").confidence == pytest.approx(0.6)
     assert over_mailbox(moved, "cabinet") is moved
+
+
+# -- round 8 ---------------------------------------------------------------------------------
+def test_grouped_folds_hold_each_source_out_whole() -> None:
+    """``--folds-by source``: a writer's folder is never split between folds (a random k-fold
+    lets the model learn each writer's habits); the largest folders are spread first so the
+    folds' counts stay balanced; with as many folds as folders, one folder per fold."""
+    sizes = {"train": 7, "dev": 3, "train-2a": 2, "train-2b": 2, "routing": 1, "train-3a": 2}
+    samples = [
+        training.Sample(f"{name}-{i}", facts("Bonjour"), "general", "information", source=name)
+        for name, size in sizes.items()
+        for i in range(size)
+    ]
+    groups = training.groups_of(samples, "source")
+    assert groups is not None and training.groups_of(samples, "random") is None
+    folds = training.folds(len(samples), 3, groups=groups)
+    assert sorted(i for fold in folds for i in fold) == list(range(len(samples)))
+    held = [{groups[i] for i in fold} for fold in folds]
+    assert held == [{"train"}, {"dev", "train-3a"}, {"train-2a", "train-2b", "routing"}]
+    one_each = training.folds(len(samples), 10, groups=groups)
+    assert sorted(len({groups[i] for i in fold}) for fold in one_each) == [1] * len(sizes)
+
+
+def test_scored_figures_split_by_source() -> None:
+    """Per-writer figures under grouped folds: each source's mails scored apart."""
+    scored, routing = training.Scored(), compiled_routing(CONFIG)
+    assert routing is not None
+    decided = decide(facts("Bonjour"), routing)
+    for name, right in (("dev", True), ("train-2a", False), ("dev", False)):
+        sample = training.Sample(name, facts("Bonjour"), "general", "information", source=name)
+        scored.add(sample if right else replace(sample, service="cabinet"), decided, "general")
+    parts = scored.by_source()
+    assert {name: part.count for name, part in parts.items()} == {"dev": 2, "train-2a": 1}
+    assert parts["dev"].accuracy("service") == 0.5 and parts["train-2a"].accuracy("service") == 0

@@ -169,52 +169,98 @@ def fit(
     service_weight: str | None = SERVICE_WEIGHT,
     temperature: float = TEMPERATURE,
     source_weights: Mapping[str, float] | None = None,
+    complaint_c: float | None = None,
+    complaint_negatives: Mapping[str, float] | None = None,
+    only: Sequence[str] | None = None,
 ) -> Classifier:
     """A model trained on ``samples``: service, category, re-orientation target and
     complaint heads. The complaint head is a binary regression (``complaint`` or not) of
     its own: one question asked of all the data gates the category that feeds the audit.
     The service and category heads are calibrated by ``temperature``. ``source_weights``:
-    a weight per source folder (``sample_weights``), else every mail weighs one."""
+    a weight per source folder (``sample_weights``), else every mail weighs one.
+    ``complaint_c``: the complaint head's own C (None: ``c``); ``complaint_negatives``: a
+    weight per category for the complaint head's negatives (the look-alikes: relances,
+    slot requests); ``only``: these heads alone (tuning one head without refitting all)."""
     counts = [raw_counts(*s.words) for s in samples]
     features, idf = _vocabulary(counts, min_df)
     matrix = _matrix(counts, features, idf)
     weights = sample_weights(samples, source_weights) if source_weights else None
     heads: dict[str, Head] = {}
-    for name in ("service", "category"):
+    for name in ("service", "category") if only is None else ():
         weight = service_weight if name == "service" else class_weight
         head = _head(matrix, [getattr(s, name) for s in samples], c, weight, weights)
         if head is None:
             raise ConfigError("training data", name, "needs at least two different labels")
         heads[name] = head
-    reoriented = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
-    target = _head(
-        matrix[reoriented],
-        [samples[i].reorient for i in reoriented],
-        c,
-        class_weight,
-        weights[reoriented] if weights is not None else None,
-    )
+    target = _reorient_head(matrix, samples, c, class_weight, weights) if only is None else None
     if target is not None:
         heads["reorient"] = target
-    said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
-    gate = _head(matrix, said, c, class_weight, weights)
-    if gate is not None:
-        heads["complaint"] = gate
+    if only is None or "complaint" in only:
+        gate = _complaint_head(
+            matrix, samples, complaint, complaint_c or c, class_weight, weights, complaint_negatives
+        )
+        if gate is not None:
+            heads["complaint"] = gate
     heads = calibrated(heads, temperature)
-    meta = {
-        "data_hash": training_hash(samples),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "samples": len(samples),
-        "sources": dict(Counter(s.source for s in samples)),
+    settings = {
         "c": c,
         "min_df": min_df,
         "class_weight": class_weight,
         "service_weight": service_weight,
         "temperature": temperature,
         "features": len(features),
-        **({"source_weights": dict(source_weights)} if source_weights else {}),
+        "source_weights": dict(source_weights or {}),
+        "complaint_c": complaint_c,
+        "complaint_negatives": dict(complaint_negatives or {}),
     }
-    return Classifier(features, idf, heads, meta)
+    return Classifier(features, idf, heads, _meta(samples, settings))
+
+
+def _meta(samples: Sequence[Sample], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's header: its data (hash, count, sources) and the fit's settings (those
+    left at their default of none are not written)."""
+    return {
+        "data_hash": training_hash(samples),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "samples": len(samples),
+        "sources": dict(Counter(s.source for s in samples)),
+        **{
+            name: value
+            for name, value in settings.items()
+            if value or name in ("class_weight", "service_weight")
+        },
+    }
+
+
+def _reorient_head(
+    matrix: Any,
+    samples: Sequence[Sample],
+    c: float,
+    class_weight: str | None,
+    weights: npt.NDArray[np.float64] | None,
+) -> Head | None:
+    """Where a re-oriented mail goes (mairie, CAF…), learned from the re-oriented mails."""
+    kept = [i for i, s in enumerate(samples) if s.service == REORIENT_SERVICE and s.reorient]
+    picked = weights[kept] if weights is not None else None
+    return _head(matrix[kept], [samples[i].reorient for i in kept], c, class_weight, picked)
+
+
+def _complaint_head(
+    matrix: Any,
+    samples: Sequence[Sample],
+    complaint: str,
+    c: float,
+    class_weight: str | None,
+    weights: npt.NDArray[np.float64] | None,
+    negatives: Mapping[str, float] | None,
+) -> Head | None:
+    """The binary complaint head; ``negatives``: a weight per category of the non-complaints
+    (the look-alikes written in a complaint's words may count more)."""
+    said = [COMPLAINT_YES if s.category == complaint else COMPLAINT_NO for s in samples]
+    if negatives:
+        extra = np.array([negatives.get(s.category, 1.0) for s in samples], dtype=np.float64)
+        weights = extra if weights is None else weights * extra
+    return _head(matrix, said, c, class_weight, weights)
 
 
 def sample_weights(
@@ -254,6 +300,7 @@ class Scored:
     moved: list[bool] = field(default_factory=list)  # transferred or re-oriented
     to_check: list[bool] = field(default_factory=list)
     mailboxes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # each mail's folder (``by_source``)
     # (expected, the service the mail is recorded at): a held mail stays at its mailbox's own
     # service (app/intake), so a right guess held "to check" is not yet a right routing.
     landed: list[tuple[str, str]] = field(default_factory=list)
@@ -266,6 +313,7 @@ class Scored:
         self.moved.append(decision.service != own and not decision.to_check)
         self.to_check.append(decision.to_check)
         self.mailboxes.append(sample.facts.mailbox)
+        self.sources.append(Path(sample.source).name)
 
     @property
     def count(self) -> int:
@@ -282,12 +330,29 @@ class Scored:
         """Mails moved automatically (transfer or re-orientation) to the wrong place."""
         return sum(m and e != g for m, (e, g) in zip(self.moved, self.services, strict=True))
 
+    def part(self, keep: Sequence[bool]) -> Scored:
+        """The same figures for the mails ``keep`` marks (in the order they were added)."""
+        found = Scored()
+        for name in SCORED_FIELDS:
+            mine = getattr(self, name)
+            getattr(found, name).extend(x for x, kept in zip(mine, keep, strict=True) if kept)
+        return found
+
+    def by_source(self) -> dict[str, Scored]:
+        """The figures of each source folder apart (a writer's mails under grouped folds)."""
+        return {
+            name: self.part([s == name for s in self.sources]) for name in sorted(set(self.sources))
+        }
+
     def precision_recall(self, label: str, which: str = "category") -> tuple[float, float]:
         pairs = self.categories if which == "category" else self.services
         tp = sum(e == g == label for e, g in pairs)
         decided = sum(g == label for _, g in pairs)
         expected = sum(e == label for e, _ in pairs)
         return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
+
+
+SCORED_FIELDS = ("services", "categories", "moved", "to_check", "mailboxes", "sources", "landed")
 
 
 def with_model(
@@ -308,10 +373,46 @@ def score(samples: Iterable[Sample], routing: CompiledRouting) -> Scored:
     return scored
 
 
-def folds(count: int, k: int, seed: int = 13) -> list[list[int]]:
+def folds(
+    count: int, k: int, seed: int = 13, groups: Sequence[str] | None = None
+) -> list[list[int]]:
+    """The k folds of ``count`` samples (their indices): shuffled at random, or with
+    ``groups`` (one name per sample) whole groups held out together (``grouped_folds``)."""
+    if groups is not None:
+        return grouped_folds(groups, k)
     order = list(range(count))
     random.Random(seed).shuffle(order)
     return [order[i::k] for i in range(k)]
+
+
+FOLDS_BY = ("random", "source")  # the ways ``routing evaluate|train --folds-by`` cut the folds
+
+
+def grouped_folds(groups: Sequence[str], k: int) -> list[list[int]]:
+    """Folds that never split a group (a writer's folder): a random k-fold puts some of each
+    writer's mails in every fold, so the models learn the writer's habits and the k-fold
+    overstates what mail from another hand gets. The largest group first goes to the fold with
+    the fewest mails so far (the counts balanced); with ``k`` at least the number of groups,
+    one group per fold (leave one group out). Deterministic: the same data, the same folds."""
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(groups):
+        members.setdefault(name, []).append(i)
+    order = sorted(members, key=lambda name: (-len(members[name]), name))
+    found: list[list[int]] = [[] for _ in range(min(k, len(order)))]
+    for name in order:
+        smallest = min(range(len(found)), key=lambda f: (len(found[f]), f))
+        found[smallest].extend(members[name])
+    return found
+
+
+def groups_of(samples: Sequence[Sample], by: str | None) -> list[str] | None:
+    """Each sample's group for ``folds`` (``source``: its folder's last name), or None for a
+    random k-fold (``random`` or None)."""
+    if by in (None, "random"):
+        return None
+    if by != "source":
+        raise ConfigError("--folds-by", str(by), f"one of {', '.join(FOLDS_BY)}")
+    return [Path(s.source).name for s in samples]
 
 
 def out_of_fold(
@@ -321,12 +422,14 @@ def out_of_fold(
     train: Callable[[Sequence[Sample]], Classifier] = fit,
     cache: Path | None = None,
     fit_key: Mapping[str, Any] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict[int, dict[str, Prediction]]:
     """Each sample's answers by the model of its fold, trained on the other folds (plus
     ``extra``, e.g. the agents' corrections, never answered). ``cache``: a folder where each
-    fold's answers are kept (``held_answers``), ``fit_key`` naming ``train``'s settings."""
+    fold's answers are kept (``held_answers``), ``fit_key`` naming ``train``'s settings.
+    ``groups``: whole groups held out together (``folds``)."""
     said: dict[int, dict[str, Prediction]] = {}
-    for held in folds(len(samples), k):
+    for held in folds(len(samples), k, groups=groups):
         said.update(held_answers(samples, held, train, extra, cache, fit_key or {}))
     return said
 
@@ -371,12 +474,14 @@ def cross_scores(
     settings: RoutingModelConfig,
     k: int = 5,
     stack: bool = True,
+    groups: Sequence[str] | None = None,
 ) -> tuple[Scored, Scored]:
     """(rules and model, rules alone) on every sample from its out-of-fold answers, each
-    fold's stacked regressions trained on the other folds' answers (``stack``)."""
+    fold's stacked regressions trained on the other folds' answers (``stack``); ``groups``
+    as ``out_of_fold``'s (the same folds)."""
     combined, alone = Scored(), Scored()
     rules = with_model(routing, None, None)
-    for held in folds(len(samples), k):
+    for held in folds(len(samples), k, groups=groups):
         held_set = set(held)
         others = {i: answer for i, answer in said.items() if i not in held_set}
         meta = {"stack": fit_stacks(samples, others, routing)} if stack else {}
@@ -395,9 +500,13 @@ def cross_validate(
     k: int = 5,
     extra: Sequence[Sample] = (),
     train: Callable[[Sequence[Sample]], Classifier] = fit,
+    groups: Sequence[str] | None = None,
+    cache: Path | None = None,
+    fit_key: Mapping[str, Any] | None = None,
 ) -> tuple[Scored, Scored]:
     """(rules and model, rules alone) by k-fold: ``out_of_fold`` then ``cross_scores``."""
-    return cross_scores(samples, out_of_fold(samples, k, extra, train), routing, settings, k)
+    said = out_of_fold(samples, k, extra, train, cache, fit_key, groups)
+    return cross_scores(samples, said, routing, settings, k, groups=groups)
 
 
 def settings_for(config: Config) -> RoutingModelConfig:
