@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from mailbot.config import PollingConfig
 from mailbot.core.clock import utcnow
@@ -65,74 +63,6 @@ def batches(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[li
             batch = []
     if batch:
         yield batch
-
-
-T = TypeVar("T")
-_END = object()  # the reader's last word: nothing more to fetch
-
-
-class FetchAhead(Generic[T]):
-    """Iterate ``items`` while a reader thread already produces the next one (one only).
-
-    ``poll --once`` records batch k on the main thread, which spends nearly all its time
-    holding the GIL; while it waited on the IMAP socket for batch k+1's FETCH, nothing else
-    ran on its behalf (issue 14). Here that FETCH runs while batch k is recorded.
-
-    Guarantees: the source is used by the reader alone between ``__enter__`` and
-    ``__exit__`` (an IMAP connection is never driven from two threads at once: the caller
-    touches it only before and after); the reader starts the next item only once the
-    caller took the previous one, so memory holds the batch being recorded and one more;
-    an error of the reader (an IMAP drop) is raised on the caller's thread, where today's
-    handling (reconnect, backoff) meets it; ``__exit__`` (the end, a stop, an error) lets
-    the reader finish the item it is on and joins it, so nobody uses the source after.
-    What was fetched ahead and not taken is dropped: the UID high-water mark moves only
-    with a recorded batch, so it is read again by the next poll.
-    """
-
-    def __init__(self, items: Iterator[T], name: str = "fetch-ahead") -> None:
-        self._items = items
-        self._ready: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
-        self._wanted = threading.Semaphore(1)  # the first item is wanted at once
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
-
-    def __enter__(self) -> FetchAhead[T]:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self._closing.set()
-        self._wanted.release()  # a reader waiting for a go sees the closing at once
-        self._thread.join()
-
-    def __iter__(self) -> Iterator[T]:
-        while True:
-            item, error = self._ready.get()
-            if error is not None:
-                raise error
-            if item is _END:
-                return
-            self._wanted.release()  # taken: the reader may fetch the next one
-            yield item  # type: ignore[misc]
-
-    def _read(self) -> None:
-        """The reader thread: one item each time the caller took the previous one."""
-        try:
-            while True:
-                self._wanted.acquire()
-                if self._closing.is_set():
-                    return
-                item = next(self._items, _END)
-                self._ready.put((item, None))
-                if item is _END:
-                    return
-        except BaseException as exc:  # handed to the caller, who raises it
-            self._ready.put((None, exc))
 
 
 class Backoff:
@@ -251,29 +181,18 @@ class MailboxPoller:
         )
         outcomes: list[Outcome] = []
         uids = self.source.uids_after(last_uid)
-        with self._batches(uids) as fetched:
+        started = time.monotonic()
+        for mails in batches(self.source, uids, self.polling.batch_size):
+            batch = self.pipeline.process_batch(self.name, self.folder, uidvalidity, mails)
+            decisions.update(self._summary(batch, started))
+            if self.keep:
+                outcomes += batch
+            self.deliver()  # the batch committed: its ARs may leave
             started = time.monotonic()
-            for mails in fetched:
-                batch = self.pipeline.process_batch(self.name, self.folder, uidvalidity, mails)
-                decisions.update(self._summary(batch, started))
-                if self.keep:
-                    outcomes += batch
-                self.deliver()  # the batch committed: its ARs may leave
-                started = time.monotonic()
-                if self.stop.is_set():
-                    break
+            if self.stop.is_set():
+                break
         self.deliver()
         return outcomes
-
-    def _batches(
-        self, uids: Sequence[int]
-    ) -> contextlib.AbstractContextManager[Iterable[list[IncomingMail]]]:
-        """The FETCH batches of ``uids``: the next one fetched while one is recorded when
-        there are several (a single batch has nothing to overlap: no thread for it)."""
-        size = self.polling.batch_size
-        if len(uids) <= size:
-            return contextlib.nullcontext(batches(self.source, uids, size))
-        return FetchAhead(batches(self.source, uids, size), f"fetch-ahead:{self.name}")
 
     def _summary(self, batch: Sequence[Outcome], started: float) -> Counter[str]:
         """One INFO line per batch (the per-mail line is DEBUG: at thousands of mails a
