@@ -26,18 +26,17 @@ OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own se
 
 # Regression guards, not targets (the issue's targets: service 95 %, category 90 %, wrong
 # transfers 2 %, complaint precision 95 %, recall 90 %). Measured once at shipping on this half,
-# model routing-a6952deaf29a (issue 13 round 7: 2867 training mails; chosen by k-fold without
-# the test half): service 93.8 % as decided (89.6 % as recorded), category 92.4 %, wrong
-# transfers 4 (1.9 %), complaint precision 85.2 % (23 of 27; below target, one false complaint
-# more than round 6), recall 100 %. Round 6 (routing-c71afe90bcce, 1967 mails): 93.4 % (87.7 %),
-# 92.4 %, 1.4 %, 88.5 %, 100 %. The complaint floor went from 0.87 to 0.85 with round 7 for
-# that one mail; the model was not chosen on this half. Round 8 (routing-eef107432cbb, 3317
-# mails, stack and bars chosen on grouped folds) was shipped before this half was scored: the
-# floors are round 7's until the lead scores it.
-SERVICE_FLOOR = 0.92
-CATEGORY_FLOOR = 0.91
+# model routing-eef107432cbb (issue 13 round 8: 3317 training mails; stack and bars chosen on
+# grouped folds, without the test half): service 95.3 % as decided (90.5 % as recorded),
+# category 93.8 %, wrong transfers 2 (0.9 %), complaint precision 92.0 % (23 of 25; below
+# target), recall 100 %. Round 7 (routing-a6952deaf29a, 2867 mails): 93.8 % (89.6 %), 92.4 %,
+# 1.9 %, 85.2 %, 100 %; round 6 (1967 mails): 93.4 % (87.7 %), 92.4 %, 1.4 %, 88.5 %, 100 %.
+# The floors sit two to three mails under round 8's figures, so that a retrained model may
+# move a mail or two but not lose what round 8 gained.
+SERVICE_FLOOR = 0.94
+CATEGORY_FLOOR = 0.92
 WRONG_TRANSFER_CEILING = 0.02
-COMPLAINT_PRECISION_FLOOR = 0.85
+COMPLAINT_PRECISION_FLOOR = 0.88
 COMPLAINT_RECALL_FLOOR = 0.90
 
 
