@@ -78,6 +78,12 @@ def add_routing_commands(commands: Any) -> None:
     evaluate.add_argument(
         "--no-test", action="store_true", help="the k-fold only (the held-out half not read)"
     )
+    evaluate.add_argument(
+        "--no-kfold",
+        action="store_true",
+        help="the configured model on the held-out folder only (e.g. a new writer's mails,"
+        " scored once before they join the training data)",
+    )
     evaluate.add_argument("--json", action="store_true", help="figures as one JSON object")
     _cache_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
@@ -253,16 +259,30 @@ def _line(label: str, scored: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from mailbot.app import training
-    from mailbot.app.routing_figures import figures, format_figures
     from mailbot.config import load_config
     from mailbot.core.facts import compiled_routing
 
+    if args.no_test and args.no_kfold:
+        raise ConfigError("routing evaluate", "--no-kfold", "cannot go with --no-test")
     config = load_config(args.config)
-    samples = _labelled(config, args)
     routing = compiled_routing(config)
     if routing is None:
         raise ConfigError(str(args.config), "routing", "no routing section")
+    result: dict[str, Any] = {"model": str(routing.model.path) if routing.model else None}
+    lines = [f"model: {result['model'] or 'none (rules alone)'}"]
+    if not args.no_kfold:
+        lines += _evaluate_kfold(config, args, result)
+    if not args.no_test:
+        lines += _evaluate_held_out(config, routing, args, result)
+    print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(lines))
+    return 0
+
+
+def _evaluate_kfold(config: Config, args: argparse.Namespace, result: dict[str, Any]) -> list[str]:
+    from mailbot.app import training
+    from mailbot.app.routing_figures import figures, format_figures
+
+    samples = _labelled(config, args)
     settings = training.settings_for(config)
     base = training.base_routing(config)
     groups = training.groups_of(samples, args.folds_by)
@@ -270,34 +290,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     combined, alone = training.cross_validate(
         samples, base, settings, args.folds, groups=groups, cache=args.cache, fit_key=key
     )
-    result: dict[str, Any] = {
-        "folds_by": args.folds_by,
-        "kfold": figures(combined),
-        "kfold_rules_alone": figures(alone),
-        "kfold_by_source": {name: figures(part) for name, part in combined.by_source().items()},
-        "model": str(routing.model.path) if routing.model else None,
-    }
-    if not args.no_test:
-        test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
-        held = training.load_labelled(config, test, test.name)
-        on_test = training.score(held, routing)
-        rules_test = training.score(held, training.with_model(routing, None, None))
-        result.update(test=figures(on_test), test_rules_alone=figures(rules_test))
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-        return 0
-    print(f"model: {result['model'] or 'none (rules alone)'}")
-    print(
-        f"\n== {args.folds}-fold ({args.folds_by}) on {len(samples)} labelled mails"
-        " (rules + model) =="
+    by_source = combined.by_source()
+    result.update(
+        folds_by=args.folds_by,
+        kfold=figures(combined),
+        kfold_rules_alone=figures(alone),
+        kfold_by_source={name: figures(part) for name, part in by_source.items()},
     )
-    print(format_figures(combined))
-    print(_line("rules alone", alone))
-    for name, part in combined.by_source().items():
-        print(_line(f"{name:<11} ({part.count:>3})", part))
-    if args.no_test:
-        return 0
-    print(f"\n== held-out {test} ({len(held)} mails, configured model) ==")
-    print(format_figures(on_test))
-    print(_line("rules alone", rules_test))
-    return 0
+    return [
+        f"\n== {args.folds}-fold ({args.folds_by}) on {len(samples)} labelled mails"
+        " (rules + model) ==",
+        format_figures(combined),
+        _line("rules alone", alone),
+        *(_line(f"{name:<11} ({part.count:>3})", part) for name, part in by_source.items()),
+    ]
+
+
+def _evaluate_held_out(
+    config: Config, routing: Any, args: argparse.Namespace, result: dict[str, Any]
+) -> list[str]:
+    from mailbot.app import training
+    from mailbot.app.routing_figures import figures, format_figures
+
+    test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
+    held = training.load_labelled(config, test, test.name)
+    on_test = training.score(held, routing)
+    rules_test = training.score(held, training.with_model(routing, None, None))
+    result.update(test=figures(on_test), test_rules_alone=figures(rules_test))
+    return [
+        f"\n== held-out {test} ({len(held)} mails, configured model) ==",
+        format_figures(on_test),
+        _line("rules alone", rules_test),
+    ]

@@ -85,3 +85,26 @@ def test_test_half_complaint_precision() -> None:
     print(f"\nreclamation: {complaint}")
     assert complaint["precision"] >= COMPLAINT_PRECISION_FLOOR
     assert complaint["recall"] >= COMPLAINT_RECALL_FLOOR
+
+
+def test_evaluate_no_kfold_scores_only_the_given_folder() -> None:
+    """A new writer's folder is scored once by the shipped model, without a k-fold."""
+    regression = ROOT / "tests" / "data" / "routing"
+    command = [sys.executable, "-m", "mailbot.cli", "--config", str(CONFIG), "routing"]
+    run = subprocess.run(
+        [*command, "evaluate", "--test", str(regression), "--no-kfold", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout)
+    with (regression / "labels.csv").open(encoding="utf-8") as handle:
+        mails = sum(1 for _ in csv.DictReader(handle))
+    assert "kfold" not in result
+    assert result["test"]["mails"] == result["test_rules_alone"]["mails"] == mails
+    assert Path(result["model"]).name.startswith("routing-")
+    refused = subprocess.run(
+        [*command, "evaluate", "--no-kfold", "--no-test"], capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "--no-kfold" in refused.stderr
