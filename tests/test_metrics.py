@@ -55,6 +55,10 @@ def test_a_live_scrape_shows_what_the_worker_did(
     try:
         wait_until(lambda: len(smtp_server.messages) == 1, 60, "the AR")
         wait_until(lambda: get(base + "/readyz")[0] == 200, 30, "readiness")
+        # the poll's figures are counted when its batch is over, just after its AR has left
+        wait_until(
+            lambda: "mailbot_mails_processed_total{" in get(base + "/metrics")[1], 30, "count"
+        )
         assert get(base + "/healthz") == (200, "ok\n")
         assert get(base + "/nowhere")[0] == 404
         status, text = get(base + "/metrics")

@@ -43,7 +43,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     imap_user.append(citizen_mail(1))  # backlog, read at start
     worker = start_worker(config, "--acknowledge-existing")
     try:
-        smtp_server.wait_for(1, timeout=20)
+        smtp_server.wait_for(1, timeout=60)  # a start: imports, the model, lingua's warm-up
         etrangers.append(
             citizen_mail(
                 2,
@@ -52,7 +52,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
                 body="Bonjour,\nOù en est ma demande de renouvellement de titre de séjour ?\n",
             )  # a question for the mailbox's own service: one AR, no forward
         )
-        smtp_server.wait_for(2, timeout=10)  # seen through IDLE, well before the 60 s poll
+        smtp_server.wait_for(2, timeout=30)  # seen through IDLE, before the 60 s poll
 
         imap_user.drop_connections()  # the server drops mailbot's session
         time.sleep(0.5)
