@@ -202,8 +202,10 @@ def phases(dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, into: F
         child(tree, "--config", str(config), "migrate")()
         smtp.clear()
         env = dict(os.environ, PYTHONPATH=str(tree))
-        if "PYDANTIC_DISABLE_PLUGINS" in (tree / "mailbot" / "cli.py").read_text("utf-8"):
-            env.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as that tree's console
+        console = (tree / "mailbot" / "cli.py").read_text("utf-8")
+        for name, value in (("PYDANTIC_DISABLE_PLUGINS", "__all__"), ("OPENBLAS_NUM_THREADS", "1")):
+            if name in console:
+                env.setdefault(name, value)  # as that tree's console sets it
         run = subprocess.run(
             [sys.executable, "-c", PHASES, str(config)],
             env=env,

@@ -912,6 +912,14 @@ def console() -> int:
     # the first time it builds a validator (~10-15 ms of a start); mailbot uses none. An
     # operator who installs one may still turn plugins on by setting the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    # numpy's OpenBLAS starts a thread per core when numpy is first imported, and they spin
+    # while waiting for work (~70 ms of CPU of a start, issue 14 point 9). mailbot's products
+    # are small (a mail's TF-IDF rows against the routing model's heads, the stacked
+    # regressions' few inputs): threads buy nothing there, and the logits are the same to the
+    # bit (bench/README.md, seventh session). Read once, at numpy's import, which no module
+    # of the command line does (tests/test_cli_startup.py): set here, before any command
+    # runs. An operator's own setting wins (training on a large machine, say).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     code = main()
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return code  # a thread the interpreter must join: let it exit the slow way

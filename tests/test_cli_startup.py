@@ -168,3 +168,36 @@ def test_the_console_exits_quickly_with_all_its_output_and_its_code(tmp_path: Pa
     failed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     assert failed.returncode == 2
     assert failed.stderr.startswith("error: ") and str(missing) in failed.stderr
+
+
+def _blas_threads(**env: str) -> tuple[str, int]:
+    """``OPENBLAS_NUM_THREADS`` as a command sees it under ``console`` (a fresh interpreter),
+    and the threads of numpy's OpenBLAS once the command has imported numpy."""
+    code = (
+        "import os, sys\nimport mailbot.cli as cli\n"
+        "def main():\n"
+        "    import numpy, threadpoolctl\n"
+        "    pools = threadpoolctl.threadpool_info()\n"
+        "    threads = [p['num_threads'] for p in pools if p['internal_api'] == 'openblas']\n"
+        "    print(os.environ['OPENBLAS_NUM_THREADS'], threads[0])\n"
+        "    return 0\n"
+        "cli.main = main\ncli.console()"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=dict(base, PYTHONPATH=str(ROOT), **env),
+    )
+    value, threads = run.stdout.split()
+    return value, int(threads)
+
+
+def test_the_console_runs_numpy_on_one_thread_unless_the_operator_says_otherwise() -> None:
+    """OpenBLAS starts its threads when numpy is imported: ``console`` asks for one before
+    any command imports numpy (issue 14, point 9); an operator's own value wins."""
+    assert _blas_threads() == ("1", 1)
+    assert _blas_threads(OPENBLAS_NUM_THREADS="2") == ("2", 2)

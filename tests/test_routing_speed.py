@@ -145,6 +145,35 @@ def test_long_accented_and_foreign_words_hash_as_their_text() -> None:
         assert values.tobytes() == old_values.tobytes()
 
 
+def _made_up_word(i: int, letters: str = "abcdeéfghijklmnopqrstuvwxyz") -> str:
+    """A word of its own for each ``i`` (its digits in base 27), 4 to 6 letters."""
+    n, chars = i * 7919 + 104729, []
+    while n:
+        n, digit = divmod(n, len(letters))
+        chars.append(letters[digit])
+    return "".join(chars)
+
+
+def test_a_mail_of_more_new_words_than_the_table_holds_reads_them_all() -> None:
+    """A mail's new words are added to the word table together (one search of the
+    vocabulary for all their n-grams): more of them than the table holds yet (1,024 ids,
+    16,384 rows), known and unknown words mixed, a word repeated, long words among them,
+    give ``tfidf(raw_counts(...))``'s vector; and so does the next mail, on the grown table."""
+    loaded = Classifier(model().features, model().idf, model().heads, model().meta)
+    made_up = [_made_up_word(i) * (14 if i % 97 == 0 else 1) for i in range(3000)]
+    assert len(set(made_up)) == 3000 and max(map(len, made_up)) > 64
+    known = ["demande", "titre", "séjour", "préfecture", "permis", "rendez-vous"] * 40
+    own = [word for pair in zip(made_up, known * 13, strict=False) for word in pair]
+    quoted = [*made_up[-500:], "permis", "séjour"]
+    for mail in ((own, quoted), (own[::-1], made_up[:700])):
+        rows, values = loaded.vector(*mail)
+        old_rows, old_values = old_model.tfidf(
+            old_model.raw_counts(*mail), loaded.features, loaded.idf
+        )
+        assert rows.tolist() == old_rows.tolist()
+        assert values.tobytes() == old_values.tobytes()
+
+
 def test_a_mail_without_a_known_feature_has_an_empty_vector() -> None:
     """No word, or only quoted words the model never saw: no feature, as before (and a
     made-up word: its character n-grams alone)."""

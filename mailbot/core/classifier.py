@@ -22,7 +22,7 @@ import json
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -184,28 +184,46 @@ class _Table:
         self.flat = np.zeros(16384, dtype=np.int32)
         self.used = 0
 
-    def add(self, word: str, row: Mapping[int, int]) -> int:
-        """A new word's id, its features hashed once (``_word_features``, uncached)."""
-        index = len(self.ids)
-        if index == len(self.crc):
+    def add(
+        self, words: list[str], rows_of: Callable[[npt.NDArray[np.uint32]], npt.NDArray[np.int32]]
+    ) -> None:
+        """New words' ids, in order: their features hashed once (``_word_features``,
+        uncached), then found in the vocabulary all at once (``rows_of``)."""
+        first, end = len(self.ids), len(self.ids) + len(words)
+        if end > len(self.crc):
+            size = max(2 * len(self.crc), end)
             for name in ("crc", "size", "prefix", "quoted", "start", "count"):
-                setattr(self, name, np.resize(getattr(self, name), 2 * index))
-            self.lanes = np.resize(self.lanes, (2 * index, 4))
-        data = word.encode("utf-8", "surrogatepass")
-        found = (row.get(f, -1) for f in _word_features.__wrapped__(word))
-        rows = [r for r in found if r >= 0]
+                setattr(self, name, np.resize(getattr(self, name), size))
+            self.lanes = np.resize(self.lanes, (size, 4))
+        data = [word.encode("utf-8", "surrogatepass") for word in words]
+        grams = [_word_features.__wrapped__(word) for word in words]
+        hashed = np.fromiter(
+            itertools.chain(
+                itertools.chain.from_iterable(grams),
+                (zlib.crc32(d, _CRC_QUOTED) for d in data),
+            ),
+            dtype=np.uint32,
+        )
+        found = rows_of(hashed)
+        sizes = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+        rows, quoted = found[: len(found) - len(words)], found[len(found) - len(words) :]
+        known = rows >= 0
+        kept = np.bincount(np.repeat(np.arange(len(words)), sizes)[known], minlength=len(words))
+        rows = rows[known]
         if self.used + len(rows) > len(self.flat):
             self.flat = np.resize(self.flat, 2 * (self.used + len(rows)))
         self.flat[self.used : self.used + len(rows)] = rows
-        self.crc[index], self.size[index] = zlib.crc32(data), len(data)
-        self.lanes[index] = _LANES + 1024 * min(len(data), _SHIFT_MAX)
-        self.longest = max(self.longest, len(data))
-        self.prefix[index] = zlib.crc32(b" ", zlib.crc32(data, _CRC_PAIR))
-        self.quoted[index] = row.get(zlib.crc32(data, _CRC_QUOTED) & _MASK, -1)
-        self.start[index], self.count[index] = self.used, len(rows)
+        self.count[first:end] = kept
+        self.start[first:end] = self.used + np.cumsum(kept) - kept
         self.used += len(rows)
-        self.ids[word] = index
-        return index
+        self.quoted[first:end] = quoted
+        lengths = [len(d) for d in data]
+        self.size[first:end] = lengths
+        self.crc[first:end] = [zlib.crc32(d) for d in data]
+        self.prefix[first:end] = [zlib.crc32(b" ", zlib.crc32(d, _CRC_PAIR)) for d in data]
+        self.lanes[first:end] = _LANES + 1024 * np.minimum(lengths, _SHIFT_MAX)[:, None]
+        self.longest = max(self.longest, *lengths)
+        self.ids.update(zip(words, range(first, end), strict=True))
 
 
 class _Rows:
@@ -218,7 +236,6 @@ class _Rows:
 
     def __init__(self, features: npt.NDArray[np.int64]) -> None:
         self._features = features
-        self._row = dict(zip(features.tolist(), range(len(features)), strict=True))
         # The hashed ids as uint32 (a CRC's type) with a sentinel past the last (no id
         # reaches 2**24): a binary search's answer is always an index, equality the check.
         self._keys = np.append(features, 1 << HASH_BITS).astype(np.uint32)
@@ -255,10 +272,10 @@ class _Rows:
 
     def _ids(self, table: _Table, words: list[str]) -> npt.NDArray[np.intp]:
         found = [*map(table.ids.get, words)]
-        if None in found:
-            for i in [i for i, index in enumerate(found) if index is None]:
-                index = table.ids.get(words[i])  # a new word seen earlier in this mail
-                found[i] = table.add(words[i], self._row) if index is None else index
+        if None in found:  # the new words, each once, in order of first appearance
+            new = dict.fromkeys(w for w, i in zip(words, found, strict=True) if i is None)
+            table.add([*new], self._rows_of)
+            found = [*map(table.ids.__getitem__, words)]
         return np.array(found, dtype=np.intp)
 
     def _pairs(self, table: _Table, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.int32]:
