@@ -36,6 +36,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-6a",
     "tests/data/corpus/train-6b",
     "tests/data/corpus/train-6c",
+    "tests/data/corpus/train-7a",
+    "tests/data/corpus/train-7b",
+    "tests/data/corpus/train-7c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 

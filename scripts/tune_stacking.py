@@ -479,6 +479,12 @@ def main() -> None:
         help="the complaint head's negatives of these categories weigh more:"
         " etat-avancement=2,rendez-vous=2",
     )
+    parser.add_argument(
+        "--default-share",
+        type=float,
+        help="the hand-set rule's share of the mailbox's own service when no rule fires"
+        " (default: round 5's 0.3)",
+    )
     args = parser.parse_args()
     tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
@@ -497,6 +503,7 @@ def main() -> None:
     # the figures of the folders of the round before and of the new ones, apart
     old = tune_routing.ROUND5 if len(samples) < 2000 else tune_routing.ROUND6
     old = tune_routing.ROUND7 if len(samples) > 2867 else old
+    old = tune_routing.ROUND8 if len(samples) > 3317 else old
     fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
@@ -509,6 +516,8 @@ def main() -> None:
     routing = training.base_routing(config)
     tune_routing.remember_tallies()
     base = training.settings_for(config).model_copy(update=ROUND5)
+    if args.default_share is not None:
+        base = base.model_copy(update={"default_share": args.default_share})
     if args.complaint_as:
         sure = args.complaint_as.get("complaint_model_sure", -1)
         base = base.model_copy(
