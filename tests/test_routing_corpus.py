@@ -26,14 +26,14 @@ OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own se
 
 # Regression guards, not targets (the issue's targets: service 95 %, category 90 %, wrong
 # transfers 2 %, complaint precision 95 %, recall 90 %). Measured once at shipping on this half,
-# model routing-eef107432cbb (issue 13 round 8: 3317 training mails; stack and bars chosen on
-# grouped folds, without the test half): service 95.3 % as decided (90.5 % as recorded),
-# category 93.8 %, wrong transfers 2 (0.9 %), complaint precision 92.0 % (23 of 25; below
-# target), recall 100 %. Round 7 (routing-a6952deaf29a, 2867 mails): 93.8 % (89.6 %), 92.4 %,
-# 1.9 %, 85.2 %, 100 %; round 6 (1967 mails): 93.4 % (87.7 %), 92.4 %, 1.4 %, 88.5 %, 100 %.
-# The floors sit two to three mails under round 8's figures, so that a retrained model may
-# move a mail or two but not lose what round 8 gained.
-SERVICE_FLOOR = 0.94
+# model routing-2359308ca52a (issue 13 round 9: 3677 training mails; stack and bars chosen on
+# grouped folds, without the test half): service 96.2 % as decided (91.9 % as recorded),
+# category 93.4 %, wrong transfers 2 (0.9 %), complaint precision 92.0 % (23 of 25; below
+# target), recall 100 %. Round 8 (routing-eef107432cbb, 3317 mails): 95.3 % (90.5 %), 93.8 %,
+# 0.9 %, 92.0 %, 100 %; round 7 (2867 mails): 93.8 % (89.6 %), 92.4 %, 1.9 %, 85.2 %, 100 %.
+# The floors sit two to three mails under round 9's figures, so that a retrained model may
+# move a mail or two but not lose what the rounds gained.
+SERVICE_FLOOR = 0.95
 CATEGORY_FLOOR = 0.92
 WRONG_TRANSFER_CEILING = 0.02
 COMPLAINT_PRECISION_FLOOR = 0.88
