@@ -115,6 +115,27 @@ def test_ambiguous_cases_resolve_sensibly(
     assert (decision.service, decision.category) == (service, category), decision.scores
 
 
+def test_a_practical_question_about_the_reception_stays_at_general() -> None:
+    """Guide § 8: the reception's address, hours, access, "do I need an appointment?" →
+    `general`, not the quality mission (which takes complaints, suggestions and thanks about
+    the reception). Round 9's stacked regression was sure of `qualite-accueil` at 0.821 for
+    this mail, as bench/run.py's stay-short scenario sends it: its bar was raised by hand
+    0.82 → 0.84 (tests/data/corpus/PLAN.md, round 9; 2 of the 3677 mails' grouped-fold answers
+    change, no wrong transfer more). The service only: the category is the hand-set rule's,
+    `rendez-vous` where the guide says `information`. Known errors left for the next round's
+    data (no bar mends them): the same question without greeting or signature, or "Quelle est
+    l'adresse de l'accueil de la préfecture ?", is read as a complaint to `qualite-accueil` by
+    round 8's model and round 9's alike (the word "accueil" is mostly written in complaints)."""
+    body = (
+        "Bonjour Madame, Monsieur,\n\nPourriez-vous m'indiquer l'adresse exacte de l'accueil du"
+        " public et s'il faut prendre rendez-vous avant de se présenter au guichet d'information"
+        " générale ?\n\nJe vous remercie par avance.\nCordialement,\nCamille Durand\n"
+    )
+    decision = route("Renseignement sur l'accueil", body, "general")
+    assert decision.service == "general", decision.confidence
+    assert not decision.transfer_allowed
+
+
 def test_decision_records_hits_and_misses_in_rule_order() -> None:
     decision = route("Carte grise", "Je voudrais prendre rendez-vous.")
     assert [hit.rule for hit in decision.rule_hits] == [rule.id for rule in CONFIG.routing.rules]  # type: ignore[union-attr]
