@@ -116,9 +116,9 @@ def test_weak_decision_is_held_to_check_with_a_plain_ar(setup: Any) -> None:
     """One line naming a birth certificate (the mairie's) and an identity card (a prefecture
     title, made in the mairies): a weak decision, so nothing is transferred or re-oriented;
     the mail stays with the mailbox's own service, marked to check, its suggestion recorded
-    (issue 13). The models of issue 13's rounds 8 and 9 are sure of the mairie for an earlier example
-    of this test (a birth certificate, a residence permit and a carte grise: under the guide's
-    R13 the prefecture's requests come first), a known error of that model; its second round
+    (issue 13). The models of issue 13's rounds 8 and 9 are sure of the mairie for an earlier
+    example of this test (a birth certificate, a residence permit and a carte grise: under the
+    guide's R13 the prefecture's requests come first), a known error of those models; round 2's
     was sure of the mairie for the birth certificate alone."""
     config, general, _etrangers, smtp = setup
     body = "Bonjour, acte de naissance de mon fils et sa carte d'identité, à qui s'adresser ?\n"
