@@ -73,7 +73,9 @@ def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=err,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # faulthandler: a worker that does not stop is sent SIGABRT (stop_worker) and
+            # writes every thread's stack into its log, for the failure to show why
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
         )
 
 
@@ -88,6 +90,10 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> int:
     worker.send_signal(signal.SIGTERM)
     try:
         return worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGABRT)  # its threads' stacks into its log (faulthandler)
+        worker.wait(timeout=10)
+        raise
     finally:
         if worker.poll() is None:
             worker.kill()
