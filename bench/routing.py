@@ -248,6 +248,10 @@ class ReferenceModel:
     def __init__(self, model: Classifier) -> None:
         self.model = model
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything but ``classify`` (the heads' metadata, ...) is the model's own."""
+        return getattr(self.model, name)
+
     def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:
         return classifier_reference.classify(self.model, subject, text)
 
