@@ -553,6 +553,9 @@ class AlertsConfig(Model):
 class WeeklyReportConfig(Model):
     to: list[Email] = Field(default_factory=list)
     cron: WeeklySchedule = "mon 08:00"
+    # Late and unanswered messages listed in the mail's body, the oldest first: a manager
+    # reads a screen of them, not thousands; the attached CSV lists every message.
+    listed: int = Field(default=100, ge=0)
 
 
 class ReportsConfig(Model):

@@ -118,6 +118,44 @@ def test_weekly_report_once_per_week_across_restarts_with_catch_up(
     ]
 
 
+def with_listed(config: Path, listed: int) -> None:
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data.setdefault("reports", {}).setdefault("weekly", {})["listed"] = listed
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+
+def test_the_body_lists_the_longest_waits_and_the_csv_all(config: Path, tmp_path: Path) -> None:
+    """A manager reads a screen, not thousands of rows: ``reports.weekly.listed`` caps the
+    rows of the body (the longest waits first) while the heading counts them all."""
+    with_listed(config, 3)
+    out = tmp_path / "out"
+    week_47(config, out)
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    assert "Messages en retard (2) et sans réponse (4)" in html
+    assert "Les 3 plus anciens&nbsp;; la liste complète est dans le fichier CSV joint." in html
+    listed = [r[0] for r in table_rows(html) if r and r[0].startswith("SM-2026-")]
+    assert listed == ["SM-2026-000023", "SM-2026-000024", "SM-2026-000032"]
+    lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + 13
+    msg = email.message_from_bytes(
+        (out / "rapport-2026-W47.eml").read_bytes(), policy=email.policy.default
+    )
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    assert "SANS RÉPONSE, PAS ENCORE EN RETARD (4)" in text
+    assert "[SM-2026-000032]" in text and "[SM-2026-000027]" not in text
+    assert "Les 3 plus anciens sont listés ; la liste complète est dans le fichier CSV" in text
+
+
+def test_listed_zero_points_to_the_csv(config: Path, tmp_path: Path) -> None:
+    with_listed(config, 0)
+    out = tmp_path / "out"
+    week_47(config, out)
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    assert "Messages en retard (2) et sans réponse (4)" in html
+    assert "La liste complète est dans le fichier CSV joint." in html
+    assert not [r for r in table_rows(html) if r and r[0].startswith("SM-2026-")]
+
+
 def test_worker_schedules_the_report_and_a_catch_up(config: Path) -> None:
     from mailbot.app.context import build_app
     from mailbot.worker import make_worker

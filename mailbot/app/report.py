@@ -82,6 +82,9 @@ class ReportBuilder:
         current, previous, month = found[:3]
         rows = self._messages(period, as_of)
         tracked = [r for r in rows if not r["why"]]  # the others have their own section
+        late = [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE]
+        unanswered = [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE]
+        shown = self._oldest_first(late + unanswered)[: self.config.reports.weekly.listed]
         variables = {
             "period": {
                 "kind": period.kind,
@@ -92,8 +95,9 @@ class ReportBuilder:
             "summary": self._summary(current),
             "qualepref": qualepref_table(current, previous, month),
             "breakdown": self._breakdown(period, as_of),
-            "late": [r for r in tracked if r["replied"] == "" and r["delay"] > DEADLINE],
-            "unanswered": [r for r in tracked if r["replied"] == "" and r["delay"] <= DEADLINE],
+            "late": [r for r in shown if r["delay"] > DEADLINE],
+            "unanswered": [r for r in shown if r["delay"] <= DEADLINE],
+            "waiting": {"late": len(late), "unanswered": len(unanswered), "listed": len(shown)},
             "unacknowledged": [r for r in rows if r["why"]],
             "excluded": no_reply.excluded_rows(
                 self.config,
@@ -117,6 +121,11 @@ class ReportBuilder:
         return Report(period, rendered.subject, mail, rendered.html, png, data)
 
     # -- parts ----------------------------------------------------------------------------
+    @staticmethod
+    def _oldest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The longest waits first; among equal waits, the order received (a stable sort)."""
+        return sorted(rows, key=lambda row: -row["delay"])
+
     def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
         since, until = indicators.period_bounds(self.calendar, period.start, period.end)
         found = self.store.indicator_listing(since, until)
