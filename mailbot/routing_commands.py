@@ -39,6 +39,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-7a",
     "tests/data/corpus/train-7b",
     "tests/data/corpus/train-7c",
+    "tests/data/corpus/train-8a",
+    "tests/data/corpus/train-8b",
+    "tests/data/corpus/train-8c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
