@@ -260,6 +260,21 @@ def test_complaint_negatives_change_the_complaint_head_only() -> None:
     assert not np.allclose(plain.heads["complaint"].coef, weighed.heads["complaint"].coef)
 
 
+def test_category_weights_change_the_category_head_only() -> None:
+    """``training.fit(category_weights=…)`` (``tune_stacking --category-weights``): the
+    category head's mails of a category weigh more; ``only`` refits that head alone."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    plain = training.fit(samples, c=20.0)
+    weighed = training.fit(samples, c=20.0, category_weights={"information": 2.0})
+    assert weighed.meta["category_weights"] == {"information": 2.0}
+    assert "category_weights" not in plain.meta
+    assert np.array_equal(plain.heads["complaint"].coef, weighed.heads["complaint"].coef)
+    assert not np.allclose(plain.heads["category"].coef, weighed.heads["category"].coef)
+    alone = training.fit(samples, c=20.0, category_weights={"information": 2.0}, only=("category",))
+    assert set(alone.heads) == {"category"}
+    assert np.array_equal(alone.heads["category"].coef, weighed.heads["category"].coef)
+
+
 def test_model_settings_refuse_a_missing_file(tmp_path: Path) -> None:
     assert RoutingModelConfig(file=tmp_path / "x.npz").rule_weight == 0.5
     with pytest.raises(Exception, match="routing model"):
