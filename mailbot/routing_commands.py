@@ -39,6 +39,9 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-7a",
     "tests/data/corpus/train-7b",
     "tests/data/corpus/train-7c",
+    "tests/data/corpus/train-8a",
+    "tests/data/corpus/train-8b",
+    "tests/data/corpus/train-8c",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 
@@ -71,6 +74,12 @@ def add_routing_commands(commands: Any) -> None:
     train.add_argument(
         "--complaint-c", type=float, help="the complaint head's own C (default: --c's)"
     )
+    train.add_argument(
+        "--complaint-negatives",
+        type=category_weights,
+        help="the complaint head's negatives of these categories weigh more (the look-alikes:"
+        " autre=2,plainte-riverain=2,intervention-prefet=2)",
+    )
     _cache_option(train)
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
@@ -90,6 +99,25 @@ def add_routing_commands(commands: Any) -> None:
     evaluate.add_argument("--json", action="store_true", help="figures as one JSON object")
     _cache_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
+
+
+def category_weights(text: str) -> dict[str, float]:
+    """``autre=2,plainte-riverain=2`` → {"autre": 2.0, "plainte-riverain": 2.0} (argparse type)."""
+    weights = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name.strip() or weight <= 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected category=weight, weight > 0")
+        weights[name.strip()] = weight
+    if not weights:
+        raise argparse.ArgumentTypeError("no category=weight given")
+    return weights
 
 
 def _cache_option(parser: argparse.ArgumentParser) -> None:
@@ -217,6 +245,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     key: dict[str, Any] = {"c": c, "min_df": min_df}
     if args.complaint_c:
         key["complaint_c"] = args.complaint_c
+    if args.complaint_negatives:
+        unknown = set(args.complaint_negatives) - {s.category for s in samples}
+        if unknown:
+            raise ConfigError(
+                "--complaint-negatives", ",".join(sorted(unknown)), "no such category in the data"
+            )
+        key["complaint_negatives"] = dict(sorted(args.complaint_negatives.items()))
 
     def fit(chosen: Any) -> Any:
         return training.fit(chosen, **key)

@@ -26,6 +26,9 @@ figures; ``--complaint-c``, ``--complaint-negatives``: the complaint head refitt
 C; its negatives of some categories weighing more). ``--ship`` checks the guide's cases of
 tests/test_routing.py with the model to ship (``--model``, else fitted here) and raises a hold
 bar that would move one to the wrong service (``guarded``); it refuses (exit 1) when no bar can.
+Round 10: ``--category-weights`` (the category head refitted alone, its mails of some
+categories weighing more), ``--stack service,category`` (the category stacked too), and with
+``--per-source`` the category's most frequent confusions.
 Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
@@ -35,6 +38,7 @@ import argparse
 import hashlib
 import itertools
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +93,7 @@ MIN_INNER_PRECISION = 0.98  # the complaint bars are chosen for this precision o
 WORST_INNER_PRECISION: float | None = 0.97
 STACK_KINDS: dict[str, tuple[str, ...]] | None = None  # the stacked inputs (None: training's)
 STACK_WEIGHTS: dict[str, float] | None = None  # per-source weights of the stacked regressions
+STACK_NAMES: tuple[str, ...] | None = None  # the stacked decisions (None: training.STACKED)
 TUNE_COMPLAINT = True  # False: the complaint bars as given (service experiments, faster)
 MARGIN = False  # a move's confidence: its probability's lead over the mailbox's service
 PER_SOURCE = False  # the figures of each source folder printed too (``--per-source``)
@@ -169,7 +174,13 @@ def with_stacks(
     if stack_c is None:
         return {}
     stacks = training.fit_stacks(
-        samples, said, routing, c=stack_c, kinds=STACK_KINDS, source_weights=STACK_WEIGHTS
+        samples,
+        said,
+        routing,
+        c=stack_c,
+        names=STACK_NAMES or training.STACKED,
+        kinds=STACK_KINDS,
+        source_weights=STACK_WEIGHTS,
     )
     return {"stack": stacks, **({"hold_on": "margin"} if MARGIN else {})}
 
@@ -238,6 +249,12 @@ def report(label: str, samples: Sequence[Any], k: int, scored: Any) -> None:
     print("  " + tune_routing.per_fold(samples, k, scored), flush=True)
     worst = min_fold_precision(samples, k, scored)
     print(f"  complaint precision, worst fold {worst:.1%}", flush=True)
+    if PER_SOURCE:  # round 10: the category's most frequent confusions, expected → decided
+        wrong = Counter((e, g) for e, g in scored.categories if e != g)
+        print(
+            "  category confusions: "
+            + ", ".join(f"{e}→{g} {n}" for (e, g), n in wrong.most_common(6))
+        )
 
 
 def min_fold_precision(samples: Sequence[Any], k: int, scored: Any) -> float:
@@ -400,11 +417,26 @@ def with_complaint_head(
         "complaint_negatives": args.complaint_negatives,
         "only": ("complaint",),
     }
+    return with_head(samples, args, head_fit, outer, "complaint")
+
+
+def with_category_head(
+    samples: Sequence[Any], args: Any, fit: dict[str, Any], outer: dict[int, Any]
+) -> dict[int, Any]:
+    """The folds' answers with the category head refitted alone, its mails of some
+    categories weighing more (round 10: ``--category-weights information=2``)."""
+    head_fit = {**fit, "category_weights": args.category_weights, "only": ("category",)}
+    return with_head(samples, args, head_fit, outer, "category")
+
+
+def with_head(
+    samples: Sequence[Any], args: Any, head_fit: dict[str, Any], outer: dict[int, Any], head: str
+) -> dict[int, Any]:
     found = dict(outer)
     for held in tune_routing.fold_plan(samples, args.folds):
         said = answers(samples, held, head_fit, args.cache)
         for i in held:
-            found[i] = {**outer[i], "complaint": said[i]["complaint"]}
+            found[i] = {**found[i], head: said[i][head]}
     return found
 
 
@@ -480,6 +512,16 @@ def main() -> None:
         " etat-avancement=2,rendez-vous=2",
     )
     parser.add_argument(
+        "--stack",
+        help="the decisions stacked, comma-separated (default: training.STACKED, the service);"
+        " round 10: service,category",
+    )
+    parser.add_argument(
+        "--category-weights",
+        type=weights_of,
+        help="the category head's mails of these categories weigh more: information=2",
+    )
+    parser.add_argument(
         "--default-share",
         type=float,
         help="the hand-set rule's share of the mailbox's own service when no rule fires"
@@ -488,6 +530,8 @@ def main() -> None:
     args = parser.parse_args()
     tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
+    global STACK_NAMES
+    STACK_NAMES = tuple(args.stack.split(",")) if args.stack else None
     PER_SOURCE = args.per_source
     MARGIN, TUNE_COMPLAINT = args.margin, args.complaint_as is None
     if args.budget is not None:
@@ -504,6 +548,7 @@ def main() -> None:
     old = tune_routing.ROUND5 if len(samples) < 2000 else tune_routing.ROUND6
     old = tune_routing.ROUND7 if len(samples) > 2867 else old
     old = tune_routing.ROUND8 if len(samples) > 3317 else old
+    old = tune_routing.ROUND9 if len(samples) > 3677 else old
     fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
@@ -511,6 +556,8 @@ def main() -> None:
     outer, inner = all_answers(samples, args.folds, fit, args.cache, nested=not args.cross)
     if args.complaint_c or args.complaint_negatives:
         outer = with_complaint_head(samples, args, fit, outer)
+    if args.category_weights:
+        outer = with_category_head(samples, args, fit, outer)
     if args.answers_only:
         return
     routing = training.base_routing(config)

@@ -229,6 +229,52 @@ def test_train_writes_a_model_named_by_its_data(tmp_path: Path) -> None:
         assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
 
 
+def test_train_weighs_the_complaint_heads_look_alikes_as_asked(tmp_path: Path) -> None:
+    """``routing train --complaint-negatives``: the look-alike categories weigh more as
+    negatives of the complaint head (as ``scripts/tune_stacking.py`` fits it), written in the
+    model's header; a malformed weight or an unknown category is refused before any fit."""
+    out = tmp_path / "model.npz"
+    data = ("--no-corrections", "--folds", "3", "--labelled", str(ROOT / "tests/data/routing"))
+    done = cli(ROOT / "rules.yaml", "routing", "train", *data, "--out", str(out),
+               "--complaint-negatives", "plainte-riverain=2,autre=3")  # fmt: skip
+    assert "rules alone" in done.stdout, done.stderr
+    if done.returncode == 0:
+        assert load(out).meta["complaint_negatives"] == {"autre": 3.0, "plainte-riverain": 2.0}
+    else:  # refused: never written
+        assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
+    bad = cli(ROOT / "rules.yaml", "routing", "train", *data, "--complaint-negatives", "autre")
+    assert bad.returncode == 2 and "category=weight" in bad.stderr
+    unknown = cli(ROOT / "rules.yaml", "routing", "train", *data,
+                  "--complaint-negatives", "plainte-voisin=2")  # fmt: skip
+    assert unknown.returncode != 0 and "plainte-voisin" in unknown.stderr
+    assert "rules alone" not in unknown.stdout
+
+
+def test_complaint_negatives_change_the_complaint_head_only() -> None:
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    plain = training.fit(samples, c=20.0)
+    weighed = training.fit(samples, c=20.0, complaint_negatives={"autre": 3.0})
+    assert weighed.meta["complaint_negatives"] == {"autre": 3.0}
+    assert "complaint_negatives" not in plain.meta
+    assert np.array_equal(plain.heads["service"].coef, weighed.heads["service"].coef)
+    assert not np.allclose(plain.heads["complaint"].coef, weighed.heads["complaint"].coef)
+
+
+def test_category_weights_change_the_category_head_only() -> None:
+    """``training.fit(category_weights=…)`` (``tune_stacking --category-weights``): the
+    category head's mails of a category weigh more; ``only`` refits that head alone."""
+    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    plain = training.fit(samples, c=20.0)
+    weighed = training.fit(samples, c=20.0, category_weights={"information": 2.0})
+    assert weighed.meta["category_weights"] == {"information": 2.0}
+    assert "category_weights" not in plain.meta
+    assert np.array_equal(plain.heads["complaint"].coef, weighed.heads["complaint"].coef)
+    assert not np.allclose(plain.heads["category"].coef, weighed.heads["category"].coef)
+    alone = training.fit(samples, c=20.0, category_weights={"information": 2.0}, only=("category",))
+    assert set(alone.heads) == {"category"}
+    assert np.array_equal(alone.heads["category"].coef, weighed.heads["category"].coef)
+
+
 def test_model_settings_refuse_a_missing_file(tmp_path: Path) -> None:
     assert RoutingModelConfig(file=tmp_path / "x.npz").rule_weight == 0.5
     with pytest.raises(Exception, match="routing model"):

@@ -172,6 +172,7 @@ def fit(
     complaint_c: float | None = None,
     complaint_negatives: Mapping[str, float] | None = None,
     only: Sequence[str] | None = None,
+    category_weights: Mapping[str, float] | None = None,
 ) -> Classifier:
     """A model trained on ``samples``: service, category, re-orientation target and
     complaint heads. The complaint head is a binary regression (``complaint`` or not) of
@@ -180,15 +181,23 @@ def fit(
     a weight per source folder (``sample_weights``), else every mail weighs one.
     ``complaint_c``: the complaint head's own C (None: ``c``); ``complaint_negatives``: a
     weight per category for the complaint head's negatives (the look-alikes: relances,
-    slot requests); ``only``: these heads alone (tuning one head without refitting all)."""
+    slot requests); ``only``: these heads alone (tuning one head without refitting all);
+    ``category_weights``: a weight per category of the category head's mails, on top of the
+    balanced class weights (round 10: a question weighing more against its report's look-alike)."""
     counts = [raw_counts(*s.words) for s in samples]
     features, idf = _vocabulary(counts, min_df)
     matrix = _matrix(counts, features, idf)
     weights = sample_weights(samples, source_weights) if source_weights else None
     heads: dict[str, Head] = {}
-    for name in ("service", "category") if only is None else ():
+    for name in ("service", "category"):
+        if only is not None and name not in only:
+            continue
         weight = service_weight if name == "service" else class_weight
-        head = _head(matrix, [getattr(s, name) for s in samples], c, weight, weights)
+        extra = weights
+        if name == "category" and category_weights:
+            by = np.array([category_weights.get(s.category, 1.0) for s in samples])
+            extra = by if weights is None else weights * by
+        head = _head(matrix, [getattr(s, name) for s in samples], c, weight, extra)
         if head is None:
             raise ConfigError("training data", name, "needs at least two different labels")
         heads[name] = head
@@ -212,6 +221,7 @@ def fit(
         "source_weights": dict(source_weights or {}),
         "complaint_c": complaint_c,
         "complaint_negatives": dict(complaint_negatives or {}),
+        "category_weights": dict(category_weights or {}),
     }
     return Classifier(features, idf, heads, _meta(samples, settings))
 
