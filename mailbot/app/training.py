@@ -188,19 +188,12 @@ def fit(
     features, idf = _vocabulary(counts, min_df)
     matrix = _matrix(counts, features, idf)
     weights = sample_weights(samples, source_weights) if source_weights else None
-    heads: dict[str, Head] = {}
-    for name in ("service", "category"):
-        if only is not None and name not in only:
-            continue
-        weight = service_weight if name == "service" else class_weight
-        extra = weights
-        if name == "category" and category_weights:
-            by = np.array([category_weights.get(s.category, 1.0) for s in samples])
-            extra = by if weights is None else weights * by
-        head = _head(matrix, [getattr(s, name) for s in samples], c, weight, extra)
-        if head is None:
-            raise ConfigError("training data", name, "needs at least two different labels")
-        heads[name] = head
+    names = [n for n in ("service", "category") if only is None or n in only]
+    class_weights = {"service": service_weight, "category": class_weight}
+    heads: dict[str, Head] = {
+        name: _label_head(matrix, samples, name, c, class_weights[name], weights, category_weights)
+        for name in names
+    }
     target = _reorient_head(matrix, samples, c, class_weight, weights) if only is None else None
     if target is not None:
         heads["reorient"] = target
@@ -240,6 +233,25 @@ def _meta(samples: Sequence[Sample], settings: Mapping[str, Any]) -> dict[str, A
             if value or name in ("class_weight", "service_weight")
         },
     }
+
+
+def _label_head(
+    matrix: Any,
+    samples: Sequence[Sample],
+    name: str,
+    c: float,
+    class_weight: str | None,
+    weights: npt.NDArray[np.float64] | None,
+    category_weights: Mapping[str, float] | None,
+) -> Head:
+    """The service or the category head; the category's mails may weigh more by category."""
+    if name == "category" and category_weights:
+        by = np.array([category_weights.get(s.category, 1.0) for s in samples])
+        weights = by if weights is None else weights * by
+    head = _head(matrix, [getattr(s, name) for s in samples], c, class_weight, weights)
+    if head is None:
+        raise ConfigError("training data", name, "needs at least two different labels")
+    return head
 
 
 def _reorient_head(
