@@ -22,18 +22,21 @@ in-process, a WARNING is logged once, and a new helper is started for a later ba
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailbot.config import RoutingConfig
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
+
+# multiprocessing and the process pool (~20 ms of imports) only once a helper is started:
+# a first mail never needs them (issue 14, point 9).
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +186,9 @@ class RoutingPool:
                 return self._ready
             if time.monotonic() < self._not_before:
                 return False
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             context = multiprocessing.get_context(self.start_method)
             executor = ProcessPoolExecutor(
                 max_workers=1,
