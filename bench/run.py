@@ -11,7 +11,8 @@
     `poll --once` in a child process of each source tree (``--trees``: an older checkout,
     e.g. a ``git archive`` export, compared in the same run); CPU ms per mail is that
     process's (time.process_time) over the poll, "+N helper" the CPU of its child processes
-    (a routing helper, routing.parallel: its start included). The SMTP sink runs in a process of its
+    (a routing helper, routing.parallel: its start included) and how long the intake
+    waited for the helper's decisions over the poll. The SMTP sink runs in a process of its
     own (bench/sink.py), sharing the GIL with neither side. Scenarios:
       stay-short / stay-3k: plain questions to the general mailbox that stay at its
         service (one AR each), of ~450 characters or ~3 KB;
@@ -244,13 +245,15 @@ outcomes = worker.poll_once()
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 # A routing helper (routing.parallel, a newer tree) stopped and waited for: its CPU, start
 # included, is then the children's (a process's own CPU leaves it out).
+pool = getattr(app.pipeline, "routing_pool", None)
+waited = getattr(pool, "waited", 0.0)
 getattr(app.pipeline, "close", lambda: None)()
 import resource
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 helper = usage.ru_utime + usage.ru_stime
 acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
 print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": wall, "cpu": cpu,
-                  "helper": helper}))
+                  "helper": helper, "waited": waited}))
 """
 
 
@@ -313,7 +316,8 @@ def bench_scenario(
         print(
             f"  {scenario:<15} mailbot   {rate:7.1f} msg/s  "
             f"{result['cpu'] / result['mails'] * 1000:6.2f} CPU ms/mail  "
-            f"(+{result.get('helper', 0.0) / result['mails'] * 1000:4.2f} helper)  "
+            f"(+{result.get('helper', 0.0) / result['mails'] * 1000:4.2f} helper, "
+            f"{result.get('waited', 0.0) * 1000:.0f} ms waited)  "
             f"ratio {rate / raw_rate:.2f}x  ({int(result['acknowledged'])} ARs, "
             f"{received - sink.to_citizens} forwards)  {tree.name}"
         )
