@@ -353,10 +353,11 @@ def bench_throughput(
         print(f"    {scenario:<15} {Path(tree).name:<20} {shown}  (target {target:.2f}x)")
 
 
-def bench_idle(dovecot: DovecotServer, burst: int, singles: int) -> None:
+def bench_idle(dovecot: DovecotServer, burst: int, singles: int, routing: bool = False) -> None:
+    """(b) in this process: the mailbot on its path (PYTHONPATH=TREE for a given tree)."""
     user = dovecot.new_user("idle")
     with SinkProcess() as smtp, tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), {"general": user}, smtp)
+        config = write_config(Path(tmp), {"general": user}, smtp, routing=routing)
         app = build_app(config)
         worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
         thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
@@ -462,6 +463,9 @@ def main() -> None:
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
     parser.add_argument("--parts", default="throughput,idle,rss")
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument(
+        "--idle-routing", action="store_true", help="(b) with the shipped routing on"
+    )
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--rss", default="1000,20000")
     parser.add_argument("--rss-repeat", type=int, default=1, help="repeats of (c), each tree")
@@ -479,7 +483,7 @@ def main() -> None:
                 args.profile.mkdir(parents=True, exist_ok=True)
             bench_throughput(dovecot, scenarios, args.backlog, args.repeat, trees, args.profile)
         if "idle" in parts:
-            bench_idle(dovecot, args.burst, args.latency)
+            bench_idle(dovecot, args.burst, args.latency, args.idle_routing)
         if "rss" in parts:
             sizes = [int(s) for s in args.rss.split(",")]
             bench_rss(dovecot, sizes, trees, args.rss_repeat)
