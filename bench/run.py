@@ -10,7 +10,9 @@
     their ratio. mailbot runs with the shipped rules.yaml, routing on (as in production),
     `poll --once` in a child process of each source tree (``--trees``: an older checkout,
     e.g. a ``git archive`` export, compared in the same run); CPU ms per mail is that
-    process's (time.process_time) over the poll. The SMTP sink runs in a process of its
+    process's (time.process_time) over the poll, "+N helper" the CPU of its child processes
+    (a routing helper, routing.parallel: its start included) and how long the intake
+    waited for the helper's decisions over the poll. The SMTP sink runs in a process of its
     own (bench/sink.py), sharing the GIL with neither side. Scenarios:
       stay-short / stay-3k: plain questions to the general mailbox that stay at its
         service (one AR each), of ~450 characters or ~3 KB;
@@ -241,8 +243,17 @@ worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
 wall, cpu = time.perf_counter(), time.process_time()
 outcomes = worker.poll_once()
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+# A routing helper (routing.parallel, a newer tree) stopped and waited for: its CPU, start
+# included, is then the children's (a process's own CPU leaves it out).
+pool = getattr(app.pipeline, "routing_pool", None)
+waited = getattr(pool, "waited", 0.0)
+getattr(app.pipeline, "close", lambda: None)()
+import resource
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+helper = usage.ru_utime + usage.ru_stime
 acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
-print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": wall, "cpu": cpu}))
+print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": wall, "cpu": cpu,
+                  "helper": helper, "waited": waited}))
 """
 
 
@@ -305,6 +316,8 @@ def bench_scenario(
         print(
             f"  {scenario:<15} mailbot   {rate:7.1f} msg/s  "
             f"{result['cpu'] / result['mails'] * 1000:6.2f} CPU ms/mail  "
+            f"(+{result.get('helper', 0.0) / result['mails'] * 1000:4.2f} helper, "
+            f"{result.get('waited', 0.0) * 1000:.0f} ms waited)  "
             f"ratio {rate / raw_rate:.2f}x  ({int(result['acknowledged'])} ARs, "
             f"{received - sink.to_citizens} forwards)  {tree.name}"
         )
@@ -340,10 +353,11 @@ def bench_throughput(
         print(f"    {scenario:<15} {Path(tree).name:<20} {shown}  (target {target:.2f}x)")
 
 
-def bench_idle(dovecot: DovecotServer, burst: int, singles: int) -> None:
+def bench_idle(dovecot: DovecotServer, burst: int, singles: int, routing: bool = False) -> None:
+    """(b) in this process: the mailbot on its path (PYTHONPATH=TREE for a given tree)."""
     user = dovecot.new_user("idle")
     with SinkProcess() as smtp, tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), {"general": user}, smtp)
+        config = write_config(Path(tmp), {"general": user}, smtp, routing=routing)
         app = build_app(config)
         worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
         thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
@@ -449,6 +463,9 @@ def main() -> None:
     parser.add_argument("--trees", default=str(ROOT), help="source trees, comma-separated")
     parser.add_argument("--parts", default="throughput,idle,rss")
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument(
+        "--idle-routing", action="store_true", help="(b) with the shipped routing on"
+    )
     parser.add_argument("--latency", type=int, default=50)
     parser.add_argument("--rss", default="1000,20000")
     parser.add_argument("--rss-repeat", type=int, default=1, help="repeats of (c), each tree")
@@ -466,7 +483,7 @@ def main() -> None:
                 args.profile.mkdir(parents=True, exist_ok=True)
             bench_throughput(dovecot, scenarios, args.backlog, args.repeat, trees, args.profile)
         if "idle" in parts:
-            bench_idle(dovecot, args.burst, args.latency)
+            bench_idle(dovecot, args.burst, args.latency, args.idle_routing)
         if "rss" in parts:
             sizes = [int(s) for s in args.rss.split(",")]
             bench_rss(dovecot, sizes, trees, args.rss_repeat)

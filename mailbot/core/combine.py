@@ -87,7 +87,10 @@ def combine(
         shares = {fallback: share}
     elif not shares:
         weight = 0.0  # no rule at all: the model decides alone
-    labels = set(shares) | set(probabilities)
+    # In a fixed order, not a set's: ``share_of`` sums the scores in this order, and a set of
+    # strings iterates in an order that changes with each process's hash seed (the routing
+    # helper's decisions must be the worker's to the bit, app/routing_pool).
+    labels = sorted(set(shares) | set(probabilities))
     scores = {
         label: weight * shares.get(label, 0.0) + (1 - weight) * probabilities.get(label, 0.0)
         for label in labels
