@@ -290,6 +290,16 @@ class RoutingModelConfig(Model):
         return _model_file(value, info)
 
 
+class RoutingParallelConfig(Model):
+    """Where a large batch's routing decisions are made (issue 14; app/routing_pool): by
+    one helper process while the intake records the batch, on the machine's second core.
+    ``processes: 0`` decides every mail in-process. Batches below ``min_batch`` mails (a
+    single mail under IDLE, a first mail) never wait on the helper's start."""
+
+    processes: int = Field(default=1, ge=0, le=1)  # one helper outpaces the intake
+    min_batch: int = Field(default=32, ge=1)
+
+
 class RoutingConfig(Model):
     categories: list[str] = Field(min_length=1)
     complaint_category: str = "reclamation"
@@ -299,6 +309,7 @@ class RoutingConfig(Model):
     model: RoutingModelConfig | None = None
     # service → the categories it may have (guide § 3); a service not listed allows all.
     combinations: dict[str, list[str]] = Field(default_factory=dict)
+    parallel: RoutingParallelConfig = Field(default_factory=RoutingParallelConfig)
 
 
 class MailboxConfig(Model):

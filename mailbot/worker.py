@@ -340,6 +340,7 @@ class Worker:
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
             self.outbox.transport.close()  # the SMTP connection kept between batches
+            self.pipeline.close()  # the routing helper, if one was started
             log.info("worker stopped")
         self.refused.update({n: p.refused for n, p in self.pollers.items() if p.refused})
 

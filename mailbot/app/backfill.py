@@ -58,15 +58,18 @@ def backfill(
     """Record every folder's mail received since ``since`` (see the module docstring)."""
     history = Pipeline(config, store, renderer, send=False)
     replies = SentPipeline(config, store, signature_check)
-    for name, folder, processor in _feeds(config, history, replies):
-        with store.transaction() as tx:
-            followed = tx.folder_state(name, folder) is not None
-            if followed and not tx.backfill_pending(name, folder):
-                progress.skipped(name, folder)
-                continue
-            tx.set_backfill_pending(name, folder, True)  # polls refuse it until the end
-        source = sources(config, name)
-        _backfill_folder(config, store, source, (name, folder), processor, since, progress)
+    try:
+        for name, folder, processor in _feeds(config, history, replies):
+            with store.transaction() as tx:
+                followed = tx.folder_state(name, folder) is not None
+                if followed and not tx.backfill_pending(name, folder):
+                    progress.skipped(name, folder)
+                    continue
+                tx.set_backfill_pending(name, folder, True)  # polls refuse it until the end
+            source = sources(config, name)
+            _backfill_folder(config, store, source, (name, folder), processor, since, progress)
+    finally:
+        history.close()  # its routing helper, if a large batch started one
 
 
 def _feeds(

@@ -31,7 +31,9 @@ class App:
 
     def close(self) -> None:
         """The end of a command: QUIT the SMTP connection kept between batches, close the
-        database's connections (SQLite checkpoints its WAL on the last one)."""
+        database's connections (SQLite checkpoints its WAL on the last one), stop the
+        routing helper if a large batch started one."""
+        self.pipeline.close()
         self.outbox.transport.close()
         self.store.close()
 

@@ -20,12 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from mailbot.app.acknowledge import Plan, Planner, Received
 from mailbot.app.recording import Batched, BatchWriteError, Direct
+from mailbot.app.routing_pool import RoutingAhead, RoutingPool, RoutingSpec
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
@@ -40,7 +41,7 @@ from mailbot.core.policy import (
     similar_subjects,
 )
 from mailbot.core.probe import is_probe
-from mailbot.core.routing import RoutingDecision, decide
+from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
 from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, LeaseLostError, RepeatedRequestError, StoreError
@@ -68,6 +69,16 @@ MAX_TRANSACTION_SECONDS = 1.0
 # up to 64 at a time: a part cut after a mail or two (an outbox claim waiting, store/desk)
 # reads little, a long one a few statements for hundreds of mails.
 READ_AHEAD = (16, 64)
+
+
+def _routing_pool(config: Config, routing: CompiledRouting | None) -> RoutingPool | None:
+    """The helper of ``routing.parallel`` (none with ``processes: 0`` or no routing); its
+    process starts with the first large batch."""
+    if config.routing is None or routing is None or config.routing.parallel.processes < 1:
+        return None
+    own = {name: box.service for name, box in config.mailboxes.items()}
+    spec = RoutingSpec(config.routing, own, config.organisation.general_service)
+    return RoutingPool(spec, routing, config.routing.parallel.min_batch)
 
 
 def _none() -> int:
@@ -118,6 +129,7 @@ class Prepared:
     mail: IncomingMail
     parsed: ParsedMessage | None
     error: Exception | None = None
+    routing: RoutingAhead | None = None  # its decision, made by the routing helper
 
 
 class Pipeline:
@@ -138,6 +150,8 @@ class Pipeline:
         # A first poll acknowledges the mail already there only when asked (demo, --flag).
         self.acknowledge_existing = acknowledge_existing
         self.routing = compiled_routing(config)
+        # A large batch's routing decided by a helper process (issue 14; app/routing_pool).
+        self.routing_pool = _routing_pool(config, self.routing)
         self.calendar = WorkingCalendar(timezone=config.timezone)
         self.planner = Planner(config, renderer, Composer.from_config(config))
         # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
@@ -225,7 +239,7 @@ class Pipeline:
         before its commit leaves nothing of the part, which is read again.
         """
         where = Where(mailbox, folder, uidvalidity)
-        prepared = [self._prepare(mail) for mail in mails]
+        prepared = self._route_ahead(mailbox, [self._prepare(mail) for mail in mails])
         outcomes: list[Outcome] = []
         while len(outcomes) < len(mails):
             outcomes += self._record_part(where, prepared[len(outcomes) :])
@@ -240,6 +254,33 @@ class Pipeline:
             return Prepared(mail, self.relay_verifier.verify(mail.raw, parse_message(mail.raw)))
         except Exception as exc:
             return Prepared(mail, None, exc)
+
+    def _route_ahead(self, mailbox: str, prepared: list[Prepared]) -> list[Prepared]:
+        """A large batch: each parsed mail's routing facts, its decision sent to the helper
+        (all decided while the batch is recorded, on the other core). A mail that gets no
+        AR wastes its decision there; one whose facts raise is left to ``_acknowledge``
+        (its error quarantines it there, as without the helper)."""
+        pool = self.routing_pool
+        if pool is None or pool.made_for is not self.routing or not pool.usable(len(prepared)):
+            return prepared
+        inputs = [self._facts(mailbox, p.parsed) for p in prepared]
+        ahead = pool.ahead(inputs)
+        return [
+            p if a is None else replace(p, routing=a) for p, a in zip(prepared, ahead, strict=True)
+        ]
+
+    def _facts(self, mailbox: str, parsed: ParsedMessage | None) -> RoutingInput | None:
+        if parsed is None:
+            return None
+        try:
+            return routing_input(self.config, mailbox, parsed)
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        """The routing helper stopped, if one was started (the worker's stop)."""
+        if self.routing_pool is not None:
+            self.routing_pool.close()
 
     def _record_part(self, where: Where, mails: Sequence[Prepared]) -> list[Outcome]:
         """Record mails in one transaction until the time is up (``_write_part``), their
@@ -319,7 +360,7 @@ class Pipeline:
             with rec.mail(), tx.savepoint():
                 if parsed is None:
                     raise prepared.error or ValueError("unparsed mail")
-                return self._record(rec, where, mail, parsed, None)
+                return self._record(rec, where, mail, parsed, None, prepared.routing)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
@@ -338,13 +379,14 @@ class Pipeline:
         mail: IncomingMail,
         parsed: ParsedMessage,
         existing: int | None,
+        ahead: RoutingAhead | None = None,
     ) -> Outcome:
         """A copy of a recorded mail, or the AR decision and what follows from it."""
         found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
         original = rec.duplicate(where.mailbox, *found, exclude=existing)
         if original is not None:
             return self._duplicate(rec, where, mail, parsed, original, existing)
-        return self._decide(rec, where, mail, parsed, existing)
+        return self._decide(rec, where, mail, parsed, existing, ahead)
 
     # -----------------------------------------------------------------------------------
     def _decide(
@@ -354,6 +396,7 @@ class Pipeline:
         mail: IncomingMail,
         parsed: ParsedMessage,
         existing: int | None,
+        ahead: RoutingAhead | None = None,
     ) -> Outcome:
         """The AR decision, and what follows from it: a reference, the routing, the mails."""
         probe = self.probe is not None and is_probe(parsed, *self.probe)
@@ -362,7 +405,7 @@ class Pipeline:
         handling = Handling()
         if decision.send and decision.recipient:
             handling = self._acknowledge(
-                rec, where.mailbox, mail, parsed, decision.recipient, probe
+                rec, where.mailbox, mail, parsed, decision.recipient, probe, ahead
             )
         plan = handling.plan
         row = new_message(
@@ -416,13 +459,16 @@ class Pipeline:
         parsed: ParsedMessage,
         recipient: str,
         probe: bool = False,
+        ahead: RoutingAhead | None = None,
     ) -> Handling:
         """A reference, the routing and what to send (nothing when backfilling). A probe
-        is the mailbox's own service's: never routed, never forwarded."""
+        is the mailbox's own service's: never routed, never forwarded. ``ahead``: the
+        facts already read and the decision made by the routing helper (a large batch)."""
         reference = rec.reference(self.config.sender.reference_prefix, mail.internaldate.year)
-        facts = routing_input(self.config, mailbox, parsed)
-        routed = self.routing is not None and not probe
-        routing = decide(facts, self.routing) if routed and self.routing else None
+        facts = ahead.facts if ahead is not None else routing_input(self.config, mailbox, parsed)
+        routing: RoutingDecision | None = None
+        if self.routing is not None and not probe:
+            routing = ahead.decision(self.routing) if ahead else decide(facts, self.routing)
         if not self.send:
             return Handling(reference, routing, facts.language)
         received = Received(

@@ -1,0 +1,263 @@
+"""A large batch's routing decisions made by one helper process (issue 14; app/routing_pool).
+
+The helper runs the same code on the same rules and model: its decisions must be the
+in-process ones to the bit, on every labelled mail but the frozen test half. A small batch
+never starts it; a helper killed -9 in mid-batch costs time only (the rest decided here, one
+WARNING, no mail lost, no AR twice, a new helper later); the worker's stop leaves no process.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from refusals import query
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import citizen_mail, write_config
+from test_worker import start_worker, stop_by_sigterm
+
+from mailbot.app import intake
+from mailbot.app.context import App, build_app
+from mailbot.app.routing_pool import RoutingPool
+from mailbot.config import RoutingParallelConfig, load_config
+from mailbot.core.facts import compiled_routing, routing_input
+from mailbot.core.incoming import IncomingMail
+from mailbot.core.message import parse_message
+from mailbot.core.routing import RoutingInput, decide
+from mailbot.mail.smtp import FileTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "data" / "corpus"
+RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+WHERE = ("general", "INBOX", 1)
+# What the routing decides, as recorded: the columns compared with and without the helper.
+ROUTED = "uid, decision, service, category, priority, reorient, routing, to_check, transferred"
+
+
+def labelled() -> Iterator[tuple[str, Path]]:
+    """Every labelled mail (mailbox, file), the frozen test half left out."""
+    for folder in sorted(p for p in CORPUS.iterdir() if p.is_dir() and p.name != "test"):
+        with (folder / "labels.csv").open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                yield row["mailbox"], folder / row["file"]
+
+
+def ready(pool: RoutingPool, timeout: float = 60) -> int:
+    """The helper started (as a large batch would) and its pid once it has loaded."""
+    assert not pool.usable(10_000) or pool.pid is not None
+    deadline = time.monotonic() + timeout
+    while pool.pid is None and time.monotonic() < deadline:
+        pool.usable(10_000)
+        time.sleep(0.05)
+    assert pool.pid is not None, "the routing helper did not start"
+    return pool.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def test_the_helper_decides_every_labelled_mail_as_in_process_to_the_bit() -> None:
+    config = load_config(ROOT / "rules.yaml")
+    routing = compiled_routing(config)
+    assert routing is not None
+    pool = intake._routing_pool(config, routing)
+    assert pool is not None
+    inputs: list[RoutingInput | None] = [
+        routing_input(config, mailbox, parse_message(path.read_bytes()))
+        for mailbox, path in labelled()
+    ]
+    assert len(inputs) > 3000
+    ready(pool)
+    try:
+        ahead = pool.ahead(inputs)
+        for facts, decided in zip(inputs, ahead, strict=True):
+            assert facts is not None and decided is not None
+            here = decide(facts, routing)
+            there = decided.decision(routing)
+            # repr writes each float's shortest exact form: equal reprs, equal bits.
+            assert there == here and repr(there) == repr(here), facts.subject
+        assert pool.failures == 0  # every decision above came from the helper
+    finally:
+        pool.close()
+
+
+def test_the_setting_is_validated_and_zero_means_in_process() -> None:
+    assert RoutingParallelConfig() == RoutingParallelConfig(processes=1, min_batch=32)
+    for wrong in ({"processes": -1}, {"processes": 2}, {"min_batch": 0}, {"chunk": 8}):
+        with pytest.raises(ValueError):
+            RoutingParallelConfig.model_validate(wrong)
+    config = load_config(ROOT / "rules.yaml")
+    assert config.routing is not None
+    off = config.routing.model_copy(update={"parallel": RoutingParallelConfig(processes=0)})
+    assert intake._routing_pool(config.model_copy(update={"routing": off}), None) is None
+    assert intake._routing_pool(config, compiled_routing(config)) is not None
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    built = build_app(
+        ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{tmp_path}/a.db"
+    )
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def reference(tmp_path: Path) -> Iterator[App]:
+    """The same pipeline deciding every mail in-process."""
+    built = build_app(
+        ROOT / "rules.yaml", FileTransport(tmp_path / "ref"), database=f"sqlite:///{tmp_path}/r.db"
+    )
+    built.pipeline.routing_pool = None
+    yield built
+    built.close()
+
+
+def dev_mails(first_uid: int = 1) -> list[IncomingMail]:
+    return [
+        IncomingMail(first_uid + n, RECEIVED, path.read_bytes())
+        for n, path in enumerate(sorted((CORPUS / "dev").glob("*.eml")))
+    ]
+
+
+def routed(app: App) -> list[Any]:
+    return [
+        tuple(row) for row in query(app.store.url, f"SELECT {ROUTED} FROM messages ORDER BY uid")
+    ]
+
+
+def outbox(app: App) -> list[Any]:
+    sql = (
+        "SELECT m.uid, o.recipient, o.kind FROM outbox o JOIN messages m ON m.id = o.message_pk"
+        " ORDER BY m.uid, o.id"
+    )
+    return [tuple(row) for row in query(app.store.url, sql)]
+
+
+def test_a_small_batch_never_starts_the_helper(app: App) -> None:
+    pool = app.pipeline.routing_pool
+    assert pool is not None
+    app.pipeline.process_batch(*WHERE, dev_mails()[:1])
+    app.pipeline.process_batch(*WHERE, dev_mails(2)[: pool.min_batch - 1])
+    assert pool._executor is None and pool.pid is None
+
+
+def test_a_large_batch_is_recorded_as_in_process(app: App, reference: App) -> None:
+    pool = app.pipeline.routing_pool
+    assert pool is not None
+    mails = dev_mails()
+    app.pipeline.process_batch(*WHERE, mails[:40])  # starts the helper, decided here meanwhile
+    ready(pool)
+    sent: list[int] = []
+    ahead = pool.ahead
+
+    def counted(inputs: Any) -> Any:
+        found = ahead(inputs)
+        sent.append(sum(a is not None for a in found))
+        return found
+
+    pool.ahead = counted  # type: ignore[method-assign]
+    app.pipeline.process_batch(*WHERE, mails[40:])
+    reference.pipeline.process_batch(*WHERE, mails[:40])
+    reference.pipeline.process_batch(*WHERE, mails[40:])
+    assert sent == [len(mails) - 40]  # the second batch went to the helper, whole
+    assert pool.failures == 0
+    assert routed(app) == routed(reference)
+    assert outbox(app) == outbox(reference)
+    assert len(routed(app)) == len(mails)
+
+
+def test_a_helper_killed_in_mid_batch_loses_nothing_and_answers_once(
+    app: App, reference: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = app.pipeline.routing_pool
+    assert pool is not None
+    pool.retry_seconds = 0
+    first = ready(pool)
+    record_one = app.pipeline._record_one
+    seen = 0
+
+    def killing(*args: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen == 20:
+            os.kill(first, signal.SIGKILL)
+        return record_one(*args)
+
+    app.pipeline._record_one = killing  # type: ignore[method-assign]
+    mails = dev_mails()
+    with caplog.at_level(logging.WARNING, logger="mailbot.app.routing_pool"):
+        outcomes = app.pipeline.process_batch(*WHERE, mails)
+    assert seen == len(mails) == len(outcomes)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "routing helper failed" in warnings[0].getMessage()
+    assert pool.failures == 1 and pool.pid is None and not alive(first)
+    reference.pipeline.process_batch(*WHERE, mails)
+    assert routed(app) == routed(reference)  # every mail recorded, decided as in-process
+    assert outbox(app) == outbox(reference)  # each AR (and forward) queued once
+    app.pipeline._record_one = record_one  # type: ignore[method-assign]
+    # A later large batch starts a new helper.
+    app.pipeline.process_batch(*WHERE, dev_mails(1000)[:40])
+    second = ready(pool)
+    assert second != first and alive(second)
+    app.close()
+    assert not alive(second)  # the command's end stops it
+
+
+def test_the_worker_stops_its_helper_on_sigterm(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    backlog = 40  # one FETCH batch over routing.parallel.min_batch: the helper starts
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    for n in range(backlog):
+        imap_user.append(citizen_mail(n, sender=f"usager{n}@example.fr"))
+    worker = start_worker(config, "--acknowledge-existing")
+    try:
+        smtp_server.wait_for(backlog, timeout=90)
+        deadline, helpers = time.monotonic() + 60, []
+        while not helpers and time.monotonic() < deadline:
+            helpers = [pid for pid in children(worker.pid) if "spawn_main" in cmdline(pid)]
+            time.sleep(0.1)
+        assert helpers, "no routing helper under the worker"
+        err = stop_by_sigterm(worker, timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert 'msg="worker stopped"' in err
+    assert "routing helper failed" not in err  # SIGTERM to the group is the worker's
+    time.sleep(0.5)
+    assert [pid for pid in helpers if alive(pid)] == []
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
