@@ -161,7 +161,9 @@ def test_a_server_dropping_every_connection_mid_data_leaves_nothing_uncertain(
     store: Store,
 ) -> None:
     with ScriptedSmtpServer() as server:
-        outbox = outbox_for(store, server)
+        # A drop is seen at once; the 1 s default would turn a slow reply of the second
+        # round's server on a loaded machine into "uncertain" (a timeout after the dot).
+        outbox = outbox_for(store, server, timeout_seconds=10)
         queue(store, BIG, n=3)
         server.fail("body", "drop", times=3)
         outbox.deliver_due()
