@@ -53,6 +53,7 @@ from mailbot.app import training  # noqa: E402
 from mailbot.config import load_config  # noqa: E402
 from mailbot.core import classifier, combine  # noqa: E402
 from mailbot.core.routing import decide  # noqa: E402
+from mailbot.routing_commands import category_weights  # noqa: E402
 
 
 def answers(
@@ -507,7 +508,7 @@ def main() -> None:
     parser.add_argument("--c", type=float, help=f"the heads' C (default {training.DEFAULT_C})")
     parser.add_argument(
         "--complaint-negatives",
-        type=weights_of,
+        type=category_weights,
         help="the complaint head's negatives of these categories weigh more:"
         " etat-avancement=2,rendez-vous=2",
     )
@@ -518,7 +519,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--category-weights",
-        type=weights_of,
+        type=category_weights,
         help="the category head's mails of these categories weigh more: information=2",
     )
     parser.add_argument(
