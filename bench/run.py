@@ -370,7 +370,7 @@ def bench_idle(dovecot: DovecotServer, burst: int, singles: int, routing: bool =
         for raw in mails:
             user.append(raw)
         last_append = time.perf_counter()
-        smtp.wait_for(burst, timeout=300)
+        smtp.wait_for(burst, timeout=300, citizens=True)
         burst_seconds = time.perf_counter() - last_append
         print(
             f"(b) burst of {burst}: last AR {burst_seconds:.2f} s after the last append "
@@ -381,7 +381,7 @@ def bench_idle(dovecot: DovecotServer, burst: int, singles: int, routing: bool =
             raw = realistic_mail(10_000 + n)
             start = time.perf_counter()
             user.append(raw)
-            smtp.wait_for(burst + n + 1, timeout=30)
+            smtp.wait_for(burst + n + 1, timeout=30, citizens=True)
             latencies.append(time.perf_counter() - start)
         worker.stop.set()
         thread.join(timeout=30)

@@ -107,13 +107,20 @@ class SinkProcess:
     def to_citizens(self) -> int:
         return int(self._citizens.value)
 
-    def wait_for(self, count: int, timeout: float = 60.0) -> int:
+    def wait_for(self, count: int, timeout: float = 60.0, citizens: bool = False) -> int:
+        """Wait until ``count`` mails arrived (``citizens``: mails to a citizen, i.e. ARs and
+        replies, not the forwards to services). With routing on, a transferred mail makes two
+        mails: counting all of them would stop the wait at the first mail's forward."""
         deadline = time.monotonic() + timeout
-        while self.count < count:
+
+        def seen() -> int:
+            return self.to_citizens if citizens else self.count
+
+        while seen() < count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} mails within {timeout} s, got {self.count}")
+                raise AssertionError(f"expected {count} mails within {timeout} s, got {seen()}")
             time.sleep(0.005)
-        return self.count
+        return seen()
 
     def clear(self) -> None:
         with self._total.get_lock():
