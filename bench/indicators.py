@@ -111,15 +111,17 @@ mark("report: table per mailbox and service")
 excluded = no_reply.excluded_rows(config, store, *indicators.period_bounds(calendar, period.start, period.end), calendar.zone)
 mark("report: excluded messages")
 late = [r for r in rows if not r["why"] and r["replied"] == "" and r["delay"] > 5]
+listed = sorted(late, key=lambda r: -r["delay"])[: config.reports.weekly.listed]
 variables = {"period": {"kind": period.kind, "label": period.label,
     "start": period.start.isoformat(), "end": period.end.isoformat()},
     "summary": builder._summary(figures[0]), "qualepref": report.qualepref_table(*figures[:3]),
-    "breakdown": breakdown, "late": late, "unanswered": [], "unacknowledged": [],
+    "breakdown": breakdown, "late": listed, "unanswered": [], "unacknowledged": [],
+    "waiting": {"late": len(late), "unanswered": 0, "listed": len(listed)},
     "excluded": excluded, "signature": builder._signatures(figures[0], rows),
     "activity": {"ars_sent": 0, "transfers": 0, "notice_share": "-", "reorientations": 0},
     "prefecture": config.prefecture.model_dump()}
 rendered = renderer.render(report.TEMPLATE, variables)
-mark(f"report: HTML and text ({len(late)} late messages listed)")
+mark(f"report: HTML and text ({len(listed)} of {len(late)} late messages listed)")
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 mark("report: import matplotlib (Figure, Agg)")
