@@ -550,6 +550,7 @@ def main() -> None:
     old = tune_routing.ROUND7 if len(samples) > 2867 else old
     old = tune_routing.ROUND8 if len(samples) > 3317 else old
     old = tune_routing.ROUND9 if len(samples) > 3677 else old
+    old = tune_routing.ROUND10 if len(samples) > 4037 else old
     fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
