@@ -42,6 +42,8 @@ DEFAULT_LABELLED = (
     "tests/data/corpus/train-8a",
     "tests/data/corpus/train-8b",
     "tests/data/corpus/train-8c",
+    "tests/data/corpus/train-9a",
+    "tests/data/corpus/train-9b",
 )
 DEFAULT_TEST = "tests/data/corpus/test"
 

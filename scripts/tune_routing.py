@@ -80,6 +80,8 @@ DEFAULT = [
     "tests/data/corpus/train-8a",  # round 10: 360 mails by three new writers (neighbours and
     "tests/data/corpus/train-8b",  # public order, the reception, relances and several topics)
     "tests/data/corpus/train-8c",
+    "tests/data/corpus/train-9a",  # round 11: 240 mails by two new writers (complaint or not?:
+    "tests/data/corpus/train-9b",  # the general mailbox's titles and reception, the foreigners')
 ]
 ROUND5 = DEFAULT[:6]  # the 1517 mails of round 5 (figures with and without the new ones)
 ROUND6 = DEFAULT[:9]  # the 1967 mails of round 6
@@ -87,6 +89,7 @@ ROUND7A = DEFAULT[:12]  # the 2417 mails of round 7 before train-5a/5b/5c
 ROUND7 = DEFAULT[:15]  # the 2867 mails of round 7
 ROUND8 = DEFAULT[:18]  # the 3317 mails of round 8
 ROUND9 = DEFAULT[:21]  # the 3677 mails of round 9
+ROUND10 = DEFAULT[:24]  # the 4037 mails of round 10
 # The configuration shipped in round 3 (model routing-a39c715d46c1), for comparison.
 REFERENCE_FIT = {"c": 100.0, "min_df": 2, "class_weight": "balanced", "service_weight": None}
 REFERENCE = {

@@ -28,7 +28,8 @@ tests/test_routing.py with the model to ship (``--model``, else fitted here) and
 bar that would move one to the wrong service (``guarded``); it refuses (exit 1) when no bar can.
 Round 10: ``--category-weights`` (the category head refitted alone, its mails of some
 categories weighing more), ``--stack service,category`` (the category stacked too), and with
-``--per-source`` the category's most frequent confusions.
+``--per-source`` the category's most frequent confusions. Round 11: ``--pool train-8a,…`` the
+figures of some folders pooled, with counts (its ship rule), as ``--per-source`` prints them too.
 Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
@@ -98,6 +99,7 @@ STACK_NAMES: tuple[str, ...] | None = None  # the stacked decisions (None: train
 TUNE_COMPLAINT = True  # False: the complaint bars as given (service experiments, faster)
 MARGIN = False  # a move's confidence: its probability's lead over the mailbox's service
 PER_SOURCE = False  # the figures of each source folder printed too (``--per-source``)
+POOL: tuple[str, ...] = ()  # source folders whose figures are printed pooled (``--pool``)
 # Round 7: a third of round 6's grid (the machine is shared); round 6 chose
 # complaint_min_confidence 0 on every fold, complaint_model_min 0.3-0.5, sure 0.7-0.8.
 COMPLAINT_GRID: dict[str, list[Any]] = {
@@ -309,10 +311,29 @@ def by_source(scored: Any, old: Sequence[str]) -> None:
     if PER_SOURCE:
         names = sorted(set(scored.sources))
         groups += [(name, [s == name for s in scored.sources]) for name in names]
+    if POOL:
+        groups.append((",".join(POOL), [s in POOL for s in scored.sources]))
     for name, keep in groups:
         part = scored.part(keep)
         if part.count:
             print(tune_routing.Result(f"  {name} ({part.count})", part).line())
+            if PER_SOURCE or POOL:
+                print("    " + counts(part))
+
+
+def counts(part: Any) -> str:
+    """A part's figures as counts (round 11's ship rule pools folders: exact sums, not means)."""
+    right = sum(e == g for e, g in part.services)
+    landed = sum(e == g for e, g in part.landed)
+    category = sum(e == g for e, g in part.categories)
+    tp = sum(e == g == "reclamation" for e, g in part.categories)
+    decided = sum(g == "reclamation" for _, g in part.categories)
+    expected = sum(e == "reclamation" for e, _ in part.categories)
+    return (
+        f"counts: decided {right}/{part.count}, as recorded {landed}, category {category}, "
+        f"wrong {part.wrong_transfers}, held {sum(part.to_check)}, "
+        f"complaint {tp}/{decided} decided, {tp}/{expected} expected"
+    )
 
 
 def shipped_bars(
@@ -504,6 +525,9 @@ def main() -> None:
         help="source: each labelled folder (one writer) held out whole (round 8)",
     )
     parser.add_argument("--per-source", action="store_true", help="figures per source folder")
+    parser.add_argument(
+        "--pool", help="source folders (names, comma-separated) whose figures are pooled, as counts"
+    )
     parser.add_argument("--complaint-c", type=float, help="the complaint head's own C")
     parser.add_argument("--c", type=float, help=f"the heads' C (default {training.DEFAULT_C})")
     parser.add_argument(
@@ -531,8 +555,9 @@ def main() -> None:
     args = parser.parse_args()
     tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
-    global STACK_NAMES
+    global STACK_NAMES, POOL
     STACK_NAMES = tuple(args.stack.split(",")) if args.stack else None
+    POOL = tuple(args.pool.split(",")) if args.pool else ()
     PER_SOURCE = args.per_source
     MARGIN, TUNE_COMPLAINT = args.margin, args.complaint_as is None
     if args.budget is not None:
@@ -550,6 +575,7 @@ def main() -> None:
     old = tune_routing.ROUND7 if len(samples) > 2867 else old
     old = tune_routing.ROUND8 if len(samples) > 3317 else old
     old = tune_routing.ROUND9 if len(samples) > 3677 else old
+    old = tune_routing.ROUND10 if len(samples) > 4037 else old
     fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
     if args.weights:
         fit["source_weights"] = args.weights
