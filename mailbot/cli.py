@@ -81,6 +81,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     early_stop = _take_stop_signals()  # before loading: systemd may stop a worker starting
     app, worker = _worker(args)
+    _stop_on_signals(worker.stop)  # until `run` takes them: a signal now is not lost either
     if early_stop:
         worker.stop.set()  # asked to stop while loading: recover, then stop cleanly
     _started(collect=True)
@@ -121,6 +122,16 @@ def _take_stop_signals() -> list[int]:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: noted.append(number))
     return noted
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set the worker's ``stop`` from now until ``Worker.run`` installs its
+    own handlers. A signal noted by ``_take_stop_signals``' handler after the worker was
+    built (while the collector ran, the console started) was read by nobody: the worker then
+    ran on, deaf to the one SIGTERM it was sent (test_cluster's restarted worker, stopped as
+    it finished starting, waited out the test's 60 s and was killed)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _number, _frame: stop.set())
 
 
 # Commands whose start-up runs with the cyclic garbage collector off (see ``console``).

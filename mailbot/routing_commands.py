@@ -173,17 +173,34 @@ def cmd_correct(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled(config: Config, args: argparse.Namespace) -> list[Any]:
-    from mailbot.app.training import load_labelled
-
+def _labelled_folders(args: argparse.Namespace) -> list[Path]:
     base = Path(args.config).resolve().parent
-    folders = args.labelled or [base / name for name in DEFAULT_LABELLED]
-    samples = []
+    folders: list[Path] = args.labelled or [base / name for name in DEFAULT_LABELLED]
     for folder in folders:
         if not (folder / "labels.csv").is_file():
             raise ConfigError(str(folder), "", "no labels.csv here (give --labelled FOLDER)")
+    return folders
+
+
+def _labelled(config: Config, args: argparse.Namespace) -> list[Any]:
+    from mailbot.app.training import load_labelled
+
+    samples = []
+    for folder in _labelled_folders(args):
         samples += load_labelled(config, folder, folder.name)
     return samples
+
+
+def _labelled_categories(args: argparse.Namespace) -> set[str]:
+    """The categories of the labelled mails, read from their labels.csv alone: what
+    ``_labelled``'s samples would hold, without parsing a mail (nor loading lingua)."""
+    import csv
+
+    found: set[str] = set()
+    for folder in _labelled_folders(args):
+        with (folder / "labels.csv").open(encoding="utf-8") as handle:
+            found.update(row["category"] for row in csv.DictReader(handle))
+    return found
 
 
 def corrections_samples(config: Config) -> tuple[list[Any], int]:
@@ -235,6 +252,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mailbot.core import classifier
 
     config = load_config(args.config)
+    if args.complaint_negatives:  # refused before the mails are read (seconds of parsing)
+        unknown = set(args.complaint_negatives) - _labelled_categories(args)
+        if unknown:
+            raise ConfigError(
+                "--complaint-negatives", ",".join(sorted(unknown)), "no such category in the data"
+            )
     samples = _labelled(config, args)
     extra, missing = ([], 0) if args.no_corrections else corrections_samples(config)
     print(f"training data: {len(samples)} labelled mails, {len(extra)} corrections", end="")
@@ -248,11 +271,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.complaint_c:
         key["complaint_c"] = args.complaint_c
     if args.complaint_negatives:
-        unknown = set(args.complaint_negatives) - {s.category for s in samples}
-        if unknown:
-            raise ConfigError(
-                "--complaint-negatives", ",".join(sorted(unknown)), "no such category in the data"
-            )
         key["complaint_negatives"] = dict(sorted(args.complaint_negatives.items()))
 
     def fit(chosen: Any) -> Any:

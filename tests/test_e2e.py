@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 
 from mailbot.cli import main
@@ -81,7 +82,7 @@ def etrangers_user(dovecot: DovecotServer) -> MailUser:
 def write_config(
     tmp_path: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer, **overrides: Any
 ) -> Path:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):
         imap = user.imap_config().model_dump(mode="json", exclude_none=True)
         data["mailboxes"][name]["imap"] = imap
@@ -93,7 +94,7 @@ def write_config(
     for key, value in overrides.items():
         data[key] = value
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     return path
 
 

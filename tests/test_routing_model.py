@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,27 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "rules.yaml")
 
 
+@lru_cache(maxsize=1)
+def _regression_set() -> tuple[training.Sample, ...]:
+    return tuple(training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing"))
+
+
+def regression_samples() -> list[training.Sample]:
+    """tests/data/routing as training reads it (``load_labelled``: each mail parsed, its
+    language detected), read once for the tests of this module that fit on it; a Sample is
+    frozen, and each test gets a list of its own."""
+    return list(_regression_set())
+
+
+@lru_cache(maxsize=1)
+def plain_fit() -> training.Classifier:
+    """``training.fit(regression_samples(), c=20.0)``, fitted once: the reference the
+    weighted fits are compared with, and the model whose complaint head is checked (fitting
+    is deterministic: the same samples and settings give the same model, so three tests
+    fitting it each got the same one)."""
+    return training.fit(regression_samples(), c=20.0)
+
+
 def facts(body: str, subject: str = "", mailbox: str = "general") -> RoutingInput:
     return RoutingInput(mailbox, subject, body, "usager@example.fr", "fr", False)
 
@@ -67,7 +89,7 @@ def test_contact_form_reads_the_message_field_only() -> None:
 
 
 def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+    samples = regression_samples()
     model = training.fit(samples, temperature=1.0)  # scikit-learn's own probabilities
     path = tmp_path / "m.npz"
     save(path, model.features, model.idf, model.heads, model.meta)
@@ -93,7 +115,7 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
 def test_the_temperature_divides_the_calibrated_heads_logits() -> None:
     """Temperature scaling: the softmax of logits / T, exported as a linear head still;
     the category head only."""
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:40]
+    samples = regression_samples()[:40]
     plain = training.fit(samples, c=20.0, temperature=1.0)
     sharp = training.fit(samples, c=20.0, temperature=0.5)
     assert sharp.meta["temperature"] == 0.5
@@ -221,7 +243,7 @@ def test_train_writes_a_model_named_by_its_data(tmp_path: Path) -> None:
     assert "rules alone" in done.stdout
     if done.returncode == 0:
         model = load(out)
-        samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
+        samples = regression_samples()
         assert model.meta["data_hash"] == training.training_hash(samples)
         assert set(model.heads) >= {"service", "category"}
         assert np.all(np.diff(model.features) > 0)
@@ -247,12 +269,13 @@ def test_train_weighs_the_complaint_heads_look_alikes_as_asked(tmp_path: Path) -
     unknown = cli(ROOT / "rules.yaml", "routing", "train", *data,
                   "--complaint-negatives", "plainte-voisin=2")  # fmt: skip
     assert unknown.returncode != 0 and "plainte-voisin" in unknown.stderr
+    assert "training data" not in unknown.stdout  # refused before a mail is read
     assert "rules alone" not in unknown.stdout
 
 
 def test_complaint_negatives_change_the_complaint_head_only() -> None:
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
-    plain = training.fit(samples, c=20.0)
+    samples = regression_samples()
+    plain = plain_fit()
     weighed = training.fit(samples, c=20.0, complaint_negatives={"autre": 3.0})
     assert weighed.meta["complaint_negatives"] == {"autre": 3.0}
     assert "complaint_negatives" not in plain.meta
@@ -263,8 +286,8 @@ def test_complaint_negatives_change_the_complaint_head_only() -> None:
 def test_category_weights_change_the_category_head_only() -> None:
     """``training.fit(category_weights=…)`` (``tune_stacking --category-weights``): the
     category head's mails of a category weigh more; ``only`` refits that head alone."""
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
-    plain = training.fit(samples, c=20.0)
+    samples = regression_samples()
+    plain = plain_fit()
     weighed = training.fit(samples, c=20.0, category_weights={"information": 2.0})
     assert weighed.meta["category_weights"] == {"information": 2.0}
     assert "category_weights" not in plain.meta
@@ -332,8 +355,8 @@ def test_a_gated_complaint_does_not_come_back_through_the_allowed_categories() -
 
 
 def test_trained_model_has_a_binary_complaint_head_with_balanced_weights(tmp_path: Path) -> None:
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")
-    model = training.fit(samples, c=20.0)
+    samples = regression_samples()
+    model = plain_fit()
     assert model.meta["class_weight"] == "balanced"
     head = model.heads["complaint"]
     assert sorted(head.classes) == sorted((COMPLAINT_YES, COMPLAINT_NO))
@@ -432,7 +455,7 @@ def test_stacked_regressions_are_saved_in_the_header_and_decide(tmp_path: Path) 
     """The stacked regressions (fitted here on the model's own answers, for speed; ``routing
     train`` fits them on out-of-fold answers) are saved in the model's header and read
     back: the decision's confidence is theirs."""
-    samples = training.load_labelled(CONFIG, ROOT / "tests" / "data" / "routing")[:60]
+    samples = regression_samples()[:60]
     routing = training.base_routing(CONFIG)
     fitted = training.fit(samples, c=20.0)
     said = {i: fitted.classify(s.facts.subject, replace_text(s)) for i, s in enumerate(samples)}

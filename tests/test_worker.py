@@ -105,6 +105,46 @@ def test_a_sigterm_while_the_worker_loads_ends_in_a_clean_stop(
     assert 'msg="worker stopped"' in err
 
 
+# `mailbot run` whose SIGTERM lands right after the command read what its start-up handlers
+# noted (in `_started`: the collector's pass, before the console and `Worker.run`).
+SIGTERM_AFTER_LOADING = """
+import os, signal, sys
+from mailbot import cli
+started = cli._started
+def _started(collect):
+    os.kill(os.getpid(), signal.SIGTERM)
+    started(collect)
+cli._started = _started
+sys.argv[0] = "mailbot"
+sys.exit(cli.console())
+"""
+
+
+def test_a_sigterm_after_loading_before_run_takes_its_signals_still_stops_it(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """Between the application built and ``Worker.run`` installing its handlers, a SIGTERM
+    was noted by the start-up's handler after anyone read it: the worker ran on, deaf to
+    it (a restarted worker of test_cluster, stopped as it finished starting, hung until
+    killed). It now stops cleanly, as at any other moment."""
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_AFTER_LOADING, "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        _out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, err
+    assert 'msg="worker stopped"' in err
+
+
 DECISIONS = (["acknowledge"], ["skip"])  # the third column of a row of the demo's table
 
 

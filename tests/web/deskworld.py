@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from webtools import RunningConsole, running_console
 
@@ -83,7 +83,7 @@ def in_thread(work: Callable[[], T]) -> T:
 
 
 def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data: dict[str, Any] = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):
         imap = user.imap_config().model_dump(mode="json", exclude_none=True)
         data["mailboxes"][name]["imap"] = imap
@@ -93,7 +93,7 @@ def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpSe
     data["agents"] = str(ROOT / "agents.yaml")
     data["reports"] = {"weekly": {"to": []}}
     path = tmp / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     return path
 
 
