@@ -82,6 +82,14 @@ def add_routing_commands(commands: Any) -> None:
         help="the complaint head's negatives of these categories weigh more (the look-alikes:"
         " autre=2,plainte-riverain=2,intervention-prefet=2)",
     )
+    train.add_argument(
+        "--keep-service-from",
+        type=Path,
+        metavar="MODEL",
+        help="keep all that decides the service (vocabulary, IDF, service and re-orientation"
+        " heads, stacked service regression) from this model file, to the bit; refit only the"
+        " category and complaint heads (every service decision and transfer stays MODEL's)",
+    )
     _cache_option(train)
     train.set_defaults(func=cmd_train)
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
@@ -258,28 +266,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--complaint-negatives", ",".join(sorted(unknown)), "no such category in the data"
             )
+    key: dict[str, Any] = {"c": training.DEFAULT_C if args.c is None else args.c}
+    if args.complaint_c:
+        key["complaint_c"] = args.complaint_c
+    if args.complaint_negatives:
+        key["complaint_negatives"] = dict(sorted(args.complaint_negatives.items()))
+    fit, key, kept = _fitter(args, key)  # a model to keep is read before the mails
     samples = _labelled(config, args)
     extra, missing = ([], 0) if args.no_corrections else corrections_samples(config)
     print(f"training data: {len(samples)} labelled mails, {len(extra)} corrections", end="")
     print(f" ({missing} corrected mails no longer on the server)" if missing else "")
     routing = training.base_routing(config)
     settings = training.settings_for(config)
-    c = training.DEFAULT_C if args.c is None else args.c
-    min_df = training.MIN_DF if args.min_df is None else args.min_df
-
-    key: dict[str, Any] = {"c": c, "min_df": min_df}
-    if args.complaint_c:
-        key["complaint_c"] = args.complaint_c
-    if args.complaint_negatives:
-        key["complaint_negatives"] = dict(sorted(args.complaint_negatives.items()))
-
-    def fit(chosen: Any) -> Any:
-        return training.fit(chosen, **key)
-
     groups = training.groups_of(samples, args.folds_by)
     said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key, groups)
+    header = training.service_header(kept) if kept is not None else None
     combined, alone = training.cross_scores(
-        samples, said, routing, settings, args.folds, groups=groups
+        samples, said, routing, settings, args.folds, groups=groups, header=header
     )
     print(
         f"{args.folds}-fold ({args.folds_by}) on the labelled mail"
@@ -295,8 +298,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if worse:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
-    model = training.stacked(fit([*samples, *extra]), training.fit_stacks(samples, said, routing))
-    model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
+    if kept is not None:  # the kept model's stacked regression, never refitted
+        model = fit([*samples, *extra])
+    else:
+        model = training.stacked(
+            fit([*samples, *extra]), training.fit_stacks(samples, said, routing)
+        )
+        model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
     out = args.out or (
         Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
     )
@@ -304,6 +312,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model written: {out} ({out.stat().st_size // 1024} KiB, data {model.version})")
     print(f"to use it, set in rules.yaml:  routing.model.file: {out.name}")
     return 0
+
+
+def _fitter(args: argparse.Namespace, key: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
+    """(how a fold's model is fitted, its settings for ``--cache``, the kept model or None):
+    ``training.fit`` with ``--min-df``, or with ``--keep-service-from MODEL``
+    ``training.refit_heads`` over MODEL's vocabulary (``--min-df`` refused: it is MODEL's)."""
+    from mailbot.app import training
+    from mailbot.core import classifier
+
+    if args.keep_service_from is None:
+        key = {**key, "min_df": training.MIN_DF if args.min_df is None else args.min_df}
+        return lambda chosen: training.fit(chosen, **key), key, None
+    if args.min_df is not None:
+        raise ConfigError("--min-df", str(args.min_df), "the vocabulary is --keep-service-from's")
+    kept = classifier.load(args.keep_service_from)
+    options = dict(key)
+    key = {**key, "keep_service_from": kept.meta.get("data_hash", "?")}
+    return lambda chosen: training.refit_heads(kept, chosen, **options), key, kept
 
 
 def _line(label: str, scored: Any) -> str:

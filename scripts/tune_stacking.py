@@ -30,6 +30,9 @@ Round 10: ``--category-weights`` (the category head refitted alone, its mails of
 categories weighing more), ``--stack service,category`` (the category stacked too), and with
 ``--per-source`` the category's most frequent confusions. Round 11: ``--pool train-8a,…`` the
 figures of some folders pooled, with counts (its ship rule), as ``--per-source`` prints them too.
+Round 12: ``--keep-service-from MODEL`` (``routing train``'s): each fold's category and complaint
+heads refitted over MODEL's vocabulary and IDF, all the service part MODEL's (its heads, its
+stacked regression, rules.yaml's hold bars: never chosen here); the complaint bars chosen as before.
 Which decisions are stacked: ``training.STACKED``. Round 6's figures: tests/data/corpus/PLAN.md.
 """
 
@@ -61,13 +64,17 @@ def answers(
     samples: Sequence[Any], held: Sequence[int], fit: dict[str, Any], cache: Path
 ) -> dict[int, Any]:
     """The answers (head → Prediction) on ``held`` of a model trained on all the others, kept
-    in ``cache`` (``training.held_answers``: ``routing train --cache`` reads the same files)."""
+    in ``cache`` (``training.held_answers``: ``routing train --cache`` reads the same files);
+    with ``KEPT``, its service part and the other heads refitted (``training.refit_heads``)."""
 
     def train(kept: Sequence[Any]) -> Any:
         print(f"  fitting without {len(held)} mails", flush=True)
+        if KEPT is not None:
+            return training.refit_heads(KEPT, kept, **fit)
         return training.fit(kept, **fit)
 
-    return training.held_answers(samples, held, train, (), cache, fit)
+    key = {**fit, "keep_service_from": KEPT.meta["data_hash"]} if KEPT is not None else fit
+    return training.held_answers(samples, held, train, (), cache, key)
 
 
 def all_answers(
@@ -100,6 +107,7 @@ TUNE_COMPLAINT = True  # False: the complaint bars as given (service experiments
 MARGIN = False  # a move's confidence: its probability's lead over the mailbox's service
 PER_SOURCE = False  # the figures of each source folder printed too (``--per-source``)
 POOL: tuple[str, ...] = ()  # source folders whose figures are printed pooled (``--pool``)
+KEPT: Any = None  # round 12: the model whose service part is kept (``--keep-service-from``)
 # Round 7: a third of round 6's grid (the machine is shared); round 6 chose
 # complaint_min_confidence 0 on every fold, complaint_model_min 0.3-0.5, sure 0.7-0.8.
 COMPLAINT_GRID: dict[str, list[Any]] = {
@@ -173,7 +181,10 @@ def with_stacks(
     routing: Any,
     stack_c: float | None,
 ) -> dict[str, Any]:
-    """A header: the stacked regressions trained on ``said`` (None: the hand-set rule)."""
+    """A header: the stacked regressions trained on ``said`` (None: the hand-set rule;
+    ``KEPT``'s, never refitted, when its service part is kept)."""
+    if KEPT is not None:
+        return training.service_header(KEPT)
     if stack_c is None:
         return {}
     stacks = training.fit_stacks(
@@ -209,10 +220,13 @@ def choose(
                 ),
             )
         )
-    rows = move_rows(samples, parts, routing, settings)
-    n = sum(len(h) for h in groups.values())
-    bars = tune_routing.choose_bars(rows, tune_routing.BAR_BUDGET * n)
-    chosen = settings.model_copy(update={"min_confidence_by_service": bars, "min_confidence": 0.5})
+    chosen = settings  # with KEPT: its hold bars, as rules.yaml has them
+    if KEPT is None:
+        rows = move_rows(samples, parts, routing, settings)
+        n = sum(len(h) for h in groups.values())
+        bars = tune_routing.choose_bars(rows, tune_routing.BAR_BUDGET * n)
+        update = {"min_confidence_by_service": bars, "min_confidence": 0.5}
+        chosen = settings.model_copy(update=update)
     if not TUNE_COMPLAINT:
         return chosen
     return chosen.model_copy(update=complaint_choice(samples, parts, routing, chosen))
@@ -352,7 +366,7 @@ def shipped_bars(
     groups = dict(enumerate(folds))
     answers_of = {g: {i: outer[i] for i in held} for g, held in groups.items()}
     picked = choose(samples, groups, answers_of, routing, settings, c)
-    print("\nbars chosen on all folds:")
+    print(f"\nbars {'kept' if KEPT is not None else 'chosen on all folds'}:")
     print(f"  min_confidence_by_service: {picked.min_confidence_by_service}")
     kept = guarded(routing, model, picked, tune_routing.guide_cases())
     if kept is None:
@@ -415,6 +429,9 @@ def final_model(
     ``cache``), with the stacked regressions trained on the folds' answers ``outer``."""
     import pickle
 
+    if KEPT is not None:  # its stacked regression kept: nothing fitted on the folds' answers
+        print("  fitting the final heads on all mails", flush=True)
+        return training.refit_heads(KEPT, samples, **fit)
     key = training.training_hash(samples) + repr(sorted(fit.items()))
     path = cache / f"final-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
     if path.exists():
@@ -547,15 +564,25 @@ def main() -> None:
         help="the category head's mails of these categories weigh more: information=2",
     )
     parser.add_argument(
+        "--keep-service-from",
+        type=Path,
+        metavar="MODEL",
+        help="round 12: MODEL's service part kept (heads, stack, rules.yaml's hold bars); the"
+        " category and complaint heads refitted per fold over its vocabulary",
+    )
+    parser.add_argument(
         "--default-share",
         type=float,
         help="the hand-set rule's share of the mailbox's own service when no rule fires"
         " (default: round 5's 0.3)",
     )
     args = parser.parse_args()
+    refits = (args.complaint_c, args.complaint_negatives, args.category_weights, args.weights)
+    if args.keep_service_from and any(refits):
+        parser.error("--keep-service-from refits with routing train's settings only")
     tune_routing.FOLDS_BY = args.folds_by
     global STACK_KINDS, STACK_WEIGHTS, WORST_INNER_PRECISION, MARGIN, TUNE_COMPLAINT, PER_SOURCE
-    global STACK_NAMES, POOL
+    global STACK_NAMES, POOL, KEPT
     STACK_NAMES = tuple(args.stack.split(",")) if args.stack else None
     POOL = tuple(args.pool.split(",")) if args.pool else ()
     PER_SOURCE = args.per_source
@@ -577,6 +604,8 @@ def main() -> None:
     old = tune_routing.ROUND9 if len(samples) > 3677 else old
     old = tune_routing.ROUND10 if len(samples) > 4037 else old
     fit: dict[str, Any] = {"c": args.c or training.DEFAULT_C, "min_df": training.MIN_DF}
+    if args.keep_service_from:  # routing train --keep-service-from's fit (and cache key)
+        KEPT, fit = classifier.load(args.keep_service_from), {"c": fit["c"]}
     if args.weights:
         fit["source_weights"] = args.weights
     print(f"{len(samples)} training mails; {args.folds}-fold", flush=True)
@@ -589,7 +618,9 @@ def main() -> None:
         return
     routing = training.base_routing(config)
     tune_routing.remember_tallies()
-    base = training.settings_for(config).model_copy(update=ROUND5)
+    base = training.settings_for(config)
+    if KEPT is None:  # kept: rules.yaml's service bars and shares stay as they are
+        base = base.model_copy(update=ROUND5)
     if args.default_share is not None:
         base = base.model_copy(update={"default_share": args.default_share})
     if args.complaint_as:

@@ -581,3 +581,96 @@ def test_scored_figures_split_by_source() -> None:
     parts = scored.by_source()
     assert {name: part.count for name, part in parts.items()} == {"dev": 2, "train-2a": 1}
     assert parts["dev"].accuracy("service") == 0.5 and parts["train-2a"].accuracy("service") == 0
+
+
+# -- round 12 --------------------------------------------------------------------------------
+def service_part(model: training.Classifier) -> list[np.ndarray]:
+    """All the arrays a service decision reads: vocabulary, IDF, the kept heads."""
+    heads = [model.heads[name] for name in training.KEPT_HEADS if name in model.heads]
+    return [model.features, model.idf, *(a for h in heads for a in (h.coef, h.intercept))]
+
+
+@lru_cache(maxsize=1)
+def kept_and_refitted() -> tuple[training.Classifier, training.Classifier]:
+    """The shipped model and the same with its category and complaint heads refitted on the
+    regression set (``routing train --keep-service-from``), fitted once."""
+    routing = compiled_routing(CONFIG)
+    assert routing is not None and isinstance(routing.model, training.Classifier)
+    return routing.model, training.refit_heads(routing.model, regression_samples(), c=20.0)
+
+
+def test_keeping_the_service_part_refits_the_category_and_complaint_heads_only() -> None:
+    """Round 12: the kept model's vocabulary, IDF, service and re-orientation heads and
+    stacked service regression to the bit; new category and complaint heads fitted on the
+    new data over that vocabulary; a header naming both data sets, another version."""
+    kept, refitted = kept_and_refitted()
+    samples = regression_samples()
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(service_part(kept), service_part(refitted), strict=True)
+    )
+    assert [refitted.heads[n].classes for n in training.KEPT_HEADS] == [
+        kept.heads[n].classes for n in training.KEPT_HEADS
+    ]
+    assert refitted.meta["stack"] == kept.meta["stack"]
+    assert list(refitted.heads) == list(kept.heads)  # the same heads, in the same order
+    category, gate = refitted.heads["category"], refitted.heads["complaint"]
+    assert category.classes == tuple(sorted({s.category for s in samples}))
+    assert category.coef.shape == (len(kept.features), len(category.classes))
+    assert gate.classes == (COMPLAINT_YES, COMPLAINT_NO) and gate.coef.shape[1] == 2
+    assert not np.array_equal(category.coef, kept.heads["category"].coef)
+    assert refitted.meta["heads_data_hash"] == training.training_hash(samples)
+    assert refitted.meta["kept_from"]["data_hash"] == kept.meta["data_hash"]
+    assert refitted.meta["refitted"] == ["category", "complaint"]
+    assert refitted.version not in (kept.version, training.training_hash(samples)[:12])
+
+
+def test_a_kept_service_part_decides_every_service_as_before(tmp_path: Path) -> None:
+    """Saved and read back, the refitted model decides the service of each of the 102
+    regression mails as the kept model does: the same service, confidence, hold and target."""
+    kept, refitted = kept_and_refitted()
+    path = tmp_path / "m.npz"
+    save(path, refitted.features, refitted.idf, refitted.heads, refitted.meta)
+    loaded = load(path)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(service_part(kept), service_part(loaded), strict=True)
+    )
+    routing = compiled_routing(CONFIG)
+    assert routing is not None
+    again = replace(routing, model=loaded)
+    for sample in regression_samples():
+        before, after = decide(sample.facts, routing), decide(sample.facts, again)
+        assert (before.service, before.to_check, before.reorient, before.transfer_allowed) == (
+            after.service,
+            after.to_check,
+            after.reorient,
+            after.transfer_allowed,
+        )
+        assert before.confidence["service"] == after.confidence["service"]
+
+
+def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
+    """``routing train --keep-service-from MODEL``: the file holds MODEL's service part and a
+    header naming MODEL's data; ``--min-df`` (the vocabulary is MODEL's) is refused before a
+    mail is read."""
+    kept, _ = kept_and_refitted()
+    assert kept.path is not None
+    out = tmp_path / "model.npz"
+    data = ("--no-corrections", "--folds", "3", "--labelled", str(ROOT / "tests/data/routing"))
+    keep = ("--keep-service-from", str(kept.path))
+    refused = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--min-df", "1")
+    assert refused.returncode != 0 and "--min-df" in refused.stderr
+    assert "training data" not in refused.stdout
+    done = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--out", str(out))
+    assert "rules alone" in done.stdout, done.stderr
+    if done.returncode == 0:
+        model = load(out)
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(service_part(kept), service_part(model), strict=True)
+        )
+        assert model.meta["stack"] == kept.meta["stack"]
+        assert model.meta["kept_from"]["data_hash"] == kept.meta["data_hash"]
+        assert model.meta["heads_data_hash"] == training.training_hash(regression_samples())
+    else:  # refused: never written
+        assert done.returncode == 1 and "refused" in done.stdout and not out.exists()

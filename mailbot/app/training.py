@@ -219,6 +219,75 @@ def fit(
     return Classifier(features, idf, heads, _meta(samples, settings))
 
 
+# -- round 12: a model's service part kept, its category and complaint heads refitted -------
+# What a service decision reads (mailbot.core.combine.heads; STACK_INPUTS["service"]): the
+# vocabulary and IDF, the service head (and the re-orientation target's), the stacked service
+# regression of the header. The category and complaint heads never enter it.
+KEPT_HEADS = ("service", "reorient")
+KEPT_META = ("stack", "stack_folds", "hold_on")
+
+
+def service_header(kept: Classifier) -> dict[str, Any]:
+    """The part of ``kept``'s header that decides the service (its stacked regression)."""
+    return {name: kept.meta[name] for name in KEPT_META if name in kept.meta}
+
+
+def refit_heads(
+    kept: Classifier,
+    samples: Sequence[Sample],
+    c: float = DEFAULT_C,
+    class_weight: str | None = CLASS_WEIGHT,
+    complaint: str = "reclamation",
+    temperature: float = TEMPERATURE,
+    complaint_c: float | None = None,
+    complaint_negatives: Mapping[str, float] | None = None,
+) -> Classifier:
+    """``kept`` with its category and complaint heads refitted on ``samples`` (``fit``'s
+    recipe) over ``kept``'s vocabulary and IDF, n-grams it does not know dropped as in
+    production. All a service decision reads is ``kept``'s to the bit, so every service
+    decision and transfer stays ``kept``'s while the category and the complaint learn from new
+    mail (round 12: refitting the whole model on new mail lost service decisions, PLAN.md
+    round 11). The header names both data sets; its ``data_hash``, the file's version, hashes
+    the two (another model than ``kept``, and than a full fit on ``samples``)."""
+    matrix = _matrix([raw_counts(*s.words) for s in samples], kept.features, kept.idf)
+    new = {"category": _label_head(matrix, samples, "category", c, class_weight, None, None)}
+    gate = _complaint_head(
+        matrix, samples, complaint, complaint_c or c, class_weight, None, complaint_negatives
+    )
+    if gate is not None:
+        new["complaint"] = gate
+    new = calibrated(new, temperature)
+    heads = {n: new.pop(n, h) for n, h in kept.heads.items() if n in KEPT_HEADS or n in new}
+    heads.update(new)
+    settings = {
+        "c": c,
+        "class_weight": class_weight,
+        "temperature": temperature,
+        "features": len(kept.features),
+        "complaint_c": complaint_c,
+        "complaint_negatives": dict(complaint_negatives or {}),
+    }
+    meta = _meta(samples, settings)
+    source = str(kept.meta.get("data_hash", "?"))
+    both = hashlib.sha256(f"{source}\0{meta['data_hash']}".encode()).hexdigest()
+    kept_from = {k: v for k, v in kept.meta.items() if k not in ("stack", "format")}
+    if kept.path is not None:
+        kept_from["file"] = kept.path.name
+    return Classifier(
+        kept.features,
+        kept.idf,
+        heads,
+        {
+            **meta,
+            **service_header(kept),
+            "data_hash": both,
+            "heads_data_hash": meta["data_hash"],
+            "refitted": sorted(name for name in heads if name not in KEPT_HEADS),
+            "kept_from": kept_from,
+        },
+    )
+
+
 def _meta(samples: Sequence[Sample], settings: Mapping[str, Any]) -> dict[str, Any]:
     """The model's header: its data (hash, count, sources) and the fit's settings (those
     left at their default of none are not written)."""
@@ -497,16 +566,21 @@ def cross_scores(
     k: int = 5,
     stack: bool = True,
     groups: Sequence[str] | None = None,
+    header: Mapping[str, Any] | None = None,
 ) -> tuple[Scored, Scored]:
     """(rules and model, rules alone) on every sample from its out-of-fold answers, each
     fold's stacked regressions trained on the other folds' answers (``stack``); ``groups``
-    as ``out_of_fold``'s (the same folds)."""
+    as ``out_of_fold``'s (the same folds). ``header``: every fold's stacked regressions, as
+    given (a kept model's, ``service_header``: never refitted)."""
     combined, alone = Scored(), Scored()
     rules = with_model(routing, None, None)
     for held in folds(len(samples), k, groups=groups):
         held_set = set(held)
         others = {i: answer for i, answer in said.items() if i not in held_set}
-        meta = {"stack": fit_stacks(samples, others, routing)} if stack else {}
+        if header is not None:
+            meta = dict(header)
+        else:
+            meta = {"stack": fit_stacks(samples, others, routing)} if stack else {}
         fold = with_model(routing, answered(samples, {i: said[i] for i in held}, meta), settings)
         for i in held:
             own = routing.own_service.get(samples[i].facts.mailbox)
