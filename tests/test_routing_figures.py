@@ -1,0 +1,55 @@
+"""The routing figures' complaint counts and their 95 % intervals (routing evaluate)."""
+
+from __future__ import annotations
+
+import pytest
+from scipy.stats import binomtest
+
+from mailbot.app.routing_figures import complaint_counts, figures, format_figures, wilson_interval
+from mailbot.app.training import Scored
+
+
+@pytest.mark.parametrize(
+    ("hits", "trials"), [(23, 26), (23, 25), (23, 23), (0, 7), (1, 1), (133, 136), (500, 1000)]
+)
+def test_the_wilson_interval_is_scipys(hits: int, trials: int) -> None:
+    expected = binomtest(hits, trials).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = wilson_interval(hits, trials)
+    assert low == pytest.approx(expected.low, abs=1e-9)
+    assert high == pytest.approx(expected.high, abs=1e-9)
+
+
+def test_no_trials_says_nothing_is_known() -> None:
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def scored(categories: list[tuple[str, str]]) -> Scored:
+    n = len(categories)
+    return Scored(
+        services=[("general", "general")] * n,
+        categories=categories,
+        moved=[False] * n,
+        to_check=[False] * n,
+        mailboxes=["general"] * n,
+        sources=["test"] * n,
+        landed=[("general", "general")] * n,
+    )
+
+
+def test_complaint_counts_are_the_precision_and_recall_fractions() -> None:
+    pairs = [("reclamation", "reclamation")] * 23 + [("autre", "reclamation")] * 3
+    pairs += [("reclamation", "information")] * 2 + [("information", "information")] * 10
+    counts = complaint_counts(scored(pairs))
+    assert (counts["right"], counts["decided"], counts["expected"]) == (23, 26, 25)
+    assert counts["precision_interval"][0] < 23 / 26 < counts["precision_interval"][1]
+    assert counts["recall_interval"][0] < 23 / 25 < counts["recall_interval"][1]
+    shown = figures(scored(pairs))
+    assert shown["complaint_precision"] == round(23 / 26, 4)
+    assert shown["complaint_counts"] == counts
+
+
+def test_the_report_prints_the_counts_and_intervals() -> None:
+    pairs = [("reclamation", "reclamation")] * 23 + [("autre", "reclamation")] * 3
+    text = format_figures(scored(pairs))
+    assert "complaints: 23 right of 26 decided (precision 95 % interval 71.0%-96.0%)" in text
+    assert "of 23 expected (recall 95 % interval 85.7%-100.0%)" in text
