@@ -23,6 +23,11 @@
     two backlog sizes: each size is filled once and read by each tree in turn, on a database
     of its own; the ratio of the sizes per tree and repeat.
 
+Each line of (a) also gives the machine's CPU per mail over that run (``/proc/stat``: all
+processes at normal priority, the servers included — a niced job's time is left out) and
+what it implies: with N cores, no run can take less wall time than machine CPU / N, so
+``ceiling`` is the ratio mailbot would reach if its wall were exactly that floor.
+
 ``--profile DIR``: each `poll --once` of (a) runs under py-spy (samples holding the GIL, 100
 a second: a few per cent slower), its stacks kept in DIR and its CPU by phase printed
 (bench/phases.py).
@@ -201,6 +206,15 @@ def write_config(
     return path
 
 
+def machine_cpu() -> float:
+    """Seconds of CPU the whole machine spent at normal priority (user, system, interrupts;
+    not ``nice``: a niced job beside the bench is not the bench's cost)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    user, _nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def raw_pipe(user: MailUser, smtp: SinkProcess, batch: int) -> int:
     """The floor: fetch in batches, parse, send one mail per message over one connection."""
 
@@ -233,16 +247,20 @@ def raw_pipe(user: MailUser, smtp: SinkProcess, batch: int) -> int:
 # `poll --once` in a child process of one source tree, timed inside it around the poll only
 # (start-up, imports and lingua's models are not the loop's cost): prints a JSON line.
 POLL_CHILD = """
-import json, sys, time
+import json, os, sys, time
 from mailbot.app.context import build_app
 from mailbot.core import language
 from mailbot.worker import Worker, imap_sources
 app = build_app(sys.argv[1], acknowledge_existing=True)
 language.warm_up()
 worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
-wall, cpu = time.perf_counter(), time.process_time()
+def machine():  # bench/run.py's machine_cpu: this child runs another tree's code
+    with open("/proc/stat", encoding="ascii") as stat:
+        user, _nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+wall, cpu, busy = time.perf_counter(), time.process_time(), machine()
 outcomes = worker.poll_once()
-wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+wall, cpu, busy = time.perf_counter() - wall, time.process_time() - cpu, machine() - busy
 # A routing helper (routing.parallel, a newer tree) stopped and waited for: its CPU, start
 # included, is then the children's (a process's own CPU leaves it out).
 pool = getattr(app.pipeline, "routing_pool", None)
@@ -253,7 +271,7 @@ usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 helper = usage.ru_utime + usage.ru_stime
 acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
 print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": wall, "cpu": cpu,
-                  "helper": helper, "waited": waited}))
+                  "helper": helper, "waited": waited, "machine": busy}))
 """
 
 
@@ -293,14 +311,16 @@ def bench_scenario(
     for user in users:
         fill(user, backlog, mail)
     sink.clear()
-    cpu, start = time.process_time(), time.perf_counter()
+    cpu, start, machine = time.process_time(), time.perf_counter(), machine_cpu()
     sent = raw_pipe(users[0], sink, 200)
+    sink.wait_for(sent)
     raw_seconds = time.perf_counter() - start
     raw_cpu = time.process_time() - cpu
-    sink.wait_for(sent)
+    raw_machine = (machine_cpu() - machine) / sent * 1000
     raw_rate = sent / raw_seconds
     print(
         f"  {scenario:<15} raw pipe  {raw_rate:7.1f} msg/s  {raw_cpu / sent * 1000:6.2f} CPU ms/mail"
+        f"  machine {raw_machine:5.2f} CPU ms/mail"
     )
     ratios: dict[str, float] = {}
     for tree, user in zip(trees, users, strict=True):
@@ -313,13 +333,17 @@ def bench_scenario(
         received = sink.wait_for(expected)
         rate = result["mails"] / result["wall"]
         ratios[str(tree)] = rate / raw_rate
+        busy = result["machine"] / result["mails"] * 1000
+        floor = busy / (os.cpu_count() or 1)  # wall ms a mail if every core were busy
         print(
             f"  {scenario:<15} mailbot   {rate:7.1f} msg/s  "
             f"{result['cpu'] / result['mails'] * 1000:6.2f} CPU ms/mail  "
             f"(+{result.get('helper', 0.0) / result['mails'] * 1000:4.2f} helper, "
             f"{result.get('waited', 0.0) * 1000:.0f} ms waited)  "
             f"ratio {rate / raw_rate:.2f}x  ({int(result['acknowledged'])} ARs, "
-            f"{received - sink.to_citizens} forwards)  {tree.name}"
+            f"{received - sink.to_citizens} forwards)  {tree.name}\n"
+            f"  {'':<15} machine {busy:5.2f} CPU ms/mail: wall floor {floor:4.2f} ms/mail, "
+            f"ceiling {1000 / floor / raw_rate:.2f}x"
         )
         if profile is not None:
             cpu_ms = result["cpu"] / result["mails"] * 1000
