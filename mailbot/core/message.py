@@ -398,17 +398,32 @@ class _Body:
 
 
 def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
-    body = _Body()
+    """The mail's text, attachments and part types. A mail attached to it (a forwarded
+    .eml, message/rfc822) is an attachment: its text is read apart, and is the body only
+    when the mail has no text of its own, so that routing and language detection read
+    the citizen's words rather than the mail they forward."""
+    body, attached = _Body(), _Body()
+    inside: set[int] = set()  # id() of the parts of an attached mail
     for part in _walk(msg, defects):
         ctype = _content_type(part)
         body.parts.append(ctype)
         if part.is_multipart():
+            if id(part) in inside or (ctype.startswith("message/") and part is not msg):
+                body.has_attachments = True
+                inside.update(id(child) for child in _children(part))
             continue
         try:
-            _read_part(part, ctype, body)
+            _read_part(part, ctype, attached if id(part) in inside else body)
         except Exception as exc:  # one unreadable part; the others still count
             defects.append(f"part: {type(exc).__name__}")
+    if not (body.plain or "").strip() and not (body.markup or "").strip():
+        body.plain, body.markup = attached.plain, attached.markup
     return body
+
+
+def _children(part: email.message.Message) -> list[email.message.Message]:
+    payload = part.get_payload()
+    return [child for child in payload if isinstance(child, email.message.Message)]
 
 
 def _read_part(part: email.message.Message, ctype: str, body: _Body) -> None:
