@@ -513,3 +513,22 @@ def test_new_robot_rules_keep_every_citizen_mail_acknowledged() -> None:
     for raw, reasons in robots:
         if "mailing-list" in reasons:
             assert b"\nList-" in raw
+
+
+def test_a_feedback_report_part_in_a_mixed_report_is_a_feedback_report() -> None:
+    """An ARF part (message/feedback-report, RFC 5965 §3.1) sent in multipart/mixed rather
+    than multipart/report, by an address that is no abuse desk: its Feedback-Type field
+    marks it. (The email package parses the part as a message, its fields as headers.)"""
+    sender = "reports@isp.example.net"
+    raw = (
+        f"Return-Path: <{sender}>\r\nFrom: {sender}\r\nTo: {MAILBOX}\r\n"
+        "Subject: Complaint\r\nMessage-ID: <fbl-78@isp.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="r"\r\n\r\n'
+        "--r\r\nContent-Type: text/plain\r\n\r\nA complaint about a message you sent.\r\n"
+        "--r\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\nVersion: 1\r\n\r\n"
+        f"--r\r\nContent-Type: message/rfc822\r\n\r\nFrom: {MAILBOX}\r\nSubject: AR\r\n\r\nReçu.\r\n"
+        "--r--\r\n"
+    ).encode()
+    assert parse_message(raw).feedback_type == "abuse"
+    assert decide(raw).reasons == ("feedback-report",)

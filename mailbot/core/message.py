@@ -408,6 +408,8 @@ def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
         ctype = _content_type(part)
         body.parts.append(ctype)
         if part.is_multipart():
+            if ctype == "message/feedback-report" and id(part) not in inside:
+                _note_feedback(_report_fields(part), body)
             if id(part) in inside or (ctype.startswith("message/") and part is not msg):
                 body.has_attachments = True
                 inside.update(id(child) for child in _children(part))
@@ -421,14 +423,21 @@ def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
     return body
 
 
+def _report_fields(part: email.message.Message) -> str:
+    """An ARF part's fields as text: the email package parses message/feedback-report as
+    a message, so its fields are the headers of its one child."""
+    try:
+        return "\n".join(f"{k}: {v}" for child in _children(part) for k, v in child.items())
+    except Exception:  # a field the package cannot render: no Feedback-Type read
+        return ""
+
+
 def _children(part: email.message.Message) -> list[email.message.Message]:
     payload = part.get_payload()
     return [child for child in payload if isinstance(child, email.message.Message)]
 
 
 def _read_part(part: email.message.Message, ctype: str, body: _Body) -> None:
-    if ctype == "message/feedback-report":
-        _note_feedback(_part_text(part), body)
     if _is_attachment(part, ctype):
         body.has_attachments = True
     elif ctype == "text/plain":
