@@ -18,6 +18,7 @@ import email
 import email.errors
 import email.message
 import email.parser
+import email.utils
 import functools
 import hashlib
 import html
@@ -213,11 +214,20 @@ def message_ids(values: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _lenient() -> dict[str, bool]:
+    """``strict=False`` where email.utils parses strictly by default (Python 3.11.10+,
+    3.12.6+, 3.13: gh-102988). Strict parsing reads "'a@b' <a@b>" (Outlook), "a@b; c@d" or
+    "a@b," as no address at all: a citizen's mail would be not addressed to the mailbox and
+    get no AR. Read as mail clients write them, on every patch level; no address read here
+    is trusted for more than a comparison (the AR goes to the return path)."""
+    return {"strict": False} if getattr(email.utils, "supports_strict_parsing", False) else {}
+
+
 def parse_address(value: str) -> tuple[str, str]:
     """``email.utils.parseaddr``, the common forms read at once (``_SIMPLE_ADDRESS``)."""
     simple = _SIMPLE_ADDRESS.fullmatch(value.strip(" \t"))
     if simple is None:
-        return parseaddr(value)
+        return parseaddr(value, **_lenient())
     name, bracketed, bare = simple.groups()
     return name or "", bracketed or bare
 
@@ -226,7 +236,7 @@ def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """``email.utils.getaddresses``, one common-form address read at once."""
     if len(values) == 1 and _SIMPLE_ADDRESS.fullmatch(values[0].strip(" \t")):
         return [parse_address(values[0])]
-    return getaddresses(values)
+    return getaddresses(values, **_lenient())
 
 
 def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
