@@ -586,3 +586,22 @@ def test_a_loosely_written_to_is_read_on_a_strict_python(
     ctx = replace(CTX, from_without_return_path=True)
     citizen = mail(To=to, From="Jean Dupont <citoyen@example.fr>, ", drop=("Return-Path",))
     assert decide(citizen, ctx) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["'{0}' <{0}>", "{0} <{0}>", '"{0}" <{0}>', "Jean Dupont <{0}>", "<{0}>", "{0}"],
+    ids=["outlook-quoted-name", "address-as-name", "quoted-name", "name", "bracketed", "bare"],
+)
+def test_the_from_address_is_the_one_in_angle_brackets(written: str) -> None:
+    """A display name written as an address (Outlook quotes it with apostrophes) is not
+    the address: the policy's robot checks and ``missing_return_path: use_from`` read
+    the one in angle brackets."""
+    robot = mail(From=written.format("no-reply@ants.example.fr"), Return_Path="<r@example.fr>")
+    assert parse_message(robot).from_address == "no-reply@ants.example.fr"
+    replied = mail(Reply_To=written.format("citoyen@example.fr"))
+    assert parse_message(replied).reply_to[0] == "citoyen@example.fr"
+    assert decide(robot).reasons == ("system-sender",)
+    ctx = replace(CTX, from_without_return_path=True)
+    citizen = mail(From=written.format("citoyen@example.fr"), drop=("Return-Path",))
+    assert decide(citizen, ctx) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")

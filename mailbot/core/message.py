@@ -227,15 +227,29 @@ def parse_address(value: str) -> tuple[str, str]:
     """``email.utils.parseaddr``, the common forms read at once (``_SIMPLE_ADDRESS``)."""
     simple = _SIMPLE_ADDRESS.fullmatch(value.strip(" \t"))
     if simple is None:
-        return parseaddr(value, **_lenient())
+        name, address = parseaddr(value, **_lenient())
+        return _named_address(value) or (name, address)
     name, bracketed, bare = simple.groups()
     return name or "", bracketed or bare
+
+
+# One name-addr whose display name is written as an address and not as a phrase: Outlook's
+# "'a@b.fr' <a@b.fr>". The email package reads the name as the address; RFC 5322 puts the
+# address in the angle brackets.
+_ADDRESS_AS_NAME = re.compile(r"\s*'([^'<>,\"]*@[^'<>,\"]*)'\s*<([^<>\s]+)>\s*")
+
+
+def _named_address(value: str) -> tuple[str, str] | None:
+    found = _ADDRESS_AS_NAME.fullmatch(value)
+    return (found.group(1), found.group(2)) if found else None
 
 
 def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """``email.utils.getaddresses``, one common-form address read at once."""
     if len(values) == 1 and _SIMPLE_ADDRESS.fullmatch(values[0].strip(" \t")):
         return [parse_address(values[0])]
+    if len(values) == 1 and (named := _named_address(values[0])):
+        return [named]
     return getaddresses(values, **_lenient())
 
 
