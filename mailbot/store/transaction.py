@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
-from mailbot.errors import LeaseLostError, RepeatedRequestError
+from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError
 from mailbot.store.records import FolderState, KnownRow, NewMessage, OutboxItem, outbox_item
 from mailbot.store.schema import (
     backfill_flag,
@@ -24,6 +24,7 @@ from mailbot.store.schema import (
     fit,
     folders,
     leases,
+    message_keys,
     messages,
     outbox,
     request_flag,
@@ -81,6 +82,13 @@ def _thread_query(by_ids: bool, by_reference: bool, in_mailbox: bool) -> sa.Sele
     )
 
 
+# One mail in several mailboxes (``claimed_mail``, ``claim_mail``): the row that took it.
+_CLAIMED = (
+    sa.select(messages.c.id, messages.c.mailbox, messages.c.reference)
+    .select_from(message_keys.join(messages, messages.c.id == message_keys.c.message_pk))
+    .where(message_keys.c.fingerprint == _param("fingerprint"))
+)
+_CLAIM_MAIL = message_keys.insert()
 _RECENT_ARS = (
     sa.select(sa.func.count())
     .select_from(messages)
@@ -441,6 +449,22 @@ class Transaction:
             params["content_hash"] = content_hash
         found = self.conn.execute(query, params).scalar()
         return None if found is None else int(found)
+
+    def claimed_mail(self, fingerprint: str) -> tuple[int, str, str | None] | None:
+        """The row that handled this very mail first, in any mailbox (``claim_mail``): its
+        id, mailbox and reference; None if none did."""
+        row = self.conn.execute(_CLAIMED, {"fingerprint": fingerprint}).first()
+        return None if row is None else (int(row.id), str(row.mailbox), row.reference)
+
+    def claim_mail(self, fingerprint: str, message_pk: int) -> None:
+        """Record that ``message_pk`` handles the mail of this fingerprint. SameMailError if
+        another row did first, even in a transaction committing at this very moment (the
+        insert waits for it): the caller rolls back its savepoint, and this copy is that
+        row's duplicate."""
+        try:
+            self.conn.execute(_CLAIM_MAIL, {"fingerprint": fingerprint, "message_pk": message_pk})
+        except sa.exc.IntegrityError:
+            raise SameMailError("this mail was recorded first in another mailbox") from None
 
     def acknowledged_in_thread(
         self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None
