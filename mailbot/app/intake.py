@@ -462,10 +462,7 @@ class Pipeline:
             **_routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
         message_pk = _save(rec, row, existing)
-        if parsed.fingerprint and not _unhandled(row):
-            # Handled here: another mailbox's copy is this row's duplicate (SameMailError
-            # if such a copy took the mail first, even in another worker's transaction).
-            rec.claim(parsed.fingerprint, message_pk)
+        _claim(rec, parsed, row, message_pk)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
             rec.tx.count_relance(parent_pk)  # the citizen writing again about that message
         rec.events(
@@ -659,10 +656,14 @@ def new_message(
     )
 
 
-def _unhandled(row: NewMessage) -> bool:
-    """A row left for a person (``store.unhandled``: skipped for lack of a Return-Path)
-    claims no mail: retried, it may still be acknowledged, or be another copy's duplicate."""
-    return row.decision == Decision.SKIP and tuple(row.reasons) == (Attention.NO_RETURN_PATH.value,)
+def _claim(rec: Direct, parsed: ParsedMessage, row: NewMessage, message_pk: int) -> None:
+    """The mail handled by this row: another mailbox's copy is its duplicate (SameMailError
+    if such a copy took it first, even in another worker's transaction). A row left for a
+    person (``store.unhandled``: skipped for lack of a Return-Path) claims nothing: retried,
+    it may still be acknowledged, or be another copy's duplicate."""
+    unhandled = row.decision == Decision.SKIP and tuple(row.reasons) == (Attention.NO_RETURN_PATH,)
+    if parsed.fingerprint and not unhandled:
+        rec.claim(parsed.fingerprint, message_pk)
 
 
 def _log(outcome: Outcome) -> None:
