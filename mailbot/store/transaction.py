@@ -88,7 +88,6 @@ _CLAIMED = (
     .select_from(message_keys.join(messages, messages.c.id == message_keys.c.message_pk))
     .where(message_keys.c.fingerprint == _param("fingerprint"))
 )
-_CLAIM_MAIL = message_keys.insert()
 _RECENT_ARS = (
     sa.select(sa.func.count())
     .select_from(messages)
@@ -288,6 +287,15 @@ class _DriverUpdate(_Driver):
             return int(cursor.rowcount)
 
 
+class _DriverFirst(_Driver):
+    """A SELECT of one row, or None (a mail's first copy in another mailbox: one a mail)."""
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> Any:
+        with self.cursor(conn) as cursor:
+            cursor.execute(self.sql, self.params(values))
+            return cursor.fetchone()
+
+
 class _DriverRows(_Driver):
     """An INSERT of many rows in one executemany on the driver's cursor (a part's events
     and outbox mails): SQLAlchemy's executemany builds an execution context and runs its
@@ -324,6 +332,16 @@ def _driver_insert(dialect: sa.Dialect, keys: tuple[str, ...]) -> _DriverInsert:
 
 
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
+
+
+@functools.cache
+def _driver_claimed(dialect: sa.Dialect) -> _DriverFirst:
+    return _DriverFirst(dialect, _CLAIMED, ("fingerprint",))
+
+
+@functools.cache
+def _driver_claim_mail(dialect: sa.Dialect) -> _DriverRows:
+    return _DriverRows(dialect, message_keys.insert(), ("fingerprint", "message_pk"))
 
 
 @functools.cache
@@ -453,8 +471,8 @@ class Transaction:
     def claimed_mail(self, fingerprint: str) -> tuple[int, str, str | None] | None:
         """The row that handled this very mail first, in any mailbox (``claim_mail``): its
         id, mailbox and reference; None if none did."""
-        row = self.conn.execute(_CLAIMED, {"fingerprint": fingerprint}).first()
-        return None if row is None else (int(row.id), str(row.mailbox), row.reference)
+        row = _driver_claimed(self.conn.dialect).run(self.conn, {"fingerprint": fingerprint})
+        return None if row is None else (int(row[0]), str(row[1]), row[2])
 
     def claim_mail(self, fingerprint: str, message_pk: int) -> None:
         """Record that ``message_pk`` handles the mail of this fingerprint. SameMailError if
@@ -462,7 +480,8 @@ class Transaction:
         insert waits for it): the caller rolls back its savepoint, and this copy is that
         row's duplicate."""
         try:
-            self.conn.execute(_CLAIM_MAIL, {"fingerprint": fingerprint, "message_pk": message_pk})
+            values = {"fingerprint": fingerprint, "message_pk": message_pk}
+            _driver_claim_mail(self.conn.dialect).run(self.conn, [values])
         except sa.exc.IntegrityError:
             raise SameMailError("this mail was recorded first in another mailbox") from None
 
