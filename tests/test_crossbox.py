@@ -227,3 +227,68 @@ def test_one_mail_in_both_real_mailboxes_gets_one_ar(
     assert first[3] in detail[0] and first[1] in detail[0]
     # Nothing deleted from the server: both copies are still there.
     assert len(imap_user.uids()) == 1 and len(etrangers.uids()) == 1
+
+
+def test_a_copy_left_for_a_person_claims_nothing(app: App, database: str) -> None:
+    """Skipped for lack of a Return-Path (a person looks at it, may retry it): the other
+    mailbox's copy is decided on its own, and no key is taken."""
+    mail = both(Return_Path=None)  # type: ignore[arg-type]
+    for mailbox in ("general", "etrangers"):
+        app.pipeline.process_batch(mailbox, "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    assert [r[2] for r in rows(database)] == ["skip", "skip"]
+    assert query(database, "SELECT count(*) FROM message_keys")[0][0] == 0
+
+
+def test_the_upgrade_gives_recorded_mails_their_keys(database: str) -> None:
+    """Migration 0014: each handled mail already recorded takes its key (the first row of
+    its fingerprint), so a copy still unread in the other mailbox is not acknowledged."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from mailbot.store import MIGRATIONS
+
+    engine = sa.create_engine(database)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0013")
+        for uid, mailbox, decision, fingerprint, reasons in (
+            (1, "general", "acknowledge", "f1", '["citizen-mail"]'),
+            (2, "general", "duplicate", "f1", '["already-recorded"]'),
+            (1, "etrangers", "acknowledge", "f1", '["citizen-mail"]'),  # two ARs, before
+            (2, "etrangers", "skip", "f2", '["no-return-path"]'),
+            (3, "etrangers", "quarantine", "f3", '["error:x"]'),
+            (4, "etrangers", "follow-up", "f4", '["follow-up"]'),
+            (5, "etrangers", "skip", None, '["bounce"]'),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash,"
+                    " received_at, subject, decision, reasons, ar_status, size, defects,"
+                    " created_at, fingerprint) VALUES (:mailbox, 'INBOX', 1, :uid, 'h',"
+                    " '2026-11-05 10:00:00', 's', :decision, :reasons, 'none', 10, '[]',"
+                    " '2026-11-05 10:00:00', :fingerprint)"
+                ),
+                {
+                    "mailbox": mailbox,
+                    "uid": uid,
+                    "decision": decision,
+                    "fingerprint": fingerprint,
+                    "reasons": reasons,
+                },
+            )
+    engine.dispose()
+    store = Store(database)
+    assert store.schema_version() == Store.head_version()
+    store.close()
+    keys = query(database, "SELECT fingerprint, message_pk FROM message_keys ORDER BY 1")
+    pks = dict(
+        query(
+            database,
+            "SELECT fingerprint || ':' || decision, min(id) FROM messages"
+            " GROUP BY fingerprint, decision",
+        )
+    )
+    assert [tuple(k) for k in keys] == [("f1", pks["f1:acknowledge"]), ("f4", pks["f4:follow-up"])]
