@@ -292,3 +292,66 @@ def test_the_upgrade_gives_recorded_mails_their_keys(database: str) -> None:
         )
     )
     assert [tuple(k) for k in keys] == [("f1", pks["f1:acknowledge"]), ("f4", pks["f4:follow-up"])]
+
+
+def test_two_workers_recording_the_two_copies_at_once_send_one_ar(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two applications (two workers) on one database, each recording its mailbox's copy:
+    the first holds its transaction open after taking the key; the second, which found no
+    key yet, waits at its insert (PostgreSQL) or for the write lock (SQLite), then records
+    its copy as the duplicate: one AR."""
+    from mailbot.store import transaction as store_transaction
+
+    apps = [
+        build_app(ROOT / "rules.yaml", FileTransport(tmp_path / name), database=database)
+        for name in ("one", "two")
+    ]
+    # The year's reference counter exists (its first number taken by two workers at once
+    # is another matter): the second worker waits for the first's commit at its number.
+    other = [IncomingMail(9, RECEIVED, citizen(9, "Autre demande"))]
+    apps[0].pipeline.process_batch("general", "INBOX", 1, other)
+    real = store_transaction.Transaction.claim_mail
+    taken = threading.Event()
+
+    raised: list[str] = []
+
+    def slow(self: Any, fingerprint: str, message_pk: int) -> None:
+        try:
+            real(self, fingerprint, message_pk)
+        except SameMailError:
+            raised.append(threading.current_thread().name)
+            raise
+        if threading.current_thread().name == "general":
+            taken.set()
+            threading.Event().wait(1.0)  # the batch's transaction still open
+
+    monkeypatch.setattr(store_transaction.Transaction, "claim_mail", slow)
+    mail = both()
+    outcomes: dict[str, Any] = {}
+
+    def intake(app: App, mailbox: str) -> None:
+        batch = [IncomingMail(1, RECEIVED, mail)]
+        outcomes[mailbox] = app.pipeline.process_batch(mailbox, "INBOX", 1, batch)
+
+    first = threading.Thread(target=intake, args=(apps[0], "general"), name="general")
+    first.start()
+    assert taken.wait(20)
+    second = threading.Thread(target=intake, args=(apps[1], "etrangers"), name="etrangers")
+    second.start()
+    first.join(30)
+    second.join(30)
+    for app in apps:
+        app.store.close()
+    assert [o.decision for o in outcomes["general"]] == [Decision.ACKNOWLEDGE]
+    assert [o.decision for o in outcomes["etrangers"]] == [Decision.DUPLICATE]
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded[1:]] == [
+        ("general", "acknowledge"),
+        ("etrangers", "duplicate"),
+    ]
+    assert recorded[2][4] == recorded[1][0]
+    assert len(ars(database)) == 2  # the other mail's and this one's
+    # PostgreSQL: the second found no key, then its insert waited and failed (the guard);
+    # SQLite: it waited for the write lock, then found the key.
+    assert raised == (["etrangers"] if database.startswith("postgresql") else [])
