@@ -70,13 +70,28 @@ def _model_file(value: Path, info: ValidationInfo) -> Path:
     return SHIPPED_MODELS / value.name
 
 
+def _password_hidden(url: str) -> str:
+    """A URL that did not parse, as an error may quote it: whatever could be a password
+    (between the user name and the last "@") masked, since the parser cannot say where it
+    is. The error goes to the terminal, the journal and ``mailbot check``."""
+    head, at, host = url.rpartition("@")
+    scheme, colon, userinfo = head.partition(":")
+    if not at or not colon:
+        return f"***@{host}" if at else url
+    slashes = len(userinfo) - len(userinfo.lstrip("/"))
+    user, separator, _ = userinfo[slashes:].partition(":")
+    shown = f"{user}:" if separator else ""  # no second ":": what follows may be a password
+    return f"{scheme}:{userinfo[:slashes]}{shown}***@{host}"
+
+
 def _database_beside(url: str, info: ValidationInfo) -> str:
     """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ValueError(
-            f"expected a database URL such as 'sqlite:///var/mailbot.db' (got {url!r})"
+            "expected a database URL such as 'sqlite:///var/mailbot.db'"
+            f" (got {_password_hidden(url)!r})"
         ) from None
     name = parsed.database
     if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":

@@ -108,14 +108,17 @@ async def login_local(request: Request) -> Response:
         return _login_page(
             request, 400, error="Saisissez votre identifiant et votre mot de passe.", login=login
         )
+    # Counted before the password check, with no await since the check of the limits: a
+    # burst of guesses sent at once would otherwise all pass it while argon2 works.
+    console.per_ip.hit(ip)
+    console.per_account.hit(key)
     if not await run_in_threadpool(console.accounts.verify, agent_id, password):
-        console.per_ip.hit(ip)
-        console.per_account.hit(key)
         console.audit("login_failed", method="local", agent=agent_id or "unknown", ip=ip)
         return _login_page(
             request, 401, error="Identifiant ou mot de passe incorrect.", login=login
         )
     assert agent_id is not None
+    console.per_ip.release(ip)  # a success is no failed attempt (agents share the proxy)
     console.per_account.reset(key)
     _establish(request, agent_id, "local")
     console.audit("login", method="local", agent=agent_id, ip=ip)

@@ -281,3 +281,10 @@ class RateLimiter:
     def reset(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)
+
+    def release(self, key: str) -> None:
+        """Take back one hit: an attempt counted before its outcome was known succeeded."""
+        with self._lock:
+            hits = self._hits.get(key)
+            if hits:
+                hits.pop()

@@ -8,6 +8,7 @@ import io
 import re
 import stat
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,35 @@ def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
         for agent in ("cdurand", "lmoreau", "ngarnier"):
             assert local_login(client, agent, "wrong-password").status_code == 401
         assert local_login(client, "tbernard").status_code == 429
+
+
+def test_concurrent_login_attempts_cannot_outrun_the_limit(tmp_path: Path) -> None:
+    """Attempts sent at once are counted before their (slow) password checks: a burst of
+    guesses gets no more tries than the same guesses one after the other."""
+    attempts = 16
+    with running_console(tmp_path) as console, console.client() as client:
+        token = csrf_from(client.get("/connexion").text)
+        form = {"identifiant": "cdurand", "mot_de_passe": "wrong-password", "csrf_token": token}
+
+        def guess(_: int) -> int:
+            with console.client() as other:
+                other.cookies.update(client.cookies)
+                return other.post("/connexion", data=form).status_code
+
+        with ThreadPoolExecutor(max_workers=attempts) as pool:
+            statuses = list(pool.map(guess, range(attempts)))
+        assert statuses.count(401) == 5, statuses  # per_account: 5 checked, the rest 429
+        assert statuses.count(429) == attempts - 5, statuses
+
+
+def test_successful_logins_do_not_count_against_the_address(tmp_path: Path) -> None:
+    limit = LoginRateLimitConfig(per_account=5, per_ip=2)
+    with running_console(tmp_path, rate_limit=limit) as console:
+        for agent in ("cdurand", "lmoreau", "ngarnier", "tbernard"):
+            with console.client() as client:  # colleagues behind the prefecture's proxy
+                assert local_login(client, agent).status_code == 303
+        with console.client() as client:
+            assert local_login(client, "cdurand", "wrong-password").status_code == 401
 
 
 def test_rate_limiter_window_slides() -> None:
