@@ -18,7 +18,9 @@ from alembic.script import ScriptDirectory
 from fresh_imports import modules_after
 from pg import fresh_database
 
+from mailbot.app import maintenance, sessions
 from mailbot.app.delivery import recover_interrupted
+from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.store import NewMessage, Store, metadata
@@ -26,6 +28,7 @@ from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
 
 PARIS = ZoneInfo("Europe/Paris")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,7 +68,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0013"
+    assert store.schema_version() == Store.head_version() == "0014"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -93,7 +96,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0013"
+    assert again.schema_version() == "0014"
     assert len(again.messages()) == 1
     again.close()
 
@@ -300,6 +303,21 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     assert [row.uid for row in store.messages()] == [2]
     assert store.events(old_pk) == []
     assert store.outbox_items() == []
+
+
+def test_ended_sessions_stay_refused_until_the_purge_drops_the_expired(store: Store) -> None:
+    """Logout records a console session's id until the session would have expired anyway;
+    the purge job deletes the rows past that time only: no unbounded growth, and no ended
+    session revived while its cookie could still be valid."""
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    sessions.end(store, "expired-id", now - timedelta(minutes=1))
+    sessions.end(store, "live-id", now + timedelta(hours=3))
+    sessions.end(store, "live-id", now + timedelta(hours=3))  # logged out twice (two tabs)
+    assert sessions.ended(store, "expired-id") and sessions.ended(store, "live-id")
+    assert not sessions.ended(store, "never-ended-id")
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    assert not sessions.ended(store, "expired-id")  # its cookie is too old to be valid
+    assert sessions.ended(store, "live-id")
 
 
 def test_purged_data_is_not_left_in_the_sqlite_file_nor_its_backups(

@@ -8,9 +8,11 @@ import io
 import re
 import stat
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 import yaml
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from webtools import (
+    HOST,
     PASSWORD,
     ROOT,
     base_config,
@@ -35,6 +38,7 @@ from mailbot.web.accounts import AccountsFile
 from mailbot.web.app import create_app, settings_from_config
 from mailbot.web.authz import Action
 from mailbot.web.security import RateLimiter, safe_next
+from mailbot.web.server import BackgroundServer, bind
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -451,6 +455,56 @@ def test_logout_ends_the_session(tmp_path: Path) -> None:
         assert console.events("logout") == [{"agent": "cdurand", "ip": "127.0.0.1"}]
 
 
+def test_a_cookie_copied_before_logout_is_refused_after_it(tmp_path: Path) -> None:
+    """Logout ends the session server-side: a copy of its cookie taken before (another
+    browser, a stolen cookie) is no login afterwards, on every process serving the console
+    (a second app on the same database here); a session not logged out keeps working."""
+    with running_console(tmp_path) as console, console.client() as client:
+        second = BackgroundServer(
+            create_app(console.settings), console.settings.web, bind(HOST, 0)
+        ).start()
+        try:
+            local_login(client, "cdurand")
+            copied = client.cookies["mailbot_session"]
+            with console.client() as colleague:
+                local_login(colleague, "lmoreau")
+                with (
+                    copy_of(console.url, copied) as here,
+                    copy_of(f"http://{HOST}:{second.port}", copied) as there,
+                ):
+                    assert here.get("/").status_code == there.get("/").status_code == 200
+                    token = csrf_from(client.get("/").text)
+                    client.post("/deconnexion", data={"csrf_token": token})
+                    refused = here.get("/")
+                    assert refused.status_code == 303, refused.text
+                    assert refused.headers["location"] == "/connexion"
+                    assert here.get("/", headers={"HX-Request": "true"}).status_code == 401
+                    assert there.get("/").status_code == 303
+                assert colleague.get("/").status_code == 200
+        finally:
+            second.stop()
+
+
+def test_a_new_login_ends_the_session_it_replaces(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        local_login(client, "cdurand")
+        copied = client.cookies["mailbot_session"]
+        token = csrf_from(client.get("/").text)
+        form = {"identifiant": "lmoreau", "mot_de_passe": PASSWORD, "csrf_token": token}
+        assert client.post("/connexion", data=form).status_code == 303
+        assert client.get("/").status_code == 200  # the new session
+        with copy_of(console.url, copied) as old:
+            assert old.get("/").status_code == 303
+
+
+@contextlib.contextmanager
+def copy_of(url: str, cookie: str) -> Iterator[httpx.Client]:
+    """A client of ``url`` holding a copy of a session cookie."""
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as client:
+        client.cookies.set("mailbot_session", cookie)
+        yield client
+
+
 # --------------------------------------------------------------------------- passwd command
 
 
@@ -510,7 +564,8 @@ def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path)
         signer = TimestampSigner(console.settings.session_secret)
 
         def cookie(age: float) -> str:
-            data = {"agent": "cdurand", "method": "local", "since": str(int(time() - age))}
+            since = str(int(time() - age))
+            data = {"agent": "cdurand", "method": "local", "since": since, "sid": "a-session"}
             return signer.sign(b64encode(dumps(data).encode())).decode()
 
         for age, status in ((11 * 3600, 200), (12 * 3600 + 60, 303)):
