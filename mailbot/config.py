@@ -543,10 +543,6 @@ class StatusConfig(Model):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # None: no endpoint
 
 
-class RetentionConfig(Model):
-    days: int = Field(default=730, ge=1)
-
-
 class SignatureConfig(Model):
     """What a reply's signature must show (CRPA L111-2, and the audit's expectations)."""
 
@@ -567,6 +563,15 @@ def _valid_weekly(value: str) -> str:
 # `mailbot check` cannot crash the worker later.
 ClockTime = Annotated[str, AfterValidator(_valid_time)]
 WeeklySchedule = Annotated[str, AfterValidator(_valid_weekly)]
+
+
+class RetentionConfig(Model):
+    """How long citizens' data is kept. The worker purges what is older every day at
+    ``purge_time`` (local time, on the worker holding the scheduler's lease), so retention
+    holds without an operator's cron; None leaves it to ``mailbot purge``."""
+
+    days: int = Field(default=730, ge=1)
+    purge_time: ClockTime | None = "03:30"
 
 
 class AlertsConfig(Model):

@@ -61,8 +61,10 @@ class Worker:
         weekly_report: Callable[[], object] | None = None,
         lease_seconds: float | None = None,
         probe: Callable[[], object] | None = None,
+        purge: Callable[[], object] | None = None,
     ) -> None:
         self.probe = probe
+        self.purge = purge
         self.alerts = alerts
         self.weekly_report = weekly_report
         self.config = config
@@ -282,6 +284,16 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+        purge_time = self.config.retention.purge_time
+        if self.purge is not None and purge_time is not None:
+            at = parse_time(purge_time)
+            scheduler.add_job(
+                self._scheduled(self.purge),
+                CronTrigger(hour=at.hour, minute=at.minute, timezone=self.config.timezone),
+                id="retention-purge",
+                max_instances=1,
+                coalesce=True,
+            )
         if self.weekly_report is not None:
             scheduler.add_job(
                 self._scheduled(self.weekly_report),
@@ -389,7 +401,8 @@ def make_worker(
     sent: Mapping[str, tuple[str, Source]] | None = None,
 ) -> Worker:
     """The worker of ``mailbot run`` and ``poll``: every mailbox, Sent folder and tracking
-    mailbox, the daily alerts and the weekly report, on the configuration's schedules.
+    mailbox, the daily alerts, the weekly report and the retention purge, on the
+    configuration's schedules.
     ``sources`` and ``sent``: the inboxes and the Sent folders, when the command made them
     already (``imap.inboxes``, ``imap.sent_folders``: connecting early)."""
     zone = WorkingCalendar(timezone=app.config.timezone).zone
@@ -414,6 +427,11 @@ def make_worker(
         prober = Prober(app.config, app.store, app.outbox.transport, app.outbox, stop=stop)
         return prober.run()
 
+    def purge() -> object:
+        from mailbot import jobs
+
+        return jobs.purge_retention(app.config, app.store)
+
     worker = Worker(
         app.config,
         app.pipeline,
@@ -425,6 +443,7 @@ def make_worker(
         weekly_report,
         lease_seconds=app.config.cluster.lease_seconds,
         probe=probe if app.config.probe is not None else None,
+        purge=purge,
     )
     if app.config.status.metrics_port is not None:
         worker.serve_metrics(app.config.status.metrics_host, app.config.status.metrics_port)
