@@ -245,7 +245,6 @@ class Worker:
 
     def build_scheduler(self) -> BackgroundScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.cron import CronTrigger
 
         scheduler = BackgroundScheduler(timezone=self.config.timezone)
         interval = self.config.polling.interval_seconds
@@ -261,36 +260,13 @@ class Worker:
                 coalesce=True,
                 next_run_time=datetime.now(UTC),
             )
-        if self.alerts is not None and self.config.alerts.enabled:
-            at = parse_time(self.config.alerts.time)
-            scheduler.add_job(
-                self._scheduled(self.alerts),
-                CronTrigger(
-                    day_of_week="mon-fri",
-                    hour=at.hour,
-                    minute=at.minute,
-                    timezone=self.config.timezone,
-                ),
-                id="alerts",
-                max_instances=1,
-                coalesce=True,
-            )
+        self._add_daily_jobs(scheduler)
         if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
             scheduler.add_job(
                 self._scheduled(self.probe),
                 "interval",
                 minutes=self.config.probe.every_minutes,
                 id="probe",
-                max_instances=1,
-                coalesce=True,
-            )
-        purge_time = self.config.retention.purge_time
-        if self.purge is not None and purge_time is not None:
-            at = parse_time(purge_time)
-            scheduler.add_job(
-                self._scheduled(self.purge),
-                CronTrigger(hour=at.hour, minute=at.minute, timezone=self.config.timezone),
-                id="retention-purge",
                 max_instances=1,
                 coalesce=True,
             )
@@ -305,6 +281,36 @@ class Worker:
             # A run missed while the worker was down is caught up at start (at most once).
             scheduler.add_job(self._scheduled(self.weekly_report), id="weekly-report-catch-up")
         return scheduler
+
+    def _add_daily_jobs(self, scheduler: BackgroundScheduler) -> None:
+        """The deadline alerts (working days) and the retention purge (every day), at their
+        configured local times, on the scheduler lease's holder."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        if self.alerts is not None and self.config.alerts.enabled:
+            at = parse_time(self.config.alerts.time)
+            scheduler.add_job(
+                self._scheduled(self.alerts),
+                CronTrigger(
+                    day_of_week="mon-fri",
+                    hour=at.hour,
+                    minute=at.minute,
+                    timezone=self.config.timezone,
+                ),
+                id="alerts",
+                max_instances=1,
+                coalesce=True,
+            )
+        purge_time = self.config.retention.purge_time
+        if self.purge is not None and purge_time is not None:
+            at = parse_time(purge_time)
+            scheduler.add_job(
+                self._scheduled(self.purge),
+                CronTrigger(hour=at.hour, minute=at.minute, timezone=self.config.timezone),
+                id="retention-purge",
+                max_instances=1,
+                coalesce=True,
+            )
 
     def run(self, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller). The signals are
