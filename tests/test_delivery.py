@@ -305,3 +305,21 @@ def test_a_shutdown_mid_group_gives_back_the_claimed_mails_not_sent(store: Store
     outbox.transport.stop_after = None  # type: ignore[attr-defined]
     assert outbox.deliver_due().sent == 3
     assert rows(store) == [("sent", 1)] * 5
+
+
+def test_a_delivery_takes_about_max_bytes_of_mail(store: Store) -> None:
+    """A delivery holds the bytes of the mail it took until it ends: a forward carries the
+    citizen's original (scans up to ``polling.max_message_bytes``), so it takes mail by
+    bytes as well as by count — 200 forwards of 20 MB are not 4 GB in memory at once."""
+    big = AR + (b"x" * 76 + b"\r\n") * 13_000  # 1 MB
+    queue(store, raw=big, n=3)
+    outbox = Outbox(
+        store,
+        SmtpTransport(SmtpConfig(host="unused")),
+        OutboxConfig(),
+        {CITIZEN},
+        max_bytes=2_500_000,
+    )
+    outbox.transport = Observing(store, outbox.stop, None)
+    assert [outbox.deliver_due().taken for _ in range(3)] == [2, 1, 0]
+    assert rows(store) == [("sent", 1)] * 3

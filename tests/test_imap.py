@@ -174,6 +174,32 @@ def test_huge_message_is_read_as_header_and_start(imap_user: MailUser) -> None:
     assert "\\Seen" not in imap_user.flags()[huge.uid]
 
 
+def test_one_fetch_holds_at_most_max_message_bytes(
+    imap_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of large mails (scans under the size limit) is fetched a few at a time: one
+    FETCH response, in memory whole, holds about ``max_message_bytes`` of mail, not a
+    batch's worth (200 mails of 20 MB: 4 GB)."""
+    body = ("y" * 76 + "\r\n") * 800  # about 60 kB
+    raws = [mail(n).replace(b"\r\n\r\n", b"\r\n\r\n" + body.encode(), 1) for n in range(5)]
+    uids = [imap_user.append(raw) for raw in raws]
+    with ImapMailbox(imap_user.imap_config(), name="accueil", max_message_bytes=130_000) as box:
+        box.select("INBOX")
+        client = box._client
+        fetches: list[list[int]] = []
+        real_fetch = client.fetch
+
+        def spy(messages: list[int], data: list[bytes]) -> Any:
+            if b"BODY.PEEK[]" in data:
+                fetches.append(list(messages))
+            return real_fetch(messages, data)
+
+        monkeypatch.setattr(client, "fetch", spy)
+        fetched = list(box.fetch(uids, batch_size=10))
+    assert [m.raw for m in fetched] == raws and not any(m.truncated for m in fetched)
+    assert fetches == [uids[0:2], uids[2:4], uids[4:5]]
+
+
 def test_list_folders(imap_user: MailUser, box: ImapMailbox) -> None:
     imap_user.create_folder("Sent")
     assert {"INBOX", "Sent"} <= set(box.list_folders())

@@ -150,3 +150,38 @@ def test_fingerprint_tells_copies_from_different_mails() -> None:
 def test_message_ids_are_printable_ascii() -> None:
     parsed = parse_message(citizen(1, Message_ID="<a\x18b@example.fr>", In_Reply_To="<é@x.fr>"))
     assert parsed.message_id is None and parsed.in_reply_to == ()
+
+
+def _forwarded_as_attachment(own: bytes) -> bytes:
+    """A citizen's mail (``own``: its first part) with an earlier mail attached as .eml."""
+    return (
+        b"From: Jeanne <citoyen@example.fr>\r\nSubject: Mon dossier\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n" + own + b"\r\n--zz\r\n"
+        b"Content-Type: message/rfc822\r\n\r\n"
+        b"From: someone@example.com\r\nSubject: Previous\r\nContent-Type: text/plain\r\n\r\n"
+        b"Dear customer, your parcel is on its way.\r\n--zz--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Bonjour, voici le courriel re\xc3\xa7u.</p>",
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nBonjour, voici le courriel re\xc3\xa7u.",
+    ],
+    ids=["html", "plain"],
+)
+def test_an_attached_mail_is_an_attachment_and_not_the_citizens_text(own: bytes) -> None:
+    """A forwarded .eml (message/rfc822) is an attachment: routing's ``has_attachment``
+    sees it, and the citizen's own words, not the attached mail's, are the text that
+    routing and language detection read."""
+    parsed = parse_message(_forwarded_as_attachment(own))
+    assert parsed.has_attachments
+    assert parsed.body_text == "Bonjour, voici le courriel reçu."
+    assert "parcel" not in parsed.body_html
+
+
+def test_a_bare_attached_mail_still_gives_its_text() -> None:
+    """With no text of its own, the attached mail's text is all there is to route on."""
+    parsed = parse_message(_forwarded_as_attachment(b"Content-Type: text/plain\r\n\r\n"))
+    assert parsed.has_attachments and "parcel" in parsed.body_text

@@ -5,6 +5,8 @@ Messages are written as raw RFC 5322 bytes and go through ``parse_message``, as 
 
 from __future__ import annotations
 
+import email.utils
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from mailbot.config import ContactFormRelay
+from mailbot.core import message
 from mailbot.core.message import parse_message
 from mailbot.core.policy import (
     RULE_IDS,
@@ -513,3 +516,92 @@ def test_new_robot_rules_keep_every_citizen_mail_acknowledged() -> None:
     for raw, reasons in robots:
         if "mailing-list" in reasons:
             assert b"\nList-" in raw
+
+
+def test_a_feedback_report_part_in_a_mixed_report_is_a_feedback_report() -> None:
+    """An ARF part (message/feedback-report, RFC 5965 §3.1) sent in multipart/mixed rather
+    than multipart/report, by an address that is no abuse desk: its Feedback-Type field
+    marks it. (The email package parses the part as a message, its fields as headers.)"""
+    sender = "reports@isp.example.net"
+    raw = (
+        f"Return-Path: <{sender}>\r\nFrom: {sender}\r\nTo: {MAILBOX}\r\n"
+        "Subject: Complaint\r\nMessage-ID: <fbl-78@isp.example.net>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="r"\r\n\r\n'
+        "--r\r\nContent-Type: text/plain\r\n\r\nA complaint about a message you sent.\r\n"
+        "--r\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\nVersion: 1\r\n\r\n"
+        f"--r\r\nContent-Type: message/rfc822\r\n\r\nFrom: {MAILBOX}\r\nSubject: AR\r\n\r\nReçu.\r\n"
+        "--r--\r\n"
+    ).encode()
+    assert parse_message(raw).feedback_type == "abuse"
+    assert decide(raw).reasons == ("feedback-report",)
+
+
+def _strict_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """email.utils as Python 3.11.10+, 3.12.6+ and 3.13 ship it (gh-102988; the container's
+    python:3.11-slim is one): strict unless told ``strict=False``, and strict rejects a
+    field whose addresses do not number one more than its commas (quoted names aside)."""
+    lenient_all, lenient_one = email.utils.getaddresses, email.utils.parseaddr
+
+    def commas(value: str) -> int:
+        return re.sub(r'"(?:[^"\\]|\\.)*"', "", value).count(",")
+
+    def getaddresses(values: list[str], *, strict: bool = True) -> list[tuple[str, str]]:
+        found = lenient_all(values)
+        if strict and len(found) != sum(1 + commas(v) for v in values):
+            return [("", "")]
+        return found
+
+    def parseaddr(value: str, *, strict: bool = True) -> tuple[str, str]:
+        if strict and len(lenient_all([value])) != 1:
+            return ("", "")
+        return lenient_one(value)
+
+    monkeypatch.setattr(email.utils, "supports_strict_parsing", True, raising=False)
+    monkeypatch.setattr(message, "getaddresses", getaddresses)
+    monkeypatch.setattr(message, "parseaddr", parseaddr)
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        f"'{MAILBOX}' <{MAILBOX}>",  # Outlook, when the name is the address
+        f"{MAILBOX} <{MAILBOX}>",
+        f"{MAILBOX}; autre@example.fr",
+        f"{MAILBOX},",
+    ],
+    ids=["outlook-quoted-name", "address-as-name", "semicolons", "trailing-comma"],
+)
+def test_a_loosely_written_to_is_read_on_a_strict_python(
+    monkeypatch: pytest.MonkeyPatch, to: str
+) -> None:
+    """Addresses are read as mail clients write them whatever the Python patch level: on a
+    strict email.utils these To fields read as no address at all, and the citizen's mail
+    as not addressed to the mailbox (no AR)."""
+    _strict_by_default(monkeypatch)
+    raw = mail(To=to, Cc="Paul <paul@example.fr>; marie@example.fr")
+    assert MAILBOX in parse_message(raw).to
+    assert parse_message(raw).cc == ("paul@example.fr", "marie@example.fr")
+    assert decide(raw) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")
+    ctx = replace(CTX, from_without_return_path=True)
+    citizen = mail(To=to, From="Jean Dupont <citoyen@example.fr>, ", drop=("Return-Path",))
+    assert decide(citizen, ctx) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["'{0}' <{0}>", "{0} <{0}>", '"{0}" <{0}>', "Jean Dupont <{0}>", "<{0}>", "{0}"],
+    ids=["outlook-quoted-name", "address-as-name", "quoted-name", "name", "bracketed", "bare"],
+)
+def test_the_from_address_is_the_one_in_angle_brackets(written: str) -> None:
+    """A display name written as an address (Outlook quotes it with apostrophes) is not
+    the address: the policy's robot checks and ``missing_return_path: use_from`` read
+    the one in angle brackets."""
+    robot = mail(From=written.format("no-reply@ants.example.fr"), Return_Path="<r@example.fr>")
+    assert parse_message(robot).from_address == "no-reply@ants.example.fr"
+    replied = mail(Reply_To=written.format("citoyen@example.fr"))
+    assert parse_message(replied).reply_to[0] == "citoyen@example.fr"
+    assert decide(robot).reasons == ("system-sender",)
+    ctx = replace(CTX, from_without_return_path=True)
+    citizen = mail(From=written.format("citoyen@example.fr"), drop=("Return-Path",))
+    assert decide(citizen, ctx) == ArDecision(True, ("citizen-mail",), "citoyen@example.fr")

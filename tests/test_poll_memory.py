@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poison import attachment
 from refusals import query
-from test_overlap import Folder
+from test_overlap import RECEIVED, Folder, Listed
 
 from mailbot.app.context import App, app_from_config
 from mailbot.config import load_config
@@ -85,5 +86,30 @@ def test_a_quiet_poll_holds_one_batch_of_outcomes_and_sends_a_batch_at_a_time(
         sent = query(app.store.url, "SELECT count(*) FROM outbox WHERE status = 'sent'")
         assert sent == [(12,)]
         assert sum(sends) == 12 and max(sends) <= 3  # a batch's worth per delivery
+    finally:
+        app.store.close()
+
+
+def test_a_batch_of_large_mails_holds_about_max_message_bytes(tmp_path: Path) -> None:
+    """A batch is cut by bytes as well as by count: 200 scans of 20 MB, each under
+    ``polling.max_message_bytes``, are not one batch of 4 GB held while it is recorded."""
+    app = make_app(tmp_path)  # batches of 3 mails
+    try:
+        polling = app.config.polling.model_copy(update={"max_message_bytes": 2_500_000})
+        config = app.config.model_copy(update={"polling": polling})
+        folder = Folder(0)
+        folder.mails = [Listed(n, RECEIVED, attachment(n, 1)) for n in range(1, 6)]  # ~1 MB
+        worker = Worker(config, app.pipeline, app.outbox, {"general": folder})
+        sizes: list[int] = []
+        record = app.pipeline.process_batch
+
+        def process_batch(*args: Any) -> list[Outcome]:
+            sizes.append(sum(len(mail.raw) for mail in args[3]))
+            return record(*args)
+
+        app.pipeline.process_batch = process_batch  # type: ignore[method-assign]
+        worker.poll_once(keep=False)
+        assert len(sizes) == 3 and sum(sizes) == sum(len(m.raw) for m in folder.mails)
+        assert max(sizes) <= 2_500_000
     finally:
         app.store.close()

@@ -98,7 +98,8 @@ def _backfill_folder(
         newest = max(source.uids_after(0), default=0)
         uids: Sequence[int] = [uid for uid in source.uids_since(since) if last < uid <= newest]
         with progress.folder(name, folder, len(uids)) as advance:
-            for mails in batches(source, uids, config.polling.batch_size):
+            size, limit = config.polling.batch_size, config.polling.max_message_bytes
+            for mails in batches(source, uids, size, limit):
                 processor.process_batch(name, folder, uidvalidity, mails)
                 for _mail in mails:
                     advance()

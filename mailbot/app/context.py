@@ -61,7 +61,11 @@ def app_from_config(
     renderer = Renderer(config.templates, timezone=config.timezone)
     renderer.check_config(config)
     outbox = Outbox(
-        store, transport or SmtpTransport(config.smtp), config.outbox, config.configured_recipients
+        store,
+        transport or SmtpTransport(config.smtp),
+        config.outbox,
+        config.configured_recipients,
+        max_bytes=config.polling.max_message_bytes,
     )
     pipeline = Pipeline(config, store, renderer, acknowledge_existing=acknowledge_existing)
     return App(config, store, renderer, pipeline, outbox)

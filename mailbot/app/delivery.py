@@ -141,8 +141,12 @@ class Outbox:
         allowed: set[str],
         holder: str | None = None,
         claim_group: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.store = store
+        # Bytes of mail one delivery takes at most (polling.max_message_bytes; one mail at
+        # least): they are in memory until it ends, and a forward carries the original.
+        self.max_bytes = max_bytes
         # Mails claimed ('sending') in one commit before the first of them leaves
         # (``outbox.claim_group``, 8 by default). A crash leaves at most this many 'sending'
         # (plus the last mail of the group before, whose 'sent' commits with this group's
@@ -181,7 +185,7 @@ class Outbox:
     def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
         """The due mail, taken; first the bookkeeping a crash left undone."""
         finish_sent(tx, tx.unfinished_sent())
-        return tx.take_due(now, limit, self.holder, CLAIM_STALE)
+        return tx.take_due(now, limit, self.holder, CLAIM_STALE, self.max_bytes)
 
     def _send(self, run: _Run) -> None:
         envelopes = [

@@ -18,6 +18,7 @@ import email
 import email.errors
 import email.message
 import email.parser
+import email.utils
 import functools
 import hashlib
 import html
@@ -213,20 +214,43 @@ def message_ids(values: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _lenient() -> dict[str, bool]:
+    """``strict=False`` where email.utils parses strictly by default (Python 3.11.10+,
+    3.12.6+, 3.13: gh-102988). Strict parsing reads "'a@b' <a@b>" (Outlook), "a@b; c@d" or
+    "a@b," as no address at all: a citizen's mail would be not addressed to the mailbox and
+    get no AR. Read as mail clients write them, on every patch level; no address read here
+    is trusted for more than a comparison (the AR goes to the return path)."""
+    return {"strict": False} if getattr(email.utils, "supports_strict_parsing", False) else {}
+
+
 def parse_address(value: str) -> tuple[str, str]:
     """``email.utils.parseaddr``, the common forms read at once (``_SIMPLE_ADDRESS``)."""
     simple = _SIMPLE_ADDRESS.fullmatch(value.strip(" \t"))
     if simple is None:
-        return parseaddr(value)
+        name, address = parseaddr(value, **_lenient())
+        return _named_address(value) or (name, address)
     name, bracketed, bare = simple.groups()
     return name or "", bracketed or bare
+
+
+# One name-addr whose display name is written as an address and not as a phrase: Outlook's
+# "'a@b.fr' <a@b.fr>". The email package reads the name as the address; RFC 5322 puts the
+# address in the angle brackets.
+_ADDRESS_AS_NAME = re.compile(r"\s*'([^'<>,\"]*@[^'<>,\"]*)'\s*<([^<>\s]+)>\s*")
+
+
+def _named_address(value: str) -> tuple[str, str] | None:
+    found = _ADDRESS_AS_NAME.fullmatch(value)
+    return (found.group(1), found.group(2)) if found else None
 
 
 def parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     """``email.utils.getaddresses``, one common-form address read at once."""
     if len(values) == 1 and _SIMPLE_ADDRESS.fullmatch(values[0].strip(" \t")):
         return [parse_address(values[0])]
-    return getaddresses(values)
+    if len(values) == 1 and (named := _named_address(values[0])):
+        return [named]
+    return getaddresses(values, **_lenient())
 
 
 def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -398,22 +422,46 @@ class _Body:
 
 
 def _read_parts(msg: email.message.Message, defects: list[str]) -> _Body:
-    body = _Body()
+    """The mail's text, attachments and part types. A mail attached to it (a forwarded
+    .eml, message/rfc822) is an attachment: its text is read apart, and is the body only
+    when the mail has no text of its own, so that routing and language detection read
+    the citizen's words rather than the mail they forward."""
+    body, attached = _Body(), _Body()
+    inside: set[int] = set()  # id() of the parts of an attached mail
     for part in _walk(msg, defects):
         ctype = _content_type(part)
         body.parts.append(ctype)
         if part.is_multipart():
+            if ctype == "message/feedback-report" and id(part) not in inside:
+                _note_feedback(_report_fields(part), body)
+            if id(part) in inside or (ctype.startswith("message/") and part is not msg):
+                body.has_attachments = True
+                inside.update(id(child) for child in _children(part))
             continue
         try:
-            _read_part(part, ctype, body)
+            _read_part(part, ctype, attached if id(part) in inside else body)
         except Exception as exc:  # one unreadable part; the others still count
             defects.append(f"part: {type(exc).__name__}")
+    if not (body.plain or "").strip() and not (body.markup or "").strip():
+        body.plain, body.markup = attached.plain, attached.markup
     return body
 
 
+def _report_fields(part: email.message.Message) -> str:
+    """An ARF part's fields as text: the email package parses message/feedback-report as
+    a message, so its fields are the headers of its one child."""
+    try:
+        return "\n".join(f"{k}: {v}" for child in _children(part) for k, v in child.items())
+    except Exception:  # a field the package cannot render: no Feedback-Type read
+        return ""
+
+
+def _children(part: email.message.Message) -> list[email.message.Message]:
+    payload = part.get_payload()
+    return [child for child in payload if isinstance(child, email.message.Message)]
+
+
 def _read_part(part: email.message.Message, ctype: str, body: _Body) -> None:
-    if ctype == "message/feedback-report":
-        _note_feedback(_part_text(part), body)
     if _is_attachment(part, ctype):
         body.has_attachments = True
     elif ctype == "text/plain":

