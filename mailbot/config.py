@@ -70,13 +70,28 @@ def _model_file(value: Path, info: ValidationInfo) -> Path:
     return SHIPPED_MODELS / value.name
 
 
+def _password_hidden(url: str) -> str:
+    """A URL that did not parse, as an error may quote it: whatever could be a password
+    (between the user name and the last "@") masked, since the parser cannot say where it
+    is. The error goes to the terminal, the journal and ``mailbot check``."""
+    head, at, host = url.rpartition("@")
+    scheme, colon, userinfo = head.partition(":")
+    if not at or not colon:
+        return f"***@{host}" if at else url
+    slashes = len(userinfo) - len(userinfo.lstrip("/"))
+    user, separator, _ = userinfo[slashes:].partition(":")
+    shown = f"{user}:" if separator else ""  # no second ":": what follows may be a password
+    return f"{scheme}:{userinfo[:slashes]}{shown}***@{host}"
+
+
 def _database_beside(url: str, info: ValidationInfo) -> str:
     """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ValueError(
-            f"expected a database URL such as 'sqlite:///var/mailbot.db' (got {url!r})"
+            "expected a database URL such as 'sqlite:///var/mailbot.db'"
+            f" (got {_password_hidden(url)!r})"
         ) from None
     name = parsed.database
     if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
@@ -528,10 +543,6 @@ class StatusConfig(Model):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # None: no endpoint
 
 
-class RetentionConfig(Model):
-    days: int = Field(default=730, ge=1)
-
-
 class SignatureConfig(Model):
     """What a reply's signature must show (CRPA L111-2, and the audit's expectations)."""
 
@@ -552,6 +563,15 @@ def _valid_weekly(value: str) -> str:
 # `mailbot check` cannot crash the worker later.
 ClockTime = Annotated[str, AfterValidator(_valid_time)]
 WeeklySchedule = Annotated[str, AfterValidator(_valid_weekly)]
+
+
+class RetentionConfig(Model):
+    """How long citizens' data is kept. The worker purges what is older every day at
+    ``purge_time`` (local time, on the worker holding the scheduler's lease), so retention
+    holds without an operator's cron; None leaves it to ``mailbot purge``."""
+
+    days: int = Field(default=730, ge=1)
+    purge_time: ClockTime | None = "03:30"
 
 
 class AlertsConfig(Model):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime
 
-from mailbot.app import alerts, report
+from mailbot.app import alerts, maintenance, report
 from mailbot.app.delivery import Outbox
 from mailbot.config import Config
 from mailbot.render.templates import Renderer
@@ -34,3 +34,11 @@ def send_weekly_report(
         outbox.deliver_due()
         log.info("weekly report sent", extra={"week": week})
     return week
+
+
+def purge_retention(config: Config, store: Store) -> int:
+    """Everything received more than ``retention.days`` ago deleted (and the console's
+    ended sessions past their expiry); the number of messages deleted."""
+    deleted = maintenance.purge(config, store)
+    log.info("retention purge", extra={"deleted": deleted, "days": config.retention.days})
+    return deleted

@@ -50,6 +50,14 @@ DEFAULT_TEST = "tests/data/corpus/test"
 
 def add_routing_commands(commands: Any) -> None:
     """Register ``correct`` and ``routing`` on the top-level subparsers of mailbot's CLI."""
+    _add_correct(commands)
+    routing = commands.add_parser("routing", help="the routing model: train, evaluate")
+    sub = routing.add_subparsers(dest="routing_command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+
+
+def _add_correct(commands: Any) -> None:
     correct = commands.add_parser(
         "correct", help="record an agent's re-route or re-categorisation of a tracked mail"
     )
@@ -59,8 +67,9 @@ def add_routing_commands(commands: Any) -> None:
     correct.add_argument("--reorient", help="target, with service autres-administrations")
     correct.add_argument("--agent", help="agent id from agents.yaml (who corrected)")
     correct.set_defaults(func=cmd_correct)
-    routing = commands.add_parser("routing", help="the routing model: train, evaluate")
-    sub = routing.add_subparsers(dest="routing_command", required=True)
+
+
+def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on labelled mail and corrections")
     _data_options(train)
     train.add_argument("--out", type=Path, help="model file (default: models/routing-<hash>.npz)")
@@ -92,6 +101,9 @@ def add_routing_commands(commands: Any) -> None:
     )
     _cache_option(train)
     train.set_defaults(func=cmd_train)
+
+
+def _add_evaluate(sub: Any) -> None:
     evaluate = sub.add_parser("evaluate", help="confusion tables, precision and recall")
     _data_options(evaluate)
     evaluate.add_argument(

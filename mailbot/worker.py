@@ -61,8 +61,10 @@ class Worker:
         weekly_report: Callable[[], object] | None = None,
         lease_seconds: float | None = None,
         probe: Callable[[], object] | None = None,
+        purge: Callable[[], object] | None = None,
     ) -> None:
         self.probe = probe
+        self.purge = purge
         self.alerts = alerts
         self.weekly_report = weekly_report
         self.config = config
@@ -243,7 +245,6 @@ class Worker:
 
     def build_scheduler(self) -> BackgroundScheduler:
         from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.cron import CronTrigger
 
         scheduler = BackgroundScheduler(timezone=self.config.timezone)
         interval = self.config.polling.interval_seconds
@@ -259,20 +260,7 @@ class Worker:
                 coalesce=True,
                 next_run_time=datetime.now(UTC),
             )
-        if self.alerts is not None and self.config.alerts.enabled:
-            at = parse_time(self.config.alerts.time)
-            scheduler.add_job(
-                self._scheduled(self.alerts),
-                CronTrigger(
-                    day_of_week="mon-fri",
-                    hour=at.hour,
-                    minute=at.minute,
-                    timezone=self.config.timezone,
-                ),
-                id="alerts",
-                max_instances=1,
-                coalesce=True,
-            )
+        self._add_daily_jobs(scheduler)
         if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
             scheduler.add_job(
                 self._scheduled(self.probe),
@@ -293,6 +281,36 @@ class Worker:
             # A run missed while the worker was down is caught up at start (at most once).
             scheduler.add_job(self._scheduled(self.weekly_report), id="weekly-report-catch-up")
         return scheduler
+
+    def _add_daily_jobs(self, scheduler: BackgroundScheduler) -> None:
+        """The deadline alerts (working days) and the retention purge (every day), at their
+        configured local times, on the scheduler lease's holder."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        if self.alerts is not None and self.config.alerts.enabled:
+            at = parse_time(self.config.alerts.time)
+            scheduler.add_job(
+                self._scheduled(self.alerts),
+                CronTrigger(
+                    day_of_week="mon-fri",
+                    hour=at.hour,
+                    minute=at.minute,
+                    timezone=self.config.timezone,
+                ),
+                id="alerts",
+                max_instances=1,
+                coalesce=True,
+            )
+        purge_time = self.config.retention.purge_time
+        if self.purge is not None and purge_time is not None:
+            at = parse_time(purge_time)
+            scheduler.add_job(
+                self._scheduled(self.purge),
+                CronTrigger(hour=at.hour, minute=at.minute, timezone=self.config.timezone),
+                id="retention-purge",
+                max_instances=1,
+                coalesce=True,
+            )
 
     def run(self, install_signals: bool = True) -> None:
         """Run until ``stop`` is set (by SIGTERM/SIGINT, or by a caller). The signals are
@@ -389,7 +407,8 @@ def make_worker(
     sent: Mapping[str, tuple[str, Source]] | None = None,
 ) -> Worker:
     """The worker of ``mailbot run`` and ``poll``: every mailbox, Sent folder and tracking
-    mailbox, the daily alerts and the weekly report, on the configuration's schedules.
+    mailbox, the daily alerts, the weekly report and the retention purge, on the
+    configuration's schedules.
     ``sources`` and ``sent``: the inboxes and the Sent folders, when the command made them
     already (``imap.inboxes``, ``imap.sent_folders``: connecting early)."""
     zone = WorkingCalendar(timezone=app.config.timezone).zone
@@ -414,6 +433,11 @@ def make_worker(
         prober = Prober(app.config, app.store, app.outbox.transport, app.outbox, stop=stop)
         return prober.run()
 
+    def purge() -> object:
+        from mailbot import jobs
+
+        return jobs.purge_retention(app.config, app.store)
+
     worker = Worker(
         app.config,
         app.pipeline,
@@ -425,6 +449,7 @@ def make_worker(
         weekly_report,
         lease_seconds=app.config.cluster.lease_seconds,
         probe=probe if app.config.probe is not None else None,
+        purge=purge,
     )
     if app.config.status.metrics_port is not None:
         worker.serve_metrics(app.config.status.metrics_host, app.config.status.metrics_port)

@@ -86,6 +86,27 @@ def test_errors_name_file_key_and_expectation(
     assert info.value.key == key
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:/mailbot:Tr0ub4dor-pw@db.pref.local/mailbot",  # one slash
+        "postgresql+psycopg ://mailbot:Tr0ub4dor-pw@db.pref.local/mailbot",  # a space
+    ],
+)
+def test_a_database_url_that_does_not_parse_is_not_quoted_with_its_password(
+    tmp_path: Path, url: str
+) -> None:
+    """The error reaches the terminal, the journal and `mailbot check`: the URL's shape
+    helps, its password must not be there."""
+    path = write_config(tmp_path, lambda d: d.update(database=url))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: database: "), message
+    assert "Tr0ub4dor" not in message
+    assert "db.pref.local" in message  # the rest still says which URL is at fault
+
+
 def test_plaintext_allowed_on_loopback(tmp_path: Path) -> None:
     path = write_config(tmp_path, lambda d: d["smtp"].update(security="none", host="127.0.0.1"))
     assert load_config(path).smtp.security == "none"

@@ -8,7 +8,10 @@ aiosmtpd: a forged relay mail never gets an AR at the victim's address, the real
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from servers import MailUser, SmtpServer
 from test_e2e import GENERAL, db_rows, etrangers_user, poll, write_config
 
+from mailbot.app.outgoing import Transfer, forwards
 from mailbot.config import ContactFormRelay, config_from_mapping
 from mailbot.core.facts import policy_context
 from mailbot.core.message import parse_message
 from mailbot.core.policy import ArDecision, decide_ar
 from mailbot.errors import ConfigError
+from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
 
 __all__ = ["etrangers_user"]
@@ -134,6 +139,34 @@ def test_token_forged_relay_is_refused(token_relay: ContactFormRelay, token: str
     forged = decide(form_mail(sender=FORM, reply_to=VICTIM, extra=extra), token_relay)
     assert forged.send is False and forged.reasons == ("unverified-relay",)
     assert forged.recipient == FORM  # not the victim; and nothing is sent
+
+
+def test_a_forward_does_not_hand_the_token_on(token_relay: ContactFormRelay) -> None:
+    """The original goes to the service unaltered but for the relay's secret: whoever held
+    a forward could otherwise write "relay" mails whose AR goes to anyone's Reply-To."""
+    config = config_from_mapping(
+        yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8")), "rules.yaml", ROOT
+    )
+    policy = config.policy.model_copy(update={"contact_form_relays": (token_relay,)})
+    config = config.model_copy(update={"policy": policy})
+    folded = (f"x-form-token:\r\n {TOKEN}", f"X-Form-Token: {TOKEN}")
+    original = form_mail(sender=FORM, extra=(*folded, "X-Form-Tokens: kept"))
+    transfer = Transfer(
+        mailbox="general",
+        reference="SM-2026-000123",
+        subject="Passeport",
+        received_at=datetime(2026, 11, 26, 9, 0, tzinfo=UTC),
+        citizen=CITIZEN,
+        service=next(iter(config.services)),
+        category="autre",
+    )
+    (first, *_) = forwards(config, Composer.from_config(config), transfer, original)
+    assert TOKEN.encode() not in first.raw
+    attached = email.message_from_bytes(first.raw, policy=email.policy.default)
+    (part,) = attached.iter_attachments()
+    inner = part.get_content()
+    assert inner["X-Form-Tokens"] == "kept" and inner["Reply-To"] == f"Lucie Bernard <{CITIZEN}>"
+    assert inner.get_content() == form_mail(sender=FORM).split(b"\r\n\r\n", 1)[1].decode()
 
 
 def test_token_from_a_file_beside_rules_yaml(tmp_path: Path) -> None:

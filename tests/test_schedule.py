@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -102,6 +102,10 @@ def test_clock_times_refused(text: str) -> None:
         ({"alerts__time": "8h30"}, 'alerts.time: expected "HH:MM" such as "08:30" (got \'8h30\')'),
         ({"timezone": "Europe/Pariss"}, "timezone: unknown time zone 'Europe/Pariss'"),
         (
+            {"retention__purge_time": "3h"},
+            'retention.purge_time: expected "HH:MM" such as "08:30" (got \'3h\')',
+        ),
+        (
             {"polling__interval_seconds": 0},
             "polling.interval_seconds: Input should be greater than 0",
         ),
@@ -155,6 +159,45 @@ def test_the_worker_schedules_what_the_config_says(
     saturday = datetime(2026, 11, 28, 12, 0, tzinfo=PARIS)
     alerts = jobs["alerts"].trigger.get_next_fire_time(None, saturday)
     assert alerts == datetime(2026, 11, 30, 7, 45, tzinfo=PARIS)  # the next working day
+
+
+def test_the_worker_purges_every_day_at_the_configured_time(tmp_path: Path) -> None:
+    """Retention holds without an operator's cron: the worker's scheduler purges daily, at
+    the configured local time, what is older than retention.days (a Sunday too)."""
+    from test_store import new_message
+
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    app = build_app(write_rules(tmp_path, retention__purge_time="02:10", retention__days=365))
+    try:
+        worker = make_worker(app)
+        jobs = {job.id: job for job in worker.build_scheduler().get_jobs()}
+        saturday = datetime(2026, 11, 28, 12, 0, tzinfo=PARIS)
+        purge = jobs["retention-purge"].trigger.get_next_fire_time(None, saturday)
+        assert purge == datetime(2026, 11, 29, 2, 10, tzinfo=PARIS)
+        now = datetime.now(UTC)
+        with app.store.transaction() as tx:
+            tx.insert_message(new_message(received_at=now - timedelta(days=366)))
+            tx.insert_message(
+                new_message(uid=2, message_id="<b@x>", reference="SM-2026-000002", received_at=now)
+            )
+        assert worker.purge is not None and worker.purge() == 1
+        assert [row.uid for row in app.store.messages()] == [2]
+    finally:
+        app.store.close()
+
+
+def test_no_scheduled_purge_when_the_operator_runs_it(tmp_path: Path) -> None:
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    app = build_app(write_rules(tmp_path, retention__purge_time=None))
+    try:
+        jobs = {job.id for job in make_worker(app).build_scheduler().get_jobs()}
+    finally:
+        app.store.close()
+    assert "retention-purge" not in jobs and "weekly-report" in jobs
 
 
 @pytest.mark.parametrize(

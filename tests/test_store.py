@@ -18,7 +18,9 @@ from alembic.script import ScriptDirectory
 from fresh_imports import modules_after
 from pg import fresh_database
 
+from mailbot.app import maintenance, sessions
 from mailbot.app.delivery import recover_interrupted
+from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.store import NewMessage, Store, metadata
@@ -26,6 +28,7 @@ from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
 
 PARIS = ZoneInfo("Europe/Paris")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -300,6 +303,60 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     assert [row.uid for row in store.messages()] == [2]
     assert store.events(old_pk) == []
     assert store.outbox_items() == []
+
+
+def test_ended_sessions_stay_refused_until_the_purge_drops_the_expired(store: Store) -> None:
+    """Logout records a console session's id until the session would have expired anyway;
+    the purge job deletes the rows past that time only: no unbounded growth, and no ended
+    session revived while its cookie could still be valid."""
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    sessions.end(store, "expired-id", now - timedelta(minutes=1))
+    sessions.end(store, "live-id", now + timedelta(hours=3))
+    sessions.end(store, "live-id", now + timedelta(hours=3))  # logged out twice (two tabs)
+    assert sessions.ended(store, "expired-id") and sessions.ended(store, "live-id")
+    assert not sessions.ended(store, "never-ended-id")
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    assert not sessions.ended(store, "expired-id")  # its cookie is too old to be valid
+    assert sessions.ended(store, "live-id")
+
+
+def test_purged_data_is_not_left_in_the_sqlite_file_nor_its_backups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite frees a deleted row's pages without erasing them unless secure_delete is on,
+    which only some builds (Debian's, Fedora's) make the default: a purged citizen's
+    address, subject and mail (a forward's raw bytes carry it whole) would stay readable in
+    the file, and in every backup copied from it, until the pages happened to be reused."""
+    from mailbot.store.backup import backup
+
+    engine_of = Store._create_engine
+
+    def as_built_without_secure_delete(url: str, **kwargs: Any) -> sa.Engine:
+        engine = engine_of(url, **kwargs)
+
+        def default_off(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA secure_delete=OFF")
+
+        sa.event.listen(engine, "connect", default_off, insert=True)  # before mailbot's
+        return engine
+
+    monkeypatch.setattr(Store, "_create_engine", staticmethod(as_built_without_secure_delete))
+    store = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+    old = datetime(2020, 1, 2, tzinfo=UTC)
+    address = "jeanne.purgee@example.fr"
+    with store.transaction() as tx:
+        pk = tx.insert_message(
+            new_message(received_at=old, sender=address, subject="Titre de séjour Purgée")
+        )
+        tx.add_event(pk, "received", f'{{"to": "{address}"}}')
+        tx.enqueue(pk, "forward", "service@pref.test", "", "<f@x>", b"CORPS-PURGE " * 2000)
+    assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)) == 1
+    backup(store, tmp_path / "copy.db")
+    store.close()  # the last connection checkpoints the WAL into the file
+    for name in ("mailbot.db", "copy.db"):
+        data = (tmp_path / name).read_bytes()
+        for trace in (address.encode(), "Purgée".encode(), b"CORPS-PURGE"):
+            assert trace not in data, (name, trace)
 
 
 def test_naive_datetimes_are_refused(store: Store) -> None:

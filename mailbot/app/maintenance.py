@@ -1,5 +1,6 @@
 """Looking after the installation: the configuration and templates checked together, the
-mailboxes whose mail comes without Return-Path, and the retention of citizens' data."""
+mailboxes whose mail comes without Return-Path, and the retention of citizens' data (and
+of the console's ended sessions)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from mailbot.app import sessions
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
@@ -58,5 +60,8 @@ def return_path_warnings(config: Config) -> list[str]:
 
 def purge(config: Config, store: Store, days: int | None = None, clock: Clock = utcnow) -> int:
     """Delete what is known of messages received more than ``days`` (default:
-    retention.days) ago; the number of messages deleted."""
-    return store.purge(clock() - timedelta(days=days or config.retention.days))
+    retention.days) ago, and the console's ended sessions past their expiry; the number of
+    messages deleted."""
+    now = clock()
+    sessions.forget_expired(store, now)
+    return store.purge(now - timedelta(days=days or config.retention.days))

@@ -12,7 +12,7 @@ from functools import lru_cache
 from mailbot.config import Config
 from mailbot.core.dates import date_fr
 from mailbot.core.statuses import OutboxKind
-from mailbot.mail.compose import Composer, OutgoingMail
+from mailbot.mail.compose import Composer, OutgoingMail, without_fields
 from mailbot.mail.forward import cover_note
 from mailbot.render.variables import answer_deadline
 from mailbot.store import Transaction
@@ -63,11 +63,18 @@ def _day(day: date, timezone: str) -> str:
     return date_fr(day, timezone=timezone, style="date")
 
 
+def _token_fields(config: Config) -> frozenset[str]:
+    """The header fields that carry a contact-form relay's secret token (lower case)."""
+    relays = config.policy.contact_form_relays
+    return frozenset(r.token_header.lower() for r in relays if "token" in r.require)
+
+
 def forwards(
     config: Config, composer: Composer, transfer: Transfer, original: bytes
 ) -> tuple[Queued, ...]:
-    """The original, attached unaltered, to each address of the service, with the note
-    that says by when the citizen expects an answer and how to answer so it is tracked."""
+    """The original, attached unaltered (but for a relay's secret token), to each address
+    of the service, with the note that says by when the citizen expects an answer and how
+    to answer so it is tracked."""
     box = config.mailboxes[transfer.mailbox]
     note = cover_note(
         reference=transfer.reference,
@@ -81,6 +88,7 @@ def forwards(
         transferred_by=transfer.by,
         reason=transfer.reason,
     )
+    original = without_fields(original, _token_fields(config))
     found = []
     for to in config.services[transfer.service].addresses:
         message_id, raw = composer.forward(

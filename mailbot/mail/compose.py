@@ -23,7 +23,7 @@ import random
 import re
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from email import message_from_bytes, quoprimime
 from email.charset import BASE64, QP, Charset
@@ -545,6 +545,25 @@ def _forward_from(from_name: str, from_address: str) -> str:
 
 def _crlf(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def without_fields(raw: bytes, names: Collection[str]) -> bytes:
+    """``raw`` without its header fields named in ``names`` (lower case), folded lines
+    included; every other byte as it was. A forward drops a contact-form relay's secret
+    token this way: the service gets the mail, not the means to forge one."""
+    if not names:
+        return raw
+    ends = [(at, len(sep) // 2) for sep in (b"\r\n\r\n", b"\n\n") if (at := raw.find(sep)) >= 0]
+    at, half = min(ends, default=(len(raw), 0))
+    kept: list[bytes] = []
+    dropping = False
+    for line in raw[: at + half].splitlines(keepends=True):
+        if not line.startswith((b" ", b"\t")):
+            name = line.split(b":", 1)[0].strip().lower()
+            dropping = name.decode("ascii", "replace") in names
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + raw[at + half :]
 
 
 def build_forward(

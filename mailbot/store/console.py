@@ -1,7 +1,8 @@
 """What the agents' console reads and writes beyond the pipeline: the queue of open
 messages, who handles a message, messages closed without a reply, and who has a message
-open. The use cases (``mailbot.app.queue``, ``assignment``, ``no_reply``, ``presence``)
-decide; this module only runs the SQL."""
+open, and the sessions ended before their expiry. The use cases (``mailbot.app.queue``,
+``assignment``, ``no_reply``, ``presence``, ``sessions``) decide; this module only runs the
+SQL."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from mailbot.core.statuses import Decision, EventKind, NoReplyReason, OutboxKind, OutboxStatus
-from mailbot.store.schema import events, messages, outbox, viewings
+from mailbot.store.schema import ended_sessions, events, messages, outbox, viewings
 
 QUEUE_COLUMNS = (
     messages.c.id,
@@ -197,6 +198,29 @@ def touch_viewing(conn: Connection, message_pk: int, agent: str, now: datetime) 
 
 def forget_viewings(conn: Connection, before: datetime) -> None:
     conn.execute(viewings.delete().where(viewings.c.seen_at < before))
+
+
+def end_session(conn: Connection, session_id: str, expires_at: datetime) -> None:
+    """Record the session as ended (once: a second logout with the same cookie is a no-op)."""
+    values = {"id": session_id, "expires_at": expires_at}
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(postgresql.insert(ended_sessions).values(**values).on_conflict_do_nothing())
+    else:
+        conn.execute(sqlite.insert(ended_sessions).values(**values).on_conflict_do_nothing())
+
+
+def session_ended(engine: Engine, session_id: str) -> bool:
+    """Whether the session was ended: one lookup of the primary key."""
+    query = sa.select(ended_sessions.c.id).where(ended_sessions.c.id == session_id)
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
+def forget_ended_sessions(conn: Connection, before: datetime) -> int:
+    """Delete the ended sessions that expired before ``before``; how many."""
+    deleted = conn.execute(ended_sessions.delete().where(ended_sessions.c.expires_at < before))
+    return int(deleted.rowcount)
 
 
 def viewers(engine: Engine, message_pk: int, since: datetime) -> list[sa.Row[Any]]:

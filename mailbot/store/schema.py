@@ -195,6 +195,15 @@ viewings = sa.Table(
     sa.Column("agent", sa.String(64), primary_key=True),
     sa.Column("seen_at", UTCDateTime, nullable=False),
 )
+# The console's sessions ended before their expiry (logout, a new login in the browser): a
+# request carrying one of these ids is logged out; rows past expires_at are purged (0014).
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_ended_sessions_expires_at", "expires_at"),
+)
 # Several workers on one database (issue 16): mailbot.core.leases, mailbot.store.cluster.
 leases = sa.Table(
     "leases",

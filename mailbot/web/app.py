@@ -11,11 +11,12 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mailbot.app import sessions
 from mailbot.app.context import App
 from mailbot.config import Config, WebConfig, is_loopback
 from mailbot.errors import ConfigError
@@ -32,10 +34,12 @@ from mailbot.web import desk, routes
 from mailbot.web.access import guard_of
 from mailbot.web.accounts import AccountsFile
 from mailbot.web.audit import AuditSink, log_event
+from mailbot.web.backend import backend
 from mailbot.web.identity import AgentDirectory, Principal
 from mailbot.web.oidc import OidcLogin
 from mailbot.web.pages import HOME, STATIC, NavItem, environment, error_page
 from mailbot.web.security import (
+    SESSION_ID,
     Csrf,
     ErrorPages,
     LoginRequired,
@@ -141,17 +145,44 @@ class Console:
     def site(self) -> dict[str, str]:
         return self.settings.site
 
-    def principal(self, session: Any) -> Principal | None:
+    async def principal(self, request: Request) -> Principal | None:
         """The session's agent, unless the session is older than MAX_SESSION_SECONDS (a
-        cap whatever the activity, like ProConnect's 12-hour session) or the agent left."""
+        cap whatever the activity, like ProConnect's 12-hour session), the agent left, or
+        the session was ended (logout): the database says so, whichever process served
+        the logout. A session without an id (none can be ended) is no login."""
+        session = request.session
         agent_id = session.get("agent")
         method = session.get("method", "local")
         since = session.get("since", "0")
-        if not isinstance(agent_id, str) or not str(since).isdigit():
+        session_id = session.get(SESSION_ID)
+        if not isinstance(agent_id, str) or not isinstance(session_id, str):
             return None
-        if time.time() - int(since) > MAX_SESSION_SECONDS:
+        if not str(since).isdigit() or time.time() - int(since) > MAX_SESSION_SECONDS:
             return None
-        return self.directory.principal(agent_id, str(method))
+        found = self.directory.principal(agent_id, str(method))
+        if found is None or await run_in_threadpool(_ended, request, session_id):
+            return None
+        return found
+
+    async def end_session(self, request: Request) -> None:
+        """Refuse the request's session from now on, in every process, wherever its
+        cookie was copied (logout, or a new login replacing it); kept until it would
+        have expired anyway (12 hours after its login)."""
+        session_id = request.session.get(SESSION_ID)
+        if not isinstance(session_id, str):
+            return
+        since = str(request.session.get("since", ""))
+        start = int(since) if since.isdigit() else int(time.time())
+        expires = datetime.fromtimestamp(start + MAX_SESSION_SECONDS, UTC)
+        await run_in_threadpool(_end, request, session_id, expires)
+
+
+def _ended(request: Request, session_id: str) -> bool:
+    return sessions.ended(backend(request).store, session_id)
+
+
+def _end(request: Request, session_id: str, expires: datetime) -> None:
+    sessions.end(backend(request).store, session_id, expires)
 
 
 def create_app(

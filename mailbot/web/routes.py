@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from mailbot.web.access import client_ip, public, require
 from mailbot.web.authz import SERVICE_SCOPED, Action
 from mailbot.web.oidc import LoginError
 from mailbot.web.pages import csrf_token, render
-from mailbot.web.security import safe_next
+from mailbot.web.security import SESSION_ID, safe_next
 
 if TYPE_CHECKING:
     from mailbot.web.app import Console
@@ -77,11 +78,16 @@ async def login_form(request: Request) -> Response:
     return _login_page(request)
 
 
-def _establish(request: Request, agent_id: str, method: str, **extra: str) -> None:
-    """A fresh session for the agent (nothing kept from before: no fixation)."""
+async def _establish(request: Request, agent_id: str, method: str, **extra: str) -> None:
+    """A fresh session for the agent (nothing kept from before: no fixation), with a new
+    random id; the session it replaces is ended, copies of its cookie included."""
+    await _console(request).end_session(request)
     request.session.clear()
     since = str(int(time.time()))
-    request.session.update({"agent": agent_id, "method": method, "since": since, **extra})
+    session_id = secrets.token_urlsafe(32)
+    request.session.update(
+        {"agent": agent_id, "method": method, "since": since, SESSION_ID: session_id, **extra}
+    )
     csrf_token(request)
 
 
@@ -108,16 +114,19 @@ async def login_local(request: Request) -> Response:
         return _login_page(
             request, 400, error="Saisissez votre identifiant et votre mot de passe.", login=login
         )
+    # Counted before the password check, with no await since the check of the limits: a
+    # burst of guesses sent at once would otherwise all pass it while argon2 works.
+    console.per_ip.hit(ip)
+    console.per_account.hit(key)
     if not await run_in_threadpool(console.accounts.verify, agent_id, password):
-        console.per_ip.hit(ip)
-        console.per_account.hit(key)
         console.audit("login_failed", method="local", agent=agent_id or "unknown", ip=ip)
         return _login_page(
             request, 401, error="Identifiant ou mot de passe incorrect.", login=login
         )
     assert agent_id is not None
+    console.per_ip.release(ip)  # a success is no failed attempt (agents share the proxy)
     console.per_account.reset(key)
-    _establish(request, agent_id, "local")
+    await _establish(request, agent_id, "local")
     console.audit("login", method="local", agent=agent_id, ip=ip)
     return RedirectResponse(target, status_code=303)
 
@@ -156,11 +165,12 @@ async def oidc_callback(request: Request) -> Response:
     agent_id = console.directory.by_email(identity.email)
     if agent_id is None:
         console.audit("denied", reason="unknown_email", email=identity.email, ip=ip)
+        await console.end_session(request)
         request.session.clear()
         request.session["id_token"] = identity.id_token  # to end the ProConnect session
         context = {"email": identity.email, "given_name": identity.given_name or ""}
         return render(request, "unknown_agent.html.j2", context, status_code=403)
-    _establish(request, agent_id, "oidc", id_token=identity.id_token)
+    await _establish(request, agent_id, "oidc", id_token=identity.id_token)
     console.audit("login", method="oidc", agent=agent_id, ip=ip)
     return RedirectResponse(target, status_code=303)
 
@@ -170,6 +180,7 @@ async def logout(request: Request) -> Response:
     console = _console(request)
     id_token = request.session.get("id_token")
     agent_id = request.session.get("agent")
+    await console.end_session(request)  # a copy of the cookie is refused too
     request.session.clear()
     if agent_id:
         console.audit("logout", agent=str(agent_id), ip=client_ip(request))

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -189,13 +189,16 @@ def _client(scope: Scope) -> str:
     return str(client[0]) if client else "-"
 
 
-PrincipalLookup = Callable[[Mapping[str, Any]], Any]
+# The session's random id (secrets.token_urlsafe at login): what logout ends server-side.
+SESSION_ID = "sid"
+PrincipalLookup = Callable[[Request], Awaitable[Any]]
 
 
 class LoginRequired:
     """Every path but the public ones (routes marked ``public``, static files) needs a
-    logged-in agent still in agents.yaml; the agent (a Principal, or None on public paths)
-    is put in ``request.state.principal`` for pages and the policy."""
+    logged-in agent still in agents.yaml, whose session was not ended (logout); the agent
+    (a Principal, or None on public paths) is put in ``request.state.principal`` for pages
+    and the policy."""
 
     def __init__(
         self,
@@ -214,9 +217,9 @@ class LoginRequired:
             await self.app(scope, receive, send)
             return
         session = scope["session"]
-        principal = self.lookup(session) if session.get("agent") else None
+        principal = await self.lookup(Request(scope)) if session.get("agent") else None
         if principal is None and session.get("agent"):
-            session.clear()  # the agent left agents.yaml: the session ends
+            session.clear()  # expired, ended, or the agent left agents.yaml
         scope.setdefault("state", {})["principal"] = principal
         path: str = scope["path"]
         if principal is not None or any(p.match(path) for p in self.public):
@@ -281,3 +284,10 @@ class RateLimiter:
     def reset(self, key: str) -> None:
         with self._lock:
             self._hits.pop(key, None)
+
+    def release(self, key: str) -> None:
+        """Take back one hit: an attempt counted before its outcome was known succeeded."""
+        with self._lock:
+            hits = self._hits.get(key)
+            if hits:
+                hits.pop()

@@ -8,8 +8,11 @@ import io
 import re
 import stat
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 import yaml
 from starlette.requests import Request
@@ -17,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from webtools import (
+    HOST,
     PASSWORD,
     ROOT,
     base_config,
@@ -34,6 +38,7 @@ from mailbot.web.accounts import AccountsFile
 from mailbot.web.app import create_app, settings_from_config
 from mailbot.web.authz import Action
 from mailbot.web.security import RateLimiter, safe_next
+from mailbot.web.server import BackgroundServer, bind
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -291,6 +296,35 @@ def test_login_attempts_are_rate_limited_per_address(tmp_path: Path) -> None:
         assert local_login(client, "tbernard").status_code == 429
 
 
+def test_concurrent_login_attempts_cannot_outrun_the_limit(tmp_path: Path) -> None:
+    """Attempts sent at once are counted before their (slow) password checks: a burst of
+    guesses gets no more tries than the same guesses one after the other."""
+    attempts = 16
+    with running_console(tmp_path) as console, console.client() as client:
+        token = csrf_from(client.get("/connexion").text)
+        form = {"identifiant": "cdurand", "mot_de_passe": "wrong-password", "csrf_token": token}
+
+        def guess(_: int) -> int:
+            with console.client() as other:
+                other.cookies.update(client.cookies)
+                return other.post("/connexion", data=form).status_code
+
+        with ThreadPoolExecutor(max_workers=attempts) as pool:
+            statuses = list(pool.map(guess, range(attempts)))
+        assert statuses.count(401) == 5, statuses  # per_account: 5 checked, the rest 429
+        assert statuses.count(429) == attempts - 5, statuses
+
+
+def test_successful_logins_do_not_count_against_the_address(tmp_path: Path) -> None:
+    limit = LoginRateLimitConfig(per_account=5, per_ip=2)
+    with running_console(tmp_path, rate_limit=limit) as console:
+        for agent in ("cdurand", "lmoreau", "ngarnier", "tbernard"):
+            with console.client() as client:  # colleagues behind the prefecture's proxy
+                assert local_login(client, agent).status_code == 303
+        with console.client() as client:
+            assert local_login(client, "cdurand", "wrong-password").status_code == 401
+
+
 def test_rate_limiter_window_slides() -> None:
     now = [1000.0]
     limiter = RateLimiter(limit=2, window_seconds=900, clock=lambda: now[0])
@@ -421,6 +455,56 @@ def test_logout_ends_the_session(tmp_path: Path) -> None:
         assert console.events("logout") == [{"agent": "cdurand", "ip": "127.0.0.1"}]
 
 
+def test_a_cookie_copied_before_logout_is_refused_after_it(tmp_path: Path) -> None:
+    """Logout ends the session server-side: a copy of its cookie taken before (another
+    browser, a stolen cookie) is no login afterwards, on every process serving the console
+    (a second app on the same database here); a session not logged out keeps working."""
+    with running_console(tmp_path) as console, console.client() as client:
+        second = BackgroundServer(
+            create_app(console.settings), console.settings.web, bind(HOST, 0)
+        ).start()
+        try:
+            local_login(client, "cdurand")
+            copied = client.cookies["mailbot_session"]
+            with console.client() as colleague:
+                local_login(colleague, "lmoreau")
+                with (
+                    copy_of(console.url, copied) as here,
+                    copy_of(f"http://{HOST}:{second.port}", copied) as there,
+                ):
+                    assert here.get("/").status_code == there.get("/").status_code == 200
+                    token = csrf_from(client.get("/").text)
+                    client.post("/deconnexion", data={"csrf_token": token})
+                    refused = here.get("/")
+                    assert refused.status_code == 303, refused.text
+                    assert refused.headers["location"] == "/connexion"
+                    assert here.get("/", headers={"HX-Request": "true"}).status_code == 401
+                    assert there.get("/").status_code == 303
+                assert colleague.get("/").status_code == 200
+        finally:
+            second.stop()
+
+
+def test_a_new_login_ends_the_session_it_replaces(tmp_path: Path) -> None:
+    with running_console(tmp_path) as console, console.client() as client:
+        local_login(client, "cdurand")
+        copied = client.cookies["mailbot_session"]
+        token = csrf_from(client.get("/").text)
+        form = {"identifiant": "lmoreau", "mot_de_passe": PASSWORD, "csrf_token": token}
+        assert client.post("/connexion", data=form).status_code == 303
+        assert client.get("/").status_code == 200  # the new session
+        with copy_of(console.url, copied) as old:
+            assert old.get("/").status_code == 303
+
+
+@contextlib.contextmanager
+def copy_of(url: str, cookie: str) -> Iterator[httpx.Client]:
+    """A client of ``url`` holding a copy of a session cookie."""
+    with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as client:
+        client.cookies.set("mailbot_session", cookie)
+        yield client
+
+
 # --------------------------------------------------------------------------- passwd command
 
 
@@ -480,7 +564,8 @@ def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path)
         signer = TimestampSigner(console.settings.session_secret)
 
         def cookie(age: float) -> str:
-            data = {"agent": "cdurand", "method": "local", "since": str(int(time() - age))}
+            since = str(int(time() - age))
+            data = {"agent": "cdurand", "method": "local", "since": since, "sid": "a-session"}
             return signer.sign(b64encode(dumps(data).encode())).decode()
 
         for age, status in ((11 * 3600, 200), (12 * 3600 + 60, 303)):

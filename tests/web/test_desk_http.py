@@ -12,6 +12,8 @@ from deskworld import Desk, desk_console
 from servers import MailUser
 from webtools import RunningConsole, local_login
 
+from mailbot.web.message_pages import served_type
+
 ACCOUNTS = ("cdurand", "lmoreau", "khaddad", "mlefebvre", "ngarnier", "tbernard")
 
 
@@ -144,6 +146,32 @@ def test_hostile_html_is_shown_inert_with_its_attachment(
         assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
         assert pdf.headers["content-type"] == "application/pdf"
         assert pdf.headers["content-disposition"] == "attachment; filename*=utf-8''passeport.pdf"
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/javascript",
+        "application/x-javascript",
+        # JavaScript MIME types too (WHATWG MIME Sniffing §4.6): served as they are, a
+        # citizen's attachment would be a same-origin script that CSP's 'self' lets run.
+        "text/ecmascript",
+        "application/ecmascript",
+        "text/jscript",
+        "text/livescript",
+        "text/css",  # and a same-origin stylesheet for style-src 'self'
+    ],
+)
+def test_an_attachment_that_a_browser_could_run_is_served_as_bytes(declared: str) -> None:
+    assert served_type(declared) == "application/octet-stream"
+
+
+@pytest.mark.parametrize("declared", ["application/pdf", "image/jpeg", "text/plain"])
+def test_other_attachments_keep_their_type(declared: str) -> None:
+    assert served_type(declared) == declared
 
 
 def test_a_moved_mail_is_found_again_and_a_deleted_one_said_gone(
