@@ -240,7 +240,7 @@ def test_a_copy_left_for_a_person_claims_nothing(app: App, database: str) -> Non
 
 
 def test_the_upgrade_gives_recorded_mails_their_keys(database: str) -> None:
-    """Migration 0014: each handled mail already recorded takes its key (the first row of
+    """Migration 0015: each handled mail already recorded takes its key (the first row of
     its fingerprint), so a copy still unread in the other mailbox is not acknowledged."""
     import sqlalchemy as sa
     from alembic import command

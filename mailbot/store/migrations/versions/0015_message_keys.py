@@ -8,16 +8,16 @@ primary key is the guard between two workers recording the two copies at once.
 The mails already recorded take their keys here (the first row of each fingerprint), so
 that a copy still unread in the other mailbox is not acknowledged after the upgrade.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
