@@ -125,6 +125,12 @@ class RepeatedRequestError(MailbotError):
     """A request with this idempotency key was already done (a double submit): nothing new."""
 
 
+class SameMailError(MailbotError):
+    """Another mailbox's copy of this very mail was recorded first (a mail To one of our
+    mailboxes and Cc another), perhaps by another worker at this very moment: this copy is
+    that one's duplicate, never acknowledged again."""
+
+
 class LeaseLostError(MailbotError):
     """This worker no longer holds the lease of a mailbox folder (it expired while the
     process was paused, or another worker took it over): what it was doing is rolled back,

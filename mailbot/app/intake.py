@@ -42,9 +42,15 @@ from mailbot.core.policy import (
 )
 from mailbot.core.probe import is_probe
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
-from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Decision, EventKind
+from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Attention, Decision, EventKind
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import FirstPollError, LeaseLostError, RepeatedRequestError, StoreError
+from mailbot.errors import (
+    FirstPollError,
+    LeaseLostError,
+    RepeatedRequestError,
+    SameMailError,
+    StoreError,
+)
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
@@ -213,10 +219,10 @@ class Pipeline:
         parsed: ParsedMessage | None = None
         try:
             parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
-            with self.store.transaction() as tx:
-                tx.claim_unhandled(existing)
-                tx.add_event(existing, EventKind.RETRIED, "")
-                outcome = self._record(Direct(tx), where, mail, parsed, existing)
+            try:
+                outcome = self._again(where, mail, parsed, existing)
+            except SameMailError:  # another mailbox's copy committed meanwhile: found now
+                outcome = self._again(where, mail, parsed, existing)
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine again, never lose the mail
@@ -226,6 +232,15 @@ class Pipeline:
             outcome = quarantined
         _log(outcome)
         return outcome
+
+    def _again(
+        self, where: Where, mail: IncomingMail, parsed: ParsedMessage, existing: int
+    ) -> Outcome:
+        """A quarantined mail processed again, in a transaction of its own."""
+        with self.store.transaction() as tx:
+            tx.claim_unhandled(existing)
+            tx.add_event(existing, EventKind.RETRIED, "")
+            return self._record(Direct(tx), where, mail, parsed, existing)
 
     def process_batch(
         self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]
@@ -355,16 +370,28 @@ class Pipeline:
     ) -> Outcome | None:
         """One mail of a batch under its savepoint; quarantined (under another) if anything
         raises. None: even the quarantine row was refused."""
-        mail, parsed = prepared.mail, prepared.parsed
         try:
-            with rec.mail(), tx.savepoint():
-                if parsed is None:
-                    raise prepared.error or ValueError("unparsed mail")
-                return self._record(rec, where, mail, parsed, None, prepared.routing)
+            try:
+                return self._in_savepoint(tx, rec, where, prepared)
+            except SameMailError:
+                # Another mailbox's copy committed between this mail's lookup and its row
+                # (another worker): this mail's savepoint alone was rolled back, and the
+                # lookup finds that copy now: this one is recorded as its duplicate.
+                return self._in_savepoint(tx, rec, where, prepared)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            return self._quarantine(lambda: _staged(rec, tx), where, mail, parsed, exc, None)
+            return self._quarantine(
+                lambda: _staged(rec, tx), where, prepared.mail, prepared.parsed, exc, None
+            )
+
+    def _in_savepoint(
+        self, tx: Transaction, rec: Direct, where: Where, prepared: Prepared
+    ) -> Outcome:
+        with rec.mail(), tx.savepoint():
+            if prepared.parsed is None:
+                raise prepared.error or ValueError("unparsed mail")
+            return self._record(rec, where, prepared.mail, prepared.parsed, None, prepared.routing)
 
     @contextmanager
     def _alone(self) -> Iterator[Direct]:
@@ -381,11 +408,19 @@ class Pipeline:
         existing: int | None,
         ahead: RoutingAhead | None = None,
     ) -> Outcome:
-        """A copy of a recorded mail, or the AR decision and what follows from it."""
+        """A copy of a recorded mail, or the AR decision and what follows from it.
+
+        A copy in this mailbox first, then the same mail handled in another of our
+        mailboxes (To one, Cc the other: the same SMTP copy, same fingerprint)."""
         found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
         original = rec.duplicate(where.mailbox, *found, exclude=existing)
         if original is not None:
             return self._duplicate(rec, where, mail, parsed, original, existing)
+        first = rec.first_copy(parsed.fingerprint) if parsed.fingerprint else None
+        if first is not None and first[0] != existing:
+            pk, mailbox, reference = first
+            copy = f"copy of message {pk} in mailbox {mailbox} ({reference or 'no reference'})"
+            return self._duplicate(rec, where, mail, parsed, pk, existing, copy)
         return self._decide(rec, where, mail, parsed, existing, ahead)
 
     # -----------------------------------------------------------------------------------
@@ -427,6 +462,7 @@ class Pipeline:
             **_routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
         message_pk = _save(rec, row, existing)
+        _claim(rec, parsed, row, message_pk)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
             rec.tx.count_relance(parent_pk)  # the citizen writing again about that message
         rec.events(
@@ -484,9 +520,11 @@ class Pipeline:
         parsed: ParsedMessage,
         original: int,
         existing: int | None,
+        detail: str | None = None,
     ) -> Outcome:
         """A second copy of a recorded mail (same Message-ID and same content): recorded
-        as such, linked to the first, and never acknowledged again."""
+        as such, linked to the first, and never acknowledged again. ``detail``: the
+        event's, naming the other mailbox and reference for a copy in another mailbox."""
         row = new_message(
             where,
             mail,
@@ -497,7 +535,7 @@ class Pipeline:
             parent_id=original,
         )
         message_pk = _save(rec, row, existing)
-        rec.events(message_pk, (EventKind.DUPLICATE, f"copy of message {original}"))
+        rec.events(message_pk, (EventKind.DUPLICATE, detail or f"copy of message {original}"))
         return Outcome(
             where.mailbox,
             mail.uid,
@@ -616,6 +654,16 @@ def new_message(
         defects=(*(parsed.defects if parsed else ()), *mail.defects),
         **decided,
     )
+
+
+def _claim(rec: Direct, parsed: ParsedMessage, row: NewMessage, message_pk: int) -> None:
+    """The mail handled by this row: another mailbox's copy is its duplicate (SameMailError
+    if such a copy took it first, even in another worker's transaction). A row left for a
+    person (``store.unhandled``: skipped for lack of a Return-Path) claims nothing: retried,
+    it may still be acknowledged, or be another copy's duplicate."""
+    unhandled = row.decision == Decision.SKIP and tuple(row.reasons) == (Attention.NO_RETURN_PATH,)
+    if parsed.fingerprint and not unhandled:
+        rec.claim(parsed.fingerprint, message_pk)
 
 
 def _log(outcome: Outcome) -> None:

@@ -65,6 +65,15 @@ class Direct:
     ) -> int | None:
         return self.tx.find_duplicate(mailbox, message_id, fingerprint, content_hash, exclude)
 
+    def first_copy(self, fingerprint: str) -> tuple[int, str, str | None] | None:
+        """The row that handled this very mail in any mailbox (``Transaction.claimed_mail``):
+        read from the database in both modes, where another worker's commit shows."""
+        return self.tx.claimed_mail(fingerprint)
+
+    def claim(self, fingerprint: str, message_pk: int) -> None:
+        """This row handles the mail (``Transaction.claim_mail``; SameMailError if not)."""
+        self.tx.claim_mail(fingerprint, message_pk)
+
     def recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
         return self.tx.count_recent_ars(mailbox, recipient, since)
 

@@ -32,6 +32,7 @@ from mailbot.store.schema import (
     events,
     indicator_facts,
     leases,
+    message_keys,
     messages,
     metadata,
     outbox,
@@ -519,6 +520,7 @@ class Store:
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
             tx.conn.execute(corrections.delete().where(corrections.c.message_pk.in_(old)))
+            tx.conn.execute(message_keys.delete().where(message_keys.c.message_pk.in_(old)))
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )

@@ -303,6 +303,19 @@ indicator_zone = sa.Table(
     sa.Column("utc_offset", sa.Integer, nullable=False),  # seconds
     sa.Column("zone", sa.String(64), nullable=False),
 )
+# One mail reaching several of our mailboxes (To one, Cc another): the row that handled it
+# first, by the mail's fingerprint (its Message-ID, identity headers and body; the same SMTP
+# copy in each mailbox). Written in the transaction of that row: a second mailbox's copy,
+# even recorded by another worker at the same moment, finds the key taken (its insert
+# fails, or waits for the first transaction and then fails) and is that row's duplicate.
+message_keys = sa.Table(
+    "message_keys",
+    metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column(
+        "message_pk", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+)
 counters = sa.Table(
     "counters",
     metadata,

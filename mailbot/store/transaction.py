@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
-from mailbot.errors import LeaseLostError, RepeatedRequestError
+from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError
 from mailbot.store.records import FolderState, KnownRow, NewMessage, OutboxItem, outbox_item
 from mailbot.store.schema import (
     backfill_flag,
@@ -24,6 +24,7 @@ from mailbot.store.schema import (
     fit,
     folders,
     leases,
+    message_keys,
     messages,
     outbox,
     request_flag,
@@ -81,6 +82,12 @@ def _thread_query(by_ids: bool, by_reference: bool, in_mailbox: bool) -> sa.Sele
     )
 
 
+# One mail in several mailboxes (``claimed_mail``, ``claim_mail``): the row that took it.
+_CLAIMED = (
+    sa.select(messages.c.id, messages.c.mailbox, messages.c.reference)
+    .select_from(message_keys.join(messages, messages.c.id == message_keys.c.message_pk))
+    .where(message_keys.c.fingerprint == _param("fingerprint"))
+)
 _RECENT_ARS = (
     sa.select(sa.func.count())
     .select_from(messages)
@@ -280,6 +287,15 @@ class _DriverUpdate(_Driver):
             return int(cursor.rowcount)
 
 
+class _DriverFirst(_Driver):
+    """A SELECT of one row, or None (a mail's first copy in another mailbox: one a mail)."""
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> Any:
+        with self.cursor(conn) as cursor:
+            cursor.execute(self.sql, self.params(values))
+            return cursor.fetchone()
+
+
 class _DriverRows(_Driver):
     """An INSERT of many rows in one executemany on the driver's cursor (a part's events
     and outbox mails): SQLAlchemy's executemany builds an execution context and runs its
@@ -316,6 +332,16 @@ def _driver_insert(dialect: sa.Dialect, keys: tuple[str, ...]) -> _DriverInsert:
 
 
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
+
+
+@functools.cache
+def _driver_claimed(dialect: sa.Dialect) -> _DriverFirst:
+    return _DriverFirst(dialect, _CLAIMED, ("fingerprint",))
+
+
+@functools.cache
+def _driver_claim_mail(dialect: sa.Dialect) -> _DriverRows:
+    return _DriverRows(dialect, message_keys.insert(), ("fingerprint", "message_pk"))
 
 
 @functools.cache
@@ -441,6 +467,23 @@ class Transaction:
             params["content_hash"] = content_hash
         found = self.conn.execute(query, params).scalar()
         return None if found is None else int(found)
+
+    def claimed_mail(self, fingerprint: str) -> tuple[int, str, str | None] | None:
+        """The row that handled this very mail first, in any mailbox (``claim_mail``): its
+        id, mailbox and reference; None if none did."""
+        row = _driver_claimed(self.conn.dialect).run(self.conn, {"fingerprint": fingerprint})
+        return None if row is None else (int(row[0]), str(row[1]), row[2])
+
+    def claim_mail(self, fingerprint: str, message_pk: int) -> None:
+        """Record that ``message_pk`` handles the mail of this fingerprint. SameMailError if
+        another row did first, even in a transaction committing at this very moment (the
+        insert waits for it): the caller rolls back its savepoint, and this copy is that
+        row's duplicate."""
+        try:
+            values = {"fingerprint": fingerprint, "message_pk": message_pk}
+            _driver_claim_mail(self.conn.dialect).run(self.conn, [values])
+        except sa.exc.IntegrityError:
+            raise SameMailError("this mail was recorded first in another mailbox") from None
 
     def acknowledged_in_thread(
         self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None

@@ -1,0 +1,357 @@
+"""One mail that reaches both mailboxes (To the general one, Cc the foreigners' one) gets one
+AR: the first mailbox to record it acknowledges it, the other's copy is recorded as its
+duplicate, on SQLite and on a real PostgreSQL, with a database guard (``message_keys``) so
+that two workers recording the two copies at the same moment cannot both acknowledge."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from poison import citizen
+from refusals import query
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import write_config
+from test_poison import ars_to, inproc
+
+from mailbot.app.context import App, build_app
+from mailbot.core.incoming import IncomingMail
+from mailbot.core.statuses import DUPLICATE_REASON, Decision
+from mailbot.errors import SameMailError
+from mailbot.mail.smtp import FileTransport
+from mailbot.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+ETRANGERS = "pref-etrangers@seine-maritime.gouv.fr"
+
+
+@pytest.fixture
+def app(database: str, tmp_path: Path) -> Iterator[App]:
+    built = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    yield built
+    built.store.close()
+
+
+def both(n: int = 1, **headers: str) -> bytes:
+    """A citizen's mail To the general mailbox, Cc the foreigners' one."""
+    return citizen(n, "Titre de séjour et carte grise", Cc=ETRANGERS, **headers)
+
+
+def rows(url: str) -> list[tuple[Any, ...]]:
+    found = query(
+        url,
+        "SELECT id, mailbox, decision, reference, parent_id, ar_status, reasons"
+        " FROM messages ORDER BY id",
+    )
+    return [tuple(r) for r in found]
+
+
+def ars(url: str) -> list[tuple[Any, ...]]:
+    found = query(
+        url,
+        "SELECT m.mailbox, o.kind FROM outbox o JOIN messages m ON m.id = o.message_pk"
+        " ORDER BY o.id",
+    )
+    return [tuple(r) for r in found]
+
+
+def test_the_second_mailbox_records_a_duplicate_of_the_first(app: App, database: str) -> None:
+    mail = both()
+    first = app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    second = app.pipeline.process_batch("etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    assert [o.decision for o in first] == [Decision.ACKNOWLEDGE]
+    assert [o.decision for o in second] == [Decision.DUPLICATE]
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded] == [("general", "acknowledge"), ("etrangers", "duplicate")]
+    (pk, _, _, reference, _, _, _), (dup_pk, *_rest) = recorded
+    assert reference and recorded[1][3] is None and recorded[1][4] == pk
+    assert recorded[1][5] == "none"
+    assert DUPLICATE_REASON in recorded[1][6]
+    assert {mailbox for mailbox, _kind in ars(database)} == {"general"}
+    (detail,) = [e.detail for e in app.store.events(dup_pk) if e.kind == "duplicate"]
+    assert "general" in detail and reference in detail
+    # Not counted twice: a duplicate is no citizen's message in the indicators.
+    facts = query(database, "SELECT count(*) FROM indicator_facts")
+    assert facts[0][0] == 1
+
+
+def test_the_same_mail_twice_in_one_mailbox_is_still_a_plain_duplicate(
+    app: App, database: str
+) -> None:
+    mail = both()
+    for mailbox, uid in (("general", 1), ("general", 2), ("etrangers", 1)):
+        app.pipeline.process_batch(mailbox, "INBOX", 1, [IncomingMail(uid, RECEIVED, mail)])
+    recorded = rows(database)
+    assert [r[2] for r in recorded] == ["acknowledge", "duplicate", "duplicate"]
+    assert recorded[1][4] == recorded[2][4] == recorded[0][0]
+    assert len(ars(database)) == 1
+
+
+def test_a_different_mail_reusing_the_message_id_elsewhere_is_acknowledged(
+    app: App, database: str
+) -> None:
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, both())])
+    other = citizen(2, "Autre demande", To=ETRANGERS, Message_ID="<poison-1@example.fr>")
+    (outcome,) = app.pipeline.process_batch(
+        "etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, other)]
+    )
+    assert outcome.decision == Decision.ACKNOWLEDGE
+
+
+def test_a_mail_without_message_id_is_matched_by_its_fingerprint(app: App, database: str) -> None:
+    mail = both(Message_ID=None)  # type: ignore[arg-type]
+    for mailbox in ("etrangers", "general"):
+        app.pipeline.process_batch(mailbox, "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    assert [r[1:3] for r in rows(database)] == [
+        ("etrangers", "acknowledge"),
+        ("general", "duplicate"),
+    ]
+
+
+def test_a_quarantined_first_copy_leaves_the_other_mailbox_to_acknowledge(
+    app: App, database: str
+) -> None:
+    """A quarantine claims nothing: the other copy is answered, and the quarantined one,
+    retried, becomes its duplicate (never a second AR)."""
+    from refusals import allow_rows, refuse_rows
+
+    mail = both()
+    refuse_rows(database, 1)
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    allow_rows(database)
+    app.pipeline.process_batch("etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded] == [("general", "quarantine"), ("etrangers", "acknowledge")]
+    app.pipeline.process("general", "INBOX", 1, IncomingMail(1, RECEIVED, mail), recorded[0][0])
+    recorded = rows(database)
+    assert recorded[0][2] == "duplicate" and recorded[0][4] == recorded[1][0]
+    assert len(ars(database)) == 1
+
+
+def test_the_key_is_taken_once_even_by_two_transactions_at_once(app: App) -> None:
+    """Two intakes inserting the same key: the second waits for the first (PostgreSQL) or
+    for the write lock (SQLite), then sees the conflict."""
+    store: Store = app.store
+    with store.transaction() as tx:
+        from test_store import new_message
+
+        first = tx.insert_message(new_message(fingerprint="f1"))
+        second = tx.insert_message(
+            new_message(mailbox="etrangers", fingerprint="f1", reference="SM-2026-000002")
+        )
+    started = threading.Event()
+    results: list[object] = []
+
+    def claim(pk: int, wait: float) -> None:
+        try:
+            with store.transaction() as tx:
+                tx.claim_mail("f1", pk)
+                started.set()
+                threading.Event().wait(wait)
+            results.append(pk)
+        except SameMailError as exc:
+            results.append(exc)
+
+    one = threading.Thread(target=claim, args=(first, 0.5))
+    one.start()
+    assert started.wait(5)
+    two = threading.Thread(target=claim, args=(second, 0))
+    two.start()
+    one.join(20)
+    two.join(20)
+    assert results[0] == first and isinstance(results[1], SameMailError)
+    with store.transaction() as tx:
+        assert tx.claimed_mail("f1") is not None
+        assert tx.claimed_mail("f1")[0] == first  # type: ignore[index]
+
+
+def test_a_conflict_at_the_insert_records_the_loser_as_the_duplicate(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other worker committed its copy between this mail's lookup and its insert: the
+    mail's savepoint alone is rolled back, and the mail is recorded as the duplicate; the
+    batch goes on."""
+    from mailbot.store import transaction as store_transaction
+
+    mail = both()
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    real = store_transaction.Transaction.claimed_mail
+    calls: list[int] = []
+
+    def unseen(self: Any, fingerprint: str) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else real(self, fingerprint)  # missed once: a race
+
+    monkeypatch.setattr(store_transaction.Transaction, "claimed_mail", unseen)
+    batch = [
+        IncomingMail(1, RECEIVED, mail),
+        IncomingMail(2, RECEIVED, citizen(3, "Autre", To=ETRANGERS)),
+    ]
+    outcomes = app.pipeline.process_batch("etrangers", "INBOX", 1, batch)
+    assert [o.decision for o in outcomes] == [Decision.DUPLICATE, Decision.ACKNOWLEDGE]
+    recorded = rows(database)
+    assert recorded[1][1:3] == ("etrangers", "duplicate") and recorded[1][4] == recorded[0][0]
+    # The loser's reference number went back: the next mail takes it.
+    assert [r[3] for r in recorded] == ["SM-2026-000001", None, "SM-2026-000002"]
+
+
+def test_one_mail_in_both_real_mailboxes_gets_one_ar(
+    tmp_path: Path,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The reviewer's case, end to end: real Dovecot, aiosmtpd, ``poll --once``."""
+    etrangers = dovecot.new_user("etr")
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    mail = both()
+    imap_user.deliver([mail])
+    etrangers.deliver([mail])
+    assert inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    recorded = rows(database)
+    assert ars_to(smtp_server, "usager1@example.fr") == 1, recorded
+    assert sorted(r[2] for r in recorded) == ["acknowledge", "duplicate"]
+    (first,) = [r for r in recorded if r[2] == "acknowledge"]
+    (copy,) = [r for r in recorded if r[2] == "duplicate"]
+    assert copy[4] == first[0] and copy[1] != first[1]
+    (detail,) = query(
+        database, f"SELECT detail FROM events WHERE message_pk = {copy[0]} AND kind = 'duplicate'"
+    )
+    assert first[3] in detail[0] and first[1] in detail[0]
+    # Nothing deleted from the server: both copies are still there.
+    assert len(imap_user.uids()) == 1 and len(etrangers.uids()) == 1
+
+
+def test_a_copy_left_for_a_person_claims_nothing(app: App, database: str) -> None:
+    """Skipped for lack of a Return-Path (a person looks at it, may retry it): the other
+    mailbox's copy is decided on its own, and no key is taken."""
+    mail = both(Return_Path=None)  # type: ignore[arg-type]
+    for mailbox in ("general", "etrangers"):
+        app.pipeline.process_batch(mailbox, "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    assert [r[2] for r in rows(database)] == ["skip", "skip"]
+    assert query(database, "SELECT count(*) FROM message_keys")[0][0] == 0
+
+
+def test_the_upgrade_gives_recorded_mails_their_keys(database: str) -> None:
+    """Migration 0015: each handled mail already recorded takes its key (the first row of
+    its fingerprint), so a copy still unread in the other mailbox is not acknowledged."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from mailbot.store import MIGRATIONS
+
+    engine = sa.create_engine(database)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0013")
+        for uid, mailbox, decision, fingerprint, reasons in (
+            (1, "general", "acknowledge", "f1", '["citizen-mail"]'),
+            (2, "general", "duplicate", "f1", '["already-recorded"]'),
+            (1, "etrangers", "acknowledge", "f1", '["citizen-mail"]'),  # two ARs, before
+            (2, "etrangers", "skip", "f2", '["no-return-path"]'),
+            (3, "etrangers", "quarantine", "f3", '["error:x"]'),
+            (4, "etrangers", "follow-up", "f4", '["follow-up"]'),
+            (5, "etrangers", "skip", None, '["bounce"]'),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash,"
+                    " received_at, subject, decision, reasons, ar_status, size, defects,"
+                    " created_at, fingerprint) VALUES (:mailbox, 'INBOX', 1, :uid, 'h',"
+                    " '2026-11-05 10:00:00', 's', :decision, :reasons, 'none', 10, '[]',"
+                    " '2026-11-05 10:00:00', :fingerprint)"
+                ),
+                {
+                    "mailbox": mailbox,
+                    "uid": uid,
+                    "decision": decision,
+                    "fingerprint": fingerprint,
+                    "reasons": reasons,
+                },
+            )
+    engine.dispose()
+    store = Store(database)
+    assert store.schema_version() == Store.head_version()
+    store.close()
+    keys = query(database, "SELECT fingerprint, message_pk FROM message_keys ORDER BY 1")
+    pks = dict(
+        query(
+            database,
+            "SELECT fingerprint || ':' || decision, min(id) FROM messages"
+            " GROUP BY fingerprint, decision",
+        )
+    )
+    assert [tuple(k) for k in keys] == [("f1", pks["f1:acknowledge"]), ("f4", pks["f4:follow-up"])]
+
+
+def test_two_workers_recording_the_two_copies_at_once_send_one_ar(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two applications (two workers) on one database, each recording its mailbox's copy:
+    the first holds its transaction open after taking the key; the second, which found no
+    key yet, waits at its insert (PostgreSQL) or for the write lock (SQLite), then records
+    its copy as the duplicate: one AR."""
+    from mailbot.store import transaction as store_transaction
+
+    apps = [
+        build_app(ROOT / "rules.yaml", FileTransport(tmp_path / name), database=database)
+        for name in ("one", "two")
+    ]
+    # The year's reference counter exists (its first number taken by two workers at once
+    # is another matter): the second worker waits for the first's commit at its number.
+    other = [IncomingMail(9, RECEIVED, citizen(9, "Autre demande"))]
+    apps[0].pipeline.process_batch("general", "INBOX", 1, other)
+    real = store_transaction.Transaction.claim_mail
+    taken = threading.Event()
+
+    raised: list[str] = []
+
+    def slow(self: Any, fingerprint: str, message_pk: int) -> None:
+        try:
+            real(self, fingerprint, message_pk)
+        except SameMailError:
+            raised.append(threading.current_thread().name)
+            raise
+        if threading.current_thread().name == "general":
+            taken.set()
+            threading.Event().wait(1.0)  # the batch's transaction still open
+
+    monkeypatch.setattr(store_transaction.Transaction, "claim_mail", slow)
+    mail = both()
+    outcomes: dict[str, Any] = {}
+
+    def intake(app: App, mailbox: str) -> None:
+        batch = [IncomingMail(1, RECEIVED, mail)]
+        outcomes[mailbox] = app.pipeline.process_batch(mailbox, "INBOX", 1, batch)
+
+    first = threading.Thread(target=intake, args=(apps[0], "general"), name="general")
+    first.start()
+    assert taken.wait(20)
+    second = threading.Thread(target=intake, args=(apps[1], "etrangers"), name="etrangers")
+    second.start()
+    first.join(30)
+    second.join(30)
+    for app in apps:
+        app.store.close()
+    assert [o.decision for o in outcomes["general"]] == [Decision.ACKNOWLEDGE]
+    assert [o.decision for o in outcomes["etrangers"]] == [Decision.DUPLICATE]
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded[1:]] == [
+        ("general", "acknowledge"),
+        ("etrangers", "duplicate"),
+    ]
+    assert recorded[2][4] == recorded[1][0]
+    assert len(ars(database)) == 2  # the other mail's and this one's
+    # PostgreSQL: the second found no key, then its insert waited and failed (the guard);
+    # SQLite: it waited for the write lock, then found the key.
+    assert raised == (["etrangers"] if database.startswith("postgresql") else [])
