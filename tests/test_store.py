@@ -292,6 +292,34 @@ def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Sto
     assert [e.kind for e in store.events(pk)] == ["send_uncertain"]
 
 
+def test_two_workers_starting_a_year_take_different_numbers(store: Store) -> None:
+    """No counter row yet for the year (its first mails, or a new database), two workers'
+    batches at once: the second waits for the first's commit and numbers after it (both
+    took number 1, and the second mail was refused on the unique reference)."""
+    import threading
+
+    second: list[tuple[str, int]] = []
+    with store.transaction() as first:
+        name, value = first.reserve_numbers("SM", 2031)
+        assert value == 0
+
+        def other_worker() -> None:
+            with store.transaction() as tx:
+                found = tx.reserve_numbers("SM", 2031)
+                tx.set_numbers(found[0], found[1] + 1)
+                second.append(found)
+
+        thread = threading.Thread(target=other_worker)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waits for the first worker's transaction
+        first.set_numbers(name, 3)
+    thread.join(10)
+    assert second == [(name, 3)]
+    with store.transaction() as tx:
+        assert tx.next_reference("SM", 2031) == "SM-2031-000005"
+
+
 def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     old = datetime(2020, 1, 2, tzinfo=UTC)
     with store.transaction() as tx:

@@ -132,7 +132,7 @@ class Batched(Direct):
         self._done = _Staged()
         self._mail: _Staged | None = None
         # counter name -> [last number taken, whether the counter has no row yet]
-        self._numbers: dict[str, tuple[int, bool]] = {}
+        self._numbers: dict[str, int] = {}  # counter name -> last number taken
 
     def extend(self, known: Iterable[KnownRow]) -> None:
         """More rows read (for the part's next mails): those not known yet. Called between
@@ -240,10 +240,9 @@ class Batched(Direct):
         name = f"reference-{prefix}-{year}"
         if name not in self._numbers:
             name, value = self.tx.reserve_numbers(prefix, year)
-            self._numbers[name] = (value or 0, value is None)
-        last, new = self._numbers[name]
-        self._numbers[name] = (last + 1, new)
-        return f"{prefix}-{year}-{last + 1:06d}"
+            self._numbers[name] = value
+        self._numbers[name] += 1
+        return f"{prefix}-{year}-{self._numbers[name]:06d}"
 
     def record(self, row: NewMessage) -> int:
         known = self.tx.record_message(row)
@@ -277,8 +276,8 @@ class Batched(Direct):
                     for pk, q, at in done.mails
                 ]
             )
-            for name, (last, new) in self._numbers.items():
-                self.tx.set_numbers(name, last, new)
+            for name, last in self._numbers.items():
+                self.tx.set_numbers(name, last)
         except Exception as exc:
             raise BatchWriteError(f"the batch's rows were refused: {exc}") from exc
         self._numbers = {}

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
@@ -530,26 +531,33 @@ class Transaction:
         name = f"reference-{prefix}-{year}"
         bumped = self.conn.execute(_BUMP_COUNTER, {"counter": name}).first()
         if bumped is None:
-            self.conn.execute(counters.insert(), {"name": name, "value": 1})
-            number = 1
-        else:
-            number = int(bumped.value)
-        return f"{prefix}-{year}-{number:06d}"
+            self._create_counter(name)
+            bumped = self.conn.execute(_BUMP_COUNTER, {"counter": name}).one()
+        return f"{prefix}-{year}-{int(bumped.value):06d}"
 
-    def reserve_numbers(self, prefix: str, year: int) -> tuple[str, int | None]:
-        """The reference counter of ``prefix`` and ``year``: its name and value (None: no
-        row yet), locked until this transaction ends, so that a batch numbers its mails in
-        memory and writes the last number once (``set_numbers``)."""
+    def reserve_numbers(self, prefix: str, year: int) -> tuple[str, int]:
+        """The reference counter of ``prefix`` and ``year``: its name and value, locked
+        until this transaction ends, so that a batch numbers its mails in memory and writes
+        the last number once (``set_numbers``)."""
         name = f"reference-{prefix}-{year}"
         value = self.conn.execute(_LOCK_COUNTER, {"counter": name}).scalar()
-        return name, None if value is None else int(value)
+        if value is None:
+            self._create_counter(name)
+            value = self.conn.execute(_LOCK_COUNTER, {"counter": name}).scalar_one()
+        return name, int(value)
 
-    def set_numbers(self, name: str, value: int, new: bool) -> None:
-        """Write a counter's last number taken (``new``: the counter's first row)."""
-        if new:
-            self.conn.execute(counters.insert(), {"name": name, "value": value})
-        else:
-            self.conn.execute(_SET_COUNTER, {"counter": name, "value": value})
+    def _create_counter(self, name: str) -> None:
+        """A year's first counter row, at 0, unless another transaction made it first: two
+        workers starting a year at once would otherwise both take number 1, and the second
+        mail's row be refused on the unique reference (quarantined, no AR). ON CONFLICT waits
+        for the other's commit on PostgreSQL; the lock that follows then reads its number."""
+        postgres = self.conn.dialect.name == "postgresql"
+        insert = postgresql.insert(counters) if postgres else sqlite.insert(counters)
+        self.conn.execute(insert.on_conflict_do_nothing(), {"name": name, "value": 0})
+
+    def set_numbers(self, name: str, value: int) -> None:
+        """Write a counter's last number taken (its row made by ``reserve_numbers``)."""
+        self.conn.execute(_SET_COUNTER, {"counter": name, "value": value})
 
     def known(
         self,
