@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
@@ -551,6 +550,9 @@ class Transaction:
         workers starting a year at once would otherwise both take number 1, and the second
         mail's row be refused on the unique reference (quarantined, no AR). ON CONFLICT waits
         for the other's commit on PostgreSQL; the lock that follows then reads its number."""
+        # Imported here: a start on SQLite never loads the PostgreSQL dialect (issue 14).
+        from sqlalchemy.dialects import postgresql, sqlite
+
         postgres = self.conn.dialect.name == "postgresql"
         insert = postgresql.insert(counters) if postgres else sqlite.insert(counters)
         self.conn.execute(insert.on_conflict_do_nothing(), {"name": name, "value": 0})
