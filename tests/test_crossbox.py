@@ -307,8 +307,8 @@ def test_two_workers_recording_the_two_copies_at_once_send_one_ar(
         build_app(ROOT / "rules.yaml", FileTransport(tmp_path / name), database=database)
         for name in ("one", "two")
     ]
-    # The year's reference counter exists (its first number taken by two workers at once
-    # is another matter): the second worker waits for the first's commit at its number.
+    # The year's reference counter made first, so that what this test exercises is the
+    # key's guard (two workers making a year's counter at once: tests/test_store.py).
     other = [IncomingMail(9, RECEIVED, citizen(9, "Autre demande"))]
     apps[0].pipeline.process_batch("general", "INBOX", 1, other)
     real = store_transaction.Transaction.claim_mail
