@@ -145,7 +145,9 @@ def test_the_key_is_taken_once_even_by_two_transactions_at_once(app: App) -> Non
             new_message(mailbox="etrangers", fingerprint="f1", reference="SM-2026-000002")
         )
     started = threading.Event()
-    results: list[object] = []
+    # Keyed by mail, not in order of arrival: the first commit wakes the second thread,
+    # which may record its conflict before the first thread records its success.
+    outcomes: dict[int, object] = {}
 
     def claim(pk: int, wait: float) -> None:
         try:
@@ -153,9 +155,9 @@ def test_the_key_is_taken_once_even_by_two_transactions_at_once(app: App) -> Non
                 tx.claim_mail("f1", pk)
                 started.set()
                 threading.Event().wait(wait)
-            results.append(pk)
+            outcomes[pk] = "claimed"
         except SameMailError as exc:
-            results.append(exc)
+            outcomes[pk] = exc
 
     one = threading.Thread(target=claim, args=(first, 0.5))
     one.start()
@@ -164,7 +166,7 @@ def test_the_key_is_taken_once_even_by_two_transactions_at_once(app: App) -> Non
     two.start()
     one.join(20)
     two.join(20)
-    assert results[0] == first and isinstance(results[1], SameMailError)
+    assert outcomes[first] == "claimed" and isinstance(outcomes[second], SameMailError)
     with store.transaction() as tx:
         assert tx.claimed_mail("f1") is not None
         assert tx.claimed_mail("f1")[0] == first  # type: ignore[index]
