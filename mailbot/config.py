@@ -487,6 +487,10 @@ class PollingConfig(Model):
     max_backoff_seconds: float = Field(default=300, gt=0)
     # Larger mails are read as header + first 256 KiB (bounded memory); never skipped.
     max_message_bytes: int = Field(default=25_000_000, ge=100_000)
+    # `run` loads the language-detection models before its first poll (~4 s of CPU and
+    # ~250 MB, once); false: they load on the first mail whose language is not plainly
+    # French, which then waits for them.
+    warm_language_models: bool = True
 
 
 class OutboxConfig(Model):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import FrameType
@@ -334,7 +335,8 @@ class Worker:
         self.recover()
         for poller in self.pollers.values():
             poller.keep = False  # nobody reads a cycle's outcomes: counts only (metrics)
-        language.warm_up(stopping=self.stop.is_set)  # now, not while the first mail waits
+        if self.config.polling.warm_language_models:
+            self._warm_language_models()
         if self.stop.is_set():  # a stop asked while starting: nothing was started yet
             self._stopped_before_start()
             return
@@ -375,6 +377,13 @@ class Worker:
         if self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time):
             job = self._scheduled(self.alerts)
             scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
+
+    def _warm_language_models(self) -> None:
+        """Now, not while the first mail in Russian or in a short English line waits."""
+        started = time.perf_counter()
+        language.warm_up(stopping=self.stop.is_set)
+        seconds = round(time.perf_counter() - started, 2)
+        log.info("language models loaded", extra={"seconds": seconds})
 
     def _stopped_before_start(self) -> None:
         """Stop before the delivery thread and the scheduler start: a scheduled catch-up

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,14 @@ from mailbot.render.templates import Renderer
 __all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-RENDERER = Renderer(ROOT / "templates")
+
+
+@functools.cache
+def renderer() -> Renderer:
+    """Built by the worker that runs these tests, not at every worker's collection."""
+    return Renderer(ROOT / "templates")
+
+
 QUOTED = '"quoted local"@example.fr'
 UTF8 = "fuzz149÷@example.fr"
 
@@ -95,10 +103,10 @@ def test_the_character_classes_are_the_grammars(regex: re.Pattern[str], grammar:
 
 
 def ar(to: str, **options: Any) -> bytes:
-    meta = RENDERER.meta("ar-general")
+    meta = renderer().meta("ar-general")
     variables = dict(meta.examples()) | options.pop("variables", {})
     return build_email(
-        RENDERER.render("ar-general", variables),
+        renderer().render("ar-general", variables),
         from_address="pref-contact@seine-maritime.gouv.fr",
         from_name=options.pop("from_name", "Préfecture de la Seine-Maritime"),
         to=to,

@@ -80,8 +80,16 @@ def etrangers_user(dovecot: DovecotServer) -> MailUser:
 
 
 def write_config(
-    tmp_path: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer, **overrides: Any
+    tmp_path: Path,
+    general: MailUser,
+    etrangers: MailUser,
+    smtp: SmtpServer,
+    warm_language_models: bool = False,
+    **overrides: Any,
 ) -> Path:
+    """The shipped rules with these servers. ``mailbot run`` does not load the language
+    models before its first poll unless asked (``warm_language_models``: 4 s of CPU at each
+    of the suite's worker starts; the tests' mail is French or loads what it needs)."""
     data = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):
         imap = user.imap_config().model_dump(mode="json", exclude_none=True)
@@ -93,6 +101,7 @@ def write_config(
     data["reports"] = {"weekly": {"to": []}}  # no weekly report in these mailbox tests
     for key, value in overrides.items():
         data[key] = value
+    data["polling"] = {**data.get("polling", {}), "warm_language_models": warm_language_models}
     path = tmp_path / "rules.yaml"
     path.write_text(dump_rules(data), encoding="utf-8")
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 from pathlib import Path
 
@@ -13,13 +14,20 @@ from mailbot.mail.compose import build_email
 from mailbot.render.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
-RENDERER = Renderer(ROOT / "templates")
+
+
+@functools.cache
+def renderer() -> Renderer:
+    """Built by the worker that runs these tests, not at every worker's collection."""
+    return Renderer(ROOT / "templates")
+
+
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@evil.example {{ 7*7 }} {% for x in range(3) %}x{% endfor %}"
 
 
-@pytest.mark.parametrize("name", RENDERER.names())
+@pytest.mark.parametrize("name", renderer().names())
 def test_hostile_subject_and_name_are_inert(name: str) -> None:
-    meta = RENDERER.meta(name)
+    meta = renderer().meta(name)
     variables = dict(meta.examples())
     declared = {*meta.required, *meta.optional}
     if "original_subject" in declared:
@@ -29,7 +37,7 @@ def test_hostile_subject_and_name_are_inert(name: str) -> None:
     for key in ("overdue", "soon", "relanced", "late", "unanswered"):  # lists of subjects
         if key in declared:
             variables[key] = [{**row, "subject": HOSTILE} for row in variables[key]]
-    mail = RENDERER.render(name, variables)
+    mail = renderer().render(name, variables)
     for text in (mail.subject, mail.text, mail.html):
         assert "49" not in re.sub(r"SM-\d{4}-\d+", "", text)  # {{ 7*7 }} never evaluated
         assert "xxx" not in text

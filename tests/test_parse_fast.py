@@ -11,6 +11,7 @@ aside).
 from __future__ import annotations
 
 import email
+import functools
 from email.header import decode_header, make_header
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
@@ -87,9 +88,10 @@ def _stdlib_header(value: str) -> str:
         return clean_text(value)
 
 
+@functools.cache
 def _test_mails() -> tuple[list[tuple[str, str]], list[email.message.Message]]:
     """Every header field of the test mails, raw (RFC 2047 words still encoded), and
-    every MIME part of them."""
+    every MIME part of them (read by the worker that runs these tests, not at collection)."""
     found: list[tuple[str, str]] = []
     parts: list[email.message.Message] = []
     for path in sorted(DATA.rglob("*.eml")):
@@ -101,9 +103,6 @@ def _test_mails() -> tuple[list[tuple[str, str]], list[email.message.Message]]:
     return found, parts
 
 
-MAIL_HEADERS, MAIL_PARTS = _test_mails()
-
-
 @pytest.mark.parametrize("value", CRAFTED_HEADERS)
 def test_header_value_as_the_email_package_decodes_it(value: str) -> None:
     if "=?" not in value:
@@ -113,7 +112,7 @@ def test_header_value_as_the_email_package_decodes_it(value: str) -> None:
 
 
 def test_every_header_of_the_test_mails_decodes_as_before() -> None:
-    raw_values = [v for _, v in MAIL_HEADERS if "=?" not in v]
+    raw_values = [v for _, v in _test_mails()[0] if "=?" not in v]
     assert len(raw_values) > 1000
     assert [decode_header_value(v) for v in raw_values] == [_stdlib_header(v) for v in raw_values]
 
@@ -126,7 +125,7 @@ def test_address_as_the_email_package_reads_it(value: str) -> None:
 
 
 def test_every_address_of_the_test_mails_reads_as_before() -> None:
-    values = [single_line(v) for name, v in MAIL_HEADERS if name in ADDRESS_HEADERS]
+    values = [single_line(v) for name, v in _test_mails()[0] if name in ADDRESS_HEADERS]
     assert len(values) > 1000
     assert [parse_address(v) for v in values] == [parseaddr(v) for v in values]
     assert [parse_addresses([v]) for v in values] == [getaddresses([v]) for v in values]
@@ -184,7 +183,7 @@ def _stdlib_charset(part: email.message.Message) -> str | None:
 
 
 def test_charset_and_file_name_as_the_email_package_reads_them() -> None:
-    parts = _crafted_parts() + MAIL_PARTS
+    parts = _crafted_parts() + _test_mails()[1]
     assert len(parts) > 1000
     for part in parts:
         given = part.get("Content-Disposition")

@@ -155,6 +155,7 @@ def test_poison_mail_never_stops_a_mailbox(
         finally:
             assert stop_worker(worker) == 0, log.read_text()
         err = log.read_text()
+        assert "language models loaded" not in err  # write_config turns the warm-up off
     assert ars_to(smtp_server, "usager99@example.fr") == 1
     rows = query(database, "SELECT uid, decision, message_id FROM messages ORDER BY uid")
     assert len(rows) == len(mails) + 1  # every mail recorded, none left behind

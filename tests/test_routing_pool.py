@@ -70,7 +70,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_the_helper_decides_every_labelled_mail_as_in_process_to_the_bit() -> None:
+def test_the_helper_decides_every_third_labelled_mail_as_in_process_to_the_bit() -> None:
+    """Every third of the 3,935 labelled mails (the frozen test half left out): 1,300 mails
+    of every folder, service and language; all of them took 45 s of CPU, 3 % of the suite."""
     config = load_config(ROOT / "rules.yaml")
     routing = compiled_routing(config)
     assert routing is not None
@@ -78,9 +80,9 @@ def test_the_helper_decides_every_labelled_mail_as_in_process_to_the_bit() -> No
     assert pool is not None
     inputs: list[RoutingInput | None] = [
         routing_input(config, mailbox, parse_message(path.read_bytes()))
-        for mailbox, path in labelled()
+        for mailbox, path in list(labelled())[::3]
     ]
-    assert len(inputs) > 3000
+    assert len(inputs) > 1000
     ready(pool)
     try:
         ahead = pool.ahead(inputs)

@@ -39,7 +39,8 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
     tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
 ) -> None:
     etrangers = dovecot.new_user("etr")
-    config = write_config(tmp_path, imap_user, etrangers, smtp_server)
+    # As shipped: the language models loaded before the first poll.
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, warm_language_models=True)
     imap_user.append(citizen_mail(1))  # backlog, read at start
     worker = start_worker(config, "--acknowledge-existing")
     try:
@@ -66,6 +67,7 @@ def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(
             worker.kill()
     assert worker.returncode == 0, err
     assert 'msg="worker stopped"' in err
+    assert err.index('msg="language models loaded"') < err.index("msg=batch ")
     assert "mailbox unreachable, reconnecting later" in err
     # At INFO, one summary line per batch; the line per mail is DEBUG (issue 14, point 8).
     assert "msg=message " not in err

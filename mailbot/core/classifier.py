@@ -429,7 +429,20 @@ def save(
 
 
 def load(path: Path) -> Classifier:
-    """Read a model file; ConfigError naming the file when it is missing or not a model."""
+    """Read a model file; ConfigError naming the file when it is missing or not a model.
+
+    Once per process for the same file unchanged (its size and modification time): a
+    process may load it more than once (the worker and its console; the tests' many
+    applications), and a model is never changed once loaded."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read the routing model: {exc}") from None
+    return _load(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _load(path: Path, _mtime_ns: int, _size: int) -> Classifier:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))

@@ -159,36 +159,37 @@ class KeywordMatcher:
 
     One-word phrases are indexed by the forms of their word, longer ones by the forms of
     their first two words, so a word of the text costs two dictionary look-ups whatever
-    the number of lists, and only phrases whose first two words are there get checked."""
+    the number of lists, and only phrases whose first two words are there get checked.
+
+    ``add`` only records a list; the index is built at the first scan, once per process
+    for the same lists (``_index``): building it for the shipped rules takes ~75 ms, and a
+    process may compile the same rules more than once (the worker and its console; the
+    tests' many applications). The index is never changed once built."""
 
     def __init__(self) -> None:
-        self._single: dict[str, list[_Phrase]] = {}
-        self._pairs: dict[tuple[str, str], list[_Phrase]] = {}
-        self._lists = 0
+        self._added: list[tuple[str, ...]] = []
+        self._built: _Index | None = None
 
     def add(self, phrases: Iterable[str]) -> int:
         """A list's id, its phrases ranked as the regex alternation ranked them."""
-        list_id, self._lists = self._lists, self._lists + 1
-        # Distinct phrases by their words, as their patterns were (a pattern is a function
-        # of the words), ordered as ``reversed(sorted(patterns, key=len))`` ordered them.
-        unique = dict.fromkeys(tuple(_NOT_WORD.sub(" ", fold(p)).split()) for p in phrases)
-        ordered = list(reversed(sorted(filter(None, unique), key=_pattern_length)))
-        known: dict[str, frozenset[str]] = {}  # a word's forms, built once per list
-        for rank, (first, *rest) in enumerate(ordered):
-            first_forms = known.get(first) or known.setdefault(first, forms(first))
-            if not rest:
-                for form in first_forms:
-                    self._single.setdefault(form, []).append(_Phrase(list_id, rank, ()))
-                continue
-            phrase = _Phrase(list_id, rank, tuple(forms(word) for word in rest[1:]))
-            second = known.get(rest[0]) or known.setdefault(rest[0], forms(rest[0]))
-            for pair in itertools.product(first_forms, second):
-                self._pairs.setdefault(pair, []).append(phrase)
-        return list_id
+        self._added.append(tuple(phrases))
+        self._built = None
+        return len(self._added) - 1
+
+    @property
+    def _single(self) -> dict[str, list[_Phrase]]:
+        return self._index()[0]
+
+    def _index(self) -> _Index:
+        built = self._built
+        if built is None:  # two threads may both build it: the same value, no harm
+            built = self._built = _index(tuple(self._added))
+        return built
 
     def scan(self, words: Words) -> dict[int, tuple[str, ...]]:
         """Each list that matched: its distinct matched texts, in order of appearance."""
-        tokens, single, pairs = words.tokens, self._single, self._pairs
+        tokens = words.tokens
+        single, pairs = self._index()
         found: list[tuple[int, int, int, int]] = []  # (list, start, rank, end) of each match
         # Most words start no phrase: find those that do with C-level iteration alone
         # (``compress`` over a dict's ``__contains__``), no Python step per word or pair.
@@ -205,6 +206,33 @@ class KeywordMatcher:
                 ):
                     found.append((phrase.list_id, start, phrase.rank, end))
         return _leftmost(words, found)
+
+
+_Index = tuple[dict[str, list[_Phrase]], dict[tuple[str, str], list[_Phrase]]]
+
+
+@lru_cache(maxsize=8)
+def _index(lists: tuple[tuple[str, ...], ...]) -> _Index:
+    """The one-word and two-word indexes of these keyword lists, list ids in order."""
+    single: dict[str, list[_Phrase]] = {}
+    pairs: dict[tuple[str, str], list[_Phrase]] = {}
+    for list_id, phrases in enumerate(lists):
+        # Distinct phrases by their words, as their patterns were (a pattern is a function
+        # of the words), ordered as ``reversed(sorted(patterns, key=len))`` ordered them.
+        unique = dict.fromkeys(tuple(_NOT_WORD.sub(" ", fold(p)).split()) for p in phrases)
+        ordered = list(reversed(sorted(filter(None, unique), key=_pattern_length)))
+        known: dict[str, frozenset[str]] = {}  # a word's forms, built once per list
+        for rank, (first, *rest) in enumerate(ordered):
+            first_forms = known.get(first) or known.setdefault(first, forms(first))
+            if not rest:
+                for form in first_forms:
+                    single.setdefault(form, []).append(_Phrase(list_id, rank, ()))
+                continue
+            phrase = _Phrase(list_id, rank, tuple(forms(word) for word in rest[1:]))
+            second = known.get(rest[0]) or known.setdefault(rest[0], forms(rest[0]))
+            for pair in itertools.product(first_forms, second):
+                pairs.setdefault(pair, []).append(phrase)
+    return single, pairs
 
 
 def _leftmost(words: Words, found: list[tuple[int, int, int, int]]) -> dict[int, tuple[str, ...]]:
