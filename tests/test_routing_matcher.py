@@ -154,6 +154,6 @@ def test_equal_length_phrases_keep_the_regex_alternation_order() -> None:
     wanted = matcher.add(["ab", "cd", "ab", "abcd"])
     found = matcher.scan(Words.of("ab cd abcd"))
     assert found[wanted] == ("ab", "cd", "abcd")
-    assert [p.rank for p in matcher._single["cd"]] == [1]
-    assert [p.rank for p in matcher._single["ab"]] == [2]
-    assert [p.rank for p in matcher._single["abcd"]] == [0]
+    assert [p.rank for p in matcher._index()[0]["cd"]] == [1]
+    assert [p.rank for p in matcher._index()[0]["ab"]] == [2]
+    assert [p.rank for p in matcher._index()[0]["abcd"]] == [0]

@@ -176,10 +176,6 @@ class KeywordMatcher:
         self._built = None
         return len(self._added) - 1
 
-    @property
-    def _single(self) -> dict[str, list[_Phrase]]:
-        return self._index()[0]
-
     def _index(self) -> _Index:
         built = self._built
         if built is None:  # two threads may both build it: the same value, no harm
