@@ -237,11 +237,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from mailbot import langcache
     from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
     from mailbot.config import load_config
     from mailbot.mail.maildir import mail_files
 
     config = load_config(args.config)
+    langcache.remember_on_disk()  # the same files, explained again and again
     routing = compiled_routing(config)
     target: Path = args.message
     found = mail_files(target)

@@ -267,11 +267,13 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from mailbot import langcache
     from mailbot.app import training
     from mailbot.config import load_config
     from mailbot.core import classifier
 
     config = load_config(args.config)
+    langcache.remember_on_disk()  # the same corpus at every training
     if args.complaint_negatives:  # refused before the mails are read (seconds of parsing)
         unknown = set(args.complaint_negatives) - _labelled_categories(args)
         if unknown:
@@ -355,12 +357,14 @@ def _line(label: str, scored: Any) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mailbot import langcache
     from mailbot.config import load_config
     from mailbot.core.facts import compiled_routing
 
     if args.no_test and args.no_kfold:
         raise ConfigError("routing evaluate", "--no-kfold", "cannot go with --no-test")
     config = load_config(args.config)
+    langcache.remember_on_disk()  # the same corpus at every evaluation
     routing = compiled_routing(config)
     if routing is None:
         raise ConfigError(str(args.config), "routing", "no routing section")

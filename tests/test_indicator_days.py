@@ -266,6 +266,25 @@ def test_zone_offsets_give_the_local_dates_of_the_calendar() -> None:
     assert (by_table == calendar_for("Europe/Paris").local_dates_from_epoch(seconds)).all()
 
 
+@pytest.mark.parametrize("name", ["Europe/Paris", "Australia/Lord_Howe", "America/Godthab"])
+def test_zone_offsets_are_every_change_an_hourly_scan_finds(name: str) -> None:
+    """Looked at once a day and halved, the changes are those of a look at every hour (a
+    half-hour DST, a zone that changed its standard offset)."""
+    zone = ZoneInfo(name)
+    start = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp()) // 3600
+    stop = int(datetime(2030, 1, 1, tzinfo=UTC).timestamp()) // 3600
+    offsets = [
+        int(datetime.fromtimestamp(h * 3600, zone).utcoffset().total_seconds())  # type: ignore[union-attr]
+        for h in range(start, stop)
+    ]
+    changes = [
+        ((start + i) * 3600, offsets[i])
+        for i in range(1, len(offsets))
+        if offsets[i] != offsets[i - 1]
+    ]
+    assert zone_offsets(zone, 2020, 2030) == [(-(2**62), offsets[0]), *changes]
+
+
 def test_the_rebuild_command_puts_the_buckets_in_the_configured_zone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -89,10 +89,13 @@ def test_every_labelled_mail_is_read() -> None:
 
 @pytest.mark.parametrize("with_model", [True, False], ids=["rules+model", "rules-alone"])
 def test_decisions_identical_to_the_regex_rules(with_model: bool) -> None:
+    """Every labelled mail as it is; without the model, every second one moved about too
+    (the regex rules take 4 ms a mail: all of them moved about took 25 s of CPU)."""
     old, new = routings(with_model)
     differing = []
-    for sample in samples():
-        for facts in variants(sample.facts) if not with_model else [sample.facts]:
+    for index, sample in enumerate(samples()):
+        moved = not with_model and index % 2 == 0
+        for facts in variants(sample.facts) if moved else [sample.facts]:
             before = as_plain(reference.decide(facts, old))
             after = as_plain(routing.decide(facts, new))
             if before != after:

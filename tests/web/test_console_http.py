@@ -25,6 +25,7 @@ from webtools import (
     ROOT,
     base_config,
     csrf_from,
+    http_client,
     local_login,
     running_console,
 )
@@ -500,7 +501,7 @@ def test_a_new_login_ends_the_session_it_replaces(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def copy_of(url: str, cookie: str) -> Iterator[httpx.Client]:
     """A client of ``url`` holding a copy of a session cookie."""
-    with httpx.Client(base_url=url, follow_redirects=False, timeout=10) as client:
+    with http_client(base_url=url, follow_redirects=False, timeout=10) as client:
         client.cookies.set("mailbot_session", cookie)
         yield client
 

@@ -17,7 +17,7 @@ import yaml
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 from test_indicators import load_scenario
-from webtools import HOST, PASSWORD, ROOT, accounts_yaml, local_login
+from webtools import HOST, PASSWORD, ROOT, accounts_yaml, http_client, http_get, local_login
 
 from mailbot.store import Store
 from mailbot.web.demo import DEMO_PASSWORD
@@ -46,7 +46,7 @@ def wait_until_up(url: str, process: subprocess.Popen[str], timeout: float = 30)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).text == "ok":
+            if http_get(f"{url}/healthz", timeout=2).text == "ok":
                 return
         except httpx.HTTPError:
             pass
@@ -74,7 +74,7 @@ def test_demo_web_serves_the_demo_data_to_the_demo_accounts(tmp_path: Path) -> N
         text = "".join(lines)
         assert f"password for each: {DEMO_PASSWORD}" in text
         assert all(name in text for name in ("cdurand", "lmoreau", "ngarnier", "tbernard"))
-        with httpx.Client(base_url=url.group(1), timeout=10) as client:
+        with http_client(base_url=url.group(1), timeout=10) as client:
             login = client.get("/connexion")
             assert login.status_code == 200 and "Connexion à la console mailbot" in login.text
             assert local_login(client, "lmoreau", DEMO_PASSWORD).status_code == 303
@@ -84,7 +84,7 @@ def test_demo_web_serves_the_demo_data_to_the_demo_accounts(tmp_path: Path) -> N
             assert page.status_code == 200
             received = re.search(r"(\d+) reçus, (\d+) répondus", page.text)
             assert received and int(received.group(1)) > 0  # the demo's mail, from its database
-        with httpx.Client(base_url=url.group(1), timeout=10) as stranger:
+        with http_client(base_url=url.group(1), timeout=10) as stranger:
             assert local_login(stranger, "lmoreau", "pas-le-bon").status_code == 401
     finally:
         code, _, err = stop(process, signal.SIGINT)
@@ -113,7 +113,7 @@ def test_run_serves_the_console_when_web_is_enabled(
     try:
         wait_until_up(url, worker)
         smtp_server.wait_for(1, timeout=20)  # the worker works beside the console
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with http_client(base_url=url, timeout=10) as client:
             assert client.get("/connexion").status_code == 200
             assert local_login(client, "cdurand", PASSWORD).status_code == 303
             assert "Camille Durand" in client.get("/").text
@@ -122,7 +122,7 @@ def test_run_serves_the_console_when_web_is_enabled(
     assert code == 0, err[-2000:]
     assert "Traceback" not in err
     try:
-        httpx.get(f"{url}/healthz", timeout=2)
+        http_get(f"{url}/healthz", timeout=2)
         raise AssertionError("the console still answers after the worker stopped")
     except httpx.HTTPError:
         pass
@@ -149,7 +149,7 @@ def test_web_serves_every_page_on_the_configured_database(tmp_path: Path) -> Non
     url = f"http://{HOST}:{port}"
     try:
         wait_until_up(url, web)
-        with httpx.Client(base_url=url, timeout=10) as client:
+        with http_client(base_url=url, timeout=10) as client:
             assert local_login(client, "lmoreau", PASSWORD).status_code == 303
             page = client.get("/indicateurs?service=general&periode=2026-W47")
             assert page.status_code == 200 and "Indicateurs Qual-e-pref" in page.text

@@ -1,0 +1,69 @@
+"""lingua's answers kept on disk for the offline commands (mailbot/langcache.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailbot import langcache
+from mailbot.core import language
+
+ENGLISH = "Hello, I would like to know how to renew my residence permit before it expires."
+
+
+@pytest.fixture(autouse=True)
+def no_memory_left() -> Iterator[None]:
+    yield
+    language.remember_with(None)
+
+
+def test_an_answer_is_kept_and_recalled_by_another_process_s_memory(tmp_path: Path) -> None:
+    langcache.remember_on_disk(tmp_path)
+    assert language.lingua_language(ENGLISH) == "en"  # asked of lingua, then kept
+    assert langcache.DiskMemory(tmp_path / langcache.FILE).recall(ENGLISH) == "en"
+
+
+def test_a_kept_answer_is_what_lingua_language_gives(tmp_path: Path) -> None:
+    """Recalled, not asked again: an answer planted in the file is the one given."""
+    memory = langcache.DiskMemory(tmp_path / langcache.FILE)
+    memory.keep(ENGLISH, "de")
+    memory.keep("Guten Tag", "")  # lingua had no answer
+    language.remember_with(memory)
+    assert language.lingua_language(ENGLISH) == "de"
+    assert language.lingua_language("Guten Tag") is None
+
+
+def test_the_key_holds_lingua_s_version_and_settings(tmp_path: Path) -> None:
+    key = langcache.DiskMemory._key(ENGLISH)
+    langcache._namespace.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(language, "MIN_CONFIDENCE", 0.9)
+            assert langcache.DiskMemory._key(ENGLISH) != key
+    finally:
+        langcache._namespace.cache_clear()
+    assert langcache.DiskMemory._key(ENGLISH) == key
+
+
+def test_an_unusable_file_only_means_asking_lingua(tmp_path: Path) -> None:
+    (tmp_path / langcache.FILE).write_bytes(b"not a database" * 100)
+    langcache.remember_on_disk(tmp_path)
+    assert language.lingua_language(ENGLISH) == "en"
+    assert language.lingua_language(ENGLISH) == "en"
+
+
+def test_warming_up_asks_lingua_even_with_a_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up is there to load the models: a memory that knows its texts is not
+    consulted."""
+    memory = langcache.DiskMemory(tmp_path / langcache.FILE)
+    for text in language._WARM_UP_TEXTS:
+        memory.keep(text, "")
+    language.remember_with(memory)
+    asked: list[str] = []
+    monkeypatch.setattr(language, "_lingua_answer", lambda text: asked.append(text))
+    language.warm_up()
+    assert asked == list(language._WARM_UP_TEXTS)
