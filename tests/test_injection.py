@@ -22,10 +22,19 @@ def renderer() -> Renderer:
     return Renderer(ROOT / "templates")
 
 
+# The templates' names as the parameters, read from the folders: building the renderer at
+# collection cost every xdist worker 1.3 s (test_the_names_are_the_renderer_s checks them).
+NAMES = sorted(path.parent.name for path in (ROOT / "templates").glob("*/meta.yaml"))
+
+
+def test_the_names_are_the_renderer_s() -> None:
+    assert renderer().names() == NAMES
+
+
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@evil.example {{ 7*7 }} {% for x in range(3) %}x{% endfor %}"
 
 
-@pytest.mark.parametrize("name", renderer().names())
+@pytest.mark.parametrize("name", NAMES)
 def test_hostile_subject_and_name_are_inert(name: str) -> None:
     meta = renderer().meta(name)
     variables = dict(meta.examples())

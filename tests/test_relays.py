@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,22 +247,34 @@ def make_key() -> tuple[bytes, str]:
     return private, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
 
 
-KEY, RECORD = make_key()
-OTHER_KEY, OTHER_RECORD = make_key()
+@functools.cache
+def prefecture_key() -> tuple[bytes, str]:
+    """Made by the first test that signs (RSA, ~0.1 s), not at every worker's collection."""
+    return make_key()
 
 
-def signed(raw: bytes, *, key: bytes = KEY, domain: str = DOMAIN, selector: str = "form") -> bytes:
+@functools.cache
+def other_key() -> bytes:
+    return make_key()[0]
+
+
+def signed(
+    raw: bytes, *, key: bytes | None = None, domain: str = DOMAIN, selector: str = "form"
+) -> bytes:
     """Sign as the website's mail server does; Return-Path is added after, on delivery."""
     head, _, rest = raw.partition(b"\r\n")
     assert head.startswith(b"Return-Path:")
     headers = [b"from", b"reply-to", b"to", b"subject", b"date", b"message-id"]
-    signature = dkim.sign(rest, selector.encode(), domain.encode(), key, include_headers=headers)
+    private = key if key is not None else prefecture_key()[0]
+    signature = dkim.sign(
+        rest, selector.encode(), domain.encode(), private, include_headers=headers
+    )
     return head + b"\r\n" + signature + rest
 
 
-def key_file(tmp_path: Path, record: str = RECORD) -> dict[str, Path]:
+def key_file(tmp_path: Path, record: str | None = None) -> dict[str, Path]:
     path = tmp_path / "form._domainkey.txt"
-    path.write_text(record, encoding="utf-8")
+    path.write_text(record if record is not None else prefecture_key()[1], encoding="utf-8")
     return {"form": path}
 
 
@@ -277,7 +290,7 @@ def test_dkim_key_lookup_is_injectable() -> None:
 
     def lookup(name: str) -> str | None:
         asked.append(name)
-        return RECORD if name == f"form._domainkey.{DOMAIN}" else None
+        return prefecture_key()[1] if name == f"form._domainkey.{DOMAIN}" else None
 
     relay = ContactFormRelay(address=RELAY, require=("dkim",))
     real = decide(signed(form_mail()), relay, lookup=lookup)
@@ -288,7 +301,7 @@ def test_dkim_key_lookup_is_injectable() -> None:
     "forge",
     [
         lambda raw: raw,  # not signed at all
-        lambda raw: signed(raw, key=OTHER_KEY),  # a key that is not the prefecture's
+        lambda raw: signed(raw, key=other_key()),  # a key that is not the prefecture's
         lambda raw: signed(raw, domain="evil.example"),  # valid, but another domain's
         lambda raw: signed(raw).replace(CITIZEN.encode(), VICTIM.encode()),  # tampered
     ],
@@ -298,7 +311,7 @@ def test_dkim_forgeries_are_refused(tmp_path: Path, forge: Callable[[bytes], byt
     relay = ContactFormRelay(address=RELAY, require=("dkim",), dkim_keys=key_file(tmp_path))
 
     def lookup(name: str) -> str | None:  # evil.example's key is public, like any domain's
-        return RECORD if name.endswith("evil.example") else None
+        return prefecture_key()[1] if name.endswith("evil.example") else None
 
     raw = forge(form_mail(reply_to=CITIZEN))
     forged = decide(raw, relay, lookup=lookup)
@@ -337,7 +350,7 @@ def test_relay_configuration_errors_are_located(relay: dict[str, Any], message: 
 
 def relay_config(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
     (tmp_path / "keys").mkdir()
-    (tmp_path / "keys" / "form.txt").write_text(RECORD, encoding="utf-8")
+    (tmp_path / "keys" / "form.txt").write_text(prefecture_key()[1], encoding="utf-8")
     (tmp_path / "form-token").write_text(TOKEN, encoding="utf-8")
     config = write_config(tmp_path, user, etrangers, smtp)
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -375,7 +388,7 @@ def test_forged_relay_mails_never_reach_the_victim_real_ones_reach_the_citizen(
         (real("received", sender=site, top=web), fake("received", sender=site, top=web[:1])),
         (
             signed(real("dkim", sender=dkim_relay)),
-            signed(fake("dkim", sender=dkim_relay), key=OTHER_KEY),
+            signed(fake("dkim", sender=dkim_relay), key=other_key()),
         ),
     ]
     assert poll(config) == 0  # mailbot running before the form mails arrive

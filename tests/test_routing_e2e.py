@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rulesfile import load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import (
     GENERAL,
@@ -25,11 +25,7 @@ __all__ = ["etrangers_user", "setup"]  # fixtures shared with test_e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURED = {
-    address
-    for service in yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))[
-        "services"
-    ].values()
-    for address in service["addresses"]
+    address for service in load_rules()["services"].values() for address in service["addresses"]
 }
 
 

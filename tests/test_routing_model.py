@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sklearn.linear_model import LogisticRegression
 
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
@@ -89,6 +88,8 @@ def test_contact_form_reads_the_message_field_only() -> None:
 
 
 def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression  # 3.4 s to import at collection
+
     samples = regression_samples()
     model = training.fit(samples, temperature=1.0)  # scikit-learn's own probabilities
     path = tmp_path / "m.npz"
