@@ -20,6 +20,8 @@ import pytest
 from pg import PostgresServer, fresh_database
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
+from mailbot.core import language
+
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server", "postgres", "database"}
 _CACHE_DIR = pytest.StashKey[str]()
 
@@ -171,6 +173,15 @@ def imap_user(dovecot: DovecotServer) -> Iterator[MailUser]:
     yield user
     if dovecot.running:
         dovecot.drop_connections(user.name)  # sessions a test left open
+
+
+@pytest.fixture(autouse=True)
+def no_language_memory_left() -> Iterator[None]:
+    """A command run in-process (``main([..., "explain", ...])``) gives lingua the disk's
+    memory for the rest of the process, as a command's process would: forgotten after each
+    test, so that no later test of the same worker gets a recalled answer for lingua's."""
+    yield
+    language.remember_with(None)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -10,13 +11,8 @@ import pytest
 from mailbot import langcache
 from mailbot.core import language
 
+ROOT = Path(__file__).resolve().parent.parent
 ENGLISH = "Hello, I would like to know how to renew my residence permit before it expires."
-
-
-@pytest.fixture(autouse=True)
-def no_memory_left() -> Iterator[None]:
-    yield
-    language.remember_with(None)
 
 
 def test_an_answer_is_kept_and_recalled_by_another_process_s_memory(tmp_path: Path) -> None:
@@ -67,3 +63,21 @@ def test_warming_up_asks_lingua_even_with_a_memory(
     monkeypatch.setattr(language, "_lingua_answer", lambda text: asked.append(text))
     language.warm_up()
     assert asked == list(language._WARM_UP_TEXTS)
+
+
+def test_explain_keeps_what_lingua_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command gives lingua the disk's memory: an English mail explained leaves its
+    language in the cache directory's file."""
+    from mailbot.cli import main
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("MAILBOT_CACHE_DIR", str(cache))
+    mail = tmp_path / "english.eml"
+    mail.write_bytes(
+        b"From: a@example.org\r\nTo: pref@seine-maritime.gouv.fr\r\nSubject: Residence permit"
+        b"\r\n\r\n" + ENGLISH.encode() + b"\r\n"
+    )
+    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(mail)]) == 0
+    with closing(sqlite3.connect(cache / langcache.SUBDIRECTORY / langcache.FILE)) as kept:
+        assert kept.execute("SELECT language FROM said").fetchall() == [("en",)]
