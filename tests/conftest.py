@@ -44,10 +44,9 @@ RAM_NEEDED = 4 * 2**30  # a run writes ~0.5 GB; pytest keeps only failed tests' 
 def temporary_files_in_memory() -> None:
     """Every temporary file of the run (the tests' folders, databases, Dovecot's mail, the
     processes they start) in RAM when the machine has a RAM file system with room: each
-    SQLite commit waits for the disk (synchronous=FULL), ~2 ms on this machine's disk
-    against 0.1 ms in RAM, and the suite commits tens of thousands of times. The tests
-    kill processes, never the machine, so what they check does not depend on the disk.
-    A TMPDIR set by the user is kept."""
+    SQLite commit waits for the disk (synchronous=FULL), 2.2 ms on the development
+    machine's disk against 0.1 ms in RAM. The tests kill processes, never the machine, so
+    what they check does not depend on the disk. A TMPDIR set by the user is kept."""
     if "TMPDIR" in os.environ or not os.path.isdir(RAM_FOLDER):
         return
     folder = os.statvfs(RAM_FOLDER)
@@ -68,7 +67,7 @@ def keep_bytecode() -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The run is over: pytest's check for unraisable exceptions then collects garbage five
-    times over all the process holds (corpora, models, caches), ~1.3 s each, at the end of
+    times over all the process holds (corpora, models, caches), about a second each, at the end of
     every worker. One collection here finds the same garbage (and the exceptions its
     finalisers raise, which pytest still reports); what survives it is frozen, so the five
     that follow have nothing left to walk."""
