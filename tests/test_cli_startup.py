@@ -152,6 +152,27 @@ def test_sqlite_loads_no_postgresql_dialect_and_postgresql_keeps_its_partial_ind
     engine.dispose()
 
 
+def test_a_year_s_first_reference_on_sqlite_loads_no_postgresql_dialect(tmp_path: Path) -> None:
+    """The first reference of a year makes its counter row (INSERT … ON CONFLICT): on a
+    database at head, that is a start's first mail, and it used to import both dialects."""
+    from mailbot.store import Store
+
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    Store(url).close()  # created at head here: the probe below migrates nothing
+    probe = (
+        "from mailbot.store import Store\n"
+        f"store = Store({url!r})\n"
+        "with store.transaction() as tx:\n"
+        "    name, value = tx.reserve_numbers('SM', 2031)\n"
+        "assert (name, value) == ('reference-SM-2031', 0)\n"
+        "store.close()"
+    )
+    loaded = modules_after(probe)
+    assert "sqlalchemy.dialects.sqlite" in loaded  # it did make the row
+    assert "sqlalchemy.dialects.postgresql" not in loaded
+    assert "alembic" not in {name.split(".")[0] for name in loaded}
+
+
 def test_the_console_exits_quickly_with_all_its_output_and_its_code(tmp_path: Path) -> None:
     """`console` skips the interpreter's teardown: the output, to a pipe, is still whole,
     the exit code the command's, the error on stderr (``os._exit`` flushes nothing itself)."""
