@@ -26,6 +26,12 @@ for a deployment: without it (``PYTHONDONTWRITEBYTECODE`` set, a source checkout
 compiles mailbot's modules again, ~0.2–0.3 s that no installed mailbot pays. ``--no-compile``
 measures that case. Each tree runs as its own ``mailbot`` console script would (the entry
 point of its ``pyproject.toml``).
+
+``--deployed``: each tree is first installed with pip (not editable) into a virtualenv of its
+own, as ``deploy/`` installs mailbot in /opt/mailbot/venv, and every command runs that venv's
+interpreter from a neutral working directory. The source-tree runs import mailbot through
+this machine's interpreter, whose site-packages hold ``.pth`` files that a deployment does not
+have (here an editable-install finder and a CA bundle hook, ~30 ms of every start).
 """
 
 from __future__ import annotations
@@ -87,14 +93,43 @@ def measure(run: Callable[[], object], into: Times) -> None:
     into.cpu.append(children_cpu() - cpu)
 
 
+# A tree installed in a venv of its own (``--deployed``): that venv's interpreter.
+DEPLOYED: dict[Path, Path] = {}
+
+
+def interpreter(tree: Path) -> tuple[str, dict[str, str], Path]:
+    """How a tree's commands run: its venv's Python from a neutral folder once deployed,
+    else this Python on the source tree (``python -c`` puts the working directory first on
+    sys.path: the tree's own ``mailbot`` package)."""
+    if tree in DEPLOYED:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        return str(DEPLOYED[tree]), env, DEPLOYED[tree].parent.parent
+    return sys.executable, dict(os.environ, PYTHONPATH=str(tree)), tree
+
+
+def deploy(tree: Path, into: Path) -> None:
+    """``pip install`` the tree (not editable) into a new venv, bytecode compiled as pip
+    does, as ``deploy/`` installs it."""
+    venv = into / f"venv-{len(DEPLOYED)}"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(tree)],
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode:
+        sys.exit(f"pip install {tree} failed:\n{install.stderr}")
+    DEPLOYED[tree] = venv / "bin" / "python"
+
+
 def child(tree: Path, *args: str) -> Callable[[], None]:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    python, env, cwd = interpreter(tree)
 
     def run() -> None:
         subprocess.run(
-            [sys.executable, "-c", console_script(tree), *args],
+            [python, "-c", console_script(tree), *args],
             env=env,
-            cwd=tree,  # `python -c` puts the working directory first on sys.path
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             check=True,
         )
@@ -201,15 +236,15 @@ def phases(dovecot: DovecotServer, smtp: SmtpServer, tree: Path, n: int, into: F
         config = write_config(Path(tmp), {"general": user}, smtp, routing=True, tree=tree)
         child(tree, "--config", str(config), "migrate")()
         smtp.clear()
-        env = dict(os.environ, PYTHONPATH=str(tree))
+        python, env, cwd = interpreter(tree)
         console = (tree / "mailbot" / "cli.py").read_text("utf-8")
         for name, value in (("PYDANTIC_DISABLE_PLUGINS", "__all__"), ("OPENBLAS_NUM_THREADS", "1")):
             if name in console:
                 env.setdefault(name, value)  # as that tree's console sets it
         run = subprocess.run(
-            [sys.executable, "-c", PHASES, str(config)],
+            [python, "-c", PHASES, str(config)],
             env=env,
-            cwd=tree,
+            cwd=cwd,
             capture_output=True,
             text=True,
             check=True,
@@ -246,10 +281,19 @@ def main() -> None:
     parser.add_argument(
         "--phases", action="store_true", help="only the CPU time of each phase of a first mail"
     )
+    parser.add_argument(
+        "--deployed",
+        action="store_true",
+        help="install each tree with pip into a venv of its own and run that (as deploy/ does)",
+    )
     args = parser.parse_args()
     trees = [Path(t).resolve() for t in args.trees.split(",")]
     cache = tempfile.TemporaryDirectory(prefix="mailbot-bench-cache-")
+    venvs = tempfile.TemporaryDirectory(prefix="mailbot-bench-venvs-")
     for tree in trees:
+        if args.deployed:
+            print(f"installing {tree} into a venv (pip install, not editable)", flush=True)
+            deploy(tree, Path(venvs.name))
         if args.no_compile:
             for folder in (tree / "mailbot").rglob("__pycache__"):
                 shutil.rmtree(folder)
@@ -266,16 +310,18 @@ def main() -> None:
                     phases(dovecot, smtp, tree, n, found[tree])
         print_phases(trees, found)
         cache.cleanup()
+        venvs.cleanup()
         return
     bare = Times()
     helps = {tree: Times() for tree in trees}
     new_db = {tree: Times() for tree in trees}
     at_head = {tree: Times() for tree in trees}
+    python = interpreter(trees[0])[0]
     for _ in range(args.repeat):
-        measure(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), bare)
+        measure(lambda: subprocess.run([python, "-c", "pass"], check=True), bare)
         for tree in trees:
             measure(child(tree, "--help"), helps[tree])
-    print(f"python -c pass: {bare}")
+    print(f"{python} -c pass: {bare}")
     for tree in trees:
         print(f"{tree}: mailbot --help: {helps[tree]}")
     with DovecotServer() as dovecot, SmtpServer() as smtp:
@@ -306,6 +352,7 @@ def main() -> None:
             f"wall {ratio(at_head, 'wall')}, CPU {ratio(at_head, 'cpu')}"
         )
     cache.cleanup()
+    venvs.cleanup()
 
 
 if __name__ == "__main__":
