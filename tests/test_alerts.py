@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from servers import SmtpServer
 
@@ -85,7 +86,7 @@ def fill(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
-                tx.count_relance(pk)  # what the intake does for a follow-up
+                tx.count_relance(pk, received)  # as the intake does for a follow-up
 
 
 def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
@@ -156,3 +157,67 @@ def test_unanswered_lists_messages_with_their_age(
         (1, "SM-2026-000005"),
     ]
     assert "6 unanswered" in out
+
+
+def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
+    tmp_path: Path,
+) -> None:
+    """Mail left unanswered, or without an AR, is listed however old it is: the digest
+    once looked back 120 days only, the unanswered list a year, while the figures count
+    every one of them as overdue."""
+    from mailbot.app import alerts, indicators
+    from mailbot.config import load_config
+    from mailbot.render.templates import Renderer
+
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["templates"] = str(ROOT / "templates")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config = load_config(path)
+    store = Store(data["database"])
+    fill(store)
+    with store.transaction() as tx:
+        for n, received, decision in (
+            (21, datetime(2025, 10, 6, 10, tzinfo=PARIS), "acknowledge"),  # 13 months old
+            (22, datetime(2026, 6, 1, 10, tzinfo=PARIS), "quarantine"),  # 6 months old
+        ):
+            tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=n,
+                    message_id=f"<m{n}@x>",
+                    content_hash=f"h{n}",
+                    received_at=received,
+                    sender=f"u{n}@example.fr",
+                    subject=f"Sujet {n}",
+                    in_reply_to=None,
+                    decision=decision,
+                    reasons=["citizen-mail"] if decision == "acknowledge" else ["error:boom"],
+                    size=1,
+                    defects=[],
+                    reference=f"SM-2025-{n:06d}" if decision == "acknowledge" else None,
+                    ar_status="sent" if decision == "acknowledge" else "none",
+                    service="permis" if decision == "acknowledge" else None,
+                    category="information",
+                )
+            )
+    listed = {row["id"]: age for age, row in indicators.unanswered(config, store, TODAY)}
+    assert len(listed) == 8  # the six of ROWS left unanswered, and both old ones
+    assert max(listed.values()) > 250  # the 13-month-old one, in working days
+
+    renderer = Renderer(config.templates, timezone=config.timezone)
+    sent = alerts.send_alerts(config, store, renderer, TODAY)
+    assert sent["permis"] == 4  # overdue: SM-2026-000001 and the old one; soon; relanced
+    with store.engine.connect() as conn:
+        queued = conn.execute(sa.text("SELECT raw, recipient FROM outbox")).all()
+    digests_by_to = {
+        to: email.message_from_bytes(raw, policy=email.policy.default) for raw, to in queued
+    }
+    permis = digests_by_to["pref-permis@seine-maritime.gouv.fr"]
+    text = permis.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "[SM-2025-000021] Sujet 21" in text and "[SM-2026-000001]" in text
+    general = digests_by_to["pref-contact@seine-maritime.gouv.fr"]
+    assert "Sujet 22" in general.get_body(("plain",)).get_content()  # type: ignore[union-attr]

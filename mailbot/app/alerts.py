@@ -17,7 +17,6 @@ from mailbot.store import Store
 
 log = logging.getLogger(__name__)
 ALERTS_TEMPLATE = "alertes-delais"
-LOOKBACK_DAYS = 120
 DIGEST_TIME = time(8, 30)  # the hour the digest says it was made (its "day" variable)
 
 
@@ -33,10 +32,9 @@ def send_alerts(
     calendar = WorkingCalendar(timezone=config.timezone)
     if not calendar.is_working_day(today):
         return {}
-    since = datetime.combine(today - timedelta(days=LOOKBACK_DAYS), time.min, calendar.zone)
     until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
     own = {name: box.service for name, box in config.mailboxes.items()}
-    rows = store.indicator_rows(since, until)
+    rows = store.open_rows(until)  # every unanswered one, however old
     found = digests(rows, today, calendar, own, config.organisation.general_service)
     composer = Composer.from_config(config)
     sent: dict[str, int] = {}

@@ -22,7 +22,6 @@ from mailbot.core.workdays import WorkingCalendar, calendar_for
 from mailbot.store import Store, indicator_days
 
 log = logging.getLogger(__name__)
-UNANSWERED_LOOKBACK_DAYS = 365
 
 
 def period_bounds(calendar: WorkingCalendar, start: date, end: date) -> tuple[datetime, datetime]:
@@ -121,14 +120,12 @@ def unanswered(
     mailbox: str | None = None,
     service: str | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
-    """The citizens' messages of the last year with no reply, with their age in working
-    days, oldest first."""
+    """The citizens' messages with no reply, however old, with their age in working days,
+    oldest first: the figures count every one of them as overdue, so the list shows them."""
     calendar = calendar_for(config.timezone)
-    since, until = period_bounds(calendar, today - timedelta(days=UNANSWERED_LOOKBACK_DAYS), today)
-    rows = store.indicator_rows(since, until, mailbox, service)
+    _since, until = period_bounds(calendar, today, today)
+    rows = store.open_rows(until, mailbox, service)
     waiting = [
-        (calendar.delay_between(calendar.local_date(r["received_at"]), today), r)
-        for r in rows
-        if r["replied_at"] is None
+        (calendar.delay_between(calendar.local_date(r["received_at"]), today), r) for r in rows
     ]
     return sorted(waiting, key=lambda item: -item[0])

@@ -366,7 +366,7 @@ class Store:
                 sa.select(outbox.c.status).where(outbox.c.id == item_id)
             ).scalar_one_or_none()
 
-    def _citizens(self, since: datetime, until: datetime, long_period: bool) -> Any:
+    def _citizens(self, since: datetime | None, until: datetime, long_period: bool) -> Any:
         received: Any = messages.c.received_at
         if long_period:
             # Over months, reading the table straight through beats a million index lookups.
@@ -376,7 +376,8 @@ class Store:
         # answer: it leaves the indicators (the report lists it apart). The probe's test
         # mails are no citizen's: never counted (issue 16).
         answerable = sa.and_(messages.c.no_reply.is_(None), messages.c.probe == 0)
-        return sa.and_(citizens, answerable, received >= since, received < until)
+        period = received < until if since is None else sa.and_(received >= since, received < until)
+        return sa.and_(citizens, answerable, period)
 
     def indicator_rows(
         self,
@@ -392,6 +393,22 @@ class Store:
         follow-ups (which count as relances of their parent) and messages an agent closed
         as needing no reply are left out.
         """
+        return self._citizen_rows(self._citizens(since, until, long_period=False), mailbox, service)
+
+    def open_rows(
+        self, until: datetime, mailbox: str | None = None, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The citizens' messages received before ``until`` still without a reply, whatever
+        their age (the alerts, the unanswered list): mail forgotten for months is what they
+        are for. The partial index of open messages reads them, not the whole table."""
+        citizens = self._citizens(None, until, long_period=False)
+        return self._citizen_rows(
+            sa.and_(citizens, messages.c.first_reply_at.is_(None)), mailbox, service
+        )
+
+    def _citizen_rows(
+        self, where: Any, mailbox: str | None, service: str | None
+    ) -> list[dict[str, Any]]:
         query = (
             sa.select(
                 *_listed(),
@@ -400,7 +417,7 @@ class Store:
                 messages.c.first_reply_at.label("replied_at"),
                 messages.c.transferred,
             )
-            .where(self._citizens(since, until, long_period=False))
+            .where(where)
             .order_by(messages.c.received_at, messages.c.id)
         )
         if mailbox:
