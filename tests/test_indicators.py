@@ -136,7 +136,7 @@ def load_scenario(store: Store) -> None:
                         parent_id=pk,
                     )
                 )
-                tx.count_relance(pk)  # what the intake does for a follow-up
+                tx.count_relance(pk, at(received + 3, 9))  # as the intake does
         # noise that must not count: a bounce and a message outside the period
         tx.insert_message(
             NewMessage(

@@ -148,6 +148,41 @@ def test_relance_by_same_sender_and_similar_subject_is_counted(
     assert indicators(config, str(today - timedelta(days=1)), str(today))["relances"] == 1
 
 
+def test_writing_again_after_the_answer_is_a_follow_up_but_no_relance(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A relance is the citizen writing again about mail still unanswered: thanks sent in
+    reply to the agent's answer join the thread (no AR) without counting as a relance."""
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    start = datetime.now(PARIS).replace(microsecond=0) - timedelta(hours=3)
+    imap_user.append(citizen_mail(1), internaldate=start)
+    answer = agent_reply(
+        "marie.dupont@example.fr", "<citizen-1@example.fr>", "Re: renseignements", SIGNED
+    )
+    imap_user.append(answer, folder="Sent", internaldate=start + timedelta(hours=1))
+    assert poll(config, acknowledge_existing=True) == 0
+    (reference,) = db_rows(config, "SELECT reference FROM messages WHERE uid = 1")[0]
+    answer_id = next(
+        line.split(b": ", 1)[1].decode()
+        for line in answer.split(b"\r\n")
+        if line.startswith(b"Message-ID: ")
+    )
+    thanks = citizen_mail(
+        2,
+        subject=f"Re: Demande de renseignements [{reference}]",
+        message_id="<thanks@example.fr>",
+        extra=f"In-Reply-To: {answer_id}",
+        body="Merci pour votre réponse.\n",
+    )
+    imap_user.append(thanks, internaldate=start + timedelta(hours=2))
+    assert poll(config) == 0
+    rows = db_rows(config, "SELECT decision, parent_id, relances FROM messages ORDER BY uid")
+    assert rows == [("acknowledge", None, 0), ("follow-up", 1, 0)]
+    today = datetime.now(PARIS).date()
+    figures = indicators(config, str(today - timedelta(days=1)), str(today))
+    assert (figures["answered"], figures["relances"]) == (1, 0)
+
+
 def test_a_relance_read_later_is_still_a_relance(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:

@@ -464,7 +464,7 @@ class Pipeline:
         message_pk = _save(rec, row, existing)
         _claim(rec, parsed, row, message_pk)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
-            rec.tx.count_relance(parent_pk)  # the citizen writing again about that message
+            rec.tx.count_relance(parent_pk, row.received_at)  # writing again about it
         rec.events(
             message_pk,
             (EventKind.RECEIVED, parsed.content_type),

@@ -664,11 +664,16 @@ class Transaction:
         if claimed.rowcount != 1:
             raise RepeatedRequestError(f"mail #{message_pk} was already processed again")
 
-    def count_relance(self, message_pk: int) -> None:
-        """One more relance (the citizen writing again) of a message."""
+    def count_relance(self, message_pk: int, received_at: datetime) -> None:
+        """One more relance of a message: the citizen writing again (a follow-up received at
+        ``received_at``) while it was still unanswered. Writing after the answer (thanks, a
+        new question in the thread) is no relance: the indicators count reminders of mail
+        left waiting."""
+        replied = messages.c.first_reply_at
         self.conn.execute(
             messages.update()
             .where(messages.c.id == message_pk)
+            .where(sa.or_(replied.is_(None), replied > received_at))
             .values(relances=messages.c.relances + 1)
         )
 
