@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -413,3 +414,20 @@ def test_refused_batch_rows_are_written_again_mail_by_mail(
     assert query(database, "SELECT count(*) FROM events") == [(8,)]  # received, ar_queued
     assert last_uid(database) == 4
     assert app.outbox.deliver_due().sent == 4
+
+
+def test_a_relance_ten_working_days_later_is_found_across_may_s_holidays(
+    app: App, database: str
+) -> None:
+    """Monday 30 April 2035, 09:00, then the same sender on Sunday 20 May: 10 working days
+    (1 May, Ascension, 8 May and Whit Monday between), 20 calendar days and a bit. The
+    look-up window once read 20 calendar days back and missed it."""
+    paris = ZoneInfo("Europe/Paris")
+    first = IncomingMail(1, datetime(2035, 4, 30, 9, tzinfo=paris), citizen(7, "Titre de séjour"))
+    again = citizen(7, "Relance : titre de séjour", Message_ID="<relance-7@example.fr>")
+    app.pipeline.process_batch(*WHERE, [first])
+    app.pipeline.process_batch(
+        *WHERE, [IncomingMail(2, datetime(2035, 5, 20, 10, tzinfo=paris), again)]
+    )
+    rows = query(database, "SELECT uid, decision, parent_id FROM messages ORDER BY uid")
+    assert [tuple(r) for r in rows] == [(1, "acknowledge", None), (2, "follow-up", 1)]

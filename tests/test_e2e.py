@@ -7,7 +7,7 @@ import email.policy
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -331,6 +331,23 @@ def test_rate_limit_per_sender(setup: Any) -> None:
     assert len(smtp.wait_for(3)) == 3
     reasons = db_rows(config, "SELECT reasons FROM messages WHERE decision='skip'")
     assert reasons == [('["rate-limited"]',), ('["rate-limited"]',)]
+
+
+def test_rate_limit_holds_for_a_backlog_read_days_later(setup: Any) -> None:
+    """The window ends at each mail's arrival, not at the poll: a robot's five mails of two
+    days ago, read now (a poller stopped over a weekend), get three ARs as they would have
+    live; a sixth, a day and a half after them, gets its own."""
+    config, general, _etrangers, smtp = setup
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=4)
+    for n in range(1, 6):
+        general.append(
+            citizen_mail(n, subject=f"Question {n}"), internaldate=start + timedelta(minutes=n)
+        )
+    general.append(citizen_mail(6, subject="Question 6"), internaldate=start + timedelta(hours=36))
+    assert poll(config, acknowledge_existing=True) == 0
+    assert len(smtp.wait_for(4)) == 4
+    decisions = db_rows(config, "SELECT uid, decision FROM messages ORDER BY uid")
+    assert [d for _uid, d in decisions] == ["acknowledge"] * 3 + ["skip"] * 2 + ["acknowledge"]
 
 
 def test_injected_recipients_are_never_mailed(setup: Any) -> None:

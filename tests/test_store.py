@@ -249,8 +249,12 @@ def test_recent_ar_count(store: Store) -> None:
                     received_at=now - timedelta(hours=hours_ago),
                 )
             )
-        assert tx.count_recent_ars("general", "citoyen@example.fr", now - timedelta(hours=24)) == 2
-        assert tx.count_recent_ars("general", "autre@example.fr", now - timedelta(hours=24)) == 0
+        day_before = now - timedelta(hours=24)
+        assert tx.count_recent_ars("general", "citoyen@example.fr", day_before, now) == 2
+        assert tx.count_recent_ars("general", "autre@example.fr", day_before, now) == 0
+        # The window ends at a mail's arrival: ARs of later mails are not counted.
+        earlier = now - timedelta(hours=3)
+        assert tx.count_recent_ars("general", "citoyen@example.fr", day_before, earlier) == 1
 
 
 def test_an_intake_part_reads_its_lookups_in_one_statement_or_in_chunks(store: Store) -> None:

@@ -172,3 +172,18 @@ def test_running_count_equals_busday_count_inside_and_outside_the_years() -> Non
     assert (received < np.datetime64("2015-01-01")).any()
     assert (ends > np.datetime64("2040-12-31")).any()
     assert CAL.working_days_after(received, ends).tolist() == expected.tolist()
+
+
+def test_window_start_is_the_earliest_instant_within_n_working_days() -> None:
+    """For every day of twelve years, at 09:00 and on a Sunday evening alike: the window
+    of a relance (10 working days) starts at the earliest instant whose delay is 10, and a
+    second earlier is 11. Around May's holidays it reaches back 21 calendar days (2035)."""
+    for offset in range(365 * 12):
+        day = date(2024, 1, 1) + timedelta(days=offset)
+        for moment in (at(day.year, day.month, day.day, 9), at(day.year, day.month, day.day, 23)):
+            for days in (0, 10):
+                start = CAL.window_start(moment, days)
+                assert start.tzinfo is not None and (start.hour, start.minute) == (0, 0)
+                assert CAL.delay(start, moment) <= days
+                assert CAL.delay(start - timedelta(seconds=1), moment) > days
+    assert CAL.window_start(at(2035, 5, 20), 10) == at(2035, 4, 30, 0)  # 20 days were too few

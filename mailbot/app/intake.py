@@ -60,7 +60,6 @@ from mailbot.store.records import KnownRow
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
-RELANCE_CALENDAR_DAYS = 20  # a superset of 10 working days, narrowed by the calendar
 # The event that records each decision about a citizen's mail.
 DECISION_EVENTS = {
     Decision.ACKNOWLEDGE: EventKind.AR_QUEUED,
@@ -343,14 +342,15 @@ class Pipeline:
         """What the next mails of a part may look up, read in one statement: rows sharing a
         Message-ID, fingerprint or hash (copies), a thread's Message-IDs or a reference
         (follow-ups), and the senders' ARs since the rate limit's window or the relances'
-        days before the oldest mail, whichever is earlier."""
+        working days before the oldest mail, whichever is earlier."""
         policy = self.config.policy
         keys: dict[str, set[str]] = {
             k: set() for k in ("message_id", "ar_message_id", "fingerprint", "content_hash")
         }
         keys["reference"] = set()
         senders: set[str] = set()
-        since = self.clock() - timedelta(hours=policy.rate_limit.window_hours)
+        window = timedelta(hours=policy.rate_limit.window_hours)
+        since = self.clock() - window
         for parsed, received in ((m.parsed, m.mail.internaldate) for m in mails):
             if parsed is None:
                 continue
@@ -362,7 +362,8 @@ class Pipeline:
             keys["reference"].update((found,) if found else ())
             sender = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
             senders.update((sender,) if sender else ())
-            since = min(since, received - timedelta(days=RELANCE_CALENDAR_DAYS))
+            relances = self.calendar.window_start(received, RELANCE_WORKING_DAYS)
+            since = min(since, received - window, relances)
         return tx.known(mailbox, keys, senders, since)
 
     def _record_one(
@@ -560,8 +561,10 @@ class Pipeline:
             return policy_context(self.config, mailbox, 0, None), None
         policy = self.config.policy
         recipient = reply_address(parsed, policy.contact_form_relays, policy.answers_from)
+        # The window ends at this mail's arrival, not now: a backlog read days later (a
+        # stopped poller, a retry) limits a robot's ARs as a live poll would have.
         window = timedelta(hours=policy.rate_limit.window_hours)
-        recent = rec.recent_ars(mailbox, recipient, self.clock() - window) if recipient else 0
+        recent = rec.recent_ars(mailbox, recipient, received - window, received) if recipient else 0
         subject_ref = find_reference(parsed.subject, self.config.sender.reference_prefix)
         thread = rec.thread(mailbox, parsed.thread_ids, subject_ref)
         if thread is None and recipient:
@@ -576,7 +579,7 @@ class Pipeline:
         on a message still unanswered."""
         # Measured between the two mails' arrivals, not to now: a backlog or a backfill read
         # later finds the same relances as a live poll.
-        since = received - timedelta(days=RELANCE_CALENDAR_DAYS)
+        since = self.calendar.window_start(received, RELANCE_WORKING_DAYS)
         for pk, reference, received_at, earlier in rec.unanswered(mailbox, sender, since):
             recent = self.calendar.delay(received_at, received) <= RELANCE_WORKING_DAYS
             if recent and similar_subjects(subject, earlier):

@@ -74,8 +74,9 @@ class Direct:
         """This row handles the mail (``Transaction.claim_mail``; SameMailError if not)."""
         self.tx.claim_mail(fingerprint, message_pk)
 
-    def recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
-        return self.tx.count_recent_ars(mailbox, recipient, since)
+    def recent_ars(self, mailbox: str, recipient: str, since: datetime, until: datetime) -> int:
+        """ARs sent for ``recipient``'s mails received in [since, until]."""
+        return self.tx.count_recent_ars(mailbox, recipient, since, until)
 
     def thread(
         self, mailbox: str, thread_ids: Sequence[str], reference: str | None
@@ -198,10 +199,10 @@ class Batched(Direct):
             rows = rows + [r for r in legacy if r.fingerprint is None]
         return min((r.id for r in rows), default=None)
 
-    def recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
+    def recent_ars(self, mailbox: str, recipient: str, since: datetime, until: datetime) -> int:
         if mailbox != self.mailbox:
-            return super().recent_ars(mailbox, recipient, since)
-        return sum(r.received_at >= since for r in self._rows("sender", recipient))
+            return super().recent_ars(mailbox, recipient, since, until)
+        return sum(since <= r.received_at <= until for r in self._rows("sender", recipient))
 
     def thread(
         self, mailbox: str, thread_ids: Sequence[str], reference: str | None

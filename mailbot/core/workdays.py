@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Collection, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,20 @@ class WorkingCalendar:
         )
         local = seconds + offsets[seconds // 3600 - first]
         return (local // 86400).astype("datetime64[D]")
+
+    def window_start(self, moment: datetime, days: int) -> datetime:
+        """The earliest instant whose delay to ``moment`` is at most ``days`` working days:
+        local midnight of the (days + 1)-th working day counted back from ``moment``'s
+        local date (that date included when it is a working day). A look-up "within 10
+        working days" reads from there: a fixed number of calendar days is too few around
+        May's holidays (10 working days spanned 21 days in 2024 and 2035)."""
+        moved = np.busday_offset(
+            np.datetime64(self.local_date(moment), "D"),
+            -days,
+            roll="backward",
+            busdaycal=self._calendar,
+        )
+        return datetime.combine(date.fromisoformat(str(moved)), time.min, self.zone)
 
     def add_working_days(self, day: date, count: int) -> date:
         """The working day ``count`` working days after ``day`` (the deadline of a message)."""

@@ -96,6 +96,7 @@ _RECENT_ARS = (
         messages.c.sender == _param("recipient"),
         messages.c.decision == Decision.ACKNOWLEDGE,
         messages.c.received_at >= _param("since"),
+        messages.c.received_at <= _param("until"),
     )
 )
 _UNANSWERED = (
@@ -521,8 +522,11 @@ class Transaction:
         )
         return self.conn.execute(query.limit(1)).first() is not None
 
-    def count_recent_ars(self, mailbox: str, recipient: str, since: datetime) -> int:
-        params = {"mailbox": mailbox, "recipient": recipient, "since": since}
+    def count_recent_ars(
+        self, mailbox: str, recipient: str, since: datetime, until: datetime
+    ) -> int:
+        """ARs to ``recipient`` for mails received in [since, until]."""
+        params = {"mailbox": mailbox, "recipient": recipient, "since": since, "until": until}
         return int(self.conn.execute(_RECENT_ARS, params).scalar_one())
 
     def next_reference(self, prefix: str, year: int) -> str:
