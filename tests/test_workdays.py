@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fresh_imports import modules_after
 
-from mailbot.core.workdays import DEADLINES_KEPT, WorkingCalendar, public_holidays
+from mailbot.core.workdays import DEADLINES_KEPT, YEARS, WorkingCalendar, public_holidays
 
 PARIS = ZoneInfo("Europe/Paris")
 CAL = WorkingCalendar()
@@ -147,8 +147,7 @@ def test_a_calendar_does_not_import_every_country() -> None:
 def test_holidays_given_spare_the_library_and_count_the_same() -> None:
     """A calendar given the public holidays (the render cache's) loads no ``holidays``
     package and counts what a calendar asking the library counts."""
-    years = range(2015, 2041)
-    given = WorkingCalendar(public=public_holidays(None, years), closures=[date(2026, 11, 27)])
+    given = WorkingCalendar(public=public_holidays(None, YEARS), closures=[date(2026, 11, 27)])
     asked = WorkingCalendar(closures=[date(2026, 11, 27)])
     assert np.array_equal(given.holidays, asked.holidays)
     assert given.deadline(at(2026, 4, 30)) == asked.deadline(at(2026, 4, 30))
@@ -163,15 +162,28 @@ def test_running_count_equals_busday_count_inside_and_outside_the_years() -> Non
     """``working_days_after`` (lookups in a running count) counts what ``busday_count``
     counts, on random pairs, answered or not, some beyond the holidays' years."""
     rng = np.random.default_rng(3)
+    narrow = WorkingCalendar(years=range(2015, 2041))
     received = np.datetime64("2013-06-01") + rng.integers(0, 365 * 30, 20_000).astype("m8[D]")
     ends = received + rng.integers(-5, 60, received.size).astype("m8[D]")
     one = np.timedelta64(1, "D")
     expected = np.busday_count(
-        received + one, np.maximum(ends, received) + one, busdaycal=CAL.busdaycal
+        received + one, np.maximum(ends, received) + one, busdaycal=narrow.busdaycal
     )
     assert (received < np.datetime64("2015-01-01")).any()
     assert (ends > np.datetime64("2040-12-31")).any()
-    assert CAL.working_days_after(received, ends).tolist() == expected.tolist()
+    assert narrow.working_days_after(received, ends).tolist() == expected.tolist()
+
+
+def test_public_holidays_are_known_decades_ahead_and_back() -> None:
+    """No horizon the calendar's years reach in a deployment's life: twenty years from now
+    (whatever now is) and before 2015 (a backfill), Christmas, 1 May and Ascension are
+    days off, as the ``holidays`` library says."""
+    for year in (date.today().year + 20, 2041, 2005):
+        expected = holidays.country_holidays("FR", years=year)
+        ascension = next(day for day, name in expected.items() if "Ascension" in name)
+        for day in (date(year, 12, 25), date(year, 5, 1), ascension):
+            assert not CAL.is_working_day(day), day
+    assert CAL.delay(at(2041, 4, 30), at(2041, 5, 2)) == 1  # 1 May 2041 is a Wednesday
 
 
 def test_window_start_is_the_earliest_instant_within_n_working_days() -> None:

@@ -22,7 +22,10 @@ import numpy.typing as npt
 
 DEADLINE = 5
 DEADLINES_KEPT = 4096  # deadlines a calendar remembers (~11 years of days)
-YEARS = range(2015, 2041)  # the years a calendar knows the public holidays of
+# The years a calendar knows the public holidays of: those of the zone offsets the database
+# keeps (``core.indicators.zone_offsets``). It once ended in 2040: from 2041 every holiday
+# would silently have been a working day, and a backfill of mail before 2015 too.
+YEARS = range(1970, 2100)
 
 
 @lru_cache(maxsize=8)
@@ -63,7 +66,7 @@ def _offset(moment: datetime) -> int:
 
 
 class WorkingCalendar:
-    """Working days of one time zone. The public holidays (26 years, from the ``holidays``
+    """Working days of one time zone. The public holidays (1970–2099, from the ``holidays``
     package: a tenth of a second with its import) are computed on first use only, so a
     calendar asked only for its zone or local dates costs nothing.
 
@@ -228,5 +231,5 @@ class WorkingCalendar:
 @cache
 def calendar_for(timezone: str) -> WorkingCalendar:
     """The working calendar of a time zone, built once per process: building one computes
-    26 years of public holidays (a tenth of a second), and a calendar never changes."""
+    130 years of public holidays (a tenth of a second), and a calendar never changes."""
     return WorkingCalendar(timezone=timezone)
