@@ -113,6 +113,23 @@ def test_a_mail_without_message_id_is_matched_by_its_fingerprint(app: App, datab
     ]
 
 
+@pytest.mark.parametrize("first", ["general", "etrangers"])
+def test_a_copy_not_addressed_to_its_mailbox_leaves_the_addressed_one_its_ar(
+    app: App, database: str, first: str
+) -> None:
+    """To the foreigners' mailbox, Bcc the general one: whichever poller reads it first,
+    the citizen gets one AR, from the mailbox written to. A skip as "not addressed" once
+    took the mail's fingerprint and made the addressed copy its duplicate: no AR at all."""
+    mail = citizen(1, "Titre de séjour : renouvellement", To=ETRANGERS)
+    second = "etrangers" if first == "general" else "general"
+    for mailbox in (first, second):
+        app.pipeline.process_batch(mailbox, "INBOX", 1, [IncomingMail(1, RECEIVED, mail)])
+    decided = {r[1]: r[2] for r in rows(database)}
+    assert decided["etrangers"] == "acknowledge"
+    assert decided["general"] in ("skip", "duplicate")  # skipped if read first
+    assert ars(database) == [("etrangers", "ar")]
+
+
 def test_a_quarantined_first_copy_leaves_the_other_mailbox_to_acknowledge(
     app: App, database: str
 ) -> None:

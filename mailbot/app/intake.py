@@ -60,6 +60,8 @@ from mailbot.store.records import KnownRow
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
+# Skip reasons that say nothing of the mail itself, only of one mailbox's copy of it.
+_THIS_MAILBOX_ONLY = frozenset({Attention.NO_RETURN_PATH, "not-addressed", "rate-limited"})
 # The event that records each decision about a citizen's mail.
 DECISION_EVENTS = {
     Decision.ACKNOWLEDGE: EventKind.AR_QUEUED,
@@ -661,11 +663,15 @@ def new_message(
 
 def _claim(rec: Direct, parsed: ParsedMessage, row: NewMessage, message_pk: int) -> None:
     """The mail handled by this row: another mailbox's copy is its duplicate (SameMailError
-    if such a copy took it first, even in another worker's transaction). A row left for a
-    person (``store.unhandled``: skipped for lack of a Return-Path) claims nothing: retried,
-    it may still be acknowledged, or be another copy's duplicate."""
-    unhandled = row.decision == Decision.SKIP and tuple(row.reasons) == (Attention.NO_RETURN_PATH,)
-    if parsed.fingerprint and not unhandled:
+    if such a copy took it first, even in another worker's transaction).
+
+    A skip for reasons of this mailbox only claims nothing: a copy not addressed to it (To
+    the foreigners' mailbox, Bcc the general one, read first) or over its rate limit; the
+    copy in the mailbox it was written to is still decided, and acknowledged. Nor does a
+    row left for a person (``store.unhandled``: skipped for lack of a Return-Path):
+    retried, it may still be acknowledged, or be another copy's duplicate."""
+    skipped_here = row.decision == Decision.SKIP and set(row.reasons) <= _THIS_MAILBOX_ONLY
+    if parsed.fingerprint and not skipped_here:
         rec.claim(parsed.fingerprint, message_pk)
 
 
