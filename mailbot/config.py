@@ -752,6 +752,9 @@ class WebConfig(Model):
 
     @model_validator(mode="after")
     def _safe_public_url(self) -> WebConfig:
+        """Plain http only where nobody else can listen: cookies are then not Secure, so
+        both the address agents type (``public_url``) and the one the server listens on
+        (``host``, which ``mailbot web --host`` may change) must be loopback."""
         url = self.base_url
         scheme, _, rest = url.partition("://")
         host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
@@ -761,6 +764,11 @@ class WebConfig(Model):
             raise ValueError(
                 f"public_url {url!r} is plain http on a non-loopback host: use https"
                 " (session cookies must be Secure)"
+            )
+        if scheme == "http" and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is not loopback while public_url {url!r} is plain http:"
+                " listen on 127.0.0.1 or use https (session cookies must be Secure)"
             )
         if self.session_secret_env and self.session_secret_file:
             raise ValueError("give session_secret_env or session_secret_file, not both")

@@ -112,6 +112,48 @@ def test_plaintext_allowed_on_loopback(tmp_path: Path) -> None:
     assert load_config(path).smtp.security == "none"
 
 
+@pytest.mark.parametrize(
+    ("host", "public_url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "http://localhost:8080"),
+        ("::", "http://[::1]:8080"),
+        ("192.0.2.10", "http://localhost:8080"),
+        ("", "http://127.0.0.1:8080"),  # uvicorn's every interface too
+    ],
+)
+def test_plain_http_console_refused_unless_it_listens_on_loopback(
+    tmp_path: Path, host: str, public_url: str
+) -> None:
+    """A loopback public_url made cookies not Secure while the server listened on every
+    interface: plain http needs both addresses on loopback."""
+    web = {"host": host, "public_url": public_url}
+    path = write_config(tmp_path, lambda d: d["web"].update(web))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: web: host {host!r} is not loopback"), message
+    assert f"public_url {public_url!r} is plain http" in message
+    assert "listen on 127.0.0.1 or use https" in message
+
+
+@pytest.mark.parametrize(
+    ("host", "public_url"),
+    [
+        ("127.0.0.1", "http://localhost:8080"),
+        ("localhost", "http://127.0.0.1:8080"),
+        ("::1", "http://[::1]:8080"),
+        ("0.0.0.0", "https://mailbot.seine-maritime.gouv.fr"),  # behind the reverse proxy
+    ],
+)
+def test_console_on_loopback_or_behind_https_is_accepted(
+    tmp_path: Path, host: str, public_url: str
+) -> None:
+    web = {"host": host, "public_url": public_url}
+    path = write_config(tmp_path, lambda d: d["web"].update(web))
+    assert load_config(path).web.host == host
+
+
 def test_invalid_yaml_gives_line(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text("mailboxes:\n  general: [unclosed\n", encoding="utf-8")

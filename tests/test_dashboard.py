@@ -18,11 +18,12 @@ from mailbot.errors import RequestError
 
 
 def test_parse_period_takes_a_week_or_a_month() -> None:
-    year = date.today().year  # any year: nothing here depends on the calendar's
-    week = dashboard.parse_period(f"{year}-W10")
+    today = date.today()
+    year = today.year  # any year: nothing here depends on the calendar's
+    week = dashboard.parse_period(f"{year}-W10", today)
     assert week.kind == "semaine" and week.start == date.fromisocalendar(year, 10, 1)
     assert week.end - week.start == timedelta(days=6)
-    month = dashboard.parse_period(f"{year}-02")
+    month = dashboard.parse_period(f"{year}-02", today)
     assert (month.kind, month.start, month.end) == ("mois", date(year, 2, 1), month.end)
     assert month.end == date(year, 3, 1) - timedelta(days=1)
 
@@ -30,7 +31,32 @@ def test_parse_period_takes_a_week_or_a_month() -> None:
 @pytest.mark.parametrize("text", ["", "2026", "2026-W54", "2026-13", "2026-W1", "x-11", "2026-00"])
 def test_parse_period_refuses_anything_else(text: str) -> None:
     with pytest.raises(RequestError):
-        dashboard.parse_period(text)
+        dashboard.parse_period(text, date.today())
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12", "9999-W52", "0001-W01", "0001-01", "1999-12", "1999-W52", "2042-01"]
+)
+def test_parse_period_refuses_a_year_out_of_range(text: str) -> None:
+    """date's own limits gave an OverflowError (a 500 on the page) for 9999-12, 9999-W52
+    and, once the previous week was asked for, 0001-W01: years run from 2000 to the year
+    after today's, a RequestError (a 400) beyond."""
+    today = date(2040, 6, 15)
+    with pytest.raises(RequestError, match="expected a year from 2000 to 2041"):
+        dashboard.parse_period(text, today)
+
+
+def test_parse_period_bounds_follow_the_date_given() -> None:
+    """The last year is today's next (a December's week may be next year's W01), whatever
+    today is; at either end, the previous period and the 12 weeks before are dates."""
+    for today in (date(2026, 11, 25), date(2040, 1, 1)):
+        last = today.year + 1
+        for text in ("2000-W01", "2000-01", f"{last}-W52", f"{last}-12"):
+            period = dashboard.parse_period(text, today)
+            assert period.previous().end == period.start - timedelta(days=1)
+            assert period.start - timedelta(weeks=12) < period.start < period.end
+        with pytest.raises(RequestError):
+            dashboard.parse_period(f"{last + 1}-01", today)
 
 
 def test_default_and_offered_periods() -> None:

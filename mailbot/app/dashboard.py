@@ -35,6 +35,9 @@ _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 CSV_COLUMNS = ("indicateur", "valeur", "objectif", "atteint")
 WEEKS_OFFERED = 26
+# The first year a period may be asked for: before mailbot, and far enough from date's
+# year 1 for the previous period and the 12 weeks before to be dates.
+FIRST_YEAR = 2000
 # The figures of `mailbot indicators`, in French, and how each reads (rate, days, count).
 LABELS: dict[str, tuple[str, str]] = {
     "received": ("Messages reçus", "count"),
@@ -92,16 +95,27 @@ def shown(figure: Figure) -> tuple[str, str]:
     return label, format_value(figure.value, kind)
 
 
-def parse_period(text: str) -> Period:
-    """``2026-W47`` (an ISO week) or ``2026-11`` (a month); RequestError otherwise."""
+def parse_period(text: str, today: date) -> Period:
+    """``2026-W47`` (an ISO week) or ``2026-11`` (a month) of a year from ``FIRST_YEAR`` to
+    the year after ``today``'s; RequestError otherwise.
+
+    The page also shows the previous period and the 12 weeks before: with any 4-digit year,
+    ``9999-12``'s end or ``0001-W01``'s previous week is no ``date`` (OverflowError, a 500
+    instead of a 400). The year after today's: in late December, the picker's own week may
+    be next year's W01.
+    """
     text = text.strip()
+    week, month = _WEEK.match(text), _MONTH.match(text)
+    found = week or month
+    last_year = today.year + 1
+    if found and not FIRST_YEAR <= int(found.group(1)) <= last_year:
+        raise RequestError("period", text, f"expected a year from {FIRST_YEAR} to {last_year}")
     try:
-        if _WEEK.match(text):
+        if week:
             return parse_week(text)
-        found = _MONTH.match(text)
-        if found:
-            return month_period(date(int(found.group(1)), int(found.group(2)), 1))
-    except ValueError:
+        if month:
+            return month_period(date(int(month.group(1)), int(month.group(2)), 1))
+    except (ValueError, OverflowError):  # overflow: 9999-12, allowed only in the year 9998
         pass
     raise RequestError("period", text, "expected a week (2026-W47) or a month (2026-11)")
 

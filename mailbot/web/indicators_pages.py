@@ -70,11 +70,12 @@ def _scope(request: Request) -> Scope:
     for service in services:
         check(request, Action.VIEW_INDICATORS, service)
     text = request.query_params.get("periode")
+    day = today(request)
     try:
-        period = dashboard.parse_period(text) if text else None
+        period = dashboard.parse_period(text, day) if text else None
     except RequestError:
         raise HTTPException(400) from None
-    period = period or dashboard.default_period(today(request))
+    period = period or dashboard.default_period(day)
     return Scope(None if wanted == ALL else wanted, period, choices)
 
 

@@ -545,6 +545,32 @@ def test_passwd_command_writes_an_argon2_hash(
     assert store.verify("cdurand", PASSWORD)  # untouched by the refusals
 
 
+def test_web_host_option_cannot_open_a_plain_http_console_to_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mailbot web --host 0.0.0.0`` on a ``public_url: http://localhost:8080``: refused,
+    as the same host in rules.yaml is, before anything listens; ``--host 127.0.0.1`` serves."""
+    served: list[str] = []
+    monkeypatch.setattr(
+        "mailbot.web.server.serve", lambda app, web, sock=None: served.append(web.host)
+    )
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["agents"] = str(ROOT / "agents.yaml")
+    data["templates"] = str(ROOT / "templates")
+    data["database"] = f"sqlite:///{tmp_path / 'web.db'}"
+    data["web"] = {
+        "public_url": "http://localhost:8080",
+        "local_accounts": {"enabled": True, "file": "accounts.yaml"},
+    }
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    code, err = run_cli(tmp_path, monkeypatch, "web", "--host", "0.0.0.0")
+    assert code == 2 and served == []
+    assert "--host/--port: web: host '0.0.0.0' is not loopback" in err
+    assert "public_url 'http://localhost:8080' is plain http" in err
+    code, err = run_cli(tmp_path, monkeypatch, "web", "--host", "127.0.0.1")
+    assert code == 0 and served == ["127.0.0.1"], err
+
+
 def test_demo_accounts_file_holds_the_documented_accounts() -> None:
     from mailbot.web.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
 

@@ -261,3 +261,25 @@ def test_chart_has_a_text_alternative_and_its_data_table(scenario: Path, tmp_pat
     rate = general["rate_within_5"]
     assert isinstance(rate, float)
     assert last[4] == f"{100 * rate:.1f} %".replace(".", ",")
+
+
+def test_a_period_out_of_range_is_a_400_on_the_page_the_csv_and_the_chart(
+    scenario: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """9999-12, 9999-W52 and 0001-W01 were 500s (OverflowError in date arithmetic): a bad
+    year is a 400 with the French error page, as 2026-13 is; the first and last years
+    allowed (2000, and 2027 on the scenario's 25 Nov 2026) still show their page."""
+    bad = ["9999-12", "9999-W52", "0001-W01", "1999-12", "2028-01", "2026-13", "2026-W99"]
+    paths = ["/indicateurs", "/indicateurs/export.csv", "/indicateurs/graphique.png"]
+    with console_on(scenario, tmp_path) as console, console.client() as client:  # type: ignore[attr-defined]
+        local_login(client, "ngarnier")
+        with caplog.at_level("WARNING"):
+            for path in paths:
+                for period in bad:
+                    response = client.get(f"{path}?service=general&periode={period}")
+                    assert response.status_code == 400, (path, period)
+                    assert "Demande incorrecte" in response.text
+        for period in ("2000-W01", "2000-01", "2027-W52", "2027-12"):
+            page = client.get(f"/indicateurs?service=general&periode={period}")
+            assert page.status_code == 200, period
+    assert "OverflowError" not in caplog.text
