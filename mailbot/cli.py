@@ -621,7 +621,7 @@ def cmd_indicators(args: argparse.Namespace) -> int:
     from mailbot.store import Store
 
     config = load_config(args.config)
-    today = min(args.date_to, _today(config)) if args.as_of is None else args.as_of
+    today = args.as_of or _today(config)
     result = indicators.figures(
         config,
         Store(config.database),
@@ -845,7 +845,11 @@ def parser() -> argparse.ArgumentParser:
     indicators_cmd.add_argument("--mailbox")
     indicators_cmd.add_argument("--service")
     indicators_cmd.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    indicators_cmd.add_argument("--as-of", type=date.fromisoformat, help="pending vs overdue as of")
+    indicators_cmd.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        help="the figures as they stood that day: replies after it not counted (default: today)",
+    )
     indicators_cmd.set_defaults(func=cmd_indicators)
     quarantine_cmd = commands.add_parser(
         "quarantine",

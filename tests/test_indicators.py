@@ -260,3 +260,67 @@ def test_same_figures_on_postgresql(postgres: str, request: pytest.FixtureReques
             assert getattr(result, name) == pytest.approx(expected), name
     finally:
         store.close()
+
+
+def test_figures_as_of_a_date_ignore_the_replies_that_came_after_it(tmp_path: Path) -> None:
+    """November: A and B received on Friday 27, A answered on 8 December (7 working days,
+    late), B never; C received on 2 November, answered the next day (complete signature;
+    A's is partial). As of 30 November, A was still waiting like B: answered 1, pending 2,
+    rate 1/1. As of 15 December: A late, B overdue (12 days), rate 1/3. Counting A's late
+    reply as of 30 November while B stayed pending gave 1/2. Both ways of computing agree."""
+    from datetime import date
+
+    from mailbot.app.indicators import figures, period_bounds
+    from mailbot.config import load_config
+    from mailbot.core.indicators import arrays_from_store, compute_arrays
+    from mailbot.core.workdays import calendar_for
+
+    config = load_config(ROOT / "rules.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'as-of.db'}")
+    with store.transaction() as tx:
+        for n, received, replied, complete in (
+            (1, at(27, 10), datetime(2026, 12, 8, 10, tzinfo=PARIS), False),
+            (2, at(27, 11), None, None),
+            (3, at(2, 10), at(3, 10), True),
+        ):
+            pk = tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=n,
+                    message_id=f"<as-of-{n}@example.fr>",
+                    content_hash=f"as-of-{n}",
+                    received_at=received,
+                    sender=f"u{n}@example.fr",
+                    subject=f"message {n}",
+                    in_reply_to=None,
+                    decision="acknowledge",
+                    reasons=["citizen-mail"],
+                    size=100,
+                    defects=[],
+                    reference=f"SM-2026-{n:06d}",
+                    ar_status="sent",
+                    service="general",
+                    category="information",
+                )
+            )
+            if replied is not None:
+                detail = json.dumps({"signature_complete": complete})
+                tx.record_reply(pk, replied, complete, detail)
+    calendar = calendar_for(config.timezone)
+    columns = store.indicator_arrays(
+        *period_bounds(calendar, date(2026, 11, 1), date(2026, 11, 30)), "reclamation"
+    )
+    for as_of, answered, pending, overdue, rate, mean, signatures in (
+        (date(2026, 11, 30), 1, 2, 0, 1.0, 1.0, 1.0),
+        (date(2026, 12, 15), 2, 0, 1, 1 / 3, 4.0, 0.5),
+    ):
+        for result in (
+            figures(config, store, date(2026, 11, 1), date(2026, 11, 30), as_of),
+            compute_arrays(arrays_from_store(columns, calendar), as_of, calendar),
+        ):
+            assert (result.answered, result.pending, result.overdue) == (answered, pending, overdue)
+            assert result.rate_within_5 == pytest.approx(rate)
+            assert (result.mean_delay, result.signature_completeness) == (mean, signatures)
+    store.close()

@@ -21,7 +21,7 @@ from mailbot.app import indicators, no_reply
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
 from mailbot.core.digests import WHY
-from mailbot.core.indicators import Indicators, message_delays
+from mailbot.core.indicators import Indicators, answered_by, message_delays
 from mailbot.core.periods import Period, week_period
 from mailbot.core.schedule import parse_weekly
 from mailbot.core.statuses import OutboxKind
@@ -133,8 +133,8 @@ class ReportBuilder:
         answers = np.array([-1 if r["replied"] is None else r["replied"] for r in found])
         received = self.calendar.local_dates_from_epoch(seconds)
         replied = np.full(len(found), np.datetime64("NaT"), dtype="datetime64[D]")
-        answered = answers >= 0
-        replied[answered] = self.calendar.local_dates_from_epoch(answers[answered])
+        replied[answers >= 0] = self.calendar.local_dates_from_epoch(answers[answers >= 0])
+        answered = answered_by(replied, as_of)  # a reply after ``as_of`` is not listed
         delays = message_delays(received, replied, as_of, self.calendar).tolist()
         # Plain Python values from here on: a numpy scalar per row and field is slow.
         days, answers_on = received.astype(str).tolist(), replied.astype(str).tolist()
@@ -155,7 +155,7 @@ class ReportBuilder:
                     "delay": delay,
                     "within": is_answered and delay <= DEADLINE,
                     "relances": int(row["relances"] or 0),
-                    "signature": row["first_reply_complete"],
+                    "signature": row["first_reply_complete"] if is_answered else None,
                     "reorient": row["reorient"],
                 }
             )

@@ -136,19 +136,28 @@ def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> 
     )
 
 
+def answered_by(replied: npt.NDArray[np.datetime64], as_of: date) -> npt.NDArray[np.bool_]:
+    """Which messages had their reply on or before ``as_of`` (NaT: none). Figures as of a
+    date are what was known that day: a reply after it leaves the message waiting, aged to
+    that day, as a message still unanswered is; counting the late reply instead would put
+    it in the rate while a message never answered stayed pending, out of it."""
+    return replied <= np.datetime64(as_of, "D")
+
+
 def message_delays(
     received: npt.NDArray[np.datetime64],
     replied: npt.NDArray[np.datetime64],
     today: date,
     calendar: WorkingCalendar,
 ) -> npt.NDArray[np.int64]:
-    """Per message: the reply's delay in working days, or the age so far when unanswered."""
-    ends = np.where(np.isnat(replied), np.datetime64(today, "D"), replied)
+    """Per message: the reply's delay in working days, or its age on ``today`` when it was
+    not answered by then (``answered_by``)."""
+    ends = np.where(answered_by(replied, today), replied, np.datetime64(today, "D"))
     return calendar.working_days_after(received, ends)
 
 
 def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
-    received, answered = facts.received, ~np.isnat(facts.replied)
+    received, answered = facts.received, answered_by(facts.replied, today)
     delays = message_delays(received, facts.replied, today, calendar)
     late = ~answered & (delays > DEADLINE)
     complaint = facts.complaint
@@ -157,7 +166,7 @@ def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) ->
         delays[complaint], answered[complaint], int(np.count_nonzero(late & complaint))
     )
     transfers = int(np.count_nonzero(facts.transferred))
-    checked = facts.signature >= 0
+    checked = (facts.signature >= 0) & answered
     return Indicators(
         received=int(received.size),
         answered=int(np.count_nonzero(answered)),
@@ -177,7 +186,7 @@ def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) ->
         ),
         relances=int(facts.relances.sum()),
         signature_completeness=_share(
-            int(np.count_nonzero(facts.signature == 1)), int(np.count_nonzero(checked))
+            int(np.count_nonzero(checked & (facts.signature == 1))), int(np.count_nonzero(checked))
         ),
     )
 
@@ -332,7 +341,7 @@ def _bucket_delay_stats(
 def compute_buckets(buckets: DayBuckets, today: date, calendar: WorkingCalendar) -> Indicators:
     """``compute_arrays`` over the daily buckets: the same figures, to the last bit."""
     mails = buckets.mails
-    answered = ~np.isnat(buckets.replied)
+    answered = answered_by(buckets.replied, today)
     delays = message_delays(buckets.received, buckets.replied, today, calendar)
     late = ~answered & (delays > DEADLINE)
     complaint = buckets.complaint
@@ -357,5 +366,7 @@ def compute_buckets(buckets: DayBuckets, today: date, calendar: WorkingCalendar)
         transfers=transfers,
         transfer_notice_share=_share(_count(buckets.notices), transfers),
         relances=_count(buckets.relances),
-        signature_completeness=_share(_count(buckets.complete), _count(buckets.checked)),
+        signature_completeness=_share(
+            _count(buckets.complete, answered), _count(buckets.checked, answered)
+        ),
     )
