@@ -60,7 +60,8 @@ VENDOR_MARKERS = (
 AUTOREPLY_SUBJECT = re.compile(
     r"^\s*(?:(?i:automatic reply|auto[- ]?reply|auto[- ]?response|r[ée]ponse automatique"
     r"|out of (?:the )?office|absence du bureau|absent(?:\(e\))? du bureau"
-    r"|abwesenheitsnotiz|respuesta autom[áa]tica|risposta automatica)\s*:|Auto:)"
+    r"|abwesenheitsnotiz|automatische antwort|respuesta autom[áa]tica|risposta automatica)"
+    r"\s*:|Auto:)"
 )
 _SYSTEM_LOCAL = re.compile(
     r"^(?:mailer-?daemon|postmaster|listserv|majordomo|owner-.+|.+-request|.+-owner)$", re.I
@@ -194,7 +195,7 @@ def _auto_response_suppress(msg: ParsedMessage, ctx: PolicyContext) -> bool:
     tokens = {
         token.lower()
         for value in msg.header("x-auto-response-suppress")
-        for token in re.split(r"[\s,]+", value)
+        for token in re.split(r"[\s,;]+", value)  # "OOF, AutoReply" or "OOF;AutoReply"
     }
     return bool(tokens & SUPPRESS_TOKENS)
 
@@ -208,7 +209,8 @@ def _vendor_autoreply(msg: ParsedMessage, ctx: PolicyContext) -> bool:
 
 
 def _autoreply_subject(msg: ParsedMessage, ctx: PolicyContext) -> bool:
-    return bool(AUTOREPLY_SUBJECT.match(msg.subject))
+    # NFC: "Réponse automatique" written with a combining accent (NFD) reads the same.
+    return bool(AUTOREPLY_SUBJECT.match(unicodedata.normalize("NFC", msg.subject)))
 
 
 def _delivery_report(msg: ParsedMessage, ctx: PolicyContext) -> bool:
