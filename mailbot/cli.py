@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mailbot.app.reply import Preview
     from mailbot.config import Config
     from mailbot.core.incoming import Outcome
+    from mailbot.core.periods import Period
     from mailbot.mail.poller import Source
     from mailbot.render.templates import Renderer
     from mailbot.store import Store
@@ -561,7 +562,6 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mailbot.app import report
-    from mailbot.core.periods import default_period
     from mailbot.store import Store
 
     # Only --send needs the whole App (its outbox); a report written or shown needs no
@@ -582,7 +582,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         renderer.check_config(config)
     builder = report.ReportBuilder(config, store, renderer)
     today = args.as_of or datetime.now(builder.calendar.zone).date()
-    period = default_period(args.kind, today, args.week, args.month)
+    period = _report_period(args.kind, args.week, args.month, today)
     built = builder.build(period, min(today, period.end + timedelta(days=7)))
     print(built.subject)
     if args.out:
@@ -613,6 +613,26 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if not sent:
         print("nothing to send (no late, soon-due or relanced message, or a day off)")
     return 0
+
+
+def _report_period(kind: str, week: str | None, month: str | None, today: date) -> Period:
+    """``--week``/``--month`` read as the console reads a period (RequestError naming the
+    option for a bad one: ``2026-W99``, ``9999-W52`` once ended in a traceback), else the
+    last complete week or month."""
+    from mailbot.app.dashboard import parse_period
+    from mailbot.core.periods import default_period
+
+    option, label = ("--week", week) if kind == "weekly" else ("--month", month)
+    if not label:
+        return default_period(kind, today, None, None)
+    try:
+        period = parse_period(label, today)
+    except RequestError as exc:
+        raise RequestError(option, label, str(exc).rsplit(": ", 1)[-1]) from None
+    if (period.kind == "semaine") != (kind == "weekly"):
+        example = "2026-W47" if kind == "weekly" else "2026-11"
+        raise RequestError(option, label, f"expected a {kind[:-2]} like {example}")
+    return period
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:

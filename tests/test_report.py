@@ -78,6 +78,31 @@ def test_report_is_sent_to_configured_recipients_only(
     assert main([*base, "--send", "--to", "someone@example.com"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("kind", "option", "label", "problem"),
+    [
+        ("weekly", "--week", "2026-W99", "expected a week (2026-W47) or a month (2026-11)"),
+        ("weekly", "--week", "9999-W52", "expected a year from 2000 to 2027"),
+        ("weekly", "--week", "2026-11", "expected a week like 2026-W47"),
+        ("monthly", "--month", "9999-12", "expected a year from 2000 to 2027"),
+        ("monthly", "--month", "novembre", "expected a week (2026-W47) or a month (2026-11)"),
+    ],
+)
+def test_a_bad_report_period_is_a_clear_error_naming_the_option(
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    option: str,
+    label: str,
+    problem: str,
+) -> None:
+    """Once a traceback ("unexpected error", ValueError or OverflowError); now the error
+    names the option, the value and what is expected, and nothing is built or sent."""
+    args = ["--config", str(config), "report", kind, option, label, "--as-of", "2026-11-25"]
+    assert main([*args, "--send"]) == 2
+    assert f"error: {option}: {label}: {problem}" in capsys.readouterr().err
+
+
 def test_weekly_report_once_per_week_across_restarts_with_catch_up(
     config: Path, smtp_server: SmtpServer
 ) -> None:
