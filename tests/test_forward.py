@@ -24,7 +24,12 @@ SERVICE = "pref-cartes-grises@seine-maritime.gouv.fr"
 LONG_SUBJECT = "Demande concernant ma carte grise " + "et encore des détails " * 90  # 2,000+
 
 
-def forward(original: bytes, subject: str = "Carte grise", reply_to: str = "a@example.fr") -> bytes:
+def forward(
+    original: bytes,
+    subject: str = "Carte grise",
+    reply_to: str = "a@example.fr",
+    whole: bool = True,
+) -> bytes:
     _mid, raw = build_forward(
         original,
         reference="SM-2026-000123",
@@ -37,6 +42,7 @@ def forward(original: bytes, subject: str = "Carte grise", reply_to: str = "a@ex
         message_id_domain="mailbot.seine-maritime.gouv.fr",
         loop_header_value="mailbot@seine-maritime.gouv.fr",
         date=datetime(2026, 11, 26, 10, 0, tzinfo=UTC),
+        whole=whole,
     )
     return raw
 
@@ -45,14 +51,20 @@ def longest_line(raw: bytes) -> int:
     return max(len(line) for line in raw.split(b"\r\n"))
 
 
-def attachment(raw: bytes) -> tuple[str, bytes]:
-    """The attached part's type and its decoded bytes, cut out of the forward by hand."""
+def attached_part(raw: bytes) -> tuple[bytes, bytes]:
+    """The attached part's header lines and body, cut out of the forward by hand."""
     boundary = re.search(rb'boundary="([^"]+)"', raw)
     assert boundary is not None
     parts = raw.split(b"\r\n--" + boundary.group(1))
     part = next(p for p in parts if b"Content-Disposition: attachment" in p)
     head, body = part.split(b"\r\n\r\n", 1)
-    content_type = re.search(rb"Content-Type: (\S+)", head)
+    return head, body
+
+
+def attachment(raw: bytes) -> tuple[str, bytes]:
+    """The attached part's type and its decoded bytes, cut out of the forward by hand."""
+    head, body = attached_part(raw)
+    content_type = re.search(rb"Content-Type: ([^\s;]+)", head)
     assert content_type is not None
     if b"Content-Transfer-Encoding: base64" in head:
         body = base64.b64decode(body)
@@ -105,6 +117,64 @@ def test_the_original_is_attached_legally_and_unaltered(
     else:
         assert b"Content-Transfer-Encoding: " + encoding in part_head
     assert b'filename="SM-2026-000123.eml"' in part_head
+
+
+def huge_mail_start(head: bytes = b"") -> bytes:
+    """What IMAP hands over of a 31 MB mail (``_fetch_whole_or_start``): its header, then
+    the first bytes of its body, cut in the middle of a base64 PDF, no closing boundary."""
+    return (
+        b"From: Marie Dupont <marie.dupont@example.fr>\r\nTo: pref-contact@example.fr\r\n"
+        b"Subject: Carte grise\r\nDate: Mon, 09 Mar 2026 09:00:00 +0100\r\n"
+        b"Message-ID: <huge-1@example.fr>\r\n" + head + b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVoici mon dossier.\r\n"
+        b"--b1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + b"JVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5ndGggNiAwIFI+PgpzdHJlYW0K\r\n" * 200
+        + b"JVBERi0xLjQKJcfsj6IKNSAw"
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "charset", "encoding"),
+    [
+        (b"", None, None),
+        ("X-Nom: Hélène\r\n".encode(), "utf-8", b"8bit"),  # raw UTF-8 (RFC 6532)
+        ("X-Nom: Hélène\r\n".encode("latin-1"), None, b"8bit"),  # no charset is a wrong one
+        (b"X-Long: " + b"x" * 1200 + b"\r\n", None, b"base64"),  # beyond 998: base64
+    ],
+    ids=["ascii", "utf8", "latin1", "long-line"],
+)
+def test_a_mail_read_in_part_is_forwarded_with_its_header_alone(
+    head: bytes, charset: str | None, encoding: bytes | None
+) -> None:
+    """Never the cut bytes as if they were the mail: its header section alone, as
+    text/rfc822-headers, in a forward that is whole and legal itself."""
+    start = huge_mail_start(head)
+    raw = forward(start, whole=False)
+    assert longest_line(raw) <= 998
+    found_type, decoded = attachment(raw)
+    assert found_type == "text/rfc822-headers"
+    assert decoded == start.split(b"\r\n\r\n", 1)[0] + b"\r\n"  # each field, with its CRLF
+    assert b"JVBERi0" not in raw and b"message/rfc822" not in raw and b"message/global" not in raw
+    part_head, _body = attached_part(raw)
+    assert b'filename="SM-2026-000123-en-tete.txt"' in part_head
+    if encoding is None:
+        assert b"Content-Transfer-Encoding" not in part_head
+    else:
+        assert b"Content-Transfer-Encoding: " + encoding in part_head
+    assert (b"charset=" + charset.encode() in part_head) if charset else b"charset" not in part_head
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert not parsed.defects  # the forward's own closing boundary is there
+    note, headers = parsed.iter_parts()
+    assert note.get_content_type() == "text/plain"
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert headers.get_payload(decode=True) == decoded
+
+
+def test_a_mail_with_no_body_read_in_part_is_its_header() -> None:
+    """Bare LFs made CRLF; a header with no body (a huge header, cut) is attached whole."""
+    raw = forward(b"From: a@example.fr\nSubject: x\n", whole=False)
+    assert attachment(raw) == ("text/rfc822-headers", b"From: a@example.fr\r\nSubject: x\r\n")
 
 
 def test_a_utf8_citizen_address_in_reply_to_is_raw_utf8() -> None:
