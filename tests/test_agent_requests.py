@@ -18,7 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
+from servers import MailUser, SmtpServer
+from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup, write_config
 
 from mailbot.app import no_reply
 from mailbot.app.answered import AnsweredHow, mark_answered
@@ -29,6 +30,7 @@ from mailbot.app.transfer import Transfers
 from mailbot.cli import main
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import RequestError
+from mailbot.mail.forward import size_fr
 from mailbot.mail.originals import ImapOriginals
 from mailbot.render.variables import answer_deadline
 
@@ -193,6 +195,44 @@ def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> 
         "agent": "cdurand",
         "reason": "question de carte grise",
     }
+
+
+def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """An agent transfers a mail above ``max_message_bytes``: read again from IMAP, only
+    its start comes (``ImapOriginals``), so the service gets its header and a note with
+    the real size and the console's link, never the cut bytes as the mail."""
+    config = write_config(
+        tmp_path,
+        imap_user,
+        etrangers_user,
+        smtp_server,
+        polling={"max_message_bytes": 100_000},
+        web={"public_url": "https://mailbot.seine-maritime.gouv.fr"},
+    )
+    original = citizen_mail(1, subject="Horaires", body="Bonjour,\n" + "scan " * 400_000)
+    imap_user.append(original)
+    assert poll(config, acknowledge_existing=True) == 0
+    smtp_server.wait_for(1)
+    smtp_server.clear()
+    ((reference, size),) = db_rows(config, "SELECT reference, size FROM messages")
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    transfers.transfer("cdurand", reference, "cartes-grises", "question de carte grise")
+    app.outbox.deliver_due()
+    mails = {r.rcpt_tos[0]: r.raw for r in smtp_server.wait_for(2)}
+    forward = parsed(mails[CARTES_GRISES])
+    assert [p.get_content_type() for p in forward.iter_parts()] == [
+        "text/plain",
+        "text/rfc822-headers",
+    ]
+    assert b"scan scan" not in mails[CARTES_GRISES]
+    note = " ".join(plain(forward).split())
+    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    assert f"ce message ({size_fr(size)}) est trop volumineux" in note
+    assert f"https://mailbot.seine-maritime.gouv.fr/courriel/{reference}" in note
+    assert "a été transmis" in str(parsed(mails["marie.dupont@example.fr"])["Subject"])
 
 
 def test_transfer_is_refused_without_reason_or_to_the_same_service(setup: Any) -> None:

@@ -170,6 +170,36 @@ def test_a_forward_does_not_hand_the_token_on(token_relay: ContactFormRelay) -> 
     assert inner.get_content() == form_mail(sender=FORM).split(b"\r\n\r\n", 1)[1].decode()
 
 
+def test_the_header_of_a_mail_read_in_part_does_not_hand_the_token_on(
+    token_relay: ContactFormRelay,
+) -> None:
+    """A huge mail from the form is forwarded with its header alone: the header without
+    the relay's secret, as the whole mail would be."""
+    config = config_from_mapping(
+        yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8")), "rules.yaml", ROOT
+    )
+    policy = config.policy.model_copy(update={"contact_form_relays": (token_relay,)})
+    config = config.model_copy(update={"policy": policy})
+    start = form_mail(sender=FORM, extra=(f"X-Form-Token: {TOKEN}", "X-Form-Tokens: kept"))
+    transfer = Transfer(
+        mailbox="general",
+        reference="SM-2026-000123",
+        subject="Passeport",
+        received_at=datetime(2026, 11, 26, 9, 0, tzinfo=UTC),
+        citizen=CITIZEN,
+        service=next(iter(config.services)),
+        category="autre",
+    )
+    composer = Composer.from_config(config)
+    (first, *_) = forwards(config, composer, transfer, start, size=30_000_000)
+    assert TOKEN.encode() not in first.raw
+    attached = email.message_from_bytes(first.raw, policy=email.policy.default)
+    (part,) = attached.iter_attachments()
+    assert part.get_content_type() == "text/rfc822-headers"
+    header = part.get_payload(decode=True)
+    assert b"X-Form-Tokens: kept\r\n" in header and b"Reply-To:" in header
+
+
 def test_token_from_a_file_beside_rules_yaml(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "form-token").write_text(TOKEN + "\n", encoding="utf-8")

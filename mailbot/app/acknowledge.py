@@ -2,7 +2,8 @@
 
 * handled by the mailbox's own service: the AR;
 * routed to another service: **one** mail to the citizen that is both the AR and the
-  transfer notice, plus a forward of the original to the service's configured addresses;
+  transfer notice, plus a forward of the original to the service's configured addresses
+  (of its header alone, said so in the note, for a huge mail read only in part);
 * for another administration: one re-orientation reply (it acknowledges receipt too).
 
 Which paragraphs are translated, and how, is the templates' business (their meta.yaml and
@@ -44,6 +45,9 @@ class Received:
     reference: str
     recipient: str  # the citizen's address, as the policy chose it
     language: str | None
+    # The mail's size on its server, larger than ``raw`` when only the start of a huge mail
+    # was read (``IncomingMail.size``): its forward then carries its header alone.
+    size: int = 0
 
 
 class Planner:
@@ -84,7 +88,9 @@ class Planner:
             routing.category,
         )
         return Plan(
-            (ar, *forwards(self.config, self.composer, transfer, mail.raw)), handled_by, None
+            (ar, *forwards(self.config, self.composer, transfer, mail.raw, mail.size)),
+            handled_by,
+            None,
         )
 
     def _reorientation(self, mail: Received, target: str) -> Plan:

@@ -511,7 +511,14 @@ class Pipeline:
         if not self.send:
             return Handling(reference, routing, facts.language)
         received = Received(
-            mailbox, mail.raw, parsed, mail.internaldate, reference, recipient, facts.language
+            mailbox,
+            mail.raw,
+            parsed,
+            mail.internaldate,
+            reference,
+            recipient,
+            facts.language,
+            mail.size,
         )
         return Handling(reference, routing, facts.language, self.planner.plan(received, routing))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
+from urllib.parse import quote
 
 from mailbot.config import Config
 from mailbot.core.dates import date_fr
@@ -69,12 +70,27 @@ def _token_fields(config: Config) -> frozenset[str]:
     return frozenset(r.token_header.lower() for r in relays if "token" in r.require)
 
 
+def console_link(config: Config, reference: str) -> str | None:
+    """The message's page in the console, by its reference (the row id is not known yet
+    when an AR's forward is planned), when the console's public address is configured: the
+    default one (loopback) is no address a service can open."""
+    base = config.web.public_url
+    return f"{base.rstrip('/')}/courriel/{quote(reference, safe='')}" if base else None
+
+
 def forwards(
-    config: Config, composer: Composer, transfer: Transfer, original: bytes
+    config: Config, composer: Composer, transfer: Transfer, original: bytes, size: int = 0
 ) -> tuple[Queued, ...]:
     """The original, attached unaltered (but for a relay's secret token), to each address
     of the service, with the note that says by when the citizen expects an answer and how
-    to answer so it is tracked."""
+    to answer so it is tracked.
+
+    ``size``: the mail's size on its server, larger than ``original`` when only the start
+    of a huge mail was read (``IncomingMail.size``, ``FetchedMail.size``). Cut bytes are
+    never attached as if they were the mail: its header alone goes, and the note says so,
+    with the real size and where the whole mail is. The transfer itself still happens: the
+    request is the service's, and the whole mail stays in the mailbox, under its reference."""
+    whole = size <= len(original)
     box = config.mailboxes[transfer.mailbox]
     note = cover_note(
         reference=transfer.reference,
@@ -87,11 +103,14 @@ def forwards(
         tracking_address=config.sender.tracking_address,
         transferred_by=transfer.by,
         reason=transfer.reason,
+        too_large=None if whole else size,
+        console_link=None if whole else console_link(config, transfer.reference),
     )
     original = without_fields(original, _token_fields(config))
+    build = composer.forward if whole else composer.forward_header
     found = []
     for to in config.services[transfer.service].addresses:
-        message_id, raw = composer.forward(
+        message_id, raw = build(
             original,
             mailbox_address=box.address,
             reference=transfer.reference,

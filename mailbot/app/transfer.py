@@ -3,8 +3,9 @@
 The citizen gets the transfer notice (``notification-transfert``: which service now
 handles the request, its contact details, and the same deadline — the clock keeps running
 from receipt); the service gets the original, attached unaltered, with a note saying who
-sent it on and why. The message becomes the service's (its queue, its indicators) and the
-transfer is recorded with the agent and the reason.
+sent it on and why (a huge mail, read again only in part: its header, and a note that
+says so and where the whole mail is). The message becomes the service's (its queue, its
+indicators) and the transfer is recorded with the agent and the reason.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Transfers:
             row.sender,
             self.config.sender.envelope_from,
         )
-        original = self.originals.fetch(row).raw
+        original = self.originals.fetch(row)  # of a huge mail, only its start
         transfer = Transfer(
             row.mailbox,
             row.reference,
@@ -111,7 +112,8 @@ class Transfers:
             by=agent,
             reason=reason.strip(),
         )
-        mails = [notice, *forwards(self.config, self.composer, transfer, original)]
+        forwarded = forwards(self.config, self.composer, transfer, original.raw, original.size)
+        mails = [notice, *forwarded]
         detail = {
             "service": service,
             "from": self._current_service(row),

@@ -12,6 +12,12 @@ when its lines allow; a mail with longer lines cannot legally travel so, and goe
 ``message/global`` in base64 instead (RFC 6532 §3.7 allows any transfer encoding there, and
 clients that do not know the type still offer it as an attachment, REF.eml): once decoded it
 is still the original, byte for byte.
+
+A huge mail read only in part (``polling.max_message_bytes``: the start of its header and of
+its body) is never attached as if it were the original: cut bytes would pass for the mail
+and hand the service a broken attachment. Its header section alone goes, as
+``text/rfc822-headers`` (RFC 6522 §4), so that the service still sees who wrote, when and
+about what; the note says where the whole mail is (``mailbot.mail.forward``).
 """
 
 from __future__ import annotations
@@ -529,6 +535,34 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
     ]
 
 
+def _header_section(original: bytes) -> bytes:
+    """The header fields of ``original`` (CRLF-normalised), each line with its CRLF, without
+    the empty line that ends them: all of it when there is no body."""
+    if original.startswith(b"\r\n"):
+        return b""
+    at = original.find(b"\r\n\r\n")
+    return original if at < 0 else original[: at + 2]
+
+
+def _header_attachment(original: bytes, reference: str) -> list[bytes]:
+    """The header section of a mail read only in part, as ``text/rfc822-headers``: as it is
+    (7bit, or 8bit for raw UTF-8 fields) when its lines allow, else in base64."""
+    head = _header_section(original)
+    kind = b"Content-Type: text/rfc822-headers"
+    if not head.isascii():
+        try:
+            head.decode("utf-8")
+            kind += b"; charset=utf-8"
+        except UnicodeDecodeError:
+            pass  # bytes of an unknown charset: declared as none rather than as a wrong one
+    name = f'Content-Disposition: attachment; filename="{reference}-en-tete.txt"\r\n'.encode()
+    if not head or _lines_fit(head):
+        encoding = b"" if head.isascii() else b"Content-Transfer-Encoding: 8bit\r\n"
+        return [kind, b"\r\n", name, encoding, b"\r\n", head]
+    encoded = base64.encodebytes(head).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
+    return [kind, b"\r\n", name, b"Content-Transfer-Encoding: base64\r\n", b"\r\n", encoded]
+
+
 @lru_cache(maxsize=1024)
 def _forward_address(value: str) -> None:
     """A forward's address checked (the configured ones once, not on every forward)."""
@@ -579,8 +613,12 @@ def build_forward(
     message_id_domain: str,
     loop_header_value: str,
     date: datetime,
+    whole: bool = True,
 ) -> tuple[str, bytes]:
-    """Return (Message-ID, bytes) of the forward; the original is attached unaltered."""
+    """Return (Message-ID, bytes) of the forward; the original is attached unaltered.
+
+    ``whole`` False: ``original`` is only the start of a huge mail, and its header section
+    alone is attached (``text/rfc822-headers``), never the cut bytes: ``note`` must say so."""
     for value in (to, reply_to, from_address):
         _forward_address(value)
     boundary = f"=_mailbot_{uuid.uuid4().hex}"
@@ -613,7 +651,7 @@ def build_forward(
         body,
         b"\r\n" if not body.endswith(b"\r\n") else b"",
         f"--{boundary}\r\n".encode(),
-        *_attachment(original, reference),
+        *(_attachment(original, reference) if whole else _header_attachment(original, reference)),
         # The CRLF before a boundary belongs to the boundary (RFC 2046 §5.1.1): this one
         # keeps the original's last line end, or its absence, in the attachment.
         b"\r\n",
@@ -787,4 +825,34 @@ class Composer:
             message_id_domain=self.sender.message_id_domain,
             loop_header_value=self.sender.loop_header_value,
             date=datetime.now(UTC),
+        )
+
+    def forward_header(
+        self,
+        start: bytes,
+        *,
+        mailbox_address: str,
+        reference: str,
+        subject: str,
+        note: str,
+        to: str,
+        citizen: str,
+    ) -> tuple[str, bytes]:
+        """A citizen's mail too large to be read whole (``start``: what was read of it)
+        transferred to a service: (Message-ID, bytes), with the mail's header section
+        attached instead of the mail. A method of its own, not a flag of ``forward``: a
+        mail read whole goes through ``forward`` exactly as before."""
+        return build_forward(
+            start,
+            reference=reference,
+            subject=subject,
+            note=note,
+            from_address=mailbox_address,
+            from_name=self.sender.from_name,
+            to=to,
+            reply_to=citizen,
+            message_id_domain=self.sender.message_id_domain,
+            loop_header_value=self.sender.loop_header_value,
+            date=datetime.now(UTC),
+            whole=False,
         )

@@ -1,6 +1,11 @@
 """The note that goes with a citizen's mail transferred to the competent service: what it
 is, by when the citizen expects an answer, and how to answer so that the reply is tracked.
-The forward itself is built by ``mailbot.mail.compose.build_forward``."""
+The forward itself is built by ``mailbot.mail.compose.build_forward``.
+
+A mail too large to be read whole (``polling.max_message_bytes``) is forwarded with its
+header alone: the note says so first, with the mail's real size and where the whole of it
+is, so that the service never takes a header for the request nor waits for attachments
+that will not come."""
 
 from __future__ import annotations
 
@@ -21,10 +26,15 @@ def cover_note(
     deadline: str | None = None,
     transferred_by: str | None = None,
     reason: str | None = None,
+    too_large: int | None = None,
+    console_link: str | None = None,
 ) -> str:
     """The note to the service, in lines of at most 78 characters (addresses kept whole).
 
-    ``transferred_by`` and ``reason`` say who sent it on and why, when an agent did."""
+    ``transferred_by`` and ``reason`` say who sent it on and why, when an agent did.
+    ``too_large``: the mail's size in octets when it was too large to be forwarded whole
+    (its header alone is attached); ``console_link``, the address of its page in the
+    console, is then given too. Without them, the note is the one it always was."""
     by = f", au plus tard le {deadline}" if deadline else ""
     dates = (received_at, deadline or "")
     steps = [
@@ -40,12 +50,18 @@ def cover_note(
         ),
         "- signez avec votre prénom, nom, fonction, service et coordonnées.",
     ]
+    what = "Le message ci-joint" if too_large is None else "Le message de l'usager"
     blocks = [
         ["Bonjour,"],
         _paragraph(
-            f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève de "
+            f"{what}, reçu le {received_at} sur {mailbox_address}, relève de "
             f"{service_name}. Il vous est transmis par mailbot.",
             keep=dates,
+        ),
+        *(
+            _not_whole(too_large, reference, mailbox_address, console_link)
+            if too_large is not None
+            else []
         ),
         [f"Référence : {reference}", f"Catégorie : {category}", f"Usager : {citizen}"],
         *(
@@ -65,6 +81,34 @@ def cover_note(
         ),
     ]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+
+
+def size_fr(octets: int) -> str:
+    """A mail's size as a French reader reads it: "31,5 Mo", "740 ko"."""
+    if octets >= 1_000_000:
+        return f"{octets / 1_000_000:.1f}".replace(".", ",") + " Mo"
+    return f"{max(1, round(octets / 1000))} ko"
+
+
+def _not_whole(
+    size: int, reference: str, mailbox_address: str, console_link: str | None
+) -> list[list[str]]:
+    """What the service must know of a mail forwarded with its header alone: that it is
+    not the whole mail, why, and where the whole mail is (the link on a line of its own,
+    never cut)."""
+    size_text = size_fr(size)
+    blocks = [
+        _paragraph(
+            f"Attention : ce message ({size_text}) est trop volumineux pour vous être transmis "
+            "en entier. Seul son en-tête (expéditeur, date, objet) est joint : son texte et "
+            "ses éventuelles pièces jointes ne le sont pas. Le message complet est dans la boîte "
+            f"{mailbox_address}, sous la référence {reference}.",
+            keep=(size_text,),
+        )
+    ]
+    if console_link:
+        blocks.append(["Sa fiche dans la console de mailbot :", console_link])
+    return blocks
 
 
 def _paragraph(text: str, hanging: str = "", keep: tuple[str, ...] = ()) -> list[str]:

@@ -11,7 +11,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mailbot.app import message_view, presence, queue
@@ -84,6 +84,15 @@ def agent_names(request: Request) -> dict[str, str]:
 async def message_page(request: Request) -> Response:
     row = await run_in_threadpool(message_of, request)
     return await show_message(request, row)
+
+
+@require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
+async def message_by_reference(request: Request) -> Response:
+    """``/courriel/SM-2026-000123``: the message page named by its reference, for a link
+    written before the message had a row (the note of a forward, built before the message
+    is recorded); sent on to the page itself, after the same checks (404, 403)."""
+    row = await run_in_threadpool(message_of, request)
+    return RedirectResponse(f"/courriel/{row.id}", status_code=303)
 
 
 async def show_message(request: Request, row: Any, status: int = 200, **extra: Any) -> Response:
@@ -196,6 +205,13 @@ def served_type(declared: str) -> str:
 
 ROUTES = [
     Route("/courriel/{message:int}", message_page, methods=["GET"], name="message"),
+    # after the row ids' route: a reference is what is not a number
+    Route(
+        "/courriel/{message:str}",
+        message_by_reference,
+        methods=["GET"],
+        name="message_by_reference",
+    ),
     Route("/courriel/{message:int}/presence", presence_fragment, methods=["GET"], name="presence"),
     Route(
         "/courriel/{message:int}/piece-jointe/{index:int}",

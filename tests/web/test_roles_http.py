@@ -65,6 +65,9 @@ ROUTES = [
     Case("message-agents-own", "GET", f"/courriel/{CARTES}", frozenset({AGENT, QUALITY})),
     Case("message-heads-own", "GET", f"/courriel/{ETRANGERS}", frozenset({HEAD, QUALITY})),
     Case("message-no-such", "GET", "/courriel/999999", EVERYONE, 404),
+    # by reference (a forward's note): sent on to the page, after the same checks
+    Case("message-by-reference", "GET", "/courriel/SM-2026-007001", frozenset({AGENT, QUALITY}), 303),
+    Case("message-by-no-such-reference", "GET", "/courriel/SM-2026-999999", EVERYONE, 404),
     Case("presence", "GET", f"/courriel/{CARTES}/presence", frozenset({AGENT, QUALITY})),
     Case("attachment", "GET", f"/courriel/{ETRANGERS}/piece-jointe/1", frozenset({HEAD, QUALITY}), 404),
     Case("preview", "POST", f"/courriel/{CARTES}/apercu", frozenset({AGENT}), 400),
@@ -189,6 +192,8 @@ def test_route_by_role(site: Site, case: Case, role: str) -> None:
         assert response.headers["location"].startswith("/connexion")
     elif role in case.allowed:
         assert response.status_code == case.status, response.text[:300]
+        if case.name == "message-by-reference":  # sent on to the message's own page
+            assert response.headers["location"] == f"/courriel/{site.cartes}"
     else:
         assert response.status_code == 403, response.text[:300]
         assert "Accès refusé" in response.text
@@ -210,6 +215,7 @@ def test_the_table_names_every_route_of_the_console(site: Site) -> None:
     tested = {
         p.replace(CARTES, "{message:int}").replace(ETRANGERS, "{message:int}") for p in tested
     }
+    tested = {re.sub(r"^/courriel/SM-[0-9-]+$", "/courriel/{message:str}", p) for p in tested}
     tested = {p.replace("/piece-jointe/1", "/piece-jointe/{index:int}") for p in tested}
     tested = {re.sub(r"/action/[a-z-]+$", "/action/{action}", p) for p in tested}
     pages = {r.path for r in [*PAGES, *desk.ROUTES] if isinstance(r, Route)} | {"/"}
