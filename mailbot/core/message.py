@@ -145,8 +145,14 @@ def _unescape_8bit(value: str) -> str:
     return value
 
 
+# A quoted local part that needs no quotes: "pref-contact"@… is pref-contact@… (RFC 5322
+# 3.4.1: the same mailbox), so that our own addresses, written so, are still ours.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_NEEDLESS_QUOTES = re.compile(rf'^"({_ATEXT}(?:\.{_ATEXT})*)"@')
+
+
 def normalize_address(address: str) -> str:
-    return address.strip().strip("<>").strip().lower()
+    return _NEEDLESS_QUOTES.sub(r"\1@", address.strip().strip("<>").strip().lower())
 
 
 @dataclass(frozen=True)
