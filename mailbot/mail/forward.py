@@ -37,19 +37,7 @@ def cover_note(
     console, is then given too. Without them, the note is the one it always was."""
     by = f", au plus tard le {deadline}" if deadline else ""
     dates = (received_at, deadline or "")
-    steps = [
-        f"- répondez directement à l'usager ({citizen}) ;",
-        f"- gardez la référence [{reference}] dans l'objet ;",
-        *(
-            [
-                f"- mettez {tracking_address} en copie cachée (Cci) : la réponse est alors "
-                "comptée dans les délais de réponse de la préfecture ;"
-            ]
-            if tracking_address
-            else []
-        ),
-        "- signez avec votre prénom, nom, fonction, service et coordonnées.",
-    ]
+    steps = _how_to_answer(citizen, reference, tracking_address)
     what = "Le message ci-joint" if too_large is None else "Le message de l'usager"
     blocks = [
         ["Bonjour,"],
@@ -81,6 +69,24 @@ def cover_note(
         ),
     ]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+
+
+def _how_to_answer(citizen: str, reference: str, tracking_address: str | None) -> list[str]:
+    """The note's steps for the service's answer: to the citizen, the reference kept, the
+    tracking address in Bcc (the answer then counts in the indicators), a full signature."""
+    return [
+        f"- répondez directement à l'usager ({citizen}) ;",
+        f"- gardez la référence [{reference}] dans l'objet ;",
+        *(
+            [
+                f"- mettez {tracking_address} en copie cachée (Cci) : la réponse est alors "
+                "comptée dans les délais de réponse de la préfecture ;"
+            ]
+            if tracking_address
+            else []
+        ),
+        "- signez avec votre prénom, nom, fonction, service et coordonnées.",
+    ]
 
 
 def size_fr(octets: int) -> str:
