@@ -43,7 +43,6 @@ from mailbot.core.policy import (
 from mailbot.core.probe import is_probe
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
 from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Attention, Decision, EventKind
-from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import (
     FirstPollError,
     LeaseLostError,
@@ -55,6 +54,7 @@ from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
 from mailbot.mail.relay_auth import RelayVerifier
 from mailbot.render.templates import Renderer
+from mailbot.render.variables import working_calendar
 from mailbot.store import NewMessage, Store, Transaction
 from mailbot.store.records import KnownRow
 
@@ -159,7 +159,7 @@ class Pipeline:
         self.routing = compiled_routing(config)
         # A large batch's routing decided by a helper process (issue 14; app/routing_pool).
         self.routing_pool = _routing_pool(config, self.routing)
-        self.calendar = WorkingCalendar(timezone=config.timezone)
+        self.calendar = working_calendar(config.timezone)  # holidays from the render cache
         self.planner = Planner(config, renderer, Composer.from_config(config))
         # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
         self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)

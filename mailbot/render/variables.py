@@ -36,9 +36,10 @@ def service_variables(service: ServiceConfig, fallback_email: str | None) -> dic
 
 
 @functools.lru_cache(maxsize=4)
-def _calendar(timezone: str) -> WorkingCalendar:
-    """The deadline's calendar, its public holidays from the render cache when it has them
-    (a start then does not load the ``holidays`` package: issue 14 point 9)."""
+def working_calendar(timezone: str) -> WorkingCalendar:
+    """The calendar of deadlines and relances, its public holidays from the render cache
+    when it has them (a start then does not load the ``holidays`` package: issue 14 point
+    9); one per process and zone."""
     cache = open_cache()
     public = cache.public_holidays(None, YEARS) if cache is not None else None
     return WorkingCalendar(timezone=timezone, public=public)
@@ -46,7 +47,7 @@ def _calendar(timezone: str) -> WorkingCalendar:
 
 def answer_deadline(received_at: datetime, timezone: str = "Europe/Paris") -> date:
     """The last day of the 5-working-day answer commitment, holidays included."""
-    return _calendar(timezone).deadline(received_at)
+    return working_calendar(timezone).deadline(received_at)
 
 
 def message_variables(
