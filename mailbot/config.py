@@ -744,6 +744,10 @@ class WebConfig(Model):
     oidc: OidcConfig | None = None
     local_accounts: LocalAccountsConfig = LocalAccountsConfig()
     login_rate_limit: LoginRateLimitConfig = LoginRateLimitConfig()
+    # An attachment of a mail above polling.max_message_bytes is fetched alone from IMAP
+    # and held whole in memory to be served: larger than this (octets as stored in the
+    # mail, base64 about 4/3 of the file), the agent is told where the mail is instead.
+    max_attachment_bytes: int = Field(default=50_000_000, ge=1_000_000, le=1_000_000_000)
 
     @field_validator("session_secret_file")
     @classmethod

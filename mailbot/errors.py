@@ -39,6 +39,17 @@ class MessageError(MailbotError):
     """A message could not be understood well enough to be processed."""
 
 
+class AttachmentUnavailable(MessageError):
+    """An attachment of a mail read only in part that the console will not serve: larger
+    than ``web.max_attachment_bytes`` (``too_large``), or not obtainable whole from the
+    server (``incomplete``). Cut bytes are never served as the citizen's document."""
+
+    def __init__(self, message: str, *, reason: str, size: int = 0) -> None:
+        super().__init__(message)
+        self.reason = reason  # "too_large" or "incomplete"
+        self.size = size  # octets of the part as stored (encoded), when known
+
+
 class StoreError(MailbotError):
     """The database refused an operation or is at an unexpected schema version."""
 

@@ -4,6 +4,7 @@ citizen's mail shown (parts, attachments) and made inert (nh3), a mail found aga
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -15,9 +16,10 @@ import pytest
 from mailbot.app import assignment, no_reply, presence, queue
 from mailbot.app.report import ReportBuilder
 from mailbot.config import Agent, Config, load_agents, load_config
+from mailbot.core.message import mime_leaves
 from mailbot.core.periods import week_period
 from mailbot.core.statuses import Decision, NoReplyReason
-from mailbot.errors import MailGoneError, RequestError
+from mailbot.errors import MailGoneError, MessageError, RequestError
 from mailbot.mail import display
 from mailbot.mail.maildir import maildir_files
 from mailbot.mail.originals import MaildirOriginals
@@ -222,6 +224,77 @@ def test_display_reads_parts_and_attachments() -> None:
     assert data == b"%PDF-1.4\n" and meta.size == len(data)
     with pytest.raises(Exception, match="no attachment"):
         display.attachment(MIXED, 1)  # the text part is no attachment
+
+
+def nested_mail(pdf: bytes) -> bytes:
+    """A mail of every kind of IMAP section: alternative text, a forwarded single-part
+    mail, a forwarded multipart mail with an image, and a PDF after them."""
+    forwarded = (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="i"\r\n\r\n'
+        b"--i\r\nContent-Type: text/plain\r\n\r\nci-dessous\r\n"
+        b'--i\r\nContent-Type: image/png; name="photo.png"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--i--\r\n"
+    )
+    return (
+        b'From: a@example.fr\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"'
+        b'\r\n\r\n--b\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+        b"--a\r\nContent-Type: text/plain\r\n\r\nBonjour\r\n"
+        b"--a\r\nContent-Type: text/html\r\n\r\n<p>Bonjour</p>\r\n--a--\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: tr\r\n\r\ntexte\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: tr2\r\n" + forwarded + b"--b\r\n"
+        b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="scan.pdf"'
+        b"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(pdf) + b"--b--\r\n"
+    )
+
+
+def test_each_leaf_has_its_imap_section_the_same_in_the_start_of_the_mail() -> None:
+    """RFC 3501 §6.4.5: a forwarded mail's single body is its part .1, the parts of a
+    forwarded multipart mail .1, .2. The start of a mail (a huge one read in part) names
+    its attachments by the same position and section as the whole mail."""
+    pdf = b"%PDF-1.4\n" + bytes(range(256)) * 1000
+    raw = nested_mail(pdf)
+    leaves = [(ctype, section) for _part, ctype, _attached, section in mime_leaves(raw)]
+    assert leaves == [
+        ("text/plain", "1.1"),
+        ("text/html", "1.2"),
+        ("text/plain", "2.1"),
+        ("text/plain", "3.1"),
+        ("image/png", "3.2"),
+        ("application/pdf", "4"),
+    ]
+    photo, scan = display.show(raw).attachments
+    assert (photo.index, scan.index, scan.filename) == (4, 5, "scan.pdf")
+    start = raw[: raw.index(b"Content-Type: application/pdf") + 2000]  # the scan is cut
+    assert [a.filename for a in display.show(start, truncated=True).attachments] == [
+        "photo.png",
+        "scan.pdf",
+    ]
+    ref = display.locate(start, scan.index)
+    assert (ref.section, ref.declared_type, ref.attachment.filename) == (
+        "4",
+        "application/pdf",
+        "scan.pdf",
+    )
+    assert display.locate(start, photo.index).section == "3.2"
+    with pytest.raises(MessageError, match="no attachment"):
+        display.locate(start, 0)  # a text part is no attachment
+    body = raw.split(b"Content-Transfer-Encoding: base64\r\n\r\n")[-1].split(b"--b--")[0]
+    assert display.decoded(body, "base64") == pdf == display.attachment(raw, 5)[1]
+    assert display.decoded(b"caf=C3=A9 =\r\nnoir", "quoted-printable") == "café noir".encode()
+    assert display.decoded(b"tel quel\r\n", "8bit") == b"tel quel\r\n"
+
+
+def test_a_delivery_status_leaf_has_no_section() -> None:
+    """The parser opens a message/delivery-status into blocks, IMAP does not: such a leaf
+    cannot be named to the server, and is not (None) rather than wrongly."""
+    raw = (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/report; boundary="r"\r\n\r\n'
+        b"--r\r\nContent-Type: text/plain\r\n\r\nechec\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; a@b\r\n--r--\r\n"
+    )
+    sections = [section for *_leaf, section in mime_leaves(raw)]
+    assert sections[0] == "1" and sections[1:] and set(sections[1:]) == {None}
 
 
 class Row:

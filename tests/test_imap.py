@@ -3,6 +3,7 @@ UIDVALIDITY, IDLE, and failures that must surface as MailboxError."""
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -15,7 +16,9 @@ import pytest
 from servers import DovecotServer, MailUser, free_port
 
 from mailbot.config import ImapConfig
+from mailbot.core.message import mime_leaves
 from mailbot.errors import MailboxError
+from mailbot.mail import display
 from mailbot.mail.imap import FetchedMail, ImapMailbox
 
 
@@ -172,6 +175,44 @@ def test_huge_message_is_read_as_header_and_start(imap_user: MailUser) -> None:
     assert 262_144 <= len(huge.raw) < 300_000
     assert not small.truncated and small.raw == mail(2) and small.size == len(mail(2))
     assert "\\Seen" not in imap_user.flags()[huge.uid]
+
+
+def test_a_part_is_fetched_alone_by_the_section_the_parser_names(imap_user: MailUser) -> None:
+    """Each leaf's section, as ``mime_leaves`` names it, is the server's (Dovecot's
+    BODYSTRUCTURE agrees on type and size), and its body fetched alone decodes to the
+    parser's bytes: what the console serves of a huge mail read in part. \\Seen stays."""
+    raw = (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b'--b\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+        b"--a\r\nContent-Type: text/plain\r\n\r\nBonjour\r\n"
+        b"--a\r\nContent-Type: text/html\r\n\r\n<p>Bonjour</p>\r\n--a--\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: tr\r\n\r\ntexte\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: tr2\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="i"\r\n\r\n'
+        b"--i\r\nContent-Type: text/plain\r\n\r\nci-dessous\r\n"
+        b'--i\r\nContent-Type: image/png; name="photo.png"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--i--\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(bytes(range(256)) * 300)
+        + b"--b--\r\n"
+    )
+    uid = imap_user.append(raw)
+    leaves = list(mime_leaves(raw))
+    with ImapMailbox(imap_user.imap_config(), name="accueil") as box:
+        box.select("INBOX")
+        for part, ctype, _attached, section in leaves:
+            assert section is not None
+            info = box.part_info(uid, section)
+            assert info is not None and info.content_type == ctype, section
+            body = box.fetch_part(uid, section)
+            assert body is not None and len(body) == info.size, section
+            assert display.decoded(body, info.transfer_encoding) == part.get_payload(decode=True)
+        assert [s for *_leaf, s in leaves] == ["1.1", "1.2", "2.1", "3.1", "3.2", "4"]
+        assert box.part_info(uid, "3") is None  # a forwarded mail is no leaf
+        assert box.part_info(uid, "4.1") is None and box.part_info(uid, "9") is None
+        with pytest.raises(ValueError, match="section"):
+            box.part_info(uid, "1 BODY[]")
+    assert "\\Seen" not in imap_user.flags()[uid]
 
 
 def test_one_fetch_holds_at_most_max_message_bytes(

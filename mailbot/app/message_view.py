@@ -104,8 +104,9 @@ def open_message(config: Any, store: Store, originals: Originals, row: Any) -> M
 
 
 def attachment(originals: Originals, row: Any, index: int) -> tuple[display.Attachment, bytes]:
-    """An attachment of the message's mail, read again (MailGoneError when gone)."""
-    return display.attachment(originals.fetch(row).raw, index)
+    """An attachment of the message's mail, read again (MailGoneError when gone), whole:
+    AttachmentUnavailable when it cannot be (a mail read only in part)."""
+    return originals.attachment(row, index)
 
 
 def replies_since(store: Store, row: Any, state: int) -> list[ThreadEvent]:

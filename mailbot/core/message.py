@@ -581,16 +581,49 @@ def _first_address(values: tuple[str, ...]) -> tuple[str, str]:
 # --------------------------------------------------------------------------- display
 
 
-def mime_leaves(raw: bytes) -> Iterator[tuple[email.message.Message, str, bool]]:
+def mime_leaves(raw: bytes) -> Iterator[tuple[email.message.Message, str, bool, str | None]]:
     """The mail's leaf parts as a reader sees them (the console shows a mail): each with
-    its content type and whether it is an attachment, within the same bounds as
-    ``parse_message`` (header block, MIME depth, number of parts)."""
+    its content type, whether it is an attachment and its IMAP section (RFC 3501 §6.4.5:
+    "2", "1.3"), within the same bounds as ``parse_message`` (header block, MIME depth,
+    number of parts).
+
+    The section lets the console fetch one part alone from the server when the mail was
+    read only in part: leaves come in the order of their bytes, so those of the start of a
+    mail have the same position and section as in the whole mail. A leaf inside a
+    ``message/*`` other than ``message/rfc822`` (the parser opens a delivery status, which
+    IMAP does not) has no section: None."""
     defects: list[str] = []
     msg = _parse_tree(_bounded_source(raw, defects), defects)
+    sections: dict[int, str | None] = {id(msg): ""}  # by part: its section, as a message
+    messages = {id(msg)}  # parts that are a message (the mail, an attached mail)
     for part in _walk(msg, defects):
+        own = sections.get(id(part))
+        if own is not None and id(part) in messages and not _is_multipart_type(part):
+            own = _section(own, 1)  # a message's single body is its part 1
         if not part.is_multipart():
             ctype = _content_type(part)
-            yield part, ctype, _is_attachment(part, ctype)
+            yield part, ctype, _is_attachment(part, ctype), own or None
+            continue
+        children = [
+            child for child in part.get_payload() if isinstance(child, email.message.Message)
+        ]
+        encapsulates = _content_type(part) == "message/rfc822" and len(children) == 1
+        for number, child in enumerate(children[:MAX_PARTS], start=1):
+            if own is None or not (_is_multipart_type(part) or encapsulates):
+                sections[id(child)] = None
+            elif encapsulates:
+                sections[id(child)] = own  # the attached mail's parts are own.1, own.2...
+                messages.add(id(child))
+            else:
+                sections[id(child)] = _section(own, number)
+
+
+def _is_multipart_type(part: email.message.Message) -> bool:
+    return _content_type(part).startswith("multipart/")
+
+
+def _section(parent: str, number: int) -> str:
+    return f"{parent}.{number}" if parent else str(number)
 
 
 def part_text(part: email.message.Message) -> str:

@@ -99,7 +99,7 @@ def show(raw: bytes, truncated: bool = False) -> ShownMail:
     attachments: list[Attachment] = []
     images: dict[str, str] = {}
     top: Message | None = None
-    for index, (part, ctype, attached) in enumerate(mime_leaves(raw)):
+    for index, (part, ctype, attached, _section) in enumerate(mime_leaves(raw)):
         top = top or part
         cid = str(part.get("Content-ID") or "").strip().strip("<>")
         if cid and ctype in _INLINE_IMAGES and not attached:
@@ -138,12 +138,49 @@ def _headers(raw: bytes) -> dict[str, str]:
 
 
 def attachment(raw: bytes, index: int) -> tuple[Attachment, bytes]:
-    """The attachment ``index`` (as ``show`` listed it) and its decoded bytes."""
-    for position, (part, ctype, attached) in enumerate(mime_leaves(raw)):
+    """The attachment ``index`` (as ``show`` listed it) and its decoded bytes, from a mail
+    read whole."""
+    part, _ctype, _section, meta = _leaf(raw, index)
+    data = _payload(part)
+    return Attachment(index, meta.filename, meta.content_type, len(data)), data
+
+
+@dataclass(frozen=True)
+class PartRef:
+    """Where an attachment of a mail read only in part is on the server: the content
+    type its header declares (as the parser reads it, before ``mime_type``), and its
+    IMAP section, to be fetched alone (None: the part cannot be named to the server)."""
+
+    attachment: Attachment  # its size unknown here (0): only the server knows it
+    declared_type: str
+    section: str | None
+
+
+def locate(raw: bytes, index: int) -> PartRef:
+    """The attachment ``index`` (as ``show`` listed it) of a mail read only in part: its
+    name and where it is on the server. Its bytes here may be cut, so they are not read:
+    the same position names the same part in the start of a mail as in the whole mail."""
+    _part, ctype, section, meta = _leaf(raw, index)
+    return PartRef(meta, ctype, section)
+
+
+def decoded(body: bytes, transfer_encoding: str) -> bytes:
+    """A part's body as the server stores it, decoded as ``attachment`` decodes a part of a
+    whole mail (the email package's base64 and quoted-printable, lenient as it is)."""
+    part = Message()
+    part["Content-Transfer-Encoding"] = transfer_encoding
+    part.set_payload(body.decode("ascii", "surrogateescape"))  # what the parser keeps
+    return _payload(part)
+
+
+def _leaf(raw: bytes, index: int) -> tuple[Message, str, str | None, Attachment]:
+    """The leaf ``index`` when ``show`` lists it as an attachment: the part, its content
+    type, its IMAP section and its name (MessageError otherwise)."""
+    for position, (part, ctype, attached, section) in enumerate(mime_leaves(raw)):
         if position != index:
             continue
         if not (attached or not ctype.startswith("text/")):
             break
-        data = _payload(part)
-        return Attachment(index, _filename(part, index), mime_type(ctype), len(data)), data
+        meta = Attachment(index, _filename(part, index), mime_type(ctype), 0)
+        return part, ctype, section, meta
     raise MessageError(f"the mail has no attachment number {index}")

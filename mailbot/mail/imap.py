@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.response_types import BodyData
 
 from mailbot.config import Config, ImapConfig
 from mailbot.errors import MailboxError
@@ -58,6 +59,18 @@ class FetchedMail:
     @property
     def truncated(self) -> bool:
         return self.size > len(self.raw)
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One leaf part of a message as the server describes it (BODYSTRUCTURE)."""
+
+    content_type: str  # "application/pdf", lower-case
+    transfer_encoding: str  # "base64", lower-case; "7bit" when the server gives none
+    size: int  # octets of its body as stored, still encoded
+
+
+_SECTION = re.compile(r"[1-9][0-9]{0,5}(?:\.[1-9][0-9]{0,5}){0,40}")
 
 
 def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> Iterator[list[int]]:
@@ -291,6 +304,34 @@ class ImapMailbox:
                 }
         return response
 
+    def part_info(self, uid: int, section: str) -> PartInfo | None:
+        """The leaf part ``section`` ("2", "1.3") of message ``uid`` in the selected folder
+        as the server describes it; None when the message has no such leaf (gone, or its
+        structure is not what the section says)."""
+        if not _SECTION.fullmatch(section):
+            raise ValueError(f"not an IMAP section: {section!r}")
+        with self._command(f"FETCH BODYSTRUCTURE of UID {uid} failed") as client:
+            item = client.fetch([uid], [b"BODYSTRUCTURE"]).get(uid) or {}
+        structure = item.get(b"BODYSTRUCTURE")
+        node = _leaf_at(structure, section) if isinstance(structure, tuple) else None
+        if node is None:
+            return None
+        encoding = _atom(node[5]) or "7bit"
+        size = node[6]
+        if not isinstance(size, int) or size < 0:
+            return None
+        return PartInfo(f"{_atom(node[0])}/{_atom(node[1])}", encoding, size)
+
+    def fetch_part(self, uid: int, section: str) -> bytes | None:
+        """The body of part ``section`` of message ``uid``, as stored (still encoded),
+        with ``BODY.PEEK`` (``\\Seen`` never changes); None when the server gives none."""
+        if not _SECTION.fullmatch(section):
+            raise ValueError(f"not an IMAP section: {section!r}")
+        with self._command(f"FETCH of part {section} of UID {uid} failed") as client:
+            item = client.fetch([uid], [f"BODY.PEEK[{section}]".encode()]).get(uid) or {}
+        body = item.get(f"BODY[{section}]".encode())
+        return bytes(body) if isinstance(body, (bytes, bytearray)) else None
+
     def list_folders(self) -> list[str]:
         """Names of all folders, e.g. to tell an operator which ones exist."""
         with self._command("LIST failed") as client:
@@ -374,6 +415,40 @@ class ImapMailbox:
         else:
             text = _text_of(exc) or type(exc).__name__
         return text
+
+
+def _atom(value: Any) -> str:
+    """A BODYSTRUCTURE string (bytes, or NIL: None) as lower-case text."""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").lower()
+    return value.lower() if isinstance(value, str) else ""
+
+
+def _leaf_at(structure: tuple[Any, ...], section: str) -> tuple[Any, ...] | None:
+    """The leaf of a BODYSTRUCTURE that ``section`` names (RFC 3501 §6.4.5): in a message
+    (the mail, or a ``message/rfc822`` part's mail) a number picks a part of its multipart
+    body, or 1 its single body; a number past a leaf names nothing."""
+    node: Any = BodyData.create(structure)
+    in_message = True
+    for text in section.split("."):
+        number = int(text)
+        if not in_message and _atom(node[0]) == "message" and _atom(node[1]) == "rfc822":
+            if len(node) < 9 or not isinstance(node[8], tuple):
+                return None
+            node, in_message = BodyData.create(node[8]), True
+        if node.is_multipart:
+            parts = node[0]
+            if not 1 <= number <= len(parts):
+                return None
+            node = BodyData.create(parts[number - 1])
+        elif not (in_message and number == 1):
+            return None
+        in_message = False
+    if node.is_multipart or len(node) < 7:
+        return None
+    if _atom(node[0]) == "message" and _atom(node[1]) == "rfc822":
+        return None  # a mail attached: the parser opens it, a leaf is never one
+    return tuple(node)
 
 
 def _idle_until(client: Any, deadline: float, stop: threading.Event | None = None) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailbot.config import Config
-from mailbot.errors import MailboxError, MailGoneError, MessageError
+from mailbot.errors import AttachmentUnavailable, MailboxError, MailGoneError, MessageError
+from mailbot.mail import display
 from mailbot.mail.imap import FetchedMail, ImapMailbox
 from mailbot.mail.maildir import MaildirSource, maildir_files
 
@@ -27,6 +28,10 @@ class Originals(Protocol):
     """Where recorded mail is fetched again (IMAP; a test may give its own)."""
 
     def fetch(self, row: Any) -> FetchedMail: ...
+
+    def attachment(self, row: Any, index: int) -> tuple[display.Attachment, bytes]:
+        """The attachment ``index`` (as ``display.show`` lists it) whole, never cut."""
+        ...
 
 
 def _searchable(row: Any) -> bool:
@@ -68,6 +73,7 @@ def refetch(source: ImapMailbox, row: Any) -> FetchedMail:
                 break
     if not found:
         raise _gone(row)
+
     return found[0]
 
 
@@ -77,18 +83,66 @@ class ImapOriginals:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def fetch(self, row: Any) -> FetchedMail:
+    def _source(self, row: Any) -> ImapMailbox:
         box = self.config.mailboxes.get(row.mailbox)
         if box is None:
             raise MessageError(f"mail #{row.id}: mailbox {row.mailbox!r} is not configured")
-        source = ImapMailbox(
+        return ImapMailbox(
             box.imap, name=row.mailbox, max_message_bytes=self.config.polling.max_message_bytes
         )
+
+    def fetch(self, row: Any) -> FetchedMail:
+        source = self._source(row)
         source.connect()
         try:
             return refetch(source, row)
         finally:
             source.close()
+
+    def attachment(self, row: Any, index: int) -> tuple[display.Attachment, bytes]:
+        """The attachment ``index`` of the mail: from the mail read whole, or — a mail above
+        ``polling.max_message_bytes`` is read as its start, where the attachment is cut or
+        not even begun — fetched alone by its IMAP section, checked against the server's
+        structure and served only whole (AttachmentUnavailable otherwise)."""
+        source = self._source(row)
+        source.connect()
+        try:
+            fetched = refetch(source, row)  # its folder stays selected: the UID is valid
+            if not fetched.truncated:
+                return display.attachment(fetched.raw, index)
+            return self._part(source, row, fetched, display.locate(fetched.raw, index))
+        finally:
+            source.close()
+
+    def _part(
+        self, source: ImapMailbox, row: Any, fetched: FetchedMail, ref: display.PartRef
+    ) -> tuple[display.Attachment, bytes]:
+        where = f"mail #{row.id}: attachment {ref.attachment.index}"
+        section = ref.section
+        info = source.part_info(fetched.uid, section) if section else None
+        if section is None or info is None or info.content_type != ref.declared_type.lower():
+            raise AttachmentUnavailable(
+                f"{where}: part {section} is not on the server as the mail's start names it",
+                reason="incomplete",
+            )
+        limit = self.config.web.max_attachment_bytes
+        if info.size > limit:
+            raise AttachmentUnavailable(
+                f"{where}: {info.size} octets, above web.max_attachment_bytes ({limit})",
+                reason="too_large",
+                size=info.size,
+            )
+        body = source.fetch_part(fetched.uid, section)
+        if body is None or len(body) != info.size:
+            got = "none" if body is None else f"{len(body)} octets"
+            raise AttachmentUnavailable(
+                f"{where}: the server gave {got} of part {section}, not {info.size}",
+                reason="incomplete",
+                size=info.size,
+            )
+        data = display.decoded(body, info.transfer_encoding)
+        meta = ref.attachment
+        return display.Attachment(meta.index, meta.filename, meta.content_type, len(data)), data
 
 
 class MaildirOriginals:
@@ -117,3 +171,7 @@ class MaildirOriginals:
                 (mail,) = source.fetch([uid], 1)
                 return FetchedMail(mail.uid, mail.internaldate, mail.raw, len(mail.raw))
         raise _gone(row)
+
+    def attachment(self, row: Any, index: int) -> tuple[display.Attachment, bytes]:
+        """The demo's mail is read whole: its attachment is decoded from it."""
+        return display.attachment(self.fetch(row).raw, index)

@@ -17,8 +17,9 @@ from starlette.routing import Route
 from mailbot.app import message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
 from mailbot.core.statuses import NoReplyReason
-from mailbot.errors import MailboxError, MessageError, RequestError
+from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
+from mailbot.mail.forward import size_fr
 from mailbot.web.access import check, current_agent, require
 from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
@@ -187,12 +188,41 @@ async def download(request: Request) -> Response:
         meta, data = await run_in_threadpool(
             message_view.attachment, originals(request), row, index
         )
+    except AttachmentUnavailable as exc:
+        return not_served(request, row, exc)
     except (MessageError, MailboxError) as exc:
         raise HTTPException(404) from exc
     name = safe_filename(meta.filename, f"piece-jointe-{index}")
     disposition = "attachment; filename*=utf-8''" + quote(name, safe="")
     media_type = served_type(meta.content_type)
     return Response(data, media_type=media_type, headers={"content-disposition": disposition})
+
+
+def not_served(request: Request, row: Any, refused: AttachmentUnavailable) -> Response:
+    """The page an agent gets instead of an attachment of a huge mail that cannot be
+    served whole: why, and where the whole mail is (its mailbox and its reference) — never
+    the start of the file as if it were the citizen's document."""
+    box = backend(request).config.mailboxes.get(row.mailbox)
+    where = (
+        f"Le courriel complet, avec ses pièces jointes, est dans la boîte"
+        f" {box.address if box else row.mailbox}, sous la référence {row.reference} :"
+        " ouvrez-le dans votre messagerie."
+    )
+    if refused.reason == "too_large":
+        status, why = (
+            413,
+            f"Cette pièce jointe ({size_fr(refused.size)} dans le courriel) est trop"
+            " volumineuse pour être téléchargée depuis la console.",
+        )
+    else:
+        status, why = (
+            502,
+            "Ce courriel est trop volumineux pour être lu en entier par la console, et"
+            " cette pièce jointe n'a pas pu être obtenue complète du serveur de messagerie :"
+            " elle n'est pas proposée tronquée.",
+        )
+    context = {"status": status, "title": "Pièce jointe non téléchargeable"}
+    return render(request, "error.html.j2", {**context, "message": f"{why} {where}"}, status)
 
 
 def served_type(declared: str) -> str:

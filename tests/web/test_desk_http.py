@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, desk_console
+from deskworld import ETRANGERS, Desk, citizen_mail, desk_console
+from rulesfile import dump_rules, load_rules
 from servers import MailUser
 from webtools import RunningConsole, local_login
 
+from mailbot.config import load_config
+from mailbot.mail.originals import ImapOriginals
 from mailbot.web.message_pages import served_type
 
 ACCOUNTS = ("cdurand", "lmoreau", "khaddad", "mlefebvre", "ngarnier", "tbernard")
@@ -146,6 +152,62 @@ def test_hostile_html_is_shown_inert_with_its_attachment(
         assert pdf.status_code == 200 and pdf.content == b"%PDF-1.4\n"
         assert pdf.headers["content-type"] == "application/pdf"
         assert pdf.headers["content-disposition"] == "attachment; filename*=utf-8''passeport.pdf"
+
+
+def huge_mail_with_a_scan(scan: bytes) -> bytes:
+    """A citizen's mail of a text and a scanned PDF, above the test's max_message_bytes."""
+    head = citizen_mail(9, subject="Mon dossier scanné").split(b"Content-Type: text/plain")[0]
+    return head + (
+        b'Content-Type: multipart/mixed; boundary="mix"\r\n\r\n'
+        b"--mix\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVoici mon dossier.\r\n"
+        b"--mix\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="dossier.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(scan) + b"--mix--\r\n"
+    )
+
+
+def test_an_attachment_of_a_huge_mail_read_in_part_is_served_whole_or_refused(
+    desk: Desk, tmp_path: Path
+) -> None:
+    """A mail above polling.max_message_bytes is read as its start, where its scan is cut:
+    the scan downloaded is fetched alone from IMAP and is the citizen's file to the byte;
+    above web.max_attachment_bytes, the agent is told where the mail is — never cut bytes."""
+    scan = b"%PDF-1.4\n" + random.Random(9).randbytes(800_000) + b"\n%%EOF\n"
+    uid = desk.etrangers.append(huge_mail_with_a_scan(scan))
+    rules = load_rules(desk.path)
+    rules.setdefault("polling", {})["max_message_bytes"] = 100_000
+    desk.path.write_text(dump_rules(rules), encoding="utf-8")
+    desk.poll()
+    small = dataclasses.replace(desk, config=load_config(desk.path))
+    row = desk.row("<citizen-9@example.fr>")
+    (tmp_path / "whole").mkdir()
+    with desk_console(small, tmp_path / "whole", ACCOUNTS) as console, console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+        assert page.status_code == 200 and "dossier.pdf" in page.text
+        # the size of a cut attachment is that of its start: not shown
+        assert "application/pdf</span>" in page.text and "seul son début" in page.text
+        link = re.search(r'href="(/courriel/\d+/piece-jointe/\d+)"', page.text)
+        assert link
+        pdf = client.get(link.group(1))
+        assert pdf.status_code == 200 and pdf.content == scan
+        assert pdf.headers["content-disposition"] == "attachment; filename*=utf-8''dossier.pdf"
+    strict = small.config.model_copy(
+        update={"web": small.config.web.model_copy(update={"max_attachment_bytes": 1_000_000})}
+    )
+    (tmp_path / "strict").mkdir()
+    refusing = ImapOriginals(strict)
+    with (
+        desk_console(small, tmp_path / "strict", ACCOUNTS, originals=refusing) as console,
+        console.client() as client,
+    ):
+        local_login(client, "khaddad")
+        refused = client.get(link.group(1))
+        assert refused.status_code == 413 and refused.content != scan
+        assert "Pièce jointe non téléchargeable" in refused.text
+        assert "trop volumineuse pour être téléchargée" in refused.text
+        assert f"dans la boîte {ETRANGERS}, sous la référence {row.reference}" in refused.text
+    assert "\\Seen" not in desk.etrangers.flags()[uid]
 
 
 @pytest.mark.parametrize(
