@@ -337,6 +337,20 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     assert store.outbox_items() == []
 
 
+def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: Store) -> None:
+    """A digest or a report (no message of its own) carries citizens' subjects: one that
+    failed or stayed pending was kept for ever, with the events of its failure."""
+    with store.transaction() as tx:
+        tx.enqueue(None, "digest", "pref-permis@x", "", "<d@x>", b"[SM-2026-000001] Sujet")
+        tx.add_event(None, "send_failed", "at RCPT TO: 550")
+    now = datetime.now(UTC)
+    store.purge(now - timedelta(days=1))  # made today: within any retention
+    assert len(store.outbox_items()) == 1
+    store.purge(now + timedelta(days=1))
+    assert store.outbox_items() == []
+    assert store.events(None) == []
+
+
 def test_ended_sessions_stay_refused_until_the_purge_drops_the_expired(store: Store) -> None:
     """Logout records a console session's id until the session would have expired anyway;
     the purge job deletes the rows past that time only: no unbounded growth, and no ended
@@ -383,6 +397,12 @@ def test_purged_data_is_not_left_in_the_sqlite_file_nor_its_backups(
         tx.add_event(pk, "received", f'{{"to": "{address}"}}')
         tx.enqueue(pk, "forward", "service@pref.test", "", "<f@x>", b"CORPS-PURGE " * 2000)
     assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)) == 1
+    # The worker keeps its database open for days: the purged pages must not wait in the
+    # write-ahead log for the last connection to close.
+    for name in ("mailbot.db", "mailbot.db-wal"):
+        data = (tmp_path / name).read_bytes() if (tmp_path / name).exists() else b""
+        for trace in (address.encode(), "Purgée".encode(), b"CORPS-PURGE"):
+            assert trace not in data, (name, trace)
     backup(store, tmp_path / "copy.db")
     store.close()  # the last connection checkpoints the WAL into the file
     for name in ("mailbot.db", "copy.db"):

@@ -7,6 +7,7 @@ latest Alembic revision (``mailbot/store/migrations``) in one transaction.
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from mailbot.store.transaction import Session, Transaction
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
@@ -531,18 +533,38 @@ class Store:
         return int(missing), int(looked)
 
     def purge(self, before: datetime) -> int:
-        """Delete everything about messages received before ``before`` (retention)."""
+        """Delete everything about messages received before ``before`` (retention), and the
+        mail and events tied to no message made before it: digests and reports carry
+        citizens' subjects, and one that failed or stayed pending kept them for ever."""
         with self.transaction() as tx:
             old = sa.select(messages.c.id).where(messages.c.received_at < before)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
+            unattached = outbox.c.message_pk.is_(None) & (outbox.c.created_at < before)
+            tx.conn.execute(outbox.delete().where(unattached))
+            tx.conn.execute(
+                events.delete().where(events.c.message_pk.is_(None) & (events.c.at < before))
+            )
             tx.conn.execute(corrections.delete().where(corrections.c.message_pk.in_(old)))
             tx.conn.execute(message_keys.delete().where(message_keys.c.message_pk.in_(old)))
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )
             deleted = tx.conn.execute(messages.delete().where(messages.c.received_at < before))
-            return int(deleted.rowcount)
+        self._truncate_wal()
+        return int(deleted.rowcount)
+
+    def _truncate_wal(self) -> None:
+        """On SQLite, the purged rows' pages also sit in the write-ahead log until it is
+        overwritten: a worker keeps the database open for days, so the log is written back
+        and emptied now (best effort: a reader of another process may hold it a while)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection  # no transaction around it
+            busy, *_pages = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("purge: the write-ahead log is in use, emptied at a later checkpoint")
 
     def close(self) -> None:
         if self.writer is not self.engine:
