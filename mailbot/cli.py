@@ -684,13 +684,25 @@ def _mark(met: bool | None) -> str:
     return "met" if met else "NOT met" if met is not None else "n/a"
 
 
+def _retention_days(text: str) -> int:
+    """``--days`` of a purge: a whole number of days from 1 to 36500. A negative one put
+    the cut-off in the future and deleted every message; 0 was silently the configured."""
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of days from 1 to 36500")
+    return days
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     from mailbot.app import maintenance
     from mailbot.config import load_config
     from mailbot.store import Store
 
     config = load_config(args.config)
-    days = args.days or config.retention.days
+    days = config.retention.days if args.days is None else args.days
     deleted = maintenance.purge(config, Store(config.database), days)
     print(f"purged {deleted} messages received more than {days} days ago")
     return 0
@@ -887,7 +899,7 @@ def parser() -> argparse.ArgumentParser:
     q_retry.add_argument("--all", action="store_true", help="every quarantined mail")
     q_retry.set_defaults(func=cmd_quarantine_retry)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
-    purge.add_argument("--days", type=int, help="override retention.days")
+    purge.add_argument("--days", type=_retention_days, help="override retention.days (1 to 36500)")
     purge.set_defaults(func=cmd_purge)
     add_web_commands(commands)
     add_routing_commands(commands)  # issue 13: correct, routing train|evaluate

@@ -569,12 +569,17 @@ ClockTime = Annotated[str, AfterValidator(_valid_time)]
 WeeklySchedule = Annotated[str, AfterValidator(_valid_weekly)]
 
 
+RETENTION_MAX_DAYS = 36500
+
+
 class RetentionConfig(Model):
     """How long citizens' data is kept. The worker purges what is older every day at
     ``purge_time`` (local time, on the worker holding the scheduler's lease), so retention
     holds without an operator's cron; None leaves it to ``mailbot purge``."""
 
-    days: int = Field(default=730, ge=1)
+    # At most a century: beyond, the cut-off date is no date (every purge failed with an
+    # OverflowError while `mailbot check` said OK). Strict: `days: true` is no duration.
+    days: int = Field(default=730, ge=1, le=RETENTION_MAX_DAYS, strict=True)
     purge_time: ClockTime | None = "03:30"
 
 

@@ -72,6 +72,17 @@ def test_shipped_rules_yaml_is_valid() -> None:
             "mailboxes.general.address",
             "should match pattern",
         ),
+        # Past a century the purge's cut-off is no date: every purge failed, check said OK.
+        (
+            lambda d: d.setdefault("retention", {}).update(days=3_000_000),
+            "retention.days",
+            "less than or equal to 36500",
+        ),
+        (
+            lambda d: d.setdefault("retention", {}).update(days=True),
+            "retention.days",
+            "integer",
+        ),
     ],
 )
 def test_errors_name_file_key_and_expectation(

@@ -351,6 +351,33 @@ def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: 
     assert store.events(None) == []
 
 
+@pytest.mark.parametrize("days", ["-1", "0", "1.5", "36501", "tout"])
+def test_purge_days_out_of_range_is_refused_and_deletes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    """`--days -1` put the cut-off in the future and deleted today's mail; `--days 0` was
+    silently the configured retention."""
+    import yaml
+
+    from mailbot.cli import main
+
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["database"] = f"sqlite:///{tmp_path / 'p.db'}"
+    config = tmp_path / "rules.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    store = Store(data["database"])
+    with store.transaction() as tx:
+        tx.insert_message(new_message(received_at=datetime.now(UTC)))
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(config), "purge", "--days", days])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --days: '{days}': expected a number of days from 1 to 36500" in err
+
+    assert len(store.messages()) == 1
+    store.close()
+
+
 def test_ended_sessions_stay_refused_until_the_purge_drops_the_expired(store: Store) -> None:
     """Logout records a console session's id until the session would have expired anyway;
     the purge job deletes the rows past that time only: no unbounded growth, and no ended

@@ -64,4 +64,4 @@ def purge(config: Config, store: Store, days: int | None = None, clock: Clock = 
     messages deleted."""
     now = clock()
     sessions.forget_expired(store, now)
-    return store.purge(now - timedelta(days=days or config.retention.days))
+    return store.purge(now - timedelta(days=config.retention.days if days is None else days))
