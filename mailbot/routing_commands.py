@@ -227,6 +227,7 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
     """The corrected mails, fetched again from IMAP; how many could not be fetched."""
     from mailbot.app.corrections import corrected_messages
     from mailbot.app.training import Sample
+    from mailbot.core import language
     from mailbot.core.facts import routing_input
     from mailbot.core.message import parse_message
     from mailbot.mail.imap import ImapMailbox
@@ -235,34 +236,36 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
 
     rows = corrected_messages(Store(config.database))
     samples, missing = [], 0
-    for mailbox in sorted({row.mailbox for row in rows}):
-        box = config.mailboxes.get(mailbox)
-        mine = [row for row in rows if row.mailbox == mailbox]
-        if box is None:
-            missing += len(mine)
-            continue
-        source = ImapMailbox(box.imap, name=mailbox)
-        source.connect()
-        try:
-            for row in mine:
-                try:
-                    raw = refetch(source, row).raw
-                except MailbotError:
-                    missing += 1
-                    continue
-                facts = routing_input(config, mailbox, parse_message(raw))
-                samples.append(
-                    Sample(
-                        row.reference or f"#{row.id}",
-                        facts,
-                        row.service,
-                        row.category,
-                        row.reorient or "",
-                        "corrections",
+    # Citizens' mails read again: lingua keeps no hash of them beyond the retention.
+    with language.unremembered():
+        for mailbox in sorted({row.mailbox for row in rows}):
+            box = config.mailboxes.get(mailbox)
+            mine = [row for row in rows if row.mailbox == mailbox]
+            if box is None:
+                missing += len(mine)
+                continue
+            source = ImapMailbox(box.imap, name=mailbox)
+            source.connect()
+            try:
+                for row in mine:
+                    try:
+                        raw = refetch(source, row).raw
+                    except MailbotError:
+                        missing += 1
+                        continue
+                    facts = routing_input(config, mailbox, parse_message(raw))
+                    samples.append(
+                        Sample(
+                            row.reference or f"#{row.id}",
+                            facts,
+                            row.service,
+                            row.category,
+                            row.reorient or "",
+                            "corrections",
+                        )
                     )
-                )
-        finally:
-            source.close()
+            finally:
+                source.close()
     return samples, missing
 
 

@@ -7,11 +7,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from servers import MailUser, SmtpServer
+from test_e2e import etrangers_user
 
 from mailbot import langcache
 from mailbot.core import language
 
 ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["etrangers_user"]
 ENGLISH = "Hello, I would like to know how to renew my residence permit before it expires."
 
 
@@ -81,3 +84,37 @@ def test_explain_keeps_what_lingua_said(tmp_path: Path, monkeypatch: pytest.Monk
     assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(mail)]) == 0
     with closing(sqlite3.connect(cache / langcache.SUBDIRECTORY / langcache.FILE)) as kept:
         assert kept.execute("SELECT language FROM said").fetchall() == [("en",)]
+
+
+def test_corrected_mails_read_again_for_training_leave_no_hash(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """`routing train` keeps lingua's memory for its corpus, but the agents' corrections
+    are citizens' mails fetched again from IMAP: a hash of their text kept in the cache
+    directory would outlive the retention purge. One English mail, recorded, corrected,
+    read again by the training: lingua is asked (no French), and nothing is kept."""
+    from test_e2e import citizen_mail, db_rows, poll, write_config
+
+    from mailbot.cli import main
+    from mailbot.config import load_config
+    from mailbot.routing_commands import corrections_samples
+
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1, subject="Residence permit", body=ENGLISH + "\n"))
+    assert poll(config, acknowledge_existing=True) == 0
+    ((reference,),) = db_rows(config, "SELECT reference FROM messages")
+    correct = ["correct", reference, "--service", "etrangers", "--category", "information"]
+    assert main(["--config", str(config), *correct]) == 0
+    (tmp_path / "cache").mkdir(mode=0o700)
+    langcache.remember_on_disk(tmp_path / "cache")
+    language.lingua_language("Guten Tag, ich habe eine Frage zu meinem Aufenthaltstitel.")
+    assert _rows(tmp_path / "cache") == 1  # the memory works: the training's own corpus
+    samples, missing = corrections_samples(load_config(config))
+    assert (len(samples), missing) == (1, 0)
+    assert samples[0].facts.language == "en"  # lingua did read it
+    assert _rows(tmp_path / "cache") == 1  # and nothing of the citizen's mail
+
+
+def _rows(folder: Path) -> int:
+    with closing(sqlite3.connect(folder / langcache.FILE)) as conn:
+        return int(conn.execute("SELECT count(*) FROM said").fetchone()[0])

@@ -23,7 +23,8 @@ then load no model when every text was read before.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -203,6 +204,19 @@ _memory: list[LanguageMemory] = []  # at most one: the process's
 def remember_with(memory: LanguageMemory | None) -> None:
     """Let lingua's answers be recalled from ``memory`` and kept in it (None: forget it)."""
     _memory[:] = [] if memory is None else [memory]
+
+
+@contextmanager
+def unremembered() -> Iterator[None]:
+    """lingua asked without the memory for a while: citizens' mails read again from IMAP
+    (the agents' corrections, for training) must leave no hash of their text that would
+    outlive the retention purge."""
+    kept = list(_memory)
+    _memory[:] = []
+    try:
+        yield
+    finally:
+        _memory[:] = kept
 
 
 def lingua_language(sample: str) -> str | None:
