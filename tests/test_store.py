@@ -501,3 +501,21 @@ def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: S
     assert len({outbox_id for outbox_id, _ in results}) == 1
     assert len(store.outbox_items()) == 1
     assert once(store, "reply_queued", "other-token", work)[1] is False  # another key: done
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://mailbot:S3cretPw99@db.pref.local/mailbot",
+        "postgresql+psycopg://mailbot@db.pref.local/mailbot?password=S3cretPw99",
+        "postgresql+psycopg://mailbot@db/mailbot?sslmode=verify-full&sslpassword=S3cretPw99",
+    ],
+)
+def test_a_database_url_is_shown_with_no_password_wherever_it_is_written(url: str) -> None:
+    """`check`, `purge` and `status` print the database's URL: libpq also takes the
+    password as a query parameter, which ``hide_password`` alone left in clear."""
+    from mailbot.store.database import shown_url
+
+    shown = shown_url(url)
+    assert "S3cretPw99" not in shown and "***" in shown
+    assert shown.startswith("postgresql+psycopg://mailbot") and "db" in shown

@@ -14,6 +14,7 @@ from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
+from mailbot.store.database import shown_url
 
 MISSING_RETURN_PATH_SHARE = 0.5
 MISSING_RETURN_PATH_SAMPLE = 10
@@ -28,7 +29,7 @@ def check(config: Config) -> Renderer:
 
 def database_shown(config: Config) -> str:
     """The database URL as it may be printed: the password hidden."""
-    return make_url(config.database).render_as_string(hide_password=True)
+    return shown_url(config.database)
 
 
 def return_path_warnings(config: Config) -> list[str]:

@@ -181,7 +181,7 @@ class Store:
     @property
     def where(self) -> str:
         """The database URL as it may be shown: the password hidden."""
-        return sa.make_url(self.url).render_as_string(hide_password=True)
+        return shown_url(self.url)
 
     def _refuse_unversioned(self, conn: Connection) -> None:
         """Tables but no schema version: an older mailbot's first migration was interrupted
@@ -570,6 +570,19 @@ class Store:
         if self.writer is not self.engine:
             self.writer.dispose()
         self.engine.dispose()
+
+
+# Query parameters that carry a secret (libpq's keywords: ``?password=…`` is a password
+# as much as ``user:…@``, which is all ``hide_password`` hides).
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed or logged: every password hidden."""
+    parsed = sa.make_url(url)
+    hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_PARAMETERS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", "***")  # the query's stars, as the password's
 
 
 def _head_from_files(versions: Path) -> str | None:
