@@ -185,3 +185,21 @@ def test_a_bare_attached_mail_still_gives_its_text() -> None:
     """With no text of its own, the attached mail's text is all there is to route on."""
     parsed = parse_message(_forwarded_as_attachment(b"Content-Type: text/plain\r\n\r\n"))
     assert parsed.has_attachments and "parcel" in parsed.body_text
+
+
+def test_a_field_name_with_space_before_its_colon_does_not_end_the_header_block() -> None:
+    """RFC 5322's obsolete syntax ("X-Mailer : …", old clients): the email package took the
+    line for the end of the headers, so To and Subject became body and the mail was skipped
+    as not addressed to us. The body's own " :" lines are left alone."""
+    raw = (
+        b"Return-Path: <jean@example.fr>\r\nFrom: Jean <jean@example.fr>\r\n"
+        b"X-Mailer : OddClient 1.0\r\nTo: pref-contact@seine-maritime.gouv.fr\r\n"
+        b"Subject : Carte grise\r\nMessage-ID: <odd@example.fr>\r\n\r\n"
+        b"Bonjour,\r\nObjet : ma carte grise\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.to == ("pref-contact@seine-maritime.gouv.fr",)
+    assert parsed.subject == "Carte grise" and parsed.message_id == "<odd@example.fr>"
+    assert "ObsoleteFieldName" in parsed.defects
+    assert parsed.body_text == "Bonjour,\r\nObjet : ma carte grise\r\n"
+    assert "ObsoleteFieldName" not in parse_message(raw.replace(b" :", b":", 2)).defects

@@ -284,18 +284,34 @@ def _body_start(raw: bytes, start: int = 0, stop: int | None = None) -> int:
 
 
 def _bounded_source(raw: bytes, defects: list[str]) -> bytes:
-    """The mail as the parser sees it: the header block cut at MAX_HEADER_BLOCK bytes.
+    """The mail as the parser sees it: the header block cut at MAX_HEADER_BLOCK bytes, and
+    field names followed by white space before their colon joined to it.
 
     The parser reads every header line into memory and the rest of this module decodes
     them: a mail of duplicated headers (a 100 MB subject) is cut here, before any work.
     """
     if len(raw) <= MAX_HEADER_BLOCK or _body_start(raw, 0, MAX_HEADER_BLOCK) >= 0:
-        return raw
+        return _obsolete_names_joined(raw, defects)
     head = raw[:MAX_HEADER_BLOCK]
     head = head[: head.rfind(b"\n") + 1] or head
     body = _body_start(raw, MAX_HEADER_BLOCK)
     defects.append("HeaderBlockLimit")
-    return head + b"\r\n" + (raw[body:] if body >= 0 else b"")
+    return _obsolete_names_joined(head, defects) + b"\r\n" + (raw[body:] if body >= 0 else b"")
+
+
+# RFC 5322 4.5.1, obs-optional: white space between a field's name and its colon ("X-Mailer
+# : …", old clients). The email package takes such a line for the end of the header block:
+# the To and Subject after it were read as body, and the mail skipped as not addressed.
+_OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+
+
+def _obsolete_names_joined(raw: bytes, defects: list[str]) -> bytes:
+    end = _body_start(raw)
+    head = raw if end < 0 else raw[:end]
+    if _OBSOLETE_NAME.search(head) is None:
+        return raw
+    defects.append("ObsoleteFieldName")
+    return _OBSOLETE_NAME.sub(rb"\1:", head) + raw[len(head) :]
 
 
 @functools.lru_cache(maxsize=1024)
