@@ -323,3 +323,58 @@ def test_a_delivery_takes_about_max_bytes_of_mail(store: Store) -> None:
     outbox.transport = Observing(store, outbox.stop, None)
     assert [outbox.deliver_due().taken for _ in range(3)] == [2, 1, 0]
     assert rows(store) == [("sent", 1)] * 3
+
+
+# -- two deliveries at once -------------------------------------------------------------------
+
+
+def deliver_meanwhile(first: Outbox, second: Outbox, server: ScriptedSmtpServer) -> list[int]:
+    """``first`` delivers on a thread; its connection hangs at the greeting (the server
+    refuses a second connection at once, in effect) after it took the due mail; ``second``
+    delivers meanwhile. Returns what each one's report counted as sent."""
+    server.fail("greeting", "hang")
+    reports = []
+    hung = threading.Thread(target=lambda: reports.append(first.deliver_due()))
+    hung.start()
+    assert server.hanging.wait(10)  # ``first`` took the mail and is connecting
+    meanwhile = second.deliver_due()
+    hung.join(30)
+    assert not hung.is_alive()
+    return [reports[0].sent, meanwhile.sent]
+
+
+def test_two_deliveries_at_once_on_one_outbox_send_a_mail_once(store: Store) -> None:
+    """The worker's delivery thread, its alerts job, its probe and the console's tasks all
+    call ``deliver_due`` on the one Outbox: the second waits for the first. Before, it took
+    the same mail and sent it, and the first, failing to connect, put it back in the queue
+    (its bytes purged): it went out a second time, empty."""
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store)
+        sent_meanwhile = deliver_meanwhile(outbox, outbox, server)
+        outbox.deliver_due(now=later())
+        outbox.deliver_due(now=later() + timedelta(days=1))
+        assert [d.data for d in server.deliveries] == [AR]  # once, whole
+        assert rows(store) == [("sent", 2)]
+        # The second waited for the first, which could not connect: retried later.
+        assert sent_meanwhile == [0, 0]
+        outbox.transport.close()
+
+
+def test_a_delivery_failing_to_connect_never_requeues_a_mail_another_sent(store: Store) -> None:
+    """Two Outboxes (a console and ``poll --once``: two processes, neither a registered
+    worker) take the same mail. The one that connects claims and sends it; the other, its
+    connection failed, leaves it as it is: 'sent', never sent again."""
+    with ScriptedSmtpServer() as server:
+        first = outbox_for(store, server, timeout_seconds=5)
+        second = outbox_for(store, server, timeout_seconds=5)
+        assert first.holder != second.holder
+        queue(store)
+        assert deliver_meanwhile(first, second, server) == [0, 1]
+        assert rows(store) == [("sent", 1)]
+        for outbox in (first, second):
+            assert outbox.deliver_due(now=later()).taken == 0
+            outbox.transport.close()
+        assert rows(store) == [("sent", 1)]
+        assert [d.data for d in server.deliveries] == [AR]
+        assert [e.kind for e in store.events()] == ["ar_sent"]
