@@ -22,6 +22,7 @@ from mailbot.app.delivery import Outbox
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
+from mailbot.store.schema import outbox as outbox_table
 
 CITIZEN = "marie.dupont@example.fr"
 AR = (
@@ -378,3 +379,25 @@ def test_a_delivery_failing_to_connect_never_requeues_a_mail_another_sent(store:
         assert rows(store) == [("sent", 1)]
         assert [d.data for d in server.deliveries] == [AR]
         assert [e.kind for e in store.events()] == ["ar_sent"]
+
+
+def test_a_mail_without_bytes_is_never_sent(store: Store) -> None:
+    """An outbox row keeps its bytes until it is sent: one without (empty, or purged as if
+    sent) is a fault, and an empty mail to a citizen is worse than none. It fails, with an
+    event, and the rest of the batch leaves."""
+    queue(store, b"")
+    purged, fine = queue(store), queue(store)
+    with store.engine.begin() as conn:
+        conn.execute(outbox_table.update().where(outbox_table.c.id == purged[0]), {"raw": None})
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        report = outbox.deliver_due()
+        assert (report.sent, report.failed, report.sent_ids) == (1, 2, fine)
+        assert rows(store) == [("failed", 0), ("failed", 0), ("sent", 1)]
+        assert [d.data for d in server.deliveries] == [AR]
+        assert outbox.deliver_due(now=later()).taken == 0
+        assert len(server.deliveries) == 1
+        kinds = [e.kind for e in store.events()]
+        assert kinds.count("send_failed") == 2
+        assert "bytes are missing" in (store.outbox_items()[0].last_error or "")
+        outbox.transport.close()

@@ -177,6 +177,20 @@ class Outbox:
         # the probe and the console's tasks all call it on the one Outbox.
         self._delivering = threading.Lock()
 
+    def unsendable(self, item: OutboxItem) -> DeliveryError | None:
+        """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
+        or no bytes at all. A queued mail always has its bytes until it is sent (then they
+        are purged): an empty one is a fault somewhere, and an empty mail to a citizen is
+        worse than none, so it fails, logged, for an agent to look at."""
+        if not self.is_allowed(item):
+            return ForbiddenRecipientError(item.recipient)
+        if not item.raw:
+            return DeliveryError(
+                "nothing to send: the mail's bytes are missing (never sent empty)",
+                permanent=True,
+            )
+        return None
+
     def is_allowed(self, item: OutboxItem) -> bool:
         """Only the original sender of the message, or a configured address, may be mailed."""
         recipient = item.recipient.lower()
@@ -370,8 +384,8 @@ class _Run:
 
     def _claim_group(self, first: int) -> None:
         """Claim ``first`` and the mails after it, up to a group, in one commit (alone, or
-        with the intake part open meanwhile); a forbidden recipient fails there (if this
-        delivery still holds it)."""
+        with the intake part open meanwhile); a forbidden recipient or a mail without bytes
+        fails there (if this delivery still holds it)."""
         start = self.position[first]
         group = [
             self.items[i]
@@ -383,10 +397,11 @@ class _Run:
         def claim(tx: Transaction) -> tuple[list[OutboxItem], dict[int, bool], list[Tally]]:
             sent, claimed, tallies = self._record_sent(tx), {}, []
             for item in group:
-                if not self.outbox.is_allowed(item):
-                    error = ForbiddenRecipientError(item.recipient)
+                error = self.outbox.unsendable(item)
+                if error is not None:
+                    refused = isinstance(error, ForbiddenRecipientError)
                     pending = OutboxStatus.PENDING
-                    tallies.append(self.outbox._fail(tx, item, error, True, held_as=pending))
+                    tallies.append(self.outbox._fail(tx, item, error, refused, held_as=pending))
                     claimed[item.id] = False
                 else:
                     claimed[item.id] = tx.claim_outbox(item.id, item.attempts + 1, holder)
