@@ -185,6 +185,35 @@ def test_after_an_uncertain_send_the_batch_goes_on_with_a_new_connection(store: 
         assert len(server.deliveries) == 3
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+@pytest.mark.parametrize("point", ["greeting", "auth"])
+def test_a_5xx_when_reconnecting_after_a_drop_is_retried(
+    store: Store, tmp_path: Path, tls: TlsFiles, point: Point, pipelining: bool
+) -> None:
+    """The connection kept from the last batch is found cut at the next MAIL FROM, and the
+    new one meets a 5xx (a 554 greeting; a 535 AUTH, the password rotated meanwhile): as on
+    a fresh connection, the server's trouble, not the mail's. Retried, never failed."""
+    server, settings = server_for(point, tls, tmp_path)
+    server.pipelining = pipelining
+    with server:
+        outbox = outbox_for(store, server, **settings)
+        queue(store)
+        assert outbox.deliver_due().sent == 1  # its connection is kept
+        server.fail("mail", "drop")
+        server.fail(point, "perm")
+        queue(store, n=2)
+        report = outbox.deliver_due()
+        assert report.failed == 0 and report.retried + report.sent == 2
+        # The mail whose connection dropped: retried later (one at a time, the next mail
+        # goes on a connection of its own, which the server, refusing once, accepts).
+        assert rows(store)[:2] == [("sent", 1), ("pending", 1)]
+        outbox.deliver_due(now=later())
+        assert [status for status, _ in rows(store)] == ["sent"] * 3
+        assert rows(store)[1] == ("sent", 2)
+        assert len(server.deliveries) == 3
+        outbox.transport.close()
+
+
 def test_dot_stuffing_and_line_endings_survive_the_low_level_data(store: Store) -> None:
     raw = b"Subject: x\nTo: a@b\n\n.\n..two\nbare\rcr\r\n.end"
     with ScriptedSmtpServer() as server:
