@@ -145,7 +145,8 @@ class ScriptedSmtpServer(_ThreadedServer):
 
     ``fail(point, action)`` applies to the next time ``point`` is reached (once; call it
     again for more). Otherwise it behaves: EHLO lists 8BITMIME, SMTPUTF8 (``smtputf8``),
-    STARTTLS (with ``tls``) and AUTH ``auth_mechanisms`` (with ``password``); it accepts mail
+    STARTTLS (with ``tls``), AUTH ``auth_mechanisms`` (with ``password``) and PIPELINING
+    (unless ``pipelining=False``: the client then sends one command at a time); it accepts mail
     and keeps it in ``deliveries`` (also when told to hang or drop after the final ".").
     "body" actions apply once the body has begun: hang (stop reading), drop, temp (a 421
     data timeout, then hang up). With ``echo_auth``, a failed AUTH is answered with a 535 that
@@ -162,8 +163,10 @@ class ScriptedSmtpServer(_ThreadedServer):
         password: str | None = None,
         echo_auth: bool = False,
         auth_mechanisms: str = "PLAIN",
+        pipelining: bool = True,
     ) -> None:
         super().__init__()
+        self.pipelining = pipelining
         self.auth_mechanisms = auth_mechanisms
         self.tls = tls
         self.smtputf8 = smtputf8
@@ -283,7 +286,9 @@ class ScriptedSmtpServer(_ThreadedServer):
                 await self._reply(writer, "250 2.0.0 OK" if verb == "NOOP" else "502 5.5.2 What?")
 
     async def _ehlo(self, writer: asyncio.StreamWriter, secure: bool) -> None:
-        lines = ["scripted.example.test", "8BITMIME", "PIPELINING"]
+        lines = ["scripted.example.test", "8BITMIME"]
+        if self.pipelining:
+            lines.append("PIPELINING")
         if self.smtputf8:
             lines.append("SMTPUTF8")
         if self.tls is not None and not secure:

@@ -22,6 +22,7 @@ from mailbot.app.delivery import Outbox
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
+from mailbot.store.schema import outbox as outbox_table
 
 CITIZEN = "marie.dupont@example.fr"
 AR = (
@@ -184,6 +185,35 @@ def test_after_an_uncertain_send_the_batch_goes_on_with_a_new_connection(store: 
         assert len(server.deliveries) == 3
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+@pytest.mark.parametrize("point", ["greeting", "auth"])
+def test_a_5xx_when_reconnecting_after_a_drop_is_retried(
+    store: Store, tmp_path: Path, tls: TlsFiles, point: Point, pipelining: bool
+) -> None:
+    """The connection kept from the last batch is found cut at the next MAIL FROM, and the
+    new one meets a 5xx (a 554 greeting; a 535 AUTH, the password rotated meanwhile): as on
+    a fresh connection, the server's trouble, not the mail's. Retried, never failed."""
+    server, settings = server_for(point, tls, tmp_path)
+    server.pipelining = pipelining
+    with server:
+        outbox = outbox_for(store, server, **settings)
+        queue(store)
+        assert outbox.deliver_due().sent == 1  # its connection is kept
+        server.fail("mail", "drop")
+        server.fail(point, "perm")
+        queue(store, n=2)
+        report = outbox.deliver_due()
+        assert report.failed == 0 and report.retried + report.sent == 2
+        # The mail whose connection dropped: retried later (one at a time, the next mail
+        # goes on a connection of its own, which the server, refusing once, accepts).
+        assert rows(store)[:2] == [("sent", 1), ("pending", 1)]
+        outbox.deliver_due(now=later())
+        assert [status for status, _ in rows(store)] == ["sent"] * 3
+        assert rows(store)[1] == ("sent", 2)
+        assert len(server.deliveries) == 3
+        outbox.transport.close()
+
+
 def test_dot_stuffing_and_line_endings_survive_the_low_level_data(store: Store) -> None:
     raw = b"Subject: x\nTo: a@b\n\n.\n..two\nbare\rcr\r\n.end"
     with ScriptedSmtpServer() as server:
@@ -323,3 +353,80 @@ def test_a_delivery_takes_about_max_bytes_of_mail(store: Store) -> None:
     outbox.transport = Observing(store, outbox.stop, None)
     assert [outbox.deliver_due().taken for _ in range(3)] == [2, 1, 0]
     assert rows(store) == [("sent", 1)] * 3
+
+
+# -- two deliveries at once -------------------------------------------------------------------
+
+
+def deliver_meanwhile(first: Outbox, second: Outbox, server: ScriptedSmtpServer) -> list[int]:
+    """``first`` delivers on a thread; its connection hangs at the greeting (the server
+    refuses a second connection at once, in effect) after it took the due mail; ``second``
+    delivers meanwhile. Returns what each one's report counted as sent."""
+    server.fail("greeting", "hang")
+    reports = []
+    hung = threading.Thread(target=lambda: reports.append(first.deliver_due()))
+    hung.start()
+    assert server.hanging.wait(10)  # ``first`` took the mail and is connecting
+    meanwhile = second.deliver_due()
+    hung.join(30)
+    assert not hung.is_alive()
+    return [reports[0].sent, meanwhile.sent]
+
+
+def test_two_deliveries_at_once_on_one_outbox_send_a_mail_once(store: Store) -> None:
+    """The worker's delivery thread, its alerts job, its probe and the console's tasks all
+    call ``deliver_due`` on the one Outbox: the second waits for the first. Before, it took
+    the same mail and sent it, and the first, failing to connect, put it back in the queue
+    (its bytes purged): it went out a second time, empty."""
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store)
+        sent_meanwhile = deliver_meanwhile(outbox, outbox, server)
+        outbox.deliver_due(now=later())
+        outbox.deliver_due(now=later() + timedelta(days=1))
+        assert [d.data for d in server.deliveries] == [AR]  # once, whole
+        assert rows(store) == [("sent", 2)]
+        # The second waited for the first, which could not connect: retried later.
+        assert sent_meanwhile == [0, 0]
+        outbox.transport.close()
+
+
+def test_a_delivery_failing_to_connect_never_requeues_a_mail_another_sent(store: Store) -> None:
+    """Two Outboxes (a console and ``poll --once``: two processes, neither a registered
+    worker) take the same mail. The one that connects claims and sends it; the other, its
+    connection failed, leaves it as it is: 'sent', never sent again."""
+    with ScriptedSmtpServer() as server:
+        first = outbox_for(store, server, timeout_seconds=5)
+        second = outbox_for(store, server, timeout_seconds=5)
+        assert first.holder != second.holder
+        queue(store)
+        assert deliver_meanwhile(first, second, server) == [0, 1]
+        assert rows(store) == [("sent", 1)]
+        for outbox in (first, second):
+            assert outbox.deliver_due(now=later()).taken == 0
+            outbox.transport.close()
+        assert rows(store) == [("sent", 1)]
+        assert [d.data for d in server.deliveries] == [AR]
+        assert [e.kind for e in store.events()] == ["ar_sent"]
+
+
+def test_a_mail_without_bytes_is_never_sent(store: Store) -> None:
+    """An outbox row keeps its bytes until it is sent: one without (empty, or purged as if
+    sent) is a fault, and an empty mail to a citizen is worse than none. It fails, with an
+    event, and the rest of the batch leaves."""
+    queue(store, b"")
+    purged, fine = queue(store), queue(store)
+    with store.engine.begin() as conn:
+        conn.execute(outbox_table.update().where(outbox_table.c.id == purged[0]), {"raw": None})
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        report = outbox.deliver_due()
+        assert (report.sent, report.failed, report.sent_ids) == (1, 2, fine)
+        assert rows(store) == [("failed", 0), ("failed", 0), ("sent", 1)]
+        assert [d.data for d in server.deliveries] == [AR]
+        assert outbox.deliver_due(now=later()).taken == 0
+        assert len(server.deliveries) == 1
+        kinds = [e.kind for e in store.events()]
+        assert kinds.count("send_failed") == 2
+        assert "bytes are missing" in (store.outbox_items()[0].last_error or "")
+        outbox.transport.close()

@@ -143,6 +143,28 @@ def test_a_kept_connection_dropped_at_mail_from_is_replaced() -> None:
         sender.transport.close()
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_a_5xx_greeting_when_replacing_a_dropped_connection_is_not_permanent(
+    pipelining: bool,
+) -> None:
+    """The kept connection cut at MAIL FROM, the new one refused at its greeting (554): the
+    mail is told a temporary error (the outbox retries it), as the rest of the batch."""
+    with ScriptedSmtpServer(pipelining=pipelining) as server:
+        sender = Batch(SmtpTransport(scripted_config(server)))
+        sender.send(envelopes("first", 1))
+        server.fail("mail", "drop")
+        server.fail("greeting", "perm")
+        try:
+            sender.send(envelopes("second", 1))
+        except DeliveryError as error:  # no connection for the batch: retried, all of it
+            assert not error.permanent
+        error = sender.results["second-0"]
+        assert error is not None and not error.permanent and not error.uncertain
+        assert error.code == 554
+        assert len(server.deliveries) == 1
+        sender.transport.close()
+
+
 def test_a_fresh_connection_dropped_is_not_retried_at_once() -> None:
     """On a connection opened for it, a drop is the server's trouble, not a stale
     connection: the mail is reported (retried later by the outbox), the batch goes on."""

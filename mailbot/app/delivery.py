@@ -13,6 +13,13 @@ What an outbox status means beyond the outbox is decided here: an AR's status is
 message's AR status (the indicators count ARs sent), and an agent's reply accepted by the
 server is the reply to the citizen. The use cases only queue; when to deliver is the
 faces' decision (``deliver_due`` at once from the CLI, or the worker's delivery thread).
+
+A mail a delivery took may be taken by another meanwhile (the same worker's next delivery,
+a console, a worker that thinks it dead): only one claim ('pending' to 'sending') succeeds,
+and every later write of a delivery is conditional on what it holds — 'sending' under its
+own claim after a send attempt, 'pending' and taken by it before (``Outbox._settle``). One
+that failed to connect never writes over a mail the other sent: a sent AR is never put
+back in the queue, to leave a second time (and empty, its bytes purged).
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ def _retried(report: DeliveryReport) -> None:
 
 def _refused(report: DeliveryReport) -> None:
     report.refused += 1
+
+
+def _untouched(report: DeliveryReport) -> None:
+    """Nothing written: another delivery holds the mail now, and counts it."""
 
 
 def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
@@ -162,6 +173,23 @@ class Outbox:
         self.allowed = {address.lower() for address in allowed}
         # Set by the worker on SIGTERM: a send in progress is interrupted, not waited for.
         self.stop = threading.Event()
+        # One delivery at a time (``deliver_due``): the worker's delivery thread, its jobs,
+        # the probe and the console's tasks all call it on the one Outbox.
+        self._delivering = threading.Lock()
+
+    def unsendable(self, item: OutboxItem) -> DeliveryError | None:
+        """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
+        or no bytes at all. A queued mail always has its bytes until it is sent (then they
+        are purged): an empty one is a fault somewhere, and an empty mail to a citizen is
+        worse than none, so it fails, logged, for an agent to look at."""
+        if not self.is_allowed(item):
+            return ForbiddenRecipientError(item.recipient)
+        if not item.raw:
+            return DeliveryError(
+                "nothing to send: the mail's bytes are missing (never sent empty)",
+                permanent=True,
+            )
+        return None
 
     def is_allowed(self, item: OutboxItem) -> bool:
         """Only the original sender of the message, or a configured address, may be mailed."""
@@ -171,16 +199,24 @@ class Outbox:
         return (item.message_sender or "").lower() == recipient
 
     def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
-        """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``."""
-        report = DeliveryReport()
-        if self.stop.is_set():
+        """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``.
+
+        One delivery at a time on this Outbox: a second caller waits for the first to end,
+        then attempts what is still due. Waiting, not returning at once, so that every
+        caller (``poll --once``, a job that just queued its digest) returns only once what
+        was due when it called has been attempted. Two at once would take the same mails
+        (``take_due``: what this Outbox took is free to it again); the conditional writes
+        keep that safe, the lock keeps it from happening in one process."""
+        with self._delivering:
+            report = DeliveryReport()
+            if self.stop.is_set():
+                return report
+            with self.store.session() as session:
+                due = session.write(lambda tx: self._take(tx, now or utcnow(), limit))
+                report.taken = len(due)
+                if due:
+                    self._send(_Run(self, session, {item.id: item for item in due}, report))
             return report
-        with self.store.session() as session:
-            due = session.write(lambda tx: self._take(tx, now or utcnow(), limit))
-            report.taken = len(due)
-            if due:
-                self._send(_Run(self, session, {item.id: item for item in due}, report))
-        return report
 
     def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
         """The due mail, taken; first the bookkeeping a crash left undone."""
@@ -195,16 +231,43 @@ class Outbox:
         try:
             self.transport.send_batch(envelopes, run.before, run.after, self.stop)
         except DeliveryError as error:
-            # No connection: the mails not handed to the transport yet never left.
+            # No connection: the mails not handed to the transport yet never left. Each is
+            # retried later (a backoff: the delivery thread does not hammer a server that is
+            # down) only as far as this delivery still holds it: one it took but never
+            # claimed may have been claimed, even sent, by another delivery meanwhile.
             for item in run.items.values():
-                if item.id not in run.handled and run.claimed.get(item.id, True):
+                held_as = run.held_as(item.id)
+                if item.id not in run.handled and held_as is not None:
                     run.handled.add(item.id)
-                    run.record(item, self._retry_later(item, error))
+                    run.record(item, self._retry_later(item, error, held_as))
         finally:
             run.flush()
 
+    def _settle(
+        self,
+        tx: Transaction,
+        item: OutboxItem,
+        status: OutboxStatus,
+        held_as: OutboxStatus = OutboxStatus.SENDING,
+        **values: object,
+    ) -> bool:
+        """``set_status`` only while this delivery holds ``item`` as ``held_as`` ('sending':
+        claimed by it; 'pending': taken by it, not claimed); False, nothing written, once
+        another delivery has it. Writing anyway could put back in the queue a mail the
+        other one sent, and it would leave twice."""
+        if not tx.settle_outbox(item.id, self.holder, held_as, status, **values):
+            log.warning(
+                "outbox item held by another delivery: left as it is",
+                extra={"outbox": item.id, "status": status},
+            )
+            return False
+        if item.kind == OutboxKind.AR and item.message_pk is not None:
+            tx.set_ar_status(item.message_pk, ArStatus(status.value))
+        return True
+
     def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
-        set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error))
+        if not self._settle(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error)):
+            return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
         return _failed
@@ -216,34 +279,36 @@ class Outbox:
         error: DeliveryError,
         attempts: int,
         delay: timedelta | None = None,
+        held_as: OutboxStatus = OutboxStatus.SENDING,
     ) -> Tally:
         next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
-        set_status(
+        if not self._settle(
             tx,
             item,
             OutboxStatus.PENDING,
+            held_as,
             attempts=attempts,
             next_attempt_at=next_at,
             last_error=str(error),
             claimed_by=None,  # any worker may retry it
-        )
+        ):
+            return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
         log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
         return _retried
 
     def _retry_later(
-        self, item: OutboxItem, error: DeliveryError
+        self, item: OutboxItem, error: DeliveryError, held_as: OutboxStatus
     ) -> Callable[[Transaction], Tally]:
         def write(tx: Transaction) -> Tally:
-            return self._retry(tx, item, error, item.attempts + 1)
+            return self._retry(tx, item, error, item.attempts + 1, held_as=held_as)
 
         return write
 
-    @staticmethod
-    def _release(tx: Transaction, item: OutboxItem) -> None:
+    def _release(self, tx: Transaction, item: OutboxItem) -> None:
         """A mail claimed with its group that never reached the transport (a shutdown):
         back to pending as it was, due at once, for any worker."""
-        set_status(
+        self._settle(
             tx,
             item,
             OutboxStatus.PENDING,
@@ -253,9 +318,15 @@ class Outbox:
         )
 
     def _fail(
-        self, tx: Transaction, item: OutboxItem, error: DeliveryError, refused: bool = False
+        self,
+        tx: Transaction,
+        item: OutboxItem,
+        error: DeliveryError,
+        refused: bool = False,
+        held_as: OutboxStatus = OutboxStatus.SENDING,
     ) -> Tally:
-        set_status(tx, item, OutboxStatus.FAILED, last_error=str(error))
+        if not self._settle(tx, item, OutboxStatus.FAILED, held_as, last_error=str(error)):
+            return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         log.error("send failed", extra={"outbox": item.id, "error": str(error)})
         return _refused if refused else _failed
@@ -297,6 +368,13 @@ class _Run:
         self.unrecorded: list[tuple[OutboxItem, datetime]] = []  # left, 'sent' not committed
         self.unfinished: list[tuple[OutboxItem, datetime]] = []  # 'sent', bookkeeping not yet
 
+    def held_as(self, item_id: int) -> OutboxStatus | None:
+        """What this delivery holds ``item_id`` as: 'sending' once claimed, 'pending' while
+        only taken; None if its claim failed (another delivery has it, or it failed)."""
+        if item_id not in self.claimed:
+            return OutboxStatus.PENDING
+        return OutboxStatus.SENDING if self.claimed[item_id] else None
+
     def before(self, envelope: Envelope) -> bool:
         item = self.items[int(envelope.name)]
         self.handled.add(item.id)
@@ -306,7 +384,8 @@ class _Run:
 
     def _claim_group(self, first: int) -> None:
         """Claim ``first`` and the mails after it, up to a group, in one commit (alone, or
-        with the intake part open meanwhile); a forbidden recipient fails there."""
+        with the intake part open meanwhile); a forbidden recipient or a mail without bytes
+        fails there (if this delivery still holds it)."""
         start = self.position[first]
         group = [
             self.items[i]
@@ -318,9 +397,11 @@ class _Run:
         def claim(tx: Transaction) -> tuple[list[OutboxItem], dict[int, bool], list[Tally]]:
             sent, claimed, tallies = self._record_sent(tx), {}, []
             for item in group:
-                if not self.outbox.is_allowed(item):
-                    error = ForbiddenRecipientError(item.recipient)
-                    tallies.append(self.outbox._fail(tx, item, error, refused=True))
+                error = self.outbox.unsendable(item)
+                if error is not None:
+                    refused = isinstance(error, ForbiddenRecipientError)
+                    pending = OutboxStatus.PENDING
+                    tallies.append(self.outbox._fail(tx, item, error, refused, held_as=pending))
                     claimed[item.id] = False
                 else:
                     claimed[item.id] = tx.claim_outbox(item.id, item.attempts + 1, holder)
@@ -368,7 +449,7 @@ class _Run:
 
     def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
         left, self.unrecorded = self.unrecorded, []
-        tx.mark_sent([(item.id, at) for item, at in left])
+        tx.mark_sent([(item.id, at) for item, at in left], self.outbox.holder)
         self.unfinished += left
         return [item for item, _ in left]
 

@@ -6,7 +6,9 @@ the mail. It cannot before the terminating "." of DATA has been handed to the ne
 failure there (greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, the DATA command, the body) is
 retried. It can once the "." has left and no reply came (the connection dropped, the
 server hung): that send is *uncertain* and never retried, for mailbot never sends two ARs.
-A reply (4xx, 5xx) is an answer either way: retried or failed.
+A reply (4xx, 5xx) to a mail's MAIL, RCPT, DATA or "." is an answer either way: retried
+or failed. One while connecting (greeting, EHLO, STARTTLS, AUTH) is about the server, not a
+mail: retried, also for the mail whose kept connection had dropped.
 
 To know when the "." leaves, DATA is driven here rather than by ``SMTP.data()``: the DATA
 command through aiosmtplib, then the body (aiosmtplib's own line-ending normalisation and
@@ -254,7 +256,11 @@ class _Session:
     # -- connection -------------------------------------------------------------------------
 
     async def connect(self) -> aiosmtplib.SMTP:
-        """Connected, secured as configured, greeted (EHLO) and logged in; or DeliveryError."""
+        """Connected, secured as configured, greeted (EHLO) and logged in; or DeliveryError,
+        never permanent: a 5xx there (a 554 greeting, a 535 after a password rotation) is
+        about the server or our account, not about a mail. Told to a mail whose kept
+        connection dropped (``_connect_for``, ``deliver``), a permanent one would fail that
+        mail for good while the rest of the batch is retried."""
         config = self.config
         where = f"SMTP {config.host}:{config.port} ({config.security})"
         client: aiosmtplib.SMTP | None = None
@@ -280,7 +286,8 @@ class _Session:
                 client.close()
             if isinstance(exc, MailbotError):  # an unreadable secret
                 raise DeliveryError(f"{where}: {exc}", permanent=False) from None
-            raise _classify(exc, where) from None
+            error = _classify(exc, where)
+            raise DeliveryError(str(error), permanent=False, code=error.code) from None
         return client
 
     @staticmethod

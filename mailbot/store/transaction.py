@@ -186,12 +186,24 @@ _UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
 _CLAIM_OUTBOX = outbox.update().where(
     outbox.c.id == _param("item_id"), outbox.c.status == OutboxStatus.PENDING
 )
+# What a delivery writes of a mail it holds, only while it still does: 'sending' under its
+# own claim after a send attempt, or 'pending' and taken by it before (Transaction.settle).
+_SETTLE_OUTBOX = outbox.update().where(
+    outbox.c.id == _param("item_id"),
+    outbox.c.status == _param("held_as"),
+    outbox.c.claimed_by == _param("holder"),
+)
 _UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
 # A mail the server accepted: committed with the next mail's claim. Its bytes stay until
 # the delivery batch's bookkeeping (``finish_sent``), which they mark as not done yet.
+# Only under the sender's own claim, as every write after a send (``settle``).
 _MARK_SENT = (
     outbox.update()
-    .where(outbox.c.id == _param("item_id"))
+    .where(
+        outbox.c.id == _param("item_id"),
+        outbox.c.status == OutboxStatus.SENDING,
+        outbox.c.claimed_by == _param("holder"),
+    )
     .values(status=OutboxStatus.SENT, sent_at=_param("at"), last_error=None)
 )
 _SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(None)
@@ -773,7 +785,11 @@ class Transaction:
         max_bytes: int | None = None,
     ) -> list[OutboxItem]:
         """Due mail for ``holder`` to send: pending items nobody else took, or taken by a
-        dead worker, or long ago. ``FOR UPDATE SKIP LOCKED``: two workers asking at the
+        dead worker, or long ago. What it took itself is free to it again: one Outbox
+        delivers one batch at a time (``Outbox.deliver_due``), so that is what an earlier
+        delivery of its left. Another delivery may thus hold what is taken here: each
+        claim, and every write after it, is conditional (``claim_outbox``,
+        ``settle_outbox``). ``FOR UPDATE SKIP LOCKED``: two workers asking at the
         same moment get different items and never wait on each other (SQLite, which
         serves one worker, ignores it). With ``max_bytes``, no more mail than that (one
         item at least): what is taken is held in memory until it is sent, and a forward
@@ -828,6 +844,23 @@ class Transaction:
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         self.conn.execute(_UPDATE_OUTBOX, {"item_id": item_id, "status": status, **values})
 
+    def settle_outbox(
+        self,
+        item_id: int,
+        holder: str,
+        held_as: OutboxStatus,
+        status: OutboxStatus,
+        **values: Any,
+    ) -> bool:
+        """``set_outbox_status`` only while ``holder`` still holds the item as ``held_as``
+        ('sending': its own claim; 'pending': taken by it, not claimed yet); False, and
+        nothing written, once another delivery has it (claimed, sent, taken again). A
+        delivery writing over a mail it no longer holds could put a sent AR back to
+        'pending', and it would leave a second time."""
+        params = {"item_id": item_id, "holder": holder, "held_as": held_as}
+        result = self.conn.execute(_SETTLE_OUTBOX, {**params, "status": status, **values})
+        return bool(result.rowcount == 1)
+
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
         self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "ar_status": status})
 
@@ -837,11 +870,13 @@ class Transaction:
             rows = [{"message_pk": pk, "ar_status": status} for pk in message_pks]
             self.conn.execute(_UPDATE_MESSAGE, rows)
 
-    def mark_sent(self, sent: Sequence[tuple[int, datetime]]) -> None:
+    def mark_sent(self, sent: Sequence[tuple[int, datetime]], holder: str) -> None:
         """Outbox items the server accepted (id, when): 'sent', their bytes kept until
-        ``finish_sent`` (a crash in between leaves them for ``unfinished_sent``)."""
+        ``finish_sent`` (a crash in between leaves them for ``unfinished_sent``). Only those
+        still 'sending' under ``holder``'s claim (see ``settle_outbox``)."""
         if sent:
-            self.conn.execute(_MARK_SENT, [{"item_id": i, "at": at} for i, at in sent])
+            rows = [{"item_id": i, "at": at, "holder": holder} for i, at in sent]
+            self.conn.execute(_MARK_SENT, rows)
 
     def finish_sent(self, item_ids: Sequence[int]) -> set[int]:
         """Purge the bytes of sent items whose bookkeeping is being written; the ids this
