@@ -46,7 +46,11 @@ _REPLIES = {
     "starttls": ("454 4.7.0 TLS not available", "554 5.7.0 No TLS"),
     "auth": ("454 4.7.0 Temporary authentication failure", "535 5.7.8 Authentication failed"),
     "mail": ("451 4.3.0 Try again later", "550 5.7.1 Sender refused"),
-    "rcpt": ("450 4.2.1 Mailbox busy", "550 5.1.1 No such user"),
+    # As Postfix words them: the recipient quoted (an address that must not reach a log).
+    "rcpt": (
+        "450 4.2.1 <{address}>: Recipient address rejected: Mailbox busy",
+        "550 5.1.1 <{address}>: Recipient address rejected: No such user",
+    ),
     "data": ("451 4.3.0 Try again later", "554 5.3.4 Not now"),
     "end": ("451 4.3.0 Queue full", "554 5.7.1 Message rejected"),
 }
@@ -202,7 +206,7 @@ class ScriptedSmtpServer(_ThreadedServer):
 
     # -- the session ------------------------------------------------------------------------
 
-    async def _act(self, point: Point, writer: asyncio.StreamWriter) -> bool:
+    async def _act(self, point: Point, writer: asyncio.StreamWriter, address: str = "") -> bool:
         """Apply the scripted action for ``point``; True if a reply was sent instead."""
         action = self._take(point)
         if action is None:
@@ -214,7 +218,7 @@ class ScriptedSmtpServer(_ThreadedServer):
             _reset(writer)
             raise _Closed
         temporary, permanent = _REPLIES[point]
-        reply = temporary if action == "temp" else permanent
+        reply = (temporary if action == "temp" else permanent).format(address=address)
         await self._reply(writer, reply)
         if reply.startswith("421"):  # "service closing": the server hangs up after it
             writer.close()
@@ -266,8 +270,8 @@ class ScriptedSmtpServer(_ThreadedServer):
             elif verb == "RCPT" and "from" not in envelope:  # as real servers do (pipelining)
                 await self._reply(writer, "503 5.5.1 Error: need MAIL command")
             elif verb == "RCPT":
-                if not await self._act("rcpt", writer):
-                    found = _PATH.match(line)
+                found = _PATH.match(line)
+                if not await self._act("rcpt", writer, found[1] if found else "?"):
                     envelope.setdefault("to", []).append(found[1] if found else "?")
                     await self._reply(writer, "250 2.1.5 OK")
             elif verb == "DATA" and not envelope.get("to"):

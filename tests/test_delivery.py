@@ -8,6 +8,7 @@ A reply is an answer either way: 4xx retried, 5xx failed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -156,6 +157,25 @@ def test_a_5xx_before_data_ends_is_a_permanent_failure(store: Store, point: Poin
         # The refusal is for that mail; the connection (RSET) serves the next one.
         assert rows(store) == [("failed", 1), ("sent", 1)]
         assert server.connections == 1
+
+
+@pytest.mark.parametrize("action", ["temp", "perm"])
+def test_a_refusal_quoting_the_citizen_s_address_leaves_it_out_of_the_log(
+    store: Store, caplog: pytest.LogCaptureFixture, action: Action
+) -> None:
+    """Postfix quotes the recipient in a RCPT refusal, and the refusal was logged as it
+    came ("send deferred", "send failed"): a citizen's address in a WARNING or ERROR line.
+    The outbox row keeps the whole text (it is purged with the message); the log masks it."""
+    with ScriptedSmtpServer() as server:
+        outbox = outbox_for(store, server)
+        queue(store)
+        server.fail("rcpt", action)
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            outbox.deliver_due()
+    logged = [r for r in caplog.records if r.getMessage() in ("send deferred", "send failed")]
+    assert len(logged) == 1
+    assert CITIZEN not in str(logged[0].__dict__) and "…@…" in logged[0].error
+    assert CITIZEN in (store.outbox_items()[0].last_error or "")
 
 
 def test_a_server_dropping_every_connection_mid_data_leaves_nothing_uncertain(

@@ -37,6 +37,7 @@ from mailbot.config import OutboxConfig
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
+from mailbot.logs import safe_error
 from mailbot.mail.smtp import Envelope, Transport
 from mailbot.store import OutboxItem, Session, Store, Transaction
 
@@ -269,7 +270,8 @@ class Outbox:
         if not self._settle(tx, item, OutboxStatus.UNCERTAIN, last_error=str(error)):
             return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, str(error))
-        log.error("send uncertain, not retried", extra={"outbox": item.id, "error": str(error)})
+        error_text = safe_error(error)  # a server's reply may quote the citizen's address
+        log.error("send uncertain, not retried", extra={"outbox": item.id, "error": error_text})
         return _failed
 
     def _retry(
@@ -294,7 +296,7 @@ class Outbox:
         ):
             return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
-        log.warning("send deferred", extra={"outbox": item.id, "error": str(error)})
+        log.warning("send deferred", extra={"outbox": item.id, "error": safe_error(error)})
         return _retried
 
     def _retry_later(
@@ -328,7 +330,7 @@ class Outbox:
         if not self._settle(tx, item, OutboxStatus.FAILED, held_as, last_error=str(error)):
             return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
-        log.error("send failed", extra={"outbox": item.id, "error": str(error)})
+        log.error("send failed", extra={"outbox": item.id, "error": safe_error(error)})
         return _refused if refused else _failed
 
     def _after_error(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
