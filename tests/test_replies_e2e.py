@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, write_config
@@ -202,6 +203,41 @@ def test_a_relance_read_later_is_still_a_relance(
     assert poll(config, acknowledge_existing=True) == 0
     rows = db_rows(config, "SELECT decision, parent_id FROM messages ORDER BY uid")
     assert rows == [("acknowledge", None), ("follow-up", 1)]
+
+
+def test_a_reply_in_sent_meeting_a_locked_database_is_read_again_not_passed_over(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers_user: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A database error while recording an agent's reply is no fault of the mail: it was
+    passed over like an unreadable mail (the mark moved past it, the reply never recorded,
+    the message counted overdue). Now that poll fails, and the next one records the reply."""
+    import sqlalchemy.exc
+
+    from mailbot.store.transaction import Transaction
+
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    imap_user.append(citizen_mail(1, message_id="<c1@example.fr>"))
+    assert poll(config, acknowledge_existing=True) == 0
+    answer = agent_reply("marie.dupont@example.fr", "<c1@example.fr>", "Re: Demande", SIGNED)
+    imap_user.append(answer, folder="Sent")
+    record_reply, calls = Transaction.record_reply, []
+
+    def locked_once(self: Transaction, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+        record_reply(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transaction, "record_reply", locked_once)
+    assert poll(config) == 1  # the Sent folder's poll failed: its mark did not move
+    assert db_rows(config, "SELECT count(*) FROM events WHERE kind = 'sent_unreadable'") == [(0,)]
+    assert poll(config) == 0
+    assert db_rows(config, "SELECT count(*) FROM events WHERE kind = 'reply'") == [(1,)]
+    assert db_rows(config, "SELECT first_reply_at IS NOT NULL FROM messages") == [(1,)]
 
 
 def test_backfill_records_history_and_sends_nothing(

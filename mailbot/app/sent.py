@@ -12,6 +12,8 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 
+import sqlalchemy as sa
+
 from mailbot.config import Config
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message
@@ -70,11 +72,17 @@ class SentPipeline:
 
     def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
         """Record a reply if this Sent mail is one; a mail that cannot be read is logged and
-        passed over (with an event), so it never blocks the folder."""
+        passed over (with an event), so it never blocks the folder. A database that cannot
+        be written is no fault of the mail: that error stops the poll instead."""
         try:
             return self._process(mailbox, folder, uidvalidity, mail)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            # The database, not the mail (locked, gone): passed over, the agent's reply was
+            # lost for good and its message counted overdue. The poll fails, the mark stays
+            # below this mail, and the next poll reads it again.
+            raise
         except Exception as exc:
             log.error(
                 "sent mail unreadable, passed over",
