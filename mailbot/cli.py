@@ -501,7 +501,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from mailbot.mail.originals import ImapOriginals
 
     app = build_app(args.config)
-    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    originals = ImapOriginals(app.config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, originals, app.clock)
     if not args.send:
         preview = transfers.preview(args.agent, args.reference, args.service, args.reason)
         _print_preview(preview.notice)

@@ -28,6 +28,7 @@ from mailbot.app.reply import Draft, Replies
 from mailbot.app.requests import once
 from mailbot.app.transfer import Transfers
 from mailbot.cli import main
+from mailbot.core.dates import date_fr
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import RequestError
 from mailbot.mail.forward import size_fr
@@ -261,6 +262,38 @@ def test_transfer_twice_with_one_key_sends_once(setup: Any) -> None:
     app.outbox.deliver_due()
     assert len(setup[3].wait_for(2)) == 2
     assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'")) == 1
+
+
+def test_transfer_notice_of_an_overdue_message_says_the_deadline_has_passed(setup: Any) -> None:
+    """The notice is written on the day of the transfer (the ``clock``): until the deadline's
+    day included it promises that day; after it, it says the 5 working days have passed and
+    the service answers as soon as possible — never a date gone by (B6)."""
+    config, reference, received = tracked(setup)
+    app = build_app(config)
+    deadline = answer_deadline(received, app.config.timezone)
+    promised = date_fr(deadline, style="date")
+
+    def notice_on(moment: datetime) -> str:
+        transfers = Transfers(
+            app.config,
+            app.store,
+            app.renderer,
+            app.agent,
+            ImapOriginals(app.config),
+            clock=lambda: moment,
+        )
+        preview = transfers.preview("cdurand", reference, "permis", "permis de conduire")
+        return " ".join(preview.notice.text.split())
+
+    last_day = datetime.combine(deadline, datetime.max.time().replace(microsecond=0), PARIS)
+    for moment in (received, last_day):
+        text = notice_on(moment)
+        assert f"au plus tard le {promised}." in text and "est dépassé" not in text
+    late = notice_on(last_day + timedelta(seconds=1))
+    assert "au plus tard" not in late
+    assert "Le délai de réponse de 5 jours ouvrés, qui court à partir de la réception" in late
+    assert "est dépassé : ce service vous répondra dans les meilleurs délais" in late
+    assert db_rows(config, "SELECT id FROM outbox WHERE kind != 'ar'") == []
 
 
 # --------------------------------------------------------------------------- answered elsewhere

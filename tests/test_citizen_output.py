@@ -234,3 +234,28 @@ def test_transfer_notice_states_the_deadline() -> None:
     assert "au plus tard le jeudi 3 décembre 2026" in " ".join(mail.text.split())
     ukrainian = babel_date(date(2026, 12, 3), "full", locale="uk")  # четвер, 3 грудня 2026 р.
     assert ukrainian in mail.text and ukrainian in mail.html
+
+
+@pytest.mark.parametrize("language", ["fr", "uk", "ar"])
+def test_transfer_notice_of_an_overdue_message_gives_no_date_gone_by(language: str) -> None:
+    """Transferred after its deadline (``deadline_passed``, set by app/transfer), the notice
+    says the 5 working days have passed and the service answers as soon as possible, in
+    French and in the translated part: never "au plus tard le <a day gone by>" (B6)."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("notification-transfert").examples()
+    mail = renderer.render(
+        "notification-transfert", {**examples, "deadline_passed": True}, language=language
+    )
+    text = " ".join(mail.text.replace("\u200f", "").split())  # RLM: each Arabic line's start
+    html = " ".join(mail.html.split())
+    assert "Le délai de réponse de 5 jours ouvrés" in text
+    assert "est dépassé : ce service vous répondra dans les meilleurs délais" in text
+    assert "<strong>est dépassé</strong>&nbsp;: ce service vous répondra" in html
+    for part in (text, html):
+        assert "au plus tard" not in part
+        for locale in {"fr", language}:
+            assert babel_date(date(2026, 12, 3), "full", locale=locale) not in part
+    if language != "fr":
+        texts = renderer.translations[language].texts
+        assert texts["ar.deadline_passed"] in text
+        assert texts["ar.deadline"].split("{{")[0].strip() not in text

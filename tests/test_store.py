@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -24,6 +25,7 @@ from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.store import NewMessage, Store, metadata
+from mailbot.store.console import OpenFilter, open_messages
 from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
 
@@ -68,7 +70,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0015"
+    assert store.schema_version() == Store.head_version() == "0016"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -96,7 +98,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0015"
+    assert again.schema_version() == "0016"
     assert len(again.messages()) == 1
     again.close()
 
@@ -470,6 +472,76 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
     (row,) = store.messages()
     assert row.subject == "old" and row.service is None
     store.close()
+
+
+SHOUTED = "ÉCHANGE DE MON PERMIS ÉTRANGER"
+
+
+def found(store: Store, word: str) -> list[str]:
+    """The subjects of the open messages the console's search for ``word`` lists."""
+    where = OpenFilter(services=(), mailbox_services=("general",), words=(word,))
+    rows, total = open_messages(store.engine, where, 0, 50)
+    assert total == len(rows)
+    return [row.subject for row in rows]
+
+
+def test_queue_search_ignores_case_and_accents(store: Store) -> None:
+    """SQLite's lower() folds ASCII only: « échange » missed « ÉCHANGE » (B7). The subject
+    is stored folded (core.fold), the words are folded the same way: one answer on both
+    databases, whatever PostgreSQL's locale."""
+    with store.transaction() as tx:
+        tx.insert_message(new_message(subject=SHOUTED))
+        tx.insert_message(
+            new_message(
+                uid=2,
+                message_id="<b@example.fr>",
+                content_hash="h2",
+                reference="SM-2026-000002",
+                subject="Straße, Œuvre et ﬁn de séjour",
+            )
+        )
+    for word in ("échange", "ÉCHANGE", "Échange", "echange", "ECHANGE", "permis", "ÉTRANGER"):
+        assert found(store, word) == [SHOUTED], word
+    for word in ("strasse", "STRASSE", "œuvre", "fin", "Séjour", "SEJOUR"):
+        assert found(store, word) == ["Straße, Œuvre et ﬁn de séjour"], word
+    assert found(store, "sm-2026-000002") == ["Straße, Œuvre et ﬁn de séjour"]  # reference
+    assert found(store, "échanges") == [] and found(store, "%") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_folds_the_subjects_already_recorded(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Revision 0016 folds the subjects of the rows recorded before it: found as new ones."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0015")
+        for uid in (1, 2):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash, "
+                    "received_at, subject, decision, reasons, ar_status, size, defects, "
+                    "created_at) VALUES ('general', 'INBOX', 1, :uid, 'h', "
+                    "'2026-01-05 10:00:00', :subject, 'acknowledge', '[]', 'sent', 10, '[]', "
+                    "'2026-01-05 10:00:00')"
+                ),
+                {"uid": uid, "subject": SHOUTED if uid == 1 else "Carte grise"},
+            )
+    engine.dispose()
+    store = Store(url)
+    try:
+        assert store.schema_version() == "0016"
+        assert found(store, "echange") == [SHOUTED]
+        assert found(store, "CARTE") == ["Carte grise"]
+    finally:
+        store.close()
 
 
 def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: Store) -> None:

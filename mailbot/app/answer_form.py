@@ -29,6 +29,9 @@ MAX_TEXT = 50_000  # characters of an edited reply
 EDITED = "texte_modifie"  # the form's textarea: the rendered text, which the agent may edit
 BASE = "texte_base"  # the text that textarea was filled with (unchanged: not edited)
 
+# Where a description's first clause ends: a comma, a colon, a bracket or a full stop.
+_FIRST_CLAUSE = re.compile(r",|\s+:|\s+\(|\.(?:\s|$)")
+
 
 @dataclass(frozen=True)
 class Field:
@@ -38,6 +41,14 @@ class Field:
     description: str
     required: bool
     multiline: bool
+
+    @property
+    def label(self) -> str:
+        """The form's label: the description's first clause (« Civilité et nom de
+        l'usager »), in French for the agent — the variable's name (``usager_nom``) is
+        the template's, not theirs; the whole description stays as the hint."""
+        first = _FIRST_CLAUSE.split(self.description.strip(), maxsplit=1)[0].strip()
+        return first or self.name
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 The citizen gets the transfer notice (``notification-transfert``: which service now
 handles the request, its contact details, and the same deadline — the clock keeps running
-from receipt); the service gets the original, attached unaltered, with a note saying who
-sent it on and why (a huge mail, read again only in part: its header, and a note that
-says so and where the whole mail is). The message becomes the service's (its queue, its
+from receipt; a deadline already gone by is said to be, never given as a date in the past);
+the service gets the original, attached unaltered, with a note saying who sent it on and
+why (a huge mail, read again only in part: its header, and a note that says so and where
+the whole mail is). The message becomes the service's (its queue, its
 indicators) and the transfer is recorded with the agent and the reason.
 """
 
@@ -30,12 +31,13 @@ from mailbot.app.requests import (
     tracked_message,
 )
 from mailbot.config import Config
+from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.errors import RequestError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.mail.originals import Originals
 from mailbot.render.templates import Renderer
-from mailbot.render.variables import message_variables
+from mailbot.render.variables import message_variables, working_calendar
 from mailbot.store import Store, Transaction
 
 NOTICE_TEMPLATE = "notification-transfert"
@@ -60,6 +62,7 @@ class Transfers:
         renderer: Renderer,
         agents: AgentLookup,
         originals: Originals,
+        clock: Clock = utcnow,
     ) -> None:
         self.config = config
         self.store = store
@@ -67,6 +70,7 @@ class Transfers:
         self.agents = agents
         self.originals = originals
         self.composer = Composer.from_config(config)
+        self.clock = clock  # the day the notice is written: is its deadline gone by?
 
     def preview(
         self, agent_id: str, message: MessageRef, service: str, reason: str
@@ -160,6 +164,11 @@ class Transfers:
             service=service,
         )
         variables["transferred"] = True
+        # An overdue message: "au plus tard le <a day gone by>" would be a promise broken
+        # as it is made; the notice says the deadline has passed instead (B6).
+        calendar = working_calendar(self.config.timezone)
+        today = calendar.local_date(self.clock())
+        variables["deadline_passed"] = calendar.deadline(row.received_at) < today
         rendered = self.renderer.render(NOTICE_TEMPLATE, variables, language=row.language)
         return self.composer.to_citizen(
             rendered,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot.core.fold import search_fold
 from mailbot.core.statuses import Decision, EventKind, NoReplyReason, OutboxKind, OutboxStatus
 from mailbot.store.schema import ended_sessions, events, messages, outbox, viewings
 
@@ -46,7 +47,7 @@ class OpenFilter:
     assignee: str | None = None
     unassigned: bool = False
     to_check: bool = False
-    words: Sequence[str] = ()  # each in the subject or the reference
+    words: Sequence[str] = ()  # each in the subject (case and accents aside) or the reference
 
 
 def _reply_in_flight() -> sa.ColumnElement[bool]:
@@ -86,10 +87,10 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
         conditions.append(messages.c.assignee.is_(None))
     if where.to_check:
         conditions.append(messages.c.to_check == 1)
-    for word in where.words:
+    for word in where.words:  # folded both sides, in Python: see core.fold
         conditions.append(
             sa.or_(
-                sa.func.lower(messages.c.subject).contains(word.lower(), autoescape=True),
+                messages.c.subject_search.contains(search_fold(word), autoescape=True),
                 messages.c.reference.contains(word.upper(), autoescape=True),
             )
         )

@@ -113,6 +113,8 @@ messages = sa.Table(
     sa.Column("assignee", sa.String(64)),  # the agent handling it (console)
     sa.Column("no_reply", sa.String(16)),  # NoReplyReason: closed without a reply
     sa.Column("probe", sa.Integer, nullable=False, server_default="0"),  # a verified probe mail
+    # The subject folded to case and accents (core.fold), for the console's search.
+    sa.Column("subject_search", sa.Text),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),

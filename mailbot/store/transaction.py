@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
+from mailbot.core.fold import search_fold
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError
@@ -635,7 +636,9 @@ class Transaction:
 
     @staticmethod
     def _message_values(new: NewMessage) -> dict[str, Any]:
-        return fit(
+        """The row's values as stored, and its subject folded for the console's search
+        (``core.fold``: the same on SQLite and PostgreSQL), from the subject as kept."""
+        values = fit(
             messages,
             {
                 **new.__dict__,
@@ -647,6 +650,8 @@ class Transaction:
                 "created_at": utcnow(),
             },
         )
+        values["subject_search"] = search_fold(values["subject"])
+        return values
 
     def insert_message(self, new: NewMessage) -> int:
         result = self.conn.execute(_INSERT_MESSAGE, self._message_values(new))

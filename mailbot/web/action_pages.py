@@ -60,7 +60,9 @@ async def _assign(request: Request, row: Any, form: dict[str, str], service: str
 async def _transfer(request: Request, row: Any, form: dict[str, str], service: str) -> str:
     check(request, Action.REASSIGN, service)
     app = backend(request)
-    transfers = Transfers(app.config, app.store, app.renderer, agents(request), originals(request))
+    transfers = Transfers(
+        app.config, app.store, app.renderer, agents(request), originals(request), app.clock
+    )
     await run_in_threadpool(
         transfers.transfer,
         current_agent(request).agent_id,
@@ -99,7 +101,9 @@ async def _correct(request: Request, row: Any, form: dict[str, str], service: st
     recorded. Both teach the routing."""
     check(request, Action.REASSIGN, service)
     app = backend(request)
-    transfers = Transfers(app.config, app.store, app.renderer, agents(request), originals(request))
+    transfers = Transfers(
+        app.config, app.store, app.renderer, agents(request), originals(request), app.clock
+    )
     moved = await run_in_threadpool(
         corrections.correct_in_console,
         transfers,

@@ -67,6 +67,10 @@ def test_suggested_template_preview_and_one_mail_on_a_double_click(
         assert re.search(r'<option value="reponse-[a-z-]+" selected>[^<]*\(suggérée\)', page)
         fields = form_of(page, "formulaire-reponse")
         assert fields["usager_nom"] == "Marie Dupont"  # pre-filled from the message
+        # labelled in French, from the variables' descriptions in meta.yaml (B9)
+        assert re.search(r'for="var-usager_nom">Civilité et nom de l(&#39;|\')usager[ <]', page)
+        assert re.search(r'for="var-statut_dossier">Où en est le dossier[ <]', page)
+        assert not re.search(r'for="var-[a-z_]+">[a-z_]+[ <]', page)  # no raw variable name
         fields["statut_dossier"] = "en cours d'instruction"
         shown = client.post(f"/courriel/{row.id}/apercu", data=fields)
         assert shown.status_code == 200 and "<html" not in shown.text
