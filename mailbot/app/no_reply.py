@@ -2,7 +2,9 @@
 another thread, a thank-you that asks nothing — closed by an agent with the reason. It
 leaves the queue and the indicators (it is not the service's to answer: counting it as
 late would misstate the audited figure), and the weekly report lists it apart, so that
-nothing leaves the figures unseen."""
+nothing leaves the figures unseen. Not for good: the citizen writing again about it reopens
+it (``intake``: it is theirs to answer after all), and an answer recorded later makes it
+answered, not closed (``Transaction.record_reply``)."""
 
 from __future__ import annotations
 
