@@ -6,6 +6,9 @@ from receipt); the service gets the original, attached unaltered, with a note sa
 sent it on and why (a huge mail, read again only in part: its header, and a note that
 says so and where the whole mail is). The message becomes the service's (its queue, its
 indicators) and the transfer is recorded with the agent and the reason.
+
+A message answered, with a reply on its way, or closed without a reply is not transferred:
+the citizen would be told another service will answer, after the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.app.message_view import service_of
+from mailbot.app.no_reply import refuse_if_answered
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
 from mailbot.app.reply import Preview, Sent, preview_of
 from mailbot.app.requests import (
@@ -37,6 +41,7 @@ from mailbot.mail.originals import Originals
 from mailbot.render.templates import Renderer
 from mailbot.render.variables import message_variables
 from mailbot.store import Store, Transaction
+from mailbot.store import console as stored
 
 NOTICE_TEMPLATE = "notification-transfert"
 UNCLASSIFIED = "-"  # the category the note shows for a message the routing never classed
@@ -122,6 +127,7 @@ class Transfers:
         }
 
         def record(tx: Transaction) -> int:
+            _refuse_if_settled(tx, row)  # again, where it is written: answered meanwhile?
             if also is not None:
                 also(tx)
             ids = enqueue(tx, row.id, mails)
@@ -145,6 +151,8 @@ class Transfers:
             raise RequestError("service", service, f"{row.reference} is already this service's")
         if not reason.strip():
             raise RequestError("reason", "''", "say why the message is transferred")
+        with self.store.transaction() as tx:
+            _refuse_if_settled(tx, row)
         return agent_label(agent_id, agent)
 
     def _current_service(self, row: sa.Row[Any]) -> str:
@@ -167,4 +175,15 @@ class Transfers:
             to=row.sender,
             in_reply_to=row.message_id,
             references=[row.message_id] if row.message_id else [],
+        )
+
+
+def _refuse_if_settled(tx: Transaction, row: sa.Row[Any]) -> None:
+    """RequestError for a message answered, with a reply on its way, or closed without a
+    reply: the notice ("c'est ce service qui vous répondra") would follow the answer, or
+    announce one for a request the prefecture decided needs none."""
+    refuse_if_answered(tx, row.id, row.reference, "transfer")
+    if stored.closed_reason(tx.conn, row.id) is not None:
+        raise RequestError(
+            "reference", row.reference, "closed without a reply: nothing to transfer"
         )

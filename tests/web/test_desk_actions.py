@@ -335,6 +335,32 @@ def test_an_answer_after_closing_counts_once_as_answered(
     assert (figures.received, figures.answered) == (before.received, before.answered + 1)
 
 
+def test_a_message_answered_or_closed_is_not_transferred(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """A transfer of a message answered, or closed without a reply, is refused: the citizen
+    would be told another service will answer after the answer."""
+    other = "<citizen-2@example.fr>"
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
+        closed = act(lea, desk, "sans-reponse", other, motif="spam", precision="")
+        assert closed.status_code == 303
+        for message, why in ((OVERDUE, "already answered"), (other, "closed without a reply")):
+            refused = act(lea, desk, "transferer", message, service="cartes-grises", motif="CG")
+            assert refused.status_code == 400 and "Action impossible" in refused.text
+            assert why in refused.text
+            moved = act(
+                lea, desk, "corriger", message, service="cartes-grises", categorie="information"
+            )
+            assert moved.status_code == 400 and why in moved.text
+    for message in (OVERDUE, other):
+        row = desk.row(message)
+        assert row.service == "etrangers" and not row.transferred
+        assert sent_after(desk, row.id) == []
+        assert "transferred" not in [e.kind for e in desk.app.store.events(row.id)]
+
+
 def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
     query = f"/?etat={state}" + (f"&service={service}" if service else "")
     return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
