@@ -5,7 +5,8 @@ handles the request, its contact details, and the same deadline — the clock ke
 from receipt); the service gets the original, attached unaltered, with a note saying who
 sent it on and why (a huge mail, read again only in part: its header, and a note that
 says so and where the whole mail is). The message becomes the service's (its queue, its
-indicators) and the transfer is recorded with the agent and the reason.
+indicators) and the transfer is recorded with the agent and the reason. Its assignee keeps
+it only if they handle that service too.
 
 A message answered, with a reply on its way, or closed without a reply is not transferred:
 the citizen would be told another service will answer, after the answer.
@@ -133,6 +134,7 @@ class Transfers:
             ids = enqueue(tx, row.id, mails)
             tx.set_service(row.id, service)
             tx.add_event(row.id, EventKind.TRANSFERRED, json.dumps(detail, ensure_ascii=False))
+            self._unassign(tx, row.id, service, agent_id)
             return ids[0]
 
         outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
@@ -154,6 +156,22 @@ class Transfers:
         with self.store.transaction() as tx:
             _refuse_if_settled(tx, row)
         return agent_label(agent_id, agent)
+
+    def _unassign(self, tx: Transaction, message_pk: int, service: str, agent_id: str) -> None:
+        """The assignee keeps the message only if they handle ``service`` too: else the
+        new service's queue would show it "attribué à" someone who cannot see it, and miss
+        it among its unassigned messages. Read in the transaction that records the
+        transfer; recorded as an ``assigned`` event, as an agent's change is."""
+        assignee = stored.assignee_of(tx.conn, message_pk)
+        if assignee is None:
+            return
+        profile = self.agents(assignee)
+        if profile is not None and service in profile.console_services:
+            return
+        stored.set_assignee(tx.conn, message_pk, None)
+        detail = {"agent": agent_id, "assignee": None, "previous": assignee}
+        detail["reason"] = "transfert à un service que l'agent ne traite pas"
+        tx.add_event(message_pk, EventKind.ASSIGNED, json.dumps(detail, ensure_ascii=False))
 
     def _current_service(self, row: sa.Row[Any]) -> str:
         return service_of(self.config, row)

@@ -158,6 +158,11 @@ def closed_reason(conn: Connection, message_pk: int) -> str | None:
     return conn.execute(query).scalar_one_or_none()
 
 
+def assignee_of(conn: Connection, message_pk: int) -> str | None:
+    query = sa.select(messages.c.assignee).where(messages.c.id == message_pk)
+    return conn.execute(query).scalar_one_or_none()
+
+
 def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> None:
     conn.execute(messages.update().where(messages.c.id == message_pk).values(no_reply=reason))
 

@@ -361,6 +361,34 @@ def test_a_message_answered_or_closed_is_not_transferred(
         assert "transferred" not in [e.kind for e in desk.app.store.events(row.id)]
 
 
+def test_a_transfer_leaves_the_assignee_only_if_they_handle_the_new_service(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """Karim (etrangers) loses the message transferred to cartes-grises: it is unassigned
+    there; Léa (etrangers and general) keeps the one transferred to general."""
+    other = "<citizen-2@example.fr>"
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert act(karim, desk, "attribuer", a="khaddad").status_code == 303
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "attribuer", other, a="lmoreau").status_code == 303
+        done = act(lea, desk, "transferer", service="cartes-grises", motif="Carte grise")
+        assert done.status_code == 303
+        kept = act(lea, desk, "transferer", other, service="general", motif="Accueil")
+        assert kept.status_code == 303
+        assert desk.row(other).reference in queued_page(lea, "mes-courriels")
+    assert desk.row(OVERDUE).assignee is None
+    assert desk.row(other).assignee == "lmoreau"
+    last = details(desk, "assigned")[-1]
+    assert (last["agent"], last["previous"]) == ("lmoreau", "khaddad")
+    assert last.get("assignee") is None
+    with console.client() as nathalie:  # the quality mission sees every service's queue
+        local_login(nathalie, "ngarnier")
+        unassigned = queued_page(nathalie, "non-attribues", "cartes-grises")
+        assert desk.row(OVERDUE).reference in unassigned
+
+
 def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
     query = f"/?etat={state}" + (f"&service={service}" if service else "")
     return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
