@@ -296,6 +296,36 @@ def test_transfer_notice_of_an_overdue_message_says_the_deadline_has_passed(setu
     assert db_rows(config, "SELECT id FROM outbox WHERE kind != 'ar'") == []
 
 
+def test_a_transfer_of_a_message_answered_meanwhile_is_refused(
+    setup: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A colleague answers between the transfer's checks and its writing: refused in the
+    transaction that would record it, nothing queued (the citizen would get « c'est ce
+    service qui vous répondra » after the answer); `mailbot transfer` refuses it then."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    checked = Transfers._check
+
+    def answered_meanwhile(self: Transfers, *args: Any) -> str:
+        agent = checked(self, *args)
+        how = AnsweredHow.PHONE
+        mark_answered(app.config, app.store, app.agent, "cdurand", reference, how, "rappelée")
+        return agent
+
+    monkeypatch.setattr(Transfers, "_check", answered_meanwhile)
+    with pytest.raises(RequestError, match="already answered: nothing to transfer"):
+        transfers.transfer("cdurand", reference, "cartes-grises", "carte grise", key="t1")
+    monkeypatch.undo()
+    args = ["--config", str(config), "transfer", reference, "--service", "cartes-grises"]
+    assert main([*args, "--agent", "cdurand", "--reason", "carte grise", "--send"]) == 2
+    assert "already answered: nothing to transfer" in capsys.readouterr().err
+    assert db_rows(config, "SELECT id FROM outbox WHERE kind != 'ar'") == []
+    assert db_rows(config, "SELECT transferred FROM messages") == [(0,)]
+    assert db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'") == []
+    assert setup[3].messages == []
+
+
 # --------------------------------------------------------------------------- answered elsewhere
 
 

@@ -467,7 +467,7 @@ class Pipeline:
         message_pk = _save(rec, row, existing)
         _claim(rec, parsed, row, message_pk)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
-            rec.tx.count_relance(parent_pk, row.received_at)  # writing again about it
+            _written_again(rec, parent_pk, message_pk, row.received_at)
         rec.events(
             message_pk,
             (EventKind.RECEIVED, parsed.content_type),
@@ -680,6 +680,18 @@ def _claim(rec: Direct, parsed: ParsedMessage, row: NewMessage, message_pk: int)
     skipped_here = row.decision == Decision.SKIP and set(row.reasons) <= _THIS_MAILBOX_ONLY
     if parsed.fingerprint and not skipped_here:
         rec.claim(parsed.fingerprint, message_pk)
+
+
+def _written_again(rec: Direct, parent_pk: int, message_pk: int, received_at: datetime) -> None:
+    """The citizen wrote again about ``parent_pk`` (the follow-up ``message_pk``): one more
+    relance while it is unanswered, and a message an agent closed as needing no reply is
+    reopened (back in the queue, the alerts and the figures: left closed, nobody would see
+    the relance). After an answer, nothing is reopened: thanks or a new question in the
+    thread are shown with the message (its follow-ups), the answer still counts."""
+    rec.tx.count_relance(parent_pk, received_at)
+    if rec.tx.reopen_closed(parent_pk):
+        detail = json.dumps({"follow_up": message_pk})
+        rec.events(parent_pk, (EventKind.REOPENED, detail))
 
 
 def _log(outcome: Outcome) -> None:

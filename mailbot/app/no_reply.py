@@ -2,7 +2,9 @@
 another thread, a thank-you that asks nothing — closed by an agent with the reason. It
 leaves the queue and the indicators (it is not the service's to answer: counting it as
 late would misstate the audited figure), and the weekly report lists it apart, so that
-nothing leaves the figures unseen."""
+nothing leaves the figures unseen. Not for good: the citizen writing again about it reopens
+it (``intake``: it is theirs to answer after all), and an answer recorded later makes it
+answered, not closed (``Transaction.record_reply``)."""
 
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ def close_without_reply(
     if previous(store, EventKind.NO_REPLY_NEEDED, key) is not None:
         return Closed(row.reference, reason, repeated=True)
     with store.transaction() as tx:
-        _refuse_if_answered(tx, row.id, row.reference)
+        refuse_if_answered(tx, row.id, row.reference)
     if row.no_reply is not None:
         raise RequestError("reference", row.reference, "already closed without a reply")
     if reason is NoReplyReason.OTHER and not note.strip():
@@ -71,7 +73,7 @@ def close_without_reply(
     )
 
     def record(tx: Transaction) -> int:
-        _refuse_if_answered(tx, row.id, row.reference)  # again, where the closing is written
+        refuse_if_answered(tx, row.id, row.reference)  # again, where the closing is written
         stored.set_no_reply(tx.conn, row.id, reason)
         tx.add_event(row.id, EventKind.NO_REPLY_NEEDED, detail)
         return 0
@@ -80,14 +82,18 @@ def close_without_reply(
     return Closed(row.reference, reason, repeated)
 
 
-def _refuse_if_answered(tx: Transaction, message_pk: int, reference: str) -> None:
+def refuse_if_answered(
+    tx: Transaction, message_pk: int, reference: str, action: str = "close"
+) -> None:
     """RequestError when the message was answered, or has a reply queued or being sent (a
-    reply on its way answers it: closing it as needing none would misstate the figures)."""
+    reply on its way answers it: closing it as needing none would misstate the figures,
+    transferring it would tell the citizen another service will answer, after the
+    answer). ``action`` names what is refused, in the message."""
     answered, in_flight = stored.reply_state(tx.conn, message_pk)
     if answered:
-        raise RequestError("reference", reference, "already answered: nothing to close")
+        raise RequestError("reference", reference, f"already answered: nothing to {action}")
     if in_flight:
-        raise RequestError("reference", reference, "a reply is on its way: nothing to close")
+        raise RequestError("reference", reference, f"a reply is on its way: nothing to {action}")
 
 
 def closed_in(store: Store, since: datetime, until: datetime) -> list[sa.Row[Any]]:

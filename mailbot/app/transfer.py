@@ -5,8 +5,12 @@ handles the request, its contact details, and the same deadline — the clock ke
 from receipt; a deadline already gone by is said to be, never given as a date in the past);
 the service gets the original, attached unaltered, with a note saying who sent it on and
 why (a huge mail, read again only in part: its header, and a note that says so and where
-the whole mail is). The message becomes the service's (its queue, its
-indicators) and the transfer is recorded with the agent and the reason.
+the whole mail is). The message becomes the service's (its queue, its indicators) and the
+transfer is recorded with the agent and the reason. Its assignee keeps it only if they
+handle that service too.
+
+A message answered, with a reply on its way, or closed without a reply is not transferred:
+the citizen would be told another service will answer, after the answer.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.app.message_view import service_of
+from mailbot.app.no_reply import refuse_if_answered
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
 from mailbot.app.reply import Preview, Sent, preview_of
 from mailbot.app.requests import (
@@ -39,6 +44,7 @@ from mailbot.mail.originals import Originals
 from mailbot.render.templates import Renderer
 from mailbot.render.variables import message_variables, working_calendar
 from mailbot.store import Store, Transaction
+from mailbot.store import console as stored
 
 NOTICE_TEMPLATE = "notification-transfert"
 UNCLASSIFIED = "-"  # the category the note shows for a message the routing never classed
@@ -126,11 +132,13 @@ class Transfers:
         }
 
         def record(tx: Transaction) -> int:
+            _refuse_if_settled(tx, row)  # again, where it is written: answered meanwhile?
             if also is not None:
                 also(tx)
             ids = enqueue(tx, row.id, mails)
             tx.set_service(row.id, service)
             tx.add_event(row.id, EventKind.TRANSFERRED, json.dumps(detail, ensure_ascii=False))
+            self._unassign(tx, row.id, service, agent_id)
             return ids[0]
 
         outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
@@ -149,7 +157,25 @@ class Transfers:
             raise RequestError("service", service, f"{row.reference} is already this service's")
         if not reason.strip():
             raise RequestError("reason", "''", "say why the message is transferred")
+        with self.store.transaction() as tx:
+            _refuse_if_settled(tx, row)
         return agent_label(agent_id, agent)
+
+    def _unassign(self, tx: Transaction, message_pk: int, service: str, agent_id: str) -> None:
+        """The assignee keeps the message only if they handle ``service`` too: else the
+        new service's queue would show it "attribué à" someone who cannot see it, and miss
+        it among its unassigned messages. Read in the transaction that records the
+        transfer; recorded as an ``assigned`` event, as an agent's change is."""
+        assignee = stored.assignee_of(tx.conn, message_pk)
+        if assignee is None:
+            return
+        profile = self.agents(assignee)
+        if profile is not None and service in profile.console_services:
+            return
+        stored.set_assignee(tx.conn, message_pk, None)
+        detail = {"agent": agent_id, "assignee": None, "previous": assignee}
+        detail["reason"] = "transfert à un service que l'agent ne traite pas"
+        tx.add_event(message_pk, EventKind.ASSIGNED, json.dumps(detail, ensure_ascii=False))
 
     def _current_service(self, row: sa.Row[Any]) -> str:
         return service_of(self.config, row)
@@ -176,4 +202,15 @@ class Transfers:
             to=row.sender,
             in_reply_to=row.message_id,
             references=[row.message_id] if row.message_id else [],
+        )
+
+
+def _refuse_if_settled(tx: Transaction, row: sa.Row[Any]) -> None:
+    """RequestError for a message answered, with a reply on its way, or closed without a
+    reply: the notice ("c'est ce service qui vous répondra") would follow the answer, or
+    announce one for a request the prefecture decided needs none."""
+    refuse_if_answered(tx, row.id, row.reference, "transfer")
+    if stored.closed_reason(tx.conn, row.id) is not None:
+        raise RequestError(
+            "reference", row.reference, "closed without a reply: nothing to transfer"
         )

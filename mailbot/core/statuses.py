@@ -91,6 +91,7 @@ class EventKind(StrEnum):
     SENT_UNREADABLE = "sent_unreadable"
     ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
     NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
+    REOPENED = "reopened"  # closed without a reply, then the citizen wrote again about it
     PROBE_ALERT_SENT = "probe_alert_sent"
 
     @classmethod

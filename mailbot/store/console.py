@@ -153,6 +153,17 @@ def reply_state(conn: Connection, message_pk: int) -> tuple[bool, bool]:
     return (bool(found[0]), bool(found[1])) if found is not None else (False, False)
 
 
+def closed_reason(conn: Connection, message_pk: int) -> str | None:
+    """Why the message was closed without a reply (``NoReplyReason``), None if it is not."""
+    query = sa.select(messages.c.no_reply).where(messages.c.id == message_pk)
+    return conn.execute(query).scalar_one_or_none()
+
+
+def assignee_of(conn: Connection, message_pk: int) -> str | None:
+    query = sa.select(messages.c.assignee).where(messages.c.id == message_pk)
+    return conn.execute(query).scalar_one_or_none()
+
+
 def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> None:
     conn.execute(messages.update().where(messages.c.id == message_pk).values(no_reply=reason))
 

@@ -698,6 +698,19 @@ class Transaction:
             .values(relances=messages.c.relances + 1)
         )
 
+    def reopen_closed(self, message_pk: int) -> bool:
+        """Undo an agent's closing without a reply of a message still unanswered (the
+        citizen wrote again about it: they still expect an answer, and a closed message is
+        in no queue, alert or figure, so their relance would go unseen). True when it was
+        closed. The guarded UPDATE waits for an agent closing it at this very moment."""
+        reopened = self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk)
+            .where(messages.c.no_reply.is_not(None), messages.c.first_reply_at.is_(None))
+            .values(no_reply=None)
+        )
+        return reopened.rowcount == 1
+
     def record_reply(
         self,
         message_pk: int,
@@ -707,8 +720,15 @@ class Transaction:
         kind: EventKind = EventKind.REPLY,
     ) -> None:
         """A reply to a citizen's message: the event, and the first reply kept on the row
-        (``complete``: its signature; None when there was none to check, e.g. a phone call)."""
+        (``complete``: its signature; None when there was none to check, e.g. a phone call).
+        A message closed as needing no reply is answered after all: no longer closed, so
+        that it counts once, as answered (not also apart, in the report's closed list)."""
         self.add_events(message_pk, (kind, detail), at=at)
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
+            .values(no_reply=None)
+        )
         self.conn.execute(
             messages.update()
             .where(

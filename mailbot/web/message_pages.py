@@ -43,6 +43,7 @@ EVENT_LABELS = {
     "routing_corrected": "Orientation corrigée",
     "assigned": "Attribution",
     "no_reply_needed": "Clos sans réponse",
+    "reopened": "Rouvert : l'usager a écrit de nouveau",
     "send_deferred": "Envoi différé",
     "send_failed": "Échec d'envoi",
 }

@@ -8,15 +8,18 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, desk_console
+from deskworld import Desk, citizen_mail, desk_console
 from webtools import RunningConsole, csrf_from, local_login
 
+from mailbot.app import indicators
+from mailbot.core.indicators import Indicators
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import corrections, outbox
 
@@ -31,8 +34,10 @@ def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
         yield running
 
 
-def act(client: httpx.Client, desk: Desk, action: str, **fields: str) -> httpx.Response:
-    row = desk.row(OVERDUE)
+def act(
+    client: httpx.Client, desk: Desk, action: str, message: str = OVERDUE, **fields: str
+) -> httpx.Response:
+    row = desk.row(message)
     page = client.get(f"/courriel/{row.id}")
     token = csrf_from(page.text) if page.status_code == 200 else csrf_from(client.get("/").text)
     state = re.search(r'name="etat" value="(\d+)"', page.text)
@@ -245,3 +250,145 @@ def test_a_correction_of_the_service_transfers_the_mail_once(
     assert correction.category == "information" and correction.agent == "lmoreau"
     moved = desk.row(OVERDUE)
     assert (moved.service, moved.category, moved.transferred) == ("cartes-grises", "information", 1)
+
+
+def etrangers_figures(desk: Desk) -> Indicators:
+    """The indicators of etrangers' mail of the last six weeks, as of today."""
+    today = date.today()
+    start = today - timedelta(days=42)
+    return indicators.figures(desk.config, desk.app.store, start, today, today, service="etrangers")
+
+
+def write_again(desk: Desk, at: datetime | None = None) -> None:
+    """The citizen of the overdue message writes in its AR's thread (a follow-up), received
+    ``at`` (default: now)."""
+    raw = citizen_mail(1, subject="Re: Renouvellement de mon titre de séjour").replace(
+        b"Message-ID: <citizen-1@example.fr>",
+        b"Message-ID: <relance-1@example.fr>\r\nIn-Reply-To: <citizen-1@example.fr>",
+    )
+    desk.etrangers.append(raw, internaldate=at)
+    desk.poll()
+
+
+def test_a_relance_reopens_a_message_closed_without_reply(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« Aucune réponse nécessaire », then the citizen writes again: the message is back in
+    the queue, the alerts and the figures, with the relance counted and the reopening in
+    its history (left closed, nobody would ever see the relance)."""
+    row = desk.row(OVERDUE)
+    received = etrangers_figures(desk).received
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert act(karim, desk, "sans-reponse", motif="spam", precision="").status_code == 303
+        assert row.reference not in queued(karim)
+        assert etrangers_figures(desk).received == received - 1
+        write_again(desk)
+        assert row.reference in queued(karim)
+        assert row.reference in queued_page(karim, "relances")
+        page = karim.get(f"/courriel/{row.id}").text
+        assert "Rouvert : l&#39;usager a écrit de nouveau" in page
+    reopened = desk.row(OVERDUE)
+    assert (reopened.no_reply, reopened.relances) == (None, 1)
+    kinds = [e.kind for e in desk.app.store.events(row.id)]
+    assert kinds[-2:] == ["no_reply_needed", "reopened"]
+    follow_up = desk.row("<relance-1@example.fr>")
+    assert details(desk, "reopened") == [{"follow_up": follow_up.id}]
+    figures = etrangers_figures(desk)
+    assert (figures.received, figures.relances) == (received, 1)
+    unanswered = desk.app.store.open_rows(reopened.received_at + timedelta(days=30))
+    assert row.id in [r["id"] for r in unanswered]  # the alerts' list
+
+
+def test_a_relance_after_the_answer_reopens_nothing(desk: Desk, console: RunningConsole) -> None:
+    """Writing again after the answer (thanks, a new question) is a follow-up shown with
+    the message, but no relance: the message stays answered and out of the queue."""
+    row = desk.row(OVERDUE)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        answered = act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappel")
+        assert answered.status_code == 303
+        at = desk.row(OVERDUE).first_reply_at  # received the next second: after it
+        write_again(desk, at.replace(microsecond=0) + timedelta(seconds=1))
+        assert row.reference not in queued(karim)
+    after = desk.row(OVERDUE)
+    assert after.relances == 0 and after.first_reply_at is not None
+    assert "reopened" not in [e.kind for e in desk.app.store.events(row.id)]
+
+
+def test_an_answer_after_closing_counts_once_as_answered(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """Closed as needing no reply, then answered by phone after all: no longer closed (nor
+    listed apart in the report), counted once, as answered."""
+    row = desk.row(OVERDUE)
+    before = etrangers_figures(desk)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert act(karim, desk, "sans-reponse", motif="spam", precision="").status_code == 303
+        answered = act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappel")
+        assert answered.status_code == 303
+        assert row.reference not in queued(karim)
+    after = desk.row(OVERDUE)
+    assert after.no_reply is None and after.first_reply_at is not None
+    figures = etrangers_figures(desk)
+    assert (figures.received, figures.answered) == (before.received, before.answered + 1)
+
+
+def test_a_message_answered_or_closed_is_not_transferred(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """A transfer of a message answered, or closed without a reply, is refused: the citizen
+    would be told another service will answer after the answer."""
+    other = "<citizen-2@example.fr>"
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
+        closed = act(lea, desk, "sans-reponse", other, motif="spam", precision="")
+        assert closed.status_code == 303
+        for message, why in ((OVERDUE, "already answered"), (other, "closed without a reply")):
+            refused = act(lea, desk, "transferer", message, service="cartes-grises", motif="CG")
+            assert refused.status_code == 400 and "Action impossible" in refused.text
+            assert why in refused.text
+            moved = act(
+                lea, desk, "corriger", message, service="cartes-grises", categorie="information"
+            )
+            assert moved.status_code == 400 and why in moved.text
+    for message in (OVERDUE, other):
+        row = desk.row(message)
+        assert row.service == "etrangers" and not row.transferred
+        assert sent_after(desk, row.id) == []
+        assert "transferred" not in [e.kind for e in desk.app.store.events(row.id)]
+
+
+def test_a_transfer_leaves_the_assignee_only_if_they_handle_the_new_service(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """Karim (etrangers) loses the message transferred to cartes-grises: it is unassigned
+    there; Léa (etrangers and general) keeps the one transferred to general."""
+    other = "<citizen-2@example.fr>"
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert act(karim, desk, "attribuer", a="khaddad").status_code == 303
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "attribuer", other, a="lmoreau").status_code == 303
+        done = act(lea, desk, "transferer", service="cartes-grises", motif="Carte grise")
+        assert done.status_code == 303
+        kept = act(lea, desk, "transferer", other, service="general", motif="Accueil")
+        assert kept.status_code == 303
+        assert desk.row(other).reference in queued_page(lea, "mes-courriels")
+    assert desk.row(OVERDUE).assignee is None
+    assert desk.row(other).assignee == "lmoreau"
+    last = details(desk, "assigned")[-1]
+    assert (last["agent"], last["previous"]) == ("lmoreau", "khaddad")
+    assert last.get("assignee") is None
+    with console.client() as nathalie:  # the quality mission sees every service's queue
+        local_login(nathalie, "ngarnier")
+        unassigned = queued_page(nathalie, "non-attribues", "cartes-grises")
+        assert desk.row(OVERDUE).reference in unassigned
+
+
+def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
+    query = f"/?etat={state}" + (f"&service={service}" if service else "")
+    return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
