@@ -23,7 +23,7 @@ from mailbot.app.delivery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
-from mailbot.store import NewMessage, Store, metadata
+from mailbot.store import FolderState, NewMessage, Store, metadata
 from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
 
@@ -68,7 +68,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0015"
+    assert store.schema_version() == Store.head_version() == "0016"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -96,7 +96,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0015"
+    assert again.schema_version() == "0016"
     assert len(again.messages()) == 1
     again.close()
 
@@ -470,6 +470,60 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
     (row,) = store.messages()
     assert row.subject == "old" and row.service is None
     store.close()
+
+
+def test_the_upgrade_keeps_each_followed_folder_read_up_to_its_last_write(
+    tmp_path: Path,
+) -> None:
+    """Migration 0016: a folder followed before it counts as read up to its mark's last
+    move, so that a UIDVALIDITY change at the first poll after the upgrade already holds
+    back the older mail; nothing is being read again yet."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from mailbot.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0015")
+        conn.execute(
+            sa.text(
+                "INSERT INTO folders (mailbox, folder, uidvalidity, last_uid, updated_at)"
+                " VALUES ('general', 'INBOX', 7, 42, '2026-11-05 10:00:00')"
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    with store.transaction() as tx:
+        state = tx.folder_state("general", "INBOX")
+    store.close()
+    written = datetime(2026, 11, 5, 10, 0, tzinfo=UTC)
+    assert state == FolderState(7, 42, read_until=written, resync_before=None)
+
+
+def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_again(
+    store: Store,
+) -> None:
+    """``read_until`` moves only forward and only for its UIDVALIDITY; a change makes it
+    the bound of the re-read, which a full read of the new UIDVALIDITY ends."""
+    first, later = datetime(2026, 11, 5, 10, 0, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)
+    with store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 42)
+        tx.folder_read("general", "INBOX", 7, later)
+        tx.folder_read("general", "INBOX", 7, first)  # a slower reader's: never backwards
+        tx.folder_read("general", "INBOX", 8, first)  # another UIDVALIDITY's: left alone
+        assert tx.folder_state("general", "INBOX") == FolderState(7, 42, later)
+        tx.save_folder_state("general", "INBOX", 8, 0)
+        tx.start_resync("general", "INBOX", later)
+        assert tx.resync_bound("general", "INBOX", 8) == later
+        assert tx.resync_bound("general", "INBOX", 7) is None
+        tx.folder_read("general", "INBOX", 8, first)
+        assert tx.folder_state("general", "INBOX") == FolderState(8, 0, first, None)
+        assert tx.resync_bound("general", "INBOX", 8) is None
 
 
 def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: Store) -> None:
