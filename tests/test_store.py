@@ -475,7 +475,7 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
 def test_the_upgrade_keeps_each_followed_folder_read_up_to_its_last_write(
     tmp_path: Path,
 ) -> None:
-    """Migration 0016: a folder followed before it counts as read up to its mark's last
+    """Migration 0017: a folder followed before it counts as read up to its mark's last
     move, so that a UIDVALIDITY change at the first poll after the upgrade already holds
     back the older mail; nothing is being read again yet."""
     from alembic import command

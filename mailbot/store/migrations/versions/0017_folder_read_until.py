@@ -11,16 +11,16 @@ retention) is recorded without an AR, never acknowledged a second time or years 
 The folders already followed take their last write (``updated_at``, when their mark last
 moved) as ``read_until``: the next poll that reads new mail replaces it.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
