@@ -238,6 +238,74 @@ def test_uidvalidity_change_does_not_reacknowledge(setup: Any) -> None:
     assert events == [("uidvalidity_changed",)]
 
 
+def test_uidvalidity_change_after_a_backfill_never_acknowledges_older_mail(
+    setup: Any,
+) -> None:
+    """A backfill marks the folder read past the mail older than ``--since`` without
+    recording it; the folder restored (new UIDVALIDITY) is read again from UID 1: those
+    three mails of 400 days ago are recorded without AR, not acknowledged."""
+    config, general, _etrangers, smtp = setup
+    old = datetime.now(UTC) - timedelta(days=400)
+    for n in range(1, 4):
+        general.append(citizen_mail(n, sender=f"ancien{n}@example.fr"), internaldate=old)
+    since = (datetime.now(UTC) - timedelta(days=30)).date().isoformat()
+    assert main(["--config", str(config), "-q", "backfill", "--since", since]) == 0
+    assert db_rows(config, "SELECT count(*) FROM messages") == [(0,)]
+    assert poll(config) == 0
+    general.reset_uidvalidity()
+    assert poll(config) == 0
+    assert smtp.messages == []
+    assert db_rows(config, "SELECT count(*) FROM outbox") == [(0,)]
+    rows = db_rows(config, "SELECT uid, decision, ar_status FROM messages ORDER BY uid")
+    assert rows == [(n, "acknowledge", "backfill") for n in range(1, 4)]
+    details = db_rows(
+        config, "SELECT detail FROM events WHERE kind='uidvalidity_changed' ORDER BY id"
+    )
+    assert len(details) == 2 and "3 mail(s) that arrived before" in details[1][0]
+
+
+def test_uidvalidity_change_after_a_purge_never_acknowledges_twice(setup: Any) -> None:
+    """A mail acknowledged, then its row purged by retention: the folder restored (new
+    UIDVALIDITY) and read again, the database no longer knows it, but it arrived before
+    the folder's last full read: recorded again, without a second AR."""
+    config, general, _etrangers, smtp = setup
+    old = datetime.now(UTC) - timedelta(days=400)
+    general.append(citizen_mail(1, sender="ancien@example.fr"), internaldate=old)
+    assert poll(config, acknowledge_existing=True) == 0
+    smtp.wait_for(1)
+    assert main(["--config", str(config), "-q", "purge", "--days", "365"]) == 0
+    assert db_rows(config, "SELECT count(*) FROM messages") == [(0,)]
+    general.reset_uidvalidity()
+    assert poll(config) == 0
+    assert len(smtp.messages) == 1
+    assert db_rows(config, "SELECT decision, ar_status FROM messages") == [
+        ("acknowledge", "backfill")
+    ]
+
+
+def test_uidvalidity_change_acknowledges_mail_that_arrived_after_the_last_poll(
+    setup: Any,
+) -> None:
+    """Mail delivered after the last poll, before the folder was restored (the outage),
+    was never read: it gets its AR after the UIDVALIDITY change, as the mail delivered
+    after the change does; the mail read before is not acknowledged again."""
+    config, general, _etrangers, smtp = setup
+    general.append(citizen_mail(1))
+    assert poll(config, acknowledge_existing=True) == 0
+    smtp.wait_for(1)
+    general.append(citizen_mail(2, sender="pendant.la.panne@example.fr"))
+    general.reset_uidvalidity()
+    general.append(citizen_mail(3, sender="apres@example.fr"))
+    assert poll(config) == 0
+    received = smtp.wait_for(3)
+    assert [r.rcpt_tos for r in received] == [
+        ("marie.dupont@example.fr",),
+        ("pendant.la.panne@example.fr",),
+        ("apres@example.fr",),
+    ]
+    assert db_rows(config, "SELECT count(*) FROM messages WHERE ar_status='backfill'") == [(0,)]
+
+
 def test_smtp_451_then_ok_gives_exactly_one_ar(setup: Any) -> None:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1))

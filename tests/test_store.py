@@ -24,7 +24,7 @@ from mailbot.app.delivery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import EventKind, OutboxKind
-from mailbot.store import NewMessage, Store, metadata
+from mailbot.store import FolderState, NewMessage, Store, metadata
 from mailbot.store.console import OpenFilter, open_messages
 from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
@@ -70,7 +70,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0016"
+    assert store.schema_version() == Store.head_version() == "0017"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -98,7 +98,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0016"
+    assert again.schema_version() == "0017"
     assert len(again.messages()) == 1
     again.close()
 
@@ -537,7 +537,7 @@ def test_upgrade_folds_the_subjects_already_recorded(
     engine.dispose()
     store = Store(url)
     try:
-        assert store.schema_version() == "0016"
+        assert store.schema_version() == "0017"
         assert found(store, "echange") == [SHOUTED]
         assert found(store, "CARTE") == ["Carte grise"]
     finally:
@@ -591,3 +591,57 @@ def test_a_database_url_is_shown_with_no_password_wherever_it_is_written(url: st
     shown = shown_url(url)
     assert "S3cretPw99" not in shown and "***" in shown
     assert shown.startswith("postgresql+psycopg://mailbot") and "db" in shown
+
+
+def test_the_upgrade_keeps_each_followed_folder_read_up_to_its_last_write(
+    tmp_path: Path,
+) -> None:
+    """Migration 0017: a folder followed before it counts as read up to its mark's last
+    move, so that a UIDVALIDITY change at the first poll after the upgrade already holds
+    back the older mail; nothing is being read again yet."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from mailbot.store import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0015")
+        conn.execute(
+            sa.text(
+                "INSERT INTO folders (mailbox, folder, uidvalidity, last_uid, updated_at)"
+                " VALUES ('general', 'INBOX', 7, 42, '2026-11-05 10:00:00')"
+            )
+        )
+    engine.dispose()
+    store = Store(url)
+    with store.transaction() as tx:
+        state = tx.folder_state("general", "INBOX")
+    store.close()
+    written = datetime(2026, 11, 5, 10, 0, tzinfo=UTC)
+    assert state == FolderState(7, 42, read_until=written, resync_before=None)
+
+
+def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_again(
+    store: Store,
+) -> None:
+    """``read_until`` moves only forward and only for its UIDVALIDITY; a change makes it
+    the bound of the re-read, which a full read of the new UIDVALIDITY ends."""
+    first, later = datetime(2026, 11, 5, 10, 0, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC)
+    with store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 42)
+        tx.folder_read("general", "INBOX", 7, later)
+        tx.folder_read("general", "INBOX", 7, first)  # a slower reader's: never backwards
+        tx.folder_read("general", "INBOX", 8, first)  # another UIDVALIDITY's: left alone
+        assert tx.folder_state("general", "INBOX") == FolderState(7, 42, later)
+        tx.save_folder_state("general", "INBOX", 8, 0)
+        tx.start_resync("general", "INBOX", later)
+        assert tx.resync_bound("general", "INBOX", 8) == later
+        assert tx.resync_bound("general", "INBOX", 7) is None
+        tx.folder_read("general", "INBOX", 8, first)
+        assert tx.folder_state("general", "INBOX") == FolderState(8, 0, first, None)
+        assert tx.resync_bound("general", "INBOX", 8) is None

@@ -17,6 +17,7 @@ from typing import Protocol
 from mailbot.app.intake import Pipeline
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
+from mailbot.core.clock import utcnow
 from mailbot.mail.imap import ImapMailbox
 from mailbot.mail.poller import Processor, Source, batches
 from mailbot.render.templates import Renderer
@@ -93,6 +94,7 @@ def _backfill_folder(
     name, folder = where
     source.connect()
     try:
+        searched_at = utcnow()  # before SELECT: whatever arrived earlier is at most newest
         uidvalidity = source.select(folder)
         last = processor.start_folder(name, folder, uidvalidity)  # resumes an interrupted one
         newest = max(source.uids_after(0), default=0)
@@ -105,6 +107,10 @@ def _backfill_folder(
                     advance()
         with store.transaction() as tx:
             tx.save_folder_state(name, folder, uidvalidity, max(newest, last))
+            # Read up to then, the mail older than ``since`` too: a UIDVALIDITY change
+            # later must not acknowledge it (Pipeline.start_folder). No READ_MARGIN: every
+            # mail up to ``newest`` is dealt with, and ``since`` is days back.
+            tx.folder_read(name, folder, uidvalidity, searched_at.replace(microsecond=0))
             tx.set_backfill_pending(name, folder, False)
     finally:
         source.close()

@@ -76,6 +76,12 @@ MAX_TRANSACTION_SECONDS = 1.0
 # up to 64 at a time: a part cut after a mail or two (an outbox claim waiting, store/desk)
 # reads little, a long one a few statements for hundreds of mails.
 READ_AHEAD = (16, 64)
+# A poll's moment (mailbot's clock) is compared with INTERNALDATEs (the IMAP server's, to
+# the second): a folder counts as read up to this long before its poll began, so that a
+# server clock a little behind never makes mail that arrived after the poll look older.
+# Earlier than needed costs nothing: what arrived just before the poll was read, and is
+# found in the database.
+READ_MARGIN = timedelta(minutes=1)
 
 
 def _routing_pool(config: Config, routing: CompiledRouting | None) -> RoutingPool | None:
@@ -111,10 +117,19 @@ class Where:
     mailbox: str
     folder: str
     uidvalidity: int
+    # While the folder is read again after a UIDVALIDITY change: mail that arrived before
+    # this moment was there under the old one (``Pipeline.start_folder``).
+    resync_before: datetime | None = None
 
     @property
     def folder_key(self) -> tuple[str, str, int]:
         return self.mailbox, self.folder, self.uidvalidity
+
+    def arrived_before_resync(self, mail: IncomingMail) -> bool:
+        """Whether this mail was in the folder before its UIDVALIDITY changed: not in the
+        database, it is older than a backfill's ``--since`` or purged by retention, and
+        never acknowledged now (see ``Pipeline.start_folder``)."""
+        return self.resync_before is not None and mail.internaldate < self.resync_before
 
 
 @dataclass(frozen=True)
@@ -175,6 +190,14 @@ class Pipeline:
         state for, with mail in it, is refused (FirstPollError) unless acknowledge_existing:
         it is either a first start that would answer every old mail, or the wrong (empty)
         database. Backfill (send=False) is how history is recorded instead.
+
+        A new UIDVALIDITY (a folder restored or recreated) is read again from UID 1: the
+        mail already recorded is found as such, but not the mail a backfill passed over
+        (older than ``--since``) nor the mail purged by retention. So the moment up to which
+        the folder was read under the old UIDVALIDITY (``read_until``) is kept: until the
+        folder is read whole, mail that arrived before it is recorded without an AR, as a
+        backfill records it; mail that arrived after it (during an outage, before the
+        restoration) was never read and gets its AR.
         """
         with self.store.transaction() as tx:
             state = tx.folder_state(mailbox, folder)
@@ -187,19 +210,41 @@ class Pipeline:
             if state is not None and state.uidvalidity == uidvalidity:
                 return state.last_uid
             if state is not None:
+                # A change during a re-read not yet whole keeps the first change's moment.
+                before = state.read_until or state.resync_before
                 log.warning(
-                    "uidvalidity changed: re-syncing, known mail is deduplicated",
-                    extra={"mailbox": mailbox, "old": state.uidvalidity, "new": uidvalidity},
+                    "uidvalidity changed: re-reading the folder; known mail is deduplicated,"
+                    " mail that arrived before the last full read is recorded without AR",
+                    extra={
+                        "mailbox": mailbox,
+                        "old": state.uidvalidity,
+                        "new": uidvalidity,
+                        "read_until": before.isoformat() if before else "-",
+                    },
                 )
                 tx.add_event(
                     None, EventKind.UIDVALIDITY_CHANGED, f"{mailbox}/{folder}: {uidvalidity}"
                 )
-            elif self.send and not self.acknowledge_existing:
+                tx.save_folder_state(mailbox, folder, uidvalidity, 0)
+                tx.start_resync(mailbox, folder, before)
+                return 0
+            if self.send and not self.acknowledge_existing:
                 count = existing()
                 if count:
                     raise FirstPollError(first_poll_refusal(self.store, mailbox, folder, count))
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
+
+    def folder_read(
+        self, mailbox: str, folder: str, uidvalidity: int, searched_at: datetime
+    ) -> None:
+        """A poll read every mail its search found (``searched_at``: before it selected the
+        folder): all mail that arrived before then is in the database. The bound a later
+        UIDVALIDITY change keeps (``start_folder``), less READ_MARGIN; and the end of a
+        re-read after one."""
+        at = searched_at.replace(microsecond=0) - READ_MARGIN
+        with self.store.transaction() as tx:
+            tx.folder_read(mailbox, folder, uidvalidity, at)
 
     def process(
         self,
@@ -241,6 +286,7 @@ class Pipeline:
         with self.store.transaction() as tx:
             tx.claim_unhandled(existing)
             tx.add_event(existing, EventKind.RETRIED, "")
+            where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
             return self._record(Direct(tx), where, mail, parsed, existing)
 
     def process_batch(
@@ -316,6 +362,7 @@ class Pipeline:
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
         refused: IncomingMail | None = None
         with self.store.batch() as tx:
+            where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
             rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
             read_to = 0
             for n, prepared in enumerate(mails):
@@ -334,6 +381,12 @@ class Pipeline:
             rec.flush()
             if done:
                 tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
+            unsent = _recorded_without_ar(tx, where, mails, done)
+        if unsent:
+            log.warning(
+                "uidvalidity changed: mail that arrived before it recorded without AR",
+                extra={"mailbox": where.mailbox, "folder": where.folder, "mails": unsent},
+            )
         if refused is not None:
             raise StoreError(
                 f"mailbox {where.mailbox}: cannot record UID {refused.uid}, even quarantined"
@@ -441,9 +494,10 @@ class Pipeline:
         context, parent_pk = self._context(rec, where.mailbox, parsed, mail.internaldate, probe)
         decision = decide_ar(parsed, context)
         handling = Handling()
+        send = self.send and not where.arrived_before_resync(mail)
         if decision.send and decision.recipient:
             handling = self._acknowledge(
-                rec, where.mailbox, mail, parsed, decision.recipient, probe, ahead
+                rec, where.mailbox, mail, parsed, decision.recipient, probe, ahead, send
             )
         plan = handling.plan
         row = new_message(
@@ -456,7 +510,7 @@ class Pipeline:
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             reference=handling.reference,
             parent_id=parent_pk,
-            ar_status=_ar_status(plan, decision, self.send),
+            ar_status=_ar_status(plan, decision, send),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
             language=handling.language,
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
@@ -499,6 +553,7 @@ class Pipeline:
         recipient: str,
         probe: bool = False,
         ahead: RoutingAhead | None = None,
+        send: bool = True,
     ) -> Handling:
         """A reference, the routing and what to send (nothing when backfilling). A probe
         is the mailbox's own service's: never routed, never forwarded. ``ahead``: the
@@ -508,7 +563,7 @@ class Pipeline:
         routing: RoutingDecision | None = None
         if self.routing is not None and not probe:
             routing = ahead.decision(self.routing) if ahead else decide(facts, self.routing)
-        if not self.send:
+        if not (self.send and send):
             return Handling(reference, routing, facts.language)
         received = Received(
             mailbox,
@@ -636,6 +691,26 @@ class Pipeline:
                 message_pk,
             )
         return None
+
+
+def _recorded_without_ar(
+    tx: Transaction, where: Where, mails: Sequence[Prepared], done: Sequence[Outcome]
+) -> int:
+    """How many of a part's mails an AR was owed to but that arrived before a UIDVALIDITY
+    change (``Where.arrived_before_resync``): recorded as a backfill records them, never
+    sent; an event in the part's transaction says how many, for the journal of the folder."""
+    unsent = sum(
+        outcome.decision == Decision.ACKNOWLEDGE and where.arrived_before_resync(prepared.mail)
+        for prepared, outcome in zip(mails, done, strict=False)
+    )
+    if unsent:
+        tx.add_event(
+            None,
+            EventKind.UIDVALIDITY_CHANGED,
+            f"{where.mailbox}/{where.folder}: {unsent} mail(s) that arrived before"
+            f" {where.resync_before:%Y-%m-%d %H:%M:%S} UTC recorded without AR",
+        )
+    return unsent
 
 
 def new_message(

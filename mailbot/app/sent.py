@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -63,6 +64,11 @@ class SentPipeline:
                 return state.last_uid
             tx.save_folder_state(mailbox, folder, uidvalidity, 0)
             return 0
+
+    def folder_read(
+        self, mailbox: str, folder: str, uidvalidity: int, searched_at: datetime
+    ) -> None:
+        """Nothing to keep: a Sent folder read again sends nothing (``start_folder``)."""
 
     def process_batch(
         self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]

@@ -45,6 +45,9 @@ class Processor(Protocol):
     def process_batch(
         self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]
     ) -> list[Outcome]: ...
+    def folder_read(
+        self, mailbox: str, folder: str, uidvalidity: int, searched_at: datetime
+    ) -> None: ...
 
 
 def incoming(source: Source, uids: Sequence[int], batch_size: int) -> Iterator[IncomingMail]:
@@ -184,7 +187,11 @@ class MailboxPoller:
             log.warning("poll not recorded", exc_info=True, extra={"mailbox": self.name})
 
     def _poll_once(self, decisions: Counter[str]) -> list[Outcome]:
+        """Read what is new in the folder, a batch at a time. A poll that read all its
+        search found tells the processor so (``folder_read``): the mail that arrived before
+        it began is all recorded, which a later UIDVALIDITY change relies on."""
         self._ensure_connected()
+        searched_at = utcnow()  # before SELECT: whatever arrived earlier, SEARCH finds
         uidvalidity = self.source.select(self.folder)
         last_uid = self.pipeline.start_folder(
             self.name, self.folder, uidvalidity, lambda: len(self.source.uids_after(0))
@@ -202,6 +209,9 @@ class MailboxPoller:
             started = time.monotonic()
             if self.stop.is_set():
                 break
+        else:
+            if uids:  # a poll that found nothing leaves the moment earlier: still true
+                self.pipeline.folder_read(self.name, self.folder, uidvalidity, searched_at)
         self.deliver()
         return outcomes
 

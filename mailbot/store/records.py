@@ -12,8 +12,13 @@ from mailbot.core.statuses import ArStatus, Decision, OutboxKind
 
 @dataclass(frozen=True)
 class FolderState:
+    """A followed folder: its UIDVALIDITY and high-water UID, and the two moments that keep
+    a UIDVALIDITY change from acknowledging old mail (``Transaction.folder_read``)."""
+
     uidvalidity: int
     last_uid: int
+    read_until: datetime | None = None
+    resync_before: datetime | None = None
 
 
 @dataclass(frozen=True)

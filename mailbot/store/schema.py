@@ -72,6 +72,11 @@ folders = sa.Table(
     sa.Column("uidvalidity", sa.BigInteger, nullable=False),
     sa.Column("last_uid", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Every mail that arrived before this moment was read under this UIDVALIDITY (a poll
+    # that read it all, or a backfill); and, after a UIDVALIDITY change, that moment under
+    # the old one, until the folder is read whole again: older mail is never acknowledged.
+    sa.Column("read_until", UTCDateTime),
+    sa.Column("resync_before", UTCDateTime),
     sa.UniqueConstraint("mailbox", "folder", name="uq_folders_mailbox_folder"),
 )
 messages = sa.Table(

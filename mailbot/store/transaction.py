@@ -426,12 +426,54 @@ class Transaction:
 
     # -- folder sync state --------------------------------------------------------------
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
+        columns = (folders.c.uidvalidity, folders.c.last_uid, folders.c.read_until)
         row = self.conn.execute(
-            sa.select(folders.c.uidvalidity, folders.c.last_uid).where(
+            sa.select(*columns, folders.c.resync_before).where(
                 folders.c.mailbox == mailbox, folders.c.folder == folder
             )
         ).first()
-        return FolderState(int(row.uidvalidity), int(row.last_uid)) if row else None
+        if row is None:
+            return None
+        return FolderState(
+            int(row.uidvalidity), int(row.last_uid), row.read_until, row.resync_before
+        )
+
+    def start_resync(self, mailbox: str, folder: str, before: datetime | None) -> None:
+        """A new UIDVALIDITY, read again from UID 1: nothing of it is read yet
+        (``read_until``), and mail that arrived before ``before`` gets no AR until the
+        folder was read whole (``resync_bound``)."""
+        self.conn.execute(
+            folders.update()
+            .where(folders.c.mailbox == mailbox, folders.c.folder == folder)
+            .values(read_until=None, resync_before=before)
+        )
+
+    def folder_read(self, mailbox: str, folder: str, uidvalidity: int, at: datetime) -> None:
+        """Every mail that arrived before ``at`` was read under this UIDVALIDITY: the bound a
+        later UIDVALIDITY change keeps, and the end of a re-read after one. Only forward (a
+        late write from a slower reader never moves it back); another UIDVALIDITY's row is
+        left alone."""
+        self.conn.execute(
+            folders.update()
+            .where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+                sa.or_(folders.c.read_until.is_(None), folders.c.read_until < at),
+            )
+            .values(read_until=at, resync_before=None)
+        )
+
+    def resync_bound(self, mailbox: str, folder: str, uidvalidity: int) -> datetime | None:
+        """While a folder is read again after a UIDVALIDITY change: the moment before which
+        its mail arrived under the old one (None otherwise)."""
+        return self.conn.execute(
+            sa.select(folders.c.resync_before).where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+            )
+        ).scalar()
 
     def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
         """Move a folder's high-water UID. A worker sharing the database first renews its
