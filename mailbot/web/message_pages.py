@@ -121,7 +121,9 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     context.update(_actions(request, row, view.service))
     values = extra.pop("values", None)
     context.update(
-        await run_in_threadpool(answer_context, request, row, view.service, view.state, values)
+        await run_in_threadpool(
+            answer_context, request, row, view.service, view.answer_state, values
+        )
     )
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
