@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mailbot.app.message_view import ThreadEvent, replies_since
@@ -100,14 +100,18 @@ def prefilled(meta: TemplateMeta, row: Any) -> dict[str, str]:
 
 def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
     """The agent's values as a Draft; RequestError naming a required variable left empty
-    (the form marks them; this is the server's own check)."""
+    (the form marks them; this is the server's own check). An empty field is left out —
+    the template's default — except the greeting's name, which mailbot fills from the
+    citizen's mail when it is absent: the agent who emptied it wants « Bonjour, », as
+    ``mailbot reply --var usager_nom=`` gives (preview and send alike)."""
     values = {f.name: str(form.get(f.name, "")).strip()[:MAX_VALUE] for f in fields(meta)}
     empty = [f.name for f in fields(meta) if f.required and not values[f.name]]
     if empty:
         raise RequestError("variables", ", ".join(empty), "required, still empty")
-    filled = {k: v for k, v in values.items() if v}
+    filled = {k: v for k, v in values.items() if v or (k == GREETING_NAME and k in form)}
     if meta.name == FREE_TEMPLATE:
-        return Draft.free(filled.get(FREE_TEXT, ""))
+        free = Draft.free(filled.pop(FREE_TEXT, ""))
+        return replace(free, variables={**free.variables, **filled})
     return Draft.standard(meta.name, filled, edited_text(form))
 
 

@@ -177,6 +177,40 @@ def test_two_forms_with_different_states_at_the_same_moment_send_one_mail_and_a_
     assert [e.kind for e in desk.app.store.events(row.id)].count("reply_queued") == 1
 
 
+def previewed_text(shown: httpx.Response) -> str:
+    found = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+    assert shown.status_code == 200 and found
+    return html.unescape(found.group(1))
+
+
+def test_an_emptied_greeting_name_gives_bonjour_in_the_preview_and_the_mail(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """The field says « Absent ou vide : « Bonjour, » »: the agent who empties it is not
+    overruled by the name the citizen's mail showed — as ``--var usager_nom=`` in the CLI;
+    the free reply's field is the agent's too."""
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = open_page(client, desk)
+        free = form_of(page, "formulaire-libre")
+        free.update(texte="Votre dossier est complet.", usager_nom="")
+        assert previewed_text(client.post(f"/courriel/{row.id}/apercu", data=free)).startswith(
+            "Bonjour,\n"
+        )
+        free["usager_nom"] = "Madame Dupont"
+        shown = previewed_text(client.post(f"/courriel/{row.id}/apercu", data=free))
+        assert shown.startswith("Bonjour Madame Dupont,\n")
+        fields = form_of(page, "formulaire-reponse")
+        assert fields["usager_nom"] == "Marie Dupont"
+        fields["usager_nom"] = ""
+        shown = previewed_text(client.post(f"/courriel/{row.id}/apercu", data=fields))
+        assert "\nBonjour,\n" in shown and "Marie Dupont" not in shown
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 303
+        (mail,) = replies(desk, 1)
+    assert mail.get_body(("plain",)).get_content() == shown  # type: ignore[union-attr]
+
+
 def test_required_variable_and_incomplete_signature_refuse_sending(
     desk: Desk, console: RunningConsole
 ) -> None:
