@@ -4,6 +4,7 @@ with who and why, and effective (the queue, the mails the citizen and service re
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -159,6 +160,12 @@ def test_transfer_with_a_reason_sends_the_notice_and_leaves_the_queue(
     assert detail["agent"] == "lmoreau" and detail["reason"] == "Carte grise"
 
 
+def badge(page: str) -> str:
+    found = re.search(r'id="badge">([^<]*)<', page)
+    assert found
+    return html.unescape(found.group(1))
+
+
 def test_answered_elsewhere_and_no_reply_needed_close_the_message(
     desk: Desk, console: RunningConsole
 ) -> None:
@@ -176,6 +183,9 @@ def test_answered_elsewhere_and_no_reply_needed_close_the_message(
         data["etat"] = state_of(page.text, "sans-reponse")
         closed = karim.post(f"/courriel/{other.id}/action/sans-reponse", data=data)
         assert closed.status_code == 303 and other.reference not in queued(karim)
+        # the page says how the message left the queue, not its (past) deadline
+        assert badge(karim.get(f"/courriel/{desk.row(OVERDUE).id}").text) == "Répondu"
+        assert badge(karim.get(f"/courriel/{other.id}").text) == "Clos sans réponse"
     (answered,) = details(desk, "answered_elsewhere")
     assert answered == {"how": "phone", "agent": "khaddad", "reason": "Rappel"}
     (event,) = [e for e in desk.app.store.events(other.id) if e.kind == "no_reply_needed"]

@@ -91,6 +91,13 @@ def test_suggested_template_preview_and_one_mail_on_a_double_click(
             assert element in text
         queue = client.get("/")
         assert row.reference not in re.findall(r'data-reference="([^"]+)"', queue.text)
+        badge = re.search(r'id="badge">([^<]*)<', open_page(client, desk))
+        assert badge and badge.group(1) in ("Réponse en cours d&#39;envoi", "Répondu")
+        for _ in range(50):  # the server accepted it: answered (was "En retard")
+            if desk.row(OVERDUE).first_reply_at is not None:
+                break
+            time.sleep(0.1)
+        assert 'id="badge">Répondu<' in open_page(client, desk)
     events = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert len(events) == 1 and '"agent": "khaddad"' in events[0].detail
 
