@@ -132,6 +132,11 @@ class SignatureLostError(RequestError):
         super().__init__("text", where, "the edited text no longer holds the signature")
 
 
+class AnsweredMeanwhileError(MailbotError):
+    """A reply was recorded on the message (or it was answered or closed otherwise) after
+    the state the agent's form showed: their reply is not sent (a collision, shown)."""
+
+
 class RepeatedRequestError(MailbotError):
     """A request with this idempotency key was already done (a double submit): nothing new."""
 

@@ -123,6 +123,32 @@ def test_queue_filters_and_search(config: Config, store: Store) -> None:
     assert ids["other"] in [r.id for r in both.rows]
 
 
+def test_overdue_from_the_day_after_the_deadline_weekends_included(
+    config: Config, store: Store
+) -> None:
+    """Received Friday 20/11 (deadline Friday 27/11): due that Friday, overdue on the
+    Saturday and Sunday already (the deadline shown is past), in the badge, the "en
+    retard" filter and the header's count alike."""
+    friday = date(2026, 11, 20)
+    pk = record(store, 1, local(friday))
+    services = ("cartes-grises",)
+
+    def seen(today: date) -> tuple[queue.QueueRow, list[int], int]:
+        (row,) = queue.listing(config, store, queue.QueueQuery(services), today).rows
+        late = queue.QueueQuery(services, show=queue.Show.OVERDUE)
+        listed = [r.id for r in queue.listing(config, store, late, today).rows]
+        (head,) = queue.header(config, store, services, today)
+        return row, listed, head.overdue
+
+    row, listed, overdue = seen(date(2026, 11, 27))
+    assert row.deadline == date(2026, 11, 27) and row.urgency is queue.Urgency.DUE_TODAY
+    assert listed == [] and overdue == 0
+    for day in (28, 29, 30):  # Saturday, Sunday, Monday
+        row, listed, overdue = seen(date(2026, 11, day))
+        assert row.urgency is queue.Urgency.OVERDUE and row.days_left < 0
+        assert listed == [pk] and overdue == 1
+
+
 def test_assignment_and_the_mine_unassigned_filters(config: Config, store: Store) -> None:
     ids = seeded(store)
     agents = agents_of(config)

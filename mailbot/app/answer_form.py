@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mailbot.app.message_view import ThreadEvent, replies_since
 from mailbot.app.reply import FREE_TEMPLATE, FREE_TEXT, GREETING_NAME, Draft, Replies, Sent
 from mailbot.app.requests import previous
 from mailbot.core.statuses import EventKind
-from mailbot.errors import RequestError
+from mailbot.errors import AnsweredMeanwhileError, RequestError
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.edited import normalised
 from mailbot.render.templates import Renderer
@@ -111,14 +111,18 @@ def prefilled(meta: TemplateMeta, row: Any) -> dict[str, str]:
 
 def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
     """The agent's values as a Draft; RequestError naming a required variable left empty
-    (the form marks them; this is the server's own check)."""
+    (the form marks them; this is the server's own check). An empty field is left out —
+    the template's default — except the greeting's name, which mailbot fills from the
+    citizen's mail when it is absent: the agent who emptied it wants « Bonjour, », as
+    ``mailbot reply --var usager_nom=`` gives (preview and send alike)."""
     values = {f.name: str(form.get(f.name, "")).strip()[:MAX_VALUE] for f in fields(meta)}
     empty = [f.name for f in fields(meta) if f.required and not values[f.name]]
     if empty:
         raise RequestError("variables", ", ".join(empty), "required, still empty")
-    filled = {k: v for k, v in values.items() if v}
+    filled = {k: v for k, v in values.items() if v or (k == GREETING_NAME and k in form)}
     if meta.name == FREE_TEMPLATE:
-        return Draft.free(filled.get(FREE_TEXT, ""))
+        free = Draft.free(filled.pop(FREE_TEXT, ""))
+        return replace(free, variables={**free.variables, **filled})
     return Draft.standard(meta.name, filled, edited_text(form))
 
 
@@ -146,21 +150,30 @@ class Outcome:
 
 
 def form_key(row: Any, state: int) -> str:
+    """The form's idempotency key: the message and its latest answer when the form was
+    shown (``MessageView.answer_state``) — not its latest event, which an assignment or a
+    correction moves: two tabs, one before and one after such an event, share the key."""
     return f"console-reply:{row.id}:{state}"
 
 
 def send_once(
     replies: Replies, store: Store, agent_id: str, row: Any, draft: Draft, state: int
 ) -> Outcome:
-    """Send the reply unless one was recorded since the form was shown (``state``). The
-    key is the message's and the state's: two tabs, a double click, or two agents at the
-    same instant queue one mail; a colleague's reply is reported as a collision."""
+    """Send the reply unless an answer was recorded since the form was shown (``state``,
+    checked again where the reply is queued, so two forms sent at the same instant with
+    different keys send one mail). The key is the message's and the state's: two tabs, a
+    double click, or two agents at the same instant queue one mail; a colleague's reply is
+    reported as a collision."""
     key = form_key(row, state)
-    done_before = previous(store, EventKind.REPLY_QUEUED, key) is not None
     since = replies_since(store, row, state)
+    # read after ``since``: a reply of this very key that ``since`` shows is seen done here
+    done_before = previous(store, EventKind.REPLY_QUEUED, key) is not None
     if since and not done_before:
         return Outcome(None, since)
-    sent = replies.send(agent_id, row.id, draft, key=key)
+    try:
+        sent = replies.send(agent_id, row.id, draft, key=key, since=state)
+    except AnsweredMeanwhileError:
+        return Outcome(None, replies_since(store, row, state))
     if not sent.repeated:
         return Outcome(sent, [])
     since = replies_since(store, row, state)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.requests import MessageRef, tracked_message
-from mailbot.core.statuses import EventKind
+from mailbot.core.statuses import ANSWERS
 from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail import display
 from mailbot.mail.originals import Originals
@@ -19,13 +19,6 @@ from mailbot.render import safe_html
 from mailbot.store import Store
 from mailbot.store import console as stored
 
-ANSWERS = {
-    EventKind.REPLY_QUEUED,
-    EventKind.REPLY_SENT,
-    EventKind.REPLY,
-    EventKind.ANSWERED_ELSEWHERE,
-    EventKind.NO_REPLY_NEEDED,
-}
 PEOPLE_KEYS = ("agent", "assignee", "service", "template", "reason", "how", "note", "to")
 
 
@@ -57,7 +50,8 @@ class MessageView:
     follow_ups: list[Any]
     hits: list[Hit]
     suggested: dict[str, Any]  # a weak routing decision's suggestion ({} when none)
-    state: int  # the latest event's id: what the page saw (collision, idempotency keys)
+    state: int  # the latest event's id: what the page saw (the actions' idempotency keys)
+    answer_state: int  # the latest answer's (ANSWERS): the answer form's key and collisions
 
 
 def service_of(config: Any, row: Any) -> str:
@@ -100,6 +94,7 @@ def open_message(config: Any, store: Store, originals: Originals, row: Any) -> M
         hits=hits,
         suggested=dict(routing.get("suggested") or {}),
         state=stored.last_event_id(store.engine, row.id),
+        answer_state=stored.last_event_id(store.engine, row.id, ANSWERS),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +45,15 @@ class Urgency(StrEnum):
     OVERDUE = "overdue"
 
 
+class Settled(StrEnum):
+    """Why a message is out of the queue, which its page's badge says instead of its
+    deadline (an answered message is not "en retard")."""
+
+    ANSWERED = "answered"  # a reply accepted by the server, or answered otherwise
+    SENDING = "sending"  # a reply queued, not yet accepted (a failure brings it back)
+    CLOSED = "closed"  # closed without a reply
+
+
 @dataclass(frozen=True)
 class QueueQuery:
     services: tuple[str, ...]  # the services the agent may see (after any service filter)
@@ -67,7 +76,8 @@ class QueueRow:
     received_at: datetime  # local time
     age: int  # working days since receipt
     deadline: date  # the 5th working day
-    days_left: int  # working days until the deadline (0: due today; negative: overdue)
+    days_left: int  # working days until the deadline (0: due today; negative: overdue,
+    # -1 on the days off right after the deadline)
     urgency: Urgency
     relances: int
     assignee: str | None
@@ -98,13 +108,18 @@ def search_words(text: str) -> list[str]:
 
 
 def overdue_cutoff(calendar: WorkingCalendar, today: date) -> datetime:
-    """Messages received before this instant are past their deadline today.
+    """Messages received before this instant are past their deadline today: the badge's
+    rule (``_row``), as an instant the queue's SQL filters on.
 
-    A message is overdue when more than DEADLINE working days passed since its local day
-    of receipt: received before the DEADLINE-th working day before today (today itself
-    counting when it is a working day)."""
+    A message is overdue once its deadline (the DEADLINE-th working day after its local
+    day of receipt) is before today: DEADLINE working days passed up to yesterday, so it
+    was received before the (DEADLINE - 1)-th working day before yesterday's last working
+    day (yesterday itself when it is one). On a working day this is the day DEADLINE
+    working days back; on the Saturday after a Friday deadline, it already includes the
+    messages due that Friday."""
+    yesterday = np.datetime64(today - timedelta(days=1), "D")
     day = np.busday_offset(
-        np.datetime64(today, "D"), -DEADLINE, roll="backward", busdaycal=calendar.busdaycal
+        yesterday, -(DEADLINE - 1), roll="backward", busdaycal=calendar.busdaycal
     )
     return datetime.combine(date.fromisoformat(str(day)), time.min, calendar.zone)
 
@@ -144,15 +159,29 @@ def standing(config: Config, row: Any, today: date) -> QueueRow:
     return _row(config, _calendar(config), row, today)
 
 
+def settled(store: Store, row: Any) -> Settled | None:
+    """Where a message out of the queue stands (None: open, its deadline badge applies)."""
+    if row.first_reply_at is not None:
+        return Settled.ANSWERED
+    if row.no_reply is not None:
+        return Settled.CLOSED
+    with store.engine.connect() as conn:
+        _answered, in_flight = stored.reply_state(conn, row.id)
+    return Settled.SENDING if in_flight else None
+
+
 def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> QueueRow:
-    """A message as the queue shows it. Overdue as the indicators count it: more than
-    DEADLINE working days since receipt."""
+    """A message as the queue shows it. Overdue once the deadline shown beside the badge
+    is past — on the Saturday after a Friday deadline too, though the indicators count no
+    working day late until Monday: no working day is left to answer in time, and "due
+    today" under a date already gone would mislead. ``overdue_cutoff`` is the same rule
+    for the "en retard" filter and the header's count."""
     local: datetime = row.received_at.astimezone(calendar.zone)
     deadline = calendar.deadline(row.received_at)
     age = calendar.delay_between(local.date(), today)
-    if age > DEADLINE:
-        urgency, left = Urgency.OVERDUE, DEADLINE - age
-    elif deadline <= today:
+    if deadline < today:
+        urgency, left = Urgency.OVERDUE, min(DEADLINE - age, -1)
+    elif deadline == today:
         urgency, left = Urgency.DUE_TODAY, 0
     else:
         urgency, left = Urgency.ON_TIME, calendar.delay_between(today, deadline)

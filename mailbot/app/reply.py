@@ -29,14 +29,15 @@ from mailbot.app.requests import (
     tracked_message,
 )
 from mailbot.config import Agent, Config
-from mailbot.core.statuses import EventKind, OutboxKind
-from mailbot.errors import RequestError, SignatureLostError
+from mailbot.core.statuses import ANSWERS, EventKind, OutboxKind
+from mailbot.errors import AnsweredMeanwhileError, RequestError, SignatureLostError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.edited import edited_mail, lost_elements, normalised
 from mailbot.render.templates import RenderedMail, Renderer
 from mailbot.render.variables import agent_variables
 from mailbot.store import Store, Transaction
+from mailbot.store import console as stored
 
 FREE_TEMPLATE = "reponse-libre"  # the free reply: the agent's text in the standard frame
 FREE_TEXT = "texte"  # ... and the variable that holds that text
@@ -128,10 +129,18 @@ class Replies:
         return preview_of(mail, (row.sender,), edited)
 
     def send(
-        self, agent_id: str, message: MessageRef, draft: Draft, key: str | None = None
+        self,
+        agent_id: str,
+        message: MessageRef,
+        draft: Draft,
+        key: str | None = None,
+        since: int | None = None,
     ) -> Sent:
         """Queue the reply (once per ``key``), with a ``reply_queued`` event naming the
-        agent and the template."""
+        agent and the template. ``since``: the message's latest answer event when the
+        agent's form was shown; AnsweredMeanwhileError when an answer was recorded after
+        it, checked in the very transaction that queues (the message's row locked): two
+        forms sent at the same instant never both reach the citizen."""
         done = previous(self.store, EventKind.REPLY_QUEUED, key)
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
@@ -144,6 +153,8 @@ class Replies:
         )
 
         def record(tx: Transaction) -> int:
+            if since is not None and stored.events_after(tx.conn, row.id, since, ANSWERS):
+                raise AnsweredMeanwhileError(row.reference or f"#{row.id}")
             (outbox_id,) = enqueue(tx, row.id, [queued])
             tx.add_event(row.id, EventKind.REPLY_QUEUED, detail)
             return outbox_id

@@ -5,8 +5,8 @@ The CLI and the web console name a message by its tracking reference (``SM-2026-
 or its row id (``42`` or ``#42``, for mail without a reference). A request may carry an
 idempotency key — the web console's form token — stored with what the request did: a
 double click, or the same form sent from two tabs, queues one mail and records one event.
-A key made from the message's state when the form was shown (its id and its last event)
-is shared by two tabs opened on the same message.
+A key made from the message's state when the form was shown (its id and its last event; for a
+reply, its last answer) is shared by two tabs opened on the same message.
 """
 
 from __future__ import annotations

@@ -100,6 +100,20 @@ class EventKind(StrEnum):
         return cls(f"{kind.value}_sent")
 
 
+# The events that answer a message (an agent's reply, mailbot's sending of it, a reply
+# found in Sent, answered otherwise, closed without a reply): a form shown before one of
+# them must not send (collision), and only they move the answer form's state.
+ANSWERS = frozenset(
+    {
+        EventKind.REPLY_QUEUED,
+        EventKind.REPLY_SENT,
+        EventKind.REPLY,
+        EventKind.ANSWERED_ELSEWHERE,
+        EventKind.NO_REPLY_NEEDED,
+    }
+)
+
+
 class Attention(StrEnum):
     """Why a citizen's mail left without an AR needs a person (quarantine list, alerts)."""
 

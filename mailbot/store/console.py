@@ -6,7 +6,7 @@ SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -133,11 +133,32 @@ def follow_ups(engine: Engine, message_pk: int) -> list[sa.Row[Any]]:
         return list(conn.execute(query))
 
 
-def last_event_id(engine: Engine, message_pk: int) -> int:
-    """The id of the message's latest event (0 for none): its state, as a form saw it."""
+def last_event_id(engine: Engine, message_pk: int, kinds: Collection[str] = ()) -> int:
+    """The id of the message's latest event (0 for none), of one of ``kinds`` when given:
+    its state, as a form saw it."""
     query = sa.select(sa.func.max(events.c.id)).where(events.c.message_pk == message_pk)
+    if kinds:
+        query = query.where(events.c.kind.in_(list(kinds)))
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one_or_none() or 0)
+
+
+def events_after(conn: Connection, message_pk: int, event_id: int, kinds: Collection[str]) -> int:
+    """How many events of ``kinds`` the message has after ``event_id``, read with the
+    message's row locked until the transaction ends (PostgreSQL: SELECT … FOR UPDATE;
+    SQLite's write transaction already serialises): two transactions that check, then
+    write such an event, run one after the other, and the second sees the first's."""
+    conn.execute(sa.select(messages.c.id).where(messages.c.id == message_pk).with_for_update())
+    query = (
+        sa.select(sa.func.count())
+        .select_from(events)
+        .where(
+            events.c.message_pk == message_pk,
+            events.c.id > event_id,
+            events.c.kind.in_(list(kinds)),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def set_assignee(conn: Connection, message_pk: int, agent: str | None) -> None:

@@ -25,7 +25,7 @@ from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals, today
 from mailbot.web.pages import render
-from mailbot.web.queue_pages import URGENCY_LABELS
+from mailbot.web.queue_pages import SETTLED_LABELS, URGENCY_LABELS
 
 EVENT_LABELS = {
     "received": "Courriel reçu",
@@ -111,6 +111,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     context = {
         "view": view,
         "standing": queue.standing(app.config, row, today(request)),
+        "settled": await run_in_threadpool(queue.settled, app.store, row),
         "mail_html": Markup(view.html.html) if view.html else None,
         "others": others,
         "names": agent_names(request),
@@ -118,11 +119,14 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "detail_labels": DETAIL_LABELS,
         "can_reply": principal.can(Action.REPLY, view.service),
         "urgency": URGENCY_LABELS,
+        "settled_labels": SETTLED_LABELS,
     }
     context.update(_actions(request, row, view.service))
     values = extra.pop("values", None)
     context.update(
-        await run_in_threadpool(answer_context, request, row, view.service, view.state, values)
+        await run_in_threadpool(
+            answer_context, request, row, view.service, view.answer_state, values
+        )
     )
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)

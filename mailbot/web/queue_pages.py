@@ -46,6 +46,11 @@ URGENCY_LABELS = {
     queue.Urgency.DUE_TODAY: ("Échéance aujourd'hui", "fr-badge--warning"),
     queue.Urgency.OVERDUE: ("En retard", "fr-badge--error"),
 }
+SETTLED_LABELS = {  # the message page's badge for a message out of the queue
+    queue.Settled.ANSWERED: ("Répondu", "fr-badge--success"),
+    queue.Settled.SENDING: ("Réponse en cours d'envoi", "fr-badge--info"),
+    queue.Settled.CLOSED: ("Clos sans réponse", "fr-badge--info"),
+}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ with who and why, and effective (the queue, the mails the citizen and service re
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -34,14 +35,21 @@ def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
         yield running
 
 
+def state_of(page: str, action: str) -> str:
+    """The state an action's own form carries (the answer form's is another: the latest
+    answer, not the latest event); "" when the page has no such form."""
+    form = page.split(f'id="action-{action}"', 1)[-1] if f'id="action-{action}"' in page else ""
+    found = re.search(r'name="etat" value="(\d+)"', form)
+    return found.group(1) if found else ""
+
+
 def act(
     client: httpx.Client, desk: Desk, action: str, message: str = OVERDUE, **fields: str
 ) -> httpx.Response:
     row = desk.row(message)
     page = client.get(f"/courriel/{row.id}")
     token = csrf_from(page.text) if page.status_code == 200 else csrf_from(client.get("/").text)
-    state = re.search(r'name="etat" value="(\d+)"', page.text)
-    data = {"csrf_token": token, "etat": state.group(1) if state else "0", **fields}
+    data = {"csrf_token": token, "etat": state_of(page.text, action) or "0", **fields}
     return client.post(f"/courriel/{row.id}/action/{action}", data=data)
 
 
@@ -157,6 +165,12 @@ def test_transfer_with_a_reason_sends_the_notice_and_leaves_the_queue(
     assert detail["agent"] == "lmoreau" and detail["reason"] == "Carte grise"
 
 
+def badge(page: str) -> str:
+    found = re.search(r'id="badge">([^<]*)<', page)
+    assert found
+    return html.unescape(found.group(1))
+
+
 def test_answered_elsewhere_and_no_reply_needed_close_the_message(
     desk: Desk, console: RunningConsole
 ) -> None:
@@ -171,9 +185,12 @@ def test_answered_elsewhere_and_no_reply_needed_close_the_message(
         assert desk.row(OVERDUE).reference not in queued(karim)
         page = karim.get(f"/courriel/{other.id}")
         data = {"csrf_token": csrf_from(page.text), "motif": "spam", "precision": "publicité"}
-        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        data["etat"] = state_of(page.text, "sans-reponse")
         closed = karim.post(f"/courriel/{other.id}/action/sans-reponse", data=data)
         assert closed.status_code == 303 and other.reference not in queued(karim)
+        # the page says how the message left the queue, not its (past) deadline
+        assert badge(karim.get(f"/courriel/{desk.row(OVERDUE).id}").text) == "Répondu"
+        assert badge(karim.get(f"/courriel/{other.id}").text) == "Clos sans réponse"
     (answered,) = details(desk, "answered_elsewhere")
     assert answered == {"how": "phone", "agent": "khaddad", "reason": "Rappel"}
     (event,) = [e for e in desk.app.store.events(other.id) if e.kind == "no_reply_needed"]
@@ -203,7 +220,7 @@ def test_a_transfer_posted_twice_is_done_once(desk: Desk, console: RunningConsol
         assert lea.post(url, data=data).status_code == 400  # no etat: no key, not done
         assert lea.post(url, data=data | {"etat": "x"}).status_code == 400
         assert details(desk, "transferred") == []
-        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        data["etat"] = state_of(page.text, "transferer")
         second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
         codes = [r.status_code for r in clicked_twice(url, (lea, data), (again, second))]
     assert codes[0] == 303 and codes[1] in (303, 400, 403)
@@ -231,7 +248,7 @@ def test_a_correction_of_the_service_transfers_the_mail_once(
         url = f"/courriel/{row.id}/action/corriger"
         data = {"csrf_token": csrf_from(page.text), "service": "cartes-grises"}
         data |= {"categorie": "information", "motif": ""}
-        data["etat"] = re.findall(r'name="etat" value="(\d+)"', page.text)[0]
+        data["etat"] = state_of(page.text, "corriger")
         second = data | {"csrf_token": csrf_from(again.get(f"/courriel/{row.id}").text)}
         answers = clicked_twice(url, (lea, data), (again, second))
     assert answers[0].status_code == 303 and answers[0].headers["location"] == "/?fait=transferer"

@@ -9,8 +9,10 @@ import email
 import email.policy
 import html
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,6 +22,8 @@ import pytest
 import yaml
 from deskworld import Desk, desk_console
 from webtools import RunningConsole, csrf_from, local_login
+
+from mailbot.store.console import last_event_id
 
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre")
 OVERDUE = "<citizen-1@example.fr>"
@@ -91,6 +95,13 @@ def test_suggested_template_preview_and_one_mail_on_a_double_click(
             assert element in text
         queue = client.get("/")
         assert row.reference not in re.findall(r'data-reference="([^"]+)"', queue.text)
+        badge = re.search(r'id="badge">([^<]*)<', open_page(client, desk))
+        assert badge and badge.group(1) in ("Réponse en cours d&#39;envoi", "Répondu")
+        for _ in range(50):  # the server accepted it: answered (was "En retard")
+            if desk.row(OVERDUE).first_reply_at is not None:
+                break
+            time.sleep(0.1)
+        assert 'id="badge">Répondu<' in open_page(client, desk)
     events = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert len(events) == 1 and '"agent": "khaddad"' in events[0].detail
 
@@ -109,6 +120,106 @@ def test_a_colleagues_reply_since_the_page_opened_stops_the_sending(
         assert stopped.status_code == 409 and 'id="collision"' in stopped.text
         assert "Réponse préparée par Karim Haddad" in stopped.text
     replies(desk, 1)
+
+
+def take(client: httpx.Client, desk: Desk, agent_id: str) -> None:
+    """The agent clicks « Me l'attribuer »: an event on the message, no answer."""
+    row = desk.row(OVERDUE)
+    fields = {**form_of(open_page(client, desk), "action-attribuer"), "a": agent_id}
+    assert client.post(f"/courriel/{row.id}/action/attribuer", data=fields).status_code == 303
+
+
+def at_once(path: str, *sends: tuple[httpx.Client, dict[str, str]]) -> list[httpx.Response]:
+    """The forms posted to ``path`` at the same moment, each by its own session (threads
+    behind a barrier), the answers in the order given."""
+    barrier = threading.Barrier(len(sends))
+
+    def send(client: httpx.Client, fields: dict[str, str]) -> httpx.Response:
+        barrier.wait(10)
+        return client.post(path, data=fields)
+
+    with ThreadPoolExecutor(len(sends)) as pool:
+        return list(pool.map(lambda pair: send(*pair), sends))
+
+
+def test_two_tabs_either_side_of_an_assignment_share_the_form_and_send_one_mail(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """One agent, two sessions: one shows the page, the other takes the message and shows it
+    again. An assignment answers nothing: both forms carry the same state (the latest
+    answer), and sent at the same moment they queue one mail, as a double click does."""
+    row = desk.row(OVERDUE)
+    path = f"/courriel/{row.id}/reponse"
+    with console.client() as one, console.client() as two:
+        local_login(one, "khaddad")
+        local_login(two, "khaddad")
+        first = form_of(open_page(one, desk), "formulaire-reponse")
+        take(two, desk, "khaddad")
+        second = form_of(open_page(two, desk), "formulaire-reponse")
+        assert first["etat"] == second["etat"]
+        answers = at_once(path, (one, first), (two, second))
+        assert [a.status_code for a in answers] == [303, 303]
+    replies(desk, 1)
+    assert [e.kind for e in desk.app.store.events(row.id)].count("reply_queued") == 1
+
+
+def test_two_forms_with_different_states_at_the_same_moment_send_one_mail_and_a_409(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """Two agents' forms sent at the same moment with different keys — Léa's page was shown
+    before this version, whose key was the latest event of any kind (her assignment): one
+    mail, and the other agent is told a colleague answered (409), however the two requests
+    interleave (the check is made again where the reply is queued)."""
+    row = desk.row(OVERDUE)
+    path = f"/courriel/{row.id}/reponse"
+    with console.client() as karim, console.client() as lea:
+        local_login(karim, "khaddad")
+        local_login(lea, "lmoreau")
+        mine = form_of(open_page(karim, desk), "formulaire-reponse")
+        take(lea, desk, "lmoreau")
+        hers = form_of(open_page(lea, desk), "formulaire-reponse")
+        hers["etat"] = str(last_event_id(desk.app.store.engine, row.id))
+        assert hers["etat"] != mine["etat"]
+        answers = at_once(path, (karim, mine), (lea, hers))
+        assert sorted(a.status_code for a in answers) == [303, 409]
+        (stopped,) = [a for a in answers if a.status_code == 409]
+        assert 'id="collision"' in stopped.text and "Réponse préparée par" in stopped.text
+    replies(desk, 1)
+    assert [e.kind for e in desk.app.store.events(row.id)].count("reply_queued") == 1
+
+
+def previewed_text(shown: httpx.Response) -> str:
+    found = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+    assert shown.status_code == 200 and found
+    return html.unescape(found.group(1))
+
+
+def test_an_emptied_greeting_name_gives_bonjour_in_the_preview_and_the_mail(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """The field says « Absent ou vide : « Bonjour, » »: the agent who empties it is not
+    overruled by the name the citizen's mail showed — as ``--var usager_nom=`` in the CLI;
+    the free reply's field is the agent's too."""
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = open_page(client, desk)
+        free = form_of(page, "formulaire-libre")
+        free.update(texte="Votre dossier est complet.", usager_nom="")
+        assert previewed_text(client.post(f"/courriel/{row.id}/apercu", data=free)).startswith(
+            "Bonjour,\n"
+        )
+        free["usager_nom"] = "Madame Dupont"
+        shown = previewed_text(client.post(f"/courriel/{row.id}/apercu", data=free))
+        assert shown.startswith("Bonjour Madame Dupont,\n")
+        fields = form_of(page, "formulaire-reponse")
+        assert fields["usager_nom"] == "Marie Dupont"
+        fields["usager_nom"] = ""
+        shown = previewed_text(client.post(f"/courriel/{row.id}/apercu", data=fields))
+        assert "\nBonjour,\n" in shown and "Marie Dupont" not in shown
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 303
+        (mail,) = replies(desk, 1)
+    assert mail.get_body(("plain",)).get_content() == shown  # type: ignore[union-attr]
 
 
 def test_required_variable_and_incomplete_signature_refuse_sending(
