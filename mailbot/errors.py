@@ -102,6 +102,11 @@ class MailboxError(MailbotError):
         super().__init__(redact(message))
 
 
+class UnreadableMailError(MailboxError):
+    """The server refuses to read one mail (its FETCH fails, alone, on a fresh connection
+    too): the mail is quarantined with the server's answer, and the folder goes on."""
+
+
 class MailGoneError(MailboxError):
     """A recorded mail is no longer in its mailbox (deleted, or moved where mailbot does
     not look): it cannot be shown, transferred or processed again."""

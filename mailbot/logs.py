@@ -40,13 +40,19 @@ def _quote(value: object) -> str:
     return f'"{escaped}"'
 
 
+def masked(text: str) -> str:
+    """``text`` with anything that looks like an address or a Message-ID masked, cut to
+    MAX_ERROR: a server's answer may quote a mail's sender (stored and logged)."""
+    return _ADDRESS.sub("…@…", text)[:MAX_ERROR]
+
+
 def safe_error(exc: BaseException) -> str:
     """What of an exception may be logged: its type; and its message only for our own,
     with anything that looks like an address or a Message-ID masked (``MessageError``
     names the address it refused)."""
     name = type(exc).__name__
     if isinstance(exc, MailbotError):
-        return f"{name}: {_ADDRESS.sub('…@…', str(exc))}"[:MAX_ERROR]
+        return masked(f"{name}: {exc}")
     return name
 
 

@@ -163,6 +163,26 @@ class MailUser:
     def drop_connections(self) -> None:
         self.server.drop_connections(self.name)
 
+    @contextlib.contextmanager
+    def unreadable(self, marker: bytes) -> Iterator[Path]:
+        """The INBOX mail containing ``marker`` made unreadable for Dovecot (owner root,
+        mode 000: a disk error, a bad restore), readable again on exit. Dovecot then fails
+        every FETCH of its body: "FETCH failed: Internal error occurred", and a BYE."""
+        maildir = self.server.home(self.name) / "Maildir"
+        (path,) = [
+            p for p in (*maildir.glob("new/*"), *maildir.glob("cur/*")) if marker in p.read_bytes()
+        ]
+        before = path.stat()
+        os.chown(path, 0, 0)
+        path.chmod(0)
+        try:
+            yield path
+        finally:
+            if not path.exists():  # moved from new/ to cur/ meanwhile (flags in its name)
+                (path,) = maildir.glob(f"*/{path.name.split(':')[0]}*")
+            os.chown(path, before.st_uid, before.st_gid)
+            path.chmod(before.st_mode & 0o7777)
+
     def connect(self) -> IMAPClient:
         return self.server.connect(self.name)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 from servers import DovecotServer, MailUser, free_port
 
 from mailbot.config import ImapConfig
@@ -130,6 +132,70 @@ def test_fetch_rejects_a_zero_batch(box: ImapMailbox) -> None:
     box.select("INBOX")
     with pytest.raises(ValueError):
         list(box.fetch([1], batch_size=0))
+
+
+def test_a_mail_the_server_cannot_read_is_given_up_on_alone(
+    imap_user: MailUser, box: ImapMailbox
+) -> None:
+    """Dovecot fails a whole FETCH (and closes the session) when one maildir file cannot be
+    read: the batch is read again in halves on new connections, every other mail comes in
+    UID order, and the unreadable ones come as ``refused`` with the server's answer."""
+    uids = [imap_user.append(mail(n)) for n in range(1, 7)]
+    with imap_user.unreadable(b"<demande-2@"), imap_user.unreadable(b"<demande-5@"):
+        box.select("INBOX")
+        fetched = list(box.fetch(uids, batch_size=200))
+        assert [m.uid for m in fetched] == uids
+        refused = {m.uid: m.refused for m in fetched if m.refused}
+        assert set(refused) == {uids[1], uids[4]}
+        assert all("FETCH failed" in answer for answer in refused.values())
+        readable = [m.raw for m in fetched if not m.refused]
+        assert readable == [mail(n) for n in (1, 3, 4, 6)]
+        assert fetched[1].raw == b"" and fetched[1].internaldate.tzinfo is not None
+        assert box.connected and box.uids_after(0) == uids  # still on the folder
+    (again,) = box.fetch([uids[1]], batch_size=1)  # readable again: read whole
+    assert again.raw == mail(2) and not again.refused
+    assert all("\\Seen" not in flags for flags in imap_user.flags().values())
+
+
+def test_a_refusal_is_narrowed_its_answer_masked(
+    imap_user: MailUser, box: ImapMailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tagged NO to a FETCH (other servers than Dovecot) is narrowed the same way; an
+    address the server quotes in its answer is masked (the answer is stored and logged)."""
+    uids = [imap_user.append(mail(n)) for n in range(1, 4)]
+    real_fetch = IMAPClient.fetch
+
+    def refusing(client: IMAPClient, messages: list[int], data: list[bytes]) -> Any:
+        if uids[2] in messages and b"BODY.PEEK[]" in data:
+            raise IMAPClientError("FETCH command error: NO [b'cannot read alice@example.org']")
+        return real_fetch(client, messages, data)
+
+    monkeypatch.setattr(IMAPClient, "fetch", refusing)
+    box.select("INBOX")
+    fetched = list(box.fetch(uids, batch_size=10))
+    assert [(m.uid, bool(m.refused)) for m in fetched] == [(u, u == uids[2]) for u in uids]
+    assert "alice@" not in fetched[2].refused and "cannot read" in fetched[2].refused
+
+
+def test_a_connection_lost_during_fetch_is_not_narrowed(
+    imap_user: MailUser, box: ImapMailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session cut during a FETCH (a kick, a restart) says nothing of the mails: it is a
+    MailboxError as before (the poll runs again later), never a mail given up on."""
+    uids = [imap_user.append(mail(n)) for n in range(1, 4)]
+    box.select("INBOX")
+    client = box._client
+    real_fetch = client.fetch
+
+    def cut(messages: list[int], data: list[bytes]) -> Any:
+        if b"BODY.PEEK[]" in data:
+            imap_user.drop_connections()
+        return real_fetch(messages, data)
+
+    monkeypatch.setattr(client, "fetch", cut)
+    with pytest.raises(MailboxError, match="accueil"):
+        list(box.fetch(uids, batch_size=10))
+    assert not box.connected
 
 
 def test_internaldate_is_aware_and_exact(imap_user: MailUser, box: ImapMailbox) -> None:

@@ -233,6 +233,66 @@ def test_storage_error_quarantines_one_mail_and_retry_recovers_it(
     assert "0 mail(s)" in inproc(capsys, config, "quarantine", "list").stdout
 
 
+def test_a_mail_the_server_cannot_read_is_quarantined_and_retried_once_readable(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A maildir file Dovecot cannot open (a disk error, a bad restore) failed every FETCH
+    of its batch, so the folder never moved again. Now the mails around it are answered,
+    it is quarantined with its location, listed, counted, and a retry answers it once it
+    can be read again — one AR each, never two."""
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    assert inproc(capsys, config, "poll", "--once").returncode == 0  # followed from now on
+    for n in (1, 2, 3):
+        imap_user.append(citizen(n, f"Demande {n}"))
+    with imap_user.unreadable(b"<poison-2@"):
+        polls = [inproc(capsys, config, "poll", "--once") for _ in range(3)]
+        imap_user.append(citizen(4, "Demande 4"))
+        polls.append(inproc(capsys, config, "poll", "--once"))
+        assert [p.returncode for p in polls] == [0, 0, 0, 0], polls[0].stderr
+        assert "usager2@" not in polls[0].stderr
+        for n in (1, 3, 4):
+            assert ars_to(smtp_server, f"usager{n}@example.fr") == 1
+        assert ars_to(smtp_server, "usager2@example.fr") == 0
+        (row,) = query(database, "SELECT * FROM messages WHERE decision = 'quarantine'")
+        validity = imap_user.uid_validity()
+        assert (row.mailbox, row.folder, row.uidvalidity, row.uid) == (
+            "general",
+            "INBOX",
+            validity,
+            2,
+        )
+        assert "fetch-error:FETCH failed: Internal error occurred" in row.reasons
+        (state,) = query(database, "SELECT last_uid FROM folders WHERE mailbox = 'general'")
+        assert state.last_uid == 4
+        listing = inproc(capsys, config, "quarantine", "list")
+        assert f"#{row.id}" in listing.stdout and "fetch-error" in listing.stdout
+        shown = inproc(capsys, config, "quarantine", "show", str(row.id)).stdout
+        assert f"INBOX UIDVALIDITY {validity} UID 2: FETCH failed" in shown
+        calendar = WorkingCalendar()
+        day = next_working_day(calendar, datetime.now(calendar.zone).date())
+        assert inproc(capsys, config, "alerts", "--date", str(day)).returncode == 0
+        raw = smtp_server.messages[-1].raw
+        digest = email.message_from_bytes(raw, policy=email.policy.default)
+        text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert text.count("erreur de traitement (quarantaine)") == 1
+        still = inproc(capsys, config, "quarantine", "retry", str(row.id))
+        assert still.returncode == 1 and "still refuses" in still.stderr
+    retried = inproc(capsys, config, "quarantine", "retry", str(row.id))
+    assert retried.returncode == 0, retried.stderr
+    assert inproc(capsys, config, "poll", "--once").returncode == 0
+    assert inproc(capsys, config, "quarantine", "retry", str(row.id)).returncode == 1
+    for n in (1, 2, 3, 4):
+        assert ars_to(smtp_server, f"usager{n}@example.fr") == 1
+    rows = query(database, "SELECT id, uid, decision FROM messages ORDER BY uid")
+    assert [(r.uid, r.decision) for r in rows] == [(n, "acknowledge") for n in (1, 2, 3, 4)]
+    assert rows[1].id == row.id  # the same row, updated
+
+
 def test_failed_insert_logs_no_address_or_subject(
     database: str,
     tmp_path: Path,
@@ -411,6 +471,29 @@ def test_an_unreadable_sent_mail_is_passed_over_with_an_event(tmp_path: Path) ->
     assert state is not None and state.last_uid == 3
     (event,) = [e for e in store.events() if e.kind == "sent_unreadable"]
     assert event.detail.startswith("general/Sent UID 3: Traceback")
+    store.close()
+
+
+def test_a_sent_mail_the_server_would_not_read_is_passed_over_with_an_event(
+    tmp_path: Path,
+) -> None:
+    """The Sent-folder reader gets a mail the server refused to read (no bytes): it is
+    passed over like any unreadable Sent mail, with an event, never parsed as empty."""
+    from mailbot.app.sent import SentPipeline, signature_check
+    from mailbot.config import load_config
+    from mailbot.core.incoming import IncomingMail
+
+    root = Path(__file__).resolve().parent.parent
+    store = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+    sent = SentPipeline(load_config(root / "rules.yaml"), store, signature_check)
+    unread = IncomingMail(4, datetime.now(UTC), b"", refused="FETCH failed: Internal error")
+    outcome = sent.process("general", "Sent", 7, unread)
+    assert outcome.decision == "error" and "refused to read" in outcome.reasons[0]
+    with store.transaction() as tx:
+        state = tx.folder_state("general", "Sent")
+    assert state is not None and state.last_uid == 4
+    (event,) = [e for e in store.events() if e.kind == "sent_unreadable"]
+    assert "FETCH failed: Internal error" in event.detail
     store.close()
 
 

@@ -10,6 +10,9 @@ the database refuses, a template error) rolls back that mail's SAVEPOINT alone: 
 mail is then recorded as *quarantined* in the same batch, with the traceback (code
 locations and exception types, no content) as an event, and the batch goes on with the
 next mail. ``mailbot quarantine retry`` processes it again later, in its own transaction.
+A mail the server would not read at all (``IncomingMail.refused``, see
+``ImapMailbox.fetch``) is quarantined the same way, with the server's answer and its UID, so
+that the batch and the folder's mark still go past it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from mailbot.errors import (
     RepeatedRequestError,
     SameMailError,
     StoreError,
+    UnreadableMailError,
 )
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.mail.compose import Composer
@@ -264,6 +268,8 @@ class Pipeline:
         where = Where(mailbox, folder, uidvalidity)
         parsed: ParsedMessage | None = None
         try:
+            if mail.refused:  # still unreadable: quarantined again, with the new answer
+                raise UnreadableMailError(mail.refused)
             parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
             try:
                 outcome = self._again(where, mail, parsed, existing)
@@ -311,7 +317,10 @@ class Pipeline:
 
     def _prepare(self, mail: IncomingMail) -> Prepared:
         """Parse a mail and check its relay's proof, before the transaction (pure work:
-        the write lock is not held meanwhile); what raises quarantines the mail."""
+        the write lock is not held meanwhile); what raises quarantines the mail, as does
+        a mail the server would not read (``refused``: there is nothing to parse)."""
+        if mail.refused:
+            return Prepared(mail, None, UnreadableMailError(mail.refused))
         try:
             return Prepared(mail, self.relay_verifier.verify(mail.raw, parse_message(mail.raw)))
         except Exception as exc:
@@ -668,9 +677,8 @@ class Pipeline:
         folder's high-water mark stays below this mail, which is read again.
         """
         located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
-        log.error("quarantined", exc_info=exc, extra=located)
-        reason = f"error:{safe_error(exc)}"[:300]
-        trace = safe_traceback(exc)
+        reason, trace = _why(where, mail, exc)
+        log.error("quarantined", exc_info=None if mail.refused else exc, extra=located)
         attempts = (parsed, None) if parsed is not None else (None,)
         for known in attempts:
             row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
@@ -713,6 +721,29 @@ def _recorded_without_ar(
     return unsent
 
 
+def _why(where: Where, mail: IncomingMail, exc: Exception) -> tuple[str, str]:
+    """A quarantined mail's reason and its event's detail: the traceback of what raised,
+    or, for a mail the server would not read, its answer and where the mail is (a person
+    fixing the store needs the folder, UIDVALIDITY and UID; ``quarantine retry`` uses them)."""
+    if not mail.refused:
+        return f"error:{safe_error(exc)}"[:300], safe_traceback(exc)
+    located = f"{where.mailbox}/{where.folder} UIDVALIDITY {where.uidvalidity} UID {mail.uid}"
+    detail = f"the server refused to read {located}: {mail.refused}"
+    return f"fetch-error:{mail.refused}"[:300], detail
+
+
+def _content_hash(where: Where, mail: IncomingMail, parsed: ParsedMessage | None) -> str:
+    """The mail's hash; for a mail the server would not read, a hash of its location, not
+    of its (unknown) bytes, so that it never equals another mail's (sha256 of b"" would be
+    every other unread mail's, and an empty mail's: found as their duplicate)."""
+    if parsed is not None:
+        return parsed.content_hash
+    if mail.refused:
+        location = f"unread:{where.mailbox}/{where.folder}/{where.uidvalidity}/{mail.uid}"
+        return hashlib.sha256(location.encode()).hexdigest()
+    return hashlib.sha256(mail.raw).hexdigest()
+
+
 def new_message(
     where: Where,
     mail: IncomingMail,
@@ -729,7 +760,7 @@ def new_message(
         uidvalidity=where.uidvalidity,
         uid=mail.uid,
         message_id=parsed.message_id if parsed else None,
-        content_hash=parsed.content_hash if parsed else hashlib.sha256(mail.raw).hexdigest(),
+        content_hash=_content_hash(where, mail, parsed),
         fingerprint=parsed.fingerprint if parsed else None,
         received_at=mail.internaldate,
         sender=decided.pop("sender", None),

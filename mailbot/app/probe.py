@@ -140,6 +140,8 @@ class Prober:
             for uid in inbox.uids_after(after_uid):
                 after_uid = max(after_uid, uid)
                 for fetched in inbox.fetch([uid], 1):
+                    if fetched.refused:  # unreadable: not an AR the probe can judge
+                        continue
                     result = self._judge(fetched.raw, fetched.internaldate, waiting)
                     if result is not None:
                         results.append(result)

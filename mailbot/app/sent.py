@@ -21,7 +21,7 @@ from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import LOOP_HEADER, find_reference
 from mailbot.core.signature import check_signature
 from mailbot.core.statuses import EventKind, SentVerdict
-from mailbot.errors import LeaseLostError
+from mailbot.errors import LeaseLostError, UnreadableMailError
 from mailbot.logs import safe_error, safe_traceback
 from mailbot.store import Store
 
@@ -105,6 +105,8 @@ class SentPipeline:
             return self._outcome(mailbox, mail, SentVerdict.ERROR, safe_error(exc), None)
 
     def _process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
+        if mail.refused:  # the server would not read it: passed over as unreadable
+            raise UnreadableMailError(f"the server refused to read it: {mail.refused}")
         parsed = parse_message(mail.raw)
         with self.store.transaction() as tx:
             tx.save_folder_state(mailbox, folder, uidvalidity, mail.uid)

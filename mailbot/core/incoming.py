@@ -27,12 +27,16 @@ class IncomingMail:
     internaldate: datetime
     raw: bytes
     size: int = 0  # size on the server, when only the start of a huge mail was read
+    # The server refused to read it (its answer): no bytes; the intake quarantines it.
+    refused: str = ""
 
     @classmethod
     def of(cls, fetched: Fetched) -> IncomingMail:
-        """What a source fetched; ``size`` when the source knows the mail was cut short."""
+        """What a source fetched; ``size`` when the source knows the mail was cut short,
+        ``refused`` when it could not read it (``ImapMailbox.fetch``)."""
         size = getattr(fetched, "size", 0)
-        return cls(fetched.uid, fetched.internaldate, fetched.raw, size)
+        refused = getattr(fetched, "refused", "")
+        return cls(fetched.uid, fetched.internaldate, fetched.raw, size, refused)
 
     @property
     def defects(self) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ exception to catch and log.
 from __future__ import annotations
 
 import imaplib
+import logging
 import re
 import ssl
 import threading
@@ -22,7 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -31,7 +33,10 @@ from imapclient.response_types import BodyData
 
 from mailbot.config import Config, ImapConfig
 from mailbot.errors import MailboxError
+from mailbot.logs import masked
 from mailbot.mail.tls import client_context
+
+log = logging.getLogger(__name__)
 
 _HUGE_BODY_PREFIX = 262_144
 _HUGE_HEADER_PREFIX = 262_144  # what of a huge mail's header is read (the parser's bound)
@@ -55,6 +60,8 @@ class FetchedMail:
     internaldate: datetime  # when the server received it; timezone-aware
     raw: bytes
     size: int = 0  # the full size on the server; larger than len(raw) when truncated
+    # Not read: the server refused to FETCH it (its answer, addresses masked); raw is b"".
+    refused: str = ""
 
     @property
     def truncated(self) -> bool:
@@ -68,6 +75,35 @@ class PartInfo:
     content_type: str  # "application/pdf", lower-case
     transfer_encoding: str  # "base64", lower-case; "7bit" when the server gives none
     size: int  # octets of its body as stored, still encoded
+
+
+# A FETCH run on a connection for some UIDs: the server's response items by UID.
+_Fetch = Callable[[Any, list[int]], dict[int, Any]]
+
+
+class _Refused(MailboxError):
+    """The server answered a FETCH with a refusal (NO, BAD, or a BYE that names the
+    FETCH), rather than the connection being lost: retrying it whole would fail again."""
+
+    def __init__(self, message: str, answer: str) -> None:
+        super().__init__(message)
+        self.answer = answer
+
+
+def _sizes_of(client: Any, uids: list[int]) -> dict[int, Any]:
+    return dict(client.fetch(uids, [b"RFC822.SIZE"]))
+
+
+def _refusal(client: Any, exc: BaseException) -> str | None:
+    """The server's answer when ``exc`` is its refusal of the command; None when the
+    connection was lost otherwise (EOF, reset, timeout, a kick or a restart's BYE)."""
+    if isinstance(exc, imaplib.IMAP4.abort):
+        byes = getattr(client._imap, "untagged_responses", {}).get("BYE") or [b""]
+        text = _text_of(imaplib.IMAP4.abort(byes[-1]))
+        return masked(text) if re.search(r"\bFETCH\b", text, re.IGNORECASE) else None
+    if isinstance(exc, imaplib.IMAP4.error):  # a tagged NO or BAD
+        return masked(_text_of(exc)) or type(exc).__name__
+    return None
 
 
 _SECTION = re.compile(r"[1-9][0-9]{0,5}(?:\.[1-9][0-9]{0,5}){0,40}")
@@ -110,6 +146,7 @@ class ImapMailbox:
         self.max_message_bytes = max_message_bytes
         self._client: Any = None  # IMAPClient once connected
         self._early: _Early | None = None  # a connection being opened by connect_early
+        self._selected: tuple[str, int] | None = None  # folder and UIDVALIDITY, once selected
 
     # -- connection -----------------------------------------------------------------------
 
@@ -217,6 +254,7 @@ class ImapMailbox:
         validity = response.get(b"UIDVALIDITY")
         if validity is None:
             raise MailboxError(f"mailbox {self.name}: server gave no UIDVALIDITY for {folder!r}")
+        self._selected = (folder, int(validity))
         return int(validity)
 
     def uids_after(self, last_uid: int) -> list[int]:
@@ -252,32 +290,98 @@ class ImapMailbox:
 
         ``BODY.PEEK[]`` and never ``BODY[]`` or ``RFC822``, which would set ``\\Seen``.
         Batches bound memory for a mailbox with a large backlog. A UID that no longer
-        exists (deleted meanwhile by someone) is skipped.
+        exists (deleted meanwhile by someone) is skipped. A UID the server refuses to read
+        (``_narrowed``) is yielded as a ``FetchedMail`` without bytes and with ``refused``
+        set, in its place: the caller records it, so one mail never blocks the others.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         ordered = sorted(set(uids))
         for start in range(0, len(ordered), batch_size):
             batch = ordered[start : start + batch_size]
-            with self._command(f"FETCH of {len(batch)} message(s) failed") as client:
-                sizes = {
-                    uid: int(item.get(b"RFC822.SIZE", 0))
-                    for uid, item in client.fetch(batch, [b"RFC822.SIZE"]).items()
-                }
-            for chunk in _by_size(batch, sizes, self.max_message_bytes):
-                with self._command(f"FETCH of {len(chunk)} message(s) failed") as client:
-                    response = self._fetch_whole_or_start(client, chunk, sizes)
-                for uid in chunk:
-                    item = response.get(uid)
-                    if item is None or b"BODY[]" not in item:
-                        continue
-                    internaldate = item.get(b"INTERNALDATE")
-                    if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
-                        raise MailboxError(
-                            f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}"
-                        )
-                    raw = bytes(item[b"BODY[]"])
-                    yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
+            sized, refused = self._narrowed(batch, _sizes_of)
+            sizes = {uid: int(item.get(b"RFC822.SIZE", 0)) for uid, item in sized.items()}
+            readable = [uid for uid in batch if uid not in refused]
+            done = 0  # how many of the batch were yielded (or skipped as gone)
+            for chunk in _by_size(readable, sizes, self.max_message_bytes):
+                bodies = partial(self._fetch_whole_or_start, sizes=sizes)
+                response, more = self._narrowed(chunk, bodies)
+                refused.update(more)
+                while done < len(batch) and batch[done] <= chunk[-1]:
+                    yield from self._mail(batch[done], response, refused, sizes)
+                    done += 1
+            for uid in batch[done:]:  # refused already when their size was asked
+                yield from self._mail(uid, {}, refused, sizes)
+
+    def _mail(
+        self,
+        uid: int,
+        response: dict[int, dict[bytes, Any]],
+        refused: dict[int, str],
+        sizes: dict[int, int],
+    ) -> Iterator[FetchedMail]:
+        """The mail of ``uid`` from a FETCH response; nothing when the server no longer has
+        it, a mail without bytes (``refused``) when it would not read it."""
+        if uid in refused:
+            yield FetchedMail(uid, datetime.now(UTC), b"", refused=refused[uid])
+            return
+        item = response.get(uid)
+        if item is None or b"BODY[]" not in item:
+            return
+        internaldate = item.get(b"INTERNALDATE")
+        if not isinstance(internaldate, datetime) or internaldate.tzinfo is None:
+            raise MailboxError(f"mailbox {self.name}: no usable INTERNALDATE for UID {uid}")
+        raw = bytes(item[b"BODY[]"])
+        yield FetchedMail(uid, internaldate, raw, size=max(sizes.get(uid, 0), len(raw)))
+
+    def _narrowed(self, uids: list[int], run: _Fetch) -> tuple[dict[int, Any], dict[int, str]]:
+        """``run`` (a FETCH) of ``uids``, and the UIDs the server refused with its answer.
+
+        A server that cannot read one mail (a maildir file left unreadable by a disk error
+        or a bad restore) fails the whole FETCH, every time: Dovecot answers "FETCH failed:
+        Internal error" and closes the session. Retried whole, that FETCH would block the
+        folder for good; so a refused FETCH is retried in halves, on a new connection,
+        down to single UIDs, and a UID refused alone twice is given up on (the caller
+        quarantines it; ``mailbot quarantine retry`` reads it again). A connection lost
+        without such an answer (restart, network, kick) is not narrowed: it raises, and
+        the poll is run again after a backoff.
+        """
+        what = f"FETCH of {len(uids)} message(s) failed"
+        try:
+            with self._fetching(what) as client:
+                return run(client, uids), {}
+        except _Refused as refused:
+            answer = refused.answer
+        self._reopen()
+        if len(uids) > 1:
+            half = len(uids) // 2
+            first, refused_first = self._narrowed(uids[:half], run)
+            second, refused_second = self._narrowed(uids[half:], run)
+            return {**first, **second}, {**refused_first, **refused_second}
+        try:  # a single UID: once more, on a fresh connection, before giving up on it
+            with self._fetching(what) as client:
+                return run(client, uids), {}
+        except _Refused as again:
+            answer = again.answer
+        self._reopen()
+        log.warning(
+            "mail unreadable on the server, left for quarantine",
+            extra={"mailbox": self.name, "uid": uids[0], "error": answer},
+        )
+        return {}, {uids[0]: answer}
+
+    def _reopen(self) -> None:
+        """A new connection on the folder that was selected, which must keep its
+        UIDVALIDITY (otherwise the UIDs being read mean other mail: MailboxError, and the
+        poll starts again)."""
+        if self._selected is None:
+            raise MailboxError(f"mailbox {self.name}: no folder selected")
+        folder, validity = self._selected
+        self.connect()
+        if self.select(folder) != validity:
+            raise MailboxError(
+                f"mailbox {self.name}: UIDVALIDITY of {folder!r} changed while reading it"
+            )
 
     def _fetch_whole_or_start(
         self, client: Any, uids: Sequence[int], sizes: dict[int, int]
@@ -402,6 +506,19 @@ class ImapMailbox:
                 self._client = None
                 _shutdown(client)
             raise
+
+    @contextmanager
+    def _fetching(self, what: str) -> Iterator[Any]:
+        """``_command`` for a FETCH, where the server's refusal of it comes out as
+        ``_Refused`` (the connection is dropped all the same)."""
+        with self._command(what) as client:
+            try:
+                yield client
+            except _IMAP_ERRORS as exc:
+                answer = _refusal(client, exc)
+                if answer is None:
+                    raise
+                raise _Refused(f"mailbox {self.name}: {what}: {answer}", answer) from None
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, ssl.SSLCertVerificationError):

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailbot.config import Config
-from mailbot.errors import AttachmentUnavailable, MailboxError, MailGoneError, MessageError
+from mailbot.errors import (
+    AttachmentUnavailable,
+    MailboxError,
+    MailGoneError,
+    MessageError,
+    UnreadableMailError,
+)
 from mailbot.mail import display
 from mailbot.mail.imap import FetchedMail, ImapMailbox
 from mailbot.mail.maildir import MaildirSource, maildir_files
@@ -39,7 +45,8 @@ def _searchable(row: Any) -> bool:
 
 
 def _by_message_id(source: ImapMailbox, row: Any) -> list[FetchedMail]:
-    copies = list(source.fetch(source.uids_with_message_id(row.message_id), 20))
+    found = source.fetch(source.uids_with_message_id(row.message_id), 20)
+    copies = [copy for copy in found if not copy.refused]
     same = [c for c in copies if hashlib.sha256(c.raw).hexdigest() == row.content_hash]
     return same or copies[:1]
 
@@ -56,6 +63,11 @@ def refetch(source: ImapMailbox, row: Any) -> FetchedMail:
     content_hash), from a connected source."""
     validity = source.select(row.folder)
     found = list(source.fetch([row.uid], 1)) if validity == row.uidvalidity else []
+    if found and found[0].refused:  # still unreadable (quarantined as "fetch-error")
+        raise UnreadableMailError(
+            f"mailbox {row.mailbox}: the server still refuses to read mail #{row.id}"
+            f" ({row.folder!r}, UID {row.uid}): {found[0].refused}"
+        )
     if not found and _searchable(row):
         found = _by_message_id(source, row)
     if not found and _searchable(row):
