@@ -6,7 +6,19 @@ from mailbot.redact import redact
 
 
 class MailbotError(Exception):
-    """Base of every error mailbot raises on purpose."""
+    """Base of every error mailbot raises on purpose.
+
+    ``shown`` is the refusal in French for an agent of the console, where it follows
+    « Action impossible : » (a clause: lowercase, ending with a period). The message
+    itself stays in English: the CLI, the logs and the tests read it. None (the default)
+    when no French text was written: the console then shows the message as it is.
+    """
+
+    shown: str | None = None
+
+    def __init__(self, *args: object, shown: str | None = None) -> None:
+        super().__init__(*args)
+        self.shown = shown
 
 
 class ConfigError(MailbotError):
@@ -119,12 +131,13 @@ class TemplateError(MailbotError):
 class RequestError(MailbotError):
     """An agent's request (a reply, a transfer, a message answered elsewhere) cannot be done
     as asked: an unknown message or service, an incomplete signature, a missing reason.
-    Nothing was queued or recorded; the message says what to change."""
+    Nothing was queued or recorded; the message says what to change (``shown``: the same
+    for an agent, in French)."""
 
-    def __init__(self, what: str, value: str, problem: str) -> None:
+    def __init__(self, what: str, value: str, problem: str, *, shown: str | None = None) -> None:
         self.what = what
         self.value = value
-        super().__init__(f"{what}: {value}: {problem}")
+        super().__init__(f"{what}: {value}: {problem}", shown=shown)
 
 
 class SignatureLostError(RequestError):

@@ -118,7 +118,12 @@ def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
     values = {f.name: str(form.get(f.name, "")).strip()[:MAX_VALUE] for f in fields(meta)}
     empty = [f.name for f in fields(meta) if f.required and not values[f.name]]
     if empty:
-        raise RequestError("variables", ", ".join(empty), "required, still empty")
+        raise RequestError(
+            "variables",
+            ", ".join(empty),
+            "required, still empty",
+            shown=f"des champs obligatoires sont encore vides : {', '.join(empty)}.",
+        )
     filled = {k: v for k, v in values.items() if v or (k == GREETING_NAME and k in form)}
     if meta.name == FREE_TEMPLATE:
         free = Draft.free(filled.pop(FREE_TEXT, ""))

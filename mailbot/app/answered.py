@@ -59,13 +59,27 @@ def mark_answered(
         row.decision == Decision.SKIP and row.reasons == UNHANDLED_REASONS
     )
     if row.decision != Decision.ACKNOWLEDGE and not unhandled:
-        raise RequestError("reference", name, "not a citizen's message (nothing to answer)")
+        raise RequestError(
+            "reference",
+            name,
+            "not a citizen's message (nothing to answer)",
+            shown="ce courriel n'est pas le message d'un usager : il n'y a rien à y répondre.",
+        )
     if not reason.strip():
-        raise RequestError("reason", "''", "say how the question was settled")
+        raise RequestError(
+            "reason",
+            "''",
+            "say how the question was settled",
+            shown="indiquez comment la question a été réglée.",
+        )
     when = at or clock()
     if when.tzinfo is None or when < row.received_at or when > clock():
         raise RequestError(
-            "at", when.isoformat(), "between the message's receipt and now, with a zone"
+            "at",
+            when.isoformat(),
+            "between the message's receipt and now, with a zone",
+            shown="la date de la réponse doit se situer entre la réception du courriel et"
+            " maintenant.",
         )
     detail = json.dumps(
         {"how": AnsweredHow(how).value, "agent": agent_id, "reason": reason.strip()},

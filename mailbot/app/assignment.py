@@ -11,9 +11,11 @@ from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
     AgentLookup,
     MessageRef,
+    agent_label,
     find_agent,
     once,
     previous,
+    service_label,
     tracked_message,
 )
 from mailbot.config import Config
@@ -50,9 +52,21 @@ def assign(
     if assignee is not None:
         profile = agents(assignee)
         if profile is None:
-            raise RequestError("assignee", assignee, "no such agent")
+            raise RequestError(
+                "assignee",
+                assignee,
+                "no such agent",
+                shown=f"l'agent « {assignee} » n'existe pas : choisissez-en un dans la liste.",
+            )
         if service not in profile.console_services:
-            raise RequestError("assignee", assignee, f"does not handle the service {service}")
+            raise RequestError(
+                "assignee",
+                assignee,
+                f"does not handle the service {service}",
+                shown=f"{agent_label(assignee, profile)} ne traite pas le service"
+                f" « {service_label(config, service)} » : attribuez ce courriel à un agent de"
+                " ce service.",
+            )
     detail = json.dumps(
         {"agent": agent_id, "assignee": assignee, "previous": row.assignee}, ensure_ascii=False
     )

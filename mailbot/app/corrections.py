@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.message_view import service_of
-from mailbot.app.requests import once, previous, tracked_message
+from mailbot.app.requests import once, previous, service_label, tracked_message
 from mailbot.app.transfer import Transfers
 from mailbot.config import REORIENT_SERVICE, Config
 from mailbot.core.clock import utcnow
@@ -38,28 +38,55 @@ class Correction:
 
 
 def _check(config: Config, service: str, category: str, reorient: str | None) -> None:
+    """MessageError for a correction that cannot be (its English for the CLI, ``shown``
+    in French for the console's agent, who picks from lists: what to choose instead)."""
     routing = config.routing
     if routing is None:
-        raise MessageError("routing is not configured (rules.yaml has no routing section)")
+        raise MessageError(
+            "routing is not configured (rules.yaml has no routing section)",
+            shown="l'orientation des courriels n'est pas configurée : signalez-le à"
+            " l'administrateur de mailbot.",
+        )
     services = {*config.services, REORIENT_SERVICE}
     if service not in services:
-        raise MessageError(f"unknown service {service!r} (known: {', '.join(sorted(services))})")
+        raise MessageError(
+            f"unknown service {service!r} (known: {', '.join(sorted(services))})",
+            shown=f"le service « {service} » n'existe pas : choisissez-en un dans la liste.",
+        )
     if category not in routing.categories:
         known = ", ".join(routing.categories)
-        raise MessageError(f"unknown category {category!r} (known: {known})")
+        raise MessageError(
+            f"unknown category {category!r} (known: {known})",
+            shown=f"la catégorie « {category} » n'existe pas : choisissez-en une dans la liste.",
+        )
     allowed = routing.combinations.get(service)
     if allowed and category not in allowed:
         raise MessageError(
             f"category {category!r} is not allowed for service {service!r} (guide § 3:"
-            f" {', '.join(allowed)})"
+            f" {', '.join(allowed)})",
+            shown=f"la catégorie « {category} » n'est pas prévue pour le service"
+            f" « {service_label(config, service)} » (guide de routage, § 3) : choisissez"
+            f" l'une de celles-ci : {', '.join(allowed)}.",
         )
+    _check_reorient(service, reorient, set(routing.reorientation))
+
+
+def _check_reorient(service: str, reorient: str | None, targets: set[str]) -> None:
+    """A re-orientation names its administration (one of ``targets``); the console's form
+    has none to give."""
     if (service == REORIENT_SERVICE) != (reorient is not None):
         raise MessageError(
-            f"--reorient is required with service {REORIENT_SERVICE}, and only with it"
+            f"--reorient is required with service {REORIENT_SERVICE}, and only with it",
+            shown="une réorientation vers une autre administration doit nommer cette"
+            " administration : elle ne se fait pas par ce formulaire.",
         )
-    if reorient is not None and reorient not in routing.reorientation:
-        known = ", ".join(sorted(routing.reorientation))
-        raise MessageError(f"unknown re-orientation target {reorient!r} (known: {known})")
+    if reorient is not None and reorient not in targets:
+        known = ", ".join(sorted(targets))
+        raise MessageError(
+            f"unknown re-orientation target {reorient!r} (known: {known})",
+            shown=f"l'administration « {reorient} » n'est pas une destination de"
+            " réorientation connue.",
+        )
 
 
 def correct(
@@ -96,11 +123,16 @@ def _record(
     """The correction beside the decision it replaces (read in this transaction)."""
     row = stored.message_by_reference(tx.conn, reference)
     if row is None:
-        raise MessageError(f"no tracked mail with reference {reference!r}")
+        raise MessageError(
+            f"no tracked mail with reference {reference!r}",
+            shown="ce courriel est introuvable : son orientation ne peut pas être corrigée.",
+        )
     if row.decision != Decision.ACKNOWLEDGE:
         raise MessageError(
             f"{reference} was not acknowledged as a citizen's mail (decision:"
-            f" {row.decision}); only acknowledged mail is routed and corrected"
+            f" {row.decision}); only acknowledged mail is routed and corrected",
+            shown="ce courriel n'a pas été reçu comme le message d'un usager : son"
+            " orientation ne peut pas être corrigée.",
         )
     stored.add_correction(tx.conn, row, routed, agent, now)
     detail = f"{row.service}/{row.category} -> {routed[0]}/{routed[1]}"

@@ -64,9 +64,19 @@ def close_without_reply(
     with store.transaction() as tx:
         refuse_if_answered(tx, row.id, row.reference)
     if row.no_reply is not None:
-        raise RequestError("reference", row.reference, "already closed without a reply")
+        raise RequestError(
+            "reference",
+            row.reference,
+            "already closed without a reply",
+            shown="ce courriel est déjà classé sans réponse.",
+        )
     if reason is NoReplyReason.OTHER and not note.strip():
-        raise RequestError("reason", "''", "say why no reply is needed")
+        raise RequestError(
+            "reason",
+            "''",
+            "say why no reply is needed",
+            shown="précisez pourquoi ce courriel ne demande pas de réponse.",
+        )
     detail = json.dumps(
         {"agent": agent_id, "reason": reason.value, "note": note.strip()[:500]},
         ensure_ascii=False,
@@ -82,6 +92,10 @@ def close_without_reply(
     return Closed(row.reference, reason, repeated)
 
 
+# What refuse_if_answered refuses, as the console's agent reads it (« il ne peut plus être … »).
+REFUSED_AFTER_REPLY = {"close": "classé sans réponse", "transfer": "transféré"}
+
+
 def refuse_if_answered(
     tx: Transaction, message_pk: int, reference: str, action: str = "close"
 ) -> None:
@@ -90,10 +104,22 @@ def refuse_if_answered(
     transferring it would tell the citizen another service will answer, after the
     answer). ``action`` names what is refused, in the message."""
     answered, in_flight = stored.reply_state(tx.conn, message_pk)
+    refused = REFUSED_AFTER_REPLY.get(action, "traité ainsi")
     if answered:
-        raise RequestError("reference", reference, f"already answered: nothing to {action}")
+        raise RequestError(
+            "reference",
+            reference,
+            f"already answered: nothing to {action}",
+            shown=f"ce courriel a déjà reçu une réponse : il ne peut plus être {refused}.",
+        )
     if in_flight:
-        raise RequestError("reference", reference, f"a reply is on its way: nothing to {action}")
+        raise RequestError(
+            "reference",
+            reference,
+            f"a reply is on its way: nothing to {action}",
+            shown=f"une réponse à ce courriel est en cours d'envoi : il ne peut plus être"
+            f" {refused}.",
+        )
 
 
 def closed_in(store: Store, since: datetime, until: datetime) -> list[sa.Row[Any]]:

@@ -169,7 +169,9 @@ class Replies:
         signature = agent_variables(agent, self.config)
         _check_signature(agent_id, agent, signature, meta)
         if draft.template == FREE_TEMPLATE and not str(draft.variables.get(FREE_TEXT, "")).strip():
-            raise RequestError("text", "''", "a free reply needs its text")
+            raise RequestError(
+                "text", "''", "a free reply needs its text", shown="écrivez le texte de la réponse."
+            )
         variables: dict[str, object] = {
             "reference": row.reference,
             "received_at": row.received_at,
@@ -205,7 +207,9 @@ def _with_edit(
     if text is None or normalised(text) == normalised(rendered.text):
         return rendered, False
     if not normalised(text).strip():
-        raise RequestError("text", "''", "the edited text is empty")
+        raise RequestError(
+            "text", "''", "the edited text is empty", shown="le texte de la réponse est vide."
+        )
     spec = meta.required.get("agent") or meta.optional.get("agent")
     wanted = spec.fields if spec is not None and spec.fields else SIGNATURE
     elements = {name: str(signature.get(name) or "") for name in wanted}
@@ -238,4 +242,7 @@ def _check_signature(
             agent_id,
             f"the signature lacks {where} (agents.yaml for the agent, rules.yaml for the "
             f"service {agent.service}): a reply is never sent without it",
+            shown="votre signature est incomplète : une réponse n'est jamais envoyée sans"
+            " elle ; demandez à l'administrateur de mailbot de compléter votre profil ou"
+            " celui de votre service.",
         )

@@ -37,7 +37,9 @@ def find_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
     """The recorded message ``ref`` names; RequestError when there is none."""
     row = _lookup(store, ref)
     if row is None:
-        raise RequestError("reference", str(ref).strip(), "no such message")
+        raise RequestError(
+            "reference", str(ref).strip(), "no such message", shown="ce courriel est introuvable."
+        )
     return row
 
 
@@ -45,7 +47,13 @@ def tracked_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
     """A citizen's acknowledged message, which mail can be sent about."""
     row = _lookup(store, ref)
     if row is None or row.decision != Decision.ACKNOWLEDGE or not row.sender:
-        raise RequestError("reference", str(ref).strip(), "no tracked message with a sender")
+        raise RequestError(
+            "reference",
+            str(ref).strip(),
+            "no tracked message with a sender",
+            shown="ce courriel n'est pas le message d'un usager auquel la préfecture peut"
+            " écrire (courriel d'un robot, écarté ou sans expéditeur).",
+        )
     return row
 
 
@@ -54,6 +62,13 @@ def find_agent(config: Config, agents: AgentLookup, agent_id: str) -> Agent:
     if agent is None:
         raise ConfigError(str(config.agents), f"agents.{agent_id}", "no such agent")
     return agent
+
+
+def service_label(config: Config, service: str) -> str:
+    """How a service is named to an agent in a refusal: its name in rules.yaml (« Cartes
+    grises »), else its key as typed (an unknown one, or the re-orientation pseudo-service)."""
+    known = config.services.get(service)
+    return known.name if known is not None else service
 
 
 def agent_label(agent_id: str, agent: Agent) -> str:

@@ -150,13 +150,34 @@ class Transfers:
         target = self.config.services.get(service)
         if target is None:
             known = ", ".join(self.config.services)
-            raise RequestError("service", service, f"no such service (known: {known})")
+            raise RequestError(
+                "service",
+                service,
+                f"no such service (known: {known})",
+                shown=f"le service « {service} » n'existe pas : choisissez-en un dans la liste.",
+            )
         if not target.addresses:
-            raise RequestError("service", service, "it has no address to transfer mail to")
+            raise RequestError(
+                "service",
+                service,
+                "it has no address to transfer mail to",
+                shown=f"le service « {target.name} » n'a pas d'adresse où transférer le courriel :"
+                " choisissez un autre service, ou signalez-le à l'administrateur de mailbot.",
+            )
         if service == self._current_service(row):
-            raise RequestError("service", service, f"{row.reference} is already this service's")
+            raise RequestError(
+                "service",
+                service,
+                f"{row.reference} is already this service's",
+                shown=f"ce courriel est déjà au service « {target.name} ».",
+            )
         if not reason.strip():
-            raise RequestError("reason", "''", "say why the message is transferred")
+            raise RequestError(
+                "reason",
+                "''",
+                "say why the message is transferred",
+                shown="indiquez le motif du transfert.",
+            )
         with self.store.transaction() as tx:
             _refuse_if_settled(tx, row)
         return agent_label(agent_id, agent)
@@ -212,5 +233,8 @@ def _refuse_if_settled(tx: Transaction, row: sa.Row[Any]) -> None:
     refuse_if_answered(tx, row.id, row.reference, "transfer")
     if stored.closed_reason(tx.conn, row.id) is not None:
         raise RequestError(
-            "reference", row.reference, "closed without a reply: nothing to transfer"
+            "reference",
+            row.reference,
+            "closed without a reply: nothing to transfer",
+            shown="ce courriel a été classé sans réponse : il ne peut plus être transféré.",
         )

@@ -157,7 +157,8 @@ async def act(request: Request) -> Response:
     try:
         target = await handler(request, row, form, service)
     except MailbotError as exc:
-        return await show_message(request, row, 400, problem=f"Action impossible : {exc}")
+        problem = f"Action impossible : {exc.shown or exc}"  # English only where no French
+        return await show_message(request, row, 400, problem=problem)
     app = backend(request)
     return RedirectResponse(target, 303, background=BackgroundTask(app.outbox.deliver_due))
 

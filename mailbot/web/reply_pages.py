@@ -91,9 +91,7 @@ def _why(exc: MailbotError) -> str:
             " une réponse est toujours signée (article L111-2 du code des relations entre le"
             " public et l'administration)."
         )
-    if isinstance(exc, RequestError) and exc.what == "text":
-        return "le texte de la réponse est vide."
-    return str(exc)
+    return exc.shown or str(exc)  # the English message only for a refusal with no French
 
 
 @require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded

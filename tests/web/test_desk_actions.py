@@ -16,10 +16,11 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, citizen_mail, desk_console
+from deskworld import Desk, citizen_mail, desk_console, in_thread
 from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.app import indicators
+from mailbot.cli import main
 from mailbot.core.indicators import Indicators
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import corrections, outbox
@@ -363,14 +364,17 @@ def test_a_message_answered_or_closed_is_not_transferred(
         assert act(lea, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
         closed = act(lea, desk, "sans-reponse", other, motif="spam", precision="")
         assert closed.status_code == 303
-        for message, why in ((OVERDUE, "already answered"), (other, "closed without a reply")):
+        settled = (
+            (OVERDUE, "ce courriel a déjà reçu une réponse : il ne peut plus être transféré."),
+            (other, "ce courriel a été classé sans réponse : il ne peut plus être transféré."),
+        )
+        for message, why in settled:
             refused = act(lea, desk, "transferer", message, service="cartes-grises", motif="CG")
-            assert refused.status_code == 400 and "Action impossible" in refused.text
-            assert why in refused.text
+            assert refused.status_code == 400 and refusal(refused) == why
             moved = act(
                 lea, desk, "corriger", message, service="cartes-grises", categorie="information"
             )
-            assert moved.status_code == 400 and why in moved.text
+            assert moved.status_code == 400 and refusal(moved) == why
     for message in (OVERDUE, other):
         row = desk.row(message)
         assert row.service == "etrangers" and not row.transferred
@@ -404,6 +408,80 @@ def test_a_transfer_leaves_the_assignee_only_if_they_handle_the_new_service(
         local_login(nathalie, "ngarnier")
         unassigned = queued_page(nathalie, "non-attribues", "cartes-grises")
         assert desk.row(OVERDUE).reference in unassigned
+
+
+def refusal(page: httpx.Response) -> str:
+    """The action's refusal as the agent reads it, after « Action impossible : »."""
+    found = re.search(r'id="erreur" role="alert"><p>Action impossible : ([^<]*)</p>', page.text)
+    assert found, page.text
+    return html.unescape(found.group(1))
+
+
+CARTES_GRISES_NAME = "Bureau des titres — cartes grises (certificats d'immatriculation)"
+ETRANGERS_NAME = "Direction des migrations et de l'intégration"
+
+
+def test_a_refused_correction_says_why_in_french(desk: Desk, console: RunningConsole) -> None:
+    """The routing guide's refusal, as an agent reads it: the category, the service by its
+    name, where the rule is and what to choose — not the CLI's English."""
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        wrong = act(lea, desk, "corriger", service="cartes-grises", categorie="plainte-riverain")
+        assert wrong.status_code == 400
+        assert refusal(wrong) == (
+            f"la catégorie « plainte-riverain » n'est pas prévue pour le service"
+            f" « {CARTES_GRISES_NAME} » (guide de routage, § 3) : choisissez l'une de"
+            " celles-ci : information, etat-avancement, rendez-vous, reclamation, autre."
+        )
+        unknown = act(lea, desk, "corriger", service="etrangers", categorie="n-importe")
+        assert refusal(unknown) == (
+            "la catégorie « n-importe » n'existe pas : choisissez-en une dans la liste."
+        )
+        nowhere = act(lea, desk, "corriger", service="autres-administrations", categorie="autre")
+        assert refusal(nowhere).startswith("une réorientation vers une autre administration")
+    row = desk.row(OVERDUE)
+    assert (row.service, row.transferred) == ("etrangers", 0) and sent_after(desk, row.id) == []
+
+
+def test_a_refused_transfer_says_why_in_french(desk: Desk, console: RunningConsole) -> None:
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        empty = act(lea, desk, "transferer", service="cartes-grises", motif=" ")
+        assert empty.status_code == 400
+        assert refusal(empty) == "indiquez le motif du transfert."
+        same = act(lea, desk, "transferer", service="etrangers", motif="Erreur")
+        assert refusal(same) == f"ce courriel est déjà au service « {ETRANGERS_NAME} »."
+        unknown = act(lea, desk, "transferer", service="douanes", motif="Douane")
+        assert refusal(unknown) == (
+            "le service « douanes » n'existe pas : choisissez-en un dans la liste."
+        )
+    assert details(desk, "transferred") == []
+
+
+def test_a_refused_assignment_says_why_in_french(desk: Desk, console: RunningConsole) -> None:
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        elsewhere = act(lea, desk, "attribuer", a="mlefebvre")  # permis, not etrangers
+        assert elsewhere.status_code == 400
+        assert refusal(elsewhere) == (
+            f"Mathieu Lefebvre (mlefebvre) ne traite pas le service « {ETRANGERS_NAME} » :"
+            " attribuez ce courriel à un agent de ce service."
+        )
+        nobody = act(lea, desk, "attribuer", a="inconnu")
+        assert refusal(nobody) == (
+            "l'agent « inconnu » n'existe pas : choisissez-en un dans la liste."
+        )
+    assert details(desk, "assigned") == []
+
+
+def test_the_cli_still_refuses_in_english(desk: Desk, capsys: pytest.CaptureFixture[str]) -> None:
+    """The French is the console's: the CLI's refusal is the English it always printed."""
+    reference = desk.row(OVERDUE).reference
+    command = ["--config", str(desk.path), "transfer", reference, "--service", "etrangers"]
+    command += ["--agent", "lmoreau", "--reason", "Erreur", "--send"]
+    assert in_thread(lambda: main(command)) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: service: etrangers: {reference} is already this service's\n"
 
 
 def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
