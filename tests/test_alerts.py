@@ -39,31 +39,37 @@ ROWS = [
 ]
 
 
+def citizen_row(
+    n: int, received: datetime, service: str | None, decision: str = "acknowledge"
+) -> NewMessage:
+    """Citizen's mail number ``n``: acknowledged (reference SM-<year>-n) or quarantined."""
+    acknowledged = decision == "acknowledge"
+    return NewMessage(
+        mailbox="general",
+        folder="INBOX",
+        uidvalidity=1,
+        uid=n,
+        message_id=f"<m{n}@x>",
+        content_hash=f"h{n}",
+        received_at=received,
+        sender=f"u{n}@example.fr",
+        subject=f"Sujet {n}",
+        in_reply_to=None,
+        decision=decision,
+        reasons=["citizen-mail"] if acknowledged else ["error:boom"],
+        size=1,
+        defects=[],
+        reference=f"SM-{received.year}-{n:06d}" if acknowledged else None,
+        ar_status="sent" if acknowledged else "none",
+        service=service,
+        category="information",
+    )
+
+
 def fill(store: Store) -> None:
     with store.transaction() as tx:
         for n, received, service, answered, relances in ROWS:
-            pk = tx.insert_message(
-                NewMessage(
-                    mailbox="general",
-                    folder="INBOX",
-                    uidvalidity=1,
-                    uid=n,
-                    message_id=f"<m{n}@x>",
-                    content_hash=f"h{n}",
-                    received_at=received,
-                    sender=f"u{n}@example.fr",
-                    subject=f"Sujet {n}",
-                    in_reply_to=None,
-                    decision="acknowledge",
-                    reasons=["citizen-mail"],
-                    size=1,
-                    defects=[],
-                    reference=f"SM-2026-{n:06d}",
-                    ar_status="sent",
-                    service=service,
-                    category="information",
-                )
-            )
+            pk = tx.insert_message(citizen_row(n, received, service))
             if answered:
                 tx.record_reply(pk, received, True, "<r@x>", "reply_sent")
             for r in range(relances):
@@ -178,32 +184,11 @@ def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
     store = Store(data["database"])
     fill(store)
     with store.transaction() as tx:
-        for n, received, decision in (
-            (21, datetime(2025, 10, 6, 10, tzinfo=PARIS), "acknowledge"),  # 13 months old
-            (22, datetime(2026, 6, 1, 10, tzinfo=PARIS), "quarantine"),  # 6 months old
-        ):
-            tx.insert_message(
-                NewMessage(
-                    mailbox="general",
-                    folder="INBOX",
-                    uidvalidity=1,
-                    uid=n,
-                    message_id=f"<m{n}@x>",
-                    content_hash=f"h{n}",
-                    received_at=received,
-                    sender=f"u{n}@example.fr",
-                    subject=f"Sujet {n}",
-                    in_reply_to=None,
-                    decision=decision,
-                    reasons=["citizen-mail"] if decision == "acknowledge" else ["error:boom"],
-                    size=1,
-                    defects=[],
-                    reference=f"SM-2025-{n:06d}" if decision == "acknowledge" else None,
-                    ar_status="sent" if decision == "acknowledge" else "none",
-                    service="permis" if decision == "acknowledge" else None,
-                    category="information",
-                )
-            )
+        old = citizen_row(21, datetime(2025, 10, 6, 10, tzinfo=PARIS), "permis")  # 13 months
+        tx.insert_message(old)
+        tx.insert_message(
+            citizen_row(22, datetime(2026, 6, 1, 10, tzinfo=PARIS), None, "quarantine")
+        )
     listed = {row["id"]: age for age, row in indicators.unanswered(config, store, TODAY)}
     assert len(listed) == 8  # the six of ROWS left unanswered, and both old ones
     assert max(listed.values()) > 250  # the 13-month-old one, in working days

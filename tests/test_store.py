@@ -445,8 +445,22 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
         tx.insert_message(new_message(received_at=datetime(2026, 1, 1)))
 
 
+def at_revision(url: str, revision: str, *rows: tuple[str, dict[str, Any]]) -> None:
+    """A database migrated only to ``revision``, as an older mailbot left it, with ``rows``
+    written by plain SQL (statement, parameters): what an upgrade test then opens."""
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        for statement, parameters in rows:
+            conn.execute(sa.text(statement), parameters)
+    engine.dispose()
+
+
 def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
-    from alembic import command
     from alembic.config import Config as AlembicConfig
 
     from mailbot.store import MIGRATIONS
@@ -517,27 +531,17 @@ def test_upgrade_folds_the_subjects_already_recorded(
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
         url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0015")
-        for uid in (1, 2):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash, "
-                    "received_at, subject, decision, reasons, ar_status, size, defects, "
-                    "created_at) VALUES ('general', 'INBOX', 1, :uid, 'h', "
-                    "'2026-01-05 10:00:00', :subject, 'acknowledge', '[]', 'sent', 10, '[]', "
-                    "'2026-01-05 10:00:00')"
-                ),
-                {"uid": uid, "subject": SHOUTED if uid == 1 else "Carte grise"},
-            )
-    engine.dispose()
+    insert = (
+        "INSERT INTO messages (mailbox, folder, uidvalidity, uid, content_hash, received_at, "
+        "subject, decision, reasons, ar_status, size, defects, created_at) VALUES ('general', "
+        "'INBOX', 1, :uid, 'h', '2026-01-05 10:00:00', :subject, 'acknowledge', '[]', 'sent', "
+        "10, '[]', '2026-01-05 10:00:00')"
+    )
+    subjects = {1: SHOUTED, 2: "Carte grise"}
+    at_revision(url, "0015", *((insert, {"uid": u, "subject": s}) for u, s in subjects.items()))
     store = Store(url)
     try:
-        assert store.schema_version() == "0017"
+        assert store.schema_version() == Store.head_version()
         assert found(store, "echange") == [SHOUTED]
         assert found(store, "CARTE") == ["Carte grise"]
     finally:
@@ -599,25 +603,12 @@ def test_the_upgrade_keeps_each_followed_folder_read_up_to_its_last_write(
     """Migration 0017: a folder followed before it counts as read up to its mark's last
     move, so that a UIDVALIDITY change at the first poll after the upgrade already holds
     back the older mail; nothing is being read again yet."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    from mailbot.store import MIGRATIONS
-
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0015")
-        conn.execute(
-            sa.text(
-                "INSERT INTO folders (mailbox, folder, uidvalidity, last_uid, updated_at)"
-                " VALUES ('general', 'INBOX', 7, 42, '2026-11-05 10:00:00')"
-            )
-        )
-    engine.dispose()
+    folder = (
+        "INSERT INTO folders (mailbox, folder, uidvalidity, last_uid, updated_at)"
+        " VALUES ('general', 'INBOX', 7, 42, '2026-11-05 10:00:00')"
+    )
+    at_revision(url, "0016", (folder, {}))
     store = Store(url)
     with store.transaction() as tx:
         state = tx.folder_state("general", "INBOX")
