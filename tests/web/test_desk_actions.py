@@ -9,9 +9,10 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
@@ -271,8 +272,9 @@ def test_a_correction_of_the_service_transfers_the_mail_once(
 
 
 def etrangers_figures(desk: Desk) -> Indicators:
-    """The indicators of etrangers' mail of the last six weeks, as of today."""
-    today = date.today()
+    """The indicators of etrangers' mail of the last six weeks, as of today in the
+    prefecture's time zone (the machine's may be a day behind or ahead)."""
+    today = datetime.now(ZoneInfo(desk.config.timezone)).date()
     start = today - timedelta(days=42)
     return indicators.figures(desk.config, desk.app.store, start, today, today, service="etrangers")
 
