@@ -4,9 +4,11 @@ refused while a worker of an older version holds a lease."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
+import stat
 import subprocess
 import threading
 from datetime import timedelta
@@ -113,6 +115,27 @@ def test_backup_copies_a_database_being_written(
     again = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert not (tmp_path / "copy.db.partial").exists()
+
+
+def test_backup_copy_is_readable_by_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The copy holds citizens' mail: with an operator's usual umask (022) SQLite would
+    make it world-readable. A partial copy left by an interrupted backup is not reused."""
+    config = offline_config(tmp_path)
+    Store(f"sqlite:///{tmp_path / 'mailbot.db'}").close()
+    old_umask = os.umask(0o022)
+    try:
+        result = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == 0o600
+    (tmp_path / "other.db.partial").write_bytes(b"left by a killed backup")
+    refused = inproc(capsys, config, "backup", str(tmp_path / "other.db"))
+    assert refused.returncode == 2 and "other.db.partial already exists" in refused.stderr
+    assert (tmp_path / "other.db.partial").read_bytes() == b"left by a killed backup"
+    assert not (tmp_path / "other.db").exists()
 
 
 def test_backup_of_postgresql_points_to_pg_dump(

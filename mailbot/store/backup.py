@@ -3,7 +3,10 @@
 SQLite's online backup API (``sqlite3.Connection.backup``) copies the pages under the
 database's own locking, so the copy is a state the database was in, WAL included. The copy
 is written beside its destination and renamed at the end: an interrupted backup never
-leaves a half file under the final name. PostgreSQL has its own tool: ``pg_dump``.
+leaves a half file under the final name. The copy is readable by its owner only, whatever
+the umask of whoever runs it: it holds citizens' mail (the service's own files follow its
+``UMask=0027``; an operator's shell usually has 022, which would make it world-readable).
+PostgreSQL has its own tool: ``pg_dump``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def backup(store: Store, destination: Path) -> int:
         raise MailbotError(f"{destination} already exists: choose a new name")
     partial = destination.with_name(destination.name + ".partial")
     try:
+        _create_private(partial)
         source = sqlite3.connect(url.database, timeout=30)
         try:
             target = sqlite3.connect(partial)
@@ -44,7 +48,18 @@ def backup(store: Store, destination: Path) -> int:
         finally:
             source.close()
         os.replace(partial, destination)
+    except FileExistsError:
+        raise MailbotError(
+            f"{partial} already exists (another backup running, or one interrupted): "
+            "remove it or choose a new name"
+        ) from None
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)
         raise MailbotError(f"backup to {destination} failed: {exc}") from None
     return destination.stat().st_size
+
+
+def _create_private(path: Path) -> None:
+    """An empty file only its owner can read, made here so that SQLite writes into it
+    (SQLite would create it with the umask's mode); never one that exists already."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
