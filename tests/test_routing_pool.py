@@ -220,6 +220,25 @@ def test_a_helper_killed_in_mid_batch_loses_nothing_and_answers_once(
     assert not alive(second)  # the command's end stops it
 
 
+def test_a_helper_failure_is_logged_without_the_exception_text(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The helper decides on citizens' text: a foreign exception's message may quote it,
+    so only its type reaches the log (the intake's quarantine keeps the details)."""
+    pool = app.pipeline.routing_pool
+    assert pool is not None
+    ready(pool)
+    executor = pool._executor
+    assert executor is not None
+    leak = ValueError("mot inconnu dans « Titre de séjour de jeanne.martin@example.fr »")
+    with caplog.at_level(logging.WARNING, logger="mailbot.app.routing_pool"):
+        pool.failed(leak, executor)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.error == "ValueError"  # type: ignore[attr-defined]
+    assert "jeanne" not in caplog.text and "Titre" not in caplog.text
+    assert pool.failures == 1 and pool.pid is None
+
+
 def test_the_worker_stops_its_helper_on_sigterm(
     tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
 ) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailbot.config import RoutingConfig
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
+from mailbot.logs import safe_error
 
 # multiprocessing and the process pool (~20 ms of imports) only once a helper is started:
 # a first mail never needs them (issue 14, point 9).
@@ -236,7 +237,7 @@ class RoutingPool:
         if not closed:
             log.warning(
                 "routing helper failed: deciding in-process, a new helper later",
-                extra={"error": f"{type(exc).__name__}: {exc}"},
+                extra={"error": safe_error(exc)},  # a foreign message may quote a mail
             )
         _stop(executor)
 
