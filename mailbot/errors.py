@@ -66,6 +66,14 @@ class StoreError(MailbotError):
     """The database refused an operation or is at an unexpected schema version."""
 
 
+class TransientStoreError(StoreError):
+    """The database could not do it *now* (locked, a serialization failure or a deadlock,
+    a timeout, the connection lost in a failover: ``mailbot.store.errors``). Nothing of the
+    work was committed, and the same work done again later is expected to succeed: a poll
+    that meets it fails and its mail is read again, never quarantined for it. The message
+    names the mailbox and folder (or the row) and what happened, never a citizen's address."""
+
+
 class DeliveryError(MailbotError):
     """Sending mail failed.
 

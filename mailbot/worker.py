@@ -31,7 +31,7 @@ from mailbot.core.incoming import Outcome
 from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import FirstPollError, MailboxError
+from mailbot.errors import FirstPollError, MailboxError, TransientStoreError
 from mailbot.mail.imap import inboxes, sent_folders
 from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
 
@@ -237,6 +237,12 @@ class Worker:
             except MailboxError as exc:
                 self.failures[name] = str(exc)
                 log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
+            except TransientStoreError as exc:  # rolled back: the next poll reads it again
+                self.failures[name] = str(exc)
+                log.warning(
+                    "mailbox failed, database busy or unreachable",
+                    extra={"mailbox": name, "error": str(exc)},
+                )
             except Exception as exc:  # e.g. the database refused even a quarantine row
                 self.failures[name] = type(exc).__name__
                 log.error("mailbox failed", exc_info=True, extra={"mailbox": name})

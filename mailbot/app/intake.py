@@ -13,10 +13,18 @@ next mail. ``mailbot quarantine retry`` processes it again later, in its own tra
 A mail the server would not read at all (``IncomingMail.refused``, see
 ``ImapMailbox.fetch``) is quarantined the same way, with the server's answer and its UID, so
 that the batch and the folder's mark still go past it.
+
+A *transient* database error (``mailbot.store.errors``: a lock, a serialization failure, a
+failover) is not the mail's fault and quarantines nothing: the part's transaction is rolled
+back whole (no row, no AR queued, the UID mark unmoved) and the poll fails with
+``TransientStoreError``; the next poll reads the same mails again. Only a mail that meets
+one TRANSIENT_ATTEMPTS times in a row is quarantined, so that an error coming back at every
+read never blocks its folder for good.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +60,7 @@ from mailbot.errors import (
     RepeatedRequestError,
     SameMailError,
     StoreError,
+    TransientStoreError,
     UnreadableMailError,
 )
 from mailbot.logs import safe_error, safe_traceback
@@ -60,6 +69,7 @@ from mailbot.mail.relay_auth import RelayVerifier
 from mailbot.render.templates import Renderer
 from mailbot.render.variables import working_calendar
 from mailbot.store import NewMessage, Store, Transaction
+from mailbot.store.errors import transient_reason
 from mailbot.store.records import KnownRow
 
 log = logging.getLogger(__name__)
@@ -86,6 +96,9 @@ READ_AHEAD = (16, 64)
 # Earlier than needed costs nothing: what arrived just before the poll was read, and is
 # found in the database.
 READ_MARGIN = timedelta(minutes=1)
+# A mail whose recording meets a transient database error this many times in a row is
+# quarantined (its reason says so) instead of failing its folder's polls for ever.
+TRANSIENT_ATTEMPTS = 3
 
 
 def _routing_pool(config: Config, routing: CompiledRouting | None) -> RoutingPool | None:
@@ -184,6 +197,13 @@ class Pipeline:
         self.relay_verifier = RelayVerifier(config.policy.contact_form_relays)
         # The probe's test mails (issue 16): acknowledged, never routed nor counted.
         self.probe = (config.probe.address, config.probe.secret()) if config.probe else None
+        # How many times in a row each mail (mailbox, folder, UIDVALIDITY, UID) met a
+        # transient database error (``_transient``). In this object's memory, per process:
+        # simple, and enough for ``run``, whose Pipeline lives as long as the worker (each
+        # ``poll --once`` starts again from 0). A mail recorded, or quarantined for it,
+        # leaves it; one that failed and was then deleted from the server stays (a few
+        # bytes, until the process ends).
+        self.transient_failures: dict[tuple[str, str, int, int], int] = {}
 
     def start_folder(
         self, mailbox: str, folder: str, uidvalidity: int, existing: Callable[[], int] = _none
@@ -203,7 +223,10 @@ class Pipeline:
         backfill records it; mail that arrived after it (during an outage, before the
         restoration) was never read and gets its AR.
         """
-        with self.store.transaction() as tx:
+        with (
+            _transient_failure(mailbox, folder, "read the folder's state"),
+            self.store.transaction() as tx,
+        ):
             state = tx.folder_state(mailbox, folder)
             if self.send and tx.backfill_pending(mailbox, folder):
                 raise FirstPollError(
@@ -247,7 +270,10 @@ class Pipeline:
         UIDVALIDITY change keeps (``start_folder``), less READ_MARGIN; and the end of a
         re-read after one."""
         at = searched_at.replace(microsecond=0) - READ_MARGIN
-        with self.store.transaction() as tx:
+        with (
+            _transient_failure(mailbox, folder, "note the folder as read"),
+            self.store.transaction() as tx,
+        ):
             tx.folder_read(mailbox, folder, uidvalidity, at)
 
     def process(
@@ -278,6 +304,7 @@ class Pipeline:
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine again, never lose the mail
+            _still_quarantined(mailbox, existing, exc)  # unless the database's fault
             quarantined = self._quarantine(self._alone, where, mail, parsed, exc, existing)
             if quarantined is None:
                 raise StoreError(f"mailbox {mailbox}: cannot record row #{existing}") from exc
@@ -366,11 +393,15 @@ class Pipeline:
     def _write_part(self, where: Where, mails: Sequence[Prepared], batched: bool) -> list[Outcome]:
         """Record mails in one transaction until the time is up; the UID mark moves with
         them. A mail whose quarantine the database refuses too ends the part: what came
-        before it commits, the mark stays below it, and StoreError says so."""
+        before it commits, the mark stays below it, and StoreError says so. A transient
+        database error rolls the part back whole (TransientStoreError): read again."""
         done: list[Outcome] = []
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
         refused: IncomingMail | None = None
-        with self.store.batch() as tx:
+        with (
+            _transient_failure(where.mailbox, where.folder, "record a batch"),
+            self.store.batch() as tx,
+        ):
             where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
             rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
             read_to = 0
@@ -434,21 +465,51 @@ class Pipeline:
         self, tx: Transaction, rec: Direct, where: Where, prepared: Prepared
     ) -> Outcome | None:
         """One mail of a batch under its savepoint; quarantined (under another) if anything
-        raises. None: even the quarantine row was refused."""
+        raises, but for a transient database error (``_transient``). None: even the
+        quarantine row was refused."""
         try:
             try:
-                return self._in_savepoint(tx, rec, where, prepared)
+                outcome = self._in_savepoint(tx, rec, where, prepared)
             except SameMailError:
                 # Another mailbox's copy committed between this mail's lookup and its row
                 # (another worker): this mail's savepoint alone was rolled back, and the
                 # lookup finds that copy now: this one is recorded as its duplicate.
-                return self._in_savepoint(tx, rec, where, prepared)
+                outcome = self._in_savepoint(tx, rec, where, prepared)
         except LeaseLostError:
             raise  # another worker's folder now: nothing recorded, it reads this mail again
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
-            return self._quarantine(
-                lambda: _staged(rec, tx), where, prepared.mail, prepared.parsed, exc, None
-            )
+            reason = self._transient(where, prepared.mail, exc)
+            scope = functools.partial(_staged, rec, tx)
+            return self._quarantine(scope, where, prepared.mail, prepared.parsed, exc, None, reason)
+        if self.transient_failures:
+            self.transient_failures.pop((*where.folder_key, prepared.mail.uid), None)
+        return outcome
+
+    def _transient(self, where: Where, mail: IncomingMail, exc: Exception) -> str | None:
+        """``exc`` met while recording ``mail``: None if it is the mail's own error. A
+        transient database error raises TransientStoreError instead (the part is rolled
+        back whole, and the mail read again at the next poll), until this mail met one
+        TRANSIENT_ATTEMPTS times in a row: then the reason it is quarantined with, for an
+        error that comes back at every read must not hold its folder up for ever."""
+        reason = transient_reason(exc)
+        if reason is None:
+            return None
+        key = (*where.folder_key, mail.uid)
+        count = self.transient_failures.get(key, 0) + 1
+        if count < TRANSIENT_ATTEMPTS:
+            self.transient_failures[key] = count
+            raise TransientStoreError(
+                f"mailbox {where.mailbox}, folder {where.folder}: the database could not"
+                f" record UID {mail.uid} now ({reason}; attempt {count} of"
+                f" {TRANSIENT_ATTEMPTS}); nothing of its batch was committed, the next poll"
+                " reads it again"
+            ) from exc
+        del self.transient_failures[key]
+        log.warning(
+            "database error again and again: mail quarantined",
+            extra={"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid},
+        )
+        return f"error:quarantined after {count} database errors in a row: {reason}"
 
     def _in_savepoint(
         self, tx: Transaction, rec: Direct, where: Where, prepared: Prepared
@@ -667,9 +728,10 @@ class Pipeline:
         parsed: ParsedMessage | None,
         exc: Exception,
         existing: int | None,
+        reason: str | None = None,
     ) -> Outcome | None:
         """Record the mail as quarantined, in ``scope``: a savepoint of the batch, or a
-        transaction of its own (a retry).
+        transaction of its own (a retry). ``reason``: the row's, when not ``exc``'s.
 
         The first attempt keeps what was parsed (Message-ID, subject) for the listings;
         should the database refuse even that, a row with only the mail's location and
@@ -677,7 +739,8 @@ class Pipeline:
         folder's high-water mark stays below this mail, which is read again.
         """
         located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
-        reason, trace = _why(where, mail, exc)
+        why, trace = _why(where, mail, exc)
+        reason = reason or why
         log.error("quarantined", exc_info=None if mail.refused else exc, extra=located)
         attempts = (parsed, None) if parsed is not None else (None,)
         for known in attempts:
@@ -699,6 +762,37 @@ class Pipeline:
                 message_pk,
             )
         return None
+
+
+@contextmanager
+def _transient_failure(mailbox: str, folder: str, what: str) -> Iterator[None]:
+    """A transient database error in the block (``mailbot.store.errors``) becomes
+    TransientStoreError, saying where and what happened: the block's transaction was rolled
+    back, and the next poll does the same work again (reads the same mail)."""
+    try:
+        yield
+    except TransientStoreError:
+        raise  # a mail's own (``Pipeline._transient``), which says more
+    except Exception as exc:
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        raise TransientStoreError(
+            f"mailbox {mailbox}, folder {folder}: the database could not {what} now"
+            f" ({reason}); nothing of it was committed, the next poll does it again"
+        ) from exc
+
+
+def _still_quarantined(mailbox: str, existing: int, exc: Exception) -> None:
+    """A quarantined mail processed again (``existing``) met a transient database error:
+    its transaction was rolled back and it stays quarantined as it was (same reason, no
+    new event, nothing counted): TransientStoreError, for the retry to be asked again."""
+    reason = transient_reason(exc)
+    if reason is not None:
+        raise TransientStoreError(
+            f"mailbox {mailbox}: mail #{existing} was not processed again: the database"
+            f" could not record it now ({reason}); it stays quarantined as it was, retry later"
+        ) from exc
 
 
 def _recorded_without_ar(

@@ -21,7 +21,7 @@ from typing import Protocol
 from mailbot.config import PollingConfig
 from mailbot.core.clock import utcnow
 from mailbot.core.incoming import Fetched, IncomingMail, Outcome
-from mailbot.errors import FirstPollError, LeaseLostError, MailboxError
+from mailbot.errors import FirstPollError, LeaseLostError, MailboxError, TransientStoreError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ class MailboxPoller:
         except (FirstPollError, LeaseLostError):
             raise  # neither is the folder's failure
         except Exception as exc:
-            error = str(exc) if isinstance(exc, MailboxError) else type(exc).__name__
+            said = isinstance(exc, (MailboxError, TransientStoreError))
+            error = str(exc) if said else type(exc).__name__
             self._observe(PollRecord(self.name, self.folder, started, 0.0, error, decisions))
             raise
         seconds = time.monotonic() - clock
@@ -268,13 +269,10 @@ class MailboxPoller:
                 self.stop.wait(min(1.0, remaining))
                 due = True
             except MailboxError as exc:
-                delay = self.backoff.next_delay()
-                log.warning(
-                    "mailbox unreachable, reconnecting later",
-                    extra={"mailbox": self.name, "error": str(exc), "retry_in": delay},
-                )
-                self.disconnect_quietly()
-                self.stop.wait(min(delay, remaining))
+                self._later(remaining, "mailbox unreachable, reconnecting later", exc)
+                due = True
+            except TransientStoreError as exc:  # rolled back: the same mail, read again
+                self._later(remaining, "database busy or unreachable, polling again later", exc)
                 due = True
             except Exception:  # not a bad mail (those are quarantined): the store, a bug
                 delay = self.backoff.next_delay()
@@ -287,6 +285,14 @@ class MailboxPoller:
                 self.stop.wait(min(delay, remaining))
                 due = True
         return outcomes
+
+    def _later(self, remaining: float, message: str, exc: Exception) -> None:
+        """A poll failed for a reason that passes (the server, the database): a WARNING
+        with the error, then the backoff's next delay, within the cycle, before the next."""
+        delay = self.backoff.next_delay()
+        log.warning(message, extra={"mailbox": self.name, "error": str(exc), "retry_in": delay})
+        self.disconnect_quietly()
+        self.stop.wait(min(delay, remaining))
 
     def disconnect_quietly(self) -> None:
         with contextlib.suppress(MailboxError):

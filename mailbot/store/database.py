@@ -50,6 +50,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
 RECORDED_DECISIONS = (Decision.ACKNOWLEDGE, Decision.SKIP, Decision.FOLLOW_UP)
+# How long a SQLite connection waits for another's lock before "database is locked" (a
+# transient error: mailbot.store.errors), read at each connection's opening.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
 # `revision = "0010"` / `down_revision = "0008"` at the top of a migration file.
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
 
@@ -104,7 +107,7 @@ class Store:
             # purged personal data must not stay in the file and its backups. Debian's and
             # Fedora's builds already default to it; other builds of SQLite do not.
             cursor.execute("PRAGMA secure_delete=ON")
-            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # A statement that fires a trigger (indicator_facts) or runs in a savepoint keeps
             # a statement journal: in a temp FILE by default, opened per statement (+40 µs
             # per message inserted, bench/indicators.py); in memory it holds only the pages a

@@ -1,0 +1,381 @@
+"""A transient database error is the database's, not the mail's: nothing is quarantined.
+
+A lock held too long, a serialization failure, a deadlock, a connection a failover closed:
+the batch is rolled back whole (no row, no AR queued, the UID mark unmoved), the poll fails
+with TransientStoreError at WARNING, and the next poll records the same mail, answered
+once. A mail that meets such an error at every read is quarantined at the third, so that
+its folder goes on. The failures are real: another SQLite connection holding the write
+lock, a PostgreSQL trigger raising SQLSTATE 40001 for one mail, a backend terminated in
+the middle of a batch; the servers too (Dovecot, aiosmtpd, `mailbot poll`/`run`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import psycopg.errors
+import pytest
+import sqlalchemy as sa
+from pg import fresh_database
+from poison import citizen
+from refusals import allow_rows, query, refuse_rows
+from servers import DovecotServer, MailUser, SmtpServer
+from test_batch import ROOT, WHERE, last_uid, mails, recorded
+from test_e2e import write_config
+from test_poison import (
+    ars_to,
+    cli,
+    no_python_traceback,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
+
+from mailbot.app.context import App, build_app
+from mailbot.app.recording import BatchWriteError
+from mailbot.errors import StoreError, TransientStoreError
+from mailbot.mail.smtp import FileTransport
+from mailbot.store import Store
+from mailbot.store import database as store_database
+from mailbot.store.errors import is_transient, transient_reason
+
+# -- the classification, alone ------------------------------------------------------------
+
+
+def sqlite_lock_error(path: Path) -> sqlite3.OperationalError:
+    """The error a writer gets while another connection holds the write lock (a real one:
+    its result code is SQLite's own, SQLITE_BUSY)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        waiter.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        waiter.close()
+    raise AssertionError("the second writer was not refused")
+
+
+def sqlite_trigger_error(path: Path, message: str) -> sqlite3.Error:
+    """A trigger's refusal whose message says "database is locked": not a lock at all."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute(f"CREATE TRIGGER r BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, '{message}'); END")
+    try:
+        conn.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("the trigger did not refuse")
+
+
+def wrapped(orig: BaseException, invalidated: bool = False) -> sa.exc.DBAPIError:
+    """As SQLAlchemy hands a driver's error over (parameters hidden)."""
+    return sa.exc.DBAPIError.instance(
+        "INSERT INTO messages ...", None, orig, Exception, True, invalidated
+    )
+
+
+def test_sqlite_a_lock_is_transient_a_trigger_saying_so_or_a_disk_error_is_not(
+    tmp_path: Path,
+) -> None:
+    locked = sqlite_lock_error(tmp_path / "a.db")
+    assert is_transient(locked) and is_transient(wrapped(locked))
+    assert transient_reason(locked) == (
+        "the SQLite database is locked by another connection (SQLITE_BUSY)"
+    )
+    # The code, not the message, decides: a trigger can say anything.
+    assert not is_transient(sqlite_trigger_error(tmp_path / "b.db", "database is locked"))
+    assert not is_transient(sqlite3.OperationalError("disk I/O error"))
+    assert not is_transient(wrapped(sqlite3.IntegrityError("UNIQUE constraint failed")))
+
+
+TRANSIENT = ("40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "08006", "08003")
+NOT_TRANSIENT = ("23505", "22001", "P0001", "53100", "58030", "25P02", "42P01")
+
+
+def test_postgresql_transient_sqlstates_and_a_lost_connection_are_transient() -> None:
+    for sqlstate in TRANSIENT:
+        error = psycopg.errors.lookup(sqlstate)("by the test")
+        assert is_transient(error) and is_transient(wrapped(error)), sqlstate
+        assert f"SQLSTATE {sqlstate}" in (transient_reason(error) or "")
+    for sqlstate in NOT_TRANSIENT:  # a constraint, a value, a raise, a full disk, a bug
+        error = psycopg.errors.lookup(sqlstate)("by the test")
+        assert not is_transient(error) and not is_transient(wrapped(error)), sqlstate
+    # psycopg's own report of a connection lost or closed carries no SQLSTATE
+    assert is_transient(psycopg.OperationalError("consuming input failed"))
+    assert is_transient(psycopg.InterfaceError("the connection is closed"))
+    assert not is_transient(psycopg.DataError("no SQLSTATE, but a value"))
+    # the driver's message (it may quote a row) is never part of the reason
+    reason = transient_reason(psycopg.errors.lookup("40001")("usager1@example.fr"))
+    assert reason == "serialization failure (SQLSTATE 40001)"
+
+
+def test_sqlalchemy_invalidation_and_chains() -> None:
+    constraint = psycopg.errors.lookup("23505")("duplicate key")
+    assert is_transient(wrapped(constraint, invalidated=True))  # found dead: a disconnect
+    failure = wrapped(psycopg.errors.lookup("40001")("could not serialize"))
+    try:
+        raise BatchWriteError("the batch's rows were refused") from failure
+    except BatchWriteError as exc:
+        assert is_transient(exc)  # what caused it
+    try:
+        try:
+            raise failure
+        except sa.exc.DBAPIError:
+            # a savepoint's ROLLBACK on the connection the server closed: its context
+            raise psycopg.InterfaceError("the connection is lost") from None
+    except psycopg.InterfaceError as exc:
+        assert is_transient(exc)
+    try:
+        try:
+            raise failure
+        except sa.exc.DBAPIError:
+            raise ValueError("a bad mail") from None  # the code set the context aside
+    except ValueError as exc:
+        assert not is_transient(exc)
+    assert not is_transient(ValueError("a bad mail")) and not is_transient(StoreError("x"))
+    assert is_transient(TransientStoreError("x"))
+
+
+# -- the intake, on a real PostgreSQL ------------------------------------------------------
+
+
+def fail_rows(url: str, uid: int, on: str = "INSERT") -> None:
+    """Make PostgreSQL fail the row of the mail with this UID with a serialization failure
+    (SQLSTATE 40001), every time, but for its quarantine row."""
+    Store(url).close()  # the schema first
+    query(
+        url,
+        "CREATE FUNCTION flaky() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.uid = {uid} AND NEW.decision <> 'quarantine' THEN RAISE EXCEPTION "
+        "'could not serialize access (by the test)' USING ERRCODE = '40001'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(
+        url, f"CREATE TRIGGER flaky BEFORE {on} ON messages FOR EACH ROW EXECUTE FUNCTION flaky()"
+    )
+
+
+def heal(url: str) -> None:
+    query(url, "DROP TRIGGER flaky ON messages")
+
+
+def kill_once(url: str, uid: int) -> None:
+    """The first INSERT of this UID's row terminates its own backend: the server closes the
+    connection in the middle of the batch, as a failover or an administrator would."""
+    Store(url).close()
+    query(url, "CREATE SEQUENCE killed")
+    query(
+        url,
+        "CREATE FUNCTION kill() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.uid = {uid} AND nextval('killed') = 1 THEN "
+        "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(url, "CREATE TRIGGER kill BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION kill()")
+
+
+@pytest.fixture
+def pg(postgres: str, request: pytest.FixtureRequest) -> str:
+    return fresh_database(postgres, "t", request.node.nodeid)
+
+
+@pytest.fixture
+def app(pg: str, tmp_path: Path) -> Iterator[App]:
+    built = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=pg)
+    yield built
+    built.store.close()
+
+
+def queued_uids(url: str) -> list[int]:
+    rows = query(url, "SELECT m.uid FROM outbox o JOIN messages m ON m.id = o.message_pk")
+    return sorted(uid for (uid,) in rows)
+
+
+def test_a_serialization_failure_rolls_the_batch_back_and_the_next_poll_records_it(
+    app: App, pg: str
+) -> None:
+    assert app.pipeline.start_folder(*WHERE) == 0
+    fail_rows(pg, 3)
+    with pytest.raises(TransientStoreError) as raised:
+        app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    message = str(raised.value)
+    assert message.startswith("mailbox general, folder INBOX: the database could not record UID 3")
+    assert "serialization failure (SQLSTATE 40001)" in message and "usager3" not in message
+    # nothing of the batch: no row (mails 1 and 2 neither), no AR queued, the mark unmoved
+    assert recorded(pg) == [] and queued_uids(pg) == [] and last_uid(pg) == 0
+    heal(pg)
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert [o.decision for o in outcomes] == ["acknowledge"] * 5
+    numbers = [int(ref.rsplit("-", 1)[1]) for _, _, ref in recorded(pg) if ref]
+    assert numbers == [1, 2, 3, 4, 5]  # the rolled-back batch used up no reference
+    assert queued_uids(pg) == [1, 2, 3, 4, 5] and last_uid(pg) == 5
+    assert app.pipeline.transient_failures == {}
+
+
+def test_a_mail_failing_every_time_is_quarantined_at_the_third_attempt(app: App, pg: str) -> None:
+    fail_rows(pg, 3)
+    for attempt in (1, 2):
+        with pytest.raises(TransientStoreError, match=f"attempt {attempt} of 3"):
+            app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+        assert recorded(pg) == []
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert [o.decision for o in outcomes] == ["acknowledge"] * 2 + ["quarantine"] + [
+        "acknowledge"
+    ] * 2
+    (row,) = query(pg, "SELECT reasons FROM messages WHERE uid = 3")
+    assert (
+        "quarantined after 3 database errors in a row: serialization failure (SQLSTATE 40001)"
+        in row.reasons
+    )
+    assert queued_uids(pg) == [1, 2, 4, 5] and last_uid(pg) == 5
+    assert app.pipeline.transient_failures == {}
+
+
+def test_a_connection_closed_mid_batch_fails_the_poll_and_the_next_records_all(
+    app: App, pg: str
+) -> None:
+    kill_once(pg, 3)
+    with pytest.raises(TransientStoreError, match="mailbox general, folder INBOX"):
+        app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert recorded(pg) == [] and queued_uids(pg) == []
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))  # a new connection
+    assert [o.decision for o in outcomes] == ["acknowledge"] * 5
+    assert queued_uids(pg) == [1, 2, 3, 4, 5]
+
+
+def test_a_retry_meeting_a_transient_error_leaves_the_mail_quarantined_as_it_was(
+    app: App, pg: str
+) -> None:
+    refuse_rows(pg, 1)  # the mail's own error: quarantined
+    (mail,) = mails(range(1, 2))
+    (outcome,) = app.pipeline.process_batch(*WHERE, [mail])
+    assert outcome.decision == "quarantine" and outcome.message_pk is not None
+    pk = outcome.message_pk
+    allow_rows(pg)
+    before = query(pg, f"SELECT decision, reasons FROM messages WHERE id = {pk}")
+    events = query(pg, f"SELECT kind, detail FROM events WHERE message_pk = {pk}")
+    fail_rows(pg, 1, on="UPDATE")
+    with pytest.raises(TransientStoreError, match=f"#{pk} .*stays quarantined as it was"):
+        app.pipeline.process(*WHERE, mail, existing=pk)
+    assert query(pg, f"SELECT decision, reasons FROM messages WHERE id = {pk}") == before
+    assert query(pg, f"SELECT kind, detail FROM events WHERE message_pk = {pk}") == events
+    assert queued_uids(pg) == [] and app.pipeline.transient_failures == {}
+    heal(pg)
+    assert app.pipeline.process(*WHERE, mail, existing=pk).decision == "acknowledge"
+    assert queued_uids(pg) == [1]
+
+
+# -- end to end: Dovecot, aiosmtpd, `mailbot poll --once` and `mailbot run` --------------
+
+
+@pytest.fixture
+def etrangers(dovecot: DovecotServer) -> MailUser:
+    return dovecot.new_user("etr")
+
+
+def warnings(err: str, msg: str) -> list[str]:
+    return [line for line in err.splitlines() if f'msg="{msg}"' in line]
+
+
+def test_poll_once_fails_with_the_error_then_answers_each_mail_once(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    result = cli(config, "poll", "--once", "--acknowledge-existing")
+    assert result.returncode == 1, result.stderr
+    (line,) = warnings(result.stderr, "mailbox failed, database busy or unreachable")
+    assert "level=warning" in line and "mailbox=general" in line
+    assert "could not record UID 2 now (serialization failure (SQLSTATE 40001)" in line
+    assert "traceback=" not in result.stderr and no_python_traceback(result.stderr)
+    assert "usager2@" not in result.stderr
+    assert query(pg, "SELECT count(*) FROM messages")[0][0] == 0  # nothing quarantined
+    assert smtp_server.messages == []  # and nothing sent
+    heal(pg)
+    again = cli(config, "poll", "--once")
+    assert again.returncode == 0, again.stderr
+    for n in (1, 2, 3):
+        assert ars_to(smtp_server, f"usager{n}@example.fr") == 1
+    decisions = [d for (d,) in query(pg, "SELECT decision FROM messages ORDER BY uid")]
+    assert decisions == ["acknowledge"] * 3
+
+
+def test_the_worker_keeps_polling_and_quarantines_a_mail_failing_three_times(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log)
+    try:
+        wait_until(
+            lambda: (
+                ars_to(smtp_server, "usager1@example.fr") == 1
+                and ars_to(smtp_server, "usager3@example.fr") == 1
+            ),
+            what="the ARs of the mails around the failing one",
+        )
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()
+    err = log.read_text()
+    retried = warnings(err, "database busy or unreachable, polling again later")
+    assert len(retried) == 2, err  # two failed polls, the third quarantined the mail
+    assert "attempt 1 of 3" in retried[0] and "attempt 2 of 3" in retried[1]
+    assert "level=warning" in retried[0] and "traceback=" not in retried[0]
+    assert "poll cycle failed" not in err and "usager2@" not in err
+    rows = query(pg, "SELECT uid, decision, reasons FROM messages ORDER BY uid")
+    assert [(r.uid, r.decision) for r in rows] == [
+        (1, "acknowledge"),
+        (2, "quarantine"),
+        (3, "acknowledge"),
+    ]
+    assert "quarantined after 3 database errors in a row" in rows[1].reasons
+    assert ars_to(smtp_server, "usager2@example.fr") == 0
+    assert len(smtp_server.messages) == 2  # one AR each, never two
+
+
+def test_sqlite_locked_by_another_process_fails_the_batch_and_the_next_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (a backup, sqlite3 at a prompt) holds the write lock past the busy
+    timeout (shortened here from 10 s): "database is locked" at the batch's BEGIN
+    IMMEDIATE. (In-process: ``poll --once`` on SQLite first registers the worker, a write
+    that would meet the lock before any mail is read.)"""
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "mailbot.db"
+    app = build_app(
+        ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{path}"
+    )
+    try:
+        assert app.pipeline.start_folder(*WHERE) == 0
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(TransientStoreError) as raised:
+                app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert str(raised.value) == (
+            "mailbox general, folder INBOX: the database could not record a batch now (the"
+            " SQLite database is locked by another connection (SQLITE_BUSY)); nothing of it"
+            " was committed, the next poll does it again"
+        )
+        url = f"sqlite:///{path}"
+        assert recorded(url) == [] and queued_uids(url) == [] and last_uid(url) == 0
+        outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+        assert [o.decision for o in outcomes] == ["acknowledge"] * 3
+        assert queued_uids(url) == [1, 2, 3] and last_uid(url) == 3
+    finally:
+        app.store.close()
