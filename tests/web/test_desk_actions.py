@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, citizen_mail, desk_console, in_thread
+from deskworld import Desk, citizen_mail, desk_console, in_thread, move_mail
 from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.app import indicators
@@ -25,6 +25,7 @@ from mailbot.cli import main
 from mailbot.core.indicators import Indicators
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import corrections, outbox
+from mailbot.web import action_pages
 
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
 OVERDUE = "<citizen-1@example.fr>"
@@ -489,3 +490,70 @@ def test_the_cli_still_refuses_in_english(desk: Desk, capsys: pytest.CaptureFixt
 def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
     query = f"/?etat={state}" + (f"&service={service}" if service else "")
     return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
+
+
+def test_an_agent_missing_from_agents_yaml_is_told_in_french(
+    desk: Desk,
+    console: RunningConsole,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """agents.yaml edited while the agent is logged in (their profile gone between the
+    login check and the action): the action says so in French; the CLI's English stays."""
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        monkeypatch.setattr(action_pages, "agents", lambda request: lambda agent_id: None)
+        refused = act(karim, desk, "sans-reponse", motif="spam", precision="")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "l'identifiant « khaddad » n'a pas de profil dans le fichier des agents"
+            " (agents.yaml) : demandez à l'administrateur de mailbot de l'y ajouter."
+        )
+    assert desk.row(OVERDUE).no_reply is None
+    command = ["--config", str(desk.path), "transfer", desk.row(OVERDUE).reference]
+    command += ["--service", "cartes-grises", "--agent", "inconnu", "--reason", "CG"]
+    assert in_thread(lambda: main(command)) == 2
+    assert (
+        capsys.readouterr().err == f"error: {desk.config.agents}: agents.inconnu: no such agent\n"
+    )
+
+
+def test_a_transfer_of_a_mail_gone_from_its_mailbox_is_refused_in_french(
+    desk: Desk, console: RunningConsole, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The citizen's mail deleted from the server (mailbot keeps no copy): nothing to
+    forward to the service, said in French; the CLI's English is unchanged."""
+    row = desk.row(OVERDUE)
+    move_mail(desk.etrangers, OVERDUE, None)
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        refused = act(lea, desk, "transferer", service="cartes-grises", motif="CG")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "le courriel de l'usager n'est plus dans la boîte « etrangers » (supprimé, ou"
+            " déplacé hors de ses dossiers) : mailbot n'en garde pas de copie et ne peut donc"
+            " plus le transmettre."
+        )
+    assert sent_after(desk, row.id) == [] and details(desk, "transferred") == []
+    command = ["--config", str(desk.path), "transfer", row.reference, "--service", "cartes-grises"]
+    command += ["--agent", "lmoreau", "--reason", "CG", "--send"]
+    assert in_thread(lambda: main(command)) == 2
+    assert capsys.readouterr().err == (
+        f"error: mailbox etrangers: mail #{row.id} is no longer in 'INBOX' nor, by its"
+        " Message-ID, in the mailbox's other folders (deleted or moved)\n"
+    )
+
+
+def test_a_transfer_of_a_mail_the_server_will_not_read_is_refused_in_french(
+    desk: Desk, console: RunningConsole
+) -> None:
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        with desk.etrangers.unreadable(b"<citizen-1@example.fr>"):
+            refused = act(lea, desk, "transferer", service="cartes-grises", motif="CG")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "le serveur de messagerie refuse de lire ce courriel : il ne peut pas être"
+            " transmis ; signalez-le à l'administrateur de mailbot."
+        )
+    assert details(desk, "transferred") == []
