@@ -28,12 +28,12 @@ class ConfigError(MailbotError):
     whoever edits rules.yaml can fix it without reading code.
     """
 
-    def __init__(self, file: str, key: str, expected: str) -> None:
+    def __init__(self, file: str, key: str, expected: str, *, shown: str | None = None) -> None:
         self.file = file
         self.key = key
         self.expected = expected
         where = f"{file}: {key}" if key else file
-        super().__init__(f"{where}: {expected}")
+        super().__init__(f"{where}: {expected}", shown=shown)
 
 
 class ScheduleError(MailbotError, ValueError):
@@ -116,10 +116,17 @@ class MailboxError(MailbotError):
     """The IMAP server could not be reached or refused an operation.
 
     The message is redacted (mailbot.redact): a server's reply may echo the password.
+    ``shown``: an agent of the console is told in French, by default that the server did
+    not answer (whatever the IMAP detail, it is the administrator's to read in the logs).
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
+    SHOWN = (
+        "le serveur de messagerie n'a pas répondu ou a refusé l'opération : réessayez dans un"
+        " instant ; si cela dure, signalez-le à l'administrateur de mailbot."
+    )
+
+    def __init__(self, message: str, *, shown: str | None = None) -> None:
+        super().__init__(redact(message), shown=shown or self.SHOWN)
 
 
 class UnreadableMailError(MailboxError):

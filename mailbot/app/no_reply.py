@@ -3,8 +3,9 @@ another thread, a thank-you that asks nothing — closed by an agent with the re
 leaves the queue and the indicators (it is not the service's to answer: counting it as
 late would misstate the audited figure), and the weekly report lists it apart, so that
 nothing leaves the figures unseen. Not for good: the citizen writing again about it reopens
-it (``intake``: it is theirs to answer after all), and an answer recorded later makes it
-answered, not closed (``Transaction.record_reply``)."""
+it (``intake``: it is theirs to answer after all), so does an agent who closed it by
+mistake (``reopen``), and an answer recorded later makes it answered, not closed
+(``Transaction.record_reply``). What a message's state allows is ``message_actions``'s."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_actions import Act, answered_meanwhile, refuse
 from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
     AgentLookup,
@@ -62,14 +64,7 @@ def close_without_reply(
     if previous(store, EventKind.NO_REPLY_NEEDED, key) is not None:
         return Closed(row.reference, reason, repeated=True)
     with store.transaction() as tx:
-        refuse_if_answered(tx, row.id, row.reference)
-    if row.no_reply is not None:
-        raise RequestError(
-            "reference",
-            row.reference,
-            "already closed without a reply",
-            shown="ce courriel est déjà classé sans réponse.",
-        )
+        refuse(tx, row, Act.CLOSE)
     if reason is NoReplyReason.OTHER and not note.strip():
         raise RequestError(
             "reason",
@@ -83,7 +78,7 @@ def close_without_reply(
     )
 
     def record(tx: Transaction) -> int:
-        refuse_if_answered(tx, row.id, row.reference)  # again, where the closing is written
+        refuse(tx, row, Act.CLOSE)  # again, where the closing is written: answered meanwhile?
         stored.set_no_reply(tx.conn, row.id, reason)
         tx.add_event(row.id, EventKind.NO_REPLY_NEEDED, detail)
         return 0
@@ -92,34 +87,65 @@ def close_without_reply(
     return Closed(row.reference, reason, repeated)
 
 
-# What refuse_if_answered refuses, as the console's agent reads it (« il ne peut plus être … »).
-REFUSED_AFTER_REPLY = {"close": "classé sans réponse", "transfer": "transféré"}
+@dataclass(frozen=True)
+class Reopened:
+    """A closing undone; ``closed``: the reason it had (None for a repeated request)."""
+
+    reference: str
+    closed: NoReplyReason | None
+    repeated: bool = False
 
 
-def refuse_if_answered(
-    tx: Transaction, message_pk: int, reference: str, action: str = "close"
-) -> None:
-    """RequestError when the message was answered, or has a reply queued or being sent (a
-    reply on its way answers it: closing it as needing none would misstate the figures,
-    transferring it would tell the citizen another service will answer, after the
-    answer). ``action`` names what is refused, in the message."""
-    answered, in_flight = stored.reply_state(tx.conn, message_pk)
-    refused = REFUSED_AFTER_REPLY.get(action, "traité ainsi")
-    if answered:
-        raise RequestError(
-            "reference",
-            reference,
-            f"already answered: nothing to {action}",
-            shown=f"ce courriel a déjà reçu une réponse : il ne peut plus être {refused}.",
-        )
-    if in_flight:
-        raise RequestError(
-            "reference",
-            reference,
-            f"a reply is on its way: nothing to {action}",
-            shown=f"une réponse à ce courriel est en cours d'envoi : il ne peut plus être"
-            f" {refused}.",
-        )
+def reopen(
+    config: Config,
+    store: Store,
+    agents: AgentLookup,
+    agent_id: str,
+    message: MessageRef,
+    reason: str = "",
+    key: str | None = None,
+) -> Reopened:
+    """Undo a closing without a reply made by mistake: the message is back in the queue,
+    the alerts and the figures, with its deadline from receipt (the clock never stopped
+    for it). Recorded as the citizen's relance records it (``reopened``), with the agent,
+    their ``reason`` (optional) and the closing undone; once per ``key``. Refused
+    (RequestError) unless the message is closed without a reply."""
+    find_agent(config, agents, agent_id)
+    row = tracked_message(store, message)
+    if previous(store, EventKind.REOPENED, key) is not None:
+        return Reopened(row.reference, None, repeated=True)
+    with store.transaction() as tx:
+        refuse(tx, row, Act.REOPEN)
+    closing = _last_closing(store, row.id)
+    closed: list[NoReplyReason] = []
+
+    def record(tx: Transaction) -> int:
+        state = refuse(tx, row, Act.REOPEN)  # again, where it is written
+        if not tx.reopen_closed(row.id):  # the row's guard saw an answer committed since
+            raise answered_meanwhile(state, Act.REOPEN)
+        detail = {
+            "agent": agent_id,
+            "by": "agent",  # the citizen's relance reopens too: its detail names no agent
+            "reason": reason.strip()[:500],
+            "closed_reason": state.closed,
+            "closed_note": closing.get("note", ""),
+        }
+        tx.add_event(row.id, EventKind.REOPENED, json.dumps(detail, ensure_ascii=False))
+        closed.append(NoReplyReason(str(state.closed)))
+        return 0
+
+    _, repeated = once(store, EventKind.REOPENED, key, record)
+    return Reopened(row.reference, closed[0] if closed else None, repeated)
+
+
+def _last_closing(store: Store, message_pk: int) -> dict[str, Any]:
+    """The detail of the message's latest closing without a reply ({} when none)."""
+    found = [
+        json.loads(e.detail)
+        for e in store.events(message_pk)
+        if e.kind == EventKind.NO_REPLY_NEEDED and e.detail.startswith("{")
+    ]
+    return found[-1] if found else {}
 
 
 def closed_in(store: Store, since: datetime, until: datetime) -> list[sa.Row[Any]]:

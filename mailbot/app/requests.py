@@ -58,9 +58,18 @@ def tracked_message(store: Store, ref: MessageRef) -> sa.Row[Any]:
 
 
 def find_agent(config: Config, agents: AgentLookup, agent_id: str) -> Agent:
+    """The profile of the agent making a request (agents.yaml). ConfigError when it has
+    none: their signature and their services come from there (an agent removed from the
+    file while logged in to the console is told so, in French)."""
     agent = agents(agent_id)
     if agent is None:
-        raise ConfigError(str(config.agents), f"agents.{agent_id}", "no such agent")
+        raise ConfigError(
+            str(config.agents),
+            f"agents.{agent_id}",
+            "no such agent",
+            shown=f"l'identifiant « {agent_id} » n'a pas de profil dans le fichier des agents"
+            " (agents.yaml) : demandez à l'administrateur de mailbot de l'y ajouter.",
+        )
     return agent
 
 

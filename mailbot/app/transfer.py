@@ -9,8 +9,9 @@ the whole mail is). The message becomes the service's (its queue, its indicators
 transfer is recorded with the agent and the reason. Its assignee keeps it only if they
 handle that service too.
 
-A message answered, with a reply on its way, or closed without a reply is not transferred:
-the citizen would be told another service will answer, after the answer.
+A message answered, with a reply on its way, or closed without a reply is not transferred
+(``message_actions``): the citizen would be told another service will answer, after the
+answer, or for a request the prefecture decided needs none.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_actions import Act, refuse
 from mailbot.app.message_view import service_of
-from mailbot.app.no_reply import refuse_if_answered
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
 from mailbot.app.reply import Preview, Sent, preview_of
 from mailbot.app.requests import (
@@ -132,7 +133,7 @@ class Transfers:
         }
 
         def record(tx: Transaction) -> int:
-            _refuse_if_settled(tx, row)  # again, where it is written: answered meanwhile?
+            refuse(tx, row, Act.TRANSFER)  # again, where it is written: answered meanwhile?
             if also is not None:
                 also(tx)
             ids = enqueue(tx, row.id, mails)
@@ -179,7 +180,7 @@ class Transfers:
                 shown="indiquez le motif du transfert.",
             )
         with self.store.transaction() as tx:
-            _refuse_if_settled(tx, row)
+            refuse(tx, row, Act.TRANSFER)
         return agent_label(agent_id, agent)
 
     def _unassign(self, tx: Transaction, message_pk: int, service: str, agent_id: str) -> None:
@@ -223,18 +224,4 @@ class Transfers:
             to=row.sender,
             in_reply_to=row.message_id,
             references=[row.message_id] if row.message_id else [],
-        )
-
-
-def _refuse_if_settled(tx: Transaction, row: sa.Row[Any]) -> None:
-    """RequestError for a message answered, with a reply on its way, or closed without a
-    reply: the notice ("c'est ce service qui vous répondra") would follow the answer, or
-    announce one for a request the prefecture decided needs none."""
-    refuse_if_answered(tx, row.id, row.reference, "transfer")
-    if stored.closed_reason(tx.conn, row.id) is not None:
-        raise RequestError(
-            "reference",
-            row.reference,
-            "closed without a reply: nothing to transfer",
-            shown="ce courriel a été classé sans réponse : il ne peut plus être transféré.",
         )

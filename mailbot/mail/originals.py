@@ -54,7 +54,17 @@ def _by_message_id(source: ImapMailbox, row: Any) -> list[FetchedMail]:
 def _gone(row: Any) -> MailGoneError:
     return MailGoneError(
         f"mailbox {row.mailbox}: mail #{row.id} is no longer in {row.folder!r}"
-        " nor, by its Message-ID, in the mailbox's other folders (deleted or moved)"
+        " nor, by its Message-ID, in the mailbox's other folders (deleted or moved)",
+        shown=f"le courriel de l'usager n'est plus dans la boîte « {row.mailbox} » (supprimé,"
+        " ou déplacé hors de ses dossiers) : mailbot n'en garde pas de copie et ne peut donc"
+        " plus le transmettre.",
+    )
+
+
+def _unconfigured(mailbox: str) -> str:
+    return (
+        f"la boîte « {mailbox} » de ce courriel n'est plus dans la configuration de mailbot :"
+        " le courriel ne peut pas y être relu ; signalez-le à l'administrateur de mailbot."
     )
 
 
@@ -66,7 +76,9 @@ def refetch(source: ImapMailbox, row: Any) -> FetchedMail:
     if found and found[0].refused:  # still unreadable (quarantined as "fetch-error")
         raise UnreadableMailError(
             f"mailbox {row.mailbox}: the server still refuses to read mail #{row.id}"
-            f" ({row.folder!r}, UID {row.uid}): {found[0].refused}"
+            f" ({row.folder!r}, UID {row.uid}): {found[0].refused}",
+            shown="le serveur de messagerie refuse de lire ce courriel : il ne peut pas être"
+            " transmis ; signalez-le à l'administrateur de mailbot.",
         )
     if not found and _searchable(row):
         found = _by_message_id(source, row)
@@ -98,7 +110,10 @@ class ImapOriginals:
     def _source(self, row: Any) -> ImapMailbox:
         box = self.config.mailboxes.get(row.mailbox)
         if box is None:
-            raise MessageError(f"mail #{row.id}: mailbox {row.mailbox!r} is not configured")
+            raise MessageError(
+                f"mail #{row.id}: mailbox {row.mailbox!r} is not configured",
+                shown=_unconfigured(row.mailbox),
+            )
         return ImapMailbox(
             box.imap, name=row.mailbox, max_message_bytes=self.config.polling.max_message_bytes
         )
@@ -167,7 +182,10 @@ class MaildirOriginals:
     def fetch(self, row: Any) -> FetchedMail:
         path = self.maildirs.get(row.mailbox)
         if path is None:
-            raise MessageError(f"mail #{row.id}: mailbox {row.mailbox!r} has no Maildir")
+            raise MessageError(
+                f"mail #{row.id}: mailbox {row.mailbox!r} has no Maildir",
+                shown=_unconfigured(row.mailbox),
+            )
         source = MaildirSource(path)
         source.connect()
         if source.select(row.folder) == row.uidvalidity and 0 < row.uid <= len(source.files):

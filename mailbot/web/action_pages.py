@@ -1,9 +1,11 @@
 """The message page's other actions, each through its use case and recorded with who,
 when and why: assign (take it, or give it to a colleague), transfer to another service
 with a reason, answered elsewhere (phone, counter, letter) with a reason, correct the
-service or category, close as needing no reply with a reason. Every POST is authorised
-on the message's service (and CSRF-checked by the middleware); a form is done once per
-message state (its idempotency key), so a double click does it once."""
+service or category, close as needing no reply with a reason, reopen a message closed so
+by mistake. Every POST is authorised on the message's service (and CSRF-checked by the
+middleware); a form is done once per message state (its idempotency key), so a double
+click does it once. What the message's state allows is the use cases' to refuse
+(``app/message_actions``): the page only hides what they would refuse."""
 
 from __future__ import annotations
 
@@ -136,12 +138,30 @@ async def _no_reply(request: Request, row: Any, form: dict[str, str], service: s
     return "/?fait=sans-reponse"
 
 
+async def _reopen(request: Request, row: Any, form: dict[str, str], service: str) -> str:
+    """Undo « Aucune réponse nécessaire »: whoever may close may reopen."""
+    check(request, Action.REPLY, service)
+    app = backend(request)
+    await run_in_threadpool(
+        no_reply.reopen,
+        app.config,
+        app.store,
+        agents(request),
+        current_agent(request).agent_id,
+        row.id,
+        form.get("motif", ""),
+        _key("rouvrir", row, form),
+    )
+    return f"/courriel/{row.id}?fait=rouvrir"
+
+
 HANDLERS: dict[str, Handler] = {
     "attribuer": _assign,
     "transferer": _transfer,
     "repondu-ailleurs": _answered,
     "corriger": _correct,
     "sans-reponse": _no_reply,
+    "rouvrir": _reopen,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailbot.app import message_view, presence, queue
+from mailbot.app import message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
@@ -44,6 +45,7 @@ EVENT_LABELS = {
     "assigned": "Attribution",
     "no_reply_needed": "Clos sans réponse",
     "reopened": "Rouvert : l'usager a écrit de nouveau",
+    "reopened:agent": "Rouvert par un agent",  # an agent undid a closing (``event_label``)
     "send_deferred": "Envoi différé",
     "send_failed": "Échec d'envoi",
 }
@@ -58,6 +60,14 @@ DETAIL_LABELS = {
     "edited": "texte modifié par l'agent",
 }
 INERT_TYPES = ("html", "xml", "script", "svg", "css")  # "script": java-, ecma-, jscript, live-
+
+
+def event_label(event: message_view.ThreadEvent) -> str:
+    """How the thread names an event: by its kind, and for a kind both mailbot and an agent
+    record (a reopening: the citizen's relance, or an agent's), by who did it."""
+    if event.agent and f"{event.kind}:agent" in EVENT_LABELS:
+        return EVENT_LABELS[f"{event.kind}:agent"]
+    return EVENT_LABELS.get(event.kind, event.kind)
 
 
 def message_of(request: Request, action: Action = Action.VIEW_MESSAGE) -> Any:
@@ -116,12 +126,16 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "others": others,
         "names": agent_names(request),
         "event_labels": EVENT_LABELS,
+        "event_label": event_label,
         "detail_labels": DETAIL_LABELS,
         "can_reply": principal.can(Action.REPLY, view.service),
         "urgency": URGENCY_LABELS,
         "settled_labels": SETTLED_LABELS,
     }
     context.update(_actions(request, row, view.service))
+    context["offer"] = await run_in_threadpool(
+        message_actions.offer, app.store, row, view.thread, ZoneInfo(app.config.timezone)
+    )
     values = extra.pop("values", None)
     context.update(
         await run_in_threadpool(
@@ -150,6 +164,8 @@ async def presence_fragment(request: Request) -> Response:
 ACTION_NOTICES = {
     "attribuer": "L'attribution est enregistrée.",
     "corriger": "La correction de l'orientation est enregistrée.",
+    "rouvrir": "Le courriel est rouvert : il est de nouveau dans la file, avec son échéance"
+    " d'origine.",
 }
 NO_REPLY_LABELS = {
     NoReplyReason.SPAM: "Indésirable (spam, message abusif)",

@@ -82,6 +82,23 @@ def in_thread(work: Callable[[], T]) -> T:
         return pool.submit(work).result()
 
 
+def move_mail(user: MailUser, message_id: str, folder: str | None) -> None:
+    """What an agent does in their mail client: file the mail away, or delete it."""
+    client = user.connect()
+    try:
+        if folder is not None:
+            client.create_folder(folder)
+        client.select_folder("INBOX")
+        uids = client.search(["HEADER", "Message-ID", message_id])
+        if folder is None:
+            client.delete_messages(uids)
+            client.expunge()
+        else:
+            client.move(uids, folder)
+    finally:
+        client.logout()
+
+
 def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
     data: dict[str, Any] = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):

@@ -17,14 +17,16 @@ from zoneinfo import ZoneInfo
 import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, citizen_mail, desk_console, in_thread
+from deskworld import Desk, citizen_mail, desk_console, in_thread, move_mail
 from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.app import indicators
+from mailbot.app.reply import Draft, Replies
 from mailbot.cli import main
 from mailbot.core.indicators import Indicators
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import corrections, outbox
+from mailbot.web import action_pages
 
 ACCOUNTS = ("khaddad", "lmoreau", "mlefebvre", "ngarnier")
 OVERDUE = "<citizen-1@example.fr>"
@@ -87,6 +89,7 @@ ACTIONS = {
     "repondu-ailleurs": ("repondu-ailleurs", {"moyen": "phone", "motif": "Rappelée le matin"}),
     "corriger": ("corriger", {"service": "etrangers", "categorie": "rendez-vous"}),
     "sans-reponse": ("sans-reponse", {"motif": "spam", "precision": ""}),
+    "rouvrir": ("rouvrir", {"motif": ""}),
 }
 # Who is refused what, on a message of etrangers (the allowed side is tested below).
 REFUSED = [
@@ -100,6 +103,8 @@ REFUSED = [
     ("ngarnier", "attribuer-collegue"),
     ("ngarnier", "repondu-ailleurs"),
     ("ngarnier", "sans-reponse"),
+    ("mlefebvre", "rouvrir"),  # reopening: who may close may reopen, no one else
+    ("ngarnier", "rouvrir"),
     ("khaddad", "attribuer-collegue"),  # an agent: gives nothing to others (heads do)
     ("khaddad", "transferer"),  # an agent: no reassignment (heads of service do it)
     ("khaddad", "corriger"),
@@ -489,3 +494,197 @@ def test_the_cli_still_refuses_in_english(desk: Desk, capsys: pytest.CaptureFixt
 def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str]:
     query = f"/?etat={state}" + (f"&service={service}" if service else "")
     return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
+
+
+def today_fr(desk: Desk) -> str:
+    """Today as the page dates its sentences: in the prefecture's time zone."""
+    return datetime.now(ZoneInfo(desk.config.timezone)).strftime("%d/%m/%Y")
+
+
+def sentence(page: str, element: str) -> str:
+    """The text of the paragraph ``element`` (the reason a form is not shown), "" if none."""
+    found = re.search(rf'id="{element}">([^<]*)</p>', page)
+    return html.unescape(found.group(1)) if found else ""
+
+
+def test_the_page_offers_only_the_actions_the_state_allows(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """An open message offers closing and transferring; answered, closed, or with a reply
+    on its way, it does not — the page says why in their place, in the words the refusal
+    would use — while the reply form stays (a second reply is still a reply)."""
+    other, third = desk.row("<citizen-2@example.fr>"), desk.row("<citizen-3@example.fr>")
+    day = today_fr(desk)
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        page = lea.get(f"/courriel/{desk.row(OVERDUE).id}").text
+        for form in ("sans-reponse", "transferer", "corriger"):
+            assert f'id="action-{form}"' in page
+        assert 'id="action-rouvrir"' not in page and 'id="corriger-service"' in page
+        assert not sentence(page, "sans-reponse-impossible")
+        assert not sentence(page, "transferer-impossible")
+
+        assert act(lea, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
+        answered = lea.get(f"/courriel/{desk.row(OVERDUE).id}").text
+        assert 'id="action-sans-reponse"' not in answered
+        assert 'id="action-transferer"' not in answered and 'id="action-rouvrir"' not in answered
+        assert sentence(answered, "transferer-impossible") == (
+            f"Ce courriel a reçu une réponse le {day} : il ne peut plus être transféré."
+        )
+        assert sentence(answered, "sans-reponse-impossible") == (
+            f"Ce courriel a reçu une réponse le {day} : il ne peut plus être classé sans réponse."
+        )
+        assert 'id="formulaire-libre"' in answered  # replying again stays possible
+        assert 'id="action-corriger"' in answered and 'id="corriger-service"' not in answered
+
+        shut = act(lea, desk, "sans-reponse", "<citizen-2@example.fr>", motif="spam", precision="")
+        assert shut.status_code == 303
+        closed = lea.get(f"/courriel/{other.id}").text
+        assert 'id="action-sans-reponse"' not in closed and 'id="action-transferer"' not in closed
+        assert sentence(closed, "sans-reponse-impossible") == (
+            f"Ce courriel a été classé sans réponse le {day}."
+        )
+        assert sentence(closed, "transferer-impossible") == (
+            f"Ce courriel a été classé sans réponse le {day} : il ne peut plus être transféré."
+        )
+        assert 'id="action-rouvrir"' in closed and 'id="formulaire-libre"' in closed
+
+        reply_queued(desk, third)  # not delivered: on its way
+        sending = lea.get(f"/courriel/{third.id}").text
+        assert 'id="action-transferer"' not in sending
+        assert sentence(sending, "transferer-impossible") == (
+            "Une réponse à ce courriel est en cours d'envoi : il ne peut plus être transféré."
+        )
+
+
+def reply_queued(desk: Desk, row: Any) -> None:
+    """A reply of Karim's queued on ``row`` and left undelivered (no worker runs here)."""
+    replies = Replies(desk.config, desk.app.store, desk.app.renderer, desk.app.agent)
+    replies.send("khaddad", row.id, Draft.free("Votre demande est en cours d'examen."))
+
+
+def test_an_agent_reopens_a_message_closed_by_mistake(desk: Desk, console: RunningConsole) -> None:
+    """« Rouvrir » undoes « Aucune réponse nécessaire »: the message is back in the queue
+    with the deadline it had from its receipt (three weeks ago: overdue), counted again
+    among the received and unanswered, in the alerts' list, with who reopened it and why
+    in its history."""
+    row = desk.row(OVERDUE)
+    before = etrangers_figures(desk)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        closed = act(karim, desk, "sans-reponse", motif="spam", precision="publicité")
+        assert closed.status_code == 303 and row.reference not in queued(karim)
+        assert etrangers_figures(desk).received == before.received - 1
+        done = act(karim, desk, "rouvrir", motif="Classé par erreur")
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/courriel/{row.id}?fait=rouvrir"
+        page = karim.get(done.headers["location"]).text
+        assert "Le courriel est rouvert" in page and "Rouvert par un agent" in page
+        assert 'id="action-sans-reponse"' in page and 'id="action-rouvrir"' not in page
+        assert badge(page) == "En retard"  # its deadline from receipt, long gone
+        assert row.reference in queued(karim)
+        assert row.reference in queued_page(karim, "en-retard")
+    assert desk.row(OVERDUE).no_reply is None
+    assert details(desk, "reopened") == [
+        {
+            "agent": "khaddad",
+            "by": "agent",
+            "reason": "Classé par erreur",
+            "closed_reason": "spam",
+            "closed_note": "publicité",
+        }
+    ]
+    after = etrangers_figures(desk)
+    assert (after.received, after.pending, after.overdue) == (
+        before.received,
+        before.pending,
+        before.overdue,
+    )
+    unanswered = desk.app.store.open_rows(row.received_at + timedelta(days=30))
+    assert row.id in [r["id"] for r in unanswered]  # the alerts' list
+
+
+def test_reopening_an_open_message_or_without_the_token_is_refused(
+    desk: Desk, console: RunningConsole
+) -> None:
+    row = desk.row(OVERDUE)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        refused = act(karim, desk, "rouvrir", motif="")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "ce courriel n'est pas classé sans réponse : il n'y a rien à rouvrir."
+        )
+        assert act(karim, desk, "sans-reponse", motif="spam", precision="").status_code == 303
+        state = state_of(karim.get(f"/courriel/{row.id}").text, "rouvrir")
+        forged = karim.post(f"/courriel/{row.id}/action/rouvrir", data={"etat": state})
+        assert forged.status_code == 403
+    assert desk.row(OVERDUE).no_reply == "spam"
+    assert details(desk, "reopened") == []
+
+
+def test_an_agent_missing_from_agents_yaml_is_told_in_french(
+    desk: Desk,
+    console: RunningConsole,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """agents.yaml edited while the agent is logged in (their profile gone between the
+    login check and the action): the action says so in French; the CLI's English stays."""
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        monkeypatch.setattr(action_pages, "agents", lambda request: lambda agent_id: None)
+        refused = act(karim, desk, "sans-reponse", motif="spam", precision="")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "l'identifiant « khaddad » n'a pas de profil dans le fichier des agents"
+            " (agents.yaml) : demandez à l'administrateur de mailbot de l'y ajouter."
+        )
+    assert desk.row(OVERDUE).no_reply is None
+    command = ["--config", str(desk.path), "transfer", desk.row(OVERDUE).reference]
+    command += ["--service", "cartes-grises", "--agent", "inconnu", "--reason", "CG"]
+    assert in_thread(lambda: main(command)) == 2
+    assert (
+        capsys.readouterr().err == f"error: {desk.config.agents}: agents.inconnu: no such agent\n"
+    )
+
+
+def test_a_transfer_of_a_mail_gone_from_its_mailbox_is_refused_in_french(
+    desk: Desk, console: RunningConsole, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The citizen's mail deleted from the server (mailbot keeps no copy): nothing to
+    forward to the service, said in French; the CLI's English is unchanged."""
+    row = desk.row(OVERDUE)
+    move_mail(desk.etrangers, OVERDUE, None)
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        refused = act(lea, desk, "transferer", service="cartes-grises", motif="CG")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "le courriel de l'usager n'est plus dans la boîte « etrangers » (supprimé, ou"
+            " déplacé hors de ses dossiers) : mailbot n'en garde pas de copie et ne peut donc"
+            " plus le transmettre."
+        )
+    assert sent_after(desk, row.id) == [] and details(desk, "transferred") == []
+    command = ["--config", str(desk.path), "transfer", row.reference, "--service", "cartes-grises"]
+    command += ["--agent", "lmoreau", "--reason", "CG", "--send"]
+    assert in_thread(lambda: main(command)) == 2
+    assert capsys.readouterr().err == (
+        f"error: mailbox etrangers: mail #{row.id} is no longer in 'INBOX' nor, by its"
+        " Message-ID, in the mailbox's other folders (deleted or moved)\n"
+    )
+
+
+def test_a_transfer_of_a_mail_the_server_will_not_read_is_refused_in_french(
+    desk: Desk, console: RunningConsole
+) -> None:
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        with desk.etrangers.unreadable(b"<citizen-1@example.fr>"):
+            refused = act(lea, desk, "transferer", service="cartes-grises", motif="CG")
+        assert refused.status_code == 400
+        assert refusal(refused) == (
+            "le serveur de messagerie refuse de lire ce courriel : il ne peut pas être"
+            " transmis ; signalez-le à l'administrateur de mailbot."
+        )
+    assert details(desk, "transferred") == []

@@ -149,3 +149,39 @@ def test_a_hostile_html_mail_is_shown_inert(
     assert body.locator("script").count() == 0
     assert [r.url for r in seen if HOSTILE_HOST in r.url] == []
     assert serious(axe(page)) == []
+
+
+def test_closing_reopening_and_answering_in_the_browser(
+    page: Page, axe: Any, desk: Desk, console: RunningConsole
+) -> None:
+    """The forms a state forbids give way to a sentence, and « Rouvrir » appears on a
+    closed message: each page so changed passes axe-core, and the buttons work."""
+    row = desk.row("<citizen-1@example.fr>")
+    url = f"{console.url}/courriel/{row.id}"
+    login(page, console, "khaddad")
+    page.goto(url)
+    page.click("summary:has-text('Aucune réponse nécessaire')")
+    page.select_option("#motif-sans", "spam")
+    page.click("#action-sans-reponse button[type=submit]")
+    expect(page).to_have_url(f"{console.url}/?fait=sans-reponse")
+
+    page.goto(url)
+    expect(page.locator("#sans-reponse-impossible")).to_contain_text("classé sans réponse le")
+    expect(page.locator("#action-sans-reponse")).to_have_count(0)
+    expect(page.locator("#rouvrir")).to_be_visible()
+    assert serious(axe(page)) == []
+    page.fill("#motif-rouvrir", "Classé par erreur")
+    page.click("#rouvrir")
+    expect(page.locator("#avis")).to_contain_text("Le courriel est rouvert")
+    expect(page.locator("#action-rouvrir")).to_have_count(0)
+    expect(page.locator("#suivi")).to_contain_text("Rouvert par un agent")
+    assert serious(axe(page)) == []
+
+    page.click("summary:has-text('Répondu par un autre moyen')")
+    page.fill("#motif-ailleurs", "Rappelée le matin")
+    page.click("#action-repondu-ailleurs button[type=submit]")
+    page.goto(url)
+    expect(page.locator("#sans-reponse-impossible")).to_contain_text("a reçu une réponse le")
+    expect(page.locator("#formulaire-libre")).to_have_count(1)
+    assert serious(axe(page)) == []
+    assert page.problems == []  # type: ignore[attr-defined]

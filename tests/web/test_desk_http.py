@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deskworld import ETRANGERS, Desk, citizen_mail, desk_console
+from deskworld import ETRANGERS, Desk, citizen_mail, desk_console, move_mail
 from rulesfile import dump_rules, load_rules
-from servers import MailUser
 from webtools import RunningConsole, local_login
 
 from mailbot.config import load_config
@@ -85,23 +84,6 @@ def test_queue_shows_only_the_agents_services(desk: Desk, console: RunningConsol
         page = client.get("/")
         assert page.status_code == 200 and "Ce que vous pouvez faire" in page.text
         assert references(page.text) == []
-
-
-def move_mail(user: MailUser, message_id: str, folder: str | None) -> None:
-    """What an agent does in their mail client: file the mail away, or delete it."""
-    client = user.connect()
-    try:
-        if folder is not None:
-            client.create_folder(folder)
-        client.select_folder("INBOX")
-        uids = client.search(["HEADER", "Message-ID", message_id])
-        if folder is None:
-            client.delete_messages(uids)
-            client.expunge()
-        else:
-            client.move(uids, folder)
-    finally:
-        client.logout()
 
 
 def test_message_page_reads_the_mail_without_marking_it_seen(
