@@ -76,3 +76,19 @@ def test_other_languages_are_left_to_lingua() -> None:
     assert not any(clearly_french(r["text"]) for r in rows if r["lang"] != "fr")
     assert not clearly_french("Bonjour, je suis pour vous avec les mes ces — Здравствуйте")
     assert detect_language("Здравствуйте, я хочу продлить вид на жительство") == "ru"
+
+
+def test_persian_is_not_taken_for_arabic() -> None:
+    """A mail in Persian (Farsi, Dari) is in Arabic script but not in Arabic: lingua must
+    be asked to tell them apart, else a Persian speaker's AR is translated into a language
+    they do not read (and the message recorded as Arabic). mailbot has no Persian
+    translation: the AR falls back to French + English."""
+    from mailbot.render.translations import load_translations, pick
+
+    persian = "سلام، من درخواست تمدید کارت اقامت داده‌ام و هنوز پاسخی دریافت نکرده‌ام. با تشکر"
+    arabic = "السلام عليكم، أريد أن أعرف كيف أجدد بطاقة الإقامة الخاصة بي قبل انتهاء صلاحيتها. شكرا"
+    assert detect_language(persian) == "fa"
+    assert detect_language(arabic) == "ar"
+    translations = load_translations(ROOT / "templates" / "i18n")
+    chosen = pick(translations, detect_language(persian))
+    assert chosen is not None and chosen.language == "en"

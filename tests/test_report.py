@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -359,3 +361,52 @@ def test_report_renders_in_chromium_with_its_chart(config: Path, tmp_path: Path)
     assert 'src="rapport-2026-W47.png"' in dom and "Indicateurs Qual-e-pref" in dom
     chart = (out / "rapport-2026-W47.png").read_bytes()
     assert struct.unpack(">II", chart[16:24])[0] >= 700  # the chart itself, 7.2 in at 110 dpi
+
+
+def test_the_chart_has_its_figures_in_words_and_the_tables_are_data_tables(
+    config: Path, tmp_path: Path
+) -> None:
+    """The chart is a picture: a manager whose mail client blocks images, who reads the text
+    part or uses a screen reader gets its 12 weeks in words (as the console's « Données du
+    graphique »), in both parts. The report's tables are data tables, with headers a screen
+    reader reads (a role="presentation" table with <th> breaks RGAA 5.8)."""
+    out = tmp_path / "out"
+    week_47(config, out)
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    msg = email.message_from_bytes(
+        (out / "rapport-2026-W47.eml").read_bytes(), policy=email.policy.default
+    )
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    # W47 (16-22 Nov): 13 received, 66,7 % within 5 wd, 2,00 j; W46 (9-15 Nov): 71,4 %, 3,00 j
+    for part in (html, text):
+        flat = " ".join(unescape(part).replace("\xa0", " ").split())
+        assert "2026-W36 (du 31/08/2026 au 06/09/2026) : 0 reçu, - dans" in flat  # the first
+        assert (
+            "2026-W47 (du 16/11/2026 au 22/11/2026) : 13 reçus, 66,7 % dans les 5 j, délai"
+            " moyen 2,00 j" in flat
+        )
+        assert "71,4 % dans les 5 j, délai moyen 3,00 j" in flat
+    assert 'aria-describedby="donnees-graphique"' in html and 'id="donnees-graphique"' in html
+    assert data_tables(html) >= 3
+
+
+def data_tables(html: str) -> int:
+    """How many tables have headers; each is a data table whose headers name a column."""
+    found = 0
+    for chunk in html.split("<table")[1:]:  # each table's tag and its rows up to the next
+        tag, rows = chunk.split(">", 1)
+        rows = rows.split("</table>")[0]
+        if "<th" in rows:
+            found += 1
+            assert 'role="presentation"' not in tag
+            assert all("scope=" in th for th in re.findall(r"<th[^>]*>", rows))
+            assert "></th>" not in rows  # every header says what its column holds
+    return found
+
+
+def test_the_alerts_tables_are_data_tables() -> None:
+    from mailbot.render.templates import Renderer
+
+    renderer = Renderer(ROOT / "templates")
+    alert = renderer.render("alertes-delais", renderer.meta("alertes-delais").examples())
+    assert data_tables(alert.html) >= 1

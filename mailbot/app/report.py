@@ -95,6 +95,7 @@ class ReportBuilder:
             "summary": self._summary(current),
             "qualepref": qualepref_table(current, previous, month),
             "breakdown": self._breakdown(period, as_of),
+            "weeks": chart_figures(list(zip(weeks, found[3:], strict=True))),
             "late": [r for r in shown if r["delay"] > DEADLINE],
             "unanswered": [r for r in shown if r["delay"] <= DEADLINE],
             "waiting": {"late": len(late), "unanswered": len(unanswered), "listed": len(shown)},
@@ -298,6 +299,22 @@ def chart_png(weeks: Sequence[tuple[Period, Indicators]]) -> bytes:
         [np.nan if f.rate_within_5 is None else 100 * f.rate_within_5 for _, f in weeks],
         [np.nan if f.mean_delay is None else f.mean_delay for _, f in weeks],
     )
+
+
+def chart_figures(weeks: Sequence[tuple[Period, Indicators]]) -> list[dict[str, str]]:
+    """The chart's figures in words, week by week: the picture's text alternative (a mail
+    client that blocks images, the text part, a screen reader)."""
+    return [
+        {
+            "label": week.label,
+            "start": week.start.strftime("%d/%m/%Y"),
+            "end": week.end.strftime("%d/%m/%Y"),
+            "received": f"{f.received} reçu" + ("s" if f.received > 1 else ""),
+            "within": format_value(f.rate_within_5, "rate"),
+            "mean": format_value(f.mean_delay, "days"),
+        }
+        for week, f in weeks
+    ]
 
 
 def _percent(value: float | None) -> str:

@@ -28,7 +28,10 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Protocol
 
-LANGUAGES = ("fr", "en", "ar", "es", "uk", "ru", "pt", "ro", "it", "de", "tr", "zh")
+# Persian ("fa") is here though mailbot has no Persian translation: in Arabic script, it
+# would otherwise be named Arabic, and a Persian speaker's AR translated into a language
+# they do not read (it falls back to English, as for any language without a translation).
+LANGUAGES = ("fr", "en", "ar", "fa", "es", "uk", "ru", "pt", "ro", "it", "de", "tr", "zh")
 MIN_CONFIDENCE = 0.5
 MIN_LETTERS = 3
 SAMPLE = 400  # characters lingua reads
@@ -239,9 +242,9 @@ def _lingua_answer(sample: str) -> str | None:
 
 
 # One short text per script whose languages lingua tells apart with models: Latin (fr, en,
-# es, pt, ro, it, de, tr) and Cyrillic (ru, uk). Arabic and Chinese are the only languages
-# of their scripts here: lingua names them without a model.
-_WARM_UP_TEXTS = ("Bonjour", "Здравствуйте")
+# es, pt, ro, it, de, tr), Cyrillic (ru, uk) and Arabic (ar, fa). Chinese is the only
+# language of its script here: lingua names it without a model.
+_WARM_UP_TEXTS = ("Bonjour", "Здравствуйте", "مرحبا")
 
 
 def warm_up(stopping: Callable[[], bool] = lambda: False) -> None:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from mailbot.app import message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
-from mailbot.core.statuses import NoReplyReason
+from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
 from mailbot.mail.forward import size_fr
@@ -127,7 +127,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "names": agent_names(request),
         "event_labels": EVENT_LABELS,
         "event_label": event_label,
-        "detail_labels": DETAIL_LABELS,
+        "event_details": event_details,
         "can_reply": principal.can(Action.REPLY, view.service),
         "urgency": URGENCY_LABELS,
         "settled_labels": SETTLED_LABELS,
@@ -178,6 +178,20 @@ HOW_LABELS = {
     AnsweredHow.COUNTER: "Au guichet",
     AnsweredHow.LETTER: "Par courrier",
 }
+# Details an event stores as a code, named in the history as the form named them.
+CODED_DETAILS: dict[tuple[str, str], dict[str, str]] = {
+    (EventKind.NO_REPLY_NEEDED, "reason"): {str(k): v for k, v in NO_REPLY_LABELS.items()},
+    (EventKind.ANSWERED_ELSEWHERE, "how"): {str(k): v for k, v in HOW_LABELS.items()},
+}
+
+
+def event_details(event: message_view.ThreadEvent) -> list[tuple[str, str]]:
+    """An event's details as the history shows them: French names, and a code (« phone »,
+    « duplicate ») as the form that recorded it said it."""
+    return [
+        (DETAIL_LABELS.get(key, key), CODED_DETAILS.get((event.kind, key), {}).get(value, value))
+        for key, value in event.details.items()
+    ]
 
 
 def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:

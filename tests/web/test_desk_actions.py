@@ -688,3 +688,33 @@ def test_a_transfer_of_a_mail_the_server_will_not_read_is_refused_in_french(
             " transmis ; signalez-le à l'administrateur de mailbot."
         )
     assert details(desk, "transferred") == []
+
+
+def thread(page: str) -> list[str]:
+    """The message's history as the agent reads it, one entry per event (tags stripped)."""
+    found = re.search(r'<ol class="mb-thread" id="suivi">(.*?)</ol>', page, re.S)
+    assert found
+    items = re.findall(r"<li[^>]*>(.*?)</li>", found.group(1), re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", " ", item)).split()) for item in items]
+
+
+def test_the_history_says_the_reason_and_the_means_in_french(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """The history of a message closed without a reply, or answered by phone, names the
+    reason and the means as the forms did (« Doublon… », « Par téléphone »), not by the
+    codes stored (« duplicate », « phone »)."""
+    other = desk.row("<citizen-2@example.fr>")
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert (
+            act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
+        )
+        shut = act(karim, desk, "sans-reponse", other.message_id, motif="duplicate", precision="")
+        assert shut.status_code == 303
+        answered = thread(karim.get(f"/courriel/{desk.row(OVERDUE).id}").text)
+        closed = thread(karim.get(f"/courriel/{other.id}").text)
+    (by_phone,) = [e for e in answered if "moyen :" in e]
+    assert "moyen : Par téléphone" in by_phone and "motif : Rappel" in by_phone
+    (closing,) = [e for e in closed if e.startswith("Clos sans réponse")]
+    assert "motif : Doublon d'une demande traitée par ailleurs" in closing
