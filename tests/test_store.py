@@ -636,3 +636,40 @@ def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_aga
         tx.folder_read("general", "INBOX", 8, first)
         assert tx.folder_state("general", "INBOX") == FolderState(8, 0, first, None)
         assert tx.resync_bound("general", "INBOX", 8) is None
+
+
+def test_closing_without_reply_leaves_an_answered_message_answered(store: Store) -> None:
+    from mailbot.core.statuses import NoReplyReason
+    from mailbot.store import console as stored
+
+    with store.transaction() as tx:
+        pk = tx.insert_message(new_message())
+        tx.record_reply(pk, datetime(2026, 11, 27, 10, 0, tzinfo=PARIS), True, "{}")
+    with store.transaction() as tx:
+        assert not stored.set_no_reply(tx.conn, pk, NoReplyReason.SPAM)
+        assert stored.closed_reason(tx.conn, pk) is None
+
+
+def test_a_closing_loses_to_a_reply_committed_after_its_state_was_read(
+    request: pytest.FixtureRequest,
+) -> None:
+    """PostgreSQL's read committed: an agent closes a message without reply while a
+    colleague's answer commits between the closing's read and its write. The message ends
+    answered, not answered and closed (counted once in the figures, not listed as closed)."""
+    from mailbot.core.statuses import NoReplyReason
+    from mailbot.store import console as stored
+
+    store = Store(fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid))
+    try:
+        with store.transaction() as tx:
+            pk = tx.insert_message(new_message())
+        with store.transaction() as closing:
+            assert stored.reply_state(closing.conn, pk) == (False, False)  # read: unanswered
+            with store.transaction() as answer:
+                answer.record_reply(pk, datetime(2026, 11, 27, 10, tzinfo=PARIS), True, "{}")
+            assert not stored.set_no_reply(closing.conn, pk, NoReplyReason.DUPLICATE)
+        with store.transaction() as tx:
+            assert stored.closed_reason(tx.conn, pk) is None
+            assert stored.reply_state(tx.conn, pk)[0]
+    finally:
+        store.close()

@@ -78,8 +78,9 @@ def close_without_reply(
     )
 
     def record(tx: Transaction) -> int:
-        refuse(tx, row, Act.CLOSE)  # again, where the closing is written: answered meanwhile?
-        stored.set_no_reply(tx.conn, row.id, reason)
+        state = refuse(tx, row, Act.CLOSE)  # again, where the closing is written
+        if not stored.set_no_reply(tx.conn, row.id, reason):  # an answer committed since
+            raise answered_meanwhile(state, Act.CLOSE)
         tx.add_event(row.id, EventKind.NO_REPLY_NEEDED, detail)
         return 0
 

@@ -185,8 +185,16 @@ def assignee_of(conn: Connection, message_pk: int) -> str | None:
     return conn.execute(query).scalar_one_or_none()
 
 
-def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> None:
-    conn.execute(messages.update().where(messages.c.id == message_pk).values(no_reply=reason))
+def set_no_reply(conn: Connection, message_pk: int, reason: NoReplyReason) -> bool:
+    """Close a message still unanswered; False when an answer is on the row. The guard is
+    in the UPDATE because PostgreSQL's read committed lets a reply commit between the
+    state read and this write: unguarded, the message ended both answered and closed."""
+    closed = conn.execute(
+        messages.update()
+        .where(messages.c.id == message_pk, messages.c.first_reply_at.is_(None))
+        .values(no_reply=reason)
+    )
+    return closed.rowcount == 1
 
 
 def closed_without_reply(engine: Engine, since: datetime, until: datetime) -> list[sa.Row[Any]]:
