@@ -189,7 +189,7 @@ class Worker:
         for poller in self.pollers.values():
             poller.keep = keep
         if self.keeper is not None:
-            self.keeper.start(background=False)
+            self.keeper.start()  # renewed while it runs: it sends, others must see it alive
         try:
             return self._poll_all()
         finally:

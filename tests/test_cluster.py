@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,20 +18,22 @@ from pg import fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
 from test_alerts import ROOT, TODAY, fill
 from test_e2e import write_config
+from test_overlap import Folder
 from test_poison import cli, start_worker, stop_worker, wait_until
 
 from mailbot.app import alerts
 from mailbot.app.cluster import Keeper, this_worker
-from mailbot.app.context import build_app
+from mailbot.app.context import app_from_config, build_app
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.statuses import OutboxKind, OutboxStatus
 from mailbot.errors import LeaseLostError
+from mailbot.mail.smtp import Envelope, FileTransport
 from mailbot.render.templates import Renderer
 from mailbot.store import FolderState, Store
 from mailbot.store.cluster import Cluster
-from mailbot.worker import make_worker
+from mailbot.worker import Worker, make_worker
 
 INBOX = folder_lease("general", "INBOX")
 
@@ -210,3 +213,43 @@ def test_the_scheduled_alerts_are_queued_once_a_day_whoever_sends_them(tmp_path:
     assert len(store.outbox_items()) == 2  # the two services' digests, once
     assert alerts.send_alerts(config, store, renderer, TODAY) != {}  # by hand: on demand
     store.close()
+
+
+def test_poll_once_stays_registered_while_it_sends_beside_a_running_worker(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """`poll --once` (cron, or by hand) beside a `run` worker on PostgreSQL: it registers
+    as a worker, and its sends are its own while it lives. Before, it registered once at
+    its start and never again: a lease later the other worker took it for dead and marked
+    the ARs it was sending 'uncertain' — mail that left, flagged for agents to check by
+    hand, and `mailbot status` CRITICAL at the fifth."""
+    lease = 2.0
+    app = app_from_config(
+        load_config(ROOT / "rules.yaml"), FileTransport(tmp_path / "out"), pg_url, True
+    )
+    other_store = Store(pg_url)
+    other = Keeper(other_store, this_worker("test:run", other_store), [], lease, threading.Event())
+    send = FileTransport.send_batch
+
+    def slow_send(transport: FileTransport, envelopes: Any, before: Any, *rest: Any) -> None:
+        def claim_then_wait(envelope: Envelope) -> bool:
+            claimed = before(envelope)  # 'sending', committed: the SMTP exchange is slow
+            time.sleep(lease + 0.5)
+            other.tick()  # the running worker looks for dead workers' sends meanwhile
+            return bool(claimed)
+
+        send(transport, envelopes, claim_then_wait, *rest)
+
+    app.outbox.transport.send_batch = slow_send.__get__(app.outbox.transport)  # type: ignore[method-assign]
+    worker = Worker(
+        app.config, app.pipeline, app.outbox, {"general": Folder(1)}, lease_seconds=lease
+    )
+    try:
+        outcomes = worker.poll_once()
+        assert [o.decision for o in outcomes] == ["acknowledge"]
+        assert [row.status for row in app.store.outbox_items()] == ["sent"]
+        assert [e.kind for e in app.store.events()].count("send_uncertain") == 0
+    finally:
+        other.close()
+        other_store.close()
+        app.store.close()

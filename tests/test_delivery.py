@@ -16,6 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from pg import fresh_database
+from refusals import query
 from scripted import Action, Point, ScriptedSmtpServer
 from servers import TlsFiles, issue_tls
 
@@ -23,6 +26,7 @@ from mailbot.app.delivery import Outbox
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
+from mailbot.store.errors import is_transient
 from mailbot.store.schema import outbox as outbox_table
 
 CITIZEN = "marie.dupont@example.fr"
@@ -450,3 +454,49 @@ def test_a_mail_without_bytes_is_never_sent(store: Store) -> None:
         assert kinds.count("send_failed") == 2
         assert "bytes are missing" in (store.outbox_items()[0].last_error or "")
         outbox.transport.close()
+
+
+# -- a claim the database refuses for now -------------------------------------------------
+
+
+def refuse_claim_once(url: str, item_id: int) -> None:
+    """PostgreSQL refuses the first claim of outbox row ``item_id`` with a serialization
+    failure (SQLSTATE 40001), as a conflict with another worker would; later claims pass
+    (a sequence counts, and is not rolled back with the transaction)."""
+    query(url, "CREATE SEQUENCE refused")
+    query(
+        url,
+        "CREATE FUNCTION refuse_claim() RETURNS trigger AS $$ BEGIN "
+        f"IF NEW.id = {item_id} AND NEW.status = 'sending' THEN "
+        "IF nextval('refused') = 1 THEN RAISE EXCEPTION 'could not serialize access'"
+        " USING ERRCODE = '40001'; END IF; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(
+        url,
+        "CREATE TRIGGER refuse_claim BEFORE UPDATE ON outbox FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_claim()",
+    )
+
+
+def test_mails_that_left_stay_sent_when_the_next_claim_is_refused(postgres: str) -> None:
+    """The 'sent' of a group commits with the next group's claim. When the database refuses
+    that transaction for now (a serialization failure), the mails of the group before had
+    left all the same: the end of the delivery records them 'sent'. Before, they were
+    forgotten as if recorded, and stayed 'sending' under a live worker, flagged uncertain
+    at its restart: an agent asked to check ARs mailbot knew had left."""
+    url = fresh_database(postgres, "d", "claim-refused")
+    store = Store(url)
+    try:
+        ids = queue(store, n=6)
+        refuse_claim_once(url, ids[3])
+        outbox = observed_outbox(store, group=3)
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            outbox.deliver_due()
+        assert is_transient(raised.value)
+        assert rows(store) == [("sent", 1)] * 3 + [("pending", 0)] * 3
+        assert [e.kind for e in store.events()] == ["ar_sent"] * 3
+        assert outbox.deliver_due().sent == 3
+        assert rows(store) == [("sent", 1)] * 6
+        assert all(item.raw is None for item in store.outbox_items())
+    finally:
+        store.close()

@@ -63,6 +63,16 @@ def test_the_systemd_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
 
 
+def test_every_credential_the_deploy_guide_names_is_one_the_unit_loads() -> None:
+    """docs/deploy.md's rules.yaml examples name files in the service's credentials
+    directory: each must be a LoadCredential= of the unit, or a prefecture following the
+    guide gets a secret file that is not there (the probe's IMAP password was missing)."""
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"/run/credentials/mailbot\.service/([\w.-]+)", guide))
+    loaded = set(re.findall(r"^LoadCredential=([\w.-]+):", UNIT.read_text(encoding="utf-8"), re.M))
+    assert named and named <= loaded, sorted(named - loaded)
+
+
 def test_systemd_analyze_does_catch_a_mistake_in_the_unit(tmp_path: Path) -> None:
     text = UNIT.read_text(encoding="utf-8").replace("ProtectSystem=strict", "ProtectSystem=strct")
     result = verify(tmp_path, text)

@@ -3,6 +3,7 @@ rules.yaml validated, and the figures a real poll leaves behind."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from test_poison import inproc
 from mailbot.app import supervision
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
-from mailbot.core.statuses import OutboxKind
+from mailbot.core.statuses import OutboxKind, WorkerRole
 from mailbot.errors import ConfigError
 from mailbot.store import Store
+from mailbot.store.schema import workers
 
 
 def offline_config(tmp_path: Path, **overrides: Any) -> Path:
@@ -142,3 +144,50 @@ def test_after_a_real_poll_the_inboxes_show_their_last_success(
     assert "0 IMAP errors in a row" in beats["general/INBOX"]
     assert "last successful poll never" not in beats["general/INBOX"]
     assert result.stdout.startswith("MAILBOT OK"), result.stdout
+
+
+def test_a_probe_that_never_ran_while_the_worker_runs_for_hours_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe that fails before it sends anything (its own IMAP unreachable, its password
+    missing) records no round. That was "none yet", OK, for ever: a probe that never worked
+    looked like one just installed. Once a worker has run for three of its periods (and
+    the wait), no round at all is a WARNING, as a schedule that stopped is."""
+    monkeypatch.setenv("MAILBOT_PROBE_SECRET", "probe-secret-for-tests-0123456789")
+    probe = {
+        "address": "sonde.mailbot@example.org",
+        "imap": {"host": "imap.example.org", "username": "sonde", "password_env": "NONE"},
+        "secret_env": "MAILBOT_PROBE_SECRET",
+        "mailboxes": ["general"],
+    }
+    config = offline_config(tmp_path, probe=probe)
+    store = all_polled(config)
+    now = utcnow()
+
+    def worker_started(ago: timedelta) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(workers.delete())
+            conn.execute(
+                workers.insert().values(
+                    id="w1",
+                    role=WorkerRole.WORKER,
+                    host="h",
+                    pid=1,
+                    version="0",
+                    schema="0",
+                    started_at=now - ago,
+                    expires_at=now + timedelta(seconds=15),
+                )
+            )
+
+    def probe_check() -> tuple[str, str]:
+        found = supervision.status(load_config(config), store, now).checks
+        check = next(c for c in found if c.what == "general probe")
+        return check.state.value, check.text
+
+    worker_started(timedelta(minutes=30))
+    assert probe_check() == ("OK", "general probe: none yet")  # just installed
+    worker_started(timedelta(hours=4))
+    state, text = probe_check()
+    assert state == "WARNING" and "never ran" in text, text
+    store.close()

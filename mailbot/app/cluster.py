@@ -67,10 +67,12 @@ class Keeper:
         self.on_taken: Callable[[str], object] = _nothing
         self._lock = sole_worker_lock(store)
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
+        self._closing = threading.Event()  # close(): the thread ends, whatever ``stop``
 
     def start(self, background: bool = True) -> None:
-        """Refuse a second worker on SQLite, register, take what is free; then (``run``)
-        keep at it on a thread of its own."""
+        """Refuse a second worker on SQLite, register, take what is free; then keep at it
+        on a thread of its own (``run``, and ``poll --once``: a worker whose row is not
+        renewed is dead to the others, which take its sends in flight for uncertain)."""
         if self._lock is not None:
             self._lock.acquire()
         self.store.fence = Fence(self.cluster.holder.id, self.timing.lease)
@@ -106,7 +108,7 @@ class Keeper:
                 self.on_taken(name)
 
     def _run(self) -> None:
-        while not self.stop.wait(self.timing.tick):
+        while not self._closing.wait(self.timing.tick) and not self.stop.is_set():
             try:
                 self.tick()
             except Exception:  # a database hiccup: the leases run out if it lasts
@@ -114,6 +116,7 @@ class Keeper:
 
     def close(self) -> None:
         """A clean stop: give the leases back at once, so another worker need not wait."""
+        self._closing.set()
         if self._thread.is_alive():
             self._thread.join(self.timing.tick + 5)
         try:

@@ -58,6 +58,7 @@ class DeliveryReport:
 
 
 Tally = Callable[[DeliveryReport], None]  # counts an outcome in the report
+Left = list[tuple[OutboxItem, datetime]]  # mails the server accepted, and when
 
 
 def _failed(report: DeliveryReport) -> None:
@@ -396,7 +397,7 @@ class _Run:
         ]
         holder = self.outbox.holder
 
-        def claim(tx: Transaction) -> tuple[list[OutboxItem], dict[int, bool], list[Tally]]:
+        def claim(tx: Transaction) -> tuple[Left, dict[int, bool], list[Tally]]:
             sent, claimed, tallies = self._record_sent(tx), {}, []
             for item in group:
                 error = self.outbox.unsendable(item)
@@ -411,7 +412,7 @@ class _Run:
 
         sent, claimed, tallies = self.session.write(claim)
         self.claimed.update(claimed)
-        self._count_sent(sent)
+        self._recorded(sent)
         for tally in tallies:
             tally(self.report)
 
@@ -425,11 +426,11 @@ class _Run:
     def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
         """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
 
-        def work(tx: Transaction) -> tuple[list[OutboxItem], Tally]:
+        def work(tx: Transaction) -> tuple[Left, Tally]:
             return self._record_sent(tx), write(tx)
 
         sent, tally = self.session.write(work)
-        self._count_sent(sent)
+        self._recorded(sent)
         tally(self.report)
 
     def flush(self) -> None:
@@ -439,24 +440,30 @@ class _Run:
         idle = [self.items[i] for i, ok in self.claimed.items() if ok and i not in self.handled]
         if self.unrecorded or self.unfinished or idle:
             sent = self.session.write(lambda tx: self._finish(tx, idle))
+            self._recorded(sent)
             self.unfinished = []
-            self._count_sent(sent)
 
-    def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> list[OutboxItem]:
+    def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> Left:
         sent = self._record_sent(tx)
         for item in idle:
             self.outbox._release(tx, item)
-        finish_sent(tx, self.unfinished)
+        finish_sent(tx, [*self.unfinished, *sent])
         return sent
 
-    def _record_sent(self, tx: Transaction) -> list[OutboxItem]:
-        left, self.unrecorded = self.unrecorded, []
+    def _record_sent(self, tx: Transaction) -> Left:
+        """Write the 'sent' still unrecorded in ``tx``; what it wrote, to be told to
+        ``_recorded`` once ``tx`` committed. Nothing is forgotten before: a transaction the
+        database refuses (a serialization failure, an intake part rolled back on SQLite)
+        leaves them unrecorded, written by the next one, not 'sending' for ever."""
+        left = list(self.unrecorded)
         tx.mark_sent([(item.id, at) for item, at in left], self.outbox.holder)
-        self.unfinished += left
-        return [item for item, _ in left]
+        return left
 
-    def _count_sent(self, sent: list[OutboxItem]) -> None:
-        for item in sent:
+    def _recorded(self, left: Left) -> None:
+        """``left``'s 'sent' committed: their bookkeeping is due at the end; counted."""
+        del self.unrecorded[: len(left)]
+        self.unfinished += left
+        for item, _ in left:
             self.report.sent += 1
             self.report.sent_ids.append(item.id)
             log.debug("sent", extra={"outbox": item.id, "kind": item.kind})

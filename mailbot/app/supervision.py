@@ -114,23 +114,32 @@ class Status:
 
 def probe_checks(config: Config, store: Store, now: datetime) -> tuple[Check, ...]:
     """The latest probe of each probed mailbox: CRITICAL when its AR was missing, late or
-    wrong; WARNING when no probe ran for three of its periods (the schedule stopped)."""
+    wrong; WARNING when no probe ran for three of its periods (the schedule stopped), or
+    none ever while a worker has run that long (a probe failing before it sends: its own
+    mailbox unreachable)."""
     if config.probe is None:
         return ()
     latest = probes.latest(store)
     checks = []
     period = config.probe.every_minutes * 60
+    overdue = 3 * period + config.probe.wait_seconds
+    running = sql.running_since(store, now) if period else None
     for mailbox in config.probed:
         row = latest.get(mailbox)
         what = f"{mailbox} probe"
         if row is None:
-            checks.append(Check(what, None, Health.OK, f"{what}: none yet"))
+            up = 0.0 if running is None else (now - running).total_seconds()
+            if up > overdue:
+                text = f"{what}: never ran, a worker has run for {up:.0f} s"
+                checks.append(Check(what, None, Health.WARNING, text))
+            else:
+                checks.append(Check(what, None, Health.OK, f"{what}: none yet"))
             continue
         state = ProbeStatus(row.status)
         age = (now - row.sent_at).total_seconds()
         if state.failed:
             checks.append(Check(what, None, Health.CRITICAL, f"{what} {state}: {row.problems}"))
-        elif period and age > 3 * period + config.probe.wait_seconds:
+        elif period and age > overdue:
             checks.append(Check(what, None, Health.WARNING, f"{what}: last ran {age:.0f} s ago"))
         else:
             latency = "" if row.latency_seconds is None else f" in {row.latency_seconds:.1f} s"

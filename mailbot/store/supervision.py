@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.core.clock import utcnow
-from mailbot.core.statuses import ArStatus, Decision, OutboxStatus
+from mailbot.core.statuses import ArStatus, Decision, OutboxStatus, WorkerRole
 from mailbot.store.database import Store
-from mailbot.store.schema import fit, heartbeats, messages, outbox
+from mailbot.store.schema import fit, heartbeats, messages, outbox, workers
 
 
 def record_poll(
@@ -102,6 +102,20 @@ def ar_counts(store: Store) -> dict[str, int]:
     )
     with store.engine.connect() as conn:
         return {str(s): int(n) for s, n in conn.execute(query)}
+
+
+def running_since(store: Store, now: datetime) -> datetime | None:
+    """When the longest-running live worker started (None: no worker runs now)."""
+    query = sa.select(sa.func.min(workers.c.started_at)).where(
+        workers.c.role == WorkerRole.WORKER, workers.c.expires_at > now
+    )
+    with store.engine.connect() as conn:
+        since = conn.execute(query).scalar()
+    if isinstance(since, str):  # SQLite's min() returns the stored text
+        since = datetime.fromisoformat(since)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=now.tzinfo)
+    return since
 
 
 def reachable(store: Store) -> bool:
