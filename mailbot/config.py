@@ -538,6 +538,9 @@ class StatusConfig(Model):
     lag_seconds: Limits = _limits(300, 900)  # since a folder's last successful poll
     imap_errors: Limits = _limits(1, 5)  # failed polls in a row
     outbox_depth: Limits = _limits(50, 200)  # mail waiting to be sent
+    # how long the oldest of it has waited: an AR leaves at once, so a stuck delivery shows
+    # within minutes, not once 50 mails have piled up
+    oldest_pending_seconds: Limits = _limits(900, 3600)
     deferred: Limits = _limits(1, 20)  # mail the SMTP server refused for now
     failed: Limits = _limits(1, 10)  # sends that failed for good, last 24 hours
     uncertain: Limits = _limits(1, 5)  # sends interrupted, last 7 days

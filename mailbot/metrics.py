@@ -44,6 +44,11 @@ class Shared(Collector):
         now = utcnow()
         found = supervision.figures(self.config, self.store, now)
         yield _gauge("mailbot_outbox_depth", "Mail waiting to be sent.", found.outbox_depth)
+        yield _gauge(
+            "mailbot_outbox_oldest_pending_seconds",
+            "How long the oldest mail waiting to be sent has waited (0: none waits).",
+            found.oldest_pending_seconds or 0,
+        )
         ars = GaugeMetricFamily("mailbot_ars", "Messages by AR status.", labels=["status"])
         for status, count in sorted(supervision.ar_counts(self.store).items()):
             ars.add_metric([status], count)

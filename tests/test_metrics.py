@@ -70,6 +70,7 @@ def test_a_live_scrape_shows_what_the_worker_did(
     assert found[("mailbot_mails_processed_total", (("decision", "acknowledge"), *general))] == 1
     assert found[("mailbot_ars", (("status", "sent"),))] == 1
     assert found[("mailbot_outbox_depth", ())] == 0
+    assert found[("mailbot_outbox_oldest_pending_seconds", ())] == 0
     assert found[("mailbot_quarantined", general)] == 0
     assert found[("mailbot_open_messages", (("age", "0-2"), *general))] == 1
     inbox = (("folder", "INBOX"), *general)

@@ -19,7 +19,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.statuses import OutboxKind, WorkerRole
 from mailbot.errors import ConfigError
 from mailbot.store import Store
-from mailbot.store.schema import workers
+from mailbot.store.schema import outbox, workers
 
 
 def offline_config(tmp_path: Path, **overrides: Any) -> Path:
@@ -70,6 +70,33 @@ def test_an_outbox_over_its_warning_threshold_is_warning_exit_1(
     assert result.returncode == 1, result.stdout
     assert result.stdout.startswith("MAILBOT WARNING - outbox depth 3 (warning at 2) | ")
     assert "outbox: 3 pending (oldest" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("waited", "code", "headline"),
+    [
+        (timedelta(minutes=5), 0, "MAILBOT OK - all checks OK"),
+        (timedelta(minutes=20), 1, "MAILBOT WARNING - oldest pending 1200 s (warning at 900 s)"),
+        (timedelta(hours=2), 2, "MAILBOT CRITICAL - oldest pending 7200 s (critical at 3600 s)"),
+    ],
+)
+def test_one_mail_waiting_too_long_is_graded_by_its_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], waited: timedelta, code: int, headline: str
+) -> None:
+    """A delivery thread that died leaves one AR pending on a quiet day: far below the
+    depth's thresholds, so its age is what shows it."""
+    config = offline_config(tmp_path)
+    store = all_polled(config)
+    with store.transaction() as tx:
+        pk = tx.enqueue(None, OutboxKind.AR, "citoyen@example.fr", "", "<1@x>", b"x")
+        tx.conn.execute(
+            outbox.update().where(outbox.c.id == pk).values(created_at=utcnow() - waited)
+        )
+    store.close()
+    result = inproc(capsys, config, "status")
+    assert result.returncode == code, result.stdout
+    assert result.stdout.startswith(headline + " | "), result.stdout
+    assert "outbox: 1 pending (oldest" in result.stdout
 
 
 def test_imap_failing_again_and_again_is_critical_exit_2(

@@ -81,11 +81,20 @@ def _folder_checks(folder: FolderFigures, limits: Mapping[str, Limits]) -> list[
     return checks
 
 
+def _oldest_pending_check(seconds: float | None, limits: Limits) -> list[Check]:
+    """The age of the oldest mail waiting to be sent: a delivery thread that died or hangs
+    leaves few mails pending on a quiet day, so the depth alone would say nothing for hours."""
+    if seconds is None:
+        return []
+    return [_check("oldest pending", round(seconds), limits, " s")]
+
+
 def evaluate(figures: Figures, limits: Mapping[str, Limits]) -> list[Check]:
     """Every figure graded; ``limits`` maps the StatusConfig field names to thresholds."""
     checks = [c for folder in figures.folders for c in _folder_checks(folder, limits)]
     checks += [
         _check("outbox depth", figures.outbox_depth, limits["outbox_depth"]),
+        *_oldest_pending_check(figures.oldest_pending_seconds, limits["oldest_pending_seconds"]),
         _check("deferred sends", figures.deferred, limits["deferred"]),
         _check("failed sends (24 h)", figures.failed, limits["failed"]),
         _check("uncertain sends (7 d)", figures.uncertain, limits["uncertain"]),
