@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mailbot.errors import MailbotError
@@ -89,6 +90,45 @@ def safe_traceback(exc: BaseException) -> str:
         blocks.append("\n".join(lines))
     text = "\n\nDuring handling of the above exception:\n\n".join(blocks)
     return text if len(text) <= MAX_TRACEBACK else "..." + text[-MAX_TRACEBACK:]
+
+
+class RepeatedFailures:
+    """The failures of a loop that retries every few seconds (lease renewal, delivery),
+    logged once per run of the same failure: its first at WARNING when ``reason`` names it
+    transient (a database locked, a connection lost), else at ERROR with the traceback;
+    the same again at DEBUG; the end of the run at INFO. During a database outage each
+    tick wrote an ERROR with a whole traceback: the journal filled and the line that said
+    what happened scrolled away."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        recovered: str,
+        reason: Callable[[BaseException], str | None] = lambda _exc: None,
+    ) -> None:
+        self.logger, self.message, self.recovered, self.reason = logger, message, recovered, reason
+        self.current: str | None = None  # what is failing again and again: reason or type
+        self.count = 0
+
+    def failed(self, exc: BaseException) -> None:
+        reason = self.reason(exc)
+        key = reason or type(exc).__name__
+        self.count += 1
+        if key == self.current:
+            self.logger.debug(
+                self.message, extra={"error": safe_error(exc), "repeated": self.count}
+            )
+        elif reason is not None:
+            self.logger.warning(self.message, extra={"error": safe_error(exc), "reason": reason})
+        else:
+            self.logger.error(self.message, exc_info=exc)
+        self.current = key
+
+    def succeeded(self) -> None:
+        if self.count:
+            self.logger.info(self.recovered, extra={"failures": self.count})
+        self.current, self.count = None, 0
 
 
 class LogfmtFormatter(logging.Formatter):

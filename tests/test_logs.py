@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.errors import MessageError, StoreError
-from mailbot.logs import LogfmtFormatter, safe_error, safe_traceback
+from mailbot.logs import LogfmtFormatter, RepeatedFailures, safe_error, safe_traceback
 
 
 def record(msg: str, *args: object, exc: BaseException | None = None, **extra: object) -> str:
@@ -158,3 +158,33 @@ def test_one_debug_line_per_mail_and_one_info_line_per_batch(tmp_path: Path) -> 
     for line in batches:
         decisions = re.findall(r" (acknowledge|skip|duplicate|follow_up|quarantine)=(\d+)", line)
         assert sum(int(n) for _, n in decisions) == int(re.search(r" mails=(\d+) ", line).group(1))  # type: ignore[union-attr]
+
+
+def test_repeated_failures_are_logged_once_per_run_and_a_new_failure_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failure not known as transient is an ERROR with its traceback, once; another kind
+    of failure is logged again; the end of the run once, with how many there were."""
+    log = logging.getLogger("mailbot.test.repeated")
+    caplog.set_level(logging.DEBUG, logger=log.name)
+    failures = RepeatedFailures(
+        log,
+        "job failed",
+        "job works again",
+        lambda e: "busy" if isinstance(e, TimeoutError) else None,
+    )
+    for exc in (KeyError("k"), KeyError("k"), TimeoutError(), TimeoutError(), KeyError("k")):
+        failures.failed(exc)
+    failures.succeeded()
+    failures.succeeded()  # nothing to say: no failure since
+    seen = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert seen == [
+        ("ERROR", "job failed", True),
+        ("DEBUG", "job failed", False),
+        ("WARNING", "job failed", False),
+        ("DEBUG", "job failed", False),
+        ("ERROR", "job failed", True),
+        ("INFO", "job works again", False),
+    ]
+    assert caplog.records[2].__dict__["reason"] == "busy"
+    assert caplog.records[-1].__dict__["failures"] == 5

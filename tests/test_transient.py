@@ -11,6 +11,7 @@ the middle of a batch; the servers too (Dovecot, aiosmtpd, `mailbot poll`/`run`)
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,3 +380,56 @@ def test_sqlite_locked_by_another_process_fails_the_batch_and_the_next_records_i
         assert queued_uids(url) == [1, 2, 3] and last_uid(url) == 3
     finally:
         app.store.close()
+
+
+def test_a_database_outage_is_logged_once_by_the_delivery_thread_then_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delivery thread retries every interval while another process holds SQLite's
+    write lock: one WARNING naming the reason (no traceback), the repeats at DEBUG, one INFO
+    when it works again; and the mail waiting meanwhile leaves once, after."""
+    import time
+
+    from mailbot.app.delivery import DeliveryLoop
+    from mailbot.core.statuses import OutboxKind
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "mailbot.db"
+    out = tmp_path / "out"
+    app = build_app(ROOT / "rules.yaml", FileTransport(out), database=f"sqlite:///{path}")
+    caplog.set_level(logging.DEBUG, logger="mailbot.app.delivery")
+    loop = DeliveryLoop(app.outbox, interval=0.05)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        with app.store.transaction() as tx:
+            service = sorted(app.outbox.allowed)[0]  # a configured address: mailbot may write to
+            tx.enqueue(None, OutboxKind.DIGEST, service, "", "<d@x>", b"Subject: x\r\n\r\nx")
+        holder.execute("BEGIN IMMEDIATE")
+        loop.start()
+        deadline = time.monotonic() + 30
+        while len(_delivery_lines(caplog, "delivery failed")) < 4:
+            assert time.monotonic() < deadline, "the delivery thread did not retry"
+            time.sleep(0.05)
+        holder.execute("ROLLBACK")
+        while not _delivery_lines(caplog, "delivery works again"):
+            assert time.monotonic() < deadline, "the delivery thread did not recover"
+            time.sleep(0.05)
+    finally:
+        app.outbox.stop.set()
+        loop.join(5)
+        holder.close()
+        app.store.close()
+    failed = _delivery_lines(caplog, "delivery failed")
+    assert [r.levelno for r in failed[:1]] == [logging.WARNING]
+    assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
+    assert failed[0].exc_info is None
+    assert "locked by another connection" in failed[0].__dict__["reason"]
+    (recovered,) = _delivery_lines(caplog, "delivery works again")
+    assert recovered.levelno == logging.INFO and recovered.__dict__["failures"] == len(failed)
+    assert len(list(out.glob("*.eml"))) == 1
+
+
+def _delivery_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    return [
+        r for r in caplog.records if r.name == "mailbot.app.delivery" and r.msg.startswith(message)
+    ]

@@ -23,8 +23,10 @@ from mailbot import __version__
 from mailbot.app.delivery import recover_orphans
 from mailbot.core.leases import Fence, Holder, Timing, fair_share
 from mailbot.core.statuses import WorkerRole
+from mailbot.logs import RepeatedFailures
 from mailbot.store import Store
 from mailbot.store.cluster import Cluster, sole_worker_lock
+from mailbot.store.errors import transient_reason
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,16 @@ class Keeper:
                 self.on_taken(name)
 
     def _run(self) -> None:
+        failures = RepeatedFailures(
+            log, "lease renewal failed, trying again", "lease renewal works again", transient_reason
+        )
         while not self._closing.wait(self.timing.tick) and not self.stop.is_set():
             try:
                 self.tick()
-            except Exception:  # a database hiccup: the leases run out if it lasts
-                log.error("lease renewal failed, trying again", exc_info=True)
+            except Exception as exc:  # a database hiccup: the leases run out if it lasts
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     def close(self) -> None:
         """A clean stop: give the leases back at once, so another worker need not wait."""

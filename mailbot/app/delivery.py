@@ -37,9 +37,10 @@ from mailbot.config import OutboxConfig
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
-from mailbot.logs import safe_error
+from mailbot.logs import RepeatedFailures, safe_error
 from mailbot.mail.smtp import Envelope, Transport
 from mailbot.store import OutboxItem, Session, Store, Transaction
+from mailbot.store.errors import transient_reason
 
 log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
@@ -514,6 +515,9 @@ class DeliveryLoop:
 
     def _run(self) -> None:
         stop = self.outbox.stop
+        failures = RepeatedFailures(
+            log, "delivery failed, trying again later", "delivery works again", transient_reason
+        )
         while not stop.is_set():
             self._wake.clear()
             draining = self._draining
@@ -523,8 +527,10 @@ class DeliveryLoop:
                 if draining:
                     self._failure = exc
                     return
-                log.exception("delivery failed, trying again later")
+                failures.failed(exc)
                 taken = 0
+            else:
+                failures.succeeded()
             if draining and not taken:
                 return  # nothing was due after the last wake: all sent
             if not stop.is_set() and not taken:
