@@ -14,18 +14,22 @@ import email.policy
 import shutil
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from pg import fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import ROOT, write_config
 from test_poison import inproc, start_worker, stop_worker
 
 from mailbot.config import load_config
 from mailbot.core.message import parse_message
-from mailbot.core.probe import is_probe, mark
+from mailbot.core.probe import News, is_probe, mark, news
+from mailbot.core.statuses import ProbeStatus
 from mailbot.store import Store
+from mailbot.store import probes as probe_rows
 
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
 PROBE = "sonde.mailbot@example.org"
@@ -182,3 +186,68 @@ def test_only_mailbot_s_own_marked_probe_is_one() -> None:
     other = probe_mail(PROBE, good, message_id="<p-2@example.org>")
     assert not is_probe(parse_message(other), PROBE, secret)
     assert not is_probe(parse_message(probe_mail("usager@example.fr", good)), PROBE, secret)
+
+
+def test_one_alert_per_incident_then_one_when_it_ends(
+    probe_setup: tuple[Path, SmtpServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An hourly probe failing all night mailed the operators every hour: now the first
+    failed round alerts, the next ones (the same day) do not, and the round that passes
+    again says so."""
+    config, smtp = probe_setup  # no worker yet: nobody answers
+    for _ in range(2):
+        assert inproc(capsys, config, "probe", "--wait", "2").returncode == 2
+    alerts = [readable(raw) for raw in to(smtp, OPERATORS)]
+    assert [a["Subject"] for a in alerts] == ["[mailbot] Sonde en échec : general"]
+    worker = start_worker(config, config.parent / "worker.log")
+    try:
+        result = inproc(capsys, config, "probe", "--wait", "60")
+    finally:
+        assert stop_worker(worker) == 0
+    assert result.returncode == 0, result.stdout + result.stderr
+    alerts = [readable(raw) for raw in to(smtp, OPERATORS)]
+    assert [a["Subject"] for a in alerts] == [
+        "[mailbot] Sonde en échec : general",
+        "[mailbot] Sonde rétablie : general",
+    ]
+    assert "passe de nouveau pour : general" in alerts[1].get_body(("plain",)).get_content()
+
+
+def test_the_news_of_a_round() -> None:
+    now = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    assert news(True, None, now) is News.FAILING
+    assert news(False, None, now) is None
+    assert news(False, (now - 3 * hour, now - hour), now) is News.RECOVERED
+    assert news(True, (now - 3 * hour, now - hour), now) is None  # the same day
+    assert news(True, (now - 24 * hour, now - hour), now) is News.STILL_FAILING  # a day on
+    assert news(True, (now - 25 * hour, now - hour), now) is None  # reminded an hour ago
+    assert news(True, (now - 48 * hour, now - hour), now) is News.STILL_FAILING
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_failing_run_is_the_failed_rounds_since_the_last_that_passed(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    if backend == "sqlite":
+        store = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+    else:
+        pg = request.getfixturevalue("postgres")
+        store = Store(fresh_database(pg, "p", request.node.nodeid))
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    statuses = [ProbeStatus.MISSING, ProbeStatus.PASSED, ProbeStatus.LATE]
+    statuses += [ProbeStatus.AWAITING, ProbeStatus.WRONG, ProbeStatus.PASSED]
+    ids = []
+    for n, status in enumerate(statuses):
+        at = start + timedelta(hours=n)
+        ids.append(probe_rows.add(store, f"r{n}", "general", f"<p{n}@x>", at, at))
+        probe_rows.settle(store, ids[-1], status)
+    try:
+        assert probe_rows.failing_run(store, "general", ids[0]) is None  # none before
+        assert probe_rows.failing_run(store, "general", ids[1]) == (start, start)
+        assert probe_rows.failing_run(store, "general", ids[2]) is None  # after a pass
+        two, four = start + timedelta(hours=2), start + timedelta(hours=4)
+        assert probe_rows.failing_run(store, "general", ids[5]) == (two, four)
+        assert probe_rows.failing_run(store, "etrangers", ids[5]) is None
+    finally:
+        store.close()

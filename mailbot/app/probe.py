@@ -24,7 +24,7 @@ from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config, ProbeConfig
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.message import parse_message
-from mailbot.core.probe import SUBJECT, Expected, problems, verdict
+from mailbot.core.probe import SUBJECT, Expected, News, news, problems, verdict
 from mailbot.core.statuses import OutboxKind, ProbeStatus
 from mailbot.errors import DeliveryError
 from mailbot.mail.compose import Composer
@@ -53,6 +53,7 @@ class Result:
     status: ProbeStatus
     latency: float | None  # seconds from sending the probe to its AR's arrival
     problems: tuple[str, ...]
+    probe_id: int
 
 
 class Prober:
@@ -91,7 +92,7 @@ class Prober:
             results = self._collect(inbox, sent, known[-1] if known else 0, wait)
         finally:
             inbox.close()
-        self._alert([r for r in results if r.status.failed])
+        self._alert(results)
         return results
 
     def _send(self, run: str) -> list[Sent]:
@@ -188,12 +189,32 @@ class Prober:
             checked_at=self.clock(),
         )
         log.info("probe", extra={"mailbox": probe.mailbox, "status": status, "latency": latency})
-        return Result(probe.mailbox, probe.message_id, status, latency, found)
+        return Result(probe.mailbox, probe.message_id, status, latency, found, probe.id)
 
-    def _alert(self, failed: list[Result]) -> None:
-        """One mail to the operators listing every failed probe, then delivered."""
-        if not failed or not self.probe.alert_to:
+    def _alert(self, results: list[Result]) -> None:
+        """Mail the operators what changed: mailboxes whose probe began to fail (or has
+        failed for another day), in one mail; those that work again, in another."""
+        if not self.probe.alert_to:
             return
+        now = self.clock()
+        told: dict[News, list[Result]] = {}
+        for result in results:
+            failing = sql.failing_run(self.store, result.mailbox, result.probe_id)
+            found = news(result.status.failed, failing, now)
+            if found is not None:
+                told.setdefault(found, []).append(result)
+        failed = told.get(News.FAILING, []) + told.get(News.STILL_FAILING, [])
+        recovered = told.get(News.RECOVERED, [])
+        mails = [*self._failure_mails(failed), *self._recovery_mails(recovered)]
+        if not mails:
+            return
+        with self.store.transaction() as tx:
+            enqueue(tx, None, mails)
+        self.outbox.deliver_due()
+
+    def _failure_mails(self, failed: list[Result]) -> list[Queued]:
+        if not failed:
+            return []
         lines = [
             f"- boîte {r.mailbox} : {r.status.value} — {'; '.join(r.problems)}" for r in failed
         ]
@@ -201,15 +222,32 @@ class Prober:
             "La sonde de mailbot a envoyé un message de test à chaque boîte surveillée."
             " Ces accusés de réception manquent, sont en retard ou sont incomplets :\n\n"
             + "\n".join(lines)
-            + "\n\nVérifiez que `mailbot run` tourne (`mailbot status`) et ses journaux.\n"
+            + "\n\nVérifiez que `mailbot run` tourne (`mailbot status`) et ses journaux."
+            " Tant que l'échec dure, ce message est renvoyé une fois par jour ; un autre"
+            " dira quand la sonde passe de nouveau.\n"
         )
         subject = "[mailbot] Sonde en échec : " + ", ".join(sorted({r.mailbox for r in failed}))
+        return self._to_operators(subject, text)
+
+    def _recovery_mails(self, recovered: list[Result]) -> list[Queued]:
+        if not recovered:
+            return []
+        boxes = ", ".join(sorted({r.mailbox for r in recovered}))
+        text = (
+            f"La sonde de mailbot passe de nouveau pour : {boxes}. Les accusés de réception"
+            " arrivent à temps et complets.\n"
+        )
+        return self._to_operators(f"[mailbot] Sonde rétablie : {boxes}", text)
+
+    def _to_operators(self, subject: str, text: str) -> list[Queued]:
         rendered = RenderedMail(subject, text, "<pre>" + html.escape(text) + "</pre>")
-        mails = []
-        for address in self.probe.alert_to:
-            mail = self.composer.internal(rendered, to=address)
-            sender = self.composer.internal_address
-            mails.append(Queued.of(OutboxKind.PROBE_ALERT, mail, address, sender))
-        with self.store.transaction() as tx:
-            enqueue(tx, None, mails)
-        self.outbox.deliver_due()
+        sender = self.composer.internal_address
+        return [
+            Queued.of(
+                OutboxKind.PROBE_ALERT,
+                self.composer.internal(rendered, to=address),
+                address,
+                sender,
+            )
+            for address in self.probe.alert_to
+        ]

@@ -15,6 +15,8 @@ import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from mailbot.core.message import ParsedMessage
 from mailbot.core.statuses import ProbeStatus
@@ -84,3 +86,28 @@ def verdict(latency: float | None, found: Sequence[str], late_seconds: float) ->
     if latency > late_seconds:
         return ProbeStatus.LATE
     return ProbeStatus.PASSED
+
+
+class News(StrEnum):
+    """What a probe round tells the operators about one mailbox."""
+
+    FAILING = "failing"  # it failed, after a round that passed (or none): a new incident
+    STILL_FAILING = "still-failing"  # it has failed for another whole day
+    RECOVERED = "recovered"  # it passed, after rounds that failed
+
+
+REMIND_EVERY = timedelta(days=1)
+
+
+def news(failed: bool, failing: tuple[datetime, datetime] | None, now: datetime) -> News | None:
+    """One alert per incident, not one per round: an hourly probe failing all night sent
+    the operators a mail an hour. ``failing``: when the run of failed rounds just before
+    this one began and when its last round was sent (None: the previous round passed).
+    A reminder once a day while it lasts; a word when it ends."""
+    if failing is None:
+        return News.FAILING if failed else None
+    if not failed:
+        return News.RECOVERED
+    first, last = failing
+    days_now, days_before = (now - first) // REMIND_EVERY, (last - first) // REMIND_EVERY
+    return News.STILL_FAILING if days_now > days_before else None

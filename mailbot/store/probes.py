@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +44,31 @@ def received_at(store: Store, message_id: str) -> datetime | None:
     with store.engine.connect() as conn:
         found: datetime | None = conn.execute(query.limit(1)).scalar()
         return found
+
+
+def failing_run(store: Store, mailbox: str, before_id: int) -> tuple[datetime, datetime] | None:
+    """When the run of failed probes of ``mailbox`` just before probe ``before_id`` began,
+    and when its last was sent; None when the probe before it passed (or there is none).
+    Rounds still awaiting (a shutdown) neither end nor extend a run."""
+    mine = sa.and_(probes.c.mailbox == mailbox, probes.c.id < before_id)
+    passed = sa.select(sa.func.max(probes.c.id)).where(mine, probes.c.status == ProbeStatus.PASSED)
+    failed = [s for s in ProbeStatus if s.failed]
+    query = sa.select(sa.func.min(probes.c.sent_at), sa.func.max(probes.c.sent_at)).where(
+        mine,
+        probes.c.status.in_(failed),
+        probes.c.id > sa.func.coalesce(passed.scalar_subquery(), 0),
+    )
+    with store.engine.connect() as conn:
+        first, last = conn.execute(query).one()
+    if first is None:
+        return None
+    return _aware(first), _aware(last)
+
+
+def _aware(at: datetime | str) -> datetime:
+    """SQLite's min()/max() give the stored text, naive; times are stored in UTC."""
+    value = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def latest(store: Store) -> dict[str, sa.Row[Any]]:
