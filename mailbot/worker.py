@@ -308,6 +308,10 @@ class Worker:
                 max_instances=1,
                 coalesce=True,
             )
+            if self.alerts_due(datetime.now(ZoneInfo(self.config.timezone))):
+                # Today's, missed while no worker ran at their time: now (claimed once a
+                # day in the database, so a restart after they left sends nothing).
+                scheduler.add_job(self._scheduled(self.alerts), id="alerts-catch-up")
         purge_time = self.config.retention.purge_time
         if self.purge is not None and purge_time is not None:
             at = parse_time(purge_time)
@@ -349,9 +353,9 @@ class Worker:
         self.delivery = self._delivery_loop()
         self.delivery.start()
         scheduler = self.build_scheduler()
-        scheduler.start()
-        if self.keeper is not None:
+        if self.keeper is not None:  # before the start: the catch-ups check the lease then
             self.keeper.on_taken = functools.partial(self._taken, scheduler)
+        scheduler.start()
         log.info("worker started", extra={"mailboxes": ",".join(self.pollers)})
         try:
             # Woken each second: the kernel may deliver SIGTERM to any of the worker's threads,
@@ -378,11 +382,18 @@ class Worker:
         if self.weekly_report is not None:
             job = self._scheduled(self.weekly_report)
             scheduler.add_job(job, id="weekly-report-takeover", replace_existing=True)
-        alerts = self.config.alerts
-        now = datetime.now(ZoneInfo(self.config.timezone))
-        if self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time):
+        if self.alerts is not None and self.alerts_due(
+            datetime.now(ZoneInfo(self.config.timezone))
+        ):
             job = self._scheduled(self.alerts)
             scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
+
+    def alerts_due(self, now: datetime) -> bool:
+        """Whether today's alerts are past their time at ``now`` (local time), so that a
+        worker starting or taking the jobs over sends them if nobody did (a day off sends
+        none: ``alerts.send_alerts`` knows the working days)."""
+        alerts = self.config.alerts
+        return self.alerts is not None and alerts.enabled and now.time() >= parse_time(alerts.time)
 
     def _warm_language_models(self) -> None:
         """Now, not while the first mail in Russian or in a short English line waits."""

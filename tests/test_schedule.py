@@ -216,3 +216,29 @@ def test_no_scheduled_purge_when_the_operator_runs_it(tmp_path: Path) -> None:
 )
 def test_report_due_reads_the_same_schedule(cron: str, now: datetime, due: bool) -> None:
     assert report_due(now.replace(tzinfo=PARIS), cron, PARIS) is due
+
+
+def test_a_worker_started_after_the_alerts_time_catches_them_up(tmp_path: Path) -> None:
+    """Every worker down at the alerts' time (a reboot at 7:40, back at 8:10): the worker
+    that starts afterwards sends the day's alerts at once (claimed once a day, so a
+    restart after they left sends nothing), not the next working day."""
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    for time_of_day, enabled, caught_up in (("00:00", True, True), ("00:00", False, False)):
+        root = tmp_path / f"{enabled}"
+        root.mkdir()
+        app = build_app(write_rules(root, alerts__time=time_of_day, alerts__enabled=enabled))
+        try:
+            worker = make_worker(app)
+            jobs = {job.id for job in worker.build_scheduler().get_jobs()}
+        finally:
+            app.store.close()
+        assert ("alerts-catch-up" in jobs) is caught_up
+    app = build_app(write_rules(tmp_path, alerts__time="07:45"))
+    try:
+        worker = make_worker(app)
+        assert not worker.alerts_due(datetime(2026, 12, 3, 7, 44, tzinfo=PARIS))
+        assert worker.alerts_due(datetime(2026, 12, 3, 7, 45, tzinfo=PARIS))
+    finally:
+        app.store.close()
