@@ -172,6 +172,33 @@ def test_folder_state_roundtrip(store: Store) -> None:
     assert (state.uidvalidity, state.last_uid) == (7, 12)
 
 
+def test_the_folder_state_is_written_per_folder_with_sqlalchemys_time_text(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UID mark's UPDATE runs compiled once on the driver's cursor: it moves only its
+    own folder's row, and stores ``updated_at`` as SQLAlchemy's statements store a time."""
+    at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
+    monkeypatch.setattr("mailbot.store.transaction.utcnow", lambda: at)
+    with store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 10)
+        tx.save_folder_state("general", "Archives", 7, 3)
+        tx.save_folder_state("etrangers", "INBOX", 9, 5)
+        tx.save_folder_state("general", "INBOX", 8, 12)
+        tx.insert_message(new_message(received_at=at))
+        states = [tx.folder_state(*key) for key in [("general", "INBOX"), ("general", "Archives")]]
+        other = tx.folder_state("etrangers", "INBOX")
+    assert [(s.uidvalidity, s.last_uid) for s in states if s] == [(8, 12), (7, 3)]
+    assert other is not None and (other.uidvalidity, other.last_uid) == (9, 5)
+    with store.engine.connect() as conn:
+        texts = conn.execute(
+            sa.text(
+                "SELECT CAST(updated_at AS TEXT) FROM folders UNION ALL "
+                "SELECT CAST(received_at AS TEXT) FROM messages"
+            )
+        ).scalars()
+        assert len(set(texts)) == 1
+
+
 def test_dedupe_by_message_id_and_fingerprint(store: Store) -> None:
     with store.transaction() as tx:
         first = tx.insert_message(new_message(fingerprint="f1"))
