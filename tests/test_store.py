@@ -23,7 +23,7 @@ from mailbot.app import maintenance, sessions
 from mailbot.app.delivery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
-from mailbot.core.statuses import EventKind, OutboxKind
+from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.store import FolderState, NewMessage, Store, metadata
 from mailbot.store.console import OpenFilter, open_messages
 from mailbot.store.database import MIGRATIONS
@@ -194,6 +194,42 @@ def test_the_folder_state_is_written_per_folder_with_sqlalchemys_time_text(
             sa.text(
                 "SELECT CAST(updated_at AS TEXT) FROM folders UNION ALL "
                 "SELECT CAST(received_at AS TEXT) FROM messages"
+            )
+        ).scalars()
+        assert len(set(texts)) == 1
+
+
+def test_a_deliverys_updates_on_the_drivers_cursor_move_only_their_rows(store: Store) -> None:
+    """``mark_sent`` and ``set_ar_statuses`` run as one executemany on the driver's cursor:
+    'sent' only for an item still 'sending' under the holder's claim, its time stored as
+    SQLAlchemy stores one, the AR status of the messages named only."""
+    at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
+    with store.batch() as tx:
+        pks = [
+            tx.record_message(new_message(uid=n, message_id=f"<{n}@b.fr>", reference=None)).id
+            for n in (1, 2, 3)
+        ]
+        tx.queue_rows(
+            [(pk, OutboxKind.AR, "a@b.fr", "m@b.fr", f"<q{pk}@b.fr>", b"x", at) for pk in pks]
+        )
+    ids = [row.id for row in store.outbox_items()]
+    with store.transaction() as tx:
+        assert tx.claim_outbox(ids[0], 1, "w1") and tx.claim_outbox(ids[1], 1, "w2")
+        tx.mark_sent([(item, at) for item in ids], "w1")  # ids[1]: w2's; ids[2]: not claimed
+        tx.set_ar_statuses(pks[:2], ArStatus.SENT)
+        tx.insert_message(new_message(uid=9, message_id="<9@b.fr>", reference=None, received_at=at))
+    assert [row.status for row in store.outbox_items()] == [
+        OutboxStatus.SENT,
+        OutboxStatus.SENDING,
+        OutboxStatus.PENDING,
+    ]
+    statuses = [row.ar_status for row in store.messages()]
+    assert statuses[:2] == [ArStatus.SENT, ArStatus.SENT] and statuses[2] != ArStatus.SENT
+    with store.engine.connect() as conn:
+        texts = conn.execute(
+            sa.text(
+                "SELECT CAST(sent_at AS TEXT) FROM outbox WHERE sent_at IS NOT NULL UNION ALL "
+                "SELECT CAST(received_at AS TEXT) FROM messages WHERE uid = 9"
             )
         ).scalars()
         assert len(set(texts)) == 1
