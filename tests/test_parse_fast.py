@@ -20,8 +20,11 @@ from pathlib import Path
 import pytest
 
 from mailbot.core.message import (
+    _FEEDBACK_FIELD,
+    _Body,
     _content_charset,
     _named,
+    _note_feedback,
     clean_text,
     decode_header_value,
     parse_address,
@@ -189,3 +192,28 @@ def test_charset_and_file_name_as_the_email_package_reads_them() -> None:
         given = part.get("Content-Disposition")
         assert _content_charset(part) == _stdlib_charset(part), part.get("content-type")
         assert _named(part, given) == _stdlib_named(part), part.get("content-type")
+
+
+FEEDBACK_TEXTS = [
+    "Feedback-Type: abuse\nUser-Agent: x",
+    "intro\nfeedback-type:\tfraud",
+    "intro\nFEEDBACK-TYPE:abuse",
+    "intro\nFeedbac\u212a-Type: abuse",  # KELVIN SIGN: IGNORECASE matches it as "k"
+    "intro\r\nFeedback-Type: abuse",
+    "intro Feedback-Type: abuse",  # not at a line's start
+    " Feedback-Type: abuse",
+    "Feedback-Type : abuse",
+    "\u0130\nFeedback-Type: virus",  # a character whose lower case is two characters
+    "no field at all",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", FEEDBACK_TEXTS)
+def test_the_feedback_shortcut_finds_what_the_regex_finds(text: str) -> None:
+    """``_note_feedback`` searches its regex only where a lower-cased copy shows the field
+    can be: the same type (or none) as the regex on the whole text."""
+    body = _Body()
+    _note_feedback(text, body)
+    found = _FEEDBACK_FIELD.search(text)
+    assert body.feedback_type == (found.group(1).lower() if found else None)

@@ -23,7 +23,7 @@ from mailbot.app import maintenance, sessions
 from mailbot.app.delivery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
-from mailbot.core.statuses import EventKind, OutboxKind
+from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.store import FolderState, NewMessage, Store, metadata
 from mailbot.store.console import OpenFilter, open_messages
 from mailbot.store.database import MIGRATIONS
@@ -170,6 +170,69 @@ def test_folder_state_roundtrip(store: Store) -> None:
         state = tx.folder_state("general", "INBOX")
     assert state is not None
     assert (state.uidvalidity, state.last_uid) == (7, 12)
+
+
+def test_the_folder_state_is_written_per_folder_with_sqlalchemys_time_text(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UID mark's UPDATE runs compiled once on the driver's cursor: it moves only its
+    own folder's row, and stores ``updated_at`` as SQLAlchemy's statements store a time."""
+    at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
+    monkeypatch.setattr("mailbot.store.transaction.utcnow", lambda: at)
+    with store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 10)
+        tx.save_folder_state("general", "Archives", 7, 3)
+        tx.save_folder_state("etrangers", "INBOX", 9, 5)
+        tx.save_folder_state("general", "INBOX", 8, 12)
+        tx.insert_message(new_message(received_at=at))
+        states = [tx.folder_state(*key) for key in [("general", "INBOX"), ("general", "Archives")]]
+        other = tx.folder_state("etrangers", "INBOX")
+    assert [(s.uidvalidity, s.last_uid) for s in states if s] == [(8, 12), (7, 3)]
+    assert other is not None and (other.uidvalidity, other.last_uid) == (9, 5)
+    with store.engine.connect() as conn:
+        texts = conn.execute(
+            sa.text(
+                "SELECT CAST(updated_at AS TEXT) FROM folders UNION ALL "
+                "SELECT CAST(received_at AS TEXT) FROM messages"
+            )
+        ).scalars()
+        assert len(set(texts)) == 1
+
+
+def test_a_deliverys_updates_on_the_drivers_cursor_move_only_their_rows(store: Store) -> None:
+    """``mark_sent`` and ``set_ar_statuses`` run as one executemany on the driver's cursor:
+    'sent' only for an item still 'sending' under the holder's claim, its time stored as
+    SQLAlchemy stores one, the AR status of the messages named only."""
+    at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
+    with store.batch() as tx:
+        pks = [
+            tx.record_message(new_message(uid=n, message_id=f"<{n}@b.fr>", reference=None)).id
+            for n in (1, 2, 3)
+        ]
+        tx.queue_rows(
+            [(pk, OutboxKind.AR, "a@b.fr", "m@b.fr", f"<q{pk}@b.fr>", b"x", at) for pk in pks]
+        )
+    ids = [row.id for row in store.outbox_items()]
+    with store.transaction() as tx:
+        assert tx.claim_outbox(ids[0], 1, "w1") and tx.claim_outbox(ids[1], 1, "w2")
+        tx.mark_sent([(item, at) for item in ids], "w1")  # ids[1]: w2's; ids[2]: not claimed
+        tx.set_ar_statuses(pks[:2], ArStatus.SENT)
+        tx.insert_message(new_message(uid=9, message_id="<9@b.fr>", reference=None, received_at=at))
+    assert [row.status for row in store.outbox_items()] == [
+        OutboxStatus.SENT,
+        OutboxStatus.SENDING,
+        OutboxStatus.PENDING,
+    ]
+    statuses = [row.ar_status for row in store.messages()]
+    assert statuses[:2] == [ArStatus.SENT, ArStatus.SENT] and statuses[2] != ArStatus.SENT
+    with store.engine.connect() as conn:
+        texts = conn.execute(
+            sa.text(
+                "SELECT CAST(sent_at AS TEXT) FROM outbox WHERE sent_at IS NOT NULL UNION ALL "
+                "SELECT CAST(received_at AS TEXT) FROM messages WHERE uid = 9"
+            )
+        ).scalars()
+        assert len(set(texts)) == 1
 
 
 def test_dedupe_by_message_id_and_fingerprint(store: Store) -> None:

@@ -497,8 +497,13 @@ def _read_part(part: email.message.Message, ctype: str, body: _Body) -> None:
 def _note_feedback(text: str, body: _Body) -> None:
     """An ARF ``Feedback-Type:`` field at the start of a line (RFC 5965 §3.1)."""
     if body.feedback_type is None:
-        found = _FEEDBACK_FIELD.search(text[:10_000])
-        body.feedback_type = found.group(1).lower() if found else None
+        head = text[:10_000]
+        # The regex scans every position (~17 µs on a 3 KB body, 7 % of a parse, issue
+        # 14); a lower-cased copy searched in C says first whether the field can be there:
+        # every character the regex's IGNORECASE matches lowers to the pattern's own.
+        if "\nfeedback-type:" in "\n" + head.lower():
+            found = _FEEDBACK_FIELD.search(head)
+            body.feedback_type = found.group(1).lower() if found else None
 
 
 def _return_path(headers: Mapping[str, tuple[str, ...]]) -> str | None:
