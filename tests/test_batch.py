@@ -281,18 +281,21 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
     rows = store_transaction._DriverRows.run  # so do the events' executemany
 
     def counted_rows(driver: Any, conn: Any, values: list[dict[str, Any]]) -> None:
-        statements.append(driver.sql.split()[0] + "True")
+        verb, *words = driver.sql.split()
+        statements.append(f"{verb} {words[1] if verb == 'INSERT' else words[0]} many")
         rows(driver, conn, values)
 
     monkeypatch.setattr(store_transaction._DriverRows, "run", counted_rows)
     assert app.outbox.deliver_due().sent == 5
     assert bookkeeping(database) == [("sent", False, "sent", 1)] * 5
-    # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end).
-    # Per batch: taking the due mail, the purge, the messages' AR status (one executemany),
-    # the events (one executemany).
-    assert statements.count("UPDATETrue") == 1
-    assert statements.count("UPDATEFalse") == 1 + 5 + 5 + 1
-    assert [s for s in statements if s.startswith("INSERT")] == ["INSERTTrue"]
+    # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end;
+    # an executemany of its claim group's rows on the driver). Per batch: taking the due
+    # mail, the purge, the messages' AR status (one executemany), the events (one).
+    assert statements.count("UPDATE messages many") == 1
+    assert statements.count("UPDATE outbox many") == 5
+    assert statements.count("UPDATETrue") == 0
+    assert statements.count("UPDATEFalse") == 1 + 5 + 1
+    assert [s for s in statements if s.startswith("INSERT")] == ["INSERT events many"]
 
 
 FLUSH_CRASH = """
