@@ -201,6 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if not args.verbose:  # the table below is the demo's output
         logging.getLogger("mailbot").setLevel(logging.WARNING)
+    args.config = demo.source_config(args.config)
     out: Path = args.out
     outgoing = out / "outgoing"
     database = f"sqlite:///{(out / 'demo.db').resolve()}"

@@ -24,6 +24,17 @@ LEGEND = (
     "a plain name: handled by the mailbox's own service."
 )
 PATH_KEYS = {"password_file", "ca_file"}
+DEFAULT_CONFIG = Path("rules.yaml")
+PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "rules.yaml"
+
+
+def source_config(asked: Path) -> Path:
+    """The rules.yaml the demo runs with: the one asked for; or, when none was named and
+    there is none here, the project's beside the installed package (the README's install
+    is editable): the demo needs no configuration of its own, from any folder."""
+    if asked != DEFAULT_CONFIG or asked.exists() or not PROJECT_CONFIG.is_file():
+        return asked
+    return PROJECT_CONFIG
 
 
 def outgoing_name(store: Store, envelope: Envelope) -> str:

@@ -234,3 +234,19 @@ def test_demo_names_files_and_leaves_a_config_for_its_data(tmp_path: Path) -> No
             assert json.loads(result.stdout)["received"] == len(references)
         else:
             assert f"SM-{year}-000001" in result.stdout
+
+
+def test_demo_runs_from_any_folder_without_a_config(tmp_path: Path) -> None:
+    """`mailbot demo` outside the checkout, no --config: the project's rules.yaml (beside
+    the editable install), not "rules.yaml: cannot read file"."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "demo", "--out", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    ars = [p for p in (tmp_path / "out" / "outgoing").glob("*.eml") if "-forward-" not in p.name]
+    assert len(ars) == 12
+    assert (tmp_path / "out" / "rules.yaml").is_file()
