@@ -327,3 +327,19 @@ def test_a_key_written_twice_is_refused_not_silently_overridden(tmp_path: Path) 
     message = str(info.value)
     assert message.startswith(f"{path}: line "), message
     assert "duplicate key 'service'" in message
+
+
+def test_mailbot_check_validates_agents_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """agents.yaml naming an unknown service passed `mailbot check`; the console then
+    refused every login (it fails closed on an agents.yaml that does not load)."""
+    from mailbot.cli import main
+
+    agents = tmp_path / "agents.yaml"
+    agents.write_text("agents:\n  jdupont:\n    service: etrangerz\n", encoding="utf-8")
+    shipped = str(ROOT / "templates")
+    path = write_config(tmp_path, lambda d: d.update(agents=str(agents), templates=shipped))
+    assert main(["--config", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {agents}: agents.jdupont.service: unknown service 'etrangerz'" in err
