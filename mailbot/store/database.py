@@ -83,7 +83,13 @@ class Store:
         if parsed.get_backend_name() != "sqlite":
             if parsed.get_backend_name() == "postgresql":
                 add_postgresql_options()
-            return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            try:
+                return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            except (ImportError, sa.exc.NoSuchModuleError) as exc:  # the URL's driver
+                raise StoreError(
+                    f"cannot open the database {shown_url(url)}: its driver is not installed"
+                    f" ({exc}); use postgresql+psycopg:// with pip install -e '.[postgres]'"
+                ) from None
         if parsed.database and parsed.database != ":memory:":
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
