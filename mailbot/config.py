@@ -84,6 +84,9 @@ def _password_hidden(url: str) -> str:
     return f"{scheme}:{userinfo[:slashes]}{shown}***@{host}"
 
 
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+
+
 def _database_beside(url: str, info: ValidationInfo) -> str:
     """A SQLite URL's relative file (``sqlite:///var/mailbot.db``) resolved like any path."""
     try:
@@ -93,6 +96,11 @@ def _database_beside(url: str, info: ValidationInfo) -> str:
             "expected a database URL such as 'sqlite:///var/mailbot.db'"
             f" (got {_password_hidden(url)!r})"
         ) from None
+    if parsed.get_backend_name() not in DATABASE_BACKENDS:  # no other one has a schema here
+        raise ValueError(
+            "expected a 'sqlite' or 'postgresql' database URL such as"
+            f" 'postgresql+psycopg://user@host/db' (got {_password_hidden(url)!r})"
+        )
     name = parsed.database
     if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
         return url
@@ -1018,9 +1026,16 @@ def config_from_mapping(data: Any, source: str, base: Path | None = None) -> Con
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read file: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # an editor's Latin-1 or UTF-16: named, not a traceback
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            str(path), f"line {line}", "not valid UTF-8 text; save the file as UTF-8"
+        ) from None
     try:
         return yamlcache.safe_load(text)  # parsed once per version of the file
     except yaml.YAMLError as exc:

@@ -27,7 +27,7 @@ from mailbot import yamlfile
 from mailbot.cachedir import private_subdirectory
 
 SUBDIRECTORY = "yaml"
-FORMAT = 1  # bump when what is kept changes
+FORMAT = 2  # bump when what is kept changes (2: duplicate keys refused)
 # The classes a safe load may give besides the containers pickle builds itself.
 _ALLOWED = {("datetime", name) for name in ("date", "datetime", "timedelta", "timezone")}
 

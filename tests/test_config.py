@@ -282,3 +282,64 @@ def test_outbox_claim_group_reaches_the_outbox_and_is_bounded(tmp_path: Path) ->
     assert load_config(ROOT / "rules.yaml").outbox.claim_group == 8
     with pytest.raises(ConfigError, match=r"outbox\.claim_group"):
         load_config(write_config(tmp_path, lambda d: d["outbox"].update(claim_group=0)))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "timezone: Europe/Paris\nprefecture: {name: Préfecture}\n".encode("latin-1"),
+        "prefecture: {name: Préfecture}\n".encode("utf-16"),  # saved as "Unicode" by an editor
+    ],
+)
+def test_a_file_not_in_utf8_is_a_config_error_naming_it(tmp_path: Path, data: bytes) -> None:
+    """A rules.yaml saved in Latin-1 from a Windows editor ended in a traceback (exit 1)."""
+    path = tmp_path / "rules.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: line "), info.value
+    assert "not valid UTF-8" in str(info.value)
+
+
+def test_a_database_of_an_unsupported_kind_is_refused_at_its_key(tmp_path: Path) -> None:
+    """mysql:// passed validation and `mailbot check` printed OK, then every command that
+    opened the database ended in a traceback (the driver missing)."""
+    url = "mysql://mailbot:Tr0ub4dor-pw@db.pref.local/mailbot"
+    path = write_config(tmp_path, lambda d: d.update(database=url))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: database: "), message
+    assert "'sqlite' or 'postgresql'" in message
+    assert "Tr0ub4dor" not in message
+
+
+def test_a_key_written_twice_is_refused_not_silently_overridden(tmp_path: Path) -> None:
+    """A key written twice kept the last one silently: a mailbox's `service` added again
+    below moved all its mail to another service, and `mailbot check` said OK."""
+    text = (ROOT / "rules.yaml").read_text(encoding="utf-8")
+    line = "    ar_template: ar-general\n"
+    assert text.count(line) == 1
+    path = tmp_path / "rules.yaml"
+    path.write_text(text.replace(line, line + "    service: etrangers\n"), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: line "), message
+    assert "duplicate key 'service'" in message
+
+
+def test_mailbot_check_validates_agents_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """agents.yaml naming an unknown service passed `mailbot check`; the console then
+    refused every login (it fails closed on an agents.yaml that does not load)."""
+    from mailbot.cli import main
+
+    agents = tmp_path / "agents.yaml"
+    agents.write_text("agents:\n  jdupont:\n    service: etrangerz\n", encoding="utf-8")
+    shipped = str(ROOT / "templates")
+    path = write_config(tmp_path, lambda d: d.update(agents=str(agents), templates=shipped))
+    assert main(["--config", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {agents}: agents.jdupont.service: unknown service 'etrangerz'" in err

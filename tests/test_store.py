@@ -736,3 +736,17 @@ def test_a_closing_loses_to_a_reply_committed_after_its_state_was_read(
             assert stored.reply_state(tx.conn, pk)[0]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql+nodriver://mailbot:Tr0ub4dor-pw@127.0.0.1:1/mailbot"])
+def test_a_database_driver_that_is_not_installed_is_a_store_error(url: str) -> None:
+    """`database: postgresql+psycopg2://…` without psycopg2 (or a misspelt driver) ended
+    every command, `mailbot check` included, in a traceback."""
+    from mailbot.errors import StoreError
+
+    with pytest.raises(StoreError) as info:
+        Store(url)
+    message = str(info.value)
+    assert "postgresql+nodriver://mailbot:***@127.0.0.1:1/mailbot" in message, message
+    assert "Tr0ub4dor" not in message
+    assert "driver" in message

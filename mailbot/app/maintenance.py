@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from mailbot.app import sessions
-from mailbot.config import Config
+from mailbot.config import Config, load_agents
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
@@ -21,9 +21,11 @@ MISSING_RETURN_PATH_SAMPLE = 10
 
 
 def check(config: Config) -> Renderer:
-    """Every template loaded and test-rendered, and each mailbox's AR template fits it."""
+    """Every template loaded and test-rendered, each mailbox's AR template fits it, and
+    agents.yaml loads (the console refuses every login on one that does not)."""
     renderer = Renderer(config.templates, timezone=config.timezone, full_check=True)
     renderer.check_config(config)
+    load_agents(config.agents, config)
     return renderer
 
 

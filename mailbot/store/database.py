@@ -72,6 +72,20 @@ class Store:
             self.migrate()
 
     @staticmethod
+    def _server_engine(url: str) -> Engine:
+        """PostgreSQL's engine; a driver the URL names but that is not installed (or a
+        misspelt one) is a StoreError, not a traceback."""
+        if sa.make_url(url).get_backend_name() == "postgresql":
+            add_postgresql_options()
+        try:
+            return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        except (ImportError, sa.exc.NoSuchModuleError) as exc:
+            raise StoreError(
+                f"cannot open the database {shown_url(url)}: its driver is not installed"
+                f" ({exc}); use postgresql+psycopg:// with pip install -e '.[postgres]'"
+            ) from None
+
+    @staticmethod
     def _create_engine(url: str, *, immediate: bool = False, pooled: bool = True) -> Engine:
         """The engine of ``url``. On SQLite, ``immediate`` is the writers' engine: each
         transaction starts with BEGIN IMMEDIATE (a writer waits for the lock at its start,
@@ -81,9 +95,7 @@ class Store:
         # hide_parameters: a failed statement's error must not carry a citizen's address
         # or subject into a log or a traceback.
         if parsed.get_backend_name() != "sqlite":
-            if parsed.get_backend_name() == "postgresql":
-                add_postgresql_options()
-            return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            return Store._server_engine(url)
         if parsed.database and parsed.database != ":memory:":
             try:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
