@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mailbot import yamlcache
+from mailbot.core.keywords import normalize
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.signature import ELEMENTS, SignatureElement
 from mailbot.errors import ConfigError, SecretError
@@ -234,6 +235,9 @@ class Condition(Model):
                 f"a condition needs exactly one of {', '.join(CONDITION_KINDS)}"
                 f" (got {', '.join(kinds) or 'none'})"
             )
+        silent = [k for k in self.keywords or () if not normalize(k)]
+        if silent:  # normalised to nothing: a rule that could never fire, said nowhere
+            raise ValueError(f"keyword {silent[0]!r} has no letter or digit: it can never match")
         if self.regex is not None:
             try:
                 re.compile(self.regex)
@@ -333,6 +337,20 @@ class RoutingConfig(Model):
     # service → the categories it may have (guide § 3); a service not listed allows all.
     combinations: dict[str, list[str]] = Field(default_factory=dict)
     parallel: RoutingParallelConfig = Field(default_factory=RoutingParallelConfig)
+
+    @model_validator(mode="after")
+    def _rule_ids_are_unique(self) -> RoutingConfig:
+        """An id names its rule in `explain`, the rule hits stored and the corrections: two
+        rules with one id would be told apart nowhere."""
+        first: dict[str, int] = {}
+        for n, rule in enumerate(self.rules):
+            if rule.id in first:
+                raise ValueError(
+                    f"routing.rules[{n}].id: duplicate id {rule.id!r}"
+                    f" (first at routing.rules[{first[rule.id]}])"
+                )
+            first[rule.id] = n
+        return self
 
 
 class MailboxConfig(Model):
@@ -965,7 +983,7 @@ class Config(Model):
 
 REORIENT_SERVICE = "autres-administrations"
 # Validators of the whole configuration name the key they refuse at the start of their message.
-PREFIXED = ("mailboxes.", "services.", "routing.", "organisation.")
+PREFIXED = ("mailboxes.", "services.", "routing.", "organisation.", "probe.")
 
 
 def _mailboxes_in(condition: Condition) -> list[str]:

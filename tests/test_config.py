@@ -343,3 +343,41 @@ def test_mailbot_check_validates_agents_yaml(
     assert main(["--config", str(path), "check"]) == 2
     err = capsys.readouterr().err
     assert f"error: {agents}: agents.jdupont.service: unknown service 'etrangerz'" in err
+
+
+def test_a_keyword_without_a_letter_or_digit_is_refused(tmp_path: Path) -> None:
+    """Normalised to nothing, it could never match: its rule would never fire, silently."""
+
+    def mutate(data: dict) -> None:
+        data["routing"]["rules"][0]["when"] = {"keywords": ["carte grise", "!!!"]}
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, mutate))
+    assert info.value.key == "routing.rules[0].when"
+    assert "keyword '!!!' has no letter or digit" in str(info.value)
+
+
+def test_two_rules_with_one_id_are_refused(tmp_path: Path) -> None:
+    def mutate(data: dict) -> None:
+        data["routing"]["rules"].append(dict(data["routing"]["rules"][0]))
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, mutate))
+    last = len(yaml.safe_load((ROOT / "rules.yaml").read_text())["routing"]["rules"])
+    assert info.value.key == f"routing.rules[{last}].id"
+    assert "(first at routing.rules[0])" in str(info.value)
+
+
+def test_an_unknown_probed_mailbox_is_located_at_its_key(tmp_path: Path) -> None:
+    def mutate(data: dict) -> None:
+        data["probe"] = {
+            "address": "sonde@example.org",
+            "imap": data["mailboxes"]["general"]["imap"],
+            "secret_env": "X",
+            "mailboxes": ["generale"],
+        }
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, mutate))
+    assert info.value.key == "probe.mailboxes"
+    assert "unknown mailbox 'generale'" in str(info.value)
