@@ -357,3 +357,23 @@ def test_weekly_report_lists_the_messages_closed_without_a_reply(
     assert "CLOS SANS RÉPONSE (1)" in text
     assert "[SM-2026-000003] cartes-grises, reçu le 2026-11-23, doublon : vu SM-9" in text
     assert "Clos sans réponse (1)" in report.html
+
+
+def test_an_agents_file_removed_while_the_console_runs_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """Removed or renamed under a running console: refused as a file that does not load
+    (a ConfigError naming it), not a FileNotFoundError traceback on every page."""
+    import shutil
+
+    from mailbot.errors import ConfigError
+    from mailbot.web.identity import AgentDirectory
+
+    path = tmp_path / "agents.yaml"
+    shutil.copy(ROOT / "agents.yaml", path)
+    directory = AgentDirectory(path, load_config(ROOT / "rules.yaml"))
+    assert directory.agents()
+    path.unlink()
+    with pytest.raises(ConfigError) as info:
+        directory.agents()
+    assert str(info.value) == f"{path}: cannot read file: No such file or directory"

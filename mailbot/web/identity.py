@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailbot.config import Agent, Config, load_agents
+from mailbot.errors import ConfigError
 from mailbot.web.authz import Action, Role, allowed, services_for
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ class AgentDirectory:
         self._agents: dict[str, Agent] = {}
 
     def agents(self) -> dict[str, Agent]:
-        stat = self.path.stat()
+        try:
+            stat = self.path.stat()
+        except OSError as exc:  # removed or renamed: as a file that does not load
+            raise ConfigError(str(self.path), "", f"cannot read file: {exc.strerror}") from None
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if stamp != self._stamp:
