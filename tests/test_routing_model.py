@@ -675,3 +675,27 @@ def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
         assert model.meta["heads_data_hash"] == training.training_hash(regression_samples())
     else:  # refused: never written
         assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
+
+
+def test_a_probe_mail_is_never_corrected_nor_trained_on(tmp_path: Path) -> None:
+    """The probe's test mails are acknowledged (they get their AR) but are mailbot's own,
+    never a citizen's (issue 16): a correction of one is refused as a robot's is, and one
+    recorded anyway (before this check) is not read back for training."""
+    from mailbot.app.corrections import correct, corrected_messages
+    from mailbot.errors import MessageError
+    from mailbot.store import corrections as stored
+
+    config = CONFIG.model_copy(update={"database": f"sqlite:///{tmp_path / 'mailbot.db'}"})
+    store = Store(config.database)
+    with store.transaction() as tx:
+        tx.insert_message(message(probe=1))
+        tx.insert_message(message(uid=2, reference="SM-2026-000002", content_hash="h2"))
+    with pytest.raises(MessageError, match="probe"):
+        correct(config, store, "SM-2026-000001", "cartes-grises", "information")
+    correct(config, store, "SM-2026-000002", "cartes-grises", "information")
+    with store.transaction() as tx:  # a probe's correction recorded before the refusal
+        probe = stored.message_by_reference(tx.conn, "SM-2026-000001")
+        stored.add_correction(
+            tx.conn, probe, ("permis", "information", None), None, probe.received_at
+        )
+    assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]
