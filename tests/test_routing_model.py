@@ -32,6 +32,7 @@ from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import RoutingText, routing_text, split_quoted
+from mailbot.errors import ConfigError
 from mailbot.store import NewMessage, Store
 from mailbot.store.schema import corrections, messages, outbox
 
@@ -699,3 +700,15 @@ def test_a_probe_mail_is_never_corrected_nor_trained_on(tmp_path: Path) -> None:
             tx.conn, probe, ("permis", "information", None), None, probe.received_at
         )
     assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]
+
+
+@pytest.mark.parametrize("cut", [0, 100, -100])
+def test_a_truncated_model_file_is_a_config_error_naming_it(tmp_path: Path, cut: int) -> None:
+    """A model file cut short (a copy interrupted, a full disk, an empty file): a
+    ConfigError naming the file and what it should be, never a traceback of zipfile's or
+    numpy's at start."""
+    whole = CONFIG.routing.model.file.read_bytes()  # type: ignore[union-attr]
+    path = tmp_path / "routing-cut.npz"
+    path.write_bytes(whole[:cut])
+    with pytest.raises(ConfigError, match=r"routing-cut\.npz.*not a routing model file"):
+        load(path)
