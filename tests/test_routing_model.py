@@ -712,3 +712,40 @@ def test_a_truncated_model_file_is_a_config_error_naming_it(tmp_path: Path, cut:
     path.write_bytes(whole[:cut])
     with pytest.raises(ConfigError, match=r"routing-cut\.npz.*not a routing model file"):
         load(path)
+
+
+def _renamed(path: Path, head: str, old: str, new: str) -> Path:
+    """The shipped model saved to ``path`` with one class of ``head`` renamed."""
+    from mailbot.core.classifier import Head
+
+    shipped = load(CONFIG.routing.model.file)  # type: ignore[union-attr]
+    heads = dict(shipped.heads)
+    was = heads[head]
+    heads[head] = Head(tuple(new if c == old else c for c in was.classes), was.coef, was.intercept)
+    meta = {k: v for k, v in shipped.meta.items() if k != "format"}
+    save(path, shipped.features, shipped.idf, heads, meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("head", "old", "new"),
+    [
+        ("service", "permis", "permis-de-conduire"),  # a service renamed in rules.yaml since
+        ("category", "rendez-vous", "rdv"),
+        ("reorient", "caf", "msa"),
+    ],
+)
+def test_a_model_that_names_labels_rules_yaml_lacks_is_refused_at_start(
+    tmp_path: Path, head: str, old: str, new: str
+) -> None:
+    """A model trained for another rules.yaml (a service, category or re-orientation
+    target renamed or removed since) would route mail to a label the configuration does not
+    know: refused where it is loaded, naming the file, the head and the label."""
+    path = _renamed(tmp_path / "routing-other.npz", head, old, new)
+    assert CONFIG.routing is not None and CONFIG.routing.model is not None
+    model = CONFIG.routing.model.model_copy(update={"file": path})
+    config = CONFIG.model_copy(
+        update={"routing": CONFIG.routing.model_copy(update={"model": model})}
+    )
+    with pytest.raises(ConfigError, match=rf"routing-other\.npz.*{head}.*{new}"):
+        compiled_routing(config)
