@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -749,3 +750,31 @@ def test_a_model_that_names_labels_rules_yaml_lacks_is_refused_at_start(
     )
     with pytest.raises(ConfigError, match=rf"routing-other\.npz.*{head}.*{new}"):
         compiled_routing(config)
+
+
+def test_fold_answers_kept_are_never_read_back_for_other_mails(tmp_path: Path) -> None:
+    """The same labelled mails in another order (``--labelled B --labelled A``, a labels.csv
+    sorted differently) hold other mails at the same indices of the same folds: the kept
+    answers are keyed by index, so they must not be read back as these mails' answers (the
+    refusal and the stacked regression would be computed from another mail's answers)."""
+
+    class Echo:
+        """A 'model' whose service answer is the mail's subject: whose answer it is."""
+
+        def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:
+            return {"service": Prediction((subject,), (1.0,))}
+
+    def train(kept: list[training.Sample]) -> Any:
+        return Echo()
+
+    samples = [
+        training.Sample(f"m{i}", facts("Bonjour", subject=f"mail {i}"), "general", "information")
+        for i in range(6)
+    ]
+    key = {"c": 20.0}
+    training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    turned = samples[::-1]
+    said = training.out_of_fold(turned, 2, train=train, cache=tmp_path, fit_key=key)
+    assert {i: a["service"].classes[0] for i, a in said.items()} == {
+        i: s.facts.subject for i, s in enumerate(turned)
+    }

@@ -541,6 +541,10 @@ def held_answers(
         digest = hashlib.sha256(repr(sorted((fit_key or {}).items())).encode())
         digest.update(training_hash(samples).encode())
         digest.update(repr(sorted(held)).encode())
+        # The answers are kept by index: the same mails in another order hold other mails
+        # at these indices, whose answers these are not (each held mail named, in order).
+        for i in sorted(held):
+            digest.update(training_hash([samples[i]]).encode())
         if extra:
             digest.update(training_hash(extra).encode())
         path = cache / f"answers-{digest.hexdigest()[:16]}.pkl"
