@@ -778,3 +778,20 @@ def test_fold_answers_kept_are_never_read_back_for_other_mails(tmp_path: Path) -
     assert {i: a["service"].classes[0] for i, a in said.items()} == {
         i: s.facts.subject for i, s in enumerate(turned)
     }
+
+
+def test_the_data_hash_covers_every_label_and_input_the_model_learns_from() -> None:
+    """The model file is named by its training data's hash: two data sets that train
+    different models never share it. The re-orientation target trains the reorient head and
+    the mailbox is an input of the stacked service regression: each changes the hash."""
+    base = training.Sample(
+        "a", facts("La CAF ne répond pas", mailbox="general"), "autres-administrations", "autre"
+    )
+    samples = [base, training.Sample("b", facts("Ma carte grise"), "cartes-grises", "information")]
+    same = training.training_hash(samples)
+    assert training.training_hash(samples[::-1]) == same  # the order is not the data
+    target = [replace(base, reorient="caf"), samples[1]]
+    other_target = [replace(base, reorient="mairie"), samples[1]]
+    assert training.training_hash(target) != training.training_hash(other_target)
+    mailbox = replace(base, facts=replace(base.facts, mailbox="etrangers"))
+    assert training.training_hash([mailbox, samples[1]]) != same

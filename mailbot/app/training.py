@@ -375,8 +375,15 @@ def calibrated(heads: dict[str, Head], temperature: float) -> dict[str, Head]:
 
 
 def training_hash(samples: Iterable[Sample]) -> str:
+    """The hash a model is named by: of all it learns from — each mail's text and mailbox
+    (an input of the stacked service regression) and its labels, the re-orientation target
+    (the reorient head's) included — in no particular order."""
     return data_hash(
-        (f"{s.facts.subject}\n{s.facts.body}\n{s.facts.quoted}", s.service, s.category)
+        (
+            f"{s.facts.mailbox}\0{s.facts.subject}\n{s.facts.body}\n{s.facts.quoted}",
+            f"{s.service}\0{s.reorient}",
+            s.category,
+        )
         for s in samples
     )
 
