@@ -203,12 +203,15 @@ def _labelled_folders(args: argparse.Namespace) -> list[Path]:
 
 
 def _labelled(config: Config, args: argparse.Namespace) -> list[Any]:
-    from mailbot.app.training import load_labelled
+    """The labelled mails in an order of their own (``training.canonical``): the random
+    folds are cut by position, so the folders' order on the command line would otherwise
+    change the k-fold, the refusal and the model trained on the same data."""
+    from mailbot.app.training import canonical, load_labelled
 
     samples = []
     for folder in _labelled_folders(args):
         samples += load_labelled(config, folder, folder.name)
-    return samples
+    return canonical(samples)
 
 
 def _labelled_categories(args: argparse.Namespace) -> set[str]:

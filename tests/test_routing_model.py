@@ -795,3 +795,17 @@ def test_the_data_hash_covers_every_label_and_input_the_model_learns_from() -> N
     assert training.training_hash(target) != training.training_hash(other_target)
     mailbox = replace(base, facts=replace(base.facts, mailbox="etrangers"))
     assert training.training_hash([mailbox, samples[1]]) != same
+
+
+def test_training_does_not_depend_on_the_order_of_the_labelled_folders(tmp_path: Path) -> None:
+    """The same mails, their folders given in another order: the same folds, so the same
+    k-fold figures (the refusal's) and the same model under the same name."""
+    folders = [str(ROOT / "tests/data/routing"), str(ROOT / "tests/data/corpus/train-9a")]
+    said = []
+    for order in (folders, folders[::-1]):
+        labelled = [arg for folder in order for arg in ("--labelled", folder)]
+        done = cli(ROOT / "rules.yaml", "routing", "train", "--no-corrections", "--folds", "3",
+                   *labelled, "--out", str(tmp_path / "model.npz"))  # fmt: skip
+        assert "rules alone" in done.stdout, done.stderr
+        said.append([line for line in done.stdout.splitlines() if "service" in line])
+    assert said[0] == said[1]

@@ -388,6 +388,12 @@ def training_hash(samples: Iterable[Sample]) -> str:
     )
 
 
+def canonical(samples: Iterable[Sample]) -> list[Sample]:
+    """``samples`` in an order that depends on what they are, not where they were read
+    (each one's ``training_hash``, then its folder and name): the same data, the same folds."""
+    return sorted(samples, key=lambda s: (training_hash([s]), s.source, s.name))
+
+
 # -- evaluation --------------------------------------------------------------------------
 @dataclass
 class Scored:
