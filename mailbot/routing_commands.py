@@ -310,11 +310,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(_line("rules + model", combined))
     print(_line("rules alone  ", alone))
-    worse = [
-        which
-        for which in ("service", "category")
-        if combined.accuracy(which) < alone.accuracy(which)
-    ]
+    worse = training.worse_than_rules(combined, alone)
     if worse:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
@@ -355,7 +351,8 @@ def _fitter(args: argparse.Namespace, key: dict[str, Any]) -> tuple[Any, dict[st
 def _line(label: str, scored: Any) -> str:
     precision, recall = scored.precision_recall("reclamation")
     return (
-        f"  {label}  service {scored.accuracy('service'):.1%}  category"
+        f"  {label}  service {scored.accuracy('service'):.1%} (as recorded"
+        f" {scored.accuracy('landed'):.1%})  category"
         f" {scored.accuracy('category'):.1%}  wrong transfers {scored.wrong_transfers}"
         f" ({scored.wrong_transfers / max(scored.count, 1):.1%})  to check"
         f" {sum(scored.to_check)}  complaint precision {precision:.1%} recall {recall:.1%}"

@@ -809,3 +809,31 @@ def test_training_does_not_depend_on_the_order_of_the_labelled_folders(tmp_path:
         assert "rules alone" in done.stdout, done.stderr
         said.append([line for line in done.stdout.splitlines() if "service" in line])
     assert said[0] == said[1]
+
+
+def test_the_refusal_compares_where_the_mails_land_with_the_rules() -> None:
+    """The rules alone hold nothing: their service is where each mail is recorded. A model
+    whose right guesses are held "to check" at the mailbox's own (wrong) service leaves those
+    mails where the rules would not: compared on the service decided, it passed; it is
+    refused on the service the mails are recorded at."""
+    expected = ["permis", "permis", "etrangers", "cabinet"]
+    alone = training.Scored(
+        services=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+        categories=[("information", "information")] * 4,
+        moved=[True, True, False, True],
+        to_check=[False] * 4,
+        mailboxes=["etrangers"] * 4,
+        sources=["dev"] * 4,
+        landed=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+    )
+    held = [True, True, False, False]
+    combined = replace(
+        alone,
+        services=[(e, e) for e in expected],
+        moved=[False, False, False, True],
+        to_check=held,
+        landed=list(zip(expected, ["etrangers", "etrangers", "etrangers", "cabinet"], strict=True)),
+    )
+    assert combined.accuracy("service") > alone.accuracy("service")  # as decided: better
+    assert training.worse_than_rules(combined, alone) == ["service"]
+    assert training.worse_than_rules(alone, alone) == []

@@ -456,6 +456,15 @@ class Scored:
         return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
 
 
+def worse_than_rules(combined: Scored, alone: Scored) -> list[str]:
+    """What the model makes worse than the rules alone on the same mails (``routing train``
+    refuses it then): the service where each mail is recorded — the rules alone hold nothing,
+    so theirs is where their mails land, while a mail the model holds "to check" stays at its
+    mailbox's service whatever it guessed — and the category."""
+    pairs = (("service", "landed"), ("category", "category"))
+    return [name for name, which in pairs if combined.accuracy(which) < alone.accuracy(which)]
+
+
 SCORED_FIELDS = ("services", "categories", "moved", "to_check", "mailboxes", "sources", "landed")
 
 
