@@ -77,7 +77,7 @@ def _add_train(sub: Any) -> None:
         "--no-corrections", action="store_true", help="ignore the agents' corrections"
     )
     train.add_argument(
-        "--c", type=float, help="inverse regularisation of the logistic regressions (default 100)"
+        "--c", type=float, help="inverse regularisation of the logistic regressions (default 200)"
     )
     train.add_argument(
         "--min-df", type=int, help="drop features seen in fewer training mails (default 2)"
