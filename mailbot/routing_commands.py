@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailbot.errors import ConfigError, MailbotError
+from mailbot.errors import ConfigError, MailGoneError, UnreadableMailError
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -253,7 +253,9 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
                 for row in mine:
                     try:
                         raw = refetch(source, row).raw
-                    except MailbotError:
+                    except (MailGoneError, UnreadableMailError):
+                        # Gone (or refused by the server): skipped, counted. A connection
+                        # lost is the MailboxError it is: every later mail would be "gone".
                         missing += 1
                         continue
                     facts = routing_input(config, mailbox, parse_message(raw))
