@@ -599,6 +599,7 @@ def main() -> None:
     assert not any("corpus/test" in f for f in folders), "the test half is never for tuning"
     config = load_config(ROOT / "rules.yaml")
     samples = [s for f in folders for s in training.load_labelled(config, ROOT / f, f)]
+    samples = training.canonical(samples)  # routing train's order: its folds
     routing = training.base_routing(config)
     # one bar for all in steps 1-2 (else the configured per-service bars hide min_confidence)
     current = training.settings_for(config).model_copy(update={"min_confidence_by_service": {}})

@@ -182,3 +182,38 @@ def test_forward_to_a_forged_service_address_is_refused(
     assert {s for (s,) in db_rows(config, "SELECT status FROM outbox")} == {"failed"}
     errors = db_rows(config, "SELECT last_error FROM outbox")
     assert all("unauthorised recipient" in e for (e,) in errors)
+
+
+def test_training_stops_when_the_server_drops_while_corrections_are_read(
+    setup: Any, monkeypatch: Any
+) -> None:
+    """`routing train` reads the corrected mails again from Dovecot. The connection lost
+    while reading them is an error naming the mailbox, not "mails no longer on the
+    server" counted while the model is trained without them."""
+    import socket
+
+    import pytest
+
+    from mailbot.cli import main
+    from mailbot.config import load_config
+    from mailbot.errors import MailboxError
+    from mailbot.mail import originals
+    from mailbot.routing_commands import corrections_samples
+
+    config, general, _etrangers, _smtp = setup
+    for n in (1, 2):
+        general.append(citizen_mail(n, subject=f"Question {n}", body="Bonjour, une question."))
+    assert poll(config, acknowledge_existing=True) == 0
+    for (reference,) in db_rows(config, "SELECT reference FROM messages ORDER BY id"):
+        fix = ["correct", reference, "--service", "etrangers", "--category", "information"]
+        assert main(["--config", str(config), *fix]) == 0
+    real = originals.refetch
+
+    def dropped(source: Any, row: Any) -> Any:
+        if source.connected:  # the first mail's: the server's side is gone
+            source._client._imap.sock.shutdown(socket.SHUT_RDWR)
+        return real(source, row)
+
+    monkeypatch.setattr(originals, "refetch", dropped)
+    with pytest.raises(MailboxError, match="general"):
+        corrections_samples(load_config(config))

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
 from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import RoutingText, routing_text, split_quoted
+from mailbot.errors import ConfigError
 from mailbot.store import NewMessage, Store
 from mailbot.store.schema import corrections, messages, outbox
 
@@ -675,3 +677,163 @@ def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
         assert model.meta["heads_data_hash"] == training.training_hash(regression_samples())
     else:  # refused: never written
         assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
+
+
+def test_a_probe_mail_is_never_corrected_nor_trained_on(tmp_path: Path) -> None:
+    """The probe's test mails are acknowledged (they get their AR) but are mailbot's own,
+    never a citizen's (issue 16): a correction of one is refused as a robot's is, and one
+    recorded anyway (before this check) is not read back for training."""
+    from mailbot.app.corrections import correct, corrected_messages
+    from mailbot.errors import MessageError
+    from mailbot.store import corrections as stored
+
+    config = CONFIG.model_copy(update={"database": f"sqlite:///{tmp_path / 'mailbot.db'}"})
+    store = Store(config.database)
+    with store.transaction() as tx:
+        tx.insert_message(message(probe=1))
+        tx.insert_message(message(uid=2, reference="SM-2026-000002", content_hash="h2"))
+    with pytest.raises(MessageError, match="probe"):
+        correct(config, store, "SM-2026-000001", "cartes-grises", "information")
+    correct(config, store, "SM-2026-000002", "cartes-grises", "information")
+    with store.transaction() as tx:  # a probe's correction recorded before the refusal
+        probe = stored.message_by_reference(tx.conn, "SM-2026-000001")
+        stored.add_correction(
+            tx.conn, probe, ("permis", "information", None), None, probe.received_at
+        )
+    assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]
+
+
+@pytest.mark.parametrize("cut", [0, 100, -100])
+def test_a_truncated_model_file_is_a_config_error_naming_it(tmp_path: Path, cut: int) -> None:
+    """A model file cut short (a copy interrupted, a full disk, an empty file): a
+    ConfigError naming the file and what it should be, never a traceback of zipfile's or
+    numpy's at start."""
+    whole = CONFIG.routing.model.file.read_bytes()  # type: ignore[union-attr]
+    path = tmp_path / "routing-cut.npz"
+    path.write_bytes(whole[:cut])
+    with pytest.raises(ConfigError, match=r"routing-cut\.npz.*not a routing model file"):
+        load(path)
+
+
+def _renamed(path: Path, head: str, old: str, new: str) -> Path:
+    """The shipped model saved to ``path`` with one class of ``head`` renamed."""
+    from mailbot.core.classifier import Head
+
+    shipped = load(CONFIG.routing.model.file)  # type: ignore[union-attr]
+    heads = dict(shipped.heads)
+    was = heads[head]
+    heads[head] = Head(tuple(new if c == old else c for c in was.classes), was.coef, was.intercept)
+    meta = {k: v for k, v in shipped.meta.items() if k != "format"}
+    save(path, shipped.features, shipped.idf, heads, meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("head", "old", "new"),
+    [
+        ("service", "permis", "permis-de-conduire"),  # a service renamed in rules.yaml since
+        ("category", "rendez-vous", "rdv"),
+        ("reorient", "caf", "msa"),
+    ],
+)
+def test_a_model_that_names_labels_rules_yaml_lacks_is_refused_at_start(
+    tmp_path: Path, head: str, old: str, new: str
+) -> None:
+    """A model trained for another rules.yaml (a service, category or re-orientation
+    target renamed or removed since) would route mail to a label the configuration does not
+    know: refused where it is loaded, naming the file, the head and the label."""
+    path = _renamed(tmp_path / "routing-other.npz", head, old, new)
+    assert CONFIG.routing is not None and CONFIG.routing.model is not None
+    model = CONFIG.routing.model.model_copy(update={"file": path})
+    config = CONFIG.model_copy(
+        update={"routing": CONFIG.routing.model_copy(update={"model": model})}
+    )
+    with pytest.raises(ConfigError, match=rf"routing-other\.npz.*{head}.*{new}"):
+        compiled_routing(config)
+
+
+def test_fold_answers_kept_are_never_read_back_for_other_mails(tmp_path: Path) -> None:
+    """The same labelled mails in another order (``--labelled B --labelled A``, a labels.csv
+    sorted differently) hold other mails at the same indices of the same folds: the kept
+    answers are keyed by index, so they must not be read back as these mails' answers (the
+    refusal and the stacked regression would be computed from another mail's answers)."""
+
+    class Echo:
+        """A 'model' whose service answer is the mail's subject: whose answer it is."""
+
+        def classify(self, subject: str, text: RoutingText) -> dict[str, Prediction]:
+            return {"service": Prediction((subject,), (1.0,))}
+
+    def train(kept: list[training.Sample]) -> Any:
+        return Echo()
+
+    samples = [
+        training.Sample(f"m{i}", facts("Bonjour", subject=f"mail {i}"), "general", "information")
+        for i in range(6)
+    ]
+    key = {"c": 20.0}
+    training.out_of_fold(samples, 2, train=train, cache=tmp_path, fit_key=key)
+    turned = samples[::-1]
+    said = training.out_of_fold(turned, 2, train=train, cache=tmp_path, fit_key=key)
+    assert {i: a["service"].classes[0] for i, a in said.items()} == {
+        i: s.facts.subject for i, s in enumerate(turned)
+    }
+
+
+def test_the_data_hash_covers_every_label_and_input_the_model_learns_from() -> None:
+    """The model file is named by its training data's hash: two data sets that train
+    different models never share it. The re-orientation target trains the reorient head and
+    the mailbox is an input of the stacked service regression: each changes the hash."""
+    base = training.Sample(
+        "a", facts("La CAF ne répond pas", mailbox="general"), "autres-administrations", "autre"
+    )
+    samples = [base, training.Sample("b", facts("Ma carte grise"), "cartes-grises", "information")]
+    same = training.training_hash(samples)
+    assert training.training_hash(samples[::-1]) == same  # the order is not the data
+    target = [replace(base, reorient="caf"), samples[1]]
+    other_target = [replace(base, reorient="mairie"), samples[1]]
+    assert training.training_hash(target) != training.training_hash(other_target)
+    mailbox = replace(base, facts=replace(base.facts, mailbox="etrangers"))
+    assert training.training_hash([mailbox, samples[1]]) != same
+
+
+def test_training_does_not_depend_on_the_order_of_the_labelled_folders(tmp_path: Path) -> None:
+    """The same mails, their folders given in another order: the same folds, so the same
+    k-fold figures (the refusal's) and the same model under the same name."""
+    folders = [str(ROOT / "tests/data/routing"), str(ROOT / "tests/data/corpus/train-9a")]
+    said = []
+    for order in (folders, folders[::-1]):
+        labelled = [arg for folder in order for arg in ("--labelled", folder)]
+        done = cli(ROOT / "rules.yaml", "routing", "train", "--no-corrections", "--folds", "3",
+                   *labelled, "--out", str(tmp_path / "model.npz"))  # fmt: skip
+        assert "rules alone" in done.stdout, done.stderr
+        said.append([line for line in done.stdout.splitlines() if "service" in line])
+    assert said[0] == said[1]
+
+
+def test_the_refusal_compares_where_the_mails_land_with_the_rules() -> None:
+    """The rules alone hold nothing: their service is where each mail is recorded. A model
+    whose right guesses are held "to check" at the mailbox's own (wrong) service leaves those
+    mails where the rules would not: compared on the service decided, it passed; it is
+    refused on the service the mails are recorded at."""
+    expected = ["permis", "permis", "etrangers", "cabinet"]
+    alone = training.Scored(
+        services=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+        categories=[("information", "information")] * 4,
+        moved=[True, True, False, True],
+        to_check=[False] * 4,
+        mailboxes=["etrangers"] * 4,
+        sources=["dev"] * 4,
+        landed=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+    )
+    held = [True, True, False, False]
+    combined = replace(
+        alone,
+        services=[(e, e) for e in expected],
+        moved=[False, False, False, True],
+        to_check=held,
+        landed=list(zip(expected, ["etrangers", "etrangers", "etrangers", "cabinet"], strict=True)),
+    )
+    assert combined.accuracy("service") > alone.accuracy("service")  # as decided: better
+    assert training.worse_than_rules(combined, alone) == ["service"]
+    assert training.worse_than_rules(alone, alone) == []

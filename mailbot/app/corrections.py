@@ -134,6 +134,13 @@ def _record(
             shown="ce courriel n'a pas été reçu comme le message d'un usager : son"
             " orientation ne peut pas être corrigée.",
         )
+    if row.probe:  # acknowledged to test the ARs, but mailbot's own mail: never trained on
+        raise MessageError(
+            f"{reference} is a probe's test mail (mailbot's own, never routed); only a"
+            " citizen's mail is corrected",
+            shown="ce courriel est un message de test de la supervision de mailbot : son"
+            " orientation ne peut pas être corrigée.",
+        )
     stored.add_correction(tx.conn, row, routed, agent, now)
     detail = f"{row.service}/{row.category} -> {routed[0]}/{routed[1]}"
     tx.add_event(row.id, EventKind.ROUTING_CORRECTED, detail + (f" by {agent}" if agent else ""))

@@ -375,10 +375,23 @@ def calibrated(heads: dict[str, Head], temperature: float) -> dict[str, Head]:
 
 
 def training_hash(samples: Iterable[Sample]) -> str:
+    """The hash a model is named by: of all it learns from — each mail's text and mailbox
+    (an input of the stacked service regression) and its labels, the re-orientation target
+    (the reorient head's) included — in no particular order."""
     return data_hash(
-        (f"{s.facts.subject}\n{s.facts.body}\n{s.facts.quoted}", s.service, s.category)
+        (
+            f"{s.facts.mailbox}\0{s.facts.subject}\n{s.facts.body}\n{s.facts.quoted}",
+            f"{s.service}\0{s.reorient}",
+            s.category,
+        )
         for s in samples
     )
+
+
+def canonical(samples: Iterable[Sample]) -> list[Sample]:
+    """``samples`` in an order that depends on what they are, not where they were read
+    (each one's ``training_hash``, then its folder and name): the same data, the same folds."""
+    return sorted(samples, key=lambda s: (training_hash([s]), s.source, s.name))
 
 
 # -- evaluation --------------------------------------------------------------------------
@@ -441,6 +454,15 @@ class Scored:
         decided = sum(g == label for _, g in pairs)
         expected = sum(e == label for e, _ in pairs)
         return (tp / decided if decided else 1.0, tp / expected if expected else 1.0)
+
+
+def worse_than_rules(combined: Scored, alone: Scored) -> list[str]:
+    """What the model makes worse than the rules alone on the same mails (``routing train``
+    refuses it then): the service where each mail is recorded — the rules alone hold nothing,
+    so theirs is where their mails land, while a mail the model holds "to check" stays at its
+    mailbox's service whatever it guessed — and the category."""
+    pairs = (("service", "landed"), ("category", "category"))
+    return [name for name, which in pairs if combined.accuracy(which) < alone.accuracy(which)]
 
 
 SCORED_FIELDS = ("services", "categories", "moved", "to_check", "mailboxes", "sources", "landed")
@@ -541,6 +563,10 @@ def held_answers(
         digest = hashlib.sha256(repr(sorted((fit_key or {}).items())).encode())
         digest.update(training_hash(samples).encode())
         digest.update(repr(sorted(held)).encode())
+        # The answers are kept by index: the same mails in another order hold other mails
+        # at these indices, whose answers these are not (each held mail named, in order).
+        for i in sorted(held):
+            digest.update(training_hash([samples[i]]).encode())
         if extra:
             digest.update(training_hash(extra).encode())
         path = cache / f"answers-{digest.hexdigest()[:16]}.pkl"

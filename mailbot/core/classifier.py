@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -462,7 +463,9 @@ def _load(path: Path, _mtime_ns: int, _size: int) -> Classifier:
             return Classifier(data["features"].astype(np.int64), data["idf"], heads, meta, path)
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read the routing model: {exc}") from None
-    except (KeyError, ValueError) as exc:
+    # A file cut short (a copy interrupted, a full disk) or empty: zipfile's and numpy's own
+    # errors, not OSError nor ValueError.
+    except (KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(str(path), "", f"not a routing model file: {exc}") from None
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailbot.config import Config, ContactFormRelay
+from mailbot.config import REORIENT_SERVICE, Config, ContactFormRelay
+from mailbot.core.classifier import Classifier
 from mailbot.core.classifier import load as load_model
 from mailbot.core.language import detect_language
 from mailbot.core.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage
@@ -14,6 +15,7 @@ from mailbot.core.policy import PolicyContext, reply_address
 from mailbot.core.relays import recognised_relay
 from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing, form_fields
 from mailbot.core.routing_text import routing_text
+from mailbot.errors import ConfigError
 
 ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
 
@@ -25,7 +27,35 @@ def compiled_routing(config: Config) -> CompiledRouting | None:
     # The classifier is a static file of numbers (no pickle), loaded once like the
     # language models.
     model = load_model(config.routing.model.file) if config.routing.model else None
+    if model is not None:
+        _check_model_labels(config, model)
     return compile_routing(config.routing, own, config.organisation.general_service, model)
+
+
+def _check_model_labels(config: Config, model: Classifier) -> None:
+    """ConfigError when the model names a service, category or re-orientation target
+    that rules.yaml does not (a model trained for another configuration, or one renamed
+    since): it would route mail to a label nothing handles. A label rules.yaml has and
+    the model lacks is fine: the rules alone can give it until the next training."""
+    assert config.routing is not None
+    known = {
+        "service": {*config.services, REORIENT_SERVICE},
+        "category": set(config.routing.categories),
+        "reorient": set(config.routing.reorientation),
+    }
+    stacks = model.meta.get("stack") or {}
+    for head, allowed in known.items():
+        said = set(model.heads[head].classes) if head in model.heads else set()
+        said |= {str(c) for c in stacks.get(head, {}).get("classes", ())}
+        unknown = sorted(said - allowed)
+        if unknown:
+            raise ConfigError(
+                str(model.path),
+                head,
+                f"the routing model knows {', '.join(unknown)}, which rules.yaml does not"
+                f" (known: {', '.join(sorted(allowed))}): train a model for this"
+                " configuration (mailbot routing train) or name another routing.model.file",
+            )
 
 
 def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> RoutingInput:

@@ -100,13 +100,14 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
 def open_messages(
     engine: Engine, where: OpenFilter, offset: int, limit: int
 ) -> tuple[list[sa.Row[Any]], int]:
-    """One page of open messages, oldest first (the earliest deadline first), and how many
-    match in all."""
+    """One page of open messages, those held "to check" first (the routing was unsure:
+    re-routed soon, the right service still has time), then oldest first (the earliest
+    deadline first), and how many match in all."""
     conditions = _open_where(where)
     page = (
         sa.select(*QUEUE_COLUMNS)
         .where(*conditions)
-        .order_by(messages.c.received_at, messages.c.id)
+        .order_by(messages.c.to_check.desc(), messages.c.received_at, messages.c.id)
         .offset(offset)
         .limit(limit)
     )

@@ -48,7 +48,8 @@ def add_correction(
 
 
 def corrected_messages(engine: Engine) -> list[sa.Row[Any]]:
-    """Each corrected acknowledged mail once, with its latest correction and its location."""
+    """Each corrected acknowledged mail once, with its latest correction and its location;
+    never a probe's test mail (mailbot's own, not a citizen's: never trained on)."""
     latest = (
         sa.select(corrections.c.message_pk, sa.func.max(corrections.c.id).label("last"))
         .group_by(corrections.c.message_pk)
@@ -70,7 +71,7 @@ def corrected_messages(engine: Engine) -> list[sa.Row[Any]]:
         )
         .join(latest, latest.c.message_pk == messages.c.id)
         .join(corrections, corrections.c.id == latest.c.last)
-        .where(messages.c.decision == Decision.ACKNOWLEDGE)
+        .where(messages.c.decision == Decision.ACKNOWLEDGE, messages.c.probe == 0)
         .order_by(messages.c.id)
     )
     with engine.connect() as conn:

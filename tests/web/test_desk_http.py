@@ -257,3 +257,20 @@ def test_the_page_refreshes_who_has_the_message_open(desk: Desk, console: Runnin
     with console.client() as outsider:
         local_login(outsider, "mlefebvre")
         assert outsider.get(f"/courriel/{row.id}/presence").status_code == 403
+
+
+def test_queue_shows_the_mails_held_to_check_first(desk: Desk, console: RunningConsole) -> None:
+    """A mail the routing was unsure of stays at its mailbox's service "to check" (issue 13):
+    the queue shows it first, then the others by deadline, so that it is re-routed while the
+    right service still has time to answer."""
+
+    from mailbot.store.schema import messages
+
+    old, recent, hostile = (desk.row(f"<citizen-{n}@example.fr>") for n in (1, 2, 3))
+    with desk.app.store.engine.begin() as conn:
+        conn.execute(messages.update().where(messages.c.id == recent.id).values(to_check=1))
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get("/").text
+        assert references(page) == [recent.reference, old.reference, hostile.reference]
+        assert references(client.get("/?etat=a-verifier").text) == [recent.reference]
