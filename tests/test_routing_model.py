@@ -837,3 +837,23 @@ def test_the_refusal_compares_where_the_mails_land_with_the_rules() -> None:
     assert combined.accuracy("service") > alone.accuracy("service")  # as decided: better
     assert training.worse_than_rules(combined, alone) == ["service"]
     assert training.worse_than_rules(alone, alone) == []
+
+
+def test_a_mail_closed_as_spam_after_its_correction_is_not_trained_on(tmp_path: Path) -> None:
+    """Corrected, then closed by an agent as spam: no citizen's request to learn from. A
+    duplicate closed the same way is still a citizen's text, and still trains."""
+    from mailbot.app.corrections import correct, corrected_messages
+    from mailbot.core.statuses import NoReplyReason
+    from mailbot.store import console as stored_console
+
+    config = CONFIG.model_copy(update={"database": f"sqlite:///{tmp_path / 'mailbot.db'}"})
+    store = Store(config.database)
+    with store.transaction() as tx:
+        spam = tx.insert_message(message())
+        duplicate = tx.insert_message(message(uid=2, reference="SM-2026-000002", content_hash="h2"))
+    correct(config, store, "SM-2026-000001", "cartes-grises", "information")
+    correct(config, store, "SM-2026-000002", "cartes-grises", "information")
+    with store.transaction() as tx:
+        assert stored_console.set_no_reply(tx.conn, spam, NoReplyReason.SPAM)
+        assert stored_console.set_no_reply(tx.conn, duplicate, NoReplyReason.DUPLICATE)
+    assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from mailbot.core.statuses import Decision
+from mailbot.core.statuses import Decision, NoReplyReason
 from mailbot.store.schema import corrections, messages
 
 
@@ -49,7 +49,8 @@ def add_correction(
 
 def corrected_messages(engine: Engine) -> list[sa.Row[Any]]:
     """Each corrected acknowledged mail once, with its latest correction and its location;
-    never a probe's test mail (mailbot's own, not a citizen's: never trained on)."""
+    never a probe's test mail (mailbot's own, not a citizen's: never trained on), nor one an
+    agent closed as spam after correcting it (no citizen's request to learn from)."""
     latest = (
         sa.select(corrections.c.message_pk, sa.func.max(corrections.c.id).label("last"))
         .group_by(corrections.c.message_pk)
@@ -71,7 +72,11 @@ def corrected_messages(engine: Engine) -> list[sa.Row[Any]]:
         )
         .join(latest, latest.c.message_pk == messages.c.id)
         .join(corrections, corrections.c.id == latest.c.last)
-        .where(messages.c.decision == Decision.ACKNOWLEDGE, messages.c.probe == 0)
+        .where(
+            messages.c.decision == Decision.ACKNOWLEDGE,
+            messages.c.probe == 0,
+            sa.or_(messages.c.no_reply.is_(None), messages.c.no_reply != NoReplyReason.SPAM),
+        )
         .order_by(messages.c.id)
     )
     with engine.connect() as conn:
