@@ -433,3 +433,36 @@ def _delivery_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logg
     return [
         r for r in caplog.records if r.name == "mailbot.app.delivery" and r.msg.startswith(message)
     ]
+
+
+def test_poll_once_from_cron_quarantines_a_mail_failing_three_runs_in_a_row(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A cron of `poll --once`: each run is a new process, and the count of a mail's
+    attempts is the folder's (in the database), not the process's: the third run quarantines
+    the failing mail alone, and the folder goes on."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    for attempt in (1, 2):
+        args = ("--acknowledge-existing",) if attempt == 1 else ()
+        result = cli(config, "poll", "--once", *args)
+        assert result.returncode == 1, result.stderr
+        (line,) = warnings(result.stderr, "mailbox failed, database busy or unreachable")
+        assert f"attempt {attempt} of 3" in line, line
+        assert query(pg, "SELECT count(*) FROM messages")[0][0] == 0
+    third = cli(config, "poll", "--once")
+    assert third.returncode == 0, third.stderr
+    rows = query(pg, "SELECT uid, decision, reasons FROM messages ORDER BY uid")
+    assert [(r.uid, r.decision) for r in rows] == [
+        (1, "acknowledge"),
+        (2, "quarantine"),
+        (3, "acknowledge"),
+    ]
+    assert "quarantined after 3 database errors in a row" in rows[1].reasons
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    assert ars_to(smtp_server, "usager3@example.fr") == 1
+    assert ars_to(smtp_server, "usager2@example.fr") == 0
+    # the count went with the quarantine: nothing left for this folder
+    counted = "SELECT transient_uid, transient_count FROM folders WHERE mailbox = 'general'"
+    assert query(pg, counted) == [(None, 0)]

@@ -471,7 +471,7 @@ class Transaction:
         self.conn.execute(
             folders.update()
             .where(folders.c.mailbox == mailbox, folders.c.folder == folder)
-            .values(read_until=None, resync_before=before)
+            .values(read_until=None, resync_before=before, transient_uid=None, transient_count=0)
         )
 
     def folder_read(self, mailbox: str, folder: str, uidvalidity: int, at: datetime) -> None:
@@ -495,6 +495,35 @@ class Transaction:
         its mail arrived under the old one (None otherwise)."""
         found = {"mailbox": mailbox, "folder": folder, "uidvalidity": uidvalidity}
         return self.conn.execute(_RESYNC_BOUND, found).scalar()
+
+    def transient_attempts(self, mailbox: str, folder: str, uidvalidity: int) -> tuple[int, int]:
+        """The UID of this folder (under this UIDVALIDITY) whose recording last met a
+        transient database error, and how many times in a row; (0, 0) when none did."""
+        row = self.conn.execute(
+            sa.select(folders.c.transient_uid, folders.c.transient_count).where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+            )
+        ).first()
+        if row is None or row.transient_uid is None:
+            return 0, 0
+        return int(row.transient_uid), int(row.transient_count)
+
+    def note_transient_attempts(
+        self, mailbox: str, folder: str, uidvalidity: int, uid: int | None, count: int = 0
+    ) -> None:
+        """Keep (``uid`` None: forget) the count of a mail's transient errors in its folder's
+        row, where the next poll finds it, whichever process runs it."""
+        self.conn.execute(
+            folders.update()
+            .where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+            )
+            .values(transient_uid=uid, transient_count=count if uid is not None else 0)
+        )
 
     def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
         """Move a folder's high-water UID. A worker sharing the database first renews its
