@@ -135,6 +135,7 @@ class Worker:
             record.started_at,
             record.seconds,
             record.error,
+            database=record.database,
         )
         if self.metrics is not None:
             self.metrics.observe(record)

@@ -466,3 +466,45 @@ def test_poll_once_from_cron_quarantines_a_mail_failing_three_runs_in_a_row(
     # the count went with the quarantine: nothing left for this folder
     counted = "SELECT transient_uid, transient_count FROM folders WHERE mailbox = 'general'"
     assert query(pg, counted) == [(None, 0)]
+
+
+def test_a_poll_failed_by_the_database_is_no_imap_error_and_keeps_the_connection(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """The database failed the poll, not the IMAP server: the folder's "IMAP errors in a
+    row" stay as they were (the failure is recorded as the database's), and the poller keeps
+    its IMAP connection for the next poll (no reconnection, no LOGIN again)."""
+    from mailbot.mail.imap import ImapMailbox
+    from mailbot.metrics import Metrics
+    from mailbot.worker import Worker
+
+    config_path = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    app = build_app(config_path, FileTransport(tmp_path / "out"), database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    app.pipeline.acknowledge_existing = True
+    source = ImapMailbox(app.config.mailboxes["general"].imap, name="general")
+    worker = Worker(app.config, app.pipeline, app.outbox, {"general": source})
+    poller = worker.pollers["general"]
+    worker.metrics = Metrics(app.config, app.store, worker.pollers)
+    try:
+        poller.cycle(2.5)  # fails, waits its backoff (1 s), fails again, waits
+        assert poller.reconnects == 0 and poller.connected
+        (beat,) = query(pg, "SELECT errors, error FROM heartbeats")
+        assert "attempt 2 of 3" in beat.error and beat.errors == 0
+        labels = {"mailbox": "general", "folder": "INBOX"}
+        counted = worker.metrics.registry.get_sample_value(
+            "mailbot_poll_database_errors_total", labels
+        )
+        assert counted == 2
+        poller.cycle(0.5)  # the third attempt: the mail quarantined, the folder goes on
+        assert poller.reconnects == 0
+        assert query(pg, "SELECT errors FROM heartbeats")[0][0] == 0
+        assert [d for (d,) in query(pg, "SELECT decision FROM messages ORDER BY uid")] == [
+            "acknowledge",
+            "quarantine",
+            "acknowledge",
+        ]
+    finally:
+        poller.disconnect_quietly()
+        app.store.close()

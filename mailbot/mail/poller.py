@@ -108,9 +108,12 @@ class PollRecord:
     started_at: datetime
     seconds: float
     error: str | None  # None: a success
+    # The database failed the poll (TransientStoreError), not the mail server: not one of
+    # the folder's IMAP errors in a row, and the IMAP connection is kept.
     # How many mails took each decision (the metrics' counts): counts, not the outcomes,
     # so that `run` keeps nothing per mail however large the backlog.
     decisions: Counter[str] = field(default_factory=Counter)
+    database: bool = False
 
 
 def _ignore(_record: PollRecord) -> None:
@@ -175,7 +178,9 @@ class MailboxPoller:
         except Exception as exc:
             said = isinstance(exc, (MailboxError, TransientStoreError))
             error = str(exc) if said else type(exc).__name__
-            self._observe(PollRecord(self.name, self.folder, started, 0.0, error, decisions))
+            database = isinstance(exc, TransientStoreError)
+            record = PollRecord(self.name, self.folder, started, 0.0, error, decisions, database)
+            self._observe(record)
             raise
         seconds = time.monotonic() - clock
         self._observe(PollRecord(self.name, self.folder, started, seconds, None, decisions))
@@ -272,7 +277,8 @@ class MailboxPoller:
                 self._later(remaining, "mailbox unreachable, reconnecting later", exc)
                 due = True
             except TransientStoreError as exc:  # rolled back: the same mail, read again
-                self._later(remaining, "database busy or unreachable, polling again later", exc)
+                message = "database busy or unreachable, polling again later"
+                self._later(remaining, message, exc, disconnect=False)
                 due = True
             except Exception:  # not a bad mail (those are quarantined): the store, a bug
                 delay = self.backoff.next_delay()
@@ -286,12 +292,18 @@ class MailboxPoller:
                 due = True
         return outcomes
 
-    def _later(self, remaining: float, message: str, exc: Exception) -> None:
+    def _later(
+        self, remaining: float, message: str, exc: Exception, disconnect: bool = True
+    ) -> None:
         """A poll failed for a reason that passes (the server, the database): a WARNING
-        with the error, then the backoff's next delay, within the cycle, before the next."""
+        with the error, then the backoff's next delay, within the cycle, before the next.
+        The IMAP connection is closed unless the server was not at fault (``disconnect``
+        False: the database's failure), and a server that drops it meanwhile is found at
+        the next poll (MailboxError, reconnected)."""
         delay = self.backoff.next_delay()
         log.warning(message, extra={"mailbox": self.name, "error": str(exc), "retry_in": delay})
-        self.disconnect_quietly()
+        if disconnect:
+            self.disconnect_quietly()
         self.stop.wait(min(delay, remaining))
 
     def disconnect_quietly(self) -> None:
