@@ -508,3 +508,60 @@ def test_a_poll_failed_by_the_database_is_no_imap_error_and_keeps_the_connection
     finally:
         poller.disconnect_quietly()
         app.store.close()
+
+
+def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
+    tmp_path: Path,
+    imap_user: MailUser,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout while the Sent
+    folder is read: one WARNING naming the reason (no ERROR, no traceback), the repeats at
+    DEBUG, one INFO when the database works again; the reply is recorded after."""
+    from test_poison import _acknowledged
+
+    from mailbot.app.sent import SentPipeline, signature_check
+    from mailbot.mail.imap import ImapMailbox
+    from mailbot.mail.poller import MailboxPoller
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "mailbot.db"
+    app = build_app(
+        ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{path}"
+    )
+    with app.store.transaction() as tx:
+        tx.insert_message(_acknowledged())
+    imap_user.create_folder("Sent")
+    imap_user.append(
+        b"From: agent@seine-maritime.gouv.fr\r\nTo: usager1@example.fr\r\n"
+        b"Subject: Re: votre demande [SM-2026-000001]\r\n"
+        b"In-Reply-To: <poison-1@example.fr>\r\n"
+        b"Message-ID: <reply-1@seine-maritime.gouv.fr>\r\n\r\nBonjour.\r\n",
+        folder="Sent",
+    )
+    sent = SentPipeline(app.config, app.store, signature_check)
+    source = ImapMailbox(imap_user.imap_config("Sent"), name="general")
+    poller = MailboxPoller("general", "Sent", source, sent, app.config.polling, lambda: None)
+    caplog.set_level(logging.DEBUG, logger="mailbot.mail.poller")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        poller.cycle(3.5)  # fails, 1 s, fails, 2 s, fails
+        holder.execute("ROLLBACK")
+        poller.cycle(0.5)
+    finally:
+        holder.close()
+        poller.disconnect_quietly()
+        app.store.close()
+    lines = [r for r in caplog.records if r.name == "mailbot.mail.poller"]
+    assert not [r for r in lines if r.levelno >= logging.ERROR or r.exc_info]
+    failed = [r for r in lines if r.msg == "database busy or unreachable, polling again later"]
+    assert len(failed) >= 2
+    assert [r.levelno for r in failed[:1]] == [logging.WARNING]
+    assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
+    assert "locked by another connection" in failed[0].__dict__["reason"]
+    assert failed[0].__dict__["mailbox"] == "general"
+    (recovered,) = [r for r in lines if r.msg == "database works again"]
+    assert recovered.levelno == logging.INFO and recovered.__dict__["failures"] == len(failed)
+    assert query(f"sqlite:///{path}", "SELECT count(*) FROM events WHERE kind = 'reply'") == [(1,)]

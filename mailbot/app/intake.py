@@ -227,7 +227,7 @@ class Pipeline:
         restoration) was never read and gets its AR.
         """
         with (
-            _transient_failure(mailbox, folder, "read the folder's state"),
+            transient_failure(mailbox, folder, "read the folder's state"),
             self.store.transaction() as tx,
         ):
             state = tx.folder_state(mailbox, folder)
@@ -274,7 +274,7 @@ class Pipeline:
         re-read after one."""
         at = searched_at.replace(microsecond=0) - READ_MARGIN
         with (
-            _transient_failure(mailbox, folder, "note the folder as read"),
+            transient_failure(mailbox, folder, "note the folder as read"),
             self.store.transaction() as tx,
         ):
             tx.folder_read(mailbox, folder, uidvalidity, at)
@@ -403,7 +403,7 @@ class Pipeline:
         refused: IncomingMail | None = None
         try:
             with (
-                _transient_failure(where.mailbox, where.folder, "record a batch"),
+                transient_failure(where.mailbox, where.folder, "record a batch"),
                 self.store.batch() as tx,
             ):
                 where = replace(
@@ -810,7 +810,7 @@ class _AttemptFailed(TransientStoreError):
 
 
 @contextmanager
-def _transient_failure(mailbox: str, folder: str, what: str) -> Iterator[None]:
+def transient_failure(mailbox: str, folder: str, what: str) -> Iterator[None]:
     """A transient database error in the block (``mailbot.store.errors``) becomes
     TransientStoreError, saying where and what happened: the block's transaction was rolled
     back, and the next poll does the same work again (reads the same mail)."""
