@@ -565,3 +565,27 @@ def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
     (recovered,) = [r for r in lines if r.msg == "database works again"]
     assert recovered.levelno == logging.INFO and recovered.__dict__["failures"] == len(failed)
     assert query(f"sqlite:///{path}", "SELECT count(*) FROM events WHERE kind = 'reply'") == [(1,)]
+
+
+def test_quarantine_retry_says_the_database_failed_not_that_the_mail_was_not_found(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A retry the database could not record just then is no mail "not found": the
+    summary says the database failed and that the retry is to be asked again."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    refuse_rows(pg, 1)  # the mail's own error: quarantined
+    imap_user.deliver([citizen(1, "Demande 1")])
+    assert cli(config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    ((pk,),) = query(pg, "SELECT id FROM messages WHERE decision = 'quarantine'")
+    allow_rows(pg)
+    fail_rows(pg, 1, on="UPDATE")
+    result = cli(config, "quarantine", "retry", str(pk))
+    assert result.returncode == 1
+    assert f"#{pk}" in result.stderr and "stays quarantined as it was" in result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "0 not found" in summary, summary
+    assert "1 not retried (the database could not record it now: retry later)" in summary
+    heal(pg)
+    again = cli(config, "quarantine", "retry", str(pk))
+    assert again.returncode == 0, again.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
