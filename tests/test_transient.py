@@ -589,3 +589,89 @@ def test_quarantine_retry_says_the_database_failed_not_that_the_mail_was_not_fou
     again = cli(config, "quarantine", "retry", str(pk))
     assert again.returncode == 0, again.stderr
     assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_poll_once_meeting_a_sqlite_lock_before_the_intake_fails_with_a_warning(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout when `poll --once`
+    registers its worker (before any mail is read): the poll fails as for any transient
+    database error (a WARNING naming the reason, exit 1), no CRITICAL nor traceback; the
+    next run answers the mail, once."""
+    from test_poison import inproc
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "mailbot.db"
+    database = f"sqlite:///{path}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    Store(database).close()  # the schema first
+    imap_user.deliver([citizen(1, "Demande 1")])
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = inproc(capsys, config, "poll", "--once", "--acknowledge-existing")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert "level=critical" not in result.stderr and "traceback=" not in result.stderr
+    (line,) = warnings(result.stderr, "poll failed, database busy or unreachable")
+    assert "level=warning" in line and "locked by another connection" in line
+    assert query(database, "SELECT count(*) FROM messages") == [(0,)]
+    again = inproc(capsys, config, "poll", "--once", "--acknowledge-existing")
+    assert again.returncode == 0, again.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`run` starting while another process holds SQLite's write lock past the busy
+    timeout: its registration is tried again (one WARNING with the reason, the repeats at
+    DEBUG), never a crash; once the lock is gone it registers and answers the mail."""
+    import threading
+    import time
+
+    from mailbot.app.context import app_from_config
+    from mailbot.config import load_config
+    from mailbot.worker import make_worker
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "mailbot.db"
+    database = f"sqlite:///{path}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    imap_user.deliver([citizen(1, "Demande 1")])
+    app = app_from_config(load_config(config), acknowledge_existing=True)
+    worker = make_worker(app)
+    caplog.set_level(logging.DEBUG, logger="mailbot.worker")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        time.sleep(3.5)  # tries at 0, 1 and 3 s
+        holder.execute("ROLLBACK")
+        wait_until(lambda: ars_to(smtp_server, "usager1@example.fr") == 1, what="the AR")
+    finally:
+        worker.stop.set()
+        thread.join(30)
+        holder.close()
+        app.close()
+    assert not thread.is_alive()
+    lines = [r for r in caplog.records if r.name == "mailbot.worker"]
+    assert not [r for r in lines if r.levelno >= logging.ERROR or r.exc_info]
+    failed = [r for r in lines if r.msg.startswith("worker registration failed")]
+    assert len(failed) >= 2 and failed[0].levelno == logging.WARNING
+    assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
+    assert "locked by another connection" in failed[0].__dict__["reason"]
+    assert [r.levelno for r in lines if r.msg == "worker registered"] == [logging.INFO]
