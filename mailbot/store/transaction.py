@@ -949,10 +949,23 @@ class Transaction:
         }
         return _driver_claim(self.conn.dialect).run(self.conn, values) == 1
 
-    def still_sending(self, item_id: int) -> bool:
-        """Whether an item is still 'sending' (locked until the transaction ends)."""
-        query = sa.select(outbox.c.status).where(outbox.c.id == item_id).with_for_update()
-        return bool(self.conn.execute(query).scalar_one_or_none() == OutboxStatus.SENDING)
+    def settle_orphan(
+        self, item_id: int, claimed_by: str | None, status: OutboxStatus, **values: Any
+    ) -> bool:
+        """``set_outbox_status`` only while the item is still 'sending' under the claim it
+        was found with (``claimed_by``, None included); False, and nothing written, once
+        it was given back or claimed by another (a live) worker meanwhile. On PostgreSQL the
+        UPDATE waits for a concurrent claim's lock and checks the row as it then is."""
+        result = self.conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.id == item_id,
+                outbox.c.status == OutboxStatus.SENDING,
+                outbox.c.claimed_by.is_not_distinct_from(claimed_by),
+            )
+            .values(status=status, **values)
+        )
+        return bool(result.rowcount == 1)
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         self.conn.execute(_UPDATE_OUTBOX, {"item_id": item_id, "status": status, **values})
