@@ -7,16 +7,16 @@ was kept in the process's memory: a cron of `poll --once` started again from 0 a
 run and never quarantined it, failing the folder's batch at every run. It is kept in the
 folder's row now, which every process reads.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-03
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
