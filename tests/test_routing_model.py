@@ -825,6 +825,7 @@ def test_the_refusal_compares_where_the_mails_land_with_the_rules() -> None:
         mailboxes=["etrangers"] * 4,
         sources=["dev"] * 4,
         landed=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+        targets=[("", "")] * 4,
     )
     held = [True, True, False, False]
     combined = replace(
