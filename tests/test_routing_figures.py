@@ -94,3 +94,18 @@ def test_a_mail_reoriented_to_the_wrong_administration_is_a_wrong_transfer(
     assert scored.wrong_transfers == 1
     assert figures(scored)["wrong_transfers"] == 1
     assert "wrong transfers 1 (50.0%)" in format_figures(scored)
+
+
+def test_a_reorientation_whose_target_is_not_labelled_is_not_counted_wrong(
+    tmp_path: Path,
+) -> None:
+    """The regression set (tests/data/routing) labels its re-oriented mails without a target
+    (no reorient column): the administration chosen cannot be judged there, and the right
+    service is not a wrong transfer."""
+    config = load_config(ROOT / "rules.yaml")
+    body = "Bonjour, je voudrais une copie de mon acte de naissance. Merci."
+    write_labelled(tmp_path, [(body, "autres-administrations", "")])
+    rules = training.with_model(training.base_routing(config), None, None)
+    scored = training.score(training.load_labelled(config, tmp_path), rules)
+    assert scored.moved == [True]
+    assert scored.wrong_transfers == 0
