@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -858,3 +859,33 @@ def test_a_mail_closed_as_spam_after_its_correction_is_not_trained_on(tmp_path: 
         assert stored_console.set_no_reply(tx.conn, spam, NoReplyReason.SPAM)
         assert stored_console.set_no_reply(tx.conn, duplicate, NoReplyReason.DUPLICATE)
     assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]
+
+
+def test_train_names_the_model_by_its_data_and_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``routing train`` without ``--out``: the same data under other settings (C, min-df,
+    the folds) is another model, in another file — one never overwrites the other. The
+    shipped model keeps its name and loads under it."""
+    from mailbot.cli import main
+
+    config = tmp_path / "rules.yaml"
+    shutil.copy(ROOT / "rules.yaml", config)
+    # Written whatever the k-fold says (the regression set alone is refused): the name is
+    # what this test is about.
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    data = ["--no-corrections", "--labelled", str(ROOT / "tests/data/routing")]
+    runs = ((), ("--c", "20"), ("--min-df", "1"), ("--folds", "3"))
+    for extra in runs:
+        args = ["--config", str(config), "routing", "train", "--folds", "2", *data, *extra]
+        assert main(args) == 0
+    written = sorted((tmp_path / "models").glob("routing-*.npz"))
+    assert len(written) == len(runs), capsys.readouterr().out
+    version = training.training_hash(regression_samples())[:12]
+    assert all(path.name.startswith(f"routing-{version}-") for path in written)
+    assert len({load(path).meta["train_settings"]["c"] for path in written}) == 2
+    shipped = compiled_routing(CONFIG)
+    assert shipped is not None and shipped.model is not None
+    assert CONFIG.routing is not None and CONFIG.routing.model is not None
+    assert CONFIG.routing.model.file.name == "routing-2359308ca52a.npz"
+    assert shipped.model.version == "2359308ca52a"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import pickle
 import random
 from collections import Counter
@@ -386,6 +387,15 @@ def training_hash(samples: Iterable[Sample]) -> str:
         )
         for s in samples
     )
+
+
+def model_file_name(model: Classifier, settings: Mapping[str, Any]) -> str:
+    """``routing-<data>-<settings>.npz``: the data hash alone named the file, so training the
+    same data with another C, min-df or folds overwrote the model trained before (perhaps
+    the one rules.yaml names). ``settings``: all ``routing train`` was given that changes
+    the model but not its data (JSON-able), also written in its header (``train_settings``)."""
+    text = json.dumps(settings, sort_keys=True)
+    return f"routing-{model.version}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.npz"
 
 
 def canonical(samples: Iterable[Sample]) -> list[Sample]:
