@@ -333,8 +333,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or Path(args.config).resolve().parent / "models" / name
     classifier.save(out, model.features, model.idf, model.heads, model.meta)
     print(f"model written: {out} ({out.stat().st_size // 1024} KiB, data {model.version})")
-    print(f"to use it, set in rules.yaml:  routing.model.file: {out.name}")
+    print(f"to use it, set in rules.yaml:  routing.model.file: {_as_configured(out, args)}")
     return 0
+
+
+def _as_configured(out: Path, args: argparse.Namespace) -> str:
+    """``out`` as ``routing.model.file`` names it: relative to rules.yaml's folder (where
+    a relative file is looked for: ``models/routing-….npz``, not the bare name), else
+    absolute."""
+    where, base = out.resolve(), Path(args.config).resolve().parent
+    return where.relative_to(base).as_posix() if where.is_relative_to(base) else str(where)
 
 
 def _fitter(args: argparse.Namespace, key: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:

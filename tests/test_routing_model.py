@@ -889,3 +889,29 @@ def test_train_names_the_model_by_its_data_and_its_settings(
     assert CONFIG.routing is not None and CONFIG.routing.model is not None
     assert CONFIG.routing.model.file.name == "routing-2359308ca52a.npz"
     assert shipped.model.version == "2359308ca52a"
+
+
+def test_the_line_train_prints_names_the_model_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``routing train`` writes ``models/routing-….npz`` beside rules.yaml and prints the
+    ``routing.model.file`` to set: set as printed, rules.yaml loads that model (the bare
+    file name pointed beside rules.yaml, where there is none)."""
+    from rulesfile import dump_rules, load_rules
+
+    from mailbot.cli import main
+
+    config = tmp_path / "rules.yaml"
+    shutil.copy(ROOT / "rules.yaml", config)
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    data = ["--no-corrections", "--folds", "2", "--labelled", str(ROOT / "tests/data/routing")]
+    assert main(["--config", str(config), "routing", "train", *data]) == 0
+    out = capsys.readouterr().out
+    (printed,) = [line for line in out.splitlines() if "routing.model.file:" in line]
+    rules = load_rules(config)
+    rules["routing"]["model"]["file"] = printed.split("routing.model.file:")[1].strip()
+    config.write_text(dump_rules(rules), encoding="utf-8")
+    routing = compiled_routing(load_config(config))
+    assert routing is not None and routing.model is not None
+    (written,) = (tmp_path / "models").glob("routing-*.npz")
+    assert routing.model.path == written
