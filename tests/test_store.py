@@ -389,6 +389,12 @@ def test_two_workers_starting_a_year_take_different_numbers(store: Store) -> Non
         assert tx.next_reference("SM", 2031) == "SM-2031-000005"
 
 
+def bodies(store: Store) -> int:
+    """How many outbox mails still hold their bytes."""
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM outbox_bodies")).scalar_one())
+
+
 def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     old = datetime(2020, 1, 2, tzinfo=UTC)
     with store.transaction() as tx:
@@ -400,6 +406,7 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     assert [row.uid for row in store.messages()] == [2]
     assert store.events(old_pk) == []
     assert store.outbox_items() == []
+    assert bodies(store) == 0  # the AR's bytes went with its row (ON DELETE CASCADE)
 
 
 def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: Store) -> None:
@@ -413,6 +420,7 @@ def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: 
     assert len(store.outbox_items()) == 1
     store.purge(now + timedelta(days=1))
     assert store.outbox_items() == []
+    assert bodies(store) == 0
     assert store.events(None) == []
 
 
