@@ -564,6 +564,18 @@ def cmd_answered(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reopen(args: argparse.Namespace) -> int:
+    """Undo a closing without a reply made by mistake: the console's « Rouvrir »."""
+    from mailbot.app.context import build_app
+    from mailbot.app.no_reply import reopen
+
+    app = build_app(args.config)
+    done = reopen(app.config, app.store, app.agent, args.agent, args.reference, args.reason)
+    was = f" (it was closed as {done.closed.value})" if done.closed is not None else ""
+    print(f"{done.reference}: reopened{was}, back in the queue with its deadline from receipt")
+    return 0
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -878,6 +890,13 @@ def parser() -> argparse.ArgumentParser:
         "--at", type=datetime.fromisoformat, help="when, with its zone (default: now)"
     )
     answered.set_defaults(func=cmd_answered)
+    reopen = commands.add_parser(
+        "reopen", help="reopen a message closed without a reply by mistake (« Rouvrir »)"
+    )
+    reopen.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
+    reopen.add_argument("--agent", required=True, help="agent id from agents.yaml")
+    reopen.add_argument("--reason", default="", help="why (optional, kept with the event)")
+    reopen.set_defaults(func=cmd_reopen)
     backfill_cmd = commands.add_parser(
         "backfill", help="import history for the indicators, no mail sent"
     )

@@ -72,7 +72,11 @@ def _add_correct(commands: Any) -> None:
 def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="train a model on labelled mail and corrections")
     _data_options(train)
-    train.add_argument("--out", type=Path, help="model file (default: models/routing-<hash>.npz)")
+    train.add_argument(
+        "--out",
+        type=Path,
+        help="model file (default: models/routing-<data hash>-<settings hash>.npz)",
+    )
     train.add_argument(
         "--no-corrections", action="store_true", help="ignore the agents' corrections"
     )
@@ -323,13 +327,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             fit([*samples, *extra]), training.fit_stacks(samples, said, routing)
         )
         model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
-    out = args.out or (
-        Path(args.config).resolve().parent / "models" / f"routing-{model.version}.npz"
-    )
+    trained_with = {**key, "folds": args.folds, "folds_by": args.folds_by}
+    model = replace(model, meta={**model.meta, "train_settings": trained_with})
+    name = training.model_file_name(model, trained_with)
+    out = args.out or Path(args.config).resolve().parent / "models" / name
     classifier.save(out, model.features, model.idf, model.heads, model.meta)
     print(f"model written: {out} ({out.stat().st_size // 1024} KiB, data {model.version})")
-    print(f"to use it, set in rules.yaml:  routing.model.file: {out.name}")
+    print(f"to use it, set in rules.yaml:  routing.model.file: {_as_configured(out, args)}")
     return 0
+
+
+def _as_configured(out: Path, args: argparse.Namespace) -> str:
+    """``out`` as ``routing.model.file`` names it: relative to rules.yaml's folder (where
+    a relative file is looked for: ``models/routing-….npz``, not the bare name), else
+    absolute."""
+    where, base = out.resolve(), Path(args.config).resolve().parent
+    return where.relative_to(base).as_posix() if where.is_relative_to(base) else str(where)
 
 
 def _fitter(args: argparse.Namespace, key: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:

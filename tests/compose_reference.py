@@ -50,7 +50,7 @@ from mailbot.core.policy import LOOP_HEADER
 from mailbot.core.probe import PROBE_HEADER, mark
 from mailbot.errors import MessageError
 from mailbot.render.catalogue import TemplateAttachment
-from mailbot.render.templates import LANGUAGE, RenderedMail, clean_subject
+from mailbot.render.templates import RenderedMail, clean_subject
 
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _MAX_DISPLAY_NAME = 100  # characters: an encoded name stays well within a header line
@@ -284,7 +284,7 @@ def build_email(
         msg["Auto-Submitted"] = "auto-replied"
     msg["X-Auto-Response-Suppress"] = "All"
     _more_headers(msg, loop_header_value, extra_headers or {})
-    msg["Content-Language"] = LANGUAGE
+    msg["Content-Language"] = ", ".join(rendered.languages)  # a bilingual AR: "fr, en"
     msg.attach(_text_part(rendered.text, "plain"))
     msg.attach(_text_part(rendered.html, "html"))
     return OutgoingMail(msg)

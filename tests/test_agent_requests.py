@@ -420,3 +420,30 @@ def test_a_message_whose_reply_is_on_its_way_cannot_be_closed_without_reply(
     with pytest.raises(RequestError, match="already answered"):
         close()
     assert db_rows(config, "SELECT no_reply FROM messages") == [(None,)]
+
+
+def test_reopen_on_the_command_line_undoes_a_closing_made_by_mistake(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mailbot reopen REF``: the console's « Rouvrir » (``no_reply.reopen``) for an IT
+    team without the console; its refusals are the use case's, in English."""
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "reopen", reference, "--agent", "cdurand"]
+    assert main(args) == 2
+    assert "not closed without a reply: nothing to reopen" in capsys.readouterr().err
+    app = build_app(config)
+    no_reply.close_without_reply(
+        app.config, app.store, app.agent, "cdurand", reference, NoReplyReason.SPAM, ""
+    )
+    assert main([*args, "--reason", "pas un spam"]) == 0
+    out = capsys.readouterr().out
+    assert f"{reference}: reopened (it was closed as spam)" in out
+    assert db_rows(config, "SELECT no_reply FROM messages") == [(None,)]
+    ((detail,),) = db_rows(config, "SELECT detail FROM events WHERE kind = 'reopened'")
+    said = json.loads(detail)
+    assert (said["agent"], said["by"], said["reason"]) == ("cdurand", "agent", "pas un spam")
+    assert main(args) == 2  # open again: nothing to reopen
+    assert "nothing to reopen" in capsys.readouterr().err
+    assert main([*args[:-1], "nobody"]) == 2  # an agent agents.yaml does not know
+    assert capsys.readouterr().err.startswith("error:")
+    assert setup[3].messages == []  # nothing is sent

@@ -251,7 +251,8 @@ def bookkeeping(url: str) -> list[tuple[Any, ...]]:
         tuple(r)
         for r in query(
             url,
-            "SELECT o.status, o.raw IS NOT NULL, m.ar_status, "
+            "SELECT o.status, EXISTS (SELECT 1 FROM outbox_bodies b WHERE b.outbox_id = o.id), "
+            "m.ar_status, "
             "(SELECT count(*) FROM events e WHERE e.message_pk = m.id AND e.kind = 'ar_sent') "
             "FROM outbox o JOIN messages m ON m.id = o.message_pk ORDER BY o.id",
         )
@@ -290,11 +291,13 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
     assert bookkeeping(database) == [("sent", False, "sent", 1)] * 5
     # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end;
     # an executemany of its claim group's rows on the driver). Per batch: taking the due
-    # mail, the purge, the messages' AR status (one executemany), the events (one).
+    # mail, the purge (a DELETE of the bodies: their own table, issue 14 point 2), the
+    # messages' AR status (one executemany), the events (one).
     assert statements.count("UPDATE messages many") == 1
     assert statements.count("UPDATE outbox many") == 5
     assert statements.count("UPDATETrue") == 0
-    assert statements.count("UPDATEFalse") == 1 + 5 + 1
+    assert statements.count("UPDATEFalse") == 1 + 5
+    assert statements.count("DELETEFalse") == 1
     assert [s for s in statements if s.startswith("INSERT")] == ["INSERT events many"]
 
 

@@ -152,6 +152,31 @@ def test_every_ar_template_and_language(
 
 
 @pytest.mark.parametrize(
+    ("language", "said"), [("en", b"fr, en"), ("ar", b"fr, ar"), ("fr", b"fr"), (None, b"fr, en")]
+)
+def test_a_bilingual_ar_says_both_its_languages(
+    config: Config, renderer: Renderer, language: str | None, said: bytes
+) -> None:
+    """An AR in French and the citizen's language (its HTML's ``lang`` attributes say both)
+    has both in Content-Language, a list (RFC 3282 § 2), French first as in the mail; an
+    undetected language gets French and English, and says so."""
+    raw = citizen_mail("Question", config.mailboxes["etrangers"].address)
+    mail = Received(
+        mailbox="etrangers",
+        raw=raw,
+        parsed=parse_message(raw),
+        received_at=NOW,
+        reference="SM-2026-000123",
+        recipient="camille.durand@example.org",
+        language=language,
+    )
+    planner = Planner(config, renderer, compose.Composer.from_config(config))
+    (ar,) = planner.plan(mail, decision("etrangers")).mails
+    (found,) = [line for line in ar.raw.split(b"\r\n") if line.startswith(b"Content-Language:")]
+    assert found == b"Content-Language: " + said
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "reponse-cartes-grises",

@@ -27,7 +27,7 @@ from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
 from mailbot.store.errors import is_transient
-from mailbot.store.schema import outbox as outbox_table
+from mailbot.store.schema import outbox_bodies
 
 CITIZEN = "marie.dupont@example.fr"
 AR = (
@@ -441,7 +441,7 @@ def test_a_mail_without_bytes_is_never_sent(store: Store) -> None:
     queue(store, b"")
     purged, fine = queue(store), queue(store)
     with store.engine.begin() as conn:
-        conn.execute(outbox_table.update().where(outbox_table.c.id == purged[0]), {"raw": None})
+        conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id == purged[0]))
     with ScriptedSmtpServer() as server:
         outbox = outbox_for(store, server)
         report = outbox.deliver_due()

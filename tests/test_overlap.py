@@ -114,7 +114,9 @@ def instrument(app: App) -> tuple[dict[int, threading.Event], list[tuple[bool, i
 def all_sent(app: App, tmp_path: Path, count: int) -> bool:
     """Every AR written by the transport, and recorded as sent (bookkeeping done)."""
     statuses = query(
-        app.store.url, "SELECT status, raw IS NULL, count(*) FROM outbox GROUP BY 1, 2"
+        app.store.url,
+        "SELECT status, NOT EXISTS (SELECT 1 FROM outbox_bodies WHERE outbox_id = outbox.id),"
+        " count(*) FROM outbox GROUP BY 1, 2",
     )
     return len(list((tmp_path / "out").iterdir())) == count and statuses == [("sent", 1, count)]
 

@@ -28,7 +28,8 @@ OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own se
 # transfers 2 %, complaint precision 95 %, recall 90 %). Measured once at shipping on this half,
 # model routing-2359308ca52a (issue 13 round 9: 3677 training mails; stack and bars chosen on
 # grouped folds, without the test half): service 96.2 % as decided (91.9 % as recorded),
-# category 93.4 %, wrong transfers 2 (0.9 %), complaint precision 92.0 % (23 of 25; below
+# category 93.4 %, wrong transfers 3 (1.4 %; 2 before a re-orientation to the wrong
+# administration counted as one, 2026-12-03), complaint precision 92.0 % (23 of 25; below
 # target), recall 100 %. Round 8 (routing-eef107432cbb, 3317 mails): 95.3 % (90.5 %), 93.8 %,
 # 0.9 %, 92.0 %, 100 %; round 7 (2867 mails): 93.8 % (89.6 %), 92.4 %, 1.9 %, 85.2 %, 100 %.
 # The floors sit two to three mails under round 9's figures, so that a retrained model may
@@ -62,7 +63,9 @@ def test_test_half_regression_guard() -> None:
     for row in labels:
         got = explained[row["file"]]
         moved = got["service"] != OWN[row["mailbox"]] and not got["to_check"]
-        wrong += moved and got["service"] != row["service"]
+        wrong += moved and (
+            got["service"] != row["service"] or row["reorient"] not in ("", got["reorient"] or "")
+        )
         assert set(got) >= {"ar", "ar_reasons", "service", "category", "actions", "rule_hits"}
         assert got["model"] is not None  # the shipped configuration names a model
     service_rate = sum(e == g for e, g in services) / len(labels)

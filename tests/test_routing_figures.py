@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from mailbot.app import training
 from mailbot.app.routing_figures import complaint_counts, figures, format_figures, wilson_interval
 from mailbot.app.training import Scored
+from mailbot.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -34,6 +40,7 @@ def scored(categories: list[tuple[str, str]]) -> Scored:
         mailboxes=["general"] * n,
         sources=["test"] * n,
         landed=[("general", "general")] * n,
+        targets=[("", "")] * n,
     )
 
 
@@ -54,3 +61,51 @@ def test_the_report_prints_the_counts_and_intervals() -> None:
     text = format_figures(scored(pairs))
     assert "complaints: 23 right of 26 decided (precision 95 % interval 71.0%-96.0%)" in text
     assert "of 23 expected (recall 95 % interval 85.7%-100.0%)" in text
+
+
+def write_labelled(folder: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A tiny labelled folder as ``routing evaluate --test`` reads it: (body, service,
+    re-orientation target) per mail, all written to the general mailbox."""
+    lines = ["file,mailbox,service,category,reorient"]
+    for n, (body, service, target) in enumerate(rows):
+        name = f"{n:03d}.eml"
+        mail = f"From: usager@example.fr\nTo: contact@example.gouv.fr\nSubject: Demande\n\n{body}\n"
+        (folder / name).write_text(mail, encoding="utf-8")
+        lines.append(f"{name},general,{service},information,{target}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_a_mail_reoriented_to_the_wrong_administration_is_a_wrong_transfer(
+    tmp_path: Path,
+) -> None:
+    """The rules send an "acte de naissance" to the mairie. Labelled for the CAF, it went to
+    the wrong administration: moved automatically to the wrong place, a wrong transfer, though
+    its service (autres-administrations) is the one expected."""
+    config = load_config(ROOT / "rules.yaml")
+    body = "Bonjour, je voudrais une copie de mon acte de naissance. Merci."
+    write_labelled(
+        tmp_path,
+        [(body, "autres-administrations", "caf"), (body, "autres-administrations", "mairie")],
+    )
+    rules = training.with_model(training.base_routing(config), None, None)
+    scored = training.score(training.load_labelled(config, tmp_path), rules)
+    assert scored.moved == [True, True]
+    assert scored.accuracy("service") == 1.0  # the service is right for both
+    assert scored.wrong_transfers == 1
+    assert figures(scored)["wrong_transfers"] == 1
+    assert "wrong transfers 1 (50.0%)" in format_figures(scored)
+
+
+def test_a_reorientation_whose_target_is_not_labelled_is_not_counted_wrong(
+    tmp_path: Path,
+) -> None:
+    """The regression set (tests/data/routing) labels its re-oriented mails without a target
+    (no reorient column): the administration chosen cannot be judged there, and the right
+    service is not a wrong transfer."""
+    config = load_config(ROOT / "rules.yaml")
+    body = "Bonjour, je voudrais une copie de mon acte de naissance. Merci."
+    write_labelled(tmp_path, [(body, "autres-administrations", "")])
+    rules = training.with_model(training.base_routing(config), None, None)
+    scored = training.score(training.load_labelled(config, tmp_path), rules)
+    assert scored.moved == [True]
+    assert scored.wrong_transfers == 0

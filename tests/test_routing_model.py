@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -825,6 +826,7 @@ def test_the_refusal_compares_where_the_mails_land_with_the_rules() -> None:
         mailboxes=["etrangers"] * 4,
         sources=["dev"] * 4,
         landed=list(zip(expected, ["permis", "permis", "etrangers", "general"], strict=True)),
+        targets=[("", "")] * 4,
     )
     held = [True, True, False, False]
     combined = replace(
@@ -857,3 +859,59 @@ def test_a_mail_closed_as_spam_after_its_correction_is_not_trained_on(tmp_path: 
         assert stored_console.set_no_reply(tx.conn, spam, NoReplyReason.SPAM)
         assert stored_console.set_no_reply(tx.conn, duplicate, NoReplyReason.DUPLICATE)
     assert [row.reference for row in corrected_messages(store)] == ["SM-2026-000002"]
+
+
+def test_train_names_the_model_by_its_data_and_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``routing train`` without ``--out``: the same data under other settings (C, min-df,
+    the folds) is another model, in another file — one never overwrites the other. The
+    shipped model keeps its name and loads under it."""
+    from mailbot.cli import main
+
+    config = tmp_path / "rules.yaml"
+    shutil.copy(ROOT / "rules.yaml", config)
+    # Written whatever the k-fold says (the regression set alone is refused): the name is
+    # what this test is about.
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    data = ["--no-corrections", "--labelled", str(ROOT / "tests/data/routing")]
+    runs = ((), ("--c", "20"), ("--min-df", "1"), ("--folds", "3"))
+    for extra in runs:
+        args = ["--config", str(config), "routing", "train", "--folds", "2", *data, *extra]
+        assert main(args) == 0
+    written = sorted((tmp_path / "models").glob("routing-*.npz"))
+    assert len(written) == len(runs), capsys.readouterr().out
+    version = training.training_hash(regression_samples())[:12]
+    assert all(path.name.startswith(f"routing-{version}-") for path in written)
+    assert len({load(path).meta["train_settings"]["c"] for path in written}) == 2
+    shipped = compiled_routing(CONFIG)
+    assert shipped is not None and shipped.model is not None
+    assert CONFIG.routing is not None and CONFIG.routing.model is not None
+    assert CONFIG.routing.model.file.name == "routing-2359308ca52a.npz"
+    assert shipped.model.version == "2359308ca52a"
+
+
+def test_the_line_train_prints_names_the_model_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``routing train`` writes ``models/routing-….npz`` beside rules.yaml and prints the
+    ``routing.model.file`` to set: set as printed, rules.yaml loads that model (the bare
+    file name pointed beside rules.yaml, where there is none)."""
+    from rulesfile import dump_rules, load_rules
+
+    from mailbot.cli import main
+
+    config = tmp_path / "rules.yaml"
+    shutil.copy(ROOT / "rules.yaml", config)
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    data = ["--no-corrections", "--folds", "2", "--labelled", str(ROOT / "tests/data/routing")]
+    assert main(["--config", str(config), "routing", "train", *data]) == 0
+    out = capsys.readouterr().out
+    (printed,) = [line for line in out.splitlines() if "routing.model.file:" in line]
+    rules = load_rules(config)
+    rules["routing"]["model"]["file"] = printed.split("routing.model.file:")[1].strip()
+    config.write_text(dump_rules(rules), encoding="utf-8")
+    routing = compiled_routing(load_config(config))
+    assert routing is not None and routing.model is not None
+    (written,) = (tmp_path / "models").glob("routing-*.npz")
+    assert routing.model.path == written

@@ -389,6 +389,12 @@ def test_two_workers_starting_a_year_take_different_numbers(store: Store) -> Non
         assert tx.next_reference("SM", 2031) == "SM-2031-000005"
 
 
+def bodies(store: Store) -> int:
+    """How many outbox mails still hold their bytes."""
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM outbox_bodies")).scalar_one())
+
+
 def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     old = datetime(2020, 1, 2, tzinfo=UTC)
     with store.transaction() as tx:
@@ -400,6 +406,7 @@ def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     assert [row.uid for row in store.messages()] == [2]
     assert store.events(old_pk) == []
     assert store.outbox_items() == []
+    assert bodies(store) == 0  # the AR's bytes went with its row (ON DELETE CASCADE)
 
 
 def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: Store) -> None:
@@ -413,6 +420,7 @@ def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: 
     assert len(store.outbox_items()) == 1
     store.purge(now + timedelta(days=1))
     assert store.outbox_items() == []
+    assert bodies(store) == 0
     assert store.events(None) == []
 
 
@@ -750,3 +758,117 @@ def test_a_database_driver_that_is_not_installed_is_a_store_error(url: str) -> N
     assert "postgresql+nodriver://mailbot:***@127.0.0.1:1/mailbot" in message, message
     assert "Tr0ub4dor" not in message
     assert "driver" in message
+
+
+def watch_body_writes(store: Store) -> None:
+    """Record in ``body_writes`` each row written to ``outbox_bodies`` (a trigger)."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE body_writes (op VARCHAR(8) NOT NULL)"))
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            if store.engine.dialect.name == "sqlite":
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER body_{op} AFTER {op} ON outbox_bodies"
+                        f" BEGIN INSERT INTO body_writes VALUES ('{op}'); END"
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.text(
+                        f"CREATE FUNCTION body_{op}() RETURNS trigger AS $$ BEGIN INSERT INTO"
+                        f" body_writes VALUES ('{op}'); RETURN NULL; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        f"CREATE TRIGGER body_{op} AFTER {op} ON outbox_bodies"
+                        f" FOR EACH ROW EXECUTE FUNCTION body_{op}()"
+                    )
+                )
+
+
+def body_writes(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT op FROM body_writes")).scalars())
+
+
+def test_an_outbox_mails_status_updates_leave_its_bytes_alone(store: Store) -> None:
+    """Issue 14, point 2: the bytes of a mail (~14 KB for an AR) were in its outbox row, and
+    each status update (taken, claimed, sent) rewrote them. They sit apart now: only the
+    purge after sending touches them, once, and a second purge finds nothing to do."""
+    at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    body = b"Votre demande a bien ete recue.\r\n" * 400
+    with store.batch() as tx:
+        pk = tx.record_message(new_message(reference=None)).id
+        tx.queue_rows([(pk, OutboxKind.AR, "a@b.fr", "m@b.fr", "<q@b.fr>", body, at)])
+    watch_body_writes(store)
+    with store.transaction() as tx:
+        (item,) = tx.take_due(at + timedelta(minutes=1), 10, "w1", timedelta(hours=1))
+        assert item.raw == body
+    with store.transaction() as tx:
+        assert tx.claim_outbox(item.id, 1, "w1")
+    with store.transaction() as tx:
+        tx.mark_sent([(item.id, at)], "w1")
+    assert body_writes(store) == []
+    with store.transaction() as tx:
+        assert [found.id for found, _ in tx.unfinished_sent()] == [item.id]
+        assert tx.finish_sent([item.id]) == {item.id}
+        assert tx.finish_sent([item.id]) == set() and tx.unfinished_sent() == []
+    assert body_writes(store) == ["DELETE"]
+    assert [(row.status, row.raw) for row in store.outbox_items()] == [(OutboxStatus.SENT, None)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_upgrade_moves_the_bytes_of_the_mails_still_holding_them(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Migration 0018: the bytes of a pending mail (and of any mail still holding them) move
+    to ``outbox_bodies`` and are sent from there; a sent mail whose bookkeeping a crash left
+    undone is still found and finished; a purged one stays without bytes."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
+    message = (
+        "INSERT INTO messages (id, mailbox, folder, uidvalidity, uid, content_hash, received_at,"
+        " subject, decision, reasons, ar_status, size, defects, created_at) VALUES (1,"
+        " 'general', 'INBOX', 1, 1, 'h', '2026-11-05 10:00:00', 's', 'acknowledge', '[]',"
+        " 'pending', 10, '[]', '2026-11-05 10:00:00')"
+    )
+    mail = (
+        "INSERT INTO outbox (id, message_pk, kind, recipient, envelope_from, email_message_id,"
+        " raw, status, attempts, next_attempt_at, created_at, sent_at) VALUES (:id, 1, 'ar',"
+        " 'a@b.fr', 'm@b.fr', :mid, :raw, :status, 0, '2026-11-05 10:00:00',"
+        " '2026-11-05 10:00:00', :sent_at)"
+    )
+    pending, unfinished = b"AR pending\r\n" * 1000, b"AR sent\r\n" * 1000
+    rows = [
+        (7, pending, "pending", None),
+        (8, unfinished, "sent", "2026-11-05 10:00:01"),
+        (9, None, "sent", "2026-11-05 10:00:02"),
+    ]
+    at_revision(
+        url,
+        "0017",
+        (message, {}),
+        *(
+            (mail, {"id": i, "mid": f"<{i}@b.fr>", "raw": raw, "status": s, "sent_at": sent})
+            for i, raw, s, sent in rows
+        ),
+    )
+    store = Store(url)
+    try:
+        assert store.schema_version() == Store.head_version()
+        assert [(row.id, row.raw) for row in store.outbox_items()] == [
+            (7, pending),
+            (8, unfinished),
+            (9, None),
+        ]
+        with store.transaction() as tx:
+            now = datetime(2026, 11, 5, 11, 0, tzinfo=UTC)
+            assert [i.raw for i in tx.take_due(now, 10, "w1", timedelta(hours=1))] == [pending]
+            assert [item.id for item, _ in tx.unfinished_sent()] == [8]
+            assert tx.finish_sent([8, 9]) == {8}
+        assert [row.raw for row in store.outbox_items()] == [pending, None, None]
+    finally:
+        store.close()

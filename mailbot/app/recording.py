@@ -13,8 +13,9 @@ processed again, and a batch whose bulk writes failed, written again mail by mai
 * the references are numbered in memory from the counter, read (and locked) once, and its
   last value is written once at the end;
 * events and outbox mails are written at the end of the part, each kind in one
-  executemany, before the folder's mark and the commit: no AR can leave before its row,
-  and a crash before the commit leaves nothing of the part.
+  executemany (an outbox row one by one for its id, the bytes in one), before the
+  folder's mark and the commit: no AR can leave before its row, and a crash before the
+  commit leaves nothing of the part.
 
 Each mail's message row is still inserted under the mail's SAVEPOINT (it may fail alone:
 a value the database refuses). What a mail staged in memory (its rows, events, mails,

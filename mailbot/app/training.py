@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import pickle
 import random
 from collections import Counter
@@ -388,6 +389,15 @@ def training_hash(samples: Iterable[Sample]) -> str:
     )
 
 
+def model_file_name(model: Classifier, settings: Mapping[str, Any]) -> str:
+    """``routing-<data>-<settings>.npz``: the data hash alone named the file, so training the
+    same data with another C, min-df or folds overwrote the model trained before (perhaps
+    the one rules.yaml names). ``settings``: all ``routing train`` was given that changes
+    the model but not its data (JSON-able), also written in its header (``train_settings``)."""
+    text = json.dumps(settings, sort_keys=True)
+    return f"routing-{model.version}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.npz"
+
+
 def canonical(samples: Iterable[Sample]) -> list[Sample]:
     """``samples`` in an order that depends on what they are, not where they were read
     (each one's ``training_hash``, then its folder and name): the same data, the same folds."""
@@ -408,6 +418,9 @@ class Scored:
     # (expected, the service the mail is recorded at): a held mail stays at its mailbox's own
     # service (app/intake), so a right guess held "to check" is not yet a right routing.
     landed: list[tuple[str, str]] = field(default_factory=list)
+    # (expected, decided) re-orientation target ("" for none, or not labelled): a mail
+    # re-oriented to the CAF instead of the mairie has the right service, the wrong place.
+    targets: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, sample: Sample, decision: RoutingDecision, own: str | None) -> None:
         self.services.append((sample.service, decision.service))
@@ -418,6 +431,7 @@ class Scored:
         self.to_check.append(decision.to_check)
         self.mailboxes.append(sample.facts.mailbox)
         self.sources.append(Path(sample.source).name)
+        self.targets.append((sample.reorient, decision.reorient or ""))
 
     @property
     def count(self) -> int:
@@ -431,8 +445,13 @@ class Scored:
 
     @property
     def wrong_transfers(self) -> int:
-        """Mails moved automatically (transfer or re-orientation) to the wrong place."""
-        return sum(m and e != g for m, (e, g) in zip(self.moved, self.services, strict=True))
+        """Mails moved automatically (transfer or re-orientation) to the wrong place: the
+        wrong service, or the right one (autres-administrations) but the wrong
+        administration, when the mail's labels name it (tests/data/routing does not)."""
+        return sum(
+            moved and (service[0] != service[1] or target[0] not in ("", target[1]))
+            for moved, service, target in zip(self.moved, self.services, self.targets, strict=True)
+        )
 
     def part(self, keep: Sequence[bool]) -> Scored:
         """The same figures for the mails ``keep`` marks (in the order they were added)."""
@@ -465,7 +484,16 @@ def worse_than_rules(combined: Scored, alone: Scored) -> list[str]:
     return [name for name, which in pairs if combined.accuracy(which) < alone.accuracy(which)]
 
 
-SCORED_FIELDS = ("services", "categories", "moved", "to_check", "mailboxes", "sources", "landed")
+SCORED_FIELDS = (
+    "services",
+    "categories",
+    "moved",
+    "to_check",
+    "mailboxes",
+    "sources",
+    "landed",
+    "targets",
+)
 
 
 def with_model(

@@ -56,7 +56,7 @@ from mailbot.core.policy import LOOP_HEADER
 from mailbot.core.probe import PROBE_HEADER, mark
 from mailbot.errors import MessageError
 from mailbot.render.catalogue import TemplateAttachment
-from mailbot.render.templates import LANGUAGE, RenderedMail, clean_subject
+from mailbot.render.templates import RenderedMail, clean_subject
 
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _MAX_DISPLAY_NAME = 100  # characters: an encoded name stays well within a header line
@@ -492,7 +492,9 @@ def build_email(
         headers.append(("Auto-Submitted", "auto-replied"))
     headers.append(("X-Auto-Response-Suppress", "All"))
     headers += _more_headers(loop_header_value, extra_headers or {})
-    headers.append(("Content-Language", LANGUAGE))
+    # Every language the mail is written in, French first (RFC 3282 § 2 allows a list): a
+    # bilingual AR said "fr" alone, though its HTML's lang attributes said both.
+    headers.append(("Content-Language", ", ".join(rendered.languages)))
     texts = (rendered.text, rendered.html)
     if not all(texts):  # an empty part: written by the standard library, as before
         mail = OutgoingMail(headers=headers, texts=texts)

@@ -37,6 +37,7 @@ from mailbot.store.schema import (
     messages,
     metadata,
     outbox,
+    outbox_bodies,
     unhandled,
     workers,
 )
@@ -115,7 +116,7 @@ class Store:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={'FULL' if immediate else 'NORMAL'}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            # Deleted rows and the bytes of sent mail (raw=NULL) erased, not merely freed:
+            # Deleted rows and the bytes of sent mail (outbox_bodies) erased, not merely freed:
             # purged personal data must not stay in the file and its backups. Debian's and
             # Fedora's builds already default to it; other builds of SQLite do not.
             cursor.execute("PRAGMA secure_delete=ON")
@@ -360,7 +361,12 @@ class Store:
             return list(conn.execute(query))
 
     def outbox_items(self, status: OutboxStatus | None = None) -> list[sa.Row[Any]]:
-        query = sa.select(outbox).order_by(outbox.c.id)
+        """The outbox rows, each with its bytes as ``raw`` (None once purged)."""
+        query = (
+            sa.select(outbox, outbox_bodies.c.raw)
+            .outerjoin(outbox_bodies, outbox_bodies.c.outbox_id == outbox.c.id)
+            .order_by(outbox.c.id)
+        )
         if status:
             query = query.where(outbox.c.status == status)
         with self.engine.connect() as conn:
@@ -368,8 +374,9 @@ class Store:
 
     def due_outbox(self, now: datetime, limit: int = 500) -> list[OutboxItem]:
         query = (
-            sa.select(outbox, messages.c.sender)
+            sa.select(outbox, outbox_bodies.c.raw, messages.c.sender)
             .outerjoin(messages, messages.c.id == outbox.c.message_pk)
+            .outerjoin(outbox_bodies, outbox_bodies.c.outbox_id == outbox.c.id)
             .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
             .order_by(outbox.c.id)
             .limit(limit)

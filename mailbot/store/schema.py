@@ -157,7 +157,6 @@ outbox = sa.Table(
     sa.Column("recipient", sa.String(320), nullable=False),
     sa.Column("envelope_from", sa.String(320), nullable=False),
     sa.Column("email_message_id", sa.String(998), nullable=False),
-    sa.Column("raw", sa.LargeBinary),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
@@ -170,10 +169,24 @@ outbox = sa.Table(
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_message_pk", "message_pk"),
 )
-# The few rows that still hold their bytes (pending, sending, failed, uncertain, and sent
-# items whose delivery batch's bookkeeping is not done yet, see Transaction.finish_sent):
-# found at each delivery without reading the many sent ones (migration 0012).
-_partial("ix_outbox_unpurged", outbox.c.status, where=outbox.c.raw.is_not(None))
+# An outbox mail's bytes (~14 KB for an AR), apart from its row (issue 14, migration 0018):
+# the row's status updates (taken, claimed, sent) rewrite a small record, not the mail, and
+# the purge after sending deletes the body. A row here is a mail still holding its bytes
+# (pending, sending, failed, uncertain, and sent items whose delivery batch's bookkeeping
+# is not done yet, see Transaction.finish_sent): the few rows each delivery looks through
+# first, without reading the many sent ones.
+outbox_bodies = sa.Table(
+    "outbox_bodies",
+    metadata,
+    sa.Column(
+        "outbox_id",
+        sa.Integer,
+        sa.ForeignKey("outbox.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+)
 # An agent's correction of a message's routing (issue 13): the original decision stays on
 # the row's history, the classifier learns from these.
 corrections = sa.Table(

@@ -28,6 +28,7 @@ from mailbot.store.schema import (
     message_keys,
     messages,
     outbox,
+    outbox_bodies,
     request_flag,
     stored_id,
     unhandled,
@@ -182,6 +183,7 @@ _BUMP_COUNTER = (
 _INSERT_MESSAGE = messages.insert()
 _INSERT_EVENT = events.insert()
 _INSERT_OUTBOX = outbox.insert()
+_INSERT_BODY = outbox_bodies.insert()
 # The SET clause of these comes from the parameters' keys (the columns to change).
 _UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
 _CLAIM_OUTBOX = outbox.update().where(
@@ -207,21 +209,39 @@ _MARK_SENT = (
     )
     .values(status=OutboxStatus.SENT, sent_at=_param("at"), last_error=None)
 )
-_SENT_UNFINISHED = outbox.c.status == OutboxStatus.SENT, outbox.c.raw.is_not(None)
+# The sent items still holding their bytes: looked for from the few bodies, each one's
+# status read by its id (a join let SQLite's planner walk every sent row by the status
+# index instead, having no statistics to know better).
+_OF_BODY = outbox.alias("of_body")
+_BODY_STATUS = (
+    sa.select(_OF_BODY.c.status)
+    .where(_OF_BODY.c.id == outbox_bodies.c.outbox_id)
+    .correlate(outbox_bodies)
+    .scalar_subquery()
+)
+_SENT_UNFINISHED = sa.select(outbox_bodies.c.outbox_id).where(_BODY_STATUS == OutboxStatus.SENT)
+# A mail's size, for a delivery's ``max_bytes``.
+_BODY_SIZE = (
+    sa.select(sa.func.length(outbox_bodies.c.raw))
+    .where(outbox_bodies.c.outbox_id == outbox.c.id)
+    .scalar_subquery()
+)
 # What a delivery reads of the items it took (``outbox_item``): not their four times,
 # each parsed from text into a datetime on SQLite for nothing.
-_TAKEN = tuple(
-    outbox.c[name]
-    for name in (
-        "id",
-        "message_pk",
-        "kind",
-        "recipient",
-        "envelope_from",
-        "email_message_id",
-        "raw",
-        "attempts",
-    )
+_TAKEN = (
+    *(
+        outbox.c[name]
+        for name in (
+            "id",
+            "message_pk",
+            "kind",
+            "recipient",
+            "envelope_from",
+            "email_message_id",
+            "attempts",
+        )
+    ),
+    outbox_bodies.c.raw,
 )
 
 
@@ -277,13 +297,14 @@ class _Driver:
 
 
 class _DriverInsert(_Driver):
-    """The messages' INSERT with a given set of columns (~115 µs a mail saved on SQLite)."""
+    """An INSERT of one row with a given set of columns, its id returned: a message's (~115
+    µs a mail saved on SQLite), an outbox mail's (its body's key)."""
 
-    def __init__(self, dialect: sa.Dialect, keys: tuple[str, ...]) -> None:
+    def __init__(self, dialect: sa.Dialect, keys: tuple[str, ...], table: sa.Table) -> None:
         self.returning = dialect.name != "sqlite"  # SQLite gives the cursor's lastrowid
-        statement = messages.insert()
+        statement = table.insert()
         if self.returning:
-            statement = statement.returning(messages.c.id)
+            statement = statement.returning(table.c.id)
         super().__init__(dialect, statement, keys)
 
     def run(self, conn: Connection, values: dict[str, Any]) -> int:
@@ -333,7 +354,6 @@ _OUTBOX_KEYS = (
     "recipient",
     "envelope_from",
     "email_message_id",
-    "raw",
     "status",
     "attempts",
     "next_attempt_at",
@@ -342,10 +362,13 @@ _OUTBOX_KEYS = (
 
 
 @functools.cache
-def _driver_insert(dialect: sa.Dialect, keys: tuple[str, ...]) -> _DriverInsert:
-    return _DriverInsert(dialect, keys)
+def _driver_insert(
+    dialect: sa.Dialect, keys: tuple[str, ...], table: sa.Table = messages
+) -> _DriverInsert:
+    return _DriverInsert(dialect, keys, table)
 
 
+_BODY_KEYS = ("outbox_id", "raw")
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 
 
@@ -880,14 +903,15 @@ class Transaction:
                 "recipient": recipient,
                 "envelope_from": envelope_from,
                 "email_message_id": email_message_id,
-                "raw": raw,
                 "status": OutboxStatus.PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
             },
         )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        item_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        self.conn.execute(_INSERT_BODY, {"outbox_id": item_id, "raw": raw})
+        return item_id
 
     def take_due(
         self,
@@ -915,7 +939,7 @@ class Transaction:
             outbox.c.claimed_at < now - stale,
         )
         due = self.conn.execute(
-            sa.select(outbox.c.id, sa.func.coalesce(sa.func.length(outbox.c.raw), 0))
+            sa.select(outbox.c.id, sa.func.coalesce(_BODY_SIZE, 0))
             .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
             .where(free)
             .order_by(outbox.c.id)
@@ -930,7 +954,9 @@ class Transaction:
         )
         query = (
             sa.select(*_TAKEN, messages.c.sender)
+            .select_from(outbox)
             .outerjoin(messages, messages.c.id == outbox.c.message_pk)
+            .outerjoin(outbox_bodies, outbox_bodies.c.outbox_id == outbox.c.id)
             .where(outbox.c.id.in_(_param("ids", expanding=True)))
             .order_by(outbox.c.id)
         )
@@ -1007,21 +1033,29 @@ class Transaction:
     def finish_sent(self, item_ids: Sequence[int]) -> set[int]:
         """Purge the bytes of sent items whose bookkeeping is being written; the ids this
         call purged. An item another call finished first is not among them, so its status
-        mirror and events are never written twice (the UPDATE locks the row until commit)."""
+        mirror and events are never written twice (the DELETE locks the body until commit,
+        and finds it gone after)."""
         if not item_ids:
             return set()
         query = (
-            outbox.update()
-            .where(outbox.c.id.in_(_param("ids", expanding=True)), *_SENT_UNFINISHED)
-            .values(raw=None)
-            .returning(outbox.c.id)
+            outbox_bodies.delete()
+            .where(
+                outbox_bodies.c.outbox_id.in_(_param("ids", expanding=True)),
+                _BODY_STATUS == OutboxStatus.SENT,
+            )
+            .returning(outbox_bodies.c.outbox_id)
         )
         return {int(i) for i in self.conn.execute(query, {"ids": list(item_ids)}).scalars()}
 
     def unfinished_sent(self, limit: int = 1000) -> list[tuple[OutboxItem, datetime]]:
         """Sent items whose bookkeeping a crash (or a failed commit) left undone, with
-        when they left (a partial index holds the few rows that still have their bytes)."""
-        query = sa.select(outbox).where(*_SENT_UNFINISHED).order_by(outbox.c.id).limit(limit)
+        when they left (found from the few rows of ``outbox_bodies``)."""
+        query = (
+            sa.select(outbox)
+            .where(outbox.c.id.in_(_SENT_UNFINISHED))
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
         return [(outbox_item(r, raw=False), r.sent_at) for r in self.conn.execute(query)]
 
     def add_event_rows(self, rows: Sequence[tuple[int | None, EventKind, str, datetime]]) -> None:
@@ -1056,25 +1090,33 @@ class Transaction:
     def queue_rows(
         self, rows: Sequence[tuple[int, OutboxKind, str, str, str, bytes, datetime]]
     ) -> None:
-        """Outbox mails of many messages in one executemany, as ``enqueue`` writes each:
-        (message, kind, recipient, envelope from, Message-ID, bytes, when queued)."""
-        if rows:
-            values = [
-                {
-                    "message_pk": pk,
-                    "kind": kind,
-                    "recipient": recipient,
-                    "envelope_from": envelope_from,
-                    "email_message_id": message_id,
-                    "raw": raw,
-                    "status": OutboxStatus.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": at,
-                    "created_at": at,
-                }
-                for pk, kind, recipient, envelope_from, message_id, raw, at in rows
-            ]
-            _driver_rows(self.conn.dialect, outbox, _OUTBOX_KEYS).run(self.conn, values)
+        """Outbox mails of many messages, as ``enqueue`` writes each: (message, kind,
+        recipient, envelope from, Message-ID, bytes, when queued). Each row is inserted
+        on the driver's cursor for its id, their bodies in one executemany."""
+        if not rows:
+            return
+        insert = _driver_insert(self.conn.dialect, _OUTBOX_KEYS, outbox)
+        bodies = [
+            {
+                "outbox_id": insert.run(
+                    self.conn,
+                    {
+                        "message_pk": pk,
+                        "kind": kind,
+                        "recipient": recipient,
+                        "envelope_from": envelope_from,
+                        "email_message_id": message_id,
+                        "status": OutboxStatus.PENDING,
+                        "attempts": 0,
+                        "next_attempt_at": at,
+                        "created_at": at,
+                    },
+                ),
+                "raw": raw,
+            }
+            for pk, kind, recipient, envelope_from, message_id, raw, at in rows
+        ]
+        _driver_rows(self.conn.dialect, outbox_bodies, _BODY_KEYS).run(self.conn, bodies)
 
 
 class Session:
