@@ -14,13 +14,21 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailbot.core.answers import AnsweredHow
-from mailbot.errors import ConfigError, MailbotError, RequestError
+from mailbot.errors import (
+    ConfigError,
+    MailbotError,
+    MailGoneError,
+    MessageError,
+    RequestError,
+    TransientStoreError,
+)
 from mailbot.logs import safe_error, setup_logging
 from mailbot.ops_commands import add_ops_commands
 from mailbot.routing_commands import add_routing_commands
@@ -332,7 +340,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     if not ids:
         print("nothing to retry")
         return 0
-    failed = 0
+    failed: Counter[str] = Counter()
     outcomes = []
     originals = ImapOriginals(app.config)
     for message_pk in ids:
@@ -340,12 +348,31 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             outcomes.append(quarantine.retry(app.store, app.pipeline, originals, message_pk))
         except MailbotError as exc:
             print(f"error: #{message_pk}: {exc}", file=sys.stderr)
-            failed += 1
+            failed[_retry_failure(exc)] += 1
         app.outbox.deliver_due()
     print_outcomes(outcomes)
     still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
-    print(f"\n{len(outcomes)} retried, {still} still quarantined, {failed} not found")
+    summary = f"{len(outcomes)} retried, {still} still quarantined, {failed['missing']} not found"
+    if failed["database"]:
+        summary += (
+            f", {failed['database']} not retried (the database could not record it now:"
+            " retry later)"
+        )
+    if failed["no retry"]:
+        summary += f", {failed['other']} failed (see the errors above)"
+    print("\n" + summary)
     return 1 if failed or still else 0
+
+
+def _retry_failure(exc: MailbotError) -> str:
+    """What kept a retry from happening, for its summary: the mail not found (no such
+    quarantined row, or gone from the server), the database (a transient error: the mail
+    stays quarantined as it was), or anything else (the server unreachable…)."""
+    if isinstance(exc, TransientStoreError):
+        return "database"
+    if isinstance(exc, (MessageError, MailGoneError)):
+        return "missing"
+    return "no retry"
 
 
 # --------------------------------------------------------------------------- templates

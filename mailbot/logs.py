@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from mailbot.errors import MailbotError
@@ -106,8 +106,10 @@ class RepeatedFailures:
         message: str,
         recovered: str,
         reason: Callable[[BaseException], str | None] = lambda _exc: None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         self.logger, self.message, self.recovered, self.reason = logger, message, recovered, reason
+        self.extra = dict(extra or {})  # on every line: what is failing (a mailbox)
         self.current: str | None = None  # what is failing again and again: reason or type
         self.count = 0
 
@@ -117,17 +119,20 @@ class RepeatedFailures:
         self.count += 1
         if key == self.current:
             self.logger.debug(
-                self.message, extra={"error": safe_error(exc), "repeated": self.count}
+                self.message,
+                extra={**self.extra, "error": safe_error(exc), "repeated": self.count},
             )
         elif reason is not None:
-            self.logger.warning(self.message, extra={"error": safe_error(exc), "reason": reason})
+            self.logger.warning(
+                self.message, extra={**self.extra, "error": safe_error(exc), "reason": reason}
+            )
         else:
-            self.logger.error(self.message, exc_info=exc)
+            self.logger.error(self.message, exc_info=exc, extra=self.extra)
         self.current = key
 
     def succeeded(self) -> None:
         if self.count:
-            self.logger.info(self.recovered, extra={"failures": self.count})
+            self.logger.info(self.recovered, extra={**self.extra, "failures": self.count})
         self.current, self.count = None, 0
 
 

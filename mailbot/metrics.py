@@ -1,11 +1,12 @@
 """The worker's Prometheus endpoint and its liveness/readiness checks (issue 16).
 
 ``/metrics``: what this process counted (mails processed by decision, poll durations,
-IMAP reconnects) and, read from the database at each scrape, what every worker shares
-(outbox depth, ARs by status, poll lag and IMAP errors per folder, quarantined mail, open
-messages by age band). ``/healthz``: the process is alive and not stopping (200, else
-503). ``/readyz``: it can work: the database answers, and, sharing it, its worker row is
-renewed (200, else 503). Served by the standard library's WSGI server on a thread.
+polls the database failed, IMAP reconnects) and, read from the database at each scrape,
+what every worker shares (outbox depth, ARs by status, poll lag and IMAP errors per folder,
+quarantined mail, open messages by age band). ``/healthz``: the process is alive and not
+stopping (200, else 503). ``/readyz``: it can work: the database answers, and, sharing it,
+its worker row is renewed (200, else 503). Served by the standard library's WSGI server on
+a thread.
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ class Metrics:
             ["mailbox", "folder"],
             registry=self.registry,
         )
+        # Polls a transient database error failed: the database's, not the IMAP errors.
+        self.poll_database_errors = Counter(
+            "mailbot_poll_database_errors",
+            "Polls of a folder that a transient database error failed.",
+            ["mailbox", "folder"],
+            registry=self.registry,
+        )
         self.registry.register(Shared(config, store, pollers))
 
     def observe(self, record: PollRecord) -> None:
@@ -128,6 +136,8 @@ class Metrics:
             self.processed.labels(record.mailbox, decision).inc(count)
         if record.error is None:
             self.poll_seconds.labels(record.mailbox, record.folder).observe(record.seconds)
+        elif record.database:
+            self.poll_database_errors.labels(record.mailbox, record.folder).inc()
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -32,8 +32,10 @@ from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.errors import FirstPollError, MailboxError, TransientStoreError
+from mailbot.logs import RepeatedFailures
 from mailbot.mail.imap import inboxes, sent_folders
-from mailbot.mail.poller import MailboxPoller, PollRecord, Processor, Source
+from mailbot.mail.poller import Backoff, MailboxPoller, PollRecord, Processor, Source
+from mailbot.store.errors import transient_reason
 
 # What only `run` uses (the scheduler and its jobs, the leases' keeper, the probe, the
 # metrics endpoint) is imported when used: `poll --once` starts without it.
@@ -135,6 +137,7 @@ class Worker:
             record.started_at,
             record.seconds,
             record.error,
+            database=record.database,
         )
         if self.metrics is not None:
             self.metrics.observe(record)
@@ -189,7 +192,14 @@ class Worker:
         for poller in self.pollers.values():
             poller.keep = keep
         if self.keeper is not None:
-            self.keeper.start()  # renewed while it runs: it sends, others must see it alive
+            try:
+                self.keeper.start()  # renewed while it runs: it sends, others must see it alive
+            except TransientStoreError as exc:  # nothing read: the next poll does it all
+                log.warning("poll failed, database busy or unreachable", extra={"error": str(exc)})
+                for name, poller in self.pollers.items():
+                    self.failures[name] = str(exc)
+                    poller.disconnect_quietly()
+                return []
         try:
             return self._poll_all()
         finally:
@@ -330,7 +340,7 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self._on_signal)
         if self.keeper is not None:
-            self.keeper.start()
+            self._start_keeper(self.keeper)
         if self.endpoint is not None:
             self.endpoint.start()
         try:
@@ -340,6 +350,27 @@ class Worker:
                 self.endpoint.stop()
             if self.keeper is not None:
                 self.keeper.close()
+
+    def _start_keeper(self, keeper: Keeper) -> None:
+        """Register this worker, trying again after a backoff while the database cannot
+        (a transient error: a WARNING with the reason, its repeats at DEBUG) or until a
+        stop; a stop before it succeeded leaves it unstarted (``close`` does nothing)."""
+        failures = RepeatedFailures(
+            log,
+            "worker registration failed, database busy or unreachable, trying again",
+            "worker registered",
+            transient_reason,
+        )
+        backoff = Backoff(self.config.polling.max_backoff_seconds)
+        while not self.stop.is_set():
+            try:
+                keeper.start()
+            except TransientStoreError as exc:
+                failures.failed(exc)
+                self.stop.wait(backoff.next_delay())
+            else:
+                failures.succeeded()
+                return
 
     def _run(self) -> None:
         self.recover()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from cluster_run import run_scenario
 from pg import fresh_database
@@ -253,3 +254,46 @@ def test_poll_once_stays_registered_while_it_sends_beside_a_running_worker(
         other.close()
         other_store.close()
         app.store.close()
+
+
+def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_uncertain(
+    pg_url: str,
+) -> None:
+    """The keeper found a dead worker's send still 'sending'; in that instant it was given
+    back and claimed by a live worker (its transaction still open, the row locked). The
+    recovery waits for that lock, then sees 'sending' again — but not the dead worker's:
+    it leaves the mail to the live worker, never marks it 'uncertain' while it leaves."""
+    from mailbot.app.delivery import recover_orphans
+
+    store = Store(pg_url)
+    with store.transaction() as tx:
+        item_id = tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", "<o@x>", b"x")
+    dead = Cluster(store, this_worker("dead", store), lease_seconds=0.01)
+    live = Cluster(store, this_worker("live", store), lease_seconds=60)
+    dead.register()
+    live.register()
+    with store.transaction() as tx:
+        assert tx.claim_outbox(item_id, 1, dead.holder.id)
+    time.sleep(0.05)  # the dead worker's row expired
+    found = live.orphaned_sends()
+    assert [(i.id, claimer) for i, claimer in found] == [(item_id, dead.holder.id)]
+    with store.engine.connect() as other:  # the live worker, on a connection of its own
+        other.execute(
+            sa.text("UPDATE outbox SET status = 'pending', claimed_by = NULL WHERE id = :i"),
+            {"i": item_id},
+        )
+        other.execute(
+            sa.text("UPDATE outbox SET status = 'sending', claimed_by = :w WHERE id = :i"),
+            {"i": item_id, "w": live.holder.id},
+        )
+        recovered: list[list[int]] = []
+        recovery = threading.Thread(target=lambda: recovered.append(recover_orphans(store, found)))
+        recovery.start()
+        time.sleep(0.5)
+        assert recovery.is_alive()  # waiting for the live worker's lock
+        other.commit()
+    recovery.join(10)
+    assert recovered == [[]]
+    assert store.outbox_status(item_id) == OutboxStatus.SENDING
+    assert [e.kind for e in store.events()].count("send_uncertain") == 0
+    store.close()

@@ -433,3 +433,245 @@ def _delivery_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logg
     return [
         r for r in caplog.records if r.name == "mailbot.app.delivery" and r.msg.startswith(message)
     ]
+
+
+def test_poll_once_from_cron_quarantines_a_mail_failing_three_runs_in_a_row(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A cron of `poll --once`: each run is a new process, and the count of a mail's
+    attempts is the folder's (in the database), not the process's: the third run quarantines
+    the failing mail alone, and the folder goes on."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    for attempt in (1, 2):
+        args = ("--acknowledge-existing",) if attempt == 1 else ()
+        result = cli(config, "poll", "--once", *args)
+        assert result.returncode == 1, result.stderr
+        (line,) = warnings(result.stderr, "mailbox failed, database busy or unreachable")
+        assert f"attempt {attempt} of 3" in line, line
+        assert query(pg, "SELECT count(*) FROM messages")[0][0] == 0
+    third = cli(config, "poll", "--once")
+    assert third.returncode == 0, third.stderr
+    rows = query(pg, "SELECT uid, decision, reasons FROM messages ORDER BY uid")
+    assert [(r.uid, r.decision) for r in rows] == [
+        (1, "acknowledge"),
+        (2, "quarantine"),
+        (3, "acknowledge"),
+    ]
+    assert "quarantined after 3 database errors in a row" in rows[1].reasons
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    assert ars_to(smtp_server, "usager3@example.fr") == 1
+    assert ars_to(smtp_server, "usager2@example.fr") == 0
+    # the count went with the quarantine: nothing left for this folder
+    counted = "SELECT transient_uid, transient_count FROM folders WHERE mailbox = 'general'"
+    assert query(pg, counted) == [(None, 0)]
+
+
+def test_a_poll_failed_by_the_database_is_no_imap_error_and_keeps_the_connection(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """The database failed the poll, not the IMAP server: the folder's "IMAP errors in a
+    row" stay as they were (the failure is recorded as the database's), and the poller keeps
+    its IMAP connection for the next poll (no reconnection, no LOGIN again)."""
+    from mailbot.mail.imap import ImapMailbox
+    from mailbot.metrics import Metrics
+    from mailbot.worker import Worker
+
+    config_path = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    app = build_app(config_path, FileTransport(tmp_path / "out"), database=pg)
+    fail_rows(pg, 2)
+    imap_user.deliver([citizen(n, f"Demande {n}") for n in (1, 2, 3)])
+    app.pipeline.acknowledge_existing = True
+    source = ImapMailbox(app.config.mailboxes["general"].imap, name="general")
+    worker = Worker(app.config, app.pipeline, app.outbox, {"general": source})
+    poller = worker.pollers["general"]
+    worker.metrics = Metrics(app.config, app.store, worker.pollers)
+    try:
+        poller.cycle(2.5)  # fails, waits its backoff (1 s), fails again, waits
+        assert poller.reconnects == 0 and poller.connected
+        (beat,) = query(pg, "SELECT errors, error FROM heartbeats")
+        assert "attempt 2 of 3" in beat.error and beat.errors == 0
+        labels = {"mailbox": "general", "folder": "INBOX"}
+        counted = worker.metrics.registry.get_sample_value(
+            "mailbot_poll_database_errors_total", labels
+        )
+        assert counted == 2
+        poller.cycle(0.5)  # the third attempt: the mail quarantined, the folder goes on
+        assert poller.reconnects == 0
+        assert query(pg, "SELECT errors FROM heartbeats")[0][0] == 0
+        assert [d for (d,) in query(pg, "SELECT decision FROM messages ORDER BY uid")] == [
+            "acknowledge",
+            "quarantine",
+            "acknowledge",
+        ]
+    finally:
+        poller.disconnect_quietly()
+        app.store.close()
+
+
+def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
+    tmp_path: Path,
+    imap_user: MailUser,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout while the Sent
+    folder is read: one WARNING naming the reason (no ERROR, no traceback), the repeats at
+    DEBUG, one INFO when the database works again; the reply is recorded after."""
+    from test_poison import _acknowledged
+
+    from mailbot.app.sent import SentPipeline, signature_check
+    from mailbot.mail.imap import ImapMailbox
+    from mailbot.mail.poller import MailboxPoller
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "mailbot.db"
+    app = build_app(
+        ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{path}"
+    )
+    with app.store.transaction() as tx:
+        tx.insert_message(_acknowledged())
+    imap_user.create_folder("Sent")
+    imap_user.append(
+        b"From: agent@seine-maritime.gouv.fr\r\nTo: usager1@example.fr\r\n"
+        b"Subject: Re: votre demande [SM-2026-000001]\r\n"
+        b"In-Reply-To: <poison-1@example.fr>\r\n"
+        b"Message-ID: <reply-1@seine-maritime.gouv.fr>\r\n\r\nBonjour.\r\n",
+        folder="Sent",
+    )
+    sent = SentPipeline(app.config, app.store, signature_check)
+    source = ImapMailbox(imap_user.imap_config("Sent"), name="general")
+    poller = MailboxPoller("general", "Sent", source, sent, app.config.polling, lambda: None)
+    caplog.set_level(logging.DEBUG, logger="mailbot.mail.poller")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        poller.cycle(3.5)  # fails, 1 s, fails, 2 s, fails
+        holder.execute("ROLLBACK")
+        poller.cycle(0.5)
+    finally:
+        holder.close()
+        poller.disconnect_quietly()
+        app.store.close()
+    lines = [r for r in caplog.records if r.name == "mailbot.mail.poller"]
+    assert not [r for r in lines if r.levelno >= logging.ERROR or r.exc_info]
+    failed = [r for r in lines if r.msg == "database busy or unreachable, polling again later"]
+    assert len(failed) >= 2
+    assert [r.levelno for r in failed[:1]] == [logging.WARNING]
+    assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
+    assert "locked by another connection" in failed[0].__dict__["reason"]
+    assert failed[0].__dict__["mailbox"] == "general"
+    (recovered,) = [r for r in lines if r.msg == "database works again"]
+    assert recovered.levelno == logging.INFO and recovered.__dict__["failures"] == len(failed)
+    assert query(f"sqlite:///{path}", "SELECT count(*) FROM events WHERE kind = 'reply'") == [(1,)]
+
+
+def test_quarantine_retry_says_the_database_failed_not_that_the_mail_was_not_found(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """A retry the database could not record just then is no mail "not found": the
+    summary says the database failed and that the retry is to be asked again."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg)
+    refuse_rows(pg, 1)  # the mail's own error: quarantined
+    imap_user.deliver([citizen(1, "Demande 1")])
+    assert cli(config, "poll", "--once", "--acknowledge-existing").returncode == 0
+    ((pk,),) = query(pg, "SELECT id FROM messages WHERE decision = 'quarantine'")
+    allow_rows(pg)
+    fail_rows(pg, 1, on="UPDATE")
+    result = cli(config, "quarantine", "retry", str(pk))
+    assert result.returncode == 1
+    assert f"#{pk}" in result.stderr and "stays quarantined as it was" in result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "0 not found" in summary, summary
+    assert "1 not retried (the database could not record it now: retry later)" in summary
+    heal(pg)
+    again = cli(config, "quarantine", "retry", str(pk))
+    assert again.returncode == 0, again.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_poll_once_meeting_a_sqlite_lock_before_the_intake_fails_with_a_warning(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout when `poll --once`
+    registers its worker (before any mail is read): the poll fails as for any transient
+    database error (a WARNING naming the reason, exit 1), no CRITICAL nor traceback; the
+    next run answers the mail, once."""
+    from test_poison import inproc
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "mailbot.db"
+    database = f"sqlite:///{path}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    Store(database).close()  # the schema first
+    imap_user.deliver([citizen(1, "Demande 1")])
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = inproc(capsys, config, "poll", "--once", "--acknowledge-existing")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1, result.stderr
+    assert "level=critical" not in result.stderr and "traceback=" not in result.stderr
+    (line,) = warnings(result.stderr, "poll failed, database busy or unreachable")
+    assert "level=warning" in line and "locked by another connection" in line
+    assert query(database, "SELECT count(*) FROM messages") == [(0,)]
+    again = inproc(capsys, config, "poll", "--once", "--acknowledge-existing")
+    assert again.returncode == 0, again.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`run` starting while another process holds SQLite's write lock past the busy
+    timeout: its registration is tried again (one WARNING with the reason, the repeats at
+    DEBUG), never a crash; once the lock is gone it registers and answers the mail."""
+    import threading
+    import time
+
+    from mailbot.app.context import app_from_config
+    from mailbot.config import load_config
+    from mailbot.worker import make_worker
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "mailbot.db"
+    database = f"sqlite:///{path}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    imap_user.deliver([citizen(1, "Demande 1")])
+    app = app_from_config(load_config(config), acknowledge_existing=True)
+    worker = make_worker(app)
+    caplog.set_level(logging.DEBUG, logger="mailbot.worker")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        time.sleep(3.5)  # tries at 0, 1 and 3 s
+        holder.execute("ROLLBACK")
+        wait_until(lambda: ars_to(smtp_server, "usager1@example.fr") == 1, what="the AR")
+    finally:
+        worker.stop.set()
+        thread.join(30)
+        holder.close()
+        app.close()
+    assert not thread.is_alive()
+    lines = [r for r in caplog.records if r.name == "mailbot.worker"]
+    assert not [r for r in lines if r.levelno >= logging.ERROR or r.exc_info]
+    failed = [r for r in lines if r.msg.startswith("worker registration failed")]
+    assert len(failed) >= 2 and failed[0].levelno == logging.WARNING
+    assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
+    assert "locked by another connection" in failed[0].__dict__["reason"]
+    assert [r.levelno for r in lines if r.msg == "worker registered"] == [logging.INFO]

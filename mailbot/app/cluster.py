@@ -7,7 +7,9 @@ worker left half done. The pollers ask ``holds(name)`` before they read a folder
 transaction that records a mail checks the lease again (the fence on ``Store``).
 
 On SQLite only one worker may run: the keeper takes the sole-worker lock first and
-refuses to start (ClusterError) while another holds it.
+refuses to start (ClusterError) while another holds it. A transient database error at the
+start (another process holding SQLite's write lock past the busy timeout, a failover) is
+TransientStoreError, the start undone: the worker tries again, ``poll --once`` fails.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mailbot import __version__
 from mailbot.app.delivery import recover_orphans
 from mailbot.core.leases import Fence, Holder, Timing, fair_share
 from mailbot.core.statuses import WorkerRole
+from mailbot.errors import TransientStoreError
 from mailbot.logs import RepeatedFailures
 from mailbot.store import Store
 from mailbot.store.cluster import Cluster, sole_worker_lock
@@ -70,6 +73,7 @@ class Keeper:
         self._lock = sole_worker_lock(store)
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
         self._closing = threading.Event()  # close(): the thread ends, whatever ``stop``
+        self.started = False
 
     def start(self, background: bool = True) -> None:
         """Refuse a second worker on SQLite, register, take what is free; then keep at it
@@ -78,9 +82,32 @@ class Keeper:
         if self._lock is not None:
             self._lock.acquire()
         self.store.fence = Fence(self.cluster.holder.id, self.timing.lease)
-        self.tick()
+        try:
+            self.tick()
+        except Exception as exc:
+            self._undo_start()
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            raise TransientStoreError(
+                f"the database could not register this worker now ({reason}); nothing was"
+                " read nor sent"
+            ) from exc
+        self.started = True
         if background:
             self._thread.start()
+
+    def _undo_start(self) -> None:
+        """A start that failed: what it took given back as far as the database allows
+        (leases it could not give back expire), the fence and the sole-worker lock."""
+        try:
+            self.cluster.unregister()
+        except Exception:
+            log.debug("could not give back a failed start's leases; they expire")
+        self.held.clear()
+        self.store.fence = None
+        if self._lock is not None:
+            self._lock.release()
 
     def holds(self, name: str) -> bool:
         return name in self.held
@@ -123,6 +150,9 @@ class Keeper:
 
     def close(self) -> None:
         """A clean stop: give the leases back at once, so another worker need not wait."""
+        if not self.started:
+            return  # never started, or its start was undone
+        self.started = False
         self._closing.set()
         if self._thread.is_alive():
             self._thread.join(self.timing.tick + 5)

@@ -110,15 +110,20 @@ def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) ->
     tx.add_event_rows(events)
 
 
-def recover_orphans(store: Store, found: list[OutboxItem]) -> list[int]:
-    """Items a dead worker left 'sending' (``Cluster.orphaned_sends``), as at a restart:
-    uncertain, never resent; one still sending when looked at again under lock only."""
+def recover_orphans(store: Store, found: list[tuple[OutboxItem, str | None]]) -> list[int]:
+    """Items a dead worker left 'sending' (``Cluster.orphaned_sends``: each with its
+    claimer), as at a restart: uncertain, never resent; only one still sending under the
+    same claim when written: a mail given back and claimed meanwhile by a live worker is
+    that worker's, leaving now, never flagged 'uncertain'."""
     recovered: list[int] = []
     with store.transaction() as tx:
-        for item in found:
-            if not tx.still_sending(item.id):
+        for item, claimed_by in found:
+            uncertain = OutboxStatus.UNCERTAIN
+            error = "worker died while sending"
+            if not tx.settle_orphan(item.id, claimed_by, uncertain, last_error=error):
                 continue
-            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="worker died while sending")
+            if item.kind == OutboxKind.AR and item.message_pk is not None:
+                tx.set_ar_status(item.message_pk, ArStatus.UNCERTAIN)
             tx.add_event(
                 item.message_pk,
                 EventKind.SEND_UNCERTAIN,

@@ -19,7 +19,8 @@ failover) is not the mail's fault and quarantines nothing: the part's transactio
 back whole (no row, no AR queued, the UID mark unmoved) and the poll fails with
 ``TransientStoreError``; the next poll reads the same mails again. Only a mail that meets
 one TRANSIENT_ATTEMPTS times in a row is quarantined, so that an error coming back at every
-read never blocks its folder for good.
+read never blocks its folder for good. The count is kept in the folder's row (and in memory,
+should the database refuse even that): a cron of ``poll --once`` counts as ``run`` does.
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ class Where:
     # While the folder is read again after a UIDVALIDITY change: mail that arrived before
     # this moment was there under the old one (``Pipeline.start_folder``).
     resync_before: datetime | None = None
+    # The UID whose recording met a transient database error at the last poll(s), and how
+    # many times in a row, as the folder's row keeps them (``Pipeline._transient``).
+    transient: tuple[int, int] = (0, 0)
 
     @property
     def folder_key(self) -> tuple[str, str, int]:
@@ -198,11 +202,10 @@ class Pipeline:
         # The probe's test mails (issue 16): acknowledged, never routed nor counted.
         self.probe = (config.probe.address, config.probe.secret()) if config.probe else None
         # How many times in a row each mail (mailbox, folder, UIDVALIDITY, UID) met a
-        # transient database error (``_transient``). In this object's memory, per process:
-        # simple, and enough for ``run``, whose Pipeline lives as long as the worker (each
-        # ``poll --once`` starts again from 0). A mail recorded, or quarantined for it,
-        # leaves it; one that failed and was then deleted from the server stays (a few
-        # bytes, until the process ends).
+        # transient database error (``_transient``). The folder's row keeps it for every
+        # process (a cron of ``poll --once``); this memory when the database would not
+        # write even that. A mail recorded, or quarantined for it, leaves it; one that
+        # failed and was then deleted from the server stays (a few bytes).
         self.transient_failures: dict[tuple[str, str, int, int], int] = {}
 
     def start_folder(
@@ -224,7 +227,7 @@ class Pipeline:
         restoration) was never read and gets its AR.
         """
         with (
-            _transient_failure(mailbox, folder, "read the folder's state"),
+            transient_failure(mailbox, folder, "read the folder's state"),
             self.store.transaction() as tx,
         ):
             state = tx.folder_state(mailbox, folder)
@@ -271,7 +274,7 @@ class Pipeline:
         re-read after one."""
         at = searched_at.replace(microsecond=0) - READ_MARGIN
         with (
-            _transient_failure(mailbox, folder, "note the folder as read"),
+            transient_failure(mailbox, folder, "note the folder as read"),
             self.store.transaction() as tx,
         ):
             tx.folder_read(mailbox, folder, uidvalidity, at)
@@ -398,30 +401,38 @@ class Pipeline:
         done: list[Outcome] = []
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
         refused: IncomingMail | None = None
-        with (
-            _transient_failure(where.mailbox, where.folder, "record a batch"),
-            self.store.batch() as tx,
-        ):
-            where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
-            rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
-            read_to = 0
-            for n, prepared in enumerate(mails):
-                if isinstance(rec, Batched) and n == read_to:
-                    read_to = n + max(READ_AHEAD[0], min(READ_AHEAD[1], n))
-                    rec.extend(self._known(tx, where.mailbox, mails[n:read_to]))
-                outcome = self._record_one(tx, rec, where, prepared)
-                if outcome is None:
-                    refused = prepared.mail
-                    break
-                done.append(outcome)
-                # An outbox claim waiting for the write lock (SQLite) commits with the part:
-                # it waits one mail, not a whole part (store/desk).
-                if time.monotonic() >= deadline or tx.writes_waiting():
-                    break
-            rec.flush()
-            if done:
-                tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
-            unsent = _recorded_without_ar(tx, where, mails, done)
+        try:
+            with (
+                transient_failure(where.mailbox, where.folder, "record a batch"),
+                self.store.batch() as tx,
+            ):
+                where = replace(
+                    where,
+                    resync_before=tx.resync_bound(*where.folder_key),
+                    transient=tx.transient_attempts(*where.folder_key),
+                )
+                rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
+                read_to = 0
+                for n, prepared in enumerate(mails):
+                    if isinstance(rec, Batched) and n == read_to:
+                        read_to = n + max(READ_AHEAD[0], min(READ_AHEAD[1], n))
+                        rec.extend(self._known(tx, where.mailbox, mails[n:read_to]))
+                    outcome = self._record_one(tx, rec, where, prepared)
+                    if outcome is None:
+                        refused = prepared.mail
+                        break
+                    done.append(outcome)
+                    # An outbox claim waiting for the write lock (SQLite) commits with the part:
+                    # it waits one mail, not a whole part (store/desk).
+                    if time.monotonic() >= deadline or tx.writes_waiting():
+                        break
+                rec.flush()
+                if done:
+                    tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
+                unsent = _recorded_without_ar(tx, where, mails, done)
+        except _AttemptFailed as failed:  # rolled back: its count kept for the next poll
+            self._keep_attempts(where, failed.uid, failed.count)
+            raise
         if unsent:
             log.warning(
                 "uidvalidity changed: mail that arrived before it recorded without AR",
@@ -480,10 +491,32 @@ class Pipeline:
         except Exception as exc:  # quarantine, never lose the mail nor stop the worker
             reason = self._transient(where, prepared.mail, exc)
             scope = functools.partial(_staged, rec, tx)
-            return self._quarantine(scope, where, prepared.mail, prepared.parsed, exc, None, reason)
-        if self.transient_failures:
-            self.transient_failures.pop((*where.folder_key, prepared.mail.uid), None)
+            quarantined = self._quarantine(
+                scope, where, prepared.mail, prepared.parsed, exc, None, reason
+            )
+            self._forget_attempts(tx, where, prepared.mail.uid)
+            return quarantined
+        self._forget_attempts(tx, where, prepared.mail.uid)
         return outcome
+
+    def _forget_attempts(self, tx: Transaction, where: Where, uid: int) -> None:
+        """A mail recorded (or quarantined) leaves the count of its transient errors."""
+        if self.transient_failures:
+            self.transient_failures.pop((*where.folder_key, uid), None)
+        if where.transient[0] == uid:
+            tx.note_transient_attempts(*where.folder_key, None)
+
+    def _keep_attempts(self, where: Where, uid: int, count: int) -> None:
+        """After the part's rollback, the count of a mail's transient errors in its folder's
+        row, for the next poll of any process; should the database refuse this too, the
+        count stays in this process's memory (``transient_failures``)."""
+        try:
+            with self.store.transaction() as tx:
+                tx.note_transient_attempts(*where.folder_key, uid, count)
+        except Exception as exc:
+            if transient_reason(exc) is None:
+                raise
+            log.debug("transient error count not written", extra={"mailbox": where.mailbox})
 
     def _transient(self, where: Where, mail: IncomingMail, exc: Exception) -> str | None:
         """``exc`` met while recording ``mail``: None if it is the mail's own error. A
@@ -495,16 +528,18 @@ class Pipeline:
         if reason is None:
             return None
         key = (*where.folder_key, mail.uid)
-        count = self.transient_failures.get(key, 0) + 1
+        stored = where.transient[1] if where.transient[0] == mail.uid else 0
+        count = max(self.transient_failures.get(key, 0), stored) + 1
         if count < TRANSIENT_ATTEMPTS:
             self.transient_failures[key] = count
-            raise TransientStoreError(
+            raise _AttemptFailed(
                 f"mailbox {where.mailbox}, folder {where.folder}: the database could not"
                 f" record UID {mail.uid} now ({reason}; attempt {count} of"
                 f" {TRANSIENT_ATTEMPTS}); nothing of its batch was committed, the next poll"
-                " reads it again"
+                " reads it again",
+                mail.uid,
+                count,
             ) from exc
-        del self.transient_failures[key]
         log.warning(
             "database error again and again: mail quarantined",
             extra={"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid},
@@ -764,8 +799,18 @@ class Pipeline:
         return None
 
 
+class _AttemptFailed(TransientStoreError):
+    """A mail's recording met a transient database error (``Pipeline._transient``): its
+    UID and the count of its attempts, written to its folder's row once rolled back."""
+
+    def __init__(self, message: str, uid: int, count: int) -> None:
+        super().__init__(message)
+        self.uid = uid
+        self.count = count
+
+
 @contextmanager
-def _transient_failure(mailbox: str, folder: str, what: str) -> Iterator[None]:
+def transient_failure(mailbox: str, folder: str, what: str) -> Iterator[None]:
     """A transient database error in the block (``mailbot.store.errors``) becomes
     TransientStoreError, saying where and what happened: the block's transaction was rolled
     back, and the next poll does the same work again (reads the same mail)."""

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from mailbot.app.intake import transient_failure
 from mailbot.config import Config
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message
@@ -58,7 +59,10 @@ class SentPipeline:
     ) -> int:
         """A first poll reads what the folder already holds: it sends nothing, and replies to
         messages the database tracks are worth recording (as backfill does)."""
-        with self.store.transaction() as tx:
+        with (
+            transient_failure(mailbox, folder, "read the folder's state"),
+            self.store.transaction() as tx,
+        ):
             state = tx.folder_state(mailbox, folder)
             if state is not None and state.uidvalidity == uidvalidity:
                 return state.last_uid
@@ -79,7 +83,14 @@ class SentPipeline:
     def process(self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail) -> Outcome:
         """Record a reply if this Sent mail is one; a mail that cannot be read is logged and
         passed over (with an event), so it never blocks the folder. A database that cannot
-        be written is no fault of the mail: that error stops the poll instead."""
+        be written is no fault of the mail: that error stops the poll instead (a transient
+        one as TransientStoreError, logged as the database's by the poller)."""
+        with transient_failure(mailbox, folder, f"record the sent mail UID {mail.uid}"):
+            return self._passed_over_if_unreadable(mailbox, folder, uidvalidity, mail)
+
+    def _passed_over_if_unreadable(
+        self, mailbox: str, folder: str, uidvalidity: int, mail: IncomingMail
+    ) -> Outcome:
         try:
             return self._process(mailbox, folder, uidvalidity, mail)
         except LeaseLostError:

@@ -22,8 +22,10 @@ from mailbot.config import PollingConfig
 from mailbot.core.clock import utcnow
 from mailbot.core.incoming import Fetched, IncomingMail, Outcome
 from mailbot.errors import FirstPollError, LeaseLostError, MailboxError, TransientStoreError
+from mailbot.logs import RepeatedFailures
 
 log = logging.getLogger(__name__)
+DATABASE_FAILED = "database busy or unreachable, polling again later"
 
 
 class Source(Protocol):
@@ -108,13 +110,22 @@ class PollRecord:
     started_at: datetime
     seconds: float
     error: str | None  # None: a success
+    # The database failed the poll (TransientStoreError), not the mail server: not one of
+    # the folder's IMAP errors in a row, and the IMAP connection is kept.
     # How many mails took each decision (the metrics' counts): counts, not the outcomes,
     # so that `run` keeps nothing per mail however large the backlog.
     decisions: Counter[str] = field(default_factory=Counter)
+    database: bool = False
 
 
 def _ignore(_record: PollRecord) -> None:
     return None
+
+
+def _database_reason(exc: BaseException) -> str | None:
+    """A transient database error's own message (mailbox, folder, what, why): the same
+    failure again is logged at DEBUG, a mail's next attempt (another message) at WARNING."""
+    return str(exc) if isinstance(exc, TransientStoreError) else None
 
 
 class MailboxPoller:
@@ -144,6 +155,14 @@ class MailboxPoller:
         # Told of every poll's end (supervision: heartbeats, metrics), never fails it.
         self.observer: Callable[[PollRecord], None] = _ignore
         self.reconnects = 0  # connections made after the first (a dropped server)
+        # A database outage: logged once (WARNING), its repeats at DEBUG, its end at INFO.
+        self.database_failures = RepeatedFailures(
+            log,
+            DATABASE_FAILED,
+            "database works again",
+            _database_reason,
+            extra={"mailbox": name, "folder": folder},
+        )
         self._connections = 0
         # Whether poll_once returns each mail's Outcome (a face that prints them). Off, a
         # poll keeps counts only (``PollRecord.decisions``): a backlog of 20,000 mails then
@@ -175,7 +194,9 @@ class MailboxPoller:
         except Exception as exc:
             said = isinstance(exc, (MailboxError, TransientStoreError))
             error = str(exc) if said else type(exc).__name__
-            self._observe(PollRecord(self.name, self.folder, started, 0.0, error, decisions))
+            database = isinstance(exc, TransientStoreError)
+            record = PollRecord(self.name, self.folder, started, 0.0, error, decisions, database)
+            self._observe(record)
             raise
         seconds = time.monotonic() - clock
         self._observe(PollRecord(self.name, self.folder, started, seconds, None, decisions))
@@ -254,6 +275,7 @@ class MailboxPoller:
                 if due:
                     outcomes += self.poll_once()
                     self.backoff.reset()
+                    self.database_failures.succeeded()
                 if not (self.polling.use_idle and self.source.supports_idle()):
                     self.stop.wait(remaining)
                     break
@@ -272,7 +294,10 @@ class MailboxPoller:
                 self._later(remaining, "mailbox unreachable, reconnecting later", exc)
                 due = True
             except TransientStoreError as exc:  # rolled back: the same mail, read again
-                self._later(remaining, "database busy or unreachable, polling again later", exc)
+                # The database's failure, not the server's: the connection is kept (one
+                # dropped meanwhile is found at the next poll: MailboxError, reconnected).
+                self.database_failures.failed(exc)
+                self.stop.wait(min(self.backoff.next_delay(), remaining))
                 due = True
             except Exception:  # not a bad mail (those are quarantined): the store, a bug
                 delay = self.backoff.next_delay()
@@ -287,8 +312,8 @@ class MailboxPoller:
         return outcomes
 
     def _later(self, remaining: float, message: str, exc: Exception) -> None:
-        """A poll failed for a reason that passes (the server, the database): a WARNING
-        with the error, then the backoff's next delay, within the cycle, before the next."""
+        """A poll failed for a reason that passes (the server): a WARNING with the error,
+        then the backoff's next delay, within the cycle, before the next."""
         delay = self.backoff.next_delay()
         log.warning(message, extra={"mailbox": self.name, "error": str(exc), "retry_in": delay})
         self.disconnect_quietly()

@@ -175,9 +175,10 @@ class Cluster:
                 leases.delete().where(leases.c.name == name, leases.c.holder == self.holder.id)
             )
 
-    def orphaned_sends(self) -> list[OutboxItem]:
+    def orphaned_sends(self) -> list[tuple[OutboxItem, str | None]]:
         """Outbox items left 'sending' by a worker that is dead (its row expired), or by an
-        unregistered process long ago: nobody will finish them."""
+        unregistered process long ago: nobody will finish them. Each with its claimer as
+        read (``claimed_by``), which the recovery's write checks again."""
         now = utcnow()
         alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
         known = sa.select(workers.c.id)
@@ -195,4 +196,4 @@ class Cluster:
             .order_by(outbox.c.id)
         )
         with self.store.engine.connect() as conn:
-            return [outbox_item(row, raw=False) for row in conn.execute(query)]
+            return [(outbox_item(row, raw=False), row.claimed_by) for row in conn.execute(query)]

@@ -77,6 +77,11 @@ folders = sa.Table(
     # the old one, until the folder is read whole again: older mail is never acknowledged.
     sa.Column("read_until", UTCDateTime),
     sa.Column("resync_before", UTCDateTime),
+    # The mail (UID, under this UIDVALIDITY) whose recording met a transient database error
+    # at the last poll(s), and how many times in a row: kept here, not in a process, so that
+    # a cron of `poll --once` quarantines it at the third as `run` does (app/intake).
+    sa.Column("transient_uid", sa.BigInteger),
+    sa.Column("transient_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("mailbox", "folder", name="uq_folders_mailbox_folder"),
 )
 messages = sa.Table(

@@ -22,8 +22,11 @@ def record_poll(
     started_at: datetime,
     seconds: float,
     error: str | None,
+    database: bool = False,
 ) -> None:
-    """A poll of a folder ended: a success resets its error count, a failure adds one."""
+    """A poll of a folder ended: a success resets its error count, a failure adds one.
+    A failure of the database (``database``), not of the mail server, is recorded as the
+    last error but is none of the folder's IMAP errors in a row."""
     name = f"{mailbox}:{folder}"
     now = utcnow()
     values: dict[str, Any] = {
@@ -35,11 +38,13 @@ def record_poll(
     if error is None:
         values |= {"success_at": now, "errors": 0}
     else:
-        values |= {"error_at": now, "error": error, "errors": heartbeats.c.errors + 1}
+        values |= {"error_at": now, "error": error}
+        if not database:
+            values["errors"] = heartbeats.c.errors + 1
     with store.engine.begin() as conn:
         updated = conn.execute(heartbeats.update().where(heartbeats.c.name == name).values(values))
         if updated.rowcount == 0:
-            values["errors"] = 0 if error is None else 1
+            values["errors"] = 0 if error is None or database else 1
             row = {"name": name, "mailbox": mailbox, "folder": folder, **values}
             conn.execute(heartbeats.insert().values(fit(heartbeats, row)))
 

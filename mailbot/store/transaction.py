@@ -494,7 +494,7 @@ class Transaction:
         self.conn.execute(
             folders.update()
             .where(folders.c.mailbox == mailbox, folders.c.folder == folder)
-            .values(read_until=None, resync_before=before)
+            .values(read_until=None, resync_before=before, transient_uid=None, transient_count=0)
         )
 
     def folder_read(self, mailbox: str, folder: str, uidvalidity: int, at: datetime) -> None:
@@ -518,6 +518,35 @@ class Transaction:
         its mail arrived under the old one (None otherwise)."""
         found = {"mailbox": mailbox, "folder": folder, "uidvalidity": uidvalidity}
         return self.conn.execute(_RESYNC_BOUND, found).scalar()
+
+    def transient_attempts(self, mailbox: str, folder: str, uidvalidity: int) -> tuple[int, int]:
+        """The UID of this folder (under this UIDVALIDITY) whose recording last met a
+        transient database error, and how many times in a row; (0, 0) when none did."""
+        row = self.conn.execute(
+            sa.select(folders.c.transient_uid, folders.c.transient_count).where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+            )
+        ).first()
+        if row is None or row.transient_uid is None:
+            return 0, 0
+        return int(row.transient_uid), int(row.transient_count)
+
+    def note_transient_attempts(
+        self, mailbox: str, folder: str, uidvalidity: int, uid: int | None, count: int = 0
+    ) -> None:
+        """Keep (``uid`` None: forget) the count of a mail's transient errors in its folder's
+        row, where the next poll finds it, whichever process runs it."""
+        self.conn.execute(
+            folders.update()
+            .where(
+                folders.c.mailbox == mailbox,
+                folders.c.folder == folder,
+                folders.c.uidvalidity == uidvalidity,
+            )
+            .values(transient_uid=uid, transient_count=count if uid is not None else 0)
+        )
 
     def save_folder_state(self, mailbox: str, folder: str, uidvalidity: int, last_uid: int) -> None:
         """Move a folder's high-water UID. A worker sharing the database first renews its
@@ -946,10 +975,23 @@ class Transaction:
         }
         return _driver_claim(self.conn.dialect).run(self.conn, values) == 1
 
-    def still_sending(self, item_id: int) -> bool:
-        """Whether an item is still 'sending' (locked until the transaction ends)."""
-        query = sa.select(outbox.c.status).where(outbox.c.id == item_id).with_for_update()
-        return bool(self.conn.execute(query).scalar_one_or_none() == OutboxStatus.SENDING)
+    def settle_orphan(
+        self, item_id: int, claimed_by: str | None, status: OutboxStatus, **values: Any
+    ) -> bool:
+        """``set_outbox_status`` only while the item is still 'sending' under the claim it
+        was found with (``claimed_by``, None included); False, and nothing written, once
+        it was given back or claimed by another (a live) worker meanwhile. On PostgreSQL the
+        UPDATE waits for a concurrent claim's lock and checks the row as it then is."""
+        result = self.conn.execute(
+            outbox.update()
+            .where(
+                outbox.c.id == item_id,
+                outbox.c.status == OutboxStatus.SENDING,
+                outbox.c.claimed_by.is_not_distinct_from(claimed_by),
+            )
+            .values(status=status, **values)
+        )
+        return bool(result.rowcount == 1)
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         self.conn.execute(_UPDATE_OUTBOX, {"item_id": item_id, "status": status, **values})
