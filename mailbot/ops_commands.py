@@ -122,7 +122,7 @@ def details(figures: Figures, now: datetime) -> list[str]:
             f"{where}: last successful poll {_when(folder.success_at, now)},"
             f" {folder.errors} IMAP errors in a row"
         )
-        if folder.errors and folder.last_error:
+        if folder.last_error:
             line += f" (last: {folder.last_error})"
         lines.append(line)
     oldest = figures.oldest_pending_seconds

@@ -110,6 +110,25 @@ def test_imap_failing_again_and_again_is_critical_exit_2(
     assert "5 IMAP errors in a row (last: LOGIN refused)" in result.stdout
 
 
+def test_a_poll_failed_by_the_database_shows_why_though_it_is_no_imap_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path)
+    store = all_polled(config)
+    failure = "the database is busy (locked): retried at the next poll"
+    supervision.record_poll(store, "general", "INBOX", "w1", utcnow(), 0.0, failure, database=True)
+    store.close()
+    lines = inproc(capsys, config, "status").stdout.splitlines()
+    general = next(line for line in lines if line.startswith("general/INBOX:"))
+    assert f"0 IMAP errors in a row (last: {failure})" in general
+    store = Store(load_config(config).database)
+    supervision.record_poll(store, "general", "INBOX", "w1", utcnow(), 0.2, None)
+    store.close()
+    lines = inproc(capsys, config, "status").stdout.splitlines()
+    general = next(line for line in lines if line.startswith("general/INBOX:"))
+    assert general.endswith("0 IMAP errors in a row"), general
+
+
 def test_a_folder_never_polled_is_unknown_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from mailbot.config import Config
 from mailbot.config import Limits as ConfigLimits
@@ -61,6 +62,16 @@ def open_messages(config: Config, store: Store, now: datetime) -> dict[str, Coun
     return found
 
 
+def _failure(beat: Any) -> str | None:
+    """The last poll's error while it is the latest news of the folder: a poll that failed on
+    the database counts no IMAP error, yet the operator must read why the folder lags."""
+    if beat is None or beat.error_at is None:
+        return None
+    if beat.success_at is not None and beat.success_at >= beat.error_at:
+        return None
+    return str(beat.error)
+
+
 def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...] = ()) -> Figures:
     beats = sql.folder_beats(store)
     folders = []
@@ -74,7 +85,7 @@ def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...
                 success,
                 None if success is None else (now - success).total_seconds(),
                 int(beat.errors) if beat is not None else 0,
-                beat.error if beat is not None else None,
+                _failure(beat),
             )
         )
     box = sql.outbox_counts(store, now)

@@ -28,7 +28,7 @@ class FolderFigures:
     success_at: datetime | None  # None: never polled successfully
     lag_seconds: float | None  # now - success_at
     errors: int  # failed polls since the last success
-    last_error: str | None
+    last_error: str | None  # the last poll's, when it failed
 
 
 @dataclass(frozen=True)
