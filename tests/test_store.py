@@ -688,6 +688,34 @@ def test_the_upgrade_keeps_each_followed_folder_read_up_to_its_last_write(
     assert state == FolderState(7, 42, read_until=written, resync_before=None)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_upgrade_gives_each_folder_no_transient_attempt_and_keeps_its_mark(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Migration 0019 on a folder already followed: no mail is being retried, the
+    high-water mark stays, and a count written after it is read back."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
+    folder = (
+        "INSERT INTO folders (mailbox, folder, uidvalidity, last_uid, updated_at)"
+        " VALUES ('general', 'INBOX', 7, 42, '2026-11-05 10:00:00')"
+    )
+    at_revision(url, "0018", (folder, {}))
+    store = Store(url)
+    try:
+        assert store.schema_version() == Store.head_version()
+        with store.transaction() as tx:
+            assert tx.folder_state("general", "INBOX").last_uid == 42
+            assert tx.transient_attempts("general", "INBOX", 7) == (0, 0)
+            tx.note_transient_attempts("general", "INBOX", 7, 43, 2)
+        with store.transaction() as tx:
+            assert tx.transient_attempts("general", "INBOX", 7) == (43, 2)
+    finally:
+        store.close()
+
+
 def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_again(
     store: Store,
 ) -> None:
