@@ -30,6 +30,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Under libfaketime (the suite run at another date), its preload and shared memory: the
+# first preloaded process creates the memory, which another user may not open. So the
+# postgres user's first process preloads it, not runuser (root).
+SHARED_CLOCK = ("LD_PRELOAD", "FAKETIME_SHARED")
+
+
+def _faked_clock_preload() -> list[str]:
+    """``env LD_PRELOAD=…`` when the tests run under libfaketime, else nothing."""
+    preload = os.environ.get("LD_PRELOAD")
+    return ["env", f"LD_PRELOAD={preload}"] if preload and "FAKETIME" in os.environ else []
+
+
 class PostgresServer:
     def __init__(self) -> None:
         # Its own top-level temp dir: pytest's are 0700 root, which the postgres user cannot enter.
@@ -41,9 +53,13 @@ class PostgresServer:
 
     def _run(self, *args: str) -> None:
         command = list(args)
+        env = None
         if self.user is not None:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True)
+            preload = _faked_clock_preload()
+            command = ["runuser", "-u", "postgres", "--", *preload, *command]
+            if preload:
+                env = {k: v for k, v in os.environ.items() if k not in SHARED_CLOCK}
+        subprocess.run(command, check=True, capture_output=True, env=env)
 
     def start(self) -> str:
         if self.user is not None:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -187,6 +187,28 @@ class MailUser:
         return self.server.connect(self.name)
 
 
+def _faked_clock_settings() -> str:
+    """Under libfaketime (the suite run at another date: ``FAKETIME`` and ``LD_PRELOAD`` in
+    the environment), Dovecot's imap processes on the same clock as the tests: Dovecot
+    clears its children's environment, so they stamped INTERNALDATE with the real date
+    while the tests and mailbot lived at the faked one. Nothing without a faked clock."""
+    if not faked_clock():
+        return ""
+    names = [n for n in sorted(os.environ) if n == "LD_PRELOAD" or n.startswith("FAKETIME")]
+    # Dovecot's own default list, then the faked clock's (not its shared memory: the mail
+    # processes run as other users; a relative FAKETIME needs none). A file's time is read
+    # as written: an INTERNALDATE is a file's mtime, set from the faked clock already.
+    kept = ["TZ", "CORE_OUTOFMEM", "CORE_ERROR", "LISTEN_PID", "LISTEN_FDS", "NO_FAKE_STAT=1"]
+    return "import_environment = " + " ".join(
+        [*kept, *(n for n in names if n != "FAKETIME_SHARED")]
+    )
+
+
+def faked_clock() -> bool:
+    """Whether the tests run under libfaketime (``FAKETIME`` in the environment)."""
+    return "FAKETIME" in os.environ
+
+
 class DovecotServer:
     """A private Dovecot IMAP server on a free loopback port, in plaintext (``ssl = no``).
 
@@ -270,6 +292,7 @@ mail_location = maildir:~/Maildir
 mail_fsync = never
 # IDLE: notice changes made by other connections within a second even without inotify.
 mailbox_idle_check_interval = 1 secs
+{_faked_clock_settings()}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_dir}/%u
@@ -490,7 +513,11 @@ service imap-login {{
         flags: Iterable[str] = (),
         internaldate: datetime | None = None,
     ) -> int:
-        """APPEND a message (creating the folder if needed); returns its UID."""
+        """APPEND a message (creating the folder if needed); returns its UID. Under a faked
+        clock the INTERNALDATE is always given: Dovecot's own is the kernel's file time,
+        the real clock's."""
+        if internaldate is None and faked_clock():
+            internaldate = datetime.now(UTC)
         with self._session(user) as client:
             if folder.upper() != "INBOX" and not client.folder_exists(folder):
                 client.create_folder(folder)
@@ -518,11 +545,15 @@ service imap-login {{
         ):
             directory.mkdir(exist_ok=True)
             os.chown(directory, self.mail_uid, self.mail_gid)
-        stamp = int(time.time())
+        now = time.time()
+        stamp = int(now)
         for raw in raws:
             name = f"{stamp}.M{next(_DELIVERIES):09d}P{os.getpid()}.mailbot-test"
             temporary = maildir / "tmp" / name
             temporary.write_bytes(raw)
+            # The file's time is its INTERNALDATE: the clock's, faked or not (the kernel's
+            # is the real one's).
+            os.utime(temporary, (now, now))
             os.chown(temporary, self.mail_uid, self.mail_gid)
             os.replace(temporary, maildir / "new" / name)
 

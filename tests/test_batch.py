@@ -437,3 +437,19 @@ def test_a_relance_ten_working_days_later_is_found_across_may_s_holidays(
     )
     rows = query(database, "SELECT uid, decision, parent_id FROM messages ORDER BY uid")
     assert [tuple(r) for r in rows] == [(1, "acknowledge", None), (2, "follow-up", 1)]
+
+
+def test_a_reference_carries_the_year_of_paris_not_of_the_server_s_clock(
+    app: App, database: str
+) -> None:
+    """New Year's Eve, 23:30 UTC as a server on UTC stamps its INTERNALDATE: already
+    1 January 2027 in Paris, the date the AR says the mail was received on. Its reference is
+    a 2027 one (the year's first); the mail 31 minutes before, still 2026 in Paris, 2026's."""
+    eve = citizen(1, "Demande de rendez-vous")
+    new_year = citizen(2, "Demande de rendez-vous")
+    batch = [
+        IncomingMail(1, datetime(2026, 12, 31, 22, 59, tzinfo=UTC), eve),
+        IncomingMail(2, datetime(2026, 12, 31, 23, 30, tzinfo=UTC), new_year),
+    ]
+    app.pipeline.process_batch(*WHERE, batch)
+    assert [ref for _, _, ref in recorded(database)] == ["SM-2026-000001", "SM-2027-000001"]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -127,10 +128,10 @@ def poll(config: Path, *, acknowledge_existing: bool = False) -> int:
 
 
 def received_year(user: MailUser, message_id: str) -> int:
-    """The year of a mail's INTERNALDATE as the server gives it: the year mailbot puts in
-    its reference. Tests derive it instead of writing this year down."""
+    """The year of a mail's INTERNALDATE in Paris (the server may stamp it in UTC): the
+    year mailbot puts in its reference. Tests derive it instead of writing this year down."""
     (stored,) = [m for m in user.messages() if message_id.encode() in m.raw]
-    return stored.internaldate.year
+    return stored.internaldate.astimezone(ZoneInfo("Europe/Paris")).year
 
 
 def db_rows(config: Path, query: str) -> list[tuple[Any, ...]]:

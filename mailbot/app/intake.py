@@ -663,7 +663,10 @@ class Pipeline:
         """A reference, the routing and what to send (nothing when backfilling). A probe
         is the mailbox's own service's: never routed, never forwarded. ``ahead``: the
         facts already read and the decision made by the routing helper (a large batch)."""
-        reference = rec.reference(self.config.sender.reference_prefix, mail.internaldate.year)
+        # The year of Paris's date of receipt, the one the AR prints: not of the zone the
+        # IMAP server stamps INTERNALDATE in (on UTC, New Year's first hour was last year's).
+        year = mail.internaldate.astimezone(self.calendar.zone).year
+        reference = rec.reference(self.config.sender.reference_prefix, year)
         facts = ahead.facts if ahead is not None else routing_input(self.config, mailbox, parsed)
         routing: RoutingDecision | None = None
         if self.routing is not None and not probe:
