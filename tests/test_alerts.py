@@ -197,7 +197,11 @@ def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
     sent = alerts.send_alerts(config, store, renderer, TODAY)
     assert sent["permis"] == 4  # overdue: SM-2026-000001 and the old one; soon; relanced
     with store.engine.connect() as conn:
-        queued = conn.execute(sa.text("SELECT raw, recipient FROM outbox")).all()
+        queued = conn.execute(
+            sa.text(
+                "SELECT b.raw, o.recipient FROM outbox o JOIN outbox_bodies b ON b.outbox_id = o.id"
+            )
+        ).all()
     digests_by_to = {
         to: email.message_from_bytes(raw, policy=email.policy.default) for raw, to in queued
     }
