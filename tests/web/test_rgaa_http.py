@@ -46,7 +46,7 @@ def test_footer_links_the_compliance_mention_to_a_public_statement(
         assert title_of(statement.text).startswith("Déclaration d’accessibilité — ")
         assert "<h1>Déclaration d’accessibilité</h1>" in statement.text
         assert "non conforme" in statement.text and "RGAA" in statement.text
-        assert "aria-current=\"page\"" in statement.text  # the footer link, on its own page
+        assert 'aria-current="page"' in statement.text  # the footer link, on its own page
         local_login(client, "khaddad")
         queue = client.get("/").text
         assert 'href="/accessibilite"' in queue.split('id="pied-de-page"')[1]
