@@ -139,9 +139,10 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         message_actions.offer, app.store, row, view.thread, ZoneInfo(app.config.timezone)
     )
     values = extra.pop("values", None)
+    invalid = extra.pop("invalid", None)
     context.update(
         await run_in_threadpool(
-            answer_context, request, row, view.service, view.answer_state, values
+            answer_context, request, row, view.service, view.answer_state, values, invalid
         )
     )
     context.update(extra)
