@@ -18,4 +18,11 @@
     var edited = text.value.replace(/\r\n/g, "\n") !== base.value.replace(/\r\n/g, "\n");
     if (edited || document.activeElement === text) event.detail.shouldSwap = false;
   });
+  // A filter replaced the queue's table: say its new count (the focus stays on the filter).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "file") return;
+    var total = document.getElementById("total");
+    var status = document.getElementById("annonce-file");
+    if (total && status) status.textContent = total.textContent;
+  });
 })();
