@@ -112,3 +112,13 @@ def test_keyboard_skip_link_then_preview_keeps_the_focus(
     page.keyboard.type("en cours")
     expect(page.locator("#apercu-texte")).to_contain_text("en cours")
     assert focused_id(page) == "var-statut_dossier"
+
+
+def test_refused_login_sends_the_focus_to_its_error(page: Page, console: RunningConsole) -> None:
+    page.goto(console.url + "/connexion")
+    page.fill("#identifiant", "khaddad")
+    page.fill("#mot_de_passe", "not-the-password")
+    page.click("#bouton-connexion")
+    expect(page.locator("#erreur-connexion")).to_contain_text("incorrect")
+    expect(page.locator("#erreur-connexion")).to_be_focused()
+    assert page.title().startswith("Erreur : Connexion — ")
