@@ -122,3 +122,28 @@ def test_refused_login_sends_the_focus_to_its_error(page: Page, console: Running
     expect(page.locator("#erreur-connexion")).to_contain_text("incorrect")
     expect(page.locator("#erreur-connexion")).to_be_focused()
     assert page.title().startswith("Erreur : Connexion — ")
+
+
+def test_preview_says_its_problems_not_the_whole_mail_at_each_keystroke(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The preview follows the typing (htmx): a live region around it had a screen reader
+    read the whole reply again at each pause. Only what stops the sending is said, through
+    a region that stays in the page; the focus stays in the field."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    for region in ("#apercu", "#apercu-libre"):
+        assert page.locator(region).get_attribute("aria-live") is None
+    status = page.locator('[role="status"]#annonce-apercu')
+    page.focus("#var-statut_dossier")
+    page.keyboard.type("en cours")
+    expect(page.locator("#apercu #apercu-texte")).to_contain_text("en cours")
+    expect(status).to_have_text("")
+    page.focus("#texte-modifie")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Bonjour, c'est en cours.")  # the signature is gone: refused
+    expect(page.locator("#apercu #apercu-probleme")).to_be_visible()
+    expect(status).to_contain_text("signature complète")
+    assert focused_id(page) == "texte-modifie"
