@@ -147,3 +147,22 @@ def test_preview_says_its_problems_not_the_whole_mail_at_each_keystroke(
     expect(page.locator("#apercu #apercu-probleme")).to_be_visible()
     expect(status).to_contain_text("signature complète")
     assert focused_id(page) == "texte-modifie"
+
+
+def test_a_done_action_is_said_on_the_page_it_leads_to(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """After an action the browser loads a new page: a status region there from the start
+    is not read (only its changes are), so the confirmation takes the focus — else a
+    screen reader says the page's title and the agent does not know it was done."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("#prendre")
+    expect(page.locator("#avis")).to_be_visible()
+    expect(page.locator("#avis")).to_be_focused()
+    page.click("text=Répondu par un autre moyen")
+    page.fill("#motif-ailleurs", "Rappelé au téléphone : dossier complet.")
+    page.click("#action-repondu-ailleurs button[type=submit]")
+    expect(page.locator("#avis-action")).to_be_visible()
+    expect(page.locator("#avis-action")).to_be_focused()
