@@ -32,6 +32,8 @@ from typing import Any, Protocol
 # would otherwise be named Arabic, and a Persian speaker's AR translated into a language
 # they do not read (it falls back to English, as for any language without a translation).
 LANGUAGES = ("fr", "en", "ar", "fa", "es", "uk", "ru", "pt", "ro", "it", "de", "tr", "zh")
+# Those written right to left: the console shows a citizen's text in them with dir="rtl".
+RIGHT_TO_LEFT = frozenset({"ar", "fa"})
 MIN_CONFIDENCE = 0.5
 MIN_LETTERS = 3
 SAMPLE = 400  # characters lingua reads

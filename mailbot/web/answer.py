@@ -57,9 +57,15 @@ def rendered_text(request: Request, row: Any, meta: TemplateMeta, filled: dict[s
 
 
 def answer_context(
-    request: Request, row: Any, service: str, state: int, values: dict[str, str] | None = None
+    request: Request,
+    row: Any,
+    service: str,
+    state: int,
+    values: dict[str, str] | None = None,
+    invalid: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The answer section's context (``{"answer": None}`` when the agent may not reply)."""
+    """The answer section's context (``{"answer": None}`` when the agent may not reply);
+    ``invalid`` the refused form's errors, by the id of the input they are about."""
     if not current_agent(request).can(Action.REPLY, service):
         return {"answer": None}
     app = backend(request)
@@ -88,5 +94,6 @@ def answer_context(
             "filled": filled,
             "gaps": signature_gaps(request, meta or free),
             "state": state,
+            "invalid": invalid or {},
         }
     }

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from mailbot.app import message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
+from mailbot.core.language import RIGHT_TO_LEFT
 from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
@@ -131,19 +132,31 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "can_reply": principal.can(Action.REPLY, view.service),
         "urgency": URGENCY_LABELS,
         "settled_labels": SETTLED_LABELS,
+        "citizen_text": _citizen_text(row.language),
     }
     context.update(_actions(request, row, view.service))
     context["offer"] = await run_in_threadpool(
         message_actions.offer, app.store, row, view.thread, ZoneInfo(app.config.timezone)
     )
     values = extra.pop("values", None)
+    invalid = extra.pop("invalid", None)
     context.update(
         await run_in_threadpool(
-            answer_context, request, row, view.service, view.answer_state, values
+            answer_context, request, row, view.service, view.answer_state, values, invalid
         )
     )
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
+
+
+def _citizen_text(language: str | None) -> Markup:
+    """The lang and dir attributes of the citizen's own text (subject, body): a screen
+    reader reads an Arabic mail with an Arabic voice, and it runs right to left (RGAA 8.7).
+    Empty when the language was not told: the page's French is then the best guess."""
+    if not language:
+        return Markup("")
+    direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
+    return Markup(' lang="{}" dir="{}"').format(language, direction)
 
 
 @require(Action.VIEW_HOME)  # the message's service is checked once it is loaded

@@ -16,7 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mailbot.app import answer_form, message_view
-from mailbot.app.reply import Replies
+from mailbot.app.reply import FREE_TEMPLATE, Replies
 from mailbot.errors import MailbotError, RequestError, SignatureLostError
 from mailbot.render import safe_html
 from mailbot.web.access import current_agent, require
@@ -51,11 +51,30 @@ def _refusal(request: Request, meta: Any, values: dict[str, str]) -> str:
             f" relations entre le public et l'administration). Il manque : {', '.join(gaps)}."
             " Demandez à l'administrateur de compléter votre profil."
         )
-    fields = answer_form.fields(meta)
-    empty = [f.name for f in fields if f.required and not values.get(f.name, "").strip()]
+    empty = [f.name for f in _blank_required(meta, values)]
     if empty:
         return f"Envoi impossible : champ obligatoire vide : {', '.join(empty)}."
     return ""
+
+
+def _blank_required(meta: Any, values: dict[str, str]) -> list[answer_form.Field]:
+    """The required fields left blank (spaces pass the browser's own check)."""
+    return [
+        f for f in answer_form.fields(meta) if f.required and not values.get(f.name, "").strip()
+    ]
+
+
+def _field_errors(meta: Any, values: dict[str, str]) -> dict[str, str]:
+    """Each blank required field's error, by the id of its input in the page: the page
+    shown again marks that input and gives it the focus (RGAA 11.10, 11.11), in the form
+    that was sent (the standard reply's or the free one's)."""
+    free = meta.name == FREE_TEMPLATE
+    errors: dict[str, str] = {}
+    for f in _blank_required(meta, values):
+        label = "Votre texte" if free and f.name == "texte" else f.label
+        prefix = "libre-" if free else "var-"
+        errors[prefix + f.name] = f"« {label} » est obligatoire : remplissez ce champ."
+    return errors
 
 
 @require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded
@@ -103,7 +122,10 @@ async def send(request: Request) -> Response:
     problem = _refusal(request, meta, values)
     if problem or state < 0:
         problem = problem or "Formulaire incomplet."
-        return await show_message(request, row, 400, problem=problem, values=values)
+        invalid = _field_errors(meta, values)
+        return await show_message(
+            request, row, 400, problem=problem, values=values, invalid=invalid
+        )
     app = backend(request)
     replies = Replies(app.config, app.store, app.renderer, agents(request))
     agent_id = current_agent(request).agent_id

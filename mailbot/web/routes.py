@@ -202,6 +202,13 @@ async def health(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+@public
+async def accessibility(request: Request) -> Response:
+    """The accessibility statement every page's footer links to: public, as the law asks
+    of it (loi 2005-102 art. 47, décret 2019-768), even to an agent not logged in."""
+    return render(request, "accessibility.html.j2")
+
+
 ROUTES = [
     Route("/", home, name="home"),
     Route("/connexion", login_form, methods=["GET"], name="login"),
@@ -211,4 +218,5 @@ ROUTES = [
     Route("/deconnexion", logout, methods=["POST"], name="logout"),
     Route("/deconnexion/retour", logout_returned, methods=["GET"], name="logout_returned"),
     Route("/healthz", health, methods=["GET"], name="health"),
+    Route("/accessibilite", accessibility, methods=["GET"], name="accessibility"),
 ]

@@ -22,6 +22,7 @@ PAGES = [
     ("lmoreau", "/indicateurs?periode=2026-11"),
     ("tbernard", "/admin/quarantaine"),
     ("tbernard", "/admin/modeles"),
+    ("tbernard", "/accessibilite"),
 ]
 
 

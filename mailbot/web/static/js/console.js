@@ -18,4 +18,20 @@
     var edited = text.value.replace(/\r\n/g, "\n") !== base.value.replace(/\r\n/g, "\n");
     if (edited || document.activeElement === text) event.detail.shouldSwap = false;
   });
+  // A preview came: say what stops the sending, once (not the reply, read whole each time).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || (target.id !== "apercu" && target.id !== "apercu-libre")) return;
+    var problem = target.querySelector("#apercu-probleme");
+    var status = document.getElementById("annonce-apercu");
+    var said = problem ? problem.textContent.trim() : "";
+    if (status && status.textContent !== said) status.textContent = said;
+  });
+  // A filter replaced the queue's table: say its new count (the focus stays on the filter).
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "file") return;
+    var total = document.getElementById("total");
+    var status = document.getElementById("annonce-file");
+    if (total && status) status.textContent = total.textContent;
+  });
 })();

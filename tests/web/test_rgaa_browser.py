@@ -1,0 +1,168 @@
+"""RGAA 4.1 checks that axe-core does not make, where the browser's behaviour matters
+(Debian's Chromium through Playwright, on mail the pipeline read from Dovecot): where the
+focus goes after a refused form (11.10, 11.11), errors tied to their field, status
+messages announced without taking the focus (7.5), the keyboard's path (12.7, 12.8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deskworld import Desk, desk_console
+from playwright.sync_api import Page, expect
+from webtools import PASSWORD, RunningConsole
+
+ACCOUNTS = ("khaddad", "cdurand")
+OVERDUE = "<citizen-1@example.fr>"
+
+
+@pytest.fixture
+def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    with desk_console(desk, tmp_path, ACCOUNTS) as running:
+        yield running
+
+
+def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
+    page.goto(console.url + "/")
+    page.fill("#identifiant", agent)
+    page.fill("#mot_de_passe", PASSWORD)
+    page.click("#bouton-connexion")
+    expect(page.locator("h1")).to_have_text("File des courriels")
+
+
+def focused_id(page: Page) -> str:
+    return str(page.evaluate("document.activeElement ? document.activeElement.id : ''"))
+
+
+def test_refused_free_reply_ties_the_error_to_its_field_and_focuses_it(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """A required field left blank (spaces pass the browser's own check): the page comes
+    back with the free reply's section open, the field marked in error, its message naming
+    it and tied by aria-describedby, the focus on it, and a title that says there is an
+    error. (No standard template of the repository has a required field the agent fills:
+    the standard form's fields are marked the same way, by the same errors.)"""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("#reponse-libre summary")
+    page.fill("#libre-texte", "  ")
+    page.click("#envoyer-libre")
+    expect(page.locator("#erreur")).to_be_visible()
+    expect(page.locator("#reponse-libre")).to_have_attribute("open", "")
+    field = page.locator("#libre-texte")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    message = page.locator(f"#{field.get_attribute('aria-describedby')}")
+    expect(message).to_have_class("fr-error-text")
+    expect(message).to_contain_text("« Votre texte » est obligatoire")
+    expect(page.locator(".fr-input-group--error #libre-texte")).to_have_count(1)
+    expect(field).to_be_focused()  # autofocus: once the page is drawn
+    assert page.title().startswith("Erreur : ")
+    expect(page.locator("#formulaire-reponse [aria-invalid]")).to_have_count(0)
+    assert desk.smtp.messages == []
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_refused_action_sends_the_focus_to_its_error(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """An action the server refuses (a blank reason): its message, at the top of the page
+    shown again, takes the focus — not the start of the page, far from it."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("text=Répondu par un autre moyen")
+    page.fill("#motif-ailleurs", "  ")
+    page.click("#action-repondu-ailleurs button[type=submit]")
+    expect(page.locator("#erreur")).to_be_visible()
+    expect(page.locator("#erreur")).to_be_focused()  # autofocus: once the page is drawn
+    assert page.title().startswith("Erreur : ")
+
+
+def test_queue_filter_is_announced_and_keeps_the_focus(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """Filtering the queue (htmx swaps the table): the new count is said by a live region
+    that was in the page before the swap (a region inserted with its text is not read),
+    and the focus stays on the filter."""
+    login(page, console)
+    status = page.locator('[role="status"]#annonce-file')
+    expect(status).to_have_count(1)
+    page.focus("#filtre-etat")
+    page.select_option("#filtre-etat", "en-retard")
+    expect(page.locator("#total")).to_contain_text("1 courriel ")
+    expect(status).to_contain_text("1 courriel ")
+    assert focused_id(page) == "filtre-etat"
+
+
+def test_keyboard_skip_link_then_preview_keeps_the_focus(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The first Tab reaches « Aller au contenu », which moves the focus to the main
+    content; typing in a field refreshes the preview (htmx) without moving the focus."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Aller au contenu"
+    page.keyboard.press("Enter")
+    assert focused_id(page) == "contenu"
+    page.focus("#var-statut_dossier")
+    page.keyboard.type("en cours")
+    expect(page.locator("#apercu-texte")).to_contain_text("en cours")
+    assert focused_id(page) == "var-statut_dossier"
+
+
+def test_refused_login_sends_the_focus_to_its_error(page: Page, console: RunningConsole) -> None:
+    page.goto(console.url + "/connexion")
+    page.fill("#identifiant", "khaddad")
+    page.fill("#mot_de_passe", "not-the-password")
+    page.click("#bouton-connexion")
+    expect(page.locator("#erreur-connexion")).to_contain_text("incorrect")
+    expect(page.locator("#erreur-connexion")).to_be_focused()
+    assert page.title().startswith("Erreur : Connexion — ")
+
+
+def test_preview_says_its_problems_not_the_whole_mail_at_each_keystroke(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The preview follows the typing (htmx): a live region around it had a screen reader
+    read the whole reply again at each pause. Only what stops the sending is said, through
+    a region that stays in the page; the focus stays in the field."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    for region in ("#apercu", "#apercu-libre"):
+        assert page.locator(region).get_attribute("aria-live") is None
+    status = page.locator('[role="status"]#annonce-apercu')
+    page.focus("#var-statut_dossier")
+    page.keyboard.type("en cours")
+    expect(page.locator("#apercu #apercu-texte")).to_contain_text("en cours")
+    expect(status).to_have_text("")
+    page.focus("#texte-modifie")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Bonjour, c'est en cours.")  # the signature is gone: refused
+    expect(page.locator("#apercu #apercu-probleme")).to_be_visible()
+    expect(status).to_contain_text("signature complète")
+    assert focused_id(page) == "texte-modifie"
+
+
+def test_a_done_action_is_said_on_the_page_it_leads_to(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """After an action the browser loads a new page: a status region there from the start
+    is not read (only its changes are), so the confirmation takes the focus — else a
+    screen reader says the page's title and the agent does not know it was done."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("#prendre")
+    expect(page.locator("#avis")).to_be_visible()
+    expect(page.locator("#avis")).to_be_focused()
+    page.click("text=Répondu par un autre moyen")
+    page.fill("#motif-ailleurs", "Rappelé au téléphone : dossier complet.")
+    page.click("#action-repondu-ailleurs button[type=submit]")
+    expect(page.locator("#avis-action")).to_be_visible()
+    expect(page.locator("#avis-action")).to_be_focused()
