@@ -359,7 +359,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             " retry later)"
         )
     if failed["no retry"]:
-        summary += f", {failed['other']} failed (see the errors above)"
+        summary += f", {failed['no retry']} failed (see the errors above)"
     print("\n" + summary)
     return 1 if failed or still else 0
 

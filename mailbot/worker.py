@@ -341,6 +341,13 @@ class Worker:
                 signal.signal(signum, self._on_signal)
         if self.keeper is not None:
             self._start_keeper(self.keeper)
+            if not self.keeper.started:
+                # Stopped before it could register: it holds no lease nor, on SQLite, the
+                # sole-worker lock, which another process may hold now and be sending
+                # under. Nothing started, so nothing to recover either: its 'sending'
+                # mails are that process's, not a crash's.
+                self._stopped_before_start()
+                return
         if self.endpoint is not None:
             self.endpoint.start()
         try:

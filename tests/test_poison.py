@@ -282,6 +282,8 @@ def test_a_mail_the_server_cannot_read_is_quarantined_and_retried_once_readable(
         assert text.count("erreur de traitement (quarantaine)") == 1
         still = inproc(capsys, config, "quarantine", "retry", str(row.id))
         assert still.returncode == 1 and "still refuses" in still.stderr
+        summary = still.stdout.strip().splitlines()[-1]
+        assert "0 not found, 1 failed (see the errors above)" in summary, summary
     retried = inproc(capsys, config, "quarantine", "retry", str(row.id))
     assert retried.returncode == 0, retried.stderr
     assert inproc(capsys, config, "poll", "--once").returncode == 0

@@ -675,3 +675,56 @@ def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
     assert {r.levelno for r in failed[1:]} == {logging.DEBUG}
     assert "locked by another connection" in failed[0].__dict__["reason"]
     assert [r.levelno for r in lines if r.msg == "worker registered"] == [logging.INFO]
+
+
+def test_run_stopped_before_it_could_register_marks_no_send_uncertain(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run` kept from registering (SQLite locked from outside) is stopped during its
+    backoff, while it holds no sole-worker lock: another process (a `poll --once` from
+    cron) took that lock meanwhile and is sending. The stopped `run` started nothing, so
+    it must not recover "interrupted" sends either: that other process's mail, leaving
+    now, was marked 'uncertain' (its 'sent' then never written)."""
+    import threading
+    import time
+
+    from mailbot.app.context import app_from_config
+    from mailbot.config import load_config
+    from mailbot.core.statuses import OutboxKind, OutboxStatus
+    from mailbot.store.cluster import SoleWorkerLock
+    from mailbot.worker import make_worker
+
+    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "mailbot.db"
+    database = f"sqlite:///{path}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    app = app_from_config(load_config(config), acknowledge_existing=True)
+    with app.store.transaction() as tx:  # the other process's send, in flight
+        item = tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", "<o@x>", b"x")
+        assert tx.claim_outbox(item, 1, "cron:poll-once")
+    worker = make_worker(app)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
+    thread.start()
+    other = SoleWorkerLock(path)
+    try:
+        time.sleep(1.5)  # tries at 0 and 1 s, the next at 3 s
+        other.acquire()  # the other process, between two tries
+        holder.execute("ROLLBACK")
+        worker.stop.set()
+        thread.join(30)
+    finally:
+        worker.stop.set()
+        other.release()
+        holder.close()
+        app.close()
+    assert not thread.is_alive()
+    assert query(database, f"SELECT status FROM outbox WHERE id = {item}") == [
+        (OutboxStatus.SENDING,)
+    ]
+    assert query(database, "SELECT count(*) FROM events WHERE kind = 'send_uncertain'") == [(0,)]
