@@ -229,6 +229,7 @@ def _correct_and_transfer(args: argparse.Namespace) -> int:
     case's; a re-orientation to another administration is no transfer."""
     from mailbot.app.context import build_app
     from mailbot.app.corrections import correct_in_console
+    from mailbot.app.requests import find_agent
     from mailbot.app.transfer import Transfers
     from mailbot.mail.originals import ImapOriginals
 
@@ -239,6 +240,7 @@ def _correct_and_transfer(args: argparse.Namespace) -> int:
     if not args.agent:
         raise RequestError("agent", "", "--transfer needs --agent (named in the service's note)")
     app = build_app(args.config)
+    find_agent(app.config, app.agent, args.agent)  # the same service records them alone
     transfers = Transfers(
         app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config), app.clock
     )

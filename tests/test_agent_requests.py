@@ -287,6 +287,10 @@ def test_correct_to_another_service_transfers_only_when_asked(
     assert "closed without a reply: nothing to transfer" in capsys.readouterr().err
     assert main([*args, "--service", "permis", "--transfer"]) == 2  # who, for the note?
     assert "--agent" in capsys.readouterr().err
+    assert main([*args, "--service", "cartes-grises", "--agent", "nobody", "--transfer"]) == 2
+    assert "agents.nobody: no such agent" in capsys.readouterr().err
+    assert main([*args, "--service", "permis", "--reason", "erreur"]) == 2
+    assert "--reason goes with --transfer only" in capsys.readouterr().err
     assert len(db_rows(config, "SELECT id FROM corrections")) == 3
     app.outbox.deliver_due()
     assert len(smtp.messages) == 2
