@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailbot.errors import ConfigError, MailGoneError, UnreadableMailError
+from mailbot.errors import ConfigError, MailGoneError, RequestError, UnreadableMailError
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -66,6 +66,17 @@ def _add_correct(commands: Any) -> None:
     correct.add_argument("--category", required=True)
     correct.add_argument("--reorient", help="target, with service autres-administrations")
     correct.add_argument("--agent", help="agent id from agents.yaml (who corrected)")
+    correct.add_argument(
+        "--transfer",
+        action="store_true",
+        help="to a new service, transfer the mail as the console's « Corriger » does: the"
+        " forward to the service, the transfer notice to the citizen (needs --agent)",
+    )
+    correct.add_argument(
+        "--reason",
+        help="with --transfer: why, in the service's note (default: « correction de"
+        " l'orientation »)",
+    )
     correct.set_defaults(func=cmd_correct)
 
 
@@ -175,10 +186,17 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_correct(args: argparse.Namespace) -> int:
+    """Record a correction; with ``--transfer``, the console's correction to another
+    service (a transfer: notice, forward) instead. Without it a new service moves the mail
+    to that service's queue and tells nobody, so the output says so."""
     from mailbot.app.corrections import correct
     from mailbot.config import load_agents, load_config
     from mailbot.store import Store
 
+    if args.transfer:
+        return _correct_and_transfer(args)
+    if args.reason is not None:
+        raise RequestError("reason", args.reason, "--reason goes with --transfer only")
     config = load_config(args.config)
     if args.agent and args.agent not in load_agents(config.agents, config):
         raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
@@ -194,7 +212,47 @@ def cmd_correct(args: argparse.Namespace) -> int:
     old = "/".join(x or "-" for x in done.old)
     new = "/".join(x or "-" for x in done.new)
     print(f"{done.reference}: {old} -> {new} (recorded; nothing sent)")
+    if done.old[0] != done.new[0]:
+        print(
+            f"{done.reference} is now in {done.new[0]}'s queue, but nothing was sent: the"
+            " service was not forwarded the mail and the citizen was not told (use"
+            " --transfer for that)"
+        )
     return 0
+
+
+def _correct_and_transfer(args: argparse.Namespace) -> int:
+    """The console's « Corriger » (``corrections.correct_in_console``): to a new service,
+    the transfer notice to the citizen and the forward to the service, queued with the
+    correction in one transaction, then delivered; the same service, the correction only.
+    Its refusals (a message answered or closed, a service with no address) are the use
+    case's; a re-orientation to another administration is no transfer."""
+    from mailbot.app.context import build_app
+    from mailbot.app.corrections import correct_in_console
+    from mailbot.app.requests import find_agent
+    from mailbot.app.transfer import Transfers
+    from mailbot.mail.originals import ImapOriginals
+
+    if args.reorient is not None:
+        raise RequestError(
+            "reorient", args.reorient, "a re-orientation is not a transfer: drop --transfer"
+        )
+    if not args.agent:
+        raise RequestError("agent", "", "--transfer needs --agent (named in the service's note)")
+    app = build_app(args.config)
+    find_agent(app.config, app.agent, args.agent)  # the same service records them alone
+    transfers = Transfers(
+        app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config), app.clock
+    )
+    routed = (args.service, args.category)
+    moved = correct_in_console(transfers, args.agent, args.reference, routed, args.reason or "")
+    if not moved:
+        print(f"{args.reference}: recorded; the service is unchanged, nothing sent")
+        return 0
+    print(f"{args.reference}: transferred to {args.service} (notice to the citizen, forward)")
+    report = app.outbox.deliver_due()
+    print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
+    return 0 if report.sent else 1
 
 
 def _labelled_folders(args: argparse.Namespace) -> list[Path]:

@@ -249,6 +249,53 @@ def test_transfer_is_refused_without_reason_or_to_the_same_service(setup: Any) -
     assert db_rows(config, "SELECT id FROM outbox WHERE kind != 'ar'") == []
 
 
+def test_correct_to_another_service_transfers_only_when_asked(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mailbot correct --transfer``: the console's « Corriger » to another service — the
+    notice to the sender and the forward to the service's configured address, once, with
+    the correction recorded. Without ``--transfer`` the mail moves queue and the output
+    says that nobody was told; a message closed without a reply is not transferred."""
+    config, reference, _received = tracked(setup)
+    smtp = setup[3]
+    args = ["--config", str(config), "correct", reference, "--category", "information"]
+    assert main([*args, "--service", "permis"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was sent" in out and "the citizen was not told" in out
+    assert main([*args, "--service", "cartes-grises", "--agent", "cdurand", "--transfer"]) == 0
+    assert "transferred to cartes-grises" in capsys.readouterr().out
+    assert sorted(to for r in smtp.wait_for(2) for to in r.rcpt_tos) == [
+        "marie.dupont@example.fr",
+        CARTES_GRISES,
+    ]
+    again = [*args, "--service", "cartes-grises", "--agent", "cdurand", "--transfer"]
+    assert main(again) == 0  # already there: recorded, nothing sent again
+    assert "nothing sent" in capsys.readouterr().out
+    app = build_app(config)
+    app.outbox.deliver_due()
+    assert len(smtp.messages) == 2
+    forward = parsed(next(r.raw for r in smtp.messages if r.rcpt_tos[0] == CARTES_GRISES))
+    assert "correction de l'orientation" in " ".join(plain(forward).split())
+    assert db_rows(config, "SELECT service, category, transferred FROM messages") == [
+        ("cartes-grises", "information", 1)
+    ]
+    assert len(db_rows(config, "SELECT id FROM corrections")) == 3
+    no_reply.close_without_reply(
+        app.config, app.store, app.agent, "cdurand", reference, NoReplyReason.SPAM, ""
+    )
+    assert main([*args, "--service", "permis", "--agent", "cdurand", "--transfer"]) == 2
+    assert "closed without a reply: nothing to transfer" in capsys.readouterr().err
+    assert main([*args, "--service", "permis", "--transfer"]) == 2  # who, for the note?
+    assert "--agent" in capsys.readouterr().err
+    assert main([*args, "--service", "cartes-grises", "--agent", "nobody", "--transfer"]) == 2
+    assert "agents.nobody: no such agent" in capsys.readouterr().err
+    assert main([*args, "--service", "permis", "--reason", "erreur"]) == 2
+    assert "--reason goes with --transfer only" in capsys.readouterr().err
+    assert len(db_rows(config, "SELECT id FROM corrections")) == 3
+    app.outbox.deliver_due()
+    assert len(smtp.messages) == 2
+
+
 def test_transfer_twice_with_one_key_sends_once(setup: Any) -> None:
     config, reference, _received = tracked(setup)
     app = build_app(config)

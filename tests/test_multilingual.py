@@ -111,6 +111,21 @@ def test_broken_translation_is_refused_with_location(tmp_path: Path) -> None:
         load_translations(tmp_path)
 
 
+def test_a_translation_named_with_a_region_is_refused_at_load(tmp_path: Path) -> None:
+    """pt_BR.yaml would write "Content-Language: fr, pt_BR" and lang="pt_BR" (not BCP 47)
+    and is never picked (the detection names "pt"): refused, naming the file and the form
+    expected."""
+    shutil.copy(I18N / "en.yaml", tmp_path / "en.yaml")
+    data = yaml.safe_load((I18N / "pt.yaml").read_text(encoding="utf-8"))
+    for name in ("pt_BR", "PT"):
+        data["language"] = name
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        with pytest.raises(TemplateError, match=rf"{name}\.yaml: .*two-letter ISO 639-1 code"):
+            load_translations(tmp_path)
+        (tmp_path / f"{name}.yaml").unlink()
+    assert set(load_translations(tmp_path)) == {"en"}
+
+
 def test_placeholder_the_template_lacks_is_refused_at_load(tmp_path: Path) -> None:
     """reorientation has no deadline: a translation promising one is refused, naming both."""
     root = tmp_path / "templates"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -846,13 +848,84 @@ def test_an_outbox_mails_status_updates_leave_its_bytes_alone(store: Store) -> N
     assert [(row.status, row.raw) for row in store.outbox_items()] == [(OutboxStatus.SENT, None)]
 
 
+class _RolledBack(Exception):
+    """Raised in a transaction to roll it back."""
+
+
+def sent_item(store: Store) -> int:
+    """One AR queued, taken, claimed and marked sent: its bookkeeping still to finish."""
+    at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    with store.batch() as tx:
+        pk = tx.record_message(new_message(reference=None)).id
+        tx.queue_rows([(pk, OutboxKind.AR, "a@b.fr", "m@b.fr", "<q@b.fr>", b"AR\r\n", at)])
+    with store.transaction() as tx:
+        (item,) = tx.take_due(at + timedelta(minutes=1), 10, "w1", timedelta(hours=1))
+    with store.transaction() as tx:
+        assert tx.claim_outbox(item.id, 1, "w1")
+    with store.transaction() as tx:
+        tx.mark_sent([(item.id, at)], "w1")
+    return item.id
+
+
+def waits_on_a_lock(store: Store) -> bool:
+    """Whether a session of this database waits on a lock another one holds."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    )
+    with store.engine.connect() as conn:
+        return bool(conn.execute(sa.text(query)).scalar())
+
+
+@pytest.mark.parametrize("first", ["commits", "rolls back"])
+def test_two_deliveries_finishing_one_sent_mail_on_postgresql_finish_it_once(
+    request: pytest.FixtureRequest, first: str
+) -> None:
+    """Two deliveries write the bookkeeping of the same sent mail at once (PostgreSQL, two
+    connections): the second's ``finish_sent`` waits on the first's DELETE, then gets the
+    id back only if the first rolled back. Exactly one committed call has it, so the
+    status mirror and the events are written once."""
+    url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
+    store = Store(url)
+    try:
+        item = sent_item(store)
+        second: list[set[int]] = []
+
+        def finish() -> None:
+            with store.transaction() as other:
+                second.append(other.finish_sent([item]))
+
+        thread = threading.Thread(target=finish)
+        try:
+            with store.transaction() as tx:
+                assert tx.finish_sent([item]) == {item}
+                thread.start()
+                deadline = time.monotonic() + 10
+                while not waits_on_a_lock(store):  # the second blocked on the first's DELETE
+                    assert thread.is_alive() and time.monotonic() < deadline
+                    time.sleep(0.01)
+                if first == "rolls back":
+                    raise _RolledBack
+        except _RolledBack:
+            pass
+        thread.join(10)
+        assert not thread.is_alive()
+        assert second == ([set()] if first == "commits" else [{item}])
+        with store.transaction() as tx:
+            assert tx.unfinished_sent() == [] and tx.finish_sent([item]) == set()
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_upgrade_moves_the_bytes_of_the_mails_still_holding_them(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
-    """Migration 0018: the bytes of a pending mail (and of any mail still holding them) move
-    to ``outbox_bodies`` and are sent from there; a sent mail whose bookkeeping a crash left
-    undone is still found and finished; a purged one stays without bytes."""
+    """Migration 0018: the bytes of a pending mail (and of any mail still holding them:
+    retried, sending, failed, uncertain) move to ``outbox_bodies`` and are sent from there,
+    each row keeping its id, status, attempts, holder and last error; a sent mail whose
+    bookkeeping a crash left undone is still found and finished; a purged one stays
+    without bytes."""
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
@@ -865,38 +938,88 @@ def test_the_upgrade_moves_the_bytes_of_the_mails_still_holding_them(
     )
     mail = (
         "INSERT INTO outbox (id, message_pk, kind, recipient, envelope_from, email_message_id,"
-        " raw, status, attempts, next_attempt_at, created_at, sent_at) VALUES (:id, 1, 'ar',"
-        " 'a@b.fr', 'm@b.fr', :mid, :raw, :status, 0, '2026-11-05 10:00:00',"
-        " '2026-11-05 10:00:00', :sent_at)"
+        " raw, status, attempts, next_attempt_at, last_error, created_at, sent_at, claimed_by,"
+        " claimed_at) VALUES (:id, 1, 'ar', 'a@b.fr', 'm@b.fr', :mid, :raw, :status,"
+        " :attempts, :next, :error, '2026-11-05 10:00:00', :sent_at, :holder, :claimed_at)"
     )
     pending, unfinished = b"AR pending\r\n" * 1000, b"AR sent\r\n" * 1000
-    rows = [
-        (7, pending, "pending", None),
-        (8, unfinished, "sent", "2026-11-05 10:00:01"),
-        (9, None, "sent", "2026-11-05 10:00:02"),
+    retried, sending = b"AR retried\r\n" * 10, b"AR sending\r\n" * 10
+    failed, uncertain = b"AR failed\r\n" * 10, b"AR uncertain\r\n" * 10
+    soon, claimed = "2026-11-05 10:00:00", "2026-11-05 10:00:03"
+    rows = [  # id, bytes, status, attempts, next attempt, last error, sent at, holder
+        (7, pending, "pending", 0, soon, None, None, None),
+        (8, unfinished, "sent", 1, soon, None, "2026-11-05 10:00:01", "w1"),
+        (9, None, "sent", 1, soon, None, "2026-11-05 10:00:02", "w1"),
+        (10, retried, "pending", 2, "2026-11-05 12:00:00", "451 try again later", None, None),
+        (11, sending, "sending", 1, soon, None, None, "w-gone"),
+        (12, failed, "failed", 3, soon, "550 no such user", None, None),
+        (13, uncertain, "uncertain", 1, soon, "interrupted while sending", None, "w-gone"),
     ]
     at_revision(
         url,
         "0017",
         (message, {}),
         *(
-            (mail, {"id": i, "mid": f"<{i}@b.fr>", "raw": raw, "status": s, "sent_at": sent})
-            for i, raw, s, sent in rows
+            (
+                mail,
+                {
+                    "id": i,
+                    "mid": f"<{i}@b.fr>",
+                    "raw": raw,
+                    "status": status,
+                    "attempts": attempts,
+                    "next": next_at,
+                    "error": error,
+                    "sent_at": sent,
+                    "holder": holder,
+                    "claimed_at": claimed if holder else None,
+                },
+            )
+            for i, raw, status, attempts, next_at, error, sent, holder in rows
         ),
     )
     store = Store(url)
     try:
         assert store.schema_version() == Store.head_version()
+        with store.engine.connect() as conn:
+            kept = conn.execute(
+                sa.text(
+                    "SELECT id, message_pk, status, attempts, claimed_by, last_error FROM outbox"
+                    " ORDER BY id"
+                )
+            ).all()
+            bodies = conn.execute(
+                sa.text("SELECT outbox_id, raw FROM outbox_bodies ORDER BY outbox_id")
+            ).all()
+        assert [tuple(row) for row in kept] == [
+            (i, 1, status, attempts, holder, error)
+            for i, _raw, status, attempts, _next, error, _sent, holder in rows
+        ]
+        assert [(i, bytes(raw)) for i, raw in bodies] == [
+            (i, raw) for i, raw, *_rest in rows if raw is not None
+        ]
         assert [(row.id, row.raw) for row in store.outbox_items()] == [
             (7, pending),
             (8, unfinished),
             (9, None),
+            (10, retried),
+            (11, sending),
+            (12, failed),
+            (13, uncertain),
         ]
         with store.transaction() as tx:
             now = datetime(2026, 11, 5, 11, 0, tzinfo=UTC)
             assert [i.raw for i in tx.take_due(now, 10, "w1", timedelta(hours=1))] == [pending]
             assert [item.id for item, _ in tx.unfinished_sent()] == [8]
             assert tx.finish_sent([8, 9]) == {8}
-        assert [row.raw for row in store.outbox_items()] == [pending, None, None]
+        assert [row.raw for row in store.outbox_items()] == [
+            pending,
+            None,
+            None,
+            retried,
+            sending,
+            failed,
+            uncertain,
+        ]
     finally:
         store.close()

@@ -3,8 +3,9 @@
 A correction is recorded beside the decision it replaces (who, when, the old and the new
 service, category and re-orientation target); the message row then carries the corrected
 values, so the indicators count the mail where it belongs, and its "to check" mark is
-cleared. Nothing is sent: the citizen already has the AR, and moving the mail between
-services is the agents' business. Only acknowledged citizens' mail can be corrected —
+cleared. ``correct`` sends nothing (the citizen already has the AR); the console's
+correction to another service, and ``mailbot correct --transfer``, is a transfer
+(``correct_in_console``). Only acknowledged citizens' mail can be corrected —
 robots, quarantined and skipped mail never are — and ``mailbot routing train`` learns from
 these corrections (fetching the mails again from IMAP: bodies are never stored).
 """
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.message_view import service_of
-from mailbot.app.requests import once, previous, service_label, tracked_message
+from mailbot.app.requests import MessageRef, once, previous, service_label, tracked_message
 from mailbot.app.transfer import Transfers
 from mailbot.config import REORIENT_SERVICE, Config
 from mailbot.core.clock import utcnow
@@ -150,12 +151,13 @@ def _record(
 def correct_in_console(
     transfers: Transfers,
     agent: str,
-    message_pk: int,
+    message: MessageRef,
     routed: tuple[str, str],
     reason: str,
-    key: str,
+    key: str | None = None,
 ) -> bool:
-    """An agent's correction from the console, once per ``key`` (the form's state). A new
+    """An agent's correction from the console (once per ``key``, the form's state), or
+    from ``mailbot correct --transfer`` (no key: a command is run once). A new
     service moves the mail, so it is a transfer — the citizen's notice, the forward to the
     service, the reason (the agent's, else ``CORRECTION_REASON``) — with the correction
     recorded in the same transaction (the routing learns from it); a category alone is
@@ -165,7 +167,7 @@ def correct_in_console(
     if previous(store, EventKind.TRANSFERRED, key) is not None:
         return True  # a double click on a correction that moved the mail: done already
     _check(config, service, category, None)
-    row = tracked_message(store, message_pk)
+    row = tracked_message(store, message)
 
     def record(tx: Transaction) -> int:
         _record(tx, row.reference, (service, category, None), agent, utcnow())

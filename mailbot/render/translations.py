@@ -36,6 +36,7 @@ HEADER_KEYS = ("language", "name", "direction", "heading", "reviewed", "reviewer
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s*\}\}")
 _JINJA_MARKUP = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2}$")  # ISO 639-1, as the detection names languages
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ def _header(path: Path, data: dict[str, object]) -> tuple[str, str, str, str, bo
         texts[key] = value.strip()
     if texts["language"] != path.stem:
         raise TemplateError(f"{path}: language: {texts['language']!r} differs from the file name")
+    if not _LANGUAGE_CODE.match(path.stem):
+        # pt_BR would be written into Content-Language and lang="" (BCP 47 says pt-BR), and
+        # never picked: the detection names a language, never a region (core/language).
+        raise TemplateError(
+            f"{path}: name the file by its language's two-letter ISO 639-1 code in lower"
+            f" case (pt.yaml, not {path.name}): one file per language, no regional variant"
+        )
     try:
         check_language(texts["language"])
     except ValueError as exc:
