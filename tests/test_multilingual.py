@@ -126,6 +126,25 @@ def test_a_translation_named_with_a_region_is_refused_at_load(tmp_path: Path) ->
     assert set(load_translations(tmp_path)) == {"en"}
 
 
+def test_a_translation_never_used_or_written_the_wrong_way_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    """ja.yaml would load and never be picked (the detection does not name Japanese); an
+    Arabic file marked left to right would lay the AR out backwards: both refused."""
+    shutil.copy(I18N / "en.yaml", tmp_path / "en.yaml")
+    data = yaml.safe_load((I18N / "pt.yaml").read_text(encoding="utf-8"))
+    data["language"] = "ja"
+    (tmp_path / "ja.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"ja\.yaml: language: 'ja' is not among the languages"):
+        load_translations(tmp_path)
+    (tmp_path / "ja.yaml").unlink()
+    arabic = yaml.safe_load((I18N / "ar.yaml").read_text(encoding="utf-8"))
+    arabic["direction"] = "ltr"
+    (tmp_path / "ar.yaml").write_text(yaml.safe_dump(arabic), encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"ar\.yaml: direction: 'ar' is written rtl"):
+        load_translations(tmp_path)
+
+
 def test_placeholder_the_template_lacks_is_refused_at_load(tmp_path: Path) -> None:
     """reorientation has no deadline: a translation promising one is refused, naming both."""
     root = tmp_path / "templates"

@@ -28,6 +28,7 @@ from markupsafe import Markup
 from mailbot import yamlcache
 from mailbot.core.bidi import Direction, html_literal, html_value, text_literal, text_value
 from mailbot.core.dates import check_language, format_date, format_number
+from mailbot.core.language import LANGUAGES, RIGHT_TO_LEFT
 from mailbot.core.plaintext import RLM, WIDTH, wrap
 from mailbot.errors import TemplateError
 
@@ -86,8 +87,20 @@ def _header(path: Path, data: dict[str, object]) -> tuple[str, str, str, str, bo
         check_language(texts["language"])
     except ValueError as exc:
         raise TemplateError(f"{path}: language: {exc}") from None
+    if texts["language"] not in LANGUAGES:
+        # A file for a language the detection never names would load and never be used.
+        raise TemplateError(
+            f"{path}: language: {texts['language']!r} is not among the languages detected"
+            f" ({', '.join(LANGUAGES)}): this translation would never be used"
+        )
     if texts["direction"] not in {"ltr", "rtl"}:
         raise TemplateError(f"{path}: direction: expected ltr or rtl")
+    expected = "rtl" if texts["language"] in RIGHT_TO_LEFT else "ltr"
+    if texts["direction"] != expected:
+        raise TemplateError(
+            f"{path}: direction: {texts['language']!r} is written {expected}, not"
+            f" {texts['direction']}"
+        )
     reviewed, reviewer = data.get("reviewed"), data.get("reviewer") or ""
     if not isinstance(reviewed, bool):
         raise TemplateError(
