@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, desk_console
+from deskworld import Desk, citizen_mail, desk_console, move_mail
 from playwright.sync_api import Page, expect
+from refusals import allow_rows, query
 from webtools import PASSWORD, RunningConsole
 
 ACCOUNTS = ("khaddad", "cdurand")
@@ -166,3 +167,51 @@ def test_a_done_action_is_said_on_the_page_it_leads_to(
     page.click("#action-repondu-ailleurs button[type=submit]")
     expect(page.locator("#avis-action")).to_be_visible()
     expect(page.locator("#avis-action")).to_be_focused()
+
+
+@pytest.fixture
+def site(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    """Every page of the console (the administrator's too), on the desk's world."""
+    with desk_console(desk, tmp_path, (*ACCOUNTS, "tbernard"), site=True) as running:
+        yield running
+
+
+def quarantine_two(desk: Desk) -> tuple[int, int]:
+    """Two citizens' mails quarantined by the real pipeline (the database refused their rows
+    as a constraint would), then the database as before: the ids of their rows."""
+    for n in (4, 5):
+        desk.etrangers.append(citizen_mail(n, subject=f"Demande {n}"))
+    database = str(desk.config.database)
+    query(
+        database,
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid > 3"
+        " AND NEW.decision <> 'quarantine' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    desk.poll()
+    allow_rows(database)
+    first, second = (desk.row(f"<citizen-{n}@example.fr>") for n in (4, 5))
+    assert first.decision == second.decision == "quarantine"
+    return first.id, second.id
+
+
+def test_a_quarantine_retry_is_said_on_the_page_it_leads_to(
+    page: Page, desk: Desk, site: RunningConsole
+) -> None:
+    """« Traiter à nouveau » loads a new page (the list when the mail left the quarantine,
+    the mail's page when it could not): its result takes the focus, as an action's
+    confirmation does on the message page — a region there at load is not read (7.5)."""
+    released, lost = quarantine_two(desk)
+    move_mail(desk.etrangers, "<citizen-5@example.fr>", None)  # deleted: cannot be found
+    page.goto(site.url + "/connexion")
+    page.fill("#identifiant", "tbernard")
+    page.fill("#mot_de_passe", PASSWORD)
+    page.click("#bouton-connexion")
+    expect(page.locator("#agent-connecte")).to_be_visible()
+    page.goto(f"{site.url}/admin/quarantaine/{released}")
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_contain_text(f"Le courriel #{released} a été traité")
+    expect(page.locator("#resultat")).to_be_focused()
+    page.goto(f"{site.url}/admin/quarantaine/{lost}")
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_be_visible()
+    expect(page.locator("#resultat")).to_be_focused()
