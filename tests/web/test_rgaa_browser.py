@@ -312,3 +312,27 @@ def test_every_id_is_unique_and_every_reference_reaches_one(
     expect(page.locator("#titre-periode")).to_be_visible()
     check("indicateurs")
     assert {name: problems for name, problems in seen.items() if problems} == {}
+
+
+def test_an_emptied_free_reply_says_so_in_its_preview(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The agent empties the free reply's text (required): the preview says the text is
+    empty, and the status region says it once — it used to stay as it was, the old text
+    shown as what would be sent, htmx checking the form before asking for a preview."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("#reponse-libre summary")
+    page.focus("#libre-texte")
+    page.keyboard.type("Votre dossier est complet.")
+    expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est complet.")
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    problem = page.locator("#apercu-libre #apercu-libre-probleme")
+    expect(problem).to_contain_text("obligatoire vide : texte")
+    expect(page.locator("#apercu-libre pre")).to_have_count(0)
+    expect(page.locator('[role="status"]#annonce-apercu')).to_contain_text("obligatoire vide")
+    assert focused_id(page) == "libre-texte"
+    page.keyboard.type("Votre dossier est en cours.")
+    expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est en cours.")
