@@ -32,6 +32,8 @@ def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
     page.fill("#mot_de_passe", PASSWORD)
     page.click("#bouton-connexion")
     expect(page.locator("h1")).to_have_text("File des courriels")
+    # htmx sets the page up once it is loaded: a filter chosen before is a plain select's
+    page.wait_for_load_state()
 
 
 def sign_in(page: Page, console: RunningConsole, agent: str) -> None:
