@@ -82,6 +82,7 @@ class QueueRow:
     relances: int
     assignee: str | None
     to_check: bool
+    language: str | None = None  # the citizen's, as detected: the subject is marked in it
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> Qu
         relances=int(row.relances or 0),
         assignee=row.assignee,
         to_check=bool(row.to_check),
+        language=row.language,
     )
 
 

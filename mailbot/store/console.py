@@ -31,6 +31,7 @@ QUEUE_COLUMNS = (
     messages.c.relances,
     messages.c.assignee,
     messages.c.to_check,
+    messages.c.language,  # the subject's, as detected
 )
 
 

@@ -22,7 +22,7 @@ from mailbot.core.digests import WHY
 from mailbot.core.incoming import Outcome
 from mailbot.core.statuses import Attention, Decision
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import MailbotError, MessageError, RepeatedRequestError
+from mailbot.errors import MailbotError, MailGoneError, MessageError, RepeatedRequestError
 from mailbot.mail.originals import Originals
 from mailbot.web.access import require
 from mailbot.web.authz import Action
@@ -108,7 +108,7 @@ async def quarantine_retry(request: Request) -> Response:
     agent = request.state.principal.agent_id
     try:
         outcome = await run_in_threadpool(_retry, app, originals(request), message_pk)
-    except MessageError:  # no longer in its folder, nor found by Message-ID
+    except (MessageError, MailGoneError):  # no longer in its folder, nor by Message-ID
         result = "introuvable"
     except MailbotError:  # the mailbox could not be reached
         result = "echec"

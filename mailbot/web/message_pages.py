@@ -17,7 +17,6 @@ from starlette.routing import Route
 
 from mailbot.app import message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
-from mailbot.core.language import RIGHT_TO_LEFT
 from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
@@ -26,7 +25,7 @@ from mailbot.web.access import check, current_agent, require
 from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals, today
-from mailbot.web.pages import render
+from mailbot.web.pages import citizen_text, render
 from mailbot.web.queue_pages import SETTLED_LABELS, URGENCY_LABELS
 
 EVENT_LABELS = {
@@ -132,7 +131,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "can_reply": principal.can(Action.REPLY, view.service),
         "urgency": URGENCY_LABELS,
         "settled_labels": SETTLED_LABELS,
-        "citizen_text": _citizen_text(row.language),
+        "citizen_text": citizen_text(row.language),
     }
     context.update(_actions(request, row, view.service))
     context["offer"] = await run_in_threadpool(
@@ -147,16 +146,6 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     )
     context.update(extra)
     return render(request, "message.html.j2", context, status_code=status)
-
-
-def _citizen_text(language: str | None) -> Markup:
-    """The lang and dir attributes of the citizen's own text (subject, body): a screen
-    reader reads an Arabic mail with an Arabic voice, and it runs right to left (RGAA 8.7).
-    Empty when the language was not told: the page's French is then the best guess."""
-    if not language:
-        return Markup("")
-    direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
-    return Markup(' lang="{}" dir="{}"').format(language, direction)
 
 
 @require(Action.VIEW_HOME)  # the message's service is checked once it is loaded

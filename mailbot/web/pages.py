@@ -15,9 +15,11 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from mailbot.core.language import RIGHT_TO_LEFT
 from mailbot.web.authz import Action
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -42,13 +44,26 @@ def environment(extra: Path | None = None) -> ImmutableSandboxedEnvironment:
     loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(TEMPLATES)]
     if extra is not None:
         loaders.insert(0, jinja2.FileSystemLoader(extra))
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["citizen_text"] = citizen_text
+    return env
+
+
+def citizen_text(language: str | None) -> Markup:
+    """The lang and dir attributes of the citizen's own text (subject, body): a screen
+    reader reads an Arabic mail with an Arabic voice, and it runs right to left (RGAA 8.7).
+    Empty when the language was not told: the page's French is then the best guess. Also
+    the templates' ``citizen_text`` filter (the queue's subjects)."""
+    if not language:
+        return Markup("")
+    direction = "rtl" if language in RIGHT_TO_LEFT else "ltr"
+    return Markup(' lang="{}" dir="{}"').format(language, direction)
 
 
 def csrf_token(request: Request) -> str:

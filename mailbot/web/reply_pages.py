@@ -83,7 +83,8 @@ async def preview(request: Request) -> Response:
     values = await _form(request)
     meta, _ = _draft_parts(request, row, values)
     problem = _refusal(request, meta, values)
-    context: dict[str, Any] = {"problem": problem, "preview": None, "html": None}
+    ids = "apercu-libre" if meta.name == FREE_TEMPLATE else "apercu"  # its region's id
+    context: dict[str, Any] = {"problem": problem, "preview": None, "html": None, "ids": ids}
     if not problem:
         app = backend(request)
         replies = Replies(app.config, app.store, app.renderer, agents(request))

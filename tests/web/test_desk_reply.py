@@ -189,7 +189,8 @@ def test_two_forms_with_different_states_at_the_same_moment_send_one_mail_and_a_
 
 
 def previewed_text(shown: httpx.Response) -> str:
-    found = re.search(r'<pre[^>]*id="apercu-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
+    """The previewed text, the standard reply's or the free one's (its ids apart)."""
+    found = re.search(r'<pre[^>]*id="apercu(?:-libre)?-texte"[^>]*>(.*?)</pre>', shown.text, re.S)
     assert shown.status_code == 200 and found
     return html.unescape(found.group(1))
 

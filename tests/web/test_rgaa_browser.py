@@ -5,12 +5,15 @@ messages announced without taking the focus (7.5), the keyboard's path (12.7, 12
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, desk_console
+from deskworld import Desk, citizen_mail, desk_console, move_mail
 from playwright.sync_api import Page, expect
+from refusals import allow_rows, query
 from webtools import PASSWORD, RunningConsole
 
 ACCOUNTS = ("khaddad", "cdurand")
@@ -29,6 +32,18 @@ def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
     page.fill("#mot_de_passe", PASSWORD)
     page.click("#bouton-connexion")
     expect(page.locator("h1")).to_have_text("File des courriels")
+    # htmx sets the page up once it is loaded: a filter chosen before is a plain select's
+    page.wait_for_load_state()
+
+
+def sign_in(page: Page, console: RunningConsole, agent: str) -> None:
+    """Log in an agent whose first page is not the queue (an administrator's, a quality
+    mission's)."""
+    page.goto(console.url + "/connexion")
+    page.fill("#identifiant", agent)
+    page.fill("#mot_de_passe", PASSWORD)
+    page.click("#bouton-connexion")
+    expect(page.locator("#agent-connecte")).to_be_visible()
 
 
 def focused_id(page: Page) -> str:
@@ -166,3 +181,160 @@ def test_a_done_action_is_said_on_the_page_it_leads_to(
     page.click("#action-repondu-ailleurs button[type=submit]")
     expect(page.locator("#avis-action")).to_be_visible()
     expect(page.locator("#avis-action")).to_be_focused()
+
+
+@pytest.fixture
+def site(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
+    """Every page of the console (the administrator's too), on the desk's world."""
+    accounts = (*ACCOUNTS, "tbernard", "ngarnier")
+    with desk_console(desk, tmp_path, accounts, site=True) as running:
+        yield running
+
+
+def quarantine_two(desk: Desk) -> tuple[int, int]:
+    """Two citizens' mails quarantined by the real pipeline (the database refused their rows
+    as a constraint would), then the database as before: the ids of their rows."""
+    for n in (4, 5):
+        desk.etrangers.append(citizen_mail(n, subject=f"Demande {n}"))
+    database = str(desk.config.database)
+    query(
+        database,
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.uid > 3"
+        " AND NEW.decision <> 'quarantine' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    desk.poll()
+    allow_rows(database)
+    first, second = (desk.row(f"<citizen-{n}@example.fr>") for n in (4, 5))
+    assert first.decision == second.decision == "quarantine"
+    return first.id, second.id
+
+
+def test_a_quarantine_retry_is_said_on_the_page_it_leads_to(
+    page: Page, desk: Desk, site: RunningConsole
+) -> None:
+    """« Traiter à nouveau » loads a new page (the list when the mail left the quarantine,
+    the mail's page when it could not): its result takes the focus, as an action's
+    confirmation does on the message page — a region there at load is not read (7.5)."""
+    released, lost = quarantine_two(desk)
+    move_mail(desk.etrangers, "<citizen-5@example.fr>", None)  # deleted: cannot be found
+    sign_in(page, site, "tbernard")
+    page.goto(f"{site.url}/admin/quarantaine/{released}")
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_contain_text(f"Le courriel #{released} a été traité")
+    expect(page.locator("#resultat")).to_be_focused()
+    page.goto(f"{site.url}/admin/quarantaine/{lost}")
+    page.click("#bouton-retraiter")
+    # Said as gone (MailGoneError), not as a mailbox that could not be read: check IMAP.
+    expect(page.locator("#resultat")).to_contain_text("n’a pas été retrouvé")
+    expect(page.locator("#resultat")).to_be_focused()
+
+
+class _Ids(HTMLParser):
+    """A page's ids, each as often as it occurs, and the ids its aria and label attributes
+    point to."""
+
+    REFERENCES = ("aria-describedby", "aria-labelledby", "aria-controls", "for")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: Counter[str] = Counter()
+        self.references: list[tuple[str, str, str]] = []  # (tag, attribute, id)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name == "id" and value is not None:
+                self.ids[value] += 1
+            elif name in self.REFERENCES and value and (tag == "label" or name != "for"):
+                self.references += [(tag, name, ref) for ref in value.split()]
+
+
+def id_problems(html: str) -> list[str]:
+    """An id given twice (RGAA 8.2: the page is not valid, and a reference to it reaches
+    the first only), and an aria-describedby, aria-labelledby, aria-controls or label[for]
+    to an id the page does not have."""
+    found = _Ids()
+    found.feed(html)
+    twice = [f"id {i!r} ×{n}" for i, n in found.ids.items() if n > 1]
+    dangling = [f"{t}[{a}] → {i!r}" for t, a, i in found.references if i not in found.ids]
+    return twice + dangling
+
+
+def test_every_id_is_unique_and_every_reference_reaches_one(
+    page: Page, desk: Desk, site: RunningConsole
+) -> None:
+    """Each page the browser tests visit, as the browser has it (htmx fragments swapped in:
+    both previews shown, a refused form, a retry's result)."""
+    row = desk.row(OVERDUE)
+    released, _ = quarantine_two(desk)
+    seen: dict[str, list[str]] = {}
+
+    def check(name: str) -> None:
+        seen[name] = id_problems(page.content())
+
+    page.goto(site.url + "/connexion")
+    check("connexion")
+    page.fill("#identifiant", "khaddad")
+    page.fill("#mot_de_passe", "not-the-password")
+    page.click("#bouton-connexion")
+    expect(page.locator("#erreur-connexion")).to_be_visible()
+    check("connexion refusée")
+    login(page, site)
+    check("file")
+    page.select_option("#filtre-etat", "en-retard")
+    expect(page.locator("#total")).to_contain_text("1 courriel ")
+    check("file filtrée")
+    page.goto(f"{site.url}/courriel/{row.id}")
+    expect(page.locator("#apercu pre")).to_be_visible()
+    page.click("#reponse-libre summary")
+    page.fill("#libre-texte", "Votre dossier est complet.")
+    expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est complet.")
+    check("courriel, deux aperçus")
+    page.fill("#texte-modifie", "Bonjour, c'est en cours.")  # the signature is gone
+    expect(page.locator("#apercu .fr-alert")).to_be_visible()
+    check("courriel, aperçu refusé")
+    page.fill("#libre-texte", "  ")
+    page.click("#envoyer-libre")
+    expect(page.locator("#erreur")).to_be_visible()
+    check("courriel, réponse libre refusée")
+    page.goto(site.url + "/accessibilite")
+    check("accessibilité")
+    page.click("text=Se déconnecter")
+    sign_in(page, site, "tbernard")
+    check("accueil administrateur")
+    page.goto(f"{site.url}/admin/quarantaine/{released}")
+    check("courriel en quarantaine")
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_be_visible()
+    check("quarantaine")
+    page.goto(site.url + "/admin/modeles")
+    check("modèles")
+    page.click("text=Se déconnecter")
+    sign_in(page, site, "ngarnier")
+    page.goto(site.url + "/indicateurs")
+    expect(page.locator("#titre-periode")).to_be_visible()
+    check("indicateurs")
+    assert {name: problems for name, problems in seen.items() if problems} == {}
+
+
+def test_an_emptied_free_reply_says_so_in_its_preview(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The agent empties the free reply's text (required): the preview says the text is
+    empty, and the status region says it once — it used to stay as it was, the old text
+    shown as what would be sent, htmx checking the form before asking for a preview."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    page.click("#reponse-libre summary")
+    page.focus("#libre-texte")
+    page.keyboard.type("Votre dossier est complet.")
+    expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est complet.")
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    problem = page.locator("#apercu-libre #apercu-libre-probleme")
+    expect(problem).to_contain_text("obligatoire vide : texte")
+    expect(page.locator("#apercu-libre pre")).to_have_count(0)
+    expect(page.locator('[role="status"]#annonce-apercu')).to_contain_text("obligatoire vide")
+    assert focused_id(page) == "libre-texte"
+    page.keyboard.type("Votre dossier est en cours.")
+    expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est en cours.")

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deskworld import ETRANGERS, Desk, desk_console
@@ -23,6 +24,22 @@ ARABIC = "مرحبا، أرغب في تجديد بطاقة الإقامة الخ
 def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
     with desk_console(desk, tmp_path, ACCOUNTS) as running:
         yield running
+
+
+def arabic_mail(desk: Desk) -> Any:
+    """A citizen's mail in Arabic, subject and body, read by the pipeline: its row."""
+    mail = (
+        "Return-Path: <usager9@example.fr>\r\nFrom: Amal <usager9@example.fr>\r\n"
+        f"To: {ETRANGERS}\r\nSubject: =?utf-8?b?2KjYt9in2YLYqSDYp9mE2KXZgtin2YXYqQ==?=\r\n"
+        "Date: Thu, 26 Nov 2026 10:00:00 +0100\r\nMessage-ID: <citizen-9@example.fr>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n" + ARABIC + "\r\n"
+    ).encode()
+    desk.etrangers.append(mail, internaldate=datetime.now(UTC))
+    desk.poll()
+    row = desk.row("<citizen-9@example.fr>")
+    assert row.language == "ar"
+    return row
 
 
 def title_of(html: str) -> str:
@@ -65,17 +82,7 @@ def test_arabic_mail_is_shown_right_to_left_in_its_language(
 ) -> None:
     """A citizen's Arabic mail: its body and subject carry lang="ar" and dir="rtl", so a
     screen reader reads it with an Arabic voice and the text runs the right way (8.7)."""
-    mail = (
-        "Return-Path: <usager9@example.fr>\r\nFrom: Amal <usager9@example.fr>\r\n"
-        f"To: {ETRANGERS}\r\nSubject: =?utf-8?b?2KjYt9in2YLYqSDYp9mE2KXZgtin2YXYqQ==?=\r\n"
-        "Date: Thu, 26 Nov 2026 10:00:00 +0100\r\nMessage-ID: <citizen-9@example.fr>\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n\r\n" + ARABIC + "\r\n"
-    ).encode()
-    desk.etrangers.append(mail, internaldate=datetime.now(UTC))
-    desk.poll()
-    row = desk.row("<citizen-9@example.fr>")
-    assert row.language == "ar"
+    row = arabic_mail(desk)
     french = desk.row("<citizen-1@example.fr>")
     with console.client() as client:
         local_login(client, "khaddad")
@@ -88,3 +95,28 @@ def test_arabic_mail_is_shown_right_to_left_in_its_language(
     assert 'dir="rtl"' in heading.group(0)
     body = re.search(r'<pre [^>]*id="corps-texte"[^>]*>', other)
     assert body is not None and 'lang="fr"' in body.group(0) and "rtl" not in body.group(0)
+
+
+def subject_cell(queue: str, reference: str) -> str:
+    """The opening tag of a queue row's subject cell (its second)."""
+    row = re.search(rf'<tr [^>]*data-reference="{reference}"[^>]*>(.*?)</tr>', queue, re.S)
+    assert row is not None, reference
+    cells = re.findall(r"<td[^>]*>", row.group(1))
+    return str(cells[1])
+
+
+def test_queue_subjects_are_marked_in_their_language(desk: Desk, console: RunningConsole) -> None:
+    """The queue lists the Arabic mail's subject in Arabic: its cell carries lang="ar" and
+    dir="rtl", as on the message page (8.7), on the page and in the filtered table (htmx);
+    a French mail's cell lang="fr"."""
+    row = arabic_mail(desk)
+    french = desk.row("<citizen-1@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        queue = client.get("/").text
+        swapped = client.get("/", headers={"HX-Request": "true"}).text
+    for page in (queue, swapped):
+        cell = subject_cell(page, row.reference)
+        assert 'lang="ar"' in cell and 'dir="rtl"' in cell
+        cell = subject_cell(page, french.reference)
+        assert 'lang="fr"' in cell and "rtl" not in cell

@@ -22,7 +22,7 @@
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail.target;
     if (!target || (target.id !== "apercu" && target.id !== "apercu-libre")) return;
-    var problem = target.querySelector("#apercu-probleme");
+    var problem = document.getElementById(target.id + "-probleme");
     var status = document.getElementById("annonce-apercu");
     var said = problem ? problem.textContent.trim() : "";
     if (status && status.textContent !== said) status.textContent = said;
