@@ -51,7 +51,7 @@ def _refusal(request: Request, meta: Any, values: dict[str, str]) -> str:
             f" relations entre le public et l'administration). Il manque : {', '.join(gaps)}."
             " Demandez à l'administrateur de compléter votre profil."
         )
-    empty = [f.name for f in _blank_required(meta, values)]
+    empty = [f"« {_label(meta, f)} »" for f in _blank_required(meta, values)]
     if empty:
         return f"Envoi impossible : champ obligatoire vide : {', '.join(empty)}."
     return ""
@@ -68,13 +68,16 @@ def _field_errors(meta: Any, values: dict[str, str]) -> dict[str, str]:
     """Each blank required field's error, by the id of its input in the page: the page
     shown again marks that input and gives it the focus (RGAA 11.10, 11.11), in the form
     that was sent (the standard reply's or the free one's)."""
-    free = meta.name == FREE_TEMPLATE
-    errors: dict[str, str] = {}
-    for f in _blank_required(meta, values):
-        label = "Votre texte" if free and f.name == "texte" else f.label
-        prefix = "libre-" if free else "var-"
-        errors[prefix + f.name] = f"« {label} » est obligatoire : remplissez ce champ."
-    return errors
+    prefix = "libre-" if meta.name == FREE_TEMPLATE else "var-"
+    return {
+        prefix + f.name: f"« {_label(meta, f)} » est obligatoire : remplissez ce champ."
+        for f in _blank_required(meta, values)
+    }
+
+
+def _label(meta: Any, field: answer_form.Field) -> str:
+    """A field as the agent sees it on the form, never its variable's name (`statut_dossier`)."""
+    return "Votre texte" if meta.name == FREE_TEMPLATE and field.name == "texte" else field.label
 
 
 @require(Action.VIEW_HOME)  # REPLY on the message's service, checked once it is loaded

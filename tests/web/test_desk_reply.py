@@ -232,7 +232,10 @@ def test_required_variable_and_incomplete_signature_refuse_sending(
         free = form_of(open_page(client, desk), "formulaire-libre")
         free["texte"] = "  "
         refused = client.post(f"/courriel/{row.id}/reponse", data=free)
-        assert refused.status_code == 400 and "champ obligatoire vide : texte" in refused.text
+        assert (
+            refused.status_code == 400
+            and "champ obligatoire vide : « Votre texte »" in refused.text
+        )
         agents_file = console.settings.agents_path
         data = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
         del data["agents"]["khaddad"]["function"]

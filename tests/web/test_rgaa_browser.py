@@ -332,7 +332,7 @@ def test_an_emptied_free_reply_says_so_in_its_preview(
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")
     problem = page.locator("#apercu-libre #apercu-libre-probleme")
-    expect(problem).to_contain_text("obligatoire vide : texte")
+    expect(problem).to_contain_text("obligatoire vide : « Votre texte »")
     expect(page.locator("#apercu-libre pre")).to_have_count(0)
     expect(page.locator('[role="status"]#annonce-apercu')).to_contain_text("obligatoire vide")
     assert focused_id(page) == "libre-texte"
