@@ -424,6 +424,15 @@ def _within(rows: list[Any], max_bytes: int | None) -> list[int]:
     return ids
 
 
+def _this_folder(mailbox: str, folder: str, uidvalidity: int) -> tuple[Any, ...]:
+    """A folder's row under one UIDVALIDITY: another UIDVALIDITY's state is left alone."""
+    return (
+        folders.c.mailbox == mailbox,
+        folders.c.folder == folder,
+        folders.c.uidvalidity == uidvalidity,
+    )
+
+
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
@@ -505,9 +514,7 @@ class Transaction:
         self.conn.execute(
             folders.update()
             .where(
-                folders.c.mailbox == mailbox,
-                folders.c.folder == folder,
-                folders.c.uidvalidity == uidvalidity,
+                *_this_folder(mailbox, folder, uidvalidity),
                 sa.or_(folders.c.read_until.is_(None), folders.c.read_until < at),
             )
             .values(read_until=at, resync_before=None)
@@ -524,9 +531,7 @@ class Transaction:
         transient database error, and how many times in a row; (0, 0) when none did."""
         row = self.conn.execute(
             sa.select(folders.c.transient_uid, folders.c.transient_count).where(
-                folders.c.mailbox == mailbox,
-                folders.c.folder == folder,
-                folders.c.uidvalidity == uidvalidity,
+                *_this_folder(mailbox, folder, uidvalidity)
             )
         ).first()
         if row is None or row.transient_uid is None:
@@ -540,11 +545,7 @@ class Transaction:
         row, where the next poll finds it, whichever process runs it."""
         self.conn.execute(
             folders.update()
-            .where(
-                folders.c.mailbox == mailbox,
-                folders.c.folder == folder,
-                folders.c.uidvalidity == uidvalidity,
-            )
+            .where(*_this_folder(mailbox, folder, uidvalidity))
             .values(transient_uid=uid, transient_count=count if uid is not None else 0)
         )
 
