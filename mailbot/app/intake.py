@@ -41,7 +41,13 @@ from mailbot.app.recording import Batched, BatchWriteError, Direct
 from mailbot.app.routing_pool import RoutingAhead, RoutingPool, RoutingSpec
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
-from mailbot.core.facts import compiled_routing, policy_context, routing_input, sender_name
+from mailbot.core.facts import (
+    compiled_routing,
+    mail_language,
+    policy_context,
+    routing_input,
+    sender_name,
+)
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import (
@@ -617,7 +623,7 @@ class Pipeline:
             parent_id=parent_pk,
             ar_status=_ar_status(plan, decision, send),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
-            language=handling.language,
+            language=_language(handling, decision, parsed),
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
             transferred=int(plan is not None and plan.transferred_to is not None),
             probe=int(probe),
@@ -1036,6 +1042,14 @@ def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> ArStatus:
     if plan is not None:
         return ArStatus.PENDING
     return ArStatus.BACKFILL if decision.send and not send else ArStatus.NONE
+
+
+def _language(handling: Handling, decision: ArDecision, parsed: ParsedMessage) -> str | None:
+    """The language acknowledging detected; a follow-up's detected too (it gets no AR, but
+    the console shows its subject to agents and marks it with its language, RGAA 8.7)."""
+    if handling.language is None and decision.follow_up_of:
+        return mail_language(parsed)
+    return handling.language
 
 
 def _decision_name(decision: ArDecision) -> Decision:

@@ -75,11 +75,17 @@ def routing_input(config: Config, mailbox: str, parsed: ParsedMessage) -> Routin
         subject=subject,
         body=text.own,
         sender=reply_address(parsed, relays) or parsed.from_address,
-        language=detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}"),
+        language=mail_language(parsed),
         has_attachment=parsed.has_attachments,
         form_fields=fields,
         quoted=text.quoted,
     )
+
+
+def mail_language(parsed: ParsedMessage) -> str | None:
+    """The language the citizen wrote in, from the subject and the start of the body: what
+    the AR is translated into, and what the console marks the citizen's text with."""
+    return detect_language(f"{parsed.subject[:SUBJECT_LIMIT]}\n{parsed.body_text[:2000]}")
 
 
 def sender_name(parsed: ParsedMessage, relays: Sequence[ContactFormRelay]) -> str | None:

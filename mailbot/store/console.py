@@ -127,7 +127,7 @@ def count_open(engine: Engine, where: OpenFilter) -> int:
 def follow_ups(engine: Engine, message_pk: int) -> list[sa.Row[Any]]:
     """The citizen's later mails in the thread (relances), oldest first."""
     query = (
-        sa.select(messages.c.id, messages.c.received_at, messages.c.subject)
+        sa.select(messages.c.id, messages.c.received_at, messages.c.subject, messages.c.language)
         .where(messages.c.parent_id == message_pk, messages.c.decision == Decision.FOLLOW_UP)
         .order_by(messages.c.received_at, messages.c.id)
     )

@@ -120,3 +120,42 @@ def test_queue_subjects_are_marked_in_their_language(desk: Desk, console: Runnin
         assert 'lang="ar"' in cell and 'dir="rtl"' in cell
         cell = subject_cell(page, french.reference)
         assert 'lang="fr"' in cell and "rtl" not in cell
+
+
+def test_a_follow_up_subject_is_marked_in_its_own_language(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """The citizen of a French mail writes again in its thread, in Arabic: the follow-up gets
+    no AR but its language is detected, and the message page lists its subject with
+    lang="ar" dir="rtl" (8.7), the French follow-ups' with lang="fr"."""
+    french = desk.row("<citizen-1@example.fr>")
+    for n, (subject, text) in enumerate(
+        (
+            ("=?utf-8?b?2KjYt9in2YLYqSDYp9mE2KXZgtin2YXYqQ==?=", ARABIC),
+            (
+                "Re: Renouvellement de mon titre",
+                "Bonjour, je me permets de vous relancer : "
+                "je n'ai toujours pas de nouvelles de mon dossier. Merci de me répondre.",
+            ),
+        ),
+        start=1,
+    ):
+        mail = (
+            "Return-Path: <usager1@example.fr>\r\nFrom: <usager1@example.fr>\r\n"
+            f"To: {ETRANGERS}\r\nSubject: {subject}\r\n"
+            f"Date: Thu, 26 Nov 2026 10:0{n}:00 +0100\r\nMessage-ID: <again-{n}@example.fr>\r\n"
+            "In-Reply-To: <citizen-1@example.fr>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n" + text + "\r\n"
+        ).encode()
+        desk.etrangers.append(mail, internaldate=datetime.now(UTC))
+    desk.poll()
+    arabic, again = desk.row("<again-1@example.fr>"), desk.row("<again-2@example.fr>")
+    assert (arabic.decision, arabic.language) == ("follow-up", "ar")
+    assert (again.decision, again.language) == ("follow-up", "fr")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{french.id}").text
+    listed = re.findall(r"<li>[^<]*<span([^>]*)>([^<]*)</span></li>", page)
+    assert (' lang="ar" dir="rtl"', "بطاقة الإقامة") in listed
+    assert (' lang="fr" dir="ltr"', "Re: Renouvellement de mon titre") in listed
