@@ -1,9 +1,15 @@
-"""A first migration killed at any point leaves a database that opens and migrates.
+"""A first start killed at any point leaves a database that opens at the latest schema.
 
-The migration runs in a forked child that is killed with SIGKILL (nothing is flushed or
-cleaned up, as with ``kill -9`` or a power cut): once before every SQL statement of the
-migration, once after every one, and at random instants. The parent then opens the
-database as mailbot does and checks it reaches the latest schema.
+A first start creates the schema from the models (``store/fresh.py``); the migrations
+replayed from 0001 are what an upgrade runs. Each runs in a forked child that is killed
+with SIGKILL (nothing is flushed or cleaned up, as with ``kill -9`` or a power cut). The
+creation, the path every first start takes, is killed once before every SQL statement,
+once after every one, and at random instants. The replayed chain (``migrate(replay=True)``)
+no first start takes any more: it is killed at every eighth statement boundary, spread
+evenly from its first statement to its last (both included), and at random instants. What
+each proves is that one transaction holds it all: a kill that lands anywhere leaves the
+database as it was before; the parent then opens the database as mailbot does and checks
+it reaches the latest schema.
 
 Opening a database is deterministic in the bytes its files hold: a kill that left the
 files exactly as an earlier kill did (the migration is one transaction, so most kills
@@ -32,8 +38,17 @@ from mailbot.errors import StoreError
 from mailbot.store import Store, metadata
 
 
-def _statement_count(url: str) -> int:
-    """How many SQL statements a first migration runs (the points where a kill can land)."""
+def _first_start(url: str, replay: bool) -> None:
+    """Open a new database as a first start does, or replaying every migration."""
+    store = Store(url, migrate=False)
+    try:
+        store.migrate(replay=replay)
+    finally:
+        store.close()
+
+
+def _statement_count(url: str, replay: bool) -> int:
+    """How many SQL statements a first start runs (the points where a kill can land)."""
     seen: list[str] = []
 
     def count(*_args: Any) -> None:
@@ -41,13 +56,13 @@ def _statement_count(url: str) -> int:
 
     sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
     try:
-        Store(url).close()
+        _first_start(url, replay)
     finally:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
     return len(seen)
 
 
-def _child(url: str, hook: Callable[[int], None] | None) -> None:
+def _child(url: str, hook: Callable[[int], None] | None, replay: bool) -> None:
     """In the forked child: migrate, SIGKILLing ourselves from ``hook`` if it says so."""
     try:
         if hook is not None:
@@ -59,17 +74,19 @@ def _child(url: str, hook: Callable[[int], None] | None) -> None:
 
             sa.event.listen(sa.engine.Engine, "before_cursor_execute", on_statement)
             sa.event.listen(sa.engine.Engine, "after_cursor_execute", on_statement)
-        Store(url)
+        _first_start(url, replay)
     except BaseException:
         os._exit(3)
     os._exit(0)
 
 
-def _fork_migration(url: str, hook: Callable[[int], None] | None, kill_after: float | None) -> str:
-    """Run a first migration in a child; returns how it ended: 'killed' or 'finished'."""
+def _fork_migration(
+    url: str, hook: Callable[[int], None] | None, kill_after: float | None, replay: bool
+) -> str:
+    """Run a first start in a child; returns how it ended: 'killed' or 'finished'."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
-        _child(url, hook)
+        _child(url, hook, replay)
     if kill_after is not None:
         time.sleep(kill_after)
         with contextlib.suppress(ProcessLookupError):  # it may have finished already
@@ -131,36 +148,50 @@ def _opens_at_head(url: str, reference: Schema | None = None) -> bool:
         store.close()
 
 
-def test_kill_during_first_migration_always_leaves_an_openable_database(tmp_path: Path) -> None:
-    statements = _statement_count(f"sqlite:///{tmp_path / 'probe.db'}")
+# Kills at statement boundaries: every one for the creation (a first start's path), every
+# eighth for the replayed chain; and random instants.
+PLANS = {"created": (1, 20), "replayed": (8, 8)}
+
+
+@pytest.mark.parametrize("path", sorted(PLANS))
+def test_kill_during_first_start_always_leaves_an_openable_database(
+    tmp_path: Path, path: str
+) -> None:
+    replay = path == "replayed"
+    stride, instants = PLANS[path]
+    statements = _statement_count(f"sqlite:///{tmp_path / 'probe.db'}", replay)
     assert statements > 10
     # Each statement boundary: the hook runs before and after each statement (2 calls each).
+    boundaries = 2 * statements
+    calls = sorted({*range(1, boundaries + 1, stride), boundaries})
     plans: list[tuple[Callable[[int], None] | None, float | None]] = [
-        (_kill_at(call), None) for call in range(1, 2 * statements + 1)
+        (_kill_at(call), None) for call in calls
     ]
     started = time.perf_counter()
-    _fork_migration(f"sqlite:///{tmp_path / 'timing.db'}", None, None)
+    _fork_migration(f"sqlite:///{tmp_path / 'timing.db'}", None, None, replay)
     duration = time.perf_counter() - started
     assert _opens_at_head(f"sqlite:///{tmp_path / 'timing.db'}")  # compared with the models
     reference_store = Store(f"sqlite:///{tmp_path / 'timing.db'}")
     reference = _schema(reference_store)
     reference_store.close()
     chance = random.Random(20261127)
-    plans += [(None, chance.uniform(0, duration)) for _ in range(20)]
+    plans += [(None, chance.uniform(0, duration)) for _ in range(instants)]
 
     outcomes = {"killed": 0, "finished": 0}
     opens: dict[str, bool] = {}  # digest of what a kill left -> whether it opened at head
     failed: list[int] = []
     for index, (hook, delay) in enumerate(plans):
         database = tmp_path / f"kill-{index}.db"
-        outcomes[_fork_migration(f"sqlite:///{database}", hook, delay)] += 1
+        outcomes[_fork_migration(f"sqlite:///{database}", hook, delay, replay)] += 1
         left = _left_on_disk(database)
         if left not in opens:
             opens[left] = _opens_at_head(f"sqlite:///{database}", reference)
         if not opens[left]:
             failed.append(index)
-    print(f"\n{len(plans)} runs, {outcomes}, {len(opens)} distinct states, unopenable: {failed}")
-    assert outcomes["killed"] >= 2 * statements  # every statement-boundary kill landed
+    print(
+        f"\n{path}: {len(plans)} runs, {outcomes}, {len(opens)} distinct states, unopenable: {failed}"
+    )
+    assert outcomes["killed"] >= len(calls)  # every statement-boundary kill landed
     assert failed == [], f"{len(failed)} of {len(plans)} killed migrations left a broken database"
 
 

@@ -93,6 +93,7 @@ OTHER_MEANINGS = {
     "config.py": {"skip", "received"},  # missing_return_path: skip; a relay check
     "cli.py": {"reply", "report", "backfill", "quarantine", "transfer", "answered"},  # commands
     "core/workdays.py": {"forward"},  # numpy's roll="forward"
+    "store/triggers.py": {"transferred"},  # a column the indicators' triggers watch
 }
 
 

@@ -1,7 +1,8 @@
 """Persistence: what mailbot saw, decided and sent.
 
 SQLite (WAL) by default, PostgreSQL by URL alone. Opening a Store brings the schema to the
-latest Alembic revision (``mailbot/store/migrations``) in one transaction.
+latest Alembic revision in one transaction: a new database is created at it from the models
+(``store/fresh.py``), an older one is migrated (``mailbot/store/migrations``).
 """
 
 from __future__ import annotations
@@ -151,16 +152,19 @@ class Store:
         cfg.attributes["connection"] = conn
         return cfg
 
-    def migrate(self) -> None:
+    def migrate(self, *, replay: bool = False) -> None:
         """Bring the schema to the latest revision in ONE transaction, on every backend.
 
-        A process killed in the middle (kill -9, power cut) leaves the database as it was
-        before: SQLite and PostgreSQL both roll back DDL with the rest.
+        An empty database (no table at all) is created at the head from the models
+        (``store/fresh.py``: no migration replayed, Alembic not imported); any other is
+        upgraded by the migrations. ``replay``: run every migration on an empty database
+        too (the tests keep the whole chain exercised). A process killed in the middle
+        (kill -9, power cut) leaves the database as it was before: SQLite and PostgreSQL
+        both roll back DDL with the rest.
         """
         if self._at_head():
             return  # the usual start: no write lock taken, nothing to wait for, no Alembic
-        from alembic import command
-        from alembic.runtime.migration import MigrationContext
+        from mailbot.store import fresh
 
         memory = sa.make_url(self.url).database in (None, "", ":memory:")
         sqlite = self.engine.dialect.name == "sqlite"
@@ -175,18 +179,26 @@ class Store:
                     # Workers starting together: one migrates, the others wait, then find
                     # the schema at head (SQLite's BEGIN IMMEDIATE does the same).
                     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-                    if MigrationContext.configure(conn).get_current_revision() == (
-                        self.head_version()
-                    ):
+                    if _version_in(conn) == self.head_version():
                         return
-                self._refuse_unversioned(conn)
-                self._refuse_under_older_workers(conn)
-                command.upgrade(self._alembic_config(conn), "head")
+                if not replay and fresh.is_empty(conn):
+                    fresh.create_at_head(conn, str(self.head_version()))
+                    return
+                self._upgrade(conn)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(self._describe_failure(exc)) from exc
         finally:
             if engine is not self.engine:
                 engine.dispose()
+
+    def _upgrade(self, conn: Connection) -> None:
+        """The migrations from the database's revision to the head, in ``conn``'s
+        transaction (Alembic does nothing at head: a worker that waited finds it there)."""
+        from alembic import command
+
+        self._refuse_unversioned(conn)
+        self._refuse_under_older_workers(conn)
+        command.upgrade(self._alembic_config(conn), "head")
 
     def _at_head(self) -> bool:
         try:
@@ -271,15 +283,7 @@ class Store:
         """The revision the database is at (None: not versioned), read as Alembic stores it
         in ``alembic_version``: a start at head imports no Alembic."""
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return None
-            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        if len(rows) > 1:  # branches: only Alembic knows what that means
-            from alembic.runtime.migration import MigrationContext
-
-            with self.engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
-        return str(rows[0][0]) if rows else None
+            return _version_in(conn)
 
     @staticmethod
     def head_version() -> str | None:
@@ -605,6 +609,20 @@ def shown_url(url: str) -> str:
     hidden = {k: "***" for k in parsed.query if k.lower() in _SECRET_PARAMETERS}
     shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     return shown.replace("%2A%2A%2A", "***")  # the query's stars, as the password's
+
+
+def _version_in(conn: Connection) -> str | None:
+    """The revision of ``conn``'s database (None: not versioned), read from
+    ``alembic_version`` without Alembic unless it holds several rows (branches: only
+    Alembic knows what that means)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    if len(rows) > 1:
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(conn).get_current_revision()
+    return str(rows[0][0]) if rows else None
 
 
 def _head_from_files(versions: Path) -> str | None:

@@ -1,7 +1,9 @@
 """The database schema: tables as the latest migration leaves them, and how values fit them.
 
 The schema is versioned by Alembic migrations in ``mailbot/store/migrations``; the tables
-below mirror the latest revision and a test checks that they agree. Bodies are never
+below mirror the latest revision, columns in the order the migrations added them. A new
+database is created from these tables (``store/fresh.py``), an older one is migrated:
+``tests/test_fresh_schema.py`` checks that both give the same schema. Bodies are never
 stored: only what the indicators need.
 """
 
@@ -120,9 +122,9 @@ messages = sa.Table(
     sa.Column("relances", sa.Integer, nullable=False, server_default="0"),
     sa.Column("fingerprint", sa.String(64)),
     sa.Column("to_check", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("probe", sa.Integer, nullable=False, server_default="0"),  # a verified probe mail
     sa.Column("assignee", sa.String(64)),  # the agent handling it (console)
     sa.Column("no_reply", sa.String(16)),  # NoReplyReason: closed without a reply
-    sa.Column("probe", sa.Integer, nullable=False, server_default="0"),  # a verified probe mail
     # The subject folded to case and accents (core.fold), for the console's search.
     sa.Column("subject_search", sa.Text),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),

@@ -11,6 +11,8 @@ each fact inserted adds its contribution to its bucket, each fact deleted takes 
 Local days are in the zone whose UTC offsets ``indicator_zone`` lists (filled here for
 Europe/Paris, the configuration's default; ``mailbot rebuild-indicators`` fills both
 tables again for the configured zone, and the indicators read the facts meanwhile).
+The triggers' SQL is in ``mailbot/store/triggers.py``, which a new database created from the
+models reads too.
 
 On PostgreSQL the buckets' triggers are deferred to the commit (constraint triggers): two
 transactions changing the same bucket (same days, mailbox, service and category: a worker's
@@ -25,63 +27,13 @@ Create Date: 2026-12-01
 import sqlalchemy as sa
 from alembic import op
 
-from mailbot.store.indicator_days import CONTRIBUTION, KEY, SUMS, bucket_key, refill
+from mailbot.store.indicator_days import SUMS, refill
+from mailbot.store.triggers import FIRST_ZONE, days_triggers, drop_days_triggers
 
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
-
-ZONE = "Europe/Paris"
-
-
-def _add(row: str, sign: str) -> str:
-    """Add (``sign`` '') or take away ('-') the fact ``row``'s contribution."""
-    values = [*bucket_key(row), *(f"{sign}({e.format(r=row)})" for e in CONTRIBUTION)]
-    update = ", ".join(f"{n} = indicator_days.{n} + excluded.{n}" for n in SUMS)
-    return (
-        f"INSERT INTO indicator_days ({KEY}, {', '.join(SUMS)}) VALUES ({', '.join(values)})"
-        f" ON CONFLICT ({KEY}) DO UPDATE SET {update}"
-    )
-
-
-def _drop_empty(row: str) -> str:
-    names = KEY.split(", ")
-    where = " AND ".join(f"{n} = {e}" for n, e in zip(names, bucket_key(row), strict=True))
-    return f"DELETE FROM indicator_days WHERE {where} AND mails = 0"
-
-
-def _sqlite() -> list[str]:
-    return [
-        "CREATE TRIGGER indicator_days_insert AFTER INSERT ON indicator_facts"
-        f" BEGIN {_add('NEW', '')}; END",
-        "CREATE TRIGGER indicator_days_delete AFTER DELETE ON indicator_facts"
-        f" BEGIN {_add('OLD', '-')}; {_drop_empty('OLD')}; END",
-    ]
-
-
-def _postgresql() -> list[str]:
-    function = f"""
-CREATE FUNCTION indicator_days_sync() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        {_add("NEW", "")};
-    ELSE
-        {_add("OLD", "-")};
-        {_drop_empty("OLD")};
-    END IF;
-    RETURN NULL;
-END
-$$"""
-    # Deferred to the commit: a bucket's row is locked for the commit only, not for the
-    # rest of a worker's batch (see above).
-    run = "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE PROCEDURE indicator_days_sync()"
-    return [
-        function,
-        f"CREATE CONSTRAINT TRIGGER indicator_days_insert AFTER INSERT ON indicator_facts {run}",
-        f"CREATE CONSTRAINT TRIGGER indicator_days_delete AFTER DELETE ON indicator_facts {run}",
-    ]
-
 
 def upgrade() -> None:
     op.create_table(
@@ -100,17 +52,13 @@ def upgrade() -> None:
         *(sa.Column(name, sa.BigInteger, nullable=False) for name in SUMS),
         sqlite_with_rowid=False,
     )
-    refill(op.get_bind(), ZONE)
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    for statement in _sqlite() if sqlite else _postgresql():
+    refill(op.get_bind(), FIRST_ZONE)
+    for statement in days_triggers(op.get_bind().dialect.name):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
-    for name in ("insert", "delete"):
-        op.execute(f"DROP TRIGGER IF EXISTS indicator_days_{name}{'' if sqlite else ' ON indicator_facts'}")
-    if not sqlite:
-        op.execute("DROP FUNCTION IF EXISTS indicator_days_sync()")
+    for statement in drop_days_triggers(op.get_bind().dialect.name):
+        op.execute(statement)
     op.drop_table("indicator_days")
     op.drop_table("indicator_zone")
