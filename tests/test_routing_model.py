@@ -3,10 +3,7 @@ scikit-learn's, the stated combination, strong rules, "to check", corrections, t
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import math
 import shutil
 import subprocess
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from in_process import run_main
 
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
@@ -180,29 +178,10 @@ def test_re_oriented_mail_is_never_a_complaint() -> None:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``mailbot --config CONFIG ARGS`` run in this process (``cli.main``, the code the
-    command runs), its exit status, output and errors kept as a finished process's. A
-    process of its own cost each call ~2.5 s of CPU before its first line (the interpreter,
-    scikit-learn, SQLAlchemy imported again): none of these tests is about the process
-    (tests/test_cli_output.py and tests/test_cli_startup.py start real ones). The logging
-    that ``main`` sets up for the command is put back as it was, so that no later test of
-    the worker writes to this call's captured streams."""
-    from mailbot.cli import main
-
-    argv = ["--config", str(config), *args]
-    root, ours = logging.getLogger(), logging.getLogger("mailbot")
-    handlers, level = root.handlers[:], ours.level
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(argv)
-            except SystemExit as exit:  # argparse's refusals: status 2, the usage on stderr
-                code = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        root.handlers[:] = handlers
-        ours.setLevel(level)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    """``mailbot --config CONFIG ARGS`` in this process (``in_process.run_main``): none of
+    these tests is about the process, and a process of its own cost each call ~2.5 s of
+    CPU (scikit-learn and SQLAlchemy imported again) before its first line."""
+    return run_main(config, *args)
 
 
 def message(**changes: object) -> NewMessage:
