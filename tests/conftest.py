@@ -12,6 +12,7 @@ import gc
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CACHE_DIR] = directory
     os.environ["MAILBOT_CACHE_DIR"] = directory
     keep_bytecode()
+    numpy_on_one_thread()
 
 
 RAM_FOLDER = "/dev/shm"
@@ -63,6 +65,23 @@ def keep_bytecode() -> None:
     The .pyc files go to the usual ``__pycache__`` folders (ignored by git), and Python
     checks each against its source's mtime and size: an edited module is compiled anew."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+def numpy_on_one_thread() -> None:
+    """Run numpy's OpenBLAS on one thread in the test processes too, as ``mailbot``
+    (``cli.console``) runs it in every command it starts. Read once, at numpy's import,
+    which pytest and this file do not do: set here, it holds for this process, xdist's
+    workers and every child they start. Left to itself OpenBLAS starts a thread per core
+    that spins while waiting for work; on CI's 2 cores shared by 3 workers those threads
+    only take turns with the workers: a file that fits routing models in-process
+    (tests/test_routing_model.py) took 65 s of CPU against 18 s on one thread. One thread
+    gives the same logits to the bit (bench/README.md, seventh session). A value set by
+    the user is kept."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if "numpy" in sys.modules:  # a plugin imported it first: its pool is already made
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]), user_api="blas")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from in_process import run_main
 
 from mailbot.app import training
 from mailbot.config import RoutingModelConfig, load_config
@@ -178,11 +178,10 @@ def test_re_oriented_mail_is_never_a_complaint() -> None:
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-    )
+    """``mailbot --config CONFIG ARGS`` in this process (``in_process.run_main``): none of
+    these tests is about the process, and a process of its own cost each call ~2.5 s of
+    CPU (scikit-learn and SQLAlchemy imported again) before its first line."""
+    return run_main(config, *args)
 
 
 def message(**changes: object) -> NewMessage:
