@@ -24,7 +24,7 @@ from webtools import RunningConsole, running_console
 
 from mailbot.app.context import App, app_from_config
 from mailbot.cli import main
-from mailbot.config import Config, load_config
+from mailbot.config import Config, config_from_mapping, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
@@ -106,6 +106,15 @@ def move_mail(user: MailUser, message_id: str, folder: str | None) -> None:
 
 
 def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
+    path = tmp / "rules.yaml"
+    path.write_text(dump_rules(desk_rules(tmp, general, etrangers, smtp)), encoding="utf-8")
+    return path
+
+
+def desk_rules(
+    tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer
+) -> dict[str, Any]:
+    """The shipped rules with these servers and a database in ``tmp``."""
     data: dict[str, Any] = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):
         imap = user.imap_config().model_dump(mode="json", exclude_none=True)
@@ -115,9 +124,7 @@ def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpSe
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     data["reports"] = {"weekly": {"to": []}}
-    path = tmp / "rules.yaml"
-    path.write_text(dump_rules(data), encoding="utf-8")
-    return path
+    return data
 
 
 @dataclass
@@ -184,9 +191,12 @@ def copied_world(world: ReadWorld, tmp: Path, dovecot: DovecotServer, smtp: Smtp
     flags, dates), the same database, a configuration naming them and the test's SMTP."""
     general = dovecot.copy_user(world.general)
     etrangers = dovecot.copy_user(world.etrangers, "etr")
-    path = write_config(tmp, general, etrangers, smtp)
+    data = desk_rules(tmp, general, etrangers, smtp)
+    path = tmp / "rules.yaml"
+    path.write_text(dump_rules(data), encoding="utf-8")  # for the commands a test runs
     copy_database(world.database, tmp / "mailbot.db")
-    config = load_config(path)
+    # What load_config(path) gives, without parsing back the text just written from data.
+    config = config_from_mapping(data, str(path), base=tmp)
     return Desk(path, config, app_from_config(config), general, etrangers, smtp)
 
 
