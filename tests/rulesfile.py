@@ -33,6 +33,8 @@ def _parsed(text: str) -> bytes:
     return pickle.dumps(yaml.load(text, Loader=_LOADER))
 
 
-def dump_rules(data: Any) -> str:
-    """``yaml.safe_dump(data, allow_unicode=True)``, by libyaml: the same text."""
-    return yaml.dump(data, Dumper=_DUMPER, allow_unicode=True)
+def dump_rules(data: Any, *, sort_keys: bool = True) -> str:
+    """``yaml.safe_dump(data, allow_unicode=True, sort_keys=sort_keys)``, by libyaml: the
+    same text. Unsorted, the mappings keep their order (the services', which the console
+    offers in that order, the first one chosen by default)."""
+    return yaml.dump(data, Dumper=_DUMPER, allow_unicode=True, sort_keys=sort_keys)

@@ -154,7 +154,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     config = work / "rules.yaml"
-    config.write_text(dump_rules(data), "utf-8")
+    config.write_text(dump_rules(data, sort_keys=False), "utf-8")
     store = Store(data["database"])
     load_scenario(store)
     quarantined = add_quarantined(store)
