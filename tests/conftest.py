@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -22,6 +23,7 @@ from pg import PostgresServer, fresh_database
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
 from mailbot.core import language
+from mailbot.redact import RedactingHandler
 
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server", "postgres", "database"}
 _CACHE_DIR = pytest.StashKey[str]()
@@ -200,6 +202,17 @@ def no_language_memory_left() -> Iterator[None]:
     test, so that no later test of the same worker gets a recalled answer for lingua's."""
     yield
     language.remember_with(None)
+
+
+@pytest.fixture(autouse=True)
+def no_log_handler_left() -> Iterator[None]:
+    """A command run in-process (``main([...])``) points the root logger at the stderr
+    pytest captures for that test, and closes after it: the handler goes with the test, so
+    that a later test's logs never go to a closed file ("Logging error"). A later test that
+    runs no command of its own (its world copied, not read by ``mailbot poll``) met it."""
+    yield
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, RedactingHandler)]
 
 
 @pytest.fixture

@@ -445,6 +445,21 @@ service imap-login {{
         self.add_user(name, password)
         return MailUser(self, name, password)
 
+    def copy_user(self, source: str, prefix: str = "user") -> MailUser:
+        """A new user whose mailbox is a file copy of ``source``'s, as a restore of a backup
+        would leave it: the same mails, flags, INTERNALDATEs, UIDs and UIDVALIDITY, so that
+        a database that read ``source`` reads the copy as the same mailbox. Cheaper than
+        filling and reading a mailbox again for every test; ``source`` must have no session
+        open (``drop_connections``), or the copy could catch Dovecot's files mid-update."""
+        user = self.new_user(prefix)
+        target = self.home(user.name)
+        shutil.copytree(self.home(source), target)  # copy2: mtimes (INTERNALDATEs) kept
+        for directory, _, files in os.walk(target):
+            os.chown(directory, self.mail_uid, self.mail_gid)
+            for name in files:
+                os.chown(os.path.join(directory, name), self.mail_uid, self.mail_gid)
+        return user
+
     def password(self, user: str) -> str:
         return self._users[user]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from scripted import ScriptedSmtpServer
 from test_e2e import db_rows, etrangers_user, poll, setup
 
@@ -205,9 +205,9 @@ def test_quoted_and_utf8_senders_get_their_ar(setup: Any) -> None:
 def test_utf8_sender_without_smtputf8_fails_with_the_reason(setup: Any) -> None:
     config, general, _etrangers, _smtp = setup
     with ScriptedSmtpServer(smtputf8=False) as plain:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data = load_rules(config)
         data["smtp"] = {"host": plain.host, "port": plain.port, "security": "none"}
-        config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        config.write_text(dump_rules(data), encoding="utf-8")
         general.append(citizen(1, UTF8))
         general.append(citizen(2, QUOTED))
         assert poll(config, acknowledge_existing=True) == 0

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import SmtpServer
 
 from mailbot.cli import main
@@ -114,12 +114,12 @@ def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
 def test_alerts_command_sends_one_digest_per_service(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
     data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
     data["templates"] = str(ROOT / "templates")
     config = tmp_path / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     fill(Store(data["database"]))
 
     assert main(["--config", str(config), "alerts", "--date", "2026-11-28"]) == 0  # Saturday
@@ -146,10 +146,10 @@ def test_alerts_command_sends_one_digest_per_service(
 def test_unanswered_lists_messages_with_their_age(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
     config = tmp_path / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     fill(Store(data["database"]))
     assert main(["--config", str(config), "unanswered", "--as-of", TODAY.isoformat()]) == 0
     out = capsys.readouterr().out
@@ -175,11 +175,11 @@ def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
     from mailbot.config import load_config
     from mailbot.render.templates import Renderer
 
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
     data["templates"] = str(ROOT / "templates")
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     config = load_config(path)
     store = Store(data["database"])
     fill(store)

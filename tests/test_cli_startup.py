@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from fresh_imports import modules_after
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, etrangers_user, write_config
 
@@ -63,13 +64,12 @@ def test_a_command_still_loads_what_it_needs() -> None:
 def test_a_report_written_builds_no_intake(tmp_path: Path) -> None:
     """`report weekly --out` draws its chart and builds no intake pipeline (its routing,
     language models, SMTP client): only `--send` needs the whole application."""
-    import yaml
 
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'r.db'}"
     data["templates"] = str(ROOT / "templates")
     config = tmp_path / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     args = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
     args += ["--as-of", "2026-11-25", "--out", str(tmp_path / "out")]
     code = (

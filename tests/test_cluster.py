@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from cluster_run import run_scenario
 from pg import fresh_database
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_alerts import ROOT, TODAY, fill
 from test_e2e import write_config
@@ -199,11 +199,11 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
 
 
 def test_the_scheduled_alerts_are_queued_once_a_day_whoever_sends_them(tmp_path: Path) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
     data["templates"] = str(ROOT / "templates")
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     config = load_config(path)
     store = Store(config.database)
     fill(store)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rulesfile import dump_rules, load_rules
 
 from mailbot.config import load_config
 from mailbot.errors import ConfigError, SecretError
@@ -14,11 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(tmp_path: Path, mutate: object) -> Path:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     assert callable(mutate)
     mutate(data)
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     return path
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 
@@ -456,9 +455,9 @@ def test_unreachable_mailbox_exits_nonzero_and_others_still_processed(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["mailboxes"]["etrangers"]["imap"]["port"] = 1  # nothing listens there
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     imap_user.append(citizen_mail(1))
     assert poll(config, acknowledge_existing=True) == 1
     assert len(smtp_server.wait_for(1)) == 1
@@ -466,9 +465,9 @@ def test_unreachable_mailbox_exits_nonzero_and_others_still_processed(
 
 def test_cli_check_reports_located_error(tmp_path: Path) -> None:
     bad = tmp_path / "rules.yaml"
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["mailboxes"]["general"]["imap"]["port"] = "imap"
-    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
+    bad.write_text(dump_rules(data), encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "mailbot.cli", "--config", str(bad), "check"],
         capture_output=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import ETRANGERS, citizen_mail, db_rows, etrangers_user, poll, write_config
 
@@ -132,9 +132,9 @@ def test_sent_folder_first_poll_reads_its_history_sending_nothing(
     """Sent folders and the tracking mailbox send nothing: their first poll reads what they
     hold (replies to tracked messages are recorded), it is never refused."""
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["mailboxes"]["general"]["imap"]["sent_folder"] = "Sent"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     imap_user.append(
         b"From: agent@seine-maritime.gouv.fr\r\nTo: someone@example.fr\r\nSubject: old reply\r\n"
         b"Message-ID: <old-sent@seine-maritime.gouv.fr>\r\n\r\nBonjour\r\n",

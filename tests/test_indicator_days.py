@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from pg import fresh_database
+from rulesfile import dump_rules, load_rules
 
 from mailbot.app import indicators
 from mailbot.cli import main
@@ -290,10 +290,10 @@ def test_the_rebuild_command_puts_the_buckets_in_the_configured_zone(
 ) -> None:
     """``mailbot rebuild-indicators`` after a change of ``timezone``: the figures the
     command prints are the same before (from the facts) and after (from the buckets)."""
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data |= {"timezone": "America/Cayenne", "database": f"sqlite:///{tmp_path / 'm.db'}"}
     rules = tmp_path / "rules.yaml"
-    rules.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    rules.write_text(dump_rules(data), encoding="utf-8")
     opened = Store(data["database"])
     insert_random(opened, random.Random(12), 300)
     year = ["indicators", "--from", "2025-01-01", "--to", "2025-12-31", "--format", "json"]

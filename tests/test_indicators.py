@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 
 from mailbot.store import NewMessage, Store
 
@@ -181,10 +181,10 @@ def load_scenario(store: Store) -> None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'scenario.db'}"
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     store = Store(data["database"])
     load_scenario(store)
     store.close()

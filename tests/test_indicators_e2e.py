@@ -12,7 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import BOUNCE, citizen_mail, db_rows, etrangers_user, poll, write_config
 from test_indicators import EXPECTED, SCENARIO, run
@@ -72,9 +72,9 @@ def test_scenario_through_the_servers(
 ) -> None:
     imap_user.create_folder("Sent")
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["mailboxes"]["general"]["imap"]["sent_folder"] = "Sent"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     for n, received, _replied, category, transferred, _ar, how, _relances in SCENARIO:
         subject, body = wording(category, transferred, how)
         raw = citizen_mail(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def rules(**changes: object) -> dict[str, object]:
-    data: dict[str, object] = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data: dict[str, object] = load_rules()
     data.update(changes)
     return data
 
@@ -29,7 +29,7 @@ def test_every_relative_path_resolves_beside_the_config(tmp_path: Path) -> None:
     data["smtp"] = {**data["smtp"], "password_file": "secrets/smtp", "ca_file": "ca.pem"}  # type: ignore[dict-item]
     data["smtp"].pop("password_env")  # type: ignore[attr-defined]
     path = folder / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
 
     config = load_config(path)
     assert config.database == f"sqlite:///{folder / 'var' / 'mailbot.db'}"
@@ -71,7 +71,7 @@ def test_run_from_another_directory_uses_the_database_beside_rules_yaml(
         imap["password_file"] = f"secrets/{name}"
         data["mailboxes"][name]["imap"] = imap  # type: ignore[index]
     data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
-    (conf / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    (conf / "rules.yaml").write_text(dump_rules(data), encoding="utf-8")
 
     def mailbot(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "mailbot.cli", "--config", "../conf/rules.yaml", *args]

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from poison import citizen, poison_mails
 from refusals import allow_rows, query, refuse_rows
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import write_config
 
@@ -438,9 +438,9 @@ def test_unacknowledged_mail_is_counted_listed_and_warned_about(
     assert check.returncode == 0
     assert "mailbox general: 12 of its last 12 mails had no Return-Path" in check.stderr
 
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["policy"] = {"missing_return_path": "use_from"}
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     assert "warning" not in inproc(capsys, config, "check").stderr
     retried = inproc(capsys, config, "quarantine", "retry", "--all")
     assert retried.returncode == 0, retried.stderr

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from scripted import EchoingImapServer, ScriptedSmtpServer
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
@@ -135,7 +135,7 @@ def test_smtp_535_echo_is_masked_in_logs_and_database(
         username="mailbot", password=PASSWORD, echo_auth=True, auth_mechanisms=mechanism
     ) as echoing:
         config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data = load_rules(config)
         data["smtp"] = {
             "host": echoing.host,
             "port": echoing.port,
@@ -144,7 +144,7 @@ def test_smtp_535_echo_is_masked_in_logs_and_database(
             "password_env": "MAILBOT_TEST_SMTP_PW",
             "timeout_seconds": 5,
         }
-        config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        config.write_text(dump_rules(data), encoding="utf-8")
         imap_user.append(citizen_mail(1))
         assert main(["--config", str(config), "poll", "--once", "--acknowledge-existing"]) == 0
         exchange = " ".join(echoing.commands)
@@ -172,7 +172,7 @@ def test_imap_echo_is_masked_in_the_worker_log(
     monkeypatch.setenv("MAILBOT_TEST_IMAP_PW", PASSWORD)
     with EchoingImapServer() as echoing:
         config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data = load_rules(config)
         data["mailboxes"]["general"]["imap"] = {
             "host": echoing.host,
             "port": echoing.port,
@@ -181,7 +181,7 @@ def test_imap_echo_is_masked_in_the_worker_log(
             "password_env": "MAILBOT_TEST_IMAP_PW",
             "timeout_seconds": 5,
         }
-        config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        config.write_text(dump_rules(data), encoding="utf-8")
         assert (
             main(["--config", str(config), "poll", "--once", "--acknowledge-existing"]) == 1
         )  # that mailbox failed

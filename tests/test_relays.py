@@ -18,9 +18,9 @@ from typing import Any
 
 import dkim
 import pytest
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import GENERAL, db_rows, etrangers_user, poll, write_config
 
@@ -74,7 +74,7 @@ def form_mail(
 
 
 def decide(raw: bytes, *relays: ContactFormRelay, lookup: Any = None) -> ArDecision:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     config = config_from_mapping(data, "rules.yaml")
     config = config.model_copy(
         update={"policy": config.policy.model_copy(update={"contact_form_relays": relays})}
@@ -113,7 +113,7 @@ def test_envelope_sender_can_differ_from_the_from_address() -> None:
 
 
 def test_plain_address_list_still_means_envelope_check() -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["policy"]["contact_form_relays"] = [RELAY]
     (relay,) = config_from_mapping(data, "rules.yaml").policy.contact_form_relays
     assert relay == ContactFormRelay(address=RELAY, require=("envelope",))
@@ -145,9 +145,7 @@ def test_token_forged_relay_is_refused(token_relay: ContactFormRelay, token: str
 def test_a_forward_does_not_hand_the_token_on(token_relay: ContactFormRelay) -> None:
     """The original goes to the service unaltered but for the relay's secret: whoever held
     a forward could otherwise write "relay" mails whose AR goes to anyone's Reply-To."""
-    config = config_from_mapping(
-        yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8")), "rules.yaml", ROOT
-    )
+    config = config_from_mapping(load_rules(), "rules.yaml", ROOT)
     policy = config.policy.model_copy(update={"contact_form_relays": (token_relay,)})
     config = config.model_copy(update={"policy": policy})
     folded = (f"x-form-token:\r\n {TOKEN}", f"X-Form-Token: {TOKEN}")
@@ -175,9 +173,7 @@ def test_the_header_of_a_mail_read_in_part_does_not_hand_the_token_on(
 ) -> None:
     """A huge mail from the form is forwarded with its header alone: the header without
     the relay's secret, as the whole mail would be."""
-    config = config_from_mapping(
-        yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8")), "rules.yaml", ROOT
-    )
+    config = config_from_mapping(load_rules(), "rules.yaml", ROOT)
     policy = config.policy.model_copy(update={"contact_form_relays": (token_relay,)})
     config = config.model_copy(update={"policy": policy})
     start = form_mail(sender=FORM, extra=(f"X-Form-Token: {TOKEN}", "X-Form-Tokens: kept"))
@@ -203,7 +199,7 @@ def test_the_header_of_a_mail_read_in_part_does_not_hand_the_token_on(
 def test_token_from_a_file_beside_rules_yaml(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "form-token").write_text(TOKEN + "\n", encoding="utf-8")
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["policy"]["contact_form_relays"] = [
         {"address": FORM, "require": "token", "token_file": "secrets/form-token"}
     ]
@@ -367,7 +363,7 @@ def test_all_required_checks_must_pass(tmp_path: Path) -> None:
     ],
 )
 def test_relay_configuration_errors_are_located(relay: dict[str, Any], message: str) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["policy"]["contact_form_relays"] = [relay]
     with pytest.raises(ConfigError) as info:
         config_from_mapping(data, "rules.yaml")
@@ -383,7 +379,7 @@ def relay_config(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: Smtp
     (tmp_path / "keys" / "form.txt").write_text(prefecture_key()[1], encoding="utf-8")
     (tmp_path / "form-token").write_text(TOKEN, encoding="utf-8")
     config = write_config(tmp_path, user, etrangers, smtp)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["policy"]["rate_limit"] = {"max_per_sender": 10}  # one citizen, four forms
     data["policy"]["contact_form_relays"] = [
         RELAY,  # the plain form: envelope sender
@@ -391,7 +387,7 @@ def relay_config(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: Smtp
         {"address": f"site@{DOMAIN}", "require": ["received"], "received_from": ["10.1.2.3"]},
         {"address": f"dkim@{DOMAIN}", "require": "dkim", "dkim_keys": {"form": "keys/form.txt"}},
     ]
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     return config
 
 

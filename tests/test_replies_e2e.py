@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, write_config
 
@@ -38,9 +38,9 @@ def agent_reply(to: str, in_reply_to: str, subject: str, signature: str) -> byte
 def setup_with_sent(tmp_path: Path, user: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
     user.create_folder("Sent")
     config = write_config(tmp_path, user, etrangers, smtp)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["mailboxes"]["general"]["imap"]["sent_folder"] = "Sent"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     return config
 
 
@@ -278,13 +278,13 @@ def test_service_reply_seen_through_the_tracking_mailbox(
 ) -> None:
     tracking = dovecot.new_user("track")
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["tracking"] = {
         "address": "suivi-courriels@seine-maritime.gouv.fr",
         "imap": tracking.imap_config().model_dump(mode="json", exclude_none=True),
     }
     data["sender"]["tracking_address"] = "suivi-courriels@seine-maritime.gouv.fr"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     imap_user.append(
         citizen_mail(
             1,

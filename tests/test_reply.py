@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rulesfile import dump_rules, load_rules
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
 
 from mailbot.cli import main
@@ -93,9 +94,9 @@ def test_incomplete_agent_profile_is_refused(
         ),
         encoding="utf-8",
     )
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data["agents"] = str(agents)
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
     code = main(
         [
             "--config",

@@ -9,7 +9,7 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import SmtpServer
 from test_indicators import load_scenario
 
@@ -27,12 +27,12 @@ def week_47(config: Path, out: Path) -> None:
 
 @pytest.fixture
 def config(tmp_path: Path, smtp_server: SmtpServer) -> Path:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'r.db'}"
     data["templates"] = str(ROOT / "templates")
     data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     store = Store(data["database"])
     load_scenario(store)
     store.close()
@@ -146,9 +146,9 @@ def test_weekly_report_once_per_week_across_restarts_with_catch_up(
 
 
 def with_listed(config: Path, listed: int) -> None:
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data = load_rules(config)
     data.setdefault("reports", {}).setdefault("weekly", {})["listed"] = listed
-    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    config.write_text(dump_rules(data), encoding="utf-8")
 
 
 def test_the_body_lists_the_longest_waits_and_the_csv_all(config: Path, tmp_path: Path) -> None:

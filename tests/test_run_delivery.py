@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
+from rulesfile import dump_rules, load_rules
 from scripted import ScriptedSmtpServer
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
@@ -41,14 +41,14 @@ def test_a_hung_smtp_server_delays_neither_intake_nor_shutdown(
     with ScriptedSmtpServer() as hung:
         hung.fail("end", "hang", times=10)  # takes the mail, never says so
         config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data = load_rules(config)
         data["smtp"] = {
             "host": hung.host,
             "port": hung.port,
             "security": "none",
             "timeout_seconds": 300,  # the send would hang for 5 minutes
         }
-        config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        config.write_text(dump_rules(data), encoding="utf-8")
         database = tmp_path / "mailbot.db"
         imap_user.append(citizen_mail(1))
         worker = start_worker(config, "--acknowledge-existing")

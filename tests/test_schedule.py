@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 
 from mailbot.app.report import report_due
 from mailbot.config import load_config
@@ -26,7 +26,7 @@ WEEKLY_EXPECTED = (
 
 
 def write_rules(tmp_path: Path, **changes: Any) -> Path:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     for dotted, value in changes.items():
         *parents, last = dotted.split("__")
         node = data
@@ -37,7 +37,7 @@ def write_rules(tmp_path: Path, **changes: Any) -> Path:
     data["agents"] = str(ROOT / "agents.yaml")
     data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import ROOT, citizen_mail, poll, write_config
 from test_poison import inproc
@@ -24,13 +24,13 @@ from mailbot.store.schema import outbox, workers
 
 def offline_config(tmp_path: Path, **overrides: Any) -> Path:
     """rules.yaml with its database here: status reads the database, never a server."""
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'mailbot.db'}"
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     data.update(overrides)
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     return path
 
 

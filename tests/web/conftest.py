@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deskworld import Desk, desk_world
+from deskworld import Desk, ReadWorld, copied_world, read_world
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from servers import DovecotServer, MailUser, SmtpServer
+from servers import DovecotServer, SmtpServer
 from webtools import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT, run_axe
 
 
@@ -74,9 +74,23 @@ def axe() -> Any:
     return run_axe
 
 
+@pytest.fixture(scope="module")
+def read_desk(tmp_path_factory: pytest.TempPathFactory, dovecot: DovecotServer) -> ReadWorld:
+    """The desk's world as the real pipeline read it, once per module: the tests only get
+    copies of it (``desk``), never this one."""
+    if not dovecot.running:  # a previous test stopped it (restart tests)
+        dovecot.start()
+    return read_world(tmp_path_factory.mktemp("desk"), dovecot)
+
+
 @pytest.fixture
 def desk(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> Desk:
-    """The desk's world: mail read from Dovecot by the pipeline, replies to aiosmtpd."""
-    return desk_world(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    tmp_path: Path, dovecot: DovecotServer, read_desk: ReadWorld, smtp_server: SmtpServer
+) -> Iterator[Desk]:
+    """The desk's world: mail read from Dovecot by the pipeline, replies to aiosmtpd; a
+    copy of the module's (database and mailboxes), the test's own to change."""
+    if not dovecot.running:
+        dovecot.start()
+    desk = copied_world(read_desk, tmp_path, dovecot, smtp_server)
+    yield desk
+    desk.app.close()

@@ -1,24 +1,30 @@
 """A small world for the desk's pages: two Dovecot mailboxes holding citizens' mails, read
 by the real pipeline (``mailbot poll --once``) into SQLite, the aiosmtpd server as SMTP,
-and the App the console's pages use (``backend``)."""
+and the App the console's pages use (``backend``).
+
+The pipeline reads the world once (``read_world``, once per test module); each test gets
+a copy of it (``copied_world``): the SQLite file and the two mailboxes copied file by file,
+UIDs and UIDVALIDITY included, so that the copy is what the pipeline left, to the byte.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rulesfile import dump_rules, load_rules
-from servers import MailUser, SmtpServer
+from servers import DovecotServer, MailUser, SmtpServer
 from webtools import RunningConsole, running_console
 
 from mailbot.app.context import App, app_from_config
 from mailbot.cli import main
-from mailbot.config import Config, load_config
+from mailbot.config import Config, config_from_mapping, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
@@ -100,6 +106,15 @@ def move_mail(user: MailUser, message_id: str, folder: str | None) -> None:
 
 
 def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Path:
+    path = tmp / "rules.yaml"
+    path.write_text(dump_rules(desk_rules(tmp, general, etrangers, smtp)), encoding="utf-8")
+    return path
+
+
+def desk_rules(
+    tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer
+) -> dict[str, Any]:
+    """The shipped rules with these servers and a database in ``tmp``."""
     data: dict[str, Any] = load_rules()
     for name, user in (("general", general), ("etrangers", etrangers)):
         imap = user.imap_config().model_dump(mode="json", exclude_none=True)
@@ -109,9 +124,7 @@ def write_config(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpSe
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     data["reports"] = {"weekly": {"to": []}}
-    path = tmp / "rules.yaml"
-    path.write_text(dump_rules(data), encoding="utf-8")
-    return path
+    return data
 
 
 @dataclass
@@ -150,6 +163,47 @@ def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServ
     smtp.wait_for(3)
     smtp.clear()
     return Desk(path, config, app, general, etrangers, smtp)
+
+
+@dataclass(frozen=True)
+class ReadWorld:
+    """What ``desk_world`` left, to copy for each test: its database and its two users."""
+
+    database: Path
+    general: str
+    etrangers: str
+
+
+def read_world(tmp: Path, dovecot: DovecotServer) -> ReadWorld:
+    """The desk's world read once by the real pipeline (its ARs to an SMTP server of its
+    own), then left alone: no process holds its database or its mailboxes any more."""
+    general, etrangers = dovecot.new_user(), dovecot.new_user("etr")
+    with SmtpServer() as smtp:
+        desk = desk_world(tmp, general, etrangers, smtp)
+        desk.app.close()
+    for user in (general, etrangers):
+        dovecot.drop_connections(user.name)
+    return ReadWorld(tmp / "mailbot.db", general.name, etrangers.name)
+
+
+def copied_world(world: ReadWorld, tmp: Path, dovecot: DovecotServer, smtp: SmtpServer) -> Desk:
+    """A test's own copy of the read world: new users with the same mailboxes (same UIDs,
+    flags, dates), the same database, a configuration naming them and the test's SMTP."""
+    general = dovecot.copy_user(world.general)
+    etrangers = dovecot.copy_user(world.etrangers, "etr")
+    data = desk_rules(tmp, general, etrangers, smtp)
+    path = tmp / "rules.yaml"
+    path.write_text(dump_rules(data), encoding="utf-8")  # for the commands a test runs
+    copy_database(world.database, tmp / "mailbot.db")
+    # What load_config(path) gives, without parsing back the text just written from data.
+    config = config_from_mapping(data, str(path), base=tmp)
+    return Desk(path, config, app_from_config(config), general, etrangers, smtp)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """SQLite's own copy (the backup API): a consistent file whatever its journal holds."""
+    with closing(sqlite3.connect(source)) as read, closing(sqlite3.connect(target)) as write:
+        read.backup(write)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import yaml
+from rulesfile import dump_rules, load_rules
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -264,10 +265,10 @@ def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
 
 
 def test_rules_yaml_web_section_is_validated(tmp_path: Path) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["web"] = {"port": 8443, "sesion_secret_env": "X"}
     path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    path.write_text(dump_rules(data), encoding="utf-8")
     from mailbot.config import load_config
 
     with pytest.raises(ConfigError, match=r"web\.sesion_secret_env: unknown key"):
@@ -408,7 +409,7 @@ def test_an_agent_removed_from_agents_yaml_is_logged_out(tmp_path: Path) -> None
         agents_file = console.settings.agents_path
         data = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
         del data["agents"]["cdurand"]
-        agents_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        agents_file.write_text(dump_rules(data), encoding="utf-8")
         assert client.get("/").status_code == 303
         assert local_login(client, "cdurand").status_code == 401
 
@@ -523,11 +524,11 @@ def run_cli(
 def test_passwd_command_writes_an_argon2_hash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["agents"] = str(ROOT / "agents.yaml")
     data["templates"] = str(ROOT / "templates")
     data["web"] = {"local_accounts": {"enabled": True, "file": "secrets/accounts.yaml"}}
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    (tmp_path / "rules.yaml").write_text(dump_rules(data), "utf-8")
     passwd = ("web", "passwd", "cdurand", "--password-stdin")
     code, err = run_cli(tmp_path, monkeypatch, *passwd, stdin=PASSWORD + "\n")
     assert code == 0, err
@@ -554,7 +555,7 @@ def test_web_host_option_cannot_open_a_plain_http_console_to_the_network(
     monkeypatch.setattr(
         "mailbot.web.server.serve", lambda app, web, sock=None: served.append(web.host)
     )
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["agents"] = str(ROOT / "agents.yaml")
     data["templates"] = str(ROOT / "templates")
     data["database"] = f"sqlite:///{tmp_path / 'web.db'}"
@@ -562,7 +563,7 @@ def test_web_host_option_cannot_open_a_plain_http_console_to_the_network(
         "public_url": "http://localhost:8080",
         "local_accounts": {"enabled": True, "file": "accounts.yaml"},
     }
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
+    (tmp_path / "rules.yaml").write_text(dump_rules(data), "utf-8")
     code, err = run_cli(tmp_path, monkeypatch, "web", "--host", "0.0.0.0")
     assert code == 2 and served == []
     assert "--host/--port: web: host '0.0.0.0' is not loopback" in err

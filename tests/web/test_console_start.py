@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
-import yaml
+from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 from test_indicators import load_scenario
@@ -106,7 +106,7 @@ def test_run_serves_the_console_when_web_is_enabled(
         "local_accounts": {"enabled": True, "file": str(tmp_path / "accounts.yaml")},
     }
     config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, web=web)
-    assert yaml.safe_load(config.read_text(encoding="utf-8"))["web"]["enabled"] is True
+    assert load_rules(config)["web"]["enabled"] is True
     imap_user.append(citizen_mail(1))
     worker = mailbot("--config", str(config), "run", "--acknowledge-existing")
     url = f"http://{HOST}:{port}"
@@ -135,13 +135,13 @@ def test_web_serves_every_page_on_the_configured_database(tmp_path: Path) -> Non
     port = sock.getsockname()[1]
     sock.close()
     (tmp_path / "accounts.yaml").write_text(accounts_yaml(("lmoreau",)), encoding="utf-8")
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{tmp_path / 'web.db'}"
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     data["web"] = {"local_accounts": {"enabled": True, "file": str(tmp_path / "accounts.yaml")}}
     config = tmp_path / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    config.write_text(dump_rules(data, sort_keys=False), "utf-8")
     store = Store(data["database"])
     load_scenario(store)
     store.close()

@@ -21,6 +21,7 @@ import httpx2 as httpx
 import pytest
 import yaml
 from deskworld import Desk, desk_console
+from rulesfile import dump_rules
 from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.store.console import last_event_id
@@ -239,7 +240,7 @@ def test_required_variable_and_incomplete_signature_refuse_sending(
         agents_file = console.settings.agents_path
         data = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
         del data["agents"]["khaddad"]["function"]
-        agents_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        agents_file.write_text(dump_rules(data), encoding="utf-8")
         page = open_page(client, desk)
         assert 'id="signature-incomplete"' in page and "il manque fonction" in page
         fields = form_of(page, "formulaire-reponse")

@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from test_indicators import load_scenario
 from webtools import ROOT, local_login, running_console
 
@@ -72,12 +72,12 @@ def tables(html: str) -> dict[str, list[list[str]]]:
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """rules.yaml on a SQLite database holding the scenario."""
     work = tmp_path_factory.mktemp("indicators")
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{work / 'scenario.db'}"
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     path = work / "rules.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_rules(data, sort_keys=False), encoding="utf-8")
     store = Store(data["database"])
     load_scenario(store)
     store.close()

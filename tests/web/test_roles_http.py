@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import httpx2 as httpx
 import pytest
-import yaml
+from rulesfile import dump_rules, load_rules
 from test_indicators import load_scenario
 from webtools import ROOT, RunningConsole, csrf_from, local_login, running_console
 
@@ -149,12 +149,12 @@ def add_quarantined(store: Store) -> int:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("roles")
-    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data = load_rules()
     data["database"] = f"sqlite:///{work / 'roles.db'}"
     data["templates"] = str(ROOT / "templates")
     data["agents"] = str(ROOT / "agents.yaml")
     config = work / "rules.yaml"
-    config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    config.write_text(dump_rules(data, sort_keys=False), "utf-8")
     store = Store(data["database"])
     load_scenario(store)
     quarantined = add_quarantined(store)
