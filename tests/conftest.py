@@ -115,18 +115,15 @@ def pytest_make_parametrize_id(config: pytest.Config, val: Any, argname: str) ->
 # that no longer matches only loses its place at the front). Parametrised tests match by
 # prefix.
 LONG_TESTS = (
+    "tests/test_migration_kill.py::test_kill_during_first_start_always_leaves_an_openable",
     "tests/web/test_web_screenshots.py::test_console_screenshots",
-    "tests/test_migration_kill.py::test_kill_during_first_migration_always_leaves_an_openable",
-    "tests/test_fuzz.py::test_fuzzed_mail_is_all_recorded_and_memory_stays_bounded",
     "tests/test_routing_speed.py::test_same_vectors_and_logits_to_the_bit_and_same_decisions",
+    "tests/test_fuzz.py::test_fuzzed_mail_is_all_recorded_and_memory_stays_bounded",
     "tests/test_routing_matcher.py::test_decisions_identical_to_the_regex_rules",
-    "tests/test_cli_output.py::test_piped_into_head_never_shows_a_traceback",
-    "tests/test_routing_pool.py::test_the_helper_decides_every_third_labelled_mail_as_in",
+    "tests/web/test_rgaa_browser.py::test_every_id_is_unique_and_every_reference_reaches_one",
     "tests/test_cluster.py::test_two_workers_killed_again_and_again_answer_each_mail_once",
-    "tests/test_routing_model.py::test_train_keeps_the_service_part_of_a_model",
-    "tests/test_delivery.py::test_a_server_dropping_every_connection_mid_data_leaves_nothing",
-    "tests/test_poison.py::test_poison_mail_never_stops_a_mailbox",
-    "tests/test_routing_model.py::test_train_writes_a_model_named_by_its_data",
+    "tests/web/test_desk_browser.py::test_closing_reopening_and_answering_in_the_browser",
+    "tests/test_cli_output.py::test_piped_into_head_never_shows_a_traceback",
     "tests/test_kill.py::test_kill_9_at_random_moments_loses_nothing_and_never_answers_twice",
 )
 
