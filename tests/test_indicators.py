@@ -324,3 +324,17 @@ def test_figures_as_of_a_date_ignore_the_replies_that_came_after_it(tmp_path: Pa
             assert result.rate_within_5 == pytest.approx(rate)
             assert (result.mean_delay, result.signature_completeness) == (mean, signatures)
     store.close()
+
+
+def test_figures_as_of_a_date_leave_out_the_mail_received_after_it(config: Path) -> None:
+    """The scenario's three weeks as they stood on Friday 13 November: the mail of the 16th
+    to the 22nd had not arrived. It was counted as received and pending (aged 0), so
+    `received` was 32 where 19 had come, and the pending count and the listings grew with
+    mail nobody could have seen that day."""
+    as_of_13 = json.loads(run(config, "--format", "json", "--as-of", "2026-11-13").stdout)
+    # Received from the 2nd to the 13th: messages 1-15, 28-31 (19), as of the 13th.
+    known = [s for s in SCENARIO if s[1] <= 13]
+    assert as_of_13["received"] == len(known) == 19
+    answered = [s for s in known if s[2] is not None and s[2] <= 13]
+    assert as_of_13["answered"] == len(answered)
+    assert as_of_13["pending"] + as_of_13["overdue"] == len(known) - len(answered)

@@ -410,3 +410,19 @@ def test_the_alerts_tables_are_data_tables() -> None:
     renderer = Renderer(ROOT / "templates")
     alert = renderer.render("alertes-delais", renderer.meta("alertes-delais").examples())
     assert data_tables(alert.html) >= 1
+
+
+def test_a_report_as_of_a_day_within_its_week_lists_only_the_mail_received_by_then(
+    config: Path, tmp_path: Path
+) -> None:
+    """Week 47 as of Wednesday 18 November: the messages of the 16th to the 18th (7 of the
+    13), in the summary and in the CSV alike. The CSV listed the whole week's 13, the
+    messages of the 19th to the 22nd (not yet received that day) as waiting."""
+    out = tmp_path / "out"
+    args = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    assert main([*args, "--as-of", "2026-11-18", "--out", str(out)]) == 0
+    html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+    assert "7 messages reçus" in html
+    lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + 7
+    assert all(line.split(";")[4] <= "2026-11-18" for line in lines[1:])

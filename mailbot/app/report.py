@@ -128,7 +128,10 @@ class ReportBuilder:
         return sorted(rows, key=lambda row: -row["delay"])
 
     def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
-        since, until = indicators.period_bounds(self.calendar, period.start, period.end)
+        """The period's messages as they stood on ``as_of``: those received by then, as the
+        figures count them."""
+        last = min(period.end, as_of)
+        since, until = indicators.period_bounds(self.calendar, period.start, last)
         found = self.store.indicator_listing(since, until)
         seconds = np.array([r["received"] for r in found], dtype=np.int64)
         answers = np.array([-1 if r["replied"] is None else r["replied"] for r in found])

@@ -118,6 +118,11 @@ class FactArrays:
         )
         return FactArrays(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
 
+    def received_by(self, day: date) -> FactArrays:
+        """The messages received on or before ``day``: those known that day."""
+        inside = self.received <= np.datetime64(day, "D")
+        return FactArrays(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
+
 
 def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> FactArrays:
     """Store.indicator_arrays (Unix times) → FactArrays (local dates)."""
@@ -157,6 +162,10 @@ def message_delays(
 
 
 def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
+    """The figures of ``facts`` as they stood on ``today``: a message received after it is
+    not counted (it was no message yet, not one pending), a reply after it is not either
+    (``answered_by``)."""
+    facts = facts.received_by(today)
     received, answered = facts.received, answered_by(facts.replied, today)
     delays = message_delays(received, facts.replied, today, calendar)
     late = ~answered & (delays > DEADLINE)
@@ -285,6 +294,11 @@ class DayBuckets:
         )
         return DayBuckets(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
 
+    def received_by(self, day: date) -> DayBuckets:
+        """The buckets of messages received on or before ``day``: those known that day."""
+        inside = self.received <= np.datetime64(day, "D")
+        return DayBuckets(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
+
 
 def buckets_from_store(columns: Mapping[str, Any]) -> DayBuckets:
     """Store.indicator_days (day numbers, -1: no reply) → DayBuckets (local dates)."""
@@ -340,6 +354,7 @@ def _bucket_delay_stats(
 
 def compute_buckets(buckets: DayBuckets, today: date, calendar: WorkingCalendar) -> Indicators:
     """``compute_arrays`` over the daily buckets: the same figures, to the last bit."""
+    buckets = buckets.received_by(today)
     mails = buckets.mails
     answered = answered_by(buckets.replied, today)
     delays = message_delays(buckets.received, buckets.replied, today, calendar)
