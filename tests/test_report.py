@@ -278,8 +278,8 @@ def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> Non
         20: ("general", "information", "19", "20", "1", "oui", "0", "oui"),
         21: ("general", "information", "20", "23", "1", "oui", "0", "oui"),
         22: ("general", "information", "21", "23", "1", "oui", "0", "oui"),
-        23: ("general", "information", "16", "", "", "", "0", ""),
-        24: ("cartes-grises", "etat-avancement", "17", "", "", "", "2", ""),
+        23: ("general", "information", "16", "", "", "non", "0", ""),
+        24: ("cartes-grises", "etat-avancement", "17", "", "", "non", "2", ""),
         25: ("general", "information", "20", "", "", "", "0", ""),
         26: ("general", "information", "22", "", "", "", "0", ""),
         27: ("general", "information", "19", "", "", "", "0", ""),
@@ -287,6 +287,9 @@ def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> Non
     }
     got = {int(line.split(";")[0][-6:]): line.split(";") for line in lines[1:]}
     assert set(got) == set(expected_csv)
+    # The CSV gives the report's rate: within 5 / (answered + overdue) = 6 / 9 = 66,7 %.
+    within = [line[7] for line in got.values()]
+    assert (within.count("oui"), within.count("non")) == (6, 3)
     for n, (
         service,
         category,

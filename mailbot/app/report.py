@@ -158,6 +158,7 @@ class ReportBuilder:
                     "replied": answer if is_answered else "",
                     "delay": delay,
                     "within": is_answered and delay <= DEADLINE,
+                    "overdue": not is_answered and delay > DEADLINE,
                     "relances": int(row["relances"] or 0),
                     "signature": row["first_reply_complete"] if is_answered else None,
                     "reorient": row["reorient"],
@@ -205,7 +206,7 @@ class ReportBuilder:
                     row["received"],
                     row["replied"],
                     row["delay"] if row["replied"] else "",
-                    ("oui" if row["within"] else "non") if row["replied"] else "",
+                    _within_cell(row),
                     row["relances"],
                     "" if row["signature"] is None else ("oui" if row["signature"] else "non"),
                 ]
@@ -397,3 +398,13 @@ def send_weekly_report(
         queue_report(tx, config, report, recipients)
     log.info("weekly report queued", extra={"week": period.label})
     return period.label
+
+
+def _within_cell(row: dict[str, Any]) -> str:
+    """« oui »/« non » for an answered mail; « non » too for one left unanswered past the
+    deadline, as the rate counts it (answered late or overdue: its denominator), so the CSV's
+    oui/(oui+non) gives the report's rate; blank while the deadline has not passed."""
+    if row["replied"]:
+        return "oui" if row["within"] else "non"
+    return "non" if row["overdue"] else ""
+
