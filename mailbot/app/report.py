@@ -407,4 +407,3 @@ def _within_cell(row: dict[str, Any]) -> str:
     if row["replied"]:
         return "oui" if row["within"] else "non"
     return "non" if row["overdue"] else ""
-
