@@ -254,6 +254,7 @@ def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> Non
     assert body == expected
     html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
     assert "signature complète&nbsp;: <strong>100,0 %</strong>" in html
+    assert ">Du 16/11/2026 au 22/11/2026</p>" in html  # French dates, not ISO
     assert "Accusés de réception envoyés&nbsp;: 11." in html
     assert "Messages transmis à un service&nbsp;: 2 (avec avis à l'usager&nbsp;: 50,0 %)" in html
     lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()

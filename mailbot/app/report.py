@@ -89,8 +89,8 @@ class ReportBuilder:
             "period": {
                 "kind": period.kind,
                 "label": period.label,
-                "start": period.start.isoformat(),
-                "end": period.end.isoformat(),
+                "start": period.start.strftime("%d/%m/%Y"),  # French order, as the weeks'
+                "end": period.end.strftime("%d/%m/%Y"),
             },
             "summary": self._summary(current),
             "qualepref": qualepref_table(current, previous, month),
