@@ -161,6 +161,11 @@ def test_a_reply_to_the_citizens_from_or_reply_to_is_the_answer(
     )
     imap_user.append(form, internaldate=friday)
     assert poll(config, acknowledge_existing=True) == 0
+    assert db_rows(config, "SELECT answer_addresses FROM messages ORDER BY id") == [
+        ('["marie.dupont@example.fr"]',),
+        ('["paul@example.fr", "paul.martin@example.org"]',),
+        (None,),  # the relay's citizen is the sender; the relay's From is no answer
+    ]
     assert sorted(r.rcpt_tos[0] for r in smtp_server.wait_for(3)) == [
         "lucie.bernard@example.fr",
         "prvs=0123abcd45=paul@example.fr",
