@@ -20,6 +20,7 @@ from mailbot.core.policy import (
     RULE_IDS,
     ArDecision,
     PolicyContext,
+    answer_addresses,
     decide_ar,
     find_reference,
     reply_address,
@@ -331,6 +332,38 @@ def test_contact_form_relay_is_answered_at_reply_to_and_is_not_a_system_sender()
     )
     assert reply_address(parse_message(FORM_RELAY), CTX.contact_form_relays) == (
         "lucie.bernard@example.fr"
+    )
+
+
+def test_an_answer_may_go_to_the_return_path_the_from_or_the_reply_to() -> None:
+    """Where an agent's reply answers the citizen (the Sent reader): the AR's address first,
+    then what a mail client answers; no address twice, none unusable, a bounded few."""
+    relays = CTX.contact_form_relays
+    srs = "<SRS0=ab=CD=example.fr=citoyen@fwd.example.net>"
+    raw = mail(Return_Path=srs, Reply_To="Jeanne <jeanne@example.org>, <citoyen@example.fr>")
+    assert answer_addresses(parse_message(raw), relays) == (
+        "srs0=ab=cd=example.fr=citoyen@fwd.example.net",
+        "citoyen@example.fr",
+        "jeanne@example.org",
+    )
+    assert answer_addresses(parse_message(mail()), relays) == ("citoyen@example.fr",)
+    many = ", ".join(f"<c{n}@example.org>" for n in range(10))
+    assert len(answer_addresses(parse_message(mail(Reply_To=many)), relays)) == 4
+    bad = mail(Reply_To=f"<{'a' * 250}@example.org>")  # longer than any mailbox
+    assert answer_addresses(parse_message(bad), relays) == ("citoyen@example.fr",)
+    # No AR address (no Return-Path): no answer is looked for.
+    assert answer_addresses(parse_message(mail(drop=("Return-Path",))), relays) == ()
+
+
+def test_a_relays_answer_goes_to_the_citizen_it_names_never_to_the_relay() -> None:
+    relays = CTX.contact_form_relays
+    assert answer_addresses(parse_message(FORM_RELAY), relays) == ("lucie.bernard@example.fr",)
+    # Merely claiming to be the relay (another envelope): answered at its Return-Path and
+    # Reply-To as any mail, never at the relay's address it wrote in From.
+    forged = mail(From=f"Site <{RELAY}>", Reply_To="lucie.bernard@example.fr")
+    assert answer_addresses(parse_message(forged), relays) == (
+        "citoyen@example.fr",
+        "lucie.bernard@example.fr",
     )
 
 

@@ -123,6 +123,74 @@ def test_agent_replies_in_sent_are_detected_with_delay_and_signature(
     assert len(db_rows(config, "SELECT id FROM events WHERE kind='reply'")) == 2
 
 
+def test_a_reply_to_the_citizens_from_or_reply_to_is_the_answer(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """The AR goes to the Return-Path (RFC 3834); an agent answering from Outlook writes to
+    the From or the Reply-To. When a provider's envelope (SRS, BATV) differs from
+    From, that answer was passed over as "not sent to the citizen": the mail stayed
+    unanswered and overdue. A reply to anyone else in the thread is still no answer: a
+    colleague, or a contact-form relay's own address (the citizen is its Reply-To)."""
+    config = setup_with_sent(tmp_path, imap_user, etrangers_user, smtp_server)
+    friday = datetime(2026, 11, 6, 16, 0, tzinfo=PARIS)
+    srs = b"Return-Path: <SRS0=x1Yz=SB=example.fr=marie.dupont@fwd.example.net>"
+    imap_user.append(
+        citizen_mail(1, message_id="<c1@example.fr>").replace(
+            b"Return-Path: <marie.dupont@example.fr>", srs
+        ),
+        internaldate=friday,
+    )
+    batv = b"Return-Path: <prvs=0123abcd45=paul@example.fr>"  # BATV-signed envelope
+    imap_user.append(
+        citizen_mail(
+            2,
+            sender="paul@example.fr",
+            subject="Votre demande de titre",
+            message_id="<c2@example.fr>",
+            extra="Reply-To: Paul Martin <paul.martin@example.org>",
+        ).replace(b"Return-Path: <paul@example.fr>", batv),
+        internaldate=friday,
+    )
+    form = (
+        b"Return-Path: <no-reply@seine-maritime.gouv.fr>\r\n"
+        b"From: Site internet <no-reply@seine-maritime.gouv.fr>\r\n"
+        b"Reply-To: Lucie Bernard <lucie.bernard@example.fr>\r\n"
+        b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: [Formulaire] Horaires\r\n"
+        b"Message-ID: <f3@seine-maritime.gouv.fr>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nBonjour, quels sont vos horaires ?\r\n"
+    )
+    imap_user.append(form, internaldate=friday)
+    assert poll(config, acknowledge_existing=True) == 0
+    assert db_rows(config, "SELECT answer_addresses FROM messages ORDER BY id") == [
+        ('["marie.dupont@example.fr"]',),
+        ('["paul@example.fr", "paul.martin@example.org"]',),
+        (None,),  # the relay's citizen is the sender; the relay's From is no answer
+    ]
+    assert sorted(r.rcpt_tos[0] for r in smtp_server.wait_for(3)) == [
+        "lucie.bernard@example.fr",
+        "prvs=0123abcd45=paul@example.fr",
+        "srs0=x1yz=sb=example.fr=marie.dupont@fwd.example.net",
+    ]
+    thursday = datetime(2026, 11, 12, 9, 0, tzinfo=PARIS)  # 3 working days (11: a holiday)
+    for to, mid, subject in (
+        ("collegue@seine-maritime.gouv.fr", "<c1@example.fr>", "Tr: renseignements"),
+        ("no-reply@seine-maritime.gouv.fr", "<f3@seine-maritime.gouv.fr>", "Re: Horaires"),
+        ("Marie Dupont <marie.dupont@example.fr>", "<c1@example.fr>", "Re: renseignements"),
+        ("paul.martin@example.org", "<c2@example.fr>", "Re: votre demande"),
+    ):
+        imap_user.append(
+            agent_reply(to, mid, subject, SIGNED), folder="Sent", internaldate=thursday
+        )
+    assert poll(config) == 0
+    answered = db_rows(
+        config, "SELECT message_id FROM messages WHERE first_reply_at IS NOT NULL ORDER BY id"
+    )
+    assert answered == [("<c1@example.fr>",), ("<c2@example.fr>",)]
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind='reply'")) == 2
+    figures = indicators(config)
+    assert figures["answered"] == 2 and figures["mean_delay"] == 3.0
+
+
 def test_relance_by_same_sender_and_similar_subject_is_counted(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:

@@ -72,7 +72,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0019"
+    assert store.schema_version() == Store.head_version() == "0020"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -100,7 +100,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0019"
+    assert again.schema_version() == "0020"
     assert len(again.messages()) == 1
     again.close()
 
@@ -400,15 +400,37 @@ def bodies(store: Store) -> int:
 def test_purge_removes_old_messages_and_their_traces(store: Store) -> None:
     old = datetime(2020, 1, 2, tzinfo=UTC)
     with store.transaction() as tx:
-        old_pk = tx.insert_message(new_message(received_at=old))
+        old_pk = tx.insert_message(
+            new_message(received_at=old, answer_addresses=("citoyenne@example.org",))
+        )
         tx.add_event(old_pk, "received")
         tx.enqueue(old_pk, "ar", "citoyen@example.fr", "", "<ar@x>", b"raw")
         tx.insert_message(new_message(uid=2, message_id="<b@x>", reference="SM-2026-000002"))
     assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)) == 1
     assert [row.uid for row in store.messages()] == [2]
+    assert [row.answer_addresses for row in store.messages()] == [None]  # went with its row
     assert store.events(old_pk) == []
     assert store.outbox_items() == []
     assert bodies(store) == 0  # the AR's bytes went with its row (ON DELETE CASCADE)
+
+
+def test_a_replys_addresses_are_the_sender_and_the_others_recorded(store: Store) -> None:
+    """A row recorded before 0020 (none recorded) is answered at its sender alone."""
+    with store.transaction() as tx:
+        plain = tx.insert_message(new_message())
+        other = ("Marie@Example.org", "marie.dupont@example.fr")
+        srs = tx.insert_message(
+            new_message(
+                uid=2, message_id="<b@x>", reference="SM-2026-000002", answer_addresses=other
+            )
+        )
+        assert tx.answer_addresses_of(plain) == {"citoyen@example.fr"}
+        assert tx.answer_addresses_of(srs) == {
+            "citoyen@example.fr",
+            "marie@example.org",
+            "marie.dupont@example.fr",
+        }
+        assert tx.answer_addresses_of(999) == frozenset()
 
 
 def test_purge_removes_mail_and_events_tied_to_no_message_past_retention(store: Store) -> None:

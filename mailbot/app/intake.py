@@ -53,6 +53,7 @@ from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import (
     ArDecision,
     PolicyContext,
+    answer_addresses,
     decide_ar,
     find_reference,
     reply_address,
@@ -617,7 +618,6 @@ class Pipeline:
             parsed,
             _decision_name(decision),
             decision.reasons,
-            sender=decision.recipient,
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             reference=handling.reference,
             parent_id=parent_pk,
@@ -625,6 +625,7 @@ class Pipeline:
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
             language=_language(handling, decision, parsed),
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
+            **self._addresses(parsed, decision),
             transferred=int(plan is not None and plan.transferred_to is not None),
             probe=int(probe),
             **_routing_columns(handling.routing, self._own(where.mailbox), probe),
@@ -651,6 +652,17 @@ class Pipeline:
             message_pk,
             _route_label(plan, handling.routing),
         )
+
+    def _addresses(self, parsed: ParsedMessage, decision: ArDecision) -> dict[str, Any]:
+        """The row's ``sender`` (where the AR goes) and ``answer_addresses``: the citizen's
+        From and Reply-To where an agent's answer may go too, when they are not the sender;
+        kept for an acknowledged mail only, whose answers are looked for (``app/sent``)."""
+        if not decision.send:
+            return {"sender": decision.recipient}
+        policy = self.config.policy
+        found = answer_addresses(parsed, policy.contact_form_relays, policy.answers_from)
+        others = tuple(a for a in found if a != decision.recipient)
+        return {"sender": decision.recipient, "answer_addresses": others}
 
     def _own(self, mailbox: str) -> str:
         return self.config.mailboxes[mailbox].service

@@ -2,8 +2,10 @@
 
 A mail in a Sent folder is a reply to a tracked message when it threads to it
 (In-Reply-To/References) or carries its reference in the subject, and is addressed to
-that message's sender. mailbot's own mail (ARs, notices, forwards) is not a reply. Each
-reply is recorded as a `reply` event at its INTERNALDATE, with its signature check.
+that message's citizen: its sender (the Return-Path, where the AR went), or the From or
+Reply-To an agent's mail client answers (``core.policy.answer_addresses``). mailbot's own
+mail (ARs, notices, forwards) is not a reply. Each reply is recorded as a `reply` event at
+its INTERNALDATE, with its signature check.
 """
 
 from __future__ import annotations
@@ -128,8 +130,7 @@ class SentPipeline:
             if thread is None:
                 return self._outcome(mailbox, mail, IGNORED, "not a tracked thread", None)
             message_pk, ref = thread
-            citizen = (tx.sender_of(message_pk) or "").lower()
-            if citizen not in {*parsed.to, *parsed.cc}:
+            if not tx.answer_addresses_of(message_pk) & {*parsed.to, *parsed.cc}:
                 return self._outcome(mailbox, mail, IGNORED, "not sent to the citizen", ref)
             if parsed.message_id and tx.has_event(EventKind.REPLY, parsed.message_id):
                 return self._outcome(mailbox, mail, SentVerdict.DUPLICATE, "already recorded", ref)

@@ -77,6 +77,7 @@ _SYSTEM_DISPLAY_NAME = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: longer is no mailbox we can write to
+MAX_ANSWER_ADDRESSES = 4  # the AR's address, From and two of Reply-To: a citizen's own
 # Abuse and feedback-loop reports that are not multipart/report (ARF): a provider's report
 # with the reported mail attached. Markers are headers only such reports carry, an ARF
 # Feedback-Type field, or an abuse desk's own address; a citizen forwarding a suspicious
@@ -161,6 +162,26 @@ def reply_address(
     if found is None and use_from:
         found = msg.from_address
     return found if _usable(found) else None
+
+
+def answer_addresses(
+    msg: ParsedMessage, relays: Sequence[ContactFormRelay], use_from: bool = False
+) -> tuple[str, ...]:
+    """Where an agent's answer to this mail may be written: ``reply_address`` (where the AR
+    goes), and the From and Reply-To an agent's mail client answers, which differ from it
+    when the citizen's provider rewrites the envelope (SRS, BATV). Reply-To is trusted here
+    as it is not for the AR: this only recognises an answer an agent chose to send.
+
+    A recognised contact-form relay's mail is answered at the citizen it names alone: its
+    From is the relay. A relay's address in From or Reply-To is no answer either, even in a
+    mail merely claiming to be the relay. At most ``MAX_ANSWER_ADDRESSES``, the first kept.
+    """
+    first = reply_address(msg, relays, use_from)
+    if first is None or recognised_relay(msg, relays) is not None:
+        return (first,) if first else ()
+    relay_addresses = {a.lower() for r in relays for a in (r.address, r.envelope)}
+    others = (a for a in (msg.from_address, *msg.reply_to) if a not in relay_addresses)
+    return tuple(dict.fromkeys((first, *filter(_usable, others))))[:MAX_ANSWER_ADDRESSES]
 
 
 def _senders(msg: ParsedMessage, ctx: PolicyContext) -> set[str]:

@@ -54,6 +54,7 @@ class NewMessage:
     fingerprint: str | None = None
     to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
     probe: int = 0  # mailbot's own test mail (issue 16): out of the indicators
+    answer_addresses: Sequence[str] = ()  # the citizen's other addresses an answer may go to
 
 
 @dataclass(frozen=True)

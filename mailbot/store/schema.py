@@ -127,6 +127,9 @@ messages = sa.Table(
     sa.Column("no_reply", sa.String(16)),  # NoReplyReason: closed without a reply
     # The subject folded to case and accents (core.fold), for the console's search.
     sa.Column("subject_search", sa.Text),
+    # The citizen's From and Reply-To when not `sender` (a JSON list; core.policy's
+    # answer_addresses): an agent's reply written to them is an answer too (app/sent).
+    sa.Column("answer_addresses", sa.Text),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),

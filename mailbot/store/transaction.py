@@ -636,10 +636,15 @@ class Transaction:
             for r in self.conn.execute(_UNANSWERED, params)
         ]
 
-    def sender_of(self, message_pk: int) -> str | None:
-        return self.conn.execute(
-            sa.select(messages.c.sender).where(messages.c.id == message_pk)
-        ).scalar_one_or_none()
+    def answer_addresses_of(self, message_pk: int) -> frozenset[str]:
+        """Where a reply answers this message's citizen: its sender (the AR's address), and
+        the From and Reply-To recorded when they differ (``answer_addresses``)."""
+        query = sa.select(messages.c.sender, messages.c.answer_addresses)
+        row = self.conn.execute(query.where(messages.c.id == message_pk)).first()
+        if row is None:
+            return frozenset()
+        others = json.loads(row.answer_addresses) if row.answer_addresses else []
+        return frozenset(a.lower() for a in (row.sender, *others) if a)
 
     def has_event(self, kind: EventKind, detail_contains: str) -> bool:
         query = sa.select(events.c.id).where(
@@ -759,6 +764,9 @@ class Transaction:
                 "ar_message_id": stored_id(new.ar_message_id),
                 "reasons": json.dumps(list(new.reasons)),
                 "defects": json.dumps(list(new.defects)),
+                "answer_addresses": json.dumps(list(new.answer_addresses))
+                if new.answer_addresses
+                else None,
                 "created_at": utcnow(),
             },
         )
