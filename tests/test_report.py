@@ -145,6 +145,46 @@ def test_weekly_report_once_per_week_across_restarts_with_catch_up(
     ]
 
 
+def test_a_worker_down_several_weeks_sends_every_week_missed_at_most_four(
+    config: Path, smtp_server: SmtpServer
+) -> None:
+    """Management's weekly series has no hole: a worker down three Mondays sends the three
+    weeks missed at its start, oldest first, each once; down seven, the last four (the
+    older ones stay for `mailbot report weekly --week`). A first start sends last week only."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from mailbot.app.context import build_app
+    from mailbot.jobs import send_weekly_report
+
+    paris = ZoneInfo("Europe/Paris")
+
+    def run(now: datetime) -> str | None:
+        app = build_app(config)
+        try:
+            return send_weekly_report(app.config, app.store, app.renderer, app.outbox, now)
+        finally:
+            app.store.close()
+
+    def weeks(count: int) -> list[str]:
+        return [
+            str(email.message_from_bytes(r.raw, policy=email.policy.default)["Subject"])
+            .split("semaine ")[1]
+            .split(" ")[0]
+            for r in smtp_server.wait_for(count)
+        ][::2]  # two recipients: one mail each
+
+    assert run(datetime(2026, 11, 2, 9, 0, tzinfo=paris)) == "2026-W44"  # first start
+    assert weeks(2) == ["2026-W44"]
+    # down on 9, 16 and 23 November: started on Tuesday 24th, W45, W46 and W47 go out
+    assert run(datetime(2026, 11, 24, 10, 0, tzinfo=paris)) == "2026-W47"
+    assert weeks(8) == ["2026-W44", "2026-W45", "2026-W46", "2026-W47"]
+    assert run(datetime(2026, 11, 25, 10, 0, tzinfo=paris)) is None  # again: nothing
+    # down seven Mondays (W48 to W54): the last four only
+    assert run(datetime(2027, 1, 12, 10, 0, tzinfo=paris)) == "2027-W01"
+    assert weeks(16)[4:] == ["2026-W51", "2026-W52", "2026-W53", "2027-W01"]
+
+
 def with_listed(config: Path, listed: int) -> None:
     data = load_rules(config)
     data.setdefault("reports", {}).setdefault("weekly", {})["listed"] = listed

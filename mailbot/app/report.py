@@ -378,26 +378,54 @@ def report_due(now: datetime, cron: str, zone: Any) -> bool:
     return scheduled is not None and local >= scheduled
 
 
+CATCH_UP_WEEKS = 4  # missed weeks a start sends at most; older ones: `mailbot report weekly`
+_WEEKLY_CLAIM = "report-weekly-"
+
+
 def send_weekly_report(
     config: Config, store: Store, renderer: Renderer, now: datetime
 ) -> str | None:
-    """Queue the last complete week's report once, ever: the claim and the queued mails
-    commit together, so a restart neither skips nor repeats a week. Returns the week queued."""
+    """Queue each complete week's report once, ever: the claim and the queued mails commit
+    together, so a restart neither skips nor repeats a week. A worker down for several
+    weeks sends every week missed since the last report sent (the management's series has
+    no hole), at most ``CATCH_UP_WEEKS``; a first start, only last week. Returns the last
+    week queued."""
     calendar = calendar_for(config.timezone)
     if not report_due(now, config.reports.weekly.cron, calendar.zone):
         return None
-    today = now.astimezone(calendar.zone).date()
-    period = week_period(today - timedelta(days=7))
     recipients = list(config.reports.weekly.to)
     if not recipients:
         return None
-    report = ReportBuilder(config, store, renderer).build(period, today)
+    today = now.astimezone(calendar.zone).date()
+    queued = None
+    for period in _weeks_due(store, week_period(today - timedelta(days=7))):
+        report = ReportBuilder(config, store, renderer).build(period, today)
+        with store.transaction() as tx:
+            if not tx.claim_once(f"{_WEEKLY_CLAIM}{period.label}"):
+                continue
+            queue_report(tx, config, report, recipients)
+        log.info("weekly report queued", extra={"week": period.label})
+        queued = period.label
+    return queued
+
+
+def _weeks_due(store: Store, last: Period) -> list[Period]:
+    """The weeks after the last one reported, up to ``last`` (the last complete week)."""
     with store.transaction() as tx:
-        if not tx.claim_once(f"report-weekly-{period.label}"):
-            return None
-        queue_report(tx, config, report, recipients)
-    log.info("weekly report queued", extra={"week": period.label})
-    return period.label
+        reported = tx.last_claim(_WEEKLY_CLAIM)
+    weeks = [last]
+    while reported is not None and len(weeks) <= CATCH_UP_WEEKS:
+        before = week_period(weeks[-1].start - timedelta(days=7))
+        if before.label <= reported:
+            break
+        weeks.append(before)
+    if len(weeks) > CATCH_UP_WEEKS:
+        skipped = weeks.pop()
+        log.warning(
+            "weekly reports missed: only the last weeks are sent",
+            extra={"sent": CATCH_UP_WEEKS, "last_missed_not_sent": skipped.label},
+        )
+    return weeks[::-1]
 
 
 def _within_cell(row: dict[str, Any]) -> str:

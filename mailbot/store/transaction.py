@@ -739,6 +739,14 @@ class Transaction:
         self.conn.execute(counters.insert().values(name=name, value=1))
         return True
 
+    def last_claim(self, prefix: str) -> str | None:
+        """The greatest one-time action claimed under ``prefix`` (e.g. the latest week whose
+        report was queued: ISO week labels sort as their weeks), without the prefix."""
+        found = self.conn.execute(
+            sa.select(sa.func.max(counters.c.name)).where(counters.c.name.startswith(prefix))
+        ).scalar_one_or_none()
+        return None if found is None else str(found)[len(prefix) :]
+
     def backfill_pending(self, mailbox: str, folder: str) -> bool:
         """Whether a backfill of this folder started and has not finished."""
         name = backfill_flag(mailbox, folder)
