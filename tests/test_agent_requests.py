@@ -11,7 +11,7 @@ import email
 import email.policy
 import json
 import threading
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import pytest
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup, write_config
 
-from mailbot.app import no_reply
+from mailbot.app import indicators, no_reply
 from mailbot.app.answered import AnsweredHow, mark_answered
 from mailbot.app.context import App, build_app
 from mailbot.app.reply import Draft, Replies
@@ -29,7 +29,9 @@ from mailbot.app.requests import once
 from mailbot.app.transfer import Transfers
 from mailbot.cli import main
 from mailbot.core.dates import date_fr
+from mailbot.core.indicators import arrays_from_store, compute_arrays
 from mailbot.core.statuses import NoReplyReason
+from mailbot.core.workdays import calendar_for
 from mailbot.errors import RequestError
 from mailbot.mail.forward import size_fr
 from mailbot.mail.originals import ImapOriginals
@@ -309,6 +311,40 @@ def test_transfer_twice_with_one_key_sends_once(setup: Any) -> None:
     app.outbox.deliver_due()
     assert len(setup[3].wait_for(2)) == 2
     assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'")) == 1
+
+
+def notice_share(app: App, day: date) -> float | None:
+    """``transfer_notice_share`` of ``day``, from the daily buckets and from the facts:
+    both computations must give the same figure."""
+    calendar = calendar_for(app.config.timezone)
+    buckets = indicators.figures(app.config, app.store, day, day, day)
+    since, until = indicators.period_bounds(calendar, day, day)
+    columns = app.store.indicator_arrays(since, until, app.config.complaint_category)
+    facts = compute_arrays(arrays_from_store(columns, calendar), day, calendar)
+    assert buckets.transfer_notice_share == facts.transfer_notice_share
+    return buckets.transfer_notice_share
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_an_agents_transfer_is_announced_once_its_notice_is_sent(
+    setup: Any, delivered: bool
+) -> None:
+    """The AR said nothing of a transfer made later in the console: the citizen hears of it
+    by the notice alone. Queued, or refused by the server, it announced nothing."""
+    config, reference, received = tracked(setup)
+    smtp = setup[3]
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    transfers.transfer("cdurand", reference, "permis", "permis de conduire")
+    day = received.astimezone(PARIS).date()
+    assert notice_share(app, day) == 0.0  # the notice is still in the queue
+    if not delivered:
+        smtp.refused.add("marie.dupont@example.fr")
+    app.outbox.deliver_due()
+    smtp.wait_for(1 + delivered)
+    ((status,),) = db_rows(config, "SELECT status FROM outbox WHERE kind = 'notice'")
+    assert status == ("sent" if delivered else "failed")
+    assert notice_share(app, day) == (1.0 if delivered else 0.0)
 
 
 def test_transfer_notice_of_an_overdue_message_says_the_deadline_has_passed(setup: Any) -> None:

@@ -57,6 +57,12 @@ def fill(path: Path, count: int, seed: int) -> None:
         " relances) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
+    # Some transferred by an agent: their notice sent, failed or queued (no draw: the seeds
+    # draw the same as before).
+    conn.execute(
+        "UPDATE messages SET notice_status = CASE id % 3 WHEN 0 THEN 'sent' WHEN 1 THEN 'failed'"
+        " ELSE 'pending' END WHERE id % 5 = 0"
+    )
     conn.commit()
     conn.close()
 
@@ -75,15 +81,27 @@ def previous_read(store: Store, since: datetime, until: datetime, service: str |
         messages.c.transferred,
         messages.c.relances,
         sa.func.coalesce(messages.c.first_reply_complete, -1),
+        # Transferred and announced (migration 0021): an agent's notice sent, else the AR.
+        sa.case(
+            (
+                sa.and_(
+                    messages.c.transferred != 0,
+                    sa.func.coalesce(messages.c.notice_status, messages.c.ar_status) == "sent",
+                ),
+                1,
+            ),
+            else_=0,
+        ),
     ).where(store._citizens(since, until, long_period=until - since > timedelta(days=62)))
     if service:
         query = query.where(messages.c.service == service)
     with store.engine.connect() as conn:
         rows = conn.execute(query).cursor.fetchall()
-    table = np.array(rows, dtype=np.int64).reshape(-1, 7)
+    table = np.array(rows, dtype=np.int64).reshape(-1, 8)
     names = ["received", "replied", "complaint", "ar_sent", "transferred", "relances"]
     columns = {name: table[:, i] for i, name in enumerate(names)}
-    for flag in ("complaint", "ar_sent", "transferred"):
+    columns["announced"] = table[:, 7]
+    for flag in ("complaint", "ar_sent", "transferred", "announced"):
         columns[flag] = columns[flag].astype(bool)
     columns["signature"] = table[:, 6].astype(np.int8)
     return columns

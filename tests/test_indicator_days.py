@@ -96,6 +96,9 @@ def reply_state(rng: random.Random, received: datetime) -> dict[str, Any]:
     }
 
 
+NOTICES = [None, None, "pending", None, "sent", "failed"]
+
+
 def random_state(rng: random.Random, received: datetime) -> dict[str, Any]:
     return {
         "decision": rng.choice(DECISIONS),
@@ -104,6 +107,8 @@ def random_state(rng: random.Random, received: datetime) -> dict[str, Any]:
         "probe": int(rng.random() < 0.03),
         "ar_status": rng.choice(["sent", "sent", "pending", "failed", "skipped"]),
         "transferred": int(rng.random() < 0.15),
+        # An agent's transfer notice, drawn apart: the seeds draw the same as before.
+        "notice_status": NOTICES[int(received.timestamp()) % len(NOTICES)],
         "relances": rng.choice([0, 0, 0, 1, 2, 9]),
         "mailbox": rng.choice(MAILBOXES),
         "service": rng.choice(SERVICES),
@@ -149,6 +154,7 @@ def update_randomly(store: Store, rng: random.Random) -> None:
                 values = {"relances": messages.c.relances + 1}
             elif draw < 0.8:
                 values = {"transferred": 1, "service": rng.choice(SERVICES)}
+                values["notice_status"] = NOTICES[message_pk % len(NOTICES)]
             elif draw < 0.9:
                 values = {"category": rng.choice(CATEGORIES), "ar_status": "sent"}
             else:
@@ -182,7 +188,9 @@ def expected(store: Store, zone: ZoneInfo = PARIS) -> dict[tuple[Any, ...], tupl
         key = (local_day(m.received_at, zone), local_day(m.first_reply_at, zone))
         key += (m.mailbox, m.service or "", m.category or "")
         sent, transferred = m.ar_status == "sent", bool(m.transferred)
-        add = [1, sent, transferred, sent and transferred, m.relances]
+        # Announced: an agent's notice sent, else (a transfer at receipt) the AR sent.
+        told = sent if m.notice_status is None else m.notice_status == "sent"
+        add = [1, sent, transferred, told and transferred, m.relances]
         add += [m.first_reply_complete == 1, m.first_reply_complete is not None]
         found[key] = [a + int(b) for a, b in zip(found.get(key, [0] * 7), add, strict=True)]
     return {key: tuple(sums) for key, sums in found.items()}

@@ -24,7 +24,7 @@ from alembic.config import Config as AlembicConfig
 
 from mailbot.core.statuses import ArStatus, Attention, Decision
 from mailbot.store import MIGRATIONS, Store
-from mailbot.store.schema import indicator_facts, messages
+from mailbot.store.schema import indicator_days, indicator_facts, messages
 
 START = datetime(2025, 12, 1, tzinfo=UTC)
 DECISIONS = [*Decision]
@@ -32,6 +32,7 @@ REASONS = ["[]", json.dumps([Attention.NO_RETURN_PATH.value]), '["citizen-mail"]
 SERVICES = [None, "general", "permis"]
 CATEGORIES = [None, "information", "reclamation"]
 Facts = set[tuple[Any, ...]]
+NOTICES = [None, "pending", None, "sent", "failed"]
 
 
 @pytest.fixture
@@ -84,6 +85,8 @@ def insert_random(store: Store, rng: random.Random, count: int) -> None:
                 "size": 100,
                 "defects": "[]",
                 "created_at": received,
+                # An agent's transfer notice, drawn apart: the seeds draw the same as before.
+                "notice_status": NOTICES[n % len(NOTICES)],
                 **random_state(rng),
             }
         )
@@ -117,6 +120,13 @@ def epoch(moment: datetime | None) -> int | None:
     return None if moment is None else math.floor(moment.timestamp())
 
 
+def announced(m: Any) -> bool:
+    """Transferred, and the mail that told the citizen sent: an agent's notice when there
+    is one, else the AR (a transfer at receipt, which the AR announces)."""
+    told = m.ar_status if m.notice_status is None else m.notice_status
+    return m.transferred != 0 and told == "sent"
+
+
 def expected(store: Store) -> Facts:
     """The facts, computed in Python from the messages as the indicators define them."""
     found = set()
@@ -129,7 +139,7 @@ def expected(store: Store) -> Facts:
             continue
         signature = -1 if m.first_reply_complete is None else m.first_reply_complete
         flags = (m.ar_status == ArStatus.SENT) + 2 * (m.transferred != 0)
-        flags += 4 * (signature + 1) + 16 * m.relances
+        flags += 4 * (signature + 1) + 16 * announced(m) + 32 * m.relances
         times = (epoch(m.received_at), m.id, epoch(m.first_reply_at))
         found.add((*times, flags, m.mailbox, m.service, m.category))
     return found
@@ -146,6 +156,10 @@ def test_the_facts_follow_inserts_updates_deletes_and_a_purge(store: Store) -> N
     assert stored(store) == expected(store)
     assert len(stored(store)) > 300
     update_randomly(store, rng)
+    assert stored(store) == expected(store)
+    with store.engine.begin() as conn:  # notices sent, failed, queued again
+        status = sa.case((messages.c.id % 3 == 0, "sent"), (messages.c.id % 3 == 1, "failed"))
+        conn.execute(messages.update().values(notice_status=status))
     assert stored(store) == expected(store)
     with store.engine.begin() as conn:
         conn.execute(messages.delete().where(messages.c.id % 7 == 0))
@@ -197,6 +211,7 @@ def test_the_indicators_read_gives_the_facts_back(store: Store) -> None:
             arrays["complaint"].tolist(),
             arrays["ar_sent"].tolist(),
             arrays["transferred"].tolist(),
+            arrays["announced"].tolist(),
             arrays["signature"].tolist(),
             arrays["relances"].tolist(),
             strict=True,
@@ -209,8 +224,9 @@ def test_the_indicators_read_gives_the_facts_back(store: Store) -> None:
             row.category == "reclamation",
             bool(row.flags & 1),
             bool(row.flags & 2),
+            bool(row.flags & 16),
             (row.flags >> 2 & 3) - 1,
-            row.flags >> 4,
+            row.flags >> 5,
         )
         for row in rows
     )
@@ -236,3 +252,36 @@ def test_the_reports_listing_is_indicator_rows_with_unix_seconds(store: Store) -
             assert found[name] == row[name], name
         for name in ("relances", "first_reply_complete", "reorient"):
             assert found[name] == row[name], name
+
+
+def test_the_upgrade_reads_each_agents_notice_from_the_outbox(store: Store) -> None:
+    """A database from before 0021: an agent's transfer whose notice failed, or was sent
+    after an earlier one failed, was counted announced by its AR. The upgrade takes each
+    message's latest notice from the outbox, and the facts and buckets say so."""
+    insert_random(store, random.Random(18), 60)
+    alembic(store, "downgrade", "0020")
+    with store.engine.begin() as conn:
+        ids = [r.id for r in conn.execute(sa.select(messages.c.id).order_by(messages.c.id))]
+        conn.execute(
+            messages.update().values(
+                decision="acknowledge", no_reply=None, probe=0, ar_status="sent", transferred=1
+            )
+        )
+        notices = [(ids[0], "failed"), (ids[1], "failed"), (ids[1], "sent"), (ids[2], "pending")]
+        for n, (message_pk, status) in enumerate(notices):
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (message_pk, kind, recipient, envelope_from,"
+                " email_message_id, status, attempts, next_attempt_at, created_at)"
+                f" VALUES ({message_pk}, 'notice', 'a@example.fr', 'b@example.fr', '<n{n}@x>',"
+                f" '{status}', 1, '2026-12-01 10:00:00', '2026-12-01 10:00:00')"
+            )
+    alembic(store, "upgrade", "head")
+    with store.engine.connect() as conn:
+        found = dict(conn.execute(sa.select(messages.c.id, messages.c.notice_status)).all())
+        facts = sa.select(indicator_facts.c.message_pk, indicator_facts.c.flags)
+        flags = dict(conn.execute(facts).all())
+        notices = conn.execute(sa.select(sa.func.sum(indicator_days.c.notices))).scalar()
+    assert [found[i] for i in ids[:4]] == ["failed", "sent", "pending", None]
+    assert [bool(flags[i] & 16) for i in ids[:4]] == [False, True, False, True]
+    assert stored(store) == expected(store)
+    assert notices == len(ids) - 2

@@ -85,10 +85,21 @@ def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
 
 
 def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values: object) -> None:
-    """Change a queued mail's status; an AR's is also its message's AR status."""
+    """Change a queued mail's status, and its message's (``mirror``)."""
     tx.set_outbox_status(item.id, status, **values)
-    if item.kind == OutboxKind.AR and item.message_pk is not None:
+    mirror(tx, item, status)
+
+
+def mirror(tx: Transaction, item: OutboxItem, status: OutboxStatus) -> None:
+    """An AR's status is its message's AR status; an agent's transfer notice's is its
+    message's notice status: the indicators count the ARs sent, and the transfers whose
+    announcement to the citizen was sent (the AR said nothing of a later transfer)."""
+    if item.message_pk is None:
+        return
+    if item.kind == OutboxKind.AR:
         tx.set_ar_status(item.message_pk, ArStatus(status.value))
+    elif item.kind == OutboxKind.NOTICE:
+        tx.set_notice_status(item.message_pk, status)
 
 
 def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) -> None:
@@ -98,8 +109,8 @@ def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) ->
     events. Only for the items this call purged: never twice for one mail."""
     mine = tx.finish_sent([item.id for item, _ in left])
     done = [(item, at) for item, at in left if item.id in mine]
-    ars = [i.message_pk for i, _ in done if i.kind == OutboxKind.AR and i.message_pk is not None]
-    tx.set_ar_statuses(ars, ArStatus.SENT)
+    tx.set_ar_statuses(_messages_of(done, OutboxKind.AR), ArStatus.SENT)
+    tx.set_notice_statuses(_messages_of(done, OutboxKind.NOTICE), OutboxStatus.SENT)
     events: list[tuple[int | None, EventKind, str, datetime]] = []
     for item, at in done:
         if item.kind == OutboxKind.REPLY and item.message_pk is not None:
@@ -108,6 +119,10 @@ def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) ->
         else:
             events.append((item.message_pk, EventKind.sent(item.kind), item.email_message_id, at))
     tx.add_event_rows(events)
+
+
+def _messages_of(done: Sequence[tuple[OutboxItem, datetime]], kind: OutboxKind) -> list[int]:
+    return [i.message_pk for i, _ in done if i.kind == kind and i.message_pk is not None]
 
 
 def recover_orphans(store: Store, found: list[tuple[OutboxItem, str | None]]) -> list[int]:
@@ -122,8 +137,7 @@ def recover_orphans(store: Store, found: list[tuple[OutboxItem, str | None]]) ->
             error = "worker died while sending"
             if not tx.settle_orphan(item.id, claimed_by, uncertain, last_error=error):
                 continue
-            if item.kind == OutboxKind.AR and item.message_pk is not None:
-                tx.set_ar_status(item.message_pk, ArStatus.UNCERTAIN)
+            mirror(tx, item, uncertain)
             tx.add_event(
                 item.message_pk,
                 EventKind.SEND_UNCERTAIN,
@@ -269,8 +283,7 @@ class Outbox:
                 extra={"outbox": item.id, "status": status},
             )
             return False
-        if item.kind == OutboxKind.AR and item.message_pk is not None:
-            tx.set_ar_status(item.message_pk, ArStatus(status.value))
+        mirror(tx, item, status)
         return True
 
     def _uncertain(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:

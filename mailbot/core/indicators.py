@@ -108,6 +108,9 @@ class FactArrays:
     complaint: npt.NDArray[np.bool_]
     transferred: npt.NDArray[np.bool_]
     ar_sent: npt.NDArray[np.bool_]
+    # Transferred, and the mail that told the citizen sent: the AR of a transfer at
+    # receipt, the notice of an agent's (the AR said nothing of a later transfer).
+    announced: npt.NDArray[np.bool_]
     relances: npt.NDArray[np.int64]
     signature: npt.NDArray[np.int8]  # 1 complete, 0 incomplete, -1 not checked / no reply
 
@@ -136,6 +139,7 @@ def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> 
         complaint=columns["complaint"],
         transferred=columns["transferred"],
         ar_sent=columns["ar_sent"],
+        announced=columns["announced"],
         relances=columns["relances"],
         signature=columns["signature"],
     )
@@ -191,7 +195,7 @@ def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) ->
         ars_sent=int(np.count_nonzero(facts.ar_sent)),
         transfers=transfers,
         transfer_notice_share=_share(
-            int(np.count_nonzero(facts.transferred & facts.ar_sent)), transfers
+            int(np.count_nonzero(facts.transferred & facts.announced)), transfers
         ),
         relances=int(facts.relances.sum()),
         signature_completeness=_share(
@@ -282,7 +286,7 @@ class DayBuckets:
     mails: npt.NDArray[np.int64]  # messages in the bucket
     ars_sent: npt.NDArray[np.int64]
     transfers: npt.NDArray[np.int64]
-    notices: npt.NDArray[np.int64]  # transferred and their AR sent
+    notices: npt.NDArray[np.int64]  # transferred and announced (FactArrays.announced)
     relances: npt.NDArray[np.int64]
     complete: npt.NDArray[np.int64]  # first reply's signature complete
     checked: npt.NDArray[np.int64]  # first reply's signature checked

@@ -494,7 +494,8 @@ class Store:
             "complaint": (bits & 1).astype(bool),
             "ar_sent": (bits & 2).astype(bool),
             "transferred": (bits & 4).astype(bool),
-            "relances": bits >> 5,
+            "announced": (bits & 32).astype(bool),
+            "relances": bits >> 6,
             "signature": ((bits >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
         }
 

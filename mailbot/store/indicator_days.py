@@ -32,13 +32,14 @@ LOCAL_DAY = (
 )
 SUMS = ("mails", "ars_sent", "transfers", "notices", "relances", "complete", "checked")
 KEY = "received_day, replied_day, mailbox, service, category"
-# One fact's contribution to its bucket, ``{r}`` its row (flags: migration 0011).
+# One fact's contribution to its bucket, ``{r}`` its row (flags: store/triggers.py; before
+# migration 0021, notices were the transfers whose AR was sent and relances flags / 16).
 CONTRIBUTION = (
     "1",
     "{r}.flags & 1",
     "({r}.flags / 2) & 1",
-    "CASE WHEN ({r}.flags & 3) = 3 THEN 1 ELSE 0 END",
-    "{r}.flags / 16",
+    "({r}.flags / 16) & 1",
+    "{r}.flags / 32",
     "CASE WHEN (({r}.flags / 4) & 3) = 2 THEN 1 ELSE 0 END",
     "CASE WHEN (({r}.flags / 4) & 3) > 0 THEN 1 ELSE 0 END",
 )
@@ -55,11 +56,12 @@ def bucket_key(row: str) -> list[str]:
     ]
 
 
-def refill(conn: Connection, zone: str) -> None:
+def refill(conn: Connection, zone: str, contribution: tuple[str, ...] = CONTRIBUTION) -> None:
     """The buckets computed again from ``indicator_facts``, in ``zone``: its offsets
     written to ``indicator_zone`` first (what the triggers then use). On PostgreSQL the
     facts are locked against writes until the commit, so that no message recorded
-    meanwhile is counted in the old zone's days (SQLite has one writer at a time)."""
+    meanwhile is counted in the old zone's days (SQLite has one writer at a time).
+    ``contribution`` as a migration before the head computed it."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("LOCK TABLE indicator_facts IN SHARE MODE"))
     conn.execute(indicator_zone.delete())
@@ -70,7 +72,7 @@ def refill(conn: Connection, zone: str) -> None:
     )
     conn.execute(indicator_days.delete())
     key = ", ".join(f"{e} AS k{n}" for n, e in enumerate(bucket_key("f")))
-    sums = ", ".join(f"SUM({e.format(r='f')})" for e in CONTRIBUTION)
+    sums = ", ".join(f"SUM({e.format(r='f')})" for e in contribution)
     keys = ", ".join(f"k{n}" for n in range(5))
     conn.execute(
         sa.text(

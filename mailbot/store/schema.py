@@ -130,6 +130,9 @@ messages = sa.Table(
     # The citizen's From and Reply-To when not `sender` (a JSON list; core.policy's
     # answer_addresses): an agent's reply written to them is an answer too (app/sent).
     sa.Column("answer_addresses", sa.Text),
+    # The status of the transfer notice an agent's transfer queued (its outbox status;
+    # NULL: none, a transfer at receipt is announced by the AR): migration 0021.
+    sa.Column("notice_status", sa.String(16)),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -299,7 +302,8 @@ indicator_facts = sa.Table(
     sa.Column("received", sa.BigInteger, primary_key=True, autoincrement=False),  # Unix s
     sa.Column("message_pk", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("replied", sa.BigInteger),  # Unix seconds of the first reply, NULL: none
-    sa.Column("flags", sa.Integer, nullable=False),  # AR sent, transferred, signature, relances
+    # AR sent, transferred, signature, transfer announced, relances (store/triggers.py)
+    sa.Column("flags", sa.Integer, nullable=False),
     sa.Column("mailbox", sa.String(64), nullable=False),
     sa.Column("service", sa.String(64)),
     sa.Column("category", sa.String(64)),

@@ -1035,9 +1035,21 @@ class Transaction:
 
     def set_ar_statuses(self, message_pks: Sequence[int], status: ArStatus) -> None:
         """``set_ar_status`` for many messages in one executemany (a delivery batch)."""
+        self._set_statuses("ar_status", message_pks, status)
+
+    def set_notice_status(self, message_pk: int, status: OutboxStatus) -> None:
+        """The status of the transfer notice an agent's transfer queued (its outbox
+        status): the transfer is announced to the citizen once it is 'sent'."""
+        self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "notice_status": status})
+
+    def set_notice_statuses(self, message_pks: Sequence[int], status: OutboxStatus) -> None:
+        """``set_notice_status`` for many messages in one executemany (a delivery batch)."""
+        self._set_statuses("notice_status", message_pks, status)
+
+    def _set_statuses(self, column: str, message_pks: Sequence[int], status: str) -> None:
         if message_pks:
-            rows = [{"message_pk": pk, "ar_status": status} for pk in message_pks]
-            _driver_many(self.conn.dialect, _UPDATE_MESSAGE, ("ar_status",)).run(self.conn, rows)
+            rows = [{"message_pk": pk, column: status} for pk in message_pks]
+            _driver_many(self.conn.dialect, _UPDATE_MESSAGE, (column,)).run(self.conn, rows)
 
     def mark_sent(self, sent: Sequence[tuple[int, datetime]], holder: str) -> None:
         """Outbox items the server accepted (id, when): 'sent', their bytes kept until

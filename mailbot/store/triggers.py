@@ -11,8 +11,12 @@ compares a database created each way, triggers and functions included.
 acknowledged, quarantined, or skipped only for lack of a Return-Path; not closed as needing
 no reply; not a probe. The status values are frozen here as the database holds them
 (``core/statuses.py``). ``flags``: bit 0 the AR was sent, bit 1 transferred, bits 2-3 the
-first reply's signature (0 unchecked or no reply, 1 incomplete, 2 complete), bits 4 and up
-the relances.
+first reply's signature (0 unchecked or no reply, 1 incomplete, 2 complete), bit 4 the
+transfer announced to the citizen (migration 0021), bits 5 and up the relances. A transfer
+is announced when the mail that told the citizen was sent: the notice of an agent's
+transfer (``messages.notice_status``), else the AR of a transfer at receipt, which says so.
+Before 0021, bits 4 and up were the relances, and an agent's transfer counted as announced
+when the first AR (which said nothing of it) was sent: 0011 and 0013 keep that text.
 
 ``indicator_days`` (migration 0013): daily buckets kept by triggers on ``indicator_facts``;
 on PostgreSQL deferred to the commit (constraint triggers), so that a bucket's row is locked
@@ -43,6 +47,7 @@ WATCHED = (
     "mailbox",
     "service",
     "category",
+    "notice_status",
 )
 CITIZEN = (
     "({r}.decision IN ('acknowledge', 'quarantine')"
@@ -53,7 +58,9 @@ FLAGS = (
     "(CASE WHEN {r}.ar_status = 'sent' THEN 1 ELSE 0 END)"
     " + (CASE WHEN {r}.transferred <> 0 THEN 2 ELSE 0 END)"
     " + (COALESCE({r}.first_reply_complete, -1) + 1) * 4"
-    " + {r}.relances * 16"
+    " + (CASE WHEN {r}.transferred <> 0 AND COALESCE({r}.notice_status, {r}.ar_status) = 'sent'"
+    " THEN 16 ELSE 0 END)"
+    " + {r}.relances * 32"
 )
 COLUMNS = "received, message_pk, replied, flags, mailbox, service, category"
 # Unix seconds, floored (a reply at 23:59:59.9997 stays on its day): SQLite's date functions
@@ -67,14 +74,15 @@ def epoch(dialect: str) -> str:
     return SQLITE_EPOCH if dialect == "sqlite" else PG_EPOCH
 
 
-def fact_values(row: str, epoch: str) -> str:
-    """The ``COLUMNS`` of the message ``row`` (NEW, OLD, or a table's name)."""
+def fact_values(row: str, epoch: str, flags: str = FLAGS) -> str:
+    """The ``COLUMNS`` of the message ``row`` (NEW, OLD, or a table's name); ``flags`` as a
+    migration before the head wrote them."""
     return ", ".join(
         [
             epoch.format(f"{row}.received_at"),
             f"{row}.id",
             epoch.format(f"{row}.first_reply_at"),
-            FLAGS.format(r=row),
+            flags.format(r=row),
             f"{row}.mailbox",
             f"{row}.service",
             f"{row}.category",
@@ -82,9 +90,9 @@ def fact_values(row: str, epoch: str) -> str:
     )
 
 
-def _insert_fact(row: str, epoch: str) -> str:
+def _insert_fact(row: str, epoch: str, flags: str) -> str:
     return (
-        f"INSERT INTO indicator_facts ({COLUMNS}) SELECT {fact_values(row, epoch)}"
+        f"INSERT INTO indicator_facts ({COLUMNS}) SELECT {fact_values(row, epoch, flags)}"
         f" WHERE {CITIZEN.format(r=row)}"
     )
 
@@ -96,21 +104,24 @@ def _delete_fact(row: str, epoch: str) -> str:
     )
 
 
-def _changed(distinct: str) -> str:
-    return " OR ".join(f"OLD.{c} {distinct} NEW.{c}" for c in WATCHED)
+def _changed(distinct: str, watched: tuple[str, ...]) -> str:
+    return " OR ".join(f"OLD.{c} {distinct} NEW.{c}" for c in watched)
 
 
-def facts_triggers(dialect: str) -> list[str]:
+def facts_triggers(
+    dialect: str, flags: str = FLAGS, watched: tuple[str, ...] = WATCHED
+) -> list[str]:
     """The statements creating the triggers (and PostgreSQL's function) of
-    ``indicator_facts`` on ``messages``."""
+    ``indicator_facts`` on ``messages``; ``flags`` and ``watched`` as a migration before
+    the head created them (its tables may not have today's columns)."""
     if dialect == "sqlite":
         e = SQLITE_EPOCH
         return [
             f"CREATE TRIGGER indicator_facts_insert AFTER INSERT ON messages"
-            f" WHEN {CITIZEN.format(r='NEW')} BEGIN {_insert_fact('NEW', e)}; END",
-            f"CREATE TRIGGER indicator_facts_update AFTER UPDATE OF {', '.join(WATCHED)}"
-            f" ON messages WHEN {_changed('IS NOT')}"
-            f" BEGIN {_delete_fact('OLD', e)}; {_insert_fact('NEW', e)}; END",
+            f" WHEN {CITIZEN.format(r='NEW')} BEGIN {_insert_fact('NEW', e, flags)}; END",
+            f"CREATE TRIGGER indicator_facts_update AFTER UPDATE OF {', '.join(watched)}"
+            f" ON messages WHEN {_changed('IS NOT', watched)}"
+            f" BEGIN {_delete_fact('OLD', e)}; {_insert_fact('NEW', e, flags)}; END",
             f"CREATE TRIGGER indicator_facts_delete AFTER DELETE ON messages"
             f" BEGIN {_delete_fact('OLD', e)}; END",
         ]
@@ -122,7 +133,7 @@ BEGIN
         {_delete_fact("OLD", e)};
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        {_insert_fact("NEW", e)};
+        {_insert_fact("NEW", e, flags)};
     END IF;
     RETURN NULL;
 END
@@ -131,8 +142,8 @@ $$"""
     return [
         function,
         f"CREATE TRIGGER indicator_facts_insert AFTER INSERT ON messages {run}",
-        f"CREATE TRIGGER indicator_facts_update AFTER UPDATE OF {', '.join(WATCHED)}"
-        f" ON messages FOR EACH ROW WHEN ({_changed('IS DISTINCT FROM')})"
+        f"CREATE TRIGGER indicator_facts_update AFTER UPDATE OF {', '.join(watched)}"
+        f" ON messages FOR EACH ROW WHEN ({_changed('IS DISTINCT FROM', watched)})"
         " EXECUTE PROCEDURE indicator_facts_sync()",
         f"CREATE TRIGGER indicator_facts_delete AFTER DELETE ON messages {run}",
     ]
@@ -143,9 +154,9 @@ def drop_facts_triggers(dialect: str) -> list[str]:
     return _drops(dialect, "indicator_facts", "messages", ("insert", "update", "delete"))
 
 
-def _add_to_bucket(row: str, sign: str) -> str:
+def _add_to_bucket(row: str, sign: str, contribution: tuple[str, ...]) -> str:
     """Add (``sign`` '') or take away ('-') the fact ``row``'s contribution."""
-    values = [*bucket_key(row), *(f"{sign}({e.format(r=row)})" for e in CONTRIBUTION)]
+    values = [*bucket_key(row), *(f"{sign}({e.format(r=row)})" for e in contribution)]
     update = ", ".join(f"{n} = indicator_days.{n} + excluded.{n}" for n in SUMS)
     return (
         f"INSERT INTO indicator_days ({KEY}, {', '.join(SUMS)}) VALUES ({', '.join(values)})"
@@ -159,23 +170,25 @@ def _drop_empty_bucket(row: str) -> str:
     return f"DELETE FROM indicator_days WHERE {where} AND mails = 0"
 
 
-def days_triggers(dialect: str) -> list[str]:
+def days_triggers(dialect: str, contribution: tuple[str, ...] = CONTRIBUTION) -> list[str]:
     """The statements creating the triggers (and PostgreSQL's function) of
-    ``indicator_days`` on ``indicator_facts``."""
+    ``indicator_days`` on ``indicator_facts``; ``contribution`` as a migration before the
+    head created them (its facts' flags were laid out otherwise)."""
+    add, take = _add_to_bucket("NEW", "", contribution), _add_to_bucket("OLD", "-", contribution)
     if dialect == "sqlite":
         return [
             "CREATE TRIGGER indicator_days_insert AFTER INSERT ON indicator_facts"
-            f" BEGIN {_add_to_bucket('NEW', '')}; END",
+            f" BEGIN {add}; END",
             "CREATE TRIGGER indicator_days_delete AFTER DELETE ON indicator_facts"
-            f" BEGIN {_add_to_bucket('OLD', '-')}; {_drop_empty_bucket('OLD')}; END",
+            f" BEGIN {take}; {_drop_empty_bucket('OLD')}; END",
         ]
     function = f"""
 CREATE FUNCTION indicator_days_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        {_add_to_bucket("NEW", "")};
+        {add};
     ELSE
-        {_add_to_bucket("OLD", "-")};
+        {take};
         {_drop_empty_bucket("OLD")};
     END IF;
     RETURN NULL;

@@ -34,6 +34,31 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
+# The flags and the watched columns as this revision wrote them: bits 4 and up the relances,
+# a transfer announced whenever the AR was sent (0021 changed both: messages.notice_status).
+FLAGS = (
+    "(CASE WHEN {r}.ar_status = 'sent' THEN 1 ELSE 0 END)"
+    " + (CASE WHEN {r}.transferred <> 0 THEN 2 ELSE 0 END)"
+    " + (COALESCE({r}.first_reply_complete, -1) + 1) * 4"
+    " + {r}.relances * 16"
+)
+WATCHED = (
+    "received_at",
+    "decision",
+    "reasons",
+    "no_reply",
+    "probe",
+    "ar_status",
+    "transferred",
+    "first_reply_at",
+    "first_reply_complete",
+    "relances",
+    "mailbox",
+    "service",
+    "category",
+)
+
+
 def upgrade() -> None:
     op.create_table(
         "indicator_facts",
@@ -48,10 +73,11 @@ def upgrade() -> None:
     )
     dialect = op.get_bind().dialect.name
     op.execute(
-        f"INSERT INTO indicator_facts ({COLUMNS}) SELECT {fact_values('messages', epoch(dialect))}"
+        f"INSERT INTO indicator_facts ({COLUMNS})"
+        f" SELECT {fact_values('messages', epoch(dialect), FLAGS)}"
         f" FROM messages WHERE {CITIZEN.format(r='messages')}"
     )
-    for statement in facts_triggers(dialect):
+    for statement in facts_triggers(dialect, FLAGS, WATCHED):
         op.execute(statement)
 
 

@@ -35,6 +35,19 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
+# A fact's contribution as this revision computed it (flags of 0011: notices the transfers
+# whose AR was sent, relances from bit 4; 0021 changed both).
+CONTRIBUTION = (
+    "1",
+    "{r}.flags & 1",
+    "({r}.flags / 2) & 1",
+    "CASE WHEN ({r}.flags & 3) = 3 THEN 1 ELSE 0 END",
+    "{r}.flags / 16",
+    "CASE WHEN (({r}.flags / 4) & 3) = 2 THEN 1 ELSE 0 END",
+    "CASE WHEN (({r}.flags / 4) & 3) > 0 THEN 1 ELSE 0 END",
+)
+
+
 def upgrade() -> None:
     op.create_table(
         "indicator_zone",
@@ -52,8 +65,8 @@ def upgrade() -> None:
         *(sa.Column(name, sa.BigInteger, nullable=False) for name in SUMS),
         sqlite_with_rowid=False,
     )
-    refill(op.get_bind(), FIRST_ZONE)
-    for statement in days_triggers(op.get_bind().dialect.name):
+    refill(op.get_bind(), FIRST_ZONE, CONTRIBUTION)
+    for statement in days_triggers(op.get_bind().dialect.name, CONTRIBUTION):
         op.execute(statement)
 
 
