@@ -88,3 +88,32 @@ def _schema(url: str) -> tuple[set[str], set[str]]:
         return tables, {str(i["name"]) for i in inspector.get_indexes("outbox")}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0020_downgrade_keeps_the_indicator_triggers(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Going back from 0020 drops ``messages.answer_addresses`` only: on SQLite a table
+    rebuild (batch mode) dropped the triggers on ``messages`` with it, and the indicators
+    then silently stopped following the messages."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    else:
+        url = fresh_database(request.getfixturevalue("postgres"), "t", request.node.nodeid)
+    _migrate(url, "0020")
+    before = _triggers(url, backend)
+    assert {"indicator_facts_insert", "indicator_facts_update"} <= before
+    _migrate(url, "0019", True)
+    assert _triggers(url, backend) == before
+    _migrate(url, "0019", False, (MESSAGE, {}))
+    assert _read(url, "SELECT message_pk FROM indicator_facts") == [(1,)]
+
+
+def _triggers(url: str, backend: str) -> set[str]:
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+        if backend == "sqlite"
+        else "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    )
+    return {str(name) for (name,) in _read(url, query)}

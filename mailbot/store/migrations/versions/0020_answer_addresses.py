@@ -28,5 +28,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("answer_addresses")
+    # Plain DROP COLUMN too (SQLite 3.35+): batch mode would rebuild ``messages`` on SQLite
+    # and drop the indicator triggers on it with the old table.
+    op.execute("ALTER TABLE messages DROP COLUMN answer_addresses")
