@@ -8,6 +8,7 @@ mail's ``after`` is told the truth.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from scripted import ScriptedSmtpServer
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
+from test_run_delivery import wait_until
 from test_worker import start_worker, stop_by_sigterm
 
 from mailbot.config import SmtpConfig
@@ -229,6 +231,11 @@ def test_two_batches_at_once(smtp_server: SmtpServer) -> None:
     transport.close()
 
 
+def outbox_statuses(database: Path) -> list[str]:
+    with sqlite3.connect(database, timeout=5) as db:
+        return [status for (status,) in db.execute("SELECT status FROM outbox ORDER BY id")]
+
+
 def test_the_worker_closes_the_connection_at_shutdown(
     tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
 ) -> None:
@@ -237,6 +244,10 @@ def test_the_worker_closes_the_connection_at_shutdown(
     worker = start_worker(config, "--acknowledge-existing")
     try:
         (ar,) = smtp_server.wait_for(1, timeout=30)
+        # The server holds the mail before its 250 reaches the worker: a SIGTERM now would
+        # cut the exchange (then the socket is closed, no QUIT). Stop once the worker has
+        # recorded the AR as sent, its batch over and the connection kept.
+        wait_until(lambda: outbox_statuses(tmp_path / "mailbot.db") == ["sent"], timeout=30)
         assert smtp_server.commands("QUIT") == []  # kept open for the next mails
     finally:
         err = stop_by_sigterm(worker)
