@@ -243,7 +243,7 @@ def test_the_worker_closes_the_connection_at_shutdown(
     imap_user.append(citizen_mail(1))
     worker = start_worker(config, "--acknowledge-existing")
     try:
-        (ar,) = smtp_server.wait_for(1, timeout=30)
+        (ar,) = smtp_server.wait_for(1, timeout=120)  # a start: 30 s of wall at a load of 8
         # The server holds the mail before its 250 reaches the worker: a SIGTERM now would
         # cut the exchange (then the socket is closed, no QUIT). Stop once the worker has
         # recorded the AR as sent, its batch over and the connection kept.

@@ -640,7 +640,6 @@ def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
     timeout: its registration is tried again (one WARNING with the reason, the repeats at
     DEBUG), never a crash; once the lock is gone it registers and answers the mail."""
     import threading
-    import time
 
     from mailbot.app.context import app_from_config
     from mailbot.config import load_config
@@ -658,8 +657,14 @@ def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
     holder.execute("BEGIN IMMEDIATE")
     thread = threading.Thread(target=worker.run, kwargs={"install_signals": False})
     thread.start()
+
+    def tries_failed() -> int:
+        return sum(r.getMessage().startswith("worker registration failed") for r in caplog.records)
+
     try:
-        time.sleep(3.5)  # tries at 0, 1 and 3 s
+        # Two tries refused, then the lock let go: the schedule's "at 0, 1 and 3 s" is the
+        # worker's, not the test's clock's (a loaded machine starts the thread late).
+        wait_until(lambda: tries_failed() >= 2, what="two refused registrations")
         holder.execute("ROLLBACK")
         wait_until(lambda: ars_to(smtp_server, "usager1@example.fr") == 1, what="the AR")
     finally:

@@ -10,6 +10,7 @@ UIDs and UIDVALIDITY included, so that the copy is what the pipeline left, to th
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rulesfile import dump_rules, load_rules
-from servers import DovecotServer, MailUser, SmtpServer
+from servers import DovecotServer, MailUser, Received, SmtpServer
 from webtools import RunningConsole, running_console
 
 from mailbot.app.context import App, app_from_config
 from mailbot.cli import main
 from mailbot.config import Config, config_from_mapping, load_config
+from mailbot.core.statuses import OutboxStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
@@ -142,6 +144,21 @@ class Desk:
     def poll(self) -> None:
         assert in_thread(lambda: main(["--config", str(self.path), "-q", "poll", "--once"])) == 0
         in_thread(self.app.outbox.deliver_due)
+
+    def delivered(self, timeout: float = 60) -> list[Received]:
+        """Everything the SMTP server received, once the outbox has nothing left on its way.
+
+        The console sends after its answer (a background task): the server holds a mail
+        before its 250 reaches the sender, and a second mail may still be queued behind
+        the first. So no count is taken from the server's side alone, nor after a fixed
+        wait; it is taken once no outbox row is pending or sending (each attempt over:
+        what it sent is received, and nothing more can leave)."""
+        on_its_way = (OutboxStatus.PENDING, OutboxStatus.SENDING)
+        deadline = time.monotonic() + timeout
+        while any(row.status in on_its_way for row in self.app.store.outbox_items()):
+            assert time.monotonic() < deadline, f"the outbox still sends after {timeout} s"
+            time.sleep(0.05)
+        return self.smtp.messages
 
 
 def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Desk:

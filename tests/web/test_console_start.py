@@ -111,8 +111,8 @@ def test_run_serves_the_console_when_web_is_enabled(
     worker = mailbot("--config", str(config), "run", "--acknowledge-existing")
     url = f"http://{HOST}:{port}"
     try:
-        wait_until_up(url, worker)
-        smtp_server.wait_for(1, timeout=20)  # the worker works beside the console
+        wait_until_up(url, worker, timeout=120)  # a worker's start: 30 s of wall at a load of 8
+        smtp_server.wait_for(1, timeout=120)  # the worker works beside the console
         with http_client(base_url=url, timeout=10) as client:
             assert client.get("/connexion").status_code == 200
             assert local_login(client, "cdurand", PASSWORD).status_code == 303

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -496,9 +496,13 @@ def queued_page(client: httpx.Client, state: str, service: str = "") -> list[str
     return re.findall(r'data-reference="([^"]+)"', client.get(query).text)
 
 
-def today_fr(desk: Desk) -> str:
-    """Today as the page dates its sentences: in the prefecture's time zone."""
-    return datetime.now(ZoneInfo(desk.config.timezone)).strftime("%d/%m/%Y")
+def day_fr(desk: Desk, at: datetime, since: datetime) -> str:
+    """The day of ``at`` (recorded since ``since``, and not later than now) as the page dates
+    its sentences: in the prefecture's time zone. The day of what was recorded, not of the
+    clock when the test looks: a test running across midnight in Paris acts on one day and
+    reads the page on the next."""
+    assert since <= at <= datetime.now(UTC)
+    return at.astimezone(ZoneInfo(desk.config.timezone)).strftime("%d/%m/%Y")
 
 
 def sentence(page: str, element: str) -> str:
@@ -514,7 +518,6 @@ def test_the_page_offers_only_the_actions_the_state_allows(
     on its way, it does not — the page says why in their place, in the words the refusal
     would use — while the reply form stays (a second reply is still a reply)."""
     other, third = desk.row("<citizen-2@example.fr>"), desk.row("<citizen-3@example.fr>")
-    day = today_fr(desk)
     with console.client() as lea:
         local_login(lea, "lmoreau")
         page = lea.get(f"/courriel/{desk.row(OVERDUE).id}").text
@@ -524,8 +527,10 @@ def test_the_page_offers_only_the_actions_the_state_allows(
         assert not sentence(page, "sans-reponse-impossible")
         assert not sentence(page, "transferer-impossible")
 
+        since = datetime.now(UTC).replace(microsecond=0)  # kept to the second, or finer
         assert act(lea, desk, "repondu-ailleurs", moyen="phone", motif="Rappel").status_code == 303
         answered = lea.get(f"/courriel/{desk.row(OVERDUE).id}").text
+        day = day_fr(desk, desk.row(OVERDUE).first_reply_at, since)  # answered by phone then
         assert 'id="action-sans-reponse"' not in answered
         assert 'id="action-transferer"' not in answered and 'id="action-rouvrir"' not in answered
         assert sentence(answered, "transferer-impossible") == (
@@ -537,9 +542,12 @@ def test_the_page_offers_only_the_actions_the_state_allows(
         assert 'id="formulaire-libre"' in answered  # replying again stays possible
         assert 'id="action-corriger"' in answered and 'id="corriger-service"' not in answered
 
+        since = datetime.now(UTC).replace(microsecond=0)
         shut = act(lea, desk, "sans-reponse", "<citizen-2@example.fr>", motif="spam", precision="")
         assert shut.status_code == 303
         closed = lea.get(f"/courriel/{other.id}").text
+        (closing,) = [e for e in desk.app.store.events(other.id) if e.kind == "no_reply_needed"]
+        day = day_fr(desk, closing.at, since)
         assert 'id="action-sans-reponse"' not in closed and 'id="action-transferer"' not in closed
         assert sentence(closed, "sans-reponse-impossible") == (
             f"Ce courriel a été classé sans réponse le {day}."

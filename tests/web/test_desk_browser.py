@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,9 +62,7 @@ def test_answer_the_overdue_message_with_the_suggested_template(
     expect(page).to_have_url(f"{console.url}/?envoye={overdue.reference}")
     expect(page.locator("#avis")).to_contain_text(overdue.reference)
     expect(page.locator(f'tr[data-reference="{overdue.reference}"]')).to_have_count(0)
-    desk.smtp.wait_for(1, timeout=10)
-    time.sleep(0.5)
-    (received,) = desk.smtp.messages
+    (received,) = desk.delivered()  # exactly one, once the outbox has sent all it holds
     mail = email.message_from_bytes(received.raw, policy=email.policy.default)
     assert received.rcpt_tos == ("usager1@example.fr",)
     assert mail["In-Reply-To"] == "<citizen-1@example.fr>"
@@ -108,9 +105,7 @@ def test_the_text_follows_the_variables_until_the_agent_edits_it(
     assert serious(axe(page)) == []
     page.click("#envoyer")
     expect(page).to_have_url(f"{console.url}/?envoye={overdue.reference}")
-    desk.smtp.wait_for(1, timeout=10)
-    time.sleep(0.5)
-    (received,) = desk.smtp.messages
+    (received,) = desk.delivered()  # exactly one, once the outbox has sent all it holds
     mail = email.message_from_bytes(received.raw, policy=email.policy.default)
     text_part = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Votre récépissé est prêt." in text_part and "en cours d'instruction" in text_part

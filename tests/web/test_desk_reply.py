@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -50,11 +50,16 @@ def open_page(client: httpx.Client, desk: Desk, message_id: str = OVERDUE) -> st
     return page.text
 
 
+def month_of(desk: Desk, at: datetime, since: datetime) -> str:
+    """The indicators' month of ``at`` (recorded since ``since``, and not later than now):
+    the prefecture's, not the clock's when the test looks (a reply prepared at 23:59:59 on
+    the 31st, Paris time, is that month's, read a second later)."""
+    assert since <= at <= datetime.now(UTC)
+    return at.astimezone(ZoneInfo(desk.config.timezone)).strftime("%Y-%m")
+
+
 def replies(desk: Desk, expected: int) -> list[email.message.EmailMessage]:
-    if expected:
-        desk.smtp.wait_for(expected, timeout=10)
-    time.sleep(0.5)  # anything more would have arrived by now
-    received = desk.smtp.messages
+    received = desk.delivered()  # all the outbox sent: nothing more can come
     assert len(received) == expected
     return [
         email.message_from_bytes(r.raw, policy=email.policy.default)  # type: ignore[misc]
@@ -98,10 +103,11 @@ def test_suggested_template_preview_and_one_mail_on_a_double_click(
         assert row.reference not in re.findall(r'data-reference="([^"]+)"', queue.text)
         badge = re.search(r'id="badge">([^<]*)<', open_page(client, desk))
         assert badge and badge.group(1) in ("Réponse en cours d&#39;envoi", "Répondu")
-        for _ in range(50):  # the server accepted it: answered (was "En retard")
-            if desk.row(OVERDUE).first_reply_at is not None:
-                break
-            time.sleep(0.1)
+        # The server accepted it: answered (was "En retard"), once the delivery's
+        # bookkeeping (after its 'sent', in a transaction of its own) is committed too.
+        deadline = time.monotonic() + 60
+        while desk.row(OVERDUE).first_reply_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert 'id="badge">Répondu<' in open_page(client, desk)
     events = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert len(events) == 1 and '"agent": "khaddad"' in events[0].detail
@@ -283,6 +289,7 @@ def textarea_of(page: str) -> tuple[str, str]:
 def test_the_agent_edits_the_text_the_edit_is_sent_escaped_and_recorded_as_edited(
     desk: Desk, console: RunningConsole
 ) -> None:
+    since = datetime.now(UTC).replace(microsecond=0)
     row = desk.row(OVERDUE)
     with console.client() as client:
         local_login(client, "khaddad")
@@ -324,7 +331,7 @@ def test_the_agent_edits_the_text_the_edit_is_sent_escaped_and_recorded_as_edite
         assert "texte modifié par l&#39;agent : oui" in thread
     (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert '"edited": true' in event.detail
-    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    month = month_of(desk, event.at, since)
     with console.client() as head:
         local_login(head, "lmoreau")  # head of etrangers: the indicators count it
         board = head.get(f"/indicateurs?service=etrangers&periode={month}")
@@ -335,6 +342,7 @@ def test_the_agent_edits_the_text_the_edit_is_sent_escaped_and_recorded_as_edite
 def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
     desk: Desk, console: RunningConsole
 ) -> None:
+    since = datetime.now(UTC).replace(microsecond=0)
     row = desk.row(OVERDUE)
     folder = Path(__file__).resolve().parents[2] / "templates" / "reponse-dossier-etranger"
     with console.client() as client:
@@ -353,7 +361,7 @@ def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
     assert attached.get_payload(decode=True) == (folder / "pièces-à-préparer.txt").read_bytes()
     (event,) = [e for e in desk.app.store.events(row.id) if e.kind == "reply_queued"]
     assert '"edited": false' in event.detail
-    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    month = month_of(desk, event.at, since)
     with console.client() as head:
         local_login(head, "lmoreau")
         board = head.get(f"/indicateurs?service=etrangers&periode={month}")
