@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ from mailbot.app import dashboard
 from mailbot.core.indicators import Figure, Indicators
 from mailbot.core.periods import Period, month_period, week_period
 from mailbot.errors import RequestError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parse_period_takes_a_week_or_a_month() -> None:
@@ -111,3 +114,31 @@ def test_csv_has_the_cli_names_and_exact_values() -> None:
     assert values["rate_within_5"][1:] == ["> 75 %", "non"]
     assert values["mean_delay"] == ["2.0", "< 5 j", "oui"]
     assert values["complaint_rate_within_5"] == ["", "> 75 %", ""]
+
+
+def test_the_page_as_of_a_day_leaves_out_the_relances_received_after_it(tmp_path: Path) -> None:
+    """Week 47 seen on Thursday 19 November (as of that day): message 24 (received the 17th,
+    cartes-grises) was relanced twice on the 20th. The page counted them that day already,
+    in its figures and its row per service; seen on the 25th, it does."""
+    from test_indicators import load_scenario
+
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
+    config = load_config(ROOT / "rules.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'page.db'}")
+    try:
+        load_scenario(store)
+        week = dashboard.parse_period("2026-W47", date(2026, 11, 19))
+        for day, relances in ((19, 0), (25, 2)):
+            board = dashboard.build(
+                config, store, week, date(2026, 11, day), None, ["cartes-grises", "general"]
+            )
+            assert board.as_of == date(2026, 11, day)
+            assert board.current.relances == relances, day
+            assert {r["name"]: r["relances"] for r in board.per_service} == {
+                "cartes-grises": str(relances),
+                "general": "0",
+            }, day
+    finally:
+        store.close()
