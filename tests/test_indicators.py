@@ -347,7 +347,8 @@ def test_figures_as_of_a_date_leave_out_the_relances_received_after_it(database:
     either: 0. A follow-up received after the as-of day counted all the same. Every way of
     computing them agrees: the daily buckets, the facts (a configuration in Brussels, whose
     days are Paris's, while the buckets are kept in Paris's: read from the facts), the
-    report's weeks from one read; on SQLite and PostgreSQL."""
+    report's weeks from one read; on SQLite and PostgreSQL. Message 1 (answered on the
+    2nd) written to again on the 23rd is no relance, counted nor taken away."""
     from datetime import date
     from types import SimpleNamespace
     from typing import cast
@@ -358,6 +359,29 @@ def test_figures_as_of_a_date_leave_out_the_relances_received_after_it(database:
     store = Store(database)
     try:
         load_scenario(store)
+        answered = store.message(reference="SM-2026-000001")
+        assert answered is not None
+        with store.transaction() as tx:
+            tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=6000,
+                    message_id="<thanks@example.fr>",
+                    content_hash="thanks",
+                    received_at=at(23, 9),
+                    sender="u1@example.fr",
+                    subject="Re: message 1",
+                    in_reply_to="<m1@example.fr>",
+                    decision="follow-up",
+                    reasons=["follow-up"],
+                    size=100,
+                    defects=[],
+                    parent_id=answered.id,
+                )
+            )
+            tx.count_relance(answered.id, at(23, 9))  # after the answer: no relance
         configs = [
             cast(Config, SimpleNamespace(timezone=zone, complaint_category="reclamation"))
             for zone in ("Europe/Paris", "Europe/Brussels")
