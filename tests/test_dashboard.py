@@ -5,6 +5,7 @@ report unchanged by sharing its table and chart with the page."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 from datetime import date, timedelta
@@ -97,6 +98,8 @@ def _board() -> dashboard.Dashboard:
 
 
 def test_csv_has_the_cli_names_and_exact_values() -> None:
+    """The CLI's names and exact values, decimals written with a comma: a French
+    spreadsheet read ``0.6666666666666666`` as text (or ``2.5`` as a date)."""
     body = dashboard.figures_csv(_board())
     assert body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
@@ -110,10 +113,25 @@ def test_csv_has_the_cli_names_and_exact_values() -> None:
     ]
     values = {r[0]: r[1:] for r in rows[6:]}
     assert values["received"] == ["13", "", ""]
-    assert float(values["rate_within_5"][0]) == 2 / 3  # repr: exact round trip
+    assert values["rate_within_5"][0] == "0,6666666666666666"  # repr's digits: exact
+    assert float(values["rate_within_5"][0].replace(",", ".")) == 2 / 3
     assert values["rate_within_5"][1:] == ["> 75 %", "non"]
-    assert values["mean_delay"] == ["2.0", "< 5 j", "oui"]
+    assert values["mean_delay"] == ["2,0", "< 5 j", "oui"]
+    assert values["signature_completeness"][0] == "0,5"
     assert values["complaint_rate_within_5"] == ["", "> 75 %", ""]
+    assert values["relances"][0] == "3"  # integers unchanged
+    assert not any("." in value for value, _target, _met in values.values())
+
+
+def test_csv_writes_small_decimals_without_an_exponent() -> None:
+    """``repr`` writes one in a million ``1e-06``: the spreadsheet gets its digits."""
+    figures = dataclasses.replace(_board().current, rate_within_5=1e-06, mean_delay=12.5)
+    board = dataclasses.replace(_board(), current=figures)
+    rows = list(
+        csv.reader(io.StringIO(dashboard.figures_csv(board).decode("utf-8-sig")), delimiter=";")
+    )
+    values = {r[0]: r[1] for r in rows[6:]}
+    assert (values["rate_within_5"], values["mean_delay"]) == ("0,000001", "12,5")
 
 
 def test_the_page_as_of_a_day_leaves_out_the_relances_received_after_it(tmp_path: Path) -> None:
