@@ -5,9 +5,11 @@ report unchanged by sharing its table and chart with the page."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from mailbot.app import dashboard
 from mailbot.core.indicators import Figure, Indicators
 from mailbot.core.periods import Period, month_period, week_period
 from mailbot.errors import RequestError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parse_period_takes_a_week_or_a_month() -> None:
@@ -94,6 +98,8 @@ def _board() -> dashboard.Dashboard:
 
 
 def test_csv_has_the_cli_names_and_exact_values() -> None:
+    """The CLI's names and exact values, decimals written with a comma: a French
+    spreadsheet read ``0.6666666666666666`` as text (or ``2.5`` as a date)."""
     body = dashboard.figures_csv(_board())
     assert body.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
@@ -107,7 +113,50 @@ def test_csv_has_the_cli_names_and_exact_values() -> None:
     ]
     values = {r[0]: r[1:] for r in rows[6:]}
     assert values["received"] == ["13", "", ""]
-    assert float(values["rate_within_5"][0]) == 2 / 3  # repr: exact round trip
+    assert values["rate_within_5"][0] == "0,6666666666666666"  # repr's digits: exact
+    assert float(values["rate_within_5"][0].replace(",", ".")) == 2 / 3
     assert values["rate_within_5"][1:] == ["> 75 %", "non"]
-    assert values["mean_delay"] == ["2.0", "< 5 j", "oui"]
+    assert values["mean_delay"] == ["2,0", "< 5 j", "oui"]
+    assert values["signature_completeness"][0] == "0,5"
     assert values["complaint_rate_within_5"] == ["", "> 75 %", ""]
+    assert values["relances"][0] == "3"  # integers unchanged
+    assert not any("." in value for value, _target, _met in values.values())
+
+
+def test_csv_writes_small_decimals_without_an_exponent() -> None:
+    """``repr`` writes one in a million ``1e-06``: the spreadsheet gets its digits."""
+    figures = dataclasses.replace(_board().current, rate_within_5=1e-06, mean_delay=12.5)
+    board = dataclasses.replace(_board(), current=figures)
+    rows = list(
+        csv.reader(io.StringIO(dashboard.figures_csv(board).decode("utf-8-sig")), delimiter=";")
+    )
+    values = {r[0]: r[1] for r in rows[6:]}
+    assert (values["rate_within_5"], values["mean_delay"]) == ("0,000001", "12,5")
+
+
+def test_the_page_as_of_a_day_leaves_out_the_relances_received_after_it(tmp_path: Path) -> None:
+    """Week 47 seen on Thursday 19 November (as of that day): message 24 (received the 17th,
+    cartes-grises) was relanced twice on the 20th. The page counted them that day already,
+    in its figures and its row per service; seen on the 25th, it does."""
+    from test_indicators import load_scenario
+
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
+    config = load_config(ROOT / "rules.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'page.db'}")
+    try:
+        load_scenario(store)
+        week = dashboard.parse_period("2026-W47", date(2026, 11, 19))
+        for day, relances in ((19, 0), (25, 2)):
+            board = dashboard.build(
+                config, store, week, date(2026, 11, day), None, ["cartes-grises", "general"]
+            )
+            assert board.as_of == date(2026, 11, day)
+            assert board.current.relances == relances, day
+            assert {r["name"]: r["relances"] for r in board.per_service} == {
+                "cartes-grises": str(relances),
+                "general": "0",
+            }, day
+    finally:
+        store.close()

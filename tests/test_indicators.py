@@ -338,3 +338,74 @@ def test_figures_as_of_a_date_leave_out_the_mail_received_after_it(config: Path)
     answered = [s for s in known if s[2] is not None and s[2] <= 13]
     assert as_of_13["answered"] == len(answered)
     assert as_of_13["pending"] + as_of_13["overdue"] == len(known) - len(answered)
+
+
+def test_figures_as_of_a_date_leave_out_the_relances_received_after_it(database: str) -> None:
+    """The scenario's relances: message 7's (received Friday 6 November) on Monday the 9th,
+    message 24's two (received the 17th) on Friday the 20th. As of the 19th, message 24 was
+    received but not yet relanced: 1 relance, not 3; as of the 8th, message 7 had not been
+    either: 0. A follow-up received after the as-of day counted all the same. Every way of
+    computing them agrees: the daily buckets, the facts (a configuration in Brussels, whose
+    days are Paris's, while the buckets are kept in Paris's: read from the facts), the
+    report's weeks from one read; on SQLite and PostgreSQL. Message 1 (answered on the
+    2nd) written to again on the 23rd is no relance, counted nor taken away."""
+    from datetime import date
+    from types import SimpleNamespace
+    from typing import cast
+
+    from mailbot.app.indicators import figures, figures_of_periods
+    from mailbot.config import Config
+
+    store = Store(database)
+    try:
+        load_scenario(store)
+        answered = store.message(reference="SM-2026-000001")
+        assert answered is not None
+        with store.transaction() as tx:
+            tx.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=6000,
+                    message_id="<thanks@example.fr>",
+                    content_hash="thanks",
+                    received_at=at(23, 9),
+                    sender="u1@example.fr",
+                    subject="Re: message 1",
+                    in_reply_to="<m1@example.fr>",
+                    decision="follow-up",
+                    reasons=["follow-up"],
+                    size=100,
+                    defects=[],
+                    parent_id=answered.id,
+                )
+            )
+            tx.count_relance(answered.id, at(23, 9))  # after the answer: no relance
+        configs = [
+            cast(Config, SimpleNamespace(timezone=zone, complaint_category="reclamation"))
+            for zone in ("Europe/Paris", "Europe/Brussels")
+        ]
+        weeks = [(date(2026, 11, 2 + 7 * k), date(2026, 11, 8 + 7 * k)) for k in range(3)]
+        for day, total, per_week in (
+            (8, 0, [0, 0, 0]),
+            (19, 1, [1, 0, 0]),
+            (20, 3, [1, 0, 2]),  # received that day: a relance as of its end
+            (25, 3, [1, 0, 2]),
+        ):
+            as_of = date(2026, 11, day)
+            for config in configs:
+                whole = figures(config, store, weeks[0][0], weeks[-1][1], as_of)
+                assert whole.relances == total, (config.timezone, day)
+                found = figures_of_periods(config, store, weeks, as_of)
+                assert [f.relances for f in found] == per_week, (config.timezone, day)
+                service = figures(config, store, weeks[0][0], weeks[-1][1], as_of, None, "general")
+                assert service.relances == 0, (config.timezone, day)  # 7 and 24: cartes-grises
+    finally:
+        store.close()
+
+
+def test_the_command_as_of_a_date_leaves_out_the_relances_received_after_it(config: Path) -> None:
+    """``mailbot indicators --as-of``: message 24's two relances came on the 20th."""
+    as_of_19 = json.loads(run(config, "--format", "json", "--as-of", "2026-11-19").stdout)
+    assert (as_of_19["received"], as_of_19["relances"]) == (28, 1)

@@ -470,3 +470,29 @@ def test_a_report_as_of_a_day_within_its_week_lists_only_the_mail_received_by_th
     lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()
     assert len(lines) == 1 + 7
     assert all(line.split(";")[4] <= "2026-11-18" for line in lines[1:])
+
+
+def test_a_report_as_of_a_day_leaves_out_the_relances_received_after_it(
+    config: Path, tmp_path: Path
+) -> None:
+    """Week 47 as of Thursday 19 November: message 24 (received the 17th, cartes-grises)
+    was relanced twice on the 20th, after that day. Its CSV row and the rows per mailbox
+    and service said 2 relances all the same; as of the 25th they do."""
+    args = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    for day, relances in ((19, "0"), (25, "2")):
+        out = tmp_path / f"out-{day}"
+        assert main([*args, "--as-of", f"2026-11-{day}", "--out", str(out)]) == 0
+        lines = (out / "rapport-2026-W47.csv").read_bytes().decode("utf-8-sig").splitlines()
+        row = next(line.split(";") for line in lines if line.startswith("SM-2026-000024;"))
+        assert row[8] == relances, day
+        rows = table_rows((out / "rapport-2026-W47.html").read_text(encoding="utf-8"))
+        per_group = {
+            r[0]: r[-1]
+            for r in rows
+            if r and r[0].startswith(("Boîte ", "Service ")) and r[-1].isdigit()  # no header
+        }
+        assert per_group == {
+            "Boîte general": relances,
+            "Service cartes-grises": relances,
+            "Service general": "0",
+        }, day

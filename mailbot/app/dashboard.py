@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from mailbot.app import indicators
 from mailbot.app.report import (
@@ -175,8 +176,10 @@ def chart(config: Config, store: Store, period: Period, today: date, service: st
 
 def figures_csv(dashboard: Dashboard) -> bytes:
     """The figures as ``mailbot indicators --format csv`` gives them (same names, same
-    values, a decimal point), with ``;`` and a BOM for a French spreadsheet, and a first
-    line saying which period, service and day they are."""
+    values, rates as fractions), for a French spreadsheet: ``;``, a BOM, decimals with a
+    comma (``0,75``: Excel and LibreOffice in French read ``0.75`` as text, ``2.5`` as a
+    date), and first lines saying which period, service and day they are. The command's
+    CSV keeps its point: it is for programs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -192,6 +195,15 @@ def figures_csv(dashboard: Dashboard) -> bytes:
 
 def _figure_row(figure: Figure) -> Sequence[str]:
     value = figure.value
-    shown = "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
+    shown = (
+        "" if value is None else _french_decimal(value) if isinstance(value, float) else str(value)
+    )
     met = "" if figure.met is None else ("oui" if figure.met else "non")
     return [figure.name, shown, figure.target or "", met]
+
+
+def _french_decimal(value: float) -> str:
+    """``value`` exactly (``repr``'s digits, which read back as the same float), with a
+    decimal comma and never an exponent (``1e-06`` → ``0,000001``): what a spreadsheet in
+    French reads as a number."""
+    return format(Decimal(repr(value)), "f").replace(".", ",")

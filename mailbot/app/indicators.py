@@ -12,11 +12,13 @@ from mailbot.config import Config
 from mailbot.core.indicators import (
     DayBuckets,
     Indicators,
+    Relances,
     arrays_from_store,
     buckets_from_store,
     compute_arrays,
     compute_buckets,
     day_number,
+    relances_from_store,
 )
 from mailbot.core.workdays import WorkingCalendar, calendar_for
 from mailbot.store import Store, indicator_days
@@ -43,12 +45,29 @@ def figures(
     """The indicators of the citizens' messages received from ``start`` to ``end``
     (local dates, inclusive), pending and overdue as of ``as_of``."""
     calendar = calendar_for(config.timezone)
+    since, until = period_bounds(calendar, start, end)
+    later = relances_after(store, calendar, as_of, since, until, mailbox, service)
     buckets = _buckets(config, store, start, end, mailbox, service)
     if buckets is not None:
-        return compute_buckets(buckets, as_of, calendar)
-    since, until = period_bounds(calendar, start, end)
+        return compute_buckets(buckets, as_of, calendar, later)
     columns = store.indicator_arrays(since, until, config.complaint_category, mailbox, service)
-    return compute_arrays(arrays_from_store(columns, calendar), as_of, calendar)
+    return compute_arrays(arrays_from_store(columns, calendar), as_of, calendar, later)
+
+
+def relances_after(
+    store: Store,
+    calendar: WorkingCalendar,
+    as_of: date,
+    since: datetime,
+    until: datetime,
+    mailbox: str | None = None,
+    service: str | None = None,
+) -> Relances:
+    """The relances received after ``as_of`` (local date) of the messages received in
+    [since, until): the stored counts include them, the figures as of that day do not."""
+    _today, after = period_bounds(calendar, as_of, as_of)
+    found = store.relances_after(after, since, until, mailbox, service)
+    return relances_from_store(found, calendar)
 
 
 def _buckets(
@@ -98,17 +117,25 @@ def figures_of_periods(
     messages, split by local date of receipt: the same figures, one scan instead of many."""
     calendar = calendar_for(config.timezone)
     first, last = min(start for start, _ in periods), max(end for _, end in periods)
+    since, until = period_bounds(calendar, first, last)
+    later = relances_after(store, calendar, as_of, since, until, None, service)
     buckets = _buckets(config, store, first, last, None, service)
     if buckets is not None:
         return [
-            compute_buckets(buckets.received_between(start, end), as_of, calendar)
+            compute_buckets(
+                buckets.received_between(start, end),
+                as_of,
+                calendar,
+                later.received_between(start, end),
+            )
             for start, end in periods
         ]
-    since, until = period_bounds(calendar, first, last)
     columns = store.indicator_arrays(since, until, config.complaint_category, None, service)
     facts = arrays_from_store(columns, calendar)
     return [
-        compute_arrays(facts.received_between(start, end), as_of, calendar)
+        compute_arrays(
+            facts.received_between(start, end), as_of, calendar, later.received_between(start, end)
+        )
         for start, end in periods
     ]
 

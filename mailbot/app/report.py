@@ -128,11 +128,13 @@ class ReportBuilder:
         return sorted(rows, key=lambda row: -row["delay"])
 
     def _messages(self, period: Period, as_of: date) -> list[dict[str, Any]]:
-        """The period's messages as they stood on ``as_of``: those received by then, as the
-        figures count them."""
+        """The period's messages as they stood on ``as_of``: those received by then, with
+        the replies and relances made by then, as the figures count them."""
         last = min(period.end, as_of)
         since, until = indicators.period_bounds(self.calendar, period.start, last)
         found = self.store.indicator_listing(since, until)
+        later = indicators.relances_after(self.store, self.calendar, as_of, since, until)
+        relanced_later = later.after_per_message(as_of)
         seconds = np.array([r["received"] for r in found], dtype=np.int64)
         answers = np.array([-1 if r["replied"] is None else r["replied"] for r in found])
         received = self.calendar.local_dates_from_epoch(seconds)
@@ -159,7 +161,7 @@ class ReportBuilder:
                     "delay": delay,
                     "within": is_answered and delay <= DEADLINE,
                     "overdue": not is_answered and delay > DEADLINE,
-                    "relances": int(row["relances"] or 0),
+                    "relances": int(row["relances"] or 0) - relanced_later.get(row["id"], 0),
                     "signature": row["first_reply_complete"] if is_answered else None,
                     "reorient": row["reorient"],
                 }

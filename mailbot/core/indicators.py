@@ -127,6 +127,50 @@ class FactArrays:
         return FactArrays(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
 
 
+@dataclass(frozen=True)
+class Relances:
+    """Relances received after some day, one row each: the message relanced (its row id and
+    local date of receipt) and the local date the relance came. The counts the facts and
+    the buckets hold (``messages.relances``) are every relance recorded so far; figures as
+    of an earlier day take away those received after it (``after``): a reminder that had
+    not come yet was no relance that day."""
+
+    message: npt.NDArray[np.int64]  # the relanced message's row id
+    received: npt.NDArray[np.datetime64]  # its local date of receipt, datetime64[D]
+    relanced: npt.NDArray[np.datetime64]  # the relance's local date, datetime64[D]
+
+    def received_between(self, start: date, end: date) -> Relances:
+        """The relances of the messages received from ``start`` to ``end`` (inclusive)."""
+        inside = (self.received >= np.datetime64(start, "D")) & (
+            self.received <= np.datetime64(end, "D")
+        )
+        return Relances(**{f.name: getattr(self, f.name)[inside] for f in fields(self)})
+
+    def _after(self, day: date) -> npt.NDArray[np.bool_]:
+        """Received after ``day``, of a message received by then: a message received after
+        it is no message yet, relances and all (``received_by``)."""
+        limit = np.datetime64(day, "D")
+        return (self.received <= limit) & (self.relanced > limit)
+
+    def after(self, day: date) -> int:
+        """How many of them came after ``day``, of the messages known that day."""
+        return int(np.count_nonzero(self._after(day)))
+
+    def after_per_message(self, day: date) -> dict[int, int]:
+        """``after`` per message row id (the report's listing)."""
+        ids, counts = np.unique(self.message[self._after(day)], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist(), strict=True))
+
+
+def relances_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> Relances:
+    """Store.relances_after (Unix times) → Relances (local dates)."""
+    return Relances(
+        message=np.asarray(columns["message"], dtype=np.int64),
+        received=calendar.local_dates_from_epoch(np.asarray(columns["received"], dtype=np.int64)),
+        relanced=calendar.local_dates_from_epoch(np.asarray(columns["relanced"], dtype=np.int64)),
+    )
+
+
 def arrays_from_store(columns: Mapping[str, Any], calendar: WorkingCalendar) -> FactArrays:
     """Store.indicator_arrays (Unix times) → FactArrays (local dates)."""
     replied = columns["replied"]
@@ -165,10 +209,13 @@ def message_delays(
     return calendar.working_days_after(received, ends)
 
 
-def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) -> Indicators:
+def compute_arrays(
+    facts: FactArrays, today: date, calendar: WorkingCalendar, later: Relances | None = None
+) -> Indicators:
     """The figures of ``facts`` as they stood on ``today``: a message received after it is
     not counted (it was no message yet, not one pending), a reply after it is not either
-    (``answered_by``)."""
+    (``answered_by``), nor a relance of ``later`` (those of the same messages received
+    since ``today``, which the stored counts include; None: none came since)."""
     facts = facts.received_by(today)
     received, answered = facts.received, answered_by(facts.replied, today)
     delays = message_delays(received, facts.replied, today, calendar)
@@ -197,7 +244,7 @@ def compute_arrays(facts: FactArrays, today: date, calendar: WorkingCalendar) ->
         transfer_notice_share=_share(
             int(np.count_nonzero(facts.transferred & facts.announced)), transfers
         ),
-        relances=int(facts.relances.sum()),
+        relances=int(facts.relances.sum()) - (0 if later is None else later.after(today)),
         signature_completeness=_share(
             int(np.count_nonzero(checked & (facts.signature == 1))), int(np.count_nonzero(checked))
         ),
@@ -356,7 +403,9 @@ def _bucket_delay_stats(
     return rate, total / count, _weighted_median(answered_delays, answered_weights)
 
 
-def compute_buckets(buckets: DayBuckets, today: date, calendar: WorkingCalendar) -> Indicators:
+def compute_buckets(
+    buckets: DayBuckets, today: date, calendar: WorkingCalendar, later: Relances | None = None
+) -> Indicators:
     """``compute_arrays`` over the daily buckets: the same figures, to the last bit."""
     buckets = buckets.received_by(today)
     mails = buckets.mails
@@ -384,7 +433,7 @@ def compute_buckets(buckets: DayBuckets, today: date, calendar: WorkingCalendar)
         ars_sent=_count(buckets.ars_sent),
         transfers=transfers,
         transfer_notice_share=_share(_count(buckets.notices), transfers),
-        relances=_count(buckets.relances),
+        relances=_count(buckets.relances) - (0 if later is None else later.after(today)),
         signature_completeness=_share(
             _count(buckets.complete, answered), _count(buckets.checked, answered)
         ),

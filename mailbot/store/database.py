@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import Session, Transaction
+from mailbot.store.transaction import Session, Transaction, relance_counted
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -497,6 +498,48 @@ class Store:
             "announced": (bits & 32).astype(bool),
             "relances": bits >> 6,
             "signature": ((bits >> 3 & 3) - 1).astype(np.int8),  # -1: no reply checked
+        }
+
+    def relances_after(
+        self,
+        after: datetime,
+        since: datetime,
+        until: datetime,
+        mailbox: str | None = None,
+        service: str | None = None,
+    ) -> dict[str, npt.NDArray[np.int64]]:
+        """The relances received from ``after`` on, of the citizens' messages received in
+        [since, until) (those ``indicator_arrays`` reads, filtered alike): one row per
+        follow-up its message counted (``relance_counted``, the rule ``count_relance``
+        applied when it came), with the message's row id, the message's and the
+        follow-up's Unix seconds (floored, as ``indicator_facts``'). The counts on the
+        messages include them; figures as of a day before ``after`` take them away. Read
+        from the follow-ups' time of receipt (its index), their message by its id: as of
+        today, there is nothing to read."""
+        relance = messages.alias("relance")
+        # The follow-ups first, by their time of receipt, then their message by its id:
+        # the message's columns are wrapped (``coalesce``) so that SQLite uses no index of
+        # theirs, which would read every message of the period for the few relanced since.
+        query = (
+            sa.select(messages.c.id, messages.c.received_at, relance.c.received_at)
+            .select_from(relance)
+            .join(messages, messages.c.id == relance.c.parent_id)
+            .where(
+                relance.c.decision == Decision.FOLLOW_UP,
+                relance.c.received_at >= after,
+                relance_counted(messages.c.first_reply_at, relance.c.received_at),
+                self._citizens(since, until, long_period=True),
+            )
+        )
+        for column, value in ((messages.c.mailbox, mailbox), (messages.c.service, service)):
+            if value:
+                query = query.where(sa.func.coalesce(column, column) == value)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {
+            "message": np.array([r[0] for r in rows], dtype=np.int64),
+            "received": np.array([math.floor(r[1].timestamp()) for r in rows], dtype=np.int64),
+            "relanced": np.array([math.floor(r[2].timestamp()) for r in rows], dtype=np.int64),
         }
 
     def indicator_listing(self, since: datetime, until: datetime) -> list[dict[str, Any]]:

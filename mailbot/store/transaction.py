@@ -433,6 +433,13 @@ def _this_folder(mailbox: str, folder: str, uidvalidity: int) -> tuple[Any, ...]
     )
 
 
+def relance_counted(replied: Any, received: Any) -> sa.ColumnElement[bool]:
+    """Whether a follow-up received at ``received`` counts as a relance of a message first
+    answered at ``replied`` (None: not yet): while it was unanswered. ``count_relance``
+    counts them so; ``Store.relances_after`` finds them again by the same rule."""
+    return sa.or_(replied.is_(None), replied > received)
+
+
 class Transaction:
     """Operations that must commit together, e.g. a message, its decision and its AR intent."""
 
@@ -818,11 +825,10 @@ class Transaction:
         ``received_at``) while it was still unanswered. Writing after the answer (thanks, a
         new question in the thread) is no relance: the indicators count reminders of mail
         left waiting."""
-        replied = messages.c.first_reply_at
         self.conn.execute(
             messages.update()
             .where(messages.c.id == message_pk)
-            .where(sa.or_(replied.is_(None), replied > received_at))
+            .where(relance_counted(messages.c.first_reply_at, received_at))
             .values(relances=messages.c.relances + 1)
         )
 
