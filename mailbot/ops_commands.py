@@ -132,6 +132,8 @@ def details(figures: Figures, now: datetime) -> list[str]:
         + f", {figures.deferred} deferred (SMTP), {figures.failed} failed (24 h),"
         f" {figures.uncertain} uncertain (7 days)"
     )
+    for passed in figures.passed_over:
+        lines.append(f"passed over, its quarantine refused (no AR, still on the server): {passed}")
     for mailbox in figures.quarantined:
         lines.append(
             f"{mailbox}: {figures.quarantined[mailbox]} quarantined,"

@@ -28,6 +28,7 @@ from mailbot.app.reply import Draft, Replies
 from mailbot.app.requests import once
 from mailbot.app.transfer import Transfers
 from mailbot.cli import main
+from mailbot.core.clock import utcnow
 from mailbot.core.dates import date_fr
 from mailbot.core.indicators import arrays_from_store, compute_arrays
 from mailbot.core.statuses import NoReplyReason
@@ -345,6 +346,45 @@ def test_an_agents_transfer_is_announced_once_its_notice_is_sent(
     ((status,),) = db_rows(config, "SELECT status FROM outbox WHERE kind = 'notice'")
     assert status == ("sent" if delivered else "failed")
     assert notice_share(app, day) == (1.0 if delivered else 0.0)
+
+
+@pytest.mark.parametrize("latest_sent", [True, False])
+def test_transferred_twice_the_latest_notice_says_whether_the_transfer_is_announced(
+    setup: Any, latest_sent: bool
+) -> None:
+    """Transferred by agents to a service, then to another, the message is the second's: the
+    citizen was told who handles it now by the second notice alone. The message's notice
+    status is that notice's, whatever order the deliveries settle the two in: here the
+    first notice is deferred, the second settled, then the first settled the other way,
+    last. Before, the last write won: the first notice's."""
+    config, general, etrangers, smtp = setup
+    # The deferred notice is retried only when the test says so (``now`` below).
+    outbox = {"max_attempts": 10, "retry_base_seconds": 3600, "retry_max_seconds": 3600}
+    write_config(config.parent, general, etrangers, smtp, outbox=outbox)
+    config, reference, received = tracked(setup)
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    transfers.transfer("cdurand", reference, "permis", "permis de conduire")
+    smtp.fail_next(1)  # the first notice: 451, deferred; its forward leaves
+    app.outbox.deliver_due()
+    smtp.wait_for(1)
+    transfers.transfer("cdurand", reference, "cartes-grises", "une carte grise, en fait")
+    if not latest_sent:
+        smtp.reject_next(1)  # the second notice: 550, failed
+    app.outbox.deliver_due()
+    smtp.wait_for(2 + latest_sent)
+    if latest_sent:
+        smtp.reject_next(1)  # the first notice, retried: 550, failed
+    app.outbox.deliver_due(now=utcnow() + timedelta(hours=2))
+    smtp.wait_for(3)
+    notices = db_rows(config, "SELECT status FROM outbox WHERE kind = 'notice' ORDER BY id")
+    first, latest = ("failed", "sent") if latest_sent else ("sent", "failed")
+    assert notices == [(first,), (latest,)]
+    assert db_rows(config, "SELECT service, notice_status FROM messages") == [
+        ("cartes-grises", latest)
+    ]
+    day = received.astimezone(PARIS).date()
+    assert notice_share(app, day) == (1.0 if latest_sent else 0.0)
 
 
 def test_transfer_notice_of_an_overdue_message_says_the_deadline_has_passed(setup: Any) -> None:

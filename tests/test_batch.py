@@ -103,6 +103,37 @@ def test_a_mail_even_its_quarantine_refused_ends_the_batch_below_it(
     assert last_uid(database) == 5
 
 
+def test_a_mail_whose_quarantine_is_refused_three_polls_in_a_row_is_passed_over(
+    app: App, database: str
+) -> None:
+    """The mail raises, and the database refuses its quarantine row (even the minimal one)
+    at every poll: each poll ends below it (it is read again: the refusal may pass), but
+    not for ever, its folder stuck behind it. At the third attempt in a row it is passed
+    over: its location and why in an event, the folder's mark past it, no AR."""
+    refuse_rows(database, 3, quarantine_too=True)
+    for _attempt in (1, 2):
+        start = app.pipeline.start_folder(*WHERE)
+        with pytest.raises(StoreError, match="UID 3"):
+            app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+        assert [uid for uid, *_ in recorded(database)] == [1, 2] and last_uid(database) == 2
+    start = app.pipeline.start_folder(*WHERE)
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+    assert [(o.uid, o.decision) for o in outcomes] == [
+        (3, "passed-over"),
+        (4, "acknowledge"),
+        (5, "acknowledge"),
+    ]
+    assert [uid for uid, *_ in recorded(database)] == [1, 2, 4, 5] and last_uid(database) == 5
+    (event,) = query(database, "SELECT message_pk, detail FROM events WHERE kind = 'passed_over'")
+    assert event.message_pk is None
+    assert event.detail.startswith("general/INBOX UIDVALIDITY 1 UID 3: ")
+    assert "its quarantine row refused 3 times in a row" in event.detail
+    assert "Traceback" in event.detail and "usager3" not in event.detail
+    counted = "SELECT transient_uid, transient_count FROM folders WHERE mailbox = 'general'"
+    assert query(database, counted) == [(None, 0)]
+    assert app.outbox.deliver_due().sent == 4  # 1, 2, 4 and 5: none for the mail passed over
+
+
 def test_the_uid_mark_moves_with_the_batch_not_with_each_mail(
     app: App, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

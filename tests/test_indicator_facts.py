@@ -285,3 +285,53 @@ def test_the_upgrade_reads_each_agents_notice_from_the_outbox(store: Store) -> N
     assert [bool(flags[i] & 16) for i in ids[:4]] == [False, True, False, True]
     assert stored(store) == expected(store)
     assert notices == len(ids) - 2
+
+
+def test_the_upgrade_takes_each_messages_latest_notice(store: Store) -> None:
+    """A database at 0021: a message transferred twice by agents showed the status of the
+    notice settled last, the first one's when its delivery came after the second's. The
+    upgrade (0022) marks each message's latest notice and takes its status; the facts and
+    the buckets follow, and the downgrade leaves the statuses as they are."""
+    insert_random(store, random.Random(22), 40)
+    alembic(store, "downgrade", "0021")
+    # Each message's notices, oldest first, and the status the last one settled wrote.
+    cases = [(["sent", "failed"], "sent"), (["failed", "sent"], "failed"), (["failed"], "failed")]
+    with store.engine.begin() as conn:
+        ids = [r.id for r in conn.execute(sa.select(messages.c.id).order_by(messages.c.id))]
+        transferred = {"ar_status": "sent", "transferred": 1, "notice_status": None}
+        citizen = {"decision": "acknowledge", "no_reply": None, "probe": 0}
+        conn.execute(messages.update().values(**citizen, **transferred))
+        for message_pk, (statuses, written) in zip(ids, cases, strict=False):
+            for status in statuses:
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (message_pk, kind, recipient, envelope_from,"
+                    " email_message_id, status, attempts, next_attempt_at, created_at)"
+                    f" VALUES ({message_pk}, 'notice', 'a@example.fr', 'b@example.fr',"
+                    f" '<n{message_pk}-{status}@x>', '{status}', 1, '2026-12-01 10:00:00',"
+                    " '2026-12-01 10:00:00')"
+                )
+            conn.execute(
+                messages.update().where(messages.c.id == message_pk).values(notice_status=written)
+            )
+    alembic(store, "upgrade", "head")
+    with store.engine.connect() as conn:
+        columns = (messages.c.id, messages.c.notice_outbox, messages.c.notice_status)
+        found = {r.id: r for r in conn.execute(sa.select(*columns))}
+        latest = conn.exec_driver_sql(
+            "SELECT message_pk, max(id) FROM outbox WHERE kind = 'notice' GROUP BY message_pk"
+        )
+        latest_of: dict[int, int] = dict(latest.all())
+        query = sa.select(indicator_facts.c.message_pk, indicator_facts.c.flags)
+        flags = dict(conn.execute(query).all())
+        notices = conn.execute(sa.select(sa.func.sum(indicator_days.c.notices))).scalar()
+    assert [found[i].notice_status for i in ids[:4]] == ["failed", "sent", "failed", None]
+    assert [found[i].notice_outbox for i in ids[:4]] == [*(latest_of[i] for i in ids[:3]), None]
+    assert [bool(flags[i] & 16) for i in ids[:4]] == [False, True, False, True]
+    facts = stored(store)
+    assert facts == expected(store)
+    assert notices == len(ids) - 2
+    alembic(store, "downgrade", "0021")
+    with store.engine.connect() as conn:
+        kept = conn.exec_driver_sql("SELECT id, notice_status FROM messages").all()
+    assert [dict(kept)[i] for i in ids[:4]] == ["failed", "sent", "failed", None]
+    assert stored(store) == facts

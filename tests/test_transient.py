@@ -35,8 +35,10 @@ from test_poison import (
     wait_until,
 )
 
+from mailbot.app import supervision
 from mailbot.app.context import App, build_app
 from mailbot.app.recording import BatchWriteError
+from mailbot.core.statuses import Health
 from mailbot.errors import StoreError, TransientStoreError
 from mailbot.mail.smtp import FileTransport
 from mailbot.store import Store
@@ -239,6 +241,45 @@ def test_a_mail_failing_every_time_is_quarantined_at_the_third_attempt(app: App,
     )
     assert queued_uids(pg) == [1, 2, 4, 5] and last_uid(pg) == 5
     assert app.pipeline.transient_failures == {}
+
+
+def test_a_mail_whose_quarantine_is_refused_at_the_third_attempt_is_passed_over(
+    app: App, pg: str
+) -> None:
+    """Failing every time, the mail is quarantined at the third attempt; should the database
+    refuse its quarantine row too (a constraint, a value it cannot store: not transient),
+    its count must not start again, or the mail would be read for ever and its folder
+    never go past it. It is passed over at that attempt, its location and why in an event
+    (its folder's mark past it, nothing queued for it), which `mailbot status` counts."""
+    assert app.pipeline.start_folder(*WHERE) == 0
+    fail_rows(pg, 3)
+    refuse_rows(pg, 3, quarantine_too=True)  # its quarantine row refused (not transient)
+    for attempt in (1, 2):
+        with pytest.raises(TransientStoreError, match=f"attempt {attempt} of 3"):
+            app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+        assert recorded(pg) == [] and last_uid(pg) == 0
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 6)))
+    assert [(o.uid, o.decision) for o in outcomes] == [
+        (1, "acknowledge"),
+        (2, "acknowledge"),
+        (3, "passed-over"),
+        (4, "acknowledge"),
+        (5, "acknowledge"),
+    ]
+    assert [uid for uid, *_ in recorded(pg)] == [1, 2, 4, 5]
+    assert queued_uids(pg) == [1, 2, 4, 5] and last_uid(pg) == 5
+    (event,) = query(pg, "SELECT message_pk, detail FROM events WHERE kind = 'passed_over'")
+    assert event.message_pk is None
+    assert event.detail.startswith("general/INBOX UIDVALIDITY 1 UID 3: ")
+    assert "quarantined after 3 database errors in a row" in event.detail
+    assert "usager3" not in event.detail
+    counted = "SELECT transient_uid, transient_count FROM folders WHERE mailbox = 'general'"
+    assert query(pg, counted) == [(None, 0)] and app.pipeline.transient_failures == {}
+    found = supervision.status(app.config, app.store)
+    (passed,) = found.figures.passed_over
+    assert passed.startswith("general/INBOX UIDVALIDITY 1 UID 3: error:quarantined after 3")
+    (check,) = [c for c in found.checks if c.what == "mail passed over (7 d)"]
+    assert check.state is Health.WARNING
 
 
 def test_a_connection_closed_mid_batch_fails_the_poll_and_the_next_records_all(

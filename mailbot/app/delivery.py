@@ -93,13 +93,22 @@ def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values
 def mirror(tx: Transaction, item: OutboxItem, status: OutboxStatus) -> None:
     """An AR's status is its message's AR status; an agent's transfer notice's is its
     message's notice status: the indicators count the ARs sent, and the transfers whose
-    announcement to the citizen was sent (the AR said nothing of a later transfer)."""
+    announcement to the citizen was sent (the AR said nothing of a later transfer).
+
+    A message transferred twice by agents has two notices; only the latest transfer's is
+    mirrored. « Transferts annoncés à l'usager » means the citizen was told which service
+    handles the request now: a notice of an earlier transfer named a service that no longer
+    does, so, sent, it does not announce the transfer that holds, and refused, it does not
+    take back the announcement the latest notice made. The message records which notice is
+    the latest (``Transaction.set_latest_notice``, with the transfer), so the status does
+    not depend on the order deliveries settle the two in (a deferred first notice sent after
+    the second was refused wrote "sent" last, and the reverse)."""
     if item.message_pk is None:
         return
     if item.kind == OutboxKind.AR:
         tx.set_ar_status(item.message_pk, ArStatus(status.value))
     elif item.kind == OutboxKind.NOTICE:
-        tx.set_notice_status(item.message_pk, status)
+        tx.set_notice_status(item.message_pk, item.id, status)
 
 
 def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) -> None:
@@ -110,7 +119,8 @@ def finish_sent(tx: Transaction, left: Sequence[tuple[OutboxItem, datetime]]) ->
     mine = tx.finish_sent([item.id for item, _ in left])
     done = [(item, at) for item, at in left if item.id in mine]
     tx.set_ar_statuses(_messages_of(done, OutboxKind.AR), ArStatus.SENT)
-    tx.set_notice_statuses(_messages_of(done, OutboxKind.NOTICE), OutboxStatus.SENT)
+    notices = [(i.message_pk, i.id) for i, _ in done if i.kind == OutboxKind.NOTICE]
+    tx.set_notice_statuses([(pk, n) for pk, n in notices if pk is not None], OutboxStatus.SENT)
     events: list[tuple[int | None, EventKind, str, datetime]] = []
     for item, at in done:
         if item.kind == OutboxKind.REPLY and item.message_pk is not None:

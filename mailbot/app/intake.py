@@ -21,6 +21,8 @@ back whole (no row, no AR queued, the UID mark unmoved) and the poll fails with
 one TRANSIENT_ATTEMPTS times in a row is quarantined, so that an error coming back at every
 read never blocks its folder for good. The count is kept in the folder's row (and in memory,
 should the database refuse even that): a cron of ``poll --once`` counts as ``run`` does.
+A mail whose quarantine row the database refuses too counts one attempt the same way, and
+at the last is passed over with an event saying where it is (``Pipeline._unrecordable``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ from mailbot.core.policy import (
 )
 from mailbot.core.probe import is_probe
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
-from mailbot.core.statuses import DUPLICATE_REASON, ArStatus, Attention, Decision, EventKind
+from mailbot.core.statuses import (
+    DUPLICATE_REASON,
+    ArStatus,
+    Attention,
+    Decision,
+    EventKind,
+    Unrecorded,
+)
 from mailbot.errors import (
     FirstPollError,
     LeaseLostError,
@@ -403,7 +412,8 @@ class Pipeline:
     def _write_part(self, where: Where, mails: Sequence[Prepared], batched: bool) -> list[Outcome]:
         """Record mails in one transaction until the time is up; the UID mark moves with
         them. A mail whose quarantine the database refuses too ends the part: what came
-        before it commits, the mark stays below it, and StoreError says so. A transient
+        before it commits, the mark stays below it, and StoreError says so (but at its last
+        attempt: passed over, ``_unrecordable``). A transient
         database error rolls the part back whole (TransientStoreError): read again."""
         done: list[Outcome] = []
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
@@ -501,10 +511,49 @@ class Pipeline:
             quarantined = self._quarantine(
                 scope, where, prepared.mail, prepared.parsed, exc, None, reason
             )
+            if quarantined is None:
+                return self._unrecordable(tx, where, prepared.mail, exc, reason)
             self._forget_attempts(tx, where, prepared.mail.uid)
             return quarantined
         self._forget_attempts(tx, where, prepared.mail.uid)
         return outcome
+
+    def _unrecordable(
+        self, tx: Transaction, where: Where, mail: IncomingMail, exc: Exception, reason: str | None
+    ) -> Outcome | None:
+        """The database refused even the mail's quarantine row. That is one more failed
+        attempt in a row, counted with the transient errors (``_transient``), never a new
+        start: the poll ends below the mail (None: StoreError), which is read again, for the
+        refusal may pass. At TRANSIENT_ATTEMPTS the mail is passed over: an event without a
+        message (``passed_over``: its folder, UIDVALIDITY and UID, why, the traceback) and
+        the folder's mark past it, in the part; it stays on the server, never acknowledged,
+        and `mailbot status` counts it. Read for ever, it would hold its folder up for good.
+        Should the database refuse that event too, nothing records the mail: the poll ends
+        below it, as for an unusable database (the folder's failed polls say so)."""
+        key = (*where.folder_key, mail.uid)
+        stored = where.transient[1] if where.transient[0] == mail.uid else 0
+        count = max(self.transient_failures.get(key, 0), stored) + 1  # as ``_transient``
+        located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
+        if count < TRANSIENT_ATTEMPTS:
+            # Committed with the part (what came before the mail): counted once, even when
+            # the part is rolled back and written again mail by mail (BatchWriteError).
+            tx.note_transient_attempts(*where.folder_key, mail.uid, count)
+            return None
+        why, trace = _why(where, mail, exc)
+        location = f"{where.mailbox}/{where.folder} UIDVALIDITY {where.uidvalidity} UID {mail.uid}"
+        detail = f"{location}: {reason or why}; its quarantine row refused {count} times in a row"
+        for text in (f"{detail}\n{trace}", detail):
+            try:
+                with tx.savepoint():
+                    tx.add_event(None, EventKind.PASSED_OVER, text)
+            except Exception as refused:
+                log.error("passed-over event refused", exc_info=refused, extra=located)
+                continue
+            log.error("passed over, its quarantine refused", extra={**located, "attempts": count})
+            self._forget_attempts(tx, where, mail.uid)
+            passed = Unrecorded.PASSED_OVER
+            return Outcome(where.mailbox, mail.uid, passed, (f"{passed}:{why}",), None, "", None)
+        return None
 
     def _forget_attempts(self, tx: Transaction, where: Where, uid: int) -> None:
         """A mail recorded (or quarantined) leaves the count of its transient errors."""
@@ -791,8 +840,8 @@ class Pipeline:
 
         The first attempt keeps what was parsed (Message-ID, subject) for the listings;
         should the database refuse even that, a row with only the mail's location and
-        hash follows. None if that fails too: the database itself is unusable, and the
-        folder's high-water mark stays below this mail, which is read again.
+        hash follows. None if that fails too: the folder's high-water mark stays below this
+        mail, which is read again (``_unrecordable`` counts the attempts).
         """
         located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
         why, trace = _why(where, mail, exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from mailbot.config import Config
@@ -102,6 +102,7 @@ def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...
         uncertain=box["uncertain"],
         quarantined={name: quarantined.get(name, 0) for name in config.mailboxes},
         overdue={name: sum(n for b, n in c.items() if b in late) for name, c in bands.items()},
+        passed_over=sql.passed_over(store, now - timedelta(days=7)),
         extra=extra,
     )
 

@@ -38,7 +38,7 @@ from mailbot.app.requests import (
 )
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
-from mailbot.core.statuses import EventKind, OutboxKind, OutboxStatus
+from mailbot.core.statuses import EventKind, OutboxKind
 from mailbot.errors import RequestError
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.mail.originals import Originals
@@ -138,8 +138,9 @@ class Transfers:
                 also(tx)
             ids = enqueue(tx, row.id, mails)
             tx.set_service(row.id, service)
-            # The AR said nothing of this transfer: the notice announces it, once sent.
-            tx.set_notice_status(row.id, OutboxStatus.PENDING)
+            # The AR said nothing of this transfer: the notice announces it, once sent. It
+            # is the message's notice from now on, an earlier transfer's set aside.
+            tx.set_latest_notice(row.id, ids[0])
             tx.add_event(row.id, EventKind.TRANSFERRED, json.dumps(detail, ensure_ascii=False))
             self._unassign(tx, row.id, service, agent_id)
             return ids[0]

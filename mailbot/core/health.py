@@ -41,6 +41,9 @@ class Figures:
     uncertain: int  # last 7 days
     quarantined: Mapping[str, int]  # per mailbox
     overdue: Mapping[str, int]  # per mailbox
+    # Mail the database would not record even quarantined, passed over (last 7 days): on
+    # the server without an AR, found by where its event says it is (app/intake).
+    passed_over: Sequence[str] = ()  # each one's location and why
     extra: Sequence[Check] = field(default_factory=tuple)  # e.g. the probe's verdicts
 
 
@@ -98,6 +101,8 @@ def evaluate(figures: Figures, limits: Mapping[str, Limits]) -> list[Check]:
         _check("deferred sends", figures.deferred, limits["deferred"]),
         _check("failed sends (24 h)", figures.failed, limits["failed"]),
         _check("uncertain sends (7 d)", figures.uncertain, limits["uncertain"]),
+        # Mail waiting for a person, as the quarantined is: graded alike.
+        _check("mail passed over (7 d)", len(figures.passed_over), limits["quarantined"]),
     ]
     for mailbox, count in sorted(figures.quarantined.items()):
         checks.append(_check(f"{mailbox} quarantined", count, limits["quarantined"]))

@@ -19,6 +19,14 @@ class Decision(StrEnum):
     QUARANTINE = "quarantine"  # processing it raised: a person must look at it
 
 
+class Unrecorded(StrEnum):
+    """An incoming mail's outcome when no row records it (never in ``messages.decision``)."""
+
+    # The database refused even its quarantine row, attempt after attempt: passed over, an
+    # event says where it is (``EventKind.PASSED_OVER``).
+    PASSED_OVER = "passed-over"
+
+
 class SentVerdict(StrEnum):
     """What the reader of Sent folders (and of the tracking mailbox) made of a mail."""
 
@@ -89,6 +97,9 @@ class EventKind(StrEnum):
     ROUTING_CORRECTED = "routing_corrected"  # an agent changed the service or category
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
     SENT_UNREADABLE = "sent_unreadable"
+    # An incoming mail the database would not record even quarantined, attempt after
+    # attempt: passed over (no message; the detail says where it is), for a person.
+    PASSED_OVER = "passed_over"
     ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
     NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
     REOPENED = "reopened"  # closed without a reply, then the citizen wrote again about it

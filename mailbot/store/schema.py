@@ -130,9 +130,14 @@ messages = sa.Table(
     # The citizen's From and Reply-To when not `sender` (a JSON list; core.policy's
     # answer_addresses): an agent's reply written to them is an answer too (app/sent).
     sa.Column("answer_addresses", sa.Text),
-    # The status of the transfer notice an agent's transfer queued (its outbox status;
-    # NULL: none, a transfer at receipt is announced by the AR): migration 0021.
+    # The status of the transfer notice of the message's latest transfer by an agent (its
+    # outbox status; NULL: none, a transfer at receipt is announced by the AR): migration 0021.
     sa.Column("notice_status", sa.String(16)),
+    # That notice's outbox id: the latest transfer's, the one that made the message the
+    # service's it is now. Only its status is mirrored on ``notice_status``: an earlier
+    # notice settled after it wrote over it before (migration 0022). No foreign key: the
+    # outbox refers to messages, and retention deletes both.
+    sa.Column("notice_outbox", sa.Integer),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),

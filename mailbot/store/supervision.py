@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.core.clock import utcnow
-from mailbot.core.statuses import ArStatus, Decision, OutboxStatus, WorkerRole
+from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxStatus, WorkerRole
 from mailbot.store.database import Store
-from mailbot.store.schema import fit, heartbeats, messages, outbox, workers
+from mailbot.store.schema import events, fit, heartbeats, messages, outbox, workers
 
 
 def record_poll(
@@ -96,6 +96,19 @@ def quarantined(store: Store) -> dict[str, int]:
     )
     with store.engine.connect() as conn:
         return {str(m): int(n) for m, n in conn.execute(query)}
+
+
+def passed_over(store: Store, since: datetime) -> list[str]:
+    """Incoming mail passed over since ``since``, newest first: the database refused even
+    its quarantine row, attempt after attempt (``EventKind.PASSED_OVER``). Each event's
+    first line: where the mail is (mailbox, folder, UIDVALIDITY, UID) and why."""
+    query = (
+        sa.select(events.c.detail)
+        .where(events.c.kind == EventKind.PASSED_OVER, events.c.at >= since)
+        .order_by(events.c.id.desc())
+    )
+    with store.engine.connect() as conn:
+        return [str(detail).split("\n", 1)[0] for (detail,) in conn.execute(query)]
 
 
 def ar_counts(store: Store) -> dict[str, int]:

@@ -197,6 +197,8 @@ _SETTLE_OUTBOX = outbox.update().where(
     outbox.c.claimed_by == _param("holder"),
 )
 _UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
+# A transfer notice's status, on its message only while it is the latest notice.
+_UPDATE_NOTICE = _UPDATE_MESSAGE.where(messages.c.notice_outbox == _param("notice_id"))
 # A mail the server accepted: committed with the next mail's claim. Its bytes stay until
 # the delivery batch's bookkeeping (``finish_sent``), which they mark as not done yet.
 # Only under the sender's own claim, as every write after a send (``settle``).
@@ -1043,14 +1045,30 @@ class Transaction:
         """``set_ar_status`` for many messages in one executemany (a delivery batch)."""
         self._set_statuses("ar_status", message_pks, status)
 
-    def set_notice_status(self, message_pk: int, status: OutboxStatus) -> None:
-        """The status of the transfer notice an agent's transfer queued (its outbox
-        status): the transfer is announced to the citizen once it is 'sent'."""
-        self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "notice_status": status})
+    def set_latest_notice(self, message_pk: int, notice_id: int) -> None:
+        """An agent's transfer queued the notice ``notice_id`` (pending): from now on the
+        message's notice status is this one's, the latest transfer's, whatever an earlier
+        notice's delivery writes later (``set_notice_status``). Written with the transfer's
+        service, in its transaction: the last transfer committed is the one that holds."""
+        values = {"notice_outbox": notice_id, "notice_status": OutboxStatus.PENDING}
+        self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, **values})
 
-    def set_notice_statuses(self, message_pks: Sequence[int], status: OutboxStatus) -> None:
-        """``set_notice_status`` for many messages in one executemany (a delivery batch)."""
-        self._set_statuses("notice_status", message_pks, status)
+    def set_notice_status(self, message_pk: int, notice_id: int, status: OutboxStatus) -> None:
+        """The outbox status of the transfer notice ``notice_id`` on its message, only while
+        it is the message's latest (``set_latest_notice``): the transfer is announced to the
+        citizen once that one is 'sent'. An earlier notice settled later writes nothing. On
+        PostgreSQL an UPDATE waiting for a transfer's lock checks the row as it committed."""
+        self.set_notice_statuses([(message_pk, notice_id)], status)
+
+    def set_notice_statuses(self, notices: Sequence[tuple[int, int]], status: OutboxStatus) -> None:
+        """``set_notice_status`` for many (message, notice) in one executemany (a delivery
+        batch)."""
+        if notices:
+            rows = [
+                {"message_pk": pk, "notice_id": notice_id, "notice_status": status}
+                for pk, notice_id in notices
+            ]
+            _driver_many(self.conn.dialect, _UPDATE_NOTICE, ("notice_status",)).run(self.conn, rows)
 
     def _set_statuses(self, column: str, message_pks: Sequence[int], status: str) -> None:
         if message_pks:
