@@ -308,9 +308,68 @@ def test_a_copy_with_return_path_takes_over_one_without(
     assert decided[other][3] in detail and other in detail
 
 
-def test_a_retried_copy_without_return_path_gets_the_one_ar(
-    app: App, database: str
+def test_a_copy_left_for_a_person_and_answered_is_not_taken_over(app: App, database: str) -> None:
+    """An agent answered (by phone) the copy left for a person before the other mailbox's
+    copy, with a Return-Path, was read: the mail was handled, and that copy is its
+    duplicate; no AR after the answer."""
+    from mailbot.app.answered import AnsweredHow, mark_answered
+
+    bare = both(Return_Path=None)  # type: ignore[arg-type]
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, bare)])
+    pk = rows(database)[0][0]
+    how = AnsweredHow.PHONE
+    mark_answered(app.config, app.store, app.agent, "cdurand", f"#{pk}", how, "rappelée")
+    app.pipeline.process_batch("etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, both())])
+    assert [r[1:3] for r in rows(database)] == [("general", "skip"), ("etrangers", "duplicate")]
+    assert rows(database)[1][4] == pk
+    assert ars(database) == []
+    assert counted(app, database) == (1, 1, 0, 1)  # answered; still listed, as it was
+
+
+def test_a_take_over_losing_to_an_answer_records_the_duplicate(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The copy left for a person was answered between this copy's lookup (which saw it
+    waiting) and its take-over: the guarded UPDATE finds it answered, the mail's savepoint
+    alone is rolled back (its AR and reference number with it), and the copy is recorded
+    as the duplicate."""
+    from mailbot.app.answered import AnsweredHow, mark_answered
+    from mailbot.store import transaction as store_transaction
+
+    bare = both(Return_Path=None)  # type: ignore[arg-type]
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, bare)])
+    pk = rows(database)[0][0]
+    real = store_transaction.Transaction.claimed_mail
+    with app.store.transaction() as tx:
+        stale = real(tx, query(database, "SELECT fingerprint FROM message_keys")[0][0])
+    assert stale is not None and stale.waiting
+    how = AnsweredHow.PHONE
+    mark_answered(app.config, app.store, app.agent, "cdurand", f"#{pk}", how, "rappelée")
+    calls: list[int] = []
+
+    def seen_before(self: Any, fingerprint: str) -> Any:
+        calls.append(1)
+        return stale if len(calls) == 1 else real(self, fingerprint)
+
+    monkeypatch.setattr(store_transaction.Transaction, "claimed_mail", seen_before)
+    batch = [
+        IncomingMail(1, RECEIVED, both()),
+        IncomingMail(2, RECEIVED, citizen(3, "Autre", To=ETRANGERS)),
+    ]
+    outcomes = app.pipeline.process_batch("etrangers", "INBOX", 1, batch)
+    assert [o.decision for o in outcomes] == [Decision.DUPLICATE, Decision.ACKNOWLEDGE]
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded] == [
+        ("general", "skip"),
+        ("etrangers", "duplicate"),
+        ("etrangers", "acknowledge"),
+    ]
+    assert recorded[1][4] == pk and recorded[2][3] == f"SM-{RECEIVED.year}-000001"
+    queued = query(database, "SELECT DISTINCT message_pk FROM outbox")
+    assert [q[0] for q in queued] == [recorded[2][0]]  # the other mail's only
+
+
+def test_a_retried_copy_without_return_path_gets_the_one_ar(app: App, database: str) -> None:
     """``missing_return_path: use_from`` then a retry of the mail left for a person: it is
     acknowledged (its own key kept), once; its copy in the other mailbox stays its
     duplicate."""
