@@ -369,6 +369,33 @@ def test_a_take_over_losing_to_an_answer_records_the_duplicate(
     assert [q[0] for q in queued] == [recorded[2][0]]  # the other mail's only
 
 
+def test_a_copy_holding_the_key_quarantined_by_a_retry_is_taken_over(
+    app: App, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy left for a person holds the key; a retry of it fails (quarantined, the key
+    still its own): the other mailbox's copy, with a Return-Path, is still acknowledged,
+    and the quarantined row becomes its duplicate."""
+    from mailbot.app.intake import Pipeline
+
+    bare = both(Return_Path=None)  # type: ignore[arg-type]
+    app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, bare)])
+    pk = rows(database)[0][0]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("broken by the test")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Pipeline, "_decide", broken)
+        outcome = app.pipeline.process("general", "INBOX", 1, IncomingMail(1, RECEIVED, bare), pk)
+    assert outcome.decision == Decision.QUARANTINE
+    app.pipeline.process_batch("etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, both())])
+    recorded = rows(database)
+    assert [r[1:3] for r in recorded] == [("general", "duplicate"), ("etrangers", "acknowledge")]
+    assert recorded[0][4] == recorded[1][0]
+    assert ars(database) == [("etrangers", "ar")]
+    assert counted(app, database) == (1, 1, 1, 0)
+
+
 def test_a_retried_copy_without_return_path_gets_the_one_ar(app: App, database: str) -> None:
     """``missing_return_path: use_from`` then a retry of the mail left for a person: it is
     acknowledged (its own key kept), once; its copy in the other mailbox stays its

@@ -59,9 +59,9 @@ class NewMessage:
 
 class FirstCopy(NamedTuple):
     """The row holding a mail's key (``Transaction.claimed_mail``): the copy recorded first
-    in any mailbox. ``waiting``: it is a mail left for a person (no Return-Path, neither
-    answered nor closed, ``schema.left_for_person``), which a copy handled elsewhere may
-    take over."""
+    in any mailbox. ``waiting``: it is a mail left for a person (no Return-Path, or
+    quarantined by a failed retry; neither answered nor closed: ``schema.left_for_person``),
+    which a copy handled elsewhere may take over."""
 
     id: int
     mailbox: str

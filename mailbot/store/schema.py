@@ -424,14 +424,14 @@ def unhandled() -> sa.ColumnElement[bool]:
 
 
 def left_for_person() -> sa.ColumnElement[bool]:
-    """A mail skipped only for lack of a Return-Path that nobody answered nor closed yet.
-    Such a row holds its mail's key (``message_keys``) so that the other mailbox's copy
-    left for a person too is its duplicate (one mail counted once), but a copy there that
-    is handled (acknowledged: its delivery had a Return-Path) takes the key over, and
-    this row becomes that copy's duplicate."""
+    """An unhandled row (``unhandled``) nobody answered nor closed yet. A mail skipped for
+    lack of a Return-Path holds its mail's key (``message_keys``) so that the other
+    mailbox's copy left for a person too is its duplicate (one mail counted once), but a
+    copy there that is handled (acknowledged: its delivery had a Return-Path) takes the key
+    over, and this row becomes that copy's duplicate. So does a row that held the key and
+    was quarantined by a retry that failed."""
     return sa.and_(
-        messages.c.decision == Decision.SKIP,
-        messages.c.reasons == UNHANDLED_REASONS,
+        unhandled(),
         messages.c.first_reply_at.is_(None),
         messages.c.no_reply.is_(None),
     )
