@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailbot.app.acknowledge import Plan, Planner, Received
 from mailbot.app.recording import Batched, BatchWriteError, Direct
@@ -87,7 +87,7 @@ from mailbot.render.templates import Renderer
 from mailbot.render.variables import working_calendar
 from mailbot.store import NewMessage, Store, Transaction
 from mailbot.store.errors import transient_reason
-from mailbot.store.records import KnownRow
+from mailbot.store.records import FirstCopy, KnownRow
 
 log = logging.getLogger(__name__)
 RELANCE_WORKING_DAYS = 10
@@ -178,6 +178,15 @@ class Handling:
     routing: RoutingDecision | None = None
     language: str | None = None
     plan: Plan | None = None
+
+
+class Policy(NamedTuple):
+    """The policy's verdict on a mail: a probe or not, the AR decision, and the message
+    whose follow-up it is (None if none)."""
+
+    probe: bool
+    decision: ArDecision
+    parent_pk: int | None
 
 
 @dataclass(frozen=True)
@@ -628,17 +637,23 @@ class Pipeline:
         """A copy of a recorded mail, or the AR decision and what follows from it.
 
         A copy in this mailbox first, then the same mail handled in another of our
-        mailboxes (To one, Cc the other: the same SMTP copy, same fingerprint)."""
+        mailboxes (To one, Cc the other: the same SMTP copy, same fingerprint). A copy
+        there left for a person (no Return-Path: ``FirstCopy.waiting``) is this one's
+        original only if this one is left for a person too; handled here (its delivery
+        had a Return-Path), this one takes its key over (``_claim``)."""
         found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
         original = rec.duplicate(where.mailbox, *found, exclude=existing)
         if original is not None:
             return self._duplicate(rec, where, mail, parsed, original, existing)
         first = rec.first_copy(parsed.fingerprint) if parsed.fingerprint else None
-        if first is not None and first[0] != existing:
-            pk, mailbox, reference = first
-            copy = f"copy of message {pk} in mailbox {mailbox} ({reference or 'no reference'})"
-            return self._duplicate(rec, where, mail, parsed, pk, existing, copy)
-        return self._decide(rec, where, mail, parsed, existing, ahead)
+        elsewhere = first is not None and first.id != existing
+        if first is not None and elsewhere and not first.waiting:
+            return self._duplicate(rec, where, mail, parsed, first.id, existing, _copy_of(first))
+        policy = self._policy(rec, where.mailbox, mail, parsed)
+        if first is not None and elsewhere and _left_for_person(*_decided(policy.decision)):
+            # Left for a person there and here: one citizen's mail, counted and listed once.
+            return self._duplicate(rec, where, mail, parsed, first.id, existing, _copy_of(first))
+        return self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
 
     # -----------------------------------------------------------------------------------
     def _decide(
@@ -648,12 +663,12 @@ class Pipeline:
         mail: IncomingMail,
         parsed: ParsedMessage,
         existing: int | None,
+        policy: Policy,
         ahead: RoutingAhead | None = None,
+        first: FirstCopy | None = None,
     ) -> Outcome:
-        """The AR decision, and what follows from it: a reference, the routing, the mails."""
-        probe = self.probe is not None and is_probe(parsed, *self.probe)
-        context, parent_pk = self._context(rec, where.mailbox, parsed, mail.internaldate, probe)
-        decision = decide_ar(parsed, context)
+        """What follows from the AR decision: a reference, the routing, the mails, the key."""
+        probe, decision, parent_pk = policy
         handling = Handling()
         send = self.send and not where.arrived_before_resync(mail)
         if decision.send and decision.recipient:
@@ -680,7 +695,7 @@ class Pipeline:
             **_routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
         message_pk = _save(rec, row, existing)
-        _claim(rec, parsed, row, message_pk)
+        _claim(rec, parsed, row, message_pk, first)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
             _written_again(rec, parent_pk, message_pk, row.received_at)
         rec.events(
@@ -785,6 +800,15 @@ class Pipeline:
             parsed.subject,
             message_pk,
         )
+
+    def _policy(
+        self, rec: Direct, mailbox: str, mail: IncomingMail, parsed: ParsedMessage
+    ) -> Policy:
+        """The AR decision on this mail (and whether it is a probe, and the message it is
+        a follow-up of)."""
+        probe = self.probe is not None and is_probe(parsed, *self.probe)
+        context, parent_pk = self._context(rec, mailbox, parsed, mail.internaldate, probe)
+        return Policy(probe, decide_ar(parsed, context), parent_pk)
 
     def _context(
         self,
@@ -983,18 +1007,61 @@ def new_message(
     )
 
 
-def _claim(rec: Direct, parsed: ParsedMessage, row: NewMessage, message_pk: int) -> None:
+def _claim(
+    rec: Direct,
+    parsed: ParsedMessage,
+    row: NewMessage,
+    message_pk: int,
+    first: FirstCopy | None = None,
+) -> None:
     """The mail handled by this row: another mailbox's copy is its duplicate (SameMailError
     if such a copy took it first, even in another worker's transaction).
 
     A skip for reasons of this mailbox only claims nothing: a copy not addressed to it (To
     the foreigners' mailbox, Bcc the general one, read first) or over its rate limit; the
-    copy in the mailbox it was written to is still decided, and acknowledged. Nor does a
-    row left for a person (``store.unhandled``: skipped for lack of a Return-Path):
-    retried, it may still be acknowledged, or be another copy's duplicate."""
-    skipped_here = row.decision == Decision.SKIP and set(row.reasons) <= _THIS_MAILBOX_ONLY
-    if parsed.fingerprint and not skipped_here:
-        rec.claim(parsed.fingerprint, message_pk)
+    copy in the mailbox it was written to is still decided, and acknowledged.
+
+    A row left for a person (skipped only for lack of a Return-Path) claims the mail: the
+    other mailbox's copy left for a person too is its duplicate, and the mail counts once
+    in the indicators and the list of mail awaiting a person. But a copy there that is
+    handled (its delivery had a Return-Path: acknowledged) takes the key over (``first``,
+    waiting) and this row becomes its duplicate: one AR, one mail counted. Retried (after
+    ``missing_return_path: use_from``), the row keeps its own key."""
+    if not parsed.fingerprint or _skipped_here(row):
+        return
+    if first is not None and first.id == message_pk:
+        return  # a retry of the row holding the key: it still does
+    if first is not None and first.waiting:
+        rec.take_over(parsed.fingerprint, first.id, message_pk)
+        reference = row.reference or "no reference"
+        detail = f"copy of message {message_pk} in mailbox {row.mailbox} ({reference})"
+        rec.events(first.id, (EventKind.DUPLICATE, detail))
+        return
+    rec.claim(parsed.fingerprint, message_pk)
+
+
+def _skipped_here(row: NewMessage) -> bool:
+    """A skip that concerns this mailbox's copy only (``_THIS_MAILBOX_ONLY``), not a mail
+    left for a person (``_left_for_person``), which the whole mail is."""
+    return (
+        row.decision == Decision.SKIP
+        and set(row.reasons) <= _THIS_MAILBOX_ONLY
+        and not _left_for_person(row.decision, row.reasons)
+    )
+
+
+def _left_for_person(decision: Decision, reasons: Sequence[str]) -> bool:
+    """Skipped only for lack of a Return-Path: a citizen's mail that awaits a person
+    (``store.UNHANDLED_REASONS``), counted in the indicators."""
+    return decision == Decision.SKIP and tuple(reasons) == (Attention.NO_RETURN_PATH,)
+
+
+def _copy_of(first: FirstCopy) -> str:
+    """The duplicate event's detail for a copy of ``first``, recorded in another mailbox."""
+    reference = first.reference or "no reference"
+    if first.waiting:
+        reference += ", left for a person: no Return-Path"
+    return f"copy of message {first.id} in mailbox {first.mailbox} ({reference})"
 
 
 def _written_again(rec: Direct, parent_pk: int, message_pk: int, received_at: datetime) -> None:
@@ -1111,6 +1178,10 @@ def _language(handling: Handling, decision: ArDecision, parsed: ParsedMessage) -
     if handling.language is None and decision.follow_up_of:
         return mail_language(parsed)
     return handling.language
+
+
+def _decided(decision: ArDecision) -> tuple[Decision, tuple[str, ...]]:
+    return _decision_name(decision), decision.reasons
 
 
 def _decision_name(decision: ArDecision) -> Decision:

@@ -36,7 +36,7 @@ from mailbot.app.outgoing import Queued, enqueue
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.store import NewMessage, Transaction, stored_id
-from mailbot.store.records import KnownRow
+from mailbot.store.records import FirstCopy, KnownRow
 
 UNANSWERED_LISTED = 20  # the relance check looks at a sender's 20 newest unanswered mails
 
@@ -66,7 +66,7 @@ class Direct:
     ) -> int | None:
         return self.tx.find_duplicate(mailbox, message_id, fingerprint, content_hash, exclude)
 
-    def first_copy(self, fingerprint: str) -> tuple[int, str, str | None] | None:
+    def first_copy(self, fingerprint: str) -> FirstCopy | None:
         """The row that handled this very mail in any mailbox (``Transaction.claimed_mail``):
         read from the database in both modes, where another worker's commit shows."""
         return self.tx.claimed_mail(fingerprint)
@@ -74,6 +74,13 @@ class Direct:
     def claim(self, fingerprint: str, message_pk: int) -> None:
         """This row handles the mail (``Transaction.claim_mail``; SameMailError if not)."""
         self.tx.claim_mail(fingerprint, message_pk)
+
+    def take_over(self, fingerprint: str, waiting_pk: int, message_pk: int) -> None:
+        """This row handles the mail another mailbox's copy left for a person held: that
+        copy becomes its duplicate (``Transaction.take_over_mail``; SameMailError if it no
+        longer waits). Written at once in both modes: the row is another mailbox's, in no
+        batch's memory."""
+        self.tx.take_over_mail(fingerprint, waiting_pk, message_pk)
 
     def recent_ars(self, mailbox: str, recipient: str, since: datetime, until: datetime) -> int:
         """ARs sent for ``recipient``'s mails received in [since, until]."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailbot.core.statuses import ArStatus, Decision, OutboxKind
 
@@ -55,6 +55,18 @@ class NewMessage:
     to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
     probe: int = 0  # mailbot's own test mail (issue 16): out of the indicators
     answer_addresses: Sequence[str] = ()  # the citizen's other addresses an answer may go to
+
+
+class FirstCopy(NamedTuple):
+    """The row holding a mail's key (``Transaction.claimed_mail``): the copy recorded first
+    in any mailbox. ``waiting``: it is a mail left for a person (no Return-Path, or
+    quarantined by a failed retry; neither answered nor closed: ``schema.left_for_person``),
+    which a copy handled elsewhere may take over."""
+
+    id: int
+    mailbox: str
+    reference: str | None
+    waiting: bool = False
 
 
 @dataclass(frozen=True)

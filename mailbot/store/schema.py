@@ -428,6 +428,20 @@ def unhandled() -> sa.ColumnElement[bool]:
     )
 
 
+def left_for_person() -> sa.ColumnElement[bool]:
+    """An unhandled row (``unhandled``) nobody answered nor closed yet. A mail skipped for
+    lack of a Return-Path holds its mail's key (``message_keys``) so that the other
+    mailbox's copy left for a person too is its duplicate (one mail counted once), but a
+    copy there that is handled (acknowledged: its delivery had a Return-Path) takes the key
+    over, and this row becomes that copy's duplicate. So does a row that held the key and
+    was quarantined by a retry that failed."""
+    return sa.and_(
+        unhandled(),
+        messages.c.first_reply_at.is_(None),
+        messages.c.no_reply.is_(None),
+    )
+
+
 def attention() -> sa.ColumnElement[Any]:
     """Why an unhandled row needs a person: 'quarantine', 'no-return-path', else NULL."""
     return sa.case(

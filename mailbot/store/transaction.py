@@ -15,9 +15,23 @@ from sqlalchemy.engine import Connection
 from mailbot.core.clock import utcnow
 from mailbot.core.fold import search_fold
 from mailbot.core.leases import Fence, folder_lease
-from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
+from mailbot.core.statuses import (
+    DUPLICATE_REASON,
+    ArStatus,
+    Decision,
+    EventKind,
+    OutboxKind,
+    OutboxStatus,
+)
 from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError
-from mailbot.store.records import FolderState, KnownRow, NewMessage, OutboxItem, outbox_item
+from mailbot.store.records import (
+    FirstCopy,
+    FolderState,
+    KnownRow,
+    NewMessage,
+    OutboxItem,
+    outbox_item,
+)
 from mailbot.store.schema import (
     backfill_flag,
     counters,
@@ -25,6 +39,7 @@ from mailbot.store.schema import (
     fit,
     folders,
     leases,
+    left_for_person,
     message_keys,
     messages,
     outbox,
@@ -86,7 +101,12 @@ def _thread_query(by_ids: bool, by_reference: bool, in_mailbox: bool) -> sa.Sele
 
 # One mail in several mailboxes (``claimed_mail``, ``claim_mail``): the row that took it.
 _CLAIMED = (
-    sa.select(messages.c.id, messages.c.mailbox, messages.c.reference)
+    sa.select(
+        messages.c.id,
+        messages.c.mailbox,
+        messages.c.reference,
+        sa.case((left_for_person(), 1), else_=0),
+    )
     .select_from(message_keys.join(messages, messages.c.id == message_keys.c.message_pk))
     .where(message_keys.c.fingerprint == _param("fingerprint"))
 )
@@ -603,11 +623,11 @@ class Transaction:
         found = self.conn.execute(query, params).scalar()
         return None if found is None else int(found)
 
-    def claimed_mail(self, fingerprint: str) -> tuple[int, str, str | None] | None:
+    def claimed_mail(self, fingerprint: str) -> FirstCopy | None:
         """The row that handled this very mail first, in any mailbox (``claim_mail``): its
-        id, mailbox and reference; None if none did."""
+        id, mailbox and reference, and whether it is left for a person; None if none did."""
         row = _driver_claimed(self.conn.dialect).run(self.conn, {"fingerprint": fingerprint})
-        return None if row is None else (int(row[0]), str(row[1]), row[2])
+        return None if row is None else FirstCopy(int(row[0]), str(row[1]), row[2], bool(row[3]))
 
     def claim_mail(self, fingerprint: str, message_pk: int) -> None:
         """Record that ``message_pk`` handles the mail of this fingerprint. SameMailError if
@@ -619,6 +639,35 @@ class Transaction:
             _driver_claim_mail(self.conn.dialect).run(self.conn, [values])
         except sa.exc.IntegrityError:
             raise SameMailError("this mail was recorded first in another mailbox") from None
+
+    def take_over_mail(self, fingerprint: str, waiting_pk: int, message_pk: int) -> None:
+        """``message_pk`` handles the mail whose key ``waiting_pk`` holds, a copy left for
+        a person in another mailbox (``schema.left_for_person``): that row becomes its
+        duplicate and the key passes to it. SameMailError if the row is no longer left for
+        a person (a retry or an agent committed first: the guarded UPDATE waits for them
+        and reads the row again): the caller rolls back its savepoint and, looking again,
+        records this copy as that row's duplicate."""
+        taken = self.conn.execute(
+            messages.update()
+            .where(messages.c.id == waiting_pk, left_for_person())
+            .values(
+                decision=Decision.DUPLICATE,
+                reasons=json.dumps([DUPLICATE_REASON]),
+                parent_id=message_pk,
+            )
+        )
+        moved = 0
+        if taken.rowcount == 1:
+            moved = self.conn.execute(
+                message_keys.update()
+                .where(
+                    message_keys.c.fingerprint == fingerprint,
+                    message_keys.c.message_pk == waiting_pk,
+                )
+                .values(message_pk=message_pk)
+            ).rowcount
+        if moved != 1:
+            raise SameMailError("this mail was handled meanwhile in another mailbox")
 
     def acknowledged_in_thread(
         self, mailbox: str | None, thread_ids: Sequence[str], reference: str | None
