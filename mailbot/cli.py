@@ -292,7 +292,9 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
     from mailbot.store import Store
 
     config = load_config(args.config)
-    rows = quarantine.waiting(Store(config.database), args.mailbox)
+    store = Store(config.database)
+    rows = quarantine.waiting(store, args.mailbox)
+    passed = quarantine.passed_over(store, args.mailbox)
     print(f"{'ID':>7}  {'MAILBOX':<10} {'RECEIVED':<16} {'WHY':<15} {'REASON':<28} SUBJECT")
     for row in rows:
         reasons = ",".join(json.loads(row.reasons or "[]"))
@@ -301,9 +303,24 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
             f"{'#' + str(row.id):>7}  {row.mailbox:<10} {row.received_at:%Y-%m-%d %H:%M} "
             f"{row.attention:<15} {reasons[:28]:<28} {subject}"
         )
-    print(
-        f"\n{len(rows)} mail(s) without an AR, awaiting a person (mailbot quarantine show|retry ID)"
-    )
+    if passed:
+        print(
+            "\nPassed over: the database refused even their quarantine row; no row, no AR,"
+            " still on the server"
+        )
+        print(
+            f"{'ID':>7}  {'MAILBOX':<10} {'PASSED OVER':<16} {'UIDVALIDITY':>11} {'UID':>7}  "
+            "FOLDER: REASON"
+        )
+        for mail in passed:
+            print(
+                f"{mail.id:>7}  {mail.mailbox or '?':<10} {mail.at:%Y-%m-%d %H:%M} "
+                f"{mail.uidvalidity:>11} {mail.uid:>7}  {mail.folder or '?'}: {mail.why[:60]}"
+            )
+    summary = f"\n{len(rows)} mail(s) without an AR, awaiting a person"
+    if passed:
+        summary += f", and {len(passed)} passed over"
+    print(summary + " (mailbot quarantine show|retry ID)")
     return 0
 
 
@@ -313,7 +330,17 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
     from mailbot.store import Store
 
     config = load_config(args.config)
-    row, events = quarantine.details(Store(config.database), quarantine.parse_ref(args.id))
+    store = Store(config.database)
+    event_id = quarantine.passed_over_ref(args.id)
+    if event_id is not None:
+        passed, detail = quarantine.passed_over_details(store, event_id)
+        print(f"{'id:':<13} {passed.id} (passed over: no row, no AR, still on the server)")
+        for name in ("mailbox", "folder", "uidvalidity", "uid"):
+            print(f"{name + ':':<13} {getattr(passed, name) or '?'}")
+        print(f"{'passed over:':<13} {passed.at:%Y-%m-%d %H:%M:%S}")
+        print("\n  " + detail.replace("\n", "\n  "))
+        return 0
+    row, events = quarantine.details(store, quarantine.parse_ref(args.id))
     for name in ("id", "mailbox", "folder", "uidvalidity", "uid", "received_at", "message_id"):
         print(f"{name + ':':<13} {getattr(row, name)}")
     print(f"{'subject:':<13} {row.subject}")
@@ -333,21 +360,28 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     from mailbot.mail.originals import ImapOriginals
 
     app = build_app(args.config)
+    # A row's id (#42), or the event of a mail passed over (P7): oldest first.
+    refs: list[tuple[str, int]]
     if args.all:
-        ids = [row.id for row in quarantine.waiting(app.store)][::-1]
+        refs = [("#", row.id) for row in quarantine.waiting(app.store)][::-1]
+        refs += [("P", mail.event_id) for mail in quarantine.passed_over(app.store)][::-1]
     else:
-        ids = [quarantine.parse_ref(text) for text in args.ids]
-    if not ids:
+        refs = [_retry_ref(text) for text in args.ids]
+    if not refs:
         print("nothing to retry")
         return 0
     failed: Counter[str] = Counter()
     outcomes = []
     originals = ImapOriginals(app.config)
-    for message_pk in ids:
+    for kind, number in refs:
         try:
-            outcomes.append(quarantine.retry(app.store, app.pipeline, originals, message_pk))
+            if kind == "P":
+                outcome = quarantine.retry_passed_over(app.store, app.pipeline, originals, number)
+            else:
+                outcome = quarantine.retry(app.store, app.pipeline, originals, number)
+            outcomes.append(outcome)
         except MailbotError as exc:
-            print(f"error: #{message_pk}: {exc}", file=sys.stderr)
+            print(f"error: {kind}{number}: {exc}", file=sys.stderr)
             failed[_retry_failure(exc)] += 1
         app.outbox.deliver_due()
     print_outcomes(outcomes)
@@ -362,6 +396,14 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         summary += f", {failed['no retry']} failed (see the errors above)"
     print("\n" + summary)
     return 1 if failed or still else 0
+
+
+def _retry_ref(text: str) -> tuple[str, int]:
+    """``P7`` (a mail passed over, by its event) or ``42``/``#42`` (a row)."""
+    from mailbot.app import quarantine
+
+    event_id = quarantine.passed_over_ref(text)
+    return ("P", event_id) if event_id is not None else ("#", quarantine.parse_ref(text))
 
 
 def _retry_failure(exc: MailbotError) -> str:
@@ -936,15 +978,19 @@ def parser() -> argparse.ArgumentParser:
         help="mail left without an AR by an error (or no Return-Path): list, show, retry",
     )
     q_sub = quarantine_cmd.add_subparsers(dest="quarantine_command", required=True)
-    q_list = q_sub.add_parser("list", help="quarantined mail, newest first, with its id")
+    q_list = q_sub.add_parser(
+        "list", help="quarantined mail, newest first, with its id; then the mail passed over"
+    )
     q_list.add_argument("--mailbox")
     q_list.set_defaults(func=cmd_quarantine_list)
     q_show = q_sub.add_parser("show", help="one quarantined mail: record, events, traceback")
-    q_show.add_argument("id", help="its id, as quarantine list prints it (42 or #42)")
+    q_show.add_argument("id", help="its id, as quarantine list prints it (42, #42, or P7)")
     q_show.set_defaults(func=cmd_quarantine_show)
     q_retry = q_sub.add_parser("retry", help="fetch it again from IMAP and process it again")
     q_retry.add_argument("ids", nargs="*", metavar="ID")
-    q_retry.add_argument("--all", action="store_true", help="every quarantined mail")
+    q_retry.add_argument(
+        "--all", action="store_true", help="every quarantined mail, and every mail passed over"
+    )
     q_retry.set_defaults(func=cmd_quarantine_retry)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=_retention_days, help="override retention.days (1 to 36500)")

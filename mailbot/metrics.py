@@ -3,10 +3,10 @@
 ``/metrics``: what this process counted (mails processed by decision, poll durations,
 polls the database failed, IMAP reconnects) and, read from the database at each scrape,
 what every worker shares (outbox depth, ARs by status, poll lag and IMAP errors per folder,
-quarantined mail, open messages by age band). ``/healthz``: the process is alive and not
-stopping (200, else 503). ``/readyz``: it can work: the database answers, and, sharing it,
-its worker row is renewed (200, else 503). Served by the standard library's WSGI server on
-a thread.
+quarantined mail, mail passed over in the last 7 days, open messages by age band).
+``/healthz``: the process is alive and not stopping (200, else 503). ``/readyz``: it can
+work: the database answers, and, sharing it, its worker row is renewed (200, else 503).
+Served by the standard library's WSGI server on a thread.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ class Shared(Collector):
         for mailbox, count in sorted(found.quarantined.items()):
             quarantined.add_metric([mailbox], count)
         yield quarantined
+        # Mail whose quarantine row the database refused, passed over: no row, no AR, on the
+        # server for a person; counted over `mailbot status`'s window (its check's figure).
+        passed_over = GaugeMetricFamily(
+            "mailbot_passed_over",
+            "Mail passed over (its quarantine refused) in the last 7 days, waiting for a person.",
+            labels=["mailbox"],
+        )
+        for mailbox, count in sorted(found.passed_over_per_mailbox.items()):
+            passed_over.add_metric([mailbox], count)
+        yield passed_over
         open_ = GaugeMetricFamily(
             "mailbot_open_messages",
             "Unanswered citizens' messages by age in working days.",

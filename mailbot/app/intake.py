@@ -50,7 +50,7 @@ from mailbot.core.facts import (
     routing_input,
     sender_name,
 )
-from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.incoming import IncomingMail, Outcome, PassedOver
 from mailbot.core.message import ParsedMessage, parse_message
 from mailbot.core.policy import (
     ArDecision,
@@ -349,6 +349,67 @@ class Pipeline:
             tx.add_event(existing, EventKind.RETRIED, "")
             where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
             return self._record(Direct(tx), where, mail, parsed, existing)
+
+    def process_passed_over(self, passed: PassedOver, mail: IncomingMail) -> Outcome:
+        """A mail passed over (``_unrecordable``) processed again, as ``process`` does a
+        quarantined row: in a transaction of its own that first claims its event
+        (RepeatedRequestError: another retry recorded it first) and ends by giving it to
+        the row now recording the mail (``Transaction.resolve_passed_over``), which takes
+        it off the lists. The folder's mark and attempt counts are left alone, for the
+        poller went past the mail long ago. Raising again, it is quarantined so (the
+        database may take its row now); a transient database error (TransientStoreError),
+        or its quarantine row refused again (StoreError): nothing is recorded, no new event,
+        the mail stays passed over as it was, for a retry later."""
+        where = Where(passed.mailbox, passed.folder, passed.uidvalidity)
+        scope = functools.partial(self._claiming, passed, where)
+        parsed: ParsedMessage | None = None
+        try:
+            if mail.refused:  # still unreadable: quarantined now, with the new answer
+                raise UnreadableMailError(mail.refused)
+            parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
+            try:
+                outcome = self._passed_again(scope, where, mail, parsed)
+            except SameMailError:  # another mailbox's copy committed meanwhile: found now
+                outcome = self._passed_again(scope, where, mail, parsed)
+        except RepeatedRequestError:
+            raise  # another retry recorded it: nothing new
+        except Exception as exc:
+            reason = transient_reason(exc)
+            if reason is not None:
+                raise TransientStoreError(
+                    f"mailbox {passed.mailbox}: mail {passed.id} was not processed again: the"
+                    f" database could not record it now ({reason}); it stays passed over,"
+                    " retry later"
+                ) from exc
+            quarantined = self._quarantine(scope, where, mail, parsed, exc, None)
+            if quarantined is None:
+                raise StoreError(
+                    f"mailbox {passed.mailbox}: cannot record mail {passed.id}, even"
+                    " quarantined: it stays passed over"
+                ) from exc
+            outcome = quarantined
+        _log(outcome)
+        return outcome
+
+    @contextmanager
+    def _claiming(self, passed: PassedOver, where: Where) -> Iterator[Direct]:
+        """A transaction of its own for a mail passed over: its event claimed first, given
+        at the end to the row the block recorded at the mail's location."""
+        with self.store.transaction() as tx:
+            tx.claim_passed_over(passed.event_id)
+            yield Direct(tx)
+            tx.resolve_passed_over(passed.event_id, *where.folder_key, passed.uid)
+
+    def _passed_again(
+        self,
+        scope: Callable[[], AbstractContextManager[Direct]],
+        where: Where,
+        mail: IncomingMail,
+        parsed: ParsedMessage,
+    ) -> Outcome:
+        with scope() as rec:
+            where = replace(where, resync_before=rec.tx.resync_bound(*where.folder_key))
+            return self._record(rec, where, mail, parsed, None)
 
     def process_batch(
         self, mailbox: str, folder: str, uidvalidity: int, mails: Sequence[IncomingMail]

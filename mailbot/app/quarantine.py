@@ -10,6 +10,12 @@ use_from``, a retry acknowledges it.
 A retry fetches the mail again from its IMAP folder by UIDVALIDITY/UID (by Message-ID when
 the folder was renumbered, ``mailbot.mail.originals``), runs the pipeline on it and updates
 the same row; an AR is queued if it now succeeds.
+
+A mail **passed over** has no row: the database refused even its quarantine row, attempt
+after attempt, and the poller went past it (``Pipeline._unrecordable``); only its event
+(``passed_over``) says where it is on the server. It is listed and retried too, named
+``P7`` by that event: a retry fetches it by its location, runs the pipeline, and the row
+that records it now takes the event, which leaves the lists and `mailbot status`.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.app.intake import Pipeline
-from mailbot.core.incoming import IncomingMail, Outcome
+from mailbot.core.incoming import IncomingMail, Outcome, PassedOver
 from mailbot.core.statuses import Decision
 from mailbot.errors import MessageError
 from mailbot.mail.originals import Originals
 from mailbot.store import UNHANDLED_REASONS, Store
+from mailbot.store import supervision as sql
 
 _REF = re.compile(r"^#?(\d{1,12})$")
+_PASSED_REF = re.compile(r"^#?[Pp](\d{1,12})$")
 
 
 def parse_ref(text: str) -> int:
@@ -69,3 +77,44 @@ def retry(store: Store, pipeline: Pipeline, originals: Originals, message_pk: in
     row = unhandled_row(store, message_pk)
     mail = IncomingMail.of(originals.fetch(row))
     return pipeline.process(row.mailbox, row.folder, row.uidvalidity, mail, existing=row.id)
+
+
+def passed_over_ref(text: str) -> int | None:
+    """``P7`` (or ``p7``, ``#P7``) → 7, the event of a mail passed over; None for another
+    reference (a row's ``42``)."""
+    found = _PASSED_REF.match(text.strip())
+    return int(found.group(1)) if found else None
+
+
+def passed_over(store: Store, mailbox: str | None = None) -> list[PassedOver]:
+    """The mail passed over that no row records yet, newest first (whatever its age: the
+    status counts the last 7 days, a person may come later)."""
+    found = [PassedOver.of_event(row.id, row.at, row.detail) for row in sql.passed_over(store)]
+    return [p for p in found if mailbox is None or p.mailbox == mailbox]
+
+
+def passed_over_details(store: Store, event_id: int) -> tuple[PassedOver, str]:
+    """One mail passed over, still waiting: where, why, and its event's whole detail (the
+    traceback). MessageError if there is no such event, or a row records the mail now."""
+    row = sql.passed_over_event(store, event_id)
+    if row is None:
+        raise MessageError(f"no mail passed over P{event_id}")
+    if row.message_pk is not None:
+        raise MessageError(
+            f"mail P{event_id} is no longer passed over: row #{row.message_pk} records it"
+        )
+    return PassedOver.of_event(row.id, row.at, row.detail), str(row.detail)
+
+
+def retry_passed_over(
+    store: Store, pipeline: Pipeline, originals: Originals, event_id: int
+) -> Outcome:
+    """Process a mail passed over again: fetched by its location (folder, UIDVALIDITY, UID;
+    no Message-ID is known: a folder renumbered since, MailGoneError), recorded as any new
+    mail, whatever it now owes queued; its event goes to the new row in the same
+    transaction. Two retries at once: the second raises RepeatedRequestError."""
+    passed, _detail = passed_over_details(store, event_id)
+    if not passed.mailbox:
+        raise MessageError(f"mail {passed.id}: its event does not say where it is")
+    mail = IncomingMail.of(originals.fetch(passed))
+    return pipeline.process_passed_over(passed, mail)

@@ -18,6 +18,7 @@ from mailbot.config import Limits as ConfigLimits
 from mailbot.core import health
 from mailbot.core.clock import utcnow
 from mailbot.core.health import Check, Figures, FolderFigures, Limits
+from mailbot.core.incoming import PassedOver
 from mailbot.core.statuses import Health, ProbeStatus
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 from mailbot.store import Store, probes
@@ -26,6 +27,8 @@ from mailbot.store import supervision as sql
 # Open (unanswered) citizens' messages by age in working days, for the metrics.
 AGE_BANDS = ((0, 2, "0-2"), (3, DEADLINE, f"3-{DEADLINE}"), (DEADLINE + 1, 10, "6-10"))
 OLDEST_BAND = "over-10"
+# The mail passed over that `mailbot status` and the metrics count: the last 7 days'.
+PASSED_OVER_WINDOW = timedelta(days=7)
 
 record_poll = sql.record_poll
 reachable = sql.reachable
@@ -91,6 +94,11 @@ def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...
     box = sql.outbox_counts(store, now)
     oldest = box["oldest"]
     quarantined = sql.quarantined(store)
+    # Waiting still: a retry that recorded one gave its event a row (app/quarantine).
+    passed = [
+        PassedOver.of_event(row.id, row.at, row.detail)
+        for row in sql.passed_over(store, now - PASSED_OVER_WINDOW)
+    ]
     bands = open_messages(config, store, now)
     late = {label for low, _h, label in AGE_BANDS if low > DEADLINE} | {OLDEST_BAND}
     return Figures(
@@ -102,9 +110,19 @@ def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...
         uncertain=box["uncertain"],
         quarantined={name: quarantined.get(name, 0) for name in config.mailboxes},
         overdue={name: sum(n for b, n in c.items() if b in late) for name, c in bands.items()},
-        passed_over=sql.passed_over(store, now - timedelta(days=7)),
+        passed_over=[p.location + ": " + p.why for p in passed],
+        passed_over_per_mailbox=_per_mailbox(config, passed),
         extra=extra,
     )
+
+
+def _per_mailbox(config: Config, passed: list[PassedOver]) -> dict[str, int]:
+    """The mail passed over in each mailbox: every configured one (0 when none), and one
+    no longer configured that still has some (its mail waits all the same)."""
+    found = {name: 0 for name in config.mailboxes}
+    for mail in passed:
+        found[mail.mailbox or "?"] = found.get(mail.mailbox or "?", 0) + 1
+    return found
 
 
 def limits(config: Config) -> dict[str, Limits]:

@@ -3,6 +3,7 @@ sources, the intake, the Sent-folder reader and the faces share."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -55,3 +56,61 @@ class Outcome:
     subject: str
     message_pk: int | None
     route: str = ""  # "→ service" when transferred, "↪ target" when re-oriented
+
+
+# The first line of a ``passed_over`` event (``Pipeline._unrecordable`` writes it): where the
+# mail is, then why. The folder is matched lazily: the reason may name a location too.
+_PASSED_OVER = re.compile(
+    r"^(?P<mailbox>[^/]+)/(?P<folder>.+?) UIDVALIDITY (?P<uidvalidity>\d+) UID (?P<uid>\d+): "
+    r"(?P<why>.*)$"
+)
+
+
+@dataclass(frozen=True)
+class PassedOver:
+    """A mail passed over: the database refused even its quarantine row, attempt after
+    attempt, so no row records it; its event (``EventKind.PASSED_OVER``, without a
+    message) says where it is on the server. A person lists it, and retries it by that
+    location, as a quarantined row (``app/quarantine``). ``mailbox`` is "" when the
+    event's text does not say where the mail is (then it cannot be retried)."""
+
+    event_id: int
+    at: datetime  # when it was passed over
+    mailbox: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    why: str  # the event's first line after the location (the whole line if none)
+
+    # What finding it again on the server reads besides its location (``mail/originals``):
+    # no Message-ID nor hash is known of a mail no row records.
+    message_id = None
+    content_hash = None
+
+    @property
+    def id(self) -> str:
+        """How the lists and the errors name it: ``P7`` (its event), a row being ``#42``."""
+        return f"P{self.event_id}"
+
+    @classmethod
+    def of_event(cls, event_id: int, at: datetime, detail: str) -> PassedOver:
+        line = detail.split("\n", 1)[0]
+        found = _PASSED_OVER.match(line)
+        if found is None:
+            return cls(event_id, at, "", "", 0, 0, line)
+        return cls(
+            event_id,
+            at,
+            found["mailbox"],
+            found["folder"],
+            int(found["uidvalidity"]),
+            int(found["uid"]),
+            found["why"],
+        )
+
+    @property
+    def location(self) -> str:
+        """Where the mail is, as its event says it (and `mailbot status` prints it)."""
+        if not self.mailbox:
+            return "?"
+        return f"{self.mailbox}/{self.folder} UIDVALIDITY {self.uidvalidity} UID {self.uid}"

@@ -98,17 +98,29 @@ def quarantined(store: Store) -> dict[str, int]:
         return {str(m): int(n) for m, n in conn.execute(query)}
 
 
-def passed_over(store: Store, since: datetime) -> list[str]:
-    """Incoming mail passed over since ``since``, newest first: the database refused even
-    its quarantine row, attempt after attempt (``EventKind.PASSED_OVER``). Each event's
-    first line: where the mail is (mailbox, folder, UIDVALIDITY, UID) and why."""
+def passed_over(store: Store, since: datetime | None = None) -> list[sa.Row[Any]]:
+    """Incoming mail passed over (since ``since``), newest first, that no row records yet:
+    the database refused even its quarantine row, attempt after attempt
+    (``EventKind.PASSED_OVER``). Each event's detail: where the mail is (mailbox, folder,
+    UIDVALIDITY, UID) and why, then the traceback. A retry that records the mail gives
+    the event its row (``Transaction.resolve_passed_over``): it is no longer waiting."""
     query = (
-        sa.select(events.c.detail)
-        .where(events.c.kind == EventKind.PASSED_OVER, events.c.at >= since)
+        sa.select(events.c.id, events.c.at, events.c.detail)
+        .where(events.c.kind == EventKind.PASSED_OVER, events.c.message_pk.is_(None))
         .order_by(events.c.id.desc())
     )
+    if since is not None:
+        query = query.where(events.c.at >= since)
     with store.engine.connect() as conn:
-        return [str(detail).split("\n", 1)[0] for (detail,) in conn.execute(query)]
+        return list(conn.execute(query))
+
+
+def passed_over_event(store: Store, event_id: int) -> sa.Row[Any] | None:
+    """One ``passed_over`` event, waiting or not (``message_pk``: the row that records the
+    mail since a retry)."""
+    query = sa.select(events).where(events.c.id == event_id, events.c.kind == EventKind.PASSED_OVER)
+    with store.engine.connect() as conn:
+        return conn.execute(query).first()
 
 
 def ar_counts(store: Store) -> dict[str, int]:

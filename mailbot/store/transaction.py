@@ -23,7 +23,7 @@ from mailbot.core.statuses import (
     OutboxKind,
     OutboxStatus,
 )
-from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError
+from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError, StoreError
 from mailbot.store.records import (
     FirstCopy,
     FolderState,
@@ -870,6 +870,43 @@ class Transaction:
         )
         if claimed.rowcount != 1:
             raise RepeatedRequestError(f"mail #{message_pk} was already processed again")
+
+    def claim_passed_over(self, event_id: int) -> None:
+        """Lock a mail passed over (its ``passed_over`` event, no row) before processing it
+        again; RepeatedRequestError if a row records it now (another retry committed
+        first). The guarded UPDATE waits for a concurrent retry, as ``claim_unhandled``."""
+        claimed = self.conn.execute(
+            events.update()
+            .where(
+                events.c.id == event_id,
+                events.c.kind == EventKind.PASSED_OVER,
+                events.c.message_pk.is_(None),
+            )
+            .values(message_pk=events.c.message_pk)
+        )
+        if claimed.rowcount != 1:
+            raise RepeatedRequestError(f"mail P{event_id} was already processed again")
+
+    def resolve_passed_over(
+        self, event_id: int, mailbox: str, folder: str, uidvalidity: int, uid: int
+    ) -> int:
+        """The mail passed over is recorded now, in this transaction: its event goes to the
+        row at its location (one at most: ``uq_messages_location``), which takes it off
+        the lists and `mailbot status`, and shows it in the row's history. The row's id."""
+        message_pk = self.conn.execute(
+            sa.select(messages.c.id).where(
+                messages.c.mailbox == mailbox,
+                messages.c.folder == folder,
+                messages.c.uidvalidity == uidvalidity,
+                messages.c.uid == uid,
+            )
+        ).scalar_one_or_none()
+        if message_pk is None:
+            raise StoreError(f"mail P{event_id}: no row records {mailbox}/{folder} UID {uid}")
+        self.conn.execute(
+            events.update().where(events.c.id == event_id).values(message_pk=message_pk)
+        )
+        return int(message_pk)
 
     def count_relance(self, message_pk: int, received_at: datetime) -> None:
         """One more relance of a message: the citizen writing again (a follow-up received at

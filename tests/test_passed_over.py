@@ -1,0 +1,197 @@
+"""A mail passed over is seen and handled where an admin looks (`mailbot quarantine`,
+`mailbot status`, the metrics), and retried by its location like a quarantined row.
+
+A mail whose quarantine row the database refuses three polls in a row is passed over: no
+row, no AR, the folder's mark past it, an event saying where it is. Real parts: Dovecot,
+aiosmtpd, SQLite and PostgreSQL; the database's refusal is a real trigger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from poison import citizen
+from refusals import allow_rows, query, refuse_rows
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import write_config
+from test_poison import ars_to, inproc
+
+from mailbot.app import quarantine
+from mailbot.app.context import build_app
+from mailbot.config import load_config
+from mailbot.core.incoming import IncomingMail
+from mailbot.errors import RepeatedRequestError, StoreError
+from mailbot.mail.smtp import FileTransport
+from mailbot.metrics import Shared
+from mailbot.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+RECEIVED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+WHERE = ("general", "INBOX", 1)
+Run = Any  # a CompletedProcess of `inproc`
+
+
+@pytest.fixture
+def etrangers(dovecot: DovecotServer) -> MailUser:
+    return dovecot.new_user("etr")
+
+
+def passed_over(database: str) -> list[Any]:
+    return query(database, "SELECT id, message_pk FROM events WHERE kind = 'passed_over'")
+
+
+def gauge(config: Path, name: str) -> dict[str, float]:
+    """A shared metric as the worker's endpoint collects it at a scrape, by mailbox."""
+    store = Store(load_config(config).database)
+    try:
+        families = list(Shared(load_config(config), store, {}).collect())
+    finally:
+        store.close()
+    (family,) = [f for f in families if f.name == name]
+    return {s.labels["mailbox"]: s.value for s in family.samples}
+
+
+def status_check(run: Run) -> str:
+    """The figure of `mailbot status`'s check of the mail passed over, in its perfdata."""
+    return str(run.stdout.split("'mail passed over (7 d)'=", 1)[1].split()[0])
+
+
+def pass_over_mail_1(
+    config: Path, database: str, imap_user: MailUser, capsys: pytest.CaptureFixture[str]
+) -> int:
+    """Mail 1 raises and its quarantine row is refused at three polls in a row: passed
+    over at the third, mail 2 after it answered. Its event's id."""
+    refuse_rows(database, 1, quarantine_too=True)
+    imap_user.deliver([citizen(1, "Titre de séjour urgent"), citizen(2, "Horaires")])
+    polls = [
+        inproc(capsys, config, "poll", "--once", "--acknowledge-existing").returncode
+        for _ in range(3)
+    ]
+    assert polls == [1, 1, 0]
+    ((event_id, message_pk),) = passed_over(database)
+    assert message_pk is None
+    assert query(database, "SELECT uid FROM messages") == [(2,)]
+    return int(event_id)
+
+
+def test_a_mail_passed_over_is_listed_counted_and_recorded_by_a_retry(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    event_id = pass_over_mail_1(config, database, imap_user, capsys)
+    assert ars_to(smtp_server, "usager2@example.fr") == 1
+    assert ars_to(smtp_server, "usager1@example.fr") == 0
+
+    listing = inproc(capsys, config, "quarantine", "list")
+    assert listing.returncode == 0
+    assert "Passed over: the database refused even their quarantine row" in listing.stdout
+    (line,) = [line for line in listing.stdout.splitlines() if f"P{event_id} " in line]
+    assert line.split()[:2] == [f"P{event_id}", "general"]
+    assert " 1  INBOX: error:" in line  # its UID, folder and reason
+    assert "0 mail(s) without an AR, awaiting a person, and 1 passed over" in listing.stdout
+    other = inproc(capsys, config, "quarantine", "list", "--mailbox", "etrangers")
+    assert "Passed over" not in other.stdout and "passed over" not in other.stdout
+    shown = inproc(capsys, config, "quarantine", "show", f"P{event_id}")
+    assert shown.returncode == 0 and "Traceback" in shown.stdout
+    assert "general/INBOX UIDVALIDITY" in shown.stdout and "usager1" not in shown.stdout
+    status = inproc(capsys, config, "status")
+    assert status_check(status) == "1"
+    assert gauge(config, "mailbot_passed_over") == {"general": 1, "etrangers": 0}
+
+    # The database still refuses it: the retry records nothing and it stays passed over.
+    still = inproc(capsys, config, "quarantine", "retry", f"P{event_id}")
+    assert still.returncode == 1 and "it stays passed over" in still.stderr
+    assert [tuple(row) for row in passed_over(database)] == [(event_id, None)]
+    assert query(database, "SELECT uid FROM messages") == [(2,)]
+
+    allow_rows(database)
+    retried = inproc(capsys, config, "quarantine", "retry", "--all")
+    assert retried.returncode == 0, retried.stderr
+    assert "1 retried, 0 still quarantined" in retried.stdout
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+    ((row_id, decision),) = query(database, "SELECT id, decision FROM messages WHERE uid = 1")
+    assert decision == "acknowledge"
+    # Its event went to the row that records it now: off the list, the status, the metrics.
+    assert [tuple(row) for row in passed_over(database)] == [(event_id, row_id)]
+    listing = inproc(capsys, config, "quarantine", "list")
+    assert "Passed over" not in listing.stdout and "0 mail(s)" in listing.stdout
+    assert "passed over" not in listing.stdout
+    assert status_check(inproc(capsys, config, "status")) == "0"
+    assert gauge(config, "mailbot_passed_over") == {"general": 0, "etrangers": 0}
+    again = inproc(capsys, config, "quarantine", "retry", f"P{event_id}")
+    assert again.returncode == 1 and f"row #{row_id} records it" in again.stderr
+    assert ars_to(smtp_server, "usager1@example.fr") == 1  # one AR, never two
+    folder = "SELECT last_uid FROM folders WHERE mailbox = 'general' AND folder = 'INBOX'"
+    assert query(database, folder) == [(2,)]  # the mark never went back
+
+
+def test_a_mail_passed_over_that_raises_again_is_quarantined_by_its_retry(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The retry meets the mail's own error again, but the database takes its quarantine
+    row now: the mail is recorded, quarantined, and its event goes to that row, listed
+    now as any quarantined mail (`#id`), which a later retry answers."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    event_id = pass_over_mail_1(config, database, imap_user, capsys)
+    allow_rows(database)
+    if not database.startswith("sqlite"):
+        query(database, "DROP FUNCTION refuse()")  # refuse_rows creates it again
+    refuse_rows(database, 1)  # its row refused, not its quarantine row
+    retried = inproc(capsys, config, "quarantine", "retry", f"p{event_id}")
+    assert retried.returncode == 1 and "1 retried, 1 still quarantined" in retried.stdout
+    ((row_id, decision),) = query(database, "SELECT id, decision FROM messages WHERE uid = 1")
+    assert decision == "quarantine"
+    assert [tuple(row) for row in passed_over(database)] == [(event_id, row_id)]
+    kinds = query(database, f"SELECT kind FROM events WHERE message_pk = {row_id} ORDER BY id")
+    assert [kind for (kind,) in kinds] == ["passed_over", "quarantined"]
+    listing = inproc(capsys, config, "quarantine", "list")
+    assert f"#{row_id}" in listing.stdout and "Passed over" not in listing.stdout
+    assert gauge(config, "mailbot_passed_over")["general"] == 0
+    assert gauge(config, "mailbot_quarantined")["general"] == 1
+
+    allow_rows(database)
+    assert inproc(capsys, config, "quarantine", "retry", f"#{row_id}").returncode == 0
+    assert ars_to(smtp_server, "usager1@example.fr") == 1
+
+
+def test_two_retries_of_a_mail_passed_over_at_once_record_it_once(
+    database: str, tmp_path: Path
+) -> None:
+    """Two retries that both found the mail still passed over (two admins, a double run of
+    `retry --all`): the second waits for the first's transaction at its claim of the event,
+    then finds a row recording the mail and records nothing (RepeatedRequestError)."""
+    app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    try:
+        refuse_rows(database, 3, quarantine_too=True)
+        mails = [IncomingMail(uid, RECEIVED, citizen(uid)) for uid in (1, 2, 3, 4)]
+        for _poll in range(3):
+            start = app.pipeline.start_folder(*WHERE)
+            with contextlib.suppress(StoreError):
+                app.pipeline.process_batch(*WHERE, [m for m in mails if m.uid > start])
+        allow_rows(database)
+        (waiting,) = quarantine.passed_over(app.store)
+        assert (waiting.location, waiting.uid) == ("general/INBOX UIDVALIDITY 1 UID 3", 3)
+        first = app.pipeline.process_passed_over(waiting, mails[2])
+        assert first.decision == "acknowledge" and first.message_pk is not None
+        with pytest.raises(RepeatedRequestError, match=f"mail P{waiting.event_id} was already"):
+            app.pipeline.process_passed_over(waiting, mails[2])
+        assert query(database, "SELECT uid FROM messages ORDER BY uid") == [(1,), (2,), (3,), (4,)]
+        ars = "SELECT m.uid FROM outbox o JOIN messages m ON m.id = o.message_pk WHERE m.uid = 3"
+        assert query(database, ars) == [(3,)]
+        assert quarantine.passed_over(app.store) == []
+    finally:
+        app.store.close()
