@@ -422,7 +422,7 @@ class Pipeline:
         """Record mails in one transaction until the time is up; the UID mark moves with
         them. A mail whose quarantine the database refuses too ends the part: what came
         before it commits, the mark stays below it, and StoreError says so (but at its last
-        attempt: passed over, ``_unrecordable``). A transient
+        attempt: passed over, ``_unrecordable``, which ends the part too, committed). A transient
         database error rolls the part back whole (TransientStoreError): read again."""
         done: list[Outcome] = []
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
@@ -448,6 +448,12 @@ class Pipeline:
                         refused = prepared.mail
                         break
                     done.append(outcome)
+                    # A mail passed over commits at once, the mark past it: should a later
+                    # mail roll the part back (a transient error), the passing over would go
+                    # with it, and that mail's count over its count in the folder's row — a
+                    # cron's next poll would start it again from its first attempt, for ever.
+                    if outcome.decision == Unrecorded.PASSED_OVER:
+                        break
                     # An outbox claim waiting for the write lock (SQLite) commits with the part:
                     # it waits one mail, not a whole part (store/desk).
                     if time.monotonic() >= deadline or tx.writes_waiting():
