@@ -924,7 +924,7 @@ class Transaction:
             .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
             .values(no_reply=None)
         )
-        follow_up = messages.alias("follow_up")
+        follow_up = messages.alias("written_again")
         after_answer = (
             sa.select(sa.func.count())
             .select_from(follow_up)
