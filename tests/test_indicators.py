@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rulesfile import dump_rules, load_rules
 
+from mailbot.core.statuses import EventKind
 from mailbot.store import NewMessage, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,3 +410,46 @@ def test_the_command_as_of_a_date_leaves_out_the_relances_received_after_it(conf
     """``mailbot indicators --as-of``: message 24's two relances came on the 20th."""
     as_of_19 = json.loads(run(config, "--format", "json", "--as-of", "2026-11-19").stdout)
     assert (as_of_19["received"], as_of_19["relances"]) == (28, 1)
+
+
+def test_an_answer_recorded_later_with_an_earlier_date_leaves_out_the_relances_after_it(
+    database: str,
+) -> None:
+    """Message 24 (received Tuesday 17 November) was relanced twice on Friday the 20th; on
+    the 24th an agent records that he answered it by phone on Wednesday the 18th
+    (``mark_answered`` with ``at``). The two follow-ups came after that answer: no relance
+    ("while unanswered"), neither in the figures as of the 25th nor as of the 19th, when
+    neither had come yet — the stored count and the relances taken away as of a day follow
+    the same rule. Only message 7's relance (on the 9th) stays. Buckets and facts alike, on
+    SQLite and PostgreSQL."""
+    from datetime import date
+    from types import SimpleNamespace
+    from typing import cast
+
+    from mailbot.app.indicators import figures, figures_of_periods
+    from mailbot.config import Config
+
+    store = Store(database)
+    try:
+        load_scenario(store)
+        row = store.message(reference="SM-2026-000024")
+        assert row is not None and row.relances == 2
+        with store.transaction() as tx:
+            tx.record_reply(row.id, at(18, 11), None, "{}", EventKind.ANSWERED_ELSEWHERE)
+        configs = [
+            cast(Config, SimpleNamespace(timezone=zone, complaint_category="reclamation"))
+            for zone in ("Europe/Paris", "Europe/Brussels")
+        ]
+        weeks = [(date(2026, 11, 2 + 7 * k), date(2026, 11, 8 + 7 * k)) for k in range(3)]
+        for day in (8, 19, 25):
+            as_of = date(2026, 11, day)
+            expected = 0 if day == 8 else 1
+            for config in configs:
+                whole = figures(config, store, weeks[0][0], weeks[-1][1], as_of)
+                assert whole.relances == expected, (config.timezone, day)
+                found = figures_of_periods(config, store, weeks, as_of)
+                assert [f.relances for f in found] == [expected, 0, 0], (config.timezone, day)
+        row = store.message(reference="SM-2026-000024")
+        assert row is not None and row.relances == 0
+    finally:
+        store.close()

@@ -282,6 +282,92 @@ def test_a_mail_whose_quarantine_is_refused_at_the_third_attempt_is_passed_over(
     assert check.state is Health.WARNING
 
 
+def test_a_mail_passed_over_stays_passed_over_when_a_later_mail_fails_in_its_part(
+    pg: str, tmp_path: Path
+) -> None:
+    """A cron of ``poll --once`` (a new process each time: no count in memory). Mail 2's
+    quarantine row is refused at every poll; mail 4 meets a serialization failure every
+    time. At the third poll mail 2 is passed over, but mail 4, in the same part, rolled
+    that part back whole, the passing over with it, and wrote its own count over mail 2's
+    in the folder's row: mail 2 started again from its first attempt, and so on for ever,
+    the folder stuck below mail 2 and mail 4 never quarantined. Passed over, mail 2 is
+    committed before the next mail is read: the next polls count mail 4's attempts alone,
+    and quarantine it at its third."""
+    refuse_rows(pg, 2, quarantine_too=True)
+    fail_rows(pg, 4)
+    polls: list[object] = []
+    for _poll in range(5):
+        app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=pg)
+        try:
+            start = app.pipeline.start_folder(*WHERE)
+            found = app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+            polls.append([(o.uid, str(o.decision)) for o in found])
+        except StoreError as exc:
+            polls.append("transient" if isinstance(exc, TransientStoreError) else "refused")
+        finally:
+            app.store.close()
+    assert polls == [
+        "refused",
+        "refused",
+        "transient",  # mail 2 passed over, then mail 4's first attempt
+        "transient",
+        [(3, "acknowledge"), (4, "quarantine"), (5, "acknowledge")],
+    ]
+    assert [uid for uid, *_ in recorded(pg)] == [1, 3, 4, 5] and last_uid(pg) == 5
+    (event,) = query(pg, "SELECT detail FROM events WHERE kind = 'passed_over'")
+    assert event.detail.startswith("general/INBOX UIDVALIDITY 1 UID 2: ")
+    assert queued_uids(pg) == [1, 3, 5]
+
+
+def test_two_mails_failing_every_time_in_one_part_are_both_quarantined_by_a_cron(
+    pg: str, tmp_path: Path
+) -> None:
+    """A cron of ``poll --once`` (no count in memory); mails 2 and 4 meet a serialization
+    failure every time (a statement timeout on two huge mails would too). Mail 2 is
+    quarantined at its third attempt, but mail 4, in the same part, rolled the part back,
+    the quarantine with it, and its count took mail 2's place in the folder's row: mail 2
+    started again from its first attempt, and so on for ever. A mail recorded after
+    counted attempts commits at once: mail 4's attempts are counted next, alone."""
+    Store(pg).close()
+    query(
+        pg,
+        "CREATE FUNCTION flaky() RETURNS trigger AS $$ BEGIN "
+        "IF NEW.uid IN (2, 4) AND NEW.decision <> 'quarantine' THEN RAISE EXCEPTION "
+        "'could not serialize access (by the test)' USING ERRCODE = '40001'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+    )
+    query(
+        pg, "CREATE TRIGGER flaky BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION flaky()"
+    )
+    polls: list[object] = []
+    for _poll in range(6):
+        app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=pg)
+        try:
+            start = app.pipeline.start_folder(*WHERE)
+            found = app.pipeline.process_batch(*WHERE, mails(range(start + 1, 6)))
+            polls.append([(o.uid, str(o.decision)) for o in found])
+        except TransientStoreError:
+            polls.append("transient")
+        finally:
+            app.store.close()
+    assert polls == [
+        "transient",
+        "transient",
+        "transient",  # mail 2 quarantined, then mail 4's first attempt
+        "transient",
+        [(3, "acknowledge"), (4, "quarantine"), (5, "acknowledge")],
+        [],
+    ]
+    assert [(uid, d) for uid, d, _ in recorded(pg)] == [
+        (1, "acknowledge"),
+        (2, "quarantine"),
+        (3, "acknowledge"),
+        (4, "quarantine"),
+        (5, "acknowledge"),
+    ]
+    assert last_uid(pg) == 5
+
+
 def test_a_connection_closed_mid_batch_fails_the_poll_and_the_next_records_all(
     app: App, pg: str
 ) -> None:

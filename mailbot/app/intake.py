@@ -483,7 +483,8 @@ class Pipeline:
         """Record mails in one transaction until the time is up; the UID mark moves with
         them. A mail whose quarantine the database refuses too ends the part: what came
         before it commits, the mark stays below it, and StoreError says so (but at its last
-        attempt: passed over, ``_unrecordable``). A transient
+        attempt: passed over, ``_unrecordable``). A mail that failed before ends the part
+        once recorded, committed (``_counted``). A transient
         database error rolls the part back whole (TransientStoreError): read again."""
         done: list[Outcome] = []
         deadline = time.monotonic() + MAX_TRANSACTION_SECONDS
@@ -504,11 +505,14 @@ class Pipeline:
                     if isinstance(rec, Batched) and n == read_to:
                         read_to = n + max(READ_AHEAD[0], min(READ_AHEAD[1], n))
                         rec.extend(self._known(tx, where.mailbox, mails[n:read_to]))
+                    counted = self._counted(where, prepared.mail.uid)
                     outcome = self._record_one(tx, rec, where, prepared)
                     if outcome is None:
                         refused = prepared.mail
                         break
                     done.append(outcome)
+                    if counted or outcome.decision == Unrecorded.PASSED_OVER:
+                        break  # committed at once (``_counted``)
                     # An outbox claim waiting for the write lock (SQLite) commits with the part:
                     # it waits one mail, not a whole part (store/desk).
                     if time.monotonic() >= deadline or tx.writes_waiting():
@@ -624,6 +628,16 @@ class Pipeline:
             passed = Unrecorded.PASSED_OVER
             return Outcome(where.mailbox, mail.uid, passed, (f"{passed}:{why}",), None, "", None)
         return None
+
+    def _counted(self, where: Where, uid: int) -> bool:
+        """Whether this mail failed before (its attempts counted, in its folder's row or in
+        memory). Recorded now — quarantined at its last attempt, passed over, or simply
+        recorded — it ends its part, which commits: should a later mail of the part roll
+        it back (a transient error), the mail's outcome would go with it, and that mail's
+        count would take its place in the folder's one slot. A cron of ``poll --once``
+        (nothing in memory) would then start the first mail again from its first attempt,
+        the second never reached past it: two mails failing every time, for ever."""
+        return where.transient[0] == uid or (*where.folder_key, uid) in self.transient_failures
 
     def _forget_attempts(self, tx: Transaction, where: Where, uid: int) -> None:
         """A mail recorded (or quarantined) leaves the count of its transient errors."""

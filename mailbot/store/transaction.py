@@ -944,12 +944,34 @@ class Transaction:
         """A reply to a citizen's message: the event, and the first reply kept on the row
         (``complete``: its signature; None when there was none to check, e.g. a phone call).
         A message closed as needing no reply is answered after all: no longer closed, so
-        that it counts once, as answered (not also apart, in the report's closed list)."""
+        that it counts once, as answered (not also apart, in the report's closed list).
+
+        A first reply earlier than the one known (a phone answer recorded days later, a
+        reply found in Sent after the citizen wrote again) takes back the relances counted
+        since it: the follow-ups received from ``at`` on came after the answer, no reminder
+        of mail left waiting (``relance_counted``). The stored count then keeps following
+        the rule by which ``Store.relances_after`` finds them again for figures as of a day
+        (which would otherwise take away none of them, and show relances before they came).
+        Those received before the known first reply were counted when they came (a first
+        reply only ever moves earlier); in an UPDATE, ``first_reply_at`` is still that one.
+        """
         self.add_events(message_pk, (kind, detail), at=at)
         self.conn.execute(
             messages.update()
             .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
             .values(no_reply=None)
+        )
+        follow_up = messages.alias("written_again")
+        after_answer = (
+            sa.select(sa.func.count())
+            .select_from(follow_up)
+            .where(
+                follow_up.c.parent_id == messages.c.id,
+                follow_up.c.decision == Decision.FOLLOW_UP,
+                follow_up.c.received_at >= at,
+                relance_counted(messages.c.first_reply_at, follow_up.c.received_at),
+            )
+            .scalar_subquery()
         )
         self.conn.execute(
             messages.update()
@@ -960,6 +982,7 @@ class Transaction:
             .values(
                 first_reply_at=at,
                 first_reply_complete=None if complete is None else int(complete),
+                relances=messages.c.relances - after_answer,
             )
         )
 
