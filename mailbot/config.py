@@ -571,6 +571,9 @@ class StatusConfig(Model):
     failed: Limits = _limits(1, 10)  # sends that failed for good, last 24 hours
     uncertain: Limits = _limits(1, 5)  # sends interrupted, last 7 days
     quarantined: Limits = _limits(1, 10)  # mail waiting for a person
+    # mail the database refused even to quarantine (7 days): no row, no AR, out of the
+    # indicators until retried, so its own bounds (raising ``quarantined`` hides none)
+    passed_over: Limits = _limits(1, 3)
     overdue: Limits = _limits(1, 20)  # messages unanswered past 5 working days
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=1, le=65535)  # None: no endpoint

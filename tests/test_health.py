@@ -64,3 +64,36 @@ def test_a_probe_verdict() -> None:
     assert verdict(301.0, (), 300) is ProbeStatus.LATE
     assert verdict(12.0, (), 300) is ProbeStatus.PASSED
     assert ProbeStatus.LATE.failed and not ProbeStatus.AWAITING.failed
+
+
+def test_a_mail_passed_over_has_its_own_bounds_raising_the_quarantines_hides_none() -> None:
+    """A site that tolerates a few quarantined mails (a person will look) still hears of
+    one passed over: no row, no AR, out of the indicators until retried."""
+    from rulesfile import ROOT, load_rules
+
+    from mailbot.app.supervision import limits
+    from mailbot.config import config_from_mapping
+    from mailbot.core.health import Figures, evaluate
+
+    data = load_rules()
+    data["status"] = {"quarantined": {"warning": 5, "critical": 20}}
+    bounds = limits(config_from_mapping(data, "rules.yaml", base=ROOT))
+    assert bounds["passed_over"] == Limits(1, 3)  # the defaults
+    figures = Figures(
+        folders=(),
+        outbox_depth=0,
+        oldest_pending_seconds=None,
+        deferred=0,
+        failed=0,
+        uncertain=0,
+        quarantined={"general": 1},
+        overdue={},
+        passed_over=("general/INBOX UIDVALIDITY 1 UID 3: refused",),
+    )
+    states = {c.what: c.state for c in evaluate(figures, bounds)}
+    assert states["general quarantined"] is Health.OK
+    assert states["mail passed over (7 d)"] is Health.WARNING
+    many = Figures(**{**figures.__dict__, "passed_over": ("a", "b", "c")})
+    assert {c.what: c.state for c in evaluate(many, bounds)}["mail passed over (7 d)"] is (
+        Health.CRITICAL
+    )

@@ -103,8 +103,7 @@ def evaluate(figures: Figures, limits: Mapping[str, Limits]) -> list[Check]:
         _check("deferred sends", figures.deferred, limits["deferred"]),
         _check("failed sends (24 h)", figures.failed, limits["failed"]),
         _check("uncertain sends (7 d)", figures.uncertain, limits["uncertain"]),
-        # Mail waiting for a person, as the quarantined is: graded alike.
-        _check("mail passed over (7 d)", len(figures.passed_over), limits["quarantined"]),
+        _check("mail passed over (7 d)", len(figures.passed_over), limits["passed_over"]),
     ]
     for mailbox, count in sorted(figures.quarantined.items()):
         checks.append(_check(f"{mailbox} quarantined", count, limits["quarantined"]))
