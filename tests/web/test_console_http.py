@@ -22,6 +22,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from webtools import (
     HOST,
+    PAGE_TIMEOUT,
     PASSWORD,
     ROOT,
     base_config,
@@ -502,7 +503,7 @@ def test_a_new_login_ends_the_session_it_replaces(tmp_path: Path) -> None:
 @contextlib.contextmanager
 def copy_of(url: str, cookie: str) -> Iterator[httpx.Client]:
     """A client of ``url`` holding a copy of a session cookie."""
-    with http_client(base_url=url, follow_redirects=False, timeout=10) as client:
+    with http_client(base_url=url, follow_redirects=False, timeout=PAGE_TIMEOUT) as client:
         client.cookies.set("mailbot_session", cookie)
         yield client
 

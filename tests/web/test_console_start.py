@@ -17,7 +17,16 @@ from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 from test_indicators import load_scenario
-from webtools import HOST, PASSWORD, ROOT, accounts_yaml, http_client, http_get, local_login
+from webtools import (
+    HOST,
+    PAGE_TIMEOUT,
+    PASSWORD,
+    ROOT,
+    accounts_yaml,
+    http_client,
+    http_get,
+    local_login,
+)
 
 from mailbot.store import Store
 from mailbot.web.demo import DEMO_PASSWORD
@@ -74,7 +83,7 @@ def test_demo_web_serves_the_demo_data_to_the_demo_accounts(tmp_path: Path) -> N
         text = "".join(lines)
         assert f"password for each: {DEMO_PASSWORD}" in text
         assert all(name in text for name in ("cdurand", "lmoreau", "ngarnier", "tbernard"))
-        with http_client(base_url=url.group(1), timeout=10) as client:
+        with http_client(base_url=url.group(1), timeout=PAGE_TIMEOUT) as client:
             login = client.get("/connexion")
             assert login.status_code == 200 and "Connexion à la console mailbot" in login.text
             assert local_login(client, "lmoreau", DEMO_PASSWORD).status_code == 303
@@ -84,7 +93,7 @@ def test_demo_web_serves_the_demo_data_to_the_demo_accounts(tmp_path: Path) -> N
             assert page.status_code == 200
             received = re.search(r"(\d+) reçus, (\d+) répondus", page.text)
             assert received and int(received.group(1)) > 0  # the demo's mail, from its database
-        with http_client(base_url=url.group(1), timeout=10) as stranger:
+        with http_client(base_url=url.group(1), timeout=PAGE_TIMEOUT) as stranger:
             assert local_login(stranger, "lmoreau", "pas-le-bon").status_code == 401
     finally:
         code, _, err = stop(process, signal.SIGINT)
@@ -113,7 +122,7 @@ def test_run_serves_the_console_when_web_is_enabled(
     try:
         wait_until_up(url, worker, timeout=120)  # a worker's start: 30 s of wall at a load of 8
         smtp_server.wait_for(1, timeout=120)  # the worker works beside the console
-        with http_client(base_url=url, timeout=10) as client:
+        with http_client(base_url=url, timeout=PAGE_TIMEOUT) as client:
             assert client.get("/connexion").status_code == 200
             assert local_login(client, "cdurand", PASSWORD).status_code == 303
             assert "Camille Durand" in client.get("/").text
@@ -149,7 +158,7 @@ def test_web_serves_every_page_on_the_configured_database(tmp_path: Path) -> Non
     url = f"http://{HOST}:{port}"
     try:
         wait_until_up(url, web)
-        with http_client(base_url=url, timeout=10) as client:
+        with http_client(base_url=url, timeout=PAGE_TIMEOUT) as client:
             assert local_login(client, "lmoreau", PASSWORD).status_code == 303
             page = client.get("/indicateurs?service=general&periode=2026-W47")
             assert page.status_code == 200 and "Indicateurs Qual-e-pref" in page.text

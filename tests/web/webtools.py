@@ -38,6 +38,9 @@ from mailbot.web.server import BackgroundServer, bind
 from mailbot.web.site import console_app
 
 ROOT = Path(__file__).resolve().parents[2]
+# How long a test waits for a page: no test times the console, and a page that renders every
+# template (/admin/modeles) took over 10 s while the suite shared two cores at a load of 12.
+PAGE_TIMEOUT = 60
 HOST = "127.0.0.1"
 SETUP_HINT = "run scripts/setup-tests (it installs node, npm packages and Chromium)"
 AXE = ROOT / "tests" / "web" / "node_modules" / "axe-core" / "axe.min.js"
@@ -88,7 +91,7 @@ class RunningConsole:
         return [fields for event, fields in self.audit.events if event == name]
 
     def client(self) -> httpx.Client:
-        return http_client(base_url=self.url, follow_redirects=False, timeout=10)
+        return http_client(base_url=self.url, follow_redirects=False, timeout=PAGE_TIMEOUT)
 
 
 @lru_cache(maxsize=1)
