@@ -2,6 +2,11 @@
 Return-Path) — list, one mail with its events, process it again — and the templates check.
 They call ``app/quarantine`` and ``app/template_catalogue`` as ``mailbot quarantine`` and
 ``mailbot templates check`` do; no citizen's address is shown.
+
+A mail **passed over** (the database refused even its quarantine row: no row, only an event
+saying where it is on the server) is listed apart on the same page, shown and processed
+again by that event (``P7``, as ``mailbot quarantine`` names it), through the same use
+cases: the page knows its location and why, never its sender nor its subject.
 """
 
 from __future__ import annotations
@@ -19,10 +24,16 @@ from starlette.routing import Route
 from mailbot.app import quarantine, template_catalogue
 from mailbot.app.context import App
 from mailbot.core.digests import WHY
-from mailbot.core.incoming import Outcome
+from mailbot.core.incoming import Outcome, PassedOver
 from mailbot.core.statuses import Attention, Decision
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.errors import MailbotError, MailGoneError, MessageError, RepeatedRequestError
+from mailbot.errors import (
+    MailbotError,
+    MailGoneError,
+    MessageError,
+    RepeatedRequestError,
+    StoreError,
+)
 from mailbot.mail.originals import Originals
 from mailbot.web.access import require
 from mailbot.web.authz import Action
@@ -57,12 +68,36 @@ def _row(app: App, row: Any) -> dict[str, str]:
     }
 
 
+def _passed(app: App, passed: PassedOver) -> dict[str, str]:
+    """A mail passed over as the pages show it: where it is and why, nothing of the mail
+    itself (no row holds its sender or subject; the server's copy is not read to list it)."""
+    return {
+        "id": str(passed.event_id),
+        "mailbox": passed.mailbox or "?",
+        "folder": passed.folder or "?",
+        "uidvalidity": str(passed.uidvalidity) if passed.mailbox else "?",
+        "uid": str(passed.uid) if passed.mailbox else "?",
+        "at": _local(app, passed.at),
+        "why": passed.why,
+    }
+
+
+def _waiting(app: App) -> tuple[list[Any], list[PassedOver]]:
+    return quarantine.waiting(app.store), quarantine.passed_over(app.store)
+
+
 @require(Action.VIEW_QUARANTINE)
 async def quarantine_list(request: Request) -> Response:
     app = backend(request)
-    rows = await run_in_threadpool(quarantine.waiting, app.store)
+    rows, passed = await run_in_threadpool(_waiting, app)
     done = request.query_params.get("traite", "")
-    context = {"rows": [_row(app, r) for r in rows], "request_done": done if done.isdigit() else ""}
+    recorded = request.query_params.get("enregistre", "")
+    context = {
+        "rows": [_row(app, r) for r in rows],
+        "passed": [_passed(app, p) for p in passed],
+        "request_done": done if done.isdigit() else "",
+        "passed_done": recorded if recorded.isdigit() else "",
+    }
     return render(request, "quarantine.html.j2", context)
 
 
@@ -122,6 +157,89 @@ async def quarantine_retry(request: Request) -> Response:
     return RedirectResponse(f"/admin/quarantaine/{message_pk}?resultat={result}", status_code=303)
 
 
+@require(Action.VIEW_QUARANTINE)
+async def passed_over_show(request: Request) -> Response:
+    """One mail passed over, still waiting: its location, when and why, and the traceback
+    its event keeps (safe: code locations and exception types). The page is an
+    administrator's, as the quarantined rows' is (``Action.VIEW_QUARANTINE``). A mail a row
+    records now (another retry) is no longer passed over: 404, as a quarantined row that
+    left the quarantine."""
+    app = backend(request)
+    event_id: int = request.path_params["id"]
+    try:
+        found = await run_in_threadpool(quarantine.passed_over_details, app.store, event_id)
+    except MessageError:
+        raise HTTPException(404) from None
+    passed, detail = found
+    context = {
+        "mail": _passed(app, passed),
+        "trace": detail.split("\n", 1)[1].strip() if "\n" in detail else "",
+        "retriable": bool(passed.mailbox),
+        "result": request.query_params.get("resultat"),
+    }
+    return render(request, "quarantine_passed.html.j2", context)
+
+
+def _still_passed_over(app: App, event_id: int) -> bool:
+    try:
+        quarantine.passed_over_details(app.store, event_id)
+    except MessageError:
+        return False
+    return True
+
+
+def _retry_passed(app: App, originals: Originals, event_id: int) -> Outcome | None:
+    """None when no mail passed over waits under this event (a 404), or when a concurrent
+    retry (a double click) recorded it first: its claim of the event, in the transaction
+    that records the mail, lets one retry through."""
+    if not _still_passed_over(app, event_id):
+        return None
+    try:
+        outcome = quarantine.retry_passed_over(app.store, app.pipeline, originals, event_id)
+    except RepeatedRequestError:
+        return None
+    except MessageError:
+        if not _still_passed_over(app, event_id):  # recorded meanwhile by another retry
+            return None
+        raise
+    app.outbox.deliver_due()
+    return outcome
+
+
+@require(Action.RELEASE_QUARANTINE)
+async def passed_over_retry(request: Request) -> Response:
+    """Read the mail passed over again at its location and process it as a new mail: a row
+    records it now (its event goes to that row), whatever it owes is sent. The page then
+    says whether it was recorded (the list; the row's page when it is quarantined now), or
+    why not: not found at its location, the mailbox unreachable, the database refusing it
+    again (it stays passed over, as it was)."""
+    app = backend(request)
+    event_id: int = request.path_params["id"]
+    console = request.app.state.console
+    agent = request.state.principal.agent_id
+    outcome: Outcome | None = None
+    try:
+        outcome = await run_in_threadpool(_retry_passed, app, originals(request), event_id)
+    except (MessageError, MailGoneError):  # no longer at its location
+        result = "introuvable"
+    except StoreError:  # refused again (or a transient error): it stays passed over
+        result = "refuse"
+    except MailbotError:  # the mailbox could not be reached
+        result = "echec"
+    else:
+        if outcome is None:
+            raise HTTPException(404)
+        result = "reste" if outcome.decision == Decision.QUARANTINE else "traite"
+    console.audit("quarantine_retry", agent=agent, message=f"P{event_id}", result=result)
+    if outcome is not None and result == "traite":
+        return RedirectResponse(f"/admin/quarantaine?enregistre={event_id}", status_code=303)
+    if outcome is not None and outcome.message_pk is not None:  # recorded, quarantined
+        return RedirectResponse(
+            f"/admin/quarantaine/{outcome.message_pk}?resultat=enregistre", status_code=303
+        )
+    return RedirectResponse(f"/admin/quarantaine/P{event_id}?resultat={result}", status_code=303)
+
+
 @require(Action.CHECK_TEMPLATES)
 async def templates_check(request: Request) -> Response:
     app = backend(request)
@@ -139,6 +257,15 @@ ROUTES = [
         quarantine_retry,
         methods=["POST"],
         name="quarantine_retry",
+    ),
+    Route(
+        "/admin/quarantaine/P{id:int}", passed_over_show, methods=["GET"], name="passed_over_mail"
+    ),
+    Route(
+        "/admin/quarantaine/P{id:int}/retraiter",
+        passed_over_retry,
+        methods=["POST"],
+        name="passed_over_retry",
     ),
     Route("/admin/modeles", templates_check, methods=["GET"], name="templates_check"),
 ]

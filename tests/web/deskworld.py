@@ -23,6 +23,7 @@ from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, Received, SmtpServer
 from webtools import RunningConsole, running_console
 
+from mailbot.app import quarantine
 from mailbot.app.context import App, app_from_config
 from mailbot.cli import main
 from mailbot.config import Config, config_from_mapping, load_config
@@ -159,6 +160,34 @@ class Desk:
             assert time.monotonic() < deadline, f"the outbox still sends after {timeout} s"
             time.sleep(0.05)
         return self.smtp.messages
+
+
+def pass_over(desk: Desk, numbers: tuple[int, ...]) -> list[int]:
+    """Citizens' mails to etrangers passed over by the real pipeline: the database refuses
+    every new row there, even a quarantine row (a trigger, as a constraint would), at
+    every poll until each was passed over at its third; then it takes rows again. Their
+    events' ids, in the order of the mails."""
+    file = str(desk.config.database).removeprefix("sqlite:///")
+    with closing(sqlite3.connect(file)) as db:
+        ((last,),) = db.execute(
+            "SELECT last_uid FROM folders WHERE mailbox = 'etrangers' AND folder = 'INBOX'"
+        ).fetchall()
+    for n in numbers:
+        desk.etrangers.append(citizen_mail(n, subject=f"Demande {n}"))
+    known = len(quarantine.passed_over(desk.app.store))
+    with closing(sqlite3.connect(file)) as db, db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.mailbox = 'etrangers'"
+            f" AND NEW.uid > {int(last)} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    command = ["--config", str(desk.path), "-q", "poll", "--once"]
+    codes = [in_thread(lambda: main(command)) for _ in range(3 * len(numbers))]
+    with closing(sqlite3.connect(file)) as db, db:
+        db.execute("DROP TRIGGER refuse")
+    assert codes[-1] == 0 and codes.count(1) == 2 * len(numbers), codes
+    passed = quarantine.passed_over(desk.app.store)
+    assert len(passed) == known + len(numbers)
+    return [p.event_id for p in passed[::-1][known:]]
 
 
 def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Desk:

@@ -1,7 +1,8 @@
 """The console's pages in Chromium with axe-core (RGAA: WCAG 2.1 A/AA rules): no serious or
 critical violation, no Content-Security-Policy refusal, no script error. One line of PAGES
 per page (the agent who may see it, its path); the indicators page is also used with the
-keyboard-free form (select, submit) and its chart must load."""
+keyboard-free form (select, submit) and its chart must load. The quarantine's pages for a
+mail passed over are checked on the desk's world, where the real pipeline passed one over."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deskworld import Desk, desk_console, pass_over
 from playwright.sync_api import Page, expect
+from refusals import query
 from test_indicators_page import WEEK, console_on, scenario
 from webtools import PASSWORD, RunningConsole, serious
 
@@ -52,6 +55,30 @@ def test_page_has_no_serious_axe_violation(
     assert page.problems == []  # type: ignore[attr-defined]
     found = ", ".join(f"{v['id']} ({v['impact']})" for v in violations)
     print(f"axe {path}: {len(violations)} violations ({found}), none serious or critical")
+
+
+def test_passed_over_pages_have_no_serious_axe_violation(
+    desk: Desk, tmp_path: Path, page: Page, axe: Any
+) -> None:
+    """The list with both its sections, a mail passed over's page, and both after a retry
+    the database refused (its error alert shown)."""
+    (event,) = pass_over(desk, (4,))
+    with desk_console(desk, tmp_path, ("tbernard",), site=True) as console:
+        login(page, console.url, "tbernard")
+        for path in ("/admin/quarantaine", f"/admin/quarantaine/P{event}"):
+            response = page.goto(console.url + path)
+            assert response is not None and response.status == 200
+            assert serious(axe(page)) == [], path
+        database = str(desk.config.database)
+        trigger = (
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        query(database, trigger)
+        page.click("#bouton-retraiter")
+        expect(page.locator("#resultat")).to_contain_text("il reste non enregistré")
+        assert serious(axe(page)) == []
+        assert page.problems == []  # type: ignore[attr-defined]
 
 
 def test_indicators_form_and_chart_in_the_browser(console: RunningConsole, page: Page) -> None:

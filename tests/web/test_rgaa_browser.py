@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, citizen_mail, desk_console, move_mail
+from deskworld import Desk, citizen_mail, desk_console, move_mail, pass_over
 from playwright.sync_api import Page, expect
 from refusals import allow_rows, query
 from webtools import PASSWORD, RunningConsole
@@ -314,6 +314,38 @@ def test_every_id_is_unique_and_every_reference_reaches_one(
     expect(page.locator("#titre-periode")).to_be_visible()
     check("indicateurs")
     assert {name: problems for name, problems in seen.items() if problems} == {}
+
+
+def test_a_passed_over_retry_is_said_on_the_page_it_leads_to(
+    page: Page, desk: Desk, site: RunningConsole
+) -> None:
+    """The mail passed over, as the quarantined one: « Traiter à nouveau » loads the list
+    (recorded) or the mail's page (not found at its location), its result focused (7.5);
+    each page, as the browser has it, with unique ids and references that reach one."""
+    recorded, lost = pass_over(desk, (4, 5))
+    move_mail(desk.etrangers, "<citizen-5@example.fr>", None)  # deleted: cannot be found
+    seen: dict[str, list[str]] = {}
+    sign_in(page, site, "tbernard")
+    page.goto(f"{site.url}/admin/quarantaine")
+    expect(page.locator("#non-enregistres caption")).to_have_text(
+        "2 courriel(s) non enregistré(s), du plus récent au plus ancien"
+    )
+    seen["liste"] = id_problems(page.content())
+    page.click(f"#non-enregistres >> text=P{recorded}")
+    expect(page.locator("h1")).to_have_text(f"Courriel non enregistré P{recorded}")
+    seen["courriel non enregistré"] = id_problems(page.content())
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_contain_text(f"Le courriel non enregistré P{recorded}")
+    expect(page.locator("#resultat")).to_be_focused()
+    seen["enregistré"] = id_problems(page.content())
+    page.goto(f"{site.url}/admin/quarantaine/P{lost}")
+    page.click("#bouton-retraiter")
+    expect(page.locator("#resultat")).to_contain_text("n’a pas été retrouvé à son emplacement")
+    expect(page.locator("#resultat")).to_be_focused()
+    seen["introuvable"] = id_problems(page.content())
+    assert {name: problems for name, problems in seen.items() if problems} == {}
+    assert desk.row("<citizen-4@example.fr>").decision == "acknowledge"
+    assert page.problems == []  # type: ignore[attr-defined]
 
 
 def test_an_emptied_free_reply_says_so_in_its_preview(

@@ -20,6 +20,7 @@ from rulesfile import dump_rules, load_rules
 from test_indicators import load_scenario
 from webtools import ROOT, RunningConsole, csrf_from, local_login, running_console
 
+from mailbot.app import quarantine
 from mailbot.app.context import build_app
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.mail.originals import MaildirOriginals
@@ -29,6 +30,7 @@ AGENT, HEAD, QUALITY, ADMIN, ANONYMOUS = "agent", "head", "quality", "admin", "a
 LOGINS = {AGENT: "cdurand", HEAD: "lmoreau", QUALITY: "ngarnier", ADMIN: "tbernard"}
 EVERYONE = frozenset(LOGINS)
 QUARANTINED = "{quarantined}"  # replaced by the id of a quarantined mail of the fixture
+PASSED = "{passed}"  # replaced by the event's id of a mail passed over (no row)
 CARTES = "{cartes}"  # an open message of cartes-grises (the agent's service)
 ETRANGERS = "{etrangers}"  # an open message of etrangers (one of the head's services)
 
@@ -60,6 +62,9 @@ ROUTES = [
     Case("quarantine-mail", "GET", f"/admin/quarantaine/{QUARANTINED}", frozenset({ADMIN})),
     Case("quarantine-no-such-mail", "GET", "/admin/quarantaine/999999", frozenset({ADMIN}), 404),
     Case("quarantine-retry", "POST", "/admin/quarantaine/999999/retraiter", frozenset({ADMIN}), 404),
+    Case("passed-over-mail", "GET", f"/admin/quarantaine/P{PASSED}", frozenset({ADMIN})),
+    Case("passed-over-no-such-mail", "GET", "/admin/quarantaine/P999999", frozenset({ADMIN}), 404),
+    Case("passed-over-retry", "POST", "/admin/quarantaine/P999999/retraiter", frozenset({ADMIN}), 404),
     Case("templates-check", "GET", "/admin/modeles", frozenset({ADMIN})),
     # the agents' desk: on the message's own service (quality reads all, acts on none)
     Case("message-agents-own", "GET", f"/courriel/{CARTES}", frozenset({AGENT, QUALITY})),
@@ -84,11 +89,17 @@ class Site:
     console: RunningConsole
     clients: dict[str, httpx.Client]
     quarantined: int
+    passed: int
     cartes: int
     etrangers: int
 
     def path(self, case: Case) -> str:
-        ids = {QUARANTINED: self.quarantined, CARTES: self.cartes, ETRANGERS: self.etrangers}
+        ids = {
+            QUARANTINED: self.quarantined,
+            PASSED: self.passed,
+            CARTES: self.cartes,
+            ETRANGERS: self.etrangers,
+        }
         path = case.path
         for mark, pk in ids.items():
             path = path.replace(mark, str(pk))
@@ -146,6 +157,19 @@ def add_quarantined(store: Store) -> int:
     return pk
 
 
+def add_passed_over(store: Store) -> int:
+    """The event of a mail passed over, as ``Pipeline._unrecordable`` writes it (no row)."""
+    with store.transaction() as tx:
+        tx.add_event(
+            None,
+            EventKind.PASSED_OVER,
+            "general/INBOX UIDVALIDITY 1 UID 7003: error:StoreError; its quarantine row refused"
+            " 3 times in a row\nTraceback (most recent call last):\nStoreError",
+        )
+    ((event,),) = [(p.event_id,) for p in quarantine.passed_over(store)]
+    return event
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("roles")
@@ -158,6 +182,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = Store(data["database"])
     load_scenario(store)
     quarantined = add_quarantined(store)
+    passed = add_passed_over(store)
     cartes = add_open(store, 7001, "general", "cartes-grises")
     etrangers = add_open(store, 7002, "etrangers", "etrangers")
     store.close()
@@ -171,7 +196,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         for role, login in LOGINS.items():
             assert local_login(clients[role], login).status_code == 303, role
         csrf_from(clients[ANONYMOUS].get("/connexion").text)  # an anonymous session
-        yield Site(c, clients, quarantined, cartes, etrangers)
+        yield Site(c, clients, quarantined, passed, cartes, etrangers)
         for client in clients.values():
             client.close()
 
@@ -211,6 +236,7 @@ def test_the_table_names_every_route_of_the_console(site: Site) -> None:
     login_routes = {r.path for r in routes.ROUTES if isinstance(r, Route)} - {"/"}
     tested = {case.path.split("?")[0] for case in ROUTES}
     tested = {p.replace(QUARANTINED, "{id:int}").replace("999999", "{id:int}") for p in tested}
+    tested = {p.replace(PASSED, "{id:int}") for p in tested}
     tested = {p.replace("/courriel/{id:int}", "/courriel/{message:int}") for p in tested}
     tested = {
         p.replace(CARTES, "{message:int}").replace(ETRANGERS, "{message:int}") for p in tested
@@ -230,6 +256,14 @@ def test_quarantined_mail_page_shows_no_address(site: Site) -> None:
     listing = site.clients[ADMIN].get("/admin/quarantaine")
     assert f'href="/admin/quarantaine/{site.quarantined}"' in listing.text
     assert "someone@example.fr" not in listing.text
+
+
+def test_passed_over_mail_is_shown_to_the_admin_with_its_traceback(site: Site) -> None:
+    """Its location, why and traceback on its page; listed apart on the quarantine page."""
+    page = site.clients[ADMIN].get(f"/admin/quarantaine/P{site.passed}").text
+    assert "<dt>UID</dt><dd>7003</dd>" in page and "Traceback (most recent call last)" in page
+    listing = site.clients[ADMIN].get("/admin/quarantaine").text
+    assert f'href="/admin/quarantaine/P{site.passed}"' in listing.split('id="non-enregistres"')[1]
 
 
 def test_templates_check_page_lists_every_template(site: Site) -> None:
