@@ -284,3 +284,32 @@ def test_the_repair_keys_each_mail_once_and_leaves_agents_rows(database: str) ->
 def buckets_in(conn: sa.Connection) -> list[tuple[Any, ...]]:
     found = conn.execute(sa.select(indicator_days).order_by(*indicator_days.primary_key))
     return [tuple(row) for row in found]
+
+
+def test_a_later_migration_may_alter_the_facts_in_the_same_transaction(
+    request: pytest.FixtureRequest,
+) -> None:
+    """PostgreSQL: the buckets' triggers are deferred to the commit; the repair fires them
+    before it ends, so that a later migration run in the same transaction (every pending
+    one is, ``Store.migrate``) can still ALTER ``indicator_facts`` ("cannot ALTER TABLE
+    because it has pending trigger events" otherwise)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from pg import fresh_database
+
+    from mailbot.store import MIGRATIONS
+
+    url = fresh_database(request.getfixturevalue("postgres"), "a", request.node.nodeid)
+    old_database(url).close()
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin() as tx:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.exec_driver_sql("ALTER TABLE indicator_facts ADD COLUMN later integer")
+            assert conn.exec_driver_sql("SELECT count(*) FROM indicator_facts").scalar()
+            tx.rollback()
+    finally:
+        engine.dispose()

@@ -22,8 +22,9 @@ have recorded them:
 Left as they are: a row an agent answered or closed (``first_reply_at``, ``no_reply``) is
 never changed nor made anyone's key holder (an agent who closed one copy as a duplicate of
 the other keeps the other in the queue); nor the copies of a mail whose key a copy skipped
-for its own mailbox only holds (not addressed to it, over its rate limit: a key such a skip
-took before migration 0015's successors stopped it), which the people must still see.
+for its own mailbox only holds (not addressed to it, over its rate limit: a key given by
+0015 or taken by an intake before such skips stopped taking one), which a person must still
+see.
 
 The facts' triggers watch ``decision`` and ``reasons``: each row made a duplicate leaves
 ``indicator_facts``, and the daily buckets with it (on PostgreSQL at the constraint
