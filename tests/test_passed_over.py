@@ -195,3 +195,47 @@ def test_two_retries_of_a_mail_passed_over_at_once_record_it_once(
         assert quarantine.passed_over(app.store) == []
     finally:
         app.store.close()
+
+
+def test_a_retry_that_a_concurrent_retry_quarantined_first_says_so(
+    database: str, tmp_path: Path
+) -> None:
+    """Two retries at once (a double click) of a mail that raises again: the first's
+    attempt fails, then the second's; the first quarantines it (its event goes to that
+    row), and the second's quarantine finds the event taken. That is a repeated request
+    (RepeatedRequestError: nothing new), not a database refusing the mail "which stays
+    passed over" — it does not: a row records it, quarantined."""
+    app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    other = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out2"), database=database)
+    try:
+        refuse_rows(database, 3, quarantine_too=True)
+        mails = [IncomingMail(uid, RECEIVED, citizen(uid)) for uid in (1, 2, 3, 4)]
+        for _poll in range(3):
+            start = app.pipeline.start_folder(*WHERE)
+            with contextlib.suppress(StoreError):
+                app.pipeline.process_batch(*WHERE, [m for m in mails if m.uid > start])
+        allow_rows(database)
+        if not database.startswith("sqlite"):
+            query(database, "DROP FUNCTION refuse()")  # refuse_rows creates it again
+        refuse_rows(database, 3)  # its row refused again, not its quarantine row
+        (waiting,) = quarantine.passed_over(app.store)
+        # The second retry's own attempt has failed (rolled back) when the first retry,
+        # its attempt failed too, records the mail quarantined: the real interleaving of
+        # two retries that take turns at the database.
+        quarantine_row = app.pipeline._quarantine
+
+        def first_retry_done_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            first = other.pipeline.process_passed_over(waiting, mails[2])
+            assert first.decision == "quarantine" and first.message_pk is not None
+            return quarantine_row(*args, **kwargs)
+
+        app.pipeline._quarantine = first_retry_done_meanwhile  # type: ignore[method-assign]
+        with pytest.raises(RepeatedRequestError, match=f"mail P{waiting.event_id} was already"):
+            app.pipeline.process_passed_over(waiting, mails[2])
+        ((row_id, decision),) = query(database, "SELECT id, decision FROM messages WHERE uid = 3")
+        assert decision == "quarantine"
+        assert [tuple(row) for row in passed_over(database)] == [(waiting.event_id, row_id)]
+        assert quarantine.passed_over(app.store) == []
+    finally:
+        app.store.close()
+        other.store.close()

@@ -941,6 +941,8 @@ class Pipeline:
         should the database refuse even that, a row with only the mail's location and
         hash follows. None if that fails too: the folder's high-water mark stays below this
         mail, which is read again (``_unrecordable`` counts the attempts).
+        RepeatedRequestError (a mail passed over that another retry recorded meanwhile)
+        is not a refusal: it goes up, so that the retry says so, not "it stays passed over".
         """
         located = {"mailbox": where.mailbox, "folder": where.folder, "uid": mail.uid}
         why, trace = _why(where, mail, exc)
@@ -953,6 +955,10 @@ class Pipeline:
                 with scope() as rec:
                     message_pk = _save(rec, row, existing)
                     rec.events(message_pk, (EventKind.QUARANTINED, trace))
+            except RepeatedRequestError:
+                # A mail passed over: a concurrent retry recorded it first (its claim in
+                # ``_claiming``); nothing was refused, and nothing is to be recorded here.
+                raise
             except Exception as refused:
                 log.error("quarantine row refused", exc_info=refused, extra=located)
                 continue
