@@ -45,6 +45,9 @@ Email = Annotated[
 Security = Literal["tls", "starttls", "none"]
 
 
+_MAILBOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
@@ -883,6 +886,14 @@ class Config(Model):
     def _at_least_one_mailbox(cls, value: dict[str, MailboxConfig]) -> dict[str, MailboxConfig]:
         if not value:
             raise ValueError("at least one mailbox is required")
+        for name in value:
+            if not _MAILBOX_NAME.fullmatch(name):
+                # The name is written into events (a passed-over mail's "mailbox/folder"
+                # location), leases, metrics labels and command lines, read back from them.
+                raise ValueError(
+                    f"mailbox name {name!r}: letters, digits, '.', '_' or '-' expected "
+                    "(no '/', no space)"
+                )
         return value
 
     @model_validator(mode="after")

@@ -382,3 +382,18 @@ def test_an_unknown_probed_mailbox_is_located_at_its_key(tmp_path: Path) -> None
         load_config(write_config(tmp_path, mutate))
     assert info.value.key == "probe.mailboxes"
     assert "unknown mailbox 'generale'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["pref/etrangers", "pref etrangers", ""])
+def test_a_mailbox_name_that_events_and_metrics_cannot_carry_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """A passed-over mail's event says "mailbox/folder …": a "/" in the name would be
+    read back as another mailbox (its retry refused, its metric under the wrong label)."""
+    path = write_config(
+        tmp_path, lambda d: d["mailboxes"].update({name: d["mailboxes"]["general"]})
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "mailboxes"
+    assert f"mailbox name {name!r}: letters, digits" in str(info.value)
