@@ -33,6 +33,7 @@ from mailbot.errors import (
     MessageError,
     RepeatedRequestError,
     StoreError,
+    UnreadableMailError,
 )
 from mailbot.mail.originals import Originals
 from mailbot.web.access import require
@@ -145,6 +146,8 @@ async def quarantine_retry(request: Request) -> Response:
         outcome = await run_in_threadpool(_retry, app, originals(request), message_pk)
     except (MessageError, MailGoneError):  # no longer in its folder, nor by Message-ID
         result = "introuvable"
+    except UnreadableMailError:  # found, but the server will not read it out
+        result = "illisible"
     except MailbotError:  # the mailbox could not be reached
         result = "echec"
     else:
@@ -211,8 +214,9 @@ async def passed_over_retry(request: Request) -> Response:
     """Read the mail passed over again at its location and process it as a new mail: a row
     records it now (its event goes to that row), whatever it owes is sent. The page then
     says whether it was recorded (the list; the row's page when it is quarantined now), or
-    why not: not found at its location, the mailbox unreachable, the database refusing it
-    again (it stays passed over, as it was)."""
+    why not: not found at its location, found but refused by the server's FETCH (a mail
+    Dovecot cannot read: no row can be made of nothing, so it stays passed over), the
+    mailbox unreachable, the database refusing it again (it stays passed over, as it was)."""
     app = backend(request)
     event_id: int = request.path_params["id"]
     console = request.app.state.console
@@ -224,6 +228,8 @@ async def passed_over_retry(request: Request) -> Response:
         result = "introuvable"
     except StoreError:  # refused again (or a transient error): it stays passed over
         result = "refuse"
+    except UnreadableMailError:  # at its place, but the server will not read it out
+        result = "illisible"
     except MailbotError:  # the mailbox could not be reached
         result = "echec"
     else:

@@ -61,6 +61,15 @@ def test_admin_retries_a_quarantined_mail_from_the_console(
         assert refused.status_code == 403
         page = admin.get(f"/admin/quarantaine/{pk}")
         assert 'id="bouton-retraiter"' in page.text and "Traceback" in page.text
+        with imap_user.unreadable(b"<poison-1@example.fr>"):  # found, but Dovecot won't read it
+            unread = admin.post(
+                f"/admin/quarantaine/{pk}/retraiter", data={"csrf_token": csrf_from(page.text)}
+            )
+        assert unread.headers["location"] == f"/admin/quarantaine/{pk}?resultat=illisible"
+        assert (
+            "le serveur de messagerie refuse de le lire"
+            in admin.get(unread.headers["location"]).text
+        )
         done = admin.post(
             f"/admin/quarantaine/{pk}/retraiter", data={"csrf_token": csrf_from(page.text)}
         )
@@ -77,7 +86,10 @@ def test_admin_retries_a_quarantined_mail_from_the_console(
     assert ars_to(smtp_server, "usager1@example.fr") == 1
     rows = query(database, "SELECT id, decision FROM messages ORDER BY id")
     assert len(rows) == 2 and (rows[0].id, rows[0].decision) == (pk, "acknowledge")
-    assert retries == [{"agent": "tbernard", "message": str(pk), "result": "traite"}]
+    assert retries == [
+        {"agent": "tbernard", "message": str(pk), "result": "illisible"},
+        {"agent": "tbernard", "message": str(pk), "result": "traite"},
+    ]
 
 
 def _quarantined(
@@ -200,6 +212,19 @@ def test_admin_sees_and_records_a_mail_passed_over_from_the_console(
         assert "il reste non enregistré" in admin.get(still.headers["location"]).text
         assert passed_over_events(database) == [(event, None)]
 
+        # At its place, but Dovecot will not read it: said as such, not as a mailbox down.
+        with imap_user.unreadable(b"Titre de s"):
+            unread = admin.post(
+                f"/admin/quarantaine/P{event}/retraiter",
+                data={"csrf_token": csrf_from(page.text)},
+            )
+        assert unread.headers["location"] == f"/admin/quarantaine/P{event}?resultat=illisible"
+        assert (
+            "le serveur de messagerie refuse de le lire"
+            in admin.get(unread.headers["location"]).text
+        )
+        assert passed_over_events(database) == [(event, None)]
+
         allow_rows(database)
         done = admin.post(
             f"/admin/quarantaine/P{event}/retraiter", data={"csrf_token": csrf_from(page.text)}
@@ -221,6 +246,7 @@ def test_admin_sees_and_records_a_mail_passed_over_from_the_console(
     assert passed_over_events(database) == [(event, row_id)]
     assert retries == [
         {"agent": "tbernard", "message": f"P{event}", "result": "refuse"},
+        {"agent": "tbernard", "message": f"P{event}", "result": "illisible"},
         {"agent": "tbernard", "message": f"P{event}", "result": "traite"},
     ]
 
