@@ -12,6 +12,7 @@ cases: the page knows its location and why, never its sender nor its subject.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,6 +120,37 @@ async def quarantine_show(request: Request) -> Response:
     return render(request, "quarantine_mail.html.j2", context)
 
 
+# Why a retry did not go through, as the pages' ``resultat`` names it (the first that matches).
+_NOT_RETRIED: tuple[tuple[type[MailbotError] | tuple[type[MailbotError], ...], str], ...] = (
+    ((MessageError, MailGoneError), "introuvable"),  # no longer where it was looked for
+    (UnreadableMailError, "illisible"),  # found, but the server will not read it out
+)
+
+
+async def _retried(
+    retry: Callable[[App, Originals, int], Outcome | None],
+    app: App,
+    found: Originals,
+    key: int,
+    first: tuple[tuple[type[MailbotError], str], ...] = (),
+) -> tuple[Outcome | None, str]:
+    """The retry's outcome (None when it failed) and its result for the page and the
+    audit, alike for a quarantined row and a mail passed over; a 404 when there was
+    nothing to retry (no such mail, or a double click's second). ``first``: failures one
+    kind of mail names apart, looked at before the others; any other MailbotError is the
+    mailbox not reached ("echec")."""
+    try:
+        outcome = await run_in_threadpool(retry, app, found, key)
+    except MailbotError as exc:
+        for kind, result in (*first, *_NOT_RETRIED):
+            if isinstance(exc, kind):
+                return None, result
+        return None, "echec"
+    if outcome is None:
+        raise HTTPException(404)
+    return outcome, "reste" if outcome.decision == Decision.QUARANTINE else "traite"
+
+
 def _retry(app: App, originals: Originals, message_pk: int) -> Outcome | None:
     """None when there is no such mail left without an AR (a 404), or when a concurrent
     retry of the same mail (a double click) processed it first."""
@@ -142,18 +174,7 @@ async def quarantine_retry(request: Request) -> Response:
     message_pk: int = request.path_params["id"]
     console = request.app.state.console
     agent = request.state.principal.agent_id
-    try:
-        outcome = await run_in_threadpool(_retry, app, originals(request), message_pk)
-    except (MessageError, MailGoneError):  # no longer in its folder, nor by Message-ID
-        result = "introuvable"
-    except UnreadableMailError:  # found, but the server will not read it out
-        result = "illisible"
-    except MailbotError:  # the mailbox could not be reached
-        result = "echec"
-    else:
-        if outcome is None:
-            raise HTTPException(404)
-        result = "reste" if outcome.decision == Decision.QUARANTINE else "traite"
+    _, result = await _retried(_retry, app, originals(request), message_pk)
     console.audit("quarantine_retry", agent=agent, message=str(message_pk), result=result)
     if result == "traite":
         return RedirectResponse(f"/admin/quarantaine?traite={message_pk}", status_code=303)
@@ -221,21 +242,9 @@ async def passed_over_retry(request: Request) -> Response:
     event_id: int = request.path_params["id"]
     console = request.app.state.console
     agent = request.state.principal.agent_id
-    outcome: Outcome | None = None
-    try:
-        outcome = await run_in_threadpool(_retry_passed, app, originals(request), event_id)
-    except (MessageError, MailGoneError):  # no longer at its location
-        result = "introuvable"
-    except StoreError:  # refused again (or a transient error): it stays passed over
-        result = "refuse"
-    except UnreadableMailError:  # at its place, but the server will not read it out
-        result = "illisible"
-    except MailbotError:  # the mailbox could not be reached
-        result = "echec"
-    else:
-        if outcome is None:
-            raise HTTPException(404)
-        result = "reste" if outcome.decision == Decision.QUARANTINE else "traite"
+    # Refused again (or a transient error): it stays passed over, and the page says so.
+    refused = ((StoreError, "refuse"),)
+    outcome, result = await _retried(_retry_passed, app, originals(request), event_id, refused)
     console.audit("quarantine_retry", agent=agent, message=f"P{event_id}", result=result)
     if outcome is not None and result == "traite":
         return RedirectResponse(f"/admin/quarantaine?enregistre={event_id}", status_code=303)
