@@ -453,3 +453,75 @@ def test_an_answer_recorded_later_with_an_earlier_date_leaves_out_the_relances_a
         assert row is not None and row.relances == 0
     finally:
         store.close()
+
+
+def test_a_follow_up_committing_while_an_earlier_answer_waits_is_no_relance(
+    request: pytest.FixtureRequest,
+) -> None:
+    """PostgreSQL, two sessions: the intake records a third follow-up of message 24 (the
+    citizen writing again on the 23rd) and holds the row until its batch commits; meanwhile
+    an agent records an answer given by phone on the 18th, whose UPDATE waits for that row.
+    All three follow-ups came after the answer: none is a relance. The UPDATE's subquery
+    read its statement's snapshot, from before the intake committed: the new follow-up
+    stayed counted (1 relance instead of 0)."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+    from pg import fresh_database
+
+    url = fresh_database(request.getfixturevalue("postgres"), "r", request.node.nodeid)
+    store = Store(url)
+    try:
+        load_scenario(store)
+        row = store.message(reference="SM-2026-000024")
+        assert row is not None and row.relances == 2
+        errors: list[BaseException] = []
+
+        def answer() -> None:
+            try:
+                with store.transaction() as tx:
+                    tx.record_reply(row.id, at(18, 11), None, "{}", EventKind.ANSWERED_ELSEWHERE)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        agent = threading.Thread(target=answer)
+        with store.transaction() as intake:
+            intake.insert_message(
+                NewMessage(
+                    mailbox="general",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=6001,
+                    message_id="<again@example.fr>",
+                    content_hash="again",
+                    received_at=at(23, 9),
+                    sender="u24@example.fr",
+                    subject="Re: message 24",
+                    in_reply_to="<m24@example.fr>",
+                    decision="follow-up",
+                    reasons=["follow-up"],
+                    size=100,
+                    defects=[],
+                    parent_id=row.id,
+                )
+            )
+            intake.count_relance(row.id, at(23, 9))
+            agent.start()
+            deadline = time.monotonic() + 60
+            query = sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            while True:  # the agent's UPDATE waits for the row the intake holds
+                with store.engine.connect() as conn:
+                    if conn.execute(query).scalar():
+                        break
+                assert agent.is_alive() and time.monotonic() < deadline
+                time.sleep(0.01)
+        agent.join(60)
+        assert not errors and not agent.is_alive()
+        row = store.message(reference="SM-2026-000024")
+        assert row is not None and row.relances == 0
+    finally:
+        store.close()

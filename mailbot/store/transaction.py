@@ -956,6 +956,14 @@ class Transaction:
         reply only ever moves earlier); in an UPDATE, ``first_reply_at`` is still that one.
         """
         self.add_events(message_pk, (kind, detail), at=at)
+        # The row first, in a statement of its own: a follow-up being recorded holds it
+        # (its relance) until the intake commits, and the UPDATE below then reads that
+        # follow-up — on PostgreSQL a statement's subquery sees only what had committed
+        # when the statement began, however long it waited for the row (SQLite: no-op,
+        # the transaction already excludes other writers).
+        self.conn.execute(
+            sa.select(messages.c.id).where(messages.c.id == message_pk).with_for_update()
+        )
         self.conn.execute(
             messages.update()
             .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
