@@ -6,18 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from scripted import ScriptedSmtpServer
 
+from mailbot.app import maintenance, presence
 from mailbot.app.delivery import Outbox, recover_interrupted, recover_orphans
-from mailbot.config import OutboxConfig, SmtpConfig
-from mailbot.core.statuses import OutboxKind, OutboxStatus
+from mailbot.config import OutboxConfig, SmtpConfig, load_config
+from mailbot.core.statuses import ArStatus, Decision, OutboxKind, OutboxStatus
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.store import Store
-from mailbot.store.schema import outbox, outbox_bodies
+from mailbot.store import NewMessage, Store
+from mailbot.store.schema import outbox, outbox_bodies, viewings
 
+ROOT = Path(__file__).resolve().parents[1]
 CITIZEN = "jeanne.martin@example.fr"
 # A forward carries the citizen's mail whole (attachments too): the worst bytes to keep.
 FORWARD = (
@@ -92,3 +95,41 @@ def test_the_purge_deletes_the_bytes_an_older_version_kept_of_mail_that_never_le
     store.purge(datetime.now(UTC) - timedelta(days=730))
     assert holding_bytes(store) == [pending]
     assert len(store.outbox_items()) == 3  # the rows stay until the retention
+
+
+def test_the_purge_forgets_who_had_a_message_open_once_it_no_longer_counts(store: Store) -> None:
+    """A page view records the agent and the time, kept a day (``presence.KEPT``) for the
+    colleagues' warning; only a later page view deleted the older ones, so a console no
+    longer used kept which agent read which citizen's mail, and when, until the message's
+    own purge."""
+    now = datetime.now(UTC)
+    with store.transaction() as tx:
+        pk = tx.insert_message(_message(now))
+    presence.opened(store, "mleroy", pk, clock=lambda: now - timedelta(hours=1))
+    presence.opened(store, "cdurand", pk, clock=lambda: now - timedelta(days=3))
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    with store.engine.connect() as conn:
+        assert list(conn.execute(sa.select(viewings.c.agent))) == [("mleroy",)]
+    assert [row.id for row in store.messages()] == [pk]  # the message is within retention
+
+
+def _message(received: datetime) -> NewMessage:
+    return NewMessage(
+        mailbox="general",
+        folder="INBOX",
+        uidvalidity=7,
+        uid=1,
+        message_id="<a@example.fr>",
+        content_hash="h1",
+        received_at=received,
+        sender=CITIZEN,
+        subject="Titre de séjour",
+        in_reply_to=None,
+        decision=Decision.ACKNOWLEDGE,
+        reasons=["citizen-mail"],
+        size=1234,
+        defects=[],
+        reference="SM-2026-000001",
+        ar_status=ArStatus.PENDING,
+        ar_message_id="<ar1@mailbot.test>",
+    )
