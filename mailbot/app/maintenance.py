@@ -1,6 +1,6 @@
 """Looking after the installation: the configuration and templates checked together, the
 mailboxes whose mail comes without Return-Path, and the retention of citizens' data (and
-of the console's ended sessions)."""
+of the console's ended sessions and page views)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from mailbot.app import sessions
+from mailbot.app import presence, sessions
 from mailbot.config import Config, load_agents
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
@@ -63,8 +63,10 @@ def return_path_warnings(config: Config) -> list[str]:
 
 def purge(config: Config, store: Store, days: int | None = None, clock: Clock = utcnow) -> int:
     """Delete what is known of messages received more than ``days`` (default:
-    retention.days) ago, and the console's ended sessions past their expiry; the number of
-    messages deleted."""
+    retention.days) ago, the bytes of mail that will never leave, and the console's records
+    past their use (ended sessions past their expiry, page views older than a day); the
+    number of messages deleted. README's "Data kept (privacy)" says what stays, and why."""
     now = clock()
     sessions.forget_expired(store, now)
+    presence.forget_old(store, now)
     return store.purge(now - timedelta(days=config.retention.days if days is None else days))

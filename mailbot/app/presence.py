@@ -31,6 +31,14 @@ def opened(store: Store, agent_id: str, message_pk: int, clock: Clock = utcnow) 
         stored.forget_viewings(tx.conn, now - KEPT)
 
 
+def forget_old(store: Store, now: datetime) -> None:
+    """Delete the records older than KEPT (the retention purge): which agent had which
+    citizen's mail open, and when, serves only the warning above; a page view deletes them
+    too, but a console no longer used kept them until the message's own purge."""
+    with store.transaction() as tx:
+        stored.forget_viewings(tx.conn, now - KEPT)
+
+
 def others(store: Store, agent_id: str, message_pk: int, clock: Clock = utcnow) -> list[Viewer]:
     """The colleagues who have had the message open within VIEWING_SECONDS."""
     since = clock() - timedelta(seconds=VIEWING_SECONDS)

@@ -46,6 +46,12 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"  # refused for good (5xx, too many attempts, forbidden recipient)
 
 
+# The statuses a queued mail ends in without mailbot ever sending it (again): nothing reads
+# its bytes after that (the row, its error and its events say what happened), so they are
+# deleted then, as a sent mail's are (README, "Data kept (privacy)").
+GIVEN_UP = frozenset({OutboxStatus.FAILED, OutboxStatus.UNCERTAIN})
+
+
 class ArStatus(StrEnum):
     """Where a message's AR is (``messages.ar_status``): its outbox status, or why none."""
 

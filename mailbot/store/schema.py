@@ -185,9 +185,9 @@ outbox = sa.Table(
 # An outbox mail's bytes (~14 KB for an AR), apart from its row (issue 14, migration 0018):
 # the row's status updates (taken, claimed, sent) rewrite a small record, not the mail, and
 # the purge after sending deletes the body. A row here is a mail still holding its bytes
-# (pending, sending, failed, uncertain, and sent items whose delivery batch's bookkeeping
-# is not done yet, see Transaction.finish_sent): the few rows each delivery looks through
-# first, without reading the many sent ones.
+# (pending, sending, and sent items whose delivery batch's bookkeeping is not done yet, see
+# Transaction.finish_sent; a failed or uncertain one's go when it is settled so): the few
+# rows each delivery looks through first, without reading the many sent ones.
 outbox_bodies = sa.Table(
     "outbox_bodies",
     metadata,

@@ -17,6 +17,7 @@ from mailbot.core.fold import search_fold
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import (
     DUPLICATE_REASON,
+    GIVEN_UP,
     ArStatus,
     Decision,
     EventKind,
@@ -1133,10 +1134,21 @@ class Transaction:
             )
             .values(status=status, **values)
         )
-        return bool(result.rowcount == 1)
+        if result.rowcount != 1:
+            return False
+        self._give_up_bytes(item_id, status)
+        return True
 
     def set_outbox_status(self, item_id: int, status: OutboxStatus, **values: Any) -> None:
         self.conn.execute(_UPDATE_OUTBOX, {"item_id": item_id, "status": status, **values})
+        self._give_up_bytes(item_id, status)
+
+    def _give_up_bytes(self, item_id: int, status: OutboxStatus) -> None:
+        """A mail failed or uncertain is never sent again: its bytes (an AR's subject, a
+        forward's whole citizen's mail) are deleted with the status that says so, in its
+        transaction, as a sent mail's are after its bookkeeping."""
+        if status in GIVEN_UP:
+            self.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id == item_id))
 
     def settle_outbox(
         self,
@@ -1153,7 +1165,10 @@ class Transaction:
         'pending', and it would leave a second time."""
         params = {"item_id": item_id, "holder": holder, "held_as": held_as}
         result = self.conn.execute(_SETTLE_OUTBOX, {**params, "status": status, **values})
-        return bool(result.rowcount == 1)
+        if result.rowcount != 1:
+            return False
+        self._give_up_bytes(item_id, status)
+        return True
 
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
         self.conn.execute(_UPDATE_MESSAGE, {"message_pk": message_pk, "ar_status": status})

@@ -1,0 +1,135 @@
+"""What the database keeps of citizens and agents, and for how long (README, "Data kept
+(privacy)"): each test is a record that outlived its purpose before, on SQLite and on a
+real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from scripted import ScriptedSmtpServer
+
+from mailbot.app import maintenance, presence
+from mailbot.app.delivery import Outbox, recover_interrupted, recover_orphans
+from mailbot.config import OutboxConfig, SmtpConfig, load_config
+from mailbot.core.statuses import ArStatus, Decision, OutboxKind, OutboxStatus
+from mailbot.mail.smtp import SmtpTransport
+from mailbot.store import NewMessage, Store
+from mailbot.store.schema import outbox, outbox_bodies, viewings
+
+ROOT = Path(__file__).resolve().parents[1]
+CITIZEN = "jeanne.martin@example.fr"
+# A forward carries the citizen's mail whole (attachments too): the worst bytes to keep.
+FORWARD = (
+    b"From: pref@seine-maritime.gouv.fr\r\nTo: service@pref.test\r\nSubject: Transfert\r\n"
+    b"Message-ID: <fwd-1@example.test>\r\n\r\nMon titre de sejour expire le 3 mars.\r\n"
+)
+
+
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    opened = Store(database)
+    yield opened
+    opened.close()
+
+
+def queue(store: Store, n: int = 1) -> list[int]:
+    with store.transaction() as tx:
+        return [
+            tx.enqueue(None, OutboxKind.FORWARD, CITIZEN, "", f"<fwd-{i}@example.test>", FORWARD)
+            for i in range(n)
+        ]
+
+
+def holding_bytes(store: Store) -> list[int]:
+    """The outbox ids whose mail is still in the database."""
+    with store.engine.connect() as conn:
+        query = sa.select(outbox_bodies.c.outbox_id).order_by(outbox_bodies.c.outbox_id)
+        return [int(i) for i in conn.execute(query).scalars()]
+
+
+def test_a_mail_refused_for_good_or_uncertain_is_not_kept_in_the_database(store: Store) -> None:
+    """A failed or uncertain mail is never sent again and nothing reads its bytes: a
+    refused forward kept the citizen's whole mail until the retention purge (two years by
+    default), while a sent one's bytes went at once. Its row and events stay: the status,
+    the error, when."""
+    refused, sent = queue(store, n=2)
+    with ScriptedSmtpServer() as server:
+        config = SmtpConfig(host=server.host, port=server.port, security="none")
+        outbox = Outbox(store, SmtpTransport(config), OutboxConfig(), {CITIZEN})
+        server.fail("rcpt", "perm")
+        outbox.deliver_due()
+    statuses = {row.id: row.status for row in store.outbox_items()}
+    assert statuses == {refused: OutboxStatus.FAILED, sent: OutboxStatus.SENT}
+    assert holding_bytes(store) == []
+
+    (interrupted,) = queue(store)  # a crash while it was leaving: uncertain
+    with store.transaction() as tx:
+        assert tx.claim_outbox(interrupted, 1)
+    assert recover_interrupted(store) == [interrupted]
+    assert store.outbox_status(interrupted) == OutboxStatus.UNCERTAIN
+    assert holding_bytes(store) == []
+
+    (orphan,) = queue(store)  # its worker died while it was leaving: uncertain too
+    with store.transaction() as tx:
+        assert tx.claim_outbox(orphan, 1, holder="dead-worker")
+        (item,) = tx.interrupted_sends()
+    assert recover_orphans(store, [(item, "dead-worker")]) == [orphan]
+    assert store.outbox_status(orphan) == OutboxStatus.UNCERTAIN
+    assert holding_bytes(store) == []
+
+
+def test_the_purge_deletes_the_bytes_an_older_version_kept_of_mail_that_never_left(
+    store: Store,
+) -> None:
+    """Mail that failed before this version kept its bytes: the daily purge deletes them,
+    whatever their age, and leaves a mail still to be sent as it is."""
+    failed, uncertain, pending = queue(store, n=3)
+    with store.engine.begin() as conn:  # as an older version settled them
+        for item, status in ((failed, OutboxStatus.FAILED), (uncertain, OutboxStatus.UNCERTAIN)):
+            conn.execute(outbox.update().where(outbox.c.id == item).values(status=status))
+    assert holding_bytes(store) == [failed, uncertain, pending]
+    store.purge(datetime.now(UTC) - timedelta(days=730))
+    assert holding_bytes(store) == [pending]
+    assert len(store.outbox_items()) == 3  # the rows stay until the retention
+
+
+def test_the_purge_forgets_who_had_a_message_open_once_it_no_longer_counts(store: Store) -> None:
+    """A page view records the agent and the time, kept a day (``presence.KEPT``) for the
+    colleagues' warning; only a later page view deleted the older ones, so a console no
+    longer used kept which agent read which citizen's mail, and when, until the message's
+    own purge."""
+    now = datetime.now(UTC)
+    with store.transaction() as tx:
+        pk = tx.insert_message(_message(now))
+    presence.opened(store, "mleroy", pk, clock=lambda: now - timedelta(hours=1))
+    presence.opened(store, "cdurand", pk, clock=lambda: now - timedelta(days=3))
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    with store.engine.connect() as conn:
+        assert list(conn.execute(sa.select(viewings.c.agent))) == [("mleroy",)]
+    assert [row.id for row in store.messages()] == [pk]  # the message is within retention
+
+
+def _message(received: datetime) -> NewMessage:
+    return NewMessage(
+        mailbox="general",
+        folder="INBOX",
+        uidvalidity=7,
+        uid=1,
+        message_id="<a@example.fr>",
+        content_hash="h1",
+        received_at=received,
+        sender=CITIZEN,
+        subject="Titre de séjour",
+        in_reply_to=None,
+        decision=Decision.ACKNOWLEDGE,
+        reasons=["citizen-mail"],
+        size=1234,
+        defects=[],
+        reference="SM-2026-000001",
+        ar_status=ArStatus.PENDING,
+        ar_message_id="<ar1@mailbot.test>",
+    )
