@@ -166,6 +166,42 @@ def test_assignment_and_the_mine_unassigned_filters(config: Config, store: Store
     assert len(events) == 1 and '"agent": "cdurand"' in events[0].detail
 
 
+def test_a_console_form_for_a_new_message_that_took_a_purged_ones_id_is_done(
+    config: Config, tmp_path: Path
+) -> None:
+    """SQLite gives a new row the id of the highest ones deleted: once the retention purge
+    took every message, the next mail is message 1 again. Its first assignment from the
+    console (form key: action, message, state) was found already done under the purged
+    message 1's key — nothing assigned, "repeated" — and so was its first reply."""
+    from mailbot.app.answer_form import form_key as reply_key
+    from mailbot.app.requests import form_key, once, previous
+    from mailbot.core.statuses import EventKind
+
+    store = Store(f"sqlite:///{tmp_path / 'purged.db'}")
+    try:
+        agents = agents_of(config)
+        old = record(store, 1, local(TODAY - timedelta(days=800)))
+        row = store.message(id=old)
+        assert row is not None
+        first = assignment.assign(
+            config, store, agents.get, "cdurand", old, "cdurand", form_key("attribuer", row, 0)
+        )
+        assert not first.repeated
+        once(store, EventKind.REPLY_QUEUED, reply_key(row, 0), lambda tx: 0)  # its reply
+        assert store.purge(datetime.now(UTC) - timedelta(days=730)) == 1
+        new = record(store, 2, local(TODAY))
+        assert new == old  # the purged message's id, given again
+        row = store.message(id=new)
+        assert row is not None
+        done = assignment.assign(
+            config, store, agents.get, "cdurand", new, "cdurand", form_key("attribuer", row, 0)
+        )
+        assert not done.repeated and done.assignee == "cdurand"
+        assert previous(store, EventKind.REPLY_QUEUED, reply_key(row, 0)) is None
+    finally:
+        store.close()
+
+
 def test_no_reply_needed_leaves_queue_and_indicators(config: Config, store: Store) -> None:
     ids = seeded(store)
     agents = agents_of(config)

@@ -13,6 +13,7 @@ from typing import Any
 
 from mailbot.app.message_view import ThreadEvent, replies_since
 from mailbot.app.reply import FREE_TEMPLATE, FREE_TEXT, GREETING_NAME, Draft, Replies, Sent
+from mailbot.app.requests import form_key as request_key
 from mailbot.app.requests import previous
 from mailbot.core.statuses import EventKind
 from mailbot.errors import AnsweredMeanwhileError, RequestError
@@ -158,7 +159,7 @@ def form_key(row: Any, state: int) -> str:
     """The form's idempotency key: the message and its latest answer when the form was
     shown (``MessageView.answer_state``) — not its latest event, which an assignment or a
     correction moves: two tabs, one before and one after such an event, share the key."""
-    return f"console-reply:{row.id}:{state}"
+    return request_key("reply", row, state)
 
 
 def send_once(

@@ -86,6 +86,14 @@ def agent_label(agent_id: str, agent: Agent) -> str:
     return f"{name} ({agent_id})" if name else agent_id
 
 
+def form_key(action: str, row: Any, state: int | str) -> str:
+    """A console form's idempotency key: the action, the message and its state when the
+    form was shown. The message is named by its id *and* its receipt time: on SQLite a new
+    row may take the id of a purged one (the highest ids deleted, a rowid is reused), and
+    the first reply to it would be found already done under the old message's key."""
+    return f"console-{action}:{row.id}:{row.received_at.isoformat()}:{state}"
+
+
 def previous(store: Store, kind: str, key: str | None) -> int | None:
     """What a request done before under ``key`` returned (an outbox id, 0 for none), or
     None: checked first, so that a repeated request gets its first answer even when the

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from mailbot.app import assignment, corrections, message_view, no_reply
 from mailbot.app.answered import AnsweredHow, mark_answered
+from mailbot.app.requests import form_key
 from mailbot.app.transfer import Transfers
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import MailbotError
@@ -38,7 +39,7 @@ def _key(name: str, row: Any, form: dict[str, str]) -> str:
     state = form.get("etat", "")
     if not state.isdigit():
         raise HTTPException(400, "Formulaire incomplet.")
-    return f"console-{name}:{row.id}:{state}"
+    return form_key(name, row, state)
 
 
 async def _assign(request: Request, row: Any, form: dict[str, str], service: str) -> str:
