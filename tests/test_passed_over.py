@@ -24,7 +24,7 @@ from mailbot.app import quarantine
 from mailbot.app.context import build_app
 from mailbot.config import load_config
 from mailbot.core.incoming import IncomingMail
-from mailbot.errors import RepeatedRequestError, StoreError
+from mailbot.errors import MessageError, RepeatedRequestError, StoreError
 from mailbot.mail.smtp import FileTransport
 from mailbot.metrics import Shared
 from mailbot.store import Store
@@ -239,3 +239,151 @@ def test_a_retry_that_a_concurrent_retry_quarantined_first_says_so(
     finally:
         app.store.close()
         other.store.close()
+
+
+# -- dismissed: a case handled outside mailbot -----------------------------------------------
+
+
+def test_a_mail_passed_over_is_dismissed_off_the_lists_but_keeps_its_story(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The server will not give the mail, or a person answered it by hand: `quarantine
+    dismiss P7 --reason` closes its case. It leaves the list, the status check and the
+    metric, as a retry that records it does; `show` still tells who closed it, when and
+    why; the mail is left on the server as it was. A second dismissal, a retry and a
+    dismissal of a mail a row records are refused (exit 2, the refusals' code)."""
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    event_id = pass_over_mail_1(config, database, imap_user, capsys)
+    on_server = (imap_user.uids(), imap_user.flags())
+    no_reason = inproc(capsys, config, "quarantine", "dismiss", f"P{event_id}", "--reason", "  ")
+    assert no_reason.returncode == 2 and "say how the mail was handled" in no_reason.stderr
+    not_passed = inproc(capsys, config, "quarantine", "dismiss", "2", "--reason", "vu")
+    assert not_passed.returncode == 2 and "not a mail passed over: '2'" in not_passed.stderr
+    unknown = inproc(capsys, config, "quarantine", "dismiss", "P999999", "--reason", "vu")
+    assert unknown.returncode == 2 and "no mail passed over P999999" in unknown.stderr
+    assert query(database, "SELECT count(*) FROM events WHERE kind LIKE '%dismissed'") == [(0,)]
+
+    reason = "illisible sur le serveur ; répondu à la main le 3 décembre"
+    done = inproc(
+        capsys,
+        config,
+        "quarantine",
+        "dismiss",
+        f"P{event_id}",
+        "--reason",
+        reason,
+        "--agent",
+        "tbernard",
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"mail P{event_id} dismissed by tbernard" in done.stdout
+    listing = inproc(capsys, config, "quarantine", "list")
+    assert "Passed over" not in listing.stdout and "passed over" not in listing.stdout
+    assert status_check(inproc(capsys, config, "status")) == "0"
+    assert gauge(config, "mailbot_passed_over") == {"general": 0, "etrangers": 0}
+    shown = inproc(capsys, config, "quarantine", "show", f"P{event_id}")
+    assert shown.returncode == 0
+    assert "dismissed: handled outside mailbot" in shown.stdout
+    ((line,),) = [[x for x in shown.stdout.splitlines() if x.startswith("dismissed:")]]
+    assert line.endswith(" by tbernard") and f"why:          {reason}" in shown.stdout
+    assert "general/INBOX UIDVALIDITY" in shown.stdout and "Traceback" in shown.stdout
+
+    again = inproc(capsys, config, "quarantine", "dismiss", f"P{event_id}", "--reason", "x")
+    assert again.returncode == 2
+    assert f"mail P{event_id} was dismissed on" in again.stderr and "by tbernard" in again.stderr
+    allow_rows(database)
+    retried = inproc(capsys, config, "quarantine", "retry", f"P{event_id}")
+    assert retried.returncode == 1 and f"mail P{event_id} was dismissed on" in retried.stderr
+    assert inproc(capsys, config, "quarantine", "retry", "--all").stdout == "nothing to retry\n"
+    assert query(database, "SELECT uid FROM messages") == [(2,)]  # no row made of it
+    assert ars_to(smtp_server, "usager1@example.fr") == 0
+    assert (imap_user.uids(), imap_user.flags()) == on_server  # the server's copy untouched
+    dismissals = "SELECT message_pk, detail FROM events WHERE kind = 'passed_over_dismissed'"
+    ((pk, detail),) = query(database, dismissals)
+    assert pk is None and f'"passed_over": {event_id}' in detail
+    assert [tuple(row) for row in passed_over(database)] == [(event_id, None)]
+
+
+def test_a_mail_a_retry_recorded_cannot_be_dismissed(
+    database: str,
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    event_id = pass_over_mail_1(config, database, imap_user, capsys)
+    allow_rows(database)
+    assert inproc(capsys, config, "quarantine", "retry", f"P{event_id}").returncode == 0
+    ((row_id,),) = query(database, "SELECT id FROM messages WHERE uid = 1")
+    refused = inproc(capsys, config, "quarantine", "dismiss", f"P{event_id}", "--reason", "vu")
+    assert refused.returncode == 2
+    assert f"mail P{event_id} is no longer passed over: row #{row_id} records it" in refused.stderr
+    assert query(database, "SELECT count(*) FROM events WHERE kind LIKE '%dismissed'") == [(0,)]
+
+
+def passed_over_mail_3(app: Any, database: str) -> tuple[Any, IncomingMail]:
+    """Mail 3 of four passed over by the real pipeline (its quarantine row refused at three
+    polls in a row), the database taking rows again: its PassedOver and the mail."""
+    refuse_rows(database, 3, quarantine_too=True)
+    mails = [IncomingMail(uid, RECEIVED, citizen(uid)) for uid in (1, 2, 3, 4)]
+    for _poll in range(3):
+        start = app.pipeline.start_folder(*WHERE)
+        with contextlib.suppress(StoreError):
+            app.pipeline.process_batch(*WHERE, [m for m in mails if m.uid > start])
+    allow_rows(database)
+    (waiting,) = quarantine.passed_over(app.store)
+    return waiting, mails[2]
+
+
+def test_two_dismissals_at_once_dismiss_once(database: str, tmp_path: Path) -> None:
+    """Two admins (or a double click) dismiss the same mail: both found it waiting, the
+    other's dismissal commits between that check and this one's transaction, whose claim
+    of the event then finds it dismissed: refused, saying by whom — one dismissal."""
+    app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    other = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out2"), database=database)
+    try:
+        waiting, _mail = passed_over_mail_3(app, database)
+        check = quarantine.passed_over_details
+
+        def other_dismissed_meanwhile(store: Store, event_id: int) -> Any:
+            found = check(store, event_id)
+            quarantine.passed_over_details = check  # the other's own check, as it was
+            quarantine.dismiss_passed_over(other.store, event_id, "ngarnier", "répondu")
+            return found
+
+        quarantine.passed_over_details = other_dismissed_meanwhile  # type: ignore[assignment]
+        try:
+            with pytest.raises(MessageError, match=f"P{waiting.event_id} was dismissed on .* by"):
+                quarantine.dismiss_passed_over(app.store, waiting.event_id, "tbernard", "vu")
+        finally:
+            quarantine.passed_over_details = check  # type: ignore[assignment]
+        dismissals = "SELECT detail FROM events WHERE kind = 'passed_over_dismissed'"
+        ((detail,),) = query(database, dismissals)
+        assert '"agent": "ngarnier"' in detail
+        assert quarantine.passed_over(app.store) == []
+    finally:
+        app.store.close()
+        other.store.close()
+
+
+def test_a_retry_that_a_dismissal_overtook_records_nothing(database: str, tmp_path: Path) -> None:
+    """A retry that found the mail waiting, then a dismissal committed before its
+    transaction: its claim of the event finds the dismissal and records nothing (no row,
+    no AR) — a mail closed by hand is not acknowledged behind the admin's back."""
+    app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
+    try:
+        waiting, mail = passed_over_mail_3(app, database)
+        quarantine.dismiss_passed_over(app.store, waiting.event_id, "tbernard", "répondu")
+        with pytest.raises(RepeatedRequestError, match=f"P{waiting.event_id} was already dism"):
+            app.pipeline.process_passed_over(waiting, mail)
+        assert query(database, "SELECT uid FROM messages ORDER BY uid") == [(1,), (2,), (4,)]
+        assert query(database, "SELECT count(*) FROM outbox") == [(3,)]  # mails 1, 2, 4's ARs
+    finally:
+        app.store.close()
