@@ -98,21 +98,26 @@ def digests(
         elif relances:
             digest.relanced.append(entry)
     for passed in passed_over:
-        day = calendar.local_date(passed.at)
         service = own_service.get(passed.mailbox) or general_service or passed.mailbox or "?"
-        found.setdefault(service, Digest(service)).passed_over.append(
-            {
-                "reference": passed.id,
-                "mailbox": passed.mailbox or "?",
-                "folder": passed.folder or "?",
-                "uid": passed.uid if passed.mailbox else "?",
-                "day": day.strftime("%d/%m/%Y"),
-                "age": calendar.delay_between(day, today),
-                "why": passed.short_why(),
-            }
-        )
+        entry = _passed_entry(passed, today, calendar)
+        found.setdefault(service, Digest(service)).passed_over.append(entry)
     for digest in found.values():
         for entries in (digest.overdue, digest.soon, digest.relanced, digest.unacknowledged):
             entries.sort(key=lambda e: (-e["age"], e["reference"]))
         digest.passed_over.sort(key=lambda e: (-e["age"], int(e["reference"][1:])))
     return {name: digest for name, digest in found.items() if not digest.empty}
+
+
+def _passed_entry(passed: PassedOver, today: date, calendar: WorkingCalendar) -> dict[str, Any]:
+    """A mail passed over as the digest lists it: where it is and why in short, the day it
+    was passed over and its age in working days; nothing of the mail (no row holds it)."""
+    day = calendar.local_date(passed.at)
+    return {
+        "reference": passed.id,
+        "mailbox": passed.mailbox or "?",
+        "folder": passed.folder or "?",
+        "uid": passed.uid if passed.mailbox else "?",
+        "day": day.strftime("%d/%m/%Y"),
+        "age": calendar.delay_between(day, today),
+        "why": passed.short_why(),
+    }
