@@ -27,18 +27,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mailbot.app.intake import Pipeline
 from mailbot.core.incoming import IncomingMail, Outcome, PassedOver
 from mailbot.core.statuses import Decision
 from mailbot.errors import MessageError, RepeatedRequestError, RequestError
-from mailbot.mail.originals import Originals
 from mailbot.store import UNHANDLED_REASONS, Store
 from mailbot.store import supervision as sql
 from mailbot.store.records import Dismissal
+
+if TYPE_CHECKING:  # the retries' collaborators; the report and the alerts build no intake
+    from mailbot.app.intake import Pipeline
+    from mailbot.mail.originals import Originals
 
 _REF = re.compile(r"^#?(\d{1,12})$")
 MAX_DISMISS_REASON = 500  # characters of a dismissal's reason kept, as a closing's note
