@@ -333,12 +333,19 @@ def cmd_quarantine_show(args: argparse.Namespace) -> int:
     store = Store(config.database)
     event_id = quarantine.passed_over_ref(args.id)
     if event_id is not None:
-        passed, detail = quarantine.passed_over_details(store, event_id)
-        print(f"{'id:':<13} {passed.id} (passed over: no row, no AR, still on the server)")
+        case = quarantine.passed_over_case(store, event_id)
+        passed, dismissed = case.passed, case.dismissed
+        state = "no row, no AR, still on the server"
+        if dismissed is not None:
+            state = "dismissed: handled outside mailbot; " + state
+        print(f"{'id:':<13} {passed.id} (passed over: {state})")
         for name in ("mailbox", "folder", "uidvalidity", "uid"):
             print(f"{name + ':':<13} {getattr(passed, name) or '?'}")
         print(f"{'passed over:':<13} {passed.at:%Y-%m-%d %H:%M:%S}")
-        print("\n  " + detail.replace("\n", "\n  "))
+        if dismissed is not None:
+            print(f"{'dismissed:':<13} {dismissed.at:%Y-%m-%d %H:%M:%S} by {dismissed.agent}")
+            print(f"{'why:':<13} {dismissed.reason}")
+        print("\n  " + case.detail.replace("\n", "\n  "))
         return 0
     row, events = quarantine.details(store, quarantine.parse_ref(args.id))
     for name in ("id", "mailbox", "folder", "uidvalidity", "uid", "received_at", "message_id"):
@@ -396,6 +403,45 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         summary += f", {failed['no retry']} failed (see the errors above)"
     print("\n" + summary)
     return 1 if failed or still else 0
+
+
+def cmd_quarantine_dismiss(args: argparse.Namespace) -> int:
+    """Close a mail passed over that a person handled outside mailbot (`--reason`): it
+    leaves the lists, the status, the metrics, the alert and the report; the mail on the
+    server is left alone. A refusal (a row records it, already dismissed) is an error."""
+    from mailbot.app import quarantine
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
+    event_id = quarantine.passed_over_ref(args.id)
+    if event_id is None:
+        raise MessageError(
+            f"not a mail passed over: {args.id!r} (expected P7, as quarantine list prints"
+            " it; a quarantined row is processed again by quarantine retry)"
+        )
+    config = load_config(args.config)
+    store = Store(config.database)
+    try:
+        agent = args.agent or _default_agent()
+        dismissed = quarantine.dismiss_passed_over(store, event_id, agent, args.reason)
+    finally:
+        store.close()
+    print(
+        f"mail P{event_id} dismissed by {dismissed.agent} (handled outside mailbot:"
+        f" {dismissed.reason}); it is left as it is on the server"
+    )
+    return 0
+
+
+def _default_agent() -> str:
+    """Who dismisses a mail from the command line when --agent is not given: the login
+    of the person running it (the console's admin is named by their session)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "cli"
 
 
 def _retry_ref(text: str) -> tuple[str, int]:
@@ -992,6 +1038,16 @@ def parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every quarantined mail, and every mail passed over"
     )
     q_retry.set_defaults(func=cmd_quarantine_retry)
+    q_dismiss = q_sub.add_parser(
+        "dismiss",
+        help="close a mail passed over handled outside mailbot (it stays on the server)",
+    )
+    q_dismiss.add_argument("id", help="the mail passed over, as quarantine list prints it (P7)")
+    q_dismiss.add_argument(
+        "--reason", required=True, help="how it was handled outside mailbot (kept, shown)"
+    )
+    q_dismiss.add_argument("--agent", help="who handled it (default: your login name)")
+    q_dismiss.set_defaults(func=cmd_quarantine_dismiss)
     purge = commands.add_parser("purge", help="delete data older than the retention period")
     purge.add_argument("--days", type=_retention_days, help="override retention.days (1 to 36500)")
     purge.set_defaults(func=cmd_purge)

@@ -16,6 +16,7 @@ from servers import SmtpServer
 
 from mailbot.cli import main
 from mailbot.core.digests import digests
+from mailbot.core.incoming import PassedOver
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import NewMessage, Store
 
@@ -109,6 +110,37 @@ def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
     assert [e["reference"] for e in permis.relanced] == ["SM-2026-000004"]
     assert permis.overdue[0]["age"] == 7 and permis.relanced[0]["relances"] == 1
     assert [e["reference"] for e in found["cartes-grises"].soon] == ["SM-2026-000006"]
+
+
+def test_a_mail_passed_over_goes_to_its_mailbox_service_or_the_general_one() -> None:
+    """A mail passed over has no service, only a mailbox: its mailbox's service has it, as
+    a quarantined row; a mailbox no longer configured, the general service. Its age counts
+    from the day it was passed over, in working days."""
+    passed = [
+        PassedOver(7, datetime(2026, 11, 20, 9, tzinfo=PARIS), "etrangers", "INBOX", 1, 31, "x"),
+        PassedOver(9, datetime(2026, 11, 24, 9, tzinfo=PARIS), "ancienne", "INBOX", 1, 2, "y"),
+        PassedOver(8, datetime(2026, 11, 24, 9, tzinfo=PARIS), "", "", 0, 0, "z" * 200),
+    ]
+    own = {"general": "general", "etrangers": "etrangers"}
+    found = digests([], TODAY, WorkingCalendar(), own, "general", passed)
+    assert set(found) == {"etrangers", "general"}
+    (entry,) = found["etrangers"].passed_over
+    assert entry == {
+        "reference": "P7",
+        "mailbox": "etrangers",
+        "folder": "INBOX",
+        "uid": 31,
+        "day": "20/11/2026",
+        "age": 3,
+        "why": "x",
+    }
+    assert found["etrangers"].entries == 1 and not found["etrangers"].unacknowledged
+    general = found["general"].passed_over
+    assert [(e["reference"], e["mailbox"], e["uid"]) for e in general] == [
+        ("P8", "?", "?"),
+        ("P9", "ancienne", 2),
+    ]
+    assert len(general[0]["why"]) == 80 and general[0]["why"].endswith("…")
 
 
 def test_alerts_command_sends_one_digest_per_service(

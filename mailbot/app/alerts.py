@@ -1,11 +1,13 @@
 """The daily deadline alerts: one digest per service that has something to act on (late,
-soon due and relanced messages, and the mail left without an AR), queued in one go."""
+soon due and relanced messages, the mail left without an AR, and the mail passed over
+that still waits for a person), queued in one go."""
 
 from __future__ import annotations
 
 import logging
 from datetime import date, datetime, time, timedelta
 
+from mailbot.app import quarantine
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
 from mailbot.core.digests import Digest, digests
@@ -35,7 +37,10 @@ def send_alerts(
     until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
     own = {name: box.service for name, box in config.mailboxes.items()}
     rows = store.open_rows(until)  # every unanswered one, however old
-    found = digests(rows, today, calendar, own, config.organisation.general_service)
+    # No row records a mail passed over: without these, nobody's digest would name it.
+    passed = quarantine.passed_over(store, until=until)
+    general = config.organisation.general_service
+    found = digests(rows, today, calendar, own, general, passed)
     composer = Composer.from_config(config)
     sent: dict[str, int] = {}
     mails: list[Queued] = []
@@ -45,7 +50,7 @@ def send_alerts(
             log.warning("no address for the alerts of a service", extra={"service": name})
             continue
         mails += _digest_mails(config, renderer, composer, today, digest, service.addresses)
-        sent[name] = len(digest.overdue) + len(digest.soon) + len(digest.relanced)
+        sent[name] = digest.entries
     with store.transaction() as tx:
         if once and not tx.claim_once(f"alerts-{today.isoformat()}"):
             return {}  # another worker sent today's
@@ -71,6 +76,7 @@ def _digest_mails(
             "soon": digest.soon,
             "relanced": digest.relanced,
             "unacknowledged": digest.unacknowledged,
+            "passed_over": digest.passed_over,
         },
     )
     sender = composer.internal_address

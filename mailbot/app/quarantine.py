@@ -15,25 +15,35 @@ A mail **passed over** has no row: the database refused even its quarantine row,
 after attempt, and the poller went past it (``Pipeline._unrecordable``); only its event
 (``passed_over``) says where it is on the server. It is listed and retried too, named
 ``P7`` by that event: a retry fetches it by its location, runs the pipeline, and the row
-that records it now takes the event, which leaves the lists and `mailbot status`.
+that records it now takes the event, which leaves the lists and `mailbot status`. A mail
+the server will never give (unreadable, deleted) or that a person handled by hand is
+**dismissed** instead (``dismiss_passed_over``): an event records who closed it and why,
+it leaves the lists, the status, the metrics, the alerts and the report, and `show` still
+tells its story. Nothing is done to the mail on the server.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from mailbot.app.intake import Pipeline
 from mailbot.core.incoming import IncomingMail, Outcome, PassedOver
 from mailbot.core.statuses import Decision
-from mailbot.errors import MessageError
-from mailbot.mail.originals import Originals
+from mailbot.errors import MessageError, RepeatedRequestError, RequestError
 from mailbot.store import UNHANDLED_REASONS, Store
 from mailbot.store import supervision as sql
+from mailbot.store.records import Dismissal
+
+if TYPE_CHECKING:  # the retries' collaborators; the report and the alerts build no intake
+    from mailbot.app.intake import Pipeline
+    from mailbot.mail.originals import Originals
 
 _REF = re.compile(r"^#?(\d{1,12})$")
+MAX_DISMISS_REASON = 500  # characters of a dismissal's reason kept, as a closing's note
 _PASSED_REF = re.compile(r"^#?[Pp](\d{1,12})$")
 
 
@@ -86,24 +96,96 @@ def passed_over_ref(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def passed_over(store: Store, mailbox: str | None = None) -> list[PassedOver]:
-    """The mail passed over that no row records yet, newest first (whatever its age: the
-    status counts the last 7 days, a person may come later)."""
-    found = [PassedOver.of_event(row.id, row.at, row.detail) for row in sql.passed_over(store)]
+def passed_over(
+    store: Store, mailbox: str | None = None, until: datetime | None = None
+) -> list[PassedOver]:
+    """The mail passed over that still waits for a person — no row records it, nobody
+    dismissed it — newest first, whatever its age (the status counts the last 7 days, a
+    person may come later); ``until``: passed over before that moment only (a report's
+    period)."""
+    found = [
+        PassedOver.of_event(row.id, row.at, row.detail)
+        for row in sql.passed_over(store, until=until)
+    ]
     return [p for p in found if mailbox is None or p.mailbox == mailbox]
 
 
-def passed_over_details(store: Store, event_id: int) -> tuple[PassedOver, str]:
-    """One mail passed over, still waiting: where, why, and its event's whole detail (the
-    traceback). MessageError if there is no such event, or a row records the mail now."""
-    row = sql.passed_over_event(store, event_id)
-    if row is None:
+@dataclass(frozen=True)
+class PassedOverCase:
+    """A mail passed over that no row records: where and why (``passed``), its event's
+    whole detail (the traceback), and who closed its case, when and why, if someone did."""
+
+    passed: PassedOver
+    detail: str
+    dismissed: Dismissal | None
+
+
+def passed_over_case(store: Store, event_id: int) -> PassedOverCase:
+    """One mail passed over, waiting or dismissed (`quarantine show P7`, its page).
+    MessageError if there is no such event, or a row records the mail now."""
+    found = sql.passed_over_event(store, event_id)
+    if found is None:
         raise MessageError(f"no mail passed over P{event_id}")
+    row, dismissed = found
     if row.message_pk is not None:
         raise MessageError(
             f"mail P{event_id} is no longer passed over: row #{row.message_pk} records it"
         )
-    return PassedOver.of_event(row.id, row.at, row.detail), str(row.detail)
+    passed = PassedOver.of_event(row.id, row.at, row.detail)
+    return PassedOverCase(passed, str(row.detail), dismissed)
+
+
+def _dismissed_error(event_id: int, dismissed: Dismissal) -> MessageError:
+    return MessageError(
+        f"mail P{event_id} was dismissed on {dismissed.at:%Y-%m-%d %H:%M} by"
+        f" {dismissed.agent} (handled outside mailbot: {dismissed.reason}):"
+        " it is no longer passed over",
+        shown=f"ce courriel a été classé le {dismissed.at:%d/%m/%Y} par {dismissed.agent}.",
+    )
+
+
+def passed_over_details(store: Store, event_id: int) -> tuple[PassedOver, str]:
+    """One mail passed over, still waiting: where, why, and its event's whole detail (the
+    traceback). MessageError if there is no such event, a row records the mail now, or a
+    person dismissed it."""
+    case = passed_over_case(store, event_id)
+    if case.dismissed is not None:
+        raise _dismissed_error(event_id, case.dismissed)
+    return case.passed, case.detail
+
+
+def dismiss_passed_over(store: Store, event_id: int, agent: str, reason: str) -> Dismissal:
+    """Close the case of a mail passed over that a person handled outside mailbot — the
+    server will not give it (a retry can never record it), or it was answered by hand:
+    an event records who and why, and the mail leaves the lists, `mailbot status`, the
+    metrics, the daily alert and the weekly report, as a retry that records it does.
+    Nothing is done to the mail on the server, and nothing is sent. Refused (nothing
+    recorded): no reason (RequestError); no such mail, a row recording it, or a
+    dismissal already (MessageError, saying which) — two at once (a double click)
+    dismiss it once, the second refused so."""
+    passed_over_details(store, event_id)  # refused at once, saying why
+    reason = " ".join(reason.split())[:MAX_DISMISS_REASON]
+    if not reason:
+        raise RequestError(
+            "reason",
+            "''",
+            "say how the mail was handled outside mailbot",
+            shown="indiquez comment ce courriel a été traité hors de mailbot.",
+        )
+    agent = agent.strip()
+    if not agent:
+        raise RequestError("agent", "''", "say who dismisses the mail", shown="agent inconnu.")
+    try:
+        with store.transaction() as tx:
+            tx.dismiss_passed_over(event_id, agent, reason)
+    except RepeatedRequestError:
+        case = passed_over_case(store, event_id)  # a row, or a dismissal, committed first
+        if case.dismissed is not None:
+            raise _dismissed_error(event_id, case.dismissed) from None
+        raise
+    dismissed = passed_over_case(store, event_id).dismissed
+    assert dismissed is not None  # committed above; only a purge removes it
+    return dismissed
 
 
 def retry_passed_over(

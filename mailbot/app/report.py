@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mailbot.app import indicators, no_reply
+from mailbot.app import indicators, no_reply, quarantine
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
 from mailbot.core.digests import WHY
@@ -106,6 +106,7 @@ class ReportBuilder:
                 *indicators.period_bounds(self.calendar, period.start, period.end),
                 self.calendar.zone,
             ),
+            "passed_over": self._passed_over(period),
             "signature": self._signatures(current, rows),
             "activity": {
                 "ars_sent": current.ars_sent,
@@ -167,6 +168,25 @@ class ReportBuilder:
                 }
             )
         return rows
+
+    def _passed_over(self, period: Period) -> dict[str, Any]:
+        """The mail passed over by the end of the period that still waits for a person (no
+        retry recorded it, nobody dismissed it), whatever week it was passed over in: no
+        row records it, so no figure, table or CSV line counts it. How many, and the
+        oldest ones (``reports.weekly.listed``): its mailbox, day, ``P7`` and why in
+        short — what `mailbot quarantine list` shows, no traceback."""
+        _, until = indicators.period_bounds(self.calendar, period.start, period.end)
+        found = quarantine.passed_over(self.store, until=until)[::-1]  # oldest first
+        listed = [
+            {
+                "reference": passed.id,
+                "mailbox": passed.mailbox or "?",
+                "day": self.calendar.local_date(passed.at).strftime("%d/%m/%Y"),
+                "why": passed.short_why(),
+            }
+            for passed in found[: self.config.reports.weekly.listed]
+        ]
+        return {"count": len(found), "listed": listed}
 
     def _summary(self, current: Indicators) -> str:
         rate = _percent(current.rate_within_5)

@@ -1,5 +1,6 @@
 """The daily deadline digest for each service: late, soon due and relanced messages, and
-the citizens' mail left without an AR (quarantined, or without a Return-Path).
+the citizens' mail left without an AR (quarantined, or without a Return-Path), and the
+mail passed over (no row records it: only where it is on the server).
 
 Pure: from the store's rows to one digest per service; empty digests are not sent.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from mailbot.core.incoming import PassedOver
 from mailbot.core.statuses import Attention
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 
@@ -30,10 +32,26 @@ class Digest:
     # Mail nobody acknowledged (quarantined, no Return-Path): listed at any age, until
     # answered or processed again.
     unacknowledged: list[dict[str, Any]] = field(default_factory=list)
+    # Mail passed over that no retry recorded and nobody dismissed: listed at any age too.
+    passed_over: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def entries(self) -> int:
+        """How many entries the digest lists, every section counted."""
+        return sum(
+            len(e)
+            for e in (
+                self.overdue,
+                self.soon,
+                self.relanced,
+                self.unacknowledged,
+                self.passed_over,
+            )
+        )
 
     @property
     def empty(self) -> bool:
-        return not (self.overdue or self.soon or self.relanced or self.unacknowledged)
+        return self.entries == 0
 
 
 def digests(
@@ -42,12 +60,15 @@ def digests(
     calendar: WorkingCalendar,
     own_service: Mapping[str, str],
     general_service: str | None = None,
+    passed_over: Sequence[PassedOver] = (),
 ) -> dict[str, Digest]:
     """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances.
 
     A message without a service goes to its mailbox's (``own_service``); the mailbox no
     longer configured, to ``general_service`` (rules.yaml: organisation.general_service),
-    else to a digest named after the mailbox.
+    else to a digest named after the mailbox. A mail passed over (``passed_over``: those
+    still waiting) has no service, only a mailbox: it goes the same way, as ``P7`` with
+    its mailbox, folder, UID, the day it was passed over, its age and why, nothing else.
     """
     found: dict[str, Digest] = {}
     for row in rows:
@@ -76,7 +97,27 @@ def digests(
             digest.soon.append(entry)
         elif relances:
             digest.relanced.append(entry)
+    for passed in passed_over:
+        service = own_service.get(passed.mailbox) or general_service or passed.mailbox or "?"
+        entry = _passed_entry(passed, today, calendar)
+        found.setdefault(service, Digest(service)).passed_over.append(entry)
     for digest in found.values():
         for entries in (digest.overdue, digest.soon, digest.relanced, digest.unacknowledged):
             entries.sort(key=lambda e: (-e["age"], e["reference"]))
+        digest.passed_over.sort(key=lambda e: (-e["age"], int(e["reference"][1:])))
     return {name: digest for name, digest in found.items() if not digest.empty}
+
+
+def _passed_entry(passed: PassedOver, today: date, calendar: WorkingCalendar) -> dict[str, Any]:
+    """A mail passed over as the digest lists it: where it is and why in short, the day it
+    was passed over and its age in working days; nothing of the mail (no row holds it)."""
+    day = calendar.local_date(passed.at)
+    return {
+        "reference": passed.id,
+        "mailbox": passed.mailbox or "?",
+        "folder": passed.folder or "?",
+        "uid": passed.uid if passed.mailbox else "?",
+        "day": day.strftime("%d/%m/%Y"),
+        "age": calendar.delay_between(day, today),
+        "why": passed.short_why(),
+    }

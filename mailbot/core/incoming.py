@@ -108,6 +108,12 @@ class PassedOver:
             found["why"],
         )
 
+    def short_why(self, limit: int = 80) -> str:
+        """Why, in ``limit`` characters at most (the alert's and the report's lists; the
+        whole reason and the traceback are on its page and in `quarantine show`)."""
+        why = " ".join(self.why.split())
+        return why if len(why) <= limit else why[: limit - 1].rstrip() + "…"
+
     @property
     def location(self) -> str:
         """Where the mail is, as its event says it (and `mailbot status` prints it)."""

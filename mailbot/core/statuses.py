@@ -106,6 +106,10 @@ class EventKind(StrEnum):
     # An incoming mail the database would not record even quarantined, attempt after
     # attempt: passed over (no message; the detail says where it is), for a person.
     PASSED_OVER = "passed_over"
+    # A mail passed over that a person handled outside mailbot (the server will not read
+    # it, it was answered by hand): no message either; the detail names the passed_over
+    # event it closes, who closed it and why. That mail leaves the lists and the status.
+    PASSED_OVER_DISMISSED = "passed_over_dismissed"
     ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
     NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
     REOPENED = "reopened"  # closed without a reply, then the citizen wrote again about it

@@ -113,3 +113,15 @@ class KnownRow:
     ar_message_id: str | None
     subject: str
     first_reply_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Dismissal:
+    """A mail passed over closed by a person, handled outside mailbot: its
+    ``passed_over_dismissed`` event, which names the ``passed_over`` event it closes."""
+
+    event_id: int  # the dismissal's own event
+    passed_over: int  # the passed_over event it closes (the mail's ``P7``)
+    at: datetime
+    agent: str
+    reason: str

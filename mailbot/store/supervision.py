@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxStatus, WorkerRole
 from mailbot.store.database import Store
+from mailbot.store.records import Dismissal
 from mailbot.store.schema import events, fit, heartbeats, messages, outbox, workers
+from mailbot.store.transaction import dismissals
 
 
 def record_poll(
@@ -98,12 +100,16 @@ def quarantined(store: Store) -> dict[str, int]:
         return {str(m): int(n) for m, n in conn.execute(query)}
 
 
-def passed_over(store: Store, since: datetime | None = None) -> list[sa.Row[Any]]:
-    """Incoming mail passed over (since ``since``), newest first, that no row records yet:
-    the database refused even its quarantine row, attempt after attempt
-    (``EventKind.PASSED_OVER``). Each event's detail: where the mail is (mailbox, folder,
-    UIDVALIDITY, UID) and why, then the traceback. A retry that records the mail gives
-    the event its row (``Transaction.resolve_passed_over``): it is no longer waiting."""
+def passed_over(
+    store: Store, since: datetime | None = None, until: datetime | None = None
+) -> list[sa.Row[Any]]:
+    """Incoming mail passed over (since ``since``, before ``until``), newest first, that
+    still waits for a person: the database refused even its quarantine row, attempt after
+    attempt (``EventKind.PASSED_OVER``). Each event's detail: where the mail is (mailbox,
+    folder, UIDVALIDITY, UID) and why, then the traceback. A retry that records the mail
+    gives the event its row (``Transaction.resolve_passed_over``), a person who handled it
+    outside mailbot dismisses it (``Transaction.dismiss_passed_over``): either way it is
+    no longer waiting."""
     query = (
         sa.select(events.c.id, events.c.at, events.c.detail)
         .where(events.c.kind == EventKind.PASSED_OVER, events.c.message_pk.is_(None))
@@ -111,16 +117,23 @@ def passed_over(store: Store, since: datetime | None = None) -> list[sa.Row[Any]
     )
     if since is not None:
         query = query.where(events.c.at >= since)
+    if until is not None:
+        query = query.where(events.c.at < until)
     with store.engine.connect() as conn:
-        return list(conn.execute(query))
+        found: list[sa.Row[Any]] = list(conn.execute(query))
+        closed = dismissals(conn) if found else {}
+    return [row for row in found if row.id not in closed]
 
 
-def passed_over_event(store: Store, event_id: int) -> sa.Row[Any] | None:
+def passed_over_event(store: Store, event_id: int) -> tuple[sa.Row[Any], Dismissal | None] | None:
     """One ``passed_over`` event, waiting or not (``message_pk``: the row that records the
-    mail since a retry)."""
+    mail since a retry), and its dismissal if a person closed it; None if there is none."""
     query = sa.select(events).where(events.c.id == event_id, events.c.kind == EventKind.PASSED_OVER)
     with store.engine.connect() as conn:
-        return conn.execute(query).first()
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        return row, dismissals(conn, event_id).get(event_id)
 
 
 def ar_counts(store: Store) -> dict[str, int]:

@@ -26,6 +26,7 @@ from mailbot.core.statuses import (
 )
 from mailbot.errors import LeaseLostError, RepeatedRequestError, SameMailError, StoreError
 from mailbot.store.records import (
+    Dismissal,
     FirstCopy,
     FolderState,
     KnownRow,
@@ -266,6 +267,31 @@ _TAKEN = (
     ),
     outbox_bodies.c.raw,
 )
+
+
+def dismissals(conn: Connection, event_id: int | None = None) -> dict[int, Dismissal]:
+    """The mail passed over that a person dismissed (``Transaction.dismiss_passed_over``),
+    by the ``passed_over`` event each dismissal closes (``event_id``: that one only; its
+    first dismissal, should there be two). Their events are few — one per mail a person
+    closed by hand, purged with the other events tied to no message — so they are read
+    whole and matched here, the event they close being named in their detail."""
+    query = (
+        sa.select(events.c.id, events.c.at, events.c.detail)
+        .where(events.c.kind == EventKind.PASSED_OVER_DISMISSED)
+        .order_by(events.c.id)
+    )
+    found: dict[int, Dismissal] = {}
+    for row in conn.execute(query):
+        try:
+            detail = json.loads(row.detail)
+            target = int(detail["passed_over"])
+        except (ValueError, TypeError, KeyError):
+            continue  # not written by dismiss_passed_over: closes nothing
+        if target in found or (event_id is not None and target != event_id):
+            continue
+        agent, reason = str(detail.get("agent") or ""), str(detail.get("reason") or "")
+        found[target] = Dismissal(row.id, target, row.at, agent, reason)
+    return found
 
 
 class _Driver:
@@ -874,8 +900,11 @@ class Transaction:
 
     def claim_passed_over(self, event_id: int) -> None:
         """Lock a mail passed over (its ``passed_over`` event, no row) before processing it
-        again; RepeatedRequestError if a row records it now (another retry committed
-        first). The guarded UPDATE waits for a concurrent retry, as ``claim_unhandled``."""
+        again, or dismissing it; RepeatedRequestError if a row records it now (another
+        retry committed first) or a person dismissed it. The guarded UPDATE waits for a
+        concurrent retry or dismissal, as ``claim_unhandled``; the dismissals are read
+        after it, so that one committed meanwhile is seen (PostgreSQL's read committed
+        takes a new snapshot per statement; SQLite's writers take turns)."""
         claimed = self.conn.execute(
             events.update()
             .where(
@@ -887,6 +916,21 @@ class Transaction:
         )
         if claimed.rowcount != 1:
             raise RepeatedRequestError(f"mail P{event_id} was already processed again")
+        if event_id in dismissals(self.conn, event_id):
+            raise RepeatedRequestError(f"mail P{event_id} was already dismissed")
+
+    def dismiss_passed_over(self, event_id: int, agent: str, reason: str) -> None:
+        """A person handled a mail passed over outside mailbot: its case is closed by an
+        event without a message (``passed_over_dismissed``) naming it, who and why, which
+        takes it off the lists, `mailbot status` and the metrics; its ``passed_over`` event
+        stays as it was (no row records the mail). Claimed first (``claim_passed_over``):
+        a retry or a dismissal committed first makes this one RepeatedRequestError, so a
+        double click dismisses once."""
+        self.claim_passed_over(event_id)
+        detail = {"passed_over": event_id, "agent": agent, "reason": reason}
+        self.add_event(
+            None, EventKind.PASSED_OVER_DISMISSED, json.dumps(detail, ensure_ascii=False)
+        )
 
     def resolve_passed_over(
         self, event_id: int, mailbox: str, folder: str, uidvalidity: int, uid: int

@@ -6,7 +6,9 @@ They call ``app/quarantine`` and ``app/template_catalogue`` as ``mailbot quarant
 A mail **passed over** (the database refused even its quarantine row: no row, only an event
 saying where it is on the server) is listed apart on the same page, shown and processed
 again by that event (``P7``, as ``mailbot quarantine`` names it), through the same use
-cases: the page knows its location and why, never its sender nor its subject.
+cases: the page knows its location and why, never its sender nor its subject. One the
+server will not give, or handled by hand, is closed there with a reason (« Classer »,
+``mailbot quarantine dismiss``): it leaves the list, and its page says who closed it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mailbot.errors import (
     MailGoneError,
     MessageError,
     RepeatedRequestError,
+    RequestError,
     StoreError,
     UnreadableMailError,
 )
@@ -94,11 +97,13 @@ async def quarantine_list(request: Request) -> Response:
     rows, passed = await run_in_threadpool(_waiting, app)
     done = request.query_params.get("traite", "")
     recorded = request.query_params.get("enregistre", "")
+    dismissed = request.query_params.get("classe", "")
     context = {
         "rows": [_row(app, r) for r in rows],
         "passed": [_passed(app, p) for p in passed],
         "request_done": done if done.isdigit() else "",
         "passed_done": recorded if recorded.isdigit() else "",
+        "passed_dismissed": dismissed if dismissed.isdigit() else "",
     }
     return render(request, "quarantine.html.j2", context)
 
@@ -183,25 +188,41 @@ async def quarantine_retry(request: Request) -> Response:
 
 @require(Action.VIEW_QUARANTINE)
 async def passed_over_show(request: Request) -> Response:
-    """One mail passed over, still waiting: its location, when and why, and the traceback
-    its event keeps (safe: code locations and exception types). The page is an
-    administrator's, as the quarantined rows' is (``Action.VIEW_QUARANTINE``). A mail a row
-    records now (another retry) is no longer passed over: 404, as a quarantined row that
-    left the quarantine."""
+    """One mail passed over: its location, when and why, and the traceback its event
+    keeps (safe: code locations and exception types); dismissed, who closed it, when and
+    why, and no form. The page is an administrator's, as the quarantined rows' is
+    (``Action.VIEW_QUARANTINE``). A mail a row records now (another retry) is no longer
+    passed over: 404, as a quarantined row that left the quarantine."""
+    return await _passed_page(request, request.path_params["id"])
+
+
+async def _passed_page(
+    request: Request, event_id: int, status: int = 200, reason: str = "", problem: str = ""
+) -> Response:
+    """The page of a mail passed over; ``problem``: the dismissal form's refusal (a 400,
+    the reason typed kept)."""
     app = backend(request)
-    event_id: int = request.path_params["id"]
     try:
-        found = await run_in_threadpool(quarantine.passed_over_details, app.store, event_id)
+        case = await run_in_threadpool(quarantine.passed_over_case, app.store, event_id)
     except MessageError:
         raise HTTPException(404) from None
-    passed, detail = found
+    passed, detail, dismissed = case.passed, case.detail, case.dismissed
     context = {
         "mail": _passed(app, passed),
         "trace": detail.split("\n", 1)[1].strip() if "\n" in detail else "",
         "retriable": bool(passed.mailbox),
+        "dismissed": None
+        if dismissed is None
+        else {
+            "at": _local(app, dismissed.at),
+            "agent": dismissed.agent,
+            "reason": dismissed.reason,
+        },
         "result": request.query_params.get("resultat"),
+        "reason": reason,
+        "problem": problem,
     }
-    return render(request, "quarantine_passed.html.j2", context)
+    return render(request, "quarantine_passed.html.j2", context, status_code=status)
 
 
 def _still_passed_over(app: App, event_id: int) -> bool:
@@ -255,6 +276,45 @@ async def passed_over_retry(request: Request) -> Response:
     return RedirectResponse(f"/admin/quarantaine/P{event_id}?resultat={result}", status_code=303)
 
 
+def _dismiss(app: App, event_id: int, agent: str, reason: str) -> str:
+    """``classe`` once dismissed; ``deja-classe`` when a dismissal committed first (a
+    double click's second: nothing new). MessageError when there is nothing to dismiss
+    (no such mail, a row records it): a 404, as a retry's. RequestError: no reason."""
+    try:
+        quarantine.dismiss_passed_over(app.store, event_id, agent, reason)
+    except MessageError:
+        if quarantine.passed_over_case(app.store, event_id).dismissed is not None:
+            return "deja-classe"
+        raise
+    return "classe"
+
+
+@require(Action.RELEASE_QUARANTINE)
+async def passed_over_dismiss(request: Request) -> Response:
+    """Close a mail passed over that was handled outside mailbot (`quarantine dismiss
+    P7`): the reason is required; the mail leaves the list (which says so), the server's
+    copy is left alone. A double click dismisses once: the second finds it dismissed and
+    leads to its page, which says by whom. Audited as a retry is (``quarantine_dismiss``),
+    the second click of a double click excepted (nothing was done)."""
+    event_id: int = request.path_params["id"]
+    async with request.form() as data:
+        reason = str(data.get("motif") or "")[:2000]
+    app = backend(request)
+    console = request.app.state.console
+    agent = request.state.principal.agent_id
+    try:
+        result = await run_in_threadpool(_dismiss, app, event_id, agent, reason)
+    except RequestError as exc:
+        console.audit("quarantine_dismiss", agent=agent, message=f"P{event_id}", result="motif")
+        return await _passed_page(request, event_id, 400, reason, exc.shown or str(exc))
+    except MessageError:
+        raise HTTPException(404) from None
+    if result == "deja-classe":
+        return RedirectResponse(f"/admin/quarantaine/P{event_id}", status_code=303)
+    console.audit("quarantine_dismiss", agent=agent, message=f"P{event_id}", result=result)
+    return RedirectResponse(f"/admin/quarantaine?classe={event_id}", status_code=303)
+
+
 @require(Action.CHECK_TEMPLATES)
 async def templates_check(request: Request) -> Response:
     app = backend(request)
@@ -281,6 +341,12 @@ ROUTES = [
         passed_over_retry,
         methods=["POST"],
         name="passed_over_retry",
+    ),
+    Route(
+        "/admin/quarantaine/P{id:int}/classer",
+        passed_over_dismiss,
+        methods=["POST"],
+        name="passed_over_dismiss",
     ),
     Route("/admin/modeles", templates_check, methods=["GET"], name="templates_check"),
 ]

@@ -346,3 +346,88 @@ def test_two_retries_of_a_mail_passed_over_at_once_send_one_ar(
         (1, "acknowledge"),
         (2, "acknowledge"),
     ]
+
+
+def dismissals(database: str) -> list[str]:
+    return [d for (d,) in query(database, "SELECT detail FROM events WHERE kind LIKE '%dismissed'")]
+
+
+def test_admin_dismisses_a_mail_passed_over_from_the_console(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers: MailUser,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """« Classer » on a mail passed over's page (`quarantine dismiss P7`): the
+    administrator's alone, under the CSRF token; a reason is required (refused: the page
+    again, the field marked, nothing recorded). Dismissed, the mail leaves the list (which
+    says so), its page tells who closed it and why, without the forms; a second click
+    dismisses nothing more, and a retry finds nothing to do. The server's copy is left
+    alone; each dismissal asked is audited as a retry is."""
+    database = f"sqlite:///{tmp_path / 'mailbot.db'}"
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
+    event = pass_over_mail_1(config, database, imap_user, capsys)
+    on_server = (imap_user.uids(), imap_user.flags())
+    (tmp_path / "console").mkdir()
+    with (
+        running_console(tmp_path / "console", config=load_config(config), site=True) as console,
+        console.client() as admin,
+        console.client() as agent,
+    ):
+        local_login(admin, "tbernard")
+        local_login(agent, "lmoreau")
+        page = admin.get(f"/admin/quarantaine/P{event}")
+        assert f'action="/admin/quarantaine/P{event}/classer"' in page.text
+        assert '<label class="fr-label" for="motif-classer">' in page.text
+        assert 'id="bouton-classer">Classer</button>' in page.text
+        token = csrf_from(page.text)
+        denied = agent.post(
+            f"/admin/quarantaine/P{event}/classer",
+            data={"csrf_token": csrf_from(agent.get("/").text), "motif": "vu"},
+        )
+        assert denied.status_code == 403
+        forged = admin.post(f"/admin/quarantaine/P{event}/classer", data={"motif": "vu"})
+        assert forged.status_code == 403
+        empty = admin.post(
+            f"/admin/quarantaine/P{event}/classer", data={"csrf_token": token, "motif": "  "}
+        )
+        assert empty.status_code == 400
+        assert 'aria-invalid="true"' in empty.text and 'id="erreur-classer"' in empty.text
+        assert "indiquez comment ce courriel a été traité hors de mailbot" in empty.text
+        assert dismissals(database) == []
+
+        reason = "Fichier illisible : <b>répondu</b> à la main"
+        done = admin.post(
+            f"/admin/quarantaine/P{event}/classer", data={"csrf_token": token, "motif": reason}
+        )
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/admin/quarantaine?classe={event}"
+        listing = admin.get(done.headers["location"]).text
+        assert f"Le courriel non enregistré P{event} a été classé" in listing
+        assert "non-enregistres" not in listing and f"/admin/quarantaine/P{event}" not in listing
+        shown = admin.get(f"/admin/quarantaine/P{event}")
+        assert shown.status_code == 200
+        assert "par tbernard : traité hors de mailbot" in shown.text
+        assert "Fichier illisible : &lt;b&gt;répondu&lt;/b&gt; à la main" in shown.text
+        assert "<b>répondu</b>" not in shown.text
+        assert "bouton-classer" not in shown.text and "bouton-retraiter" not in shown.text
+        assert 'id="trace"' in shown.text  # its story kept
+
+        again = admin.post(
+            f"/admin/quarantaine/P{event}/classer", data={"csrf_token": token, "motif": "bis"}
+        )
+        assert again.status_code == 303
+        assert again.headers["location"] == f"/admin/quarantaine/P{event}"
+        retry = admin.post(f"/admin/quarantaine/P{event}/retraiter", data={"csrf_token": token})
+        assert retry.status_code == 404
+        audited = console.events("quarantine_dismiss")
+    (detail,) = dismissals(database)
+    assert '"agent": "tbernard"' in detail and "<b>répondu</b>" in detail
+    assert audited == [
+        {"agent": "tbernard", "message": f"P{event}", "result": "motif"},
+        {"agent": "tbernard", "message": f"P{event}", "result": "classe"},
+    ]
+    assert (imap_user.uids(), imap_user.flags()) == on_server
+    assert query(database, "SELECT uid FROM messages") == [(2,)]
+    assert ars_to(smtp_server, "usager1@example.fr") == 0

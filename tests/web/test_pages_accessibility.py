@@ -61,7 +61,8 @@ def test_passed_over_pages_have_no_serious_axe_violation(
     desk: Desk, tmp_path: Path, page: Page, axe: Any
 ) -> None:
     """The list with both its sections, a mail passed over's page, and both after a retry
-    the database refused (its error alert shown)."""
+    the database refused (its error alert shown); its « Classer » form refused for want of
+    a reason, the list after it, and the page of the mail dismissed."""
     (event,) = pass_over(desk, (4,))
     with desk_console(desk, tmp_path, ("tbernard",), site=True) as console:
         login(page, console.url, "tbernard")
@@ -77,6 +78,21 @@ def test_passed_over_pages_have_no_serious_axe_violation(
         query(database, trigger)
         page.click("#bouton-retraiter")
         expect(page.locator("#resultat")).to_contain_text("il reste non enregistré")
+        assert serious(axe(page)) == []
+        # « Classer »: refused without a reason (the browser's check taken off, as an old
+        # browser would send it), the field marked; then dismissed: the list says so, and
+        # the mail's page tells who closed it, without its forms.
+        page.evaluate("document.getElementById('motif-classer').removeAttribute('required')")
+        page.click("#bouton-classer")
+        expect(page.locator("#erreur-classer")).to_contain_text("indiquez comment")
+        assert page.locator("#motif-classer").get_attribute("aria-invalid") == "true"
+        assert serious(axe(page)) == []
+        page.fill("#motif-classer", "Réponse envoyée à la main")
+        page.click("#bouton-classer")
+        expect(page.locator("#resultat")).to_contain_text(f"P{event} a été classé")
+        assert serious(axe(page)) == []
+        page.goto(f"{console.url}/admin/quarantaine/P{event}")
+        expect(page.locator("#classement")).to_contain_text("par tbernard")
         assert serious(axe(page)) == []
         assert page.problems == []  # type: ignore[attr-defined]
 

@@ -65,6 +65,7 @@ ROUTES = [
     Case("passed-over-mail", "GET", f"/admin/quarantaine/P{PASSED}", frozenset({ADMIN})),
     Case("passed-over-no-such-mail", "GET", "/admin/quarantaine/P999999", frozenset({ADMIN}), 404),
     Case("passed-over-retry", "POST", "/admin/quarantaine/P999999/retraiter", frozenset({ADMIN}), 404),
+    Case("passed-over-dismiss", "POST", "/admin/quarantaine/P999999/classer", frozenset({ADMIN}), 404),
     Case("templates-check", "GET", "/admin/modeles", frozenset({ADMIN})),
     # the agents' desk: on the message's own service (quality reads all, acts on none)
     Case("message-agents-own", "GET", f"/courriel/{CARTES}", frozenset({AGENT, QUALITY})),
