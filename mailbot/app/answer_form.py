@@ -159,7 +159,7 @@ def form_key(row: Any, state: int) -> str:
     """The form's idempotency key: the message and its latest answer when the form was
     shown (``MessageView.answer_state``) — not its latest event, which an assignment or a
     correction moves: two tabs, one before and one after such an event, share the key."""
-    return request_key("reply", row, state)
+    return request_key("repondre", row, state)
 
 
 def send_once(
