@@ -453,17 +453,12 @@ class ContactFormRelay(Model):
         return (self.dkim_domain or self.address.rpartition("@")[2]).lower()
 
     def token(self) -> str:
-        """The shared secret, read at the last moment like passwords (never logged)."""
-        if self.token_env:
-            value = os.environ.get(self.token_env)
-            if not value:
-                raise SecretError(f"environment variable {self.token_env} is not set")
-            return value
-        assert self.token_file is not None
-        try:
-            return self.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
+        """The shared secret, read at the last moment like passwords (never logged). An
+        empty one (a token file deployed before the secret was written in it) is no
+        secret: SecretError, so the check fails closed — an empty header matched it."""
+        value = read_secret(self.token_env, self.token_file, f"contact form {self.address}")
+        assert value  # the validator requires a source; read_secret refuses an empty one
+        return value
 
 
 class PolicyConfig(Model):
@@ -683,21 +678,24 @@ class PrefectureConfig(Model):
 
 
 def read_secret(env: str | None, file: Path | None, what: str) -> str | None:
-    """A secret named by an environment variable or a file, read when needed, never logged."""
+    """A secret named by an environment variable or a file, read when needed, never logged:
+    registered for redaction as a server password is (``ServerConfig.password``), so that an
+    error or a server's answer quoting it is masked too. Blank is no secret (SecretError)."""
     if env:
         value = os.environ.get(env)
-        if not value:
+        if not value or not value.strip():
             raise SecretError(f"{what}: environment variable {env} is not set")
-        return value
-    if file:
+    elif file:
         try:
             value = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"{what}: cannot read {file}: {exc.strerror}") from None
         if not value:
             raise SecretError(f"{what}: {file} is empty")
-        return value
-    return None
+    else:
+        return None
+    register_secret(value)
+    return value
 
 
 class OidcConfig(Model):
