@@ -148,6 +148,14 @@ class ServerConfig(Model):
                 "security 'none' is only allowed for a loopback test server "
                 f"(127.0.0.1, ::1, localhost), not {self.host!r}; use 'tls' or 'starttls'"
             )
+        if not self.verify_certificate and not is_loopback(self.host):
+            # Unverified TLS to a remote host is plaintext to whoever sits on the path:
+            # the password and the citizens' mail to a man in the middle.
+            raise ValueError(
+                "verify_certificate: false is only allowed for a loopback test server "
+                f"(127.0.0.1, ::1, localhost), not {self.host!r}; for a private CA give"
+                " ca_file instead"
+            )
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
         return self
@@ -698,6 +706,14 @@ def read_secret(env: str | None, file: Path | None, what: str) -> str | None:
     return value
 
 
+def _https_or_loopback(url: str) -> bool:
+    """An https URL, or plain http to a loopback host (a test's identity provider)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return scheme.lower() == "https" or (scheme.lower() == "http" and is_loopback(host))
+
+
 class OidcConfig(Model):
     """The agents' identity provider: ProConnect (OpenID Connect, authorization code flow)."""
 
@@ -731,6 +747,14 @@ class OidcConfig(Model):
             raise ValueError("give exactly one of client_secret_env or client_secret_file")
         if "openid" not in self.scopes:
             raise ValueError("scopes must include 'openid'")
+        for key, url in (("issuer", self.issuer), ("discovery_url", self.discovery_url)):
+            if url is not None and not _https_or_loopback(url):
+                # The client secret, the code and the provider's keys (which vouch for
+                # every ID token) would cross the network readable and changeable.
+                raise ValueError(
+                    f"{key} {url!r} must be an https URL (plain http only for a loopback"
+                    " test provider)"
+                )
         return self
 
     @property

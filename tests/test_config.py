@@ -68,6 +68,17 @@ def test_shipped_rules_yaml_is_valid() -> None:
             "smtp",
             "only allowed for a loopback",
         ),
+        # Unverified TLS to another host: the password to whoever sits on the path.
+        (
+            lambda d: d["smtp"].update(verify_certificate=False),
+            "smtp",
+            "verify_certificate: false is only allowed for a loopback",
+        ),
+        (
+            lambda d: d["mailboxes"]["general"]["imap"].update(verify_certificate=False),
+            "mailboxes.general.imap",
+            "verify_certificate: false is only allowed for a loopback",
+        ),
         (
             lambda d: d["mailboxes"]["general"].update(address="not-an-address"),
             "mailboxes.general.address",
@@ -122,6 +133,13 @@ def test_a_database_url_that_does_not_parse_is_not_quoted_with_its_password(
 def test_plaintext_allowed_on_loopback(tmp_path: Path) -> None:
     path = write_config(tmp_path, lambda d: d["smtp"].update(security="none", host="127.0.0.1"))
     assert load_config(path).smtp.security == "none"
+
+
+def test_unverified_tls_allowed_on_loopback(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, lambda d: d["smtp"].update(verify_certificate=False, host="localhost")
+    )
+    assert load_config(path).smtp.verify_certificate is False
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from webtools import (
 )
 
 from mailbot.cli import main
-from mailbot.config import LocalAccountsConfig, LoginRateLimitConfig, WebConfig
+from mailbot.config import LocalAccountsConfig, LoginRateLimitConfig, OidcConfig, WebConfig
 from mailbot.errors import ConfigError
 from mailbot.logs import LogfmtFormatter
 from mailbot.web.access import check, public, require
@@ -263,6 +263,28 @@ def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
         settings_from_config(config.model_copy(update={"web": short}), tmp_path / "rules.yaml")
     with pytest.raises(ConfigError, match="no login method"):
         settings_from_config(base_config(), tmp_path / "rules.yaml")
+
+
+@pytest.mark.parametrize(
+    ("issuer", "discovery"),
+    [
+        ("http://auth.agentconnect.gouv.fr/api/v2", None),
+        ("https://auth.agentconnect.gouv.fr/api/v2", "http://auth.agentconnect.gouv.fr/.wk"),
+        ("http://127.0.0.1@evil.example/api", None),  # loopback only in the user info
+    ],
+)
+def test_the_identity_provider_is_reached_over_https(issuer: str, discovery: str | None) -> None:
+    """Over plain http the client secret and the codes cross the network readable, and
+    whoever answers the discovery document names the keys every ID token is checked with."""
+    with pytest.raises(ValueError, match="must be an https URL"):
+        OidcConfig(
+            issuer=issuer, discovery_url=discovery, client_id="x", client_secret_env="X_SECRET"
+        )
+
+
+def test_a_loopback_test_provider_may_use_plain_http() -> None:
+    for issuer in ("http://127.0.0.1:3999", "http://localhost:3999/x", "http://[::1]:3999"):
+        assert OidcConfig(issuer=issuer, client_id="x", client_secret_env="X").issuer == issuer
 
 
 def test_rules_yaml_web_section_is_validated(tmp_path: Path) -> None:
