@@ -70,6 +70,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"database:  {maintenance.database_shown(config)}")
     print(f"templates: {config.templates}")
     print(f"agents:    {config.agents}")
+    for warning in maintenance.permission_warnings(config, args.config):
+        print(f"warning: {warning}", file=sys.stderr)
     for warning in maintenance.return_path_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0

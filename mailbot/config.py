@@ -148,6 +148,14 @@ class ServerConfig(Model):
                 "security 'none' is only allowed for a loopback test server "
                 f"(127.0.0.1, ::1, localhost), not {self.host!r}; use 'tls' or 'starttls'"
             )
+        if not self.verify_certificate and not is_loopback(self.host):
+            # Unverified TLS to a remote host is plaintext to whoever sits on the path:
+            # the password and the citizens' mail to a man in the middle.
+            raise ValueError(
+                "verify_certificate: false is only allowed for a loopback test server "
+                f"(127.0.0.1, ::1, localhost), not {self.host!r}; for a private CA give"
+                " ca_file instead"
+            )
         if self.password_env and self.password_file:
             raise ValueError("give password_env or password_file, not both")
         return self
@@ -453,17 +461,12 @@ class ContactFormRelay(Model):
         return (self.dkim_domain or self.address.rpartition("@")[2]).lower()
 
     def token(self) -> str:
-        """The shared secret, read at the last moment like passwords (never logged)."""
-        if self.token_env:
-            value = os.environ.get(self.token_env)
-            if not value:
-                raise SecretError(f"environment variable {self.token_env} is not set")
-            return value
-        assert self.token_file is not None
-        try:
-            return self.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SecretError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
+        """The shared secret, read at the last moment like passwords (never logged). An
+        empty one (a token file deployed before the secret was written in it) is no
+        secret: SecretError, so the check fails closed — an empty header matched it."""
+        value = read_secret(self.token_env, self.token_file, f"contact form {self.address}")
+        assert value  # the validator requires a source; read_secret refuses an empty one
+        return value
 
 
 class PolicyConfig(Model):
@@ -683,21 +686,32 @@ class PrefectureConfig(Model):
 
 
 def read_secret(env: str | None, file: Path | None, what: str) -> str | None:
-    """A secret named by an environment variable or a file, read when needed, never logged."""
+    """A secret named by an environment variable or a file, read when needed, never logged:
+    registered for redaction as a server password is (``ServerConfig.password``), so that an
+    error or a server's answer quoting it is masked too. Blank is no secret (SecretError)."""
     if env:
         value = os.environ.get(env)
-        if not value:
+        if not value or not value.strip():
             raise SecretError(f"{what}: environment variable {env} is not set")
-        return value
-    if file:
+    elif file:
         try:
             value = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise SecretError(f"{what}: cannot read {file}: {exc.strerror}") from None
         if not value:
             raise SecretError(f"{what}: {file} is empty")
-        return value
-    return None
+    else:
+        return None
+    register_secret(value)
+    return value
+
+
+def _https_or_loopback(url: str) -> bool:
+    """An https URL, or plain http to a loopback host (a test's identity provider)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return scheme.lower() == "https" or (scheme.lower() == "http" and is_loopback(host))
 
 
 class OidcConfig(Model):
@@ -733,6 +747,14 @@ class OidcConfig(Model):
             raise ValueError("give exactly one of client_secret_env or client_secret_file")
         if "openid" not in self.scopes:
             raise ValueError("scopes must include 'openid'")
+        for key, url in (("issuer", self.issuer), ("discovery_url", self.discovery_url)):
+            if url is not None and not _https_or_loopback(url):
+                # The client secret, the code and the provider's keys (which vouch for
+                # every ID token) would cross the network readable and changeable.
+                raise ValueError(
+                    f"{key} {url!r} must be an https URL (plain http only for a loopback"
+                    " test provider)"
+                )
         return self
 
     @property

@@ -68,6 +68,17 @@ def test_shipped_rules_yaml_is_valid() -> None:
             "smtp",
             "only allowed for a loopback",
         ),
+        # Unverified TLS to another host: the password to whoever sits on the path.
+        (
+            lambda d: d["smtp"].update(verify_certificate=False),
+            "smtp",
+            "verify_certificate: false is only allowed for a loopback",
+        ),
+        (
+            lambda d: d["mailboxes"]["general"]["imap"].update(verify_certificate=False),
+            "mailboxes.general.imap",
+            "verify_certificate: false is only allowed for a loopback",
+        ),
         (
             lambda d: d["mailboxes"]["general"].update(address="not-an-address"),
             "mailboxes.general.address",
@@ -122,6 +133,13 @@ def test_a_database_url_that_does_not_parse_is_not_quoted_with_its_password(
 def test_plaintext_allowed_on_loopback(tmp_path: Path) -> None:
     path = write_config(tmp_path, lambda d: d["smtp"].update(security="none", host="127.0.0.1"))
     assert load_config(path).smtp.security == "none"
+
+
+def test_unverified_tls_allowed_on_loopback(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, lambda d: d["smtp"].update(verify_certificate=False, host="localhost")
+    )
+    assert load_config(path).smtp.verify_certificate is False
 
 
 @pytest.mark.parametrize(
@@ -344,6 +362,42 @@ def test_mailbot_check_validates_agents_yaml(
     assert main(["--config", str(path), "check"]) == 2
     err = capsys.readouterr().err
     assert f"error: {agents}: agents.jdupont.service: unknown service 'etrangerz'" in err
+
+
+def test_mailbot_check_warns_of_secrets_and_rights_others_may_read_or_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A password file left 0644 by a copy, or an agents.yaml anyone may write (and so make
+    themselves the console's administrator): `check` says which, and what to do."""
+    from mailbot.cli import main
+
+    smtp, session = tmp_path / "smtp.pass", tmp_path / "session.secret"
+    smtp.write_text("s3cret-smtp-password\n", encoding="utf-8")
+    session.write_text("s" * 40, encoding="utf-8")
+    agents = tmp_path / "agents.yaml"
+    agents.write_text((ROOT / "agents.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+
+    def mutate(data: dict) -> None:
+        data["smtp"]["password_file"] = str(smtp)
+        data["smtp"].pop("password_env", None)
+        data["web"]["session_secret_file"] = str(session)
+        data.update(agents=str(agents), templates=str(ROOT / "templates"))
+
+    path = write_config(tmp_path, mutate)
+    for file, mode in ((smtp, 0o644), (session, 0o640), (agents, 0o666), (path, 0o644)):
+        file.chmod(mode)
+    assert main(["--config", str(path), "check"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: smtp.password_file: {smtp} holds a secret" in err
+    assert "(mode 644): chmod 600 it" in err
+    assert f"warning: web.session_secret_file: {session} holds a secret" in err
+    assert f"warning: agents: other users may change {agents} (mode 666)" in err
+    assert str(path) not in err  # rules.yaml may be read by others: it holds no secret
+    for file in (smtp, session):
+        file.chmod(0o600)
+    agents.chmod(0o644)
+    assert main(["--config", str(path), "check"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_a_keyword_without_a_letter_or_digit_is_refused(tmp_path: Path) -> None:

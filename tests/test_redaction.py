@@ -93,6 +93,31 @@ def test_reading_a_password_registers_it(tmp_path: Path) -> None:
     assert redact(PASSWORD) == "***"
 
 
+def test_every_other_secret_read_is_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console's session secret, ProConnect's client secret, the contact form's token,
+    the probe's secret: read as passwords are, masked as they are from the moment read."""
+    from mailbot.config import ContactFormRelay, OidcConfig, read_secret
+
+    (tmp_path / "session").write_text("session-" + PASSWORD + "\n")
+    monkeypatch.setenv("MAILBOT_TEST_OIDC", "oidc-" + PASSWORD)
+    (tmp_path / "token").write_text("token-" + PASSWORD)
+    oidc = OidcConfig(
+        issuer="https://idp.example", client_id="x", client_secret_env="MAILBOT_TEST_OIDC"
+    )
+    relay = ContactFormRelay(
+        address="form@example.fr", require=("token",), token_file=tmp_path / "token"
+    )
+    read = [
+        read_secret(None, tmp_path / "session", "web.session"),
+        oidc.client_secret(),
+        relay.token(),
+    ]
+    for value in read:
+        assert value and redact(f"quoted: {value}") == "quoted: ***", value
+
+
 def test_short_or_empty_secrets_are_not_registered() -> None:
     register_secret("")
     register_secret("abc")

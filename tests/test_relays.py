@@ -217,6 +217,18 @@ def test_unreadable_token_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert decision.send is False and decision.recipient == FORM
 
 
+@pytest.mark.parametrize("stored", ["", "\n", "   \n"])
+@pytest.mark.parametrize("sent", ["", " "])
+def test_an_empty_token_file_recognises_no_mail(tmp_path: Path, stored: str, sent: str) -> None:
+    """A token file deployed empty (a secret not filled in yet) is no secret: a forger's
+    empty header must not match it, or any mail naming the relay in From would aim its AR
+    at the address in Reply-To."""
+    (tmp_path / "form-token").write_text(stored, encoding="utf-8")
+    relay = ContactFormRelay(address=FORM, require=("token",), token_file=tmp_path / "form-token")
+    forged = decide(form_mail(sender=FORM, reply_to=VICTIM, extra=(f"X-Form-Token:{sent}",)), relay)
+    assert forged.recipient != VICTIM and forged.recipient == FORM
+
+
 # -- received -----------------------------------------------------------------------------
 
 WEB = "from web1.seine-maritime.gouv.fr (web1.seine-maritime.gouv.fr [10.1.2.3]) by mx1.seine-maritime.gouv.fr (Postfix) with ESMTPS id A1; Thu, 26 Nov 2026 10:00:01 +0100"

@@ -1,9 +1,11 @@
 """Looking after the installation: the configuration and templates checked together, the
-mailboxes whose mail comes without Return-Path, and the retention of citizens' data (and
-of the console's ended sessions and page views)."""
+files holding secrets or rights that others may read or change, the mailboxes whose mail
+comes without Return-Path, and the retention of citizens' data (and of the console's ended
+sessions and page views)."""
 
 from __future__ import annotations
 
+import stat
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +34,56 @@ def check(config: Config) -> Renderer:
 def database_shown(config: Config) -> str:
     """The database URL as it may be printed: the password hidden."""
     return shown_url(config.database)
+
+
+def secret_files(config: Config) -> list[tuple[str, Path]]:
+    """Every file the configuration names that holds a secret, by its key: passwords,
+    the console's session secret and ProConnect's client secret, the contact form's token,
+    the probe's secret, and the local accounts' password hashes."""
+    found: list[tuple[str, Path | None]] = [
+        (f"mailboxes.{name}.imap.password_file", box.imap.password_file)
+        for name, box in config.mailboxes.items()
+    ]
+    found.append(("smtp.password_file", config.smtp.password_file))
+    for index, relay in enumerate(config.policy.contact_form_relays):
+        found.append((f"policy.contact_form_relays[{index}].token_file", relay.token_file))
+    if config.probe is not None:
+        found.append(("probe.imap.password_file", config.probe.imap.password_file))
+        found.append(("probe.secret_file", config.probe.secret_file))
+    web = config.web
+    found.append(("web.session_secret_file", web.session_secret_file))
+    if web.oidc is not None:
+        found.append(("web.oidc.client_secret_file", web.oidc.client_secret_file))
+    if web.local_accounts.enabled:
+        found.append(("web.local_accounts.file", web.local_accounts.file))
+    return [(key, path) for key, path in found if path is not None]
+
+
+def permission_warnings(config: Config, config_path: Path) -> list[str]:
+    """Files others may misuse, for ``mailbot check``: a secret readable (or writable) by
+    another user than mailbot's, and rules.yaml or agents.yaml writable by one (who could
+    aim the mail elsewhere, or make themselves the console's administrator). Only what the
+    file system says: a missing file is another check's error."""
+    found = []
+    for key, path in secret_files(config):
+        mode = _mode(path)
+        if mode is not None and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            found.append(
+                f"{key}: {path} holds a secret and other users may read or change it"
+                f" (mode {mode:o}): chmod 600 it, owned by mailbot's user"
+            )
+    for key, path in (("--config", config_path), ("agents", config.agents)):
+        mode = _mode(path)
+        if mode is not None and mode & (stat.S_IWGRP | stat.S_IWOTH):
+            found.append(f"{key}: other users may change {path} (mode {mode:o}): chmod go-w it")
+    return found
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
 
 
 def return_path_warnings(config: Config) -> list[str]:

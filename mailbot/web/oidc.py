@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -93,6 +94,10 @@ class OidcLogin:
             token = await self.client.authorize_access_token(request)
         except OAuthError as exc:
             raise LoginError(f"authorization failed: {exc.error}") from None
+        except (AuthlibBaseError, JoseError) as exc:
+            # The ID token's signature, issuer, audience, nonce or dates refused: a forged
+            # or replayed token is a failed login (refused, audited), not a server error.
+            raise LoginError(f"ID token rejected: {type(exc).__name__}") from None
         claims = token.get("userinfo")
         if not claims or "id_token" not in token:
             raise LoginError("no ID token in the token response")

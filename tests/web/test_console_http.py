@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import yaml
+from joserfc.errors import BadSignatureError, InvalidClaimError
 from rulesfile import dump_rules, load_rules
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -33,7 +34,7 @@ from webtools import (
 )
 
 from mailbot.cli import main
-from mailbot.config import LocalAccountsConfig, LoginRateLimitConfig, WebConfig
+from mailbot.config import LocalAccountsConfig, LoginRateLimitConfig, OidcConfig, WebConfig
 from mailbot.errors import ConfigError
 from mailbot.logs import LogfmtFormatter
 from mailbot.web.access import check, public, require
@@ -263,6 +264,70 @@ def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
         settings_from_config(config.model_copy(update={"web": short}), tmp_path / "rules.yaml")
     with pytest.raises(ConfigError, match="no login method"):
         settings_from_config(base_config(), tmp_path / "rules.yaml")
+
+
+@pytest.mark.parametrize(
+    ("issuer", "discovery"),
+    [
+        ("http://auth.agentconnect.gouv.fr/api/v2", None),
+        ("https://auth.agentconnect.gouv.fr/api/v2", "http://auth.agentconnect.gouv.fr/.wk"),
+        ("http://127.0.0.1@evil.example/api", None),  # loopback only in the user info
+    ],
+)
+def test_the_identity_provider_is_reached_over_https(issuer: str, discovery: str | None) -> None:
+    """Over plain http the client secret and the codes cross the network readable, and
+    whoever answers the discovery document names the keys every ID token is checked with."""
+    with pytest.raises(ValueError, match="must be an https URL"):
+        OidcConfig(
+            issuer=issuer, discovery_url=discovery, client_id="x", client_secret_env="X_SECRET"
+        )
+
+
+def test_a_loopback_test_provider_may_use_plain_http() -> None:
+    for issuer in ("http://127.0.0.1:3999", "http://localhost:3999/x", "http://[::1]:3999"):
+        assert OidcConfig(issuer=issuer, client_id="x", client_secret_env="X").issuer == issuer
+
+
+class _RefusingProvider:
+    """The Authlib client's callback step, refusing the ID token as Authlib does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def authorize_access_token(self, request: Request) -> dict[str, str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [BadSignatureError(), InvalidClaimError("iss"), InvalidClaimError("nonce")],
+    ids=["signature", "issuer", "nonce"],
+)
+def test_a_refused_id_token_is_a_failed_login_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """A forged or replayed ID token (signature, issuer, nonce refused by Authlib) is the
+    login refused and audited like any other, not an unexpected error (a 500 that no
+    ``login_failed`` event records)."""
+    monkeypatch.setenv("MAILBOT_TEST_OIDC_SECRET", "x" * 32)
+    oidc = OidcConfig(
+        issuer="http://127.0.0.1:9",
+        client_id="mailbot",
+        client_secret_env="MAILBOT_TEST_OIDC_SECRET",
+    )
+    with running_console(tmp_path, oidc=oidc) as console, console.client() as client:
+        console.app.state.console.oidc.client = _RefusingProvider(error)
+        response = client.get("/connexion/proconnect/retour?code=forged&state=forged")
+        assert response.status_code == 400
+        assert "Connexion impossible" in response.text
+        assert client.get("/").status_code == 303  # not logged in
+        assert console.events("login_failed") == [
+            {
+                "method": "oidc",
+                "reason": f"ID token rejected: {type(error).__name__}",
+                "ip": "127.0.0.1",
+            }
+        ]
 
 
 def test_rules_yaml_web_section_is_validated(tmp_path: Path) -> None:
