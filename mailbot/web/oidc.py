@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.starlette_client import OAuth, OAuthError
 from joserfc import jwt
@@ -74,8 +75,26 @@ class OidcLogin:
         parts = urlsplit(self.config.issuer)
         return f"{parts.scheme}://{parts.netloc}"
 
+    async def metadata(self) -> dict[str, Any]:
+        """The provider's configuration document, once its issuer is checked: it must be
+        the configured one (OpenID Connect Discovery 1.0 §4.3; a trailing "/" aside). A
+        document naming another issuer (a wrong discovery URL, a host answering for
+        another) also names the keys every ID token would be checked with."""
+        try:
+            metadata: dict[str, Any] = dict(await self.client.load_server_metadata())
+        except (AuthlibBaseError, httpx2.HTTPError, ValueError) as exc:  # down, not JSON
+            raise LoginError(f"discovery document unreadable: {type(exc).__name__}") from None
+        named = metadata.get("issuer")
+        if not isinstance(named, str) or named.rstrip("/") != self.config.issuer.rstrip("/"):
+            raise LoginError(
+                f"the discovery document names the issuer {named!r},"
+                f" not the configured {self.config.issuer!r}"
+            )
+        return metadata
+
     async def start(self, request: Request) -> Response:
-        """Redirect to the provider's authorization endpoint."""
+        """Redirect to the provider's authorization endpoint (its issuer checked first)."""
+        await self.metadata()
         extra: dict[str, str] = {}
         if self.config.acr_values:
             extra["acr_values"] = self.config.acr_values
@@ -90,6 +109,7 @@ class OidcLogin:
 
     async def finish(self, request: Request) -> Identity:
         """The callback: exchange the code, check the ID token, read the signed userinfo."""
+        await self.metadata()
         try:
             token = await self.client.authorize_access_token(request)
         except OAuthError as exc:
@@ -120,7 +140,7 @@ class OidcLogin:
     async def userinfo(self, token: dict[str, Any], subject: str) -> dict[str, Any]:
         """The userinfo endpoint's answer, which must be a JWT signed with a key of the
         provider's JWKS, issued by it, for us, about the ID token's subject."""
-        metadata = await self.client.load_server_metadata()
+        metadata = await self.metadata()
         response = await self.client.get(metadata["userinfo_endpoint"], token=token)
         if response.status_code != 200:
             raise LoginError(f"userinfo answered {response.status_code}")

@@ -138,7 +138,25 @@ async def oidc_start(request: Request) -> Response:
         raise HTTPException(404)
     async with request.form() as form:
         request.session["suivant"] = safe_next(str(form.get("suivant") or ""))
-    return await console.oidc.start(request)
+    try:
+        return await console.oidc.start(request)
+    except LoginError as exc:
+        return _oidc_failed(request, exc)
+
+
+def _oidc_failed(request: Request, exc: LoginError) -> Response:
+    """A ProConnect login refused, at its start or its return: audited, and a page that
+    says so (the reason is the audit's, never the agent's)."""
+    _console(request).audit("login_failed", method="oidc", reason=str(exc), ip=client_ip(request))
+    message = (
+        "La connexion avec ProConnect n'a pas abouti. Revenez à la page de connexion et réessayez."
+    )
+    return render(
+        request,
+        "error.html.j2",
+        {"status": 400, "title": "Connexion impossible", "message": message},
+        status_code=400,
+    )
 
 
 @public
@@ -150,17 +168,7 @@ async def oidc_callback(request: Request) -> Response:
     try:
         identity = await console.oidc.finish(request)
     except LoginError as exc:
-        console.audit("login_failed", method="oidc", reason=str(exc), ip=ip)
-        message = (
-            "La connexion avec ProConnect n'a pas abouti. Revenez à la page de connexion et"
-            " réessayez."
-        )
-        return render(
-            request,
-            "error.html.j2",
-            {"status": 400, "title": "Connexion impossible", "message": message},
-            status_code=400,
-        )
+        return _oidc_failed(request, exc)
     target = safe_next(request.session.pop("suivant", None))
     agent_id = console.directory.by_email(identity.email)
     if agent_id is None:

@@ -291,8 +291,12 @@ def test_a_loopback_test_provider_may_use_plain_http() -> None:
 class _RefusingProvider:
     """The Authlib client's callback step, refusing the ID token as Authlib does."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, issuer: str) -> None:
         self.error = error
+        self.issuer = issuer
+
+    async def load_server_metadata(self) -> dict[str, str]:
+        return {"issuer": self.issuer}  # the configured one: the callback goes on
 
     async def authorize_access_token(self, request: Request) -> dict[str, str]:
         raise self.error
@@ -316,7 +320,7 @@ def test_a_refused_id_token_is_a_failed_login_audited(
         client_secret_env="MAILBOT_TEST_OIDC_SECRET",
     )
     with running_console(tmp_path, oidc=oidc) as console, console.client() as client:
-        console.app.state.console.oidc.client = _RefusingProvider(error)
+        console.app.state.console.oidc.client = _RefusingProvider(error, oidc.issuer)
         response = client.get("/connexion/proconnect/retour?code=forged&state=forged")
         assert response.status_code == 400
         assert "Connexion impossible" in response.text
@@ -328,6 +332,37 @@ def test_a_refused_id_token_is_a_failed_login_audited(
                 "ip": "127.0.0.1",
             }
         ]
+
+
+def test_a_discovery_document_naming_another_issuer_is_a_failed_login(tmp_path: Path) -> None:
+    """OpenID Connect Discovery 1.0 §4.3: the issuer a provider's configuration document
+    names must be the one the client was configured for. A document naming another one (a
+    wrong discovery URL, a proxy answering for someone else) names its own keys, and every
+    ID token would be checked against them: the login is refused before anything is sent
+    to that provider, and audited. A real node-oidc-provider serves the document."""
+    from webtools import oidc_provider
+
+    sock = bind(HOST, 0)
+    with oidc_provider(sock.getsockname()[1], {}) as provider:
+        oidc = provider.config().model_copy(
+            update={
+                "issuer": provider.issuer + "/autre",
+                "discovery_url": provider.issuer + "/.well-known/openid-configuration",
+            }
+        )
+        with (
+            running_console(tmp_path, local=False, oidc=oidc, sock=sock) as console,
+            console.client() as client,
+        ):
+            token = csrf_from(client.get("/connexion").text)
+            response = client.post(
+                "/connexion/proconnect", data={"csrf_token": token}, follow_redirects=False
+            )
+            assert response.status_code == 400, response.headers.get("location")
+            assert "Connexion impossible" in response.text
+            (failed,) = console.events("login_failed")
+            assert failed["method"] == "oidc" and "issuer" in failed["reason"]
+            assert provider.issuer + "/autre" in failed["reason"]
 
 
 def test_rules_yaml_web_section_is_validated(tmp_path: Path) -> None:
