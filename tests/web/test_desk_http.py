@@ -9,6 +9,7 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from deskworld import ETRANGERS, Desk, citizen_mail, desk_console, move_mail
@@ -274,3 +275,29 @@ def test_queue_shows_the_mails_held_to_check_first(desk: Desk, console: RunningC
         page = client.get("/").text
         assert references(page) == [recent.reference, old.reference, hostile.reference]
         assert references(client.get("/?etat=a-verifier").text) == [recent.reference]
+
+
+def test_counts_and_sizes_are_written_in_french(desk: Desk, tmp_path: Path) -> None:
+    """Zero and one take the singular (« 0 courriel », « 1 reçu, 0 répondu », not « 0
+    courriels », « 1 reçus, 0 répondus »), a size has a decimal comma and a small file its
+    octets (not « 0.0 ko »), one unit for both lists of attachments (not « ko » and « Ko »)."""
+    old = desk.row("<citizen-1@example.fr>")
+    hostile = desk.row("<citizen-3@example.fr>")
+    week = old.received_at.astimezone(ZoneInfo(desk.config.timezone)).isocalendar()
+    period = f"{week.year}-W{week.week:02d}"  # the old mail's week: it alone
+    with (
+        desk_console(desk, tmp_path, ACCOUNTS, site=True) as console,
+        console.client() as agent,
+        console.client() as head,
+    ):
+        local_login(agent, "khaddad")
+        nothing = agent.get("/", params={"q": "aucun objet ne contient ceci"})
+        assert re.search(r'id="total">0 courriel — page 1 sur 1<', nothing.text)
+        page = agent.get(f"/courriel/{hostile.id}")
+        assert "application/pdf – 9 octets<" in page.text  # « %PDF-1.4\n »
+        form = agent.get(f"/courriel/{old.id}", params={"modele": "reponse-dossier-etranger"})
+        assert "pièces-à-préparer.txt (text/plain, 1 ko)" in form.text  # 1039 bytes
+        local_login(head, "lmoreau")
+        board = head.get("/indicateurs", params={"service": "etrangers", "periode": period})
+        assert board.status_code == 200
+        assert re.search(r"\s1 reçu, 0 répondu, 1 en retard\.", board.text)
