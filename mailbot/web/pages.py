@@ -19,8 +19,8 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from mailbot.core.dates import format_number
 from mailbot.core.language import RIGHT_TO_LEFT
+from mailbot.mail.forward import size_fr
 from mailbot.render.cache import open_cache
 from mailbot.web.authz import Action
 
@@ -63,17 +63,9 @@ def environment(extra: Path | None = None) -> ImmutableSandboxedEnvironment:
         bytecode_cache=cache.bytecode("console-pages") if cache is not None else None,
     )
     env.filters["citizen_text"] = citizen_text
-    env.filters["ko"] = kilobytes
+    # A file's size as a French reader writes it (« 740 ko », « 31,5 Mo »), as everywhere.
+    env.filters["ko"] = size_fr
     return env
-
-
-def kilobytes(size: int) -> str:
-    """A file's size as a French reader writes it: « 1,5 ko » (a decimal comma; « 1.5 ko »
-    and « 1.5 Ko » read as English), « 2 ko » for a round figure, « 9 octets » under a
-    kilobyte (not « 0.0 ko »)."""
-    if size < 1024:
-        return f"{size} octet{'s' if size > 1 else ''}"
-    return f"{format_number(round(size / 1024, 1))} ko"
 
 
 def citizen_text(language: str | None) -> Markup:

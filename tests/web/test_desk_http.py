@@ -279,8 +279,8 @@ def test_queue_shows_the_mails_held_to_check_first(desk: Desk, console: RunningC
 
 def test_counts_and_sizes_are_written_in_french(desk: Desk, tmp_path: Path) -> None:
     """Zero and one take the singular (« 0 courriel », « 1 reçu, 0 répondu », not « 0
-    courriels », « 1 reçus, 0 répondus »), a size has a decimal comma and a small file its
-    octets (not « 0.0 ko »), one unit for both lists of attachments (not « ko » and « Ko »)."""
+    courriels », « 1 reçus, 0 répondus »), and a size is written as elsewhere (« 1 ko »,
+    « 31,5 Mo »: ``size_fr``), not « 0.0 ko » here and « 1.0 Ko » there."""
     old = desk.row("<citizen-1@example.fr>")
     hostile = desk.row("<citizen-3@example.fr>")
     week = old.received_at.astimezone(ZoneInfo(desk.config.timezone)).isocalendar()
@@ -294,7 +294,7 @@ def test_counts_and_sizes_are_written_in_french(desk: Desk, tmp_path: Path) -> N
         nothing = agent.get("/", params={"q": "aucun objet ne contient ceci"})
         assert re.search(r'id="total">0 courriel — page 1 sur 1<', nothing.text)
         page = agent.get(f"/courriel/{hostile.id}")
-        assert "application/pdf – 9 octets<" in page.text  # « %PDF-1.4\n »
+        assert "application/pdf – 1 ko<" in page.text  # « %PDF-1.4\n », 9 bytes
         form = agent.get(f"/courriel/{old.id}", params={"modele": "reponse-dossier-etranger"})
         assert "pièces-à-préparer.txt (text/plain, 1 ko)" in form.text  # 1039 bytes
         local_login(head, "lmoreau")
