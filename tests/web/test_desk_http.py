@@ -301,3 +301,14 @@ def test_counts_and_sizes_are_written_in_french(desk: Desk, tmp_path: Path) -> N
         board = head.get("/indicateurs", params={"service": "etrangers", "periode": period})
         assert board.status_code == 200
         assert re.search(r"\s1 reçu, 0 répondu, 1 en retard\.", board.text)
+
+
+def test_the_mails_date_is_written_in_french(desk: Desk, console: RunningConsole) -> None:
+    """The citizen's Date header (« Thu, 26 Nov 2026 10:00:00 +0100 ») was shown as
+    written: English in a French page. It is in French, in the prefecture's time."""
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+    assert 'id="date-courriel">jeudi 26 novembre 2026 à 10 h<' in page.text
+    assert "Thu, 26 Nov" not in page.text
