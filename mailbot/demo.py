@@ -38,13 +38,17 @@ def source_config(asked: Path) -> Path:
 
 
 def outgoing_name(store: Store, envelope: Envelope) -> str:
-    """``<reference>-ar``, ``<reference>-reorientation`` or ``<reference>-forward-<service>``."""
+    """``<reference>-ar``, ``<reference>-reorientation`` or ``<reference>-forward-<service>``;
+    from the console (``demo --web``), an agent's ``<reference>-reply`` and a transfer's
+    ``<reference>-notice`` (named « -ar-2 » once, like a second AR)."""
     item = next((row for row in store.outbox_items() if str(row.id) == envelope.name), None)
     message = store.message(id=item.message_pk) if item and item.message_pk else None
     if item is None or message is None or not message.reference:
         return envelope.name
     if item.kind == OutboxKind.FORWARD:
         return f"{message.reference}-forward-{message.service}"
+    if item.kind in (OutboxKind.REPLY, OutboxKind.NOTICE):
+        return f"{message.reference}-{item.kind}"
     return f"{message.reference}-{'reorientation' if message.reorient else OutboxKind.AR.value}"
 
 

@@ -260,6 +260,20 @@ def test_safe_html_leaves_only_inert_markup() -> None:
     assert "<b>madame</b>" in html
 
 
+def test_safe_html_shows_neither_the_title_nor_what_the_mails_style_hides() -> None:
+    """As a mail client shows it: the page's title is dropped, an element its style hides
+    (double or single quotes, among other properties) keeps the ``hidden`` attribute."""
+    mail = (
+        "<html><head><title>Titre de la page</title></head><body>"
+        "<div style=\"font-family: 'Arial'; display: none\">Aperçu caché</div>"
+        "<p style='display:block'>Bonjour</p></body></html>"
+    )
+    html = safe_html.clean(mail).html
+    assert "Titre de la page" not in html
+    assert "<div hidden>Aperçu caché</div>" in html.replace('hidden=""', "hidden")
+    assert "<p>Bonjour</p>" in html
+
+
 MIXED = (
     b"From: =?utf-8?q?Jos=C3=A9?= <jose@example.fr>\r\nTo: pref@example.fr\r\n"
     b"Subject: =?utf-8?q?Dossier_r=C3=A9c=C3=A9piss=C3=A9?=\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n"

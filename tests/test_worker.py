@@ -10,10 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
+
+from mailbot import demo
+from mailbot.core.statuses import OutboxKind
+from mailbot.mail.smtp import Envelope
 
 
 def start_worker(config: Path, *options: str) -> subprocess.Popen[str]:
@@ -237,6 +242,26 @@ def test_demo_names_files_and_leaves_a_config_for_its_data(tmp_path: Path) -> No
             assert json.loads(result.stdout)["received"] == len(references)
         else:
             assert f"SM-{year}-000001" in result.stdout
+
+
+def test_demo_names_an_agents_reply_and_a_transfer_notice_for_what_they_are() -> None:
+    """`demo --web`: a reply sent from the console, or the notice of an agent's transfer,
+    was written as « SM-…-ar-2.eml », like a second AR of the message."""
+    message = SimpleNamespace(reference="SM-2026-000001", service="cartes-grises", reorient=False)
+    kinds = {"1": OutboxKind.AR, "2": OutboxKind.REPLY, "3": OutboxKind.NOTICE}
+    kinds["4"] = OutboxKind.FORWARD
+    items = [SimpleNamespace(id=int(n), kind=kind, message_pk=7) for n, kind in kinds.items()]
+    store = SimpleNamespace(outbox_items=lambda: items, message=lambda id: message)
+    names = [
+        demo.outgoing_name(store, Envelope("<>", "x@example.fr", b"", name=n))  # type: ignore[arg-type]
+        for n in kinds
+    ]
+    assert names == [
+        "SM-2026-000001-ar",
+        "SM-2026-000001-reply",
+        "SM-2026-000001-notice",
+        "SM-2026-000001-forward-cartes-grises",
+    ]
 
 
 def test_demo_runs_from_any_folder_without_a_config(tmp_path: Path) -> None:

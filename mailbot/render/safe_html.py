@@ -6,6 +6,11 @@ carries it (``cid:`` parts, turned into ``data:`` URIs) or as a ``data:`` URI it
 A remote image would tell the sender when, and from where, the agent read the mail (a
 tracking pixel): its ``src`` is removed and the count is shown instead. The console's CSP
 (``img-src 'self' data:``) forbids remote images anyway: two locks on one door.
+
+What a mail client does not show is not shown either: the ``<title>`` of a mail's page
+and an element its style hides (``display: none``: a reply's preheader, the line a mail
+list shows after the subject). Its style removed, such an element's text showed at the
+top of the mail — and of the preview of a reply, which says « ce qui sera envoyé ».
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import nh3
 _TAGS = nh3.ALLOWED_TAGS - {"area", "map"}
 _ATTRIBUTES: dict[str, set[str]] = {
     **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    "*": {"hidden"},
     "a": {"href", "title"},
     "img": {"src", "alt", "width", "height"},
     "td": {"colspan", "rowspan", "align"},
@@ -28,6 +34,10 @@ _SCHEMES = {"http", "https", "mailto", "data", "cid"}
 _LINKS = ("http://", "https://", "mailto:")
 _IMAGE_DATA = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]+$")
 MAX_DATA_URI = 3_000_000
+# Removed with their content: what runs or styles, and the title no client shows.
+_DROPPED = {"script", "style", "title"}
+_START_TAG = re.compile(r"<[a-zA-Z][a-zA-Z0-9]*\b[^>]*>")
+_HIDING_STYLE = re.compile(r"""\bstyle\s*=\s*(["'])(?:(?!\1).)*?\bdisplay\s*:\s*none\b""", re.I)
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,20 @@ def clean(markup: str, images: Mapping[str, str] | None = None) -> CleanHtml:
             return value if value.lower().startswith(_LINKS) else None
         return value
 
-    html = _nh3(markup, keep)
+    html = _nh3(_START_TAG.sub(_hide, markup), keep)
     # An image left without its source is dropped, one without a text alternative gets an
     # empty one (decorative for screen readers); cleaned again, so this edit stays safe.
     return CleanHtml(_nh3(_IMAGE.sub(_fix_image, html)), blocked)
 
 
 _IMAGE = re.compile(r"<img\b[^>]*>")
+
+
+def _hide(found: re.Match[str]) -> str:
+    """A start tag whose style hides its element, given the ``hidden`` attribute that
+    survives the cleaning (the style does not; nor would the CSP apply it)."""
+    tag = found.group(0)
+    return tag[:-1] + " hidden>" if _HIDING_STYLE.search(tag) else tag
 
 
 def _fix_image(found: re.Match[str]) -> str:
@@ -74,6 +91,7 @@ def _nh3(markup: str, keep: Callable[[str, str, str], str | None] | None = None)
     return nh3.clean(
         markup,
         tags=_TAGS,
+        clean_content_tags=_DROPPED,
         attributes=_ATTRIBUTES,
         attribute_filter=keep,
         url_schemes=_SCHEMES,

@@ -4,6 +4,8 @@ here, and who else has it open. Authorised on the message's service, on every re
 
 from __future__ import annotations
 
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -17,6 +19,7 @@ from starlette.routing import Route
 
 from mailbot.app import message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
+from mailbot.core.dates import date_fr
 from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
@@ -107,6 +110,19 @@ async def message_by_reference(request: Request) -> Response:
     return RedirectResponse(f"/courriel/{row.id}", status_code=303)
 
 
+def mail_date(header: str, timezone: str) -> str:
+    """The citizen's Date header in French, in the prefecture's time (« vendredi 20 novembre
+    2026 à 8 h 47 »): as written (« Fri, 20 Nov 2026 08:47:12 +0100 ») it was English in a
+    French page. A header no parser reads is shown as it is."""
+    try:
+        written = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return header
+    if written.tzinfo is None:  # « -0000 »: the time is UTC, its zone unknown (RFC 5322)
+        written = written.replace(tzinfo=UTC)
+    return date_fr(written, timezone=timezone)
+
+
 async def show_message(request: Request, row: Any, status: int = 200, **extra: Any) -> Response:
     """The message page (also shown again, with ``extra``, after a refused action)."""
     principal = current_agent(request)
@@ -132,6 +148,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "urgency": URGENCY_LABELS,
         "settled_labels": SETTLED_LABELS,
         "citizen_text": citizen_text(row.language),
+        "mail_date": mail_date(view.mail.date if view.mail else "", app.config.timezone),
     }
     context.update(_actions(request, row, view.service))
     context["offer"] = await run_in_threadpool(

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from mailbot.core.language import RIGHT_TO_LEFT
+from mailbot.mail.forward import size_fr
 from mailbot.render.cache import open_cache
 from mailbot.web.authz import Action
 
@@ -62,6 +63,8 @@ def environment(extra: Path | None = None) -> ImmutableSandboxedEnvironment:
         bytecode_cache=cache.bytecode("console-pages") if cache is not None else None,
     )
     env.filters["citizen_text"] = citizen_text
+    # A file's size as a French reader writes it (« 740 ko », « 31,5 Mo »), as everywhere.
+    env.filters["ko"] = size_fr
     return env
 
 

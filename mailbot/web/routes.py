@@ -53,7 +53,12 @@ async def home(request: Request) -> Response:
         elif principal.can(action):
             rights.append((label, []))
     services = [console.service_names.get(s, s) for s in principal.services]
-    return render(request, "home.html.j2", {"services": services, "rights": rights})
+    reads_mail = bool(principal.services_for(Action.VIEW_MESSAGE, known))
+    return render(
+        request,
+        "home.html.j2",
+        {"services": services, "rights": rights, "reads_mail": reads_mail},
+    )
 
 
 def _login_page(request: Request, status: int = 200, **context: Any) -> Response:

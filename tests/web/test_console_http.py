@@ -100,6 +100,23 @@ def test_local_login_shows_the_agent_and_starts_a_new_session(tmp_path: Path) ->
         ]
 
 
+def test_an_administrators_home_says_what_the_role_is_for_and_links_its_pages(
+    tmp_path: Path,
+) -> None:
+    """An administrator has no queue: their home page said « La file des courriels arrive
+    bientôt », a queue that exists and will never be theirs. It says their role reads no
+    citizen's mail, and links their pages (the menu's)."""
+    with running_console(tmp_path, site=True) as console, console.client() as client:
+        local_login(client, "tbernard")
+        home = client.get("/")
+        assert home.status_code == 200 and "Bonjour Thomas Bernard" in home.text
+        assert "arrive bientôt" not in home.text and "sera remplacée" not in home.text
+        callout = home.text.split('id="vos-pages"', 1)[1].split("</div>", 1)[0]
+        assert "ne donne pas accès aux courriels des usagers" in callout
+        assert 'href="/admin/quarantaine">Quarantaine<' in callout
+        assert 'href="/admin/modeles">Modèles<' in callout
+
+
 def test_login_by_email_and_wrong_password(tmp_path: Path) -> None:
     with running_console(tmp_path) as console, console.client() as client:
         wrong = local_login(client, "lmoreau", "not-the-password")

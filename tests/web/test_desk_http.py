@@ -9,6 +9,7 @@ import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from deskworld import ETRANGERS, Desk, citizen_mail, desk_console, move_mail
@@ -274,3 +275,40 @@ def test_queue_shows_the_mails_held_to_check_first(desk: Desk, console: RunningC
         page = client.get("/").text
         assert references(page) == [recent.reference, old.reference, hostile.reference]
         assert references(client.get("/?etat=a-verifier").text) == [recent.reference]
+
+
+def test_counts_and_sizes_are_written_in_french(desk: Desk, tmp_path: Path) -> None:
+    """Zero and one take the singular (« 0 courriel », « 1 reçu, 0 répondu », not « 0
+    courriels », « 1 reçus, 0 répondus »), and a size is written as elsewhere (« 1 ko »,
+    « 31,5 Mo »: ``size_fr``), not « 0.0 ko » here and « 1.0 Ko » there."""
+    old = desk.row("<citizen-1@example.fr>")
+    hostile = desk.row("<citizen-3@example.fr>")
+    week = old.received_at.astimezone(ZoneInfo(desk.config.timezone)).isocalendar()
+    period = f"{week.year}-W{week.week:02d}"  # the old mail's week: it alone
+    with (
+        desk_console(desk, tmp_path, ACCOUNTS, site=True) as console,
+        console.client() as agent,
+        console.client() as head,
+    ):
+        local_login(agent, "khaddad")
+        nothing = agent.get("/", params={"q": "aucun objet ne contient ceci"})
+        assert re.search(r'id="total">0 courriel — page 1 sur 1<', nothing.text)
+        page = agent.get(f"/courriel/{hostile.id}")
+        assert "application/pdf – 1 ko<" in page.text  # « %PDF-1.4\n », 9 bytes
+        form = agent.get(f"/courriel/{old.id}", params={"modele": "reponse-dossier-etranger"})
+        assert "pièces-à-préparer.txt (text/plain, 1 ko)" in form.text  # 1039 bytes
+        local_login(head, "lmoreau")
+        board = head.get("/indicateurs", params={"service": "etrangers", "periode": period})
+        assert board.status_code == 200
+        assert re.search(r"\s1 reçu, 0 répondu, 1 en retard\.", board.text)
+
+
+def test_the_mails_date_is_written_in_french(desk: Desk, console: RunningConsole) -> None:
+    """The citizen's Date header (« Thu, 26 Nov 2026 10:00:00 +0100 ») was shown as
+    written: English in a French page. It is in French, in the prefecture's time."""
+    row = desk.row("<citizen-1@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+    assert 'id="date-courriel">jeudi 26 novembre 2026 à 10 h<' in page.text
+    assert "Thu, 26 Nov" not in page.text

@@ -366,3 +366,23 @@ def test_an_untouched_text_is_recorded_as_not_edited_and_the_attachment_goes(
         local_login(head, "lmoreau")
         board = head.get(f"/indicateurs?service=etrangers&periode={month}")
     assert "préparées dans la période : 1, dont 0 au texte modifié" in board.text
+
+
+def test_the_html_preview_shows_neither_the_title_nor_the_hidden_preheader(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« Ce qui sera envoyé »: the HTML preview is the mail as a client shows it. Its
+    <title> and its preheader (hidden by its style, shown by mail lists after the subject)
+    showed as the first lines of the reply, once the cleaning had removed the style."""
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        fields = {**form_of(open_page(client, desk), "formulaire-reponse")}
+        fields["modele"] = "reponse-rendez-vous-dmi"
+        shown = client.post(f"/courriel/{row.id}/apercu", data=fields)
+    assert shown.status_code == 200
+    region = shown.text.split('id="apercu-html"', 1)[1].split("</details>", 1)[0]
+    assert "Votre rendez-vous à la préfecture" in html.unescape(region)  # the heading
+    assert f"Votre rendez-vous — référence {row.reference}" not in html.unescape(region)
+    preheader = re.search(r"<div([^>]*)>La Direction des migrations et de l", region)
+    assert preheader and "hidden" in preheader.group(1)

@@ -370,3 +370,41 @@ def test_an_emptied_free_reply_says_so_in_its_preview(
     assert focused_id(page) == "libre-texte"
     page.keyboard.type("Votre dossier est en cours.")
     expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est en cours.")
+
+
+def page_overflow(page: Page) -> list[str]:
+    """Empty when the page does not scroll sideways; else its width and the elements with
+    an id that reach past the window's right edge (outside a table's or a text's own
+    scrolling box)."""
+    return list(
+        page.evaluate(
+            """() => {
+              const width = document.documentElement.clientWidth;
+              const scroll = document.documentElement.scrollWidth;
+              if (scroll <= width) return [];
+              const wide = [...document.querySelectorAll('body [id]')]
+                .filter(e => e.getBoundingClientRect().right > width + 1)
+                .filter(e => !e.closest('.fr-table__content, pre'))
+                .map(e => '#' + e.id);
+              return [`page ${scroll}px`, ...wide];
+            }"""
+        )
+    )
+
+
+def test_queue_and_message_reflow_at_320_pixels(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """At 320 CSS pixels (RGAA 10.11) nothing but a data table or a mail's preformatted
+    text scrolls sideways, the forms folded in the message page's <details> opened
+    included: their fields were content-box there (DSFR's box-sizing does not reach a
+    <details>' content), so the page scrolled sideways."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.set_viewport_size({"width": 320, "height": 800})
+    assert page_overflow(page) == []
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    expect(page.locator("#motif-ailleurs")).to_be_visible()
+    assert page_overflow(page) == []
