@@ -340,6 +340,8 @@ class RoutingParallelConfig(Model):
 
 class RoutingConfig(Model):
     categories: list[str] = Field(min_length=1)
+    # category → how agents read it in the console (« État d'avancement »); else the key.
+    category_names: dict[str, str] = Field(default_factory=dict)
     complaint_category: str = "reclamation"
     defaults: dict[str, MailboxDefault]
     reorientation: dict[str, ReorientTarget] = Field(default_factory=dict)
@@ -967,6 +969,8 @@ class Config(Model):
             known(name, set(self.mailboxes), f"routing.defaults.{name}", "mailbox")
             known(default.service, services, f"routing.defaults.{name}.service", "service")
             known(default.category, categories, f"routing.defaults.{name}.category", "category")
+        for name in routing.category_names:
+            known(name, categories, f"routing.category_names.{name}", "category")
         for name, allowed in routing.combinations.items():
             known(name, services, f"routing.combinations.{name}", "service")
             for value in allowed:

@@ -314,3 +314,16 @@ def test_arabic_residence_permit_terms_route_to_etrangers(phrase: str) -> None:
 def test_no_arabic_keyword_means_a_club() -> None:
     """A former keyword read « نادي الإقامة » (“residence club”): not a residence permit."""
     assert "نادي" not in (ROOT / "rules.yaml").read_text(encoding="utf-8")
+
+
+def test_a_name_for_an_unknown_category_is_refused_with_its_location(tmp_path: Path) -> None:
+    """``routing.category_names`` names categories for the console: a name for a category
+    the routing does not have (a typo) would never show, and is refused where it is."""
+    data = yaml.safe_load((ROOT / "rules.yaml").read_text(encoding="utf-8"))
+    data["routing"]["category_names"] = {"etat-avancment": "État d'avancement"}
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: routing.category_names.etat-avancment: ")
+    assert "unknown category 'etat-avancment'" in str(info.value)

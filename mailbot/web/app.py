@@ -139,6 +139,7 @@ class Console:
     per_ip: RateLimiter
     audit: AuditSink
     service_names: dict[str, str]
+    category_names: dict[str, str]  # every category known, to its label (else its key)
     nav: list[NavItem]
 
     @property
@@ -212,6 +213,7 @@ def create_app(
         per_ip=RateLimiter(web.login_rate_limit.per_ip, window),
         audit=settings.audit,
         service_names={key: s.name for key, s in settings.config.services.items()},
+        category_names=_category_names(settings.config),
         nav=[HOME, *nav],
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
@@ -243,6 +245,15 @@ def create_app(
     )
     app.state.console = console
     return app
+
+
+def _category_names(config: Config) -> dict[str, str]:
+    """Each category as agents read it: its label in rules.yaml (``routing.category_names``),
+    else its key; none without routing."""
+    routing = config.routing
+    if routing is None:
+        return {}
+    return {key: routing.category_names.get(key, key) for key in routing.categories}
 
 
 def _public_paths(pages: Sequence[BaseRoute]) -> list[re.Pattern[str]]:

@@ -119,6 +119,7 @@ def render(
         "csrf_token": csrf_token(request) if "session" in request.scope else "",
         "static": lambda path: static_url(request, path),
         "service_names": console.service_names,
+        "category_names": console.category_names,
         "site": console.site,
         "path": request.url.path,
     }

@@ -312,3 +312,29 @@ def test_the_mails_date_is_written_in_french(desk: Desk, console: RunningConsole
         page = client.get(f"/courriel/{row.id}")
     assert 'id="date-courriel">jeudi 26 novembre 2026 à 10 h<' in page.text
     assert "Thu, 26 Nov" not in page.text
+
+
+def test_categories_are_named_as_agents_read_them(desk: Desk, console: RunningConsole) -> None:
+    """Categories were shown by their keys (« etat-avancement ») in the queue, its filter,
+    the message page and the correction form: they are shown by their names in rules.yaml
+    (routing.category_names: « Information », « État d'avancement »), the keys staying the
+    forms' values."""
+    assert desk.config.routing is not None
+    names = desk.config.routing.category_names
+    row = desk.row("<citizen-1@example.fr>")
+    label = names[row.category]
+    assert label != row.category
+    with console.client() as client:
+        local_login(client, "khaddad")
+        queue = client.get("/").text
+    with console.client() as client:
+        local_login(client, "lmoreau")  # a head of service: the correction form too
+        message = client.get(f"/courriel/{row.id}").text
+    queue, message = (html.replace("&#39;", "'") for html in (queue, message))
+    cell = queue.split(f'data-reference="{row.reference}"')[1].split("</tr>")[0]
+    assert f"<td>{label}</td>" in cell
+    assert f"/ {label}" in message
+    for page in (queue, message):
+        found = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)<', page)
+        options = {value: text for value, text in found if value in names}
+        assert options == names, page is queue
