@@ -408,3 +408,53 @@ def test_queue_and_message_reflow_at_320_pixels(
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
     expect(page.locator("#motif-ailleurs")).to_be_visible()
     assert page_overflow(page) == []
+
+
+HEADINGS = """() => [...document.querySelectorAll('h1, h2, h3, h4, h5, h6, [role=heading]')]
+    .filter(h => h.getClientRects().length > 0 || h.closest('details'))
+    .map(h => [Number(h.getAttribute('aria-level') || h.tagName.slice(1)), h.textContent.trim()])"""
+
+
+def outline_jumps(headings: list[list[object]]) -> list[str]:
+    """The page's heading levels as a screen reader lists them: one h1, and no level
+    skipped on the way down (RGAA 9.1)."""
+    levels = [int(str(level)) for level, _ in headings]
+    problems = [f"{levels.count(1)} h1"] if levels.count(1) != 1 else []
+    return problems + [
+        f"h{levels[i - 1]} → h{levels[i]} « {headings[i][1]} »"
+        for i in range(1, len(levels))
+        if levels[i] > levels[i - 1] + 1
+    ]
+
+
+def test_the_html_preview_keeps_its_headings_out_of_the_page_outline(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The reply's HTML has its own h1 and h2 (« Votre dossier en cours »): shown in the
+    page, they were a second h1 in the console's outline, under its h3 « Aperçu ». Shown
+    in a sandboxed frame (no script, no origin of its own), with a title, the page keeps
+    one h1 and headings in order, the mail keeps its own; the keyboard reaches it, and
+    typing still updates it without moving the focus."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    page.click("#apercu summary")
+    assert outline_jumps(page.evaluate(HEADINGS)) == []
+    frame = page.locator("iframe#apercu-html")
+    expect(frame).to_have_attribute("title", "Aperçu HTML de la réponse")
+    allowed = str(frame.get_attribute("sandbox")).split()
+    assert allowed == ["allow-popups", "allow-popups-to-escape-sandbox"]  # links: a new tab
+    mail = page.frame_locator("iframe#apercu-html")
+    expect(mail.locator("h1")).to_have_text("Votre dossier en cours")
+    expect(mail.locator("html")).to_have_attribute("lang", "fr")
+    # From the summary, the next Tab reaches the frame.
+    page.focus("#apercu summary")
+    page.keyboard.press("Tab")
+    assert focused_id(page) == "apercu-html"
+    page.focus("#var-statut_dossier")
+    page.keyboard.type("en cours")
+    expect(mail.locator("body")).to_contain_text("en cours")
+    assert focused_id(page) == "var-statut_dossier"
+    assert outline_jumps(page.evaluate(HEADINGS)) == []
+    assert page.problems == []  # type: ignore[attr-defined]
