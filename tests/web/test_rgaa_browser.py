@@ -11,7 +11,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, citizen_mail, desk_console, move_mail, pass_over
+from deskworld import (
+    Desk,
+    citizen_mail,
+    desk_console,
+    move_mail,
+    pass_over,
+)
 from playwright.sync_api import Page, expect
 from refusals import allow_rows, query
 from webtools import PASSWORD, RunningConsole
@@ -457,4 +463,45 @@ def test_the_html_preview_keeps_its_headings_out_of_the_page_outline(
     expect(mail.locator("body")).to_contain_text("en cours")
     assert focused_id(page) == "var-statut_dossier"
     assert outline_jumps(page.evaluate(HEADINGS)) == []
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+ARABIC = (
+    "السلام عليكم،\r\n\r\n"
+    "أنا مقيم في روان منذ ثلاث سنوات. بطاقة الإقامة الخاصة بي تنتهي في شهر فبراير.\r\n"
+    "هل يمكنني الحصول على موعد في المحافظة لمساعدتي؟\r\n\r\n"
+    "شكرا جزيلا.\r\n"
+)
+
+
+def test_a_citizens_text_is_read_in_the_pages_font_and_its_own_direction(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """A citizen's plain text is prose: the page's proportional font, wrapped to its box;
+    an Arabic one runs right to left. The reply's text part keeps its monospace and its
+    own line breaks: the code that sends it cut them at 78 columns, and its indented
+    lines line up in columns."""
+    desk.etrangers.append(
+        citizen_mail(6, name="Karim Ben Ali", subject="تجديد بطاقة الإقامة", text=ARABIC)
+    )
+    desk.poll()
+    login(page, console)
+
+    def style(selector: str, name: str) -> str:
+        return str(page.eval_on_selector(selector, f"e => getComputedStyle(e).{name}"))
+
+    page.goto(f"{console.url}/courriel/{desk.row(OVERDUE).id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    assert "monospace" not in style("#corps-texte", "fontFamily")
+    assert style("#corps-texte", "fontFamily") == style("#resume", "fontFamily")
+    assert style("#corps-texte", "whiteSpace") == "pre-wrap"
+    assert style("#corps-texte", "direction") == "ltr"
+    assert "monospace" in style("#apercu-texte", "fontFamily")
+    assert style("#apercu-texte", "whiteSpace") == "pre"
+
+    page.goto(f"{console.url}/courriel/{desk.row('<citizen-6@example.fr>').id}")
+    expect(page.locator("#corps-texte")).to_contain_text("شكرا جزيلا")
+    assert "monospace" not in style("#corps-texte", "fontFamily")
+    assert style("#corps-texte", "direction") == "rtl"
+    assert style("#corps-texte", "whiteSpace") == "pre-wrap"
     assert page.problems == []  # type: ignore[attr-defined]
