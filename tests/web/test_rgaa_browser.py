@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from deskworld import (
+    ETRANGERS,
+    GENERAL,
     Desk,
     citizen_mail,
     desk_console,
@@ -505,3 +507,39 @@ def test_a_citizens_text_is_read_in_the_pages_font_and_its_own_direction(
     assert style("#corps-texte", "direction") == "rtl"
     assert style("#corps-texte", "whiteSpace") == "pre-wrap"
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+# The longest subjects, names and categories of the demo's mail (mailbot/demo_data).
+DEMO_LIKE = [
+    (
+        7,
+        GENERAL,
+        "Hélène Dubois-Leclère",
+        "Renouvellement passeport urgent – départ le 15 décembre",
+    ),
+    (8, GENERAL, "Martine Guérin", "A l'attention de Monsieur le Préfet - nuisances sonores"),
+    (9, GENERAL, "Kevin Lefebvre", "carte grise toujours pas recu"),
+    (10, ETRANGERS, "Fatou Sow", "Pièces complémentaires - dossier titre de séjour"),
+    (11, ETRANGERS, "Moussa Diallo", "Renouvellement titre de séjour - pas de récépissé"),
+]
+
+
+def test_the_queue_fits_a_1280_pixel_window(page: Page, desk: Desk, tmp_path: Path) -> None:
+    """At 1280 × 900, the queue of a head of two services, on mail like the demo's, is read
+    without scrolling its table sideways; at 320 px only the table scrolls, not the page
+    (RGAA 10.11: a data table may, as DSFR's does)."""
+    for n, to, name, subject in DEMO_LIKE:
+        mailbox = desk.general if to == GENERAL else desk.etrangers
+        mailbox.append(citizen_mail(n, to=to, name=name, subject=subject))
+    desk.poll()
+    with desk_console(desk, tmp_path, ("lmoreau",)) as running:
+        login(page, running, "lmoreau")
+        expect(page.locator("tbody tr.mb-row")).to_have_count(3 + len(DEMO_LIKE))
+        table = page.locator("#table-file")
+        for part in (".fr-table__wrapper", ".fr-table__container"):
+            scroll, client = table.locator(part).evaluate("e => [e.scrollWidth, e.clientWidth]")
+            assert scroll <= client, (part, scroll, client)
+        assert page_overflow(page) == []
+        page.set_viewport_size({"width": 320, "height": 800})
+        assert page_overflow(page) == []
+        assert page.problems == []  # type: ignore[attr-defined]
