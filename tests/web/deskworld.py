@@ -52,6 +52,7 @@ def citizen_mail(
     name: str = "Marie Dupont",
     html: str | None = None,
     attachment: bool = False,
+    text: str = "Bonjour,\r\nMon titre de séjour expire bientôt. Que dois-je faire ?\r\nMerci.\r\n",
 ) -> bytes:
     sender = f"usager{n}@example.fr"
     head = [
@@ -63,7 +64,6 @@ def citizen_mail(
         f"Message-ID: <citizen-{n}@example.fr>",
         "MIME-Version: 1.0",
     ]
-    text = "Bonjour,\r\nMon titre de séjour expire bientôt. Que dois-je faire ?\r\nMerci.\r\n"
     if html is None and not attachment:
         head += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
         return ("\r\n".join(head) + "\r\n\r\n" + text).encode()

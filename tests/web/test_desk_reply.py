@@ -381,8 +381,10 @@ def test_the_html_preview_shows_neither_the_title_nor_the_hidden_preheader(
         fields["modele"] = "reponse-rendez-vous-dmi"
         shown = client.post(f"/courriel/{row.id}/apercu", data=fields)
     assert shown.status_code == 200
-    region = shown.text.split('id="apercu-html"', 1)[1].split("</details>", 1)[0]
-    assert "Votre rendez-vous à la préfecture" in html.unescape(region)  # the heading
-    assert f"Votre rendez-vous — référence {row.reference}" not in html.unescape(region)
+    # The document the preview's frame shows (its srcdoc attribute, escaped).
+    frame = shown.text.split('id="apercu-html"', 1)[1].split("</details>", 1)[0]
+    region = html.unescape(frame).split("<body", 1)[1]
+    assert "Votre rendez-vous à la préfecture" in region  # the heading
+    assert f"Votre rendez-vous — référence {row.reference}" not in region
     preheader = re.search(r"<div([^>]*)>La Direction des migrations et de l", region)
     assert preheader and "hidden" in preheader.group(1)

@@ -11,7 +11,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from deskworld import Desk, citizen_mail, desk_console, move_mail, pass_over
+from deskworld import (
+    ETRANGERS,
+    GENERAL,
+    Desk,
+    citizen_mail,
+    desk_console,
+    move_mail,
+    pass_over,
+)
 from playwright.sync_api import Page, expect
 from refusals import allow_rows, query
 from webtools import PASSWORD, RunningConsole
@@ -408,3 +416,130 @@ def test_queue_and_message_reflow_at_320_pixels(
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
     expect(page.locator("#motif-ailleurs")).to_be_visible()
     assert page_overflow(page) == []
+
+
+HEADINGS = """() => [...document.querySelectorAll('h1, h2, h3, h4, h5, h6, [role=heading]')]
+    .filter(h => h.getClientRects().length > 0 || h.closest('details'))
+    .map(h => [Number(h.getAttribute('aria-level') || h.tagName.slice(1)), h.textContent.trim()])"""
+
+
+def outline_jumps(headings: list[list[object]]) -> list[str]:
+    """The page's heading levels as a screen reader lists them: one h1, and no level
+    skipped on the way down (RGAA 9.1)."""
+    levels = [int(str(level)) for level, _ in headings]
+    problems = [f"{levels.count(1)} h1"] if levels.count(1) != 1 else []
+    return problems + [
+        f"h{levels[i - 1]} → h{levels[i]} « {headings[i][1]} »"
+        for i in range(1, len(levels))
+        if levels[i] > levels[i - 1] + 1
+    ]
+
+
+def test_the_html_preview_keeps_its_headings_out_of_the_page_outline(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """The reply's HTML has its own h1 and h2 (« Votre dossier en cours »): shown in the
+    page, they were a second h1 in the console's outline, under its h3 « Aperçu ». Shown
+    in a sandboxed frame (no script, no origin of its own), with a title, the page keeps
+    one h1 and headings in order, the mail keeps its own; the keyboard reaches it, and
+    typing still updates it without moving the focus."""
+    row = desk.row(OVERDUE)
+    login(page, console)
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    page.click("#apercu summary")
+    assert outline_jumps(page.evaluate(HEADINGS)) == []
+    frame = page.locator("iframe#apercu-html")
+    expect(frame).to_have_attribute("title", "Aperçu HTML de la réponse")
+    allowed = str(frame.get_attribute("sandbox")).split()
+    assert allowed == ["allow-popups", "allow-popups-to-escape-sandbox"]  # links: a new tab
+    mail = page.frame_locator("iframe#apercu-html")
+    expect(mail.locator("h1")).to_have_text("Votre dossier en cours")
+    expect(mail.locator("html")).to_have_attribute("lang", "fr")
+    # From the summary, the next Tab reaches the frame.
+    page.focus("#apercu summary")
+    page.keyboard.press("Tab")
+    assert focused_id(page) == "apercu-html"
+    page.focus("#var-statut_dossier")
+    page.keyboard.type("en cours")
+    expect(mail.locator("body")).to_contain_text("en cours")
+    assert focused_id(page) == "var-statut_dossier"
+    assert outline_jumps(page.evaluate(HEADINGS)) == []
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+ARABIC = (
+    "السلام عليكم،\r\n\r\n"
+    "أنا مقيم في روان منذ ثلاث سنوات. بطاقة الإقامة الخاصة بي تنتهي في شهر فبراير.\r\n"
+    "هل يمكنني الحصول على موعد في المحافظة لمساعدتي؟\r\n\r\n"
+    "شكرا جزيلا.\r\n"
+)
+
+
+def test_a_citizens_text_is_read_in_the_pages_font_and_its_own_direction(
+    page: Page, desk: Desk, console: RunningConsole
+) -> None:
+    """A citizen's plain text is prose: the page's proportional font, wrapped to its box;
+    an Arabic one runs right to left. The reply's text part keeps its monospace and its
+    own line breaks: the code that sends it cut them at 78 columns, and its indented
+    lines line up in columns."""
+    desk.etrangers.append(
+        citizen_mail(6, name="Karim Ben Ali", subject="تجديد بطاقة الإقامة", text=ARABIC)
+    )
+    desk.poll()
+    login(page, console)
+
+    def style(selector: str, name: str) -> str:
+        return str(page.eval_on_selector(selector, f"e => getComputedStyle(e).{name}"))
+
+    page.goto(f"{console.url}/courriel/{desk.row(OVERDUE).id}")
+    expect(page.locator("#apercu-texte")).to_be_visible()
+    assert "monospace" not in style("#corps-texte", "fontFamily")
+    assert style("#corps-texte", "fontFamily") == style("#resume", "fontFamily")
+    assert style("#corps-texte", "whiteSpace") == "pre-wrap"
+    assert style("#corps-texte", "direction") == "ltr"
+    assert "monospace" in style("#apercu-texte", "fontFamily")
+    assert style("#apercu-texte", "whiteSpace") == "pre"
+
+    page.goto(f"{console.url}/courriel/{desk.row('<citizen-6@example.fr>').id}")
+    expect(page.locator("#corps-texte")).to_contain_text("شكرا جزيلا")
+    assert "monospace" not in style("#corps-texte", "fontFamily")
+    assert style("#corps-texte", "direction") == "rtl"
+    assert style("#corps-texte", "whiteSpace") == "pre-wrap"
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+# The longest subjects, names and categories of the demo's mail (mailbot/demo_data).
+DEMO_LIKE = [
+    (
+        7,
+        GENERAL,
+        "Hélène Dubois-Leclère",
+        "Renouvellement passeport urgent – départ le 15 décembre",
+    ),
+    (8, GENERAL, "Martine Guérin", "A l'attention de Monsieur le Préfet - nuisances sonores"),
+    (9, GENERAL, "Kevin Lefebvre", "carte grise toujours pas recu"),
+    (10, ETRANGERS, "Fatou Sow", "Pièces complémentaires - dossier titre de séjour"),
+    (11, ETRANGERS, "Moussa Diallo", "Renouvellement titre de séjour - pas de récépissé"),
+]
+
+
+def test_the_queue_fits_a_1280_pixel_window(page: Page, desk: Desk, tmp_path: Path) -> None:
+    """At 1280 × 900, the queue of a head of two services, on mail like the demo's, is read
+    without scrolling its table sideways; at 320 px only the table scrolls, not the page
+    (RGAA 10.11: a data table may, as DSFR's does)."""
+    for n, to, name, subject in DEMO_LIKE:
+        mailbox = desk.general if to == GENERAL else desk.etrangers
+        mailbox.append(citizen_mail(n, to=to, name=name, subject=subject))
+    desk.poll()
+    with desk_console(desk, tmp_path, ("lmoreau",)) as running:
+        login(page, running, "lmoreau")
+        expect(page.locator("tbody tr.mb-row")).to_have_count(3 + len(DEMO_LIKE))
+        table = page.locator("#table-file")
+        for part in (".fr-table__wrapper", ".fr-table__container"):
+            scroll, client = table.locator(part).evaluate("e => [e.scrollWidth, e.clientWidth]")
+            assert scroll <= client, (part, scroll, client)
+        assert page_overflow(page) == []
+        page.set_viewport_size({"width": 320, "height": 800})
+        assert page_overflow(page) == []
+        assert page.problems == []  # type: ignore[attr-defined]
