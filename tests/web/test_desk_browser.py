@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from deskworld import HOSTILE_HOST, Desk, desk_console
 from playwright.sync_api import Page, Request, expect
-from webtools import PASSWORD, RunningConsole, serious
+from webtools import RunningConsole, browser_login, serious
 
 ACCOUNTS = ("khaddad", "mlefebvre")
 
@@ -28,10 +28,9 @@ def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
 
 
 def login(page: Page, console: RunningConsole, agent: str) -> None:
+    """Logged in (webtools.browser_login), on the queue, an agent's first page."""
+    browser_login(page, console.url, agent)
     page.goto(console.url + "/")
-    page.fill("#identifiant", agent)
-    page.fill("#mot_de_passe", PASSWORD)
-    page.click("#bouton-connexion")
     expect(page.locator("h1")).to_have_text("File des courriels")
 
 

@@ -15,7 +15,7 @@ from deskworld import Desk, desk_console, pass_over
 from playwright.sync_api import Page, expect
 from refusals import query
 from test_indicators_page import WEEK, console_on, scenario
-from webtools import PASSWORD, RunningConsole, serious
+from webtools import RunningConsole, browser_login, serious
 
 __all__ = ["scenario"]  # the fixture, imported for pytest
 
@@ -36,11 +36,8 @@ def console(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def login(page: Page, url: str, agent: str) -> None:
-    page.goto(url + "/connexion")
-    page.fill("#identifiant", agent)
-    page.fill("#mot_de_passe", PASSWORD)
-    page.click("#bouton-connexion")
-    expect(page.locator("#agent-connecte")).to_be_visible()
+    """Logged in (webtools.browser_login): each test then opens the page it checks."""
+    browser_login(page, url, agent)
 
 
 @pytest.mark.parametrize(("agent", "path"), PAGES, ids=[p for _, p in PAGES])
@@ -99,6 +96,7 @@ def test_passed_over_pages_have_no_serious_axe_violation(
 
 def test_indicators_form_and_chart_in_the_browser(console: RunningConsole, page: Page) -> None:
     login(page, console.url, "ngarnier")
+    page.goto(console.url + "/")  # the quality mission's first page
     page.click("nav#navigation >> text=Indicateurs")
     expect(page.locator("h1")).to_have_text("Indicateurs de délai de réponse")
     page.select_option("#service", "cartes-grises")

@@ -22,7 +22,7 @@ from deskworld import (
 )
 from playwright.sync_api import Page, expect
 from refusals import allow_rows, query
-from webtools import PASSWORD, RunningConsole
+from webtools import RunningConsole, browser_login
 
 ACCOUNTS = ("khaddad", "cdurand")
 OVERDUE = "<citizen-1@example.fr>"
@@ -35,10 +35,9 @@ def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
 
 
 def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
+    """Logged in (webtools.browser_login), on the queue, an agent's first page."""
+    browser_login(page, console.url, agent)
     page.goto(console.url + "/")
-    page.fill("#identifiant", agent)
-    page.fill("#mot_de_passe", PASSWORD)
-    page.click("#bouton-connexion")
     expect(page.locator("h1")).to_have_text("File des courriels")
     # htmx sets the page up once it is loaded: a filter chosen before is a plain select's
     page.wait_for_load_state()
@@ -47,10 +46,8 @@ def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
 def sign_in(page: Page, console: RunningConsole, agent: str) -> None:
     """Log in an agent whose first page is not the queue (an administrator's, a quality
     mission's)."""
-    page.goto(console.url + "/connexion")
-    page.fill("#identifiant", agent)
-    page.fill("#mot_de_passe", PASSWORD)
-    page.click("#bouton-connexion")
+    browser_login(page, console.url, agent)
+    page.goto(console.url + "/")
     expect(page.locator("#agent-connecte")).to_be_visible()
 
 

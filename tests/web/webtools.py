@@ -177,6 +177,22 @@ def local_login(client: httpx.Client, login: str, password: str = PASSWORD) -> h
     )
 
 
+def browser_login(page: Page, url: str, agent: str) -> None:
+    """Log ``agent`` in through the console's own login form over HTTP (its CSRF token, its
+    password check, its session) and give the session's cookie to the page's browser.
+    Chromium renders the two pages of a login at ~1.5-2.5 s of its CPU on CI's machine: the
+    tests about logging in (test_console_browser.py, the refused login's focus) drive the
+    form in the browser; the others start logged in, as an agent's browser does."""
+    with http_client(base_url=url, follow_redirects=False, timeout=PAGE_TIMEOUT) as client:
+        response = local_login(client, agent)
+        assert response.status_code == 303, f"login of {agent}: {response.status_code}"
+        cookies = [(cookie.name, cookie.value) for cookie in client.cookies.jar]
+    assert cookies, f"login of {agent}: no session cookie"
+    page.context.add_cookies(
+        [{"name": name, "value": value, "url": url} for name, value in cookies]
+    )
+
+
 # --------------------------------------------------------------------------- the provider
 
 
