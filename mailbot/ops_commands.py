@@ -69,6 +69,10 @@ def _open_store(config_path: Path) -> tuple[Any, Store]:
     config = load_config(config_path)
     store = Store(config.database, migrate=False)
     version, head = store.schema_version(), Store.head_version()
+    newer = store.newer_schema(version)
+    if newer is not None:
+        store.close()
+        raise MailbotError(newer)
     if version != head:
         store.close()
         raise MailbotError(

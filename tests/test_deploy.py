@@ -10,15 +10,19 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_e2e import ROOT
+import sqlalchemy as sa
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import ROOT, write_config
 from test_poison import inproc
 from test_status import offline_config
 
+from mailbot import __version__
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import OutboxKind
@@ -237,3 +241,44 @@ def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
     assert f"schema {HEAD} -> {AFTER}" in done.stdout
     assert store.schema_version() == AFTER
     store.close()
+
+
+def test_an_older_mailbot_on_a_database_a_newer_one_migrated_says_so_and_exits_2(
+    tmp_path: Path,
+    database: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rolling upgrade: the new version migrated the database, and the worker of a host
+    not yet upgraded is restarted (systemd's Restart=, a reboot). It met Alembic's "Can't
+    locate revision" as an unexpected error (exit 1, a bug's CRITICAL traceback), and
+    `status` told the operator to run `mailbot migrate`, which failed the same way."""
+    config = write_config(
+        tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, database=database
+    )
+    store = Store(database)
+    with store.transaction() as tx:  # what the next release's migration leaves
+        tx.conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": AFTER})
+    store.close()
+    worker = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 2, worker.stderr
+    told = f"is at schema {AFTER}, which this mailbot ({__version__}, schema {HEAD}) does not know"
+    assert told in worker.stderr
+    assert "Install that version on this host too" in worker.stderr
+    assert "unexpected error" not in worker.stderr
+    migrate = inproc(capsys, config, "migrate")
+    assert migrate.returncode == 2 and told in migrate.stderr, migrate.stderr
+    status = inproc(capsys, config, "status")
+    assert status.returncode == 3 and told in status.stdout, status.stdout
+    assert "run `mailbot migrate`" not in status.stdout
+    left = Store(database, migrate=False)
+    assert left.schema_version() == AFTER  # left as it was
+    left.close()

@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot import __version__
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
 from mailbot.core.statuses import GIVEN_UP, Attention, Decision, OutboxStatus
@@ -197,6 +198,9 @@ class Store:
         transaction (Alembic does nothing at head: a worker that waited finds it there)."""
         from alembic import command
 
+        newer = self.newer_schema(_version_in(conn))
+        if newer is not None:
+            raise StoreError(newer)
         self._refuse_unversioned(conn)
         self._refuse_under_older_workers(conn)
         command.upgrade(self._alembic_config(conn), "head")
@@ -211,6 +215,22 @@ class Store:
     def where(self) -> str:
         """The database URL as it may be shown: the password hidden."""
         return shown_url(self.url)
+
+    def newer_schema(self, version: str | None) -> str | None:
+        """What to tell an operator when the database is at a revision this mailbot's
+        migrations do not know (None: it knows it, or the database is not versioned):
+        a newer mailbot migrated it. An old worker restarted on a host not yet upgraded
+        (systemd's Restart=) met Alembic's "Can't locate revision" as an unexpected
+        error, a bug's exit 1 and a traceback; nothing is to be migrated here, the
+        mailbot of this host is to be upgraded."""
+        if version is None or version in _revisions_from_files(MIGRATIONS / "versions"):
+            return None
+        return (
+            f"the database {self.where} is at schema {version}, which this mailbot"
+            f" ({__version__}, schema {self.head_version()}) does not know: a newer mailbot"
+            " migrated it. Install that version on this host too (docs/deploy.md, Upgrades);"
+            " do not run this one on it."
+        )
 
     def _refuse_unversioned(self, conn: Connection) -> None:
         """Tables but no schema version: an older mailbot's first migration was interrupted
@@ -671,6 +691,17 @@ def _version_in(conn: Connection) -> str | None:
 
         return MigrationContext.configure(conn).get_current_revision()
     return str(rows[0][0]) if rows else None
+
+
+def _revisions_from_files(versions: Path) -> set[str]:
+    """Every revision id the migration files name (``revision = "0023"``)."""
+    found: set[str] = set()
+    for path in versions.glob("*.py"):
+        for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            if key == "revision":
+                with suppress(ValueError, SyntaxError):
+                    found.add(str(ast.literal_eval(value)))
+    return found
 
 
 def _head_from_files(versions: Path) -> str | None:
