@@ -12,19 +12,23 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pg import fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import ROOT, write_config
-from test_poison import inproc
+from test_poison import inproc, start_worker, stop_worker
 from test_status import offline_config
 
 from mailbot import __version__
+from mailbot.app import supervision
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
+from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.statuses import OutboxKind
 from mailbot.store import Store
 from mailbot.store import database as store_database
@@ -234,8 +238,9 @@ def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
     assert "holds the lease folder:general:INBOX" in refused.stderr
     assert store.schema_version() == HEAD  # untouched
 
-    with store.transaction() as tx:  # the old worker stopped: its lease is given back
+    with store.transaction() as tx:  # the old worker stopped: its lease and row are given back
         tx.conn.execute(leases.delete())
+        tx.conn.execute(workers.delete())
     done = inproc(capsys, config, "migrate")
     assert done.returncode == 0, done.stderr
     assert f"schema {HEAD} -> {AFTER}" in done.stdout
@@ -282,3 +287,82 @@ def test_an_older_mailbot_on_a_database_a_newer_one_migrated_says_so_and_exits_2
     left = Store(database, migrate=False)
     assert left.schema_version() == AFTER  # left as it was
     left.close()
+
+
+def test_migrate_waits_for_an_older_worker_that_holds_no_lease(
+    tmp_path: Path,
+    postgres: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers, fewer folders than their shares: the second waits without a lease.
+    The refusal looked at the leases only, so the new version migrated under a running
+    worker of the old one, which then took the folders the new one left it and wrote
+    with the old schema's idea of the tables. A real `mailbot run` is that worker here;
+    the folders' leases are held by the new version's worker (rows, schema AFTER)."""
+    url = fresh_database(postgres, "m", "older-without-lease")
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, database=url)
+    store = Store(url)  # schema HEAD: the running workers' version
+    now, later = utcnow(), utcnow() + timedelta(hours=1)
+    names = [folder_lease(*f) for f in supervision.watched_folders(load_config(config))]
+    with store.transaction() as tx:
+        tx.conn.execute(
+            workers.insert().values(
+                id="new",
+                role="worker",
+                host="mailbot-2",
+                pid=7,
+                version="next",
+                schema=AFTER,
+                started_at=now,
+                expires_at=later,
+            )
+        )
+        for name in [*names, SCHEDULER_LEASE]:
+            tx.conn.execute(
+                leases.insert().values(
+                    name=name,
+                    holder="new",
+                    version="next",
+                    schema=AFTER,
+                    fence=1,
+                    acquired_at=now,
+                    expires_at=later,
+                )
+            )
+    older = start_worker(config, tmp_path / "older.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not _registered(store, older.pid):
+            assert older.poll() is None, (tmp_path / "older.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "older.log").read_text()
+            time.sleep(0.1)
+        with store.engine.connect() as conn:  # the premise: it waits without a lease
+            holders = conn.execute(sa.select(leases.c.holder).distinct()).scalars().all()
+        assert holders == ["new"]
+        migrations = tmp_path / "migrations"
+        shutil.copytree(store_database.MIGRATIONS, migrations)
+        (migrations / "versions" / f"{AFTER}_next.py").write_text(NEXT, encoding="utf-8")
+        monkeypatch.setattr(store_database, "MIGRATIONS", migrations)
+
+        refused = inproc(capsys, config, "migrate")
+        assert refused.returncode == 2, refused.stdout
+        assert f"pid {older.pid} ({'mailbot ' + __version__}, schema {HEAD}), is running" in (
+            refused.stderr
+        )
+        assert store.schema_version() == HEAD
+    finally:
+        assert stop_worker(older) == 0  # a clean stop: its row goes with it
+    done = inproc(capsys, config, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert store.schema_version() == AFTER
+    store.close()
+
+
+def _registered(store: Store, pid: int) -> bool:
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.select(workers.c.id).where(workers.c.pid == pid)).first()
+    return found is not None

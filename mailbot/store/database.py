@@ -263,28 +263,43 @@ class Store:
         )
 
     def _refuse_under_older_workers(self, conn: Connection) -> None:
-        """A worker of an older version still holding a lease would write with the old
-        schema's idea of the tables: the upgrade waits until it stopped (its leases are
-        given back at a clean stop, or expire a few seconds after a crash)."""
+        """A worker of an older version still running would write with the old schema's
+        idea of the tables: the upgrade waits until it stopped (its leases and its row
+        are given back at a clean stop, or expire a few seconds after a crash). Holding a
+        lease or not: a second worker waiting without one (fewer folders than workers
+        times their share) takes the folders once the upgraded worker starts."""
         if "leases" not in sa.inspect(conn).get_table_names():
             return
         head = self.head_version()
-        row = conn.execute(
+        now = utcnow()
+        held = conn.execute(
             sa.select(
                 leases.c.name, leases.c.version, leases.c.schema, workers.c.host, workers.c.pid
             )
             .outerjoin(workers, workers.c.id == leases.c.holder)
-            .where(leases.c.expires_at > utcnow(), leases.c.schema != head)
+            .where(leases.c.expires_at > now, leases.c.schema != head)
             .order_by(leases.c.name)
             .limit(1)
         ).first()
-        if row is None:
+        alive = conn.execute(
+            sa.select(workers.c.version, workers.c.schema, workers.c.host, workers.c.pid)
+            .where(workers.c.expires_at > now, workers.c.schema != head)
+            .order_by(workers.c.started_at)
+            .limit(1)
+        ).first()
+        row: Any  # either query's row: both have version, schema, host, pid
+        if held is not None:
+            row, what = held, f"holds the lease {held.name}"
+        elif alive is not None:
+            row = alive
+            what = "is running (without a lease now: it would take one beside the new version)"
+        else:
             return
         who = f"{row.host or 'a host'} pid {row.pid or '?'}"
         who += f" (mailbot {row.version}, schema {row.schema})"
         raise ClusterError(
             f"cannot migrate the database {self.where} to schema {head}: a worker of an older"
-            f" version, {who}, holds the lease {row.name}. Stop the old workers first"
+            f" version, {who}, {what}. Stop the old workers first"
             " (`systemctl stop mailbot` on each host), then run `mailbot migrate` again."
         )
 
