@@ -151,10 +151,15 @@ def test_a_folder_never_polled_is_unknown_exit_3(
 def test_a_database_that_does_not_answer_is_unknown_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = offline_config(tmp_path, database="postgresql+psycopg://mailbot@127.0.0.1:1/none")
-    result = inproc(capsys, config, "status")
+    """Named, and what happened in a few words: the on-call read `cannot tell:
+    OperationalError`, neither which database nor that it was not answering."""
+    url = "postgresql+psycopg://mailbot@127.0.0.1:1/none"
+    result = inproc(capsys, offline_config(tmp_path, database=url), "status")
     assert result.returncode == 3
-    assert result.stdout.startswith("MAILBOT UNKNOWN - cannot tell: OperationalError")
+    assert result.stdout == (
+        f"MAILBOT UNKNOWN - cannot tell: cannot read the database {url}:"
+        " the connection to the database was lost (OperationalError)\n"
+    )
 
 
 def test_critical_beats_warning_and_unknown(
