@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from pg import fresh_database
 from servers import DovecotServer, MailUser, SmtpServer
-from test_e2e import ROOT, write_config
+from test_e2e import ROOT, citizen_mail, write_config
 from test_poison import inproc, start_worker, stop_worker
 from test_status import offline_config
 
@@ -366,3 +367,43 @@ def _registered(store: Store, pid: int) -> bool:
     with store.engine.connect() as conn:
         found = conn.execute(sa.select(workers.c.id).where(workers.c.pid == pid)).first()
     return found is not None
+
+
+def test_under_systemd_each_log_line_carries_its_priority_for_the_journal(
+    tmp_path: Path, imap_user: MailUser, dovecot: DovecotServer
+) -> None:
+    """journald stores what a service writes on stderr at one priority unless a line
+    starts with sd-daemon's `<N>`: every mailbot line, ERRORs included, was an INFO entry,
+    invisible to `journalctl -p warning` and to a forwarder's severity. systemd says the
+    stream is the journal by $JOURNAL_STREAM (device:inode of stderr); a real `poll
+    --once` here, its stderr a file named so, an SMTP server that does not answer."""
+    with socket.socket() as closed:  # a port nobody listens on once closed: SMTP down
+        closed.bind(("127.0.0.1", 0))
+        smtp = SmtpServer(port=int(closed.getsockname()[1]))
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp)
+    imap_user.append(citizen_mail(1))
+
+    def poll(name: str, journal: bool) -> list[str]:
+        path = tmp_path / name
+        with path.open("wb") as err:
+            info = os.fstat(err.fileno())
+            env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+            if journal:
+                env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+            command = [sys.executable, "-m", "mailbot.cli", "--config", str(config)]
+            subprocess.run(
+                [*command, "poll", "--once", "--acknowledge-existing"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                timeout=120,
+                check=False,
+            )
+        return path.read_text(encoding="utf-8").splitlines()
+
+    lines = poll("journal.log", journal=True)
+    assert lines and all(re.match(r"<[2-7]>ts=", line) for line in lines), lines
+    assert any(line.startswith("<6>") and " msg=batch " in line for line in lines), lines
+    assert any(line.startswith("<4>") and 'msg="send deferred"' in line for line in lines)
+    plain = poll("terminal.log", journal=False)  # a terminal, a file, a container: as before
+    assert plain and all(line.startswith("ts=") for line in plain), plain
