@@ -63,20 +63,16 @@ def cmd_rebuild_indicators(args: argparse.Namespace) -> int:
 
 
 def _open_store(config_path: Path) -> tuple[Any, Store]:
-    import sqlalchemy as sa
-
     from mailbot.config import load_config
     from mailbot.store import Store
-    from mailbot.store.errors import transient_reason
 
     config = load_config(config_path)
     store = Store(config.database, migrate=False)
     try:
-        version, head = store.schema_version(), Store.head_version()
-    except sa.exc.SQLAlchemyError as exc:  # which database, and why: not a type alone
+        version, head = store.readable_version(), Store.head_version()
+    except MailbotError:
         store.close()
-        why = transient_reason(exc) or safe_error(exc)
-        raise MailbotError(f"cannot read the database {store.where}: {why}") from exc
+        raise
     newer = store.newer_schema(version)
     if newer is not None:
         store.close()

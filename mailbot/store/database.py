@@ -28,6 +28,7 @@ from mailbot.core.leases import Fence
 from mailbot.core.statuses import GIVEN_UP, Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
+from mailbot.store.errors import transient_reason
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     add_postgresql_options,
@@ -320,6 +321,15 @@ class Store:
         in ``alembic_version``: a start at head imports no Alembic."""
         with self.engine.connect() as conn:
             return _version_in(conn)
+
+    def readable_version(self) -> str | None:
+        """``schema_version``, or a StoreError naming the database and what kept it from
+        answering (`mailbot status` printed `cannot tell: OperationalError`)."""
+        try:
+            return self.schema_version()
+        except sa.exc.SQLAlchemyError as exc:
+            why = transient_reason(exc) or type(exc).__name__
+            raise StoreError(f"cannot read the database {self.where}: {why}") from None
 
     @staticmethod
     def head_version() -> str | None:
