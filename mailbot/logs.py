@@ -11,6 +11,7 @@ Our own errors (``MailbotError``) are written to be safe and keep their message.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -136,12 +137,47 @@ class RepeatedFailures:
         self.current, self.count = None, 0
 
 
+# sd-daemon(3)'s priority prefixes, which journald reads at the start of a line of a
+# service's stderr (SyslogLevelPrefix=, on by default) and strips.
+JOURNAL_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4))
+JOURNAL_INFO, JOURNAL_DEBUG = 6, 7
+
+
+def journal_priority(levelno: int) -> int:
+    for level, priority in JOURNAL_PRIORITIES:
+        if levelno >= level:
+            return priority
+    return JOURNAL_INFO if levelno >= logging.INFO else JOURNAL_DEBUG
+
+
+def stderr_is_the_journal() -> bool:
+    """Whether stderr is systemd's journal stream: ``$JOURNAL_STREAM`` names its device
+    and inode (systemd.exec(5)); a stderr redirected elsewhere by hand does not match."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in named.split(":"))
+        info = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
 class LogfmtFormatter(logging.Formatter):
+    """One logfmt line per record. ``journal``: each line starts with its syslog priority
+    (``<4>`` for a warning), which journald takes as the entry's PRIORITY: without it every
+    line was stored at one priority, so that ``journalctl -p warning`` and a forwarder's
+    severity saw the errors no more than the batches' INFO lines."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{journal_priority(record.levelno)}>" if self.journal else ""
         try:
-            return self._format(record)
+            return prefix + self._format(record)
         except Exception as exc:  # a log line must never become an exception of its own
-            return f"level={record.levelname.lower()} msg={_quote(record.msg)} " + (
+            return f"{prefix}level={record.levelname.lower()} msg={_quote(record.msg)} " + (
                 f"format_error={type(exc).__name__}"
             )
 
@@ -166,7 +202,7 @@ class LogfmtFormatter(logging.Formatter):
 
 def setup_logging(level: int = logging.INFO) -> None:
     handler = RedactingHandler(sys.stderr)  # no password, even echoed by a server
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(LogfmtFormatter(journal=stderr_is_the_journal()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

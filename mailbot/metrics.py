@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from mailbot.app import supervision
 from mailbot.config import Config
 from mailbot.core.clock import utcnow
+from mailbot.errors import MailbotError
 from mailbot.mail.poller import MailboxPoller, PollRecord
 from mailbot.store import Store
 
@@ -173,7 +174,17 @@ class Endpoint:
         self.scrape = make_wsgi_app(metrics.registry)
         self.alive = alive
         self.ready = ready
-        self.server = make_server(host, port, self.app, _Server, _Quiet)
+        try:
+            self.server = make_server(host, port, self.app, _Server, _Quiet)
+        except OSError as exc:
+            # A second worker on the host with the same rules.yaml, another program on the
+            # port: the operator's to fix, said plainly (exit 2), not a bug's traceback.
+            raise MailbotError(
+                f"cannot serve the metrics on {host}:{port} (status.metrics_host,"
+                f" status.metrics_port): {exc.strerror or type(exc).__name__}. Another"
+                " program, or another mailbot worker on this host, uses it: give each"
+                " worker its own port."
+            ) from None
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="metrics", daemon=True
         )

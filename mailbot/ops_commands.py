@@ -68,7 +68,15 @@ def _open_store(config_path: Path) -> tuple[Any, Store]:
 
     config = load_config(config_path)
     store = Store(config.database, migrate=False)
-    version, head = store.schema_version(), Store.head_version()
+    try:
+        version, head = store.readable_version(), Store.head_version()
+    except MailbotError:
+        store.close()
+        raise
+    newer = store.newer_schema(version)
+    if newer is not None:
+        store.close()
+        raise MailbotError(newer)
     if version != head:
         store.close()
         raise MailbotError(
@@ -102,9 +110,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def perfdata(checks: list[Check]) -> str:
-    """``'label'=value;warn;crit`` for each numeric check (the thresholds are in the text)."""
+    """``'label'=value[unit];warn;crit`` for each numeric check (Nagios plugins' perfdata):
+    Centreon and Grafana draw the thresholds from it. They were left out, the value alone."""
     return " ".join(
-        f"'{c.what}'={c.value:g}" for c in checks if c.value is not None and "probe" not in c.what
+        f"'{c.what}'={c.value:g}{c.unit}"
+        + (f";{c.limits.warning:g};{c.limits.critical:g}" if c.limits is not None else "")
+        for c in checks
+        if c.value is not None and "probe" not in c.what
     )
 
 

@@ -7,20 +7,29 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_e2e import ROOT
-from test_poison import inproc
+import sqlalchemy as sa
+from pg import fresh_database
+from servers import DovecotServer, MailUser, SmtpServer
+from test_e2e import ROOT, citizen_mail, write_config
+from test_poison import inproc, start_worker, stop_worker
 from test_status import offline_config
 
+from mailbot import __version__
+from mailbot.app import supervision
 from mailbot.config import load_config
 from mailbot.core.clock import utcnow
+from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.statuses import OutboxKind
 from mailbot.store import Store
 from mailbot.store import database as store_database
@@ -154,7 +163,7 @@ def test_backup_of_postgresql_points_to_pg_dump(
     config = offline_config(tmp_path, database="postgresql+psycopg://mailbot@127.0.0.1:1/none")
     result = inproc(capsys, config, "backup", str(tmp_path / "copy.db"))
     assert result.returncode == 2
-    assert "pg_dump --format=custom" in result.stderr
+    assert "(umask 077; pg_dump --format=custom" in result.stderr  # a dump readable by its owner
 
 
 HEAD = Store.head_version()
@@ -230,10 +239,171 @@ def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
     assert "holds the lease folder:general:INBOX" in refused.stderr
     assert store.schema_version() == HEAD  # untouched
 
-    with store.transaction() as tx:  # the old worker stopped: its lease is given back
+    with store.transaction() as tx:  # the old worker stopped: its lease and row are given back
         tx.conn.execute(leases.delete())
+        tx.conn.execute(workers.delete())
     done = inproc(capsys, config, "migrate")
     assert done.returncode == 0, done.stderr
     assert f"schema {HEAD} -> {AFTER}" in done.stdout
     assert store.schema_version() == AFTER
     store.close()
+
+
+def test_an_older_mailbot_on_a_database_a_newer_one_migrated_says_so_and_exits_2(
+    tmp_path: Path,
+    database: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rolling upgrade: the new version migrated the database, and the worker of a host
+    not yet upgraded is restarted (systemd's Restart=, a reboot). It met Alembic's "Can't
+    locate revision" as an unexpected error (exit 1, a bug's CRITICAL traceback), and
+    `status` told the operator to run `mailbot migrate`, which failed the same way."""
+    config = write_config(
+        tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, database=database
+    )
+    store = Store(database)
+    with store.transaction() as tx:  # what the next release's migration leaves
+        tx.conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": AFTER})
+    store.close()
+    worker = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 2, worker.stderr
+    told = f"is at schema {AFTER}, which this mailbot ({__version__}, schema {HEAD}) does not know"
+    assert told in worker.stderr
+    assert "Install that version on this host too" in worker.stderr
+    assert "unexpected error" not in worker.stderr
+    migrate = inproc(capsys, config, "migrate")
+    assert migrate.returncode == 2 and told in migrate.stderr, migrate.stderr
+    status = inproc(capsys, config, "status")
+    assert status.returncode == 3 and told in status.stdout, status.stdout
+    assert "run `mailbot migrate`" not in status.stdout
+    left = Store(database, migrate=False)
+    assert left.schema_version() == AFTER  # left as it was
+    left.close()
+
+
+def test_migrate_waits_for_an_older_worker_that_holds_no_lease(
+    tmp_path: Path,
+    postgres: str,
+    imap_user: MailUser,
+    dovecot: DovecotServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers, fewer folders than their shares: the second waits without a lease.
+    The refusal looked at the leases only, so the new version migrated under a running
+    worker of the old one, which then took the folders the new one left it and wrote
+    with the old schema's idea of the tables. A real `mailbot run` is that worker here;
+    the folders' leases are held by the new version's worker (rows, schema AFTER)."""
+    url = fresh_database(postgres, "m", "older-without-lease")
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, database=url)
+    store = Store(url)  # schema HEAD: the running workers' version
+    now, later = utcnow(), utcnow() + timedelta(hours=1)
+    names = [folder_lease(*f) for f in supervision.watched_folders(load_config(config))]
+    with store.transaction() as tx:
+        tx.conn.execute(
+            workers.insert().values(
+                id="new",
+                role="worker",
+                host="mailbot-2",
+                pid=7,
+                version="next",
+                schema=AFTER,
+                started_at=now,
+                expires_at=later,
+            )
+        )
+        for name in [*names, SCHEDULER_LEASE]:
+            tx.conn.execute(
+                leases.insert().values(
+                    name=name,
+                    holder="new",
+                    version="next",
+                    schema=AFTER,
+                    fence=1,
+                    acquired_at=now,
+                    expires_at=later,
+                )
+            )
+    older = start_worker(config, tmp_path / "older.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not _registered(store, older.pid):
+            assert older.poll() is None, (tmp_path / "older.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "older.log").read_text()
+            time.sleep(0.1)
+        with store.engine.connect() as conn:  # the premise: it waits without a lease
+            holders = conn.execute(sa.select(leases.c.holder).distinct()).scalars().all()
+        assert holders == ["new"]
+        migrations = tmp_path / "migrations"
+        shutil.copytree(store_database.MIGRATIONS, migrations)
+        (migrations / "versions" / f"{AFTER}_next.py").write_text(NEXT, encoding="utf-8")
+        monkeypatch.setattr(store_database, "MIGRATIONS", migrations)
+
+        refused = inproc(capsys, config, "migrate")
+        assert refused.returncode == 2, refused.stdout
+        assert f"pid {older.pid} ({'mailbot ' + __version__}, schema {HEAD}), is running" in (
+            refused.stderr
+        )
+        assert store.schema_version() == HEAD
+    finally:
+        assert stop_worker(older) == 0  # a clean stop: its row goes with it
+    done = inproc(capsys, config, "migrate")
+    assert done.returncode == 0, done.stderr
+    assert store.schema_version() == AFTER
+    store.close()
+
+
+def _registered(store: Store, pid: int) -> bool:
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.select(workers.c.id).where(workers.c.pid == pid)).first()
+    return found is not None
+
+
+def test_under_systemd_each_log_line_carries_its_priority_for_the_journal(
+    tmp_path: Path, imap_user: MailUser, dovecot: DovecotServer
+) -> None:
+    """journald stores what a service writes on stderr at one priority unless a line
+    starts with sd-daemon's `<N>`: every mailbot line, ERRORs included, was an INFO entry,
+    invisible to `journalctl -p warning` and to a forwarder's severity. systemd says the
+    stream is the journal by $JOURNAL_STREAM (device:inode of stderr); a real `poll
+    --once` here, its stderr a file named so, an SMTP server that does not answer."""
+    with socket.socket() as closed:  # a port nobody listens on once closed: SMTP down
+        closed.bind(("127.0.0.1", 0))
+        smtp = SmtpServer(port=int(closed.getsockname()[1]))
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp)
+    imap_user.append(citizen_mail(1))
+
+    def poll(name: str, journal: bool) -> list[str]:
+        path = tmp_path / name
+        with path.open("wb") as err:
+            info = os.fstat(err.fileno())
+            env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+            if journal:
+                env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+            command = [sys.executable, "-m", "mailbot.cli", "--config", str(config)]
+            subprocess.run(
+                [*command, "poll", "--once", "--acknowledge-existing"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                timeout=120,
+                check=False,
+            )
+        return path.read_text(encoding="utf-8").splitlines()
+
+    lines = poll("journal.log", journal=True)
+    assert lines and all(re.match(r"<[2-7]>ts=", line) for line in lines), lines
+    assert any(line.startswith("<6>") and " msg=batch " in line for line in lines), lines
+    assert any(line.startswith("<4>") and 'msg="send deferred"' in line for line in lines)
+    plain = poll("terminal.log", journal=False)  # a terminal, a file, a container: as before
+    assert plain and all(line.startswith("ts=") for line in plain), plain

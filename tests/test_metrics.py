@@ -109,3 +109,29 @@ def test_readiness_follows_the_database_and_liveness_the_process(
         stop_worker(worker)
         if not stopped:
             server.stop()
+
+
+def test_a_second_worker_on_the_port_of_the_first_exits_2_saying_why(
+    tmp_path: Path, imap_user: MailUser, dovecot: DovecotServer, smtp_server: SmtpServer
+) -> None:
+    """Two workers on one host with one rules.yaml (the walkthrough of two workers): the
+    second could not bind the metrics port and died as a bug would, `unexpected error`
+    at CRITICAL with an OSError traceback, exit 1. A socket holds the port here."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        config = write_config(
+            tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, status={"metrics_port": port}
+        )
+        worker = start_worker(config, tmp_path / "worker.log")
+        try:
+            code = worker.wait(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+    log = (tmp_path / "worker.log").read_text(encoding="utf-8")
+    assert code == 2, log
+    assert f"error: cannot serve the metrics on 127.0.0.1:{port}" in log
+    assert "Address already in use" in log and "give each worker its own port" in log
+    assert "unexpected error" not in log

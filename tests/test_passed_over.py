@@ -64,8 +64,9 @@ def gauge(config: Path, name: str) -> dict[str, float]:
 
 
 def status_check(run: Run) -> str:
-    """The figure of `mailbot status`'s check of the mail passed over, in its perfdata."""
-    return str(run.stdout.split("'mail passed over (7 d)'=", 1)[1].split()[0])
+    """The figure of `mailbot status`'s check of the mail passed over, in its perfdata
+    (``value;warning;critical``)."""
+    return str(run.stdout.split("'mail passed over (7 d)'=", 1)[1].split()[0].split(";")[0])
 
 
 def pass_over_mail_1(

@@ -3,8 +3,10 @@ path, and the worker and the weekly report's due test reading them the same way.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,51 @@ def test_a_worker_started_after_the_alerts_time_catches_them_up(tmp_path: Path) 
         assert worker.alerts_due(datetime(2026, 12, 3, 7, 45, tzinfo=PARIS))
     finally:
         app.store.close()
+
+
+def test_a_mailbox_cycle_running_past_its_interval_is_no_warning(tmp_path: Path) -> None:
+    """A batch read near the end of a cycle, or a large one, runs the cycle past its
+    interval: the next starts when it ends. APScheduler's "skipped: maximum number of
+    running instances reached" came as a WARNING with every such batch (the operations
+    walkthrough: after 3 of 3 batches), an alarm for nothing; DEBUG now. Here each
+    mailbox's cycle lasts until the scheduler has skipped one of its runs."""
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    skips: list[logging.LogRecord] = []
+    skipped = threading.Event()
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "maximum number of running instances" in record.getMessage():
+                skips.append(record)
+                skipped.set()
+
+    def long_cycle(budget: float) -> list[object]:
+        skipped.wait(60)  # a large batch
+        return []
+
+    handler, root, ours = Capture(), logging.getLogger(), logging.getLogger("mailbot")
+    level = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.DEBUG)  # `mailbot -v run`: the skip is shown, at DEBUG
+    app = build_app(write_rules(tmp_path, polling__interval_seconds=0.2))
+    scheduler = None
+    try:
+        worker = make_worker(app)
+        for poller in worker.pollers.values():
+            poller.cycle = long_cycle  # type: ignore[method-assign,assignment]
+        scheduler = worker.build_scheduler()
+        for job in scheduler.get_jobs():
+            if not job.id.startswith("mailbox:"):
+                job.remove()  # no report nor alert: the mailboxes' jobs alone
+        scheduler.start()
+        assert skipped.wait(60), "no run of a mailbox's job was skipped"
+    finally:
+        skipped.set()
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        root.removeHandler(handler)
+        ours.setLevel(level)
+        app.store.close()
+    assert skips and {record.levelname for record in skips} == {"DEBUG"}

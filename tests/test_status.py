@@ -3,6 +3,7 @@ rules.yaml validated, and the figures a real poll leaves behind."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,12 @@ def test_an_outbox_over_its_warning_threshold_is_warning_exit_1(
     assert result.returncode == 1, result.stdout
     assert result.stdout.startswith("MAILBOT WARNING - outbox depth 3 (warning at 2) | ")
     assert "outbox: 3 pending (oldest" in result.stdout
+    # Nagios perfdata, 'label'=value[unit];warn;crit: Centreon draws the thresholds from it
+    tail = result.stdout.splitlines()[0].split(" | ", 1)[1]
+    perfdata = dict(re.findall(r"'([^']*)'=(\S+)", tail))
+    assert perfdata["outbox depth"] == "3;2;10"
+    assert perfdata["general/INBOX imap errors"] == "0;1;5"
+    assert re.fullmatch(r"\d+s;300;900", perfdata["general/INBOX lag"]), perfdata
 
 
 @pytest.mark.parametrize(
@@ -144,10 +151,15 @@ def test_a_folder_never_polled_is_unknown_exit_3(
 def test_a_database_that_does_not_answer_is_unknown_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = offline_config(tmp_path, database="postgresql+psycopg://mailbot@127.0.0.1:1/none")
-    result = inproc(capsys, config, "status")
+    """Named, and what happened in a few words: the on-call read `cannot tell:
+    OperationalError`, neither which database nor that it was not answering."""
+    url = "postgresql+psycopg://mailbot@127.0.0.1:1/none"
+    result = inproc(capsys, offline_config(tmp_path, database=url), "status")
     assert result.returncode == 3
-    assert result.stdout.startswith("MAILBOT UNKNOWN - cannot tell: OperationalError")
+    assert result.stdout == (
+        f"MAILBOT UNKNOWN - cannot tell: cannot read the database {url}:"
+        " the connection to the database was lost (OperationalError)\n"
+    )
 
 
 def test_critical_beats_warning_and_unknown(

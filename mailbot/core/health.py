@@ -57,6 +57,8 @@ class Check:
     value: float | None
     state: Health
     text: str
+    limits: Limits | None = None  # the thresholds it was graded against (perfdata)
+    unit: str = ""  # of the value, as Nagios perfdata writes it ("s"), "" for a count
 
 
 def grade(value: float, limits: Limits) -> Health:
@@ -73,7 +75,7 @@ def _check(what: str, value: float, limits: Limits, unit: str = "") -> Check:
     if state is not Health.OK:
         bound = limits.critical if state is Health.CRITICAL else limits.warning
         text += f" ({state.value.lower()} at {bound:g}{unit})"
-    return Check(what, value, state, text)
+    return Check(what, value, state, text, limits, unit.strip())
 
 
 def _folder_checks(folder: FolderFigures, limits: Mapping[str, Limits]) -> list[Check]:

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from mailbot.errors import MailbotError
 from mailbot.store.database import Store
 
+# The umask: the dump holds citizens' data, and pg_dump writes it 0644 under the usual 022
+# (a `mailbot backup` copy is 0600 whatever the umask).
 PG_DUMP_HINT = (
     "PostgreSQL is backed up with its own tool, e.g. "
-    "`pg_dump --format=custom --file=mailbot.dump DATABASE` (docs/deploy.md)"
+    "`(umask 077; pg_dump --format=custom --file=mailbot.dump DATABASE)` (docs/deploy.md)"
 )
 
 

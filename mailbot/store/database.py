@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +22,13 @@ import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from mailbot import __version__
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
 from mailbot.core.statuses import GIVEN_UP, Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
+from mailbot.store.errors import transient_reason
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     add_postgresql_options,
@@ -197,6 +199,9 @@ class Store:
         transaction (Alembic does nothing at head: a worker that waited finds it there)."""
         from alembic import command
 
+        newer = self.newer_schema(_version_in(conn))
+        if newer is not None:
+            raise StoreError(newer)
         self._refuse_unversioned(conn)
         self._refuse_under_older_workers(conn)
         command.upgrade(self._alembic_config(conn), "head")
@@ -211,6 +216,22 @@ class Store:
     def where(self) -> str:
         """The database URL as it may be shown: the password hidden."""
         return shown_url(self.url)
+
+    def newer_schema(self, version: str | None) -> str | None:
+        """What to tell an operator when the database is at a revision this mailbot's
+        migrations do not know (None: it knows it, or the database is not versioned):
+        a newer mailbot migrated it. An old worker restarted on a host not yet upgraded
+        (systemd's Restart=) met Alembic's "Can't locate revision" as an unexpected
+        error, a bug's exit 1 and a traceback; nothing is to be migrated here, the
+        mailbot of this host is to be upgraded."""
+        if version is None or version in _revisions_from_files(MIGRATIONS / "versions"):
+            return None
+        return (
+            f"the database {self.where} is at schema {version}, which this mailbot"
+            f" ({__version__}, schema {self.head_version()}) does not know: a newer mailbot"
+            " migrated it. Install that version on this host too (docs/deploy.md, Upgrades);"
+            " do not run this one on it."
+        )
 
     def _refuse_unversioned(self, conn: Connection) -> None:
         """Tables but no schema version: an older mailbot's first migration was interrupted
@@ -243,28 +264,43 @@ class Store:
         )
 
     def _refuse_under_older_workers(self, conn: Connection) -> None:
-        """A worker of an older version still holding a lease would write with the old
-        schema's idea of the tables: the upgrade waits until it stopped (its leases are
-        given back at a clean stop, or expire a few seconds after a crash)."""
+        """A worker of an older version still running would write with the old schema's
+        idea of the tables: the upgrade waits until it stopped (its leases and its row
+        are given back at a clean stop, or expire a few seconds after a crash). Holding a
+        lease or not: a second worker waiting without one (fewer folders than workers
+        times their share) takes the folders once the upgraded worker starts."""
         if "leases" not in sa.inspect(conn).get_table_names():
             return
         head = self.head_version()
-        row = conn.execute(
+        now = utcnow()
+        held = conn.execute(
             sa.select(
                 leases.c.name, leases.c.version, leases.c.schema, workers.c.host, workers.c.pid
             )
             .outerjoin(workers, workers.c.id == leases.c.holder)
-            .where(leases.c.expires_at > utcnow(), leases.c.schema != head)
+            .where(leases.c.expires_at > now, leases.c.schema != head)
             .order_by(leases.c.name)
             .limit(1)
         ).first()
-        if row is None:
+        alive = conn.execute(
+            sa.select(workers.c.version, workers.c.schema, workers.c.host, workers.c.pid)
+            .where(workers.c.expires_at > now, workers.c.schema != head)
+            .order_by(workers.c.started_at)
+            .limit(1)
+        ).first()
+        row: Any  # either query's row: both have version, schema, host, pid
+        if held is not None:
+            row, what = held, f"holds the lease {held.name}"
+        elif alive is not None:
+            row = alive
+            what = "is running (without a lease now: it would take one beside the new version)"
+        else:
             return
         who = f"{row.host or 'a host'} pid {row.pid or '?'}"
         who += f" (mailbot {row.version}, schema {row.schema})"
         raise ClusterError(
             f"cannot migrate the database {self.where} to schema {head}: a worker of an older"
-            f" version, {who}, holds the lease {row.name}. Stop the old workers first"
+            f" version, {who}, {what}. Stop the old workers first"
             " (`systemctl stop mailbot` on each host), then run `mailbot migrate` again."
         )
 
@@ -285,6 +321,15 @@ class Store:
         in ``alembic_version``: a start at head imports no Alembic."""
         with self.engine.connect() as conn:
             return _version_in(conn)
+
+    def readable_version(self) -> str | None:
+        """``schema_version``, or a StoreError naming the database and what kept it from
+        answering (`mailbot status` printed `cannot tell: OperationalError`)."""
+        try:
+            return self.schema_version()
+        except sa.exc.SQLAlchemyError as exc:
+            why = transient_reason(exc) or type(exc).__name__
+            raise StoreError(f"cannot read the database {self.where}: {why}") from None
 
     @staticmethod
     def head_version() -> str | None:
@@ -671,6 +716,17 @@ def _version_in(conn: Connection) -> str | None:
 
         return MigrationContext.configure(conn).get_current_revision()
     return str(rows[0][0]) if rows else None
+
+
+def _revisions_from_files(versions: Path) -> set[str]:
+    """Every revision id the migration files name (``revision = "0023"``)."""
+    found: set[str] = set()
+    for path in versions.glob("*.py"):
+        for key, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            if key == "revision":
+                with suppress(ValueError, SyntaxError):
+                    found.add(str(ast.literal_eval(value)))
+    return found
 
 
 def _head_from_files(versions: Path) -> str | None:
