@@ -86,6 +86,18 @@ class Database:
         )
         return None if found is None else int(found)
 
+    def registered(self, pids: set[int]) -> bool:
+        """Whether each of ``pids`` has a live row in ``workers`` (its keeper runs)."""
+        rows = schema.workers
+        query = sa.select(sa.func.count(sa.distinct(rows.c.pid))).where(
+            rows.c.pid.in_(pids), rows.c.expires_at > utcnow()
+        )
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(query).scalar_one() == len(pids)
+        except sa.exc.ProgrammingError:  # the schema is not there yet
+            return False
+
     def expire(self, pid: int) -> None:
         """The dead worker ``pid`` as the others see it a lease after its last renewal: its
         leases and worker row expired a second ago (by the workers' clock)."""
@@ -199,9 +211,12 @@ def _kill_round(
             (db.value("SELECT count(*) FROM events WHERE kind IN ('received','ar_sent')") or 0)
             > before
             and db.holder_pid(INBOX_LEASE) in {w.pid for w in workers.values()}
+            # Both registered: a takeover measures the survivor's keeper, not a restarted
+            # survivor's interpreter start (20 s and more on a loaded machine).
+            and db.registered({w.pid for w in workers.values()})
         ),
         timeout=120,
-        what="progress under a live holder",
+        what="progress under a live holder, both workers registered",
         logs=logs,
     )
     time.sleep(rng.uniform(0.0, 1.5))
