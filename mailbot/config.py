@@ -541,8 +541,13 @@ class OutboxConfig(Model):
 
 class ClusterConfig(Model):
     """Several workers on one PostgreSQL database (issue 16): how long a worker's lease on
-    a mailbox folder lasts without renewal. A killed worker's folders are taken over after
-    about ``lease_seconds`` and a quarter more; shorter leases mean more database writes."""
+    a mailbox folder (and its row in ``workers``) lasts without renewal, 2 to 120 s. The
+    keeper renews every quarter of it, 5 s at most (``core.leases.Timing``). A killed
+    worker's folders are taken over after about ``lease_seconds`` and that quarter more.
+    Shorter leases mean more database writes, and a live worker held up longer than its
+    lease (a loaded host, a paused VM) is taken for dead: its folders move to another
+    worker (the fence keeps them from being recorded twice) and the mails it was sending
+    are flagged uncertain. The 2 s floor serves tests; production keeps the default."""
 
     lease_seconds: float = Field(default=15, ge=2, le=120)
 

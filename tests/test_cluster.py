@@ -1,6 +1,13 @@
 """Several workers on one database (issue 16): leases, fencing, the shared outbox, the
 scheduled jobs run once, SQLite refusing a second worker, and two real workers on the
-real PostgreSQL killed with -9 again and again (tests/cluster_run.py)."""
+real PostgreSQL killed with -9 again and again (tests/cluster_run.py).
+
+A lease that must run out is **aged** (``expire``: its row's expiry, and its holder's
+worker row, put a second in the past), never waited for: the takeover then runs the same
+code as after a real expiry, without a sleep a loaded machine could outrun. Leases that
+must *not* run out meanwhile are long (``LEASE``, a minute), so that a test stalled for
+seconds on a busy machine still finds them held.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +41,12 @@ from mailbot.mail.smtp import Envelope, FileTransport
 from mailbot.render.templates import Renderer
 from mailbot.store import FolderState, Store
 from mailbot.store.cluster import Cluster
+from mailbot.store.schema import leases, workers
 from mailbot.worker import Worker, make_worker
 
 INBOX = folder_lease("general", "INBOX")
+# Far longer than any stall of a loaded test machine: no lease here runs out by itself.
+LEASE = 60.0
 
 
 @pytest.fixture
@@ -44,9 +54,37 @@ def pg_url(postgres: str, request: pytest.FixtureRequest) -> str:
     return fresh_database(postgres, "c", request.node.nodeid)
 
 
-def keeper(store: Store, name: str, stop: threading.Event, lease: float = 2.0) -> Keeper:
+def keeper(store: Store, name: str, stop: threading.Event, lease: float = LEASE) -> Keeper:
     holder = this_worker(f"test:{name}", store)
     return Keeper(store, holder, [INBOX, SCHEDULER_LEASE], lease, stop)
+
+
+def expire(store: Store, holder: str) -> None:
+    """``holder`` as the others see it a lease after its last renewal: its leases and its
+    worker row expired (a second ago, by the workers' clock, which expiries compare)."""
+    past = utcnow() - timedelta(seconds=1)
+    with store.transaction() as tx:
+        tx.conn.execute(leases.update().where(leases.c.holder == holder).values(expires_at=past))
+        tx.conn.execute(workers.update().where(workers.c.id == holder).values(expires_at=past))
+
+
+def alive(store: Store, holder: str) -> bool:
+    """Whether ``holder``'s worker row is live (renewed since it was aged)."""
+    with store.engine.connect() as conn:
+        expires = conn.execute(
+            sa.select(workers.c.expires_at).where(workers.c.id == holder)
+        ).scalar_one_or_none()
+    return expires is not None and expires > utcnow()
+
+
+def waiting_for_a_lock(store: Store) -> bool:
+    """Whether a backend of this test's own database waits for a lock (PostgreSQL)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with store.engine.connect() as conn:
+        return bool(conn.execute(sa.text(query)).scalar_one())
 
 
 def test_one_worker_holds_a_folder_and_another_takes_it_over_once_it_stops_renewing(
@@ -60,7 +98,7 @@ def test_one_worker_holds_a_folder_and_another_takes_it_over_once_it_stops_renew
     assert first.held == {INBOX, SCHEDULER_LEASE} and second.held == set()
     second.tick()  # the holder renews nothing here, but its lease has not run out
     assert second.held == set()
-    time.sleep(2.2)  # the first holder is "dead": it stopped renewing
+    expire(first_store, first.cluster.holder.id)  # the first holder is "dead": it stopped renewing
     second.tick()
     assert second.held == {INBOX, SCHEDULER_LEASE}
     first.tick()  # it wakes up: its renewals fail, it knows it lost them
@@ -76,7 +114,7 @@ def test_a_paused_holder_records_nothing_once_its_folder_was_taken_over(pg_url: 
     paused.start(background=False)
     with paused_store.transaction() as tx:  # while it holds the lease, it records
         tx.save_folder_state("general", "INBOX", 7, 1)
-    time.sleep(2.2)
+    expire(other_store, paused.cluster.holder.id)  # paused past its lease
     other.start(background=False)
     assert other.holds(INBOX)
     with pytest.raises(LeaseLostError), paused_store.transaction() as tx:
@@ -179,6 +217,11 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
     dovecot: DovecotServer,
     smtp_server: SmtpServer,
 ) -> None:
+    """Each killed worker's leases and row are aged once it is gone (not waited out): the
+    survivor takes over at its next tick (3.75 s at most). The live workers keep the
+    default lease (15 s), renewed every 3.75 s: a loaded machine would have to starve one
+    for 15 s to lose a lease. The takeover time with a lease that really runs out is
+    bench/cluster.py's figure."""
     figures = run_scenario(
         tmp_path,
         pg_url,
@@ -187,7 +230,8 @@ def test_two_workers_killed_again_and_again_answer_each_mail_once(
         smtp_server,
         mails=150,
         kills=2,  # each restart costs a worker's start (~3 s of CPU): bench/cluster.py kills more
-        lease_seconds=3,
+        lease_seconds=15,
+        expire_killed=True,
     )
     print(f"\ntwo workers, kill -9: {figures.line()}")
     assert figures.kills == 2
@@ -223,19 +267,30 @@ def test_poll_once_stays_registered_while_it_sends_beside_a_running_worker(
     as a worker, and its sends are its own while it lives. Before, it registered once at
     its start and never again: a lease later the other worker took it for dead and marked
     the ARs it was sending 'uncertain' — mail that left, flagged for agents to check by
-    hand, and `mailbot status` CRITICAL at the fifth."""
-    lease = 2.0
+    hand, and `mailbot status` CRITICAL at the fifth.
+
+    Its row is aged while it sends (as if a lease had passed since its last renewal), then
+    its keeper must renew it on its own thread before the other worker looks: a real
+    timing, with margins a loaded machine does not reach — the renewal is waited for up to
+    a minute (it comes within a tick, 3 s), and once renewed the row stays alive 12 s,
+    renewed again every 3 s, while the other worker looks at once."""
+    lease = 12.0
     app = app_from_config(
         load_config(ROOT / "rules.yaml"), FileTransport(tmp_path / "out"), pg_url, True
     )
     other_store = Store(pg_url)
-    other = Keeper(other_store, this_worker("test:run", other_store), [], lease, threading.Event())
+    other = Keeper(other_store, this_worker("test:run", other_store), [], LEASE, threading.Event())
     send = FileTransport.send_batch
 
     def slow_send(transport: FileTransport, envelopes: Any, before: Any, *rest: Any) -> None:
         def claim_then_wait(envelope: Envelope) -> bool:
             claimed = before(envelope)  # 'sending', committed: the SMTP exchange is slow
-            time.sleep(lease + 0.5)
+            assert worker.keeper is not None
+            holder = worker.keeper.cluster.holder.id
+            expire(other_store, holder)  # a lease since its last renewal
+            deadline = time.monotonic() + 60
+            while not alive(other_store, holder) and time.monotonic() < deadline:
+                time.sleep(0.1)  # its keeper renews it meanwhile (before: never again)
             other.tick()  # the running worker looks for dead workers' sends meanwhile
             return bool(claimed)
 
@@ -262,19 +317,21 @@ def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_unce
     """The keeper found a dead worker's send still 'sending'; in that instant it was given
     back and claimed by a live worker (its transaction still open, the row locked). The
     recovery waits for that lock, then sees 'sending' again — but not the dead worker's:
-    it leaves the mail to the live worker, never marks it 'uncertain' while it leaves."""
+    it leaves the mail to the live worker, never marks it 'uncertain' while it leaves.
+    That the recovery waits is read in PostgreSQL (a backend of this test's database
+    waiting for a lock), not guessed from a sleep."""
     from mailbot.app.delivery import recover_orphans
 
     store = Store(pg_url)
     with store.transaction() as tx:
         item_id = tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", "<o@x>", b"x")
-    dead = Cluster(store, this_worker("dead", store), lease_seconds=0.01)
-    live = Cluster(store, this_worker("live", store), lease_seconds=60)
+    dead = Cluster(store, this_worker("dead", store), lease_seconds=LEASE)
+    live = Cluster(store, this_worker("live", store), lease_seconds=LEASE)
     dead.register()
     live.register()
     with store.transaction() as tx:
         assert tx.claim_outbox(item_id, 1, dead.holder.id)
-    time.sleep(0.05)  # the dead worker's row expired
+    expire(store, dead.holder.id)  # the dead worker's row expired
     found = live.orphaned_sends()
     assert [(i.id, claimer) for i, claimer in found] == [(item_id, dead.holder.id)]
     with store.engine.connect() as other:  # the live worker, on a connection of its own
@@ -289,7 +346,11 @@ def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_unce
         recovered: list[list[int]] = []
         recovery = threading.Thread(target=lambda: recovered.append(recover_orphans(store, found)))
         recovery.start()
-        time.sleep(0.5)
+        wait_until(
+            lambda: waiting_for_a_lock(store) or not recovery.is_alive(),
+            60,
+            "the recovery waiting for the live worker's lock",
+        )
         assert recovery.is_alive()  # waiting for the live worker's lock
         other.commit()
     recovery.join(10)

@@ -62,7 +62,8 @@ class Timing:
     """How long a lease lasts and how often the keeper works.
 
     The keeper renews every lease it holds and tries to take free ones every ``tick``
-    seconds, a quarter of the lease: three renewals can fail (a database hiccup) before a
+    seconds, a quarter of the lease, 5 s at most (a lease given back at a clean stop is
+    taken within that): at least three renewals can fail (a database hiccup) before a
     lease is lost. A dead holder's folder is taken over within ``lease + tick`` seconds.
     """
 
