@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -194,6 +194,22 @@ def downgrade() -> None:
 '''
 
 
+def worker_row(
+    id: str, host: str, pid: int, version: str, schema: str, expires_at: datetime
+) -> sa.Insert:
+    """A running worker's row in ``workers`` (started now), as its keeper writes it."""
+    return workers.insert().values(
+        id=id,
+        role="worker",
+        host=host,
+        pid=pid,
+        version=version,
+        schema=schema,
+        started_at=utcnow(),
+        expires_at=expires_at,
+    )
+
+
 def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,16 +218,7 @@ def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
     now = utcnow()
     with store.transaction() as tx:
         tx.conn.execute(
-            workers.insert().values(
-                id="old",
-                role="worker",
-                host="mailbot-1",
-                pid=4242,
-                version="0.1.0",
-                schema=HEAD,
-                started_at=now,
-                expires_at=now + timedelta(seconds=30),
-            )
+            worker_row("old", "mailbot-1", 4242, "0.1.0", HEAD, now + timedelta(seconds=30))
         )
         tx.conn.execute(
             leases.insert().values(
@@ -310,18 +317,7 @@ def test_migrate_waits_for_an_older_worker_that_holds_no_lease(
     now, later = utcnow(), utcnow() + timedelta(hours=1)
     names = [folder_lease(*f) for f in supervision.watched_folders(load_config(config))]
     with store.transaction() as tx:
-        tx.conn.execute(
-            workers.insert().values(
-                id="new",
-                role="worker",
-                host="mailbot-2",
-                pid=7,
-                version="next",
-                schema=AFTER,
-                started_at=now,
-                expires_at=later,
-            )
-        )
+        tx.conn.execute(worker_row("new", "mailbot-2", 7, "next", AFTER, later))
         for name in [*names, SCHEDULER_LEASE]:
             tx.conn.execute(
                 leases.insert().values(
