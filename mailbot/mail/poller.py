@@ -163,6 +163,13 @@ class MailboxPoller:
             _database_reason,
             extra={"mailbox": name, "folder": folder},
         )
+        self.unrecorded = RepeatedFailures(
+            log,
+            "poll not recorded",
+            "polls recorded again",
+            _database_reason,
+            extra={"mailbox": name, "folder": folder},
+        )
         self._connections = 0
         # Whether poll_once returns each mail's Outcome (a face that prints them). Off, a
         # poll keeps counts only (``PollRecord.decisions``): a backlog of 20,000 mails then
@@ -203,10 +210,18 @@ class MailboxPoller:
         return outcomes
 
     def _observe(self, record: PollRecord) -> None:
+        """Supervision must never stop the reading of mail: its failure is logged. The
+        database's (TransientStoreError: read-only, unreachable) once, with its reason,
+        then at DEBUG, for it fails every poll of every folder until it ends (a traceback
+        each time filled the journal); anything else as before, with its traceback."""
         try:
             self.observer(record)
-        except Exception:  # supervision must never stop the reading of mail
+        except TransientStoreError as exc:
+            self.unrecorded.failed(exc)
+        except Exception:
             log.warning("poll not recorded", exc_info=True, extra={"mailbox": self.name})
+        else:
+            self.unrecorded.succeeded()
 
     def _poll_once(self, decisions: Counter[str]) -> list[Outcome]:
         """Read what is new in the folder, a batch at a time. A poll that read all its
