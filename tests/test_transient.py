@@ -746,7 +746,9 @@ def test_a_poll_failed_by_the_database_is_no_imap_error_and_keeps_the_connection
             "mailbot_poll_database_errors_total", labels
         )
         assert counted == 2
-        poller.cycle(0.5)  # the third attempt: the mail quarantined, the folder goes on
+        # the third attempt, once the backoff's 2 s are over (a cycle started before
+        # waits for their end): the mail quarantined, the folder goes on
+        poller.cycle(3.0)
         assert poller.reconnects == 0
         assert query(pg, "SELECT errors FROM heartbeats")[0][0] == 0
         assert [d for (d,) in query(pg, "SELECT decision FROM messages ORDER BY uid")] == [
@@ -798,7 +800,7 @@ def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
         holder.execute("BEGIN IMMEDIATE")
         poller.cycle(3.5)  # fails, 1 s, fails, 2 s, fails
         holder.execute("ROLLBACK")
-        poller.cycle(0.5)
+        poller.cycle(5.0)  # past the backoff's 4 s, which a cycle started before waits out
     finally:
         holder.close()
         poller.disconnect_quietly()
