@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mailbot.worker import Worker
 
 EXIT_FIRST_POLL_REFUSED = 3
+EXIT_CONFIG = 78  # EX_CONFIG (sysexits.h; systemd's "CONFIG"): `run`'s configuration is wrong
 EXIT_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 log = logging.getLogger(__name__)
 DEMO_MAILDIR = Path(__file__).parent / "demo_data" / "maildir"
@@ -90,8 +91,16 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The service. A configuration that does not load exits EXIT_CONFIG, not 2: systemd
+    restarts exit 2 (a database not up yet at boot passes) but not 78
+    (``RestartPreventExitStatus=``, deploy/mailbot.service), so that a typo in rules.yaml
+    leaves the unit failed, the journal naming the key, instead of a restart every 5 s."""
     early_stop = _take_stop_signals()  # before loading: systemd may stop a worker starting
-    app, worker = _worker(args)
+    try:
+        app, worker = _worker(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     _stop_on_signals(worker.stop)  # until `run` takes them: a signal now is not lost either
     if early_stop:
         worker.stop.set()  # asked to stop while loading: recover, then stop cleanly

@@ -105,3 +105,27 @@ def fresh_database(server_url: str, prefix: str, test_id: str) -> str:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     admin.dispose()
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def read_only(url: str, on: bool = True) -> None:
+    """The test database refuses writes (``default_transaction_read_only``, as during a
+    failover or a maintenance: SQLSTATE 25006 at the first write), or takes them again.
+    Set from the cluster's own database (a read-only session may not undo it), then every
+    session of the test database ended: the setting is read when a session starts, and
+    the application's pool (pre-ping) opens new ones."""
+    server, name = url.rsplit("/", 1)
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    setting = (
+        "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"ALTER DATABASE {name} {setting}"))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+                ),
+                {"name": name},
+            )
+    finally:
+        admin.dispose()

@@ -36,15 +36,18 @@ from mailbot.store import database as store_database
 from mailbot.store.schema import leases, workers
 
 UNIT = ROOT / "deploy" / "mailbot.service"
+TEMPLATE = ROOT / "deploy" / "mailbot@.service"
 
 
-def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+def verify(
+    tmp_path: Path, text: str, name: str = "mailbot.service"
+) -> subprocess.CompletedProcess[str]:
     """systemd-analyze verify on the unit, its ExecStart pointing to an executable here
     (verify checks that the command exists; /opt/mailbot is where it is installed)."""
     binary = tmp_path / "mailbot"
     binary.write_text('#!/bin/sh\nexec python -m mailbot.cli "$@"\n', encoding="utf-8")
     binary.chmod(0o755)
-    unit = tmp_path / "mailbot.service"
+    unit = tmp_path / name
     unit.write_text(text.replace("/opt/mailbot/venv/bin/mailbot", str(binary)), encoding="utf-8")
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: scripts/setup-tests installs Debian's systemd"
@@ -68,8 +71,64 @@ def test_the_systemd_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=",
         "LoadCredential=smtp:/etc/mailbot/secrets/smtp",
+        "RestartPreventExitStatus=3 78",  # a first poll refused; a configuration error
+        "MemoryMax=1G",
+        "TasksMax=64",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
+
+
+def directives(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_the_template_for_several_workers_on_one_host_verifies_and_is_the_same_unit(
+    tmp_path: Path,
+) -> None:
+    """mailbot@a.service, mailbot@b.service: two workers on one host (PostgreSQL), each
+    with its own rules.yaml, state and cache directories, log identifier; every other
+    line is the single unit's, so that hardening or limits added there are not missed."""
+    text = TEMPLATE.read_text(encoding="utf-8")
+    result = verify(tmp_path, text, "mailbot@a.service")
+    print(f"\nsystemd-analyze verify: exit {result.returncode}, output {result.stderr!r}")
+    assert result.returncode == 0
+    assert result.stdout == result.stderr == ""
+    per_instance = {
+        "ExecStart=/opt/mailbot/venv/bin/mailbot --config /etc/mailbot/%i/rules.yaml run",
+        "StateDirectory=mailbot/%i",
+        "WorkingDirectory=/var/lib/mailbot/%i",
+        "CacheDirectory=mailbot/%i",
+        "SyslogIdentifier=mailbot-%i",
+    }
+    own = [line for line in directives(text) if line not in directives(UNIT.read_text())]
+    assert set(own) - {next(x for x in own if x.startswith("Description="))} == per_instance
+    assert "%i" in next(x for x in own if x.startswith("Description="))
+    assert len(directives(text)) == len(directives(UNIT.read_text(encoding="utf-8")))
+
+
+def test_run_with_a_typo_in_rules_yaml_exits_78_which_systemd_does_not_restart(
+    tmp_path: Path,
+) -> None:
+    """A typo in rules.yaml made `run` exit 2, which Restart=on-failure restarted every
+    5 s for ever (exit 2 is also a database not up yet at boot, which must be
+    restarted). The configuration's errors exit 78 (EX_CONFIG), in the unit's
+    RestartPreventExitStatus=: the unit stays failed, the journal naming the key."""
+    config = offline_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("polling:", "polling:\n  interval_secondz: 60", 1), "utf-8")
+    worker = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert worker.returncode == 78, worker.stderr
+    assert worker.stderr.startswith(f"error: {config}: polling") and "interval_secondz" in (
+        worker.stderr
+    )
+    prevented = re.search(r"^RestartPreventExitStatus=(.+)$", UNIT.read_text(), re.MULTILINE)
+    assert prevented is not None and "78" in prevented.group(1).split()
 
 
 def test_every_credential_the_deploy_guide_names_is_one_the_unit_loads() -> None:

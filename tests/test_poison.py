@@ -59,7 +59,8 @@ def inproc(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> Any:
     return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
-def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(config: Path, log: Path, verbose: bool = False) -> subprocess.Popen[bytes]:
+    """``mailbot run`` (``verbose``: its DEBUG lines too, to count what it repeats)."""
     with log.open("wb") as err:  # a file, not a pipe: a chatty worker never blocks on it
         return subprocess.Popen(
             [
@@ -68,6 +69,7 @@ def start_worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
                 "mailbot.cli",
                 "--config",
                 str(config),
+                *(["--verbose"] if verbose else []),
                 "run",
                 "--acknowledge-existing",
             ],

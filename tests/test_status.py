@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import fresh_database, read_only
 from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import ROOT, citizen_mail, poll, write_config
@@ -160,6 +161,31 @@ def test_a_database_that_does_not_answer_is_unknown_exit_3(
         f"MAILBOT UNKNOWN - cannot tell: cannot read the database {url}:"
         " the connection to the database was lost (OperationalError)\n"
     )
+
+
+def test_a_read_only_database_is_critical_and_named(
+    tmp_path: Path,
+    postgres: str,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A standby or ``default_transaction_read_only`` answers every read: status read its
+    figures as usual and said OK while no mail could be recorded (the folders' lag only
+    said so after 300 s). It is CRITICAL now, and says why."""
+    url = fresh_database(postgres, "s", request.node.nodeid)
+    config = offline_config(tmp_path, database=url)
+    all_polled(config).close()
+    assert inproc(capsys, config, "status").returncode == 0
+    read_only(url)
+    try:
+        result = inproc(capsys, config, "status")
+    finally:
+        read_only(url, on=False)
+    assert result.returncode == 2, result.stdout
+    text = "database read-only: default_transaction_read_only is on; no mail is recorded"
+    assert result.stdout.startswith(f"MAILBOT CRITICAL - {text}")
+    assert f"CRITICAL: {text} nor any AR sent" in result.stdout
+    assert inproc(capsys, config, "status").returncode == 0
 
 
 def test_critical_beats_warning_and_unknown(

@@ -20,12 +20,13 @@ import psycopg
 import psycopg.errors
 import pytest
 import sqlalchemy as sa
-from pg import fresh_database
+from pg import fresh_database, read_only
 from poison import citizen
 from refusals import allow_rows, query, refuse_rows
 from servers import DovecotServer, MailUser, SmtpServer
 from test_batch import ROOT, WHERE, last_uid, mails, recorded
 from test_e2e import write_config
+from test_logs import fields
 from test_poison import (
     ars_to,
     cli,
@@ -43,7 +44,7 @@ from mailbot.errors import StoreError, TransientStoreError
 from mailbot.mail.smtp import FileTransport
 from mailbot.store import Store
 from mailbot.store import database as store_database
-from mailbot.store.errors import is_transient, transient_reason
+from mailbot.store.errors import is_read_only, is_transient, transient_reason
 
 # -- the classification, alone ------------------------------------------------------------
 
@@ -100,7 +101,10 @@ def test_sqlite_a_lock_is_transient_a_trigger_saying_so_or_a_disk_error_is_not(
     assert not is_transient(wrapped(sqlite3.IntegrityError("UNIQUE constraint failed")))
 
 
-TRANSIENT = ("40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "08006", "08003")
+TRANSIENT = (
+    *("40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "08006", "08003"),
+    "25006",  # read_only_sql_transaction: a standby, default_transaction_read_only
+)
 NOT_TRANSIENT = ("23505", "22001", "P0001", "53100", "58030", "25P02", "42P01")
 
 
@@ -119,6 +123,27 @@ def test_postgresql_transient_sqlstates_and_a_lost_connection_are_transient() ->
     # the driver's message (it may quote a row) is never part of the reason
     reason = transient_reason(psycopg.errors.lookup("40001")("usager1@example.fr"))
     assert reason == "serialization failure (SQLSTATE 40001)"
+
+
+def test_a_read_only_database_is_transient_and_told_apart() -> None:
+    """SQLSTATE 25006 (read_only_sql_transaction) was an error like any other: the worker
+    quarantined the mail, then logged a traceback per job per cycle. It is transient, and
+    ``is_read_only`` says it is the whole database's, through SQLAlchemy and a chain."""
+    error = psycopg.errors.lookup("25006")("cannot execute INSERT in a read-only transaction")
+    assert transient_reason(wrapped(error)) == (
+        "the database is read-only (a standby, or default_transaction_read_only) (SQLSTATE 25006)"
+    )
+    assert is_read_only(error) and is_read_only(wrapped(error))
+    try:
+        try:
+            raise wrapped(error)
+        except sa.exc.DBAPIError as first:
+            raise StoreError("the quarantine row refused too") from first
+    except StoreError as chained:
+        assert is_read_only(chained)
+    for sqlstate in ("40001", "08006", "25P02", "23505"):
+        assert not is_read_only(wrapped(psycopg.errors.lookup(sqlstate)("x"))), sqlstate
+    assert not is_read_only(psycopg.OperationalError("consuming input failed"))
 
 
 def test_sqlalchemy_invalidation_and_chains() -> None:
@@ -225,6 +250,34 @@ def test_a_serialization_failure_rolls_the_batch_back_and_the_next_poll_records_
     assert numbers == [1, 2, 3, 4, 5]  # the rolled-back batch used up no reference
     assert queued_uids(pg) == [1, 2, 3, 4, 5] and last_uid(pg) == 5
     assert app.pipeline.transient_failures == {}
+
+
+def test_a_read_only_database_fails_the_poll_and_counts_no_attempt_of_the_mail(
+    app: App, pg: str
+) -> None:
+    """The database refuses every write (SQLSTATE 25006): the poll fails, transient, saying
+    so, and no attempt is counted against the mail at the head of the folder: polls failing
+    past TRANSIENT_ATTEMPTS neither quarantine nor pass it over (before, the first poll
+    already quarantined it, its quarantine refused: StoreError). Writable again, the
+    same poll records every mail once."""
+    assert app.pipeline.start_folder(*WHERE) == 0
+    read_only(pg)
+    try:
+        for _ in range(intake.TRANSIENT_ATTEMPTS + 1):
+            with pytest.raises(TransientStoreError) as raised:
+                app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+            message = str(raised.value)
+            assert "could not record UID 1 now (the database is read-only" in message
+            assert "SQLSTATE 25006" in message and "attempt" not in message
+        assert app.pipeline.transient_failures == {}
+    finally:
+        read_only(pg, on=False)
+    assert recorded(pg) == [] and queued_uids(pg) == [] and last_uid(pg) == 0
+    assert query(pg, "SELECT transient_uid, transient_count FROM folders") == [(None, 0)]
+    outcomes = app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
+    assert [o.decision for o in outcomes] == ["acknowledge"] * 3
+    assert queued_uids(pg) == [1, 2, 3]
+    assert query(pg, "SELECT count(*) FROM events WHERE kind = 'passed_over'") == [(0,)]
 
 
 def test_a_mail_failing_every_time_is_quarantined_at_the_third_attempt(app: App, pg: str) -> None:
@@ -476,6 +529,72 @@ def test_the_worker_keeps_polling_and_quarantines_a_mail_failing_three_times(
     assert len(smtp_server.messages) == 2  # one AR each, never two
 
 
+def test_run_on_a_read_only_database_warns_once_then_records_the_mail_once_writable(
+    pg: str, tmp_path: Path, imap_user: MailUser, etrangers: MailUser, smtp_server: SmtpServer
+) -> None:
+    """The IT review's failover: PostgreSQL turned read-only under a running worker. Each
+    job logged a whole traceback every cycle (the mail quarantined, its quarantine refused,
+    "poll cycle failed", "poll not recorded", the leases, delivery: 340 KB a minute). Now
+    each loop says it once, a WARNING naming the reason, its repeats at DEBUG; `mailbot
+    status` says the database is read-only; writable again, the mail that came meanwhile
+    is acknowledged once, never quarantined."""
+    polling = {"interval_seconds": 2, "max_backoff_seconds": 2}
+    config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=pg, polling=polling)
+    imap_user.deliver([citizen(1, "Demande 1")])
+    log = tmp_path / "worker.log"
+    worker = start_worker(config, log, verbose=True)
+
+    def read_only_lines() -> list[dict[str, str]]:
+        lines = [fields(line) for line in log.read_text().splitlines()]
+        said = ("error", "reason")  # a repeat names its error only
+        return [line for line in lines if any("read-only" in line.get(k, "") for k in said)]
+
+    def repeated(mailbox: str) -> int:
+        return sum(
+            1
+            for line in read_only_lines()
+            if line.get("msg") == "database busy or unreachable, polling again later"
+            and line.get("mailbox") == mailbox
+            and line.get("level") == "debug"
+        )
+
+    try:
+        wait_until(lambda: ars_to(smtp_server, "usager1@example.fr") == 1, what="the first AR")
+        read_only(pg)
+        try:
+            imap_user.deliver([citizen(2, "Demande 2")])
+            wait_until(lambda: repeated("general") >= 3, what="three polls failing again")
+            status = cli(config, "status")
+            assert status.returncode == 2, status.stdout
+            assert "CRITICAL: database read-only: default_transaction_read_only is on" in (
+                status.stdout
+            )
+        finally:
+            read_only(pg, on=False)
+        wait_until(lambda: ars_to(smtp_server, "usager2@example.fr") == 1, what="the AR")
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()
+    err = log.read_text()
+    assert "traceback=" not in err and no_python_traceback(err)
+    assert "level=error" not in err, [line for line in err.splitlines() if "level=error" in line]
+    said = [line for line in read_only_lines() if line["level"] == "warning"]
+    assert {line["msg"] for line in said} >= {
+        "database busy or unreachable, polling again later",
+        "poll not recorded",
+        "delivery failed, trying again later",
+    }, err
+    # once per loop (each folder's poller, its record, the leases, delivery), not per cycle
+    keys = [(line["msg"], line.get("mailbox"), line.get("folder")) for line in said]
+    assert len(keys) == len(set(keys)), keys
+    general = [line for line in said if line.get("mailbox") == "general"]
+    assert "SQLSTATE 25006" in general[0]["reason"]
+    assert "works again" in err  # its end said
+    rows = query(pg, "SELECT uid, decision FROM messages WHERE mailbox = 'general' ORDER BY uid")
+    assert [(r.uid, r.decision) for r in rows] == [(1, "acknowledge"), (2, "acknowledge")]
+    assert ars_to(smtp_server, "usager2@example.fr") == 1
+    assert query(pg, "SELECT count(*) FROM events WHERE kind = 'passed_over'") == [(0,)]
+
+
 def test_sqlite_locked_by_another_process_fails_the_batch_and_the_next_records_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -627,7 +746,9 @@ def test_a_poll_failed_by_the_database_is_no_imap_error_and_keeps_the_connection
             "mailbot_poll_database_errors_total", labels
         )
         assert counted == 2
-        poller.cycle(0.5)  # the third attempt: the mail quarantined, the folder goes on
+        # the third attempt, once the backoff's 2 s are over (a cycle started before
+        # waits for their end): the mail quarantined, the folder goes on
+        poller.cycle(3.0)
         assert poller.reconnects == 0
         assert query(pg, "SELECT errors FROM heartbeats")[0][0] == 0
         assert [d for (d,) in query(pg, "SELECT decision FROM messages ORDER BY uid")] == [
@@ -679,7 +800,7 @@ def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
         holder.execute("BEGIN IMMEDIATE")
         poller.cycle(3.5)  # fails, 1 s, fails, 2 s, fails
         holder.execute("ROLLBACK")
-        poller.cycle(0.5)
+        poller.cycle(5.0)  # past the backoff's 4 s, which a cycle started before waits out
     finally:
         holder.close()
         poller.disconnect_quietly()

@@ -13,11 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
-from servers import DovecotServer, MailUser, SmtpServer
+from servers import DovecotServer, MailUser, SmtpServer, free_port
 from test_e2e import citizen_mail, write_config
 
 from mailbot import demo
+from mailbot.config import PollingConfig
 from mailbot.core.statuses import OutboxKind
+from mailbot.mail.imap import ImapMailbox
+from mailbot.mail.poller import MailboxPoller
 from mailbot.mail.smtp import Envelope
 
 
@@ -39,6 +42,62 @@ def stop_by_sigterm(worker: subprocess.Popen[str], timeout: float = 30) -> str:
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+class CountedMailbox(ImapMailbox):
+    """A real IMAP source whose connection attempts are counted, at the poller's clock."""
+
+    def __init__(self, *args: object, clock: FakeClock, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.clock = clock
+        self.attempts: list[float] = []
+
+    def connect(self) -> None:
+        self.attempts.append(self.clock.now)
+        super().connect()
+
+
+class FakeClock:
+    """The poller's clock: its waits move it on at once (no sleep, nothing timed)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> bool:
+        self.now += seconds
+        return False
+
+
+class Unread:
+    """No mail is ever read: every connection is refused before."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the pipeline was used ({name}) with no server")
+
+
+def test_the_backoff_delay_holds_across_cycles_against_a_server_that_is_down(
+    imap_user: MailUser,
+) -> None:
+    """The IMAP server down (a closed port): each failed poll logs ``retry_in`` and the
+    next is not tried before it, within a cycle and in the next ones. Before, every cycle
+    (each polling interval) connected again at once, whatever the delay had grown to:
+    with a 60 s interval, once a minute for ever instead of 1, 2, 4… 300 s apart. The
+    scheduler's cycles are played on the poller's clock, which its waits move on."""
+    clock = FakeClock()
+    config = imap_user.imap_config().model_copy(update={"port": free_port()})
+    source = CountedMailbox(config, name="general", clock=clock)
+    polling = PollingConfig(interval_seconds=60, max_backoff_seconds=300, use_idle=False)
+    poller = MailboxPoller("general", "INBOX", source, Unread(), polling, lambda: None)
+    poller.clock, poller.pause = clock, clock.pause
+    for n in range(12):  # what APScheduler does: a cycle every interval, 95 % of it long
+        clock.now = n * 60.0
+        poller.cycle(60 * 0.95)
+    # 1, 2, 4… s apart: each poll after the delay the one before it logged, then 300 s
+    assert source.attempts == [0, 1, 3, 7, 15, 31, 63, 127, 255, 511]
+    assert poller.retry_at == 811  # the next, after the ceiling of 300 s
 
 
 def test_run_acknowledges_new_mail_reconnects_and_stops_on_sigterm(

@@ -158,8 +158,12 @@ class Keeper:
             self._thread.join(self.timing.tick + 5)
         try:
             self.cluster.unregister()
-        except Exception:
-            log.warning("could not give the leases back; they expire", exc_info=True)
+        except Exception as exc:
+            reason = transient_reason(exc)  # read-only or unreachable: the reason is enough
+            if reason is None:
+                log.warning("could not give the leases back; they expire", exc_info=True)
+            else:
+                log.warning("could not give the leases back; they expire", extra={"reason": reason})
         self.held.clear()
         self.store.fence = None
         if self._lock is not None:

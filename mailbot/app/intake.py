@@ -86,7 +86,7 @@ from mailbot.mail.relay_auth import RelayVerifier
 from mailbot.render.templates import Renderer
 from mailbot.render.variables import working_calendar
 from mailbot.store import NewMessage, Store, Transaction
-from mailbot.store.errors import transient_reason
+from mailbot.store.errors import is_read_only, transient_reason
 from mailbot.store.records import FirstCopy, KnownRow
 
 log = logging.getLogger(__name__)
@@ -663,10 +663,20 @@ class Pipeline:
         transient database error raises TransientStoreError instead (the part is rolled
         back whole, and the mail read again at the next poll), until this mail met one
         TRANSIENT_ATTEMPTS times in a row: then the reason it is quarantined with, for an
-        error that comes back at every read must not hold its folder up for ever."""
+        error that comes back at every read must not hold its folder up for ever. A
+        read-only database (``is_read_only``) counts no attempt: it is no mail's."""
         reason = transient_reason(exc)
         if reason is None:
             return None
+        if is_read_only(exc):
+            # The whole database refuses writes (a standby, default_transaction_read_only):
+            # every mail meets it, none is the cause. Counted, the mail at the head of the
+            # folder would be quarantined, then passed over, by an outage of three polls.
+            raise TransientStoreError(
+                f"mailbox {where.mailbox}, folder {where.folder}: the database could not"
+                f" record UID {mail.uid} now ({reason}); nothing of its batch was committed,"
+                " the next poll reads it again"
+            ) from exc
         key = (*where.folder_key, mail.uid)
         stored = where.transient[1] if where.transient[0] == mail.uid else 0
         count = max(self.transient_failures.get(key, 0), stored) + 1

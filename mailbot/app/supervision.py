@@ -21,8 +21,10 @@ from mailbot.core.health import Check, Figures, FolderFigures, Limits
 from mailbot.core.incoming import PassedOver
 from mailbot.core.statuses import Health, ProbeStatus
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
+from mailbot.errors import TransientStoreError
 from mailbot.store import Store, probes
 from mailbot.store import supervision as sql
+from mailbot.store.errors import transient_reason
 
 # Open (unanswered) citizens' messages by age in working days, for the metrics.
 AGE_BANDS = ((0, 2, "0-2"), (3, DEADLINE, f"3-{DEADLINE}"), (DEADLINE + 1, 10, "6-10"))
@@ -30,9 +32,33 @@ OLDEST_BAND = "over-10"
 # The mail passed over that `mailbot status` and the metrics count: the last 7 days'.
 PASSED_OVER_WINDOW = timedelta(days=7)
 
-record_poll = sql.record_poll
 reachable = sql.reachable
 ar_counts = sql.ar_counts
+
+
+def record_poll(
+    store: Store,
+    mailbox: str,
+    folder: str,
+    holder: str,
+    started_at: datetime,
+    seconds: float,
+    error: str | None,
+    database: bool = False,
+) -> None:
+    """A poll's end recorded (``store.supervision.record_poll``). A transient database
+    error (a read-only database, a lost connection) becomes TransientStoreError naming it,
+    for the poller to log once, not a traceback per poll: the same outage fails the poll
+    itself, and its line says so already."""
+    try:
+        sql.record_poll(store, mailbox, folder, holder, started_at, seconds, error, database)
+    except Exception as exc:
+        reason = transient_reason(exc)
+        if reason is None:
+            raise
+        raise TransientStoreError(
+            f"mailbox {mailbox}, folder {folder}: the poll could not be recorded now ({reason})"
+        ) from exc
 
 
 def watched_folders(config: Config) -> list[tuple[str, str]]:
@@ -177,9 +203,21 @@ def probe_checks(config: Config, store: Store, now: datetime) -> tuple[Check, ..
     return tuple(checks)
 
 
+def database_checks(store: Store) -> tuple[Check, ...]:
+    """CRITICAL when the database refuses writes (``store.supervision.read_only``): no mail
+    is recorded, no AR sent, while every figure reads as before and the folders' lag grows
+    for minutes before it says anything. Nothing when it takes them."""
+    why = sql.read_only(store)
+    if why is None:
+        return ()
+    text = f"database read-only: {why}; no mail is recorded nor any AR sent"
+    return (Check("database read-only", None, Health.CRITICAL, text),)
+
+
 def status(config: Config, store: Store, now: datetime | None = None) -> Status:
     """Every figure, graded; the worst state is the plugin's state."""
     now = now or utcnow()
-    found = figures(config, store, now, probe_checks(config, store, now))
+    extra = database_checks(store) + probe_checks(config, store, now)
+    found = figures(config, store, now, extra)
     checks = health.evaluate(found, limits(config))
     return Status(health.overall(checks), health.headline(checks), found, checks)

@@ -155,11 +155,25 @@ class MailboxPoller:
         # Told of every poll's end (supervision: heartbeats, metrics), never fails it.
         self.observer: Callable[[PollRecord], None] = _ignore
         self.reconnects = 0  # connections made after the first (a dropped server)
+        # When a failed poll's backoff ends (``clock``'s time): a cycle starting before
+        # then waits for it, instead of trying at once (``cycle``). None: no failure.
+        self.retry_at: float | None = None
+        # The clock and the wait of ``cycle``: time.monotonic and the stop's wait; a test
+        # drives cycles with a clock of its own that ``pause`` moves on, without sleeping.
+        self.clock: Callable[[], float] = time.monotonic
+        self.pause: Callable[[float], bool] = self.stop.wait
         # A database outage: logged once (WARNING), its repeats at DEBUG, its end at INFO.
         self.database_failures = RepeatedFailures(
             log,
             DATABASE_FAILED,
             "database works again",
+            _database_reason,
+            extra={"mailbox": name, "folder": folder},
+        )
+        self.unrecorded = RepeatedFailures(
+            log,
+            "poll not recorded",
+            "polls recorded again",
             _database_reason,
             extra={"mailbox": name, "folder": folder},
         )
@@ -203,10 +217,18 @@ class MailboxPoller:
         return outcomes
 
     def _observe(self, record: PollRecord) -> None:
+        """Supervision must never stop the reading of mail: its failure is logged. The
+        database's (TransientStoreError: read-only, unreachable) once, with its reason,
+        then at DEBUG, for it fails every poll of every folder until it ends (a traceback
+        each time filled the journal); anything else as before, with its traceback."""
         try:
             self.observer(record)
-        except Exception:  # supervision must never stop the reading of mail
+        except TransientStoreError as exc:
+            self.unrecorded.failed(exc)
+        except Exception:
             log.warning("poll not recorded", exc_info=True, extra={"mailbox": self.name})
+        else:
+            self.unrecorded.succeeded()
 
     def _poll_once(self, decisions: Counter[str]) -> list[Outcome]:
         """Read what is new in the folder, a batch at a time. A poll that read all its
@@ -259,25 +281,27 @@ class MailboxPoller:
         """Poll, then wait for new mail (IDLE, or sleep) for up to ``budget`` seconds.
 
         A dropped connection is retried within the cycle after a growing backoff delay,
-        so a server restart costs seconds, not a polling interval.
+        so a server restart costs seconds, not a polling interval. The delay holds across
+        cycles too (``retry_at``): a cycle that starts while it runs waits for its end.
+        Before, each cycle polled at once whatever the delay logged (``retry_in``): a
+        server down was tried every interval however long the backoff had grown.
         """
         outcomes: list[Outcome] = []
-        deadline = time.monotonic() + budget
+        deadline = self.clock() + budget
         due = True
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            remaining = deadline - time.monotonic()
-            if not self.may_work():  # another worker's folder: wait for its lease to run out
-                self.disconnect_quietly()
-                self.stop.wait(min(1.0, remaining))
+        while not self.stop.is_set() and self.clock() < deadline:
+            remaining = deadline - self.clock()
+            if self._held_back(remaining):
                 due = True
                 continue
             try:
                 if due:
                     outcomes += self.poll_once()
                     self.backoff.reset()
+                    self.retry_at = None
                     self.database_failures.succeeded()
                 if not (self.polling.use_idle and self.source.supports_idle()):
-                    self.stop.wait(remaining)
+                    self.pause(remaining)
                     break
                 due = self.source.wait_for_changes(min(remaining, 5.0), self.stop)
             except FirstPollError as exc:
@@ -288,7 +312,7 @@ class MailboxPoller:
             except LeaseLostError:
                 log.warning("folder taken over by another worker", extra={"mailbox": self.name})
                 self.disconnect_quietly()
-                self.stop.wait(min(1.0, remaining))
+                self.pause(min(1.0, remaining))
                 due = True
             except MailboxError as exc:
                 self._later(remaining, "mailbox unreachable, reconnecting later", exc)
@@ -297,27 +321,51 @@ class MailboxPoller:
                 # The database's failure, not the server's: the connection is kept (one
                 # dropped meanwhile is found at the next poll: MailboxError, reconnected).
                 self.database_failures.failed(exc)
-                self.stop.wait(min(self.backoff.next_delay(), remaining))
+                self.pause(min(self._retry_later(), remaining))
                 due = True
             except Exception:  # not a bad mail (those are quarantined): the store, a bug
-                delay = self.backoff.next_delay()
+                delay = self._retry_later()
                 log.error(
                     "poll cycle failed, retrying later",
                     exc_info=True,
                     extra={"job": f"mailbox:{self.name}", "mailbox": self.name, "retry_in": delay},
                 )
                 self.disconnect_quietly()
-                self.stop.wait(min(delay, remaining))
+                self.pause(min(delay, remaining))
                 due = True
         return outcomes
 
+    def _held_back(self, remaining: float) -> bool:
+        """Whether this turn of the cycle is spent waiting, not polling: for another
+        worker's lease of the folder to run out, or for a failed poll's delay to end."""
+        if not self.may_work():
+            self.disconnect_quietly()
+            self.pause(min(1.0, remaining))
+            return True
+        backing_off = self._backing_off()
+        if backing_off > 0:
+            self.pause(min(backing_off, remaining))
+            return True
+        return False
+
+    def _retry_later(self) -> float:
+        """The backoff's next delay, from now: no poll before it ends, in this cycle or
+        in the next ones (``retry_at``)."""
+        delay = self.backoff.next_delay()
+        self.retry_at = self.clock() + delay
+        return delay
+
+    def _backing_off(self) -> float:
+        """Seconds left of a failed poll's delay (0: a poll may run)."""
+        return 0.0 if self.retry_at is None else max(0.0, self.retry_at - self.clock())
+
     def _later(self, remaining: float, message: str, exc: Exception) -> None:
         """A poll failed for a reason that passes (the server): a WARNING with the error,
-        then the backoff's next delay, within the cycle, before the next."""
-        delay = self.backoff.next_delay()
+        then the backoff's next delay before the next, within the cycle and past it."""
+        delay = self._retry_later()
         log.warning(message, extra={"mailbox": self.name, "error": str(exc), "retry_in": delay})
         self.disconnect_quietly()
-        self.stop.wait(min(delay, remaining))
+        self.pause(min(delay, remaining))
 
     def disconnect_quietly(self) -> None:
         with contextlib.suppress(MailboxError):

@@ -12,10 +12,16 @@ What counts:
 
 * SQLAlchemy's ``connection_invalidated``: the connection was found dead (a disconnect).
 * PostgreSQL (psycopg 3): the SQLSTATEs of ``TRANSIENT_SQLSTATES`` and the whole class 08
-  (connection exceptions); a psycopg ``OperationalError`` or ``InterfaceError`` carrying no
-  SQLSTATE at all, which is how psycopg reports a connection lost or closed under it. An
-  ``OperationalError`` *with* another SQLSTATE (disk full 53100, out of memory 53200, an
-  I/O error 58030) is not transient: it does not clear by itself.
+  (connection exceptions); among them 25006 (read_only_sql_transaction): the database
+  refuses every write, a standby still in recovery or ``default_transaction_read_only``
+  set during a failover or a maintenance. It clears when the primary is back (or the
+  setting undone), as a lost connection does, and it is nobody's mail: ``is_read_only``
+  tells it apart, for the intake counts no mail's attempt for it (``mailbot.app.intake``)
+  and `mailbot status` says so (``mailbot.store.supervision.read_only``); a psycopg
+  ``OperationalError`` or ``InterfaceError`` carrying no SQLSTATE at all, which is how
+  psycopg reports a connection lost or closed under it. An ``OperationalError`` *with*
+  another SQLSTATE (disk full 53100, out of memory 53200, an I/O error 58030) is not
+  transient: it does not clear by itself.
 * SQLite: the result codes SQLITE_BUSY ("database is locked": another connection holds the
   write lock past the busy timeout) and SQLITE_LOCKED ("database table is locked"), with
   their extended codes, read from ``sqlite_errorcode`` rather than from the message: a
@@ -41,6 +47,7 @@ import sqlalchemy as sa
 
 from mailbot.errors import TransientStoreError
 
+READ_ONLY_SQLSTATE = "25006"  # read_only_sql_transaction
 # PostgreSQL's SQLSTATEs worth a new attempt, and what to call them in a message.
 TRANSIENT_SQLSTATES = {
     "40001": "serialization failure",
@@ -50,6 +57,7 @@ TRANSIENT_SQLSTATES = {
     "57P01": "server shut down by an administrator (admin shutdown)",
     "57P02": "server crashed (crash shutdown)",
     "57P03": "server not accepting connections yet",
+    READ_ONLY_SQLSTATE: "the database is read-only (a standby, or default_transaction_read_only)",
 }
 CONNECTION_CLASS = "08"  # connection_exception and all its codes
 # SQLite's primary result codes (the low byte of an extended code).
@@ -61,6 +69,19 @@ _CHAIN_LIMIT = 16  # exceptions of a chain looked at, at most
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is a database error worth a new attempt."""
     return transient_reason(exc) is not None
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is PostgreSQL refusing a write because the whole
+    database is read-only (SQLSTATE 25006): no mail's error, and every write meets it."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return False
+    for error in _chain(exc):
+        orig = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+        if isinstance(orig, psycopg.Error) and orig.sqlstate == READ_ONLY_SQLSTATE:
+            return True
+    return False
 
 
 def transient_reason(exc: BaseException) -> str | None:

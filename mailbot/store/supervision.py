@@ -169,3 +169,21 @@ def reachable(store: Store) -> bool:
     except sa.exc.SQLAlchemyError:
         return False
     return True
+
+
+def read_only(store: Store) -> str | None:
+    """Why the database refuses writes, or None when it takes them (SQLite: always None).
+    PostgreSQL in recovery (a standby, a failover not finished) or with
+    ``default_transaction_read_only`` answers every read, so `mailbot status` read its
+    figures as usual while no worker could record a mail (issue: IT review, round 2).
+    Asked of a new transaction, as a worker's would be."""
+    if store.engine.dialect.name != "postgresql":
+        return None
+    query = sa.text("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()")
+    with store.engine.connect() as conn:
+        read_only_now, recovery = conn.execute(query).one()
+    if recovery:
+        return "the server is a standby in recovery (pg_is_in_recovery)"
+    if read_only_now == "on":
+        return "default_transaction_read_only is on"
+    return None
