@@ -1316,7 +1316,7 @@ class Transaction:
         queued for the message since (an agent's second transfer notice, a reply sent
         again by hand), nor an AR when another AR of the message did not fail, nor an AR of
         a message answered meanwhile (the reply said more than the AR would)."""
-        other = outbox.alias("other")
+        other = outbox.alias("sibling")
         superseded = sa.exists(
             sa.select(other.c.id).where(
                 other.c.message_pk == outbox.c.message_pk,
