@@ -7,6 +7,7 @@ mail that is acknowledged); the days pass on the outbox's clock, never in a slee
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, write_config
 from test_poison import inproc
+from test_retention import _message
 from test_status import all_polled, offline_config
 
 from mailbot.app.context import build_app
@@ -25,7 +27,7 @@ from mailbot.config import OutboxConfig, load_config
 from mailbot.core.statuses import OutboxKind
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import Store, utcnow
-from mailbot.store.schema import outbox_bodies
+from mailbot.store.schema import messages, outbox_bodies
 
 __all__ = ["etrangers_user"]  # a fixture of test_e2e
 
@@ -250,3 +252,57 @@ def test_status_flags_an_outage_within_the_hour_and_its_failures_days_later(
     assert "1 pending (oldest 300 s), 0 deferred (SMTP), 0 failed (24 h)" in after.stdout
     store.close()
     assert load_config(config_path).outbox.max_attempts is None
+
+
+def test_a_requeue_never_sends_a_superseded_or_answered_ar_and_takes_each_mail_once(
+    store: Store, smtp_server: SmtpServer
+) -> None:
+    """Of two failed ARs of one message only the later is queued again (never two ARs);
+    the AR of a message answered meanwhile stays failed (the reply said more); a digest
+    only when asked. What was queued again is not queued a second time."""
+    now = utcnow()
+    with store.transaction() as tx:
+        first = tx.insert_message(_message(now))
+        answered = tx.insert_message(
+            replace(_message(now), uid=2, content_hash="h2", reference=None)
+        )
+        ids = [
+            tx.enqueue(pk, OutboxKind.AR, CITIZEN, "", f"<ar-{n}@example.test>", AR)
+            for n, pk in enumerate((first, first, answered))
+        ]
+        ids.append(tx.enqueue(None, OutboxKind.DIGEST, CITIZEN, "", "<digest@x>", AR))
+        tx.conn.execute(
+            messages.update().where(messages.c.id == answered).values(first_reply_at=now)
+        )
+    later = now + LIFETIME + timedelta(minutes=1)
+    outbox = Outbox(
+        store,
+        SmtpTransport(smtp_server.smtp_config()),
+        OutboxConfig(),
+        {CITIZEN},
+        clock=lambda: later,
+    )
+    smtp_server.fail_next(1000)
+    assert outbox.deliver_due().failed == 4
+    assert all(has_bytes(store, i) for i in ids)
+
+    dry = requeue_failed(store, dry_run=True)
+    assert ([i.id for i in dry.items], dry.held_back) == ([ids[1]], 2)
+    assert [row.status for row in store.outbox_items()] == ["failed"] * 4
+    done = requeue_failed(store, who="exploitation")
+    assert ([i.id for i in done.items], done.held_back) == ([ids[1]], 2)
+    assert requeue_failed(store).items == []
+    digests = requeue_failed(store, kinds=[OutboxKind.DIGEST])
+    assert [i.id for i in digests.items] == [ids[3]]
+    assert [row.status for row in store.outbox_items()] == [
+        "failed",
+        "pending",
+        "failed",
+        "pending",
+    ]
+    assert {row.id: row.ar_status for row in store.messages()} == {
+        first: "pending",
+        answered: "failed",
+    }
+    (event,) = [e for e in store.events() if e.kind == "send_requeued" and e.message_pk]
+    assert event.message_pk == first and "by exploitation" in event.detail
