@@ -288,6 +288,9 @@ def test_a_requeue_never_sends_a_superseded_or_answered_ar_and_takes_each_mail_o
 
     dry = requeue_failed(store, dry_run=True)
     assert ([i.id for i in dry.items], dry.held_back) == ([ids[1]], 2)
+    assert [i.id for i in requeue_failed(store, since=later, dry_run=True).items] == [ids[1]]
+    after = later + timedelta(seconds=1)  # --since: failed from then on only
+    assert requeue_failed(store, since=after, dry_run=True).items == []
     assert [row.status for row in store.outbox_items()] == ["failed"] * 4
     done = requeue_failed(store, who="exploitation")
     assert ([i.id for i in done.items], done.held_back) == ([ids[1]], 2)
@@ -306,3 +309,15 @@ def test_a_requeue_never_sends_a_superseded_or_answered_ar_and_takes_each_mail_o
     }
     (event,) = [e for e in store.events() if e.kind == "send_requeued" and e.message_pk]
     assert event.message_pk == first and "by exploitation" in event.detail
+
+
+def test_check_warns_of_a_max_attempts_still_in_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The prefecture's rules.yaml, written for an older version, still loads."""
+    outbox = {"max_attempts": 10, "retry_base_seconds": 30, "retry_max_seconds": 3600}
+    config = offline_config(tmp_path, outbox=outbox)
+    result = inproc(capsys, config, "check")
+    assert result.returncode == 0, result.stderr
+    assert "warning: outbox.max_attempts (10) is no longer read" in result.stderr
+    assert "outbox.max_queue_hours (120 h)" in result.stderr
