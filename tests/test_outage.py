@@ -51,10 +51,11 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    database = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
-    yield database
-    database.close()
+def store(database: str) -> Iterator[Store]:
+    """A new database, SQLite and PostgreSQL (the requeue's SQL runs on both)."""
+    opened = Store(database)
+    yield opened
+    opened.close()
 
 
 def queue(store: Store) -> int:
