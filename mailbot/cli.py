@@ -75,6 +75,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for warning in maintenance.return_path_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
+    for warning in config.outbox.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -531,12 +531,34 @@ class OutboxConfig(Model):
     """How the outbox retries, and how many mails one durable claim covers. A claim commits
     before a group's first DATA: a crash mid-group leaves up to ``claim_group`` mails
     'uncertain' (never resent, flagged for an agent). 1 is the strictest; on SQLite each
-    claim also cuts the intake's transaction, so 1 is slower on a backlog."""
+    claim also cuts the intake's transaction, so 1 is slower on a backlog.
 
-    max_attempts: int = Field(default=10, ge=1)
+    A mail the SMTP server defers (4xx) is tried again after ``retry_base_seconds``, then
+    twice as long each time up to ``retry_max_seconds``, until it has been queued for
+    ``max_queue_hours`` (5 days, as Postfix's ``maximal_queue_lifetime``): an SMTP relay
+    down for a night or a weekend loses no AR. Then it fails, its bytes kept for
+    `mailbot outbox retry --failed`.
+
+    ``max_attempts`` is no longer read (a mail failed after 10 attempts, about 3 hours: a
+    night's outage failed every AR queued meanwhile). Still accepted, so that a file that
+    sets it loads; a WARNING says so (``mailbot check``, and each start). A count of
+    attempts says little of time under a backoff; ``max_queue_hours`` is the bound."""
+
+    max_queue_hours: float = Field(default=120, gt=0, le=24 * 366)
+    max_attempts: int | None = Field(default=None, ge=1)  # deprecated: not read
     retry_base_seconds: float = Field(default=30, gt=0)
     retry_max_seconds: float = Field(default=3600, gt=0)
     claim_group: int = Field(default=8, ge=1, le=256)
+
+    def warnings(self) -> list[str]:
+        """What ``mailbot check`` and the delivery's start say of these settings."""
+        if self.max_attempts is None:
+            return []
+        return [
+            f"outbox.max_attempts ({self.max_attempts}) is no longer read: a deferred mail"
+            f" fails once queued for longer than outbox.max_queue_hours"
+            f" ({self.max_queue_hours:g} h); remove it from the configuration"
+        ]
 
 
 class ClusterConfig(Model):

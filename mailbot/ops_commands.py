@@ -50,6 +50,99 @@ def add_ops_commands(commands: Any) -> None:
         help="compute the indicators' daily buckets again from the messages (configured zone)",
     )
     rebuild.set_defaults(func=cmd_rebuild_indicators)
+    add_outbox_commands(commands)
+
+
+def add_outbox_commands(commands: Any) -> None:
+    """``mailbot outbox retry --failed``: after an SMTP outage longer than
+    ``outbox.max_queue_hours``, the mail that failed for lack of time queued again."""
+    from mailbot.core.statuses import OutboxKind
+
+    outbox = commands.add_parser("outbox", help="the outgoing mail: retry after an SMTP outage")
+    sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    retry = sub.add_parser(
+        "retry",
+        help="queue again the mail that failed for lack of time (deferred for longer than"
+        " outbox.max_queue_hours), and send it; never a refused or uncertain one",
+    )
+    retry.add_argument(
+        "--failed", action="store_true", required=True, help="the failed mail (required)"
+    )
+    retry.add_argument(
+        "--since",
+        help="only mail that failed at or after this moment: 2026-03-14 or 2026-03-14T08:00,"
+        " in the configured timezone (default: whenever)",
+    )
+    retry.add_argument(
+        "--kind",
+        action="append",
+        choices=[kind.value for kind in OutboxKind],
+        help="only this kind of mail (repeatable; default: ar, forward, notice, reply)",
+    )
+    retry.add_argument(
+        "--dry-run", action="store_true", help="list what would be queued again, change nothing"
+    )
+    retry.set_defaults(func=cmd_outbox_retry)
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    """Requeue, then one delivery at once (the worker's delivery thread sends the rest)."""
+    from mailbot.app import requeue
+    from mailbot.app.context import build_app
+    from mailbot.core.statuses import OutboxKind
+
+    app = build_app(args.config)
+    since = _moment(args.since, app.config.timezone) if args.since else None
+    kinds = [OutboxKind(kind) for kind in args.kind] if args.kind else requeue.CITIZENS_MAIL
+    found = requeue.requeue_failed(
+        app.store, since=since, kinds=kinds, who=_login(), dry_run=args.dry_run
+    )
+    verb = "would be queued again" if args.dry_run else "queued again"
+    for item in found.items:
+        message = f", message #{item.message_pk}" if item.message_pk is not None else ""
+        print(f"outbox {item.id} ({item.kind}{message}) {verb}")
+    if found.held_back:
+        print(
+            f"{found.held_back} failed mail(s) left as they are: superseded by a later mail"
+            " of their kind, another AR not failed, or the message answered since"
+        )
+    if not found.items:
+        print("nothing to queue again")
+        return 0
+    if args.dry_run:
+        print(f"{len(found.items)} mail(s) {verb} (dry run: nothing changed)")
+        return 0
+    report = app.outbox.deliver_due()
+    print(
+        f"{len(found.items)} mail(s) queued again; this delivery: {report.sent} sent,"
+        f" {report.retried} deferred, {report.failed + report.refused} failed"
+        " (the worker sends what is left)"
+    )
+    return 0
+
+
+def _moment(text: str, timezone: str) -> datetime:
+    """``2026-03-14`` or ``2026-03-14T08:00`` (an offset allowed), in ``timezone`` when
+    it has none."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise MailbotError(
+            f"--since {text!r}: expected a date or a date and time (2026-03-14T08:00)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(timezone))
+
+
+def _login() -> str:
+    """Who runs the command, for the events (a container without a login name: "cli")."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "cli"
 
 
 def cmd_rebuild_indicators(args: argparse.Namespace) -> int:

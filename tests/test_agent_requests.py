@@ -359,7 +359,7 @@ def test_transferred_twice_the_latest_notice_says_whether_the_transfer_is_announ
     last. Before, the last write won: the first notice's."""
     config, general, etrangers, smtp = setup
     # The deferred notice is retried only when the test says so (``now`` below).
-    outbox = {"max_attempts": 10, "retry_base_seconds": 3600, "retry_max_seconds": 3600}
+    outbox = {"retry_base_seconds": 3600, "retry_max_seconds": 3600}
     write_config(config.parent, general, etrangers, smtp, outbox=outbox)
     config, reference, received = tracked(setup)
     app = build_app(config)

@@ -57,7 +57,7 @@ def outbox_for(store: Store, server: ScriptedSmtpServer, **settings: object) -> 
         **{"host": server.host, "port": server.port, "security": "none", "timeout_seconds": 1.0}
         | settings  # type: ignore[arg-type]
     )
-    return Outbox(store, SmtpTransport(config), OutboxConfig(max_attempts=5), {CITIZEN})
+    return Outbox(store, SmtpTransport(config), OutboxConfig(), {CITIZEN})
 
 
 def queue(store: Store, raw: bytes = AR, n: int = 1) -> list[int]:

@@ -20,6 +20,16 @@ and every later write of a delivery is conditional on what it holds — 'sending
 own claim after a send attempt, 'pending' and taken by it before (``Outbox._settle``). One
 that failed to connect never writes over a mail the other sent: a sent AR is never put
 back in the queue, to leave a second time (and empty, its bytes purged).
+
+A temporary refusal (4xx) defers a mail with an exponential backoff (capped at
+``retry_max_seconds``, an hour) for as long as it has been queued less than
+``outbox.max_queue_hours`` (5 days, Postfix's ``maximal_queue_lifetime``): a relay down for
+a night or a weekend loses no AR. Past it, the mail fails, keeping its bytes until the
+retention purge, so that an operator can queue it again once the cause is mended
+(``app/requeue``); `mailbot status` has said so for days by then (the oldest pending mail's
+age, the deferred sends). A server that cannot be reached at all defers every mail without
+end: nothing is wrong with the mails, and they leave once it is back. A permanent refusal
+(5xx) fails a mail at once, its bytes deleted: sending it again would be refused again.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailbot.config import OutboxConfig
-from mailbot.core.clock import utcnow
+from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.errors import DeliveryError, ForbiddenRecipientError
 from mailbot.logs import RepeatedFailures, safe_error
@@ -185,8 +195,12 @@ class Outbox:
         holder: str | None = None,
         claim_group: int | None = None,
         max_bytes: int | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.store = store
+        # The time of its decisions: when a retry is due, how long a mail has waited, when
+        # it failed (tests set it: a mail deferred for days without waiting days).
+        self.clock = clock
         # Bytes of mail one delivery takes at most (polling.max_message_bytes; one mail at
         # least): they are in memory until it ends, and a forward carries the original.
         self.max_bytes = max_bytes
@@ -202,6 +216,8 @@ class Outbox:
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.transport = transport
         self.config = config
+        for warning in config.warnings():
+            log.warning(warning)
         self.allowed = {address.lower() for address in allowed}
         # Set by the worker on SIGTERM: a send in progress is interrupted, not waited for.
         self.stop = threading.Event()
@@ -244,7 +260,7 @@ class Outbox:
             if self.stop.is_set():
                 return report
             with self.store.session() as session:
-                due = session.write(lambda tx: self._take(tx, now or utcnow(), limit))
+                due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
                 report.taken = len(due)
                 if due:
                     self._send(_Run(self, session, {item.id: item for item in due}, report))
@@ -281,13 +297,14 @@ class Outbox:
         item: OutboxItem,
         status: OutboxStatus,
         held_as: OutboxStatus = OutboxStatus.SENDING,
+        keep_bytes: bool = False,
         **values: object,
     ) -> bool:
         """``set_status`` only while this delivery holds ``item`` as ``held_as`` ('sending':
         claimed by it; 'pending': taken by it, not claimed); False, nothing written, once
         another delivery has it. Writing anyway could put back in the queue a mail the
         other one sent, and it would leave twice."""
-        if not tx.settle_outbox(item.id, self.holder, held_as, status, **values):
+        if not tx.settle_outbox(item.id, self.holder, held_as, status, keep_bytes, **values):
             log.warning(
                 "outbox item held by another delivery: left as it is",
                 extra={"outbox": item.id, "status": status},
@@ -313,7 +330,7 @@ class Outbox:
         delay: timedelta | None = None,
         held_as: OutboxStatus = OutboxStatus.SENDING,
     ) -> Tally:
-        next_at = utcnow() + (retry_delay(attempts, self.config) if delay is None else delay)
+        next_at = self.clock() + (retry_delay(attempts, self.config) if delay is None else delay)
         if not self._settle(
             tx,
             item,
@@ -345,7 +362,7 @@ class Outbox:
             item,
             OutboxStatus.PENDING,
             attempts=item.attempts,
-            next_attempt_at=utcnow(),
+            next_attempt_at=self.clock(),
             claimed_by=None,
         )
 
@@ -356,8 +373,12 @@ class Outbox:
         error: DeliveryError,
         refused: bool = False,
         held_as: OutboxStatus = OutboxStatus.SENDING,
+        keep_bytes: bool = False,
     ) -> Tally:
-        if not self._settle(tx, item, OutboxStatus.FAILED, held_as, last_error=str(error)):
+        """Failed for good: refused (its bytes deleted), or, ``keep_bytes``, deferred for
+        longer than its time in the queue (kept for an operator's requeue)."""
+        values = {"last_error": str(error), "failed_at": self.clock()}
+        if not self._settle(tx, item, OutboxStatus.FAILED, held_as, keep_bytes, **values):
             return _untouched
         tx.add_event(item.message_pk, EventKind.SEND_FAILED, str(error))
         log.error("send failed", extra={"outbox": item.id, "error": safe_error(error)})
@@ -369,9 +390,23 @@ class Outbox:
             return self._uncertain(tx, item, error)
         if error.interrupted:  # a shutdown before the end of DATA: as if never tried
             return self._retry(tx, item, error, attempts=item.attempts, delay=timedelta(0))
-        if error.permanent or item.attempts + 1 >= self.config.max_attempts:
+        if error.permanent:
             return self._fail(tx, item, error)
+        waited = self.waited(item)
+        if waited is not None and waited >= timedelta(hours=self.config.max_queue_hours):
+            hours = waited.total_seconds() / 3600
+            expired = DeliveryError(
+                f"{error} (deferred for {hours:.0f} h, longer than outbox.max_queue_hours:"
+                " given up; `mailbot outbox retry --failed` queues it again)",
+                permanent=False,
+                code=error.code,
+            )
+            return self._fail(tx, item, expired, keep_bytes=True)
         return self._retry(tx, item, error, attempts=item.attempts + 1)
+
+    def waited(self, item: OutboxItem) -> timedelta | None:
+        """How long ``item`` has been in the queue (since an operator's requeue, if any)."""
+        return None if item.queued_at is None else self.clock() - item.queued_at
 
 
 class _Run:
@@ -448,7 +483,7 @@ class _Run:
     def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
         item = self.items[int(envelope.name)]
         if error is None:
-            self.unrecorded.append((item, utcnow()))  # committed with the next claim, or flush()
+            self.unrecorded.append((item, self.outbox.clock()))  # committed with the next claim
         else:
             self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
 

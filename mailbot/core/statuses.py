@@ -43,12 +43,17 @@ class OutboxStatus(StrEnum):
     SENDING = "sending"  # committed as leaving: after a crash, it becomes UNCERTAIN
     SENT = "sent"
     UNCERTAIN = "uncertain"  # may have left: never sent again
-    FAILED = "failed"  # refused for good (5xx, too many attempts, forbidden recipient)
+    # refused for good (5xx, forbidden recipient), or deferred by temporary errors for longer
+    # than ``outbox.max_queue_hours`` (then its bytes are kept: an operator may queue it
+    # again after an outage, ``app/requeue``)
+    FAILED = "failed"
 
 
-# The statuses a queued mail ends in without mailbot ever sending it (again): nothing reads
-# its bytes after that (the row, its error and its events say what happened), so they are
-# deleted then, as a sent mail's are (README, "Data kept (privacy)").
+# The statuses a queued mail ends in without mailbot sending it (again): its bytes are
+# deleted then, as a sent mail's are (README, "Data kept (privacy)") — except those of a
+# mail failed only for lack of time (``Transaction.give_up``): they stay, with the row,
+# until the retention purge, so that an operator can queue it again after an outage. An
+# uncertain mail's always go: it may have left, and is never sent again.
 GIVEN_UP = frozenset({OutboxStatus.FAILED, OutboxStatus.UNCERTAIN})
 
 
@@ -100,6 +105,9 @@ class EventKind(StrEnum):
     SEND_DEFERRED = "send_deferred"
     SEND_FAILED = "send_failed"
     SEND_UNCERTAIN = "send_uncertain"
+    # A mail failed for lack of time (an SMTP outage longer than ``outbox.max_queue_hours``)
+    # put back in the queue by an operator (``mailbot outbox retry --failed``).
+    SEND_REQUEUED = "send_requeued"
     ROUTING_CORRECTED = "routing_corrected"  # an agent changed the service or category
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
     SENT_UNREADABLE = "sent_unreadable"

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailbot import __version__
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
-from mailbot.core.statuses import GIVEN_UP, Attention, Decision, OutboxStatus
+from mailbot.core.statuses import Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
 from mailbot.store.errors import transient_reason
@@ -651,11 +651,14 @@ class Store:
         """Delete everything about messages received before ``before`` (retention), and the
         mail and events tied to no message made before it: digests and reports carry
         citizens' subjects, and one that failed or stayed pending kept them for ever. The
-        bytes of mail that will never leave (failed, uncertain) go whatever their age: a
-        version before ``Transaction._give_up_bytes`` kept them until the retention."""
+        bytes of an uncertain mail (never sent again) go whatever their age: a version
+        before ``Transaction._give_up_bytes`` kept them until the retention. A mail failed
+        for lack of time keeps its bytes for an operator's requeue (``app/requeue``) until
+        its row goes here (its message's, or its own creation, before ``before``); schema
+        0024 deleted those of the mails failed before it, refusals included."""
         with self.transaction() as tx:
-            given_up = sa.select(outbox.c.id).where(outbox.c.status.in_(GIVEN_UP))
-            tx.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id.in_(given_up)))
+            uncertain = sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.UNCERTAIN)
+            tx.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id.in_(uncertain)))
             old = sa.select(messages.c.id).where(messages.c.received_at < before)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))

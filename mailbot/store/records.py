@@ -80,6 +80,9 @@ class OutboxItem:
     raw: bytes
     attempts: int
     message_sender: str | None = None
+    # Since when it waits in the queue: its creation, or an operator's requeue after it
+    # failed (``outbox.max_queue_hours`` counts from it).
+    queued_at: datetime | None = None
 
 
 def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None) -> OutboxItem:
@@ -94,6 +97,7 @@ def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None
         raw=(row.raw or b"") if raw else b"",
         attempts=row.attempts,
         message_sender=message_sender,
+        queued_at=row.requeued_at or row.created_at,
     )
 
 

@@ -179,6 +179,13 @@ outbox = sa.Table(
     # Who took it to send it (a worker's id): recovered as uncertain only once it is dead.
     sa.Column("claimed_by", sa.String(128)),
     sa.Column("claimed_at", UTCDateTime),
+    # When it failed for good (schema 0024): `mailbot status` counts the last 24 hours' by
+    # it, and `mailbot outbox retry --failed --since` selects by it. A mail may fail days
+    # after it was queued (``outbox.max_queue_hours``), so ``created_at`` cannot say.
+    sa.Column("failed_at", UTCDateTime),
+    # When an operator last put it back in the queue after it failed (schema 0024): its
+    # time in the queue (``outbox.max_queue_hours``) counts from then, not from its creation.
+    sa.Column("requeued_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_message_pk", "message_pk"),
 )
@@ -186,7 +193,8 @@ outbox = sa.Table(
 # the row's status updates (taken, claimed, sent) rewrite a small record, not the mail, and
 # the purge after sending deletes the body. A row here is a mail still holding its bytes
 # (pending, sending, and sent items whose delivery batch's bookkeeping is not done yet, see
-# Transaction.finish_sent; a failed or uncertain one's go when it is settled so): the few
+# Transaction.finish_sent; a failed or uncertain one's go when it is settled so, but for a
+# mail failed for lack of time, kept for an operator's retry until the retention): the few
 # rows each delivery looks through first, without reading the many sent ones.
 outbox_bodies = sa.Table(
     "outbox_bodies",

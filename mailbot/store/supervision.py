@@ -57,18 +57,24 @@ def folder_beats(store: Store) -> dict[tuple[str, str], sa.Row[Any]]:
 
 
 def outbox_counts(store: Store, now: datetime) -> dict[str, Any]:
-    """Pending mail and its oldest, deferred, failed (24 h) and uncertain (7 days) sends."""
+    """Pending mail and its oldest, deferred, failed (24 h) and uncertain (7 days) sends.
+
+    The oldest waits since it was queued, or put back in the queue by an operator (a mail
+    requeued after an outage is as old as its requeue). A failure counts by when it
+    happened: a deferred mail fails days after it was queued (``outbox.max_queue_hours``),
+    and counted by its creation it never showed in the last 24 hours."""
     pending = outbox.c.status == OutboxStatus.PENDING
+    queued_at = sa.func.coalesce(outbox.c.requeued_at, outbox.c.created_at)
 
     def count(*where: Any) -> Any:
         return sa.select(sa.func.count()).select_from(outbox).where(*where).scalar_subquery()
 
     query = sa.select(
         count(pending),
-        sa.select(sa.func.min(outbox.c.created_at)).where(pending).scalar_subquery(),
+        sa.select(sa.func.min(queued_at)).where(pending).scalar_subquery(),
         count(pending, outbox.c.attempts > 0),
         count(
-            outbox.c.status == OutboxStatus.FAILED, outbox.c.created_at >= now - timedelta(days=1)
+            outbox.c.status == OutboxStatus.FAILED, outbox.c.failed_at >= now - timedelta(days=1)
         ),
         count(
             outbox.c.status == OutboxStatus.UNCERTAIN,

@@ -244,14 +244,17 @@ _BODY_STATUS = (
     .scalar_subquery()
 )
 _SENT_UNFINISHED = sa.select(outbox_bodies.c.outbox_id).where(_BODY_STATUS == OutboxStatus.SENT)
+# The body of the outbox row a statement is about (a failed mail's, kept for a requeue).
+_KEPT_BODY = outbox_bodies.c.outbox_id == outbox.c.id
 # A mail's size, for a delivery's ``max_bytes``.
 _BODY_SIZE = (
     sa.select(sa.func.length(outbox_bodies.c.raw))
     .where(outbox_bodies.c.outbox_id == outbox.c.id)
     .scalar_subquery()
 )
-# What a delivery reads of the items it took (``outbox_item``): not their four times,
-# each parsed from text into a datetime on SQLite for nothing.
+# What a delivery reads of the items it took (``outbox_item``): not their other times,
+# each parsed from text into a datetime on SQLite for nothing; since when each waits, for
+# its time in the queue (``outbox.max_queue_hours``).
 _TAKEN = (
     *(
         outbox.c[name]
@@ -263,6 +266,8 @@ _TAKEN = (
             "envelope_from",
             "email_message_id",
             "attempts",
+            "created_at",
+            "requeued_at",
         )
     ),
     outbox_bodies.c.raw,
@@ -1188,9 +1193,10 @@ class Transaction:
         self._give_up_bytes(item_id, status)
 
     def _give_up_bytes(self, item_id: int, status: OutboxStatus) -> None:
-        """A mail failed or uncertain is never sent again: its bytes (an AR's subject, a
-        forward's whole citizen's mail) are deleted with the status that says so, in its
-        transaction, as a sent mail's are after its bookkeeping."""
+        """A mail failed or uncertain is not sent again by mailbot: its bytes (an AR's
+        subject, a forward's whole citizen's mail) are deleted with the status that says
+        so, in its transaction, as a sent mail's are after its bookkeeping. (A mail failed
+        for lack of time keeps them: ``settle_outbox(keep_bytes=True)``.)"""
         if status in GIVEN_UP:
             self.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id == item_id))
 
@@ -1200,18 +1206,22 @@ class Transaction:
         holder: str,
         held_as: OutboxStatus,
         status: OutboxStatus,
+        keep_bytes: bool = False,
         **values: Any,
     ) -> bool:
         """``set_outbox_status`` only while ``holder`` still holds the item as ``held_as``
         ('sending': its own claim; 'pending': taken by it, not claimed yet); False, and
         nothing written, once another delivery has it (claimed, sent, taken again). A
         delivery writing over a mail it no longer holds could put a sent AR back to
-        'pending', and it would leave a second time."""
+        'pending', and it would leave a second time. ``keep_bytes``: a mail failed only for
+        lack of time (temporary errors for longer than ``outbox.max_queue_hours``) keeps
+        its bytes until the retention purge, for an operator's ``requeue_failed``."""
         params = {"item_id": item_id, "holder": holder, "held_as": held_as}
         result = self.conn.execute(_SETTLE_OUTBOX, {**params, "status": status, **values})
         if result.rowcount != 1:
             return False
-        self._give_up_bytes(item_id, status)
+        if not (keep_bytes and status == OutboxStatus.FAILED):
+            self._give_up_bytes(item_id, status)
         return True
 
     def set_ar_status(self, message_pk: int, status: ArStatus) -> None:
@@ -1295,6 +1305,69 @@ class Transaction:
                 for pk, k, d, at in rows
             ]
             _driver_rows(self.conn.dialect, events, _EVENT_KEYS).run(self.conn, values)
+
+    def failed_to_requeue(
+        self, since: datetime | None, kinds: Sequence[OutboxKind], guarded: bool = True
+    ) -> list[OutboxItem]:
+        """Failed mails of ``kinds`` (failed at or after ``since``) that still hold their
+        bytes: failed for lack of time, never refused (a refusal's and an uncertain mail's
+        bytes are deleted when settled). ``guarded``: only those that may leave now without
+        a mail sent twice or out of date — not when a later mail of the same kind was
+        queued for the message since (an agent's second transfer notice, a reply sent
+        again by hand), nor an AR when another AR of the message did not fail, nor an AR of
+        a message answered meanwhile (the reply said more than the AR would)."""
+        other = outbox.alias("sibling")
+        superseded = sa.exists(
+            sa.select(other.c.id).where(
+                other.c.message_pk == outbox.c.message_pk,
+                other.c.kind == outbox.c.kind,
+                other.c.id != outbox.c.id,
+                sa.or_(
+                    other.c.id > outbox.c.id,
+                    (outbox.c.kind == OutboxKind.AR) & (other.c.status != OutboxStatus.FAILED),
+                ),
+            )
+        )
+        answered = sa.exists(
+            sa.select(messages.c.id).where(
+                messages.c.id == outbox.c.message_pk, messages.c.first_reply_at.is_not(None)
+            )
+        )
+        kept = sa.exists(sa.select(outbox_bodies.c.outbox_id).where(_KEPT_BODY))
+        query = (
+            sa.select(outbox)
+            .where(outbox.c.status == OutboxStatus.FAILED, kept)
+            .where(outbox.c.kind.in_([kind.value for kind in kinds]))
+            .order_by(outbox.c.id)
+        )
+        if since is not None:
+            query = query.where(outbox.c.failed_at >= since)
+        if guarded:
+            query = query.where(~superseded).where(
+                sa.or_(outbox.c.kind != OutboxKind.AR, ~answered)
+            )
+        return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
+
+    def requeue_failed(self, item_id: int, now: datetime) -> bool:
+        """Put a mail failed for lack of time back in the queue, due at once, its time in
+        the queue and its backoff started again; False, nothing written, unless it is still
+        failed and holds its bytes (another operator's requeue came first, or it was a
+        refusal). Never an uncertain mail: it may have left."""
+        kept = sa.exists(sa.select(outbox_bodies.c.outbox_id).where(_KEPT_BODY))
+        result = self.conn.execute(
+            outbox.update()
+            .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.FAILED, kept)
+            .values(
+                status=OutboxStatus.PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                requeued_at=now,
+                failed_at=None,
+                claimed_by=None,
+                claimed_at=None,
+            )
+        )
+        return result.rowcount == 1
 
     def interrupted_sends(self) -> list[OutboxItem]:
         """The outbox items left 'sending' (by a crash), without their bytes."""

@@ -51,6 +51,7 @@ EVENT_LABELS = {
     "reopened:agent": "Rouvert par un agent",  # an agent undid a closing (``event_label``)
     "send_deferred": "Envoi différé",
     "send_failed": "Échec d'envoi",
+    "send_requeued": "Remis dans la file d'envoi après une panne",
 }
 DETAIL_LABELS = {
     "assignee": "attribué à",
