@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import argon2
 import httpx2 as httpx
 import pytest
 import yaml
@@ -655,6 +656,10 @@ def test_passwd_command_writes_an_argon2_hash(
     text = accounts.read_text(encoding="utf-8")
     assert "cdurand: $argon2id$" in text and PASSWORD not in text
     store = AccountsFile(accounts)
+    # at full cost (the other tests' accounts are hashed cheaply: tests/web/webtools.py)
+    strength = argon2.extract_parameters(store.hashes()["cdurand"])
+    floor = argon2.profiles.RFC_9106_LOW_MEMORY
+    assert strength.memory_cost >= floor.memory_cost and strength.time_cost >= floor.time_cost
     assert store.verify("cdurand", PASSWORD) and not store.verify("cdurand", "x" * 12)
     code, err = run_cli(tmp_path, monkeypatch, *passwd, stdin="short\n")
     assert code == 2 and "at least 12 characters" in err
