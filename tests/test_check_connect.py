@@ -44,7 +44,7 @@ def lines(stdout: str) -> dict[str, str]:
     for line in stdout.splitlines():
         what, sep, rest = line.partition("  ")
         if sep and what.strip() in {"database", "smtp"} | {
-            f"imap {name}" for name in ("general", "etrangers")
+            f"imap {name}" for name in ("general", "etrangers", "tracking", "probe")
         }:
             found[what.strip()] = rest.strip()
     return found
@@ -83,6 +83,41 @@ def test_every_connection_ok_nothing_written_or_sent(
     assert imap_user.flags() == flags_before  # EXAMINE: the unread mail still unread
     assert smtp_server.messages == []
     assert len(smtp_server.commands("QUIT")) == 1
+
+
+def test_the_tracking_and_probe_mailboxes_are_tried_too(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers_user: MailUser,
+    smtp_server: SmtpServer,
+    dovecot: DovecotServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The worker logs in to them as well (the Bcc'd replies, the probe's ARs)."""
+    monkeypatch.setenv("MAILBOT_PROBE_SECRET", "probe-secret-for-tests-0123456789")
+    tracking, probe = dovecot.new_user("suivi"), dovecot.new_user("sonde")
+    tracking.create_folder("Suivi")
+    config = write_config(
+        tmp_path,
+        imap_user,
+        etrangers_user,
+        smtp_server,
+        tracking={
+            "address": "suivi@seine-maritime.gouv.fr",
+            "imap": tracking.imap_config("Suivi").model_dump(mode="json", exclude_none=True),
+        },
+        probe={
+            "address": "sonde@seine-maritime.gouv.fr",
+            "imap": probe.imap_config().model_dump(mode="json", exclude_none=True),
+            "secret_env": "MAILBOT_PROBE_SECRET",
+        },
+    )
+    result = inproc(capsys, config, "check", "--connect")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = lines(result.stdout)
+    assert f"login as {tracking.name!r} accepted, 'Suivi' examined" in found["imap tracking"]
+    assert f"login as {probe.name!r} accepted, 'INBOX' examined" in found["imap probe"]
 
 
 def test_a_wrong_imap_password_fails_exit_1_and_is_never_shown(
