@@ -35,6 +35,7 @@ from mailbot.routing_commands import add_routing_commands
 from mailbot.web.commands import add_web_commands, console_beside, serve_demo
 
 if TYPE_CHECKING:
+    from mailbot.app.connections import Tried
     from mailbot.app.context import App
     from mailbot.app.reply import Preview
     from mailbot.config import Config
@@ -71,13 +72,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"database:  {maintenance.database_shown(config)}")
     print(f"templates: {config.templates}")
     print(f"agents:    {config.agents}")
+    tried = _check_connections(config, args.timeout) if args.connect else []
     for warning in maintenance.permission_warnings(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)
-    for warning in maintenance.return_path_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
+    if all(one.ok for one in tried if one.what == "database"):  # else: read nothing there
+        for warning in maintenance.return_path_warnings(config):
+            print(f"warning: {warning}", file=sys.stderr)
     for warning in config.outbox.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    return 0
+    return 0 if all(one.ok for one in tried) else 1
+
+
+def _check_connections(config: Config, timeout: float | None) -> list[Tried]:
+    """`check --connect`: one line per connection the worker will open, each tried; exit 1
+    when one fails, as `poll` does for a mailbox it could not reach."""
+    from mailbot.app.connections import DEFAULT_TIMEOUT, check_connections
+
+    tried = check_connections(config, DEFAULT_TIMEOUT if timeout is None else timeout)
+    width = max(len(one.what) for one in tried)
+    for one in tried:
+        state = "ok" if one.ok else "FAILED"
+        print(f"{one.what.ljust(width)}  {state:6}  {one.where}: {one.detail}")
+    return tried
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -826,6 +842,17 @@ def _mark(met: bool | None) -> str:
     return "met" if met else "NOT met" if met is not None else "n/a"
 
 
+def _positive_seconds(text: str) -> float:
+    """``--timeout``: a number of seconds above 0 (at most an hour: a typo, not a wait)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds, 0 to 3600")
+    return seconds
+
+
 def _retention_days(text: str) -> int:
     """``--days`` of a purge: a whole number of days from 1 to 36500. A negative one put
     the cut-off in the future and deleted every message; 0 was silently the configured."""
@@ -903,9 +930,21 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     top.add_argument("-q", "--quiet", action="store_true", help="warnings only, no table")
     commands = top.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="validate the configuration and templates").set_defaults(
-        func=cmd_check
+    check = commands.add_parser("check", help="validate the configuration and templates")
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also try the database, each IMAP account and SMTP (nothing written or sent);"
+        " exit 1 if one fails",
     )
+    check.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --connect: the longest wait of each connection (default 10,"
+        " or the server's timeout_seconds when shorter)",
+    )
+    check.set_defaults(func=cmd_check)
     poll = commands.add_parser("poll", help="process new mail in every mailbox")
     poll.add_argument("--once", action="store_true", required=True, help="one pass, then exit")
     poll.add_argument("--acknowledge-existing", action="store_true", help=ACK_EXISTING_HELP)

@@ -94,9 +94,13 @@ def return_path_warnings(config: Config) -> list[str]:
     url = make_url(config.database)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         return []  # nothing recorded yet (and check must not create a database)
-    store = Store(config.database)
+    # Read as it is: `check` migrates nothing (a database at another schema is the worker's
+    # or `mailbot migrate`'s to upgrade, and `check --connect` says which it is).
+    store = Store(config.database, migrate=False)
     found = []
     try:
+        if store.readable_version() != Store.head_version():
+            return []
         for name in config.mailboxes:
             missing, looked = store.missing_return_path_share(name)
             if (
