@@ -63,6 +63,24 @@ def plain_fit() -> training.Classifier:
     return training.fit(regression_samples(), c=20.0)
 
 
+def every_nth(folder: Path, n: int, into: Path) -> Path:
+    """A labelled folder of every ``n``th mail of ``folder`` (its labels.csv rows in order,
+    the mails copied), named as ``folder``: for the tests of ``routing train`` that check a
+    property of it (the order of the folders, the file's name, the part kept) rather than
+    what it learns, each fit of which grows with the mails (the whole regression set
+    took ~2 s of CPU per training)."""
+    with (folder / "labels.csv").open(encoding="utf-8", newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    kept = lines[1::n]
+    target = into / folder.name
+    target.mkdir(parents=True)
+    (target / "labels.csv").write_text(lines[0] + "".join(kept), encoding="utf-8")
+    for line in kept:
+        name = line.split(",", 1)[0]
+        shutil.copyfile(folder / name, target / name)
+    return target
+
+
 def facts(body: str, subject: str = "", mailbox: str = "general") -> RoutingInput:
     return RoutingInput(mailbox, subject, body, "usager@example.fr", "fr", False)
 
@@ -659,7 +677,8 @@ def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
     kept, _ = kept_and_refitted()
     assert kept.path is not None
     out = tmp_path / "model.npz"
-    data = ("--no-corrections", "--folds", "3", "--labelled", str(ROOT / "tests/data/routing"))
+    half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")  # the part kept
+    data = ("--no-corrections", "--folds", "3", "--labelled", str(half))
     keep = ("--keep-service-from", str(kept.path))
     refused = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--min-df", "1")
     assert refused.returncode != 0 and "--min-df" in refused.stderr
@@ -674,7 +693,8 @@ def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
         )
         assert model.meta["stack"] == kept.meta["stack"]
         assert model.meta["kept_from"]["data_hash"] == kept.meta["data_hash"]
-        assert model.meta["heads_data_hash"] == training.training_hash(regression_samples())
+        heads_data = training.load_labelled(CONFIG, half)
+        assert model.meta["heads_data_hash"] == training.training_hash(heads_data)
     else:  # refused: never written
         assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
 
@@ -799,8 +819,11 @@ def test_the_data_hash_covers_every_label_and_input_the_model_learns_from() -> N
 
 def test_training_does_not_depend_on_the_order_of_the_labelled_folders(tmp_path: Path) -> None:
     """The same mails, their folders given in another order: the same folds, so the same
-    k-fold figures (the refusal's) and the same model under the same name."""
-    folders = [str(ROOT / "tests/data/routing"), str(ROOT / "tests/data/corpus/train-9a")]
+    k-fold figures (the refusal's) and the same model under the same name. A third of each
+    folder (74 mails): the folds are cut by position, and another order moves mails between
+    folds whatever their number."""
+    sources = (ROOT / "tests/data/routing", ROOT / "tests/data/corpus/train-9a")
+    folders = [str(every_nth(folder, 3, tmp_path / "data")) for folder in sources]
     said = []
     for order in (folders, folders[::-1]):
         labelled = [arg for folder in order for arg in ("--labelled", folder)]
@@ -873,14 +896,16 @@ def test_train_names_the_model_by_its_data_and_its_settings(
     # Written whatever the k-fold says (the regression set alone is refused): the name is
     # what this test is about.
     monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
-    data = ["--no-corrections", "--labelled", str(ROOT / "tests/data/routing")]
+    half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")  # the name, not the fit
+    data = ["--no-corrections", "--labelled", str(half)]
     runs = ((), ("--c", "20"), ("--min-df", "1"), ("--folds", "3"))
     for extra in runs:
         args = ["--config", str(config), "routing", "train", "--folds", "2", *data, *extra]
         assert main(args) == 0
     written = sorted((tmp_path / "models").glob("routing-*.npz"))
     assert len(written) == len(runs), capsys.readouterr().out
-    version = training.training_hash(regression_samples())[:12]
+    version = training.training_hash(training.load_labelled(CONFIG, half))[:12]
+    assert version != training.training_hash(regression_samples())[:12]
     assert all(path.name.startswith(f"routing-{version}-") for path in written)
     assert len({load(path).meta["train_settings"]["c"] for path in written}) == 2
     shipped = compiled_routing(CONFIG)

@@ -5,7 +5,7 @@ text, text and HTML that say the same, a complete signature, no ``style=""``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from html.parser import HTMLParser
 
 from mailbot.core.parity import differences
@@ -126,13 +126,23 @@ def style_problems(renderer: Renderer, name: str) -> list[str]:
     ]
 
 
-def check_all(renderer: Renderer) -> dict[str, list[str]]:
-    """Render every template with its examples (required-only too) and in every language."""
+def check_all(renderer: Renderer, names: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Render every template with its examples (required-only too) and in every language.
+
+    ``names``: those templates only (an unknown one is a TemplateError), for a check of
+    the template just edited: each template costs its renderings in every language, and
+    the whole catalogue is most of a second. The shared partials' styles are checked
+    whatever the names, since every template includes them."""
+    known = renderer.names()
+    wanted = known if names is None else list(dict.fromkeys(names))
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise TemplateError(f"no such template: {', '.join(unknown)}")
     report: dict[str, list[str]] = {}
     partials = style_problems(renderer, PARTIALS_DIR)
     if partials:
         report[PARTIALS_DIR] = partials
-    for name in renderer.names():
+    for name in wanted:
         meta = renderer.meta(name)
         problems = style_problems(renderer, name)
         problems += check_template(renderer, name, meta.examples())
