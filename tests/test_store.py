@@ -754,11 +754,11 @@ def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_aga
         assert tx.folder_state("general", "INBOX") == FolderState(7, 42, later)
         tx.save_folder_state("general", "INBOX", 8, 0)
         tx.start_resync("general", "INBOX", later)
-        assert tx.resync_bound("general", "INBOX", 8) == later
-        assert tx.resync_bound("general", "INBOX", 7) is None
+        assert tx.resync_bounds("general", "INBOX", 8).resync_before == later
+        assert tx.resync_bounds("general", "INBOX", 7).resync_before is None
         tx.folder_read("general", "INBOX", 8, first)
         assert tx.folder_state("general", "INBOX") == FolderState(8, 0, first, None)
-        assert tx.resync_bound("general", "INBOX", 8) is None
+        assert tx.resync_bounds("general", "INBOX", 8).resync_before is None
 
 
 def test_closing_without_reply_leaves_an_answered_message_answered(store: Store) -> None:

@@ -772,6 +772,15 @@ class Pipeline:
         return self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
 
     # -----------------------------------------------------------------------------------
+    def _sending(
+        self, where: Where, mail: IncomingMail, decision: ArDecision
+    ) -> tuple[bool, ArStatus | None]:
+        """Whether what the mail is owed is sent now, and if not, why its owed AR is not
+        (``Where.withheld``: a UIDVALIDITY change, a restore). A backfill (send=False)
+        sends nothing, and records every owed AR as backfilled, whenever the mail came."""
+        withheld = where.withheld(mail) if decision.send and self.send else None
+        return self.send and withheld is None, withheld
+
     def _decide(
         self,
         rec: Direct,
@@ -786,9 +795,7 @@ class Pipeline:
         """What follows from the AR decision: a reference, the routing, the mails, the key."""
         probe, decision, parent_pk = policy
         handling = Handling()
-        # A backfill (send=False) records every mail so, whenever it arrived.
-        withheld = where.withheld(mail) if decision.send and self.send else None
-        send = self.send and withheld is None
+        send, withheld = self._sending(where, mail, decision)
         if decision.send and decision.recipient:
             handling = self._acknowledge(
                 rec, where.mailbox, mail, parsed, decision.recipient, probe, ahead, send
