@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -265,3 +266,32 @@ def test_a_moment_in_the_future_is_refused(site: Site, capsys: pytest.CaptureFix
     until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert site.run("restored", "--acknowledged-until", until) == 2
     assert "is in the future" in capsys.readouterr().err
+
+
+def test_a_moment_without_offset_is_in_the_configured_timezone(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--acknowledged-until 2026-03-14T08:00` is Paris time (rules.yaml's timezone), as
+    `outbox retry --since` reads it, and printed back in it."""
+    store = Store(site.url)
+    try:
+        with store.transaction() as tx:  # a folder followed, never read whole
+            tx.save_folder_state("general", "INBOX", 7, 0)
+    finally:
+        store.close()
+    paris = ZoneInfo("Europe/Paris")
+    now = datetime.now(paris).replace(second=0, microsecond=0)
+    # In the future in Paris; read as UTC it would be an hour or two ago, and taken.
+    ahead = (now + timedelta(minutes=5)).replace(tzinfo=None).isoformat()
+    assert site.run("restored", "--acknowledged-until", ahead) == 2
+    until = now - timedelta(minutes=1)
+    capsys.readouterr()
+    assert site.run("restored", "--acknowledged-until", until.replace(tzinfo=None).isoformat()) == 0
+    assert f"before {until:%Y-%m-%d %H:%M:%S} (Europe/Paris) gets no AR" in capsys.readouterr().out
+    store = Store(site.url)
+    try:
+        with store.transaction() as tx:
+            bounds = tx.resync_bounds("general", "INBOX", 7)
+    finally:
+        store.close()
+    assert bounds.restored_before == until
