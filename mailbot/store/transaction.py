@@ -570,14 +570,15 @@ class Transaction:
 
     def folder_read(self, mailbox: str, folder: str, uidvalidity: int, at: datetime) -> None:
         """Every mail that arrived before ``at`` was read under this UIDVALIDITY: the bound a
-        later UIDVALIDITY change keeps, and the end of a re-read after one. Only forward (a
-        late write from a slower reader never moves it back); another UIDVALIDITY's row is
-        left alone."""
+        later UIDVALIDITY change keeps, and the end of a re-read after one or after a
+        restore. Only forward (a late write from a slower reader never moves it back; one
+        of the same second still ends a restore's bound: two polls within a second, the
+        command between them); another UIDVALIDITY's row is left alone."""
         self.conn.execute(
             folders.update()
             .where(
                 *_this_folder(mailbox, folder, uidvalidity),
-                sa.or_(folders.c.read_until.is_(None), folders.c.read_until < at),
+                sa.or_(folders.c.read_until.is_(None), folders.c.read_until <= at),
             )
             .values(read_until=at, resync_before=None, restored_before=None)
         )
