@@ -51,6 +51,19 @@ def add_ops_commands(commands: Any) -> None:
     )
     rebuild.set_defaults(func=cmd_rebuild_indicators)
     add_outbox_commands(commands)
+    restored = commands.add_parser(
+        "restored",
+        help="after restoring a backup, before starting the workers: the mail that arrived"
+        " before the failure is recorded without a second AR",
+    )
+    restored.add_argument(
+        "--acknowledged-until",
+        required=True,
+        metavar="DATETIME",
+        help="when the lost database last worked (its failure): 2026-03-14T08:00, in the"
+        " configured timezone; mail that arrived before it gets no AR, later mail does",
+    )
+    restored.set_defaults(func=cmd_restored)
 
 
 def add_outbox_commands(commands: Any) -> None:
@@ -121,7 +134,50 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _moment(text: str, timezone: str) -> datetime:
+def cmd_restored(args: argparse.Namespace) -> int:
+    """Required moment, no default: "now" would withhold the AR of every mail that arrived
+    between the failure and the restore, which the lost database never saw."""
+    from zoneinfo import ZoneInfo
+
+    from mailbot.app.restore import restored
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
+    config = load_config(args.config)
+    until = _moment(args.acknowledged_until, config.timezone, "--acknowledged-until")
+    store = Store(config.database)
+    try:
+        done = restored(store, until, who=_login())
+    finally:
+        store.close()
+    zone = ZoneInfo(config.timezone)
+    bound = f"{until.astimezone(zone):%Y-%m-%d %H:%M:%S} ({config.timezone})"
+    print(f"{store.where}: restored; mail that arrived before {bound} gets no AR")
+    for folder in done.folders:
+        where = f"{folder.mailbox}/{folder.folder}"
+        if not folder.applies:
+            print(f"{where}: read past {bound} already, nothing withheld")
+            continue
+        state = "" if folder.changed else " (already marked)"
+        print(
+            f"{where}{state}: mail after UID {folder.last_uid} that arrived before the bound"
+            f" is recorded without AR; {folder.withheld} recorded so far"
+        )
+    for item in done.uncertain:
+        message = f", message #{item.message_pk}" if item.message_pk is not None else ""
+        print(f"outbox {item.id} ({item.kind}{message}): queued before the restore, uncertain")
+    if not done.folders:
+        print("no folder followed yet: nothing to withhold")
+    print(
+        "warning: a mail that arrived before the bound whose AR had not left when the"
+        " database failed gets none. The console shows them (« Accusé de réception présumé"
+        " envoyé »); run this command again after the first poll for each folder's count,"
+        " `mailbot status` gives the total"
+    )
+    return 0
+
+
+def _moment(text: str, timezone: str, option: str = "--since") -> datetime:
     """``2026-03-14`` or ``2026-03-14T08:00`` (an offset allowed), in ``timezone`` when
     it has none."""
     from zoneinfo import ZoneInfo
@@ -130,7 +186,7 @@ def _moment(text: str, timezone: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise MailbotError(
-            f"--since {text!r}: expected a date or a date and time (2026-03-14T08:00)"
+            f"{option} {text!r}: expected a date or a date and time (2026-03-14T08:00)"
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo(timezone))
 
@@ -239,6 +295,11 @@ def details(figures: Figures, now: datetime) -> list[str]:
     )
     for passed in figures.passed_over:
         lines.append(f"passed over, its quarantine refused (no AR, still on the server): {passed}")
+    if figures.restored:
+        lines.append(
+            f"restored: {figures.restored} message(s) recorded after a restore without AR"
+            " (AR presumed sent by the lost database; `mailbot restored` counts them by folder)"
+        )
     for mailbox in figures.quarantined:
         lines.append(
             f"{mailbox}: {figures.quarantined[mailbox]} quarantined,"

@@ -92,6 +92,7 @@ OTHER_MEANINGS = {
     "core/indicators.py": {"received", "pending", "transferred"},  # figure and column names
     "config.py": {"skip", "received"},  # missing_return_path: skip; a relay check
     "cli.py": {"reply", "report", "backfill", "quarantine", "transfer", "answered"},  # commands
+    "ops_commands.py": {"restored"},  # a command
     "core/workdays.py": {"forward"},  # numpy's roll="forward"
     "store/triggers.py": {"transferred"},  # a column the indicators' triggers watch
 }

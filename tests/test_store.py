@@ -72,7 +72,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0024"
+    assert store.schema_version() == Store.head_version() == "0025"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -100,7 +100,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0024"
+    assert again.schema_version() == "0025"
     assert len(again.messages()) == 1
     again.close()
 
@@ -754,11 +754,28 @@ def test_a_uidvalidity_change_keeps_the_moment_read_until_the_folder_is_read_aga
         assert tx.folder_state("general", "INBOX") == FolderState(7, 42, later)
         tx.save_folder_state("general", "INBOX", 8, 0)
         tx.start_resync("general", "INBOX", later)
-        assert tx.resync_bound("general", "INBOX", 8) == later
-        assert tx.resync_bound("general", "INBOX", 7) is None
+        assert tx.resync_bounds("general", "INBOX", 8).resync_before == later
+        assert tx.resync_bounds("general", "INBOX", 7).resync_before is None
         tx.folder_read("general", "INBOX", 8, first)
         assert tx.folder_state("general", "INBOX") == FolderState(8, 0, first, None)
-        assert tx.resync_bound("general", "INBOX", 8) is None
+        assert tx.resync_bounds("general", "INBOX", 8).resync_before is None
+
+
+def test_a_full_read_ends_a_restores_bound_even_within_the_same_second(store: Store) -> None:
+    """``mailbot restored`` between two polls of the same second (the moments are cut to
+    the second): the second poll's full read still ends the bound; a slower reader's older
+    moment neither moves ``read_until`` back nor ends it."""
+    read, bound = datetime(2026, 11, 5, 10, 0, tzinfo=UTC), datetime(2026, 11, 5, 11, tzinfo=UTC)
+    with store.transaction() as tx:
+        tx.save_folder_state("general", "INBOX", 7, 42)
+        tx.folder_read("general", "INBOX", 7, read)
+        (folder,) = tx.followed_folders()
+        tx.restore_folder(folder.id, bound)
+        tx.folder_read("general", "INBOX", 7, read - timedelta(seconds=1))
+        assert tx.resync_bounds("general", "INBOX", 7).restored_before == bound
+        tx.folder_read("general", "INBOX", 7, read)
+        assert tx.resync_bounds("general", "INBOX", 7).restored_before is None
+        assert tx.folder_state("general", "INBOX") == FolderState(7, 42, read)
 
 
 def test_closing_without_reply_leaves_an_answered_message_answered(store: Store) -> None:

@@ -157,16 +157,43 @@ class Where:
     # The UID whose recording met a transient database error at the last poll(s), and how
     # many times in a row, as the folder's row keeps them (``Pipeline._transient``).
     transient: tuple[int, int] = (0, 0)
+    # After a restore, until the folder is read whole: mail that arrived before this moment
+    # was acknowledged by the lost database (``mailbot restored``, app/restore).
+    restored_before: datetime | None = None
 
     @property
     def folder_key(self) -> tuple[str, str, int]:
         return self.mailbox, self.folder, self.uidvalidity
+
+    def bounded(self, tx: Transaction) -> Where:
+        """This folder with the bounds its row holds now (``Transaction.resync_bounds``)."""
+        bounds = tx.resync_bounds(*self.folder_key)
+        return replace(
+            self, resync_before=bounds.resync_before, restored_before=bounds.restored_before
+        )
 
     def arrived_before_resync(self, mail: IncomingMail) -> bool:
         """Whether this mail was in the folder before its UIDVALIDITY changed: not in the
         database, it is older than a backfill's ``--since`` or purged by retention, and
         never acknowledged now (see ``Pipeline.start_folder``)."""
         return self.resync_before is not None and mail.internaldate < self.resync_before
+
+    def arrived_before_restore(self, mail: IncomingMail) -> bool:
+        """Whether this mail arrived before the failure of the database this one was
+        restored from a backup of (and after the backup, or the database would hold it):
+        that database presumably acknowledged it, so no AR is sent again."""
+        return self.restored_before is not None and mail.internaldate < self.restored_before
+
+    def withheld(self, mail: IncomingMail) -> ArStatus | None:
+        """Why an AR owed to this mail is not sent (None: it is): it arrived before a
+        UIDVALIDITY change (recorded as a backfill records it) or before a restore's bound
+        (presumed sent). The UIDVALIDITY's bound is the older: the mail before it was read
+        under the old one, by this database or, after a restore, by none."""
+        if self.arrived_before_resync(mail):
+            return ArStatus.BACKFILL
+        if self.arrived_before_restore(mail):
+            return ArStatus.RESTORED
+        return None
 
 
 @dataclass(frozen=True)
@@ -347,7 +374,7 @@ class Pipeline:
         with self.store.transaction() as tx:
             tx.claim_unhandled(existing)
             tx.add_event(existing, EventKind.RETRIED, "")
-            where = replace(where, resync_before=tx.resync_bound(*where.folder_key))
+            where = where.bounded(tx)
             return self._record(Direct(tx), where, mail, parsed, existing)
 
     def process_passed_over(self, passed: PassedOver, mail: IncomingMail) -> Outcome:
@@ -408,7 +435,7 @@ class Pipeline:
         parsed: ParsedMessage,
     ) -> Outcome:
         with scope() as rec:
-            where = replace(where, resync_before=rec.tx.resync_bound(*where.folder_key))
+            where = where.bounded(rec.tx)
             return self._record(rec, where, mail, parsed, None)
 
     def process_batch(
@@ -495,9 +522,7 @@ class Pipeline:
                 self.store.batch() as tx,
             ):
                 where = replace(
-                    where,
-                    resync_before=tx.resync_bound(*where.folder_key),
-                    transient=tx.transient_attempts(*where.folder_key),
+                    where.bounded(tx), transient=tx.transient_attempts(*where.folder_key)
                 )
                 rec = Batched(tx, where.mailbox, ()) if batched else Direct(tx)
                 read_to = 0
@@ -524,10 +549,16 @@ class Pipeline:
         except _AttemptFailed as failed:  # rolled back: its count kept for the next poll
             self._keep_attempts(where, failed.uid, failed.count)
             raise
-        if unsent:
+        if unsent.resync:
             log.warning(
                 "uidvalidity changed: mail that arrived before it recorded without AR",
-                extra={"mailbox": where.mailbox, "folder": where.folder, "mails": unsent},
+                extra={"mailbox": where.mailbox, "folder": where.folder, "mails": unsent.resync},
+            )
+        if unsent.restored:
+            log.warning(
+                "restored database: mail that arrived before the failure recorded without AR"
+                " (presumed sent by the lost database)",
+                extra={"mailbox": where.mailbox, "folder": where.folder, "mails": unsent.restored},
             )
         if refused is not None:
             raise StoreError(
@@ -741,6 +772,15 @@ class Pipeline:
         return self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
 
     # -----------------------------------------------------------------------------------
+    def _sending(
+        self, where: Where, mail: IncomingMail, decision: ArDecision
+    ) -> tuple[bool, ArStatus | None]:
+        """Whether what the mail is owed is sent now, and if not, why its owed AR is not
+        (``Where.withheld``: a UIDVALIDITY change, a restore). A backfill (send=False)
+        sends nothing, and records every owed AR as backfilled, whenever the mail came."""
+        withheld = where.withheld(mail) if decision.send and self.send else None
+        return self.send and withheld is None, withheld
+
     def _decide(
         self,
         rec: Direct,
@@ -755,7 +795,7 @@ class Pipeline:
         """What follows from the AR decision: a reference, the routing, the mails, the key."""
         probe, decision, parent_pk = policy
         handling = Handling()
-        send = self.send and not where.arrived_before_resync(mail)
+        send, withheld = self._sending(where, mail, decision)
         if decision.send and decision.recipient:
             handling = self._acknowledge(
                 rec, where.mailbox, mail, parsed, decision.recipient, probe, ahead, send
@@ -770,7 +810,7 @@ class Pipeline:
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             reference=handling.reference,
             parent_id=parent_pk,
-            ar_status=_ar_status(plan, decision, send),
+            ar_status=_ar_status(plan, decision, send, withheld),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
             language=_language(handling, decision, parsed),
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
@@ -786,7 +826,7 @@ class Pipeline:
         rec.events(
             message_pk,
             (EventKind.RECEIVED, parsed.content_type),
-            (DECISION_EVENTS[row.decision], ",".join(decision.reasons)),
+            (_decision_event(row), ",".join(decision.reasons)),
             *_plan_events(plan),
         )
         if plan is not None:
@@ -1027,22 +1067,42 @@ def _still_quarantined(mailbox: str, existing: int, exc: Exception) -> None:
 
 def _recorded_without_ar(
     tx: Transaction, where: Where, mails: Sequence[Prepared], done: Sequence[Outcome]
-) -> int:
+) -> Withheld:
     """How many of a part's mails an AR was owed to but that arrived before a UIDVALIDITY
-    change (``Where.arrived_before_resync``): recorded as a backfill records them, never
-    sent; an event in the part's transaction says how many, for the journal of the folder."""
-    unsent = sum(
-        outcome.decision == Decision.ACKNOWLEDGE and where.arrived_before_resync(prepared.mail)
-        for prepared, outcome in zip(mails, done, strict=False)
-    )
-    if unsent:
+    change (``Where.arrived_before_resync``: recorded as a backfill records them) or before
+    a restore's bound (``Where.arrived_before_restore``: presumed sent by the lost
+    database), never sent; an event in the part's transaction says how many, for the
+    journal of the folder (and `mailbot restored`'s count of the latter)."""
+    resync = restored = 0
+    for prepared, outcome in zip(mails, done, strict=False):
+        if outcome.decision != Decision.ACKNOWLEDGE:
+            continue
+        withheld = where.withheld(prepared.mail)
+        resync += withheld == ArStatus.BACKFILL
+        restored += withheld == ArStatus.RESTORED
+    if resync:
         tx.add_event(
             None,
             EventKind.UIDVALIDITY_CHANGED,
-            f"{where.mailbox}/{where.folder}: {unsent} mail(s) that arrived before"
+            f"{where.mailbox}/{where.folder}: {resync} mail(s) that arrived before"
             f" {where.resync_before:%Y-%m-%d %H:%M:%S} UTC recorded without AR",
         )
-    return unsent
+    if restored:
+        tx.add_event(
+            None,
+            EventKind.RESTORED,
+            f"{where.mailbox}/{where.folder}: {restored} mail(s) that arrived before"
+            f" {where.restored_before:%Y-%m-%d %H:%M:%S} UTC recorded without AR"
+            " (AR presumed sent before the restore)",
+        )
+    return Withheld(resync, restored)
+
+
+class Withheld(NamedTuple):
+    """A part's mails recorded without the AR they were owed, by why (``Where.withheld``)."""
+
+    resync: int
+    restored: int
 
 
 def _why(where: Where, mail: IncomingMail, exc: Exception) -> tuple[str, str]:
@@ -1257,10 +1317,22 @@ def _plan_events(plan: Plan | None) -> list[tuple[EventKind, str]]:
     return found
 
 
-def _ar_status(plan: Plan | None, decision: ArDecision, send: bool) -> ArStatus:
+def _ar_status(
+    plan: Plan | None, decision: ArDecision, send: bool, withheld: ArStatus | None
+) -> ArStatus:
     if plan is not None:
         return ArStatus.PENDING
-    return ArStatus.BACKFILL if decision.send and not send else ArStatus.NONE
+    if decision.send and not send:
+        return withheld or ArStatus.BACKFILL
+    return ArStatus.NONE
+
+
+def _decision_event(row: NewMessage) -> EventKind:
+    """The event of the decision; for a mail acknowledged by the database lost before a
+    restore, the AR it presumably sent (the console's thread says so, not « préparé »)."""
+    if row.ar_status == ArStatus.RESTORED:
+        return EventKind.AR_PRESUMED_SENT
+    return DECISION_EVENTS[row.decision]
 
 
 def _language(handling: Handling, decision: ArDecision, parsed: ParsedMessage) -> str | None:

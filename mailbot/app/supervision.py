@@ -19,7 +19,7 @@ from mailbot.core import health
 from mailbot.core.clock import utcnow
 from mailbot.core.health import Check, Figures, FolderFigures, Limits
 from mailbot.core.incoming import PassedOver
-from mailbot.core.statuses import Health, ProbeStatus
+from mailbot.core.statuses import ArStatus, Health, ProbeStatus
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 from mailbot.errors import TransientStoreError
 from mailbot.store import Store, probes
@@ -139,6 +139,7 @@ def figures(config: Config, store: Store, now: datetime, extra: tuple[Check, ...
         passed_over=[p.location + ": " + p.why for p in passed],
         passed_over_per_mailbox=_per_mailbox(config, passed),
         extra=extra,
+        restored=sql.ar_counts(store).get(ArStatus.RESTORED, 0),
     )
 
 

@@ -47,6 +47,9 @@ class Figures:
     passed_over: Sequence[str] = ()  # each one's location and why
     passed_over_per_mailbox: Mapping[str, int] = field(default_factory=dict)  # (the metrics)
     extra: Sequence[Check] = field(default_factory=tuple)  # e.g. the probe's verdicts
+    # Messages recorded without AR after a restore (``mailbot restored``): the lost database
+    # presumably sent it; said, not graded (agents answer them as any other).
+    restored: int = 0
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,10 @@ class ArStatus(StrEnum):
 
     NONE = "none"  # no AR is owed
     BACKFILL = "backfill"  # owed once, but recorded by a backfill of history: never sent
+    # Owed, but the mail arrived before the failure a restored database was brought back
+    # from (``mailbot restored --acknowledged-until``): the lost database presumably sent
+    # its AR, so it is never sent again (app/restore).
+    RESTORED = "restored"
     PENDING = OutboxStatus.PENDING.value
     SENDING = OutboxStatus.SENDING.value
     SENT = OutboxStatus.SENT.value
@@ -110,6 +114,12 @@ class EventKind(StrEnum):
     SEND_REQUEUED = "send_requeued"
     ROUTING_CORRECTED = "routing_corrected"  # an agent changed the service or category
     UIDVALIDITY_CHANGED = "uidvalidity_changed"
+    # A database restored from a backup (``mailbot restored``): without a message, per
+    # folder, the bound set and how many mails the polls then recorded without AR; and per
+    # message recorded so, the AR the lost database presumably sent (``AR_PRESUMED_SENT``,
+    # in place of ``ar_queued``).
+    RESTORED = "restored"
+    AR_PRESUMED_SENT = "ar_presumed_sent"
     SENT_UNREADABLE = "sent_unreadable"
     # An incoming mail the database would not record even quarantined, attempt after
     # attempt: passed over (no message; the detail says where it is), for a person.

@@ -197,3 +197,30 @@ class Cluster:
         )
         with self.store.engine.connect() as conn:
             return [(outbox_item(row, raw=False), row.claimed_by) for row in conn.execute(query)]
+
+
+def running_worker(conn: Connection, now: datetime) -> str | None:
+    """A worker that looks alive now (its row or a lease it holds not expired), named for
+    an operator (host, pid, version); None when none does. A command that must not run
+    beside a worker (``mailbot restored``) refuses then; on PostgreSQL this is all it can
+    tell, SQLite's sole-worker lock says it surely (``SoleWorkerLock``)."""
+    held = conn.execute(
+        sa.select(leases.c.name, leases.c.version, workers.c.host, workers.c.pid)
+        .outerjoin(workers, workers.c.id == leases.c.holder)
+        .where(leases.c.expires_at > now)
+        .order_by(leases.c.name)
+        .limit(1)
+    ).first()
+    if held is not None:
+        who = f"{held.host or 'a host'} pid {held.pid or '?'} (mailbot {held.version})"
+        return f"a worker, {who}, holds the lease {held.name}"
+    alive = conn.execute(
+        sa.select(workers.c.version, workers.c.host, workers.c.pid)
+        .where(workers.c.role == WorkerRole.WORKER, workers.c.expires_at > now)
+        .order_by(workers.c.started_at)
+        .limit(1)
+    ).first()
+    if alive is not None:
+        who = f"{alive.host or 'a host'} pid {alive.pid or '?'} (mailbot {alive.version})"
+        return f"a worker, {who}, is running"
+    return None

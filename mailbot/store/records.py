@@ -21,6 +21,14 @@ class FolderState:
     resync_before: datetime | None = None
 
 
+class ResyncBounds(NamedTuple):
+    """Until a folder is read whole, the moments before which its mail gets no AR: after a
+    UIDVALIDITY change (``resync_before``), after a restore (``restored_before``)."""
+
+    resync_before: datetime | None
+    restored_before: datetime | None
+
+
 @dataclass(frozen=True)
 class NewMessage:
     """Everything recorded about one incoming mail, in one row."""

@@ -84,6 +84,10 @@ folders = sa.Table(
     # a cron of `poll --once` quarantines it at the third as `run` does (app/intake).
     sa.Column("transient_uid", sa.BigInteger),
     sa.Column("transient_count", sa.Integer, nullable=False, server_default="0"),
+    # After a restore (`mailbot restored --acknowledged-until`): the lost database worked
+    # until this moment, so mail that arrived before it and that this database does not
+    # hold was presumably acknowledged; recorded without AR until the folder is read whole.
+    sa.Column("restored_before", UTCDateTime),
     sa.UniqueConstraint("mailbox", "folder", name="uq_folders_mailbox_folder"),
 )
 messages = sa.Table(

@@ -32,6 +32,7 @@ from mailbot.store.records import (
     KnownRow,
     NewMessage,
     OutboxItem,
+    ResyncBounds,
     outbox_item,
 )
 from mailbot.store.schema import (
@@ -451,7 +452,7 @@ def _driver_many(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]) -> 
 
 # A part's two folder statements (a part is ~6-10 mails when claims cut it, issue 14): built
 # and compiled at each call they cost ~175 and ~195 µs of CPU, ~40 and ~11 µs like this.
-_RESYNC_BOUND = sa.select(folders.c.resync_before).where(
+_RESYNC_BOUND = sa.select(folders.c.resync_before, folders.c.restored_before).where(
     folders.c.mailbox == _param("mailbox"),
     folders.c.folder == _param("folder"),
     folders.c.uidvalidity == _param("uidvalidity"),
@@ -569,23 +570,65 @@ class Transaction:
 
     def folder_read(self, mailbox: str, folder: str, uidvalidity: int, at: datetime) -> None:
         """Every mail that arrived before ``at`` was read under this UIDVALIDITY: the bound a
-        later UIDVALIDITY change keeps, and the end of a re-read after one. Only forward (a
-        late write from a slower reader never moves it back); another UIDVALIDITY's row is
-        left alone."""
+        later UIDVALIDITY change keeps, and the end of a re-read after one or after a
+        restore. Only forward (a late write from a slower reader never moves it back; one
+        of the same second still ends a restore's bound: two polls within a second, the
+        command between them); another UIDVALIDITY's row is left alone."""
         self.conn.execute(
             folders.update()
             .where(
                 *_this_folder(mailbox, folder, uidvalidity),
-                sa.or_(folders.c.read_until.is_(None), folders.c.read_until < at),
+                sa.or_(folders.c.read_until.is_(None), folders.c.read_until <= at),
             )
-            .values(read_until=at, resync_before=None)
+            .values(read_until=at, resync_before=None, restored_before=None)
         )
 
-    def resync_bound(self, mailbox: str, folder: str, uidvalidity: int) -> datetime | None:
-        """While a folder is read again after a UIDVALIDITY change: the moment before which
-        its mail arrived under the old one (None otherwise)."""
+    def resync_bounds(self, mailbox: str, folder: str, uidvalidity: int) -> ResyncBounds:
+        """Until a folder is read whole: after a UIDVALIDITY change, the moment before which
+        its mail arrived under the old one; after a restore, the moment until which the
+        lost database acknowledged it (``restore_folder``). None when there is none."""
         found = {"mailbox": mailbox, "folder": folder, "uidvalidity": uidvalidity}
-        return self.conn.execute(_RESYNC_BOUND, found).scalar()
+        row = self.conn.execute(_RESYNC_BOUND, found).first()
+        if row is None:
+            return ResyncBounds(None, None)
+        return ResyncBounds(row.resync_before, row.restored_before)
+
+    def followed_folders(self) -> list[sa.Row[Any]]:
+        """Every folder this database follows (mailbox, folder, its mark and bounds)."""
+        return list(
+            self.conn.execute(sa.select(folders).order_by(folders.c.mailbox, folders.c.folder))
+        )
+
+    def restore_folder(self, folder_id: int, before: datetime) -> None:
+        """A database restored from a backup: the folder's mail that arrived before
+        ``before`` (the lost database's last working moment) and that this one does not
+        hold is recorded without an AR until the folder is read whole (``folder_read``)."""
+        self.conn.execute(
+            folders.update().where(folders.c.id == folder_id).values(restored_before=before)
+        )
+
+    def queued_before(self, before: datetime) -> list[OutboxItem]:
+        """The outbox items queued before ``before`` and still waiting or leaving (pending,
+        sending), without their bytes."""
+        query = (
+            sa.select(outbox)
+            .where(
+                outbox.c.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)),
+                outbox.c.created_at < before,
+            )
+            .order_by(outbox.c.id)
+        )
+        return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
+
+    def restored_counts(self) -> dict[tuple[str, str], int]:
+        """Per mailbox and folder, the messages recorded without the AR the database lost
+        before a restore presumably sent (``ar_status`` ``restored``)."""
+        query = (
+            sa.select(messages.c.mailbox, messages.c.folder, sa.func.count())
+            .where(messages.c.ar_status == ArStatus.RESTORED)
+            .group_by(messages.c.mailbox, messages.c.folder)
+        )
+        return {(m, f): int(n) for m, f, n in self.conn.execute(query)}
 
     def transient_attempts(self, mailbox: str, folder: str, uidvalidity: int) -> tuple[int, int]:
         """The UID of this folder (under this UIDVALIDITY) whose recording last met a

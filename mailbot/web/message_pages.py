@@ -35,6 +35,9 @@ EVENT_LABELS = {
     "received": "Courriel reçu",
     "ar_queued": "Accusé de réception préparé",
     "ar_sent": "Accusé de réception envoyé",
+    # Recorded after a restore of the database (``mailbot restored``): the lost database
+    # presumably sent it; nothing was sent again.
+    "ar_presumed_sent": "Accusé de réception présumé envoyé (base restaurée, non renvoyé)",
     "follow_up": "Relance de l'usager",
     "transferred": "Transmis à un service",
     "reoriented": "Réorienté",

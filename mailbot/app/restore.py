@@ -1,0 +1,145 @@
+"""A database restored from a backup acknowledges nothing a second time.
+
+A restored database (a SQLite file copied back, a ``pg_restore``) remembers each folder's
+UID mark as it was at the backup: every mail that arrived since is read again, and the
+lost database had acknowledged it up to its failure. mailbot opens mailboxes read-only
+(EXAMINE), so nothing on the server says which mail was answered; the operator says when
+the lost database last worked (``mailbot restored --acknowledged-until``), and ``restored``
+writes that moment on every folder the database follows (``folders.restored_before``). Until
+a folder is read whole, the intake records a mail that arrived before it and that this
+database does not hold without an AR (``ar_status`` ``restored``, an ``ar_presumed_sent``
+event), as a UIDVALIDITY change's bound does (``Where.withheld``); later mail gets its AR.
+The mail whose AR never left before the failure gets none: each folder's count is printed
+(by a later run too), and they stay in the console's queue, to be answered as any other,
+counted in the indicators as any citizen's mail (not among the ARs sent: none is known).
+
+The mail the restored database still had queued (pending, or leaving) may have left from
+the lost one after the backup: it is settled ``uncertain`` (never sent again, flagged for a
+person), as a send a crash interrupted is. Refused while a worker runs (it would read the
+folders meanwhile); running it again with the same moment changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from mailbot.app.delivery import set_status
+from mailbot.core.clock import Clock, utcnow
+from mailbot.core.statuses import EventKind, OutboxStatus
+from mailbot.errors import ClusterError, RequestError
+from mailbot.store import OutboxItem, Store
+from mailbot.store.cluster import running_worker, sole_worker_lock
+
+
+@dataclass(frozen=True)
+class FolderBound:
+    """One folder after ``restored``: its mark as the backup left it, whether the bound
+    applies to it, and the mail recorded without AR because of it so far."""
+
+    mailbox: str
+    folder: str
+    last_uid: int
+    read_until: datetime | None  # every mail before it is in this database
+    applies: bool  # False: the folder was read past the bound already (nothing to withhold)
+    changed: bool  # False: the bound was already this one (a second run)
+    withheld: int  # messages recorded without AR (``ar_status`` restored), so far
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What ``restored`` did: each folder's bound, the queued mail settled uncertain."""
+
+    until: datetime
+    folders: list[FolderBound]
+    uncertain: list[OutboxItem]
+
+    @property
+    def withheld(self) -> int:
+        return sum(f.withheld for f in self.folders)
+
+
+def restored(store: Store, until: datetime, *, who: str = "", clock: Clock = utcnow) -> Restored:
+    """Mark the database as restored: every followed folder's mail that arrived before
+    ``until`` (aware: the moment the lost database last worked) and that this database
+    does not hold is recorded without an AR; the mail still queued before ``until`` is
+    settled uncertain. One transaction; refused (ClusterError) while a worker runs, and
+    for a moment in the future (RequestError: mail arriving until then would get no AR).
+    ``who``: the operator, named in the events."""
+    now = clock()
+    if until.tzinfo is None:
+        raise ValueError("until must be an aware datetime")
+    if until > now:
+        raise RequestError(
+            "--acknowledged-until",
+            f"{until.isoformat()}",
+            "is in the future: the mail that arrives until then would get no AR. Give the"
+            " moment the lost database last worked (its failure)",
+        )
+    lock = sole_worker_lock(store)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except ClusterError:
+            raise ClusterError(_refusal(store, "a worker is running on it")) from None
+    try:
+        return _restore(store, until, who, now)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _refusal(store: Store, why: str) -> str:
+    return (
+        f"cannot mark the database {store.where} as restored: {why}. Stop every worker"
+        " first (`systemctl stop mailbot` on each host), run `mailbot restored` again, then"
+        " start them."
+    )
+
+
+def _restore(store: Store, until: datetime, who: str, now: datetime) -> Restored:
+    by = f" by {who}" if who else ""
+    with store.transaction() as tx:
+        if store.engine.dialect.name != "sqlite":  # SQLite: the sole-worker lock, surer, is held
+            running = running_worker(tx.conn, now)
+            if running is not None:
+                raise ClusterError(_refusal(store, running))
+        counts = tx.restored_counts()
+        bounds = []
+        for row in tx.followed_folders():
+            # The event that marks it names the bound exactly: a second run finds it, even
+            # once the folder was read and its bound cleared (``Transaction.folder_read``).
+            mark = f"{row.mailbox}/{row.folder}: restored, acknowledged until {until.isoformat()}"
+            done = row.restored_before == until or tx.has_event(EventKind.RESTORED, mark)
+            applies = done or row.read_until is None or row.read_until < until
+            changed = applies and not done
+            if changed:
+                tx.restore_folder(row.id, until)
+                tx.add_event(
+                    None,
+                    EventKind.RESTORED,
+                    f"{mark}{by}: mail that arrived before it, after UID {row.last_uid},"
+                    " recorded without AR (AR presumed sent by the lost database)",
+                )
+            withheld = counts.get((row.mailbox, row.folder), 0)
+            bound = FolderBound(
+                row.mailbox,
+                row.folder,
+                int(row.last_uid),
+                row.read_until,
+                applies,
+                changed,
+                withheld,
+            )
+            bounds.append(bound)
+        uncertain = tx.queued_before(until)
+        for item in uncertain:
+            error = "queued before a restore: may have left from the lost database"
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=error)
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id}: queued before the database was restored{by}, it may have"
+                " left from the lost one: never sent again",
+            )
+    return Restored(until, bounds, uncertain)
