@@ -670,7 +670,9 @@ def test_a_kept_service_part_decides_every_service_as_before(tmp_path: Path) -> 
         assert before.confidence["service"] == after.confidence["service"]
 
 
-def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
+def test_train_keeps_the_service_part_of_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``routing train --keep-service-from MODEL``: the file holds MODEL's service part and a
     header naming MODEL's data; ``--min-df`` (the vocabulary is MODEL's) is refused before a
     mail is read."""
@@ -683,20 +685,19 @@ def test_train_keeps_the_service_part_of_a_model(tmp_path: Path) -> None:
     refused = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--min-df", "1")
     assert refused.returncode != 0 and "--min-df" in refused.stderr
     assert "training data" not in refused.stdout
+    # A model fitted on half the regression set may evaluate worse than the rules and be
+    # refused (the refusal has its own tests): accepted here, so that the file is written.
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
     done = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--out", str(out))
-    assert "rules alone" in done.stdout, done.stderr
-    if done.returncode == 0:
-        model = load(out)
-        assert all(
-            np.array_equal(a, b)
-            for a, b in zip(service_part(kept), service_part(model), strict=True)
-        )
-        assert model.meta["stack"] == kept.meta["stack"]
-        assert model.meta["kept_from"]["data_hash"] == kept.meta["data_hash"]
-        heads_data = training.load_labelled(CONFIG, half)
-        assert model.meta["heads_data_hash"] == training.training_hash(heads_data)
-    else:  # refused: never written
-        assert done.returncode == 1 and "refused" in done.stdout and not out.exists()
+    assert done.returncode == 0 and "rules alone" in done.stdout, done.stderr
+    model = load(out)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(service_part(kept), service_part(model), strict=True)
+    )
+    assert model.meta["stack"] == kept.meta["stack"]
+    assert model.meta["kept_from"]["data_hash"] == kept.meta["data_hash"]
+    heads_data = training.load_labelled(CONFIG, half)
+    assert model.meta["heads_data_hash"] == training.training_hash(heads_data)
 
 
 def test_a_probe_mail_is_never_corrected_nor_trained_on(tmp_path: Path) -> None:
