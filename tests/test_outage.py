@@ -94,6 +94,8 @@ def test_a_mail_deferred_past_ten_attempts_waits_for_its_lifetime_then_fails_kep
         delays.append((current.next_attempt_at - clock.now).total_seconds())
         clock.now = current.next_attempt_at  # due
     assert delays[:8] == [30, 60, 120, 240, 480, 960, 1920, 3600]  # doubling, then the cap
+    # in the thread at the 1st, 2nd, 4th and 8th deferral only, not 15 times
+    assert [e.kind for e in store.events()].count("send_deferred") == 4
     assert set(delays[8:]) == {3600}
     assert clock.now - current.created_at < timedelta(hours=12)
 

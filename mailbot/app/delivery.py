@@ -94,6 +94,15 @@ def retry_delay(attempts: int, config: OutboxConfig) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def told_of(attempts: int) -> bool:
+    """Whether a deferral at this attempt gets an event and a WARNING: the 1st, 2nd, 4th,
+    8th… (and a retry after a shutdown, attempt 0). A relay down for the 5 days a mail may
+    wait defers it ~125 times (hourly once the back-off is capped): each in the message's
+    thread, and in the journal for each mail queued, buried what an agent or IT must see;
+    eight say the same, the attempt count and the error still on the outbox row."""
+    return attempts & (attempts - 1) == 0
+
+
 def set_status(tx: Transaction, item: OutboxItem, status: OutboxStatus, **values: object) -> None:
     """Change a queued mail's status, and its message's (``mirror``)."""
     tx.set_outbox_status(item.id, status, **values)
@@ -342,8 +351,12 @@ class Outbox:
             claimed_by=None,  # any worker may retry it
         ):
             return _untouched
-        tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
-        log.warning("send deferred", extra={"outbox": item.id, "error": safe_error(error)})
+        extra = {"outbox": item.id, "attempts": attempts, "error": safe_error(error)}
+        if told_of(attempts):
+            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, str(error))
+            log.warning("send deferred", extra=extra)
+        else:
+            log.debug("send deferred", extra=extra)
         return _retried
 
     def _retry_later(
