@@ -63,6 +63,15 @@ def add_ops_commands(commands: Any) -> None:
         help="when the lost database last worked (its failure): 2026-03-14T08:00, in the"
         " configured timezone; mail that arrived before it gets no AR, later mail does",
     )
+    restored.add_argument(
+        "--skip-references",
+        type=int,
+        default=None,
+        metavar="N",
+        help="numbers every reference counter skips, given by the lost database after the"
+        " backup (default 10000: weeks of mail; a gap is harmless, a reference given twice"
+        " is not); once per moment",
+    )
     restored.set_defaults(func=cmd_restored)
 
 
@@ -139,7 +148,7 @@ def cmd_restored(args: argparse.Namespace) -> int:
     between the failure and the restore, which the lost database never saw."""
     from zoneinfo import ZoneInfo
 
-    from mailbot.app.restore import restored
+    from mailbot.app.restore import SKIP_REFERENCES, restored
     from mailbot.config import load_config
     from mailbot.store import Store
 
@@ -147,7 +156,16 @@ def cmd_restored(args: argparse.Namespace) -> int:
     until = _moment(args.acknowledged_until, config.timezone, "--acknowledged-until")
     store = Store(config.database)
     try:
-        done = restored(store, until, who=_login())
+        done = restored(
+            store,
+            until,
+            prefix=config.sender.reference_prefix,
+            timezone=config.timezone,
+            skip_references=SKIP_REFERENCES
+            if args.skip_references is None
+            else args.skip_references,
+            who=_login(),
+        )
     finally:
         store.close()
     zone = ZoneInfo(config.timezone)
@@ -168,6 +186,9 @@ def cmd_restored(args: argparse.Namespace) -> int:
         print(f"outbox {item.id} ({item.kind}{message}): queued before the restore, uncertain")
     if not done.folders:
         print("no folder followed yet: nothing to withhold")
+    state = "" if done.counters_moved else " (already moved by a run with this moment)"
+    for counter in done.counters:
+        print(f"references {counter.series}{state}: next {counter.next_reference}")
     print(
         "warning: a mail that arrived before the bound whose AR had not left when the"
         " database failed gets none. The console shows them (« Accusé de réception présumé"

@@ -10,6 +10,8 @@ that arrives after the bound is dated by the test, a few seconds after it."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from test_e2e import citizen_mail, etrangers_user, poll, write_config
 
 from mailbot.app.cluster import this_worker
 from mailbot.app.delivery import Outbox
+from mailbot.app.restore import SKIP_REFERENCES, restored
 from mailbot.cli import main
 from mailbot.config import OutboxConfig
 from mailbot.mail.smtp import SmtpTransport
@@ -177,7 +180,7 @@ def test_a_restored_database_never_acknowledges_again_the_mail_of_before_the_fai
     assert site.run("restored", "--acknowledged-until", failed_at.isoformat()) == 0
     out = capsys.readouterr().out
     assert "general/INBOX (already marked): " in out and "3 recorded so far" in out
-    assert len(site.rows(query)) == 3  # and the etrangers folder's, marked once
+    assert len(site.rows(query)) == 4  # and the etrangers folder's and the counters', once
     assert poll(site.config) == 0
     assert len(site.smtp.messages) == 5
 
@@ -196,7 +199,8 @@ def test_running_it_twice_before_the_poll_is_harmless(
     capsys.readouterr()
     assert site.run("restored", "--acknowledged-until", until) == 0
     assert "general/INBOX (already marked)" in capsys.readouterr().out
-    assert site.rows("SELECT count(*) FROM events WHERE kind = 'restored'") == [(2,)]  # a folder
+    # One a folder, one for the reference counters.
+    assert site.rows("SELECT count(*) FROM events WHERE kind = 'restored'") == [(3,)]
     assert poll(site.config) == 0
     assert len(site.smtp.messages) == 4
     assert site.rows("SELECT count(*) FROM messages WHERE ar_status = 'restored'") == [(3,)]
@@ -295,3 +299,148 @@ def test_a_moment_without_offset_is_in_the_configured_timezone(
     finally:
         store.close()
     assert bounds.restored_before == until
+
+
+def ar_references(smtp: SmtpServer) -> dict[str, str]:
+    """The reference each AR at the sink gave, by recipient (``[SM-2026-000123]`` in its
+    subject)."""
+    found = {}
+    for item in smtp.messages:
+        msg = email.message_from_bytes(item.raw, policy=email.policy.default)
+        found[item.rcpt_tos[0]] = str(msg["Subject"]).split("[", 1)[1].split("]", 1)[0]
+    return found
+
+
+def series_and_number(reference: str) -> tuple[str, int]:
+    """``SM-2026-000123``: ``("SM-2026", 123)``; numbers compare within a series only."""
+    series, _, number = reference.rpartition("-")
+    return series, int(number)
+
+
+def test_no_reference_the_lost_database_gave_is_given_again(
+    site: Site, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lost database numbered 3 mails after the backup; an agent moved one of them out
+    of the inbox before the restore. The restored counter skips past them: the 2 read
+    again and a new mail get references above all the lost ones (without the skip, the
+    new mail got the lost database's last one), and the citizen whose mail was moved,
+    writing again with the reference of its AR, is new mail (an AR), not a relance of
+    someone else's message. A second run does not move the counters again."""
+    backup, failed_at = acknowledged_after_a_backup(site)
+    lost = ar_references(site.smtp)
+    assert len(set(lost.values())) == 4
+    with site.general.connect() as client:  # an agent files mail 3 away
+        client.create_folder("Archives")
+        client.select_folder("INBOX")
+        (uid,) = client.search(["FROM", "apres3@example.fr"])
+        client.move([uid], "Archives")
+    site.restore(backup, postgres_of(site, request))
+    site.general.append(
+        citizen_mail(5, sender="pendant@example.fr"), internaldate=failed_at + timedelta(seconds=2)
+    )
+
+    capsys.readouterr()
+    assert site.run("restored", "--acknowledged-until", failed_at.isoformat()) == 0
+    out = capsys.readouterr().out
+
+    assert poll(site.config) == 0
+    assert recipients(site.smtp)[4:] == ["pendant@example.fr"]
+    query = "SELECT sender, ar_status, reference FROM messages WHERE uid > 1 ORDER BY uid"
+    rows = site.rows(query)
+    assert [row[:2] for row in rows] == [
+        ("apres2@example.fr", "restored"),
+        ("apres4@example.fr", "restored"),
+        ("pendant@example.fr", "sent"),
+    ]
+    new = ar_references(site.smtp)["pendant@example.fr"]
+    assert new == rows[2][2]
+    assert new not in lost.values(), f"the new mail got {new}, given by the lost database"
+    highest: dict[str, int] = {}
+    for reference in lost.values():
+        lost_series, number = series_and_number(reference)
+        highest[lost_series] = max(number, highest.get(lost_series, 0))
+    for _, _, reference in rows:
+        given_series, number = series_and_number(reference)
+        assert number > highest.get(given_series, 0), (reference, sorted(lost.values()))
+
+    series, before = series_and_number(lost["avant@example.fr"])  # numbered before the backup
+    assert f"references {series}: next {series}-{before + SKIP_REFERENCES + 1:06d}" in out
+
+    # The moved mail's citizen writes again, quoting the reference of the lost AR.
+    again = citizen_mail(
+        6,
+        sender="apres3@example.fr",
+        subject=f"Re: Accusé de réception [{lost['apres3@example.fr']}] : Demande",
+    )
+    site.general.append(again)
+    assert poll(site.config) == 0
+    assert recipients(site.smtp)[5:] == ["apres3@example.fr"]
+    (row,) = site.rows("SELECT decision, parent_id, reference FROM messages WHERE uid = 6")
+    assert row[:2] == ("acknowledge", None)
+    given_series, number = series_and_number(row[2])
+    assert number > highest.get(given_series, 0)
+
+    counters = "SELECT name, value FROM counters WHERE name LIKE 'reference-%' ORDER BY name"
+    numbered = site.rows(counters)
+    capsys.readouterr()
+    assert site.run("restored", "--acknowledged-until", failed_at.isoformat()) == 0
+    out = capsys.readouterr().out
+    assert f"references {series} (already moved by a run with this moment): next" in out
+    assert site.rows(counters) == numbered
+
+
+def test_a_reference_the_database_never_gave_is_new_mail(site: Site) -> None:
+    """A subject quoting a reference of ours that this database does not know (another
+    database's: a restore's lost one) threads nothing: the mail gets its AR."""
+    site.general.append(citizen_mail(1, sender="avant@example.fr"))
+    assert poll(site.config, acknowledge_existing=True) == 0
+    (given,) = ar_references(site.smtp).values()
+    series, number = series_and_number(given)
+    unknown = f"{series}-{number + 5:06d}"
+    site.general.append(citizen_mail(2, sender="autre@example.fr", subject=f"Dossier {unknown}"))
+    assert poll(site.config) == 0
+    assert recipients(site.smtp) == ["avant@example.fr", "autre@example.fr"]
+    query = "SELECT decision, parent_id, ar_status, reference FROM messages WHERE uid = 2"
+    (row,) = site.rows(query)
+    assert row == ("acknowledge", None, "sent", ar_references(site.smtp)["autre@example.fr"])
+    assert row[3] != unknown
+
+
+def test_the_counters_of_a_december_backup_restored_in_january(database: str) -> None:
+    """Every reference counter moves (an older prefix's too), and the new year's, which
+    the backup does not hold, is made past the skip: the lost database gave its first
+    numbers in January. The same moment again, in another offset, moves nothing."""
+    paris = ZoneInfo("Europe/Paris")
+    store = Store(database)
+    try:
+        with store.transaction() as tx:
+            for _ in range(3):
+                tx.next_reference("SM", 2025)
+            tx.next_reference("OLD", 2024)
+        until = datetime(2026, 1, 5, 9, 0, tzinfo=paris)
+        now = datetime(2026, 1, 6, 10, 0, tzinfo=paris)
+        for moment in (until, until.astimezone(UTC)):
+            done = restored(
+                store,
+                moment,
+                prefix="SM",
+                timezone="Europe/Paris",
+                skip_references=500,
+                clock=lambda: now,
+            )
+            assert done.counters_moved is (moment is until)
+            assert [(c.series, c.next_reference) for c in done.counters] == [
+                ("OLD-2024", "OLD-2024-000502"),
+                ("SM-2025", "SM-2025-000504"),
+                ("SM-2026", "SM-2026-000501"),
+            ]
+        with store.transaction() as tx:
+            assert tx.next_reference("SM", 2026) == "SM-2026-000501"
+    finally:
+        store.close()
+
+
+def test_a_skip_of_no_number_is_refused(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    until = datetime.now(UTC).isoformat()
+    assert site.run("restored", "--acknowledged-until", until, "--skip-references", "0") == 2
+    assert "must be 1 or more" in capsys.readouterr().err

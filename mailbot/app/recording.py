@@ -35,7 +35,7 @@ from datetime import datetime
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import Decision, EventKind
-from mailbot.store import NewMessage, Transaction, stored_id
+from mailbot.store import NewMessage, Transaction, reference_counter, stored_id
 from mailbot.store.records import FirstCopy, KnownRow
 
 UNANSWERED_LISTED = 20  # the relance check looks at a sender's 20 newest unanswered mails
@@ -246,7 +246,7 @@ class Batched(Direct):
     def reference(self, prefix: str, year: int) -> str:
         """The next number of the counter, taken in memory; the counter is read (and
         locked) at its first use in the part, its last number written by ``flush``."""
-        name = f"reference-{prefix}-{year}"
+        name = reference_counter(prefix, year)
         if name not in self._numbers:
             name, value = self.tx.reserve_numbers(prefix, year)
             self._numbers[name] = value

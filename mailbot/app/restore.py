@@ -17,19 +17,43 @@ The mail the restored database still had queued (pending, or leaving) may have l
 the lost one after the backup: it is settled ``uncertain`` (never sent again, flagged for a
 person), as a send a crash interrupted is. Refused while a worker runs (it would read the
 folders meanwhile); running it again with the same moment changes nothing.
+
+The restored reference counters are back at the backup too: the lost database gave the
+numbers after it in ARs citizens hold, and giving them again would put two citizens under
+one reference (a reply quoting it threaded onto the other's message, counted as its
+relance). ``restored`` moves every reference counter forward by ``skip_references``
+(``SKIP_REFERENCES`` by default), once per moment (an event marks it, as for the folders);
+a gap in the numbering is harmless, a duplicate is not. A reference this database never
+gave, quoted by a citizen, threads nothing: that mail is new mail and gets an AR (unless
+it is a relance found otherwise: the same sender's similar request, still unanswered).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from mailbot.app.delivery import set_status
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import EventKind, OutboxStatus
 from mailbot.errors import ClusterError, RequestError
-from mailbot.store import OutboxItem, Store
+from mailbot.store import OutboxItem, Store, Transaction, reference_counter
 from mailbot.store.cluster import running_worker, sole_worker_lock
+from mailbot.store.schema import REFERENCE_COUNTERS
+
+# How far the reference counters move: more than the lost database can have numbered
+# since the backup. Backups are daily (docs/deploy.md); 10,000 is weeks of the
+# prefecture's mail, an old backup included, and uses 1 % of a year's six digits.
+SKIP_REFERENCES = 10_000
+
+
+@dataclass(frozen=True)
+class ReferenceCounter:
+    """One reference counter after ``restored``: the next reference it gives."""
+
+    series: str  # its prefix and year: SM-2026
+    next_reference: str
 
 
 @dataclass(frozen=True)
@@ -48,27 +72,46 @@ class FolderBound:
 
 @dataclass(frozen=True)
 class Restored:
-    """What ``restored`` did: each folder's bound, the queued mail settled uncertain."""
+    """What ``restored`` did: each folder's bound, the queued mail settled uncertain, the
+    reference counters (moved forward now, or by a run with the same moment before)."""
 
     until: datetime
     folders: list[FolderBound]
     uncertain: list[OutboxItem]
+    counters: list[ReferenceCounter]
+    counters_moved: bool  # False: a run with this moment moved them already
 
     @property
     def withheld(self) -> int:
         return sum(f.withheld for f in self.folders)
 
 
-def restored(store: Store, until: datetime, *, who: str = "", clock: Clock = utcnow) -> Restored:
+def restored(
+    store: Store,
+    until: datetime,
+    *,
+    prefix: str,
+    timezone: str,
+    skip_references: int = SKIP_REFERENCES,
+    who: str = "",
+    clock: Clock = utcnow,
+) -> Restored:
     """Mark the database as restored: every followed folder's mail that arrived before
     ``until`` (aware: the moment the lost database last worked) and that this database
     does not hold is recorded without an AR; the mail still queued before ``until`` is
-    settled uncertain. One transaction; refused (ClusterError) while a worker runs, and
-    for a moment in the future (RequestError: mail arriving until then would get no AR).
-    ``who``: the operator, named in the events."""
+    settled uncertain; the reference counters skip ``skip_references`` numbers (``prefix``
+    the configured one, years in ``timezone``, as the intake's). One transaction; refused
+    (ClusterError) while a worker runs, and for a moment in the future (RequestError: mail
+    arriving until then would get no AR). ``who``: the operator, named in the events."""
     now = clock()
     if until.tzinfo is None:
         raise ValueError("until must be an aware datetime")
+    if skip_references < 1:
+        raise RequestError(
+            "--skip-references",
+            str(skip_references),
+            "must be 1 or more: the lost database's references would be given again",
+        )
     if until > now:
         raise RequestError(
             "--acknowledged-until",
@@ -83,7 +126,8 @@ def restored(store: Store, until: datetime, *, who: str = "", clock: Clock = utc
         except ClusterError:
             raise ClusterError(_refusal(store, "a worker is running on it")) from None
     try:
-        return _restore(store, until, who, now)
+        skip = _Skip(prefix, ZoneInfo(timezone), skip_references)
+        return _restore(store, until, who, now, skip)
     finally:
         if lock is not None:
             lock.release()
@@ -97,7 +141,17 @@ def _refusal(store: Store, why: str) -> str:
     )
 
 
-def _restore(store: Store, until: datetime, who: str, now: datetime) -> Restored:
+@dataclass(frozen=True)
+class _Skip:
+    """How ``restored`` moves the reference counters: the configured prefix, the zone
+    that dates a reference's year, how many numbers."""
+
+    prefix: str
+    zone: ZoneInfo
+    count: int
+
+
+def _restore(store: Store, until: datetime, who: str, now: datetime, skip: _Skip) -> Restored:
     by = f" by {who}" if who else ""
     with store.transaction() as tx:
         if store.engine.dialect.name != "sqlite":  # SQLite: the sole-worker lock, surer, is held
@@ -132,6 +186,7 @@ def _restore(store: Store, until: datetime, who: str, now: datetime) -> Restored
                 withheld,
             )
             bounds.append(bound)
+        moved = _skip_references(tx, until, now, skip, by)
         uncertain = tx.queued_before(until)
         for item in uncertain:
             error = "queued before a restore: may have left from the lost database"
@@ -142,4 +197,50 @@ def _restore(store: Store, until: datetime, who: str, now: datetime) -> Restored
                 f"outbox {item.id}: queued before the database was restored{by}, it may have"
                 " left from the lost one: never sent again",
             )
-    return Restored(until, bounds, uncertain)
+        counters = [
+            ReferenceCounter("-".join(map(str, _counted(name))), _next_reference(name, value))
+            for name, value in sorted(tx.reference_counters().items())
+        ]
+    return Restored(until, bounds, uncertain, counters, moved)
+
+
+def _skip_references(tx: Transaction, until: datetime, now: datetime, skip: _Skip, by: str) -> bool:
+    """Move every reference counter forward by ``skip.count``, unless a run with this
+    moment did (its event names the moment in UTC: the same instant given in another
+    offset is found). False: it did.
+
+    Every prefix's counters move (a prefix configured before numbered too), and the
+    configured prefix's years that have no counter yet, from the year after its last one
+    (the year of ``until`` if it has none) to this year, are made at the skip: a December
+    backup restored in January has no counter for the new year, whose first numbers the
+    lost database gave in January."""
+    mark = f"reference counters: restored, acknowledged until {until.astimezone(UTC).isoformat()}"
+    if tx.has_event(EventKind.RESTORED, mark):
+        return False
+    existing = tx.reference_counters()
+    years = [year for prefix, year in map(_counted, existing) if prefix == skip.prefix]
+    first = max(years) + 1 if years else until.astimezone(skip.zone).year
+    last = now.astimezone(skip.zone).year
+    names = set(existing)
+    names.update(reference_counter(skip.prefix, year) for year in range(first, last + 1))
+    moved = [(name, tx.skip_numbers(name, skip.count)) for name in sorted(names)]
+    listed = ", ".join(_next_reference(name, value) for name, value in moved)
+    tx.add_event(
+        None,
+        EventKind.RESTORED,
+        f"{mark}{by}: {skip.count} numbers skipped by every reference counter, given by"
+        f" the lost database after the backup; next: {listed or 'none'}",
+    )
+    return True
+
+
+def _counted(name: str) -> tuple[str, int]:
+    """A reference counter's prefix and year (``reference_counter``'s inverse)."""
+    prefix, _, year = name.removeprefix(REFERENCE_COUNTERS).rpartition("-")
+    return prefix, int(year)
+
+
+def _next_reference(name: str, value: int) -> str:
+    """``reference-SM-2026`` at 10123: ``SM-2026-010124``, as ``next_reference`` gives it."""
+    prefix, year = _counted(name)
+    return f"{prefix}-{year}-{value + 1:06d}"

@@ -7,7 +7,7 @@ an AR's outbox status is its AR status) is decided by the use cases in ``mailbot
 from mailbot.core.clock import utcnow
 from mailbot.store.database import MIGRATIONS, Store
 from mailbot.store.records import FolderState, NewMessage, OutboxItem
-from mailbot.store.schema import UNHANDLED_REASONS, metadata, stored_id
+from mailbot.store.schema import UNHANDLED_REASONS, metadata, reference_counter, stored_id
 from mailbot.store.transaction import Session, Transaction
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Store",
     "Transaction",
     "metadata",
+    "reference_counter",
     "stored_id",
     "utcnow",
 ]

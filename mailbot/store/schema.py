@@ -375,6 +375,15 @@ counters = sa.Table(
 )
 
 
+REFERENCE_COUNTERS = "reference-"  # what every reference counter's name starts with
+
+
+def reference_counter(prefix: str, year: int) -> str:
+    """The counters row numbering the references ``PREFIX-YEAR-NNNNNN`` (one per prefix
+    and year: a year's first reference is number 1)."""
+    return f"{REFERENCE_COUNTERS}{prefix}-{year}"
+
+
 def request_flag(key: str) -> str:
     """A counters row name (64 characters at most) for an agent's request done once."""
     return "request:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:48]

@@ -36,6 +36,7 @@ from mailbot.store.records import (
     outbox_item,
 )
 from mailbot.store.schema import (
+    REFERENCE_COUNTERS,
     backfill_flag,
     counters,
     events,
@@ -47,6 +48,7 @@ from mailbot.store.schema import (
     messages,
     outbox,
     outbox_bodies,
+    reference_counter,
     request_flag,
     stored_id,
     unhandled,
@@ -794,7 +796,7 @@ class Transaction:
 
     def next_reference(self, prefix: str, year: int) -> str:
         """Allocate ``PREFIX-YYYY-NNNNNN`` atomically, inside the caller's transaction."""
-        name = f"reference-{prefix}-{year}"
+        name = reference_counter(prefix, year)
         bumped = self.conn.execute(_BUMP_COUNTER, {"counter": name}).first()
         if bumped is None:
             self._create_counter(name)
@@ -805,7 +807,7 @@ class Transaction:
         """The reference counter of ``prefix`` and ``year``: its name and value, locked
         until this transaction ends, so that a batch numbers its mails in memory and writes
         the last number once (``set_numbers``)."""
-        name = f"reference-{prefix}-{year}"
+        name = reference_counter(prefix, year)
         value = self.conn.execute(_LOCK_COUNTER, {"counter": name}).scalar()
         if value is None:
             self._create_counter(name)
@@ -828,6 +830,26 @@ class Transaction:
 
             statement = sqlite.insert(counters).on_conflict_do_nothing()
         self.conn.execute(statement, {"name": name, "value": 0})
+
+    def reference_counters(self) -> dict[str, int]:
+        """Every reference counter (``reference_counter``: each prefix and year numbered
+        so far) and the last number it gave."""
+        query = sa.select(counters.c.name, counters.c.value).where(
+            counters.c.name.startswith(REFERENCE_COUNTERS, autoescape=True)
+        )
+        return {name: int(value) for name, value in self.conn.execute(query)}
+
+    def skip_numbers(self, name: str, count: int) -> int:
+        """Move a counter forward by ``count`` numbers, never given (made at 0 first if it
+        has no row yet); its last number, now."""
+        self._create_counter(name)
+        query = (
+            counters.update()
+            .where(counters.c.name == name)
+            .values(value=counters.c.value + count)
+            .returning(counters.c.value)
+        )
+        return int(self.conn.execute(query).scalar_one())
 
     def set_numbers(self, name: str, value: int) -> None:
         """Write a counter's last number taken (its row made by ``reserve_numbers``)."""
