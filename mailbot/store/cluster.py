@@ -12,7 +12,7 @@ import fcntl
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -212,8 +212,7 @@ def running_worker(conn: Connection, now: datetime) -> str | None:
         .limit(1)
     ).first()
     if held is not None:
-        who = f"{held.host or 'a host'} pid {held.pid or '?'} (mailbot {held.version})"
-        return f"a worker, {who}, holds the lease {held.name}"
+        return f"a worker, {_named(held)}, holds the lease {held.name}"
     alive = conn.execute(
         sa.select(workers.c.version, workers.c.host, workers.c.pid)
         .where(workers.c.role == WorkerRole.WORKER, workers.c.expires_at > now)
@@ -221,6 +220,10 @@ def running_worker(conn: Connection, now: datetime) -> str | None:
         .limit(1)
     ).first()
     if alive is not None:
-        who = f"{alive.host or 'a host'} pid {alive.pid or '?'} (mailbot {alive.version})"
-        return f"a worker, {who}, is running"
+        return f"a worker, {_named(alive)}, is running"
     return None
+
+
+def _named(row: Any) -> str:
+    """A worker as an operator finds it: its host, pid and version."""
+    return f"{row.host or 'a host'} pid {row.pid or '?'} (mailbot {row.version})"
