@@ -78,6 +78,17 @@ def test_the_systemd_unit_verifies_clean_and_is_hardened(tmp_path: Path) -> None
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
 
 
+def run_until_it_exits(config: Path) -> subprocess.CompletedProcess[str]:
+    """``mailbot run`` in a process of its own, for a test where it must refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def directives(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
@@ -116,13 +127,7 @@ def test_run_with_a_typo_in_rules_yaml_exits_78_which_systemd_does_not_restart(
     config = offline_config(tmp_path)
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("polling:", "polling:\n  interval_secondz: 60", 1), "utf-8")
-    worker = subprocess.run(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    worker = run_until_it_exits(config)
     assert worker.returncode == 78, worker.stderr
     assert worker.stderr.startswith(f"error: {config}: polling") and "interval_secondz" in (
         worker.stderr
@@ -334,13 +339,7 @@ def test_an_older_mailbot_on_a_database_a_newer_one_migrated_says_so_and_exits_2
     with store.transaction() as tx:  # what the next release's migration leaves
         tx.conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": AFTER})
     store.close()
-    worker = subprocess.run(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "run"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    worker = run_until_it_exits(config)
     assert worker.returncode == 2, worker.stderr
     told = f"is at schema {AFTER}, which this mailbot ({__version__}, schema {HEAD}) does not know"
     assert told in worker.stderr
