@@ -108,9 +108,15 @@ class RepeatedFailures:
         recovered: str,
         reason: Callable[[BaseException], str | None] = lambda _exc: None,
         extra: Mapping[str, object] | None = None,
+        lasting: Callable[[BaseException], bool] = lambda _exc: False,
+        every_time: bool = False,
     ) -> None:
         self.logger, self.message, self.recovered, self.reason = logger, message, recovered, reason
         self.extra = dict(extra or {})  # on every line: what is failing (a mailbox)
+        # A failure that will not end by itself (a read-only SQLite file): someone must
+        # act, so its first is an ERROR (its reason, no traceback), and with ``every_time``
+        # (a poll cycle, a try to register: one line per cycle) each one is.
+        self.lasting, self.every_time = lasting, every_time
         self.current: str | None = None  # what is failing again and again: reason or type
         self.count = 0
 
@@ -118,7 +124,17 @@ class RepeatedFailures:
         reason = self.reason(exc)
         key = reason or type(exc).__name__
         self.count += 1
-        if key == self.current:
+        if reason is not None and self.lasting(exc):
+            if key != self.current or self.every_time:  # the reason says it all
+                self.logger.error(
+                    self.message, extra={**self.extra, "reason": reason, "repeated": self.count}
+                )
+            else:
+                self.logger.debug(
+                    self.message,
+                    extra={**self.extra, "error": safe_error(exc), "repeated": self.count},
+                )
+        elif key == self.current:
             self.logger.debug(
                 self.message,
                 extra={**self.extra, "error": safe_error(exc), "repeated": self.count},

@@ -35,7 +35,7 @@ from mailbot.errors import FirstPollError, MailboxError, TransientStoreError
 from mailbot.logs import RepeatedFailures
 from mailbot.mail.imap import inboxes, sent_folders
 from mailbot.mail.poller import Backoff, MailboxPoller, PollRecord, Processor, Source
-from mailbot.store.errors import transient_reason
+from mailbot.store.errors import is_lasting, transient_reason
 
 # What only `run` uses (the scheduler and its jobs, the leases' keeper, the probe, the
 # metrics endpoint) is imported when used: `poll --once` starts without it.
@@ -223,7 +223,12 @@ class Worker:
             try:
                 self.keeper.start()  # renewed while it runs: it sends, others must see it alive
             except TransientStoreError as exc:  # nothing read: the next poll does it all
-                log.warning("poll failed, database busy or unreachable", extra={"error": str(exc)})
+                if is_lasting(exc):  # a read-only SQLite file: for someone to mend
+                    log.error("poll failed, the database refuses writes", extra={"error": str(exc)})
+                else:
+                    log.warning(
+                        "poll failed, database busy or unreachable", extra={"error": str(exc)}
+                    )
                 for name, poller in self.pollers.items():
                     self.failures[name] = str(exc)
                     poller.disconnect_quietly()
@@ -277,7 +282,8 @@ class Worker:
                 log.error("mailbox failed", extra={"mailbox": name, "error": str(exc)})
             except TransientStoreError as exc:  # rolled back: the next poll reads it again
                 self.failures[name] = str(exc)
-                log.warning(
+                log.log(
+                    logging.ERROR if is_lasting(exc) else logging.WARNING,
                     "mailbox failed, database busy or unreachable",
                     extra={"mailbox": name, "error": str(exc)},
                 )
@@ -393,9 +399,11 @@ class Worker:
         stop; a stop before it succeeded leaves it unstarted (``close`` does nothing)."""
         failures = RepeatedFailures(
             log,
-            "worker registration failed, database busy or unreachable, trying again",
+            "worker registration failed, the database busy, unreachable or read-only, trying again",
             "worker registered",
             transient_reason,
+            lasting=is_lasting,  # a read-only SQLite file: an ERROR at each try
+            every_time=True,
         )
         backoff = Backoff(self.config.polling.max_backoff_seconds)
         while not self.stop.is_set():

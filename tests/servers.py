@@ -38,7 +38,7 @@ from typing import Any, Literal, NamedTuple
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from imapclient import IMAPClient
 
 from mailbot.config import ImapConfig, SmtpConfig
@@ -797,6 +797,12 @@ class SmtpServer:
     It offers PIPELINING (RFC 2920) unless ``pipelining=False``, SMTPUTF8 unless
     ``smtputf8=False``.
 
+    With ``users`` (login → password): AUTH (PLAIN, LOGIN) required before MAIL, as a
+    submission server does; refused in plaintext unless there is no ``tls`` (a loopback
+    server: aiosmtpd's ``auth_require_tls`` is kept where TLS is offered). ``smtp_config``
+    then logs in as the first user, the password in a file of the server's own; every
+    AUTH attempt is noted (``logins``).
+
     Failures can be scripted: ``fail_next(2)`` makes the next two DATA commands answer
     ``451 4.3.0 Try again later``; ``reject_next(1)`` a permanent ``550``; ``stage="rcpt"``
     applies them to RCPT commands instead (one per recipient).
@@ -810,8 +816,12 @@ class SmtpServer:
         implicit_tls: bool = False,
         pipelining: bool = True,
         smtputf8: bool = True,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.host = HOST
+        self.users = dict(users or {})
+        self._logins: list[tuple[str, bool]] = []  # (login, accepted) of each AUTH
+        self._secrets: Path | None = None  # the password files smtp_config hands out
         self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does
         self.smtputf8 = smtputf8
         self.refused: set[str] = set()  # recipients refused at RCPT (550), whatever the script
@@ -834,6 +844,12 @@ class SmtpServer:
             tls = {"ssl_context": self.tls.server_context()}
         elif self.tls is not None:
             tls = {"tls_context": self.tls.server_context(), "require_starttls": True}
+        if self.users:
+            tls |= {
+                "authenticator": self._authenticate,
+                "auth_required": True,
+                "auth_require_tls": self.tls is not None,
+            }
         controller = Controller(
             _Handler(self),
             hostname=self.host,
@@ -849,6 +865,35 @@ class SmtpServer:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+        secrets_dir, self._secrets = self._secrets, None
+        if secrets_dir is not None:
+            shutil.rmtree(secrets_dir, ignore_errors=True)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        """aiosmtpd's authenticator: the login and password of ``users``, noted either way."""
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        accepted = login in self.users and data.password == self.users[login].encode()
+        with self._condition:
+            self._logins.append((login, accepted))
+        return AuthResult(success=accepted, handled=False)
+
+    @property
+    def logins(self) -> list[tuple[str, bool]]:
+        """Each AUTH attempt: the login given and whether it was accepted."""
+        with self._condition:
+            return list(self._logins)
+
+    def password_file(self, password: str) -> Path:
+        """A file holding ``password``, as mailbot's ``password_file`` reads it."""
+        if self._secrets is None:
+            self._secrets = Path(tempfile.mkdtemp(prefix="mailbot-smtp-"))
+        path = self._secrets / f"password-{secrets.token_hex(4)}"
+        path.write_text(password + "\n", encoding="utf-8")
+        return path
 
     def __enter__(self) -> SmtpServer:
         self.start()
@@ -858,14 +903,23 @@ class SmtpServer:
         self.stop()
 
     def smtp_config(self) -> SmtpConfig:
+        """mailbot's settings for this server: TLS as it offers it, and with ``users`` a
+        login as the first of them."""
+        login: dict[str, Any] = {}
+        if self.users:
+            username, password = next(iter(self.users.items()))
+            login = {"username": username, "password_file": self.password_file(password)}
         if self.tls is None:
-            return SmtpConfig(host=self.host, port=self.port, security="none", timeout_seconds=10)
+            return SmtpConfig(
+                host=self.host, port=self.port, security="none", timeout_seconds=10, **login
+            )
         return SmtpConfig(
             host=self.host,
             port=self.port,
             security="tls" if self.implicit_tls else "starttls",
             ca_file=self.tls.ca_file,
             timeout_seconds=10,
+            **login,
         )
 
     # -- scripted failures ----------------------------------------------------------------
@@ -944,5 +998,6 @@ class SmtpServer:
         with self._condition:
             self._received.clear()
             self._commands.clear()
+            self._logins.clear()
             for queue in self._failures.values():
                 queue.clear()

@@ -29,7 +29,7 @@ from mailbot.errors import TransientStoreError
 from mailbot.logs import RepeatedFailures
 from mailbot.store import Store
 from mailbot.store.cluster import Cluster, sole_worker_lock
-from mailbot.store.errors import transient_reason
+from mailbot.store.errors import is_lasting, transient_reason
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,11 @@ class Keeper:
 
     def _run(self) -> None:
         failures = RepeatedFailures(
-            log, "lease renewal failed, trying again", "lease renewal works again", transient_reason
+            log,
+            "lease renewal failed, trying again",
+            "lease renewal works again",
+            transient_reason,
+            lasting=is_lasting,
         )
         while not self._closing.wait(self.timing.tick) and not self.stop.is_set():
             try:

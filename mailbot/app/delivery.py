@@ -50,7 +50,7 @@ from mailbot.errors import DeliveryError, ForbiddenRecipientError
 from mailbot.logs import RepeatedFailures, safe_error
 from mailbot.mail.smtp import Envelope, Transport
 from mailbot.store import OutboxItem, Session, Store, Transaction
-from mailbot.store.errors import transient_reason
+from mailbot.store.errors import is_lasting, transient_reason
 
 log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
@@ -592,7 +592,11 @@ class DeliveryLoop:
     def _run(self) -> None:
         stop = self.outbox.stop
         failures = RepeatedFailures(
-            log, "delivery failed, trying again later", "delivery works again", transient_reason
+            log,
+            "delivery failed, trying again later",
+            "delivery works again",
+            transient_reason,
+            lasting=is_lasting,
         )
         while not stop.is_set():
             self._wake.clear()

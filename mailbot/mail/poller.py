@@ -23,6 +23,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.incoming import Fetched, IncomingMail, Outcome
 from mailbot.errors import FirstPollError, LeaseLostError, MailboxError, TransientStoreError
 from mailbot.logs import RepeatedFailures
+from mailbot.store.errors import is_lasting
 
 log = logging.getLogger(__name__)
 DATABASE_FAILED = "database busy or unreachable, polling again later"
@@ -169,6 +170,8 @@ class MailboxPoller:
             "database works again",
             _database_reason,
             extra={"mailbox": name, "folder": folder},
+            lasting=is_lasting,  # a read-only SQLite file: an ERROR each cycle
+            every_time=True,
         )
         self.unrecorded = RepeatedFailures(
             log,
@@ -176,6 +179,7 @@ class MailboxPoller:
             "polls recorded again",
             _database_reason,
             extra={"mailbox": name, "folder": folder},
+            lasting=is_lasting,
         )
         self._connections = 0
         # Whether poll_once returns each mail's Outcome (a face that prints them). Off, a

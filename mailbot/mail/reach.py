@@ -29,6 +29,7 @@ from imapclient import IMAPClient
 
 from mailbot.config import ImapConfig, ServerConfig, SmtpConfig
 from mailbot.errors import MailbotError
+from mailbot.mail.smtp import authenticate
 from mailbot.mail.tls import client_context
 from mailbot.redact import redact
 
@@ -117,7 +118,7 @@ async def _smtp(config: SmtpConfig, password: str | None, timeout: float) -> str
             done.append("STARTTLS")
         if config.username:
             with _step(where, timeout, f"authentication failed for user {config.username!r}"):
-                await client.login(config.username, password or "")
+                await authenticate(client, config.username, password or "")
             done.append(f"AUTH as {config.username!r}")
         with _step(where, timeout, "QUIT refused"):
             await client.quit()

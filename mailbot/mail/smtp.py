@@ -164,6 +164,34 @@ def _wire_body(raw: bytes) -> bytes:
     return raw
 
 
+# AUTH replies that refuse the mechanism, not the password (RFC 4954: 504 unrecognized
+# type, 534 mechanism too weak): only then is the next mechanism the server offers tried.
+_MECHANISM_REFUSED = frozenset({504, 534})
+
+
+async def authenticate(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+    """AUTH with the first mechanism both sides know (aiosmtplib's order: CRAM-MD5, PLAIN,
+    LOGIN), the next one only when the server refuses the mechanism itself.
+
+    aiosmtplib's ``login`` tries every mechanism the server offers after any refusal: a
+    wrong password was two failed logins per connection (PLAIN, then LOGIN, against the
+    test relay), and a directory that locks an account after a few failures (Active
+    Directory behind Exchange) locked the relay account twice as fast, for the
+    delivery's retries and `check --connect` alike. A 535 is the answer: one per try."""
+    methods = client.supported_auth_methods
+    if not methods:
+        await client.login(username, password)  # raises aiosmtplib's own words for it
+        return
+    for method in methods:
+        try:
+            await getattr(client, f"auth_{method.replace('-', '')}")(username, password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            if exc.code not in _MECHANISM_REFUSED or method == methods[-1]:
+                raise
+        else:
+            return
+
+
 async def _mail_from(
     client: aiosmtplib.SMTP, sender: str, options: Sequence[str], encoding: str
 ) -> None:
@@ -263,6 +291,7 @@ class _Session:
         mail for good while the rest of the batch is retried."""
         config = self.config
         where = f"SMTP {config.host}:{config.port} ({config.security})"
+        refused = where  # what a server's reply refused: the connection, or the login
         client: aiosmtplib.SMTP | None = None
         try:
             client = aiosmtplib.SMTP(
@@ -276,7 +305,9 @@ class _Session:
             await self.step(client.connect())
             await self.step(self._greet(client))
             if config.username:
-                await self.step(client.login(config.username, config.password() or ""))
+                password = config.password() or ""
+                refused = f"{where}: authentication failed for user {config.username!r}"
+                await self.step(authenticate(client, config.username, password))
         except _Stopped:
             if client is not None:
                 client.close()
@@ -286,7 +317,8 @@ class _Session:
                 client.close()
             if isinstance(exc, MailbotError):  # an unreadable secret
                 raise DeliveryError(f"{where}: {exc}", permanent=False) from None
-            error = _classify(exc, where)
+            response = isinstance(exc, aiosmtplib.SMTPResponseException)
+            error = _classify(exc, refused if response else where)
             raise DeliveryError(str(error), permanent=False, code=error.code) from None
         return client
 

@@ -28,7 +28,7 @@ from mailbot.core.leases import Fence
 from mailbot.core.statuses import Attention, Decision, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
-from mailbot.store.errors import transient_reason
+from mailbot.store.errors import DATABASE_FILE, is_read_only, transient_reason
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     add_postgresql_options,
@@ -62,6 +62,19 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.M)
 
 
+def _name_the_file(engine: Engine, path: Path) -> None:
+    """The SQLite file's path set on each driver error ``engine`` meets (``DATABASE_FILE``):
+    SQLITE_READONLY's reason names the file and what to check (store/errors); the driver's
+    exception does not carry it, the engine knows it. (``Store._read_only_met``
+    discards the connections that opened it read-only.)"""
+    database_file = str(path.resolve())
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _named(context: sa.engine.ExceptionContext) -> None:
+        with suppress(AttributeError, TypeError):  # an exception that takes no attribute
+            setattr(context.original_exception, DATABASE_FILE, database_file)
+
+
 class Store:
     """Entry point to the database. Opening it brings the schema to the latest revision."""
 
@@ -73,6 +86,9 @@ class Store:
         self.writer = self._writer_engine()  # batch() and session()
         # SQLite: the process's writers take turns, claims ride on intake parts (store/desk).
         self.desk = WriteDesk() if self.writer.dialect.name == "sqlite" else None
+        if self.writer is not self.engine:  # a SQLite file
+            for engine in (self.engine, self.writer):
+                sa.event.listen(engine, "handle_error", self._read_only_met)
         if migrate:
             self.migrate()
 
@@ -113,6 +129,9 @@ class Store:
             if pooled
             else sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
         )
+
+        if parsed.database and parsed.database != ":memory:":
+            _name_the_file(engine, Path(parsed.database))
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -311,6 +330,8 @@ class Store:
             hint = " (another process holds it: is a migration or a long job running?)"
         elif "unable to open" in detail:
             hint = " (check that the path exists and that mailbot may write there)"
+        elif is_read_only(exc):
+            hint = f" ({transient_reason(exc)})"
         return (
             f"cannot open or migrate the database {self.where}: "
             f"{exc.__class__.__name__}: {detail}{hint}"
@@ -365,6 +386,26 @@ class Store:
         if self.engine.dialect.name == "sqlite" and not memory:
             return self._create_engine(self.url, immediate=True)
         return self.engine
+
+    def _read_only_met(self, context: sa.engine.ExceptionContext) -> None:
+        """SQLITE_READONLY met: every connection of this store to the file is closed (the
+        one that met it invalidated, the pools emptied), so that the next opens it anew.
+        SQLite fell back to opening the file read-only and keeps it so; and one process's
+        connections share one mapping of the ``-shm``, kept while any is open: the
+        worker, its files mended, went on failing until restarted."""
+        if not is_read_only(context.original_exception):
+            return
+        # The failed statement's cursor (SQLAlchemy 2.1 leaves ``context.cursor`` unset),
+        # kept alive by the traceback's frames until a garbage collection, would keep the
+        # closed connection's files open (sqlite3_close_v2 waits for its statements), and
+        # with them the read-only ``-shm``.
+        cursor = getattr(context.execution_context, "cursor", None)
+        if cursor is not None:
+            with suppress(Exception):
+                cursor.close()
+        context.is_disconnect = True  # this one closed at once
+        for engine in (self.engine, self.writer):
+            engine.dispose()  # the others: a pool only marked stale keeps them open
 
     @contextmanager
     def batch(self) -> Iterator[Transaction]:

@@ -31,6 +31,23 @@ What counts:
   the connection's state and the file's are in doubt; retrying the same batch forever
   would hide that. It fails as any other error (the quarantine, or the poll failing when
   even that is refused), where an operator sees it.
+* SQLite's SQLITE_READONLY ("attempt to write a readonly database", with its extended
+  codes): the file, its ``-wal`` or its ``-shm`` cannot be opened for writing — left
+  owned by root by a command run as root while the worker runs as its own user, a mode
+  0444, an immutable attribute, a file system remounted read-only. Every mail meets it
+  and none is its cause, as PostgreSQL's 25006: it is transient in this module's sense
+  (the work rolled back whole and done again later, nothing quarantined) and read-only
+  (``is_read_only``: no mail's attempt counted, else the mail at the head of each folder
+  would be quarantined, then passed over, by three polls of an outage nobody's mail
+  caused). Unlike a standby it does not clear by itself: someone must mend the files.
+  ``is_lasting`` says so, for the loops to log it at ERROR (each poll cycle, each try to
+  register) rather than once at WARNING, and its reason names the file and what to check
+  (``sqlite_refusal``: which file, whose, what mode), as `mailbot status` (CRITICAL) and
+  `check --connect` do from the files alone (``mailbot.store.supervision.read_only``).
+  The file's path comes from the engine (``Store``'s ``handle_error``: ``DATABASE_FILE``
+  set on the driver's exception), the driver's error does not carry it. The connection
+  that met it is discarded there too: SQLite opened the file read-only and keeps it so,
+  so a pooled connection would refuse writes after the files are mended, until a restart.
 
 An exception whose cause or context (``raise ... from``, an error while rolling back
 after another) is transient is transient too: a savepoint's ROLLBACK on a connection the
@@ -39,9 +56,13 @@ server closed raises a second error whose context is the first.
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -63,6 +84,9 @@ CONNECTION_CLASS = "08"  # connection_exception and all its codes
 # SQLite's primary result codes (the low byte of an extended code).
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+SQLITE_READONLY = 8
+# The attribute ``Store`` sets on a SQLite driver error: the database file's path.
+DATABASE_FILE = "mailbot_database_file"
 _CHAIN_LIMIT = 16  # exceptions of a chain looked at, at most
 
 
@@ -72,16 +96,75 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_read_only(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is PostgreSQL refusing a write because the whole
-    database is read-only (SQLSTATE 25006): no mail's error, and every write meets it."""
+    """Whether ``exc`` (or what caused it) is the whole database refusing writes:
+    PostgreSQL's SQLSTATE 25006, or SQLite's SQLITE_READONLY. No mail's error, and every
+    write meets it."""
     psycopg = sys.modules.get("psycopg")
-    if psycopg is None:
-        return False
     for error in _chain(exc):
         orig = error.orig if isinstance(error, sa.exc.DBAPIError) else error
-        if isinstance(orig, psycopg.Error) and orig.sqlstate == READ_ONLY_SQLSTATE:
+        if _sqlite_read_only(orig):
+            return True
+        postgresql = psycopg is not None and isinstance(orig, psycopg.Error)
+        if postgresql and getattr(orig, "sqlstate", None) == READ_ONLY_SQLSTATE:
             return True
     return False
+
+
+def is_lasting(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a refusal that will not clear by itself:
+    SQLite's SQLITE_READONLY (a file's owner, mode or mount, for someone to mend). The
+    loops log it at ERROR, not once at WARNING as an outage that passes."""
+    for error in _chain(exc):
+        orig = error.orig if isinstance(error, sa.exc.DBAPIError) else error
+        if _sqlite_read_only(orig):
+            return True
+    return False
+
+
+def _sqlite_read_only(error: BaseException | None) -> bool:
+    code = getattr(error, "sqlite_errorcode", None) if isinstance(error, sqlite3.Error) else None
+    return code is not None and code & 0xFF == SQLITE_READONLY
+
+
+def sqlite_refusal(path: Path) -> str | None:
+    """Why the worker cannot write the SQLite database at ``path``, as far as its files
+    tell, naming them by their names in its directory (None: nothing found). Read from
+    the files alone, so that `mailbot status`, run by another user (a monitoring agent),
+    says what the worker meets. The worker is taken to run as the database file's owner
+    (docs/deploy.md): a ``-wal`` or ``-shm`` another user owns (left by a command run as
+    root) and may not share, a file its owner may not write (mode 0444), a read-only
+    mount; and, asked by the owner or by root, a file this process may not write (an
+    immutable attribute: ``chattr +i``)."""
+    try:
+        owner = path.stat().st_uid
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "its file system is mounted read-only"
+    except OSError:
+        return None  # not there (yet): nothing refuses
+    asked_by_owner = os.geteuid() in (0, owner)
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            info = file.stat()
+        except OSError:
+            continue  # no -wal/-shm: the first to open the database creates them
+        mode = f"{stat.S_IMODE(info.st_mode):04o}"
+        if info.st_uid != owner and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return (
+                f"{file.name} belongs to {_user(info.st_uid)} (mode {mode}), not to"
+                f" {_user(owner)}, the owner of {path.name}"
+            )
+        if owner != 0 and not info.st_mode & stat.S_IWUSR:
+            return f"{file.name} is read-only (mode {mode})"
+        if asked_by_owner and not os.access(file, os.W_OK):
+            return f"{file.name} cannot be written (an immutable attribute? lsattr shows it)"
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def transient_reason(exc: BaseException) -> str | None:
@@ -116,6 +199,8 @@ def _reason(error: BaseException) -> str | None:
     if isinstance(error, TransientStoreError):
         return str(error)
     if isinstance(error, sa.exc.DBAPIError):
+        if _sqlite_read_only(error.orig):  # its connection invalidated too (``Store``)
+            return _driver_reason(error.orig) if error.orig is not None else None
         if error.connection_invalidated:
             return "the connection to the database was lost"
         return _driver_reason(error.orig) if error.orig is not None else None
@@ -131,6 +216,8 @@ def _driver_reason(error: BaseException) -> str | None:
 
 def _sqlite_reason(error: sqlite3.Error) -> str | None:
     code = getattr(error, "sqlite_errorcode", None)
+    if _sqlite_read_only(error):
+        return _read_only_reason(error)
     if code is None or code & 0xFF not in (SQLITE_BUSY, SQLITE_LOCKED):
         return None
     name = getattr(error, "sqlite_errorname", "SQLITE_BUSY")
@@ -152,3 +239,17 @@ def _psycopg_reason(error: BaseException) -> str | None:
     if sqlstate.startswith(CONNECTION_CLASS):
         return f"connection failure (SQLSTATE {sqlstate})"
     return None
+
+
+def _read_only_reason(error: sqlite3.Error) -> str:
+    """SQLITE_READONLY in words an operator acts on: the file, what its files tell
+    (``sqlite_refusal``), and what to check."""
+    name = getattr(error, "sqlite_errorname", "SQLITE_READONLY")
+    file = getattr(error, DATABASE_FILE, None)
+    found = sqlite_refusal(Path(file)) if file else None
+    where = f" {file}" if file else ""
+    return (
+        f"the SQLite database{where} refuses writes ({name}{': ' + found if found else ''});"
+        " check that the worker's user owns the database file and its -wal and -shm files"
+        " and may write them, and that the file system is mounted read-write"
+    )

@@ -4,6 +4,7 @@ counts `mailbot status` and the metrics read. Graded by ``mailbot.core.health``.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxStatus, WorkerRole
 from mailbot.store.database import Store
+from mailbot.store.errors import sqlite_refusal
 from mailbot.store.records import Dismissal
 from mailbot.store.schema import events, fit, heartbeats, messages, outbox, workers
 from mailbot.store.transaction import dismissals
@@ -178,11 +180,21 @@ def reachable(store: Store) -> bool:
 
 
 def read_only(store: Store) -> str | None:
-    """Why the database refuses writes, or None when it takes them (SQLite: always None).
+    """Why the database refuses writes, or None when it takes them.
     PostgreSQL in recovery (a standby, a failover not finished) or with
     ``default_transaction_read_only`` answers every read, so `mailbot status` read its
     figures as usual while no worker could record a mail (issue: IT review, round 2).
-    Asked of a new transaction, as a worker's would be."""
+    Asked of a new transaction, as a worker's would be. SQLite's file, ``-wal`` or
+    ``-shm`` that the worker may not write (``store.errors.sqlite_refusal``): read from
+    the files, not by trying a write, which would tell this process's rights (root's,
+    a monitoring agent's), not the worker's, and wait behind the worker's write lock."""
+    if store.engine.dialect.name == "sqlite":
+        path = store.engine.url.database
+        if path in (None, "", ":memory:"):
+            return None
+        file = Path(str(path)).resolve()
+        found = sqlite_refusal(file)
+        return None if found is None else f"the SQLite database {file} refuses writes: {found}"
     if store.engine.dialect.name != "postgresql":
         return None
     query = sa.text("SELECT current_setting('transaction_read_only'), pg_is_in_recovery()")
