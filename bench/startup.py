@@ -159,7 +159,7 @@ def first_mail(
 
 
 # A copy of `console` + `cmd_poll` (garbage collector off until the worker is built, the
-# dataclasses' code cache), CPU time at each step; the figures as one JSON line on stdout.
+# compiled code's cache), CPU time at each step; the figures as one JSON line on stdout.
 PHASES = """
 import time
 T, rows = [time.process_time(), time.perf_counter()], {}
@@ -170,8 +170,9 @@ def mark(name):
 import gc, os, sys
 gc.disable()
 import mailbot.cli
-if hasattr(mailbot.cli, "dataclasscache"):  # a tree that keeps dataclasses' code, as console
-    mailbot.cli.dataclasscache.install()
+for name in ("codecache", "dataclasscache"):  # a tree that keeps compiled code, as console
+    if hasattr(mailbot.cli, name):
+        getattr(mailbot.cli, name).install()
 mark("import mailbot.cli")
 import mailbot.config
 mark("import config (pydantic, SQLAlchemy, YAML)")

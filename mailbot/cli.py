@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailbot import dataclasscache
+from mailbot import codecache
 from mailbot.core.answers import AnsweredHow
 from mailbot.errors import (
     ConfigError,
@@ -1172,11 +1172,11 @@ def console() -> int:
     # of the command line does (tests/test_cli_startup.py): set here, before any command
     # runs. An operator's own setting wins (training on a large machine, say).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # dataclasses compile their methods from text each time a class is defined: ~130
-    # classes, ~80 ms of `poll --once` (issue 14, point 9). Their code is kept in the cache
-    # directory from one start to the next (``mailbot.dataclasscache``); read on first use,
-    # so `--help` reads nothing.
-    dataclasscache.install()
+    # dataclasses' methods and regular expressions are compiled from text each time they
+    # are defined (~130 classes, ~250 patterns: ~100 ms of `poll --once`, issue 14 point
+    # 9): their code is kept in the cache directory from one start to the next
+    # (``mailbot.codecache``), read on first use, so `--help` reads nothing.
+    codecache.install()
     code = main()
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return code  # a thread the interpreter must join: let it exit the slow way

@@ -1,5 +1,5 @@
-"""Dataclasses' methods compiled once (``mailbot.dataclasscache``, issue 14 point 9): a
-class made from the cache is the class ``dataclasses`` makes without it, and a command's
+"""Code compiled once (``mailbot.codecache``, issue 14 point 9): a class or a pattern made
+from the cache is the one ``dataclasses`` or ``re`` makes without it, and a command's
 second start compiles none of the texts its first start compiled."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import marshal
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ import pytest
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, etrangers_user, write_config
 
-from mailbot import dataclasscache
-from mailbot.dataclasscache import CodeCache
+from mailbot import codecache
+from mailbot.codecache import DataclassCode, RegexCode
 
 __all__ = ["etrangers_user"]
 
@@ -50,7 +51,7 @@ class Plain:
 """
 
 
-def _define(cache: CodeCache | None, future: bool) -> dict[str, Any]:
+def _define(cache: DataclassCode | None, future: bool) -> dict[str, Any]:
     """The classes of CLASSES, defined with the cache's ``exec`` (or the builtin one)."""
     source = ("from __future__ import annotations\n" if future else "") + CLASSES
     namespace: dict[str, Any] = {"__name__": "dataclasscache_probe"}
@@ -120,15 +121,15 @@ def test_a_class_from_the_cache_is_the_class_dataclasses_makes(
     compiled, nothing written): both give the methods the builtin ``exec`` gives, their
     annotations objects where dataclasses makes objects (its text has no ``__future__``
     flag, though this module and mailbot's have one)."""
-    path = tmp_path / dataclasscache.file_name()
+    path = tmp_path / codecache.file_name("dataclasses")
     builtin = _define(None, future)
-    first = CodeCache(path)
+    first = DataclassCode(path)
     made = _define(first, future)
     assert first.compiled > 0
     first.save()
     assert path.is_file()
     written = path.read_bytes()
-    second = CodeCache(path)
+    second = DataclassCode(path)
     again = _define(second, future)
     second.save()
     assert second.compiled == 0
@@ -141,17 +142,17 @@ def test_a_class_from_the_cache_is_the_class_dataclasses_makes(
 
 
 def test_a_damaged_or_foreign_file_only_means_compiling_again(tmp_path: Path) -> None:
-    path = tmp_path / dataclasscache.file_name()
+    path = tmp_path / codecache.file_name("dataclasses")
     builtin = _behaviour(_define(None, False))
     for content in (b"", b"\x00garbage", marshal.dumps(["not", "a", "dict"])):
         path.write_bytes(content)
-        cache = CodeCache(path)
+        cache = DataclassCode(path)
         assert _behaviour(_define(cache, False)) == builtin
         assert cache.compiled > 0
         cache.save()
-        assert CodeCache(path).entries() == cache.entries()  # the file is whole again
+        assert DataclassCode(path).entries() == cache.entries()  # the file is whole again
     path.write_bytes(marshal.dumps({"def f(): pass": "not code", 1: b""}))
-    assert CodeCache(path).entries() == 0
+    assert DataclassCode(path).entries() == 0
 
 
 def test_without_a_safe_directory_classes_are_still_made(
@@ -163,52 +164,142 @@ def test_without_a_safe_directory_classes_are_still_made(
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     monkeypatch.setenv("MAILBOT_CACHE_DIR", str(shared))
-    cache = CodeCache()
+    cache = DataclassCode()
     assert _behaviour(_define(cache, False)) == _behaviour(_define(None, False))
     cache.save()
     assert cache.path is None and list(shared.iterdir()) == []
 
 
+# Patterns of every kind re compiles: named groups and back-references, look-arounds, flags
+# given and inline, case-insensitive letters with special case folds, bytes, verbose.
+PATTERNS: list[tuple[str | bytes, int]] = [
+    (r"(?P<year>\d{4})-(?P<month>\d\d)(?:-(?P=month))?", 0),
+    (r"(?<=Réf\. )[A-Z]{2}-\d{4}-\d{6}(?!\d)", 0),
+    (r"straße|İstanbul|ﬁ|Σ", re.IGNORECASE),
+    (r"(?i)^carte\s+grise$", re.MULTILINE),
+    (
+        r"""
+        (?P<local>[^@\s]+)  # before the at
+        @(?P<domain>[^@\s]+)
+    """,
+        re.VERBOSE,
+    ),
+    (rb"^(?P<tag>[A-Z]\d+) (OK|NO|BAD)\b", 0),
+    (r"[\w.-]+", re.ASCII),
+    (r"\A(a|b)*?c{2,5}\Z", re.DOTALL),
+]
+
+
+def test_a_pattern_from_the_cache_is_the_pattern_re_makes(tmp_path: Path) -> None:
+    """The engine's code kept on a first start makes, on the next, a pattern equal to re's
+    own (``Pattern.__eq__`` compares the code), with its groups, and the same matches."""
+    path = tmp_path / codecache.file_name("re")
+    first = RegexCode(path)
+    made = [first.compile(pattern, flags) for pattern, flags in PATTERNS]
+    assert first.compiled == len(PATTERNS)
+    first.save()
+    second = RegexCode(path)
+    again = [second.compile(pattern, flags) for pattern, flags in PATTERNS]
+    assert second.compiled == 0  # every one from the file
+    samples = ["2026-11-11", "Réf. SM-2026-000123", "STRASSE istanbul FI σ", "x@y.fr", "ab c"]
+    for (pattern, flags), one, other in zip(PATTERNS, made, again, strict=True):
+        own = codecache._RE_COMPILE(pattern, flags)
+        for candidate in (one, other):
+            assert candidate == own and candidate is not own
+            assert (candidate.pattern, candidate.flags, candidate.groups, candidate.groupindex) == (
+                own.pattern,
+                own.flags,
+                own.groups,
+                own.groupindex,
+            )
+        texts = [t.encode() for t in samples] if isinstance(pattern, bytes) else samples
+        for text in texts:
+            found, expected = other.search(text), own.search(text)
+            assert (found and (found.span(), found.groupdict())) == (
+                expected and (expected.span(), expected.groupdict())
+            )
+
+
+def test_a_pattern_re_warns_about_still_warns_at_every_start(tmp_path: Path) -> None:
+    """Never kept: its parsing gives the warning (a possible nested set), each time."""
+    path = tmp_path / codecache.file_name("re")
+    for _start in range(2):
+        cache = RegexCode(path)
+        with pytest.warns(FutureWarning, match="nested set"):
+            cache.compile("[[a]", 0)
+        cache.compile("plain", 0)
+        cache.save()
+    assert RegexCode(path).entries() == 1  # "plain" only
+
+
+def test_a_damaged_regex_entry_is_compiled_again(tmp_path: Path) -> None:
+    """Code the engine refuses (its own check: "invalid SRE code") is no pattern: re
+    compiles it as before."""
+    path = tmp_path / codecache.file_name("re")
+    path.write_bytes(marshal.dumps({("abc", 0): (32, [1, 2, 3], 0, {}, ())}))
+    cache = RegexCode(path)
+    assert cache.entries() == 1
+    assert cache.compile("abc", 0) == codecache._RE_COMPILE("abc", 0)
+
+
 @pytest.fixture
-def builtin_exec() -> Iterator[None]:
-    """``install`` changes the process's dataclasses: put the builtin ``exec`` back."""
+def uninstalled() -> Iterator[None]:
+    """``install`` changes the process's dataclasses and re: put theirs back."""
     yield
-    dataclasscache.uninstall()
+    codecache.uninstall()
 
 
-def test_install_is_once_per_process(tmp_path: Path, builtin_exec: None) -> None:
-    cache = dataclasscache.install(CodeCache(tmp_path / "codes.marshal"))
-    assert dataclasscache.install() is cache
-    assert vars(dataclasses)["exec"] == cache.exec
+def test_install_is_once_per_process_and_undone(tmp_path: Path, uninstalled: None) -> None:
+    caches = codecache.Caches(DataclassCode(tmp_path / "d"), RegexCode(tmp_path / "r"))
+    assert codecache.install(caches) is caches
+    assert codecache.install() is caches
+    assert vars(dataclasses)["exec"] == caches.dataclass.exec
+    assert re.compile("installed? (yes)", re.I).groups == 1
+    assert caches.regex.compiled == 1
+    codecache.uninstall()
+    assert "exec" not in vars(dataclasses)
+    assert sys.modules["re._compiler"].compile is codecache._RE_COMPILE
+    assert RegexCode(tmp_path / "r").entries() == 1  # saved when undone
 
 
 def _console(config: Path, cache: Path, *args: str) -> None:
-    """``mailbot`` as its console script runs (``console``: exit handlers, then _exit)."""
+    """``mailbot`` as its console script runs (``console``: exit handlers, then _exit),
+    with one string hash seed: the patterns some libraries build from sets are then the
+    same text in both processes."""
     code = "import sys\nfrom mailbot.cli import console\nsys.exit(console())"
     argv = ["--config", str(config), "-q", *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MAILBOT_CACHE_DIR=str(cache))
     subprocess.run(
         [sys.executable, "-c", code, *argv],
         check=True,
         cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), MAILBOT_CACHE_DIR=str(cache)),
+        env=dict(env, PYTHONHASHSEED="7"),
     )
 
 
-def test_a_second_poll_compiles_no_dataclass_method(
+# imaplib's tagged responses: a pattern per connection, its tag's prefix random.
+IMAP_TAG = re.compile(rb"\(\?P<tag>[A-P]{4}\\d\+\) \(\?P<type>")
+
+
+def test_a_second_poll_compiles_no_dataclass_method_and_no_pattern(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:
     """Real Dovecot and aiosmtpd, ``mailbot poll --once`` twice in fresh interpreters: the
-    first writes the compiled methods of every dataclass its start defines (mailbot's and
-    the libraries'), the second answers its mail from them and has nothing to add."""
+    first writes the compiled methods of every dataclass its start defines and the code of
+    every pattern it compiles (mailbot's and the libraries'), the second answers its mail
+    from them: nothing to add but imaplib's tag patterns, new text in every process."""
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
     cache = tmp_path / "cache"
-    codes = cache / dataclasscache.SUBDIRECTORY / dataclasscache.file_name()
+    files = [cache / codecache.SUBDIRECTORY / codecache.file_name(k) for k in ("dataclasses", "re")]
     imap_user.append(citizen_mail(1))
     _console(config, cache, "poll", "--once", "--acknowledge-existing")
-    kept = CodeCache(codes).entries()
-    assert kept > 300  # ~130 classes' methods: pydantic's, annotated_types', mailbot's
-    written = codes.stat().st_mtime_ns, codes.read_bytes()
+    assert DataclassCode(files[0]).entries() > 300  # ~130 classes' methods
+    assert RegexCode(files[1]).entries() > 150  # ~250 patterns
+    classes = files[0].stat().st_mtime_ns, files[0].read_bytes()
+    patterns = set(marshal.loads(files[1].read_bytes()))
     imap_user.append(citizen_mail(2, sender="paul.martin@example.fr"))
     _console(config, cache, "poll", "--once")
     assert len(smtp_server.wait_for(2)) == 2
-    assert (codes.stat().st_mtime_ns, codes.read_bytes()) == written
+    assert (files[0].stat().st_mtime_ns, files[0].read_bytes()) == classes  # not written
+    added = set(marshal.loads(files[1].read_bytes())) - patterns
+    assert all(isinstance(p, bytes) and IMAP_TAG.match(p) for p, _flags in added), added
