@@ -1,7 +1,7 @@
 """What Python compiles again at every start, compiled once (issue 14, point 9).
 
-Two things are compiled from text each time a process defines them, the same text giving
-the same result, and a ``poll --once`` spent ~100 ms of its CPU on them before its first
+Three things are compiled from text each time a process defines them, the same text giving
+the same result, and a ``poll --once`` spent ~120 ms of its CPU on them before its first
 mail (mailbot's modules and its libraries: pydantic, annotated_types, SQLAlchemy, YAML,
 Jinja, imapclient, the standard library):
 
@@ -12,6 +12,11 @@ Jinja, imapclient, the standard library):
   found before the builtin one, that takes the code of a text seen before from the cache.
   The code is what ``exec`` itself compiles: file name ``<string>``, no ``__future__``
   flag (dataclasses.py has none: the annotations of ``__init__`` stay objects).
+* **string annotations**: ``typing.ForwardRef`` compiles each one it is given (pydantic-core's
+  ~100 TypedDicts alone hold ~1,000 of them): ``install`` gives the ``typing`` module a
+  ``compile`` of its own that takes a text's code from the cache, compiled as ``typing``
+  compiles it (mode ``eval``, file name ``<string>``, no ``__future__`` flag: typing.py has
+  none); any other call is the builtin's.
 * **regular expressions**: ``re`` parses a pattern and compiles it to the SRE engine's code
   in Python (~0.2 ms a pattern, ~250 patterns). ``install`` wraps ``re._compiler.compile``:
   a pattern seen before is made by the engine (``_sre.compile``) from its kept code. An
@@ -43,6 +48,7 @@ import sys
 import tempfile
 import threading
 import types
+import typing
 from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 from typing import Any
@@ -171,6 +177,42 @@ class DataclassCode(_Kept):
         builtins.exec(source, globals, locals, **options)
 
 
+class TypingCode(_Kept):
+    """The compiled code of string annotations (``typing.ForwardRef``), by text."""
+
+    kind = "typing"
+
+    def valid(self, key: Any, value: Any) -> bool:
+        return type(key) is str and type(value) is types.CodeType
+
+    def compile(
+        self,
+        source: Any,
+        filename: Any,
+        mode: str,
+        flags: int = 0,
+        dont_inherit: bool = False,
+        optimize: int = -1,
+        **options: Any,
+    ) -> Any:
+        """``compile`` for the typing module: a ForwardRef's text from the cache; else the
+        builtin, with typing.py's own flags (none) as it would have inherited them."""
+        if (
+            type(source) is str
+            and filename == "<string>"
+            and mode == "eval"
+            and not flags
+            and optimize == -1
+            and not options
+        ):
+            code: types.CodeType | None = self.get(source)
+            if code is None:
+                code = compile(source, "<string>", "eval", dont_inherit=True)
+                self.put(source, code)
+            return code
+        return compile(source, filename, mode, flags, True, optimize, **options)
+
+
 # Texts whose parsing may warn (re/_parser.py: a possible nested set "[[", set operations
 # "--", "&&", "~~", "||", a conditional group's name "(?("); a non-ASCII group name).
 _MAY_WARN = ("[[", "--", "&&", "~~", "||", "(?(")
@@ -247,27 +289,36 @@ def _engine_args(pattern: str | bytes, flags: int) -> _Args:
 
 
 class Caches:
-    """The two caches of a process."""
+    """The caches of a process."""
 
-    def __init__(self, dataclass: DataclassCode, regex: RegexCode) -> None:
-        self.dataclass, self.regex = dataclass, regex
+    def __init__(
+        self,
+        dataclass: DataclassCode | None = None,
+        regex: RegexCode | None = None,
+        typing: TypingCode | None = None,
+    ) -> None:
+        self.dataclass = dataclass if dataclass is not None else DataclassCode()
+        self.regex = regex if regex is not None else RegexCode()
+        self.typing = typing if typing is not None else TypingCode()
 
     def save(self) -> None:
         self.dataclass.save()
         self.regex.save()
+        self.typing.save()
 
 
 _installed: Caches | None = None
 
 
 def install(caches: Caches | None = None) -> Caches:
-    """Give ``dataclasses`` and ``re`` the caches (once per process) and save the new
+    """Give ``dataclasses``, ``typing`` and ``re`` the caches (once per process) and save the new
     entries at exit. Nothing is read until the first dataclass or pattern is made."""
     global _installed
     if _installed is not None:
         return _installed
-    caches = caches if caches is not None else Caches(DataclassCode(), RegexCode())
+    caches = caches if caches is not None else Caches()
     vars(dataclasses)["exec"] = caches.dataclass.exec
+    vars(typing)["compile"] = caches.typing.compile
     _compiler.compile = caches.regex.compile
     atexit.register(caches.save)
     _installed = caches
@@ -275,11 +326,13 @@ def install(caches: Caches | None = None) -> Caches:
 
 
 def uninstall() -> None:
-    """The builtin ``exec`` and ``re``'s own compile again (tests); new entries saved."""
+    """The builtin ``exec`` and ``compile`` and re's own compile again (tests); the new
+    entries saved."""
     global _installed
     if _installed is None:
         return
     vars(dataclasses).pop("exec", None)
+    vars(typing).pop("compile", None)
     _compiler.compile = _installed.regex.original
     atexit.unregister(_installed.save)
     _installed.save()

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,35 @@ def test_a_damaged_regex_entry_is_compiled_again(tmp_path: Path) -> None:
     assert cache.compile("abc", 0) == codecache._RE_COMPILE("abc", 0)
 
 
+ANNOTATIONS = ["int", "str | None", "list[dict[str, tuple[int, ...]]]", "Path", "*Ts"]
+
+
+def test_a_string_annotation_from_the_cache_is_typing_s_own(tmp_path: Path) -> None:
+    """typing.ForwardRef with the cache's compile: the same code as typing compiles, the
+    same types once evaluated, the same error for a text that is no expression."""
+    path = tmp_path / codecache.file_name("typing")
+    made: list[list[object]] = []
+    for _start in range(2):
+        cache = codecache.TypingCode(path)
+        vars(typing)["compile"] = cache.compile
+        try:
+            refs = [typing.ForwardRef(text) for text in ANNOTATIONS]
+            with pytest.raises(SyntaxError, match="Forward reference must be an expression"):
+                typing.ForwardRef("not an expression")
+            exec_code = compile("x = 1", "<string>", "exec")  # not typing's: the builtin
+        finally:
+            vars(typing).pop("compile")
+        cache.save()
+        made.append([ref.__forward_code__ for ref in refs])
+        assert cache.compiled == (len(ANNOTATIONS) if _start == 0 else 0)
+        assert exec_code == compile("x = 1", "<string>", "exec")
+    own = [typing.ForwardRef(text).__forward_code__ for text in ANNOTATIONS]
+    assert made[0] == own and made[1] == own  # code objects compare their bytecode
+    namespace = {"Path": Path, "Ts": typing.TypeVarTuple("Ts")}
+    for text in ANNOTATIONS[:-1]:
+        assert eval(made[1][ANNOTATIONS.index(text)], namespace) == eval(text, namespace)
+
+
 @pytest.fixture
 def uninstalled() -> Iterator[None]:
     """``install`` changes the process's dataclasses and re: put theirs back."""
@@ -250,14 +280,20 @@ def uninstalled() -> Iterator[None]:
 
 
 def test_install_is_once_per_process_and_undone(tmp_path: Path, uninstalled: None) -> None:
-    caches = codecache.Caches(DataclassCode(tmp_path / "d"), RegexCode(tmp_path / "r"))
+    caches = codecache.Caches(
+        DataclassCode(tmp_path / "d"),
+        RegexCode(tmp_path / "r"),
+        codecache.TypingCode(tmp_path / "t"),
+    )
     assert codecache.install(caches) is caches
     assert codecache.install() is caches
     assert vars(dataclasses)["exec"] == caches.dataclass.exec
     assert re.compile("installed? (yes)", re.I).groups == 1
     assert caches.regex.compiled == 1
+    assert typing.ForwardRef("installed | None").__forward_arg__ == "installed | None"
+    assert caches.typing.compiled == 1
     codecache.uninstall()
-    assert "exec" not in vars(dataclasses)
+    assert "exec" not in vars(dataclasses) and "compile" not in vars(typing)
     assert sys.modules["re._compiler"].compile is codecache._RE_COMPILE
     assert RegexCode(tmp_path / "r").entries() == 1  # saved when undone
 
@@ -281,25 +317,30 @@ def _console(config: Path, cache: Path, *args: str) -> None:
 IMAP_TAG = re.compile(rb"\(\?P<tag>[A-P]{4}\\d\+\) \(\?P<type>")
 
 
-def test_a_second_poll_compiles_no_dataclass_method_and_no_pattern(
+def test_a_second_poll_compiles_no_dataclass_method_annotation_or_pattern(
     tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
 ) -> None:
     """Real Dovecot and aiosmtpd, ``mailbot poll --once`` twice in fresh interpreters: the
-    first writes the compiled methods of every dataclass its start defines and the code of
-    every pattern it compiles (mailbot's and the libraries'), the second answers its mail
+    first writes the compiled methods of every dataclass its start defines, the code of its
+    string annotations and of every pattern it compiles (mailbot's and the libraries'), the
+    second answers its mail
     from them: nothing to add but imaplib's tag patterns, new text in every process."""
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
     cache = tmp_path / "cache"
-    files = [cache / codecache.SUBDIRECTORY / codecache.file_name(k) for k in ("dataclasses", "re")]
+    kinds = ("dataclasses", "re", "typing")
+    files = [cache / codecache.SUBDIRECTORY / codecache.file_name(k) for k in kinds]
     imap_user.append(citizen_mail(1))
     _console(config, cache, "poll", "--once", "--acknowledge-existing")
     assert DataclassCode(files[0]).entries() > 300  # ~130 classes' methods
     assert RegexCode(files[1]).entries() > 150  # ~250 patterns
-    classes = files[0].stat().st_mtime_ns, files[0].read_bytes()
+    assert codecache.TypingCode(files[2]).entries() > 100  # pydantic-core's TypedDicts' types
+    classes = [(path.stat().st_mtime_ns, path.read_bytes()) for path in (files[0], files[2])]
     patterns = set(marshal.loads(files[1].read_bytes()))
     imap_user.append(citizen_mail(2, sender="paul.martin@example.fr"))
     _console(config, cache, "poll", "--once")
     assert len(smtp_server.wait_for(2)) == 2
-    assert (files[0].stat().st_mtime_ns, files[0].read_bytes()) == classes  # not written
+    assert [(path.stat().st_mtime_ns, path.read_bytes()) for path in (files[0], files[2])] == (
+        classes  # not written again
+    )
     added = set(marshal.loads(files[1].read_bytes())) - patterns
     assert all(isinstance(p, bytes) and IMAP_TAG.match(p) for p, _flags in added), added
