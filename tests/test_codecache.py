@@ -323,8 +323,8 @@ def test_a_second_poll_compiles_no_dataclass_method_annotation_or_pattern(
     """Real Dovecot and aiosmtpd, ``mailbot poll --once`` twice in fresh interpreters: the
     first writes the compiled methods of every dataclass its start defines, the code of its
     string annotations and of every pattern it compiles (mailbot's and the libraries'), the
-    second answers its mail
-    from them: nothing to add but imaplib's tag patterns, new text in every process."""
+    second answers its mail from them: nothing to add but imaplib's tag patterns, new text
+    in every process."""
     config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
     cache = tmp_path / "cache"
     kinds = ("dataclasses", "re", "typing")
