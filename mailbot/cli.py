@@ -182,10 +182,12 @@ def _started(collect: bool) -> None:
     were loaded, is on again for the work. What start-up built lives as long as the process:
     it is frozen out of the collector's reach, so that later collections do not walk it
     again and again. ``collect``: first free what start-up left unreachable (a worker that
-    runs for months); a one-pass command skips it."""
+    runs for months, which also writes the code its start compiled now, not at its exit:
+    ``mailbot.codecache``); a one-pass command skips both."""
     if gc.isenabled():
         return  # main() called in-process (tests): the collector was never turned off
     if collect:
+        codecache.save()
         gc.collect()
     gc.freeze()
     gc.enable()

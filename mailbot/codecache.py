@@ -325,6 +325,13 @@ def install(caches: Caches | None = None) -> Caches:
     return caches
 
 
+def save() -> None:
+    """Write what this process compiled so far (``run``, once started: a worker may never
+    reach its exit handlers), if the caches are installed."""
+    if _installed is not None:
+        _installed.save()
+
+
 def uninstall() -> None:
     """The builtin ``exec`` and ``compile`` and re's own compile again (tests); the new
     entries saved."""

@@ -344,3 +344,36 @@ def test_a_second_poll_compiles_no_dataclass_method_annotation_or_pattern(
     )
     added = set(marshal.loads(files[1].read_bytes())) - patterns
     assert all(isinstance(p, bytes) and IMAP_TAG.match(p) for p, _flags in added), added
+
+
+def test_a_worker_writes_its_start_s_code_once_started(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """``mailbot run`` may run for months and end by a kill: what its start compiled is
+    written once it has started (it answers a mail), not only at its exit."""
+    config = write_config(tmp_path, imap_user, etrangers_user, smtp_server)
+    cache = tmp_path / "cache"
+    imap_user.append(citizen_mail(1))
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mailbot.cli",
+            "--config",
+            str(config),
+            "-q",
+            "run",
+            "--acknowledge-existing",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), MAILBOT_CACHE_DIR=str(cache)),
+    )
+    try:
+        assert len(smtp_server.wait_for(1)) == 1
+        assert worker.poll() is None  # still running
+        folder = cache / codecache.SUBDIRECTORY
+        assert DataclassCode(folder / codecache.file_name("dataclasses")).entries() > 300
+        assert RegexCode(folder / codecache.file_name("re")).entries() > 150
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)
