@@ -33,7 +33,7 @@ stale one. The directory is trusted with code as it is for the templates' compil
 bytecode (``cachedir.unsafe_reason``). Nothing is read before the first class or pattern
 is made (``mailbot --help`` reads nothing); a file missing, damaged or unwritable only
 means compiling, as before. New entries are written when the process exits (``atexit``;
-``cli.console`` runs the exit handlers).
+``cli.console`` runs the exit handlers), and by ``run`` once it has started (``save``).
 """
 
 from __future__ import annotations
