@@ -338,7 +338,7 @@ def test_a_second_poll_compiles_no_dataclass_method_annotation_or_pattern(
     patterns = set(marshal.loads(files[1].read_bytes()))
     imap_user.append(citizen_mail(2, sender="paul.martin@example.fr"))
     _console(config, cache, "poll", "--once")
-    assert len(smtp_server.wait_for(2)) == 2
+    assert len(smtp_server.wait_for(2, timeout=30)) == 2
     assert [(path.stat().st_mtime_ns, path.read_bytes()) for path in (files[0], files[2])] == (
         classes  # not written again
     )
@@ -369,7 +369,7 @@ def test_a_worker_writes_its_start_s_code_once_started(
         env=dict(os.environ, PYTHONPATH=str(ROOT), MAILBOT_CACHE_DIR=str(cache)),
     )
     try:
-        assert len(smtp_server.wait_for(1)) == 1
+        assert len(smtp_server.wait_for(1, timeout=60)) == 1  # a start: imports, the model
         assert worker.poll() is None  # still running
         folder = cache / codecache.SUBDIRECTORY
         assert DataclassCode(folder / codecache.file_name("dataclasses")).entries() > 300
