@@ -158,8 +158,8 @@ def first_mail(
         smtp.wait_for(1)
 
 
-# A copy of `console` + `cmd_poll` (garbage collector off until the worker is built, the
-# compiled code's cache), CPU time at each step; the figures as one JSON line on stdout.
+# A copy of `console` + `cmd_poll` (garbage collector off until the worker is built), CPU
+# time at each step; the figures as one JSON line on stdout.
 PHASES = """
 import time
 T, rows = [time.process_time(), time.perf_counter()], {}
@@ -170,9 +170,6 @@ def mark(name):
 import gc, os, sys
 gc.disable()
 import mailbot.cli
-for name in ("codecache", "dataclasscache"):  # a tree that keeps compiled code, as console
-    if hasattr(mailbot.cli, name):
-        getattr(mailbot.cli, name).install()
 mark("import mailbot.cli")
 import mailbot.config
 mark("import config (pydantic, SQLAlchemy, YAML)")
@@ -217,8 +214,7 @@ mark("poll_once")
 outbox.transport.close()
 store.close()
 mark("close")
-import atexit, resource
-atexit._run_exitfuncs()  # as console does (the dataclasses' new code saved)
+import resource
 usage = resource.getrusage(resource.RUSAGE_SELF)
 rows["process (user + system)"] = ((usage.ru_utime + usage.ru_stime) * 1000, 0.0)
 import json

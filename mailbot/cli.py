@@ -20,7 +20,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailbot import codecache
 from mailbot.core.answers import AnsweredHow
 from mailbot.errors import (
     ConfigError,
@@ -182,12 +181,10 @@ def _started(collect: bool) -> None:
     were loaded, is on again for the work. What start-up built lives as long as the process:
     it is frozen out of the collector's reach, so that later collections do not walk it
     again and again. ``collect``: first free what start-up left unreachable (a worker that
-    runs for months, which also writes the code its start compiled now, not at its exit:
-    ``mailbot.codecache``); a one-pass command skips both."""
+    runs for months); a one-pass command skips it."""
     if gc.isenabled():
         return  # main() called in-process (tests): the collector was never turned off
     if collect:
-        codecache.save()
         gc.collect()
     gc.freeze()
     gc.enable()
@@ -1174,12 +1171,6 @@ def console() -> int:
     # of the command line does (tests/test_cli_startup.py): set here, before any command
     # runs. An operator's own setting wins (training on a large machine, say).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # dataclasses' methods, string annotations and regular expressions are compiled from
-    # text each time they are defined (~130 classes, ~1,200 annotations, ~250 patterns:
-    # ~120 ms of `poll --once`, issue 14 point 9): their code is kept in the cache
-    # directory from one start to the next (``mailbot.codecache``), read on first use, so
-    # `--help` reads nothing.
-    codecache.install()
     code = main()
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return code  # a thread the interpreter must join: let it exit the slow way
