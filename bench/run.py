@@ -3,7 +3,7 @@
     python bench/run.py [--backlog 2000] [--scenarios stay-short,stay-3k,transfer-short,transfer-3k]
                         [--repeat 3] [--trees DIR,DIR] [--parts throughput,idle,rss]
                         [--burst 1000] [--latency 50] [--rss 1000,20000] [--rss-repeat 1]
-                        [--profile DIR]
+                        [--profile DIR] [--prefill 0]
 
 (a) throughput on a backlog, per scenario, side by side with a raw pipe (imapclient batch
     FETCH + email parse + one aiosmtplib send per message, no logic) on the same mails, and
@@ -27,6 +27,11 @@ Each line of (a) also gives the machine's CPU per mail over that run (``/proc/st
 processes at normal priority, the servers included — a niced job's time is left out) and
 what it implies: with N cores, no run can take less wall time than machine CPU / N, so
 ``ceiling`` is the ratio mailbot would reach if its wall were exactly that floor.
+
+``--prefill N``: each database of (a) holds N earlier messages of the mailbox before its poll
+(acknowledged over the last weeks, in another folder; written outside the timing), as a
+mailbox in service does: a cost that grows with the mailbox does not show on the empty
+database of every other run (issue 14, twenty-second session).
 
 ``--profile DIR``: each `poll --once` of (a) runs under py-spy (samples holding the GIL, 100
 a second: a few per cent slower), its stacks kept in DIR and its CPU by phase printed
@@ -275,6 +280,41 @@ print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": 
 """
 
 
+# ``--prefill``: the mailbox's earlier messages, written by the tree's own store (its schema).
+PREFILL_CHILD = """
+import sys
+from datetime import UTC, datetime, timedelta
+from mailbot.app.context import build_app
+from mailbot.store import NewMessage
+app = build_app(sys.argv[1], acknowledge_existing=True)
+start = datetime.now(UTC) - timedelta(days=60)
+with app.store.transaction() as tx:
+    for i in range(int(sys.argv[2])):
+        tx.insert_message(NewMessage(
+            mailbox="general", folder="Archive", uidvalidity=1, uid=i + 1,
+            message_id=f"<earlier{i}@example.fr>", content_hash=f"h{i}", fingerprint=f"f{i}",
+            received_at=start + timedelta(minutes=i), sender=f"earlier{i}@example.fr",
+            subject="Question", in_reply_to=None, decision="acknowledge",
+            reasons=["citizen-mail"], size=1000, defects=[], reference=f"SM-2025-{i:06d}",
+            ar_status="sent", ar_message_id=f"<ar-earlier{i}@example.fr>"))
+app.store.close()
+"""
+
+
+def prefill(tree: Path, config: Path, count: int) -> None:
+    """``count`` earlier messages in the database ``config`` names (see ``--prefill``)."""
+    child = subprocess.run(
+        [sys.executable, "-c", PREFILL_CHILD, str(config), str(count)],
+        env=dict(os.environ, PYTHONPATH=str(tree)),
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise SystemExit(child.stderr[-3000:])
+
+
 def run_mailbot(tree: Path, config: Path, profile: Path | None = None) -> dict[str, float]:
     command = [sys.executable, "-c", POLL_CHILD, str(config)]
     if profile is not None:
@@ -304,6 +344,7 @@ def bench_scenario(
     trees: list[Path],
     label: str,
     profiles: Path | None = None,
+    earlier: int = 0,
 ) -> dict[str, float]:
     """The raw pipe, then mailbot of each tree, on the same backlog; one line each."""
     mail = SCENARIOS[scenario]
@@ -328,6 +369,8 @@ def bench_scenario(
         with tempfile.TemporaryDirectory() as tmp:
             config = write_config(Path(tmp), {"general": user}, sink, routing=True, tree=tree)
             profile = profiles / f"{scenario}-{label}-{tree.name}.raw" if profiles else None
+            if earlier:
+                prefill(tree, config, earlier)
             result = run_mailbot(tree, config, profile)
         expected = int(result["acknowledged"]) * (1 + FORWARDS[scenario])
         received = sink.wait_for(expected)
@@ -358,6 +401,7 @@ def bench_throughput(
     repeat: int,
     trees: list[Path],
     profiles: Path | None = None,
+    earlier: int = 0,
 ) -> None:
     targets = {"stay": 0.8, "transfer": 0.6}
     found: dict[tuple[str, str], list[float]] = {}
@@ -366,7 +410,7 @@ def bench_throughput(
             print(f"(a) backlog {backlog}, repeat {round_ + 1}/{repeat}")
             for scenario in scenarios:
                 ratios = bench_scenario(
-                    dovecot, sink, scenario, backlog, trees, f"r{round_}", profiles
+                    dovecot, sink, scenario, backlog, trees, f"r{round_}", profiles, earlier
                 )
                 for tree, ratio in ratios.items():
                     found.setdefault((scenario, tree), []).append(ratio)
@@ -494,6 +538,9 @@ def main() -> None:
     parser.add_argument("--rss", default="1000,20000")
     parser.add_argument("--rss-repeat", type=int, default=1, help="repeats of (c), each tree")
     parser.add_argument("--profile", type=Path, help="py-spy each poll of (a), stacks here")
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="(a): earlier messages in each database"
+    )
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
     unknown = set(scenarios) - set(SCENARIOS)
@@ -505,7 +552,9 @@ def main() -> None:
         if "throughput" in parts:
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-            bench_throughput(dovecot, scenarios, args.backlog, args.repeat, trees, args.profile)
+            bench_throughput(
+                dovecot, scenarios, args.backlog, args.repeat, trees, args.profile, args.prefill
+            )
         if "idle" in parts:
             bench_idle(dovecot, args.burst, args.latency, args.idle_routing)
         if "rss" in parts:

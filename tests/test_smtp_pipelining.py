@@ -242,3 +242,76 @@ def test_a_shutdown_mid_shared_batch_tells_every_mail_once(smtp_server: SmtpServ
     by_name = {e.name: e.raw for e in batch}
     assert {by_name[name] for name in sent} <= received
     assert len(messages) == len(received)  # none twice
+
+
+def test_a_short_body_leaves_with_its_final_dot_in_one_write(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AR or a forward of a short mail fits in one write with its ".": one system call
+    (and one turn of the GIL) per mail fewer than the body, then the "." (issue 14). The
+    bytes arrive as they were given."""
+    written: list[bytes] = []
+    original = smtp._Pipelined._write
+
+    def write(self: smtp._Pipelined, transport: object, data: bytes) -> None:
+        written.append(data)
+        original(self, transport, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(smtp._Pipelined, "_write", write)
+    batch = [mail(n, body=b"Bonjour,\r\n" * 300) for n in range(3)]
+    results = send(smtp_server, batch)
+    assert results.told == {"m0": None, "m1": None, "m2": None}
+    assert [r.raw for r in smtp_server.wait_for(3)] == [e.raw for e in batch]
+    bodies = [data for data in written if b"Bonjour" in data]
+    assert bodies == [e.raw + b".\r\n" for e in batch]
+    assert b".\r\n" not in written
+
+
+class _StalledTransport:
+    """What ``_Pipelined._body`` writes to: the kernel takes the first ``room`` bytes, the
+    rest waits in the buffer (a server that stopped reading). A close would send what
+    waits once the server reads again; an abort drops it."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent = b""
+        self.waiting = b""
+        self.closing = False
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        taken = data[: max(0, self.room - len(self.sent))] if not self.waiting else b""
+        self.sent += taken
+        self.waiting += data[len(taken) :]
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.waiting)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = self.aborted = True
+        self.waiting = b""
+
+
+def test_a_stalled_body_never_lets_its_final_dot_leave() -> None:
+    """The "." written with the body waits behind it when the server stops reading: when
+    the wait times out, the mail is retried (the "." never left), so that "." must never
+    leave afterwards — the transport is aborted, its buffer dropped, not closed (a close
+    sends the buffer on once the server reads again: the mail accepted, then sent a second
+    time)."""
+    import asyncio
+
+    from mailbot.config import SmtpConfig
+
+    config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=0.2)
+    session = smtp._Session(config, None)
+    client = smtp.aiosmtplib.SMTP()
+    pipe = smtp._Pipelined(session, client, True, lambda _e: True, lambda _e, _r: None)
+    transport = _StalledTransport(room=4096)
+    body = b"Bonjour,\r\n" * 1000  # 10 KB: one write, most of it waiting
+    with pytest.raises(smtp.aiosmtplib.SMTPReadTimeoutError):
+        asyncio.run(pipe._body(transport, body))  # type: ignore[arg-type]
+    # Neither sent nor waiting to be: nothing can end the mail after it was given up.
+    assert b"\r\n.\r\n" not in transport.sent + transport.waiting

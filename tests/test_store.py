@@ -347,6 +347,47 @@ def test_an_intake_part_reads_its_lookups_in_one_statement_or_in_chunks(store: S
         assert [row.id for row in chunked] == [first, copied]  # s@x's AR is older than now
 
 
+def test_an_intake_parts_lookups_never_walk_the_mailbox(tmp_path: Path) -> None:
+    """Each part of a batch reads its lookups once (``known``); most mails quote no
+    reference and answer no thread, so some key columns have no values. An empty IN list
+    is an empty subquery to SQLite, which then read every message of the mailbox, testing
+    each against it: a cost per part that grew with the mailbox (issue 14). Each SELECT
+    must find its rows by an index on one of its values, whichever keys are empty."""
+    store = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
+    sent: list[tuple[str, Any]] = []
+    sa.event.listen(
+        store.engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, sql, params, _context, _many: sent.append((sql, params)),
+    )
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    since = now - timedelta(days=30)
+    new_mails = {"message_id": {"<n@x>"}, "fingerprint": {"f"}, "content_hash": {"h"}}
+    cases = [
+        (new_mails, {"s@x"}),  # new mail: no reference, no thread
+        ({"fingerprint": {"f"}}, set()),  # no Message-ID, no sender
+        ({**new_mails, "reference": {"SM-2026-000001"}}, set()),
+        ({**new_mails, "ar_message_id": {"<ar@x>"}, "message_id": {"<ar@x>"}}, {"s@x"}),
+    ]
+    plans: list[str] = []
+    with store.transaction() as tx:
+        for uid in range(1, 4):
+            tx.insert_message(new_message(uid=uid, message_id=f"<{uid}@x>", reference=None))
+        raw = tx.conn.connection.dbapi_connection
+        assert raw is not None
+        for keys, senders in cases:
+            sent.clear()
+            tx.known("general", keys, senders, since)
+            assert len(sent) == 1
+            sql, params = sent[0]
+            plans += [str(row[3]) for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    store.close()
+    reads = [plan for plan in plans if "messages" in plan]
+    assert reads
+    walks = [p for p in reads if p.startswith("SCAN") or p.endswith("(mailbox=?)")]
+    assert walks == []
+
+
 def test_outbox_claim_is_exclusive_and_crash_recovery_marks_uncertain(store: Store) -> None:
     with store.transaction() as tx:
         pk = tx.insert_message(new_message())

@@ -852,9 +852,25 @@ class _Pipelined:
 
     async def _body(self, transport: asyncio.Transport, raw: bytes) -> None:
         """The body, then the "." once the body has left (a server that stops reading: the
-        "." never leaves, the mail is retried, not uncertain)."""
+        "." never leaves, the mail is retried, not uncertain).
+
+        A body of one chunk (an AR, a forward of a short mail) goes with its "." in one
+        write: one system call and one turn of the GIL fewer per mail (issue 14). Handed to
+        the kernel whole, it left as the "." written after it would have; otherwise the
+        "." is at the end of what waits in the transport's buffer, and should that wait
+        fail (a server that stops reading, a shutdown) the transport is aborted, its buffer
+        dropped (a close would send it on its way): the "." never leaves, as before."""
         body = _wire_body(raw)
         flushing = cast(SMTPProtocol, _Flushing(transport))
+        if len(body) <= _CHUNK and not transport.get_write_buffer_size():
+            self._write(transport, body + b".\r\n")
+            if transport.get_write_buffer_size():
+                try:
+                    await self.session.step(_flushed(flushing, 0, self.timeout))
+                except BaseException:
+                    transport.abort()
+                    raise
+            return
         for start in range(0, len(body), _CHUNK):
             self._write(transport, body[start : start + _CHUNK])
             await self.session.step(_flushed(flushing, _CHUNK, self.timeout))

@@ -180,11 +180,13 @@ def _known_condition(column: str, values: sa.BindParameter[Any]) -> sa.ColumnEle
 
 
 @functools.cache
-def _known_query(column: str | None) -> sa.Select[Any] | sa.CompoundSelect[Any]:
-    """A mailbox's messages matching one key column's values, or (None) any of them: one
+def _known_query(columns: tuple[str, ...]) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """A mailbox's messages matching the values of any of these key columns: one
     statement, a UNION ALL of one SELECT per column, each served by that column's index
-    (an OR of them all made SQLite read the whole mailbox)."""
-    columns = _KEYS if column is None else (column,)
+    (an OR of them all made SQLite read the whole mailbox). Only columns that have values:
+    an empty IN list is an empty subquery to SQLite, which then walked every message of
+    the mailbox testing it (the references of a batch without any, at every part: a cost
+    that grew with the mailbox; issue 14)."""
     # The AR's Message-ID has an index of its own, without the mailbox: compared as is,
     # the mailbox made SQLite prefer an index holding it and read the whole mailbox.
     unindexed = sa.func.coalesce(messages.c.mailbox, "") == _param("mailbox")
@@ -459,6 +461,13 @@ _RESYNC_BOUND = sa.select(folders.c.resync_before, folders.c.restored_before).wh
     folders.c.folder == _param("folder"),
     folders.c.uidvalidity == _param("uidvalidity"),
 )
+# The count of a mail's transient errors, read at each part too (built at each call, the
+# statement cost ~0.3 ms of CPU a part: ~0.1 ms a transferred mail in bench/run.py).
+_TRANSIENT_ATTEMPTS = sa.select(folders.c.transient_uid, folders.c.transient_count).where(
+    folders.c.mailbox == _param("mailbox"),
+    folders.c.folder == _param("folder"),
+    folders.c.uidvalidity == _param("uidvalidity"),
+)
 _FOLDER_STATE = folders.update().where(
     folders.c.mailbox == _param("w_mailbox"), folders.c.folder == _param("w_folder")
 )
@@ -635,11 +644,8 @@ class Transaction:
     def transient_attempts(self, mailbox: str, folder: str, uidvalidity: int) -> tuple[int, int]:
         """The UID of this folder (under this UIDVALIDITY) whose recording last met a
         transient database error, and how many times in a row; (0, 0) when none did."""
-        row = self.conn.execute(
-            sa.select(folders.c.transient_uid, folders.c.transient_count).where(
-                *_this_folder(mailbox, folder, uidvalidity)
-            )
-        ).first()
+        found = {"mailbox": mailbox, "folder": folder, "uidvalidity": uidvalidity}
+        row = self.conn.execute(_TRANSIENT_ATTEMPTS, found).first()
         if row is None or row.transient_uid is None:
             return 0, 0
         return int(row.transient_uid), int(row.transient_count)
@@ -870,9 +876,12 @@ class Transaction:
         for column in ("message_id", "ar_message_id"):
             wanted[column] = {stored_id(v) or "" for v in wanted[column]}
         values = {column: sorted(v for v in wanted[column] if v) for column in _KEYS}
+        values = {column: listed for column, listed in values.items() if listed}
+        if not values:
+            return []
         if sum(map(len, values.values())) <= _IN_CHUNK:
             rows = self.conn.execute(
-                _known_query(None), {**values, "mailbox": mailbox, "since": since}
+                _known_query(tuple(values)), {**values, "mailbox": mailbox, "since": since}
             )
             found = {int(row.id): KnownRow(*row) for row in rows}
             return [found[pk] for pk in sorted(found)]
@@ -880,7 +889,8 @@ class Transaction:
         for column, ordered in values.items():  # a huge batch, or hostile References
             for low in range(0, len(ordered), _IN_CHUNK):
                 params = {column: ordered[low : low + _IN_CHUNK], "mailbox": mailbox}
-                for row in self.conn.execute(_known_query(column), {**params, "since": since}):
+                query = _known_query((column,))
+                for row in self.conn.execute(query, {**params, "since": since}):
                     found[row.id] = KnownRow(*row)
         return [found[pk] for pk in sorted(found)]
 
