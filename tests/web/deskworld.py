@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, Received, SmtpServer
@@ -190,11 +191,24 @@ def pass_over(desk: Desk, numbers: tuple[int, ...]) -> list[int]:
     return [p.event_id for p in passed[::-1][known:]]
 
 
+def three_weeks_back_on_monday(now: datetime) -> datetime:
+    """10:00 in Paris on the Monday of the week three weeks before ``now``: overdue on every
+    day the tests run. ``now - 21 days`` was not: a mail received on a Friday (or after
+    23:00 UTC on a Thursday, Friday in Paris) has only 5 working days by the end of its
+    report window (its week's Sunday + 7), so the week's figures said « 0 en retard » on
+    the days the suite ran Friday to Sunday. A Monday keeps at least 6 working days after
+    it, whatever holidays fall in the two weeks."""
+    paris = ZoneInfo("Europe/Paris")
+    day = (now - timedelta(days=21)).astimezone(paris).date()
+    monday = day - timedelta(days=day.weekday())
+    return datetime(monday.year, monday.month, monday.day, 10, tzinfo=paris).astimezone(UTC)
+
+
 def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer) -> Desk:
     """Three mails to etrangers (one three weeks old: overdue; one in HTML with hostile
     markup and an attachment), read by the pipeline; their ARs delivered and forgotten."""
     now = datetime.now(UTC)
-    etrangers.append(citizen_mail(1), internaldate=now - timedelta(days=21))
+    etrangers.append(citizen_mail(1), internaldate=three_weeks_back_on_monday(now))
     etrangers.append(citizen_mail(2, name="Ali Ben", subject="Récépissé de demande de titre"))
     etrangers.append(
         citizen_mail(3, name="Jean Petit", html=HOSTILE_HTML, attachment=True),
