@@ -294,3 +294,14 @@ def test_reorientation_tells_a_foreign_reader_how_to_contest_it(language: str) -
     assert " ".join(contest.split()) in text
     assert contest.split()[0] in mail.html
     assert "répondez à ce courriel sans changer l'objet" in text  # the French, unchanged
+
+
+def test_request_for_details_keeps_its_closing_sentence_apart_from_the_list() -> None:
+    """The text part of « demande-precisions » glued « Nous reprendrons votre demande… »
+    under the list's last item (« - Ou envoyez-les par courrier… »): read as part of the
+    postal option. The HTML part has it as a paragraph of its own; so must the text."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("demande-precisions").examples(include_optional=True)
+    lines = renderer.render("demande-precisions", examples).text.splitlines()
+    closing = lines.index("Nous reprendrons votre demande dès que nous aurons ces informations.")
+    assert lines[closing - 1] == ""
