@@ -12,6 +12,7 @@ import sys
 from datetime import date, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -296,12 +297,21 @@ def test_reorientation_tells_a_foreign_reader_how_to_contest_it(language: str) -
     assert "répondez à ce courriel sans changer l'objet" in text  # the French, unchanged
 
 
-def test_request_for_details_keeps_its_closing_sentence_apart_from_the_list() -> None:
-    """The text part of « demande-precisions » glued « Nous reprendrons votre demande… »
-    under the list's last item (« - Ou envoyez-les par courrier… »): read as part of the
-    postal option. The HTML part has it as a paragraph of its own; so must the text."""
+def test_text_parts_end_their_lists_before_the_next_paragraph() -> None:
+    """In the text part, a paragraph after a list is set apart by a blank line, as the HTML
+    part's <p> after its </ul>: glued under the last item, it read as part of it
+    (« demande-precisions »: « Nous reprendrons votre demande… » under the postal option;
+    « reponse-cartes-grises »: « Quand votre demande est acceptée… » under « en
+    instruction »; « reponse-rendez-vous-dmi »: « Venez à l'heure… » under the tax stamp)."""
     renderer = Renderer(ROOT / "templates")
-    examples = renderer.meta("demande-precisions").examples(include_optional=True)
-    lines = renderer.render("demande-precisions", examples).text.splitlines()
-    closing = lines.index("Nous reprendrons votre demande dès que nous aurons ces informations.")
-    assert lines[closing - 1] == ""
+    glued = []
+    for name in renderer.names():
+        for optional in (True, False):
+            mail = renderer.render(name, renderer.meta(name).examples(include_optional=optional))
+            lines = mail.text.splitlines()
+            for before, line in pairwise(lines):
+                in_list = before.startswith(("- ", "  ")) or re.match(r"\d+\. |   ", before)
+                item = line.startswith(("- ", " ")) or re.match(r"\d+\. ", line)
+                if in_list and line and not item:
+                    glued.append((name, before, line))
+    assert not glued
