@@ -570,3 +570,18 @@ def test_reopen_on_the_command_line_undoes_a_closing_made_by_mistake(
     assert main([*args[:-1], "nobody"]) == 2  # an agent agents.yaml does not know
     assert capsys.readouterr().err.startswith("error:")
     assert setup[3].messages == []  # nothing is sent
+
+
+def test_reply_cli_gives_a_list_variable_one_item_per_line(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """« demande-precisions » from the command line: ``--var`` gives text, the template
+    wants a list (« variable 'elements_manquants' must be a list, got str »): its lines
+    are the items."""
+    config, reference, _received = tracked(setup)
+    missing = "elements_manquants=Le numéro de votre dossier.\n\nLa démarche concernée."
+    args = ["--config", str(config), "reply", reference, "--template", "demande-precisions"]
+    assert main([*args, "--var", missing, "--agent", "cdurand"]) == 0
+    out = capsys.readouterr().out
+    assert "\n- Le numéro de votre dossier.\n- La démarche concernée.\n" in out
+    assert setup[3].messages == []

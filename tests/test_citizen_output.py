@@ -12,6 +12,7 @@ import sys
 from datetime import date, datetime
 from email.message import EmailMessage
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -259,3 +260,58 @@ def test_transfer_notice_of_an_overdue_message_gives_no_date_gone_by(language: s
         texts = renderer.translations[language].texts
         assert texts["ar.deadline_passed"] in text
         assert texts["ar.deadline"].split("{{")[0].strip() not in text
+
+
+# --------------------------------------------------------------------------- re-orientation
+
+
+def test_reorientation_subject_is_derived_from_the_citizens_subject() -> None:
+    """Like the AR and the transfer notice, the re-orientation's subject carries the
+    citizen's own subject (RFC 3834 § 3.1.5): found in the citizen's thread by it. The
+    audit's mail « APL et allocations familiales » got « Votre message [SM-2026-000004] :
+    à qui vous adresser », the subject lost; an empty subject gets a plain word."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("reorientation").examples()
+    mail = renderer.render(
+        "reorientation", {**examples, "original_subject": "APL et allocations familiales"}
+    )
+    assert mail.subject == "À qui vous adresser [SM-2026-000123] : APL et allocations familiales"
+    empty = renderer.render("reorientation", {**examples, "original_subject": ""})
+    assert empty.subject == "À qui vous adresser [SM-2026-000123] : votre message"
+
+
+@pytest.mark.parametrize("language", ["en", "ar", "es", "pt", "ro", "ru", "tr", "uk"])
+def test_reorientation_tells_a_foreign_reader_how_to_contest_it(language: str) -> None:
+    """The French part says: if the request is the prefecture's after all, reply without
+    changing the subject, a person reads it. The translated part said only where to turn
+    (the audit's English and Arabic mails re-oriented to the mairie and the CAF): the one
+    way back was in French alone."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("reorientation").examples()
+    mail = renderer.render("reorientation", examples, language=language)
+    marks = dict.fromkeys(map(ord, "\u200f\u2066\u2067\u2068\u2069"))  # RLM, isolates
+    text = " ".join(mail.text.translate(marks).split())
+    contest = renderer.translations[language].texts["reorientation.contest"]
+    assert " ".join(contest.split()) in text
+    assert contest.split()[0] in mail.html
+    assert "répondez à ce courriel sans changer l'objet" in text  # the French, unchanged
+
+
+def test_text_parts_end_their_lists_before_the_next_paragraph() -> None:
+    """In the text part, a paragraph after a list is set apart by a blank line, as the HTML
+    part's <p> after its </ul>: glued under the last item, it read as part of it
+    (« demande-precisions »: « Nous reprendrons votre demande… » under the postal option;
+    « reponse-cartes-grises »: « Quand votre demande est acceptée… » under « en
+    instruction »; « reponse-rendez-vous-dmi »: « Venez à l'heure… » under the tax stamp)."""
+    renderer = Renderer(ROOT / "templates")
+    glued = []
+    for name in renderer.names():
+        for optional in (True, False):
+            mail = renderer.render(name, renderer.meta(name).examples(include_optional=optional))
+            lines = mail.text.splitlines()
+            for before, line in pairwise(lines):
+                in_list = before.startswith(("- ", "  ")) or re.match(r"\d+\. |   ", before)
+                item = line.startswith(("- ", " ")) or re.match(r"\d+\. ", line)
+                if in_list and line and not item:
+                    glued.append((name, before, line))
+    assert not glued

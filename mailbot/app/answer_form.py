@@ -96,12 +96,23 @@ def choices(
 def fields(meta: TemplateMeta) -> list[Field]:
     """The variables the agent fills, required first."""
     found = [
-        Field(name, spec.description, required, spec.type == "text" and name == FREE_TEXT)
+        Field(
+            name,
+            spec.description,
+            required and spec.type != "list",  # an empty list is the template's own case
+            (spec.type == "text" and name == FREE_TEXT) or spec.type == "list",
+        )
         for required, specs in ((True, meta.required), (False, meta.optional))
         for name, spec in specs.items()
-        if name not in FILLED_BY_MAILBOT and spec.type in ("text", "integer")
+        if name not in FILLED_BY_MAILBOT and spec.type in ("text", "integer", "list")
     ]
     return found
+
+
+def _is_list(meta: TemplateMeta, name: str) -> bool:
+    """A list variable: a box of one item per line (``Replies`` splits it)."""
+    spec = meta.required.get(name) or meta.optional.get(name)
+    return spec is not None and spec.type == "list"
 
 
 def prefilled(meta: TemplateMeta, row: Any) -> dict[str, str]:
@@ -125,7 +136,11 @@ def draft_of(meta: TemplateMeta, form: Mapping[str, str]) -> Draft:
             "required, still empty",
             shown=f"des champs obligatoires sont encore vides : {', '.join(empty)}.",
         )
-    filled = {k: v for k, v in values.items() if v or (k == GREETING_NAME and k in form)}
+    filled = {
+        k: v
+        for k, v in values.items()
+        if v or (k == GREETING_NAME and k in form) or _is_list(meta, k)
+    }
     if meta.name == FREE_TEMPLATE:
         free = Draft.free(filled.pop(FREE_TEXT, ""))
         return replace(free, variables={**free.variables, **filled})

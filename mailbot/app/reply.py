@@ -182,6 +182,7 @@ class Replies:
         if row.sender_name and GREETING_NAME in {*meta.required, *meta.optional}:
             variables[GREETING_NAME] = row.sender_name
         variables.update(draft.variables)
+        variables.update(_listed(meta, variables))
         rendered, edited = _with_edit(
             self.renderer.render(draft.template, variables), draft.text, signature, meta
         )
@@ -195,6 +196,18 @@ class Replies:
             attachments=meta.attachments,
         )
         return mail, edited
+
+
+def _listed(meta: TemplateMeta, variables: Mapping[str, object]) -> dict[str, list[str]]:
+    """A list variable typed as text — the console's box, ``mailbot reply --var`` — as its
+    items, one per line, blank lines left out (« demande-precisions »'s missing elements:
+    neither face can give a list, and the template refused the text)."""
+    specs = {**meta.required, **meta.optional}
+    return {
+        name: [line.strip() for line in value.splitlines() if line.strip()]
+        for name, value in variables.items()
+        if isinstance(value, str) and name in specs and specs[name].type == "list"
+    }
 
 
 def _with_edit(

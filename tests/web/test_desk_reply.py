@@ -388,3 +388,32 @@ def test_the_html_preview_shows_neither_the_title_nor_the_hidden_preheader(
     assert f"Votre rendez-vous — référence {row.reference}" not in region
     preheader = re.search(r"<div([^>]*)>La Direction des migrations et de l", region)
     assert preheader and "hidden" in preheader.group(1)
+
+
+def test_the_request_for_details_takes_its_missing_elements_one_per_line(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« demande-precisions » (the answer to « Bonjour, où en est mon dossier ? ») needs
+    the list of what is missing: the form had no field for a list, and its preview and
+    sending failed on the missing variable. A box, one element per line, each a bullet;
+    left empty, the reply asks the citizen to say what the request is."""
+    row = desk.row(OVERDUE)
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}?modele=demande-precisions").text
+        assert re.search(
+            r'for="var-elements_manquants">Ce qui manque pour traiter la demande[ <]', page
+        )
+        assert re.search(r'<textarea[^>]*id="var-elements_manquants"', page)
+        fields = form_of(page, "formulaire-reponse")
+        assert fields["modele"] == "demande-precisions"
+        fields["elements_manquants"] = "Le numéro de votre dossier.\r\n\r\nLa démarche concernée."
+        shown = previewed_text(client.post(f"/courriel/{row.id}/apercu", data=fields))
+        assert "\n- Le numéro de votre dossier.\n- La démarche concernée.\n" in shown
+        empty = previewed_text(
+            client.post(f"/courriel/{row.id}/apercu", data={**fields, "elements_manquants": ""})
+        )
+        assert "Précisez votre demande" in empty
+        assert client.post(f"/courriel/{row.id}/reponse", data=fields).status_code == 303
+        (mail,) = replies(desk, 1)
+    assert mail.get_body(("plain",)).get_content() == shown  # type: ignore[union-attr]
