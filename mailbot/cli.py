@@ -697,16 +697,17 @@ def cmd_reopen(args: argparse.Namespace) -> int:
 
 
 def cmd_unanswered(args: argparse.Namespace) -> int:
-    """Every unanswered citizen's message with its age in working days, oldest first."""
+    """Every unanswered citizen's message with its age in working days, oldest first; then,
+    apart (they are answered: not in the count the figures share), those the citizen wrote
+    again about after the answer, which wait for an agent to read them."""
     from mailbot.app import indicators
     from mailbot.config import load_config
     from mailbot.store import Store
 
     config = load_config(args.config)
     today = args.as_of or _today(config)
-    waiting = indicators.unanswered(
-        config, Store(config.database), today, args.mailbox, args.service
-    )
+    store = Store(config.database)
+    waiting = indicators.unanswered(config, store, today, args.mailbox, args.service)
     print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
     for age, row in waiting:
         subject = (row["subject"] or "")[:60]
@@ -715,6 +716,20 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
             f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
         )
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    again = indicators.written_again(config, store, today, args.mailbox, args.service)
+    if again:  # answered, so not in the count above, but the citizen's mail awaits an agent
+        print("\nANSWERED, THEN WRITTEN AGAIN (new mail from the citizen, unread)")
+        print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} SUBJECT")
+        for age, row in again:
+            subject = (row["subject"] or "")[:60]
+            print(
+                f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
+                f"{row['service'] or '-':<16} {subject}"
+            )
+        print(
+            f"\n{len(again)} answered then written again (age: working days since the new"
+            " mail; reply, or mark it read in the console)"
+        )
     return 0
 
 

@@ -525,3 +525,107 @@ def test_a_follow_up_committing_while_an_earlier_answer_waits_is_no_relance(
         assert row is not None and row.relances == 0
     finally:
         store.close()
+
+
+def test_mail_after_the_answer_is_back_in_the_queue_and_leaves_the_figures_alone(
+    database: str,
+) -> None:
+    """Message 28 was re-oriented on receipt (answered on the 2nd, « répondez à ce
+    message, un agent la lira »); the citizen contests it on the 23rd. As the intake does
+    (``_written_again``): no relance, but the message is back in the general service's
+    queue, first, as new mail to read, and in the CLI's list of it — not among the overdue
+    (it was answered). The indicators and the report's weeks do not move: its answer
+    counts once, on the 2nd. A reply dated before the new mail (a phone call recorded
+    late) leaves it unread; a reply after it, or an agent marking it read, clears it. On
+    SQLite and PostgreSQL."""
+    from datetime import date
+    from types import SimpleNamespace
+    from typing import cast
+
+    from mailbot.app.indicators import figures, figures_of_periods
+    from mailbot.config import Config
+    from mailbot.core.indicators import Indicators
+    from mailbot.store import console
+
+    store = Store(database)
+    config = cast(
+        Config, SimpleNamespace(timezone="Europe/Paris", complaint_category="reclamation")
+    )
+    weeks = [(date(2026, 11, 2 + 7 * k), date(2026, 11, 8 + 7 * k)) for k in range(3)]
+    as_of = date(2026, 11, 25)
+    queue = console.OpenFilter(services=["general"])
+
+    def figures_now() -> tuple[Indicators, list[Indicators]]:
+        return (
+            figures(config, store, weeks[0][0], weeks[-1][1], as_of),
+            figures_of_periods(config, store, weeks, as_of),
+        )
+
+    def listed() -> list[str]:
+        found, total = console.open_messages(store.engine, queue, 0, 100)
+        assert total == len(found)
+        return [row.reference for row in found]
+
+    try:
+        load_scenario(store)
+        before = figures_now()
+        open_before = listed()
+        reoriented = store.message(reference="SM-2026-000028")
+        assert reoriented is not None and reoriented.first_reply_at is not None
+        assert "SM-2026-000028" not in open_before
+        with store.transaction() as tx:
+            for uid in (6100, 6101):  # two mails: the contest, then a document
+                follow_up = tx.insert_message(
+                    NewMessage(
+                        mailbox="general",
+                        folder="INBOX",
+                        uidvalidity=1,
+                        uid=uid,
+                        message_id=f"<contest{uid}@example.fr>",
+                        content_hash=f"contest{uid}",
+                        received_at=at(23, 9),
+                        sender="u28@example.fr",
+                        subject="Re: message 28",
+                        in_reply_to="<m28@example.fr>",
+                        decision="follow-up",
+                        reasons=["follow-up"],
+                        size=100,
+                        defects=[],
+                        parent_id=reoriented.id,
+                    )
+                )
+                tx.count_relance(reoriented.id, at(23, 9))  # as the intake does
+                assert not tx.reopen_closed(reoriented.id)
+                assert tx.mark_written_again(reoriented.id, at(23, 9)) is (uid == 6100)
+                assert follow_up
+        row = store.message(reference="SM-2026-000028")
+        assert row is not None and row.relances == 0
+        assert row.written_again_at == at(23, 9)
+        assert listed() == ["SM-2026-000028", *open_before]  # first: new mail to read
+        assert [r["reference"] for r in store.written_again_rows()] == ["SM-2026-000028"]
+        assert [r["reference"] for r in store.written_again_rows(service="etrangers")] == []
+        overdue = console.OpenFilter(services=["general"], received_before=at(30, 0))
+        late, _ = console.open_messages(store.engine, overdue, 0, 100)
+        assert "SM-2026-000028" not in [r.reference for r in late]
+        assert [r["id"] for r in store.open_rows(at(30, 0))].count(row.id) == 0
+        assert figures_now() == before
+
+        with store.transaction() as tx:  # answered by phone on the 20th, recorded late
+            tx.record_reply(row.id, at(20, 11), None, "{}", EventKind.ANSWERED_ELSEWHERE)
+        assert listed()[0] == "SM-2026-000028"
+        with store.transaction() as tx:  # the agent's reply to the contest, on the 24th
+            tx.record_reply(row.id, at(24, 11), True, "<r28b@x>", EventKind.REPLY_SENT)
+        assert listed() == open_before
+        assert store.written_again_rows() == []
+        assert figures_now() == before  # its first answer, on the 2nd, still the one counted
+
+        with store.transaction() as tx:  # thanks on the 25th, marked read
+            assert tx.mark_written_again(row.id, at(25, 9))
+        assert listed()[0] == "SM-2026-000028"
+        with store.transaction() as tx:
+            assert tx.clear_written_again(row.id)
+            assert not tx.clear_written_again(row.id)
+        assert listed() == open_before
+        assert figures_now() == before
+    finally:
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -250,6 +251,21 @@ def test_writing_again_after_the_answer_is_a_follow_up_but_no_relance(
     today = datetime.now(PARIS).date()
     figures = indicators(config, str(today - timedelta(days=1)), str(today))
     assert (figures["answered"], figures["relances"]) == (1, 0)
+    # Yet it is mail for an agent to read (thanks, or a new question: not told apart by
+    # its text): the message is flagged, and `mailbot unanswered` lists it apart from the
+    # unanswered mail it does not count among.
+    (flagged,) = db_rows(config, "SELECT written_again_at IS NOT NULL FROM messages WHERE uid = 1")
+    assert flagged == (1,)
+    listed = subprocess.run(
+        [sys.executable, "-m", "mailbot.cli", "--config", str(config), "unanswered"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "\n0 unanswered" in listed
+    again = listed.split("ANSWERED, THEN WRITTEN AGAIN", 1)[1]
+    assert re.search(rf"\n +\d+  {re.escape(reference)} +general ", again), listed
+    assert "\n1 answered then written again" in again
 
 
 def test_a_relance_read_later_is_still_a_relance(

@@ -156,3 +156,20 @@ def unanswered(
         (calendar.delay_between(calendar.local_date(r["received_at"]), today), r) for r in rows
     ]
     return sorted(waiting, key=lambda item: -item[0])
+
+
+def written_again(
+    config: Config,
+    store: Store,
+    today: date,
+    mailbox: str | None = None,
+    service: str | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """The answered messages the citizen wrote again about, unread by any agent, each with
+    the working days since that new mail, earliest first. Listed apart from ``unanswered``:
+    they are answered (the figures count their answer, once), yet wait for an agent."""
+    calendar = calendar_for(config.timezone)
+    return [
+        (calendar.delay_between(calendar.local_date(r["written_again_at"]), today), r)
+        for r in store.written_again_rows(mailbox, service)
+    ]

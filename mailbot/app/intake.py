@@ -1219,11 +1219,17 @@ def _written_again(rec: Direct, parent_pk: int, message_pk: int, received_at: da
     """The citizen wrote again about ``parent_pk`` (the follow-up ``message_pk``): one more
     relance while it is unanswered, and a message an agent closed as needing no reply is
     reopened (back in the queue, the alerts and the figures: left closed, nobody would see
-    the relance). After an answer, nothing is reopened: thanks or a new question in the
-    thread are shown with the message (its follow-ups), the answer still counts."""
+    the relance). After an answer it is no relance and the answer still counts, but it is
+    mail for an agent to read (the citizen contests a re-orientation, sends the documents
+    asked for, or thanks): the message is back in its service's queue as new mail from the
+    citizen (``written_again_at``) until an agent replies again or marks it read. Thanks
+    are not told apart by their text: the agent clears them in one click."""
     rec.tx.count_relance(parent_pk, received_at)
     if rec.tx.reopen_closed(parent_pk):
         detail = json.dumps({"follow_up": message_pk})
+        rec.events(parent_pk, (EventKind.REOPENED, detail))
+    elif rec.tx.mark_written_again(parent_pk, received_at):
+        detail = json.dumps({"follow_up": message_pk, "answered": True})
         rec.events(parent_pk, (EventKind.REOPENED, detail))
 
 

@@ -31,6 +31,9 @@ class ThreadEvent:
     kind: str
     agent: str
     details: dict[str, str]
+    # A reopening by the citizen's mail after the answer (new mail to read), not after a
+    # closing without a reply: the thread names the two apart.
+    after_answer: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,4 +129,4 @@ def _event(row: Any) -> ThreadEvent:
     if detail.get("edited") is True:  # an agent's reply whose text they changed
         shown["edited"] = "oui"
     agent = shown.pop("agent", "")
-    return ThreadEvent(row.at, str(row.kind), agent, shown)
+    return ThreadEvent(row.at, str(row.kind), agent, shown, detail.get("answered") is True)

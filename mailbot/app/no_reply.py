@@ -5,7 +5,11 @@ late would misstate the audited figure), and the weekly report lists it apart, s
 nothing leaves the figures unseen. Not for good: the citizen writing again about it reopens
 it (``intake``: it is theirs to answer after all), so does an agent who closed it by
 mistake (``reopen``), and an answer recorded later makes it answered, not closed
-(``Transaction.record_reply``). What a message's state allows is ``message_actions``'s."""
+(``Transaction.record_reply``). What a message's state allows is ``message_actions``'s.
+
+The same holds after an answer: the citizen writing again puts the message back in the
+queue as new mail to read (``intake``), and an agent who read it and finds nothing to
+answer (thanks) takes it out again (``mark_read``); its answer counts as before."""
 
 from __future__ import annotations
 
@@ -137,6 +141,45 @@ def reopen(
 
     _, repeated = once(store, EventKind.REOPENED, key, record)
     return Reopened(row.reference, closed[0] if closed else None, repeated)
+
+
+@dataclass(frozen=True)
+class MarkedRead:
+    reference: str
+    repeated: bool = False
+
+
+def mark_read(
+    config: Config,
+    store: Store,
+    agents: AgentLookup,
+    agent_id: str,
+    message: MessageRef,
+    key: str | None = None,
+) -> MarkedRead:
+    """The citizen's mail after the answer read by ``agent_id``, with nothing to answer
+    (thanks, a mere acknowledgement): the message leaves the queue again; recorded in
+    the thread with the agent (``follow_up_read``); once per ``key``. Refused
+    (RequestError) unless the message has such unread mail: replying again clears it too."""
+    find_agent(config, agents, agent_id)
+    row = tracked_message(store, message)
+    if previous(store, EventKind.FOLLOW_UP_READ, key) is not None:
+        return MarkedRead(row.reference, repeated=True)
+
+    def record(tx: Transaction) -> int:
+        if not tx.clear_written_again(row.id):  # none, or read or answered meanwhile
+            raise RequestError(
+                "reference",
+                row.reference or f"#{row.id}",
+                "no new mail from the citizen to mark read",
+                shown="ce courriel n'a pas de nouveau message de l'usager à lire.",
+            )
+        detail = json.dumps({"agent": agent_id}, ensure_ascii=False)
+        tx.add_event(row.id, EventKind.FOLLOW_UP_READ, detail)
+        return 0
+
+    _, repeated = once(store, EventKind.FOLLOW_UP_READ, key, record)
+    return MarkedRead(row.reference, repeated)
 
 
 def _last_closing(store: Store, message_pk: int) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Show(StrEnum):
     MINE = "mes-courriels"  # assigned to the agent
     UNASSIGNED = "non-attribues"
     TO_CHECK = "a-verifier"  # routing was unsure: the service or category needs a look
+    WRITTEN_AGAIN = "nouveaux-messages"  # answered, then the citizen wrote again
 
 
 class Urgency(StrEnum):
@@ -83,6 +84,9 @@ class QueueRow:
     assignee: str | None
     to_check: bool
     language: str | None = None  # the citizen's, as detected: the subject is marked in it
+    # Answered, then the citizen wrote again (local time of the first unread follow-up):
+    # new mail to read, shown so instead of the deadline, which the answer met or missed.
+    written_again: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def _filter(
         assignee=query.agent if query.show is Show.MINE else None,
         unassigned=query.show is Show.UNASSIGNED,
         to_check=query.show is Show.TO_CHECK,
+        written_again=query.show is Show.WRITTEN_AGAIN,
         words=search_words(query.search),
     )
 
@@ -203,6 +208,11 @@ def _row(config: Config, calendar: WorkingCalendar, row: Any, today: date) -> Qu
         assignee=row.assignee,
         to_check=bool(row.to_check),
         language=row.language,
+        written_again=(
+            row.written_again_at.astimezone(calendar.zone)
+            if row.written_again_at is not None
+            else None
+        ),
     )
 
 

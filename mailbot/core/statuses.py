@@ -130,7 +130,12 @@ class EventKind(StrEnum):
     PASSED_OVER_DISMISSED = "passed_over_dismissed"
     ASSIGNED = "assigned"  # an agent took a message, or was given it (console)
     NO_REPLY_NEEDED = "no_reply_needed"  # closed without a reply: spam, a duplicate...
-    REOPENED = "reopened"  # closed without a reply, then the citizen wrote again about it
+    # Closed without a reply, then the citizen wrote again about it; or answered, then the
+    # citizen wrote again: back in the queue as new mail to read (``written_again_at``).
+    REOPENED = "reopened"
+    # An agent read the citizen's mail after the answer and found nothing to answer: the
+    # message leaves the queue again (``written_again_at`` cleared), its answer still counts.
+    FOLLOW_UP_READ = "follow_up_read"
     PROBE_ALERT_SENT = "probe_alert_sent"
 
     @classmethod

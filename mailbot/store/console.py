@@ -32,6 +32,7 @@ QUEUE_COLUMNS = (
     messages.c.assignee,
     messages.c.to_check,
     messages.c.language,  # the subject's, as detected
+    messages.c.written_again_at,  # answered, then the citizen wrote again (unread)
 )
 
 
@@ -48,6 +49,7 @@ class OpenFilter:
     assignee: str | None = None
     unassigned: bool = False
     to_check: bool = False
+    written_again: bool = False  # only the answered messages the citizen wrote again about
     words: Sequence[str] = ()  # each in the subject (case and accents aside) or the reference
 
 
@@ -69,7 +71,8 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
         sa.and_(messages.c.service.is_(None), messages.c.mailbox.in_(list(where.mailbox_services))),
     )
     conditions = [
-        messages.c.first_reply_at.is_(None),
+        # Unanswered, or answered and written about again since, unread (``written_again_at``)
+        sa.or_(messages.c.first_reply_at.is_(None), messages.c.written_again_at.is_not(None)),
         messages.c.decision == Decision.ACKNOWLEDGE,
         messages.c.no_reply.is_(None),
         messages.c.probe == 0,  # the supervision's test mails are nobody's to answer
@@ -78,8 +81,9 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
     ]
     if where.category:
         conditions.append(messages.c.category == where.category)
-    if where.received_before is not None:
+    if where.received_before is not None:  # overdue: an answered message never is
         conditions.append(messages.c.received_at < where.received_before)
+        conditions.append(messages.c.first_reply_at.is_(None))
     if where.relanced:
         conditions.append(messages.c.relances > 0)
     if where.assignee:
@@ -88,6 +92,8 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
         conditions.append(messages.c.assignee.is_(None))
     if where.to_check:
         conditions.append(messages.c.to_check == 1)
+    if where.written_again:
+        conditions.append(messages.c.written_again_at.is_not(None))
     for word in where.words:  # folded both sides, in Python: see core.fold
         conditions.append(
             sa.or_(
@@ -101,14 +107,22 @@ def _open_where(where: OpenFilter) -> list[sa.ColumnElement[bool]]:
 def open_messages(
     engine: Engine, where: OpenFilter, offset: int, limit: int
 ) -> tuple[list[sa.Row[Any]], int]:
-    """One page of open messages, those held "to check" first (the routing was unsure:
-    re-routed soon, the right service still has time), then oldest first (the earliest
-    deadline first), and how many match in all."""
+    """One page of open messages, and how many match in all. First those the citizen
+    wrote again about after their answer (new mail to read, whose deadline is long gone
+    or met: by receipt they would sink among the overdue), earliest first; then those
+    held "to check" (the routing was unsure: re-routed soon, the right service still has
+    time), then oldest first (the earliest deadline first)."""
     conditions = _open_where(where)
     page = (
         sa.select(*QUEUE_COLUMNS)
         .where(*conditions)
-        .order_by(messages.c.to_check.desc(), messages.c.received_at, messages.c.id)
+        .order_by(
+            messages.c.written_again_at.is_(None),  # false (0) first: the new mail
+            messages.c.written_again_at,
+            messages.c.to_check.desc(),
+            messages.c.received_at,
+            messages.c.id,
+        )
         .offset(offset)
         .limit(limit)
     )

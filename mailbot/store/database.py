@@ -521,6 +521,24 @@ class Store:
             sa.and_(citizens, messages.c.first_reply_at.is_(None)), mailbox, service
         )
 
+    def written_again_rows(
+        self, mailbox: str | None = None, service: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The answered messages the citizen wrote again about since, that no agent has
+        read yet (``written_again_at``), the earliest new mail first: out of the unanswered
+        list (they are answered: the figures count them so), not forgotten."""
+        query = (
+            sa.select(*_listed(), messages.c.received_at, messages.c.written_again_at)
+            .where(messages.c.written_again_at.is_not(None), messages.c.probe == 0)
+            .order_by(messages.c.written_again_at, messages.c.id)
+        )
+        if mailbox:
+            query = query.where(messages.c.mailbox == mailbox)
+        if service:
+            query = query.where(messages.c.service == service)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
     def _citizen_rows(
         self, where: Any, mailbox: str | None, service: str | None
     ) -> list[dict[str, Any]]:

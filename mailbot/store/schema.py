@@ -142,6 +142,10 @@ messages = sa.Table(
     # notice settled after it wrote over it before (migration 0022). No foreign key: the
     # outbox refers to messages, and retention deletes both.
     sa.Column("notice_outbox", sa.Integer),
+    # When the citizen first wrote again after the answer, while no agent has replied
+    # again or marked it read: the message is back in its service's queue as new mail
+    # to read (no relance, the indicators unchanged): migration 0026.
+    sa.Column("written_again_at", UTCDateTime),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),

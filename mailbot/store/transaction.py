@@ -1058,6 +1058,29 @@ class Transaction:
         )
         return reopened.rowcount == 1
 
+    def mark_written_again(self, message_pk: int, received_at: datetime) -> bool:
+        """The citizen wrote again (a follow-up received at ``received_at``) after the
+        message's answer: no relance (``relance_counted``), but mail nobody would read,
+        so the message is back in its service's queue until an agent replies again or
+        marks it read. True when it was not so already (the first unread follow-up)."""
+        flagged = self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.written_again_at.is_(None))
+            .where(sa.not_(relance_counted(messages.c.first_reply_at, received_at)))
+            .values(written_again_at=received_at)
+        )
+        return flagged.rowcount == 1
+
+    def clear_written_again(self, message_pk: int) -> bool:
+        """An agent read the citizen's mail after the answer, with nothing to answer: out
+        of the queue again. False when there was nothing to clear (done meanwhile)."""
+        cleared = self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.written_again_at.is_not(None))
+            .values(written_again_at=None)
+        )
+        return cleared.rowcount == 1
+
     def record_reply(
         self,
         message_pk: int,
@@ -1093,6 +1116,13 @@ class Transaction:
             messages.update()
             .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
             .values(no_reply=None)
+        )
+        # The citizen's mail after the answer is answered too by a reply made since it came
+        # (not by one dated before it, e.g. a phone call recorded late).
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.written_again_at <= at)
+            .values(written_again_at=None)
         )
         follow_up = messages.alias("written_again")
         after_answer = (

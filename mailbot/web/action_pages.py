@@ -2,10 +2,11 @@
 when and why: assign (take it, or give it to a colleague), transfer to another service
 with a reason, answered elsewhere (phone, counter, letter) with a reason, correct the
 service or category, close as needing no reply with a reason, reopen a message closed so
-by mistake. Every POST is authorised on the message's service (and CSRF-checked by the
-middleware); a form is done once per message state (its idempotency key), so a double
-click does it once. What the message's state allows is the use cases' to refuse
-(``app/message_actions``): the page only hides what they would refuse."""
+by mistake, mark the citizen's mail after the answer read (nothing to answer). Every POST
+is authorised on the message's service (and CSRF-checked by the middleware); a form is
+done once per message state (its idempotency key), so a double click does it once. What
+the message's state allows is the use cases' to refuse (``app/message_actions``): the
+page only hides what they would refuse."""
 
 from __future__ import annotations
 
@@ -156,6 +157,22 @@ async def _reopen(request: Request, row: Any, form: dict[str, str], service: str
     return f"/courriel/{row.id}?fait=rouvrir"
 
 
+async def _mark_read(request: Request, row: Any, form: dict[str, str], service: str) -> str:
+    """The citizen's mail after the answer read, nothing to answer: whoever may reply may."""
+    check(request, Action.REPLY, service)
+    app = backend(request)
+    await run_in_threadpool(
+        no_reply.mark_read,
+        app.config,
+        app.store,
+        agents(request),
+        current_agent(request).agent_id,
+        row.id,
+        _key("lu", row, form),
+    )
+    return "/?fait=lu"
+
+
 HANDLERS: dict[str, Handler] = {
     "attribuer": _assign,
     "transferer": _transfer,
@@ -163,6 +180,7 @@ HANDLERS: dict[str, Handler] = {
     "corriger": _correct,
     "sans-reponse": _no_reply,
     "rouvrir": _reopen,
+    "lu": _mark_read,
 }
 
 

@@ -52,6 +52,9 @@ EVENT_LABELS = {
     "no_reply_needed": "Clos sans réponse",
     "reopened": "Rouvert : l'usager a écrit de nouveau",
     "reopened:agent": "Rouvert par un agent",  # an agent undid a closing (``event_label``)
+    # The citizen wrote again after the answer: back in the queue to be read (``event_label``)
+    "reopened:answered": "Nouveau message de l'usager après la réponse",
+    "follow_up_read": "Nouveau message de l'usager lu, sans réponse à donner",
     "send_deferred": "Envoi différé",
     "send_failed": "Échec d'envoi",
     "send_requeued": "Remis dans la file d'envoi après une panne",
@@ -71,7 +74,10 @@ INERT_TYPES = ("html", "xml", "script", "svg", "css")  # "script": java-, ecma-,
 
 def event_label(event: message_view.ThreadEvent) -> str:
     """How the thread names an event: by its kind, and for a kind both mailbot and an agent
-    record (a reopening: the citizen's relance, or an agent's), by who did it."""
+    record (a reopening: the citizen's relance, or an agent's), by who did it; the
+    citizen's mail after the answer apart from a reopening after a closing."""
+    if event.after_answer and f"{event.kind}:answered" in EVENT_LABELS:
+        return EVENT_LABELS[f"{event.kind}:answered"]
     if event.agent and f"{event.kind}:agent" in EVENT_LABELS:
         return EVENT_LABELS[f"{event.kind}:agent"]
     return EVENT_LABELS.get(event.kind, event.kind)

@@ -27,11 +27,14 @@ SHOW_LABELS = {
     queue.Show.MINE: "Qui me sont attribués",
     queue.Show.UNASSIGNED: "Non attribués",
     queue.Show.TO_CHECK: "Orientation à vérifier",
+    queue.Show.WRITTEN_AGAIN: "Nouveau message après une réponse",
 }
 DONE = {
     "transferer": "Le courriel est transféré ; l'usager reçoit l'avis de transmission.",
     "repondu-ailleurs": "La réponse donnée par un autre moyen est enregistrée.",
     "sans-reponse": "Le courriel est clos sans réponse : il sort de la file et des indicateurs.",
+    "lu": "Le nouveau message de l'usager est marqué comme lu : le courriel sort de la file,"
+    " sa réponse compte toujours.",
 }
 SENT_REFERENCE = re.compile(r"[A-Z]{1,10}-\d{4}-\d{6}")
 

@@ -90,6 +90,7 @@ ACTIONS = {
     "corriger": ("corriger", {"service": "etrangers", "categorie": "rendez-vous"}),
     "sans-reponse": ("sans-reponse", {"motif": "spam", "precision": ""}),
     "rouvrir": ("rouvrir", {"motif": ""}),
+    "lu": ("lu", {}),
 }
 # Who is refused what, on a message of etrangers (the allowed side is tested below).
 REFUSED = [
@@ -105,6 +106,8 @@ REFUSED = [
     ("ngarnier", "sans-reponse"),
     ("mlefebvre", "rouvrir"),  # reopening: who may close may reopen, no one else
     ("ngarnier", "rouvrir"),
+    ("mlefebvre", "lu"),  # marking the mail after the answer read: who may reply, no one else
+    ("ngarnier", "lu"),
     ("khaddad", "attribuer-collegue"),  # an agent: gives nothing to others (heads do)
     ("khaddad", "transferer"),  # an agent: no reassignment (heads of service do it)
     ("khaddad", "corriger"),
@@ -327,20 +330,87 @@ def test_a_relance_reopens_a_message_closed_without_reply(
     assert row.id in [r["id"] for r in unanswered]  # the alerts' list
 
 
-def test_a_relance_after_the_answer_reopens_nothing(desk: Desk, console: RunningConsole) -> None:
-    """Writing again after the answer (thanks, a new question) is a follow-up shown with
-    the message, but no relance: the message stays answered and out of the queue."""
+def written_again_after_the_answer(desk: Desk, answered_hours_ago: int = 2) -> Any:
+    """The overdue message answered ``answered_hours_ago`` hours ago (as mailbot's own
+    re-orientation reply would be: recorded on the row), then the citizen writes again an
+    hour later, read by the intake from Dovecot: its row after that."""
+    row = desk.row(OVERDUE)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with desk.app.store.transaction() as tx:
+        answered = now - timedelta(hours=answered_hours_ago)
+        tx.record_reply(row.id, answered, True, "automatic:reorientation")
+    write_again(desk, answered + timedelta(hours=1))
+    return desk.row(OVERDUE)
+
+
+def test_mail_after_the_answer_is_back_in_the_queue_until_an_agent_reads_it(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """Writing again after the answer (the citizen contests a re-orientation, sends the
+    documents asked for, or thanks) is no relance and the answer still counts, but the
+    message is back in the queue, first, flagged « Nouveau message de l'usager » (a word,
+    not a colour), until an agent who read it marks it read — recorded with their name."""
+    row = desk.row(OVERDUE)
+    before = etrangers_figures(desk)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        after = written_again_after_the_answer(desk)
+        assert after.relances == 0 and after.first_reply_at is not None
+        assert after.written_again_at is not None
+        answered = etrangers_figures(desk)
+        assert (answered.received, answered.answered) == (before.received, before.answered + 1)
+        assert answered.relances == before.relances
+        home = karim.get("/").text
+        assert queued(karim)[0] == row.reference  # first, before the overdue ones
+        assert "Nouveau message de l'usager</span>" in home  # the template's text
+        assert row.reference in queued_page(karim, "nouveaux-messages")
+        assert row.reference not in queued_page(karim, "en-retard")  # answered: not late
+        page = karim.get(f"/courriel/{row.id}").text
+        assert badge(page) == "Répondu"
+        assert 'id="nouveau-message">Nouveau message de l\'usager<' in page
+        assert "Nouveau message de l&#39;usager après la réponse" in page  # the thread
+        assert 'id="action-lu"' in page
+        done = act(karim, desk, "lu")
+        assert done.status_code == 303 and done.headers["location"] == "/?fait=lu"
+        assert (
+            "Le nouveau message de l&#39;usager est marqué comme lu" in karim.get("/?fait=lu").text
+        )
+        assert row.reference not in queued(karim)
+        page = karim.get(f"/courriel/{row.id}").text
+        assert 'id="action-lu"' not in page and 'id="nouveau-message"' not in page
+        assert re.search(
+            r"Nouveau message de l&#39;usager lu, sans réponse à donner</strong> — [^—]+— "
+            r"par Karim Haddad",
+            page,
+        )
+        again = act(karim, desk, "lu")
+        assert again.status_code == 400
+        assert refusal(again) == "ce courriel n'a pas de nouveau message de l'usager à lire."
+    assert desk.row(OVERDUE).written_again_at is None
+    assert details(desk, "follow_up_read") == [{"agent": "khaddad"}]
+    follow_up = desk.row("<relance-1@example.fr>")
+    assert details(desk, "reopened") == [{"follow_up": follow_up.id, "answered": True}]
+    assert etrangers_figures(desk) == answered
+
+
+def test_replying_again_takes_the_mail_after_the_answer_out_of_the_queue(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """The agent answers the citizen's new mail (here by phone, « Répondu par un autre
+    moyen »): the message leaves the queue, its first answer still the one counted."""
     row = desk.row(OVERDUE)
     with console.client() as karim:
         local_login(karim, "khaddad")
-        answered = act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappel")
-        assert answered.status_code == 303
-        at = desk.row(OVERDUE).first_reply_at  # received the next second: after it
-        write_again(desk, at.replace(microsecond=0) + timedelta(seconds=1))
+        first = written_again_after_the_answer(desk).first_reply_at
+        figures = etrangers_figures(desk)
+        assert queued(karim)[0] == row.reference
+        done = act(karim, desk, "repondu-ailleurs", moyen="phone", motif="Rappelée")
+        assert done.status_code == 303
         assert row.reference not in queued(karim)
     after = desk.row(OVERDUE)
-    assert after.relances == 0 and after.first_reply_at is not None
-    assert "reopened" not in [e.kind for e in desk.app.store.events(row.id)]
+    assert after.written_again_at is None and after.first_reply_at == first
+    assert etrangers_figures(desk) == figures
+    assert details(desk, "follow_up_read") == []
 
 
 def test_an_answer_after_closing_counts_once_as_answered(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from deskworld import HOSTILE_HOST, Desk, desk_console
 from playwright.sync_api import Page, Request, expect
+from test_desk_actions import written_again_after_the_answer
 from webtools import RunningConsole, browser_login, serious
 
 ACCOUNTS = ("khaddad", "mlefebvre")
@@ -177,5 +178,27 @@ def test_closing_reopening_and_answering_in_the_browser(
     page.goto(url)
     expect(page.locator("#sans-reponse-impossible")).to_contain_text("a reçu une réponse le")
     expect(page.locator("#formulaire-libre")).to_have_count(1)
+    assert serious(axe(page)) == []
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_mail_after_the_answer_flagged_and_marked_read_in_the_browser(
+    page: Page, axe: Any, desk: Desk, console: RunningConsole
+) -> None:
+    """The queue's « Nouveau message de l'usager » badge and the message page's « Marquer
+    comme lu » form pass axe-core; the button takes the message out of the queue."""
+    row = written_again_after_the_answer(desk)
+    login(page, console, "khaddad")
+    page.goto(console.url + "/")
+    first = page.locator("tr.mb-row").first
+    expect(first).to_have_attribute("data-reference", row.reference)
+    expect(first.locator(".mb-written-again")).to_have_text("Nouveau message de l'usager")
+    assert serious(axe(page)) == []
+    page.goto(f"{console.url}/courriel/{row.id}")
+    expect(page.locator("#nouveau-message")).to_be_visible()
+    assert serious(axe(page)) == []
+    page.click("#marquer-lu")
+    expect(page).to_have_url(f"{console.url}/?fait=lu")
+    expect(page.locator(f'tr[data-reference="{row.reference}"]')).to_have_count(0)
     assert serious(axe(page)) == []
     assert page.problems == []  # type: ignore[attr-defined]
