@@ -127,10 +127,33 @@ def announced(m: Any) -> bool:
     return m.transferred != 0 and told == "sent"
 
 
+FACT_COLUMNS = (
+    "id",
+    "mailbox",
+    "service",
+    "category",
+    "received_at",
+    "first_reply_at",
+    "decision",
+    "reasons",
+    "no_reply",
+    "probe",
+    "first_reply_complete",
+    "ar_status",
+    "transferred",
+    "notice_status",
+    "relances",
+)
+
+
 def expected(store: Store) -> Facts:
     """The facts, computed in Python from the messages as the indicators define them."""
     found = set()
-    for m in store.messages():
+    # Only the columns the facts read: an older database (a migration test's) has no later one.
+    columns = [messages.c[name] for name in FACT_COLUMNS]
+    with store.engine.connect() as conn:
+        read = list(conn.execute(sa.select(*columns).order_by(messages.c.id)))
+    for m in read:
         unhandled = m.decision == Decision.QUARANTINE or (
             m.decision == Decision.SKIP and m.reasons == REASONS[1]
         )

@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("written_again_at")
+    # Plain DROP COLUMN (SQLite 3.35+), as 0022: batch mode would rebuild ``messages`` on
+    # SQLite and drop the indicator triggers on it with the old table.
+    op.execute("ALTER TABLE messages DROP COLUMN written_again_at")
