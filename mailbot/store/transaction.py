@@ -1112,18 +1112,7 @@ class Transaction:
         self.conn.execute(
             sa.select(messages.c.id).where(messages.c.id == message_pk).with_for_update()
         )
-        self.conn.execute(
-            messages.update()
-            .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
-            .values(no_reply=None)
-        )
-        # The citizen's mail after the answer is answered too by a reply made since it came
-        # (not by one dated before it, e.g. a phone call recorded late).
-        self.conn.execute(
-            messages.update()
-            .where(messages.c.id == message_pk, messages.c.written_again_at <= at)
-            .values(written_again_at=None)
-        )
+        self._answered_at(message_pk, at)
         follow_up = messages.alias("written_again")
         after_answer = (
             sa.select(sa.func.count())
@@ -1147,6 +1136,21 @@ class Transaction:
                 first_reply_complete=None if complete is None else int(complete),
                 relances=messages.c.relances - after_answer,
             )
+        )
+
+    def _answered_at(self, message_pk: int, at: datetime) -> None:
+        """What a reply at ``at`` settles besides the first reply: a closing without reply,
+        and the citizen's mail after the answer if it came before ``at`` (not one that came
+        after a reply dated earlier, e.g. a phone call recorded late)."""
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.no_reply.is_not(None))
+            .values(no_reply=None)
+        )
+        self.conn.execute(
+            messages.update()
+            .where(messages.c.id == message_pk, messages.c.written_again_at <= at)
+            .values(written_again_at=None)
         )
 
     def set_service(self, message_pk: int, service: str) -> None:
