@@ -532,12 +532,7 @@ class Store:
             .where(messages.c.written_again_at.is_not(None), messages.c.probe == 0)
             .order_by(messages.c.written_again_at, messages.c.id)
         )
-        if mailbox:
-            query = query.where(messages.c.mailbox == mailbox)
-        if service:
-            query = query.where(messages.c.service == service)
-        with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+        return self._listing(query, mailbox, service)
 
     def _citizen_rows(
         self, where: Any, mailbox: str | None, service: str | None
@@ -553,6 +548,12 @@ class Store:
             .where(where)
             .order_by(messages.c.received_at, messages.c.id)
         )
+        return self._listing(query, mailbox, service)
+
+    def _listing(
+        self, query: sa.Select[Any], mailbox: str | None, service: str | None
+    ) -> list[dict[str, Any]]:
+        """A listing of citizens' messages, narrowed to a mailbox and a service if given."""
         if mailbox:
             query = query.where(messages.c.mailbox == mailbox)
         if service:
