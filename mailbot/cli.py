@@ -15,10 +15,10 @@ import signal
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailbot.core.answers import AnsweredHow
 from mailbot.errors import (
@@ -696,6 +696,15 @@ def cmd_reopen(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- figures
 
 
+def _waiting_line(age: int, row: Mapping[str, Any], middle: str = "") -> str:
+    """One message of `unanswered`'s listings: age, reference, mailbox, service, subject."""
+    reference = row["reference"] or f"#{row['id']}"
+    return (
+        f"{age:>4}  {reference:<15} {row['mailbox']:<10} {row['service'] or '-':<16} "
+        f"{middle}{(row['subject'] or '')[:60]}"
+    )
+
+
 def cmd_unanswered(args: argparse.Namespace) -> int:
     """Every unanswered citizen's message with its age in working days, oldest first; then,
     apart (they are answered: not in the count the figures share), those the citizen wrote
@@ -710,22 +719,14 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     waiting = indicators.unanswered(config, store, today, args.mailbox, args.service)
     print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
     for age, row in waiting:
-        subject = (row["subject"] or "")[:60]
-        print(
-            f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
-            f"{row['service'] or '-':<16} {int(row['relances'] or 0):>8}  {subject}"
-        )
+        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  "))
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
     again = indicators.written_again(config, store, today, args.mailbox, args.service)
     if again:  # answered, so not in the count above, but the citizen's mail awaits an agent
         print("\nANSWERED, THEN WRITTEN AGAIN (new mail from the citizen, unread)")
         print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} SUBJECT")
         for age, row in again:
-            subject = (row["subject"] or "")[:60]
-            print(
-                f"{age:>4}  {row['reference'] or '#' + str(row['id']):<15} {row['mailbox']:<10} "
-                f"{row['service'] or '-':<16} {subject}"
-            )
+            print(_waiting_line(age, row))
         print(
             f"\n{len(again)} answered then written again (age: working days since the new"
             " mail; reply, or mark it read in the console)"

@@ -151,10 +151,7 @@ def unanswered(
     oldest first: the figures count every one of them as overdue, so the list shows them."""
     calendar = calendar_for(config.timezone)
     _since, until = period_bounds(calendar, today, today)
-    rows = store.open_rows(until, mailbox, service)
-    waiting = [
-        (calendar.delay_between(calendar.local_date(r["received_at"]), today), r) for r in rows
-    ]
+    waiting = _aged(calendar, store.open_rows(until, mailbox, service), "received_at", today)
     return sorted(waiting, key=lambda item: -item[0])
 
 
@@ -169,7 +166,11 @@ def written_again(
     the working days since that new mail, earliest first. Listed apart from ``unanswered``:
     they are answered (the figures count their answer, once), yet wait for an agent."""
     calendar = calendar_for(config.timezone)
-    return [
-        (calendar.delay_between(calendar.local_date(r["written_again_at"]), today), r)
-        for r in store.written_again_rows(mailbox, service)
-    ]
+    return _aged(calendar, store.written_again_rows(mailbox, service), "written_again_at", today)
+
+
+def _aged(
+    calendar: WorkingCalendar, rows: list[dict[str, Any]], since: str, today: date
+) -> list[tuple[int, dict[str, Any]]]:
+    """Each row with the working days from its ``since`` column's moment to ``today``."""
+    return [(calendar.delay_between(calendar.local_date(r[since]), today), r) for r in rows]
