@@ -124,8 +124,9 @@ def test_a_wrong_password_keeps_the_ar_queued_with_a_clear_error_until_mended(
     which step and which user, and leaves once the password is right."""
     imap_user.append(citizen_mail(1))
     config = write_config(tmp_path, imap_user, etrangers_user, relay)
-    # due again at once: the second poll below is the retry once the password is mended
-    rules = rewrite(config, lambda d: d["outbox"].update(retry_base_seconds=0.01)).read_text()
+    # Due again in an hour: one attempt in this poll, however long it lasts (with a retry
+    # due at once, the poll's final drain could retry it: 2 attempts under a slow CI).
+    rules = rewrite(config, lambda d: d["outbox"].update(retry_base_seconds=3600)).read_text()
     rewrite(config, wrong_password(monkeypatch))
     result = inproc(capsys, config, "poll", "--once", "--acknowledge-existing")
     assert result.returncode == 0, result.stdout + result.stderr  # the poll itself worked
@@ -144,6 +145,7 @@ def test_a_wrong_password_keeps_the_ar_queued_with_a_clear_error_until_mended(
     no_secret(result.stdout, result.stderr)
 
     config.write_text(rules, encoding="utf-8")  # the password mended
+    db_rows(config, "UPDATE outbox SET next_attempt_at = created_at")  # and the hour passed
     result = inproc(capsys, config, "poll", "--once")
     assert result.returncode == 0, result.stdout + result.stderr
     (sent,) = relay.wait_for(1)
