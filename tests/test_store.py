@@ -347,6 +347,58 @@ def test_an_intake_part_reads_its_lookups_in_one_statement_or_in_chunks(store: S
         assert [row.id for row in chunked] == [first, copied]  # s@x's AR is older than now
 
 
+def test_an_intake_parts_lookups_read_what_sqlalchemys_statement_reads(store: Store) -> None:
+    """``known`` runs its statement on the driver's cursor, each list padded to a power of
+    two (issue 14): the same rows as SQLAlchemy's own statement (``_known_query``, which
+    the chunked path still runs), whatever the lengths of the lists, their times aware
+    and in UTC, a sender's rows only its acknowledged ones since the date."""
+    from mailbot.store.records import KnownRow
+    from mailbot.store.transaction import _known_query
+
+    now = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    with store.transaction() as tx:
+        for n in range(40):
+            pk = tx.insert_message(
+                new_message(
+                    uid=n + 1,
+                    message_id=f"<{n}@x>",
+                    fingerprint=f"f{n}",
+                    content_hash=f"h{n}",
+                    sender=f"s{n % 7}@x",
+                    decision="acknowledge" if n % 3 else "skip",
+                    received_at=now - timedelta(hours=n),
+                    reference=f"SM-2026-{n:06d}",
+                    ar_message_id=f"<ar{n}@x>",
+                    mailbox="general" if n % 5 else "etrangers",
+                )
+            )
+            if n % 4 == 0:
+                tx.record_reply(pk, now - timedelta(minutes=n), False, "")
+    for size in (1, 2, 3, 5, 9, 17, 33):
+        picked = range(0, 40, max(1, 40 // size))[:size]
+        keys = {
+            "message_id": {f"<{n}@x>" for n in picked},
+            "ar_message_id": {f"<ar{n + 1}@x>" for n in picked},
+            "fingerprint": {f"f{n + 2}" for n in picked},
+            "content_hash": {f"h{n + 3}" for n in picked},
+            "reference": {f"SM-2026-{n + 4:06d}" for n in picked},
+        }
+        senders = {f"s{n % 7}@x" for n in picked}
+        since = now - timedelta(hours=size)
+        values = {c: sorted(v) for c, v in keys.items()} | {"sender": sorted(senders)}
+        with store.transaction() as tx:
+            found = tx.known("general", keys, senders, since)
+            rows = tx.conn.execute(
+                _known_query(tuple(values)), {**values, "mailbox": "general", "since": since}
+            )
+            by_id = {int(row.id): KnownRow(*row) for row in rows}
+        assert found == [by_id[pk] for pk in sorted(by_id)]
+        assert len(found) >= min(size, 20)
+        assert all(row.received_at.tzinfo == UTC for row in found)
+        assert any(row.first_reply_at is not None for row in found)
+        assert all(r.first_reply_at is None or r.first_reply_at.tzinfo == UTC for r in found)
+
+
 def test_an_intake_parts_lookups_never_walk_the_mailbox(tmp_path: Path) -> None:
     """Each part of a batch reads its lookups once (``known``); most mails quote no
     reference and answer no thread, so some key columns have no values. An empty IN list
@@ -354,12 +406,7 @@ def test_an_intake_parts_lookups_never_walk_the_mailbox(tmp_path: Path) -> None:
     each against it: a cost per part that grew with the mailbox (issue 14). Each SELECT
     must find its rows by an index on one of its values, whichever keys are empty."""
     store = Store(f"sqlite:///{tmp_path / 'mailbot.db'}")
-    sent: list[tuple[str, Any]] = []
-    sa.event.listen(
-        store.engine,
-        "before_cursor_execute",
-        lambda _conn, _cursor, sql, params, _context, _many: sent.append((sql, params)),
-    )
+    sent: list[str] = []  # each statement as SQLite ran it, its values written in
     now = datetime(2026, 11, 27, 10, tzinfo=UTC)
     since = now - timedelta(days=30)
     new_mails = {"message_id": {"<n@x>"}, "fingerprint": {"f"}, "content_hash": {"h"}}
@@ -375,12 +422,15 @@ def test_an_intake_parts_lookups_never_walk_the_mailbox(tmp_path: Path) -> None:
             tx.insert_message(new_message(uid=uid, message_id=f"<{uid}@x>", reference=None))
         raw = tx.conn.connection.dbapi_connection
         assert raw is not None
+        # The statement runs on the driver's cursor (no SQLAlchemy event sees it): SQLite's
+        # own trace gives it, its values in place.
+        raw.set_trace_callback(sent.append)
         for keys, senders in cases:
             sent.clear()
             tx.known("general", keys, senders, since)
             assert len(sent) == 1
-            sql, params = sent[0]
-            plans += [str(row[3]) for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            plans += [str(row[3]) for row in raw.execute(f"EXPLAIN QUERY PLAN {sent[0]}")]
+        raw.set_trace_callback(None)
     store.close()
     reads = [plan for plan in plans if "messages" in plan]
     assert reads

@@ -453,6 +453,8 @@ class Pipeline:
         prepared = self._route_ahead(mailbox, [self._prepare(mail) for mail in mails])
         outcomes: list[Outcome] = []
         while len(outcomes) < len(mails):
+            if outcomes:
+                prepared[len(outcomes) :] = self._route_late(mailbox, prepared[len(outcomes) :])
             outcomes += self._record_part(where, prepared[len(outcomes) :])
         for outcome in outcomes:
             _log(outcome)
@@ -482,6 +484,15 @@ class Pipeline:
         return [
             p if a is None else replace(p, routing=a) for p, a in zip(prepared, ahead, strict=True)
         ]
+
+    def _route_late(self, mailbox: str, rest: list[Prepared]) -> list[Prepared]:
+        """The rest of a batch begun while the helper was starting (it takes a second or
+        more: a backlog's first batches begin without it), sent to it at a part's start
+        once it is ready, rather than decided here to the batch's end. A batch routed
+        ahead already (even by a helper that failed since) is left as it is."""
+        if self.routing_pool is None or any(p.routing is not None for p in rest):
+            return rest
+        return self._route_ahead(mailbox, rest)
 
     def _facts(self, mailbox: str, parsed: ParsedMessage | None) -> RoutingInput | None:
         if parsed is None:

@@ -14,9 +14,11 @@ do not pickle), so its decisions are the in-process ones, to the bit
 Only for batches of at least ``routing.parallel.min_batch`` mails: a single mail (IDLE, a
 first poll) never waits on a process start. The helper is started on the first such batch,
 in the background (``spawn``: safe with the worker's threads, unlike ``fork``), and until it
-has loaded the model every decision is made in-process. Whatever goes wrong with it (killed,
-a chunk lost, no answer within ``RESULT_SECONDS``) costs only time: the decision is made
-in-process, a WARNING is logged once, and a new helper is started for a later batch.
+has loaded the model every decision is made in-process; a batch begun meanwhile sends the
+rest of its mails to it at its next part once it is ready (``Pipeline._route_late``).
+Whatever goes wrong with it (killed, a chunk lost, no answer within ``RESULT_SECONDS``)
+costs only time: the decision is made in-process, a WARNING is logged once, and a new
+helper is started for a later batch.
 """
 
 from __future__ import annotations
