@@ -785,7 +785,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for service, count in sent.items():
         print(f"{service}: digest of {count} message(s) sent")
     if not sent:
-        print("nothing to send (no late, soon-due or relanced message, or a day off)")
+        print(
+            "nothing to send (a day off, or no message late, soon due, relanced, written"
+            " about again after its answer, left without an AR or passed over)"
+        )
     return 0
 
 

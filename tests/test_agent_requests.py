@@ -18,6 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
+from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup, write_config
 
@@ -199,6 +201,59 @@ def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> 
         "agent": "cdurand",
         "reason": "question de carte grise",
     }
+
+
+def test_the_transfer_notice_is_the_agents_signed_mail_not_an_automatic_one(
+    setup: Any, tmp_path: Path
+) -> None:
+    """An agent decided the transfer: the notice says so, never « envoyé automatiquement »,
+    and is signed as their replies are (CRPA L111-2: first and last name, function, the
+    service's name and address, and "Cordialement,"), in the text and the HTML as the
+    citizen gets them; how to add to the request (reply keeping the reference) stays. An
+    agent whose signature would be incomplete cannot transfer, as they cannot reply."""
+    config, reference, _received = tracked(setup)
+    smtp = setup[3]
+    args = ["--config", str(config), "transfer", reference, "--service", "cartes-grises"]
+    assert main([*args, "--agent", "khaddad", "--reason", "carte grise", "--send"]) == 0
+    mails = {r.rcpt_tos[0]: r.raw for r in smtp.wait_for(2)}
+    notice = parsed(mails["marie.dupont@example.fr"])
+    text = plain(notice)
+    html_part = notice.get_body(("html",))
+    assert html_part is not None
+    html = " ".join(str(html_part.get_content()).split())
+    flat = " ".join(text.split())
+    for body in (flat, html):
+        assert "automatiquement" not in body
+        assert "envoyé par l'agent qui a transmis votre demande" in body
+        assert "sans changer l'objet" in body and reference in body
+        assert "Cordialement," in body
+    closing, delimiter, signature = text.rpartition("\n-- \n")
+    assert delimiter and "Cordialement," in closing
+    assert signature.startswith(
+        "Karim Haddad\nInstructeur, section du séjour\n"
+        "Direction des migrations et de l'intégration\n"
+        "Préfecture de la Seine-Maritime\n7 place de la Madeleine, 76036 Rouen Cedex\n"
+        "Téléphone : 02 32 76 50 00\nCourriel : karim.haddad@seine-maritime.gouv.fr\n"
+    )
+    assert (
+        ">Karim Haddad</strong><br> Instructeur, section du séjour<br>"
+        " Direction des migrations et de l'intégration<br>"
+    ) in html
+
+    agents = tmp_path / "agents.yaml"
+    incomplete = {"first_name": "Jean", "last_name": "Petit", "service": "general"}
+    agents.write_text(yaml.safe_dump({"agents": {"jpetit": incomplete}}), encoding="utf-8")
+    data = load_rules(config)
+    data["agents"] = str(agents)
+    config.write_text(dump_rules(data), encoding="utf-8")
+    app = build_app(config)
+    transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+    with pytest.raises(RequestError, match=r"agent\.function") as refused:
+        transfers.preview("jpetit", reference, "permis", "permis de conduire")
+    assert "votre signature est incomplète" in (refused.value.shown or "")
+    with pytest.raises(RequestError, match=r"agent\.function"):
+        transfers.transfer("jpetit", reference, "permis", "permis de conduire")
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'")) == 1
 
 
 def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
@@ -430,7 +485,7 @@ def test_a_transfer_of_a_message_answered_meanwhile_is_refused(
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     checked = Transfers._check
 
-    def answered_meanwhile(self: Transfers, *args: Any) -> str:
+    def answered_meanwhile(self: Transfers, *args: Any) -> tuple[str, dict[str, object]]:
         agent = checked(self, *args)
         how = AnsweredHow.PHONE
         mark_answered(app.config, app.store, app.agent, "cdurand", reference, how, "rappelée")

@@ -1,11 +1,12 @@
-"""The daily deadline digest: each service gets its late, soon-due and relanced messages."""
+"""The daily deadline digest: each service gets its late, soon-due and relanced messages,
+and the answered ones the citizen wrote about again (unread)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ from mailbot.cli import main
 from mailbot.core.digests import digests
 from mailbot.core.incoming import PassedOver
 from mailbot.core.workdays import WorkingCalendar
-from mailbot.store import NewMessage, Store
+from mailbot.store import NewMessage, Store, Transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -94,6 +95,80 @@ def fill(store: Store) -> None:
                     )
                 )
                 tx.count_relance(pk, received)  # as the intake does for a follow-up
+
+
+def follow_up(tx: Transaction, parent: int, n: int, received: datetime) -> None:
+    """The citizen's mail number ``n`` about the message ``parent``, recorded as the intake
+    records a follow-up: a relance while unanswered; after the answer, no relance, but the
+    message written about again (``written_again_at``) until an agent reads it."""
+    tx.insert_message(
+        NewMessage(
+            mailbox="general",
+            folder="INBOX",
+            uidvalidity=1,
+            uid=n,
+            message_id=f"<w{n}@x>",
+            content_hash=f"w{n}",
+            received_at=received,
+            sender="u@example.fr",
+            subject="Re: pièces",
+            in_reply_to=None,
+            decision="follow-up",
+            reasons=["follow-up"],
+            size=1,
+            defects=[],
+            parent_id=parent,
+        )
+    )
+    tx.count_relance(parent, received)
+    if not tx.reopen_closed(parent):
+        tx.mark_written_again(parent, received)
+
+
+def written_again(store: Store, n: int, service: str, again: datetime) -> None:
+    """Message ``n`` of ``service``, received and answered on 2026-11-16, then written about
+    again by the citizen at ``again``."""
+    received = datetime(2026, 11, 16, 10, tzinfo=PARIS)
+    with store.transaction() as tx:
+        pk = tx.insert_message(citizen_row(n, received, service))
+        tx.record_reply(pk, received + timedelta(hours=2), True, "<r@x>", "reply_sent")
+        follow_up(tx, pk, 300 + n, again)
+
+
+def test_messages_written_about_again_after_their_answer_are_in_their_services_digest(
+    tmp_path: Path,
+) -> None:
+    """Answered, then written about again (the console's « Nouveau message de l'usager »):
+    in no deadline section (the answer counts), but listed apart, aged from the new mail, in
+    their service's digest; a service with nothing else gets a digest for them. The mail
+    written after the digest's day is not in it; read by an agent, it leaves the digest."""
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    fill(store)
+    written_again(store, 31, "permis", datetime(2026, 11, 23, 18, tzinfo=PARIS))
+    written_again(store, 32, "cni-passeport", datetime(2026, 11, 24, 9, tzinfo=PARIS))
+    written_again(store, 33, "cartes-grises", datetime(2026, 11, 26, 9, tzinfo=PARIS))
+    until = datetime(2026, 11, 26, tzinfo=PARIS)
+    rows = store.open_rows(until)
+    again = store.written_again_rows(until=until)
+    assert [r["reference"] for r in again] == ["SM-2026-000031", "SM-2026-000032"]
+    own = {"general": "general"}
+    found = digests(rows, TODAY, WorkingCalendar(), own, "general", (), again)
+    assert set(found) == {"permis", "cartes-grises", "cni-passeport"}
+    assert found["permis"].written_again == [
+        {"reference": "SM-2026-000031", "subject": "Sujet 31", "age": 2, "mailbox": "general"}
+    ]
+    assert found["permis"].entries == 4  # overdue, soon, relanced, and this one
+    cni = found["cni-passeport"]
+    assert [e["reference"] for e in cni.written_again] == ["SM-2026-000032"]
+    assert cni.entries == 1 and not (cni.overdue or cni.soon or cni.relanced)
+    assert cni.written_again[0]["age"] == 1
+    assert not found["cartes-grises"].written_again  # written on the 26th: tomorrow's
+    with store.transaction() as tx:
+        assert tx.clear_written_again(again[1]["id"])  # « Marquer comme lu »
+    later = store.written_again_rows(until=until)
+    assert "cni-passeport" not in digests(
+        store.open_rows(until), TODAY, WorkingCalendar(), own, "general", (), later
+    )
 
 
 def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
@@ -173,6 +248,45 @@ def test_alerts_command_sends_one_digest_per_service(
     assert "[SM-2026-000002]" in text and "[SM-2026-000004]" in text
     assert "SM-2026-000003" not in text and "SM-2026-000005" not in text
     assert "@example.fr" not in text  # no citizen addresses in digests
+
+
+def test_a_service_with_only_mail_written_again_gets_its_digest(
+    tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mailbot alerts`` on real SMTP: a service whose one message to act on was answered,
+    then written about again, gets a digest that lists it in its own section; once an
+    agent has read it, nothing is sent, and the command says why in words that hold."""
+    data = load_rules()
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["templates"] = str(ROOT / "templates")
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+    store = Store(data["database"])
+    written_again(store, 32, "cni-passeport", datetime(2026, 11, 24, 9, tzinfo=PARIS))
+
+    assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
+    assert "cni-passeport: digest of 1 message(s) sent" in capsys.readouterr().out
+    (sent,) = smtp_server.wait_for(1)
+    assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
+    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert "1 nouveau message d'usager" in str(digest["Subject"])
+    text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    section = text.split("NOUVEAU MESSAGE DE L'USAGER APRÈS LA RÉPONSE\n", 1)[1]
+    assert section.startswith("\n- [SM-2026-000032] Sujet 32\n  1 jour ouvré depuis le nouveau")
+    assert "EN RETARD" not in text and "À TRAITER" not in text and "RELANCÉS" not in text
+    html = digest.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Nouveau message de l'usager après la réponse" in html and "SM-2026-000032" in html
+    assert "@example.fr" not in text + html  # no citizen addresses in digests
+
+    smtp_server.clear()
+    with store.transaction() as tx:
+        ((pk,),) = tx.conn.execute(sa.text("SELECT id FROM messages WHERE reference IS NOT NULL"))
+        assert tx.clear_written_again(pk)  # an agent read it: « Marquer comme lu »
+    assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to send (") and "written about again" in out
+    assert smtp_server.messages == []
 
 
 def test_unanswered_lists_messages_with_their_age(

@@ -262,6 +262,35 @@ def test_transfer_notice_of_an_overdue_message_gives_no_date_gone_by(language: s
         assert texts["ar.deadline"].split("{{")[0].strip() not in text
 
 
+# "Automatic" in each language the notice may be translated to (its stem, lower case).
+AUTOMATIC = ("automat", "automát", "otomatik", "автомат", "تلقائي")
+
+
+@pytest.mark.parametrize("language", ["fr", "en", "ar", "es", "pt", "ro", "ru", "tr", "uk"])
+def test_transfer_notice_never_says_it_was_sent_automatically(language: str) -> None:
+    """An agent transfers a message (console, ``mailbot transfer``): the notice is their
+    decision, not an automatic mail. Neither its French nor its translated part may say
+    « envoyé automatiquement » (the AR's ``ar.automatic``, which it once carried): each
+    says the agent who transferred the request sends it (``transfer.by_agent``), and the
+    way to add to the request stays; the agent signs it."""
+    renderer = Renderer(ROOT / "templates")
+    examples = renderer.meta("notification-transfert").examples()
+    mail = renderer.render("notification-transfert", examples, language=language)
+    marks = dict.fromkeys(map(ord, "\u200f\u2066\u2067\u2068\u2069"))  # RLM, isolates
+    text = " ".join(mail.text.translate(marks).split())
+    html = " ".join(mail.html.translate(marks).split())
+    for part in (text.lower(), html.lower()):
+        assert not [stem for stem in AUTOMATIC if stem in part]
+    assert "Ce message vous est envoyé par l'agent qui a transmis votre demande." in text
+    assert "répondez à ce courriel sans changer l'objet" in text
+    assert "Cordialement, -- Léa Moreau Cheffe de la section accueil" in text
+    if language != "fr":
+        texts = renderer.translations[language].texts
+        assert " ".join(texts["transfer.by_agent"].split()) in text
+        assert " ".join(texts["ar.reply_hint"].split()) in text
+        assert " ".join(texts["ar.automatic"].split()) not in text
+
+
 # --------------------------------------------------------------------------- re-orientation
 
 

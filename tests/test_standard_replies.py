@@ -9,6 +9,7 @@ import pytest
 import yaml
 from markupsafe import escape
 
+from mailbot.app import answer_form
 from mailbot.config import Agent, load_agents, load_config
 from mailbot.errors import TemplateError
 from mailbot.render.templates import RenderedMail, Renderer
@@ -146,6 +147,19 @@ def test_scopes_use_known_names(renderer: Renderer) -> None:
     assert renderer.meta("reponse-dossier-etranger").scope.services == ("etrangers",)
     assert renderer.meta("reponse-rendez-vous-dmi").scope.services == ("etrangers",)
     assert renderer.meta("demande-precisions").scope.services == ()
+
+
+def test_the_agents_choice_of_replies_is_the_standard_replies(renderer: Renderer) -> None:
+    """The console offers the standard replies (and, apart, the free one): the transfer
+    notice takes an ``agent`` who signs it too, but only a transfer sends it."""
+    config = load_config(ROOT / "rules.yaml")
+    for mailbox, box in config.mailboxes.items():
+        for service in config.services:
+            offered = {c.name for c in answer_form.choices(renderer, mailbox, service, None)}
+            assert offered <= set(NAMES), (mailbox, service)
+        assert {c.name for c in answer_form.choices(renderer, mailbox, box.service, None)}
+    assert "agent" in renderer.meta("notification-transfert").required
+    assert not answer_form.is_reply_template(renderer.meta("notification-transfert"))
 
 
 # --------------------------------------------------------------------------- content

@@ -1,6 +1,7 @@
 """The daily deadline alerts: one digest per service that has something to act on (late,
-soon due and relanced messages, the mail left without an AR, and the mail passed over
-that still waits for a person), queued in one go."""
+soon due and relanced messages, the answered messages the citizen wrote again about,
+unread, the mail left without an AR, and the mail passed over that still waits for a
+person), queued in one go."""
 
 from __future__ import annotations
 
@@ -37,10 +38,14 @@ def send_alerts(
     until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
     own = {name: box.service for name, box in config.mailboxes.items()}
     rows = store.open_rows(until)  # every unanswered one, however old
+    # Answered, so in no deadline, but the citizen's new mail waits for an agent: the
+    # console's « Nouveau message de l'usager », which a service seeing only its
+    # digest would never hear of.
+    again = store.written_again_rows(until=until)
     # No row records a mail passed over: without these, nobody's digest would name it.
     passed = quarantine.passed_over(store, until=until)
     general = config.organisation.general_service
-    found = digests(rows, today, calendar, own, general, passed)
+    found = digests(rows, today, calendar, own, general, passed, again)
     composer = Composer.from_config(config)
     sent: dict[str, int] = {}
     mails: list[Queued] = []
@@ -75,6 +80,7 @@ def _digest_mails(
             "overdue": digest.overdue,
             "soon": digest.soon,
             "relanced": digest.relanced,
+            "written_again": digest.written_again,
             "unacknowledged": digest.unacknowledged,
             "passed_over": digest.passed_over,
         },

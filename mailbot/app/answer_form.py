@@ -15,6 +15,7 @@ from mailbot.app.message_view import ThreadEvent, replies_since
 from mailbot.app.reply import FREE_TEMPLATE, FREE_TEXT, GREETING_NAME, Draft, Replies, Sent
 from mailbot.app.requests import form_key as request_key
 from mailbot.app.requests import previous
+from mailbot.app.transfer import NOTICE_TEMPLATE
 from mailbot.core.statuses import EventKind
 from mailbot.errors import AnsweredMeanwhileError, RequestError
 from mailbot.render.catalogue import TemplateMeta
@@ -61,8 +62,9 @@ class Choice:
 
 
 def is_reply_template(meta: TemplateMeta) -> bool:
-    """A template an agent signs (it takes ``agent``), other than the free reply."""
-    return meta.name != FREE_TEMPLATE and "agent" in meta.required
+    """A template an agent signs (it takes ``agent``), other than the free reply and the
+    transfer notice (signed by the agent who transfers, sent by the transfer alone)."""
+    return meta.name not in (FREE_TEMPLATE, NOTICE_TEMPLATE) and "agent" in meta.required
 
 
 def _words(text: str) -> list[str]:

@@ -166,8 +166,7 @@ class Replies:
         """The mail, and whether it carries the agent's edit of the template's text."""
         agent = find_agent(self.config, self.agents, agent_id)
         meta = self.renderer.meta(draft.template)
-        signature = agent_variables(agent, self.config)
-        _check_signature(agent_id, agent, signature, meta)
+        signature = signature_of(self.config, agent_id, agent, meta)
         if draft.template == FREE_TEMPLATE and not str(draft.variables.get(FREE_TEXT, "")).strip():
             raise RequestError(
                 "text", "''", "a free reply needs its text", shown="écrivez le texte de la réponse."
@@ -240,22 +239,23 @@ def missing_signature(config: Config, agent: Agent, meta: TemplateMeta) -> list[
     return [name for name in wanted if not str(signature.get(name) or "").strip()]
 
 
-def _check_signature(
-    agent_id: str, agent: Agent, signature: Mapping[str, object], meta: TemplateMeta
-) -> None:
-    """Refuse a reply whose signature would lack an element, naming it (and where to add
-    it): mailbot never sends an incomplete signature."""
-    spec = meta.required.get("agent") or meta.optional.get("agent")
-    wanted = spec.fields if spec is not None and spec.fields else SIGNATURE
-    missing = [name for name in wanted if not str(signature.get(name) or "").strip()]
+def signature_of(
+    config: Config, agent_id: str, agent: Agent, meta: TemplateMeta
+) -> dict[str, object]:
+    """The ``agent`` mapping that signs a mail of ``meta``'s template (a reply, an agent's
+    transfer notice); RequestError naming what lacks (and where to add it) when it would
+    be incomplete: mailbot never sends a citizen an incomplete signature."""
+    signature = agent_variables(agent, config)
+    missing = missing_signature(config, agent, meta)
     if missing:
         where = ", ".join(f"agent.{name}" for name in missing)
         raise RequestError(
             "agent",
             agent_id,
             f"the signature lacks {where} (agents.yaml for the agent, rules.yaml for the "
-            f"service {agent.service}): a reply is never sent without it",
-            shown="votre signature est incomplète : une réponse n'est jamais envoyée sans"
-            " elle ; demandez à l'administrateur de mailbot de compléter votre profil ou"
-            " celui de votre service.",
+            f"service {agent.service}): no mail to a citizen is sent without it",
+            shown="votre signature est incomplète : aucun courriel n'est envoyé à un usager"
+            " sans elle ; demandez à l'administrateur de mailbot de compléter votre profil"
+            " ou celui de votre service.",
         )
+    return signature

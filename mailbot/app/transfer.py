@@ -2,7 +2,10 @@
 
 The citizen gets the transfer notice (``notification-transfert``: which service now
 handles the request, its contact details, and the same deadline — the clock keeps running
-from receipt; a deadline already gone by is said to be, never given as a date in the past);
+from receipt; a deadline already gone by is said to be, never given as a date in the past).
+The agent decided it: the notice says so and is signed by them as their replies are
+(CRPA L111-2, ``reply.signature_of``: a transfer whose signature would be incomplete is
+refused), never presented as an automatic mail;
 the service gets the original, attached unaltered, with a note saying who sent it on and
 why (a huge mail, read again only in part: its header, and a note that says so and where
 the whole mail is). The message becomes the service's (its queue, its indicators) and the
@@ -26,7 +29,7 @@ import sqlalchemy as sa
 from mailbot.app.message_actions import Act, refuse
 from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
-from mailbot.app.reply import Preview, Sent, preview_of
+from mailbot.app.reply import Preview, Sent, preview_of, signature_of
 from mailbot.app.requests import (
     AgentLookup,
     MessageRef,
@@ -84,9 +87,10 @@ class Transfers:
     ) -> TransferPreview:
         """The notice as the citizen would get it; nothing is fetched, queued or recorded."""
         row = tracked_message(self.store, message)
-        self._check(agent_id, row, service, reason)
+        _label, signature = self._check(agent_id, row, service, reason)
         addresses = tuple(self.config.services[service].addresses)
-        return TransferPreview(preview_of(self._notice(row, service), (row.sender,)), addresses)
+        notice = self._notice(row, service, signature)
+        return TransferPreview(preview_of(notice, (row.sender,)), addresses)
 
     def transfer(
         self,
@@ -104,10 +108,10 @@ class Transfers:
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
-        agent = self._check(agent_id, row, service, reason)
+        label, signature = self._check(agent_id, row, service, reason)
         notice = Queued.of(
             OutboxKind.NOTICE,
-            self._notice(row, service),
+            self._notice(row, service, signature),
             row.sender,
             self.config.sender.envelope_from,
         )
@@ -120,7 +124,7 @@ class Transfers:
             row.sender,
             service,
             row.category or UNCLASSIFIED,
-            by=agent,
+            by=label,
             reason=reason.strip(),
         )
         forwarded = forwards(self.config, self.composer, transfer, original.raw, original.size)
@@ -148,8 +152,11 @@ class Transfers:
         outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
         return Sent((outbox_id,) if outbox_id else (), repeated)
 
-    def _check(self, agent_id: str, row: sa.Row[Any], service: str, reason: str) -> str:
-        """The agent's name for the note; RequestError for a transfer that cannot be."""
+    def _check(
+        self, agent_id: str, row: sa.Row[Any], service: str, reason: str
+    ) -> tuple[str, dict[str, object]]:
+        """The agent's name for the note and their signature for the notice; RequestError
+        for a transfer that cannot be (an incomplete signature among them, as a reply)."""
         agent = find_agent(self.config, self.agents, agent_id)
         target = self.config.services.get(service)
         if target is None:
@@ -184,7 +191,8 @@ class Transfers:
             )
         with self.store.transaction() as tx:
             refuse(tx, row, Act.TRANSFER)
-        return agent_label(agent_id, agent)
+        meta = self.renderer.meta(NOTICE_TEMPLATE)
+        return agent_label(agent_id, agent), signature_of(self.config, agent_id, agent, meta)
 
     def _unassign(self, tx: Transaction, message_pk: int, service: str, agent_id: str) -> None:
         """The assignee keeps the message only if they handle ``service`` too: else the
@@ -205,7 +213,7 @@ class Transfers:
     def _current_service(self, row: sa.Row[Any]) -> str:
         return service_of(self.config, row)
 
-    def _notice(self, row: sa.Row[Any], service: str) -> OutgoingMail:
+    def _notice(self, row: sa.Row[Any], service: str, signature: dict[str, object]) -> OutgoingMail:
         variables = message_variables(
             self.config,
             row.mailbox,
@@ -215,6 +223,7 @@ class Transfers:
             service=service,
         )
         variables["transferred"] = True
+        variables["agent"] = signature  # the agent decided it: they sign it (CRPA L111-2)
         # An overdue message: "au plus tard le <a day gone by>" would be a promise broken
         # as it is made; the notice says the deadline has passed instead (B6).
         calendar = working_calendar(self.config.timezone)

@@ -1,6 +1,7 @@
-"""The daily deadline digest for each service: late, soon due and relanced messages, and
-the citizens' mail left without an AR (quarantined, or without a Return-Path), and the
-mail passed over (no row records it: only where it is on the server).
+"""The daily deadline digest for each service: late, soon due and relanced messages, the
+answered messages the citizen wrote again about (unread: out of the deadlines, not of the
+service's work), the citizens' mail left without an AR (quarantined, or without a
+Return-Path), and the mail passed over (no row records it: only where it is on the server).
 
 Pure: from the store's rows to one digest per service; empty digests are not sent.
 """
@@ -29,6 +30,9 @@ class Digest:
     overdue: list[dict[str, Any]] = field(default_factory=list)
     soon: list[dict[str, Any]] = field(default_factory=list)
     relanced: list[dict[str, Any]] = field(default_factory=list)
+    # Answered, then written about again by the citizen, unread (``written_again_at``): the
+    # console's « Nouveau message de l'usager »; aged from that new mail.
+    written_again: list[dict[str, Any]] = field(default_factory=list)
     # Mail nobody acknowledged (quarantined, no Return-Path): listed at any age, until
     # answered or processed again.
     unacknowledged: list[dict[str, Any]] = field(default_factory=list)
@@ -44,6 +48,7 @@ class Digest:
                 self.overdue,
                 self.soon,
                 self.relanced,
+                self.written_again,
                 self.unacknowledged,
                 self.passed_over,
             )
@@ -53,6 +58,18 @@ class Digest:
     def empty(self) -> bool:
         return self.entries == 0
 
+    def sort(self) -> None:
+        """Each section oldest first (the longest wait on top), then by reference."""
+        for entries in (
+            self.overdue,
+            self.soon,
+            self.relanced,
+            self.written_again,
+            self.unacknowledged,
+        ):
+            entries.sort(key=lambda e: (-e["age"], e["reference"]))
+        self.passed_over.sort(key=lambda e: (-e["age"], int(e["reference"][1:])))
+
 
 def digests(
     rows: Sequence[Mapping[str, Any]],
@@ -61,6 +78,7 @@ def digests(
     own_service: Mapping[str, str],
     general_service: str | None = None,
     passed_over: Sequence[PassedOver] = (),
+    written_again: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Digest]:
     """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances.
 
@@ -69,8 +87,17 @@ def digests(
     else to a digest named after the mailbox. A mail passed over (``passed_over``: those
     still waiting) has no service, only a mailbox: it goes the same way, as ``P7`` with
     its mailbox, folder, UID, the day it was passed over, its age and why, nothing else.
+    The answered messages the citizen wrote again about (``written_again``: the store's
+    ``written_again_rows``) go to their service the same way, aged from that new mail.
     """
     found: dict[str, Digest] = {}
+
+    def digest_of(row: Mapping[str, Any]) -> Digest:
+        service = (
+            row["service"] or own_service.get(row["mailbox"]) or general_service or row["mailbox"]
+        )
+        return found.setdefault(service, Digest(service))
+
     for row in rows:
         if row["replied_at"] is not None:
             continue
@@ -84,10 +111,7 @@ def digests(
             "mailbox": row["mailbox"],
             "relances": relances,
         }
-        service = (
-            row["service"] or own_service.get(row["mailbox"]) or general_service or row["mailbox"]
-        )
-        digest = found.setdefault(service, Digest(service))
+        digest = digest_of(row)
         if row.get("attention"):
             entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}
             digest.unacknowledged.append(entry)
@@ -97,15 +121,29 @@ def digests(
             digest.soon.append(entry)
         elif relances:
             digest.relanced.append(entry)
+    for row in written_again:
+        digest_of(row).written_again.append(_written_again_entry(row, today, calendar))
     for passed in passed_over:
         service = own_service.get(passed.mailbox) or general_service or passed.mailbox or "?"
         entry = _passed_entry(passed, today, calendar)
         found.setdefault(service, Digest(service)).passed_over.append(entry)
     for digest in found.values():
-        for entries in (digest.overdue, digest.soon, digest.relanced, digest.unacknowledged):
-            entries.sort(key=lambda e: (-e["age"], e["reference"]))
-        digest.passed_over.sort(key=lambda e: (-e["age"], int(e["reference"][1:])))
+        digest.sort()
     return {name: digest for name, digest in found.items() if not digest.empty}
+
+
+def _written_again_entry(
+    row: Mapping[str, Any], today: date, calendar: WorkingCalendar
+) -> dict[str, Any]:
+    """A message answered, then written about again, as the digest lists it: aged from the
+    citizen's new mail (its answer met or missed its deadline: no deadline of its own)."""
+    new_mail = calendar.local_date(row["written_again_at"])
+    return {
+        "reference": row["reference"] or f"#{row['id']}",  # a mail left without an AR
+        "subject": row.get("subject") or "",
+        "age": calendar.delay_between(new_mail, today),
+        "mailbox": row["mailbox"],
+    }
 
 
 def _passed_entry(passed: PassedOver, today: date, calendar: WorkingCalendar) -> dict[str, Any]:

@@ -522,16 +522,22 @@ class Store:
         )
 
     def written_again_rows(
-        self, mailbox: str | None = None, service: str | None = None
+        self,
+        mailbox: str | None = None,
+        service: str | None = None,
+        until: datetime | None = None,
     ) -> list[dict[str, Any]]:
         """The answered messages the citizen wrote again about since, that no agent has
         read yet (``written_again_at``), the earliest new mail first: out of the unanswered
-        list (they are answered: the figures count them so), not forgotten."""
+        list (they are answered: the figures count them so), not forgotten. ``until``: only
+        those whose new mail came before it (the alerts of a day)."""
         query = (
             sa.select(*_listed(), messages.c.received_at, messages.c.written_again_at)
             .where(messages.c.written_again_at.is_not(None), messages.c.probe == 0)
             .order_by(messages.c.written_again_at, messages.c.id)
         )
+        if until is not None:
+            query = query.where(messages.c.written_again_at < until)
         return self._listing(query, mailbox, service)
 
     def _citizen_rows(
