@@ -330,7 +330,7 @@ class RoutingModelConfig(Model):
 
 
 ImplicitOutcome = Literal["acceptation", "rejet"]
-MAX_IMPLICIT_MONTHS = 24  # naturalisation's 18 months is the longest the prefecture meets
+MAX_IMPLICIT_MONTHS = 24  # beyond two years, a slip of the keyboard more likely than a delay
 _MONTHS = re.compile(r"^\s*(\d+)\s*mois\s*$", re.IGNORECASE)
 
 
