@@ -72,6 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"database:  {maintenance.database_shown(config)}")
     print(f"templates: {config.templates}")
     print(f"agents:    {config.agents}")
+    for line in maintenance.implicit_decisions(config):
+        print(f"implicit decisions: {line}")
     tried = _check_connections(config, args.timeout) if args.connect else []
     for warning in maintenance.permission_warnings(config, args.config):
         print(f"warning: {warning}", file=sys.stderr)

@@ -18,6 +18,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -328,6 +329,33 @@ class RoutingModelConfig(Model):
         return _model_file(value, info)
 
 
+ImplicitOutcome = Literal["acceptation", "rejet"]
+MAX_IMPLICIT_MONTHS = 24  # beyond two years, a slip of the keyboard more likely than a delay
+_MONTHS = re.compile(r"^\s*(\d+)\s*mois\s*$", re.IGNORECASE)
+
+
+def _months(value: Any) -> Any:
+    """A delay in months: ``2`` or ``"2 mois"``; anything else is refused with its value
+    (a week, a day or "deux mois" would be a guess)."""
+    found = _MONTHS.match(value) if isinstance(value, str) else None
+    months = int(found.group(1)) if found else value
+    if isinstance(months, bool) or not isinstance(months, int):
+        raise ValueError(f"expected a number of months, such as 2 or '2 mois' (got {value!r})")
+    if not 1 <= months <= MAX_IMPLICIT_MONTHS:
+        raise ValueError(f"expected 1 to {MAX_IMPLICIT_MONTHS} months (got {value!r})")
+    return months
+
+
+class ImplicitDecision(Model):
+    """What the silence of the administration means for a request (CRPA L112-11,
+    R112-11-1): accepted or rejected once ``delay`` months have passed since its receipt.
+    Declared by the prefecture per service and category (``routing.implicit_decisions``);
+    the AR then says so (templates/_partials/implicit_decision.*)."""
+
+    decision: ImplicitOutcome
+    delay: Annotated[int, BeforeValidator(_months)]  # months
+
+
 class RoutingParallelConfig(Model):
     """Where a large batch's routing decisions are made (issue 14; app/routing_pool): by
     one helper process while the intake records the batch, on the machine's second core.
@@ -350,6 +378,13 @@ class RoutingConfig(Model):
     # service → the categories it may have (guide § 3); a service not listed allows all.
     combinations: dict[str, list[str]] = Field(default_factory=dict)
     parallel: RoutingParallelConfig = Field(default_factory=RoutingParallelConfig)
+    # service → category → the implicit decision a request of that kind gives rise to
+    # (CRPA L112-11: the AR says it); none declared: the ARs say nothing about silence.
+    implicit_decisions: dict[str, dict[str, ImplicitDecision]] = Field(default_factory=dict)
+
+    def implicit_decision(self, service: str, category: str) -> ImplicitDecision | None:
+        """The declaration for a mail recorded under this service and category."""
+        return self.implicit_decisions.get(service, {}).get(category)
 
     @model_validator(mode="after")
     def _rule_ids_are_unique(self) -> RoutingConfig:
@@ -1002,6 +1037,7 @@ class Config(Model):
             known(name, services, f"routing.combinations.{name}", "service")
             for value in allowed:
                 known(value, categories, f"routing.combinations.{name}", "category")
+        self._check_implicit_decisions(routing, set(self.services), categories)
         for index, rule in enumerate(routing.rules):
             where = f"routing.rules[{index}]"
             known(rule.service, services, f"{where}.service", "service")
@@ -1009,6 +1045,36 @@ class Config(Model):
             known(rule.reorient, set(routing.reorientation), f"{where}.reorient", "re-orientation")
             for mailbox in _mailboxes_in(rule.when):
                 known(mailbox, set(self.mailboxes), f"{where}.when", "mailbox")
+
+    @staticmethod
+    def _check_implicit_decisions(
+        routing: RoutingConfig, services: set[str], categories: set[str]
+    ) -> None:
+        """Each declaration names a service that answers (not the re-orientation target:
+        another administration decides there) and a category that service may have
+        (``routing.combinations``): one that could never apply is a mistake, said now."""
+        for service, declared in routing.implicit_decisions.items():
+            where = f"routing.implicit_decisions.{service}"
+            if service == REORIENT_SERVICE:
+                raise ValueError(
+                    f"{where}: a re-oriented mail is decided by another administration;"
+                    " declare implicit decisions for the prefecture's services only"
+                )
+            if service not in services:
+                known = ", ".join(sorted(services))
+                raise ValueError(f"{where}: unknown service {service!r} (known: {known})")
+            allowed = routing.combinations.get(service)
+            for category in declared:
+                if category not in categories:
+                    known = ", ".join(sorted(categories))
+                    raise ValueError(
+                        f"{where}.{category}: unknown category {category!r} (known: {known})"
+                    )
+                if allowed is not None and category not in allowed:
+                    raise ValueError(
+                        f"{where}.{category}: routing.combinations does not allow category"
+                        f" {category!r} for service {service!r} (allowed: {', '.join(allowed)})"
+                    )
 
     @property
     def own_addresses(self) -> set[str]:

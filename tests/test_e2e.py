@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 
 from mailbot.cli import main
+from mailbot.core.dates import date_fr
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERAL = "pref-contact@seine-maritime.gouv.fr"
@@ -523,3 +525,67 @@ def test_huge_message_is_acknowledged_with_bounded_read(
     ((size, defects),) = db_rows(config, "SELECT size, defects FROM messages")
     assert size > 2_000_000
     assert "TruncatedHugeMessage" in defects
+
+
+def test_a_declared_implicit_decision_is_said_in_the_ar(
+    tmp_path: Path, imap_user: MailUser, etrangers_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """CRPA L112-11: a mail routed to a service and category the prefecture declared
+    (``routing.implicit_decisions``) gets an AR that says what silence will mean, from its
+    date of receipt, in French and in the citizen's language, text and HTML; a mail routed
+    elsewhere gets none of it."""
+    rules = load_rules()
+    rules["routing"]["implicit_decisions"] = {
+        "general": {"information": {"decision": "rejet", "delay": "2 mois"}}
+    }
+    config = write_config(
+        tmp_path, imap_user, etrangers_user, smtp_server, routing=rules["routing"]
+    )
+    imap_user.append(citizen_mail(1))  # « Quels sont les horaires d'ouverture ? »: general
+    english = "Hello,\nWhat are the opening hours of the prefecture? I would like to come.\n"
+    imap_user.append(
+        citizen_mail(2, sender="john@example.org", subject="Opening hours", body=english)
+    )
+    etrangers_user.append(
+        citizen_mail(3, sender="olena@example.net", to=ETRANGERS, subject="Titre de séjour")
+    )
+    assert poll(config, acknowledge_existing=True) == 0
+    by_recipient = {r.rcpt_tos[0]: r for r in smtp_server.wait_for(3)}
+    routed = dict(db_rows(config, "SELECT subject, service || '/' || category FROM messages"))
+    assert routed == {
+        "Demande de renseignements": "general/information",
+        "Opening hours": "general/information",
+        "Titre de séjour": "etrangers/information",
+    }
+
+    def parts(recipient: str) -> tuple[str, str]:
+        msg = email.message_from_bytes(by_recipient[recipient].raw, policy=email.policy.default)
+        text, html = msg.get_body(("plain",)), msg.get_body(("html",))
+        assert text is not None and html is not None
+        return " ".join(text.get_content().split()), " ".join(html.get_content().split())
+
+    (stored,) = [m for m in imap_user.messages() if b"<citizen-1@" in m.raw]
+    received = date_fr(stored.internaldate, style="date")  # Paris, as the AR prints it
+    text, html = parts("marie.dupont@example.fr")
+    assert (
+        f"Sans réponse de notre part dans un délai de 2 mois à compter du {received}"
+        " (date de réception), votre demande sera considérée comme rejetée. Vous pourrez"
+        " alors contester ce refus dans les 2 mois qui suivent"
+    ) in text
+    assert "https://citoyens.telerecours.fr" in text and "month(s)" not in text
+    assert re.search(r"<strong[^>]*>rejetée</strong>", html)
+    assert 'href="https://citoyens.telerecours.fr"' in html
+
+    text, html = parts("john@example.org")
+    assert "IN ENGLISH" in text
+    assert "votre demande sera considérée comme rejetée" in text
+    assert (
+        "If we have not answered you within 2 month(s) from the day we received your"
+        " request, your request will be considered refused."
+    ) in text
+    assert "your request will be considered refused" in html
+    assert html.count('href="https://citoyens.telerecours.fr"') == 2  # French, English
+
+    text, html = parts("olena@example.net")
+    for part in (text, html):
+        assert "Sans réponse" not in part and "telerecours" not in part

@@ -6,6 +6,10 @@
   (of its header alone, said so in the note, for a huge mail read only in part);
 * for another administration: one re-orientation reply (it acknowledges receipt too).
 
+An AR of a request the prefecture declared to give rise to an implicit decision
+(``routing.implicit_decisions``, by service and category) also says what silence will
+mean and when (CRPA L112-11); nothing declared, nothing said.
+
 Which paragraphs are translated, and how, is the templates' business (their meta.yaml and
 templates/i18n/): the renderer is given the citizen's language and does the rest.
 """
@@ -18,11 +22,11 @@ from datetime import datetime
 from mailbot.app.outgoing import Queued, Transfer, forwards
 from mailbot.config import Config
 from mailbot.core.message import ParsedMessage
-from mailbot.core.routing import RoutingDecision
+from mailbot.core.routing import RoutingDecision, implicit_decision
 from mailbot.core.statuses import OutboxKind
 from mailbot.mail.compose import Composer
 from mailbot.render.templates import Renderer
-from mailbot.render.variables import message_variables
+from mailbot.render.variables import implicit_decision_variables, message_variables
 
 REORIENTATION_TEMPLATE = "reorientation"
 
@@ -74,6 +78,11 @@ class Planner:
         variables = self._variables(mail, handled_by)
         if handled_by is not None:
             variables["transferred"] = True
+        if routing is not None and self.config.routing is not None:
+            own = self.config.mailboxes[mail.mailbox].service
+            declared = implicit_decision(self.config.routing, own, routing)
+            if declared is not None:  # CRPA L112-11: what silence will mean, said in the AR
+                variables["implicit_decision"] = implicit_decision_variables(declared)
         template = self.config.mailboxes[mail.mailbox].ar_template
         ar = self._citizen_mail(mail, template, variables)
         if handled_by is None or routing is None:

@@ -6,6 +6,7 @@ exactly what agents see.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,21 @@ from mailbot.config import Config
 from mailbot.core.facts import compiled_routing, policy_context, routing_input
 from mailbot.core.message import parse_message
 from mailbot.core.policy import ArDecision, decide_ar
-from mailbot.core.routing import CompiledRouting, RoutingDecision, decide
+from mailbot.core.routing import CompiledRouting, RoutingDecision, decide, implicit_decision
 from mailbot.mail.relay_auth import RelayVerifier
 
 __all__ = ["Explanation", "compiled_routing", "explain", "format_text", "guess_mailbox"]
+
+
+@dataclass(frozen=True)
+class Implicit:
+    """The declaration an AR follows: for which service and category, what silence means
+    (``acceptation`` or ``rejet``) and after how many months from the receipt."""
+
+    service: str
+    category: str
+    decision: str
+    months: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,10 @@ class Explanation:
     # one at which it gives that category alone (issue 13); None without a model.
     complaint_model_min: float | None = None
     complaint_model_sure: float | None = None
+    # What the AR says the silence of the administration will mean (CRPA L112-11), as
+    # declared for the service and category the mail is recorded under
+    # (routing.implicit_decisions); None when nothing is declared for them, or no AR.
+    implicit_decision: Implicit | None = None
 
     def as_dict(self) -> dict[str, Any]:
         routing = self.routing
@@ -53,6 +69,9 @@ class Explanation:
             # issue 13: the model's top three per head, how sure, and a weak decision held
             "model": _model_part(routing, self.complaint_model_min, self.complaint_model_sure),
             "to_check": routing.to_check if routing else False,
+            "implicit_decision": (
+                dataclasses.asdict(self.implicit_decision) if self.implicit_decision else None
+            ),
         }
 
 
@@ -83,7 +102,28 @@ def explain(
     low, sure = (
         (settings.complaint_model_min, settings.complaint_model_sure) if settings else (None, None)
     )
-    return Explanation(mailbox, parsed.subject, facts.language, ar, decision, low, sure)
+    return Explanation(
+        mailbox,
+        parsed.subject,
+        facts.language,
+        ar,
+        decision,
+        low,
+        sure,
+        _implicit(config, mailbox, decision) if ar.send else None,
+    )
+
+
+def _implicit(config: Config, mailbox: str, decision: RoutingDecision | None) -> Implicit | None:
+    """The implicit decision the AR announces, as the planner (app/acknowledge) finds it."""
+    if decision is None or config.routing is None:
+        return None
+    own = config.mailboxes[mailbox].service
+    declared = implicit_decision(config.routing, own, decision)
+    if declared is None:
+        return None
+    service = decision.recorded_service(own)
+    return Implicit(service, decision.category, declared.decision, declared.delay)
 
 
 def guess_mailbox(config: Config, raw: bytes) -> str:
@@ -120,6 +160,17 @@ def _model_lines(e: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _implicit_lines(e: dict[str, Any]) -> list[str]:
+    declared = e["implicit_decision"]
+    if declared is None:
+        return []
+    where = f"routing.implicit_decisions.{declared['service']}.{declared['category']}"
+    return [
+        f"  implicit: {declared['decision']} after {declared['months']} month(s) from receipt"
+        f" ({where}; said in the AR)"
+    ]
+
+
 def _complaint_line(probability: float, model: dict[str, Any]) -> str:
     """What the complaint head's probability allows: the category, or not, or alone."""
     low, high = model["complaint_model_min"], model["complaint_model_sure"]
@@ -143,6 +194,7 @@ def format_text(path: str, explanation: Explanation) -> str:
         f"  actions:  {', '.join(e['actions'])}",
         f"  scores:   {', '.join(f'{k}={v}' for k, v in e['scores'].items()) or '-'}",
         *_model_lines(e),
+        *_implicit_lines(e),
         "  rules:",
     ]
     for hit in e["rule_hits"]:

@@ -1303,7 +1303,7 @@ def _routing_columns(
             "suggested": {"service": routing.service, "reorient": routing.reorient},
         }
     return {
-        "service": own if routing.to_check else routing.service,
+        "service": routing.recorded_service(own),
         "category": routing.category,
         "priority": routing.priority,
         "reorient": None if routing.to_check else routing.reorient,

@@ -31,6 +31,20 @@ def check(config: Config) -> Renderer:
     return renderer
 
 
+def implicit_decisions(config: Config) -> list[str]:
+    """What the ARs say of silence (CRPA L112-11), one line per declaration of
+    ``routing.implicit_decisions``: the prefecture's call, shown so that it is made on
+    purpose."""
+    declared = config.routing.implicit_decisions if config.routing else {}
+    lines = [
+        f"{service} / {category}: {decision.decision} after {decision.delay} month(s)"
+        " from receipt, said in the AR"
+        for service, categories in declared.items()
+        for category, decision in categories.items()
+    ]
+    return lines or ["none declared (routing.implicit_decisions): no AR speaks of silence"]
+
+
 def database_shown(config: Config) -> str:
     """The database URL as it may be printed: the password hidden."""
     return shown_url(config.database)

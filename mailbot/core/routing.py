@@ -18,6 +18,7 @@ from typing import Any
 from mailbot.config import (
     REORIENT_SERVICE,
     Condition,
+    ImplicitDecision,
     RoutingConfig,
     RoutingModelConfig,
     RoutingRule,
@@ -65,6 +66,11 @@ class RoutingDecision:
     model: Mapping[str, list[tuple[str, float]]] = field(default_factory=dict)
     category_scores: Mapping[str, int] = field(default_factory=dict)
     strong: tuple[str, ...] = ()  # the strong rules that decided
+
+    def recorded_service(self, own: str) -> str:
+        """The service the message is recorded under: a weak decision ("to check") keeps
+        it at its mailbox's own service (``own``), the suggestion kept aside."""
+        return own if self.to_check else self.service
 
     @property
     def actions(self) -> list[str]:
@@ -402,6 +408,19 @@ def _with_model(
         },
         model={name: prediction.top(3) for name, prediction in said.items()},
     )
+
+
+def implicit_decision(
+    config: RoutingConfig, own: str, decision: RoutingDecision
+) -> ImplicitDecision | None:
+    """The implicit decision (CRPA L112-11) a routed mail's AR announces: the one the
+    prefecture declared for the service and category the mail is recorded under
+    (``routing.implicit_decisions``). None for a mail re-oriented to another
+    administration (its reply is no AR of a request the prefecture decides), and when
+    nothing is declared."""
+    if decision.reorient and not decision.to_check:
+        return None
+    return config.implicit_decision(decision.recorded_service(own), decision.category)
 
 
 FORM_FIELD = re.compile(r"^\s*([A-Za-zÀ-ÿ' ]{2,30}?)\s*:\s*(.+?)\s*$", re.MULTILINE)

@@ -88,7 +88,9 @@ class TranslatedPart:
     """One translated paragraph of a template (meta.yaml ``translated:``), with its condition.
 
     ``text`` is a key of templates/i18n/<lang>.yaml ("ar.received"); the paragraph is shown
-    when the variable ``when`` is true / ``unless`` is false (or absent).
+    when the variable ``when`` is true / ``unless`` is false (or absent). A condition may
+    name a field of a mapping variable, ``implicit_decision.rejected``: one variable then
+    says which of two paragraphs is shown, a translation holding no ``{% if %}``.
     """
 
     text: str
@@ -96,9 +98,19 @@ class TranslatedPart:
     unless: str | None = None
 
     def shown(self, context: Mapping[str, object]) -> bool:
-        if self.when is not None and not context.get(self.when):
+        if self.when is not None and not _condition(context, self.when):
             return False
-        return not (self.unless is not None and context.get(self.unless))
+        return not (self.unless is not None and _condition(context, self.unless))
+
+
+def _condition(context: Mapping[str, object], name: str) -> bool:
+    """The truth of a variable, or of ``variable.field`` (false when either is absent)."""
+    root, _, field = name.partition(".")
+    value = context.get(root)
+    if field:
+        mapping = _as_mapping(value) if value is not None else None
+        value = mapping.get(field) if mapping is not None else None
+    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -199,11 +211,18 @@ def _translated_parts(
             else TranslatedPart(item.text, item.when, item.unless)
         )
         for condition in (part.when, part.unless):
-            if condition is not None and not (
-                condition in specs["required"] or condition in specs["optional"]
-            ):
+            if condition is None:
+                continue
+            root, dot, field = condition.partition(".")
+            spec = specs["required"].get(root) or specs["optional"].get(root)
+            if spec is None:
                 raise TemplateError(
                     f"{path}: translated[{index}]: condition on undeclared variable {condition!r}"
+                )
+            if dot and (spec.type != "mapping" or not _VARIABLE_NAME.match(field)):
+                raise TemplateError(
+                    f"{path}: translated[{index}]: condition {condition!r}: {root!r} is not"
+                    " a mapping (a condition names a variable, or a field of a mapping)"
                 )
         parts.append(part)
     return tuple(parts)
@@ -369,7 +388,8 @@ def check_value(name: str, spec: VarSpec, value: object) -> object:
 def placeholder_problem(meta: TemplateMeta, part: TranslatedPart, placeholder: str) -> str | None:
     """Why ``{{ placeholder }}`` could be missing when ``meta``'s template shows ``part``."""
     root, _, attribute = placeholder.partition(".")
-    spec = meta.required.get(root) or (meta.optional.get(root) if root == part.when else None)
+    shown_with = part.when.partition(".")[0] if part.when else None  # its condition's variable
+    spec = meta.required.get(root) or (meta.optional.get(root) if root == shown_with else None)
     if spec is None:
         return f"{{{{ {placeholder} }}}}: template {meta.name!r} has no required variable {root!r}"
     if attribute and spec.type != "mapping":

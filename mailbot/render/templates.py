@@ -272,6 +272,16 @@ class Renderer:
                     f"meant for mailbox {key!r} / service {mailbox.service!r} (see its scope in "
                     f"{self.template_dir / mailbox.ar_template / META_FILE})"
                 )
+            meta = self._metas[mailbox.ar_template]
+            declared = config.routing.implicit_decisions if config.routing else {}
+            if declared and "implicit_decision" not in {*meta.required, *meta.optional}:
+                # CRPA L112-11: an AR that would drop the declared sentence without a word.
+                raise TemplateError(
+                    f"mailboxes.{key}.ar_template: template {mailbox.ar_template!r} does not "
+                    "take the variable 'implicit_decision', so its ARs could not say what "
+                    "routing.implicit_decisions declares (see "
+                    f"{self.template_dir / mailbox.ar_template / META_FILE})"
+                )
         # A template may name a mailbox this deployment does not run; a service it must know.
         for name, meta in self._metas.items():
             for service_name in meta.scope.services:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from datetime import date, datetime
 
-from mailbot.config import Agent, Config, ServiceConfig
+from mailbot.config import Agent, Config, ImplicitDecision, ServiceConfig
 from mailbot.core.workdays import YEARS, WorkingCalendar
 from mailbot.render.cache import open_cache
 
@@ -74,6 +74,20 @@ def message_variables(
         "original_subject": original_subject,
         "service": service_variables(handling, box.address),
         "prefecture": config.prefecture.model_dump(),
+    }
+
+
+def implicit_decision_variables(declared: ImplicitDecision) -> dict[str, object]:
+    """The ``implicit_decision`` mapping of the ARs: what silence means (``decision``,
+    ``rejected``/``accepted`` for the templates' tests and the translated paragraphs'
+    conditions) and after how many ``months`` from the receipt. The sentence itself is
+    the templates' (``_partials/implicit_decision.*``), the date of receipt printed there
+    from ``received_at``: a value of each mail, not of the AR's settings (render.once)."""
+    return {
+        "decision": declared.decision,
+        "months": declared.delay,
+        "rejected": declared.decision == "rejet",
+        "accepted": declared.decision == "acceptation",
     }
 
 
