@@ -11,7 +11,9 @@ import email
 import email.policy
 import quopri
 import re
+import sys
 import textwrap
+import unicodedata
 from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
@@ -65,6 +67,21 @@ def test_columns_count_an_ideograph_as_two() -> None:
     assert columns("titre de séjour") == len("titre de séjour")
     assert columns("ANEF 网站：") == 5 + 4 + 2
     assert columns("") == 0
+
+
+def test_every_wide_character_is_looked_up() -> None:
+    """``columns`` looks up the width of the characters its prefilter finds only: it must
+    find every assigned wide or fullwidth character of this Python's Unicode database."""
+    missed = [
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.east_asian_width(chr(code)) in ("W", "F")
+        and unicodedata.category(chr(code)) != "Cn"
+        and not has_wide(chr(code))
+    ]
+    assert missed == []
+    assert not has_wide("Nous l’avons reçu — « merci »… \u2068قريباً\u2069 Здравствуйте")
+    assert has_wide("한") and has_wide("⌚") and has_wide("ｶ") is False  # halfwidth katakana
 
 
 def test_a_chinese_paragraph_is_wrapped_within_the_width_in_columns() -> None:

@@ -20,6 +20,7 @@ without a wide character is wrapped exactly as before (``textwrap``).
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 import unicodedata
@@ -47,10 +48,11 @@ _LIST_MARKER = re.compile(r"^(\s*)([-•.*] |\d+[.)] )")
 # Characters str.splitlines() breaks on that single_line() leaves alone.
 _UNICODE_BREAKS = re.compile(r"[\x85\u2028\u2029]")
 _RUNS_OF_SPACES = re.compile(r" {2,}")
-# Every East Asian wide or fullwidth character is at U+1100 or above: the few characters
-# of a Latin, Cyrillic or Arabic line found there (’ … — « isolates) are the only ones
-# whose width is looked up (a lookup per character was most of the cost of a line).
-_MAYBE_WIDE = re.compile("[\u1100-\U0010ffff]")
+# Every assigned East Asian wide or fullwidth character is in these ranges (Hangul jamo, a
+# few pictographs, CJK and fullwidth forms onwards: a test checks it against unicodedata):
+# only the characters of a line found here have their width looked up, and a Latin,
+# Cyrillic or Arabic text, its ’ … — « and isolates included, has none.
+_MAYBE_WIDE = re.compile("[\u1100-\u115f\u231a-\u23f3\u25fd-\u27bf\u2b1b-\u2b55\u2e80-\U0010ffff]")
 # No line starts with closing punctuation, none ends with opening punctuation (the rule of
 # Chinese typesetting, GB/T 15834); ASCII ones too, against an ideograph.
 _CLOSING = frozenset("，。、：；！？）」』】》〉〕〗〙〛｝］”’…‥·・％‰℃～,.:;!?)]}%")
@@ -73,8 +75,15 @@ def _protect(text: str, keep: Iterable[str]) -> str:
     return _ATOMS.sub(_glue, text)
 
 
+@functools.lru_cache(maxsize=8192)
 def _wide(char: str) -> bool:
-    return unicodedata.east_asian_width(char) in ("W", "F")
+    """Two columns wide: an ideograph, kana, hangul, ，。 (not an unassigned code point,
+    which unicodedata may call fullwidth)."""
+    return (
+        _MAYBE_WIDE.match(char) is not None
+        and unicodedata.east_asian_width(char) in ("W", "F")
+        and unicodedata.category(char) != "Cn"
+    )
 
 
 def has_wide(text: str) -> bool:
@@ -213,8 +222,9 @@ def hanging_indent(line: str) -> tuple[str, str]:
 def wrap_long_lines(text: str, width: int = WIDTH) -> str:
     """Re-wrap every line wider than ``width`` columns; the others are left as they are."""
     out: list[str] = []
+    measure = columns if has_wide(text) else len  # one look at the text, not one a line
     for line in text.split("\n"):
-        if columns(line) <= width:
+        if measure(line) <= width:
             out.append(line)
             continue
         first, rest = hanging_indent(line)
