@@ -31,7 +31,7 @@ from mailbot.mail import compose
 from mailbot.render.templates import RenderedMail, Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
-LANGUAGES = ["fr", "en", "ar", "es", "pt", "ro", "ru", "tr", "uk", None]
+LANGUAGES = ["fr", "en", "ar", "es", "pt", "ro", "ru", "tr", "uk", None, "zh"]
 NOW = datetime(2026, 3, 9, 10, 30, tzinfo=UTC)
 SUBJECTS = [
     "Demande de carte grise suite à un achat",
@@ -152,7 +152,14 @@ def test_every_ar_template_and_language(
 
 
 @pytest.mark.parametrize(
-    ("language", "said"), [("en", b"fr, en"), ("ar", b"fr, ar"), ("fr", b"fr"), (None, b"fr, en")]
+    ("language", "said"),
+    [
+        ("en", b"fr, en"),
+        ("ar", b"fr, ar"),
+        ("fr", b"fr"),
+        (None, b"fr, en"),
+        ("zh", b"fr, zh-Hans"),
+    ],
 )
 def test_a_bilingual_ar_says_both_its_languages(
     config: Config, renderer: Renderer, language: str | None, said: bytes

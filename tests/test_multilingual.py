@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import shutil
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from babel.dates import format_date as babel_date
+from babel.dates import get_month_names
 from test_e2e import GENERAL, citizen_mail, db_rows, etrangers_user, poll, setup
 
+from mailbot.core.plaintext import WIDTH, columns
 from mailbot.errors import TemplateError
 from mailbot.render.templates import Renderer
 from mailbot.render.translations import load_translations, pick
@@ -64,6 +69,35 @@ def test_arabic_message_gets_french_then_arabic_rtl(setup: Any) -> None:
     assert "https://administration-etrangers-en-france.interieur.gouv.fr" in text
 
 
+def test_chinese_message_gets_french_then_chinese_laid_out_in_its_script(setup: Any) -> None:
+    """A Chinese student's mail (French subject, Chinese body) through Dovecot and SMTP:
+    the AR's text part is within the width in display columns (an ideograph takes two),
+    and its Chinese part gives the reference and the deadline the French part gives."""
+    msg = ar_for(
+        setup,
+        "Renouvellement titre de séjour",
+        "您好，我是鲁昂大学的中国留学生。我的居留证（titre de séjour）下个月到期，"
+        "但是在ANEF网站上无法提交续签申请。请问我该怎么办？谢谢！\n王伟",
+        to="pref-etrangers@seine-maritime.gouv.fr",
+    )
+    text, html = parts(msg)
+    assert [line for line in text.splitlines() if columns(line) > WIDTH] == []
+    lines = text.splitlines()
+    french, chinese = lines[: lines.index("中文")], lines[lines.index("中文") + 1 :]
+    reference = str(msg["Subject"]).split("[", 1)[1].split("]", 1)[0]
+    found = re.search(r"au plus tard le \w+ (\d+)(?:er)? (\w+) (\d{4})", " ".join(french))
+    assert found, "no deadline in the French part"
+    months = {name: n for n, name in get_month_names("wide", locale="fr").items()}
+    deadline = date(int(found[3]), months[found[2]], int(found[1]))
+    said = "".join(line.strip() for line in chinese)  # lines break between ideographs
+    assert f"您的受理编号：{reference}。" in said
+    assert f"答复截止日期：{babel_date(deadline, 'full', locale='zh')}。" in said
+    assert "居留证（titre de séjour）" in said
+    assert 'dir="ltr" lang="zh-Hans"' in html and reference in html
+    assert msg["Content-Language"] == "fr, zh-Hans"
+    assert db_rows(setup[0], "SELECT language FROM messages") == [("zh",)]
+
+
 def test_french_message_gets_french_only(setup: Any) -> None:
     msg = ar_for(
         setup, "Horaires", "Bonjour, quels sont vos horaires le vendredi ? Merci beaucoup."
@@ -80,7 +114,7 @@ def test_undetectable_language_gets_french_and_english(setup: Any) -> None:
 
 def test_every_translation_file_is_complete() -> None:
     translations = load_translations(I18N)
-    assert {"en", "ar", "es", "uk"} <= set(translations)
+    assert {"en", "ar", "es", "uk", "zh"} <= set(translations)
     for translation in translations.values():
         assert set(translation.texts) == set(translations["en"].texts)
         # Honest about review: a reviewed file names its reviewer.
@@ -91,6 +125,7 @@ def test_every_translation_file_is_complete() -> None:
     assert pick(translations, "xx") is translations["en"]
     assert pick(translations, None) is translations["en"]
     assert pick(translations, "uk") is translations["uk"]
+    assert pick(translations, "zh") is translations["zh"]
 
 
 def test_broken_translation_is_refused_with_location(tmp_path: Path) -> None:

@@ -162,6 +162,11 @@ _NOT_LATIN = re.compile("[^a-z\u00c0-\u024f]")  # in a lower-case word: another 
 _FAST_WORDS = 4  # at least this many French words...
 _FAST_SHARE = 0.1  # ...a tenth of all words or more...
 _FAST_OTHER = 0.1  # ...and another language's words at most a tenth as many
+# Four Chinese ideographs in a row (CJK Unified Ideographs, extension A, compatibility,
+# extensions B-F): more than a name (王伟, 王小明) or a thank-you (谢谢), a Chinese phrase.
+# Kana tell a Japanese text using ideographs apart.
+_HAN_PHRASE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]{4}")
+_KANA = re.compile("[\u3040-\u30ff\u31f0-\u31ff]")
 
 
 @lru_cache(maxsize=1)
@@ -185,6 +190,18 @@ def clearly_french(sample: str) -> bool:
     return enough and other <= _FAST_OTHER * french
 
 
+def writes_chinese(sample: str) -> bool:
+    """A Chinese phrase in the text, whatever else is around it: its writer reads Chinese.
+
+    lingua weighs a mixed text by its words, and a Chinese sentence has no spaces: "Bonjour
+    madame, je voudrais renouveler mon titre de séjour étudiant. 我的法语不太好，对不起。"
+    was French to it, and the student who wrote that their French is poor got no Chinese.
+    The AR says everything in French first anyway: the Chinese part costs a French reader
+    nothing. Kana make it Japanese, which is left to lingua (no Japanese translation).
+    """
+    return _HAN_PHRASE.search(sample) is not None and not _KANA.search(sample)
+
+
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code, or None when the text is too short or the guess too uncertain."""
     sample = text[:SAMPLE]
@@ -192,6 +209,8 @@ def detect_language(text: str) -> str | None:
         return None
     if clearly_french(sample):
         return "fr"
+    if writes_chinese(sample):
+        return "zh"
     return lingua_language(sample)
 
 

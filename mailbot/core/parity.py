@@ -21,6 +21,8 @@ import re
 import unicodedata
 from html.parser import HTMLParser
 
+from mailbot.core.plaintext import has_wide
+
 SKIPPED_TAGS = {"head", "title", "style", "script"}
 SKIPPED_CLASSES = {"preheader", "band"}
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr", "source"}
@@ -34,6 +36,7 @@ _TEXT_BLOCK = re.compile(r"\n\s*\n|\n(?=\s*(?:[-•.*] |-- ?\n))")
 _MARKER = re.compile(r"^\s*[-•*.]\s+")  # a list item's bullet
 _URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)]")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_GAP = re.compile(r"\s+")
 
 
 class _Reader(HTMLParser):
@@ -90,8 +93,24 @@ class _Reader(HTMLParser):
             self.chunks.append(data)
 
 
+def _join_wide(text: str) -> str:
+    """``text`` without the spaces and line breaks next to a wide character: Chinese has
+    no spaces, and the text part's lines break between two ideographs where the HTML's
+    paragraph runs on (``mailbot.core.plaintext.wrap``); both parts are read so."""
+    if not has_wide(text):
+        return text
+
+    def gap(found: re.Match[str]) -> str:
+        around = (
+            text[max(found.start() - 1, 0) : found.start()] + text[found.end() : found.end() + 1]
+        )
+        return "" if has_wide(around) else found.group(0)
+
+    return _GAP.sub(gap, text)
+
+
 def _words(text: str) -> list[str]:
-    text = _CONTROLS.sub("", unicodedata.normalize("NFC", text)).casefold()
+    text = _join_wide(_CONTROLS.sub("", unicodedata.normalize("NFC", text)).casefold())
     text = text.replace("\u00a0", " ").replace("\u202f", " ").replace("’", "'")
     text = re.sub(r"https?://", "", text)
     return [word for word in (token.strip(_PUNCTUATION) for token in text.split()) if word]

@@ -9,12 +9,21 @@ Why not ``format=flowed`` (RFC 3676): our text parts are laid out by hand (lists
 blocks, signature) and must not be reflowed; flowed text depends on trailing spaces, which
 mail relays and editors strip; and Outlook ignores it. Fixed lines of at most 78
 characters read the same everywhere.
+
+Chinese (and any East Asian wide text) has no spaces between words and each ideograph
+takes two columns of a fixed-width font: a paragraph holding one is measured in display
+columns (``columns``) and may also break between two ideographs, never before closing
+punctuation (，。、：；！？）」…) nor after opening punctuation (（「《“…), nor between an
+ideograph and a Latin word or number written against it ("ANEF网站", "5个"). A paragraph
+without a wide character is wrapped exactly as before (``textwrap``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
+import unicodedata
 from collections.abc import Iterable
 
 from mailbot.core.message import single_line
@@ -39,6 +48,15 @@ _LIST_MARKER = re.compile(r"^(\s*)([-•.*] |\d+[.)] )")
 # Characters str.splitlines() breaks on that single_line() leaves alone.
 _UNICODE_BREAKS = re.compile(r"[\x85\u2028\u2029]")
 _RUNS_OF_SPACES = re.compile(r" {2,}")
+# Every assigned East Asian wide or fullwidth character is in these ranges (Hangul jamo, a
+# few pictographs, CJK and fullwidth forms onwards: a test checks it against unicodedata):
+# only the characters of a line found here have their width looked up, and a Latin,
+# Cyrillic or Arabic text, its ’ … — « and isolates included, has none.
+_MAYBE_WIDE = re.compile("[\u1100-\u115f\u231a-\u23f3\u25fd-\u27bf\u2b1b-\u2b55\u2e80-\U0010ffff]")
+# No line starts with closing punctuation, none ends with opening punctuation (the rule of
+# Chinese typesetting, GB/T 15834); ASCII ones too, against an ideograph.
+_CLOSING = frozenset("，。、：；！？）」』】》〉〕〗〙〛｝］”’…‥·・％‰℃～,.:;!?)]}%")
+_OPENING = frozenset("（「『【《〈〔〖〘〚｛［“‘([{")
 
 
 def one_line(value: object) -> str:
@@ -57,6 +75,114 @@ def _protect(text: str, keep: Iterable[str]) -> str:
     return _ATOMS.sub(_glue, text)
 
 
+@functools.lru_cache(maxsize=8192)
+def _wide(char: str) -> bool:
+    """Two columns wide: an ideograph, kana, hangul, ，。 (not an unassigned code point,
+    which unicodedata may call fullwidth)."""
+    return (
+        _MAYBE_WIDE.match(char) is not None
+        and unicodedata.east_asian_width(char) in ("W", "F")
+        and unicodedata.category(char) != "Cn"
+    )
+
+
+def has_wide(text: str) -> bool:
+    """Whether ``text`` holds a character two columns wide (an ideograph, ，。)."""
+    return not text.isascii() and any(map(_wide, _MAYBE_WIDE.findall(text)))
+
+
+def columns(text: str) -> int:
+    """The columns ``text`` takes in a fixed-width font: two per East Asian wide or
+    fullwidth character, one per other character (invisible marks and isolates included,
+    as the line length always counted them: never fewer than they take). For text without
+    a wide character, its length."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(map(_wide, _MAYBE_WIDE.findall(text)))
+
+
+def _may_break(before: str, after: str) -> bool:
+    """Whether a line may break between two characters with no space between them."""
+    if not (_wide(before) or _wide(after)):
+        return False  # inside a Latin word or number
+    if after in _CLOSING or before in _OPENING:
+        return False
+    # "ANEF网站", "5个工作日": a Latin word or number stays with the ideograph it touches
+    # (not with a punctuation mark: "网站：https://…" may break after the colon).
+    return not (before.isalnum() and after.isalnum() and _wide(before) != _wide(after))
+
+
+_HELD, _OPEN = 1, 2  # marks of ``_held``: no break before this character / a break allowed
+
+
+def _held(text: str, width: int, keep: Iterable[str]) -> bytearray:
+    """At each position, whether a line may break before it whatever ``_may_break`` says:
+    never inside a URL, an address, a phone number, a reference, an isolated value or a
+    ``keep`` value that fits on a line (``_HELD``); always before such a piece written
+    against an ideograph ("请联系pref@…", ``_OPEN``), which would otherwise take it along."""
+    held = bytearray(len(text))
+    spans = []
+    for atom in _ATOMS.finditer(text):
+        start, end = atom.span()
+        while _wide(text[start]):  # \w took the ideographs before the address
+            start += 1
+        spans.append((start, end))
+    for value in {v for v in keep if v and columns(v) <= width}:
+        start = text.find(value)
+        while start >= 0:
+            spans.append((start, start + len(value)))
+            start = text.find(value, start + len(value))
+    for start, end in spans:
+        held[start + 1 : end] = bytes([_HELD]) * (end - start - 1)
+    for start, _end in spans:
+        if start and _wide(text[start - 1]) and not held[start]:
+            held[start] = _OPEN
+    return held
+
+
+def _chunks(text: str, held: bytearray) -> list[tuple[str, str]]:
+    """The pieces no line breaks inside, each with what comes before it (" " or "")."""
+    chunks: list[tuple[str, str]] = []
+    current: list[str] = []
+    separator = ""
+    for index, char in enumerate(text):
+        if char == " " and not held[index]:
+            if current:
+                chunks.append((separator, "".join(current)))
+                current = []
+            separator = " "
+            continue
+        mark = held[index]
+        if current and (mark == _OPEN or (not mark and _may_break(current[-1], char))):
+            chunks.append((separator, "".join(current)))
+            current, separator = [], ""
+        current.append(char)
+    if current:
+        chunks.append((separator, "".join(current)))
+    return chunks
+
+
+def _wrap_wide(
+    text: str, width: int, indent: str, subsequent_indent: str, keep: Iterable[str]
+) -> list[str]:
+    """``wrap`` for a paragraph holding wide characters: greedy, in display columns; a
+    piece wider than the line stays whole on its own line (as ``break_long_words=False``)."""
+    lines: list[str] = []
+    line, used = "", 0
+    for separator, chunk in _chunks(text, _held(text, width, keep)):
+        size = columns(chunk)
+        if not line:
+            line, used = indent + chunk, columns(indent) + size
+        elif used + len(separator) + size <= width:
+            line, used = line + separator + chunk, used + len(separator) + size
+        else:
+            lines.append(line)
+            line, used = subsequent_indent + chunk, columns(subsequent_indent) + size
+    if line:
+        lines.append(line)
+    return lines
+
+
 def wrap(
     text: str,
     width: int = WIDTH,
@@ -65,11 +191,14 @@ def wrap(
     subsequent_indent: str | None = None,
     keep: Iterable[str] = (),
 ) -> list[str]:
-    """One paragraph (its line breaks are spaces) as lines of at most ``width`` characters.
+    """One paragraph (its line breaks are spaces) as lines of at most ``width`` columns.
 
     ``keep`` lists values that must not be broken either (e.g. a postal address that was
     substituted into the paragraph).
     """
+    if has_wide(text):
+        following = indent if subsequent_indent is None else subsequent_indent
+        return _wrap_wide(_SPACES.sub(" ", text).strip(" "), width, indent, following, keep)
     wrapper = textwrap.TextWrapper(
         width=width,
         initial_indent=indent,
@@ -91,10 +220,11 @@ def hanging_indent(line: str) -> tuple[str, str]:
 
 
 def wrap_long_lines(text: str, width: int = WIDTH) -> str:
-    """Re-wrap every line longer than ``width``; shorter lines are left as they are."""
+    """Re-wrap every line wider than ``width`` columns; the others are left as they are."""
     out: list[str] = []
+    measure = columns if has_wide(text) else len  # one look at the text, not one a line
     for line in text.split("\n"):
-        if len(line) <= width:
+        if measure(line) <= width:
             out.append(line)
             continue
         first, rest = hanging_indent(line)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from mailbot.core.plaintext import WIDTH, one_line, wrap
+from mailbot.core.plaintext import WIDTH, columns, one_line, wrap
 
 
 def cover_note(
@@ -122,7 +122,7 @@ def _paragraph(text: str, hanging: str = "", keep: tuple[str, ...] = ()) -> list
     its ends) is that line: what ``wrap`` gives, without its tenth of a millisecond. The
     others are mostly the same from mail to mail (the steps, the deadline of the day, the
     last paragraph): wrapped once."""
-    fits = text and len(text) <= WIDTH and text.isprintable() and "  " not in text
+    fits = text and columns(text) <= WIDTH and text.isprintable() and "  " not in text
     if fits and text.strip(" ") == text:
         return [text]
     return list(_wrapped(text, hanging, keep))

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from html.parser import HTMLParser
 
 from mailbot.core.parity import differences
-from mailbot.core.plaintext import WIDTH
+from mailbot.core.plaintext import WIDTH, columns
 from mailbot.errors import TemplateError
 from mailbot.render.catalogue import HTML_FILE, PARTIALS_DIR, TEXT_FILE
 from mailbot.render.templates import Renderer
@@ -82,9 +82,9 @@ def check_template(
         if not LINK.match(url.rstrip(".,;:)"))
     ]
     problems += [
-        f"text: line {number} has {len(line)} characters (at most {WIDTH})"
+        f"text: line {number} is {columns(line)} columns wide (at most {WIDTH})"
         for number, line in enumerate(mail.text.split("\n"), 1)
-        if len(line) > WIDTH
+        if columns(line) > WIDTH
     ]
     if renderer.meta(name).text_matches_html:
         problems += differences(mail.text, mail.html)

@@ -223,7 +223,7 @@ class Renderer:
             subject=clean_subject(subject),
             text=wrap_long_lines(_clean_text(text)),
             html=(self._inline(markup) if inline else markup).strip() + "\n",
-            languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
+            languages=(LANGUAGE, translation.tag) if translation else (LANGUAGE,),
         )
 
     def render_once(
@@ -245,7 +245,7 @@ class Renderer:
             subject=clean_subject(subject),
             text=text,
             html=html.strip() + "\n",
-            languages=(LANGUAGE, translation.language) if translation else (LANGUAGE,),
+            languages=(LANGUAGE, translation.tag) if translation else (LANGUAGE,),
         )
         if check and request and mail != self.render(name, variables, language=language):
             self._skeletons.mismatch(request)

@@ -38,6 +38,11 @@ PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s*\}
 _JINJA_MARKUP = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2}$")  # ISO 639-1, as the detection names languages
+# The language tag (BCP 47) of a file's text where its two-letter code does not say enough.
+# Chinese is written in two scripts and Unicode gives an ideograph of both one code point,
+# drawn the Simplified, Traditional or Japanese way by the font the reader's program picks
+# from the tag: lang="zh-Hans" asks for a Simplified Chinese one, as zh.yaml is written.
+LANGUAGE_TAGS = {"zh": "zh-Hans"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ class Translation:
     reviewer: str
     texts: Mapping[str, str]  # "ar.received" -> text with {{ placeholders }}
     path: Path
+
+    @property
+    def tag(self) -> str:
+        """The language as lang="" and Content-Language name it (``LANGUAGE_TAGS``)."""
+        return LANGUAGE_TAGS.get(self.language, self.language)
 
     def placeholders(self, key: str) -> list[str]:
         return PLACEHOLDER.findall(self.texts[key])
@@ -220,9 +230,9 @@ def _source(text: str, literal: Callable[[str], str]) -> str:
 class Paragraphs:
     """Translated paragraphs, compiled on first use in the sandbox, rendered for one mail.
 
-    The text is wrapped at 78 characters, never inside a value; a right-to-left paragraph
-    starts each line with a RIGHT-TO-LEFT MARK so that plain-text readers, which choose a
-    direction per line, show every line right to left.
+    The text is wrapped at 78 columns (an ideograph takes two), never inside a value; a
+    right-to-left paragraph starts each line with a RIGHT-TO-LEFT MARK so that plain-text
+    readers, which choose a direction per line, show every line right to left.
     """
 
     def __init__(self, translations: Mapping[str, Translation], timezone: str) -> None:
@@ -285,7 +295,7 @@ class Paragraphs:
             except jinja2.TemplateError as exc:
                 raise TemplateError(f"{translation.path}: {key}: {exc}") from None
         common: dict[str, object] = {
-            "language": translation.language,
+            "language": translation.tag,
             "name": translation.name,
             "direction": translation.direction,
         }
