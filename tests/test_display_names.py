@@ -131,7 +131,7 @@ def _check(raw: bytes, field: str, name: str, addr_spec: str) -> list[str]:
         assert shown == name
     elif all(piece.endswith(" ") for piece in pieces[:-1]):  # gh-128110: a space doubled
         assert re.sub(" +", " ", shown) == re.sub(" +", " ", name)
-    else:  # a word of the name cut in two: gh-128110 shows a space there
+    else:  # cut after a Chinese comma, or inside a word: gh-128110 shows a space there
         assert shown.replace(" ", "") == name.replace(" ", "")
     assert parsed["Bcc"] is None and len(parsed.get_all(field) or []) == 1
     return pieces

@@ -160,7 +160,10 @@ def _name_addr(phrase: str, addr_spec: str) -> str:
     return f"{phrase} <{addr_spec}>"
 
 
-_WORDS_AND_SPACES = re.compile(r"\S+\s*|\s+")
+# Where a display name may be cut between two encoded-words: after a space, or after the
+# closing punctuation Chinese writes without one ("王伟（鲁昂大学中国留学生，" | "居留证续签）").
+_BREAKS = "\\s，。、：；！？）」』】》"
+_PIECES = re.compile(f"[^{_BREAKS}]*[{_BREAKS}]+|[^{_BREAKS}]+")
 _JOINERS = frozenset("\u200c\u200d\ufe0e\ufe0f")  # ZWNJ, ZWJ, variation selectors
 
 
@@ -184,12 +187,13 @@ def _encoded_words(text: str, base64_words: bool, first: int) -> list[str]:
     """``text`` as UTF-8 encoded-words of at most ``first`` characters for the first, 75
     for the others (RFC 2047 §2), greedily.
 
-    A word ends after a space of the text where the text's words allow it, else between
-    two characters (``_clusters``), never inside one (§5: each word decodes alone, its
-    UTF-8 octets whole). Cutting after a space matters to readers that keep the folding
-    whitespace between two encoded-words, against §6.2: the standard library's
-    ``email.policy.default`` parser does in display names (CPython gh-128110), and then
-    shows a space where the name has one, instead of a space inside a word."""
+    A word ends after a space of the text (or a Chinese comma, full stop, bracket…: the
+    text's words) where they allow it, else between two characters (``_clusters``), never
+    inside one (§5: each word decodes alone, its UTF-8 octets whole). Cutting between words
+    matters to readers that keep the folding whitespace between two encoded-words, against
+    §6.2: the standard library's ``email.policy.default`` parser does in display names
+    (CPython gh-128110, Python 3.11), and then shows one more space where the name has a
+    space or a pause, not a space inside a word."""
     encode = base64mime.header_encode if base64_words else quoprimime.header_encode
     words: list[str] = []
     current = ""
@@ -198,7 +202,7 @@ def _encoded_words(text: str, base64_words: bool, first: int) -> list[str]:
         limit = _MAX_ENCODED_WORD if words else first
         return len(encode(chunk.encode("utf-8"), "utf-8")) <= limit
 
-    for piece in _WORDS_AND_SPACES.findall(text):
+    for piece in _PIECES.findall(text):
         if fits(current + piece):
             current += piece
             continue
