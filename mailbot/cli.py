@@ -67,7 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from mailbot.config import load_config
 
     config = load_config(args.config)
-    maintenance.check(config)
+    renderer = maintenance.check(config)
     print(f"{args.config}: OK ({len(config.mailboxes)} mailboxes, {len(config.services)} services)")
     print(f"database:  {maintenance.database_shown(config)}")
     print(f"templates: {config.templates}")
@@ -81,6 +81,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for warning in maintenance.return_path_warnings(config):
             print(f"warning: {warning}", file=sys.stderr)
     for warning in config.outbox.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    for warning in maintenance.translation_warnings(config, renderer):
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if all(one.ok for one in tried) else 1
 
@@ -575,9 +577,9 @@ def cmd_templates_render(args: argparse.Namespace) -> int:
 
 
 def cmd_templates_check(args: argparse.Namespace) -> int:
-    from mailbot.app import template_catalogue
+    from mailbot.app import maintenance, template_catalogue
 
-    _config, renderer = _renderer(args, full_check=True)
+    config, renderer = _renderer(args, full_check=True)
     found = template_catalogue.check_all(renderer)
     for name, problems in found.items():
         print(f"{'FAIL' if problems else 'ok  '} {name}")
@@ -585,6 +587,8 @@ def cmd_templates_check(args: argparse.Namespace) -> int:
             print(f"     - {problem}")
     failed = sum(1 for problems in found.values() if problems)
     print(f"\n{len(found) - failed} templates ok, {failed} with problems")
+    for warning in maintenance.translation_warnings(config, renderer):  # not a failure
+        print(f"warning: {warning}", file=sys.stderr)
     return 1 if failed else 0
 
 

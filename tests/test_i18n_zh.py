@@ -15,6 +15,7 @@ import sys
 import textwrap
 import unicodedata
 from datetime import date
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -277,5 +278,12 @@ def test_a_chinese_subject_and_name_are_encoded_without_cutting_a_character(
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     assert str(parsed["Subject"]) == f"Accusé de réception [SM-2026-000123] : {subject}"
-    assert parsed["To"].addresses[0].display_name == name
+    # Too long for one encoded-word (88 characters): two, cut after the comma. §6.2 drops
+    # the folding whitespace between them (email.header, mail clients); policy.default
+    # keeps a space there in Python 3.11 (CPython gh-128110: tests/test_display_names.py).
+    to_words = re.findall(r"=\?utf-8\?[qb]\?[^?]*\?=", to_field, re.I)
+    assert len(to_words) == 2 and all(len(word) <= 75 for word in to_words)
+    to_value = to_field.removeprefix("To: ")
+    assert str(make_header(decode_header(to_value))) == f"{name} <wang.wei@example.org>"
+    assert parsed["To"].addresses[0].display_name.replace(" ", "") == name
     assert parsed["Content-Language"] == "fr, zh-Hans"

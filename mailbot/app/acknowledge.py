@@ -105,7 +105,11 @@ class Planner:
     def _reorientation(self, mail: Received, target: str) -> Plan:
         assert self.config.routing is not None
         variables = self._variables(mail)
-        variables["target"] = self.config.routing.reorientation[target].model_dump()
+        # Its id too: the translations name the target by it (templates/i18n, targets:).
+        variables["target"] = {
+            **self.config.routing.reorientation[target].model_dump(),
+            "id": target,
+        }
         reply = self._citizen_mail(mail, REORIENTATION_TEMPLATE, variables)
         return Plan((reply,), None, target)
 

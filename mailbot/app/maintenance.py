@@ -15,6 +15,7 @@ from mailbot.app import presence, sessions
 from mailbot.config import Config, load_agents
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
+from mailbot.render.translations import target_warnings
 from mailbot.store import Store
 from mailbot.store.database import shown_url
 
@@ -29,6 +30,14 @@ def check(config: Config) -> Renderer:
     renderer.check_config(config)
     load_agents(config.agents, config)
     return renderer
+
+
+def translation_warnings(config: Config, renderer: Renderer) -> list[str]:
+    """The re-orientation targets a language of the templates does not name (its readers
+    get the French name alone), and names for ids rules.yaml does not have: warnings, as
+    a target is routed before it is translated (render/translations.target_warnings)."""
+    targets = config.routing.reorientation if config.routing else {}
+    return target_warnings(renderer.translations, targets)
 
 
 def implicit_decisions(config: Config) -> list[str]:

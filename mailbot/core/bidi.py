@@ -17,7 +17,7 @@ from typing import Literal
 
 from markupsafe import Markup, escape
 
-from mailbot.core.plaintext import LRI, PDI, RLI
+from mailbot.core.plaintext import LRI, PDI, RLI, has_wide
 
 Kind = Literal["url", "email", "phone", "text"]
 Direction = Literal["ltr", "rtl"]
@@ -150,6 +150,41 @@ def text_literal(text: str, context: Direction = "ltr") -> str:
             out.append(match.group(0))
             last = match.end()
     return "".join(out)
+
+
+# "your town hall (votre mairie)": a name in the reader's language, then the French name
+# the citizen will see on the sign and the website. Chinese writes the brackets full width
+# against ideographs, as zh.yaml does around its French words ("省政府（préfecture）").
+def _brackets(local: str) -> tuple[str, str]:
+    return ("（", "）") if has_wide(local) else (" (", ")")
+
+
+def text_named(local: str, french: str, context: Direction) -> str:
+    """A translated name and its French name, as one value of a plain-text sentence.
+
+    In right-to-left text each is isolated on its own, as ``text_value`` isolates a value
+    there (RLI…PDI) and ``text_literal`` a French run (LRI…PDI): the French name whole, so
+    that "la Caisse d'allocations familiales (CAF)" keeps its own brackets in order, and
+    the brackets around it between the two isolates, where the sentence's direction
+    places them. A line may then break between the two names, never inside an isolate
+    (``plaintext.wrap``): one isolate over two lines would leave each line unbalanced."""
+    opening, closing = _brackets(local)
+    if context != "rtl":
+        return text_value(f"{local}{opening}{french}{closing}", context)
+    return f"{RLI}{text_literal(local, 'rtl')}{PDI}{opening}{LRI}{french}{PDI}{closing}"
+
+
+def html_named(local: str, french: str, context: Direction) -> Markup:
+    """``text_named`` in HTML: the value in its own element (``html_value``); in
+    right-to-left text, the French name in an element of its own with ``dir="ltr"``, as
+    ``html_literal`` sets a translation's French words apart."""
+    opening, closing = _brackets(local)
+    if context != "rtl":
+        return html_value(f"{local}{opening}{french}{closing}")
+    nowrap = Markup(' class="nowrap"') if len(local) + len(french) + 3 <= 30 else Markup("")
+    return Markup('<span dir="rtl"{0}>{1}{2}{3}{4}</span>').format(
+        nowrap, html_literal(local, "rtl"), opening, _isolated_words(french), closing
+    )
 
 
 def html_isolate(value: object) -> Markup:

@@ -28,10 +28,11 @@ import quopri
 import random
 import re
 import sys
+import unicodedata
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from email import message_from_bytes, quoprimime
+from email import base64mime, message_from_bytes, quoprimime
 from email.charset import BASE64, QP, Charset
 from email.encoders import encode_base64
 from email.errors import NonASCIILocalPartDefect
@@ -60,6 +61,8 @@ from mailbot.render.templates import RenderedMail, clean_subject
 
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _MAX_DISPLAY_NAME = 100  # characters: an encoded name stays well within a header line
+_MAX_ENCODED_WORD = 75  # characters (RFC 2047 §2)
+_SOFT_LINE = 78  # characters a header line should not exceed (RFC 5322 §2.1.1)
 _MAX_MESSAGE_ID = 900  # "In-Reply-To: <id>" within 998 octets
 _MAX_WORD = 900  # the longest run without a space an ASCII header value may hold
 _MAX_REFERENCES = 20
@@ -117,16 +120,102 @@ class _Mailbox(NamedTuple):
     display_name: str
     addr_spec: str  # what an SMTP server accepts: quoted local parts, UTF-8 (SMTPUTF8)
 
-    def header(self) -> str:
+    def header(self, field: str = "To") -> str:
         """The header value; a UTF-8 address goes out as raw UTF-8 (RFC 6532), never encoded.
 
         compat32 writes a str holding surrogate escapes back as the original bytes.
         """
+        if not self.display_name:
+            raw = self.addr_spec
+        else:
+            raw = _name_addr(_phrase(self.display_name, field), self.addr_spec)
         if self.addr_spec.isascii():
-            return formataddr((self.display_name, self.addr_spec), charset="utf-8")
-        name = formataddr((self.display_name, "x@x"), charset="utf-8")[: -len("<x@x>")]
-        raw = f"{name}<{self.addr_spec}>" if self.display_name else self.addr_spec
+            return raw
         return raw.encode("utf-8").decode("ascii", "surrogateescape")
+
+
+def _phrase(display_name: str, field: str) -> str:
+    """A display name as ``formataddr`` writes it: ASCII quoted where needed, anything else
+    one RFC 2047 encoded-word (B or Q, whichever is shorter).
+
+    Except where that word would exceed 75 characters (RFC 2047 §2: a long Arabic, Chinese
+    or Ukrainian service name, a citizen's long name): then several encoded-words, in the
+    same encoding, on lines of their own (§5: separated by folding whitespace), each at
+    most 75 characters and the first within the line that starts with ``field``
+    (``_encoded_words``). A name one word holds is written exactly as before."""
+    phrase = formataddr((display_name, "x@x"), charset="utf-8")[: -len(" <x@x>")]
+    if display_name.isascii() or len(phrase) <= _MAX_ENCODED_WORD:
+        return phrase
+    base64_words = phrase.startswith("=?utf-8?b?")
+    first = min(_MAX_ENCODED_WORD, _SOFT_LINE - len(field) - len(": "))
+    return "\r\n ".join(_encoded_words(display_name, base64_words, first))
+
+
+def _name_addr(phrase: str, addr_spec: str) -> str:
+    """``phrase <addr_spec>``; after a folded phrase, the address on a line of its own when
+    it would take the last line beyond 78 characters."""
+    last = phrase.rpartition("\r\n")[2]
+    if "\r\n" in phrase and len(last) + len(addr_spec) + len(" <>") > _SOFT_LINE:
+        return f"{phrase}\r\n <{addr_spec}>"
+    return f"{phrase} <{addr_spec}>"
+
+
+# Where a display name may be cut between two encoded-words: after a space, or after the
+# closing punctuation Chinese writes without one ("王伟（鲁昂大学中国留学生，" | "居留证续签）").
+_BREAKS = "\\s，。、：；！？）」』】》"
+_PIECES = re.compile(f"[^{_BREAKS}]*[{_BREAKS}]+|[^{_BREAKS}]+")
+_JOINERS = frozenset("\u200c\u200d\ufe0e\ufe0f")  # ZWNJ, ZWJ, variation selectors
+
+
+def _clusters(text: str) -> list[str]:
+    """``text`` in characters as a reader sees them: a combining mark (Arabic harakat, an
+    accent written apart), a joiner or a variation selector stays with what it belongs to."""
+    clusters: list[str] = []
+    for char in text:
+        if clusters and (
+            unicodedata.category(char).startswith("M")
+            or char in _JOINERS
+            or clusters[-1][-1] == "\u200d"
+        ):
+            clusters[-1] += char
+        else:
+            clusters.append(char)
+    return clusters
+
+
+def _encoded_words(text: str, base64_words: bool, first: int) -> list[str]:
+    """``text`` as UTF-8 encoded-words of at most ``first`` characters for the first, 75
+    for the others (RFC 2047 §2), greedily.
+
+    A word ends after a space of the text (or a Chinese comma, full stop, bracket…: the
+    text's words) where they allow it, else between two characters (``_clusters``), never
+    inside one (§5: each word decodes alone, its UTF-8 octets whole). Cutting between words
+    matters to readers that keep the folding whitespace between two encoded-words, against
+    §6.2: the standard library's ``email.policy.default`` parser does in display names
+    (CPython gh-128110, Python 3.11), and then shows one more space where the name has a
+    space or a pause, not a space inside a word."""
+    encode = base64mime.header_encode if base64_words else quoprimime.header_encode
+    words: list[str] = []
+    current = ""
+
+    def fits(chunk: str) -> bool:
+        limit = _MAX_ENCODED_WORD if words else first
+        return len(encode(chunk.encode("utf-8"), "utf-8")) <= limit
+
+    for piece in _PIECES.findall(text):
+        if fits(current + piece):
+            current += piece
+            continue
+        if current:
+            words.append(encode(current.encode("utf-8"), "utf-8"))
+            current = ""
+        for cluster in _clusters(piece):
+            if current and not fits(current + cluster):
+                words.append(encode(current.encode("utf-8"), "utf-8"))
+                current = ""
+            current += cluster
+    words.append(encode(current.encode("utf-8"), "utf-8"))
+    return words
 
 
 # The parser flags a UTF-8 local part; SMTPUTF8 (RFC 6531) makes it legal, the transport
@@ -156,7 +245,10 @@ def _parsed_address(value: str, what: str) -> _Mailbox:
     """The strict parse (the standard library's address parser, then the SMTP grammar)."""
     if not isinstance(value, str) or not value.strip() or _has_break(value):
         raise MessageError(f"{what}: {value!r} is not a single address on one line")
-    header = SMTP.header_factory("to", value.strip())
+    try:
+        header = SMTP.header_factory("to", value.strip())
+    except ValueError:  # an encoded display name that decodes to CR or LF
+        raise MessageError(f"{what}: {value!r} is not exactly one valid address") from None
     addresses: tuple[Address, ...] = getattr(header, "addresses", ())
     defects = [d for d in header.defects if not isinstance(d, _TOLERATED_DEFECTS)]
     if len(addresses) != 1 or defects:
@@ -444,7 +536,8 @@ def _from_header(from_address: str, from_name: str) -> str:
     if sender.display_name:
         raise MessageError("from_address: give the bare address; the name goes in from_name")
     name = one_line(from_name)[:_MAX_DISPLAY_NAME]
-    return formataddr((name, sender.addr_spec), charset="utf-8")
+    sender.addr_spec.encode("ascii")  # as formataddr refused it: a From is ASCII
+    return _Mailbox(name, sender.addr_spec).header("From")
 
 
 @lru_cache(maxsize=256)
@@ -576,7 +669,9 @@ def _forward_address(value: str) -> None:
 @lru_cache(maxsize=256)
 def _forward_from(from_name: str, from_address: str) -> str:
     """A forward's From: the mailbox's, encoded once."""
-    return formataddr((single_line(from_name)[:100], from_address), charset="utf-8")
+    name = single_line(from_name)[:_MAX_DISPLAY_NAME]
+    from_address.encode("ascii")  # as formataddr refused it: a forward's From is ASCII
+    return _name_addr(_phrase(name, "From"), from_address) if name else from_address
 
 
 def _crlf(raw: bytes) -> bytes:

@@ -68,7 +68,13 @@ from mailbot.render.once import (
     deferring,
     exact_key,
 )
-from mailbot.render.translations import Paragraphs, Translation, load_translations, pick
+from mailbot.render.translations import (
+    TARGET_NAME,
+    Paragraphs,
+    Translation,
+    load_translations,
+    pick,
+)
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -558,6 +564,8 @@ class Renderer:
             if attribute:
                 value = value.get(attribute) if isinstance(value, Mapping) else None
             values += exact_key(value)
+            if path == TARGET_NAME:  # shown with its name in the language, if any
+                values.append(translation.target_name(context.get("target")) or "")
         memo = tuple(values) if None not in values else None
         found = self._paragraph_memo.get(memo) if memo else None
         if found is None:

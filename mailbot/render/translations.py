@@ -10,13 +10,23 @@ compiles the texts in its sandbox, formats dates in the language (``mailbot.core
 isolates each value from the surrounding text (``mailbot.render.templates``).
 
 Each file says whether a native speaker has reviewed it (``reviewed``, ``reviewer``).
+
+A file may also name rules.yaml's re-orientation targets in its language (section
+``targets:``, keyed by the target's id: ``mairie: "your town hall"``). ``{{ target.name }}``
+then shows "your town hall (votre mairie)": the reader's words first, and the French name,
+which stays in rules.yaml alone, that the citizen will see on the sign and the website.
+The names live here rather than in rules.yaml because they are texts of this language:
+written, reviewed (``reviewed``) and added with its file, like the rest of it, while
+rules.yaml keeps the one French name every file refers to. A target a file does not name
+keeps the French name alone; ``mailbot check`` and ``templates check`` warn of it
+(``target_warnings``), they do not fail: a new target is routed before it is translated.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -26,7 +36,15 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from mailbot import yamlcache
-from mailbot.core.bidi import Direction, html_literal, html_value, text_literal, text_value
+from mailbot.core.bidi import (
+    Direction,
+    html_literal,
+    html_named,
+    html_value,
+    text_literal,
+    text_named,
+    text_value,
+)
 from mailbot.core.dates import check_language, format_date, format_number
 from mailbot.core.language import LANGUAGES, RIGHT_TO_LEFT
 from mailbot.core.plaintext import RLM, WIDTH, wrap
@@ -34,6 +52,9 @@ from mailbot.errors import TemplateError
 
 FALLBACK = "en"  # undetectable or unsupported language: French + English
 HEADER_KEYS = ("language", "name", "direction", "heading", "reviewed", "reviewer")
+TARGETS = "targets"  # the section naming rules.yaml's re-orientation targets
+TARGET_NAME = "target.name"  # the placeholder shown translated where the file names the target
+_TARGET_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # as rules.yaml's ids are written
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s*\}\}")
 _JINJA_MARKUP = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -55,6 +76,7 @@ class Translation:
     reviewer: str
     texts: Mapping[str, str]  # "ar.received" -> text with {{ placeholders }}
     path: Path
+    targets: Mapping[str, str] = field(default_factory=dict)  # target id -> name here
 
     @property
     def tag(self) -> str:
@@ -63,6 +85,12 @@ class Translation:
 
     def placeholders(self, key: str) -> list[str]:
         return PLACEHOLDER.findall(self.texts[key])
+
+    def target_name(self, target: object) -> str | None:
+        """The name of a re-orientation target (the ``target`` variable, its ``id``) in this
+        language, if this file gives one."""
+        found = target.get("id") if isinstance(target, Mapping) else None
+        return self.targets.get(found) if isinstance(found, str) else None
 
 
 def _check_text(where: str, value: object) -> str:
@@ -128,13 +156,30 @@ def _header(path: Path, data: dict[str, object]) -> tuple[str, str, str, str, bo
     )
 
 
+def _targets(path: Path, block: object) -> dict[str, str]:
+    """The ``targets:`` section: names, one line each, no placeholder."""
+    if not isinstance(block, dict):
+        raise TemplateError(f"{path}: {TARGETS}: expected target ids and their names")
+    names: dict[str, str] = {}
+    for key, value in block.items():
+        where = f"{path}: {TARGETS}.{key}"
+        if not isinstance(key, str) or not _TARGET_ID.match(key):
+            raise TemplateError(f"{where}: a target id of rules.yaml (a-z, 0-9 and -)")
+        text = _check_text(where, value)
+        if PLACEHOLDER.search(text) or len(text.splitlines()) > 1:
+            raise TemplateError(f"{where}: a name, on one line, without {{{{ … }}}}")
+        names[key] = " ".join(text.split())
+    return names
+
+
 def _check(path: Path, data: object) -> Translation:
     if not isinstance(data, dict):
         raise TemplateError(f"{path}: expected a mapping")
     language, name, direction, heading, reviewed, reviewer = _header(path, data)
     texts: dict[str, str] = {}
+    targets = _targets(path, data[TARGETS]) if TARGETS in data else {}
     for section, block in data.items():
-        if section in HEADER_KEYS:
+        if section in HEADER_KEYS or section == TARGETS:
             continue
         if not isinstance(block, dict) or not _KEY.match(str(section)):
             raise TemplateError(f"{path}: {section}: expected a section of texts (key: text)")
@@ -142,7 +187,7 @@ def _check(path: Path, data: object) -> Translation:
             if not _KEY.match(str(key)):
                 raise TemplateError(f"{path}: {section}.{key}: keys use a-z, 0-9 and _")
             texts[f"{section}.{key}"] = _check_text(f"{path}: {section}.{key}", value)
-    return Translation(language, name, direction, heading, reviewed, reviewer, texts, path)
+    return Translation(language, name, direction, heading, reviewed, reviewer, texts, path, targets)
 
 
 def load_translations(directory: Path) -> dict[str, Translation]:
@@ -169,6 +214,28 @@ def load_translations(directory: Path) -> dict[str, Translation]:
                 f"{translation.path}: {extra[0]}: not in {FALLBACK}.yaml (misspelt key?)"
             )
     return found
+
+
+def target_warnings(translations: Mapping[str, Translation], targets: Iterable[str]) -> list[str]:
+    """What ``mailbot check`` and ``templates check`` warn of: a re-orientation target a
+    language does not name (its readers get the French name alone), and a name given to an
+    id rules.yaml does not have (a misspelt id, or a target removed: never shown)."""
+    known = list(targets)
+    warnings = []
+    for translation in translations.values():
+        missing = [target for target in known if target not in translation.targets]
+        if missing:
+            warnings.append(
+                f"{translation.path}: {TARGETS}: no name in this language for"
+                f" {', '.join(missing)} (the French name alone is shown)"
+            )
+        unknown = sorted(set(translation.targets) - set(known))
+        if unknown:
+            warnings.append(
+                f"{translation.path}: {TARGETS}: {', '.join(unknown)}: not a re-orientation"
+                " target of rules.yaml (routing.reorientation): never shown"
+            )
+    return warnings
 
 
 def pick(translations: Mapping[str, Translation], language: str | None) -> Translation | None:
@@ -227,6 +294,10 @@ def _source(text: str, literal: Callable[[str], str]) -> str:
     return "".join(out)
 
 
+# A placeholder's value: text, or (a name in the reader's language, the French name).
+Value = str | tuple[str, str]
+
+
 class Paragraphs:
     """Translated paragraphs, compiled on first use in the sandbox, rendered for one mail.
 
@@ -262,10 +333,15 @@ class Paragraphs:
                 raise TemplateError(f"{translation.path}: {key}: {exc.message}") from None
         return self._compiled[cache_key]
 
-    def _text(self, translation: Translation, key: str, values: Mapping[str, str]) -> str:
+    def _text(self, translation: Translation, key: str, values: Mapping[str, Value]) -> str:
         rtl = translation.direction == "rtl"
         context: Direction = "rtl" if rtl else "ltr"
-        shown = {path: text_value(value, context) for path, value in values.items()}
+        shown = {
+            path: text_named(*value, context)
+            if isinstance(value, tuple)
+            else text_value(value, context)
+            for path, value in values.items()
+        }
         rendered = self._template(translation, key, "text").render(_nest(shown))
         lines: list[str] = []
         for line in rendered.split("\n"):
@@ -273,10 +349,21 @@ class Paragraphs:
             lines += [RLM + item if rtl else item for item in wrapped]
         return "\n".join(lines)
 
-    def _html(self, translation: Translation, key: str, values: Mapping[str, str]) -> Markup:
-        shown = {path: html_value(value) for path, value in values.items()}
+    def _html(self, translation: Translation, key: str, values: Mapping[str, Value]) -> Markup:
+        context: Direction = "rtl" if translation.direction == "rtl" else "ltr"
+        shown = {
+            path: html_named(*value, context) if isinstance(value, tuple) else html_value(value)
+            for path, value in values.items()
+        }
         rendered = self._template(translation, key, "html").render(_nest(shown))
         return Markup("<br>\n").join(Markup(line) for line in rendered.split("\n"))
+
+    def _value(self, translation: Translation, context: Mapping[str, object], path: str) -> Value:
+        """A placeholder's value as shown: (the target's name in this language, its French
+        name) where the file names the target, else the value as text."""
+        shown = _shown(_lookup(context, path), translation.language, self.timezone)
+        local = translation.target_name(context.get("target")) if path == TARGET_NAME else None
+        return (local, shown) if local else shown
 
     def section(
         self, translation: Translation, keys: Sequence[str], context: Mapping[str, object]
@@ -286,7 +373,7 @@ class Paragraphs:
         markup: list[Markup] = []
         for key in keys:
             values = {
-                path: _shown(_lookup(context, path), translation.language, self.timezone)
+                path: self._value(translation, context, path)
                 for path in translation.placeholders(key)
             }
             try:
