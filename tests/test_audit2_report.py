@@ -273,8 +273,8 @@ def test_the_three_parts_give_the_same_figures(report: dict[str, object]) -> Non
     assert service[-1] == str(relances)
 
 
-def test_no_line_of_the_text_part_starts_with_a_french_double_punctuation(
+def test_no_line_of_the_text_part_starts_with_a_double_punctuation_mark(
     report: dict[str, object],
 ) -> None:
     lines = str(report["text"]).splitlines()
-    assert [line for line in lines if re.match(r"\s*[:;!?%»]", line)] == []
+    assert [line for line in lines if re.match(r"\s*[:;!?%]", line)] == []
