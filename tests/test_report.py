@@ -17,6 +17,9 @@ from mailbot.cli import main
 from mailbot.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+# The services as the report names them (rules.yaml's names, not their keys).
+GENERAL = "Préfecture de la Seine-Maritime — accueil général"
+CARTES_GRISES = "Bureau des titres — cartes grises (certificats d'immatriculation)"
 
 
 def week_47(config: Path, out: Path) -> None:
@@ -279,15 +282,15 @@ def test_every_number_of_the_week_47_report(config: Path, tmp_path: Path) -> Non
             "2,67 j",
             "– sans objet",
         ],
-        ["Boîte general", "13", "7", "66,7 %", "2,00 j", "2", "2"],
-        ["Service cartes-grises", "2", "1", "50,0 %", "4,00 j", "1", "2"],
-        ["Service general", "11", "6", "71,4 %", "1,67 j", "1", "0"],
-        ["SM-2026-000023", "general", "7 (retard)", "message 23"],
-        ["SM-2026-000024", "cartes-grises", "6 (retard)", "message 24"],
-        ["SM-2026-000032", "general", "5", "message 32"],
-        ["SM-2026-000027", "general", "4", "message 27"],
-        ["SM-2026-000025", "general", "3", "message 25"],
-        ["SM-2026-000026", "general", "3", "message 26"],
+        ["Boîte pref-contact@seine-maritime.gouv.fr", "13", "7", "66,7 %", "2,00 j", "2", "2"],
+        [f"Service {CARTES_GRISES}", "2", "1", "50,0 %", "4,00 j", "1", "2"],
+        [f"Service {GENERAL}", "11", "6", "71,4 %", "1,67 j", "1", "0"],
+        ["SM-2026-000023", GENERAL, "7 (retard)", "message 23"],
+        ["SM-2026-000024", CARTES_GRISES, "6 (retard)", "message 24"],
+        ["SM-2026-000032", GENERAL, "5", "message 32"],
+        ["SM-2026-000027", GENERAL, "4", "message 27"],
+        ["SM-2026-000025", GENERAL, "3", "message 25"],
+        ["SM-2026-000026", GENERAL, "3", "message 26"],
     ]
     headers = {"Cible", "Reçus", "Âge (j. ouvrés)"}
     body = [r for r in rows if len(r) >= 4 and not headers & set(r)]
@@ -492,7 +495,7 @@ def test_a_report_as_of_a_day_leaves_out_the_relances_received_after_it(
             if r and r[0].startswith(("Boîte ", "Service ")) and r[-1].isdigit()  # no header
         }
         assert per_group == {
-            "Boîte general": relances,
-            "Service cartes-grises": relances,
-            "Service general": "0",
+            "Boîte pref-contact@seine-maritime.gouv.fr": relances,
+            f"Service {CARTES_GRISES}": relances,
+            f"Service {GENERAL}": "0",
         }, day

@@ -79,7 +79,12 @@ def console_link(config: Config, reference: str) -> str | None:
 
 
 def forwards(
-    config: Config, composer: Composer, transfer: Transfer, original: bytes, size: int = 0
+    config: Config,
+    composer: Composer,
+    transfer: Transfer,
+    original: bytes,
+    size: int = 0,
+    today: date | None = None,
 ) -> tuple[Queued, ...]:
     """The original, attached unaltered (but for a relay's secret token), to each address
     of the service, with the note that says by when the citizen expects an answer and how
@@ -89,13 +94,18 @@ def forwards(
     of a huge mail was read (``IncomingMail.size``, ``FetchedMail.size``). Cut bytes are
     never attached as if they were the mail: its header alone goes, and the note says so,
     with the real size and where the whole mail is. The transfer itself still happens: the
-    request is the service's, and the whole mail stays in the mailbox, under its reference."""
+    request is the service's, and the whole mail stays in the mailbox, under its reference.
+
+    ``today`` (the prefecture's date, given by an agent's transfer): a deadline already
+    gone by is said to be, not given as the day to answer by."""
     whole = size <= len(original)
     box = config.mailboxes[transfer.mailbox]
+    deadline = answer_deadline(transfer.received_at, config.timezone)
     note = cover_note(
         reference=transfer.reference,
         received_at=date_fr(transfer.received_at, timezone=config.timezone),
-        deadline=_day(answer_deadline(transfer.received_at, config.timezone), config.timezone),
+        deadline=_day(deadline, config.timezone),
+        deadline_passed=today is not None and deadline < today,
         service_name=config.services[transfer.service].name,
         citizen=transfer.citizen,
         mailbox_address=box.address,

@@ -96,16 +96,19 @@ class ReportBuilder:
             "qualepref": qualepref_table(current, previous, month),
             "breakdown": self._breakdown(period, as_of),
             "weeks": chart_figures(list(zip(weeks, found[3:], strict=True))),
-            "late": [r for r in shown if r["delay"] > DEADLINE],
-            "unanswered": [r for r in shown if r["delay"] <= DEADLINE],
+            "late": [self._named(r) for r in shown if r["delay"] > DEADLINE],
+            "unanswered": [self._named(r) for r in shown if r["delay"] <= DEADLINE],
             "waiting": {"late": len(late), "unanswered": len(unanswered), "listed": len(shown)},
-            "unacknowledged": [r for r in rows if r["why"]],
-            "excluded": no_reply.excluded_rows(
-                self.config,
-                self.store,
-                *indicators.period_bounds(self.calendar, period.start, period.end),
-                self.calendar.zone,
-            ),
+            "unacknowledged": [self._named(r) for r in rows if r["why"]],
+            "excluded": [
+                self._named(r)
+                for r in no_reply.excluded_rows(
+                    self.config,
+                    self.store,
+                    *indicators.period_bounds(self.calendar, period.start, period.end),
+                    self.calendar.zone,
+                )
+            ],
             "passed_over": self._passed_over(period),
             "signature": self._signatures(current, rows),
             "activity": {
@@ -191,26 +194,56 @@ class ReportBuilder:
     def _summary(self, current: Indicators) -> str:
         rate = _percent(current.rate_within_5)
         mean = "-" if current.mean_delay is None else f"{current.mean_delay:.2f}".replace(".", ",")
+        received = plural(current.received, "message reçu", "messages reçus")
         return (
-            f"{current.received} messages reçus, {current.answered} répondus, "
+            f"{received}, {plural(current.answered, 'répondu', 'répondus')}, "
             f"{current.overdue} en retard. Réponses dans les 5 jours ouvrés : {rate} "
             f"(objectif > 75 %). Délai moyen : {mean} jours ouvrés (objectif < 5 jours)."
         )
 
     def _breakdown(self, period: Period, as_of: date) -> list[dict[str, str]]:
+        """The table per mailbox and per service, each named as a manager knows it: the
+        mailbox's address, the service's name in rules.yaml (« Direction des migrations et
+        de l'intégration », not its key ``etrangers``); the CSV keeps the keys."""
         groups = [("Boîte", name, {"mailbox": name}) for name in self.config.mailboxes]
         groups += [("Service", name, {"service": name}) for name in self.config.services]
-        return breakdown_table(self.figures, groups, period, as_of)
+        table = breakdown_table(self.figures, groups, period, as_of)
+        return [
+            {**row, "name": self._mailbox_label(row["name"])}
+            if row["kind"] == "Boîte"
+            else {**row, "name": self._service_label(row["name"])}
+            for row in table
+        ]
 
-    @staticmethod
-    def _signatures(current: Indicators, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def _service_label(self, service: str) -> str:
+        known = self.config.services.get(service)
+        return known.name if known is not None else service
+
+    def _mailbox_label(self, mailbox: str) -> str:
+        known = self.config.mailboxes.get(mailbox)
+        return known.address if known is not None else mailbox
+
+    def _named(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A listed message's row for the mail's body: its service and mailbox by their
+        names (a copy: the CSV, built from the same rows, keeps the keys)."""
+        named = dict(row)
+        if "service" in row:
+            named["service"] = self._service_label(row["service"]) if row["service"] else "-"
+        if "mailbox" in row:
+            named["mailbox"] = self._mailbox_label(row["mailbox"])
+        return named
+
+    def _signatures(self, current: Indicators, rows: list[dict[str, Any]]) -> dict[str, Any]:
         incomplete: dict[str, int] = {}
         for row in rows:
             if row["signature"] == 0:
                 incomplete[row["service"] or "-"] = incomplete.get(row["service"] or "-", 0) + 1
         return {
             "rate": _percent(current.signature_completeness),
-            "incomplete": [{"service": k, "count": v} for k, v in sorted(incomplete.items())],
+            "incomplete": [
+                {"service": self._service_label(k), "count": v}
+                for k, v in sorted(incomplete.items())
+            ],
         }
 
     @staticmethod
@@ -335,12 +368,17 @@ def chart_figures(weeks: Sequence[tuple[Period, Indicators]]) -> list[dict[str, 
             "label": week.label,
             "start": week.start.strftime("%d/%m/%Y"),
             "end": week.end.strftime("%d/%m/%Y"),
-            "received": f"{f.received} reçu" + ("s" if f.received > 1 else ""),
+            "received": plural(f.received, "reçu", "reçus"),
             "within": format_value(f.rate_within_5, "rate"),
             "mean": format_value(f.mean_delay, "days"),
         }
         for week, f in weeks
     ]
+
+
+def plural(count: int, one: str, many: str) -> str:
+    """``count`` and its noun, agreed as French agrees it: singular for 0 and 1."""
+    return f"{count} {one if count <= 1 else many}"
 
 
 def _percent(value: float | None) -> str:

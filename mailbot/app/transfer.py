@@ -127,7 +127,7 @@ class Transfers:
             by=label,
             reason=reason.strip(),
         )
-        forwarded = forwards(self.config, self.composer, transfer, original.raw, original.size)
+        forwarded = self._forwards(transfer, original.raw, original.size)
         mails = [notice, *forwarded]
         detail = {
             "service": service,
@@ -151,6 +151,12 @@ class Transfers:
 
         outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
         return Sent((outbox_id,) if outbox_id else (), repeated)
+
+    def _forwards(self, transfer: Transfer, raw: bytes, size: int) -> tuple[Queued, ...]:
+        """The forwards to the service, their note told today's date: a deadline gone by
+        is said to be, as the citizen's notice says it (B6)."""
+        today = working_calendar(self.config.timezone).local_date(self.clock())
+        return forwards(self.config, self.composer, transfer, raw, size, today)
 
     def _check(
         self, agent_id: str, row: sa.Row[Any], service: str, reason: str

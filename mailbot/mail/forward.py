@@ -28,14 +28,17 @@ def cover_note(
     reason: str | None = None,
     too_large: int | None = None,
     console_link: str | None = None,
+    deadline_passed: bool = False,
 ) -> str:
     """The note to the service, in lines of at most 78 characters (addresses kept whole).
 
     ``transferred_by`` and ``reason`` say who sent it on and why, when an agent did.
     ``too_large``: the mail's size in octets when it was too large to be forwarded whole
     (its header alone is attached); ``console_link``, the address of its page in the
-    console, is then given too. Without them, the note is the one it always was."""
-    by = f", au plus tard le {deadline}" if deadline else ""
+    console, is then given too. Without them, the note is the one it always was.
+    ``deadline_passed``: the deadline was already gone by when the mail was sent on (an
+    agent's late transfer): the note says so, never « au plus tard le » a day gone by, as
+    the citizen's notice says it has passed (B6)."""
     dates = (received_at, deadline or "")
     steps = _how_to_answer(citizen, reference, tracking_address)
     what = "Le message ci-joint" if too_large is None else "Le message de l'usager"
@@ -57,11 +60,7 @@ def cover_note(
             if transferred_by
             else []
         ),
-        _paragraph(
-            "L'usager a été informé de cette transmission et attend votre réponse dans un "
-            f"délai de 5 jours ouvrés à compter de la réception{by}.",
-            keep=dates,
-        ),
+        _deadline(deadline, deadline_passed, dates),
         ["Pour répondre :", *(line for step in steps for line in _paragraph(step, "  "))],
         _paragraph(
             f"Si ce message ne relève pas de votre service, renvoyez-le à {mailbox_address} "
@@ -69,6 +68,24 @@ def cover_note(
         ),
     ]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
+
+
+def _deadline(deadline: str | None, passed: bool, dates: tuple[str, ...]) -> list[str]:
+    """What the citizen expects: an answer by the deadline, or, once it has gone by (an
+    agent's late transfer), as soon as possible."""
+    if passed and deadline:
+        return _paragraph(
+            "L'usager a été informé de cette transmission et attend votre réponse. Le délai "
+            f"de 5 jours ouvrés à compter de la réception a pris fin le {deadline} : "
+            "répondez-lui dès que possible.",
+            keep=dates,
+        )
+    by = f", au plus tard le {deadline}" if deadline else ""
+    return _paragraph(
+        "L'usager a été informé de cette transmission et attend votre réponse dans un "
+        f"délai de 5 jours ouvrés à compter de la réception{by}.",
+        keep=dates,
+    )
 
 
 def _how_to_answer(citizen: str, reference: str, tracking_address: str | None) -> list[str]:

@@ -20,6 +20,7 @@ from webtools import ROOT, local_login, running_console
 
 from mailbot.app.context import App, build_app
 from mailbot.cli import main
+from mailbot.config import load_config
 from mailbot.store import Store
 
 WEEK = "2026-W47"  # 16-22 Nov 2026, the scenario's week
@@ -200,7 +201,9 @@ def test_per_service_figures_equal_the_report_breakdown_and_the_cli(
             page = client.get(f"/indicateurs?service={service}&periode={WEEK}")
             assert page.status_code == 200
             rows = {r[0]: r[1] for r in tables(page.text)["tous-indicateurs"][1:]}
-            received, answered, within, mean, overdue, relances = breakdown[f"Service {service}"]
+            # the report names a service as the console does: rules.yaml's name, not its key
+            named = f"Service {load_config(scenario).services[service].name}"
+            received, answered, within, mean, overdue, relances = breakdown[named]
             assert rows["Messages reçus"] == received
             assert rows["Messages répondus"] == answered
             assert rows["Réponses dans les 5 jours ouvrés"] == within
