@@ -120,17 +120,34 @@ LONG_TESTS = (
     "tests/test_routing_speed.py::test_same_vectors_and_logits_to_the_bit_and_same_decisions",
     "tests/test_fuzz.py::test_fuzzed_mail_is_all_recorded_and_memory_stays_bounded",
     "tests/test_routing_matcher.py::test_decisions_identical_to_the_regex_rules",
-    "tests/web/test_rgaa_browser.py::test_every_id_is_unique_and_every_reference_reaches_one",
     "tests/test_cluster.py::test_two_workers_killed_again_and_again_answer_each_mail_once",
-    "tests/web/test_desk_browser.py::test_closing_reopening_and_answering_in_the_browser",
     "tests/test_cli_output.py::test_piped_into_head_never_shows_a_traceback",
     "tests/test_kill.py::test_kill_9_at_random_moments_loses_nothing_and_never_answers_twice",
+)
+
+# The files whose module-scoped fixtures cost seconds in each worker that runs one of their
+# tests (Playwright's driver and Chromium, the desk's world read by the pipeline, the
+# indicators' scenario), heaviest first (a full run of 2026-12-04: test_rgaa_browser 130 s
+# of worker time). Each is dealt whole to the front of a worker's share: stolen in halves
+# from the end of a queue, test_rgaa_browser ran in 5 pieces over 3 workers, its fixtures
+# set up (and torn down) again for each piece. Their long tests stay with them.
+WHOLE_FILES = (
+    "tests/web/test_rgaa_browser.py",
+    "tests/web/test_pages_accessibility.py",
+    "tests/web/test_desk_browser.py",
+    "tests/web/test_desk_actions.py",
+    "tests/web/test_console_browser.py",
+    "tests/web/test_indicators_page.py",
+    "tests/web/test_desk_reply.py",
+    "tests/web/test_desk_http.py",
+    "tests/web/test_rgaa_http.py",
+    "tests/test_bidi_chromium.py",
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that uses a real server with ``servers`` (``-m "not servers"``), and
-    under xdist start each worker with its share of the longest tests."""
+    under xdist start each worker with its share of the longest tests and whole files."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
@@ -140,22 +157,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
-    """The collection with the longest tests dealt in turn to the front of each worker's
-    share. xdist's worksteal gives each worker a contiguous share of the collection (the
-    first n/3, the next...) and idle workers steal from the END of a busy one's queue: a
-    long test late in a share starts late and runs alone at the end (test_migration_kill
-    started at 79 % of a full run). At the front of the shares, they all start at once."""
+    """The collection with the longest tests, then the WHOLE_FILES, dealt in turn to the
+    front of each worker's share. xdist's worksteal gives each worker a contiguous share of
+    the collection (the first n/3, the next...) and idle workers steal from the END of a
+    busy one's queue: a long test late in a share starts late and runs alone at the end
+    (test_migration_kill started at 79 % of a full run), and a file cut by a steal sets its
+    module fixtures up in each worker. At the front of the shares, they all start at once,
+    and a whole file's tests run one after the other in one worker."""
 
     def rank(item: pytest.Item) -> int:
         return next((n for n, name in enumerate(LONG_TESTS) if item.nodeid.startswith(name)), -1)
 
-    long = sorted((item for item in items if rank(item) >= 0), key=rank)
-    rest = [item for item in items if rank(item) < 0]
+    def whole(item: pytest.Item) -> int:
+        return next(
+            (n for n, name in enumerate(WHOLE_FILES) if item.nodeid.startswith(name + "::")), -1
+        )
+
+    files: list[list[pytest.Item]] = [[] for _ in WHOLE_FILES]
+    for item in items:
+        if whole(item) >= 0:
+            files[whole(item)].append(item)
+    long = sorted((item for item in items if whole(item) < 0 and rank(item) >= 0), key=rank)
+    rest = [item for item in items if whole(item) < 0 and rank(item) < 0]
     ordered: list[pytest.Item] = []
     left = len(items)
     for worker in range(workers):  # the shares as worksteal cuts them
         share = left // (workers - worker)
-        own = long[worker::workers]
+        own = long[worker::workers] + [t for file in files[worker::workers] for t in file]
         ordered += own
         fill = max(share - len(own), 0)
         ordered += rest[:fill]

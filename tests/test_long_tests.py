@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import LONG_TESTS
+from conftest import LONG_TESTS, WHOLE_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,3 +17,11 @@ def test_every_long_test_named_exists() -> None:
         path, _, prefix = nodeid.partition("::")
         source = (ROOT / path).read_text(encoding="utf-8")
         assert re.search(rf"^def {re.escape(prefix)}\w*\(", source, re.M), nodeid
+
+
+def test_every_whole_file_named_exists_and_is_no_long_test() -> None:
+    """A file kept whole (conftest.WHOLE_FILES) that no longer exists only loses its place;
+    a long test in one would be taken out of it, its module fixtures set up again."""
+    for path in WHOLE_FILES:
+        assert (ROOT / path).is_file(), path
+        assert not [name for name in LONG_TESTS if name.startswith(path + "::")], path

@@ -74,10 +74,12 @@ def axe() -> Any:
     return run_axe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def read_desk(tmp_path_factory: pytest.TempPathFactory, dovecot: DovecotServer) -> ReadWorld:
-    """The desk's world as the real pipeline read it, once per module: the tests only get
-    copies of it (``desk``), never this one."""
+    """The desk's world as the real pipeline read it, once per test process (it was once
+    per module: seven files, ~2.5 s each, in each xdist worker that ran one of their
+    tests): the tests only get copies of it (``desk``), never this one. Its mailboxes
+    outlive a Dovecot restart (restart tests), as any user's do."""
     if not dovecot.running:  # a previous test stopped it (restart tests)
         dovecot.start()
     return read_world(tmp_path_factory.mktemp("desk"), dovecot)
