@@ -93,7 +93,9 @@ def test_the_text_follows_the_variables_until_the_agent_edits_it(
         page.locator("#apercu-texte").inner_text()
     )
     expect(page.locator("#texte-modifie")).to_contain_text("en cours d'instruction")
-    page.wait_for_load_state("networkidle")  # no preview still on its way
+    # No preview still on its way: htmx marks an element while its request is in flight (a
+    # "networkidle" pause of 500 ms timed out once in 30 s on a loaded machine).
+    page.wait_for_function("() => !document.querySelector('.htmx-request')")
     edited = (
         page.locator("#texte-modifie")
         .input_value()
