@@ -189,7 +189,7 @@ def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> 
     assert f"{deadline.day} " in text and str(deadline.year) in text
     forward = parsed(mails[CARTES_GRISES])
     note = " ".join(plain(forward).split())
-    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    assert "Motif de la transmission : question de carte grise" in note
     attached = [p for p in forward.walk() if p.get_content_type() == "message/rfc822"]
     assert attached and b"<orig-1@example.fr>" in attached[0].as_bytes()
     row = db_rows(config, "SELECT service, transferred, received_at FROM messages")
@@ -288,7 +288,7 @@ def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
     ]
     assert b"scan scan" not in mails[CARTES_GRISES]
     note = " ".join(plain(forward).split())
-    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    assert "Motif de la transmission : question de carte grise" in note
     assert f"ce message ({size_fr(size)}) est trop volumineux" in note
     assert f"https://mailbot.seine-maritime.gouv.fr/courriel/{reference}" in note
     assert "a été transmis" in str(parsed(mails["marie.dupont@example.fr"])["Subject"])
