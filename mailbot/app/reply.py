@@ -199,11 +199,18 @@ class Replies:
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
             in_reply_to=row.message_id,
-            references=[row.message_id] if row.message_id else [],
+            references=thread_of(row),
             automatic=False,
             attachments=meta.attachments,
         )
         return mail, edited
+
+
+def thread_of(row: sa.Row[Any]) -> list[str]:
+    """The References of a mail answering the citizen's (RFC 5322 §3.6.4): their mail's
+    References (or In-Reply-To) as recorded, then its Message-ID (``Composer`` adds it,
+    the In-Reply-To); a row recorded before schema 0027, the Message-ID alone."""
+    return [*(row.thread_references or "").split(), *([row.message_id] if row.message_id else [])]
 
 
 def is_reply_template(meta: TemplateMeta) -> bool:
