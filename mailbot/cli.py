@@ -82,6 +82,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     for warning in config.outbox.warnings():
         print(f"warning: {warning}", file=sys.stderr)
+    for warning in maintenance.service_article_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     for warning in maintenance.translation_warnings(config, renderer):
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if all(one.ok for one in tried) else 1

@@ -155,6 +155,23 @@ class RequestError(MailbotError):
         super().__init__(f"{what}: {value}: {problem}", shown=shown)
 
 
+class TemplateNotAllowedError(RequestError):
+    """A reply with a template its scope (meta.yaml ``scope:``) keeps from the message's
+    mailbox or service, or one that is no reply (the transfer notice): refused by the use
+    case, whichever face asked (the console offers none of them; ``mailbot reply
+    --template`` may name any)."""
+
+    def __init__(self, template: str, service: str, mailbox: str, *, shown: str) -> None:
+        self.template = template
+        self.service = service
+        super().__init__(
+            "template",
+            template,
+            f"not a reply allowed on the service {service}'s mail (mailbox {mailbox})",
+            shown=shown,
+        )
+
+
 class SignatureLostError(RequestError):
     """An agent's edit of a standard reply removed elements of their signature (CRPA
     L111-2): the reply is refused, naming them (``missing``: agent.<field> names)."""

@@ -1,6 +1,7 @@
 """FROZEN COPY of mailbot/mail/compose.py as it was at 458db69 (the standard library's MIME
 classes and generator), used only by tests/test_compose_bytes.py and bench/compose.py as the
-reference the mails written directly must equal byte for byte. Do not change it.
+reference the mails written directly must equal byte for byte. Do not change it. (Changed
+on purpose once, audit2b: the internal mails' Auto-Submitted is ``auto-generated``.)
 
 Every outgoing mail is built here: ARs, replies, transfer notices, forwards, reports and
 alerts. One place makes the Message-IDs, writes the loop header and encodes the headers.
@@ -248,7 +249,7 @@ def build_email(
     message_id_domain: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
-    auto_submitted: bool = True,
+    auto_submitted: bool | str = True,
     loop_header_value: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     date: datetime | None = None,
@@ -281,7 +282,7 @@ def build_email(
 
     _thread(msg, in_reply_to, references)
     if auto_submitted:
-        msg["Auto-Submitted"] = "auto-replied"
+        msg["Auto-Submitted"] = "auto-replied" if auto_submitted is True else auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
     _more_headers(msg, loop_header_value, extra_headers or {})
     msg["Content-Language"] = ", ".join(rendered.languages)  # a bilingual AR: "fr, en"
@@ -494,6 +495,7 @@ class Composer:
             from_name=self.internal_name,
             to=to,
             message_id_domain=self.sender.message_id_domain,
+            auto_submitted="auto-generated",
             loop_header_value=self.sender.loop_header_value if loop else None,
         )
 

@@ -1,9 +1,12 @@
 """FROZEN COPY of ``cover_note`` (mailbot/mail/forward.py) as it was at acdb9d6, every
 paragraph through ``plaintext.wrap``: the reference tests/test_forward.py holds the note's
-shortcuts to. Do not change it."""
+shortcuts to. Do not change it. (Changed on purpose once, audit2b: the service named with
+its contracted article, the agent who transferred it named in the first paragraph, the
+reason line « Motif de la transmission ».)"""
 
 from __future__ import annotations
 
+from mailbot.core.articles import of_service
 from mailbot.core.plaintext import WIDTH, one_line, wrap
 
 
@@ -41,13 +44,14 @@ def cover_note(
     blocks = [
         ["Bonjour,"],
         _paragraph(
-            f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève de "
-            f"{service_name}. Il vous est transmis par mailbot.",
+            f"Le message ci-joint, reçu le {received_at} sur {mailbox_address}, relève "
+            f"{of_service(service_name)}. Il vous est transmis par "
+            f"{one_line(transferred_by) if transferred_by else 'mailbot'}.",
             keep=dates,
         ),
         [f"Référence : {reference}", f"Catégorie : {category}", f"Usager : {citizen}"],
         *(
-            [_paragraph(f"Transmis par {one_line(transferred_by)} : {one_line(reason or '')}")]
+            [_paragraph(f"Motif de la transmission : {one_line(reason or '')}")]
             if transferred_by
             else []
         ),

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from replying import agents_everywhere, everywhere, routed
 from rulesfile import dump_rules, load_rules
 from servers import MailUser, SmtpServer
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup, write_config
@@ -81,6 +82,7 @@ def plain(message: EmailMessage) -> str:
 
 def test_free_reply_is_the_agents_text_signed_and_threaded(setup: Any) -> None:
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)
     smtp = setup[3]
     args = ["--config", str(config), "reply", reference, "--text", FREE_TEXT]
     assert main([*args, "--agent", "cdurand", "--send"]) == 0
@@ -107,6 +109,7 @@ def test_free_reply_preview_shows_the_text_and_sends_nothing(
     setup: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)
     args = ["--config", str(config), "reply", reference, "--text", "Bien reçu."]
     assert main([*args, "--agent", "cdurand"]) == 0
     out = capsys.readouterr().out
@@ -117,6 +120,7 @@ def test_free_reply_preview_shows_the_text_and_sends_nothing(
 
 def test_empty_free_reply_is_refused(setup: Any, capsys: pytest.CaptureFixture[str]) -> None:
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)
     args = ["--config", str(config), "reply", reference, "--text", " \n ", "--agent", "cdurand"]
     assert main([*args, "--send"]) == 2
     assert "a free reply needs its text" in capsys.readouterr().err
@@ -127,8 +131,9 @@ def test_reply_api_for_the_console(setup: Any) -> None:
     """Preview (subject, text, html, recipients), then send twice with one form token:
     one mail leaves."""
     config, reference, _received = tracked(setup)
+    routed(config, reference, "permis")
     app = build_app(config)
-    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     draft = Draft.standard("reponse-permis", {"usager_nom": "Madame Dupont"})
     preview = replies.preview("cdurand", reference, draft)
     assert preview.recipients == ("marie.dupont@example.fr",)
@@ -148,7 +153,7 @@ def test_reply_api_for_the_console(setup: Any) -> None:
 def test_reply_by_row_id_and_unknown_message(setup: Any) -> None:
     config, reference, _received = tracked(setup)
     app = build_app(config)
-    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     ((row_id,),) = db_rows(config, "SELECT id FROM messages")
     draft = Draft.free("Bien reçu.")
     assert f"[{reference}]" in replies.preview("cdurand", f"#{row_id}", draft).subject
@@ -189,7 +194,7 @@ def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> 
     assert f"{deadline.day} " in text and str(deadline.year) in text
     forward = parsed(mails[CARTES_GRISES])
     note = " ".join(plain(forward).split())
-    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    assert "Motif de la transmission : question de carte grise" in note
     attached = [p for p in forward.walk() if p.get_content_type() == "message/rfc822"]
     assert attached and b"<orig-1@example.fr>" in attached[0].as_bytes()
     row = db_rows(config, "SELECT service, transferred, received_at FROM messages")
@@ -288,7 +293,7 @@ def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
     ]
     assert b"scan scan" not in mails[CARTES_GRISES]
     note = " ".join(plain(forward).split())
-    assert "Transmis par Camille Durand (cdurand) : question de carte grise" in note
+    assert "Motif de la transmission : question de carte grise" in note
     assert f"ce message ({size_fr(size)}) est trop volumineux" in note
     assert f"https://mailbot.seine-maritime.gouv.fr/courriel/{reference}" in note
     assert "a été transmis" in str(parsed(mails["marie.dupont@example.fr"])["Subject"])
@@ -583,7 +588,7 @@ def test_a_message_whose_reply_is_on_its_way_cannot_be_closed_without_reply(
     refused then, and once the reply has left; the message is never closed."""
     config, reference, _received = tracked(setup)
     app = build_app(config)
-    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     replies.send("cdurand", reference, Draft.free("Bien reçu."), key="form-1")
 
     def close() -> None:
@@ -634,6 +639,7 @@ def test_reply_cli_gives_a_list_variable_one_item_per_line(
     wants a list (« variable 'elements_manquants' must be a list, got str »): its lines
     are the items."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)
     missing = "elements_manquants=Le numéro de votre dossier.\n\nLa démarche concernée."
     args = ["--config", str(config), "reply", reference, "--template", "demande-precisions"]
     assert main([*args, "--var", missing, "--agent", "cdurand"]) == 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from replying import agents_everywhere, routed
 from rulesfile import dump_rules, load_rules
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
 
@@ -17,13 +18,15 @@ from mailbot.cli import main
 __all__ = ["etrangers_user", "setup"]
 
 
-def tracked_reference(setup: Any) -> tuple[Path, str]:
+def tracked_reference(setup: Any, service: str = "permis") -> tuple[Path, str]:
     config, general, _etrangers, smtp = setup
     general.append(citizen_mail(1, subject="Horaires", message_id="<orig-1@example.fr>"))
     assert poll(config, acknowledge_existing=True) == 0
     smtp.wait_for(1)
     smtp.clear()
     ((reference,),) = db_rows(config, "SELECT reference FROM messages")
+    agents_everywhere(config)  # a reply is the mail's service's, in its templates' scope
+    routed(config, reference, service)
     return config, reference
 
 
@@ -118,14 +121,14 @@ def test_incomplete_agent_profile_is_refused(
 def test_reply_greets_the_sender_by_the_name_their_mail_showed(
     setup: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config, reference = tracked_reference(setup)
+    config, reference = tracked_reference(setup, "cni-passeport")
     args = ["--config", str(config), "reply", reference, "--template", "reponse-cni-passeport"]
     assert main([*args, "--agent", "cdurand"]) == 0
     assert "Bonjour Marie Dupont," in capsys.readouterr().out
 
 
 def test_a_templates_attachment_arrives_byte_identical_with_its_name(setup: Any) -> None:
-    config, reference = tracked_reference(setup)
+    config, reference = tracked_reference(setup, "etrangers")
     smtp = setup[3]
     args = ["--config", str(config), "reply", reference, "--template", "reponse-dossier-etranger"]
     assert main([*args, "--agent", "cdurand", "--send"]) == 0

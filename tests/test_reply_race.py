@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from poison import citizen
 from refusals import query
+from replying import everywhere
 
 from mailbot.app import outgoing
 from mailbot.app import reply as reply_module
@@ -55,7 +56,7 @@ def test_a_form_sent_after_anothers_reply_committed_is_stopped(app: App, databas
     is free for a deliberate new reply."""
     pk = tracked(app, database)
     state = stored.last_event_id(app.store.engine, pk, ANSWERS)
-    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     replies.send("cdurand", pk, Draft.free("Première réponse."), key="form-a", since=state)
     with pytest.raises(AnsweredMeanwhileError):
         replies.send("lmoreau", pk, Draft.free("Seconde réponse."), key="form-b", since=state)
@@ -74,7 +75,7 @@ def test_two_forms_with_different_keys_at_the_same_moment_send_one_reply(
     reply and queues nothing."""
     pk = tracked(app, database)
     state = stored.last_event_id(app.store.engine, pk, ANSWERS)
-    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     queued = threading.Event()
     enqueue = outgoing.enqueue  # what reply.py calls
 

@@ -12,10 +12,17 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mailbot.app.message_view import ThreadEvent, replies_since
-from mailbot.app.reply import FREE_TEMPLATE, FREE_TEXT, GREETING_NAME, Draft, Replies, Sent
+from mailbot.app.reply import (
+    FREE_TEMPLATE,
+    FREE_TEXT,
+    GREETING_NAME,
+    Draft,
+    Replies,
+    Sent,
+    is_reply_template,
+)
 from mailbot.app.requests import form_key as request_key
 from mailbot.app.requests import previous
-from mailbot.app.transfer import NOTICE_TEMPLATE
 from mailbot.core.statuses import EventKind
 from mailbot.errors import AnsweredMeanwhileError, RequestError
 from mailbot.render.catalogue import TemplateMeta
@@ -59,12 +66,6 @@ class Choice:
     title: str
     description: str
     suggested: bool
-
-
-def is_reply_template(meta: TemplateMeta) -> bool:
-    """A template an agent signs (it takes ``agent``), other than the free reply and the
-    transfer notice (signed by the agent who transfers, sent by the transfer alone)."""
-    return meta.name not in (FREE_TEMPLATE, NOTICE_TEMPLATE) and "agent" in meta.required
 
 
 def _words(text: str) -> list[str]:

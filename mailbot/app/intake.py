@@ -51,7 +51,7 @@ from mailbot.core.facts import (
     sender_name,
 )
 from mailbot.core.incoming import IncomingMail, Outcome, PassedOver
-from mailbot.core.message import ParsedMessage, parse_message
+from mailbot.core.message import ParsedMessage, parent_thread, parse_message
 from mailbot.core.policy import (
     ArDecision,
     PolicyContext,
@@ -1165,8 +1165,15 @@ def new_message(
         reasons=reasons,
         size=max(len(mail.raw), mail.size),
         defects=(*(parsed.defects if parsed else ()), *mail.defects),
+        thread_references=_thread_references(parsed),
         **decided,
     )
+
+
+def _thread_references(parsed: ParsedMessage | None) -> str | None:
+    """What a reply's References continue (RFC 5322 §3.6.4), bounded: Message-IDs only."""
+    ids = parent_thread(parsed.references, parsed.in_reply_to) if parsed else ()
+    return " ".join(ids) or None
 
 
 def _claim(

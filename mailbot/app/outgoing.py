@@ -107,6 +107,7 @@ def forwards(
         deadline=_day(deadline, config.timezone),
         deadline_passed=today is not None and deadline < today,
         service_name=config.services[transfer.service].name,
+        service_article=config.services[transfer.service].article,
         citizen=transfer.citizen,
         mailbox_address=box.address,
         category=transfer.category,

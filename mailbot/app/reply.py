@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.app.requests import (
     AgentLookup,
@@ -26,11 +27,17 @@ from mailbot.app.requests import (
     find_agent,
     once,
     previous,
+    service_label,
     tracked_message,
 )
 from mailbot.config import Agent, Config
 from mailbot.core.statuses import ANSWERS, EventKind, OutboxKind
-from mailbot.errors import AnsweredMeanwhileError, RequestError, SignatureLostError
+from mailbot.errors import (
+    AnsweredMeanwhileError,
+    RequestError,
+    SignatureLostError,
+    TemplateNotAllowedError,
+)
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.edited import edited_mail, lost_elements, normalised
@@ -40,6 +47,7 @@ from mailbot.store import Store, Transaction
 from mailbot.store import console as stored
 
 FREE_TEMPLATE = "reponse-libre"  # the free reply: the agent's text in the standard frame
+NOTICE_TEMPLATE = "notification-transfert"  # the transfer notice: sent by a transfer alone
 FREE_TEXT = "texte"  # ... and the variable that holds that text
 GREETING_NAME = "usager_nom"  # filled with the name the citizen's mail showed
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
@@ -166,6 +174,7 @@ class Replies:
         """The mail, and whether it carries the agent's edit of the template's text."""
         agent = find_agent(self.config, self.agents, agent_id)
         meta = self.renderer.meta(draft.template)
+        allowed(self.config, agent_id, agent, row, meta)
         signature = signature_of(self.config, agent_id, agent, meta)
         if draft.template == FREE_TEMPLATE and not str(draft.variables.get(FREE_TEXT, "")).strip():
             raise RequestError(
@@ -190,11 +199,55 @@ class Replies:
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
             in_reply_to=row.message_id,
-            references=[row.message_id] if row.message_id else [],
+            references=thread_of(row),
             automatic=False,
             attachments=meta.attachments,
         )
         return mail, edited
+
+
+def thread_of(row: sa.Row[Any]) -> list[str]:
+    """The References of a mail answering the citizen's (RFC 5322 §3.6.4): their mail's
+    References (or In-Reply-To) as recorded, then its Message-ID (``Composer`` adds it,
+    the In-Reply-To); a row recorded before schema 0027, the Message-ID alone."""
+    return [*(row.thread_references or "").split(), *([row.message_id] if row.message_id else [])]
+
+
+def is_reply_template(meta: TemplateMeta) -> bool:
+    """A template an agent signs (it takes ``agent``), other than the free reply and the
+    transfer notice (signed by the agent who transfers, sent by the transfer alone)."""
+    return meta.name not in (FREE_TEMPLATE, NOTICE_TEMPLATE) and "agent" in meta.required
+
+
+def allowed(
+    config: Config, agent_id: str, agent: Agent, row: sa.Row[Any], meta: TemplateMeta
+) -> None:
+    """Refuse a reply the agent may not send, whichever face asks (the console offered
+    only these; ``mailbot reply`` names any agent and template): on the mail of a service
+    that is not theirs (agents.yaml's ``service``/``services``: RequestError), or with a
+    template other than the free reply that is no reply or whose scope (meta.yaml) keeps
+    it from the message's mailbox or service (TemplateNotAllowedError, naming both)."""
+    service = service_of(config, row)
+    if service not in agent.console_services:
+        theirs = ", ".join(agent.console_services)
+        raise RequestError(
+            "agent",
+            agent_id,
+            f"replies on the mail of their services ({theirs}), not on the service {service}'s",
+            shown=f"ce courriel est celui du service « {service_label(config, service)} »,"
+            " que vous ne traitez pas : seul un agent de ce service peut y répondre.",
+        )
+    if meta.name == FREE_TEMPLATE:
+        return
+    if not is_reply_template(meta) or not meta.scope.allows(mailbox=row.mailbox, service=service):
+        raise TemplateNotAllowedError(
+            meta.name,
+            service,
+            row.mailbox,
+            shown=f"le modèle « {meta.title or meta.name} » ne sert pas pour les courriels du"
+            f" service « {service_label(config, service)} » : choisissez un autre modèle ou"
+            " écrivez une réponse libre.",
+        )
 
 
 def _listed(meta: TemplateMeta, variables: Mapping[str, object]) -> dict[str, list[str]]:

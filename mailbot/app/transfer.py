@@ -29,7 +29,14 @@ import sqlalchemy as sa
 from mailbot.app.message_actions import Act, refuse
 from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, Transfer, enqueue, forwards
-from mailbot.app.reply import Preview, Sent, preview_of, signature_of
+from mailbot.app.reply import (
+    NOTICE_TEMPLATE,
+    Preview,
+    Sent,
+    preview_of,
+    signature_of,
+    thread_of,
+)
 from mailbot.app.requests import (
     AgentLookup,
     MessageRef,
@@ -50,7 +57,6 @@ from mailbot.render.variables import message_variables, working_calendar
 from mailbot.store import Store, Transaction
 from mailbot.store import console as stored
 
-NOTICE_TEMPLATE = "notification-transfert"
 UNCLASSIFIED = "-"  # the category the note shows for a message the routing never classed
 
 
@@ -241,5 +247,5 @@ class Transfers:
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
             in_reply_to=row.message_id,
-            references=[row.message_id] if row.message_id else [],
+            references=thread_of(row),
         )

@@ -23,7 +23,7 @@ import functools
 import hashlib
 import html
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.policy import compat32
@@ -210,6 +210,25 @@ class ParsedMessage:
         for mid in (*self.in_reply_to, *reversed(self.references)):
             seen.setdefault(mid, None)
         return tuple(seen)
+
+
+# A reply's References (RFC 5322 §3.6.4) are its parent's References and the parent's own
+# Message-ID. What is kept of the parent's: the thread's root and the latest, 19 at most
+# (with the parent's, the 20 ``mail.compose`` writes), none longer than 250 characters: a
+# hostile References of thousands of identifiers makes neither a huge row nor a huge header.
+MAX_THREAD_IDS = 19
+MAX_THREAD_ID_LENGTH = 250
+
+
+def parent_thread(references: Sequence[str], in_reply_to: Sequence[str]) -> tuple[str, ...]:
+    """What a reply to this mail takes of its thread before the mail's own Message-ID: its
+    References, or its In-Reply-To when it has none and that holds a single identifier
+    (RFC 5322 §3.6.4); in order, without duplicates, the first and the latest kept."""
+    ids = references or (in_reply_to if len(in_reply_to) == 1 else ())
+    kept = list(dict.fromkeys(i for i in ids if len(i) <= MAX_THREAD_ID_LENGTH))
+    if len(kept) > MAX_THREAD_IDS:
+        kept = [kept[0], *kept[-(MAX_THREAD_IDS - 1) :]]
+    return tuple(kept)
 
 
 def message_ids(values: Iterable[str | None]) -> tuple[str, ...]:

@@ -66,6 +66,11 @@ _SOFT_LINE = 78  # characters a header line should not exceed (RFC 5322 §2.1.1)
 _MAX_MESSAGE_ID = 900  # "In-Reply-To: <id>" within 998 octets
 _MAX_WORD = 900  # the longest run without a space an ASCII header value may hold
 _MAX_REFERENCES = 20
+# RFC 3834 §5: Auto-Submitted of a mail sent in reply to another (an AR, a transfer notice,
+# a re-orientation), and of one sent on a schedule or an event, in reply to none (a report,
+# the deadline alerts, the probe's alerts, a forward to a service).
+AUTO_REPLIED = "auto-replied"
+AUTO_GENERATED = "auto-generated"
 _MAX_LINE = 998  # octets, CRLF excluded (RFC 5322 §2.1.1)
 
 # Headers build_email sets itself, or that would add recipients: extra_headers may not set them.
@@ -556,7 +561,7 @@ def build_email(
     message_id_domain: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
-    auto_submitted: bool = True,
+    auto_submitted: bool | str = True,
     loop_header_value: str | None = None,
     extra_headers: Mapping[str, str] | None = None,
     date: datetime | None = None,
@@ -564,7 +569,9 @@ def build_email(
     """Build the outgoing multipart/alternative message (text/plain, then text/html).
 
     Raises MessageError for an unusable address or header value: nothing a citizen sent
-    can add a header or a recipient. ``date`` defaults to now.
+    can add a header or a recipient. ``date`` defaults to now. ``auto_submitted``: True
+    for ``auto-replied`` (a mail in reply to another), a value (``AUTO_GENERATED``), or
+    False for none (a person's mail).
     """
     sender = _from_header(from_address, from_name)
     recipient = _one_address(to, "to")
@@ -582,7 +589,8 @@ def build_email(
         *_thread(in_reply_to, references),
     ]
     if auto_submitted:
-        headers.append(("Auto-Submitted", "auto-replied"))
+        kind = AUTO_REPLIED if auto_submitted is True else auto_submitted
+        headers.append(("Auto-Submitted", kind))
     headers.append(("X-Auto-Response-Suppress", "All"))
     headers += _more_headers(loop_header_value, extra_headers or {})
     # Every language the mail is written in, French first (RFC 3282 § 2 allows a list): a
@@ -731,7 +739,7 @@ def build_forward(
         ("Subject", _header("Subject", subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", message_id),
-        ("Auto-Submitted", "auto-generated"),
+        ("Auto-Submitted", AUTO_GENERATED),
         (LOOP_HEADER, loop_header_value),
         ("X-Mailbot-Reference", reference),
         ("MIME-Version", "1.0"),
@@ -860,13 +868,15 @@ class Composer:
         return _with_files(mail, attachments)
 
     def internal(self, rendered: RenderedMail, *, to: str, loop: bool = True) -> OutgoingMail:
-        """A mail to the prefecture's staff (alerts, reports), from the internal sender."""
+        """A mail to the prefecture's staff (alerts, reports), from the internal sender:
+        ``auto-generated``, in reply to no message (RFC 3834 §5)."""
         return build_email(
             rendered,
             from_address=self.internal_address,
             from_name=self.internal_name,
             to=to,
             message_id_domain=self.sender.message_id_domain,
+            auto_submitted=AUTO_GENERATED,
             loop_header_value=self.sender.loop_header_value if loop else None,
         )
 

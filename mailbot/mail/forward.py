@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from mailbot.core.articles import of_service
 from mailbot.core.plaintext import WIDTH, columns, one_line, wrap
 
 
@@ -29,6 +30,7 @@ def cover_note(
     too_large: int | None = None,
     console_link: str | None = None,
     deadline_passed: bool = False,
+    service_article: str | None = None,
 ) -> str:
     """The note to the service, in lines of at most 78 characters (addresses kept whole).
 
@@ -38,15 +40,19 @@ def cover_note(
     console, is then given too. Without them, the note is the one it always was.
     ``deadline_passed``: the deadline was already gone by when the mail was sent on (an
     agent's late transfer): the note says so, never « au plus tard le » a day gone by, as
-    the citizen's notice says it has passed (B6)."""
+    the citizen's notice says it has passed (B6).
+
+    The service is named with its article (``core.articles.of_service``; ``service_article``
+    rules.yaml's), and who sent it on once: mailbot (the routing) or the agent."""
     dates = (received_at, deadline or "")
     steps = _how_to_answer(citizen, reference, tracking_address)
     what = "Le message ci-joint" if too_large is None else "Le message de l'usager"
     blocks = [
         ["Bonjour,"],
         _paragraph(
-            f"{what}, reçu le {received_at} sur {mailbox_address}, relève de "
-            f"{service_name}. Il vous est transmis par mailbot.",
+            f"{what}, reçu le {received_at} sur {mailbox_address}, relève "
+            f"{of_service(service_name, service_article)}. Il vous est transmis par "
+            f"{one_line(transferred_by) if transferred_by else 'mailbot'}.",
             keep=dates,
         ),
         *(
@@ -56,7 +62,7 @@ def cover_note(
         ),
         [f"Référence : {reference}", f"Catégorie : {category}", f"Usager : {citizen}"],
         *(
-            [_paragraph(f"Transmis par {one_line(transferred_by)} : {one_line(reason or '')}")]
+            [_paragraph(f"Motif de la transmission : {one_line(reason or '')}")]
             if transferred_by
             else []
         ),

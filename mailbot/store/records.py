@@ -63,6 +63,7 @@ class NewMessage:
     to_check: int = 0  # routing kept it at the mailbox's service: a weak decision
     probe: int = 0  # mailbot's own test mail (issue 16): out of the indicators
     answer_addresses: Sequence[str] = ()  # the citizen's other addresses an answer may go to
+    thread_references: str | None = None  # core.message.parent_thread, space-separated
 
 
 class FirstCopy(NamedTuple):

@@ -146,6 +146,10 @@ messages = sa.Table(
     # again or marked it read: the message is back in its service's queue as new mail
     # to read (no relance, the indicators unchanged): migration 0026.
     sa.Column("written_again_at", UTCDateTime),
+    # The citizen's mail's References (or its In-Reply-To), Message-IDs separated by spaces,
+    # the first and the latest 19 at most (core.message.parent_thread): a reply's
+    # References are these and the mail's Message-ID (RFC 5322 §3.6.4). Migration 0027.
+    sa.Column("thread_references", sa.Text),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
