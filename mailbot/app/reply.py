@@ -12,10 +12,11 @@ event; once the server accepts it, it is the reply the indicators count (``reply
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -31,6 +32,7 @@ from mailbot.app.requests import (
     tracked_message,
 )
 from mailbot.config import Agent, Config
+from mailbot.core.message import threading_id
 from mailbot.core.statuses import ANSWERS, EventKind, OutboxKind
 from mailbot.errors import (
     AnsweredMeanwhileError,
@@ -45,6 +47,8 @@ from mailbot.render.templates import RenderedMail, Renderer
 from mailbot.render.variables import agent_variables
 from mailbot.store import Store, Transaction
 from mailbot.store import console as stored
+
+log = logging.getLogger(__name__)
 
 FREE_TEMPLATE = "reponse-libre"  # the free reply: the agent's text in the standard frame
 NOTICE_TEMPLATE = "notification-transfert"  # the transfer notice: sent by a transfer alone
@@ -194,23 +198,43 @@ class Replies:
         rendered, edited = _with_edit(
             self.renderer.render(draft.template, variables), draft.text, signature, meta
         )
+        thread = thread_of(row)
         mail = self.composer.to_citizen(
             rendered,
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
-            in_reply_to=row.message_id,
-            references=thread_of(row),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
             automatic=False,
             attachments=meta.attachments,
         )
         return mail, edited
 
 
-def thread_of(row: sa.Row[Any]) -> list[str]:
-    """The References of a mail answering the citizen's (RFC 5322 §3.6.4): their mail's
-    References (or In-Reply-To) as recorded, then its Message-ID (``Composer`` adds it,
-    the In-Reply-To); a row recorded before schema 0027, the Message-ID alone."""
-    return [*(row.thread_references or "").split(), *([row.message_id] if row.message_id else [])]
+class Thread(NamedTuple):
+    """The In-Reply-To and References of a mail answering the citizen's."""
+
+    in_reply_to: str | None
+    references: list[str]
+
+
+def thread_of(row: sa.Row[Any]) -> Thread:
+    """How a mail answering the citizen's threads (RFC 5322 §3.6.4): In-Reply-To their
+    Message-ID; References their mail's References (or In-Reply-To) as recorded, then its
+    Message-ID (``Composer`` adds it); a row recorded before schema 0027, the Message-ID
+    alone. A Message-ID longer than ``stored_id`` keeps is read as written from
+    ``full_message_id``; a row holding only its hash (recorded before schema 0028, or an
+    identifier no header line holds) gives none: the mail leaves without it, with a
+    WARNING that names the row, not the identifier (it may hold personal data)."""
+    parent = threading_id(row.full_message_id or row.message_id)
+    if row.message_id and parent is None:
+        log.warning(
+            "message %s (%s): its Message-ID is kept as a hash only (too long for a header"
+            " line, or recorded before schema 0028): the reply is threaded without it",
+            row.id,
+            row.reference or "no reference",
+        )
+    return Thread(parent, [*(row.thread_references or "").split(), *([parent] if parent else [])])
 
 
 def is_reply_template(meta: TemplateMeta) -> bool:

@@ -242,10 +242,11 @@ class Transfers:
         today = calendar.local_date(self.clock())
         variables["deadline_passed"] = calendar.deadline(row.received_at) < today
         rendered = self.renderer.render(NOTICE_TEMPLATE, variables, language=row.language)
+        thread = thread_of(row)
         return self.composer.to_citizen(
             rendered,
             mailbox_address=self.config.mailboxes[row.mailbox].address,
             to=row.sender,
-            in_reply_to=row.message_id,
-            references=thread_of(row),
+            in_reply_to=thread.in_reply_to,
+            references=thread.references,
         )

@@ -218,6 +218,18 @@ class ParsedMessage:
 # hostile References of thousands of identifiers makes neither a huge row nor a huge header.
 MAX_THREAD_IDS = 19
 MAX_THREAD_ID_LENGTH = 250
+# The longest Message-ID a mail answering it can carry: "In-Reply-To: <id>" on one line of
+# 998 octets (RFC 5322 §2.1.1; a Message-ID is never folded). Mail clients write IDs of
+# 300 characters and more; a longer one costs the thread, never the mail.
+MAX_HEADER_ID_LENGTH = 998 - len("In-Reply-To: ")
+
+
+def threading_id(message_id: str | None) -> str | None:
+    """The Message-ID a reply's In-Reply-To can carry: one ``<...>`` identifier alone that
+    fits its header line, else None (the reply then threads without it)."""
+    if message_id and len(message_id) <= MAX_HEADER_ID_LENGTH and MSGID.fullmatch(message_id):
+        return message_id
+    return None
 
 
 def parent_thread(references: Sequence[str], in_reply_to: Sequence[str]) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import quopri
 import random
 import re
@@ -51,7 +52,7 @@ from typing import NamedTuple
 
 from mailbot.config import Config, SenderConfig
 from mailbot.core.addresses import check_mailbox
-from mailbot.core.message import MSGID, message_ids, single_line
+from mailbot.core.message import MAX_HEADER_ID_LENGTH, MSGID, message_ids, single_line
 from mailbot.core.plaintext import one_line
 from mailbot.core.policy import LOOP_HEADER
 from mailbot.core.probe import PROBE_HEADER, mark
@@ -59,11 +60,13 @@ from mailbot.errors import MessageError
 from mailbot.render.catalogue import TemplateAttachment
 from mailbot.render.templates import RenderedMail, clean_subject
 
+log = logging.getLogger(__name__)
+
 _HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 _MAX_DISPLAY_NAME = 100  # characters: an encoded name stays well within a header line
 _MAX_ENCODED_WORD = 75  # characters (RFC 2047 §2)
 _SOFT_LINE = 78  # characters a header line should not exceed (RFC 5322 §2.1.1)
-_MAX_MESSAGE_ID = 900  # "In-Reply-To: <id>" within 998 octets
+_MAX_MESSAGE_ID = MAX_HEADER_ID_LENGTH  # "In-Reply-To: <id>" within 998 octets
 _MAX_WORD = 900  # the longest run without a space an ASCII header value may hold
 _MAX_REFERENCES = 20
 # RFC 3834 §5: Auto-Submitted of a mail sent in reply to another (an AR, a transfer notice,
@@ -271,9 +274,19 @@ def _thread_ids(values: Sequence[str]) -> list[str]:
     """Message-IDs found in ``values``, in order, without duplicates or over-long ones.
 
     An identifier that would not fit on a 998-octet header line is dropped: the mail then
-    threads a little less, which beats a line no server has to accept.
+    threads a little less, which beats a line no server has to accept, or no mail at all.
+    A WARNING says so, with the identifier's length only (it may hold personal data).
     """
-    found = dict.fromkeys(mid for mid in message_ids(values) if len(mid) <= _MAX_MESSAGE_ID)
+    every = message_ids(values)
+    found = dict.fromkeys(mid for mid in every if len(mid) <= _MAX_MESSAGE_ID)
+    if len(found) < len(set(every)):
+        longest = max(len(mid) for mid in every)
+        log.warning(
+            "a Message-ID of %d characters does not fit a header line (%d at most): the"
+            " mail is threaded without it",
+            longest,
+            _MAX_MESSAGE_ID,
+        )
     ids = list(found)
     if len(ids) > _MAX_REFERENCES:  # keep the thread root and the most recent ones
         ids = [ids[0], *ids[-(_MAX_REFERENCES - 1) :]]

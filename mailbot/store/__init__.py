@@ -7,7 +7,13 @@ an AR's outbox status is its AR status) is decided by the use cases in ``mailbot
 from mailbot.core.clock import utcnow
 from mailbot.store.database import MIGRATIONS, Store
 from mailbot.store.records import FolderState, NewMessage, OutboxItem
-from mailbot.store.schema import UNHANDLED_REASONS, metadata, reference_counter, stored_id
+from mailbot.store.schema import (
+    UNHANDLED_REASONS,
+    full_id,
+    metadata,
+    reference_counter,
+    stored_id,
+)
 from mailbot.store.transaction import Session, Transaction
 
 __all__ = [
@@ -19,6 +25,7 @@ __all__ = [
     "Session",
     "Store",
     "Transaction",
+    "full_id",
     "metadata",
     "reference_counter",
     "stored_id",

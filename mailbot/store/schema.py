@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailbot.core.message import clean_text
+from mailbot.core.message import clean_text, threading_id
 from mailbot.core.statuses import Attention, Decision
 from mailbot.errors import StoreError
 
@@ -150,6 +150,11 @@ messages = sa.Table(
     # the first and the latest 19 at most (core.message.parent_thread): a reply's
     # References are these and the mail's Message-ID (RFC 5322 §3.6.4). Migration 0027.
     sa.Column("thread_references", sa.Text),
+    # The citizen's Message-ID as written when ``message_id`` holds its hash (longer than
+    # MAX_STORED_ID: ``stored_id``), up to the longest a reply's In-Reply-To carries
+    # (``core.message.threading_id``); NULL otherwise. ``message_id`` stays the key of the
+    # lookups and duplicates, this the thread of a reply (``app.reply.thread_of``). Migration 0028.
+    sa.Column("full_message_id", sa.String(998)),
     sa.UniqueConstraint("mailbox", "folder", "uidvalidity", "uid", name="uq_messages_location"),
     sa.Index("ix_messages_service", "service", "received_at"),
     sa.Index("ix_messages_parent_id", "parent_id"),
@@ -421,6 +426,15 @@ def stored_id(value: str | None) -> str | None:
     ):
         return clean_text(value)
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def full_id(value: str | None) -> str | None:
+    """What ``messages.full_message_id`` keeps of a Message-ID: the identifier when
+    ``stored_id`` hashes it and a reply can still carry it, else None (nothing to keep, or
+    nothing a reply could thread on)."""
+    if value is None or stored_id(value) == value:
+        return None
+    return threading_id(value)
 
 
 def fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:

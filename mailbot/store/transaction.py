@@ -42,6 +42,7 @@ from mailbot.store.schema import (
     events,
     fit,
     folders,
+    full_id,
     leases,
     left_for_person,
     message_keys,
@@ -984,6 +985,7 @@ class Transaction:
             {
                 **new.__dict__,
                 "message_id": stored_id(new.message_id),
+                "full_message_id": full_id(new.message_id),
                 "in_reply_to": stored_id(new.in_reply_to),
                 "ar_message_id": stored_id(new.ar_message_id),
                 "reasons": json.dumps(list(new.reasons)),
