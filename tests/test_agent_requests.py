@@ -486,6 +486,7 @@ def test_a_transfer_of_a_message_answered_meanwhile_is_refused(
     transaction that would record it, nothing queued (the citizen would get « c'est ce
     service qui vous répondra » after the answer); `mailbot transfer` refuses it then."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)  # cdurand may answer the general service's mail too
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     checked = Transfers._check
@@ -516,6 +517,7 @@ def test_answered_by_phone_counts_as_the_reply_at_that_time(
     setup: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, reference, received = tracked(setup)
+    agents_everywhere(config)  # cdurand may answer the general service's mail too
     at = received + timedelta(hours=1)
     args = ["--config", str(config), "answered", reference, "--agent", "cdurand"]
     args += ["--how", "phone", "--reason", "horaires donnés", "--at", at.isoformat()]
@@ -533,6 +535,7 @@ def test_answered_by_phone_counts_as_the_reply_at_that_time(
 
 def test_answered_elsewhere_is_checked_and_done_once(setup: Any) -> None:
     config, reference, received = tracked(setup)
+    agents_everywhere(config)  # cdurand may answer the general service's mail too
     app: App = build_app(config)
 
     def answer(**changes: Any) -> Any:
@@ -587,6 +590,7 @@ def test_a_message_whose_reply_is_on_its_way_cannot_be_closed_without_reply(
     """A reply queued (not yet sent) answers the message: « aucune réponse nécessaire » is
     refused then, and once the reply has left; the message is never closed."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)  # cdurand may answer the general service's mail too
     app = build_app(config)
     replies = Replies(app.config, app.store, app.renderer, everywhere(app))
     replies.send("cdurand", reference, Draft.free("Bien reçu."), key="form-1")
@@ -611,6 +615,7 @@ def test_reopen_on_the_command_line_undoes_a_closing_made_by_mistake(
     """``mailbot reopen REF``: the console's « Rouvrir » (``no_reply.reopen``) for an IT
     team without the console; its refusals are the use case's, in English."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config)  # cdurand may answer the general service's mail too
     args = ["--config", str(config), "reopen", reference, "--agent", "cdurand"]
     assert main(args) == 2
     assert "not closed without a reply: nothing to reopen" in capsys.readouterr().err

@@ -318,7 +318,7 @@ def test_a_copy_left_for_a_person_and_answered_is_not_taken_over(app: App, datab
     app.pipeline.process_batch("general", "INBOX", 1, [IncomingMail(1, RECEIVED, bare)])
     pk = rows(database)[0][0]
     how = AnsweredHow.PHONE
-    mark_answered(app.config, app.store, app.agent, "cdurand", f"#{pk}", how, "rappelée")
+    mark_answered(app.config, app.store, app.agent, "aleroux", f"#{pk}", how, "rappelée")
     app.pipeline.process_batch("etrangers", "INBOX", 1, [IncomingMail(1, RECEIVED, both())])
     assert [r[1:3] for r in rows(database)] == [("general", "skip"), ("etrangers", "duplicate")]
     assert rows(database)[1][4] == pk
@@ -344,7 +344,7 @@ def test_a_take_over_losing_to_an_answer_records_the_duplicate(
         stale = real(tx, query(database, "SELECT fingerprint FROM message_keys")[0][0])
     assert stale is not None and stale.waiting
     how = AnsweredHow.PHONE
-    mark_answered(app.config, app.store, app.agent, "cdurand", f"#{pk}", how, "rappelée")
+    mark_answered(app.config, app.store, app.agent, "aleroux", f"#{pk}", how, "rappelée")
     calls: list[int] = []
 
     def seen_before(self: Any, fingerprint: str) -> Any:

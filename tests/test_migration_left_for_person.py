@@ -91,9 +91,9 @@ def test_a_pair_recorded_before_counts_once_and_a_later_copy_is_its_duplicate(
         ("etrangers", "skip"),
     ]
     assert list(keys(database).values()) == [e3]
-    for pk in (g4, e4):
+    for pk in (g4, e4):  # lmoreau answers both mailboxes' services' mail
         how = AnsweredHow.PHONE
-        mark_answered(app.config, app.store, app.agent, "cdurand", f"#{pk}", how, "rappelée")
+        mark_answered(app.config, app.store, app.agent, "lmoreau", f"#{pk}", how, "rappelée")
     # Facts, received, unanswered, awaiting a person (answered rows still listed, as the
     # intake leaves them): each pair counted twice.
     assert counted(app, database) == (7, 7, 5, 6)

@@ -8,12 +8,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
+    MARKING_ANSWERED,
     AgentLookup,
     MessageRef,
     find_agent,
     find_message,
     once,
+    permit,
     previous,
 )
 from mailbot.config import Config
@@ -49,9 +52,12 @@ def mark_answered(
     clock: Clock = utcnow,
 ) -> Answered:
     """Record that ``agent_id`` answered the citizen's ``message`` by ``how`` at ``at``
-    (default: now), with the reason; once per ``key``."""
-    find_agent(config, agents, agent_id)
+    (default: now), with the reason; once per ``key``. Refused (RequestError naming the
+    agent, the action and the service) when their role or services do not let them
+    answer the message's service's mail: the console's rule, for every face."""
+    agent = find_agent(config, agents, agent_id)
     row = find_message(store, message)
+    permit(config, agent_id, agent, MARKING_ANSWERED, service_of(config, row))
     name = row.reference or f"#{row.id}"
     if previous(store, EventKind.ANSWERED_ELSEWHERE, key) is not None:
         return Answered(name, first=False, repeated=True)

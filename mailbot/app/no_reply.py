@@ -23,10 +23,14 @@ import sqlalchemy as sa
 from mailbot.app.message_actions import Act, answered_meanwhile, refuse
 from mailbot.app.message_view import service_of
 from mailbot.app.requests import (
+    CLOSING,
+    MARKING_READ,
+    REOPENING,
     AgentLookup,
     MessageRef,
     find_agent,
     once,
+    permit,
     previous,
     tracked_message,
 )
@@ -62,9 +66,13 @@ def close_without_reply(
     key: str | None = None,
 ) -> Closed:
     """Close ``message`` as needing no reply, for ``reason`` (``note`` says more; it is
-    required for ``other``); once per ``key``. A message already answered stays answered."""
-    find_agent(config, agents, agent_id)
+    required for ``other``); once per ``key``. A message already answered stays answered.
+    Refused (RequestError naming the agent, the action and the service) unless the agent's
+    role and services let them answer the message's service's mail: the console's rule
+    (core/permissions), checked here for every face."""
+    agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
+    permit(config, agent_id, agent, CLOSING, service_of(config, row))
     if previous(store, EventKind.NO_REPLY_NEEDED, key) is not None:
         return Closed(row.reference, reason, repeated=True)
     with store.transaction() as tx:
@@ -114,9 +122,11 @@ def reopen(
     the alerts and the figures, with its deadline from receipt (the clock never stopped
     for it). Recorded as the citizen's relance records it (``reopened``), with the agent,
     their ``reason`` (optional) and the closing undone; once per ``key``. Refused
-    (RequestError) unless the message is closed without a reply."""
-    find_agent(config, agents, agent_id)
+    (RequestError) unless the message is closed without a reply, or unless the agent may
+    answer its service's mail (core/permissions: whoever may close may reopen)."""
+    agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
+    permit(config, agent_id, agent, REOPENING, service_of(config, row))
     if previous(store, EventKind.REOPENED, key) is not None:
         return Reopened(row.reference, None, repeated=True)
     with store.transaction() as tx:
@@ -160,9 +170,11 @@ def mark_read(
     """The citizen's mail after the answer read by ``agent_id``, with nothing to answer
     (thanks, a mere acknowledgement): the message leaves the queue again; recorded in
     the thread with the agent (``follow_up_read``); once per ``key``. Refused
-    (RequestError) unless the message has such unread mail: replying again clears it too."""
-    find_agent(config, agents, agent_id)
+    (RequestError) unless the message has such unread mail (replying again clears it too)
+    and the agent may answer its service's mail (core/permissions)."""
+    agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
+    permit(config, agent_id, agent, MARKING_READ, service_of(config, row))
     if previous(store, EventKind.FOLLOW_UP_READ, key) is not None:
         return MarkedRead(row.reference, repeated=True)
 

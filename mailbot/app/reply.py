@@ -23,10 +23,12 @@ import sqlalchemy as sa
 from mailbot.app.message_view import service_of
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.app.requests import (
+    REPLYING,
     AgentLookup,
     MessageRef,
     find_agent,
     once,
+    permit,
     previous,
     service_label,
     tracked_message,
@@ -247,20 +249,14 @@ def allowed(
     config: Config, agent_id: str, agent: Agent, row: sa.Row[Any], meta: TemplateMeta
 ) -> None:
     """Refuse a reply the agent may not send, whichever face asks (the console offered
-    only these; ``mailbot reply`` names any agent and template): on the mail of a service
-    that is not theirs (agents.yaml's ``service``/``services``: RequestError), or with a
+    only these; ``mailbot reply`` names any agent and template): one their role may not
+    send (agents.yaml's ``role``, core/permissions: a quality or admin agent replies to
+    no one) or on the mail of a service that is not theirs (agents.yaml's
+    ``service``/``services``): RequestError naming agent, action and service; or with a
     template other than the free reply that is no reply or whose scope (meta.yaml) keeps
     it from the message's mailbox or service (TemplateNotAllowedError, naming both)."""
     service = service_of(config, row)
-    if service not in agent.console_services:
-        theirs = ", ".join(agent.console_services)
-        raise RequestError(
-            "agent",
-            agent_id,
-            f"replies on the mail of their services ({theirs}), not on the service {service}'s",
-            shown=f"ce courriel est celui du service « {service_label(config, service)} »,"
-            " que vous ne traitez pas : seul un agent de ce service peut y répondre.",
-        )
+    permit(config, agent_id, agent, REPLYING, service)
     if meta.name == FREE_TEMPLATE:
         return
     if not is_reply_template(meta) or not meta.scope.allows(mailbox=row.mailbox, service=service):

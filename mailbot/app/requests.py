@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from mailbot.config import Agent, Config
+from mailbot.core.permissions import POLICY, Action, Role, allowed
 from mailbot.core.statuses import Decision
 from mailbot.errors import ConfigError, RepeatedRequestError, RequestError
 from mailbot.store import Store, Transaction
@@ -71,6 +72,49 @@ def find_agent(config: Config, agents: AgentLookup, agent_id: str) -> Agent:
             " (agents.yaml) : demandez à l'administrateur de mailbot de l'y ajouter.",
         )
     return agent
+
+
+class Doing(NamedTuple):
+    """What an agent's request does, as the permission table and a refusal name it."""
+
+    action: Action  # the table's action that allows it (core/permissions.POLICY)
+    name: str  # English, for the command line and the logs
+    verb: str  # French, for the agent: "… ne permet pas de <verb>"
+
+
+REPLYING = Doing(Action.REPLY, "send a reply", "répondre à ce courriel")
+MARKING_ANSWERED = Doing(Action.REPLY, "mark answered", "marquer ce courriel comme répondu")
+CLOSING = Doing(Action.REPLY, "close without reply", "clore ce courriel sans réponse")
+REOPENING = Doing(Action.REPLY, "reopen", "rouvrir ce courriel")
+MARKING_READ = Doing(Action.REPLY, "mark read", "marquer ce courriel comme lu")
+
+
+def permit(config: Config, agent_id: str, agent: Agent, act: Doing, service: str) -> None:
+    """Refuse (RequestError naming the agent, the action and the service) what the agent's
+    role or services do not allow on ``service``'s mail: the console's table
+    (core/permissions), applied by the use case whichever face asks — the console checks
+    before, ``mailbot reply``/``answered``/... had nothing else."""
+    role = Role(agent.role)
+    if allowed(role, agent.console_services, act.action, service):
+        return
+    label = service_label(config, service)
+    if act.action not in POLICY[role]:
+        raise RequestError(
+            "agent",
+            agent_id,
+            f"their role {role.value} may not {act.name} ({act.action.value}), here on the"
+            f" service {service}'s mail",
+            shown=f"votre rôle ne permet pas de {act.verb} (service « {label} »).",
+        )
+    theirs = ", ".join(agent.console_services)
+    raise RequestError(
+        "agent",
+        agent_id,
+        f"may {act.name} ({act.action.value}) on the mail of their services ({theirs}),"
+        f" not on the service {service}'s",
+        shown=f"ce courriel est celui du service « {label} », que vous ne traitez pas :"
+        f" seul un agent de ce service peut {act.verb}.",
+    )
 
 
 def service_label(config: Config, service: str) -> str:

@@ -1,90 +1,20 @@
-"""Who may do what in the console: one pure decision, role × services × action × service.
+"""Who may do what in the console: the core's permission table, as the web layer reads it.
 
-Pure logic, no I/O: the middleware and the pages ask ``allowed`` on every request, and the
-table below is the whole policy (tests/web/test_authz.py checks it cell by cell). A service-
-scoped action without a service is refused: a page must say whose mail it shows.
+The policy itself lives in ``mailbot/core/permissions.py`` (pure, no I/O) so that the use
+cases apply the very same table whichever face calls them; the middleware and the pages
+ask ``allowed`` on every request through the names re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from enum import StrEnum
-
-
-class Role(StrEnum):
-    AGENT = "agent"  # handles the mail of their services
-    HEAD = "head"  # head of service: also their services' indicators, reassignment
-    QUALITY = "quality"  # quality mission: every service, read only, indicators
-    ADMIN = "admin"  # quarantined mail, templates check; no citizen mail
-
-
-class Action(StrEnum):
-    VIEW_HOME = "view_home"
-    VIEW_QUEUE = "view_queue"  # a service's list of messages
-    VIEW_MESSAGE = "view_message"  # one message of a service
-    REPLY = "reply"  # send a reply on a message of a service
-    VIEW_INDICATORS = "view_indicators"  # a service's response-time indicators
-    REASSIGN = "reassign"  # move a message out of a service (the source service)
-    VIEW_QUARANTINE = "view_quarantine"
-    RELEASE_QUARANTINE = "release_quarantine"
-    CHECK_TEMPLATES = "check_templates"
-
-
-class Reach(StrEnum):
-    OWN = "own"  # the agent's services only
-    ALL = "all"  # every service
-    GLOBAL = "global"  # not about a service
-
-
-SERVICE_SCOPED = frozenset(
-    {
-        Action.VIEW_QUEUE,
-        Action.VIEW_MESSAGE,
-        Action.REPLY,
-        Action.VIEW_INDICATORS,
-        Action.REASSIGN,
-    }
+from mailbot.core.permissions import (
+    POLICY,
+    SERVICE_SCOPED,
+    Action,
+    Reach,
+    Role,
+    allowed,
+    services_for,
 )
 
-_AGENT = {
-    Action.VIEW_HOME: Reach.GLOBAL,
-    Action.VIEW_QUEUE: Reach.OWN,
-    Action.VIEW_MESSAGE: Reach.OWN,
-    Action.REPLY: Reach.OWN,
-}
-POLICY: dict[Role, dict[Action, Reach]] = {
-    Role.AGENT: _AGENT,
-    Role.HEAD: _AGENT | {Action.VIEW_INDICATORS: Reach.OWN, Action.REASSIGN: Reach.OWN},
-    Role.QUALITY: {
-        Action.VIEW_HOME: Reach.GLOBAL,
-        Action.VIEW_QUEUE: Reach.ALL,
-        Action.VIEW_MESSAGE: Reach.ALL,
-        Action.VIEW_INDICATORS: Reach.ALL,
-    },
-    Role.ADMIN: {
-        Action.VIEW_HOME: Reach.GLOBAL,
-        Action.VIEW_QUARANTINE: Reach.GLOBAL,
-        Action.RELEASE_QUARANTINE: Reach.GLOBAL,
-        Action.CHECK_TEMPLATES: Reach.GLOBAL,
-    },
-}
-
-
-def allowed(role: Role, services: Iterable[str], action: Action, service: str | None) -> bool:
-    """May an agent with this role and these services do ``action`` on ``service``'s mail?"""
-    reach = POLICY[role].get(action)
-    if reach is None:
-        return False
-    if action not in SERVICE_SCOPED:
-        return True
-    if service is None:
-        return False
-    return reach is Reach.ALL or service in set(services)
-
-
-def services_for(
-    role: Role, services: Iterable[str], action: Action, known: Iterable[str]
-) -> tuple[str, ...]:
-    """The configured services on which the agent may do ``action``, in configuration order:
-    what a queue or an indicators page lists for them."""
-    return tuple(s for s in known if allowed(role, services, action, s))
+__all__ = ["POLICY", "SERVICE_SCOPED", "Action", "Reach", "Role", "allowed", "services_for"]

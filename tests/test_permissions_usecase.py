@@ -1,0 +1,155 @@
+"""The console's permission table (core/permissions) applied by the use cases themselves:
+what an agent's role or services forbid in the console is refused through ``mailbot reply``,
+``mailbot answered``, ``mailbot reopen`` and any other face — a quality agent replying to
+a citizen, an agent closing or marking answered the mail of a service that is not theirs.
+
+Real Dovecot and SMTP servers (tests/servers.py), as tests/test_agent_requests.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from rulesfile import dump_rules, load_rules
+from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
+
+from mailbot.app import no_reply
+from mailbot.app.answered import AnsweredHow, mark_answered
+from mailbot.app.context import build_app
+from mailbot.app.reply import Draft, Replies
+from mailbot.cli import main
+from mailbot.core import permissions
+from mailbot.core.statuses import NoReplyReason
+from mailbot.errors import RequestError
+from mailbot.web import authz
+
+__all__ = ["etrangers_user", "setup"]
+PARIS = ZoneInfo("Europe/Paris")
+QUALITY = "qbernard"  # mission qualité: reads every service's mail, answers none
+
+
+def with_quality_agent(config: Path) -> None:
+    """The shipped agents, plus a quality agent whose services include the general one."""
+    data = load_rules(config)
+    agents = yaml.safe_load(Path(data["agents"]).read_text(encoding="utf-8"))
+    agents["agents"][QUALITY] = {
+        "first_name": "Quentin",
+        "last_name": "Bernard",
+        "function": "Chargé de mission qualité",
+        "service": "qualite-accueil",
+        "role": "quality",
+        "services": ["general", "qualite-accueil"],
+    }
+    copy = config.parent / "agents-quality.yaml"
+    copy.write_text(yaml.safe_dump(agents, allow_unicode=True), encoding="utf-8")
+    data["agents"] = str(copy)
+    config.write_text(dump_rules(data), encoding="utf-8")
+
+
+def tracked(setup: Any) -> tuple[Path, str, datetime]:
+    """One citizen's mail to the general mailbox, acknowledged (the general service's)."""
+    config, general, _etrangers, smtp = setup
+    with_quality_agent(config)
+    received = datetime.now(PARIS) - timedelta(hours=2)
+    general.append(
+        citizen_mail(1, subject="Horaires", message_id="<perm-1@example.fr>"),
+        internaldate=received,
+    )
+    assert poll(config, acknowledge_existing=True) == 0
+    smtp.wait_for(1)
+    smtp.clear()
+    ((reference, service),) = db_rows(config, "SELECT reference, service FROM messages")
+    assert service == "general"
+    return config, reference, received
+
+
+def nothing_done(config: Path, smtp: Any) -> None:
+    assert db_rows(config, "SELECT id FROM outbox WHERE kind = 'reply'") == []
+    kinds = {kind for (kind,) in db_rows(config, "SELECT kind FROM events")}
+    assert not kinds & {"reply_queued", "answered_elsewhere", "no_reply_needed", "reopened"}
+    assert smtp.messages == []
+
+
+def test_the_web_console_reads_the_cores_table() -> None:
+    """One table for every face: the console's names are the core's objects."""
+    assert authz.POLICY is permissions.POLICY
+    assert authz.allowed is permissions.allowed and authz.Action is permissions.Action
+
+
+def test_a_quality_agent_cannot_reply_through_the_command_line(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console shows a quality agent the general service's mail but no reply form;
+    ``mailbot reply`` refused them nothing: the use case now refuses, naming the agent,
+    the action and the service, and nothing is queued or sent."""
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "reply", reference, "--agent", QUALITY]
+    assert main([*args, "--text", "Bien reçu.", "--send"]) == 2
+    err = capsys.readouterr().err
+    assert f"agent: {QUALITY}: their role quality may not send a reply (reply)" in err
+    assert "service general's mail" in err
+    assert main([*args, "--text", "Bien reçu."]) == 2  # no preview either
+    nothing_done(config, setup[3])
+    app = build_app(config)
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    with pytest.raises(RequestError, match=f"agent: {QUALITY}: their role quality") as refused:
+        replies.send(QUALITY, reference, Draft.free("Bien reçu."))
+    assert "votre rôle ne permet pas de répondre à ce courriel" in (refused.value.shown or "")
+    nothing_done(config, setup[3])
+    assert len(replies.send("aleroux", reference, Draft.free("Bien reçu.")).outbox_ids) == 1
+
+
+def test_mark_answered_is_refused_on_another_services_mail(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mailbot answered`` by an agent of the passports' service on the general service's
+    mail, or by a quality agent: refused by the use case, nothing recorded."""
+    config, reference, received = tracked(setup)
+    at = (received + timedelta(hours=1)).isoformat()
+    args = ["--config", str(config), "answered", reference, "--how", "phone"]
+    args += ["--reason", "horaires donnés", "--at", at]
+    assert main([*args, "--agent", "smarchand"]) == 2
+    err = capsys.readouterr().err
+    assert "agent: smarchand: may mark answered (reply) on the mail of their services" in err
+    assert "(cni-passeport), not on the service general's" in err
+    app = build_app(config)
+    with pytest.raises(RequestError, match=f"{QUALITY}: their role quality may not mark"):
+        mark_answered(app.config, app.store, app.agent, QUALITY, reference, AnsweredHow.PHONE, "vu")
+    nothing_done(config, setup[3])
+    assert main([*args, "--agent", "aleroux"]) == 0  # the general service's agent
+
+
+def test_close_reopen_and_mark_read_are_refused_outside_the_agents_services(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Closing without a reply, reopening, marking read: the console checked the service in
+    its handlers; the use cases now do, for ``mailbot reopen`` and every other face."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+
+    def close(agent_id: str) -> object:
+        return no_reply.close_without_reply(
+            app.config, app.store, app.agent, agent_id, reference, NoReplyReason.SPAM, ""
+        )
+
+    for agent_id in ("cdurand", QUALITY):
+        with pytest.raises(RequestError, match=f"agent: {agent_id}: .*close without reply"):
+            close(agent_id)
+    with pytest.raises(RequestError, match=r"agent: cdurand: .*mark read .*service general's"):
+        no_reply.mark_read(app.config, app.store, app.agent, "cdurand", reference)
+    nothing_done(config, setup[3])
+    close("aleroux")
+    assert db_rows(config, "SELECT no_reply FROM messages") == [("spam",)]
+    args = ["--config", str(config), "reopen", reference, "--reason", "pas un spam"]
+    assert main([*args, "--agent", "cdurand"]) == 2
+    err = capsys.readouterr().err
+    assert "agent: cdurand: may reopen (reply) on the mail of their services" in err
+    assert "not on the service general's" in err
+    assert db_rows(config, "SELECT no_reply FROM messages") == [("spam",)]
+    assert main([*args, "--agent", "lmoreau"]) == 0  # head of etrangers and general
+    assert db_rows(config, "SELECT no_reply FROM messages") == [(None,)]
