@@ -7,6 +7,7 @@ the agents and the mail where such a reply is allowed, their assertions unchange
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from rulesfile import dump_rules, load_rules
@@ -14,6 +15,8 @@ from rulesfile import dump_rules, load_rules
 from mailbot.app.context import App
 from mailbot.app.requests import AgentLookup
 from mailbot.cli import main
+from mailbot.mail.display import Attachment
+from mailbot.mail.imap import FetchedMail
 
 
 def agents_everywhere(config: Path) -> None:
@@ -44,3 +47,16 @@ def routed(config: Path, reference: str, service: str) -> None:
     """The message re-routed to ``service`` (``mailbot correct``: nothing is sent)."""
     args = ["--config", str(config), "correct", reference, "--service", service]
     assert main([*args, "--category", "information"]) == 0
+
+
+class Originals:
+    """The citizen's mail, as the server would give it again."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def fetch(self, row: Any) -> FetchedMail:
+        return FetchedMail(row.uid, row.received_at, self.raw, len(self.raw))
+
+    def attachment(self, row: Any, index: int) -> tuple[Attachment, bytes]:
+        raise NotImplementedError  # a transfer attaches the whole mail

@@ -11,18 +11,17 @@ import email.policy
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from poison import citizen
 from refusals import query
+from replying import Originals
 
 from mailbot.app.context import App, build_app
 from mailbot.app.reply import Draft, Replies
 from mailbot.app.transfer import Transfers
 from mailbot.core.incoming import IncomingMail
 from mailbot.core.message import MAX_THREAD_IDS, parent_thread, parse_message
-from mailbot.mail.imap import FetchedMail
 from mailbot.mail.smtp import FileTransport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,16 +34,6 @@ def app(database: str, tmp_path: Path) -> Iterator[App]:
     built = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
     yield built
     built.store.close()
-
-
-class Originals:
-    """The citizen's mail, as the server would give it again."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def fetch(self, row: Any) -> FetchedMail:
-        return FetchedMail(row.uid, row.received_at, self.raw, len(self.raw))
 
 
 def received(app: App, database: str, **headers: str) -> tuple[int, bytes]:

@@ -16,19 +16,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from poison import citizen
 from refusals import query
+from replying import Originals
 
 from mailbot.app.context import App, build_app
 from mailbot.app.reply import Draft, Replies
 from mailbot.app.transfer import Transfers
 from mailbot.core.incoming import IncomingMail
 from mailbot.mail.compose import build_email
-from mailbot.mail.display import Attachment
-from mailbot.mail.imap import FetchedMail
 from mailbot.mail.smtp import FileTransport
 from mailbot.render.templates import RenderedMail
 from mailbot.store import stored_id
@@ -47,19 +45,6 @@ def app(database: str, tmp_path: Path) -> Iterator[App]:
     built = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=database)
     yield built
     built.store.close()
-
-
-class Originals:
-    """The citizen's mail, as the server would give it again."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def fetch(self, row: Any) -> FetchedMail:
-        return FetchedMail(row.uid, row.received_at, self.raw, len(self.raw))
-
-    def attachment(self, row: Any, index: int) -> tuple[Attachment, bytes]:
-        raise NotImplementedError  # a transfer attaches the whole mail
 
 
 def received(app: App, database: str, message_id: str, **headers: str) -> tuple[int, bytes]:
