@@ -171,6 +171,26 @@ def test_messages_written_about_again_after_their_answer_are_in_their_services_d
     )
 
 
+def test_the_unanswered_list_as_of_a_day_leaves_out_mail_written_again_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailbot unanswered --as-of DAY` lists the mail as it stood that day: a message the
+    citizen wrote about again only after it is not « written again » yet (aged from a new
+    mail still to come), as the alerts of that day leave it out."""
+    data = load_rules()
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+    store = Store(data["database"])
+    written_again(store, 31, "permis", datetime(2026, 11, 23, 18, tzinfo=PARIS))
+    written_again(store, 33, "permis", datetime(2026, 11, 26, 9, tzinfo=PARIS))
+    assert main(["--config", str(config), "unanswered", "--as-of", TODAY.isoformat()]) == 0
+    again = capsys.readouterr().out.split("ANSWERED, THEN WRITTEN AGAIN", 1)[1]
+    lines = [line.split() for line in again.splitlines() if re.search(r" SM-\d{4}-\d{6} ", line)]
+    assert [(int(line[0]), line[1]) for line in lines] == [(2, "SM-2026-000031")]
+    assert "\n1 answered then written again" in again
+
+
 def test_digest_lists_the_right_messages(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
     fill(store)

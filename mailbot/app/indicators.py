@@ -162,11 +162,15 @@ def written_again(
     mailbox: str | None = None,
     service: str | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
-    """The answered messages the citizen wrote again about, unread by any agent, each with
-    the working days since that new mail, earliest first. Listed apart from ``unanswered``:
-    they are answered (the figures count their answer, once), yet wait for an agent."""
+    """The answered messages the citizen wrote again about by ``today`` (its end), unread
+    by any agent, each with the working days since that new mail, earliest first. Listed
+    apart from ``unanswered``: they are answered (the figures count their answer, once),
+    yet wait for an agent. A new mail after ``today`` (a list as of an earlier day) is not
+    in it, as the alerts of that day leave it out."""
     calendar = calendar_for(config.timezone)
-    return _aged(calendar, store.written_again_rows(mailbox, service), "written_again_at", today)
+    _since, until = period_bounds(calendar, today, today)
+    rows = store.written_again_rows(mailbox, service, until)
+    return _aged(calendar, rows, "written_again_at", today)
 
 
 def _aged(
