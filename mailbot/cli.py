@@ -788,11 +788,18 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from mailbot.app.context import build_app
 
     app = build_app(args.config)
-    sent = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
+    done = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
     app.outbox.deliver_due()
-    for service, count in sent.items():
+    for service, count in done.sent.items():
         print(f"{service}: digest of {count} message(s) sent")
-    if not sent:
+    for service, count in done.unaddressed.items():
+        print(
+            f"{service}: digest of {count} message(s) NOT sent: the service has no address"
+            f" (services.{service}.addresses in {args.config})"
+        )
+    if done.unaddressed:
+        return 1
+    if not done.sent:
         print(
             "nothing to send (a day off, or no message late, soon due, relanced, written"
             " about again after its answer, left without an AR or passed over)"

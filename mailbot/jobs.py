@@ -20,7 +20,7 @@ def send_alerts(
 ) -> dict[str, int]:
     """Today's deadline digests, queued and delivered, once a day across workers;
     entries per service digest sent."""
-    sent = alerts.send_alerts(config, store, renderer, today, once=True)
+    sent = alerts.send_alerts(config, store, renderer, today, once=True).sent
     outbox.deliver_due()
     return sent
 

@@ -270,6 +270,33 @@ def test_alerts_command_sends_one_digest_per_service(
     assert "@example.fr" not in text  # no citizen addresses in digests
 
 
+def test_a_digest_for_a_service_without_an_address_is_said_not_sent(
+    tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service with late mail but no address in rules.yaml gets no digest: the command
+    says so, naming the service and the key to set, and fails — "nothing to send" would
+    tell IT that no mail is late."""
+    data = load_rules()
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["templates"] = str(ROOT / "templates")
+    data["services"]["permis"]["addresses"] = []
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+    fill(Store(data["database"]))
+    assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 1
+    out = capsys.readouterr().out
+    assert "cartes-grises: digest of 1 message(s) sent" in out
+    assert (
+        f"permis: digest of 3 message(s) NOT sent: the service has no address"
+        f" (services.permis.addresses in {config})"
+    ) in out
+    assert "nothing to send" not in out
+    assert [list(r.rcpt_tos) for r in smtp_server.wait_for(1)] == [
+        ["pref-cartes-grises@seine-maritime.gouv.fr"]
+    ]
+
+
 def test_a_service_with_only_mail_written_again_gets_its_digest(
     tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -360,7 +387,7 @@ def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
     assert max(listed.values()) > 250  # the 13-month-old one, in working days
 
     renderer = Renderer(config.templates, timezone=config.timezone)
-    sent = alerts.send_alerts(config, store, renderer, TODAY)
+    sent = alerts.send_alerts(config, store, renderer, TODAY).sent
     assert sent["permis"] == 4  # overdue: SM-2026-000001 and the old one; soon; relanced
     with store.engine.connect() as conn:
         queued = conn.execute(

@@ -456,7 +456,7 @@ def test_the_alert_and_the_report_list_the_mail_passed_over_until_resolved(
         quarantine.dismiss_passed_over(app.store, closed, "tbernard", "répondu à la main")
         today = working_day_from(now.date())
 
-        sent = alerts.send_alerts(app.config, app.store, app.renderer, today)
+        sent = alerts.send_alerts(app.config, app.store, app.renderer, today).sent
         assert sent == {"general": 1, "etrangers": 1}  # mails 1, 2, 4: acknowledged today
         digests = queued_digests(database)
         text, html = digests["pref-contact@seine-maritime.gouv.fr"]
@@ -491,7 +491,7 @@ def test_the_alert_and_the_report_list_the_mail_passed_over_until_resolved(
         assert outcome.decision == "acknowledge"
         quarantine.dismiss_passed_over(app.store, hostile, "tbernard", "illisible, vu")
         queued = query(database, "SELECT count(*) FROM outbox")
-        assert alerts.send_alerts(app.config, app.store, app.renderer, today) == {}
+        assert alerts.send_alerts(app.config, app.store, app.renderer, today).sent == {}
         assert query(database, "SELECT count(*) FROM outbox") == queued  # no digest
         text, html = report_parts(app, week_period(today), today)
         assert "NON ENREGISTRÉS" not in text and "non enregistrés" not in html

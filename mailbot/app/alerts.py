@@ -6,6 +6,7 @@ person), queued in one go."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from mailbot.app import quarantine
@@ -23,18 +24,28 @@ ALERTS_TEMPLATE = "alertes-delais"
 DIGEST_TIME = time(8, 30)  # the hour the digest says it was made (its "day" variable)
 
 
+@dataclass(frozen=True)
+class Alerts:
+    """The entries of each digest queued, by service; and those of the digests that could
+    not be, their service having no address in rules.yaml (said apart: "nothing to send"
+    would hide late mail nobody is told about)."""
+
+    sent: dict[str, int] = field(default_factory=dict)
+    unaddressed: dict[str, int] = field(default_factory=dict)
+
+
 def send_alerts(
     config: Config, store: Store, renderer: Renderer, today: date, once: bool = False
-) -> dict[str, int]:
+) -> Alerts:
     """Queue one digest per service with something to act on; nothing on a day off.
 
-    Returns the number of entries of each digest queued, by service. ``once`` (the
-    worker's schedule): the day's digests are claimed in the transaction that queues them,
-    so that several workers, or a worker catching up after a takeover, send them once.
+    ``once`` (the worker's schedule): the day's digests are claimed in the transaction
+    that queues them, so that several workers, or a worker catching up after a takeover,
+    send them once.
     """
     calendar = WorkingCalendar(timezone=config.timezone)
     if not calendar.is_working_day(today):
-        return {}
+        return Alerts()
     until = datetime.combine(today + timedelta(days=1), time.min, calendar.zone)
     own = {name: box.service for name, box in config.mailboxes.items()}
     rows = store.open_rows(until)  # every unanswered one, however old
@@ -47,20 +58,21 @@ def send_alerts(
     general = config.organisation.general_service
     found = digests(rows, today, calendar, own, general, passed, again)
     composer = Composer.from_config(config)
-    sent: dict[str, int] = {}
+    done = Alerts()
     mails: list[Queued] = []
     for name, digest in found.items():
         service = config.services.get(name)
         if service is None or not service.addresses:
             log.warning("no address for the alerts of a service", extra={"service": name})
+            done.unaddressed[name] = digest.entries
             continue
         mails += _digest_mails(config, renderer, composer, today, digest, service.addresses)
-        sent[name] = digest.entries
+        done.sent[name] = digest.entries
     with store.transaction() as tx:
         if once and not tx.claim_once(f"alerts-{today.isoformat()}"):
-            return {}  # another worker sent today's
+            return Alerts()  # another worker sent today's
         enqueue(tx, None, mails)
-    return sent
+    return done
 
 
 def _digest_mails(
