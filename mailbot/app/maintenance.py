@@ -16,7 +16,7 @@ from mailbot.config import Config, load_agents
 from mailbot.core.articles import article_of, of_service
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
-from mailbot.render.translations import target_warnings
+from mailbot.render.translations import TargetGap, target_gaps, target_warnings
 from mailbot.store import Store
 from mailbot.store.database import shown_url
 
@@ -39,6 +39,12 @@ def translation_warnings(config: Config, renderer: Renderer) -> list[str]:
     a target is routed before it is translated (render/translations.target_warnings)."""
     targets = config.routing.reorientation if config.routing else {}
     return target_warnings(renderer.translations, targets)
+
+
+def translation_gaps(config: Config, renderer: Renderer) -> list[TargetGap]:
+    """The same as ``translation_warnings``, as data: the console says them in French."""
+    targets = config.routing.reorientation if config.routing else {}
+    return target_gaps(renderer.translations, targets)
 
 
 def implicit_decisions(config: Config) -> list[str]:

@@ -4,13 +4,16 @@ translations and their review), preview one with an agent's signature, check the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from mailbot.app import maintenance
 from mailbot.config import Agent, Config
 from mailbot.errors import ConfigError
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.checks import check_all
 from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.translations import TargetGap
 from mailbot.render.variables import agent_variables
 
 __all__ = ["check_all", "languages", "listing", "matches", "preview"]
@@ -86,7 +89,17 @@ def preview(
     return renderer.render(name, values)
 
 
-def check_directory(config: Config) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class DirectoryCheck:
+    """Each template's problems (name -> problems; none: correct), and the translation
+    files' gaps in the re-orientation targets' names (warnings, not failures)."""
+
+    problems: dict[str, list[str]]
+    gaps: list[TargetGap]
+
+
+def check_directory(config: Config) -> DirectoryCheck:
     """``mailbot templates check`` on the template directory as it is on disk now (a fresh
-    renderer: an edit made since the start is seen): template name -> its problems."""
-    return check_all(Renderer(config.templates, timezone=config.timezone, full_check=True))
+    renderer: an edit made since the start is seen), its warnings included."""
+    renderer = Renderer(config.templates, timezone=config.timezone, full_check=True)
+    return DirectoryCheck(check_all(renderer), maintenance.translation_gaps(config, renderer))

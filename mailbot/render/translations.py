@@ -216,26 +216,48 @@ def load_translations(directory: Path) -> dict[str, Translation]:
     return found
 
 
-def target_warnings(translations: Mapping[str, Translation], targets: Iterable[str]) -> list[str]:
-    """What ``mailbot check`` and ``templates check`` warn of: a re-orientation target a
-    language does not name (its readers get the French name alone), and a name given to an
-    id rules.yaml does not have (a misspelt id, or a target removed: never shown)."""
-    known = list(targets)
-    warnings = []
-    for translation in translations.values():
-        missing = [target for target in known if target not in translation.targets]
-        if missing:
-            warnings.append(
-                f"{translation.path}: {TARGETS}: no name in this language for"
-                f" {', '.join(missing)} (the French name alone is shown)"
+@dataclass(frozen=True)
+class TargetGap:
+    """One translation file against rules.yaml's re-orientation targets: the targets it
+    does not name (its readers get the French name alone) and the names it gives to ids
+    rules.yaml does not have (a misspelt id, or a target removed: never shown)."""
+
+    path: Path
+    language: str
+    missing: tuple[str, ...]
+    unknown: tuple[str, ...]
+
+    def warnings(self) -> list[str]:
+        """The lines ``mailbot check`` and ``templates check`` print (English, as the CLI)."""
+        lines = []
+        if self.missing:
+            lines.append(
+                f"{self.path}: {TARGETS}: no name in this language for"
+                f" {', '.join(self.missing)} (the French name alone is shown)"
             )
-        unknown = sorted(set(translation.targets) - set(known))
-        if unknown:
-            warnings.append(
-                f"{translation.path}: {TARGETS}: {', '.join(unknown)}: not a re-orientation"
+        if self.unknown:
+            lines.append(
+                f"{self.path}: {TARGETS}: {', '.join(self.unknown)}: not a re-orientation"
                 " target of rules.yaml (routing.reorientation): never shown"
             )
-    return warnings
+        return lines
+
+
+def target_gaps(translations: Mapping[str, Translation], targets: Iterable[str]) -> list[TargetGap]:
+    """Each translation file that misses a target or names an unknown one."""
+    known = list(targets)
+    gaps = []
+    for translation in translations.values():
+        missing = tuple(target for target in known if target not in translation.targets)
+        unknown = tuple(sorted(set(translation.targets) - set(known)))
+        if missing or unknown:
+            gaps.append(TargetGap(translation.path, translation.language, missing, unknown))
+    return gaps
+
+
+def target_warnings(translations: Mapping[str, Translation], targets: Iterable[str]) -> list[str]:
+    """What ``mailbot check`` and ``templates check`` warn of (``TargetGap.warnings``)."""
+    return [line for gap in target_gaps(translations, targets) for line in gap.warnings()]
 
 
 def pick(translations: Mapping[str, Translation], language: str | None) -> Translation | None:

@@ -319,8 +319,13 @@ async def passed_over_dismiss(request: Request) -> Response:
 async def templates_check(request: Request) -> Response:
     app = backend(request)
     found = await run_in_threadpool(template_catalogue.check_directory, app.config)
-    failed = sum(1 for problems in found.values() if problems)
-    context = {"checks": sorted(found.items()), "failed": failed, "total": len(found)}
+    failed = sum(1 for problems in found.problems.values() if problems)
+    context = {
+        "checks": sorted(found.problems.items()),
+        "failed": failed,
+        "total": len(found.problems),
+        "gaps": found.gaps,
+    }
     return render(request, "templates_check.html.j2", context)
 
 

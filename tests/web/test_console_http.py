@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 import stat
 import sys
 from collections.abc import Iterator
@@ -116,6 +117,37 @@ def test_an_administrators_home_says_what_the_role_is_for_and_links_its_pages(
         assert "ne donne pas accès aux courriels des usagers" in callout
         assert 'href="/admin/quarantaine">Quarantaine<' in callout
         assert 'href="/admin/modeles">Modèles<' in callout
+
+
+def test_the_templates_check_page_says_the_translations_gaps_in_french(tmp_path: Path) -> None:
+    """`mailbot templates check` warns of a translation that does not name a re-orientation
+    target, or names one rules.yaml does not have; the console's page of the same check
+    said nothing of it. It says it, in French, without counting it a failure."""
+    root = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", root)
+    for name, old, new in (
+        ("uk.yaml", '  justice: "суди"\n', ""),
+        ("tr.yaml", "targets:\n", 'targets:\n  jstice: "mahkemeler"\n'),
+    ):
+        path = root / "i18n" / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    database = f"sqlite:///{tmp_path / 'console.db'}"
+    config = base_config().model_copy(update={"database": database, "templates": root})
+    with running_console(tmp_path, site=True, config=config) as console, console.client() as c:
+        local_login(c, "tbernard")
+        page = c.get("/admin/modeles").text
+    assert "modèles sont corrects." in page  # warnings, not failures
+    gaps = page.split('id="traductions"', 1)[1]
+    assert (
+        "<code>uk.yaml</code> (uk) : aucun nom dans cette langue pour justice ; le nom"
+        " français seul est affiché." in gaps
+    )
+    assert (
+        "<code>tr.yaml</code> (tr) : jstice : n’est pas un organisme de réorientation de"
+        " rules.yaml (routing.reorientation), jamais affiché." in gaps
+    )
 
 
 def test_login_by_email_and_wrong_password(tmp_path: Path) -> None:
