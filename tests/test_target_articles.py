@@ -24,6 +24,7 @@ from mailbot.core.plaintext import LRI, PDI, RLI, RLM
 from mailbot.core.routing import RoutingDecision
 from mailbot.mail.compose import Composer
 from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.variables import message_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 # « de le », « de les », « à le », « à les » as words, whatever the case (« DE LES »).
@@ -187,3 +188,81 @@ def test_the_queued_reorientation_mail_contracts_the_article(
             said = _read(payload.decode("utf-8"))
             assert not UNCONTRACTED.search(said), said
             assert "Adressez-vous aux services des impôts." in said
+
+
+NOTICE_SAID = [
+    ("cabinet", "transmis au Cabinet du préfet, qui"),
+    ("etrangers", "transmis à la Direction des migrations et de l'intégration, qui"),
+    ("general", "transmis à la Préfecture de la Seine-Maritime — accueil général, qui"),
+    ("permis", "transmis au Bureau des titres — permis de conduire, qui"),
+    ("qualite-accueil", "transmis à la Mission qualité de l'accueil, qui"),
+]
+
+
+def _with_service(config: Config, key: str, **changes: object) -> Config:
+    """``config`` with the service ``key`` renamed (or given an article)."""
+    service = config.services[key].model_copy(update=changes)
+    return config.model_copy(update={"services": {**config.services, key: service}})
+
+
+def _notice(config: Config, renderer: Renderer, service: str) -> RenderedMail:
+    """The transfer notice to the citizen, with the variables the transfer gives it."""
+    variables = {
+        **renderer.meta("notification-transfert").examples(),
+        **message_variables(
+            config,
+            "general",
+            reference="SM-2026-000123",
+            received_at=datetime(2026, 3, 9, 10, 30, tzinfo=UTC),
+            original_subject="Question",
+            service=service,
+        ),
+    }
+    return renderer.render("notification-transfert", variables)
+
+
+@pytest.mark.parametrize(("service", "said"), NOTICE_SAID)
+def test_the_transfer_notice_names_the_service_with_its_article(
+    config: Config, renderer: Renderer, service: str, said: str
+) -> None:
+    """The preheader: « Votre message a été transmis au Cabinet du préfet », never « à
+    Cabinet du préfet » (the article rules.yaml gives or the name's head noun tells)."""
+    page = _read(_notice(config, renderer, service).html or "")
+    assert f"Votre message a été {said}" in page, page[:300]
+    assert not UNCONTRACTED.search(page)
+
+
+@pytest.mark.parametrize(
+    ("name", "article", "said"),
+    [
+        ("Le Bureau du courrier", None, "transmis au Bureau du courrier, qui"),
+        ("Les Services du cabinet", None, "transmis aux Services du cabinet, qui"),
+        ("SGCD", "le", "transmis au SGCD, qui"),  # rules.yaml's article
+        ("SGCD", None, "transmis à SGCD, qui"),  # told nowhere (`mailbot check` warns)
+    ],
+)
+def test_a_configured_service_name_in_the_notice(
+    config: Config, renderer: Renderer, name: str, article: str | None, said: str
+) -> None:
+    named = _with_service(config, "cabinet", name=name, article=article)
+    page = _read(_notice(named, renderer, "cabinet").html or "")
+    assert said in page
+    assert not UNCONTRACTED.search(page)
+
+
+@pytest.mark.parametrize(
+    ("service", "said"),
+    [
+        ({"name": "Bureau des titres — permis de conduire", "article": "le"}, "du Bureau"),
+        ({"name": "Les Bureaux du cabinet", "article": ""}, "des Bureaux du cabinet"),
+        ({"name": "Direction des migrations", "article": "la"}, "de la Direction"),
+    ],
+)
+def test_the_deadline_digest_names_the_service_with_its_article(
+    renderer: Renderer, service: dict[str, str], said: str
+) -> None:
+    examples = renderer.meta("alertes-delais").examples()
+    mail = renderer.render("alertes-delais", {**examples, "service": service})
+    for part in (_read(mail.text), _read(mail.html or "")):
+        assert f"Voici les messages {said}" in part
+        assert not UNCONTRACTED.search(part)
