@@ -209,8 +209,9 @@ class ServiceConfig(Model):
     website: str
     email: Email | None = None
     signature: str | None = None
-    # The article the name takes in a sentence (« relève du Cabinet du préfet »): le, la,
-    # l' or les. Needed only when the name's head noun does not tell it (core/articles).
+    # The article the name takes in a sentence (« relève du Cabinet du préfet », « transmis
+    # au Cabinet du préfet »): le, la, l' or les. Needed only when the name's head noun
+    # does not tell it (core/articles).
     article: Literal["le", "la", "l'", "les"] | None = None
 
 

@@ -268,6 +268,11 @@ def test_alerts_command_sends_one_digest_per_service(
     assert "[SM-2026-000002]" in text and "[SM-2026-000004]" in text
     assert "SM-2026-000003" not in text and "SM-2026-000005" not in text
     assert "@example.fr" not in text  # no citizen addresses in digests
+    # The service with its article (« du Bureau », never « de Bureau »), in both parts.
+    said = "Voici les messages du Bureau des titres — permis de conduire à traiter"
+    assert said in " ".join(text.split())
+    page = digest.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert said in " ".join(re.sub("<[^>]+>", "", page).split())
 
 
 def test_a_digest_for_a_service_without_an_address_is_said_not_sent(

@@ -23,6 +23,7 @@ from rulesfile import dump_rules, load_rules
 from mailbot.app.acknowledge import Planner, Received
 from mailbot.cli import main
 from mailbot.config import Config, load_config
+from mailbot.core.articles import to_named
 from mailbot.core.message import parse_message
 from mailbot.core.plaintext import LRI, PDI, RLI, RLM
 from mailbot.core.routing import RoutingDecision
@@ -120,7 +121,7 @@ def test_every_shipped_target_is_named_in_every_language(
         else:
             assert _flat(named) in _flat(translated)
         assert local not in french  # the French part is left as it was
-        assert f"Adressez-vous à {declared.name}." in _flat(french)
+        assert f"Adressez-vous {to_named(declared.name)}." in _flat(french)
         assert html.count(local) == 1
         examples = {**renderer.meta("reorientation").examples(), "target": _target(config, target)}
         assert check_template(renderer, "reorientation", examples, language) == []

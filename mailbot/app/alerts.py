@@ -17,6 +17,7 @@ from mailbot.core.statuses import OutboxKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.mail.compose import Composer
 from mailbot.render.templates import Renderer
+from mailbot.render.variables import service_article
 from mailbot.store import Store
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,10 @@ def _digest_mails(
     rendered = renderer.render(
         ALERTS_TEMPLATE,
         {
-            "service": {"name": config.services[digest.service].name},
+            "service": {
+                "name": config.services[digest.service].name,
+                "article": service_article(config.services[digest.service]),
+            },
             "day": datetime.combine(today, DIGEST_TIME, zone),
             "overdue": digest.overdue,
             "soon": digest.soon,

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from mailbot.app import presence, sessions
 from mailbot.config import Config, load_agents
-from mailbot.core.articles import article_of, of_service
+from mailbot.core.articles import article_of, of_service, to_named
 from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
 from mailbot.render.translations import TargetGap, target_gaps, target_warnings
@@ -112,11 +112,13 @@ def permission_warnings(config: Config, config_path: Path) -> list[str]:
 def service_article_warnings(config: Config) -> list[str]:
     """Services whose name does not tell the article it takes in a sentence, and which
     rules.yaml gives none: the note to the service then reads « relève du service
-    « SGCD » » rather than « relève du SGCD » (core/articles)."""
+    « SGCD » » rather than « relève du SGCD », the transfer notice « transmis à SGCD »
+    (core/articles)."""
     return [
         f"services.{key}: the article of « {service.name} » cannot be told from the name;"
-        f" the note of its forwards says « relève {of_service(service.name)} »; set"
-        " article: le, la, l' or les"
+        f" the note of its forwards says « relève {of_service(service.name)} », the"
+        f" transfer notice « transmis {to_named(service.name)} »; set article: le, la, l'"
+        " or les"
         for key, service in config.services.items()
         if service.article is None and article_of(service.name) is None
     ]

@@ -40,6 +40,7 @@ import jinja2
 from jinja2 import meta as jinja_meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mailbot.core.articles import of_named, to_named
 from mailbot.core.bidi import html_isolate, tel_target, text_isolate, url_label
 from mailbot.core.dates import date_fr
 from mailbot.core.plaintext import one_line, wrap, wrap_long_lines
@@ -442,6 +443,8 @@ class Renderer:
             env.filters["oneline"] = one_line
             env.filters["tel"] = tel_target
             env.filters["url_label"] = url_label
+            env.filters["de"] = _of_filter
+            env.filters["a"] = _to_filter
         text_env.filters["isolate"] = text_isolate
         html_env.filters["isolate"] = html_isolate
         text_env.filters["wrap"] = _wrap_filter
@@ -737,6 +740,19 @@ class Renderer:
         if style == "date":
             return style, local.date()
         return style, local.replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _of_filter(value: object, article: str | None = None) -> str:
+    """Template filter: « de » and a name that may hold its article, contracted as French
+    says it (« relève {{ target.name|de }} » → « relève des services des impôts », never
+    « de les »; ``core.articles.of_named``). Before ``upper``: ``|de|upper``."""
+    return of_named(str(value), article)
+
+
+def _to_filter(value: object, article: str | None = None) -> str:
+    """Template filter: « à » and a name, contracted (« Adressez-vous {{ target.name|a }} »
+    → « aux services des impôts », « au tribunal judiciaire »; ``core.articles.to_named``)."""
+    return to_named(str(value), article)
 
 
 def _wrap_filter(value: object, width: int = 76, indent: int = 0) -> str:

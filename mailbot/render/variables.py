@@ -12,6 +12,7 @@ import functools
 from datetime import date, datetime
 
 from mailbot.config import Agent, Config, ImplicitDecision, ServiceConfig
+from mailbot.core.articles import article_of
 from mailbot.core.workdays import YEARS, WorkingCalendar
 from mailbot.render.cache import open_cache
 
@@ -23,10 +24,19 @@ def service_email(service: ServiceConfig, fallback: str | None = None) -> str | 
     return service.email or (service.addresses[0] if service.addresses else fallback)
 
 
+def service_article(service: ServiceConfig) -> str:
+    """The article a service's name takes in a sentence: rules.yaml's, else the one its
+    head noun tells (core/articles), else "" (`mailbot check` warns of it). The templates'
+    ``de``/``a`` filters take it: « transmis {{ service.name|a(service.article) }} » →
+    « transmis au Cabinet du préfet », never « à Cabinet du préfet »."""
+    return service.article or article_of(service.name) or ""
+
+
 def service_variables(service: ServiceConfig, fallback_email: str | None) -> dict[str, object]:
-    """The ``service`` mapping of the templates: name and contact details."""
+    """The ``service`` mapping of the templates: name, its article and contact details."""
     return {
         "name": service.name,
+        "article": service_article(service),
         "postal_address": service.postal_address,
         "phone": service.phone,
         "hours": service.hours,
