@@ -1049,7 +1049,9 @@ def parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("reference", help="tracking reference, e.g. SM-2026-000123")
     transfer.add_argument("--service", required=True, help="the service it goes to")
-    transfer.add_argument("--agent", required=True, help="agent id from agents.yaml")
+    transfer.add_argument(
+        "--agent", required=True, help="agent id from agents.yaml: a head of the message's service"
+    )
     transfer.add_argument("--reason", required=True, help="why (shown to the service)")
     transfer.add_argument("--send", action="store_true", help="do it (default: preview)")
     transfer.set_defaults(func=cmd_transfer)

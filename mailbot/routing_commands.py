@@ -65,7 +65,11 @@ def _add_correct(commands: Any) -> None:
     correct.add_argument("--service", required=True)
     correct.add_argument("--category", required=True)
     correct.add_argument("--reorient", help="target, with service autres-administrations")
-    correct.add_argument("--agent", help="agent id from agents.yaml (who corrected)")
+    correct.add_argument(
+        "--agent",
+        help="agent id from agents.yaml (who corrected): a head of the message's service, as"
+        " in the console; without it, the operator's correction (no agent recorded)",
+    )
     correct.add_argument(
         "--transfer",
         action="store_true",
@@ -188,9 +192,12 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
 def cmd_correct(args: argparse.Namespace) -> int:
     """Record a correction; with ``--transfer``, the console's correction to another
     service (a transfer: notice, forward) instead. Without it a new service moves the mail
-    to that service's queue and tells nobody, so the output says so."""
+    to that service's queue and tells nobody, so the output says so. With ``--agent`` the
+    use case refuses what the console would (only a head of the message's service
+    corrects it); without, it is the operator's correction from the server's shell,
+    allowed and recorded with no agent."""
     from mailbot.app.corrections import correct
-    from mailbot.config import load_agents, load_config
+    from mailbot.config import load_config
     from mailbot.store import Store
 
     if args.transfer:
@@ -198,8 +205,6 @@ def cmd_correct(args: argparse.Namespace) -> int:
     if args.reason is not None:
         raise RequestError("reason", args.reason, "--reason goes with --transfer only")
     config = load_config(args.config)
-    if args.agent and args.agent not in load_agents(config.agents, config):
-        raise ConfigError(str(config.agents), f"agents.{args.agent}", "no such agent")
     done = correct(
         config,
         Store(config.database),
@@ -225,11 +230,11 @@ def _correct_and_transfer(args: argparse.Namespace) -> int:
     """The console's « Corriger » (``corrections.correct_in_console``): to a new service,
     the transfer notice to the citizen and the forward to the service, queued with the
     correction in one transaction, then delivered; the same service, the correction only.
-    Its refusals (a message answered or closed, a service with no address) are the use
-    case's; a re-orientation to another administration is no transfer."""
+    Its refusals (an agent who is no head of the message's service, a message answered
+    or closed, a service with no address) are the use case's; a re-orientation to another
+    administration is no transfer."""
     from mailbot.app.context import build_app
     from mailbot.app.corrections import correct_in_console
-    from mailbot.app.requests import find_agent
     from mailbot.app.transfer import Transfers
     from mailbot.mail.originals import ImapOriginals
 
@@ -240,7 +245,6 @@ def _correct_and_transfer(args: argparse.Namespace) -> int:
     if not args.agent:
         raise RequestError("agent", "", "--transfer needs --agent (named in the service's note)")
     app = build_app(args.config)
-    find_agent(app.config, app.agent, args.agent)  # the same service records them alone
     transfers = Transfers(
         app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config), app.clock
     )

@@ -19,13 +19,18 @@ from mailbot.mail.display import Attachment
 from mailbot.mail.imap import FetchedMail
 
 
-def agents_everywhere(config: Path) -> None:
-    """The configuration's agents handle every service (agents.yaml's ``services``)."""
+def agents_everywhere(config: Path, role: str | None = None) -> None:
+    """The configuration's agents handle every service (agents.yaml's ``services``), with
+    ``role`` if given: ``"head"`` for tests that transfer, correct or give a message to a
+    colleague as any agent, written before the use cases asked a head of the message's
+    service for that (REASSIGN)."""
     data = load_rules(config)
     agents_file = Path(data["agents"])
     agents = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
     for agent in agents["agents"].values():
         agent["services"] = list(data["services"])
+        if role is not None:
+            agent["role"] = role
     copy = config.parent / "agents-everywhere.yaml"
     copy.write_text(yaml.safe_dump(agents, allow_unicode=True), encoding="utf-8")
     data["agents"] = str(copy)

@@ -166,6 +166,7 @@ def test_reply_by_row_id_and_unknown_message(setup: Any) -> None:
 
 def test_transfer_notifies_the_citizen_and_forwards_the_original(setup: Any) -> None:
     config, reference, received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     smtp = setup[3]
     code = main(
         [
@@ -217,6 +218,7 @@ def test_the_transfer_notice_is_the_agents_signed_mail_not_an_automatic_one(
     citizen gets them; how to add to the request (reply keeping the reference) stays. An
     agent whose signature would be incomplete cannot transfer, as they cannot reply."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config, role="head")  # khaddad transfers as a head of every service
     smtp = setup[3]
     args = ["--config", str(config), "transfer", reference, "--service", "cartes-grises"]
     assert main([*args, "--agent", "khaddad", "--reason", "carte grise", "--send"]) == 0
@@ -247,6 +249,8 @@ def test_the_transfer_notice_is_the_agents_signed_mail_not_an_automatic_one(
 
     agents = tmp_path / "agents.yaml"
     incomplete = {"first_name": "Jean", "last_name": "Petit", "service": "general"}
+    # A head of the service the mail is in now: one who may transfer it.
+    incomplete |= {"role": "head", "services": ["cartes-grises"]}
     agents.write_text(yaml.safe_dump({"agents": {"jpetit": incomplete}}), encoding="utf-8")
     data = load_rules(config)
     data["agents"] = str(agents)
@@ -281,6 +285,7 @@ def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
     smtp_server.wait_for(1)
     smtp_server.clear()
     ((reference, size),) = db_rows(config, "SELECT reference, size FROM messages")
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     transfers.transfer("cdurand", reference, "cartes-grises", "question de carte grise")
@@ -301,6 +306,7 @@ def test_an_agents_transfer_of_a_huge_mail_forwards_its_header_and_says_so(
 
 def test_transfer_is_refused_without_reason_or_to_the_same_service(setup: Any) -> None:
     config, reference, _received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     with pytest.raises(RequestError, match="say why"):
@@ -320,6 +326,7 @@ def test_correct_to_another_service_transfers_only_when_asked(
     the correction recorded. Without ``--transfer`` the mail moves queue and the output
     says that nobody was told; a message closed without a reply is not transferred."""
     config, reference, _received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     smtp = setup[3]
     args = ["--config", str(config), "correct", reference, "--category", "information"]
     assert main([*args, "--service", "permis"]) == 0
@@ -361,6 +368,7 @@ def test_correct_to_another_service_transfers_only_when_asked(
 
 def test_transfer_twice_with_one_key_sends_once(setup: Any) -> None:
     config, reference, _received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     preview = transfers.preview("cdurand", reference, "permis", "permis de conduire")
@@ -393,6 +401,7 @@ def test_an_agents_transfer_is_announced_once_its_notice_is_sent(
     """The AR said nothing of a transfer made later in the console: the citizen hears of it
     by the notice alone. Queued, or refused by the server, it announced nothing."""
     config, reference, received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     smtp = setup[3]
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
@@ -422,6 +431,7 @@ def test_transferred_twice_the_latest_notice_says_whether_the_transfer_is_announ
     outbox = {"retry_base_seconds": 3600, "retry_max_seconds": 3600}
     write_config(config.parent, general, etrangers, smtp, outbox=outbox)
     config, reference, received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     transfers.transfer("cdurand", reference, "permis", "permis de conduire")
@@ -452,6 +462,7 @@ def test_transfer_notice_of_an_overdue_message_says_the_deadline_has_passed(setu
     day included it promises that day; after it, it says the 5 working days have passed and
     the service answers as soon as possible — never a date gone by (B6)."""
     config, reference, received = tracked(setup)
+    agents_everywhere(config, role="head")  # cdurand transfers as a head of every service
     app = build_app(config)
     deadline = answer_deadline(received, app.config.timezone)
     promised = date_fr(deadline, style="date")
@@ -486,7 +497,7 @@ def test_a_transfer_of_a_message_answered_meanwhile_is_refused(
     transaction that would record it, nothing queued (the citizen would get « c'est ce
     service qui vous répondra » after the answer); `mailbot transfer` refuses it then."""
     config, reference, _received = tracked(setup)
-    agents_everywhere(config)  # cdurand may answer the general service's mail too
+    agents_everywhere(config, role="head")  # cdurand answers and transfers general's mail
     app = build_app(config)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
     checked = Transfers._check

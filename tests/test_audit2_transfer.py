@@ -40,7 +40,7 @@ def forward_note(app: App, now: datetime) -> tuple[str, str]:
     transfers = Transfers(
         app.config, app.store, app.renderer, app.agent, MaildirOriginals(maildirs), lambda: now
     )
-    transfers.transfer("aleroux", REFERENCE, "cabinet", "Courrier pour le préfet")
+    transfers.transfer("lmoreau", REFERENCE, "cabinet", "Courrier pour le préfet")  # a head
     row = app.store.message(reference=REFERENCE)
     texts = {}
     with app.store.engine.connect() as conn:

@@ -73,7 +73,7 @@ def test_a_transfer_notice_continues_it_too(app: App, database: str) -> None:
     thread = "<root@example.fr> <parent@example.fr>"
     pk, raw = received(app, database, In_Reply_To="<parent@example.fr>", References=thread)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, Originals(raw))
-    sent = transfers.transfer("aleroux", pk, "cartes-grises", "carte grise")
+    sent = transfers.transfer("lmoreau", pk, "cartes-grises", "carte grise")  # general's head
     (notice,) = query(
         database, "SELECT id FROM outbox WHERE kind = 'notice'"
     )  # the forward goes to the service, in no thread of the citizen's

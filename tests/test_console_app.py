@@ -160,8 +160,10 @@ def test_assignment_and_the_mine_unassigned_filters(config: Config, store: Store
     assert mine.rows[0].assignee == "cdurand"
     free = page(config, store, show=queue.Show.UNASSIGNED)
     assert ids["old"] not in [r.id for r in free.rows] and len(free.rows) == 2
+    # Giving it to someone else is a head's (REASSIGN): cdurand as the service's head.
+    head = {**agents, "cdurand": agents["cdurand"].model_copy(update={"role": "head"})}
     with pytest.raises(RequestError, match="does not handle"):
-        assignment.assign(config, store, agents.get, "cdurand", ids["old"], "mlefebvre")
+        assignment.assign(config, store, head.get, "cdurand", ids["old"], "mlefebvre")
     events = [e for e in store.events() if e.kind == "assigned"]
     assert len(events) == 1 and '"agent": "cdurand"' in events[0].detail
 

@@ -115,7 +115,7 @@ def test_an_agents_reply_threads_on_the_long_id(app: App, database: str) -> None
 def test_the_transfer_notice_threads_on_it_and_the_forward_leaves(app: App, database: str) -> None:
     pk, raw = received(app, database, LONG)
     transfers = Transfers(app.config, app.store, app.renderer, app.agent, Originals(raw))
-    done = transfers.transfer("aleroux", pk, "cartes-grises", "carte grise")
+    done = transfers.transfer("lmoreau", pk, "cartes-grises", "carte grise")  # general's head
     (notice,) = sent(database, "notice")
     assert notice["In-Reply-To"] == LONG
     assert str(notice["References"]).split() == [LONG]

@@ -1,7 +1,9 @@
 """The console's permission table (core/permissions) applied by the use cases themselves:
 what an agent's role or services forbid in the console is refused through ``mailbot reply``,
-``mailbot answered``, ``mailbot reopen`` and any other face — a quality agent replying to
-a citizen, an agent closing or marking answered the mail of a service that is not theirs.
+``mailbot answered``, ``mailbot reopen``, ``mailbot transfer``, ``mailbot correct --agent``
+and any other face — a quality agent replying to a citizen, an agent closing or marking
+answered the mail of a service that is not theirs, a plain agent (or a head of another
+service) transferring, correcting or giving a message to a colleague.
 
 Real Dovecot and SMTP servers (tests/servers.py), as tests/test_agent_requests.py.
 """
@@ -18,23 +20,27 @@ import yaml
 from rulesfile import dump_rules, load_rules
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup
 
-from mailbot.app import no_reply
+from mailbot.app import assignment, corrections, no_reply
 from mailbot.app.answered import AnsweredHow, mark_answered
-from mailbot.app.context import build_app
+from mailbot.app.context import App, build_app
 from mailbot.app.reply import Draft, Replies
+from mailbot.app.transfer import Transfers
 from mailbot.cli import main
 from mailbot.core import permissions
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import RequestError
+from mailbot.mail.originals import ImapOriginals
 from mailbot.web import authz
 
 __all__ = ["etrangers_user", "setup"]
 PARIS = ZoneInfo("Europe/Paris")
 QUALITY = "qbernard"  # mission qualité: reads every service's mail, answers none
+OTHER_HEAD = "pgirard"  # head of the cartes-grises service: reassigns its mail, not general's
 
 
 def with_quality_agent(config: Path) -> None:
-    """The shipped agents, plus a quality agent whose services include the general one."""
+    """The shipped agents, plus a quality agent whose services include the general one and
+    a head of another service (cartes-grises)."""
     data = load_rules(config)
     agents = yaml.safe_load(Path(data["agents"]).read_text(encoding="utf-8"))
     agents["agents"][QUALITY] = {
@@ -44,6 +50,13 @@ def with_quality_agent(config: Path) -> None:
         "service": "qualite-accueil",
         "role": "quality",
         "services": ["general", "qualite-accueil"],
+    }
+    agents["agents"][OTHER_HEAD] = {
+        "first_name": "Paul",
+        "last_name": "Girard",
+        "function": "Chef du bureau des cartes grises",
+        "service": "cartes-grises",
+        "role": "head",
     }
     copy = config.parent / "agents-quality.yaml"
     copy.write_text(yaml.safe_dump(agents, allow_unicode=True), encoding="utf-8")
@@ -153,3 +166,113 @@ def test_close_reopen_and_mark_read_are_refused_outside_the_agents_services(
     assert db_rows(config, "SELECT no_reply FROM messages") == [("spam",)]
     assert main([*args, "--agent", "lmoreau"]) == 0  # head of etrangers and general
     assert db_rows(config, "SELECT no_reply FROM messages") == [(None,)]
+
+
+def transfers_of(app: App) -> Transfers:
+    return Transfers(app.config, app.store, app.renderer, app.agent, ImapOriginals(app.config))
+
+
+def still_generals(config: Path, smtp: Any) -> None:
+    """Nothing transferred, corrected or assigned: the message is the general service's,
+    unassigned, no notice or forward queued, no event recorded, nothing sent."""
+    assert db_rows(config, "SELECT service, assignee, transferred FROM messages") == [
+        ("general", None, 0)
+    ]
+    assert db_rows(config, "SELECT kind FROM outbox WHERE kind != 'ar'") == []
+    assert db_rows(config, "SELECT id FROM corrections") == []
+    kinds = {kind for (kind,) in db_rows(config, "SELECT kind FROM events")}
+    assert not kinds & {"transferred", "routing_corrected", "assigned"}
+    assert smtp.messages == []
+
+
+def test_only_a_head_of_the_messages_service_transfers_it(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console lets only a head of the message's service transfer it (REASSIGN);
+    ``mailbot transfer`` let any agent: the use case now refuses a plain agent of the
+    service, a head of another service and a quality agent — preview and transfer alike."""
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "transfer", reference, "--service", "cartes-grises"]
+    args += ["--reason", "carte grise"]
+    assert main([*args, "--agent", "aleroux", "--send"]) == 2
+    err = capsys.readouterr().err
+    assert "agent: aleroux: their role agent may not transfer (reassign)" in err
+    assert "service general's mail" in err
+    assert main([*args, "--agent", "aleroux"]) == 2  # no preview either
+    assert main([*args, "--agent", OTHER_HEAD, "--send"]) == 2
+    err = capsys.readouterr().err
+    assert f"agent: {OTHER_HEAD}: may transfer (reassign) on the mail of their services" in err
+    assert "(cartes-grises), not on the service general's" in err
+    transfers = transfers_of(build_app(config))
+    with pytest.raises(RequestError, match=f"{QUALITY}: their role quality may not transfer"):
+        transfers.transfer(QUALITY, reference, "cartes-grises", "carte grise")
+    with pytest.raises(RequestError, match="aleroux: their role agent may not transfer") as no:
+        transfers.preview("aleroux", reference, "cartes-grises", "carte grise")
+    assert "votre rôle ne permet pas de transférer ce courriel" in (no.value.shown or "")
+    with pytest.raises(RequestError, match=f"{OTHER_HEAD}: may transfer") as refused:
+        transfers.transfer(OTHER_HEAD, reference, "cartes-grises", "carte grise")
+    assert "seul un chef de ce service peut transférer" in (refused.value.shown or "")
+    still_generals(config, setup[3])
+    assert main([*args, "--agent", "lmoreau", "--send"]) == 0  # head of etrangers and general
+    assert db_rows(config, "SELECT service FROM messages") == [("cartes-grises",)]
+
+
+def test_a_routing_correction_by_an_agent_needs_a_head_of_the_messages_service(
+    setup: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console's « Corriger » asks REASSIGN on the message's service; ``mailbot correct
+    --agent`` (with or without ``--transfer``) and ``correct_in_console`` now ask it too.
+    ``mailbot correct`` without ``--agent`` is the operator's shell command: allowed."""
+    config, reference, _received = tracked(setup)
+    args = ["--config", str(config), "correct", reference, "--category", "information"]
+    moving = [*args, "--service", "cartes-grises", "--transfer"]
+    assert main([*moving, "--agent", "aleroux"]) == 2
+    err = capsys.readouterr().err
+    assert "agent: aleroux: their role agent may not correct the routing (reassign)" in err
+    assert main([*args, "--service", "general", "--agent", "aleroux"]) == 2  # category only
+    assert "aleroux: their role agent may not correct" in capsys.readouterr().err
+    assert main([*args, "--service", "general", "--agent", OTHER_HEAD, "--transfer"]) == 2
+    assert "not on the service general's" in capsys.readouterr().err
+    app = build_app(config)
+    with pytest.raises(RequestError, match=f"{QUALITY}: their role quality may not correct"):
+        corrections.correct_in_console(
+            transfers_of(app), QUALITY, reference, ("cartes-grises", "information"), ""
+        )
+    with pytest.raises(RequestError, match=f"{OTHER_HEAD}: may correct the routing"):
+        corrections.correct(
+            app.config, app.store, reference, "general", "information", None, OTHER_HEAD
+        )
+    still_generals(config, setup[3])
+    assert main([*args, "--service", "general"]) == 0  # the operator, no agent
+    assert main([*args, "--service", "general", "--agent", "lmoreau"]) == 0
+    assert main([*moving, "--agent", "lmoreau"]) == 0
+    assert db_rows(config, "SELECT service FROM messages") == [("cartes-grises",)]
+    assert len(db_rows(config, "SELECT id FROM corrections")) == 3
+
+
+def test_giving_a_message_to_a_colleague_needs_a_head_taking_it_an_agent(setup: Any) -> None:
+    """The console asks REPLY to take a message oneself and REASSIGN to give it to someone
+    else (or to nobody); ``assignment.assign`` now asks the same of every face."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+
+    def assign(agent_id: str, assignee: str | None) -> assignment.Assigned:
+        return assignment.assign(app.config, app.store, app.agent, agent_id, reference, assignee)
+
+    with pytest.raises(RequestError, match="aleroux: their role agent may not give") as no:
+        assign("aleroux", "lmoreau")
+    assert "votre rôle ne permet pas de confier ce courriel à un autre agent" in (
+        no.value.shown or ""
+    )
+    for agent_id, assignee, refusal in [
+        ("aleroux", None, "aleroux: their role agent may not give"),
+        (OTHER_HEAD, "aleroux", f"{OTHER_HEAD}: may give .* not on the service general's"),
+        ("cdurand", "cdurand", "cdurand: may take .* not on the service general's"),
+        (QUALITY, QUALITY, f"{QUALITY}: their role quality may not take"),
+    ]:
+        with pytest.raises(RequestError, match=refusal):
+            assign(agent_id, assignee)
+    still_generals(config, setup[3])
+    assert assign("aleroux", "aleroux").assignee == "aleroux"  # an agent takes it
+    assert assign("lmoreau", "lmoreau").previous == "aleroux"  # a head takes it back
+    assert assign("lmoreau", None).assignee is None

@@ -8,6 +8,11 @@ correction to another service, and ``mailbot correct --transfer``, is a transfer
 (``correct_in_console``). Only acknowledged citizens' mail can be corrected —
 robots, quarantined and skipped mail never are — and ``mailbot routing train`` learns from
 these corrections (fetching the mails again from IMAP: bodies are never stored).
+
+An agent's correction is a reassignment: only a head of the message's current service may
+make it (``requests.permit``, the console's REASSIGN), from the console or ``mailbot
+correct --agent``. ``mailbot correct`` without an agent is the operator's command in the
+server's shell, where agents.yaml itself is edited: it names no agent and is not checked.
 """
 
 from __future__ import annotations
@@ -17,9 +22,19 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.message_view import service_of
-from mailbot.app.requests import MessageRef, once, previous, service_label, tracked_message
+from mailbot.app.requests import (
+    CORRECTING,
+    AgentLookup,
+    MessageRef,
+    find_agent,
+    once,
+    permit,
+    previous,
+    service_label,
+    tracked_message,
+)
 from mailbot.app.transfer import Transfers
-from mailbot.config import REORIENT_SERVICE, Config
+from mailbot.config import REORIENT_SERVICE, Agent, Config, load_agents
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.errors import MessageError
@@ -98,13 +113,21 @@ def correct(
     category: str,
     reorient: str | None = None,
     agent: str | None = None,
+    agents: AgentLookup | None = None,
 ) -> Correction:
-    """Record an agent's correction of a tracked mail's routing; sends nothing (the CLI's
-    ``mailbot routing correct``; the console's goes through ``correct_in_console``)."""
+    """Record a correction of a tracked mail's routing; sends nothing (the CLI's ``mailbot
+    correct``; the console's goes through ``correct_in_console``). With ``agent`` (looked
+    up in ``agents``, by default agents.yaml read now), refused unless they may reassign
+    the message's current service's mail (RequestError naming them, the action and the
+    service); without, the operator's correction, recorded with no agent."""
     _check(config, service, category, reorient)
+    who = None if agent is None else (agent, find_agent(config, agents or _file(config), agent))
     now = utcnow()
     with store.transaction() as tx:
-        row = _record(tx, reference, (service, category, reorient), agent, now)
+        row = _correctable(tx, reference)
+        if who is not None:
+            _permitted(config, *who, row)
+        _record(tx, row, (service, category, reorient), agent, now)
     return Correction(
         reference,
         (row.service, row.category, row.reorient),
@@ -114,14 +137,20 @@ def correct(
     )
 
 
-def _record(
-    tx: Transaction,
-    reference: str,
-    routed: tuple[str, str, str | None],
-    agent: str | None,
-    now: datetime,
-) -> Any:
-    """The correction beside the decision it replaces (read in this transaction)."""
+def _file(config: Config) -> AgentLookup:
+    """agents.yaml, read when asked (as ``App.agent``): for a face that gives no lookup."""
+    return lambda agent_id: load_agents(config.agents, config).get(agent_id)
+
+
+def _permitted(config: Config, agent_id: str, agent: Agent, row: Any) -> None:
+    """An agent's correction moves the message out of its service or re-classes it there:
+    the heads' right on its current service (REASSIGN), as the console's « Corriger »."""
+    permit(config, agent_id, agent, CORRECTING, service_of(config, row))
+
+
+def _correctable(tx: Transaction, reference: str) -> Any:
+    """The message a correction is about, read in its transaction: an acknowledged
+    citizen's mail (MessageError otherwise)."""
     row = stored.message_by_reference(tx.conn, reference)
     if row is None:
         raise MessageError(
@@ -142,10 +171,20 @@ def _record(
             shown="ce courriel est un message de test de la supervision de mailbot : son"
             " orientation ne peut pas être corrigée.",
         )
+    return row
+
+
+def _record(
+    tx: Transaction,
+    row: Any,
+    routed: tuple[str, str, str | None],
+    agent: str | None,
+    now: datetime,
+) -> None:
+    """The correction beside the decision it replaces (``row`` read in this transaction)."""
     stored.add_correction(tx.conn, row, routed, agent, now)
     detail = f"{row.service}/{row.category} -> {routed[0]}/{routed[1]}"
     tx.add_event(row.id, EventKind.ROUTING_CORRECTED, detail + (f" by {agent}" if agent else ""))
-    return row
 
 
 def correct_in_console(
@@ -161,16 +200,22 @@ def correct_in_console(
     service moves the mail, so it is a transfer — the citizen's notice, the forward to the
     service, the reason (the agent's, else ``CORRECTION_REASON``) — with the correction
     recorded in the same transaction (the routing learns from it); a category alone is
-    only recorded. True when the mail changed service."""
+    only recorded. True when the mail changed service. Refused (RequestError) unless the
+    agent may reassign the message's current service's mail (a head of it), whether the
+    service changes or not: the console's « Corriger », checked here for every face."""
     service, category = routed
     config, store = transfers.config, transfers.store
     if previous(store, EventKind.TRANSFERRED, key) is not None:
         return True  # a double click on a correction that moved the mail: done already
     _check(config, service, category, None)
+    profile = find_agent(config, transfers.agents, agent)
     row = tracked_message(store, message)
+    _permitted(config, agent, profile, row)
 
     def record(tx: Transaction) -> int:
-        _record(tx, row.reference, (service, category, None), agent, utcnow())
+        current = _correctable(tx, row.reference)
+        _permitted(config, agent, profile, current)  # again, where it is written: moved since?
+        _record(tx, current, (service, category, None), agent, utcnow())
         return 0
 
     if service == service_of(config, row):

@@ -80,6 +80,7 @@ class Doing(NamedTuple):
     action: Action  # the table's action that allows it (core/permissions.POLICY)
     name: str  # English, for the command line and the logs
     verb: str  # French, for the agent: "… ne permet pas de <verb>"
+    who: str = "un agent"  # French: "seul <who> de ce service peut <verb>"
 
 
 REPLYING = Doing(Action.REPLY, "send a reply", "répondre à ce courriel")
@@ -87,13 +88,28 @@ MARKING_ANSWERED = Doing(Action.REPLY, "mark answered", "marquer ce courriel com
 CLOSING = Doing(Action.REPLY, "close without reply", "clore ce courriel sans réponse")
 REOPENING = Doing(Action.REPLY, "reopen", "rouvrir ce courriel")
 MARKING_READ = Doing(Action.REPLY, "mark read", "marquer ce courriel comme lu")
+TAKING = Doing(Action.REPLY, "take the message", "prendre ce courriel")  # assigned to oneself
+# Moving a message away from a service, or from its agent, is its heads' (REASSIGN).
+GIVING = Doing(
+    Action.REASSIGN,
+    "give the message to another agent or to nobody",
+    "confier ce courriel à un autre agent ou le retirer à son agent",
+    "un chef",
+)
+TRANSFERRING = Doing(
+    Action.REASSIGN, "transfer", "transférer ce courriel à un autre service", "un chef"
+)
+CORRECTING = Doing(
+    Action.REASSIGN, "correct the routing", "corriger l'orientation de ce courriel", "un chef"
+)
 
 
 def permit(config: Config, agent_id: str, agent: Agent, act: Doing, service: str) -> None:
     """Refuse (RequestError naming the agent, the action and the service) what the agent's
     role or services do not allow on ``service``'s mail: the console's table
     (core/permissions), applied by the use case whichever face asks — the console checks
-    before, ``mailbot reply``/``answered``/... had nothing else."""
+    before (its 403 page), ``mailbot reply``/``answered``/``transfer``/``correct --agent``
+    have nothing else."""
     role = Role(agent.role)
     if allowed(role, agent.console_services, act.action, service):
         return
@@ -113,7 +129,7 @@ def permit(config: Config, agent_id: str, agent: Agent, act: Doing, service: str
         f"may {act.name} ({act.action.value}) on the mail of their services ({theirs}),"
         f" not on the service {service}'s",
         shown=f"ce courriel est celui du service « {label} », que vous ne traitez pas :"
-        f" seul un agent de ce service peut {act.verb}.",
+        f" seul {act.who} de ce service peut {act.verb}.",
     )
 
 

@@ -14,7 +14,9 @@ handle that service too.
 
 A message answered, with a reply on its way, or closed without a reply is not transferred
 (``message_actions``): the citizen would be told another service will answer, after the
-answer, or for a request the prefecture decided needs none.
+answer, or for a request the prefecture decided needs none. Only a head of the message's
+current service transfers it (``requests.permit``, the console's REASSIGN): a plain agent,
+a head of another service, a quality agent are refused, whichever face asks.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from mailbot.app.reply import (
     thread_of,
 )
 from mailbot.app.requests import (
+    TRANSFERRING,
     AgentLookup,
     MessageRef,
     agent_label,
     find_agent,
     once,
+    permit,
     previous,
     tracked_message,
 )
@@ -168,8 +172,12 @@ class Transfers:
         self, agent_id: str, row: sa.Row[Any], service: str, reason: str
     ) -> tuple[str, dict[str, object]]:
         """The agent's name for the note and their signature for the notice; RequestError
-        for a transfer that cannot be (an incomplete signature among them, as a reply)."""
+        for a transfer that cannot be (an incomplete signature among them, as a reply), or
+        that the agent may not make: moving a message out of a service is its heads' (the
+        console's REASSIGN on the message's current service, core/permissions), checked
+        here for every face — ``mailbot transfer`` has no other guard."""
         agent = find_agent(self.config, self.agents, agent_id)
+        permit(self.config, agent_id, agent, TRANSFERRING, self._current_service(row))
         target = self.config.services.get(service)
         if target is None:
             known = ", ".join(self.config.services)
