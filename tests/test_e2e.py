@@ -615,7 +615,6 @@ def test_poll_with_an_imap_password_not_set_says_so_in_one_line(
     assert polled.returncode == 1
     failed = [line for line in polled.stderr.splitlines() if "mailbox=general " in line]
     assert failed and all("traceback=" not in line for line in failed), polled.stderr
-    assert "no IMAP password: environment variable MAILBOT_TEST_UNSET_PASSWORD is not set" in (
-        failed[0]
-    )
+    unset = "no IMAP password: environment variable MAILBOT_TEST_UNSET_PASSWORD is not set"
+    assert unset in failed[0]
     assert "mailbox=etrangers" not in polled.stderr  # reached, polled, nothing to say
