@@ -1114,7 +1114,7 @@ def parser() -> argparse.ArgumentParser:
     indicators_cmd.set_defaults(func=cmd_indicators)
     quarantine_cmd = commands.add_parser(
         "quarantine",
-        help="mail left without an AR by an error (or no Return-Path): list, show, retry",
+        help="mail left without an AR by an error (or no Return-Path): list, show, retry, dismiss",
     )
     q_sub = quarantine_cmd.add_subparsers(dest="quarantine_command", required=True)
     q_list = q_sub.add_parser(
