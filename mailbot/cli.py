@@ -426,7 +426,9 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             print(f"error: {kind}{number}: {exc}", file=sys.stderr)
             failed[_retry_failure(exc)] += 1
         app.outbox.deliver_due()
-    print_outcomes(outcomes)
+    if outcomes:  # none (every id unknown): the errors say it, no table header over nothing
+        print_outcomes(outcomes)
+        print()
     still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
     summary = f"{len(outcomes)} retried, {still} still quarantined, {failed['missing']} not found"
     if failed["database"]:
@@ -436,7 +438,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         )
     if failed["no retry"]:
         summary += f", {failed['no retry']} failed (see the errors above)"
-    print("\n" + summary)
+    print(summary)
     return 1 if failed or still else 0
 
 
