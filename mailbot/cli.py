@@ -426,7 +426,9 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             print(f"error: {kind}{number}: {exc}", file=sys.stderr)
             failed[_retry_failure(exc)] += 1
         app.outbox.deliver_due()
-    print_outcomes(outcomes)
+    if outcomes:  # none (every id unknown): the errors say it, no table header over nothing
+        print_outcomes(outcomes)
+        print()
     still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
     summary = f"{len(outcomes)} retried, {still} still quarantined, {failed['missing']} not found"
     if failed["database"]:
@@ -436,7 +438,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         )
     if failed["no retry"]:
         summary += f", {failed['no retry']} failed (see the errors above)"
-    print("\n" + summary)
+    print(summary)
     return 1 if failed or still else 0
 
 
@@ -605,6 +607,14 @@ def _print_preview(preview: Preview) -> None:
         print("(the template's text, as edited)")
     print()
     print(preview.text)
+
+
+def _all_delivered(app: App) -> int:
+    """Deliver what is due and say how it went: 1 unless every mail left, so that a
+    digest or a report the relay deferred (the worker retries it) is not taken for sent."""
+    report = app.outbox.deliver_due()
+    print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
+    return 1 if report.retried or report.failed else 0
 
 
 def _delivered(app: App) -> int:
@@ -778,8 +788,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if app is not None:
         recipients = report.check_recipients(config, str(args.config), args.to or ())
         report.send_report(config, store, built, recipients)
-        sent = app.outbox.deliver_due()
-        print(f"sent: {sent.sent}, failed: {sent.failed}")
+        return _all_delivered(app)
     return 0
 
 
@@ -789,22 +798,22 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     app = build_app(args.config)
     done = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
-    app.outbox.deliver_due()
-    for service, count in done.sent.items():
-        print(f"{service}: digest of {count} message(s) sent")
     for service, count in done.unaddressed.items():
         print(
             f"{service}: digest of {count} message(s) NOT sent: the service has no address"
             f" (services.{service}.addresses in {args.config})"
         )
-    if done.unaddressed:
-        return 1
     if not done.sent:
-        print(
-            "nothing to send (a day off, or no message late, soon due, relanced, written"
-            " about again after its answer, left without an AR or passed over)"
-        )
-    return 0
+        if not done.unaddressed:
+            print(
+                "nothing to send (a day off, or no message late, soon due, relanced, written"
+                " about again after its answer, left without an AR or passed over)"
+            )
+        return 1 if done.unaddressed else 0
+    for service, count in done.sent.items():  # queued: whether they left, the next line says
+        print(f"{service}: digest of {count} message(s) queued")
+    delivered = _all_delivered(app)
+    return 1 if done.unaddressed else delivered
 
 
 def _report_period(kind: str, week: str | None, month: str | None, today: date) -> Period:
@@ -1109,7 +1118,7 @@ def parser() -> argparse.ArgumentParser:
     indicators_cmd.set_defaults(func=cmd_indicators)
     quarantine_cmd = commands.add_parser(
         "quarantine",
-        help="mail left without an AR by an error (or no Return-Path): list, show, retry",
+        help="mail left without an AR by an error (or no Return-Path): list, show, retry, dismiss",
     )
     q_sub = quarantine_cmd.add_subparsers(dest="quarantine_command", required=True)
     q_list = q_sub.add_parser(

@@ -291,7 +291,7 @@ def test_a_digest_for_a_service_without_an_address_is_said_not_sent(
     fill(Store(data["database"]))
     assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 1
     out = capsys.readouterr().out
-    assert "cartes-grises: digest of 1 message(s) sent" in out
+    assert "cartes-grises: digest of 1 message(s) queued" in out
     assert (
         f"permis: digest of 3 message(s) NOT sent: the service has no address"
         f" (services.permis.addresses in {config})"
@@ -300,6 +300,33 @@ def test_a_digest_for_a_service_without_an_address_is_said_not_sent(
     assert [list(r.rcpt_tos) for r in smtp_server.wait_for(1)] == [
         ["pref-cartes-grises@seine-maritime.gouv.fr"]
     ]
+
+
+def test_alerts_command_says_a_digest_the_smtp_server_deferred_was_not_sent(
+    tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IT runs `mailbot alerts` by hand while the relay defers (4xx): the digests are
+    queued, not sent, and the command must not say "sent"; exit 1, as a `reply --send`
+    that did not leave at once (README, exit codes). The worker sends them later."""
+    data = load_rules()
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["templates"] = str(ROOT / "templates")
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+    fill(Store(data["database"]))
+    smtp_server.fail_next(2, 451)
+
+    code = main(["--config", str(config), "-q", "alerts", "--date", TODAY.isoformat()])
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out == [
+        "permis: digest of 3 message(s) queued",
+        "cartes-grises: digest of 1 message(s) queued",
+        "sent: 0, deferred: 2, failed: 0",
+    ]
+    assert smtp_server.messages == []
 
 
 def test_a_service_with_only_mail_written_again_gets_its_digest(
@@ -318,7 +345,11 @@ def test_a_service_with_only_mail_written_again_gets_its_digest(
     written_again(store, 32, "cni-passeport", datetime(2026, 11, 24, 9, tzinfo=PARIS))
 
     assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
-    assert "cni-passeport: digest of 1 message(s) sent" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "cni-passeport: digest of 1 message(s) queued",
+        "sent: 1, deferred: 0, failed: 0",
+    ]
     (sent,) = smtp_server.wait_for(1)
     assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
     digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
