@@ -281,6 +281,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mail_path(text: str) -> Path:
+    """``explain``'s argument: an empty one is no path (``Path("")`` is the current folder,
+    whose files explain would read as mails)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a mail file, a folder of them or a Maildir")
+    return Path(text)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from mailbot import langcache
     from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
@@ -997,7 +1005,10 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
     demo_cmd.add_argument(
-        "--out", type=Path, default=Path("demo-out"), help="where ARs are written"
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="the output folder: the mails sent (.eml), the database, the configuration's copy",
     )
     demo_cmd.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
     demo_cmd.add_argument(
@@ -1011,7 +1022,9 @@ def parser() -> argparse.ArgumentParser:
         "explain", help="show the AR decision and routing of mail files, sending nothing"
     )
     explain_cmd.add_argument(
-        "message", type=Path, help="a mail file (.eml or Maildir), a folder of them, or a Maildir"
+        "message",
+        type=_mail_path,
+        help="a mail file (.eml or Maildir), a folder of them, or a Maildir",
     )
     explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
     explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
