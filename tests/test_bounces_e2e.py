@@ -25,13 +25,15 @@ from mailbot.cli import main
 CITIZEN = "marie.dupont@example.fr"
 
 
-def dsn(about: str, recipient: str, action: str = "failed", status: str = "5.1.1") -> bytes:
+def dsn(
+    about: str, recipient: str, action: str = "failed", status: str = "5.1.1", to: str = GENERAL
+) -> bytes:
     """A Postfix-shaped DSN from our relay about the mail ``about`` (its Message-ID)."""
     diagnostic = f"smtp; 550 {status} <{recipient}>: Recipient address rejected: User unknown"
     return (
         "Return-Path: <>\r\n"
         "From: MAILER-DAEMON@relay.seine-maritime.gouv.fr (Mail Delivery System)\r\n"
-        f"To: {GENERAL}\r\n"
+        f"To: {to}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
         f"Message-ID: <dsn-{action}-{status}@relay.seine-maritime.gouv.fr>\r\n"
         "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
