@@ -743,10 +743,20 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     today = args.as_of or _today(config)
     store = Store(config.database)
     waiting = indicators.unanswered(config, store, today, args.mailbox, args.service)
-    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
+    print(
+        f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  BOUNCE  SUBJECT"
+    )
     for age, row in waiting:
-        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  "))
+        note = row.get("bounce")
+        bounce = f"{note.status or 'yes':<6}" if note else f"{'':<6}"
+        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  {bounce}  "))
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    bounced = sum(1 for _age, row in waiting if row.get("bounce"))
+    if bounced:
+        print(
+            f"{bounced} whose mail to the citizen was not delivered (BOUNCE: the status the"
+            " remote server gave): contact the citizen another way; the console says more"
+        )
     again = indicators.written_again(config, store, today, args.mailbox, args.service)
     if again:  # answered, so not in the count above, but the citizen's mail awaits an agent
         print("\nANSWERED, THEN WRITTEN AGAIN (new mail from the citizen, unread)")
