@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from mailbot.app.requests import MessageRef, tracked_message
+from mailbot.app.requests import service_of as service_of  # its home; the faces read it here
 from mailbot.core.statuses import ANSWERS
 from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail import display
@@ -55,11 +56,6 @@ class MessageView:
     suggested: dict[str, Any]  # a weak routing decision's suggestion ({} when none)
     state: int  # the latest event's id: what the page saw (the actions' idempotency keys)
     answer_state: int  # the latest answer's (ANSWERS): the answer form's key and collisions
-
-
-def service_of(config: Any, row: Any) -> str:
-    """The service a message belongs to: its own, else its mailbox's."""
-    return str(row.service or config.mailboxes[row.mailbox].service)
 
 
 def find(store: Store, ref: MessageRef) -> Any:
