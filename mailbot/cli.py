@@ -281,6 +281,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mail_path(text: str) -> Path:
+    """``explain``'s argument: an empty one is no path (``Path("")`` is the current folder,
+    whose files explain would read as mails)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a mail file, a folder of them or a Maildir")
+    return Path(text)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from mailbot import langcache
     from mailbot.app.explain import compiled_routing, explain, format_text, guess_mailbox
@@ -426,7 +434,9 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
             print(f"error: {kind}{number}: {exc}", file=sys.stderr)
             failed[_retry_failure(exc)] += 1
         app.outbox.deliver_due()
-    print_outcomes(outcomes)
+    if outcomes:  # none (every id unknown): the errors say it, no table header over nothing
+        print_outcomes(outcomes)
+        print()
     still = sum(o.decision == Decision.QUARANTINE for o in outcomes)
     summary = f"{len(outcomes)} retried, {still} still quarantined, {failed['missing']} not found"
     if failed["database"]:
@@ -436,7 +446,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         )
     if failed["no retry"]:
         summary += f", {failed['no retry']} failed (see the errors above)"
-    print("\n" + summary)
+    print(summary)
     return 1 if failed or still else 0
 
 
@@ -607,6 +617,14 @@ def _print_preview(preview: Preview) -> None:
     print(preview.text)
 
 
+def _all_delivered(app: App) -> int:
+    """Deliver what is due and say how it went: 1 unless every mail left, so that a
+    digest or a report the relay deferred (the worker retries it) is not taken for sent."""
+    report = app.outbox.deliver_due()
+    print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
+    return 1 if report.retried or report.failed else 0
+
+
 def _delivered(app: App) -> int:
     report = app.outbox.deliver_due()
     print(f"sent: {report.sent}, deferred: {report.retried}, failed: {report.failed}")
@@ -725,10 +743,20 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     today = args.as_of or _today(config)
     store = Store(config.database)
     waiting = indicators.unanswered(config, store, today, args.mailbox, args.service)
-    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
+    print(
+        f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  BOUNCE  SUBJECT"
+    )
     for age, row in waiting:
-        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  "))
+        note = row.get("bounce")
+        bounce = f"{note.status or 'yes':<6}" if note else f"{'':<6}"
+        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  {bounce}  "))
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    bounced = sum(1 for _age, row in waiting if row.get("bounce"))
+    if bounced:
+        print(
+            f"{bounced} whose mail to the citizen was not delivered (BOUNCE: the status the"
+            " remote server gave): contact the citizen another way; the console says more"
+        )
     again = indicators.written_again(config, store, today, args.mailbox, args.service)
     if again:  # answered, so not in the count above, but the citizen's mail awaits an agent
         print("\nANSWERED, THEN WRITTEN AGAIN (new mail from the citizen, unread)")
@@ -778,8 +806,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if app is not None:
         recipients = report.check_recipients(config, str(args.config), args.to or ())
         report.send_report(config, store, built, recipients)
-        sent = app.outbox.deliver_due()
-        print(f"sent: {sent.sent}, failed: {sent.failed}")
+        return _all_delivered(app)
     return 0
 
 
@@ -789,22 +816,22 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     app = build_app(args.config)
     done = alerts.send_alerts(app.config, app.store, app.renderer, args.date or _today(app.config))
-    app.outbox.deliver_due()
-    for service, count in done.sent.items():
-        print(f"{service}: digest of {count} message(s) sent")
     for service, count in done.unaddressed.items():
         print(
             f"{service}: digest of {count} message(s) NOT sent: the service has no address"
             f" (services.{service}.addresses in {args.config})"
         )
-    if done.unaddressed:
-        return 1
     if not done.sent:
-        print(
-            "nothing to send (a day off, or no message late, soon due, relanced, written"
-            " about again after its answer, left without an AR or passed over)"
-        )
-    return 0
+        if not done.unaddressed:
+            print(
+                "nothing to send (a day off, or no message late, soon due, relanced, written"
+                " about again after its answer, left without an AR or passed over)"
+            )
+        return 1 if done.unaddressed else 0
+    for service, count in done.sent.items():  # queued: whether they left, the next line says
+        print(f"{service}: digest of {count} message(s) queued")
+    delivered = _all_delivered(app)
+    return 1 if done.unaddressed else delivered
 
 
 def _report_period(kind: str, week: str | None, month: str | None, today: date) -> Period:
@@ -988,7 +1015,10 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     demo_cmd = commands.add_parser("demo", help="run the pipeline on the bundled sample mailbox")
     demo_cmd.add_argument(
-        "--out", type=Path, default=Path("demo-out"), help="where ARs are written"
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="the output folder: the mails sent (.eml), the database, the configuration's copy",
     )
     demo_cmd.add_argument("--maildir", type=Path, default=DEMO_MAILDIR, help=argparse.SUPPRESS)
     demo_cmd.add_argument(
@@ -1002,7 +1032,9 @@ def parser() -> argparse.ArgumentParser:
         "explain", help="show the AR decision and routing of mail files, sending nothing"
     )
     explain_cmd.add_argument(
-        "message", type=Path, help="a mail file (.eml or Maildir), a folder of them, or a Maildir"
+        "message",
+        type=_mail_path,
+        help="a mail file (.eml or Maildir), a folder of them, or a Maildir",
     )
     explain_cmd.add_argument("--mailbox", help="the mailbox it arrived in (default: from To/Cc)")
     explain_cmd.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -1109,7 +1141,7 @@ def parser() -> argparse.ArgumentParser:
     indicators_cmd.set_defaults(func=cmd_indicators)
     quarantine_cmd = commands.add_parser(
         "quarantine",
-        help="mail left without an AR by an error (or no Return-Path): list, show, retry",
+        help="mail left without an AR by an error (or no Return-Path): list, show, retry, dismiss",
     )
     q_sub = quarantine_cmd.add_subparsers(dest="quarantine_command", required=True)
     q_list = q_sub.add_parser(

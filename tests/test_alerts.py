@@ -8,6 +8,7 @@ import email.policy
 import re
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -95,6 +96,22 @@ def fill(store: Store) -> None:
                     )
                 )
                 tx.count_relance(pk, received)  # as the intake does for a follow-up
+
+
+def sending_config(
+    tmp_path: Path, smtp_server: SmtpServer, permis_addresses: list[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """rules.yaml with a database of the test's own, sending to ``smtp_server``; the permis
+    service's addresses replaced when given. The file and its data."""
+    data = load_rules()
+    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
+    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
+    data["templates"] = str(ROOT / "templates")
+    if permis_addresses is not None:
+        data["services"]["permis"]["addresses"] = permis_addresses
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+    return config, data
 
 
 def follow_up(tx: Transaction, parent: int, n: int, received: datetime) -> None:
@@ -241,12 +258,7 @@ def test_a_mail_passed_over_goes_to_its_mailbox_service_or_the_general_one() -> 
 def test_alerts_command_sends_one_digest_per_service(
     tmp_path: Path, smtp_server: SmtpServer
 ) -> None:
-    data = load_rules()
-    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
-    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
-    data["templates"] = str(ROOT / "templates")
-    config = tmp_path / "rules.yaml"
-    config.write_text(dump_rules(data), encoding="utf-8")
+    config, data = sending_config(tmp_path, smtp_server)
     fill(Store(data["database"]))
 
     assert main(["--config", str(config), "alerts", "--date", "2026-11-28"]) == 0  # Saturday
@@ -281,17 +293,11 @@ def test_a_digest_for_a_service_without_an_address_is_said_not_sent(
     """A service with late mail but no address in rules.yaml gets no digest: the command
     says so, naming the service and the key to set, and fails — "nothing to send" would
     tell IT that no mail is late."""
-    data = load_rules()
-    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
-    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
-    data["templates"] = str(ROOT / "templates")
-    data["services"]["permis"]["addresses"] = []
-    config = tmp_path / "rules.yaml"
-    config.write_text(dump_rules(data), encoding="utf-8")
+    config, data = sending_config(tmp_path, smtp_server, permis_addresses=[])
     fill(Store(data["database"]))
     assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 1
     out = capsys.readouterr().out
-    assert "cartes-grises: digest of 1 message(s) sent" in out
+    assert "cartes-grises: digest of 1 message(s) queued" in out
     assert (
         f"permis: digest of 3 message(s) NOT sent: the service has no address"
         f" (services.permis.addresses in {config})"
@@ -302,23 +308,44 @@ def test_a_digest_for_a_service_without_an_address_is_said_not_sent(
     ]
 
 
+def test_alerts_command_says_a_digest_the_smtp_server_deferred_was_not_sent(
+    tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IT runs `mailbot alerts` by hand while the relay defers (4xx): the digests are
+    queued, not sent, and the command must not say "sent"; exit 1, as a `reply --send`
+    that did not leave at once (README, exit codes). The worker sends them later."""
+    config, data = sending_config(tmp_path, smtp_server)
+    fill(Store(data["database"]))
+    smtp_server.fail_next(2, 451)
+
+    code = main(["--config", str(config), "-q", "alerts", "--date", TODAY.isoformat()])
+
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out == [
+        "permis: digest of 3 message(s) queued",
+        "cartes-grises: digest of 1 message(s) queued",
+        "sent: 0, deferred: 2, failed: 0",
+    ]
+    assert smtp_server.messages == []
+
+
 def test_a_service_with_only_mail_written_again_gets_its_digest(
     tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``mailbot alerts`` on real SMTP: a service whose one message to act on was answered,
     then written about again, gets a digest that lists it in its own section; once an
     agent has read it, nothing is sent, and the command says why in words that hold."""
-    data = load_rules()
-    data["database"] = f"sqlite:///{tmp_path / 'a.db'}"
-    data["smtp"] = smtp_server.smtp_config().model_dump(mode="json", exclude_none=True)
-    data["templates"] = str(ROOT / "templates")
-    config = tmp_path / "rules.yaml"
-    config.write_text(dump_rules(data), encoding="utf-8")
+    config, data = sending_config(tmp_path, smtp_server)
     store = Store(data["database"])
     written_again(store, 32, "cni-passeport", datetime(2026, 11, 24, 9, tzinfo=PARIS))
 
     assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
-    assert "cni-passeport: digest of 1 message(s) sent" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "cni-passeport: digest of 1 message(s) queued",
+        "sent: 1, deferred: 0, failed: 0",
+    ]
     (sent,) = smtp_server.wait_for(1)
     assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
     digest = email.message_from_bytes(sent.raw, policy=email.policy.default)

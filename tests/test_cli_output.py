@@ -110,3 +110,23 @@ def test_explain_on_a_folder_without_mail_says_what_it_looks_for(tmp_path: Path)
     result = run_main(RULES, "explain", str(tmp_path))
     assert result.returncode == 2
     assert "no mail here" in result.stderr and "Maildir" in result.stderr
+
+
+def test_explain_of_an_empty_path_is_refused_not_read_as_the_current_folder() -> None:
+    """`explain ""` (an unset shell variable) read the current folder — a checkout's
+    Containerfile explained as a mail. It is a usage error naming what to give."""
+    result = run_main(RULES, "explain", "")
+    assert result.returncode == 2
+    assert "empty: name a mail file, a folder of them or a Maildir" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_retry_of_an_unknown_mail_prints_no_empty_table(tmp_path: Path) -> None:
+    """`quarantine retry 42` with no row #42 (a typo): the error and the summary, not the
+    processed mails' table header over nothing, which reads as if something ran."""
+    from test_status import offline_config
+
+    retried = run_main(offline_config(tmp_path), "quarantine", "retry", "42")
+    assert retried.returncode == 1
+    assert retried.stderr.splitlines() == ["error: #42: no recorded mail #42"]
+    assert retried.stdout.splitlines() == ["0 retried, 0 still quarantined, 1 not found"]

@@ -7,10 +7,13 @@ interpreter, on the modules it has loaded (a behaviour, not a timing).
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from fresh_imports import modules_after
 from rulesfile import dump_rules, load_rules
@@ -49,6 +52,29 @@ def test_help_loads_no_heavy_library_and_lists_every_command() -> None:
     )
     for command in ("poll", "run", "explain", "indicators", "report", "web", "routing"):
         assert command in run.stdout
+
+
+def test_a_command_whose_help_lists_its_subcommands_lists_them_all() -> None:
+    """`mailbot --help` is what IT reads first: "quarantine … list, show, retry" hid
+    `dismiss`, the only way to close a mail passed over."""
+    import argparse
+
+    from mailbot.cli import parser
+
+    def subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]:
+        (found,) = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        return found
+
+    top = subparsers(parser())
+    helps = {choice.dest: choice.help or "" for choice in top._choices_actions}
+    listed = {  # "…: list, show, retry": the help ends with a list of words
+        name: [word.strip() for word in text.rsplit(": ", 1)[-1].split(",")]
+        for name, text in helps.items()
+        if re.fullmatch(r".*: [a-z-]+(, [a-z-]+)+", text)
+    }
+    assert set(listed) == {"templates", "quarantine", "routing"}
+    for name, names in listed.items():
+        assert names == list(subparsers(top.choices[name]).choices), name
 
 
 def test_a_command_still_loads_what_it_needs() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from in_process import run_main
 from rulesfile import dump_rules, load_rules
 from servers import DovecotServer, MailUser, SmtpServer
 
@@ -589,3 +590,31 @@ def test_a_declared_implicit_decision_is_said_in_the_ar(
     text, html = parts("olena@example.net")
     for part in (text, html):
         assert "Sans réponse" not in part and "telerecours" not in part
+
+
+def test_poll_with_an_imap_password_not_set_says_so_in_one_line(
+    tmp_path: Path,
+    imap_user: MailUser,
+    etrangers_user: MailUser,
+    smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's `password_env` not exported (or a unit without its environment): the
+    poll fails for that mailbox (exit 1) with the variable named, and no traceback, which
+    would say mailbot has a bug; the other mailbox is still served."""
+    monkeypatch.delenv("MAILBOT_TEST_UNSET_PASSWORD", raising=False)
+    data = load_rules(write_config(tmp_path, imap_user, etrangers_user, smtp_server))
+    imap = data["mailboxes"]["general"]["imap"]
+    del imap["password_file"]
+    imap["password_env"] = "MAILBOT_TEST_UNSET_PASSWORD"
+    config = tmp_path / "rules.yaml"
+    config.write_text(dump_rules(data), encoding="utf-8")
+
+    polled = run_main(config, "-q", "poll", "--once")
+
+    assert polled.returncode == 1
+    failed = [line for line in polled.stderr.splitlines() if "mailbox=general " in line]
+    assert failed and all("traceback=" not in line for line in failed), polled.stderr
+    unset = "no IMAP password: environment variable MAILBOT_TEST_UNSET_PASSWORD is not set"
+    assert unset in failed[0]
+    assert "mailbox=etrangers" not in polled.stderr  # reached, polled, nothing to say

@@ -417,6 +417,26 @@ def test_wrong_password(imap_user: MailUser, tmp_path: Path) -> None:
     assert not box.connected
 
 
+def test_a_password_not_set_is_a_mailbox_error_naming_its_variable(
+    imap_user: MailUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment variable missing (a unit without its EnvironmentFile) is the
+    mailbox's failure, told in one line as `check --connect` tells it, not an error the
+    worker takes for a bug (a traceback at every poll cycle)."""
+    monkeypatch.delenv("MAILBOT_TEST_UNSET_PASSWORD", raising=False)
+    config = imap_user.imap_config().model_copy(
+        update={"password_file": None, "password_env": "MAILBOT_TEST_UNSET_PASSWORD"}
+    )
+    box = ImapMailbox(config, name="accueil")
+    with pytest.raises(MailboxError) as refused:
+        box.connect()
+    assert str(refused.value) == (
+        "mailbox accueil: no IMAP password: environment variable"
+        " MAILBOT_TEST_UNSET_PASSWORD is not set"
+    )
+    assert not box.connected
+
+
 def test_connection_dropped_then_next_operation_fails(
     dovecot: DovecotServer, imap_user: MailUser, box: ImapMailbox
 ) -> None:

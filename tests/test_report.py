@@ -83,6 +83,20 @@ def test_report_is_sent_to_configured_recipients_only(
     assert main([*base, "--send", "--to", "someone@example.com"]) == 2
 
 
+def test_report_send_says_a_report_the_smtp_server_deferred_was_not_sent(
+    config: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`report weekly --send` while the relay defers (4xx): the line counts the deferred
+    mails and the command exits 1, as `alerts` and `reply --send` do; it said "sent: 0,
+    failed: 0" and exited 0, as if nothing were wrong."""
+    base = ["--config", str(config), "-q", "report", "weekly", "--week", "2026-W47"]
+    smtp_server.fail_next(2, 451)
+    capsys.readouterr()
+    assert main([*base, "--as-of", "2026-11-25", "--send"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "sent: 0, deferred: 2, failed: 0"
+    assert smtp_server.messages == []
+
+
 @pytest.mark.parametrize(
     ("kind", "option", "label", "problem"),
     [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -170,9 +171,13 @@ def test_a_restored_database_never_acknowledges_again_the_mail_of_before_the_fai
     assert presumed == [(3,)]
     query = "SELECT detail FROM events WHERE kind = 'restored' ORDER BY id"
     details = [d for (d,) in site.rows(query) if d.startswith("general/")]
-    assert len(details) == 2
     assert "restored, acknowledged until" in details[0] and "after UID 1" in details[0]
-    assert "general/INBOX: 3 mail(s) that arrived before" in details[1]
+    # One event per part of the poll that recorded some: how the intake cut its batch
+    # into parts depends on timing (under load, 1 then 2); the 3 are counted once.
+    counted = [
+        re.match(r"general/INBOX: (\d+) mail\(s\) that arrived before", d) for d in details[1:]
+    ]
+    assert all(counted) and sum(int(m.group(1)) for m in counted if m) == 3, details
     # The folder read whole: the bound is gone, the next mail is acknowledged as usual.
     assert site.rows("SELECT restored_before FROM folders WHERE mailbox = 'general'") == [(None,)]
 

@@ -72,7 +72,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0029"
+    assert store.schema_version() == Store.head_version() == "0030"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -100,7 +100,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0029"
+    assert again.schema_version() == "0030"
     assert len(again.messages()) == 1
     again.close()
 

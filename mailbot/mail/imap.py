@@ -32,7 +32,7 @@ from imapclient import IMAPClient
 from imapclient.response_types import BodyData
 
 from mailbot.config import Config, ImapConfig
-from mailbot.errors import MailboxError
+from mailbot.errors import MailboxError, SecretError
 from mailbot.logs import masked
 from mailbot.mail.tls import client_context
 
@@ -178,11 +178,17 @@ class ImapMailbox:
             self._early = _Early(self._open)
 
     def _open(self) -> Any:
-        """A logged-in IMAPClient; MailboxError (SecretError for the password's source)."""
+        """A logged-in IMAPClient, or MailboxError. A password that cannot be read (its
+        variable not set, its file missing) is the mailbox's failure too, named as
+        ``check --connect`` names it: the worker then says so in one line and polls the
+        other mailboxes, as for a refused login, instead of a traceback per cycle."""
         config = self.config
         if not config.username:
             raise MailboxError(f"mailbox {self.name}: no IMAP username configured")
-        password = config.password()  # SecretError (names the source, not the value)
+        try:
+            password = config.password()  # names the source, never the value
+        except SecretError as exc:
+            raise MailboxError(f"mailbox {self.name}: no IMAP password: {exc}") from None
         if password is None:
             raise MailboxError(f"mailbox {self.name}: no IMAP password configured")
         where = f"{config.host}:{config.port}"

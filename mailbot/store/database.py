@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailbot import __version__
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
-from mailbot.core.statuses import Attention, Decision, OutboxStatus
+from mailbot.core.statuses import Attention, Decision, EventKind, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
 from mailbot.store.errors import DATABASE_FILE, is_read_only, transient_reason
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
+BOUNCE_CHUNK = 500  # message ids per query of ``Store.bounces``
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
@@ -509,6 +510,22 @@ class Store:
         as needing no reply are left out.
         """
         return self._citizen_rows(self._citizens(since, until, long_period=False), mailbox, service)
+
+    def bounces(self, message_pks: list[int]) -> dict[int, str]:
+        """The last ``bounced`` event's detail of each of these messages that has one: our
+        mail to the citizen bounced (app/bounces). Read by ``ix_events_message_pk``, in
+        chunks of ``BOUNCE_CHUNK`` ids (a listing may hold thousands)."""
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(message_pks), BOUNCE_CHUNK):
+                chunk = message_pks[start : start + BOUNCE_CHUNK]
+                query = (
+                    sa.select(events.c.message_pk, events.c.detail)
+                    .where(events.c.message_pk.in_(chunk), events.c.kind == EventKind.BOUNCED)
+                    .order_by(events.c.id)
+                )
+                found.update((int(pk), str(detail)) for pk, detail in conn.execute(query))
+        return found
 
     def open_rows(
         self, until: datetime, mailbox: str | None = None, service: str | None = None
