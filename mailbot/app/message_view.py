@@ -12,6 +12,7 @@ from typing import Any
 
 from mailbot.app.bounces import BounceNote, bounce_note
 from mailbot.app.requests import MessageRef, tracked_message
+from mailbot.app.requests import service_of as service_of  # its home; the faces read it here
 from mailbot.core.statuses import ANSWERS, EventKind
 from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail import display
@@ -58,11 +59,6 @@ class MessageView:
     answer_state: int  # the latest answer's (ANSWERS): the answer form's key and collisions
     # Our mails to the citizen that bounced (app/bounces), oldest first: the page's alert.
     bounces: tuple[BounceNote, ...] = ()
-
-
-def service_of(config: Any, row: Any) -> str:
-    """The service a message belongs to: its own, else its mailbox's."""
-    return str(row.service or config.mailboxes[row.mailbox].service)
 
 
 def find(store: Store, ref: MessageRef) -> Any:

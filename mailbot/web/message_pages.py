@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailbot.app import message_actions, message_view, presence, queue
+from mailbot.app import assignment, message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
 from mailbot.app.bounces import BounceNote
 from mailbot.core.dates import date_fr
@@ -249,6 +249,11 @@ def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:
     return {
         "can_act": principal.can(Action.REPLY, service),
         "can_reassign": principal.can(Action.REASSIGN, service),
+        # « Ne plus traiter »: the agent who has the message lets it go (the use case's rule)
+        "can_release": row.assignee == principal.agent_id
+        and principal.can(
+            assignment.needed(principal.agent_id, None, row.assignee).action, service
+        ),
         "colleagues": sorted(
             agent_id for agent_id, agent in directory.items() if service in agent.console_services
         ),
