@@ -296,9 +296,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from mailbot.mail.maildir import mail_files
 
     config = load_config(args.config)
-    langcache.remember_on_disk()  # the same files, explained again and again
-    routing = compiled_routing(config)
     target: Path = args.message
+    if langcache.labelled_corpus(target):  # explained again and again; never a citizen's
+        langcache.remember_on_disk()
+    routing = compiled_routing(config)
     found = mail_files(target)
     if not found:
         raise ConfigError(

@@ -7,8 +7,10 @@ last time (0.4 ms a text). Its answers are kept in the cache directory
 (``mailbot.cachedir``, sub-directory ``languages``), in one SQLite file, under a hash of
 the text, lingua's version and the languages and threshold asked: another version or
 setting is another key, so an answer is never stale. Only those offline commands use it,
-never the worker: a citizen's mail is read once, and its hash would outlive the retention
-purge. A file that cannot be opened, read or written only means asking lingua.
+and only for the labelled corpora (``labelled_corpus``), never the worker nor a citizen's
+mail (one explained from the inbox, the corrections ``routing train`` fetches again): the
+hash of its text would outlive the retention purge. A file that cannot be opened, read or
+written only means asking lingua.
 """
 
 from __future__ import annotations
@@ -80,6 +82,16 @@ class DiskMemory:
         )
         self._db = db
         return db
+
+
+LABELS = "labels.csv"  # what makes a folder a labelled corpus (``routing train --labelled``)
+
+
+def labelled_corpus(path: Path) -> bool:
+    """Whether ``path`` is a labelled corpus (a folder with its ``labels.csv``): mails
+    written for training and tests, read again at every run, that may be remembered. A
+    single mail or a Maildir is likely a citizen's, from the inbox: not remembered."""
+    return path.is_dir() and (path / LABELS).is_file()
 
 
 def remember_on_disk(directory: Path | None = None) -> None:
