@@ -5,6 +5,7 @@ real PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mailbot.config import OutboxConfig, SmtpConfig, load_config
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import NewMessage, Store
-from mailbot.store.schema import events, outbox, outbox_bodies, viewings
+from mailbot.store.schema import events, messages, outbox, outbox_bodies, viewings
 
 ROOT = Path(__file__).resolve().parents[1]
 CITIZEN = "jeanne.martin@example.fr"
@@ -232,3 +233,26 @@ def _count(conn: sa.Connection, name: str) -> int:
 
     table = metadata.tables[name]
     return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def test_a_mail_the_server_dates_in_the_future_is_purged_from_its_recording(
+    store: Store,
+) -> None:
+    """Retention counts from a message's receipt, its IMAP INTERNALDATE: the server's
+    clock, or whatever date a client gave a mail it copied in (APPEND: an agent dragging a
+    mail from a local folder, a forged Date). A mail dated 2099 was kept until 2099 and
+    later. Recorded more than the retention ago and still dated to come, it is purged; one
+    recorded recently stays (its date may be a clock a little ahead)."""
+    now = datetime.now(UTC)
+    far = now.replace(year=now.year + 70)
+    with store.transaction() as tx:
+        long_ago = tx.insert_message(_message(far))
+        recent = tx.insert_message(
+            replace(_message(far), uid=2, message_id="<b@example.fr>", reference="SM-2026-000002")
+        )
+    with store.engine.begin() as conn:
+        recorded = now - timedelta(days=load_config(ROOT / "rules.yaml").retention.days + 1)
+        update = messages.update().where(messages.c.id == long_ago)
+        conn.execute(update.values(created_at=recorded))
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    assert [row.id for row in store.messages()] == [recent]
