@@ -88,10 +88,12 @@ LABELS = "labels.csv"  # what makes a folder a labelled corpus (``routing train 
 
 
 def labelled_corpus(path: Path) -> bool:
-    """Whether ``path`` is a labelled corpus (a folder with its ``labels.csv``): mails
-    written for training and tests, read again at every run, that may be remembered. A
-    single mail or a Maildir is likely a citizen's, from the inbox: not remembered."""
-    return path.is_dir() and (path / LABELS).is_file()
+    """Whether ``path`` is a labelled corpus or one of its mails (a folder with its
+    ``labels.csv``): mails written for training and tests, read again at every run, that
+    may be remembered. Any other mail or Maildir is likely a citizen's, from the inbox: not
+    remembered."""
+    folder = path if path.is_dir() else path.parent
+    return (folder / LABELS).is_file()
 
 
 def remember_on_disk(directory: Path | None = None) -> None:
