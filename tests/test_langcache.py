@@ -76,12 +76,14 @@ def _english_mail(path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("target", ["corpus", "corpus/english.eml"])
 def test_explain_keeps_what_lingua_said_of_a_labelled_corpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
 ) -> None:
     """The command gives lingua the disk's memory for a labelled folder (a ``labels.csv``
     beside its mails, the corpus explained again and again while rules are tuned): an
-    English mail explained there leaves its language in the cache directory's file."""
+    English mail explained there (the folder, or the mail alone) leaves its language in the
+    cache directory's file."""
     from mailbot.cli import main
 
     cache = tmp_path / "cache"
@@ -94,7 +96,7 @@ def test_explain_keeps_what_lingua_said_of_a_labelled_corpus(
         "file,mailbox,service,category\nenglish.eml,etrangers,etrangers,information\n",
         encoding="utf-8",
     )
-    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(corpus)]) == 0
+    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(tmp_path / target)]) == 0
     with closing(sqlite3.connect(cache / langcache.SUBDIRECTORY / langcache.FILE)) as kept:
         assert kept.execute("SELECT language FROM said").fetchall() == [("en",)]
 
