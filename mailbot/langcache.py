@@ -26,7 +26,9 @@ from mailbot.core import language
 
 SUBDIRECTORY = "languages"
 FILE = "said.sqlite3"
-FORMAT = 1  # bump when what is kept changes
+# Bump when what is kept changes: the file's answers of another format are deleted (2: a
+# citizen's mail is no longer remembered; format 1's file may hold hashes of some).
+FORMAT = 2
 
 
 @lru_cache(maxsize=1)
@@ -76,10 +78,17 @@ class DiskMemory:
         db = sqlite3.connect(self._path, timeout=2)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS said (key BLOB PRIMARY KEY, language TEXT NOT NULL)"
-            " WITHOUT ROWID"
-        )
+        db.execute("PRAGMA secure_delete=ON")
+        with db:
+            if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+                # Another format's answers are never recalled (their keys differ): deleted,
+                # not left in the file (format 1 remembered the mails ``explain`` read).
+                db.execute("DROP TABLE IF EXISTS said")
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS said (key BLOB PRIMARY KEY, language TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
         self._db = db
         return db
 

@@ -157,3 +157,19 @@ def test_corrected_mails_read_again_for_training_leave_no_hash(
 def _rows(folder: Path) -> int:
     with closing(sqlite3.connect(folder / langcache.FILE)) as conn:
         return int(conn.execute("SELECT count(*) FROM said").fetchone()[0])
+
+
+def test_answers_of_an_older_format_are_deleted_from_the_file(tmp_path: Path) -> None:
+    """Format 1 remembered the mails `explain` read, citizens' mail included: the file an
+    older mailbot left is emptied of them at its first use, not merely never read again."""
+    path = tmp_path / langcache.FILE
+    with closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE said (key BLOB PRIMARY KEY, language TEXT NOT NULL)")
+        old.execute("INSERT INTO said VALUES (?, 'fr')", (b"hash-of-a-citizen-s-mail",))
+        old.commit()
+    memory = langcache.DiskMemory(path)
+    assert memory.recall(ENGLISH) is None
+    memory.keep(ENGLISH, "en")
+    assert _rows(tmp_path) == 1
+    assert memory.recall(ENGLISH) == "en"
+    assert langcache.DiskMemory(path).recall(ENGLISH) == "en"  # the new format stays
