@@ -296,9 +296,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from mailbot.mail.maildir import mail_files
 
     config = load_config(args.config)
-    langcache.remember_on_disk()  # the same files, explained again and again
-    routing = compiled_routing(config)
     target: Path = args.message
+    if langcache.labelled_corpus(target):  # explained again and again; never a citizen's
+        langcache.remember_on_disk()
+    routing = compiled_routing(config)
     found = mail_files(target)
     if not found:
         raise ConfigError(
@@ -770,6 +771,15 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only, whatever the umask, even over an older
+    file: a report lists citizens' mail by subject (README, "Data kept (privacy)")."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mailbot.app import report
     from mailbot.store import Store
@@ -796,12 +806,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     built = builder.build(period, min(today, period.end + timedelta(days=7)))
     print(built.subject)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(mode=0o700, parents=True, exist_ok=True)
         stem = args.out / f"rapport-{period.label}"
-        stem.with_suffix(".eml").write_bytes(built.mail.as_bytes())
-        stem.with_suffix(".html").write_text(built.html, encoding="utf-8")
-        stem.with_suffix(".png").write_bytes(built.png)
-        stem.with_suffix(".csv").write_bytes(built.csv)
+        _write_private(stem.with_suffix(".eml"), built.mail.as_bytes())
+        _write_private(stem.with_suffix(".html"), built.html.encode("utf-8"))
+        _write_private(stem.with_suffix(".png"), built.png)
+        _write_private(stem.with_suffix(".csv"), built.csv)
         print(f"written: {stem}.eml, .html, .png, .csv")
     if app is not None:
         recipients = report.check_recipients(config, str(args.config), args.to or ())

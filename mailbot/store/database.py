@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -732,8 +732,11 @@ class Store:
             looked, missing = conn.execute(query).one()
         return int(missing), int(looked)
 
-    def purge(self, before: datetime) -> int:
-        """Delete everything about messages received before ``before`` (retention), and the
+    def purge(self, before: datetime, now: datetime | None = None) -> int:
+        """Delete everything about messages received before ``before`` (retention), or
+        recorded before it but dated by the server after ``now`` (default: the clock's):
+        such an INTERNALDATE (a wrong clock, a date a client gave a mail it copied in) kept
+        them until that date. And the
         mail and events tied to no message made before it: digests and reports carry
         citizens' subjects, and one that failed or stayed pending kept them for ever. The
         bytes of an uncertain mail (never sent again) go whatever their age: a version
@@ -744,7 +747,8 @@ class Store:
         with self.transaction() as tx:
             uncertain = sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.UNCERTAIN)
             tx.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id.in_(uncertain)))
-            old = sa.select(messages.c.id).where(messages.c.received_at < before)
+            expired = _expired(before, datetime.now(UTC) if now is None else now)
+            old = sa.select(messages.c.id).where(expired)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
             unattached = outbox.c.message_pk.is_(None) & (outbox.c.created_at < before)
@@ -757,7 +761,7 @@ class Store:
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )
-            deleted = tx.conn.execute(messages.delete().where(messages.c.received_at < before))
+            deleted = tx.conn.execute(messages.delete().where(expired))
         self._truncate_wal()
         return int(deleted.rowcount)
 
@@ -777,6 +781,14 @@ class Store:
         if self.writer is not self.engine:
             self.writer.dispose()
         self.engine.dispose()
+
+
+def _expired(before: datetime, now: datetime) -> sa.ColumnElement[bool]:
+    """The messages past their retention: received before ``before``, or dated by the
+    server after ``now`` (still to come) but recorded before ``before``. Both read the
+    index on ``received_at`` (the second, a range of the few rows dated in the future)."""
+    c = messages.c
+    return sa.or_(c.received_at < before, sa.and_(c.received_at > now, c.created_at < before))
 
 
 # Query parameters that carry a secret (libpq's keywords: ``?password=…`` is a password
