@@ -702,6 +702,10 @@ class WeeklyReportConfig(Model):
     # Late and unanswered messages listed in the mail's body, the oldest first: a manager
     # reads a screen of them, not thousands; the attached CSV lists every message.
     listed: int = Field(default=100, ge=0)
+    # The listed messages' subjects (60 characters), which name a citizen's affair: the
+    # report stays in its recipients' mailboxes beyond mailbot's retention. False: the
+    # references, services and ages alone (the CSV never holds subjects).
+    subjects: bool = True
 
 
 class ReportsConfig(Model):

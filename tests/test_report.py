@@ -230,6 +230,29 @@ def test_the_body_lists_the_longest_waits_and_the_csv_all(config: Path, tmp_path
     assert "Les 3 plus anciens sont listés ; la liste complète est dans le fichier CSV" in text
 
 
+def test_the_report_can_leave_the_subjects_out(config: Path, tmp_path: Path) -> None:
+    """A report stays in its recipients' mailboxes beyond mailbot's retention, and a
+    subject names a citizen's affair (« Titre de séjour de mon fils »): with
+    ``reports.weekly.subjects: false`` the late and unanswered mails are listed by
+    reference, service and age alone, in both parts, with no « Objet » column."""
+    shown = tmp_path / "shown"
+    week_47(config, shown)
+    data = load_rules(config)
+    data.setdefault("reports", {}).setdefault("weekly", {})["subjects"] = False
+    config.write_text(dump_rules(data), encoding="utf-8")
+    hidden = tmp_path / "hidden"
+    week_47(config, hidden)
+    for out, present in ((shown, True), (hidden, False)):
+        html = (out / "rapport-2026-W47.html").read_text(encoding="utf-8")
+        msg = email.message_from_bytes(
+            (out / "rapport-2026-W47.eml").read_bytes(), policy=email.policy.default
+        )
+        text = msg.get_body(preferencelist=("plain",)).get_content()
+        assert ("message 23" in html, "message 23" in text) == (present, present)
+        assert (">Objet</th>" in html) == present
+        assert "[SM-2026-000023]" in text and "SM-2026-000023" in html
+
+
 def test_listed_zero_points_to_the_csv(config: Path, tmp_path: Path) -> None:
     with_listed(config, 0)
     out = tmp_path / "out"

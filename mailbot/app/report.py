@@ -118,6 +118,7 @@ class ReportBuilder:
                 "reorientations": sum(1 for r in rows if r["reorient"]),
             },
             "prefecture": self.config.prefecture.model_dump(),
+            "subjects": self.config.reports.weekly.subjects,
         }
         rendered = self.renderer.render(TEMPLATE, variables)
         png = chart_png(list(zip(weeks, found[3:], strict=True)))
@@ -227,6 +228,8 @@ class ReportBuilder:
         """A listed message's row for the mail's body: its service and mailbox by their
         names (a copy: the CSV, built from the same rows, keeps the keys)."""
         named = dict(row)
+        if not self.config.reports.weekly.subjects:
+            named.pop("subject", None)  # not in the report's data at all, not merely unshown
         if "service" in row:
             named["service"] = self._service_label(row["service"]) if row["service"] else "-"
         if "mailbox" in row:
