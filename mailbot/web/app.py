@@ -51,6 +51,11 @@ from mailbot.web.security import (
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mailbot_session"
+# Over https the cookie's name carries the __Host- prefix: browsers then accept it only
+# Secure, from this very host, for path "/" and without a Domain, so a site elsewhere under
+# the same domain (another-service.gouv.fr) cannot plant its own session on the console
+# (login CSRF, session fixation by a cookie set for the parent domain).
+HOST_PREFIX = "__Host-"
 LOGIN_PATH = "/connexion"
 MAX_SESSION_SECONDS = 12 * 3600
 STATIC_PATHS = re.compile(r"^/static/")
@@ -226,7 +231,7 @@ def create_app(
         Middleware(
             SessionMiddleware,
             secret_key=settings.session_secret,
-            session_cookie=SESSION_COOKIE,
+            session_cookie=session_cookie_name(web),
             max_age=web.session_max_age_minutes * 60,
             same_site="lax",
             https_only=web.secure_cookies,
@@ -245,6 +250,12 @@ def create_app(
     )
     app.state.console = console
     return app
+
+
+def session_cookie_name(web: WebConfig) -> str:
+    """The session cookie's name: ``__Host-mailbot_session`` over https (the prefix needs
+    the Secure flag, which plain http on loopback cannot set), ``mailbot_session`` else."""
+    return HOST_PREFIX + SESSION_COOKIE if web.secure_cookies else SESSION_COOKIE
 
 
 def _category_names(config: Config) -> dict[str, str]:

@@ -53,9 +53,9 @@ CSP = (
 )
 
 
-def session_cookie(response: object) -> str:
+def session_cookie(response: object, name: str = "mailbot_session") -> str:
     headers = response.headers.get_list("set-cookie")  # type: ignore[attr-defined]
-    found = [h for h in headers if h.startswith("mailbot_session=")]
+    found = [h for h in headers if h.startswith(f"{name}=")]
     assert found, headers
     return str(found[-1])
 
@@ -293,8 +293,13 @@ def test_session_cookie_is_secure_behind_https(tmp_path: Path) -> None:
             data={"identifiant": "cdurand", "mot_de_passe": PASSWORD, "csrf_token": token},
             follow_redirects=False,
         )
-        cookie = session_cookie(response).lower()
+        # The __Host- prefix: a browser takes this cookie only from this very host, Secure,
+        # for every path and with no Domain, so a sibling site of the same domain
+        # (another-service.gouv.fr) cannot plant its own session cookie on the console.
+        cookie = session_cookie(response, "__Host-mailbot_session").lower()
         assert "; secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+        assert "path=/;" in cookie and "domain=" not in cookie
+        assert client.get("/").status_code == 200  # the session read back under its name
 
 
 def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
