@@ -31,7 +31,7 @@ from mailbot.config import Config, WebConfig, is_loopback
 from mailbot.errors import ConfigError
 from mailbot.mail.originals import Originals
 from mailbot.web import desk, routes
-from mailbot.web.access import guard_of
+from mailbot.web.access import guard_of, is_background
 from mailbot.web.accounts import AccountsFile
 from mailbot.web.audit import AuditSink, log_event
 from mailbot.web.backend import backend
@@ -39,6 +39,7 @@ from mailbot.web.identity import AgentDirectory, Principal
 from mailbot.web.oidc import OidcLogin
 from mailbot.web.pages import HOME, STATIC, NavItem, environment, error_page
 from mailbot.web.security import (
+    LAST_SEEN,
     SESSION_ID,
     Csrf,
     ErrorPages,
@@ -153,17 +154,24 @@ class Console:
 
     async def principal(self, request: Request) -> Principal | None:
         """The session's agent, unless the session is older than MAX_SESSION_SECONDS (a
-        cap whatever the activity, like ProConnect's 12-hour session), the agent left, or
-        the session was ended (logout): the database says so, whichever process served
-        the logout. A session without an id (none can be ended) is no login."""
+        cap whatever the activity, like ProConnect's 12-hour session) or idle for longer
+        than web.session_max_age_minutes (the agent's last request: ``LAST_SEEN``, else
+        the login), the agent left, or the session was ended (logout): the database says
+        so, whichever process served the logout. A session without an id (none can be
+        ended) is no login."""
         session = request.session
         agent_id = session.get("agent")
         method = session.get("method", "local")
-        since = session.get("since", "0")
+        since = str(session.get("since", "0"))
+        seen = str(session.get(LAST_SEEN, since))
         session_id = session.get(SESSION_ID)
         if not isinstance(agent_id, str) or not isinstance(session_id, str):
             return None
-        if not str(since).isdigit() or time.time() - int(since) > MAX_SESSION_SECONDS:
+        now = time.time()
+        idle = self.settings.web.session_max_age_minutes * 60
+        if not since.isdigit() or now - int(since) > MAX_SESSION_SECONDS:
+            return None
+        if not seen.isdigit() or now - int(seen) > idle:
             return None
         found = self.directory.principal(agent_id, str(method))
         if found is None or await run_in_threadpool(_ended, request, session_id):
@@ -223,9 +231,27 @@ def create_app(
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
     own = [*desk.ROUTES, *routes.ROUTES]  # desk first: its queue is the home page
-    public = _public_paths([*own, *pages])
-    csp = content_security_policy([oidc.origin] if oidc else [])
-    middleware = [
+    app = Starlette(
+        routes=[
+            *own,
+            *pages,
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=_middleware(settings, console, [*own, *pages]),
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.console = console
+    return app
+
+
+def _middleware(settings: Settings, console: Console, pages: list[BaseRoute]) -> list[Middleware]:
+    """The stack, outermost first: headers, error pages, session, CSRF, the login wall
+    (which knows the public pages, and the page's own background requests that are no
+    activity of the agent's)."""
+    web = settings.web
+    background = [r.path_regex for r in pages if isinstance(r, Route) and is_background(r.endpoint)]
+    csp = content_security_policy([console.oidc.origin] if console.oidc else [])
+    return [
         Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
         Middleware(ErrorPages),
         Middleware(
@@ -237,19 +263,14 @@ def create_app(
             https_only=web.secure_cookies,
         ),
         Middleware(Csrf, audit=settings.audit),
-        Middleware(LoginRequired, lookup=console.principal, public=public, login_path=LOGIN_PATH),
+        Middleware(
+            LoginRequired,
+            lookup=console.principal,
+            public=_public_paths(pages),
+            login_path=LOGIN_PATH,
+            background=background,
+        ),
     ]
-    app = Starlette(
-        routes=[
-            *own,
-            *pages,
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-        middleware=middleware,
-        exception_handlers={HTTPException: _http_error},
-    )
-    app.state.console = console
-    return app
 
 
 def session_cookie_name(web: WebConfig) -> str:
