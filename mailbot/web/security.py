@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -170,9 +172,11 @@ class Csrf:
         expected = request.session.get(CSRF_KEY)
         supplied = request.headers.get(CSRF_HEADER)
         if supplied is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
-            async with Request(scope, _replay(body, receive)).form() as form:
-                field = form.get(CSRF_FIELD)
-                supplied = field if isinstance(field, str) else None
+            try:
+                supplied = await _form_token(scope, _replay(body, receive))
+            except (HTTPException, MultiPartException):  # too many fields, malformed
+                await error_page(request, 400)(scope, receive, send)
+                return
         if not (
             isinstance(expected, str)
             and supplied
@@ -182,6 +186,15 @@ class Csrf:
             await error_page(request, 403)(scope, receive, send)
             return
         await self.app(scope, replay, send)
+
+
+async def _form_token(scope: Scope, receive: Receive) -> str | None:
+    """The form's ``csrf_token`` field. The parser's refusal (over 1000 fields, a part over
+    1 MB, a multipart body without its boundary) is raised here, outside the routes, where
+    no exception handler turns it into its 400: the caller does."""
+    async with Request(scope, receive).form() as form:
+        field = form.get(CSRF_FIELD)
+        return field if isinstance(field, str) else None
 
 
 def _client(scope: Scope) -> str:

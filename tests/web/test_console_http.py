@@ -216,6 +216,33 @@ def test_state_changing_requests_need_the_csrf_token(tmp_path: Path) -> None:
         assert len(denied) == 5 and {d["reason"] for d in denied} == {"csrf"}
 
 
+@pytest.mark.parametrize(
+    "kind",
+    ["multipart-1001-fields", "urlencoded-1001-fields", "multipart-without-boundary"],
+)
+def test_a_form_too_many_fields_or_malformed_is_a_400_not_an_error(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any visitor can post such a form (the login page's): the CSRF check reads it before
+    any page, and the parser's refusal must be the 400 it is in a page, not the 500 page
+    and an ERROR line ("web request failed") each time, which anyone could fill the log
+    and its alerts with."""
+    with running_console(tmp_path) as console, console.client() as client:
+        token = csrf_from(client.get("/connexion").text)
+        fields = {f"champ{i}": "x" for i in range(1001)}
+        if kind == "multipart-1001-fields":
+            sent = {"files": {k: (None, v) for k, v in (fields | {"csrf_token": token}).items()}}
+        elif kind == "urlencoded-1001-fields":
+            sent = {"data": fields | {"csrf_token": token}}
+        else:
+            sent = {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}
+        with caplog.at_level("ERROR", logger="mailbot"):
+            response = client.post("/connexion", **sent)  # type: ignore[arg-type]
+        assert response.status_code == 400, response.status_code
+        assert "Demande incorrecte" in response.text
+        assert not [r for r in caplog.records if r.getMessage() == "web request failed"]
+
+
 def test_a_token_from_another_session_is_refused(tmp_path: Path) -> None:
     with running_console(tmp_path) as console:
         with console.client() as other:
