@@ -296,9 +296,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from mailbot.mail.maildir import mail_files
 
     config = load_config(args.config)
-    langcache.remember_on_disk()  # the same files, explained again and again
-    routing = compiled_routing(config)
     target: Path = args.message
+    if langcache.labelled_corpus(target):  # explained again and again; never a citizen's
+        langcache.remember_on_disk()
+    routing = compiled_routing(config)
     found = mail_files(target)
     if not found:
         raise ConfigError(
@@ -743,10 +744,20 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
     today = args.as_of or _today(config)
     store = Store(config.database)
     waiting = indicators.unanswered(config, store, today, args.mailbox, args.service)
-    print(f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  SUBJECT")
+    print(
+        f"{'AGE':>4}  {'REFERENCE':<15} {'MAILBOX':<10} {'SERVICE':<16} RELANCES  BOUNCE  SUBJECT"
+    )
     for age, row in waiting:
-        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  "))
+        note = row.get("bounce")
+        bounce = f"{note.status or 'yes':<6}" if note else f"{'':<6}"
+        print(_waiting_line(age, row, f"{int(row['relances'] or 0):>8}  {bounce}  "))
     print(f"\n{len(waiting)} unanswered (age in working days; late when above 5)")
+    bounced = sum(1 for _age, row in waiting if row.get("bounce"))
+    if bounced:
+        print(
+            f"{bounced} whose mail to the citizen was not delivered (BOUNCE: the status the"
+            " remote server gave): contact the citizen another way; the console says more"
+        )
     again = indicators.written_again(config, store, today, args.mailbox, args.service)
     if again:  # answered, so not in the count above, but the citizen's mail awaits an agent
         print("\nANSWERED, THEN WRITTEN AGAIN (new mail from the citizen, unread)")
@@ -758,6 +769,15 @@ def cmd_unanswered(args: argparse.Namespace) -> int:
             " mail; reply, or mark it read in the console)"
         )
     return 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only, whatever the umask, even over an older
+    file: a report lists citizens' mail by subject (README, "Data kept (privacy)")."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -786,12 +806,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     built = builder.build(period, min(today, period.end + timedelta(days=7)))
     print(built.subject)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        args.out.mkdir(mode=0o700, parents=True, exist_ok=True)
         stem = args.out / f"rapport-{period.label}"
-        stem.with_suffix(".eml").write_bytes(built.mail.as_bytes())
-        stem.with_suffix(".html").write_text(built.html, encoding="utf-8")
-        stem.with_suffix(".png").write_bytes(built.png)
-        stem.with_suffix(".csv").write_bytes(built.csv)
+        _write_private(stem.with_suffix(".eml"), built.mail.as_bytes())
+        _write_private(stem.with_suffix(".html"), built.html.encode("utf-8"))
+        _write_private(stem.with_suffix(".png"), built.png)
+        _write_private(stem.with_suffix(".csv"), built.csv)
         print(f"written: {stem}.eml, .html, .png, .csv")
     if app is not None:
         recipients = report.check_recipients(config, str(args.config), args.to or ())

@@ -30,7 +30,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from mailbot import yamlcache
+from mailbot import yamlcache, yamlfile
 from mailbot.core.keywords import normalize
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.core.signature import ELEMENTS, SignatureElement
@@ -1179,7 +1179,9 @@ def config_from_mapping(data: Any, source: str, base: Path | None = None) -> Con
         raise ConfigError(source, key, message) from None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, cached: bool = True) -> Any:
+    """A YAML file's value; ``cached``: through ``yamlcache`` (kept in the cache directory
+    per version of the file, never deleted: not for a file that names people)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -1192,7 +1194,8 @@ def _read_yaml(path: Path) -> Any:
             str(path), f"line {line}", "not valid UTF-8 text; save the file as UTF-8"
         ) from None
     try:
-        return yamlcache.safe_load(text)  # parsed once per version of the file
+        # parsed once per version of the file
+        return yamlcache.safe_load(text) if cached else yamlfile.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -1235,7 +1238,9 @@ class AgentsFile(Model):
 def load_agents(path: str | Path, config: Config) -> dict[str, Agent]:
     """Load agents.yaml; each agent's service must be a configured service."""
     path = Path(path)
-    data = _read_yaml(path)
+    # Not cached: the agents' names and addresses would stay in the cache directory after
+    # an agent is removed from the file (yamlcache keeps every version it parsed).
+    data = _read_yaml(path, cached=False)
     try:
         agents = AgentsFile.model_validate(data if data is not None else {}).agents
     except ValidationError as exc:

@@ -7,8 +7,10 @@ last time (0.4 ms a text). Its answers are kept in the cache directory
 (``mailbot.cachedir``, sub-directory ``languages``), in one SQLite file, under a hash of
 the text, lingua's version and the languages and threshold asked: another version or
 setting is another key, so an answer is never stale. Only those offline commands use it,
-never the worker: a citizen's mail is read once, and its hash would outlive the retention
-purge. A file that cannot be opened, read or written only means asking lingua.
+and only for the labelled corpora (``labelled_corpus``), never the worker nor a citizen's
+mail (one explained from the inbox, the corrections ``routing train`` fetches again): the
+hash of its text would outlive the retention purge. A file that cannot be opened, read or
+written only means asking lingua.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from mailbot.core import language
 
 SUBDIRECTORY = "languages"
 FILE = "said.sqlite3"
-FORMAT = 1  # bump when what is kept changes
+# Bump when what is kept changes: the file's answers of another format are deleted (2: a
+# citizen's mail is no longer remembered; format 1's file may hold hashes of some).
+FORMAT = 2
 
 
 @lru_cache(maxsize=1)
@@ -74,12 +78,31 @@ class DiskMemory:
         db = sqlite3.connect(self._path, timeout=2)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS said (key BLOB PRIMARY KEY, language TEXT NOT NULL)"
-            " WITHOUT ROWID"
-        )
+        db.execute("PRAGMA secure_delete=ON")
+        with db:
+            if db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+                # Another format's answers are never recalled (their keys differ): deleted,
+                # not left in the file (format 1 remembered the mails ``explain`` read).
+                db.execute("DROP TABLE IF EXISTS said")
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS said (key BLOB PRIMARY KEY, language TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
         self._db = db
         return db
+
+
+LABELS = "labels.csv"  # what makes a folder a labelled corpus (``routing train --labelled``)
+
+
+def labelled_corpus(path: Path) -> bool:
+    """Whether ``path`` is a labelled corpus or one of its mails (a folder with its
+    ``labels.csv``): mails written for training and tests, read again at every run, that
+    may be remembered. Any other mail or Maildir is likely a citizen's, from the inbox: not
+    remembered."""
+    folder = path if path.is_dir() else path.parent
+    return (folder / LABELS).is_file()
 
 
 def remember_on_disk(directory: Path | None = None) -> None:

@@ -581,7 +581,7 @@ def test_one_key_from_two_tabs_at_the_same_moment_queues_one_mail(setup: Any) ->
         return int(tx.enqueue(None, "digest", CARTES_GRISES, "", "<x@mailbot.test>", b"x"))
 
     def tab() -> None:
-        results.append(once(app.store, "test", "form-1", work))
+        results.append(once(app.store, "test", "form-1", work, agent="cdurand"))
 
     first = threading.Thread(target=tab)
     first.start()

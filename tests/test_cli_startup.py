@@ -122,6 +122,7 @@ POLL_NEVER = {
     "apscheduler",
     "lingua",
     "matplotlib",
+    "flufl",  # non-DSN bounces only (core/bounces)
     "tqdm",
     "starlette",
     "uvicorn",

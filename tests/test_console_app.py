@@ -189,7 +189,7 @@ def test_a_console_form_for_a_new_message_that_took_a_purged_ones_id_is_done(
             config, store, agents.get, "cdurand", old, "cdurand", form_key("attribuer", row, 0)
         )
         assert not first.repeated
-        once(store, EventKind.REPLY_QUEUED, reply_key(row, 0), lambda tx: 0)  # its reply
+        once(store, EventKind.REPLY_QUEUED, reply_key(row, 0), lambda tx: 0, agent="cdurand")
         assert store.purge(datetime.now(UTC) - timedelta(days=730)) == 1
         new = record(store, 2, local(TODAY))
         assert new == old  # the purged message's id, given again
@@ -199,7 +199,7 @@ def test_a_console_form_for_a_new_message_that_took_a_purged_ones_id_is_done(
             config, store, agents.get, "cdurand", new, "cdurand", form_key("attribuer", row, 0)
         )
         assert not done.repeated and done.assignee == "cdurand"
-        assert previous(store, EventKind.REPLY_QUEUED, reply_key(row, 0)) is None
+        assert previous(store, EventKind.REPLY_QUEUED, reply_key(row, 0), agent="cdurand") is None
     finally:
         store.close()
 

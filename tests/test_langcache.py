@@ -68,22 +68,61 @@ def test_warming_up_asks_lingua_even_with_a_memory(
     assert asked == list(language._WARM_UP_TEXTS)
 
 
-def test_explain_keeps_what_lingua_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command gives lingua the disk's memory: an English mail explained leaves its
-    language in the cache directory's file."""
+def _english_mail(path: Path) -> Path:
+    path.write_bytes(
+        b"From: a@example.org\r\nTo: pref@seine-maritime.gouv.fr\r\nSubject: Residence permit"
+        b"\r\n\r\n" + ENGLISH.encode() + b"\r\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("target", ["corpus", "corpus/english.eml"])
+def test_explain_keeps_what_lingua_said_of_a_labelled_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """The command gives lingua the disk's memory for a labelled folder (a ``labels.csv``
+    beside its mails, the corpus explained again and again while rules are tuned): an
+    English mail explained there (the folder, or the mail alone) leaves its language in the
+    cache directory's file."""
     from mailbot.cli import main
 
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     monkeypatch.setenv("MAILBOT_CACHE_DIR", str(cache))
-    mail = tmp_path / "english.eml"
-    mail.write_bytes(
-        b"From: a@example.org\r\nTo: pref@seine-maritime.gouv.fr\r\nSubject: Residence permit"
-        b"\r\n\r\n" + ENGLISH.encode() + b"\r\n"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _english_mail(corpus / "english.eml")
+    (corpus / "labels.csv").write_text(
+        "file,mailbox,service,category\nenglish.eml,etrangers,etrangers,information\n",
+        encoding="utf-8",
     )
-    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(mail)]) == 0
+    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(tmp_path / target)]) == 0
     with closing(sqlite3.connect(cache / langcache.SUBDIRECTORY / langcache.FILE)) as kept:
         assert kept.execute("SELECT language FROM said").fetchall() == [("en",)]
+
+
+@pytest.mark.parametrize("target", ["mail", "maildir"])
+def test_explaining_a_citizen_s_mail_leaves_no_hash_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """`mailbot explain FILE.eml` is how an operator asks why a mail from the inbox went
+    where it went: a citizen's mail. Its text's hash was kept in the cache directory for
+    ever, beyond the retention purge (README, "Data kept (privacy)"); a mail or a Maildir
+    that is not a labelled corpus is explained without the disk's memory."""
+    from mailbot.cli import main
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("MAILBOT_CACHE_DIR", str(cache))
+    mail = _english_mail(tmp_path / "english.eml")
+    if target == "maildir":
+        for sub in ("cur", "new", "tmp"):
+            (tmp_path / "inbox" / sub).mkdir(parents=True)
+        mail = mail.rename(tmp_path / "inbox" / "cur" / "1.eml").parent.parent
+    assert main(["--config", str(ROOT / "rules.yaml"), "explain", str(mail)]) == 0
+    kept = cache / langcache.SUBDIRECTORY / langcache.FILE
+    rows = _rows(kept.parent) if kept.exists() else 0
+    assert rows == 0
 
 
 def test_corrected_mails_read_again_for_training_leave_no_hash(
@@ -118,3 +157,19 @@ def test_corrected_mails_read_again_for_training_leave_no_hash(
 def _rows(folder: Path) -> int:
     with closing(sqlite3.connect(folder / langcache.FILE)) as conn:
         return int(conn.execute("SELECT count(*) FROM said").fetchone()[0])
+
+
+def test_answers_of_an_older_format_are_deleted_from_the_file(tmp_path: Path) -> None:
+    """Format 1 remembered the mails `explain` read, citizens' mail included: the file an
+    older mailbot left is emptied of them at its first use, not merely never read again."""
+    path = tmp_path / langcache.FILE
+    with closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE said (key BLOB PRIMARY KEY, language TEXT NOT NULL)")
+        old.execute("INSERT INTO said VALUES (?, 'fr')", (b"hash-of-a-citizen-s-mail",))
+        old.commit()
+    memory = langcache.DiskMemory(path)
+    assert memory.recall(ENGLISH) is None
+    memory.keep(ENGLISH, "en")
+    assert _rows(tmp_path) == 1
+    assert memory.recall(ENGLISH) == "en"
+    assert langcache.DiskMemory(path).recall(ENGLISH) == "en"  # the new format stays

@@ -10,6 +10,7 @@ Real Dovecot and SMTP servers (tests/servers.py), as tests/test_agent_requests.p
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,8 @@ def test_a_routing_correction_by_an_agent_needs_a_head_of_the_messages_service(
 
 def test_giving_a_message_to_a_colleague_needs_a_head_taking_it_an_agent(setup: Any) -> None:
     """The console asks REPLY to take a message oneself and REASSIGN to give it to someone
-    else (or to nobody); ``assignment.assign`` now asks the same of every face."""
+    else (or to take it from its agent); ``assignment.assign`` now asks the same of every
+    face (releasing one's own: below)."""
     config, reference, _received = tracked(setup)
     app = build_app(config)
 
@@ -265,7 +267,6 @@ def test_giving_a_message_to_a_colleague_needs_a_head_taking_it_an_agent(setup: 
         no.value.shown or ""
     )
     for agent_id, assignee, refusal in [
-        ("aleroux", None, "aleroux: their role agent may not give"),
         (OTHER_HEAD, "aleroux", f"{OTHER_HEAD}: may give .* not on the service general's"),
         ("cdurand", "cdurand", "cdurand: may take .* not on the service general's"),
         (QUALITY, QUALITY, f"{QUALITY}: their role quality may not take"),
@@ -276,3 +277,191 @@ def test_giving_a_message_to_a_colleague_needs_a_head_taking_it_an_agent(setup: 
     assert assign("aleroux", "aleroux").assignee == "aleroux"  # an agent takes it
     assert assign("lmoreau", "lmoreau").previous == "aleroux"  # a head takes it back
     assert assign("lmoreau", None).assignee is None
+
+
+# ------------------------------------------------------------- moved between check and write
+
+
+def moved_after_the_check(
+    monkeypatch: pytest.MonkeyPatch, module: Any, app: App, reference: str
+) -> None:
+    """The message moved to cartes-grises right after the use case's first permission check,
+    before its write transaction (a head's transfer or correction landing in that window,
+    here the operator's correction): ``module.permit`` checks, then moves it, once."""
+    real = module.permit
+    moved: list[bool] = []
+
+    def check_then_move(*args: Any) -> None:
+        real(*args)
+        if not moved:
+            moved.append(True)
+            corrections.correct(app.config, app.store, reference, "cartes-grises", "information")
+
+    monkeypatch.setattr(module, "permit", check_then_move)
+
+
+def moving_requests(app: App, reference: str) -> dict[str, tuple[Any, Any]]:
+    """Each request checked on the message's service, with the module whose ``permit`` its
+    first check calls."""
+    from mailbot.app import answered, reply, transfer
+
+    def close(agent_id: str) -> object:
+        return no_reply.close_without_reply(
+            app.config, app.store, app.agent, agent_id, reference, NoReplyReason.SPAM, ""
+        )
+
+    return {
+        "transfer": (
+            transfer,
+            lambda: transfers_of(app).transfer("lmoreau", reference, "etrangers", "séjour"),
+        ),
+        "reply": (
+            reply,
+            lambda: Replies(app.config, app.store, app.renderer, app.agent).send(
+                "aleroux", reference, Draft.free("Bien reçu.")
+            ),
+        ),
+        "answered": (
+            answered,
+            lambda: mark_answered(
+                app.config, app.store, app.agent, "aleroux", reference, AnsweredHow.PHONE, "vu"
+            ),
+        ),
+        "close": (no_reply, lambda: close("aleroux")),
+        "reopen": (
+            no_reply,
+            lambda: no_reply.reopen(app.config, app.store, app.agent, "aleroux", reference),
+        ),
+        "mark-read": (
+            no_reply,
+            lambda: no_reply.mark_read(app.config, app.store, app.agent, "aleroux", reference),
+        ),
+        "take": (
+            assignment,
+            lambda: assignment.assign(
+                app.config, app.store, app.agent, "aleroux", reference, "aleroux"
+            ),
+        ),
+        "release": (
+            assignment,
+            lambda: assignment.assign(app.config, app.store, app.agent, "lmoreau", reference, None),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "request_name",
+    ["transfer", "reply", "answered", "close", "reopen", "mark-read", "take", "release"],
+)
+def test_a_message_moved_between_the_check_and_the_write_is_refused(
+    setup: Any, monkeypatch: pytest.MonkeyPatch, request_name: str
+) -> None:
+    """The use cases checked the agent's right on the message's service as read before
+    their write transaction: a message moved meanwhile to a service the agent does not
+    handle was still transferred, answered, closed, taken… by them. Checked again where it
+    is written, on the service read there: refused, nothing queued or recorded."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    if request_name == "reopen":
+        no_reply.close_without_reply(
+            app.config, app.store, app.agent, "aleroux", reference, NoReplyReason.SPAM, ""
+        )
+    if request_name == "release":
+        assignment.assign(app.config, app.store, app.agent, "lmoreau", reference, "lmoreau")
+    before = db_rows(config, "SELECT kind FROM events ORDER BY id")
+    module, run = moving_requests(app, reference)[request_name]
+    moved_after_the_check(monkeypatch, module, app, reference)
+    with pytest.raises(RequestError, match="not on the service cartes-grises's") as refused:
+        run()
+    shown = refused.value.shown or ""
+    assert "cartes grises (certificats d'immatriculation) », que vous ne traitez pas" in shown
+    assert db_rows(config, "SELECT service FROM messages") == [("cartes-grises",)]
+    assert db_rows(config, "SELECT kind FROM events ORDER BY id") == [
+        *before,
+        ("routing_corrected",),
+    ]
+    assert db_rows(config, "SELECT kind FROM outbox WHERE kind != 'ar'") == []
+    assert setup[3].messages == []
+
+
+# ------------------------------------------------------------------ releasing one's own mail
+
+
+def test_a_plain_agent_releases_a_message_they_took_not_a_colleagues(setup: Any) -> None:
+    """« Ne plus traiter »: giving a message to nobody needed a head (REASSIGN), so a plain
+    agent who took it could not let it go. They may now release their own; taking a
+    colleague's off them, or another service's, stays a head's."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+
+    def assign(agent_id: str, assignee: str | None) -> assignment.Assigned:
+        return assignment.assign(app.config, app.store, app.agent, agent_id, reference, assignee)
+
+    assert assign("aleroux", "aleroux").assignee == "aleroux"
+    released = assign("aleroux", None)
+    assert (released.assignee, released.previous) == (None, "aleroux")
+    assert db_rows(config, "SELECT assignee FROM messages") == [(None,)]
+    assign("lmoreau", "lmoreau")  # a head takes it: it is theirs now, not aleroux's
+    with pytest.raises(RequestError, match="aleroux: their role agent may not give") as no:
+        assign("aleroux", None)
+    assert "retirer à son agent" in (no.value.shown or "")
+    with pytest.raises(RequestError, match="cdurand: their role agent may not give"):
+        assign("cdurand", None)  # another service's agent
+    assert db_rows(config, "SELECT assignee FROM messages") == [("lmoreau",)]
+    details = [d for (d,) in db_rows(config, "SELECT detail FROM events WHERE kind = 'assigned'")]
+    assert [(json.loads(d)["agent"], json.loads(d)["assignee"]) for d in details] == [
+        ("aleroux", "aleroux"),
+        ("aleroux", None),
+        ("lmoreau", "lmoreau"),
+    ]
+
+
+def test_releasing_a_message_a_head_gave_away_meanwhile_is_refused(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who has the message is read again where the release is written: a head gave it to a
+    colleague after the agent's request was checked — the agent would have taken it from
+    them, a head's right. Refused; the colleague keeps it."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    assignment.assign(app.config, app.store, app.agent, "aleroux", reference, "aleroux")
+    real = assignment.permit
+
+    def check_then_give(*args: Any) -> None:
+        real(*args)
+        monkeypatch.setattr(assignment, "permit", real)
+        assignment.assign(app.config, app.store, app.agent, "lmoreau", reference, "lmoreau")
+
+    monkeypatch.setattr(assignment, "permit", check_then_give)
+    with pytest.raises(RequestError, match="aleroux: their role agent may not give"):
+        assignment.assign(app.config, app.store, app.agent, "aleroux", reference, None)
+    assert db_rows(config, "SELECT assignee FROM messages") == [("lmoreau",)]
+
+
+# ------------------------------------------------------------------------- repeated requests
+
+
+def test_a_repeated_key_gives_its_first_answer_to_the_agent_who_made_it_only(setup: Any) -> None:
+    """A request repeated under its idempotency key returns its first answer without a
+    permission check. The key is the form's (message and state), not the agent's: another
+    agent sending the same key — a plain agent, a quality agent — got « done » (and the
+    first request's outbox id) for a transfer or a reply they may not make. The key is now
+    the agent's: they go through the checks, and are refused."""
+    config, reference, _received = tracked(setup)
+    app = build_app(config)
+    transfers = transfers_of(app)
+    moved = transfers.transfer("lmoreau", reference, "cartes-grises", "carte grise", key="t-1")
+    again = transfers.transfer("lmoreau", reference, "cartes-grises", "carte grise", key="t-1")
+    assert again.repeated and again.outbox_ids == moved.outbox_ids  # a double click: done
+    for agent_id in ("aleroux", QUALITY):  # neither may transfer cartes-grises' mail
+        with pytest.raises(RequestError, match=f"agent: {agent_id}: "):
+            transfers.transfer(agent_id, reference, "cartes-grises", "carte grise", key="t-1")
+    replies = Replies(app.config, app.store, app.renderer, app.agent)
+    first = replies.send("cdurand", reference, Draft.free("Bien reçu."), key="form-1")
+    again = replies.send("cdurand", reference, Draft.free("Bien reçu."), key="form-1")
+    assert again.repeated and again.outbox_ids == first.outbox_ids
+    for agent_id in ("aleroux", QUALITY):
+        with pytest.raises(RequestError, match=f"agent: {agent_id}: .* send a reply"):
+            replies.send(agent_id, reference, Draft.free("Bien reçu."), key="form-1")
+    assert len(db_rows(config, "SELECT id FROM outbox WHERE kind = 'reply'")) == 1
+    assert len(db_rows(config, "SELECT id FROM events WHERE kind = 'transferred'")) == 1

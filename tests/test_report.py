@@ -513,3 +513,24 @@ def test_a_report_as_of_a_day_leaves_out_the_relances_received_after_it(
             f"Service {CARTES_GRISES}": relances,
             f"Service {GENERAL}": "0",
         }, day
+
+
+def test_report_files_are_readable_by_their_owner_only(config: Path, tmp_path: Path) -> None:
+    """The report's .eml and .html list the late and unanswered mails with their subjects
+    (a residence permit, a complaint): written under an operator's usual umask (022), every
+    user of the host could read them, as `mailbot backup` copies are protected against; a
+    report written again over an older, readable one is made private too."""
+    import os
+    import stat
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rapport-2026-W47.html").write_text("older", encoding="utf-8")
+    (out / "rapport-2026-W47.html").chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        week_47(config, out)
+    finally:
+        os.umask(previous)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in out.iterdir()}
+    assert modes == {f"rapport-2026-W47.{ext}": 0o600 for ext in ("eml", "html", "png", "csv")}

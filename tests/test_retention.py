@@ -5,6 +5,7 @@ real PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from scripted import ScriptedSmtpServer
 from mailbot.app import maintenance, presence
 from mailbot.app.delivery import Outbox, recover_interrupted, recover_orphans
 from mailbot.config import OutboxConfig, SmtpConfig, load_config
-from mailbot.core.statuses import ArStatus, Decision, OutboxKind, OutboxStatus
+from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.mail.smtp import SmtpTransport
 from mailbot.store import NewMessage, Store
-from mailbot.store.schema import outbox, outbox_bodies, viewings
+from mailbot.store.schema import events, messages, outbox, outbox_bodies, viewings
 
 ROOT = Path(__file__).resolve().parents[1]
 CITIZEN = "jeanne.martin@example.fr"
@@ -158,3 +159,100 @@ def _message(received: datetime) -> NewMessage:
         ar_status=ArStatus.PENDING,
         ar_message_id="<ar1@mailbot.test>",
     )
+
+
+# README, "Data kept (privacy)": the tables that hold something of a citizen (or of an
+# agent's work on a citizen's mail), all emptied by the purge of an old enough message,
+# and those that hold no person at all. A new table belongs to one or the other.
+CITIZENS_TABLES = {
+    "messages",
+    "events",
+    "outbox",
+    "outbox_bodies",
+    "corrections",
+    "viewings",
+    "message_keys",
+    "indicator_facts",
+    "ended_sessions",
+}
+NO_PERSON_TABLES = {
+    "folders",
+    "heartbeats",
+    "leases",
+    "workers",
+    "probes",
+    "indicator_days",
+    "indicator_zone",
+    "counters",
+}
+
+
+def test_the_purge_leaves_nothing_of_an_old_message_in_any_table(store: Store) -> None:
+    """Every kind of row written about one citizen's mail — its row, events, outbox mails
+    and their bytes, a correction, its fingerprint, the indicators' inputs, who had it open
+    — the later ones written recently (an agent's work on an old mail): the purge of the
+    message leaves none of them, and the tables it leaves hold no person (the figures of
+    ``indicator_days`` count nothing of it any more)."""
+    from mailbot.app import sessions
+    from mailbot.store.schema import corrections, metadata
+
+    now = datetime.now(UTC)
+    old = now - timedelta(days=load_config(ROOT / "rules.yaml").retention.days + 1)
+    with store.transaction() as tx:
+        pk = tx.insert_message(_message(old))
+        tx.claim_mail("fingerprint-of-the-mail", pk)
+        tx.add_event(pk, EventKind.TRANSFERRED, f'{{"reason": "{CITIZEN} demande"}}')
+        tx.enqueue(pk, OutboxKind.FORWARD, "service@pref.test", "", "<f@x>", FORWARD)
+        tx.enqueue(None, OutboxKind.DIGEST, "service@pref.test", "", "<d@x>", b"Titre de sejour")
+        tx.add_event(None, EventKind.SEND_FAILED, f"550 <{CITIZEN}>")
+        tx.claim_request("form-key")
+        tx.conn.execute(
+            corrections.insert().values(
+                message_pk=pk, at=now, agent="cdurand", service="etrangers", category="information"
+            )
+        )
+    with store.engine.begin() as conn:  # the message-less rows as old as the message
+        conn.execute(outbox.update().where(outbox.c.message_pk.is_(None)).values(created_at=old))
+        conn.execute(events.update().where(events.c.message_pk.is_(None)).values(at=old))
+    presence.opened(store, "cdurand", pk, clock=lambda: now - timedelta(minutes=5))
+    sessions.end(store, "ended-session", now - timedelta(minutes=1))
+    assert set(metadata.tables) == CITIZENS_TABLES | NO_PERSON_TABLES
+    with store.engine.connect() as conn:
+        assert all(_count(conn, name) for name in CITIZENS_TABLES)  # every kind was written
+
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    with store.engine.connect() as conn:
+        left = {name: _count(conn, name) for name in CITIZENS_TABLES}
+        assert left == dict.fromkeys(CITIZENS_TABLES, 0)
+        days = metadata.tables["indicator_days"]
+        assert conn.execute(sa.select(sa.func.coalesce(sa.func.sum(days.c.mails), 0))).scalar() == 0
+
+
+def _count(conn: sa.Connection, name: str) -> int:
+    from mailbot.store.schema import metadata
+
+    table = metadata.tables[name]
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def test_a_mail_the_server_dates_in_the_future_is_purged_from_its_recording(
+    store: Store,
+) -> None:
+    """Retention counts from a message's receipt, its IMAP INTERNALDATE: the server's
+    clock, or whatever date a client gave a mail it copied in (APPEND: an agent dragging a
+    mail from a local folder, a forged Date). A mail dated 2099 was kept until 2099 and
+    later. Recorded more than the retention ago and still dated to come, it is purged; one
+    recorded recently stays (its date may be a clock a little ahead)."""
+    now = datetime.now(UTC)
+    far = now.replace(year=now.year + 70)
+    with store.transaction() as tx:
+        long_ago = tx.insert_message(_message(far))
+        recent = tx.insert_message(
+            replace(_message(far), uid=2, message_id="<b@example.fr>", reference="SM-2026-000002")
+        )
+    with store.engine.begin() as conn:
+        recorded = now - timedelta(days=load_config(ROOT / "rules.yaml").retention.days + 1)
+        update = messages.update().where(messages.c.id == long_ago)
+        conn.execute(update.values(created_at=recorded))
+    maintenance.purge(load_config(ROOT / "rules.yaml"), store, clock=lambda: now)
+    assert [row.id for row in store.messages()] == [recent]

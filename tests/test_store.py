@@ -72,7 +72,7 @@ def new_message(**changes: object) -> NewMessage:
 
 
 def test_migrated_schema_matches_the_tables(store: Store) -> None:
-    assert store.schema_version() == Store.head_version() == "0029"
+    assert store.schema_version() == Store.head_version() == "0030"
     with store.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diffs == []
@@ -100,7 +100,7 @@ def test_reopening_keeps_data_and_version(store: Store) -> None:
     with store.transaction() as tx:
         tx.insert_message(new_message())
     again = Store(store.url)
-    assert again.schema_version() == "0029"
+    assert again.schema_version() == "0030"
     assert len(again.messages()) == 1
     again.close()
 
@@ -775,7 +775,7 @@ def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: S
         return int(tx.enqueue(None, "digest", "a@seine-maritime.gouv.fr", "", "<m@x>", b"x"))
 
     def request() -> None:
-        results.append(once(store, "reply_queued", "form-token", work))
+        results.append(once(store, "reply_queued", "form-token", work, agent="cdurand"))
 
     first = threading.Thread(target=request)
     first.start()
@@ -787,7 +787,42 @@ def test_a_request_key_is_claimed_once_even_by_two_transactions_at_once(store: S
     assert sorted(repeated for _id, repeated in results) == [False, True]
     assert len({outbox_id for outbox_id, _ in results}) == 1
     assert len(store.outbox_items()) == 1
-    assert once(store, "reply_queued", "other-token", work)[1] is False  # another key: done
+    other = once(store, "reply_queued", "other-token", work, agent="cdurand")
+    assert other[1] is False  # another key: done
+
+
+def test_a_message_checked_where_a_request_writes_is_locked_until_it_commits(
+    store: Store,
+) -> None:
+    """An agent's request checks whose the message is in the transaction that writes
+    (``owner_locked``), first thing in it: a head moving the message at that moment waits
+    for it to commit. On SQLite the driver began the transaction only at its first write:
+    the read went outside it, and the move committed between the check and the write."""
+    import threading
+
+    from mailbot.store.console import owner_locked
+
+    with store.transaction() as tx:
+        pk = tx.insert_message(new_message(service="general"))
+    moved = threading.Event()
+
+    def move() -> None:
+        with store.transaction() as tx:
+            tx.set_service(pk, "permis")
+        moved.set()
+
+    mover = threading.Thread(target=move)
+    with store.transaction() as tx:
+        seen = owner_locked(tx.conn, pk)
+        assert seen is not None and (seen.service, seen.mailbox) == ("general", "general")
+        mover.start()
+        assert not moved.wait(1)  # the move waits for this transaction
+        again = owner_locked(tx.conn, pk)
+        assert again is not None and again.service == "general"
+    mover.join(20)
+    assert moved.is_set() and store.message(id=pk).service == "permis"
+    with store.transaction() as tx:
+        assert owner_locked(tx.conn, 999_999) is None
 
 
 @pytest.mark.parametrize(

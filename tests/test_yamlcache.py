@@ -114,3 +114,23 @@ def test_the_default_cache_is_a_private_subdirectory(
     folder = tmp_path / "cache" / yamlcache.SUBDIRECTORY
     assert (folder.stat().st_mode & 0o777) == 0o700
     assert len(list(folder.glob("*.pickle"))) == 1
+
+
+def test_agents_yaml_leaves_no_copy_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """agents.yaml names people (first and last name, function, e-mail address), and the
+    cache keeps an entry per version of a file, never deleted: an agent who left and was
+    removed from agents.yaml stayed in every copy parsed before. It is read afresh at each
+    start (a few agents, a millisecond); rules.yaml, which names no one, is cached."""
+    from mailbot.config import load_agents, load_config
+
+    monkeypatch.setenv("MAILBOT_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config(ROOT / "rules.yaml")
+    agents = load_agents(ROOT / "agents.yaml", config)
+    assert agents  # read
+    kept = tmp_path / "cache" / yamlcache.SUBDIRECTORY
+    entries = [path.read_bytes() for path in kept.glob("*.pickle")]
+    assert entries  # rules.yaml is kept
+    names = {agent.last_name.encode() for agent in agents.values() if agent.last_name}
+    assert [name for name in names if any(name in entry for entry in entries)] == []

@@ -185,13 +185,14 @@ def send_once(
 ) -> Outcome:
     """Send the reply unless an answer was recorded since the form was shown (``state``,
     checked again where the reply is queued, so two forms sent at the same instant with
-    different keys send one mail). The key is the message's and the state's: two tabs, a
-    double click, or two agents at the same instant queue one mail; a colleague's reply is
-    reported as a collision."""
+    different keys send one mail). The key is the message's and the state's, and the
+    agent's (``requests.once``): two tabs or a double click queue one mail; two agents at
+    the same instant too, the second stopped by ``since`` where the reply is queued, and
+    told of the colleague's reply (a collision)."""
     key = form_key(row, state)
     since = replies_since(store, row, state)
     # read after ``since``: a reply of this very key that ``since`` shows is seen done here
-    done_before = previous(store, EventKind.REPLY_QUEUED, key) is not None
+    done_before = previous(store, EventKind.REPLY_QUEUED, key, agent=agent_id) is not None
     if since and not done_before:
         return Outcome(None, since)
     try:

@@ -17,6 +17,7 @@ from mailbot.app.requests import (
     find_message,
     once,
     permit,
+    permit_again,
     previous,
 )
 from mailbot.config import Config
@@ -59,7 +60,7 @@ def mark_answered(
     row = find_message(store, message)
     permit(config, agent_id, agent, MARKING_ANSWERED, service_of(config, row))
     name = row.reference or f"#{row.id}"
-    if previous(store, EventKind.ANSWERED_ELSEWHERE, key) is not None:
+    if previous(store, EventKind.ANSWERED_ELSEWHERE, key, agent=agent_id) is not None:
         return Answered(name, first=False, repeated=True)
     unhandled = row.decision == Decision.QUARANTINE or (
         row.decision == Decision.SKIP and row.reasons == UNHANDLED_REASONS
@@ -87,15 +88,14 @@ def mark_answered(
             shown="la date de la réponse doit se situer entre la réception du courriel et"
             " maintenant.",
         )
-    detail = json.dumps(
-        {"how": AnsweredHow(how).value, "agent": agent_id, "reason": reason.strip()},
-        ensure_ascii=False,
-    )
+    detail = {"how": AnsweredHow(how).value, "agent": agent_id, "reason": reason.strip()}
 
     def record(tx: Transaction) -> int:
-        tx.record_reply(row.id, when, None, detail, EventKind.ANSWERED_ELSEWHERE)
+        permit_again(tx, config, agent_id, agent, MARKING_ANSWERED, row)  # moved meanwhile?
+        said = json.dumps(detail, ensure_ascii=False)
+        tx.record_reply(row.id, when, None, said, EventKind.ANSWERED_ELSEWHERE)
         return 0
 
-    _, repeated = once(store, EventKind.ANSWERED_ELSEWHERE, key, record)
+    _, repeated = once(store, EventKind.ANSWERED_ELSEWHERE, key, record, agent=agent_id)
     first = row.first_reply_at is None or row.first_reply_at > when
     return Answered(name, first and not repeated, repeated)

@@ -40,6 +40,7 @@ from mailbot.core.statuses import Decision, EventKind
 from mailbot.errors import MessageError
 from mailbot.store import Store, Transaction
 from mailbot.store import corrections as stored
+from mailbot.store.console import owner_locked
 
 CORRECTION_REASON = "correction de l'orientation"
 
@@ -149,9 +150,13 @@ def _permitted(config: Config, agent_id: str, agent: Agent, row: Any) -> None:
 
 
 def _correctable(tx: Transaction, reference: str) -> Any:
-    """The message a correction is about, read in its transaction: an acknowledged
-    citizen's mail (MessageError otherwise)."""
+    """The message a correction is about, read in its transaction with its row locked
+    (``owner_locked``, then read again: as it is where the correction is written, a head's
+    transfer waiting or seen): an acknowledged citizen's mail (MessageError otherwise)."""
     row = stored.message_by_reference(tx.conn, reference)
+    if row is not None:
+        owner_locked(tx.conn, row.id)
+        row = stored.message_by_reference(tx.conn, reference)
     if row is None:
         raise MessageError(
             f"no tracked mail with reference {reference!r}",
@@ -205,7 +210,7 @@ def correct_in_console(
     service changes or not: the console's « Corriger », checked here for every face."""
     service, category = routed
     config, store = transfers.config, transfers.store
-    if previous(store, EventKind.TRANSFERRED, key) is not None:
+    if previous(store, EventKind.TRANSFERRED, key, agent=agent) is not None:
         return True  # a double click on a correction that moved the mail: done already
     _check(config, service, category, None)
     profile = find_agent(config, transfers.agents, agent)
@@ -219,7 +224,7 @@ def correct_in_console(
         return 0
 
     if service == service_of(config, row):
-        once(store, EventKind.ROUTING_CORRECTED, key, record)
+        once(store, EventKind.ROUTING_CORRECTED, key, record, agent=agent)
         return False
     transfers.transfer(
         agent, row.id, service, reason.strip() or CORRECTION_REASON, key, also=record

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from mailbot.app.bounces import bounce_notes
 from mailbot.config import Config
 from mailbot.core.indicators import (
     DayBuckets,
@@ -148,10 +149,15 @@ def unanswered(
     service: str | None = None,
 ) -> list[tuple[int, dict[str, Any]]]:
     """The citizens' messages with no reply, however old, with their age in working days,
-    oldest first: the figures count every one of them as overdue, so the list shows them."""
+    oldest first: the figures count every one of them as overdue, so the list shows them.
+    Each row's ``bounce``: the ``BounceNote`` of our last mail to the citizen that bounced
+    (app/bounces), or None."""
     calendar = calendar_for(config.timezone)
     _since, until = period_bounds(calendar, today, today)
     waiting = _aged(calendar, store.open_rows(until, mailbox, service), "received_at", today)
+    notes = bounce_notes(store, (row["id"] for _age, row in waiting))
+    for _age, row in waiting:  # our mail to the citizen bounced: contact them otherwise
+        row["bounce"] = notes.get(row["id"])
     return sorted(waiting, key=lambda item: -item[0])
 
 

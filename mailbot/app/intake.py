@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from mailbot.app.acknowledge import Plan, Planner, Received
+from mailbot.app.bounces import note_bounce
 from mailbot.app.recording import Batched, BatchWriteError, Direct
 from mailbot.app.routing_pool import RoutingAhead, RoutingPool, RoutingSpec
 from mailbot.config import Config
@@ -780,7 +781,10 @@ class Pipeline:
         if first is not None and elsewhere and _left_for_person(*_decided(policy.decision)):
             # Left for a person there and here: one citizen's mail, counted and listed once.
             return self._duplicate(rec, where, mail, parsed, first.id, existing, _copy_of(first))
-        return self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
+        outcome = self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
+        if outcome.decision == Decision.SKIP:  # a bounce of our mail? the agents must know
+            note_bounce(rec, mail.raw, outcome.reasons, outcome.message_pk, mail.internaldate)
+        return outcome
 
     # -----------------------------------------------------------------------------------
     def _sending(

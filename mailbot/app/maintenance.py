@@ -170,4 +170,6 @@ def purge(config: Config, store: Store, days: int | None = None, clock: Clock = 
     now = clock()
     sessions.forget_expired(store, now)
     presence.forget_old(store, now)
-    return store.purge(now - timedelta(days=config.retention.days if days is None else days))
+    return store.purge(
+        now - timedelta(days=config.retention.days if days is None else days), now=now
+    )

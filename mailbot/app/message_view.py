@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mailbot.app.bounces import BounceNote, bounce_note
 from mailbot.app.requests import MessageRef, tracked_message
-from mailbot.core.statuses import ANSWERS
+from mailbot.app.requests import service_of as service_of  # its home; the faces read it here
+from mailbot.core.statuses import ANSWERS, EventKind
 from mailbot.errors import MailboxError, MailGoneError, MessageError
 from mailbot.mail import display
 from mailbot.mail.originals import Originals
@@ -55,11 +57,8 @@ class MessageView:
     suggested: dict[str, Any]  # a weak routing decision's suggestion ({} when none)
     state: int  # the latest event's id: what the page saw (the actions' idempotency keys)
     answer_state: int  # the latest answer's (ANSWERS): the answer form's key and collisions
-
-
-def service_of(config: Any, row: Any) -> str:
-    """The service a message belongs to: its own, else its mailbox's."""
-    return str(row.service or config.mailboxes[row.mailbox].service)
+    # Our mails to the citizen that bounced (app/bounces), oldest first: the page's alert.
+    bounces: tuple[BounceNote, ...] = ()
 
 
 def find(store: Store, ref: MessageRef) -> Any:
@@ -83,7 +82,9 @@ def open_message(config: Any, store: Store, originals: Originals, row: Any) -> M
     """Everything the message page shows about ``row`` (a tracked message)."""
     mail, unavailable = read_mail(originals, row)
     html = safe_html.clean(mail.html, mail.images) if mail and mail.html else None
-    thread = [_event(e) for e in store.events(row.id)]
+    recorded = store.events(row.id)
+    thread = [_event(e) for e in recorded]
+    bounced = (bounce_note(e.detail) for e in recorded if e.kind == EventKind.BOUNCED)
     routing = _json(row.routing)
     hits = [Hit(str(h.get("rule", "")), str(h.get("detail", ""))) for h in routing.get("hits", [])]
     return MessageView(
@@ -98,6 +99,7 @@ def open_message(config: Any, store: Store, originals: Originals, row: Any) -> M
         suggested=dict(routing.get("suggested") or {}),
         state=stored.last_event_id(store.engine, row.id),
         answer_state=stored.last_event_id(store.engine, row.id, ANSWERS),
+        bounces=tuple(note for note in bounced if note is not None),
     )
 
 

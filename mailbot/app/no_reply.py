@@ -31,6 +31,7 @@ from mailbot.app.requests import (
     find_agent,
     once,
     permit,
+    permit_again,
     previous,
     tracked_message,
 )
@@ -73,7 +74,7 @@ def close_without_reply(
     agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
     permit(config, agent_id, agent, CLOSING, service_of(config, row))
-    if previous(store, EventKind.NO_REPLY_NEEDED, key) is not None:
+    if previous(store, EventKind.NO_REPLY_NEEDED, key, agent=agent_id) is not None:
         return Closed(row.reference, reason, repeated=True)
     with store.transaction() as tx:
         refuse(tx, row, Act.CLOSE)
@@ -90,13 +91,14 @@ def close_without_reply(
     )
 
     def record(tx: Transaction) -> int:
+        permit_again(tx, config, agent_id, agent, CLOSING, row)  # moved meanwhile?
         state = refuse(tx, row, Act.CLOSE)  # again, where the closing is written
         if not stored.set_no_reply(tx.conn, row.id, reason):  # an answer committed since
             raise answered_meanwhile(state, Act.CLOSE)
         tx.add_event(row.id, EventKind.NO_REPLY_NEEDED, detail)
         return 0
 
-    _, repeated = once(store, EventKind.NO_REPLY_NEEDED, key, record)
+    _, repeated = once(store, EventKind.NO_REPLY_NEEDED, key, record, agent=agent_id)
     return Closed(row.reference, reason, repeated)
 
 
@@ -127,7 +129,7 @@ def reopen(
     agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
     permit(config, agent_id, agent, REOPENING, service_of(config, row))
-    if previous(store, EventKind.REOPENED, key) is not None:
+    if previous(store, EventKind.REOPENED, key, agent=agent_id) is not None:
         return Reopened(row.reference, None, repeated=True)
     with store.transaction() as tx:
         refuse(tx, row, Act.REOPEN)
@@ -135,6 +137,7 @@ def reopen(
     closed: list[NoReplyReason] = []
 
     def record(tx: Transaction) -> int:
+        permit_again(tx, config, agent_id, agent, REOPENING, row)  # moved meanwhile?
         state = refuse(tx, row, Act.REOPEN)  # again, where it is written
         if not tx.reopen_closed(row.id):  # the row's guard saw an answer committed since
             raise answered_meanwhile(state, Act.REOPEN)
@@ -149,7 +152,7 @@ def reopen(
         closed.append(NoReplyReason(str(state.closed)))
         return 0
 
-    _, repeated = once(store, EventKind.REOPENED, key, record)
+    _, repeated = once(store, EventKind.REOPENED, key, record, agent=agent_id)
     return Reopened(row.reference, closed[0] if closed else None, repeated)
 
 
@@ -175,10 +178,11 @@ def mark_read(
     agent = find_agent(config, agents, agent_id)
     row = tracked_message(store, message)
     permit(config, agent_id, agent, MARKING_READ, service_of(config, row))
-    if previous(store, EventKind.FOLLOW_UP_READ, key) is not None:
+    if previous(store, EventKind.FOLLOW_UP_READ, key, agent=agent_id) is not None:
         return MarkedRead(row.reference, repeated=True)
 
     def record(tx: Transaction) -> int:
+        permit_again(tx, config, agent_id, agent, MARKING_READ, row)  # moved meanwhile?
         if not tx.clear_written_again(row.id):  # none, or read or answered meanwhile
             raise RequestError(
                 "reference",
@@ -190,7 +194,7 @@ def mark_read(
         tx.add_event(row.id, EventKind.FOLLOW_UP_READ, detail)
         return 0
 
-    _, repeated = once(store, EventKind.FOLLOW_UP_READ, key, record)
+    _, repeated = once(store, EventKind.FOLLOW_UP_READ, key, record, agent=agent_id)
     return MarkedRead(row.reference, repeated)
 
 

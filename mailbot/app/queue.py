@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mailbot.app import indicators
+from mailbot.app.bounces import bounce_notes
 from mailbot.app.message_view import service_of
 from mailbot.config import Config
 from mailbot.core.indicators import TARGET_RATE, Indicators
@@ -87,6 +88,9 @@ class QueueRow:
     # Answered, then the citizen wrote again (local time of the first unread follow-up):
     # new mail to read, shown so instead of the deadline, which the answer met or missed.
     written_again: datetime | None = None
+    # Our last mail to the citizen bounced (app/bounces): its status (``5.1.1``, or "?"
+    # when the report gave none); "" when none did. The row's marker.
+    bounced: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def listing(config: Config, store: Store, query: QueueQuery, today: date) -> Que
     found, total = stored.open_messages(store.engine, where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     pages = max(1, -(-total // PAGE_SIZE))
     rows = [_row(config, calendar, row, today) for row in found]
+    notes = bounce_notes(store, (row.id for row in rows))
+    rows = [replace(r, bounced=notes[r.id].status or "?") if r.id in notes else r for r in rows]
     return QueuePage(rows, total, min(page, pages), pages)
 
 

@@ -28,6 +28,7 @@ from mailbot.app.requests import (
     MessageRef,
     find_agent,
     once,
+    owner,
     permit,
     previous,
     service_label,
@@ -155,11 +156,13 @@ class Replies:
         agent's form was shown; AnsweredMeanwhileError when an answer was recorded after
         it, checked in the very transaction that queues (the message's row locked): two
         forms sent at the same instant never both reach the citizen."""
-        done = previous(self.store, EventKind.REPLY_QUEUED, key)
+        done = previous(self.store, EventKind.REPLY_QUEUED, key, agent=agent_id)
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
         mail, edited = self._build(agent_id, row, draft)
+        agent = find_agent(self.config, self.agents, agent_id)
+        meta = self.renderer.meta(draft.template)
         box = self.config.mailboxes[row.mailbox]
         queued = Queued.of(OutboxKind.REPLY, mail, row.sender, box.address)
         detail = json.dumps(
@@ -167,13 +170,15 @@ class Replies:
         )
 
         def record(tx: Transaction) -> int:
+            # Again where it is queued, on the service read there: moved meanwhile?
+            allowed(self.config, agent_id, agent, owner(tx, row), meta)
             if since is not None and stored.events_after(tx.conn, row.id, since, ANSWERS):
                 raise AnsweredMeanwhileError(row.reference or f"#{row.id}")
             (outbox_id,) = enqueue(tx, row.id, [queued])
             tx.add_event(row.id, EventKind.REPLY_QUEUED, detail)
             return outbox_id
 
-        outbox_id, repeated = once(self.store, EventKind.REPLY_QUEUED, key, record)
+        outbox_id, repeated = once(self.store, EventKind.REPLY_QUEUED, key, record, agent=agent_id)
         return Sent((outbox_id,) if outbox_id else (), repeated)
 
     def _build(self, agent_id: str, row: sa.Row[Any], draft: Draft) -> tuple[OutgoingMail, bool]:
@@ -245,16 +250,15 @@ def is_reply_template(meta: TemplateMeta) -> bool:
     return meta.name not in (FREE_TEMPLATE, NOTICE_TEMPLATE) and "agent" in meta.required
 
 
-def allowed(
-    config: Config, agent_id: str, agent: Agent, row: sa.Row[Any], meta: TemplateMeta
-) -> None:
+def allowed(config: Config, agent_id: str, agent: Agent, row: Any, meta: TemplateMeta) -> None:
     """Refuse a reply the agent may not send, whichever face asks (the console offered
     only these; ``mailbot reply`` names any agent and template): one their role may not
     send (agents.yaml's ``role``, core/permissions: a quality or admin agent replies to
     no one) or on the mail of a service that is not theirs (agents.yaml's
     ``service``/``services``): RequestError naming agent, action and service; or with a
     template other than the free reply that is no reply or whose scope (meta.yaml) keeps
-    it from the message's mailbox or service (TemplateNotAllowedError, naming both)."""
+    it from the message's mailbox or service (TemplateNotAllowedError, naming both).
+    ``row``: the message's, or its ``owner`` as the transaction that queues reads it."""
     service = service_of(config, row)
     permit(config, agent_id, agent, REPLYING, service)
     if meta.name == FREE_TEMPLATE:

@@ -6,7 +6,14 @@ or its row id (``42`` or ``#42``, for mail without a reference). A request may c
 idempotency key — the web console's form token — stored with what the request did: a
 double click, or the same form sent from two tabs, queues one mail and records one event.
 A key made from the message's state when the form was shown (its id and its last event; for a
-reply, its last answer) is shared by two tabs opened on the same message.
+reply, its last answer) is shared by two tabs opened on the same message. A key is the
+agent's (``_scoped``): a repeated request returns its first answer without any check, and
+only to the agent who made it — what they already got, when they were allowed it.
+
+An agent's right is checked twice (``permit``): when the request is read, to refuse early
+and say why, and again in the transaction that writes it (``permit_again``), on the
+message's service and assignee read there with its row locked — a head may have moved it
+meanwhile, and the first check would have let an agent act on another service's mail.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from mailbot.core.permissions import POLICY, Action, Role, allowed
 from mailbot.core.statuses import Decision
 from mailbot.errors import ConfigError, RepeatedRequestError, RequestError
 from mailbot.store import Store, Transaction
+from mailbot.store import console as stored
 
 MessageRef = str | int  # a tracking reference, or a row id (42, "42", "#42")
 AgentLookup = Callable[[str], Agent | None]  # agents.yaml, as the face reads it
@@ -89,6 +97,8 @@ CLOSING = Doing(Action.REPLY, "close without reply", "clore ce courriel sans ré
 REOPENING = Doing(Action.REPLY, "reopen", "rouvrir ce courriel")
 MARKING_READ = Doing(Action.REPLY, "mark read", "marquer ce courriel comme lu")
 TAKING = Doing(Action.REPLY, "take the message", "prendre ce courriel")  # assigned to oneself
+# Letting go of a message one has (« Ne plus traiter »): it is taken from no one else.
+RELEASING = Doing(Action.REPLY, "release the message", "ne plus traiter ce courriel")
 # Moving a message away from a service, or from its agent, is its heads' (REASSIGN).
 GIVING = Doing(
     Action.REASSIGN,
@@ -133,6 +143,39 @@ def permit(config: Config, agent_id: str, agent: Agent, act: Doing, service: str
     )
 
 
+def service_of(config: Any, row: Any) -> str:
+    """The service a message belongs to: its own, else its mailbox's."""
+    return str(row.service or config.mailboxes[row.mailbox].service)
+
+
+def owner(tx: Transaction, row: Any) -> sa.Row[Any]:
+    """Whose ``row``'s message is as ``tx`` reads it — its ``service``, ``mailbox`` and
+    ``assignee`` — with the row locked until ``tx`` ends (store/console.owner_locked): what
+    a request writing in ``tx`` checks its right on. RequestError when it is gone (purged
+    since it was read)."""
+    current = stored.owner_locked(tx.conn, row.id)
+    if current is None:
+        raise RequestError(
+            "reference",
+            row.reference or f"#{row.id}",
+            "no such message (deleted meanwhile)",
+            shown="ce courriel est introuvable.",
+        )
+    return current
+
+
+def permit_again(
+    tx: Transaction, config: Config, agent_id: str, agent: Agent, act: Doing, row: Any
+) -> sa.Row[Any]:
+    """``permit`` again where the request writes, on the service read in ``tx`` (``owner``,
+    returned): the message moved to another service since it was first checked — a
+    head's transfer or correction in between — is refused as if it had been there from
+    the start."""
+    current = owner(tx, row)
+    permit(config, agent_id, agent, act, service_of(config, current))
+    return current
+
+
 def service_label(config: Config, service: str) -> str:
     """How a service is named to an agent in a refusal: its name in rules.yaml (« Cartes
     grises »), else its key as typed (an unknown one, or the re-orientation pseudo-service)."""
@@ -154,27 +197,33 @@ def form_key(action: str, row: Any, state: int | str) -> str:
     return f"console-{action}:{row.id}:{row.received_at.isoformat()}:{state}"
 
 
-def previous(store: Store, kind: str, key: str | None) -> int | None:
-    """What a request done before under ``key`` returned (an outbox id, 0 for none), or
-    None: checked first, so that a repeated request gets its first answer even when the
-    first one changed what would now be checked (a message already transferred)."""
+def previous(store: Store, kind: str, key: str | None, *, agent: str) -> int | None:
+    """What ``agent``'s request done before under ``key`` returned (an outbox id, 0 for
+    none), or None: checked first, before their right, so that a repeated request gets its
+    first answer even when the first one changed what would now be checked (a message
+    transferred out of their service). Safe without that check: the answer is the agent's
+    own, found under their key only — what they were given when they were allowed it;
+    another agent sending the same form's key is not found here and goes through the
+    checks."""
     if key is None:
         return None
     with store.transaction() as tx:
-        return tx.request_outcome(_scoped(kind, key))
+        return tx.request_outcome(_scoped(kind, agent, key))
 
 
 def once(
-    store: Store, kind: str, key: str | None, work: Callable[[Transaction], int]
+    store: Store, kind: str, key: str | None, work: Callable[[Transaction], int], *, agent: str
 ) -> tuple[int, bool]:
-    """Run ``work`` in one transaction, once per ``key``: (what it returned — an outbox id,
-    0 for none — and whether the request had been done before, in which case ``work`` did
-    not run and the first run's outbox id is returned). Two requests with one key at the
-    same moment: the second waits for the first's transaction, then finds it done."""
+    """Run ``work`` in one transaction, once per ``agent`` and ``key``: (what it returned —
+    an outbox id, 0 for none — and whether the request had been done before, in which case
+    ``work`` did not run and the first run's outbox id is returned). Two requests with one
+    key at the same moment: the second waits for the first's transaction, then finds it
+    done. Another agent's request with the same key is theirs: ``work`` runs (its checks
+    refuse what the first made pointless: an answer given, a message closed, moved)."""
     if key is None:
         with store.transaction() as tx:
             return work(tx), False
-    scoped = _scoped(kind, key)
+    scoped = _scoped(kind, agent, key)
     try:
         with store.transaction() as tx:
             tx.claim_request(scoped)
@@ -186,5 +235,9 @@ def once(
             return tx.request_outcome(scoped) or 0, True
 
 
-def _scoped(kind: str, key: str) -> str:
-    return f"{kind}\0{key}"
+def _scoped(kind: str, agent: str, key: str) -> str:
+    """The stored key: the request's kind, the agent's and the form's key. A form's key
+    names the message and its state, not who sends it, and a repeated request is answered
+    unchecked: shared with another agent, it would tell them « done » — with the first
+    request's outbox id — for a transfer or a reply they may not make."""
+    return f"{kind}\0{agent}\0{key}"

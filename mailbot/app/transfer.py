@@ -47,6 +47,7 @@ from mailbot.app.requests import (
     find_agent,
     once,
     permit,
+    permit_again,
     previous,
     tracked_message,
 )
@@ -114,11 +115,12 @@ class Transfers:
         """Queue the notice and the forwards, make the message the service's, record who
         and why — all in one transaction, once per ``key``. ``also`` records more in that
         transaction (a routing correction that moves the message: ``app/corrections``)."""
-        done = previous(self.store, EventKind.TRANSFERRED, key)
+        done = previous(self.store, EventKind.TRANSFERRED, key, agent=agent_id)
         if done is not None:
             return Sent((done,) if done else (), repeated=True)
         row = tracked_message(self.store, message)
         label, signature = self._check(agent_id, row, service, reason)
+        reason = reason.strip()
         notice = Queued.of(
             OutboxKind.NOTICE,
             self._notice(row, service, signature),
@@ -135,19 +137,16 @@ class Transfers:
             service,
             row.category or UNCLASSIFIED,
             by=label,
-            reason=reason.strip(),
+            reason=reason,
         )
         forwarded = self._forwards(transfer, original.raw, original.size)
         mails = [notice, *forwarded]
-        detail = {
-            "service": service,
-            "from": self._current_service(row),
-            "agent": agent_id,
-            "reason": reason.strip(),
-        }
 
         def record(tx: Transaction) -> int:
-            refuse(tx, row, Act.TRANSFER)  # again, where it is written: answered meanwhile?
+            # Again, where it is written: moved to another service, answered meanwhile?
+            origin = self._still_allowed(tx, agent_id, row, service)
+            refuse(tx, row, Act.TRANSFER)
+            detail = {"service": service, "from": origin, "agent": agent_id, "reason": reason}
             if also is not None:
                 also(tx)
             ids = enqueue(tx, row.id, mails)
@@ -159,7 +158,7 @@ class Transfers:
             self._unassign(tx, row.id, service, agent_id)
             return ids[0]
 
-        outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record)
+        outbox_id, repeated = once(self.store, EventKind.TRANSFERRED, key, record, agent=agent_id)
         return Sent((outbox_id,) if outbox_id else (), repeated)
 
     def _forwards(self, transfer: Transfer, raw: bytes, size: int) -> tuple[Queued, ...]:
@@ -213,6 +212,24 @@ class Transfers:
             refuse(tx, row, Act.TRANSFER)
         meta = self.renderer.meta(NOTICE_TEMPLATE)
         return agent_label(agent_id, agent), signature_of(self.config, agent_id, agent, meta)
+
+    def _still_allowed(self, tx: Transaction, agent_id: str, row: sa.Row[Any], service: str) -> str:
+        """The message's service as ``tx`` reads it (its row locked), where the transfer is
+        written: the agent must still be a head of it (a head's transfer or correction
+        may have moved it since ``_check``), and it must not be ``service`` already."""
+        agent = find_agent(self.config, self.agents, agent_id)
+        current = service_of(
+            self.config, permit_again(tx, self.config, agent_id, agent, TRANSFERRING, row)
+        )
+        if current == service:
+            raise RequestError(
+                "service",
+                service,
+                f"{row.reference} was moved to this service meanwhile",
+                shown=f"ce courriel vient d'être confié au service"
+                f" « {self.config.services[service].name} ».",
+            )
+        return current
 
     def _unassign(self, tx: Transaction, message_pk: int, service: str, agent_id: str) -> None:
         """The assignee keeps the message only if they handle ``service`` too: else the

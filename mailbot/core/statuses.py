@@ -137,6 +137,10 @@ class EventKind(StrEnum):
     # message leaves the queue again (``written_again_at`` cleared), its answer still counts.
     FOLLOW_UP_READ = "follow_up_read"
     PROBE_ALERT_SENT = "probe_alert_sent"
+    # A mail of ours to the citizen (AR, transfer notice, reply) bounced for good: a
+    # delivery report that names it came back (core/bounces, app/intake). On the citizen's
+    # message; the detail (JSON) says which mail, when it left, the status and diagnostic.
+    BOUNCED = "bounced"
 
     @classmethod
     def sent(cls, kind: OutboxKind) -> EventKind:

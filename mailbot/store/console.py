@@ -177,6 +177,26 @@ def events_after(conn: Connection, message_pk: int, event_id: int, kinds: Collec
     return int(conn.execute(query).scalar_one())
 
 
+def owner_locked(conn: Connection, message_pk: int) -> sa.Row[Any] | None:
+    """Whose the message is — its ``service``, ``mailbox`` and ``assignee`` — read with its
+    row locked until the transaction ends, for a request that checks them where it writes:
+    a head moving the message, or another agent taking it, waits for that transaction or
+    is seen by it. PostgreSQL: SELECT … FOR UPDATE. SQLite: the write lock taken first
+    (BEGIN IMMEDIATE) when the transaction has written nothing yet — its driver opens a
+    transaction only at the first write, so a read before it sees the file as it is and a
+    move committed between that read and the write would go unseen."""
+    if conn.dialect.name == "sqlite":
+        driver = conn.connection.dbapi_connection
+        if driver is not None and not getattr(driver, "in_transaction", True):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    query: sa.Select[Any] = (
+        sa.select(messages.c.id, messages.c.service, messages.c.mailbox, messages.c.assignee)
+        .where(messages.c.id == message_pk)
+        .with_for_update()
+    )
+    return conn.execute(query).first()
+
+
 def set_assignee(conn: Connection, message_pk: int, agent: str | None) -> None:
     conn.execute(messages.update().where(messages.c.id == message_pk).values(assignee=agent))
 

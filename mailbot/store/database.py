@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailbot import __version__
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
-from mailbot.core.statuses import Attention, Decision, OutboxStatus
+from mailbot.core.statuses import Attention, Decision, EventKind, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
 from mailbot.store.desk import WriteDesk
 from mailbot.store.errors import DATABASE_FILE, is_read_only, transient_reason
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
+BOUNCE_CHUNK = 500  # message ids per query of ``Store.bounces``
 MIGRATIONS = Path(__file__).parent / "migrations"
 NO_RETURN_PATH = f'"{Attention.NO_RETURN_PATH}"'  # as it appears in a row's reasons
 MIGRATION_LOCK = 0x6D61696C626F74  # "mailbot": the advisory lock PostgreSQL migrations take
@@ -510,6 +511,22 @@ class Store:
         """
         return self._citizen_rows(self._citizens(since, until, long_period=False), mailbox, service)
 
+    def bounces(self, message_pks: list[int]) -> dict[int, str]:
+        """The last ``bounced`` event's detail of each of these messages that has one: our
+        mail to the citizen bounced (app/bounces). Read by ``ix_events_message_pk``, in
+        chunks of ``BOUNCE_CHUNK`` ids (a listing may hold thousands)."""
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(message_pks), BOUNCE_CHUNK):
+                chunk = message_pks[start : start + BOUNCE_CHUNK]
+                query = (
+                    sa.select(events.c.message_pk, events.c.detail)
+                    .where(events.c.message_pk.in_(chunk), events.c.kind == EventKind.BOUNCED)
+                    .order_by(events.c.id)
+                )
+                found.update((int(pk), str(detail)) for pk, detail in conn.execute(query))
+        return found
+
     def open_rows(
         self, until: datetime, mailbox: str | None = None, service: str | None = None
     ) -> list[dict[str, Any]]:
@@ -715,8 +732,11 @@ class Store:
             looked, missing = conn.execute(query).one()
         return int(missing), int(looked)
 
-    def purge(self, before: datetime) -> int:
-        """Delete everything about messages received before ``before`` (retention), and the
+    def purge(self, before: datetime, now: datetime | None = None) -> int:
+        """Delete everything about messages received before ``before`` (retention), or
+        recorded before it but dated by the server after ``now`` (default: the clock's):
+        such an INTERNALDATE (a wrong clock, a date a client gave a mail it copied in) kept
+        them until that date. And the
         mail and events tied to no message made before it: digests and reports carry
         citizens' subjects, and one that failed or stayed pending kept them for ever. The
         bytes of an uncertain mail (never sent again) go whatever their age: a version
@@ -727,7 +747,8 @@ class Store:
         with self.transaction() as tx:
             uncertain = sa.select(outbox.c.id).where(outbox.c.status == OutboxStatus.UNCERTAIN)
             tx.conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id.in_(uncertain)))
-            old = sa.select(messages.c.id).where(messages.c.received_at < before)
+            expired = _expired(before, datetime.now(UTC) if now is None else now)
+            old = sa.select(messages.c.id).where(expired)
             tx.conn.execute(events.delete().where(events.c.message_pk.in_(old)))
             tx.conn.execute(outbox.delete().where(outbox.c.message_pk.in_(old)))
             unattached = outbox.c.message_pk.is_(None) & (outbox.c.created_at < before)
@@ -740,7 +761,7 @@ class Store:
             tx.conn.execute(
                 messages.update().where(messages.c.parent_id.in_(old)).values(parent_id=None)
             )
-            deleted = tx.conn.execute(messages.delete().where(messages.c.received_at < before))
+            deleted = tx.conn.execute(messages.delete().where(expired))
         self._truncate_wal()
         return int(deleted.rowcount)
 
@@ -760,6 +781,14 @@ class Store:
         if self.writer is not self.engine:
             self.writer.dispose()
         self.engine.dispose()
+
+
+def _expired(before: datetime, now: datetime) -> sa.ColumnElement[bool]:
+    """The messages past their retention: received before ``before``, or dated by the
+    server after ``now`` (still to come) but recorded before ``before``. Both read the
+    index on ``received_at`` (the second, a range of the few rows dated in the future)."""
+    c = messages.c
+    return sa.or_(c.received_at < before, sa.and_(c.received_at > now, c.created_at < before))
 
 
 # Query parameters that carry a secret (libpq's keywords: ``?password=…`` is a password

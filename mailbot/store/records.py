@@ -94,6 +94,18 @@ class OutboxItem:
     queued_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class SentMail:
+    """A mail of ours to a citizen a bounce may be about: its citizen's message, its kind,
+    recipient and when it left (``sent_at``; None when not sent, or uncertain)."""
+
+    outbox_id: int
+    message_pk: int
+    kind: OutboxKind
+    recipient: str
+    sent_at: datetime | None
+
+
 def outbox_item(row: Any, *, raw: bool = True, message_sender: str | None = None) -> OutboxItem:
     """An outbox row as an OutboxItem (``raw=False``: without its bytes)."""
     return OutboxItem(

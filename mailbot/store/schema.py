@@ -208,6 +208,8 @@ outbox = sa.Table(
     sa.Column("requeued_at", UTCDateTime),
     sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
     sa.Index("ix_outbox_message_pk", "message_pk"),
+    # A bounce names the mail it is about by its Message-ID (schema 0030, core/bounces).
+    sa.Index("ix_outbox_email_message_id", "email_message_id"),
 )
 # An outbox mail's bytes (~14 KB for an AR), apart from its row (issue 14, migration 0018):
 # the row's status updates (taken, claimed, sent) rewrite a small record, not the mail, and

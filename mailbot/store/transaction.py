@@ -33,6 +33,7 @@ from mailbot.store.records import (
     NewMessage,
     OutboxItem,
     ResyncBounds,
+    SentMail,
     outbox_item,
 )
 from mailbot.store.schema import (
@@ -1233,6 +1234,31 @@ class Transaction:
         self.conn.execute(
             counters.update().where(counters.c.name == request_flag(key)).values(value=outbox_id)
         )
+
+    def sent_mails(self, message_ids: Sequence[str], kinds: Sequence[OutboxKind]) -> list[SentMail]:
+        """Our mails of these kinds to a citizen's message with one of these Message-IDs
+        (``ix_outbox_email_message_id``): what a bounce naming them is about."""
+        if not message_ids:
+            return []
+        query = (
+            sa.select(
+                outbox.c.id,
+                outbox.c.message_pk,
+                outbox.c.kind,
+                outbox.c.recipient,
+                outbox.c.sent_at,
+            )
+            .where(
+                outbox.c.email_message_id.in_(list(message_ids)),
+                outbox.c.kind.in_([k.value for k in kinds]),
+                outbox.c.message_pk.is_not(None),
+            )
+            .order_by(outbox.c.id)
+        )
+        return [
+            SentMail(r.id, r.message_pk, OutboxKind(r.kind), r.recipient, r.sent_at)
+            for r in self.conn.execute(query)
+        ]
 
     def add_event(self, message_pk: int | None, kind: EventKind, detail: str = "") -> None:
         values = {"message_pk": message_pk, "kind": kind, "detail": detail, "at": utcnow()}

@@ -45,8 +45,8 @@ def _key(name: str, row: Any, form: dict[str, str]) -> str:
 
 async def _assign(request: Request, row: Any, form: dict[str, str], service: str) -> str:
     me = current_agent(request).agent_id
-    target = form.get("a", "").strip() or None
-    check(request, Action.REPLY if target == me else Action.REASSIGN, service)
+    target = form.get("a", "").strip() or None  # "": to nobody (« Ne plus traiter »)
+    check(request, assignment.needed(me, target, row.assignee).action, service)
     app = backend(request)
     await run_in_threadpool(
         assignment.assign,

@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailbot.app import message_actions, message_view, presence, queue
+from mailbot.app import assignment, message_actions, message_view, presence, queue
 from mailbot.app.answered import AnsweredHow
+from mailbot.app.bounces import BounceNote
 from mailbot.core.dates import date_fr
 from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
@@ -58,6 +59,7 @@ EVENT_LABELS = {
     "send_deferred": "Envoi différé",
     "send_failed": "Échec d'envoi",
     "send_requeued": "Remis dans la file d'envoi après une panne",
+    "bounced": "Courriel à l'usager non distribué (retour du serveur destinataire)",
 }
 DETAIL_LABELS = {
     "assignee": "attribué à",
@@ -81,6 +83,20 @@ def event_label(event: message_view.ThreadEvent) -> str:
     if event.agent and f"{event.kind}:agent" in EVENT_LABELS:
         return EVENT_LABELS[f"{event.kind}:agent"]
     return EVENT_LABELS.get(event.kind, event.kind)
+
+
+def bounce_alert(note: BounceNote, timezone: str) -> tuple[str, str]:
+    """A bounce as the page's alert says it: « Le courriel envoyé à l'usager le … n'a pas
+    pu être distribué : adresse inconnue (5.1.1). Contactez l'usager par un autre moyen. »,
+    and which mail it was with the remote server's words (its diagnostic, one short line)."""
+    when = note.sent_at or note.bounced_at
+    sent = f" le {date_fr(when, timezone=timezone)}" if when else ""
+    said = f" Réponse du serveur distant : « {note.diagnostic} »." if note.diagnostic else ""
+    return (
+        f"Le courriel envoyé à l'usager{sent} n'a pas pu être distribué : {note.reason}."
+        " Contactez l'usager par un autre moyen.",
+        f"Courriel concerné : {note.what}.{said}",
+    )
 
 
 def message_of(request: Request, action: Action = Action.VIEW_MESSAGE) -> Any:
@@ -159,6 +175,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
         "settled_labels": SETTLED_LABELS,
         "citizen_text": citizen_text(row.language),
         "mail_date": mail_date(view.mail.date if view.mail else "", app.config.timezone),
+        "bounce_alerts": [bounce_alert(n, app.config.timezone) for n in view.bounces],
     }
     context.update(_actions(request, row, view.service))
     context["offer"] = await run_in_threadpool(
@@ -233,6 +250,11 @@ def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:
     return {
         "can_act": principal.can(Action.REPLY, service),
         "can_reassign": principal.can(Action.REASSIGN, service),
+        # « Ne plus traiter »: the agent who has the message lets it go (the use case's rule)
+        "can_release": row.assignee == principal.agent_id
+        and principal.can(
+            assignment.needed(principal.agent_id, None, row.assignee).action, service
+        ),
         "colleagues": sorted(
             agent_id for agent_id, agent in directory.items() if service in agent.console_services
         ),

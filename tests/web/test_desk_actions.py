@@ -138,6 +138,42 @@ def test_an_action_without_the_csrf_token_is_refused(desk: Desk, console: Runnin
     assert details(desk, "assigned") == []
 
 
+def test_an_agent_lets_go_of_their_own_message_not_a_colleagues(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """« Ne plus traiter »: an agent who took a message could not give it back (giving it
+    to nobody was a head's reassignment: 403). The page now offers it to the agent who has
+    it, and the console and the use case allow it to them — not on a colleague's."""
+    row = desk.row(OVERDUE)
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        assert 'id="ne-plus-traiter"' not in karim.get(f"/courriel/{row.id}").text
+        assert act(karim, desk, "attribuer", a="khaddad").status_code == 303
+        page = karim.get(f"/courriel/{row.id}").text
+        assert 'id="ne-plus-traiter"' in page and 'id="prendre"' not in page
+        form = page.split('id="action-liberer"', 1)[1].split("</form>", 1)[0]
+        assert 'name="a" value=""' in form and "Ne plus traiter" in form
+        data = {"csrf_token": csrf_from(page), "etat": state_of(page, "liberer"), "a": ""}
+        released = karim.post(f"/courriel/{row.id}/action/attribuer", data=data)
+        assert released.status_code == 303
+        assert desk.row(OVERDUE).assignee is None
+        assert row.reference not in karim.get("/?etat=mes-courriels").text
+    with console.client() as lea:
+        local_login(lea, "lmoreau")
+        assert act(lea, desk, "attribuer", a="lmoreau").status_code == 303
+    with console.client() as karim:
+        local_login(karim, "khaddad")
+        page = karim.get(f"/courriel/{row.id}").text
+        assert 'id="ne-plus-traiter"' not in page and 'id="prendre"' in page
+        assert act(karim, desk, "attribuer", a="").status_code == 403  # Léa's: a head's to undo
+    assert desk.row(OVERDUE).assignee == "lmoreau"
+    assert [(d["agent"], d["assignee"]) for d in details(desk, "assigned")] == [
+        ("khaddad", "khaddad"),
+        ("khaddad", None),
+        ("lmoreau", "lmoreau"),
+    ]
+
+
 def test_assign_to_me_and_to_a_colleague(desk: Desk, console: RunningConsole) -> None:
     with console.client() as karim:
         local_login(karim, "khaddad")
