@@ -276,6 +276,23 @@ def test_safe_html_shows_neither_the_title_nor_what_the_mails_style_hides() -> N
     assert "<p>Bonjour</p>" in html
 
 
+@pytest.mark.parametrize("piece", ["<a", "<img", "<p style='display:none' "])
+def test_safe_html_cleans_a_mail_of_unclosed_tags_in_linear_time(piece: str) -> None:
+    """The message page cleans the citizen's HTML part (up to display.TEXT_LIMIT, 200,000
+    characters) on every view, in the console's process: a mail of tags that never close
+    ("<a<a<a…") made the start-tag scan go to the end of the part from each "<", 23 s
+    of CPU holding the GIL (every agent's page waited) for each opening of that mail."""
+    import time
+
+    markup = piece * (display.TEXT_LIMIT // len(piece))
+    started = time.process_time()
+    safe_html.clean("<p>début</p>" + markup)  # no ">" after: each "<" was scanned to the end
+    assert time.process_time() - started < 2.0
+    # tags that do close are still read whole: the style that hides one still hides it
+    hidden = safe_html.clean("<p>a<span style='display:none'>b</span></p>").html
+    assert "<span hidden" in hidden
+
+
 MIXED = (
     b"From: =?utf-8?q?Jos=C3=A9?= <jose@example.fr>\r\nTo: pref@example.fr\r\n"
     b"Subject: =?utf-8?q?Dossier_r=C3=A9c=C3=A9piss=C3=A9?=\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\n"

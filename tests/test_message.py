@@ -203,3 +203,44 @@ def test_a_field_name_with_space_before_its_colon_does_not_end_the_header_block(
     assert "ObsoleteFieldName" in parsed.defects
     assert parsed.body_text == "Bonjour,\r\nObjet : ma carte grise\r\n"
     assert "ObsoleteFieldName" not in parse_message(raw.replace(b" :", b":", 2)).defects
+
+
+@pytest.mark.parametrize("piece", ["<script ", "<style ", "<a", "<p x='"])
+def test_an_html_only_mail_of_unclosed_tags_is_read_in_linear_time(piece: str) -> None:
+    """Anyone can send a mail whose only part is HTML of tags that never close; its text
+    (for the language and the routing) is read at intake. The tag pattern scanned from each
+    "<" to the end of the part (BODY_TEXT_LIMIT, 100,000 characters): 6 s of the poll's CPU
+    per such mail, holding the GIL, whatever the sender's rate limit."""
+    import time
+
+    markup = piece * (BODY_TEXT_LIMIT // len(piece))
+    raw = (
+        b"Return-Path: <usager@example.fr>\r\nFrom: usager@example.fr\r\n"
+        b"To: pref-contact@seine-maritime.gouv.fr\r\nSubject: x\r\nMessage-ID: <x@example.fr>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Bonjour</p>"
+    ) + markup.encode()
+    started = time.process_time()
+    parsed = parse_message(raw)
+    assert time.process_time() - started < 2.0
+    assert parsed.body_text.startswith("Bonjour")
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("<p>Bonjour</p><script>var a = '<b>';</script><p>Merci</p>", "Bonjour Merci"),
+        (
+            "<STYLE type='text/css'>p { color: red }</Style >Madame,<br>Ma demande",
+            "Madame, Ma demande",
+        ),
+        ("<p title='a > b'>Titre</p>", "b'>Titre"),  # a tag ends at its first ">", as before
+        ("3 < 5 et 7 > 2", "3 2"),  # crude, as before: what looks like a tag goes
+        ("<script>jamais fermé <p>texte</p>", "jamais fermé texte"),
+    ],
+)
+def test_html_text_drops_tags_scripts_and_styles(markup: str, text: str) -> None:
+    """What the linear reading keeps of the crude one it replaced: each tag, and each
+    script or style element whole, is a space."""
+    from mailbot.core.message import html_to_text
+
+    assert html_to_text(markup) == text

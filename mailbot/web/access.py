@@ -20,6 +20,7 @@ from mailbot.web.identity import Principal
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 GUARD = "__mailbot_guard__"
+BACKGROUND = "__mailbot_background__"
 
 
 def client_ip(request: Request) -> str:
@@ -75,3 +76,14 @@ def public(endpoint: Endpoint) -> Endpoint:
 
 def guard_of(endpoint: Any) -> object:
     return getattr(endpoint, GUARD, None)
+
+
+def background(endpoint: Endpoint) -> Endpoint:
+    """Mark an endpoint the page calls by itself (a periodic htmx refresh), not the agent:
+    its requests are no activity, and do not keep an idle session alive."""
+    setattr(endpoint, BACKGROUND, True)
+    return endpoint
+
+
+def is_background(endpoint: Any) -> bool:
+    return bool(getattr(endpoint, BACKGROUND, False))

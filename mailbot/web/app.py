@@ -31,7 +31,7 @@ from mailbot.config import Config, WebConfig, is_loopback
 from mailbot.errors import ConfigError
 from mailbot.mail.originals import Originals
 from mailbot.web import desk, routes
-from mailbot.web.access import guard_of
+from mailbot.web.access import guard_of, is_background
 from mailbot.web.accounts import AccountsFile
 from mailbot.web.audit import AuditSink, log_event
 from mailbot.web.backend import backend
@@ -39,6 +39,7 @@ from mailbot.web.identity import AgentDirectory, Principal
 from mailbot.web.oidc import OidcLogin
 from mailbot.web.pages import HOME, STATIC, NavItem, environment, error_page
 from mailbot.web.security import (
+    LAST_SEEN,
     SESSION_ID,
     Csrf,
     ErrorPages,
@@ -51,6 +52,11 @@ from mailbot.web.security import (
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "mailbot_session"
+# Over https the cookie's name carries the __Host- prefix: browsers then accept it only
+# Secure, from this very host, for path "/" and without a Domain, so a site elsewhere under
+# the same domain (another-service.gouv.fr) cannot plant its own session on the console
+# (login CSRF, session fixation by a cookie set for the parent domain).
+HOST_PREFIX = "__Host-"
 LOGIN_PATH = "/connexion"
 MAX_SESSION_SECONDS = 12 * 3600
 STATIC_PATHS = re.compile(r"^/static/")
@@ -148,17 +154,24 @@ class Console:
 
     async def principal(self, request: Request) -> Principal | None:
         """The session's agent, unless the session is older than MAX_SESSION_SECONDS (a
-        cap whatever the activity, like ProConnect's 12-hour session), the agent left, or
-        the session was ended (logout): the database says so, whichever process served
-        the logout. A session without an id (none can be ended) is no login."""
+        cap whatever the activity, like ProConnect's 12-hour session) or idle for longer
+        than web.session_max_age_minutes (the agent's last request: ``LAST_SEEN``, else
+        the login), the agent left, or the session was ended (logout): the database says
+        so, whichever process served the logout. A session without an id (none can be
+        ended) is no login."""
         session = request.session
         agent_id = session.get("agent")
         method = session.get("method", "local")
-        since = session.get("since", "0")
+        since = str(session.get("since", "0"))
+        seen = str(session.get(LAST_SEEN, since))
         session_id = session.get(SESSION_ID)
         if not isinstance(agent_id, str) or not isinstance(session_id, str):
             return None
-        if not str(since).isdigit() or time.time() - int(since) > MAX_SESSION_SECONDS:
+        now = time.time()
+        idle = self.settings.web.session_max_age_minutes * 60
+        if not since.isdigit() or now - int(since) > MAX_SESSION_SECONDS:
+            return None
+        if not seen.isdigit() or now - int(seen) > idle:
             return None
         found = self.directory.principal(agent_id, str(method))
         if found is None or await run_in_threadpool(_ended, request, session_id):
@@ -218,33 +231,52 @@ def create_app(
     )
     console.directory.agents()  # a broken agents.yaml stops the start, with its location
     own = [*desk.ROUTES, *routes.ROUTES]  # desk first: its queue is the home page
-    public = _public_paths([*own, *pages])
-    csp = content_security_policy([oidc.origin] if oidc else [])
-    middleware = [
-        Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
-        Middleware(ErrorPages),
-        Middleware(
-            SessionMiddleware,
-            secret_key=settings.session_secret,
-            session_cookie=SESSION_COOKIE,
-            max_age=web.session_max_age_minutes * 60,
-            same_site="lax",
-            https_only=web.secure_cookies,
-        ),
-        Middleware(Csrf, audit=settings.audit),
-        Middleware(LoginRequired, lookup=console.principal, public=public, login_path=LOGIN_PATH),
-    ]
     app = Starlette(
         routes=[
             *own,
             *pages,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=middleware,
+        middleware=_middleware(settings, console, [*own, *pages]),
         exception_handlers={HTTPException: _http_error},
     )
     app.state.console = console
     return app
+
+
+def _middleware(settings: Settings, console: Console, pages: list[BaseRoute]) -> list[Middleware]:
+    """The stack, outermost first: headers, error pages, session, CSRF, the login wall
+    (which knows the public pages, and the page's own background requests that are no
+    activity of the agent's)."""
+    web = settings.web
+    background = [r.path_regex for r in pages if isinstance(r, Route) and is_background(r.endpoint)]
+    csp = content_security_policy([console.oidc.origin] if console.oidc else [])
+    return [
+        Middleware(SecurityHeaders, csp=csp, hsts=web.secure_cookies),
+        Middleware(ErrorPages),
+        Middleware(
+            SessionMiddleware,
+            secret_key=settings.session_secret,
+            session_cookie=session_cookie_name(web),
+            max_age=web.session_max_age_minutes * 60,
+            same_site="lax",
+            https_only=web.secure_cookies,
+        ),
+        Middleware(Csrf, audit=settings.audit),
+        Middleware(
+            LoginRequired,
+            lookup=console.principal,
+            public=_public_paths(pages),
+            login_path=LOGIN_PATH,
+            background=background,
+        ),
+    ]
+
+
+def session_cookie_name(web: WebConfig) -> str:
+    """The session cookie's name: ``__Host-mailbot_session`` over https (the prefix needs
+    the Secure flag, which plain http on loopback cannot set), ``mailbot_session`` else."""
+    return HOST_PREFIX + SESSION_COOKIE if web.secure_cookies else SESSION_COOKIE
 
 
 def _category_names(config: Config) -> dict[str, str]:

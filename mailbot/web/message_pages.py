@@ -25,7 +25,7 @@ from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
 from mailbot.mail.forward import size_fr
-from mailbot.web.access import check, current_agent, require
+from mailbot.web.access import background, check, current_agent, require
 from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals, today
@@ -192,6 +192,7 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     return render(request, "message.html.j2", context, status_code=status)
 
 
+@background  # every 45 s, agent or not: no activity (the idle session still ends)
 @require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
 async def presence_fragment(request: Request) -> Response:
     """The page's periodic refresh (htmx, every 45 s): the agent still has it open; who

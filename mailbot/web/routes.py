@@ -16,7 +16,7 @@ from mailbot.web.access import client_ip, public, require
 from mailbot.web.authz import SERVICE_SCOPED, Action
 from mailbot.web.oidc import LoginError
 from mailbot.web.pages import csrf_token, render
-from mailbot.web.security import SESSION_ID, safe_next
+from mailbot.web.security import LAST_SEEN, SESSION_ID, safe_next
 
 if TYPE_CHECKING:
     from mailbot.web.app import Console
@@ -91,7 +91,14 @@ async def _establish(request: Request, agent_id: str, method: str, **extra: str)
     since = str(int(time.time()))
     session_id = secrets.token_urlsafe(32)
     request.session.update(
-        {"agent": agent_id, "method": method, "since": since, SESSION_ID: session_id, **extra}
+        {
+            "agent": agent_id,
+            "method": method,
+            "since": since,
+            LAST_SEEN: since,
+            SESSION_ID: session_id,
+            **extra,
+        }
     )
     csrf_token(request)
 

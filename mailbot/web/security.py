@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -170,9 +172,11 @@ class Csrf:
         expected = request.session.get(CSRF_KEY)
         supplied = request.headers.get(CSRF_HEADER)
         if supplied is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
-            async with Request(scope, _replay(body, receive)).form() as form:
-                field = form.get(CSRF_FIELD)
-                supplied = field if isinstance(field, str) else None
+            try:
+                supplied = await _form_token(scope, _replay(body, receive))
+            except (HTTPException, MultiPartException):  # too many fields, malformed
+                await error_page(request, 400)(scope, receive, send)
+                return
         if not (
             isinstance(expected, str)
             and supplied
@@ -184,6 +188,15 @@ class Csrf:
         await self.app(scope, replay, send)
 
 
+async def _form_token(scope: Scope, receive: Receive) -> str | None:
+    """The form's ``csrf_token`` field. The parser's refusal (over 1000 fields, a part over
+    1 MB, a multipart body without its boundary) is raised here, outside the routes, where
+    no exception handler turns it into its 400: the caller does."""
+    async with Request(scope, receive).form() as form:
+        field = form.get(CSRF_FIELD)
+        return field if isinstance(field, str) else None
+
+
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "-"
@@ -191,6 +204,11 @@ def _client(scope: Scope) -> str:
 
 # The session's random id (secrets.token_urlsafe at login): what logout ends server-side.
 SESSION_ID = "sid"
+# When the agent last made a request (epoch seconds, as a string like "since"): the idle
+# limit (web.session_max_age_minutes) counts from it. Written at most once a minute, each
+# write renewing the cookie (and its signature's date).
+LAST_SEEN = "seen"
+SEEN_STEP = 60
 PrincipalLookup = Callable[[Request], Awaitable[Any]]
 
 
@@ -206,11 +224,13 @@ class LoginRequired:
         lookup: PrincipalLookup,
         public: Iterable[re.Pattern[str]],
         login_path: str,
+        background: Iterable[re.Pattern[str]] = (),
     ) -> None:
         self.app = app
         self.lookup = lookup
         self.public = tuple(public)
         self.login_path = login_path
+        self.background = tuple(background)  # the page's own refreshes: not the agent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,6 +242,8 @@ class LoginRequired:
             session.clear()  # expired, ended, or the agent left agents.yaml
         scope.setdefault("state", {})["principal"] = principal
         path: str = scope["path"]
+        if principal is not None and not any(p.match(path) for p in self.background):
+            seen_now(session)
         if principal is not None or any(p.match(path) for p in self.public):
             await self.app(scope, receive, send)
             return
@@ -235,6 +257,17 @@ class LoginRequired:
         if request.headers.get("hx-request") == "true":
             return Response(status_code=401, headers={"HX-Redirect": target})
         return RedirectResponse(target, status_code=303)
+
+
+def seen_now(session: dict[str, Any]) -> None:
+    """The agent is active: their session's idle time starts again. Starlette sends the
+    cookie again only when the session changed, so without this its signature's date (which
+    its lifetime is checked against) stayed the login's: 8 hours after it, an agent at work
+    was logged out, and one away for hours was not."""
+    now = int(time.time())
+    seen = str(session.get(LAST_SEEN, ""))
+    if not seen.isdigit() or now - int(seen) >= SEEN_STEP:
+        session[LAST_SEEN] = str(now)
 
 
 def _next_query(request: Request) -> str:

@@ -53,9 +53,9 @@ CSP = (
 )
 
 
-def session_cookie(response: object) -> str:
+def session_cookie(response: object, name: str = "mailbot_session") -> str:
     headers = response.headers.get_list("set-cookie")  # type: ignore[attr-defined]
-    found = [h for h in headers if h.startswith("mailbot_session=")]
+    found = [h for h in headers if h.startswith(f"{name}=")]
     assert found, headers
     return str(found[-1])
 
@@ -216,6 +216,33 @@ def test_state_changing_requests_need_the_csrf_token(tmp_path: Path) -> None:
         assert len(denied) == 5 and {d["reason"] for d in denied} == {"csrf"}
 
 
+@pytest.mark.parametrize(
+    "kind",
+    ["multipart-1001-fields", "urlencoded-1001-fields", "multipart-without-boundary"],
+)
+def test_a_form_too_many_fields_or_malformed_is_a_400_not_an_error(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any visitor can post such a form (the login page's): the CSRF check reads it before
+    any page, and the parser's refusal must be the 400 it is in a page, not the 500 page
+    and an ERROR line ("web request failed") each time, which anyone could fill the log
+    and its alerts with."""
+    with running_console(tmp_path) as console, console.client() as client:
+        token = csrf_from(client.get("/connexion").text)
+        fields = {f"champ{i}": "x" for i in range(1001)}
+        if kind == "multipart-1001-fields":
+            sent = {"files": {k: (None, v) for k, v in (fields | {"csrf_token": token}).items()}}
+        elif kind == "urlencoded-1001-fields":
+            sent = {"data": fields | {"csrf_token": token}}
+        else:
+            sent = {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}
+        with caplog.at_level("ERROR", logger="mailbot"):
+            response = client.post("/connexion", **sent)  # type: ignore[arg-type]
+        assert response.status_code == 400, response.status_code
+        assert "Demande incorrecte" in response.text
+        assert not [r for r in caplog.records if r.getMessage() == "web request failed"]
+
+
 def test_a_token_from_another_session_is_refused(tmp_path: Path) -> None:
     with running_console(tmp_path) as console:
         with console.client() as other:
@@ -293,8 +320,13 @@ def test_session_cookie_is_secure_behind_https(tmp_path: Path) -> None:
             data={"identifiant": "cdurand", "mot_de_passe": PASSWORD, "csrf_token": token},
             follow_redirects=False,
         )
-        cookie = session_cookie(response).lower()
+        # The __Host- prefix: a browser takes this cookie only from this very host, Secure,
+        # for every path and with no Domain, so a sibling site of the same domain
+        # (another-service.gouv.fr) cannot plant its own session cookie on the console.
+        cookie = session_cookie(response, "__Host-mailbot_session").lower()
         assert "; secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+        assert "path=/;" in cookie and "domain=" not in cookie
+        assert client.get("/").status_code == 200  # the session read back under its name
 
 
 def test_web_config_refuses_unsafe_settings(tmp_path: Path) -> None:
@@ -735,23 +767,76 @@ def test_demo_accounts_file_holds_the_documented_accounts() -> None:
     assert all(store.verify(agent, DEMO_PASSWORD) for agent in store.hashes())
 
 
-def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path) -> None:
-    """A session cookie signed with the right key but older than 12 hours is not a login."""
+def signed_session(secret: str, signed_ago: float, **ages: float) -> str:
+    """A session cookie of cdurand as the console signs it, ``signed_ago`` seconds ago (the
+    signature's own date, which the session's lifetime is checked against too); ``ages``:
+    how long ago it logged in (``since``) and was last used (``seen``)."""
     from base64 import b64encode
     from json import dumps
     from time import time
 
     from itsdangerous import TimestampSigner
 
+    class Signer(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time() - signed_ago)
+
+    data = {"agent": "cdurand", "method": "local", "sid": "a-session", "csrf": "c" * 43}
+    data |= {key: str(int(time() - age)) for key, age in ages.items()}
+    return Signer(secret).sign(b64encode(dumps(data).encode())).decode()
+
+
+def test_a_session_ends_after_twelve_hours_whatever_the_activity(tmp_path: Path) -> None:
+    """A session cookie signed with the right key but older than 12 hours is not a login,
+    however recently the agent used it."""
     with running_console(tmp_path) as console:
-        signer = TimestampSigner(console.settings.session_secret)
-
-        def cookie(age: float) -> str:
-            since = str(int(time() - age))
-            data = {"agent": "cdurand", "method": "local", "since": since, "sid": "a-session"}
-            return signer.sign(b64encode(dumps(data).encode())).decode()
-
+        secret = console.settings.session_secret
         for age, status in ((11 * 3600, 200), (12 * 3600 + 60, 303)):
             with console.client() as client:
-                client.cookies.set("mailbot_session", cookie(age))
+                client.cookies.set(
+                    "mailbot_session", signed_session(secret, 60, since=age, seen=60)
+                )
                 assert client.get("/").status_code == status, age
+
+
+def test_an_agent_at_work_keeps_the_session_past_the_idle_limit_from_the_login(
+    tmp_path: Path,
+) -> None:
+    """web.session_max_age_minutes (8 h) is how long a session lasts *without a request*
+    (README): each request of the agent renews it, so an agent at work since 7 h 50 is not
+    logged out ten minutes later in the middle of an answer. The renewed cookie is signed
+    now and says when the agent was last seen."""
+    from itsdangerous import TimestampSigner
+
+    with running_console(tmp_path) as console, console.client() as client:
+        secret = console.settings.session_secret
+        worked = 7 * 3600 + 50 * 60
+        client.cookies.set("mailbot_session", signed_session(secret, worked, since=worked))
+        response = client.get("/")
+        assert response.status_code == 200
+        renewed = session_cookie(response).split(";")[0].split("=", 1)[1]
+        TimestampSigner(secret).unsign(renewed, max_age=120)  # signed just now
+        assert client.get("/").status_code == 200
+
+
+def test_a_session_idle_too_long_is_no_login(tmp_path: Path) -> None:
+    """A session the agent has not used for session_max_age_minutes is over, even though
+    its cookie was signed again since (the console's own background requests do not count
+    as the agent's activity)."""
+    with running_console(tmp_path) as console, console.client() as client:
+        secret = console.settings.session_secret
+        idle = 8 * 3600 + 60
+        client.cookies.set("mailbot_session", signed_session(secret, 30, since=idle, seen=idle))
+        assert client.get("/").status_code == 303
+
+
+def test_the_message_pages_presence_poll_does_not_keep_a_session_alive(tmp_path: Path) -> None:
+    """The message page asks every 45 s who else has it open (htmx): a page left open on
+    an empty desk is no activity, or the session would never be idle."""
+    with running_console(tmp_path) as console, console.client() as client:
+        secret = console.settings.session_secret
+        worked = 7 * 3600 + 50 * 60
+        client.cookies.set("mailbot_session", signed_session(secret, worked, since=worked))
+        polled = client.get("/courriel/999999/presence", headers={"HX-Request": "true"})
+        assert polled.status_code == 404  # past the login wall: the agent is logged in
+        assert not [h for h in polled.headers.get_list("set-cookie") if "mailbot_session" in h]
