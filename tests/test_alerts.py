@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from rulesfile import dump_rules, load_rules
 from servers import SmtpServer
 
 from mailbot.cli import main
-from mailbot.core.digests import digests
+from mailbot.core.digests import bounce_window, digests
 from mailbot.core.incoming import PassedOver
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.store import NewMessage, Store, Transaction
@@ -366,6 +367,122 @@ def test_a_service_with_only_mail_written_again_gets_its_digest(
     out = capsys.readouterr().out
     assert out.startswith("nothing to send (") and "written about again" in out
     assert smtp_server.messages == []
+
+
+def bounced_row(n: int, service: str | None, mail: str, at: datetime) -> dict[str, Any]:
+    """Message ``n`` whose ``mail`` (« accusé de réception »...) bounced at ``at``: as
+    ``app/bounces.bounced_between`` gives it to the digests."""
+    return {
+        "id": n,
+        "reference": f"SM-2026-{n:06d}",
+        "subject": f"Sujet {n}",
+        "mailbox": "etrangers" if service is None else "general",
+        "service": service,
+        "mail": mail,
+        "reason": "adresse inconnue (5.1.1)",
+        "bounced_at": at,
+    }
+
+
+def test_bounces_since_the_previous_working_days_digest_go_to_their_services_digest() -> None:
+    """Our mail to a citizen that bounced since the previous working day's digest is listed
+    in its service's digest (once per message: the last bounce), with which mail, the day
+    and why in short; a service with nothing else gets a digest. A day's window runs from
+    the previous working day's digest to its own: each bounce is told once."""
+    calendar = WorkingCalendar()
+    since, until = bounce_window(TODAY, calendar, time(8, 30))
+    assert (since, until) == (
+        datetime(2026, 11, 24, 8, 30, tzinfo=PARIS),
+        datetime(2026, 11, 25, 8, 30, tzinfo=PARIS),
+    )
+    monday = bounce_window(date(2026, 11, 30), calendar, time(8, 30))
+    assert monday[0] == datetime(2026, 11, 27, 8, 30, tzinfo=PARIS)  # from Friday's
+    at = datetime(2026, 11, 24, 15, tzinfo=PARIS)
+    bounced = [
+        bounced_row(41, "permis", "accusé de réception", at),
+        bounced_row(41, "permis", "réponse", at + timedelta(hours=1)),
+        bounced_row(42, "cni-passeport", "avis de transfert", at),
+        bounced_row(43, None, "réponse", at - timedelta(days=1)),
+    ]
+    own = {"general": "general", "etrangers": "etrangers"}
+    found = digests([], TODAY, WorkingCalendar(), own, "general", (), (), bounced)
+    assert set(found) == {"permis", "cni-passeport", "etrangers"}
+    assert found["permis"].bounced == [
+        {
+            "reference": "SM-2026-000041",
+            "subject": "Sujet 41",
+            "mail": "réponse",
+            "day": "24/11/2026",
+            "reason": "adresse inconnue (5.1.1)",
+            "mailbox": "general",
+        }
+    ]
+    assert found["permis"].entries == 1 and found["cni-passeport"].entries == 1
+    assert found["etrangers"].bounced[0]["day"] == "23/11/2026"
+
+
+def bounce(store: Store, n: int, service: str, mail: str, at: datetime) -> None:
+    """Message ``n`` of ``service``, received and answered on 2026-11-16, whose ``mail``
+    (``ar``, ``reply``...) to the citizen bounced at ``at``: the ``bounced`` event the
+    intake records (app/bounces)."""
+    received = datetime(2026, 11, 16, 10, tzinfo=PARIS)
+    detail = {
+        "kind": mail,
+        "sent_at": received.isoformat(),
+        "bounced_at": at.isoformat(),
+        "status": "5.1.1",
+        "diagnostic": "550 5.1.1 <adresse>: User unknown",
+        "bounce": None,
+    }
+    with store.transaction() as tx:
+        pk = tx.insert_message(citizen_row(n, received, service))
+        tx.record_reply(pk, received + timedelta(hours=2), True, "<r@x>", "reply_sent")
+        tx.add_events(pk, ("bounced", json.dumps(detail)), at=at)  # type: ignore[arg-type]
+
+
+def test_a_service_with_only_bounced_mail_gets_a_digest_that_says_to_contact_the_citizen(
+    tmp_path: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mailbot alerts`` on real SMTP: a service whose only news is our mail to citizens
+    that bounced since the previous working day's digest gets a digest; its subject counts
+    them, both parts list which mail, the day and why, and say to reach the citizen
+    otherwise; no citizen address. A bounce before the previous digest is not told again."""
+    config, data = sending_config(tmp_path, smtp_server)
+    store = Store(data["database"])
+    bounce(store, 51, "cni-passeport", "ar", datetime(2026, 11, 24, 9, tzinfo=PARIS))
+    bounce(store, 52, "cni-passeport", "reply", datetime(2026, 11, 25, 8, tzinfo=PARIS))
+    bounce(store, 53, "cni-passeport", "ar", datetime(2026, 11, 24, 8, tzinfo=PARIS))  # told
+
+    assert main(["--config", str(config), "alerts", "--date", TODAY.isoformat()]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "cni-passeport: digest of 2 message(s) queued"
+    (sent,) = smtp_server.wait_for(1)
+    assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
+    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert "2 courriels non distribués" in str(digest["Subject"])
+    text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    section = text.split("COURRIELS À L'USAGER NON DISTRIBUÉS\n", 1)[1]
+    assert section.startswith(
+        "\n- [SM-2026-000051] Sujet 51\n  accusé de réception, retour le 24/11/2026"
+        " — boîte general\n  motif : adresse inconnue (5.1.1)\n"
+    )
+    assert "[SM-2026-000052] Sujet 52\n  réponse, retour le 25/11/2026" in section
+    assert "SM-2026-000053" not in text  # in the previous working day's digest
+    said = "Contactez l'usager par un autre moyen (téléphone, courrier)"
+    assert said in " ".join(text.split())
+    html = digest.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "SM-2026-000052" in html and said in " ".join(html.split())
+    assert "adresse inconnue (5.1.1)" in html and "SM-2026-000053" not in html
+    assert "@example.fr" not in text + html  # no citizen addresses in digests
+
+    smtp_server.clear()
+    bounce(store, 54, "cni-passeport", "notice", datetime(2026, 11, 25, 9, tzinfo=PARIS))
+    assert main(["--config", str(config), "alerts", "--date", "2026-11-26"]) == 0
+    (sent,) = smtp_server.wait_for(1)
+    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    assert "1 courriel non distribué —" in str(digest["Subject"])
+    text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "[SM-2026-000054] Sujet 54\n  avis de transfert, retour le 25/11/2026" in text
+    assert "SM-2026-000051" not in text and "SM-2026-000052" not in text
 
 
 def test_unanswered_lists_messages_with_their_age(

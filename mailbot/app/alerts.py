@@ -1,7 +1,8 @@
 """The daily deadline alerts: one digest per service that has something to act on (late,
 soon due and relanced messages, the answered messages the citizen wrote again about,
-unread, the mail left without an AR, and the mail passed over that still waits for a
-person), queued in one go."""
+unread, the mail left without an AR, the mail passed over that still waits for a
+person, and the messages whose mail to the citizen bounced since the previous working
+day's digest), queued in one go."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from mailbot.app import quarantine
+from mailbot.app.bounces import bounced_between
 from mailbot.app.outgoing import Queued, enqueue
 from mailbot.config import Config
-from mailbot.core.digests import Digest, digests
+from mailbot.core.digests import Digest, bounce_window, digests
+from mailbot.core.schedule import parse_time
 from mailbot.core.statuses import OutboxKind
 from mailbot.core.workdays import WorkingCalendar
 from mailbot.mail.compose import Composer
@@ -56,8 +59,12 @@ def send_alerts(
     again = store.written_again_rows(until=until)
     # No row records a mail passed over: without these, nobody's digest would name it.
     passed = quarantine.passed_over(store, until=until)
+    # Our mail to a citizen that bounced since the previous working day's digest: told
+    # once (no acknowledgement exists to say an agent saw it; the console keeps showing it).
+    since, before = bounce_window(today, calendar, parse_time(config.alerts.time))
+    bounced = bounced_between(store, since, before)
     general = config.organisation.general_service
-    found = digests(rows, today, calendar, own, general, passed, again)
+    found = digests(rows, today, calendar, own, general, passed, again, bounced)
     composer = Composer.from_config(config)
     done = Alerts()
     mails: list[Queued] = []
@@ -99,6 +106,7 @@ def _digest_mails(
             "written_again": digest.written_again,
             "unacknowledged": digest.unacknowledged,
             "passed_over": digest.passed_over,
+            "bounced": digest.bounced,
         },
     )
     sender = composer.internal_address

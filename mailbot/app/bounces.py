@@ -12,7 +12,8 @@ without personal data). The indicators are unchanged: the citizen's mail was rec
 its reply delay still counts.
 
 The console's message page, its queue and ``mailbot unanswered`` read the events
-(``bounce_notes``, ``Store.bounces``).
+(``bounce_notes``, ``Store.bounces``); the daily digest, those of a day's window
+(``bounced_between``, ``Store.bounced_rows``).
 """
 
 from __future__ import annotations
@@ -113,13 +114,19 @@ class BounceNote:
     @property
     def what(self) -> str:
         """Our mail, in French: « l'accusé de réception », « la réponse »…"""
-        return _WHAT[self.kind]
+        article, mail = _WHAT[self.kind]
+        return article + mail
+
+    @property
+    def mail(self) -> str:
+        """Our mail, without its article: « accusé de réception », « réponse »…"""
+        return _WHAT[self.kind][1]
 
 
 _WHAT = {
-    OutboxKind.AR: "l'accusé de réception",
-    OutboxKind.NOTICE: "l'avis de transfert",
-    OutboxKind.REPLY: "la réponse",
+    OutboxKind.AR: ("l'", "accusé de réception"),
+    OutboxKind.NOTICE: ("l'", "avis de transfert"),
+    OutboxKind.REPLY: ("la ", "réponse"),
 }
 
 
@@ -144,6 +151,21 @@ def bounce_notes(store: Store, message_pks: Iterable[int]) -> dict[int, BounceNo
     found = store.bounces(list(message_pks))
     notes = {pk: bounce_note(detail) for pk, detail in found.items()}
     return {pk: note for pk, note in notes.items() if note is not None}
+
+
+def bounced_between(store: Store, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """The bounces recorded in [since, until) with their message's listing (reference,
+    subject, mailbox, service) and, read from the event, which mail (``mail``), the reason
+    in short (``reason``) and when the report came (``bounced_at``): the daily digest's
+    (``core/digests``). A detail that cannot be read is left out, as the console does."""
+    found: list[dict[str, Any]] = []
+    for row in store.bounced_rows(since, until):
+        note = bounce_note(row.pop("detail"))
+        if note is not None:
+            at = note.bounced_at or row["at"]
+            del row["at"]
+            found.append(row | {"mail": note.mail, "reason": note.reason, "bounced_at": at})
+    return found
 
 
 def _moment(value: Any) -> datetime | None:

@@ -1,7 +1,8 @@
 """The daily deadline digest for each service: late, soon due and relanced messages, the
 answered messages the citizen wrote again about (unread: out of the deadlines, not of the
 service's work), the citizens' mail left without an AR (quarantined, or without a
-Return-Path), and the mail passed over (no row records it: only where it is on the server).
+Return-Path), the mail passed over (no row records it: only where it is on the server),
+and the messages whose mail to the citizen bounced since the previous working day's digest.
 
 Pure: from the store's rows to one digest per service; empty digests are not sent.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time
 from typing import Any
 
 from mailbot.core.incoming import PassedOver
@@ -38,6 +39,9 @@ class Digest:
     unacknowledged: list[dict[str, Any]] = field(default_factory=list)
     # Mail passed over that no retry recorded and nobody dismissed: listed at any age too.
     passed_over: list[dict[str, Any]] = field(default_factory=list)
+    # Our mail to the citizen (AR, notice, reply) that bounced since the previous working
+    # day's digest: the citizen never received it, someone must reach them otherwise.
+    bounced: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def entries(self) -> int:
@@ -51,6 +55,7 @@ class Digest:
                 self.written_again,
                 self.unacknowledged,
                 self.passed_over,
+                self.bounced,
             )
         )
 
@@ -69,6 +74,18 @@ class Digest:
         ):
             entries.sort(key=lambda e: (-e["age"], e["reference"]))
         self.passed_over.sort(key=lambda e: (-e["age"], int(e["reference"][1:])))
+        # ``bounced``: appended in the order the bounces came (``_last_bounces``).
+
+
+def bounce_window(today: date, calendar: WorkingCalendar, at: time) -> tuple[datetime, datetime]:
+    """The bounces a working day's digest tells: those recorded from the previous working
+    day's digest (``alerts.time``, local) to its own. Each bounce is told once, in the
+    first digest after it, whatever hour the digests actually left; nothing is kept of
+    which digests were sent (a day without any — the worker stopped all day — leaves its
+    bounces to the console, the queue's « Non distribué » and ``mailbot unanswered``)."""
+    previous = calendar.add_working_days(today, -1)
+    zone = calendar.zone
+    return datetime.combine(previous, at, zone), datetime.combine(today, at, zone)
 
 
 def digests(
@@ -79,6 +96,7 @@ def digests(
     general_service: str | None = None,
     passed_over: Sequence[PassedOver] = (),
     written_again: Sequence[Mapping[str, Any]] = (),
+    bounced: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Digest]:
     """Unanswered messages by service; each entry has reference, subject, age, mailbox, relances.
 
@@ -89,6 +107,8 @@ def digests(
     its mailbox, folder, UID, the day it was passed over, its age and why, nothing else.
     The answered messages the citizen wrote again about (``written_again``: the store's
     ``written_again_rows``) go to their service the same way, aged from that new mail.
+    ``bounced`` (``app/bounces.bounced_between``: the bounces of the day's ``bounce_window``)
+    too, one entry per message, its last bounce: which mail, the day, the reason.
     """
     found: dict[str, Digest] = {}
 
@@ -99,30 +119,12 @@ def digests(
         return found.setdefault(service, Digest(service))
 
     for row in rows:
-        if row["replied_at"] is not None:
-            continue
-        received = calendar.local_date(row["received_at"])
-        age = calendar.delay_between(received, today)
-        relances = int(row["relances"] or 0)
-        entry = {
-            "reference": row["reference"],
-            "subject": row.get("subject") or "",
-            "age": age,
-            "mailbox": row["mailbox"],
-            "relances": relances,
-        }
-        digest = digest_of(row)
-        if row.get("attention"):
-            entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}
-            digest.unacknowledged.append(entry)
-        elif age > DEADLINE:
-            digest.overdue.append(entry)
-        elif age >= SOON:
-            digest.soon.append(entry)
-        elif relances:
-            digest.relanced.append(entry)
+        if row["replied_at"] is None:
+            _file_open(digest_of(row), row, today, calendar)
     for row in written_again:
         digest_of(row).written_again.append(_written_again_entry(row, today, calendar))
+    for row in _last_bounces(bounced):
+        digest_of(row).bounced.append(_bounced_entry(row, calendar))
     for passed in passed_over:
         service = own_service.get(passed.mailbox) or general_service or passed.mailbox or "?"
         entry = _passed_entry(passed, today, calendar)
@@ -130,6 +132,32 @@ def digests(
     for digest in found.values():
         digest.sort()
     return {name: digest for name, digest in found.items() if not digest.empty}
+
+
+def _file_open(
+    digest: Digest, row: Mapping[str, Any], today: date, calendar: WorkingCalendar
+) -> None:
+    """An unanswered message in its section of its service's digest, if it is in one:
+    left without an AR, overdue, soon due, or relanced (younger and not relanced: none)."""
+    received = calendar.local_date(row["received_at"])
+    age = calendar.delay_between(received, today)
+    relances = int(row["relances"] or 0)
+    entry = {
+        "reference": row["reference"],
+        "subject": row.get("subject") or "",
+        "age": age,
+        "mailbox": row["mailbox"],
+        "relances": relances,
+    }
+    if row.get("attention"):
+        entry |= {"reference": f"#{row['id']}", "why": WHY[row["attention"]]}
+        digest.unacknowledged.append(entry)
+    elif age > DEADLINE:
+        digest.overdue.append(entry)
+    elif age >= SOON:
+        digest.soon.append(entry)
+    elif relances:
+        digest.relanced.append(entry)
 
 
 def _written_again_entry(
@@ -142,6 +170,31 @@ def _written_again_entry(
         "reference": row["reference"] or f"#{row['id']}",  # a mail left without an AR
         "subject": row.get("subject") or "",
         "age": calendar.delay_between(new_mail, today),
+        "mailbox": row["mailbox"],
+    }
+
+
+def _last_bounces(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The last bounce of each message (its AR, then its reply, may both bounce in a day):
+    one line per citizen to reach, with the mail they most lately missed; the first to
+    have bounced first."""
+    last: dict[int, Mapping[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["bounced_at"], r["id"])):
+        last.pop(row["id"], None)  # the message's line moves to its last bounce's place
+        last[row["id"]] = row
+    return list(last.values())
+
+
+def _bounced_entry(row: Mapping[str, Any], calendar: WorkingCalendar) -> dict[str, Any]:
+    """A bounce as the digest lists it: which of our mails (« accusé de réception »), the
+    day the report came and the reason in short (« adresse inconnue (5.1.1) »); never the
+    citizen's address nor the remote server's words."""
+    return {
+        "reference": row["reference"] or f"#{row['id']}",
+        "subject": row.get("subject") or "",
+        "mail": row["mail"],
+        "day": calendar.local_date(row["bounced_at"]).strftime("%d/%m/%Y"),
+        "reason": row["reason"],
         "mailbox": row["mailbox"],
     }
 

@@ -527,6 +527,23 @@ class Store:
                 found.update((int(pk), str(detail)) for pk, detail in conn.execute(query))
         return found
 
+    def bounced_rows(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The ``bounced`` events recorded in [since, until), each with its message's
+        listing columns, its ``detail`` and ``at``, the first first (the daily digest: our
+        mail to the citizen bounced since the previous one). Read by ``ix_events_kind_at``."""
+        query = (
+            sa.select(*_listed(), events.c.detail, events.c.at)
+            .join(events, events.c.message_pk == messages.c.id)
+            .where(
+                events.c.kind == EventKind.BOUNCED,
+                events.c.at >= since,
+                events.c.at < until,
+                messages.c.probe == 0,
+            )
+            .order_by(events.c.at, events.c.id)
+        )
+        return self._listing(query, None, None)
+
     def open_rows(
         self, until: datetime, mailbox: str | None = None, service: str | None = None
     ) -> list[dict[str, Any]]:
