@@ -80,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if all(one.ok for one in tried if one.what == "database"):  # else: read nothing there
         for warning in maintenance.return_path_warnings(config):
             print(f"warning: {warning}", file=sys.stderr)
-    for warning in config.outbox.warnings():
+    for warning in [*config.outbox.warnings(), *config.web.warnings()]:
         print(f"warning: {warning}", file=sys.stderr)
     for warning in maintenance.service_article_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)

@@ -912,6 +912,21 @@ class WebConfig(Model):
             raise ValueError("give session_secret_env or session_secret_file, not both")
         return self
 
+    def warnings(self) -> list[str]:
+        """What ``mailbot check`` says of these settings: an https address served from a
+        loopback port is a reverse proxy's; not trusted, it is every request's client."""
+        url = self.base_url
+        behind_proxy = url.startswith("https://") and is_loopback(self.host)
+        if not behind_proxy or self.trusted_proxies:
+            return []
+        return [
+            f"web: public_url {url} is served from {self.host} (a reverse proxy) while"
+            " web.trusted_proxies is empty: every request seems to come from the proxy, so"
+            f" login_rate_limit.per_ip ({self.login_rate_limit.per_ip} failures) counts all"
+            " agents together and can lock every local login out, and the audit log shows"
+            " the proxy's address; list the proxy's address in web.trusted_proxies"
+        ]
+
     @property
     def base_url(self) -> str:
         if self.public_url:

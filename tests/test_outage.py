@@ -324,3 +324,23 @@ def test_check_warns_of_a_max_attempts_still_in_the_file(
     assert result.returncode == 0, result.stderr
     assert "warning: outbox.max_attempts (10) is no longer read" in result.stderr
     assert "outbox.max_queue_hours (120 h)" in result.stderr
+
+
+def test_check_warns_of_an_https_console_behind_a_proxy_it_does_not_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An https address served from a loopback port is a reverse proxy's. Without
+    ``web.trusted_proxies`` every request is the proxy's: the per-address login limit
+    counts all agents together (20 failures lock every local login out) and the audit log
+    names the proxy. `mailbot check` says so; with the proxy trusted, nothing."""
+    web = {"host": "127.0.0.1", "public_url": "https://mailbot.seine-maritime.gouv.fr"}
+    untrusted = inproc(capsys, offline_config(tmp_path, web=web), "check")
+    assert untrusted.returncode == 0, untrusted.stderr
+    assert (
+        "warning: web: public_url https://mailbot.seine-maritime.gouv.fr is served from"
+        " 127.0.0.1 (a reverse proxy) while web.trusted_proxies is empty"
+    ) in untrusted.stderr
+    assert "login_rate_limit.per_ip (20 failures)" in untrusted.stderr
+    trusted = {**web, "trusted_proxies": ["127.0.0.1"]}
+    quiet = inproc(capsys, offline_config(tmp_path, web=trusted), "check")
+    assert quiet.returncode == 0 and "trusted_proxies" not in quiet.stderr

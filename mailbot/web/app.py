@@ -122,6 +122,8 @@ def settings_from_config(
             "web.session_secret_env",
             "the session secret is too short (at least 32 characters)",
         )
+    for warning in web.warnings():  # a proxy not trusted: every agent one client
+        log.warning(warning)
     accounts = web.local_accounts.file if web.local_accounts.enabled else None
     return Settings(
         config=config,
