@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -291,6 +292,60 @@ def test_safe_html_cleans_a_mail_of_unclosed_tags_in_linear_time(piece: str) -> 
     # tags that do close are still read whole: the style that hides one still hides it
     hidden = safe_html.clean("<p>a<span style='display:none'>b</span></p>").html
     assert "<span hidden" in hidden
+
+
+def _notes(html: str) -> list[str]:
+    return re.findall(r'<span class="mb-link-dest">([^<]*)</span>', html)
+
+
+def test_safe_html_shows_where_a_link_really_goes() -> None:
+    """A link's words can name ProConnect and lead elsewhere: the host it really goes to
+    is written after it, a look-alike (IDN) host in its ASCII ``xn--`` form."""
+    html = safe_html.clean(
+        '<p><a href="https://proconnect-reconnexion.example/login?u=1&amp;v=2">Votre '
+        "session a expiré : reconnectez-vous sur ProConnect</a> ou "
+        '<a href="https://www.prеfecture-paris.fr/rdv">prefecture-paris.fr</a>'
+        '<a href="https://www.prеfecture-paris.fr/">https://www.prеfecture-paris.fr/</a>'
+        '<a href="https://www.ants.gouv.fr@evil.example/">https://www.ants.gouv.fr@evil.example/</a></p>'
+    ).html
+    assert (
+        "reconnectez-vous sur ProConnect</a> "
+        '<span class="mb-link-dest">[proconnect-reconnexion.example]</span>'
+    ) in html
+    idn = "[www.xn--prfecture-paris-5nm.fr]"  # even when its text is that address
+    assert _notes(html) == ["[proconnect-reconnexion.example]", idn, idn, "[evil.example]"]
+    assert html.count('rel="noopener noreferrer nofollow"') == 4 and "target=" not in html
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        '<a href="https://www.ants.gouv.fr">https://www.ants.gouv.fr</a>',
+        '<a href="https://www.ants.gouv.fr/">https://www.ants.gouv.fr</a>',
+        '<a href="https://www.ants.gouv.fr/">www.ants.gouv.fr</a>',
+        '<a href="https://www.ants.gouv.fr/x?a=1&amp;b=2"> https://www.ants.gouv.fr/x?a=1&amp;b=2 </a>',
+        '<a href="mailto:jean@example.fr">jean@example.fr</a>',
+        "<a>sans adresse</a>",
+    ],
+)
+def test_safe_html_adds_no_note_when_the_link_shows_its_own_address(link: str) -> None:
+    assert _notes(safe_html.clean(f"<p>{link}</p>").html) == []
+
+
+def test_safe_html_shows_a_mail_links_address_and_its_note_cannot_be_forged() -> None:
+    html = safe_html.clean(
+        '<a href="mailto:accueil%40pr%C3%A9fecture.example?subject=RDV">Écrivez-nous</a>'
+        '<span class="mb-link-dest">[www.ants.gouv.fr]</span>'
+        '<a href="https://x.example/"><img src="data:image/png;base64,iVBORw0KGgo="></a>'
+        '<a href="https://y.example/" title="&quot;>&lt;b&gt;">a &lt;b&gt; <i>&amp;</i></a>'
+    ).html
+    # the citizen's own class is removed: only the console writes a note
+    assert _notes(html) == [
+        "[accueil@xn--prfecture-c4a.example]",
+        "[x.example]",
+        "[y.example]",
+    ]
+    assert "<b>" not in html
 
 
 MIXED = (

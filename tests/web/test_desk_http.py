@@ -137,6 +137,31 @@ def test_hostile_html_is_shown_inert_with_its_attachment(
         assert pdf.headers["content-disposition"] == "attachment; filename*=utf-8''passeport.pdf"
 
 
+def test_message_page_shows_where_a_citizens_link_really_goes(
+    desk: Desk, console: RunningConsole
+) -> None:
+    """A mail posing as ProConnect: the agent reads the host its link leads to, after the
+    link's words; a link that shows its own address gets no note."""
+    html = (
+        '<p><a href="https://proconnect-reconnexion.example/session">Votre session a expiré '
+        ": reconnectez-vous sur ProConnect</a></p>"
+        '<p><a href="https://www.ants.gouv.fr">https://www.ants.gouv.fr</a></p>'
+    )
+    desk.etrangers.append(citizen_mail(8, subject="Session expirée", html=html))
+    desk.poll()
+    row = desk.row("<citizen-8@example.fr>")
+    with console.client() as client:
+        local_login(client, "khaddad")
+        page = client.get(f"/courriel/{row.id}")
+        body = page.text.split('id="corps-html"', 1)[1].split("</section>", 1)[0]
+        assert (
+            "reconnectez-vous sur ProConnect</a> "
+            '<span class="mb-link-dest">[proconnect-reconnexion.example]</span>'
+        ) in body
+        assert body.count('class="mb-link-dest"') == 1
+        assert 'rel="noopener noreferrer nofollow"' in body
+
+
 def huge_mail_with_a_scan(scan: bytes) -> bytes:
     """A citizen's mail of a text and a scanned PDF, above the test's max_message_bytes."""
     head = citizen_mail(9, subject="Mon dossier scanné").split(b"Content-Type: text/plain")[0]
