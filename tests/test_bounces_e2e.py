@@ -57,15 +57,20 @@ def unanswered(config: Any, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
+def acknowledged(general: Any, smtp: Any, config: Any) -> str:
+    """A citizen's mail polled and acknowledged: its AR's Message-ID, as a DSN quotes it."""
+    general.append(citizen_mail(1, sender=CITIZEN))
+    assert poll(config, acknowledge_existing=True) == 0
+    ar = email.message_from_bytes(smtp.wait_for(1)[0].raw, policy=email.policy.default)
+    return str(ar["Message-ID"])
+
+
 def test_a_bounced_ar_is_recorded_on_the_citizens_message_and_shown(
     setup: Any,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config, general, _etrangers, smtp = setup
-    general.append(citizen_mail(1, sender=CITIZEN))
-    assert poll(config, acknowledge_existing=True) == 0
-    ar = email.message_from_bytes(smtp.wait_for(1)[0].raw, policy=email.policy.default)
-    general.append(dsn(str(ar["Message-ID"]), CITIZEN.upper()))
+    general.append(dsn(acknowledged(general, smtp, config), CITIZEN.upper()))
     assert poll(config) == 0
 
     assert len(smtp.messages) == 1  # nothing sent in answer to the bounce
@@ -91,12 +96,10 @@ def test_a_delay_or_a_bounce_about_another_mail_records_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     config, general, _etrangers, smtp = setup
-    general.append(citizen_mail(1, sender=CITIZEN))
-    assert poll(config, acknowledge_existing=True) == 0
-    ar = email.message_from_bytes(smtp.wait_for(1)[0].raw, policy=email.policy.default)
-    general.append(dsn(str(ar["Message-ID"]), CITIZEN, action="delayed", status="4.4.1"))
+    ar_id = acknowledged(general, smtp, config)
+    general.append(dsn(ar_id, CITIZEN, action="delayed", status="4.4.1"))
     general.append(dsn("<not-ours@example.fr>", CITIZEN))
-    general.append(dsn(str(ar["Message-ID"]), "someone.else@example.fr"))
+    general.append(dsn(ar_id, "someone.else@example.fr"))
     assert poll(config) == 0
     assert len(smtp.messages) == 1
     assert db_rows(config, "SELECT count(*) FROM events WHERE kind = 'bounced'") == [(0,)]
