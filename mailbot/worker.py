@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -194,13 +194,41 @@ class Worker:
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
 
-    def _scheduled(self, job: Callable[[], object]) -> Callable[[], object]:
-        """A scheduled job runs on the one worker holding the scheduler's lease."""
+    def _scheduled(
+        self, job: Callable[[], object], name: str, scheduler: BackgroundScheduler
+    ) -> Callable[[], object]:
+        """A scheduled job runs on the one worker holding the scheduler's lease. A database
+        busy, unreachable or read-only (a failover) is said once, not as APScheduler's
+        traceback, and the job is tried again after a backoff: today's alerts or the
+        week's report are claimed once in the database, so a retry never sends twice."""
+        failures = RepeatedFailures(
+            log,
+            "scheduled job failed, the database busy, unreachable or read-only, trying again",
+            "scheduled job done",
+            transient_reason,
+            extra={"job": name},
+            lasting=is_lasting,
+        )
+        backoff = Backoff(self.config.polling.max_backoff_seconds)
 
         def run_if_ours() -> object:
             if self.keeper is not None and not self.keeper.holds(SCHEDULER_LEASE):
                 return None
-            return job()
+            try:
+                result = job()
+            except Exception as exc:
+                if transient_reason(exc) is None:
+                    raise  # a bug: APScheduler logs it with its traceback
+                failures.failed(exc)
+                if not self.stop.is_set():
+                    at = datetime.now(UTC) + timedelta(seconds=backoff.next_delay())
+                    scheduler.add_job(
+                        run_if_ours, "date", run_date=at, id=f"{name}-retry", replace_existing=True
+                    )
+                return None
+            failures.succeeded()
+            backoff.reset()
+            return result
 
         return run_if_ours
 
@@ -315,7 +343,7 @@ class Worker:
         self._add_daily_jobs(scheduler)
         if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
             scheduler.add_job(
-                self._scheduled(self.probe),
+                self._scheduled(self.probe, "probe", scheduler),
                 "interval",
                 minutes=self.config.probe.every_minutes,
                 id="probe",
@@ -324,14 +352,17 @@ class Worker:
             )
         if self.weekly_report is not None:
             scheduler.add_job(
-                self._scheduled(self.weekly_report),
+                self._scheduled(self.weekly_report, "weekly-report", scheduler),
                 parse_weekly(self.config.reports.weekly.cron).trigger(self.config.timezone),
                 id="weekly-report",
                 max_instances=1,
                 coalesce=True,
             )
             # A run missed while the worker was down is caught up at start (at most once).
-            scheduler.add_job(self._scheduled(self.weekly_report), id="weekly-report-catch-up")
+            scheduler.add_job(
+                self._scheduled(self.weekly_report, "weekly-report-catch-up", scheduler),
+                id="weekly-report-catch-up",
+            )
         return scheduler
 
     def _add_daily_jobs(self, scheduler: BackgroundScheduler) -> None:
@@ -342,7 +373,7 @@ class Worker:
         if self.alerts is not None and self.config.alerts.enabled:
             at = parse_time(self.config.alerts.time)
             scheduler.add_job(
-                self._scheduled(self.alerts),
+                self._scheduled(self.alerts, "alerts", scheduler),
                 CronTrigger(
                     day_of_week="mon-fri",
                     hour=at.hour,
@@ -356,12 +387,14 @@ class Worker:
             if self.alerts_due(datetime.now(ZoneInfo(self.config.timezone))):
                 # Today's, missed while no worker ran at their time: now (claimed once a
                 # day in the database, so a restart after they left sends nothing).
-                scheduler.add_job(self._scheduled(self.alerts), id="alerts-catch-up")
+                scheduler.add_job(
+                    self._scheduled(self.alerts, "alerts-catch-up", scheduler), id="alerts-catch-up"
+                )
         purge_time = self.config.retention.purge_time
         if self.purge is not None and purge_time is not None:
             at = parse_time(purge_time)
             scheduler.add_job(
-                self._scheduled(self.purge),
+                self._scheduled(self.purge, "retention-purge", scheduler),
                 CronTrigger(hour=at.hour, minute=at.minute, timezone=self.config.timezone),
                 id="retention-purge",
                 max_instances=1,
@@ -455,12 +488,12 @@ class Worker:
         if lease != SCHEDULER_LEASE:
             return
         if self.weekly_report is not None:
-            job = self._scheduled(self.weekly_report)
+            job = self._scheduled(self.weekly_report, "weekly-report-takeover", scheduler)
             scheduler.add_job(job, id="weekly-report-takeover", replace_existing=True)
         if self.alerts is not None and self.alerts_due(
             datetime.now(ZoneInfo(self.config.timezone))
         ):
-            job = self._scheduled(self.alerts)
+            job = self._scheduled(self.alerts, "alerts-takeover", scheduler)
             scheduler.add_job(job, id="alerts-takeover", replace_existing=True)
 
     def alerts_due(self, now: datetime) -> bool:

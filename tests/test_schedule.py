@@ -292,3 +292,64 @@ def test_a_mailbox_cycle_running_past_its_interval_is_no_warning(tmp_path: Path)
         ours.setLevel(level)
         app.store.close()
     assert skips and {record.levelname for record in skips} == {"DEBUG"}
+
+
+def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_again(
+    tmp_path: Path,
+) -> None:
+    """CI, stop 38: PostgreSQL turned read-only under a running worker while it sent the
+    day's alerts; the job's delivery met SQLSTATE 25006 and APScheduler logged a whole
+    traceback (the job lost, today's alerts left unsent). Now a WARNING naming the job
+    and the reason, and the job tried again after a backoff until it runs."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    records: list[logging.LogRecord] = []
+    ran = threading.Event()
+    calls: list[int] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    def alerts() -> object:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            refusal = psycopg.errors.ReadOnlySqlTransaction("read-only transaction")
+            raise sa.exc.InternalError("SELECT … FOR UPDATE", {}, refusal)
+        ran.set()
+        return {}
+
+    handler, root, ours = Capture(), logging.getLogger(), logging.getLogger("mailbot")
+    level = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.DEBUG)
+    app = build_app(write_rules(tmp_path, alerts__time="00:00"))
+    scheduler = None
+    try:
+        worker = make_worker(app)
+        worker.alerts = alerts
+        worker.keeper = None  # alone: no lease to hold before a job runs
+        scheduler = worker.build_scheduler()
+        for job in scheduler.get_jobs():
+            if job.id != "alerts-catch-up":
+                job.remove()
+        scheduler.start()
+        assert ran.wait(30), "the alerts were not tried again"
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        root.removeHandler(handler)
+        ours.setLevel(level)
+        app.store.close()
+    assert len(calls) == 2
+    assert not [r for r in records if r.exc_info is not None], "a traceback was logged"
+    failed = [r for r in records if r.getMessage().startswith("scheduled job failed")]
+    assert [(r.levelname, getattr(r, "job", None)) for r in failed] == [
+        ("WARNING", "alerts-catch-up")
+    ]
+    assert "read-only" in getattr(failed[0], "reason", "")
+    assert [r.levelname for r in records if r.getMessage() == "scheduled job done"] == ["INFO"]
