@@ -101,6 +101,10 @@ def test_the_newest_claim_before_a_day(database: str) -> None:
         assert store.last_claim("report-weekly-") == "2026-W48"
         with store.transaction() as tx:
             assert tx.last_claim("alerts-", before="2026-11-26") == "2026-11-25"
+        with store.session() as session:  # one connection: each read sees the new claims
+            assert session.write(lambda tx: tx.last_claim("alerts-")) == "2026-11-26"
+            assert session.write(lambda tx: tx.claim_once("alerts-2026-11-27"))
+            assert session.write(lambda tx: tx.last_claim("alerts-")) == "2026-11-27"
     finally:
         store.close()
 

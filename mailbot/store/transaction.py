@@ -483,7 +483,6 @@ _BODY_KEYS = ("outbox_id", "raw")
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 
 
-@functools.cache
 def newest_claim(conn: Connection, prefix: str, before: str | None = None) -> str | None:
     """The greatest name claimed under ``prefix`` (``Transaction.claim_once``), without the
     prefix; only those below ``prefix + before`` when given (the last day's digest before
@@ -498,6 +497,7 @@ def newest_claim(conn: Connection, prefix: str, before: str | None = None) -> st
     return None if found is None else str(found)[len(prefix) :]
 
 
+@functools.cache
 def _driver_claimed(dialect: sa.Dialect) -> _DriverFirst:
     return _DriverFirst(dialect, _CLAIMED, ("fingerprint",))
 
