@@ -836,7 +836,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             print(
                 "nothing to send (a day off, or no message late, soon due, relanced, written"
                 " about again after its answer, left without an AR, passed over or whose mail"
-                " to the citizen bounced since the previous working day's digest)"
+                " to the citizen bounced since the last digest sent)"
             )
         return 1 if done.unaddressed else 0
     for service, count in done.sent.items():  # queued: whether they left, the next line says
