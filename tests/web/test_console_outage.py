@@ -10,6 +10,7 @@ text kept in its form, one WARNING line without traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -27,7 +28,7 @@ from rulesfile import dump_rules
 from servers import DovecotServer, SmtpServer
 from test_desk_actions import state_of
 from test_desk_reply import form_of, replies
-from webtools import RunningConsole, csrf_from, local_login, running_console
+from webtools import PASSWORD, RunningConsole, csrf_from, local_login, running_console
 
 from mailbot.app.context import app_from_config
 from mailbot.cli import main
@@ -215,11 +216,14 @@ def test_login_and_logout_while_the_database_refuses_writes(
         local_login(again, "lmoreau")
         local_login(leaving, "ngarnier")
         token = csrf_from(leaving.get("/").text)
+        # the login form of a tab opened before, sent by an agent still logged in
+        login = {"identifiant": "lmoreau", "mot_de_passe": PASSWORD}
+        login["csrf_token"] = csrf_from(again.get("/").text)
         read_only(url)
         try:
             assert local_login(fresh, "khaddad").status_code == 303
             assert fresh.get("/").status_code == 200
-            replaced = local_login(again, "lmoreau")
+            replaced = again.post("/connexion", data=login)
             out = leaving.post("/deconnexion", data={"csrf_token": token})
             after = leaving.get("/")
         finally:
@@ -273,20 +277,16 @@ class Cut:
         except OSError:
             pass
         for end in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         with self.lock:
             for end in self.open:
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 end.close()
 
 
