@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailbot.web import outage
 from mailbot.web.pages import CSRF_KEY, error_page
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ class SecurityHeaders:
 
 class ErrorPages:
     """An unexpected exception becomes the French 500 page (with the headers above), and a
-    log line naming the exception type only: its message could quote a mail."""
+    log line naming the exception type only: its message could quote a mail. The
+    database refusing the work for a while (read-only, unreachable: ``web/outage``) is no
+    bug: a 503 page saying so, and a WARNING with its reason."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -109,6 +112,13 @@ class ErrorPages:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
+            refused = outage.refusal(exc)
+            if refused is not None and not started:
+                request = Request(scope)
+                outage.warn(request, refused)
+                shown = outage.page_text(refused, request.method)
+                await outage.outage_page(request, shown)(scope, receive, send)
+                return
             log.error(
                 "web request failed",
                 extra={"path": scope["path"], "exception": type(exc).__name__},

@@ -27,7 +27,7 @@ from pg import fresh_database, read_only
 from rulesfile import dump_rules
 from servers import DovecotServer, SmtpServer
 from test_desk_actions import state_of
-from test_desk_reply import form_of, replies
+from test_desk_reply import form_of, replies, textarea_of
 from webtools import PASSWORD, RunningConsole, csrf_from, local_login, running_console
 
 from mailbot.app.context import app_from_config
@@ -145,8 +145,12 @@ def test_a_reply_refused_by_a_read_only_database_keeps_the_draft_and_sends_nothi
     row = pg_desk.row(OVERDUE)
     with console.client() as client:
         local_login(client, "khaddad")
-        fields = form_of(client.get(f"/courriel/{row.id}").text, "formulaire-reponse")
+        page = client.get(f"/courriel/{row.id}").text
+        fields = form_of(page, "formulaire-reponse")
         fields["statut_dossier"] = "Votre dossier est en cours d'instruction."
+        text, base = textarea_of(page)
+        mine = text.replace("Bonjour Marie Dupont,", "Bonjour Madame Dupont, vue au guichet,")
+        fields.update({"texte_modifie": mine, "texte_base": base})
         read_only(url)
         try:
             refused = client.post(f"/courriel/{row.id}/reponse", data=fields)
@@ -155,7 +159,9 @@ def test_a_reply_refused_by_a_read_only_database_keeps_the_draft_and_sends_nothi
         assert refused.status_code == 503
         assert alert(refused.text) == READ_ONLY
         assert 'role="alert"' in refused.text  # the page's usual error place
-        assert "Votre dossier est en cours d&#39;instruction." in refused.text  # no lost draft
+        # no lost draft: the variables and the text the agent edited, as they were
+        assert "Votre dossier est en cours d&#39;instruction." in refused.text
+        assert textarea_of(refused.text) == (mine, base)
         assert queued(pg_desk) == [] and events(pg_desk, "reply_queued") == []
         assert pg_desk.smtp.messages == []
         (warning,) = lines(logged, logging.WARNING)
@@ -163,9 +169,11 @@ def test_a_reply_refused_by_a_read_only_database_keeps_the_draft_and_sends_nothi
         assert not lines(logged, logging.ERROR)
         # writable again, the form shown again is sent: one reply
         again = form_of(refused.text, "formulaire-reponse")
+        again.update(zip(("texte_modifie", "texte_base"), textarea_of(refused.text), strict=True))
         assert client.post(f"/courriel/{row.id}/reponse", data=again).status_code == 303
     (mail,) = replies(pg_desk, 1)
-    assert "Votre dossier est en cours d'instruction." in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    sent = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Bonjour Madame Dupont, vue au guichet," in sent
 
 
 def test_an_assignment_and_a_transfer_refused_by_a_read_only_database(
@@ -324,7 +332,7 @@ def test_an_unreachable_database_gives_clear_503_pages(
         assert response.status_code == 503, response.text[-2000:]
         assert alert(response.text).startswith(UNAVAILABLE)
     assert "la page ne peut pas être affichée" in alert(pages[0].text)
-    assert "Dossier" not in alert(sent.text)
+    assert "votre demande n'a peut-être pas abouti" in alert(sent.text)  # may it have been?
     assert queued(pg_desk) == [] and pg_desk.smtp.messages == []
     warnings = lines(logged, logging.WARNING)
     assert len(warnings) == 4 and all(w.exc_info is None for w in warnings)
