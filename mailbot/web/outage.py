@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -33,6 +34,10 @@ RETRY = "Réessayez dans quelques minutes"
 LASTS = "si cela dure, signalez-le à l'administrateur de mailbot"
 RETRY_AFTER = "120"  # seconds: a failover or a short maintenance
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPE = "application/x-www-form-urlencoded"  # the console's forms
+DRAFT_FIELDS = ("texte_modifie", "texte")  # a reply's edited text, a free reply's text
+DRAFT_BODY_LIMIT = 1_000_000  # bytes of a request kept for its draft, at most
+MAX_FIELDS = 1000  # as Starlette's form parser
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,22 @@ def logout_unrecorded(refused: Refusal) -> str:
     )
 
 
+def draft_of(content_type: str, body: bytes) -> str:
+    """The text of a reply in a refused request's form (the edited text, or the free
+    reply's), "" when there is none. The error page gives it to copy: a request refused
+    at the door (the login wall reads the database before any page) never reaches the
+    page that would show its form again, and the browser's Back may not give it back
+    (the pages are ``no-store``)."""
+    if not content_type.startswith(FORM_TYPE):
+        return ""
+    form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS)
+    for name in DRAFT_FIELDS:
+        text = next((value for value in form.get(name, []) if value.strip()), "")
+        if text:
+            return text
+    return ""
+
+
 def warn(request: Request, refused: Refusal) -> None:
     """The one log line of a refused request: WARNING, the path and the reason."""
     log.warning(
@@ -96,9 +117,9 @@ def warn(request: Request, refused: Refusal) -> None:
     )
 
 
-def outage_page(request: Request, message: str) -> HTMLResponse:
+def outage_page(request: Request, message: str, draft: str = "") -> HTMLResponse:
     """The French 503 page, with a Retry-After that tells a proxy or a script when to
-    come back."""
-    context = {"status": 503, "title": TITLE, "message": message}
+    come back; ``draft``, the text of a reply that could not be sent, to copy."""
+    context = {"status": 503, "title": TITLE, "message": message, "draft": draft}
     headers = {"retry-after": RETRY_AFTER}
     return render(request, "error.html.j2", context, status_code=503, headers=headers)

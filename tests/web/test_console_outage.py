@@ -11,6 +11,7 @@ text kept in its form, one WARNING line without traceback."""
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import re
 import socket
@@ -320,7 +321,11 @@ def test_an_unreachable_database_gives_clear_503_pages(
             running.client() as late,
         ):
             local_login(client, "khaddad")
-            fields = form_of(client.get(f"/courriel/{row.id}").text, "formulaire-reponse")
+            page = client.get(f"/courriel/{row.id}").text
+            fields = form_of(page, "formulaire-reponse")
+            text, base = textarea_of(page)
+            mine = text.replace("Bonjour Marie Dupont,", "Bonjour Madame Dupont, vue au guichet,")
+            fields.update({"texte_modifie": mine, "texte_base": base})
             cut.close()
             pages = [client.get("/"), client.get(f"/courriel/{row.id}")]
             sent = client.post(f"/courriel/{row.id}/reponse", data=fields)
@@ -333,6 +338,12 @@ def test_an_unreachable_database_gives_clear_503_pages(
         assert alert(response.text).startswith(UNAVAILABLE)
     assert "la page ne peut pas être affichée" in alert(pages[0].text)
     assert "votre demande n'a peut-être pas abouti" in alert(sent.text)  # may it have been?
+    # refused at the door (the login wall reads the database), the page cannot be shown
+    # again: the reply's text is given to copy
+    draft = re.search(
+        r'<textarea[^>]*id="brouillon"[^>]*readonly>(.*?)</textarea>', sent.text, re.S
+    )
+    assert draft and html.unescape(draft.group(1)) == mine
     assert queued(pg_desk) == [] and pg_desk.smtp.messages == []
     warnings = lines(logged, logging.WARNING)
     assert len(warnings) == 4 and all(w.exc_info is None for w in warnings)
