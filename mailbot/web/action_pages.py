@@ -26,10 +26,11 @@ from mailbot.app.requests import form_key
 from mailbot.app.transfer import Transfers
 from mailbot.core.statuses import NoReplyReason
 from mailbot.errors import MailbotError
+from mailbot.web import outage
 from mailbot.web.access import check, current_agent, require
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend, originals
-from mailbot.web.message_pages import message_of, show_message
+from mailbot.web.message_pages import message_of, refused_by_database, show_message
 
 Handler = Callable[[Request, Any, dict[str, str], str], Awaitable[str]]
 
@@ -193,11 +194,17 @@ async def act(request: Request) -> Response:
     async with request.form() as data:
         form = {k: v[:2000] for k, v in data.items() if isinstance(v, str)}
     service = message_view.service_of(backend(request).config, row)
+    kept = {request.path_params["action"]: form}  # the form as it was filled in
     try:
         target = await handler(request, row, form, service)
-    except MailbotError as exc:
+    except Exception as exc:
+        refused = outage.refusal(exc)  # the database's (a TransientStoreError's too)
+        if refused is not None:
+            return await refused_by_database(request, row, refused, kept=kept)
+        if not isinstance(exc, MailbotError):
+            raise
         problem = f"Action impossible : {exc.shown or exc}"  # English only where no French
-        return await show_message(request, row, 400, problem=problem)
+        return await show_message(request, row, 400, problem=problem, kept=kept)
     app = backend(request)
     return RedirectResponse(target, 303, background=BackgroundTask(app.outbox.deliver_due))
 

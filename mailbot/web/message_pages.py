@@ -25,6 +25,7 @@ from mailbot.core.statuses import EventKind, NoReplyReason
 from mailbot.errors import AttachmentUnavailable, MailboxError, MessageError, RequestError
 from mailbot.mail.display import safe_filename
 from mailbot.mail.forward import size_fr
+from mailbot.web import outage
 from mailbot.web.access import background, check, current_agent, require
 from mailbot.web.answer import answer_context
 from mailbot.web.authz import Action
@@ -192,6 +193,19 @@ async def show_message(request: Request, row: Any, status: int = 200, **extra: A
     return render(request, "message.html.j2", context, status_code=status)
 
 
+async def refused_by_database(
+    request: Request, row: Any, refused: outage.Refusal, **extra: Any
+) -> Response:
+    """An action the database refused (read-only, unreachable): the message page again,
+    503, its error alert saying what was (not) done, the form as the agent filled it in
+    (``extra``: ``values``, ``kept``). The WARNING once the page is shown: should reading it
+    fail too (the database unreachable), the error page says it, and logs it, once."""
+    problem = outage.nothing_done(refused)
+    page = await show_message(request, row, 503, problem=problem, **extra)
+    outage.warn(request, refused)
+    return page
+
+
 @background  # every 45 s, agent or not: no activity (the idle session still ends)
 @require(Action.VIEW_HOME)  # the message's service is checked once it is loaded
 async def presence_fragment(request: Request) -> Response:
@@ -264,6 +278,9 @@ def _actions(request: Request, row: Any, service: str) -> dict[str, Any]:
         "no_reply_labels": NO_REPLY_LABELS,
         "how_labels": HOW_LABELS,
         "notice": ACTION_NOTICES.get(request.query_params.get("fait", ""), ""),
+        # a refused form's fields by action, shown again as the agent filled them in
+        # (``show_message``'s ``kept``)
+        "kept": {},
     }
 
 

@@ -19,11 +19,12 @@ from mailbot.app import answer_form, message_view
 from mailbot.app.reply import FREE_TEMPLATE, Replies
 from mailbot.errors import MailbotError, RequestError, SignatureLostError
 from mailbot.render import safe_html
+from mailbot.web import outage
 from mailbot.web.access import current_agent, require
 from mailbot.web.answer import SIGNATURE_LABELS, allowed_templates, signature_gaps
 from mailbot.web.authz import Action
 from mailbot.web.backend import agents, backend
-from mailbot.web.message_pages import message_of, show_message
+from mailbot.web.message_pages import message_of, refused_by_database, show_message
 from mailbot.web.pages import render
 
 
@@ -141,6 +142,11 @@ async def send(request: Request) -> Response:
     except RequestError as exc:
         problem = f"Envoi impossible : {_why(exc)}"
         return await show_message(request, row, 400, problem=problem, values=values)
+    except Exception as exc:  # the database's refusal: the draft shown again, kept
+        refused = outage.refusal(exc)
+        if refused is None:
+            raise
+        return await refused_by_database(request, row, refused, values=values)
     if outcome.collision:
         return await show_message(request, row, 409, collision=outcome.since, values=values)
     target = f"/?envoye={row.reference}"

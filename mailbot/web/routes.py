@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from mailbot.web import outage
 from mailbot.web.access import client_ip, public, require
 from mailbot.web.authz import SERVICE_SCOPED, Action
 from mailbot.web.oidc import LoginError
@@ -103,6 +104,24 @@ async def _establish(request: Request, agent_id: str, method: str, **extra: str)
     csrf_token(request)
 
 
+async def _established(
+    request: Request, agent_id: str, method: str, **extra: str
+) -> outage.Refusal | None:
+    """``_establish``, or the database's refusal (read-only, unreachable) to end the
+    session the login replaces: the login is then refused (503), the session left as it
+    was, rather than a replaced session's copies left valid. A first login writes nothing
+    (the session is a signed cookie): it works while the database refuses writes."""
+    try:
+        await _establish(request, agent_id, method, **extra)
+    except Exception as exc:
+        refused = outage.refusal(exc)
+        if refused is None:
+            raise
+        outage.warn(request, refused)
+        return refused
+    return None
+
+
 @public
 async def login_local(request: Request) -> Response:
     console = _console(request)
@@ -138,7 +157,9 @@ async def login_local(request: Request) -> Response:
     assert agent_id is not None
     console.per_ip.release(ip)  # a success is no failed attempt (agents share the proxy)
     console.per_account.reset(key)
-    await _establish(request, agent_id, "local")
+    refused = await _established(request, agent_id, "local")
+    if refused is not None:
+        return _login_page(request, 503, error=outage.login_refused(refused), login=login)
     console.audit("login", method="local", agent=agent_id, ip=ip)
     return RedirectResponse(target, status_code=303)
 
@@ -190,7 +211,9 @@ async def oidc_callback(request: Request) -> Response:
         request.session["id_token"] = identity.id_token  # to end the ProConnect session
         context = {"email": identity.email, "given_name": identity.given_name or ""}
         return render(request, "unknown_agent.html.j2", context, status_code=403)
-    await _establish(request, agent_id, "oidc", id_token=identity.id_token)
+    refused = await _established(request, agent_id, "oidc", id_token=identity.id_token)
+    if refused is not None:
+        return _login_page(request, 503, error=outage.login_refused(refused))
     console.audit("login", method="oidc", agent=agent_id, ip=ip)
     return RedirectResponse(target, status_code=303)
 
@@ -200,13 +223,30 @@ async def logout(request: Request) -> Response:
     console = _console(request)
     id_token = request.session.get("id_token")
     agent_id = request.session.get("agent")
-    await console.end_session(request)  # a copy of the cookie is refused too
+    refused = await _ended(request)  # a copy of the cookie is refused too
     request.session.clear()
     if agent_id:
         console.audit("logout", agent=str(agent_id), ip=client_ip(request))
     if console.oidc is not None and isinstance(id_token, str):
         return await console.oidc.logout(request, id_token)
+    if refused is not None:
+        return outage.outage_page(request, outage.logout_unrecorded(refused))
     return RedirectResponse(LOGGED_OUT, status_code=303)
+
+
+async def _ended(request: Request) -> outage.Refusal | None:
+    """End the session in the database, or the database's refusal (read-only,
+    unreachable): the logout then still ends it in this browser, and says so (a session
+    copied elsewhere stays valid until its idle limit)."""
+    try:
+        await _console(request).end_session(request)
+    except Exception as exc:
+        refused = outage.refusal(exc)
+        if refused is None:
+            raise
+        outage.warn(request, refused)
+        return refused
+    return None
 
 
 @public

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailbot.web import outage
 from mailbot.web.pages import CSRF_KEY, error_page
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ class SecurityHeaders:
 
 class ErrorPages:
     """An unexpected exception becomes the French 500 page (with the headers above), and a
-    log line naming the exception type only: its message could quote a mail."""
+    log line naming the exception type only: its message could quote a mail. The
+    database refusing the work for a while (read-only, unreachable: ``web/outage``) is no
+    bug: a 503 page saying so, and a WARNING with its reason."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -99,6 +102,7 @@ class ErrorPages:
             await self.app(scope, receive, send)
             return
         started = False
+        body = bytearray()  # what the request sent, for a draft the database refused
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -106,9 +110,19 @@ class ErrorPages:
                 started = True
             await send(message)
 
+        async def tracking_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < outage.DRAFT_BODY_LIMIT:
+                body.extend(message.get("body", b""))
+            return message
+
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, tracking_receive, tracking_send)
         except Exception as exc:
+            refused = outage.refusal(exc)
+            if refused is not None and not started:
+                await self._refused(scope, receive, send, refused, bytes(body))
+                return
             log.error(
                 "web request failed",
                 extra={"path": scope["path"], "exception": type(exc).__name__},
@@ -116,6 +130,18 @@ class ErrorPages:
             if started:
                 raise
             await error_page(Request(scope), 500)(scope, receive, send)
+
+    @staticmethod
+    async def _refused(
+        scope: Scope, receive: Receive, send: Send, refused: outage.Refusal, body: bytes
+    ) -> None:
+        """The database refused the request (read-only, unreachable): the 503 page, with
+        the reply the agent typed to copy, and one WARNING."""
+        request = Request(scope)
+        outage.warn(request, refused)
+        shown = outage.page_text(refused, request.method)
+        draft = outage.draft_of(request.headers.get("content-type", ""), body)
+        await outage.outage_page(request, shown, draft=draft)(scope, receive, send)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
