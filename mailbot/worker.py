@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -195,21 +195,30 @@ class Worker:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
 
     def _scheduled(
-        self, job: Callable[[], object], name: str, scheduler: BackgroundScheduler
+        self,
+        job: Callable[[], object],
+        name: str,
+        scheduler: BackgroundScheduler,
+        retry: bool = True,
     ) -> Callable[[], object]:
         """A scheduled job runs on the one worker holding the scheduler's lease. A database
         busy, unreachable or read-only (a failover) is said once, not as APScheduler's
-        traceback, and the job is tried again after a backoff: today's alerts or the
-        week's report are claimed once in the database, so a retry never sends twice."""
+        traceback, and the job is tried again after a backoff until the day it failed on
+        is over: today's alerts or the week's report are claimed once in the database, so
+        a retry never sends twice, and a retry after midnight would send the next day's
+        alerts at night in place of today's. ``retry=False`` (the probe: it sends before
+        it records, and its interval runs it again anyway): said, not retried."""
         failures = RepeatedFailures(
             log,
-            "scheduled job failed, the database busy, unreachable or read-only, trying again",
+            "scheduled job failed, the database busy, unreachable or read-only",
             "scheduled job done",
             transient_reason,
             extra={"job": name},
             lasting=is_lasting,
         )
         backoff = Backoff(self.config.polling.max_backoff_seconds)
+        zone = ZoneInfo(self.config.timezone)
+        failing_since: list[date] = []  # the local day of the first failure of a run of them
 
         def run_if_ours() -> object:
             if self.keeper is not None and not self.keeper.holds(SCHEDULER_LEASE):
@@ -220,14 +229,26 @@ class Worker:
                 if transient_reason(exc) is None:
                     raise  # a bug: APScheduler logs it with its traceback
                 failures.failed(exc)
-                if not self.stop.is_set():
-                    at = datetime.now(UTC) + timedelta(seconds=backoff.next_delay())
+                failing_since[:] = failing_since or [datetime.now(zone).date()]
+                at = datetime.now(zone) + timedelta(seconds=backoff.next_delay())
+                if retry and not self.stop.is_set() and at.date() == failing_since[0]:
                     scheduler.add_job(
-                        run_if_ours, "date", run_date=at, id=f"{name}-retry", replace_existing=True
+                        run_if_ours,
+                        "date",
+                        run_date=at,
+                        id=f"{name}-retry",
+                        replace_existing=True,
+                        misfire_grace_time=None,  # late in a busy pool: run, never dropped
                     )
+                else:  # the next run (its schedule's, tomorrow's) starts a new day's
+                    if retry and not self.stop.is_set():
+                        log.warning("scheduled job given up, its day is over", extra={"job": name})
+                    failing_since.clear()
+                    backoff.reset()
                 return None
             failures.succeeded()
             backoff.reset()
+            failing_since.clear()
             return result
 
         return run_if_ours
@@ -343,7 +364,7 @@ class Worker:
         self._add_daily_jobs(scheduler)
         if self.probe is not None and self.config.probe and self.config.probe.every_minutes:
             scheduler.add_job(
-                self._scheduled(self.probe, "probe", scheduler),
+                self._scheduled(self.probe, "probe", scheduler, retry=False),
                 "interval",
                 minutes=self.config.probe.every_minutes,
                 id="probe",

@@ -353,3 +353,58 @@ def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_agai
     ]
     assert "read-only" in getattr(failed[0], "reason", "")
     assert [r.levelname for r in records if r.getMessage() == "scheduled job done"] == ["INFO"]
+
+
+def _refused() -> Exception:
+    import psycopg
+    import sqlalchemy as sa
+
+    refusal = psycopg.errors.ReadOnlySqlTransaction("read-only transaction")
+    return sa.exc.InternalError("UPDATE …", {}, refusal)
+
+
+def test_a_retry_stays_within_the_day_and_the_probe_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review of the retry: a retry is never dropped for starting late in a busy
+    pool (no misfire grace); the probe, which sends before it records, is not retried
+    (its interval runs it again: a retry beside it could send two rounds); and a retry
+    that would run after midnight is given up — it would send the next day's alerts at
+    night in place of the day's — and the next day's run starts a chain of its own."""
+    import mailbot.worker as worker_module
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    def refused() -> object:
+        raise _refused()
+
+    late = datetime(2026, 12, 3, 23, 59, 59, 500000, tzinfo=PARIS)
+    app = build_app(write_rules(tmp_path))
+    try:
+        worker = make_worker(app)
+        worker.keeper = None
+        scheduler = worker.build_scheduler()
+        scheduler.remove_all_jobs()
+        worker._scheduled(refused, "alerts", scheduler)()
+        (retry,) = scheduler.get_jobs()
+        assert retry.id == "alerts-retry" and retry.misfire_grace_time is None
+        scheduler.remove_all_jobs()
+        worker._scheduled(refused, "probe", scheduler, retry=False)()
+        assert scheduler.get_jobs() == []
+
+        class LateClock(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+                return late.astimezone(tz) if tz is not None else late
+
+        monkeypatch.setattr(worker_module, "datetime", LateClock)
+        caplog.set_level(logging.WARNING, logger="mailbot")
+        at_midnight = worker._scheduled(refused, "alerts", scheduler)
+        at_midnight()
+        assert scheduler.get_jobs() == []
+        assert "scheduled job given up, its day is over" in caplog.messages
+        late = datetime(2026, 12, 4, 10, 0, tzinfo=PARIS)  # the next day's run, failing
+        at_midnight()
+        assert [job.id for job in scheduler.get_jobs()] == ["alerts-retry"]
+    finally:
+        app.store.close()
