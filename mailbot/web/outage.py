@@ -16,6 +16,9 @@ words (``reason``), never a traceback: it is the database's state, not the conso
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -33,7 +36,6 @@ UNAVAILABLE = "La base de données est indisponible pour le moment (maintenance 
 RETRY = "Réessayez dans quelques minutes"
 LASTS = "si cela dure, signalez-le à l'administrateur de mailbot"
 RETRY_AFTER = "120"  # seconds: a failover or a short maintenance
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPE = "application/x-www-form-urlencoded"  # the console's forms
 DRAFT_FIELDS = ("texte_modifie", "texte")  # a reply's edited text, a free reply's text
 DRAFT_BODY_LIMIT = 1_000_000  # bytes of a request kept for its draft, at most
@@ -64,19 +66,27 @@ def refusal(exc: BaseException) -> Refusal | None:
 
 
 def nothing_done(refused: Refusal) -> str:
-    """An action refused: what the agent is told in the page's error alert."""
+    """An action refused whole, as its page knows (one transaction, refused read-only):
+    what the agent is told in the page's error alert."""
     if refused.read_only:
         return f"{READ_ONLY} : rien n'a été envoyé ni enregistré. {RETRY}."
+    return maybe_done(refused)
+
+
+def maybe_done(refused: Refusal) -> str:
+    """A request whose work may have been partly recorded, or sent, before the refusal."""
     return (
-        f"{UNAVAILABLE} : votre demande n'a peut-être pas abouti. Vérifiez-le dans quelques"
+        f"{refused.state} : votre demande n'a peut-être pas abouti. Vérifiez-le dans quelques"
         f" minutes avant de la refaire ; {LASTS}."
     )
 
 
-def page_text(refused: Refusal, method: str) -> str:
-    """The error page's text: a page that could not be read, or a request not done."""
-    if method not in SAFE_METHODS:
-        return nothing_done(refused)
+def page_text(refused: Refusal, safe: bool) -> str:
+    """The error page's text: a page that could not be read, or a request that reached
+    this page uncaught — it may have committed part of its work (an administrator's retry
+    records the AR, then delivers), so it is never said to have done nothing."""
+    if not safe:
+        return maybe_done(refused)
     return f"{refused.state} : la page ne peut pas être affichée. {RETRY} ; {LASTS}."
 
 
@@ -109,12 +119,39 @@ def draft_of(content_type: str, body: bytes) -> str:
     return ""
 
 
-def warn(request: Request, refused: Refusal) -> None:
-    """The one log line of a refused request: WARNING, the path and the reason."""
-    log.warning(
+def warn(request: Request, refused: Refusal, safe: bool = False) -> None:
+    """The log line of a refused request: WARNING, the path and the reason. A page read
+    (``safe``: a GET, the presence refresh every open message page makes) is said once a
+    minute for one reason, its repeats at DEBUG: thirty agents' open pages wrote thousands
+    of lines an hour of one outage. An agent's action refused is a WARNING each time."""
+    level = logging.WARNING
+    if safe:
+        said = _reads_said(request)
+        now = time.monotonic()
+        with _SAID_LOCK:
+            if now - said.get(refused.reason, -math.inf) < SAY_READS_EVERY:
+                level = logging.DEBUG
+            else:
+                said[refused.reason] = now
+    log.log(
+        level,
         "console request refused by the database",
         extra={"path": request.url.path, "method": request.method, "reason": refused.reason},
     )
+
+
+SAY_READS_EVERY = 60.0  # seconds between two WARNINGs of page reads refused for one reason
+_SAID_LOCK = threading.Lock()
+
+
+def _reads_said(request: Request) -> dict[str, float]:
+    """This console's reasons → when a read refused for it was last a WARNING."""
+    state = request.app.state
+    with _SAID_LOCK:
+        said: dict[str, float] | None = getattr(state, "refused_reads_said", None)
+        if said is None:
+            said = state.refused_reads_said = {}
+    return said
 
 
 def outage_page(request: Request, message: str, draft: str = "") -> HTMLResponse:

@@ -112,16 +112,21 @@ class ErrorPages:
 
         async def tracking_receive() -> Message:
             message = await receive()
-            if message["type"] == "http.request" and len(body) < outage.DRAFT_BODY_LIMIT:
-                body.extend(message.get("body", b""))
+            room = outage.DRAFT_BODY_LIMIT - len(body)
+            if message["type"] == "http.request" and room > 0:
+                body.extend(message.get("body", b"")[:room])
             return message
 
+        keeps_draft = scope["method"] not in SAFE_METHODS  # a form's text: a draft to give back
         try:
-            await self.app(scope, tracking_receive, tracking_send)
+            await self.app(scope, tracking_receive if keeps_draft else receive, tracking_send)
         except Exception as exc:
             refused = outage.refusal(exc)
             if refused is not None and not started:
                 await self._refused(scope, receive, send, refused, bytes(body))
+                return
+            if refused is not None:  # after the page (a delivery in the background): said
+                outage.warn(Request(scope), refused)
                 return
             log.error(
                 "web request failed",
@@ -138,8 +143,9 @@ class ErrorPages:
         """The database refused the request (read-only, unreachable): the 503 page, with
         the reply the agent typed to copy, and one WARNING."""
         request = Request(scope)
-        outage.warn(request, refused)
-        shown = outage.page_text(refused, request.method)
+        safe = request.method in SAFE_METHODS
+        outage.warn(request, refused, safe)
+        shown = outage.page_text(refused, safe)
         draft = outage.draft_of(request.headers.get("content-type", ""), body)
         await outage.outage_page(request, shown, draft=draft)(scope, receive, send)
 

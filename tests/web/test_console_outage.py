@@ -304,7 +304,7 @@ def test_an_unreachable_database_gives_clear_503_pages(
 ) -> None:
     """Connection refused: every page that reads is a 503 saying the database is
     unavailable (the login wall itself reads the ended sessions), an action too; a WARNING
-    each, no ERROR, no traceback."""
+    for the action and for the first page read, no ERROR, no traceback."""
     url = sa.make_url(str(pg_desk.config.database))
     cut = Cut(int(url.port or 5432))
     proxied = url.set(port=cut.port).render_as_string(hide_password=False)
@@ -345,7 +345,29 @@ def test_an_unreachable_database_gives_clear_503_pages(
     )
     assert draft and html.unescape(draft.group(1)) == mine
     assert queued(pg_desk) == [] and pg_desk.smtp.messages == []
+    # The first page read refused is a WARNING, the next reads for the same reason within
+    # a minute are DEBUG (every open message page refreshes its presence: thousands of
+    # lines an hour of an outage before); the agent's action refused is a WARNING itself.
     warnings = lines(logged, logging.WARNING)
-    assert len(warnings) == 4 and all(w.exc_info is None for w in warnings)
+    said = [(w.__dict__["method"], w.__dict__["path"]) for w in warnings]
+    assert said == [("GET", "/"), ("POST", f"/courriel/{row.id}/reponse")], said
+    assert all(w.exc_info is None for w in warnings)
     assert "connection" in str(warnings[0].__dict__["reason"])
+    refused = "console request refused by the database"
+    assert sum(r.getMessage() == refused for r in lines(logged, logging.DEBUG)) == 2
     assert not lines(logged, logging.ERROR)
+
+
+def test_a_request_refused_uncaught_is_never_said_to_have_done_nothing() -> None:
+    """The review: a request that reaches the error pages uncaught may have committed part
+    of its work first (an administrator's retry records the AR, then delivers, and the
+    delivery meets the read-only database): « rien n'a été envoyé ni enregistré » would be
+    false there. Only a page that knows its one transaction was refused says it."""
+    from mailbot.web import outage
+
+    read_only = outage.Refusal(read_only=True, reason="SQLSTATE 25006")
+    uncaught = outage.page_text(read_only, safe=False)
+    assert uncaught.startswith(outage.READ_ONLY)
+    assert "n'a peut-être pas abouti" in uncaught and "rien n'a été" not in uncaught
+    assert "rien n'a été envoyé ni enregistré" in outage.nothing_done(read_only)
+    assert "la page ne peut pas être affichée" in outage.page_text(read_only, safe=True)
