@@ -226,3 +226,17 @@ def test_the_purge_says_what_it_cannot_reach(
     finally:
         store.close()
     assert [r.levelno for r in caplog.records if RETRAIN in r.getMessage()] == [logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    "said", [["2026-01-01"], {"mails": 2, "oldest_received": "not a date"}, {"mails": "x"}]
+)
+def test_a_header_it_cannot_read_is_a_configuration_error(said: object) -> None:
+    """The review: a ``corrected_mail`` not as ``routing train`` writes it (a list, a
+    date that is none) crashed `mailbot status` and the purge job with a traceback; it is
+    a ConfigError naming the key, which check and status say in one line."""
+    from mailbot.core.classifier import corrected_mail
+    from mailbot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="corrected_mail"):
+        corrected_mail({"corrected_mail": said})

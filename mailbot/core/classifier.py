@@ -509,11 +509,16 @@ def corrected_mail(meta: Mapping[str, Any]) -> CorrectedMail | None:
         said = meta["corrected_mail"]
         if not said:
             return None
-        return CorrectedMail(
-            int(said.get("mails") or 0),
-            _date(said.get("oldest_received")),
-            _date(said.get("newest_received")),
-        )
+        try:
+            return CorrectedMail(
+                int(said.get("mails") or 0),
+                _date(said.get("oldest_received")),
+                _date(said.get("newest_received")),
+            )
+        except (AttributeError, TypeError, ValueError) as exc:  # not what train writes
+            raise ConfigError(
+                "", "corrected_mail", f"a model header it cannot read: {exc}"
+            ) from None
     kept = meta.get("kept_from") or {}
     read = sum(int((m.get("sources") or {}).get("corrections", 0)) for m in (meta, kept))
     return CorrectedMail(read, None, None) if read else None
