@@ -22,11 +22,14 @@ from refusals import query
 from scripted import Action, Point, ScriptedSmtpServer
 from servers import TlsFiles, issue_tls
 
-from mailbot.app.delivery import Outbox
+from mailbot.app.cluster import this_worker
+from mailbot.app.delivery import CLAIM_STALE, Outbox
 from mailbot.config import OutboxConfig, SmtpConfig
-from mailbot.mail.smtp import SmtpTransport
+from mailbot.mail.smtp import Envelope, SmtpTransport
 from mailbot.store import Store, utcnow
+from mailbot.store.cluster import Cluster
 from mailbot.store.errors import is_transient
+from mailbot.store.schema import outbox as outbox_table
 from mailbot.store.schema import outbox_bodies
 
 CITIZEN = "marie.dupont@example.fr"
@@ -500,3 +503,62 @@ def test_mails_that_left_stay_sent_when_the_next_claim_is_refused(postgres: str)
         assert all(item.raw is None for item in store.outbox_items())
     finally:
         store.close()
+
+
+# -- internal mail taken by two deliveries ----------------------------------------------------
+
+SERVICE = "cartes-grises@seine-maritime.gouv.fr"
+FORWARD = AR.replace(CITIZEN.encode(), SERVICE.encode()).replace(b"<ar-1", b"<fwd-1")
+
+
+def forward_outbox(store: Store, server: ScriptedSmtpServer) -> Outbox:
+    config = SmtpConfig(host=server.host, port=server.port, security="none", timeout_seconds=5)
+    return Outbox(store, SmtpTransport(config), OutboxConfig(), {CITIZEN, SERVICE})
+
+
+@pytest.mark.parametrize("first_is", ["unregistered", "a worker slow for CLAIM_STALE"])
+def test_a_forward_taken_by_two_live_deliveries_leaves_once(database: str, first_is: str) -> None:
+    """A delivery's *take* (``take_due``: ``claimed_by``, ``claimed_at``) does not keep
+    another live delivery from taking the same mail: a process that is no registered worker
+    (the console's tasks, `mailbot digest`, `quarantine retry`) is dead to the others' takes
+    at once, and a live worker's take is free to them once ``CLAIM_STALE`` has passed (a
+    slow relay: 500 mails, a 30 s timeout a step). Only the committed claim ('pending' to
+    'sending', conditional) makes the two send a mail once — a forward to a service as well
+    as an AR: the first delivery, reaching its DATA after the other sent it, must not send
+    it again. (Issue 14, twenty-sixth session: forwards without a claim, leaving under the
+    take alone, would go out twice here while both deliveries live.)"""
+    store = Store(database)
+    with store.transaction() as tx:
+        tx.enqueue(None, "forward", SERVICE, "", "<fwd-1@example.test>", FORWARD)
+    with ScriptedSmtpServer() as server:
+        first, second = forward_outbox(store, server), forward_outbox(store, server)
+        if first_is != "unregistered":
+            Cluster(store, this_worker(first.holder, store), lease_seconds=600).register()
+        send = first.transport.send_batch
+        meanwhile: list[int] = []
+
+        def other_delivery_first(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+            def before_each(envelope: Envelope) -> bool:
+                if not meanwhile:  # ``first`` took the mail; the other delivers now
+                    if first_is != "unregistered":  # ``first`` took it CLAIM_STALE ago
+                        aged = utcnow() - CLAIM_STALE - timedelta(seconds=1)
+                        with store.engine.begin() as conn:
+                            conn.execute(sa.update(outbox_table).values(claimed_at=aged))
+                    other = threading.Thread(
+                        target=lambda: meanwhile.append(second.deliver_due().sent)
+                    )
+                    other.start()
+                    other.join(60)
+                return before(envelope)
+
+            send(envelopes, before_each, after, stop)
+
+        first.transport.send_batch = other_delivery_first  # type: ignore[method-assign]
+        report = first.deliver_due()
+        assert [d.data for d in server.deliveries] == [FORWARD]  # once
+        assert (meanwhile, report.taken, report.sent) == ([1], 1, 0)  # the other sent it
+        assert rows(store) == [("sent", 1)]
+        assert [e.kind for e in store.events()] == ["forward_sent"]
+        for outbox in (first, second):
+            outbox.transport.close()
+    store.close()
