@@ -64,6 +64,7 @@ def _today(config: Config) -> date:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from mailbot.app import maintenance
+    from mailbot.app.model_retention import model_retention_warnings
     from mailbot.config import load_config
 
     config = load_config(args.config)
@@ -85,6 +86,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in maintenance.service_article_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     for warning in maintenance.translation_warnings(config, renderer):
+        print(f"warning: {warning}", file=sys.stderr)
+    for warning in model_retention_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if all(one.ok for one in tried) else 1
 
@@ -836,7 +839,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             print(
                 "nothing to send (a day off, or no message late, soon due, relanced, written"
                 " about again after its answer, left without an AR, passed over or whose mail"
-                " to the citizen bounced since the previous working day's digest)"
+                " to the citizen bounced since the last digest sent)"
             )
         return 1 if done.unaddressed else 0
     for service, count in done.sent.items():  # queued: whether they left, the next line says
@@ -939,6 +942,7 @@ def _retention_days(text: str) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from mailbot.app import maintenance
+    from mailbot.app.model_retention import model_retention_warnings
     from mailbot.config import load_config
     from mailbot.store import Store
 
@@ -946,6 +950,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     days = config.retention.days if args.days is None else args.days
     deleted = maintenance.purge(config, Store(config.database), days)
     print(f"purged {deleted} messages received more than {days} days ago")
+    for warning in model_retention_warnings(config, days=days):  # what the purge cannot reach
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,7 @@ from datetime import date, datetime
 
 from mailbot.app import alerts, maintenance, report
 from mailbot.app.delivery import Outbox
+from mailbot.app.model_retention import model_retention_warnings
 from mailbot.config import Config
 from mailbot.render.templates import Renderer
 from mailbot.store import Store
@@ -38,7 +39,11 @@ def send_weekly_report(
 
 def purge_retention(config: Config, store: Store) -> int:
     """Everything received more than ``retention.days`` ago deleted (and the console's
-    ended sessions past their expiry); the number of messages deleted."""
+    ended sessions past their expiry); the number of messages deleted. A routing model
+    that learned from corrected mail now past the retention is said each day (the purge
+    deletes the mail, not what the model learned of it) until it is trained again."""
     deleted = maintenance.purge(config, store)
     log.info("retention purge", extra={"deleted": deleted, "days": config.retention.days})
+    for warning in model_retention_warnings(config):
+        log.warning(warning)
     return deleted

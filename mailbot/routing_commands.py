@@ -333,6 +333,8 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
                             row.category,
                             row.reorient or "",
                             "corrections",
+                            # as the purge dates it: an INTERNALDATE to come, its recording
+                            min(row.received_at, row.created_at),
                         )
                     )
             finally:
@@ -394,9 +396,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = training.model_file_name(model, trained_with)
     out = args.out or Path(args.config).resolve().parent / "models" / name
     classifier.save(out, model.features, model.idf, model.heads, model.meta)
+    _written(out, model, args, config.retention.days)
+    return 0
+
+
+def _written(out: Path, model: Any, args: argparse.Namespace, days: int) -> None:
+    """What was written, the line to put in rules.yaml, and when to train again: the model
+    holds what it learned of the corrected mails until then, the purge deletes the mails
+    ``days`` after their receipt (``mailbot check`` and ``status`` say it once due)."""
+    from datetime import timedelta
+
+    from mailbot.core.classifier import corrected_mail
+
     print(f"model written: {out} ({out.stat().st_size // 1024} KiB, data {model.version})")
     print(f"to use it, set in rules.yaml:  routing.model.file: {_as_configured(out, args)}")
-    return 0
+    said = corrected_mail(model.meta)
+    if said is not None and said.oldest is not None and said.newest is not None:
+        print(
+            f"it learned from {said.mails} corrected mails received {said.oldest:%Y-%m-%d} to"
+            f" {said.newest:%Y-%m-%d}; the purge deletes the oldest on"
+            f" {said.oldest + timedelta(days=days):%Y-%m-%d} (retention.days {days}): train"
+            " the model again then, so that it forgets it"
+        )
 
 
 def _as_configured(out: Path, args: argparse.Namespace) -> str:

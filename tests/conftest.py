@@ -16,14 +16,17 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pg import PostgresServer, fresh_database
 from servers import DovecotServer, MailUser, ServerUnavailableError, SmtpServer
 
+from mailbot.config import Config, load_config
 from mailbot.core import language
 from mailbot.redact import RedactingHandler
+from mailbot.render.templates import Renderer
 
 SERVER_FIXTURES = {"dovecot", "imap_user", "smtp_server", "postgres", "database"}
 _CACHE_DIR = pytest.StashKey[str]()
@@ -268,3 +271,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'mailbot.db'}"
     return fresh_database(request.getfixturevalue("postgres"), "d", request.node.nodeid)
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    """The shipped configuration (rules.yaml), one per test module: a module may change
+    its copy without another seeing it. A module's own ``config`` fixture overrides it."""
+    return load_config(Path(__file__).resolve().parent.parent / "rules.yaml")
+
+
+@pytest.fixture(scope="module")
+def renderer(config: Config) -> Renderer:
+    """The shipped templates, rendered without the bytecode cache."""
+    return Renderer(config.templates, cache=False)

@@ -14,7 +14,7 @@ import pytest
 
 from mailbot.app import maintenance
 from mailbot.app.outgoing import Transfer, forwards
-from mailbot.config import Config, ServiceConfig, load_config
+from mailbot.config import Config, ServiceConfig
 from mailbot.core.articles import article_of, of_service
 from mailbot.mail.compose import Composer
 
@@ -23,11 +23,6 @@ ORIGINAL = (
     b"From: Marie Dupont <marie.dupont@example.fr>\r\nTo: pref-contact@seine-maritime.gouv.fr\r\n"
     b"Subject: Question\r\nMessage-ID: <q-1@example.fr>\r\n\r\nBonjour.\r\n"
 )
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "rules.yaml")
 
 
 def note_of(config: Config, service: str, by: str | None = None, reason: str | None = None) -> str:

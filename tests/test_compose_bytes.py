@@ -24,7 +24,7 @@ import compose_reference as reference
 import pytest
 
 from mailbot.app.acknowledge import Planner, Received
-from mailbot.config import Config, load_config
+from mailbot.config import Config
 from mailbot.core.message import parse_message
 from mailbot.core.routing import RoutingDecision
 from mailbot.mail import compose
@@ -77,11 +77,6 @@ def both(build: Any, seed: int = 7) -> tuple[list[bytes], list[bytes]]:
         _ids = itertools.count()
         results.append(build(module))
     return results[0], results[1]
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "rules.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -217,3 +217,45 @@ def test_training_stops_when_the_server_drops_while_corrections_are_read(
     monkeypatch.setattr(originals, "refetch", dropped)
     with pytest.raises(MailboxError, match="general"):
         corrections_samples(load_config(config))
+
+
+def test_training_dates_each_corrected_mail_by_its_receipt(
+    setup: Any, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """`routing train` reads the corrected mails again from Dovecot, each dated by its
+    receipt (the INTERNALDATE the purge goes by): the model's header dates the oldest and
+    the newest, so that `check` and `status` can say when the retention has purged them
+    (test_model_retention), and `train` says when that will be."""
+    from datetime import UTC, datetime, timedelta
+
+    from test_routing_model import every_nth
+
+    from mailbot.app import training
+    from mailbot.cli import main
+    from mailbot.core.classifier import load
+
+    config, general, _etrangers, _smtp = setup
+    now = datetime.now(UTC).replace(microsecond=0)
+    dates = {1: now - timedelta(days=20), 2: now - timedelta(days=2)}
+    for n, when in dates.items():
+        raw = citizen_mail(n, subject=f"Question {n}", body="Bonjour, une question.")
+        general.append(raw, internaldate=when)
+    assert poll(config, acknowledge_existing=True) == 0
+    for (reference,) in db_rows(config, "SELECT reference FROM messages ORDER BY id"):
+        fix = ["correct", reference, "--service", "etrangers", "--category", "information"]
+        assert main(["--config", str(config), *fix]) == 0
+    # Written whatever the k-fold says: the header is what this test is about.
+    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")
+    out = tmp_path / "model.npz"
+    train = ["routing", "train", "--folds", "2", "--labelled", str(half), "--out", str(out)]
+    capsys.readouterr()
+    assert main(["--config", str(config), *train]) == 0
+    said = load(out).meta["corrected_mail"]
+    assert said == {
+        "mails": 2,
+        "oldest_received": dates[1].isoformat(),
+        "newest_received": dates[2].isoformat(),
+    }
+    purged = dates[1] + timedelta(days=730)
+    assert f"the purge deletes the oldest on {purged:%Y-%m-%d}" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.app.acknowledge import Planner, Received
-from mailbot.config import Config, load_config
+from mailbot.config import Config
 from mailbot.core.articles import of_named, to_named
 from mailbot.core.message import parse_message
 from mailbot.core.plaintext import LRI, PDI, RLI, RLM
@@ -78,16 +78,6 @@ def test_an_article_given_for_a_name_without_one() -> None:
     assert to_named("Unité", "l'") == "à l'Unité" and of_named("Cellule", "la") == "de la Cellule"
     assert to_named("Le Bureau", "la") == "au Bureau"  # the name's own article wins
     assert of_named("SGCD", None) == "de SGCD"
-
-
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "rules.yaml")
-
-
-@pytest.fixture(scope="module")
-def renderer(config: Config) -> Renderer:
-    return Renderer(config.templates, cache=False)
 
 
 def _read(part: str) -> str:

@@ -38,16 +38,6 @@ NOW = datetime(2026, 3, 9, 10, 30, tzinfo=UTC)
 ISOLATES = re.compile(f"[{LRI}{RLI}{PDI}{RLM}\u2068]")
 
 
-@pytest.fixture(scope="module")
-def config() -> Config:
-    return load_config(ROOT / "rules.yaml")
-
-
-@pytest.fixture(scope="module")
-def renderer(config: Config) -> Renderer:
-    return Renderer(config.templates, cache=False)
-
-
 def _target(config: Config, target: str, with_id: bool = True) -> dict[str, object]:
     assert config.routing is not None
     found: dict[str, object] = dict(config.routing.reorientation[target].model_dump())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from mailbot.app.model_retention import model_retention_warnings
 from mailbot.config import Config
 from mailbot.config import Limits as ConfigLimits
 from mailbot.core import health
@@ -215,10 +216,21 @@ def database_checks(store: Store) -> tuple[Check, ...]:
     return (Check("database read-only", None, Health.CRITICAL, text),)
 
 
+def model_checks(config: Config, now: datetime) -> tuple[Check, ...]:
+    """WARNING when the routing model learned from corrected mail past the retention (or
+    not dated): the purge has deleted those citizens' mails, the model file still holds
+    what it learned of them until an operator trains it again — an action owed, as a
+    passed-over mail's is, not a figure to note (``restored``)."""
+    return tuple(
+        Check("routing model retention", None, Health.WARNING, text)
+        for text in model_retention_warnings(config, now)
+    )
+
+
 def status(config: Config, store: Store, now: datetime | None = None) -> Status:
     """Every figure, graded; the worst state is the plugin's state."""
     now = now or utcnow()
-    extra = database_checks(store) + probe_checks(config, store, now)
+    extra = database_checks(store) + probe_checks(config, store, now) + model_checks(config, now)
     found = figures(config, store, now, extra)
     checks = health.evaluate(found, limits(config))
     return Status(health.overall(checks), health.headline(checks), found, checks)

@@ -31,8 +31,10 @@ from mailbot.core.classifier import (
     COMPLAINT_NO,
     COMPLAINT_YES,
     Classifier,
+    CorrectedMail,
     Head,
     Prediction,
+    corrected_mail,
     data_hash,
     model_text,
     raw_counts,
@@ -46,6 +48,13 @@ from mailbot.errors import ConfigError
 
 DEFAULT_C = 200.0  # chosen by 5-fold on the training data (scripts/tune_routing.py)
 MIN_DF = 2  # a feature seen in one training mail only (a name, a phone number) is dropped
+# A feature the agents' corrected mails bring that no labelled mail has is kept only when
+# this many citizens (distinct senders) wrote it: two mails of one citizen (a mail and its
+# relance, quoting it) pass MIN_DF, and their name, birth date or phone number would
+# otherwise be in the model file for ever (as hashed ids, which a guessed name is tested
+# against). The labelled corpora's features are kept as before: a model trained without
+# corrections (the shipped one) has the same vocabulary.
+MIN_CORRECTION_SENDERS = 3
 # "balanced": each class weighs as much in the loss as the others, whatever its count — the
 # rare services and categories (cabinet, thanks, complaints) are exactly the costly errors.
 CLASS_WEIGHT: str | None = "balanced"
@@ -74,6 +83,11 @@ class Sample:
     category: str
     reorient: str = ""
     source: str = "labelled"
+    # When a citizen's mail was received (an agent's correction, read again from IMAP; the
+    # earlier of its INTERNALDATE and its recording, as the purge goes by): set, the mail is
+    # a citizen's, dated in the model's header and held to the vocabulary's rule for
+    # corrected mail (``_vocabulary``); None for the labelled corpora's invented mail.
+    received: datetime | None = None
 
     @property
     def words(self) -> tuple[list[str], list[str]]:
@@ -113,15 +127,41 @@ def load_labelled(config: Config, folder: Path, source: str = "labelled") -> lis
 
 # -- fitting -----------------------------------------------------------------------------
 def _vocabulary(
-    counts: Sequence[Counter[int]], min_df: int
+    counts: Sequence[Counter[int]], min_df: int, senders: Sequence[str | None] = ()
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The features of at least ``min_df`` mails and their IDF. ``senders``: per mail, None
+    for a labelled one, else the citizen who wrote it (a corrected mail): a feature no
+    labelled mail has is kept only when ``MIN_CORRECTION_SENDERS`` citizens wrote it."""
     df: Counter[int] = Counter()
     for doc in counts:
         df.update(doc.keys())
     kept = sorted(f for f, n in df.items() if n >= min_df)
+    if any(sender is not None for sender in senders):
+        theirs = _citizens_only(counts, senders)  # the others are labelled mails' features
+        kept = [f for f in kept if theirs.get(f, MIN_CORRECTION_SENDERS) >= MIN_CORRECTION_SENDERS]
     features = np.array(kept, dtype=np.int64)
     idf = smooth_idf(np.array([df[f] for f in kept], dtype=np.float64), len(counts))
     return features, idf
+
+
+def _citizens_only(counts: Sequence[Counter[int]], senders: Sequence[str | None]) -> dict[int, int]:
+    """The features of corrected mails that no labelled mail has, each with the number of
+    distinct citizens who wrote it."""
+    labelled: set[int] = set()
+    for doc, sender in zip(counts, senders, strict=True):
+        if sender is None:
+            labelled.update(doc.keys())
+    writers: dict[int, set[str]] = {}
+    for doc, sender in zip(counts, senders, strict=True):
+        if sender is not None:
+            for feature in doc.keys() - labelled:
+                writers.setdefault(feature, set()).add(sender)
+    return {feature: len(who) for feature, who in writers.items()}
+
+
+def _sender(sample: Sample) -> str | None:
+    """Who wrote a corrected mail (its reply address, folded), None for a labelled mail."""
+    return None if sample.received is None else sample.facts.sender.strip().lower()
 
 
 def _matrix(
@@ -186,7 +226,7 @@ def fit(
     ``category_weights``: a weight per category of the category head's mails, on top of the
     balanced class weights (round 10: a question weighing more against its report's look-alike)."""
     counts = [raw_counts(*s.words) for s in samples]
-    features, idf = _vocabulary(counts, min_df)
+    features, idf = _vocabulary(counts, min_df, [_sender(s) for s in samples])
     matrix = _matrix(counts, features, idf)
     weights = sample_weights(samples, source_weights) if source_weights else None
     names = [n for n in ("service", "category") if only is None or n in only]
@@ -269,6 +309,7 @@ def refit_heads(
         "complaint_negatives": dict(complaint_negatives or {}),
     }
     meta = _meta(samples, settings)
+    meta["corrected_mail"] = corrected_mail_header(samples, corrected_mail(kept.meta))
     source = str(kept.meta.get("data_hash", "?"))
     both = hashlib.sha256(f"{source}\0{meta['data_hash']}".encode()).hexdigest()
     kept_from = {k: v for k, v in kept.meta.items() if k not in ("stack", "format")}
@@ -289,14 +330,39 @@ def refit_heads(
     )
 
 
+def corrected_mail_header(
+    samples: Sequence[Sample], kept: CorrectedMail | None = None
+) -> dict[str, Any] | None:
+    """The header's ``corrected_mail``: how many citizens' mails (agents' corrections) the
+    model learned from and the receipt dates of the oldest and newest, so that ``mailbot
+    check`` and ``status`` can say when the retention has purged them but the model still
+    holds what it learned (``app/model_retention``); None for a model trained on the
+    labelled corpora alone. ``kept``: a kept model's (``refit_heads``), whose vocabulary,
+    IDF and service head learned from its own corrected mails; not dated, neither is this."""
+    dates = [s.received for s in samples if s.received is not None]
+    if kept is None and not dates:
+        return None
+    mails = len(dates) + (kept.mails if kept is not None else 0)
+    if kept is not None:
+        if kept.oldest is None or kept.newest is None:
+            return {"mails": mails, "oldest_received": None, "newest_received": None}
+        dates += [kept.oldest, kept.newest]
+    return {
+        "mails": mails,
+        "oldest_received": min(dates).isoformat(),
+        "newest_received": max(dates).isoformat(),
+    }
+
+
 def _meta(samples: Sequence[Sample], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The model's header: its data (hash, count, sources) and the fit's settings (those
-    left at their default of none are not written)."""
+    """The model's header: its data (hash, count, sources, the corrected mails' dates) and
+    the fit's settings (those left at their default of none are not written)."""
     return {
         "data_hash": training_hash(samples),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "samples": len(samples),
         "sources": dict(Counter(s.source for s in samples)),
+        "corrected_mail": corrected_mail_header(samples),
         **{
             name: value
             for name, value in settings.items()
@@ -595,8 +661,9 @@ def held_answers(
         # at these indices, whose answers these are not (each held mail named, in order).
         for i in sorted(held):
             digest.update(training_hash([samples[i]]).encode())
-        if extra:
+        if extra:  # and the rule their features are kept by (answers cached before it differ)
             digest.update(training_hash(extra).encode())
+            digest.update(f"senders {MIN_CORRECTION_SENDERS}".encode())
         path = cache / f"answers-{digest.hexdigest()[:16]}.pkl"
         if path.exists():
             with path.open("rb") as handle:

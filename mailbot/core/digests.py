@@ -2,7 +2,7 @@
 answered messages the citizen wrote again about (unread: out of the deadlines, not of the
 service's work), the citizens' mail left without an AR (quarantined, or without a
 Return-Path), the mail passed over (no row records it: only where it is on the server),
-and the messages whose mail to the citizen bounced since the previous working day's digest.
+and the messages whose mail to the citizen bounced since the last digest sent.
 
 Pure: from the store's rows to one digest per service; empty digests are not sent.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from mailbot.core.incoming import PassedOver
@@ -19,6 +19,8 @@ from mailbot.core.statuses import Attention
 from mailbot.core.workdays import DEADLINE, WorkingCalendar
 
 SOON = 3  # unanswered for 3 working days or more: worth a reminder before the deadline
+# How far back a digest's bounces go when digests were missed (``bounce_window``): a month.
+BOUNCE_LOOKBACK_DAYS = 31
 WHY: dict[str, str] = {
     Attention.QUARANTINE: "erreur de traitement (quarantaine)",
     Attention.NO_RETURN_PATH: "sans adresse de retour (Return-Path)",
@@ -39,8 +41,8 @@ class Digest:
     unacknowledged: list[dict[str, Any]] = field(default_factory=list)
     # Mail passed over that no retry recorded and nobody dismissed: listed at any age too.
     passed_over: list[dict[str, Any]] = field(default_factory=list)
-    # Our mail to the citizen (AR, notice, reply) that bounced since the previous working
-    # day's digest: the citizen never received it, someone must reach them otherwise.
+    # Our mail to the citizen (AR, notice, reply) that bounced since the last digest sent
+    # (``bounce_window``): the citizen never received it, someone must reach them otherwise.
     bounced: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -77,15 +79,23 @@ class Digest:
         # ``bounced``: appended in the order the bounces came (``_last_bounces``).
 
 
-def bounce_window(today: date, calendar: WorkingCalendar, at: time) -> tuple[datetime, datetime]:
-    """The bounces a working day's digest tells: those recorded from the previous working
-    day's digest (``alerts.time``, local) to its own. Each bounce is told once, in the
-    first digest after it, whatever hour the digests actually left; nothing is kept of
-    which digests were sent (a day without any — the worker stopped all day — leaves its
-    bounces to the console, the queue's « Non distribué » and ``mailbot unanswered``)."""
-    previous = calendar.add_working_days(today, -1)
+def bounce_window(
+    today: date, calendar: WorkingCalendar, at: time, last_sent: date | None = None
+) -> tuple[datetime, datetime]:
+    """The bounces a working day's digest tells: those recorded from the last digest sent
+    (``last_sent``: the day of the newest ``alerts-`` claim before today, at
+    ``alerts.time``, local) to its own. A day the worker was down all day sent none: the
+    next digest tells that day's bounces too. Each bounce is told once, in the first
+    digest after it, whatever hour the digests actually left (a catch-up at 15:00 tells
+    what bounced up to 08:30; the rest, the next digest). No digest ever sent (a new
+    database; hand runs record none): from the previous working day's. At most
+    ``BOUNCE_LOOKBACK_DAYS`` back: a database left for months without digests would
+    otherwise send months of bounces nobody can act on any more (the console's
+    « Non distribué » and ``mailbot unanswered`` still show them)."""
+    start = calendar.add_working_days(today, -1) if last_sent is None else last_sent
+    start = max(start, today - timedelta(days=BOUNCE_LOOKBACK_DAYS))
     zone = calendar.zone
-    return datetime.combine(previous, at, zone), datetime.combine(today, at, zone)
+    return datetime.combine(start, at, zone), datetime.combine(today, at, zone)
 
 
 def digests(

@@ -66,6 +66,8 @@ def corrected_messages(engine: Engine) -> list[sa.Row[Any]]:
             messages.c.uid,
             messages.c.message_id,
             messages.c.content_hash,
+            messages.c.received_at,  # the model's header dates what it learned from
+            messages.c.created_at,
             corrections.c.service,
             corrections.c.category,
             corrections.c.reorient,

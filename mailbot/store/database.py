@@ -45,7 +45,7 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import Session, Transaction, relance_counted
+from mailbot.store.transaction import Session, Transaction, newest_claim, relance_counted
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -475,6 +475,13 @@ class Store:
         )
         with self.engine.connect() as conn:
             return [outbox_item(row, message_sender=row.sender) for row in conn.execute(query)]
+
+    def last_claim(self, prefix: str, before: str | None = None) -> str | None:
+        """The greatest one-time action claimed under ``prefix``, below ``prefix + before``
+        if given, without the prefix: e.g. the day of the last digest sent before today
+        (``app/alerts``). A read: no write transaction (on SQLite, no write lock) taken."""
+        with self.engine.connect() as conn:
+            return newest_claim(conn, prefix, before)
 
     def outbox_status(self, item_id: int) -> str | None:
         with self.engine.connect() as conn:

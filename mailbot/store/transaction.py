@@ -483,6 +483,20 @@ _BODY_KEYS = ("outbox_id", "raw")
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 
 
+def newest_claim(conn: Connection, prefix: str, before: str | None = None) -> str | None:
+    """The greatest name claimed under ``prefix`` (``Transaction.claim_once``), without the
+    prefix; only those below ``prefix + before`` when given (the last day's digest before
+    today: ``alerts-`` and an ISO date). Names compared as strings: the labels claimed
+    under one prefix (ISO dates, ISO weeks) have one width, so any collation sorts them
+    as their days; a Store read (``Store.last_claim``) as well as a transaction's."""
+    name = counters.c.name
+    query = sa.select(sa.func.max(name)).where(name.startswith(prefix, autoescape=True))
+    if before is not None:
+        query = query.where(name < prefix + before)
+    found = conn.execute(query).scalar_one_or_none()
+    return None if found is None else str(found)[len(prefix) :]
+
+
 @functools.cache
 def _driver_claimed(dialect: sa.Dialect) -> _DriverFirst:
     return _DriverFirst(dialect, _CLAIMED, ("fingerprint",))
@@ -957,13 +971,11 @@ class Transaction:
         self.conn.execute(counters.insert().values(name=name, value=1))
         return True
 
-    def last_claim(self, prefix: str) -> str | None:
+    def last_claim(self, prefix: str, before: str | None = None) -> str | None:
         """The greatest one-time action claimed under ``prefix`` (e.g. the latest week whose
-        report was queued: ISO week labels sort as their weeks), without the prefix."""
-        found = self.conn.execute(
-            sa.select(sa.func.max(counters.c.name)).where(counters.c.name.startswith(prefix))
-        ).scalar_one_or_none()
-        return None if found is None else str(found)[len(prefix) :]
+        report was queued: ISO week labels sort as their weeks), without the prefix; below
+        ``before`` if given (see ``newest_claim``)."""
+        return newest_claim(self.conn, prefix, before)
 
     def backfill_pending(self, mailbox: str, folder: str) -> bool:
         """Whether a backfill of this folder started and has not finished."""
