@@ -20,8 +20,8 @@ on whom it was for (``OutboxKind.at_most_once``):
   (``_Run._renew``, with the 'sent' not committed yet), and never sends one found queued
   again. So a second copy needs a process that died after the server took the mail, or
   one mail's exchange with the server (its MAIL to the reply to its ".") lasting longer
-  than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step), or
-  hosts' clocks that far apart.
+  than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step), or a
+  process paused that long mid-send (a frozen VM), or hosts' clocks that far apart.
 
 Claims come in groups (``outbox.claim_group``, 8) counted in mails to citizens: the
 internal mails between them ride in the same commit (up to ``INTERNAL_GROUP`` times as
