@@ -7,7 +7,11 @@ then killed at a random moment after it committed its first batch: while it reco
 next batches of the wave (a FETCH batch is one transaction: the kill lands inside one, or
 between two), or while it sends (between a claim and its DATA, after the DATA before the
 "sent"). A last worker finishes the work. The guarantees: every mail has a row, no citizen
-gets two ARs, and a mail without its AR is one flagged uncertain.
+gets two ARs, and a mail without its AR is one flagged uncertain. One mail in three asks
+about a carte grise and is transferred (an AR and a forward to the service): a forward a
+kill left 'sending' goes back to the queue and leaves again (at least once: a second copy
+in the service's mailbox is harmless), so every transferred mail's forward is received
+and none is uncertain.
 """
 
 from __future__ import annotations
@@ -26,6 +30,24 @@ from test_e2e import write_config
 from test_poison import start_worker, stop_worker, wait_until
 
 ROWS = "SELECT count(*) FROM messages"  # grows by a batch (or a part of one) at a time
+# The paragraph of a mail routed to the cartes-grises service by the shipped rules.
+CARTE_GRISE = (
+    "J'ai acheté un véhicule d'occasion il y a trois semaines et ma demande de certificat "
+    "d'immatriculation (carte grise) déposée sur le site de l'ANTS est toujours en cours "
+    "d'instruction."
+)
+FORWARDS = (
+    "SELECT m.message_id, o.status FROM outbox o JOIN messages m ON m.id = o.message_pk"
+    " WHERE o.kind = 'forward'"
+)
+
+
+def wave_mail(n: int) -> bytes:
+    """Mail ``n`` of a wave: one in three transferred (a forward besides its AR)."""
+    if n % 3:
+        return citizen(n, f"Demande numéro {n}")
+    mail = citizen(n, f"Carte grise numéro {n}")
+    return mail.replace(b"Quels sont les horaires d'ouverture ?", CARTE_GRISE.encode())
 
 
 @dataclass
@@ -53,6 +75,10 @@ class Figures:
     delivered_anyway: int = 0  # uncertain, and the AR had in fact left
     unflagged: list[str] = field(default_factory=list)  # no AR received, not flagged
     not_acknowledged: int = 0
+    transferred: int = 0  # mails with a forward queued
+    forwards_missing: list[str] = field(default_factory=list)  # queued, never received
+    forwards_twice: int = 0  # received more than once (a kill after it left: allowed)
+    forwards_uncertain: int = 0
     elapsed: float = 0.0
 
     def line(self) -> str:
@@ -63,7 +89,9 @@ class Figures:
             f"batches; at each: {states}), {self.ars} ARs received, {self.duplicates} "
             f"duplicates, {self.lost} lost, {self.uncertain} uncertain "
             f"({self.delivered_anyway} of them delivered anyway), {len(self.unflagged)} "
-            f"without AR unflagged, {self.elapsed:.0f} s"
+            f"without AR unflagged; {self.transferred} transferred: "
+            f"{len(self.forwards_missing)} forwards missing, {self.forwards_twice} received "
+            f"twice, {self.forwards_uncertain} uncertain; {self.elapsed:.0f} s"
         )
 
 
@@ -107,7 +135,7 @@ def run_scenario(
     figures = Figures(mails)
     delivered = 0
     for round_number in range(kills):
-        general.deliver([citizen(n, f"Demande numéro {n}") for n in waves[round_number]])
+        general.deliver([wave_mail(n) for n in waves[round_number]])
         delivered += len(waves[round_number])
         before = count(database, ROWS)
         worker = start_worker(config, tmp_path / f"worker-{round_number}.log")
@@ -120,7 +148,7 @@ def run_scenario(
         rows = count(database, ROWS)
         sending = count(database, "SELECT count(*) FROM outbox WHERE status='sending'")
         figures.kills.append(Kill(delivered, rows, sending))
-    general.deliver([citizen(n, f"Demande numéro {n}") for n in waves[kills]])
+    general.deliver([wave_mail(n) for n in waves[kills]])
     worker = start_worker(config, tmp_path / "worker-final.log")
     try:
         wait_until(
@@ -162,3 +190,19 @@ def _tally(figures: Figures, database: Path, smtp: SmtpServer) -> None:
     figures.not_acknowledged = sum(decision != "acknowledge" for _u, _m, decision, _s in rows)
     if len(rows) != figures.mails:
         figures.lost = max(figures.lost, figures.mails - len(rows))
+    _tally_forwards(figures, database, smtp)
+
+
+def _tally_forwards(figures: Figures, database: Path, smtp: SmtpServer) -> None:
+    """Each forward queued: received (the original's Message-ID in the mail to the
+    service), how many times, and none uncertain."""
+    with sqlite3.connect(database) as conn:
+        forwards = conn.execute(FORWARDS).fetchall()
+    to_services = [r.raw for r in smtp.messages if not r.rcpt_tos[0].startswith("usager")]
+    figures.transferred = len(forwards)
+    for message_id, _status in forwards:
+        received = sum(message_id.encode() in raw for raw in to_services)
+        if not received:
+            figures.forwards_missing.append(message_id)
+        figures.forwards_twice += received > 1
+    figures.forwards_uncertain = sum(status == "uncertain" for _m, status in forwards)

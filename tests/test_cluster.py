@@ -311,20 +311,22 @@ def test_poll_once_stays_registered_while_it_sends_beside_a_running_worker(
         app.store.close()
 
 
+@pytest.mark.parametrize("kind", [OutboxKind.AR, OutboxKind.DIGEST])
 def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_uncertain(
-    pg_url: str,
+    pg_url: str, kind: OutboxKind
 ) -> None:
     """The keeper found a dead worker's send still 'sending'; in that instant it was given
     back and claimed by a live worker (its transaction still open, the row locked). The
     recovery waits for that lock, then sees 'sending' again — but not the dead worker's:
-    it leaves the mail to the live worker, never marks it 'uncertain' while it leaves.
+    it leaves the mail to the live worker, never marks it 'uncertain' (an AR) nor queues it
+    again (a digest, whose dead claimer's claim was ``CLAIM_STALE`` old) while it leaves.
     That the recovery waits is read in PostgreSQL (a backend of this test's database
     waiting for a lock), not guessed from a sleep."""
-    from mailbot.app.delivery import recover_orphans
+    from mailbot.app.delivery import CLAIM_STALE, recover_orphans, requeue_stalled
 
     store = Store(pg_url)
     with store.transaction() as tx:
-        item_id = tx.enqueue(None, OutboxKind.DIGEST, "svc@example.fr", "", "<o@x>", b"x")
+        item_id = tx.enqueue(None, kind, "svc@example.fr", "", "<o@x>", b"x")
     dead = Cluster(store, this_worker("dead", store), lease_seconds=LEASE)
     live = Cluster(store, this_worker("live", store), lease_seconds=LEASE)
     dead.register()
@@ -332,19 +334,29 @@ def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_unce
     with store.transaction() as tx:
         assert tx.claim_outbox(item_id, 1, dead.holder.id)
     expire(store, dead.holder.id)  # the dead worker's row expired
-    found = live.orphaned_sends()
-    assert [(i.id, claimer) for i, claimer in found] == [(item_id, dead.holder.id)]
+    if kind == OutboxKind.AR:
+        found = live.orphaned_sends()
+        assert [(i.id, claimer) for i, claimer in found] == [(item_id, dead.holder.id)]
+        recover = functools.partial(recover_orphans, store, found)
+    else:
+        stale = utcnow() - CLAIM_STALE - timedelta(seconds=1)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE outbox SET claimed_at = :t"), {"t": stale})
+        recover = functools.partial(requeue_stalled, store)
     with store.engine.connect() as other:  # the live worker, on a connection of its own
         other.execute(
             sa.text("UPDATE outbox SET status = 'pending', claimed_by = NULL WHERE id = :i"),
             {"i": item_id},
         )
         other.execute(
-            sa.text("UPDATE outbox SET status = 'sending', claimed_by = :w WHERE id = :i"),
+            sa.text(
+                "UPDATE outbox SET status = 'sending', claimed_by = :w, claimed_at = now()"
+                " WHERE id = :i"
+            ),
             {"i": item_id, "w": live.holder.id},
         )
         recovered: list[list[int]] = []
-        recovery = threading.Thread(target=lambda: recovered.append(recover_orphans(store, found)))
+        recovery = threading.Thread(target=lambda: recovered.append(recover()))
         recovery.start()
         wait_until(
             lambda: waiting_for_a_lock(store) or not recovery.is_alive(),

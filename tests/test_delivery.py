@@ -22,12 +22,15 @@ from refusals import query
 from scripted import Action, Point, ScriptedSmtpServer
 from servers import TlsFiles, issue_tls
 
-from mailbot.app.delivery import Outbox
+from mailbot.app.cluster import Keeper, this_worker
+from mailbot.app.delivery import CLAIM_STALE, Outbox, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
-from mailbot.mail.smtp import SmtpTransport
+from mailbot.mail.smtp import Envelope, SmtpTransport
 from mailbot.store import Store, utcnow
+from mailbot.store.cluster import UNREGISTERED_GRACE, Cluster
 from mailbot.store.errors import is_transient
-from mailbot.store.schema import outbox_bodies
+from mailbot.store.schema import outbox as outbox_table
+from mailbot.store.schema import outbox_bodies, workers
 
 CITIZEN = "marie.dupont@example.fr"
 AR = (
@@ -500,3 +503,290 @@ def test_mails_that_left_stay_sent_when_the_next_claim_is_refused(postgres: str)
         assert all(item.raw is None for item in store.outbox_items())
     finally:
         store.close()
+
+
+# -- internal mail taken by two deliveries ----------------------------------------------------
+
+SERVICE = "cartes-grises@seine-maritime.gouv.fr"
+FORWARD = AR.replace(CITIZEN.encode(), SERVICE.encode()).replace(b"<ar-1", b"<fwd-1")
+
+
+def forward_outbox(store: Store, server: ScriptedSmtpServer) -> Outbox:
+    config = SmtpConfig(host=server.host, port=server.port, security="none", timeout_seconds=5)
+    return Outbox(store, SmtpTransport(config), OutboxConfig(), {CITIZEN, SERVICE})
+
+
+@pytest.mark.parametrize("first_is", ["unregistered", "a worker slow for CLAIM_STALE"])
+def test_a_forward_taken_by_two_live_deliveries_leaves_once(database: str, first_is: str) -> None:
+    """A delivery's *take* (``take_due``: ``claimed_by``, ``claimed_at``) does not keep
+    another live delivery from taking the same mail: a process that is no registered worker
+    (the console's tasks, `mailbot digest`, `quarantine retry`) is dead to the others' takes
+    at once, and a live worker's take is free to them once ``CLAIM_STALE`` has passed (a
+    slow relay: 500 mails, a 30 s timeout a step). Only the committed claim ('pending' to
+    'sending', conditional) makes the two send a mail once — a forward to a service as well
+    as an AR: the first delivery, reaching its DATA after the other sent it, must not send
+    it again. (Issue 14, twenty-sixth session: forwards without a claim, leaving under the
+    take alone, would go out twice here while both deliveries live.)"""
+    store = Store(database)
+    with store.transaction() as tx:
+        tx.enqueue(None, "forward", SERVICE, "", "<fwd-1@example.test>", FORWARD)
+    with ScriptedSmtpServer() as server:
+        first, second = forward_outbox(store, server), forward_outbox(store, server)
+        if first_is != "unregistered":
+            Cluster(store, this_worker(first.holder, store), lease_seconds=600).register()
+        send = first.transport.send_batch
+        meanwhile: list[int] = []
+
+        def other_delivery_first(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+            def before_each(envelope: Envelope) -> bool:
+                if not meanwhile:  # ``first`` took the mail; the other delivers now
+                    if first_is != "unregistered":  # ``first`` took it CLAIM_STALE ago
+                        aged = utcnow() - CLAIM_STALE - timedelta(seconds=1)
+                        with store.engine.begin() as conn:
+                            conn.execute(sa.update(outbox_table).values(claimed_at=aged))
+                    other = threading.Thread(
+                        target=lambda: meanwhile.append(second.deliver_due().sent)
+                    )
+                    other.start()
+                    other.join(60)
+                return before(envelope)
+
+            send(envelopes, before_each, after, stop)
+
+        first.transport.send_batch = other_delivery_first  # type: ignore[method-assign]
+        report = first.deliver_due()
+        assert [d.data for d in server.deliveries] == [FORWARD]  # once
+        assert (meanwhile, report.taken, report.sent) == ([1], 1, 0)  # the other sent it
+        assert rows(store) == [("sent", 1)]
+        assert [e.kind for e in store.events()] == ["forward_sent"]
+        for outbox in (first, second):
+            outbox.transport.close()
+    store.close()
+
+
+# -- internal mail: claimed riding on the citizens' groups, queued again after a crash --------
+
+DIGEST = FORWARD.replace(b"<fwd-1", b"<digest-1")
+
+
+def enqueue_mixed(store: Store, kinds: str) -> list[int]:
+    """Outbox mails in this order: ``a`` an AR to the citizen, ``f`` a forward and ``d`` a
+    digest to the service."""
+    made = {"a": ("ar", CITIZEN, AR), "f": ("forward", SERVICE, FORWARD)}
+    made["d"] = ("digest", SERVICE, DIGEST)
+    with store.transaction() as tx:
+        return [
+            tx.enqueue(None, made[k][0], made[k][1], "", f"<{k}-{n}@example.test>", made[k][2])
+            for n, k in enumerate(kinds)
+        ]
+
+
+def claim_groups(outbox: Outbox) -> list[int]:
+    """How many mails each commit of ``outbox``'s deliveries claimed ('pending' to
+    'sending'), read from the statuses the observing transport saw before each mail."""
+    groups, before = [], 0
+    for statuses in outbox.transport.seen:  # type: ignore[attr-defined]
+        sending = statuses.count("sending") + statuses.count("sent")
+        if sending > before:
+            groups.append(sending - before)
+        before = sending
+    return groups
+
+
+def test_a_claim_group_counts_mails_to_citizens_and_the_internal_ones_ride_along(
+    store: Store,
+) -> None:
+    """A transferred mail queues an AR and a forward: each claim group (one durable commit,
+    ~4 ms of the poll process's CPU, issue 14) counts ``claim_group`` mails to citizens, and
+    the forwards between them ride in the same commit — half the commits, and a crash still
+    leaves at most a group of ARs uncertain. A run of internal mail alone is claimed in
+    groups of its own cap (4 × ``claim_group``). Before: every mail counted, 8 a group."""
+    enqueue_mixed(store, "af" * 16 + "d" * 40)
+    outbox = observed_outbox(store, group=8)
+    outbox.allowed.add(SERVICE)
+    outbox.internal_group = 32
+    assert outbox.deliver_due().sent == 72
+    # 8 ARs and their 8 forwards; 8 and 8, then 24 digests (32 internal mails); 16 digests
+    assert claim_groups(outbox) == [16, 40, 16]
+    assert rows(store) == [("sent", 1)] * 72
+
+
+class Crash(BaseException):
+    """The process died: nothing after this runs (no 'sent' committed, nothing released)."""
+
+
+def crash_after_sending(outbox: Outbox) -> None:
+    """``outbox``'s next delivery claims and sends its mails, then its process dies before
+    any 'sent' is committed (as a kill -9 just after the server accepted the last one)."""
+    send = outbox.transport.send_batch
+
+    def sent_then_dead(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+        send(envelopes, before, lambda envelope, error: None, stop)
+        raise Crash
+
+    outbox.transport.send_batch = sent_then_dead  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        outbox.deliver_due()
+    outbox.transport.send_batch = send  # type: ignore[method-assign]
+
+
+def kinds_and_statuses(store: Store) -> list[tuple[str, str]]:
+    return [(row.kind, row.status) for row in store.outbox_items()]
+
+
+def test_a_forward_a_crash_left_sending_is_sent_again_at_the_next_start(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker (SQLite: the sole one) died after its group's AR and forward left, before
+    their 'sent' committed. At the next start the AR is uncertain, flagged, never sent
+    again, as always; the forward goes back to the queue and leaves again — a duplicate in
+    the service's mailbox is harmless, a forward lost is the citizen's mail that the
+    service never sees. Its requeue is a WARNING naming it. Before: uncertain, never sent."""
+    enqueue_mixed(store, "af")
+    with ScriptedSmtpServer() as server:
+        dead = forward_outbox(store, server)
+        Cluster(store, this_worker(dead.holder, store), lease_seconds=600).register()
+        crash_after_sending(dead)
+        assert kinds_and_statuses(store) == [("ar", "sending"), ("forward", "sending")]
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            assert recover_interrupted(store) == [1]  # the AR only: uncertain
+        assert kinds_and_statuses(store) == [("ar", "uncertain"), ("forward", "pending")]
+        (requeued,) = [r for r in caplog.records if "queued again" in r.getMessage()]
+        assert (requeued.outbox, requeued.kind) == (2, "forward")  # type: ignore[attr-defined]
+        after = forward_outbox(store, server)
+        assert after.deliver_due().sent == 1
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD]
+        assert kinds_and_statuses(store) == [("ar", "uncertain"), ("forward", "sent")]
+        assert after.deliver_due(now=later()).taken == 0  # the AR never leaves again
+        kinds = [e.kind for e in store.events()]
+        assert (kinds.count("send_uncertain"), kinds.count("forward_sent")) == (1, 1)
+        for outbox in (dead, after):
+            outbox.transport.close()
+
+
+@pytest.mark.parametrize("claimer", ["a dead worker", "an unregistered process"])
+def test_a_forward_left_sending_is_queued_again_once_nobody_can_be_sending_it(
+    database: str, claimer: str
+) -> None:
+    """Beside running workers (PostgreSQL; SQLite's keeper too), a forward a process left
+    'sending' is queued again by a live worker's keeper — but only once its claim is older
+    than ``CLAIM_STALE`` and its claimer is no live worker: a dead worker's row expired, or
+    a process that never registers (the console, `mailbot digest`), which may still be
+    sending for all the others know. Its AR is uncertain as before (a dead worker's at once).
+    Before: the forward uncertain like the AR, never sent again."""
+    store = Store(database)
+    enqueue_mixed(store, "af")
+    with ScriptedSmtpServer() as server:
+        dead = forward_outbox(store, server)
+        if claimer == "a dead worker":
+            Cluster(store, this_worker(dead.holder, store), lease_seconds=600).register()
+        crash_after_sending(dead)
+        if claimer == "a dead worker":
+            expire_worker(store, dead.holder)
+        live = Keeper(store, this_worker("live", store), [], 60.0, threading.Event())
+        live.tick()  # the claim is young: its sender may be sending still
+        assert kinds_and_statuses(store)[1] == ("forward", "sending")
+        age_claims(store, CLAIM_STALE + timedelta(seconds=1))
+        live.tick()
+        # A dead worker's AR is uncertain at once; an unregistered process's after
+        # UNREGISTERED_GRACE (10 min), as before.
+        ar = "uncertain" if claimer == "a dead worker" else "sending"
+        assert kinds_and_statuses(store) == [("ar", ar), ("forward", "pending")]
+        assert forward_outbox(store, server).deliver_due().sent == 1
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD]
+        assert kinds_and_statuses(store) == [("ar", ar), ("forward", "sent")]
+        live.cluster.unregister()
+    store.close()
+
+
+def test_a_live_delivery_never_sends_a_forward_queued_again_under_it(database: str) -> None:
+    """A delivery stalled for longer than ``UNREGISTERED_GRACE`` (an unregistered console's,
+    its relay hung between two mails) holds its group 'sending': an AR that left, 'sent'
+    not committed yet, and a forward not sent. A keeper takes them for abandoned: the AR
+    uncertain (as before), the forward queued again, and another delivery sends it. The
+    first, reaching the forward, checks its claims in the database before its DATA (claims
+    older than half ``CLAIM_STALE`` are renewed, or found gone): gone, it leaves the forward
+    to the other — sent once, never uncertain. Before: the forward made uncertain by the
+    keeper, and sent by the first all the same."""
+    store = Store(database)
+    enqueue_mixed(store, "af")
+    with ScriptedSmtpServer() as server:
+        first, second = forward_outbox(store, server), forward_outbox(store, server)
+        live = Keeper(store, this_worker("live", store), [], 60.0, threading.Event())
+        before_each, meanwhile = stalled_before(store, first, live, second)
+        send = first.transport.send_batch
+
+        def stalled(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+            send(envelopes, before_each(before), after, stop)
+
+        first.transport.send_batch = stalled  # type: ignore[method-assign]
+        first.deliver_due()
+        assert meanwhile == [1]  # the other delivery sent the forward
+        assert [d.data for d in server.deliveries] == [AR, FORWARD]  # each once
+        assert kinds_and_statuses(store) == [("ar", "uncertain"), ("forward", "sent")]
+        kinds = [e.kind for e in store.events()]
+        assert (kinds.count("forward_sent"), kinds.count("send_uncertain")) == (1, 1)
+        live.cluster.unregister()
+        for outbox in (first, second):
+            outbox.transport.close()
+    store.close()
+
+
+def stalled_before(store: Store, first: Outbox, live: Keeper, second: Outbox):  # type: ignore[no-untyped-def]
+    """``first``'s ``before`` stalled at its second mail: UNREGISTERED_GRACE passes (its
+    clock, its claims' age), the ``live`` keeper looks, ``second`` delivers meanwhile."""
+    meanwhile: list[int] = []
+    seen: list[str] = []
+
+    def wrap(before):  # type: ignore[no-untyped-def]
+        def before_each(envelope: Envelope) -> bool:
+            seen.append(envelope.name)
+            if len(seen) == 2:
+                late = UNREGISTERED_GRACE + timedelta(seconds=1)
+                age_claims(store, late)
+                first.clock = lambda: utcnow() + late
+                live.tick()
+                other = threading.Thread(  # a loop of its own: ``first``'s is running
+                    target=lambda: meanwhile.append(second.deliver_due().sent)
+                )
+                other.start()
+                other.join(60)
+            return bool(before(envelope))
+
+        return before_each
+
+    return wrap, meanwhile
+
+
+@pytest.mark.parametrize("fault", ["forbidden recipient", "bytes missing"])
+def test_a_forward_that_cannot_be_sent_fails_before_any_data(store: Store, fault: str) -> None:
+    """The checks a claim makes hold for a forward riding in a citizens' group: one to an
+    address that is no configured recipient, or without its bytes, fails there, before
+    any DATA; the AR beside it leaves."""
+    _, fwd = enqueue_mixed(store, "af")
+    if fault == "bytes missing":
+        with store.engine.begin() as conn:
+            conn.execute(outbox_bodies.delete().where(outbox_bodies.c.outbox_id == fwd))
+    with ScriptedSmtpServer() as server:
+        allowed = {CITIZEN} if fault == "forbidden recipient" else {CITIZEN, SERVICE}
+        config = SmtpConfig(host=server.host, port=server.port, security="none")
+        outbox = Outbox(store, SmtpTransport(config), OutboxConfig(), allowed)
+        report = outbox.deliver_due()
+        assert (report.sent, report.failed + report.refused) == (1, 1)
+        assert [d.data for d in server.deliveries] == [AR]
+        assert kinds_and_statuses(store) == [("ar", "sent"), ("forward", "failed")]
+        outbox.transport.close()
+
+
+def expire_worker(store: Store, holder: str) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(workers).where(workers.c.id == holder).values(expires_at=utcnow()))
+
+
+def age_claims(store: Store, by: timedelta) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(outbox_table)
+            .where(outbox_table.c.status == "sending")
+            .values(claimed_at=utcnow() - by)
+        )

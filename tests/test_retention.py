@@ -18,11 +18,12 @@ from mailbot.app.delivery import Outbox, recover_interrupted, recover_orphans
 from mailbot.config import OutboxConfig, SmtpConfig, load_config
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.store import NewMessage, Store
+from mailbot.store import NewMessage, Store, utcnow
 from mailbot.store.schema import events, messages, outbox, outbox_bodies, viewings
 
 ROOT = Path(__file__).resolve().parents[1]
 CITIZEN = "jeanne.martin@example.fr"
+HOUR = timedelta(hours=1)
 # A forward carries the citizen's mail whole (attachments too): the worst bytes to keep.
 FORWARD = (
     b"From: pref@seine-maritime.gouv.fr\r\nTo: service@pref.test\r\nSubject: Transfert\r\n"
@@ -37,10 +38,10 @@ def store(database: str) -> Iterator[Store]:
     opened.close()
 
 
-def queue(store: Store, n: int = 1) -> list[int]:
+def queue(store: Store, n: int = 1, kind: OutboxKind = OutboxKind.FORWARD) -> list[int]:
     with store.transaction() as tx:
         return [
-            tx.enqueue(None, OutboxKind.FORWARD, CITIZEN, "", f"<fwd-{i}@example.test>", FORWARD)
+            tx.enqueue(None, kind, CITIZEN, "", f"<{kind}-{i}@example.test>", FORWARD)
             for i in range(n)
         ]
 
@@ -56,7 +57,8 @@ def test_a_mail_refused_for_good_or_uncertain_is_not_kept_in_the_database(store:
     """A failed or uncertain mail is never sent again and nothing reads its bytes: a
     refused forward kept the citizen's whole mail until the retention purge (two years by
     default), while a sent one's bytes went at once. Its row and events stay: the status,
-    the error, when."""
+    the error, when. (Only a mail to a citizen becomes uncertain: an internal one a crash
+    interrupted is queued again, its bytes kept to leave again.)"""
     refused, sent = queue(store, n=2)
     with ScriptedSmtpServer() as server:
         config = SmtpConfig(host=server.host, port=server.port, security="none")
@@ -67,20 +69,29 @@ def test_a_mail_refused_for_good_or_uncertain_is_not_kept_in_the_database(store:
     assert statuses == {refused: OutboxStatus.FAILED, sent: OutboxStatus.SENT}
     assert holding_bytes(store) == []
 
-    (interrupted,) = queue(store)  # a crash while it was leaving: uncertain
+    (interrupted,) = queue(store, kind=OutboxKind.AR)  # a crash while it left: uncertain
     with store.transaction() as tx:
         assert tx.claim_outbox(interrupted, 1)
     assert recover_interrupted(store) == [interrupted]
     assert store.outbox_status(interrupted) == OutboxStatus.UNCERTAIN
     assert holding_bytes(store) == []
 
-    (orphan,) = queue(store)  # its worker died while it was leaving: uncertain too
+    (orphan,) = queue(store, kind=OutboxKind.AR)  # its worker died meanwhile: uncertain too
     with store.transaction() as tx:
         assert tx.claim_outbox(orphan, 1, holder="dead-worker")
         (item,) = tx.interrupted_sends()
     assert recover_orphans(store, [(item, "dead-worker")]) == [orphan]
     assert store.outbox_status(orphan) == OutboxStatus.UNCERTAIN
     assert holding_bytes(store) == []
+
+    (forward,) = queue(store)  # a forward left 'sending' long ago: queued again, whole
+    with store.transaction() as tx:
+        assert tx.claim_outbox(forward, 1, holder="dead-worker")
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE outbox SET claimed_at = :t"), {"t": utcnow() - HOUR})
+    assert recover_interrupted(store) == []
+    assert store.outbox_status(forward) == OutboxStatus.PENDING
+    assert holding_bytes(store) == [forward]
 
 
 def test_the_purge_deletes_the_bytes_an_older_version_kept_of_mail_that_never_left(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from mailbot import __version__
-from mailbot.app.delivery import recover_orphans
+from mailbot.app.delivery import recover_orphans, requeue_stalled
 from mailbot.core.leases import Fence, Holder, Timing, fair_share
 from mailbot.core.statuses import WorkerRole
 from mailbot.errors import TransientStoreError
@@ -127,6 +127,7 @@ class Keeper:
         recovered = recover_orphans(self.store, self.cluster.orphaned_sends())
         if recovered:
             log.error("a dead worker's sends marked uncertain", extra={"outbox": recovered})
+        requeue_stalled(self.store)  # internal mail nobody is sending: each a WARNING
         share = fair_share(len(self.names), self.cluster.live_workers())
         for name in self.names:
             if len(self.held) >= share:

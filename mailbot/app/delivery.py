@@ -1,10 +1,33 @@
-"""Delivering queued mail at most once, with retries for temporary failures.
+"""Delivering queued mail — to citizens at most once, to services at least once — with
+retries for temporary failures.
 
 Each mail is committed as 'sending' before it leaves (on SQLite with ``synchronous=FULL``:
 on disk, even through a power failure) and as 'sent' once it left, in the same commit as
-the next mail's 'sending'. A crash in between leaves it 'sending'; at the next start it
-becomes 'uncertain' and is never resent (``recover_interrupted``): one lost AR, flagged
-for an agent, is better than two. What a sent mail means elsewhere (its message's AR
+the next claim. A crash in between leaves it 'sending'. What happens to it then depends
+on whom it was for (``OutboxKind.at_most_once``):
+
+* a mail to a **citizen** (AR, transfer notice, reply) becomes 'uncertain' at the next
+  start (``recover_interrupted``) or once its worker is known dead (``recover_orphans``),
+  and is never resent: one lost AR, flagged for an agent, is better than two;
+* an **internal** mail to a configured service or operator address (forward, digest,
+  report, probe alert) goes back to the queue (``requeue_stalled``) and leaves again: a
+  second copy in a service's mailbox is harmless, a forward lost is the citizen's mail
+  the service never sees. Only once no live delivery can be sending it: its claim is
+  older than ``CLAIM_STALE`` and its claimer is no live worker (a dead one, or a process
+  that never registers: the console, a command); at a SQLite worker's start, whose
+  sole-worker lock proves every other worker's process gone, a worker's claim at once. A
+  delivery renews its claims on internal mail before they are ``RENEW_AFTER`` old
+  (``_Run._renew``, with the 'sent' not committed yet), and never sends one found queued
+  again. So a second copy needs a process that died after the server took the mail, or
+  one mail's exchange with the server (its MAIL to the reply to its ".") lasting longer
+  than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step), or a
+  process paused that long mid-send (a frozen VM), or hosts' clocks that far apart.
+
+Claims come in groups (``outbox.claim_group``, 8) counted in mails to citizens: the
+internal mails between them ride in the same commit (up to ``INTERNAL_GROUP`` times as
+many), so a transferred mail's AR and forward cost one claim between them.
+
+What a sent mail means elsewhere (its message's AR
 status, its event, the purge of its bytes) is written once per delivery batch
 (``finish_sent``); a crash before that leaves it 'sent' with its bytes, and the next
 delivery writes it first (``Transaction.unfinished_sent``).
@@ -54,8 +77,16 @@ from mailbot.store.errors import is_lasting, transient_reason
 
 log = logging.getLogger(__name__)
 # Mail a live worker took but has not sent after this long is free for another to take
-# (the send itself stays at most once: 'pending' to 'sending' is one conditional update).
+# (the send itself stays at most once: 'pending' to 'sending' is one conditional update);
+# internal mail a dead or unregistered process left 'sending' this long goes back to the
+# queue (``requeue_stalled``).
 CLAIM_STALE = timedelta(minutes=5)
+# A delivery renews its claims on internal mail at its next mail once they are this old:
+# a keeper queues such mail again only past CLAIM_STALE (module docstring).
+RENEW_AFTER = CLAIM_STALE / 2
+# Internal mails claimed in one group: up to this many times ``outbox.claim_group`` (a run
+# of digests alone is claimed in bounded groups too).
+INTERNAL_GROUP = 4
 
 
 @dataclass
@@ -177,10 +208,14 @@ def recover_orphans(store: Store, found: list[tuple[OutboxItem, str | None]]) ->
 
 
 def recover_interrupted(store: Store) -> list[int]:
-    """Outbox items left 'sending' by a crash: we cannot know whether they left.
+    """Outbox items left 'sending' by a crash, at a worker's start alone on the database
+    (SQLite: its sole-worker lock): we cannot know whether they left.
 
-    mailbot guarantees never two ARs for one message, so an interrupted send is marked
-    'uncertain' and never retried; the event lets an agent check by hand.
+    mailbot guarantees never two ARs for one message, so an interrupted send to a citizen
+    is marked 'uncertain' and never retried; the event lets an agent check by hand. Its
+    ids are returned. Internal mail a dead worker left so goes back to the queue at once;
+    one an unregistered process (the console, a command) claimed less than ``CLAIM_STALE``
+    ago may still be leaving, and waits for a keeper's ``requeue_stalled``.
     """
     with store.transaction() as tx:
         found = tx.interrupted_sends()
@@ -191,7 +226,41 @@ def recover_interrupted(store: Store) -> list[int]:
                 EventKind.SEND_UNCERTAIN,
                 f"outbox {item.id} interrupted while sending",
             )
+        requeued = _requeue(tx, alone=True)
+    _say_requeued(requeued)
     return [item.id for item in found]
+
+
+def requeue_stalled(store: Store) -> list[int]:
+    """Internal mail left 'sending' that no live delivery can be sending any more, back to
+    the queue to leave again (a keeper's tick: ``Transaction.requeue_stalled``); the ids."""
+    if not store.any_stalled_send(utcnow(), CLAIM_STALE):
+        return []
+    with store.transaction() as tx:
+        requeued = _requeue(tx)
+    _say_requeued(requeued)
+    return [item.id for item in requeued]
+
+
+def _requeue(tx: Transaction, alone: bool = False) -> list[OutboxItem]:
+    """Internal mail stalled 'sending' queued again, with an event on its message (its
+    thread in the console says the service may receive it twice)."""
+    requeued = tx.requeue_stalled(utcnow(), CLAIM_STALE, alone)
+    for item in requeued:
+        if item.message_pk is not None:
+            detail = f"outbox {item.id} ({item.kind}): queued again, its sender stopped while"
+            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, f"{detail} sending it")
+    return requeued
+
+
+def _say_requeued(requeued: Sequence[OutboxItem]) -> None:
+    """Each requeue a WARNING naming the mail, once committed: not silent, as a second copy
+    may reach its recipient."""
+    for item in requeued:
+        log.warning(
+            "internal mail queued again: its sender stopped while sending it (it may arrive twice)",
+            extra={"outbox": item.id, "kind": item.kind},
+        )
 
 
 class Outbox:
@@ -213,14 +282,18 @@ class Outbox:
         # Bytes of mail one delivery takes at most (polling.max_message_bytes; one mail at
         # least): they are in memory until it ends, and a forward carries the original.
         self.max_bytes = max_bytes
-        # Mails claimed ('sending') in one commit before the first of them leaves
-        # (``outbox.claim_group``, 8 by default). A crash leaves at most this many 'sending'
-        # (plus the last mail of the group before, whose 'sent' commits with this group's
-        # claim): recovered as uncertain, for an agent to check. One commit (one fsync) per
-        # group instead of one per mail; on SQLite one cut of an open intake part per group
-        # (store/desk). Measured (bench/run.py, bench/kill.py): 8 and 32 gave the same
-        # throughput; 8 bounds what a crash leaves to check.
+        # Mails to citizens claimed ('sending') in one commit before the first of them
+        # leaves (``outbox.claim_group``, 8 by default), the internal mails between them
+        # riding along (up to ``internal_group``). A crash leaves at most this many mails to
+        # citizens 'sending' (plus the last of the group before, whose 'sent' commits with
+        # this group's claim): recovered as uncertain, for an agent to check; the internal
+        # ones are queued again. One commit (one fsync) per group instead of one per mail;
+        # on SQLite one cut of an open intake part per group (store/desk). Measured
+        # (bench/run.py, bench/kill.py): 8 and 32 gave the same throughput on mail that
+        # stays; 8 bounds what a crash leaves to check. Transferred mail (an AR and a
+        # forward each): half the groups of counting every mail (bench/README, issue 14).
         self.claim_group = max(1, config.claim_group if claim_group is None else claim_group)
+        self.internal_group = INTERNAL_GROUP * self.claim_group
         # Who claims the mail it sends: this process, unique even after a restart.
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.transport = transport
@@ -426,12 +499,15 @@ class _Run:
     """One ``deliver_due``: its session, its items, and the 'sent' not committed yet.
 
     A committed claim ('sending') precedes each mail's DATA: the mails are claimed in groups
-    of ``Outbox.claim_group``, in one commit, when the transport reaches the first of a
-    group. The 'sent' of a group's mails commit with the next group's claim; the last
-    ones', at the end of the batch, with the bookkeeping of all of them (``finish_sent``).
-    A crash in between leaves the group's mails 'sending' (those that left and those not yet
-    sent alike): recovered as uncertain, flagged, never sent again. A mail of a claimed
-    group that the transport never reached (a shutdown, no connection) goes back to pending.
+    (``Outbox.claim_group`` mails to citizens and the internal mails between them), in one
+    commit, when the transport reaches the first of a group. The 'sent' of a group's mails
+    commit with the next group's claim; the last ones', at the end of the batch, with the
+    bookkeeping of all of them (``finish_sent``). A crash in between leaves the group's
+    mails 'sending' (those that left and those not yet sent alike): those to citizens
+    recovered as uncertain, flagged, never sent again; the internal ones queued again. A
+    delivery slow enough for its claims on internal mail to near ``CLAIM_STALE`` renews
+    them (``_renew``). A mail of a claimed group that the transport never reached (a
+    shutdown, no connection) goes back to pending.
     """
 
     def __init__(
@@ -444,6 +520,9 @@ class _Run:
         self.order = list(items)  # the transport sends in this order
         self.position = {item_id: n for n, item_id in enumerate(self.order)}
         self.claimed: dict[int, bool] = {}  # claimed with a group: may it leave?
+        # When the oldest claim this run holds on internal mail was made or renewed (its
+        # own clock); None while it holds none. Renewed at RENEW_AFTER (``_renew``).
+        self.internal_since: datetime | None = None
         self.handled: set[int] = set()
         self.unrecorded: list[tuple[OutboxItem, datetime]] = []  # left, 'sent' not committed
         self.unfinished: list[tuple[OutboxItem, datetime]] = []  # 'sent', bookkeeping not yet
@@ -457,21 +536,61 @@ class _Run:
 
     def before(self, envelope: Envelope) -> bool:
         item = self.items[int(envelope.name)]
+        since = self.internal_since
+        if since is not None and self.outbox.clock() - since >= RENEW_AFTER:
+            self._renew()
         self.handled.add(item.id)
         if item.id not in self.claimed:
             self._claim_group(item.id)
         return self.claimed[item.id]
 
+    def _renew(self) -> None:
+        """This run's claims on internal mail, RENEW_AFTER old, dated now again, with the
+        'sent' not committed yet, in one commit: a keeper queues internal mail again once
+        its claim is CLAIM_STALE old (``requeue_stalled``), and a slow delivery (a relay
+        taking 30 s a step, 32 forwards a group) must not see one it still holds sent by
+        another. One found queued again meanwhile, not handed to the transport yet, is left
+        to whoever has it now: never sent by this delivery."""
+        held = [i for i, ok in self.claimed.items() if ok and not self.items[i].kind.at_most_once]
+        self.internal_since = self.outbox.clock()
+        holder = self.outbox.holder
+
+        def renew(tx: Transaction) -> tuple[Left, set[int]]:
+            return self._record_sent(tx), tx.renew_claims(held, holder, utcnow())
+
+        sent, kept = self.session.write(renew)
+        self._recorded(sent)
+        for item_id in held:
+            if item_id not in kept and item_id not in self.handled:
+                self.claimed[item_id] = False
+                log.warning(
+                    "internal mail queued again while this delivery held it: left to another",
+                    extra={"outbox": item_id, "kind": self.items[item_id].kind},
+                )
+
+    def _next_group(self, first: int) -> list[OutboxItem]:
+        """``first`` and the mails after it not claimed yet: up to ``claim_group`` mails to
+        citizens, and the internal mails between them (up to ``internal_group``)."""
+        room = {True: self.outbox.claim_group, False: self.outbox.internal_group}
+        group: list[OutboxItem] = []
+        for n in range(self.position[first], len(self.order)):
+            item = self.items[self.order[n]]
+            if item.id in self.claimed:
+                continue
+            to_citizen = item.kind.at_most_once
+            if not room[to_citizen]:
+                break
+            room[to_citizen] -= 1
+            group.append(item)
+        return group
+
     def _claim_group(self, first: int) -> None:
         """Claim ``first`` and the mails after it, up to a group, in one commit (alone, or
         with the intake part open meanwhile); a forbidden recipient or a mail without bytes
         fails there (if this delivery still holds it)."""
-        start = self.position[first]
-        group = [
-            self.items[i]
-            for i in self.order[start : start + self.outbox.claim_group]
-            if i not in self.claimed
-        ]
+        group = self._next_group(first)
+        if self.internal_since is None and not all(i.kind.at_most_once for i in group):
+            self.internal_since = self.outbox.clock()  # before the claim: never later
         holder = self.outbox.holder
 
         def claim(tx: Transaction) -> tuple[Left, dict[int, bool], list[Tally]]:

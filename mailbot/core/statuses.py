@@ -84,6 +84,23 @@ class OutboxKind(StrEnum):
     REPORT = "report"  # the weekly or monthly report to management
     PROBE_ALERT = "probe_alert"  # the probe found an AR missing, late or wrong: to operators
 
+    @property
+    def at_most_once(self) -> bool:
+        """Whether this mail goes to a citizen (AR, notice, reply): sent at most once — one
+        whose send a crash interrupted is 'uncertain', never sent again, as two ARs are
+        worse than one lost and flagged. The others (forward, digest, report, probe alert)
+        go to configured service or operator addresses and are sent at least once: one a
+        crash interrupted goes back to the queue once no live delivery can be sending it.
+        A second copy in a service's mailbox is harmless; a forward lost is a citizen's mail
+        the service never sees (app/delivery)."""
+        return self in _TO_CITIZENS
+
+
+_TO_CITIZENS = frozenset({OutboxKind.AR, OutboxKind.NOTICE, OutboxKind.REPLY})
+# The kinds sent at most once, and the others (``OutboxKind.at_most_once``).
+AT_MOST_ONCE = tuple(kind for kind in OutboxKind if kind.at_most_once)
+AT_LEAST_ONCE = tuple(kind for kind in OutboxKind if not kind.at_most_once)
+
 
 class EventKind(StrEnum):
     """What an event records (``events.kind``)."""

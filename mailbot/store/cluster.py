@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import Holder
-from mailbot.core.statuses import OutboxStatus, WorkerRole
+from mailbot.core.statuses import AT_MOST_ONCE, OutboxStatus, WorkerRole
 from mailbot.errors import ClusterError
 from mailbot.store.database import Store
 from mailbot.store.records import OutboxItem, outbox_item
@@ -176,9 +176,10 @@ class Cluster:
             )
 
     def orphaned_sends(self) -> list[tuple[OutboxItem, str | None]]:
-        """Outbox items left 'sending' by a worker that is dead (its row expired), or by an
-        unregistered process long ago: nobody will finish them. Each with its claimer as
-        read (``claimed_by``), which the recovery's write checks again."""
+        """Mails to citizens left 'sending' by a worker that is dead (its row expired), or
+        by an unregistered process long ago: nobody will finish them. Each with its claimer
+        as read (``claimed_by``), which the recovery's write checks again. (Internal mail
+        left so goes back to the queue instead: ``Transaction.requeue_stalled``.)"""
         now = utcnow()
         alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
         known = sa.select(workers.c.id)
@@ -186,6 +187,7 @@ class Cluster:
             sa.select(outbox)
             .where(
                 outbox.c.status == OutboxStatus.SENDING,
+                outbox.c.kind.in_(AT_MOST_ONCE),
                 sa.or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by.not_in(alive)),
                 sa.or_(
                     outbox.c.claimed_by.in_(known),

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,13 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import Session, Transaction, newest_claim, relance_counted
+from mailbot.store.transaction import (
+    Session,
+    Transaction,
+    newest_claim,
+    relance_counted,
+    stalled_sends,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -482,6 +488,14 @@ class Store:
         (``app/alerts``). A read: no write transaction (on SQLite, no write lock) taken."""
         with self.engine.connect() as conn:
             return newest_claim(conn, prefix, before)
+
+    def any_stalled_send(self, now: datetime, stale: timedelta) -> bool:
+        """Whether ``Transaction.requeue_stalled`` would queue any mail again: read first,
+        so that a keeper's tick takes no write lock (SQLite's is the intake's too) when
+        nothing is stalled, which is nearly always."""
+        query = sa.select(outbox.c.id).where(stalled_sends(now, stale)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def outbox_status(self, item_id: int) -> str | None:
         with self.engine.connect() as conn:

@@ -16,6 +16,8 @@ from mailbot.core.clock import utcnow
 from mailbot.core.fold import search_fold
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import (
+    AT_LEAST_ONCE,
+    AT_MOST_ONCE,
     DUPLICATE_REASON,
     GIVEN_UP,
     ArStatus,
@@ -479,7 +481,33 @@ def _driver_insert(
     return _DriverInsert(dialect, keys, table)
 
 
+def stalled_sends(now: datetime, stale: timedelta, alone: bool = False) -> Any:
+    """The condition of an internal mail left 'sending' that no live delivery can be
+    sending any more (``Transaction.requeue_stalled``)."""
+    alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
+    gone = sa.and_(
+        sa.or_(outbox.c.claimed_at.is_(None), outbox.c.claimed_at < now - stale),
+        sa.or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by.not_in(alive)),
+    )
+    if alone:
+        gone = sa.or_(gone, outbox.c.claimed_by.in_(sa.select(workers.c.id)))
+    return sa.and_(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_LEAST_ONCE), gone)
+
+
 _BODY_KEYS = ("outbox_id", "raw")
+_REQUEUED_ERROR = "queued again: its sender stopped while sending it (it may arrive twice)"
+# What ``requeue_stalled`` returns of each mail it queued again (an OutboxItem, no bytes).
+_REQUEUED = (
+    "id",
+    "message_pk",
+    "kind",
+    "recipient",
+    "envelope_from",
+    "email_message_id",
+    "attempts",
+    "created_at",
+    "requeued_at",
+)
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 
 
@@ -1367,6 +1395,50 @@ class Transaction:
         }
         return _driver_claim(self.conn.dialect).run(self.conn, values) == 1
 
+    def renew_claims(self, item_ids: Sequence[int], holder: str, at: datetime) -> set[int]:
+        """A slow delivery's claims on internal mail it still holds 'sending' (``holder``'s),
+        dated ``at`` again: a keeper queues such a mail again once its claim is older than
+        ``CLAIM_STALE`` (``requeue_stalled``), and must not while its sender lives. The ids
+        still held; one missing was queued again meanwhile: the sender leaves it alone."""
+        if not item_ids:
+            return set()
+        query = (
+            outbox.update()
+            .where(
+                outbox.c.id.in_(_param("ids", expanding=True)),
+                outbox.c.status == OutboxStatus.SENDING,
+                outbox.c.claimed_by == holder,
+            )
+            .values(claimed_at=at)
+            .returning(outbox.c.id)
+        )
+        return {int(i) for i in self.conn.execute(query, {"ids": list(item_ids)}).scalars()}
+
+    def requeue_stalled(
+        self, now: datetime, stale: timedelta, alone: bool = False
+    ) -> list[OutboxItem]:
+        """Internal mail (forward, digest, report, probe alert) left 'sending' that no live
+        delivery can be sending any more, back to 'pending', due now, for any worker: its
+        claim older than ``stale`` (``CLAIM_STALE``: a live sender renews it before, see
+        ``renew_claims``) and its claimer no live worker. ``alone`` (a worker's start on
+        SQLite, whose sole-worker lock proves every other worker's process gone): a
+        registered worker's claim at once, whatever its age. One statement, its condition
+        checked on the row as it is when written (a claim renewed meanwhile stays)."""
+        query = (
+            outbox.update()
+            .where(stalled_sends(now, stale, alone))
+            .values(
+                status=OutboxStatus.PENDING,
+                next_attempt_at=now,
+                claimed_by=None,
+                claimed_at=None,
+                last_error=_REQUEUED_ERROR,
+            )
+            .returning(*(outbox.c[name] for name in _REQUEUED))
+        )
+        found = [outbox_item(row, raw=False) for row in self.conn.execute(query)]
+        return sorted(found, key=lambda item: item.id)
+
     def settle_orphan(
         self, item_id: int, claimed_by: str | None, status: OutboxStatus, **values: Any
     ) -> bool:
@@ -1570,9 +1642,12 @@ class Transaction:
         return result.rowcount == 1
 
     def interrupted_sends(self) -> list[OutboxItem]:
-        """The outbox items left 'sending' (by a crash), without their bytes."""
+        """The mails to citizens left 'sending' (by a crash), without their bytes; internal
+        mail left so is ``requeue_stalled``'s."""
         query = (
-            sa.select(outbox).where(outbox.c.status == OutboxStatus.SENDING).order_by(outbox.c.id)
+            sa.select(outbox)
+            .where(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_MOST_ONCE))
+            .order_by(outbox.c.id)
         )
         return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
 
