@@ -18,10 +18,15 @@ on whom it was for (``OutboxKind.at_most_once``):
   sole-worker lock proves every other worker's process gone, a worker's claim at once. A
   delivery renews its claims on internal mail before they are ``RENEW_AFTER`` old
   (``_Run._renew``, with the 'sent' not committed yet), and never sends one found queued
-  again. So a second copy needs a process that died after the server took the mail, or
-  one mail's exchange with the server (its MAIL to the reply to its ".") lasting longer
-  than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step), or a
-  process paused that long mid-send (a frozen VM), or hosts' clocks that far apart.
+  again. A send cut after its "." (a dropped connection, a timeout, a shutdown awaiting
+  the reply) is retried as after a temporary failure (``Outbox._after_error``). So a
+  second copy needs a process that died after the server took the mail, or such a cut,
+  or one mail's exchange with the server (its MAIL to the reply to its ".") lasting
+  longer than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step),
+  or a process paused that long mid-send (a frozen VM), or a database stalled that long
+  under a delivery, or hosts' clocks that far apart; a 'sent' that finds its mail queued
+  again meanwhile is a WARNING (``_Run._recorded``). A worker's start never takes this
+  process's own claims (``Outbox.holder``) for a crash's: its console may be delivering.
 
 Claims come in groups (``outbox.claim_group``, 8) counted in mails to citizens: the
 internal mails between them ride in the same commit (up to ``INTERNAL_GROUP`` times as
