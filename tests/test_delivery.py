@@ -28,7 +28,7 @@ from mailbot.app.delivery import CLAIM_STALE, Outbox, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.core.statuses import OutboxKind
 from mailbot.mail.smtp import Envelope, SmtpTransport
-from mailbot.store import Store, utcnow
+from mailbot.store import Store, Transaction, utcnow
 from mailbot.store.cluster import UNREGISTERED_GRACE, Cluster
 from mailbot.store.errors import is_transient
 from mailbot.store.schema import outbox as outbox_table
@@ -943,3 +943,44 @@ def test_every_outbox_kind_is_classified_as_intended() -> None:
     }
     unknown = "a_kind_added_later"
     assert OutboxKind.at_most_once.fget(unknown) is True  # type: ignore[attr-defined]
+
+
+def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_next(
+    database: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery whose database fails mid-run (its 'sent' refused) raises with its AR and
+    forwards left 'sending' under a live worker: no keeper takes them (their claimer lives),
+    no delivery either (not pending). The same process's next delivery settles them as
+    after a crash: the AR uncertain (it left, unrecorded), the forwards queued again and
+    sent. Before: 'sending' for as long as the worker lives, the forwards never sent."""
+    store = Store(database)
+    enqueue_mixed(store, "aff")
+    with ScriptedSmtpServer() as server:
+        outbox = forward_outbox(store, server)
+        Cluster(store, this_worker(outbox.holder, store), lease_seconds=600).register()
+        mark_sent = Transaction.mark_sent
+
+        def database_down(self, sent, holder):  # type: ignore[no-untyped-def]
+            if sent:
+                raise sa.exc.OperationalError("UPDATE outbox", {}, Exception("server closed"))
+            return mark_sent(self, sent, holder)
+
+        monkeypatch.setattr(Transaction, "mark_sent", database_down)
+        with pytest.raises(sa.exc.OperationalError):
+            outbox.deliver_due()
+        monkeypatch.undo()
+        assert [s for _, s in kinds_and_statuses(store)] == ["sending"] * 3
+        assert len(server.deliveries) == 3
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            assert outbox.deliver_due().sent == 2
+        assert kinds_and_statuses(store) == [
+            ("ar", "uncertain"),
+            ("forward", "sent"),
+            ("forward", "sent"),
+        ]
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD, FORWARD, FORWARD]
+        said = [r for r in caplog.records if "queued again" in r.getMessage()]
+        assert [r.outbox for r in said] == [2, 3]  # type: ignore[attr-defined]
+        assert outbox.deliver_due(now=later()).taken == 0
+        outbox.transport.close()
+    store.close()

@@ -244,6 +244,27 @@ def recover_interrupted(store: Store, own: str | None = None) -> list[int]:
     return [item.id for item in found]
 
 
+def recover_own(store: Store, holder: str) -> list[int]:
+    """The claims a delivery of this process (``holder``) left 'sending' when it raised
+    mid-run (the database lost under it: its 'sent' and releases unwritten). Nobody else
+    settles them — their claimer is a live worker, and they are not pending — so this
+    process's next delivery does, as after a crash: a mail to a citizen uncertain (it may
+    have left), flagged; internal mail queued again. No delivery of ``holder`` is running
+    (one at a time per Outbox). The uncertain ones' ids."""
+    with store.transaction() as tx:
+        found = tx.interrupted_sends(only=holder)
+        for item in found:
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="its delivery failed mid-run")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id}: its delivery failed while sending (a database error)",
+            )
+        requeued = _requeue_said(tx, tx.requeue_claims_of(holder, utcnow()))
+    _say_requeued(requeued)
+    return [item.id for item in found]
+
+
 def requeue_stalled(store: Store) -> list[int]:
     """Internal mail left 'sending' that no live delivery can be sending any more, back to
     the queue to leave again (a keeper's tick: ``Transaction.requeue_stalled``); the ids."""
@@ -259,7 +280,11 @@ def _requeue(tx: Transaction, alone: bool = False, own: str | None = None) -> li
     """Internal mail stalled 'sending' queued again (``own``'s claims left: see
     ``recover_interrupted``), with an event on its message: its thread in the console says
     that its sender stopped while sending it, and that the service may receive it twice."""
-    requeued = tx.requeue_stalled(utcnow(), CLAIM_STALE, alone, own)
+    return _requeue_said(tx, tx.requeue_stalled(utcnow(), CLAIM_STALE, alone, own))
+
+
+def _requeue_said(tx: Transaction, requeued: list[OutboxItem]) -> list[OutboxItem]:
+    """An event on the message of each internal mail queued again (``_requeue``)."""
     for item in requeued:
         if item.message_pk is not None:
             detail = f"outbox {item.id} ({item.kind}): queued again, its sender stopped while"
@@ -324,6 +349,9 @@ class Outbox:
         # One delivery at a time (``deliver_due``): the worker's delivery thread, its jobs,
         # the probe and the console's tasks all call it on the one Outbox.
         self._delivering = threading.Lock()
+        # A delivery raised mid-run (a database error): its claims may be left 'sending',
+        # settled by the next one (``recover_own``). Nothing read while none did.
+        self._left_claims = False
 
     def unsendable(self, item: OutboxItem) -> DeliveryError | None:
         """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
@@ -359,11 +387,20 @@ class Outbox:
             report = DeliveryReport()
             if self.stop.is_set():
                 return report
+            if self._left_claims:
+                uncertain = recover_own(self.store, self.holder)
+                if uncertain:
+                    log.error(
+                        "sends a failed delivery left marked uncertain", extra={"outbox": uncertain}
+                    )
+                self._left_claims = False
             with self.store.session() as session:
                 due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
                 report.taken = len(due)
                 if due:
+                    self._left_claims = True  # until the run ends without raising
                     self._send(_Run(self, session, {item.id: item for item in due}, report))
+                    self._left_claims = False
             return report
 
     def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:

@@ -1437,9 +1437,23 @@ class Transaction:
         registered worker's claim at once, whatever its age — but never ``own``'s (this
         process's holder: its console may be delivering). One statement, its condition
         checked on the row as it is when written (a claim renewed meanwhile stays)."""
+        return self._requeue_where(stalled_sends(now, stale, alone, own), now)
+
+    def requeue_claims_of(self, holder: str, now: datetime) -> list[OutboxItem]:
+        """``holder``'s internal mail left 'sending', whatever its claim's age, back to the
+        queue as ``requeue_stalled`` does: a delivery of that (live) process that raised
+        mid-run left it so (``app/delivery.recover_own``)."""
+        mine = sa.and_(
+            outbox.c.status == OutboxStatus.SENDING,
+            outbox.c.kind.in_(AT_LEAST_ONCE),
+            outbox.c.claimed_by == holder,
+        )
+        return self._requeue_where(mine, now)
+
+    def _requeue_where(self, condition: Any, now: datetime) -> list[OutboxItem]:
         query = (
             outbox.update()
-            .where(stalled_sends(now, stale, alone, own))
+            .where(condition)
             .values(
                 status=OutboxStatus.PENDING,
                 next_attempt_at=now,
@@ -1681,10 +1695,13 @@ class Transaction:
         )
         return result.rowcount == 1
 
-    def interrupted_sends(self, own: str | None = None) -> list[OutboxItem]:
+    def interrupted_sends(
+        self, own: str | None = None, only: str | None = None
+    ) -> list[OutboxItem]:
         """The mails to citizens left 'sending' (by a crash), without their bytes; internal
         mail left so is ``requeue_stalled``'s. Not ``own``'s (this process's holder): its
-        claims are a live delivery's, not a crash's."""
+        claims are a live delivery's, not a crash's. ``only``: that holder's alone (its
+        delivery raised mid-run: ``app/delivery.recover_own``)."""
         query = (
             sa.select(outbox)
             .where(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_MOST_ONCE))
@@ -1692,6 +1709,8 @@ class Transaction:
         )
         if own is not None:
             query = query.where(not_claimed_by(own))
+        if only is not None:
+            query = query.where(outbox.c.claimed_by == only)
         return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
 
     def add_events(
