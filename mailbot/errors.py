@@ -79,7 +79,8 @@ class DeliveryError(MailbotError):
 
     ``permanent`` tells a 5xx (do not retry) from a 4xx or network error (retry later).
     ``uncertain`` marks a send that failed after the terminating "." of DATA had left: the
-    server may have accepted it, so retrying could mean a second AR. ``interrupted`` marks
+    server may have accepted it, so retrying could mean a second AR (internal mail is
+    retried all the same: app/delivery). ``interrupted`` marks
     a send stopped by a shutdown before that point: nothing left, it stays queued as is.
     The message is redacted (mailbot.redact): it is logged and stored.
     """

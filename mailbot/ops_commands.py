@@ -184,6 +184,12 @@ def cmd_restored(args: argparse.Namespace) -> int:
     for item in done.uncertain:
         message = f", message #{item.message_pk}" if item.message_pk is not None else ""
         print(f"outbox {item.id} ({item.kind}{message}): queued before the restore, uncertain")
+    for item in done.requeued:
+        message = f", message #{item.message_pk}" if item.message_pk is not None else ""
+        print(
+            f"outbox {item.id} ({item.kind}{message}): queued before the restore, internal:"
+            " it leaves (it may arrive twice)"
+        )
     if not done.folders:
         print("no folder followed yet: nothing to withhold")
     state = "" if done.counters_moved else " (already moved by a run with this moment)"

@@ -186,11 +186,13 @@ class Worker:
         return shared and supervision.reachable(self.pipeline.store)
 
     def recover(self) -> None:
-        """Sends a crash left half done become uncertain. Alone on the database (SQLite, or
-        no leases) all of them are; sharing it, only a dead worker's (the keeper's job)."""
+        """Sends a crash left half done: to citizens uncertain, internal mail queued again.
+        Alone on the database (SQLite, or no leases) all of them, but this process's own
+        claims (its console's, live); sharing it, only a dead worker's (the keeper's job)."""
         if self.keeper is not None and self.pipeline.store.engine.dialect.name != "sqlite":
             return
-        interrupted = recover_interrupted(self.pipeline.store)
+        # Not this process's own claims: its console (web.enabled) may be delivering now.
+        interrupted = recover_interrupted(self.pipeline.store, self.outbox.holder)
         if interrupted:
             log.error("interrupted sends marked uncertain", extra={"outbox": interrupted})
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -25,12 +26,14 @@ from servers import TlsFiles, issue_tls
 from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.delivery import CLAIM_STALE, Outbox, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
+from mailbot.core.statuses import OutboxKind
 from mailbot.mail.smtp import Envelope, SmtpTransport
-from mailbot.store import Store, utcnow
+from mailbot.store import Store, Transaction, utcnow
 from mailbot.store.cluster import UNREGISTERED_GRACE, Cluster
 from mailbot.store.errors import is_transient
 from mailbot.store.schema import outbox as outbox_table
 from mailbot.store.schema import outbox_bodies, workers
+from mailbot.worker import Worker
 
 CITIZEN = "marie.dupont@example.fr"
 AR = (
@@ -790,3 +793,194 @@ def age_claims(store: Store, by: timedelta) -> None:
             .where(outbox_table.c.status == "sending")
             .values(claimed_at=utcnow() - by)
         )
+
+
+# -- internal mail: a send cut after its ".", this process's own claims at a start ------------
+
+
+def bodies(store: Store) -> list[int]:
+    with store.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(outbox_bodies.c.outbox_id)).scalars())
+
+
+@pytest.mark.parametrize("cut", ["connection dropped", "shutdown awaiting the reply"])
+def test_a_forward_cut_after_its_final_dot_is_sent_again(
+    database: str, cut: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A send cut after its "." may have left. An AR is uncertain, never sent again, as
+    always; a forward goes back to the queue with its bytes, retried as after a temporary
+    failure, with a WARNING that it may arrive twice: a restart (SIGTERM while the server's
+    reply is awaited) must not lose a forward that a kill -9 would have sent again. Before:
+    the forward uncertain, its bytes deleted, never sent."""
+    store = Store(database)
+    with ScriptedSmtpServer() as server:
+        outbox = forward_outbox(store, server)
+        if cut == "connection dropped":
+            enqueue_mixed(store, "af")
+            server.fail("end", "drop", times=2)
+            with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+                report = outbox.deliver_due()
+            assert (report.sent, report.failed, report.retried) == (0, 1, 1)
+        else:
+            enqueue_mixed(store, "f")
+            server.fail("end", "hang")
+            with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+                deliver_then_stop(outbox, server)
+            outbox.stop.clear()
+        statuses = kinds_and_statuses(store)
+        assert statuses[-1] == ("forward", "pending")
+        assert statuses[:-1] in ([], [("ar", "uncertain")])
+        assert bodies(store) == [len(statuses)]  # the forward's bytes kept
+        (said,) = [r for r in caplog.records if "may arrive twice" in r.getMessage()]
+        assert (said.outbox, said.kind) == (len(statuses), "forward")  # type: ignore[attr-defined]
+        assert outbox.deliver_due(now=later()).sent == 1
+        assert [d.data for d in server.deliveries][-2:] == [FORWARD, FORWARD]
+        assert kinds_and_statuses(store)[-1] == ("forward", "sent")
+        assert outbox.deliver_due(now=later()).taken == 0  # the AR never leaves again
+        outbox.transport.close()
+    store.close()
+
+
+def test_a_start_leaves_this_process_s_own_deliveries_alone(database: str) -> None:
+    """The console in the worker (``web.enabled``) starts before the worker's recovery and
+    shares its Outbox, so its holder, which the worker registers: the recovery at start
+    must not take the console's delivery in progress for a crash's. Before: its AR, left
+    but 'sent' not committed yet, flagged uncertain; its forwards queued again under it and
+    sent a second time by the next delivery (5 deliveries for 3 mails)."""
+    store = Store(database)
+    enqueue_mixed(store, "aff")
+    with ScriptedSmtpServer() as server:
+        outbox = forward_outbox(store, server)
+        Cluster(store, this_worker(outbox.holder, store), lease_seconds=600).register()
+        worker = SimpleNamespace(keeper=None, pipeline=SimpleNamespace(store=store), outbox=outbox)
+        send = outbox.transport.send_batch
+        seen: list[str] = []
+
+        def start_meanwhile(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+            def before_each(envelope: Envelope) -> bool:
+                seen.append(envelope.name)
+                if len(seen) == 2:  # the AR left, the forwards claimed: the worker starts
+                    Worker.recover(worker)  # type: ignore[arg-type]
+                return bool(before(envelope))
+
+            send(envelopes, before_each, after, stop)
+
+        outbox.transport.send_batch = start_meanwhile  # type: ignore[method-assign]
+        assert outbox.deliver_due().sent == 3
+        outbox.transport.send_batch = send  # type: ignore[method-assign]
+        assert outbox.deliver_due(now=later()).taken == 0
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD]
+        assert kinds_and_statuses(store) == [
+            ("ar", "sent"),
+            ("forward", "sent"),
+            ("forward", "sent"),
+        ]
+        assert "send_uncertain" not in [e.kind for e in store.events()]
+        outbox.transport.close()
+    store.close()
+
+
+def test_a_forward_queued_again_while_it_left_is_said_and_not_counted(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forward queued again under a live delivery (its claim taken for a dead sender's: a
+    process paused, a stalled database, clocks apart) that leaves all the same: its 'sent'
+    matches no row. Said in a WARNING (it may arrive twice), not counted sent by this
+    delivery, its bookkeeping left to the one that sends it again. Before: silent, counted."""
+    store = Store(database)
+    enqueue_mixed(store, "aff")
+    with ScriptedSmtpServer() as server:
+        outbox = forward_outbox(store, server)
+        send = outbox.transport.send_batch
+        seen: list[str] = []
+
+        def requeued_meanwhile(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+            def before_each(envelope: Envelope) -> bool:
+                seen.append(envelope.name)
+                if len(seen) == 2:  # as a keeper's ``requeue_stalled`` would
+                    with store.engine.begin() as conn:
+                        conn.execute(
+                            sa.update(outbox_table)
+                            .where(outbox_table.c.kind == "forward")
+                            .values(status="pending", claimed_by=None, claimed_at=None)
+                        )
+                return bool(before(envelope))
+
+            send(envelopes, before_each, after, stop)
+
+        outbox.transport.send_batch = requeued_meanwhile  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            report = outbox.deliver_due()
+        assert (report.sent, report.sent_ids) == (1, [1])  # the AR only
+        said = [r for r in caplog.records if "queued again meanwhile" in r.getMessage()]
+        assert [r.outbox for r in said] == [2, 3]  # type: ignore[attr-defined]
+        assert kinds_and_statuses(store) == [
+            ("ar", "sent"),
+            ("forward", "pending"),
+            ("forward", "pending"),
+        ]
+        assert [e.kind for e in store.events()] == ["ar_sent"]
+        outbox.transport.send_batch = send  # type: ignore[method-assign]
+        assert outbox.deliver_due().sent == 2  # the second copies, as queued
+        kinds = [e.kind for e in store.events()]
+        assert kinds.count("forward_sent") == 2
+        outbox.transport.close()
+    store.close()
+
+
+def test_every_outbox_kind_is_classified_as_intended() -> None:
+    """Mail to citizens at most once, to services and operators at least once; a kind added
+    later is at most once unless declared internal (a second copy cannot be taken back).
+    Before: the citizens' kinds listed, so that a new kind was at least once by default."""
+    assert {kind.value: kind.at_most_once for kind in OutboxKind} == {
+        "ar": True,
+        "notice": True,
+        "reply": True,
+        "forward": False,
+        "digest": False,
+        "report": False,
+        "probe_alert": False,
+    }
+    unknown = "a_kind_added_later"
+    assert OutboxKind.at_most_once.fget(unknown) is True  # type: ignore[attr-defined]
+
+
+def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_next(
+    database: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery whose database fails mid-run (its 'sent' refused) raises with its AR and
+    forwards left 'sending' under a live worker: no keeper takes them (their claimer lives),
+    no delivery either (not pending). The same process's next delivery settles them as
+    after a crash: the AR uncertain (it left, unrecorded), the forwards queued again and
+    sent. Before: 'sending' for as long as the worker lives, the forwards never sent."""
+    store = Store(database)
+    enqueue_mixed(store, "aff")
+    with ScriptedSmtpServer() as server:
+        outbox = forward_outbox(store, server)
+        Cluster(store, this_worker(outbox.holder, store), lease_seconds=600).register()
+        mark_sent = Transaction.mark_sent
+
+        def database_down(self, sent, holder):  # type: ignore[no-untyped-def]
+            if sent:
+                raise sa.exc.OperationalError("UPDATE outbox", {}, Exception("server closed"))
+            return mark_sent(self, sent, holder)
+
+        monkeypatch.setattr(Transaction, "mark_sent", database_down)
+        with pytest.raises(sa.exc.OperationalError):
+            outbox.deliver_due()
+        monkeypatch.undo()
+        assert [s for _, s in kinds_and_statuses(store)] == ["sending"] * 3
+        assert len(server.deliveries) == 3
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            assert outbox.deliver_due().sent == 2
+        assert kinds_and_statuses(store) == [
+            ("ar", "uncertain"),
+            ("forward", "sent"),
+            ("forward", "sent"),
+        ]
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD, FORWARD, FORWARD]
+        said = [r for r in caplog.records if "queued again" in r.getMessage()]
+        assert [r.outbox for r in said] == [2, 3]  # type: ignore[attr-defined]
+        assert outbox.deliver_due(now=later()).taken == 0
+        outbox.transport.close()
+    store.close()

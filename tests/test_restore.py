@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 import shutil
 import subprocess
@@ -24,7 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from pg import _bin, fresh_database
+from scripted import ScriptedSmtpServer
 from servers import MailUser, SmtpServer
+from test_delivery import FORWARD, enqueue_mixed, forward_outbox, kinds_and_statuses
 from test_e2e import citizen_mail, etrangers_user, poll, write_config
 
 from mailbot.app.cluster import this_worker
@@ -33,8 +36,9 @@ from mailbot.app.restore import SKIP_REFERENCES, restored
 from mailbot.cli import main
 from mailbot.config import OutboxConfig
 from mailbot.mail.smtp import SmtpTransport
-from mailbot.store import Store
+from mailbot.store import Store, utcnow
 from mailbot.store.cluster import Cluster, sole_worker_lock
+from mailbot.store.schema import outbox as outbox_table
 
 __all__ = ["etrangers_user"]  # a fixture of test_e2e
 
@@ -449,3 +453,45 @@ def test_a_skip_of_no_number_is_refused(site: Site, capsys: pytest.CaptureFixtur
     until = datetime.now(UTC).isoformat()
     assert site.run("restored", "--acknowledged-until", until, "--skip-references", "0") == 2
     assert "must be 1 or more" in capsys.readouterr().err
+
+
+def test_internal_mail_queued_in_the_backup_leaves_again(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The restored database had an AR and two forwards queued, one of them leaving: any
+    may have left from the lost database. The AR is uncertain, never sent again, as
+    before; the forwards leave (the one 'sending' back to 'pending', its bytes kept), each
+    a WARNING: a second copy in a service's mailbox is harmless, a forward lost is not. A
+    run again changes nothing. Before: the forwards uncertain, their bytes deleted."""
+    store = Store(database)
+    try:
+        enqueue_mixed(store, "aff")
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.update(outbox_table)
+                .where(outbox_table.c.id == 3)
+                .values(status="sending", claimed_by="lost:1:ab", claimed_at=utcnow())
+            )
+        until = utcnow()
+        for run in range(2):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="mailbot.app.restore"):
+                done = restored(store, until, prefix="SM", timezone="Europe/Paris")
+            assert [i.id for i in done.uncertain] == ([1] if run == 0 else [])
+            assert [i.id for i in done.requeued] == [2, 3]
+            assert [r.outbox for r in caplog.records] == [2, 3]  # type: ignore[attr-defined]
+            assert all("may arrive twice" in r.getMessage() for r in caplog.records)
+            assert kinds_and_statuses(store) == [
+                ("ar", "uncertain"),
+                ("forward", "pending"),
+                ("forward", "pending"),
+            ]
+        kinds = [e.kind for e in store.events()]
+        assert (kinds.count("send_uncertain"), kinds.count("send_deferred")) == (1, 1)
+        with ScriptedSmtpServer() as server:
+            outbox = forward_outbox(store, server)
+            assert outbox.deliver_due().sent == 2
+            assert [d.data for d in server.deliveries] == [FORWARD, FORWARD]
+            outbox.transport.close()
+    finally:
+        store.close()

@@ -18,10 +18,15 @@ on whom it was for (``OutboxKind.at_most_once``):
   sole-worker lock proves every other worker's process gone, a worker's claim at once. A
   delivery renews its claims on internal mail before they are ``RENEW_AFTER`` old
   (``_Run._renew``, with the 'sent' not committed yet), and never sends one found queued
-  again. So a second copy needs a process that died after the server took the mail, or
-  one mail's exchange with the server (its MAIL to the reply to its ".") lasting longer
-  than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step), or a
-  process paused that long mid-send (a frozen VM), or hosts' clocks that far apart.
+  again. A send cut after its "." (a dropped connection, a timeout, a shutdown awaiting
+  the reply) is retried as after a temporary failure (``Outbox._after_error``). So a
+  second copy needs a process that died after the server took the mail, or such a cut,
+  or one mail's exchange with the server (its MAIL to the reply to its ".") lasting
+  longer than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step),
+  or a process paused that long mid-send (a frozen VM), or a database stalled that long
+  under a delivery, or hosts' clocks that far apart; a 'sent' that finds its mail queued
+  again meanwhile is a WARNING (``_Run._recorded``). A worker's start never takes this
+  process's own claims (``Outbox.holder``) for a crash's: its console may be delivering.
 
 Claims come in groups (``outbox.claim_group``, 8) counted in mails to citizens: the
 internal mails between them ride in the same commit (up to ``INTERNAL_GROUP`` times as
@@ -101,6 +106,9 @@ class DeliveryReport:
 
 Tally = Callable[[DeliveryReport], None]  # counts an outcome in the report
 Left = list[tuple[OutboxItem, datetime]]  # mails the server accepted, and when
+# The 'sent' a transaction wrote: the mails it covered, and those of them it found queued
+# again meanwhile (no row written: another delivery has them, they may arrive twice).
+Written = tuple[Left, set[int]]
 
 
 def _failed(report: DeliveryReport) -> None:
@@ -207,7 +215,7 @@ def recover_orphans(store: Store, found: list[tuple[OutboxItem, str | None]]) ->
     return recovered
 
 
-def recover_interrupted(store: Store) -> list[int]:
+def recover_interrupted(store: Store, own: str | None = None) -> list[int]:
     """Outbox items left 'sending' by a crash, at a worker's start alone on the database
     (SQLite: its sole-worker lock): we cannot know whether they left.
 
@@ -216,9 +224,14 @@ def recover_interrupted(store: Store) -> list[int]:
     ids are returned. Internal mail a dead worker left so goes back to the queue at once;
     one an unregistered process (the console, a command) claimed less than ``CLAIM_STALE``
     ago may still be leaving, and waits for a keeper's ``requeue_stalled``.
+
+    ``own``: this process's holder (``Outbox.holder``, unique per process): its claims are
+    live, never a crash's — the console in the worker (``web.enabled``) starts first,
+    shares the Outbox and may be delivering now. Left out, or its reply would be flagged
+    uncertain as it leaves, and its forward queued again under it and sent twice.
     """
     with store.transaction() as tx:
-        found = tx.interrupted_sends()
+        found = tx.interrupted_sends(own)
         for item in found:
             set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="interrupted while sending")
             tx.add_event(
@@ -226,7 +239,28 @@ def recover_interrupted(store: Store) -> list[int]:
                 EventKind.SEND_UNCERTAIN,
                 f"outbox {item.id} interrupted while sending",
             )
-        requeued = _requeue(tx, alone=True)
+        requeued = _requeue(tx, alone=True, own=own)
+    _say_requeued(requeued)
+    return [item.id for item in found]
+
+
+def recover_own(store: Store, holder: str) -> list[int]:
+    """The claims a delivery of this process (``holder``) left 'sending' when it raised
+    mid-run (the database lost under it: its 'sent' and releases unwritten). Nobody else
+    settles them — their claimer is a live worker, and they are not pending — so this
+    process's next delivery does, as after a crash: a mail to a citizen uncertain (it may
+    have left), flagged; internal mail queued again. No delivery of ``holder`` is running
+    (one at a time per Outbox). The uncertain ones' ids."""
+    with store.transaction() as tx:
+        found = tx.interrupted_sends(only=holder)
+        for item in found:
+            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="its delivery failed mid-run")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_UNCERTAIN,
+                f"outbox {item.id}: its delivery failed while sending (a database error)",
+            )
+        requeued = _requeue_said(tx, tx.requeue_claims_of(holder, utcnow()))
     _say_requeued(requeued)
     return [item.id for item in found]
 
@@ -242,14 +276,23 @@ def requeue_stalled(store: Store) -> list[int]:
     return [item.id for item in requeued]
 
 
-def _requeue(tx: Transaction, alone: bool = False) -> list[OutboxItem]:
-    """Internal mail stalled 'sending' queued again, with an event on its message (its
-    thread in the console says the service may receive it twice)."""
-    requeued = tx.requeue_stalled(utcnow(), CLAIM_STALE, alone)
+def _requeue(tx: Transaction, alone: bool = False, own: str | None = None) -> list[OutboxItem]:
+    """Internal mail stalled 'sending' queued again (``own``'s claims left: see
+    ``recover_interrupted``), with an event on its message: its thread in the console says
+    that its sender stopped while sending it, and that the service may receive it twice."""
+    return _requeue_said(tx, tx.requeue_stalled(utcnow(), CLAIM_STALE, alone, own))
+
+
+def _requeue_said(tx: Transaction, requeued: list[OutboxItem]) -> list[OutboxItem]:
+    """An event on the message of each internal mail queued again (``_requeue``)."""
     for item in requeued:
         if item.message_pk is not None:
             detail = f"outbox {item.id} ({item.kind}): queued again, its sender stopped while"
-            tx.add_event(item.message_pk, EventKind.SEND_DEFERRED, f"{detail} sending it")
+            tx.add_event(
+                item.message_pk,
+                EventKind.SEND_DEFERRED,
+                f"{detail} sending it (it may arrive twice)",
+            )
     return requeued
 
 
@@ -306,6 +349,9 @@ class Outbox:
         # One delivery at a time (``deliver_due``): the worker's delivery thread, its jobs,
         # the probe and the console's tasks all call it on the one Outbox.
         self._delivering = threading.Lock()
+        # A delivery raised mid-run (a database error): its claims may be left 'sending',
+        # settled by the next one (``recover_own``). Nothing read while none did.
+        self._left_claims = False
 
     def unsendable(self, item: OutboxItem) -> DeliveryError | None:
         """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
@@ -341,11 +387,20 @@ class Outbox:
             report = DeliveryReport()
             if self.stop.is_set():
                 return report
+            if self._left_claims:
+                uncertain = recover_own(self.store, self.holder)
+                if uncertain:
+                    log.error(
+                        "sends a failed delivery left marked uncertain", extra={"outbox": uncertain}
+                    )
+                self._left_claims = False
             with self.store.session() as session:
                 due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
                 report.taken = len(due)
                 if due:
+                    self._left_claims = True  # until the run ends without raising
                     self._send(_Run(self, session, {item.id: item for item in due}, report))
+                    self._left_claims = False
             return report
 
     def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
@@ -402,6 +457,19 @@ class Outbox:
         error_text = safe_error(error)  # a server's reply may quote the citizen's address
         log.error("send uncertain, not retried", extra={"outbox": item.id, "error": error_text})
         return _failed
+
+    def _may_have_left(self, item: OutboxItem, error: DeliveryError) -> DeliveryError:
+        """An internal mail whose send was cut after its ".": said (a WARNING naming it),
+        and the error it is retried for says it may arrive twice (its event, its row)."""
+        log.warning(
+            "internal mail cut after its end of data: sent again, it may arrive twice",
+            extra={"outbox": item.id, "kind": item.kind, "error": safe_error(error)},
+        )
+        return DeliveryError(
+            f"{error} (it may have left: sent again, it may arrive twice)",
+            permanent=False,
+            code=error.code,
+        )
 
     def _retry(
         self,
@@ -471,9 +539,15 @@ class Outbox:
         return _refused if refused else _failed
 
     def _after_error(self, tx: Transaction, item: OutboxItem, error: DeliveryError) -> Tally:
-        """What a failed send leaves: uncertain, retried at once or later, or failed."""
-        if error.uncertain:
+        """What a failed send leaves: uncertain, retried at once or later, or failed. A send
+        cut after its "." (a dropped connection, a timeout, a shutdown awaiting the reply)
+        may have left: a mail to a citizen is uncertain, never sent again; an internal one
+        is retried as after a temporary failure (its bytes kept), as a crash's would be
+        queued again — a shutdown must not lose a forward a kill -9 would have resent."""
+        if error.uncertain and item.kind.at_most_once:
             return self._uncertain(tx, item, error)
+        if error.uncertain:
+            error = self._may_have_left(item, error)
         if error.interrupted:  # a shutdown before the end of DATA: as if never tried
             return self._retry(tx, item, error, attempts=item.attempts, delay=timedelta(0))
         if error.permanent:
@@ -555,7 +629,7 @@ class _Run:
         self.internal_since = self.outbox.clock()
         holder = self.outbox.holder
 
-        def renew(tx: Transaction) -> tuple[Left, set[int]]:
+        def renew(tx: Transaction) -> tuple[Written, set[int]]:
             return self._record_sent(tx), tx.renew_claims(held, holder, utcnow())
 
         sent, kept = self.session.write(renew)
@@ -593,7 +667,7 @@ class _Run:
             self.internal_since = self.outbox.clock()  # before the claim: never later
         holder = self.outbox.holder
 
-        def claim(tx: Transaction) -> tuple[Left, dict[int, bool], list[Tally]]:
+        def claim(tx: Transaction) -> tuple[Written, dict[int, bool], list[Tally]]:
             sent, claimed, tallies = self._record_sent(tx), {}, []
             for item in group:
                 error = self.outbox.unsendable(item)
@@ -622,7 +696,7 @@ class _Run:
     def record(self, item: OutboxItem, write: Callable[[Transaction], Tally]) -> None:
         """Commit what happened to ``item`` (and the 'sent' still unrecorded); count it."""
 
-        def work(tx: Transaction) -> tuple[Left, Tally]:
+        def work(tx: Transaction) -> tuple[Written, Tally]:
             return self._record_sent(tx), write(tx)
 
         sent, tally = self.session.write(work)
@@ -639,27 +713,38 @@ class _Run:
             self._recorded(sent)
             self.unfinished = []
 
-    def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> Left:
+    def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> Written:
         sent = self._record_sent(tx)
         for item in idle:
             self.outbox._release(tx, item)
-        finish_sent(tx, [*self.unfinished, *sent])
+        left, missed = sent
+        finish_sent(tx, [*self.unfinished, *(s for s in left if s[0].id not in missed)])
         return sent
 
-    def _record_sent(self, tx: Transaction) -> Left:
+    def _record_sent(self, tx: Transaction) -> Written:
         """Write the 'sent' still unrecorded in ``tx``; what it wrote, to be told to
         ``_recorded`` once ``tx`` committed. Nothing is forgotten before: a transaction the
         database refuses (a serialization failure, an intake part rolled back on SQLite)
         leaves them unrecorded, written by the next one, not 'sending' for ever."""
         left = list(self.unrecorded)
-        tx.mark_sent([(item.id, at) for item, at in left], self.outbox.holder)
-        return left
+        written = tx.mark_sent([(item.id, at) for item, at in left], self.outbox.holder)
+        return left, {item.id for item, _ in left} - written
 
-    def _recorded(self, left: Left) -> None:
-        """``left``'s 'sent' committed: their bookkeeping is due at the end; counted."""
+    def _recorded(self, sent: Written) -> None:
+        """``sent``'s 'sent' committed: their bookkeeping is due at the end; counted. One
+        found queued again while it left (its claim taken for a dead sender's: a process
+        paused, a stalled database, clocks apart) is another delivery's now, to be sent
+        again: said, not counted (nor its bookkeeping written) by this one."""
+        left, missed = sent
         del self.unrecorded[: len(left)]
-        self.unfinished += left
-        for item, _ in left:
+        for item, at in left:
+            if item.id in missed:
+                log.warning(
+                    "mail left, but queued again meanwhile: it may arrive twice",
+                    extra={"outbox": item.id, "kind": item.kind},
+                )
+                continue
+            self.unfinished.append((item, at))
             self.report.sent += 1
             self.report.sent_ids.append(item.id)
             log.debug("sent", extra={"outbox": item.id, "kind": item.kind})

@@ -14,9 +14,13 @@ The mail whose AR never left before the failure gets none: each folder's count i
 counted in the indicators as any citizen's mail (not among the ARs sent: none is known).
 
 The mail the restored database still had queued (pending, or leaving) may have left from
-the lost one after the backup: it is settled ``uncertain`` (never sent again, flagged for a
-person), as a send a crash interrupted is. Refused while a worker runs (it would read the
-folders meanwhile); running it again with the same moment changes nothing.
+the lost one after the backup. To a citizen (AR, notice, reply), it is settled
+``uncertain`` (never sent again, flagged for a person), as a send a crash interrupted is;
+internal mail (forward, digest, report, probe alert) stays queued, or goes back to the queue
+with its bytes, and leaves — a second copy in a service's mailbox is harmless, a forward
+lost is not (app/delivery) —, each said in a WARNING ("it may arrive twice"). Refused while
+a worker runs (it would read the folders meanwhile); running it again with the same moment
+changes nothing.
 
 The restored reference counters are back at the backup too: the lost database gave the
 numbers after it in ARs citizens hold, and giving them again would put two citizens under
@@ -30,6 +34,7 @@ it is a relance found otherwise: the same sender's similar request, still unansw
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -41,6 +46,8 @@ from mailbot.errors import ClusterError, RequestError
 from mailbot.store import OutboxItem, Store, Transaction, reference_counter
 from mailbot.store.cluster import running_worker, sole_worker_lock
 from mailbot.store.schema import REFERENCE_COUNTERS
+
+log = logging.getLogger(__name__)
 
 # How far the reference counters move: more than the lost database can have numbered
 # since the backup. Backups are daily (docs/deploy.md); 10,000 is weeks of the
@@ -72,12 +79,14 @@ class FolderBound:
 
 @dataclass(frozen=True)
 class Restored:
-    """What ``restored`` did: each folder's bound, the queued mail settled uncertain, the
-    reference counters (moved forward now, or by a run with the same moment before)."""
+    """What ``restored`` did: each folder's bound, the queued mail to citizens settled
+    uncertain, the internal mail left to leave (again), the reference counters (moved
+    forward now, or by a run with the same moment before)."""
 
     until: datetime
     folders: list[FolderBound]
     uncertain: list[OutboxItem]
+    requeued: list[OutboxItem]
     counters: list[ReferenceCounter]
     counters_moved: bool  # False: a run with this moment moved them already
 
@@ -187,21 +196,51 @@ def _restore(store: Store, until: datetime, who: str, now: datetime, skip: _Skip
             )
             bounds.append(bound)
         moved = _skip_references(tx, until, now, skip, by)
-        uncertain = tx.queued_before(until)
-        for item in uncertain:
-            error = "queued before a restore: may have left from the lost database"
-            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=error)
-            tx.add_event(
-                item.message_pk,
-                EventKind.SEND_UNCERTAIN,
-                f"outbox {item.id}: queued before the database was restored{by}, it may have"
-                " left from the lost one: never sent again",
-            )
+        uncertain, requeued = _settle_queued(tx, until, now, by)
         counters = [
             ReferenceCounter("-".join(map(str, _counted(name))), _next_reference(name, value))
             for name, value in sorted(tx.reference_counters().items())
         ]
-    return Restored(until, bounds, uncertain, counters, moved)
+    for item in requeued:
+        log.warning(
+            "internal mail queued before the restore: it leaves, it may arrive twice",
+            extra={"outbox": item.id, "kind": item.kind},
+        )
+    return Restored(until, bounds, uncertain, requeued, counters, moved)
+
+
+def _settle_queued(
+    tx: Transaction, until: datetime, now: datetime, by: str
+) -> tuple[list[OutboxItem], list[OutboxItem]]:
+    """The mail queued before ``until``, which may have left from the lost database: to a
+    citizen, uncertain (at most once); internal, left to leave (at least once), one left
+    'sending' put back to 'pending', due now, its bytes kept, with an event (once: a run
+    again finds it pending). The two lists."""
+    uncertain, requeued = [], []
+    for item in tx.queued_before(until):
+        if not item.kind.at_most_once:
+            if tx.requeue_sending(item.id, now, _REQUEUED):
+                tx.add_event(
+                    item.message_pk,
+                    EventKind.SEND_DEFERRED,
+                    f"outbox {item.id} ({item.kind}): leaving when the database was restored"
+                    f"{by}, it may have left from the lost one: sent again (it may arrive twice)",
+                )
+            requeued.append(item)
+            continue
+        error = "queued before a restore: may have left from the lost database"
+        set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=error)
+        tx.add_event(
+            item.message_pk,
+            EventKind.SEND_UNCERTAIN,
+            f"outbox {item.id}: queued before the database was restored{by}, it may have"
+            " left from the lost one: never sent again",
+        )
+        uncertain.append(item)
+    return uncertain, requeued
+
+
+_REQUEUED = "queued before a restore: may have left from the lost database (may arrive twice)"
 
 
 def _skip_references(tx: Transaction, until: datetime, now: datetime, skip: _Skip, by: str) -> bool:

@@ -5,7 +5,8 @@ What the outbox needs to know about a failed send is whether the server can have
 the mail. It cannot before the terminating "." of DATA has been handed to the network: a
 failure there (greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, the DATA command, the body) is
 retried. It can once the "." has left and no reply came (the connection dropped, the
-server hung): that send is *uncertain* and never retried, for mailbot never sends two ARs.
+server hung): that send is *uncertain* (the outbox never retries one to a citizen, for
+mailbot never sends two ARs; internal mail is retried: app/delivery).
 A reply (4xx, 5xx) to a mail's MAIL, RCPT, DATA or "." is an answer either way: retried
 or failed. One while connecting (greeting, EHLO, STARTTLS, AUTH) is about the server, not a
 mail: retried, also for the mail whose kept connection had dropped.

@@ -403,9 +403,11 @@ class _DriverRows(_Driver):
     execution context and runs its processors per row through more layers (~0.1 ms a
     mail, issue 14)."""
 
-    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def run(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+        """The rows changed, in all (both drivers sum an executemany's row counts)."""
         with self.cursor(conn) as cursor:
             cursor.executemany(self.sql, [self.params(row) for row in rows])
+            return int(cursor.rowcount)
 
 
 class _DriverKnown(_Driver):
@@ -481,9 +483,12 @@ def _driver_insert(
     return _DriverInsert(dialect, keys, table)
 
 
-def stalled_sends(now: datetime, stale: timedelta, alone: bool = False) -> Any:
+def stalled_sends(
+    now: datetime, stale: timedelta, alone: bool = False, own: str | None = None
+) -> Any:
     """The condition of an internal mail left 'sending' that no live delivery can be
-    sending any more (``Transaction.requeue_stalled``)."""
+    sending any more (``Transaction.requeue_stalled``); never one ``own`` claimed (this
+    process's holder: its claims are live)."""
     alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
     gone = sa.and_(
         sa.or_(outbox.c.claimed_at.is_(None), outbox.c.claimed_at < now - stale),
@@ -491,7 +496,14 @@ def stalled_sends(now: datetime, stale: timedelta, alone: bool = False) -> Any:
     )
     if alone:
         gone = sa.or_(gone, outbox.c.claimed_by.in_(sa.select(workers.c.id)))
+    if own is not None:
+        gone = sa.and_(gone, not_claimed_by(own))
     return sa.and_(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_LEAST_ONCE), gone)
+
+
+def not_claimed_by(holder: str) -> Any:
+    """An outbox row ``holder`` does not hold (unclaimed, or another's claim)."""
+    return sa.or_(outbox.c.claimed_by.is_(None), outbox.c.claimed_by != holder)
 
 
 _BODY_KEYS = ("outbox_id", "raw")
@@ -1415,18 +1427,33 @@ class Transaction:
         return {int(i) for i in self.conn.execute(query, {"ids": list(item_ids)}).scalars()}
 
     def requeue_stalled(
-        self, now: datetime, stale: timedelta, alone: bool = False
+        self, now: datetime, stale: timedelta, alone: bool = False, own: str | None = None
     ) -> list[OutboxItem]:
         """Internal mail (forward, digest, report, probe alert) left 'sending' that no live
         delivery can be sending any more, back to 'pending', due now, for any worker: its
         claim older than ``stale`` (``CLAIM_STALE``: a live sender renews it before, see
         ``renew_claims``) and its claimer no live worker. ``alone`` (a worker's start on
         SQLite, whose sole-worker lock proves every other worker's process gone): a
-        registered worker's claim at once, whatever its age. One statement, its condition
+        registered worker's claim at once, whatever its age — but never ``own``'s (this
+        process's holder: its console may be delivering). One statement, its condition
         checked on the row as it is when written (a claim renewed meanwhile stays)."""
+        return self._requeue_where(stalled_sends(now, stale, alone, own), now)
+
+    def requeue_claims_of(self, holder: str, now: datetime) -> list[OutboxItem]:
+        """``holder``'s internal mail left 'sending', whatever its claim's age, back to the
+        queue as ``requeue_stalled`` does: a delivery of that (live) process that raised
+        mid-run left it so (``app/delivery.recover_own``)."""
+        mine = sa.and_(
+            outbox.c.status == OutboxStatus.SENDING,
+            outbox.c.kind.in_(AT_LEAST_ONCE),
+            outbox.c.claimed_by == holder,
+        )
+        return self._requeue_where(mine, now)
+
+    def _requeue_where(self, condition: Any, now: datetime) -> list[OutboxItem]:
         query = (
             outbox.update()
-            .where(stalled_sends(now, stale, alone))
+            .where(condition)
             .values(
                 status=OutboxStatus.PENDING,
                 next_attempt_at=now,
@@ -1438,6 +1465,22 @@ class Transaction:
         )
         found = [outbox_item(row, raw=False) for row in self.conn.execute(query)]
         return sorted(found, key=lambda item: item.id)
+
+    def requeue_sending(self, item_id: int, now: datetime, error: str) -> bool:
+        """``item_id`` back to 'pending', due ``now``, for any worker, if it is 'sending'
+        (its bytes kept): internal mail a restored database had leaving (app/restore)."""
+        query = (
+            outbox.update()
+            .where(outbox.c.id == item_id, outbox.c.status == OutboxStatus.SENDING)
+            .values(
+                status=OutboxStatus.PENDING,
+                next_attempt_at=now,
+                claimed_by=None,
+                claimed_at=None,
+                last_error=error,
+            )
+        )
+        return self.conn.execute(query).rowcount == 1
 
     def settle_orphan(
         self, item_id: int, claimed_by: str | None, status: OutboxStatus, **values: Any
@@ -1533,13 +1576,24 @@ class Transaction:
             rows = [{"message_pk": pk, column: status} for pk in message_pks]
             _driver_many(self.conn.dialect, _UPDATE_MESSAGE, (column,)).run(self.conn, rows)
 
-    def mark_sent(self, sent: Sequence[tuple[int, datetime]], holder: str) -> None:
+    def mark_sent(self, sent: Sequence[tuple[int, datetime]], holder: str) -> set[int]:
         """Outbox items the server accepted (id, when): 'sent', their bytes kept until
         ``finish_sent`` (a crash in between leaves them for ``unfinished_sent``). Only those
-        still 'sending' under ``holder``'s claim (see ``settle_outbox``)."""
-        if sent:
-            rows = [{"item_id": i, "at": at, "holder": holder} for i, at in sent]
-            _driver_many(self.conn.dialect, _MARK_SENT, ()).run(self.conn, rows)
+        still 'sending' under ``holder``'s claim (see ``settle_outbox``): the ids written.
+        One missing was queued again while it left (it may arrive twice). The common case,
+        every row written, costs no read: only a count short of them looks which."""
+        if not sent:
+            return set()
+        rows = [{"item_id": i, "at": at, "holder": holder} for i, at in sent]
+        ids = {i for i, _ in sent}
+        if _driver_many(self.conn.dialect, _MARK_SENT, ()).run(self.conn, rows) == len(ids):
+            return ids
+        query = sa.select(outbox.c.id).where(
+            outbox.c.id.in_(ids),
+            outbox.c.status == OutboxStatus.SENT,
+            outbox.c.claimed_by == holder,
+        )
+        return {int(i) for i in self.conn.execute(query).scalars()}
 
     def finish_sent(self, item_ids: Sequence[int]) -> set[int]:
         """Purge the bytes of sent items whose bookkeeping is being written; the ids this
@@ -1641,14 +1695,22 @@ class Transaction:
         )
         return result.rowcount == 1
 
-    def interrupted_sends(self) -> list[OutboxItem]:
+    def interrupted_sends(
+        self, own: str | None = None, only: str | None = None
+    ) -> list[OutboxItem]:
         """The mails to citizens left 'sending' (by a crash), without their bytes; internal
-        mail left so is ``requeue_stalled``'s."""
+        mail left so is ``requeue_stalled``'s. Not ``own``'s (this process's holder): its
+        claims are a live delivery's, not a crash's. ``only``: that holder's alone (its
+        delivery raised mid-run: ``app/delivery.recover_own``)."""
         query = (
             sa.select(outbox)
             .where(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_MOST_ONCE))
             .order_by(outbox.c.id)
         )
+        if own is not None:
+            query = query.where(not_claimed_by(own))
+        if only is not None:
+            query = query.where(outbox.c.claimed_by == only)
         return [outbox_item(row, raw=False) for row in self.conn.execute(query)]
 
     def add_events(
