@@ -232,16 +232,20 @@ def recover_interrupted(store: Store, own: str | None = None) -> list[int]:
     """
     with store.transaction() as tx:
         found = tx.interrupted_sends(own)
-        for item in found:
-            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="interrupted while sending")
-            tx.add_event(
-                item.message_pk,
-                EventKind.SEND_UNCERTAIN,
-                f"outbox {item.id} interrupted while sending",
-            )
+        _mark_uncertain(tx, found, "interrupted while sending", " interrupted while sending")
         requeued = _requeue(tx, alone=True, own=own)
     _say_requeued(requeued)
     return [item.id for item in found]
+
+
+def _mark_uncertain(
+    tx: Transaction, found: Sequence[OutboxItem], last_error: str, detail: str
+) -> None:
+    """Mails to citizens whose send may have left, never to be sent again: uncertain, an
+    event on each message for an agent to check."""
+    for item in found:
+        set_status(tx, item, OutboxStatus.UNCERTAIN, last_error=last_error)
+        tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, f"outbox {item.id}{detail}")
 
 
 def recover_own(store: Store, holder: str) -> list[int]:
@@ -253,13 +257,12 @@ def recover_own(store: Store, holder: str) -> list[int]:
     (one at a time per Outbox). The uncertain ones' ids."""
     with store.transaction() as tx:
         found = tx.interrupted_sends(only=holder)
-        for item in found:
-            set_status(tx, item, OutboxStatus.UNCERTAIN, last_error="its delivery failed mid-run")
-            tx.add_event(
-                item.message_pk,
-                EventKind.SEND_UNCERTAIN,
-                f"outbox {item.id}: its delivery failed while sending (a database error)",
-            )
+        _mark_uncertain(
+            tx,
+            found,
+            "its delivery failed mid-run",
+            ": its delivery failed while sending (a database error)",
+        )
         requeued = _requeue_said(tx, tx.requeue_claims_of(holder, utcnow()))
     _say_requeued(requeued)
     return [item.id for item in found]

@@ -267,23 +267,18 @@ _BODY_SIZE = (
 # What a delivery reads of the items it took (``outbox_item``): not their other times,
 # each parsed from text into a datetime on SQLite for nothing; since when each waits, for
 # its time in the queue (``outbox.max_queue_hours``).
-_TAKEN = (
-    *(
-        outbox.c[name]
-        for name in (
-            "id",
-            "message_pk",
-            "kind",
-            "recipient",
-            "envelope_from",
-            "email_message_id",
-            "attempts",
-            "created_at",
-            "requeued_at",
-        )
-    ),
-    outbox_bodies.c.raw,
+_ITEM_COLUMNS = (
+    "id",
+    "message_pk",
+    "kind",
+    "recipient",
+    "envelope_from",
+    "email_message_id",
+    "attempts",
+    "created_at",
+    "requeued_at",
 )
+_TAKEN = (*(outbox.c[name] for name in _ITEM_COLUMNS), outbox_bodies.c.raw)
 
 
 def dismissals(conn: Connection, event_id: int | None = None) -> dict[int, Dismissal]:
@@ -509,17 +504,7 @@ def not_claimed_by(holder: str) -> Any:
 _BODY_KEYS = ("outbox_id", "raw")
 _REQUEUED_ERROR = "queued again: its sender stopped while sending it (it may arrive twice)"
 # What ``requeue_stalled`` returns of each mail it queued again (an OutboxItem, no bytes).
-_REQUEUED = (
-    "id",
-    "message_pk",
-    "kind",
-    "recipient",
-    "envelope_from",
-    "email_message_id",
-    "attempts",
-    "created_at",
-    "requeued_at",
-)
+_REQUEUED = _ITEM_COLUMNS
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 
 

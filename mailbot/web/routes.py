@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -111,15 +112,7 @@ async def _established(
     session the login replaces: the login is then refused (503), the session left as it
     was, rather than a replaced session's copies left valid. A first login writes nothing
     (the session is a signed cookie): it works while the database refuses writes."""
-    try:
-        await _establish(request, agent_id, method, **extra)
-    except Exception as exc:
-        refused = outage.refusal(exc)
-        if refused is None:
-            raise
-        outage.warn(request, refused)
-        return refused
-    return None
+    return await _refused_by_database(request, _establish(request, agent_id, method, **extra))
 
 
 @public
@@ -238,8 +231,16 @@ async def _ended(request: Request) -> outage.Refusal | None:
     """End the session in the database, or the database's refusal (read-only,
     unreachable): the logout then still ends it in this browser, and says so (a session
     copied elsewhere stays valid until its idle limit)."""
+    return await _refused_by_database(request, _console(request).end_session(request))
+
+
+async def _refused_by_database(
+    request: Request, work: Coroutine[Any, Any, object]
+) -> outage.Refusal | None:
+    """``work`` awaited; the database's refusal (read-only, unreachable) said and returned
+    rather than raised: the caller tells the agent (any other error is a bug: raised)."""
     try:
-        await _console(request).end_session(request)
+        await work
     except Exception as exc:
         refused = outage.refusal(exc)
         if refused is None:
