@@ -569,9 +569,10 @@ class PollingConfig(Model):
 class OutboxConfig(Model):
     """How the outbox retries, and how many mails one durable claim covers. A claim commits
     before a group's first DATA: a crash mid-group leaves up to ``claim_group`` mails to
-    citizens 'uncertain' (never resent, flagged for an agent). The internal mails between
-    them (forwards, digests, reports: up to 4 × ``claim_group``) ride in the same claim,
-    and a crash queues them again (app/delivery). 1 is the strictest; on SQLite each
+    citizens 'uncertain' (never resent, flagged for an agent), plus up to 3 of the group
+    before still in flight at the claim (pipelined sends: app/delivery). The internal mails
+    between them (forwards, digests, reports: up to 4 × ``claim_group``) ride in the same
+    claim, and a crash queues them again (app/delivery). 1 is the strictest; on SQLite each
     claim also cuts the intake's transaction, so 1 is slower on a backlog.
 
     A mail the SMTP server defers (4xx) is tried again after ``retry_base_seconds``, then

@@ -36,6 +36,10 @@ CARTE_GRISE = (
     "d'immatriculation (carte grise) déposée sur le site de l'ANTS est toujours en cours "
     "d'instruction."
 )
+# The mails a kill left 'sending' that recovery marks uncertain: those to citizens.
+CITIZENS_SENDING = (
+    "SELECT count(*) FROM outbox WHERE status='sending' AND kind IN ('ar', 'notice', 'reply')"
+)
 FORWARDS = (
     "SELECT m.message_id, o.status FROM outbox o JOIN messages m ON m.id = o.message_pk"
     " WHERE o.kind = 'forward'"
@@ -52,11 +56,13 @@ def wave_mail(n: int) -> bytes:
 
 @dataclass
 class Kill:
-    """The state a kill left: mails delivered so far, rows, items left 'sending'."""
+    """The state a kill left: mails delivered so far, rows, items left 'sending', of them
+    to citizens (each marked uncertain at the next start: the bound README states)."""
 
     delivered: int
     rows: int
     sending: int
+    citizens: int = 0
 
     @property
     def in_intake(self) -> bool:
@@ -83,7 +89,10 @@ class Figures:
 
     def line(self) -> str:
         during = sum(kill.in_intake for kill in self.kills)
-        states = ", ".join(f"{k.rows}/{k.delivered} rows, {k.sending} sending" for k in self.kills)
+        states = ", ".join(
+            f"{k.rows}/{k.delivered} rows, {k.sending} sending ({k.citizens} to citizens)"
+            for k in self.kills
+        )
         return (
             f"{self.mails} mails, {len(self.kills)} kills -9 ({during} while recording "
             f"batches; at each: {states}), {self.ars} ARs received, {self.duplicates} "
@@ -147,7 +156,8 @@ def run_scenario(
             worker.wait(timeout=30)
         rows = count(database, ROWS)
         sending = count(database, "SELECT count(*) FROM outbox WHERE status='sending'")
-        figures.kills.append(Kill(delivered, rows, sending))
+        citizens = count(database, CITIZENS_SENDING)
+        figures.kills.append(Kill(delivered, rows, sending, citizens))
     general.deliver([wave_mail(n) for n in waves[kills]])
     worker = start_worker(config, tmp_path / "worker-final.log")
     try:

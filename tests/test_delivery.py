@@ -26,7 +26,8 @@ from servers import TlsFiles, issue_tls
 from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.delivery import CLAIM_STALE, Outbox, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
-from mailbot.core.statuses import OutboxKind
+from mailbot.core.statuses import OutboxKind, OutboxStatus
+from mailbot.mail import smtp
 from mailbot.mail.smtp import Envelope, SmtpTransport
 from mailbot.store import Store, Transaction, utcnow
 from mailbot.store.cluster import UNREGISTERED_GRACE, Cluster
@@ -346,12 +347,61 @@ def test_mails_are_claimed_a_group_at_a_time(store: Store) -> None:
     report = outbox.deliver_due()
     seen = outbox.transport.seen  # type: ignore[attr-defined]
     # The first mail leaves with its group claimed, the rest still pending; the group's
-    # 'sent' commit with the next group's claim: never more than a group 'sending'.
+    # 'sent' commit with the next group's claim: never more than a group 'sending' here, as
+    # each mail's outcome is told before the next claim (pipelined: see the test below).
     assert seen[0] == ["sending"] * 3 + ["pending"] * 4
     assert seen[3] == ["sent"] * 3 + ["sending"] * 3 + ["pending"]
     assert seen[6] == ["sent"] * 6 + ["sending"]
     assert report.sent == 7
     assert rows(store) == [("sent", 1)] * 7
+
+
+def sending_after_each_claim(store: Store, outbox: Outbox) -> list[int]:
+    """Runs ``outbox``'s delivery; the mails to citizens 'sending' just after each mail's
+    ``before`` (its group's claim committed): what a kill -9 at that moment leaves to
+    recovery, marked uncertain."""
+    send, seen = outbox.transport.send_batch, []
+
+    def observed(envelopes, before, after, stop=None):  # type: ignore[no-untyped-def]
+        def looked_at(envelope: Envelope) -> bool:
+            go = before(envelope)
+            seen.append(len(store.outbox_items(OutboxStatus.SENDING)))
+            return go
+
+        send(envelopes, looked_at, after, stop)
+
+    outbox.transport.send_batch = observed  # type: ignore[method-assign]
+    outbox.deliver_due()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("pipelining", "mails", "group", "bound"),
+    [(False, 12, 4, 4), (True, 12, 4, 5), (True, 3 * smtp.SHARED_FROM, 8, 11)],
+    ids=["one-at-a-time", "pipelined", "two-connections"],
+)
+def test_a_crash_leaves_at_most_a_claim_group_and_the_mails_in_flight_before_it(
+    store: Store, pipelining: bool, mails: int, group: int, bound: int
+) -> None:
+    """What README and docs/deploy.md state: a crash leaves at most ``claim_group`` mails to
+    citizens 'sending' (uncertain at the next start), plus the earlier group's mails still
+    in flight when the next group's claim commits — their 'sent' waits for the commit
+    after. One command at a time: none (each mail's reply is read before the next mail's
+    claim). Pipelined on one connection: the mail whose "." reply is unread when the next
+    mail's MAIL leaves, always (+1). A batch of ``SHARED_FROM`` mails or more shares a
+    second connection: up to two more, its mail awaiting its "." reply and the one whose
+    commands it sent (+3, reached or not as the two connections' timing falls)."""
+    with ScriptedSmtpServer(pipelining=pipelining) as server:
+        queue(store, n=mails)
+        outbox = outbox_for(store, server)
+        outbox.claim_group = group
+        seen = sending_after_each_claim(store, outbox)
+        assert len(server.deliveries) == mails
+    assert max(seen) <= bound
+    if mails < smtp.SHARED_FROM:  # one connection: the bound is reached at each new group
+        assert seen[:group] == [group] * group
+        assert seen[group] == bound
+    assert rows(store) == [("sent", 1)] * mails
 
 
 def test_a_shutdown_mid_group_gives_back_the_claimed_mails_not_sent(store: Store) -> None:

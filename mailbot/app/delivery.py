@@ -3,8 +3,10 @@ retries for temporary failures.
 
 Each mail is committed as 'sending' before it leaves (on SQLite with ``synchronous=FULL``:
 on disk, even through a power failure) and as 'sent' once it left, in the same commit as
-the next claim. A crash in between leaves it 'sending'. What happens to it then depends
-on whom it was for (``OutboxKind.at_most_once``):
+the next claim (or the write after it, for a mail whose reply came after that claim: at
+most ``claim_group`` + 3 mails to citizens 'sending', ``Outbox.__init__``). A crash in
+between leaves it 'sending'. What happens to it then depends on whom it was for
+(``OutboxKind.at_most_once``):
 
 * a mail to a **citizen** (AR, transfer notice, reply) becomes 'uncertain' at the next
   start (``recover_interrupted``) or once its worker is known dead (``recover_orphans``),
@@ -331,13 +333,18 @@ class Outbox:
         # Mails to citizens claimed ('sending') in one commit before the first of them
         # leaves (``outbox.claim_group``, 8 by default), the internal mails between them
         # riding along (up to ``internal_group``). A crash leaves at most this many mails to
-        # citizens 'sending' (plus the last of the group before, whose 'sent' commits with
-        # this group's claim): recovered as uncertain, for an agent to check; the internal
-        # ones are queued again. One commit (one fsync) per group instead of one per mail;
-        # on SQLite one cut of an open intake part per group (store/desk). Measured
-        # (bench/run.py, bench/kill.py): 8 and 32 gave the same throughput on mail that
-        # stays; 8 bounds what a crash leaves to check. Transferred mail (an AR and a
-        # forward each): half the groups of counting every mail (bench/README, issue 14).
+        # citizens 'sending', plus those of the group before still in flight when this
+        # group's claim committed (their 'sent' commits with the next write): with
+        # PIPELINING the mail whose "." reply is unread as the next one's commands leave, on
+        # each connection, and the other connection's mail under way — 1 on one connection,
+        # up to 3 on a batch of ``SHARED_FROM`` (16) or more, which shares a second
+        # (mail/smtp); none one command at a time. Recovered as uncertain, for an agent to
+        # check; the internal ones are queued again. One commit (one fsync) per group
+        # instead of one per mail; on SQLite one cut of an open intake part per group
+        # (store/desk). Measured (bench/run.py, bench/kill.py): 8 and 32 gave the same
+        # throughput on mail that stays; 8 bounds what a crash leaves to check. Transferred
+        # mail (an AR and a forward each): half the groups of counting every mail
+        # (bench/README, issue 14).
         self.claim_group = max(1, config.claim_group if claim_group is None else claim_group)
         self.internal_group = INTERNAL_GROUP * self.claim_group
         # Who claims the mail it sends: this process, unique even after a restart.
@@ -578,13 +585,15 @@ class _Run:
     A committed claim ('sending') precedes each mail's DATA: the mails are claimed in groups
     (``Outbox.claim_group`` mails to citizens and the internal mails between them), in one
     commit, when the transport reaches the first of a group. The 'sent' of a group's mails
-    commit with the next group's claim; the last ones', at the end of the batch, with the
-    bookkeeping of all of them (``finish_sent``). A crash in between leaves the group's
-    mails 'sending' (those that left and those not yet sent alike): those to citizens
-    recovered as uncertain, flagged, never sent again; the internal ones queued again. A
-    delivery slow enough for its claims on internal mail to near ``CLAIM_STALE`` renews
-    them (``_renew``). A mail of a claimed group that the transport never reached (a
-    shutdown, no connection) goes back to pending.
+    commit with the next group's claim — a mail whose reply the transport had not read then
+    (pipelined: up to 3 on two connections, ``Outbox.__init__``), with the write after; the
+    last ones', at the end of the batch, with the bookkeeping of all of them
+    (``finish_sent``). A crash in between leaves the group's mails 'sending' (those that
+    left and those not yet sent alike), and those of the group before still unrecorded:
+    those to citizens recovered as uncertain, flagged, never sent again; the internal ones
+    queued again. A delivery slow enough for its claims on internal mail to near
+    ``CLAIM_STALE`` renews them (``_renew``). A mail of a claimed group that the transport
+    never reached (a shutdown, no connection) goes back to pending.
     """
 
     def __init__(
@@ -692,7 +701,7 @@ class _Run:
     def after(self, envelope: Envelope, error: DeliveryError | None) -> None:
         item = self.items[int(envelope.name)]
         if error is None:
-            self.unrecorded.append((item, self.outbox.clock()))  # committed with the next claim
+            self.unrecorded.append((item, self.outbox.clock()))  # with the next write (claim)
         else:
             self.record(item, lambda tx: self.outbox._after_error(tx, item, error))
 
