@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 from servers import SmtpServer
 
+from mailbot.config import SmtpConfig
 from mailbot.errors import DeliveryError
 from mailbot.mail import smtp
 from mailbot.mail.smtp import Envelope, SmtpTransport
@@ -242,6 +243,93 @@ def test_a_shutdown_mid_shared_batch_tells_every_mail_once(smtp_server: SmtpServ
     by_name = {e.name: e.raw for e in batch}
     assert {by_name[name] for name in sent} <= received
     assert len(messages) == len(received)  # none twice
+
+
+def test_a_shutdown_finding_the_batch_waiting_for_its_helper_ends_the_batch_cleanly(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop is looked at every ``_STOP_POLL``: it can find the batch done with its own
+    mails and waiting for its helper connection to end, outside any network step. That
+    wait is not cut (a CancelledError escaped ``send_batch`` there, the CI failure of stop
+    38): the batch ends, every mail let go told once, none sent twice."""
+    import asyncio
+    import threading
+
+    original = smtp._ended
+
+    async def slow_end(helper: asyncio.Task[None] | None) -> None:
+        await asyncio.sleep(smtp._STOP_POLL * 4)  # the stop's watcher runs meanwhile
+        await original(helper)
+
+    monkeypatch.setattr(smtp, "_ended", slow_end)
+    stop = threading.Event()
+    results = Results()
+
+    def before(envelope: Envelope) -> bool:
+        if len(results.asked) == 10:
+            stop.set()
+        return results.before(envelope)
+
+    count = smtp.SHARED_FROM * 3
+    batch = [mail(n) for n in range(count)]
+    transport = SmtpTransport(smtp_server.smtp_config())
+    try:
+        transport.send_batch(batch, before, results.after, stop)
+    finally:
+        transport.close()
+    assert set(results.told) == set(results.asked)
+    assert 10 < len(results.asked) < count
+    sent = {name for name, error in results.told.items() if error is None}
+    by_name = {e.name: e.raw for e in batch}
+    received = [r.raw for r in smtp_server.messages]
+    assert {by_name[name] for name in sent} <= set(received)
+    assert len(received) == len(set(received))
+
+
+def test_a_stop_cuts_a_task_outside_the_network_at_its_next_step() -> None:
+    """A task the stop finds elsewhere than in a network step is not cancelled there; its
+    next step is cut (``_Stopped``) without starting; a task in a step is cut at once."""
+    import asyncio
+    import threading
+
+    stop = threading.Event()
+    config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=10)
+    session = smtp._Session(config, stop)
+    started: list[str] = []
+
+    async def network(name: str) -> str:
+        started.append(name)
+        await asyncio.sleep(30)
+        return name
+
+    async def outside(pause: asyncio.Event) -> str:
+        await pause.wait()  # not a step: the stop must not cancel this
+        try:
+            await session.step(network("after the pause"))
+        except smtp._Stopped:
+            return "cut at its next step"
+        return "not cut"
+
+    async def inside() -> str:
+        try:
+            await session.step(network("in a step"))
+        except smtp._Stopped:
+            return "cut in its step"
+        return "not cut"
+
+    async def main() -> list[str]:
+        pause = asyncio.Event()
+        tasks = [asyncio.ensure_future(outside(pause)), asyncio.ensure_future(inside())]
+        session.tasks.extend(tasks)
+        watcher = asyncio.ensure_future(session._watch_stop())
+        await asyncio.sleep(0)
+        stop.set()
+        await watcher
+        pause.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(main()) == ["cut at its next step", "cut in its step"]
+    assert started == ["in a step"]  # the owed step never started
 
 
 def test_a_short_body_leaves_with_its_final_dot_in_one_write(

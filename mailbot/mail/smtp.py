@@ -259,28 +259,49 @@ class _Session:
         self.stopping = False
         self.check_after = check_after
         self.tasks: list[asyncio.Task[Any]] = []  # the batch's tasks, cut by a shutdown
+        self._stepping: dict[asyncio.Task[Any], int] = {}  # tasks awaiting the network
+        self._owed: set[asyncio.Task[Any]] = set()  # cut at their next step
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _watch_stop(self) -> None:
-        """Cancel the batch as soon as a shutdown is requested; ``step`` tells what it cut."""
+        """Cut the batch as soon as a shutdown is requested; ``step`` tells what it cut.
+
+        A task is cancelled only while it awaits the network (in a ``step``): a cancel
+        landing anywhere else (the batch waiting for its helper to end, a pause before a
+        kept connection is used) would escape as a CancelledError, with mails let go and
+        never told. A task elsewhere is cut at its next step instead."""
         while not self.stop.is_set():
             await asyncio.sleep(_STOP_POLL)
         self.stopping = True
         for task in self.tasks:
-            task.cancel()
+            if task in self._stepping:
+                task.cancel()
+            elif not task.done():
+                self._owed.add(task)
 
     async def step(self, awaitable: Awaitable[T]) -> T:
-        """Await one network step; a shutdown cancelling it comes out as _Stopped."""
+        """Await one network step; a shutdown cutting it comes out as _Stopped."""
+        task = asyncio.current_task()
+        assert task is not None
+        if task in self._owed:
+            self._owed.discard(task)
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never started: no "never awaited" warning
+            raise _Stopped("shutdown requested")
+        self._stepping[task] = self._stepping.get(task, 0) + 1
         try:
             return await awaitable
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # handled here: the batch goes on to record and close
+            task.uncancel()  # handled here: the batch goes on to record and close
             raise _Stopped("shutdown requested") from None
+        finally:
+            if self._stepping[task] == 1:
+                del self._stepping[task]
+            else:
+                self._stepping[task] -= 1
 
     # -- connection -------------------------------------------------------------------------
 
@@ -442,7 +463,7 @@ class _Session:
         if client.is_connected:
             try:
                 await self.step(client.rset())
-            except (aiosmtplib.SMTPException, OSError):
+            except (aiosmtplib.SMTPException, OSError, _Stopped):  # the refusal is told
                 client.close()
 
     @staticmethod
