@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -104,6 +105,7 @@ class Worker:
         # One stop for intake and delivery: SIGTERM also interrupts a send in progress.
         self.stop = outbox.stop
         self.delivery: DeliveryLoop | None = None  # delivery on its own thread, when running
+        self._retries = threading.Lock()  # scheduled jobs' retries against the shutdown
         self.pollers = {
             name: MailboxPoller(
                 name,
@@ -233,16 +235,9 @@ class Worker:
                 failures.failed(exc)
                 failing_since[:] = failing_since or [datetime.now(zone).date()]
                 at = datetime.now(zone) + timedelta(seconds=backoff.next_delay())
-                if retry and not self.stop.is_set() and at.date() == failing_since[0]:
-                    scheduler.add_job(
-                        run_if_ours,
-                        "date",
-                        run_date=at,
-                        id=f"{name}-retry",
-                        replace_existing=True,
-                        misfire_grace_time=None,  # late in a busy pool: run, never dropped
-                    )
-                else:  # the next run (its schedule's, tomorrow's) starts a new day's
+                today = at.date() == failing_since[0]
+                if not (retry and today and self._retry(scheduler, run_if_ours, name, at)):
+                    # The next run (its schedule's, tomorrow's) starts a new day's.
                     if retry and not self.stop.is_set():
                         log.warning("scheduled job given up, its day is over", extra={"job": name})
                     failing_since.clear()
@@ -254,6 +249,32 @@ class Worker:
             return result
 
         return run_if_ours
+
+    def _retry(
+        self, scheduler: BackgroundScheduler, job: Callable[[], object], name: str, at: datetime
+    ) -> bool:
+        """Schedule ``job`` again at ``at``, unless the worker is stopping. Under the lock
+        the shutdown passes before APScheduler's: its ``shutdown(wait=True)`` holds the job
+        stores' lock while it waits for the running jobs, so a job adding its retry then
+        would wait for it for ever, and the shutdown for the job."""
+        with self._retries:
+            if self.stop.is_set():
+                return False
+            scheduler.add_job(
+                job,
+                "date",
+                run_date=at,
+                id=f"{name}-retry",
+                replace_existing=True,
+                misfire_grace_time=None,  # late in a busy pool: run, never dropped
+            )
+            return True
+
+    def _shut(self, scheduler: BackgroundScheduler) -> None:
+        """Stop the scheduler once its running jobs are over (the stop is set)."""
+        with self._retries:  # a retry being added is in; none is added after
+            pass
+        scheduler.shutdown(wait=True)
 
     def deliver(self) -> None:
         """After mail is queued: hand it to the delivery thread, or (none running) send it now."""
@@ -497,7 +518,7 @@ class Worker:
         finally:
             self.stop.set()
             self.delivery.join()
-            scheduler.shutdown(wait=True)
+            self._shut(scheduler)
             for poller in self.pollers.values():
                 poller.disconnect_quietly()
             self.outbox.transport.close()  # the SMTP connection kept between batches

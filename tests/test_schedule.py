@@ -295,7 +295,7 @@ def test_a_mailbox_cycle_running_past_its_interval_is_no_warning(tmp_path: Path)
 
 
 def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_again(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CI, stop 38: PostgreSQL turned read-only under a running worker while it sent the
     day's alerts; the job's delivery met SQLSTATE 25006 and APScheduler logged a whole
@@ -327,6 +327,15 @@ def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_agai
     level = ours.level
     root.addHandler(handler)
     ours.setLevel(logging.DEBUG)
+    import mailbot.worker as worker_module
+
+    class Noon(datetime):  # the retry is within the day whenever the test runs (not
+        @classmethod  # at 23:59:59, a retry given up); in the past: it runs at once
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            noon = datetime(2026, 12, 3, 12, 0, tzinfo=PARIS)
+            return noon.astimezone(tz) if tz is not None else noon
+
+    monkeypatch.setattr(worker_module, "datetime", Noon)
     app = build_app(write_rules(tmp_path, alerts__time="00:00"))
     scheduler = None
     try:
@@ -406,5 +415,50 @@ def test_a_retry_stays_within_the_day_and_the_probe_is_not_retried(
         late = datetime(2026, 12, 4, 10, 0, tzinfo=PARIS)  # the next day's run, failing
         at_midnight()
         assert [job.id for job in scheduler.get_jobs()] == ["alerts-retry"]
+    finally:
+        app.store.close()
+
+
+def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: Path) -> None:
+    """The review of the retry: APScheduler's ``shutdown(wait=True)`` holds its job stores'
+    lock while it waits for the running jobs; a job that failed just before the stop and
+    adds its retry as the shutdown begins waited for that lock for ever, and the shutdown
+    for the job (a hung worker, killed by systemd). The retry is now added before the
+    shutdown begins, or not at all."""
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    adding, shutting = threading.Event(), threading.Event()
+
+    def refused() -> object:
+        raise _refused()
+
+    app = build_app(write_rules(tmp_path))
+    try:
+        worker = make_worker(app)
+        worker.keeper = None
+        scheduler = worker.build_scheduler()
+        scheduler.remove_all_jobs()
+        add_job, shutdown = scheduler.add_job, scheduler.shutdown
+
+        def late_add_job(*args: Any, **kwargs: Any) -> Any:
+            adding.set()  # the job passed its look at the stop: the stop comes now
+            shutting.wait(2)  # the shutdown begins meanwhile, if nothing holds it back
+            return add_job(*args, **kwargs)
+
+        def traced_shutdown(wait: bool = True) -> None:
+            shutting.set()
+            shutdown(wait=wait)
+
+        scheduler.add_job = late_add_job  # type: ignore[method-assign]
+        scheduler.shutdown = traced_shutdown  # type: ignore[method-assign]
+        scheduler.start()
+        add_job(worker._scheduled(refused, "alerts", scheduler), id="alerts-now")
+        assert adding.wait(30), "the job did not fail"
+        worker.stop.set()
+        stopping = threading.Thread(target=worker._shut, args=(scheduler,), daemon=True)
+        stopping.start()
+        stopping.join(20)
+        assert not stopping.is_alive(), "the shutdown hangs on the job adding its retry"
     finally:
         app.store.close()

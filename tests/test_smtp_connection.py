@@ -167,6 +167,34 @@ def test_a_5xx_greeting_when_replacing_a_dropped_connection_is_not_permanent(
         sender.transport.close()
 
 
+def test_a_shutdown_while_replacing_a_dropped_connection_tells_the_mail() -> None:
+    """One command at a time: the kept connection cut at MAIL FROM, the new one hangs at its
+    greeting and a shutdown comes: the mail let go is told it was not sent (the outbox
+    sends it again), never left untold ('sending' until the next start marks a mail to a
+    citizen uncertain, and it is never sent); no mail is taken after the stop."""
+    with ScriptedSmtpServer(pipelining=False) as server:
+        transport = SmtpTransport(scripted_config(server))
+        sender = Batch(transport)
+        sender.send(envelopes("first", 1))
+        server.fail("mail", "drop")
+        server.fail("greeting", "hang")
+        stop = threading.Event()
+        threading.Thread(target=lambda: server.hanging.wait(10) and stop.set()).start()
+        asked: list[str] = []
+
+        def before(envelope: Envelope) -> bool:
+            asked.append(envelope.name)
+            return True
+
+        transport.send_batch(envelopes("second", 2), before, sender._after, stop)
+        assert asked == ["second-0"]
+        error = sender.results["second-0"]
+        assert error is not None and error.interrupted and not error.uncertain
+        assert "second-1" not in sender.results
+        assert len(server.deliveries) == 1
+        transport.close()
+
+
 def test_a_fresh_connection_dropped_is_not_retried_at_once() -> None:
     """On a connection opened for it, a drop is the server's trouble, not a stale
     connection: the mail is reported (retried later by the outbox), the batch goes on."""

@@ -332,6 +332,43 @@ def test_a_stop_cuts_a_task_outside_the_network_at_its_next_step() -> None:
     assert started == ["in a step"]  # the owed step never started
 
 
+def test_a_stop_whose_cancel_is_swallowed_cuts_the_next_step() -> None:
+    """Python 3.11's ``wait_for`` (aiosmtplib reads each reply through it) swallows a cancel
+    that meets a reply just arrived: the step's result stands, and the stop still cuts the
+    task, at its next step, with no cancel left pending on it."""
+    import asyncio
+    import threading
+
+    stop = threading.Event()
+    config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=10)
+    session = smtp._Session(config, stop)
+
+    async def main() -> list[object]:
+        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def mailer() -> list[object]:
+            told: list[object] = []
+            try:
+                told.append(await session.step(asyncio.wait_for(reply, 10)))
+                told.append(await session.step(asyncio.sleep(30, "next reply")))
+            except smtp._Stopped:
+                told.append("cut")
+            told.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
+            return told
+
+        task = asyncio.ensure_future(mailer())
+        session.tasks.append(task)
+        await asyncio.sleep(0)
+        reply.set_result("250 OK")  # the reply is in, the task not woken yet
+        stop.set()
+        await session._watch_stop()  # the stop seen in the same turn of the loop
+        return await task
+
+    told = asyncio.run(main())
+    assert told[-2:] == ["cut", 0]
+    assert told[:-2] in ([], ["250 OK"])  # 3.11 keeps the reply, 3.12 cuts the step
+
+
 def test_a_short_body_leaves_with_its_final_dot_in_one_write(
     smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

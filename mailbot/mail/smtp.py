@@ -261,6 +261,7 @@ class _Session:
         self.tasks: list[asyncio.Task[Any]] = []  # the batch's tasks, cut by a shutdown
         self._stepping: dict[asyncio.Task[Any], int] = {}  # tasks awaiting the network
         self._owed: set[asyncio.Task[Any]] = set()  # cut at their next step
+        self._cut: set[asyncio.Task[Any]] = set()  # cancelled by the stop in a step
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -277,6 +278,7 @@ class _Session:
         for task in self.tasks:
             if task in self._stepping:
                 task.cancel()
+                self._cut.add(task)
             elif not task.done():
                 self._owed.add(task)
 
@@ -291,10 +293,11 @@ class _Session:
             raise _Stopped("shutdown requested")
         self._stepping[task] = self._stepping.get(task, 0) + 1
         try:
-            return await awaitable
+            result = await awaitable
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
+            self._cut.discard(task)
             task.uncancel()  # handled here: the batch goes on to record and close
             raise _Stopped("shutdown requested") from None
         finally:
@@ -302,6 +305,14 @@ class _Session:
                 del self._stepping[task]
             else:
                 self._stepping[task] -= 1
+        if task in self._cut:
+            # The stop's cancel was swallowed (Python 3.11's ``wait_for``, in aiosmtplib,
+            # when the reply came at the same time): the step's result stands, the cut
+            # comes at the task's next step.
+            self._cut.discard(task)
+            task.uncancel()
+            self._owed.add(task)
+        return result
 
     # -- connection -------------------------------------------------------------------------
 
@@ -405,6 +416,8 @@ class _Session:
             client = await self.connect()
         except DeliveryError as failed:
             return client, failed
+        except _Stopped:  # the mail was let go: told, never left untold in the batch
+            return client, _interrupted()
         return client, await self.send(client, envelope, _Data())
 
     async def send(
@@ -581,6 +594,8 @@ class _Session:
             fresh = client is None or not client.is_connected
             if fresh or client is None:
                 client = await self._connect_for(jobs, after)
+                if self.stopping:  # a stop while connecting: no mail is taken after it
+                    break
             if client.supports_extension("pipelining"):
                 if helper is None and len(jobs) >= SHARED_FROM:
                     helper = asyncio.ensure_future(self._helper(jobs, before, after))
