@@ -3,13 +3,15 @@ path, and the worker and the weekly report's due test reading them the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,6 +21,11 @@ from mailbot.app.report import report_due
 from mailbot.config import load_config
 from mailbot.core.schedule import parse_time, parse_weekly
 from mailbot.errors import ConfigError, ScheduleError
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from mailbot.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = ZoneInfo("Europe/Paris")
@@ -372,6 +379,24 @@ def _refused() -> Exception:
     return sa.exc.InternalError("UPDATE …", {}, refusal)
 
 
+@contextlib.contextmanager
+def lone_worker(tmp_path: Path) -> Iterator[tuple[Worker, BackgroundScheduler]]:
+    """A worker alone (no lease to hold before a job runs) and its scheduler, no job in
+    it: the tests add the jobs they watch."""
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    app = build_app(write_rules(tmp_path))
+    try:
+        worker = make_worker(app)
+        worker.keeper = None
+        scheduler = worker.build_scheduler()
+        scheduler.remove_all_jobs()
+        yield worker, scheduler
+    finally:
+        app.store.close()
+
+
 def test_a_retry_stays_within_the_day_and_the_probe_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -381,19 +406,12 @@ def test_a_retry_stays_within_the_day_and_the_probe_is_not_retried(
     that would run after midnight is given up — it would send the next day's alerts at
     night in place of the day's — and the next day's run starts a chain of its own."""
     import mailbot.worker as worker_module
-    from mailbot.app.context import build_app
-    from mailbot.worker import make_worker
 
     def refused() -> object:
         raise _refused()
 
     late = datetime(2026, 12, 3, 23, 59, 59, 500000, tzinfo=PARIS)
-    app = build_app(write_rules(tmp_path))
-    try:
-        worker = make_worker(app)
-        worker.keeper = None
-        scheduler = worker.build_scheduler()
-        scheduler.remove_all_jobs()
+    with lone_worker(tmp_path) as (worker, scheduler):
         worker._scheduled(refused, "alerts", scheduler)()
         (retry,) = scheduler.get_jobs()
         assert retry.id == "alerts-retry" and retry.misfire_grace_time is None
@@ -415,8 +433,6 @@ def test_a_retry_stays_within_the_day_and_the_probe_is_not_retried(
         late = datetime(2026, 12, 4, 10, 0, tzinfo=PARIS)  # the next day's run, failing
         at_midnight()
         assert [job.id for job in scheduler.get_jobs()] == ["alerts-retry"]
-    finally:
-        app.store.close()
 
 
 def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: Path) -> None:
@@ -425,20 +441,13 @@ def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: 
     adds its retry as the shutdown begins waited for that lock for ever, and the shutdown
     for the job (a hung worker, killed by systemd). The retry is now added before the
     shutdown begins, or not at all."""
-    from mailbot.app.context import build_app
-    from mailbot.worker import make_worker
 
     adding, shutting = threading.Event(), threading.Event()
 
     def refused() -> object:
         raise _refused()
 
-    app = build_app(write_rules(tmp_path))
-    try:
-        worker = make_worker(app)
-        worker.keeper = None
-        scheduler = worker.build_scheduler()
-        scheduler.remove_all_jobs()
+    with lone_worker(tmp_path) as (worker, scheduler):
         add_job, shutdown = scheduler.add_job, scheduler.shutdown
 
         def late_add_job(*args: Any, **kwargs: Any) -> Any:
@@ -460,5 +469,3 @@ def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: 
         stopping.start()
         stopping.join(20)
         assert not stopping.is_alive(), "the shutdown hangs on the job adding its retry"
-    finally:
-        app.store.close()

@@ -213,55 +213,12 @@ def test_a_drop_in_a_shared_batch_leaves_one_mail_uncertain_and_sends_the_rest_o
     assert sorted(r.raw for r in received) == sorted(e.raw for e in batch)  # each once
 
 
-def test_a_shutdown_mid_shared_batch_tells_every_mail_once(smtp_server: SmtpServer) -> None:
-    """The stop cuts both connections: each mail let go is told once (sent, interrupted or
-    uncertain), none is sent after the stop, none twice; the rest were never asked for."""
+def stop_mid_shared_batch(smtp_server: SmtpServer) -> Results:
+    """A batch shared by two connections, stopped as its eleventh mail is asked for; each
+    mail let go is told once (sent, interrupted or uncertain), none is sent after the stop,
+    none twice, the rest were never asked for."""
     import threading
 
-    stop = threading.Event()
-    results = Results()
-
-    def before(envelope: Envelope) -> bool:
-        if len(results.asked) == 10:
-            stop.set()
-        return results.before(envelope)
-
-    count = smtp.SHARED_FROM * 3
-    batch = [mail(n) for n in range(count)]
-    transport = SmtpTransport(smtp_server.smtp_config())
-    try:
-        transport.send_batch(batch, before, results.after, stop)
-    finally:
-        transport.close()
-    assert set(results.told) == set(results.asked)
-    assert len(results.asked) < count
-    sent = {name for name, error in results.told.items() if error is None}
-    cut = [e for e in results.told.values() if e is not None]
-    assert all(e.interrupted or e.uncertain for e in cut)
-    messages = list(smtp_server.messages)
-    received = {r.raw for r in messages}
-    by_name = {e.name: e.raw for e in batch}
-    assert {by_name[name] for name in sent} <= received
-    assert len(messages) == len(received)  # none twice
-
-
-def test_a_shutdown_finding_the_batch_waiting_for_its_helper_ends_the_batch_cleanly(
-    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The stop is looked at every ``_STOP_POLL``: it can find the batch done with its own
-    mails and waiting for its helper connection to end, outside any network step. That
-    wait is not cut (a CancelledError escaped ``send_batch`` there, the CI failure of stop
-    38): the batch ends, every mail let go told once, none sent twice."""
-    import asyncio
-    import threading
-
-    original = smtp._ended
-
-    async def slow_end(helper: asyncio.Task[None] | None) -> None:
-        await asyncio.sleep(smtp._STOP_POLL * 4)  # the stop's watcher runs meanwhile
-        await original(helper)
-
-    monkeypatch.setattr(smtp, "_ended", slow_end)
     stop = threading.Event()
     results = Results()
 
@@ -280,10 +237,37 @@ def test_a_shutdown_finding_the_batch_waiting_for_its_helper_ends_the_batch_clea
     assert set(results.told) == set(results.asked)
     assert 10 < len(results.asked) < count
     sent = {name for name, error in results.told.items() if error is None}
-    by_name = {e.name: e.raw for e in batch}
+    cut = [e for e in results.told.values() if e is not None]
+    assert all(e.interrupted or e.uncertain for e in cut)
     received = [r.raw for r in smtp_server.messages]
+    by_name = {e.name: e.raw for e in batch}
     assert {by_name[name] for name in sent} <= set(received)
-    assert len(received) == len(set(received))
+    assert len(received) == len(set(received))  # none twice
+    return results
+
+
+def test_a_shutdown_mid_shared_batch_tells_every_mail_once(smtp_server: SmtpServer) -> None:
+    """The stop cuts both connections (``stop_mid_shared_batch`` says what holds)."""
+    stop_mid_shared_batch(smtp_server)
+
+
+def test_a_shutdown_finding_the_batch_waiting_for_its_helper_ends_the_batch_cleanly(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop is looked at every ``_STOP_POLL``: it can find the batch done with its own
+    mails and waiting for its helper connection to end, outside any network step. That
+    wait is not cut (a CancelledError escaped ``send_batch`` there, the CI failure of stop
+    38): the batch ends, every mail let go told once, none sent twice."""
+    import asyncio
+
+    original = smtp._ended
+
+    async def slow_end(helper: asyncio.Task[None] | None) -> None:
+        await asyncio.sleep(smtp._STOP_POLL * 4)  # the stop's watcher runs meanwhile
+        await original(helper)
+
+    monkeypatch.setattr(smtp, "_ended", slow_end)
+    stop_mid_shared_batch(smtp_server)
 
 
 def test_a_stop_cuts_a_task_outside_the_network_at_its_next_step() -> None:
