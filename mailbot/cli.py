@@ -27,6 +27,7 @@ from mailbot.errors import (
     MailGoneError,
     MessageError,
     RequestError,
+    TemplateError,
     TransientStoreError,
 )
 from mailbot.logs import safe_error, setup_logging
@@ -121,11 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The service. A configuration that does not load exits EXIT_CONFIG, not 2: systemd
     restarts exit 2 (a database not up yet at boot passes) but not 78
     (``RestartPreventExitStatus=``, deploy/mailbot.service), so that a typo in rules.yaml
-    leaves the unit failed, the journal naming the key, instead of a restart every 5 s."""
+    leaves the unit failed, the journal naming the key, instead of a restart every 5 s.
+    A template that does not compile is the prefecture's configuration too."""
     early_stop = _take_stop_signals()  # before loading: systemd may stop a worker starting
     try:
         app, worker = _worker(args)
-    except ConfigError as exc:
+    except (ConfigError, TemplateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _stop_on_signals(worker.stop)  # until `run` takes them: a signal now is not lost either

@@ -136,6 +136,21 @@ def test_run_with_a_typo_in_rules_yaml_exits_78_which_systemd_does_not_restart(
     assert prevented is not None and "78" in prevented.group(1).split()
 
 
+def test_run_with_a_syntax_error_in_a_template_exits_78_too(tmp_path: Path) -> None:
+    """The templates are the prefecture's configuration as much as rules.yaml: a typo in
+    one exited 2, restarted every 5 s for ever; now 78, the journal naming the file and
+    the line."""
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    body = templates / "ar-general" / "body.txt.j2"
+    body.write_text(body.read_text(encoding="utf-8") + "\n{% if %}\n", encoding="utf-8")
+    worker = run_until_it_exits(offline_config(tmp_path, templates=str(templates)))
+    assert worker.returncode == 78, worker.stderr
+    assert worker.stderr.startswith("error: ") and "body.txt.j2" in worker.stderr
+
+
 def test_every_credential_the_deploy_guide_names_is_one_the_unit_loads() -> None:
     """docs/deploy.md's rules.yaml examples name files in the service's credentials
     directory: each must be a LoadCredential= of the unit, or a prefecture following the
