@@ -267,6 +267,11 @@ class Worker:
                 id=f"{name}-retry",
                 replace_existing=True,
                 misfire_grace_time=None,  # late in a busy pool: run, never dropped
+                # A chain's next retry is added by a run of this same id, still ending
+                # when it comes due if its thread was held back past the delay:
+                # APScheduler counts instances per id, and at one (its default) skipped
+                # and removed the retry, ending the chain (the day's alerts unsent).
+                max_instances=2,
             )
             return True
 

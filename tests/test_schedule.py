@@ -462,3 +462,75 @@ def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: 
         assert not stopping.is_alive(), "the shutdown hangs on the job adding its retry"
     finally:
         app.store.close()
+
+
+def test_a_retry_due_while_the_run_that_added_it_still_ends_is_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry chain's second failure adds the next retry under the same job id
+    (``<name>-retry``) from the run of that id: APScheduler counts running instances per
+    id, and with one allowed (its default), a retry that came due while the run that
+    added it was still ending (a thread held back past the backoff's delay on a loaded
+    machine) was skipped ("maximum number of running instances reached") and removed:
+    the chain ended there, the day's alerts never sent. Here each run that adds a retry
+    ends only once the scheduler has decided about that retry."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobEvent
+
+    import mailbot.worker as worker_module
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    class Noon(datetime):  # within the day; in the past: each retry is due at once
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            noon = datetime(2026, 12, 3, 12, 0, tzinfo=PARIS)
+            return noon.astimezone(tz) if tz is not None else noon
+
+    monkeypatch.setattr(worker_module, "datetime", Noon)
+    calls: list[int] = []
+    decided: list[int] = []  # the scheduler's decisions about the retry job, by event code
+    settled = threading.Condition()
+
+    def alerts() -> object:
+        calls.append(len(calls))
+        if len(calls) <= 2:
+            raise _refused()
+        with settled:
+            settled.notify_all()
+        return {}
+
+    def on_event(event: JobEvent) -> None:
+        if event.job_id == "alerts-retry":
+            with settled:
+                decided.append(event.code)
+                settled.notify_all()
+
+    app = build_app(write_rules(tmp_path))
+    scheduler = None
+    try:
+        worker = make_worker(app)
+        worker.keeper = None
+        scheduler = worker.build_scheduler()
+        scheduler.remove_all_jobs()
+        scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
+        add_job = scheduler.add_job
+
+        def add_then_end_late(*args: Any, **kwargs: Any) -> Any:
+            with settled:
+                before = len(decided)
+            job = add_job(*args, **kwargs)
+            with settled:  # the run that added the retry is still running meanwhile
+                settled.wait_for(lambda: len(decided) > before, timeout=30)
+            return job
+
+        scheduler.add_job = add_then_end_late  # type: ignore[method-assign]
+        scheduler.start()
+        add_job(worker._scheduled(alerts, "alerts", scheduler), id="alerts-now")
+        with settled:
+            settled.wait_for(lambda: len(calls) == 3 or EVENT_JOB_MAX_INSTANCES in decided, 30)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        app.store.close()
+    assert EVENT_JOB_MAX_INSTANCES not in decided, "a retry was skipped: the chain ended"
+    assert calls == [0, 1, 2]
