@@ -375,8 +375,8 @@ class Worker:
         return outcomes
 
     def _new_scheduler(self) -> BackgroundScheduler:
-        """APScheduler with a thread for each folder's cycle and as many again for the
-        other jobs, and no job dropped for starting late.
+        """APScheduler with a thread for each folder's cycle and ``OTHER_JOB_THREADS`` more
+        for the other jobs, and no job dropped for starting late.
 
         A folder's cycle holds a thread for most of its interval (IDLE). With APScheduler's
         defaults (10 threads; a job started more than a second after its time dropped as
