@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 SIGNAL_CHECK_SECONDS = 1.0
 MAILBOX_JOB = "mailbox:"  # the id of a mailbox's polling job: mailbox:general
+# The scheduler's threads beside one per folder: the daily and weekly jobs, their
+# catch-ups, takeovers and retries, the probe (APScheduler's whole default pool).
+OTHER_JOB_THREADS = 10
 
 
 class _CycleOverruns(logging.Filter):
@@ -267,6 +270,11 @@ class Worker:
                 id=f"{name}-retry",
                 replace_existing=True,
                 misfire_grace_time=None,  # late in a busy pool: run, never dropped
+                # A chain's next retry is added by a run of this same id, still ending
+                # when it comes due if its thread was held back past the delay:
+                # APScheduler counts instances per id, and at one (its default) skipped
+                # and removed the retry, ending the chain (the day's alerts unsent).
+                max_instances=2,
             )
             return True
 
@@ -366,10 +374,28 @@ class Worker:
                 poller.disconnect_quietly()
         return outcomes
 
-    def build_scheduler(self) -> BackgroundScheduler:
+    def _new_scheduler(self) -> BackgroundScheduler:
+        """APScheduler with a thread for each folder's cycle and ``OTHER_JOB_THREADS`` more
+        for the other jobs, and no job dropped for starting late.
+
+        A folder's cycle holds a thread for most of its interval (IDLE). With APScheduler's
+        defaults (10 threads; a job started more than a second after its time dropped as
+        missed), ten folders left the day's alerts, the weekly report, the purge and any
+        other folder queued behind their cycles, then dropped — every time. A late job
+        runs late instead: the alerts and the reports are claimed once in the database,
+        the purge and the catch-ups may run late, and a mailbox job coalesces its runs."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        scheduler = BackgroundScheduler(timezone=self.config.timezone)
+        threads = len(self.pollers) + OTHER_JOB_THREADS
+        return BackgroundScheduler(
+            timezone=self.config.timezone,
+            executors={"default": ThreadPoolExecutor(threads)},
+            job_defaults={"misfire_grace_time": None},
+        )
+
+    def build_scheduler(self) -> BackgroundScheduler:
+        scheduler = self._new_scheduler()
         logging.getLogger("apscheduler.scheduler").addFilter(CYCLE_OVERRUNS)  # added once
         interval = self.config.polling.interval_seconds
         for name, poller in self.pollers.items():

@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -301,6 +302,15 @@ def test_a_mailbox_cycle_running_past_its_interval_is_no_warning(tmp_path: Path)
     assert skips and {record.levelname for record in skips} == {"DEBUG"}
 
 
+def shut_down(scheduler: Any) -> None:
+    """``shutdown(wait=True)`` once the scheduler's pass over the due jobs is over (its lock
+    taken and given back): APScheduler marks itself stopped before it takes that lock, and
+    a pass then removing the date job it just started finds no such job (JobLookupError in
+    its thread, a warning in the test's report)."""
+    scheduler.get_jobs()
+    scheduler.shutdown(wait=True)
+
+
 def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,7 +367,7 @@ def test_a_scheduled_job_meeting_a_read_only_database_says_it_once_and_runs_agai
         assert ran.wait(30), "the alerts were not tried again"
     finally:
         if scheduler is not None:
-            scheduler.shutdown(wait=True)
+            shut_down(scheduler)
         root.removeHandler(handler)
         ours.setLevel(level)
         app.store.close()
@@ -469,3 +479,132 @@ def test_a_retry_added_as_the_worker_stops_does_not_hang_its_shutdown(tmp_path: 
         stopping.start()
         stopping.join(20)
         assert not stopping.is_alive(), "the shutdown hangs on the job adding its retry"
+
+
+def test_a_retry_due_while_the_run_that_added_it_still_ends_is_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry chain's second failure adds the next retry under the same job id
+    (``<name>-retry``) from the run of that id: APScheduler counts running instances per
+    id, and with one allowed (its default), a retry that came due while the run that
+    added it was still ending (a thread held back past the backoff's delay on a loaded
+    machine) was skipped ("maximum number of running instances reached") and removed:
+    the chain ended there, the day's alerts never sent. Here each run that adds a retry
+    ends only once the scheduler has decided about that retry."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_SUBMITTED, JobEvent
+
+    import mailbot.worker as worker_module
+    from mailbot.app.context import build_app
+    from mailbot.worker import make_worker
+
+    class Noon(datetime):  # within the day; in the past: each retry is due at once
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            noon = datetime(2026, 12, 3, 12, 0, tzinfo=PARIS)
+            return noon.astimezone(tz) if tz is not None else noon
+
+    monkeypatch.setattr(worker_module, "datetime", Noon)
+    calls: list[int] = []
+    decided: list[int] = []  # the scheduler's decisions about the retry job, by event code
+    settled = threading.Condition()
+
+    def alerts() -> object:
+        calls.append(len(calls))
+        if len(calls) <= 2:
+            raise _refused()
+        with settled:
+            settled.notify_all()
+        return {}
+
+    def on_event(event: JobEvent) -> None:
+        if event.job_id == "alerts-retry":
+            with settled:
+                decided.append(event.code)
+                settled.notify_all()
+
+    app = build_app(write_rules(tmp_path))
+    scheduler = None
+    try:
+        worker = make_worker(app)
+        worker.keeper = None
+        scheduler = worker.build_scheduler()
+        scheduler.remove_all_jobs()
+        scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MAX_INSTANCES)
+        add_job = scheduler.add_job
+
+        def add_then_end_late(*args: Any, **kwargs: Any) -> Any:
+            with settled:
+                before = len(decided)
+            job = add_job(*args, **kwargs)
+            with settled:  # the run that added the retry is still running meanwhile
+                settled.wait_for(lambda: len(decided) > before, timeout=30)
+            return job
+
+        scheduler.add_job = add_then_end_late  # type: ignore[method-assign]
+        scheduler.start()
+        add_job(worker._scheduled(alerts, "alerts", scheduler), id="alerts-now")
+        with settled:
+            settled.wait_for(lambda: len(calls) == 3 or EVENT_JOB_MAX_INSTANCES in decided, 30)
+    finally:
+        if scheduler is not None:
+            shut_down(scheduler)
+        app.store.close()
+    assert EVENT_JOB_MAX_INSTANCES not in decided, "a retry was skipped: the chain ended"
+    assert calls == [0, 1, 2]
+
+
+def test_a_daily_job_due_while_every_mailbox_cycle_runs_still_runs(tmp_path: Path) -> None:
+    """Each folder's cycle holds one of the scheduler's threads for most of its interval
+    (IDLE): with APScheduler's defaults (10 threads, a job started more than 1 s after its
+    time dropped as missed), ten folders (five mailboxes and their Sent folders) left the
+    day's alerts queued behind their cycles, then dropped ("was missed by") — every day,
+    and the weekly report, the purge and the catch-ups with them. Here twelve folders'
+    cycles last until the alerts have run (or 3 s, more than the old grace)."""
+    from apscheduler.events import EVENT_JOB_MISSED, JobEvent
+
+    from mailbot.app.context import build_app
+    from mailbot.worker import MAILBOX_JOB, make_worker
+
+    ran, missed = threading.Event(), threading.Event()
+
+    class Cycling:
+        def __init__(self) -> None:
+            self.started = threading.Event()
+
+        def cycle(self, budget: float) -> list[object]:
+            self.started.set()
+            ran.wait(3)  # the folder waits for new mail (IDLE) meanwhile
+            return []
+
+    def alerts() -> object:
+        ran.set()
+        return {}
+
+    def on_missed(event: JobEvent) -> None:
+        if not event.job_id.startswith(MAILBOX_JOB):
+            missed.set()
+
+    app = build_app(write_rules(tmp_path, alerts__time="00:00"))
+    scheduler = None
+    try:
+        worker = make_worker(app)
+        worker.alerts = alerts
+        worker.keeper = None
+        folders = [Cycling() for _ in range(12)]
+        worker.pollers = {f"box{n}": folder for n, folder in enumerate(folders)}  # type: ignore[assignment]
+        scheduler = worker.build_scheduler()
+        for job in scheduler.get_jobs():
+            if not job.id.startswith(MAILBOX_JOB) and job.id != "alerts-catch-up":
+                job.remove()
+        scheduler.add_listener(on_missed, EVENT_JOB_MISSED)
+        scheduler.start()
+        deadline = time.monotonic() + 30
+        while not (ran.is_set() or missed.is_set()) and time.monotonic() < deadline:
+            ran.wait(0.05)
+    finally:
+        ran.set()
+        if scheduler is not None:
+            shut_down(scheduler)
+        app.store.close()
+    assert not missed.is_set(), "a scheduled job was dropped for starting late"
+    assert ran.is_set()
