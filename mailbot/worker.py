@@ -282,6 +282,11 @@ class Worker:
         """Stop the scheduler once its running jobs are over (the stop is set)."""
         with self._retries:  # a retry being added is in; none is added after
             pass
+        # Waits for a pass over the due jobs to end, and leaves none to the next: APScheduler's
+        # shutdown marks it stopped before taking its lock, and a pass then removing a
+        # one-off job it had started (a catch-up, a retry) raised JobLookupError in its
+        # thread (a traceback at a stop).
+        scheduler.remove_all_jobs()
         scheduler.shutdown(wait=True)
 
     def deliver(self) -> None:

@@ -608,3 +608,35 @@ def test_a_daily_job_due_while_every_mailbox_cycle_runs_still_runs(tmp_path: Pat
         app.store.close()
     assert not missed.is_set(), "a scheduled job was dropped for starting late"
     assert ran.is_set()
+
+
+def test_a_stop_during_the_schedulers_pass_over_a_one_off_job_is_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler's shutdown marks the scheduler stopped before it takes its lock: a pass
+    over the due jobs that had just started a one-off job (a catch-up at start, a retry)
+    then failed to remove it, a JobLookupError in the scheduler's thread — a traceback in
+    the journal at a stop. The worker's shutdown waits for the pass first."""
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    submitted = threading.Event()
+    with lone_worker(tmp_path) as (worker, scheduler):
+        executor = scheduler._lookup_executor("default")
+        submit = executor.submit_job
+
+        def submit_then_linger(job: Any, run_times: Any) -> None:
+            submit(job, run_times)
+            submitted.set()  # the pass goes on to remove the one-off job: the stop comes now
+            deadline = time.monotonic() + 2
+            while scheduler.state != STATE_STOPPED and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        monkeypatch.setattr(executor, "submit_job", submit_then_linger)
+        scheduler.start()
+        scheduler.add_job(lambda: None, id="catch-up")
+        assert submitted.wait(30), "the one-off job was not started"
+        worker.stop.set()
+        worker._shut(scheduler)
+    assert raised == []
