@@ -214,13 +214,20 @@ def desk_world(tmp: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServ
         citizen_mail(3, name="Jean Petit", html=HOSTILE_HTML, attachment=True),
         internaldate=now - timedelta(hours=2),
     )
-    path = write_config(tmp, general, etrangers, smtp)
+    return read_desk(write_config(tmp, general, etrangers, smtp), general, etrangers, smtp, 3)
+
+
+def read_desk(
+    path: Path, general: MailUser, etrangers: MailUser, smtp: SmtpServer, ars: int
+) -> Desk:
+    """The mail waiting in the folders read by one poll, its ``ars`` ARs delivered and
+    forgotten: the console's desk on what the pipeline recorded."""
     command = ["--config", str(path), "-q", "poll", "--once", "--acknowledge-existing"]
     assert in_thread(lambda: main(command)) == 0
     config = load_config(path)
     app = app_from_config(config)
     in_thread(app.outbox.deliver_due)
-    smtp.wait_for(3)
+    smtp.wait_for(ars)
     smtp.clear()
     return Desk(path, config, app, general, etrangers, smtp)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from deskworld import Desk, citizen_mail, desk_console, desk_rules, in_thread
+from deskworld import Desk, citizen_mail, desk_console, desk_rules, read_desk
 from deskworld import three_weeks_back_on_monday as overdue_date
 from pg import fresh_database, read_only
 from rulesfile import dump_rules
@@ -32,8 +32,6 @@ from test_desk_reply import form_of, replies, textarea_of
 from webtools import PASSWORD, RunningConsole, csrf_from, local_login, running_console
 
 from mailbot.app.context import app_from_config
-from mailbot.cli import main
-from mailbot.config import load_config
 from mailbot.core.statuses import OutboxKind
 from mailbot.store.schema import outbox
 
@@ -61,18 +59,11 @@ def pg_desk(
     data["database"] = fresh_database(postgres, "outage", str(tmp_path))
     path = tmp_path / "rules.yaml"
     path.write_text(dump_rules(data), encoding="utf-8")
-    command = ["--config", str(path), "-q", "poll", "--once", "--acknowledge-existing"]
-    assert in_thread(lambda: main(command)) == 0
-    config = load_config(path)
-    app = app_from_config(config)
-    in_thread(app.outbox.deliver_due)
-    smtp_server.wait_for(2)
-    smtp_server.clear()
-    desk = Desk(path, config, app, general, etrangers, smtp_server)
+    desk = read_desk(path, general, etrangers, smtp_server, 2)
     try:
         yield desk
     finally:
-        app.close()
+        desk.app.close()
 
 
 @pytest.fixture
