@@ -180,7 +180,7 @@ def test_the_folder_state_is_written_per_folder_with_sqlalchemys_time_text(
     """The UID mark's UPDATE runs compiled once on the driver's cursor: it moves only its
     own folder's row, and stores ``updated_at`` as SQLAlchemy's statements store a time."""
     at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
-    monkeypatch.setattr("mailbot.store.transaction.utcnow", lambda: at)
+    monkeypatch.setattr("mailbot.store.folder_rows.utcnow", lambda: at)
     with store.transaction() as tx:
         tx.save_folder_state("general", "INBOX", 7, 10)
         tx.save_folder_state("general", "Archives", 7, 3)
