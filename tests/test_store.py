@@ -352,8 +352,8 @@ def test_an_intake_parts_lookups_read_what_sqlalchemys_statement_reads(store: St
     two (issue 14): the same rows as SQLAlchemy's own statement (``_known_query``, which
     the chunked path still runs), whatever the lengths of the lists, their times aware
     and in UTC, a sender's rows only its acknowledged ones since the date."""
+    from mailbot.store.message_lookups import _known_query
     from mailbot.store.records import KnownRow
-    from mailbot.store.transaction import _known_query
 
     now = datetime(2026, 11, 27, 10, tzinfo=UTC)
     with store.transaction() as tx:

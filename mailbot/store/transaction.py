@@ -9,33 +9,16 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy.engine import Connection
 
 from mailbot.core.leases import Fence
-from mailbot.store.counter_rows import CounterRows, newest_claim
-from mailbot.store.drivers import _DriverInsert, _DriverRows, _DriverUpdate
-from mailbot.store.event_rows import EventRows, dismissals
+from mailbot.store.counter_rows import CounterRows
+from mailbot.store.event_rows import EventRows
 from mailbot.store.folder_rows import FolderRows
-from mailbot.store.message_lookups import MessageLookups, _known_query
-from mailbot.store.message_rows import MessageRows, relance_counted
-from mailbot.store.outbox_recovery import OutboxRecovery, not_claimed_by, stalled_sends
+from mailbot.store.message_lookups import MessageLookups
+from mailbot.store.message_rows import MessageRows
+from mailbot.store.outbox_recovery import OutboxRecovery
 from mailbot.store.outbox_rows import OutboxRows
 
 if TYPE_CHECKING:
     from mailbot.store.desk import Part, WriteDesk
-
-# What other modules import from here (``store/database``, ``store/supervision``), and the
-# hot statements' pieces the tests and ``bench/intake.py`` reach through this module.
-__all__ = [
-    "Session",
-    "Transaction",
-    "_DriverInsert",
-    "_DriverRows",
-    "_DriverUpdate",
-    "_known_query",
-    "dismissals",
-    "newest_claim",
-    "not_claimed_by",
-    "relance_counted",
-    "stalled_sends",
-]
 
 T = TypeVar("T")
 
