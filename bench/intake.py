@@ -68,6 +68,10 @@ def sent(*_args):
         statements[statements["phase"]] += 1
 sa.event.listen(sa.engine.Engine, "before_cursor_execute", sent)
 from mailbot.store import transaction as _transaction
+try:  # the driver classes' own module since the store's split; store.transaction before
+    from mailbot.store import drivers as _drivers
+except ImportError:
+    _drivers = _transaction
 def _count_runs(cls):
     run = cls.run
     def counted(self, conn, values):
@@ -75,8 +79,8 @@ def _count_runs(cls):
         return run(self, conn, values)
     cls.run = counted
 for name in ("_DriverInsert", "_DriverUpdate", "_DriverRows"):  # what each tree runs on the driver's cursor
-    if hasattr(_transaction, name):
-        _count_runs(getattr(_transaction, name))
+    if hasattr(_drivers, name):
+        _count_runs(getattr(_drivers, name))
 if hasattr(_transaction.Transaction, "_driver_sql"):  # SAVEPOINT, RELEASE...
     _plain = _transaction.Transaction._driver_sql
     def _counted_plain(self, *sql):

@@ -180,7 +180,7 @@ def test_the_folder_state_is_written_per_folder_with_sqlalchemys_time_text(
     """The UID mark's UPDATE runs compiled once on the driver's cursor: it moves only its
     own folder's row, and stores ``updated_at`` as SQLAlchemy's statements store a time."""
     at = datetime(2026, 11, 26, 23, 59, 1, 5, tzinfo=UTC)
-    monkeypatch.setattr("mailbot.store.transaction.utcnow", lambda: at)
+    monkeypatch.setattr("mailbot.store.folder_rows.utcnow", lambda: at)
     with store.transaction() as tx:
         tx.save_folder_state("general", "INBOX", 7, 10)
         tx.save_folder_state("general", "Archives", 7, 3)
@@ -352,8 +352,8 @@ def test_an_intake_parts_lookups_read_what_sqlalchemys_statement_reads(store: St
     two (issue 14): the same rows as SQLAlchemy's own statement (``_known_query``, which
     the chunked path still runs), whatever the lengths of the lists, their times aware
     and in UTC, a sender's rows only its acknowledged ones since the date."""
+    from mailbot.store.message_lookups import _known_query
     from mailbot.store.records import KnownRow
-    from mailbot.store.transaction import _known_query
 
     now = datetime(2026, 11, 27, 10, tzinfo=UTC)
     with store.transaction() as tx:

@@ -27,8 +27,11 @@ from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence
 from mailbot.core.statuses import Attention, Decision, EventKind, OutboxStatus
 from mailbot.errors import ClusterError, StoreError
+from mailbot.store.counter_rows import newest_claim
 from mailbot.store.desk import WriteDesk
 from mailbot.store.errors import DATABASE_FILE, is_read_only, transient_reason
+from mailbot.store.message_rows import relance_counted
+from mailbot.store.outbox_recovery import stalled_sends
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.schema import (
     add_postgresql_options,
@@ -45,13 +48,7 @@ from mailbot.store.schema import (
     unhandled,
     workers,
 )
-from mailbot.store.transaction import (
-    Session,
-    Transaction,
-    newest_claim,
-    relance_counted,
-    stalled_sends,
-)
+from mailbot.store.transaction import Session, Transaction
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig

@@ -13,9 +13,9 @@ from mailbot.core.clock import utcnow
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxStatus, WorkerRole
 from mailbot.store.database import Store
 from mailbot.store.errors import sqlite_refusal
+from mailbot.store.event_rows import dismissals
 from mailbot.store.records import Dismissal
 from mailbot.store.schema import events, fit, heartbeats, messages, outbox, workers
-from mailbot.store.transaction import dismissals
 
 
 def record_poll(
