@@ -1,7 +1,8 @@
-"""Regression guard on the frozen test half of the routing corpus (issue 13).
+"""Regression guards on the two frozen held-out sets of the routing corpus (issue 13).
 
-`mailbot explain DIR --json` on tests/data/corpus/test/, exactly as an agent would run it,
-compared with the labels. The floors sit a little under the figures measured when the model
+`mailbot explain DIR --json` on tests/data/corpus/test/ (the plan's test half) and on
+tests/data/corpus/holdout-2/ (420 mails by four new hands, frozen before it was first scored),
+exactly as an agent would run it, compared with the labels. The floors sit a little under the figures measured when the model
 was shipped (README, "Routing"; tests/data/corpus/PLAN.md): they catch a regression, they
 are not the targets. The confusion tables are printed (`pytest -s`). Nothing here is used to
 tune anything: the test half is for reporting only.
@@ -16,12 +17,13 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+import pytest
+
 from mailbot.app.routing_figures import confusion, per_class
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST = ROOT / "tests" / "data" / "corpus" / "test"
+CORPUS = ROOT / "tests" / "data" / "corpus"
 CONFIG = ROOT / "rules.yaml"
-ARGS = (str(TEST), "--json")
 OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own service
 
 # Regression guards, not targets (the issue's targets: service 95 %, category 90 %, wrong
@@ -34,19 +36,26 @@ OWN = {"general": "general", "etrangers": "etrangers"}  # mailbox → its own se
 # 0.9 %, 92.0 %, 100 %; round 7 (2867 mails): 93.8 % (89.6 %), 92.4 %, 1.9 %, 85.2 %, 100 %.
 # The floors sit two to three mails under round 9's figures, so that a retrained model may
 # move a mail or two but not lose what the rounds gained.
-SERVICE_FLOOR = 0.95
-CATEGORY_FLOOR = 0.92
-WRONG_TRANSFER_CEILING = 0.02
-COMPLAINT_PRECISION_FLOOR = 0.88
-COMPLAINT_RECALL_FLOOR = 0.90
+#
+# holdout-2, scored once with the same model on 2026-12-04 (17:38 UTC) after it was frozen
+# (commit fa360d18): service 97.9 % as decided (95.5 % as recorded), category 96.4 %, wrong
+# transfers 5 (1.2 %), complaint precision 100 % (44 of 44), recall 93.6 % (44 of 47). Its
+# floors sit likewise two to three mails under.
+FLOORS = {
+    # set: (service, category, wrong transfers at most, complaint precision, recall)
+    "test": (0.95, 0.92, 0.02, 0.88, 0.90),
+    "holdout-2": (0.97, 0.95, 0.02, 0.95, 0.90),
+}
+SETS = pytest.mark.parametrize("name", sorted(FLOORS))
 
 
-@lru_cache(maxsize=1)
-def decided() -> tuple[list[dict[str, str]], dict[str, dict[str, object]]]:
-    with (TEST / "labels.csv").open(encoding="utf-8") as handle:
+@lru_cache(maxsize=2)
+def decided(name: str) -> tuple[list[dict[str, str]], dict[str, dict[str, object]]]:
+    with (CORPUS / name / "labels.csv").open(encoding="utf-8") as handle:
         labels = list(csv.DictReader(handle))
+    args = (str(CORPUS / name), "--json")
     run = subprocess.run(
-        [sys.executable, "-m", "mailbot.cli", "--config", str(CONFIG), "explain", *ARGS],
+        [sys.executable, "-m", "mailbot.cli", "--config", str(CONFIG), "explain", *args],
         capture_output=True,
         text=True,
         check=True,
@@ -55,8 +64,10 @@ def decided() -> tuple[list[dict[str, str]], dict[str, dict[str, object]]]:
     return labels, explained
 
 
-def test_test_half_regression_guard() -> None:
-    labels, explained = decided()
+@SETS
+def test_held_out_regression_guard(name: str) -> None:
+    service_floor, category_floor, wrong_ceiling, _, _ = FLOORS[name]
+    labels, explained = decided(name)
     services = [(row["service"], str(explained[row["file"]]["service"])) for row in labels]
     categories = [(row["category"], str(explained[row["file"]]["category"])) for row in labels]
     wrong = 0
@@ -71,23 +82,25 @@ def test_test_half_regression_guard() -> None:
     service_rate = sum(e == g for e, g in services) / len(labels)
     category_rate = sum(e == g for e, g in categories) / len(labels)
     print(
-        f"\ntest half: service {service_rate:.1%}, category {category_rate:.1%}, wrong transfers"
+        f"\n{name}: service {service_rate:.1%}, category {category_rate:.1%}, wrong transfers"
         f" {wrong} ({wrong / len(labels):.1%}) on {len(labels)} mails"
         f"\nservices:\n{confusion(services)}\ncategories:\n{confusion(categories)}"
     )
-    assert service_rate >= SERVICE_FLOOR
-    assert category_rate >= CATEGORY_FLOOR
-    assert wrong / len(labels) <= WRONG_TRANSFER_CEILING
+    assert service_rate >= service_floor
+    assert category_rate >= category_floor
+    assert wrong / len(labels) <= wrong_ceiling
 
 
-def test_test_half_complaint_precision() -> None:
+@SETS
+def test_held_out_complaint_precision(name: str) -> None:
     """A question counted as a complaint distorts the Qual-e-pref audit: precision first."""
-    labels, explained = decided()
+    *_, precision_floor, recall_floor = FLOORS[name]
+    labels, explained = decided(name)
     pairs = [(row["category"], str(explained[row["file"]]["category"])) for row in labels]
     complaint = per_class(pairs)["reclamation"]
     print(f"\nreclamation: {complaint}")
-    assert complaint["precision"] >= COMPLAINT_PRECISION_FLOOR
-    assert complaint["recall"] >= COMPLAINT_RECALL_FLOOR
+    assert complaint["precision"] >= precision_floor
+    assert complaint["recall"] >= recall_floor
 
 
 def test_evaluate_no_kfold_scores_only_the_given_folder() -> None:
