@@ -30,7 +30,13 @@ from mailbot.core.addresses import check_mailbox
 from mailbot.core.message import single_line
 from mailbot.core.policy import LOOP_HEADER
 from mailbot.errors import MessageError
-from mailbot.mail.header_encoding import MAX_DISPLAY_NAME, MAX_LINE, header, name_addr, phrase
+from mailbot.mail.header_encoding import (
+    MAX_DISPLAY_NAME,
+    MAX_LINE,
+    header_value,
+    name_addr,
+    phrase,
+)
 from mailbot.mail.outgoing_mail import AUTO_GENERATED, new_message_id
 
 
@@ -153,7 +159,7 @@ def build_forward(
         ("From", _forward_from(from_name, from_address)),
         ("To", to),
         ("Reply-To", reply_to),  # the citizen; raw UTF-8 for a UTF-8 address (RFC 6532)
-        ("Subject", header("Subject", subject)),
+        ("Subject", header_value("Subject", subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", message_id),
         ("Auto-Submitted", AUTO_GENERATED),

@@ -284,7 +284,7 @@ def _qp_header(value: str, name: str, maxlinelen: int) -> str:
     return "\r\n ".join(words)
 
 
-def encoded(value: str, name: str) -> str:
+def encoded_value(value: str, name: str) -> str:
     """RFC 2047 only when needed, folded here into encoded words of at most 75 characters.
 
     Left to the generator, Header would fold at 998 octets without counting the field name,
@@ -295,7 +295,7 @@ def encoded(value: str, name: str) -> str:
     return _qp_header(value, name, 76)
 
 
-def header(name: str, value: str) -> str:
+def header_value(name: str, value: str) -> str:
     """One header value, folded into lines of at most 78 characters where it can be."""
     value = single_line(value)
     if value.isascii() and all(len(word) <= _MAX_WORD for word in value.split()):

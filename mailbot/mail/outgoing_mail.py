@@ -30,7 +30,7 @@ from mailbot.mail.header_encoding import (
     MAX_DISPLAY_NAME,
     WIRE,
     Mailbox,
-    encoded,
+    encoded_value,
     foldable,
     header_line,
     one_address,
@@ -255,7 +255,7 @@ def _more_headers(
             raise MessageError(f"extra_headers: {name!r} may not be set here")
         if not isinstance(value, str) or not foldable(value):
             raise MessageError(f"extra_headers: the value of {name} must be one line of text")
-        headers.append((name, encoded(value, name)))
+        headers.append((name, encoded_value(value, name)))
     return headers
 
 
@@ -308,7 +308,7 @@ def build_email(
     headers = [
         ("From", sender),
         ("To", recipient.header()),
-        ("Subject", encoded(clean_subject(rendered.subject), "Subject")),
+        ("Subject", encoded_value(clean_subject(rendered.subject), "Subject")),
         ("Date", format_datetime(date)),
         ("Message-ID", new_message_id(message_id_domain)),
         *_thread(in_reply_to, references),
