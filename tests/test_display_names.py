@@ -34,7 +34,8 @@ from mailbot.config import load_config
 from mailbot.core.message import single_line
 from mailbot.core.plaintext import one_line
 from mailbot.errors import MessageError
-from mailbot.mail import compose
+from mailbot.mail import compose, outgoing_mail
+from mailbot.mail.header_encoding import WIRE, Mailbox, header_line
 from mailbot.render.templates import RenderedMail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +153,7 @@ def test_from_display_name(name: str) -> None:
     raw = mail.as_bytes()
     _check(raw, "From", expected, "pref-etrangers@seine-maritime.gouv.fr")
     # The same mail written by the standard library (attachments, reports): the same bytes.
-    assert mail.message.as_bytes(policy=compose._WIRE) == raw
+    assert mail.message.as_bytes(policy=WIRE) == raw
 
 
 def test_a_name_that_decodes_to_a_line_break_is_refused() -> None:
@@ -185,7 +186,7 @@ def test_to_display_name(name: str) -> None:
     )
     raw = mail.as_bytes()
     _check(raw, "To", expected, "usager@example.org")
-    assert mail.message.as_bytes(policy=compose._WIRE) == raw
+    assert mail.message.as_bytes(policy=WIRE) == raw
 
 
 @pytest.mark.parametrize("name", ONE_LINE, ids=range(len(ONE_LINE)))
@@ -234,10 +235,10 @@ def test_a_name_within_one_word_is_written_as_before() -> None:
         "محافظة السين البحرية",
         "é" * 20,
     ):
-        assert compose._Mailbox(name, "a@example.org").header() == formataddr(
+        assert Mailbox(name, "a@example.org").header() == formataddr(
             (name, "a@example.org"), charset="utf-8"
         )
-        assert compose._from_header("a@example.org", name) == formataddr(
+        assert outgoing_mail._from_header("a@example.org", name) == formataddr(
             (name, "a@example.org"), charset="utf-8"
         )
 
@@ -246,11 +247,11 @@ def test_folded_names_are_kept_by_the_standard_librarys_writer() -> None:
     """The direct writer's line is what compat32 folds from the same value (the mails
     built through ``message``: attachments, reports, probes)."""
     for name in NAMES:
-        value = compose._Mailbox(one_line(name)[:100], "usager@example.org").header()
-        assert compose._header_line("To", value) == compose._WIRE.fold_binary("To", value)
+        value = Mailbox(one_line(name)[:100], "usager@example.org").header()
+        assert header_line("To", value) == WIRE.fold_binary("To", value)
         message = Message(policy=compat32)
         message["To"] = value
-        assert message.as_bytes(policy=compose._WIRE).startswith(compose._header_line("To", value))
+        assert message.as_bytes(policy=WIRE).startswith(header_line("To", value))
 
 
 def test_words_are_cut_between_characters_never_inside() -> None:
@@ -259,7 +260,7 @@ def test_words_are_cut_between_characters_never_inside() -> None:
     encodings = set()
     dense = ("é" * 100, "€" * 100, "😀" * 100, "a" + "😀" * 60, "ée" * 50, "e\u0301" * 50)
     for name in (*dense, "Préfecture de la Seine-Maritime, service des étrangers " * 2):
-        value = compose._Mailbox(name[:100], "u@example.org").header()
+        value = Mailbox(name[:100], "u@example.org").header()
         for charset, encoding, text in ENCODED_WORD.findall(value):
             encodings.add(encoding)
             assert len(f"=?{charset}?{encoding}?{text}?=") <= 75

@@ -292,7 +292,7 @@ def test_envelope_addresses_and_body_as_aiosmtplib_writes_them() -> None:
     from aiosmtplib.email import quote_address
     from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-    from mailbot.mail import smtp
+    from mailbot.mail import smtp_commands
 
     def outcome(function: Any, *args: object) -> object:
         try:
@@ -309,11 +309,11 @@ def test_envelope_addresses_and_body_as_aiosmtplib_writes_them() -> None:
         if rng.random() < 0.4:  # mostly well formed: local@domain, with atext and dots
             address = address.replace("@", "") + "@" + rng.choice(["x.fr", "a-b.example.org"])
         expected = outcome(lambda a=address: quote_address(a).encode("utf-8"))
-        assert outcome(smtp._quoted, address, "utf-8") == expected, address
-        bare += bool(smtp._BARE_ADDRESS.fullmatch(address))
+        assert outcome(smtp_commands.quoted, address, "utf-8") == expected, address
+        bare += bool(smtp_commands._BARE_ADDRESS.fullmatch(address))
     assert bare > 100  # the shortcut was taken often
     pieces = [b"a", b".", b"\r\n", b"\n", b"\r", b"..", b" ", b"\r\n."]
     for _ in range(3000):
         raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
         expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw))
-        assert smtp._wire_body(raw) == expected, raw
+        assert smtp_commands.wire_body(raw) == expected, raw

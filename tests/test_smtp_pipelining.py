@@ -15,7 +15,7 @@ from servers import SmtpServer
 
 from mailbot.config import SmtpConfig
 from mailbot.errors import DeliveryError
-from mailbot.mail import smtp
+from mailbot.mail import pipelining, smtp, smtp_commands, smtp_session
 from mailbot.mail.smtp import Envelope, SmtpTransport
 
 pytestmark = pytest.mark.servers
@@ -56,15 +56,15 @@ def send(server: SmtpServer, batch: Sequence[Envelope]) -> Results:
 
 @pytest.fixture(autouse=True)
 def pipelined(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the mails sent on the pipelined path (``_Pipelined``): the tests say which."""
+    """Counts the mails sent on the pipelined path (``Pipelined``): the tests say which."""
     counted: list[int] = []
-    original = smtp._Pipelined._one
+    original = pipelining.Pipelined._one
 
-    async def one(self: smtp._Pipelined, job: smtp._Job, *args: object) -> bool:
+    async def one(self: pipelining.Pipelined, job: pipelining.Job, *args: object) -> bool:
         counted.append(1)
         return await original(self, job, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(smtp._Pipelined, "_one", one)
+    monkeypatch.setattr(pipelining.Pipelined, "_one", one)
     return counted
 
 
@@ -260,25 +260,25 @@ def test_a_shutdown_finding_the_batch_waiting_for_its_helper_ends_the_batch_clea
     38): the batch ends, every mail let go told once, none sent twice."""
     import asyncio
 
-    original = smtp._ended
+    original = smtp_session._ended
 
     async def slow_end(helper: asyncio.Task[None] | None) -> None:
-        await asyncio.sleep(smtp._STOP_POLL * 4)  # the stop's watcher runs meanwhile
+        await asyncio.sleep(smtp_session._STOP_POLL * 4)  # the stop's watcher runs meanwhile
         await original(helper)
 
-    monkeypatch.setattr(smtp, "_ended", slow_end)
+    monkeypatch.setattr(smtp_session, "_ended", slow_end)
     stop_mid_shared_batch(smtp_server)
 
 
 def test_a_stop_cuts_a_task_outside_the_network_at_its_next_step() -> None:
     """A task the stop finds elsewhere than in a network step is not cancelled there; its
-    next step is cut (``_Stopped``) without starting; a task in a step is cut at once."""
+    next step is cut (``Stopped``) without starting; a task in a step is cut at once."""
     import asyncio
     import threading
 
     stop = threading.Event()
     config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=10)
-    session = smtp._Session(config, stop)
+    session = smtp_session.Session(config, stop)
     started: list[str] = []
 
     async def network(name: str) -> str:
@@ -290,14 +290,14 @@ def test_a_stop_cuts_a_task_outside_the_network_at_its_next_step() -> None:
         await pause.wait()  # not a step: the stop must not cancel this
         try:
             await session.step(network("after the pause"))
-        except smtp._Stopped:
+        except smtp_commands.Stopped:
             return "cut at its next step"
         return "not cut"
 
     async def inside() -> str:
         try:
             await session.step(network("in a step"))
-        except smtp._Stopped:
+        except smtp_commands.Stopped:
             return "cut in its step"
         return "not cut"
 
@@ -325,7 +325,7 @@ def test_a_stop_whose_cancel_is_swallowed_cuts_the_next_step() -> None:
 
     stop = threading.Event()
     config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=10)
-    session = smtp._Session(config, stop)
+    session = smtp_session.Session(config, stop)
 
     async def main() -> list[object]:
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -335,7 +335,7 @@ def test_a_stop_whose_cancel_is_swallowed_cuts_the_next_step() -> None:
             try:
                 told.append(await session.step(asyncio.wait_for(reply, 10)))
                 told.append(await session.step(asyncio.sleep(30, "next reply")))
-            except smtp._Stopped:
+            except smtp_commands.Stopped:
                 told.append("cut")
             told.append(asyncio.current_task().cancelling())  # type: ignore[union-attr]
             return told
@@ -360,13 +360,13 @@ def test_a_short_body_leaves_with_its_final_dot_in_one_write(
     (and one turn of the GIL) per mail fewer than the body, then the "." (issue 14). The
     bytes arrive as they were given."""
     written: list[bytes] = []
-    original = smtp._Pipelined._write
+    original = pipelining.Pipelined._write
 
-    def write(self: smtp._Pipelined, transport: object, data: bytes) -> None:
+    def write(self: pipelining.Pipelined, transport: object, data: bytes) -> None:
         written.append(data)
         original(self, transport, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(smtp._Pipelined, "_write", write)
+    monkeypatch.setattr(pipelining.Pipelined, "_write", write)
     batch = [mail(n, body=b"Bonjour,\r\n" * 300) for n in range(3)]
     results = send(smtp_server, batch)
     assert results.told == {"m0": None, "m1": None, "m2": None}
@@ -377,7 +377,7 @@ def test_a_short_body_leaves_with_its_final_dot_in_one_write(
 
 
 class _StalledTransport:
-    """What ``_Pipelined._body`` writes to: the kernel takes the first ``room`` bytes, the
+    """What ``Pipelined._body`` writes to: the kernel takes the first ``room`` bytes, the
     rest waits in the buffer (a server that stopped reading). A close would send what
     waits once the server reads again; an abort drops it."""
 
@@ -412,15 +412,17 @@ def test_a_stalled_body_never_lets_its_final_dot_leave() -> None:
     time)."""
     import asyncio
 
+    import aiosmtplib
+
     from mailbot.config import SmtpConfig
 
     config = SmtpConfig(host="127.0.0.1", port=25, security="none", timeout_seconds=0.2)
-    session = smtp._Session(config, None)
-    client = smtp.aiosmtplib.SMTP()
-    pipe = smtp._Pipelined(session, client, True, lambda _e: True, lambda _e, _r: None)
+    session = smtp_session.Session(config, None)
+    client = aiosmtplib.SMTP()
+    pipe = pipelining.Pipelined(session, client, True, lambda _e: True, lambda _e, _r: None)
     transport = _StalledTransport(room=4096)
     body = b"Bonjour,\r\n" * 1000  # 10 KB: one write, most of it waiting
-    with pytest.raises(smtp.aiosmtplib.SMTPReadTimeoutError):
+    with pytest.raises(aiosmtplib.SMTPReadTimeoutError):
         asyncio.run(pipe._body(transport, body))  # type: ignore[arg-type]
     # Neither sent nor waiting to be: nothing can end the mail after it was given up.
     assert b"\r\n.\r\n" not in transport.sent + transport.waiting

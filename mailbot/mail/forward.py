@@ -1,6 +1,6 @@
 """The note that goes with a citizen's mail transferred to the competent service: what it
 is, by when the citizen expects an answer, and how to answer so that the reply is tracked.
-The forward itself is built by ``mailbot.mail.compose.build_forward``.
+The forward itself is built by ``mailbot.mail.forward_mail.build_forward``.
 
 A mail too large to be read whole (``polling.max_message_bytes``) is forwarded with its
 header alone: the note says so first, with the mail's real size and where the whole of it
