@@ -16,11 +16,12 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-# (a substring of a py-spy frame, its phase): the innermost frame that matches wins.
+# (a substring of a py-spy frame, its phase): the innermost frame that matches wins. py-spy
+# names a method by its qualified name: the class that defines it (a mixin), not self's.
 MARKERS = [
     ("Thread._bootstrap ", "delivery (SMTP, outbox bookkeeping)"),  # a thread
     ("MailboxPoller._poll_once", "poller glue"),
-    ("Pipeline.start_folder", "folder start, UID SEARCH"),
+    ("FolderStart.start_folder", "folder start, UID SEARCH"),
     ("ImapMailbox.uids_after", "folder start, UID SEARCH"),
     ("ImapMailbox.fetch", "IMAP fetch"),
     ("incoming (mailbot/mail/poller", "IMAP fetch"),
@@ -33,7 +34,7 @@ MARKERS = [
     ("parse_message", "parse"),
     ("RelayVerifier.verify", "relay check"),
     ("Transaction.find_duplicate", "SQL: duplicate"),
-    ("Pipeline._context", "policy context (SQL: recent ARs, thread, relance)"),
+    ("PolicyLookups._context", "policy context (SQL: recent ARs, thread, relance)"),
     ("decide_ar", "policy"),
     ("is_probe", "policy"),
     ("Transaction.next_reference", "SQL: reference"),
