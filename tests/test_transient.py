@@ -641,14 +641,14 @@ def test_a_database_outage_is_logged_once_by_the_delivery_thread_then_its_end(
     when it works again; and the mail waiting meanwhile leaves once, after."""
     import time
 
-    from mailbot.app.delivery import DeliveryLoop
+    from mailbot.app.delivery_loop import DeliveryLoop
     from mailbot.core.statuses import OutboxKind
 
     monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "mailbot.db"
     out = tmp_path / "out"
     app = build_app(ROOT / "rules.yaml", FileTransport(out), database=f"sqlite:///{path}")
-    caplog.set_level(logging.DEBUG, logger="mailbot.app.delivery")
+    caplog.set_level(logging.DEBUG, logger="mailbot.app.delivery_loop")
     loop = DeliveryLoop(app.outbox, interval=0.05)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
@@ -682,7 +682,9 @@ def test_a_database_outage_is_logged_once_by_the_delivery_thread_then_its_end(
 
 def _delivery_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
     return [
-        r for r in caplog.records if r.name == "mailbot.app.delivery" and r.msg.startswith(message)
+        r
+        for r in caplog.records
+        if r.name == "mailbot.app.delivery_loop" and r.msg.startswith(message)
     ]
 
 
