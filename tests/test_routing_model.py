@@ -18,9 +18,17 @@ import pytest
 import yaml
 from in_process import run_main
 
-from mailbot.app import training
+from mailbot.app import model_fit, training
 from mailbot.config import RoutingModelConfig, load_config
-from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
+from mailbot.core.classifier import (
+    COMPLAINT_NO,
+    COMPLAINT_YES,
+    Classifier,
+    Prediction,
+    load,
+    raw_counts,
+    save,
+)
 from mailbot.core.combine import (
     Combined,
     Evidence,
@@ -55,7 +63,7 @@ def regression_samples() -> list[training.Sample]:
 
 
 @lru_cache(maxsize=1)
-def plain_fit() -> training.Classifier:
+def plain_fit() -> Classifier:
     """``training.fit(regression_samples(), c=20.0)``, fitted once: the reference the
     weighted fits are compared with, and the model whose complaint head is checked (fitting
     is deterministic: the same samples and settings give the same model, so three tests
@@ -117,7 +125,7 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     save(path, model.features, model.idf, model.heads, model.meta)
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
     counts = [raw_counts(*s.words) for s in samples]
-    matrix = training._matrix(counts, loaded.features, loaded.idf)
+    matrix = model_fit._matrix(counts, loaded.features, loaded.idf)
     reference = LogisticRegression(
         C=training.DEFAULT_C,
         solver="newton-cg",
@@ -526,7 +534,7 @@ def test_fold_answers_are_kept_and_read_back_without_refitting(tmp_path: Path) -
     ]
     fits: list[int] = []
 
-    def train(kept: list[training.Sample]) -> training.Classifier:
+    def train(kept: list[training.Sample]) -> Classifier:
         fits.append(len(kept))
         return training.fit(kept, c=20.0, min_df=1)
 
@@ -605,18 +613,18 @@ def test_scored_figures_split_by_source() -> None:
 
 
 # -- round 12 --------------------------------------------------------------------------------
-def service_part(model: training.Classifier) -> list[np.ndarray]:
+def service_part(model: Classifier) -> list[np.ndarray]:
     """All the arrays a service decision reads: vocabulary, IDF, the kept heads."""
     heads = [model.heads[name] for name in training.KEPT_HEADS if name in model.heads]
     return [model.features, model.idf, *(a for h in heads for a in (h.coef, h.intercept))]
 
 
 @lru_cache(maxsize=1)
-def kept_and_refitted() -> tuple[training.Classifier, training.Classifier]:
+def kept_and_refitted() -> tuple[Classifier, Classifier]:
     """The shipped model and the same with its category and complaint heads refitted on the
     regression set (``routing train --keep-service-from``), fitted once."""
     routing = compiled_routing(CONFIG)
-    assert routing is not None and isinstance(routing.model, training.Classifier)
+    assert routing is not None and isinstance(routing.model, Classifier)
     return routing.model, training.refit_heads(routing.model, regression_samples(), c=20.0)
 
 
