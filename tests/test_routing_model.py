@@ -18,7 +18,7 @@ import pytest
 import yaml
 from in_process import run_main
 
-from mailbot.app import model_fit, training
+from mailbot.app import model_fit, routing_scores, training
 from mailbot.config import RoutingModelConfig, load_config
 from mailbot.core.classifier import (
     COMPLAINT_NO,
@@ -695,7 +695,7 @@ def test_train_keeps_the_service_part_of_a_model(
     assert "training data" not in refused.stdout
     # A model fitted on half the regression set may evaluate worse than the rules and be
     # refused (the refusal has its own tests): accepted here, so that the file is written.
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     done = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--out", str(out))
     assert done.returncode == 0 and "rules alone" in done.stdout, done.stderr
     model = load(out)
@@ -904,7 +904,7 @@ def test_train_names_the_model_by_its_data_and_its_settings(
     shutil.copy(ROOT / "rules.yaml", config)
     # Written whatever the k-fold says (the regression set alone is refused): the name is
     # what this test is about.
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")  # the name, not the fit
     data = ["--no-corrections", "--labelled", str(half)]
     runs = ((), ("--c", "20"), ("--min-df", "1"), ("--folds", "3"))
@@ -936,7 +936,7 @@ def test_the_line_train_prints_names_the_model_it_wrote(
 
     config = tmp_path / "rules.yaml"
     shutil.copy(ROOT / "rules.yaml", config)
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     data = ["--no-corrections", "--folds", "2", "--labelled", str(ROOT / "tests/data/routing")]
     assert main(["--config", str(config), "routing", "train", *data]) == 0
     out = capsys.readouterr().out
