@@ -90,7 +90,7 @@ OTHER_MEANINGS = {
     "core/policy.py": {"follow-up", "no-return-path", "reply"},  # rule ids, header keyword
     "core/language.py": {"ar"},  # Arabic
     "core/indicators.py": {"received", "pending", "transferred"},  # figure and column names
-    "config.py": {"skip", "received"},  # missing_return_path: skip; a relay check
+    "config/policy.py": {"skip", "received"},  # missing_return_path: skip; a relay check
     "cli.py": {"backfill"},  # a command
     "desk_commands.py": {"reply"},  # a command
     "figure_commands.py": {"report"},  # a command
