@@ -16,27 +16,28 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-# (a substring of a py-spy frame, its phase): the innermost frame that matches wins.
+# (a substring of a py-spy frame, its phase): the innermost frame that matches wins. py-spy
+# names a method by its qualified name: the class that defines it (a mixin), not self's.
 MARKERS = [
     ("Thread._bootstrap ", "delivery (SMTP, outbox bookkeeping)"),  # a thread
     ("MailboxPoller._poll_once", "poller glue"),
-    ("Pipeline.start_folder", "folder start, UID SEARCH"),
+    ("FolderStart.start_folder", "folder start, UID SEARCH"),
     ("ImapMailbox.uids_after", "folder start, UID SEARCH"),
     ("ImapMailbox.fetch", "IMAP fetch"),
     ("incoming (mailbot/mail/poller", "IMAP fetch"),
     ("Worker.deliver ", "delivery (SMTP, outbox bookkeeping)"),
     ("Outbox.deliver_due", "delivery (SMTP, outbox bookkeeping)"),
     ("Store.batch", "batch BEGIN/COMMIT"),
-    ("Transaction.save_folder_state", "folder's UID mark"),
+    ("FolderRows.save_folder_state", "folder's UID mark"),
     ("Transaction.savepoint", "SAVEPOINT/RELEASE"),
     ("_record_one", "per-mail glue"),
     ("parse_message", "parse"),
     ("RelayVerifier.verify", "relay check"),
-    ("Transaction.find_duplicate", "SQL: duplicate"),
-    ("Pipeline._context", "policy context (SQL: recent ARs, thread, relance)"),
+    ("MessageLookups.find_duplicate", "SQL: duplicate"),
+    ("PolicyLookups._context", "policy context (SQL: recent ARs, thread, relance)"),
     ("decide_ar", "policy"),
     ("is_probe", "policy"),
-    ("Transaction.next_reference", "SQL: reference"),
+    ("CounterRows.next_reference", "SQL: reference"),
     ("Pipeline._batched", "SQL: a part's lookups, read once"),
     ("Batched.flush", "SQL: a part's events, outbox, references"),
     ("routing_input", "routing facts"),
@@ -52,7 +53,7 @@ MARKERS = [
     ("_routing_columns", "row"),
     ("sender_name", "row"),
     ("_save ", "SQL: message INSERT"),
-    ("Transaction.add_events", "SQL: events"),
+    ("EventRows.add_events", "SQL: events"),
     ("_queue ", "SQL: outbox INSERT"),
     ("_log ", "logging"),
     ("_summary ", "logging"),

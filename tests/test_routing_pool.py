@@ -24,7 +24,7 @@ from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 from test_worker import start_worker, stop_by_sigterm
 
-from mailbot.app import intake
+from mailbot.app import intake, intake_setup
 from mailbot.app.context import App, build_app
 from mailbot.app.routing_pool import RoutingPool
 from mailbot.config import RoutingParallelConfig, load_config
@@ -76,7 +76,7 @@ def test_the_helper_decides_every_third_labelled_mail_as_in_process_to_the_bit()
     config = load_config(ROOT / "rules.yaml")
     routing = compiled_routing(config)
     assert routing is not None
-    pool = intake._routing_pool(config, routing)
+    pool = intake_setup._routing_pool(config, routing)
     assert pool is not None
     inputs: list[RoutingInput | None] = [
         routing_input(config, mailbox, parse_message(path.read_bytes()))
@@ -105,8 +105,8 @@ def test_the_setting_is_validated_and_zero_means_in_process() -> None:
     config = load_config(ROOT / "rules.yaml")
     assert config.routing is not None
     off = config.routing.model_copy(update={"parallel": RoutingParallelConfig(processes=0)})
-    assert intake._routing_pool(config.model_copy(update={"routing": off}), None) is None
-    assert intake._routing_pool(config, compiled_routing(config)) is not None
+    assert intake_setup._routing_pool(config.model_copy(update={"routing": off}), None) is None
+    assert intake_setup._routing_pool(config, compiled_routing(config)) is not None
 
 
 @pytest.fixture

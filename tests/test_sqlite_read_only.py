@@ -48,7 +48,7 @@ from test_poison import (
 )
 from test_transient import queued_uids, wrapped
 
-from mailbot.app import intake
+from mailbot.app import mail_failures
 from mailbot.app.context import build_app
 from mailbot.errors import TransientStoreError
 from mailbot.mail.smtp import FileTransport
@@ -154,7 +154,7 @@ def test_a_read_only_sqlite_file_fails_the_poll_counts_no_attempt_and_heals(
     with immutable(path):
         app = build_app(ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=url)
         try:
-            for _ in range(intake.TRANSIENT_ATTEMPTS + 1):
+            for _ in range(mail_failures.TRANSIENT_ATTEMPTS + 1):
                 with pytest.raises(TransientStoreError) as raised:
                     app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
                 message = str(raised.value)

@@ -38,7 +38,7 @@ from test_poison import (
     wait_until,
 )
 
-from mailbot.app import intake, supervision
+from mailbot.app import intake, mail_failures, supervision
 from mailbot.app.context import App, build_app
 from mailbot.app.recording import BatchWriteError
 from mailbot.core.statuses import Health
@@ -265,7 +265,7 @@ def test_a_read_only_database_fails_the_poll_and_counts_no_attempt_of_the_mail(
     assert app.pipeline.start_folder(*WHERE) == 0
     read_only(pg)
     try:
-        for _ in range(intake.TRANSIENT_ATTEMPTS + 1):
+        for _ in range(mail_failures.TRANSIENT_ATTEMPTS + 1):
             with pytest.raises(TransientStoreError) as raised:
                 app.pipeline.process_batch(*WHERE, mails(range(1, 4)))
             message = str(raised.value)

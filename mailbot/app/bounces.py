@@ -4,7 +4,7 @@ The policy skips a delivery report (``delivery-report``, ``null-return-path``,
 ``system-sender``) and nothing is ever sent in answer to one. But when the report says
 that our AR, transfer notice or agent's reply to a citizen failed for good, the citizen
 never received it: the agents must know, or they answer into the void. The skipped
-mail's intake (``app/intake``) hands it here, in its transaction: the report is read
+mail's intake (``app/deciding``) hands it here, in its transaction: the report is read
 (``core/bounces``), the mail it names looked up in the outbox by its Message-ID, and a
 ``bounced`` event recorded on that mail's message when the failed recipient is that mail's.
 A report that matches nothing of ours stays what it was, a skipped mail (an INFO line

@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from mailbot.app.intake import transient_failure
+from mailbot.app.folders import transient_failure
 from mailbot.config import Config
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage, parse_message

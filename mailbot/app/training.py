@@ -482,7 +482,7 @@ class Scored:
     mailboxes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # each mail's folder (``by_source``)
     # (expected, the service the mail is recorded at): a held mail stays at its mailbox's own
-    # service (app/intake), so a right guess held "to check" is not yet a right routing.
+    # service (app/mail_row), so a right guess held "to check" is not yet a right routing.
     landed: list[tuple[str, str]] = field(default_factory=list)
     # (expected, decided) re-orientation target ("" for none, or not labelled): a mail
     # re-oriented to the CAF instead of the mairie has the right service, the wrong place.

@@ -43,7 +43,7 @@ class Figures:
     overdue: Mapping[str, int]  # per mailbox
     # Mail the database would not record even quarantined, passed over (last 7 days) and
     # not recorded since by a retry: on the server without an AR, found by where its event
-    # says it is (app/intake, app/quarantine).
+    # says it is (app/mail_failures, app/quarantine).
     passed_over: Sequence[str] = ()  # each one's location and why
     passed_over_per_mailbox: Mapping[str, int] = field(default_factory=dict)  # (the metrics)
     extra: Sequence[Check] = field(default_factory=tuple)  # e.g. the probe's verdicts

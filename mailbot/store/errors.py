@@ -5,8 +5,8 @@ now (a lock held by another connection, a serialization failure or a deadlock be
 workers, a timeout, a failover that closed the connection) and the same work, done again
 in a new transaction, is expected to succeed. The intake then rolls a batch back and reads
 it again rather than quarantining a citizen's mail for the database's sake
-(``mailbot.app.intake``). Every other error is the mail's, or a bug, and is treated as
-before.
+(``mailbot.app.intake``, ``mailbot.app.mail_failures``). Every other error is the mail's,
+or a bug, and is treated as before.
 
 What counts:
 
@@ -16,7 +16,7 @@ What counts:
   refuses every write, a standby still in recovery or ``default_transaction_read_only``
   set during a failover or a maintenance. It clears when the primary is back (or the
   setting undone), as a lost connection does, and it is nobody's mail: ``is_read_only``
-  tells it apart, for the intake counts no mail's attempt for it (``mailbot.app.intake``)
+  tells it apart, for the intake counts no mail's attempt for it (``mailbot.app.mail_failures``)
   and `mailbot status` says so (``mailbot.store.supervision.read_only``); a psycopg
   ``OperationalError`` or ``InterfaceError`` carrying no SQLSTATE at all, which is how
   psycopg reports a connection lost or closed under it. An ``OperationalError`` *with*

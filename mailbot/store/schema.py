@@ -81,7 +81,7 @@ folders = sa.Table(
     sa.Column("resync_before", UTCDateTime),
     # The mail (UID, under this UIDVALIDITY) whose recording met a transient database error
     # at the last poll(s), and how many times in a row: kept here, not in a process, so that
-    # a cron of `poll --once` quarantines it at the third as `run` does (app/intake).
+    # a cron of `poll --once` quarantines it at the third as `run` does (app/mail_failures).
     sa.Column("transient_uid", sa.BigInteger),
     sa.Column("transient_count", sa.Integer, nullable=False, server_default="0"),
     # After a restore (`mailbot restored --acknowledged-until`): the lost database worked
