@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -384,4 +385,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{store.where}: schema {before or 'none'} -> {head}")
+    return 0
+
+
+def add_purge_command(commands: Any) -> None:
+    """Register ``purge`` on the top-level subparsers of mailbot's CLI (called where it
+    stands in `mailbot --help`, after ``quarantine``)."""
+    purge = commands.add_parser("purge", help="delete data older than the retention period")
+    purge.add_argument("--days", type=_retention_days, help="override retention.days (1 to 36500)")
+    purge.set_defaults(func=cmd_purge)
+
+
+def _retention_days(text: str) -> int:
+    """``--days`` of a purge: a whole number of days from 1 to 36500. A negative one put
+    the cut-off in the future and deleted every message; 0 was silently the configured."""
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of days from 1 to 36500")
+    return days
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from mailbot.app import maintenance
+    from mailbot.app.model_retention import model_retention_warnings
+    from mailbot.config import load_config
+    from mailbot.store import Store
+
+    config = load_config(args.config)
+    days = config.retention.days if args.days is None else args.days
+    deleted = maintenance.purge(config, Store(config.database), days)
+    print(f"purged {deleted} messages received more than {days} days ago")
+    for warning in model_retention_warnings(config, days=days):  # what the purge cannot reach
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
