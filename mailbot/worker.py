@@ -25,8 +25,8 @@ from mailbot.app import supervision
 from mailbot.app.context import App
 from mailbot.app.delivery import Outbox
 from mailbot.app.delivery_loop import DeliveryLoop
+from mailbot.app.delivery_recovery import recover_interrupted
 from mailbot.app.intake import Pipeline
-from mailbot.app.outbox_recovery import recover_interrupted
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config
 from mailbot.core import language

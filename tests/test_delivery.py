@@ -25,7 +25,7 @@ from servers import TlsFiles, issue_tls
 
 from mailbot.app.cluster import Keeper, this_worker
 from mailbot.app.delivery import Outbox
-from mailbot.app.outbox_recovery import CLAIM_STALE, recover_interrupted
+from mailbot.app.delivery_recovery import CLAIM_STALE, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.core.statuses import OutboxKind, OutboxStatus
 from mailbot.mail import smtp
@@ -702,7 +702,7 @@ def test_a_forward_a_crash_left_sending_is_sent_again_at_the_next_start(
         Cluster(store, this_worker(dead.holder, store), lease_seconds=600).register()
         crash_after_sending(dead)
         assert kinds_and_statuses(store) == [("ar", "sending"), ("forward", "sending")]
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.outbox_recovery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_recovery"):
             assert recover_interrupted(store) == [1]  # the AR only: uncertain
         assert kinds_and_statuses(store) == [("ar", "uncertain"), ("forward", "pending")]
         (requeued,) = [r for r in caplog.records if "queued again" in r.getMessage()]
@@ -1022,7 +1022,7 @@ def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_nex
         monkeypatch.undo()
         assert [s for _, s in kinds_and_statuses(store)] == ["sending"] * 3
         assert len(server.deliveries) == 3
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.outbox_recovery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_recovery"):
             assert outbox.deliver_due().sent == 2
         assert kinds_and_statuses(store) == [
             ("ar", "uncertain"),

@@ -22,7 +22,7 @@ from fresh_imports import modules_after
 from pg import fresh_database
 
 from mailbot.app import maintenance, sessions
-from mailbot.app.outbox_recovery import recover_interrupted
+from mailbot.app.delivery_recovery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus

@@ -65,7 +65,7 @@ The parts are in ``mailbot.app``: ``delivery_run`` (``Run``: one delivery's clai
 and its 'sent'), ``settling`` (``Settling``, the ``Outbox``'s writes after a send attempt:
 deferred, failed, uncertain, given back; the ``DeliveryReport``), ``outbox_bookkeeping``
 (``mirror``, ``set_status``, ``finish_sent``: what a status means beyond the outbox),
-``outbox_recovery`` (``recover_interrupted``, ``recover_orphans``, ``recover_own``,
+``delivery_recovery`` (``recover_interrupted``, ``recover_orphans``, ``recover_own``,
 ``requeue_stalled``; ``CLAIM_STALE``) and ``delivery_loop`` (``DeliveryLoop``, the delivery
 thread). This module is their face, with ``Outbox``: what may be sent, and ``deliver_due``.
 """
@@ -79,15 +79,15 @@ import socket
 import threading
 from datetime import datetime
 
-from mailbot.app.delivery_run import Run
-from mailbot.app.outbox_bookkeeping import finish_sent, mirror, set_status
-from mailbot.app.outbox_recovery import (
+from mailbot.app.delivery_recovery import (
     CLAIM_STALE,
     recover_interrupted,
     recover_orphans,
     recover_own,
     requeue_stalled,
 )
+from mailbot.app.delivery_run import Run
+from mailbot.app.outbox_bookkeeping import finish_sent, mirror, set_status
 from mailbot.app.settling import DeliveryReport, Settling, retry_delay, told_of
 from mailbot.config import OutboxConfig
 from mailbot.core.clock import Clock, utcnow

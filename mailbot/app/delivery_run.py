@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailbot.app.delivery_recovery import CLAIM_STALE
 from mailbot.app.outbox_bookkeeping import finish_sent
-from mailbot.app.outbox_recovery import CLAIM_STALE
 from mailbot.app.settling import DeliveryReport, Tally
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import OutboxStatus
