@@ -27,7 +27,7 @@ MARKERS = [
     ("incoming (mailbot/mail/poller", "IMAP fetch"),
     ("Worker.deliver ", "delivery (SMTP, outbox bookkeeping)"),
     ("Outbox.deliver_due", "delivery (SMTP, outbox bookkeeping)"),
-    ("Store.batch", "batch BEGIN/COMMIT"),
+    ("Engines.batch", "batch BEGIN/COMMIT"),
     ("FolderRows.save_folder_state", "folder's UID mark"),
     ("Transaction.savepoint", "SAVEPOINT/RELEASE"),
     ("_record_one", "per-mail glue"),

@@ -269,10 +269,10 @@ def _labelled_folders(args: argparse.Namespace) -> list[Path]:
 
 
 def _labelled(config: Config, args: argparse.Namespace) -> list[Any]:
-    """The labelled mails in an order of their own (``training.canonical``): the random
+    """The labelled mails in an order of their own (``training_samples.canonical``): the random
     folds are cut by position, so the folders' order on the command line would otherwise
     change the k-fold, the refusal and the model trained on the same data."""
-    from mailbot.app.training import canonical, load_labelled
+    from mailbot.app.training_samples import canonical, load_labelled
 
     samples = []
     for folder in _labelled_folders(args):
@@ -295,7 +295,7 @@ def _labelled_categories(args: argparse.Namespace) -> set[str]:
 def corrections_samples(config: Config) -> tuple[list[Any], int]:
     """The corrected mails, fetched again from IMAP; how many could not be fetched."""
     from mailbot.app.corrections import corrected_messages
-    from mailbot.app.training import Sample
+    from mailbot.app.training_samples import Sample
     from mailbot.core import language
     from mailbot.core.facts import routing_input
     from mailbot.core.message import parse_message
@@ -344,7 +344,7 @@ def corrections_samples(config: Config) -> tuple[list[Any], int]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mailbot import langcache
-    from mailbot.app import training
+    from mailbot.app import kfold, model_fit, routing_scores, stacking, training
     from mailbot.config import load_config
     from mailbot.core import classifier
 
@@ -356,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--complaint-negatives", ",".join(sorted(unknown)), "no such category in the data"
             )
-    key: dict[str, Any] = {"c": training.DEFAULT_C if args.c is None else args.c}
+    key: dict[str, Any] = {"c": model_fit.DEFAULT_C if args.c is None else args.c}
     if args.complaint_c:
         key["complaint_c"] = args.complaint_c
     if args.complaint_negatives:
@@ -368,10 +368,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f" ({missing} corrected mails no longer on the server)" if missing else "")
     routing = training.base_routing(config)
     settings = training.settings_for(config)
-    groups = training.groups_of(samples, args.folds_by)
-    said = training.out_of_fold(samples, args.folds, extra, fit, args.cache, key, groups)
-    header = training.service_header(kept) if kept is not None else None
-    combined, alone = training.cross_scores(
+    groups = kfold.groups_of(samples, args.folds_by)
+    said = kfold.out_of_fold(samples, args.folds, extra, fit, args.cache, key, groups)
+    header = model_fit.service_header(kept) if kept is not None else None
+    combined, alone = kfold.cross_scores(
         samples, said, routing, settings, args.folds, groups=groups, header=header
     )
     print(
@@ -380,20 +380,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(_line("rules + model", combined))
     print(_line("rules alone  ", alone))
-    worse = training.worse_than_rules(combined, alone)
+    worse = routing_scores.worse_than_rules(combined, alone)
     if worse:
         print(f"refused: the model makes {' and '.join(worse)} worse than the rules alone")
         return 1
     if kept is not None:  # the kept model's stacked regression, never refitted
         model = fit([*samples, *extra])
     else:
-        model = training.stacked(
-            fit([*samples, *extra]), training.fit_stacks(samples, said, routing)
+        model = stacking.stacked(
+            fit([*samples, *extra]), stacking.fit_stacks(samples, said, routing)
         )
         model = replace(model, meta={**model.meta, "stack_folds": args.folds_by})
     trained_with = {**key, "folds": args.folds, "folds_by": args.folds_by}
     model = replace(model, meta={**model.meta, "train_settings": trained_with})
-    name = training.model_file_name(model, trained_with)
+    name = model_fit.model_file_name(model, trained_with)
     out = args.out or Path(args.config).resolve().parent / "models" / name
     classifier.save(out, model.features, model.idf, model.heads, model.meta)
     _written(out, model, args, config.retention.days)
@@ -430,20 +430,20 @@ def _as_configured(out: Path, args: argparse.Namespace) -> str:
 
 def _fitter(args: argparse.Namespace, key: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
     """(how a fold's model is fitted, its settings for ``--cache``, the kept model or None):
-    ``training.fit`` with ``--min-df``, or with ``--keep-service-from MODEL``
-    ``training.refit_heads`` over MODEL's vocabulary (``--min-df`` refused: it is MODEL's)."""
-    from mailbot.app import training
+    ``model_fit.fit`` with ``--min-df``, or with ``--keep-service-from MODEL``
+    ``model_fit.refit_heads`` over MODEL's vocabulary (``--min-df`` refused: it is MODEL's)."""
+    from mailbot.app import model_fit
     from mailbot.core import classifier
 
     if args.keep_service_from is None:
-        key = {**key, "min_df": training.MIN_DF if args.min_df is None else args.min_df}
-        return lambda chosen: training.fit(chosen, **key), key, None
+        key = {**key, "min_df": model_fit.MIN_DF if args.min_df is None else args.min_df}
+        return lambda chosen: model_fit.fit(chosen, **key), key, None
     if args.min_df is not None:
         raise ConfigError("--min-df", str(args.min_df), "the vocabulary is --keep-service-from's")
     kept = classifier.load(args.keep_service_from)
     options = dict(key)
     key = {**key, "keep_service_from": kept.meta.get("data_hash", "?")}
-    return lambda chosen: training.refit_heads(kept, chosen, **options), key, kept
+    return lambda chosen: model_fit.refit_heads(kept, chosen, **options), key, kept
 
 
 def _line(label: str, scored: Any) -> str:
@@ -480,15 +480,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_kfold(config: Config, args: argparse.Namespace, result: dict[str, Any]) -> list[str]:
-    from mailbot.app import training
+    from mailbot.app import kfold, model_fit, training
     from mailbot.app.routing_figures import figures, format_figures
 
     samples = _labelled(config, args)
     settings = training.settings_for(config)
     base = training.base_routing(config)
-    groups = training.groups_of(samples, args.folds_by)
-    key = {"c": training.DEFAULT_C, "min_df": training.MIN_DF}  # routing train's, for --cache
-    combined, alone = training.cross_validate(
+    groups = kfold.groups_of(samples, args.folds_by)
+    key = {"c": model_fit.DEFAULT_C, "min_df": model_fit.MIN_DF}  # routing train's, for --cache
+    combined, alone = kfold.cross_validate(
         samples, base, settings, args.folds, groups=groups, cache=args.cache, fit_key=key
     )
     by_source = combined.by_source()
@@ -510,13 +510,13 @@ def _evaluate_kfold(config: Config, args: argparse.Namespace, result: dict[str, 
 def _evaluate_held_out(
     config: Config, routing: Any, args: argparse.Namespace, result: dict[str, Any]
 ) -> list[str]:
-    from mailbot.app import training
+    from mailbot.app import routing_scores, training_samples
     from mailbot.app.routing_figures import figures, format_figures
 
     test = args.test or Path(args.config).resolve().parent / DEFAULT_TEST
-    held = training.load_labelled(config, test, test.name)
-    on_test = training.score(held, routing)
-    rules_test = training.score(held, training.with_model(routing, None, None))
+    held = training_samples.load_labelled(config, test, test.name)
+    on_test = routing_scores.score(held, routing)
+    rules_test = routing_scores.score(held, routing_scores.with_model(routing, None, None))
     result.update(test=figures(on_test), test_rules_alone=figures(rules_test))
     return [
         f"\n== held-out {test} ({len(held)} mails, configured model) ==",

@@ -23,7 +23,9 @@ from zoneinfo import ZoneInfo
 
 from mailbot.app import supervision
 from mailbot.app.context import App
-from mailbot.app.delivery import DeliveryLoop, Outbox, recover_interrupted
+from mailbot.app.delivery import Outbox
+from mailbot.app.delivery_loop import DeliveryLoop
+from mailbot.app.delivery_recovery import recover_interrupted
 from mailbot.app.intake import Pipeline
 from mailbot.app.sent import SentPipeline, signature_check
 from mailbot.config import Config

@@ -50,9 +50,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailbot.app import training  # noqa: E402
+from mailbot.app import training, training_samples  # noqa: E402
 from mailbot.config import load_config  # noqa: E402
 from mailbot.core import routing as routing_module  # noqa: E402
+from mailbot.core.classifier import Classifier  # noqa: E402
 from mailbot.core.routing import decide  # noqa: E402
 
 DEFAULT = [
@@ -274,7 +275,7 @@ def held_logits(samples: Sequence[Any], models: list[Any], head: str) -> list[li
         rows = []
         for i in held:
             facts = samples[i].facts
-            logits = model.logits(facts.subject, training._text(facts))[head]
+            logits = model.logits(facts.subject, training_samples.facts_text(facts))[head]
             label = getattr(samples[i], head)
             rows.append((logits, classes.index(label) if label in classes else None))
         found.append(rows)
@@ -323,7 +324,7 @@ def rescaled(models: list[Any], temperature: float) -> list[Any]:
     """The fold models with the calibrated heads' logits divided by ``temperature``."""
     return [
         Remembered(
-            training.Classifier(
+            Classifier(
                 m.model.features,
                 m.model.idf,
                 training.calibrated(dict(m.model.heads), temperature),

@@ -335,16 +335,16 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
 FLUSH_CRASH = """
 import os, sys
 from pathlib import Path
-from mailbot.app import delivery
+from mailbot.app import delivery_run
 from mailbot.app.context import build_app
 from mailbot.mail.smtp import FileTransport
 
-finish = delivery.finish_sent
+finish = delivery_run.finish_sent
 def crashing(tx, left):
     if left:  # as kill -9 would, after the last 'sent' committed, before the bookkeeping
         os._exit(9)
     finish(tx, left)
-delivery.finish_sent = crashing
+delivery_run.finish_sent = crashing
 app = build_app(Path({rules!r}), FileTransport(Path({out!r})), database={url!r})
 app.outbox.claim_group = 1  # one claim per mail, as outbox.claim_group: 1 configures
 app.outbox.deliver_due()

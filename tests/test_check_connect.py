@@ -20,7 +20,7 @@ from test_poison import inproc
 
 from mailbot.config import load_config
 from mailbot.store import Store
-from mailbot.store.database import MIGRATIONS
+from mailbot.store.schema_upgrade import MIGRATIONS
 
 WRONG = "Wr0ng-pa55word-for-the-test"
 

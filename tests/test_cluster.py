@@ -322,7 +322,7 @@ def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_unce
     again (a digest, whose dead claimer's claim was ``CLAIM_STALE`` old) while it leaves.
     That the recovery waits is read in PostgreSQL (a backend of this test's database
     waiting for a lock), not guessed from a sleep."""
-    from mailbot.app.delivery import CLAIM_STALE, recover_orphans, requeue_stalled
+    from mailbot.app.delivery_recovery import CLAIM_STALE, recover_orphans, requeue_stalled
 
     store = Store(pg_url)
     with store.transaction() as tx:

@@ -24,7 +24,8 @@ from scripted import Action, Point, ScriptedSmtpServer
 from servers import TlsFiles, issue_tls
 
 from mailbot.app.cluster import Keeper, this_worker
-from mailbot.app.delivery import CLAIM_STALE, Outbox, recover_interrupted
+from mailbot.app.delivery import Outbox
+from mailbot.app.delivery_recovery import CLAIM_STALE, recover_interrupted
 from mailbot.config import OutboxConfig, SmtpConfig
 from mailbot.core.statuses import OutboxKind, OutboxStatus
 from mailbot.mail import smtp
@@ -181,7 +182,7 @@ def test_a_refusal_quoting_the_citizen_s_address_leaves_it_out_of_the_log(
         outbox = outbox_for(store, server)
         queue(store)
         server.fail("rcpt", action)
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.settling"):
             outbox.deliver_due()
     logged = [r for r in caplog.records if r.getMessage() in ("send deferred", "send failed")]
     assert len(logged) == 1
@@ -701,7 +702,7 @@ def test_a_forward_a_crash_left_sending_is_sent_again_at_the_next_start(
         Cluster(store, this_worker(dead.holder, store), lease_seconds=600).register()
         crash_after_sending(dead)
         assert kinds_and_statuses(store) == [("ar", "sending"), ("forward", "sending")]
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_recovery"):
             assert recover_interrupted(store) == [1]  # the AR only: uncertain
         assert kinds_and_statuses(store) == [("ar", "uncertain"), ("forward", "pending")]
         (requeued,) = [r for r in caplog.records if "queued again" in r.getMessage()]
@@ -868,13 +869,13 @@ def test_a_forward_cut_after_its_final_dot_is_sent_again(
         if cut == "connection dropped":
             enqueue_mixed(store, "af")
             server.fail("end", "drop", times=2)
-            with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            with caplog.at_level(logging.WARNING, logger="mailbot.app.settling"):
                 report = outbox.deliver_due()
             assert (report.sent, report.failed, report.retried) == (0, 1, 1)
         else:
             enqueue_mixed(store, "f")
             server.fail("end", "hang")
-            with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+            with caplog.at_level(logging.WARNING, logger="mailbot.app.settling"):
                 deliver_then_stop(outbox, server)
             outbox.stop.clear()
         statuses = kinds_and_statuses(store)
@@ -959,7 +960,7 @@ def test_a_forward_queued_again_while_it_left_is_said_and_not_counted(
             send(envelopes, before_each, after, stop)
 
         outbox.transport.send_batch = requeued_meanwhile  # type: ignore[method-assign]
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_run"):
             report = outbox.deliver_due()
         assert (report.sent, report.sent_ids) == (1, [1])  # the AR only
         said = [r for r in caplog.records if "queued again meanwhile" in r.getMessage()]
@@ -1021,7 +1022,7 @@ def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_nex
         monkeypatch.undo()
         assert [s for _, s in kinds_and_statuses(store)] == ["sending"] * 3
         assert len(server.deliveries) == 3
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery"):
+        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_recovery"):
             assert outbox.deliver_due().sent == 2
         assert kinds_and_statuses(store) == [
             ("ar", "uncertain"),

@@ -31,8 +31,7 @@ from mailbot.config import load_config
 from mailbot.core.clock import utcnow
 from mailbot.core.leases import SCHEDULER_LEASE, folder_lease
 from mailbot.core.statuses import OutboxKind
-from mailbot.store import Store
-from mailbot.store import database as store_database
+from mailbot.store import Store, schema_upgrade
 from mailbot.store.schema import leases, workers
 
 UNIT = ROOT / "deploy" / "mailbot.service"
@@ -312,9 +311,9 @@ def test_migrate_waits_until_no_worker_of_an_older_version_holds_a_lease(
         )
     # The next release: the same migrations and one more.
     migrations = tmp_path / "migrations"
-    shutil.copytree(store_database.MIGRATIONS, migrations)
+    shutil.copytree(schema_upgrade.MIGRATIONS, migrations)
     (migrations / "versions" / f"{AFTER}_next.py").write_text(NEXT, encoding="utf-8")
-    monkeypatch.setattr(store_database, "MIGRATIONS", migrations)
+    monkeypatch.setattr(schema_upgrade, "MIGRATIONS", migrations)
 
     refused = inproc(capsys, config, "migrate")
     assert refused.returncode == 2
@@ -414,9 +413,9 @@ def test_migrate_waits_for_an_older_worker_that_holds_no_lease(
             holders = conn.execute(sa.select(leases.c.holder).distinct()).scalars().all()
         assert holders == ["new"]
         migrations = tmp_path / "migrations"
-        shutil.copytree(store_database.MIGRATIONS, migrations)
+        shutil.copytree(schema_upgrade.MIGRATIONS, migrations)
         (migrations / "versions" / f"{AFTER}_next.py").write_text(NEXT, encoding="utf-8")
-        monkeypatch.setattr(store_database, "MIGRATIONS", migrations)
+        monkeypatch.setattr(schema_upgrade, "MIGRATIONS", migrations)
 
         refused = inproc(capsys, config, "migrate")
         assert refused.returncode == 2, refused.stdout

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from pg import fresh_database
 
-from mailbot.store.database import MIGRATIONS
+from mailbot.store.schema_upgrade import MIGRATIONS
 
 MESSAGE = (
     "INSERT INTO messages (id, mailbox, folder, uidvalidity, uid, content_hash, received_at,"

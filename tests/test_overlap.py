@@ -25,7 +25,7 @@ from refusals import query
 
 from mailbot.app import intake
 from mailbot.app.context import App, app_from_config
-from mailbot.app.delivery import DeliveryLoop
+from mailbot.app.delivery_loop import DeliveryLoop
 from mailbot.config import load_config
 from mailbot.core.incoming import IncomingMail
 from mailbot.mail.smtp import Envelope, FileTransport

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from scripted import ScriptedSmtpServer
 
 from mailbot.app import maintenance, presence
-from mailbot.app.delivery import Outbox, recover_interrupted, recover_orphans
+from mailbot.app.delivery import Outbox
+from mailbot.app.delivery_recovery import recover_interrupted, recover_orphans
 from mailbot.config import OutboxConfig, SmtpConfig, load_config
 from mailbot.core.statuses import ArStatus, Decision, EventKind, OutboxKind, OutboxStatus
 from mailbot.mail.smtp import SmtpTransport

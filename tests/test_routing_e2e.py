@@ -230,7 +230,7 @@ def test_training_dates_each_corrected_mail_by_its_receipt(
 
     from test_routing_model import every_nth
 
-    from mailbot.app import training
+    from mailbot.app import routing_scores
     from mailbot.cli import main
     from mailbot.core.classifier import load
 
@@ -245,7 +245,7 @@ def test_training_dates_each_corrected_mail_by_its_receipt(
         fix = ["correct", reference, "--service", "etrangers", "--category", "information"]
         assert main(["--config", str(config), *fix]) == 0
     # Written whatever the k-fold says: the header is what this test is about.
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")
     out = tmp_path / "model.npz"
     train = ["routing", "train", "--folds", "2", "--labelled", str(half), "--out", str(out)]

@@ -8,7 +8,7 @@ import pytest
 
 from mailbot.app import training
 from mailbot.app.routing_figures import complaint_counts, figures, format_figures, wilson_interval
-from mailbot.app.training import Scored
+from mailbot.app.routing_scores import Scored
 from mailbot.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import routing_reference as reference
 
-from mailbot.app.training import Sample, load_labelled
+from mailbot.app.training_samples import Sample, load_labelled
 from mailbot.config import load_config
 from mailbot.core import keywords, routing
 from mailbot.core.classifier import Classifier

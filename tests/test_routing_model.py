@@ -18,9 +18,17 @@ import pytest
 import yaml
 from in_process import run_main
 
-from mailbot.app import training
+from mailbot.app import model_fit, routing_scores, training
 from mailbot.config import RoutingModelConfig, load_config
-from mailbot.core.classifier import COMPLAINT_NO, COMPLAINT_YES, Prediction, load, raw_counts, save
+from mailbot.core.classifier import (
+    COMPLAINT_NO,
+    COMPLAINT_YES,
+    Classifier,
+    Prediction,
+    load,
+    raw_counts,
+    save,
+)
 from mailbot.core.combine import (
     Combined,
     Evidence,
@@ -55,7 +63,7 @@ def regression_samples() -> list[training.Sample]:
 
 
 @lru_cache(maxsize=1)
-def plain_fit() -> training.Classifier:
+def plain_fit() -> Classifier:
     """``training.fit(regression_samples(), c=20.0)``, fitted once: the reference the
     weighted fits are compared with, and the model whose complaint head is checked (fitting
     is deterministic: the same samples and settings give the same model, so three tests
@@ -117,7 +125,7 @@ def test_numpy_inference_equals_scikit_learn(tmp_path: Path) -> None:
     save(path, model.features, model.idf, model.heads, model.meta)
     loaded = load(path)  # np.load(allow_pickle=False): numbers and strings only
     counts = [raw_counts(*s.words) for s in samples]
-    matrix = training._matrix(counts, loaded.features, loaded.idf)
+    matrix = model_fit._matrix(counts, loaded.features, loaded.idf)
     reference = LogisticRegression(
         C=training.DEFAULT_C,
         solver="newton-cg",
@@ -526,7 +534,7 @@ def test_fold_answers_are_kept_and_read_back_without_refitting(tmp_path: Path) -
     ]
     fits: list[int] = []
 
-    def train(kept: list[training.Sample]) -> training.Classifier:
+    def train(kept: list[training.Sample]) -> Classifier:
         fits.append(len(kept))
         return training.fit(kept, c=20.0, min_df=1)
 
@@ -605,18 +613,18 @@ def test_scored_figures_split_by_source() -> None:
 
 
 # -- round 12 --------------------------------------------------------------------------------
-def service_part(model: training.Classifier) -> list[np.ndarray]:
+def service_part(model: Classifier) -> list[np.ndarray]:
     """All the arrays a service decision reads: vocabulary, IDF, the kept heads."""
     heads = [model.heads[name] for name in training.KEPT_HEADS if name in model.heads]
     return [model.features, model.idf, *(a for h in heads for a in (h.coef, h.intercept))]
 
 
 @lru_cache(maxsize=1)
-def kept_and_refitted() -> tuple[training.Classifier, training.Classifier]:
+def kept_and_refitted() -> tuple[Classifier, Classifier]:
     """The shipped model and the same with its category and complaint heads refitted on the
     regression set (``routing train --keep-service-from``), fitted once."""
     routing = compiled_routing(CONFIG)
-    assert routing is not None and isinstance(routing.model, training.Classifier)
+    assert routing is not None and isinstance(routing.model, Classifier)
     return routing.model, training.refit_heads(routing.model, regression_samples(), c=20.0)
 
 
@@ -687,7 +695,7 @@ def test_train_keeps_the_service_part_of_a_model(
     assert "training data" not in refused.stdout
     # A model fitted on half the regression set may evaluate worse than the rules and be
     # refused (the refusal has its own tests): accepted here, so that the file is written.
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     done = cli(ROOT / "rules.yaml", "routing", "train", *data, *keep, "--out", str(out))
     assert done.returncode == 0 and "rules alone" in done.stdout, done.stderr
     model = load(out)
@@ -896,7 +904,7 @@ def test_train_names_the_model_by_its_data_and_its_settings(
     shutil.copy(ROOT / "rules.yaml", config)
     # Written whatever the k-fold says (the regression set alone is refused): the name is
     # what this test is about.
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     half = every_nth(ROOT / "tests/data/routing", 2, tmp_path / "data")  # the name, not the fit
     data = ["--no-corrections", "--labelled", str(half)]
     runs = ((), ("--c", "20"), ("--min-df", "1"), ("--folds", "3"))
@@ -928,7 +936,7 @@ def test_the_line_train_prints_names_the_model_it_wrote(
 
     config = tmp_path / "rules.yaml"
     shutil.copy(ROOT / "rules.yaml", config)
-    monkeypatch.setattr(training, "worse_than_rules", lambda combined, alone: [])
+    monkeypatch.setattr(routing_scores, "worse_than_rules", lambda combined, alone: [])
     data = ["--no-corrections", "--folds", "2", "--labelled", str(ROOT / "tests/data/routing")]
     assert main(["--config", str(config), "routing", "train", *data]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,7 @@ from typing import Any
 import classifier_reference as old_model
 import numpy as np
 
-from mailbot.app.training import load_labelled
+from mailbot.app.training_samples import load_labelled
 from mailbot.config import load_config
 from mailbot.core import classifier, routing
 from mailbot.core.classifier import Classifier, Prediction, model_text, raw_counts

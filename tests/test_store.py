@@ -22,14 +22,14 @@ from fresh_imports import modules_after
 from pg import fresh_database
 
 from mailbot.app import maintenance, sessions
-from mailbot.app.delivery import recover_interrupted
+from mailbot.app.delivery_recovery import recover_interrupted
 from mailbot.config import load_config
 from mailbot.core.message import clean_text
 from mailbot.core.statuses import ArStatus, EventKind, OutboxKind, OutboxStatus
 from mailbot.store import FolderState, NewMessage, Store, metadata
 from mailbot.store.console import OpenFilter, open_messages
-from mailbot.store.database import MIGRATIONS
 from mailbot.store.schema import fit, messages
+from mailbot.store.schema_upgrade import MIGRATIONS
 
 PARIS = ZoneInfo("Europe/Paris")
 ROOT = Path(__file__).resolve().parents[1]
@@ -836,7 +836,7 @@ def test_a_message_checked_where_a_request_writes_is_locked_until_it_commits(
 def test_a_database_url_is_shown_with_no_password_wherever_it_is_written(url: str) -> None:
     """`check`, `purge` and `status` print the database's URL: libpq also takes the
     password as a query parameter, which ``hide_password`` alone left in clear."""
-    from mailbot.store.database import shown_url
+    from mailbot.store.engines import shown_url
 
     shown = shown_url(url)
     assert "S3cretPw99" not in shown and "***" in shown

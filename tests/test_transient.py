@@ -45,7 +45,7 @@ from mailbot.core.statuses import Health
 from mailbot.errors import ClusterError, StoreError, TransientStoreError
 from mailbot.mail.smtp import FileTransport
 from mailbot.store import Store
-from mailbot.store import database as store_database
+from mailbot.store import engines as store_engines
 from mailbot.store.errors import is_read_only, is_transient, transient_reason
 
 # -- the classification, alone ------------------------------------------------------------
@@ -604,7 +604,7 @@ def test_sqlite_locked_by_another_process_fails_the_batch_and_the_next_records_i
     timeout (shortened here from 10 s): "database is locked" at the batch's BEGIN
     IMMEDIATE. (In-process: ``poll --once`` on SQLite first registers the worker, a write
     that would meet the lock before any mail is read.)"""
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 200)
     path = tmp_path / "mailbot.db"
     app = build_app(
         ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{path}"
@@ -641,14 +641,14 @@ def test_a_database_outage_is_logged_once_by_the_delivery_thread_then_its_end(
     when it works again; and the mail waiting meanwhile leaves once, after."""
     import time
 
-    from mailbot.app.delivery import DeliveryLoop
+    from mailbot.app.delivery_loop import DeliveryLoop
     from mailbot.core.statuses import OutboxKind
 
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "mailbot.db"
     out = tmp_path / "out"
     app = build_app(ROOT / "rules.yaml", FileTransport(out), database=f"sqlite:///{path}")
-    caplog.set_level(logging.DEBUG, logger="mailbot.app.delivery")
+    caplog.set_level(logging.DEBUG, logger="mailbot.app.delivery_loop")
     loop = DeliveryLoop(app.outbox, interval=0.05)
     holder = sqlite3.connect(path, isolation_level=None)
     try:
@@ -682,7 +682,9 @@ def test_a_database_outage_is_logged_once_by_the_delivery_thread_then_its_end(
 
 def _delivery_lines(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
     return [
-        r for r in caplog.records if r.name == "mailbot.app.delivery" and r.msg.startswith(message)
+        r
+        for r in caplog.records
+        if r.name == "mailbot.app.delivery_loop" and r.msg.startswith(message)
     ]
 
 
@@ -794,7 +796,7 @@ def test_the_sent_folder_reader_logs_a_database_lock_once_then_its_end(
     from mailbot.mail.imap import ImapMailbox
     from mailbot.mail.poller import MailboxPoller
 
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "mailbot.db"
     app = build_app(
         ROOT / "rules.yaml", FileTransport(tmp_path / "out"), database=f"sqlite:///{path}"
@@ -874,7 +876,7 @@ def test_poll_once_meeting_a_sqlite_lock_before_the_intake_fails_with_a_warning(
     next run answers the mail, once."""
     from test_poison import inproc
 
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 200)
     path = tmp_path / "mailbot.db"
     database = f"sqlite:///{path}"
     config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
@@ -914,7 +916,7 @@ def test_run_meeting_a_sqlite_lock_at_its_registration_tries_again_then_works(
     from mailbot.config import load_config
     from mailbot.worker import make_worker
 
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "mailbot.db"
     database = f"sqlite:///{path}"
     config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)
@@ -972,7 +974,7 @@ def test_run_stopped_before_it_could_register_marks_no_send_uncertain(
     from mailbot.store.cluster import SoleWorkerLock
     from mailbot.worker import make_worker
 
-    monkeypatch.setattr(store_database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(store_engines, "SQLITE_BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "mailbot.db"
     database = f"sqlite:///{path}"
     config = write_config(tmp_path, imap_user, etrangers, smtp_server, database=database)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from mailbot import __version__
-from mailbot.app.delivery import recover_orphans, requeue_stalled
+from mailbot.app.delivery_recovery import recover_orphans, requeue_stalled
 from mailbot.core.leases import Fence, Holder, Timing, fair_share
 from mailbot.core.statuses import WorkerRole
 from mailbot.errors import TransientStoreError

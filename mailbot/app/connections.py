@@ -19,7 +19,7 @@ from functools import partial
 from mailbot.config import Config, ImapConfig, ServerConfig
 from mailbot.errors import MailbotError
 from mailbot.mail import reach
-from mailbot.store.database import shown_url
+from mailbot.store.engines import shown_url
 from mailbot.store.reach import DatabaseState, database_state
 
 DEFAULT_TIMEOUT = 10.0  # seconds: `check --connect` is run by a person waiting for it

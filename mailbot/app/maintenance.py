@@ -18,7 +18,7 @@ from mailbot.core.clock import Clock, utcnow
 from mailbot.render.templates import Renderer
 from mailbot.render.translations import TargetGap, target_gaps, target_warnings
 from mailbot.store import Store
-from mailbot.store.database import shown_url
+from mailbot.store.engines import shown_url
 
 MISSING_RETURN_PATH_SHARE = 0.5
 MISSING_RETURN_PATH_SAMPLE = 10

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailbot.app.delivery import mirror
+from mailbot.app.outbox_bookkeeping import mirror
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import EventKind, OutboxKind, OutboxStatus
 from mailbot.store import OutboxItem, Store

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from mailbot.app.delivery import set_status
+from mailbot.app.outbox_bookkeeping import set_status
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.statuses import EventKind, OutboxStatus
 from mailbot.errors import ClusterError, RequestError

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from mailbot.app.training import Scored
+from mailbot.app.routing_scores import Scored
 
 
 def confusion(pairs: Sequence[tuple[str, str]]) -> str:

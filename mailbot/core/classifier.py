@@ -3,7 +3,7 @@
 Features are hashed (CRC-32, a C function of the standard library) word unigrams and
 bigrams and the character 2–5-grams of each word, weighted TF-IDF (sublinear term
 frequency) and L2-normalised — the same recipe as scikit-learn's TfidfVectorizer with
-``analyzer="char_wb"``, computed by this module both when training (``mailbot.app.training``
+``analyzer="char_wb"``, computed by this module both when training (``mailbot.app.model_fit``
 gives scikit-learn the matrix built here) and in production, so the two can never drift
 apart. Hashing means the model file holds numbers only, never a word of a citizen's mail.
 

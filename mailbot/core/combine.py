@@ -163,7 +163,7 @@ def category(
 
 # -- round 6: the learned combiner (stacking) ------------------------------------------------
 # The model file's JSON header may hold, under "stack", one small logistic regression per
-# decision (service, category, complaint), trained by mailbot.app.training on out-of-fold
+# decision (service, category, complaint), trained by mailbot.app.stacking on out-of-fold
 # answers: its inputs are the model heads' log-probabilities, the rules' points (log1p) and
 # the mailbox, named one by one as (kind, label) pairs so that the order is the file's.
 FLOOR = 1e-4  # a probability's floor before its log (the heads' answers are rounded to 1e-4)
@@ -236,7 +236,7 @@ def stack_inputs(inputs: Sequence[tuple[str, str]], evidence: Evidence) -> npt.N
     complaint head's log-odds, log(1 + rule points), the mailbox's service as 0/1, a foreign
     language as 0/1 and the service head's log-probabilities again for a foreign mail only
     (0 for French: the regression may trust the head less there). The same function builds
-    the training rows (mailbot.app.training) and production's."""
+    the training rows (mailbot.app.stacking) and production's."""
     answers = evidence.answers
     values = []
     for kind, label in inputs:

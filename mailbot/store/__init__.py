@@ -5,7 +5,7 @@ an AR's outbox status is its AR status) is decided by the use cases in ``mailbot
 """
 
 from mailbot.core.clock import utcnow
-from mailbot.store.database import MIGRATIONS, Store
+from mailbot.store.database import Store
 from mailbot.store.records import FolderState, NewMessage, OutboxItem
 from mailbot.store.schema import (
     UNHANDLED_REASONS,
@@ -14,6 +14,7 @@ from mailbot.store.schema import (
     reference_counter,
     stored_id,
 )
+from mailbot.store.schema_upgrade import MIGRATIONS
 from mailbot.store.transaction import Session, Transaction
 
 __all__ = [

@@ -80,7 +80,7 @@ class OutboxRecovery(Rows):
     def requeue_claims_of(self, holder: str, now: datetime) -> list[OutboxItem]:
         """``holder``'s internal mail left 'sending', whatever its claim's age, back to the
         queue as ``requeue_stalled`` does: a delivery of that (live) process that raised
-        mid-run left it so (``app/delivery.recover_own``)."""
+        mid-run left it so (``app/delivery_recovery.recover_own``)."""
         mine = sa.and_(
             outbox.c.status == OutboxStatus.SENDING,
             outbox.c.kind.in_(AT_LEAST_ONCE),
@@ -189,7 +189,7 @@ class OutboxRecovery(Rows):
         """The mails to citizens left 'sending' (by a crash), without their bytes; internal
         mail left so is ``requeue_stalled``'s. Not ``own``'s (this process's holder): its
         claims are a live delivery's, not a crash's. ``only``: that holder's alone (its
-        delivery raised mid-run: ``app/delivery.recover_own``)."""
+        delivery raised mid-run: ``app/delivery_recovery.recover_own``)."""
         query = (
             sa.select(outbox)
             .where(outbox.c.status == OutboxStatus.SENDING, outbox.c.kind.in_(AT_MOST_ONCE))

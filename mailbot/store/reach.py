@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from mailbot.errors import StoreError
 from mailbot.store import fresh
-from mailbot.store.database import Store, shown_url
+from mailbot.store.database import Store
+from mailbot.store.engines import shown_url
 from mailbot.store.supervision import read_only
 
 # libpq's advice: a connect_timeout under 2 s is taken as 2.
