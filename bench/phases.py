@@ -45,7 +45,7 @@ MARKERS = [
     ("decide (mailbot/core/routing", "routing rules and combination"),
     ("Classifier.", "routing model"),
     ("Planner._variables", "AR variables"),
-    ("Renderer.render_once", "AR rendering"),
+    ("SkeletonRequests.render_once", "AR rendering"),
     ("Composer.", "AR bytes"),
     ("Queued.of", "AR bytes"),
     ("forwards (", "forward"),

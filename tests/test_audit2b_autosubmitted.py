@@ -16,7 +16,7 @@ from test_report import config
 from mailbot.cli import main
 from mailbot.config import load_config
 from mailbot.mail.compose import Composer
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 
 __all__ = ["config"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,8 @@ from mailbot.config import Config
 from mailbot.core.message import parse_message
 from mailbot.core.routing import RoutingDecision
 from mailbot.mail import compose, forward_mail, header_encoding, outgoing_mail
-from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.rendering import RenderedMail
+from mailbot.render.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ["fr", "en", "ar", "es", "pt", "ro", "ru", "tr", "uk", None, "zh"]

@@ -36,7 +36,7 @@ from mailbot.core.plaintext import one_line
 from mailbot.errors import MessageError
 from mailbot.mail import compose, outgoing_mail
 from mailbot.mail.header_encoding import WIRE, Mailbox, header_line
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 9, 10, 30, tzinfo=UTC)

@@ -28,7 +28,7 @@ from mailbot.app.transfer import Transfers
 from mailbot.core.incoming import IncomingMail
 from mailbot.mail.compose import build_email
 from mailbot.mail.smtp import FileTransport
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 from mailbot.store import stored_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from mailbot.config import load_config
 from mailbot.core.dates import date_fr
 from mailbot.errors import MessageError, TemplateError
 from mailbot.mail.compose import build_email
-from mailbot.render.templates import SUBJECT_MAX_CHARS, RenderedMail, Renderer
+from mailbot.render.rendering import SUBJECT_MAX_CHARS, RenderedMail
+from mailbot.render.templates import Renderer
 from mailbot.render.variables import answer_deadline, message_variables
 
 ROOT = Path(__file__).resolve().parent.parent

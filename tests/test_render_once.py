@@ -15,7 +15,9 @@ import pytest
 from mailbot.config import load_config
 from mailbot.core.dates import date_fr
 from mailbot.errors import TemplateError
-from mailbot.render import once
+from mailbot.render import skeleton_fill
+from mailbot.render.skeleton_trace import Trace
+from mailbot.render.skeletons import CHECKED_MAILS
 from mailbot.render.templates import Renderer
 from mailbot.render.variables import message_variables
 
@@ -138,7 +140,7 @@ def test_skeletons_are_used_for_the_ars(renderer: Renderer) -> None:
         same(fresh, "ar-general", variables, "fr")
     counts = fresh._skeletons.counts
     assert counts["skeleton"] == 10 and counts["full"] == 0
-    assert counts["checked"] == once.CHECKED_MAILS  # then trusted
+    assert counts["checked"] == CHECKED_MAILS  # then trusted
 
 
 def test_empty_and_given_subjects_are_two_skeletons(renderer: Renderer) -> None:
@@ -246,7 +248,7 @@ def test_a_difference_sends_the_settings_to_full_renders(
 ) -> None:
     fresh = Renderer(TEMPLATES)
     base = fresh.meta("ar-general").examples(include_optional=False)
-    monkeypatch.setattr(once, "html_value", lambda text, attribute: text + "!")
+    monkeypatch.setattr(skeleton_fill, "html_value", lambda text, attribute: text + "!")
     with caplog.at_level(logging.WARNING, logger="mailbot.render.templates"):
         for number in range(5):
             same(fresh, "ar-general", {**base, "reference": f"SM-2026-{number:06d}"}, "fr")
@@ -287,10 +289,10 @@ def test_kept_dates_are_date_fr(renderer: Renderer) -> None:
 
 
 def test_a_slot_refuses_to_be_read() -> None:
-    trace = once.Trace()
+    trace = Trace()
     slot = trace.root("reference", "SM-1")
     for use in (lambda: slot == "SM-1", lambda: len(slot), lambda: slot + "x", lambda: slot.x):
-        with pytest.raises(once.Unsupported):
+        with pytest.raises(skeleton_fill.Unsupported):
             use()
     assert bool(slot) is True and trace.ops[-1] == ("guard", 0, True)
 
@@ -312,7 +314,7 @@ def test_a_slot_refuses_to_be_read() -> None:
     ],
 )
 def test_html_value(escaped: str, attribute: bool, expected: str | None) -> None:
-    assert once.html_value(escaped, attribute) == expected
+    assert skeleton_fill.html_value(escaped, attribute) == expected
 
 
 def test_random_values_in_text_and_attributes(tmp_path: Path) -> None:

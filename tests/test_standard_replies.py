@@ -12,7 +12,8 @@ from markupsafe import escape
 from mailbot.app import answer_form
 from mailbot.config import Agent, load_agents, load_config
 from mailbot.errors import TemplateError
-from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.rendering import RenderedMail
+from mailbot.render.templates import Renderer
 from mailbot.render.variables import agent_variables
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,8 @@ from mailbot.core.message import parse_message
 from mailbot.core.plaintext import LRI, PDI, RLI, RLM
 from mailbot.core.routing import RoutingDecision
 from mailbot.mail.compose import Composer
-from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.rendering import RenderedMail
+from mailbot.render.templates import Renderer
 from mailbot.render.variables import message_variables
 
 ROOT = Path(__file__).resolve().parent.parent

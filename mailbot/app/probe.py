@@ -30,7 +30,7 @@ from mailbot.errors import DeliveryError
 from mailbot.mail.compose import Composer
 from mailbot.mail.imap import ImapMailbox
 from mailbot.mail.smtp import Envelope, Transport
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 from mailbot.store import Store
 from mailbot.store import probes as sql
 

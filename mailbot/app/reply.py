@@ -46,7 +46,8 @@ from mailbot.errors import (
 from mailbot.mail.compose import Composer, OutgoingMail
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.edited import edited_mail, lost_elements, normalised
-from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.rendering import RenderedMail
+from mailbot.render.templates import Renderer
 from mailbot.render.variables import agent_variables
 from mailbot.store import Store, Transaction
 from mailbot.store import console as stored

@@ -12,7 +12,8 @@ from mailbot.config import Agent, Config
 from mailbot.errors import ConfigError
 from mailbot.render.catalogue import TemplateMeta
 from mailbot.render.checks import check_all
-from mailbot.render.templates import RenderedMail, Renderer
+from mailbot.render.rendering import RenderedMail
+from mailbot.render.templates import Renderer
 from mailbot.render.translations import TargetGap
 from mailbot.render.variables import agent_variables
 

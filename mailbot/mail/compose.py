@@ -34,7 +34,7 @@ from mailbot.mail.outgoing_mail import (
     new_message_id,
 )
 from mailbot.render.catalogue import TemplateAttachment
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 
 __all__ = [
     "AUTO_GENERATED",

@@ -35,7 +35,7 @@ from mailbot.mail.header_encoding import (
     header_line,
     one_address,
 )
-from mailbot.render.templates import RenderedMail, clean_subject
+from mailbot.render.rendering import RenderedMail, clean_subject
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Two things, in one directory private to mailbot's user:
   and the code that renders it, is exactly what passed. ``mailbot check`` and ``mailbot
   templates check`` always run them;
 * what the syntax trees of each template say about rendering it from a skeleton
-  (``once.Skeletons``): parsing them again is ~25 ms of a first AR. Keyed by the same
+  (``skeletons.Skeletons``): parsing them again is ~25 ms of a first AR. Keyed by the same
   fingerprint as the checks (every template file, the rendering code, Jinja's version);
 * the public holidays an AR's deadline counts with, as the ``holidays`` package computed
   them: loading that package is ~40 ms of a start. An entry is keyed by the package's files
@@ -134,7 +134,7 @@ class RenderCache:
 
 
 class TemplateAnalyses:
-    """``once.Memo`` in the cache: one JSON file per template and fingerprint. A file that
+    """``skeletons.Memo`` in the cache: one JSON file per template and fingerprint. A file that
     cannot be read, or is not two lists of strings, is an analysis to make again."""
 
     def __init__(self, cache: RenderCache, fingerprint: str) -> None:

@@ -12,7 +12,7 @@ import re
 from markupsafe import Markup, escape
 
 from mailbot.core.plaintext import wrap_long_lines
-from mailbot.render.templates import RenderedMail
+from mailbot.render.rendering import RenderedMail
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 
