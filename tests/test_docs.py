@@ -284,7 +284,9 @@ def test_the_readme_table_of_ar_rules_is_the_policys() -> None:
 REPOSITORY_ROOTS = ("mailbot/", "tests/", "scripts/", "bench/", "deploy/", "docs/", "templates/")
 # Made by scripts/setup-tests (npm ci), not in the repository.
 INSTALLED = {"tests/web/node_modules"}
-MODULE_REF = re.compile(r"(?:mailbot/)?((?:app|core|mail|store|render|web)(?:/\w+)*)((?:\.\w+)*)")
+MODULE_REF = re.compile(
+    r"(?:mailbot/)?((?:app|config|core|mail|store|render|web)(?:/\w+)*)((?:\.\w+)*)"
+)
 
 
 def module_reference(code: str) -> tuple[Path, list[str]] | None:
@@ -297,19 +299,38 @@ def module_reference(code: str) -> tuple[Path, list[str]] | None:
 
 
 def module_reference_problem(path: Path, attributes: list[str]) -> str | None:
-    """What is wrong with a module reference: no such module, package or attribute."""
+    """What is wrong with a module reference: no such module, package or attribute, or
+    an attribute defined elsewhere (`app/intake.Pipeline._decide` once the method moved
+    to a mixin in app/deciding: the reader opening intake.py finds no such method)."""
     if attributes == ["py"]:
         return None if path.with_suffix(".py").is_file() else "no such file"
     if not path.with_suffix(".py").is_file():
         return None if path.is_dir() and not attributes else "no such module"
-    target: object = importlib.import_module(
-        "mailbot." + path.relative_to(ROOT / "mailbot").as_posix().replace("/", ".")
-    )
+    module = "mailbot." + path.relative_to(ROOT / "mailbot").as_posix().replace("/", ".")
+    target: object = importlib.import_module(module)
+    home = module
     for attribute in attributes:
-        if not hasattr(target, attribute):
+        found = attribute_of(target, attribute)
+        if found is None:
             return f"no {attribute} in it"
-        target = getattr(target, attribute)
-    return None
+        target, home = found
+    return None if home == module else f"defined in {home}"
+
+
+def attribute_of(owner: object, attribute: str) -> tuple[object, str] | None:
+    """``owner``'s ``attribute`` and the module whose source defines it: a method's
+    class along the MRO (a mixin's module), a class's or function's own module (not the
+    module re-exporting it); a dataclass's or model's field (an annotation) counts."""
+    if isinstance(owner, type):
+        for klass in owner.__mro__:
+            if attribute in vars(klass) or attribute in vars(klass).get("__annotations__", {}):
+                return getattr(owner, attribute, None), klass.__module__
+    if not hasattr(owner, attribute):
+        return None
+    value = getattr(owner, attribute)
+    if isinstance(value, type | types.FunctionType):
+        return value, value.__module__
+    return value, getattr(owner, "__module__", getattr(owner, "__name__", ""))
 
 
 def test_every_file_and_module_the_docs_name_exists() -> None:
@@ -441,3 +462,209 @@ def test_the_configuration_errors_the_readme_quotes_are_mailbots_words() -> None
             assert str(error) == example
         else:
             raise AssertionError(f"{key}: the mistake loads")
+
+
+# --------------------------------------------------------------------------- ARCHITECTURE.md's map
+# The day the largest modules were split into one per concept, each split appended its
+# modules to ARCHITECTURE.md's package table (rows of 700-2,900 characters) and methods
+# moved into mixins under prose still naming their old homes. The map names every module,
+# in its package's section; each name the document gives is where it says.
+
+MAILBOT = ROOT / "mailbot"
+ARCHITECTURE = ROOT / "ARCHITECTURE.md"
+
+
+def mailbot_modules() -> set[str]:
+    """Every module of mailbot as the docs name it (`app/deciding`, `cli`); packages'
+    `__init__` and the Alembic migrations (a revision is no concept) left out."""
+    return {
+        path.relative_to(MAILBOT).with_suffix("").as_posix()
+        for path in MAILBOT.rglob("*.py")
+        if path.name != "__init__.py" and "migrations" not in path.relative_to(MAILBOT).parts
+    }
+
+
+def package_map() -> list[tuple[str, list[str]]]:
+    """The `## The packages` section's subsections: each heading's package (`app/`, or ""
+    for the top-level modules: faces, shared helpers) and the inline code under it."""
+    text = re.sub(r"```.*?```", "", ARCHITECTURE.read_text(encoding="utf-8"), flags=re.S)
+    packages = text.partition("\n## The packages\n")[2].split("\n## ", 1)[0]
+    sections = []
+    for section in packages.split("\n### ")[1:]:
+        heading, _, body = section.partition("\n")
+        package = re.search(r"`(\w+)/`", heading)
+        spans = [" ".join(code.split()) for code in re.findall(r"`([^`]+)`", body)]
+        sections.append((package.group(1) + "/" if package else "", spans))
+    return sections
+
+
+def modules_named() -> set[str]:
+    """The modules ARCHITECTURE.md names: by path anywhere (`app/deciding`, `cli.py`,
+    `store/console.owner_locked`), or by their bare name in their package's section."""
+    named = set()
+    for _where, code in inline_code("ARCHITECTURE.md"):
+        path = re.sub(r"\(.*\)$", "", code).removeprefix("mailbot/")
+        if "/" in path or path.endswith(".py"):  # a bare `demo` is the command
+            named.add(path.removesuffix(".py").split(".")[0])
+    for package, spans in package_map():
+        named |= {package + code for code in spans if re.fullmatch(r"\w+", code)}
+    return named
+
+
+def test_architecture_names_every_module_in_its_package() -> None:
+    """A newcomer looks a module up in the map: each module of mailbot is there (a
+    split's new module too), under its package's heading or by its path."""
+    missing = sorted(mailbot_modules() - modules_named())
+    assert missing == [], "modules ARCHITECTURE.md does not name:\n" + "\n".join(missing)
+    assert len(package_map()) >= 8
+
+
+def classes_of_mailbot() -> dict[str, list[str]]:
+    """Each class name defined in mailbot and the modules defining it (a name may be
+    defined twice: `Where` is one class, `Sent` two)."""
+    found: dict[str, list[str]] = {}
+    for module in sorted(mailbot_modules()):
+        tree = ast.parse((MAILBOT / f"{module}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                found.setdefault(node.name, []).append("mailbot." + module.replace("/", "."))
+    return found
+
+
+# `Class.attr` / `module.attr` spans that look like a name of mailbot's and are not, with why.
+NOT_MAILBOT_NAMES = {
+    "app.outbox.deliver_due()": "a face's `App` (app/context) and its outbox, not web/app",
+}
+BARE = re.compile(r"([A-Za-z_]\w*)((?:\.\w+)+)(?:\(.*\))?")
+
+
+def owners_named(first: str, classes: dict[str, list[str]]) -> list[object] | None:
+    """What `first` of `first.attr` may be: mailbot's classes of that name, or modules of
+    that name (`requests`, `backend`); None when it names no such thing by its form (a
+    key of rules.yaml, a table: `polling.batch_size`, `folders.transient_uid`; `app.outbox`,
+    a variable)."""
+    from mailbot.config import Config
+    from mailbot.store.schema import metadata
+
+    if first[0].isupper():
+        modules = [importlib.import_module(module) for module in classes.get(first, [])]
+        return [getattr(module, first) for module in modules if hasattr(module, first)]
+    if first in {field.alias or name for name, field in Config.model_fields.items()}:
+        return None
+    named = [m for m in sorted(mailbot_modules()) if m.rsplit("/", 1)[-1] == first]
+    if first in metadata.tables or not named:
+        return None
+    return [importlib.import_module("mailbot." + m.replace("/", ".")) for m in named]
+
+
+def resolved(owner: object, attributes: list[str]) -> tuple[object, str] | None:
+    """The object ``attributes`` lead to from ``owner`` and its defining module."""
+    found: tuple[object, str] | None = (owner, getattr(owner, "__module__", ""))
+    for attribute in attributes:
+        found = attribute_of(found[0], attribute) if found is not None else None
+    return found
+
+
+def dotted_problem(code: str) -> str | None:
+    """`mailbot.web.demo.demo_settings`: the longest importable module, then attributes."""
+    parts = code.split(".")
+    for cut in range(len(parts), 0, -1):
+        with contextlib.suppress(ModuleNotFoundError):
+            module = importlib.import_module(".".join(parts[:cut]))
+            return None if resolved(module, parts[cut:]) is not None else "no such attribute"
+    return "no such module"
+
+
+def bare_reference_problem(code: str, classes: dict[str, list[str]]) -> str | None:
+    """What is wrong with `Pipeline.start_folder`, `requests.permit`, `mailbot.config`,
+    `fresh.py`: no class, module or attribute of that name in mailbot (None: fine, or not
+    a name of mailbot's by its form)."""
+    found = BARE.fullmatch(code)
+    if found is None or code in NOT_MAILBOT_NAMES:
+        return None
+    first, attributes = found.group(1), found.group(2).split(".")[1:]
+    if first == "mailbot":
+        return dotted_problem(re.sub(r"\(.*\)$", "", code))
+    owners = owners_named(first, classes)
+    if owners is None or attributes[-1] in FILE_SUFFIXES:
+        return None
+    if not owners:
+        return "no such class in mailbot"
+    if any(resolved(owner, attributes) is not None for owner in owners):
+        return None
+    return f"no {'.'.join(attributes)} in any {first}"
+
+
+def test_every_class_and_module_name_the_architecture_gives_exists() -> None:
+    """`Pipeline.start_folder`, `Transaction.take_over_mail`, `Store.session()`,
+    `requests.permit_again`: each is an attribute of one of mailbot's classes or modules
+    of that name (a method a split renamed or dropped shows here; a method's module is
+    checked where the document writes it, `app/deciding.Deciding._decide`)."""
+    classes = classes_of_mailbot()
+    checked, problems = 0, []
+    for line, code in inline_code("ARCHITECTURE.md"):
+        if BARE.fullmatch(code) and module_reference(code) is None:
+            checked += 1
+            if (problem := bare_reference_problem(code, classes)) is not None:
+                problems.append(f"ARCHITECTURE.md:{line}: {code}: {problem}")
+    assert checked > 40
+    assert problems == [], "\n".join(problems)
+
+
+SAID_WHERE = re.compile(r"`([A-Z]\w*(?:\.\w+)+)(?:\(\))?`(?: \(| in | is in )`([a-z]+/\w+)`")
+
+
+def said_where_problems(text: str, classes: dict[str, list[str]]) -> tuple[int, list[str]]:
+    """How many methods ``text`` says the module of, and those it says wrong."""
+    said = SAID_WHERE.findall(re.sub(r"\s+", " ", text))
+    wrong = []
+    for name, module in said:
+        first, *attributes = name.split(".")
+        homes = {
+            found[1]
+            for owner in owners_named(first, classes) or []
+            if (found := resolved(owner, attributes)) is not None
+        }
+        if "mailbot." + module.replace("/", ".") not in homes:
+            wrong.append(f"{name} ({module}): defined in {sorted(homes) or 'nothing'}")
+    return len(said), wrong
+
+
+def test_a_method_said_to_be_in_a_module_is_defined_there() -> None:
+    """`Pipeline.start_folder` (`app/folders`), `Store.batch()` in `store/engines`: the
+    module said right after a method is the one defining it (a mixin's), where a reader
+    opens it."""
+    said, wrong = said_where_problems(
+        ARCHITECTURE.read_text(encoding="utf-8"), classes_of_mailbot()
+    )
+    assert said >= 8
+    assert wrong == [], "\n".join(wrong)
+
+
+def reference_problem(code: str) -> str | None:
+    """``code``'s problem as a module reference (the self-test's are all module references)."""
+    reference = module_reference(code)
+    assert reference is not None
+    return module_reference_problem(*reference)
+
+
+def test_the_reference_checks_catch_what_they_should() -> None:
+    """A method moved to a mixin but named in its old module, a module that is no more,
+    a method that never was, a mixin's method said to be in its class's module: each is
+    reported; the same names written right are not."""
+    classes = classes_of_mailbot()
+    assert reference_problem("app/intake.Pipeline._decide") == "defined in mailbot.app.deciding"
+    assert reference_problem("app/deciding.Deciding._decide") is None
+    assert reference_problem("mail/compose.build_email") == "defined in mailbot.mail.outgoing_mail"
+    assert reference_problem("app/nowhere") == "no such module"
+    assert bare_reference_problem("Pipeline._decide", classes) is None
+    assert bare_reference_problem("Pipeline._decides", classes) is not None
+    assert bare_reference_problem("Pipelines.process", classes) == "no such class in mailbot"
+    assert bare_reference_problem("requests.permit_again", classes) is None
+    assert bare_reference_problem("requests.permit_twice", classes) is not None
+    assert bare_reference_problem("polling.batch_size", classes) is None
+    assert bare_reference_problem("mailbot.config.Config", classes) is None
+    assert bare_reference_problem("mailbot.config.Konfig", classes) is not None
+    assert said_where_problems("`Pipeline._decide` in `app/deciding`", classes) == (1, [])
+    assert said_where_problems("`Store.batch()` (`store/database`)", classes)[1] != []
+    assert "app/deciding" in mailbot_modules() and "store/migrations/env" not in mailbot_modules()
