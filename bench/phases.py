@@ -38,7 +38,7 @@ MARKERS = [
     ("decide_ar", "policy"),
     ("is_probe", "policy"),
     ("CounterRows.next_reference", "SQL: reference"),
-    ("Pipeline._batched", "SQL: a part's lookups, read once"),
+    ("Pipeline._known", "SQL: a part's lookups, read once"),
     ("Batched.flush", "SQL: a part's events, outbox, references"),
     ("routing_input", "routing facts"),
     ("detect_language", "language"),

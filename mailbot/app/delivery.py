@@ -21,7 +21,7 @@ between leaves it 'sending'. What happens to it then depends on whom it was for
   delivery renews its claims on internal mail before they are ``RENEW_AFTER`` old
   (``Run._renew``, with the 'sent' not committed yet), and never sends one found queued
   again. A send cut after its "." (a dropped connection, a timeout, a shutdown awaiting
-  the reply) is retried as after a temporary failure (``Outbox.after_error``). So a
+  the reply) is retried as after a temporary failure (``Settling.after_error``). So a
   second copy needs a process that died after the server took the mail, or such a cut,
   or one mail's exchange with the server (its MAIL to the reply to its ".") lasting
   longer than ``CLAIM_STALE - RENEW_AFTER`` (2.5 min; the SMTP timeouts are 30 s a step),
@@ -47,7 +47,7 @@ faces' decision (``deliver_due`` at once from the CLI, or the worker's delivery 
 A mail a delivery took may be taken by another meanwhile (the same worker's next delivery,
 a console, a worker that thinks it dead): only one claim ('pending' to 'sending') succeeds,
 and every later write of a delivery is conditional on what it holds — 'sending' under its
-own claim after a send attempt, 'pending' and taken by it before (``Outbox._settle``). One
+own claim after a send attempt, 'pending' and taken by it before (``Settling._settle``). One
 that failed to connect never writes over a mail the other sent: a sent AR is never put
 back in the queue, to leave a second time (and empty, its bytes purged).
 
@@ -116,6 +116,13 @@ INTERNAL_GROUP = 4
 
 
 class Outbox(Settling):
+    """The queue's delivery: what may be sent (``unsendable``, ``is_allowed``), and
+    ``deliver_due``, one ``Run`` (``app/delivery_run``) at a time. Its writes after a send
+    attempt are its ``Settling`` part's (``app/settling``), over ``clock``, ``holder`` and
+    ``config`` set here; ``Run`` calls the public ones (``fail``, ``after_error``,
+    ``release``), and ``_send`` the private ``Settling._retry_later`` (a mail left unsent
+    when the transport could not connect)."""
+
     def __init__(
         self,
         store: Store,

@@ -83,9 +83,11 @@ class Prepared:
 class Pipeline(FolderStart, Retries):
     """The intake of one mailbox's mail: a FETCH batch (``process_batch``) or one mail
     (``process``) recorded. Its parts are mixins: the folder's start (``app/folders``),
-    the retries (``app/retries``), one mail's decision (``app/deciding``, with
-    ``app/copies`` and ``app/policy_lookups``) and its failures (``app/mail_failures``),
-    over its set-up (``app/intake_setup``)."""
+    the retries (``app/retries``, which derive from the rest: one mail's decision,
+    ``app/deciding``, with ``app/copies`` and ``app/policy_lookups``, and its failures,
+    ``app/mail_failures``), over its set-up (``app/intake_setup``, which says what each
+    part calls on another). This class adds the batch: its parts' transactions, each
+    mail under its savepoint."""
 
     def process(
         self,
@@ -159,8 +161,8 @@ class Pipeline(FolderStart, Retries):
     def _route_ahead(self, mailbox: str, prepared: list[Prepared]) -> list[Prepared]:
         """A large batch: each parsed mail's routing facts, its decision sent to the helper
         (all decided while the batch is recorded, on the other core). A mail that gets no
-        AR wastes its decision there; one whose facts raise is left to ``_acknowledge``
-        (its error quarantines it there, as without the helper)."""
+        AR wastes its decision there; one whose facts raise is left to
+        ``Deciding._acknowledge`` (its error quarantines it there, as without the helper)."""
         pool = self.routing_pool
         if pool is None or pool.made_for is not self.routing or not pool.usable(len(prepared)):
             return prepared

@@ -5,7 +5,20 @@ probe, the transient errors counted in memory).
 ``IntakeSetup`` is also the base of the pipeline's parts (``app/folders``, ``app/copies``,
 ``app/policy_lookups``, ``app/deciding``, ``app/mail_failures``, ``app/retries``): each is a
 mixin of the methods on one concept over it, so that each type-checks alone and
-``Pipeline`` (``app/intake``) puts them together around a batch's transaction."""
+``Pipeline`` (``app/intake``) puts them together around a batch's transaction. A part reads
+only the attributes ``__init__`` sets here; a part that calls another's methods derives from
+it: ``Deciding`` from ``Copies`` and ``PolicyLookups``, ``Retries`` from ``Deciding`` and
+``MailFailures``, ``Pipeline`` from ``FolderStart`` and ``Retries`` (so from every part).
+
+The private methods the parts call on one another through ``self`` are their contract, kept
+as they are named: ``Copies._duplicate`` and ``PolicyLookups._policy`` (for
+``Deciding._record``); ``Deciding._record``, one mail recorded (for ``Retries`` and
+``Pipeline``); ``MailFailures._quarantine``, ``_transient``, ``_counted``,
+``_forget_attempts``, ``_keep_attempts`` and ``_unrecordable``, a mail's failure and its
+attempts counted (for ``Retries`` and ``Pipeline``); ``Retries._again`` and ``_alone``, a
+quarantined row recorded again (for ``Pipeline.process``). ``bench/phases.py`` names a
+method by the class defining it, as py-spy does: a method moved to another part moves its
+marker too."""
 
 from __future__ import annotations
 
@@ -62,9 +75,9 @@ class IntakeSetup:
         # The probe's test mails (issue 16): acknowledged, never routed nor counted.
         self.probe = (config.probe.address, config.probe.secret()) if config.probe else None
         # How many times in a row each mail (mailbox, folder, UIDVALIDITY, UID) met a
-        # transient database error (``_transient``). The folder's row keeps it for every
-        # process (a cron of ``poll --once``); this memory when the database would not
-        # write even that. A mail recorded, or quarantined for it, leaves it; one that
+        # transient database error (``MailFailures._transient``). The folder's row keeps it
+        # for every process (a cron of ``poll --once``); this memory when the database would
+        # not write even that. A mail recorded, or quarantined for it, leaves it; one that
         # failed and was then deleted from the server stays (a few bytes).
         self.transient_failures: dict[tuple[str, str, int, int], int] = {}
 

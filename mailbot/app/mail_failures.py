@@ -169,7 +169,7 @@ class MailFailures(IntakeSetup):
                     rec.events(message_pk, (EventKind.QUARANTINED, trace))
             except RepeatedRequestError:
                 # A mail passed over: a concurrent retry recorded it first (its claim in
-                # ``_claiming``); nothing was refused, and nothing is to be recorded here.
+                # ``Retries._claiming``); nothing was refused, nothing is to be recorded here.
                 raise
             except Exception as refused:
                 log.error("quarantine row refused", exc_info=refused, extra=located)

@@ -1,8 +1,8 @@
 """Fitting the routing model: one multinomial logistic regression per head (service,
 category, re-orientation target) and the binary complaint head, on the TF-IDF matrix of the
 samples, calibrated and exported to the numpy-only model file; or a kept model's category
-and complaint heads refitted over its vocabulary (round 12). scikit-learn is imported here
-only, when fitting."""
+and complaint heads refitted over its vocabulary (round 12). scikit-learn is imported only
+when fitting: here, and in ``stacking`` for the combiner."""
 
 from __future__ import annotations
 

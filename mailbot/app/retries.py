@@ -40,11 +40,11 @@ class Retries(Deciding, MailFailures):
             return self._record(Direct(tx), where, mail, parsed, existing)
 
     def process_passed_over(self, passed: PassedOver, mail: IncomingMail) -> Outcome:
-        """A mail passed over (``_unrecordable``) processed again, as ``process`` does a
-        quarantined row: in a transaction of its own that first claims its event
-        (RepeatedRequestError: another retry recorded it first) and ends by giving it to
-        the row now recording the mail (``Transaction.resolve_passed_over``), which takes
-        it off the lists. The folder's mark and attempt counts are left alone, for the
+        """A mail passed over (``MailFailures._unrecordable``) processed again, as
+        ``process`` does a quarantined row: in a transaction of its own that first claims
+        its event (RepeatedRequestError: another retry recorded it first) and ends by giving
+        it to the row now recording the mail (``Transaction.resolve_passed_over``), which
+        takes it off the lists. The folder's mark and attempt counts are left alone, for the
         poller went past the mail long ago. Raising again, it is quarantined so (the
         database may take its row now); a transient database error (TransientStoreError),
         or its quarantine row refused again (StoreError): nothing is recorded, no new event,

@@ -65,7 +65,10 @@ def told_of(attempts: int) -> bool:
 
 
 class Settling:
-    """The ``Outbox``'s writes after a send attempt, over what its ``__init__`` sets."""
+    """The ``Outbox``'s writes after a send attempt, over what its ``__init__`` sets (the
+    three attributes below, no other). ``_retry_later`` is called by ``Outbox._send`` too:
+    part of the contract with the ``Outbox``, as ``fail``, ``after_error`` and ``release``
+    are with ``Run``."""
 
     clock: Clock
     holder: str

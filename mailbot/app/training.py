@@ -1,11 +1,12 @@
 """Training and evaluating the routing model (``mailbot routing train|evaluate``).
 
-scikit-learn is needed here only (the ``train`` extra): it fits one multinomial logistic
-regression per head on the TF-IDF matrix that ``mailbot.core.classifier`` computes, and the
-fitted numbers are exported to the numpy-only model file production reads.
+scikit-learn is needed by training only (the ``train`` extra), imported when a model is
+fitted (``model_fit``, and ``stacking`` for the combiner): one multinomial logistic
+regression per head on the TF-IDF matrix that ``mailbot.core.classifier`` computes, the
+fitted numbers exported to the numpy-only model file production reads.
 
 Evaluation always measures what ``mailbot explain`` would say — rules and model combined
-by ``mailbot.routing.decide`` — never the model alone; ``train`` refuses a model that does
+by ``mailbot.core.routing.decide`` — never the model alone; ``train`` refuses a model that does
 worse than the rules alone in k-fold cross-validation.
 
 The parts are in ``mailbot.app``: ``training_samples`` (``Sample``, ``load_labelled``, the

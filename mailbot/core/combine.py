@@ -29,7 +29,7 @@ to check, as before). The regression is trained on out-of-fold answers (models t
 seen the mail) by ``mailbot routing train``; its confidence is its probability of the service
 chosen. Regressions for the category and for "a complaint against the prefecture" are read
 the same way when a header holds them (``heads``); the shipped model has the service's only
-(``training.STACKED``).
+(``app/stacking.STACKED``).
 """
 
 from __future__ import annotations

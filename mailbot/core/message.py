@@ -49,7 +49,7 @@ _IDENTITY_FIELDS = ("message-id", "from", "date", "subject", "to", "cc")
 _BOUNDARY = re.compile(rb"boundary\s*=")
 _FEEDBACK_FIELD = re.compile(r"^feedback-type:[ \t]*([\w-]+)", re.IGNORECASE | re.MULTILINE)
 _CTL = re.compile(r"[\x00-\x1f\x7f]+")
-# Printable ASCII between angle brackets (RFC 5322 msg-id), as compose.build_email accepts.
+# Printable ASCII between angle brackets (RFC 5322 msg-id), as outgoing_mail.build_email accepts.
 MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 # A script or style element whole, else a tag. Each scan stops where another would start
 # (a script or style element at the next one's opening, a tag at the next "<"): from each

@@ -51,9 +51,9 @@ class OutboxStatus(StrEnum):
 
 # The statuses a queued mail ends in without mailbot sending it (again): its bytes are
 # deleted then, as a sent mail's are (README, "Data kept (privacy)") — except those of a
-# mail failed only for lack of time (``Transaction.give_up``): they stay, with the row,
-# until the retention purge, so that an operator can queue it again after an outage. An
-# uncertain mail's always go: it may have left, and is never sent again.
+# mail failed only for lack of time (``Transaction.settle_outbox(keep_bytes=True)``): they
+# stay, with the row, until the retention purge, so that an operator can queue it again
+# after an outage. An uncertain mail's always go: it may have left, and is never sent again.
 GIVEN_UP = frozenset({OutboxStatus.FAILED, OutboxStatus.UNCERTAIN})
 
 

@@ -1,5 +1,6 @@
-"""Every outgoing mail is built here: ARs, replies, transfer notices, forwards, reports and
-alerts. One place makes the Message-IDs, writes the loop header and encodes the headers.
+"""Every outgoing mail is built through here (``Composer``): ARs, replies, transfer notices,
+forwards, reports and alerts. Only this module and its parts (named below) make the
+Message-IDs, write the loop header and encode the headers.
 
 Nothing a citizen sent can add a header or a recipient: addresses are parsed strictly,
 header values are one line (RFC 2047-encoded words when needed), and every line of a mail

@@ -1,5 +1,5 @@
 """The connection kept from batch to batch (``Kept``), the event loop it belongs to, and
-its end: idle for ``IDLE_CLOSE`` seconds (``close_when_idle``), at shutdown, or when the
+its end: idle for ``smtp.IDLE_CLOSE`` seconds (``close_when_idle``), at shutdown, or when the
 transport is gone (``shut_unless_busy``). ``SmtpTransport`` (``mailbot.mail.smtp``) holds
 one."""
 

@@ -337,7 +337,7 @@ class Pipelined:
         connection (the server cannot have accepted it), unless it was the first on a new
         one or was sent again already."""
         self.client.close()
-        self.current = None  # told now, or sent again (``_left_behind`` on a shutdown)
+        self.current = None  # told now, or sent again (``smtp_session._left_behind``: a shutdown)
         if self.open is not None:
             self.after(self.open.envelope, _uncertain(exc))
             self.open = None

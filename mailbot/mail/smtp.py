@@ -11,8 +11,9 @@ A reply (4xx, 5xx) to a mail's MAIL, RCPT, DATA or "." is an answer either way: 
 or failed. One while connecting (greeting, EHLO, STARTTLS, AUTH) is about the server, not a
 mail: retried, also for the mail whose kept connection had dropped.
 
-To know when the "." leaves, DATA is driven here rather than by ``SMTP.data()``: the DATA
-command through aiosmtplib, then the body (aiosmtplib's own line-ending normalisation and
+To know when the "." leaves, mailbot drives DATA rather than ``SMTP.data()`` does
+(``smtp_session``, the body as ``smtp_commands.wire_body`` writes it): the DATA command
+through aiosmtplib, then the body (aiosmtplib's own line-ending normalisation and
 dot-stuffing) written under flow control, then the terminator on its own.
 
 The connection outlives a batch (``SmtpTransport``): the next batch reuses it, after a NOOP

@@ -4,14 +4,27 @@ filters, their compiled templates cached), its stylesheet, and the filters of ma
 ``Environments`` is the base of ``Renderer``'s parts (``render/loading``,
 ``render/rendering``, ``render/start_checks``, ``render/skeleton_requests``): each is a
 mixin of the methods on one concept over it, so that each type-checks alone and
-``Renderer`` (``render/templates``) puts them together and sets their state."""
+``Renderer`` (``render/templates``) puts them together and sets their state. Each part
+derives from the one it calls: ``Loading`` from ``Environments``, ``Rendering`` from
+``Loading``, ``StartChecks`` and ``SkeletonRequests`` from ``Rendering``. A part's own
+state is declared in its class, where the parts deriving from it read it too
+(``Loading._metas``, ``Rendering._paragraphs``); the rest here, with ``_skeletons``, which
+``StartChecks`` and ``SkeletonRequests`` both read and neither derives from the other.
+
+The private methods called across the parts are their contract, kept as they are named:
+here ``_read``, ``_env_for``, ``_inline`` and the set-up ``Renderer.__init__`` calls
+(``_environments``, ``_load_stylesheet``, ``_passed_before``); ``Loading._get`` (a template
+compiled on first use: for every later part) and ``_load_partials``, ``_load_metas``,
+``_compile`` (the set-up); ``Rendering._context`` (for ``SkeletonRequests``);
+``StartChecks._check_translated`` and ``_check_all``, and ``SkeletonRequests._trees`` (the
+set-up)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import css_inline
@@ -25,6 +38,9 @@ from mailbot.core.plaintext import one_line, wrap
 from mailbot.errors import TemplateError
 from mailbot.render.cache import RenderCache
 from mailbot.render.catalogue import PARTIALS_DIR, STYLESHEET
+
+if TYPE_CHECKING:
+    from mailbot.render.skeletons import Skeletons
 
 DATES_KEPT = 4096
 _MINUTE_STYLES = frozenset({"full", "date", "time", "numeric"})  # date_fr's, to the minute
@@ -44,6 +60,9 @@ class Environments:
     _text_env: ImmutableSandboxedEnvironment
     _html_env: ImmutableSandboxedEnvironment
     _dates: dict[tuple[object, ...], str]
+    # ``render_once``'s skeletons (``SkeletonRequests``), whose analyses a directory's start
+    # checks record in the cache (``StartChecks._check_all``).
+    _skeletons: Skeletons
 
     def _read(self, path: Path) -> str:
         try:

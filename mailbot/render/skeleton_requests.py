@@ -17,14 +17,14 @@ from mailbot.render.environments import DATES_KEPT
 from mailbot.render.rendering import RenderedMail, Rendering, clean_subject
 from mailbot.render.skeleton_fill import PER_MAIL
 from mailbot.render.skeleton_trace import Slot, deferring, exact_key
-from mailbot.render.skeletons import Draft, Request, Skeletons
+from mailbot.render.skeletons import Draft, Request
 from mailbot.render.translations import TARGET_NAME, Translation, pick
 
 
 class SkeletonRequests(Rendering):
-    """Mails rendered from skeletons: ``render_once`` and what it asks ``Skeletons``."""
+    """Mails rendered from skeletons: ``render_once`` and what it asks ``Skeletons``
+    (``_skeletons``, declared with the state the parts share in ``Environments``)."""
 
-    _skeletons: Skeletons
     _skeleton_envs: dict[bool, ImmutableSandboxedEnvironment]
     _paragraph_memo: dict[tuple[object, ...], tuple[object, object]]
 

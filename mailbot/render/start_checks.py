@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from mailbot.errors import TemplateError
 from mailbot.render.catalogue import META_FILE, TRANSLATIONS_DIR, TemplateMeta, placeholder_problem
 from mailbot.render.rendering import Rendering
-from mailbot.render.skeletons import Skeletons
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -19,8 +18,6 @@ if TYPE_CHECKING:
 
 class StartChecks(Rendering):
     """The renderer's own checks of its templates, and of rules.yaml against them."""
-
-    _skeletons: Skeletons
 
     def check_config(self, config: Config) -> None:
         """Check rules.yaml against the templates: each mailbox's AR exists and fits its scope."""

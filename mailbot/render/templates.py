@@ -1,4 +1,5 @@
-"""Rendering mail templates: the Jinja environment, and one rendered mail from variables.
+"""``Renderer``, the mail templates of one directory rendered safely: its parts put together
+and set up here (the environments, the loading, the rendering are its mixins' modules).
 
 Safety rules, because the people who edit the templates are not the people who write
 the mail they answer:
@@ -11,9 +12,10 @@ the mail they answer:
 * the rendered subject is one line, capped in length, and goes into the header through
   ``mailbot.mail.compose``, which encodes it (RFC 2047) and refuses any line break.
 
-Everything is read and compiled once, in ``Renderer.__init__``; every template is then
-rendered with the examples of its ``meta.yaml`` so that a typo is reported at start-up,
-naming the file, instead of at the first citizen's mail. Those checks run again only when
+The directory is read once, in ``Renderer.__init__``, and each template compiled once (when
+first used, or all of them when the checks run); the checks render every template with the
+examples of its ``meta.yaml`` so that a typo is reported at start-up, naming the file,
+instead of at the first citizen's mail. Those checks run again only when
 the directory changed since they last passed (``mailbot.render.cache`` keeps that record,
 and Jinja's compiled templates), or when asked (``full_check``: ``mailbot check``). The
 directory's layout and the meta.yaml model are ``mailbot.render.catalogue``'s.
@@ -24,8 +26,10 @@ skeleton per template and settings, filled with each mail's values (``mailbot.re
 ``Renderer``'s methods come from one mixin per concept, each over the one before:
 ``environments`` (the Jinja environments, their filters, the stylesheet), ``loading`` (the
 directory read, each template compiled on first use), ``rendering`` (``render``,
-``RenderedMail``), then ``start_checks`` (the checks above, and rules.yaml's against the
-templates) and ``skeleton_requests`` (``render_once``). This module sets their state.
+``RenderedMail``), then, both over ``rendering``, ``start_checks`` (the checks above, and
+rules.yaml's against the templates) and ``skeleton_requests`` (``render_once``). This
+module sets their state, in ``Renderer.__init__``; ``render/environments`` says what the
+parts share and call on one another.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Persistence: what mailbot saw, decided and sent.
+"""The ``Store``: the database opened, what mailbot saw, decided and sent.
 
 SQLite (WAL) by default, PostgreSQL by URL alone. Opening a Store brings the schema to the
 latest Alembic revision in one transaction: a new database is created at it from the models
@@ -8,6 +8,8 @@ Its methods come from one mixin per concept over ``store/engines`` (``Engines``:
 engines, transactions and sessions): ``schema_upgrade`` (migrations, the schema's
 version), ``reads`` (rows read outside a transaction), ``listings`` (the citizens'
 messages listed), ``indicator_reads`` (the indicators' inputs), ``purge`` (retention).
+What the parts share and call on one another is said in ``store/engines``. A transaction's
+writes are ``Transaction``'s (``store/transaction``).
 """
 
 from __future__ import annotations

@@ -178,12 +178,12 @@ class _DriverRows(_Driver):
 
 
 class _DriverKnown(_Driver):
-    """``_known_query`` for lists of given lengths, compiled once and run on the driver's
-    cursor (issue 14): SQLAlchemy expands an ``IN`` list anew at each execution, and with
-    its execution context that was ~60 % of a part's lookups (~0.15 ms a mail with claims
-    cutting the parts). Each list is padded to a power of two (its last value repeated,
-    which changes no result): a few statements per column serve every part. Rows come back
-    as SQLAlchemy's would (its result processors: a time, aware, in UTC)."""
+    """``message_lookups._known_query`` for lists of given lengths, compiled once and run
+    on the driver's cursor (issue 14): SQLAlchemy expands an ``IN`` list anew at each
+    execution, and with its execution context that was ~60 % of a part's lookups (~0.15 ms
+    a mail with claims cutting the parts). Each list is padded to a power of two (its last
+    value repeated, which changes no result): a few statements per column serve every part.
+    Rows come back as SQLAlchemy's would (its result processors: a time, aware, in UTC)."""
 
     def __init__(self, dialect: sa.Dialect, shape: tuple[tuple[str, int], ...]) -> None:
         unindexed = sa.func.coalesce(messages.c.mailbox, "") == _param("mailbox")

@@ -6,7 +6,15 @@ taken from them; a URL as it may be shown.
 ``Engines`` is the base of the ``Store``'s parts (``store/schema_upgrade``, ``store/reads``,
 ``store/listings``, ``store/indicator_reads``, ``store/purge``): each is a mixin of the
 methods on one concept over it, so that each type-checks alone and ``Store`` (in
-``store/database``) only puts them together and opens the database."""
+``store/database``) only puts them together and opens the database. The parts read only the
+state ``Engines`` declares (set by ``Store.__init__``); ``IndicatorReads`` derives from
+``Listings``, whose idea of a citizen's message it counts.
+
+The private methods called across the parts are their contract, kept as they are named:
+``Engines._create_engine`` (``Store.__init__``, and ``SchemaUpgrade.migrate``'s own
+unpooled engine), ``_writer_engine`` and ``_read_only_met`` (``Store.__init__``), and
+``Listings._citizens``, which messages are a citizen's (``IndicatorReads``; the triggers of
+``store/triggers`` and ``tests/test_indicator_arrays.py`` follow the same definition)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Outbox mail a crash, a dead sender, a lack of time or a restore left behind: internal
 mail left 'sending' queued again, mail failed for lack of time requeued, mails to
-citizens interrupted mid-send found, those queued before a restore."""
+citizens interrupted mid-send found, those queued before a restore. The statements only:
+what each recovery means (uncertain, queued again with a WARNING) is decided by the use
+cases of ``app/delivery_recovery``, ``app/requeue`` and ``app/restore``."""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ from sqlalchemy.engine import Connection
 
 class Rows:
     """The connection a ``Transaction`` writes on, in its transaction (set by its
-    ``__init__``): all that its parts read of it besides their own methods."""
+    ``__init__``): all that every part reads. A part's own state is declared in it
+    (``FolderRows.fence``, also set by ``Transaction.__init__``); a part that calls another's
+    methods derives from it (``MessageRows`` from ``EventRows``: a reply's events). The
+    parts call no private method of one another."""
 
     conn: Connection

@@ -1,4 +1,9 @@
-"""Operations that commit together: a mail's row, its events, its outbox mail, its folder state."""
+"""Operations that commit together: a mail's row, its events, its outbox mail, its folder state.
+
+``Transaction`` puts together the mixins of ``store/*_rows``, ``store/message_lookups`` and
+``store/outbox_recovery`` (their base: ``store/rows``) and holds what is the transaction's
+own: its connection and lease, its savepoints, the writes waiting for it. ``Session`` is one
+connection for a run of short transactions (a delivery)."""
 
 from __future__ import annotations
 
