@@ -78,7 +78,8 @@ def _count_runs(cls):
         sent()
         return run(self, conn, values)
     cls.run = counted
-for name in ("_DriverInsert", "_DriverUpdate", "_DriverRows"):  # what each tree runs on the driver's cursor
+# What each tree runs on the driver's cursor: the classes' names, then before their rename.
+for name in ("DriverInsert", "DriverUpdate", "DriverRows", "_DriverInsert", "_DriverUpdate", "_DriverRows"):
     if hasattr(_drivers, name):
         _count_runs(getattr(_drivers, name))
 if hasattr(_transaction.Transaction, "_driver_sql"):  # SAVEPOINT, RELEASE...

@@ -50,12 +50,14 @@ MARKERS = [
     ("Queued.of", "AR bytes"),
     ("forwards (", "forward"),
     ("new_message", "row"),
-    ("_routing_columns", "row"),
+    ("routing_columns", "row"),  # _routing_columns before its rename too
     ("sender_name", "row"),
-    ("_save ", "SQL: message INSERT"),
+    ("_save ", "SQL: message INSERT"),  # save_row's name before its rename
+    ("save_row ", "SQL: message INSERT"),
     ("EventRows.add_events", "SQL: events"),
     ("_queue ", "SQL: outbox INSERT"),
-    ("_log ", "logging"),
+    ("_log ", "logging"),  # log_outcome's name before its rename
+    ("log_outcome ", "logging"),
     ("_summary ", "logging"),
     ("logging/", "logging"),
 ]

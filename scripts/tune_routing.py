@@ -147,7 +147,7 @@ def fold_plan(samples: Sequence[Any], k: int) -> list[list[int]]:
 def remember_tallies() -> None:
     """The rules' tally of a mail does not depend on the settings: computed once per mail.
     (The mail is kept in the cache with its tally, so its id cannot be reused.)"""
-    tally = routing_module._tally
+    tally = routing_module.rule_tally
     cache: dict[int, tuple[Any, Any]] = {}
 
     def cached(msg: Any, routing: Any) -> Any:
@@ -156,7 +156,7 @@ def remember_tallies() -> None:
             hit = cache[id(msg)] = (msg, tally(msg, routing))
         return hit[1]
 
-    routing_module._tally = cached  # type: ignore[assignment]
+    routing_module.rule_tally = cached  # type: ignore[assignment]
 
 
 def guide_cases() -> list[tuple[Any, str, str]]:

@@ -303,21 +303,21 @@ def test_the_status_mirror_events_and_purge_are_written_once_per_delivery_batch(
         "before_cursor_execute",
         lambda _c, _cur, sql, _p, _ctx, many: statements.append(sql.split()[0] + str(many)),
     )
-    claim = store_drivers._DriverUpdate.run  # claims run on the driver's cursor (issue 14)
+    claim = store_drivers.DriverUpdate.run  # claims run on the driver's cursor (issue 14)
 
     def counted_claim(driver: Any, conn: Any, values: dict[str, Any]) -> int:
         statements.append(driver.sql.split()[0] + "False")
         return claim(driver, conn, values)
 
-    monkeypatch.setattr(store_drivers._DriverUpdate, "run", counted_claim)
-    rows = store_drivers._DriverRows.run  # so do the events' executemany
+    monkeypatch.setattr(store_drivers.DriverUpdate, "run", counted_claim)
+    rows = store_drivers.DriverRows.run  # so do the events' executemany
 
     def counted_rows(driver: Any, conn: Any, values: list[dict[str, Any]]) -> None:
         verb, *words = driver.sql.split()
         statements.append(f"{verb} {words[1] if verb == 'INSERT' else words[0]} many")
         rows(driver, conn, values)
 
-    monkeypatch.setattr(store_drivers._DriverRows, "run", counted_rows)
+    monkeypatch.setattr(store_drivers.DriverRows, "run", counted_rows)
     assert app.outbox.deliver_due().sent == 5
     assert bookkeeping(database) == [("sent", False, "sent", 1)] * 5
     # Per mail: its claim, and its 'sent' (with the next claim, the last one's at the end;

@@ -349,10 +349,10 @@ def test_an_intake_part_reads_its_lookups_in_one_statement_or_in_chunks(store: S
 
 def test_an_intake_parts_lookups_read_what_sqlalchemys_statement_reads(store: Store) -> None:
     """``known`` runs its statement on the driver's cursor, each list padded to a power of
-    two (issue 14): the same rows as SQLAlchemy's own statement (``_known_query``, which
+    two (issue 14): the same rows as SQLAlchemy's own statement (``known_query``, which
     the chunked path still runs), whatever the lengths of the lists, their times aware
     and in UTC, a sender's rows only its acknowledged ones since the date."""
-    from mailbot.store.message_lookups import _known_query
+    from mailbot.store.message_lookups import known_query
     from mailbot.store.records import KnownRow
 
     now = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -389,7 +389,7 @@ def test_an_intake_parts_lookups_read_what_sqlalchemys_statement_reads(store: St
         with store.transaction() as tx:
             found = tx.known("general", keys, senders, since)
             rows = tx.conn.execute(
-                _known_query(tuple(values)), {**values, "mailbox": "general", "since": since}
+                known_query(tuple(values)), {**values, "mailbox": "general", "since": since}
             )
             by_id = {int(row.id): KnownRow(*row) for row in rows}
         assert found == [by_id[pk] for pk in sorted(by_id)]

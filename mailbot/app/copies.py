@@ -1,7 +1,7 @@
 """A mail's copies. The same mail recorded before (in this mailbox, or earlier in the
 batch) is recorded as a duplicate; the same mail handled in another of our mailboxes (To
 one, Cc the other) is found by its fingerprint, which the row handling the mail claims
-(``_claim``) or takes over from a copy left for a person."""
+(``claim_copy``) or takes over from a copy left for a person."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from mailbot.app.folders import Where
 from mailbot.app.intake_setup import IntakeSetup
-from mailbot.app.mail_row import _save, new_message
+from mailbot.app.mail_row import new_message, save_row
 from mailbot.app.recording import Direct
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage
@@ -46,7 +46,7 @@ class Copies(IntakeSetup):
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             parent_id=original,
         )
-        message_pk = _save(rec, row, existing)
+        message_pk = save_row(rec, row, existing)
         rec.events(message_pk, (EventKind.DUPLICATE, detail or f"copy of message {original}"))
         return Outcome(
             where.mailbox,
@@ -59,7 +59,7 @@ class Copies(IntakeSetup):
         )
 
 
-def _claim(
+def claim_copy(
     rec: Direct,
     parsed: ParsedMessage,
     row: NewMessage,
@@ -94,21 +94,21 @@ def _claim(
 
 def _skipped_here(row: NewMessage) -> bool:
     """A skip that concerns this mailbox's copy only (``_THIS_MAILBOX_ONLY``), not a mail
-    left for a person (``_left_for_person``), which the whole mail is."""
+    left for a person (``is_left_for_person``), which the whole mail is."""
     return (
         row.decision == Decision.SKIP
         and set(row.reasons) <= _THIS_MAILBOX_ONLY
-        and not _left_for_person(row.decision, row.reasons)
+        and not is_left_for_person(row.decision, row.reasons)
     )
 
 
-def _left_for_person(decision: Decision, reasons: Sequence[str]) -> bool:
+def is_left_for_person(decision: Decision, reasons: Sequence[str]) -> bool:
     """Skipped only for lack of a Return-Path: a citizen's mail that awaits a person
     (``store.UNHANDLED_REASONS``), counted in the indicators."""
     return decision == Decision.SKIP and tuple(reasons) == (Attention.NO_RETURN_PATH,)
 
 
-def _copy_of(first: FirstCopy) -> str:
+def copy_detail(first: FirstCopy) -> str:
     """The duplicate event's detail for a copy of ``first``, recorded in another mailbox."""
     reference = first.reference or "no reference"
     if first.waiting:

@@ -14,15 +14,15 @@ from typing import Any
 
 from mailbot.app.acknowledge import Plan, Received
 from mailbot.app.bounces import note_bounce
-from mailbot.app.copies import Copies, _claim, _copy_of, _left_for_person
+from mailbot.app.copies import Copies, claim_copy, copy_detail, is_left_for_person
 from mailbot.app.folders import Where
 from mailbot.app.mail_row import (
-    _ar_status,
-    _decided,
-    _decision_name,
-    _routing_columns,
-    _save,
+    decision_and_reasons,
+    decision_name,
     new_message,
+    routing_columns,
+    row_ar_status,
+    save_row,
 )
 from mailbot.app.policy_lookups import Policy, PolicyLookups
 from mailbot.app.recording import Direct
@@ -75,7 +75,7 @@ class Deciding(Copies, PolicyLookups):
         mailboxes (To one, Cc the other: the same SMTP copy, same fingerprint). A copy
         there left for a person (no Return-Path: ``FirstCopy.waiting``) is this one's
         original only if this one is left for a person too; handled here (its delivery
-        had a Return-Path), this one takes its key over (``_claim``)."""
+        had a Return-Path), this one takes its key over (``claim_copy``)."""
         found = (parsed.message_id, parsed.fingerprint, parsed.content_hash)
         original = rec.duplicate(where.mailbox, *found, exclude=existing)
         if original is not None:
@@ -83,11 +83,15 @@ class Deciding(Copies, PolicyLookups):
         first = rec.first_copy(parsed.fingerprint) if parsed.fingerprint else None
         elsewhere = first is not None and first.id != existing
         if first is not None and elsewhere and not first.waiting:
-            return self._duplicate(rec, where, mail, parsed, first.id, existing, _copy_of(first))
+            return self._duplicate(rec, where, mail, parsed, first.id, existing, copy_detail(first))
         policy = self._policy(rec, where.mailbox, mail, parsed)
-        if first is not None and elsewhere and _left_for_person(*_decided(policy.decision)):
+        if (
+            first is not None
+            and elsewhere
+            and is_left_for_person(*decision_and_reasons(policy.decision))
+        ):
             # Left for a person there and here: one citizen's mail, counted and listed once.
-            return self._duplicate(rec, where, mail, parsed, first.id, existing, _copy_of(first))
+            return self._duplicate(rec, where, mail, parsed, first.id, existing, copy_detail(first))
         outcome = self._decide(rec, where, mail, parsed, existing, policy, ahead, first)
         if outcome.decision == Decision.SKIP:  # a bounce of our mail? the agents must know
             note_bounce(rec, mail.raw, outcome.reasons, outcome.message_pk, mail.internaldate)
@@ -126,22 +130,22 @@ class Deciding(Copies, PolicyLookups):
             where,
             mail,
             parsed,
-            _decision_name(decision),
+            decision_name(decision),
             decision.reasons,
             in_reply_to=parsed.in_reply_to[0] if parsed.in_reply_to else None,
             reference=handling.reference,
             parent_id=parent_pk,
-            ar_status=_ar_status(plan, decision, send, withheld),
+            ar_status=row_ar_status(plan, decision, send, withheld),
             ar_message_id=plan.mails[0].message_id if plan is not None else None,
             language=_language(handling, decision, parsed),
             sender_name=sender_name(parsed, self.config.policy.contact_form_relays),
             **self._addresses(parsed, decision),
             transferred=int(plan is not None and plan.transferred_to is not None),
             probe=int(probe),
-            **_routing_columns(handling.routing, self._own(where.mailbox), probe),
+            **routing_columns(handling.routing, self._own(where.mailbox), probe),
         )
-        message_pk = _save(rec, row, existing)
-        _claim(rec, parsed, row, message_pk, first)
+        message_pk = save_row(rec, row, existing)
+        claim_copy(rec, parsed, row, message_pk, first)
         if row.decision == Decision.FOLLOW_UP and parent_pk is not None:
             _written_again(rec, parent_pk, message_pk, row.received_at)
         rec.events(
@@ -232,7 +236,7 @@ def _written_again(rec: Direct, parent_pk: int, message_pk: int, received_at: da
         rec.events(parent_pk, (EventKind.REOPENED, detail))
 
 
-def _log(outcome: Outcome) -> None:
+def log_outcome(outcome: Outcome) -> None:
     """One line per mail, at DEBUG: the poller logs one summary per batch at INFO."""
     log.debug(
         "message",

@@ -36,12 +36,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import NamedTuple
 
-from mailbot.app.deciding import _log
+from mailbot.app.deciding import log_outcome
 from mailbot.app.folders import FolderStart, Where, transient_failure
-from mailbot.app.mail_failures import _AttemptFailed
+from mailbot.app.mail_failures import AttemptFailed
 from mailbot.app.policy_lookups import RELANCE_WORKING_DAYS
 from mailbot.app.recording import Batched, BatchWriteError, Direct
-from mailbot.app.retries import Retries, _still_quarantined
+from mailbot.app.retries import Retries, still_quarantined
 from mailbot.app.routing_pool import RoutingAhead
 from mailbot.core.facts import routing_input
 from mailbot.core.incoming import IncomingMail, Outcome
@@ -117,12 +117,12 @@ class Pipeline(FolderStart, Retries):
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine again, never lose the mail
-            _still_quarantined(mailbox, existing, exc)  # unless the database's fault
+            still_quarantined(mailbox, existing, exc)  # unless the database's fault
             quarantined = self._quarantine(self._alone, where, mail, parsed, exc, existing)
             if quarantined is None:
                 raise StoreError(f"mailbox {mailbox}: cannot record row #{existing}") from exc
             outcome = quarantined
-        _log(outcome)
+        log_outcome(outcome)
         return outcome
 
     def process_batch(
@@ -144,7 +144,7 @@ class Pipeline(FolderStart, Retries):
                 prepared[len(outcomes) :] = self._route_late(mailbox, prepared[len(outcomes) :])
             outcomes += self._record_part(where, prepared[len(outcomes) :])
         for outcome in outcomes:
-            _log(outcome)
+            log_outcome(outcome)
         return outcomes
 
     def _prepare(self, mail: IncomingMail) -> Prepared:
@@ -239,7 +239,7 @@ class Pipeline(FolderStart, Retries):
                 if done:
                     tx.save_folder_state(*where.folder_key, max(o.uid for o in done))
                 unsent = _recorded_without_ar(tx, where, mails, done)
-        except _AttemptFailed as failed:  # rolled back: its count kept for the next poll
+        except AttemptFailed as failed:  # rolled back: its count kept for the next poll
             self._keep_attempts(where, failed.uid, failed.count)
             raise
         if unsent.resync:

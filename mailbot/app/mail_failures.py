@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 
 from mailbot.app.folders import Where
 from mailbot.app.intake_setup import IntakeSetup
-from mailbot.app.mail_row import _save, new_message
+from mailbot.app.mail_row import new_message, save_row
 from mailbot.app.recording import Direct
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage
@@ -122,7 +122,7 @@ class MailFailures(IntakeSetup):
         count = max(self.transient_failures.get(key, 0), stored) + 1
         if count < TRANSIENT_ATTEMPTS:
             self.transient_failures[key] = count
-            raise _AttemptFailed(
+            raise AttemptFailed(
                 f"mailbox {where.mailbox}, folder {where.folder}: the database could not"
                 f" record UID {mail.uid} now ({reason}; attempt {count} of"
                 f" {TRANSIENT_ATTEMPTS}); nothing of its batch was committed, the next poll"
@@ -165,7 +165,7 @@ class MailFailures(IntakeSetup):
             row = new_message(where, mail, known, Decision.QUARANTINE, (reason,))
             try:
                 with scope() as rec:
-                    message_pk = _save(rec, row, existing)
+                    message_pk = save_row(rec, row, existing)
                     rec.events(message_pk, (EventKind.QUARANTINED, trace))
             except RepeatedRequestError:
                 # A mail passed over: a concurrent retry recorded it first (its claim in
@@ -186,7 +186,7 @@ class MailFailures(IntakeSetup):
         return None
 
 
-class _AttemptFailed(TransientStoreError):
+class AttemptFailed(TransientStoreError):
     """A mail's recording met a transient database error (``Pipeline._transient``): its
     UID and the count of its attempts, written to its folder's row once rolled back."""
 

@@ -1,6 +1,6 @@
 """The row a mail becomes (``new_message``), whatever was decided: its columns from the
-parsed mail, the decision, the routing (``_routing_columns``) and the AR's status; its
-insert, or a retried row's update (``_save``)."""
+parsed mail, the decision, the routing (``routing_columns``) and the AR's status; its
+insert, or a retried row's update (``save_row``)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _thread_references(parsed: ParsedMessage | None) -> str | None:
     return " ".join(ids) or None
 
 
-def _save(rec: Direct, row: NewMessage, existing: int | None) -> int:
+def save_row(rec: Direct, row: NewMessage, existing: int | None) -> int:
     if existing is None:
         return rec.record(row)
     rec.tx.update_message(existing, row)
@@ -79,7 +79,7 @@ def _save(rec: Direct, row: NewMessage, existing: int | None) -> int:
 _ROUTING_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
-def _routing_columns(
+def routing_columns(
     routing: RoutingDecision | None, own: str, probe: bool = False
 ) -> dict[str, Any]:
     """The row's routing columns. A weak decision ("to check") keeps the mail at its
@@ -108,7 +108,7 @@ def _routing_columns(
     }
 
 
-def _ar_status(
+def row_ar_status(
     plan: Plan | None, decision: ArDecision, send: bool, withheld: ArStatus | None
 ) -> ArStatus:
     if plan is not None:
@@ -118,11 +118,11 @@ def _ar_status(
     return ArStatus.NONE
 
 
-def _decided(decision: ArDecision) -> tuple[Decision, tuple[str, ...]]:
-    return _decision_name(decision), decision.reasons
+def decision_and_reasons(decision: ArDecision) -> tuple[Decision, tuple[str, ...]]:
+    return decision_name(decision), decision.reasons
 
 
-def _decision_name(decision: ArDecision) -> Decision:
+def decision_name(decision: ArDecision) -> Decision:
     if decision.send:
         return Decision.ACKNOWLEDGE
     if decision.follow_up_of:

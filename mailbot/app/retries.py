@@ -9,7 +9,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from mailbot.app.deciding import Deciding, _log
+from mailbot.app.deciding import Deciding, log_outcome
 from mailbot.app.folders import Where
 from mailbot.app.mail_failures import MailFailures
 from mailbot.app.recording import Direct
@@ -77,7 +77,7 @@ class Retries(Deciding, MailFailures):
                     " quarantined: it stays passed over"
                 ) from exc
             outcome = quarantined
-        _log(outcome)
+        log_outcome(outcome)
         return outcome
 
     @contextmanager
@@ -107,7 +107,7 @@ class Retries(Deciding, MailFailures):
             yield Direct(tx)
 
 
-def _still_quarantined(mailbox: str, existing: int, exc: Exception) -> None:
+def still_quarantined(mailbox: str, existing: int, exc: Exception) -> None:
     """A quarantined mail processed again (``existing``) met a transient database error:
     its transaction was rolled back and it stays quarantined as it was (same reason, no
     new event, nothing counted): TransientStoreError, for the retry to be asked again."""

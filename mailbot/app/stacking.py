@@ -57,9 +57,9 @@ def answered(
 def evidence(sample: Sample, said: dict[str, Prediction], routing: CompiledRouting) -> Any:
     """What the stacked decisions read of a mail (combine.Evidence), and the rules' tally."""
     from mailbot.core.combine import Evidence
-    from mailbot.core.routing import _tally
+    from mailbot.core.routing import rule_tally
 
-    tally = _tally(sample.facts, routing)
+    tally = rule_tally(sample.facts, routing)
     own = routing.own_service.get(sample.facts.mailbox, "")
     return Evidence(said, tally.services, tally.categories, own, sample.facts.language or ""), tally
 

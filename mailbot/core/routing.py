@@ -280,7 +280,7 @@ class _Tally:
             self.strong.append(rule.id)
 
 
-def _tally(msg: RoutingInput, routing: CompiledRouting) -> _Tally:
+def rule_tally(msg: RoutingInput, routing: CompiledRouting) -> _Tally:
     tally, reading = _Tally(), Reading(msg, routing.matchers)
     for index, compiled in enumerate(routing.rules):
         found = compiled.test(reading)
@@ -298,7 +298,7 @@ def _tally(msg: RoutingInput, routing: CompiledRouting) -> _Tally:
 def decide(msg: RoutingInput, routing: CompiledRouting) -> RoutingDecision:
     """Score every rule; strong rules decide; else rules (and the model, when configured)
     give the best service and the best category, independently."""
-    tally = _tally(msg, routing)
+    tally = rule_tally(msg, routing)
     default = routing.config.defaults.get(msg.mailbox)
     own = routing.own_service.get(msg.mailbox)
     settings = routing.config.model

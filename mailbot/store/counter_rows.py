@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mailbot.errors import RepeatedRequestError
-from mailbot.store.drivers import _param
+from mailbot.store.drivers import bind_param
 from mailbot.store.rows import Rows
 from mailbot.store.schema import (
     REFERENCE_COUNTERS,
@@ -21,14 +21,14 @@ from mailbot.store.schema import (
 # row, until the commit) at the first, its final value written once at the end.
 _LOCK_COUNTER = (
     counters.update()
-    .where(counters.c.name == _param("counter"))
+    .where(counters.c.name == bind_param("counter"))
     .values(value=counters.c.value)
     .returning(counters.c.value)
 )
-_SET_COUNTER = counters.update().where(counters.c.name == _param("counter"))
+_SET_COUNTER = counters.update().where(counters.c.name == bind_param("counter"))
 _BUMP_COUNTER = (
     counters.update()
-    .where(counters.c.name == _param("counter"))
+    .where(counters.c.name == bind_param("counter"))
     .values(value=counters.c.value + 1)
     .returning(counters.c.value)
 )

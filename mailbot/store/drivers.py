@@ -1,5 +1,5 @@
 """The hot statements compiled once per dialect and run on the driver's cursor (issue 14):
-the ``_Driver*`` classes, their factories (cached per dialect) and the statements only
+the ``Driver*`` classes, their factories (cached per dialect) and the statements only
 they run; the ``Transaction``'s parts (``store/*_rows``, ``message_lookups``,
 ``outbox_recovery``) call them."""
 
@@ -21,7 +21,7 @@ from mailbot.store.schema import folders, left_for_person, message_keys, message
 # Each mail runs about a dozen statements. Built per call, a statement and its cache key
 # cost more than running it; built once with bound parameters, SQLAlchemy finds each one
 # compiled in its cache at once.
-_param = sa.bindparam
+bind_param = sa.bindparam
 
 # One mail in several mailboxes (``claimed_mail``, ``claim_mail``): the row that took it.
 _CLAIMED = (
@@ -32,10 +32,10 @@ _CLAIMED = (
         sa.case((left_for_person(), 1), else_=0),
     )
     .select_from(message_keys.join(messages, messages.c.id == message_keys.c.message_pk))
-    .where(message_keys.c.fingerprint == _param("fingerprint"))
+    .where(message_keys.c.fingerprint == bind_param("fingerprint"))
 )
 # What the intake's lookups read of a recorded message (``Transaction.known``).
-_KNOWN = (
+KNOWN_COLUMNS = (
     messages.c.id,
     messages.c.message_id,
     messages.c.fingerprint,
@@ -50,7 +50,7 @@ _KNOWN = (
 )
 
 
-def _known_condition(
+def known_condition(
     column: str, values: sa.BindParameter[Any] | Sequence[sa.BindParameter[Any]]
 ) -> sa.ColumnElement[bool]:
     """Rows whose ``column`` is among the values (an expanding parameter, or one each); by
@@ -62,23 +62,23 @@ def _known_condition(
     return sa.and_(
         found,
         messages.c.decision == Decision.ACKNOWLEDGE,
-        messages.c.received_at >= _param("since"),
+        messages.c.received_at >= bind_param("since"),
     )
 
 
 # The SET clause of this comes from the parameters' keys (the columns to change).
 _CLAIM_OUTBOX = outbox.update().where(
-    outbox.c.id == _param("item_id"), outbox.c.status == OutboxStatus.PENDING
+    outbox.c.id == bind_param("item_id"), outbox.c.status == OutboxStatus.PENDING
 )
 _CLAIM_KEYS = ("status", "attempts", "claimed_by", "claimed_at")
 # A part's UID mark (``save_folder_state``): one of its two folder statements, see
 # ``folder_rows._RESYNC_BOUND``.
 _FOLDER_STATE = folders.update().where(
-    folders.c.mailbox == _param("w_mailbox"), folders.c.folder == _param("w_folder")
+    folders.c.mailbox == bind_param("w_mailbox"), folders.c.folder == bind_param("w_folder")
 )
 
 
-class _Driver:
+class Driver:
     """A hot statement compiled once per dialect and run on the driver's cursor (issue 14):
     SQLAlchemy's execution of a one-row statement (its cache lookup, execution context and
     result) cost about twice the statement itself on SQLite. Values are bound as SQLAlchemy
@@ -129,7 +129,7 @@ class _Driver:
             cursor.close()
 
 
-class _DriverInsert(_Driver):
+class DriverInsert(Driver):
     """An INSERT of one row with a given set of columns, its id returned: a message's (~115
     µs a mail saved on SQLite), an outbox mail's (its body's key)."""
 
@@ -146,7 +146,7 @@ class _DriverInsert(_Driver):
             return int(cursor.fetchone()[0] if self.returning else cursor.lastrowid)
 
 
-class _DriverUpdate(_Driver):
+class DriverUpdate(Driver):
     """An UPDATE of one row, its rowcount returned (an outbox claim: one per mail)."""
 
     def run(self, conn: Connection, values: dict[str, Any]) -> int:
@@ -155,7 +155,7 @@ class _DriverUpdate(_Driver):
             return int(cursor.rowcount)
 
 
-class _DriverFirst(_Driver):
+class DriverFirst(Driver):
     """A SELECT of one row, or None (a mail's first copy in another mailbox: one a mail)."""
 
     def run(self, conn: Connection, values: dict[str, Any]) -> Any:
@@ -164,7 +164,7 @@ class _DriverFirst(_Driver):
             return cursor.fetchone()
 
 
-class _DriverRows(_Driver):
+class DriverRows(Driver):
     """A statement run for many rows in one executemany on the driver's cursor (a part's
     events and outbox mails, a delivery's updates): SQLAlchemy's executemany builds an
     execution context and runs its processors per row through more layers (~0.1 ms a
@@ -177,8 +177,8 @@ class _DriverRows(_Driver):
             return int(cursor.rowcount)
 
 
-class _DriverKnown(_Driver):
-    """``message_lookups._known_query`` for lists of given lengths, compiled once and run
+class DriverKnown(Driver):
+    """``message_lookups.known_query`` for lists of given lengths, compiled once and run
     on the driver's cursor (issue 14): SQLAlchemy expands an ``IN`` list anew at each
     execution, and with its execution context that was ~60 % of a part's lookups (~0.15 ms
     a mail with claims cutting the parts). Each list is padded to a power of two (its last
@@ -186,18 +186,19 @@ class _DriverKnown(_Driver):
     Rows come back as SQLAlchemy's would (its result processors: a time, aware, in UTC)."""
 
     def __init__(self, dialect: sa.Dialect, shape: tuple[tuple[str, int], ...]) -> None:
-        unindexed = sa.func.coalesce(messages.c.mailbox, "") == _param("mailbox")
+        unindexed = sa.func.coalesce(messages.c.mailbox, "") == bind_param("mailbox")
         selects = [
-            sa.select(*_KNOWN).where(
-                unindexed if c == "ar_message_id" else messages.c.mailbox == _param("mailbox"),
-                _known_condition(c, [_param(f"{c}_{i}") for i in range(size)]),
+            sa.select(*KNOWN_COLUMNS).where(
+                unindexed if c == "ar_message_id" else messages.c.mailbox == bind_param("mailbox"),
+                known_condition(c, [bind_param(f"{c}_{i}") for i in range(size)]),
             )
             for c, size in shape
         ]
         statement = selects[0] if len(selects) == 1 else sa.union_all(*selects)
         super().__init__(dialect, statement, ())
         self.results = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in _KNOWN
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in KNOWN_COLUMNS
         ]
 
     def run(self, conn: Connection, values: dict[str, Any]) -> list[KnownRow]:
@@ -215,50 +216,50 @@ class _DriverKnown(_Driver):
 
 
 @functools.lru_cache(maxsize=64)
-def _driver_known(dialect: sa.Dialect, shape: tuple[tuple[str, int], ...]) -> _DriverKnown:
-    return _DriverKnown(dialect, shape)
+def driver_known(dialect: sa.Dialect, shape: tuple[tuple[str, int], ...]) -> DriverKnown:
+    return DriverKnown(dialect, shape)
 
 
-def _padded(length: int) -> int:
+def padded_length(length: int) -> int:
     """The length a lookup's list is padded to: the next power of two."""
     return 1 << (length - 1).bit_length()
 
 
 @functools.cache
-def _driver_rows(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> _DriverRows:
-    return _DriverRows(dialect, table.insert(), keys)
+def driver_rows(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> DriverRows:
+    return DriverRows(dialect, table.insert(), keys)
 
 
 @functools.cache
-def _driver_insert(
+def driver_insert(
     dialect: sa.Dialect, keys: tuple[str, ...], table: sa.Table = messages
-) -> _DriverInsert:
-    return _DriverInsert(dialect, keys, table)
+) -> DriverInsert:
+    return DriverInsert(dialect, keys, table)
 
 
 @functools.cache
-def _driver_claimed(dialect: sa.Dialect) -> _DriverFirst:
-    return _DriverFirst(dialect, _CLAIMED, ("fingerprint",))
+def driver_claimed(dialect: sa.Dialect) -> DriverFirst:
+    return DriverFirst(dialect, _CLAIMED, ("fingerprint",))
 
 
 @functools.cache
-def _driver_claim_mail(dialect: sa.Dialect) -> _DriverRows:
-    return _DriverRows(dialect, message_keys.insert(), ("fingerprint", "message_pk"))
+def driver_claim_mail(dialect: sa.Dialect) -> DriverRows:
+    return DriverRows(dialect, message_keys.insert(), ("fingerprint", "message_pk"))
 
 
 @functools.cache
-def _driver_claim(dialect: sa.Dialect) -> _DriverUpdate:
-    return _DriverUpdate(dialect, _CLAIM_OUTBOX, _CLAIM_KEYS)
+def driver_claim(dialect: sa.Dialect) -> DriverUpdate:
+    return DriverUpdate(dialect, _CLAIM_OUTBOX, _CLAIM_KEYS)
 
 
 @functools.cache
-def _driver_many(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]) -> _DriverRows:
+def driver_many(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]) -> DriverRows:
     """An UPDATE of many rows in one executemany on the driver's cursor (a claim group's
     'sent', a delivery batch's AR statuses): SQLAlchemy's executemany cost ~30 µs a mail
     sent more (issue 14). ``keys``: the columns it SETs from each row's values."""
-    return _DriverRows(dialect, statement, keys)
+    return DriverRows(dialect, statement, keys)
 
 
 @functools.cache
-def _driver_folder_state(dialect: sa.Dialect) -> _DriverUpdate:
-    return _DriverUpdate(dialect, _FOLDER_STATE, ("uidvalidity", "last_uid", "updated_at"))
+def driver_folder_state(dialect: sa.Dialect) -> DriverUpdate:
+    return DriverUpdate(dialect, _FOLDER_STATE, ("uidvalidity", "last_uid", "updated_at"))

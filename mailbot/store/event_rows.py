@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import EventKind
 from mailbot.errors import RepeatedRequestError, StoreError
-from mailbot.store.drivers import _driver_rows
+from mailbot.store.drivers import driver_rows
 from mailbot.store.records import Dismissal
 from mailbot.store.rows import Rows
 from mailbot.store.schema import events, fit, messages
@@ -123,7 +123,7 @@ class EventRows(Rows):
                 fit(events, {"message_pk": pk, "kind": k, "detail": d, "at": at})
                 for pk, k, d, at in rows
             ]
-            _driver_rows(self.conn.dialect, events, _EVENT_KEYS).run(self.conn, values)
+            driver_rows(self.conn.dialect, events, _EVENT_KEYS).run(self.conn, values)
 
     def add_events(
         self, message_pk: int | None, *kinds: tuple[EventKind, str], at: datetime | None = None

@@ -13,7 +13,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.leases import Fence, folder_lease
 from mailbot.core.statuses import ArStatus
 from mailbot.errors import LeaseLostError
-from mailbot.store.drivers import _driver_folder_state, _param
+from mailbot.store.drivers import bind_param, driver_folder_state
 from mailbot.store.records import FolderState, ResyncBounds
 from mailbot.store.rows import Rows
 from mailbot.store.schema import folders, leases, messages
@@ -21,16 +21,16 @@ from mailbot.store.schema import folders, leases, messages
 # A part's two folder statements (a part is ~6-10 mails when claims cut it, issue 14): built
 # and compiled at each call they cost ~175 and ~195 µs of CPU, ~40 and ~11 µs like this.
 _RESYNC_BOUND = sa.select(folders.c.resync_before, folders.c.restored_before).where(
-    folders.c.mailbox == _param("mailbox"),
-    folders.c.folder == _param("folder"),
-    folders.c.uidvalidity == _param("uidvalidity"),
+    folders.c.mailbox == bind_param("mailbox"),
+    folders.c.folder == bind_param("folder"),
+    folders.c.uidvalidity == bind_param("uidvalidity"),
 )
 # The count of a mail's transient errors, read at each part too (built at each call, the
 # statement cost ~0.3 ms of CPU a part: ~0.1 ms a transferred mail in bench/run.py).
 _TRANSIENT_ATTEMPTS = sa.select(folders.c.transient_uid, folders.c.transient_count).where(
-    folders.c.mailbox == _param("mailbox"),
-    folders.c.folder == _param("folder"),
-    folders.c.uidvalidity == _param("uidvalidity"),
+    folders.c.mailbox == bind_param("mailbox"),
+    folders.c.folder == bind_param("folder"),
+    folders.c.uidvalidity == bind_param("uidvalidity"),
 )
 
 
@@ -149,7 +149,7 @@ class FolderRows(Rows):
             self._check_fence(folder_lease(mailbox, folder), self.fence)
         values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": utcnow()}
         where = {"w_mailbox": mailbox, "w_folder": folder}
-        if _driver_folder_state(self.conn.dialect).run(self.conn, where | values) == 0:
+        if driver_folder_state(self.conn.dialect).run(self.conn, where | values) == 0:
             self.conn.execute(folders.insert().values(mailbox=mailbox, folder=folder, **values))
 
     def _check_fence(self, name: str, fence: Fence) -> None:

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from mailbot.core.statuses import DUPLICATE_REASON, Decision
 from mailbot.errors import SameMailError
 from mailbot.store.drivers import (
-    _KNOWN,
-    _driver_claim_mail,
-    _driver_claimed,
-    _driver_known,
-    _known_condition,
-    _padded,
-    _param,
+    KNOWN_COLUMNS,
+    bind_param,
+    driver_claim_mail,
+    driver_claimed,
+    driver_known,
+    known_condition,
+    padded_length,
 )
 from mailbot.store.records import FirstCopy, KnownRow
 from mailbot.store.rows import Rows
@@ -33,17 +33,17 @@ def _duplicate_query(with_id: bool, excluding: bool) -> sa.Select[Any]:
     legacy = messages.c.fingerprint.is_(None)
     if with_id:
         condition = sa.and_(
-            messages.c.message_id == _param("message_id"),
-            sa.or_(messages.c.fingerprint == _param("fingerprint"), legacy),
+            messages.c.message_id == bind_param("message_id"),
+            sa.or_(messages.c.fingerprint == bind_param("fingerprint"), legacy),
         )
     else:
         condition = sa.or_(
-            messages.c.fingerprint == _param("fingerprint"),
-            sa.and_(legacy, messages.c.content_hash == _param("content_hash")),
+            messages.c.fingerprint == bind_param("fingerprint"),
+            sa.and_(legacy, messages.c.content_hash == bind_param("content_hash")),
         )
-    query = sa.select(messages.c.id).where(messages.c.mailbox == _param("mailbox"), condition)
+    query = sa.select(messages.c.id).where(messages.c.mailbox == bind_param("mailbox"), condition)
     if excluding:
-        query = query.where(messages.c.id != _param("exclude"))
+        query = query.where(messages.c.id != bind_param("exclude"))
     return query.order_by(messages.c.id).limit(1)
 
 
@@ -51,15 +51,15 @@ def _duplicate_query(with_id: bool, excluding: bool) -> sa.Select[Any]:
 def _thread_query(by_ids: bool, by_reference: bool, in_mailbox: bool) -> sa.Select[Any]:
     conditions: list[sa.ColumnElement[bool]] = []
     if by_ids:
-        ids: sa.BindParameter[Any] = _param("ids", expanding=True)
+        ids: sa.BindParameter[Any] = bind_param("ids", expanding=True)
         conditions += [messages.c.message_id.in_(ids), messages.c.ar_message_id.in_(ids)]
     if by_reference:
-        conditions.append(messages.c.reference == _param("reference"))
+        conditions.append(messages.c.reference == bind_param("reference"))
     return (
         sa.select(messages.c.id, messages.c.reference)
         .where(sa.or_(*conditions))
         .where(messages.c.reference.is_not(None))
-        .where(messages.c.mailbox == _param("mailbox") if in_mailbox else sa.true())
+        .where(messages.c.mailbox == bind_param("mailbox") if in_mailbox else sa.true())
         .order_by(messages.c.id)
         .limit(1)
     )
@@ -69,20 +69,20 @@ _RECENT_ARS = (
     sa.select(sa.func.count())
     .select_from(messages)
     .where(
-        messages.c.mailbox == _param("mailbox"),
-        messages.c.sender == _param("recipient"),
+        messages.c.mailbox == bind_param("mailbox"),
+        messages.c.sender == bind_param("recipient"),
         messages.c.decision == Decision.ACKNOWLEDGE,
-        messages.c.received_at >= _param("since"),
-        messages.c.received_at <= _param("until"),
+        messages.c.received_at >= bind_param("since"),
+        messages.c.received_at <= bind_param("until"),
     )
 )
 _UNANSWERED = (
     sa.select(messages.c.id, messages.c.reference, messages.c.received_at, messages.c.subject)
     .where(
-        messages.c.mailbox == _param("mailbox"),
-        messages.c.sender == _param("sender"),
+        messages.c.mailbox == bind_param("mailbox"),
+        messages.c.sender == bind_param("sender"),
         messages.c.decision == Decision.ACKNOWLEDGE,
-        messages.c.received_at >= _param("since"),
+        messages.c.received_at >= bind_param("since"),
         messages.c.first_reply_at.is_(None),
     )
     .order_by(messages.c.received_at.desc())
@@ -94,7 +94,7 @@ _KEYS = ("message_id", "ar_message_id", "fingerprint", "content_hash", "referenc
 
 
 @functools.cache
-def _known_query(columns: tuple[str, ...]) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+def known_query(columns: tuple[str, ...]) -> sa.Select[Any] | sa.CompoundSelect[Any]:
     """A mailbox's messages matching the values of any of these key columns: one
     statement, a UNION ALL of one SELECT per column, each served by that column's index
     (an OR of them all made SQLite read the whole mailbox). Only columns that have values:
@@ -103,11 +103,11 @@ def _known_query(columns: tuple[str, ...]) -> sa.Select[Any] | sa.CompoundSelect
     that grew with the mailbox; issue 14)."""
     # The AR's Message-ID has an index of its own, without the mailbox: compared as is,
     # the mailbox made SQLite prefer an index holding it and read the whole mailbox.
-    unindexed = sa.func.coalesce(messages.c.mailbox, "") == _param("mailbox")
+    unindexed = sa.func.coalesce(messages.c.mailbox, "") == bind_param("mailbox")
     selects = [
-        sa.select(*_KNOWN).where(
-            unindexed if c == "ar_message_id" else messages.c.mailbox == _param("mailbox"),
-            _known_condition(c, _param(c, expanding=True)),
+        sa.select(*KNOWN_COLUMNS).where(
+            unindexed if c == "ar_message_id" else messages.c.mailbox == bind_param("mailbox"),
+            known_condition(c, bind_param(c, expanding=True)),
         )
         for c in columns
     ]
@@ -146,7 +146,7 @@ class MessageLookups(Rows):
     def claimed_mail(self, fingerprint: str) -> FirstCopy | None:
         """The row that handled this very mail first, in any mailbox (``claim_mail``): its
         id, mailbox and reference, and whether it is left for a person; None if none did."""
-        row = _driver_claimed(self.conn.dialect).run(self.conn, {"fingerprint": fingerprint})
+        row = driver_claimed(self.conn.dialect).run(self.conn, {"fingerprint": fingerprint})
         return None if row is None else FirstCopy(int(row[0]), str(row[1]), row[2], bool(row[3]))
 
     def claim_mail(self, fingerprint: str, message_pk: int) -> None:
@@ -156,7 +156,7 @@ class MessageLookups(Rows):
         row's duplicate."""
         try:
             values = {"fingerprint": fingerprint, "message_pk": message_pk}
-            _driver_claim_mail(self.conn.dialect).run(self.conn, [values])
+            driver_claim_mail(self.conn.dialect).run(self.conn, [values])
         except sa.exc.IntegrityError:
             raise SameMailError("this mail was recorded first in another mailbox") from None
 
@@ -250,17 +250,17 @@ class MessageLookups(Rows):
         if not values:
             return []
         if sum(map(len, values.values())) <= _IN_CHUNK:
-            shape = tuple((column, _padded(len(listed))) for column, listed in values.items())
+            shape = tuple((column, padded_length(len(listed))) for column, listed in values.items())
             params: dict[str, Any] = {"mailbox": mailbox, "since": since}
             for (column, size), listed in zip(shape, values.values(), strict=True):
                 padded = [*listed, *[listed[-1]] * (size - len(listed))]
                 params.update({f"{column}_{i}": value for i, value in enumerate(padded)})
-            return _driver_known(self.conn.dialect, shape).run(self.conn, params)
+            return driver_known(self.conn.dialect, shape).run(self.conn, params)
         found = {}
         for column, ordered in values.items():  # a huge batch, or hostile References
             for low in range(0, len(ordered), _IN_CHUNK):
                 params = {column: ordered[low : low + _IN_CHUNK], "mailbox": mailbox}
-                query = _known_query((column,))
+                query = known_query((column,))
                 for row in self.conn.execute(query, {**params, "since": since}):
                     found[row.id] = KnownRow(*row)
         return [found[pk] for pk in sorted(found)]

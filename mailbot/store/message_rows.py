@@ -14,7 +14,7 @@ from mailbot.core.clock import utcnow
 from mailbot.core.fold import search_fold
 from mailbot.core.statuses import Decision, EventKind
 from mailbot.errors import RepeatedRequestError
-from mailbot.store.drivers import _KNOWN, _driver_insert
+from mailbot.store.drivers import KNOWN_COLUMNS, driver_insert
 from mailbot.store.event_rows import EventRows
 from mailbot.store.records import KnownRow, NewMessage
 from mailbot.store.schema import fit, full_id, messages, stored_id, unhandled
@@ -64,8 +64,8 @@ class MessageRows(EventRows):
         """``insert_message``, returning the row as the intake's lookups see it (the values
         as written: a batch finds it again without reading it back)."""
         values = self._message_values(new)
-        known = [values.get(c.name) for c in _KNOWN[1:]]
-        pk = _driver_insert(self.conn.dialect, tuple(values)).run(self.conn, values)
+        known = [values.get(c.name) for c in KNOWN_COLUMNS[1:]]
+        pk = driver_insert(self.conn.dialect, tuple(values)).run(self.conn, values)
         return KnownRow(pk, *known)  # type: ignore[arg-type]
 
     def update_message(self, message_pk: int, new: NewMessage) -> None:

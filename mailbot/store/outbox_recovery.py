@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailbot.core.statuses import AT_LEAST_ONCE, AT_MOST_ONCE, OutboxKind, OutboxStatus
-from mailbot.store.outbox_rows import _ITEM_COLUMNS
+from mailbot.store.outbox_rows import ITEM_COLUMNS
 from mailbot.store.records import OutboxItem, outbox_item
 from mailbot.store.rows import Rows
 from mailbot.store.schema import messages, outbox, outbox_bodies, workers
@@ -47,7 +47,7 @@ def not_claimed_by(holder: str) -> Any:
 
 _REQUEUED_ERROR = "queued again: its sender stopped while sending it (it may arrive twice)"
 # What ``requeue_stalled`` returns of each mail it queued again (an OutboxItem, no bytes).
-_REQUEUED = _ITEM_COLUMNS
+_REQUEUED = ITEM_COLUMNS
 
 
 class OutboxRecovery(Rows):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import GIVEN_UP, ArStatus, OutboxKind, OutboxStatus
-from mailbot.store.drivers import _driver_claim, _driver_insert, _driver_many, _driver_rows, _param
+from mailbot.store.drivers import bind_param, driver_claim, driver_insert, driver_many, driver_rows
 from mailbot.store.records import OutboxItem, SentMail, outbox_item
 from mailbot.store.rows import Rows
 from mailbot.store.schema import messages, outbox, outbox_bodies, workers
@@ -21,28 +21,28 @@ from mailbot.store.schema import messages, outbox, outbox_bodies, workers
 _INSERT_OUTBOX = outbox.insert()
 _INSERT_BODY = outbox_bodies.insert()
 # The SET clause of these comes from the parameters' keys (the columns to change).
-_UPDATE_OUTBOX = outbox.update().where(outbox.c.id == _param("item_id"))
+_UPDATE_OUTBOX = outbox.update().where(outbox.c.id == bind_param("item_id"))
 # What a delivery writes of a mail it holds, only while it still does: 'sending' under its
 # own claim after a send attempt, or 'pending' and taken by it before (Transaction.settle).
 _SETTLE_OUTBOX = outbox.update().where(
-    outbox.c.id == _param("item_id"),
-    outbox.c.status == _param("held_as"),
-    outbox.c.claimed_by == _param("holder"),
+    outbox.c.id == bind_param("item_id"),
+    outbox.c.status == bind_param("held_as"),
+    outbox.c.claimed_by == bind_param("holder"),
 )
-_UPDATE_MESSAGE = messages.update().where(messages.c.id == _param("message_pk"))
+_UPDATE_MESSAGE = messages.update().where(messages.c.id == bind_param("message_pk"))
 # A transfer notice's status, on its message only while it is the latest notice.
-_UPDATE_NOTICE = _UPDATE_MESSAGE.where(messages.c.notice_outbox == _param("notice_id"))
+_UPDATE_NOTICE = _UPDATE_MESSAGE.where(messages.c.notice_outbox == bind_param("notice_id"))
 # A mail the server accepted: committed with the next mail's claim. Its bytes stay until
 # the delivery batch's bookkeeping (``finish_sent``), which they mark as not done yet.
 # Only under the sender's own claim, as every write after a send (``settle``).
 _MARK_SENT = (
     outbox.update()
     .where(
-        outbox.c.id == _param("item_id"),
+        outbox.c.id == bind_param("item_id"),
         outbox.c.status == OutboxStatus.SENDING,
-        outbox.c.claimed_by == _param("holder"),
+        outbox.c.claimed_by == bind_param("holder"),
     )
-    .values(status=OutboxStatus.SENT, sent_at=_param("at"), last_error=None)
+    .values(status=OutboxStatus.SENT, sent_at=bind_param("at"), last_error=None)
 )
 # The sent items still holding their bytes: looked for from the few bodies, each one's
 # status read by its id (a join let SQLite's planner walk every sent row by the status
@@ -64,7 +64,7 @@ _BODY_SIZE = (
 # What a delivery reads of the items it took (``outbox_item``): not their other times,
 # each parsed from text into a datetime on SQLite for nothing; since when each waits, for
 # its time in the queue (``outbox.max_queue_hours``).
-_ITEM_COLUMNS = (
+ITEM_COLUMNS = (
     "id",
     "message_pk",
     "kind",
@@ -75,7 +75,7 @@ _ITEM_COLUMNS = (
     "created_at",
     "requeued_at",
 )
-_TAKEN = (*(outbox.c[name] for name in _ITEM_COLUMNS), outbox_bodies.c.raw)
+_TAKEN = (*(outbox.c[name] for name in ITEM_COLUMNS), outbox_bodies.c.raw)
 _OUTBOX_KEYS = (
     "message_pk",
     "kind",
@@ -204,7 +204,7 @@ class OutboxRows(Rows):
             .select_from(outbox)
             .outerjoin(messages, messages.c.id == outbox.c.message_pk)
             .outerjoin(outbox_bodies, outbox_bodies.c.outbox_id == outbox.c.id)
-            .where(outbox.c.id.in_(_param("ids", expanding=True)))
+            .where(outbox.c.id.in_(bind_param("ids", expanding=True)))
             .order_by(outbox.c.id)
         )
         rows = self.conn.execute(query, {"ids": ids})
@@ -220,7 +220,7 @@ class OutboxRows(Rows):
             "claimed_by": holder,
             "claimed_at": utcnow(),
         }
-        return _driver_claim(self.conn.dialect).run(self.conn, values) == 1
+        return driver_claim(self.conn.dialect).run(self.conn, values) == 1
 
     def renew_claims(self, item_ids: Sequence[int], holder: str, at: datetime) -> set[int]:
         """A slow delivery's claims on internal mail it still holds 'sending' (``holder``'s),
@@ -232,7 +232,7 @@ class OutboxRows(Rows):
         query = (
             outbox.update()
             .where(
-                outbox.c.id.in_(_param("ids", expanding=True)),
+                outbox.c.id.in_(bind_param("ids", expanding=True)),
                 outbox.c.status == OutboxStatus.SENDING,
                 outbox.c.claimed_by == holder,
             )
@@ -328,12 +328,12 @@ class OutboxRows(Rows):
                 {"message_pk": pk, "notice_id": notice_id, "notice_status": status}
                 for pk, notice_id in notices
             ]
-            _driver_many(self.conn.dialect, _UPDATE_NOTICE, ("notice_status",)).run(self.conn, rows)
+            driver_many(self.conn.dialect, _UPDATE_NOTICE, ("notice_status",)).run(self.conn, rows)
 
     def _set_statuses(self, column: str, message_pks: Sequence[int], status: str) -> None:
         if message_pks:
             rows = [{"message_pk": pk, column: status} for pk in message_pks]
-            _driver_many(self.conn.dialect, _UPDATE_MESSAGE, (column,)).run(self.conn, rows)
+            driver_many(self.conn.dialect, _UPDATE_MESSAGE, (column,)).run(self.conn, rows)
 
     def mark_sent(self, sent: Sequence[tuple[int, datetime]], holder: str) -> set[int]:
         """Outbox items the server accepted (id, when): 'sent', their bytes kept until
@@ -345,7 +345,7 @@ class OutboxRows(Rows):
             return set()
         rows = [{"item_id": i, "at": at, "holder": holder} for i, at in sent]
         ids = {i for i, _ in sent}
-        if _driver_many(self.conn.dialect, _MARK_SENT, ()).run(self.conn, rows) == len(ids):
+        if driver_many(self.conn.dialect, _MARK_SENT, ()).run(self.conn, rows) == len(ids):
             return ids
         query = sa.select(outbox.c.id).where(
             outbox.c.id.in_(ids),
@@ -364,7 +364,7 @@ class OutboxRows(Rows):
         query = (
             outbox_bodies.delete()
             .where(
-                outbox_bodies.c.outbox_id.in_(_param("ids", expanding=True)),
+                outbox_bodies.c.outbox_id.in_(bind_param("ids", expanding=True)),
                 _BODY_STATUS == OutboxStatus.SENT,
             )
             .returning(outbox_bodies.c.outbox_id)
@@ -391,7 +391,7 @@ class OutboxRows(Rows):
         on the driver's cursor for its id, their bodies in one executemany."""
         if not rows:
             return
-        insert = _driver_insert(self.conn.dialect, _OUTBOX_KEYS, outbox)
+        insert = driver_insert(self.conn.dialect, _OUTBOX_KEYS, outbox)
         bodies = [
             {
                 "outbox_id": insert.run(
@@ -412,4 +412,4 @@ class OutboxRows(Rows):
             }
             for pk, kind, recipient, envelope_from, message_id, raw, at in rows
         ]
-        _driver_rows(self.conn.dialect, outbox_bodies, _BODY_KEYS).run(self.conn, bodies)
+        driver_rows(self.conn.dialect, outbox_bodies, _BODY_KEYS).run(self.conn, bodies)

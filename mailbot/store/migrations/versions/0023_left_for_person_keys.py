@@ -4,7 +4,7 @@ took no key (``message_keys``), and take it here.
 A citizen's mail without a Return-Path (no AR: RFC 3834) sent to both mailboxes (To one, Cc
 the other) was recorded twice, "skip" (``no-return-path``) in each, neither holding the
 mail's key: both were counted in the indicators and listed as awaiting a person. The intake
-now records it once (``app/copies._claim``): the first copy left for a person takes the key
+now records it once (``app/copies.claim_copy``): the first copy left for a person takes the key
 and the other is its duplicate; a copy handled elsewhere (acknowledged: its delivery had a
 Return-Path) holds the key and the copy left for a person is its duplicate
 (``Transaction.take_over_mail``). The rows already recorded are put as the intake would
