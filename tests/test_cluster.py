@@ -370,3 +370,45 @@ def test_a_dead_workers_send_claimed_meanwhile_by_a_live_worker_is_not_made_unce
     assert store.outbox_status(item_id) == OutboxStatus.SENDING
     assert [e.kind for e in store.events()].count("send_uncertain") == 0
     store.close()
+
+
+def test_a_keeper_whose_tick_hangs_at_close_leaves_its_leases_to_expire(tmp_path: Path) -> None:
+    """A tick still under way when ``close`` gives up waiting could take a lease again
+    after they were given back: close then gives nothing back, and the leases run out."""
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    stop, gate, entered = threading.Event(), threading.Event(), threading.Event()
+    held = keeper(store, "hung", stop, lease=2.0)
+    held.start(background=False)
+    assert held.holds(INBOX)
+
+    def hung_tick() -> None:  # a database call that does not return
+        entered.set()
+        gate.wait(30)
+
+    held.tick = hung_tick  # type: ignore[method-assign]
+    held.join_seconds = 0.2
+    held._thread.start()
+    try:
+        assert entered.wait(10), "the keeper's thread never ticked"
+        held.close()
+        with store.engine.connect() as conn:
+            owners = conn.execute(sa.select(leases.c.holder).where(leases.c.name == INBOX))
+            assert owners.scalars().all() == ["test:hung"]
+            assert conn.execute(sa.select(workers.c.id)).scalars().all() == ["test:hung"]
+        assert store.fence is None and not held.holds(INBOX)
+    finally:
+        gate.set()
+        held._thread.join(10)
+        store.close()
+
+
+def test_a_keeper_that_stops_in_time_gives_its_leases_back(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    held = keeper(store, "clean", threading.Event(), lease=2.0)
+    held.start()
+    assert held.holds(INBOX)
+    held.close()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(leases.c.holder)).scalars().all() == []
+        assert conn.execute(sa.select(workers.c.id)).scalars().all() == []
+    store.close()

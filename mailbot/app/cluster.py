@@ -73,6 +73,8 @@ class Keeper:
         self._lock = sole_worker_lock(store)
         self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
         self._closing = threading.Event()  # close(): the thread ends, whatever ``stop``
+        # How long ``close`` waits for a tick under way (a database call) to end.
+        self.join_seconds = self.timing.tick + 5
         self.started = False
 
     def start(self, background: bool = True) -> None:
@@ -154,13 +156,27 @@ class Keeper:
                 failures.succeeded()
 
     def close(self) -> None:
-        """A clean stop: give the leases back at once, so another worker need not wait."""
+        """A clean stop: give the leases back at once, so another worker need not wait.
+
+        Not while a tick is still under way (its database call hangs past ``join_seconds``):
+        it could take a lease again after they were given back, and nobody would renew
+        or free it but its expiry; left as they are, every lease runs out a lease later."""
         if not self.started:
             return  # never started, or its start was undone
         self.started = False
         self._closing.set()
         if self._thread.is_alive():
-            self._thread.join(self.timing.tick + 5)
+            self._thread.join(self.join_seconds)
+        if self._thread.is_alive():
+            log.warning("the lease keeper did not stop: the leases are left to expire")
+        else:
+            self._give_back()
+        self.held.clear()
+        self.store.fence = None
+        if self._lock is not None:
+            self._lock.release()
+
+    def _give_back(self) -> None:
         try:
             self.cluster.unregister()
         except Exception as exc:
@@ -169,7 +185,3 @@ class Keeper:
                 log.warning("could not give the leases back; they expire", exc_info=True)
             else:
                 log.warning("could not give the leases back; they expire", extra={"reason": reason})
-        self.held.clear()
-        self.store.fence = None
-        if self._lock is not None:
-            self._lock.release()
