@@ -201,8 +201,11 @@ class Deciding(Copies, PolicyLookups):
         reference = rec.reference(self.config.sender.reference_prefix, year)
         facts = ahead.facts if ahead is not None else routing_input(self.config, mailbox, parsed)
         routing: RoutingDecision | None = None
-        if self.routing is not None and not probe:
-            routing = ahead.decision(self.routing) if ahead else decide(facts, self.routing)
+        if self.config.routing is not None and not probe:
+            if ahead is not None and self._helper_decides():
+                routing = ahead.decision(self._compiled_routing)
+            else:  # compiles the routing here on first need (a helper started with the worker)
+                routing = decide(facts, self._compiled_routing())
         if not (self.send and send):
             return Handling(reference, routing, facts.language)
         received = Received(

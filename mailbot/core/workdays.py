@@ -3,7 +3,10 @@
 The delay of a reply is the number of working days d with date(received) < d <= date(replied),
 in local dates: the same day counts 0, Friday → Monday counts 1, Saturday → Monday counts 1.
 numpy's ``busday_count`` over a holiday array makes this O(1) per message and vectorised over
-years of history.
+years of history (the indicators). One mail's dates (its AR's deadline, the window its
+look-ups read back) are a few days walked over a set of holidays, in plain Python: the AR
+path imports no numpy (a first mail's start, issue 14 point 9), and tests/test_workdays.py
+checks the walk gives numpy's ``busday_offset`` dates over decades of days.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
+# numpy only in the vectorised methods (the indicators, the console's queue), each importing
+# it when it runs: one mail's dates are computed without it.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 DEADLINE = 5
 DEADLINES_KEPT = 4096  # deadlines a calendar remembers (~11 years of days)
@@ -95,23 +101,28 @@ class WorkingCalendar:
 
     @cached_property
     def holidays(self) -> npt.NDArray[np.datetime64]:
-        public = self._public
-        if public is None:
-            public = public_holidays(self._subdivision, self._years)
-        return np.array(sorted({*public, *self._closures}), dtype="datetime64[D]")
+        import numpy as np
+
+        return np.array(sorted(self._closed), dtype="datetime64[D]")
 
     @cached_property
     def _calendar(self) -> np.busdaycalendar:
+        import numpy as np
+
         return np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
 
     @cached_property
     def _first(self) -> np.datetime64:
+        import numpy as np
+
         return np.datetime64(f"{self._years.start:04d}-01-01", "D")
 
     @cached_property
     def _running(self) -> npt.NDArray[np.int64]:
         """The running count of working days over the holidays' years: entry i is the
         number of working days from the first day to the i-th, both included."""
+        import numpy as np
+
         days = np.arange(self._first, np.datetime64(f"{self._years.stop:04d}-01-01", "D"))
         return np.cumsum(np.is_busday(days, busdaycal=self._calendar), dtype=np.int64)
 
@@ -124,17 +135,44 @@ class WorkingCalendar:
             raise ValueError("working-day arithmetic needs timezone-aware datetimes")
         return moment.astimezone(self.zone).date()
 
+    @cached_property
+    def _closed(self) -> frozenset[date]:
+        """The days off besides weekends (public holidays, closures): what numpy's
+        calendar holds, as a set of dates for one mail's arithmetic."""
+        public = self._public
+        if public is None:
+            public = public_holidays(self._subdivision, self._years)
+        return frozenset({*public, *self._closures})
+
     def is_working_day(self, day: date) -> bool:
-        return bool(np.is_busday(np.datetime64(day, "D"), busdaycal=self._calendar))
+        return day.weekday() < 5 and day not in self._closed
+
+    def _moved(self, day: date, count: int, forward: bool) -> date:
+        """numpy's ``busday_offset(day, count, roll)`` for one date, without numpy: a day
+        off rolled to the next working day (``forward``) or the previous one, then
+        ``count`` working days walked (back when negative). A mail's deadline or window
+        walks a fortnight at most (tests/test_workdays.py: numpy's dates, over decades)."""
+        roll = timedelta(days=1 if forward else -1)
+        while not self.is_working_day(day):
+            day += roll
+        step, left = timedelta(days=1 if count > 0 else -1), abs(count)
+        while left:
+            day += step
+            left -= self.is_working_day(day)
+        return day
 
     def delay(self, received: datetime, replied: datetime) -> int:
         """Working days d with date(received) < d <= date(replied)."""
+        import numpy as np
+
         start = np.datetime64(self.local_date(received), "D") + 1
         end = np.datetime64(self.local_date(replied), "D") + 1
         return int(np.busday_count(start, end, busdaycal=self._calendar))
 
     def delay_between(self, received: date, replied: date) -> int:
         """The same on local dates already computed."""
+        import numpy as np
+
         start = np.datetime64(received, "D") + 1
         end = np.datetime64(replied, "D") + 1
         return int(np.busday_count(start, max(start, end), busdaycal=self._calendar))
@@ -143,6 +181,8 @@ class WorkingCalendar:
         self, received: Sequence[datetime] | npt.NDArray[np.datetime64], replied: Sequence[datetime]
     ) -> npt.NDArray[np.int64]:
         """The same, vectorised: arrays of local dates in, working-day counts out."""
+        import numpy as np
+
         start = self.local_dates(received) + np.timedelta64(1, "D")
         end = self.local_dates(replied) + np.timedelta64(1, "D")
         return np.busday_count(start, end, busdaycal=self._calendar).astype(np.int64)
@@ -154,6 +194,8 @@ class WorkingCalendar:
         end <= received): ``delay_between`` vectorised, as the difference of two entries of
         the running count (two lookups per message instead of ``busday_count``'s walk over
         the days), ``busday_count`` only for dates outside the calendar's years."""
+        import numpy as np
+
         start = (received - self._first).astype(np.int64)
         stop = (np.maximum(ends, received) - self._first).astype(np.int64)
         inside = (start >= 0) & (stop < self._running.size)
@@ -173,12 +215,16 @@ class WorkingCalendar:
     def local_dates(
         self, moments: Sequence[datetime] | npt.NDArray[np.datetime64]
     ) -> npt.NDArray[np.datetime64]:
+        import numpy as np
+
         if isinstance(moments, np.ndarray) and moments.dtype == np.dtype("datetime64[D]"):
             return moments
         return np.array([self.local_date(m) for m in moments], dtype="datetime64[D]")
 
     def local_dates_from_epoch(self, seconds: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
         """Unix times → local dates, vectorised: the UTC offset is looked up per hour."""
+        import numpy as np
+
         if seconds.size == 0:
             return np.array([], dtype="datetime64[D]")
         first = int(seconds.min()) // 3600
@@ -198,25 +244,21 @@ class WorkingCalendar:
         May's holidays (10 working days spanned 21 days in 2024 and 2035).
 
         Remembered per (local date, days), as ``deadline``: the intake asks it twice per
-        mail, and numpy's ``busday_offset`` was ~4 % of its CPU (issue 14)."""
+        mail, and numpy's ``busday_offset`` was ~4 % of its CPU (issue 14); walked in plain
+        Python since (``_moved``: no numpy on the AR path)."""
         key = (self.local_date(moment), days)
         found = self._windows.get(key)
         if found is None:
             if len(self._windows) >= DEADLINES_KEPT:  # a backfill over years: stay bounded
                 self._windows.clear()
-            moved = np.busday_offset(
-                np.datetime64(key[0], "D"), -days, roll="backward", busdaycal=self._calendar
-            )
-            found = datetime.combine(date.fromisoformat(str(moved)), time.min, self.zone)
+            moved = self._moved(key[0], -days, forward=False)
+            found = datetime.combine(moved, time.min, self.zone)
             self._windows[key] = found
         return found
 
     def add_working_days(self, day: date, count: int) -> date:
         """The working day ``count`` working days after ``day`` (the deadline of a message)."""
-        moved = np.busday_offset(
-            np.datetime64(day, "D"), count, roll="forward", busdaycal=self._calendar
-        )
-        return date.fromisoformat(str(moved))
+        return self._moved(day, count, forward=True)
 
     def deadline(self, received: datetime, days: int = DEADLINE) -> date:
         """Last local date on which a reply still counts as within ``days`` working days.

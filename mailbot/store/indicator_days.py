@@ -14,15 +14,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailbot.core.indicators import zone_offsets
 from mailbot.store.schema import indicator_days, indicator_zone
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy when the buckets are read (``read``), not with the store
+    import numpy as np
+    import numpy.typing as npt
+
     from mailbot.store.database import Store
 
 # The local day of an instant (Unix seconds, positive), as the triggers compute it.
@@ -62,6 +62,8 @@ def refill(conn: Connection, zone: str, contribution: tuple[str, ...] = CONTRIBU
     facts are locked against writes until the commit, so that no message recorded
     meanwhile is counted in the old zone's days (SQLite has one writer at a time).
     ``contribution`` as a migration before the head computed it."""
+    from mailbot.core.indicators import zone_offsets  # numpy: not with every store
+
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("LOCK TABLE indicator_facts IN SHARE MODE"))
     conn.execute(indicator_zone.delete())
@@ -123,6 +125,8 @@ def read(
         if zone_of(conn) != zone:
             return None
         rows = conn.execute(query).cursor.fetchall()
+    import numpy as np
+
     table = np.array(rows, dtype=np.int64).reshape(len(rows), 3 + len(SUMS))
     names = ("received_day", "replied_day", "complaint", *SUMS)
     return {name: table[:, n] for n, name in enumerate(names)}
