@@ -225,7 +225,5 @@ def test_one_mail_s_dates_are_numpy_s_without_numpy(calendar: WorkingCalendar) -
         for count in range(-12, 13):
             forward = np.busday_offset(numpy_day, count, roll="forward", busdaycal=numpy_calendar)
             assert calendar.add_working_days(day, count) == forward.astype(date), (day, count)
-            backward = np.busday_offset(
-                numpy_day, count, roll="backward", busdaycal=numpy_calendar
-            )
+            backward = np.busday_offset(numpy_day, count, roll="backward", busdaycal=numpy_calendar)
             assert calendar._moved(day, count, forward=False) == backward.astype(date)

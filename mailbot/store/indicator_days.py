@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mailbot.core.workdays import zone_offsets
 from mailbot.store.schema import indicator_days, indicator_zone
 
 if TYPE_CHECKING:  # numpy when the buckets are read (``read``), not with the store
@@ -62,8 +63,6 @@ def refill(conn: Connection, zone: str, contribution: tuple[str, ...] = CONTRIBU
     facts are locked against writes until the commit, so that no message recorded
     meanwhile is counted in the old zone's days (SQLite has one writer at a time).
     ``contribution`` as a migration before the head computed it."""
-    from mailbot.core.indicators import zone_offsets  # numpy: not with every store
-
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("LOCK TABLE indicator_facts IN SHARE MODE"))
     conn.execute(indicator_zone.delete())
