@@ -369,7 +369,7 @@ def test_poll_once_forks_a_helper_that_decides_every_mail_as_in_process(
         imap_user.append(mail.raw, internaldate=RECEIVED)
     migrate = [sys.executable, "-m", "mailbot.cli", "--config", str(config), "-q", "migrate"]
     subprocess.run(migrate, check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    args = ["--config", str(config), "poll", "--once", "--acknowledge-existing"]
+    args = ["--config", str(config), "-v", "poll", "--once", "--acknowledge-existing"]
     run = subprocess.run(
         [sys.executable, "-c", FORKED_POLL, *args],
         capture_output=True,

@@ -354,7 +354,11 @@ class RoutingPool:
             self._ready, self.pid = True, pid
             self._started.set()
             method = self.start_method  # that of this executor, the current one
-        log.info(
+            # One started with the worker is part of every start (DEBUG: a `poll --once`
+            # from cron, or a start refused for a configuration error, says nothing of it).
+            level = logging.DEBUG if self.from_start else logging.INFO
+        log.log(
+            level,
             "routing helper ready",
             extra={
                 "pid": pid,
