@@ -39,7 +39,6 @@ SIGTERM (the worker's to handle) and exits when its parent's process is gone (a 
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import signal
@@ -73,6 +72,8 @@ RETRY_SECONDS = 30.0
 # second on an idle machine); then it, and those after it until the helper is ready, are
 # decided in-process.
 START_SECONDS = 5.0
+# A helper's warm-up decision (``_start_helper``).
+WARM_TEXT = "Bonjour, je souhaite savoir où en est ma demande de titre de séjour. Merci."
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,11 @@ def _start_helper(spec: RoutingSpec) -> None:
 
     model = load_model(spec.routing.model.file) if spec.routing.model else None
     _compiled = compile_routing(spec.routing, dict(spec.own), spec.general_service, model)
-    importlib.import_module("mailbot.core.combine")  # the first decision's import, now
+    # What the first decision builds (the keyword index, combine's import), built now: a
+    # worker's first mail waits on it otherwise. ``decide`` is pure: the decisions after
+    # are the same.
+    for mailbox in list(spec.own)[:1]:
+        decide(RoutingInput(mailbox, "Demande", WARM_TEXT, "", "fr", False), _compiled)
     # Forked from a start with the collector off (``cli.console``): on again for the months
     # the helper decides, what it loaded frozen out of its reach.
     gc.freeze()
