@@ -253,10 +253,22 @@ def raw_pipe(user: MailUser, smtp: SinkProcess, batch: int) -> int:
 # (start-up, imports and lingua's models are not the loop's cost): prints a JSON line.
 POLL_CHILD = """
 import json, os, sys, time
-from mailbot.app.context import build_app
+import mailbot
 from mailbot.core import language
 from mailbot.worker import Worker, imap_sources
-app = build_app(sys.argv[1], acknowledge_existing=True)
+pool_file = os.path.join(os.path.dirname(mailbot.__file__), "app", "routing_pool.py")
+if "def start_routing_helper" in open(pool_file, encoding="utf-8").read():
+    # As `run` and `poll` build it (cli._worker): the configuration read, the routing helper
+    # forked at once, and given to the pipeline, where it decides every mail.
+    from mailbot.app.context import app_from_config
+    from mailbot.app.routing_pool import start_routing_helper
+    from mailbot.config import load_config
+    config = load_config(sys.argv[1])
+    helper = start_routing_helper(config)
+    app = app_from_config(config, acknowledge_existing=True, routing_pool=helper)
+else:
+    from mailbot.app.context import build_app
+    app = build_app(sys.argv[1], acknowledge_existing=True)
 language.warm_up()
 worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
 def machine():  # bench/run.py's machine_cpu: this child runs another tree's code

@@ -17,7 +17,9 @@ CPU time (median, user + system):
 
 ``--phases``: where the time to first mail goes, per tree — the same start, in one fresh
 interpreter per run, timed in-process by a copy of ``cmd_poll`` (CPU ms of each phase,
-median over the repeats; database at head, bytecode compiled, render cache warm).
+median over the repeats; database at head, bytecode compiled, render cache warm). A tree
+that starts the routing helper first (``start_routing_helper``) starts it there too; its
+process's CPU is the last row.
 
 Every tree shares one render cache directory of this run (``MAILBOT_CACHE_DIR``), warmed by
 an untimed ``mailbot templates check`` first, as a deployment runs it before starting the service.
@@ -176,6 +178,12 @@ mark("import config (pydantic, SQLAlchemy, YAML)")
 from mailbot.config import load_config
 config = load_config(sys.argv[1])
 mark("load_config")
+helper = None
+pool_file = os.path.join(os.path.dirname(mailbot.cli.__file__), "app", "routing_pool.py")
+if "def start_routing_helper" in open(pool_file, encoding="utf-8").read():  # forked first
+    from mailbot.app.routing_pool import start_routing_helper
+    helper = start_routing_helper(config)
+mark("routing helper forked")
 import mailbot.mail.imap
 sources = sent = None
 if hasattr(mailbot.mail.imap, "sent_folders"):  # a tree that connects early
@@ -202,7 +210,10 @@ renderer = Renderer(config.templates, timezone=config.timezone)
 renderer.check_config(config)
 mark("Renderer()")
 outbox = Outbox(store, SmtpTransport(config.smtp), config.outbox, config.configured_recipients)
-pipeline = Pipeline(config, store, renderer, acknowledge_existing=True)
+if helper is not None:
+    pipeline = Pipeline(config, store, renderer, acknowledge_existing=True, routing_pool=helper)
+else:
+    pipeline = Pipeline(config, store, renderer, acknowledge_existing=True)
 mark("Pipeline (routing rules, model)")
 app = App(config, store, renderer, pipeline, outbox)
 worker = mailbot.worker.make_worker(app, sources, sent) if sent is not None else mailbot.worker.make_worker(app)
@@ -213,10 +224,13 @@ worker.poll_once()
 mark("poll_once")
 outbox.transport.close()
 store.close()
+pipeline.close()
 mark("close")
 import resource
 usage = resource.getrusage(resource.RUSAGE_SELF)
 rows["process (user + system)"] = ((usage.ru_utime + usage.ru_stime) * 1000, 0.0)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+rows["routing helper (its process)"] = ((usage.ru_utime + usage.ru_stime) * 1000, 0.0)
 import json
 print(json.dumps(rows))
 sys.stdout.flush()

@@ -133,24 +133,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
     """The application and its worker, the mailboxes' connections opened meanwhile: the
     IMAP handshakes and logins (network and authentication waits) overlap the loading of
-    the store, the templates and the routing model (issue 14, point 9)."""
+    the store and the templates (issue 14, point 9).
+
+    The routing helper first, before any other thread (the connections' are): forked from
+    this one, it compiles the rules and loads the model on the other core while this
+    process loads the rest, and decides every mail (app/routing_pool)."""
+    from mailbot.app.routing_pool import start_routing_helper
     from mailbot.config import load_config
     from mailbot.mail.imap import inboxes, sent_folders
 
     config = load_config(args.config)
-    sources, sent = inboxes(config), sent_folders(config)
-    opened = [*sources.values(), *(source for _folder, source in sent.values())]
-    for source in opened:
-        source.connect_early()
+    helper = start_routing_helper(config)
+    opened = []
     try:
+        sources, sent = inboxes(config), sent_folders(config)
+        opened = [*sources.values(), *(source for _folder, source in sent.values())]
+        for source in opened:
+            source.connect_early()
         from mailbot.app.context import app_from_config
         from mailbot.worker import make_worker
 
-        app = app_from_config(config, acknowledge_existing=args.acknowledge_existing)
+        app = app_from_config(
+            config, acknowledge_existing=args.acknowledge_existing, routing_pool=helper
+        )
         return app, make_worker(app, sources, sent)
     except BaseException:
         for source in opened:
             source.close()
+        if helper is not None:
+            helper.close()
         raise
 
 

@@ -35,8 +35,8 @@ from rulesfile import dump_rules, load_rules
 from mailbot.app import indicators
 from mailbot.cli import main
 from mailbot.config import Config
-from mailbot.core.indicators import arrays_from_store, compute_arrays, zone_offsets
-from mailbot.core.workdays import calendar_for
+from mailbot.core.indicators import arrays_from_store, compute_arrays
+from mailbot.core.workdays import calendar_for, zone_offsets
 from mailbot.store import Store
 from mailbot.store.schema import indicator_days, indicator_zone, messages
 

@@ -9,9 +9,12 @@ WARNING, no mail lost, no AR twice, a new helper later); the worker's stop leave
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,9 +27,9 @@ from servers import DovecotServer, MailUser, SmtpServer
 from test_e2e import citizen_mail, write_config
 from test_worker import start_worker, stop_by_sigterm
 
-from mailbot.app import intake, intake_setup
-from mailbot.app.context import App, build_app
-from mailbot.app.routing_pool import RoutingPool
+from mailbot.app import intake, intake_setup, routing_pool
+from mailbot.app.context import App, app_from_config, build_app
+from mailbot.app.routing_pool import RoutingPool, start_routing_helper
 from mailbot.config import RoutingParallelConfig, load_config
 from mailbot.core.facts import compiled_routing, routing_input
 from mailbot.core.incoming import IncomingMail
@@ -89,7 +92,7 @@ def test_the_helper_decides_every_third_labelled_mail_as_in_process_to_the_bit()
         for facts, decided in zip(inputs, ahead, strict=True):
             assert facts is not None and decided is not None
             here = decide(facts, routing)
-            there = decided.decision(routing)
+            there = decided.decision(lambda: routing)
             # repr writes each float's shortest exact form: equal reprs, equal bits.
             assert there == here and repr(there) == repr(here), facts.subject
         assert pool.failures == 0  # every decision above came from the helper
@@ -296,7 +299,7 @@ def test_the_worker_stops_its_helper_on_sigterm(
         smtp_server.wait_for(backlog, timeout=90)
         deadline, helpers = time.monotonic() + 60, []
         while not helpers and time.monotonic() < deadline:
-            helpers = [pid for pid in children(worker.pid) if "spawn_main" in cmdline(pid)]
+            helpers = [pid for pid in children(worker.pid) if is_helper(pid, worker.pid)]
             time.sleep(0.1)
         assert helpers, "no routing helper under the worker"
         err = stop_by_sigterm(worker, timeout=60)
@@ -308,6 +311,12 @@ def test_the_worker_stops_its_helper_on_sigterm(
     assert "routing helper failed" not in err  # SIGTERM to the group is the worker's
     time.sleep(0.5)
     assert [pid for pid in helpers if alive(pid)] == []
+
+
+def is_helper(pid: int, worker: int) -> bool:
+    """A routing helper of this worker: forked (its command line), or spawned."""
+    found = cmdline(pid)
+    return "spawn_main" in found or found == cmdline(worker)
 
 
 def children(pid: int) -> list[int]:
@@ -327,3 +336,134 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+# ------------------------------------------------------------ a helper started with the worker
+
+FORKED_POLL = """
+import json, sys
+from mailbot.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_poll_once_forks_a_helper_that_decides_every_mail_as_in_process(
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    imap_user: MailUser,
+    smtp_server: SmtpServer,
+    reference: App,
+) -> None:
+    """`mailbot poll --once` in a fresh interpreter (its only thread at start-up) forks
+    the routing helper before anything else, with the shipped rules and model: the helper
+    decides every mail, a batch smaller than ``min_batch`` too, to the bit as in-process
+    (the ``routing`` column holds the rules' hits, scores and the model's confidences), and
+    the command's own process, on a database at the schema's head (every start but the
+    very first, whose new database's time zone offsets import numpy), never imports numpy
+    nor the learned half of the routing."""
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    mails = dev_mails()[:12]
+    assert len(mails) < load_config(config).routing.parallel.min_batch  # type: ignore[union-attr]
+    for mail in mails:
+        imap_user.append(mail.raw, internaldate=RECEIVED)
+    migrate = [sys.executable, "-m", "mailbot.cli", "--config", str(config), "-q", "migrate"]
+    subprocess.run(migrate, check=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    args = ["--config", str(config), "-v", "poll", "--once", "--acknowledge-existing"]
+    run = subprocess.run(
+        [sys.executable, "-c", FORKED_POLL, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
+    found = json.loads(run.stdout.splitlines()[-1])
+    assert found["code"] == 0, run.stderr
+    ready_line = [line for line in run.stderr.splitlines() if "routing helper ready" in line]
+    assert len(ready_line) == 1 and "method=fork" in ready_line[0], run.stderr
+    assert "routing helper failed" not in run.stderr
+    assert "routing helper not ready" not in run.stderr
+    parent = set(found["modules"])
+    assert parent & {"numpy", "mailbot.core.classifier", "mailbot.core.combine"} == set()
+    polled = load_config(config).database
+    reference.pipeline.process_batch(*WHERE, mails)
+    got = [tuple(row) for row in query(polled, f"SELECT {ROUTED} FROM messages ORDER BY uid")]
+    assert got == routed(reference)
+    assert len(got) == len(mails) and any(row[2] != "general" for row in got)
+
+
+def test_a_worker_killed_9_leaves_no_helper(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    """The helper ignores SIGINT and SIGTERM (the worker's to handle): a worker killed -9
+    cannot stop it, and a forked helper holds its own ends of the executor's pipes. It
+    watches its parent and exits within seconds."""
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    worker = start_worker(config)
+    try:
+        deadline, helpers = time.monotonic() + 60, []
+        while not helpers and time.monotonic() < deadline:
+            helpers = [pid for pid in children(worker.pid) if is_helper(pid, worker.pid)]
+            time.sleep(0.1)
+        assert len(helpers) == 1, "no routing helper under the worker"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    deadline = time.monotonic() + 5
+    while alive(helpers[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(helpers[0]), "the routing helper outlived its worker"
+
+
+def test_a_helper_started_with_the_worker_that_is_late_or_fails_costs_time_only(
+    tmp_path: Path,
+    reference: App,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spawned (a process with other threads: the web console's): a mail waits
+    ``start_seconds`` at most for it, then it and the next are decided in-process (logged
+    once), and the pipeline compiles the routing then, not before. Once ready it takes every
+    mail again; killed, the rest is decided in-process and its replacement is for large
+    batches only."""
+    config = load_config(ROOT / "rules.yaml")
+    monkeypatch.setattr(routing_pool.threading, "active_count", lambda: 2)
+    pool = start_routing_helper(config)
+    monkeypatch.undo()
+    assert pool is not None and pool.start_method == "spawn" and pool.from_start
+    pool.start_seconds = 0.0  # late at once: a spawned helper takes a second or more
+    built = app_from_config(
+        config, FileTransport(tmp_path / "out"), f"sqlite:///{tmp_path}/e.db", routing_pool=pool
+    )
+    try:
+        assert built.pipeline._routing is None and pool.made_for is None  # nothing compiled
+        mails = dev_mails()
+        with caplog.at_level(logging.INFO, logger="mailbot.app.routing_pool"):
+            built.pipeline.process_batch(*WHERE, mails[:1])
+            built.pipeline.process_batch(*WHERE, mails[1:2])
+        late = [r for r in caplog.records if "not ready" in r.getMessage()]
+        assert len(late) == 1
+        assert pool.made_for is not None and pool.made_for is built.pipeline.routing
+        ready(pool)
+        sent: list[int] = []
+        ahead = pool.ahead
+
+        def counted(inputs: Any) -> Any:
+            found = ahead(inputs)
+            sent.append(sum(a is not None for a in found))
+            return found
+
+        pool.ahead = counted  # type: ignore[method-assign]
+        built.pipeline.process_batch(*WHERE, mails[2:3])  # one mail: to the helper
+        assert sent == [1]
+        os.kill(pool.pid or 0, signal.SIGKILL)
+        built.pipeline.process_batch(*WHERE, mails[3:])
+        assert pool.failures == 1 and not pool.from_start
+        reference.pipeline.process_batch(*WHERE, mails)
+        assert routed(built) == routed(reference)
+        assert outbox(built) == outbox(reference)
+    finally:
+        built.close()

@@ -199,3 +199,31 @@ def test_window_start_is_the_earliest_instant_within_n_working_days() -> None:
                 assert CAL.delay(start, moment) <= days
                 assert CAL.delay(start - timedelta(seconds=1), moment) > days
     assert CAL.window_start(at(2035, 5, 20), 10) == at(2035, 4, 30, 0)  # 20 days were too few
+
+
+@pytest.mark.parametrize(
+    "calendar",
+    [
+        CAL,
+        WorkingCalendar(subdivision="57"),
+        WorkingCalendar(closures=[date(2026, 5, 15), date(2026, 12, 24), date(2031, 8, 14)]),
+    ],
+    ids=["france", "alsace-moselle", "closures"],
+)
+def test_one_mail_s_dates_are_numpy_s_without_numpy(calendar: WorkingCalendar) -> None:
+    """The AR path walks a few days over a set of holidays instead of numpy's
+    ``busday_offset`` (no numpy in a first mail's process, issue 14 point 9): the same date
+    for every day of 2020-2036, every count the deadlines, relances and digests ask (and
+    more), both rolls, and the same working days."""
+    numpy_calendar = calendar.busdaycal
+    for offset in range(366 * 17):
+        day = date(2020, 1, 1) + timedelta(days=offset)
+        numpy_day = np.datetime64(day, "D")
+        assert calendar.is_working_day(day) == bool(
+            np.is_busday(numpy_day, busdaycal=numpy_calendar)
+        ), day
+        for count in range(-12, 13):
+            forward = np.busday_offset(numpy_day, count, roll="forward", busdaycal=numpy_calendar)
+            assert calendar.add_working_days(day, count) == forward.astype(date), (day, count)
+            backward = np.busday_offset(numpy_day, count, roll="backward", busdaycal=numpy_calendar)
+            assert calendar._moved(day, count, forward=False) == backward.astype(date)

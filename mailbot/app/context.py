@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailbot.app.delivery import Outbox
 from mailbot.app.intake import Pipeline
+from mailbot.app.routing_pool import RoutingPool
 from mailbot.config import Agent, Config, load_agents, load_config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.mail.smtp import SmtpTransport, Transport
@@ -55,8 +56,12 @@ def app_from_config(
     transport: Transport | None = None,
     database: str | None = None,
     acknowledge_existing: bool = False,
+    routing_pool: RoutingPool | None = None,
 ) -> App:
-    """``build_app`` for a configuration already loaded (the web console holds one)."""
+    """``build_app`` for a configuration already loaded (the web console holds one).
+    ``routing_pool``: the routing helper the worker started first
+    (``app/routing_pool.start_routing_helper``), which then decides every mail; without
+    it, the pipeline compiles the routing and starts a helper for large batches."""
     store = Store(database or config.database)
     renderer = Renderer(config.templates, timezone=config.timezone)
     renderer.check_config(config)
@@ -67,5 +72,11 @@ def app_from_config(
         config.configured_recipients,
         max_bytes=config.polling.max_message_bytes,
     )
-    pipeline = Pipeline(config, store, renderer, acknowledge_existing=acknowledge_existing)
+    pipeline = Pipeline(
+        config,
+        store,
+        renderer,
+        acknowledge_existing=acknowledge_existing,
+        routing_pool=routing_pool,
+    )
     return App(config, store, renderer, pipeline, outbox)

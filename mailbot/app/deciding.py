@@ -31,7 +31,7 @@ from mailbot.core.facts import mail_language, routing_input, sender_name
 from mailbot.core.incoming import IncomingMail, Outcome
 from mailbot.core.message import ParsedMessage
 from mailbot.core.policy import ArDecision, answer_addresses
-from mailbot.core.routing import RoutingDecision, decide
+from mailbot.core.routing import RoutingDecision, RoutingInput, decide
 from mailbot.core.statuses import ArStatus, Decision, EventKind
 from mailbot.store import NewMessage
 from mailbot.store.records import FirstCopy
@@ -201,8 +201,8 @@ class Deciding(Copies, PolicyLookups):
         reference = rec.reference(self.config.sender.reference_prefix, year)
         facts = ahead.facts if ahead is not None else routing_input(self.config, mailbox, parsed)
         routing: RoutingDecision | None = None
-        if self.routing is not None and not probe:
-            routing = ahead.decision(self.routing) if ahead else decide(facts, self.routing)
+        if self.config.routing is not None and not probe:
+            routing = self._routing_decision(facts, ahead)
         if not (self.send and send):
             return Handling(reference, routing, facts.language)
         received = Received(
@@ -216,6 +216,17 @@ class Deciding(Copies, PolicyLookups):
             mail.size,
         )
         return Handling(reference, routing, facts.language, self.planner.plan(received, routing))
+
+    def _routing_decision(self, facts: RoutingInput, ahead: RoutingAhead | None) -> RoutingDecision:
+        """The helper's decision (one started with the worker takes a mail that was not
+        sent ahead too: a quarantined mail's retry), or the routing compiled here, on first
+        need, decides (``IntakeSetup.routing``)."""
+        pool = self.routing_pool
+        if ahead is None and pool is not None and self._helper_decides() and pool.usable(1):
+            ahead = pool.ahead([facts])[0]
+        if ahead is not None and self._helper_decides():
+            return ahead.decision(self._compiled_routing)
+        return decide(facts, self._compiled_routing())
 
 
 def _written_again(rec: Direct, parent_pk: int, message_pk: int, received_at: datetime) -> None:

@@ -159,12 +159,13 @@ class Pipeline(FolderStart, Retries):
             return Prepared(mail, None, exc)
 
     def _route_ahead(self, mailbox: str, prepared: list[Prepared]) -> list[Prepared]:
-        """A large batch: each parsed mail's routing facts, its decision sent to the helper
-        (all decided while the batch is recorded, on the other core). A mail that gets no
+        """A large batch (any batch, for a helper started with the worker): each parsed
+        mail's routing facts, its decision sent to the helper (all decided while the batch
+        is recorded, on the other core). A mail that gets no
         AR wastes its decision there; one whose facts raise is left to
         ``Deciding._acknowledge`` (its error quarantines it there, as without the helper)."""
         pool = self.routing_pool
-        if pool is None or pool.made_for is not self.routing or not pool.usable(len(prepared)):
+        if pool is None or not self._helper_decides() or not pool.usable(len(prepared)):
             return prepared
         inputs = [self._facts(mailbox, p.parsed) for p in prepared]
         ahead = pool.ahead(inputs)

@@ -22,8 +22,10 @@ marker too."""
 
 from __future__ import annotations
 
+import threading
+
 from mailbot.app.acknowledge import Planner
-from mailbot.app.routing_pool import RoutingPool, RoutingSpec
+from mailbot.app.routing_pool import RoutingPool, routing_spec
 from mailbot.config import Config
 from mailbot.core.clock import Clock, utcnow
 from mailbot.core.facts import compiled_routing
@@ -38,16 +40,20 @@ from mailbot.store import Store
 def _routing_pool(config: Config, routing: CompiledRouting | None) -> RoutingPool | None:
     """The helper of ``routing.parallel`` (none with ``processes: 0`` or no routing); its
     process starts with the first large batch."""
-    if config.routing is None or routing is None or config.routing.parallel.processes < 1:
+    spec = routing_spec(config)
+    if spec is None or routing is None:
         return None
-    own = {name: box.service for name, box in config.mailboxes.items()}
-    spec = RoutingSpec(config.routing, own, config.organisation.general_service)
-    return RoutingPool(spec, routing, config.routing.parallel.min_batch)
+    return RoutingPool(spec, routing, spec.routing.parallel.min_batch)
 
 
 class IntakeSetup:
     """What every part of the pipeline reads, set by ``__init__``; ``close`` stops the
-    routing helper."""
+    routing helper.
+
+    ``routing_pool``: a helper started with the worker (``start_routing_helper``), which
+    decides every mail; the routing is then compiled here (the model loaded) only if a mail
+    must be decided in-process (``routing``, on first use). Without one, the routing is
+    compiled now and the pipeline builds its own pool, for large batches."""
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class IntakeSetup:
         clock: Clock = utcnow,
         send: bool = True,
         acknowledge_existing: bool = False,
+        routing_pool: RoutingPool | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -65,9 +72,14 @@ class IntakeSetup:
         self.send = send
         # A first poll acknowledges the mail already there only when asked (demo, --flag).
         self.acknowledge_existing = acknowledge_existing
-        self.routing = compiled_routing(config)
-        # A large batch's routing decided by a helper process (issue 14; app/routing_pool).
-        self.routing_pool = _routing_pool(config, self.routing)
+        self._routing_lock = threading.Lock()
+        self._routing: CompiledRouting | None = None
+        self._routing_compiled = routing_pool is None
+        if routing_pool is None:
+            self._routing = compiled_routing(config)
+            # A large batch's routing decided by a helper process (issue 14; app/routing_pool).
+            routing_pool = _routing_pool(config, self._routing)
+        self.routing_pool = routing_pool
         self.calendar = working_calendar(config.timezone)  # holidays from the render cache
         self.planner = Planner(config, renderer, Composer.from_config(config))
         # Token and DKIM proofs of the contact-form relay (secrets, DNS): before deciding.
@@ -80,6 +92,36 @@ class IntakeSetup:
         # not write even that. A mail recorded, or quarantined for it, leaves it; one that
         # failed and was then deleted from the server stays (a few bytes).
         self.transient_failures: dict[tuple[str, str, int, int], int] = {}
+
+    @property
+    def routing(self) -> CompiledRouting | None:
+        """The rules and model compiled in this process (None: no routing configured); with
+        a helper started with the worker, on the first mail it does not decide (once)."""
+        if not self._routing_compiled:
+            with self._routing_lock:
+                if not self._routing_compiled:
+                    self._routing = compiled_routing(self.config)
+                    pool = self.routing_pool
+                    if pool is not None and pool.made_for is None:
+                        pool.made_for = self._routing  # the same rules, from the same config
+                    self._routing_compiled = True
+        return self._routing
+
+    def _compiled_routing(self) -> CompiledRouting:
+        """``routing``, for a mail decided here while routing is configured."""
+        routing = self.routing
+        assert routing is not None
+        return routing
+
+    def _helper_decides(self) -> bool:
+        """Whether the helper's decisions are this pipeline's: it stands for the routing
+        compiled here, or for the configuration's while nothing was compiled here."""
+        pool = self.routing_pool
+        if pool is None:
+            return False
+        if pool.made_for is None:
+            return not self._routing_compiled
+        return pool.made_for is self._routing
 
     def close(self) -> None:
         """The routing helper stopped, if one was started (the worker's stop)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from mailbot.config import Config
-from mailbot.core.classifier import corrected_mail, header
 from mailbot.core.clock import utcnow
 from mailbot.errors import ConfigError
 
@@ -30,6 +29,9 @@ def model_retention_warnings(
     model = config.routing.model if config.routing is not None else None
     if model is None:
         return []
+    # numpy with it: not for the worker's start, whose routing helper reads the model.
+    from mailbot.core.classifier import corrected_mail, header
+
     days = config.retention.days if days is None else days
     try:
         said = corrected_mail(header(model.file))

@@ -179,10 +179,11 @@ class ImplicitDecision(Model):
 
 
 class RoutingParallelConfig(Model):
-    """Where a large batch's routing decisions are made (issue 14; app/routing_pool): by
-    one helper process while the intake records the batch, on the machine's second core.
-    ``processes: 0`` decides every mail in-process. Batches below ``min_batch`` mails (a
-    single mail under IDLE, a first mail) never wait on the helper's start."""
+    """Where the routing decisions are made (issue 14; app/routing_pool): by one helper
+    process while the intake records the mails, on the machine's second core. ``processes:
+    0`` decides every mail in-process. The worker (`run`, `poll`) starts it first and it
+    decides every mail; elsewhere it is started for batches of at least ``min_batch``
+    mails, and smaller ones never wait on its start."""
 
     processes: int = Field(default=1, ge=0, le=1)  # one helper outpaces the intake
     min_batch: int = Field(default=32, ge=1)

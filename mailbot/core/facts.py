@@ -5,10 +5,9 @@ so that what ``mailbot explain`` shows is what the intake decides."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mailbot.config import REORIENT_SERVICE, Config, ContactFormRelay
-from mailbot.core.classifier import Classifier
-from mailbot.core.classifier import load as load_model
 from mailbot.core.language import detect_language
 from mailbot.core.message import BODY_TEXT_LIMIT, SUBJECT_LIMIT, ParsedMessage
 from mailbot.core.policy import PolicyContext, reply_address
@@ -17,12 +16,17 @@ from mailbot.core.routing import CompiledRouting, RoutingInput, compile_routing,
 from mailbot.core.routing_text import routing_text
 from mailbot.errors import ConfigError
 
+if TYPE_CHECKING:  # numpy: loaded with the model only (a routing helper may load it instead)
+    from mailbot.core.classifier import Classifier
+
 ROUTING_BODY_LIMIT = BODY_TEXT_LIMIT  # characters of body the routing rules read
 
 
 def compiled_routing(config: Config) -> CompiledRouting | None:
     if config.routing is None:
         return None
+    from mailbot.core.classifier import load as load_model
+
     own = {name: box.service for name, box in config.mailboxes.items()}
     # The classifier is a static file of numbers (no pickle), loaded once like the
     # language models.

@@ -7,12 +7,10 @@ numpy so a year of history is computed in one vectorised pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
-from functools import lru_cache
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -265,62 +263,6 @@ EPOCH_DAY = date(1970, 1, 1)
 def day_number(day: date) -> int:
     """A local date as the store's buckets number it: days since 1970-01-01."""
     return (day - EPOCH_DAY).days
-
-
-@lru_cache(maxsize=8)
-def zone_offsets(zone: ZoneInfo, first: int = 1970, last: int = 2100) -> list[tuple[int, int]]:
-    """The UTC offsets of ``zone`` as (from this Unix second, offset in seconds) rows, the
-    first one from the beginning of time: what the database's triggers add to an instant
-    to find its local day. Offsets are taken at whole UTC hours, as
-    ``WorkingCalendar.local_dates_from_epoch`` takes them, so both give the same dates.
-    Looked at once a day, then the hour of a change found by halving the day: a zone
-    changing and changing back within 24 hours would be missed; none of the IANA zones
-    does from 1970 to 2100 (checked against an hour-by-hour scan of every zone). Every new
-    database's migration computes them: 0.1 s here, against 0.35 s for a scan every 6
-    hours."""
-
-    def offset(hour: int) -> int:
-        found = datetime.fromtimestamp(hour * 3600, zone).utcoffset()
-        return int(found.total_seconds()) if found is not None else 0
-
-    start = int(datetime(first, 1, 1, tzinfo=UTC).timestamp()) // 3600
-    stop = int(datetime(last, 1, 1, tzinfo=UTC).timestamp()) // 3600
-    current = offset(start)
-    rows = [(-(2**62), current)]
-    for day in range(start + 24, stop + 24, 24):
-        hour = min(day, stop - 1)
-        if offset(hour) != current:
-            changed = _first_hour_changed(offset, hour - 24, hour, current)
-            current = offset(changed)
-            rows.append((changed * 3600, current))
-            if offset(hour) != current:  # a second change within the day: look again
-                rows.extend(_changes_within(offset, changed, hour, current))
-                current = rows[-1][1]
-    return rows
-
-
-def _first_hour_changed(offset: Callable[[int], int], before: int, after: int, was: int) -> int:
-    """The first hour after ``before`` whose offset is no longer ``was``, knowing that
-    ``after``'s is not."""
-    while after - before > 1:
-        middle = (before + after) // 2
-        if offset(middle) == was:
-            before = middle
-        else:
-            after = middle
-    return after
-
-
-def _changes_within(
-    offset: Callable[[int], int], since: int, until: int, was: int
-) -> list[tuple[int, int]]:
-    """Every change of offset from hour ``since`` to ``until``, hour by hour."""
-    rows = []
-    for hour in range(since + 1, until + 1):
-        if offset(hour) != was:
-            was = offset(hour)
-            rows.append((hour * 3600, was))
-    return rows
 
 
 @dataclass(frozen=True)

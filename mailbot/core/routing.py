@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailbot.config import (
     REORIENT_SERVICE,
@@ -23,10 +23,14 @@ from mailbot.config import (
     RoutingModelConfig,
     RoutingRule,
 )
-from mailbot.core.classifier import Classifier
-from mailbot.core.combine import Evidence, heads, hold_bar
 from mailbot.core.keywords import KeywordMatcher, Words, normalize, phrase_pattern
 from mailbot.core.routing_text import RoutingText
+
+# The learned half (numpy) only where a model is loaded or combined: the worker's routing
+# helper decides from the start, and its parent process need not import it (issue 14
+# point 9, app/routing_pool).
+if TYPE_CHECKING:
+    from mailbot.core.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -374,6 +378,8 @@ def _with_model(
     model: Classifier,
 ) -> RoutingDecision:
     """The stated combination (mailbot.core.combine) and the confidence that gates moving a mail."""
+    from mailbot.core.combine import Evidence, heads, hold_bar
+
     default = routing.config.defaults.get(msg.mailbox)
     own = routing.own_service.get(msg.mailbox)
     said = model.classify(msg.subject, RoutingText(msg.body, msg.quoted))

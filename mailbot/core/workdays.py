@@ -3,27 +3,33 @@
 The delay of a reply is the number of working days d with date(received) < d <= date(replied),
 in local dates: the same day counts 0, Friday → Monday counts 1, Saturday → Monday counts 1.
 numpy's ``busday_count`` over a holiday array makes this O(1) per message and vectorised over
-years of history.
+years of history (the indicators). One mail's dates (its AR's deadline, the window its
+look-ups read back) are a few days walked over a set of holidays, in plain Python: the AR
+path imports no numpy (a first mail's start, issue 14 point 9), and tests/test_workdays.py
+checks the walk gives numpy's ``busday_offset`` dates over decades of days.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Collection, Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
+# numpy only in the vectorised methods (the indicators, the console's queue), each importing
+# it when it runs: one mail's dates are computed without it.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 DEADLINE = 5
 DEADLINES_KEPT = 4096  # deadlines a calendar remembers (~11 years of days)
 # The years a calendar knows the public holidays of: those of the zone offsets the database
-# keeps (``core.indicators.zone_offsets``). It once ended in 2040: from 2041 every holiday
+# keeps (``zone_offsets``). It once ended in 2040: from 2041 every holiday
 # would silently have been a working day, and a backfill of mail before 2015 too.
 YEARS = range(1970, 2100)
 
@@ -95,23 +101,28 @@ class WorkingCalendar:
 
     @cached_property
     def holidays(self) -> npt.NDArray[np.datetime64]:
-        public = self._public
-        if public is None:
-            public = public_holidays(self._subdivision, self._years)
-        return np.array(sorted({*public, *self._closures}), dtype="datetime64[D]")
+        import numpy as np
+
+        return np.array(sorted(self._closed), dtype="datetime64[D]")
 
     @cached_property
     def _calendar(self) -> np.busdaycalendar:
+        import numpy as np
+
         return np.busdaycalendar(weekmask="1111100", holidays=self.holidays)
 
     @cached_property
     def _first(self) -> np.datetime64:
+        import numpy as np
+
         return np.datetime64(f"{self._years.start:04d}-01-01", "D")
 
     @cached_property
     def _running(self) -> npt.NDArray[np.int64]:
         """The running count of working days over the holidays' years: entry i is the
         number of working days from the first day to the i-th, both included."""
+        import numpy as np
+
         days = np.arange(self._first, np.datetime64(f"{self._years.stop:04d}-01-01", "D"))
         return np.cumsum(np.is_busday(days, busdaycal=self._calendar), dtype=np.int64)
 
@@ -124,17 +135,44 @@ class WorkingCalendar:
             raise ValueError("working-day arithmetic needs timezone-aware datetimes")
         return moment.astimezone(self.zone).date()
 
+    @cached_property
+    def _closed(self) -> frozenset[date]:
+        """The days off besides weekends (public holidays, closures): what numpy's
+        calendar holds, as a set of dates for one mail's arithmetic."""
+        public = self._public
+        if public is None:
+            public = public_holidays(self._subdivision, self._years)
+        return frozenset({*public, *self._closures})
+
     def is_working_day(self, day: date) -> bool:
-        return bool(np.is_busday(np.datetime64(day, "D"), busdaycal=self._calendar))
+        return day.weekday() < 5 and day not in self._closed
+
+    def _moved(self, day: date, count: int, forward: bool) -> date:
+        """numpy's ``busday_offset(day, count, roll)`` for one date, without numpy: a day
+        off rolled to the next working day (``forward``) or the previous one, then
+        ``count`` working days walked (back when negative). A mail's deadline or window
+        walks a fortnight at most (tests/test_workdays.py: numpy's dates, over decades)."""
+        roll = timedelta(days=1 if forward else -1)
+        while not self.is_working_day(day):
+            day += roll
+        step, left = timedelta(days=1 if count > 0 else -1), abs(count)
+        while left:
+            day += step
+            left -= self.is_working_day(day)
+        return day
 
     def delay(self, received: datetime, replied: datetime) -> int:
         """Working days d with date(received) < d <= date(replied)."""
+        import numpy as np
+
         start = np.datetime64(self.local_date(received), "D") + 1
         end = np.datetime64(self.local_date(replied), "D") + 1
         return int(np.busday_count(start, end, busdaycal=self._calendar))
 
     def delay_between(self, received: date, replied: date) -> int:
         """The same on local dates already computed."""
+        import numpy as np
+
         start = np.datetime64(received, "D") + 1
         end = np.datetime64(replied, "D") + 1
         return int(np.busday_count(start, max(start, end), busdaycal=self._calendar))
@@ -143,6 +181,8 @@ class WorkingCalendar:
         self, received: Sequence[datetime] | npt.NDArray[np.datetime64], replied: Sequence[datetime]
     ) -> npt.NDArray[np.int64]:
         """The same, vectorised: arrays of local dates in, working-day counts out."""
+        import numpy as np
+
         start = self.local_dates(received) + np.timedelta64(1, "D")
         end = self.local_dates(replied) + np.timedelta64(1, "D")
         return np.busday_count(start, end, busdaycal=self._calendar).astype(np.int64)
@@ -154,6 +194,8 @@ class WorkingCalendar:
         end <= received): ``delay_between`` vectorised, as the difference of two entries of
         the running count (two lookups per message instead of ``busday_count``'s walk over
         the days), ``busday_count`` only for dates outside the calendar's years."""
+        import numpy as np
+
         start = (received - self._first).astype(np.int64)
         stop = (np.maximum(ends, received) - self._first).astype(np.int64)
         inside = (start >= 0) & (stop < self._running.size)
@@ -173,12 +215,16 @@ class WorkingCalendar:
     def local_dates(
         self, moments: Sequence[datetime] | npt.NDArray[np.datetime64]
     ) -> npt.NDArray[np.datetime64]:
+        import numpy as np
+
         if isinstance(moments, np.ndarray) and moments.dtype == np.dtype("datetime64[D]"):
             return moments
         return np.array([self.local_date(m) for m in moments], dtype="datetime64[D]")
 
     def local_dates_from_epoch(self, seconds: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
         """Unix times → local dates, vectorised: the UTC offset is looked up per hour."""
+        import numpy as np
+
         if seconds.size == 0:
             return np.array([], dtype="datetime64[D]")
         first = int(seconds.min()) // 3600
@@ -198,25 +244,21 @@ class WorkingCalendar:
         May's holidays (10 working days spanned 21 days in 2024 and 2035).
 
         Remembered per (local date, days), as ``deadline``: the intake asks it twice per
-        mail, and numpy's ``busday_offset`` was ~4 % of its CPU (issue 14)."""
+        mail, and numpy's ``busday_offset`` was ~4 % of its CPU (issue 14); walked in plain
+        Python since (``_moved``: no numpy on the AR path)."""
         key = (self.local_date(moment), days)
         found = self._windows.get(key)
         if found is None:
             if len(self._windows) >= DEADLINES_KEPT:  # a backfill over years: stay bounded
                 self._windows.clear()
-            moved = np.busday_offset(
-                np.datetime64(key[0], "D"), -days, roll="backward", busdaycal=self._calendar
-            )
-            found = datetime.combine(date.fromisoformat(str(moved)), time.min, self.zone)
+            moved = self._moved(key[0], -days, forward=False)
+            found = datetime.combine(moved, time.min, self.zone)
             self._windows[key] = found
         return found
 
     def add_working_days(self, day: date, count: int) -> date:
         """The working day ``count`` working days after ``day`` (the deadline of a message)."""
-        moved = np.busday_offset(
-            np.datetime64(day, "D"), count, roll="forward", busdaycal=self._calendar
-        )
-        return date.fromisoformat(str(moved))
+        return self._moved(day, count, forward=True)
 
     def deadline(self, received: datetime, days: int = DEADLINE) -> date:
         """Last local date on which a reply still counts as within ``days`` working days.
@@ -241,3 +283,59 @@ def calendar_for(timezone: str) -> WorkingCalendar:
     """The working calendar of a time zone, built once per process: building one computes
     130 years of public holidays (a tenth of a second), and a calendar never changes."""
     return WorkingCalendar(timezone=timezone)
+
+
+@lru_cache(maxsize=8)
+def zone_offsets(zone: ZoneInfo, first: int = 1970, last: int = 2100) -> list[tuple[int, int]]:
+    """The UTC offsets of ``zone`` as (from this Unix second, offset in seconds) rows, the
+    first one from the beginning of time: what the database's triggers add to an instant
+    to find its local day. Offsets are taken at whole UTC hours, as
+    ``WorkingCalendar.local_dates_from_epoch`` takes them, so both give the same dates.
+    Looked at once a day, then the hour of a change found by halving the day: a zone
+    changing and changing back within 24 hours would be missed; none of the IANA zones
+    does from 1970 to 2100 (checked against an hour-by-hour scan of every zone). Every new
+    database's migration computes them: 0.1 s here, against 0.35 s for a scan every 6
+    hours."""
+
+    def offset(hour: int) -> int:
+        found = datetime.fromtimestamp(hour * 3600, zone).utcoffset()
+        return int(found.total_seconds()) if found is not None else 0
+
+    start = int(datetime(first, 1, 1, tzinfo=UTC).timestamp()) // 3600
+    stop = int(datetime(last, 1, 1, tzinfo=UTC).timestamp()) // 3600
+    current = offset(start)
+    rows = [(-(2**62), current)]
+    for day in range(start + 24, stop + 24, 24):
+        hour = min(day, stop - 1)
+        if offset(hour) != current:
+            changed = _first_hour_changed(offset, hour - 24, hour, current)
+            current = offset(changed)
+            rows.append((changed * 3600, current))
+            if offset(hour) != current:  # a second change within the day: look again
+                rows.extend(_changes_within(offset, changed, hour, current))
+                current = rows[-1][1]
+    return rows
+
+
+def _first_hour_changed(offset: Callable[[int], int], before: int, after: int, was: int) -> int:
+    """The first hour after ``before`` whose offset is no longer ``was``, knowing that
+    ``after``'s is not."""
+    while after - before > 1:
+        middle = (before + after) // 2
+        if offset(middle) == was:
+            before = middle
+        else:
+            after = middle
+    return after
+
+
+def _changes_within(
+    offset: Callable[[int], int], since: int, until: int, was: int
+) -> list[tuple[int, int]]:
+    """Every change of offset from hour ``since`` to ``until``, hour by hour."""
+    rows = []
+    for hour in range(since + 1, until + 1):
+        if offset(hour) != was:
+            was = offset(hour)
+            rows.append((hour * 3600, was))
+    return rows

@@ -14,15 +14,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mailbot.core.indicators import zone_offsets
+from mailbot.core.workdays import zone_offsets
 from mailbot.store.schema import indicator_days, indicator_zone
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy when the buckets are read (``read``), not with the store
+    import numpy as np
+    import numpy.typing as npt
+
     from mailbot.store.database import Store
 
 # The local day of an instant (Unix seconds, positive), as the triggers compute it.
@@ -123,6 +124,8 @@ def read(
         if zone_of(conn) != zone:
             return None
         rows = conn.execute(query).cursor.fetchall()
+    import numpy as np
+
     table = np.array(rows, dtype=np.int64).reshape(len(rows), 3 + len(SUMS))
     names = ("received_day", "replied_day", "complaint", *SUMS)
     return {name: table[:, n] for n, name in enumerate(names)}

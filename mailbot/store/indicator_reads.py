@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 
 from mailbot.core.statuses import Decision
 from mailbot.store.listings import Listings, listed_columns
 from mailbot.store.message_rows import relance_counted
 from mailbot.store.schema import indicator_facts, messages
+
+# numpy when the indicators are read, not with the store: a mail's intake never reads them
+# (no numpy in a first mail's process, issue 14 point 9).
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class IndicatorReads(Listings):
@@ -33,6 +37,8 @@ class IndicatorReads(Listings):
         on the messages, migration 0011): a year is a million rows, so each column comes
         back as ONE string the database joins (``group_concat``/``string_agg``), which numpy
         parses, rather than a million Python tuples. [since, until) to the second."""
+        import numpy as np
+
         facts = indicator_facts.c
         # Two numbers per message, the fewer the faster: the received time in the low 32
         # bits (Unix seconds fit until 2106) and above it the stored flags shifted by one,
@@ -81,6 +87,8 @@ class IndicatorReads(Listings):
         messages include them; figures as of a day before ``after`` take them away. Read
         from the follow-ups' time of receipt (its index), their message by its id: as of
         today, there is nothing to read."""
+        import numpy as np
+
         relance = messages.alias("relance")
         # The follow-ups first, by their time of receipt, then their message by its id:
         # the message's columns are wrapped (``coalesce``) so that SQLite uses no index of
