@@ -34,6 +34,14 @@ def console(desk: Desk, tmp_path: Path) -> Iterator[RunningConsole]:
         yield running
 
 
+def open_free_reply(page: Page) -> None:
+    """The free reply's section opened, once the page's first preview is in: that preview
+    (htmx, on load) moves the page down, and a click made before it can miss the summary."""
+    expect(page.locator("#apercu pre")).to_be_visible()
+    page.click("#reponse-libre summary")
+    expect(page.locator("#libre-texte")).to_be_visible()
+
+
 def login(page: Page, console: RunningConsole, agent: str = "khaddad") -> None:
     """Logged in (webtools.browser_login), on the queue, an agent's first page."""
     browser_login(page, console.url, agent)
@@ -66,7 +74,7 @@ def test_refused_free_reply_ties_the_error_to_its_field_and_focuses_it(
     row = desk.row(OVERDUE)
     login(page, console)
     page.goto(f"{console.url}/courriel/{row.id}")
-    page.click("#reponse-libre summary")
+    open_free_reply(page)
     page.fill("#libre-texte", "  ")
     page.click("#envoyer-libre")
     expect(page.locator("#erreur")).to_be_visible()
@@ -289,8 +297,7 @@ def test_every_id_is_unique_and_every_reference_reaches_one(
     expect(page.locator("#total")).to_contain_text("1 courriel ")
     check("file filtrée")
     page.goto(f"{site.url}/courriel/{row.id}")
-    expect(page.locator("#apercu pre")).to_be_visible()
-    page.click("#reponse-libre summary")
+    open_free_reply(page)
     page.fill("#libre-texte", "Votre dossier est complet.")
     expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est complet.")
     check("courriel, deux aperçus")
@@ -362,7 +369,7 @@ def test_an_emptied_free_reply_says_so_in_its_preview(
     row = desk.row(OVERDUE)
     login(page, console)
     page.goto(f"{console.url}/courriel/{row.id}")
-    page.click("#reponse-libre summary")
+    open_free_reply(page)
     page.focus("#libre-texte")
     page.keyboard.type("Votre dossier est complet.")
     expect(page.locator("#apercu-libre pre")).to_contain_text("Votre dossier est complet.")
