@@ -161,12 +161,8 @@ def test_a_small_batch_never_starts_the_helper(app: App) -> None:
     assert pool._executor is None and pool.pid is None
 
 
-def test_a_large_batch_is_recorded_as_in_process(app: App, reference: App) -> None:
-    pool = app.pipeline.routing_pool
-    assert pool is not None
-    mails = dev_mails()
-    app.pipeline.process_batch(*WHERE, mails[:40])  # starts the helper, decided here meanwhile
-    ready(pool)
+def counting(pool: RoutingPool) -> list[int]:
+    """How many mails each later call of ``pool.ahead`` sent to the helper."""
     sent: list[int] = []
     ahead = pool.ahead
 
@@ -176,6 +172,16 @@ def test_a_large_batch_is_recorded_as_in_process(app: App, reference: App) -> No
         return found
 
     pool.ahead = counted  # type: ignore[method-assign]
+    return sent
+
+
+def test_a_large_batch_is_recorded_as_in_process(app: App, reference: App) -> None:
+    pool = app.pipeline.routing_pool
+    assert pool is not None
+    mails = dev_mails()
+    app.pipeline.process_batch(*WHERE, mails[:40])  # starts the helper, decided here meanwhile
+    ready(pool)
+    sent = counting(pool)
     app.pipeline.process_batch(*WHERE, mails[40:])
     reference.pipeline.process_batch(*WHERE, mails[:40])
     reference.pipeline.process_batch(*WHERE, mails[40:])
@@ -197,15 +203,7 @@ def test_a_batch_begun_while_the_helper_starts_sends_its_rest_once_it_is_ready(
     assert pool is not None
     monkeypatch.setattr(intake, "MAX_TRANSACTION_SECONDS", 0.0)  # a part a mail
     mails = dev_mails()[: pool.min_batch + 8]
-    sent: list[int] = []
-    ahead = pool.ahead
-
-    def counted(inputs: Any) -> Any:
-        found = ahead(inputs)
-        sent.append(sum(a is not None for a in found))
-        return found
-
-    pool.ahead = counted  # type: ignore[method-assign]
+    sent = counting(pool)
     record_part = app.pipeline._record_part
     parts = 0
 
@@ -448,15 +446,7 @@ def test_a_helper_started_with_the_worker_that_is_late_or_fails_costs_time_only(
         assert len(late) == 1
         assert pool.made_for is not None and pool.made_for is built.pipeline.routing
         ready(pool)
-        sent: list[int] = []
-        ahead = pool.ahead
-
-        def counted(inputs: Any) -> Any:
-            found = ahead(inputs)
-            sent.append(sum(a is not None for a in found))
-            return found
-
-        pool.ahead = counted  # type: ignore[method-assign]
+        sent = counting(pool)
         built.pipeline.process_batch(*WHERE, mails[2:3])  # one mail: to the helper
         assert sent == [1]
         os.kill(pool.pid or 0, signal.SIGKILL)
