@@ -252,7 +252,8 @@ def raw_pipe(user: MailUser, smtp: SinkProcess, batch: int) -> int:
 # `poll --once` in a child process of one source tree, timed inside it around the poll only
 # (start-up, imports and lingua's models are not the loop's cost): prints a JSON line.
 POLL_CHILD = """
-import json, os, sys, time
+import gc, json, os, sys, time
+gc.disable()  # as the console script starts `poll` and `run` (mailbot.cli.console)
 import mailbot
 from mailbot.core import language
 from mailbot.worker import Worker, imap_sources
@@ -271,6 +272,11 @@ else:
     app = build_app(sys.argv[1], acknowledge_existing=True)
 language.warm_up()
 worker = Worker(app.config, app.pipeline, app.outbox, imap_sources(app.config))
+from mailbot import cli
+if hasattr(cli, "_started"):  # `run`'s end of start-up: the collector on, for the work
+    cli._started(collect=True)
+else:
+    gc.enable()
 def machine():  # bench/run.py's machine_cpu: this child runs another tree's code
     with open("/proc/stat", encoding="ascii") as stat:
         user, _nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
