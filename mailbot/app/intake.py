@@ -41,7 +41,7 @@ from mailbot.app.folders import FolderStart, Where, transient_failure
 from mailbot.app.mail_failures import AttemptFailed
 from mailbot.app.policy_lookups import RELANCE_WORKING_DAYS
 from mailbot.app.recording import Batched, BatchWriteError, Direct
-from mailbot.app.retries import Retries, still_quarantined
+from mailbot.app.retries import Retries, still_quarantined, twice_if_copied
 from mailbot.app.routing_pool import RoutingAhead
 from mailbot.core.facts import routing_input
 from mailbot.core.incoming import IncomingMail, Outcome
@@ -107,13 +107,8 @@ class Pipeline(FolderStart, Retries):
         where = Where(mailbox, folder, uidvalidity)
         parsed: ParsedMessage | None = None
         try:
-            if mail.refused:  # still unreadable: quarantined again, with the new answer
-                raise UnreadableMailError(mail.refused)
-            parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
-            try:
-                outcome = self._again(where, mail, parsed, existing)
-            except SameMailError:  # another mailbox's copy committed meanwhile: found now
-                outcome = self._again(where, mail, parsed, existing)
+            parsed = self._read_again(mail)
+            outcome = twice_if_copied(lambda: self._again(where, mail, parsed, existing))
         except RepeatedRequestError:
             raise  # a retry of a mail another retry already processed: nothing new
         except Exception as exc:  # quarantine again, never lose the mail

@@ -29,6 +29,13 @@ from mailbot.store.errors import transient_reason
 class Retries(Deciding, MailFailures):
     """What a retry of a quarantined or passed-over mail runs."""
 
+    def _read_again(self, mail: IncomingMail) -> ParsedMessage:
+        """The mail read for a retry; one still unreadable raises, to be quarantined again
+        with the server's new answer."""
+        if mail.refused:
+            raise UnreadableMailError(mail.refused)
+        return self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
+
     def _again(
         self, where: Where, mail: IncomingMail, parsed: ParsedMessage, existing: int
     ) -> Outcome:
@@ -53,13 +60,8 @@ class Retries(Deciding, MailFailures):
         scope = functools.partial(self._claiming, passed, where)
         parsed: ParsedMessage | None = None
         try:
-            if mail.refused:  # still unreadable: quarantined now, with the new answer
-                raise UnreadableMailError(mail.refused)
-            parsed = self.relay_verifier.verify(mail.raw, parse_message(mail.raw))
-            try:
-                outcome = self._passed_again(scope, where, mail, parsed)
-            except SameMailError:  # another mailbox's copy committed meanwhile: found now
-                outcome = self._passed_again(scope, where, mail, parsed)
+            parsed = self._read_again(mail)
+            outcome = twice_if_copied(lambda: self._passed_again(scope, where, mail, parsed))
         except RepeatedRequestError:
             raise  # another retry recorded it: nothing new
         except Exception as exc:
@@ -117,3 +119,12 @@ def still_quarantined(mailbox: str, existing: int, exc: Exception) -> None:
             f"mailbox {mailbox}: mail #{existing} was not processed again: the database"
             f" could not record it now ({reason}); it stays quarantined as it was, retry later"
         ) from exc
+
+
+def twice_if_copied(attempt: Callable[[], Outcome]) -> Outcome:
+    """A retry's recording, run once more when another mailbox's copy of the mail committed
+    meanwhile (SameMailError): the second run finds that copy and records a duplicate."""
+    try:
+        return attempt()
+    except SameMailError:
+        return attempt()
