@@ -1001,9 +1001,10 @@ def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_nex
 ) -> None:
     """A delivery whose database fails mid-run (its 'sent' refused) raises with its AR and
     forwards left 'sending' under a live worker: no keeper takes them (their claimer lives),
-    no delivery either (not pending). The same process's next delivery settles them as
-    after a crash: the AR uncertain (it left, unrecorded), the forwards queued again and
-    sent. Before: 'sending' for as long as the worker lives, the forwards never sent."""
+    no delivery either (not pending). The same process's next delivery settles them: the
+    server accepted all three, which this process saw, so all three are recorded sent —
+    nothing uncertain, no forward sent twice. (Once: 'sending' for as long as the worker
+    lived; then: the AR uncertain and the forwards sent a second time.)"""
     store = Store(database)
     enqueue_mixed(store, "aff")
     with ScriptedSmtpServer() as server:
@@ -1022,16 +1023,57 @@ def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_nex
         monkeypatch.undo()
         assert [s for _, s in kinds_and_statuses(store)] == ["sending"] * 3
         assert len(server.deliveries) == 3
-        with caplog.at_level(logging.WARNING, logger="mailbot.app.delivery_recovery"):
-            assert outbox.deliver_due().sent == 2
+        with caplog.at_level(logging.INFO, logger="mailbot.app"):
+            assert outbox.deliver_due().taken == 0
         assert kinds_and_statuses(store) == [
-            ("ar", "uncertain"),
+            ("ar", "sent"),
             ("forward", "sent"),
             ("forward", "sent"),
         ]
-        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD, FORWARD, FORWARD]
-        said = [r for r in caplog.records if "queued again" in r.getMessage()]
-        assert [r.outbox for r in said] == [2, 3]  # type: ignore[attr-defined]
+        assert [d.data for d in server.deliveries] == [AR, FORWARD, FORWARD]
+        said = [r.getMessage() for r in caplog.records]
+        assert not [m for m in said if "queued again" in m or "uncertain" in m], said
         assert outbox.deliver_due(now=later()).taken == 0
         outbox.transport.close()
     store.close()
+
+
+def test_a_mail_the_server_accepted_before_the_database_failed_is_recorded_sent_not_uncertain(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database fails after the server accepted a mail, before its 'sent' committed
+    (it rides on the next claim's commit; a failover): the delivery raises. Its next run
+    records that mail sent — the process saw the server take it — and marks uncertain only
+    what it cannot know; here nothing, the next mail having never been claimed."""
+    with ScriptedSmtpServer() as server:
+        queue(store, n=2)
+        outbox = outbox_for(store, server)
+        outbox.claim_group = 1
+        claim, mark_sent = Transaction.claim_outbox, Transaction.mark_sent
+        claims: list[int] = []
+        gone = sa.exc.OperationalError("UPDATE outbox", {}, Exception("server gone"))
+
+        def second_claim_fails(tx: Transaction, item_id: int, *args: object) -> bool:
+            claims.append(item_id)
+            if len(claims) == 2:
+                raise gone  # the database gone from here on: the batch's flush fails too
+            return claim(tx, item_id, *args)  # type: ignore[arg-type]
+
+        def fails_once_gone(tx: Transaction, *args: object) -> object:
+            if len(claims) >= 2:
+                raise gone
+            return mark_sent(tx, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Transaction, "claim_outbox", second_claim_fails)
+        monkeypatch.setattr(Transaction, "mark_sent", fails_once_gone)
+        with pytest.raises(sa.exc.OperationalError):
+            outbox.deliver_due()
+        assert len(server.deliveries) == 1
+        assert rows(store) == [("sending", 1), ("pending", 0)]
+        monkeypatch.setattr(Transaction, "claim_outbox", claim)
+        monkeypatch.setattr(Transaction, "mark_sent", mark_sent)
+        with caplog.at_level(logging.INFO, logger="mailbot.app.delivery"):
+            assert outbox.deliver_due().sent == 1
+        assert len(server.deliveries) == 2
+    assert rows(store) == [("sent", 1), ("sent", 1)]
+    assert not [r for r in caplog.records if "uncertain" in r.getMessage()]

@@ -173,6 +173,9 @@ class Outbox(Settling):
         # A delivery raised mid-run (a database error): its claims may be left 'sending',
         # settled by the next one (``recover_own``). Nothing read while none did.
         self._left_claims = False
+        # And the mails it saw the server accept, their 'sent' not committed: recorded sent
+        # then, not uncertain (``recover_own``).
+        self._left_sent: list[tuple[OutboxItem, datetime]] = []
 
     def unsendable(self, item: OutboxItem) -> DeliveryError | None:
         """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
@@ -209,18 +212,23 @@ class Outbox(Settling):
             if self.stop.is_set():
                 return report
             if self._left_claims:
-                uncertain = recover_own(self.store, self.holder)
+                uncertain = recover_own(self.store, self.holder, self._left_sent)
                 if uncertain:
                     log.error(
                         "sends a failed delivery left marked uncertain", extra={"outbox": uncertain}
                     )
-                self._left_claims = False
+                self._left_claims, self._left_sent = False, []
             with self.store.session() as session:
                 due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
                 report.taken = len(due)
                 if due:
                     self._left_claims = True  # until the run ends without raising
-                    self._send(Run(self, session, {item.id: item for item in due}, report))
+                    run = Run(self, session, {item.id: item for item in due}, report)
+                    try:
+                        self._send(run)
+                    except BaseException:
+                        self._left_sent = list(run.unrecorded)
+                        raise
                     self._left_claims = False
             return report
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from mailbot.app.outbox_bookkeeping import mirror, set_status
+from mailbot.app.outbox_bookkeeping import finish_sent, mirror, set_status
 from mailbot.core.clock import utcnow
 from mailbot.core.statuses import EventKind, OutboxStatus
 from mailbot.store import OutboxItem, Store, Transaction
@@ -79,14 +79,21 @@ def _mark_uncertain(
         tx.add_event(item.message_pk, EventKind.SEND_UNCERTAIN, f"outbox {item.id}{detail}")
 
 
-def recover_own(store: Store, holder: str) -> list[int]:
+def recover_own(
+    store: Store, holder: str, accepted: Sequence[tuple[OutboxItem, datetime]] = ()
+) -> list[int]:
     """The claims a delivery of this process (``holder``) left 'sending' when it raised
     mid-run (the database lost under it: its 'sent' and releases unwritten). Nobody else
     settles them — their claimer is a live worker, and they are not pending — so this
-    process's next delivery does, as after a crash: a mail to a citizen uncertain (it may
-    have left), flagged; internal mail queued again. No delivery of ``holder`` is running
-    (one at a time per Outbox). The uncertain ones' ids."""
+    process's next delivery does. ``accepted``: the mails that delivery saw the server
+    accept (and when), their 'sent' never committed: recorded sent now, as they would have
+    been. The others as after a crash: a mail to a citizen uncertain (it may have left),
+    flagged; internal mail queued again. No delivery of ``holder`` is running (one at a
+    time per Outbox). The uncertain ones' ids."""
     with store.transaction() as tx:
+        if accepted:
+            written = tx.mark_sent([(item.id, at) for item, at in accepted], holder)
+            finish_sent(tx, [(item, at) for item, at in accepted if item.id in written])
         found = tx.interrupted_sends(only=holder)
         _mark_uncertain(
             tx,
