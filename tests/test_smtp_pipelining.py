@@ -362,9 +362,9 @@ def test_a_short_body_leaves_with_its_final_dot_in_one_write(
     written: list[bytes] = []
     original = pipelining.Pipelined._write
 
-    def write(self: pipelining.Pipelined, transport: object, data: bytes) -> None:
+    def write(self: pipelining.Pipelined, transport: object, data: bytes, replies: int = 0) -> None:
         written.append(data)
-        original(self, transport, data)  # type: ignore[arg-type]
+        original(self, transport, data, replies)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipelining.Pipelined, "_write", write)
     batch = [mail(n, body=b"Bonjour,\r\n" * 300) for n in range(3)]
@@ -374,6 +374,75 @@ def test_a_short_body_leaves_with_its_final_dot_in_one_write(
     bodies = [data for data in written if b"Bonjour" in data]
     assert bodies == [e.raw + b".\r\n" for e in batch]
     assert b".\r\n" not in written
+
+
+def test_a_mail_s_replies_are_waited_for_once_not_one_by_one(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail's "." reply and the next mail's MAIL, RCPT and DATA replies come back in up
+    to four segments; the client waits once for all four (one turn of the event loop, one
+    timer), and takes them in order from what came (issue 14: the delivery's CPU a mail)."""
+    waits: list[int] = []
+    original = pipelining._Replies.reply
+
+    async def reply(self: pipelining._Replies, timeout: float) -> object:
+        if not self.replies:
+            waits.append(self.owed)
+        return await original(self, timeout)
+
+    monkeypatch.setattr(pipelining._Replies, "reply", reply)
+    batch = [mail(n) for n in range(10)]  # under SHARED_FROM: one connection
+    results = send(smtp_server, batch)
+    assert results.told == {f"m{n}": None for n in range(10)}
+    assert [r.raw for r in smtp_server.wait_for(10)] == [e.raw for e in batch]
+    # The first mail's three replies, each next mail's four, the last "." reply.
+    assert waits == [3] + [4] * 9 + [1]
+
+
+def test_a_reply_in_hand_is_taken_when_the_rest_of_the_group_never_comes() -> None:
+    """Waiting for a group's replies must not lose one that came: at a timeout or a lost
+    connection the replies in hand are still read in order (the mail whose "." was
+    answered is sent, not uncertain); only then does the next read fail."""
+    import asyncio
+
+    import aiosmtplib
+
+    async def scenario(end: str) -> list[object]:
+        replies = pipelining._Replies()
+        replies.owe(4)
+        replies.data_received(b"250 2.0.0 queued\r\n250 sender ok\r\n")
+        if end == "lost":
+            replies.connection_lost(None)
+        seen: list[object] = []
+        for _ in range(3):
+            try:
+                seen.append((await replies.reply(0.05)).code)
+            except aiosmtplib.SMTPException as exc:
+                seen.append(type(exc).__name__)
+        return seen
+
+    assert asyncio.run(scenario("timeout")) == [250, 250, "SMTPReadTimeoutError"]
+    assert asyncio.run(scenario("lost")) == [250, 250, "SMTPServerDisconnected"]
+
+
+def test_the_waiter_wakes_only_once_every_reply_owed_is_in() -> None:
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        replies = pipelining._Replies()
+        replies.owe(4)
+        task = asyncio.ensure_future(replies.reply(5.0))
+        done = []
+        for line in (b"250 queued\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go on\r\n"):
+            await asyncio.sleep(0)
+            done.append(task.done())
+            replies.data_received(line)
+        await asyncio.sleep(0)
+        done.append(task.done())
+        assert task.result().code == 250 and [r.code for r in replies.replies] == [250, 250, 354]
+        return done
+
+    assert asyncio.run(scenario()) == [False, False, False, False, True]
 
 
 class _StalledTransport:

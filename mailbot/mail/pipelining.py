@@ -54,6 +54,10 @@ class _Replies(asyncio.Protocol):
         self.replies: deque[aiosmtplib.SMTPResponse] = deque()
         self.lost: aiosmtplib.SMTPException | None = None
         self.lines: list[bytes] = []
+        # Replies the commands written so far still owe (``owe``), those buffered included:
+        # a waiter is woken once all of them are in, not at each (a mail's four replies
+        # may come in four segments: one turn of the event loop instead of four, issue 14).
+        self.owed = 0
         self._waiter: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -66,7 +70,8 @@ class _Replies(asyncio.Protocol):
                 self._reply()
         if len(self.buffer) > 8192:
             self._lose(aiosmtplib.SMTPResponseException(-1, "reply line too long"))
-        self._wake()
+        if len(self.replies) >= self.owed:
+            self._wake()
 
     def _reply(self) -> None:
         lines, self.lines = self.lines, []
@@ -100,26 +105,43 @@ class _Replies(asyncio.Protocol):
     def resume_writing(self) -> None:
         """See ``pause_writing``."""
 
+    def owe(self, replies: int) -> None:
+        """Commands written that owe this many replies."""
+        self.owed += replies
+
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
-        """The next reply in order; SMTPServerDisconnected or a timeout if none comes."""
-        if self.replies:  # came with the one before (a pipelined group): no wait, no timer
-            return self.replies.popleft()
+        """The next reply in order; SMTPServerDisconnected or a timeout if none comes.
+
+        It waits for every reply owed (``owed``), the others of a pipelined group then
+        need no wait; when the connection is lost or ``timeout`` passes first, a reply
+        that came meanwhile is still returned (the next call waits for the one after)."""
+        if not self.replies:  # else it came with the one before: no wait, no timer
+            await self._awaited(timeout)
+        if not self.replies:
+            assert self.lost is not None
+            raise self.lost
+        return self.next()
+
+    def next(self) -> aiosmtplib.SMTPResponse:
+        """The next reply, in hand."""
+        self.owed = max(0, self.owed - 1)
+        return self.replies.popleft()
+
+    async def _awaited(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         try:
             # Not ``wait_for``: it returns normally when the cancel of a shutdown meets a
             # waiter just woken, and the shutdown would then wait for the next timeout.
             async with asyncio.timeout(timeout):
-                while not self.replies:
-                    if self.lost is not None:
-                        raise self.lost
+                while len(self.replies) < max(1, self.owed) and self.lost is None:
                     self._waiter = loop.create_future()
                     try:
                         await self._waiter
                     finally:
                         self._waiter = None
         except TimeoutError:
-            raise aiosmtplib.SMTPReadTimeoutError("no reply from the server") from None
-        return self.replies.popleft()
+            if not self.replies:
+                raise aiosmtplib.SMTPReadTimeoutError("no reply from the server") from None
 
 
 class _Flushing:
@@ -202,7 +224,7 @@ class Pipelined:
         self.current = job  # told nothing yet: a shutdown now interrupts it
         self.sent += 1
         try:
-            self._write(transport, commands)
+            self._write(transport, commands, replies=3)
         except aiosmtplib.SMTPException as exc:
             return self._dropped(job, jobs, exc, "MAIL FROM")
         if not await self._closing(transport):
@@ -225,9 +247,17 @@ class Pipelined:
             raise network_error(error, "at MAIL FROM") from None
         return b"MAIL " + b" ".join(words) + b"\r\nRCPT " + rcpt + b"\r\nDATA\r\n"
 
-    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
+    async def _next_reply(self) -> aiosmtplib.SMTPResponse:
+        """The next reply: one in hand at once (it came with the one before), else read
+        from the network, a step a shutdown cuts."""
+        if self.replies.replies:
+            return self.replies.next()
+        return await self.session.step(self.replies.reply(self.timeout))
+
+    def _write(self, transport: asyncio.Transport, data: bytes, replies: int = 0) -> None:
         if transport.is_closing() or self.replies.lost is not None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
+        self.replies.owe(replies)
         transport.write(data)
 
     async def _closing(self, transport: asyncio.Transport) -> bool:
@@ -237,7 +267,7 @@ class Pipelined:
         if job is None:
             return True
         try:
-            response = await self.session.step(self.replies.reply(self.timeout))
+            response = await self._next_reply()
         except Stopped:
             self.open = job
             raise
@@ -261,7 +291,7 @@ class Pipelined:
         stages = ("MAIL FROM", "RCPT TO", "DATA")
         for stage, accepted in zip(stages, ((250,), (250, 251), (354,)), strict=True):
             try:
-                response = await self.session.step(self.replies.reply(self.timeout))
+                response = await self._next_reply()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 return self._dropped(job, jobs, exc, stage)
             if response.code == 421:
@@ -294,7 +324,7 @@ class Pipelined:
         body = wire_body(raw)
         flushing = cast(SMTPProtocol, _Flushing(transport))
         if len(body) <= CHUNK and not transport.get_write_buffer_size():
-            self._write(transport, body + b".\r\n")
+            self._write(transport, body + b".\r\n", replies=1)
             if transport.get_write_buffer_size():
                 try:
                     await self.session.step(flushed(flushing, 0, self.timeout))
@@ -307,7 +337,7 @@ class Pipelined:
             await self.session.step(flushed(flushing, CHUNK, self.timeout))
         if transport.get_write_buffer_size():
             await self.session.step(flushed(flushing, 0, self.timeout))
-        self._write(transport, b".\r\n")
+        self._write(transport, b".\r\n", replies=1)
 
     async def _reset(self, transport: asyncio.Transport, data_open: bool) -> bool:
         """RSET after a refused MAIL, RCPT or DATA; a server that opened DATA anyway is
@@ -316,8 +346,8 @@ class Pipelined:
             self.client.close()
             return False
         try:
-            self._write(transport, b"RSET\r\n")
-            response = await self.session.step(self.replies.reply(self.timeout))
+            self._write(transport, b"RSET\r\n", replies=1)
+            response = await self._next_reply()
         except (aiosmtplib.SMTPException, OSError):
             self.client.close()
             return False
