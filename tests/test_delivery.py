@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -1036,6 +1037,45 @@ def test_claims_a_delivery_left_when_the_database_failed_mid_run_are_settled_nex
         assert outbox.deliver_due(now=later()).taken == 0
         outbox.transport.close()
     store.close()
+
+
+def test_claims_a_failed_delivery_never_handed_to_the_server_are_sent_next_not_uncertain(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery claims a group, hands its first mail to the server, then the database is
+    lost (the batch's end, which gives back what it never handed over, fails too): it
+    raises with the whole group 'sending'. Its next run records the first sent (the server
+    took it) and queues the two others again as they were — none of their bytes left —
+    so they are sent, not flagged 'uncertain' for an agent to check (ARs never sent)."""
+    with ScriptedSmtpServer() as server:
+        queue(store, n=3)
+        outbox = outbox_for(store, server)
+        outbox.claim_group = 3  # one claim for the three
+        send, mark_sent = outbox.transport.send_batch, Transaction.mark_sent
+        gone = sa.exc.OperationalError("UPDATE outbox", {}, Exception("server gone"))
+
+        def database_gone(tx: Transaction, *args: object) -> object:
+            raise gone
+
+        def first_then_gone(envelopes: Any, before: Any, after: Any, stop: Any = None) -> None:
+            send(envelopes[:1], before, after, stop)  # the first leaves, then the database goes
+            monkeypatch.setattr(Transaction, "mark_sent", database_gone)
+            raise gone
+
+        outbox.transport.send_batch = first_then_gone  # type: ignore[method-assign]
+        with pytest.raises(sa.exc.OperationalError):
+            outbox.deliver_due()
+        assert len(server.deliveries) == 1
+        assert rows(store) == [("sending", 1)] * 3
+        monkeypatch.setattr(Transaction, "mark_sent", mark_sent)
+        outbox.transport.send_batch = send  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="mailbot.app"):
+            assert outbox.deliver_due().sent == 2
+        assert len(server.deliveries) == 3
+        outbox.transport.close()
+    assert rows(store) == [("sent", 1)] * 3  # the two given back kept their count of attempts
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "uncertain" in m or "queued again" in m], said
 
 
 def test_a_mail_the_server_accepted_before_the_database_failed_is_recorded_sent_not_uncertain(

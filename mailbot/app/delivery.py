@@ -174,8 +174,10 @@ class Outbox(Settling):
         # settled by the next one (``recover_own``). Nothing read while none did.
         self._left_claims = False
         # And the mails it saw the server accept, their 'sent' not committed: recorded sent
-        # then, not uncertain (``recover_own``).
+        # then, not uncertain; and those it claimed and never handed to the server: queued
+        # again as they were (``recover_own``).
         self._left_sent: list[tuple[OutboxItem, datetime]] = []
+        self._left_unsent: list[OutboxItem] = []
 
     def unsendable(self, item: OutboxItem) -> DeliveryError | None:
         """Why ``item`` must not leave, if it must not: a recipient mailbot may not write to,
@@ -212,12 +214,14 @@ class Outbox(Settling):
             if self.stop.is_set():
                 return report
             if self._left_claims:
-                uncertain = recover_own(self.store, self.holder, self._left_sent)
+                uncertain = recover_own(
+                    self.store, self.holder, self._left_sent, self._left_unsent, self.release
+                )
                 if uncertain:
                     log.error(
                         "sends a failed delivery left marked uncertain", extra={"outbox": uncertain}
                     )
-                self._left_claims, self._left_sent = False, []
+                self._left_claims, self._left_sent, self._left_unsent = False, [], []
             with self.store.session() as session:
                 due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
                 report.taken = len(due)
@@ -228,6 +232,7 @@ class Outbox(Settling):
                         self._send(run)
                     except BaseException:
                         self._left_sent = list(run.unrecorded)
+                        self._left_unsent = run.never_handed()
                         raise
                     self._left_claims = False
             return report

@@ -8,7 +8,7 @@ mail is queued again, a WARNING each (it may arrive twice). The SQL is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from mailbot.app.outbox_bookkeeping import finish_sent, mirror, set_status
@@ -80,17 +80,27 @@ def _mark_uncertain(
 
 
 def recover_own(
-    store: Store, holder: str, accepted: Sequence[tuple[OutboxItem, datetime]] = ()
+    store: Store,
+    holder: str,
+    accepted: Sequence[tuple[OutboxItem, datetime]] = (),
+    unsent: Sequence[OutboxItem] = (),
+    release: Callable[[Transaction, OutboxItem], None] | None = None,
 ) -> list[int]:
     """The claims a delivery of this process (``holder``) left 'sending' when it raised
     mid-run (the database lost under it: its 'sent' and releases unwritten). Nobody else
     settles them — their claimer is a live worker, and they are not pending — so this
     process's next delivery does. ``accepted``: the mails that delivery saw the server
     accept (and when), their 'sent' never committed: recorded sent now, as they would have
-    been. The others as after a crash: a mail to a citizen uncertain (it may have left),
-    flagged; internal mail queued again. No delivery of ``holder`` is running (one at a
-    time per Outbox). The uncertain ones' ids."""
+    been. ``unsent``: those it claimed and never handed to the server, given back to the
+    queue by ``release`` (``Outbox.release``, as its run's end would have): sent as if
+    nothing happened. The others as after a crash: a mail to a citizen uncertain (it may
+    have left), flagged; internal mail queued again. No delivery of ``holder`` is running
+    (one at a time per Outbox). The uncertain ones' ids."""
     with store.transaction() as tx:
+        if unsent:
+            assert release is not None
+            for item in unsent:
+                release(tx, item)
         if accepted:
             written = tx.mark_sent([(item.id, at) for item, at in accepted], holder)
             finish_sent(tx, [(item, at) for item, at in accepted if item.id in written])

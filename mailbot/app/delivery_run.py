@@ -171,11 +171,16 @@ class Run:
         """The batch is over: commit the 'sent' still unrecorded, the mails claimed but never
         handed to the transport released, and the bookkeeping of every mail that left
         (status mirror, events, purge), in one transaction."""
-        idle = [self.items[i] for i, ok in self.claimed.items() if ok and i not in self.handled]
+        idle = self.never_handed()
         if self.unrecorded or self.unfinished or idle:
             sent = self.session.write(lambda tx: self._finish(tx, idle))
             self._recorded(sent)
             self.unfinished = []
+
+    def never_handed(self) -> list[OutboxItem]:
+        """The mails this run claimed and never handed to the transport: none of their
+        bytes left, so they can be queued again as they were."""
+        return [self.items[i] for i, ok in self.claimed.items() if ok and i not in self.handled]
 
     def _finish(self, tx: Transaction, idle: Sequence[OutboxItem]) -> Written:
         sent = self._record_sent(tx)
