@@ -58,6 +58,9 @@ class _Replies(asyncio.Protocol):
         # a waiter is woken once all of them are in, not at each (a mail's four replies
         # may come in four segments: one turn of the event loop instead of four, issue 14).
         self.owed = 0
+        # A wait timed out with some of the replies owed in hand: the server had its time
+        # for the rest, and the next wait for one fails at once (one timeout, not two).
+        self._late = False
         self._waiter: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -114,7 +117,8 @@ class _Replies(asyncio.Protocol):
 
         It waits for every reply owed (``owed``), the others of a pipelined group then
         need no wait; when the connection is lost or ``timeout`` passes first, a reply
-        that came meanwhile is still returned (the next call waits for the one after)."""
+        that came meanwhile is still returned, and the next call that finds none raises
+        at once: the server had ``timeout`` for it too."""
         if not self.replies:  # else it came with the one before: no wait, no timer
             await self._awaited(timeout)
         if not self.replies:
@@ -128,6 +132,8 @@ class _Replies(asyncio.Protocol):
         return self.replies.popleft()
 
     async def _awaited(self, timeout: float) -> None:
+        if self._late:
+            raise aiosmtplib.SMTPReadTimeoutError("no reply from the server")
         loop = asyncio.get_running_loop()
         try:
             # Not ``wait_for``: it returns normally when the cancel of a shutdown meets a
@@ -142,6 +148,7 @@ class _Replies(asyncio.Protocol):
         except TimeoutError:
             if not self.replies:
                 raise aiosmtplib.SMTPReadTimeoutError("no reply from the server") from None
+            self._late = True
 
 
 class _Flushing:
