@@ -82,9 +82,9 @@ def _mark_uncertain(
 def recover_own(
     store: Store,
     holder: str,
-    accepted: Sequence[tuple[OutboxItem, datetime]] = (),
-    unsent: Sequence[OutboxItem] = (),
-    release: Callable[[Transaction, OutboxItem], None] | None = None,
+    accepted: Sequence[tuple[OutboxItem, datetime]],
+    unsent: Sequence[OutboxItem],
+    release: Callable[[Transaction, OutboxItem], None],
 ) -> list[int]:
     """The claims a delivery of this process (``holder``) left 'sending' when it raised
     mid-run (the database lost under it: its 'sent' and releases unwritten). Nobody else
@@ -97,10 +97,8 @@ def recover_own(
     have left), flagged; internal mail queued again. No delivery of ``holder`` is running
     (one at a time per Outbox). The uncertain ones' ids."""
     with store.transaction() as tx:
-        if unsent:
-            assert release is not None
-            for item in unsent:
-                release(tx, item)
+        for item in unsent:
+            release(tx, item)
         if accepted:
             written = tx.mark_sent([(item.id, at) for item, at in accepted], holder)
             finish_sent(tx, [(item, at) for item, at in accepted if item.id in written])
