@@ -201,7 +201,8 @@ def write_config(
         }
         for name, user in users.items()
     }
-    data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True)
+    # What the test server sets only: an older tree may not know a newer default's key.
+    data["smtp"] = smtp.smtp_config().model_dump(mode="json", exclude_none=True, exclude_unset=True)
     data["database"] = f"sqlite:///{workdir / 'bench.db'}"
     data["templates"] = str(tree / "templates")
     data["policy"] = {"rate_limit": {"max_per_sender": 1000, "window_hours": 24}}
@@ -265,8 +266,13 @@ if "def start_routing_helper" in open(pool_file, encoding="utf-8").read():
     from mailbot.app.routing_pool import start_routing_helper
     from mailbot.config import load_config
     config = load_config(sys.argv[1])
+    smtp = None
+    if os.path.exists(os.path.join(os.path.dirname(mailbot.__file__), "mail", "smtp_process.py")):
+        # The SMTP process (smtp.own_process, a newer tree), forked first as cli._worker does.
+        from mailbot.mail.smtp_process import start_smtp_process
+        smtp = start_smtp_process(config)
     helper = start_routing_helper(config)
-    app = app_from_config(config, acknowledge_existing=True, routing_pool=helper)
+    app = app_from_config(config, transport=smtp, acknowledge_existing=True, routing_pool=helper)
 else:
     from mailbot.app.context import build_app
     app = build_app(sys.argv[1], acknowledge_existing=True)
@@ -284,11 +290,12 @@ def machine():  # bench/run.py's machine_cpu: this child runs another tree's cod
 wall, cpu, busy = time.perf_counter(), time.process_time(), machine()
 outcomes = worker.poll_once()
 wall, cpu, busy = time.perf_counter() - wall, time.process_time() - cpu, machine() - busy
-# A routing helper (routing.parallel, a newer tree) stopped and waited for: its CPU, start
-# included, is then the children's (a process's own CPU leaves it out).
+# A routing helper (routing.parallel, a newer tree) and the SMTP process stopped and waited
+# for: their CPU, start included, is then the children's (a process's own CPU leaves it out).
 pool = getattr(app.pipeline, "routing_pool", None)
 waited = getattr(pool, "waited", 0.0)
 getattr(app.pipeline, "close", lambda: None)()
+app.outbox.transport.close()  # the SMTP process (a newer tree) ended: its CPU is a child's
 import resource
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 helper = usage.ru_utime + usage.ru_stime

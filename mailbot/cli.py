@@ -135,14 +135,17 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
     IMAP handshakes and logins (network and authentication waits) overlap the loading of
     the store and the templates (issue 14, point 9).
 
-    The routing helper first, before any other thread (the connections' are): forked from
-    this one, it compiles the rules and loads the model on the other core while this
-    process loads the rest, and decides every mail (app/routing_pool)."""
+    The SMTP process and the routing helper first, before any other thread (the
+    connections' are): forked from this one, they import the SMTP client, compile the
+    rules and load the model on the other core while this process loads the rest; one
+    sends every mail (mail/smtp_process), the other decides every mail (app/routing_pool)."""
     from mailbot.app.routing_pool import start_routing_helper
     from mailbot.config import load_config
     from mailbot.mail.imap import inboxes, sent_folders
+    from mailbot.mail.smtp_process import start_smtp_process
 
     config = load_config(args.config)
+    smtp = start_smtp_process(config)
     helper = start_routing_helper(config)
     opened = []
     try:
@@ -154,14 +157,18 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
         from mailbot.worker import make_worker
 
         app = app_from_config(
-            config, acknowledge_existing=args.acknowledge_existing, routing_pool=helper
+            config,
+            transport=smtp,
+            acknowledge_existing=args.acknowledge_existing,
+            routing_pool=helper,
         )
         return app, make_worker(app, sources, sent)
     except BaseException:
         for source in opened:
             source.close()
-        if helper is not None:
-            helper.close()
+        for process in (helper, smtp):
+            if process is not None:
+                process.close()
         raise
 
 

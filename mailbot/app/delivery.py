@@ -4,7 +4,8 @@ retries for temporary failures.
 Each mail is committed as 'sending' before it leaves (on SQLite with ``synchronous=FULL``:
 on disk, even through a power failure) and as 'sent' once it left, in the same commit as
 the next claim (or the write after it, for a mail whose reply came after that claim: at
-most ``claim_group`` + 3 mails to citizens 'sending', ``Outbox.__init__``). A crash in
+most ``claim_group`` + 3 mails to citizens 'sending', ``Outbox.__init__``; + 16 with the SMTP
+client in its own process, which is handed mails that far ahead, mail/smtp_process). A crash in
 between leaves it 'sending'. What happens to it then depends on whom it was for
 (``OutboxKind.at_most_once``):
 

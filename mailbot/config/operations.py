@@ -32,7 +32,8 @@ class OutboxConfig(Model):
     """How the outbox retries, and how many mails one durable claim covers. A claim commits
     before a group's first DATA: a crash mid-group leaves up to ``claim_group`` mails to
     citizens 'uncertain' (never resent, flagged for an agent), plus up to 3 of the group
-    before still in flight at the claim (pipelined sends: app/delivery). The internal mails
+    before still in flight at the claim (pipelined sends: app/delivery), or up to 16 handed
+    ahead to the SMTP process (``smtp.own_process``, mail/smtp_process). The internal mails
     between them (forwards, digests, reports: up to 4 × ``claim_group``) ride in the same
     claim, and a crash queues them again (app/delivery). 1 is the strictest; on SQLite each
     claim also cuts the intake's transaction, so 1 is slower on a backlog.

@@ -138,5 +138,9 @@ class ImapConfig(ServerConfig):
 
 
 class SmtpConfig(ServerConfig):
+    """``own_process``: ``mailbot run`` and ``poll`` send from a child process, on the
+    machine's other core, instead of a thread of the worker's (mail/smtp_process)."""
+
     port: int = Field(default=587, ge=1, le=65535)
     security: Security = "starttls"
+    own_process: bool = True
