@@ -18,11 +18,15 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from scripted import ScriptedSmtpServer
-from servers import SmtpServer, free_port
+from servers import DovecotServer, MailUser, SmtpServer, free_port
+from test_e2e import citizen_mail, write_config
 from test_smtp_connection import envelopes, once_each, scripted_config
+from test_worker import start_worker, stop_by_sigterm
 
 from mailbot.config import SmtpConfig
 from mailbot.errors import DeliveryError
@@ -287,3 +291,56 @@ def test_a_failing_claim_ends_the_batch_and_no_later_mail_leaves(
     transport.send_batch(envelopes("then", 3), seen.before, seen.after)
     assert list(seen.results.values()) == [None, None, None]
     assert child_pid(transport) != first
+
+
+@pytest.mark.parametrize("own_process", [True, False], ids=["own-process", "in-worker"])
+def test_the_worker_sends_from_its_smtp_process_unless_told_not_to(
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    imap_user: MailUser,
+    smtp_server: SmtpServer,
+    own_process: bool,
+) -> None:
+    """`mailbot run` sends its AR over a connection a child process of it holds (the
+    connection is kept open after the batch: its owner is found by its socket)."""
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["smtp"]["own_process"] = own_process
+    config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    imap_user.append(citizen_mail(1))
+    worker = start_worker(config, "--acknowledge-existing")
+    try:
+        (ar,) = smtp_server.wait_for(1, timeout=120)
+        assert ar.peer is not None
+        owner = socket_owner(ar.peer[1])
+        if own_process:
+            assert owner != worker.pid and parent_of(owner) == worker.pid
+        else:
+            assert owner == worker.pid
+    finally:
+        err = stop_by_sigterm(worker)
+    assert worker.returncode == 0, err
+
+
+def socket_owner(port: int) -> int:
+    """The process holding the loopback TCP socket whose local port is ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if {f"socket:[{inode}]" for inode in inodes} & links:
+            return int(pid)
+    raise AssertionError(f"no process holds a socket on port {port}")
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
