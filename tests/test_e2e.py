@@ -264,7 +264,11 @@ def test_uidvalidity_change_after_a_backfill_never_acknowledges_older_mail(
     details = db_rows(
         config, "SELECT detail FROM events WHERE kind='uidvalidity_changed' ORDER BY id"
     )
-    assert len(details) == 2 and "3 mail(s) that arrived before" in details[1][0]
+    # The change, then one event per intake part that recorded such mail: the three may
+    # take more than one part (a part ends early on a loaded machine: intake's deadline).
+    counted = [re.search(r": (\d+) mail\(s\) that arrived before ", d) for (d,) in details[1:]]
+    assert len(details) >= 2 and "arrived before" not in details[0][0]
+    assert all(counted) and sum(int(m.group(1)) for m in counted if m) == 3
 
 
 def test_uidvalidity_change_after_a_purge_never_acknowledges_twice(setup: Any) -> None:

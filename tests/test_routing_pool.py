@@ -312,9 +312,19 @@ def test_the_worker_stops_its_helper_on_sigterm(
 
 
 def is_helper(pid: int, worker: int) -> bool:
-    """A routing helper of this worker: forked (its command line), or spawned."""
+    """A routing helper of this worker, forked (its command line) or spawned, told from the
+    worker's SMTP process (mail/smtp_process, forked too) by numpy in its memory: the
+    helper loads the model, the SMTP process never imports numpy."""
     found = cmdline(pid)
-    return "spawn_main" in found or found == cmdline(worker)
+    forked_or_spawned = "spawn_main" in found or found == cmdline(worker)
+    return forked_or_spawned and "numpy" in maps(pid)
+
+
+def maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def children(pid: int) -> list[int]:

@@ -302,7 +302,8 @@ def test_the_worker_sends_from_its_smtp_process_unless_told_not_to(
     own_process: bool,
 ) -> None:
     """`mailbot run` sends its AR over a connection a child process of it holds (the
-    connection is kept open after the batch: its owner is found by its socket)."""
+    connection is kept open after the batch: its owner is found by its socket), and
+    ends it when it stops (SIGTERM)."""
     config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["smtp"]["own_process"] = own_process
@@ -320,6 +321,8 @@ def test_the_worker_sends_from_its_smtp_process_unless_told_not_to(
     finally:
         err = stop_by_sigterm(worker)
     assert worker.returncode == 0, err
+    assert not alive(owner)
+    smtp_server.wait_for_command("QUIT", 1)
 
 
 def socket_owner(port: int) -> int:

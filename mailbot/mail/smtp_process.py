@@ -266,7 +266,7 @@ class Batch:
                 self.child.send(("stop",))
                 stop_sent = time.monotonic()
             elif stop_sent is None:
-                self._judge()
+                self._judge(self.ahead // 2)
             message = self.child.receive(WAIT)
             now = time.monotonic()
             if message is None:
@@ -279,15 +279,18 @@ class Batch:
             if message[0] == "done":
                 for index, error in message[1]:
                     self.after(self.given.pop(index), None if error is None else crossed(error))
+            elif message[0] == "want" and stop_sent is None:
+                self._judge(self.ahead)  # the child waits: judge whatever the window allows
             elif message[0] == "end":
                 self._end(set(message[1]), message[2])
                 return
 
-    def _judge(self) -> None:
+    def _judge(self, unless_over: int) -> None:
         """Pass the next mails to ``before``, up to ``ahead`` approved without a result,
-        and send the child the verdicts."""
-        if len(self.given) > self.ahead // 2:
-            return  # judged in chunks: fewer messages, the child still ahead
+        and send the child the verdicts; nothing while more than ``unless_over`` are (in
+        chunks: fewer messages, while the child still has mails to send)."""
+        if len(self.given) > unless_over:
+            return
         verdicts: list[bool] = []
         while self.judged < len(self.envelopes) and len(self.given) < self.ahead:
             if self.stopping():
@@ -411,7 +414,9 @@ def send_one_batch(
 ) -> None:
     """One batch, its results sent to the worker a few at a time (each message wakes the
     worker's delivery thread, which then needs the GIL): at ``REPORT_EVERY``, before waiting
-    for a verdict (the worker may be waiting for them to judge more), and at the end."""
+    for a verdict (the worker may be waiting for them to judge more), and at the end. A
+    verdict waited for is asked for: the worker judges in chunks, and the mails still in
+    flight (whose results wait on this thread) must not hold back the next ones."""
     envelopes = [Envelope(f, to, raw, name=str(n)) for n, (f, to, raw) in enumerate(rows)]
     started: list[int] = []
     results: list[tuple[int, Crossing | None]] = []
@@ -425,6 +430,7 @@ def send_one_batch(
         index = int(envelope.name)
         if not inbox.has_verdict(index):
             report()
+            conn.send(("want",))  # the worker judges more even with mails of ours in flight
         approved = inbox.verdict(index)
         if approved:
             started.append(index)
