@@ -15,8 +15,9 @@ never sent, recovered as any crash's are (uncertain for a citizen, queued again 
 internal; README "Claims in groups").
 
 What the child reports settles each mail as the in-process transport would: its result;
-a mail it never started (a shutdown, no connection) as never tried. A child that dies
-mid-batch cannot say which of the mails it was given left: each becomes uncertain (never
+a mail it never started as never tried (a shutdown) or retried later (no connection). A
+child that dies mid-batch cannot say which of the mails it was given left: each becomes
+uncertain (never
 resent to a citizen), the rest of the batch is retried, and the next batch starts a new
 child. The child ignores SIGINT and SIGTERM, which systemd and a terminal send to the whole
 group (the worker interrupts its batch itself, then ``close``s it), and exits when the
@@ -220,12 +221,14 @@ class Child:
         return self.process.exitcode
 
     def kill(self) -> None:
+        atexit.unregister(self.end)
         self.conn.close()
         self.process.kill()
         self.process.join(5)
 
     def end(self) -> None:
         """Ask the child to QUIT and exit; killed if it does not within a few seconds."""
+        atexit.unregister(self.end)  # a replaced child is not kept for the exit
         if not self.conn.closed:
             with contextlib.suppress(OSError, ValueError):  # it is gone already
                 self.conn.send(("close",))
