@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,44 @@ def test_a_batch_leaves_once_each_claimed_in_order_never_far_ahead(
     assert once_each([m.raw for m in smtp_server.messages], [batch])
     assert 1 <= seen.most_ahead <= 8
     assert os.getpid() != child_pid(transport)
+
+
+class WindowRecorder(Recorder):
+    """Also the most mails to citizens ever approved without a result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.most_citizens = 0
+        self._citizens: set[str] = set()
+
+    def before(self, envelope: Envelope) -> bool:
+        if envelope.at_most_once:
+            self._citizens.add(envelope.name)
+        waiting = self._citizens - set(self.results)
+        self.most_citizens = max(self.most_citizens, len(waiting))
+        return super().before(envelope)
+
+
+def test_the_window_counts_mails_to_citizens_and_twice_as_many_in_all(
+    smtp_server: SmtpServer, transport: ProcessTransport
+) -> None:
+    """A transfer's forward beside each AR does not halve the window (the child then
+    waited on claims); the crash bound, in mails to citizens, stays ``ahead``; mail that is
+    all internal is held to twice ``ahead``. Judged at once at the batch's start, so each
+    bound is reached, not only kept."""
+    mixed = [replace(e, at_most_once=n % 2 == 0) for n, e in enumerate(envelopes("mix", 60))]
+    seen = WindowRecorder()
+    transport.send_batch(mixed, seen.before, seen.after)
+    assert seen.results == {e.name: None for e in mixed}
+    assert seen.most_citizens == 8
+    assert seen.most_ahead == 15  # 8 ARs and the 7 forwards between them (8 before)
+    internal = [replace(e, at_most_once=False) for e in envelopes("int", 40)]
+    inside = WindowRecorder()
+    transport.send_batch(internal, inside.before, inside.after)
+    assert inside.results == {e.name: None for e in internal}
+    assert inside.most_citizens == 0
+    assert inside.most_ahead == 16
+    assert once_each([m.raw for m in smtp_server.messages], [mixed, internal])
 
 
 def test_a_vetoed_mail_never_leaves_and_is_told_nothing(

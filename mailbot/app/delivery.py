@@ -245,7 +245,13 @@ class Outbox(Settling):
 
     def _send(self, run: Run) -> None:
         envelopes = [
-            Envelope(item.envelope_from, item.recipient, item.raw, name=str(item.id))
+            Envelope(
+                item.envelope_from,
+                item.recipient,
+                item.raw,
+                name=str(item.id),
+                at_most_once=item.kind.at_most_once,
+            )
             for item in run.items.values()
         ]
         try:

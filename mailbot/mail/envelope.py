@@ -16,6 +16,9 @@ class Envelope:
     recipient: str
     raw: bytes
     name: str = "mail"
+    # Sent at most once (a mail to a citizen: never resent when in doubt), or at least once
+    # (internal mail): the SMTP process's window counts the first kind (smtp_process).
+    at_most_once: bool = True
 
 
 BeforeSend = Callable[[Envelope], bool]

@@ -9,10 +9,13 @@ core, and the worker's delivery thread only hands it bytes and records what it r
 The outbox's rule stays: a mail's claim commits before its DATA. The parent calls each
 mail's ``before`` (the claim, ``app/delivery_run``) in the batch's order and sends the child
 its verdict; the child's ``before`` waits for it. So that the child never waits for the
-parent's thread to get the GIL, the parent judges up to ``ahead`` mails beyond the last
-result (16 by default): a kill -9 of the worker may leave that many more mails claimed and
-never sent, recovered as any crash's are (uncertain for a citizen, queued again if
-internal; README "Claims in groups").
+parent's thread to get the GIL, the parent judges up to ``ahead`` mails to citizens beyond
+the last result (16 by default), and up to twice that many mails in all: a kill -9 of the
+worker may leave that many more mails claimed and never sent, recovered as any crash's are
+(uncertain for a citizen, queued again if internal; README "Claims in groups"). The window
+counts the mails to citizens because the crash bound is theirs (an internal mail is sent at
+least once); a transfer's forward beside each AR would otherwise halve it, and the child
+then waited on the claims (bench/README, thirty-second session).
 
 What the child reports settles each mail as the in-process transport would: its result;
 a mail it never started as never tried (a shutdown) or retried later (no connection). A
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AHEAD = 16  # mails judged (claimed) beyond the last result
+AHEAD = 16  # mails to citizens judged (claimed) beyond the last result; twice that in all
 WAIT = 0.2  # seconds between looks at ``stop`` while waiting for the child
 REPORT_EVERY = 8  # results the child sends in one message (fewer wakes of the worker)
 STOP_GRACE = 10.0  # seconds a stopped child has to end its batch (it takes a fraction of one)
@@ -261,6 +264,7 @@ class Batch:
         self.watchdog = watchdog
         self.judged = 0  # mails passed to ``before`` so far, in the batch's order
         self.given: dict[int, Envelope] = {}  # approved, no result yet
+        self.citizens = 0  # of them, mails to citizens (``Envelope.at_most_once``)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -286,7 +290,9 @@ class Batch:
             quiet_since = now
             if message[0] == "done":
                 for index, error in message[1]:
-                    self.after(self.given.pop(index), None if error is None else crossed(error))
+                    envelope = self.given.pop(index)
+                    self.citizens -= envelope.at_most_once
+                    self.after(envelope, None if error is None else crossed(error))
             elif message[0] == "want" and stop_sent is None:
                 self._judge(self.ahead)  # the child waits: judge whatever the window allows
             elif message[0] == "end":
@@ -302,23 +308,33 @@ class Batch:
             self.child.send_bytes(envelope.raw)
 
     def _judge(self, unless_over: int) -> None:
-        """Pass the next mails to ``before``, up to ``ahead`` approved without a result,
-        and send the child the verdicts; nothing while more than ``unless_over`` are (in
-        chunks: fewer messages, while the child still has mails to send)."""
-        if len(self.given) > unless_over:
+        """Pass the next mails to ``before`` until the window is full (``_full``), and send
+        the child the verdicts; nothing while more than ``unless_over`` are approved without
+        a result (in chunks: fewer messages, while the child still has mails to send)."""
+        if self._over(unless_over):
             return
         verdicts: list[bool] = []
-        while self.judged < len(self.envelopes) and len(self.given) < self.ahead:
+        while self.judged < len(self.envelopes) and not self._full():
             if self.stopping():
                 break
             envelope = self.envelopes[self.judged]
             approved = self.before(envelope)
             if approved:
                 self.given[self.judged] = envelope
+                self.citizens += envelope.at_most_once
             verdicts.append(approved)
             self.judged += 1
         if verdicts:
             self.child.send(("go", verdicts))
+
+    def _full(self) -> bool:
+        """``ahead`` mails to citizens approved without a result, or twice as many in all."""
+        return self.citizens >= self.ahead or len(self.given) >= 2 * self.ahead
+
+    def _over(self, bound: int) -> bool:
+        """Whether more than ``bound`` mails to citizens are approved without a result, or
+        more than twice as many mails in all (internal mail between them)."""
+        return self.citizens > bound or len(self.given) > 2 * bound
 
     def _end(self, started: set[int], failure: Crossing | None) -> None:
         """The child's batch is over: an approved mail it never started never left (no
