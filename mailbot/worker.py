@@ -349,13 +349,13 @@ class Worker:
 
     def _delivery_loop(self) -> DeliveryLoop:
         """The delivery thread: it looks for due retries every half retry delay (5 s at
-        least) when nobody wakes it, and takes what a FETCH batch of transferred mail queues
-        at a time: an AR and a forward for each mail. Half that cut such a batch in two
-        deliveries, and the SMTP process waited at each one's start and end (bench/README,
-        thirty-second session)."""
+        least) when nobody wakes it, and takes what a FETCH batch queues at a time: its ARs,
+        and the forwards between them when it was transferred. A batch's worth of mail in
+        all cut a transferred batch in two deliveries, and the SMTP process waited at each
+        one's start and end (bench/README, thirty-second session)."""
         interval = max(5.0, self.config.outbox.retry_base_seconds / 2)
-        limit = MAILS_PER_FETCHED * self.config.polling.batch_size
-        return DeliveryLoop(self.outbox, interval, limit=limit)
+        batch = self.config.polling.batch_size
+        return DeliveryLoop(self.outbox, interval, limit=MAILS_PER_FETCHED * batch, citizens=batch)
 
     def _poll_folders(self) -> list[Outcome]:
         outcomes: list[Outcome] = []

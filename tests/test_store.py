@@ -1012,6 +1012,31 @@ def body_writes(store: Store) -> list[str]:
         return list(conn.execute(sa.text("SELECT op FROM body_writes")).scalars())
 
 
+def test_a_take_holds_at_most_so_many_mails_to_citizens_and_the_internal_ones_between(
+    store: Store,
+) -> None:
+    """A delivery takes a FETCH batch's ARs and the forwards between them (``citizens``):
+    a transferred batch is not cut in two deliveries, and a batch of ARs alone is no larger
+    in memory than a batch (bench/run.py (c), issue 14)."""
+    at = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    kinds = [OutboxKind.AR, OutboxKind.FORWARD] * 4 + [OutboxKind.AR] * 4 + [OutboxKind.DIGEST] * 6
+    with store.batch() as tx:
+        pk = tx.record_message(new_message(reference=None)).id
+        rows = [
+            (pk, kind, "a@b.fr", "m@b.fr", f"<q{n}@b.fr>", b"x", at) for n, kind in enumerate(kinds)
+        ]
+        tx.queue_rows(rows)
+    later, stale = at + timedelta(minutes=1), timedelta(hours=1)
+    with store.transaction() as tx:
+        taken = tx.take_due(later, 10, "w1", stale, citizens=3)
+        # The third AR's forward comes with it: an internal mail stops nothing.
+        assert [i.kind for i in taken] == [OutboxKind.AR, OutboxKind.FORWARD] * 3
+    with store.transaction() as tx:  # what it took is its own again
+        assert [i.kind for i in tx.take_due(later, 10, "w1", stale, citizens=100)] == kinds[:10]
+        assert [i.kind for i in tx.take_due(later, 30, "w1", stale, citizens=8)] == kinds
+        assert [i.kind for i in tx.take_due(later, 30, "w1", stale)] == kinds
+
+
 def test_an_outbox_mails_status_updates_leave_its_bytes_alone(store: Store) -> None:
     """Issue 14, point 2: the bytes of a mail (~14 KB for an AR) were in its outbox row, and
     each status update (taken, claimed, sent) rewrote them. They sit apart now: only the

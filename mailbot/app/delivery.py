@@ -201,7 +201,9 @@ class Outbox(Settling):
             return True
         return (item.message_sender or "").lower() == recipient
 
-    def deliver_due(self, now: datetime | None = None, limit: int = 500) -> DeliveryReport:
+    def deliver_due(
+        self, now: datetime | None = None, limit: int = 500, citizens: int | None = None
+    ) -> DeliveryReport:
         """Attempt every mail that is due; returns early (leaving mail queued) on ``stop``.
 
         One delivery at a time on this Outbox: a second caller waits for the first to end,
@@ -209,7 +211,8 @@ class Outbox(Settling):
         caller (``poll --once``, a job that just queued its digest) returns only once what
         was due when it called has been attempted. Two at once would take the same mails
         (``take_due``: what this Outbox took is free to it again); the conditional writes
-        keep that safe, the lock keeps it from happening in one process."""
+        keep that safe, the lock keeps it from happening in one process. At most ``limit``
+        mails, of which at most ``citizens`` to citizens (``Transaction.take_due``)."""
         with self._delivering:
             report = DeliveryReport()
             if self.stop.is_set():
@@ -224,7 +227,7 @@ class Outbox(Settling):
                     )
                 self._left_claims, self._left_sent, self._left_unsent = False, [], []
             with self.store.session() as session:
-                due = session.write(lambda tx: self._take(tx, now or self.clock(), limit))
+                due = session.write(lambda tx: self._take(tx, now or self.clock(), limit, citizens))
                 report.taken = len(due)
                 if due:
                     self._left_claims = True  # until the run ends without raising
@@ -238,10 +241,12 @@ class Outbox(Settling):
                     self._left_claims = False
             return report
 
-    def _take(self, tx: Transaction, now: datetime, limit: int) -> list[OutboxItem]:
+    def _take(
+        self, tx: Transaction, now: datetime, limit: int, citizens: int | None
+    ) -> list[OutboxItem]:
         """The due mail, taken; first the bookkeeping a crash left undone."""
         finish_sent(tx, tx.unfinished_sent())
-        return tx.take_due(now, limit, self.holder, CLAIM_STALE, self.max_bytes)
+        return tx.take_due(now, limit, self.holder, CLAIM_STALE, self.max_bytes, citizens)
 
     def _send(self, run: Run) -> None:
         envelopes = [

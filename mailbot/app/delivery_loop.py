@@ -22,17 +22,20 @@ class DeliveryLoop:
     ``interval`` seconds. It ends when the outbox's ``stop`` is set, interrupting the send in
     flight (see Transport): a hung SMTP server cannot hold up a shutdown.
 
-    Each delivery takes at most ``limit`` mails (the worker passes twice its FETCH batch
-    size: an AR and a forward for each mail of a batch transferred): their bytes are in
-    memory until the delivery ends (an AR is ~13 KB: 400 of them, 5.2 MB, and the SMTP
-    process's copy), so when intake runs ahead of sending, memory stays bounded by a batch's
-    mail (issue 14).
+    Each delivery takes at most ``limit`` mails, of them at most ``citizens`` to citizens
+    (the worker passes its FETCH batch size for ``citizens`` and twice it for ``limit``: a
+    batch's ARs and the forwards between them): their bytes are in memory until the
+    delivery ends (an AR is ~13 KB: 200 of them, 2.6 MB), so when intake runs ahead of
+    sending, memory stays bounded by a batch (issue 14).
     """
 
-    def __init__(self, outbox: Outbox, interval: float, limit: int = 500) -> None:
+    def __init__(
+        self, outbox: Outbox, interval: float, limit: int = 500, citizens: int | None = None
+    ) -> None:
         self.outbox = outbox
         self.interval = interval
         self.limit = limit
+        self.citizens = citizens
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self._draining = False  # finish(): deliver until nothing is due, then end
@@ -70,7 +73,7 @@ class DeliveryLoop:
             self._wake.clear()
             draining = self._draining
             try:
-                taken = self.outbox.deliver_due(limit=self.limit).taken
+                taken = self.outbox.deliver_due(limit=self.limit, citizens=self.citizens).taken
             except Exception as exc:  # a database hiccup must not end delivery for good
                 if draining:
                     self._failure = exc

@@ -89,13 +89,28 @@ _OUTBOX_KEYS = (
 )
 
 _BODY_KEYS = ("outbox_id", "raw")
+_AT_MOST_ONCE = frozenset(kind.value for kind in OutboxKind if kind.at_most_once)
+
+
+def _to_citizens(rows: list[Any], citizens: int | None) -> list[Any]:
+    """The first of ``rows`` (id, size, kind) up to ``citizens`` mails to citizens."""
+    if citizens is None:
+        return rows
+    kept: list[Any] = []
+    for row in rows:
+        if row[2] in _AT_MOST_ONCE:
+            if citizens == 0:
+                break
+            citizens -= 1
+        kept.append(row)
+    return kept
 
 
 def _within(rows: list[Any], max_bytes: int | None) -> list[int]:
-    """The ids of ``rows`` (id, size) up to ``max_bytes`` of mail, one at least."""
+    """The ids of ``rows`` (id, size, …) up to ``max_bytes`` of mail, one at least."""
     ids: list[int] = []
     total = 0
-    for item_id, size in rows:
+    for item_id, size, *_kind in rows:
         total += int(size)
         if ids and max_bytes is not None and total > max_bytes:
             break
@@ -167,6 +182,7 @@ class OutboxRows(Rows):
         holder: str,
         stale: timedelta,
         max_bytes: int | None = None,
+        citizens: int | None = None,
     ) -> list[OutboxItem]:
         """Due mail for ``holder`` to send: pending items nobody else took, or taken by a
         dead worker, or long ago. What it took itself is free to it again: one Outbox
@@ -177,7 +193,9 @@ class OutboxRows(Rows):
         same moment get different items and never wait on each other (SQLite, which
         serves one worker, ignores it). With ``max_bytes``, no more mail than that (one
         item at least): what is taken is held in memory until it is sent, and a forward
-        carries the citizen's original, scans and all."""
+        carries the citizen's original, scans and all. With ``citizens``, no more mails to
+        citizens than that among the ``limit``: a delivery takes a FETCH batch's ARs and the
+        forwards between them, and a batch's worth of ARs alone (worker, DeliveryLoop)."""
         alive = sa.select(workers.c.id).where(workers.c.expires_at > now)
         free = sa.or_(
             outbox.c.claimed_by.is_(None),
@@ -186,14 +204,14 @@ class OutboxRows(Rows):
             outbox.c.claimed_at < now - stale,
         )
         due = self.conn.execute(
-            sa.select(outbox.c.id, sa.func.coalesce(_BODY_SIZE, 0))
+            sa.select(outbox.c.id, sa.func.coalesce(_BODY_SIZE, 0), outbox.c.kind)
             .where(outbox.c.status == OutboxStatus.PENDING, outbox.c.next_attempt_at <= now)
             .where(free)
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        ids = _within(list(due), max_bytes)
+        ids = _within(_to_citizens(list(due), citizens), max_bytes)
         if not ids:
             return []
         self.conn.execute(
