@@ -352,7 +352,7 @@ def test_the_worker_sends_from_its_smtp_process_unless_told_not_to(
     try:
         (ar,) = smtp_server.wait_for(1, timeout=120)
         assert ar.peer is not None
-        owner = socket_owner(ar.peer[1])
+        owner = socket_owner(ar.peer[1], smtp_server.port)
         if own_process:
             assert owner != worker.pid and parent_of(owner) == worker.pid
         else:
@@ -364,14 +364,17 @@ def test_the_worker_sends_from_its_smtp_process_unless_told_not_to(
     smtp_server.wait_for_command("QUIT", 1)
 
 
-def socket_owner(port: int) -> int:
-    """The process holding the loopback TCP socket whose local port is ``port``."""
+def socket_owner(port: int, server_port: int) -> int:
+    """The process holding the loopback TCP socket from local ``port`` to ``server_port``.
+    Both ends: a local port alone may be another connection's too (Linux reuses an
+    ephemeral port towards another destination: a test running beside this one)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table, encoding="ascii") as lines:
             for line in list(lines)[1:]:
                 fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+                if (local, remote) == (port, server_port):
                     inodes.add(fields[9])
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
