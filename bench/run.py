@@ -269,6 +269,9 @@ if "def start_routing_helper" in open(pool_file, encoding="utf-8").read():
     from mailbot.app.routing_pool import start_routing_helper
     from mailbot.config import load_config
     config = load_config(sys.argv[1])
+    if os.path.exists(os.path.join(os.path.dirname(mailbot.__file__), "heap.py")):
+        from mailbot.heap import map_large_buffers
+        map_large_buffers()  # as cli._worker does, before its forks (a newer tree)
     smtp = None
     if os.path.exists(os.path.join(os.path.dirname(mailbot.__file__), "mail", "smtp_process.py")):
         # The SMTP process (smtp.own_process, a newer tree), forked first as cli._worker does.

@@ -141,10 +141,12 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
     sends every mail (mail/smtp_process), the other decides every mail (app/routing_pool)."""
     from mailbot.app.routing_pool import start_routing_helper
     from mailbot.config import load_config
+    from mailbot.heap import map_large_buffers
     from mailbot.mail.imap import inboxes, sent_folders
     from mailbot.mail.smtp_process import start_smtp_process
 
     config = load_config(args.config)
+    map_large_buffers()  # before the forks: the helpers' heaps too (mailbot/heap.py)
     smtp = start_smtp_process(config)
     helper = start_routing_helper(config)
     opened = []
