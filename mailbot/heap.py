@@ -2,16 +2,16 @@
 
 glibc's malloc serves a request of 128 KiB or more with a mapping of its own, unmapped on
 free, but only until it frees the first one: it then raises that threshold to the freed
-size (up to 32 MiB on 64-bit) and serves the requests under it from the heap. A worker
-allocates such buffers on every batch (a FETCH response of 200 mails, a delivery's ARs
-handed to the SMTP process). From the heap, each left a gap that the small objects
-allocated meanwhile kept from being given back. So the peak RSS of `poll --once` grew
-with the backlog: 1.10–1.13× for 20,000 mails against 1,000 (bench/run.py (c)), over the
-1.10× target, with Python's own objects flat (bench/rss.py --trace).
+size (up to 32 MiB on 64-bit) and serves the requests under it from the heap, where a
+freed buffer leaves a gap that the small objects allocated meanwhile keep from being given
+back. A worker allocates and frees such buffers as it reads and sends mail in bulk, and
+the peak RSS of `poll --once` grew with the backlog while Python's own objects did not
+(bench/rss.py --trace: 12-13 MB traced from the 12th batch of 200 to the 100th): 1.09-1.12x
+for 20,000 mails against 1,000 (bench/run.py (c)), at or over the 1.10x target.
 
 Setting the threshold explicitly turns that adjustment off (mallopt(3)): buffers of
-128 KiB or more are mapped and unmapped each time (a few per batch: a few system calls).
-The 20,000/1,000 ratio was then 1.05–1.08× (bench/README.md, "Issue 14, thirty-third
+128 KiB or more are mapped and unmapped each time. The ratio was then 1.06-1.08x in the
+same run, with no change in throughput (bench/README.md, "Issue 14, thirty-third
 session"). On another C library this does nothing.
 """
 
