@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import grp
 import itertools
 import os
@@ -708,6 +710,12 @@ def _clean_flags(flags: Sequence[Any]) -> frozenset[str]:
 # -- SMTP -----------------------------------------------------------------------------------
 
 
+def read_mail(raw: bytes, policy: email.policy.Policy = email.policy.default) -> Any:
+    """A mail as its reader sees it: with the line ends a mailbox stores (LF). The email
+    package keeps SMTP's CRLF in the text of an 8-bit part; a mail client does not."""
+    return email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy)
+
+
 class Received(NamedTuple):
     """One message accepted by the test SMTP server. ``mail_from`` is "" for ``MAIL FROM:<>``."""
 
@@ -736,8 +744,12 @@ class _Handler:
         responses: list[str],
     ) -> list[str]:
         """aiosmtpd's EHLO, plus PIPELINING when the server offers it (aiosmtpd reads the
-        commands in order, so pipelined input works; it does not say so itself)."""
+        commands in order, so pipelined input works; it does not say so itself), without
+        8BITMIME when it does not (it still takes 8-bit bytes: the client must not send
+        them)."""
         session.host_name = hostname
+        if not self.owner.eight_bit_mime:
+            responses = [line for line in responses if line[4:] != "8BITMIME"]
         if self.owner.pipelining:
             return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
@@ -795,7 +807,7 @@ class SmtpServer:
 
     With ``tls``: STARTTLS required before MAIL (or, ``implicit_tls``, TLS from the start).
     It offers PIPELINING (RFC 2920) unless ``pipelining=False``, SMTPUTF8 unless
-    ``smtputf8=False``.
+    ``smtputf8=False``, 8BITMIME (RFC 6152) unless ``eight_bit_mime=False``.
 
     With ``users`` (login → password): AUTH (PLAIN, LOGIN) required before MAIL, as a
     submission server does; refused in plaintext unless there is no ``tls`` (a loopback
@@ -816,6 +828,7 @@ class SmtpServer:
         implicit_tls: bool = False,
         pipelining: bool = True,
         smtputf8: bool = True,
+        eight_bit_mime: bool = True,
         users: dict[str, str] | None = None,
     ) -> None:
         self.host = HOST
@@ -824,6 +837,7 @@ class SmtpServer:
         self._secrets: Path | None = None  # the password files smtp_config hands out
         self.pipelining = pipelining  # advertised in EHLO (RFC 2920), as Postfix does
         self.smtputf8 = smtputf8
+        self.eight_bit_mime = eight_bit_mime
         self.refused: set[str] = set()  # recipients refused at RCPT (550), whatever the script
         self._drops: list[int] = []  # drop the connection after taking the n-th mail
         self.port = port or free_port()

@@ -7,8 +7,6 @@ will call them, and through `mailbot` as the CLI does.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import threading
 from datetime import date, datetime, timedelta
@@ -21,7 +19,7 @@ import pytest
 import yaml
 from replying import agents_everywhere, everywhere, routed
 from rulesfile import dump_rules, load_rules
-from servers import MailUser, SmtpServer
+from servers import MailUser, SmtpServer, read_mail
 from test_e2e import citizen_mail, db_rows, etrangers_user, poll, setup, write_config
 
 from mailbot.app import indicators, no_reply
@@ -66,7 +64,7 @@ def tracked(setup: Any) -> tuple[Path, str, datetime]:
 
 
 def parsed(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    message = read_mail(raw)
     assert isinstance(message, EmailMessage)
     return message
 

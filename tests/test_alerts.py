@@ -3,8 +3,6 @@ and the answered ones the citizen wrote about again (unread)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import re
 from datetime import date, datetime, time, timedelta
@@ -15,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from rulesfile import dump_rules, load_rules
-from servers import SmtpServer
+from servers import SmtpServer, read_mail
 
 from mailbot.cli import main
 from mailbot.core.digests import bounce_window, digests
@@ -272,9 +270,7 @@ def test_alerts_command_sends_one_digest_per_service(
         "pref-permis@seine-maritime.gouv.fr",
         "pref-cartes-grises@seine-maritime.gouv.fr",
     }
-    digest = email.message_from_bytes(
-        by_rcpt["pref-permis@seine-maritime.gouv.fr"].raw, policy=email.policy.default
-    )
+    digest = read_mail(by_rcpt["pref-permis@seine-maritime.gouv.fr"].raw)
     assert str(digest["Subject"]).startswith("Délais de réponse : 1 en retard, 1 à traiter")
     text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "[SM-2026-000001] Sujet 1" in text and "7 jours ouvrés" in text
@@ -349,7 +345,7 @@ def test_a_service_with_only_mail_written_again_gets_its_digest(
     ]
     (sent,) = smtp_server.wait_for(1)
     assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
-    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    digest = read_mail(sent.raw)
     assert "1 nouveau message d'usager" in str(digest["Subject"])
     text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     section = text.split("NOUVEAU MESSAGE DE L'USAGER APRÈS LA RÉPONSE\n", 1)[1]
@@ -457,7 +453,7 @@ def test_a_service_with_only_bounced_mail_gets_a_digest_that_says_to_contact_the
     assert capsys.readouterr().out.splitlines()[0] == "cni-passeport: digest of 2 message(s) queued"
     (sent,) = smtp_server.wait_for(1)
     assert sent.rcpt_tos == ("pref-cni-passeport@seine-maritime.gouv.fr",)
-    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    digest = read_mail(sent.raw)
     assert "2 courriels non distribués" in str(digest["Subject"])
     text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     section = text.split("COURRIELS À L'USAGER NON DISTRIBUÉS\n", 1)[1]
@@ -478,7 +474,7 @@ def test_a_service_with_only_bounced_mail_gets_a_digest_that_says_to_contact_the
     bounce(store, 54, "cni-passeport", "notice", datetime(2026, 11, 25, 9, tzinfo=PARIS))
     assert main(["--config", str(config), "alerts", "--date", "2026-11-26"]) == 0
     (sent,) = smtp_server.wait_for(1)
-    digest = email.message_from_bytes(sent.raw, policy=email.policy.default)
+    digest = read_mail(sent.raw)
     assert "1 courriel non distribué —" in str(digest["Subject"])
     text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "[SM-2026-000054] Sujet 54\n  avis de transfert, retour le 25/11/2026" in text
@@ -544,9 +540,7 @@ def test_mail_forgotten_for_months_stays_in_the_digest_and_the_unanswered_list(
                 "SELECT b.raw, o.recipient FROM outbox o JOIN outbox_bodies b ON b.outbox_id = o.id"
             )
         ).all()
-    digests_by_to = {
-        to: email.message_from_bytes(raw, policy=email.policy.default) for raw, to in queued
-    }
+    digests_by_to = {to: read_mail(raw) for raw, to in queued}
     permis = digests_by_to["pref-permis@seine-maritime.gouv.fr"]
     text = permis.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "[SM-2025-000021] Sujet 21" in text and "[SM-2026-000001]" in text

@@ -6,15 +6,13 @@ never the clock's): 2026-11-23 is a Monday, 2026-12-25 (Christmas) a Friday."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from servers import SmtpServer
+from servers import SmtpServer, read_mail
 from test_alerts import bounce, sending_config
 
 from mailbot import jobs
@@ -113,7 +111,7 @@ def told(smtp_server: SmtpServer) -> set[str]:
     """The references of the bounce section of the digests the SMTP server received."""
     found: set[str] = set()
     for received in smtp_server.messages:
-        digest = email.message_from_bytes(received.raw, policy=email.policy.default)
+        digest = read_mail(received.raw)
         text = digest.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         if "COURRIELS À L'USAGER NON DISTRIBUÉS" in text:
             section = text.split("COURRIELS À L'USAGER NON DISTRIBUÉS\n", 1)[1]

@@ -10,8 +10,6 @@ The week is the latest complete ISO week whose Monday–Friday holds a French pu
 from __future__ import annotations
 
 import csv
-import email
-import email.policy
 import io
 import re
 import sqlite3
@@ -22,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
+from servers import read_mail
 
 from mailbot.cli import main
 
@@ -203,7 +202,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         == 0
     )
     raw = (files / f"rapport-{week}.eml").read_bytes()
-    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    mail = read_mail(raw)
     text = mail.get_body(("plain",)).get_content()
     html = (files / f"rapport-{week}.html").read_text(encoding="utf-8")
     table = list(

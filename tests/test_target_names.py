@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import shutil
 from datetime import UTC, datetime
-from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 from pathlib import Path
 
 import pytest
 from rulesfile import dump_rules, load_rules
+from servers import read_mail
 
 from mailbot.app.acknowledge import Planner, Received
 from mailbot.cli import main
@@ -76,7 +76,7 @@ def _reoriented(config: Config, renderer: Renderer, target: str, language: str) 
     )
     planner = Planner(config, renderer, Composer.from_config(config))
     (reply,) = planner.plan(mail, routing).mails
-    return message_from_bytes(reply.raw, policy=compat32)
+    return read_mail(reply.raw, compat32)
 
 
 def _parts(message: Message) -> tuple[str, str]:

@@ -6,7 +6,6 @@ ends, ready for SMTP."""
 
 from __future__ import annotations
 
-import binascii
 import logging
 import random
 import re
@@ -14,7 +13,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email import message_from_bytes
-from email.charset import BASE64, Charset
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
@@ -35,6 +33,7 @@ from mailbot.mail.header_encoding import (
     header_line,
     one_address,
 )
+from mailbot.mail.transfer_encoding import joined_html, text_body
 from mailbot.render.rendering import RenderedMail, clean_subject
 
 log = logging.getLogger(__name__)
@@ -105,39 +104,23 @@ def _thread_ids(values: Sequence[str]) -> list[str]:
     return ids
 
 
-_UTF8_B64 = Charset("utf-8")  # bodies: base64 is encoded in C, QP in pure Python (5x slower)
-_UTF8_B64.body_encoding = BASE64
-
 # ----------------------------------------------------------------- writing the bytes directly
 #
 # The standard library's generator re-parses and re-folds every header and re-encodes each
-# part on the way out: most of an AR's cost. The mails below are written directly, byte for
-# byte what that generator wrote (tests/test_compose_bytes.py compares them with the
+# part on the way out: most of an AR's cost. The mails below are written directly: their
+# headers byte for byte what that generator wrote, their texts 8-bit where they can
+# (``mailbot.mail.transfer_encoding``; tests/test_compose_bytes.py compares them with the
 # builder this replaced, tests/compose_reference.py); anything outside the simple cases
 # handled here goes through the standard library's own code (``WIRE.fold_binary``).
 
 
-def _base64_lines(text: str) -> bytes:
-    """The UTF-8 text in base64, lines of 76 characters ending in CRLF (as base64mime)."""
-    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False)
-    lines = [encoded[start : start + 76] for start in range(0, len(encoded), 76)]
-    return b"\r\n".join(lines) + b"\r\n"
-
-
-_PART_HEAD = (
-    'MIME-Version: 1.0\r\nContent-Type: text/{}; charset="utf-8"\r\n'
-    "Content-Transfer-Encoding: base64\r\n\r\n"
-)
-_PLAIN_HEAD = _PART_HEAD.format("plain").encode("ascii")
-_HTML_HEAD = _PART_HEAD.format("html").encode("ascii")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 
 
 def _new_boundary() -> str:
     """A boundary as the standard library's generator draws it (``Generator._make_boundary``).
 
-    It never needs checking against the parts: they are base64, whose lines never start
-    with "--".
+    A part that holds a line starting with it goes in base64 (``text_body``).
     """
     token = random.randrange(sys.maxsize)
     return "=" * 15 + str(token).zfill(_BOUNDARY_WIDTH) + "=="
@@ -172,8 +155,9 @@ class OutgoingMail:
                 msg[name] = value
             if self._boundary:  # else the generator draws one, when it writes the mail
                 msg.set_boundary(self._boundary)
-            msg.attach(_text_part(self._texts[0], "plain"))
-            msg.attach(_text_part(self._texts[1], "html"))
+            boundary = self._boundary.encode("ascii") or None  # None: the generator draws one
+            msg.attach(_text_part("plain", self._texts[0], boundary))
+            msg.attach(_text_part("html", self._texts[1], boundary))
             self._message = msg
         return self._message
 
@@ -198,11 +182,9 @@ class OutgoingMail:
                 "MIME-Version: 1.0\r\n".encode("ascii"),
                 *(header_line(name, value) for name, value in self._headers),
                 b"\r\n--%s\r\n" % boundary,
-                _PLAIN_HEAD,
-                _base64_lines(text),
+                *_part("plain", text, boundary),
                 b"\r\n--%s\r\n" % boundary,
-                _HTML_HEAD,
-                _base64_lines(html),
+                *_part("html", html, boundary),
                 b"\r\n--%s--\r\n" % boundary,
             ]
         )
@@ -214,16 +196,31 @@ class OutgoingMail:
         self.message["To"] = to
 
     def parsed(self) -> EmailMessage:
-        """The mail as a reader sees it (modern API), for previews and tests."""
-        parsed = message_from_bytes(self.as_bytes(), policy=default)
+        """The mail as a reader sees it (modern API), for previews and tests: with the line
+        ends a mailbox stores, not SMTP's CRLF, which its 8-bit texts would keep."""
+        parsed = message_from_bytes(self.as_bytes().replace(b"\r\n", b"\n"), policy=default)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
 
-def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+def _part(subtype: str, text: str, boundary: bytes) -> tuple[bytes, ...]:
+    """A text part's header and body, written directly: the bytes of ``_text_part``."""
+    encoding, body = _encoded(subtype, text, boundary)
+    head = b'MIME-Version: 1.0\r\nContent-Type: text/%s; charset="utf-8"\r\n' % subtype.encode()
+    return head, b"Content-Transfer-Encoding: %s\r\n\r\n" % encoding, body
+
+
+def _text_part(subtype: str, text: str, boundary: bytes | None) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype)
-    part.set_payload(text, charset=_UTF8_B64)
+    part.set_param("charset", "utf-8")  # written after MIME-Version, as set_charset did
+    encoding, body = _encoded(subtype, text, boundary)
+    part["Content-Transfer-Encoding"] = encoding.decode("ascii")
+    part.set_payload(body.decode("ascii", "surrogateescape"))  # the bytes, as the parser keeps them
     return part
+
+
+def _encoded(subtype: str, text: str, boundary: bytes | None) -> tuple[bytes, bytes]:
+    return text_body(joined_html(text) if subtype == "html" else text, boundary)
 
 
 def _thread(in_reply_to: str | None, references: Sequence[str]) -> list[tuple[str, str]]:

@@ -28,6 +28,7 @@ from mailbot.mail.smtp_commands import (
     mail_options,
     network_error,
     quoted,
+    sent_bytes,
     wire_body,
 )
 
@@ -312,7 +313,7 @@ class Pipelined:
             self.after(job.envelope, classify(failure, f"at {failed_at}"))
             return await self._reset(transport, data_open=response.code == 354)
         try:
-            await self._body(transport, job.envelope.raw)
+            await self._body(transport, sent_bytes(self.client, job.envelope))
         except (aiosmtplib.SMTPException, OSError) as exc:
             return self._dropped(job, jobs, exc, "the message body")
         self.open, self.current = job, None

@@ -18,6 +18,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_li
 
 from mailbot.errors import DeliveryError, MailbotError
 from mailbot.mail.envelope import Envelope
+from mailbot.mail.transfer_encoding import seven_bit
 
 CHUNK = 64 * 1024  # body bytes written at a time
 _POLL = 0.005  # how often a stalled write is looked at, seconds
@@ -165,6 +166,14 @@ def mail_options(client: aiosmtplib.SMTP, envelope: Envelope) -> list[str]:
     if not envelope.raw.isascii() and client.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     return options
+
+
+def sent_bytes(client: aiosmtplib.SMTP, envelope: Envelope) -> bytes:
+    """The mail as DATA carries it to this server: 8-bit parts re-encoded for one that does
+    not offer 8BITMIME (RFC 6152 §3)."""
+    if envelope.raw.isascii() or client.supports_extension("8bitmime"):
+        return envelope.raw
+    return seven_bit(envelope.raw)
 
 
 def interrupted() -> DeliveryError:

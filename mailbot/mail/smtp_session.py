@@ -35,6 +35,7 @@ from mailbot.mail.smtp_commands import (
     mail_from,
     mail_options,
     rcpt_to,
+    sent_bytes,
     wire_body,
 )
 from mailbot.mail.tls import client_context
@@ -242,7 +243,7 @@ class Session:
             data.stage = "RCPT TO"
             await self.step(rcpt_to(client, envelope.recipient, encoding))
             data.stage = "DATA"
-            await self.step(self._data(client, envelope.raw, data))
+            await self.step(self._data(client, sent_bytes(client, envelope), data))
         except DeliveryError as refused:  # nothing was sent
             await self._reset(client)
             return refused

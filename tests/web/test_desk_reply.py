@@ -22,6 +22,7 @@ import pytest
 import yaml
 from deskworld import Desk, desk_console
 from rulesfile import dump_rules
+from servers import read_mail
 from webtools import RunningConsole, csrf_from, local_login
 
 from mailbot.store.console import last_event_id
@@ -61,10 +62,7 @@ def month_of(desk: Desk, at: datetime, since: datetime) -> str:
 def replies(desk: Desk, expected: int) -> list[email.message.EmailMessage]:
     received = desk.delivered()  # all the outbox sent: nothing more can come
     assert len(received) == expected
-    return [
-        email.message_from_bytes(r.raw, policy=email.policy.default)  # type: ignore[misc]
-        for r in received
-    ]
+    return [read_mail(r.raw) for r in received]
 
 
 def test_suggested_template_preview_and_one_mail_on_a_double_click(

@@ -1,0 +1,176 @@
+"""How our mails' texts travel (mailbot.mail.transfer_encoding): 8-bit where their lines
+allow, base64 where they do not, HTML line ends joined only where a space means the same,
+and re-encoded for a relay without 8BITMIME — that last against a real SMTP server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from servers import SmtpServer, read_mail
+
+from mailbot.mail.compose import build_email
+from mailbot.mail.outgoing_mail import OutgoingMail
+from mailbot.mail.smtp import Envelope, SmtpTransport
+from mailbot.mail.transfer_encoding import joined_html, seven_bit, text_body
+from mailbot.render.rendering import RenderedMail
+
+BOUNDARY = b"===============0123456789012345678=="
+HTML = (
+    '<!DOCTYPE html>\n<html lang="fr">\n<head>\n<style>\n  .a { color: red; }\n</style>\n'
+    '</head>\n<body>\n<p class="lead">Nous avons bien reçu votre message.</p>\n'
+    + "<p>Votre référence&nbsp;: <strong>SM-2026-000123</strong></p>\n" * 40
+    + "<p>Préfecture de la Seine-Maritime</p>\n</body>\n</html>\n"
+)
+
+
+def octets(text: str) -> list[int]:
+    return [len(line.encode()) for line in text.split("\n")]
+
+
+def test_html_lines_are_joined_by_spaces_within_998_octets() -> None:
+    joined = joined_html(HTML)
+    assert joined.replace("\n", " ") == HTML.replace("\n", " ")
+    assert joined.endswith("</html>\n") and not joined.endswith("\n\n")
+    assert max(octets(joined)) <= 998
+    assert len(joined.split("\n")) - 1 == 3  # 2,766 octets in 52 lines: three of them
+    assert min(octets(joined)[:2]) > 900  # each line filled before the next begins
+
+
+def test_a_line_of_multibyte_text_is_cut_by_octets_not_characters() -> None:
+    html = "\n".join(["<p>" + "é" * 100 + "</p>"] * 30) + "\n"  # 207 octets, 107 characters
+    joined = joined_html(html)
+    assert max(octets(joined)) <= 998
+    assert len(joined.split("\n")) - 1 == 8  # four pieces a line: five would be 1,039
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<p>a</p>\n<pre>line one\nline two</pre>\n",
+        "<p>a</p>\n<TEXTAREA>one\ntwo</TEXTAREA>\n",
+        '<p>a</p>\n<div style="white-space: pre-wrap">one\ntwo</div>\n',
+        '<p>a</p>\n<div style="white-space:pre-line">one\ntwo</div>\n',
+        '<p>a</p>\n<a title="first line\nsecond line" href="x">y</a>\n',
+        "<p>a</p>\n<img alt='one\ntwo'>\n",
+        "<p>a</p>\n<script>var a = 1 // note\nvar b = 2</script>\n",
+    ],
+)
+def test_html_whose_line_ends_may_mean_more_than_a_space_keeps_them(html: str) -> None:
+    assert joined_html(html) == html
+
+
+def test_ascii_text_goes_7bit_and_utf8_text_8bit_with_crlf_line_ends() -> None:
+    assert text_body("Bonjour\nMerci.\n", BOUNDARY) == (b"7bit", b"Bonjour\r\nMerci.\r\n")
+    encoding, body = text_body("Réponse à Zoé\n", BOUNDARY)
+    assert (encoding, body) == (b"8bit", "Réponse à Zoé\r\n".encode())
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("é" * 499 + "\n", "a line of 998 octets fits"),
+        ("x" * 998, "998 ASCII octets, no final line end"),
+    ],
+)
+def test_a_line_of_998_octets_still_goes_as_it_is(text: str, why: str) -> None:
+    encoding, body = text_body(text, BOUNDARY)
+    assert encoding in (b"7bit", b"8bit"), why
+    assert body == text.replace("\n", "\r\n").encode(), why
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("x" * 999 + "\n", "a line over 998 octets (RFC 5322 §2.1.1)"),
+        ("é" * 500 + "\n", "1,000 octets in 500 characters"),
+        ("a\0b\n", "NUL is not allowed in 8bit data (RFC 2045 §2.8)"),
+        ("a\rb\n", "a carriage return of the text's own"),
+        ("a\n--" + BOUNDARY.decode() + "--\nb\n", "a line that would close the multipart"),
+    ],
+)
+def test_text_whose_lines_cannot_travel_as_they_are_goes_in_base64(text: str, why: str) -> None:
+    encoding, body = text_body(text, BOUNDARY)
+    assert encoding == b"base64", why
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76, why
+    part = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    assert read_mail(part + body).get_content() == text, why
+
+
+def test_the_boundary_is_only_checked_where_we_chose_it() -> None:
+    """None: the standard library draws the boundary, unlike any line of the text."""
+    assert text_body("-- \nSignature\n", None)[0] == b"7bit"
+
+
+def ar(text: str = "Votre référence : SM-2026-000123\n", html: str = HTML) -> OutgoingMail:
+    return build_email(
+        RenderedMail(subject="Accusé de réception", text=text, html=html),
+        from_address="pref-etrangers@seine-maritime.gouv.fr",
+        from_name="Préfecture de la Seine-Maritime",
+        to="usager@example.org",
+        message_id_domain="mailbot.seine-maritime.gouv.fr",
+        date=datetime(2026, 3, 9, 10, 30, tzinfo=UTC),
+    )
+
+
+def test_seven_bit_re_encodes_the_texts_and_keeps_everything_else() -> None:
+    raw = ar().as_bytes()
+    downgraded = seven_bit(raw)
+    assert not raw.isascii() and downgraded.isascii()
+    head = raw.index(b"\r\n\r\n")
+    assert downgraded[:head] == raw[:head]
+    before, after = read_mail(raw), read_mail(downgraded)
+    assert after.get_body(("plain",))["Content-Transfer-Encoding"] == "base64"
+    for kind in ("plain", "html"):  # base64 of the canonical form: CRLF line ends (RFC 2049)
+        text = after.get_body((kind,)).get_content()
+        assert text.replace("\r\n", "\n") == before.get_body((kind,)).get_content()
+
+
+def test_seven_bit_leaves_an_attached_mail_as_it_is() -> None:
+    """A forward's message/rfc822 cannot be base64 (RFC 2046 §5.2.1): it goes as before."""
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\nMIME-Version: 1.0\r\n\r\n--b\r\n'
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"Subject: x\r\n\r\n" + "été\r\n".encode() + b"--b--\r\n"
+    )
+    assert seven_bit(raw) == raw
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_relay_without_8bitmime_gets_the_ar_in_base64(pipelining: bool) -> None:
+    mail = ar()
+    envelope = Envelope(
+        "pref-etrangers@seine-maritime.gouv.fr", "usager@example.org", mail.as_bytes()
+    )
+    with SmtpServer(eight_bit_mime=False, pipelining=pipelining) as server:
+        transport = SmtpTransport(server.smtp_config())
+        try:
+            transport.send_batch([envelope], lambda _: True, lambda _, error: None)
+        finally:
+            transport.close()
+        (received,) = server.wait_for(1)
+    assert received.raw.isascii()
+    assert "BODY=8BITMIME" not in received.mail_options
+    got = read_mail(received.raw)
+    assert got.get_body(("html",))["Content-Transfer-Encoding"] == "base64"
+    html = got.get_body(("html",)).get_content().replace("\r\n", "\n")
+    assert html == mail.parsed().get_body(("html",)).get_content()
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_relay_with_8bitmime_gets_the_ar_as_written(pipelining: bool) -> None:
+    mail = ar()
+    envelope = Envelope(
+        "pref-etrangers@seine-maritime.gouv.fr", "usager@example.org", mail.as_bytes()
+    )
+    with SmtpServer(pipelining=pipelining) as server:
+        transport = SmtpTransport(server.smtp_config())
+        try:
+            transport.send_batch([envelope], lambda _: True, lambda _, error: None)
+        finally:
+            transport.close()
+        (received,) = server.wait_for(1)
+    assert received.raw == envelope.raw
+    assert "BODY=8BITMIME" in received.mail_options
