@@ -12,7 +12,7 @@ from servers import SmtpServer, read_mail
 from mailbot.mail.compose import build_email
 from mailbot.mail.outgoing_mail import OutgoingMail
 from mailbot.mail.smtp import Envelope, SmtpTransport
-from mailbot.mail.transfer_encoding import joined_html, seven_bit, text_body
+from mailbot.mail.transfer_encoding import seven_bit, text_body
 from mailbot.render.rendering import RenderedMail
 
 BOUNDARY = b"===============0123456789012345678=="
@@ -22,6 +22,13 @@ HTML = (
     + "<p>Votre référence&nbsp;: <strong>SM-2026-000123</strong></p>\n" * 40
     + "<p>Préfecture de la Seine-Maritime</p>\n</body>\n</html>\n"
 )
+
+
+def joined_html(html: str) -> str:
+    """The HTML part's text as it goes, with LF line ends."""
+    encoding, body = text_body(html, BOUNDARY, html=True)
+    assert encoding in (b"7bit", b"8bit")
+    return body.decode().replace("\r\n", "\n")
 
 
 def octets(text: str) -> list[int]:

@@ -33,7 +33,7 @@ from mailbot.mail.header_encoding import (
     header_line,
     one_address,
 )
-from mailbot.mail.transfer_encoding import joined_html, text_body
+from mailbot.mail.transfer_encoding import text_body
 from mailbot.render.rendering import RenderedMail, clean_subject
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _text_part(subtype: str, text: str, boundary: bytes | None) -> MIMENonMultip
 
 
 def _encoded(subtype: str, text: str, boundary: bytes | None) -> tuple[bytes, bytes]:
-    return text_body(joined_html(text) if subtype == "html" else text, boundary)
+    return text_body(text, boundary, html=subtype == "html")
 
 
 def _thread(in_reply_to: str | None, references: Sequence[str]) -> list[tuple[str, str]]:
