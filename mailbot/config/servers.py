@@ -139,8 +139,14 @@ class ImapConfig(ServerConfig):
 
 class SmtpConfig(ServerConfig):
     """``own_process``: ``mailbot run`` and ``poll`` send from a child process, on the
-    machine's other core, instead of a thread of the worker's (mail/smtp_process)."""
+    machine's other core, instead of a thread of the worker's (mail/smtp_process).
+
+    ``eight_bit``: the texts of our mails go 8-bit to a relay that offers 8BITMIME. False
+    re-encodes them in base64 before DATA, for a relay that signs mail with DKIM and passes
+    it on to hosts that may not take 8-bit mail: converted after signing, the signature
+    would no longer hold (RFC 6376 §5.3)."""
 
     port: int = Field(default=587, ge=1, le=65535)
     security: Security = "starttls"
     own_process: bool = True
+    eight_bit: bool = True

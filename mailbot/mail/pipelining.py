@@ -224,8 +224,9 @@ class Pipelined:
                 await self._closing(transport)
             raise
         job.approved = True
+        raw = sent_bytes(self.client, envelope, self.session.config.eight_bit)
         try:
-            commands = self._commands(envelope)
+            commands = self._commands(envelope, raw)
         except DeliveryError as refused:
             self.after(envelope, refused)
             return True
@@ -237,13 +238,13 @@ class Pipelined:
             return self._dropped(job, jobs, exc, "MAIL FROM")
         if not await self._closing(transport):
             return self._dropped(job, jobs, self.replies.lost, "MAIL FROM")
-        return await self._data(job, jobs, transport)
+        return await self._data(job, jobs, transport, raw)
 
-    def _commands(self, envelope: Envelope) -> bytes:
+    def _commands(self, envelope: Envelope, raw: bytes) -> bytes:
         """MAIL, RCPT and DATA for ``envelope``; DeliveryError if it cannot be sent here
         (SMTPUTF8 not offered: permanent; a line end in an address: as aiosmtplib refuses
         it, a ValueError, retried)."""
-        options = mail_options(self.client, envelope)
+        options = mail_options(self.client, envelope, raw)
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
         try:
             words = [b"FROM:" + quoted(envelope.envelope_from, encoding)]
@@ -293,7 +294,9 @@ class Pipelined:
             return False
         return True
 
-    async def _data(self, job: Job, jobs: deque[Job], transport: asyncio.Transport) -> bool:
+    async def _data(
+        self, job: Job, jobs: deque[Job], transport: asyncio.Transport, raw: bytes
+    ) -> bool:
         """The MAIL, RCPT and DATA replies; then the body and its "." (left open)."""
         failure: aiosmtplib.SMTPResponseException | None = None
         stages = ("MAIL FROM", "RCPT TO", "DATA")
@@ -313,7 +316,7 @@ class Pipelined:
             self.after(job.envelope, classify(failure, f"at {failed_at}"))
             return await self._reset(transport, data_open=response.code == 354)
         try:
-            await self._body(transport, sent_bytes(self.client, job.envelope))
+            await self._body(transport, raw)
         except (aiosmtplib.SMTPException, OSError) as exc:
             return self._dropped(job, jobs, exc, "the message body")
         self.open, self.current = job, None

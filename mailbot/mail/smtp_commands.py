@@ -153,7 +153,8 @@ async def flushed(protocol: SMTPProtocol, limit: int, timeout: float) -> None:
         await asyncio.sleep(_POLL)
 
 
-def mail_options(client: aiosmtplib.SMTP, envelope: Envelope) -> list[str]:
+def mail_options(client: aiosmtplib.SMTP, envelope: Envelope, raw: bytes) -> list[str]:
+    """MAIL FROM's parameters for ``envelope``, sent as ``raw`` (``sent_bytes``)."""
     options = []
     if needs_smtputf8(envelope):
         if not client.supports_extension("smtputf8"):
@@ -163,15 +164,15 @@ def mail_options(client: aiosmtplib.SMTP, envelope: Envelope) -> list[str]:
                 permanent=True,
             )
         options.append("SMTPUTF8")
-    if not envelope.raw.isascii() and client.supports_extension("8bitmime"):
+    if not raw.isascii() and client.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     return options
 
 
-def sent_bytes(client: aiosmtplib.SMTP, envelope: Envelope) -> bytes:
+def sent_bytes(client: aiosmtplib.SMTP, envelope: Envelope, eight_bit: bool) -> bytes:
     """The mail as DATA carries it to this server: 8-bit parts re-encoded for one that does
-    not offer 8BITMIME (RFC 6152 §3)."""
-    if envelope.raw.isascii() or client.supports_extension("8bitmime"):
+    not offer 8BITMIME (RFC 6152 §3), or everywhere when ``smtp.eight_bit`` is off."""
+    if envelope.raw.isascii() or (eight_bit and client.supports_extension("8bitmime")):
         return envelope.raw
     return seven_bit(envelope.raw)
 

@@ -237,13 +237,14 @@ class Session:
     ) -> DeliveryError | None:
         """MAIL, RCPT, DATA; the error says whether the server can have accepted the mail."""
         try:
-            options = mail_options(client, envelope)
+            raw = sent_bytes(client, envelope, self.config.eight_bit)
+            options = mail_options(client, envelope, raw)
             encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
             await self.step(mail_from(client, envelope.envelope_from, options, encoding))
             data.stage = "RCPT TO"
             await self.step(rcpt_to(client, envelope.recipient, encoding))
             data.stage = "DATA"
-            await self.step(self._data(client, sent_bytes(client, envelope), data))
+            await self.step(self._data(client, raw, data))
         except DeliveryError as refused:  # nothing was sent
             await self._reset(client)
             return refused
