@@ -109,22 +109,24 @@ def test_the_boundary_is_only_checked_where_we_chose_it() -> None:
     assert text_body("-- \nSignature\n", None)[0] == b"7bit"
 
 
-def ar(text: str = "Votre référence : SM-2026-000123\n", html: str = HTML) -> OutgoingMail:
+def ar(to: str = "usager@example.org") -> OutgoingMail:
     return build_email(
-        RenderedMail(subject="Accusé de réception", text=text, html=html),
+        RenderedMail(subject="Accusé de réception", text="Référence : SM-2026-000123\n", html=HTML),
         from_address="pref-etrangers@seine-maritime.gouv.fr",
         from_name="Préfecture de la Seine-Maritime",
-        to="usager@example.org",
+        to=to,
         message_id_domain="mailbot.seine-maritime.gouv.fr",
         date=datetime(2026, 3, 9, 10, 30, tzinfo=UTC),
     )
 
 
-def test_seven_bit_re_encodes_the_texts_and_keeps_everything_else() -> None:
-    raw = ar().as_bytes()
+@pytest.mark.parametrize("to", ["usager@example.org", "jérôme@exemple.fr"])
+def test_seven_bit_re_encodes_the_texts_and_keeps_everything_else(to: str) -> None:
+    """The header section byte for byte, a raw UTF-8 address (SMTPUTF8) included."""
+    raw = ar(to).as_bytes()
     downgraded = seven_bit(raw)
-    assert not raw.isascii() and downgraded.isascii()
     head = raw.index(b"\r\n\r\n")
+    assert not raw[head:].isascii() and downgraded[head:].isascii()
     assert downgraded[:head] == raw[:head]
     before, after = read_mail(raw), read_mail(downgraded)
     assert after.get_body(("plain",))["Content-Transfer-Encoding"] == "base64"
