@@ -18,7 +18,6 @@ about what; the note says where the whole mail is (``mailbot.mail.forward``).
 
 from __future__ import annotations
 
-import base64
 import quopri
 import uuid
 from collections.abc import Collection
@@ -38,6 +37,7 @@ from mailbot.mail.header_encoding import (
     phrase,
 )
 from mailbot.mail.outgoing_mail import AUTO_GENERATED, new_message_id
+from mailbot.mail.transfer_encoding import base64_lines
 
 
 def _lines_fit(raw: bytes) -> bool:
@@ -51,7 +51,7 @@ def _attachment(original: bytes, reference: str) -> list[bytes]:
     if _lines_fit(original):
         encoding = b"" if original.isascii() else b"Content-Transfer-Encoding: 8bit\r\n"
         return [b"Content-Type: message/rfc822\r\n", disposition, encoding, b"\r\n", original]
-    encoded = base64.encodebytes(original).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
+    encoded = base64_lines(original).removesuffix(b"\r\n")
     return [
         b"Content-Type: message/global\r\n",
         disposition,
@@ -85,7 +85,7 @@ def _header_attachment(original: bytes, reference: str) -> list[bytes]:
     if not head or _lines_fit(head):
         encoding = b"" if head.isascii() else b"Content-Transfer-Encoding: 8bit\r\n"
         return [kind, b"\r\n", name, encoding, b"\r\n", head]
-    encoded = base64.encodebytes(head).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
+    encoded = base64_lines(head).removesuffix(b"\r\n")
     return [kind, b"\r\n", name, b"Content-Transfer-Encoding: base64\r\n", b"\r\n", encoded]
 
 
