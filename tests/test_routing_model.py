@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -20,6 +21,7 @@ from in_process import run_main
 
 from mailbot.app import model_fit, routing_scores, training
 from mailbot.config import RoutingModelConfig, load_config
+from mailbot.core import routing_text as routing_text_module
 from mailbot.core.classifier import (
     COMPLAINT_NO,
     COMPLAINT_YES,
@@ -40,6 +42,7 @@ from mailbot.core.combine import (
 )
 from mailbot.core.combine import category as combine_category
 from mailbot.core.facts import compiled_routing
+from mailbot.core.message import parse_message
 from mailbot.core.routing import RoutingInput, allowed_category, decide
 from mailbot.core.routing_text import RoutingText, routing_text, split_quoted
 from mailbot.errors import ConfigError
@@ -104,6 +107,39 @@ def test_quoted_text_is_set_apart() -> None:
     assert "échange de permis" in text.quoted
     outlook = "Merci de me répondre.\n\nDe : pref@example.fr\nEnvoyé : mardi\nObjet : carte grise"
     assert split_quoted(outlook).own == "Merci de me répondre."
+
+
+def test_a_quote_starts_where_the_line_anchored_pattern_found_it() -> None:
+    """``_quote_start`` (the body's start, then only after line ends) finds what one
+    search with "^" in re.MULTILINE found, on every labelled mail's body but the frozen
+    test half's and on cases at the edges: the start, a blank line before, CRLF, "\r"."""
+    line_anchored = re.compile("^" + routing_text_module._QUOTE_HEADER, re.I | re.M)
+    bodies = [
+        parse_message(path.read_bytes()).body_text
+        for folder in sorted((ROOT / "tests/data/corpus").iterdir())
+        if folder.is_dir() and folder.name != "test"
+        for path in sorted(folder.glob("*.eml"))
+    ]
+    assert len(bodies) > 3000
+    edges = [
+        "",
+        "\n",
+        "De : a\nEnvoyé : b",
+        "x\n\n  De : a\nDate : b",
+        "x\r\n> y\r\nLe lun. 1, A a écrit :",
+    ]
+    edges += [
+        "x\rOn Mon, 1 Jan, A wrote:",
+        "________\n",
+        "x ________",
+        "x\n\t-- Original Message --",
+    ]
+    quoted = 0
+    for body in bodies + edges:
+        found = line_anchored.search(body)
+        assert routing_text_module._quote_start(body) == (found.start() if found else None)
+        quoted += found is not None
+    assert quoted > 100  # the corpus quotes: the pattern is exercised, not only missed
 
 
 def test_contact_form_reads_the_message_field_only() -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Where a quoted or forwarded block starts, as French and English clients write it.
-_QUOTE_HEADERS = re.compile(
-    r"^\s*(?:"
+# Where a quoted or forwarded block starts, as French and English clients write it: at
+# the start of a line (``_quote_start``).
+_QUOTE_HEADER = (
+    r"\s*(?:"
     r"le\s.{4,120}\sa\s+[ée]crit\s*:"  # Le jeu. 2 avr. 2026 à 10:14, X a écrit :
     r"|on\s.{4,120}\swrote\s*:"
     r"|el\s.{4,120}\sescribi[óo]\s*:"
@@ -23,9 +24,13 @@ _QUOTE_HEADERS = re.compile(
     r"|d[ée]but du message (?:r[ée]exp[ée]di[ée]|transf[ée]r[ée])\s*:"
     r"|_{8,}"
     r"|(?:de|from)\s*:\s*\S.*\n\s*(?:envoy[ée]|sent|date)\s*:"
-    r")",
-    re.IGNORECASE | re.MULTILINE,
+    r")"
 )
+# One pattern for the body's first line, one for the lines after a line end: "^" with
+# re.MULTILINE is tried at every position of the body, "\n" first only where a line ends
+# (the search on a 3 KB body: 20-23 µs down to 7 µs, in the intake's process, issue 14).
+_QUOTE_AT_START = re.compile(_QUOTE_HEADER, re.IGNORECASE)
+_QUOTE_AFTER_LINE_END = re.compile("\n" + _QUOTE_HEADER, re.IGNORECASE)
 _FORM_MESSAGE = re.compile(r"^\s*Message\s*:\s*(.*)", re.IGNORECASE | re.MULTILINE | re.DOTALL)
 _FORM_FOOTER = re.compile(r"^--\s*$", re.MULTILINE)
 
@@ -40,8 +45,8 @@ class RoutingText:
 def split_quoted(body: str) -> RoutingText:
     """The citizen's own text, and what it quotes or forwards ("> " lines, "Le … a écrit :",
     Outlook "De : … Envoyé :" blocks, "-------- Message transféré --------")."""
-    start = _QUOTE_HEADERS.search(body)
-    head, tail = (body[: start.start()], body[start.start() :]) if start else (body, "")
+    start = _quote_start(body)
+    head, tail = (body[:start], body[start:]) if start is not None else (body, "")
     own: list[str] = []
     quoted = [tail] if tail else []
     for line in head.splitlines():
@@ -50,6 +55,15 @@ def split_quoted(body: str) -> RoutingText:
     if not own_text and quoted:  # a mail that is only a forward: its content is the request
         return RoutingText("\n".join(quoted).replace(">", " ").strip(), "")
     return RoutingText(own_text, "\n".join(quoted).strip())
+
+
+def _quote_start(body: str) -> int | None:
+    """Where the first quoted or forwarded block starts: a line's start (that of the body,
+    or just after a line end, as "^" matches in re.MULTILINE)."""
+    if _QUOTE_AT_START.match(body):
+        return 0
+    found = _QUOTE_AFTER_LINE_END.search(body)
+    return found.start() + 1 if found else None
 
 
 def form_message(body: str) -> str | None:
