@@ -29,7 +29,13 @@ what it implies: with N cores, no run can take less wall time than machine CPU /
 ``ceiling`` is the ratio mailbot would reach if its wall were exactly that floor. It ends
 with the poll split in two: the intake (to its last batch recorded) and the delivery that
 was left once it ended ("delivery alone"): a long tail means the delivery is what holds the
-poll back, not the intake (issue 14, thirty-second session).
+poll back, not the intake (issue 14, thirty-second session). Then the sink's own CPU per
+mail it received (its process's, from ``/proc``; the raw pipe's line gives it too): on a
+machine of few cores it is taken from the side measured, and from mailbot's four busy
+processes more than from the raw pipe's one. And where the poll's thread spent the poll's
+wall (``/proc/…/schedstat``): on a core, waiting for one (the machine's other processes
+had them), or blocked (on the routing helper, the GIL, a commit, the network) (issue 14,
+thirty-fifth session).
 
 ``--prefill N``: each database of (a) holds N earlier messages of the mailbox before its poll
 (acknowledged over the last weeks, in another folder; written outside the timing), as a
@@ -304,11 +310,20 @@ if folders is not None:
         finally:
             intake_end.append(time.perf_counter())
     worker._poll_folders = timed_folders
-wall, cpu, busy = time.perf_counter(), time.process_time(), machine()
+def scheduled():  # the poll thread's seconds on a core and waiting for one (schedstat)
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as stat:
+            on_core, waiting = stat.read().split()[:2]
+    except OSError:  # a kernel without schedstats
+        return None
+    return int(on_core) / 1e9, int(waiting) / 1e9
+import threading
+wall, cpu, busy, sched = time.perf_counter(), time.process_time(), machine(), scheduled()
 outcomes = worker.poll_once()
 ended = time.perf_counter()
 tail = ended - intake_end[-1] if intake_end else None
 wall, cpu, busy = ended - wall, time.process_time() - cpu, machine() - busy
+sched = [b - a for a, b in zip(sched, scheduled())] if sched else None
 # A routing helper (routing.parallel, a newer tree) and the SMTP process stopped and waited
 # for: their CPU, start included, is then the children's (a process's own CPU leaves it out).
 pool = getattr(app.pipeline, "routing_pool", None)
@@ -320,7 +335,8 @@ usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 helper = usage.ru_utime + usage.ru_stime
 acknowledged = sum(o.decision == "acknowledge" for o in outcomes)
 print(json.dumps({"mails": len(outcomes), "acknowledged": acknowledged, "wall": wall, "cpu": cpu,
-                  "helper": helper, "waited": waited, "machine": busy, "tail": tail}))
+                  "helper": helper, "waited": waited, "machine": busy, "tail": tail,
+                  "scheduled": sched}))
 """
 
 
@@ -400,7 +416,12 @@ def bench_scenario(
     user = dovecot.new_user(f"{scenario}-{label}")
     fill(user, backlog, mail)
     sink.clear()
-    cpu, start, machine = time.process_time(), time.perf_counter(), machine_cpu()
+    cpu, start, machine, sink_cpu = (
+        time.process_time(),
+        time.perf_counter(),
+        machine_cpu(),
+        sink.cpu(),
+    )
     sent = raw_pipe(user, sink, 200)
     sink.wait_for(sent)
     raw_seconds = time.perf_counter() - start
@@ -409,7 +430,7 @@ def bench_scenario(
     raw_rate = sent / raw_seconds
     print(
         f"  {scenario:<15} raw pipe  {raw_rate:7.1f} msg/s  {raw_cpu / sent * 1000:6.2f} CPU ms/mail"
-        f"  machine {raw_machine:5.2f} CPU ms/mail"
+        f"  machine {raw_machine:5.2f} CPU ms/mail (the sink {_per_mail(sink.cpu() - sink_cpu, sent)})"
     )
     ratios: dict[str, float] = {}
     for tree in trees:
@@ -419,9 +440,11 @@ def bench_scenario(
             profile = profiles / f"{scenario}-{label}-{tree.name}.raw" if profiles else None
             if earlier:
                 prefill(tree, config, earlier)
+            sink_cpu = sink.cpu()
             result = run_mailbot(tree, config, profile)
         expected = int(result["acknowledged"]) * (1 + FORWARDS[scenario])
         received = sink.wait_for(expected)
+        sink_cpu = sink.cpu() - sink_cpu
         rate = result["mails"] / result["wall"]
         ratios[str(tree)] = rate / raw_rate
         busy = result["machine"] / result["mails"] * 1000
@@ -434,12 +457,32 @@ def bench_scenario(
             f"ratio {rate / raw_rate:.2f}x  ({int(result['acknowledged'])} ARs, "
             f"{received - sink.to_citizens} forwards)  {tree.name}\n"
             f"  {'':<15} machine {busy:5.2f} CPU ms/mail: wall floor {floor:4.2f} ms/mail, "
-            f"ceiling {1000 / floor / raw_rate:.2f}x{_tail(result)}"
+            f"ceiling {1000 / floor / raw_rate:.2f}x{_tail(result)}\n"
+            f"  {'':<15} the sink {_per_mail(sink_cpu, received)}/mail received{_thread(result)}"
         )
         if profile is not None:
             cpu_ms = result["cpu"] / result["mails"] * 1000
             print(f"    profile {profile}\n" + phases.table(phases.phases(profile), cpu_ms))
     return ratios
+
+
+def _per_mail(seconds: float, mails: int) -> str:
+    return f"{seconds / max(mails, 1) * 1000:.2f} CPU ms"
+
+
+def _thread(result: dict[str, Any]) -> str:
+    """Where the poll's thread spent the poll's wall: on a core, waiting for one (the
+    machine's other processes had them: the contention), or blocked (on the routing
+    helper, the GIL, a commit, the network)."""
+    scheduled = result.get("scheduled")
+    if not scheduled:
+        return ""
+    wall = result["wall"]
+    on_core, waiting = (seconds / wall * 100 for seconds in scheduled)
+    return (
+        f"; the poll's thread {on_core:.0f} % on a core, {waiting:.0f} % waiting for one,"
+        f" {100 - on_core - waiting:.0f} % blocked"
+    )
 
 
 def _tail(result: dict[str, float]) -> str:
