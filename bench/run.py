@@ -312,12 +312,11 @@ if folders is not None:
     worker._poll_folders = timed_folders
 def scheduled():  # the poll thread's seconds on a core and waiting for one (schedstat)
     try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as stat:
+        with open("/proc/thread-self/schedstat") as stat:
             on_core, waiting = stat.read().split()[:2]
     except OSError:  # a kernel without schedstats
         return None
     return int(on_core) / 1e9, int(waiting) / 1e9
-import threading
 wall, cpu, busy, sched = time.perf_counter(), time.process_time(), machine(), scheduled()
 outcomes = worker.poll_once()
 ended = time.perf_counter()
