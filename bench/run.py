@@ -284,6 +284,10 @@ if "def start_routing_helper" in open(pool_file, encoding="utf-8").read():
         from mailbot.mail.smtp_process import start_smtp_process
         smtp = start_smtp_process(config)
     helper = start_routing_helper(config)
+    if os.path.exists(os.path.join(os.path.dirname(mailbot.__file__), "cpu.py")):
+        # As cli._worker does after its forks (a newer tree): its threads on one CPU.
+        from mailbot.cpu import keep_worker_on_one_cpu
+        keep_worker_on_one_cpu(config.polling.worker_cpu, config.database)
     app = app_from_config(config, transport=smtp, acknowledge_existing=True, routing_pool=helper)
 else:
     from mailbot.app.context import build_app

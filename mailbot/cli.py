@@ -25,6 +25,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailbot.cpu import keep_worker_on_one_cpu
+from mailbot.cpu import release as release_cpus
 from mailbot.desk_commands import add_desk_commands
 from mailbot.errors import ConfigError, MailbotError, TemplateError
 from mailbot.figure_commands import add_figure_commands
@@ -104,6 +106,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
         outcomes = worker.poll_once(keep=not args.quiet)
     finally:
         app.close()
+        release_cpus()
     if not args.quiet:
         print_outcomes(outcomes)
     return _refused(worker) or (1 if worker.failures else 0)
@@ -125,8 +128,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if early_stop:
         worker.stop.set()  # asked to stop while loading: recover, then stop cleanly
     _started(collect=True)
-    with console_beside(app, args.config):  # when web.enabled
-        worker.run()
+    try:
+        with console_beside(app, args.config):  # when web.enabled
+            worker.run()
+    finally:
+        release_cpus()
     return _refused(worker)
 
 
@@ -149,6 +155,8 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
     map_large_buffers()  # before the forks: the helpers' heaps too (mailbot/heap.py)
     smtp = start_smtp_process(config)
     helper = start_routing_helper(config)
+    # After the forks: the helpers keep every CPU, this process's threads share one.
+    keep_worker_on_one_cpu(config.polling.worker_cpu, config.database)
     opened = []
     try:
         sources, sent = inboxes(config), sent_folders(config)
@@ -171,6 +179,7 @@ def _worker(args: argparse.Namespace) -> tuple[App, Worker]:
         for process in (helper, smtp):
             if process is not None:
                 process.close()
+        release_cpus()
         raise
 
 

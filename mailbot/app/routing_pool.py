@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailbot.config import Config, RoutingConfig
 from mailbot.core.routing import CompiledRouting, RoutingDecision, RoutingInput, decide
+from mailbot.cpu import run_on, usable
 from mailbot.logs import safe_error
 
 # multiprocessing and the process pool (~20 ms of imports) only once a helper is started:
@@ -84,6 +85,9 @@ class RoutingSpec:
     routing: RoutingConfig
     own: Mapping[str, str]
     general_service: str
+    # The CPUs the helper runs on: every one the worker may use (mailbot/cpu.py), even when
+    # it is started after the worker kept its own process to one.
+    cpus: frozenset[int] | None = None
 
 
 def routing_spec(config: Config) -> RoutingSpec | None:
@@ -92,7 +96,7 @@ def routing_spec(config: Config) -> RoutingSpec | None:
     if config.routing is None or config.routing.parallel.processes < 1:
         return None
     own = {name: box.service for name, box in config.mailboxes.items()}
-    return RoutingSpec(config.routing, own, config.organisation.general_service)
+    return RoutingSpec(config.routing, own, config.organisation.general_service, usable())
 
 
 def start_routing_helper(config: Config) -> RoutingPool | None:
@@ -123,6 +127,7 @@ def _start_helper(spec: RoutingSpec) -> None:
     global _compiled
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run_on(spec.cpus)
     _exit_with_parent()
     from mailbot.core.classifier import load as load_model
     from mailbot.core.routing import compile_routing

@@ -5,7 +5,7 @@ mystery e-mail probe."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -26,6 +26,22 @@ class PollingConfig(Model):
     # ~250 MB, once); false: they load on the first mail whose language is not plainly
     # French, which then waits for them.
     warm_language_models: bool = True
+    # The CPU the worker's own process keeps to (mailbot/cpu.py): "auto" (the last one, for
+    # the only worker of a SQLite database), a number, or "off". Its helpers use every CPU.
+    worker_cpu: Annotated[int, Field(ge=0)] | Literal["auto", "off"] = "auto"
+
+    @field_validator("worker_cpu", mode="before")
+    @classmethod
+    def _cpu_words(cls, value: Any) -> Any:
+        """One message for every wrong value; YAML reads ``off`` as false, and a true is
+        not CPU 1."""
+        if value is False:
+            return "off"
+        if value in ("auto", "off"):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError(f'expected "auto", "off" or a CPU number such as 0 (got {value!r})')
 
 
 class OutboxConfig(Model):

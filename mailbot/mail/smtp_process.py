@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailbot.config import Config, SmtpConfig
+from mailbot.cpu import run_on, usable
 from mailbot.errors import DeliveryError
 from mailbot.mail.envelope import AfterSend, BeforeSend, Envelope
 
@@ -184,7 +185,7 @@ class Child:
         context = get("fork") if fork else get("spawn")
         ours, theirs = context.Pipe()
         level = logging.getLogger().getEffectiveLevel()
-        args = (theirs, config, level, ours if fork else None)
+        args = (theirs, config, level, ours if fork else None, usable())
         process = context.Process(target=serve, args=args, name="mailbot-smtp", daemon=True)
         process.start()
         theirs.close()
@@ -426,10 +427,18 @@ class Inbox:
             return not self.stop.is_set() and self._verdicts[index]
 
 
-def serve(conn: Connection, config: SmtpConfig, level: int, parent_end: Connection | None) -> None:
-    """The child's life: batches until the worker closes the pipe."""
+def serve(
+    conn: Connection,
+    config: SmtpConfig,
+    level: int,
+    parent_end: Connection | None,
+    cpus: frozenset[int] | None = None,
+) -> None:
+    """The child's life: batches until the worker closes the pipe. On every CPU the worker
+    may use (``cpus``), even when it is started after the worker kept to one (mailbot/cpu)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run_on(cpus)
     if parent_end is not None:  # forked: the worker's end, so that its closing is seen
         parent_end.close()
     else:
