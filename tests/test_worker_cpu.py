@@ -86,14 +86,15 @@ def test_worker_cpu_takes_auto_off_or_a_number_and_names_what_it_expects() -> No
             PollingConfig.model_validate({"worker_cpu": wrong})
 
 
-def test_a_worker_keeps_its_threads_on_one_cpu_and_its_helpers_on_every_cpu(
-    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
-) -> None:
-    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
-    imap_user.append(citizen_mail(1))
+def running_worker(
+    config: Path, smtp_server: SmtpServer
+) -> tuple[dict[int, frozenset[int]], dict[int, frozenset[int]]]:
+    """Start `mailbot run` on one waiting mail; once its AR is sent (its helpers forked,
+    its threads running), the CPUs of each of its threads and of each of its helpers; then
+    a clean stop."""
     worker = start_worker(config, "--acknowledge-existing")
     try:
-        smtp_server.wait_for(1, timeout=60)  # running: its helpers forked, the AR sent
+        smtp_server.wait_for(1, timeout=120)  # a start: 30 s of wall at a load of 8
         threads = threads_of(worker.pid)
         helpers = {child: affinity(child) for child in children_of(worker.pid)}
         err = stop_by_sigterm(worker)
@@ -101,6 +102,15 @@ def test_a_worker_keeps_its_threads_on_one_cpu_and_its_helpers_on_every_cpu(
         if worker.poll() is None:
             worker.kill()
     assert worker.returncode == 0, err
+    return threads, helpers
+
+
+def test_a_worker_keeps_its_threads_on_one_cpu_and_its_helpers_on_every_cpu(
+    tmp_path: Path, dovecot: DovecotServer, imap_user: MailUser, smtp_server: SmtpServer
+) -> None:
+    config = write_config(tmp_path, imap_user, dovecot.new_user("etr"), smtp_server)
+    imap_user.append(citizen_mail(1))
+    threads, helpers = running_worker(config, smtp_server)
     # The delivery thread, the IMAP connections', the scheduler's: all with the intake's.
     assert len(threads) >= 4
     kept = frozenset({max(USABLE)}) if len(USABLE) >= 2 else USABLE
@@ -118,16 +128,9 @@ def test_worker_cpu_off_leaves_every_thread_free(
         tmp_path, imap_user, dovecot.new_user("etr"), smtp_server, polling=polling
     )
     imap_user.append(citizen_mail(1))
-    worker = start_worker(config, "--acknowledge-existing")
-    try:
-        smtp_server.wait_for(1, timeout=60)
-        threads = threads_of(worker.pid)
-        err = stop_by_sigterm(worker)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert worker.returncode == 0, err
+    threads, helpers = running_worker(config, smtp_server)
     assert set(threads.values()) == {USABLE}
+    assert set(helpers.values()) == {USABLE}
 
 
 # A worker that kept to one CPU, then starts its helpers (as after a crash of the first
