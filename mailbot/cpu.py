@@ -4,12 +4,12 @@ The worker's process runs Python on one thread at a time (the GIL). On a backlog
 intake thread is busy while its delivery thread wakes after each SQL statement and each
 report of the SMTP process, and takes the GIL each time. When the two threads run on
 different CPUs, every such handoff wakes a thread on the other CPU. Measured on a 2-CPU
-machine (``bench/run.py``, 2,000 mails of 3 KB, one run): the intake's thread used 2.49-2.76 s
-of CPU with the threads free, 2.20-2.44 s with them on one CPU; the throughput was 0.79-0.86x
-the raw pipe's, then 0.89-0.91x. With the intake's thread alone on one CPU and the delivery
-thread free, nothing was gained: what counts is that the threads share one CPU
-(bench/README.md, "Issue 14, thirty-sixth session"). A process that holds the GIL runs on
-one CPU at a time anyway, so one CPU costs it no capacity.
+machine (``bench/run.py``, 2,000 mails of 3 KB): the intake's thread used 2.49-2.76 s of
+CPU with the threads free, 2.20-2.44 s with them on one CPU; the throughput, in one run, was
+0.79-0.86x the raw pipe's, then 0.89-0.91x. With the intake's thread alone on one CPU and
+the delivery thread free, nothing was gained: what counts is that the threads share one
+CPU (bench/README.md, "Issue 14, thirty-sixth session"). A process that holds the GIL runs
+on one CPU at a time anyway, so one CPU costs it no capacity.
 
 The parallel work is in the helper processes (the routing helper, the SMTP process): they
 keep every CPU the worker had. Those started with the worker are forked before it keeps to
