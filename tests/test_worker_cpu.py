@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,13 +31,21 @@ def affinity(pid: int, thread: int | None = None) -> frozenset[int]:
 
 
 def threads_of(pid: int) -> dict[int, frozenset[int]]:
-    return {int(tid): affinity(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+    """Each thread's CPUs; a thread that ends while they are read is left out."""
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            found[int(tid)] = affinity(pid, int(tid))
+    return found
 
 
 def children_of(pid: int) -> list[int]:
     found: list[int] = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as children:
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as children,
+        ):
             found += [int(child) for child in children.read().split()]
     return found
 
