@@ -64,7 +64,11 @@ def keep_worker_on_one_cpu(setting: Setting, database_url: str) -> int | None:
     """Every thread of this process, and the threads they start, on the CPU ``setting``
     gives (``chosen``): the CPU, or None when it stays free."""
     cpus = usable()
-    sole_worker = database_url.partition(":")[0].partition("+")[0] == "sqlite"
+    # Imported by the configuration already (its URL checked on load); not by `--help`.
+    from sqlalchemy.engine import make_url
+
+    # SQLite's lock refuses a second worker (store/cluster).
+    sole_worker = make_url(database_url).get_backend_name() == "sqlite"
     cpu = chosen(setting, cpus, sole_worker)
     if cpu is None:
         if isinstance(setting, int) and cpus is not None and setting not in cpus:
